@@ -1,0 +1,344 @@
+// Package redistest starts real redis-server processes on free loopback ports for tests, and offers a minimal raw
+// RESP client so tests can compare reply bytes exactly.
+//
+// Nothing here fakes Redis: a test that needs an upstream gets a real redis-server (Debian package redis-server).
+// A missing binary fails the test with the install hint; it never skips.
+package redistest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// InstallHint is printed when redis-server or redis-cli is missing.
+const InstallHint = "install it with: apt-get update && apt-get install -y redis-server redis-tools (or run bash .ci/run)"
+
+// Server is one redis-server process owned by a test. Its methods are safe for concurrent use.
+type Server struct {
+	tb   testing.TB
+	port int
+	dir  string
+	args []string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// Start starts a redis-server on a free loopback port with persistence off unless args turn it on, and stops it
+// when the test ends. Extra args are passed to redis-server as "--name value" pairs, for example
+// "--appendonly", "yes".
+func Start(tb testing.TB, args ...string) *Server {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Fatalf("redistest: redis-server not found in PATH: %s", InstallHint)
+	}
+	s := &Server{tb: tb, dir: tb.TempDir(), args: args}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		s.port = FreePort(tb)
+		if lastErr = s.start(); lastErr == nil {
+			tb.Cleanup(s.Kill)
+			return s
+		}
+	}
+	tb.Fatalf("redistest: redis-server did not start: %v", lastErr)
+	return nil
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago. Cluster nodes also need port+10000 free, so the
+// port is chosen below 55535.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	for i := 0; i < 100; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("redistest: listen: %v", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if port < 55535 {
+			return port
+		}
+	}
+	tb.Fatalf("redistest: no free port below 55535")
+	return 0
+}
+
+func (s *Server) start() error {
+	argv := []string{
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", s.dir,
+		"--daemonize", "no",
+		"--logfile", filepath.Join(s.dir, "redis.log"),
+		"--protected-mode", "no",
+	}
+	argv = append(argv, s.args...)
+	cmd := exec.Command("redis-server", argv...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	s.mu.Lock()
+	s.cmd = cmd
+	s.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			return fmt.Errorf("redis-server exited (%v): %s", err, lastLines(string(log), 5))
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond); err == nil {
+			reply, err := roundTrip(c, "PING")
+			c.Close()
+			if err == nil && string(reply) == "+PONG\r\n" {
+				go func() { <-exited }()
+				return nil
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	return errors.New("redis-server did not answer PING within 10s")
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// Addr is the server's "127.0.0.1:port".
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// Port is the server's TCP port.
+func (s *Server) Port() int { return s.port }
+
+// Dir is the server's working directory (RDB and AOF files live there).
+func (s *Server) Dir() string { return s.dir }
+
+// Kill ends the server with SIGKILL (no shutdown save) and waits until its port is closed. Killing a stopped or
+// dead server is a no-op.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	cmd.Process.Kill()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", s.Addr(), 50*time.Millisecond)
+		if err != nil {
+			return
+		}
+		c.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Restart kills the server and starts it again on the same port and directory, with the same arguments; data
+// survives only if persistence was configured.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.Kill()
+	var err error
+	for attempt := 0; attempt < 50; attempt++ {
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.tb.Fatalf("redistest: restart on port %d: %v", s.port, err)
+}
+
+// Pause stops the server with SIGSTOP: connections stay open but nothing is answered, as with a hung server.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server with SIGCONT.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(sig)
+	}
+}
+
+// Do sends one command on a new connection and returns the raw reply frame; the test fails on a network error.
+func (s *Server) Do(args ...string) []byte {
+	s.tb.Helper()
+	c := Dial(s.tb, s.Addr())
+	defer c.Close()
+	return c.Do(args...)
+}
+
+// Conn is a minimal RESP2 client for tests: it writes commands as multi-bulk arrays and reads whole reply frames,
+// returning their raw bytes so tests can compare them with what Redis sends.
+type Conn struct {
+	tb testing.TB
+	c  net.Conn
+	r  *bufio.Reader
+}
+
+// Dial connects to addr; the connection is closed when the test ends.
+func Dial(tb testing.TB, addr string) *Conn {
+	tb.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		tb.Fatalf("redistest: dial %s: %v", addr, err)
+	}
+	conn := &Conn{tb: tb, c: c, r: bufio.NewReaderSize(c, 64<<10)}
+	tb.Cleanup(func() { c.Close() })
+	return conn
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.c.Close() }
+
+// NetConn is the underlying connection, for tests that write raw bytes.
+func (c *Conn) NetConn() net.Conn { return c.c }
+
+// Do sends a command and returns its raw reply frame. It waits at most 10 seconds.
+func (c *Conn) Do(args ...string) []byte {
+	c.tb.Helper()
+	if err := c.Send(args...); err != nil {
+		c.tb.Fatalf("redistest: send %q: %v", args, err)
+	}
+	reply, err := c.Read()
+	if err != nil {
+		c.tb.Fatalf("redistest: reply to %q: %v", args, err)
+	}
+	return reply
+}
+
+// Send writes one command without reading its reply.
+func (c *Conn) Send(args ...string) error {
+	_, err := c.c.Write(Encode(args...))
+	return err
+}
+
+// Read reads one whole reply frame, waiting at most 10 seconds.
+func (c *Conn) Read() ([]byte, error) {
+	return c.ReadTimeout(10 * time.Second)
+}
+
+// ReadTimeout reads one whole reply frame, waiting at most d.
+func (c *Conn) ReadTimeout(d time.Duration) ([]byte, error) {
+	c.c.SetReadDeadline(time.Now().Add(d))
+	defer c.c.SetReadDeadline(time.Time{})
+	var out bytes.Buffer
+	if err := readFrame(c.r, &out); err != nil {
+		return out.Bytes(), err
+	}
+	return out.Bytes(), nil
+}
+
+// Encode returns args as a RESP multi-bulk command.
+func Encode(args ...string) []byte {
+	b := []byte("*" + strconv.Itoa(len(args)) + "\r\n")
+	for _, a := range args {
+		b = append(b, '$')
+		b = strconv.AppendInt(b, int64(len(a)), 10)
+		b = append(b, "\r\n"...)
+		b = append(b, a...)
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
+
+func roundTrip(c net.Conn, args ...string) ([]byte, error) {
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write(Encode(args...)); err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	err := readFrame(bufio.NewReader(c), &out)
+	return out.Bytes(), err
+}
+
+// readFrame copies one RESP2 or RESP3 frame, nested aggregates included, from r to out.
+func readFrame(r *bufio.Reader, out *bytes.Buffer) error {
+	line, err := r.ReadBytes('\n')
+	out.Write(line)
+	if err != nil {
+		return err
+	}
+	if len(line) < 3 || line[len(line)-2] != '\r' {
+		return fmt.Errorf("redistest: malformed line %q", line)
+	}
+	body := string(line[1 : len(line)-2])
+	switch line[0] {
+	case '+', '-', ':', '_', ',', '#', '(':
+		return nil
+	case '$', '=', '!':
+		n, err := strconv.Atoi(body)
+		if err != nil {
+			return fmt.Errorf("redistest: bad length %q", line)
+		}
+		if n < 0 {
+			return nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return err
+		}
+		out.Write(buf)
+		return nil
+	case '*', '~', '>', '%', '|':
+		n, err := strconv.Atoi(body)
+		if err != nil {
+			return fmt.Errorf("redistest: bad length %q", line)
+		}
+		if line[0] == '%' || line[0] == '|' {
+			n *= 2
+		}
+		for i := 0; i < n; i++ {
+			if err := readFrame(r, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("redistest: unknown frame type %q", line)
+}
+
+// Eventually polls cond every 5ms until it returns true or d passes, then fails the test with msg.
+func Eventually(tb testing.TB, d time.Duration, msg string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("condition not met within %v: %s", d, msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
