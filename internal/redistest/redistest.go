@@ -110,7 +110,8 @@ func (s *Server) start() error {
 		if c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond); err == nil {
 			reply, err := roundTrip(c, "PING")
 			c.Close()
-			if err == nil && string(reply) == "+PONG\r\n" {
+			// A server with requirepass answers -NOAUTH: it is up all the same.
+			if err == nil && (string(reply) == "+PONG\r\n" || strings.HasPrefix(string(reply), "-NOAUTH")) {
 				go func() { <-exited }()
 				return nil
 			}

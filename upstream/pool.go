@@ -1,0 +1,638 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// DefaultConns is the number of shared connections a Pool keeps when PoolOptions.Conns is zero.
+	DefaultConns = 4
+	// DefaultTimeout bounds every wait for a reply on a shared connection when PoolOptions.Timeout is zero.
+	DefaultTimeout = time.Second
+	// DefaultMaxIdle is how many idle dedicated connections a Pool keeps when PoolOptions.MaxIdle is zero.
+	DefaultMaxIdle = 16
+
+	readBufSize  = 64 << 10
+	maxKeptBuf   = 1 << 20 // buffers grown past this by one large frame are dropped after use
+	maxRedialGap = time.Second
+)
+
+var (
+	// ErrTimeout means the upstream did not answer within the timeout; the connection was closed, so a write in
+	// the batch may or may not have been applied.
+	ErrTimeout = errors.New("upstream: no reply within timeout")
+	// ErrClosed means the pool was closed.
+	ErrClosed = errors.New("upstream: pool closed")
+)
+
+// PoolOptions configures a Pool.
+type PoolOptions struct {
+	// Addr is the upstream's host:port.
+	Addr string
+	// Username and Password authenticate every connection (AUTH); empty means no AUTH.
+	Username, Password string
+	// Conns is the number of shared connections. If zero, DefaultConns is used.
+	Conns int
+	// Timeout bounds the wait for the replies of a batch on a shared connection, and dialing. If zero,
+	// DefaultTimeout is used. Dedicated connections take their own deadlines.
+	Timeout time.Duration
+	// MaxIdle is how many idle dedicated connections are kept for reuse. If zero, DefaultMaxIdle is used.
+	MaxIdle int
+	// ClientName is set with CLIENT SETNAME on every connection so operators can find featcache in CLIENT LIST.
+	// Empty means no name.
+	ClientName string
+	// Dial opens a connection. If nil, a net.Dialer with Timeout is used.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Pool multiplexes batches of commands from many clients over a few shared RESP2 connections to one upstream
+// address, and hands out dedicated connections for state that must not be shared (transactions with WATCH,
+// blocking commands, pub/sub).
+//
+// Replies are copied as the upstream sent them: the pool never decodes a reply, so a RESP2 client sees exactly the
+// bytes Redis would have sent it. A Pool is safe for concurrent use.
+type Pool struct {
+	opt   PoolOptions
+	slots []*slot
+	next  atomic.Uint32
+
+	idleMu sync.Mutex
+	idle   []*Conn
+
+	closed atomic.Bool
+}
+
+// NewPool returns a pool for opt.Addr. It does not dial: connections are opened on first use and reopened after a
+// failure, at most once per second per shared connection while the upstream stays unreachable.
+func NewPool(opt PoolOptions) *Pool {
+	if opt.Conns <= 0 {
+		opt.Conns = DefaultConns
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
+	if opt.MaxIdle <= 0 {
+		opt.MaxIdle = DefaultMaxIdle
+	}
+	if opt.Dial == nil {
+		d := &net.Dialer{Timeout: opt.Timeout, KeepAlive: 15 * time.Second}
+		opt.Dial = d.DialContext
+	}
+	p := &Pool{opt: opt}
+	p.slots = make([]*slot, opt.Conns)
+	for i := range p.slots {
+		p.slots[i] = &slot{pool: p}
+	}
+	return p
+}
+
+// Addr is the upstream address the pool dials.
+func (p *Pool) Addr() string { return p.opt.Addr }
+
+// Timeout is the bound on waits for replies on shared connections.
+func (p *Pool) Timeout() time.Duration { return p.opt.Timeout }
+
+// Call is one batch of commands written contiguously on one connection, and the reply frames that answer it, in
+// order. A Call belongs to one goroutine at a time and is reused batch after batch: Do overwrites its fields.
+type Call struct {
+	// Replies holds the reply frames as received, concatenated. It is reused by the next Do.
+	Replies []byte
+	// Ends[i] is the offset in Replies where frame i ends.
+	Ends []int
+	// Err says why fewer frames than wanted arrived (connection lost, timeout). Frames that did arrive are kept.
+	Err error
+
+	// Req is scratch space for building the payload of the next batch; Do and Fetch do not touch it except Fetch,
+	// which builds its payload there.
+	Req []byte
+
+	want int
+	enq  int64
+	done chan struct{}
+}
+
+// NewCall returns an empty, reusable Call.
+func NewCall() *Call { return &Call{done: make(chan struct{}, 1)} }
+
+// Len is the number of reply frames received.
+func (c *Call) Len() int { return len(c.Ends) }
+
+// Frame returns reply frame i; the slice points into Replies.
+func (c *Call) Frame(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = c.Ends[i-1]
+	}
+	return c.Replies[start:c.Ends[i]]
+}
+
+func (c *Call) reset(n int) {
+	if cap(c.Replies) > maxKeptBuf {
+		c.Replies = nil
+	}
+	c.Replies = c.Replies[:0]
+	c.Ends = c.Ends[:0]
+	c.Err = nil
+	c.want = n
+}
+
+// Do writes payload (n complete RESP commands) on a shared connection and waits for their n reply frames, which it
+// stores in call. payload may be reused as soon as Do returns. The error is call.Err: on failure the frames that
+// arrived are kept and the rest are missing.
+func (p *Pool) Do(call *Call, payload []byte, n int) error {
+	call.reset(n)
+	if n == 0 {
+		return nil
+	}
+	l, err := p.link()
+	if err != nil {
+		call.Err = err
+		return err
+	}
+	if err := l.enqueue(call, payload); err != nil {
+		call.Err = err
+		return err
+	}
+	<-call.done
+	return call.Err
+}
+
+// link returns a live shared connection, dialing one if needed.
+func (p *Pool) link() (*link, error) {
+	if p.closed.Load() {
+		return nil, ErrClosed
+	}
+	i := int(p.next.Add(1)) % len(p.slots)
+	s := p.slots[i]
+	if l := s.cur.Load(); l != nil && !l.broken.Load() {
+		return l, nil
+	}
+	return s.reconnect()
+}
+
+// Close closes every connection; calls in flight fail with ErrClosed or a connection error.
+func (p *Pool) Close() {
+	p.closed.Store(true)
+	for _, s := range p.slots {
+		if l := s.cur.Load(); l != nil {
+			l.fail(ErrClosed)
+		}
+	}
+	p.idleMu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.idleMu.Unlock()
+	for _, c := range idle {
+		c.nc.Close()
+	}
+}
+
+// slot is one shared connection position; its link is replaced when the connection fails.
+type slot struct {
+	pool *Pool
+	cur  atomic.Pointer[link]
+
+	mu       sync.Mutex
+	lastFail time.Time
+	lastErr  error
+}
+
+func (s *slot) reconnect() (*link, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.cur.Load(); l != nil && !l.broken.Load() {
+		return l, nil
+	}
+	// A dead upstream is dialed at most once per maxRedialGap per slot; requests in between fail at once with the
+	// last error, so a down Redis costs neither dial storms nor waits longer than one dial.
+	if s.lastErr != nil && time.Since(s.lastFail) < maxRedialGap {
+		return nil, s.lastErr
+	}
+	nc, err := s.pool.dial()
+	if err != nil {
+		s.lastFail, s.lastErr = time.Now(), err
+		return nil, err
+	}
+	s.lastErr = nil
+	l := newLink(nc, s.pool.opt.Timeout)
+	s.cur.Store(l)
+	return l, nil
+}
+
+// dial opens and prepares one connection: AUTH and CLIENT SETNAME, in one round trip.
+func (p *Pool) dial() (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.opt.Timeout)
+	defer cancel()
+	nc, err := p.opt.Dial(ctx, "tcp", p.opt.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: dial %s: %w", p.opt.Addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	var req []byte
+	n := 0
+	if p.opt.Password != "" {
+		if p.opt.Username != "" {
+			req = AppendCommand(req, "AUTH", p.opt.Username, p.opt.Password)
+		} else {
+			req = AppendCommand(req, "AUTH", p.opt.Password)
+		}
+		n++
+	}
+	if p.opt.ClientName != "" {
+		req = AppendCommand(req, "CLIENT", "SETNAME", p.opt.ClientName)
+		n++
+	}
+	if n == 0 {
+		return nc, nil
+	}
+	c := &Conn{pool: p, nc: nc}
+	call := NewCall()
+	if err := c.Do(call, req, n, time.Now().Add(p.opt.Timeout)); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("upstream: prepare connection to %s: %w", p.opt.Addr, err)
+	}
+	for i := 0; i < n; i++ {
+		if f := call.Frame(i); len(f) > 0 && f[0] == '-' {
+			nc.Close()
+			// The reply names the problem (WRONGPASS, NOAUTH) but never the password.
+			return nil, fmt.Errorf("upstream: prepare connection to %s: %s", p.opt.Addr, bytes.TrimSpace(f[1:]))
+		}
+	}
+	return nc, nil
+}
+
+// link is one shared TCP connection: writers append batches and queue their Calls, one reader goroutine hands
+// reply frames to the Calls in order, and a watchdog closes the connection when the oldest Call waits too long.
+type link struct {
+	nc      net.Conn
+	timeout time.Duration
+	broken  atomic.Bool
+	done    chan struct{} // closed when the reader exits
+
+	mu      sync.Mutex
+	err     error
+	wbuf    []byte
+	spare   []byte
+	writing bool
+	queue   []*Call
+	head    int
+}
+
+func newLink(nc net.Conn, timeout time.Duration) *link {
+	l := &link{nc: nc, timeout: timeout, done: make(chan struct{})}
+	go l.readLoop()
+	go l.watch()
+	return l
+}
+
+// enqueue queues call and writes payload. Whoever finds no write in progress becomes the writer and flushes what
+// every other client appended meanwhile, so concurrent batches share write syscalls.
+func (l *link) enqueue(call *Call, payload []byte) error {
+	l.mu.Lock()
+	if l.err != nil {
+		err := l.err
+		l.mu.Unlock()
+		return err
+	}
+	call.enq = nanotime()
+	l.queue = append(l.queue, call)
+	l.wbuf = append(l.wbuf, payload...)
+	if l.writing {
+		l.mu.Unlock()
+		return nil
+	}
+	l.writing = true
+	for len(l.wbuf) > 0 {
+		buf := l.wbuf
+		l.wbuf = l.spare[:0]
+		l.mu.Unlock()
+		_, err := l.nc.Write(buf)
+		l.mu.Lock()
+		if cap(buf) <= maxKeptBuf {
+			l.spare = buf[:0]
+		} else {
+			l.spare = nil
+		}
+		if err != nil {
+			l.writing = false
+			l.mu.Unlock()
+			// The reader sees the closed connection and fails every queued call, this one included.
+			l.fail(err)
+			return nil
+		}
+	}
+	l.writing = false
+	l.mu.Unlock()
+	return nil
+}
+
+// fail marks the link broken with err (the first reason wins) and closes the socket; the reader then fails every
+// queued call. Only the reader touches calls that are queued, so no call is signalled twice.
+func (l *link) fail(err error) {
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.mu.Unlock()
+	l.broken.Store(true)
+	l.nc.Close()
+}
+
+func (l *link) peek() *Call {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.head < len(l.queue) {
+		return l.queue[l.head]
+	}
+	return nil
+}
+
+func (l *link) pop() {
+	l.mu.Lock()
+	l.queue[l.head] = nil
+	l.head++
+	if l.head == len(l.queue) {
+		l.queue = l.queue[:0]
+		l.head = 0
+	}
+	l.mu.Unlock()
+}
+
+func (l *link) readLoop() {
+	var (
+		buf        = make([]byte, readBufSize)
+		start, end int
+		sc         frameScanner
+		cur        *Call
+		err        error
+	)
+	for err == nil {
+		var nr int
+		nr, err = l.nc.Read(buf[end:])
+		end += nr
+		for start < end {
+			n, serr := sc.next(buf[start:end])
+			if serr != nil {
+				err = serr
+				break
+			}
+			if n == 0 {
+				break
+			}
+			frame := buf[start : start+n]
+			start += n
+			if cur == nil {
+				if cur = l.peek(); cur == nil {
+					// A frame nobody asked for: the stream is out of step, nothing after it can be matched.
+					err = fmt.Errorf("%w: unsolicited reply %q", ErrBadFrame, truncate(frame, 64))
+					break
+				}
+			}
+			cur.Replies = append(cur.Replies, frame...)
+			cur.Ends = append(cur.Ends, len(cur.Replies))
+			if len(cur.Ends) == cur.want {
+				l.pop()
+				cur.done <- struct{}{}
+				cur = nil
+			}
+		}
+		switch {
+		case start == end:
+			start, end = 0, 0
+			if len(buf) > readBufSize {
+				buf = make([]byte, readBufSize)
+			}
+		case end == len(buf):
+			// A partial frame reaches the end of the buffer: move it to the front, growing when it fills the buffer.
+			if start == 0 {
+				nb := make([]byte, 2*len(buf))
+				copy(nb, buf[:end])
+				buf = nb
+			} else {
+				end = copy(buf, buf[start:end])
+				start = 0
+			}
+		}
+	}
+	l.fail(err)
+	l.mu.Lock()
+	reason := l.err
+	pending := l.queue[l.head:]
+	l.queue, l.head = nil, 0
+	l.mu.Unlock()
+	if errors.Is(reason, net.ErrClosed) {
+		reason = fmt.Errorf("upstream: connection closed: %w", reason)
+	}
+	for _, c := range pending {
+		c.Err = reason
+		c.done <- struct{}{}
+	}
+	close(l.done)
+}
+
+// watch closes the connection when the oldest queued call has waited longer than the timeout: a hung upstream
+// must not hold clients longer than that, and the whole pipeline behind the late reply is lost with it.
+func (l *link) watch() {
+	period := l.timeout / 8
+	if period < time.Millisecond {
+		period = time.Millisecond
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+		}
+		late := false
+		l.mu.Lock()
+		if l.head < len(l.queue) {
+			late = nanotime()-l.queue[l.head].enq > int64(l.timeout)
+		}
+		l.mu.Unlock()
+		if late {
+			l.fail(ErrTimeout)
+		}
+	}
+}
+
+// Conn is a dedicated upstream connection owned by one client for as long as its state lasts (WATCH, a blocking
+// command, a subscription). It is not safe for concurrent use, except that Close may be called from any goroutine.
+type Conn struct {
+	pool *Pool
+	nc   net.Conn
+
+	buf        []byte
+	start, end int
+	sc         frameScanner
+}
+
+// Dedicated returns an idle dedicated connection or dials a new one.
+func (p *Pool) Dedicated() (*Conn, error) {
+	if p.closed.Load() {
+		return nil, ErrClosed
+	}
+	p.idleMu.Lock()
+	if n := len(p.idle); n > 0 {
+		c := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.idleMu.Unlock()
+		return c, nil
+	}
+	p.idleMu.Unlock()
+	nc, err := p.dial()
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{pool: p, nc: nc}, nil
+}
+
+// Write writes payload, waiting at most the pool's timeout.
+func (c *Conn) Write(payload []byte) error {
+	c.nc.SetWriteDeadline(time.Now().Add(c.pool.opt.Timeout))
+	_, err := c.nc.Write(payload)
+	return err
+}
+
+// ReadFrame appends the next reply frame to dst. A zero deadline waits as long as it takes (a blocking command with
+// timeout 0, a subscription).
+func (c *Conn) ReadFrame(dst []byte, deadline time.Time) ([]byte, error) {
+	if c.buf == nil {
+		c.buf = make([]byte, 16<<10)
+	}
+	c.nc.SetReadDeadline(deadline)
+	for {
+		if c.start < c.end {
+			n, err := c.sc.next(c.buf[c.start:c.end])
+			if err != nil {
+				return dst, err
+			}
+			if n > 0 {
+				dst = append(dst, c.buf[c.start:c.start+n]...)
+				c.start += n
+				if c.start == c.end {
+					c.start, c.end = 0, 0
+				}
+				return dst, nil
+			}
+		}
+		if c.end == len(c.buf) {
+			if c.start == 0 {
+				nb := make([]byte, 2*len(c.buf))
+				copy(nb, c.buf[:c.end])
+				c.buf = nb
+			} else {
+				c.end = copy(c.buf, c.buf[c.start:c.end])
+				c.start = 0
+			}
+		}
+		n, err := c.nc.Read(c.buf[c.end:])
+		c.end += n
+		if err != nil && n == 0 {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return dst, ErrTimeout
+			}
+			return dst, err
+		}
+	}
+}
+
+// Buffered reports whether reply bytes are waiting to be read.
+func (c *Conn) Buffered() bool { return c.start < c.end }
+
+// Do writes payload (n commands) and reads their n reply frames into call, waiting until deadline (zero: no limit).
+func (c *Conn) Do(call *Call, payload []byte, n int, deadline time.Time) error {
+	call.reset(n)
+	if err := c.Write(payload); err != nil {
+		call.Err = err
+		return err
+	}
+	for i := 0; i < n; i++ {
+		var err error
+		if call.Replies, err = c.ReadFrame(call.Replies, deadline); err != nil {
+			call.Err = err
+			return err
+		}
+		call.Ends = append(call.Ends, len(call.Replies))
+	}
+	return nil
+}
+
+// Release returns the connection to the pool for reuse. The caller guarantees it left no state behind (no
+// transaction, watch, subscription or unread reply); otherwise it must Close instead.
+func (c *Conn) Release() {
+	p := c.pool
+	if c.Buffered() || p.closed.Load() {
+		c.Close()
+		return
+	}
+	c.nc.SetDeadline(time.Time{})
+	if cap(c.buf) > maxKeptBuf {
+		c.buf = nil
+	}
+	p.idleMu.Lock()
+	if len(p.idle) < p.opt.MaxIdle {
+		p.idle = append(p.idle, c)
+		c = nil
+	}
+	p.idleMu.Unlock()
+	if c != nil {
+		c.nc.Close()
+	}
+}
+
+// Close closes the connection; a blocked ReadFrame returns an error.
+func (c *Conn) Close() { c.nc.Close() }
+
+// AppendCommand appends args as a RESP multi-bulk command.
+func AppendCommand(dst []byte, args ...string) []byte {
+	dst = append(dst, '*')
+	dst = strconv.AppendInt(dst, int64(len(args)), 10)
+	dst = append(dst, '\r', '\n')
+	for _, a := range args {
+		dst = append(dst, '$')
+		dst = strconv.AppendInt(dst, int64(len(a)), 10)
+		dst = append(dst, '\r', '\n')
+		dst = append(dst, a...)
+		dst = append(dst, '\r', '\n')
+	}
+	return dst
+}
+
+// AppendArgs appends args as a RESP multi-bulk command.
+func AppendArgs(dst []byte, args [][]byte) []byte {
+	dst = append(dst, '*')
+	dst = strconv.AppendInt(dst, int64(len(args)), 10)
+	dst = append(dst, '\r', '\n')
+	for _, a := range args {
+		dst = append(dst, '$')
+		dst = strconv.AppendInt(dst, int64(len(a)), 10)
+		dst = append(dst, '\r', '\n')
+		dst = append(dst, a...)
+		dst = append(dst, '\r', '\n')
+	}
+	return dst
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+var epoch = time.Now()
+
+// nanotime is a monotonic clock reading for queue ages.
+func nanotime() int64 { return int64(time.Since(epoch)) }

@@ -1,0 +1,312 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+)
+
+func TestFrameScanner(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want int // length of the first frame; 0 = incomplete
+		bad  bool
+	}{
+		{"simple", "+OK\r\n", 5, false},
+		{"error", "-ERR x\r\n:1\r\n", 8, false},
+		{"int", ":-12\r\n", 6, false},
+		{"bulk", "$3\r\nabc\r\n", 9, false},
+		{"empty bulk", "$0\r\n\r\n", 6, false},
+		{"null bulk", "$-1\r\n", 5, false},
+		{"null array", "*-1\r\n", 5, false},
+		{"empty array", "*0\r\n+x\r\n", 4, false},
+		{"nested", "*2\r\n*2\r\n:1\r\n$1\r\na\r\n$-1\r\n+next\r\n", 24, false},
+		{"binary bulk with CRLF inside", "$4\r\n\r\n\r\n\r\n", 10, false},
+		{"partial header", "$3", 0, false},
+		{"partial payload", "$3\r\nab", 0, false},
+		{"partial nested", "*2\r\n:1\r\n", 0, false},
+		{"resp3 map", "%1\r\n+a\r\n:1\r\n", 12, false},
+		{"resp3 null", "_\r\n", 3, false},
+		{"bad type", "?x\r\n", 0, true},
+		{"bad length", "$x\r\n", 0, true},
+		{"bulk without CRLF", "$1\r\nabc\r\n", 0, true},
+		{"LF without CR", "+OK\n", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var sc frameScanner
+			n, err := sc.next([]byte(tt.in))
+			if (err != nil) != tt.bad {
+				t.Fatalf("err = %v; want bad=%v", err, tt.bad)
+			}
+			if n != tt.want {
+				t.Fatalf("got %d; want %d", n, tt.want)
+			}
+		})
+	}
+}
+
+// TestFrameScannerResumes feeds a frame one byte at a time: the scanner must find the same end as in one go.
+func TestFrameScannerResumes(t *testing.T) {
+	frame := "*3\r\n$5\r\nhello\r\n*2\r\n:1\r\n$-1\r\n-ERR oops\r\n"
+	var sc frameScanner
+	for i := 1; i < len(frame); i++ {
+		n, err := sc.next([]byte(frame[:i]))
+		if err != nil || n != 0 {
+			t.Fatalf("prefix %d: n=%d err=%v; want incomplete", i, n, err)
+		}
+	}
+	n, err := sc.next([]byte(frame + "+more\r\n"))
+	if err != nil || n != len(frame) {
+		t.Fatalf("got %d, %v; want %d", n, err, len(frame))
+	}
+}
+
+func FuzzFrameScanner(f *testing.F) {
+	for _, s := range []string{"+OK\r\n", "*2\r\n$1\r\na\r\n:1\r\n", "$-1\r\n", "*1\r\n*1\r\n*0\r\n", "%1\r\n+a\r\n+b\r\n"} {
+		f.Add([]byte(s), uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
+		var whole frameScanner
+		want, werr := whole.next(b)
+		// Feeding the same bytes in chunks must give the same answer.
+		var sc frameScanner
+		chunk := int(step%16) + 1
+		got, gerr := 0, error(nil)
+		for end := chunk; ; end += chunk {
+			if end > len(b) {
+				end = len(b)
+			}
+			got, gerr = sc.next(b[:end])
+			if gerr != nil || got != 0 || end == len(b) {
+				break
+			}
+		}
+		if werr == nil && gerr == nil && got != want {
+			t.Fatalf("chunked %d; whole %d", got, want)
+		}
+		if got > len(b) {
+			t.Fatalf("frame end %d past input %d", got, len(b))
+		}
+	})
+}
+
+func newTestPool(t *testing.T, addr string, timeout time.Duration) *Pool {
+	p := NewPool(PoolOptions{Addr: addr, Timeout: timeout, ClientName: "featcache-test"})
+	t.Cleanup(p.Close)
+	return p
+}
+
+func TestPoolDoReturnsRedisBytes(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newTestPool(t, srv.Addr(), time.Second)
+	call := NewCall()
+	var req []byte
+	req = AppendCommand(req, "SET", "k", "v")
+	req = AppendCommand(req, "GET", "k")
+	req = AppendCommand(req, "GET", "missing")
+	req = AppendCommand(req, "LPOP", "missing", "2")
+	req = AppendCommand(req, "HSET", "k", "f", "v")
+	req = AppendCommand(req, "MGET", "k", "missing")
+	if err := p.Do(call, req, 6); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"+OK\r\n", "$1\r\nv\r\n", "$-1\r\n", "*-1\r\n",
+		"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", "*2\r\n$1\r\nv\r\n$-1\r\n"}
+	for i, w := range want {
+		if got := string(call.Frame(i)); got != w {
+			t.Errorf("frame %d: got %q; want %q", i, got, w)
+		}
+	}
+}
+
+// TestPoolConcurrentBatches sends many pipelined batches from many goroutines over few connections: every batch
+// gets exactly its own replies, in order.
+func TestPoolConcurrentBatches(t *testing.T) {
+	srv := redistest.Start(t)
+	p := NewPool(PoolOptions{Addr: srv.Addr(), Conns: 2, Timeout: 5 * time.Second})
+	t.Cleanup(p.Close)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			call := NewCall()
+			for round := 0; round < 50; round++ {
+				var req []byte
+				n := 1 + (g+round)%20
+				for i := 0; i < n; i++ {
+					req = AppendCommand(req, "ECHO", fmt.Sprintf("g%d-r%d-%d", g, round, i))
+				}
+				if err := p.Do(call, req, n); err != nil {
+					errs <- err
+					return
+				}
+				for i := 0; i < n; i++ {
+					v := fmt.Sprintf("g%d-r%d-%d", g, round, i)
+					if want := fmt.Sprintf("$%d\r\n%s\r\n", len(v), v); string(call.Frame(i)) != want {
+						errs <- fmt.Errorf("got %q; want %q", call.Frame(i), want)
+						return
+					}
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestPoolLargeReply(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newTestPool(t, srv.Addr(), 5*time.Second)
+	call := NewCall()
+	big := strings.Repeat("x", 3<<20)
+	if err := p.Do(call, AppendCommand(nil, "SET", "big", big), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Do(call, AppendCommand(nil, "GET", "big"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("$%d\r\n%s\r\n", len(big), big); string(call.Frame(0)) != want {
+		t.Fatalf("large reply differs: got %d bytes; want %d", len(call.Frame(0)), len(want))
+	}
+}
+
+// TestPoolTimeoutOnHungUpstream: a SIGSTOPped Redis answers nothing; a batch fails with ErrTimeout close to the
+// timeout, and the pool recovers by itself once Redis continues.
+func TestPoolTimeoutOnHungUpstream(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newTestPool(t, srv.Addr(), 200*time.Millisecond)
+	call := NewCall()
+	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause()
+	start := time.Now()
+	err := p.Do(call, AppendCommand(nil, "PING"), 1)
+	elapsed := time.Since(start)
+	srv.Resume()
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v; want ErrTimeout", err)
+	}
+	if elapsed > 2*time.Second {
+		t.Fatalf("timeout took %v; want about 200ms", elapsed)
+	}
+	redistest.Eventually(t, 5*time.Second, "pool recovers after SIGCONT", func() bool {
+		return p.Do(call, AppendCommand(nil, "PING"), 1) == nil && string(call.Frame(0)) == "+PONG\r\n"
+	})
+}
+
+// TestPoolReconnectsAfterRestart: killing Redis fails in-flight and new batches with an error, never a hang, and
+// the pool reconnects by itself after Redis comes back.
+func TestPoolReconnectsAfterRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newTestPool(t, srv.Addr(), time.Second)
+	call := NewCall()
+	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err == nil {
+		t.Fatal("PING to a killed server succeeded")
+	}
+	srv.Restart()
+	redistest.Eventually(t, 5*time.Second, "pool reconnects", func() bool {
+		return p.Do(call, AppendCommand(nil, "PING"), 1) == nil
+	})
+}
+
+func TestPoolAuth(t *testing.T) {
+	srv := redistest.Start(t, "--requirepass", "s3cret")
+	call := NewCall()
+	bad := newTestPool(t, srv.Addr(), time.Second)
+	if err := bad.Do(call, AppendCommand(nil, "PING"), 1); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Fatalf("pool without the password: got %v; want a NOAUTH error", err)
+	}
+	good := NewPool(PoolOptions{Addr: srv.Addr(), Password: "s3cret"})
+	t.Cleanup(good.Close)
+	if err := good.Do(call, AppendCommand(nil, "PING"), 1); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
+		t.Fatalf("got %q, %v; want +PONG", call.Frame(0), err)
+	}
+	wrong := NewPool(PoolOptions{Addr: srv.Addr(), Password: "nope"})
+	t.Cleanup(wrong.Close)
+	err := wrong.Do(call, AppendCommand(nil, "PING"), 1)
+	if err == nil || !strings.Contains(err.Error(), "WRONGPASS") || strings.Contains(err.Error(), "nope") {
+		t.Fatalf("got %v; want a WRONGPASS error that does not show the password", err)
+	}
+}
+
+func TestDedicatedBlockingCommand(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newTestPool(t, srv.Addr(), 100*time.Millisecond)
+	c, err := p.Dedicated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(AppendCommand(nil, "BLPOP", "q", "0")); err != nil {
+		t.Fatal(err)
+	}
+	// The pool's timeout (100ms) does not cut the blocking command short.
+	time.AfterFunc(400*time.Millisecond, func() { srv.Do("RPUSH", "q", "job") })
+	reply, err := c.ReadFrame(nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "*2\r\n$1\r\nq\r\n$3\r\njob\r\n"; string(reply) != want {
+		t.Fatalf("got %q; want %q", reply, want)
+	}
+	c.Release()
+	c2, err := p.Dedicated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2 != c {
+		t.Fatal("released connection was not reused")
+	}
+	call := NewCall()
+	if err := c2.Do(call, AppendCommand(nil, "BLPOP", "q", "0.05"), 1, time.Now().Add(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(call.Frame(0)); got != "*-1\r\n" {
+		t.Fatalf("BLPOP timeout: got %q; want *-1", got)
+	}
+	c2.Close()
+}
+
+func TestFetch(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Do("SET", "plain", "v1")
+	srv.Do("SET", "expiring", "v2", "PX", "60000")
+	srv.Do("HSET", "hash", "f", "v")
+	p := newTestPool(t, srv.Addr(), time.Second)
+	call := NewCall()
+	out, err := p.Fetch(call, [][]byte{[]byte("plain"), []byte("expiring"), []byte("missing"), []byte("hash")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 4 {
+		t.Fatalf("got %d answers; want 4", len(out))
+	}
+	if string(out[0].Value) != "v1" || out[0].Nil || out[0].PTTL != -1 {
+		t.Errorf("plain: %+v", out[0])
+	}
+	if string(out[1].Value) != "v2" || out[1].PTTL <= 0 || out[1].PTTL > 60000 {
+		t.Errorf("expiring: %+v", out[1])
+	}
+	if !out[2].Nil || out[2].PTTL != -2 {
+		t.Errorf("missing: %+v", out[2])
+	}
+	if !strings.HasPrefix(string(out[3].Error), "-WRONGTYPE") {
+		t.Errorf("hash: %+v", out[3])
+	}
+}
