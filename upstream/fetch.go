@@ -27,20 +27,12 @@ type Fetched struct {
 func (p *Pool) Fetch(call *Call, keys [][]byte, out []Fetched) ([]Fetched, error) {
 	req := call.Req[:0]
 	for _, k := range keys {
-		req = append(req, "*2\r\n$3\r\nGET\r\n$"...)
-		req = strconv.AppendInt(req, int64(len(k)), 10)
-		req = append(req, '\r', '\n')
-		req = append(req, k...)
-		req = append(req, "\r\n*2\r\n$4\r\nPTTL\r\n$"...)
-		req = strconv.AppendInt(req, int64(len(k)), 10)
-		req = append(req, '\r', '\n')
-		req = append(req, k...)
-		req = append(req, '\r', '\n')
+		req = AppendFetch(req, k)
 	}
 	call.Req = req
 	err := p.Do(call, req, 2*len(keys))
 	for i := 0; i+1 < call.Len(); i += 2 {
-		f, perr := parseFetched(call.Frame(i), call.Frame(i+1))
+		f, perr := ParseFetched(call.Frame(i), call.Frame(i+1))
 		if perr != nil {
 			return out, perr
 		}
@@ -49,7 +41,28 @@ func (p *Pool) Fetch(call *Call, keys [][]byte, out []Fetched) ([]Fetched, error
 	return out, err
 }
 
-func parseFetched(get, pttl []byte) (Fetched, error) {
+// AppendFetch appends the two commands that fetch key, GET and PTTL, to a payload; their replies are read with
+// ParseFetched.
+func AppendFetch(dst, key []byte) []byte {
+	dst = AppendKeyCommand(dst, "GET", key)
+	return AppendKeyCommand(dst, "PTTL", key)
+}
+
+// AppendKeyCommand appends "name key" as a RESP command.
+func AppendKeyCommand(dst []byte, name string, key []byte) []byte {
+	dst = append(dst, "*2\r\n$"...)
+	dst = strconv.AppendInt(dst, int64(len(name)), 10)
+	dst = append(dst, '\r', '\n')
+	dst = append(dst, name...)
+	dst = append(dst, "\r\n$"...)
+	dst = strconv.AppendInt(dst, int64(len(key)), 10)
+	dst = append(dst, '\r', '\n')
+	dst = append(dst, key...)
+	return append(dst, '\r', '\n')
+}
+
+// ParseFetched reads the replies to the GET and PTTL that AppendFetch wrote.
+func ParseFetched(get, pttl []byte) (Fetched, error) {
 	var f Fetched
 	switch get[0] {
 	case '$':
