@@ -1,0 +1,417 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults of the configuration file, applied by Default and Parse to every field the file does not give.
+const (
+	// DefaultListen is the address of the RESP listener.
+	DefaultListen = "127.0.0.1:6380"
+	// DefaultAdmin is the address of the admin HTTP listener (/metrics, /healthz, /readyz).
+	DefaultAdmin = "127.0.0.1:9121"
+	// DefaultUpstreamAddress is the one upstream node used when upstream.addresses is not given.
+	DefaultUpstreamAddress = "127.0.0.1:6379"
+	// DefaultTimeout bounds every upstream wait except blocking commands.
+	DefaultTimeout = time.Second
+	// DefaultConns is the number of shared connections to each upstream node.
+	DefaultConns = 4
+	// MaxConns is the largest upstream.conns accepted.
+	MaxConns = 64
+	// DefaultMaxMemory is the size of the local in-memory tier.
+	DefaultMaxMemory = 256 * mib
+	// MinMaxMemory is the smallest local.max_memory accepted.
+	MinMaxMemory = 1 * mib
+	// DefaultMaxRequestBytes bounds the bytes of one client command.
+	DefaultMaxRequestBytes = 64 * mib
+	// DefaultMaxArgs bounds the number of arguments of one client command.
+	DefaultMaxArgs = 1 << 20
+	// DefaultMaxInlineBytes bounds the length of one inline (non-RESP) command line.
+	DefaultMaxInlineBytes = 64 * kib
+	// DefaultMaxClients bounds the number of client connections open at once.
+	DefaultMaxClients = 10000
+)
+
+// DefaultDeny is the commands.deny list used when the file gives none: commands that would let a client change or
+// stop the upstream server, read its replication stream or block its event loop. It must not be modified; Default
+// returns a copy.
+var DefaultDeny = []string{
+	"acl", "bgrewriteaof", "bgsave", "config", "debug", "failover", "module", "monitor", "psync", "replconf",
+	"replicaof", "save", "shutdown", "slaveof", "sync",
+}
+
+// Config is featcache's whole configuration file. Parse and Load return it with every default filled in and every
+// field validated; a Config built in code should be checked with Validate before use.
+type Config struct {
+	// Listen is the RESP listener's host:port. Default DefaultListen.
+	Listen string
+	// Admin is the admin HTTP listener's host:port; "" disables it. Default DefaultAdmin.
+	Admin string
+	// Password, if not "", must be given by clients with AUTH (AUTH pass, or AUTH default pass). Default "".
+	Password string
+	// Upstream is the Redis featcache reads from and writes to.
+	Upstream Upstream
+	// Local is the in-process cache tier.
+	Local Local
+	// Limits bound what one client can make featcache hold.
+	Limits Limits
+	// Commands says which commands featcache refuses.
+	Commands Commands
+	// Policies are the caching policies in file order; Policy.Index is the position here. Default none: every key
+	// is forwarded uncached.
+	Policies []*Policy
+}
+
+// Upstream is the upstream Redis: one node, or the seed nodes of a cluster.
+type Upstream struct {
+	// Addresses are host:port entries: one node, or cluster seed nodes. Default [DefaultUpstreamAddress]; never
+	// empty.
+	Addresses []string
+	// Username is the ACL user featcache authenticates as; "" means the default user. Default "".
+	Username string
+	// Password is the upstream password; "" means no AUTH. Default "".
+	Password string
+	// Tracking turns on server-assisted invalidation; false means TTL-only freshness (for servers without client
+	// tracking). Default true.
+	Tracking bool
+	// Timeout bounds every upstream wait except blocking commands. Greater than 0. Default DefaultTimeout.
+	Timeout time.Duration
+	// Conns is the number of shared connections per upstream node, 1 to MaxConns. Default DefaultConns.
+	Conns int
+}
+
+// Local is the in-process cache tier.
+type Local struct {
+	// MaxMemory is the size of the tier in bytes, at least MinMaxMemory; the Go memory limit is derived from it.
+	// Default DefaultMaxMemory.
+	MaxMemory int64
+}
+
+// Limits bound the resources one client can take.
+type Limits struct {
+	// MaxRequestBytes bounds the bytes of one command, at least 1KB. Default DefaultMaxRequestBytes.
+	MaxRequestBytes int64
+	// MaxArgs bounds the number of arguments of one command, at least 1. Default DefaultMaxArgs.
+	MaxArgs int
+	// MaxInlineBytes bounds one inline command line, at least 1KB. Default DefaultMaxInlineBytes.
+	MaxInlineBytes int
+	// MaxClients bounds the client connections open at once, at least 1. Default DefaultMaxClients.
+	MaxClients int
+}
+
+// Commands says which commands featcache refuses.
+type Commands struct {
+	// Deny lists refused commands in lower case: a command name ("config") refuses the command with every
+	// subcommand, "command|subcommand" ("client|kill") only that subcommand. Clients' command names match
+	// case-insensitively. A list in the file replaces the default entirely; an empty list refuses nothing. Default
+	// DefaultDeny.
+	Deny []string
+}
+
+// Default returns a Config with every default filled in and no policies.
+func Default() *Config {
+	return &Config{
+		Listen: DefaultListen,
+		Admin:  DefaultAdmin,
+		Upstream: Upstream{
+			Addresses: []string{DefaultUpstreamAddress},
+			Tracking:  true,
+			Timeout:   DefaultTimeout,
+			Conns:     DefaultConns,
+		},
+		Local: Local{MaxMemory: DefaultMaxMemory},
+		Limits: Limits{
+			MaxRequestBytes: DefaultMaxRequestBytes,
+			MaxArgs:         DefaultMaxArgs,
+			MaxInlineBytes:  DefaultMaxInlineBytes,
+			MaxClients:      DefaultMaxClients,
+		},
+		Commands: Commands{Deny: append([]string(nil), DefaultDeny...)},
+	}
+}
+
+// Load reads and parses the configuration file at path. Its errors start with the path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err // *PathError already names the path
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a YAML configuration, applies the defaults and validates the result. An empty document, or one
+// without policies, is valid. Unknown fields and invalid values are errors that name the section or policy, the
+// field, the value and, where the file has one, the line.
+func Parse(data []byte) (*Config, error) {
+	root, err := parseDocument(data)
+	if err != nil {
+		return nil, err
+	}
+	c := Default()
+	if root != nil {
+		if err := c.decode(root); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// parseDocument returns the root node of the single YAML document in data, or nil when data holds no document.
+func parseDocument(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("more than one YAML document (the second starts at line %d); featcache reads one", next.Line)
+	}
+	if doc.Kind == yaml.DocumentNode {
+		if len(doc.Content) == 0 {
+			return nil, nil
+		}
+		return doc.Content[0], nil
+	}
+	return &doc, nil
+}
+
+// topFields are the top-level fields of the file.
+var topFields = []string{"listen", "admin", "password", "upstream", "local", "limits", "commands", "policies"}
+
+// decode sets the fields the document root gives.
+func (c *Config) decode(root *yaml.Node) error {
+	if r := resolve(root); r.Kind != yaml.MappingNode && !isNull(r) {
+		return fmt.Errorf("expected a mapping of fields (listen, upstream, policies, ...) at the top, got %s (line %d)", kindName(r), r.Line)
+	}
+	fs, err := fields(root, "", topFields)
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		switch f.name {
+		case "listen":
+			c.Listen, err = stringValue(f.val, "listen")
+		case "admin":
+			c.Admin, err = stringValue(f.val, "admin")
+		case "password":
+			c.Password, err = stringValue(f.val, "password")
+		case "upstream":
+			err = c.Upstream.decode(f.val)
+		case "local":
+			err = c.Local.decode(f.val)
+		case "limits":
+			err = c.Limits.decode(f.val)
+		case "commands":
+			err = c.Commands.decode(f.val)
+		case "policies":
+			c.Policies, err = decodePolicies(f.val)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (u *Upstream) decode(n *yaml.Node) error {
+	fs, err := fields(n, "upstream", []string{"addresses", "username", "password", "tracking", "timeout", "conns"})
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		name := "upstream." + f.name
+		switch f.name {
+		case "addresses":
+			u.Addresses, err = stringList(f.val, name)
+		case "username":
+			u.Username, err = stringValue(f.val, name)
+		case "password":
+			u.Password, err = stringValue(f.val, name)
+		case "tracking":
+			u.Tracking, err = boolValue(f.val, name)
+		case "timeout":
+			u.Timeout, err = durationValue(f.val, name)
+		case "conns":
+			u.Conns, err = intValue(f.val, name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Local) decode(n *yaml.Node) error {
+	fs, err := fields(n, "local", []string{"max_memory"})
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		if l.MaxMemory, err = sizeValue(f.val, "local."+f.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Limits) decode(n *yaml.Node) error {
+	fs, err := fields(n, "limits", []string{"max_request_bytes", "max_args", "max_inline_bytes", "max_clients"})
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		name := "limits." + f.name
+		switch f.name {
+		case "max_request_bytes":
+			l.MaxRequestBytes, err = sizeValue(f.val, name)
+		case "max_args":
+			l.MaxArgs, err = intValue(f.val, name)
+		case "max_inline_bytes":
+			var v int64
+			if v, err = sizeValue(f.val, name); err == nil {
+				if int64(int(v)) != v {
+					err = fmt.Errorf("%s: size %q is too large (line %d)", name, f.val.Value, f.val.Line)
+				}
+				l.MaxInlineBytes = int(v)
+			}
+		case "max_clients":
+			l.MaxClients, err = intValue(f.val, name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Commands) decode(n *yaml.Node) error {
+	fs, err := fields(n, "commands", []string{"deny"})
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		// A given list replaces the default one entirely, so that the file alone says what is refused.
+		if c.Deny, err = stringList(f.val, "commands.deny"); err != nil {
+			return err
+		}
+		for i, s := range c.Deny {
+			c.Deny[i] = strings.ToLower(s)
+		}
+	}
+	return nil
+}
+
+// Validate checks every field of c, as Parse does after decoding. It is for a Config built or changed in code, for
+// example after command-line flags override the listen, admin or upstream addresses.
+func (c *Config) Validate() error {
+	if err := checkAddress("listen", c.Listen, false); err != nil {
+		return err
+	}
+	if c.Admin != "" {
+		if err := checkAddress("admin", c.Admin, false); err != nil {
+			return err
+		}
+	}
+	u := &c.Upstream
+	if len(u.Addresses) == 0 {
+		return errors.New(`upstream.addresses: must name at least one host:port, for example ["127.0.0.1:6379"]`)
+	}
+	for i, a := range u.Addresses {
+		if err := checkAddress(fmt.Sprintf("upstream.addresses[%d]", i), a, true); err != nil {
+			return err
+		}
+		for _, b := range u.Addresses[:i] {
+			if a == b {
+				return fmt.Errorf("upstream.addresses: %q is listed twice", a)
+			}
+		}
+	}
+	if u.Timeout <= 0 {
+		return fmt.Errorf("upstream.timeout: must be greater than 0, got %q", formatDuration(u.Timeout))
+	}
+	if u.Conns < 1 || u.Conns > MaxConns {
+		return fmt.Errorf("upstream.conns: must be between 1 and %d, got %d", MaxConns, u.Conns)
+	}
+	if c.Local.MaxMemory < MinMaxMemory {
+		return fmt.Errorf("local.max_memory: must be at least %s, got %q", formatSize(MinMaxMemory), formatSize(c.Local.MaxMemory))
+	}
+	l := &c.Limits
+	if l.MaxRequestBytes < kib {
+		return fmt.Errorf("limits.max_request_bytes: must be at least 1KB, got %q", formatSize(l.MaxRequestBytes))
+	}
+	if l.MaxArgs < 1 {
+		return fmt.Errorf("limits.max_args: must be at least 1, got %d", l.MaxArgs)
+	}
+	if l.MaxInlineBytes < kib {
+		return fmt.Errorf("limits.max_inline_bytes: must be at least 1KB, got %q", formatSize(int64(l.MaxInlineBytes)))
+	}
+	if l.MaxClients < 1 {
+		return fmt.Errorf("limits.max_clients: must be at least 1, got %d", l.MaxClients)
+	}
+	for i, d := range c.Commands.Deny {
+		if err := checkDenyEntry(d); err != nil {
+			return fmt.Errorf("commands.deny[%d]: %w", i, err)
+		}
+		for _, e := range c.Commands.Deny[:i] {
+			if e == d {
+				return fmt.Errorf("commands.deny: %q is listed twice", d)
+			}
+		}
+	}
+	return validatePolicies(c.Policies)
+}
+
+// checkAddress checks a host:port. Listeners may leave the host empty (":6380", every interface) and use port 0 (any
+// free port); upstream addresses need both.
+func checkAddress(name, addr string, upstream bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s: invalid address %q (want host:port, for example 127.0.0.1:6379)", name, addr)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return fmt.Errorf("%s: invalid port %q in %q (want a number from 0 to 65535)", name, port, addr)
+	}
+	if upstream && (host == "" || p == 0) {
+		return fmt.Errorf("%s: invalid address %q (want a host and a port other than 0)", name, addr)
+	}
+	return nil
+}
+
+// checkDenyEntry checks one commands.deny entry: "name" or "name|subcommand", lower case, no spaces.
+func checkDenyEntry(d string) error {
+	name, sub, hasSub := strings.Cut(d, "|")
+	switch {
+	case d != strings.ToLower(d):
+		return fmt.Errorf("%q must be lower case", d)
+	case name == "" || (hasSub && sub == "") || strings.Contains(sub, "|"):
+		return fmt.Errorf("invalid entry %q (want a command such as \"config\" or a command|subcommand such as \"client|kill\")", d)
+	case strings.ContainsFunc(d, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return fmt.Errorf("invalid entry %q (command names have no spaces or control characters)", d)
+	}
+	return nil
+}

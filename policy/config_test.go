@@ -1,0 +1,730 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name      string
+		input     string
+		shouldErr bool
+		errSubstr string
+		check     func(t *testing.T, c *Config)
+	}{
+		// Documents that hold nothing are the defaults.
+		{name: "empty file", input: ``},
+		{name: "only comments", input: "# nothing here\n# at all\n"},
+		{name: "empty mapping", input: `{}`},
+		{name: "null document", input: `~`},
+		{name: "sections with every field commented out", input: "upstream:\n  # timeout: 2s\nlocal:\nlimits:\ncommands:\npolicies:\n",
+			check: func(t *testing.T, c *Config) {
+				if !reflect.DeepEqual(c, Default()) {
+					t.Errorf("got %+v; want the defaults", c)
+				}
+			}},
+
+		// Top level.
+		{name: "listen and admin", input: "listen: \"0.0.0.0:7000\"\nadmin: \":9999\"\npassword: s3cret\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Listen != "0.0.0.0:7000" || c.Admin != ":9999" || c.Password != "s3cret" {
+					t.Errorf("got listen %q admin %q password %q", c.Listen, c.Admin, c.Password)
+				}
+			}},
+		{name: "admin empty disables", input: `admin: ""`,
+			check: func(t *testing.T, c *Config) {
+				if c.Admin != "" {
+					t.Errorf("got admin %q; want \"\"", c.Admin)
+				}
+			}},
+		{name: "password as a number is its text", input: `password: 12345`,
+			check: func(t *testing.T, c *Config) {
+				if c.Password != "12345" {
+					t.Errorf("got password %q; want %q", c.Password, "12345")
+				}
+			}},
+		{name: "unknown top-level field", input: "listen: \"127.0.0.1:1\"\nlisten_addr: x\n", shouldErr: true,
+			errSubstr: `unknown top-level field "listen_addr" (line 2)`},
+		{name: "field given twice", input: "listen: \":1\"\nlisten: \":2\"\n", shouldErr: true,
+			errSubstr: `field "listen" given twice (lines 1 and 2)`},
+		{name: "top level is a list", input: "- a\n- b\n", shouldErr: true, errSubstr: `at the top, got a list (line 1)`},
+		{name: "top level is a scalar", input: "hello\n", shouldErr: true, errSubstr: `at the top, got "hello"`},
+		{name: "two documents", input: "listen: \":1\"\n---\nlisten: \":2\"\n", shouldErr: true,
+			errSubstr: `more than one YAML document (the second starts at line 2)`},
+		{name: "invalid yaml", input: "upstream:\n  timeout: [1s\n", shouldErr: true, errSubstr: `yaml:`},
+		{name: "listen without port", input: `listen: "127.0.0.1"`, shouldErr: true,
+			errSubstr: `listen: invalid address "127.0.0.1" (want host:port`},
+		{name: "listen port not a number", input: `listen: "127.0.0.1:http"`, shouldErr: true,
+			errSubstr: `listen: invalid port "http" in "127.0.0.1:http"`},
+		{name: "listen port too large", input: `listen: "127.0.0.1:70000"`, shouldErr: true,
+			errSubstr: `listen: invalid port "70000"`},
+		{name: "listen null", input: `listen:`, shouldErr: true,
+			errSubstr: `listen: expected a string (write "" for an empty one), got nothing (line 1)`},
+		{name: "listen empty", input: `listen: ""`, shouldErr: true, errSubstr: `listen: invalid address ""`},
+		{name: "listen is a list", input: `listen: [a, b]`, shouldErr: true, errSubstr: `listen: expected a string (write "" for an empty one), got a list (line 1)`},
+		{name: "admin invalid", input: `admin: "localhost"`, shouldErr: true, errSubstr: `admin: invalid address "localhost"`},
+
+		// upstream
+		{name: "upstream fields", input: `
+upstream:
+  addresses: ["10.0.0.1:6379", "10.0.0.2:6379"]
+  username: featcache
+  password: pw
+  tracking: false
+  timeout: 750ms
+  conns: 8
+`, check: func(t *testing.T, c *Config) {
+			want := Upstream{Addresses: []string{"10.0.0.1:6379", "10.0.0.2:6379"}, Username: "featcache", Password: "pw",
+				Tracking: false, Timeout: 750 * time.Millisecond, Conns: 8}
+			if !reflect.DeepEqual(c.Upstream, want) {
+				t.Errorf("got %+v; want %+v", c.Upstream, want)
+			}
+		}},
+		{name: "upstream block list", input: "upstream:\n  addresses:\n    - \"redis-a:6379\"\n    - \"redis-b:6379\"\n",
+			check: func(t *testing.T, c *Config) {
+				if got := strings.Join(c.Upstream.Addresses, ","); got != "redis-a:6379,redis-b:6379" {
+					t.Errorf("got %q", got)
+				}
+			}},
+		{name: "upstream unknown field", input: "upstream:\n  adresses: [\"a:1\"]\n", shouldErr: true,
+			errSubstr: `upstream: unknown field "adresses" (line 2)`},
+		{name: "upstream unknown field later line", input: "listen: \":1\"\n\nupstream:\n  timeout: 1s\n  adresses: [\"a:1\"]\n", shouldErr: true,
+			errSubstr: `upstream: unknown field "adresses" (line 5)`},
+		{name: "upstream is a scalar", input: "upstream: \"127.0.0.1:6379\"\n", shouldErr: true,
+			errSubstr: `upstream: expected a mapping of fields, got "127.0.0.1:6379" (line 1)`},
+		{name: "upstream addresses empty", input: "upstream:\n  addresses: []\n", shouldErr: true,
+			errSubstr: `upstream.addresses: must name at least one host:port`},
+		{name: "upstream addresses scalar", input: "upstream:\n  addresses: \"a:1\"\n", shouldErr: true,
+			errSubstr: `upstream.addresses: expected a list such as`},
+		{name: "upstream address without host", input: "upstream:\n  addresses: [\":6379\"]\n", shouldErr: true,
+			errSubstr: `upstream.addresses[0]: invalid address ":6379" (want a host and a port other than 0)`},
+		{name: "upstream address without port", input: "upstream:\n  addresses: [\"a:1\", \"redis\"]\n", shouldErr: true,
+			errSubstr: `upstream.addresses[1]: invalid address "redis"`},
+		{name: "upstream address null entry", input: "upstream:\n  addresses: [\"a:1\", ~]\n", shouldErr: true,
+			errSubstr: `upstream.addresses[1]: expected a string`},
+		{name: "upstream address twice", input: "upstream:\n  addresses: [\"a:1\", \"a:1\"]\n", shouldErr: true,
+			errSubstr: `upstream.addresses: "a:1" is listed twice`},
+		{name: "upstream tracking invalid", input: "upstream:\n  tracking: maybe\n", shouldErr: true,
+			errSubstr: `upstream.tracking: invalid boolean "maybe" (use true or false) (line 2)`},
+		{name: "upstream timeout invalid", input: "upstream:\n  timeout: 1x\n", shouldErr: true,
+			errSubstr: `upstream.timeout: invalid duration "1x"`},
+		{name: "upstream timeout without unit", input: "upstream:\n  timeout: 5\n", shouldErr: true,
+			errSubstr: `upstream.timeout: invalid duration "5" (use a number with a unit: 750ms, 30s, 6h) (line 2)`},
+		{name: "upstream timeout zero", input: "upstream:\n  timeout: 0s\n", shouldErr: true,
+			errSubstr: `upstream.timeout: must be greater than 0, got "0s"`},
+		{name: "upstream timeout negative", input: "upstream:\n  timeout: -1s\n", shouldErr: true,
+			errSubstr: `upstream.timeout: negative duration "-1s" is invalid (line 2)`},
+		{name: "upstream conns zero", input: "upstream:\n  conns: 0\n", shouldErr: true,
+			errSubstr: `upstream.conns: must be between 1 and 64, got 0`},
+		{name: "upstream conns too many", input: "upstream:\n  conns: 65\n", shouldErr: true,
+			errSubstr: `upstream.conns: must be between 1 and 64, got 65`},
+		{name: "upstream conns 64", input: "upstream:\n  conns: 64\n"},
+		{name: "upstream conns not a number", input: "upstream:\n  conns: four\n", shouldErr: true,
+			errSubstr: `upstream.conns: invalid integer "four" (line 2)`},
+
+		// local
+		{name: "local max_memory units", input: "local:\n  max_memory: 1GB\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Local.MaxMemory != 1<<30 {
+					t.Errorf("got %d; want %d", c.Local.MaxMemory, 1<<30)
+				}
+			}},
+		{name: "local max_memory bytes", input: "local:\n  max_memory: 2097152\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Local.MaxMemory != 2<<20 {
+					t.Errorf("got %d; want %d", c.Local.MaxMemory, 2<<20)
+				}
+			}},
+		{name: "local unknown field", input: "local:\n  max_mem: 1GB\n", shouldErr: true,
+			errSubstr: `local: unknown field "max_mem" (line 2)`},
+		{name: "local max_memory invalid", input: "local:\n  max_memory: 12XB\n", shouldErr: true,
+			errSubstr: `local.max_memory: invalid size "12XB" (use a number of bytes, or KB, MB, GB) (line 2)`},
+		{name: "local max_memory too small", input: "local:\n  max_memory: 512KB\n", shouldErr: true,
+			errSubstr: `local.max_memory: must be at least 1MB, got "512KB"`},
+		{name: "local max_memory negative", input: "local:\n  max_memory: -1MB\n", shouldErr: true,
+			errSubstr: `local.max_memory: invalid size "-1MB"`},
+
+		// limits
+		{name: "limits fields", input: "limits:\n  max_request_bytes: 1MB\n  max_args: 1000\n  max_inline_bytes: 4KB\n  max_clients: 50\n",
+			check: func(t *testing.T, c *Config) {
+				want := Limits{MaxRequestBytes: 1 << 20, MaxArgs: 1000, MaxInlineBytes: 4 << 10, MaxClients: 50}
+				if c.Limits != want {
+					t.Errorf("got %+v; want %+v", c.Limits, want)
+				}
+			}},
+		{name: "limits unknown field", input: "limits:\n  max_arguments: 3\n", shouldErr: true,
+			errSubstr: `limits: unknown field "max_arguments" (line 2)`},
+		{name: "limits max_request_bytes too small", input: "limits:\n  max_request_bytes: 1000\n", shouldErr: true,
+			errSubstr: `limits.max_request_bytes: must be at least 1KB, got "1000B"`},
+		{name: "limits max_request_bytes invalid", input: "limits:\n  max_request_bytes: lots\n", shouldErr: true,
+			errSubstr: `limits.max_request_bytes: invalid size "lots"`},
+		{name: "limits max_args zero", input: "limits:\n  max_args: 0\n", shouldErr: true,
+			errSubstr: `limits.max_args: must be at least 1, got 0`},
+		{name: "limits max_args size", input: "limits:\n  max_args: 1MB\n", shouldErr: true,
+			errSubstr: `limits.max_args: invalid integer "1MB"`},
+		{name: "limits max_inline_bytes too small", input: "limits:\n  max_inline_bytes: 512B\n", shouldErr: true,
+			errSubstr: `limits.max_inline_bytes: must be at least 1KB, got "512B"`},
+		{name: "limits max_clients zero", input: "limits:\n  max_clients: 0\n", shouldErr: true,
+			errSubstr: `limits.max_clients: must be at least 1, got 0`},
+
+		// commands
+		{name: "commands deny replaces the default", input: "commands:\n  deny: [FLUSHALL, \"Client|Kill\"]\n",
+			check: func(t *testing.T, c *Config) {
+				if want := []string{"flushall", "client|kill"}; !reflect.DeepEqual(c.Commands.Deny, want) {
+					t.Errorf("got %q; want %q", c.Commands.Deny, want)
+				}
+			}},
+		{name: "commands deny nothing", input: "commands:\n  deny: []\n",
+			check: func(t *testing.T, c *Config) {
+				if len(c.Commands.Deny) != 0 {
+					t.Errorf("got %q; want none", c.Commands.Deny)
+				}
+			}},
+		{name: "commands deny null", input: "commands:\n  deny:\n", shouldErr: true,
+			errSubstr: `commands.deny: expected a list such as ["a", "b"] (or [] for none), got nothing (line 2)`},
+		{name: "commands unknown field", input: "commands:\n  allow: [get]\n", shouldErr: true,
+			errSubstr: `commands: unknown field "allow" (line 2)`},
+		{name: "commands deny empty subcommand", input: "commands:\n  deny: [\"client|\"]\n", shouldErr: true,
+			errSubstr: `commands.deny[0]: invalid entry "client|"`},
+		{name: "commands deny two bars", input: "commands:\n  deny: [\"a|b|c\"]\n", shouldErr: true,
+			errSubstr: `commands.deny[0]: invalid entry "a|b|c"`},
+		{name: "commands deny space", input: "commands:\n  deny: [\"client kill\"]\n", shouldErr: true,
+			errSubstr: `commands.deny[0]: invalid entry "client kill" (command names have no spaces`},
+		{name: "commands deny twice", input: "commands:\n  deny: [config, CONFIG]\n", shouldErr: true,
+			errSubstr: `commands.deny: "config" is listed twice`},
+
+		// policies: shape
+		{name: "policies not a list", input: "policies:\n  name: a\n", shouldErr: true,
+			errSubstr: `policies: expected a list of policies, got a mapping (line 2)`},
+		{name: "policy not a mapping", input: "policies:\n  - profile\n", shouldErr: true,
+			errSubstr: `policy #1: expected a mapping with a name and a prefix or pattern, got "profile" (line 2)`},
+		{name: "policy name missing", input: "policies:\n  - {name: a, prefix: \"a:\"}\n  - {name: b, prefix: \"b:\"}\n  - {prefix: \"c:\"}\n", shouldErr: true,
+			errSubstr: `policy #3: name is required`},
+		{name: "policy name empty", input: "policies:\n  - {name: \"\", prefix: \"c:\"}\n", shouldErr: true,
+			errSubstr: `policy #1: name is required`},
+		{name: "policy name null", input: "policies:\n  - {name: , prefix: \"c:\"}\n", shouldErr: true,
+			errSubstr: `policy #1: name: expected a string`},
+		{name: "policy duplicate name", input: "policies:\n  - {name: x, prefix: \"a:\"}\n  - {name: x, prefix: \"b:\"}\n", shouldErr: true,
+			errSubstr: `duplicate policy name "x" (policies #1 and #2)`},
+		{name: "policy unknown field", input: `
+listen: "127.0.0.1:6380"
+policies:
+  - name: cart
+    prefix: "cart:"
+    hard_ttl: 2m
+  - name: profile
+    prefix: "profile:"
+    hard_ttl: 24h
+    soft_ttl: 6h
+    jitter: 0.15
+    negative_ttl: 30s
+    on_upstream_error: serve_stale
+    sofft_ttl: 6h
+`, shouldErr: true, errSubstr: `policy "profile": unknown field "sofft_ttl" (line 14)`},
+		{name: "policy unknown field before its name", input: "policies:\n  - ttl: 1m\n    name: p\n    prefix: \"p:\"\n", shouldErr: true,
+			errSubstr: `policy "p": unknown field "ttl" (line 2)`},
+		{name: "policy unknown field without name", input: "policies:\n  - ttl: 1m\n    prefix: \"p:\"\n", shouldErr: true,
+			errSubstr: `policy #1: unknown field "ttl" (line 2)`},
+		{name: "policy field twice", input: "policies:\n  - name: p\n    prefix: \"p:\"\n    prefix: \"q:\"\n", shouldErr: true,
+			errSubstr: `policy "p": field "prefix" given twice (lines 3 and 4)`},
+
+		// policies: prefix and pattern
+		{name: "policy both prefix and pattern", input: "policies:\n  - {name: p, prefix: \"a:\", pattern: \"a:*\"}\n", shouldErr: true,
+			errSubstr: `policy "p": has both prefix "a:" and pattern "a:*"; give exactly one`},
+		{name: "policy neither prefix nor pattern", input: "policies:\n  - {name: p, hard_ttl: 1m}\n", shouldErr: true,
+			errSubstr: `policy "p": needs a prefix or a pattern`},
+		{name: "policy empty pattern", input: "policies:\n  - {name: p, pattern: \"\"}\n", shouldErr: true,
+			errSubstr: `policy "p": pattern "" would match only the empty key; use prefix: "" for the default policy`},
+		{name: "policy prefix null", input: "policies:\n  - {name: p, prefix: }\n", shouldErr: true,
+			errSubstr: `policy "p": prefix: expected a string (write "" for an empty one), got nothing`},
+		{name: "default policy", input: "policies:\n  - {name: default, prefix: \"\"}\n",
+			check: func(t *testing.T, c *Config) {
+				p := c.Policies[0]
+				if !p.IsPrefix || p.Prefix != "" || p.Pattern != "" {
+					t.Errorf("got %+v; want the default prefix policy", p)
+				}
+			}},
+		{name: "duplicate prefix", input: "policies:\n  - {name: a, prefix: \"x:\"}\n  - {name: b, prefix: \"x:\"}\n", shouldErr: true,
+			errSubstr: `policy "b": prefix "x:" is already the prefix of policy "a"`},
+		{name: "duplicate default", input: "policies:\n  - {name: a, prefix: \"\"}\n  - {name: b, prefix: \"\"}\n", shouldErr: true,
+			errSubstr: `policy "b": prefix "" is already the prefix of policy "a"`},
+		{name: "duplicate pattern", input: "policies:\n  - {name: a, pattern: \"x:*\"}\n  - {name: b, pattern: \"x:*\"}\n", shouldErr: true,
+			errSubstr: `policy "b": pattern "x:*" is already the pattern of policy "a"`},
+		{name: "same text as prefix and pattern", input: "policies:\n  - {name: a, pattern: \"x:\"}\n  - {name: b, prefix: \"x:\"}\n"},
+		{name: "pattern unterminated bracket", input: "policies:\n  - {name: p, pattern: \"user:[0-9\"}\n", shouldErr: true,
+			errSubstr: `policy "p": pattern "user:[0-9": "[" at byte 5 is never closed`},
+		{name: "pattern range eats bracket", input: "policies:\n  - {name: p, pattern: \"user:[a-]\"}\n", shouldErr: true,
+			errSubstr: `policy "p": pattern "user:[a-]": "[" at byte 5 is never closed: a "-" before "]"`},
+		{name: "pattern trailing backslash", input: "policies:\n  - {name: p, pattern: 'user:*\\'}\n", shouldErr: true,
+			errSubstr: `policy "p": pattern "user:*\\": trailing "\\" escapes nothing`},
+		{name: "pattern escapes", input: "policies:\n  - {name: p, pattern: 'user:\\[*\\]'}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Policies[0].Pattern != `user:\[*\]` {
+					t.Errorf("got pattern %q", c.Policies[0].Pattern)
+				}
+			}},
+
+		// policies: values and defaults
+		{name: "policy defaults", input: "policies:\n  - {name: a, prefix: \"a:\"}\n  - {name: b, pattern: \"b:*\"}\n",
+			check: func(t *testing.T, c *Config) {
+				want := []*Policy{
+					{Name: "a", Prefix: "a:", IsPrefix: true, Cache: true, SoftTTL: time.Minute, HardTTL: time.Minute, Jitter: 0.1, Index: 0},
+					{Name: "b", Pattern: "b:*", Cache: true, SoftTTL: time.Minute, HardTTL: time.Minute, Jitter: 0.1, Index: 1},
+				}
+				if !reflect.DeepEqual(c.Policies, want) {
+					t.Errorf("got %+v; want %+v", c.Policies, want)
+				}
+			}},
+		{name: "policy soft_ttl defaults to hard_ttl", input: "policies:\n  - {name: a, prefix: \"a:\", hard_ttl: 10m}\n",
+			check: func(t *testing.T, c *Config) {
+				if p := c.Policies[0]; p.SoftTTL != 10*time.Minute || p.HardTTL != 10*time.Minute {
+					t.Errorf("got soft %v hard %v; want 10m 10m", p.SoftTTL, p.HardTTL)
+				}
+			}},
+		{name: "policy soft_ttl below default hard_ttl", input: "policies:\n  - {name: a, prefix: \"a:\", soft_ttl: 20s}\n",
+			check: func(t *testing.T, c *Config) {
+				if p := c.Policies[0]; p.SoftTTL != 20*time.Second || p.HardTTL != time.Minute {
+					t.Errorf("got soft %v hard %v; want 20s 1m", p.SoftTTL, p.HardTTL)
+				}
+			}},
+		{name: "policy all fields", input: `
+policies:
+  - name: profile
+    prefix: "profile:"
+    cache: true
+    soft_ttl: 6h
+    hard_ttl: 24h
+    jitter: 0.15
+    negative_ttl: 30s
+    on_upstream_error: serve_stale
+    max_stale: 1h
+`, check: func(t *testing.T, c *Config) {
+			want := &Policy{Name: "profile", Prefix: "profile:", IsPrefix: true, Cache: true, SoftTTL: 6 * time.Hour,
+				HardTTL: 24 * time.Hour, Jitter: 0.15, NegativeTTL: 30 * time.Second, OnUpstreamError: ErrorServeStale,
+				MaxStale: time.Hour}
+			if !reflect.DeepEqual(c.Policies[0], want) {
+				t.Errorf("got %+v; want %+v", c.Policies[0], want)
+			}
+		}},
+		{name: "policy serve_stale default max_stale", input: "policies:\n  - {name: a, prefix: \"a:\", on_upstream_error: serve_stale}\n",
+			check: func(t *testing.T, c *Config) {
+				if p := c.Policies[0]; p.MaxStale != 5*time.Minute {
+					t.Errorf("got max_stale %v; want 5m", p.MaxStale)
+				}
+			}},
+		{name: "policy jitter zero", input: "policies:\n  - {name: a, prefix: \"a:\", jitter: 0}\n",
+			check: func(t *testing.T, c *Config) {
+				if p := c.Policies[0]; p.Jitter != 0 {
+					t.Errorf("got jitter %v; want 0", p.Jitter)
+				}
+			}},
+		{name: "policy soft_ttl greater than hard_ttl", input: "policies:\n  - {name: profile, prefix: \"p:\", soft_ttl: 7h, hard_ttl: 6h}\n", shouldErr: true,
+			errSubstr: `policy "profile": soft_ttl "7h" is greater than hard_ttl "6h"`},
+		{name: "policy soft_ttl greater than default hard_ttl", input: "policies:\n  - {name: p, prefix: \"p:\", soft_ttl: 5m}\n", shouldErr: true,
+			errSubstr: `policy "p": soft_ttl "5m" is greater than hard_ttl "1m" (the default); set hard_ttl`},
+		{name: "policy hard_ttl zero", input: "policies:\n  - {name: p, prefix: \"p:\", hard_ttl: 0s}\n", shouldErr: true,
+			errSubstr: `policy "p": hard_ttl must be greater than 0, got "0s"`},
+		{name: "policy hard_ttl invalid", input: "policies:\n  - {name: p, prefix: \"p:\", hard_ttl: 1d}\n", shouldErr: true,
+			errSubstr: `policy "p": hard_ttl: invalid duration "1d"`},
+		{name: "policy soft_ttl negative", input: "policies:\n  - {name: p, prefix: \"p:\", soft_ttl: -5s}\n", shouldErr: true,
+			errSubstr: `policy "p": soft_ttl: negative duration "-5s" is invalid (line 2)`},
+		{name: "policy negative_ttl negative", input: "policies:\n  - {name: p, prefix: \"p:\", negative_ttl: -1m}\n", shouldErr: true,
+			errSubstr: `policy "p": negative_ttl: negative duration "-1m" is invalid`},
+		{name: "policy max_stale negative", input: "policies:\n  - {name: p, prefix: \"p:\", on_upstream_error: serve_stale, max_stale: -1m}\n", shouldErr: true,
+			errSubstr: `policy "p": max_stale: negative duration "-1m" is invalid`},
+		{name: "policy jitter one", input: "policies:\n  - {name: p, prefix: \"p:\", jitter: 1}\n", shouldErr: true,
+			errSubstr: `policy "p": jitter must be at least 0 and less than 1, got 1`},
+		{name: "policy jitter negative", input: "policies:\n  - {name: p, prefix: \"p:\", jitter: -0.1}\n", shouldErr: true,
+			errSubstr: `policy "p": jitter must be at least 0 and less than 1, got -0.1`},
+		{name: "policy jitter not a number", input: "policies:\n  - {name: p, prefix: \"p:\", jitter: 10%}\n", shouldErr: true,
+			errSubstr: `policy "p": jitter: invalid number "10%"`},
+		{name: "policy jitter nan", input: "policies:\n  - {name: p, prefix: \"p:\", jitter: .nan}\n", shouldErr: true,
+			errSubstr: `policy "p": jitter: invalid number ".nan"`},
+		{name: "policy on_upstream_error invalid", input: "policies:\n  - {name: p, prefix: \"p:\", on_upstream_error: stale}\n", shouldErr: true,
+			errSubstr: `policy "p": on_upstream_error: invalid value "stale" (use fail or serve_stale) (line 2)`},
+		{name: "policy cache invalid", input: "policies:\n  - {name: p, prefix: \"p:\", cache: no}\n", shouldErr: true,
+			errSubstr: `policy "p": cache: invalid boolean "no" (use true or false)`},
+		{name: "policy max_stale with default fail", input: "policies:\n  - {name: p, prefix: \"p:\", max_stale: 1h}\n", shouldErr: true,
+			errSubstr: `policy "p": max_stale has no effect with on_upstream_error: fail (the default); set on_upstream_error: serve_stale`},
+		{name: "policy max_stale with fail", input: "policies:\n  - {name: p, prefix: \"p:\", on_upstream_error: fail, max_stale: 0s}\n", shouldErr: true,
+			errSubstr: `policy "p": max_stale has no effect with on_upstream_error: fail; set`},
+		{name: "policy max_stale zero with serve_stale", input: "policies:\n  - {name: p, prefix: \"p:\", on_upstream_error: serve_stale, max_stale: 0s}\n", shouldErr: true,
+			errSubstr: `policy "p": max_stale must be greater than 0 with on_upstream_error: serve_stale, got "0s"`},
+		{name: "policy cache false", input: "policies:\n  - {name: s, prefix: \"session:\", cache: false}\n",
+			check: func(t *testing.T, c *Config) {
+				want := &Policy{Name: "s", Prefix: "session:", IsPrefix: true}
+				if !reflect.DeepEqual(c.Policies[0], want) {
+					t.Errorf("got %+v; want %+v", c.Policies[0], want)
+				}
+			}},
+	}
+	for _, f := range []string{"soft_ttl: 1m", "hard_ttl: 1m", "jitter: 0", "negative_ttl: 1s", "on_upstream_error: fail", "max_stale: 1m"} {
+		name := strings.SplitN(f, ":", 2)[0]
+		tests = append(tests, struct {
+			name      string
+			input     string
+			shouldErr bool
+			errSubstr string
+			check     func(t *testing.T, c *Config)
+		}{
+			name:      "policy cache false with " + name,
+			input:     "policies:\n  - name: s\n    prefix: \"session:\"\n    cache: false\n    " + f + "\n",
+			shouldErr: true,
+			errSubstr: `policy "s": ` + name + ` has no effect with cache: false (line 5)`,
+		})
+	}
+
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.input))
+			if tc.shouldErr {
+				if err == nil {
+					t.Fatalf("got no error; want one containing %q", tc.errSubstr)
+				}
+				if !strings.Contains(err.Error(), tc.errSubstr) {
+					t.Fatalf("got error %q; want it to contain %q", err, tc.errSubstr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %q; want none", err)
+			}
+			if tc.check != nil {
+				tc.check(t, c)
+			}
+		})
+	}
+}
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	want := &Config{
+		Listen: "127.0.0.1:6380",
+		Admin:  "127.0.0.1:9121",
+		Upstream: Upstream{Addresses: []string{"127.0.0.1:6379"}, Tracking: true, Timeout: time.Second,
+			Conns: 4},
+		Local:  Local{MaxMemory: 256 << 20},
+		Limits: Limits{MaxRequestBytes: 64 << 20, MaxArgs: 1048576, MaxInlineBytes: 64 << 10, MaxClients: 10000},
+		Commands: Commands{Deny: []string{"acl", "bgrewriteaof", "bgsave", "config", "debug", "failover", "module",
+			"monitor", "psync", "replconf", "replicaof", "save", "shutdown", "slaveof", "sync"}},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got %+v; want %+v", c, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Default().Validate() = %q; want nil", err)
+	}
+	parsed, err := Parse(nil)
+	if err != nil || !reflect.DeepEqual(parsed, want) {
+		t.Errorf("Parse(nil) = %+v, %v; want the defaults", parsed, err)
+	}
+	// Default must hand out its own deny list.
+	c.Commands.Deny[0] = "changed"
+	if DefaultDeny[0] != "acl" || Default().Commands.Deny[0] != "acl" {
+		t.Errorf("changing one Default() changed DefaultDeny")
+	}
+}
+
+// TestValidate covers what Parse cannot produce: a Config built or changed in code.
+func TestValidate(t *testing.T) {
+	valid := func() *Config {
+		c := Default()
+		c.Policies = []*Policy{
+			{Name: "a", Prefix: "a:", IsPrefix: true, Cache: true, SoftTTL: time.Second, HardTTL: time.Minute},
+			{Name: "b", Pattern: "b:*", Cache: false, Index: 1},
+		}
+		return c
+	}
+	tests := []struct {
+		name      string
+		change    func(c *Config)
+		shouldErr bool
+		errSubstr string
+	}{
+		{name: "valid", change: func(c *Config) {}},
+		{name: "flag overrides listen", change: func(c *Config) { c.Listen = "nope" }, shouldErr: true,
+			errSubstr: `listen: invalid address "nope"`},
+		{name: "no upstream", change: func(c *Config) { c.Upstream.Addresses = nil }, shouldErr: true,
+			errSubstr: `upstream.addresses: must name at least one host:port`},
+		{name: "upper-case deny", change: func(c *Config) { c.Commands.Deny = []string{"CONFIG"} }, shouldErr: true,
+			errSubstr: `commands.deny[0]: "CONFIG" must be lower case`},
+		{name: "nil policy", change: func(c *Config) { c.Policies[1] = nil }, shouldErr: true,
+			errSubstr: `policy #2: is nil`},
+		{name: "no name", change: func(c *Config) { c.Policies[1].Name = "" }, shouldErr: true,
+			errSubstr: `policy #2: name is required`},
+		{name: "wrong index", change: func(c *Config) { c.Policies[1].Index = 0 }, shouldErr: true,
+			errSubstr: `policy "b": Index is 0 but the policy is #2 of the list`},
+		{name: "prefix without IsPrefix", change: func(c *Config) { c.Policies[0].IsPrefix = false; c.Policies[0].Pattern = "" },
+			shouldErr: true, errSubstr: `policy "a": prefix "a:" is set but IsPrefix is false`},
+		{name: "both", change: func(c *Config) { c.Policies[0].Pattern = "x" }, shouldErr: true,
+			errSubstr: `policy "a": has both prefix "a:" and pattern "x"`},
+		{name: "neither", change: func(c *Config) { c.Policies[1].Pattern = "" }, shouldErr: true,
+			errSubstr: `policy "b": needs a prefix or a pattern`},
+		{name: "bad pattern", change: func(c *Config) { c.Policies[1].Pattern = "b[" }, shouldErr: true,
+			errSubstr: `policy "b": pattern "b[": "[" at byte 1 is never closed`},
+		{name: "negative soft_ttl", change: func(c *Config) { c.Policies[0].SoftTTL = -time.Second }, shouldErr: true,
+			errSubstr: `policy "a": soft_ttl must not be negative, got "-1s"`},
+		{name: "zero hard_ttl", change: func(c *Config) { c.Policies[0].SoftTTL, c.Policies[0].HardTTL = 0, 0 }, shouldErr: true,
+			errSubstr: `policy "a": hard_ttl must be greater than 0, got "0s"`},
+		{name: "soft over hard", change: func(c *Config) { c.Policies[0].SoftTTL = 90 * time.Minute }, shouldErr: true,
+			errSubstr: `policy "a": soft_ttl "1h30m" is greater than hard_ttl "1m"`},
+		{name: "jitter", change: func(c *Config) { c.Policies[0].Jitter = 1 }, shouldErr: true,
+			errSubstr: `policy "a": jitter must be at least 0 and less than 1, got 1`},
+		{name: "unknown mode", change: func(c *Config) { c.Policies[0].OnUpstreamError = 7 }, shouldErr: true,
+			errSubstr: `policy "a": on_upstream_error: invalid value ErrorMode(7)`},
+		{name: "max_stale with fail", change: func(c *Config) { c.Policies[0].MaxStale = time.Minute }, shouldErr: true,
+			errSubstr: `policy "a": max_stale has no effect with on_upstream_error: fail, got "1m"`},
+		{name: "serve_stale without max_stale", change: func(c *Config) { c.Policies[0].OnUpstreamError = ErrorServeStale }, shouldErr: true,
+			errSubstr: `policy "a": max_stale must be greater than 0 with on_upstream_error: serve_stale`},
+		{name: "ttl without cache", change: func(c *Config) { c.Policies[1].HardTTL = time.Minute }, shouldErr: true,
+			errSubstr: `policy "b": hard_ttl has no effect with cache: false, got "1m"`},
+		{name: "jitter without cache", change: func(c *Config) { c.Policies[1].Jitter = 0.1 }, shouldErr: true,
+			errSubstr: `policy "b": jitter has no effect with cache: false, got 0.1`},
+		{name: "mode without cache", change: func(c *Config) { c.Policies[1].OnUpstreamError = ErrorServeStale }, shouldErr: true,
+			errSubstr: `policy "b": on_upstream_error has no effect with cache: false, got serve_stale`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			tc.change(c)
+			err := c.Validate()
+			if tc.shouldErr {
+				if err == nil || !strings.Contains(err.Error(), tc.errSubstr) {
+					t.Fatalf("got error %v; want one containing %q", err, tc.errSubstr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %q; want none", err)
+			}
+		})
+	}
+}
+
+func TestParseAliases(t *testing.T) {
+	c, err := Parse([]byte(`
+policies:
+  - &fast {name: cart, prefix: "cart:", soft_ttl: 30s, hard_ttl: 2m}
+  - name: basket
+    prefix: "basket:"
+    soft_ttl: *ttl
+    hard_ttl: &ttl2 2m
+`))
+	if err == nil {
+		t.Fatalf("got %+v; want an error for the undefined alias", c)
+	}
+	c, err = Parse([]byte(`
+defaults: &d {soft_ttl: 30s}
+`))
+	if err == nil || !strings.Contains(err.Error(), `unknown top-level field "defaults"`) {
+		t.Fatalf("got %v; want the unknown field error", err)
+	}
+	c, err = Parse([]byte(`
+policies:
+  - name: cart
+    prefix: "cart:"
+    soft_ttl: &soft 30s
+    hard_ttl: &hard 2m
+  - name: basket
+    prefix: "basket:"
+    soft_ttl: *soft
+    hard_ttl: *hard
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Policies[1]; p.SoftTTL != 30*time.Second || p.HardTTL != 2*time.Minute {
+		t.Errorf("got soft %v hard %v; want 30s 2m", p.SoftTTL, p.HardTTL)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true},
+		{"1024", 1024, true},
+		{"512B", 512, true},
+		{"64KB", 64 << 10, true},
+		{"64kb", 64 << 10, true},
+		{"64KiB", 64 << 10, true},
+		{"256MB", 256 << 20, true},
+		{"256 MB", 256 << 20, true},
+		{"256mib", 256 << 20, true},
+		{"1GB", 1 << 30, true},
+		{"1GiB", 1 << 30, true},
+		{"1.5GB", 3 << 29, true},
+		{"0.5KB", 512, true},
+		{"9000000000GB", 0, false}, // overflows int64
+		{"0.1KB", 0, false},        // not a whole number of bytes
+		{"12XB", 0, false},
+		{"1TB", 0, false},
+		{"MB", 0, false},
+		{"", 0, false},
+		{"-1MB", 0, false},
+		{"+1MB", 0, false},
+		{"1e3", 0, false},
+		{"0x10", 0, false},
+		{"1/2KB", 0, false},
+		{"1.2.3KB", 0, false},
+		{".KB", 0, false},
+		{"1m", 0, false},
+	}
+	for _, tc := range tests {
+		got, ok := parseSize(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("parseSize(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestFormat(t *testing.T) {
+	durations := map[time.Duration]string{
+		0: "0s", 6 * time.Hour: "6h", 90 * time.Minute: "1h30m", time.Minute: "1m", 10 * time.Minute: "10m",
+		750 * time.Millisecond: "750ms", 61 * time.Second: "1m1s", -time.Second: "-1s", time.Hour + time.Second: "1h0m1s",
+	}
+	for d, want := range durations {
+		if got := formatDuration(d); got != want {
+			t.Errorf("formatDuration(%v) = %q; want %q", d, got, want)
+		}
+	}
+	sizes := map[int64]string{0: "0B", 1000: "1000B", 1024: "1KB", 1 << 20: "1MB", 3 << 29: "1536MB", 1 << 30: "1GB"}
+	for n, want := range sizes {
+		if got := formatSize(n); got != want {
+			t.Errorf("formatSize(%d) = %q; want %q", n, got, want)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("listen: \"127.0.0.1:7000\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(good)
+	if err != nil || c.Listen != "127.0.0.1:7000" {
+		t.Fatalf("Load = %+v, %v; want listen 127.0.0.1:7000", c, err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("upstream:\n  timeout: 1x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(bad)
+	if want := bad + `: upstream.timeout: invalid duration "1x"`; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("got %v; want an error starting with %q", err, want)
+	}
+	missing := filepath.Join(dir, "missing.yaml")
+	if _, err := Load(missing); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("got %v; want an error naming %s", err, missing)
+	}
+}
+
+// TestExampleConfig checks that the documented config.yaml at the repository root loads and holds the policies it
+// is meant to show.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:6380" || c.Admin != "127.0.0.1:9121" ||
+		!reflect.DeepEqual(c.Upstream.Addresses, []string{"127.0.0.1:6379"}) {
+		t.Errorf("got listen %q admin %q upstream %q", c.Listen, c.Admin, c.Upstream.Addresses)
+	}
+	type want struct {
+		prefix, pattern string
+		soft, hard      time.Duration
+		cache           bool
+	}
+	wants := map[string]want{
+		"profile": {prefix: "profile:", soft: 6 * time.Hour, hard: 24 * time.Hour, cache: true},
+		"spend7d": {prefix: "spend7d:", soft: 5 * time.Minute, hard: 30 * time.Minute, cache: true},
+		"cart":    {prefix: "cart:", soft: 30 * time.Second, hard: 120 * time.Second, cache: true},
+		"fraud":   {prefix: "fraud:", soft: time.Minute, hard: 10 * time.Minute, cache: true},
+		"emb":     {prefix: "emb:user:", soft: 15 * time.Minute, hard: 60 * time.Minute, cache: true},
+		"credit":  {pattern: "customer:*:credit_features:*", soft: 5 * time.Minute, hard: 30 * time.Minute, cache: true},
+		"default": {prefix: "", soft: 30 * time.Second, hard: 2 * time.Minute, cache: true},
+		"session": {prefix: "session:", cache: false},
+	}
+	byName := map[string]*Policy{}
+	for _, p := range c.Policies {
+		byName[p.Name] = p
+	}
+	for name, w := range wants {
+		p := byName[name]
+		if p == nil {
+			t.Errorf("policy %q missing", name)
+			continue
+		}
+		if p.Prefix != w.prefix || p.IsPrefix != (w.pattern == "") || p.Pattern != w.pattern || p.Cache != w.cache ||
+			p.SoftTTL != w.soft || p.HardTTL != w.hard {
+			t.Errorf("policy %q = %+v; want %+v", name, p, w)
+		}
+	}
+	if p := byName["profile"]; p != nil && (p.OnUpstreamError != ErrorServeStale || p.MaxStale <= 0) {
+		t.Errorf("policy profile: got on_upstream_error %v max_stale %v; want serve_stale with a max_stale", p.OnUpstreamError, p.MaxStale)
+	}
+	var negative, jitter bool
+	for _, p := range c.Policies {
+		negative = negative || p.NegativeTTL > 0
+		jitter = jitter || p.Jitter == 0.15
+	}
+	if !negative || !jitter {
+		t.Errorf("want some policy with negative_ttl (got %v) and some with jitter 0.15 (got %v)", negative, jitter)
+	}
+
+	// The file shows every default with its default value.
+	d := Default()
+	if !reflect.DeepEqual(c.Upstream, d.Upstream) || c.Local != d.Local || c.Limits != d.Limits ||
+		!reflect.DeepEqual(c.Commands, d.Commands) || c.Password != d.Password {
+		t.Errorf("config.yaml shows other values than the defaults:\n got %+v %+v %+v %+v\nwant %+v %+v %+v %+v",
+			c.Upstream, c.Local, c.Limits, c.Commands, d.Upstream, d.Local, d.Limits, d.Commands)
+	}
+
+	// The precedence the file documents.
+	m := NewMatcher(c.Policies)
+	for key, name := range map[string]string{
+		"profile:42":                        "profile",
+		"customer:7:credit_features:limits": "credit",
+		"session:abc":                       "session",
+		"fraud:9:v3":                        "fraud",
+		"emb:user:5":                        "emb",
+		"emb:item:5":                        "default",
+		"anything":                          "default",
+	} {
+		if p := m.Match([]byte(key)); p == nil || p.Name != name {
+			t.Errorf("Match(%q) = %v; want policy %q", key, p, name)
+		}
+	}
+}
+
+// FuzzParse checks that no configuration file makes Parse panic or hang, and that whatever it accepts passes
+// Validate and builds a Matcher.
+func FuzzParse(f *testing.F) {
+	if example, err := os.ReadFile("../config.yaml"); err == nil {
+		f.Add(example)
+	}
+	f.Add([]byte("policies:\n  - {name: a, prefix: \"a:\", soft_ttl: 1s, hard_ttl: 2s}\n  - {name: b, pattern: \"b[0-9]*\"}\n"))
+	f.Add([]byte("upstream:\n  addresses: [\"a:1\"]\n  timeout: 1x\n"))
+	f.Add([]byte("local:\n  max_memory: 1.5GB\nlimits:\n  max_inline_bytes: 4KB\n"))
+	f.Add([]byte("a: &a [*a]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("Parse accepted a config that Validate rejects: %v", err)
+		}
+		m := NewMatcher(c.Policies)
+		m.Match(data)
+		m.TrackingPrefixes()
+	})
+}

@@ -1,0 +1,333 @@
+// Package policy holds featcache's configuration file (loading, defaults, validation) and the matcher that finds
+// the caching policy of a key.
+//
+// A Policy says whether and how long the values of a set of keys are cached: a soft TTL after which a read is served
+// and refreshed in the background, a hard TTL after which an entry is never served, jitter, how long a missing key
+// is remembered, and what to do when the upstream fails. A policy matches keys by prefix or by Redis glob pattern;
+// Matcher picks one policy per key (see Matcher for the precedence rule).
+//
+// Everything here is immutable once built: a Config from Parse or Load and a Matcher from NewMatcher may be read by
+// any number of goroutines at once.
+package policy
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults of a policy's fields, applied by Parse to every policy with cache: true.
+const (
+	// DefaultHardTTL is a policy's hard_ttl when the file gives none.
+	DefaultHardTTL = time.Minute
+	// DefaultJitter is a policy's jitter when the file gives none.
+	DefaultJitter = 0.1
+	// DefaultMaxStale is a policy's max_stale when it has on_upstream_error: serve_stale and the file gives none.
+	DefaultMaxStale = 5 * time.Minute
+)
+
+// ErrorMode says what a cached read does when its key must be fetched and the upstream fails (errors, timeouts,
+// LOADING, BUSY, MASTERDOWN, CLUSTERDOWN).
+type ErrorMode uint8
+
+const (
+	// ErrorFail replies to the client with the upstream's error, as Redis would have. It is the default
+	// (on_upstream_error: fail).
+	ErrorFail ErrorMode = iota
+	// ErrorServeStale serves an entry past its hard TTL, at most Policy.MaxStale past it and never past the key's
+	// upstream expiry, for as long as the upstream fails (on_upstream_error: serve_stale).
+	ErrorServeStale
+)
+
+// String returns the mode as written in the configuration file: "fail" or "serve_stale".
+func (m ErrorMode) String() string {
+	switch m {
+	case ErrorFail:
+		return "fail"
+	case ErrorServeStale:
+		return "serve_stale"
+	}
+	return fmt.Sprintf("ErrorMode(%d)", uint8(m))
+}
+
+// parseErrorMode parses the on_upstream_error value s.
+func parseErrorMode(s string) (ErrorMode, bool) {
+	switch s {
+	case "fail":
+		return ErrorFail, true
+	case "serve_stale":
+		return ErrorServeStale, true
+	}
+	return 0, false
+}
+
+// Policy is how the values of the keys it matches are cached. Policies come from Parse (which fills in defaults and
+// validates them) and must not be modified once a Matcher holds them.
+//
+// A policy with Cache false has every TTL, Jitter, OnUpstreamError and MaxStale at zero: its keys are forwarded.
+type Policy struct {
+	// Name identifies the policy in errors, metrics and CACHE EXPLAIN. It is required and unique.
+	Name string
+	// Prefix is the key prefix the policy matches when IsPrefix is true. Prefix "" with IsPrefix true is the
+	// default policy, which matches every key no other policy matches.
+	Prefix string
+	// IsPrefix is true when the policy matches by Prefix; then Pattern is "".
+	IsPrefix bool
+	// Pattern is the Redis glob the policy matches when IsPrefix is false.
+	Pattern string
+
+	// Cache is false for keys that are never cached but always forwarded. Default true.
+	Cache bool
+	// SoftTTL is the age after which an entry is still served but refreshed in the background. Default HardTTL
+	// (no refresh ahead).
+	SoftTTL time.Duration
+	// HardTTL is the age after which an entry is never served (except by ErrorServeStale). Default DefaultHardTTL.
+	HardTTL time.Duration
+	// Jitter shortens each entry's soft and hard deadlines by a random fraction up to this, so that entries
+	// filled together do not expire together. In [0, 1). Default DefaultJitter.
+	Jitter float64
+	// NegativeTTL is how long a missing key (a Redis nil) is remembered. Zero, the default, means a nil is never
+	// cached.
+	NegativeTTL time.Duration
+	// OnUpstreamError is what a read does when the upstream fails. Default ErrorFail.
+	OnUpstreamError ErrorMode
+	// MaxStale is, with ErrorServeStale, how far past HardTTL an entry may be served at most; default
+	// DefaultMaxStale. It is zero with ErrorFail.
+	MaxStale time.Duration
+
+	// Index is the policy's position in Config.Policies, so that per-policy counters can live in a slice. Parse
+	// sets it.
+	Index int
+}
+
+// policyFields are the YAML fields of a policy, in the order config.yaml documents them.
+var policyFields = []string{
+	"name", "prefix", "pattern", "cache", "soft_ttl", "hard_ttl", "jitter", "negative_ttl", "on_upstream_error",
+	"max_stale",
+}
+
+// cachingFields are the policy fields that mean something only for a cached policy.
+var cachingFields = map[string]bool{
+	"soft_ttl": true, "hard_ttl": true, "jitter": true, "negative_ttl": true, "on_upstream_error": true,
+	"max_stale": true,
+}
+
+// decodePolicies decodes the policies list. A null list is no policies.
+func decodePolicies(n *yaml.Node) ([]*Policy, error) {
+	n = resolve(n)
+	if isNull(n) {
+		return nil, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("policies: expected a list of policies, got %s (line %d)", kindName(n), n.Line)
+	}
+	policies := make([]*Policy, 0, len(n.Content))
+	for i, item := range n.Content {
+		p, err := decodePolicy(item, i)
+		if err != nil {
+			return nil, err
+		}
+		policies = append(policies, p)
+	}
+	return policies, nil
+}
+
+// decodePolicy decodes the i-th policy of the list and applies the defaults. Rules that depend on which fields the
+// file gives (a field without effect) are checked here; rules on values are left to validatePolicy.
+func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
+	n = resolve(n)
+	label := fmt.Sprintf("policy #%d", i+1)
+	if n.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s: expected a mapping with a name and a prefix or pattern, got %s (line %d)", label, kindName(n), n.Line)
+	}
+	// Name the policy in every later message, also for fields that come before its name.
+	for j := 0; j+1 < len(n.Content); j += 2 {
+		k, v := n.Content[j], resolve(n.Content[j+1])
+		if k.Value == "name" && v.Kind == yaml.ScalarNode && !isNull(v) && v.Value != "" {
+			label = fmt.Sprintf("policy %q", v.Value)
+			break
+		}
+	}
+	fs, err := fields(n, label, policyFields)
+	if err != nil {
+		return nil, err
+	}
+	p := &Policy{Cache: true, Index: i}
+	given := map[string]*yaml.Node{}
+	for _, f := range fs {
+		given[f.name] = f.key
+		name := label + ": " + f.name
+		switch f.name {
+		case "name":
+			p.Name, err = stringValue(f.val, name)
+		case "prefix":
+			p.Prefix, err = stringValue(f.val, name)
+			p.IsPrefix = true
+		case "pattern":
+			p.Pattern, err = stringValue(f.val, name)
+		case "cache":
+			p.Cache, err = boolValue(f.val, name)
+		case "soft_ttl":
+			p.SoftTTL, err = durationValue(f.val, name)
+		case "hard_ttl":
+			p.HardTTL, err = durationValue(f.val, name)
+		case "jitter":
+			p.Jitter, err = floatValue(f.val, name)
+		case "negative_ttl":
+			p.NegativeTTL, err = durationValue(f.val, name)
+		case "on_upstream_error":
+			var s string
+			if s, err = stringValue(f.val, name); err == nil {
+				var ok bool
+				if p.OnUpstreamError, ok = parseErrorMode(s); !ok {
+					err = fmt.Errorf("%s: invalid value %q (use fail or serve_stale) (line %d)", name, s, f.val.Line)
+				}
+			}
+		case "max_stale":
+			p.MaxStale, err = durationValue(f.val, name)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if p.Name == "" {
+		return nil, fmt.Errorf("policy #%d: name is required (line %d)", i+1, n.Line)
+	}
+	if given["prefix"] != nil && given["pattern"] != nil {
+		return nil, fmt.Errorf("%s: has both prefix %q and pattern %q; give exactly one", label, p.Prefix, p.Pattern)
+	}
+	if k := given["pattern"]; k != nil && p.Pattern == "" {
+		return nil, fmt.Errorf("%s: pattern \"\" would match only the empty key; use prefix: \"\" for the default policy (line %d)", label, k.Line)
+	}
+	if !p.Cache {
+		for _, f := range fs {
+			if cachingFields[f.name] {
+				return nil, fmt.Errorf("%s: %s has no effect with cache: false (line %d)", label, f.name, f.key.Line)
+			}
+		}
+		return p, nil
+	}
+	if k := given["max_stale"]; k != nil && p.OnUpstreamError == ErrorFail {
+		how := "on_upstream_error: fail"
+		if given["on_upstream_error"] == nil {
+			how += " (the default)"
+		}
+		return nil, fmt.Errorf("%s: max_stale has no effect with %s; set on_upstream_error: serve_stale (line %d)", label, how, k.Line)
+	}
+	if given["hard_ttl"] == nil {
+		p.HardTTL = DefaultHardTTL
+	}
+	if given["soft_ttl"] == nil {
+		p.SoftTTL = p.HardTTL
+	}
+	if given["jitter"] == nil {
+		p.Jitter = DefaultJitter
+	}
+	if given["max_stale"] == nil && p.OnUpstreamError == ErrorServeStale {
+		p.MaxStale = DefaultMaxStale
+	}
+	if given["soft_ttl"] != nil && given["hard_ttl"] == nil && p.SoftTTL > p.HardTTL {
+		return nil, fmt.Errorf("%s: soft_ttl %q is greater than hard_ttl %q (the default); set hard_ttl", label,
+			formatDuration(p.SoftTTL), formatDuration(p.HardTTL))
+	}
+	return p, nil
+}
+
+// validatePolicies checks every policy on its own and then the set: unique names, prefixes and patterns.
+func validatePolicies(policies []*Policy) error {
+	names := map[string]int{}
+	prefixes := map[string]int{}
+	patterns := map[string]int{}
+	for i, p := range policies {
+		if p == nil {
+			return fmt.Errorf("policy #%d: is nil", i+1)
+		}
+		if err := validatePolicy(p, i); err != nil {
+			return err
+		}
+		if j, dup := names[p.Name]; dup {
+			return fmt.Errorf("duplicate policy name %q (policies #%d and #%d)", p.Name, j+1, i+1)
+		}
+		names[p.Name] = i
+		if p.IsPrefix {
+			if j, dup := prefixes[p.Prefix]; dup {
+				return fmt.Errorf("policy %q: prefix %q is already the prefix of policy %q", p.Name, p.Prefix, policies[j].Name)
+			}
+			prefixes[p.Prefix] = i
+		} else {
+			if j, dup := patterns[p.Pattern]; dup {
+				return fmt.Errorf("policy %q: pattern %q is already the pattern of policy %q", p.Name, p.Pattern, policies[j].Name)
+			}
+			patterns[p.Pattern] = i
+		}
+	}
+	return nil
+}
+
+// validatePolicy checks the values of the policy at position i of Config.Policies.
+func validatePolicy(p *Policy, i int) error {
+	if p.Name == "" {
+		return fmt.Errorf("policy #%d: name is required", i+1)
+	}
+	label := fmt.Sprintf("policy %q", p.Name)
+	if p.Index != i {
+		return fmt.Errorf("%s: Index is %d but the policy is #%d of the list (Index counts from 0)", label, p.Index, i+1)
+	}
+	switch {
+	case p.IsPrefix && p.Pattern != "":
+		return fmt.Errorf("%s: has both prefix %q and pattern %q; give exactly one", label, p.Prefix, p.Pattern)
+	case !p.IsPrefix && p.Prefix != "":
+		return fmt.Errorf("%s: prefix %q is set but IsPrefix is false", label, p.Prefix)
+	case !p.IsPrefix && p.Pattern == "":
+		return fmt.Errorf("%s: needs a prefix or a pattern (prefix: \"\" makes it the default policy)", label)
+	}
+	if !p.IsPrefix {
+		if _, err := compileGlob(p.Pattern); err != nil {
+			return fmt.Errorf("%s: %w", label, err)
+		}
+	}
+	durations := []struct {
+		name string
+		d    time.Duration
+	}{{"soft_ttl", p.SoftTTL}, {"hard_ttl", p.HardTTL}, {"negative_ttl", p.NegativeTTL}, {"max_stale", p.MaxStale}}
+	for _, f := range durations {
+		if f.d < 0 {
+			return fmt.Errorf("%s: %s must not be negative, got %q", label, f.name, formatDuration(f.d))
+		}
+	}
+	if p.OnUpstreamError > ErrorServeStale {
+		return fmt.Errorf("%s: on_upstream_error: invalid value %s (use fail or serve_stale)", label, p.OnUpstreamError)
+	}
+	if !p.Cache {
+		for _, f := range durations {
+			if f.d != 0 {
+				return fmt.Errorf("%s: %s has no effect with cache: false, got %q", label, f.name, formatDuration(f.d))
+			}
+		}
+		if p.Jitter != 0 {
+			return fmt.Errorf("%s: jitter has no effect with cache: false, got %v", label, p.Jitter)
+		}
+		if p.OnUpstreamError != ErrorFail {
+			return fmt.Errorf("%s: on_upstream_error has no effect with cache: false, got %s", label, p.OnUpstreamError)
+		}
+		return nil
+	}
+	if p.HardTTL <= 0 {
+		return fmt.Errorf("%s: hard_ttl must be greater than 0, got %q (use cache: false for keys that are never cached)", label, formatDuration(p.HardTTL))
+	}
+	if p.SoftTTL > p.HardTTL {
+		return fmt.Errorf("%s: soft_ttl %q is greater than hard_ttl %q", label, formatDuration(p.SoftTTL), formatDuration(p.HardTTL))
+	}
+	if math.IsNaN(p.Jitter) || p.Jitter < 0 || p.Jitter >= 1 {
+		return fmt.Errorf("%s: jitter must be at least 0 and less than 1, got %v", label, p.Jitter)
+	}
+	if p.OnUpstreamError == ErrorFail && p.MaxStale != 0 {
+		return fmt.Errorf("%s: max_stale has no effect with on_upstream_error: fail, got %q", label, formatDuration(p.MaxStale))
+	}
+	if p.OnUpstreamError == ErrorServeStale && p.MaxStale <= 0 {
+		return fmt.Errorf("%s: max_stale must be greater than 0 with on_upstream_error: serve_stale, got %q (use on_upstream_error: fail to never serve stale)", label, formatDuration(p.MaxStale))
+	}
+	return nil
+}
