@@ -1,0 +1,272 @@
+package localcache
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/coocood/freecache"
+)
+
+// MinMemory is the smallest Options.MaxMemory New accepts (1 MiB).
+const MinMemory = 1 << 20
+
+// MaxKeyLen is the longest key the tier stores: freecache refuses longer keys. Longer keys still get
+// single-flight fills; their results are handed to waiters and not stored.
+const MaxKeyLen = 65535
+
+// ErrMaxMemory means Options.MaxMemory is missing, below MinMemory, or too large for this platform.
+var ErrMaxMemory = errors.New("localcache: invalid MaxMemory")
+
+// Options configures a Cache.
+type Options struct {
+	// MaxMemory is the number of bytes given to freecache, allocated up front. Required: at least
+	// MinMemory. The largest entry (key + value + 42-byte header) freecache takes is about
+	// MaxMemory/1024; larger ones are not stored and counted in Stats.TooLargeValues.
+	MaxMemory int64
+	// Now returns the current time. If nil, time.Now is used. It also drives freecache's own
+	// whole-second clock (freecache.NewCacheCustomTimer), so tests move one injected clock and never
+	// sleep. It is called concurrently, also while freecache holds a segment lock.
+	Now func() time.Time
+	// Rand returns a number in [0,1) used to draw jitter. If nil, math/rand/v2's Float64 is used.
+	// It is called concurrently (from Complete).
+	Rand func() float64
+}
+
+// State is what a lookup found.
+type State uint8
+
+const (
+	// StateMiss means nothing may be served: no entry, an entry of another epoch, or one too old.
+	StateMiss State = iota
+	// StateFresh means the entry is younger than its soft deadline.
+	StateFresh
+	// StateStale means the entry is past its soft deadline but before its hard one: serve it and
+	// refresh it in the background.
+	StateStale
+	// StateDead means the entry is past its hard deadline. AppendGet returns it only when it serves
+	// the entry under serve-stale; Explain returns it for any entry past its hard deadline.
+	StateDead
+)
+
+// String returns the state's name as CACHE EXPLAIN shows it.
+func (s State) String() string {
+	switch s {
+	case StateMiss:
+		return "miss"
+	case StateFresh:
+		return "fresh"
+	case StateStale:
+		return "stale"
+	case StateDead:
+		return "dead"
+	}
+	return "state(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Lookup describes what AppendGet served. For StateMiss all other fields are zero.
+type Lookup struct {
+	State    State
+	Kind     Kind
+	Age      time.Duration // time since the fill that stored the entry began
+	SoftLeft time.Duration // time until the soft deadline under the lookup's policy; <= 0 once past it
+	HardLeft time.Duration // time until the hard deadline under the lookup's policy; <= 0 once past it
+}
+
+// freecacheSegments is freecache's fixed segment count (its segmentCount); each segment gets an equal
+// share of MaxMemory and takes entries up to a quarter of that share.
+const freecacheSegments = 256
+
+// untrustedBit is the low bit of Cache.state; the epoch is the rest.
+const untrustedBit = 1
+
+// Cache is the in-memory tier. All its methods are safe for concurrent use.
+type Cache struct {
+	fc   *freecache.Cache
+	now  func() time.Time
+	rand func() float64
+	// maxEntry is the largest len(key)+len(value) freecache's Set accepts: a quarter of a segment's
+	// ring buffer minus freecache's own 24-byte entry header (freecache segment.set).
+	maxEntry int
+
+	// state is epoch<<1 | untrustedBit, in one word so that AppendGet learns the epoch with one
+	// atomic load and Complete sees epoch and trust consistently. Only ever moves forward.
+	state atomic.Uint64
+
+	flushMu sync.Mutex // serializes Flush so freecache's counters are carried over once
+	shards  [shardCount]shard
+	stats   counters
+}
+
+// clockTimer gives freecache the cache's injected clock, in the whole seconds freecache uses.
+type clockTimer struct{ now func() time.Time }
+
+func (t clockTimer) Now() uint32 { return uint32(t.now().Unix()) }
+
+// New returns a Cache holding at most opt.MaxMemory bytes of entries. The cache starts trusted (see
+// SetTrusted): a proxy that relies on invalidations calls SetTrusted(false) before it serves, and
+// SetTrusted(true) once tracking is up.
+func New(opt Options) (*Cache, error) {
+	if opt.MaxMemory < MinMemory {
+		return nil, fmt.Errorf("%w: MaxMemory %d is below the minimum of %d bytes", ErrMaxMemory, opt.MaxMemory, MinMemory)
+	}
+	if int64(int(opt.MaxMemory)) != opt.MaxMemory {
+		return nil, fmt.Errorf("%w: MaxMemory %d does not fit in an int on this platform", ErrMaxMemory, opt.MaxMemory)
+	}
+	c := &Cache{now: opt.Now, rand: opt.Rand}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.rand == nil {
+		c.rand = rand.Float64
+	}
+	size := int(opt.MaxMemory)
+	c.fc = freecache.NewCacheCustomTimer(size, clockTimer{c.now})
+	c.maxEntry = size/freecacheSegments/4 - freecache.ENTRY_HDR_SIZE
+	// Epoch 0 is never current, so a zeroed header can never match.
+	c.state.Store(1 << 1)
+	for i := range c.shards {
+		c.shards[i].slots = make(map[string]*slot)
+	}
+	return c, nil
+}
+
+// AppendGet looks key up at time now and, when the entry may be served, appends the RESP2 reply Redis
+// would send for GET ("$<len>\r\n<value>\r\n", or "$-1\r\n" for a remembered nil) to dst and returns
+// the extended slice. When nothing may be served it returns dst unchanged and StateMiss.
+//
+// An entry may be served when fresh or soft-stale; when allowDead is true (the upstream just failed
+// and the caller wants serve-stale), also a dead entry if p.ServeStale, it is less than p.MaxStale past
+// its hard deadline, and it is before the upstream key's expiry.
+//
+// Deadlines are recomputed against p at every lookup, so a policy made stricter takes effect at once:
+// soft = min(SoftAt, FetchedAt+p.SoftTTL), hard = min(HardAt, FetchedAt+p.HardTTL) (NegativeTTL for
+// both on nil entries), both capped at ExpireAt when set, and soft <= hard. Intervals are half-open:
+// at the soft instant the entry is stale, at the hard instant dead. An entry of another epoch is a miss.
+//
+// The value is copied from freecache's buffer straight into dst under the segment lock (GetFn), with
+// no copy in between; AppendGet allocates only when dst lacks capacity (or, rarely, when the entry
+// wraps around freecache's ring buffer). key is not retained. p must not be nil.
+func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead bool) ([]byte, Lookup) {
+	var lk Lookup
+	ctr := &c.stats.lookups[xxhash.Sum64(key)&(lookupStripes-1)]
+	if len(key) > MaxKeyLen {
+		ctr.misses.Add(1)
+		return dst, lk
+	}
+	epoch := c.state.Load() >> 1
+	nowMs := now.UnixMilli()
+	out := dst
+	// The callback runs under freecache's segment lock: it only decodes and appends.
+	_ = c.fc.GetFn(key, func(b []byte) error {
+		h, v, err := decodeHeader(b)
+		if err != nil || h.Epoch != epoch {
+			return nil
+		}
+		lk = h.lookup(p, nowMs, allowDead)
+		if lk.State != StateMiss {
+			out = appendReply(out, h.Kind, v)
+		}
+		return nil
+	})
+	switch lk.State {
+	case StateFresh:
+		ctr.hits.Add(1)
+	case StateStale:
+		ctr.staleHits.Add(1)
+	case StateDead:
+		ctr.deadServes.Add(1)
+	default:
+		ctr.misses.Add(1)
+	}
+	return out, lk
+}
+
+// Explain returns key's entry header, the length of its value and its state at now under p, without
+// side effects: it does not count as an access for freecache's eviction, ignores freecache's own
+// expiry, and does not touch Stats. ok is false when there is no entry. The state is StateMiss for an
+// entry of another epoch, and StateDead for any entry past its hard deadline (whether or not
+// serve-stale would still serve it). It is meant for CACHE EXPLAIN, not for the request path.
+func (c *Cache) Explain(key []byte, p *Policy, now time.Time) (h Header, size int, st State, ok bool) {
+	epoch := c.state.Load() >> 1
+	_ = c.fc.PeekFn(key, func(b []byte) error {
+		hh, v, err := decodeHeader(b)
+		if err != nil {
+			return nil
+		}
+		h, size, ok = hh, len(v), true
+		return nil
+	})
+	if !ok || h.Epoch != epoch {
+		return h, size, StateMiss, ok
+	}
+	st, _, _ = h.state(p, now.UnixMilli())
+	return h, size, st, ok
+}
+
+// deadlines returns the entry's soft and hard deadlines (unix ms) under p.
+// Deadlines returns the entry's effective soft and hard deadlines (unix ms) under p: the stored ones, shortened
+// by a stricter policy and capped at the upstream expiry.
+func (h *Header) Deadlines(p *Policy) (soft, hard int64) { return h.deadlines(p) }
+
+func (h *Header) deadlines(p *Policy) (soft, hard int64) {
+	softTTL, hardTTL := p.SoftTTL, p.HardTTL
+	if h.Kind == KindNil {
+		softTTL, hardTTL = p.NegativeTTL, p.NegativeTTL
+	}
+	soft = min(h.SoftAt, h.FetchedAt+softTTL.Milliseconds())
+	hard = min(h.HardAt, h.FetchedAt+hardTTL.Milliseconds())
+	if h.ExpireAt != 0 {
+		soft = min(soft, h.ExpireAt)
+		hard = min(hard, h.ExpireAt)
+	}
+	return min(soft, hard), hard
+}
+
+// state classifies the entry at nowMs under p, ignoring serve-stale.
+func (h *Header) state(p *Policy, nowMs int64) (st State, soft, hard int64) {
+	soft, hard = h.deadlines(p)
+	switch {
+	case nowMs < soft:
+		return StateFresh, soft, hard
+	case nowMs < hard:
+		return StateStale, soft, hard
+	}
+	return StateDead, soft, hard
+}
+
+// lookup decides whether the entry may be served at nowMs under p.
+func (h *Header) lookup(p *Policy, nowMs int64, allowDead bool) Lookup {
+	st, soft, hard := h.state(p, nowMs)
+	if st == StateDead {
+		// Serve-stale: past hard, but within MaxStale of it and never at or past the upstream expiry.
+		if !allowDead || !p.ServeStale || nowMs >= hard+p.MaxStale.Milliseconds() ||
+			(h.ExpireAt != 0 && nowMs >= h.ExpireAt) {
+			return Lookup{}
+		}
+	}
+	return Lookup{
+		State:    st,
+		Kind:     h.Kind,
+		Age:      time.Duration(nowMs-h.FetchedAt) * time.Millisecond,
+		SoftLeft: time.Duration(soft-nowMs) * time.Millisecond,
+		HardLeft: time.Duration(hard-nowMs) * time.Millisecond,
+	}
+}
+
+// appendReply appends the RESP2 reply to GET for an entry of kind k holding v.
+func appendReply(dst []byte, k Kind, v []byte) []byte {
+	if k == KindNil {
+		return append(dst, "$-1\r\n"...)
+	}
+	dst = append(dst, '$')
+	dst = strconv.AppendInt(dst, int64(len(v)), 10)
+	dst = append(dst, '\r', '\n')
+	dst = append(dst, v...)
+	return append(dst, '\r', '\n')
+}

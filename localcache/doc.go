@@ -1,0 +1,45 @@
+// Package localcache is featcache's in-memory tier: GET-style values and remembered nils, stored in
+// freecache under the physical Redis key, each with millisecond deadlines in a small header
+// (entry.go), served as the exact RESP2 reply Redis would send.
+//
+// # Serving
+//
+// AppendGet decides from the entry header and the caller's Policy whether an entry is fresh, soft-stale
+// (serve, and refresh in the background), or dead (served only under serve-stale while the upstream
+// fails, within MaxStale and never past the upstream key's expiry). Deadlines are the minimum of those
+// stored at fill time and those the current policy gives, so a stricter policy applies at once. The
+// reply is appended to the caller's buffer from inside freecache's GetFn, with no allocation.
+//
+// # Never storing a value fetched before an invalidation
+//
+// A miss has no entry to carry a version, so the proof that a fill is still current lives outside the
+// entries, in two places:
+//
+//   - A generation per key, kept only while the key has a fill outstanding: a table of 256 shards,
+//     each a mutex and a map from key to slot{gen, fill, refs}. Acquire finds or creates the slot and
+//     joins its fill if that fill is of the slot's current generation and the current epoch, or else
+//     starts a new fill that records the generation, the epoch and its start time. Invalidate moves
+//     the slot's generation, if there is a slot, and deletes the freecache entry, holding the shard
+//     lock. Complete stores only if the generation and epoch are still the fill's and the cache is
+//     trusted, checking and storing under that same lock, so an invalidation is either before the
+//     check (nothing stored) or after the store (the entry is deleted). A key with no fill
+//     outstanding has no slot: deleting its entry is all an invalidation needs, since any later fill
+//     reads the upstream after it. refs counts the key's outstanding fills and the slot is dropped
+//     when it reaches zero, so the table holds only keys being fetched.
+//   - A global epoch, one atomic word, stored in every entry header and compared at every lookup.
+//     Flush moves it and then clears freecache; freecache's Clear is not atomic across its 256
+//     segments, but an entry of an old epoch is a miss from the instant the epoch moves, wherever the
+//     clear has got to. SetTrusted moves it on both transitions: a tracking loss makes everything
+//     stored before it unservable, and a fill that began while tracking was down is never stored
+//     after tracking comes back. The trust flag shares the epoch's word, so Complete sees both at once.
+//
+// Because a read after an invalidation never joins a fill that began before it, and fills are shared by
+// every concurrent miss of a key in a generation, there is one upstream read per key per generation
+// while a fill is outstanding, background refreshes included (they go through Acquire too).
+//
+// # Memory
+//
+// freecache allocates Options.MaxMemory up front and never more for entries; its index adds 16 bytes
+// per entry. Keys longer than MaxKeyLen and entries larger than about MaxMemory/1024 are not stored
+// (they are counted in Stats); their fills still coalesce misses and hand the result to waiters.
+package localcache

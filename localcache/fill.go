@@ -1,0 +1,343 @@
+package localcache
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/coocood/freecache"
+)
+
+// Fill is one upstream read of one key for one generation and epoch; every concurrent miss of that key
+// in that generation shares it (single-flight). The goroutine that started it (the leader) fetches and
+// calls Complete; the others wait on Done and read Result. A Fill's methods are safe for concurrent use.
+type Fill struct {
+	key   []byte    // copy of the key, owned by the Fill
+	start time.Time // when Acquire created the fill: before the upstream read is sent
+	gen   uint64    // the key's generation when the fill began
+	epoch uint64    // the cache epoch when the fill began
+	slot  *slot     // the key's slot; alive while this fill is outstanding (refs)
+	shard *shard    // the shard holding slot
+
+	done      chan struct{}
+	res       Result // written once, before done is closed
+	completed atomic.Bool
+}
+
+// Done returns a channel that is closed when the fill's result is published.
+func (f *Fill) Done() <-chan struct{} { return f.done }
+
+// Result returns the fill's result, waiting for it if Done is not closed yet. The returned Value and
+// Reply are shared by every waiter: they must not be modified.
+func (f *Fill) Result() Result {
+	<-f.done
+	return f.res
+}
+
+// Start returns the time the fill began, from which the stored entry's age is counted.
+func (f *Fill) Start() time.Time { return f.start }
+
+// Result is the outcome of one upstream read, handed by the leader to Complete.
+type Result struct {
+	// Value is the GET reply payload. Complete copies it into the cache; the Fill keeps the slice and
+	// hands it to waiters, so after Complete nobody may modify it.
+	Value []byte
+	// Nil means the key does not exist upstream.
+	Nil bool
+	// PTTL is the key's remaining time to live upstream: NoExpiry (Redis PTTL -1; -1ms, a Redis -1
+	// multiplied by time.Millisecond, means the same), or > 0. Any other value for an existing key
+	// (0, -2ms, unknown) means the value is not stored, since its age could not be bounded by the
+	// upstream expiry. Ignored when Nil.
+	PTTL time.Duration
+	// Err means the upstream failed: nothing is stored and waiters get the error.
+	Err error
+	// NoStore means the result is handed to waiters but not stored (for example the reply was an
+	// error such as WRONGTYPE that the caller relays verbatim in Reply).
+	NoStore bool
+	// Reply is optional raw reply bytes for waiters to relay when NoStore. Not modified, shared.
+	Reply []byte
+}
+
+// NoExpiry is the Result.PTTL of a key without an upstream expiry (Redis PTTL -1).
+const NoExpiry time.Duration = -1
+
+// shardCount is the number of shards of the generation table. A power of two.
+const shardCount = 256
+
+// shard is one part of the generation table: the slots of keys that have a fill outstanding.
+type shard struct {
+	mu    sync.Mutex
+	slots map[string]*slot
+	_     [64 - 16]byte // keep shards on separate cache lines
+}
+
+// slot is a key's generation while at least one fill of the key is outstanding.
+type slot struct {
+	key  string
+	gen  uint64 // moved by Invalidate
+	fill *Fill  // the latest fill started, which later misses of the same gen and epoch join
+	refs int    // fills of this key not yet completed; the slot is dropped at 0
+}
+
+func (c *Cache) shardFor(key []byte) *shard {
+	// freecache picks its segment from the low byte of the same hash; use the high byte here so
+	// the two tables are not correlated.
+	return &c.shards[xxhash.Sum64(key)>>56]
+}
+
+// Acquire returns the fill in progress for key in the key's current generation and the current epoch,
+// or starts a new one. leader is true when the caller started it: the caller must then call Complete
+// exactly once, also on error, or the waiters wait forever. A read that arrives after Invalidate(key),
+// Flush or a SetTrusted transition returned never joins a fill that began before it. key is copied.
+//
+// A fill of the same generation may have completed, and stored, between the caller's miss and this
+// call; a leader should therefore look the key up again (AppendGet) before going upstream, and when
+// that serves, complete the fill with Result{NoStore: true, Reply: reply} so its waiters get the same
+// reply without a second upstream read (see the package example).
+func (c *Cache) Acquire(key []byte) (f *Fill, leader bool) {
+	sh := c.shardFor(key)
+	sh.mu.Lock()
+	epoch := c.state.Load() >> 1
+	sl := sh.slots[string(key)]
+	if sl == nil {
+		sl = &slot{key: string(key)}
+		sh.slots[sl.key] = sl
+	}
+	if f := sl.fill; f != nil && f.gen == sl.gen && f.epoch == epoch {
+		sh.mu.Unlock()
+		c.stats.fillsJoined.Add(1)
+		return f, false
+	}
+	f = &Fill{
+		key:   []byte(sl.key),
+		start: c.now(),
+		gen:   sl.gen,
+		epoch: epoch,
+		slot:  sl,
+		shard: sh,
+		done:  make(chan struct{}),
+	}
+	sl.fill = f
+	sl.refs++
+	sh.mu.Unlock()
+	return f, true
+}
+
+// Complete publishes res to the fill's waiters and stores it (a value, or a remembered nil when
+// p.NegativeTTL > 0) only if the key's generation and the cache epoch did not move since the fill
+// began and the cache is trusted. It returns whether it stored; a Flush or trust change that races
+// with Complete may still make a stored entry unservable a moment later. It must be called exactly once per
+// fill, by the leader; a second call panics. p must not be nil. res.Value is copied into the cache and
+// then belongs to the Fill (see Result).
+//
+// The stored deadlines count from the fill's start, not from its completion, so they err early:
+// with r = Rand()*p.Jitter drawn once, SoftAt = start + SoftTTL*(1-r), HardAt = start + HardTTL*(1-r),
+// ExpireAt = start + PTTL when PTTL > 0, and SoftAt <= HardAt <= ExpireAt. freecache's whole-second
+// expiry is set from the last instant the entry could ever be served (HardAt, or with ServeStale
+// min(HardAt+MaxStale, ExpireAt)), rounded up, so freecache never drops an entry that may be served
+// but gives the memory back soon after.
+func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
+	if f.completed.Swap(true) {
+		panic("localcache: Complete called twice for one Fill")
+	}
+	// Encode outside the shard lock; only the check and the store need it.
+	buf, expire := c.encode(f, &res, p)
+	sh, sl := f.shard, f.slot
+	sh.mu.Lock()
+	if buf != nil {
+		// The check and the store happen under the lock Invalidate takes, so an invalidation cannot
+		// slip between them: either it ran before (gen moved, nothing stored) or it runs after (and
+		// deletes what was stored). A Flush or trust change does not take the lock; it does not need
+		// to, because the entry carries f.epoch and stops being served the moment the epoch moves.
+		st := c.state.Load()
+		switch {
+		case f.gen != sl.gen || f.epoch != st>>1:
+			c.stats.fillsDiscarded.Add(1)
+		case st&untrustedBit != 0:
+			c.stats.fillsUntrusted.Add(1)
+		default:
+			switch err := c.fc.Set(f.key, *buf, expire); {
+			case err == nil:
+				stored = true
+				c.stats.fillsStored.Add(1)
+			case errors.Is(err, freecache.ErrLargeKey):
+				c.stats.tooLargeKeys.Add(1)
+			default: // freecache.ErrLargeEntry; encode checks the same bound first
+				c.stats.tooLargeValues.Add(1)
+			}
+		}
+	}
+	sl.refs--
+	if sl.fill == f {
+		sl.fill = nil
+	}
+	if sl.refs == 0 {
+		delete(sh.slots, sl.key)
+	}
+	sh.mu.Unlock()
+	if buf != nil {
+		putBuf(buf)
+	}
+	f.res = res
+	close(f.done)
+	return stored
+}
+
+// maxExpireSeconds caps the freecache expiry (ten years), keeping it far from freecache's uint32
+// seconds overflow. Capping only makes freecache drop an entry earlier.
+const maxExpireSeconds = 10 * 365 * 24 * 3600
+
+// encode returns the entry to store for res (header + value, in a pooled buffer) and its freecache
+// expiry in seconds, or nil when res is not to be stored.
+func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
+	if res.Err != nil || res.NoStore {
+		return nil, 0
+	}
+	if len(f.key) > MaxKeyLen {
+		c.stats.tooLargeKeys.Add(1)
+		return nil, 0
+	}
+	fetched := f.start.UnixMilli()
+	h := Header{Epoch: f.epoch, FetchedAt: fetched}
+	var softTTL, hardTTL time.Duration
+	var value []byte
+	if res.Nil {
+		if p.NegativeTTL <= 0 {
+			return nil, 0
+		}
+		h.Kind = KindNil
+		softTTL, hardTTL = p.NegativeTTL, p.NegativeTTL
+	} else {
+		if p.HardTTL <= 0 {
+			return nil, 0
+		}
+		switch {
+		case res.PTTL > 0:
+			h.ExpireAt = fetched + res.PTTL.Milliseconds()
+		case res.PTTL == NoExpiry || res.PTTL == -time.Millisecond:
+		default:
+			return nil, 0
+		}
+		h.Kind = KindValue
+		softTTL, hardTTL = max(p.SoftTTL, 0), p.HardTTL
+		value = res.Value
+	}
+	if len(f.key)+headerSize+len(value) > c.maxEntry {
+		c.stats.tooLargeValues.Add(1)
+		return nil, 0
+	}
+	var r float64
+	if p.Jitter > 0 {
+		r = p.jitter(c.rand())
+	}
+	// Truncation toward zero: jitter and rounding only ever shorten a deadline.
+	h.SoftAt = fetched + int64(float64(softTTL.Milliseconds())*(1-r))
+	h.HardAt = fetched + int64(float64(hardTTL.Milliseconds())*(1-r))
+	if h.ExpireAt != 0 {
+		h.SoftAt = min(h.SoftAt, h.ExpireAt)
+		h.HardAt = min(h.HardAt, h.ExpireAt)
+	}
+	h.SoftAt = min(h.SoftAt, h.HardAt)
+
+	last := h.HardAt // the last instant the entry could ever be served
+	if p.ServeStale && p.MaxStale > 0 {
+		last += p.MaxStale.Milliseconds()
+		if h.ExpireAt != 0 {
+			last = min(last, h.ExpireAt)
+		}
+	}
+	nowMs := c.now().UnixMilli()
+	if last <= nowMs {
+		return nil, 0 // the fill outlived every deadline: it could never be served
+	}
+	// freecache expires an entry at the first whole second >= now's second + expire; floor both ends
+	// and add one so the entry outlives last.
+	expire := int(min(floorDiv(last, 1000)-floorDiv(nowMs, 1000)+1, maxExpireSeconds))
+
+	buf := getBuf()
+	*buf = append(h.append((*buf)[:0]), value...)
+	return buf, expire
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// bufPool holds entry encoding buffers: freecache copies an entry on Set, so the buffer is reused.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledBuf keeps the rare large entry from pinning its buffer in the pool.
+const maxPooledBuf = 64 << 10
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= maxPooledBuf {
+		bufPool.Put(b)
+	}
+}
+
+// Invalidate drops keys' entries and moves the generation of those that have a fill outstanding, so
+// those fills are not stored and later reads do not join them. Keys that have no fill outstanding need
+// no generation: deleting their entry under the shard lock is enough, since any fill that starts later
+// reads the upstream after this call. keys are not retained.
+func (c *Cache) Invalidate(keys ...[]byte) {
+	for _, k := range keys {
+		sh := c.shardFor(k)
+		sh.mu.Lock()
+		if sl := sh.slots[string(k)]; sl != nil {
+			sl.gen++
+		}
+		c.fc.Del(k) // under the shard lock: Complete's check-and-store cannot interleave
+		sh.mu.Unlock()
+	}
+	c.stats.invalidations.Add(uint64(len(keys)))
+}
+
+// Flush makes every entry unservable at once by moving the epoch, then clears freecache to give the
+// memory back. The epoch, not the clear, is what makes the flush safe: freecache's Clear goes through
+// its 256 segments one at a time, and entries carry the epoch of their fill.
+func (c *Cache) Flush() {
+	c.state.Add(1 << 1) // the epoch is state>>1: this moves it and keeps the trust bit
+	c.stats.flushes.Add(1)
+	c.flushMu.Lock()
+	// Clear resets freecache's counters; carry them over. Evictions between the read and the
+	// clear are lost from the count.
+	ev, ex := c.fc.EvacuateCount(), c.fc.ExpiredCount()
+	c.fc.Clear()
+	c.stats.evictionsBase.Add(ev)
+	c.stats.expiredBase.Add(ex)
+	c.flushMu.Unlock()
+}
+
+// SetTrusted marks whether invalidations are being received (server-assisted tracking is up). While
+// untrusted, nothing is stored. Both transitions move the epoch: on the way down, so nothing stored
+// before the tracking loss is served after it; on the way up, so no value fetched while tracking was
+// down is stored after it comes back. Setting the current value again does nothing.
+func (c *Cache) SetTrusted(trusted bool) {
+	var bit uint64
+	if !trusted {
+		bit = untrustedBit
+	}
+	for {
+		old := c.state.Load()
+		if old&untrustedBit == bit {
+			return
+		}
+		if c.state.CompareAndSwap(old, ((old>>1)+1)<<1|bit) {
+			return
+		}
+	}
+}
+
+// Trusted reports whether the cache currently stores fills (see SetTrusted).
+func (c *Cache) Trusted() bool { return c.state.Load()&untrustedBit == 0 }
+
+// Epoch returns the current flush epoch. It moves on Flush and on every SetTrusted transition.
+func (c *Cache) Epoch() uint64 { return c.state.Load() >> 1 }

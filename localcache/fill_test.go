@@ -1,0 +1,356 @@
+package localcache
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+var fillPolicy = &Policy{SoftTTL: 10 * time.Second, HardTTL: 60 * time.Second, NegativeTTL: 5 * time.Second}
+
+// slotsHeld counts the generation table's slots; it must be zero when no fill is outstanding.
+func slotsHeld(c *Cache) int {
+	n := 0
+	for i := range c.shards {
+		c.shards[i].mu.Lock()
+		n += len(c.shards[i].slots)
+		c.shards[i].mu.Unlock()
+	}
+	return n
+}
+
+func TestInvalidateDuringFill(t *testing.T) {
+	c := newTestCache(t, newClock(t0), nil)
+	old, leader := c.Acquire([]byte("k"))
+	if !leader {
+		t.Fatal("first Acquire did not lead")
+	}
+	c.Invalidate([]byte("k"))
+
+	// A read after the invalidation must not join the fill that began before it.
+	next, leader := c.Acquire([]byte("k"))
+	if !leader || next == old {
+		t.Fatal("Acquire after Invalidate joined the earlier fill")
+	}
+	// A read after that joins the new fill.
+	if again, leader := c.Acquire([]byte("k")); leader || again != next {
+		t.Fatal("Acquire did not join the fill of the current generation")
+	}
+
+	if c.Complete(old, value("old"), fillPolicy) {
+		t.Fatal("a fill that began before an invalidation was stored")
+	}
+	if got, lk := c.AppendGet(nil, []byte("k"), fillPolicy, t0, true); lk.State != StateMiss {
+		t.Fatalf("served %q after the invalidated fill completed", got)
+	}
+	if !c.Complete(next, value("new"), fillPolicy) {
+		t.Fatal("the fill of the current generation was not stored")
+	}
+	if got, _ := c.AppendGet(nil, []byte("k"), fillPolicy, t0, false); string(got) != bulk("new") {
+		t.Fatalf("served %q; want %q", got, bulk("new"))
+	}
+	if got := old.Result(); string(got.Value) != "old" {
+		t.Errorf("old fill's waiters got %q; want its own result %q", got.Value, "old")
+	}
+	s := c.Stats()
+	if s.FillsDiscarded != 1 || s.FillsStored != 1 || s.FillsJoined != 1 || s.Invalidations != 1 {
+		t.Errorf("stats %+v; want discarded 1, stored 1, joined 1, invalidations 1", s)
+	}
+	if n := slotsHeld(c); n != 0 {
+		t.Errorf("%d slots held with no fill outstanding", n)
+	}
+}
+
+func TestInvalidateDropsEntry(t *testing.T) {
+	c := newTestCache(t, newClock(t0), nil)
+	fill(t, c, "a", value("1"), fillPolicy)
+	fill(t, c, "b", value("2"), fillPolicy)
+	c.Invalidate([]byte("a"), []byte("absent"))
+	if _, lk := c.AppendGet(nil, []byte("a"), fillPolicy, t0, true); lk.State != StateMiss {
+		t.Error("invalidated key still served")
+	}
+	if _, lk := c.AppendGet(nil, []byte("b"), fillPolicy, t0, false); lk.State != StateFresh {
+		t.Error("a key not invalidated was dropped")
+	}
+}
+
+// TestEpochMovesDuringFill: a flush or a trust transition between Acquire and Complete means the fill
+// is not stored, and a read after it does not join the fill.
+func TestEpochMovesDuringFill(t *testing.T) {
+	tests := []struct {
+		name       string
+		before     func(c *Cache) // before Acquire
+		during     func(c *Cache) // between Acquire and Complete
+		wantJoin   bool           // a read after `during` joins the fill
+		wantStored bool
+	}{
+		{"nothing", nil, nil, true, true},
+		{"flush", nil, (*Cache).Flush, false, false},
+		{"tracking lost", nil, func(c *Cache) { c.SetTrusted(false) }, false, false},
+		{"tracking back", func(c *Cache) { c.SetTrusted(false) }, func(c *Cache) { c.SetTrusted(true) }, false, false},
+		{"tracking lost and back", nil, func(c *Cache) { c.SetTrusted(false); c.SetTrusted(true) }, false, false},
+		{"untrusted throughout", func(c *Cache) { c.SetTrusted(false) }, nil, true, false},
+		{"trusted again is no transition", nil, func(c *Cache) { c.SetTrusted(true) }, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestCache(t, newClock(t0), nil)
+			if tt.before != nil {
+				tt.before(c)
+			}
+			f, _ := c.Acquire([]byte("k"))
+			if tt.during != nil {
+				tt.during(c)
+			}
+			g, leader := c.Acquire([]byte("k"))
+			if leader == tt.wantJoin || (g == f) != tt.wantJoin {
+				t.Errorf("second Acquire joined the first fill: %v; want %v", g == f, tt.wantJoin)
+			}
+			if leader {
+				defer c.Complete(g, Result{Err: errors.New("unused")}, fillPolicy)
+			}
+			if got := c.Complete(f, value("v"), fillPolicy); got != tt.wantStored {
+				t.Fatalf("stored %v; want %v", got, tt.wantStored)
+			}
+			_, lk := c.AppendGet(nil, []byte("k"), fillPolicy, t0, true)
+			if (lk.State != StateMiss) != tt.wantStored {
+				t.Errorf("lookup state %v; want served %v", lk.State, tt.wantStored)
+			}
+		})
+	}
+}
+
+// TestEpochMakesEntriesUnservable: a flush or a tracking loss hides what was stored before it, also
+// after tracking comes back.
+func TestEpochMakesEntriesUnservable(t *testing.T) {
+	tests := []struct {
+		name string
+		move func(c *Cache)
+	}{
+		{"flush", (*Cache).Flush},
+		{"tracking lost", func(c *Cache) { c.SetTrusted(false) }},
+		{"tracking lost and back", func(c *Cache) { c.SetTrusted(false); c.SetTrusted(true) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestCache(t, newClock(t0), nil)
+			fill(t, c, "k", value("v"), fillPolicy)
+			e := c.Epoch()
+			tt.move(c)
+			if c.Epoch() == e {
+				t.Fatal("epoch did not move")
+			}
+			if _, lk := c.AppendGet(nil, []byte("k"), fillPolicy, t0, true); lk.State != StateMiss {
+				t.Fatalf("entry from before the epoch move served (%v)", lk.State)
+			}
+		})
+	}
+}
+
+func TestTrustedTransitions(t *testing.T) {
+	c := newTestCache(t, newClock(t0), nil)
+	e := c.Epoch()
+	steps := []struct {
+		set         bool
+		wantTrusted bool
+		wantEpoch   uint64
+	}{
+		{true, true, e},
+		{false, false, e + 1},
+		{false, false, e + 1},
+		{true, true, e + 2},
+	}
+	for i, s := range steps {
+		c.SetTrusted(s.set)
+		if c.Trusted() != s.wantTrusted || c.Epoch() != s.wantEpoch {
+			t.Errorf("step %d SetTrusted(%v): trusted %v epoch %d; want %v %d", i, s.set, c.Trusted(), c.Epoch(), s.wantTrusted, s.wantEpoch)
+		}
+	}
+	c.SetTrusted(false)
+	c.Flush()
+	if c.Trusted() {
+		t.Error("Flush made an untrusted cache trusted")
+	}
+	if fill(t, c, "k", value("v"), fillPolicy) {
+		t.Error("stored while untrusted")
+	}
+	if s := c.Stats(); s.FillsUntrusted != 1 {
+		t.Errorf("FillsUntrusted %d; want 1", s.FillsUntrusted)
+	}
+}
+
+// TestSingleFlight: many goroutines missing one cold key share one fill and all get its result.
+func TestSingleFlight(t *testing.T) {
+	const n = 64
+	c := newTestCache(t, newClock(t0), nil)
+	var acquired, done sync.WaitGroup
+	acquired.Add(n)
+	done.Add(n)
+	start := make(chan struct{})
+	leaders := make(chan int, n)
+	results := make([]Result, n)
+	for i := range n {
+		go func() {
+			defer done.Done()
+			<-start
+			f, leader := c.Acquire([]byte("cold"))
+			acquired.Done()
+			if leader {
+				leaders <- i
+				acquired.Wait() // complete only once every goroutine has looked for a fill
+				c.Complete(f, value("payload"), fillPolicy)
+			}
+			<-f.Done()
+			results[i] = f.Result()
+		}()
+	}
+	close(start)
+	done.Wait()
+	if len(leaders) != 1 {
+		t.Fatalf("%d leaders; want 1", len(leaders))
+	}
+	for i, r := range results {
+		if string(r.Value) != "payload" || r.Err != nil {
+			t.Errorf("goroutine %d got %q, %v; want %q", i, r.Value, r.Err, "payload")
+		}
+	}
+	if s := c.Stats(); s.FillsJoined != n-1 || s.FillsStored != 1 {
+		t.Errorf("stats %+v; want joined %d, stored 1", s, n-1)
+	}
+	if got, _ := c.AppendGet(nil, []byte("cold"), fillPolicy, t0, false); string(got) != bulk("payload") {
+		t.Errorf("served %q; want %q", got, bulk("payload"))
+	}
+	if k := slotsHeld(c); k != 0 {
+		t.Errorf("%d slots held with no fill outstanding", k)
+	}
+}
+
+func TestWaitersGetErrorsAndReplies(t *testing.T) {
+	boom := errors.New("upstream: timeout")
+	tests := []struct {
+		name string
+		res  Result
+	}{
+		{"error", Result{Err: boom}},
+		{"relayed reply", Result{NoStore: true, Reply: []byte("-WRONGTYPE Operation against a key holding the wrong kind of value\r\n")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestCache(t, newClock(t0), nil)
+			f, _ := c.Acquire([]byte("k"))
+			w, leader := c.Acquire([]byte("k"))
+			if leader {
+				t.Fatal("second Acquire led")
+			}
+			if c.Complete(f, tt.res, fillPolicy) {
+				t.Fatal("stored")
+			}
+			got := w.Result()
+			if got.Err != tt.res.Err || !bytes.Equal(got.Reply, tt.res.Reply) {
+				t.Errorf("waiter got %+v; want %+v", got, tt.res)
+			}
+			if _, lk := c.AppendGet(nil, []byte("k"), fillPolicy, t0, true); lk.State != StateMiss {
+				t.Error("served after a fill that stored nothing")
+			}
+		})
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	// With 1 MiB freecache takes entries up to 1 MiB/1024 - 24 = 1000 bytes of key + value.
+	const maxKV = 1000
+	tests := []struct {
+		name         string
+		key          []byte
+		valueLen     int
+		wantStored   bool
+		wantLargeKey uint64
+		wantLargeVal uint64
+	}{
+		{"largest entry", []byte("k"), maxKV - 1 - headerSize, true, 0, 0},
+		{"one byte over", []byte("k"), maxKV - headerSize, false, 0, 1},
+		{"huge value", []byte("k"), 1 << 20, false, 0, 1},
+		{"key over 65535 bytes", bytes.Repeat([]byte("k"), MaxKeyLen+1), 1, false, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(Options{MaxMemory: MinMemory, Now: newClock(t0).Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			val := bytes.Repeat([]byte("v"), tt.valueLen)
+			f, leader := c.Acquire(tt.key)
+			w, wleader := c.Acquire(tt.key)
+			if !leader || wleader || w != f {
+				t.Fatal("fills of this key are not single-flight")
+			}
+			if got := c.Complete(f, Result{Value: val, PTTL: NoExpiry}, fillPolicy); got != tt.wantStored {
+				t.Fatalf("stored %v; want %v", got, tt.wantStored)
+			}
+			if got := w.Result(); !bytes.Equal(got.Value, val) {
+				t.Errorf("waiter got %d bytes; want %d", len(got.Value), len(val))
+			}
+			_, lk := c.AppendGet(nil, tt.key, fillPolicy, t0, false)
+			if (lk.State == StateFresh) != tt.wantStored {
+				t.Errorf("lookup state %v; want served %v", lk.State, tt.wantStored)
+			}
+			s := c.Stats()
+			if s.TooLargeKeys != tt.wantLargeKey || s.TooLargeValues != tt.wantLargeVal {
+				t.Errorf("TooLargeKeys %d TooLargeValues %d; want %d %d", s.TooLargeKeys, s.TooLargeValues, tt.wantLargeKey, tt.wantLargeVal)
+			}
+			if n := slotsHeld(c); n != 0 {
+				t.Errorf("%d slots held with no fill outstanding", n)
+			}
+		})
+	}
+}
+
+func TestCompleteTwicePanics(t *testing.T) {
+	c := newTestCache(t, newClock(t0), nil)
+	f, _ := c.Acquire([]byte("k"))
+	c.Complete(f, value("v"), fillPolicy)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("second Complete did not panic")
+		}
+	}()
+	c.Complete(f, value("v"), fillPolicy)
+}
+
+// TestFillStartsTheClock: an entry's age counts from Acquire, not from Complete, so a slow fill errs
+// early.
+func TestFillStartsTheClock(t *testing.T) {
+	clk := newClock(t0)
+	c := newTestCache(t, clk, nil)
+	f, _ := c.Acquire([]byte("k"))
+	clk.Add(3 * time.Second)
+	c.Complete(f, Result{Value: []byte("v"), PTTL: 20 * time.Second}, fillPolicy)
+	h, _, _, _ := c.Explain([]byte("k"), fillPolicy, clk.Now())
+	if h.FetchedAt != t0.UnixMilli() || h.ExpireAt != t0.Add(20*time.Second).UnixMilli() || h.SoftAt != t0.Add(10*time.Second).UnixMilli() {
+		t.Errorf("header %+v; want fetched, soft and expiry counted from the fill start %d", h, t0.UnixMilli())
+	}
+	if f.Start() != t0 {
+		t.Errorf("Start %v; want %v", f.Start(), t0)
+	}
+}
+
+func TestFlushKeepsEvictionCount(t *testing.T) {
+	c, err := New(Options{MaxMemory: MinMemory, Now: newClock(t0).Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := bytes.Repeat([]byte("v"), 900)
+	for i := range 5000 {
+		fill(t, c, "k"+itoa(i), Result{Value: val, PTTL: NoExpiry}, fillPolicy)
+	}
+	ev := c.Stats().Evictions
+	if ev == 0 {
+		t.Fatal("no evictions after writing 4.5 MB into 1 MiB")
+	}
+	c.Flush()
+	if s := c.Stats(); s.Evictions != ev || s.Entries != 0 || s.Flushes != 1 {
+		t.Errorf("after Flush: %+v; want evictions %d, entries 0, flushes 1", s, ev)
+	}
+}
