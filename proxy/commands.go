@@ -1,0 +1,860 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// This file holds the command table: Redis's own metadata for every command, read once at start from the upstream's
+// COMMAND reply, and the key extraction that follows Redis 7's key specs. Nothing here knows a command by name: the
+// upstream's table is the single source, so a new Redis version or a module brings its commands with it.
+//
+// What Redis 7.0 (checked against 7.0.15) cannot name in advance, as its COMMAND reply declares it:
+//
+//   - SORT: two key specs of type unknown, one for the BY/GET patterns (keys derived from the sorted values) and one
+//     for STORE (the keyword may appear anywhere). Keys returns the sorted key and complete=false.
+//   - SORT_RO: one unknown spec for BY/GET. Keys returns the sorted key and complete=false.
+//   - MIGRATE: the KEYS keyword spec is flagged incomplete: it is searched from the end, so a key named "KEYS" hides
+//     the keys before it. Without the KEYS keyword the single key argument is all there is (complete); with it Keys
+//     returns the key argument (then "", as the syntax requires) and the keys after KEYS, and complete=false.
+//
+// Specs flagged not_key (the shard channels of SPUBLISH, SSUBSCRIBE, SUNSUBSCRIBE) are skipped. SET and BITFIELD
+// carry variable_flags (whether they read depends on the arguments); their key positions are still exact.
+//
+// Complete key specs do not make a command's effect on the keyspace fully known: commands without key specs touch
+// keys too (FLUSHALL, FLUSHDB, SWAPDB, FUNCTION RESTORE/FLUSH, ...), scripts may touch keys they did not declare, and
+// COPY ... DB or MOVE name keys of another database. Classifying those is the request path's job, not the table's.
+
+// CommandFlags is the set of command flags Redis reports in COMMAND (the third element of each entry).
+type CommandFlags uint64
+
+// Command flags, one per name Redis 7.0 can report. Names Redis adds later are ignored by ParseCommands.
+const (
+	FlagWrite           CommandFlags = 1 << iota // "write": may modify the keyspace
+	FlagReadonly                                 // "readonly": reads keys and never modifies them
+	FlagDenyOOM                                  // "denyoom": refused when Redis is over maxmemory
+	FlagModule                                   // "module": implemented by a module
+	FlagAdmin                                    // "admin": administrative command
+	FlagPubSub                                   // "pubsub": publish/subscribe command
+	FlagNoScript                                 // "noscript": not allowed from scripts
+	FlagBlocking                                 // "blocking": may block the client
+	FlagLoading                                  // "loading": allowed while the dataset is loading
+	FlagStale                                    // "stale": allowed on a replica with stale data
+	FlagSkipMonitor                              // "skip_monitor": not shown in MONITOR
+	FlagSkipSlowlog                              // "skip_slowlog": not shown in SLOWLOG
+	FlagAsking                                   // "asking": allowed on an importing cluster slot after ASKING
+	FlagFast                                     // "fast": O(1) or O(log N)
+	FlagNoAuth                                   // "no_auth": allowed before AUTH
+	FlagMayReplicate                             // "may_replicate": may be propagated; Redis 7.0 hides it from COMMAND
+	FlagNoMandatoryKeys                          // "no_mandatory_keys": its key arguments may all be absent
+	FlagNoAsyncLoading                           // "no_async_loading": refused during async loading
+	FlagNoMulti                                  // "no_multi": not allowed inside MULTI
+	FlagMovableKeys                              // "movablekeys": key positions depend on the arguments
+	FlagAllowBusy                                // "allow_busy": allowed while a script or function is busy
+)
+
+// Has reports whether every flag of x is set in f.
+func (f CommandFlags) Has(x CommandFlags) bool { return f&x == x }
+
+// commandFlag maps a flag name of the COMMAND reply to its bit; unknown names map to 0.
+func commandFlag(name string) CommandFlags {
+	switch name {
+	case "write":
+		return FlagWrite
+	case "readonly":
+		return FlagReadonly
+	case "denyoom":
+		return FlagDenyOOM
+	case "module":
+		return FlagModule
+	case "admin":
+		return FlagAdmin
+	case "pubsub":
+		return FlagPubSub
+	case "noscript":
+		return FlagNoScript
+	case "blocking":
+		return FlagBlocking
+	case "loading":
+		return FlagLoading
+	case "stale":
+		return FlagStale
+	case "skip_monitor":
+		return FlagSkipMonitor
+	case "skip_slowlog":
+		return FlagSkipSlowlog
+	case "asking":
+		return FlagAsking
+	case "fast":
+		return FlagFast
+	case "no_auth":
+		return FlagNoAuth
+	case "may_replicate":
+		return FlagMayReplicate
+	case "no_mandatory_keys":
+		return FlagNoMandatoryKeys
+	case "no_async_loading":
+		return FlagNoAsyncLoading
+	case "no_multi":
+		return FlagNoMulti
+	case "movablekeys":
+		return FlagMovableKeys
+	case "allow_busy":
+		return FlagAllowBusy
+	}
+	return 0
+}
+
+// KeySpecFlags is the set of flags of one key spec: how the command accesses the keys the spec finds.
+type KeySpecFlags uint32
+
+// Key spec flags, as Redis 7.0 names them in COMMAND. Unknown names are ignored by ParseCommands.
+const (
+	KeyRO            KeySpecFlags = 1 << iota // "RO": read only
+	KeyRW                                     // "RW": read and modified
+	KeyOW                                     // "OW": overwritten without being read
+	KeyRM                                     // "RM": deleted
+	KeyAccess                                 // "access": the user data of the key is returned or used
+	KeyUpdate                                 // "update": the value is updated or replaced
+	KeyInsert                                 // "insert": data is added, nothing is modified or deleted
+	KeyDelete                                 // "delete": data is deleted
+	KeyNotKey                                 // "not_key": the argument is not a key (a shard channel); Keys skips it
+	KeyIncomplete                             // "incomplete": the spec may miss keys
+	KeyVariableFlags                          // "variable_flags": the flags above depend on the arguments
+)
+
+// Has reports whether every flag of x is set in f.
+func (f KeySpecFlags) Has(x KeySpecFlags) bool { return f&x == x }
+
+func keySpecFlag(name string) KeySpecFlags {
+	switch name {
+	case "RO":
+		return KeyRO
+	case "RW":
+		return KeyRW
+	case "OW":
+		return KeyOW
+	case "RM":
+		return KeyRM
+	case "access":
+		return KeyAccess
+	case "update":
+		return KeyUpdate
+	case "insert":
+		return KeyInsert
+	case "delete":
+		return KeyDelete
+	case "not_key":
+		return KeyNotKey
+	case "incomplete":
+		return KeyIncomplete
+	case "variable_flags":
+		return KeyVariableFlags
+	}
+	return 0
+}
+
+// BeginSearchType says how a key spec finds the position its keys start from.
+type BeginSearchType uint8
+
+// Begin search types. The zero value is BeginUnknown, so a spec nobody filled in never claims to know its keys.
+const (
+	BeginUnknown BeginSearchType = iota // Redis cannot say where the keys begin
+	BeginIndex                          // the keys begin at a fixed argument index
+	BeginKeyword                        // the keys begin after a keyword
+)
+
+// BeginSearch is the begin_search part of a key spec.
+type BeginSearch struct {
+	Type BeginSearchType
+	// Index is the argument index (the command name is 0) where the keys begin, for BeginIndex.
+	Index int
+	// Keyword is matched case-insensitively against the arguments, for BeginKeyword; the keys begin after it.
+	Keyword string
+	// StartFrom is where the keyword search starts, for BeginKeyword: a positive value searches forwards from that
+	// index, a negative one backwards from that many arguments before the end.
+	StartFrom int
+}
+
+// FindKeysType says how a key spec finds its keys once it knows where they begin.
+type FindKeysType uint8
+
+// Find keys types. The zero value is FindUnknown.
+const (
+	FindUnknown FindKeysType = iota // Redis cannot say which arguments are keys
+	FindRange                       // keys are a range of arguments
+	FindKeynum                      // an argument counts the keys that follow it
+)
+
+// FindKeys is the find_keys part of a key spec.
+type FindKeys struct {
+	Type FindKeysType
+	// LastKey is, for FindRange, the index of the last key relative to the first one; a negative value counts from
+	// the end of the arguments (-1 is the last argument), or, with Limit, is -1.
+	LastKey int
+	// KeyStep is the distance between two keys, for FindRange and FindKeynum (2 for key/value pairs).
+	KeyStep int
+	// Limit, for FindRange with LastKey -1, keeps only the first 1/Limit of the remaining arguments
+	// (XREAD's STREAMS k1 k2 id1 id2 has Limit 2). Zero means no limit.
+	Limit int
+	// KeyNumIdx is, for FindKeynum, the index of the key count relative to where the keys begin.
+	KeyNumIdx int
+	// FirstKey is, for FindKeynum, the index of the first key relative to where the keys begin.
+	FirstKey int
+}
+
+// KeySpec is one of a command's Redis 7 key specs: where a group of its keys is and how the command uses them.
+type KeySpec struct {
+	Flags       KeySpecFlags
+	BeginSearch BeginSearch
+	FindKeys    FindKeys
+}
+
+// CommandInfo is Redis's metadata for one command or subcommand. A table built by ParseCommands is never modified
+// afterwards, so its CommandInfos are safe for concurrent use.
+type CommandInfo struct {
+	// Name is the lower-case name; a subcommand is named "container|sub", e.g. "client|setname", as Redis names it
+	// in COMMAND and in its error replies.
+	Name string
+	// Arity is Redis's arity: positive is the exact number of arguments (the name included), negative is at least
+	// -Arity arguments. A subcommand's arity counts the container and the subcommand name.
+	Arity int
+	// Flags are the command flags.
+	Flags CommandFlags
+	// FirstKey, LastKey and KeyStep are the legacy key positions (LastKey may be negative, counting from the end).
+	// They are 0 for commands whose keys a range cannot describe; KeySpecs is what Keys follows.
+	FirstKey, LastKey, KeyStep int
+	// KeySpecs are the command's key specs, in Redis's order.
+	KeySpecs []KeySpec
+	// Subcommands holds the subcommands by lower-case name ("setname"); nil if the command has none.
+	Subcommands map[string]*CommandInfo
+}
+
+// Commands is the command table: lower-case command name to its metadata. Lookups are safe for concurrent use; the
+// table is built once by ParseCommands and not modified afterwards.
+type Commands map[string]*CommandInfo
+
+// ErrCommandReply means a COMMAND reply could not be read as a command table: it was not one valid RESP2 value, it
+// was an error reply, or its entries do not have the shape Redis documents for COMMAND. ParseCommands wraps it with
+// the place and the reason.
+var ErrCommandReply = errors.New("proxy: bad COMMAND reply")
+
+// ParseCommands builds the command table from reply, the raw RESP2 bytes Redis sends for COMMAND (or COMMAND INFO
+// name ...; null entries for unknown names are skipped). reply is not retained.
+//
+// Entries of Redis before 7.0 have no key specs: ParseCommands then derives a range spec from the legacy
+// first/last/step positions and, for a command flagged movablekeys, adds an unknown spec, so that Keys reports such a
+// command as incomplete instead of silently finding no keys.
+func ParseCommands(reply []byte) (Commands, error) {
+	d := respDecoder{b: reply}
+	v, err := d.value(0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCommandReply, err)
+	}
+	if d.pos != len(reply) {
+		return nil, fmt.Errorf("%w: %d bytes after the reply", ErrCommandReply, len(reply)-d.pos)
+	}
+	if v.kind == '-' {
+		return nil, fmt.Errorf("%w: upstream replied %q", ErrCommandReply, v.str)
+	}
+	if v.kind != '*' || v.null {
+		return nil, fmt.Errorf("%w: not an array", ErrCommandReply)
+	}
+	cmds := make(Commands, len(v.elems))
+	for i, e := range v.elems {
+		if e.null {
+			continue // COMMAND INFO of an unknown name
+		}
+		ci, err := parseCommandEntry(e)
+		if err != nil {
+			return nil, fmt.Errorf("%w: entry %d: %v", ErrCommandReply, i, err)
+		}
+		cmds[ci.Name] = ci
+	}
+	return cmds, nil
+}
+
+// parseCommandEntry reads one entry: [name, arity, flags, first, last, step, acl categories, tips, key specs,
+// subcommands]. Redis 6 sends the first 6 or 7 elements only.
+func parseCommandEntry(e respValue) (*CommandInfo, error) {
+	if e.kind != '*' || len(e.elems) < 6 {
+		return nil, errors.New("not an array of at least 6 elements")
+	}
+	name, ok := e.elems[0].text()
+	if !ok || name == "" {
+		return nil, errors.New("the command name is not a string")
+	}
+	ci := &CommandInfo{Name: lowerASCII(name)}
+	bad := func(what string) error {
+		return fmt.Errorf("command %q: %s", ci.Name, what)
+	}
+	ints := [4]*int{&ci.Arity, &ci.FirstKey, &ci.LastKey, &ci.KeyStep}
+	for j, idx := range [4]int{1, 3, 4, 5} {
+		n, ok := e.elems[idx].int32()
+		if !ok {
+			return nil, bad(fmt.Sprintf("element %d is not an integer", idx))
+		}
+		*ints[j] = n
+	}
+	if e.elems[2].kind != '*' {
+		return nil, bad("flags are not an array")
+	}
+	for _, f := range e.elems[2].elems {
+		s, ok := f.text()
+		if !ok {
+			return nil, bad("a flag is not a string")
+		}
+		ci.Flags |= commandFlag(s)
+	}
+	if len(e.elems) >= 9 {
+		specs := e.elems[8]
+		if specs.kind != '*' {
+			return nil, bad("key specs are not an array")
+		}
+		for k, s := range specs.elems {
+			ks, err := parseKeySpec(s)
+			if err != nil {
+				return nil, bad(fmt.Sprintf("key spec %d: %v", k, err))
+			}
+			ci.KeySpecs = append(ci.KeySpecs, ks)
+		}
+	} else {
+		ci.KeySpecs = legacyKeySpecs(ci)
+	}
+	if len(e.elems) >= 10 {
+		subs := e.elems[9]
+		if subs.kind != '*' {
+			return nil, bad("subcommands are not an array")
+		}
+		for _, s := range subs.elems {
+			sub, err := parseCommandEntry(s)
+			if err != nil {
+				return nil, bad(fmt.Sprintf("subcommand: %v", err))
+			}
+			if ci.Subcommands == nil {
+				ci.Subcommands = make(map[string]*CommandInfo, len(subs.elems))
+			}
+			_, short, found := strings.Cut(sub.Name, "|")
+			if !found {
+				short = sub.Name
+			}
+			ci.Subcommands[short] = sub
+		}
+	}
+	return ci, nil
+}
+
+// legacyKeySpecs derives key specs from the legacy positions of a pre-7.0 entry.
+func legacyKeySpecs(ci *CommandInfo) []KeySpec {
+	var specs []KeySpec
+	if ci.FirstKey > 0 && ci.KeyStep > 0 {
+		last := ci.LastKey
+		if last >= 0 {
+			last -= ci.FirstKey
+		}
+		specs = append(specs, KeySpec{
+			BeginSearch: BeginSearch{Type: BeginIndex, Index: ci.FirstKey},
+			FindKeys:    FindKeys{Type: FindRange, LastKey: last, KeyStep: ci.KeyStep},
+		})
+	}
+	if ci.Flags.Has(FlagMovableKeys) {
+		specs = append(specs, KeySpec{Flags: KeyIncomplete})
+	}
+	return specs
+}
+
+// parseKeySpec reads one key spec: a flat map with "flags", "begin_search" and "find_keys" (and "notes", ignored).
+// Types Redis may add later become BeginUnknown/FindUnknown, which Keys reports as incomplete. Values that would make
+// Keys meaningless (a step below 1, an index below 1, a limit without lastkey -1) are errors.
+func parseKeySpec(v respValue) (KeySpec, error) {
+	var ks KeySpec
+	m, err := v.pairs()
+	if err != nil {
+		return ks, err
+	}
+	if f, ok := m["flags"]; ok {
+		if f.kind != '*' {
+			return ks, errors.New("flags are not an array")
+		}
+		for _, e := range f.elems {
+			s, ok := e.text()
+			if !ok {
+				return ks, errors.New("a flag is not a string")
+			}
+			ks.Flags |= keySpecFlag(s)
+		}
+	}
+	typ, spec, err := typedSpec(m, "begin_search")
+	if err != nil {
+		return ks, err
+	}
+	switch typ {
+	case "index":
+		if ks.BeginSearch.Index, err = spec.intField("index", 1); err != nil {
+			return ks, err
+		}
+		ks.BeginSearch.Type = BeginIndex
+	case "keyword":
+		kw, ok := spec["keyword"].text()
+		if !ok || kw == "" {
+			return ks, errors.New("begin_search keyword is missing")
+		}
+		ks.BeginSearch.Keyword = kw
+		if ks.BeginSearch.StartFrom, err = spec.intField("startfrom", minSpecValue); err != nil {
+			return ks, err
+		}
+		ks.BeginSearch.Type = BeginKeyword
+	}
+	typ, spec, err = typedSpec(m, "find_keys")
+	if err != nil {
+		return ks, err
+	}
+	fk := &ks.FindKeys
+	switch typ {
+	case "range":
+		if fk.LastKey, err = spec.intField("lastkey", minSpecValue); err != nil {
+			return ks, err
+		}
+		if fk.KeyStep, err = spec.intField("keystep", 1); err != nil {
+			return ks, err
+		}
+		if fk.Limit, err = spec.intField("limit", 0); err != nil {
+			return ks, err
+		}
+		if fk.Limit > 0 && fk.LastKey != -1 {
+			return ks, fmt.Errorf("find_keys limit %d with lastkey %d (must be -1)", fk.Limit, fk.LastKey)
+		}
+		fk.Type = FindRange
+	case "keynum":
+		if fk.KeyNumIdx, err = spec.intField("keynumidx", 0); err != nil {
+			return ks, err
+		}
+		if fk.FirstKey, err = spec.intField("firstkey", 0); err != nil {
+			return ks, err
+		}
+		if fk.KeyStep, err = spec.intField("keystep", 1); err != nil {
+			return ks, err
+		}
+		fk.Type = FindKeynum
+	}
+	return ks, nil
+}
+
+// minSpecValue is the lowest value a key spec field may have where negative values are meaningful. Redis keeps
+// these fields in C ints; bounding them keeps the index arithmetic of Keys far from overflow.
+const minSpecValue = -(1 << 31)
+
+// typedSpec reads m[field] as a flat map {"type": name, "spec": map} and returns the type name and the spec map.
+func typedSpec(m respMap, field string) (string, respMap, error) {
+	v, ok := m[field]
+	if !ok {
+		return "", nil, fmt.Errorf("%s is missing", field)
+	}
+	tm, err := v.pairs()
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: %v", field, err)
+	}
+	typ, ok := tm["type"].text()
+	if !ok {
+		return "", nil, fmt.Errorf("%s type is not a string", field)
+	}
+	spec := respMap{}
+	if s, ok := tm["spec"]; ok {
+		if spec, err = s.pairs(); err != nil {
+			return "", nil, fmt.Errorf("%s spec: %v", field, err)
+		}
+	}
+	return typ, spec, nil
+}
+
+// Lookup returns the metadata for the command line args (args[0] is the command name, in any case): for a command
+// with subcommands, the subcommand named by args[1] (case-insensitive) if there is one, else the container. It returns
+// nil for an unknown command or empty args. Lookup does not allocate.
+func (c Commands) Lookup(args [][]byte) *CommandInfo {
+	if len(args) == 0 {
+		return nil
+	}
+	ci := lookupFold(c, args[0])
+	if ci == nil || ci.Subcommands == nil || len(args) < 2 {
+		return ci
+	}
+	if sub := lookupFold(ci.Subcommands, args[1]); sub != nil {
+		return sub
+	}
+	return ci
+}
+
+// lookupBufSize bounds the names lookupFold lowers on the stack; Redis's longest command name is 20 bytes.
+const lookupBufSize = 64
+
+// lookupFold finds name in m, whose keys are lower case, ignoring ASCII case, without allocating: the name is
+// lowered into a stack buffer, and the map index with string(buf) does not copy. Longer names, which no Redis
+// command has, are compared with every key of the same length.
+func lookupFold(m map[string]*CommandInfo, name []byte) *CommandInfo {
+	if len(name) <= lookupBufSize {
+		var buf [lookupBufSize]byte
+		n := copy(buf[:], name)
+		for i := 0; i < n; i++ {
+			if c := buf[i]; 'A' <= c && c <= 'Z' {
+				buf[i] = c + ('a' - 'A')
+			}
+		}
+		return m[string(buf[:n])]
+	}
+	for k, ci := range m {
+		if len(k) == len(name) && equalFoldASCII(name, k) {
+			return ci
+		}
+	}
+	return nil
+}
+
+// ArityOK reports whether a command line of nargs arguments (the name, and the subcommand name if any, included)
+// passes Redis's arity check, with the same expression Redis uses. A nil ci (an unknown command) is never OK.
+func (ci *CommandInfo) ArityOK(nargs int) bool {
+	if ci == nil {
+		return false
+	}
+	return !((ci.Arity > 0 && ci.Arity != nargs) || nargs < -ci.Arity)
+}
+
+// Keys appends the key arguments of args (the whole command line, name included) to dst and returns it. The keys
+// are args's own slices, not copies: they alias the caller's buffers and are valid as long as args is. Keys does
+// not allocate except to grow dst, and it never panics, whatever args or the key specs hold.
+//
+// Keys follows Redis 7's getKeysUsingKeySpecs (src/db.c) spec by spec and in the same order: begin_search index, or
+// keyword (searched forwards from startfrom up to the argument before the last, or backwards from len(args)+startfrom
+// down to index 2, ignoring ASCII case and, like C's strcasecmp, anything after a NUL byte in the argument; a keyword
+// that is not found makes its spec find nothing), then find_keys range (lastkey relative to the first key, or to the
+// end when negative, with limit) or keynum (the count must be an integer as Redis parses it: no '+', no leading zero). Keys found
+// twice are returned twice, as Redis does. Specs flagged not_key are skipped.
+//
+// complete is false when the keys found may not be all of them: a spec of unknown type applies, a spec flagged
+// incomplete applied (a keyword spec whose keyword is absent does not apply), or a spec does not fit args (a
+// keynum count that is not a number or is larger than the arguments, a range past the end). In those cases Redis's
+// GET_KEYSPEC_RETURN_PARTIAL behaviour is kept: the keys of the specs that did fit are returned. A nil ci (an unknown
+// command) returns dst and false.
+//
+// One deliberate difference from Redis 7.0: a keynum count of 0 means no keys, complete, where getKeysUsingKeySpecs
+// calls the spec invalid and Redis falls back to the command's own getkeys function, which finds no keys either
+// (EVAL script 0 touches no declared keys).
+func (ci *CommandInfo) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complete bool) {
+	if ci == nil {
+		return dst, false
+	}
+	complete = true
+	argc := len(args)
+	for s := range ci.KeySpecs {
+		spec := &ci.KeySpecs[s]
+		if spec.Flags&KeyNotKey != 0 {
+			continue
+		}
+		first := 0
+		switch spec.BeginSearch.Type {
+		case BeginIndex:
+			first = spec.BeginSearch.Index
+		case BeginKeyword:
+			first = keywordSearch(args, spec.BeginSearch.Keyword, spec.BeginSearch.StartFrom)
+			if first == 0 {
+				continue // the keyword is absent: the spec does not apply
+			}
+		default:
+			complete = false
+			continue
+		}
+		if first < 1 || first > argc {
+			complete = false // before the first argument (a hand-built spec ParseCommands refuses) or past the end
+			continue
+		}
+		var last, step int
+		switch spec.FindKeys.Type {
+		case FindRange:
+			fk := &spec.FindKeys
+			step = fk.KeyStep
+			switch {
+			case fk.LastKey >= 0:
+				last = first + fk.LastKey
+			case fk.Limit <= 0:
+				last = argc + fk.LastKey
+			default:
+				// Redis asserts lastkey == -1 here; ParseCommands refuses anything else.
+				last = first + ((argc-first)/fk.Limit + fk.LastKey)
+			}
+		case FindKeynum:
+			fk := &spec.FindKeys
+			step = fk.KeyStep
+			idx := first + fk.KeyNumIdx
+			if fk.KeyNumIdx < 0 || idx < 1 || idx >= argc {
+				complete = false
+				continue
+			}
+			n, ok := parseRedisInt(args[idx])
+			if !ok || n < 0 || n >= int64(argc) {
+				complete = false
+				continue
+			}
+			first += fk.FirstKey
+			if n == 0 {
+				continue // see the doc comment: no keys, and nothing unknown
+			}
+			last = first + int(n) - 1
+		default:
+			complete = false
+			continue
+		}
+		if step < 1 || first < 1 || last >= argc || last < first || first >= argc {
+			complete = false
+			continue
+		}
+		for i := first; i <= last && i >= first; i += step {
+			dst = append(dst, args[i])
+		}
+		if spec.Flags&KeyIncomplete != 0 {
+			complete = false
+		}
+	}
+	return dst, complete
+}
+
+// keywordSearch returns the index after keyword in args, or 0 if it is not found, searching as Redis 7's
+// getKeysUsingKeySpecs does, boundaries included: forwards from startFrom to argc-2, or backwards from
+// argc+startFrom to 2.
+func keywordSearch(args [][]byte, keyword string, startFrom int) int {
+	argc := len(args)
+	start, end := argc+startFrom, 1
+	if startFrom > 0 {
+		start, end = startFrom, argc-1
+	}
+	step := 1
+	if start > end {
+		step = -1
+	}
+	for i := start; i != end; i += step {
+		if i >= argc || i < 1 {
+			break
+		}
+		arg := args[i]
+		if z := bytes.IndexByte(arg, 0); z >= 0 {
+			arg = arg[:z] // strcasecmp stops at the first NUL
+		}
+		if len(arg) == len(keyword) && equalFoldASCII(arg, keyword) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// parseRedisInt parses b as Redis's string2ll does: an optional minus sign, then "0" alone or a digit 1-9 followed by
+// digits, fitting in an int64, at most 20 bytes.
+func parseRedisInt(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	if len(b) == 1 && b[0] == '0' {
+		return 0, true
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || b[0] < '1' || b[0] > '9' {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if v > (1<<64-1-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	if neg {
+		if v > 1<<63 {
+			return 0, false
+		}
+		return -int64(v-1) - 1, true
+	}
+	if v > 1<<63-1 {
+		return 0, false
+	}
+	return int64(v), true
+}
+
+// equalFoldASCII reports whether a and b are equal ignoring ASCII case; the caller has checked the lengths.
+func equalFoldASCII(a []byte, b string) bool {
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// lowerASCII lower-cases ASCII letters only, as Redis compares command names.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// respValue is one decoded RESP2 value. The command table is read once at start, so a value tree is simple and
+// cheap enough; the request path never uses it.
+type respValue struct {
+	kind  byte // '+', '-', ':', '$' or '*'
+	null  bool // $-1 or *-1
+	str   string
+	num   int64
+	elems []respValue
+}
+
+// text returns a simple or bulk string.
+func (v respValue) text() (string, bool) {
+	if (v.kind == '+' || v.kind == '$') && !v.null {
+		return v.str, true
+	}
+	return "", false
+}
+
+// int32 returns an integer that fits in a C int, as Redis's COMMAND integers do.
+func (v respValue) int32() (int, bool) {
+	if v.kind != ':' || v.num < minSpecValue || v.num > -minSpecValue-1 {
+		return 0, false
+	}
+	return int(v.num), true
+}
+
+// respMap is a flat RESP2 key/value array read as a map.
+type respMap map[string]respValue
+
+// pairs reads an array of alternating names and values.
+func (v respValue) pairs() (respMap, error) {
+	if v.kind != '*' || v.null || len(v.elems)%2 != 0 {
+		return nil, errors.New("not a flat array of name/value pairs")
+	}
+	m := make(respMap, len(v.elems)/2)
+	for i := 0; i < len(v.elems); i += 2 {
+		k, ok := v.elems[i].text()
+		if !ok {
+			return nil, errors.New("a field name is not a string")
+		}
+		m[k] = v.elems[i+1]
+	}
+	return m, nil
+}
+
+// intField returns m[name] as an integer no lower than min.
+func (m respMap) intField(name string, min int) (int, error) {
+	n, ok := m[name].int32()
+	if !ok {
+		return 0, fmt.Errorf("%s is missing or not an integer", name)
+	}
+	if n < min {
+		return 0, fmt.Errorf("%s %d is below %d", name, n, min)
+	}
+	return n, nil
+}
+
+// maxRespDepth bounds nesting; COMMAND replies nest 6 levels deep (subcommand key specs).
+const maxRespDepth = 16
+
+// respDecoder decodes RESP2 values from b, starting at pos.
+type respDecoder struct {
+	b   []byte
+	pos int
+}
+
+func (d *respDecoder) errorf(format string, a ...any) error {
+	return fmt.Errorf("offset %d: %s", d.pos, fmt.Sprintf(format, a...))
+}
+
+// line returns the next line without its CRLF and moves past it.
+func (d *respDecoder) line() ([]byte, error) {
+	i := bytes.Index(d.b[d.pos:], []byte("\r\n"))
+	if i < 0 {
+		return nil, d.errorf("truncated line")
+	}
+	l := d.b[d.pos : d.pos+i]
+	d.pos += i + 2
+	return l, nil
+}
+
+// value decodes one value, nested ones included.
+func (d *respDecoder) value(depth int) (respValue, error) {
+	if depth > maxRespDepth {
+		return respValue{}, d.errorf("nested deeper than %d", maxRespDepth)
+	}
+	l, err := d.line()
+	if err != nil {
+		return respValue{}, err
+	}
+	if len(l) == 0 {
+		return respValue{}, d.errorf("empty line")
+	}
+	v := respValue{kind: l[0]}
+	switch l[0] {
+	case '+', '-':
+		v.str = string(l[1:])
+		return v, nil
+	case ':':
+		n, ok := parseRedisInt(l[1:])
+		if !ok {
+			return v, d.errorf("bad integer %q", l)
+		}
+		v.num = n
+		return v, nil
+	case '$', '*':
+		n, ok := parseRedisInt(l[1:])
+		if !ok || n < -1 {
+			return v, d.errorf("bad length %q", l)
+		}
+		if n == -1 {
+			v.null = true
+			return v, nil
+		}
+		// Every element takes at least 3 bytes and a bulk string its length plus CRLF, so a length beyond the
+		// remaining input is a lie, refused before it sizes an allocation.
+		if n > int64(len(d.b)-d.pos) {
+			return v, d.errorf("length %d past the end of the reply", n)
+		}
+		if l[0] == '$' {
+			end := d.pos + int(n)
+			if end+2 > len(d.b) || d.b[end] != '\r' || d.b[end+1] != '\n' {
+				return v, d.errorf("bulk string of %d bytes is not followed by CRLF", n)
+			}
+			v.str = string(d.b[d.pos:end])
+			d.pos = end + 2
+			return v, nil
+		}
+		v.elems = make([]respValue, 0, n)
+		for i := int64(0); i < n; i++ {
+			e, err := d.value(depth + 1)
+			if err != nil {
+				return v, err
+			}
+			v.elems = append(v.elems, e)
+		}
+		return v, nil
+	}
+	return v, d.errorf("unknown type byte %q", l[0])
+}

@@ -1,0 +1,147 @@
+package proxy
+
+import (
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+	"featcache/localcache"
+	"featcache/policy"
+	"featcache/upstream"
+)
+
+// testProxy is a real featcache listener on 127.0.0.1:0 in front of a real redis-server.
+type testProxy struct {
+	t     testing.TB
+	redis *redistest.Server
+	srv   *Server
+	cache *localcache.Cache
+	up    *upstream.Client
+	cfg   *policy.Config
+	addr  string
+	clock *testClock
+}
+
+// testClock is an injectable clock; zero offset means real time.
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// Advance moves the clock forward by d.
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+// defaultTestConfig caches every key ("" prefix) for a long time, with tracking on.
+const defaultTestConfig = `
+policies:
+  - name: default
+    prefix: ""
+    soft_ttl: 1h
+    hard_ttl: 2h
+    jitter: 0
+`
+
+// startProxy starts a redis-server and a featcache in front of it, configured by yamlCfg (policies and other
+// fields; upstream.addresses is set to the test's Redis).
+func startProxy(t testing.TB, yamlCfg string) *testProxy {
+	t.Helper()
+	return startProxyOn(t, redistest.Start(t), yamlCfg)
+}
+
+// startProxyOn starts a featcache in front of an existing redis-server.
+func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string) *testProxy {
+	t.Helper()
+	cfg, err := policy.Parse([]byte(yamlCfg))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	cfg.Upstream.Addresses = []string{redis.Addr()}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	clock := &testClock{}
+	cache, err := localcache.New(localcache.Options{MaxMemory: 16 << 20, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	up, err := upstream.New(upstream.Options{
+		Addresses: cfg.Upstream.Addresses,
+		Username:  cfg.Upstream.Username,
+		Password:  cfg.Upstream.Password,
+		Conns:     cfg.Upstream.Conns,
+		Timeout:   cfg.Upstream.Timeout,
+		Tracking:  cfg.Upstream.Tracking,
+		Prefixes:  policy.NewMatcher(cfg.Policies).TrackingPrefixes(),
+		Cache:     cache,
+		Logger:    log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		srv.Close()
+		up.Close()
+	})
+	p := &testProxy{t: t, redis: redis, srv: srv, cache: cache, up: up, cfg: cfg, addr: ln.Addr().String(), clock: clock}
+	if cfg.Upstream.Tracking {
+		redistest.Eventually(t, 5*time.Second, "tracking established", func() bool {
+			_, up := p.up.Tracking()
+			return up
+		})
+	}
+	return p
+}
+
+// dial opens a raw RESP connection to featcache.
+func (p *testProxy) dial() *redistest.Conn { return redistest.Dial(p.t, p.addr) }
+
+// do sends one command through featcache on a new connection and returns the raw reply.
+func (p *testProxy) do(args ...string) string {
+	c := p.dial()
+	defer c.Close()
+	return string(c.Do(args...))
+}
+
+// upstreamCalls returns how many times Redis executed cmd (INFO commandstats).
+func upstreamCalls(t testing.TB, redis *redistest.Server, cmd string) int {
+	t.Helper()
+	info := string(redis.Do("INFO", "commandstats"))
+	return commandstatsCalls(info, cmd)
+}
+
+// commandstatsCalls reads calls=N of cmdstat_<cmd> from an INFO commandstats reply.
+func commandstatsCalls(info, cmd string) int {
+	prefix := "cmdstat_" + cmd + ":calls="
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}

@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"strconv"
+	"strings"
+
+	"featcache/upstream"
+)
+
+var (
+	errInternal   = errors.New("featcache internal error")
+	errClientGone = errors.New("client disconnected")
+	nullBulk      = []byte("$-1\r\n")
+)
+
+// redisError is an error reply from the upstream, kept as Redis worded it.
+type redisError []byte
+
+func (e redisError) Error() string { return string(bytes.TrimSpace(bytes.TrimPrefix(e, []byte("-")))) }
+
+// upstreamErrorText is the one place that turns an upstream failure into the error a client sees. An error reply
+// from Redis is passed on as Redis worded it; featcache's own failures (timeouts, connections) say so.
+func upstreamErrorText(err error) string {
+	var re redisError
+	switch {
+	case err == nil:
+		return "ERR featcache upstream error"
+	case errors.As(err, &re):
+		return re.Error()
+	case errors.Is(err, upstream.ErrTimeout):
+		return "ERR featcache upstream timeout: Redis did not answer in time (the command may have been applied)"
+	}
+	return "ERR featcache upstream unavailable: " + err.Error()
+}
+
+// unknownCommandError is Redis's error for a command it does not know.
+func unknownCommandError(args [][]byte) string {
+	var b strings.Builder
+	b.WriteString("ERR unknown command '")
+	b.Write(truncateArg(args[0], 128))
+	b.WriteString("', with args beginning with: ")
+	for _, a := range args[1:] {
+		if b.Len() >= 128+len("ERR unknown command '', with args beginning with: ")+len(args[0]) {
+			break
+		}
+		b.WriteString("'")
+		b.Write(truncateArg(a, 128))
+		b.WriteString("' ")
+	}
+	return b.String()
+}
+
+func truncateArg(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+// The reply helpers append to wherever the next reply of the batch belongs (see segment.buf).
+
+func (c *client) errorReply(msg string) {
+	buf := c.seg.buf(&c.out)
+	*buf = appendError(*buf, msg)
+}
+
+func (c *client) simpleReply(s string) {
+	buf := c.seg.buf(&c.out)
+	*buf = append(*buf, '+')
+	*buf = append(*buf, s...)
+	*buf = append(*buf, '\r', '\n')
+}
+
+func (c *client) bulkReply(b []byte) {
+	buf := c.seg.buf(&c.out)
+	*buf = appendBulk(*buf, b)
+}
+
+func (c *client) intReply(n int64) {
+	buf := c.seg.buf(&c.out)
+	*buf = appendInt(*buf, n)
+}
+
+func (c *client) rawReply(frame []byte) {
+	buf := c.seg.buf(&c.out)
+	*buf = append(*buf, frame...)
+}
+
+// appendError appends "-msg\r\n"; line breaks in msg would break the frame and become spaces.
+func appendError(dst []byte, msg string) []byte {
+	dst = append(dst, '-')
+	for i := 0; i < len(msg); i++ {
+		ch := msg[i]
+		if ch == '\r' || ch == '\n' {
+			ch = ' '
+		}
+		dst = append(dst, ch)
+	}
+	return append(dst, '\r', '\n')
+}
+
+func appendInt(dst []byte, n int64) []byte {
+	dst = append(dst, ':')
+	dst = strconv.AppendInt(dst, n, 10)
+	return append(dst, '\r', '\n')
+}
+
+func appendBulkString(dst []byte, s string) []byte {
+	dst = append(dst, '$')
+	dst = strconv.AppendInt(dst, int64(len(s)), 10)
+	dst = append(dst, '\r', '\n')
+	dst = append(dst, s...)
+	return append(dst, '\r', '\n')
+}
+
+// bulkString returns the payload of a bulk string frame.
+func bulkString(frame []byte) ([]byte, bool, bool) {
+	if len(frame) < 4 || frame[0] != '$' {
+		return nil, false, false
+	}
+	i := bytes.IndexByte(frame, '\n')
+	n, err := strconv.Atoi(string(frame[1 : i-1]))
+	if err != nil {
+		return nil, false, false
+	}
+	if n < 0 {
+		return nil, true, true
+	}
+	return frame[i+1 : i+1+n], false, true
+}
+
+// parseServerInfo reads what HELLO reports from INFO server.
+func parseServerInfo(info string) *serverInfo {
+	si := &serverInfo{version: "7.0.0", mode: "standalone", role: "master"}
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if v, ok := strings.CutPrefix(line, "redis_version:"); ok {
+			si.version = v
+		} else if v, ok := strings.CutPrefix(line, "redis_mode:"); ok {
+			si.mode = v
+		}
+	}
+	return si
+}
+
+//go:embed commands-redis-7.0.resp
+var embeddedCommandReply []byte
+
+// embeddedCommands is Redis 7.0's command table, used until the upstream answers COMMAND.
+func embeddedCommands() (Commands, error) { return ParseCommands(embeddedCommandReply) }

@@ -1,0 +1,315 @@
+package proxy
+
+import (
+	"bytes"
+	"strconv"
+	"time"
+
+	"featcache/localcache"
+	"featcache/upstream"
+)
+
+// Segments bound the upstream payload they collect before sending it.
+const (
+	maxSegmentBytes  = 1 << 20
+	maxSegmentFrames = 4096
+)
+
+// holeKind says what fills a hole in a batch's replies.
+type holeKind uint8
+
+const (
+	holeFrame      holeKind = iota // a forwarded command's reply frame
+	holeGet                        // a GET miss: its fill's result
+	holeMgetKey                    // one key of an MGET: its fill's result
+	holeMgetBypass                 // one MGET key no policy caches: a GET reply frame
+	holeRegion                     // the start of an MGET with holes: replaced whole by an error if a key fails
+)
+
+// hole is a reply (or part of one) that is only known after the segment's upstream round trip. Replies known at
+// once are bytes: before the first hole they go straight to c.out, after it to tail, and assemble interleaves
+// tail and holes in order.
+type hole struct {
+	kind  holeKind
+	pos   int // where in tail the hole sits
+	frame int // upstream frame index (holeFrame, holeMgetBypass)
+	fill  *localcache.Fill
+	key   []byte // points into the client's read buffer, valid for the batch
+	lp    *localcache.Policy
+	end   int  // holeRegion: index of the first hole after the region
+	stop  int  // holeRegion: tail position where the region ends
+	mute  bool // CLIENT REPLY OFF/SKIP: computed, not sent
+}
+
+// fetchItem is a fill this client leads: its GET and PTTL frames are in the segment's payload.
+type fetchItem struct {
+	fill  *localcache.Fill
+	lp    *localcache.Policy
+	frame int
+}
+
+// pendingWrite is a write of the segment whose invalidations run after the round trip.
+type pendingWrite struct {
+	args [][]byte
+	tc   *command
+}
+
+// segment is the part of a batch waiting for one upstream round trip.
+type segment struct {
+	now     time.Time
+	req     []byte // upstream payload
+	frames  int    // reply frames the payload asks for
+	tail    []byte
+	holes   []hole
+	fetches []fetchItem
+	writes  []pendingWrite
+	doErr   error
+	keys    [][]byte // scratch for key extraction
+}
+
+func (s *segment) begin(now time.Time) { s.now = now }
+
+func (s *segment) reset() {
+	s.req = s.req[:0]
+	s.frames = 0
+	s.tail = s.tail[:0]
+	for i := range s.holes {
+		s.holes[i] = hole{}
+	}
+	s.holes = s.holes[:0]
+	s.fetches = s.fetches[:0]
+	s.writes = s.writes[:0]
+	s.doErr = nil
+	if cap(s.req) > maxSegmentBytes*2 {
+		s.req = nil
+	}
+	if cap(s.tail) > maxSegmentBytes*2 {
+		s.tail = nil
+	}
+}
+
+// buf is where a reply known now goes: c.out while no hole precedes it, else the tail.
+func (s *segment) buf(out *[]byte) *[]byte {
+	if len(s.holes) == 0 {
+		return out
+	}
+	return &s.tail
+}
+
+func (s *segment) full() bool { return len(s.req) > maxSegmentBytes || s.frames > maxSegmentFrames }
+
+// addForward appends a command to the payload and a hole for its reply.
+func (s *segment) addForward(cmd *Command) {
+	if cmd.Raw != nil {
+		s.req = append(s.req, cmd.Raw...)
+	} else {
+		s.req = upstream.AppendArgs(s.req, cmd.Args)
+	}
+	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.frames})
+	s.frames++
+}
+
+// addFill joins key's fill or starts it; a started fill's GET and PTTL join the payload.
+func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, key []byte, lp *localcache.Policy) {
+	f, leader := cache.Acquire(key)
+	if leader {
+		// Look again inside the single flight: a fill of this key may have completed between the caller's miss
+		// and Acquire, and its value must not cost a second upstream read.
+		buf := s.buf(out)
+		mark := len(*buf)
+		var look localcache.Lookup
+		if *buf, look = cache.AppendGet(*buf, key, lp, s.now, false); look.State != localcache.StateMiss {
+			cache.Complete(f, servedResult((*buf)[mark:]), lp)
+			return
+		}
+		s.fetches = append(s.fetches, fetchItem{fill: f, lp: lp, frame: s.frames})
+		s.req = upstream.AppendFetch(s.req, key)
+		s.frames += 2
+	}
+	s.holes = append(s.holes, hole{kind: kind, pos: len(s.tail), fill: f, key: key, lp: lp})
+}
+
+// servedResult turns a GET reply just served from the tier into a fill result for the fill's waiters.
+func servedResult(reply []byte) localcache.Result {
+	v, isNil, ok := bulkString(reply)
+	if !ok || isNil {
+		return localcache.Result{Nil: true, NoStore: true}
+	}
+	return localcache.Result{Value: bytes.Clone(v), NoStore: true}
+}
+
+// addBypass fetches an MGET key that no policy caches with a plain GET.
+func (s *segment) addBypass(key []byte) {
+	s.req = upstream.AppendKeyCommand(s.req, "GET", key)
+	s.holes = append(s.holes, hole{kind: holeMgetBypass, pos: len(s.tail), frame: s.frames})
+	s.frames++
+}
+
+// region tracks an MGET's reply while it is being built: where it started and whether it has holes.
+type region struct {
+	outStart  int // start in c.out, when no hole preceded the MGET
+	tailStart int // start in tail otherwise
+	inOut     bool
+	hole      int // index of its holeRegion, -1 until the first miss
+}
+
+func (s *segment) openRegion(out *[]byte) region {
+	if len(s.holes) == 0 {
+		return region{outStart: len(*out), inOut: true, hole: -1}
+	}
+	return region{tailStart: len(s.tail), hole: -1}
+}
+
+// ensureRegion makes sure the MGET's reply so far sits in tail behind a holeRegion, so that it can be replaced
+// by an error when one of its keys fails.
+func (s *segment) ensureRegion(out *[]byte, r *region) {
+	if r.hole >= 0 {
+		return
+	}
+	if r.inOut {
+		// No hole precedes this MGET, so tail is empty: move its bytes so far from out to tail.
+		s.tail = append(s.tail[:0], (*out)[r.outStart:]...)
+		*out = (*out)[:r.outStart]
+		r.tailStart = 0
+	}
+	r.hole = len(s.holes)
+	s.holes = append(s.holes, hole{kind: holeRegion, pos: r.tailStart})
+}
+
+func (s *segment) closeRegion(r region) {
+	if r.hole < 0 {
+		return
+	}
+	h := &s.holes[r.hole]
+	h.end = len(s.holes)
+	h.stop = len(s.tail)
+}
+
+// assemble appends the segment's replies, in order, to dst: tail bytes between holes, and each hole's content.
+func (c *client) assemble(dst []byte) []byte {
+	s := &c.seg
+	if len(s.holes) == 0 {
+		return dst
+	}
+	dst, _ = c.emit(dst, 0, len(s.holes), 0, len(s.tail), false)
+	return dst
+}
+
+// emit appends holes [from, to) with the tail bytes around them, from tail position start to stop. Inside an MGET
+// (inMget), a key that cannot be answered makes emit report false.
+func (c *client) emit(dst []byte, from, to, start, stop int, inMget bool) ([]byte, bool) {
+	s := &c.seg
+	prev := start
+	for i := from; i < to; i++ {
+		h := &s.holes[i]
+		dst = append(dst, s.tail[prev:h.pos]...)
+		prev = h.pos
+		if h.kind == holeRegion {
+			mark := len(dst)
+			var ok bool
+			dst, ok = c.emit(dst, i+1, h.end, h.pos, h.stop, true)
+			if !ok {
+				dst = appendError(dst[:mark], upstreamErrorText(c.regionErr(i+1, h.end)))
+			}
+			if h.mute {
+				dst = dst[:mark]
+			}
+			i, prev = h.end-1, h.stop
+			continue
+		}
+		mark := len(dst)
+		var ok bool
+		dst, ok = c.emitHole(dst, h, inMget)
+		if !ok {
+			return dst, false
+		}
+		if h.mute {
+			dst = dst[:mark]
+		}
+	}
+	return append(dst, s.tail[prev:stop]...), true
+}
+
+// emitHole appends one hole's reply. For an MGET key it reports false when the key cannot be answered.
+func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
+	s := &c.seg
+	switch h.kind {
+	case holeFrame:
+		if h.frame < c.call.Len() {
+			return append(dst, c.call.Frame(h.frame)...), true
+		}
+		c.srv.stats.Errors.Add(1)
+		return appendError(dst, upstreamErrorText(s.doErr)), true
+	case holeMgetBypass:
+		if h.frame >= c.call.Len() {
+			return dst, false
+		}
+		f := c.call.Frame(h.frame)
+		if f[0] == '-' {
+			if isUpstreamFailure(f) {
+				return dst, false
+			}
+			return append(dst, "$-1\r\n"...), true // MGET answers nil for a key of another type
+		}
+		return append(dst, f...), true
+	}
+	<-h.fill.Done()
+	res := h.fill.Result()
+	switch {
+	case res.Err != nil:
+		if h.lp.ServeStale {
+			var look localcache.Lookup
+			if dst, look = c.srv.cache.AppendGet(dst, h.key, h.lp, s.now, true); look.State != localcache.StateMiss {
+				c.srv.stats.StaleOnError.Add(1)
+				return dst, true
+			}
+		}
+		if inMget {
+			return dst, false
+		}
+		c.srv.stats.Errors.Add(1)
+		return appendError(dst, upstreamErrorText(res.Err)), true
+	case res.Reply != nil:
+		if inMget {
+			return append(dst, "$-1\r\n"...), true
+		}
+		return append(dst, res.Reply...), true
+	case res.Nil:
+		return append(dst, "$-1\r\n"...), true
+	}
+	return appendBulk(dst, res.Value), true
+}
+
+// regionErr finds why an MGET failed: the first failing key's error.
+func (c *client) regionErr(from, to int) error {
+	for i := from; i < to; i++ {
+		h := &c.seg.holes[i]
+		if h.fill != nil {
+			if err := h.fill.Result().Err; err != nil {
+				return err
+			}
+		} else if h.frame < c.call.Len() {
+			if f := c.call.Frame(h.frame); isUpstreamFailure(f) {
+				return redisError(f)
+			}
+		}
+	}
+	if c.seg.doErr != nil {
+		return c.seg.doErr
+	}
+	return errInternal
+}
+
+func appendArrayLen(dst []byte, n int) []byte {
+	dst = append(dst, '*')
+	dst = strconv.AppendInt(dst, int64(n), 10)
+	return append(dst, '\r', '\n')
+}
+
+func appendBulk(dst, b []byte) []byte {
+	dst = append(dst, '$')
+	dst = strconv.AppendInt(dst, int64(len(b)), 10)
+	dst = append(dst, '\r', '\n')
+	dst = append(dst, b...)
+	return append(dst, '\r', '\n')
+}

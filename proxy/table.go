@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"strings"
+)
+
+// class says how featcache handles a command. Every command has exactly one, decided once at start from Redis's
+// metadata plus featcache's own entries (newTable); the request path never looks at command names itself.
+type class uint8
+
+const (
+	// classForward commands travel over shared upstream connections and their replies are relayed as they are.
+	classForward class = iota
+	// classWrite commands are forwarded, then the keys they name are invalidated before the reply goes out.
+	classWrite
+	// classRead commands (GET, MGET) are answered from the local tier when their keys' policies cache them.
+	classRead
+	// classLocal commands are answered by featcache from the client connection's own state.
+	classLocal
+	// classTx commands (MULTI, EXEC, DISCARD, WATCH, UNWATCH) manage a transaction.
+	classTx
+	// classSubscribe commands put the client in pub/sub mode on a dedicated upstream connection.
+	classSubscribe
+	// classBlocking commands may block and run on a dedicated upstream connection.
+	classBlocking
+	// classAdmin commands are featcache's own (CACHE ...).
+	classAdmin
+	// classDenied commands are refused (commands.deny).
+	classDenied
+	// classRefused commands carry per-connection upstream state featcache cannot keep for a client; they get a
+	// clear error.
+	classRefused
+)
+
+// after says what a write needs once the upstream answered, before its reply may go out.
+type after uint8
+
+const (
+	afterKeys    after = iota // invalidate the keys its key specs name
+	afterFlush                // FLUSHALL, FLUSHDB, SWAPDB: every cached key may have changed
+	afterBarrier              // keys Redis cannot name in advance (scripts, incomplete key specs): see barrier
+)
+
+// command is one entry of the command table.
+type command struct {
+	name  string // lower-case full name, "client|setname" for a subcommand
+	class class
+	after after
+	info  *CommandInfo // Redis's metadata; nil for commands the upstream does not know (CACHE)
+	local func(c *client, args [][]byte)
+	read  func(c *client, cmd *Command) // classRead: the cached-read path
+	tx    func(c *client, cmd *Command) // classTx
+	subs  map[string]*command           // subcommand entries, by lower-case subcommand name
+}
+
+// table maps command names to their entries.
+type table struct {
+	cmds map[string]*command
+}
+
+// lookup returns the entry for a command line, the subcommand's entry when it has one, or nil when neither Redis
+// nor featcache knows the command (it is then forwarded, and Redis answers with its own error).
+func (t *table) lookup(args [][]byte) *command {
+	var buf [32]byte
+	cmd := t.cmds[string(lower(buf[:0], args[0]))]
+	if cmd == nil || cmd.subs == nil || len(args) < 2 {
+		return cmd
+	}
+	if sub := cmd.subs[string(lower(buf[:0], args[1]))]; sub != nil {
+		return sub
+	}
+	return cmd
+}
+
+// lower appends the ASCII lower case of b to dst; names longer than dst's capacity are not commands, and the
+// resulting string simply finds nothing.
+func lower(dst, b []byte) []byte {
+	if len(b) > cap(dst) {
+		return b
+	}
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// localCommands are answered by featcache itself: they read or change state that belongs to the client
+// connection, which must never travel over a shared upstream connection.
+var localCommands = map[string]func(c *client, args [][]byte){
+	"ping":           (*client).cmdPing,
+	"echo":           (*client).cmdEcho,
+	"quit":           (*client).cmdQuit,
+	"reset":          (*client).cmdReset,
+	"hello":          (*client).cmdHello,
+	"auth":           (*client).cmdAuth,
+	"select":         (*client).cmdSelect,
+	"readonly":       (*client).cmdClusterOnly,
+	"readwrite":      (*client).cmdClusterOnly,
+	"asking":         (*client).cmdClusterOnly,
+	"client|setname": (*client).cmdClientSetname,
+	"client|getname": (*client).cmdClientGetname,
+	"client|id":      (*client).cmdClientID,
+	"client|setinfo": (*client).cmdClientSetinfo,
+	"client|reply":   (*client).cmdClientReply,
+	"client|info":    (*client).cmdClientInfo,
+}
+
+// refusedCommands would set per-connection state on the upstream that featcache cannot keep per client.
+var refusedCommands = []string{
+	"client|tracking", "client|caching", "client|trackinginfo", "client|getredir",
+	"client|no-evict", "client|no-touch",
+}
+
+// txCommands manage transactions (session.go).
+var txCommands = []string{"multi", "exec", "discard", "watch", "unwatch"}
+
+// txHandler is the transaction command's implementation; a function rather than a map of method values, which
+// would make an initialization cycle (exec dispatches to them).
+func txHandler(name string) func(c *client, cmd *Command) {
+	switch name {
+	case "multi":
+		return (*client).cmdMulti
+	case "exec":
+		return (*client).cmdExec
+	case "discard":
+		return (*client).cmdDiscard
+	case "watch":
+		return (*client).cmdWatch
+	}
+	return (*client).cmdUnwatch
+}
+
+// subscribeCommands enter or leave pub/sub mode.
+var subscribeCommands = []string{"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"}
+
+// flushCommands change every key of a database without naming them.
+var flushCommands = []string{"flushall", "flushdb", "swapdb"}
+
+// scriptCommands run scripts or functions that may write keys they did not declare.
+var scriptCommands = []string{"eval", "evalsha", "fcall"}
+
+// newTable builds the command table from Redis's metadata and featcache's own entries. deny lists commands
+// ("config") or subcommands ("client|kill") to refuse.
+func newTable(cmds Commands, deny []string) *table {
+	t := &table{cmds: make(map[string]*command, len(cmds)+8)}
+	for name, info := range cmds {
+		top := &command{name: name, info: info, class: classify(info)}
+		t.cmds[name] = top
+		for subName, sub := range info.Subcommands {
+			if top.subs == nil {
+				top.subs = make(map[string]*command, len(info.Subcommands))
+			}
+			top.subs[subName] = &command{name: sub.Name, info: sub, class: classify(sub)}
+		}
+	}
+	set := func(name string, f func(*command)) {
+		top, sub, isSub := strings.Cut(name, "|")
+		cmd := t.cmds[top]
+		if cmd == nil {
+			cmd = &command{name: top}
+			t.cmds[top] = cmd
+		}
+		if isSub {
+			if cmd.subs == nil {
+				cmd.subs = map[string]*command{}
+			}
+			s := cmd.subs[sub]
+			if s == nil {
+				s = &command{name: name}
+				cmd.subs[sub] = s
+			}
+			cmd = s
+		}
+		f(cmd)
+	}
+	for name, fn := range localCommands {
+		set(name, func(c *command) { c.class, c.local = classLocal, fn })
+	}
+	for _, name := range refusedCommands {
+		set(name, func(c *command) { c.class = classRefused })
+	}
+	for _, name := range txCommands {
+		set(name, func(c *command) { c.class, c.tx = classTx, txHandler(name) })
+	}
+	for _, name := range subscribeCommands {
+		set(name, func(c *command) { c.class = classSubscribe })
+	}
+	for _, name := range flushCommands {
+		set(name, func(c *command) { c.class, c.after = classWrite, afterFlush })
+	}
+	for _, name := range scriptCommands {
+		set(name, func(c *command) { c.class, c.after = classWrite, afterBarrier })
+	}
+	// WAIT blocks up to its timeout without the blocking flag.
+	set("wait", func(c *command) { c.class = classBlocking })
+	set("waitaof", func(c *command) { c.class = classBlocking })
+	set("get", func(c *command) { c.class, c.read = classRead, (*client).readGet })
+	set("mget", func(c *command) { c.class, c.read = classRead, (*client).readMget })
+	set("cache", func(c *command) { c.class, c.local = classAdmin, (*client).cmdCache })
+	for _, name := range deny {
+		set(strings.ToLower(name), func(c *command) {
+			c.class = classDenied
+			for _, s := range c.subs {
+				s.class = classDenied
+			}
+		})
+	}
+	return t
+}
+
+// classify derives a command's class from Redis's flags and key specs.
+func classify(info *CommandInfo) class {
+	switch {
+	case info.Flags&FlagBlocking != 0:
+		return classBlocking
+	case info.Flags&FlagWrite != 0:
+		return classWrite
+	}
+	return classForward
+}
