@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"strconv"
@@ -144,4 +145,17 @@ func commandstatsCalls(info, cmd string) int {
 		}
 	}
 	return 0
+}
+
+// settle waits until featcache has applied every invalidation for what Redis has executed so far (the tracking
+// barrier). A test that writes directly to Redis and then counts cache hits calls it first: the invalidation of
+// its own setup write may otherwise arrive after the first read was cached, and drop it.
+func (p *testProxy) settle() {
+	p.t.Helper()
+	if enabled, _ := p.up.Tracking(); !enabled {
+		return
+	}
+	if err := p.up.Barrier(context.Background()); err != nil {
+		p.t.Fatalf("tracking barrier: %v", err)
+	}
 }

@@ -17,6 +17,7 @@ func bulk(s string) string { return "$" + strconv.Itoa(len(s)) + "\r\n" + s + "\
 func TestHotKeyServedFromMemory(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	p.redis.Do("SET", "hot", "v")
+	p.settle()
 	c := p.dial()
 	for i := 0; i < 200; i++ {
 		if got := string(c.Do("GET", "hot")); got != bulk("v") {
@@ -35,6 +36,7 @@ func TestHotKeyServedFromMemory(t *testing.T) {
 func TestSingleFlight(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	p.redis.Do("SET", "cold", strings.Repeat("x", 4096))
+	p.settle()
 	const n = 64
 	conns := make([]*redistest.Conn, n)
 	for i := range conns {
@@ -81,6 +83,7 @@ policies:
 `)
 	p.redis.Do("MSET", "f:1", "one", "f:2", "two", "other:1", "o1")
 	p.redis.Do("HSET", "f:hash", "a", "1")
+	p.settle()
 	c := p.dial()
 	c.Do("GET", "f:1") // cached before the MGET
 	keys := []string{"MGET", "f:1", "f:2", "f:missing", "f:1", "other:1", "f:hash", "other:missing", "f:2"}
@@ -288,6 +291,7 @@ func TestTrackingLossFlushes(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	c := p.dial()
 	p.redis.Do("SET", "k", "before")
+	p.settle()
 	if got := string(c.Do("GET", "k")); got != bulk("before") {
 		t.Fatalf("GET: %q", got)
 	}
@@ -304,6 +308,7 @@ func TestTrackingLossFlushes(t *testing.T) {
 		_, up := p.up.Tracking()
 		return up
 	})
+	p.settle()
 	c.Do("GET", "k")
 	before := upstreamCalls(t, p.redis, "get")
 	c.Do("GET", "k")
@@ -418,6 +423,7 @@ policies:
 	c := p.dial()
 	p.redis.Do("SET", "session:1", "s")
 	p.redis.Do("SET", "nopolicy", "n")
+	p.settle()
 	for i := 0; i < 3; i++ {
 		c.Do("GET", "session:1")
 		c.Do("GET", "nopolicy")
@@ -465,6 +471,7 @@ policies:
 `)
 	c := p.dial()
 	p.redis.Do("SET", "profile:1", "x")
+	p.settle()
 	c.Do("GET", "profile:1")
 	explain := string(c.Do("CACHE", "EXPLAIN", "profile:1"))
 	for _, want := range []string{"policy:profile", "state:fresh", "soft_left_ms:", "hard_left_ms:", "age_ms:"} {
