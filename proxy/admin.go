@@ -102,6 +102,16 @@ func (s *Server) statsText() []byte {
 	}
 	b.WriteString("# upstream\r\n")
 	fmt.Fprintf(&b, "tracking:%s\r\n", tracking)
+	b.WriteString("# runtime\r\n")
+	rt := readRuntime()
+	line("alloc_objects", rt.allocObjects)
+	line("alloc_bytes", rt.allocBytes)
+	line("gc_cycles", rt.gcCycles)
+	line("gc_pause_p99_us", rt.gcPauseP99.Microseconds())
+	line("gc_pause_max_us", rt.gcPauseMax.Microseconds())
+	line("heap_bytes", rt.heapBytes)
+	line("rss_bytes", rt.rssBytes)
+	line("rss_peak_bytes", rt.rssPeakBytes)
 	return b.Bytes()
 }
 
