@@ -71,6 +71,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	defer cache.Close()
 	up, err := upstream.New(upstream.Options{
 		Addresses: cfg.Upstream.Addresses,
 		Username:  cfg.Upstream.Username,

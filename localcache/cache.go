@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/coocood/freecache"
 )
 
@@ -98,15 +97,12 @@ type Cache struct {
 	// atomic load and Complete sees epoch and trust consistently. Only ever moves forward.
 	state atomic.Uint64
 
+	stopTimer func() // stops the coarse timer; nil with an injected clock
+
 	flushMu sync.Mutex // serializes Flush so freecache's counters are carried over once
 	shards  [shardCount]shard
 	stats   counters
 }
-
-// clockTimer gives freecache the cache's injected clock, in the whole seconds freecache uses.
-type clockTimer struct{ now func() time.Time }
-
-func (t clockTimer) Now() uint32 { return uint32(t.now().Unix()) }
 
 // New returns a Cache holding at most opt.MaxMemory bytes of entries. The cache starts trusted (see
 // SetTrusted): a proxy that relies on invalidations calls SetTrusted(false) before it serves, and
@@ -119,14 +115,17 @@ func New(opt Options) (*Cache, error) {
 		return nil, fmt.Errorf("%w: MaxMemory %d does not fit in an int on this platform", ErrMaxMemory, opt.MaxMemory)
 	}
 	c := &Cache{now: opt.Now, rand: opt.Rand}
+	var timer freecache.Timer = clockTimer{opt.Now}
 	if c.now == nil {
-		c.now = time.Now
+		c.now = monotonicClock()
+		ct := newCoarseTimer()
+		c.stopTimer, timer = ct.stop, ct
 	}
 	if c.rand == nil {
 		c.rand = rand.Float64
 	}
 	size := int(opt.MaxMemory)
-	c.fc = freecache.NewCacheCustomTimer(size, clockTimer{c.now})
+	c.fc = freecache.NewCacheCustomTimer(size, timer)
 	c.maxEntry = size/freecacheSegments/4 - freecache.ENTRY_HDR_SIZE
 	// Epoch 0 is never current, so a zeroed header can never match.
 	c.state.Store(1 << 1)
@@ -154,9 +153,7 @@ func New(opt Options) (*Cache, error) {
 // wraps around freecache's ring buffer). key is not retained. p must not be nil.
 func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead bool) ([]byte, Lookup) {
 	var lk Lookup
-	ctr := &c.stats.lookups[xxhash.Sum64(key)&(lookupStripes-1)]
 	if len(key) > MaxKeyLen {
-		ctr.misses.Add(1)
 		return dst, lk
 	}
 	epoch := c.state.Load() >> 1
@@ -174,16 +171,6 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 		}
 		return nil
 	})
-	switch lk.State {
-	case StateFresh:
-		ctr.hits.Add(1)
-	case StateStale:
-		ctr.staleHits.Add(1)
-	case StateDead:
-		ctr.deadServes.Add(1)
-	default:
-		ctr.misses.Add(1)
-	}
 	return out, lk
 }
 

@@ -54,10 +54,10 @@ func Example() {
 	c.Invalidate([]byte("user:1:ctr")) // a write went through
 	fmt.Printf("%q\n", get([]byte("user:1:ctr")))
 	s := c.Stats()
-	fmt.Println("upstream reads:", upstreamReads, "hits:", s.Hits, "misses:", s.Misses)
+	fmt.Println("upstream reads:", upstreamReads, "fills stored:", s.FillsStored)
 	// Output:
 	// "$4\r\n0.42\r\n"
 	// "$4\r\n0.42\r\n"
 	// "$4\r\n0.42\r\n"
-	// upstream reads: 2 hits: 1 misses: 4
+	// upstream reads: 2 fills stored: 2
 }

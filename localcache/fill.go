@@ -255,6 +255,9 @@ func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
 	// freecache expires an entry at the first whole second >= now's second + expire; floor both ends
 	// and add one so the entry outlives last.
 	expire := int(min(floorDiv(last, 1000)-floorDiv(nowMs, 1000)+1, maxExpireSeconds))
+	if c.stopTimer != nil {
+		expire++ // the coarse timer freecache reads may be a period late
+	}
 
 	buf := getBuf()
 	*buf = append(h.append((*buf)[:0]), value...)

@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,14 @@ type client struct {
 
 	seg  segment // the batch part waiting for its upstream round trip
 	call *upstream.Call
+
+	// last remembers the previous command's table entry: clients send the same command again and again, and a
+	// byte comparison is cheaper than the table's map lookup.
+	last struct {
+		tbl  *table
+		name []byte
+		cmd  *command
+	}
 
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
@@ -125,3 +135,20 @@ func (c *client) close() {
 func (c *client) now() time.Time { return c.seg.now }
 
 func (c *client) cache() *localcache.Cache { return c.srv.cache }
+
+// lookup finds a command's table entry, reusing the previous command's when the name is the same. Only
+// top-level entries without subcommands are remembered: a subcommand's entry depends on the next argument.
+func (c *client) lookup(args [][]byte) *command {
+	tbl := c.srv.tbl.Load()
+	if c.last.cmd != nil && c.last.tbl == tbl && bytes.Equal(args[0], c.last.name) {
+		return c.last.cmd
+	}
+	cmd := tbl.lookup(args)
+	if cmd != nil && cmd.subs == nil && strings.IndexByte(cmd.name, '|') < 0 {
+		c.last.tbl, c.last.cmd = tbl, cmd
+		c.last.name = append(c.last.name[:0], args[0]...)
+	} else {
+		c.last.cmd = nil
+	}
+	return cmd
+}

@@ -36,7 +36,7 @@ func (c *client) execBatch(cmds []Command) {
 // exec dispatches one command by its class.
 func (c *client) exec(cmd *Command) {
 	c.srv.stats.Commands.Add(1)
-	tc := c.srv.tbl.Load().lookup(cmd.Args)
+	tc := c.lookup(cmd.Args)
 	switch {
 	case !c.authed && (tc == nil || tc.name != "auth" && tc.name != "hello" && tc.name != "quit" && tc.name != "reset"):
 		c.errorReply("NOAUTH Authentication required.")

@@ -80,7 +80,7 @@ func New(opt Options) (*Server, error) {
 		opt.Logger = slog.Default()
 	}
 	if opt.Now == nil {
-		opt.Now = time.Now
+		opt.Now = opt.Cache.Now // the tier's clock: entries' deadlines are on it
 	}
 	s := &Server{
 		opt: opt, log: opt.Logger, now: opt.Now,

@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"featcache/localcache"
+	"featcache/policy"
+	"featcache/upstream"
+)
+
+// repeatReader returns the same payload forever, like a client sending the same pipeline again and again.
+type repeatReader struct{ data []byte }
+
+func (r *repeatReader) Read(p []byte) (int, error) { return copy(p, r.data), nil }
+
+// benchServer is a Server whose tier holds keys key:0..n-1 with 1 KiB values; its upstream is never reached.
+func benchServer(b *testing.B, n int) *Server {
+	b.Helper()
+	cfg, err := policy.Parse([]byte(defaultTestConfig))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, err := localcache.New(localcache.Options{MaxMemory: 64 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cache.Close)
+	up, err := upstream.New(upstream.Options{Addresses: []string{"127.0.0.1:1"}, Cache: cache})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(up.Close)
+	cmds, err := embeddedCommands()
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := New(Options{Config: cfg, Cache: cache, Upstream: up, Commands: cmds, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lp := &srv.policies.Load().local[0]
+	val := bytes.Repeat([]byte("v"), 1024)
+	for i := 0; i < n; i++ {
+		f, _ := cache.Acquire([]byte("key:" + strconv.Itoa(i)))
+		cache.Complete(f, localcache.Result{Value: val, PTTL: -1}, lp)
+	}
+	return srv
+}
+
+// benchHitPath runs pipelines of GET hits through the reader and the request path, replies discarded.
+func benchHitPath(b *testing.B, pipeline int) {
+	srv := benchServer(b, 1000)
+	var payload []byte
+	for i := 0; i < pipeline; i++ {
+		payload = upstream.AppendCommand(payload, "GET", "key:"+strconv.Itoa(i*37%1000))
+	}
+	server, client := net.Pipe()
+	defer server.Close()
+	defer client.Close()
+	c := srv.newClient(server)
+	c.rd = NewReader(&repeatReader{data: payload}, Limits{})
+	b.ReportAllocs()
+	b.SetBytes(int64(pipeline) * 1024)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cmds, err := c.rd.ReadBatch(c.cmds[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.cmds = cmds
+		c.execBatch(cmds)
+		c.out = c.out[:0]
+	}
+	b.StopTimer()
+	if hits := srv.stats.Hits.Load(); hits < int64(b.N) {
+		b.Fatalf("hits = %d; the benchmark did not hit", hits)
+	}
+	_ = time.Now
+}
+
+func BenchmarkHitPathGet(b *testing.B)        { benchHitPath(b, 1) }
+func BenchmarkHitPathPipeline16(b *testing.B) { benchHitPath(b, 16) }
