@@ -268,6 +268,9 @@ func (p *Pool) dial() (net.Conn, error) {
 			return nil, fmt.Errorf("upstream: prepare connection to %s: %s", p.opt.Addr, bytes.TrimSpace(f[1:]))
 		}
 	}
+	// The handshake's deadlines must not stay on a connection that lives on: a shared one is watched by its
+	// link's watchdog instead, a dedicated one takes the deadlines of each wait.
+	nc.SetDeadline(time.Time{})
 	return nc, nil
 }
 

@@ -310,3 +310,38 @@ func TestFetch(t *testing.T) {
 		t.Errorf("hash: %+v", out[3])
 	}
 }
+
+// TestPoolConnectionOutlivesTimeout: a shared connection keeps working long after the timeout has passed since
+// it was opened (the handshake's deadlines must not stay on it), with AUTH and CLIENT SETNAME in the handshake.
+func TestPoolConnectionOutlivesTimeout(t *testing.T) {
+	srv := redistest.Start(t, "--requirepass", "pw")
+	p := NewPool(PoolOptions{Addr: srv.Addr(), Password: "pw", ClientName: "featcache", Timeout: 100 * time.Millisecond, Conns: 1})
+	t.Cleanup(p.Close)
+	call := NewCall()
+	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+		t.Fatal(err)
+	}
+	var id []byte
+	if err := p.Do(call, AppendCommand(nil, "CLIENT", "ID"), 1); err != nil {
+		t.Fatal(err)
+	}
+	id = append(id, call.Frame(0)...)
+	time.Sleep(300 * time.Millisecond) // idle past the handshake's deadline
+	for i := 0; i < 3; i++ {
+		if err := p.Do(call, AppendCommand(nil, "CLIENT", "ID"), 1); err != nil {
+			t.Fatalf("request %d on a connection older than the timeout: %v", i, err)
+		}
+		if string(call.Frame(0)) != string(id) {
+			t.Fatalf("the shared connection was replaced (client id %q, was %q): it died at the handshake's deadline", call.Frame(0), id)
+		}
+	}
+	dc, err := p.Dedicated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := dc.Do(call, AppendCommand(nil, "PING"), 1, time.Time{}); err != nil {
+		t.Fatalf("dedicated connection older than the timeout: %v", err)
+	}
+	dc.Release()
+}
