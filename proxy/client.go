@@ -21,6 +21,10 @@ const (
 	replyOn   replyMode = iota
 	replyOff            // no replies until CLIENT REPLY ON
 	replySkip           // no reply for the next command
+	// replySkipping is the mode while the command that CLIENT REPLY SKIP silences runs. A CLIENT REPLY run as that
+	// command replaces it: ON is answered, OFF stays, and SKIP silences the command after it too, as Redis's reply
+	// flags do.
+	replySkipping
 )
 
 // client is one client connection and everything that belongs to it: featcache keeps connection state (name,

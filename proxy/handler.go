@@ -74,12 +74,8 @@ func (c *client) exec(cmd *Command) {
 		c.subscribe(cmd, tc)
 	case classBlocking:
 		c.blocking(cmd, tc)
-	case classDenied:
-		c.srv.stats.Errors.Add(1)
-		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
-	case classRefused:
-		c.srv.stats.Errors.Add(1)
-		c.errorReply("ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection")
+	case classDenied, classRefused:
+		c.refuse(tc)
 	}
 }
 

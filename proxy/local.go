@@ -10,7 +10,13 @@ import (
 // The commands in this file are answered from the client connection's own state, with Redis's replies and
 // errors. None of them reaches a shared upstream connection.
 
+// cmdPing answers PING [message]. Its arity in COMMAND is -1, so the table lets any argument count through: Redis
+// checks for more than one message in the command itself, and so does featcache.
 func (c *client) cmdPing(args [][]byte) {
+	if len(args) > 2 {
+		c.errorReply("ERR wrong number of arguments for 'ping' command")
+		return
+	}
 	if len(args) == 2 {
 		c.bulkReply(args[1])
 		return
@@ -33,7 +39,11 @@ func (c *client) cmdReset(args [][]byte) {
 		c.sub = nil
 	}
 	c.name = nil
-	c.reply = replyOn
+	// RESET turns CLIENT REPLY OFF and a pending SKIP off, but not the skip of the command running now: a RESET that
+	// a SKIP silences gets no reply, as in Redis.
+	if c.reply != replySkipping {
+		c.reply = replyOn
+	}
 	if c.srv.opt.Config.Password != "" {
 		c.setAuthed(false)
 	}
@@ -75,7 +85,8 @@ func (c *client) cmdHello(args [][]byte) {
 		}
 	}
 	if !c.authed {
-		c.errorReply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
+		// Redis 7.0's wording (7.2 added "<proto>" after "HELLO").
+		c.errorReply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
 		return
 	}
 	if setname != nil {
@@ -209,8 +220,13 @@ func (c *client) cmdClientGetname(args [][]byte) {
 
 func (c *client) cmdClientID(args [][]byte) { c.intReply(c.id) }
 
-// cmdClientSetinfo accepts LIB-NAME and LIB-VER as Redis 7.2 does; featcache keeps nothing of them.
+// cmdClientSetinfo accepts LIB-NAME and LIB-VER as Redis 7.2 does; featcache keeps nothing of them. A Redis 7.0
+// upstream does not know the subcommand, so the table has no arity for it: it is checked here.
 func (c *client) cmdClientSetinfo(args [][]byte) {
+	if len(args) != 4 {
+		c.errorReply("ERR wrong number of arguments for 'client|setinfo' command")
+		return
+	}
 	attr := strings.ToLower(string(args[2]))
 	if attr != "lib-name" && attr != "lib-ver" {
 		c.errorReply("ERR Unrecognized option '" + string(args[2]) + "'")
@@ -223,7 +239,8 @@ func (c *client) cmdClientSetinfo(args [][]byte) {
 	c.simpleReply("OK")
 }
 
-// cmdClientReply sets the reply mode. OFF and SKIP are not answered.
+// cmdClientReply sets the reply mode. OFF and SKIP are not answered; ON is, also when it is the command a SKIP
+// silences. SKIP is ignored while replies are OFF, as in Redis.
 func (c *client) cmdClientReply(args [][]byte) {
 	switch strings.ToLower(string(args[2])) {
 	case "on":
@@ -232,7 +249,7 @@ func (c *client) cmdClientReply(args [][]byte) {
 	case "off":
 		c.reply = replyOff
 	case "skip":
-		if c.reply == replyOn {
+		if c.reply != replyOff {
 			c.reply = replySkip
 		}
 	default:
@@ -264,20 +281,23 @@ func (c *client) cmdClientInfo(args [][]byte) {
 }
 
 // execMuted runs a command while CLIENT REPLY is OFF or SKIP: it is executed, its reply is dropped. CLIENT
-// REPLY ON is answered, as in Redis. The segment before it is settled first, so every reply byte or hole added
-// afterwards is this command's.
+// REPLY ON is answered, as in Redis. The segment before it is settled and written first, so every reply byte or
+// hole added afterwards is this command's, even when the command writes to the client itself (SUBSCRIBE
+// flushes what precedes it).
 func (c *client) execMuted(cmd *Command) {
 	c.runSegment()
-	wasSkip := c.reply == replySkip
-	outLen := len(c.out)
-	c.exec(cmd)
-	if c.reply == replyOn && !wasSkip {
-		return
+	c.flush()
+	if c.reply == replySkip {
+		c.reply = replySkipping
 	}
-	if wasSkip && c.reply == replySkip {
+	c.exec(cmd)
+	switch c.reply {
+	case replyOn:
+		return
+	case replySkipping:
 		c.reply = replyOn
 	}
-	c.out = c.out[:outLen]
+	c.out = c.out[:0]
 	c.seg.tail = c.seg.tail[:0]
 	for i := range c.seg.holes {
 		h := &c.seg.holes[i]

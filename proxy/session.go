@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,10 +22,12 @@ import (
 // client builds its transaction.
 //
 // WATCH pins the client to a dedicated upstream connection until EXEC, DISCARD, UNWATCH or RESET: every command,
-// reads included, goes there verbatim, since the watched keys' state lives on that connection.
+// reads included, goes there verbatim, since the watched keys' state lives on that connection. A MULTI inside such a
+// session lives there too: Redis queues and checks its commands, and featcache only refuses (and marks dirty) what
+// it refuses in a transaction without WATCH.
 type txState struct {
 	multi bool // inside MULTI (kept locally, or on conn when pinned)
-	dirty bool // a queued command was refused: EXEC aborts
+	dirty bool // featcache refused a command of the transaction: EXEC aborts
 
 	queue  []byte    // queued commands, RESP encoded
 	queued int       // number of queued commands
@@ -78,12 +83,24 @@ func (c *client) cmdMulti(cmd *Command) {
 	c.simpleReply("OK")
 }
 
-// queue handles a command inside a local MULTI, with Redis's queue-time checks.
+// queue handles a command inside a local MULTI, with Redis's queue-time checks. Inside a WATCH session the MULTI
+// is on the pinned connection, and the command goes there.
 func (c *client) queue(cmd *Command, tc *command) {
+	if c.tx.conn != nil {
+		c.execPinned(cmd, tc)
+		return
+	}
 	switch {
 	case tc == nil:
 		c.tx.dirty = true
 		c.errorReply(unknownCommandError(cmd.Args))
+		return
+	case tc.subs != nil && len(cmd.Args) >= 2:
+		// lookup returns a container command's own entry (OBJECT, CLIENT, ...) only when it does not know the
+		// subcommand.
+		c.tx.dirty = true
+		c.errorReply("ERR unknown subcommand '" + string(truncateArg(cmd.Args[1], 128)) + "'. Try " +
+			strings.ToUpper(string(cmd.Args[0])) + " HELP.")
 		return
 	case tc.class == classTx:
 		tc.tx(c, cmd)
@@ -107,13 +124,18 @@ func (c *client) queue(cmd *Command, tc *command) {
 		c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
 		return
 	}
+	c.appendQueued(cmd, tc)
+}
+
+// appendQueued adds an accepted command to the local MULTI queue and answers +QUEUED.
+func (c *client) appendQueued(cmd *Command, tc *command) {
 	if cmd.Raw != nil {
 		c.tx.queue = append(c.tx.queue, cmd.Raw...)
 	} else {
 		c.tx.queue = upstream.AppendArgs(c.tx.queue, cmd.Args)
 	}
 	c.tx.queued++
-	if tc.class == classWrite || tc.class == classBlocking && tc.info != nil && tc.info.Flags.Has(FlagWrite) {
+	if isWrite(tc) {
 		c.tx.rememberWrite(cmd.Args, tc)
 	}
 	c.simpleReply("QUEUED")
@@ -182,34 +204,34 @@ func (c *client) cmdWatch(cmd *Command) {
 	c.execPinned(cmd, c.srv.tbl.Load().lookup(cmd.Args))
 }
 
-// cmdUnwatch outside a WATCH session has nothing to release.
-func (c *client) cmdUnwatch(cmd *Command) { c.simpleReply("OK") }
-
-// execPinned runs a command on the client's pinned connection (after WATCH) and relays its reply. The session
-// ends, and the connection goes back to the pool, when EXEC, DISCARD or UNWATCH leave it without state.
-func (c *client) execPinned(cmd *Command, tc *command) {
-	if tc != nil && (tc.class == classLocal || tc.class == classAdmin || tc.class == classDenied || tc.class == classRefused) {
-		switch tc.name {
-		case "reset", "quit":
-			c.tx.close()
-		}
-		if tc.class == classLocal || tc.class == classAdmin {
-			if tc.info != nil && !tc.info.ArityOK(len(cmd.Args)) {
-				c.errorReply("ERR wrong number of arguments for '" + tc.name + "' command")
-				return
-			}
-			if c.tx.multi && tc.name != "quit" && tc.name != "reset" && tc.name != "ping" && tc.name != "echo" {
-				c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
-				return
-			}
-			tc.local(c, cmd.Args)
-			return
-		}
-		c.exec(cmd) // denied or refused: the same error as outside a session
+// cmdUnwatch outside a WATCH session has nothing to release. Inside MULTI, Redis queues UNWATCH like any other
+// command, and so does featcache.
+func (c *client) cmdUnwatch(cmd *Command) {
+	if c.tx.multi {
+		c.appendQueued(cmd, c.srv.tbl.Load().lookup(cmd.Args))
 		return
 	}
-	if tc != nil && tc.class == classSubscribe {
-		c.errorReply("ERR SUBSCRIBE while WATCH is active is not supported by featcache")
+	c.simpleReply("OK")
+}
+
+// execPinned runs a command in a WATCH session: on the client's pinned connection, verbatim, and relays its reply.
+// Inside the session's MULTI, Redis queues the commands and checks them itself. Commands featcache answers or
+// refuses get the replies they get outside a session; inside the MULTI, those featcache cannot queue make EXEC
+// abort, as in a transaction without WATCH. The session ends, and the connection goes back to the pool, when
+// EXEC or DISCARD end its MULTI or UNWATCH outside MULTI leaves it without state (EXEC or DISCARD without MULTI
+// are errors that keep the WATCH, as in Redis).
+func (c *client) execPinned(cmd *Command, tc *command) {
+	name := ""
+	if tc != nil {
+		name = tc.name
+	}
+	if tc != nil && !c.execPinnedLocally(cmd, tc) {
+		return
+	}
+	if c.tx.multi && name == "exec" && c.tx.dirty {
+		// Redis has queued the rest; dropping the connection drops its MULTI and WATCH state with it.
+		c.tx.close()
+		c.errorReply("EXECABORT Transaction discarded because of previous errors.")
 		return
 	}
 	c.runSegment()
@@ -220,38 +242,52 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 		req = upstream.AppendArgs(req, cmd.Args)
 	}
 	c.seg.req = req
-	var deadline time.Time
-	if tc == nil || tc.class != classBlocking || c.tx.multi {
-		deadline = c.seg.now.Add(c.srv.up.Timeout())
-	} else if d, ok := blockingTimeout(cmd.Args, tc); ok && d > 0 {
-		deadline = time.Now().Add(d + c.srv.up.Timeout())
+	var d time.Duration
+	blocks := false
+	if tc != nil && tc.class == classBlocking && !c.tx.multi {
+		d, blocks = blockingTimeout(cmd.Args, tc)
 	}
-	err := c.tx.conn.Do(c.call, req, 1, deadline)
+	var reply []byte
+	var err error
+	if blocks {
+		// Blocking as outside a session: bounded by its own timeout only, and given up when the client leaves.
+		var overall time.Time
+		if d > 0 {
+			overall = time.Now().Add(d + blockingSlack + c.srv.up.Timeout())
+		}
+		reply, err = c.waitBlocked(c.tx.conn, req, overall)
+	} else if err = c.tx.conn.Do(c.call, req, 1, c.seg.now.Add(c.srv.up.Timeout())); err == nil {
+		reply = c.call.Frame(0)
+	}
 	c.seg.req = c.seg.req[:0]
 	c.srv.stats.Forwarded.Add(1)
 	if err != nil {
-		// The session's state is lost with the connection: Redis would have dropped it too.
+		// The session's state is lost with the connection: Redis would have dropped it too. A write, or an EXEC,
+		// may have been applied all the same.
+		if tc != nil && isWrite(tc) && !c.tx.multi {
+			c.afterWrite(cmd.Args, tc)
+		}
+		if name == "exec" {
+			for _, w := range c.tx.writes {
+				c.afterWrite(w.args, w.tc)
+			}
+		}
 		c.tx.close()
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	reply := c.call.Frame(0)
-	name := ""
-	if tc != nil {
-		name = tc.name
-	}
+	wasMulti := c.tx.multi
 	switch {
 	case name == "multi" && bytes.Equal(reply, okReply):
 		c.tx.multi = true
-	case c.tx.multi && name != "exec" && name != "discard" && tc != nil &&
-		(tc.class == classWrite || tc.class == classBlocking && tc.info != nil && tc.info.Flags.Has(FlagWrite)):
+	case c.tx.multi && name != "exec" && name != "discard" && tc != nil && isWrite(tc):
 		c.tx.rememberWrite(cmd.Args, tc)
-	case !c.tx.multi && tc != nil && (tc.class == classWrite || tc.class == classBlocking && tc.info.Flags.Has(FlagWrite)):
+	case !c.tx.multi && tc != nil && isWrite(tc):
 		c.afterWrite(cmd.Args, tc)
 	}
 	c.rawReply(reply)
-	if name == "exec" || name == "discard" || name == "unwatch" && !c.tx.multi {
+	if wasMulti && (name == "exec" || name == "discard") || !wasMulti && name == "unwatch" {
 		for _, w := range c.tx.writes {
 			c.afterWrite(w.args, w.tc)
 		}
@@ -261,12 +297,65 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 	}
 }
 
+// execPinnedLocally answers, inside a WATCH session, the commands that featcache answers or refuses itself, and
+// reports whether the command is instead to be sent on the pinned connection.
+func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
+	switch tc.class {
+	case classLocal, classAdmin:
+		switch {
+		case tc.name == "reset" || tc.name == "quit":
+			c.tx.close()
+		case c.tx.multi && (tc.name == "ping" || tc.name == "echo"):
+			return true // queued by Redis, as in a transaction without WATCH
+		case c.tx.multi:
+			c.tx.dirty = true
+			c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
+			return false
+		case tc.info != nil && !tc.info.ArityOK(len(cmd.Args)):
+			c.errorReply("ERR wrong number of arguments for '" + tc.name + "' command")
+			return false
+		}
+		tc.local(c, cmd.Args)
+		return false
+	case classDenied, classRefused:
+		if c.tx.multi {
+			c.tx.dirty = true
+		}
+		c.refuse(tc)
+		return false
+	case classSubscribe:
+		if c.tx.multi {
+			c.tx.dirty = true
+			c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
+			return false
+		}
+		c.errorReply("ERR SUBSCRIBE while WATCH is active is not supported by featcache")
+		return false
+	}
+	return true
+}
+
+// refuse answers a denied or refused command with the error exec gives it outside a session.
+func (c *client) refuse(tc *command) {
+	c.srv.stats.Errors.Add(1)
+	if tc.class == classDenied {
+		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
+		return
+	}
+	c.errorReply("ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection")
+}
+
+// isWrite reports whether a command may change keys: a write, or a blocking command flagged write (BLPOP, BLMOVE).
+func isWrite(tc *command) bool {
+	return tc.class == classWrite || tc.class == classBlocking && tc.info != nil && tc.info.Flags.Has(FlagWrite)
+}
+
 var okReply = []byte("+OK\r\n")
 
 // blocking runs a blocking command on a dedicated connection. upstream.timeout does not cut it short: the wait is
-// bounded by the command's own timeout (plus upstream.timeout), and a timeout of 0 waits as long as Redis would.
-// While it waits, featcache checks that the client is still connected; if it left, the dedicated connection is
-// closed, which makes Redis drop the blocked command.
+// bounded by the command's own timeout (plus blockingSlack and upstream.timeout), and a timeout of 0 waits as long
+// as Redis would. While it waits, featcache watches the client connection; if the client leaves, the dedicated
+// connection is closed, which makes Redis drop the blocked command.
 func (c *client) blocking(cmd *Command, tc *command) {
 	d, blocks := blockingTimeout(cmd.Args, tc)
 	if !blocks {
@@ -295,7 +384,7 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	c.srv.stats.Forwarded.Add(1)
 	var overall time.Time
 	if d > 0 {
-		overall = time.Now().Add(d + c.srv.up.Timeout())
+		overall = time.Now().Add(d + blockingSlack + c.srv.up.Timeout())
 	}
 	reply, err := c.waitBlocked(conn, req, overall)
 	c.seg.req = c.seg.req[:0]
@@ -312,50 +401,70 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	c.rawReply(reply)
 }
 
-// waitBlocked writes req and reads its one reply, checking every quarter second that the client is still there.
+// blockingSlack is how long featcache waits for Redis's answer past a blocking command's own timeout, on top of
+// upstream.timeout: Redis notices an expired timeout on a tick of its event loop, up to one server cron period
+// late (1/hz: 100 ms by default, 1 s at the lowest hz), and answers then.
+const blockingSlack = time.Second
+
+// waitBlocked writes req and reads its one reply, until overall (zero: as long as it takes). While it waits, the
+// client socket is watched: when the client leaves, conn is closed at once, so that Redis drops the blocked
+// command before it can hand it an element nobody would receive.
 func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time) ([]byte, error) {
 	if err := conn.Write(req); err != nil {
 		return nil, err
 	}
-	reply := c.call.Replies[:0]
-	for {
-		step := time.Now().Add(250 * time.Millisecond)
-		if !overall.IsZero() && overall.Before(step) {
-			step = overall
-		}
-		var err error
-		reply, err = conn.ReadFrame(reply[:0], step)
-		if err == nil {
-			c.call.Replies = reply
-			return reply, nil
-		}
-		if err != upstream.ErrTimeout || !overall.IsZero() && !time.Now().Before(overall) {
-			return nil, err
-		}
-		if !peerAlive(c.nc) {
-			return nil, errClientGone
-		}
+	stop := c.watchPeer(conn)
+	reply, err := conn.ReadFrame(c.call.Replies[:0], overall)
+	if stop() {
+		return nil, errClientGone
 	}
+	if err != nil {
+		return nil, err
+	}
+	c.call.Replies = reply
+	return reply, nil
 }
 
-// peerAlive peeks at the client socket without consuming bytes: a closed peer reads as EOF.
-func peerAlive(nc interface{}) bool {
-	sc, ok := nc.(syscall.Conn)
+// watchPeer watches the client socket from another goroutine while the client goroutine waits upstream, and closes
+// conn as soon as the socket reads as EOF or fails (or featcache closes it). It peeks and never consumes: bytes
+// the client pipelined stay for the client goroutine, and while some wait unread, a close queued behind them
+// shows only when the command ends. stop ends the watch and reports whether the client had gone.
+func (c *client) watchPeer(conn *upstream.Conn) (stop func() (gone bool)) {
+	sc, ok := c.nc.(syscall.Conn)
 	if !ok {
-		return true
+		return func() bool { return false }
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return true
+		return func() bool { return false }
 	}
-	alive := true
-	var b [1]byte
-	raw.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = !(n == 0 && err == nil)
-		return true
-	})
-	return alive
+	var left atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		err := raw.Read(func(fd uintptr) bool {
+			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			switch {
+			case err == syscall.EAGAIN || err == syscall.EINTR || err == nil && n > 0:
+				return false // nothing new, or pipelined bytes: wait for the socket's next event
+			}
+			left.Store(true) // EOF or a socket error
+			return true
+		})
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			left.Store(true) // the client connection was closed on featcache's side (server shutdown)
+		}
+		if left.Load() {
+			conn.Close()
+		}
+	}()
+	return func() bool {
+		c.nc.SetReadDeadline(time.Unix(1, 0)) // ends the watcher's wait; the client goroutine is not reading
+		<-done
+		c.nc.SetReadDeadline(time.Time{})
+		return left.Load()
+	}
 }
 
 // blockingTimeout reads a blocking command's own timeout. blocks is false for XREAD/XREADGROUP without BLOCK.
@@ -422,8 +531,9 @@ type pubsub struct {
 	count                      atomic.Int64 // the upstream's subscription count, from confirmations
 	marker                     []byte
 	markerSeen                 chan struct{}
-	on                         bool // subscribed mode, owned by the client goroutine
-	done                       chan struct{}
+	on                         bool          // subscribed mode, owned by the client goroutine
+	done                       chan struct{} // closed by close
+	exited                     chan struct{} // closed when the pump has returned: it writes nothing more
 	closeOnce                  sync.Once
 }
 
@@ -444,6 +554,7 @@ func (c *client) subscribe(cmd *Command, tc *command) {
 			marker:     []byte("featcache-unsubscribed-" + strconv.FormatInt(c.id, 10)),
 			markerSeen: make(chan struct{}, 1),
 			done:       make(chan struct{}),
+			exited:     make(chan struct{}),
 		}
 		go c.sub.pump()
 	}
@@ -463,6 +574,8 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 	case "quit", "reset":
 		c.flush() // what the pump has not sent yet is lost with the connection, as in Redis
 		p.close()
+		// A frame the pump read before the close must not reach the client after the reply below.
+		<-p.exited
 		c.sub = nil
 		tc.local(c, cmd.Args)
 		return
@@ -536,6 +649,7 @@ func (p *pubsub) total() int { return len(p.channels) + len(p.patterns) + len(p.
 
 // pump copies the dedicated connection's frames to the client, swallowing the marker replies.
 func (p *pubsub) pump() {
+	defer close(p.exited)
 	defer p.close()
 	var frame, out []byte
 	for {

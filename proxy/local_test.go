@@ -1,0 +1,625 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+)
+
+// The tests of the commands featcache answers itself (local.go). Replies are compared as raw bytes, with what
+// Redis 7.0 sends for the same bytes wherever the command is Redis's; the differences that are featcache's own
+// are named in the cases.
+
+// expectDo sends one command and compares its raw reply.
+func expectDo(t *testing.T, c *redistest.Conn, want string, args ...string) {
+	t.Helper()
+	if got := string(c.Do(args...)); got != want {
+		t.Errorf("%q: got %q; want %q", args, got, want)
+	}
+}
+
+// expectRead reads one reply frame and compares it.
+func expectRead(t *testing.T, c *redistest.Conn, want string) {
+	t.Helper()
+	got, err := c.Read()
+	if err != nil {
+		t.Fatalf("read: %v (got %q; want %q)", err, got, want)
+	}
+	if string(got) != want {
+		t.Errorf("got %q; want %q", got, want)
+	}
+}
+
+// encodePipeline encodes commands as one write, as a pipelining client sends them.
+func encodePipeline(cmds ...[]string) []byte {
+	var b []byte
+	for _, c := range cmds {
+		b = append(b, redistest.Encode(c...)...)
+	}
+	return b
+}
+
+// writeRaw writes b on c as it is.
+func writeRaw(t *testing.T, c *redistest.Conn, b []byte) {
+	t.Helper()
+	c.NetConn().SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.NetConn().Write(b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// readFrames reads n reply frames and returns them.
+func readFrames(t *testing.T, c *redistest.Conn, n int) []string {
+	t.Helper()
+	frames := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		f, err := c.Read()
+		if err != nil {
+			t.Fatalf("reply %d of %d: %v (partial %q; before it %q)", i+1, n, err, f, frames)
+		}
+		frames = append(frames, string(f))
+	}
+	return frames
+}
+
+// expectPipeline writes cmds in one write and compares the concatenated replies, read up to and including the
+// reply to a final PING sentinel: a reply that should not have been sent makes the bytes differ.
+func expectPipeline(t *testing.T, c *redistest.Conn, want string, cmds ...[]string) {
+	t.Helper()
+	const sentinel = "sentinel-end-of-pipeline"
+	cmds = append(cmds, []string{"PING", sentinel})
+	writeRaw(t, c, encodePipeline(cmds...))
+	end := "$" + strconv.Itoa(len(sentinel)) + "\r\n" + sentinel + "\r\n"
+	var got strings.Builder
+	for !strings.HasSuffix(got.String(), end) {
+		f, err := c.Read()
+		got.Write(f)
+		if err != nil {
+			t.Fatalf("pipeline: %v; got %q; want %q", err, got.String(), want+end)
+		}
+	}
+	if got.String() != want+end {
+		t.Errorf("pipeline %q:\n got %q;\nwant %q", cmds, got.String(), want+end)
+	}
+}
+
+// expectClosed checks that the server closes c within d without sending anything more.
+func expectClosed(t *testing.T, c *redistest.Conn, d time.Duration) {
+	t.Helper()
+	got, err := c.ReadTimeout(d)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		t.Errorf("connection still open after %v", d)
+	case len(got) > 0:
+		t.Errorf("got %q before the close; want nothing", got)
+	case err != nil && !errors.Is(err, io.EOF) && !isConnReset(err):
+		t.Errorf("read: %v; want EOF", err)
+	case err == nil:
+		t.Errorf("got a reply; want the connection closed")
+	}
+}
+
+func isConnReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && strings.Contains(op.Err.Error(), "connection reset")
+}
+
+// compareWithRedis sends the same pipeline to featcache (fc) and directly to a Redis (rc) and requires the
+// same reply bytes, frame by frame; want, when not nil, pins the expected frames too.
+func compareWithRedis(t *testing.T, fc, rc *redistest.Conn, want []string, cmds ...[]string) {
+	t.Helper()
+	payload := encodePipeline(cmds...)
+	writeRaw(t, fc, payload)
+	writeRaw(t, rc, payload)
+	got := readFrames(t, fc, len(cmds))
+	ref := readFrames(t, rc, len(cmds))
+	for i := range cmds {
+		if got[i] != ref[i] {
+			t.Errorf("%q: got %q; want %q (Redis)", cmds[i], got[i], ref[i])
+		}
+		if want != nil && ref[i] != want[i] {
+			t.Errorf("%q: Redis sent %q; the test expects %q", cmds[i], ref[i], want[i])
+		}
+	}
+}
+
+// clientList returns the lines of CLIENT LIST as Redis itself reports them.
+func clientList(t *testing.T, c *redistest.Conn) []string {
+	t.Helper()
+	v, isNil, ok := bulkString(c.Do("CLIENT", "LIST"))
+	if !ok || isNil {
+		t.Fatalf("CLIENT LIST: unexpected reply")
+	}
+	return strings.Split(strings.TrimSpace(string(v)), "\n")
+}
+
+// clientIDOf reads a CLIENT ID reply.
+func clientIDOf(t *testing.T, c *redistest.Conn) int64 {
+	t.Helper()
+	r := string(c.Do("CLIENT", "ID"))
+	id, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(r, ":"), "\r\n"), 10, 64)
+	if err != nil {
+		t.Fatalf("CLIENT ID: %q", r)
+	}
+	return id
+}
+
+var helloIDField = regexp.MustCompile(`\$2\r\nid\r\n:[0-9]+\r\n`)
+
+// helloWithID is Redis's HELLO reply with the id field replaced.
+func helloWithID(redisHello []byte, id int64) string {
+	return helloIDField.ReplaceAllLiteralString(string(redisHello), "$2\r\nid\r\n:"+strconv.FormatInt(id, 10)+"\r\n")
+}
+
+func TestLocalPingEchoSelect(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c := p.dial()
+	rc := redistest.Dial(t, p.redis.Addr())
+	cases := []struct {
+		name string
+		args []string
+		want string
+		own  bool // featcache's own reply; Redis answers otherwise
+	}{
+		{"ping", []string{"PING"}, "+PONG\r\n", false},
+		{"ping lower case", []string{"ping"}, "+PONG\r\n", false},
+		{"ping msg", []string{"PING", "msg"}, "$3\r\nmsg\r\n", false},
+		{"ping empty msg", []string{"PING", ""}, "$0\r\n\r\n", false},
+		{"ping 2 args", []string{"PING", "a", "b"}, "-ERR wrong number of arguments for 'ping' command\r\n", false},
+		{"echo", []string{"ECHO", "hi there"}, "$8\r\nhi there\r\n", false},
+		{"echo no arg", []string{"ECHO"}, "-ERR wrong number of arguments for 'echo' command\r\n", false},
+		{"echo 2 args", []string{"ECHO", "a", "b"}, "-ERR wrong number of arguments for 'echo' command\r\n", false},
+		{"select 0", []string{"SELECT", "0"}, "+OK\r\n", false},
+		{"select x", []string{"SELECT", "x"}, "-ERR value is not an integer or out of range\r\n", false},
+		{"select no arg", []string{"SELECT"}, "-ERR wrong number of arguments for 'select' command\r\n", false},
+		// featcache's caches and connections belong to database 0: SELECT 1 is its documented error.
+		{"select 1", []string{"SELECT", "1"}, "-ERR featcache serves database 0 only (SELECT 1 is not supported)\r\n", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			expectDo(t, c, tc.want, tc.args...)
+			if !tc.own {
+				expectDo(t, rc, tc.want, tc.args...)
+			}
+		})
+	}
+	// The connection still works after every error above.
+	expectDo(t, c, "+PONG\r\n", "PING")
+}
+
+func TestLocalQuit(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	for _, args := range [][]string{{"QUIT"}, {"quit", "extra"}} {
+		c := p.dial()
+		expectDo(t, c, "+OK\r\n", args...)
+		expectClosed(t, c, 2*time.Second)
+	}
+	// QUIT in the middle of a pipeline: what comes after it is not run.
+	c := p.dial()
+	writeRaw(t, c, encodePipeline([]string{"SET", "quit:k", "1"}, []string{"QUIT"}, []string{"SET", "quit:k", "2"}))
+	expectRead(t, c, "+OK\r\n")
+	expectRead(t, c, "+OK\r\n")
+	expectClosed(t, c, 2*time.Second)
+	expectDo(t, redistest.Dial(t, p.redis.Addr()), "$1\r\n1\r\n", "GET", "quit:k")
+}
+
+func TestLocalHello(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c := p.dial()
+	id := clientIDOf(t, c)
+	redisHello := p.redis.Do("HELLO")
+	if !strings.HasPrefix(string(redisHello), "*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n") {
+		t.Fatalf("Redis HELLO: %q", redisHello)
+	}
+	want := helloWithID(redisHello, id)
+	expectDo(t, c, want, "HELLO")
+	expectDo(t, c, want, "HELLO", "2")
+	if redisV2 := p.redis.Do("HELLO", "2"); helloWithID(redisV2, id) != want {
+		t.Errorf("Redis HELLO 2 %q differs from HELLO %q", redisV2, redisHello)
+	}
+
+	rc := redistest.Dial(t, p.redis.Addr())
+	sameAsRedis := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"hello 1", []string{"HELLO", "1"}, "-NOPROTO unsupported protocol version\r\n"},
+		{"hello 4", []string{"HELLO", "4"}, "-NOPROTO unsupported protocol version\r\n"},
+		{"hello x", []string{"HELLO", "x"}, "-ERR Protocol version is not an integer or out of range\r\n"},
+		{"bad option", []string{"HELLO", "2", "FOO"}, "-ERR Syntax error in HELLO option 'FOO'\r\n"},
+		{"setname without value", []string{"HELLO", "2", "SETNAME"}, "-ERR Syntax error in HELLO option 'SETNAME'\r\n"},
+		{"auth without password", []string{"HELLO", "2", "AUTH", "default"}, "-ERR Syntax error in HELLO option 'AUTH'\r\n"},
+		{"setname with a space", []string{"HELLO", "2", "SETNAME", "a b"}, "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"},
+	}
+	for _, tc := range sameAsRedis {
+		t.Run(tc.name, func(t *testing.T) {
+			expectDo(t, c, tc.want, tc.args...)
+			expectDo(t, rc, tc.want, tc.args...)
+		})
+	}
+	// featcache speaks RESP2 only; Redis 7.0 would switch to RESP3 here. Clients fall back to RESP2.
+	expectDo(t, c, "-NOPROTO unsupported protocol version\r\n", "HELLO", "3")
+
+	expectDo(t, c, "$-1\r\n", "CLIENT", "GETNAME")
+	expectDo(t, c, want, "HELLO", "2", "SETNAME", "n")
+	expectDo(t, c, "$1\r\nn\r\n", "CLIENT", "GETNAME")
+	expectDo(t, c, want, "hello", "2", "setname", "other")
+	expectDo(t, c, "$5\r\nother\r\n", "CLIENT", "GETNAME")
+}
+
+func TestAuthFeatcachePassword(t *testing.T) {
+	p := startProxy(t, "password: s3cret\n"+defaultTestConfig)
+	ref := redistest.Start(t, "--requirepass", "s3cret")
+	rc := redistest.Dial(t, ref.Addr())
+	c := p.dial()
+
+	const noauth = "-NOAUTH Authentication required.\r\n"
+	const wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+	const helloNoauth = "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"
+	before := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"GET", "k"}, noauth},
+		{[]string{"PING"}, noauth},
+		{[]string{"CLIENT", "ID"}, noauth},
+		{[]string{"SELECT", "0"}, noauth},
+		{[]string{"HELLO"}, helloNoauth},
+		{[]string{"HELLO", "2"}, helloNoauth},
+		{[]string{"AUTH", "wrong"}, wrongpass},
+		{[]string{"AUTH", "default", "wrong"}, wrongpass},
+		{[]string{"AUTH", "someone", "s3cret"}, wrongpass},
+		{[]string{"HELLO", "2", "AUTH", "default", "wrong"}, wrongpass},
+	}
+	for _, tc := range before {
+		expectDo(t, c, tc.want, tc.args...)
+		expectDo(t, rc, tc.want, tc.args...)
+	}
+	// featcache's own admin commands need AUTH too (Redis does not know CACHE).
+	expectDo(t, c, noauth, "CACHE", "STATS")
+	expectDo(t, c, noauth, "CACHE", "FLUSH")
+
+	expectDo(t, c, "+OK\r\n", "AUTH", "s3cret")
+	expectDo(t, c, "$-1\r\n", "GET", "k")
+	if r := c.Do("CACHE", "STATS"); !strings.HasPrefix(string(r), "$") {
+		t.Errorf("CACHE STATS after AUTH: got %q; want a bulk string", r)
+	}
+	// RESET requires AUTH again.
+	expectDo(t, c, "+RESET\r\n", "RESET")
+	expectDo(t, c, noauth, "PING")
+	expectDo(t, c, "+OK\r\n", "AUTH", "default", "s3cret")
+	expectDo(t, c, "+PONG\r\n", "PING")
+
+	c2 := p.dial()
+	id := clientIDOfAfterHello(t, c2, "HELLO", "2", "AUTH", "default", "s3cret")
+	expectDo(t, rc, "+OK\r\n", "AUTH", "s3cret")
+	if got, want := string(c2.Do("HELLO", "2")), helloWithID(rc.Do("HELLO", "2"), id); got != want {
+		t.Errorf("HELLO 2 after HELLO AUTH: got %q; want %q", got, want)
+	}
+	expectDo(t, c2, "+PONG\r\n", "PING")
+
+	// AUTH followed in the same write by a command larger than the unauthenticated limits: the limits change
+	// between the two, as in Redis.
+	c3 := p.dial()
+	big := strings.Repeat("v", 20000)
+	writeRaw(t, c3, encodePipeline([]string{"AUTH", "s3cret"}, []string{"SET", "big", big}, []string{"STRLEN", "big"}))
+	expectRead(t, c3, "+OK\r\n")
+	expectRead(t, c3, "+OK\r\n")
+	expectRead(t, c3, ":20000\r\n")
+}
+
+// clientIDOfAfterHello sends a HELLO and returns the id it reports.
+func clientIDOfAfterHello(t *testing.T, c *redistest.Conn, args ...string) int64 {
+	t.Helper()
+	r := string(c.Do(args...))
+	m := regexp.MustCompile(`\$2\r\nid\r\n:([0-9]+)\r\n`).FindStringSubmatch(r)
+	if m == nil || !strings.HasPrefix(r, "*14\r\n") {
+		t.Fatalf("%q: got %q; want the HELLO array", args, r)
+	}
+	id, _ := strconv.ParseInt(m[1], 10, 64)
+	return id
+}
+
+func TestAuthUnauthenticatedLimits(t *testing.T) {
+	p := startProxy(t, "password: s3cret\n"+defaultTestConfig)
+	ref := redistest.Start(t, "--requirepass", "s3cret")
+	eleven := append([]string{"DEL"}, strings.Split("a b c d e f g h i j", " ")...)
+	cases := []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"11 args", redistest.Encode(eleven...), "-ERR Protocol error: unauthenticated multibulk length\r\n"},
+		{"after a refused command", append([]byte("PING\r\n"), redistest.Encode(eleven...)...),
+			"-NOAUTH Authentication required.\r\n-ERR Protocol error: unauthenticated multibulk length\r\n"},
+		{"16 KiB + 1 argument", redistest.Encode("SET", "k", strings.Repeat("v", 16385)),
+			"-ERR Protocol error: unauthenticated bulk length\r\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, target := range []struct{ who, addr string }{{"featcache", p.addr}, {"redis", ref.Addr()}} {
+				c := redistest.Dial(t, target.addr)
+				writeRaw(t, c, tc.in)
+				var got strings.Builder
+				for got.Len() < len(tc.want) {
+					f, err := c.Read()
+					got.Write(f)
+					if err != nil {
+						break
+					}
+				}
+				if got.String() != tc.want {
+					t.Errorf("%s: got %q; want %q", target.who, got.String(), tc.want)
+				}
+				expectClosed(t, c, time.Second)
+			}
+		})
+	}
+	// After AUTH the same command is fine.
+	c := p.dial()
+	expectDo(t, c, "+OK\r\n", "AUTH", "s3cret")
+	expectDo(t, c, ":0\r\n", eleven...)
+}
+
+func TestAuthUpstreamPassword(t *testing.T) {
+	redis := redistest.Start(t, "--requirepass", "up")
+	p := startProxyOn(t, redis, "upstream: {password: up}\n"+defaultTestConfig)
+	rc := redistest.Dial(t, redis.Addr())
+	expectDo(t, rc, "+OK\r\n", "AUTH", "up")
+
+	// featcache has no password of its own: clients need not AUTH, and clients written for the store, which
+	// send the store's password, keep working.
+	c := p.dial()
+	expectDo(t, c, "+PONG\r\n", "PING")
+	expectDo(t, c, "+OK\r\n", "AUTH", "up")
+	expectDo(t, c, "+OK\r\n", "AUTH", "default", "up")
+	expectDo(t, c, "-WRONGPASS invalid username-password pair or user is disabled.\r\n", "AUTH", "wrong")
+	expectDo(t, c, "-WRONGPASS invalid username-password pair or user is disabled.\r\n", "AUTH", "default", "wrong")
+	expectDo(t, rc, "-WRONGPASS invalid username-password pair or user is disabled.\r\n", "AUTH", "wrong")
+	id := clientIDOf(t, c)
+	expectDo(t, c, helloWithID(rc.Do("HELLO", "2"), id), "HELLO", "2", "AUTH", "default", "up")
+	expectDo(t, c, "+OK\r\n", "SET", "k", "v")
+	expectDo(t, c, "$1\r\nv\r\n", "GET", "k")
+	expectDo(t, rc, "$1\r\nv\r\n", "GET", "k")
+}
+
+func TestAuthNoPassword(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c := p.dial()
+	rc := redistest.Dial(t, p.redis.Addr())
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"AUTH", "x"}, "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"},
+		{[]string{"AUTH", "default", "x"}, "+OK\r\n"},
+		{[]string{"AUTH", "foo", "x"}, "-WRONGPASS invalid username-password pair or user is disabled.\r\n"},
+		{[]string{"AUTH", "a", "b", "c"}, "-ERR syntax error\r\n"},
+		{[]string{"AUTH"}, "-ERR wrong number of arguments for 'auth' command\r\n"},
+	}
+	for _, tc := range cases {
+		expectDo(t, c, tc.want, tc.args...)
+		expectDo(t, rc, tc.want, tc.args...)
+	}
+	expectDo(t, c, "+PONG\r\n", "PING")
+}
+
+func TestLocalClientNameIDInfo(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c := p.dial()
+	rc := redistest.Dial(t, p.redis.Addr())
+	sameAsRedis := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"CLIENT", "GETNAME"}, "$-1\r\n"},
+		{[]string{"CLIENT", "SETNAME", "a b"}, "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"},
+		{[]string{"CLIENT", "SETNAME", "a\nb"}, "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"},
+		{[]string{"CLIENT", "GETNAME"}, "$-1\r\n"},
+		{[]string{"CLIENT", "SETNAME", "worker-1"}, "+OK\r\n"},
+		{[]string{"CLIENT", "GETNAME"}, "$8\r\nworker-1\r\n"},
+		{[]string{"client", "setname", ""}, "+OK\r\n"},
+		{[]string{"CLIENT", "GETNAME"}, "$-1\r\n"},
+		{[]string{"CLIENT", "SETNAME"}, "-ERR wrong number of arguments for 'client|setname' command\r\n"},
+		{[]string{"CLIENT", "ID", "x"}, "-ERR wrong number of arguments for 'client|id' command\r\n"},
+		{[]string{"CLIENT", "REPLY", "BAD"}, "-ERR syntax error\r\n"},
+	}
+	for _, tc := range sameAsRedis {
+		expectDo(t, c, tc.want, tc.args...)
+		expectDo(t, rc, tc.want, tc.args...)
+	}
+
+	// CLIENT SETINFO is Redis 7.2's (redis-py 5 sends it on connect); featcache answers it as 7.2 does.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"CLIENT", "SETINFO", "LIB-NAME", "redis-py"}, "+OK\r\n"},
+		{[]string{"CLIENT", "SETINFO", "lib-ver", "5.0.1"}, "+OK\r\n"},
+		{[]string{"CLIENT", "SETINFO", "FOO", "x"}, "-ERR Unrecognized option 'FOO'\r\n"},
+		{[]string{"CLIENT", "SETINFO", "LIB-NAME", "a b"}, "-ERR lib-name cannot contain spaces, newlines or special characters.\r\n"},
+		{[]string{"CLIENT", "SETINFO", "LIB-NAME"}, "-ERR wrong number of arguments for 'client|setinfo' command\r\n"},
+		{[]string{"CLIENT", "SETINFO"}, "-ERR wrong number of arguments for 'client|setinfo' command\r\n"},
+		{[]string{"CLIENT", "SETINFO", "LIB-NAME", "x", "y"}, "-ERR wrong number of arguments for 'client|setinfo' command\r\n"},
+	} {
+		expectDo(t, c, tc.want, tc.args...)
+	}
+
+	// Per-connection state of the upstream is refused with featcache's error.
+	for _, name := range []string{"tracking", "caching", "no-touch"} {
+		want := "-ERR 'client|" + name + "' is not supported by featcache: it would change a shared upstream connection\r\n"
+		expectDo(t, c, want, "CLIENT", strings.ToUpper(name), "on")
+	}
+	expectDo(t, c, "+PONG\r\n", "PING")
+
+	// CLIENT ID is distinct per connection and is the id HELLO reports.
+	c2 := p.dial()
+	id1, id2 := clientIDOf(t, c), clientIDOf(t, c2)
+	if id1 == id2 {
+		t.Errorf("CLIENT ID: both connections got %d", id1)
+	}
+	if got := clientIDOfAfterHello(t, c2, "HELLO"); got != id2 {
+		t.Errorf("HELLO id %d; CLIENT ID %d", got, id2)
+	}
+
+	expectDo(t, c, "+OK\r\n", "CLIENT", "SETNAME", "n1")
+	v, isNil, ok := bulkString(c.Do("CLIENT", "INFO"))
+	if !ok || isNil {
+		t.Fatalf("CLIENT INFO: not a bulk string")
+	}
+	info := string(v)
+	wantPrefix := "id=" + strconv.FormatInt(id1, 10) + " addr=" + c.NetConn().LocalAddr().String() +
+		" laddr=" + c.NetConn().RemoteAddr().String() + " name=n1 age="
+	if !strings.HasPrefix(info, wantPrefix) {
+		t.Errorf("CLIENT INFO: got %q; want it to start with %q", info, wantPrefix)
+	}
+	for _, field := range []string{" db=0 ", " sub=0 psub=0 ssub=0 ", " multi=-1 ", " user=default ", " resp=2\n"} {
+		if !strings.Contains(info, field) {
+			t.Errorf("CLIENT INFO %q: no %q", info, field)
+		}
+	}
+	expectDo(t, c, "+OK\r\n", "MULTI")
+	expectDo(t, c, "+QUEUED\r\n", "SET", "a", "1")
+	expectDo(t, c, "-ERR 'client|info' inside MULTI is not supported by featcache\r\n", "CLIENT", "INFO")
+	expectDo(t, c, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+}
+
+func TestLocalClientReply(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	rc := redistest.Dial(t, p.redis.Addr())
+	expectDo(t, rc, "+OK\r\n", "SET", "reply:k2", "v2")
+	expectDo(t, rc, "+OK\r\n", "SET", "reply:k4", "v4")
+	c := p.dial()
+
+	// OFF: a forwarded write, a cache miss, a hit and a local command are all run and none is answered; ON is.
+	misses := p.srv.Stats().Misses.Load()
+	expectPipeline(t, c, "+OK\r\n$2\r\nv1\r\n$2\r\nv2\r\n",
+		[]string{"CLIENT", "REPLY", "OFF"},
+		[]string{"SET", "reply:k1", "v1"},
+		[]string{"GET", "reply:k2"},
+		[]string{"GET", "reply:k1"},
+		[]string{"MGET", "reply:k1", "reply:k2", "reply:k3"},
+		[]string{"PING"},
+		[]string{"ECHO", "x"},
+		[]string{"NOSUCHCOMMAND"},
+		[]string{"CLIENT", "REPLY", "ON"},
+		[]string{"GET", "reply:k1"},
+		[]string{"GET", "reply:k2"},
+	)
+	if got := p.srv.Stats().Misses.Load() - misses; got < 2 {
+		t.Errorf("cache misses during the muted reads: %d; want at least 2 (the reads ran)", got)
+	}
+	// OFF lasts across writes, until ON.
+	writeRaw(t, c, encodePipeline([]string{"CLIENT", "REPLY", "OFF"}, []string{"INCR", "reply:n"}))
+	expectPipeline(t, c, "+OK\r\n$1\r\n2\r\n",
+		[]string{"INCR", "reply:n"},
+		[]string{"GET", "reply:k4"},
+		[]string{"CLIENT", "REPLY", "ON"},
+		[]string{"GET", "reply:n"},
+	)
+
+	// SKIP and its interplay with OFF and ON, compared with what Redis sends for the same pipeline.
+	skip := [][]string{
+		{"CLIENT", "REPLY", "SKIP"}, {"GET", "reply:k3"}, {"ECHO", "a"},
+		{"CLIENT", "REPLY", "SKIP"}, {"INCR", "reply:m"}, {"INCR", "reply:m"},
+		{"CLIENT", "REPLY", "SKIP"}, {"CLIENT", "REPLY", "SKIP"}, {"PING", "1"}, {"PING", "2"},
+		{"CLIENT", "REPLY", "SKIP"}, {"CLIENT", "REPLY", "ON"}, {"PING", "3"},
+		{"CLIENT", "REPLY", "OFF"}, {"CLIENT", "REPLY", "SKIP"}, {"PING", "4"}, {"CLIENT", "REPLY", "ON"}, {"PING", "5"},
+		{"CLIENT", "REPLY", "SKIP"}, {"CLIENT", "REPLY", "OFF"}, {"PING", "6"}, {"CLIENT", "REPLY", "ON"},
+		{"CLIENT", "REPLY", "SKIP"}, {"MULTI"}, {"SET", "reply:t", "1"}, {"EXEC"},
+		{"CLIENT", "REPLY", "SKIP"}, {"RESET"}, {"PING", "7"},
+		{"CLIENT", "REPLY", "OFF"}, {"RESET"}, {"PING", "8"},
+		{"CLIENT", "REPLY", "ON"}, {"CLIENT", "REPLY", "ON"},
+	}
+	const wantSkip = "$1\r\na\r\n" + ":2\r\n" + "$1\r\n2\r\n" + "+OK\r\n$1\r\n3\r\n" + "+OK\r\n$1\r\n5\r\n" +
+		"+OK\r\n" + "+QUEUED\r\n*1\r\n+OK\r\n" + "$1\r\n7\r\n" + "+RESET\r\n$1\r\n8\r\n" + "+OK\r\n+OK\r\n"
+	expectPipeline(t, c, wantSkip, skip...)
+	ref := redistest.Start(t)
+	expectPipeline(t, redistest.Dial(t, ref.Addr()), wantSkip, skip...)
+
+	// SKIP at the end of one write skips the first command of the next.
+	writeRaw(t, c, encodePipeline([]string{"CLIENT", "REPLY", "SKIP"}))
+	expectPipeline(t, c, "$5\r\nshown\r\n", []string{"ECHO", "skipped"}, []string{"ECHO", "shown"})
+}
+
+func TestLocalReset(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	rc := redistest.Dial(t, p.redis.Addr())
+	c := p.dial()
+
+	// Name and transaction.
+	expectDo(t, c, "+OK\r\n", "CLIENT", "SETNAME", "n")
+	expectDo(t, c, "+OK\r\n", "MULTI")
+	expectDo(t, c, "+QUEUED\r\n", "SET", "reset:a", "1")
+	expectDo(t, c, "+RESET\r\n", "RESET")
+	expectDo(t, c, "$-1\r\n", "CLIENT", "GETNAME")
+	expectDo(t, c, "-ERR EXEC without MULTI\r\n", "EXEC")
+	expectDo(t, c, "$-1\r\n", "GET", "reset:a")
+
+	// Reply mode: RESET itself is answered and turns replies back on.
+	expectPipeline(t, c, "+RESET\r\n$1\r\n1\r\n",
+		[]string{"CLIENT", "REPLY", "OFF"}, []string{"PING"}, []string{"RESET"}, []string{"PING", "1"})
+
+	// Subscriptions.
+	expectDo(t, c, "*3\r\n$9\r\nsubscribe\r\n$8\r\nreset:ch\r\n:1\r\n", "SUBSCRIBE", "reset:ch")
+	expectDo(t, c, "+RESET\r\n", "RESET")
+	expectDo(t, c, "$-1\r\n", "GET", "reset:a")
+	redistest.Eventually(t, 5*time.Second, "the subscription ends upstream", func() bool {
+		return string(rc.Do("PUBSUB", "NUMSUB", "reset:ch")) == "*2\r\n$8\r\nreset:ch\r\n:0\r\n"
+	})
+	expectDo(t, rc, ":0\r\n", "PUBLISH", "reset:ch", "lost")
+	expectDo(t, c, "+PONG\r\n", "PING")
+
+	// A WATCH session.
+	expectDo(t, c, "+OK\r\n", "WATCH", "reset:w")
+	expectDo(t, c, "+RESET\r\n", "RESET")
+	expectDo(t, rc, "+OK\r\n", "SET", "reset:w", "changed")
+	expectDo(t, c, "+OK\r\n", "MULTI")
+	expectDo(t, c, "+QUEUED\r\n", "SET", "reset:w", "mine")
+	expectDo(t, c, "*1\r\n+OK\r\n", "EXEC")
+
+	// The same sequence to Redis gives the same replies.
+	compareWithRedis(t, p.dial(), redistest.Dial(t, redistest.Start(t).Addr()), nil,
+		[]string{"CLIENT", "SETNAME", "n"}, []string{"MULTI"}, []string{"SET", "a", "1"}, []string{"RESET"},
+		[]string{"CLIENT", "GETNAME"}, []string{"EXEC"}, []string{"GET", "a"})
+}
+
+func TestLocalNoSharedState(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	rc := redistest.Dial(t, p.redis.Addr())
+	const name = "featcache-test-private-name"
+
+	c1 := p.dial()
+	expectDo(t, c1, "+OK\r\n", "CLIENT", "SETNAME", name)
+	writeRaw(t, c1, encodePipeline([]string{"CLIENT", "REPLY", "OFF"}, []string{"SET", "shared:k", "v"}))
+
+	// Other clients, on the same shared upstream connections, are answered as usual.
+	for i := 0; i < 4; i++ {
+		c := p.dial()
+		expectDo(t, c, "+PONG\r\n", "PING")
+		expectDo(t, c, "$-1\r\n", "CLIENT", "GETNAME")
+		expectDo(t, c, "+OK\r\n", "SET", "shared:other", strconv.Itoa(i))
+		expectDo(t, c, "$1\r\n"+strconv.Itoa(i)+"\r\n", "GET", "shared:other")
+		expectDo(t, c, ":1\r\n", "EXISTS", "shared:other")
+	}
+	redistest.Eventually(t, 5*time.Second, "the muted SET reached Redis", func() bool {
+		return string(rc.Do("GET", "shared:k")) == "$1\r\nv\r\n"
+	})
+	for _, line := range clientList(t, rc) {
+		if strings.Contains(line, "name="+name+" ") {
+			t.Errorf("Redis has a connection named after a featcache client: %q", line)
+		}
+	}
+	// The muted client is still muted, and still itself.
+	expectPipeline(t, c1, "+OK\r\n$"+strconv.Itoa(len(name))+"\r\n"+name+"\r\n",
+		[]string{"PING"}, []string{"CLIENT", "REPLY", "ON"}, []string{"CLIENT", "GETNAME"})
+}
