@@ -38,9 +38,25 @@ func (c *client) exec(cmd *Command) {
 	c.srv.stats.Commands.Add(1)
 	tc := c.lookup(cmd.Args)
 	switch {
-	case !c.authed && (tc == nil || tc.name != "auth" && tc.name != "hello" && tc.name != "quit" && tc.name != "reset"):
-		c.errorReply("NOAUTH Authentication required.")
+	case !c.authed:
+		// Redis rejects unknown commands and wrong arities before it asks for authentication.
+		if msg := rejection(cmd.Args, tc); msg != "" {
+			c.errorReply(msg)
+			return
+		}
+		if tc.info == nil || !tc.info.Flags.Has(FlagNoAuth) {
+			c.errorReply("NOAUTH Authentication required.")
+			return
+		}
+		c.execAuthed(cmd, tc)
 		return
+	}
+	c.execAuthed(cmd, tc)
+}
+
+// execAuthed dispatches a command of an authenticated client (or one Redis runs before authentication).
+func (c *client) execAuthed(cmd *Command, tc *command) {
+	switch {
 	case c.sub != nil && c.sub.active():
 		c.execSubscribed(cmd, tc)
 		return

@@ -64,8 +64,8 @@ func startProxy(t testing.TB, yamlCfg string) *testProxy {
 	return startProxyOn(t, redistest.Start(t), yamlCfg)
 }
 
-// startProxyOn starts a featcache in front of an existing redis-server.
-func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string) *testProxy {
+// startProxyOn starts a featcache in front of an existing redis-server; opts may adjust the server's options.
+func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
 	t.Helper()
 	cfg, err := policy.Parse([]byte(yamlCfg))
 	if err != nil {
@@ -95,7 +95,11 @@ func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string) *testPr
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Now: clock.Now})
+	o := Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Now: clock.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,8 +54,8 @@ func (c *client) cmdReset(args [][]byte) {
 // shape. Protocol 3 is refused with -NOPROTO, so clients fall back to RESP2.
 func (c *client) cmdHello(args [][]byte) {
 	if len(args) >= 2 {
-		ver, err := strconv.ParseInt(string(args[1]), 10, 64)
-		if err != nil {
+		ver, ok := parseRedisInt(args[1])
+		if !ok {
 			c.errorReply("ERR Protocol version is not an integer or out of range")
 			return
 		}
@@ -175,9 +175,9 @@ func (c *client) setAuthed(authed bool) {
 
 // cmdSelect accepts database 0 only: featcache's cache and upstream connections belong to database 0.
 func (c *client) cmdSelect(args [][]byte) {
-	n, err := strconv.ParseInt(string(args[1]), 10, 64)
+	n, ok := parseRedisInt(args[1])
 	switch {
-	case err != nil:
+	case !ok:
 		c.errorReply("ERR value is not an integer or out of range")
 	case n == 0:
 		c.simpleReply("OK")

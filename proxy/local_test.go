@@ -438,7 +438,23 @@ func TestLocalClientNameIDInfo(t *testing.T) {
 		expectDo(t, rc, tc.want, tc.args...)
 	}
 
-	// CLIENT SETINFO is Redis 7.2's (redis-py 5 sends it on connect); featcache answers it as 7.2 does.
+	// CLIENT SETINFO is Redis 7.2's (redis-py 5 sends it on connect). In front of Redis 7.0, which does not know
+	// it, the client gets 7.0's own error; in front of an upstream that has it, featcache answers it as 7.2 does,
+	// without touching a shared connection (TestLocalClientSetinfo72).
+	expectDo(t, c, string(rc.Do("CLIENT", "SETINFO", "LIB-NAME", "redis-py")), "CLIENT", "SETINFO", "LIB-NAME", "redis-py")
+	testLocalClientRest(t, p, c)
+}
+
+// TestLocalClientSetinfo72 runs featcache with a command table that has CLIENT SETINFO, as Redis 7.2's does.
+func TestLocalClientSetinfo72(t *testing.T) {
+	redis := redistest.Start(t)
+	cmds, err := ParseCommands(redis.Do("COMMAND"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds["client"].Subcommands["setinfo"] = &CommandInfo{Name: "client|setinfo", Arity: 4, Flags: FlagNoScript | FlagLoading | FlagStale}
+	p := startProxyOn(t, redis, defaultTestConfig, func(o *Options) { o.Commands = cmds })
+	c := p.dial()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -453,7 +469,13 @@ func TestLocalClientNameIDInfo(t *testing.T) {
 	} {
 		expectDo(t, c, tc.want, tc.args...)
 	}
+	if n := upstreamCalls(t, redis, "client|setinfo"); n != 0 {
+		t.Fatalf("CLIENT SETINFO reached the upstream %d times", n)
+	}
+}
 
+// testLocalClientRest continues TestLocalClientNameIDInfo on its connection.
+func testLocalClientRest(t *testing.T, p *testProxy, c *redistest.Conn) {
 	// Per-connection state of the upstream is refused with featcache's error.
 	for _, name := range []string{"tracking", "caching", "no-touch"} {
 		want := "-ERR 'client|" + name + "' is not supported by featcache: it would change a shared upstream connection\r\n"

@@ -36,21 +36,17 @@ func upstreamErrorText(err error) string {
 	return "ERR featcache upstream unavailable: " + err.Error()
 }
 
-// unknownCommandError is Redis's error for a command it does not know.
+// unknownCommandError is Redis's error for a command it does not know: the name cut at 128 bytes, then quoted
+// arguments while the list is under 128 bytes, each cut to what is left of those 128 (processCommand in Redis).
 func unknownCommandError(args [][]byte) string {
-	var b strings.Builder
-	b.WriteString("ERR unknown command '")
-	b.Write(truncateArg(args[0], 128))
-	b.WriteString("', with args beginning with: ")
-	for _, a := range args[1:] {
-		if b.Len() >= 128+len("ERR unknown command '', with args beginning with: ")+len(args[0]) {
-			break
-		}
-		b.WriteString("'")
-		b.Write(truncateArg(a, 128))
-		b.WriteString("' ")
+	var list []byte
+	for i := 1; i < len(args) && len(list) < 128; i++ {
+		arg := truncateArg(args[i], 128-len(list))
+		list = append(list, '\'')
+		list = append(list, arg...)
+		list = append(list, '\'', ' ')
 	}
-	return b.String()
+	return "ERR unknown command '" + string(truncateArg(args[0], 128)) + "', with args beginning with: " + string(list)
 }
 
 func truncateArg(b []byte, n int) []byte {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -90,24 +89,14 @@ func (c *client) queue(cmd *Command, tc *command) {
 		c.execPinned(cmd, tc)
 		return
 	}
+	if msg := rejection(cmd.Args, tc); msg != "" {
+		c.tx.dirty = true
+		c.errorReply(msg)
+		return
+	}
 	switch {
-	case tc == nil:
-		c.tx.dirty = true
-		c.errorReply(unknownCommandError(cmd.Args))
-		return
-	case tc.subs != nil && len(cmd.Args) >= 2:
-		// lookup returns a container command's own entry (OBJECT, CLIENT, ...) only when it does not know the
-		// subcommand.
-		c.tx.dirty = true
-		c.errorReply("ERR unknown subcommand '" + string(truncateArg(cmd.Args[1], 128)) + "'. Try " +
-			strings.ToUpper(string(cmd.Args[0])) + " HELP.")
-		return
 	case tc.class == classTx:
 		tc.tx(c, cmd)
-		return
-	case tc.info != nil && !tc.info.ArityOK(len(cmd.Args)):
-		c.tx.dirty = true
-		c.errorReply("ERR wrong number of arguments for '" + tc.name + "' command")
 		return
 	case tc.info != nil && tc.info.Flags.Has(FlagNoMulti):
 		c.tx.dirty = true

@@ -177,6 +177,11 @@ func newTable(cmds Commands, deny []string) *table {
 		f(cmd)
 	}
 	for name, fn := range localCommands {
+		// A subcommand is answered locally only if the upstream has it (CLIENT SETINFO arrived in Redis 7.2):
+		// otherwise it is forwarded and the client gets the upstream's own unknown-subcommand error.
+		if top, sub, isSub := strings.Cut(name, "|"); isSub && (cmds[top] == nil || cmds[top].Subcommands[sub] == nil) {
+			continue
+		}
 		set(name, func(c *command) { c.class, c.local = classLocal, fn })
 	}
 	for _, name := range refusedCommands {
@@ -220,4 +225,20 @@ func classify(info *CommandInfo) class {
 		return classWrite
 	}
 	return classForward
+}
+
+// rejection is the error Redis gives a command line before running it, or "": an unknown command, an unknown
+// subcommand of a known container (lookup returns the container's own entry only then), or a wrong number of
+// arguments. Redis checks these before authentication and at MULTI queue time.
+func rejection(args [][]byte, tc *command) string {
+	switch {
+	case tc == nil:
+		return unknownCommandError(args)
+	case tc.subs != nil && len(args) >= 2:
+		return "ERR unknown subcommand '" + string(truncateArg(args[1], 128)) + "'. Try " +
+			strings.ToUpper(string(args[0])) + " HELP."
+	case tc.info != nil && !tc.info.ArityOK(len(args)):
+		return "ERR wrong number of arguments for '" + tc.name + "' command"
+	}
+	return ""
 }
