@@ -1,0 +1,4 @@
+# The end-to-end benchmark, standard profile (under 3 minutes on 2 cores); see bench/main.go for flags.
+.PHONY: bench
+bench:
+	go run ./bench -profile standard

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
+	"image/png"
+	"math"
+	"os"
+	"strconv"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/basicfont"
+	"golang.org/x/image/math/fixed"
+)
+
+// The chart is one panel per profile: for each latency percentile a group of bars, one per target, each
+// labelled with its value. Each panel has its own log scale, since a remote-store profile's milliseconds would
+// flatten a hit path's microseconds on a shared one, and a p99.9 a p50 on a linear one.
+
+const (
+	chartWidth   = 1000
+	panelHeight  = 300
+	marginLeft   = 70
+	marginRight  = 20
+	marginTop    = 48 // title and legend
+	marginBottom = 34 // percentile labels
+)
+
+var (
+	colBackground = color.RGBA{255, 255, 255, 255}
+	colAxis       = color.RGBA{60, 60, 60, 255}
+	colGrid       = color.RGBA{225, 225, 225, 255}
+	colText       = color.RGBA{20, 20, 20, 255}
+	// Fixed colours for the known targets, so every panel and every run reads the same way.
+	targetColours = map[string]color.RGBA{
+		"redis":     {214, 39, 40, 255},
+		"featcache": {31, 119, 180, 255},
+		"twemproxy": {44, 160, 44, 255},
+	}
+	extraColours = []color.RGBA{{255, 127, 14, 255}, {148, 103, 189, 255}, {140, 86, 75, 255}, {127, 127, 127, 255}}
+)
+
+type percentile struct {
+	label string
+	value func(*targetResult) float64
+}
+
+var chartPercentiles = []percentile{
+	{"p50", func(t *targetResult) float64 { return t.P50us }},
+	{"p95", func(t *targetResult) float64 { return t.P95us }},
+	{"p99", func(t *targetResult) float64 { return t.P99us }},
+	{"p99.9", func(t *targetResult) float64 { return t.P999us }},
+}
+
+func writeChart(path string, r *report) error {
+	n := max(len(r.Profiles), 1)
+	img := image.NewRGBA(image.Rect(0, 0, chartWidth, n*panelHeight))
+	draw.Draw(img, img.Bounds(), image.NewUniform(colBackground), image.Point{}, draw.Src)
+	for i, pr := range r.Profiles {
+		drawPanel(img, image.Rect(0, i*panelHeight, chartWidth, (i+1)*panelHeight), pr)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func drawPanel(img *image.RGBA, area image.Rectangle, pr *profileResult) {
+	plot := image.Rect(area.Min.X+marginLeft, area.Min.Y+marginTop, area.Max.X-marginRight, area.Max.Y-marginBottom)
+	text(img, area.Min.X+10, area.Min.Y+18, fmt.Sprintf("%s: %s", pr.Name, pr.Title), colText)
+
+	// A log scale: a p50 of half a millisecond and a p99.9 of tens of milliseconds both stay readable.
+	lo, hi := math.Inf(1), 0.0
+	for _, t := range pr.Targets {
+		for _, p := range chartPercentiles {
+			if v := p.value(t); v > 0 {
+				lo, hi = math.Min(lo, v), math.Max(hi, v)
+			}
+		}
+	}
+	if hi == 0 {
+		lo, hi = 1, 10
+	}
+	unit, div := "µs", 1.0
+	if hi >= 2000 {
+		unit, div = "ms", 1000
+	}
+	lo, hi = lo/div, hi/div
+	// The axis starts at the 1-2-5 step at or below half the smallest value, so the shortest bar still shows.
+	decade := math.Pow(10, math.Floor(math.Log10(lo/2)))
+	axisMin := decade
+	for _, m := range []float64{2, 5} {
+		if decade*m <= lo/2 {
+			axisMin = decade * m
+		}
+	}
+	axisMax := math.Pow(10, math.Ceil(math.Log10(hi*1.3)))
+	span := math.Log10(axisMax) - math.Log10(axisMin)
+	yOf := func(v float64) int {
+		v = math.Max(v, axisMin)
+		return plot.Max.Y - int(math.Round((math.Log10(v)-math.Log10(axisMin))/span*float64(plot.Dy())))
+	}
+
+	// Grid at 1, 2 and 5 of each decade; labels on them.
+	for d := decade; d < axisMax*1.01; d *= 10 {
+		for _, m := range []float64{1, 2, 5} {
+			v := d * m
+			if v < axisMin*0.99 || v > axisMax*1.01 {
+				continue
+			}
+			y := yOf(v)
+			c := colGrid
+			if m == 1 {
+				c = color.RGBA{200, 200, 200, 255}
+			}
+			fill(img, image.Rect(plot.Min.X, y, plot.Max.X, y+1), c)
+			label := strconv.FormatFloat(v, 'f', -1, 64)
+			text(img, plot.Min.X-8-7*len(label), y+4, label, colText)
+		}
+	}
+	text(img, area.Min.X+6, plot.Min.Y-8, "latency ("+unit+", log scale)", colText)
+	tput := "req/s:"
+	for _, t := range pr.Targets {
+		tput += fmt.Sprintf("  %s %.1fk", t.Name, t.Throughput/1000)
+	}
+	text(img, plot.Min.X+170, plot.Min.Y-8, tput, colText)
+
+	// Legend, right-aligned on the title line.
+	x := area.Max.X - marginRight
+	for i := len(pr.Targets) - 1; i >= 0; i-- {
+		name := pr.Targets[i].Name
+		x -= 7*len(name) + 26
+		fill(img, image.Rect(x, area.Min.Y+8, x+12, area.Min.Y+20), colourOf(name, i))
+		text(img, x+16, area.Min.Y+18, name, colText)
+	}
+
+	// Bars.
+	groupW := plot.Dx() / len(chartPercentiles)
+	nt := max(len(pr.Targets), 1)
+	barW := min(56, (groupW-24)/nt)
+	for g, p := range chartPercentiles {
+		gx := plot.Min.X + g*groupW + (groupW-barW*nt)/2
+		for i, t := range pr.Targets {
+			v := p.value(t) / div
+			bx := gx + i*barW
+			fill(img, image.Rect(bx+2, yOf(v), bx+barW-2, plot.Max.Y), colourOf(t.Name, i))
+			label := trimFloat(v)
+			text(img, bx+barW/2-7*len(label)/2, yOf(v)-4, label, colText)
+		}
+		lx := plot.Min.X + g*groupW + groupW/2 - 7*len(p.label)/2
+		text(img, lx, plot.Max.Y+20, p.label, colText)
+	}
+	// Axes last, over the bars' feet.
+	fill(img, image.Rect(plot.Min.X, plot.Min.Y, plot.Min.X+1, plot.Max.Y+1), colAxis)
+	fill(img, image.Rect(plot.Min.X, plot.Max.Y, plot.Max.X, plot.Max.Y+1), colAxis)
+	// A separator between panels.
+	fill(img, image.Rect(area.Min.X, area.Max.Y-1, area.Max.X, area.Max.Y), colGrid)
+}
+
+func colourOf(name string, i int) color.RGBA {
+	if c, ok := targetColours[name]; ok {
+		return c
+	}
+	return extraColours[i%len(extraColours)]
+}
+
+// trimFloat prints a value with at most three significant digits after the point that matter.
+func trimFloat(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case v >= 1:
+		return fmt.Sprintf("%.2f", v)
+	}
+	return fmt.Sprintf("%.3g", v)
+}
+
+func fill(img *image.RGBA, r image.Rectangle, c color.RGBA) {
+	draw.Draw(img, r, image.NewUniform(c), image.Point{}, draw.Src)
+}
+
+// text draws s with its baseline at y. basicfont's 7x13 face has no "µ": it is drawn as "u".
+func text(img *image.RGBA, x, y int, s string, c color.RGBA) {
+	d := font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
+	out := make([]rune, 0, len(s))
+	for _, r := range s {
+		if r == 'µ' {
+			r = 'u'
+		}
+		out = append(out, r)
+	}
+	d.DrawString(string(out))
+}

@@ -1,0 +1,615 @@
+// Command bench is featcache's end-to-end benchmark: it starts redis-server, featcache and (when installed)
+// twemproxy on free loopback ports, seeds Redis with a feature-store key space, drives every target with the
+// same Zipf-distributed trace over raw RESP connections in interleaved rounds, runs redis-benchmark against the
+// same servers, and writes results.md, results.json and latency.png into a results folder.
+//
+//	go run ./bench [-profile standard|hit|pipeline|passthrough|zipf|remote|custom] [flags]
+//	make bench                  # the standard profile, under 3 minutes on 2 cores
+//	go run ./bench relay -listen ADDR -upstream ADDR -delay 500us    # the delay relay on its own
+//	go run ./bench report DIR   # rewrite DIR/results.md and DIR/latency.png from DIR/results.json
+//
+// Profiles are named presets of the workload flags; a flag given on the command line wins over the preset.
+//
+//	hit          GET of 1 KiB values, 10,000 keys all cached (prefilled), 50 connections, no pipelining
+//	pipeline     the same with -pipeline 16
+//	passthrough  SET of 1 KiB values: featcache's write pass-through against twemproxy and Redis
+//	zipf         GETs, Zipf 1.1 over 1,000,000 feature bundles of 1-2 KiB, local.max_memory 256MB: hit ratio
+//	             against an exact LRU of the same size, RSS, GC
+//	remote       zipf with 5% 16 KiB embeddings, every target reaching Redis through a relay that adds 0.5 ms
+//	             each way (a store in another zone): featcache's tail latency against the direct client's
+//	standard     hit, pipeline, passthrough, zipf and remote in turn, scaled down (250,000 keys and 64MB for zipf
+//	             and remote, 3 rounds of 2 s); redis-benchmark runs with hit only. results.md lists each step's
+//	             exact command line.
+//	custom       the flags as given (the default)
+//
+// Workload flags: -keys N (key indexes 0..N-1; index i is "emb:{i}", 16 KiB, for a share -emb-share of the
+// indexes, else "feat:{i}", 1-2 KiB drawn from i or exactly -value-size bytes), -zipf S (exponent > 1 of the key
+// choice, index 0 the most popular; 0 = uniform), -writes F (share of SETs), -mget N (keys per read; 1 sends
+// GET), -conns, -pipeline (requests in flight per connection), -duration or -requests (per target per round),
+// -rounds, -warmup, -prefill (one GET of every key, least popular first, through featcache and -target endpoints
+// before the warm-up), -seed.
+//
+// Targets: redis-server directly; featcache, built from this module (or -featcache BINARY|DIR), run with
+// -max-memory as local.max_memory and policies caching "feat:", "emb:" and redis-benchmark's "key:" keys;
+// twemproxy (-twemproxy auto|on|off|PATH); and any -target name=host:port, seeded through its own address.
+// -relay-delay D puts the relay in front of Redis for every target. -redis-benchmark, -rb-keys, -rb-requests
+// and -rb-rounds control the redis-benchmark runs; -alloc-requests the allocation phase; -out the results folder
+// (default bench/results/<timestamp>).
+//
+// Pinning (-pin, default on with two or more CPUs): the servers run under taskset -c -server-cpus (0) and this
+// program re-executes itself under taskset -c -client-cpus (1), so its GOMAXPROCS is 1 and the load generator,
+// redis-benchmark and the bench's bookkeeping share one core that the measured server never runs on. The relay
+// runs on the server core too (-relay-cpus moves it): its CPU cost then competes with the measured server, and
+// the report gives it per round.
+//
+// The report: per target, throughput and p50/p95/p99/p99.9 latency (medians across rounds, targets
+// interleaved within each round so machine drift hits all alike); for featcache the split of hits, stale serves
+// and misses, upstream reads per 1,000 requests (what the store is spared), CPU seconds and µs per request,
+// peak RSS, heap allocations per cached GET end to end, GC pauses; the exact LRU's hit ratio for the same trace
+// and memory; redis-benchmark's figures; and the machine. results.md ends with how each figure is measured.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	var err error
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "relay":
+		err = runRelay(os.Args[2:])
+	case len(os.Args) > 2 && os.Args[1] == "report":
+		err = rewriteReport(os.Args[2])
+	default:
+		err = run(os.Args[1:])
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// settings are the knobs of one profile run; flags bind to them and presets set them.
+type settings struct {
+	Profile        string        `json:"profile"`
+	Workload       workload      `json:"workload"`
+	Conns          int           `json:"conns"`
+	Pipeline       int           `json:"pipeline"`
+	Duration       time.Duration `json:"duration_ns"`
+	Requests       int64         `json:"requests"`
+	Rounds         int           `json:"rounds"`
+	Warmup         time.Duration `json:"warmup_ns"`
+	Prefill        bool          `json:"prefill"`
+	MaxMemory      size          `json:"max_memory"`
+	RelayDelay     time.Duration `json:"relay_delay_ns"`
+	Twemproxy      string        `json:"twemproxy"`
+	Targets        targetList    `json:"targets"`
+	RedisBenchmark bool          `json:"redis_benchmark"`
+	RBKeys         int           `json:"rb_keys"`
+	RBRequests     int           `json:"rb_requests"`
+	RBRounds       int           `json:"rb_rounds"`
+	AllocRequests  int64         `json:"alloc_requests"`
+}
+
+func defaultSettings() settings {
+	return settings{
+		Profile:  "custom",
+		Workload: workload{Keys: 1_000_000, EmbShare: 0.05, Zipf: 1.1, Mget: 1, Seed: 1},
+		Conns:    50, Pipeline: 1, Duration: 10 * time.Second, Rounds: 5, Warmup: 5 * time.Second,
+		MaxMemory: mustSize("256MB"), Twemproxy: "auto",
+		RedisBenchmark: true, RBKeys: 100_000, RBRequests: 200_000, RBRounds: 3,
+		AllocRequests: 200_000,
+	}
+}
+
+// invocation holds the flags that are about the run as a whole, not about one profile.
+type invocation struct {
+	out         string
+	pin         bool
+	serverCPUs  string
+	relayCPUs   string
+	clientCPUs  string
+	featcache   string
+	redisServer string
+	cpuProfile  string
+}
+
+func newFlagSet(s *settings, inv *invocation) *flag.FlagSet {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&s.Profile, "profile", s.Profile, "preset: standard, hit, pipeline, passthrough, zipf, remote or custom")
+	w := &s.Workload
+	fs.IntVar(&w.Keys, "keys", w.Keys, "number of keys seeded and read")
+	fs.Float64Var(&w.EmbShare, "emb-share", w.EmbShare, "share of keys that are 16 KiB embeddings (emb:{i})")
+	fs.IntVar(&w.ValueSize, "value-size", w.ValueSize, "size of every feature bundle in bytes; 0 = 1-2 KiB drawn per key")
+	fs.Float64Var(&w.Zipf, "zipf", w.Zipf, "Zipf exponent of the key choice (> 1); 0 = uniform")
+	fs.Float64Var(&w.Writes, "writes", w.Writes, "share of requests that are SETs")
+	fs.IntVar(&w.Mget, "mget", w.Mget, "keys per read request; 1 sends GET, more send MGET")
+	fs.Uint64Var(&w.Seed, "seed", w.Seed, "seed of the trace and of the key families")
+	fs.IntVar(&s.Conns, "conns", s.Conns, "connections per target")
+	fs.IntVar(&s.Pipeline, "pipeline", s.Pipeline, "requests in flight per connection")
+	fs.DurationVar(&s.Duration, "duration", s.Duration, "length of each target's turn in each round")
+	fs.Int64Var(&s.Requests, "requests", s.Requests, "requests per target per round instead of -duration (if > 0)")
+	fs.IntVar(&s.Rounds, "rounds", s.Rounds, "rounds; every target runs once per round, figures are medians")
+	fs.DurationVar(&s.Warmup, "warmup", s.Warmup, "unmeasured load per target before the first round")
+	fs.BoolVar(&s.Prefill, "prefill", s.Prefill, "GET every key once through featcache (and -target endpoints) before the warm-up")
+	fs.Var(&s.MaxMemory, "max-memory", "featcache local.max_memory, and the simulated LRU's size")
+	fs.DurationVar(&s.RelayDelay, "relay-delay", s.RelayDelay, "if > 0, reach Redis through a relay adding this delay each way")
+	fs.StringVar(&s.Twemproxy, "twemproxy", s.Twemproxy, "twemproxy target: auto (if installed), on, off, or nutcracker's path")
+	fs.Var(&s.Targets, "target", "extra RESP endpoint name=host:port (repeatable)")
+	fs.BoolVar(&s.RedisBenchmark, "redis-benchmark", s.RedisBenchmark, "also run redis-benchmark against every target")
+	fs.IntVar(&s.RBKeys, "rb-keys", s.RBKeys, "redis-benchmark -r: keys key:000000000000.. pre-populated with 1 KiB")
+	fs.IntVar(&s.RBRequests, "rb-requests", s.RBRequests, "redis-benchmark -n for unpipelined tests (x4 with -P 16)")
+	fs.IntVar(&s.RBRounds, "rb-rounds", s.RBRounds, "redis-benchmark rounds (medians)")
+	fs.Int64Var(&s.AllocRequests, "alloc-requests", s.AllocRequests, "GETs of the allocation phase; 0 skips it")
+	fs.StringVar(&inv.out, "out", inv.out, "results folder (default bench/results/<timestamp>)")
+	fs.BoolVar(&inv.pin, "pin", inv.pin, "pin servers and load generator to separate CPUs with taskset")
+	fs.StringVar(&inv.serverCPUs, "server-cpus", inv.serverCPUs, "taskset CPU list for the servers")
+	fs.StringVar(&inv.relayCPUs, "relay-cpus", inv.relayCPUs, "taskset CPU list for the relay (default: -server-cpus)")
+	fs.StringVar(&inv.clientCPUs, "client-cpus", inv.clientCPUs, "taskset CPU list for the load generator")
+	fs.StringVar(&inv.featcache, "featcache", inv.featcache, "featcache binary, or source folder to build (default: this module)")
+	fs.StringVar(&inv.redisServer, "redis-server", inv.redisServer, "redis-server binary")
+	fs.StringVar(&inv.cpuProfile, "cpuprofile", inv.cpuProfile, "write this program's own CPU profile (the load generator's) to a file")
+	return fs
+}
+
+// profileTitles names what each profile shows.
+var profileTitles = map[string]string{
+	"hit":         "GET 1 KiB, every key cached, no pipelining (the hit path)",
+	"pipeline":    "GET 1 KiB, every key cached, pipelines of 16",
+	"passthrough": "SET 1 KiB (write pass-through)",
+	"zipf":        "Zipf GETs over feature bundles: hit ratio against an exact LRU, RSS",
+	"remote":      "Zipf GETs with Redis behind a delay relay (a store in another zone)",
+	"custom":      "the workload as given on the command line",
+}
+
+// applyPreset sets a profile's values over the defaults.
+func applyPreset(name string, s *settings) error {
+	w := &s.Workload
+	hot := func() { // a small key set of exact 1 KiB values, every key cached before measuring
+		w.Keys, w.ValueSize, w.EmbShare, w.Zipf, w.Writes, w.Mget = 10_000, 1024, 0, 0, 0, 1
+		s.Prefill = true
+	}
+	switch name {
+	case "custom":
+	case "hit":
+		hot()
+	case "pipeline":
+		hot()
+		s.Pipeline = 16
+	case "passthrough":
+		hot()
+		w.Writes, s.Prefill = 1, false
+		s.RedisBenchmark = false
+	case "zipf":
+		// The issue's hit-ratio target workload: feature bundles only, so the LRU figure is comparable to it.
+		// Prefilled, so the rounds measure a full cache whatever the machine's speed, not its filling.
+		w.Keys, w.EmbShare, w.Zipf, w.Writes, w.Mget = 1_000_000, 0, 1.1, 0, 1
+		s.MaxMemory, s.Prefill = mustSize("256MB"), true
+		s.RedisBenchmark = false
+	case "remote":
+		w.Keys, w.EmbShare, w.Zipf, w.Writes, w.Mget = 1_000_000, 0.05, 1.1, 0, 1
+		s.MaxMemory, s.Prefill = mustSize("256MB"), true
+		s.RelayDelay = 500 * time.Microsecond
+		s.RedisBenchmark = false
+	default:
+		return fmt.Errorf("unknown profile %q (standard, hit, pipeline, passthrough, zipf, remote, custom)", name)
+	}
+	s.Profile = name
+	return nil
+}
+
+// standardSteps is the standard profile: every preset in turn, scaled so the whole run stays under three
+// minutes on a 2-core machine: 3 rounds of 2 s, redis-benchmark only with hit (2 rounds, 40,000 requests over
+// 10,000 keys), the allocation phase only with hit and pipeline. The zipf and remote steps keep the full
+// profiles' ratio of cache size to key space (1,000,000 keys : 256MB) at a quarter of the size, and leave
+// twemproxy out (it caches nothing: the hit and passthrough steps compare it).
+func standardSteps() []func(*settings) {
+	short := func(s *settings) {
+		s.Rounds, s.Duration, s.Warmup = 3, 2*time.Second, 500*time.Millisecond
+		s.RedisBenchmark, s.AllocRequests = false, 0
+	}
+	scaled := func(s *settings) {
+		short(s)
+		s.Workload.Keys, s.MaxMemory = 250_000, mustSize("64MB")
+		s.Warmup, s.Twemproxy = time.Second, "off"
+	}
+	step := func(name string, f func(*settings)) func(*settings) {
+		return func(s *settings) {
+			applyPreset(name, s)
+			f(s)
+		}
+	}
+	return []func(*settings){
+		step("hit", func(s *settings) {
+			short(s)
+			s.AllocRequests = 100_000
+			s.RedisBenchmark, s.RBRounds, s.RBRequests, s.RBKeys = true, 2, 40_000, 10_000
+		}),
+		step("pipeline", func(s *settings) { short(s); s.AllocRequests = 100_000 }),
+		step("passthrough", short),
+		step("zipf", scaled),
+		step("remote", scaled),
+	}
+}
+
+// commandLine is the profile as an explicit command line that reproduces it.
+func (s settings) commandLine() string {
+	w := s.Workload
+	args := []string{"go run ./bench", "-profile " + s.Profile,
+		fmt.Sprintf("-keys %d -value-size %d -emb-share %g -zipf %g -writes %g -mget %d -seed %d",
+			w.Keys, w.ValueSize, w.EmbShare, w.Zipf, w.Writes, w.Mget, w.Seed),
+		fmt.Sprintf("-conns %d -pipeline %d", s.Conns, s.Pipeline)}
+	if s.Requests > 0 {
+		args = append(args, fmt.Sprintf("-requests %d", s.Requests))
+	} else {
+		args = append(args, "-duration "+s.Duration.String())
+	}
+	args = append(args, fmt.Sprintf("-rounds %d -warmup %v -prefill=%t -max-memory %s -relay-delay %v -twemproxy %s",
+		s.Rounds, s.Warmup, s.Prefill, s.MaxMemory, s.RelayDelay, s.Twemproxy))
+	for _, t := range s.Targets {
+		args = append(args, "-target "+t.String())
+	}
+	args = append(args, fmt.Sprintf("-redis-benchmark=%t", s.RedisBenchmark))
+	if s.RedisBenchmark {
+		args = append(args, fmt.Sprintf("-rb-keys %d -rb-requests %d -rb-rounds %d", s.RBKeys, s.RBRequests, s.RBRounds))
+	}
+	args = append(args, fmt.Sprintf("-alloc-requests %d", s.AllocRequests))
+	return strings.Join(args, " ")
+}
+
+func (s settings) roundLength() string {
+	if s.Requests > 0 {
+		return fmt.Sprintf("%d requests", s.Requests)
+	}
+	return s.Duration.String()
+}
+
+func (w workload) describe() string {
+	var parts []string
+	if w.Zipf > 0 {
+		parts = append(parts, fmt.Sprintf("Zipf %g over %d keys", w.Zipf, w.Keys))
+	} else {
+		parts = append(parts, fmt.Sprintf("uniform over %d keys", w.Keys))
+	}
+	feat := "feature bundles of 1-2 KiB"
+	if w.ValueSize > 0 {
+		feat = fmt.Sprintf("values of %d bytes", w.ValueSize)
+	}
+	if w.EmbShare > 0 {
+		feat += fmt.Sprintf(", %g%% 16 KiB embeddings", 100*w.EmbShare)
+	}
+	parts = append(parts, feat)
+	op := "GET"
+	if w.Mget > 1 {
+		op = fmt.Sprintf("MGET of %d", w.Mget)
+	}
+	switch {
+	case w.Writes >= 1:
+		op = "SET"
+	case w.Writes > 0:
+		op = fmt.Sprintf("%s, %g%% SET", op, 100*w.Writes)
+	}
+	return strings.Join(append(parts, op), ", ")
+}
+
+func (s settings) validate() error {
+	w := s.Workload
+	switch {
+	case w.Keys < 1:
+		return errors.New("-keys must be at least 1")
+	case w.Zipf != 0 && w.Zipf <= 1:
+		return fmt.Errorf("-zipf %g: the exponent must be above 1 (or 0 for uniform)", w.Zipf)
+	case w.EmbShare < 0 || w.EmbShare > 1 || w.Writes < 0 || w.Writes > 1:
+		return errors.New("-emb-share and -writes are shares between 0 and 1")
+	case w.Mget < 1 || s.Conns < 1 || s.Pipeline < 1 || s.Rounds < 1:
+		return errors.New("-mget, -conns, -pipeline and -rounds must be at least 1")
+	case w.ValueSize < 0 || w.ValueSize > len(valuePool):
+		return fmt.Errorf("-value-size must be between 0 and %d", len(valuePool))
+	case s.Requests <= 0 && s.Duration <= 0:
+		return errors.New("one of -duration and -requests must be positive")
+	}
+	return nil
+}
+
+// Environment variables the parent hands to itself re-executed under taskset.
+const (
+	envPinned    = "FEATCACHE_BENCH_PINNED"
+	envScratch   = "FEATCACHE_BENCH_SCRATCH"
+	envFeatcache = "FEATCACHE_BENCH_FEATCACHE"
+	envFrom      = "FEATCACHE_BENCH_FROM"
+)
+
+func run(args []string) error {
+	start := time.Now()
+	base := defaultSettings()
+	inv := invocation{pin: true, serverCPUs: "0", clientCPUs: "1", redisServer: "redis-server"}
+	if err := newFlagSet(&base, &inv).Parse(args); err != nil {
+		return err
+	}
+
+	// Each step starts from the defaults, takes its preset, then the command line again, so an explicit flag
+	// always wins over a preset.
+	var steps []settings
+	var presets []func(*settings)
+	if base.Profile == "standard" {
+		presets = standardSteps()
+	} else {
+		name := base.Profile
+		presets = []func(*settings){func(s *settings) { applyPreset(name, s) }}
+		if err := applyPreset(name, &settings{}); err != nil {
+			return err
+		}
+	}
+	for _, preset := range presets {
+		s := defaultSettings()
+		preset(&s)
+		name := s.Profile
+		var ignored invocation
+		if err := newFlagSet(&s, &ignored).Parse(args); err != nil {
+			return err
+		}
+		s.Profile = name
+		if err := s.validate(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		steps = append(steps, s)
+	}
+
+	root := moduleRoot()
+	pin := decidePinning(inv)
+	if pin.Enabled && os.Getenv(envPinned) == "" {
+		// Build featcache with every core before giving this process a single one.
+		scratch, err := os.MkdirTemp("", "featcache-bench-")
+		if err != nil {
+			return err
+		}
+		bin, from, err := featcacheBinary(inv.featcache, root, scratch)
+		if err != nil {
+			os.RemoveAll(scratch)
+			return err
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		taskset, err := exec.LookPath("taskset")
+		if err != nil {
+			return err
+		}
+		env := append(os.Environ(), envPinned+"=1", envScratch+"="+scratch, envFeatcache+"="+bin, envFrom+"="+from)
+		argv := append([]string{"taskset", "-c", pin.ClientCPUs, self}, args...)
+		return syscall.Exec(taskset, argv, env)
+	}
+
+	scratch := os.Getenv(envScratch)
+	bin, from := os.Getenv(envFeatcache), os.Getenv(envFrom)
+	if scratch == "" {
+		var err error
+		if scratch, err = os.MkdirTemp("", "featcache-bench-"); err != nil {
+			return err
+		}
+		if bin, from, err = featcacheBinary(inv.featcache, root, scratch); err != nil {
+			os.RemoveAll(scratch)
+			return err
+		}
+	}
+	defer os.RemoveAll(scratch)
+	if pin.Enabled {
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &set); err == nil {
+			pin.Verified = fmt.Sprintf("checked: the load generator's affinity holds %d CPU, GOMAXPROCS=%d",
+				set.Count(), runtime.GOMAXPROCS(0))
+		}
+	}
+
+	stop := new(atomic.Bool)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		fmt.Fprintln(os.Stderr, "bench: stopping after the current phase")
+		stop.Store(true)
+	}()
+
+	if inv.cpuProfile != "" {
+		f, err := os.Create(inv.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	e := &env{scratch: scratch, featcache: bin, redisServer: inv.redisServer, pin: pin, stop: stop}
+	rep := &report{Started: start, Profile: base.Profile, Machine: readMachine(e, from)}
+	out := inv.out
+	if out == "" {
+		out = filepath.Join(root, "bench", "results", start.Format("20060102-150405"))
+	}
+	for _, s := range steps {
+		t0 := time.Now()
+		pr, err := runProfile(e, s)
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", s.Profile, err)
+		}
+		pr.ElapsedSeconds = time.Since(t0).Seconds()
+		rep.Profiles = append(rep.Profiles, pr)
+	}
+	rep.ElapsedSeconds = time.Since(start).Seconds()
+	rep.Machine.LoadAvgEnd = loadAvg()
+	if cpu, err := procCPU(os.Getpid()); err == nil {
+		rep.Machine.BenchCPU = cpu.Seconds()
+	}
+	if err := rep.write(out); err != nil {
+		return err
+	}
+	fmt.Print(rep.markdown())
+	fmt.Fprintf(os.Stderr, "bench: results in %s (%.0f s)\n", out, rep.ElapsedSeconds)
+	return nil
+}
+
+// decidePinning turns -pin and the CPU count into where things run.
+func decidePinning(inv invocation) pinning {
+	p := pinning{ServerCPUs: inv.serverCPUs, ClientCPUs: inv.clientCPUs, RelayCPUs: inv.relayCPUs}
+	if p.RelayCPUs == "" {
+		p.RelayCPUs = p.ServerCPUs
+	}
+	var set unix.CPUSet
+	cpus := runtime.NumCPU()
+	if err := unix.SchedGetaffinity(0, &set); err == nil && os.Getenv(envPinned) == "" {
+		cpus = set.Count()
+	}
+	switch {
+	case !inv.pin:
+		p.Reason = "-pin=false"
+	case os.Getenv(envPinned) != "":
+		p.Enabled = true
+	case cpus < 2:
+		p.Reason = fmt.Sprintf("%d CPU available", cpus)
+	default:
+		if _, err := exec.LookPath("taskset"); err != nil {
+			p.Reason = "taskset not found (Debian: util-linux)"
+		} else {
+			p.Enabled = true
+		}
+	}
+	return p
+}
+
+// moduleRoot is the folder of the featcache module this program is part of: the working directory or one
+// above it holding go.mod.
+func moduleRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && strings.HasPrefix(string(b), "module featcache") {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return dir
+		}
+	}
+}
+
+// featcacheBinary returns the featcache binary to run: flag names a binary, or a source folder (default the
+// module root) that is built into scratch. from says what it was built from, for the report.
+func featcacheBinary(flagValue, root, scratch string) (bin, from string, err error) {
+	src := root
+	if flagValue != "" {
+		fi, err := os.Stat(flagValue)
+		if err != nil {
+			return "", "", err
+		}
+		if !fi.IsDir() {
+			return flagValue, flagValue, nil
+		}
+		src = flagValue
+	}
+	bin = filepath.Join(scratch, "featcache")
+	fmt.Fprintf(os.Stderr, "bench: building featcache from %s\n", src)
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("building featcache in %s: %w\n%s", src, err, out)
+	}
+	from = src
+	if rev, err := exec.Command("git", "-C", src, "rev-parse", "--short", "HEAD").Output(); err == nil {
+		from += " at " + strings.TrimSpace(string(rev))
+		// --no-optional-locks: only look; never refresh the index of a tree others are working in.
+		st, _ := exec.Command("git", "-C", src, "--no-optional-locks", "status", "--porcelain", "-uno").Output()
+		if len(strings.TrimSpace(string(st))) > 0 {
+			from += " with uncommitted changes"
+		}
+	}
+	return bin, from, nil
+}
+
+// size is a byte count written as in featcache's configuration: 256MB, 64KB, 1GB (powers of 1024) or bytes.
+type size struct {
+	bytes int64
+	text  string
+}
+
+func mustSize(s string) size {
+	var z size
+	if err := z.Set(s); err != nil {
+		panic(err)
+	}
+	return z
+}
+
+func (z size) String() string { return z.text }
+
+func (z *size) Set(s string) error {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(t, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("invalid size %q (examples: 256MB, 1GB)", s)
+	}
+	z.bytes, z.text = int64(n*float64(mult)), s
+	return nil
+}
+
+func (z size) MarshalText() ([]byte, error) { return []byte(z.text), nil }
+
+func (z *size) UnmarshalText(b []byte) error { return z.Set(string(b)) }
+
+// namedAddr is an extra target given with -target name=host:port.
+type namedAddr struct {
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+}
+
+func (t namedAddr) String() string { return t.Name + "=" + t.Addr }
+
+type targetList []namedAddr
+
+func (l *targetList) String() string {
+	var parts []string
+	for _, t := range *l {
+		parts = append(parts, t.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *targetList) Set(v string) error {
+	name, addr, ok := strings.Cut(v, "=")
+	if !ok || name == "" || addr == "" {
+		return fmt.Errorf("want name=host:port, got %q", v)
+	}
+	*l = append(*l, namedAddr{Name: name, Addr: addr})
+	return nil
+}
