@@ -77,6 +77,7 @@ func (s *Server) statsText() []byte {
 	line("bypass", st.Bypass.Load())
 	line("refreshes", st.Refreshes.Load())
 	line("upstream_reads", st.UpstreamReads.Load())
+	line("round_trips", st.RoundTrips.Load())
 	line("forwarded", st.Forwarded.Load())
 	line("invalidations", st.Invalidations.Load())
 	line("barriers", st.Barriers.Load())

@@ -208,6 +208,7 @@ func (c *client) runSegment() {
 	s := &c.seg
 	if s.frames > 0 {
 		err := c.srv.up.Do(c.call, s.req, s.frames)
+		c.srv.stats.RoundTrips.Add(1)
 		if err == nil && !c.srv.reached.Load() {
 			c.srv.reached.Store(true)
 		}

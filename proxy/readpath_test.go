@@ -501,3 +501,64 @@ policies:
 		t.Fatalf("got %q; want %q", got, want)
 	}
 }
+
+// TestPipelineMissesShareOneRoundTrip: the misses of a pipeline, forwarded reads among them, travel in one
+// upstream round trip; a write ends the segment, so what follows it takes another.
+func TestPipelineMissesShareOneRoundTrip(t *testing.T) {
+	p := startProxy(t, `
+policies:
+  - name: f
+    prefix: "f:"
+    hard_ttl: 1h
+`)
+	for i := 0; i < 100; i++ {
+		p.redis.Do("SET", "f:"+strconv.Itoa(i), strconv.Itoa(i))
+	}
+	p.settle()
+	send := func(cmds ...[]string) []string {
+		t.Helper()
+		c := p.dial()
+		defer c.Close()
+		var payload []byte
+		for _, cmd := range cmds {
+			payload = append(payload, redistest.Encode(cmd...)...)
+		}
+		if _, err := c.NetConn().Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		replies := make([]string, len(cmds))
+		for i := range cmds {
+			r, err := c.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			replies[i] = string(r)
+		}
+		return replies
+	}
+	var cmds [][]string
+	for i := 0; i < 100; i++ {
+		cmds = append(cmds, []string{"GET", "f:" + strconv.Itoa(i)})
+	}
+	cmds = append(cmds, []string{"MGET", "f:1", "f:200", "other"}, []string{"STRLEN", "f:7"})
+	before := p.srv.Stats().RoundTrips.Load()
+	replies := send(cmds...)
+	if n := p.srv.Stats().RoundTrips.Load() - before; n != 1 {
+		t.Fatalf("a pipeline of 100 GET misses, an MGET and a forwarded read took %d upstream round trips; want 1", n)
+	}
+	for i := 0; i < 100; i++ {
+		if want := bulk(strconv.Itoa(i)); replies[i] != want {
+			t.Fatalf("reply %d: got %q; want %q", i, replies[i], want)
+		}
+	}
+	// A write in the middle: the reads before it share one round trip with it, the reads after it take a second.
+	before = p.srv.Stats().RoundTrips.Load()
+	replies = send([]string{"GET", "f:300"}, []string{"GET", "f:301"}, []string{"SET", "f:302", "x"},
+		[]string{"GET", "f:302"}, []string{"GET", "f:303"})
+	if n := p.srv.Stats().RoundTrips.Load() - before; n != 2 {
+		t.Fatalf("GET, GET, SET, GET, GET took %d round trips; want 2", n)
+	}
+	if replies[3] != bulk("x") {
+		t.Fatalf("GET after SET in the pipeline: %q", replies[3])
+	}
+}

@@ -279,6 +279,7 @@ type Stats struct {
 	Bypass        atomic.Int64 // reads of keys no caching policy covers, forwarded
 	Refreshes     atomic.Int64 // background refreshes started
 	UpstreamReads atomic.Int64 // keys fetched from the upstream (GET+PTTL pairs)
+	RoundTrips    atomic.Int64 // upstream round trips of pipeline segments (misses and forwarded commands)
 	Forwarded     atomic.Int64 // commands forwarded over shared connections
 	Invalidations atomic.Int64 // keys invalidated by writes through featcache
 	Barriers      atomic.Int64 // tracking barriers waited for after scripts and commands with unknown keys
