@@ -47,7 +47,7 @@ func (s *frameScanner) next(b []byte) (int, error) {
 			return 0, nil
 		}
 		lineEnd := s.pos + end + 1 // just past '\n'
-		if end < 1 || b[lineEnd-2] != '\r' {
+		if end < 2 || b[lineEnd-2] != '\r' { // a line holds at least its type byte and "\r\n"
 			return 0, ErrBadFrame
 		}
 		typ, line := b[s.pos], b[s.pos+1:lineEnd-2]

@@ -37,6 +37,7 @@ func TestFrameScanner(t *testing.T) {
 		{"bad length", "$x\r\n", 0, true},
 		{"bulk without CRLF", "$1\r\nabc\r\n", 0, true},
 		{"LF without CR", "+OK\n", 0, true},
+		{"line without a type byte", "\r\n", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
