@@ -46,7 +46,7 @@ func (s *frameScanner) next(b []byte) (int, error) {
 			}
 			return 0, nil
 		}
-		lineEnd := s.pos + end + 1 // just past '\n'
+		lineEnd := s.pos + end + 1           // just past '\n'
 		if end < 2 || b[lineEnd-2] != '\r' { // a line holds at least its type byte and "\r\n"
 			return 0, ErrBadFrame
 		}
