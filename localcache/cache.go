@@ -51,6 +51,9 @@ const (
 	// StateDead means the entry is past its hard deadline. AppendGet returns it only when it serves
 	// the entry under serve-stale; Explain returns it for any entry past its hard deadline.
 	StateDead
+	// StateUnverified means the entry was filled before a tracking loss its policy survives
+	// (Policy.Revalidate) and is within its soft deadline: serve it, and re-fetch it (at a bounded rate).
+	StateUnverified
 )
 
 // String returns the state's name as CACHE EXPLAIN shows it.
@@ -64,6 +67,8 @@ func (s State) String() string {
 		return "stale"
 	case StateDead:
 		return "dead"
+	case StateUnverified:
+		return "unverified"
 	}
 	return "state(" + strconv.Itoa(int(s)) + ")"
 }
@@ -81,8 +86,16 @@ type Lookup struct {
 // share of MaxMemory and takes entries up to a quarter of that share.
 const freecacheSegments = 256
 
-// untrustedBit is the low bit of Cache.state; the epoch is the rest.
-const untrustedBit = 1
+// Cache.state packs, in one word so that a lookup reads it with one atomic load and Complete sees it
+// consistently: the flush epoch in the high 32 bits, the tracking session in bits 1-31, and the
+// untrusted bit. A fill's stamp is the state without the trust bit.
+const (
+	untrustedBit = 1
+	sessionMask  = 1<<31 - 1
+)
+
+func epochOf(state uint64) uint32   { return uint32(state >> 32) }
+func sessionOf(state uint64) uint32 { return uint32(state>>1) & sessionMask }
 
 // Cache is the in-memory tier. All its methods are safe for concurrent use.
 type Cache struct {
@@ -93,8 +106,8 @@ type Cache struct {
 	// ring buffer minus freecache's own 24-byte entry header (freecache segment.set).
 	maxEntry int
 
-	// state is epoch<<1 | untrustedBit, in one word so that AppendGet learns the epoch with one
-	// atomic load and Complete sees epoch and trust consistently. Only ever moves forward.
+	// state is epoch<<32 | session<<1 | untrustedBit (see epochOf, sessionOf). Epoch and session only
+	// ever move forward.
 	state atomic.Uint64
 
 	stopTimer func() // stops the coarse timer; nil with an injected clock
@@ -128,7 +141,7 @@ func New(opt Options) (*Cache, error) {
 	c.fc = freecache.NewCacheCustomTimer(size, timer)
 	c.maxEntry = size/freecacheSegments/4 - freecache.ENTRY_HDR_SIZE
 	// Epoch 0 is never current, so a zeroed header can never match.
-	c.state.Store(1 << 1)
+	c.state.Store(1<<32 | 1<<1)
 	for i := range c.shards {
 		c.shards[i].slots = make(map[string]*slot)
 	}
@@ -156,7 +169,8 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 	if len(key) > MaxKeyLen {
 		return dst, lk
 	}
-	epoch := c.state.Load() >> 1
+	st := c.state.Load()
+	epoch, session := epochOf(st), sessionOf(st)
 	nowMs := now.UnixMilli()
 	out := dst
 	// The callback runs under freecache's segment lock: it only decodes and appends.
@@ -165,7 +179,11 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 		if err != nil || h.Epoch != epoch {
 			return nil
 		}
-		lk = h.lookup(p, nowMs, allowDead)
+		unverified := h.Session != session
+		if unverified && !p.Revalidate {
+			return nil
+		}
+		lk = h.lookup(p, nowMs, allowDead, unverified)
 		if lk.State != StateMiss {
 			out = appendReply(out, h.Kind, v)
 		}
@@ -180,7 +198,7 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 // entry of another epoch, and StateDead for any entry past its hard deadline (whether or not
 // serve-stale would still serve it). It is meant for CACHE EXPLAIN, not for the request path.
 func (c *Cache) Explain(key []byte, p *Policy, now time.Time) (h Header, size int, st State, ok bool) {
-	epoch := c.state.Load() >> 1
+	state := c.state.Load()
 	_ = c.fc.PeekFn(key, func(b []byte) error {
 		hh, v, err := decodeHeader(b)
 		if err != nil {
@@ -189,10 +207,18 @@ func (c *Cache) Explain(key []byte, p *Policy, now time.Time) (h Header, size in
 		h, size, ok = hh, len(v), true
 		return nil
 	})
-	if !ok || h.Epoch != epoch {
+	if !ok || h.Epoch != epochOf(state) {
 		return h, size, StateMiss, ok
 	}
 	st, _, _ = h.state(p, now.UnixMilli())
+	if h.Session != sessionOf(state) {
+		switch {
+		case !p.Revalidate:
+			st = StateMiss
+		case st == StateFresh:
+			st = StateUnverified
+		}
+	}
 	return h, size, st, ok
 }
 
@@ -228,8 +254,20 @@ func (h *Header) state(p *Policy, nowMs int64) (st State, soft, hard int64) {
 }
 
 // lookup decides whether the entry may be served at nowMs under p.
-func (h *Header) lookup(p *Policy, nowMs int64, allowDead bool) Lookup {
+func (h *Header) lookup(p *Policy, nowMs int64, allowDead, unverified bool) Lookup {
 	st, soft, hard := h.state(p, nowMs)
+	if unverified {
+		// An entry that tracking no longer vouches for is served only within its soft TTL (and by
+		// serve-stale while the upstream fails), and should be re-fetched.
+		switch {
+		case st == StateFresh:
+			st = StateUnverified
+		case allowDead && p.ServeStale:
+			st = StateDead
+		default:
+			return Lookup{}
+		}
+	}
 	if st == StateDead {
 		// Serve-stale: past hard, but within MaxStale of it and never at or past the upstream expiry.
 		if !allowDead || !p.ServeStale || nowMs >= hard+p.MaxStale.Milliseconds() ||

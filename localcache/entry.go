@@ -31,7 +31,8 @@ func (k Kind) String() string {
 // so the times that decide what may be served live here, in unix milliseconds.
 type Header struct {
 	Kind      Kind
-	Epoch     uint64 // flush epoch at fill time; an entry of another epoch is never served
+	Epoch     uint32 // flush epoch at fill time; an entry of another epoch is never served
+	Session   uint32 // tracking session at fill time; an entry of an earlier session is unverified
 	FetchedAt int64  // unix ms when the upstream read was sent (the fill's start)
 	SoftAt    int64  // unix ms: from this instant on, serve and refresh in the background
 	HardAt    int64  // unix ms: from this instant on, never served (except serve-stale)
@@ -41,14 +42,15 @@ type Header struct {
 // headerVersion is the first byte of every encoded header. A process only ever reads entries it wrote
 // itself (the tier is in memory), so the version guards against a layout change within one binary's
 // lifetime never happening silently, and makes corrupt input fail loudly in decodeHeader.
-const headerVersion = 1
+const headerVersion = 2
 
 // headerSize is the encoded size of a Header:
 //
 //	offset size field
 //	0      1    version (headerVersion)
 //	1      1    Kind
-//	2      8    Epoch      uint64 little endian
+//	2      4    Epoch      uint32 little endian
+//	6      4    Session    uint32 little endian
 //	10     8    FetchedAt  int64 little endian, unix ms
 //	18     8    SoftAt     int64 little endian, unix ms
 //	26     8    HardAt     int64 little endian, unix ms
@@ -68,7 +70,8 @@ var (
 // append appends the encoded header (headerSize bytes) to dst and returns the extended slice.
 func (h *Header) append(dst []byte) []byte {
 	dst = append(dst, headerVersion, byte(h.Kind))
-	dst = binary.LittleEndian.AppendUint64(dst, h.Epoch)
+	dst = binary.LittleEndian.AppendUint32(dst, h.Epoch)
+	dst = binary.LittleEndian.AppendUint32(dst, h.Session)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(h.FetchedAt))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(h.SoftAt))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(h.HardAt))
@@ -91,7 +94,8 @@ func decodeHeader(b []byte) (Header, []byte, error) {
 	}
 	h := Header{
 		Kind:      k,
-		Epoch:     binary.LittleEndian.Uint64(b[2:]),
+		Epoch:     binary.LittleEndian.Uint32(b[2:]),
+		Session:   binary.LittleEndian.Uint32(b[6:]),
 		FetchedAt: int64(binary.LittleEndian.Uint64(b[10:])),
 		SoftAt:    int64(binary.LittleEndian.Uint64(b[18:])),
 		HardAt:    int64(binary.LittleEndian.Uint64(b[26:])),

@@ -23,7 +23,8 @@ func TestDecodeHeaderRejects(t *testing.T) {
 		{"empty", []byte{}, errShortHeader},
 		{"one byte short", valid[:headerSize-1], errShortHeader},
 		{"version 0", withByte(0, 0), errHeaderVersion},
-		{"version 2", withByte(0, 2), errHeaderVersion},
+		{"version 1 (the layout with a 64-bit epoch)", withByte(0, 1), errHeaderVersion},
+		{"version 3", withByte(0, 3), errHeaderVersion},
 		{"kind 0", withByte(1, 0), errHeaderKind},
 		{"kind 3", withByte(1, 3), errHeaderKind},
 		{"kind 255", withByte(1, 255), errHeaderKind},
@@ -47,7 +48,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{"value", Header{Kind: KindValue, Epoch: 1, FetchedAt: 1_700_000_000_000, SoftAt: 1_700_000_010_000, HardAt: 1_700_000_060_000}, []byte("hello")},
 		{"nil", Header{Kind: KindNil, Epoch: 2, FetchedAt: 5, SoftAt: 6, HardAt: 6}, nil},
 		{"empty value with expiry", Header{Kind: KindValue, Epoch: 3, FetchedAt: 10, SoftAt: 11, HardAt: 12, ExpireAt: 12}, []byte{}},
-		{"extremes", Header{Kind: KindValue, Epoch: ^uint64(0), FetchedAt: -1 << 63, SoftAt: 1<<63 - 1, HardAt: -1, ExpireAt: 1}, []byte{0, 0xff, '\r', '\n'}},
+		{"extremes", Header{Kind: KindValue, Epoch: ^uint32(0), Session: ^uint32(0), FetchedAt: -1 << 63, SoftAt: 1<<63 - 1, HardAt: -1, ExpireAt: 1}, []byte{0, 0xff, '\r', '\n'}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,11 +72,11 @@ func TestHeaderRoundTrip(t *testing.T) {
 
 // TestHeaderLayout pins the byte layout documented at headerSize.
 func TestHeaderLayout(t *testing.T) {
-	h := Header{Kind: KindNil, Epoch: 0x0102030405060708, FetchedAt: 0x11, SoftAt: 0x22, HardAt: 0x33, ExpireAt: 0x44}
+	h := Header{Kind: KindNil, Epoch: 0x01020304, Session: 0x05060708, FetchedAt: 0x11, SoftAt: 0x22, HardAt: 0x33, ExpireAt: 0x44}
 	got := h.append(nil)
 	want := []byte{
-		1, 2,
-		8, 7, 6, 5, 4, 3, 2, 1,
+		2, 2,
+		4, 3, 2, 1, 8, 7, 6, 5,
 		0x11, 0, 0, 0, 0, 0, 0, 0,
 		0x22, 0, 0, 0, 0, 0, 0, 0,
 		0x33, 0, 0, 0, 0, 0, 0, 0,
@@ -104,7 +105,8 @@ func FuzzHeader(f *testing.F) {
 		n := copy(fields[:], data)
 		built := Header{
 			Kind:      KindValue + Kind(fields[0]&1),
-			Epoch:     binary.BigEndian.Uint64(fields[1:]),
+			Epoch:     binary.BigEndian.Uint32(fields[1:]),
+			Session:   binary.BigEndian.Uint32(fields[5:]),
 			FetchedAt: int64(binary.BigEndian.Uint64(fields[9:])),
 			SoftAt:    int64(binary.BigEndian.Uint64(fields[17:])),
 			HardAt:    int64(binary.BigEndian.Uint64(fields[25:])),

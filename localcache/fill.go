@@ -17,7 +17,7 @@ type Fill struct {
 	key   []byte    // copy of the key, owned by the Fill
 	start time.Time // when Acquire created the fill: before the upstream read is sent
 	gen   uint64    // the key's generation when the fill began
-	epoch uint64    // the cache epoch when the fill began
+	stamp uint64    // the cache's epoch and session when the fill began (its state without the trust bit)
 	slot  *slot     // the key's slot; alive while this fill is outstanding (refs)
 	shard *shard    // the shard holding slot
 
@@ -99,13 +99,13 @@ func (c *Cache) shardFor(key []byte) *shard {
 func (c *Cache) Acquire(key []byte) (f *Fill, leader bool) {
 	sh := c.shardFor(key)
 	sh.mu.Lock()
-	epoch := c.state.Load() >> 1
+	stamp := c.state.Load() &^ untrustedBit
 	sl := sh.slots[string(key)]
 	if sl == nil {
 		sl = &slot{key: string(key)}
 		sh.slots[sl.key] = sl
 	}
-	if f := sl.fill; f != nil && f.gen == sl.gen && f.epoch == epoch {
+	if f := sl.fill; f != nil && f.gen == sl.gen && f.stamp == stamp {
 		sh.mu.Unlock()
 		c.stats.fillsJoined.Add(1)
 		return f, false
@@ -114,7 +114,7 @@ func (c *Cache) Acquire(key []byte) (f *Fill, leader bool) {
 		key:   []byte(sl.key),
 		start: c.now(),
 		gen:   sl.gen,
-		epoch: epoch,
+		stamp: stamp,
 		slot:  sl,
 		shard: sh,
 		done:  make(chan struct{}),
@@ -153,7 +153,7 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 		// to, because the entry carries f.epoch and stops being served the moment the epoch moves.
 		st := c.state.Load()
 		switch {
-		case f.gen != sl.gen || f.epoch != st>>1:
+		case f.gen != sl.gen || f.stamp != st&^untrustedBit:
 			c.stats.fillsDiscarded.Add(1)
 		case st&untrustedBit != 0:
 			c.stats.fillsUntrusted.Add(1)
@@ -200,7 +200,7 @@ func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
 		return nil, 0
 	}
 	fetched := f.start.UnixMilli()
-	h := Header{Epoch: f.epoch, FetchedAt: fetched}
+	h := Header{Epoch: epochOf(f.stamp), Session: sessionOf(f.stamp), FetchedAt: fetched}
 	var softTTL, hardTTL time.Duration
 	var value []byte
 	if res.Nil {
@@ -307,7 +307,7 @@ func (c *Cache) Invalidate(keys ...[]byte) {
 // memory back. The epoch, not the clear, is what makes the flush safe: freecache's Clear goes through
 // its 256 segments one at a time, and entries carry the epoch of their fill.
 func (c *Cache) Flush() {
-	c.state.Add(1 << 1) // the epoch is state>>1: this moves it and keeps the trust bit
+	c.state.Add(1 << 32) // moves the epoch, keeps the session and the trust bit
 	c.stats.flushes.Add(1)
 	c.flushMu.Lock()
 	// Clear resets freecache's counters; carry them over. Evictions between the read and the
@@ -320,9 +320,11 @@ func (c *Cache) Flush() {
 }
 
 // SetTrusted marks whether invalidations are being received (server-assisted tracking is up). While
-// untrusted, nothing is stored. Both transitions move the epoch: on the way down, so nothing stored
-// before the tracking loss is served after it; on the way up, so no value fetched while tracking was
-// down is stored after it comes back. Setting the current value again does nothing.
+// untrusted, nothing is stored. Both transitions move the tracking session: on the way down, so what
+// was stored before the tracking loss is no longer served as verified (policies without Revalidate
+// drop it; with Revalidate it is unverified); on the way up, so no value fetched while tracking was
+// down is stored after it comes back. Setting the current value again does nothing. A server that
+// comes back as another one (restarted, failed over) needs a Flush as well.
 func (c *Cache) SetTrusted(trusted bool) {
 	var bit uint64
 	if !trusted {
@@ -333,7 +335,8 @@ func (c *Cache) SetTrusted(trusted bool) {
 		if old&untrustedBit == bit {
 			return
 		}
-		if c.state.CompareAndSwap(old, ((old>>1)+1)<<1|bit) {
+		next := old&^(sessionMask<<1|untrustedBit) | uint64((sessionOf(old)+1)&sessionMask)<<1 | bit
+		if c.state.CompareAndSwap(old, next) {
 			return
 		}
 	}
@@ -342,5 +345,8 @@ func (c *Cache) SetTrusted(trusted bool) {
 // Trusted reports whether the cache currently stores fills (see SetTrusted).
 func (c *Cache) Trusted() bool { return c.state.Load()&untrustedBit == 0 }
 
-// Epoch returns the current flush epoch. It moves on Flush and on every SetTrusted transition.
-func (c *Cache) Epoch() uint64 { return c.state.Load() >> 1 }
+// Epoch returns the current flush epoch. It moves on Flush.
+func (c *Cache) Epoch() uint64 { return uint64(epochOf(c.state.Load())) }
+
+// Session returns the current tracking session. It moves on every SetTrusted transition.
+func (c *Cache) Session() uint32 { return sessionOf(c.state.Load()) }

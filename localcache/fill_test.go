@@ -123,7 +123,7 @@ func TestEpochMovesDuringFill(t *testing.T) {
 }
 
 // TestEpochMakesEntriesUnservable: a flush or a tracking loss hides what was stored before it, also
-// after tracking comes back.
+// after tracking comes back (for a policy without Revalidate; see TestRevalidateKeepsUnverified).
 func TestEpochMakesEntriesUnservable(t *testing.T) {
 	tests := []struct {
 		name string
@@ -137,10 +137,10 @@ func TestEpochMakesEntriesUnservable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newTestCache(t, newClock(t0), nil)
 			fill(t, c, "k", value("v"), fillPolicy)
-			e := c.Epoch()
+			e, s := c.Epoch(), c.Session()
 			tt.move(c)
-			if c.Epoch() == e {
-				t.Fatal("epoch did not move")
+			if c.Epoch() == e && c.Session() == s {
+				t.Fatal("neither the epoch nor the session moved")
 			}
 			if _, lk := c.AppendGet(nil, []byte("k"), fillPolicy, t0, true); lk.State != StateMiss {
 				t.Fatalf("entry from before the epoch move served (%v)", lk.State)
@@ -151,21 +151,21 @@ func TestEpochMakesEntriesUnservable(t *testing.T) {
 
 func TestTrustedTransitions(t *testing.T) {
 	c := newTestCache(t, newClock(t0), nil)
-	e := c.Epoch()
+	e, sess := c.Epoch(), c.Session()
 	steps := []struct {
 		set         bool
 		wantTrusted bool
-		wantEpoch   uint64
+		wantSession uint32
 	}{
-		{true, true, e},
-		{false, false, e + 1},
-		{false, false, e + 1},
-		{true, true, e + 2},
+		{true, true, sess},
+		{false, false, sess + 1},
+		{false, false, sess + 1},
+		{true, true, sess + 2},
 	}
 	for i, s := range steps {
 		c.SetTrusted(s.set)
-		if c.Trusted() != s.wantTrusted || c.Epoch() != s.wantEpoch {
-			t.Errorf("step %d SetTrusted(%v): trusted %v epoch %d; want %v %d", i, s.set, c.Trusted(), c.Epoch(), s.wantTrusted, s.wantEpoch)
+		if c.Trusted() != s.wantTrusted || c.Session() != s.wantSession || c.Epoch() != e {
+			t.Errorf("step %d SetTrusted(%v): trusted %v session %d epoch %d; want %v %d %d", i, s.set, c.Trusted(), c.Session(), c.Epoch(), s.wantTrusted, s.wantSession, e)
 		}
 	}
 	c.SetTrusted(false)
@@ -352,5 +352,46 @@ func TestFlushKeepsEvictionCount(t *testing.T) {
 	c.Flush()
 	if s := c.Stats(); s.Evictions != ev || s.Entries != 0 || s.Flushes != 1 {
 		t.Errorf("after Flush: %+v; want evictions %d, entries 0, flushes 1", s, ev)
+	}
+}
+
+// TestRevalidateKeepsUnverified: with Policy.Revalidate, entries survive a tracking loss as unverified:
+// served only within their soft deadline (or by serve-stale while the upstream fails), never once past
+// it; a Flush (the server that came back is another one) drops them; a fresh fill makes them verified.
+func TestRevalidateKeepsUnverified(t *testing.T) {
+	clk := newClock(t0)
+	c := newTestCache(t, clk, nil)
+	p := &Policy{SoftTTL: 10 * time.Second, HardTTL: 20 * time.Second, Revalidate: true, ServeStale: true, MaxStale: time.Minute}
+	flushing := &Policy{SoftTTL: 10 * time.Second, HardTTL: 20 * time.Second}
+	fill(t, c, "r", value("v1"), p)
+	fill(t, c, "f", value("v1"), flushing)
+	c.SetTrusted(false)
+	c.SetTrusted(true)
+	if _, lk := c.AppendGet(nil, []byte("f"), flushing, t0, false); lk.State != StateMiss {
+		t.Fatalf("flush policy after a tracking loss: %v; want miss", lk.State)
+	}
+	got, lk := c.AppendGet(nil, []byte("r"), p, t0.Add(5*time.Second), false)
+	if lk.State != StateUnverified || string(got) != "$2\r\nv1\r\n" {
+		t.Fatalf("revalidate policy within soft: %v %q; want unverified v1", lk.State, got)
+	}
+	if _, lk := c.AppendGet(nil, []byte("r"), p, t0.Add(11*time.Second), false); lk.State != StateMiss {
+		t.Fatalf("unverified past soft: %v; want miss", lk.State)
+	}
+	if _, lk := c.AppendGet(nil, []byte("r"), p, t0.Add(25*time.Second), true); lk.State != StateDead {
+		t.Fatalf("unverified, upstream failing, serve-stale: %v; want dead (served)", lk.State)
+	}
+	if _, _, st, _ := c.Explain([]byte("r"), p, t0); st != StateUnverified {
+		t.Fatalf("Explain: %v; want unverified", st)
+	}
+	fill(t, c, "r", value("v2"), p) // the re-fetch
+	if got, lk := c.AppendGet(nil, []byte("r"), p, t0, false); lk.State != StateFresh || string(got) != "$2\r\nv2\r\n" {
+		t.Fatalf("after the re-fetch: %v %q; want fresh v2", lk.State, got)
+	}
+	fill(t, c, "s", value("v1"), p)
+	c.SetTrusted(false)
+	c.Flush() // the server came back as another one
+	c.SetTrusted(true)
+	if _, lk := c.AppendGet(nil, []byte("s"), p, t0, true); lk.State != StateMiss {
+		t.Fatalf("after a flush: %v; want miss", lk.State)
 	}
 }

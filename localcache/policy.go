@@ -25,6 +25,9 @@ type Policy struct {
 	ServeStale bool
 	// MaxStale bounds how far past the hard deadline ServeStale may serve.
 	MaxStale time.Duration
+	// Revalidate keeps entries through a tracking loss (SetTrusted(false)) as unverified instead of dropping
+	// them: they are served only within their soft deadline (StateUnverified), and by ServeStale.
+	Revalidate bool
 }
 
 // jitter returns the fraction, in [0,1), by which an entry's deadlines are shortened, given a draw

@@ -47,7 +47,7 @@ func TestStressInvariants(t *testing.T) {
 
 	type fillID struct {
 		s          *slot
-		gen, epoch uint64
+		gen, stamp uint64
 	}
 	var inflightMu sync.Mutex
 	inflight := map[fillID]bool{}
@@ -122,10 +122,10 @@ func TestStressInvariants(t *testing.T) {
 				f, leader := c.Acquire(keys[k])
 				if leader {
 					led.Add(1)
-					id := fillID{f.slot, f.gen, f.epoch}
+					id := fillID{f.slot, f.gen, f.stamp}
 					inflightMu.Lock()
 					if inflight[id] {
-						t.Errorf("two fills of %s in flight for generation %d epoch %d", keys[k], f.gen, f.epoch)
+						t.Errorf("two fills of %s in flight for generation %d stamp %x", keys[k], f.gen, f.stamp)
 					}
 					inflight[id] = true
 					inflightMu.Unlock()

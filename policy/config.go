@@ -28,6 +28,8 @@ const (
 	DefaultConns = 4
 	// MaxConns is the largest upstream.conns accepted.
 	MaxConns = 64
+	// DefaultRevalidateRate is how many unverified entries per second are re-fetched after tracking came back.
+	DefaultRevalidateRate = 1000
 	// DefaultMaxMemory is the size of the local in-memory tier.
 	DefaultMaxMemory = 256 * mib
 	// MinMaxMemory is the smallest local.max_memory accepted.
@@ -88,6 +90,10 @@ type Upstream struct {
 	Timeout time.Duration
 	// Conns is the number of shared connections per upstream node, 1 to MaxConns. Default DefaultConns.
 	Conns int
+	// RevalidateRate bounds, in keys per second, the background re-fetches of entries left unverified by a
+	// tracking loss (policies with on_tracking_loss: revalidate), so a recovering store is not hammered. Bursts
+	// of up to a tenth of a second's worth are allowed. Default DefaultRevalidateRate; at least 1.
+	RevalidateRate int
 }
 
 // Local is the in-process cache tier.
@@ -128,6 +134,8 @@ func Default() *Config {
 			Tracking:  true,
 			Timeout:   DefaultTimeout,
 			Conns:     DefaultConns,
+
+			RevalidateRate: DefaultRevalidateRate,
 		},
 		Local: Local{MaxMemory: DefaultMaxMemory},
 		Limits: Limits{
@@ -238,7 +246,7 @@ func (c *Config) decode(root *yaml.Node) error {
 }
 
 func (u *Upstream) decode(n *yaml.Node) error {
-	fs, err := fields(n, "upstream", []string{"addresses", "username", "password", "tracking", "timeout", "conns"})
+	fs, err := fields(n, "upstream", []string{"addresses", "username", "password", "tracking", "timeout", "conns", "revalidate_rate"})
 	if err != nil {
 		return err
 	}
@@ -257,6 +265,8 @@ func (u *Upstream) decode(n *yaml.Node) error {
 			u.Timeout, err = durationValue(f.val, name)
 		case "conns":
 			u.Conns, err = intValue(f.val, name)
+		case "revalidate_rate":
+			u.RevalidateRate, err = intValue(f.val, name)
 		}
 		if err != nil {
 			return err
@@ -352,6 +362,9 @@ func (c *Config) Validate() error {
 	}
 	if u.Timeout <= 0 {
 		return fmt.Errorf("upstream.timeout: must be greater than 0, got %q", formatDuration(u.Timeout))
+	}
+	if u.RevalidateRate < 1 {
+		return fmt.Errorf("upstream.revalidate_rate: must be at least 1 key per second, got %d", u.RevalidateRate)
 	}
 	if u.Conns < 1 || u.Conns > MaxConns {
 		return fmt.Errorf("upstream.conns: must be between 1 and %d, got %d", MaxConns, u.Conns)

@@ -70,6 +70,37 @@ func TestParse(t *testing.T) {
 		{name: "admin invalid", input: `admin: "localhost"`, shouldErr: true, errSubstr: `admin: invalid address "localhost"`},
 
 		// upstream
+		{name: "revalidate rate zero", input: "upstream: {revalidate_rate: 0}", shouldErr: true,
+			errSubstr: `upstream.revalidate_rate: must be at least 1 key per second, got 0`},
+		// tracking loss and snapshots
+		{name: "on_tracking_loss revalidate", input: `
+policies:
+  - {name: p, prefix: "p:", on_tracking_loss: revalidate}
+  - {name: q, prefix: "q:"}
+`, check: func(t *testing.T, c *Config) {
+			if c.Policies[0].OnTrackingLoss != LossRevalidate || c.Policies[1].OnTrackingLoss != LossFlush {
+				t.Errorf("on_tracking_loss: got %v, %v; want revalidate, flush", c.Policies[0].OnTrackingLoss, c.Policies[1].OnTrackingLoss)
+			}
+		}},
+		{name: "on_tracking_loss invalid", input: "policies:\n  - {name: p, prefix: \"p:\", on_tracking_loss: keep}\n",
+			shouldErr: true, errSubstr: `policy "p": on_tracking_loss: invalid value "keep" (use flush or revalidate) (line 2)`},
+		{name: "on_tracking_loss without cache", input: "policies:\n  - {name: p, prefix: \"p:\", cache: false, on_tracking_loss: revalidate}\n",
+			shouldErr: true, errSubstr: `policy "p": on_tracking_loss has no effect with cache: false`},
+		{name: "snapshot pointer", input: `
+policies:
+  - {name: credit, prefix: "credit:", snapshot_pointer: "fs:version:credit"}
+`, check: func(t *testing.T, c *Config) {
+			if got := c.Policies[0].SnapshotPointer; got != "fs:version:credit" {
+				t.Errorf("snapshot_pointer: got %q", got)
+			}
+			if got := strings.Join(NewMatcher(c.Policies).TrackingPrefixes(), ","); got != "credit:,fs:version:credit" {
+				t.Errorf("tracking prefixes: got %q; the pointer must be tracked too", got)
+			}
+		}},
+		{name: "snapshot pointer empty", input: "policies:\n  - {name: c, prefix: \"c:\", snapshot_pointer: \"\"}\n",
+			shouldErr: true, errSubstr: `policy "c": snapshot_pointer: must name a key, got "" (line 2)`},
+		{name: "snapshot pointer inside the policy", input: "policies:\n  - {name: c, prefix: \"c:\", snapshot_pointer: \"c:version\"}\n",
+			shouldErr: true, errSubstr: `policy "c": snapshot_pointer "c:version" is itself a key of the policy`},
 		{name: "upstream fields", input: `
 upstream:
   addresses: ["10.0.0.1:6379", "10.0.0.2:6379"]
@@ -78,9 +109,10 @@ upstream:
   tracking: false
   timeout: 750ms
   conns: 8
+  revalidate_rate: 250
 `, check: func(t *testing.T, c *Config) {
 			want := Upstream{Addresses: []string{"10.0.0.1:6379", "10.0.0.2:6379"}, Username: "featcache", Password: "pw",
-				Tracking: false, Timeout: 750 * time.Millisecond, Conns: 8}
+				Tracking: false, Timeout: 750 * time.Millisecond, Conns: 8, RevalidateRate: 250}
 			if !reflect.DeepEqual(c.Upstream, want) {
 				t.Errorf("got %+v; want %+v", c.Upstream, want)
 			}
@@ -407,7 +439,7 @@ func TestDefault(t *testing.T) {
 		Listen: "127.0.0.1:6380",
 		Admin:  "127.0.0.1:9121",
 		Upstream: Upstream{Addresses: []string{"127.0.0.1:6379"}, Tracking: true, Timeout: time.Second,
-			Conns: 4},
+			Conns: 4, RevalidateRate: 1000},
 		Local:  Local{MaxMemory: 256 << 20},
 		Limits: Limits{MaxRequestBytes: 64 << 20, MaxArgs: 1048576, MaxInlineBytes: 64 << 10, MaxClients: 10000},
 		Commands: Commands{Deny: []string{"acl", "bgrewriteaof", "bgsave", "config", "debug", "failover", "module",

@@ -65,8 +65,8 @@ func (m *Matcher) Match(key []byte) *Policy {
 }
 
 // TrackingPrefixes returns the prefixes that a Redis CLIENT TRACKING ON BCAST PREFIX ... must name so that every key
-// of a cached policy is tracked: the prefix of each prefix policy with Cache true, and the literal start of each
-// such pattern (its bytes before the first "*", "?", "[" or "\"). Redis rejects prefixes that overlap, so only the
+// of a cached policy is tracked: the prefix of each prefix policy with Cache true, the literal start of each
+// such pattern (its bytes before the first "*", "?", "[" or "\"), and each such policy's snapshot pointer key. Redis rejects prefixes that overlap, so only the
 // shortest of overlapping ones is kept (this tracks some keys that need not be, never too few); when the set holds
 // "" the result is [""], every key. The result is sorted, empty when no policy caches, and the caller's to modify.
 func (m *Matcher) TrackingPrefixes() []string {
@@ -87,6 +87,9 @@ func trackingPrefixes(policies []*Policy) []string {
 			all = append(all, p.Prefix)
 		} else {
 			all = append(all, globLiteralPrefix(p.Pattern))
+		}
+		if p.SnapshotPointer != "" {
+			all = append(all, p.SnapshotPointer) // the pointer is cached and must be invalidated like the keys
 		}
 	}
 	// In sorted order a string's prefixes come before it, and if any kept string is a prefix of s then the kept

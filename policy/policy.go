@@ -13,6 +13,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -63,6 +64,30 @@ func parseErrorMode(s string) (ErrorMode, bool) {
 	return 0, false
 }
 
+// LossMode says what happens to a policy's entries when the tracking connection that guarded them drops.
+type LossMode uint8
+
+const (
+	// LossFlush stops serving the entries at once: invalidations may have been missed (on_tracking_loss: flush,
+	// the default).
+	LossFlush LossMode = iota
+	// LossRevalidate keeps the entries as unverified: they are served only within their soft TTL and re-fetched
+	// in the background at a bounded rate (upstream.revalidate_rate), and flushed after all if the server that
+	// comes back is not the same one (its run_id changed) (on_tracking_loss: revalidate).
+	LossRevalidate
+)
+
+// String returns the mode as written in the configuration file: "flush" or "revalidate".
+func (m LossMode) String() string {
+	switch m {
+	case LossFlush:
+		return "flush"
+	case LossRevalidate:
+		return "revalidate"
+	}
+	return fmt.Sprintf("LossMode(%d)", uint8(m))
+}
+
 // Policy is how the values of the keys it matches are cached. Policies come from Parse (which fills in defaults and
 // validates them) and must not be modified once a Matcher holds them.
 //
@@ -96,6 +121,11 @@ type Policy struct {
 	// MaxStale is, with ErrorServeStale, how far past HardTTL an entry may be served at most; default
 	// DefaultMaxStale. It is zero with ErrorFail.
 	MaxStale time.Duration
+	// OnTrackingLoss is what happens to the policy's entries when tracking is lost. Default LossFlush.
+	OnTrackingLoss LossMode
+	// SnapshotPointer names a key whose value is the current version of the policy's keys: a client's logical
+	// key K is read and written as the physical key K + ":" + version. "" means no versioning.
+	SnapshotPointer string
 
 	// Index is the policy's position in Config.Policies, so that per-policy counters can live in a slice. Parse
 	// sets it.
@@ -105,13 +135,13 @@ type Policy struct {
 // policyFields are the YAML fields of a policy, in the order config.yaml documents them.
 var policyFields = []string{
 	"name", "prefix", "pattern", "cache", "soft_ttl", "hard_ttl", "jitter", "negative_ttl", "on_upstream_error",
-	"max_stale",
+	"max_stale", "on_tracking_loss", "snapshot_pointer",
 }
 
 // cachingFields are the policy fields that mean something only for a cached policy.
 var cachingFields = map[string]bool{
 	"soft_ttl": true, "hard_ttl": true, "jitter": true, "negative_ttl": true, "on_upstream_error": true,
-	"max_stale": true,
+	"max_stale": true, "on_tracking_loss": true, "snapshot_pointer": true,
 }
 
 // decodePolicies decodes the policies list. A null list is no policies.
@@ -187,6 +217,22 @@ func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
 			}
 		case "max_stale":
 			p.MaxStale, err = durationValue(f.val, name)
+		case "on_tracking_loss":
+			var s string
+			if s, err = stringValue(f.val, name); err == nil {
+				switch s {
+				case "flush":
+					p.OnTrackingLoss = LossFlush
+				case "revalidate":
+					p.OnTrackingLoss = LossRevalidate
+				default:
+					err = fmt.Errorf("%s: invalid value %q (use flush or revalidate) (line %d)", name, s, f.val.Line)
+				}
+			}
+		case "snapshot_pointer":
+			if p.SnapshotPointer, err = stringValue(f.val, name); err == nil && p.SnapshotPointer == "" {
+				err = fmt.Errorf("%s: must name a key, got \"\" (line %d)", name, f.val.Line)
+			}
 		}
 		if err != nil {
 			return nil, err
@@ -297,6 +343,13 @@ func validatePolicy(p *Policy, i int) error {
 			return fmt.Errorf("%s: %s must not be negative, got %q", label, f.name, formatDuration(f.d))
 		}
 	}
+	if p.OnTrackingLoss > LossRevalidate {
+		return fmt.Errorf("%s: on_tracking_loss: invalid value %s (use flush or revalidate)", label, p.OnTrackingLoss)
+	}
+	if ptr := p.SnapshotPointer; ptr != "" && matchesKey(p, ptr) {
+		// Reading the pointer would need the pointer first.
+		return fmt.Errorf("%s: snapshot_pointer %q is itself a key of the policy; choose a pointer key outside it", label, ptr)
+	}
 	if p.OnUpstreamError > ErrorServeStale {
 		return fmt.Errorf("%s: on_upstream_error: invalid value %s (use fail or serve_stale)", label, p.OnUpstreamError)
 	}
@@ -311,6 +364,9 @@ func validatePolicy(p *Policy, i int) error {
 		}
 		if p.OnUpstreamError != ErrorFail {
 			return fmt.Errorf("%s: on_upstream_error has no effect with cache: false, got %s", label, p.OnUpstreamError)
+		}
+		if p.OnTrackingLoss != LossFlush {
+			return fmt.Errorf("%s: on_tracking_loss has no effect with cache: false, got %s", label, p.OnTrackingLoss)
 		}
 		return nil
 	}
@@ -330,4 +386,13 @@ func validatePolicy(p *Policy, i int) error {
 		return fmt.Errorf("%s: max_stale must be greater than 0 with on_upstream_error: serve_stale, got %q (use on_upstream_error: fail to never serve stale)", label, formatDuration(p.MaxStale))
 	}
 	return nil
+}
+
+// matchesKey reports whether p, on its own, matches key.
+func matchesKey(p *Policy, key string) bool {
+	if p.IsPrefix {
+		return strings.HasPrefix(key, p.Prefix)
+	}
+	g, err := compileGlob(p.Pattern)
+	return err == nil && g.match([]byte(key))
 }

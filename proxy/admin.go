@@ -72,6 +72,8 @@ func (s *Server) statsText() []byte {
 	line("commands", st.Commands.Load())
 	line("hits", st.Hits.Load())
 	line("stale_hits", st.StaleHits.Load())
+	line("unverified_hits", st.Unverified.Load())
+	line("revalidations", st.Revalidations.Load())
 	line("stale_on_error", st.StaleOnError.Load())
 	line("misses", st.Misses.Load())
 	line("bypass", st.Bypass.Load())
@@ -131,6 +133,17 @@ func (c *client) explain(key []byte) []byte {
 		b.WriteString("state:uncached (cache: false)\r\n")
 		return b.Bytes()
 	}
+	if pol.SnapshotPointer != "" {
+		fmt.Fprintf(&b, "snapshot_pointer:%s\r\n", strconv.Quote(pol.SnapshotPointer))
+		ver, err := c.snapshotVersion(pol, c.srv.policies.Load())
+		if err != nil {
+			fmt.Fprintf(&b, "version:(unavailable: %s)\r\n", err.Error())
+			return b.Bytes()
+		}
+		key = c.physicalKey(key, ver)
+		fmt.Fprintf(&b, "version:%s\r\n", strconv.Quote(string(ver)))
+		fmt.Fprintf(&b, "physical_key:%s\r\n", strconv.Quote(string(key)))
+	}
 	now := c.srv.now()
 	h, size, st, ok := c.srv.cache.Explain(key, lp, now)
 	if !ok {
@@ -166,6 +179,8 @@ func stateName(st localcache.State) string {
 		return "stale (served, refreshed in the background)"
 	case localcache.StateDead:
 		return "dead (past hard deadline: refetched; served only on upstream error with serve_stale)"
+	case localcache.StateUnverified:
+		return "unverified (cached before a tracking loss: served within its soft TTL, re-fetched at upstream.revalidate_rate)"
 	}
 	return "miss"
 }

@@ -46,8 +46,15 @@ type client struct {
 	draining  atomic.Bool
 	createdAt time.Time
 
-	seg  segment // the batch part waiting for its upstream round trip
-	call *upstream.Call
+	seg segment // the batch part waiting for its upstream round trip
+
+	// Scratch for snapshot keys, valid for one batch: physical keys and pointer values live in arena; vers
+	// holds the versions resolved for the current command; rw is a command with rewritten keys.
+	arena  []byte
+	vers   versions
+	keyIdx []int
+	rw     Command
+	call   *upstream.Call
 
 	// last remembers the previous command's table entry: clients send the same command again and again, and a
 	// byte comparison is cheaper than the table's map lookup.

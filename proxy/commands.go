@@ -541,6 +541,17 @@ func (ci *CommandInfo) ArityOK(nargs int) bool {
 // calls the spec invalid and Redis falls back to the command's own getkeys function, which finds no keys either
 // (EVAL script 0 touches no declared keys).
 func (ci *CommandInfo) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complete bool) {
+	var small [16]int // most commands name few keys: no allocation for them
+	idx, complete := ci.KeyIndexes(args, small[:0])
+	for _, i := range idx {
+		dst = append(dst, args[i])
+	}
+	return dst, complete
+}
+
+// KeyIndexes is Keys, but appends the positions of the keys in args to dst instead of the keys themselves, so
+// that a caller can replace them (snapshot keys are rewritten this way).
+func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete bool) {
 	if ci == nil {
 		return dst, false
 	}
@@ -609,7 +620,7 @@ func (ci *CommandInfo) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complet
 			continue
 		}
 		for i := first; i <= last && i >= first; i += step {
-			dst = append(dst, args[i])
+			dst = append(dst, i)
 		}
 		if spec.Flags&KeyIncomplete != 0 {
 			complete = false

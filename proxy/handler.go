@@ -19,6 +19,10 @@ import (
 // round trip.
 func (c *client) execBatch(cmds []Command) {
 	c.seg.begin(c.srv.now())
+	if cap(c.arena) > 1<<20 {
+		c.arena = nil
+	}
+	c.arena = c.arena[:0]
 	defer c.abandonFills(errInternal)
 	for i := range cmds {
 		if c.reply == replyOn {
@@ -36,6 +40,7 @@ func (c *client) execBatch(cmds []Command) {
 // exec dispatches one command by its class.
 func (c *client) exec(cmd *Command) {
 	c.srv.stats.Commands.Add(1)
+	c.vers.reset()
 	tc := c.lookup(cmd.Args)
 	switch {
 	case !c.authed:
@@ -56,6 +61,16 @@ func (c *client) exec(cmd *Command) {
 
 // execAuthed dispatches a command of an authenticated client (or one Redis runs before authentication).
 func (c *client) execAuthed(cmd *Command, tc *command) {
+	if ps := c.srv.policies.Load(); ps.hasSnapshots && tc != nil && (tc.class != classRead || c.tx.multi || c.tx.conn != nil) {
+		// Cached reads resolve snapshots themselves, under the logical key's policy, unless a transaction or a
+		// WATCH session sends them upstream as they are.
+		var err error
+		if cmd, err = c.rewriteSnapshotKeys(cmd, tc, ps); err != nil {
+			c.srv.stats.Errors.Add(1)
+			c.errorReply(err.Error())
+			return
+		}
+	}
 	switch {
 	case c.sub != nil && c.sub.active():
 		c.execSubscribed(cmd, tc)
@@ -107,20 +122,46 @@ func (c *client) readGet(cmd *Command) {
 		return
 	}
 	lp := &ps.local[pol.Index]
+	if pol.SnapshotPointer != "" {
+		ver, err := c.snapshotVersion(pol, ps)
+		if err != nil {
+			c.srv.stats.Errors.Add(1)
+			c.errorReply(err.Error())
+			return
+		}
+		key = c.physicalKey(key, ver)
+	}
 	buf := c.seg.buf(&c.out)
 	var look localcache.Lookup
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, c.seg.now, false)
-	switch look.State {
-	case localcache.StateFresh:
-		c.srv.stats.Hits.Add(1)
-		return
-	case localcache.StateStale:
-		c.srv.stats.StaleHits.Add(1)
-		c.refresh(key, lp)
+	if c.served(look.State, key, lp) {
 		return
 	}
 	c.srv.stats.Misses.Add(1)
 	c.seg.addFill(c.srv.cache, &c.out, holeGet, key, lp)
+}
+
+// served counts a lookup that served an entry, and starts what it calls for: a background refresh of a
+// soft-stale entry, a rate-limited one of an unverified entry. It reports false for a miss.
+func (c *client) served(st localcache.State, key []byte, lp *localcache.Policy) bool {
+	switch st {
+	case localcache.StateFresh:
+		c.srv.stats.Hits.Add(1)
+	case localcache.StateStale:
+		c.srv.stats.StaleHits.Add(1)
+		c.refresh(key, lp)
+	case localcache.StateUnverified:
+		c.srv.stats.Unverified.Add(1)
+		// Not hammering a recovering store: unverified entries are re-fetched at upstream.revalidate_rate;
+		// the others are served (within their soft TTL) and wait for a later read.
+		if c.srv.revalidate.allow() {
+			c.srv.stats.Revalidations.Add(1)
+			c.refresh(key, lp)
+		}
+	default:
+		return false
+	}
+	return true
 }
 
 // readMget answers MGET: every key as GET does, in order and with duplicates, as one array. Keys no policy caches
@@ -129,6 +170,19 @@ func (c *client) readGet(cmd *Command) {
 func (c *client) readMget(cmd *Command) {
 	keys := cmd.Args[1:]
 	ps := c.srv.policies.Load()
+	if ps.hasSnapshots {
+		// Every key of a snapshot policy is read in the version its pointer has now, resolved once for the
+		// whole MGET: one MGET never mixes versions.
+		for _, key := range keys {
+			if pol := ps.matcher.Match(key); pol != nil && pol.SnapshotPointer != "" {
+				if _, err := c.snapshotVersion(pol, ps); err != nil {
+					c.srv.stats.Errors.Add(1)
+					c.errorReply(err.Error())
+					return
+				}
+			}
+		}
+	}
 	region := c.seg.openRegion(&c.out)
 	buf := c.seg.buf(&c.out)
 	*buf = appendArrayLen(*buf, len(keys))
@@ -141,16 +195,14 @@ func (c *client) readMget(cmd *Command) {
 			continue
 		}
 		lp := &ps.local[pol.Index]
+		if pol.SnapshotPointer != "" {
+			ver, _ := c.snapshotVersion(pol, ps) // resolved above
+			key = c.physicalKey(key, ver)
+		}
 		buf = c.seg.buf(&c.out)
 		var look localcache.Lookup
 		*buf, look = c.srv.cache.AppendGet(*buf, key, lp, c.seg.now, false)
-		switch look.State {
-		case localcache.StateFresh:
-			c.srv.stats.Hits.Add(1)
-			continue
-		case localcache.StateStale:
-			c.srv.stats.StaleHits.Add(1)
-			c.refresh(key, lp)
+		if c.served(look.State, key, lp) {
 			continue
 		}
 		c.srv.stats.Misses.Add(1)

@@ -46,10 +46,11 @@ type Server struct {
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]
 
-	reached atomic.Bool // the upstream answered at least once
-	nextID  atomic.Int64
-	clients atomic.Int64
-	stats   Stats
+	reached    atomic.Bool  // the upstream answered at least once
+	revalidate *tokenBucket // bounds re-fetches of entries left unverified by a tracking loss
+	nextID     atomic.Int64
+	clients    atomic.Int64
+	stats      Stats
 
 	mu     sync.Mutex
 	lns    []net.Listener
@@ -60,8 +61,10 @@ type Server struct {
 
 // policySet is the matcher with each policy converted once to what the local tier needs.
 type policySet struct {
-	matcher *policy.Matcher
-	local   []localcache.Policy // by policy.Policy.Index
+	matcher      *policy.Matcher
+	local        []localcache.Policy // by policy.Policy.Index
+	pointers     [][]byte            // snapshot pointer keys, by policy.Policy.Index; nil without one
+	hasSnapshots bool                // some policy has a snapshot pointer: commands' keys may need rewriting
 }
 
 // serverInfo is what HELLO reports: the upstream's own identity, so clients see the Redis they expect.
@@ -88,6 +91,7 @@ func New(opt Options) (*Server, error) {
 		conns: make(map[*client]struct{}),
 	}
 	s.SetPolicies(opt.Config.Policies)
+	s.revalidate = newTokenBucket(opt.Config.Upstream.RevalidateRate, opt.Now)
 	s.hello.Store(&serverInfo{version: "7.0.0", mode: "standalone", role: "master"})
 	cmds := opt.Commands
 	if cmds == nil {
@@ -106,11 +110,16 @@ func New(opt Options) (*Server, error) {
 
 // SetPolicies replaces the policies; lookups that start afterwards use the new ones.
 func (s *Server) SetPolicies(ps []*policy.Policy) {
-	set := &policySet{matcher: policy.NewMatcher(ps), local: make([]localcache.Policy, len(ps))}
+	set := &policySet{matcher: policy.NewMatcher(ps), local: make([]localcache.Policy, len(ps)), pointers: make([][]byte, len(ps))}
 	for _, p := range ps {
 		set.local[p.Index] = localcache.Policy{
 			SoftTTL: p.SoftTTL, HardTTL: p.HardTTL, Jitter: p.Jitter, NegativeTTL: p.NegativeTTL,
 			ServeStale: p.OnUpstreamError == policy.ErrorServeStale, MaxStale: p.MaxStale,
+			Revalidate: p.OnTrackingLoss == policy.LossRevalidate,
+		}
+		if p.SnapshotPointer != "" {
+			set.pointers[p.Index] = []byte(p.SnapshotPointer)
+			set.hasSnapshots = true
 		}
 	}
 	s.policies.Store(set)
@@ -274,6 +283,8 @@ type Stats struct {
 	Commands      atomic.Int64 // commands executed
 	Hits          atomic.Int64 // cached reads answered from memory (fresh)
 	StaleHits     atomic.Int64 // soft-stale entries served while a refresh runs
+	Unverified    atomic.Int64 // entries served unverified after a tracking loss (on_tracking_loss: revalidate)
+	Revalidations atomic.Int64 // unverified entries re-fetched in the background (at upstream.revalidate_rate)
 	StaleOnError  atomic.Int64 // entries served past hard TTL because the upstream failed (serve_stale)
 	Misses        atomic.Int64 // cached reads fetched from the upstream
 	Bypass        atomic.Int64 // reads of keys no caching policy covers, forwarded

@@ -71,6 +71,7 @@ func New(opt Options) (*Client, error) {
 	}
 	opt.Cache.SetTrusted(false)
 	log := opt.Logger
+	var lastRunID string // written only by the tracker's goroutine (OnUp)
 	c.tracker = StartTracker(TrackerOptions{
 		Addr:         opt.Addresses[0],
 		Username:     opt.Username,
@@ -80,13 +81,22 @@ func New(opt Options) (*Client, error) {
 		OnInvalidate: func(keys [][]byte) { opt.Cache.Invalidate(keys...) },
 		OnFlush:      opt.Cache.Flush,
 		OnUp: func(runID string) {
+			if lastRunID != "" && runID != lastRunID {
+				// A restarted, failed-over or restored server: what was cached from the old one may be
+				// anything now, unverified entries included.
+				opt.Cache.Flush()
+				log.Warn("upstream: the server that came back is another one (run_id changed): local tier flushed",
+					"old_run_id", lastRunID, "run_id", runID)
+			}
+			lastRunID = runID
 			opt.Cache.SetTrusted(true)
 			log.Info("upstream: tracking up, local tier trusted", "run_id", runID)
 		},
 		OnLost: func(err error) {
-			// Invalidations may have been missed: nothing cached so far is served any more.
+			// Invalidations may have been missed: entries of on_tracking_loss: flush policies are no longer
+			// served, those of revalidate policies are unverified.
 			opt.Cache.SetTrusted(false)
-			log.Warn("upstream: tracking lost, local tier flushed", "err", err)
+			log.Warn("upstream: tracking lost", "err", err)
 		},
 		Logger: log,
 	})
