@@ -28,6 +28,9 @@ go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
+echo "== consistency checker (${CHECKER:-5s}; longer: CHECKER=60s scripts/test.sh)"
+go test -race -count=1 -run '^TestConsistencyChecker$' ./proxy/ -checker="${CHECKER:-5s}" -v | grep -E '^(consistency checker|--- |ok|FAIL)'
+
 echo "== fuzz (briefly)"
 fuzz() { go test -run='^$' -fuzz="^$2\$" -fuzztime="${FUZZTIME:-10s}" "./$1/"; }
 fuzz proxy FuzzReader

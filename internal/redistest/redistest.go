@@ -219,6 +219,18 @@ func Dial(tb testing.TB, addr string) *Conn {
 	return conn
 }
 
+// TryDial connects to addr like Dial but returns the error instead of failing the test, for tests that dial
+// servers they are restarting.
+func TryDial(tb testing.TB, addr string) (*Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	conn := &Conn{tb: tb, c: c, r: bufio.NewReaderSize(c, 64<<10)}
+	tb.Cleanup(func() { c.Close() })
+	return conn, nil
+}
+
 // Close closes the connection.
 func (c *Conn) Close() error { return c.c.Close() }
 

@@ -1,0 +1,295 @@
+package proxy
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+)
+
+// checkerDuration runs the consistency checker: `go test ./proxy -run Checker -checker=60s`. scripts/test.sh runs
+// it for a few seconds; without the flag the default test run leaves it out.
+var checkerDuration = flag.Duration("checker", 0, "run TestConsistencyChecker for this long (0: skip it)")
+
+// staleBound is how long after a write acknowledged elsewhere (the other featcache, or Redis directly) a read
+// through featcache may still return the older value. It is the invalidation latency plus, under the faults the
+// checker injects, the time featcache takes to notice a lost tracking connection (a killed connection is noticed
+// at once; a restarted Redis within the reconnect backoff).
+const staleBound = time.Second
+
+// ackLog is the history of one key's acknowledged writes: sequence numbers and when their acks arrived, both
+// increasing (each key has one writer).
+type ackLog struct {
+	mu    sync.Mutex
+	seqs  []int64
+	times []time.Time
+	via   string // "A", "B" or "redis": where the key's writer writes
+}
+
+func (l *ackLog) add(seq int64, at time.Time) {
+	l.mu.Lock()
+	l.seqs = append(l.seqs, seq)
+	l.times = append(l.times, at)
+	l.mu.Unlock()
+}
+
+// ackedBefore returns the highest sequence number acknowledged at or before t (0 if none).
+func (l *ackLog) ackedBefore(t time.Time) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := sort.Search(len(l.times), func(i int) bool { return l.times[i].After(t) })
+	if i == 0 {
+		return 0
+	}
+	return l.seqs[i-1]
+}
+
+// checkerValue encodes a write: the key's sequence number, padded so values look like feature payloads.
+func checkerValue(seq int64) string {
+	return strconv.FormatInt(seq, 10) + ":" + strings.Repeat("f", 64)
+}
+
+func checkerSeq(reply []byte) (int64, bool) {
+	v, isNil, ok := bulkString(reply)
+	if !ok {
+		return 0, false
+	}
+	if isNil {
+		return 0, true
+	}
+	s, _, _ := strings.Cut(string(v), ":")
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
+
+// TestConsistencyChecker runs writers (through featcache A, through featcache B, straight to Redis) and readers
+// (on A and B) while featcache's upstream connections are killed and Redis is restarted (with appendonly and
+// appendfsync always, so an acknowledged write survives), and checks every read:
+//   - a writer reading its own key through its instance right after its write sees exactly that write
+//     (read-your-writes);
+//   - a reader on the writer's instance never sees a value older than a write acknowledged before its read began;
+//   - a reader on the other instance, or of a key written straight to Redis, never sees a value older than a write
+//     acknowledged staleBound before its read began;
+//   - every reader's values of a key never go backwards (monotonic reads per client);
+//   - after the writers stop, every key converges on Redis's value through both instances.
+func TestConsistencyChecker(t *testing.T) {
+	if *checkerDuration == 0 {
+		t.Skip("the consistency checker runs with -checker=DURATION (scripts/test.sh gives it a few seconds)")
+	}
+	redis := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	cfg := `
+upstream: {timeout: 500ms}
+policies:
+  - {name: ck, prefix: "ck:", soft_ttl: 1h, hard_ttl: 2h}
+`
+	a := startProxyOn(t, redis, cfg)
+	b := startProxyOn(t, redis, cfg)
+	instances := map[string]*testProxy{"A": a, "B": b}
+
+	const keys = 48
+	logs := make([]*ackLog, keys)
+	for i := range logs {
+		logs[i] = &ackLog{via: []string{"A", "B", "redis"}[i%3]}
+	}
+	key := func(i int) string { return "ck:" + strconv.Itoa(i) }
+
+	var (
+		reads, writes, faults, violations atomic.Int64
+		stop                              = make(chan struct{})
+		wg                                sync.WaitGroup
+	)
+	violation := func(format string, args ...any) {
+		if violations.Add(1) <= 20 {
+			t.Errorf(format, args...)
+		}
+	}
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
+	// dial connects, retrying while the server restarts; it gives up (nil) once the checker stops.
+	dial := func(addr string) *redistest.Conn {
+		for {
+			if c, err := redistest.TryDial(t, addr); err == nil {
+				return c
+			}
+			if stopped() {
+				return nil
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// Writers: one per key, through the key's instance or straight to Redis. After each acknowledged write
+	// through featcache, the writer reads the key back through the same connection.
+	for k := 0; k < keys; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			l := logs[k]
+			addr := redis.Addr()
+			if l.via != "redis" {
+				addr = instances[l.via].addr
+			}
+			c := dial(addr)
+			for seq := int64(1); !stopped(); seq++ {
+				if err := c.Send("SET", key(k), checkerValue(seq)); err != nil {
+					c = dial(addr)
+					continue
+				}
+				reply, err := c.Read()
+				if err != nil {
+					c = dial(addr)
+					continue
+				}
+				if string(reply) != "+OK\r\n" {
+					continue // an error: the write may or may not have been applied; seq moves on
+				}
+				l.add(seq, time.Now())
+				writes.Add(1)
+				if l.via == "redis" {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				if err := c.Send("GET", key(k)); err != nil {
+					continue
+				}
+				got, err := c.Read()
+				if n, ok := checkerSeq(got); err == nil && ok {
+					reads.Add(1)
+					if n != seq {
+						violation("read-your-writes: %s written %d through %s, read back %d", key(k), seq, l.via, n)
+					}
+				}
+			}
+		}(k)
+	}
+
+	// Readers on both instances: GETs and MGETs of random keys.
+	for r := 0; r < 6; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			name := []string{"A", "B"}[r%2]
+			addr := instances[name].addr
+			c := dial(addr)
+			last := make([]int64, keys)
+			rng := rand.New(rand.NewPCG(uint64(r), 7))
+			check := func(k int, n int64, start time.Time) {
+				reads.Add(1)
+				l := logs[k]
+				bound := start.Add(-staleBound)
+				if l.via == name {
+					bound = start // written through this instance: no staleness at all
+				}
+				if min := l.ackedBefore(bound); n < min {
+					violation("stale read on %s: %s = %d, but %d was acknowledged through %s %v before the read began",
+						name, key(k), n, min, l.via, start.Sub(bound))
+				}
+				if n < last[k] {
+					violation("non-monotonic read on %s: %s went from %d back to %d", name, key(k), last[k], n)
+				}
+				last[k] = n
+			}
+			for !stopped() {
+				start := time.Now()
+				if rng.IntN(4) == 0 {
+					ks := []int{rng.IntN(keys), rng.IntN(keys), rng.IntN(keys)}
+					if err := c.Send("MGET", key(ks[0]), key(ks[1]), key(ks[2])); err != nil {
+						c = dial(addr)
+						continue
+					}
+					reply, err := c.Read()
+					if err != nil {
+						c = dial(addr)
+						continue
+					}
+					if reply[0] != '*' {
+						continue // an upstream error during a fault
+					}
+					rest := reply[4:]
+					for _, k := range ks {
+						end := strings.Index(string(rest), "\r\n")
+						if rest[1] != '-' {
+							n, _ := strconv.Atoi(string(rest[1:end]))
+							end += 2 + n + 2
+						} else {
+							end += 2
+						}
+						if n, ok := checkerSeq(rest[:end]); ok {
+							check(k, n, start)
+						}
+						rest = rest[end:]
+					}
+					continue
+				}
+				k := rng.IntN(keys)
+				if err := c.Send("GET", key(k)); err != nil {
+					c = dial(addr)
+					continue
+				}
+				reply, err := c.Read()
+				if err != nil {
+					c = dial(addr)
+					continue
+				}
+				if n, ok := checkerSeq(reply); ok {
+					check(k, n, start)
+				}
+			}
+		}(r)
+	}
+
+	// Faults: kill featcache's upstream connections (and every other client's), or restart Redis.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(1, 2))
+		for !stopped() {
+			time.Sleep(time.Duration(200+rng.IntN(300)) * time.Millisecond)
+			if stopped() {
+				return
+			}
+			faults.Add(1)
+			if rng.IntN(3) == 0 {
+				redis.Restart()
+			} else {
+				redis.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+			}
+		}
+	}()
+
+	time.Sleep(*checkerDuration) // the load phase
+	close(stop)
+	wg.Wait()
+
+	// Convergence: every key through both instances equals Redis's value.
+	for _, name := range []string{"A", "B"} {
+		c := dial(instances[name].addr)
+		for k := 0; k < keys; k++ {
+			want := string(redis.Do("GET", key(k)))
+			redistest.Eventually(t, 5*time.Second, fmt.Sprintf("%s converges on %s through %s", key(k), want[:min(len(want), 12)], name),
+				func() bool { return string(c.Do("GET", key(k))) == want })
+		}
+	}
+	fmt.Printf("consistency checker: %v, %d writes acknowledged, %d reads checked, %d faults injected, %d violations\n",
+		*checkerDuration, writes.Load(), reads.Load(), faults.Load(), violations.Load())
+	if violations.Load() != 0 {
+		t.Fatalf("%d violations", violations.Load())
+	}
+	if reads.Load() == 0 || writes.Load() == 0 || faults.Load() == 0 {
+		t.Fatal("the checker did not exercise reads, writes and faults")
+	}
+}
