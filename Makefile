@@ -2,3 +2,8 @@
 .PHONY: bench
 bench:
 	go run ./bench -profile standard
+
+# Staleness: time from a write (to Redis, or through another featcache) until featcache serves it.
+.PHONY: staleness
+staleness:
+	go run ./bench staleness

@@ -7,6 +7,7 @@
 //	make bench                  # the standard profile, under 3 minutes on 2 cores
 //	go run ./bench relay -listen ADDR -upstream ADDR -delay 500us    # the delay relay on its own
 //	go run ./bench report DIR   # rewrite DIR/results.md and DIR/latency.png from DIR/results.json
+//	go run ./bench staleness    # time from a write to Redis (or through another featcache) until featcache serves it
 //
 // Profiles are named presets of the workload flags; a flag given on the command line wins over the preset.
 //
@@ -75,6 +76,8 @@ func main() {
 		err = runRelay(os.Args[2:])
 	case len(os.Args) > 2 && os.Args[1] == "report":
 		err = rewriteReport(os.Args[2])
+	case len(os.Args) > 1 && os.Args[1] == "staleness":
+		err = runStaleness(os.Args[2:])
 	default:
 		err = run(os.Args[1:])
 	}

@@ -207,15 +207,21 @@ policies:
 `
 
 func (f *fleet) startFeatcache(bin, upstream string, maxMemory int64) (string, *proc, error) {
+	return f.startFeatcacheAs("featcache", bin, upstream, maxMemory)
+}
+
+// startFeatcacheAs starts a featcache named name (its log and configuration files are named after it), so one
+// fleet can run several.
+func (f *fleet) startFeatcacheAs(name, bin, upstream string, maxMemory int64) (string, *proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", nil, err
 	}
-	cfg := filepath.Join(f.dir, "featcache.yaml")
+	cfg := filepath.Join(f.dir, name+".yaml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, featcacheConfig, addr, upstream, maxMemory), 0o644); err != nil {
 		return "", nil, err
 	}
-	p, err := f.start("featcache", bin, "-config", cfg)
+	p, err := f.start(name, bin, "-config", cfg)
 	if err != nil {
 		return "", nil, err
 	}
