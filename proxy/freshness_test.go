@@ -414,3 +414,41 @@ policies:
 	}
 	t.Logf("hard deadlines of %d keys filled together: %dms .. %dms from now", n, lo, hi)
 }
+
+// TestBoundedAgeBothTrackingModes (invariant 3): with tracking on and with tracking off, an entry is not served
+// past its hard TTL (its key is read from Redis again), nor past the key's own expiry in Redis.
+func TestBoundedAgeBothTrackingModes(t *testing.T) {
+	for _, tracking := range []bool{true, false} {
+		t.Run(fmt.Sprintf("tracking=%v", tracking), func(t *testing.T) {
+			p := startProxy(t, fmt.Sprintf(`
+upstream: {tracking: %v}
+policies:
+  - {name: p, prefix: "", soft_ttl: 10s, hard_ttl: 10s, jitter: 0}
+`, tracking))
+			c := p.dial()
+			p.redis.Do("SET", "k", "v")
+			p.redis.Do("SET", "short", "s", "PX", "300")
+			p.settle()
+			c.Do("GET", "k")
+			before := upstreamCalls(t, p.redis, "get")
+			c.Do("GET", "k")
+			if n := upstreamCalls(t, p.redis, "get"); n != before {
+				t.Fatalf("a fresh entry went upstream")
+			}
+			p.clock.Advance(10 * time.Second) // exactly the hard deadline: dead
+			c.Do("GET", "k")
+			if n := upstreamCalls(t, p.redis, "get"); n != before+1 {
+				t.Fatalf("at its hard deadline the entry was served from memory (upstream GETs %d -> %d)", before, n)
+			}
+			if got := string(c.Do("GET", "short")); got != bulk("s") {
+				t.Fatalf("GET short: %q", got)
+			}
+			redistest.Eventually(t, 3*time.Second, "short expires in Redis", func() bool {
+				return string(p.redis.Do("GET", "short")) == "$-1\r\n"
+			})
+			if got := string(c.Do("GET", "short")); got != "$-1\r\n" {
+				t.Fatalf("past the key's expiry in Redis, featcache served %q", got)
+			}
+		})
+	}
+}
