@@ -208,7 +208,7 @@ func parseDocument(data []byte) (*yaml.Node, error) {
 }
 
 // topFields are the top-level fields of the file.
-var topFields = []string{"listen", "admin", "password", "upstream", "local", "limits", "commands", "policies"}
+var topFields = []string{"listen", "admin", "password", "upstream", "local", "limits", "commands", "policies", "feast"}
 
 // decode sets the fields the document root gives.
 func (c *Config) decode(root *yaml.Node) error {
@@ -219,8 +219,11 @@ func (c *Config) decode(root *yaml.Node) error {
 	if err != nil {
 		return err
 	}
+	var feast []*Policy
 	for _, f := range fs {
 		switch f.name {
+		case "feast":
+			feast, err = decodeFeast(f.val)
 		case "listen":
 			c.Listen, err = stringValue(f.val, "listen")
 		case "admin":
@@ -241,6 +244,11 @@ func (c *Config) decode(root *yaml.Node) error {
 		if err != nil {
 			return err
 		}
+	}
+	// The feast section's policies come after the file's own, whichever comes first in the file.
+	for _, p := range feast {
+		p.Index = len(c.Policies)
+		c.Policies = append(c.Policies, p)
 	}
 	return nil
 }

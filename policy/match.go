@@ -8,7 +8,8 @@ import (
 // Matcher finds the policy of a key. It follows one rule:
 //
 // Patterns are tried first, in file order, and the first pattern that matches wins; otherwise the longest matching
-// prefix wins; prefix "" is the default policy; a key that matches nothing has no policy and is forwarded uncached.
+// suffix wins; otherwise the longest matching prefix wins; prefix "" is the default policy; a key that matches
+// nothing has no policy and is forwarded uncached.
 //
 // Patterns come first because a pattern is written for keys whose feature set is not at their front
 // ("customer:*:credit_features:*"), which a prefix policy such as "customer:" would otherwise swallow. Since every
@@ -17,7 +18,9 @@ import (
 // A Matcher is immutable: Match may be called from any number of goroutines at once.
 type Matcher struct {
 	patterns []patternPolicy
+	suffixes trie // over reversed suffixes, walked from the key's end
 	trie     trie
+	fields   map[string]*Policy // Feast hash field -> its feature view's policy
 	tracking []string
 }
 
@@ -33,10 +36,23 @@ type patternPolicy struct {
 // matches no key. NewMatcher(nil) matches nothing.
 func NewMatcher(policies []*Policy) *Matcher {
 	m := &Matcher{}
-	var prefixes []*Policy
+	var prefixes, suffixes []*Policy
 	for _, p := range policies {
-		if p.IsPrefix {
+		switch {
+		case p.IsPrefix:
 			prefixes = append(prefixes, p)
+			continue
+		case p.IsSuffix:
+			suffixes = append(suffixes, p)
+			continue
+		case p.View != nil:
+			if m.fields == nil {
+				m.fields = map[string]*Policy{}
+			}
+			for _, f := range p.View.FieldIDs {
+				m.fields[string(f)] = p
+			}
+			m.fields[p.View.EventTimeField] = p
 			continue
 		}
 		g, err := compileGlob(p.Pattern)
@@ -45,7 +61,8 @@ func NewMatcher(policies []*Policy) *Matcher {
 		}
 		m.patterns = append(m.patterns, patternPolicy{glob: g, policy: p})
 	}
-	m.trie = buildTrie(prefixes)
+	m.trie = buildTrie(prefixes, func(p *Policy) string { return p.Prefix })
+	m.suffixes = buildTrie(suffixes, func(p *Policy) string { return reverse(p.Suffix) })
 	m.tracking = trackingPrefixes(policies)
 	return m
 }
@@ -61,7 +78,22 @@ func (m *Matcher) Match(key []byte) *Policy {
 			return m.patterns[i].policy
 		}
 	}
+	if len(m.suffixes.nodes) > 1 {
+		if p := m.suffixes.longestSuffix(key); p != nil {
+			return p
+		}
+	}
 	return m.trie.longest(key)
+}
+
+// FieldPolicy returns the policy of a hash field that belongs to a configured Feast feature view (one of its
+// features' field ids, or its "_ts:<view>" field), or nil: the field then takes its key's policy. It does not
+// allocate.
+func (m *Matcher) FieldPolicy(field []byte) *Policy {
+	if m == nil || m.fields == nil {
+		return nil
+	}
+	return m.fields[string(field)]
 }
 
 // TrackingPrefixes returns the prefixes that a Redis CLIENT TRACKING ON BCAST PREFIX ... must name so that every key
@@ -83,9 +115,14 @@ func trackingPrefixes(policies []*Policy) []string {
 		if !p.Cache {
 			continue
 		}
-		if p.IsPrefix {
+		switch {
+		case p.IsPrefix:
 			all = append(all, p.Prefix)
-		} else {
+		case p.IsSuffix:
+			all = append(all, "") // a key with a given suffix may start with anything
+		case p.View != nil:
+			continue // fields, not keys: the view's keys are its key policy's
+		default:
 			all = append(all, globLiteralPrefix(p.Pattern))
 		}
 		if p.SnapshotPointer != "" {
@@ -127,13 +164,15 @@ type buildNode struct {
 	kids   map[byte]*buildNode
 }
 
-// buildTrie builds the trie of the prefix policies. For a prefix given twice the first policy wins.
-func buildTrie(policies []*Policy) trie {
+// buildTrie builds the trie of the policies' strings (label gives a policy's prefix, or its reversed suffix).
+// For a string given twice the first policy wins.
+func buildTrie(policies []*Policy, label func(*Policy) string) trie {
 	root := &buildNode{}
 	for _, p := range policies {
 		n := root
-		for i := 0; i < len(p.Prefix); i++ {
-			c := p.Prefix[i]
+		s := label(p)
+		for i := 0; i < len(s); i++ {
+			c := s[i]
 			k := n.kids[c]
 			if k == nil {
 				if n.kids == nil {
@@ -209,6 +248,43 @@ func (t *trie) longest(key []byte) *Policy {
 		}
 	}
 	return best
+}
+
+// longestSuffix returns the policy of the longest suffix of key in a trie built over reversed suffixes, walking
+// key from its last byte; like longest, in O(key length) and without allocating.
+func (t *trie) longestSuffix(key []byte) *Policy {
+	n := &t.nodes[0]
+	best := n.policy
+	end := len(key)
+	for end > 0 {
+		j := t.child(n, key[end-1])
+		if j < 0 {
+			break
+		}
+		c := &t.nodes[j]
+		if end < len(c.label) {
+			break
+		}
+		for i := 0; i < len(c.label); i++ {
+			if c.label[i] != key[end-1-i] {
+				return best
+			}
+		}
+		end -= len(c.label)
+		n = c
+		if n.policy != nil {
+			best = n.policy
+		}
+	}
+	return best
+}
+
+func reverse(s string) string {
+	b := []byte(s)
+	for i, j := 0, len(b)-1; i < j; i, j = i+1, j-1 {
+		b[i], b[j] = b[j], b[i]
+	}
+	return string(b)
 }
 
 // child returns the index of n's child whose label starts with b, or -1.

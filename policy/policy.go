@@ -102,6 +102,13 @@ type Policy struct {
 	IsPrefix bool
 	// Pattern is the Redis glob the policy matches when IsPrefix is false.
 	Pattern string
+	// Suffix is the key suffix the policy matches when IsSuffix is true (Feast puts the project at the end of its
+	// binary keys). It is never "".
+	Suffix   string
+	IsSuffix bool
+	// View is set for a Feast feature view's policy (from the feast section): it matches no key but applies to the
+	// view's hash fields (see Matcher.FieldPolicy). Then Prefix, Pattern and Suffix are "".
+	View *FeatureView
 
 	// Cache is false for keys that are never cached but always forwarded. Default true.
 	Cache bool
@@ -134,8 +141,8 @@ type Policy struct {
 
 // policyFields are the YAML fields of a policy, in the order config.yaml documents them.
 var policyFields = []string{
-	"name", "prefix", "pattern", "cache", "soft_ttl", "hard_ttl", "jitter", "negative_ttl", "on_upstream_error",
-	"max_stale", "on_tracking_loss", "snapshot_pointer",
+	"name", "prefix", "pattern", "suffix", "cache", "soft_ttl", "hard_ttl", "jitter", "negative_ttl",
+	"on_upstream_error", "max_stale", "on_tracking_loss", "snapshot_pointer",
 }
 
 // cachingFields are the policy fields that mean something only for a cached policy.
@@ -197,6 +204,11 @@ func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
 			p.IsPrefix = true
 		case "pattern":
 			p.Pattern, err = stringValue(f.val, name)
+		case "suffix":
+			if p.Suffix, err = stringValue(f.val, name); err == nil && p.Suffix == "" {
+				err = fmt.Errorf("%s: must not be \"\" (use prefix: \"\" for the default policy) (line %d)", name, f.val.Line)
+			}
+			p.IsSuffix = true
 		case "cache":
 			p.Cache, err = boolValue(f.val, name)
 		case "soft_ttl":
@@ -244,6 +256,9 @@ func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
 	if given["prefix"] != nil && given["pattern"] != nil {
 		return nil, fmt.Errorf("%s: has both prefix %q and pattern %q; give exactly one", label, p.Prefix, p.Pattern)
 	}
+	if given["suffix"] != nil && (given["prefix"] != nil || given["pattern"] != nil) {
+		return nil, fmt.Errorf("%s: has a suffix and a prefix or pattern; give exactly one", label)
+	}
 	if k := given["pattern"]; k != nil && p.Pattern == "" {
 		return nil, fmt.Errorf("%s: pattern \"\" would match only the empty key; use prefix: \"\" for the default policy (line %d)", label, k.Line)
 	}
@@ -286,6 +301,8 @@ func validatePolicies(policies []*Policy) error {
 	names := map[string]int{}
 	prefixes := map[string]int{}
 	patterns := map[string]int{}
+	suffixes := map[string]int{}
+	fieldIDs := map[string]int{}
 	for i, p := range policies {
 		if p == nil {
 			return fmt.Errorf("policy #%d: is nil", i+1)
@@ -297,12 +314,25 @@ func validatePolicies(policies []*Policy) error {
 			return fmt.Errorf("duplicate policy name %q (policies #%d and #%d)", p.Name, j+1, i+1)
 		}
 		names[p.Name] = i
-		if p.IsPrefix {
+		switch {
+		case p.View != nil:
+			for _, f := range append(append([][]byte(nil), p.View.FieldIDs...), []byte(p.View.EventTimeField)) {
+				if j, dup := fieldIDs[string(f)]; dup {
+					return fmt.Errorf("policy %q: hash field %q is already a field of policy %q (two features hash alike)", p.Name, f, policies[j].Name)
+				}
+				fieldIDs[string(f)] = i
+			}
+		case p.IsSuffix:
+			if j, dup := suffixes[p.Suffix]; dup {
+				return fmt.Errorf("policy %q: suffix %q is already the suffix of policy %q", p.Name, p.Suffix, policies[j].Name)
+			}
+			suffixes[p.Suffix] = i
+		case p.IsPrefix:
 			if j, dup := prefixes[p.Prefix]; dup {
 				return fmt.Errorf("policy %q: prefix %q is already the prefix of policy %q", p.Name, p.Prefix, policies[j].Name)
 			}
 			prefixes[p.Prefix] = i
-		} else {
+		default:
 			if j, dup := patterns[p.Pattern]; dup {
 				return fmt.Errorf("policy %q: pattern %q is already the pattern of policy %q", p.Name, p.Pattern, policies[j].Name)
 			}
@@ -321,15 +351,27 @@ func validatePolicy(p *Policy, i int) error {
 	if p.Index != i {
 		return fmt.Errorf("%s: Index is %d but the policy is #%d of the list (Index counts from 0)", label, p.Index, i+1)
 	}
+	kinds := 0
+	for _, is := range []bool{p.IsPrefix, p.Pattern != "", p.IsSuffix, p.View != nil} {
+		if is {
+			kinds++
+		}
+	}
 	switch {
 	case p.IsPrefix && p.Pattern != "":
 		return fmt.Errorf("%s: has both prefix %q and pattern %q; give exactly one", label, p.Prefix, p.Pattern)
+	case kinds > 1:
+		return fmt.Errorf("%s: matches by more than one of prefix, pattern, suffix and feature view; give exactly one", label)
 	case !p.IsPrefix && p.Prefix != "":
 		return fmt.Errorf("%s: prefix %q is set but IsPrefix is false", label, p.Prefix)
-	case !p.IsPrefix && p.Pattern == "":
-		return fmt.Errorf("%s: needs a prefix or a pattern (prefix: \"\" makes it the default policy)", label)
+	case !p.IsSuffix && p.Suffix != "":
+		return fmt.Errorf("%s: suffix %q is set but IsSuffix is false", label, p.Suffix)
+	case p.IsSuffix && p.Suffix == "":
+		return fmt.Errorf("%s: suffix must not be \"\" (use prefix: \"\" for the default policy)", label)
+	case kinds == 0:
+		return fmt.Errorf("%s: needs a prefix, a pattern or a suffix (prefix: \"\" makes it the default policy)", label)
 	}
-	if !p.IsPrefix {
+	if p.Pattern != "" {
 		if _, err := compileGlob(p.Pattern); err != nil {
 			return fmt.Errorf("%s: %w", label, err)
 		}
@@ -342,6 +384,9 @@ func validatePolicy(p *Policy, i int) error {
 		if f.d < 0 {
 			return fmt.Errorf("%s: %s must not be negative, got %q", label, f.name, formatDuration(f.d))
 		}
+	}
+	if p.View != nil && p.View.MaxEventAge < 0 {
+		return fmt.Errorf("%s: max_event_age must not be negative, got %q", label, formatDuration(p.View.MaxEventAge))
 	}
 	if p.OnTrackingLoss > LossRevalidate {
 		return fmt.Errorf("%s: on_tracking_loss: invalid value %s (use flush or revalidate)", label, p.OnTrackingLoss)
@@ -390,8 +435,13 @@ func validatePolicy(p *Policy, i int) error {
 
 // matchesKey reports whether p, on its own, matches key.
 func matchesKey(p *Policy, key string) bool {
-	if p.IsPrefix {
+	switch {
+	case p.IsPrefix:
 		return strings.HasPrefix(key, p.Prefix)
+	case p.IsSuffix:
+		return strings.HasSuffix(key, p.Suffix)
+	case p.View != nil:
+		return false
 	}
 	g, err := compileGlob(p.Pattern)
 	return err == nil && g.match([]byte(key))
