@@ -176,8 +176,8 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 	// The callback runs under freecache's segment lock: it only decodes and appends.
 	_ = c.fc.GetFn(key, func(b []byte) error {
 		h, v, err := decodeHeader(b)
-		if err != nil || h.Epoch != epoch {
-			return nil
+		if err != nil || h.Epoch != epoch || h.Kind == KindHash {
+			return nil // a hash is not a value: GET of it is Redis's WRONGTYPE error
 		}
 		unverified := h.Session != session
 		if unverified && !p.Revalidate {

@@ -14,6 +14,8 @@ const (
 	KindValue Kind = 1
 	// KindNil is a remembered missing key, served as a RESP2 null bulk string.
 	KindNil Kind = 2
+	// KindHash is some or all of the fields of a hash (see hash.go).
+	KindHash Kind = 3
 )
 
 // String returns the kind's name as CACHE EXPLAIN shows it.
@@ -21,6 +23,8 @@ func (k Kind) String() string {
 	switch k {
 	case KindValue:
 		return "value"
+	case KindHash:
+		return "hash"
 	case KindNil:
 		return "nil"
 	}
@@ -89,7 +93,7 @@ func decodeHeader(b []byte) (Header, []byte, error) {
 		return Header{}, nil, errHeaderVersion
 	}
 	k := Kind(b[1])
-	if k != KindValue && k != KindNil {
+	if k != KindValue && k != KindNil && k != KindHash {
 		return Header{}, nil, errHeaderKind
 	}
 	h := Header{

@@ -26,7 +26,7 @@ func TestDecodeHeaderRejects(t *testing.T) {
 		{"version 1 (the layout with a 64-bit epoch)", withByte(0, 1), errHeaderVersion},
 		{"version 3", withByte(0, 3), errHeaderVersion},
 		{"kind 0", withByte(1, 0), errHeaderKind},
-		{"kind 3", withByte(1, 3), errHeaderKind},
+		{"kind 4", withByte(1, 4), errHeaderKind},
 		{"kind 255", withByte(1, 255), errHeaderKind},
 	}
 	for _, tt := range tests {

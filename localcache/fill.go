@@ -18,6 +18,7 @@ type Fill struct {
 	start time.Time // when Acquire created the fill: before the upstream read is sent
 	gen   uint64    // the key's generation when the fill began
 	stamp uint64    // the cache's epoch and session when the fill began (its state without the trust bit)
+	id    uint64    // 0 for a value fill; for a hash fill, a hash of the fields it reads (AcquireHash)
 	slot  *slot     // the key's slot; alive while this fill is outstanding (refs)
 	shard *shard    // the shard holding slot
 
@@ -58,6 +59,8 @@ type Result struct {
 	NoStore bool
 	// Reply is optional raw reply bytes for waiters to relay when NoStore. Not modified, shared.
 	Reply []byte
+	// Hash is what a hash fill read (CompleteHash), for its waiters. Not modified, shared.
+	Hash *HashResult
 }
 
 // NoExpiry is the Result.PTTL of a key without an upstream expiry (Redis PTTL -1).
@@ -75,10 +78,10 @@ type shard struct {
 
 // slot is a key's generation while at least one fill of the key is outstanding.
 type slot struct {
-	key  string
-	gen  uint64 // moved by Invalidate
-	fill *Fill  // the latest fill started, which later misses of the same gen and epoch join
-	refs int    // fills of this key not yet completed; the slot is dropped at 0
+	key   string
+	gen   uint64  // moved by Invalidate
+	fills []*Fill // the latest fill started per fill id, which later misses of the same gen and stamp join
+	refs  int     // fills of this key not yet completed; the slot is dropped at 0
 }
 
 func (c *Cache) shardFor(key []byte) *shard {
@@ -96,7 +99,11 @@ func (c *Cache) shardFor(key []byte) *shard {
 // call; a leader should therefore look the key up again (AppendGet) before going upstream, and when
 // that serves, complete the fill with Result{NoStore: true, Reply: reply} so its waiters get the same
 // reply without a second upstream read (see the package example).
-func (c *Cache) Acquire(key []byte) (f *Fill, leader bool) {
+func (c *Cache) Acquire(key []byte) (f *Fill, leader bool) { return c.acquire(key, 0) }
+
+// acquire is Acquire for fills of one id: fills of different ids of a key run side by side, and share the
+// key's generation.
+func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 	sh := c.shardFor(key)
 	sh.mu.Lock()
 	stamp := c.state.Load() &^ untrustedBit
@@ -105,21 +112,33 @@ func (c *Cache) Acquire(key []byte) (f *Fill, leader bool) {
 		sl = &slot{key: string(key)}
 		sh.slots[sl.key] = sl
 	}
-	if f := sl.fill; f != nil && f.gen == sl.gen && f.stamp == stamp {
-		sh.mu.Unlock()
-		c.stats.fillsJoined.Add(1)
-		return f, false
+	at := -1
+	for i, f := range sl.fills {
+		if f.id != id {
+			continue
+		}
+		if f.gen == sl.gen && f.stamp == stamp {
+			sh.mu.Unlock()
+			c.stats.fillsJoined.Add(1)
+			return f, false
+		}
+		at = i
 	}
 	f = &Fill{
 		key:   []byte(sl.key),
 		start: c.now(),
 		gen:   sl.gen,
 		stamp: stamp,
+		id:    id,
 		slot:  sl,
 		shard: sh,
 		done:  make(chan struct{}),
 	}
-	sl.fill = f
+	if at >= 0 {
+		sl.fills[at] = f
+	} else {
+		sl.fills = append(sl.fills, f)
+	}
 	sl.refs++
 	sh.mu.Unlock()
 	return f, true
@@ -144,9 +163,20 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 	}
 	// Encode outside the shard lock; only the check and the store need it.
 	buf, expire := c.encode(f, &res, p)
+	stored = c.complete(f, res, buf != nil, func() (*[]byte, int) { return buf, expire })
+	if buf != nil {
+		putBuf(buf)
+	}
+	return stored
+}
+
+// complete checks, under the shard lock, whether f may still be stored, and if so stores what build
+// returns (build runs under the lock, so it may read the current entry), then releases the fill's slot
+// and publishes res to its waiters.
+func (c *Cache) complete(f *Fill, res Result, storable bool, build func() (*[]byte, int)) (stored bool) {
 	sh, sl := f.shard, f.slot
 	sh.mu.Lock()
-	if buf != nil {
+	if storable {
 		// The check and the store happen under the lock Invalidate takes, so an invalidation cannot
 		// slip between them: either it ran before (gen moved, nothing stored) or it runs after (and
 		// deletes what was stored). A Flush or trust change does not take the lock; it does not need
@@ -158,6 +188,10 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 		case st&untrustedBit != 0:
 			c.stats.fillsUntrusted.Add(1)
 		default:
+			buf, expire := build()
+			if buf == nil {
+				break
+			}
 			switch err := c.fc.Set(f.key, *buf, expire); {
 			case err == nil:
 				stored = true
@@ -170,16 +204,16 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 		}
 	}
 	sl.refs--
-	if sl.fill == f {
-		sl.fill = nil
+	for i, g := range sl.fills {
+		if g == f {
+			sl.fills = append(sl.fills[:i], sl.fills[i+1:]...)
+			break
+		}
 	}
 	if sl.refs == 0 {
 		delete(sh.slots, sl.key)
 	}
 	sh.mu.Unlock()
-	if buf != nil {
-		putBuf(buf)
-	}
 	f.res = res
 	close(f.done)
 	return stored

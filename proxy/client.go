@@ -54,7 +54,10 @@ type client struct {
 	vers   versions
 	keyIdx []int
 	rw     Command
-	call   *upstream.Call
+
+	hs          hashScratch          // hash lookups of the current command
+	hashFetched upstream.HashFetched // scratch for parsing hash fetches
+	call        *upstream.Call
 
 	// last remembers the previous command's table entry: clients send the same command again and again, and a
 	// byte comparison is cheaper than the table's map lookup.

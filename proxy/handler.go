@@ -266,6 +266,10 @@ func (c *client) runSegment() {
 		}
 		for i := range s.fetches {
 			it := &s.fetches[i]
+			if it.hash != nil {
+				c.completeHashFetch(it, err)
+				continue
+			}
 			res := localcache.Result{Err: err}
 			if it.frame+1 < c.call.Len() {
 				f, perr := parseFetched(c.call, it.frame)

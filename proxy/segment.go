@@ -24,6 +24,7 @@ const (
 	holeMgetKey                    // one key of an MGET: its fill's result
 	holeMgetBypass                 // one MGET key no policy caches: a GET reply frame
 	holeRegion                     // the start of an MGET with holes: replaced whole by an error if a key fails
+	holeHash                       // a hash read (HGET, HMGET, HGETALL) waiting for its fill
 )
 
 // hole is a reply (or part of one) that is only known after the segment's upstream round trip. Replies known at
@@ -36,6 +37,7 @@ type hole struct {
 	fill  *localcache.Fill
 	key   []byte // points into the client's read buffer, valid for the batch
 	lp    *localcache.Policy
+	hash  *hashRead
 	end   int  // holeRegion: index of the first hole after the region
 	stop  int  // holeRegion: tail position where the region ends
 	mute  bool // CLIENT REPLY OFF/SKIP: computed, not sent
@@ -46,6 +48,7 @@ type fetchItem struct {
 	fill  *localcache.Fill
 	lp    *localcache.Policy
 	frame int
+	hash  *hashRead // a hash fill's read (HMGET or HGETALL and PTTL); nil for GET and PTTL
 }
 
 // pendingWrite is a write of the segment whose invalidations run after the round trip.
@@ -252,6 +255,9 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 			return append(dst, "$-1\r\n"...), true // MGET answers nil for a key of another type
 		}
 		return append(dst, f...), true
+	}
+	if h.kind == holeHash {
+		return c.emitHashRead(dst, h.hash), true
 	}
 	<-h.fill.Done()
 	res := h.fill.Result()

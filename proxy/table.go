@@ -204,6 +204,9 @@ func newTable(cmds Commands, deny []string) *table {
 	set("waitaof", func(c *command) { c.class = classBlocking })
 	set("get", func(c *command) { c.class, c.read = classRead, (*client).readGet })
 	set("mget", func(c *command) { c.class, c.read = classRead, (*client).readMget })
+	set("hget", func(c *command) { c.class, c.read = classRead, (*client).readHGet })
+	set("hmget", func(c *command) { c.class, c.read = classRead, (*client).readHMGet })
+	set("hgetall", func(c *command) { c.class, c.read = classRead, (*client).readHGetAll })
 	set("cache", func(c *command) { c.class, c.local = classAdmin, (*client).cmdCache })
 	for _, name := range deny {
 		set(strings.ToLower(name), func(c *command) {

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 )
@@ -87,4 +88,106 @@ func ParseFetched(get, pttl []byte) (Fetched, error) {
 	}
 	f.PTTL = n
 	return f, nil
+}
+
+// AppendHashFetch appends the commands that read a hash for the local tier: HMGET key fields..., or HGETALL key
+// when all is true, then PTTL key. Their replies are read with ParseHashFetched.
+func AppendHashFetch(dst, key []byte, fields [][]byte, all bool) []byte {
+	if all {
+		dst = AppendKeyCommand(dst, "HGETALL", key)
+	} else {
+		dst = append(dst, '*')
+		dst = strconv.AppendInt(dst, int64(2+len(fields)), 10)
+		dst = append(dst, "\r\n$5\r\nHMGET\r\n$"...)
+		dst = strconv.AppendInt(dst, int64(len(key)), 10)
+		dst = append(dst, '\r', '\n')
+		dst = append(dst, key...)
+		dst = append(dst, '\r', '\n')
+		for _, f := range fields {
+			dst = append(dst, '$')
+			dst = strconv.AppendInt(dst, int64(len(f)), 10)
+			dst = append(dst, '\r', '\n')
+			dst = append(dst, f...)
+			dst = append(dst, '\r', '\n')
+		}
+	}
+	return AppendKeyCommand(dst, "PTTL", key)
+}
+
+// HashFetched is the upstream's answer to AppendHashFetch.
+type HashFetched struct {
+	// Fields and Values are the fields read and their values, in order (for HMGET the fields asked for; for
+	// HGETALL every field of the hash). They point into the reply. Missing[i] marks a field that does not exist.
+	Fields, Values [][]byte
+	Missing        []bool
+	// Error is the whole error frame of HMGET/HGETALL (WRONGTYPE, LOADING...), nil when it succeeded.
+	Error []byte
+	// PTTL is the key's remaining time to live (ms): -1 for no expiry, -2 when the key does not exist.
+	PTTL int64
+}
+
+// ParseHashFetched reads the replies to AppendHashFetch into out, reusing its slices.
+func ParseHashFetched(reply, pttl []byte, fields [][]byte, all bool, out *HashFetched) error {
+	out.Fields, out.Values, out.Missing, out.Error = out.Fields[:0], out.Values[:0], out.Missing[:0], nil
+	n, ok := parseInt(pttl)
+	if !ok {
+		n = -2 // PTTL failed: treat the expiry as unknown, so nothing is stored
+	}
+	out.PTTL = n
+	if len(reply) > 0 && reply[0] == '-' {
+		out.Error = reply
+		return nil
+	}
+	elems, err := arrayElements(reply, nil)
+	if err != nil {
+		return err
+	}
+	if all {
+		if len(elems)%2 != 0 {
+			return fmt.Errorf("%w: HGETALL replied %d elements", ErrBadFrame, len(elems))
+		}
+		for i := 0; i+1 < len(elems); i += 2 {
+			f, _, ok1 := bulkPayload(elems[i])
+			v, _, ok2 := bulkPayload(elems[i+1])
+			if !ok1 || !ok2 {
+				return fmt.Errorf("%w: HGETALL element %q", ErrBadFrame, truncate(elems[i], 64))
+			}
+			out.Fields, out.Values, out.Missing = append(out.Fields, f), append(out.Values, v), append(out.Missing, false)
+		}
+		return nil
+	}
+	if len(elems) != len(fields) {
+		return fmt.Errorf("%w: HMGET of %d fields replied %d elements", ErrBadFrame, len(fields), len(elems))
+	}
+	for i, e := range elems {
+		v, isNil, ok := bulkPayload(e)
+		if !ok {
+			return fmt.Errorf("%w: HMGET element %q", ErrBadFrame, truncate(e, 64))
+		}
+		out.Fields, out.Values, out.Missing = append(out.Fields, fields[i]), append(out.Values, v), append(out.Missing, isNil)
+	}
+	return nil
+}
+
+// arrayElements splits an array reply frame into its element frames, appended to dst.
+func arrayElements(frame []byte, dst [][]byte) ([][]byte, error) {
+	if len(frame) < 4 || frame[0] != '*' {
+		return dst, fmt.Errorf("%w: expected an array, got %q", ErrBadFrame, truncate(frame, 64))
+	}
+	i := bytes.IndexByte(frame, '\n')
+	n, ok := parseLen(frame[1 : i-1])
+	if !ok {
+		return dst, fmt.Errorf("%w: array length %q", ErrBadFrame, truncate(frame, 64))
+	}
+	rest := frame[i+1:]
+	for j := 0; j < n; j++ {
+		var sc frameScanner
+		m, err := sc.next(rest)
+		if err != nil || m == 0 {
+			return dst, fmt.Errorf("%w: array element %d", ErrBadFrame, j)
+		}
+		dst = append(dst, rest[:m])
+		rest = rest[m:]
+	}
+	return dst, nil
 }

@@ -1,0 +1,368 @@
+package localcache
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Hash entries cache some of the fields of one Redis hash (HGET, HMGET, HGETALL), each field with its own
+// deadlines, because fields of one hash may follow different policies (Feast keeps every feature view of an
+// entity in one hash, each with its own TTL). One entry per key means an invalidation of the key, which is all
+// Redis tracking names, drops every cached field at once with the same mechanism as a value.
+//
+// A fill reads some fields (HMGET) or all of them (HGETALL) and is merged into the entry under the shard lock
+// Complete takes, after the same generation check. Since an invalidation deletes the whole entry under that lock,
+// the fields a merge finds were read in the fill's generation too, and merging keeps none from before an
+// invalidation. A complete entry (from HGETALL) also knows which fields do not exist: a field absent from it is
+// nil, without asking Redis, for as long as the entry's own deadlines say.
+//
+// Entry layout after the Header (whose deadlines are those of the entry's completeness):
+//
+//	1 byte   flags (1 = complete)
+//	records  until the end, each:
+//	         uvarint field length, field bytes,
+//	         1 byte kind (KindValue, or KindNil: the field does not exist),
+//	         4 x int64 little endian: FetchedAt, SoftAt, HardAt, ExpireAt (unix ms, as in Header),
+//	         uvarint value length, value bytes
+const hashComplete = 1
+
+// FieldRead is one field a hash fill read: its value, or Missing when the field (or the hash) does not exist.
+type FieldRead struct {
+	Field   []byte
+	Value   []byte
+	Missing bool
+	// Policy is the field's policy (its feature view's, or its key's). Nil means the field is not stored.
+	Policy *Policy
+}
+
+// HashResult is what a hash fill read, handed to CompleteHash.
+type HashResult struct {
+	// Fields are the fields read. CompleteHash copies what it stores; the fill keeps the slices for waiters.
+	Fields []FieldRead
+	// All is true when Fields are all the hash's fields (HGETALL): the entry then answers for absent fields too.
+	All bool
+	// KeyPolicy is the key's policy: it bounds how long the entry answers for absent fields (All), with its
+	// NegativeTTL for a hash that does not exist.
+	KeyPolicy *Policy
+}
+
+// HashFillID returns the fill id of a hash read of fields: concurrent reads of the same fields of a key share one
+// fill. all marks HGETALL.
+func HashFillID(fields [][]byte, all bool) uint64 {
+	d := xxhash.New()
+	if all {
+		d.Write([]byte{1})
+	}
+	var n [binary.MaxVarintLen64]byte
+	for _, f := range fields {
+		d.Write(n[:binary.PutUvarint(n[:], uint64(len(f)))])
+		d.Write(f)
+	}
+	return d.Sum64() | 1 // never 0, the id of value fills
+}
+
+// AcquireHash is Acquire for a hash read of the fields id names (HashFillID). It shares the key's generation
+// with every other fill of the key.
+func (c *Cache) AcquireHash(key []byte, id uint64) (f *Fill, leader bool) { return c.acquire(key, id) }
+
+// CompleteHash publishes res (and the hash result hr) to the fill's waiters, and merges the fields read into
+// key's hash entry if the key's generation, the epoch and the session did not move since the fill began and the
+// cache is trusted. Fields keep their own deadlines, computed from the fill's start and their policies.
+func (c *Cache) CompleteHash(f *Fill, res Result, hr *HashResult) (stored bool) {
+	if f.completed.Swap(true) {
+		panic("localcache: Complete called twice for one Fill")
+	}
+	storable := res.Err == nil && !res.NoStore && hr != nil && len(f.key) <= MaxKeyLen
+	if len(f.key) > MaxKeyLen {
+		c.stats.tooLargeKeys.Add(1)
+	}
+	var buf *[]byte
+	stored = c.complete(f, res, storable, func() (*[]byte, int) {
+		var expire int
+		buf, expire = c.mergeHash(f, &res, hr)
+		return buf, expire
+	})
+	if buf != nil {
+		putBuf(buf)
+	}
+	return stored
+}
+
+// mergeHash builds key's new hash entry from the current one (if it is of the fill's epoch and session) and the
+// fields read. It runs under the shard lock.
+func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
+	fetched := f.start.UnixMilli()
+	nowMs := c.now().UnixMilli()
+	var expireAt int64
+	switch {
+	case res.PTTL > 0:
+		expireAt = fetched + res.PTTL.Milliseconds()
+	case res.PTTL == NoExpiry || res.PTTL == -time.Millisecond:
+	case res.PTTL == -2*time.Millisecond && allMissing(hr):
+		// A hash that does not exist (PTTL -2): its fields are remembered as missing, or, read with HGETALL,
+		// as an empty complete hash.
+	default:
+		return nil, 0
+	}
+	var r float64
+	h := Header{Kind: KindHash, Epoch: epochOf(f.stamp), Session: sessionOf(f.stamp), FetchedAt: fetched}
+	last := int64(0)
+	deadlines := func(p *Policy, missing bool) (soft, hard int64) {
+		softTTL, hardTTL := max(p.SoftTTL, 0), p.HardTTL
+		if missing {
+			softTTL, hardTTL = p.NegativeTTL, p.NegativeTTL
+		}
+		if p.Jitter > 0 {
+			r = p.jitter(c.rand())
+		}
+		soft = fetched + int64(float64(softTTL.Milliseconds())*(1-r))
+		hard = fetched + int64(float64(hardTTL.Milliseconds())*(1-r))
+		if expireAt != 0 {
+			soft, hard = min(soft, expireAt), min(hard, expireAt)
+		}
+		soft = min(soft, hard)
+		l := hard
+		if p.ServeStale && p.MaxStale > 0 {
+			l += p.MaxStale.Milliseconds()
+			if expireAt != 0 {
+				l = min(l, expireAt)
+			}
+		}
+		last = max(last, l)
+		return soft, hard
+	}
+	flags := byte(0)
+	if hr.All && hr.KeyPolicy != nil {
+		flags = hashComplete
+		h.SoftAt, h.HardAt = deadlines(hr.KeyPolicy, len(hr.Fields) == 0)
+		h.ExpireAt = expireAt
+		if h.HardAt <= nowMs || (len(hr.Fields) == 0 && hr.KeyPolicy.NegativeTTL <= 0) {
+			flags = 0
+		}
+	}
+	buf := getBuf()
+	b := append(h.append((*buf)[:0]), flags)
+	kept := 0
+	for i := range hr.Fields {
+		fr := &hr.Fields[i]
+		if fr.Policy == nil || fr.Policy.HardTTL <= 0 || fr.Missing && fr.Policy.NegativeTTL <= 0 {
+			continue
+		}
+		soft, hard := deadlines(fr.Policy, fr.Missing)
+		if hard <= nowMs {
+			continue
+		}
+		b = appendRecord(b, fr.Field, fr.Missing, fetched, soft, hard, expireAt, fr.Value)
+		kept++
+	}
+	// Keep the fields of the current entry that this read did not cover, if it is of the fill's stamp (an entry
+	// of an older epoch or session is not vouched for by the tracking that guards this fill).
+	if !hr.All {
+		_ = c.fc.PeekFn(f.key, func(e []byte) error {
+			oh, rest, err := decodeHeader(e)
+			if err != nil || oh.Kind != KindHash || oh.Epoch != h.Epoch || oh.Session != h.Session || len(rest) == 0 {
+				return nil
+			}
+			if rest[0]&hashComplete != 0 && oh.HardAt > nowMs {
+				// The fields read are a subset of a complete image that is still valid: keep it complete.
+				b[headerSize] = hashComplete
+				copy(b[:headerSize], (&Header{Kind: KindHash, Epoch: oh.Epoch, Session: oh.Session,
+					FetchedAt: oh.FetchedAt, SoftAt: oh.SoftAt, HardAt: oh.HardAt, ExpireAt: oh.ExpireAt}).append(nil))
+				last = max(last, oh.HardAt)
+			}
+			eachRecord(rest[1:], func(rec record) bool {
+				for i := range hr.Fields {
+					if string(hr.Fields[i].Field) == string(rec.field) {
+						return true // replaced by what this fill read
+					}
+				}
+				if rec.hard > nowMs {
+					b = appendRecord(b, rec.field, rec.kind == KindNil, rec.fetched, rec.soft, rec.hard, rec.expire, rec.value)
+					last = max(last, rec.hard)
+					kept++
+				}
+				return true
+			})
+			return nil
+		})
+	}
+	*buf = b
+	if kept == 0 && b[headerSize]&hashComplete == 0 {
+		putBuf(buf)
+		return nil, 0
+	}
+	if len(f.key)+len(b) > c.maxEntry {
+		c.stats.tooLargeValues.Add(1)
+		putBuf(buf)
+		return nil, 0
+	}
+	expire := int(min(floorDiv(last, 1000)-floorDiv(nowMs, 1000)+1, maxExpireSeconds))
+	if c.stopTimer != nil {
+		expire++
+	}
+	return buf, expire
+}
+
+func appendRecord(b, field []byte, missing bool, fetched, soft, hard, expire int64, value []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(field)))
+	b = append(b, field...)
+	kind := KindValue
+	if missing {
+		kind, value = KindNil, nil
+	}
+	b = append(b, byte(kind))
+	b = binary.LittleEndian.AppendUint64(b, uint64(fetched))
+	b = binary.LittleEndian.AppendUint64(b, uint64(soft))
+	b = binary.LittleEndian.AppendUint64(b, uint64(hard))
+	b = binary.LittleEndian.AppendUint64(b, uint64(expire))
+	b = binary.AppendUvarint(b, uint64(len(value)))
+	return append(b, value...)
+}
+
+// record is one decoded field record; its slices alias the entry.
+type record struct {
+	field, value                []byte
+	kind                        Kind
+	fetched, soft, hard, expire int64
+}
+
+// eachRecord decodes the records of an entry (after its flags byte) until fn returns false or the input ends
+// or is malformed.
+func eachRecord(b []byte, fn func(record) bool) {
+	for len(b) > 0 {
+		var r record
+		n, m := binary.Uvarint(b)
+		if m <= 0 || uint64(len(b)-m) < n+1+32 {
+			return
+		}
+		r.field = b[m : m+int(n)]
+		b = b[m+int(n):]
+		r.kind = Kind(b[0])
+		r.fetched = int64(binary.LittleEndian.Uint64(b[1:]))
+		r.soft = int64(binary.LittleEndian.Uint64(b[9:]))
+		r.hard = int64(binary.LittleEndian.Uint64(b[17:]))
+		r.expire = int64(binary.LittleEndian.Uint64(b[25:]))
+		b = b[33:]
+		n, m = binary.Uvarint(b)
+		if m <= 0 || uint64(len(b)-m) < n {
+			return
+		}
+		r.value = b[m : m+int(n)]
+		b = b[m+int(n):]
+		if !fn(r) {
+			return
+		}
+	}
+}
+
+// HashEntry is a cached hash as a lookup sees it; it is valid only during the LookupHash callback.
+type HashEntry struct {
+	h          Header
+	records    []byte
+	complete   bool
+	unverified bool
+	nowMs      int64
+}
+
+// LookupHash calls fn with key's hash entry when there is one of the current epoch (and session, or an earlier
+// session when fn's policies allow revalidation: see Field). It reports whether fn was called. fn runs under
+// freecache's segment lock: it must only read the entry and copy what it needs.
+func (c *Cache) LookupHash(key []byte, now time.Time, fn func(e *HashEntry)) bool {
+	if len(key) > MaxKeyLen {
+		return false
+	}
+	st := c.state.Load()
+	called := false
+	_ = c.fc.GetFn(key, func(b []byte) error {
+		h, rest, err := decodeHeader(b)
+		if err != nil || h.Kind != KindHash || h.Epoch != epochOf(st) || len(rest) == 0 {
+			return nil
+		}
+		e := HashEntry{h: h, records: rest[1:], complete: rest[0]&hashComplete != 0,
+			unverified: h.Session != sessionOf(st), nowMs: now.UnixMilli()}
+		called = true
+		fn(&e)
+		return nil
+	})
+	return called
+}
+
+// Field looks field up under its policy p. It returns the field's value (nil with missing for a field that does
+// not exist) and its state: StateMiss when the entry does not hold the field, or holds it past what p allows;
+// otherwise fresh, stale, unverified, or dead (served only with allowDead and p.ServeStale), as for values.
+// A field a complete entry does not list does not exist, as long as the entry's own deadlines allow.
+func (e *HashEntry) Field(field []byte, p *Policy, allowDead bool) (value []byte, missing bool, lk Lookup) {
+	if e.unverified && !p.Revalidate {
+		return nil, false, Lookup{}
+	}
+	found := false
+	eachRecord(e.records, func(r record) bool {
+		if string(r.field) != string(field) {
+			return true
+		}
+		found = true
+		h := Header{Kind: r.kind, FetchedAt: r.fetched, SoftAt: r.soft, HardAt: r.hard, ExpireAt: r.expire}
+		lk = h.lookup(p, e.nowMs, allowDead, e.unverified)
+		value, missing = r.value, r.kind == KindNil
+		return false
+	})
+	if found || !e.complete {
+		return value, missing, lk
+	}
+	h := e.h
+	h.Kind = KindNil // absent from a complete image: the field does not exist, under the key's negative TTL
+	return nil, true, h.lookup(p, e.nowMs, allowDead, e.unverified)
+}
+
+// Complete reports whether the entry is an image of the whole hash (from HGETALL) that keyPolicy still allows
+// to answer for it; then Each lists every field the hash has.
+func (e *HashEntry) Complete(keyPolicy *Policy) (Lookup, bool) {
+	if !e.complete || e.unverified && !keyPolicy.Revalidate {
+		return Lookup{}, false
+	}
+	h := e.h
+	lk := h.lookup(keyPolicy, e.nowMs, false, e.unverified)
+	return lk, lk.State != StateMiss
+}
+
+// Each calls fn for every field the entry lists, in entry order, with its value (missing for a field cached as
+// not existing), until fn returns false.
+func (e *HashEntry) Each(fn func(field, value []byte, missing bool) bool) {
+	eachRecord(e.records, func(r record) bool { return fn(r.field, r.value, r.kind == KindNil) })
+}
+
+// Raw returns a field's cached value regardless of deadlines (for reading a row's event time alongside it).
+func (e *HashEntry) Raw(field []byte) (value []byte, ok bool) {
+	eachRecord(e.records, func(r record) bool {
+		if string(r.field) == string(field) && r.kind == KindValue {
+			value, ok = r.value, true
+			return false
+		}
+		return true
+	})
+	return value, ok
+}
+
+// EachField calls fn for every field the entry lists, with its value and its state under the policy pol gives
+// for it (StateMiss: the field may not be served), until fn returns false.
+func (e *HashEntry) EachField(pol func(field []byte) *Policy, allowDead bool, fn func(field, value []byte, missing bool, lk Lookup) bool) {
+	eachRecord(e.records, func(r record) bool {
+		p := pol(r.field)
+		if e.unverified && !p.Revalidate {
+			return fn(r.field, r.value, r.kind == KindNil, Lookup{})
+		}
+		h := Header{Kind: r.kind, FetchedAt: r.fetched, SoftAt: r.soft, HardAt: r.hard, ExpireAt: r.expire}
+		return fn(r.field, r.value, r.kind == KindNil, h.lookup(p, e.nowMs, allowDead, e.unverified))
+	})
+}
+
+func allMissing(hr *HashResult) bool {
+	for i := range hr.Fields {
+		if !hr.Fields[i].Missing {
+			return false
+		}
+	}
+	return true
+}

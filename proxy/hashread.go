@@ -1,0 +1,474 @@
+package proxy
+
+import (
+	"bytes"
+	"time"
+
+	"featcache/localcache"
+	"featcache/policy"
+	"featcache/upstream"
+)
+
+// Cached hash reads: HGET, HMGET and HGETALL are answered from the local tier like GET, field by field. Each field
+// follows its own policy: a field of a Feast feature view (policy.Matcher.FieldPolicy) its view's, any other field
+// its key's. An HMGET whose fields are partly cached fetches only the missing ones, in the pipeline segment's
+// round trip; one whose fields are all cached costs no upstream read and no allocation. Feature views with
+// max_event_age serve their features as missing (nil) when the row's event time ("_ts:<view>") is older.
+
+// hashCmd is which hash read a command is.
+type hashCmd uint8
+
+const (
+	hashGet hashCmd = iota
+	hashMGet
+	hashGetAll
+)
+
+func (c *client) readHGet(cmd *Command)    { c.readHash(cmd, hashGet) }
+func (c *client) readHMGet(cmd *Command)   { c.readHash(cmd, hashMGet) }
+func (c *client) readHGetAll(cmd *Command) { c.readHash(cmd, hashGetAll) }
+
+// hashRead is one hash read that waits for a fill: what the lookup knew, and what the fill reads.
+type hashRead struct {
+	cmd    hashCmd
+	key    []byte
+	fields [][]byte    // the fields asked for (nil for HGETALL)
+	known  [][]byte    // per field, its reply element known at lookup, or nil when the fill brings it
+	times  []eventTime // feature views' event times known at lookup
+	fetch  [][]byte    // the fields the fill reads (nil for HGETALL: all of them)
+	fill   *localcache.Fill
+	ps     *policySet
+	pol    *policy.Policy
+}
+
+// eventTime is a feature view's row event time as one read saw it.
+type eventTime struct {
+	view  *policy.FeatureView
+	at    time.Time
+	known bool // the _ts field was read and parsed
+}
+
+// hashScratch is a client's reused space for hash lookups, so a fully cached read allocates nothing.
+type hashScratch struct {
+	elems   []byte // reply elements known at lookup, concatenated
+	ends    []int  // end of each field's element in elems; -1 when not known
+	missing [][]byte
+	times   []eventTime
+	stale   bool
+}
+
+// fieldPolicy returns a field's policy: its feature view's when the key is a Feast key and the field belongs to a
+// configured view, else the key's.
+func fieldPolicy(ps *policySet, keyPol *policy.Policy, field []byte) (*policy.Policy, *localcache.Policy) {
+	if keyPol.Name == policy.FeastKeyPolicy {
+		if vp := ps.matcher.FieldPolicy(field); vp != nil {
+			return vp, &ps.local[vp.Index]
+		}
+	}
+	return keyPol, &ps.local[keyPol.Index]
+}
+
+// readHash answers a hash read from the local tier where it can, and starts one fill for the rest.
+func (c *client) readHash(cmd *Command, kind hashCmd) {
+	args := cmd.Args
+	key := args[1]
+	ps := c.srv.policies.Load()
+	pol := ps.matcher.Match(key)
+	if pol == nil || !pol.Cache {
+		c.srv.stats.Bypass.Add(1)
+		c.forward(cmd)
+		return
+	}
+	if pol.SnapshotPointer != "" {
+		ver, err := c.snapshotVersion(pol, ps)
+		if err != nil {
+			c.srv.stats.Errors.Add(1)
+			c.errorReply(err.Error())
+			return
+		}
+		key = c.physicalKey(key, ver)
+	}
+	var fields [][]byte
+	switch kind {
+	case hashGet:
+		fields = args[2:3]
+	case hashMGet:
+		fields = args[2:]
+	}
+	buf := c.seg.buf(&c.out)
+	served := false
+	if kind == hashGetAll {
+		*buf, served = c.serveHashAll(*buf, key, ps, pol, c.seg.now, false)
+	} else if c.lookupFields(key, fields, ps, pol, c.seg.now, false) {
+		hs := &c.hs
+		*buf = appendFieldsReply(*buf, kind, fields, ps, pol, hs.times, c.seg.now, func(i int) []byte {
+			start := 0
+			if i > 0 {
+				start = hs.ends[i-1]
+			}
+			return hs.elems[start:hs.ends[i]]
+		})
+		served = true
+	}
+	if served {
+		if c.hs.stale {
+			c.srv.stats.StaleHits.Add(1)
+			c.refreshHash(key, fields, kind == hashGetAll, ps, pol)
+		} else {
+			c.srv.stats.Hits.Add(1)
+		}
+		return
+	}
+	c.srv.stats.Misses.Add(1)
+	hr := &hashRead{cmd: kind, key: bytes.Clone(key), ps: ps, pol: pol}
+	if kind != hashGetAll {
+		hs := &c.hs
+		hr.fields = cloneAll(fields)
+		hr.known = make([][]byte, len(fields))
+		start := 0
+		for i := range fields {
+			if end := hs.ends[i]; end >= 0 {
+				hr.known[i] = bytes.Clone(hs.elems[start:end])
+				start = end
+			}
+		}
+		hr.times = append([]eventTime(nil), hs.times...)
+		hr.fetch = cloneAll(hs.missing)
+	}
+	f, leader := c.srv.cache.AcquireHash(hr.key, localcache.HashFillID(hr.fetch, kind == hashGetAll))
+	hr.fill = f
+	if leader {
+		c.seg.fetches = append(c.seg.fetches, fetchItem{fill: f, frame: c.seg.frames, hash: hr})
+		c.seg.req = upstream.AppendHashFetch(c.seg.req, hr.key, hr.fetch, kind == hashGetAll)
+		c.seg.frames += 2
+	}
+	c.seg.holes = append(c.seg.holes, hole{kind: holeHash, pos: len(c.seg.tail), hash: hr})
+}
+
+// lookupFields looks fields of key up. It reports whether all can be answered now; then their reply elements are
+// in c.hs (elems, ends), else c.hs.missing lists what a fill must read: the unknown fields, and the event-time
+// field of each feature view with max_event_age whose time is not cached. allowDead: serve_stale after an
+// upstream failure.
+func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *policy.Policy, now time.Time, allowDead bool) bool {
+	hs := &c.hs
+	hs.elems, hs.ends, hs.missing, hs.times, hs.stale = hs.elems[:0], hs.ends[:0], hs.missing[:0], hs.times[:0], false
+	for range fields {
+		hs.ends = append(hs.ends, -1)
+	}
+	c.srv.cache.LookupHash(key, now, func(e *localcache.HashEntry) {
+		for i, f := range fields {
+			fp, flp := fieldPolicy(ps, pol, f)
+			v, missing, lk := e.Field(f, flp, allowDead)
+			if lk.State == localcache.StateMiss {
+				continue
+			}
+			hs.stale = hs.stale || lk.State == localcache.StateStale || lk.State == localcache.StateUnverified
+			if needsEventTime(fp, f) {
+				hs.times = noteEventTime(hs.times, e, fp.View, flp, allowDead)
+			}
+			if missing {
+				hs.elems = append(hs.elems, nullBulk...)
+			} else {
+				hs.elems = appendBulk(hs.elems, v)
+			}
+			hs.ends[i] = len(hs.elems)
+		}
+	})
+	for i, f := range fields {
+		if hs.ends[i] >= 0 {
+			continue
+		}
+		hs.missing = appendUnique(hs.missing, f)
+		if fp, _ := fieldPolicy(ps, pol, f); needsEventTime(fp, f) && !timeKnown(hs.times, fp.View) {
+			hs.missing = appendUnique(hs.missing, []byte(fp.View.EventTimeField))
+		}
+	}
+	for _, et := range hs.times {
+		if !et.known {
+			hs.missing = appendUnique(hs.missing, []byte(et.view.EventTimeField))
+		}
+	}
+	return len(hs.missing) == 0
+}
+
+// needsEventTime reports whether field is a feature of a view with max_event_age (the row's event time decides
+// whether it is served).
+func needsEventTime(fp *policy.Policy, field []byte) bool {
+	return fp.View != nil && fp.View.MaxEventAge > 0 && string(field) != fp.View.EventTimeField
+}
+
+func timeKnown(times []eventTime, v *policy.FeatureView) bool {
+	for _, et := range times {
+		if et.view == v {
+			return et.known
+		}
+	}
+	return false
+}
+
+// noteEventTime records a feature view's row event time as the entry holds it, once per read.
+func noteEventTime(times []eventTime, e *localcache.HashEntry, v *policy.FeatureView, lp *localcache.Policy, allowDead bool) []eventTime {
+	for _, et := range times {
+		if et.view == v {
+			return times
+		}
+	}
+	et := eventTime{view: v}
+	if raw, missing, lk := e.Field([]byte(v.EventTimeField), lp, allowDead); lk.State != localcache.StateMiss {
+		et.known = true
+		if !missing {
+			et.at, _ = policy.ParseFeastTimestamp(raw)
+		}
+	}
+	return append(times, et)
+}
+
+// tooOld reports whether field, of a feature view with max_event_age, belongs to a row whose event time is unknown
+// or older than that at now: Feast's per-row TTL, per feature view.
+func tooOld(fp *policy.Policy, field []byte, times []eventTime, now time.Time) bool {
+	if !needsEventTime(fp, field) {
+		return false
+	}
+	for _, et := range times {
+		if et.view == fp.View {
+			return !et.known || et.at.IsZero() || now.Sub(et.at) > fp.View.MaxEventAge
+		}
+	}
+	return true
+}
+
+// appendFieldsReply appends the reply of HGET or HMGET: each field's element as elem gives it, nil for features of
+// rows older than their view's max_event_age.
+func appendFieldsReply(dst []byte, kind hashCmd, fields [][]byte, ps *policySet, pol *policy.Policy,
+	times []eventTime, now time.Time, elem func(i int) []byte) []byte {
+	if kind == hashMGet {
+		dst = appendArrayLen(dst, len(fields))
+	}
+	for i, f := range fields {
+		fp, _ := fieldPolicy(ps, pol, f)
+		if tooOld(fp, f, times, now) {
+			dst = append(dst, nullBulk...)
+			continue
+		}
+		dst = append(dst, elem(i)...)
+	}
+	return dst
+}
+
+// serveHashAll answers HGETALL from a complete cached image of the hash, if there is one whose every field may
+// be served; it reports whether it did.
+func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy, now time.Time, allowDead bool) ([]byte, bool) {
+	hs := &c.hs
+	hs.elems, hs.times, hs.stale = hs.elems[:0], hs.times[:0], false
+	lp := &ps.local[pol.Index]
+	ok := false
+	n := 0
+	c.srv.cache.LookupHash(key, now, func(e *localcache.HashEntry) {
+		lk, complete := e.Complete(lp)
+		if !complete {
+			return
+		}
+		ok = true
+		hs.stale = lk.State == localcache.StateStale || lk.State == localcache.StateUnverified
+		e.EachField(func(f []byte) *localcache.Policy { _, flp := fieldPolicy(ps, pol, f); return flp }, allowDead,
+			func(f, v []byte, missing bool, lk localcache.Lookup) bool {
+				if lk.State == localcache.StateMiss {
+					ok = false
+					return false
+				}
+				hs.stale = hs.stale || lk.State == localcache.StateStale
+				if fp, flp := fieldPolicy(ps, pol, f); needsEventTime(fp, f) {
+					hs.times = noteEventTime(hs.times, e, fp.View, flp, allowDead)
+				}
+				return true
+			})
+		if !ok {
+			return
+		}
+		e.EachField(func(f []byte) *localcache.Policy { _, flp := fieldPolicy(ps, pol, f); return flp }, allowDead,
+			func(f, v []byte, missing bool, _ localcache.Lookup) bool {
+				if fp, _ := fieldPolicy(ps, pol, f); missing || tooOld(fp, f, hs.times, now) {
+					return true
+				}
+				hs.elems = appendBulk(appendBulk(hs.elems, f), v)
+				n++
+				return true
+			})
+	})
+	if !ok {
+		return dst, false
+	}
+	dst = appendArrayLen(dst, 2*n)
+	return append(dst, hs.elems...), true
+}
+
+// completeHashFetch completes a hash fill this client leads from the segment's replies (or err).
+func (c *client) completeHashFetch(it *fetchItem, err error) {
+	hr := it.hash
+	res := localcache.Result{Err: err}
+	if it.frame+1 < c.call.Len() {
+		res = hashFetchedResult(c.call.Frame(it.frame), c.call.Frame(it.frame+1), hr, &c.hashFetched)
+	}
+	c.srv.cache.CompleteHash(it.fill, res, res.Hash)
+	it.fill = nil
+	c.srv.stats.UpstreamReads.Add(1)
+}
+
+// hashFetchedResult turns the replies of a hash fetch into a fill result whose Hash holds copies of the fields
+// read, each with its policy.
+func hashFetchedResult(reply, pttl []byte, hr *hashRead, hf *upstream.HashFetched) localcache.Result {
+	if err := upstream.ParseHashFetched(reply, pttl, hr.fetch, hr.cmd == hashGetAll, hf); err != nil {
+		return localcache.Result{Err: err}
+	}
+	if hf.Error != nil {
+		if isUpstreamFailure(hf.Error) {
+			return localcache.Result{Err: redisError(bytes.Clone(hf.Error))}
+		}
+		return localcache.Result{NoStore: true, Reply: bytes.Clone(hf.Error)} // WRONGTYPE
+	}
+	out := &localcache.HashResult{All: hr.cmd == hashGetAll, KeyPolicy: &hr.ps.local[hr.pol.Index]}
+	out.Fields = make([]localcache.FieldRead, len(hf.Fields))
+	for i := range hf.Fields {
+		_, flp := fieldPolicy(hr.ps, hr.pol, hf.Fields[i])
+		out.Fields[i] = localcache.FieldRead{Field: bytes.Clone(hf.Fields[i]), Value: bytes.Clone(hf.Values[i]),
+			Missing: hf.Missing[i], Policy: flp}
+	}
+	return localcache.Result{PTTL: time.Duration(hf.PTTL) * time.Millisecond, Hash: out}
+}
+
+// emitHashRead appends a hash read's reply once its fill is done: the elements known at lookup and those the fill
+// read, or serve_stale's answer, or the upstream's error.
+func (c *client) emitHashRead(dst []byte, hr *hashRead) []byte {
+	<-hr.fill.Done()
+	res := hr.fill.Result()
+	switch {
+	case res.Reply != nil:
+		return append(dst, res.Reply...)
+	case res.Err != nil || res.Hash == nil:
+		// serve_stale: answer from entries past their hard deadline, if every field's policy allows it.
+		if hr.cmd == hashGetAll {
+			if out, ok := c.serveHashAll(dst, hr.key, hr.ps, hr.pol, c.seg.now, true); ok {
+				c.srv.stats.StaleOnError.Add(1)
+				return out
+			}
+		} else if c.lookupFields(hr.key, hr.fields, hr.ps, hr.pol, c.seg.now, true) {
+			hs := &c.hs
+			c.srv.stats.StaleOnError.Add(1)
+			return appendFieldsReply(dst, hr.cmd, hr.fields, hr.ps, hr.pol, hs.times, c.seg.now, func(i int) []byte {
+				start := 0
+				if i > 0 {
+					start = hs.ends[i-1]
+				}
+				return hs.elems[start:hs.ends[i]]
+			})
+		}
+		c.srv.stats.Errors.Add(1)
+		err := res.Err
+		if err == nil {
+			err = errInternal
+		}
+		return appendError(dst, upstreamErrorText(err))
+	}
+	if hr.cmd == hashGetAll {
+		times := timesFrom(nil, res.Hash, hr.ps, hr.pol)
+		n := 0
+		mark := len(dst)
+		dst = append(dst, "*0000000000\r\n"...) // rewritten below once the count is known
+		body := len(dst)
+		for _, fr := range res.Hash.Fields {
+			if fp, _ := fieldPolicy(hr.ps, hr.pol, fr.Field); tooOld(fp, fr.Field, times, c.seg.now) {
+				continue
+			}
+			dst = appendBulk(appendBulk(dst, fr.Field), fr.Value)
+			n++
+		}
+		hdr := appendArrayLen(nil, 2*n)
+		return append(append(dst[:mark], hdr...), append([]byte(nil), dst[body:]...)...)
+	}
+	times := timesFrom(hr.times, res.Hash, hr.ps, hr.pol)
+	return appendFieldsReply(dst, hr.cmd, hr.fields, hr.ps, hr.pol, times, c.seg.now, func(i int) []byte {
+		if hr.known[i] != nil {
+			return hr.known[i]
+		}
+		return fieldElement(res.Hash, hr.fields[i])
+	})
+}
+
+// timesFrom adds to known the event times a fill read.
+func timesFrom(known []eventTime, res *localcache.HashResult, ps *policySet, pol *policy.Policy) []eventTime {
+	times := append([]eventTime(nil), known...)
+	for _, fr := range res.Fields {
+		vp, _ := fieldPolicy(ps, pol, fr.Field)
+		if vp.View == nil || string(fr.Field) != vp.View.EventTimeField || vp.View.MaxEventAge <= 0 {
+			continue
+		}
+		et := eventTime{view: vp.View, known: true}
+		if !fr.Missing {
+			et.at, _ = policy.ParseFeastTimestamp(fr.Value)
+		}
+		replaced := false
+		for i := range times {
+			if times[i].view == vp.View {
+				times[i], replaced = et, true
+			}
+		}
+		if !replaced {
+			times = append(times, et)
+		}
+	}
+	return times
+}
+
+// fieldElement returns the reply element of field from a fill's result.
+func fieldElement(res *localcache.HashResult, field []byte) []byte {
+	for i := range res.Fields {
+		if bytes.Equal(res.Fields[i].Field, field) {
+			if res.Fields[i].Missing {
+				return nullBulk
+			}
+			return appendBulk(nil, res.Fields[i].Value)
+		}
+	}
+	return nullBulk
+}
+
+// refreshHash starts a background refresh of a hash read's fields unless one is in flight.
+func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySet, pol *policy.Policy) {
+	hr := &hashRead{key: bytes.Clone(key), fetch: cloneAll(fields), ps: ps, pol: pol, cmd: hashMGet}
+	if all {
+		hr.cmd, hr.fetch = hashGetAll, nil
+	}
+	f, leader := c.srv.cache.AcquireHash(hr.key, localcache.HashFillID(hr.fetch, all))
+	if !leader {
+		return
+	}
+	c.srv.stats.Refreshes.Add(1)
+	go func() {
+		call := upstream.NewCall()
+		err := c.srv.up.Do(call, upstream.AppendHashFetch(nil, hr.key, hr.fetch, all), 2)
+		res := localcache.Result{Err: err}
+		if call.Len() == 2 {
+			var hf upstream.HashFetched
+			res = hashFetchedResult(call.Frame(0), call.Frame(1), hr, &hf)
+		}
+		c.srv.stats.UpstreamReads.Add(1)
+		c.srv.cache.CompleteHash(f, res, res.Hash)
+	}()
+}
+
+func cloneAll(in [][]byte) [][]byte {
+	out := make([][]byte, len(in))
+	for i, b := range in {
+		out[i] = bytes.Clone(b)
+	}
+	return out
+}
+
+func appendUnique(list [][]byte, b []byte) [][]byte {
+	for _, x := range list {
+		if bytes.Equal(x, b) {
+			return list
+		}
+	}
+	return append(list, b)
+}

@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"bufio"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+)
+
+// TestHashReadsMatchRedis: HGET, HMGET and HGETALL through featcache, first filling and then from memory, give
+// the bytes Redis gives: missing keys and fields, duplicate fields, empty values, binary fields, wrong types,
+// wrong arity.
+func TestHashReadsMatchRedis(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	for _, cmd := range [][]string{
+		{"HSET", "h", "a", "1", "b", "", "c", "three", "\x00\xff", "bin"},
+		{"HSET", "h2", "x", "y"},
+		{"SET", "s", "string"},
+	} {
+		p.redis.Do(cmd...)
+	}
+	p.settle()
+	c := p.dial()
+	cases := [][]string{
+		{"HGET", "h", "a"}, {"HGET", "h", "missing"}, {"HGET", "nohash", "a"}, {"HGET", "s", "a"},
+		{"HMGET", "h", "a", "b", "missing", "a", "\x00\xff"}, {"HMGET", "nohash", "a", "b"}, {"HMGET", "s", "a"},
+		{"HMGET", "h2", "x"},
+		{"HGETALL", "h"}, {"HGETALL", "nohash"}, {"HGETALL", "s"}, {"HGETALL", "h2"},
+		{"HGET", "h"}, {"HMGET", "h"}, {"HGETALL"},
+	}
+	for round := 0; round < 3; round++ {
+		for _, cmd := range cases {
+			want := string(p.redis.Do(cmd...))
+			if got := string(c.Do(cmd...)); got != want {
+				t.Fatalf("round %d %q: got %q; want %q", round, cmd, got, want)
+			}
+		}
+	}
+	if hits := p.srv.Stats().Hits.Load(); hits == 0 {
+		t.Fatal("no hash read was answered from memory")
+	}
+}
+
+// TestHMGETFetchesOnlyMissingFields: an HMGET whose fields are partly cached reads only the missing ones from
+// Redis (seen with MONITOR), and a fully cached one reads nothing.
+func TestHMGETFetchesOnlyMissingFields(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	p.redis.Do("HSET", "h", "f1", "1", "f2", "2", "f3", "3")
+	p.settle()
+	mon := redistest.Dial(t, p.redis.Addr())
+	mon.Send("MONITOR")
+	r := bufio.NewReader(mon.NetConn())
+	r.ReadString('\n') // +OK
+	c := p.dial()
+	if got := string(c.Do("HMGET", "h", "f1", "f2")); got != "*2\r\n"+bulk("1")+bulk("2") {
+		t.Fatalf("HMGET f1 f2: %q", got)
+	}
+	if got := string(c.Do("HMGET", "h", "f2", "f3", "f1")); got != "*3\r\n"+bulk("2")+bulk("3")+bulk("1") {
+		t.Fatalf("HMGET f2 f3 f1: %q", got)
+	}
+	if got := string(c.Do("HMGET", "h", "f3", "f1")); got != "*2\r\n"+bulk("3")+bulk("1") {
+		t.Fatalf("HMGET f3 f1: %q", got)
+	}
+	p.redis.Do("ECHO", "end-of-test") // a marker in the MONITOR stream
+	var hmgets []string
+	mon.NetConn().SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(line, `"end-of-test"`) {
+			break
+		}
+		if i := strings.Index(line, `"HMGET"`); i >= 0 {
+			hmgets = append(hmgets, strings.TrimSpace(line[i:]))
+		}
+	}
+	want := []string{`"HMGET" "h" "f1" "f2"`, `"HMGET" "h" "f3"`}
+	if strings.Join(hmgets, "|") != strings.Join(want, "|") {
+		t.Fatalf("Redis saw %q; want %q (only the missing field, and nothing for a cached read)", hmgets, want)
+	}
+}
+
+// TestHashWritesInvalidate: any write to a hash, through featcache or straight to Redis, drops its cached fields.
+func TestHashWritesInvalidate(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	p.redis.Do("HSET", "h", "a", "1", "b", "2")
+	p.settle()
+	c := p.dial()
+	c.Do("HGETALL", "h")
+	c.Do("HMGET", "h", "a", "b")
+	c.Do("HSET", "h", "a", "10") // through featcache: read-your-writes
+	if got := string(c.Do("HGET", "h", "a")); got != bulk("10") {
+		t.Fatalf("after HSET through featcache: %q", got)
+	}
+	if got := string(c.Do("HGETALL", "h")); got != string(p.redis.Do("HGETALL", "h")) {
+		t.Fatalf("HGETALL after HSET: %q", got)
+	}
+	p.redis.Do("HDEL", "h", "b") // straight to Redis: tracking
+	redistest.Eventually(t, 2*time.Second, "HDEL seen", func() bool { return string(c.Do("HGET", "h", "b")) == "$-1\r\n" })
+	p.redis.Do("HINCRBY", "h", "a", "5")
+	redistest.Eventually(t, 2*time.Second, "HINCRBY seen", func() bool {
+		return string(c.Do("HMGET", "h", "a", "b")) == "*2\r\n"+bulk("15")+"$-1\r\n"
+	})
+	p.redis.Do("DEL", "h")
+	redistest.Eventually(t, 2*time.Second, "DEL seen", func() bool { return string(c.Do("HGETALL", "h")) == "*0\r\n" })
+}
+
+// TestPipelinedHMGETsShareOneRoundTrip: Feast's access pattern, a pipeline of HMGETs over many entities, is
+// answered with one upstream round trip for all its misses, and none once cached.
+func TestPipelinedHMGETsShareOneRoundTrip(t *testing.T) {
+	// negative_ttl: the field that does not exist (f3) is remembered too, so the second pipeline reads nothing.
+	p := startProxy(t, "policies: [{name: p, prefix: \"\", hard_ttl: 1h, negative_ttl: 1m}]")
+	const n = 100
+	for i := 0; i < n; i++ {
+		p.redis.Do("HSET", "e:"+strconv.Itoa(i), "f1", "a"+strconv.Itoa(i), "f2", "b")
+	}
+	p.settle()
+	c := p.dial()
+	pipeline := func() {
+		var payload []byte
+		for i := 0; i < n; i++ {
+			payload = append(payload, redistest.Encode("HMGET", "e:"+strconv.Itoa(i), "f1", "f2", "f3")...)
+		}
+		c.NetConn().Write(payload)
+		for i := 0; i < n; i++ {
+			got, err := c.Read()
+			if want := "*3\r\n" + bulk("a"+strconv.Itoa(i)) + bulk("b") + "$-1\r\n"; err != nil || string(got) != want {
+				t.Fatalf("HMGET e:%d: %q, %v; want %q", i, got, err, want)
+			}
+		}
+	}
+	before := p.srv.Stats().RoundTrips.Load()
+	pipeline()
+	if got := p.srv.Stats().RoundTrips.Load() - before; got != 1 {
+		t.Fatalf("a pipeline of %d HMGET misses took %d round trips; want 1", n, got)
+	}
+	calls := upstreamCalls(t, p.redis, "hmget")
+	pipeline()
+	if got := upstreamCalls(t, p.redis, "hmget"); got != calls {
+		t.Fatalf("the cached pipeline read Redis: %d HMGETs", got-calls)
+	}
+}
+
+// TestHashFieldsOutliveNoUpstreamExpiry: a hash field is never served past its key's expiry in Redis.
+func TestHashFieldsOutliveNoUpstreamExpiry(t *testing.T) {
+	p := startProxy(t, `
+upstream: {tracking: false}
+policies: [{name: p, prefix: "", soft_ttl: 1h, hard_ttl: 1h}]
+`)
+	p.redis.Do("HSET", "h", "a", "1")
+	p.redis.Do("PEXPIRE", "h", "300")
+	c := p.dial()
+	if got := string(c.Do("HGET", "h", "a")); got != bulk("1") {
+		t.Fatalf("HGET: %q", got)
+	}
+	redistest.Eventually(t, 3*time.Second, "h expires in Redis", func() bool { return string(p.redis.Do("EXISTS", "h")) == ":0\r\n" })
+	if got := string(c.Do("HGET", "h", "a")); got != "$-1\r\n" {
+		t.Fatalf("past the hash's expiry: %q", got)
+	}
+}
