@@ -7,3 +7,8 @@ bench:
 .PHONY: staleness
 staleness:
 	go run ./bench staleness
+
+# Feast: entities in Feast's Redis layout read with pipelined HMGET, featcache next to direct Redis.
+.PHONY: feast
+feast:
+	go run ./bench feast

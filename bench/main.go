@@ -8,6 +8,7 @@
 //	go run ./bench relay -listen ADDR -upstream ADDR -delay 500us    # the delay relay on its own
 //	go run ./bench report DIR   # rewrite DIR/results.md and DIR/latency.png from DIR/results.json
 //	go run ./bench staleness    # time from a write to Redis (or through another featcache) until featcache serves it
+//	go run ./bench feast        # Feast's layout and read pattern (pipelined HMGET), featcache next to direct Redis
 //
 // Profiles are named presets of the workload flags; a flag given on the command line wins over the preset.
 //
@@ -78,6 +79,8 @@ func main() {
 		err = rewriteReport(os.Args[2])
 	case len(os.Args) > 1 && os.Args[1] == "staleness":
 		err = runStaleness(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "feast":
+		err = runFeast(os.Args[2:])
 	default:
 		err = run(os.Args[1:])
 	}

@@ -210,6 +210,25 @@ func (f *fleet) startFeatcache(bin, upstream string, maxMemory int64) (string, *
 	return f.startFeatcacheAs("featcache", bin, upstream, maxMemory)
 }
 
+// startFeatcacheConfig starts a featcache named name with body (policies, a feast section) appended to the bench's
+// listen, admin and upstream settings.
+func (f *fleet) startFeatcacheConfig(name, bin, upstream, body string) (string, *proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	cfg := filepath.Join(f.dir, name+".yaml")
+	text := fmt.Sprintf("listen: %q\nadmin: \"\"\nupstream:\n  addresses: [%q]\n  tracking: true\n", addr, upstream) + body
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		return "", nil, err
+	}
+	p, err := f.start(name, bin, "-config", cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	return addr, p, waitReady(p, addr)
+}
+
 // startFeatcacheAs starts a featcache named name (its log and configuration files are named after it), so one
 // fleet can run several.
 func (f *fleet) startFeatcacheAs(name, bin, upstream string, maxMemory int64) (string, *proc, error) {

@@ -268,8 +268,9 @@ type HashEntry struct {
 
 // LookupHash calls fn with key's hash entry when there is one of the current epoch (and session, or an earlier
 // session when fn's policies allow revalidation: see Field). It reports whether fn was called. fn runs under
-// freecache's segment lock: it must only read the entry and copy what it needs.
-func (c *Cache) LookupHash(key []byte, now time.Time, fn func(e *HashEntry)) bool {
+// freecache's segment lock: it must only read the entry and copy what it needs. The entry is passed by value so
+// that it stays on the stack.
+func (c *Cache) LookupHash(key []byte, now time.Time, fn func(e HashEntry)) bool {
 	if len(key) > MaxKeyLen {
 		return false
 	}
@@ -283,7 +284,7 @@ func (c *Cache) LookupHash(key []byte, now time.Time, fn func(e *HashEntry)) boo
 		e := HashEntry{h: h, records: rest[1:], complete: rest[0]&hashComplete != 0,
 			unverified: h.Session != sessionOf(st), nowMs: now.UnixMilli()}
 		called = true
-		fn(&e)
+		fn(e)
 		return nil
 	})
 	return called
@@ -314,6 +315,52 @@ func (e *HashEntry) Field(field []byte, p *Policy, allowDead bool) (value []byte
 	h := e.h
 	h.Kind = KindNil // absent from a complete image: the field does not exist, under the key's negative TTL
 	return nil, true, h.lookup(p, e.nowMs, allowDead, e.unverified)
+}
+
+// Fields looks several fields up in one pass over the entry: for each field i of fields that the entry holds,
+// or that a complete entry knows does not exist, it calls fn with the field's value and its state under pol(i),
+// as Field would; fields it does not call fn for are not cached. A field asked for twice is reported twice.
+func (e *HashEntry) Fields(fields [][]byte, pol func(i int) *Policy, allowDead bool, fn func(i int, value []byte, missing bool, lk Lookup)) {
+	if len(fields) > 64 {
+		for i, f := range fields {
+			if v, missing, lk := e.Field(f, pol(i), allowDead); lk.State != StateMiss || e.complete {
+				fn(i, v, missing, lk)
+			}
+		}
+		return
+	}
+	var found uint64
+	eachRecord(e.records, func(r record) bool {
+		h := Header{Kind: r.kind, FetchedAt: r.fetched, SoftAt: r.soft, HardAt: r.hard, ExpireAt: r.expire}
+		for i, f := range fields {
+			if string(f) != string(r.field) {
+				continue
+			}
+			found |= 1 << i
+			p := pol(i)
+			var lk Lookup
+			if !e.unverified || p.Revalidate {
+				lk = h.lookup(p, e.nowMs, allowDead, e.unverified)
+			}
+			fn(i, r.value, r.kind == KindNil, lk)
+		}
+		return found != 1<<len(fields)-1
+	})
+	if !e.complete {
+		return
+	}
+	for i := range fields {
+		if found&(1<<i) == 0 {
+			p := pol(i)
+			if e.unverified && !p.Revalidate {
+				fn(i, nil, true, Lookup{})
+				continue
+			}
+			h := e.h
+			h.Kind = KindNil
+			fn(i, nil, true, h.lookup(p, e.nowMs, allowDead, e.unverified))
+		}
+	}
 }
 
 // Complete reports whether the entry is an image of the whole hash (from HGETALL) that keyPolicy still allows

@@ -31,7 +31,7 @@ func fillHash(t *testing.T, c *Cache, key string, all bool, keyPol *Policy, pols
 // hget looks one field up and returns "value", "(nil)" or "(miss)", with the state.
 func hget(c *Cache, key, field string, p *Policy, now time.Time) (string, State) {
 	out, st := "(miss)", StateMiss
-	c.LookupHash([]byte(key), now, func(e *HashEntry) {
+	c.LookupHash([]byte(key), now, func(e HashEntry) {
 		v, missing, lk := e.Field([]byte(field), p, false)
 		st = lk.State
 		switch {
@@ -92,7 +92,7 @@ func TestHashCompleteImage(t *testing.T) {
 		t.Errorf("a field absent from a complete image: %s; want (nil) without asking Redis", got)
 	}
 	var listed []string
-	c.LookupHash([]byte("h"), t0, func(e *HashEntry) {
+	c.LookupHash([]byte("h"), t0, func(e HashEntry) {
 		if _, ok := e.Complete(key); !ok {
 			t.Error("the HGETALL image is not complete")
 		}
@@ -106,7 +106,7 @@ func TestHashCompleteImage(t *testing.T) {
 	if got, _ := hget(c, "h", "a", key, t0); got != "9" {
 		t.Errorf("a after the merge: %s", got)
 	}
-	c.LookupHash([]byte("h"), t0, func(e *HashEntry) {
+	c.LookupHash([]byte("h"), t0, func(e HashEntry) {
 		if _, ok := e.Complete(key); !ok {
 			t.Error("a partial fill made the complete image incomplete")
 		}

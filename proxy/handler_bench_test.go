@@ -85,3 +85,46 @@ func benchHitPath(b *testing.B, pipeline int) {
 
 func BenchmarkHitPathGet(b *testing.B)        { benchHitPath(b, 1) }
 func BenchmarkHitPathPipeline16(b *testing.B) { benchHitPath(b, 16) }
+
+// BenchmarkHitPathHMGET is Feast's read from memory: HMGET of 8 features and the event time of one view, out of
+// a hash holding two views (18 fields).
+func BenchmarkHitPathHMGET(b *testing.B) {
+	srv := benchServer(b, 0)
+	ps := srv.policies.Load()
+	lp := &ps.local[0]
+	var fields [][]byte
+	var reads []localcache.FieldRead
+	for i := 0; i < 18; i++ {
+		f := []byte("field-" + strconv.Itoa(i))
+		fields = append(fields, f)
+		reads = append(reads, localcache.FieldRead{Field: f, Value: bytes.Repeat([]byte("v"), 9), Policy: lp})
+	}
+	key := []byte("entity:1")
+	f, _ := srv.cache.AcquireHash(key, localcache.HashFillID(fields, true))
+	srv.cache.CompleteHash(f, localcache.Result{PTTL: -1}, &localcache.HashResult{Fields: reads, All: true, KeyPolicy: lp})
+	args := []string{"HMGET", "entity:1"}
+	for i := 0; i < 9; i++ {
+		args = append(args, "field-"+strconv.Itoa(i))
+	}
+	payload := upstream.AppendCommand(nil, args...)
+	server, client := net.Pipe()
+	defer server.Close()
+	defer client.Close()
+	c := srv.newClient(server)
+	c.rd = NewReader(&repeatReader{data: payload}, Limits{})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cmds, err := c.rd.ReadBatch(c.cmds[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.cmds = cmds
+		c.execBatch(cmds)
+		c.out = c.out[:0]
+	}
+	b.StopTimer()
+	if hits := srv.stats.Hits.Load(); hits < int64(b.N) {
+		b.Fatalf("hits = %d; the benchmark did not hit", hits)
+	}
+}

@@ -50,11 +50,24 @@ type eventTime struct {
 
 // hashScratch is a client's reused space for hash lookups, so a fully cached read allocates nothing.
 type hashScratch struct {
-	elems   []byte // reply elements known at lookup, concatenated
-	ends    []int  // end of each field's element in elems; -1 when not known
+	pols    []*policy.Policy     // each field's policy
+	lps     []*localcache.Policy // and its local-tier form
+	elems   []byte               // reply elements known at lookup, concatenated in the entry's order
+	spans   []span               // each field's element in elems; start -1 when not known
 	missing [][]byte
 	times   []eventTime
 	stale   bool
+}
+
+// span is a field's reply element in hashScratch.elems.
+type span struct{ start, end int }
+
+// elem returns field i's reply element known at lookup, or nil.
+func (hs *hashScratch) elem(i int) []byte {
+	if s := hs.spans[i]; s.start >= 0 {
+		return hs.elems[s.start:s.end]
+	}
+	return nil
 }
 
 // fieldPolicy returns a field's policy: its feature view's when the key is a Feast key and the field belongs to a
@@ -100,14 +113,7 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	if kind == hashGetAll {
 		*buf, served = c.serveHashAll(*buf, key, ps, pol, c.seg.now, false)
 	} else if c.lookupFields(key, fields, ps, pol, c.seg.now, false) {
-		hs := &c.hs
-		*buf = appendFieldsReply(*buf, kind, fields, ps, pol, hs.times, c.seg.now, func(i int) []byte {
-			start := 0
-			if i > 0 {
-				start = hs.ends[i-1]
-			}
-			return hs.elems[start:hs.ends[i]]
-		})
+		*buf = appendFieldsReply(*buf, kind, fields, c.hs.pols, c.hs.times, c.seg.now, c.hs.elem)
 		served = true
 	}
 	if served {
@@ -125,12 +131,8 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 		hs := &c.hs
 		hr.fields = cloneAll(fields)
 		hr.known = make([][]byte, len(fields))
-		start := 0
 		for i := range fields {
-			if end := hs.ends[i]; end >= 0 {
-				hr.known[i] = bytes.Clone(hs.elems[start:end])
-				start = end
-			}
+			hr.known[i] = bytes.Clone(hs.elem(i)) // nil stays nil: the fill brings it
 		}
 		hr.times = append([]eventTime(nil), hs.times...)
 		hr.fetch = cloneAll(hs.missing)
@@ -151,35 +153,39 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 // upstream failure.
 func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *policy.Policy, now time.Time, allowDead bool) bool {
 	hs := &c.hs
-	hs.elems, hs.ends, hs.missing, hs.times, hs.stale = hs.elems[:0], hs.ends[:0], hs.missing[:0], hs.times[:0], false
-	for range fields {
-		hs.ends = append(hs.ends, -1)
+	hs.elems, hs.spans, hs.missing, hs.times, hs.stale = hs.elems[:0], hs.spans[:0], hs.missing[:0], hs.times[:0], false
+	hs.pols, hs.lps = hs.pols[:0], hs.lps[:0]
+	for _, f := range fields {
+		fp, flp := fieldPolicy(ps, pol, f)
+		hs.pols, hs.lps, hs.spans = append(hs.pols, fp), append(hs.lps, flp), append(hs.spans, span{-1, -1})
 	}
-	c.srv.cache.LookupHash(key, now, func(e *localcache.HashEntry) {
+	c.srv.cache.LookupHash(key, now, func(e localcache.HashEntry) {
+		e.Fields(fields, func(i int) *localcache.Policy { return hs.lps[i] }, allowDead,
+			func(i int, v []byte, missing bool, lk localcache.Lookup) {
+				if lk.State == localcache.StateMiss {
+					return
+				}
+				hs.stale = hs.stale || lk.State == localcache.StateStale || lk.State == localcache.StateUnverified
+				start := len(hs.elems)
+				if missing {
+					hs.elems = append(hs.elems, nullBulk...)
+				} else {
+					hs.elems = appendBulk(hs.elems, v)
+				}
+				hs.spans[i] = span{start, len(hs.elems)}
+			})
 		for i, f := range fields {
-			fp, flp := fieldPolicy(ps, pol, f)
-			v, missing, lk := e.Field(f, flp, allowDead)
-			if lk.State == localcache.StateMiss {
-				continue
+			if hs.spans[i].start >= 0 && needsEventTime(hs.pols[i], f) {
+				hs.times = noteEventTime(hs.times, e, hs.pols[i].View, hs.lps[i], allowDead)
 			}
-			hs.stale = hs.stale || lk.State == localcache.StateStale || lk.State == localcache.StateUnverified
-			if needsEventTime(fp, f) {
-				hs.times = noteEventTime(hs.times, e, fp.View, flp, allowDead)
-			}
-			if missing {
-				hs.elems = append(hs.elems, nullBulk...)
-			} else {
-				hs.elems = appendBulk(hs.elems, v)
-			}
-			hs.ends[i] = len(hs.elems)
 		}
 	})
 	for i, f := range fields {
-		if hs.ends[i] >= 0 {
+		if hs.spans[i].start >= 0 {
 			continue
 		}
 		hs.missing = appendUnique(hs.missing, f)
-		if fp, _ := fieldPolicy(ps, pol, f); needsEventTime(fp, f) && !timeKnown(hs.times, fp.View) {
+		if fp := hs.pols[i]; needsEventTime(fp, f) && !timeKnown(hs.times, fp.View) {
 			hs.missing = appendUnique(hs.missing, []byte(fp.View.EventTimeField))
 		}
 	}
@@ -207,7 +213,7 @@ func timeKnown(times []eventTime, v *policy.FeatureView) bool {
 }
 
 // noteEventTime records a feature view's row event time as the entry holds it, once per read.
-func noteEventTime(times []eventTime, e *localcache.HashEntry, v *policy.FeatureView, lp *localcache.Policy, allowDead bool) []eventTime {
+func noteEventTime(times []eventTime, e localcache.HashEntry, v *policy.FeatureView, lp *localcache.Policy, allowDead bool) []eventTime {
 	for _, et := range times {
 		if et.view == v {
 			return times
@@ -238,15 +244,14 @@ func tooOld(fp *policy.Policy, field []byte, times []eventTime, now time.Time) b
 }
 
 // appendFieldsReply appends the reply of HGET or HMGET: each field's element as elem gives it, nil for features of
-// rows older than their view's max_event_age.
-func appendFieldsReply(dst []byte, kind hashCmd, fields [][]byte, ps *policySet, pol *policy.Policy,
+// rows older than their view's max_event_age. pols are the fields' policies.
+func appendFieldsReply(dst []byte, kind hashCmd, fields [][]byte, pols []*policy.Policy,
 	times []eventTime, now time.Time, elem func(i int) []byte) []byte {
 	if kind == hashMGet {
 		dst = appendArrayLen(dst, len(fields))
 	}
 	for i, f := range fields {
-		fp, _ := fieldPolicy(ps, pol, f)
-		if tooOld(fp, f, times, now) {
+		if tooOld(pols[i], f, times, now) {
 			dst = append(dst, nullBulk...)
 			continue
 		}
@@ -263,7 +268,7 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy
 	lp := &ps.local[pol.Index]
 	ok := false
 	n := 0
-	c.srv.cache.LookupHash(key, now, func(e *localcache.HashEntry) {
+	c.srv.cache.LookupHash(key, now, func(e localcache.HashEntry) {
 		lk, complete := e.Complete(lp)
 		if !complete {
 			return
@@ -352,15 +357,8 @@ func (c *client) emitHashRead(dst []byte, hr *hashRead) []byte {
 				return out
 			}
 		} else if c.lookupFields(hr.key, hr.fields, hr.ps, hr.pol, c.seg.now, true) {
-			hs := &c.hs
 			c.srv.stats.StaleOnError.Add(1)
-			return appendFieldsReply(dst, hr.cmd, hr.fields, hr.ps, hr.pol, hs.times, c.seg.now, func(i int) []byte {
-				start := 0
-				if i > 0 {
-					start = hs.ends[i-1]
-				}
-				return hs.elems[start:hs.ends[i]]
-			})
+			return appendFieldsReply(dst, hr.cmd, hr.fields, c.hs.pols, c.hs.times, c.seg.now, c.hs.elem)
 		}
 		c.srv.stats.Errors.Add(1)
 		err := res.Err
@@ -386,7 +384,11 @@ func (c *client) emitHashRead(dst []byte, hr *hashRead) []byte {
 		return append(append(dst[:mark], hdr...), append([]byte(nil), dst[body:]...)...)
 	}
 	times := timesFrom(hr.times, res.Hash, hr.ps, hr.pol)
-	return appendFieldsReply(dst, hr.cmd, hr.fields, hr.ps, hr.pol, times, c.seg.now, func(i int) []byte {
+	pols := make([]*policy.Policy, len(hr.fields))
+	for i, f := range hr.fields {
+		pols[i], _ = fieldPolicy(hr.ps, hr.pol, f)
+	}
+	return appendFieldsReply(dst, hr.cmd, hr.fields, pols, times, c.seg.now, func(i int) []byte {
 		if hr.known[i] != nil {
 			return hr.known[i]
 		}
