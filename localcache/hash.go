@@ -35,6 +35,10 @@ type FieldRead struct {
 	Missing bool
 	// Policy is the field's policy (its feature view's, or its key's). Nil means the field is not stored.
 	Policy *Policy
+	// PTTL is the field's own remaining time to live, from an upstream with per-field expiry (HPTTL): > 0 caps the
+	// field's deadlines; 0 or NoExpiry means none; any other negative value means unknown, and the field is not
+	// stored.
+	PTTL time.Duration
 }
 
 // HashResult is what a hash fill read, handed to CompleteHash.
@@ -109,7 +113,7 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 	var r float64
 	h := Header{Kind: KindHash, Epoch: epochOf(f.stamp), Session: sessionOf(f.stamp), FetchedAt: fetched}
 	last := int64(0)
-	deadlines := func(p *Policy, missing bool) (soft, hard int64) {
+	deadlines := func(p *Policy, missing bool, expireAt int64) (soft, hard int64) {
 		softTTL, hardTTL := max(p.SoftTTL, 0), p.HardTTL
 		if missing {
 			softTTL, hardTTL = p.NegativeTTL, p.NegativeTTL
@@ -136,7 +140,7 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 	flags := byte(0)
 	if hr.All && hr.KeyPolicy != nil {
 		flags = hashComplete
-		h.SoftAt, h.HardAt = deadlines(hr.KeyPolicy, len(hr.Fields) == 0)
+		h.SoftAt, h.HardAt = deadlines(hr.KeyPolicy, len(hr.Fields) == 0, expireAt)
 		h.ExpireAt = expireAt
 		if h.HardAt <= nowMs || (len(hr.Fields) == 0 && hr.KeyPolicy.NegativeTTL <= 0) {
 			flags = 0
@@ -147,14 +151,21 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 	kept := 0
 	for i := range hr.Fields {
 		fr := &hr.Fields[i]
-		if fr.Policy == nil || fr.Policy.HardTTL <= 0 || fr.Missing && fr.Policy.NegativeTTL <= 0 {
+		if fr.Policy == nil || fr.Policy.HardTTL <= 0 || fr.Missing && fr.Policy.NegativeTTL <= 0 ||
+			fr.PTTL < 0 && fr.PTTL != NoExpiry && fr.PTTL != -time.Millisecond {
 			continue
 		}
-		soft, hard := deadlines(fr.Policy, fr.Missing)
+		fieldExpire := expireAt
+		if fr.PTTL > 0 {
+			if at := fetched + fr.PTTL.Milliseconds(); fieldExpire == 0 || at < fieldExpire {
+				fieldExpire = at
+			}
+		}
+		soft, hard := deadlines(fr.Policy, fr.Missing, fieldExpire)
 		if hard <= nowMs {
 			continue
 		}
-		b = appendRecord(b, fr.Field, fr.Missing, fetched, soft, hard, expireAt, fr.Value)
+		b = appendRecord(b, fr.Field, fr.Missing, fetched, soft, hard, fieldExpire, fr.Value)
 		kept++
 	}
 	// Keep the fields of the current entry that this read did not cover, if it is of the fill's stamp (an entry
@@ -413,3 +424,20 @@ func allMissing(hr *HashResult) bool {
 	}
 	return true
 }
+
+// FieldHeader returns a field's record as a Header (its kind, times and deadlines) and its value's size, for
+// CACHE EXPLAIN; ok is false when the entry does not list the field.
+func (e *HashEntry) FieldHeader(field []byte) (h Header, size int, ok bool) {
+	eachRecord(e.records, func(r record) bool {
+		if string(r.field) != string(field) {
+			return true
+		}
+		h = Header{Kind: r.kind, Epoch: e.h.Epoch, Session: e.h.Session, FetchedAt: r.fetched, SoftAt: r.soft, HardAt: r.hard, ExpireAt: r.expire}
+		size, ok = len(r.value), true
+		return false
+	})
+	return h, size, ok
+}
+
+// IsComplete reports whether the entry is an image of the whole hash (from HGETALL), whatever its deadlines.
+func (e *HashEntry) IsComplete() bool { return e.complete }

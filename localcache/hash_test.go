@@ -240,3 +240,28 @@ func TestHashStress(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestHashFieldTTL: a field's own upstream TTL (HPTTL) caps its deadlines; a field whose TTL is unknown is not
+// stored.
+func TestHashFieldTTL(t *testing.T) {
+	c := newTestCache(t, newClock(t0), nil)
+	p := &Policy{SoftTTL: time.Hour, HardTTL: time.Hour}
+	f, _ := c.AcquireHash([]byte("h"), HashFillID([][]byte{[]byte("a"), []byte("b"), []byte("c")}, false))
+	c.CompleteHash(f, Result{PTTL: NoExpiry}, &HashResult{KeyPolicy: p, Fields: []FieldRead{
+		{Field: []byte("a"), Value: []byte("1"), Policy: p, PTTL: 2 * time.Second},
+		{Field: []byte("b"), Value: []byte("2"), Policy: p, PTTL: NoExpiry},
+		{Field: []byte("c"), Value: []byte("3"), Policy: p, PTTL: -3 * time.Millisecond},
+	}})
+	if got, _ := hget(c, "h", "a", p, t0.Add(time.Second)); got != "1" {
+		t.Fatalf("a within its own TTL: %s", got)
+	}
+	if got, _ := hget(c, "h", "a", p, t0.Add(2*time.Second)); got != "(miss)" {
+		t.Fatalf("a at its own expiry: %s; want a miss", got)
+	}
+	if got, _ := hget(c, "h", "b", p, t0.Add(10*time.Minute)); got != "2" {
+		t.Fatalf("b without a field TTL: %s", got)
+	}
+	if got, _ := hget(c, "h", "c", p, t0); got != "(miss)" {
+		t.Fatalf("c, whose TTL is unknown, was stored: %s", got)
+	}
+}

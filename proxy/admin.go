@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"featcache/localcache"
+	"featcache/policy"
 )
 
 // cmdCache answers featcache's own admin commands, for redis-cli:
@@ -28,6 +29,8 @@ func (c *client) cmdCache(args [][]byte) {
 	case !known:
 		c.errorReply("ERR unknown subcommand '" + string(truncateArg(args[1], 128)) + "'. Try CACHE HELP.")
 		return
+	case sub == "explain" && len(args) == 4:
+		// CACHE EXPLAIN key field: one field of a cached hash.
 	case len(args) != n:
 		c.errorReply("ERR wrong number of arguments for 'cache|" + sub + "' command")
 		return
@@ -36,7 +39,11 @@ func (c *client) cmdCache(args [][]byte) {
 	case "stats":
 		c.bulkReply(c.srv.statsText())
 	case "explain":
-		c.bulkReply(c.explain(args[2]))
+		var field []byte
+		if len(args) == 4 {
+			field = args[3]
+		}
+		c.bulkReply(c.explain(args[2], field))
 	case "flush":
 		c.srv.cache.Flush()
 		c.simpleReply("OK")
@@ -45,8 +52,9 @@ func (c *client) cmdCache(args [][]byte) {
 			"CACHE <subcommand> [<arg> ...]. Subcommands are:",
 			"STATS",
 			"    Counters of the request path and of the local tier.",
-			"EXPLAIN <key>",
-			"    The key's policy, cache state, age, and time left to its soft and hard deadlines.",
+			"EXPLAIN <key> [<field>]",
+			"    The key's policy, cache state, age, and time left to its soft and hard deadlines; for a cached",
+			"    hash, its fields, or with <field> that field's policy and state.",
 			"FLUSH",
 			"    Empty the local tier. The upstream is not touched.",
 			"HELP",
@@ -120,7 +128,7 @@ func (s *Server) statsText() []byte {
 
 // explain renders CACHE EXPLAIN: what featcache would do with key now. Keys are bytes; they are shown quoted
 // with Go escapes, so binary keys print safely.
-func (c *client) explain(key []byte) []byte {
+func (c *client) explain(key, field []byte) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "key:%s\r\n", strconv.Quote(string(key)))
 	pol, lp := c.policyOf(key)
@@ -149,6 +157,9 @@ func (c *client) explain(key []byte) []byte {
 	if !ok {
 		b.WriteString("state:miss\r\n")
 		return b.Bytes()
+	}
+	if h.Kind == localcache.KindHash {
+		return c.explainHash(&b, key, field, pol, now)
 	}
 	fmt.Fprintf(&b, "state:%s\r\n", stateName(st))
 	kind := "value"
@@ -183,4 +194,41 @@ func stateName(st localcache.State) string {
 		return "unverified (cached before a tracking loss: served within its soft TTL, re-fetched at upstream.revalidate_rate)"
 	}
 	return "miss"
+}
+
+// explainHash renders CACHE EXPLAIN of a cached hash: its fields, or one field's policy and state.
+func (c *client) explainHash(b *bytes.Buffer, key, field []byte, pol *policy.Policy, now time.Time) []byte {
+	ps := c.srv.policies.Load()
+	b.WriteString("kind:hash\r\n")
+	c.srv.cache.LookupHash(key, now, func(e localcache.HashEntry) {
+		fmt.Fprintf(b, "complete:%v\r\n", e.IsComplete())
+		if field == nil {
+			n := 0
+			e.EachField(func(f []byte) *localcache.Policy { _, lp := fieldPolicy(ps, pol, f); return lp }, false,
+				func(f, v []byte, missing bool, lk localcache.Lookup) bool {
+					n++
+					if n <= 32 {
+						fp, _ := fieldPolicy(ps, pol, f)
+						fmt.Fprintf(b, "field:%s policy:%s state:%s\r\n", strconv.Quote(string(f)), fp.Name, stateName(lk.State))
+					}
+					return true
+				})
+			fmt.Fprintf(b, "fields:%d\r\n", n)
+			return
+		}
+		fp, flp := fieldPolicy(ps, pol, field)
+		fmt.Fprintf(b, "field:%s\r\nfield_policy:%s\r\n", strconv.Quote(string(field)), fp.Name)
+		h, size, ok := e.FieldHeader(field)
+		if !ok {
+			_, _, lk := e.Field(field, flp, false)
+			fmt.Fprintf(b, "field_state:%s\r\n", stateName(lk.State))
+			return
+		}
+		_, _, lk := e.Field(field, flp, false)
+		fmt.Fprintf(b, "field_state:%s\r\nfield_size:%d\r\nfield_missing:%v\r\n", stateName(lk.State), size, h.Kind == localcache.KindNil)
+		ms := func(t int64) string { return strconv.FormatInt(t-now.UnixMilli(), 10) }
+		soft, hard := h.Deadlines(flp)
+		fmt.Fprintf(b, "age_ms:%d\r\nsoft_left_ms:%s\r\nhard_left_ms:%s\r\n", now.UnixMilli()-h.FetchedAt, ms(soft), ms(hard))
+	})
+	return b.Bytes()
 }

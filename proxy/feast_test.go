@@ -137,6 +137,16 @@ func TestFeastLayout(t *testing.T) {
 	if n := upstreamCalls(t, p.redis, "hmget"); n != 6 {
 		t.Fatalf("%d upstream HMGETs for two rounds of 6; want 6 (the second round from memory)", n)
 	}
+	// CACHE EXPLAIN shows the hash's fields and a field's feature-view policy; binary keys print quoted.
+	explain := string(c.Do("CACHE", "EXPLAIN", feastKey(1), fid("txn_stats", "sum_1h")))
+	for _, want := range []string{"policy:feast\r\n", "kind:hash", "field_policy:feast:txn_stats", "field_state:fresh", `key:"\x01\x00`} {
+		if !strings.Contains(explain, want) {
+			t.Fatalf("CACHE EXPLAIN of a Feast field lacks %q: %q", want, explain)
+		}
+	}
+	if explain := string(c.Do("CACHE", "EXPLAIN", feastKey(1))); !strings.Contains(explain, "fields:6") {
+		t.Fatalf("CACHE EXPLAIN of a Feast hash: %q", explain)
+	}
 
 	// Per-feature-view TTLs: 11s later txn_stats (hard 10s) is read again, user_profile (hard 2h) is not.
 	p.clock.Advance(11 * time.Second)

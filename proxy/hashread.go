@@ -36,9 +36,11 @@ type hashRead struct {
 	known  [][]byte    // per field, its reply element known at lookup, or nil when the fill brings it
 	times  []eventTime // feature views' event times known at lookup
 	fetch  [][]byte    // the fields the fill reads (nil for HGETALL: all of them)
-	fill   *localcache.Fill
-	ps     *policySet
-	pol    *policy.Policy
+	// fieldTTL: the upstream has per-field expiry (HPTTL, Redis 7.4+): the fill reads each field's TTL too
+	fieldTTL bool
+	fill     *localcache.Fill
+	ps       *policySet
+	pol      *policy.Policy
 }
 
 // eventTime is a feature view's row event time as one read saw it.
@@ -126,7 +128,7 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 		return
 	}
 	c.srv.stats.Misses.Add(1)
-	hr := &hashRead{cmd: kind, key: bytes.Clone(key), ps: ps, pol: pol}
+	hr := &hashRead{cmd: kind, key: bytes.Clone(key), ps: ps, pol: pol, fieldTTL: c.srv.tbl.Load().fieldTTL}
 	if kind != hashGetAll {
 		hs := &c.hs
 		hr.fields = cloneAll(fields)
@@ -141,8 +143,8 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	hr.fill = f
 	if leader {
 		c.seg.fetches = append(c.seg.fetches, fetchItem{fill: f, frame: c.seg.frames, hash: hr})
-		c.seg.req = upstream.AppendHashFetch(c.seg.req, hr.key, hr.fetch, kind == hashGetAll)
-		c.seg.frames += 2
+		c.seg.req = upstream.AppendHashFetch(c.seg.req, hr.key, hr.fetch, kind == hashGetAll, hr.fieldTTL)
+		c.seg.frames += upstream.HashFetchFrames(kind == hashGetAll, hr.fieldTTL)
 	}
 	c.seg.holes = append(c.seg.holes, hole{kind: holeHash, pos: len(c.seg.tail), hash: hr})
 }
@@ -311,8 +313,12 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy
 func (c *client) completeHashFetch(it *fetchItem, err error) {
 	hr := it.hash
 	res := localcache.Result{Err: err}
-	if it.frame+1 < c.call.Len() {
-		res = hashFetchedResult(c.call.Frame(it.frame), c.call.Frame(it.frame+1), hr, &c.hashFetched)
+	if n := upstream.HashFetchFrames(hr.cmd == hashGetAll, hr.fieldTTL); it.frame+n-1 < c.call.Len() {
+		var hpttl []byte
+		if n == 3 {
+			hpttl = c.call.Frame(it.frame + 2)
+		}
+		res = hashFetchedResult(c.call.Frame(it.frame), c.call.Frame(it.frame+1), hpttl, hr, &c.hashFetched)
 	}
 	c.srv.cache.CompleteHash(it.fill, res, res.Hash)
 	it.fill = nil
@@ -321,8 +327,8 @@ func (c *client) completeHashFetch(it *fetchItem, err error) {
 
 // hashFetchedResult turns the replies of a hash fetch into a fill result whose Hash holds copies of the fields
 // read, each with its policy.
-func hashFetchedResult(reply, pttl []byte, hr *hashRead, hf *upstream.HashFetched) localcache.Result {
-	if err := upstream.ParseHashFetched(reply, pttl, hr.fetch, hr.cmd == hashGetAll, hf); err != nil {
+func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.HashFetched) localcache.Result {
+	if err := upstream.ParseHashFetched(reply, pttl, hpttl, hr.fetch, hr.cmd == hashGetAll, hf); err != nil {
 		return localcache.Result{Err: err}
 	}
 	if hf.Error != nil {
@@ -337,6 +343,17 @@ func hashFetchedResult(reply, pttl []byte, hr *hashRead, hf *upstream.HashFetche
 		_, flp := fieldPolicy(hr.ps, hr.pol, hf.Fields[i])
 		out.Fields[i] = localcache.FieldRead{Field: bytes.Clone(hf.Fields[i]), Value: bytes.Clone(hf.Values[i]),
 			Missing: hf.Missing[i], Policy: flp}
+		switch {
+		case hf.FieldPTTL != nil:
+			out.Fields[i].PTTL = time.Duration(hf.FieldPTTL[i]) * time.Millisecond
+		case hr.fieldTTL:
+			// HGETALL against an upstream with per-field expiry: the fields' own TTLs were not read, so none is
+			// stored (the reply is served all the same).
+			out.Fields[i].Policy = nil
+		}
+	}
+	if hr.fieldTTL && hr.cmd == hashGetAll {
+		out.All = false
 	}
 	return localcache.Result{PTTL: time.Duration(hf.PTTL) * time.Millisecond, Hash: out}
 }
@@ -436,7 +453,8 @@ func fieldElement(res *localcache.HashResult, field []byte) []byte {
 
 // refreshHash starts a background refresh of a hash read's fields unless one is in flight.
 func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySet, pol *policy.Policy) {
-	hr := &hashRead{key: bytes.Clone(key), fetch: cloneAll(fields), ps: ps, pol: pol, cmd: hashMGet}
+	hr := &hashRead{key: bytes.Clone(key), fetch: cloneAll(fields), ps: ps, pol: pol, cmd: hashMGet,
+		fieldTTL: c.srv.tbl.Load().fieldTTL}
 	if all {
 		hr.cmd, hr.fetch = hashGetAll, nil
 	}
@@ -447,11 +465,16 @@ func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySe
 	c.srv.stats.Refreshes.Add(1)
 	go func() {
 		call := upstream.NewCall()
-		err := c.srv.up.Do(call, upstream.AppendHashFetch(nil, hr.key, hr.fetch, all), 2)
+		n := upstream.HashFetchFrames(all, hr.fieldTTL)
+		err := c.srv.up.Do(call, upstream.AppendHashFetch(nil, hr.key, hr.fetch, all, hr.fieldTTL), n)
 		res := localcache.Result{Err: err}
-		if call.Len() == 2 {
+		if call.Len() == n {
 			var hf upstream.HashFetched
-			res = hashFetchedResult(call.Frame(0), call.Frame(1), hr, &hf)
+			var hpttl []byte
+			if n == 3 {
+				hpttl = call.Frame(2)
+			}
+			res = hashFetchedResult(call.Frame(0), call.Frame(1), hpttl, hr, &hf)
 		}
 		c.srv.stats.UpstreamReads.Add(1)
 		c.srv.cache.CompleteHash(f, res, res.Hash)

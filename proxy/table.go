@@ -56,6 +56,9 @@ type command struct {
 // table maps command names to their entries.
 type table struct {
 	cmds map[string]*command
+	// fieldTTL: the upstream has per-field hash expiry (HPTTL, Redis 7.4 and later), so hash fills read each
+	// field's own TTL.
+	fieldTTL bool
 }
 
 // lookup returns the entry for a command line, the subcommand's entry when it has one, or nil when neither Redis
@@ -145,7 +148,7 @@ var scriptCommands = []string{"eval", "evalsha", "fcall"}
 // newTable builds the command table from Redis's metadata and featcache's own entries. deny lists commands
 // ("config") or subcommands ("client|kill") to refuse.
 func newTable(cmds Commands, deny []string) *table {
-	t := &table{cmds: make(map[string]*command, len(cmds)+8)}
+	t := &table{cmds: make(map[string]*command, len(cmds)+8), fieldTTL: cmds["hpttl"] != nil}
 	for name, info := range cmds {
 		top := &command{name: name, info: info, class: classify(info)}
 		t.cmds[name] = top

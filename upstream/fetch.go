@@ -91,8 +91,47 @@ func ParseFetched(get, pttl []byte) (Fetched, error) {
 }
 
 // AppendHashFetch appends the commands that read a hash for the local tier: HMGET key fields..., or HGETALL key
-// when all is true, then PTTL key. Their replies are read with ParseHashFetched.
-func AppendHashFetch(dst, key []byte, fields [][]byte, all bool) []byte {
+// when all is true, then PTTL key, and with fieldTTL (an upstream with per-field expiry, Redis 7.4 and later)
+// HPTTL key FIELDS n fields... after an HMGET. Their replies (HashFetchFrames of them) are read with
+// ParseHashFetched.
+func AppendHashFetch(dst, key []byte, fields [][]byte, all, fieldTTL bool) []byte {
+	dst = appendHashRead(dst, key, fields, all)
+	dst = AppendKeyCommand(dst, "PTTL", key)
+	if fieldTTL && !all {
+		dst = appendArgsHeader(dst, 4+len(fields))
+		dst = appendBulkArg(appendBulkArg(appendBulkArg(dst, []byte("HPTTL")), key), []byte("FIELDS"))
+		dst = appendBulkArg(dst, strconv.AppendInt(nil, int64(len(fields)), 10))
+		for _, f := range fields {
+			dst = appendBulkArg(dst, f)
+		}
+	}
+	return dst
+}
+
+// HashFetchFrames is how many reply frames AppendHashFetch's commands produce.
+func HashFetchFrames(all, fieldTTL bool) int {
+	if fieldTTL && !all {
+		return 3
+	}
+	return 2
+}
+
+func appendArgsHeader(dst []byte, n int) []byte {
+	dst = append(dst, '*')
+	dst = strconv.AppendInt(dst, int64(n), 10)
+	return append(dst, '\r', '\n')
+}
+
+func appendBulkArg(dst, b []byte) []byte {
+	dst = append(dst, '$')
+	dst = strconv.AppendInt(dst, int64(len(b)), 10)
+	dst = append(dst, '\r', '\n')
+	dst = append(dst, b...)
+	return append(dst, '\r', '\n')
+}
+
+// appendHashRead appends HMGET key fields... or HGETALL key.
+func appendHashRead(dst, key []byte, fields [][]byte, all bool) []byte {
 	if all {
 		dst = AppendKeyCommand(dst, "HGETALL", key)
 	} else {
@@ -111,7 +150,7 @@ func AppendHashFetch(dst, key []byte, fields [][]byte, all bool) []byte {
 			dst = append(dst, '\r', '\n')
 		}
 	}
-	return AppendKeyCommand(dst, "PTTL", key)
+	return dst
 }
 
 // HashFetched is the upstream's answer to AppendHashFetch.
@@ -124,11 +163,28 @@ type HashFetched struct {
 	Error []byte
 	// PTTL is the key's remaining time to live (ms): -1 for no expiry, -2 when the key does not exist.
 	PTTL int64
+	// FieldPTTL, with per-field expiry, is each field's own remaining time to live (ms, as HPTTL: -1 none, -2 no
+	// such field); nil otherwise.
+	FieldPTTL []int64
 }
 
-// ParseHashFetched reads the replies to AppendHashFetch into out, reusing its slices.
-func ParseHashFetched(reply, pttl []byte, fields [][]byte, all bool, out *HashFetched) error {
+// ParseHashFetched reads the replies to AppendHashFetch into out, reusing its slices. hpttl is HPTTL's reply, or
+// nil when it was not asked; a field whose own TTL cannot be read gets -3 (unknown: not to be stored).
+func ParseHashFetched(reply, pttl, hpttl []byte, fields [][]byte, all bool, out *HashFetched) error {
 	out.Fields, out.Values, out.Missing, out.Error = out.Fields[:0], out.Values[:0], out.Missing[:0], nil
+	out.FieldPTTL = out.FieldPTTL[:0]
+	if hpttl != nil {
+		elems, err := arrayElements(hpttl, nil)
+		for i := range fields {
+			ttl := int64(-3)
+			if err == nil && len(elems) == len(fields) {
+				if n, ok := parseInt(elems[i]); ok {
+					ttl = n
+				}
+			}
+			out.FieldPTTL = append(out.FieldPTTL, ttl)
+		}
+	}
 	n, ok := parseInt(pttl)
 	if !ok {
 		n = -2 // PTTL failed: treat the expiry as unknown, so nothing is stored

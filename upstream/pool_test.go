@@ -346,3 +346,27 @@ func TestPoolConnectionOutlivesTimeout(t *testing.T) {
 	}
 	dc.Release()
 }
+
+// TestHashFetchWithFieldTTL: against an upstream with per-field expiry (Redis 7.4+), a hash fetch also reads each
+// field's TTL with HPTTL; its reply gives each field's own TTL, and a failed HPTTL makes every field's unknown.
+func TestHashFetchWithFieldTTL(t *testing.T) {
+	got := string(AppendHashFetch(nil, []byte("h"), [][]byte{[]byte("a"), []byte("b")}, false, true))
+	want := string(AppendCommand(nil, "HMGET", "h", "a", "b")) + string(AppendCommand(nil, "PTTL", "h")) +
+		string(AppendCommand(nil, "HPTTL", "h", "FIELDS", "2", "a", "b"))
+	if got != want {
+		t.Fatalf("got %q; want %q", got, want)
+	}
+	if HashFetchFrames(false, true) != 3 || HashFetchFrames(true, true) != 2 || HashFetchFrames(false, false) != 2 {
+		t.Fatal("HashFetchFrames")
+	}
+	var hf HashFetched
+	fields := [][]byte{[]byte("a"), []byte("b")}
+	err := ParseHashFetched([]byte("*2\r\n$1\r\n1\r\n$-1\r\n"), []byte(":-1\r\n"), []byte("*2\r\n:1500\r\n:-2\r\n"), fields, false, &hf)
+	if err != nil || len(hf.FieldPTTL) != 2 || hf.FieldPTTL[0] != 1500 || hf.FieldPTTL[1] != -2 || !hf.Missing[1] {
+		t.Fatalf("got %+v, %v", hf, err)
+	}
+	err = ParseHashFetched([]byte("*2\r\n$1\r\n1\r\n$1\r\n2\r\n"), []byte(":-1\r\n"), []byte("-ERR unknown command 'HPTTL'\r\n"), fields, false, &hf)
+	if err != nil || hf.FieldPTTL[0] != -3 || hf.FieldPTTL[1] != -3 {
+		t.Fatalf("a failed HPTTL: got %+v, %v; want unknown TTLs", hf.FieldPTTL, err)
+	}
+}
