@@ -162,6 +162,7 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 			case err == nil:
 				stored = true
 				c.stats.fillsStored.Add(1)
+				c.stats.storedBytes.Add(uint64(len(f.key) + len(*buf) + freecache.ENTRY_HDR_SIZE))
 			case errors.Is(err, freecache.ErrLargeKey):
 				c.stats.tooLargeKeys.Add(1)
 			default: // freecache.ErrLargeEntry; encode checks the same bound first

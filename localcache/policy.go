@@ -25,6 +25,11 @@ type Policy struct {
 	ServeStale bool
 	// MaxStale bounds how far past the hard deadline ServeStale may serve.
 	MaxStale time.Duration
+	// NotBefore, if not zero, makes entries whose fill began before this instant (on the cache's clock)
+	// unservable under this policy: a lookup treats them as misses. The proxy sets it when the policy's keys start
+	// being tracked for invalidation only now, so entries stored while nothing announced their writes are never
+	// served.
+	NotBefore time.Time
 }
 
 // jitter returns the fraction, in [0,1), by which an entry's deadlines are shortened, given a draw
