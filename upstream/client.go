@@ -245,7 +245,7 @@ func (c *Client) probe() {
 	for {
 		if err := c.Pool.Do(call, ping, 1); err == nil {
 			if f := call.Frame(0); len(f) > 0 && f[0] == '-' {
-				c.Pool.setHealth(false, redisReplyError(f))
+				c.Pool.setHealth(false, ErrReply(strings.TrimSpace(string(f[1:]))))
 			} else {
 				c.Pool.setHealth(true, nil)
 			}
@@ -257,11 +257,6 @@ func (c *Client) probe() {
 		}
 	}
 }
-
-// redisReplyError is an error reply of the upstream, as an error.
-type redisReplyError []byte
-
-func (e redisReplyError) Error() string { return strings.TrimSpace(strings.TrimPrefix(string(e), "-")) }
 
 // Close stops tracking and the health PING and closes every connection.
 func (c *Client) Close() {
