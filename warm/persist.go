@@ -123,7 +123,7 @@ type Persister struct {
 	writeMu sync.Mutex // one write of the list at a time
 
 	fileWrites, fileErrors, zsetWrites, zsetErrors, touched atomic.Int64
-	eviction                                               atomic.Pointer[string]
+	eviction                                                atomic.Pointer[string]
 
 	ctx     context.Context
 	cancel  context.CancelFunc
