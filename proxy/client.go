@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"featcache/localcache"
@@ -59,6 +63,14 @@ type client struct {
 
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
+
+	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
+	hotRand uint64 // xorshift state for the gaps between those
+
+	// leaveAt is when limits.max_conn_age closes the connection (zero: never); deadline is the read deadline the
+	// connection keeps between batches (leaveAt, or none), restored after anything that moves it.
+	leaveAt  time.Time
+	deadline time.Time
 }
 
 func (s *Server) newClient(nc net.Conn) *client {
@@ -75,6 +87,13 @@ func (s *Server) newClient(nc net.Conn) *client {
 		lim = UnauthenticatedLimits()
 	}
 	c.rd = NewReader(nc, lim)
+	c.hotRand = uint64(c.id)*0x9E3779B97F4A7C15 | 1
+	c.hotSkip = 1 + int32(c.hotRand%hotSampleMean)
+	if age := s.cfg.Load().Limits.MaxConnAge; age > 0 {
+		// Up to 10% earlier, at random, so that connections opened together do not all close together.
+		c.leaveAt = time.Now().Add(age - time.Duration(rand.Int64N(int64(age/10)+1)))
+		c.deadline = c.leaveAt
+	}
 	return c
 }
 
@@ -83,18 +102,40 @@ func (s *Server) limits() Limits {
 	return Limits{MaxRequestBytes: int(l.MaxRequestBytes), MaxArgs: l.MaxArgs, MaxInlineBytes: l.MaxInlineBytes}
 }
 
-// serve reads the client's pipelines and answers them until the client leaves.
+// serve reads the client's pipelines and answers them until the client leaves, or until the server closes the
+// connection gently: when it drains (shutdown) or when the connection reaches limits.max_conn_age, at the first
+// point where nothing the client sent is unanswered (see leave).
 func (c *client) serve() {
+	if !c.deadline.IsZero() {
+		c.nc.SetReadDeadline(c.deadline)
+	}
 	for !c.quit {
 		cmds, err := c.rd.ReadBatch(c.cmds[:0])
 		c.cmds = cmds
 		if len(cmds) > 0 {
+			slow := c.srv.cfg.Load().Log.SlowCommand
+			var start time.Time
+			if slow > 0 {
+				start = time.Now()
+			}
 			c.execBatch(cmds)
 			if !c.flush() {
 				return
 			}
+			if slow > 0 {
+				if d := time.Since(start); d > slow {
+					c.logSlow(cmds, d)
+				}
+			}
 		}
 		if err != nil {
+			// A read deadline is how the server interrupts the wait for the next command (Shutdown, max_conn_age).
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.rd.ClearTimeout() {
+				if c.leave() {
+					return
+				}
+				continue
+			}
 			var pe *ProtocolError
 			if errors.As(err, &pe) {
 				c.out = appendError(c.out[:0], "ERR "+pe.Error())
@@ -104,10 +145,104 @@ func (c *client) serve() {
 			}
 			return
 		}
-		if c.draining.Load() && c.rd.Buffered() == 0 {
+		if (c.draining.Load() || !c.leaveAt.IsZero() && time.Now().After(c.leaveAt)) && c.leave() {
 			return
 		}
 	}
+}
+
+// When the server drains, or a connection passes max_conn_age, the connection is closed at the first point where
+// that loses nothing: a command boundary with no byte of the client's waiting unread, after the client has been
+// quiet for closeQuiet (so that a pipeline still arriving, with micro-pauses between its TCP segments, is read to
+// its end) or, for a client that is never quiet that long, once closePatience has passed since closing became due.
+const (
+	closeQuiet    = 50 * time.Millisecond
+	closePatience = time.Second
+	// drainRecheck is how often a draining connection that cannot close yet (a command partly received, a MULTI
+	// waiting for EXEC) looks again.
+	drainRecheck = 20 * time.Millisecond
+)
+
+// leave reports whether the connection is to close now, because the server drains or the connection is past
+// max_conn_age, and it may close gently (see closeQuiet): closing a socket with unread input resets it, which
+// can destroy replies still on their way to the client, so pending input is always read and answered first.
+// MULTI and WATCH sessions are given until EXEC; a subscription is closed by a drain but never by max_conn_age.
+// When it may not close yet, leave sets the read deadline at which to look again.
+func (c *client) leave() bool {
+	draining := c.draining.Load()
+	now := time.Now()
+	aged := !c.leaveAt.IsZero() && now.After(c.leaveAt)
+	c.nc.SetReadDeadline(time.Time{}) // a past deadline would make the peek below fail
+	if !draining && !aged {
+		c.nc.SetReadDeadline(c.deadline)
+		return false
+	}
+	due := c.leaveAt
+	if draining {
+		due = c.srv.shutdownAt()
+	}
+	idle := c.srv.now().Sub(c.seg.now) // since the last batch began, on the clock batches are stamped with
+	sessions := c.tx.multi || c.tx.conn != nil || !draining && c.sub != nil && c.sub.active()
+	pending := c.rd.Buffered() > 0 || pendingInput(c.nc)
+	if !sessions && !pending && (idle >= closeQuiet || now.Sub(due) >= closePatience) {
+		if !draining {
+			c.srv.metrics.agedOut.Add(1)
+		}
+		return true
+	}
+	switch {
+	case draining:
+		c.deadline = now.Add(drainRecheck)
+	case sessions:
+		c.deadline = time.Time{} // looked at again after the next batch
+	default:
+		c.deadline = now.Add(max(closeQuiet-idle, time.Millisecond))
+	}
+	c.nc.SetReadDeadline(c.deadline)
+	return false
+}
+
+// wake interrupts a wait for the next command, so that the client goroutine looks at draining.
+func (c *client) wake() { c.nc.SetReadDeadline(time.Unix(1, 0)) }
+
+// pendingInput reports whether the client has sent bytes featcache has not read yet: a non-blocking peek at the
+// socket. It needs the read deadline cleared.
+func pendingInput(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	pending := false
+	raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		pending = err == nil && n > 0
+		return true
+	})
+	return pending
+}
+
+// logSlow logs a pipeline slower than log.slow_command: its size and command names, never its arguments (keys
+// may identify people, and AUTH carries a password).
+func (c *client) logSlow(cmds []Command, d time.Duration) {
+	c.srv.metrics.slowCommands.Add(1)
+	names := make([]string, 0, 4)
+	for i := range cmds {
+		if len(names) == cap(names) {
+			names = append(names, "...")
+			break
+		}
+		name := strings.ToLower(string(truncateArg(cmds[i].Args[0], 32)))
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	c.srv.log.Warn("slow command", "client", c.id, "addr", c.nc.RemoteAddr().String(), "duration", d,
+		"commands", len(cmds), "names", strings.Join(names, ","))
 }
 
 // flush writes the batch's replies. It reports false when the client is gone.

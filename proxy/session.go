@@ -451,7 +451,7 @@ func (c *client) watchPeer(conn *upstream.Conn) (stop func() (gone bool)) {
 	return func() bool {
 		c.nc.SetReadDeadline(time.Unix(1, 0)) // ends the watcher's wait; the client goroutine is not reading
 		<-done
-		c.nc.SetReadDeadline(time.Time{})
+		c.nc.SetReadDeadline(c.deadline)
 		return left.Load()
 	}
 }
