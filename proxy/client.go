@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"featcache/localcache"
 	"featcache/upstream"
 )
@@ -47,7 +49,8 @@ type client struct {
 	authed    bool
 	reply     replyMode
 	quit      bool
-	draining  atomic.Bool
+	draining  atomic.Bool // Shutdown began: close at the first gentle point
+	stopping  atomic.Bool // Shutdown's deadline came: close at the end of the current batch
 	createdAt time.Time
 
 	seg  segment // the batch part waiting for its upstream round trip
@@ -132,6 +135,7 @@ func (c *client) serve() {
 			// A read deadline is how the server interrupts the wait for the next command (Shutdown, max_conn_age).
 			if errors.Is(err, os.ErrDeadlineExceeded) && c.rd.ClearTimeout() {
 				if c.leave() {
+					c.closeGently()
 					return
 				}
 				continue
@@ -146,15 +150,18 @@ func (c *client) serve() {
 			return
 		}
 		if (c.draining.Load() || !c.leaveAt.IsZero() && time.Now().After(c.leaveAt)) && c.leave() {
+			c.closeGently()
 			return
 		}
 	}
 }
 
-// When the server drains, or a connection passes max_conn_age, the connection is closed at the first point where
-// that loses nothing: a command boundary with no byte of the client's waiting unread, after the client has been
-// quiet for closeQuiet (so that a pipeline still arriving, with micro-pauses between its TCP segments, is read to
-// its end) or, for a client that is never quiet that long, once closePatience has passed since closing became due.
+// When the server drains, or a connection passes max_conn_age, the connection is closed between two batches, after
+// their replies are written, at the first point where that loses nothing: no byte of the client's waiting unread,
+// outside MULTI and WATCH sessions, and the client quiet for closeQuiet (so that a pipeline still arriving, with
+// micro-pauses between its TCP segments, is read to its end) or closePatience past the moment closing became due
+// (so that a client sending one command at a time, never quiet that long, is closed between a reply and its next
+// command). A client that never stops pipelining is served until Shutdown's deadline, and then stopped: see stop.
 const (
 	closeQuiet    = 50 * time.Millisecond
 	closePatience = time.Second
@@ -163,12 +170,13 @@ const (
 	drainRecheck = 20 * time.Millisecond
 )
 
-// leave reports whether the connection is to close now, because the server drains or the connection is past
-// max_conn_age, and it may close gently (see closeQuiet): closing a socket with unread input resets it, which
-// can destroy replies still on their way to the client, so pending input is always read and answered first.
-// MULTI and WATCH sessions are given until EXEC; a subscription is closed by a drain but never by max_conn_age.
+// leave reports whether the connection is to close now, because the server drains or stops it, or the connection
+// is past max_conn_age, and it may close gently. A subscription is closed by a drain but never by max_conn_age.
 // When it may not close yet, leave sets the read deadline at which to look again.
 func (c *client) leave() bool {
+	if c.stopping.Load() {
+		return true
+	}
 	draining := c.draining.Load()
 	now := time.Now()
 	aged := !c.leaveAt.IsZero() && now.After(c.leaveAt)
@@ -193,13 +201,82 @@ func (c *client) leave() bool {
 	switch {
 	case draining:
 		c.deadline = now.Add(drainRecheck)
-	case sessions:
+	case sessions || pending:
 		c.deadline = time.Time{} // looked at again after the next batch
 	default:
 		c.deadline = now.Add(max(closeQuiet-idle, time.Millisecond))
 	}
 	c.nc.SetReadDeadline(c.deadline)
 	return false
+}
+
+// stop makes the connection close at the end of the batch it is running, or at once when it waits for a command,
+// whatever its client sent since: Shutdown's deadline has come. Commands not executed yet are dropped (closeGently);
+// every executed one has its reply written first.
+func (c *client) stop() {
+	c.stopping.Store(true)
+	c.wake()
+}
+
+// How closeGently lingers: it reads (and drops) what the client still sends until the client has been quiet for
+// lingerQuiet and has acknowledged every reply, or until lingerMax.
+const (
+	lingerQuiet = 50 * time.Millisecond
+	lingerMax   = time.Second
+)
+
+// closeGently ends a connection the server chose to close (a drain, max_conn_age) without destroying the replies
+// already written: it sends FIN after them (CloseWrite), then reads and drops whatever the client still sends
+// (commands featcache never executed: the client sees the end of the connection instead of their replies) until
+// the client closes its side, or is quiet and has acknowledged every byte sent. Closing a socket while input is
+// unread, or replies unacknowledged, would reset the connection, and a reset discards replies still queued on
+// featcache's side. The caller then closes the socket.
+func (c *client) closeGently() {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	deadline := time.Now().Add(lingerMax)
+	buf := make([]byte, 16<<10)
+	for {
+		now := time.Now()
+		if now.After(deadline) {
+			return
+		}
+		wait := now.Add(lingerQuiet)
+		if wait.After(deadline) {
+			wait = deadline
+		}
+		c.nc.SetReadDeadline(wait)
+		n, err := c.nc.Read(buf)
+		switch {
+		case n > 0:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if unacknowledged(c.nc) == 0 {
+				return
+			}
+		case err != nil:
+			return // the client closed its side (or the connection failed): nothing more to wait for
+		}
+	}
+}
+
+// unacknowledged returns how many bytes written on nc the peer has not acknowledged yet (SIOCOUTQ), or 0 where
+// that cannot be known.
+func unacknowledged(nc net.Conn) int {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return 0
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	raw.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+	})
+	return n
 }
 
 // wake interrupts a wait for the next command, so that the client goroutine looks at draining.

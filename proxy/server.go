@@ -306,10 +306,12 @@ func (s *Server) Drain() {
 }
 
 // Shutdown stops accepting, lets every client finish the commands and pipelines it sent, with complete replies,
-// and closes each connection at the first moment it holds nothing unanswered (idle connections at once); it waits
-// for that until ctx ends, then closes what is left. A connection inside MULTI or a WATCH session is given until
-// then to reach EXEC; a subscription is closed at once. Then it stops the warm-ups and writes the hot-key list.
-// Shutdown calls Drain first.
+// and closes each connection at the first moment that loses nothing (see leave: idle connections at once) until
+// ctx ends. A connection inside MULTI or a WATCH session is given until then to reach EXEC; a subscription is
+// closed at once. At ctx's end the connections still busy are stopped after the batch they run, their replies
+// written and the commands they sent since dropped unexecuted, and what is still open after stopGrace is
+// closed. Then Shutdown stops the warm-ups and writes the hot-key list. It calls Drain first, and returns
+// ctx.Err() when ctx ended first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
 	s.shutdown.CompareAndSwap(0, time.Now().UnixNano())
@@ -336,8 +338,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		s.log.Warn("shutdown: timeout, closing the connections still busy", "clients", s.clients.Load())
+		// Clients still pipelining, or inside MULTI: stop each at the end of its current batch, dropping what it
+		// sent since; a moment later close what is left (a blocking command still waiting).
+		s.log.Warn("shutdown: timeout, stopping the connections still busy", "clients", s.clients.Load())
 		err = ctx.Err()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.stop()
+		}
+		s.mu.Unlock()
+		t := time.NewTimer(stopGrace)
+		select {
+		case <-done:
+		case <-t.C:
+			s.log.Warn("shutdown: closing the connections that did not stop", "clients", s.clients.Load())
+		}
+		t.Stop()
 	}
 	s.Close()
 	if perr := s.persister.Persist(context.Background()); perr == nil && s.hot.Len() > 0 {
@@ -345,6 +361,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	return err
 }
+
+// stopGrace is how long Shutdown waits, after its deadline, for busy connections to stop at the end of their
+// batch before it closes them: a batch's round trip plus closeGently's linger.
+const stopGrace = 2 * time.Second
 
 // shutdownAt is when Shutdown began.
 func (s *Server) shutdownAt() time.Time { return time.Unix(0, s.shutdown.Load()) }
