@@ -138,7 +138,11 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 			if c.tracker == t {
 				// Invalidations may have been missed: nothing cached so far is served any more.
 				cache.SetTrusted(false)
-				log.Warn("upstream: tracking lost, local tier flushed", "err", err)
+				if err != nil {
+					log.Warn("upstream: tracking lost, local tier flushed", "err", err)
+				} else {
+					log.Info("upstream: tracking stopped")
+				}
 			}
 		},
 		Logger: log,

@@ -232,6 +232,12 @@ func (w *Warmer) run() {
 
 // runJob reads the job's sources in order and loads their keys.
 func (w *Warmer) runJob(j job) {
+	if len(j.sources) == 0 {
+		if j.startup {
+			w.markReady("no warm sources", slog.LevelInfo)
+		}
+		return
+	}
 	names := make([]string, len(j.sources))
 	for i, s := range j.sources {
 		names[i] = s.String()
