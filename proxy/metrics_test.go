@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -286,5 +288,58 @@ func TestMetricsLowCardinality(t *testing.T) {
 	sort.Strings(labels)
 	if n := len(labels); n > 200 {
 		t.Fatalf("%d labelled featcache series; want a bounded number", n)
+	}
+}
+
+// syncBuffer is a log destination tests can read while the server writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSlowCommandLog: with log.slow_command set, a pipeline slower than it is logged with its command names, and
+// never with its arguments.
+func TestSlowCommandLog(t *testing.T) {
+	var logs syncBuffer
+	p := startProxyOn(t, redistest.Start(t), defaultTestConfig+`
+log:
+  slow_command: 1ns
+`, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	c := p.dial()
+	c.Do("SET", "secret-key", "secret-value")
+	c.Do("GET", "secret-key")
+	redistest.Eventually(t, 5*time.Second, "slow commands logged", func() bool {
+		return strings.Contains(logs.String(), "names=set") && strings.Contains(logs.String(), "names=get")
+	})
+	if strings.Contains(logs.String(), "secret") {
+		t.Fatalf("the slow-command log shows arguments:\n%s", logs.String())
+	}
+	if got := scrapeMetrics(t, p.adminURL()).value(t, "featcache_slow_commands_total"); got < 2 {
+		t.Fatalf("slow_commands_total = %v; want at least 2", got)
+	}
+}
+
+// TestAdminPprof: /debug/pprof/ is served only with admin_pprof: true.
+func TestAdminPprof(t *testing.T) {
+	redis := redistest.Start(t)
+	off := startProxyOn(t, redis, defaultTestConfig)
+	if code := httpStatus(t, off.adminURL(), "/debug/pprof/"); code != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/ without admin_pprof: %d; want 404", code)
+	}
+	on := startProxyOn(t, redis, defaultTestConfig+"admin_pprof: true\n")
+	if code := httpStatus(t, on.adminURL(), "/debug/pprof/"); code != http.StatusOK {
+		t.Fatalf("/debug/pprof/ with admin_pprof: %d; want 200", code)
 	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -166,6 +167,34 @@ policies:
 	}
 	if got := p.srv.Config().Limits.MaxConnAge; got != time.Hour {
 		t.Fatalf("max_conn_age %v; want the reloaded 1h", got)
+	}
+}
+
+// TestReloadLogLevel: log.level is applied by a reload; log.format needs a restart.
+func TestReloadLogLevel(t *testing.T) {
+	level := new(slog.LevelVar)
+	redis := redistest.Start(t)
+	path := filepath.Join(t.TempDir(), "featcache.yaml")
+	if err := os.WriteFile(path, []byte("log: {level: warn}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load := func() (*policy.Config, error) {
+		cfg, err := policy.Load(path)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Upstream.Addresses = []string{redis.Addr()}
+		return cfg, cfg.Validate()
+	}
+	p := startProxyOn(t, redis, "log: {level: warn}\n", func(o *Options) { o.Reload = load; o.LogLevel = level })
+	if err := os.WriteFile(path, []byte("log: {level: debug, format: json}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if reply := p.do("CACHE", "RELOAD"); !strings.Contains(reply, "restart_needed:log.format\r\n") {
+		t.Fatalf("CACHE RELOAD = %q", reply)
+	}
+	if level.Level() != slog.LevelDebug {
+		t.Fatalf("log level %v after the reload; want DEBUG", level.Level())
 	}
 }
 
