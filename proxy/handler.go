@@ -119,12 +119,10 @@ func (c *client) readGet(cmd *Command) {
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, c.seg.now, false)
 	switch look.State {
 	case localcache.StateFresh:
-		pc.results[resultHit].Add(1)
-		pc.served(look.Age)
+		pc.hit.observe(look.Age)
 		return
 	case localcache.StateStale:
-		pc.results[resultStale].Add(1)
-		pc.served(look.Age)
+		pc.stale.observe(look.Age)
 		c.refresh(key, lp)
 		return
 	}
@@ -158,12 +156,10 @@ func (c *client) readMget(cmd *Command) {
 		*buf, look = c.srv.cache.AppendGet(*buf, key, lp, c.seg.now, false)
 		switch look.State {
 		case localcache.StateFresh:
-			pc.results[resultHit].Add(1)
-			pc.served(look.Age)
+			pc.hit.observe(look.Age)
 			continue
 		case localcache.StateStale:
-			pc.results[resultStale].Add(1)
-			pc.served(look.Age)
+			pc.stale.observe(look.Age)
 			c.refresh(key, lp)
 			continue
 		}

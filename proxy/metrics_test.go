@@ -199,7 +199,7 @@ policies:
 		}
 	}
 	// The ages: the twelve hits were served at age 0, the stale one at two minutes.
-	if h := ageHistogram(t, m, "f"); h[0.1] != 12 || h[60] != 12 || h[300] != 13 {
+	if h := servedAgeBuckets(t, m, "f"); h[0.1] != 12 || h[60] != 12 || h[300] != 13 {
 		t.Errorf("served_age_seconds buckets %v; want 12 at le=0.1 and le=60, 13 at le=300", h)
 	}
 
@@ -240,8 +240,8 @@ policies:
 	})
 }
 
-// ageHistogram returns the cumulative bucket counts of featcache_served_age_seconds for a policy, by upper bound.
-func ageHistogram(t *testing.T, m scrape, policy string) map[float64]uint64 {
+// servedAgeBuckets returns the cumulative bucket counts of featcache_served_age_seconds for a policy, by upper bound.
+func servedAgeBuckets(t *testing.T, m scrape, policy string) map[float64]uint64 {
 	t.Helper()
 	for _, metric := range m["featcache_served_age_seconds"].GetMetric() {
 		for _, l := range metric.Label {

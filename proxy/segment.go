@@ -138,11 +138,10 @@ func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, k
 		if *buf, look = cache.AppendGet(*buf, key, lp, s.now, false); look.State != localcache.StateMiss {
 			cache.Complete(f, servedResult((*buf)[mark:]), lp)
 			if look.State == localcache.StateFresh {
-				pc.results[resultHit].Add(1)
+				pc.hit.observe(look.Age)
 			} else {
-				pc.results[resultStale].Add(1)
+				pc.stale.observe(look.Age)
 			}
-			pc.served(look.Age)
 			return
 		}
 		s.fetches = append(s.fetches, fetchItem{fill: f, lp: lp, frame: s.frames})
@@ -235,8 +234,7 @@ func (c *client) countFills() {
 		default: // a fill led by another client, behind the key that failed this MGET: its reply was the error
 		}
 		switch {
-		case h.stale:
-			h.pc.results[resultStale].Add(1)
+		case h.stale: // counted in pc.stale when it was served
 			h.pc.staleOnError.Add(1)
 		case !done || h.fill.Result().Err != nil:
 			h.pc.results[resultError].Add(1)
@@ -312,7 +310,7 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 			var look localcache.Lookup
 			if dst, look = c.srv.cache.AppendGet(dst, h.key, h.lp, s.now, true); look.State != localcache.StateMiss {
 				h.stale = true
-				h.pc.served(look.Age)
+				h.pc.stale.observe(look.Age)
 				return dst, true
 			}
 		}
