@@ -343,3 +343,24 @@ func TestAdminPprof(t *testing.T) {
 		t.Fatalf("/debug/pprof/ with admin_pprof: %d; want 200", code)
 	}
 }
+
+// TestUpstreamDurationClasses: transactions, WATCH sessions and blocking commands are timed in their own classes,
+// so that a BLPOP's wait never shows as upstream latency of the other classes.
+func TestUpstreamDurationClasses(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	admin := p.adminURL()
+	c := p.dial()
+	c.Do("MULTI")
+	c.Do("SET", "a", "1")
+	c.Do("EXEC")
+	c.Do("WATCH", "a")
+	c.Do("GET", "a")
+	c.Do("UNWATCH")
+	c.Do("BLPOP", "nolist", "0.01")
+	m := scrapeMetrics(t, admin)
+	for _, class := range []string{"transaction", "pinned", "blocking"} {
+		if got := m.value(t, "featcache_upstream_duration_seconds", "class", class); got < 1 {
+			t.Errorf("upstream_duration_seconds{class=%q} count = %v; want at least 1", class, got)
+		}
+	}
+}

@@ -99,7 +99,7 @@ func (s *Server) reload() (ReloadResult, error) {
 	if s.hot.SetSize(applied.Warm.HotkeysSize) {
 		s.log.Info("reload: hot-key tracker resized, its counts start afresh", "hotkeys_size", applied.Warm.HotkeysSize)
 	}
-	s.SetPolicies(applied.Policies)
+	s.setPolicies(applied.Policies)
 	s.warmer.SetRate(applied.Warm.Rate)
 	s.persister.SetConfig(persistConfig(applied))
 	if s.opt.LogLevel != nil {

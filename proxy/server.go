@@ -117,7 +117,7 @@ func New(opt Options) (*Server, error) {
 		Logger: s.log,
 	})
 	s.persister = warm.NewPersister(s.hot, s.up.Pool, persistConfig(cfg), s.log)
-	s.SetPolicies(cfg.Policies)
+	s.setPolicies(cfg.Policies)
 	s.hello.Store(&serverInfo{version: "7.0.0", mode: "standalone", role: "master"})
 	cmds := opt.Commands
 	if cmds == nil {
@@ -139,6 +139,13 @@ func New(opt Options) (*Server, error) {
 // stops every read of its keys from being served from memory. It does not change what tracking covers: Reload
 // does that first.
 func (s *Server) SetPolicies(ps []*policy.Policy) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.setPolicies(ps)
+}
+
+// setPolicies is SetPolicies for callers holding reloadMu (or before the server is shared).
+func (s *Server) setPolicies(ps []*policy.Policy) {
 	set := &policySet{
 		matcher:  policy.NewMatcher(ps),
 		local:    make([]localcache.Policy, len(ps)),
