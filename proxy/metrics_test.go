@@ -105,8 +105,6 @@ func httpStatus(t testing.TB, base, path string) int {
 func TestMetricsFollowWorkload(t *testing.T) {
 	redis := redistest.Start(t, "--busy-reply-threshold", "50")
 	p := startProxyOn(t, redis, `
-upstream:
-  timeout: 500ms
 policies:
   - {name: f, prefix: "f:", soft_ttl: 1m, hard_ttl: 10m, jitter: 0, on_upstream_error: serve_stale, max_stale: 1h}
   - {name: g, prefix: "g:", hard_ttl: 10m, jitter: 0}

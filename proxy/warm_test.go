@@ -89,8 +89,6 @@ func TestReadyzGatesOnWarmup(t *testing.T) {
 	keys := keyList("w:", 0, n)
 	file := writeKeysFile(t, append(append([]string(nil), keys...), "nopolicy:1", "nopolicy:2"))
 	p := startProxyOn(t, redis, fmt.Sprintf(`
-upstream:
-  timeout: 300ms
 warm:
   sources: [{file: %q}]
   ready_after: 3000
