@@ -171,7 +171,7 @@ func TestSIGTERMMidPipelineLosesNoReply(t *testing.T) {
 	}
 	cfg := fmt.Sprintf(`
 shutdown_delay: 1s
-shutdown_timeout: 4s
+shutdown_timeout: 6s
 log:
   format: json
 warm:

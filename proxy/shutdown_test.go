@@ -219,3 +219,57 @@ limits:
 		t.Fatalf("aged_out = %v; want at least 2", got)
 	}
 }
+
+// TestShutdownStopsEndlessPipeliner: a client that never stops pipelining is served until Shutdown's deadline, then
+// stopped between two batches: Redis's counter equals the INCR replies it received, each complete.
+func TestShutdownStopsEndlessPipeliner(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c := p.dial()
+	var batch []byte
+	for i := 0; i < 100; i++ {
+		batch = upstream.AppendCommand(batch, "INCR", "cnt")
+	}
+	go func() {
+		for {
+			if _, err := c.NetConn().Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	replies := 0
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			frame, err := c.ReadTimeout(20 * time.Second)
+			if err != nil {
+				if len(frame) > 0 {
+					err = errors.New("a partial reply " + strconv.Quote(string(frame)))
+				}
+				readErr <- err
+				return
+			}
+			replies++
+			if want := ":" + strconv.Itoa(replies) + "\r\n"; string(frame) != want {
+				readErr <- errors.New("reply " + strconv.Quote(string(frame)) + ", want " + strconv.Quote(want))
+				return
+			}
+		}
+	}()
+	redistest.Eventually(t, 10*time.Second, "pipelining", func() bool { return strings.HasPrefix(string(p.redis.Do("GET", "cnt")), "$4") })
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v; want its deadline exceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Shutdown took %v after its deadline of 500ms", d)
+	}
+	if err := <-readErr; !closedCleanly(err) {
+		t.Fatalf("pipeliner: %v", err)
+	}
+	got := string(p.redis.Do("GET", "cnt"))
+	if want := bulk(strconv.Itoa(replies)); got != want {
+		t.Fatalf("Redis executed %s INCRs; the client received %d replies", got, replies)
+	}
+}
