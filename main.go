@@ -43,26 +43,38 @@ func run() error {
 	admin := flag.String("admin", "", "admin HTTP address (/metrics, /healthz, /readyz), overrides admin")
 	flag.Parse()
 
-	cfg := policy.Default()
-	if *configPath != "" {
-		var err error
-		if cfg, err = policy.Load(*configPath); err != nil {
-			return err
+	// load reads the file and applies the flags; a reload (SIGHUP, CACHE RELOAD) calls it again.
+	load := func() (*policy.Config, error) {
+		cfg := policy.Default()
+		if *configPath != "" {
+			var err error
+			if cfg, err = policy.Load(*configPath); err != nil {
+				return nil, err
+			}
 		}
+		if *listen != "" {
+			cfg.Listen = *listen
+		}
+		if *upstreams != "" {
+			cfg.Upstream.Addresses = strings.Split(*upstreams, ",")
+		}
+		if *admin != "" {
+			cfg.Admin = *admin
+		}
+		return cfg, cfg.Validate()
 	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	if *upstreams != "" {
-		cfg.Upstream.Addresses = strings.Split(*upstreams, ",")
-	}
-	if *admin != "" {
-		cfg.Admin = *admin
-	}
-	if err := cfg.Validate(); err != nil {
+	cfg, err := load()
+	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.Level)
+	hopts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, hopts)
+	if cfg.Log.Format == "json" {
+		handler = slog.NewJSONHandler(os.Stderr, hopts)
+	}
+	log := slog.New(handler)
 	slog.SetDefault(log)
 
 	// freecache's buffer lives on the Go heap: without a limit the GC would let the heap grow to twice it.
@@ -87,7 +99,7 @@ func run() error {
 		return err
 	}
 	defer up.Close()
-	srv, err := proxy.New(proxy.Options{Config: cfg, Cache: cache, Upstream: up, Logger: log})
+	srv, err := proxy.New(proxy.Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Reload: load, LogLevel: level})
 	if err != nil {
 		return err
 	}
@@ -109,26 +121,66 @@ func run() error {
 	}
 	log.Info("featcache started", "listen", ln.Addr().String(), "admin", cfg.Admin,
 		"upstream", strings.Join(cfg.Upstream.Addresses, ","), "tracking", cfg.Upstream.Tracking,
-		"max_memory", cfg.Local.MaxMemory, "policies", len(cfg.Policies))
+		"max_memory", cfg.Local.MaxMemory, "policies", len(cfg.Policies), "config", *configPath)
+	log.Info("config", "policies", policyNames(cfg.Policies), "warm_sources", len(cfg.Warm.Sources),
+		"ready_after", cfg.Warm.ReadyAfter, "warm_rate", cfg.Warm.Rate, "hotkeys_file", cfg.Warm.HotkeysFile,
+		"hotkeys_zset", cfg.Warm.HotkeysZset, "max_conn_age", cfg.Limits.MaxConnAge,
+		"shutdown_delay", cfg.ShutdownDelay, "shutdown_timeout", cfg.ShutdownTimeout, "log_level", cfg.Log.Level.String(),
+		"auth", cfg.Password != "", "upstream_auth", cfg.Upstream.Password != "")
+	srv.StartWarmup()
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case s := <-sig:
-		log.Info("shutting down", "signal", s.String())
-	case err := <-serveErr:
-		if err != nil {
-			return err
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	var stop os.Signal
+	for stop == nil {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				srv.Reload() // logs what it applied, or why it rejected the file
+				continue
+			}
+			stop = s
+		case err := <-serveErr:
+			if err != nil {
+				return err
+			}
+			stop = syscall.SIGTERM
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if adminSrv != nil {
-		adminSrv.Shutdown(ctx)
+
+	// Graceful shutdown: unready at once while serving on for shutdown_delay (SIGINT, or a second signal, skips
+	// the rest of it), then stop accepting and finish every pipeline within shutdown_timeout, write the hot keys,
+	// close the upstream.
+	running := srv.Config()
+	srv.Drain()
+	if delay := running.ShutdownDelay; delay > 0 && stop != os.Interrupt {
+		log.Info("shutdown: serving on while load balancers drain", "signal", stop.String(), "shutdown_delay", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case s := <-sig:
+			log.Info("shutdown: second signal, skipping the rest of the delay", "signal", s.String())
+		}
+		t.Stop()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), running.ShutdownTimeout)
+	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	if adminSrv != nil {
+		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		adminSrv.Shutdown(actx)
+		acancel()
+	}
 	log.Info("featcache stopped")
 	return nil
+}
+
+func policyNames(ps []*policy.Policy) string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name
+	}
+	return strings.Join(names, ",")
 }

@@ -156,6 +156,8 @@ func New(opt Options) (*Cache, error) {
 // and the caller wants serve-stale), also a dead entry if p.ServeStale, it is less than p.MaxStale past
 // its hard deadline, and it is before the upstream key's expiry.
 //
+// An entry whose fill began before p.NotBefore is a miss.
+//
 // Deadlines are recomputed against p at every lookup, so a policy made stricter takes effect at once:
 // soft = min(SoftAt, FetchedAt+p.SoftTTL), hard = min(HardAt, FetchedAt+p.HardTTL) (NegativeTTL for
 // both on nil entries), both capped at ExpireAt when set, and soft <= hard. Intervals are half-open:
@@ -196,7 +198,8 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 // side effects: it does not count as an access for freecache's eviction, ignores freecache's own
 // expiry, and does not touch Stats. ok is false when there is no entry. The state is StateMiss for an
 // entry of another epoch, and StateDead for any entry past its hard deadline (whether or not
-// serve-stale would still serve it). It is meant for CACHE EXPLAIN, not for the request path.
+// serve-stale would still serve it), and StateMiss for one filled before p.NotBefore. It is meant for CACHE
+// EXPLAIN, not for the request path.
 func (c *Cache) Explain(key []byte, p *Policy, now time.Time) (h Header, size int, st State, ok bool) {
 	state := c.state.Load()
 	_ = c.fc.PeekFn(key, func(b []byte) error {
@@ -207,7 +210,7 @@ func (c *Cache) Explain(key []byte, p *Policy, now time.Time) (h Header, size in
 		h, size, ok = hh, len(v), true
 		return nil
 	})
-	if !ok || h.Epoch != epochOf(state) {
+	if !ok || h.Epoch != epochOf(state) || h.before(p) {
 		return h, size, StateMiss, ok
 	}
 	st, _, _ = h.state(p, now.UnixMilli())
@@ -241,6 +244,11 @@ func (h *Header) deadlines(p *Policy) (soft, hard int64) {
 	return min(soft, hard), hard
 }
 
+// before reports whether the entry's fill began before p.NotBefore, which makes it unservable.
+func (h *Header) before(p *Policy) bool {
+	return !p.NotBefore.IsZero() && h.FetchedAt < p.NotBefore.UnixMilli()
+}
+
 // state classifies the entry at nowMs under p, ignoring serve-stale.
 func (h *Header) state(p *Policy, nowMs int64) (st State, soft, hard int64) {
 	soft, hard = h.deadlines(p)
@@ -255,6 +263,9 @@ func (h *Header) state(p *Policy, nowMs int64) (st State, soft, hard int64) {
 
 // lookup decides whether the entry may be served at nowMs under p.
 func (h *Header) lookup(p *Policy, nowMs int64, allowDead, unverified bool) Lookup {
+	if h.before(p) {
+		return Lookup{}
+	}
 	st, soft, hard := h.state(p, nowMs)
 	if unverified {
 		// An entry that tracking no longer vouches for is served only within its soft TTL (and by

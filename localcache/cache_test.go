@@ -456,3 +456,57 @@ func TestStateAndKindNames(t *testing.T) {
 		t.Errorf("names %q; want %q", got, want)
 	}
 }
+
+// TestNotBefore: entries whose fill began before Policy.NotBefore are misses, for AppendGet and Explain alike;
+// entries filled from that instant on are served.
+func TestNotBefore(t *testing.T) {
+	clk := newClock(t0)
+	c := newTestCache(t, clk, nil)
+	p := &Policy{SoftTTL: time.Hour, HardTTL: time.Hour, ServeStale: true, MaxStale: time.Hour}
+	fill(t, c, "old", value("o"), p)
+	clk.Add(10 * ms)
+	guarded := *p
+	guarded.NotBefore = clk.Now()
+	fill(t, c, "new", value("n"), p)
+	clk.Add(10 * ms)
+	for _, tc := range []struct {
+		key   string
+		want  string
+		state State
+	}{{"old", "", StateMiss}, {"new", bulk("n"), StateFresh}} {
+		for _, allowDead := range []bool{false, true} {
+			got, look := c.AppendGet(nil, []byte(tc.key), &guarded, clk.Now(), allowDead)
+			if string(got) != tc.want || look.State != tc.state {
+				t.Errorf("AppendGet(%s, allowDead %v) = %q, %v; want %q, %v", tc.key, allowDead, got, look.State, tc.want, tc.state)
+			}
+		}
+		if _, _, st, ok := c.Explain([]byte(tc.key), &guarded, clk.Now()); !ok || st != tc.state {
+			t.Errorf("Explain(%s) = %v, %v; want %v, true", tc.key, st, ok, tc.state)
+		}
+	}
+	// Without NotBefore the old entry is served again: nothing was deleted.
+	if got, _ := c.AppendGet(nil, []byte("old"), p, clk.Now(), false); string(got) != bulk("o") {
+		t.Errorf("AppendGet(old) without NotBefore = %q; want %q", got, bulk("o"))
+	}
+}
+
+// TestStatsBytes: Bytes estimates the entries' size from the mean size of the entries stored.
+func TestStatsBytes(t *testing.T) {
+	clk := newClock(t0)
+	c := newTestCache(t, clk, nil)
+	p := &Policy{HardTTL: time.Hour}
+	if st := c.Stats(); st.Bytes != 0 {
+		t.Fatalf("Bytes of an empty cache = %d; want 0", st.Bytes)
+	}
+	val := strings.Repeat("v", 958) // key "k000" (4) + header (42) + value (958) + freecache header (24) = 1028
+	for i := 0; i < 100; i++ {
+		fill(t, c, "k"+strings.Repeat("0", 3-len(itoa(i)))+itoa(i), value(val), p)
+	}
+	if st := c.Stats(); st.Entries != 100 || st.Bytes != 100*1028 {
+		t.Fatalf("Entries %d Bytes %d; want 100 and %d", st.Entries, st.Bytes, 100*1028)
+	}
+	c.Invalidate([]byte("k000"))
+	if st := c.Stats(); st.Entries != 99 || st.Bytes != 99*1028 {
+		t.Fatalf("after an invalidation: Entries %d Bytes %d; want 99 and %d", st.Entries, st.Bytes, 99*1028)
+	}
+}

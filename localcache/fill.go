@@ -196,6 +196,7 @@ func (c *Cache) complete(f *Fill, res Result, storable bool, build func() (*[]by
 			case err == nil:
 				stored = true
 				c.stats.fillsStored.Add(1)
+				c.stats.storedBytes.Add(uint64(len(f.key) + len(*buf) + freecache.ENTRY_HDR_SIZE))
 			case errors.Is(err, freecache.ErrLargeKey):
 				c.stats.tooLargeKeys.Add(1)
 			default: // freecache.ErrLargeEntry; encode checks the same bound first

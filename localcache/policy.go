@@ -28,6 +28,11 @@ type Policy struct {
 	// Revalidate keeps entries through a tracking loss (SetTrusted(false)) as unverified instead of dropping
 	// them: they are served only within their soft deadline (StateUnverified), and by ServeStale.
 	Revalidate bool
+	// NotBefore, if not zero, makes entries whose fill began before this instant (on the cache's clock)
+	// unservable under this policy: a lookup treats them as misses. The proxy sets it when the policy's keys start
+	// being tracked for invalidation only now, so entries stored while nothing announced their writes are never
+	// served.
+	NotBefore time.Time
 }
 
 // jitter returns the fraction, in [0,1), by which an entry's deadlines are shortened, given a draw

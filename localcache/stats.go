@@ -9,9 +9,10 @@ import "sync/atomic"
 // a gauge. Each field is read with its own atomic load, so a snapshot taken while the cache is busy is
 // not one instant, only close to one.
 //
-// Bytes in use is not reported: freecache does not expose it and it cannot be derived cheaply (entries
-// leave by eviction, expiry and overwrite without telling the caller). The tier's memory is bounded by
-// Options.MaxMemory plus freecache's index (16 bytes per entry).
+// Bytes in use cannot be read from freecache, which does not expose it, nor counted exactly, since entries
+// leave by eviction, expiry and overwrite without telling the caller: Bytes estimates it as Entries times the
+// mean size of the entries stored so far. The tier's memory is bounded by Options.MaxMemory plus freecache's
+// index (16 bytes per entry) whatever Bytes says.
 type Stats struct {
 	FillsStored    uint64 // fills whose result was stored
 	FillsDiscarded uint64 // fills not stored because the key's generation or the epoch moved during them
@@ -23,6 +24,7 @@ type Stats struct {
 	TooLargeValues uint64 // fills not stored because the entry is larger than freecache accepts
 
 	Entries   int64 // entries in freecache, including ones of an old epoch not yet overwritten or evicted
+	Bytes     int64 // estimated bytes those entries take in freecache (key, header, value, freecache's header)
 	Evictions int64 // freecache evacuations (entries dropped or moved to make room), kept across Flush
 	Expired   int64 // entries freecache dropped past their whole-second expiry, kept across Flush
 }
@@ -31,6 +33,7 @@ type Stats struct {
 type counters struct {
 	fillsStored, fillsDiscarded, fillsUntrusted, fillsJoined atomic.Uint64
 	invalidations, flushes, tooLargeKeys, tooLargeValues     atomic.Uint64
+	storedBytes                                              atomic.Uint64 // sum of the sizes of stored entries
 
 	// evictionsBase and expiredBase carry freecache's counters over Flush, since freecache's Clear
 	// resets them.
@@ -40,6 +43,11 @@ type counters struct {
 // Stats returns a snapshot of the tier's counters. It is safe for concurrent use.
 func (c *Cache) Stats() Stats {
 	s := &c.stats
+	entries := c.fc.EntryCount()
+	var bytes int64
+	if stored := s.fillsStored.Load(); stored > 0 {
+		bytes = int64(float64(entries) * float64(s.storedBytes.Load()) / float64(stored))
+	}
 	return Stats{
 		FillsStored:    s.fillsStored.Load(),
 		FillsDiscarded: s.fillsDiscarded.Load(),
@@ -49,7 +57,8 @@ func (c *Cache) Stats() Stats {
 		Flushes:        s.flushes.Load(),
 		TooLargeKeys:   s.tooLargeKeys.Load(),
 		TooLargeValues: s.tooLargeValues.Load(),
-		Entries:        c.fc.EntryCount(),
+		Entries:        entries,
+		Bytes:          bytes,
 		Evictions:      s.evictionsBase.Load() + c.fc.EvacuateCount(),
 		Expired:        s.expiredBase.Load() + c.fc.ExpiredCount(),
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -42,6 +43,17 @@ const (
 	DefaultMaxInlineBytes = 64 * kib
 	// DefaultMaxClients bounds the number of client connections open at once.
 	DefaultMaxClients = 10000
+	// MinMaxConnAge is the shortest limits.max_conn_age accepted other than 0, so that a slip cannot make every
+	// client reconnect continuously.
+	MinMaxConnAge = time.Second
+	// DefaultShutdownDelay is how long featcache keeps serving after SIGTERM, with /readyz answering 503, so that
+	// load balancers stop sending it new connections before it stops accepting them.
+	DefaultShutdownDelay = 5 * time.Second
+	// DefaultShutdownTimeout bounds how long featcache waits, after the delay, for clients to finish the commands
+	// and pipelines they sent.
+	DefaultShutdownTimeout = 20 * time.Second
+	// DefaultLogFormat is the format of the log lines on standard error.
+	DefaultLogFormat = "text"
 )
 
 // DefaultDeny is the commands.deny list used when the file gives none: commands that would let a client change or
@@ -72,6 +84,30 @@ type Config struct {
 	// Policies are the caching policies in file order; Policy.Index is the position here. Default none: every key
 	// is forwarded uncached.
 	Policies []*Policy
+
+	// AdminPprof serves Go's /debug/pprof handlers on the admin listener. Default false.
+	AdminPprof bool
+	// ShutdownDelay is how long featcache keeps serving after SIGTERM while /readyz answers 503, before it stops
+	// accepting connections. Default DefaultShutdownDelay.
+	ShutdownDelay time.Duration
+	// ShutdownTimeout bounds the wait, after ShutdownDelay, for clients to finish what they sent; connections still
+	// open then are closed. Greater than 0. Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Log says how featcache logs.
+	Log Log
+	// Warm configures warm starts and the hot-key list.
+	Warm Warm
+}
+
+// Log configures featcache's log lines (log/slog, on standard error).
+type Log struct {
+	// Format is "text" (key=value) or "json". Default DefaultLogFormat.
+	Format string
+	// Level is the lowest level logged: debug, info, warn or error. Default info.
+	Level slog.Level
+	// SlowCommand, when greater than 0, logs every client pipeline that takes longer than this to answer, with
+	// its command names (never its arguments). Default 0: off.
+	SlowCommand time.Duration
 }
 
 // Upstream is the upstream Redis: one node, or the seed nodes of a cluster.
@@ -113,6 +149,11 @@ type Limits struct {
 	MaxInlineBytes int
 	// MaxClients bounds the client connections open at once, at least 1. Default DefaultMaxClients.
 	MaxClients int
+	// MaxConnAge, when greater than 0, closes a client connection once it is this old (shortened by up to 10% at
+	// random, so that connections opened together do not all close together), between two pipelines and never
+	// inside a transaction or a subscription, so that load rebalances after a scale-out. 0 or at least
+	// MinMaxConnAge. Default 0: connections live as long as their clients keep them.
+	MaxConnAge time.Duration
 }
 
 // Commands says which commands featcache refuses.
@@ -144,7 +185,16 @@ func Default() *Config {
 			MaxInlineBytes:  DefaultMaxInlineBytes,
 			MaxClients:      DefaultMaxClients,
 		},
-		Commands: Commands{Deny: append([]string(nil), DefaultDeny...)},
+		Commands:        Commands{Deny: append([]string(nil), DefaultDeny...)},
+		ShutdownDelay:   DefaultShutdownDelay,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		Log:             Log{Format: DefaultLogFormat, Level: slog.LevelInfo},
+		Warm: Warm{
+			Rate:            DefaultWarmRate,
+			ReadyTimeout:    DefaultWarmReadyTimeout,
+			HotkeysSize:     DefaultHotkeysSize,
+			HotkeysInterval: DefaultHotkeysInterval,
+		},
 	}
 }
 
@@ -208,7 +258,8 @@ func parseDocument(data []byte) (*yaml.Node, error) {
 }
 
 // topFields are the top-level fields of the file.
-var topFields = []string{"listen", "admin", "password", "upstream", "local", "limits", "commands", "policies", "feast"}
+var topFields = []string{"listen", "admin", "admin_pprof", "password", "shutdown_delay", "shutdown_timeout", "log",
+	"upstream", "local", "limits", "commands", "warm", "policies", "feast"}
 
 // decode sets the fields the document root gives.
 func (c *Config) decode(root *yaml.Node) error {
@@ -228,6 +279,16 @@ func (c *Config) decode(root *yaml.Node) error {
 			c.Listen, err = stringValue(f.val, "listen")
 		case "admin":
 			c.Admin, err = stringValue(f.val, "admin")
+		case "admin_pprof":
+			c.AdminPprof, err = boolValue(f.val, "admin_pprof")
+		case "shutdown_delay":
+			c.ShutdownDelay, err = durationValue(f.val, "shutdown_delay")
+		case "shutdown_timeout":
+			c.ShutdownTimeout, err = durationValue(f.val, "shutdown_timeout")
+		case "log":
+			err = c.Log.decode(f.val)
+		case "warm":
+			err = c.Warm.decode(f.val)
 		case "password":
 			c.Password, err = stringValue(f.val, "password")
 		case "upstream":
@@ -297,7 +358,7 @@ func (l *Local) decode(n *yaml.Node) error {
 }
 
 func (l *Limits) decode(n *yaml.Node) error {
-	fs, err := fields(n, "limits", []string{"max_request_bytes", "max_args", "max_inline_bytes", "max_clients"})
+	fs, err := fields(n, "limits", []string{"max_request_bytes", "max_args", "max_inline_bytes", "max_clients", "max_conn_age"})
 	if err != nil {
 		return err
 	}
@@ -318,12 +379,63 @@ func (l *Limits) decode(n *yaml.Node) error {
 			}
 		case "max_clients":
 			l.MaxClients, err = intValue(f.val, name)
+		case "max_conn_age":
+			l.MaxConnAge, err = durationValue(f.val, name)
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func (l *Log) decode(n *yaml.Node) error {
+	fs, err := fields(n, "log", []string{"format", "level", "slow_command"})
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		name := "log." + f.name
+		switch f.name {
+		case "format":
+			var s string
+			if s, err = stringValue(f.val, name); err == nil {
+				l.Format = strings.ToLower(s)
+				if l.Format != "text" && l.Format != "json" {
+					err = fmt.Errorf("%s: invalid value %q (use text or json) (line %d)", name, s, resolve(f.val).Line)
+				}
+			}
+		case "level":
+			var s string
+			if s, err = stringValue(f.val, name); err == nil {
+				var ok bool
+				if l.Level, ok = parseLevel(s); !ok {
+					err = fmt.Errorf("%s: invalid value %q (use debug, info, warn or error) (line %d)", name, s, resolve(f.val).Line)
+				}
+			}
+		case "slow_command":
+			l.SlowCommand, err = durationValue(f.val, name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseLevel parses a log level name as slog writes it, in any case.
+func parseLevel(s string) (slog.Level, bool) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "warn", "warning":
+		return slog.LevelWarn, true
+	case "error":
+		return slog.LevelError, true
+	}
+	return 0, false
 }
 
 func (c *Commands) decode(n *yaml.Node) error {
@@ -392,6 +504,24 @@ func (c *Config) Validate() error {
 	}
 	if l.MaxClients < 1 {
 		return fmt.Errorf("limits.max_clients: must be at least 1, got %d", l.MaxClients)
+	}
+	if l.MaxConnAge != 0 && l.MaxConnAge < MinMaxConnAge {
+		return fmt.Errorf("limits.max_conn_age: must be 0 (never) or at least 1s, got %q", formatDuration(l.MaxConnAge))
+	}
+	if c.ShutdownDelay < 0 {
+		return fmt.Errorf("shutdown_delay: must not be negative, got %q", formatDuration(c.ShutdownDelay))
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("shutdown_timeout: must be greater than 0, got %q", formatDuration(c.ShutdownTimeout))
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format: invalid value %q (use text or json)", c.Log.Format)
+	}
+	if c.Log.SlowCommand < 0 {
+		return fmt.Errorf("log.slow_command: must not be negative, got %q", formatDuration(c.Log.SlowCommand))
+	}
+	if err := c.Warm.validate(); err != nil {
+		return err
 	}
 	for i, d := range c.Commands.Deny {
 		if err := checkDenyEntry(d); err != nil {

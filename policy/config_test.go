@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -230,6 +231,111 @@ upstream:
 		{name: "commands deny twice", input: "commands:\n  deny: [config, CONFIG]\n", shouldErr: true,
 			errSubstr: `commands.deny: "config" is listed twice`},
 
+		// limits.max_conn_age, shutdown, admin_pprof
+		{name: "max_conn_age", input: "limits:\n  max_conn_age: 10m\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Limits.MaxConnAge != 10*time.Minute {
+					t.Errorf("got max_conn_age %v; want 10m", c.Limits.MaxConnAge)
+				}
+			}},
+		{name: "max_conn_age too short", input: "limits:\n  max_conn_age: 100ms\n", shouldErr: true,
+			errSubstr: `limits.max_conn_age: must be 0 (never) or at least 1s, got "100ms"`},
+		{name: "max_conn_age not a duration", input: "limits:\n  max_conn_age: 10\n", shouldErr: true,
+			errSubstr: `limits.max_conn_age: invalid duration "10" (use a number with a unit: 750ms, 30s, 6h) (line 2)`},
+		{name: "shutdown fields", input: "shutdown_delay: 0s\nshutdown_timeout: 1m\nadmin_pprof: true\n",
+			check: func(t *testing.T, c *Config) {
+				if c.ShutdownDelay != 0 || c.ShutdownTimeout != time.Minute || !c.AdminPprof {
+					t.Errorf("got delay %v timeout %v pprof %v; want 0s 1m true", c.ShutdownDelay, c.ShutdownTimeout, c.AdminPprof)
+				}
+			}},
+		{name: "shutdown_timeout zero", input: "shutdown_timeout: 0s\n", shouldErr: true,
+			errSubstr: `shutdown_timeout: must be greater than 0, got "0s"`},
+		{name: "shutdown_delay negative", input: "shutdown_delay: -1s\n", shouldErr: true,
+			errSubstr: `shutdown_delay: negative duration "-1s" is invalid (line 1)`},
+		{name: "admin_pprof invalid", input: "admin_pprof: yes\n", shouldErr: true,
+			errSubstr: `admin_pprof: invalid boolean "yes" (use true or false) (line 1)`},
+
+		// log
+		{name: "log fields", input: "log:\n  format: JSON\n  level: debug\n  slow_command: 50ms\n",
+			check: func(t *testing.T, c *Config) {
+				want := Log{Format: "json", Level: slog.LevelDebug, SlowCommand: 50 * time.Millisecond}
+				if c.Log != want {
+					t.Errorf("got %+v; want %+v", c.Log, want)
+				}
+			}},
+		{name: "log level warn", input: "log:\n  level: WARN\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Log.Level != slog.LevelWarn {
+					t.Errorf("got level %v; want WARN", c.Log.Level)
+				}
+			}},
+		{name: "log format invalid", input: "log:\n  format: logfmt\n", shouldErr: true,
+			errSubstr: `log.format: invalid value "logfmt" (use text or json) (line 2)`},
+		{name: "log level invalid", input: "log:\n  level: verbose\n", shouldErr: true,
+			errSubstr: `log.level: invalid value "verbose" (use debug, info, warn or error) (line 2)`},
+		{name: "log unknown field", input: "log:\n  file: /tmp/x\n", shouldErr: true,
+			errSubstr: `log: unknown field "file" (line 2)`},
+		{name: "log slow_command invalid", input: "log:\n  slow_command: fast\n", shouldErr: true,
+			errSubstr: `log.slow_command: invalid duration "fast"`},
+
+		// warm
+		{name: "warm as the issue shows it", input: `
+warm:
+  sources:
+    - file: "/var/lib/featcache/warm.txt"   # one key per line, hottest first
+    - zset: "warm:credit"                     # a Redis sorted set, highest score first
+  ready_after: 10000
+  rate: 20000
+  hotkeys_file: "/var/lib/featcache/hotkeys.txt"
+  hotkeys_zset: "featcache:hotkeys"
+`, check: func(t *testing.T, c *Config) {
+			want := Warm{
+				Sources:    []WarmSource{{File: "/var/lib/featcache/warm.txt"}, {Zset: "warm:credit"}},
+				ReadyAfter: 10000, ReadyTimeout: 2 * time.Minute, Rate: 20000,
+				HotkeysFile: "/var/lib/featcache/hotkeys.txt", HotkeysZset: "featcache:hotkeys",
+				HotkeysSize: 10000, HotkeysInterval: time.Minute,
+			}
+			if !reflect.DeepEqual(c.Warm, want) {
+				t.Errorf("got %+v; want %+v", c.Warm, want)
+			}
+			if got := c.Warm.Sources[1].String(); got != "zset warm:credit" {
+				t.Errorf("source String() = %q; want %q", got, "zset warm:credit")
+			}
+		}},
+		{name: "warm every field", input: "warm:\n  ready_timeout: 0s\n  hotkeys_size: 500\n  hotkeys_interval: 30s\n  hotkeys_touch: 100\n",
+			check: func(t *testing.T, c *Config) {
+				w := c.Warm
+				if w.ReadyTimeout != 0 || w.HotkeysSize != 500 || w.HotkeysInterval != 30*time.Second || w.HotkeysTouch != 100 {
+					t.Errorf("got %+v", w)
+				}
+			}},
+		{name: "warm source with both", input: "warm:\n  sources:\n    - {file: a, zset: b}\n", shouldErr: true,
+			errSubstr: `warm.sources[0]: give exactly one of file and zset (line 3)`},
+		{name: "warm source with neither", input: "warm:\n  sources:\n    - {}\n", shouldErr: true,
+			errSubstr: `warm.sources[0]: give exactly one of file and zset (line 3)`},
+		{name: "warm source empty path", input: "warm:\n  sources:\n    - file: \"\"\n", shouldErr: true,
+			errSubstr: `warm.sources[0]: file must not be empty (line 3)`},
+		{name: "warm source unknown kind", input: "warm:\n  sources:\n    - {list: x}\n", shouldErr: true,
+			errSubstr: `warm.sources[0]: unknown field "list" (line 3)`},
+		{name: "warm source as a string", input: "warm:\n  sources:\n    - /tmp/keys.txt\n", shouldErr: true,
+			errSubstr: `warm.sources[0]: expected a mapping of fields, got "/tmp/keys.txt" (line 3)`},
+		{name: "warm sources not a list", input: "warm:\n  sources: /tmp/keys.txt\n", shouldErr: true,
+			errSubstr: `warm.sources: expected a list such as [{file: "/path"}, {zset: "key"}], got "/tmp/keys.txt" (line 2)`},
+		{name: "warm rate zero", input: "warm:\n  rate: 0\n", shouldErr: true,
+			errSubstr: `warm.rate: must be at least 1 key per second, got 0`},
+		{name: "warm ready_after negative", input: "warm:\n  ready_after: -1\n", shouldErr: true,
+			errSubstr: `warm.ready_after: must not be negative, got -1`},
+		{name: "warm hotkeys_size too large", input: "warm:\n  hotkeys_size: 2000000\n", shouldErr: true,
+			errSubstr: `warm.hotkeys_size: must be between 0 (off) and 1000000, got 2000000`},
+		{name: "warm hotkeys_interval too short", input: "warm:\n  hotkeys_interval: 10ms\n", shouldErr: true,
+			errSubstr: `warm.hotkeys_interval: must be at least 1s, got "10ms"`},
+		{name: "warm hotkeys_touch negative", input: "warm:\n  hotkeys_touch: -5\n", shouldErr: true,
+			errSubstr: `warm.hotkeys_touch: must not be negative, got -5`},
+		{name: "warm hotkeys file without tracker", input: "warm:\n  hotkeys_size: 0\n  hotkeys_file: /tmp/h\n", shouldErr: true,
+			errSubstr: `warm.hotkeys_size: 0 turns the hot-key tracker off`},
+		{name: "warm unknown field", input: "warm:\n  ready: 10\n", shouldErr: true,
+			errSubstr: `warm: unknown field "ready" (line 2)`},
+
 		// policies: shape
 		{name: "policies not a list", input: "policies:\n  name: a\n", shouldErr: true,
 			errSubstr: `policies: expected a list of policies, got a mapping (line 2)`},
@@ -444,6 +550,10 @@ func TestDefault(t *testing.T) {
 		Limits: Limits{MaxRequestBytes: 64 << 20, MaxArgs: 1048576, MaxInlineBytes: 64 << 10, MaxClients: 10000},
 		Commands: Commands{Deny: []string{"acl", "bgrewriteaof", "bgsave", "config", "debug", "failover", "module",
 			"monitor", "psync", "replconf", "replicaof", "save", "shutdown", "slaveof", "sync"}},
+		ShutdownDelay:   5 * time.Second,
+		ShutdownTimeout: 20 * time.Second,
+		Log:             Log{Format: "text", Level: slog.LevelInfo},
+		Warm:            Warm{Rate: 20000, ReadyTimeout: 2 * time.Minute, HotkeysSize: 10000, HotkeysInterval: time.Minute},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v; want %+v", c, want)
@@ -715,7 +825,9 @@ func TestExampleConfig(t *testing.T) {
 	// The file shows every default with its default value.
 	d := Default()
 	if !reflect.DeepEqual(c.Upstream, d.Upstream) || c.Local != d.Local || c.Limits != d.Limits ||
-		!reflect.DeepEqual(c.Commands, d.Commands) || c.Password != d.Password {
+		!reflect.DeepEqual(c.Commands, d.Commands) || c.Password != d.Password || c.Log != d.Log ||
+		c.ShutdownDelay != d.ShutdownDelay || c.ShutdownTimeout != d.ShutdownTimeout || c.AdminPprof != d.AdminPprof ||
+		!reflect.DeepEqual(c.Warm, d.Warm) {
 		t.Errorf("config.yaml shows other values than the defaults:\n got %+v %+v %+v %+v\nwant %+v %+v %+v %+v",
 			c.Upstream, c.Local, c.Limits, c.Commands, d.Upstream, d.Local, d.Limits, d.Commands)
 	}
@@ -759,4 +871,72 @@ func FuzzParse(f *testing.F) {
 		m.Match(data)
 		m.TrackingPrefixes()
 	})
+}
+
+// TestRestartFields: a reload applies policies, warm, log level and the reloadable limits, and names every other
+// changed setting as needing a restart, without its value.
+func TestRestartFields(t *testing.T) {
+	running, err := Parse([]byte(`
+password: "old-secret"
+policies:
+  - {name: a, prefix: "a:", hard_ttl: 1h}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := Parse([]byte(`
+listen: "127.0.0.1:7000"
+password: "new-secret"
+local:
+  max_memory: 512MB
+upstream:
+  timeout: 2s
+limits:
+  max_clients: 5
+  max_conn_age: 10m
+log:
+  format: json
+  level: debug
+shutdown_delay: 1s
+warm:
+  sources: [{file: /tmp/k}]
+  ready_after: 5
+  rate: 10
+policies:
+  - {name: a, prefix: "a:", hard_ttl: 1m}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"listen", "password", "upstream.timeout", "local.max_memory", "limits.max_clients", "log.format"}
+	got := next.RestartFields(running)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("RestartFields = %q; want %q", got, want)
+	}
+	if s := strings.Join(got, " "); strings.Contains(s, "secret") {
+		t.Errorf("RestartFields shows a value: %q", s)
+	}
+	if got, want := next.NextStartFields(running), []string{"warm.sources", "warm.ready_after"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("NextStartFields = %q; want %q", got, want)
+	}
+	if got := running.RestartFields(running); len(got) != 0 {
+		t.Errorf("RestartFields of an unchanged config = %q; want none", got)
+	}
+
+	applied := next.WithRestartFields(running)
+	if applied.Listen != running.Listen || applied.Password != running.Password || applied.Local != running.Local ||
+		applied.Upstream.Timeout != running.Upstream.Timeout || applied.Limits.MaxClients != running.Limits.MaxClients ||
+		applied.Log.Format != running.Log.Format {
+		t.Errorf("WithRestartFields kept a new restart-only value: %+v", applied)
+	}
+	if applied.Limits.MaxConnAge != 10*time.Minute || applied.Log.Level != slog.LevelDebug ||
+		applied.ShutdownDelay != time.Second || applied.Warm.Rate != 10 || applied.Policies[0].HardTTL != time.Minute {
+		t.Errorf("WithRestartFields dropped a reloadable value: %+v", applied)
+	}
+	if got := applied.RestartFields(running); len(got) != 0 {
+		t.Errorf("after WithRestartFields, RestartFields = %q; want none", got)
+	}
+	if err := applied.Validate(); err != nil {
+		t.Errorf("WithRestartFields result invalid: %v", err)
+	}
 }

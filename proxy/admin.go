@@ -3,19 +3,25 @@ package proxy
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"featcache/localcache"
 	"featcache/policy"
+	"featcache/upstream"
 )
 
 // cmdCache answers featcache's own admin commands, for redis-cli:
 //
-//	CACHE STATS        counters of the request path and the local tier, INFO style
-//	CACHE EXPLAIN key  the key's policy, state, age and time left to its soft and hard deadlines
-//	CACHE FLUSH        empty the local tier (the upstream is not touched)
+//	CACHE STATS              counters of the request path, the local tier, the upstream, warm-ups and hot keys
+//	CACHE EXPLAIN key [field] the key's policy, state, age and time left to its soft and hard deadlines
+//	CACHE FLUSH              empty the local tier (the upstream is not touched)
+//	CACHE WARM FILE path     start a warm-up from a keys file
+//	CACHE WARM ZSET key      start a warm-up from a sorted set
+//	CACHE HOTKEYS [count]    the hottest keys, with their estimated request counts and policies
+//	CACHE RELOAD             read the configuration file again and apply it
 //	CACHE HELP
 func (c *client) cmdCache(args [][]byte) {
 	if len(args) < 2 {
@@ -23,15 +29,16 @@ func (c *client) cmdCache(args [][]byte) {
 		return
 	}
 	sub := strings.ToLower(string(args[1]))
-	want := map[string]int{"stats": 2, "explain": 3, "flush": 2, "help": 2}
-	n, known := want[sub]
+	arity := map[string][2]int{ // least and most arguments, the command and subcommand included
+		"stats": {2, 2}, "explain": {3, 4}, "flush": {2, 2}, "help": {2, 2},
+		"warm": {4, 4}, "hotkeys": {2, 3}, "reload": {2, 2},
+	}
+	n, known := arity[sub]
 	switch {
 	case !known:
 		c.errorReply("ERR unknown subcommand '" + string(truncateArg(args[1], 128)) + "'. Try CACHE HELP.")
 		return
-	case sub == "explain" && len(args) == 4:
-		// CACHE EXPLAIN key field: one field of a cached hash.
-	case len(args) != n:
+	case len(args) < n[0] || len(args) > n[1]:
 		c.errorReply("ERR wrong number of arguments for 'cache|" + sub + "' command")
 		return
 	}
@@ -47,16 +54,29 @@ func (c *client) cmdCache(args [][]byte) {
 	case "flush":
 		c.srv.cache.Flush()
 		c.simpleReply("OK")
+	case "warm":
+		c.cacheWarm(args[2], args[3])
+	case "hotkeys":
+		c.cacheHotkeys(args[2:])
+	case "reload":
+		c.cacheReload()
 	case "help":
 		lines := []string{
 			"CACHE <subcommand> [<arg> ...]. Subcommands are:",
 			"STATS",
-			"    Counters of the request path and of the local tier.",
+			"    Counters of the request path, the local tier, the upstream, warm-ups and hot keys.",
 			"EXPLAIN <key> [<field>]",
 			"    The key's policy, cache state, age, and time left to its soft and hard deadlines; for a cached",
 			"    hash, its fields, or with <field> that field's policy and state.",
 			"FLUSH",
 			"    Empty the local tier. The upstream is not touched.",
+			"WARM FILE <path>|ZSET <key>",
+			"    Start a warm-up from a keys file (one key per line, hottest first) or a sorted set (highest score",
+			"    first) on the featcache host or its Redis. Keys already cached are not read again.",
+			"HOTKEYS [<count>]",
+			"    The hottest keys (default 20), each with its estimated request count and its policy.",
+			"RELOAD",
+			"    Read the configuration file again and apply it, as SIGHUP does; says what needs a restart.",
 			"HELP",
 			"    Print this help.",
 		}
@@ -70,9 +90,81 @@ func (c *client) cmdCache(args [][]byte) {
 	}
 }
 
+// cacheWarm starts a warm-up from a file or a sorted set, after checking that it can be read: the reply says at
+// once when the file is missing or the key holds no sorted set; the warm-up itself runs in the background
+// (progress: CACHE STATS, the log, featcache_warm_*).
+func (c *client) cacheWarm(kind, name []byte) {
+	var src policy.WarmSource
+	switch strings.ToLower(string(kind)) {
+	case "file":
+		src.File = string(name)
+		if _, err := os.Stat(src.File); err != nil {
+			c.errorReply("ERR cannot read " + strconv.Quote(src.File) + ": " + err.Error())
+			return
+		}
+	case "zset":
+		src.Zset = string(name)
+		call := upstream.NewCall()
+		if err := c.srv.up.Do(call, upstream.AppendCommand(nil, "TYPE", src.Zset), 1); err != nil {
+			c.errorReply(upstreamErrorText(err))
+			return
+		}
+		if t := string(call.Frame(0)); t != "+zset\r\n" {
+			c.errorReply("ERR " + strconv.Quote(src.Zset) + " is not a sorted set (TYPE: " + strings.TrimSpace(strings.TrimPrefix(t, "+")) + ")")
+			return
+		}
+	default:
+		c.errorReply("ERR CACHE WARM takes FILE <path> or ZSET <key>")
+		return
+	}
+	c.srv.warmer.Enqueue(c.srv.warmSource(src))
+	c.srv.log.Info("warm-up: requested by CACHE WARM", "client", c.id, "source", src.String())
+	c.simpleReply("OK")
+}
+
+// defaultHotkeys is how many keys CACHE HOTKEYS lists without a count.
+const defaultHotkeys = 20
+
+// cacheHotkeys lists the hottest keys: an array of [key, estimated requests, policy] arrays, hottest first.
+func (c *client) cacheHotkeys(args [][]byte) {
+	n := defaultHotkeys
+	if len(args) == 1 {
+		v, err := strconv.Atoi(string(args[0]))
+		if err != nil || v < 0 {
+			c.errorReply("ERR value is out of range, must be positive")
+			return
+		}
+		n = v
+	}
+	keys := c.srv.hot.Top(n)
+	buf := c.seg.buf(&c.out)
+	*buf = appendArrayLen(*buf, len(keys))
+	for _, k := range keys {
+		*buf = appendArrayLen(*buf, 3)
+		*buf = appendBulk(*buf, []byte(k.Key))
+		*buf = appendInt(*buf, int64(k.Count))
+		*buf = appendBulk(*buf, []byte(k.Policy))
+	}
+}
+
+// cacheReload runs a reload and reports it: "OK" lines, or the error that rejected it.
+func (c *client) cacheReload() {
+	res, err := c.srv.Reload()
+	if err != nil {
+		c.errorReply("ERR reload rejected, the running configuration stays: " + strings.ReplaceAll(err.Error(), "\n", " "))
+		return
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "reloaded:policies=%d\r\n", res.Policies)
+	fmt.Fprintf(&b, "tracking_prefixes_changed:%v\r\n", res.TrackingChanged)
+	fmt.Fprintf(&b, "restart_needed:%s\r\n", strings.Join(res.RestartNeeded, ","))
+	fmt.Fprintf(&b, "next_start:%s\r\n", strings.Join(res.NextStart, ","))
+	c.bulkReply(b.Bytes())
+}
+
 // statsText renders CACHE STATS: one "name:value" line per counter, as INFO does.
 func (s *Server) statsText() []byte {
-	st := &s.stats
+	st := s.Stats()
 	ls := s.cache.Stats()
 	var b bytes.Buffer
 	line := func(name string, v any) { fmt.Fprintf(&b, "%s:%d\r\n", name, v) }
@@ -105,6 +197,7 @@ func (s *Server) statsText() []byte {
 	line("too_large_keys", ls.TooLargeKeys)
 	line("too_large_values", ls.TooLargeValues)
 	line("epoch", int64(s.cache.Epoch()))
+	line("bytes_estimate", ls.Bytes)
 	tracking := "off"
 	if enabled, up := s.up.Tracking(); up {
 		tracking = "up"
@@ -113,6 +206,37 @@ func (s *Server) statsText() []byte {
 	}
 	b.WriteString("# upstream\r\n")
 	fmt.Fprintf(&b, "tracking:%s\r\n", tracking)
+	up := 0
+	if s.up.Healthy() {
+		up = 1
+	}
+	line("upstream_up", up)
+	ready, why := s.readiness()
+	b.WriteString("# warm\r\n")
+	ws := s.warmer.Stats()
+	fmt.Fprintf(&b, "ready:%v\r\n", ready)
+	if !ready {
+		fmt.Fprintf(&b, "not_ready_because:%s\r\n", why)
+	}
+	line("warm_startup_loaded", ws.StartupLoaded)
+	line("warm_ready_after", int64(s.opt.Config.Warm.ReadyAfter))
+	line("warm_fetched", ws.Fetched)
+	line("warm_present", ws.Present)
+	line("warm_skipped", ws.Skipped)
+	line("warm_retries", ws.Retries)
+	line("warm_sources_done", ws.SourcesDone)
+	line("warm_sources_failed", ws.SourcesFailed)
+	fmt.Fprintf(&b, "warm_running:%v\r\n", ws.Running)
+	line("warm_queued", int64(ws.Queued))
+	b.WriteString("# hotkeys\r\n")
+	ps := s.persister.Stats()
+	line("hotkeys_tracked", int64(s.hot.Len()))
+	line("hotkeys_file_writes", ps.FileWrites)
+	line("hotkeys_file_errors", ps.FileErrors)
+	line("hotkeys_zset_writes", ps.ZsetWrites)
+	line("hotkeys_zset_errors", ps.ZsetErrors)
+	line("hotkeys_touched", ps.Touched)
+	fmt.Fprintf(&b, "upstream_maxmemory_policy:%s\r\n", ps.Eviction)
 	b.WriteString("# runtime\r\n")
 	rt := readRuntime()
 	line("alloc_objects", rt.allocObjects)

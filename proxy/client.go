@@ -4,11 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"featcache/localcache"
 	"featcache/upstream"
@@ -43,7 +49,8 @@ type client struct {
 	authed    bool
 	reply     replyMode
 	quit      bool
-	draining  atomic.Bool
+	draining  atomic.Bool // Shutdown began: close at the first gentle point
+	stopping  atomic.Bool // Shutdown's deadline came: close at the end of the current batch
 	createdAt time.Time
 
 	seg segment // the batch part waiting for its upstream round trip
@@ -69,6 +76,14 @@ type client struct {
 
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
+
+	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
+	hotRand uint64 // xorshift state for the gaps between those
+
+	// leaveAt is when limits.max_conn_age closes the connection (zero: never); deadline is the read deadline the
+	// connection keeps between batches (leaveAt, or none), restored after anything that moves it.
+	leaveAt  time.Time
+	deadline time.Time
 }
 
 func (s *Server) newClient(nc net.Conn) *client {
@@ -85,6 +100,13 @@ func (s *Server) newClient(nc net.Conn) *client {
 		lim = UnauthenticatedLimits()
 	}
 	c.rd = NewReader(nc, lim)
+	c.hotRand = uint64(c.id)*0x9E3779B97F4A7C15 | 1
+	c.hotSkip = 1 + int32(c.hotRand%hotSampleMean)
+	if age := s.cfg.Load().Limits.MaxConnAge; age > 0 {
+		// Up to 10% earlier, at random, so that connections opened together do not all close together.
+		c.leaveAt = time.Now().Add(age - time.Duration(rand.Int64N(int64(age/10)+1)))
+		c.deadline = c.leaveAt
+	}
 	return c
 }
 
@@ -93,18 +115,41 @@ func (s *Server) limits() Limits {
 	return Limits{MaxRequestBytes: int(l.MaxRequestBytes), MaxArgs: l.MaxArgs, MaxInlineBytes: l.MaxInlineBytes}
 }
 
-// serve reads the client's pipelines and answers them until the client leaves.
+// serve reads the client's pipelines and answers them until the client leaves, or until the server closes the
+// connection gently: when it drains (shutdown) or when the connection reaches limits.max_conn_age, at the first
+// point where nothing the client sent is unanswered (see leave).
 func (c *client) serve() {
+	if !c.deadline.IsZero() {
+		c.nc.SetReadDeadline(c.deadline)
+	}
 	for !c.quit {
 		cmds, err := c.rd.ReadBatch(c.cmds[:0])
 		c.cmds = cmds
 		if len(cmds) > 0 {
+			slow := c.srv.cfg.Load().Log.SlowCommand
+			var start time.Time
+			if slow > 0 {
+				start = time.Now()
+			}
 			c.execBatch(cmds)
 			if !c.flush() {
 				return
 			}
+			if slow > 0 {
+				if d := time.Since(start); d > slow {
+					c.logSlow(cmds, d)
+				}
+			}
 		}
 		if err != nil {
+			// A read deadline is how the server interrupts the wait for the next command (Shutdown, max_conn_age).
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.rd.ClearTimeout() {
+				if c.leave() {
+					c.closeGently()
+					return
+				}
+				continue
+			}
 			var pe *ProtocolError
 			if errors.As(err, &pe) {
 				c.out = appendError(c.out[:0], "ERR "+pe.Error())
@@ -114,10 +159,177 @@ func (c *client) serve() {
 			}
 			return
 		}
-		if c.draining.Load() && c.rd.Buffered() == 0 {
+		if (c.draining.Load() || !c.leaveAt.IsZero() && time.Now().After(c.leaveAt)) && c.leave() {
+			c.closeGently()
 			return
 		}
 	}
+}
+
+// When the server drains, or a connection passes max_conn_age, the connection is closed between two batches, after
+// their replies are written, at the first point where that loses nothing: no byte of the client's waiting unread,
+// outside MULTI and WATCH sessions, and the client quiet for closeQuiet (so that a pipeline still arriving, with
+// micro-pauses between its TCP segments, is read to its end) or closePatience past the moment closing became due
+// (so that a client sending one command at a time, never quiet that long, is closed between a reply and its next
+// command). A client that never stops pipelining is served until Shutdown's deadline, and then stopped: see stop.
+const (
+	closeQuiet    = 50 * time.Millisecond
+	closePatience = time.Second
+	// drainRecheck is how often a draining connection that cannot close yet (a command partly received, a MULTI
+	// waiting for EXEC) looks again.
+	drainRecheck = 20 * time.Millisecond
+)
+
+// leave reports whether the connection is to close now, because the server drains or stops it, or the connection
+// is past max_conn_age, and it may close gently. A subscription is closed by a drain but never by max_conn_age.
+// When it may not close yet, leave sets the read deadline at which to look again.
+func (c *client) leave() bool {
+	if c.stopping.Load() {
+		return true
+	}
+	draining := c.draining.Load()
+	now := time.Now()
+	aged := !c.leaveAt.IsZero() && now.After(c.leaveAt)
+	c.nc.SetReadDeadline(time.Time{}) // a past deadline would make the peek below fail
+	if !draining && !aged {
+		c.nc.SetReadDeadline(c.deadline)
+		return false
+	}
+	due := c.leaveAt
+	if draining {
+		due = c.srv.shutdownAt()
+	}
+	idle := c.srv.now().Sub(c.seg.now) // since the last batch began, on the clock batches are stamped with
+	sessions := c.tx.multi || c.tx.conn != nil || !draining && c.sub != nil && c.sub.active()
+	pending := c.rd.Buffered() > 0 || pendingInput(c.nc)
+	if !sessions && !pending && (idle >= closeQuiet || now.Sub(due) >= closePatience) {
+		if !draining {
+			c.srv.metrics.agedOut.Add(1)
+		}
+		return true
+	}
+	switch {
+	case draining:
+		c.deadline = now.Add(drainRecheck)
+	case sessions || pending:
+		c.deadline = time.Time{} // looked at again after the next batch
+	default:
+		c.deadline = now.Add(max(closeQuiet-idle, time.Millisecond))
+	}
+	c.nc.SetReadDeadline(c.deadline)
+	return false
+}
+
+// stop makes the connection close at the end of the batch it is running, or at once when it waits for a command,
+// whatever its client sent since: Shutdown's deadline has come. Commands not executed yet are dropped (closeGently);
+// every executed one has its reply written first.
+func (c *client) stop() {
+	c.stopping.Store(true)
+	c.wake()
+}
+
+// How closeGently lingers: it reads (and drops) what the client still sends until the client has been quiet for
+// lingerQuiet and has acknowledged every reply, or until lingerMax.
+const (
+	lingerQuiet = 50 * time.Millisecond
+	lingerMax   = time.Second
+)
+
+// closeGently ends a connection the server chose to close (a drain, max_conn_age) without destroying the replies
+// already written: it sends FIN after them (CloseWrite), then reads and drops whatever the client still sends
+// (commands featcache never executed: the client sees the end of the connection instead of their replies) until
+// the client closes its side, or is quiet and has acknowledged every byte sent. Closing a socket while input is
+// unread, or replies unacknowledged, would reset the connection, and a reset discards replies still queued on
+// featcache's side. The caller then closes the socket.
+func (c *client) closeGently() {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	deadline := time.Now().Add(lingerMax)
+	buf := make([]byte, 16<<10)
+	for {
+		now := time.Now()
+		if now.After(deadline) {
+			return
+		}
+		wait := now.Add(lingerQuiet)
+		if wait.After(deadline) {
+			wait = deadline
+		}
+		c.nc.SetReadDeadline(wait)
+		n, err := c.nc.Read(buf)
+		switch {
+		case n > 0:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if unacknowledged(c.nc) == 0 {
+				return
+			}
+		case err != nil:
+			return // the client closed its side (or the connection failed): nothing more to wait for
+		}
+	}
+}
+
+// unacknowledged returns how many bytes written on nc the peer has not acknowledged yet (SIOCOUTQ), or 0 where
+// that cannot be known.
+func unacknowledged(nc net.Conn) int {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return 0
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	raw.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+	})
+	return n
+}
+
+// wake interrupts a wait for the next command, so that the client goroutine looks at draining.
+func (c *client) wake() { c.nc.SetReadDeadline(time.Unix(1, 0)) }
+
+// pendingInput reports whether the client has sent bytes featcache has not read yet: a non-blocking peek at the
+// socket. It needs the read deadline cleared.
+func pendingInput(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	pending := false
+	raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		pending = err == nil && n > 0
+		return true
+	})
+	return pending
+}
+
+// logSlow logs a pipeline slower than log.slow_command: its size and command names, never its arguments (keys
+// may identify people, and AUTH carries a password).
+func (c *client) logSlow(cmds []Command, d time.Duration) {
+	c.srv.metrics.slowCommands.Add(1)
+	names := make([]string, 0, 4)
+	for i := range cmds {
+		if len(names) == cap(names) {
+			names = append(names, "...")
+			break
+		}
+		name := strings.ToLower(string(truncateArg(cmds[i].Args[0], 32)))
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	c.srv.log.Warn("slow command", "client", c.id, "addr", c.nc.RemoteAddr().String(), "duration", d,
+		"commands", len(cmds), "names", strings.Join(names, ","))
 }
 
 // flush writes the batch's replies. It reports false when the client is gone.

@@ -8,6 +8,7 @@ import (
 	"featcache/localcache"
 	"featcache/policy"
 	"featcache/upstream"
+	"featcache/warm"
 )
 
 // execBatch runs one client pipeline and appends every reply to c.out, in order.
@@ -111,17 +112,23 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 }
 
 // readGet answers GET: match the policy, look the key up locally, serve it when fresh or soft-stale (starting one
-// background refresh per key), otherwise join or start the key's fill.
+// background refresh per key), otherwise join or start the key's fill. Each key is counted once per policy with
+// what answered it (the fill's outcome is counted when its reply is assembled) and, one lookup in about
+// hotSampleMean, recorded in the policy's hot-key tracker.
 func (c *client) readGet(cmd *Command) {
 	key := cmd.Args[1]
 	ps := c.srv.policies.Load()
 	pol := ps.matcher.Match(key)
 	if pol == nil || !pol.Cache {
-		c.srv.stats.Bypass.Add(1)
+		ps.countersFor(pol).results[resultBypass].Add(1)
 		c.forward(cmd)
 		return
 	}
+	pc := ps.counters[pol.Index]
 	lp := &ps.local[pol.Index]
+	if hot := ps.hot[pol.Index]; hot != nil {
+		c.sampleHot(hot, key)
+	}
 	if pol.SnapshotPointer != "" {
 		ver, err := c.snapshotVersion(pol, ps)
 		if err != nil {
@@ -134,23 +141,24 @@ func (c *client) readGet(cmd *Command) {
 	buf := c.seg.buf(&c.out)
 	var look localcache.Lookup
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, c.seg.now, false)
-	if c.served(look.State, key, lp) {
+	if c.served(look, key, lp, pc) {
 		return
 	}
-	c.srv.stats.Misses.Add(1)
-	c.seg.addFill(c.srv.cache, &c.out, holeGet, key, lp)
+	c.seg.addFill(c.srv.cache, &c.out, holeGet, key, lp, pc)
 }
 
 // served counts a lookup that served an entry, and starts what it calls for: a background refresh of a
 // soft-stale entry, a rate-limited one of an unverified entry. It reports false for a miss.
-func (c *client) served(st localcache.State, key []byte, lp *localcache.Policy) bool {
-	switch st {
+func (c *client) served(look localcache.Lookup, key []byte, lp *localcache.Policy, pc *policyCounters) bool {
+	switch look.State {
 	case localcache.StateFresh:
-		c.srv.stats.Hits.Add(1)
+		pc.hit.observe(look.Age)
 	case localcache.StateStale:
-		c.srv.stats.StaleHits.Add(1)
+		pc.stale.observe(look.Age)
 		c.refresh(key, lp)
 	case localcache.StateUnverified:
+		// Counted as a stale serve in featcache_requests_total: no invalidation vouches for it.
+		pc.stale.observe(look.Age)
 		c.srv.stats.Unverified.Add(1)
 		// Not hammering a recovering store: unverified entries are re-fetched at upstream.revalidate_rate;
 		// the others are served (within their soft TTL) and wait for a later read.
@@ -189,12 +197,16 @@ func (c *client) readMget(cmd *Command) {
 	for _, key := range keys {
 		pol := ps.matcher.Match(key)
 		if pol == nil || !pol.Cache {
-			c.srv.stats.Bypass.Add(1)
+			ps.countersFor(pol).results[resultBypass].Add(1)
 			c.seg.ensureRegion(&c.out, &region)
 			c.seg.addBypass(key)
 			continue
 		}
+		pc := ps.counters[pol.Index]
 		lp := &ps.local[pol.Index]
+		if hot := ps.hot[pol.Index]; hot != nil {
+			c.sampleHot(hot, key)
+		}
 		if pol.SnapshotPointer != "" {
 			ver, _ := c.snapshotVersion(pol, ps) // resolved above
 			key = c.physicalKey(key, ver)
@@ -202,14 +214,36 @@ func (c *client) readMget(cmd *Command) {
 		buf = c.seg.buf(&c.out)
 		var look localcache.Lookup
 		*buf, look = c.srv.cache.AppendGet(*buf, key, lp, c.seg.now, false)
-		if c.served(look.State, key, lp) {
+		if c.served(look, key, lp, pc) {
 			continue
 		}
-		c.srv.stats.Misses.Add(1)
 		c.seg.ensureRegion(&c.out, &region)
-		c.seg.addFill(c.srv.cache, &c.out, holeMgetKey, key, lp)
+		c.seg.addFill(c.srv.cache, &c.out, holeMgetKey, key, lp, pc)
 	}
 	c.seg.closeRegion(region)
+}
+
+// hotSampleMean is the mean number of cached reads between two recorded in the hot-key tracker; each recorded one
+// counts for that many. Recording every read would cost a lock and a hash-table update on each hit; one in 16
+// keeps the tracker's share of the hit path to a few nanoseconds, and a key hot enough to matter is sampled many
+// times a second anyway.
+const hotSampleMean = 16
+
+// sampleHot records key in the tracker once every hotSampleMean reads on average. The gaps are drawn at random
+// (1 to 2*hotSampleMean-1) from a per-connection generator, so a client that reads the same keys in the same
+// order every time (a fixed MGET) does not have the same position sampled again and again.
+func (c *client) sampleHot(t *warm.TopK, key []byte) {
+	if c.hotSkip--; c.hotSkip > 0 {
+		return
+	}
+	// xorshift64: a few cycles, no shared state.
+	x := c.hotRand
+	x ^= x << 13
+	x ^= x >> 7
+	x ^= x << 17
+	c.hotRand = x
+	c.hotSkip = int32(1 + x%(2*hotSampleMean-1))
+	t.Add(key, hotSampleMean)
 }
 
 // refresh starts a background refresh of a soft-stale key unless one is in flight: one fill per key and
@@ -226,7 +260,9 @@ func (c *client) refresh(key []byte, lp *localcache.Policy) {
 func (s *Server) refresh(f *localcache.Fill, key []byte, lp *localcache.Policy) {
 	call := upstream.NewCall()
 	var out [1]upstream.Fetched
+	start := time.Now()
 	got, err := s.up.Fetch(call, [][]byte{key}, out[:0])
+	s.metrics.observeUpstream(upRefresh, start)
 	s.stats.UpstreamReads.Add(1)
 	res := localcache.Result{Err: err}
 	if len(got) == 1 {
@@ -259,7 +295,9 @@ func (c *client) write(cmd *Command, tc *command) {
 func (c *client) runSegment() {
 	s := &c.seg
 	if s.frames > 0 {
+		start := time.Now()
 		err := c.srv.up.Do(c.call, s.req, s.frames)
+		c.srv.metrics.observeUpstream(s.class(), start)
 		c.srv.stats.RoundTrips.Add(1)
 		if err == nil && !c.srv.reached.Load() {
 			c.srv.reached.Store(true)

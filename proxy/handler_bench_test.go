@@ -19,9 +19,12 @@ type repeatReader struct{ data []byte }
 func (r *repeatReader) Read(p []byte) (int, error) { return copy(p, r.data), nil }
 
 // benchServer is a Server whose tier holds keys key:0..n-1 with 1 KiB values; its upstream is never reached.
-func benchServer(b *testing.B, n int) *Server {
+func benchServer(b *testing.B, n int) *Server { return benchServerWith(b, n, defaultTestConfig) }
+
+// benchServerWith is benchServer with another configuration; its first policy must cache key:*.
+func benchServerWith(b *testing.B, n int, yamlCfg string) *Server {
 	b.Helper()
-	cfg, err := policy.Parse([]byte(defaultTestConfig))
+	cfg, err := policy.Parse([]byte(yamlCfg))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -53,8 +56,10 @@ func benchServer(b *testing.B, n int) *Server {
 }
 
 // benchHitPath runs pipelines of GET hits through the reader and the request path, replies discarded.
-func benchHitPath(b *testing.B, pipeline int) {
-	srv := benchServer(b, 1000)
+func benchHitPath(b *testing.B, pipeline int) { benchHitPathWith(b, pipeline, defaultTestConfig) }
+
+func benchHitPathWith(b *testing.B, pipeline int, yamlCfg string) {
+	srv := benchServerWith(b, 1000, yamlCfg)
 	var payload []byte
 	for i := 0; i < pipeline; i++ {
 		payload = upstream.AppendCommand(payload, "GET", "key:"+strconv.Itoa(i*37%1000))
@@ -77,7 +82,7 @@ func benchHitPath(b *testing.B, pipeline int) {
 		c.out = c.out[:0]
 	}
 	b.StopTimer()
-	if hits := srv.stats.Hits.Load(); hits < int64(b.N) {
+	if hits := srv.Stats().Hits.Load(); hits < int64(b.N) {
 		b.Fatalf("hits = %d; the benchmark did not hit", hits)
 	}
 	_ = time.Now
@@ -128,3 +133,12 @@ func BenchmarkHitPathHMGET(b *testing.B) {
 		b.Fatalf("hits = %d; the benchmark did not hit", hits)
 	}
 }
+
+// The hot-key tracker's share of the hit path: the same benchmarks with the tracker off (warm.hotkeys_size: 0).
+const hotkeysOffConfig = defaultTestConfig + `
+warm:
+  hotkeys_size: 0
+`
+
+func BenchmarkHitPathGetHotkeysOff(b *testing.B)        { benchHitPathWith(b, 1, hotkeysOffConfig) }
+func BenchmarkHitPathPipeline16HotkeysOff(b *testing.B) { benchHitPathWith(b, 16, hotkeysOffConfig) }

@@ -59,6 +59,8 @@ type hashScratch struct {
 	missing [][]byte
 	times   []eventTime
 	stale   bool
+	count   *policy.Policy // the policy the read is counted under (see countingPolicy)
+	age     time.Duration  // the age of the oldest field served
 }
 
 // span is a field's reply element in hashScratch.elems.
@@ -90,7 +92,7 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	ps := c.srv.policies.Load()
 	pol := ps.matcher.Match(key)
 	if pol == nil || !pol.Cache {
-		c.srv.stats.Bypass.Add(1)
+		ps.countersFor(pol).results[resultBypass].Add(1)
 		c.forward(cmd)
 		return
 	}
@@ -118,16 +120,16 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 		*buf = appendFieldsReply(*buf, kind, fields, c.hs.pols, c.hs.times, c.seg.now, c.hs.elem)
 		served = true
 	}
+	pc := ps.counters[c.hs.count.Index]
 	if served {
 		if c.hs.stale {
-			c.srv.stats.StaleHits.Add(1)
+			pc.stale.observe(c.hs.age)
 			c.refreshHash(key, fields, kind == hashGetAll, ps, pol)
 		} else {
-			c.srv.stats.Hits.Add(1)
+			pc.hit.observe(c.hs.age)
 		}
 		return
 	}
-	c.srv.stats.Misses.Add(1)
 	hr := &hashRead{cmd: kind, key: bytes.Clone(key), ps: ps, pol: pol, fieldTTL: c.srv.tbl.Load().fieldTTL}
 	if kind != hashGetAll {
 		hs := &c.hs
@@ -146,7 +148,7 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 		c.seg.req = upstream.AppendHashFetch(c.seg.req, hr.key, hr.fetch, kind == hashGetAll, hr.fieldTTL)
 		c.seg.frames += upstream.HashFetchFrames(kind == hashGetAll, hr.fieldTTL)
 	}
-	c.seg.holes = append(c.seg.holes, hole{kind: holeHash, pos: len(c.seg.tail), hash: hr})
+	c.seg.holes = append(c.seg.holes, hole{kind: holeHash, pos: len(c.seg.tail), hash: hr, fill: f, pc: pc})
 }
 
 // lookupFields looks fields of key up. It reports whether all can be answered now; then their reply elements are
@@ -156,11 +158,12 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *policy.Policy, now time.Time, allowDead bool) bool {
 	hs := &c.hs
 	hs.elems, hs.spans, hs.missing, hs.times, hs.stale = hs.elems[:0], hs.spans[:0], hs.missing[:0], hs.times[:0], false
-	hs.pols, hs.lps = hs.pols[:0], hs.lps[:0]
+	hs.pols, hs.lps, hs.age = hs.pols[:0], hs.lps[:0], 0
 	for _, f := range fields {
 		fp, flp := fieldPolicy(ps, pol, f)
 		hs.pols, hs.lps, hs.spans = append(hs.pols, fp), append(hs.lps, flp), append(hs.spans, span{-1, -1})
 	}
+	hs.count = countingPolicy(pol, hs.pols)
 	c.srv.cache.LookupHash(key, now, func(e localcache.HashEntry) {
 		e.Fields(fields, func(i int) *localcache.Policy { return hs.lps[i] }, allowDead,
 			func(i int, v []byte, missing bool, lk localcache.Lookup) {
@@ -168,6 +171,7 @@ func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *p
 					return
 				}
 				hs.stale = hs.stale || lk.State == localcache.StateStale || lk.State == localcache.StateUnverified
+				hs.age = max(hs.age, lk.Age)
 				start := len(hs.elems)
 				if missing {
 					hs.elems = append(hs.elems, nullBulk...)
@@ -197,6 +201,21 @@ func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *p
 		}
 	}
 	return len(hs.missing) == 0
+}
+
+// countingPolicy returns the policy a hash read of fields with policies pols is counted under, in
+// featcache_requests_total and featcache_served_age_seconds: the feature view's when every field belongs to one
+// view (Feast reads one view's features and its event time per HMGET), else the key's.
+func countingPolicy(keyPol *policy.Policy, pols []*policy.Policy) *policy.Policy {
+	if len(pols) == 0 {
+		return keyPol
+	}
+	for _, p := range pols[1:] {
+		if p != pols[0] {
+			return keyPol
+		}
+	}
+	return pols[0]
 }
 
 // needsEventTime reports whether field is a feature of a view with max_event_age (the row's event time decides
@@ -266,7 +285,7 @@ func appendFieldsReply(dst []byte, kind hashCmd, fields [][]byte, pols []*policy
 // be served; it reports whether it did.
 func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy, now time.Time, allowDead bool) ([]byte, bool) {
 	hs := &c.hs
-	hs.elems, hs.times, hs.stale = hs.elems[:0], hs.times[:0], false
+	hs.elems, hs.times, hs.stale, hs.count, hs.age = hs.elems[:0], hs.times[:0], false, pol, 0
 	lp := &ps.local[pol.Index]
 	ok := false
 	n := 0
@@ -277,6 +296,7 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy
 		}
 		ok = true
 		hs.stale = lk.State == localcache.StateStale || lk.State == localcache.StateUnverified
+		hs.age = lk.Age
 		e.EachField(func(f []byte) *localcache.Policy { _, flp := fieldPolicy(ps, pol, f); return flp }, allowDead,
 			func(f, v []byte, missing bool, lk localcache.Lookup) bool {
 				if lk.State == localcache.StateMiss {
@@ -284,6 +304,7 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy
 					return false
 				}
 				hs.stale = hs.stale || lk.State == localcache.StateStale
+				hs.age = max(hs.age, lk.Age)
 				if fp, flp := fieldPolicy(ps, pol, f); needsEventTime(fp, f) {
 					hs.times = noteEventTime(hs.times, e, fp.View, flp, allowDead)
 				}
@@ -360,7 +381,8 @@ func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.Has
 
 // emitHashRead appends a hash read's reply once its fill is done: the elements known at lookup and those the fill
 // read, or serve_stale's answer, or the upstream's error.
-func (c *client) emitHashRead(dst []byte, hr *hashRead) []byte {
+func (c *client) emitHashRead(dst []byte, h *hole) []byte {
+	hr := h.hash
 	<-hr.fill.Done()
 	res := hr.fill.Result()
 	switch {
@@ -370,11 +392,13 @@ func (c *client) emitHashRead(dst []byte, hr *hashRead) []byte {
 		// serve_stale: answer from entries past their hard deadline, if every field's policy allows it.
 		if hr.cmd == hashGetAll {
 			if out, ok := c.serveHashAll(dst, hr.key, hr.ps, hr.pol, c.seg.now, true); ok {
-				c.srv.stats.StaleOnError.Add(1)
+				h.stale = true
+				h.pc.stale.observe(c.hs.age)
 				return out
 			}
 		} else if c.lookupFields(hr.key, hr.fields, hr.ps, hr.pol, c.seg.now, true) {
-			c.srv.stats.StaleOnError.Add(1)
+			h.stale = true
+			h.pc.stale.observe(c.hs.age)
 			return appendFieldsReply(dst, hr.cmd, hr.fields, c.hs.pols, c.hs.times, c.seg.now, c.hs.elem)
 		}
 		c.srv.stats.Errors.Add(1)

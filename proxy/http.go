@@ -2,101 +2,66 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/pprof"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// AdminHandler serves the admin HTTP surface: /metrics (Prometheus), /healthz (the process is alive) and /readyz
-// (listening, and the upstream answered at least once since start; it stays ready while Redis is slow or down,
-// since cached entries keep being served: upstream health is a metric).
+// AdminHandler serves the admin HTTP surface: /metrics (Prometheus: featcache's metrics, Go runtime and process
+// metrics), /healthz (the process is alive), /readyz (see Ready) and, with admin_pprof, /debug/pprof/.
 func (s *Server) AdminHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(newStatsCollector(s))
+	reg.MustRegister(newStatsCollector(s), s.metrics.upstream)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !s.Ready() {
-			http.Error(w, "not ready: waiting for the listener and a first upstream answer", http.StatusServiceUnavailable)
+		if ok, why := s.readiness(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
 	})
+	if s.opt.Config.AdminPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
-// Ready reports whether featcache is listening and has reached the upstream once.
+// Ready reports whether featcache should receive traffic (/readyz answers 200): it is listening and not draining,
+// the upstream answered at least once since start, and the start-up warm-up loaded warm.ready_after keys (or read
+// all its sources, or ran for warm.ready_timeout). Once ready it stays ready while Redis is slow or down, since
+// cached entries, and serve_stale policies, keep answering: upstream health is featcache_upstream_up.
 func (s *Server) Ready() bool {
+	ok, _ := s.readiness()
+	return ok
+}
+
+// readiness is Ready with the reason when not ready.
+func (s *Server) readiness() (bool, string) {
 	s.mu.Lock()
 	listening := len(s.lns) > 0 && !s.closed
 	s.mu.Unlock()
-	return listening && s.reached.Load()
-}
-
-// statsCollector exports the request path's counters and the local tier's figures.
-type statsCollector struct {
-	s     *Server
-	descs map[string]*prometheus.Desc
-}
-
-func newStatsCollector(s *Server) *statsCollector {
-	d := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc("featcache_"+name, help, nil, nil)
+	switch {
+	case s.draining.Load():
+		return false, "shutting down"
+	case !listening:
+		return false, "not listening yet"
+	case !s.reached.Load() && !s.up.Reached():
+		return false, "waiting for a first answer from the upstream"
+	case !s.warmer.Ready():
+		ws := s.warmer.Stats()
+		return false, "warming up: " + strconv.FormatInt(ws.StartupLoaded, 10) + " of " + strconv.Itoa(s.opt.Config.Warm.ReadyAfter) + " keys loaded"
 	}
-	return &statsCollector{s: s, descs: map[string]*prometheus.Desc{
-		"hits":          d("hits_total", "Cached reads answered from memory while fresh."),
-		"stale":         d("stale_hits_total", "Soft-stale entries served while a background refresh runs."),
-		"stale_error":   d("stale_on_error_total", "Entries served past their hard TTL because the upstream failed (serve_stale)."),
-		"misses":        d("misses_total", "Cached reads fetched from the upstream."),
-		"bypass":        d("bypass_total", "Reads of keys no caching policy covers, forwarded."),
-		"refreshes":     d("refreshes_total", "Background refreshes started."),
-		"upreads":       d("upstream_reads_total", "Keys fetched from the upstream."),
-		"forwarded":     d("forwarded_total", "Commands forwarded to the upstream."),
-		"invalidations": d("write_invalidations_total", "Keys invalidated by writes through featcache."),
-		"errors":        d("errors_total", "Error replies featcache produced itself."),
-		"clients":       d("client_connections", "Connected clients."),
-		"entries":       d("local_entries", "Entries in the local tier."),
-		"evictions":     d("evictions_total", "Entries evicted from the local tier to make room."),
-		"tracking":      d("tracking_up", "1 while server-assisted invalidation is established."),
-	}}
-}
-
-func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range c.descs {
-		ch <- d
-	}
-}
-
-func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
-	st := &c.s.stats
-	counter := func(name string, v int64) {
-		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, float64(v))
-	}
-	gauge := func(name string, v float64) {
-		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.GaugeValue, v)
-	}
-	counter("hits", st.Hits.Load())
-	counter("stale", st.StaleHits.Load())
-	counter("stale_error", st.StaleOnError.Load())
-	counter("misses", st.Misses.Load())
-	counter("bypass", st.Bypass.Load())
-	counter("refreshes", st.Refreshes.Load())
-	counter("upreads", st.UpstreamReads.Load())
-	counter("forwarded", st.Forwarded.Load())
-	counter("invalidations", st.Invalidations.Load())
-	counter("errors", st.Errors.Load())
-	gauge("clients", float64(c.s.clients.Load()))
-	ls := c.s.cache.Stats()
-	gauge("entries", float64(ls.Entries))
-	counter("evictions", ls.Evictions)
-	up := 0.0
-	if _, ok := c.s.up.Tracking(); ok {
-		up = 1
-	}
-	gauge("tracking", up)
+	return true, ""
 }

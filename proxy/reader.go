@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"os"
 )
 
 // Default limits, used for Limits fields left at zero.
@@ -289,6 +290,18 @@ func (r *Reader) ReadBatch(dst []Command) ([]Command, error) {
 		}
 		r.fill()
 	}
+}
+
+// ClearTimeout forgets a read deadline error (os.ErrDeadlineExceeded), which the server uses to interrupt the
+// wait for a client's next command, so that reading can go on; a command partly received stays as it was. It
+// reports whether there was such an error to forget.
+func (r *Reader) ClearTimeout() bool {
+	if r.rerr == nil || !errors.Is(r.rerr, os.ErrDeadlineExceeded) {
+		return false
+	}
+	r.rerr = nil
+	r.empties = 0
+	return true
 }
 
 // recycle runs when the commands of the previous batch are no longer in use: it rewinds an empty buffer and

@@ -38,9 +38,11 @@ type hole struct {
 	key   []byte // points into the client's read buffer, valid for the batch
 	lp    *localcache.Policy
 	hash  *hashRead
-	end   int  // holeRegion: index of the first hole after the region
-	stop  int  // holeRegion: tail position where the region ends
-	mute  bool // CLIENT REPLY OFF/SKIP: computed, not sent
+	pc    *policyCounters // holeGet, holeMgetKey, holeHash: where the read's outcome is counted
+	end   int             // holeRegion: index of the first hole after the region
+	stop  int             // holeRegion: tail position where the region ends
+	mute  bool            // CLIENT REPLY OFF/SKIP: computed, not sent
+	stale bool            // holeGet, holeMgetKey: served from memory because the fill failed (serve_stale)
 }
 
 // fetchItem is a fill this client leads: its GET and PTTL frames are in the segment's payload.
@@ -68,6 +70,18 @@ type segment struct {
 	writes  []pendingWrite
 	doErr   error
 	keys    [][]byte // scratch for key extraction
+	forward bool     // the payload holds forwarded commands, not only fetches
+}
+
+// class is the upstream round-trip class of the segment's payload, for featcache_upstream_duration_seconds.
+func (s *segment) class() int {
+	switch {
+	case len(s.writes) > 0:
+		return upWrite
+	case s.forward:
+		return upForward
+	}
+	return upRead
 }
 
 func (s *segment) begin(now time.Time) { s.now = now }
@@ -83,6 +97,7 @@ func (s *segment) reset() {
 	s.fetches = s.fetches[:0]
 	s.writes = s.writes[:0]
 	s.doErr = nil
+	s.forward = false
 	if cap(s.req) > maxSegmentBytes*2 {
 		s.req = nil
 	}
@@ -110,10 +125,12 @@ func (s *segment) addForward(cmd *Command) {
 	}
 	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.frames})
 	s.frames++
+	s.forward = true
 }
 
-// addFill joins key's fill or starts it; a started fill's GET and PTTL join the payload.
-func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, key []byte, lp *localcache.Policy) {
+// addFill joins key's fill or starts it; a started fill's GET and PTTL join the payload. The read is counted in pc
+// once its reply is known: here when the second look serves it, in countFills otherwise.
+func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, key []byte, lp *localcache.Policy, pc *policyCounters) {
 	f, leader := cache.Acquire(key)
 	if leader {
 		// Look again inside the single flight: a fill of this key may have completed between the caller's miss
@@ -123,13 +140,18 @@ func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, k
 		var look localcache.Lookup
 		if *buf, look = cache.AppendGet(*buf, key, lp, s.now, false); look.State != localcache.StateMiss {
 			cache.Complete(f, servedResult((*buf)[mark:]), lp)
+			if look.State == localcache.StateFresh {
+				pc.hit.observe(look.Age)
+			} else {
+				pc.stale.observe(look.Age)
+			}
 			return
 		}
 		s.fetches = append(s.fetches, fetchItem{fill: f, lp: lp, frame: s.frames})
 		s.req = upstream.AppendFetch(s.req, key)
 		s.frames += 2
 	}
-	s.holes = append(s.holes, hole{kind: kind, pos: len(s.tail), fill: f, key: key, lp: lp})
+	s.holes = append(s.holes, hole{kind: kind, pos: len(s.tail), fill: f, key: key, lp: lp, pc: pc})
 }
 
 // servedResult turns a GET reply just served from the tier into a fill result for the fill's waiters.
@@ -195,7 +217,34 @@ func (c *client) assemble(dst []byte) []byte {
 		return dst
 	}
 	dst, _ = c.emit(dst, 0, len(s.holes), 0, len(s.tail), false)
+	c.countFills()
 	return dst
+}
+
+// countFills counts the outcome of every read of the segment that waited for a fill, once, whether or not its
+// reply was emitted (an MGET that failed as a whole stops emitting at the failing key): stale when served from
+// memory on an upstream failure, error when the fill failed otherwise, miss when the fill answered.
+func (c *client) countFills() {
+	for i := range c.seg.holes {
+		h := &c.seg.holes[i]
+		if h.pc == nil {
+			continue
+		}
+		done := false
+		select {
+		case <-h.fill.Done():
+			done = true
+		default: // a fill led by another client, behind the key that failed this MGET: its reply was the error
+		}
+		switch {
+		case h.stale: // counted in pc.stale when it was served
+			h.pc.staleOnError.Add(1)
+		case !done || h.fill.Result().Err != nil:
+			h.pc.results[resultError].Add(1)
+		default:
+			h.pc.results[resultMiss].Add(1)
+		}
+	}
 }
 
 // emit appends holes [from, to) with the tail bytes around them, from tail position start to stop. Inside an MGET
@@ -257,7 +306,7 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 		return append(dst, f...), true
 	}
 	if h.kind == holeHash {
-		return c.emitHashRead(dst, h.hash), true
+		return c.emitHashRead(dst, h), true
 	}
 	<-h.fill.Done()
 	res := h.fill.Result()
@@ -266,7 +315,8 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 		if h.lp.ServeStale {
 			var look localcache.Lookup
 			if dst, look = c.srv.cache.AppendGet(dst, h.key, h.lp, s.now, true); look.State != localcache.StateMiss {
-				c.srv.stats.StaleOnError.Add(1)
+				h.stale = true
+				h.pc.stale.observe(look.Age)
 				return dst, true
 			}
 		}

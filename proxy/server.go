@@ -14,6 +14,7 @@ import (
 	"featcache/localcache"
 	"featcache/policy"
 	"featcache/upstream"
+	"featcache/warm"
 )
 
 // Options configures a Server. Config, Cache and Upstream are required.
@@ -32,6 +33,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; if nil, time.Now. Tests move it to walk entries through their states.
 	Now func() time.Time
+	// Reload returns the configuration a reload applies (SIGHUP, CACHE RELOAD): main reads the file again and
+	// applies its command-line overrides. If nil, reloads are refused.
+	Reload func() (*policy.Config, error)
+	// LogLevel, if not nil, is set from log.level at each reload.
+	LogLevel *slog.LevelVar
 }
 
 // Server is the RESP listener: it owns client connections and runs each one's request path.
@@ -51,6 +57,17 @@ type Server struct {
 	nextID     atomic.Int64
 	clients    atomic.Int64
 	stats      Stats
+	metrics    *serverMetrics
+
+	cfg       atomic.Pointer[policy.Config] // the running configuration: Options.Config as reloads changed it
+	reloadMu  sync.Mutex                    // one reload at a time
+	coverage  []coverage                    // tracking prefix switches, for NotBefore (reload.go); under reloadMu
+	hot       *warm.HotKeys
+	warmer    *warm.Warmer
+	persister *warm.Persister
+	bgOnce    sync.Once // StartWarmup
+	draining  atomic.Bool
+	shutdown  atomic.Int64 // unix nanoseconds when Shutdown began; 0 before
 
 	mu     sync.Mutex
 	lns    []net.Listener
@@ -59,12 +76,16 @@ type Server struct {
 	wg     sync.WaitGroup
 }
 
-// policySet is the matcher with each policy converted once to what the local tier needs.
+// policySet is the matcher with each policy converted once to what the request path needs, by policy.Index:
+// the local tier's view of it, its counters and its hot-key tracker. It is replaced whole, never changed.
 type policySet struct {
 	matcher      *policy.Matcher
-	local        []localcache.Policy // by policy.Policy.Index
-	pointers     [][]byte            // snapshot pointer keys, by policy.Policy.Index; nil without one
-	hasSnapshots bool                // some policy has a snapshot pointer: commands' keys may need rewriting
+	local        []localcache.Policy
+	counters     []*policyCounters
+	hot          []*warm.TopK // nil entries for policies that do not cache, or when hot-key tracking is off
+	none         *policyCounters
+	pointers     [][]byte // snapshot pointer keys; nil without one
+	hasSnapshots bool     // some policy has a snapshot pointer: commands' keys may need rewriting
 }
 
 // serverInfo is what HELLO reports: the upstream's own identity, so clients see the Redis they expect.
@@ -88,10 +109,19 @@ func New(opt Options) (*Server, error) {
 	s := &Server{
 		opt: opt, log: opt.Logger, now: opt.Now,
 		cache: opt.Cache, up: opt.Upstream,
-		conns: make(map[*client]struct{}),
+		conns:   make(map[*client]struct{}),
+		metrics: newMetrics(),
 	}
-	s.SetPolicies(opt.Config.Policies)
-	s.revalidate = newTokenBucket(opt.Config.Upstream.RevalidateRate, opt.Now)
+	cfg := opt.Config
+	s.cfg.Store(cfg)
+	s.revalidate = newTokenBucket(cfg.Upstream.RevalidateRate, opt.Now)
+	s.hot = warm.NewHotKeys(cfg.Warm.HotkeysSize)
+	s.warmer = warm.New(warm.Options{
+		Filler: s, Rate: cfg.Warm.Rate, ReadyAfter: cfg.Warm.ReadyAfter, ReadyTimeout: cfg.Warm.ReadyTimeout,
+		Logger: s.log,
+	})
+	s.persister = warm.NewPersister(s.hot, s.up.Pool, persistConfig(cfg), s.log)
+	s.setPolicies(cfg.Policies)
 	s.hello.Store(&serverInfo{version: "7.0.0", mode: "standalone", role: "master"})
 	cmds := opt.Commands
 	if cmds == nil {
@@ -108,14 +138,36 @@ func New(opt Options) (*Server, error) {
 	return s, nil
 }
 
-// SetPolicies replaces the policies; lookups that start afterwards use the new ones.
+// SetPolicies replaces the policies; lookups that start afterwards use the new ones. Entries already cached are
+// judged by the new policies at their next lookup: a shorter TTL applies at once, and a policy with cache: false
+// stops every read of its keys from being served from memory. It does not change what tracking covers: Reload
+// does that first.
 func (s *Server) SetPolicies(ps []*policy.Policy) {
-	set := &policySet{matcher: policy.NewMatcher(ps), local: make([]localcache.Policy, len(ps)), pointers: make([][]byte, len(ps))}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.setPolicies(ps)
+}
+
+// setPolicies is SetPolicies for callers holding reloadMu (or before the server is shared).
+func (s *Server) setPolicies(ps []*policy.Policy) {
+	set := &policySet{
+		matcher:  policy.NewMatcher(ps),
+		local:    make([]localcache.Policy, len(ps)),
+		counters: make([]*policyCounters, len(ps)),
+		hot:      make([]*warm.TopK, len(ps)),
+		none:     s.metrics.none,
+		pointers: make([][]byte, len(ps)),
+	}
 	for _, p := range ps {
 		set.local[p.Index] = localcache.Policy{
 			SoftTTL: p.SoftTTL, HardTTL: p.HardTTL, Jitter: p.Jitter, NegativeTTL: p.NegativeTTL,
 			ServeStale: p.OnUpstreamError == policy.ErrorServeStale, MaxStale: p.MaxStale,
 			Revalidate: p.OnTrackingLoss == policy.LossRevalidate,
+			NotBefore:  s.notBefore(p),
+		}
+		set.counters[p.Index] = s.metrics.counters(p.Name)
+		if p.Cache {
+			set.hot[p.Index] = s.hot.Policy(p.Name)
 		}
 		if p.SnapshotPointer != "" {
 			set.pointers[p.Index] = []byte(p.SnapshotPointer)
@@ -123,6 +175,13 @@ func (s *Server) SetPolicies(ps []*policy.Policy) {
 		}
 	}
 	s.policies.Store(set)
+}
+
+// persistConfig is the hot-key persistence part of cfg.
+func persistConfig(cfg *policy.Config) warm.PersistConfig {
+	w := cfg.Warm
+	return warm.PersistConfig{File: w.HotkeysFile, Zset: w.HotkeysZset, Size: w.HotkeysSize,
+		Interval: w.HotkeysInterval, Touch: w.HotkeysTouch}
 }
 
 // fetchCommands reads COMMAND and INFO server from the upstream.
@@ -188,6 +247,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
+		s.metrics.accepted.Add(1)
 		c := s.newClient(nc)
 		s.mu.Lock()
 		if s.closed {
@@ -231,7 +291,8 @@ func (s *Server) serveClient(c *client) {
 	c.serve()
 }
 
-// Close stops accepting, closes every client connection and waits for their goroutines to end.
+// Close stops accepting, closes every client connection and waits for their goroutines to end. It stops the
+// warm-ups and the hot-key writes without writing the list (Shutdown does).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -248,37 +309,89 @@ func (s *Server) Close() error {
 		c.nc.Close()
 	}
 	s.wg.Wait()
+	s.warmer.Close()
+	s.persister.Close()
 	return nil
 }
 
-// Shutdown stops accepting and waits for clients to finish the pipelines they sent, until ctx ends; then it
-// closes what is left.
+// Drain starts a graceful shutdown: /readyz answers 503 from now on, so that load balancers stop sending new
+// clients, while featcache goes on serving everyone, new connections included, until Shutdown.
+func (s *Server) Drain() {
+	if !s.draining.Swap(true) {
+		s.log.Info("shutdown: draining, /readyz answers 503")
+	}
+}
+
+// Shutdown stops accepting, lets every client finish the commands and pipelines it sent, with complete replies,
+// and closes each connection at the first moment that loses nothing (see leave: idle connections at once) until
+// ctx ends. A connection inside MULTI or a WATCH session is given until then to reach EXEC; a subscription is
+// closed at once. At ctx's end the connections still busy are stopped after the batch they run, their replies
+// written and the commands they sent since dropped unexecuted, and what is still open after stopGrace is
+// closed. Then Shutdown stops the warm-ups and writes the hot-key list. It calls Drain first, and returns
+// ctx.Err() when ctx ended first.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.Drain()
+	s.shutdown.CompareAndSwap(0, time.Now().UnixNano())
 	s.mu.Lock()
 	s.closed = true
 	lns := s.lns
+	conns := make([]*client, 0, len(s.conns))
 	for c := range s.conns {
 		c.draining.Store(true)
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
 	for _, ln := range lns {
 		ln.Close()
 	}
+	// Wake the clients waiting for their next command; those running a batch see draining when it ends.
+	for _, c := range conns {
+		c.wake()
+	}
+	s.log.Info("shutdown: listener closed, finishing client pipelines", "clients", len(conns))
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		s.Close()
-		return ctx.Err()
+		// Clients still pipelining, or inside MULTI: stop each at the end of its current batch, dropping what it
+		// sent since; a moment later close what is left (a blocking command still waiting).
+		s.log.Warn("shutdown: timeout, stopping the connections still busy", "clients", s.clients.Load())
+		err = ctx.Err()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.stop()
+		}
+		s.mu.Unlock()
+		t := time.NewTimer(stopGrace)
+		select {
+		case <-done:
+		case <-t.C:
+			s.log.Warn("shutdown: closing the connections that did not stop", "clients", s.clients.Load())
+		}
+		t.Stop()
 	}
+	s.Close()
+	if perr := s.persister.Persist(context.Background()); perr == nil && s.hot.Len() > 0 {
+		s.log.Info("shutdown: hot keys written", "keys", min(s.hot.Len(), s.cfg.Load().Warm.HotkeysSize))
+	}
+	return err
 }
+
+// stopGrace is how long Shutdown waits, after its deadline, for busy connections to stop at the end of their
+// batch before it closes them: a batch's round trip plus closeGently's linger.
+const stopGrace = 2 * time.Second
+
+// shutdownAt is when Shutdown began.
+func (s *Server) shutdownAt() time.Time { return time.Unix(0, s.shutdown.Load()) }
 
 // Clients is the number of connected clients.
 func (s *Server) Clients() int64 { return s.clients.Load() }
 
-// Stats counts what the request path did. Fields are updated atomically and safe to read at any time.
+// Stats counts what the request path did; Server.Stats returns a snapshot of it. The read results (Hits, StaleHits,
+// StaleOnError, Misses, Bypass) are counted per policy (metrics.go) and summed into the snapshot; the other fields
+// are updated atomically as they happen.
 type Stats struct {
 	Commands      atomic.Int64 // commands executed
 	Hits          atomic.Int64 // cached reads answered from memory (fresh)
@@ -298,5 +411,30 @@ type Stats struct {
 	Panics        atomic.Int64 // connections ended by a recovered panic
 }
 
-// Stats returns the server's counters.
-func (s *Server) Stats() *Stats { return &s.stats }
+// Stats returns a snapshot of the server's counters. Hits, StaleHits, StaleOnError, Unverified, Misses and Bypass
+// are the sums over every policy of featcache_requests_total's results: StaleHits are the soft-stale serves
+// (stale is also the result of serves on error and of unverified entries), and Misses
+// every lookup that went to the upstream, whatever its outcome (miss, error, or stale on error).
+func (s *Server) Stats() *Stats {
+	snap := &Stats{}
+	st := &s.stats
+	res, staleOnError := s.metrics.totals()
+	snap.Commands.Store(st.Commands.Load())
+	snap.Hits.Store(res[resultHit])
+	unverified := st.Unverified.Load()
+	snap.StaleHits.Store(res[resultStale] - staleOnError - unverified)
+	snap.StaleOnError.Store(staleOnError)
+	snap.Unverified.Store(unverified)
+	snap.Revalidations.Store(st.Revalidations.Load())
+	snap.Misses.Store(res[resultMiss] + res[resultError] + staleOnError)
+	snap.Bypass.Store(res[resultBypass])
+	snap.Refreshes.Store(st.Refreshes.Load())
+	snap.UpstreamReads.Store(st.UpstreamReads.Load())
+	snap.RoundTrips.Store(st.RoundTrips.Load())
+	snap.Forwarded.Store(st.Forwarded.Load())
+	snap.Invalidations.Store(st.Invalidations.Load())
+	snap.Barriers.Store(st.Barriers.Load())
+	snap.Errors.Store(st.Errors.Load())
+	snap.Panics.Store(st.Panics.Load())
+	return snap
+}

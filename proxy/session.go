@@ -153,7 +153,9 @@ func (c *client) cmdExec(cmd *Command) {
 	req = append(req, execCmd...)
 	c.seg.req = req
 	n := c.tx.queued + 2
+	start := time.Now()
 	err := c.srv.up.Do(c.call, req, n)
+	c.srv.metrics.observeUpstream(upTransaction, start)
 	c.srv.stats.Forwarded.Add(int64(c.tx.queued))
 	for _, w := range c.tx.writes {
 		c.afterWrite(w.args, w.tc)
@@ -244,9 +246,15 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 		if d > 0 {
 			overall = time.Now().Add(d + blockingSlack + c.srv.up.Timeout())
 		}
+		start := time.Now()
 		reply, err = c.waitBlocked(c.tx.conn, req, overall)
-	} else if err = c.tx.conn.Do(c.call, req, 1, c.seg.now.Add(c.srv.up.Timeout())); err == nil {
-		reply = c.call.Frame(0)
+		c.srv.metrics.observeUpstream(upBlocking, start)
+	} else {
+		start := time.Now()
+		if err = c.tx.conn.Do(c.call, req, 1, c.seg.now.Add(c.srv.up.Timeout())); err == nil {
+			reply = c.call.Frame(0)
+		}
+		c.srv.metrics.observeUpstream(upPinned, start)
 	}
 	c.seg.req = c.seg.req[:0]
 	c.srv.stats.Forwarded.Add(1)
@@ -375,7 +383,9 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	if d > 0 {
 		overall = time.Now().Add(d + blockingSlack + c.srv.up.Timeout())
 	}
+	start := time.Now()
 	reply, err := c.waitBlocked(conn, req, overall)
+	c.srv.metrics.observeUpstream(upBlocking, start)
 	c.seg.req = c.seg.req[:0]
 	if tc.info != nil && tc.info.Flags.Has(FlagWrite) {
 		c.afterWrite(cmd.Args, tc)
@@ -451,7 +461,7 @@ func (c *client) watchPeer(conn *upstream.Conn) (stop func() (gone bool)) {
 	return func() bool {
 		c.nc.SetReadDeadline(time.Unix(1, 0)) // ends the watcher's wait; the client goroutine is not reading
 		<-done
-		c.nc.SetReadDeadline(time.Time{})
+		c.nc.SetReadDeadline(c.deadline)
 		return left.Load()
 	}
 }

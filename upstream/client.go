@@ -3,7 +3,11 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -16,6 +20,9 @@ type Invalidator interface {
 	// SetTrusted says whether invalidations are being received; while false nothing is stored.
 	SetTrusted(trusted bool)
 }
+
+// DefaultHealthInterval is how often a Client PINGs the upstream when Options.HealthInterval is zero.
+const DefaultHealthInterval = time.Second
 
 // Options configures a Client.
 type Options struct {
@@ -36,13 +43,28 @@ type Options struct {
 	Cache Invalidator
 	// Logger receives upstream events; if nil, slog.Default().
 	Logger *slog.Logger
+	// HealthInterval is how often the upstream is PINGed on a shared connection, so that Healthy follows it while
+	// no traffic flows. If zero, DefaultHealthInterval is used.
+	HealthInterval time.Duration
 }
 
 // Client is featcache's upstream: a pool for forwarded traffic and fetches, and the tracking connection that keeps
 // the local tier consistent with the store.
 type Client struct {
 	*Pool
-	tracker *Tracker
+	opt Options
+	log *slog.Logger
+
+	// trackMu serializes SetPrefixes; curMu guards tracker and orders trust decisions with its callbacks.
+	trackMu sync.Mutex
+	curMu   sync.Mutex
+	tracker *Tracker // nil without tracking
+	prefix  []string // the prefixes of tracker
+	// lastRunID is the run_id of the server tracking last came up on, guarded by curMu.
+	lastRunID string
+
+	stop   chan struct{}
+	exited chan struct{}
 }
 
 // New returns a Client. It does not wait for the upstream: the pool dials on first use and tracking connects in
@@ -57,73 +79,211 @@ func New(opt Options) (*Client, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	c := &Client{Pool: NewPool(PoolOptions{
+	if opt.HealthInterval <= 0 {
+		opt.HealthInterval = DefaultHealthInterval
+	}
+	log := opt.Logger
+	c := &Client{opt: opt, log: log, stop: make(chan struct{}), exited: make(chan struct{})}
+	c.Pool = NewPool(PoolOptions{
 		Addr:       opt.Addresses[0],
 		Username:   opt.Username,
 		Password:   opt.Password,
 		Conns:      opt.Conns,
 		Timeout:    opt.Timeout,
 		ClientName: "featcache",
-	})}
+		OnHealth: func(up bool, err error) {
+			if up {
+				log.Info("upstream: up", "addr", opt.Addresses[0])
+			} else {
+				log.Warn("upstream: down", "addr", opt.Addresses[0], "err", err)
+			}
+		},
+	})
+	go c.probe()
 	if !opt.Tracking {
 		opt.Cache.SetTrusted(true)
 		return c, nil
 	}
 	opt.Cache.SetTrusted(false)
-	log := opt.Logger
-	var lastRunID string // written only by the tracker's goroutine (OnUp)
-	c.tracker = StartTracker(TrackerOptions{
-		Addr:         opt.Addresses[0],
-		Username:     opt.Username,
-		Password:     opt.Password,
-		Prefixes:     opt.Prefixes,
-		Timeout:      opt.Timeout,
-		OnInvalidate: func(keys [][]byte) { opt.Cache.Invalidate(keys...) },
-		OnFlush:      opt.Cache.Flush,
+	c.prefix = sortedCopy(opt.Prefixes)
+	c.tracker = c.startTracker(c.prefix)
+	return c, nil
+}
+
+// startTracker starts a tracking session for prefixes whose trust callbacks act only while it is the current one,
+// so that a session being replaced (SetPrefixes) cannot flip the trust of the local tier.
+func (c *Client) startTracker(prefixes []string) *Tracker {
+	var t *Tracker
+	ready := make(chan struct{})
+	cache, log := c.opt.Cache, c.log
+	t = StartTracker(TrackerOptions{
+		Addr:         c.opt.Addresses[0],
+		Username:     c.opt.Username,
+		Password:     c.opt.Password,
+		Prefixes:     prefixes,
+		Timeout:      c.opt.Timeout,
+		OnInvalidate: func(keys [][]byte) { cache.Invalidate(keys...) },
+		OnFlush:      cache.Flush,
 		OnUp: func(runID string) {
-			if lastRunID != "" && runID != lastRunID {
+			<-ready
+			c.curMu.Lock()
+			defer c.curMu.Unlock()
+			if c.tracker != t {
+				return
+			}
+			if c.lastRunID != "" && runID != c.lastRunID {
 				// A restarted, failed-over or restored server: what was cached from the old one may be
 				// anything now, unverified entries included.
-				opt.Cache.Flush()
+				cache.Flush()
 				log.Warn("upstream: the server that came back is another one (run_id changed): local tier flushed",
-					"old_run_id", lastRunID, "run_id", runID)
+					"old_run_id", c.lastRunID, "run_id", runID)
 			}
-			lastRunID = runID
-			opt.Cache.SetTrusted(true)
+			c.lastRunID = runID
+			cache.SetTrusted(true)
 			log.Info("upstream: tracking up, local tier trusted", "run_id", runID)
 		},
 		OnLost: func(err error) {
-			// Invalidations may have been missed: entries of on_tracking_loss: flush policies are no longer
-			// served, those of revalidate policies are unverified.
-			opt.Cache.SetTrusted(false)
-			log.Warn("upstream: tracking lost", "err", err)
+			<-ready
+			c.curMu.Lock()
+			defer c.curMu.Unlock()
+			if c.tracker == t {
+				// Invalidations may have been missed: entries of on_tracking_loss: flush policies are no
+				// longer served, those of revalidate policies are unverified.
+				cache.SetTrusted(false)
+				if err != nil {
+					log.Warn("upstream: tracking lost", "err", err)
+				} else {
+					log.Info("upstream: tracking stopped")
+				}
+			}
 		},
 		Logger: log,
 	})
-	return c, nil
+	close(ready)
+	return t
+}
+
+// Prefixes returns the BCAST prefixes tracking is established with (or being established with), sorted; nil
+// without tracking.
+func (c *Client) Prefixes() []string {
+	c.curMu.Lock()
+	defer c.curMu.Unlock()
+	return append([]string(nil), c.prefix...)
+}
+
+// SetPrefixes switches tracking to a new set of BCAST prefixes without a moment in which a write under a prefix
+// tracked before and after the switch goes unannounced: a second tracking session is established with the new
+// prefixes first, and only then is the old one closed (make before break; invalidations from both are applied
+// meanwhile). Redis cannot remove prefixes from a tracking connection, nor add overlapping ones, which is why a
+// new session is needed rather than another CLIENT TRACKING on the old one.
+//
+// Keys under a prefix that was not tracked before are announced from the moment SetPrefixes returns nil: a
+// caller that starts caching them must ignore entries of theirs stored earlier. When the new session is not
+// established before ctx ends while the old one is up, the old one stays, and the error says so. When tracking is
+// down anyway (the upstream is unreachable), the new session replaces the old one at once and comes up when the
+// upstream does. Without tracking SetPrefixes only records the prefixes.
+func (c *Client) SetPrefixes(ctx context.Context, prefixes []string) error {
+	c.trackMu.Lock()
+	defer c.trackMu.Unlock()
+	next := sortedCopy(prefixes)
+	c.curMu.Lock()
+	old, same := c.tracker, slices.Equal(next, c.prefix)
+	if old == nil || same {
+		c.prefix = next
+		c.curMu.Unlock()
+		return nil
+	}
+	c.curMu.Unlock()
+
+	t := c.startTracker(next)
+	if old.Up() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for !t.Up() {
+			select {
+			case <-ctx.Done():
+				t.Close()
+				return fmt.Errorf("upstream: tracking with the new prefixes was not established: %w", ctx.Err())
+			case <-tick.C:
+			}
+		}
+	}
+	c.curMu.Lock()
+	c.tracker, c.prefix = t, next
+	// The new session's OnUp or OnLost may have run while it was not current yet: decide from its state now.
+	c.opt.Cache.SetTrusted(t.Up())
+	c.curMu.Unlock()
+	old.Close()
+	c.log.Info("upstream: tracking prefixes changed", "prefixes", len(next))
+	return nil
+}
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	slices.Sort(out)
+	return out
 }
 
 // Tracking reports whether tracking is configured, and whether it is established now.
 func (c *Client) Tracking() (enabled, up bool) {
-	if c.tracker == nil {
+	t := c.currentTracker()
+	if t == nil {
 		return false, false
 	}
-	return true, c.tracker.Up()
+	return true, t.Up()
+}
+
+func (c *Client) currentTracker() *Tracker {
+	c.curMu.Lock()
+	defer c.curMu.Unlock()
+	return c.tracker
 }
 
 // Barrier waits until every invalidation for what the upstream has executed so far has been applied. It fails
 // when tracking is off or down; the caller then flushes instead.
 func (c *Client) Barrier(ctx context.Context) error {
-	if c.tracker == nil {
+	t := c.currentTracker()
+	if t == nil {
 		return ErrTrackingDown
 	}
-	return c.tracker.Barrier(ctx)
+	return t.Barrier(ctx)
 }
 
-// Close stops tracking and closes every connection.
+// probe PINGs the upstream every HealthInterval on a shared connection, so that Healthy and Reached follow it when
+// no traffic flows: a PING that fails, times out (a hung server) or gets an error reply (LOADING, BUSY, ...) marks
+// it down; an answer marks it up.
+func (c *Client) probe() {
+	defer close(c.exited)
+	ping := AppendCommand(nil, "PING")
+	call := NewCall()
+	tick := time.NewTicker(c.opt.HealthInterval)
+	defer tick.Stop()
+	for {
+		if err := c.Pool.Do(call, ping, 1); err == nil {
+			if f := call.Frame(0); len(f) > 0 && f[0] == '-' {
+				c.Pool.setHealth(false, ErrReply(strings.TrimSpace(string(f[1:]))))
+			} else {
+				c.Pool.setHealth(true, nil)
+			}
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops tracking and the health PING and closes every connection.
 func (c *Client) Close() {
-	if c.tracker != nil {
-		c.tracker.Close()
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	if t := c.currentTracker(); t != nil {
+		t.Close()
 	}
 	c.Pool.Close()
+	<-c.exited
 }

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"errors"
+	"fmt"
 )
 
 // ErrBadFrame means the upstream sent bytes that are not a RESP frame; the connection cannot be trusted after it.
@@ -147,4 +148,46 @@ func bulkPayload(frame []byte) (payload []byte, isNil, ok bool) {
 		return nil, true, true
 	}
 	return frame[i+1 : i+1+n], false, true
+}
+
+// ErrReply is an error reply of the upstream (the frame's text without the leading '-' and the CRLF), for callers
+// that turn a reply into a Go error: ParseBulkArray, and the Client's health PING.
+type ErrReply string
+
+func (e ErrReply) Error() string { return string(e) }
+
+// ParseBulkArray appends the elements of an array reply of bulk strings (ZRANGE, CONFIG GET, KEYS) to dst; the
+// slices point into frame. A null element is an empty slice. An error reply is returned as an ErrReply; any other
+// shape is ErrBadFrame.
+func ParseBulkArray(frame []byte, dst [][]byte) ([][]byte, error) {
+	if len(frame) > 0 && frame[0] == '-' {
+		return dst, ErrReply(bytes.TrimSpace(frame[1:]))
+	}
+	i := bytes.IndexByte(frame, '\n')
+	if len(frame) < 4 || frame[0] != '*' || i < 2 {
+		return dst, fmt.Errorf("%w: want an array, got %q", ErrBadFrame, truncate(frame, 64))
+	}
+	n, ok := parseLen(frame[1 : i-1])
+	if !ok {
+		return dst, fmt.Errorf("%w: bad array length %q", ErrBadFrame, truncate(frame, 64))
+	}
+	rest := frame[i+1:]
+	for j := 0; j < n; j++ {
+		k := bytes.IndexByte(rest, '\n')
+		if len(rest) < 4 || rest[0] != '$' || k < 2 {
+			return dst, fmt.Errorf("%w: want a bulk string in the array, got %q", ErrBadFrame, truncate(rest, 64))
+		}
+		m, ok := parseLen(rest[1 : k-1])
+		switch {
+		case !ok || m >= 0 && len(rest) < k+1+m+2:
+			return dst, fmt.Errorf("%w: bad bulk string %q", ErrBadFrame, truncate(rest, 64))
+		case m < 0:
+			dst = append(dst, rest[:0])
+			rest = rest[k+1:]
+		default:
+			dst = append(dst, rest[k+1:k+1+m:k+1+m])
+			rest = rest[k+1+m+2:]
+		}
+	}
+	return dst, nil
 }

@@ -52,6 +52,10 @@ type PoolOptions struct {
 	ClientName string
 	// Dial opens a connection. If nil, a net.Dialer with Timeout is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// OnHealth, if not nil, is called when the upstream starts or stops answering (see Pool.Healthy), with the
+	// failure that made it stop (nil when it answers again). It runs on the goroutine that saw the change and
+	// must be quick.
+	OnHealth func(up bool, err error)
 }
 
 // Pool multiplexes batches of commands from many clients over a few shared RESP2 connections to one upstream
@@ -69,6 +73,11 @@ type Pool struct {
 	idle   []*Conn
 
 	closed atomic.Bool
+
+	// Health: the outcome of the latest round trip on a shared connection (Do, and the Client's PING).
+	healthy  atomic.Bool
+	reached  atomic.Bool // answered at least once
+	healthMu sync.Mutex  // orders OnHealth calls with the state they report
 }
 
 // NewPool returns a pool for opt.Addr. It does not dial: connections are opened on first use and reopened after a
@@ -156,14 +165,51 @@ func (p *Pool) Do(call *Call, payload []byte, n int) error {
 	l, err := p.link()
 	if err != nil {
 		call.Err = err
+		p.observe(err)
 		return err
 	}
 	if err := l.enqueue(call, payload); err != nil {
 		call.Err = err
+		p.observe(err)
 		return err
 	}
 	<-call.done
+	p.observe(call.Err)
 	return call.Err
+}
+
+// Healthy reports whether the upstream answers: it turns false as soon as a round trip on a shared connection
+// fails (a failed dial, a lost connection, a timeout: a hung server) and true again when the Client's health PING
+// is answered, at most a HealthInterval later; a PING answered with an error (LOADING, BUSY, ...) counts as a
+// failure. Only the PING turns it true, so an upstream that answers some commands and not others does not flap.
+func (p *Pool) Healthy() bool { return p.healthy.Load() }
+
+// Reached reports whether the upstream has answered at least once since the pool was made.
+func (p *Pool) Reached() bool { return p.reached.Load() }
+
+// observe records the outcome of a round trip: a failure for Healthy, an answer for Reached.
+func (p *Pool) observe(err error) {
+	switch {
+	case err == nil:
+		if !p.reached.Load() {
+			p.reached.Store(true)
+		}
+	case errors.Is(err, ErrClosed):
+	case p.healthy.Load():
+		p.setHealth(false, err)
+	}
+}
+
+// setHealth records a health state and reports a change through OnHealth.
+func (p *Pool) setHealth(up bool, err error) {
+	p.healthMu.Lock()
+	defer p.healthMu.Unlock()
+	if p.healthy.Swap(up) == up {
+		return
+	}
+	if p.opt.OnHealth != nil {
+		p.opt.OnHealth(up, err)
+	}
 }
 
 // link returns a live shared connection, dialing one if needed.

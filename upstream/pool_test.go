@@ -370,3 +370,40 @@ func TestHashFetchWithFieldTTL(t *testing.T) {
 		t.Fatalf("a failed HPTTL: got %+v, %v; want unknown TTLs", hf.FieldPTTL, err)
 	}
 }
+
+func TestParseBulkArray(t *testing.T) {
+	tests := []struct {
+		frame   string
+		want    []string
+		wantErr string
+	}{
+		{"*0\r\n", nil, ""},
+		{"*3\r\n$1\r\na\r\n$0\r\n\r\n$-1\r\n", []string{"a", "", ""}, ""},
+		{"*2\r\n$4\r\na\r\nb\r\n$2\r\nxy\r\n", []string{"a\r\nb", "xy"}, ""},
+		{"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", nil, "WRONGTYPE Operation"},
+		{"*1\r\n:1\r\n", nil, "want a bulk string"},
+		{"*2\r\n$1\r\na\r\n", nil, "want a bulk string"},
+		{"*1\r\n$5\r\nab\r\n", nil, "bad bulk string"},
+		{"+OK\r\n", nil, "want an array"},
+	}
+	for _, tc := range tests {
+		got, err := ParseBulkArray([]byte(tc.frame), nil)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ParseBulkArray(%q) error = %v; want %q", tc.frame, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseBulkArray(%q): %v", tc.frame, err)
+			continue
+		}
+		var s []string
+		for _, g := range got {
+			s = append(s, string(g))
+		}
+		if strings.Join(s, "|") != strings.Join(tc.want, "|") || len(s) != len(tc.want) {
+			t.Errorf("ParseBulkArray(%q) = %q; want %q", tc.frame, s, tc.want)
+		}
+	}
+}

@@ -1,0 +1,333 @@
+package proxy
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"featcache/policy"
+)
+
+// The metrics of featcache, in one place. Labels are low-cardinality only: a policy name, a command class, a result;
+// never a key.
+//
+// The request path counts with plain atomics (policyCounters, one set per policy, found by policy.Index through the
+// policy set the lookup already loaded), exported by statsCollector at scrape time: no label lookup, map access or
+// allocation on the hit path. Upstream round trips are observed in a client_golang histogram whose children are
+// resolved once, at start.
+
+// Results of a cached read, the "result" label of featcache_requests_total. Every key of a GET or MGET is counted
+// once, with what finally answered it.
+const (
+	resultHit    = iota // served from memory, fresh
+	resultStale         // served from memory past its soft deadline (refresh running), or past its hard deadline because the upstream failed (serve_stale)
+	resultMiss          // fetched from the upstream
+	resultBypass        // no caching policy: forwarded
+	resultError         // the upstream failed and nothing could be served
+	numResults
+)
+
+var resultNames = [numResults]string{"hit", "stale", "miss", "bypass", "error"}
+
+// noPolicy is the policy label of keys no policy matches.
+const noPolicy = "(none)"
+
+// ageBoundsMs are the upper bounds, in milliseconds, of featcache_served_age_seconds's buckets: from a fresh
+// value to a day-old one, the range of the TTLs featcache is configured with.
+var ageBoundsMs = [...]int64{100, 1000, 5000, 15000, 60000, 300000, 900000, 1800000, 3600000, 10800000, 21600000, 86400000}
+
+// policyCounters counts the cached reads of one policy. Its fields are only ever added to. Reads served from
+// memory are counted by the histogram of their age (hit or stale), so that a hit costs two atomic adds (its bucket
+// and the sum of ages) and no third for a counter: featcache_requests_total's hit and stale are the histograms'
+// counts, and featcache_served_age_seconds merges the two.
+type policyCounters struct {
+	name         string
+	hit, stale   ageHistogram
+	results      [numResults]atomic.Int64 // miss, bypass, error; hit and stale are the histograms' counts
+	staleOnError atomic.Int64             // the part of the stale reads served because the upstream failed
+	_            [64]byte                 // keep two policies' hot counters off one cache line
+}
+
+// ageHistogram counts the ages of values served, in the buckets of ageBoundsMs and one more for larger ages.
+type ageHistogram struct {
+	buckets [len(ageBoundsMs) + 1]atomic.Int64
+	sumMs   atomic.Int64
+}
+
+// observe records the age of a value served from memory.
+func (h *ageHistogram) observe(age time.Duration) {
+	ms := age.Milliseconds()
+	i := 0
+	for i < len(ageBoundsMs) && ms > ageBoundsMs[i] {
+		i++
+	}
+	h.buckets[i].Add(1)
+	h.sumMs.Add(ms)
+}
+
+// count is the number of ages observed. Each bucket only grows, so successive counts never decrease.
+func (h *ageHistogram) count() int64 {
+	var n int64
+	for i := range h.buckets {
+		n += h.buckets[i].Load()
+	}
+	return n
+}
+
+// result returns the count of one result of featcache_requests_total.
+func (pc *policyCounters) result(r int) int64 {
+	switch r {
+	case resultHit:
+		return pc.hit.count()
+	case resultStale:
+		return pc.stale.count()
+	}
+	return pc.results[r].Load()
+}
+
+// Upstream round-trip classes, the "class" label of featcache_upstream_duration_seconds.
+const (
+	upRead        = iota // cache fills of a pipeline segment, nothing else
+	upForward            // a segment with forwarded commands (and maybe fills)
+	upWrite              // a segment that ends with a write
+	upTransaction        // MULTI ... EXEC
+	upPinned             // a command of a WATCH session
+	upBlocking           // a blocking command: its duration is the command's own wait
+	upRefresh            // a background refresh of a soft-stale entry
+	upWarm               // a warm-up batch
+	numUpClasses
+)
+
+var upClassNames = [numUpClasses]string{"read", "forward", "write", "transaction", "pinned", "blocking", "refresh", "warm"}
+
+// serverMetrics holds what the request path counts beyond Stats.
+type serverMetrics struct {
+	mu       sync.Mutex
+	byPolicy map[string]*policyCounters // grows only: a counter must never go back after a reload
+	none     *policyCounters
+
+	upstream    *prometheus.HistogramVec
+	upObservers [numUpClasses]prometheus.Observer
+
+	accepted      atomic.Int64 // client connections accepted
+	agedOut       atomic.Int64 // client connections closed by limits.max_conn_age
+	slowCommands  atomic.Int64 // pipelines logged as slow
+	reloadsOK     atomic.Int64
+	reloadsFailed atomic.Int64
+	lastReloadOK  atomic.Bool
+	lastReload    atomic.Int64 // unix seconds of the last reload attempt
+}
+
+func newMetrics() *serverMetrics {
+	m := &serverMetrics{byPolicy: map[string]*policyCounters{}, none: &policyCounters{name: noPolicy}}
+	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "featcache_upstream_duration_seconds",
+		Help:    "Upstream round trips, by command class: read (cache fills), forward, write, transaction, pinned, blocking, refresh, warm.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"class"})
+	for i, name := range upClassNames {
+		m.upObservers[i] = m.upstream.WithLabelValues(name)
+	}
+	m.lastReloadOK.Store(true)
+	return m
+}
+
+// counters returns the counters of the named policy, creating them on first use.
+func (m *serverMetrics) counters(name string) *policyCounters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	pc := m.byPolicy[name]
+	if pc == nil {
+		pc = &policyCounters{name: name}
+		m.byPolicy[name] = pc
+	}
+	return pc
+}
+
+// all returns every policy's counters, those of keys without a policy last.
+func (m *serverMetrics) all() []*policyCounters {
+	m.mu.Lock()
+	out := make([]*policyCounters, 0, len(m.byPolicy)+1)
+	for _, pc := range m.byPolicy {
+		out = append(out, pc)
+	}
+	m.mu.Unlock()
+	return append(out, m.none)
+}
+
+// totals sums the results over every policy, and the stale-on-error serves.
+func (m *serverMetrics) totals() (res [numResults]int64, staleOnError int64) {
+	for _, pc := range m.all() {
+		for i := range res {
+			res[i] += pc.result(i)
+		}
+		staleOnError += pc.staleOnError.Load()
+	}
+	return res, staleOnError
+}
+
+// observeUpstream records one upstream round trip that began at start.
+func (m *serverMetrics) observeUpstream(class int, start time.Time) {
+	m.upObservers[class].Observe(time.Since(start).Seconds())
+}
+
+// countersFor returns the counters of pol in the policy set, or those of keys without a policy.
+func (ps *policySet) countersFor(pol *policy.Policy) *policyCounters {
+	if pol == nil {
+		return ps.none
+	}
+	return ps.counters[pol.Index]
+}
+
+// statsCollector exports the request path's counters, the local tier's figures, upstream health, warm-ups, hot
+// keys and reloads at scrape time.
+type statsCollector struct {
+	s *Server
+	d map[string]*prometheus.Desc
+}
+
+func newStatsCollector(s *Server) *statsCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("featcache_"+name, help, labels, nil)
+	}
+	return &statsCollector{s: s, d: map[string]*prometheus.Desc{
+		"requests": d("requests_total", "Keys read by GET and MGET, by policy and by what answered them: hit (memory, fresh), "+
+			"stale (memory, past the soft deadline, or past the hard one while the upstream fails), miss (fetched), "+
+			"bypass (no caching policy), error (the upstream failed, nothing to serve).", "policy", "result"),
+		"age":         d("served_age_seconds", "Age of the values served from memory (hits and stale serves), by policy.", "policy"),
+		"staleError":  d("stale_on_error_total", "Values served past their hard TTL because the upstream failed (serve_stale), by policy; part of result=\"stale\".", "policy"),
+		"invalidated": d("invalidations_total", "Invalidations applied to the local tier: kind=\"key\" counts keys (tracking pushes and writes through featcache), kind=\"flush\" whole-tier flushes.", "kind"),
+		"upstreamUp":  d("upstream_up", "1 while the upstream answers; 0 from the first failed or timed-out round trip until a health PING is answered."),
+		"trackingUp":  d("tracking_up", "1 while server-assisted invalidation (CLIENT TRACKING) is established."),
+		"bytes":       d("local_bytes", "Estimated bytes held by the local tier's entries (entries times their mean size)."),
+		"capacity":    d("local_capacity_bytes", "Size of the local tier (local.max_memory)."),
+		"entries":     d("local_entries", "Entries in the local tier."),
+		"evictions":   d("evictions_total", "Entries evicted from the local tier to make room."),
+		"joined":      d("fills_joined_total", "Reads that joined a fetch of the same key already in flight (single-flight) instead of reading the upstream."),
+		"fills":       d("fills_total", "Upstream reads of cacheable keys, by outcome: stored, discarded (invalidated meanwhile), untrusted (tracking down).", "outcome"),
+		"refreshes":   d("refreshes_total", "Background refreshes of soft-stale entries started."),
+		"upreads":     d("upstream_reads_total", "Keys fetched from the upstream (GET and PTTL pairs)."),
+		"roundtrips":  d("upstream_round_trips_total", "Upstream round trips of pipeline segments."),
+		"forwarded":   d("forwarded_total", "Commands forwarded to the upstream."),
+		"errors":      d("errors_total", "Error replies featcache produced itself (upstream failures, refused commands)."),
+		"panics":      d("panics_total", "Client connections ended by a recovered panic."),
+		"clients":     d("client_connections", "Connected clients."),
+		"accepted":    d("client_connections_total", "Client connections accepted."),
+		"agedOut":     d("client_connections_aged_out_total", "Client connections closed gently by limits.max_conn_age."),
+		"slow":        d("slow_commands_total", "Client pipelines slower than log.slow_command."),
+		"ready":       d("ready", "1 while /readyz answers 200."),
+		"draining":    d("draining", "1 once shutdown has begun."),
+		"warmKeys":    d("warm_keys_total", "Keys handled by warm-ups: fetched (read from the upstream), present (already cached), skipped (no caching policy).", "result"),
+		"warmRetries": d("warm_retries_total", "Warm-up batches tried again after an upstream failure."),
+		"warmSources": d("warm_sources_total", "Warm-up sources, by result: done (read to the end), failed (missing or unreadable).", "result"),
+		"warmLoaded":  d("warm_startup_loaded_keys", "Keys loaded by the start-up warm-up (fetched or present)."),
+		"warmTarget":  d("warm_ready_after_keys", "Keys the start-up warm-up must load before ready (warm.ready_after)."),
+		"warmRunning": d("warm_running", "1 while a warm-up runs."),
+		"warmReady":   d("warm_ready", "1 once the start-up warm-up has loaded what readiness waits for."),
+		"hotTracked":  d("hotkeys_tracked", "Keys held by the hot-key tracker, over all policies."),
+		"hotWrites":   d("hotkeys_writes_total", "Writes of the hot-key list, by target (file, zset) and result (ok, error).", "target", "result"),
+		"hotTouched":  d("hotkeys_touched_total", "Hot keys TOUCHed on an upstream that evicts by LRU or LFU."),
+		"reloads":     d("config_reloads_total", "Configuration reloads (SIGHUP, CACHE RELOAD), by result: ok, rejected.", "result"),
+		"reloadOK":    d("config_last_reload_successful", "1 if the last reload was applied (or none was tried), 0 if it was rejected."),
+		"reloadTime":  d("config_last_reload_timestamp_seconds", "Unix time of the last reload attempt; 0 if none."),
+	}}
+}
+
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.d {
+		ch <- d
+	}
+}
+
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	m := s.metrics
+	counter := func(name string, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.d[name], prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.d[name], prometheus.GaugeValue, v, labels...)
+	}
+	boolean := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+
+	for _, pc := range m.all() {
+		for i, name := range resultNames {
+			counter("requests", pc.result(i), pc.name, name)
+		}
+		if pc == m.none {
+			continue
+		}
+		counter("staleError", pc.staleOnError.Load(), pc.name)
+		buckets := make(map[float64]uint64, len(ageBoundsMs))
+		var cum uint64
+		for i, b := range ageBoundsMs {
+			cum += uint64(pc.hit.buckets[i].Load() + pc.stale.buckets[i].Load())
+			buckets[float64(b)/1000] = cum
+		}
+		last := len(ageBoundsMs)
+		count := cum + uint64(pc.hit.buckets[last].Load()+pc.stale.buckets[last].Load())
+		sum := float64(pc.hit.sumMs.Load()+pc.stale.sumMs.Load()) / 1000
+		ch <- prometheus.MustNewConstHistogram(c.d["age"], count, sum, buckets, pc.name)
+	}
+
+	st := &s.stats
+	ls := s.cache.Stats()
+	counter("invalidated", int64(ls.Invalidations), "key")
+	counter("invalidated", int64(ls.Flushes), "flush")
+	gauge("upstreamUp", boolean(s.up.Healthy()))
+	_, tracking := s.up.Tracking()
+	gauge("trackingUp", boolean(tracking))
+	gauge("bytes", float64(ls.Bytes))
+	gauge("capacity", float64(s.opt.Config.Local.MaxMemory))
+	gauge("entries", float64(ls.Entries))
+	counter("evictions", ls.Evictions)
+	counter("joined", int64(ls.FillsJoined))
+	counter("fills", int64(ls.FillsStored), "stored")
+	counter("fills", int64(ls.FillsDiscarded), "discarded")
+	counter("fills", int64(ls.FillsUntrusted), "untrusted")
+	counter("refreshes", st.Refreshes.Load())
+	counter("upreads", st.UpstreamReads.Load())
+	counter("roundtrips", st.RoundTrips.Load())
+	counter("forwarded", st.Forwarded.Load())
+	counter("errors", st.Errors.Load())
+	counter("panics", st.Panics.Load())
+	gauge("clients", float64(s.clients.Load()))
+	counter("accepted", m.accepted.Load())
+	counter("agedOut", m.agedOut.Load())
+	counter("slow", m.slowCommands.Load())
+	ready, _ := s.readiness()
+	gauge("ready", boolean(ready))
+	gauge("draining", boolean(s.draining.Load()))
+
+	ws := s.warmer.Stats()
+	counter("warmKeys", ws.Fetched, "fetched")
+	counter("warmKeys", ws.Present, "present")
+	counter("warmKeys", ws.Skipped, "skipped")
+	counter("warmRetries", ws.Retries)
+	counter("warmSources", ws.SourcesDone, "done")
+	counter("warmSources", ws.SourcesFailed, "failed")
+	gauge("warmLoaded", float64(ws.StartupLoaded))
+	gauge("warmTarget", float64(s.opt.Config.Warm.ReadyAfter))
+	gauge("warmRunning", boolean(ws.Running))
+	gauge("warmReady", boolean(ws.Ready))
+
+	gauge("hotTracked", float64(s.hot.Len()))
+	ps := s.persister.Stats()
+	counter("hotWrites", ps.FileWrites, "file", "ok")
+	counter("hotWrites", ps.FileErrors, "file", "error")
+	counter("hotWrites", ps.ZsetWrites, "zset", "ok")
+	counter("hotWrites", ps.ZsetErrors, "zset", "error")
+	counter("hotTouched", ps.Touched)
+
+	counter("reloads", m.reloadsOK.Load(), "ok")
+	counter("reloads", m.reloadsFailed.Load(), "rejected")
+	gauge("reloadOK", boolean(m.lastReloadOK.Load()))
+	gauge("reloadTime", float64(m.lastReload.Load()))
+}

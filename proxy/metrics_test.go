@@ -1,0 +1,364 @@
+package proxy
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"featcache/internal/redistest"
+)
+
+// scrape is one parsed /metrics page.
+type scrape map[string]*dto.MetricFamily
+
+// adminURL serves the proxy's admin handler for the test and returns its base URL.
+func (p *testProxy) adminURL() string {
+	p.t.Helper()
+	ts := httptest.NewServer(p.srv.AdminHandler())
+	p.t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// scrapeMetrics fetches and parses /metrics in Prometheus's text format.
+func scrapeMetrics(t testing.TB, base string) scrape {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return fams
+}
+
+// value returns the value of the series of name whose labels include the given name=value pairs: a counter's or
+// gauge's value, a histogram's sample count. It fails the test when there is no such series.
+func (s scrape) value(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	v, ok := s.find(name, labels...)
+	if !ok {
+		t.Fatalf("no series %s%v in /metrics", name, labels)
+	}
+	return v
+}
+
+func (s scrape) find(name string, labels ...string) (float64, bool) {
+	fam := s[name]
+	if fam == nil {
+		return 0, false
+	}
+next:
+	for _, m := range fam.Metric {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.Label {
+				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// httpStatus returns the status code of GET base+path.
+func httpStatus(t testing.TB, base, path string) int {
+	t.Helper()
+	resp, err := http.Get(base + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestMetricsFollowWorkload runs a scripted workload and checks that /metrics counts exactly what it predicts:
+// hits, soft-stale serves, misses, single-flight joins, bypasses with and without a policy, a background refresh,
+// a stale serve and an error while Redis answers BUSY (a long script), served ages, upstream round trips by
+// class, invalidations, and upstream_up dropping to 0 and coming back.
+func TestMetricsFollowWorkload(t *testing.T) {
+	redis := redistest.Start(t, "--busy-reply-threshold", "50")
+	p := startProxyOn(t, redis, `
+policies:
+  - {name: f, prefix: "f:", soft_ttl: 1m, hard_ttl: 10m, jitter: 0, on_upstream_error: serve_stale, max_stale: 1h}
+  - {name: g, prefix: "g:", hard_ttl: 10m, jitter: 0}
+  - {name: s, prefix: "s:", cache: false}
+`)
+	admin := p.adminURL()
+	for i := 1; i <= 10; i++ {
+		redis.Do("SET", "f:"+strconv.Itoa(i), "v")
+	}
+	redis.Do("MSET", "g:1", "g", "s:1", "s", "x:1", "x", "f:new", "n")
+	p.settle()
+	c := p.dial()
+	for round := 0; round < 2; round++ { // 10 misses, then 10 hits
+		for i := 1; i <= 10; i++ {
+			c.Do("GET", "f:"+strconv.Itoa(i))
+		}
+	}
+	c.Do("MGET", "f:1", "f:2", "s:1", "x:1") // 2 hits, a bypass of policy s, a bypass without policy
+	c.Do("GET", "s:1")
+	c.Do("GET", "x:1")
+	c.Do("GET", "g:1") // a miss
+	// Two reads of a cold key in one pipeline: one fetch, the second read joins it (two misses, one join).
+	if _, err := c.NetConn().Write(append(redistest.Encode("GET", "f:new"), redistest.Encode("GET", "f:new")...)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if r, err := c.Read(); err != nil || string(r) != bulk("n") {
+			t.Fatalf("pipelined GET f:new: %q, %v", r, err)
+		}
+	}
+	p.clock.Advance(2 * time.Minute) // past the soft TTL of f
+	c.Do("GET", "f:3")               // stale, and one background refresh
+	redistest.Eventually(t, 5*time.Second, "refresh stored", func() bool { return p.cache.Stats().FillsStored >= 13 })
+
+	if got := string(c.Do("SET", "f:10", "w")); got != "+OK\r\n" { // one key invalidated by a write
+		t.Fatalf("SET: %q", got)
+	}
+
+	m := scrapeMetrics(t, admin)
+	want := []struct {
+		policy, result string
+		n              float64
+	}{
+		{"f", "hit", 12}, {"f", "stale", 1}, {"f", "miss", 12}, {"f", "bypass", 0}, {"f", "error", 0},
+		{"g", "miss", 1}, {"s", "bypass", 2}, {"(none)", "bypass", 2},
+	}
+	for _, w := range want {
+		if got := m.value(t, "featcache_requests_total", "policy", w.policy, "result", w.result); got != w.n {
+			t.Errorf("requests_total{policy=%q,result=%q} = %v; want %v", w.policy, w.result, got, w.n)
+		}
+	}
+	checks := []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"featcache_served_age_seconds", []string{"policy", "f"}, 13}, // every hit and stale serve
+		{"featcache_refreshes_total", nil, 1},
+		{"featcache_stale_on_error_total", []string{"policy", "f"}, 0},
+		{"featcache_upstream_duration_seconds", []string{"class", "refresh"}, 1},
+		{"featcache_upstream_duration_seconds", []string{"class", "write"}, 1},
+		{"featcache_upstream_up", nil, 1},
+		{"featcache_tracking_up", nil, 1},
+		{"featcache_client_connections", nil, 1},
+		{"featcache_ready", nil, 1},
+	}
+	for _, ck := range checks {
+		if got := m.value(t, ck.name, ck.labels...); got != ck.want {
+			t.Errorf("%s%v = %v; want %v", ck.name, ck.labels, got, ck.want)
+		}
+	}
+	atLeast := []struct {
+		name   string
+		labels []string
+		min    float64
+	}{
+		{"featcache_fills_joined_total", nil, 1},
+		{"featcache_upstream_duration_seconds", []string{"class", "read"}, 1},
+		{"featcache_upstream_duration_seconds", []string{"class", "forward"}, 1},
+		{"featcache_invalidations_total", []string{"kind", "key"}, 1},
+		{"featcache_local_entries", nil, 11}, // f:1-10, f:new, g:1, less f:10 invalidated by the SET
+		{"featcache_local_bytes", nil, 11 * 40},
+		{"featcache_local_capacity_bytes", nil, 16 << 20},
+		{"go_goroutines", nil, 1},
+		{"process_resident_memory_bytes", nil, 1},
+	}
+	for _, ck := range atLeast {
+		if got := m.value(t, ck.name, ck.labels...); got < ck.min {
+			t.Errorf("%s%v = %v; want at least %v", ck.name, ck.labels, got, ck.min)
+		}
+	}
+	// The ages: the twelve hits were served at age 0, the stale one at two minutes.
+	if h := servedAgeBuckets(t, m, "f"); h[0.1] != 12 || h[60] != 12 || h[300] != 13 {
+		t.Errorf("served_age_seconds buckets %v; want 12 at le=0.1 and le=60, 13 at le=300", h)
+	}
+
+	// Past f's and g's hard TTL, while Redis answers BUSY: f:1 is served stale, g:1 is an error, and upstream_up
+	// drops to 0 while /readyz stays 200.
+	p.clock.Advance(15 * time.Minute)
+	script := redistest.Dial(t, redis.Addr())
+	if err := script.Send("EVAL", "local t = redis.call('TIME') while true do local n = redis.call('TIME') if n[1] - t[1] > 2 then break end end return 1", "0"); err != nil {
+		t.Fatal(err)
+	}
+	redistest.Eventually(t, 5*time.Second, "upstream_up 0 while Redis is BUSY", func() bool {
+		return scrapeMetrics(t, admin).value(t, "featcache_upstream_up") == 0
+	})
+	if got := string(c.Do("GET", "f:1")); got != bulk("v") {
+		t.Fatalf("GET f:1 while BUSY: %q; want the stale value", got)
+	}
+	if got := string(c.Do("GET", "g:1")); !strings.HasPrefix(got, "-BUSY") {
+		t.Fatalf("GET g:1 while BUSY: %q; want Redis's BUSY error", got)
+	}
+	if code := httpStatus(t, admin, "/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz = %d while Redis is BUSY; want 200", code)
+	}
+	m = scrapeMetrics(t, admin)
+	if got := m.value(t, "featcache_requests_total", "policy", "f", "result", "stale"); got != 2 {
+		t.Errorf("f stale = %v; want 2", got)
+	}
+	if got := m.value(t, "featcache_stale_on_error_total", "policy", "f"); got != 1 {
+		t.Errorf("f stale_on_error = %v; want 1", got)
+	}
+	if got := m.value(t, "featcache_requests_total", "policy", "g", "result", "error"); got != 1 {
+		t.Errorf("g error = %v; want 1", got)
+	}
+	if _, err := script.ReadTimeout(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	redistest.Eventually(t, 5*time.Second, "upstream_up back to 1", func() bool {
+		return scrapeMetrics(t, admin).value(t, "featcache_upstream_up") == 1
+	})
+}
+
+// servedAgeBuckets returns the cumulative bucket counts of featcache_served_age_seconds for a policy, by upper bound.
+func servedAgeBuckets(t *testing.T, m scrape, policy string) map[float64]uint64 {
+	t.Helper()
+	for _, metric := range m["featcache_served_age_seconds"].GetMetric() {
+		for _, l := range metric.Label {
+			if l.GetName() == "policy" && l.GetValue() == policy {
+				out := map[float64]uint64{}
+				for _, b := range metric.Histogram.Bucket {
+					out[b.GetUpperBound()] = b.GetCumulativeCount()
+				}
+				return out
+			}
+		}
+	}
+	t.Fatalf("no served_age_seconds for policy %q", policy)
+	return nil
+}
+
+// TestMetricsLowCardinality: no key ever appears in /metrics, however many keys are read.
+func TestMetricsLowCardinality(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c := p.dial()
+	for i := 0; i < 50; i++ {
+		c.Do("GET", "secret-key-"+strconv.Itoa(i))
+	}
+	resp, err := http.Get(p.adminURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(body), "secret-key") {
+		t.Fatal("/metrics shows a key")
+	}
+	var labels []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "featcache_") {
+			if i := strings.IndexByte(line, '{'); i > 0 {
+				labels = append(labels, line[i:strings.IndexByte(line, '}')+1])
+			}
+		}
+	}
+	sort.Strings(labels)
+	if n := len(labels); n > 200 {
+		t.Fatalf("%d labelled featcache series; want a bounded number", n)
+	}
+}
+
+// syncBuffer is a log destination tests can read while the server writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSlowCommandLog: with log.slow_command set, a pipeline slower than it is logged with its command names, and
+// never with its arguments.
+func TestSlowCommandLog(t *testing.T) {
+	var logs syncBuffer
+	p := startProxyOn(t, redistest.Start(t), defaultTestConfig+`
+log:
+  slow_command: 1ns
+`, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	c := p.dial()
+	c.Do("SET", "secret-key", "secret-value")
+	c.Do("GET", "secret-key")
+	redistest.Eventually(t, 5*time.Second, "slow commands logged", func() bool {
+		return strings.Contains(logs.String(), "names=set") && strings.Contains(logs.String(), "names=get")
+	})
+	if strings.Contains(logs.String(), "secret") {
+		t.Fatalf("the slow-command log shows arguments:\n%s", logs.String())
+	}
+	if got := scrapeMetrics(t, p.adminURL()).value(t, "featcache_slow_commands_total"); got < 2 {
+		t.Fatalf("slow_commands_total = %v; want at least 2", got)
+	}
+}
+
+// TestAdminPprof: /debug/pprof/ is served only with admin_pprof: true.
+func TestAdminPprof(t *testing.T) {
+	redis := redistest.Start(t)
+	off := startProxyOn(t, redis, defaultTestConfig)
+	if code := httpStatus(t, off.adminURL(), "/debug/pprof/"); code != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/ without admin_pprof: %d; want 404", code)
+	}
+	on := startProxyOn(t, redis, defaultTestConfig+"admin_pprof: true\n")
+	if code := httpStatus(t, on.adminURL(), "/debug/pprof/"); code != http.StatusOK {
+		t.Fatalf("/debug/pprof/ with admin_pprof: %d; want 200", code)
+	}
+}
+
+// TestUpstreamDurationClasses: transactions, WATCH sessions and blocking commands are timed in their own classes,
+// so that a BLPOP's wait never shows as upstream latency of the other classes.
+func TestUpstreamDurationClasses(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	admin := p.adminURL()
+	c := p.dial()
+	c.Do("MULTI")
+	c.Do("SET", "a", "1")
+	c.Do("EXEC")
+	c.Do("WATCH", "a")
+	c.Do("GET", "a")
+	c.Do("UNWATCH")
+	c.Do("BLPOP", "nolist", "0.01")
+	m := scrapeMetrics(t, admin)
+	for _, class := range []string{"transaction", "pinned", "blocking"} {
+		if got := m.value(t, "featcache_upstream_duration_seconds", "class", class); got < 1 {
+			t.Errorf("upstream_duration_seconds{class=%q} count = %v; want at least 1", class, got)
+		}
+	}
+}

@@ -1,0 +1,348 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+	"featcache/warm"
+)
+
+// loadKeys writes prefix0..prefix{n-1} with values "v0".. to Redis, in pipelined MSETs.
+func loadKeys(t testing.TB, redis *redistest.Server, prefix string, n int) {
+	t.Helper()
+	c := redistest.Dial(t, redis.Addr())
+	defer c.Close()
+	sent := 0
+	for i := 0; i < n; i += 500 {
+		args := []string{"MSET"}
+		for j := i; j < min(i+500, n); j++ {
+			args = append(args, prefix+strconv.Itoa(j), "v"+strconv.Itoa(j))
+		}
+		if err := c.Send(args...); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+	}
+	for ; sent > 0; sent-- {
+		if r, err := c.Read(); err != nil || string(r) != "+OK\r\n" {
+			t.Fatalf("MSET: %q, %v", r, err)
+		}
+	}
+}
+
+// writeKeysFile writes keys, one per line, and returns the file's path.
+func writeKeysFile(t testing.TB, keys []string) string {
+	t.Helper()
+	var b []byte
+	for _, k := range keys {
+		b = warm.AppendKeyLine(b, []byte(k))
+	}
+	path := filepath.Join(t.TempDir(), "keys.txt")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func keyList(prefix string, from, to int) []string {
+	out := make([]string, 0, to-from)
+	for i := from; i < to; i++ {
+		out = append(out, prefix+strconv.Itoa(i))
+	}
+	return out
+}
+
+// mgetAll reads keys through c with MGETs of 500 and checks each value is "v<i>" for key prefix<i>.
+func mgetAll(t testing.TB, c *redistest.Conn, keys []string) {
+	t.Helper()
+	for i := 0; i < len(keys); i += 500 {
+		part := keys[i:min(i+500, len(keys))]
+		var want strings.Builder
+		want.WriteString("*" + strconv.Itoa(len(part)) + "\r\n")
+		for _, k := range part {
+			want.WriteString(bulk("v" + k[strings.IndexByte(k, ':')+1:]))
+		}
+		if got := string(c.Do(append([]string{"MGET"}, part...)...)); got != want.String() {
+			t.Fatalf("MGET %s..: got %.100q; want %.100q", part[0], got, want.String())
+		}
+	}
+}
+
+// TestReadyzGatesOnWarmup: /readyz answers 503 until the start-up warm-up has loaded ready_after of 5,000 keys,
+// the rest loads in the background at the rate limit, reads of the warmed keys then cause no upstream read, and
+// when Redis hangs (SIGSTOP) /readyz stays 200 while featcache_upstream_up drops to 0.
+func TestReadyzGatesOnWarmup(t *testing.T) {
+	redis := redistest.Start(t)
+	const n = 5000
+	loadKeys(t, redis, "w:", n)
+	keys := keyList("w:", 0, n)
+	file := writeKeysFile(t, append(append([]string(nil), keys...), "nopolicy:1", "nopolicy:2"))
+	p := startProxyOn(t, redis, fmt.Sprintf(`
+warm:
+  sources: [{file: %q}]
+  ready_after: 3000
+  rate: 4000
+policies:
+  - {name: w, prefix: "w:", hard_ttl: 1h}
+`, file))
+	admin := p.adminURL()
+	if code := httpStatus(t, admin, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d before the warm-up; want 503", code)
+	}
+	if code := httpStatus(t, admin, "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz = %d; want 200", code)
+	}
+	getsBefore := upstreamCalls(t, redis, "get")
+	start := time.Now()
+	p.srv.StartWarmup()
+	redistest.Eventually(t, 20*time.Second, "ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
+	m := scrapeMetrics(t, admin)
+	if loaded := m.value(t, "featcache_warm_startup_loaded_keys"); loaded < 3000 {
+		t.Fatalf("ready with %v keys loaded; want at least 3000", loaded)
+	}
+	t.Logf("ready after %v", time.Since(start).Round(time.Millisecond))
+	redistest.Eventually(t, 20*time.Second, "the rest warmed in the background", func() bool {
+		m := scrapeMetrics(t, admin)
+		return m.value(t, "featcache_warm_running") == 0 && m.value(t, "featcache_warm_keys_total", "result", "fetched") == n
+	})
+	m = scrapeMetrics(t, admin)
+	if got := m.value(t, "featcache_warm_keys_total", "result", "skipped"); got != 2 {
+		t.Errorf("skipped = %v; want the 2 keys no policy caches", got)
+	}
+	if got := upstreamCalls(t, redis, "get") - getsBefore; got != n {
+		t.Errorf("the warm-up made %d upstream GETs; want %d", got, n)
+	}
+
+	getsBefore = upstreamCalls(t, redis, "get")
+	mgetAll(t, p.dial(), keys)
+	if got := upstreamCalls(t, redis, "get") - getsBefore; got != 0 {
+		t.Fatalf("reading the %d warmed keys made %d upstream GETs; want 0", n, got)
+	}
+	if got := scrapeMetrics(t, admin).value(t, "featcache_requests_total", "policy", "w", "result", "hit"); got != n {
+		t.Fatalf("hits = %v; want %d", got, n)
+	}
+
+	redis.Pause()
+	defer redis.Resume()
+	redistest.Eventually(t, 10*time.Second, "upstream_up 0 while Redis hangs", func() bool {
+		return scrapeMetrics(t, admin).value(t, "featcache_upstream_up") == 0
+	})
+	for i := 0; i < 3; i++ {
+		if code := httpStatus(t, admin, "/readyz"); code != http.StatusOK {
+			t.Fatalf("/readyz = %d while Redis hangs; want 200", code)
+		}
+	}
+	redis.Resume()
+	redistest.Eventually(t, 10*time.Second, "upstream_up back to 1", func() bool {
+		return scrapeMetrics(t, admin).value(t, "featcache_upstream_up") == 1
+	})
+}
+
+// TestWarmNeverOverwritesNewerValue: while warm-ups load 2,000 keys again and again, clients write some of them
+// through featcache and others directly to Redis; afterwards every key read through featcache equals Redis's
+// value: no warm-up stored a value older than a write.
+func TestWarmNeverOverwritesNewerValue(t *testing.T) {
+	redis := redistest.Start(t)
+	const n = 2000
+	loadKeys(t, redis, "k:", n)
+	keys := keyList("k:", 0, n)
+	p := startProxyOn(t, redis, `
+warm:
+  rate: 1000000
+policies:
+  - {name: k, prefix: "k:", hard_ttl: 1h, jitter: 0}
+`)
+	p.srv.StartWarmup()
+	file := writeKeysFile(t, keys)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	writer := func(addr string, seed uint64) {
+		defer wg.Done()
+		c := redistest.Dial(t, addr)
+		rng := rand.New(rand.NewPCG(seed, seed))
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := keys[rng.IntN(n)]
+			err := c.Send("SET", k, "new-"+strconv.Itoa(i))
+			var r []byte
+			if err == nil {
+				r, err = c.Read()
+			}
+			if err != nil || string(r) != "+OK\r\n" {
+				t.Errorf("SET %s: %q, %v", k, r, err)
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go writer(p.addr, 1)       // through featcache: invalidated before the reply
+	go writer(redis.Addr(), 2) // directly: invalidated by tracking
+	c := p.dial()
+	const rounds = 8
+	for round := 1; round <= rounds; round++ {
+		c.Do("CACHE", "FLUSH") // so that every round fetches every key again, racing with the writes
+		if got := string(c.Do("CACHE", "WARM", "FILE", file)); got != "+OK\r\n" {
+			t.Fatalf("CACHE WARM: %q", got)
+		}
+		redistest.Eventually(t, 30*time.Second, "warm-up done", func() bool {
+			st := p.srv.warmer.Stats()
+			return st.SourcesDone == int64(round) && !st.Running
+		})
+	}
+	close(stop)
+	wg.Wait()
+	p.settle()
+	for i := 0; i < n; i += 500 {
+		part := keys[i:min(i+500, n)]
+		args := append([]string{"MGET"}, part...)
+		if got, want := string(c.Do(args...)), string(redis.Do(args...)); got != want {
+			t.Fatalf("after the warm-ups, featcache serves %.200q; Redis holds %.200q", got, want)
+		}
+	}
+}
+
+// TestCacheWarmCommand: CACHE WARM ZSET loads a sorted set in the background; running it again reads nothing from
+// the upstream (every key is already cached); bad sources are refused at once with an error.
+func TestCacheWarmCommand(t *testing.T) {
+	p := startProxy(t, `
+warm:
+  rate: 1000000
+policies:
+  - {name: z, prefix: "z:", hard_ttl: 1h}
+`)
+	const n = 1500
+	loadKeys(t, p.redis, "z:", n)
+	args := []string{"ZADD", "wanted"}
+	for i := 0; i < n; i++ {
+		args = append(args, strconv.Itoa(n-i), "z:"+strconv.Itoa(i))
+	}
+	p.redis.Do(args...)
+	p.redis.Do("SET", "plain", "x")
+	p.settle()
+	c := p.dial()
+	gets := upstreamCalls(t, p.redis, "get")
+	if got := string(c.Do("CACHE", "WARM", "ZSET", "wanted")); got != "+OK\r\n" {
+		t.Fatalf("CACHE WARM ZSET: %q", got)
+	}
+	redistest.Eventually(t, 20*time.Second, "warmed", func() bool { st := p.srv.warmer.Stats(); return st.Fetched == n && !st.Running })
+	if got := upstreamCalls(t, p.redis, "get") - gets; got != n {
+		t.Fatalf("first warm-up: %d upstream GETs; want %d", got, n)
+	}
+	gets = upstreamCalls(t, p.redis, "get")
+	if got := string(c.Do("cache", "warm", "zset", "wanted")); got != "+OK\r\n" {
+		t.Fatalf("CACHE WARM ZSET again: %q", got)
+	}
+	redistest.Eventually(t, 20*time.Second, "warmed again", func() bool { st := p.srv.warmer.Stats(); return st.Present == n && !st.Running })
+	if got := upstreamCalls(t, p.redis, "get") - gets; got != 0 {
+		t.Fatalf("re-running the warm-up made %d upstream GETs; want 0", got)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"CACHE", "WARM", "FILE", "/no/such/file"}, "-ERR cannot read \"/no/such/file\""},
+		{[]string{"CACHE", "WARM", "ZSET", "plain"}, "-ERR \"plain\" is not a sorted set (TYPE: string)"},
+		{[]string{"CACHE", "WARM", "LIST", "x"}, "-ERR CACHE WARM takes FILE <path> or ZSET <key>"},
+		{[]string{"CACHE", "WARM", "FILE"}, "-ERR wrong number of arguments for 'cache|warm' command"},
+	} {
+		if got := string(c.Do(tc.args...)); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%q: got %q; want %q...", tc.args, got, tc.want)
+		}
+	}
+}
+
+// TestRestartWarmsFromHotKeys: an instance serving traffic writes its hot keys to a file and a sorted set when it
+// shuts down; a new instance warms from the file, and another whose disk was lost warms from the sorted set, so
+// that reading the hot keys costs neither of them an upstream read.
+func TestRestartWarmsFromHotKeys(t *testing.T) {
+	redis := redistest.Start(t)
+	loadKeys(t, redis, "h:", 20)
+	loadKeys(t, redis, "c:", 300)
+	file := filepath.Join(t.TempDir(), "hotkeys.txt")
+	cfg := func(file string) string {
+		return fmt.Sprintf(`
+warm:
+  ready_after: 20
+  rate: 1000000
+  hotkeys_file: %q
+  hotkeys_zset: "featcache:hotkeys"
+  hotkeys_size: 100
+policies:
+  - {name: h, prefix: "h:", hard_ttl: 1h}
+  - {name: c, prefix: "c:", hard_ttl: 1h}
+`, file)
+	}
+	first := startProxyOn(t, redis, cfg(file))
+	first.srv.StartWarmup()
+	c := first.dial()
+	hot := keyList("h:", 0, 20)
+	for round := 0; round < 200; round++ {
+		mgetAll(t, c, hot)
+	}
+	mgetAll(t, c, keyList("c:", 0, 300))
+	top := string(c.Do("CACHE", "HOTKEYS", "3"))
+	if !strings.HasPrefix(top, "*3\r\n*3\r\n$3\r\nh:") || !strings.Contains(top, "$1\r\nh\r\n") {
+		t.Fatalf("CACHE HOTKEYS 3 = %q; want three h: keys with their counts and policy h", top)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := first.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	written, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(written)), "\n")
+	if len(lines) < 20 || !sameSet(lines[:20], hot) {
+		t.Fatalf("hot-key file starts with %q; want the 20 h: keys", lines[:min(20, len(lines))])
+	}
+	zset := string(redis.Do("ZREVRANGE", "featcache:hotkeys", "0", "19"))
+	for _, k := range hot {
+		if !strings.Contains(zset, bulk(k)) {
+			t.Fatalf("hot-key zset top 20 lacks %s: %q", k, zset)
+		}
+	}
+
+	for _, tc := range []struct {
+		name, file string
+	}{
+		{"from the file", file},
+		{"from the sorted set (disk lost)", filepath.Join(t.TempDir(), "lost.txt")},
+	} {
+		next := startProxyOn(t, redis, cfg(tc.file))
+		admin := next.adminURL()
+		next.srv.StartWarmup()
+		redistest.Eventually(t, 10*time.Second, tc.name+": ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
+		redistest.Eventually(t, 10*time.Second, tc.name+": warm-up done", func() bool { return !next.srv.warmer.Stats().Running })
+		gets := upstreamCalls(t, redis, "get")
+		mgetAll(t, next.dial(), hot)
+		if got := upstreamCalls(t, redis, "get") - gets; got != 0 {
+			t.Errorf("%s: reading the hot keys made %d upstream GETs; want 0", tc.name, got)
+		}
+		next.srv.Close()
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
