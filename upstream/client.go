@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"time"
@@ -23,6 +24,9 @@ type Options struct {
 	Addresses []string
 	// Username and Password authenticate every upstream connection.
 	Username, Password string
+	// TLS, if not nil, makes every upstream connection TLS with this configuration (tracking included); an empty
+	// ServerName verifies each address's own host.
+	TLS *tls.Config
 	// Conns is the number of shared connections. If zero, DefaultConns is used.
 	Conns int
 	// Timeout bounds every upstream wait except blocking commands. If zero, DefaultTimeout is used.
@@ -64,6 +68,7 @@ func New(opt Options) (*Client, error) {
 		Conns:      opt.Conns,
 		Timeout:    opt.Timeout,
 		ClientName: "featcache",
+		TLS:        opt.TLS,
 	})}
 	if !opt.Tracking {
 		opt.Cache.SetTrusted(true)
@@ -75,6 +80,7 @@ func New(opt Options) (*Client, error) {
 		Addr:         opt.Addresses[0],
 		Username:     opt.Username,
 		Password:     opt.Password,
+		TLS:          opt.TLS,
 		Prefixes:     opt.Prefixes,
 		Timeout:      opt.Timeout,
 		OnInvalidate: func(keys [][]byte) { opt.Cache.Invalidate(keys...) },

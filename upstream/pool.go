@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -49,7 +50,10 @@ type PoolOptions struct {
 	// ClientName is set with CLIENT SETNAME on every connection so operators can find featcache in CLIENT LIST.
 	// Empty means no name.
 	ClientName string
-	// Dial opens a connection. If nil, a net.Dialer with Timeout is used.
+	// TLS, if not nil, makes every connection TLS with this configuration; an empty ServerName verifies the host
+	// of Addr. Ignored when Dial is set.
+	TLS *tls.Config
+	// Dial opens a connection. If nil, a net.Dialer with Timeout is used (wrapped in a tls.Dialer with TLS).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
@@ -85,6 +89,10 @@ func NewPool(opt PoolOptions) *Pool {
 	if opt.Dial == nil {
 		d := &net.Dialer{Timeout: opt.Timeout, KeepAlive: 15 * time.Second}
 		opt.Dial = d.DialContext
+		if opt.TLS != nil {
+			// The handshake is bounded by the dial's context, like the TCP connect.
+			opt.Dial = (&tls.Dialer{NetDialer: d, Config: opt.TLS}).DialContext
+		}
 	}
 	p := &Pool{opt: opt}
 	p.slots = make([]*slot, opt.Conns)
