@@ -161,15 +161,15 @@ type Limits struct {
 	// makes no progress). Greater than 0. Default DefaultOutputTimeout.
 	OutputTimeout time.Duration
 	// MaxClientsMemory bounds the request and reply buffer bytes all clients together hold beyond each client's
-	// baseline (ClientBaselineBytes). It must hold at least one largest request and one largest reply
-	// (MaxRequestBytes + MaxOutputBytes). Default DefaultMaxClientsMemory.
+	// baseline (ClientBaselineBytes). It must hold at least one largest request twice (read, and sent upstream)
+	// and one largest reply (2 x MaxRequestBytes + MaxOutputBytes). Default DefaultMaxClientsMemory.
 	MaxClientsMemory int64
 }
 
 // ClientBaselineBytes is the buffer memory every client may hold without drawing on limits.max_clients_memory: its
 // initial read buffer and a batch of small replies. The process's memory is therefore bounded by local.max_memory
 // + limits.max_clients x (ClientBaselineBytes + a goroutine and a socket) + limits.max_clients_memory.
-const ClientBaselineBytes = 64 * kib
+const ClientBaselineBytes = 128 * kib
 
 // Commands says which commands featcache refuses.
 type Commands struct {
@@ -514,9 +514,11 @@ func (c *Config) Validate() error {
 	if l.OutputTimeout <= 0 {
 		return fmt.Errorf("limits.output_timeout: must be greater than 0, got %q", formatDuration(l.OutputTimeout))
 	}
-	if need := min(l.MaxRequestBytes, math.MaxInt64/2) + min(l.MaxOutputBytes, math.MaxInt64/2); l.MaxClientsMemory < need {
-		return fmt.Errorf("limits.max_clients_memory: must hold at least one largest request and one largest reply "+
-			"(max_request_bytes + max_output_bytes = %s), got %q", formatSize(need), formatSize(l.MaxClientsMemory))
+	// A request is held twice while it is forwarded: in the read buffer and in the upstream payload.
+	if need := 2*min(l.MaxRequestBytes, math.MaxInt64/4) + min(l.MaxOutputBytes, math.MaxInt64/4); l.MaxClientsMemory < need {
+		return fmt.Errorf("limits.max_clients_memory: must hold at least one largest request, twice (as read and "+
+			"as sent upstream), and one largest reply (2 x max_request_bytes + max_output_bytes = %s), got %q",
+			formatSize(need), formatSize(l.MaxClientsMemory))
 	}
 	for i, d := range c.Commands.Deny {
 		if err := checkDenyEntry(d); err != nil {

@@ -196,16 +196,16 @@ upstream:
 			errSubstr: `limits.max_output_bytes: invalid size "huge" (use a number of bytes, or KB, MB, GB) (line 2)`},
 		{name: "limits output_timeout zero", input: "limits:\n  output_timeout: 0s\n", shouldErr: true,
 			errSubstr: `limits.output_timeout: must be greater than 0, got "0s"`},
-		{name: "limits max_clients_memory below one request and reply", input: "limits:\n  max_clients_memory: 100MB\n", shouldErr: true,
-			errSubstr: `limits.max_clients_memory: must hold at least one largest request and one largest reply (max_request_bytes + max_output_bytes = 128MB), got "100MB"`},
-		{name: "limits max_clients_memory follows smaller limits", input: "limits:\n  max_request_bytes: 1MB\n  max_output_bytes: 1MB\n  max_clients_memory: 2MB\n",
+		{name: "limits max_clients_memory below one request and reply", input: "limits:\n  max_clients_memory: 190MB\n", shouldErr: true,
+			errSubstr: `limits.max_clients_memory: must hold at least one largest request, twice (as read and as sent upstream), and one largest reply (2 x max_request_bytes + max_output_bytes = 192MB), got "190MB"`},
+		{name: "limits max_clients_memory follows smaller limits", input: "limits:\n  max_request_bytes: 1MB\n  max_output_bytes: 1MB\n  max_clients_memory: 3MB\n",
 			check: func(t *testing.T, c *Config) {
-				if c.Limits.MaxClientsMemory != 2<<20 {
+				if c.Limits.MaxClientsMemory != 3<<20 {
 					t.Errorf("got %d", c.Limits.MaxClientsMemory)
 				}
 			}},
 		{name: "limits sizes that would overflow", input: "limits:\n  max_request_bytes: 8000000000GB\n  max_output_bytes: 8000000000GB\n", shouldErr: true,
-			errSubstr: `limits.max_clients_memory: must hold at least one largest request and one largest reply`},
+			errSubstr: `limits.max_clients_memory: must hold at least one largest request, twice`},
 
 		// protected mode
 		{name: "protected mode refuses an open non-loopback listener", input: `listen: "0.0.0.0:6380"`, shouldErr: true,

@@ -59,6 +59,17 @@ type client struct {
 
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
+
+	closing    bool  // a limit ended the connection: nothing more is executed or written
+	memoryFull bool  // the budget refused what the client's replies need: the connection closes at the next flush
+	oversize   bool  // a reply exceeded limits.max_output_bytes: the connection closes at the next flush
+	reserved   int64 // bytes reserved from the server's budget (limits.max_clients_memory)
+	nextCharge int   // pending reply size at which outputOver charges the budget again
+
+	// Sequence numbers the watchdog reads: odd while the client waits for a command (rseq, only with
+	// limits.idle_timeout) or for a write to the client to complete (wseq).
+	rseq, wseq      atomic.Uint64
+	wdIdle, wdWrite waitMark // the watchdog's notes of those waits
 }
 
 func (s *Server) newClient(nc net.Conn) *client {
@@ -75,6 +86,7 @@ func (s *Server) newClient(nc net.Conn) *client {
 		lim = UnauthenticatedLimits()
 	}
 	c.rd = NewReader(nc, lim)
+	c.rd.SetGrowth(func(extra int) bool { return c.account(extra) })
 	return c
 }
 
@@ -85,21 +97,40 @@ func (s *Server) limits() Limits {
 
 // serve reads the client's pipelines and answers them until the client leaves.
 func (c *client) serve() {
+	idle := c.srv.opt.Config.Limits.IdleTimeout > 0
 	for !c.quit {
+		// A subscribed client waits for messages, not commands: it is never idle.
+		marked := idle && (c.sub == nil || !c.sub.on)
+		if marked {
+			c.rseq.Add(1)
+		}
 		cmds, err := c.rd.ReadBatch(c.cmds[:0])
+		if marked {
+			c.rseq.Add(1)
+		}
 		c.cmds = cmds
 		if len(cmds) > 0 {
 			c.execBatch(cmds)
 			if !c.flush() {
 				return
 			}
+			c.trim()
+			if !c.account(0) {
+				c.fail(ErrClientMemory)
+				return
+			}
 		}
 		if err != nil {
 			var pe *ProtocolError
-			if errors.As(err, &pe) {
+			switch {
+			case err == ErrClientMemory:
+				c.srv.stats.MemoryLimits.Add(1)
+				c.fail(ErrClientMemory)
+			case errors.As(err, &pe):
+				c.srv.stats.ProtocolErrors.Add(1)
 				c.out = appendError(c.out[:0], "ERR "+pe.Error())
 				c.flush()
-			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				c.srv.log.Debug("client read", "client", c.id, "err", err)
 			}
 			return
@@ -110,29 +141,61 @@ func (c *client) serve() {
 	}
 }
 
-// flush writes the batch's replies. It reports false when the client is gone.
+// flush writes the replies ready so far. It reports false when the connection is to close: the client is gone, or
+// a reply exceeded limits.max_output_bytes, or the client's buffers did not fit in limits.max_clients_memory.
 func (c *client) flush() bool {
-	if len(c.out) == 0 {
+	switch {
+	case c.closing:
+		return false
+	case c.oversize:
+		c.srv.stats.OutputLimits.Add(1)
+		c.fail(ErrOutputLimit)
+		return false
+	case c.memoryFull:
+		c.srv.stats.MemoryLimits.Add(1)
+		c.fail(ErrClientMemory)
+		return false
+	case len(c.out) == 0:
 		return true
 	}
-	c.wmu.Lock()
-	_, err := c.nc.Write(c.out)
-	c.wmu.Unlock()
-	if cap(c.out) > 1<<20 {
-		c.out = nil
-	} else {
-		c.out = c.out[:0]
-	}
-	return err == nil
+	ok := c.send(c.out)
+	c.out = c.out[:0]
+	c.nextCharge = 0
+	return ok
 }
 
-// close releases what the connection holds upstream.
+// retainBytes is the capacity a reply or payload buffer may keep between batches; larger ones, grown by a large
+// batch, are dropped, so that an idle client holds little more than policy.ClientBaselineBytes.
+const retainBytes = 32 << 10
+
+// trim drops buffers a large batch grew, once the batch is done.
+func (c *client) trim() {
+	c.rd.Shrink(c.cmds)
+	if cap(c.out) > retainBytes {
+		c.out = nil
+	}
+	if cap(c.seg.tail) > retainBytes {
+		c.seg.tail = nil
+	}
+	if cap(c.seg.req) > retainBytes {
+		c.seg.req = nil
+	}
+	if cap(c.call.Replies) > retainBytes {
+		c.call.Replies = nil
+	}
+	if !c.tx.multi && cap(c.tx.queue)+cap(c.tx.arena) > retainBytes {
+		c.tx.queue, c.tx.arena = nil, nil
+	}
+}
+
+// close releases what the connection holds upstream, and its share of the client memory budget.
 func (c *client) close() {
 	c.nc.Close()
 	c.tx.close()
 	if c.sub != nil {
 		c.sub.close()
 	}
+	c.release()
 }
 
 // now is the time of the current batch: every lookup of one pipeline sees the same instant.

@@ -63,6 +63,10 @@ func newStatsCollector(s *Server) *statsCollector {
 		"entries":       d("local_entries", "Entries in the local tier."),
 		"evictions":     d("evictions_total", "Entries evicted from the local tier to make room."),
 		"tracking":      d("tracking_up", "1 while server-assisted invalidation is established."),
+		"rejected":      d("rejected_connections_total", "Connections refused by limits.max_clients."),
+		"buffers":       d("client_buffer_bytes", "Client buffer bytes reserved from limits.max_clients_memory."),
+		"disconnects": prometheus.NewDesc("featcache_client_limit_disconnects_total",
+			"Clients disconnected by a limit, by reason.", []string{"reason"}, nil),
 	}}
 }
 
@@ -91,6 +95,18 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("invalidations", st.Invalidations.Load())
 	counter("errors", st.Errors.Load())
 	gauge("clients", float64(c.s.clients.Load()))
+	counter("rejected", st.Rejected.Load())
+	gauge("buffers", float64(c.s.ClientMemory()))
+	for reason, v := range map[string]int64{
+		"protocol":       st.ProtocolErrors.Load(),
+		"idle_timeout":   st.IdleTimeouts.Load(),
+		"output_timeout": st.OutputTimeouts.Load(),
+		"output_limit":   st.OutputLimits.Load(),
+		"memory_limit":   st.MemoryLimits.Load(),
+		"tls_handshake":  st.TLSHandshakeErrors.Load(),
+	} {
+		ch <- prometheus.MustNewConstMetric(c.descs["disconnects"], prometheus.CounterValue, float64(v), reason)
+	}
 	ls := c.s.cache.Stats()
 	gauge("entries", float64(ls.Entries))
 	counter("evictions", ls.Evictions)

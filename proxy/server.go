@@ -51,11 +51,16 @@ type Server struct {
 	clients atomic.Int64
 	stats   Stats
 
-	mu     sync.Mutex
-	lns    []net.Listener
-	conns  map[*client]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	maxOutput int64  // limits.max_output_bytes
+	budget    budget // limits.max_clients_memory, shared by every client
+
+	mu       sync.Mutex
+	lns      []net.Listener
+	conns    map[*client]struct{}
+	closed   bool
+	watching bool          // the watchdog runs
+	stop     chan struct{} // closed when the server closes: ends the watchdog
+	wg       sync.WaitGroup
 }
 
 // policySet is the matcher with each policy converted once to what the local tier needs.
@@ -82,11 +87,18 @@ func New(opt Options) (*Server, error) {
 	if opt.Now == nil {
 		opt.Now = opt.Cache.Now // the tier's clock: entries' deadlines are on it
 	}
+	lim := opt.Config.Limits
+	if lim.MaxOutputBytes <= 0 || lim.OutputTimeout <= 0 || lim.MaxClientsMemory <= 0 || lim.MaxClients <= 0 {
+		return nil, errors.New("proxy: Options.Config.Limits are not set: use a Config from policy.Parse or policy.Default")
+	}
 	s := &Server{
 		opt: opt, log: opt.Logger, now: opt.Now,
 		cache: opt.Cache, up: opt.Upstream,
-		conns: make(map[*client]struct{}),
+		conns:     make(map[*client]struct{}),
+		maxOutput: lim.MaxOutputBytes,
+		stop:      make(chan struct{}),
 	}
+	s.budget.limit = lim.MaxClientsMemory
 	s.SetPolicies(opt.Config.Policies)
 	s.hello.Store(&serverInfo{version: "7.0.0", mode: "standalone", role: "master"})
 	cmds := opt.Commands
@@ -160,6 +172,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		return errors.New("proxy: server closed")
 	}
 	s.lns = append(s.lns, ln)
+	if !s.watching {
+		s.watching = true
+		s.wg.Add(1)
+		go s.watchdog()
+	}
 	s.mu.Unlock()
 	var delay time.Duration
 	for {
@@ -179,13 +196,20 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
-		c := s.newClient(nc)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			continue
 		}
+		if len(s.conns) >= s.opt.Config.Limits.MaxClients {
+			s.stats.Rejected.Add(1)
+			s.wg.Add(1)
+			s.mu.Unlock()
+			go s.reject(nc)
+			continue
+		}
+		c := s.newClient(nc)
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -225,7 +249,7 @@ func (s *Server) serveClient(c *client) {
 // Close stops accepting, closes every client connection and waits for their goroutines to end.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	s.closed = true
+	s.stopWatchdog()
 	lns := s.lns
 	conns := make([]*client, 0, len(s.conns))
 	for c := range s.conns {
@@ -246,7 +270,7 @@ func (s *Server) Close() error {
 // closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closed = true
+	s.stopWatchdog()
 	lns := s.lns
 	for c := range s.conns {
 		c.draining.Store(true)
@@ -264,6 +288,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.Close()
 		return ctx.Err()
 	}
+}
+
+// stopWatchdog marks the server closed and stops the watchdog once. The caller holds s.mu.
+func (s *Server) stopWatchdog() {
+	if !s.closed {
+		close(s.stop)
+	}
+	s.closed = true
 }
 
 // Clients is the number of connected clients.
@@ -285,7 +317,19 @@ type Stats struct {
 	Barriers      atomic.Int64 // tracking barriers waited for after scripts and commands with unknown keys
 	Errors        atomic.Int64 // error replies featcache produced itself (upstream failures, refused commands)
 	Panics        atomic.Int64 // connections ended by a recovered panic
+
+	Rejected           atomic.Int64 // connections refused by limits.max_clients
+	ProtocolErrors     atomic.Int64 // connections closed for a protocol error or a request limit
+	IdleTimeouts       atomic.Int64 // clients closed by limits.idle_timeout
+	OutputTimeouts     atomic.Int64 // clients closed for leaving replies unread (limits.output_timeout)
+	OutputLimits       atomic.Int64 // clients closed for a reply over limits.max_output_bytes
+	MemoryLimits       atomic.Int64 // clients closed because limits.max_clients_memory was reached
+	TLSHandshakeErrors atomic.Int64 // client TLS handshakes that failed or timed out
 }
+
+// ClientMemory is the buffer memory clients hold beyond their baselines: what they reserved from
+// limits.max_clients_memory.
+func (s *Server) ClientMemory() int64 { return s.budget.used.Load() }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() *Stats { return &s.stats }

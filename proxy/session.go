@@ -116,8 +116,15 @@ func (c *client) queue(cmd *Command, tc *command) {
 	c.appendQueued(cmd, tc)
 }
 
-// appendQueued adds an accepted command to the local MULTI queue and answers +QUEUED.
+// appendQueued adds an accepted command to the local MULTI queue and answers +QUEUED. The queue is one request to
+// the upstream at EXEC, so limits.max_request_bytes bounds it: a command that would exceed it is refused and makes
+// EXEC abort.
 func (c *client) appendQueued(cmd *Command, tc *command) {
+	if size := len(c.tx.queue) + commandSize(cmd); int64(size) > c.srv.opt.Config.Limits.MaxRequestBytes {
+		c.tx.dirty = true
+		c.errorReply("ERR transaction too large for featcache (limits.max_request_bytes)")
+		return
+	}
 	if cmd.Raw != nil {
 		c.tx.queue = append(c.tx.queue, cmd.Raw...)
 	} else {
@@ -128,6 +135,18 @@ func (c *client) appendQueued(cmd *Command, tc *command) {
 		c.tx.rememberWrite(cmd.Args, tc)
 	}
 	c.simpleReply("QUEUED")
+}
+
+// commandSize is the length of cmd's RESP encoding.
+func commandSize(cmd *Command) int {
+	if cmd.Raw != nil {
+		return len(cmd.Raw)
+	}
+	n := 16
+	for _, a := range cmd.Args {
+		n += len(a) + 16
+	}
+	return n
 }
 
 var (
@@ -674,11 +693,11 @@ func (p *pubsub) pump() {
 			}
 			out = append(out, frame...)
 		}
-		p.c.wmu.Lock()
-		_, werr := p.c.nc.Write(out)
-		p.c.wmu.Unlock()
-		if werr != nil || err != nil {
+		if !p.c.send(out) || err != nil {
 			return
+		}
+		if cap(out) > retainBytes {
+			out = nil
 		}
 	}
 }
