@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -97,6 +98,9 @@ func (s *Server) limits() Limits {
 
 // serve reads the client's pipelines and answers them until the client leaves.
 func (c *client) serve() {
+	if !c.handshake() {
+		return
+	}
 	idle := c.srv.opt.Config.Limits.IdleTimeout > 0
 	for !c.quit {
 		// A subscribed client waits for messages, not commands: it is never idle.
@@ -139,6 +143,23 @@ func (c *client) serve() {
 			return
 		}
 	}
+}
+
+// handshake completes a TLS client's handshake within Options.TLSHandshakeTimeout, so that a connection that never
+// completes one does not stay open. It reports false when the handshake failed.
+func (c *client) handshake() bool {
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	tc.SetDeadline(time.Now().Add(c.srv.opt.TLSHandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		c.srv.stats.TLSHandshakeErrors.Add(1)
+		c.srv.log.Debug("client TLS handshake", "client", c.id, "addr", c.nc.RemoteAddr().String(), "err", err)
+		return false
+	}
+	tc.SetDeadline(time.Time{})
+	return true
 }
 
 // flush writes the replies ready so far. It reports false when the connection is to close: the client is gone, or

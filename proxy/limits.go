@@ -31,6 +31,9 @@ const (
 	writeChunk = 256 << 10
 	// rejectTimeout bounds the write of "max number of clients reached" (and its TLS handshake).
 	rejectTimeout = time.Second
+	// DefaultTLSHandshakeTimeout bounds a client's TLS handshake when Options.TLSHandshakeTimeout is zero, so a
+	// connection that never completes one does not stay open.
+	DefaultTLSHandshakeTimeout = 10 * time.Second
 )
 
 // Errors that end a client connection because of a limit. The server replies "-ERR " + Error() and closes.

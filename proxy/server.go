@@ -32,6 +32,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; if nil, time.Now. Tests move it to walk entries through their states.
 	Now func() time.Time
+	// TLSHandshakeTimeout bounds the TLS handshake of a client accepted on a TLS listener. If zero,
+	// DefaultTLSHandshakeTimeout is used.
+	TLSHandshakeTimeout time.Duration
 }
 
 // Server is the RESP listener: it owns client connections and runs each one's request path.
@@ -86,6 +89,9 @@ func New(opt Options) (*Server, error) {
 	}
 	if opt.Now == nil {
 		opt.Now = opt.Cache.Now // the tier's clock: entries' deadlines are on it
+	}
+	if opt.TLSHandshakeTimeout <= 0 {
+		opt.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
 	}
 	lim := opt.Config.Limits
 	if lim.MaxOutputBytes <= 0 || lim.OutputTimeout <= 0 || lim.MaxClientsMemory <= 0 || lim.MaxClients <= 0 {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"os"
 	"strconv"
@@ -435,10 +436,15 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 
 // watchPeer watches the client socket from another goroutine while the client goroutine waits upstream, and closes
 // conn as soon as the socket reads as EOF or fails (or featcache closes it). It peeks and never consumes: bytes
-// the client pipelined stay for the client goroutine, and while some wait unread, a close queued behind them
-// shows only when the command ends. stop ends the watch and reports whether the client had gone.
+// the client pipelined stay for the client goroutine; a close behind them (or behind a TLS close_notify alert) is
+// seen from the TCP state (peerFinished). stop ends the watch and reports whether the client had gone.
 func (c *client) watchPeer(conn *upstream.Conn) (stop func() (gone bool)) {
-	sc, ok := c.nc.(syscall.Conn)
+	nc := c.nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		// Peek at the TCP connection under TLS: bytes there are records, and EOF or an error is what matters.
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return func() bool { return false }
 	}
@@ -454,8 +460,10 @@ func (c *client) watchPeer(conn *upstream.Conn) (stop func() (gone bool)) {
 		err := raw.Read(func(fd uintptr) bool {
 			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 			switch {
-			case err == syscall.EAGAIN || err == syscall.EINTR || err == nil && n > 0:
-				return false // nothing new, or pipelined bytes: wait for the socket's next event
+			case err == syscall.EAGAIN || err == syscall.EINTR:
+				return false // nothing new: wait for the socket's next event
+			case err == nil && n > 0 && !peerFinished(int(fd)):
+				return false // pipelined bytes, the client still there: wait for the socket's next event
 			}
 			left.Store(true) // EOF or a socket error
 			return true
