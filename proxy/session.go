@@ -596,6 +596,22 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 		tc.local(c, cmd.Args)
 		return
 	}
+	if tc != nil && (tc.class == classDenied || tc.class == classRefused) {
+		// Never sent upstream, not even for Redis to refuse in subscribed mode. The refusal must follow the replies
+		// of the commands before it, which the pump writes: a marker PING's reply, seen by the pump, says it has
+		// written them.
+		c.runSegment()
+		c.flush()
+		if err := p.conn.Write(upstream.AppendArgs(nil, [][]byte{[]byte("PING"), p.marker})); err == nil {
+			select {
+			case <-p.markerSeen:
+			case <-p.done:
+			case <-time.After(c.srv.up.Timeout()):
+			}
+		}
+		c.refuse(tc)
+		return
+	}
 	var req []byte
 	if cmd.Raw != nil {
 		req = cmd.Raw
