@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"strconv"
 	"strings"
@@ -286,4 +287,25 @@ func TestMultiQueueBounded(t *testing.T) {
 	expectDo(t, c, "+OK\r\n", "MULTI")
 	expectDo(t, c, "+QUEUED\r\n", "SET", "tx:a", v)
 	expectDo(t, c, "*1\r\n+OK\r\n", "EXEC")
+}
+
+// TestShutdownClosesIdleClients: Shutdown does not wait for clients that have nothing in progress (an idle one,
+// a subscriber): they are closed at once and Shutdown returns long before its deadline.
+func TestShutdownClosesIdleClients(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	idle := p.dial()
+	expectDo(t, idle, "+PONG\r\n", "PING")
+	sub := p.dial()
+	expectDo(t, sub, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := p.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Shutdown took %v with only idle clients", took)
+	}
+	expectClosed(t, idle, time.Second)
+	expectClosed(t, sub, time.Second)
 }

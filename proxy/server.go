@@ -272,14 +272,17 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Shutdown stops accepting and waits for clients to finish the pipelines they sent, until ctx ends; then it
-// closes what is left.
+// Shutdown stops accepting, closes idle clients and waits for the others to finish the pipelines they sent, until
+// ctx ends; then it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopWatchdog()
 	lns := s.lns
 	for c := range s.conns {
 		c.draining.Store(true)
+		// A client waiting for its next command has nothing in progress: wake it, so that it leaves now rather
+		// than when ctx ends. A client in the middle of a batch finishes it: the deadline only stops reads.
+		c.nc.SetReadDeadline(time.Now())
 	}
 	s.mu.Unlock()
 	for _, ln := range lns {
