@@ -6,9 +6,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,23 +27,31 @@ import (
 	"featcache/upstream"
 )
 
-// memoryHeadroom is what the Go memory limit allows above local.max_memory: connection buffers, fills in
-// flight, the runtime itself.
+// memoryHeadroom is what the Go memory limit allows above local.max_memory and limits.max_clients_memory: client
+// baselines, fills in flight, the runtime itself.
 const memoryHeadroom = 64 << 20
 
 func main() {
-	if err := run(); err != nil {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	if err := run(os.Args[1:], os.Stderr, sig); err != nil {
 		fmt.Fprintln(os.Stderr, "featcache:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	configPath := flag.String("config", "", "configuration file (YAML); without it every default applies")
-	listen := flag.String("listen", "", "RESP listen address, overrides listen")
-	upstreams := flag.String("upstream", "", "upstream address(es), comma-separated, override upstream.addresses")
-	admin := flag.String("admin", "", "admin HTTP address (/metrics, /healthz, /readyz), overrides admin")
-	flag.Parse()
+// run is featcache: it parses args, loads and validates the configuration, serves until a signal arrives on stop,
+// then shuts down. Logs go to logw.
+func run(args []string, logw io.Writer, stop <-chan os.Signal) error {
+	fs := flag.NewFlagSet("featcache", flag.ContinueOnError)
+	fs.SetOutput(logw)
+	configPath := fs.String("config", "", "configuration file (YAML); without it every default applies")
+	listen := fs.String("listen", "", "RESP listen address, overrides listen")
+	upstreams := fs.String("upstream", "", "upstream address(es), comma-separated, override upstream.addresses")
+	admin := fs.String("admin", "", "admin HTTP address (/metrics, /healthz, /readyz), overrides admin")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 
 	cfg := policy.Default()
 	if *configPath != "" {
@@ -59,14 +69,23 @@ func run() error {
 	if *admin != "" {
 		cfg.Admin = *admin
 	}
+	// Validate again after the flags: protected mode applies to a -listen address too.
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	slog.SetDefault(log)
+	serverTLS, err := cfg.TLS.ServerConfig()
+	if err != nil {
+		return err
+	}
+	upstreamTLS, err := cfg.Upstream.TLS.ClientConfig()
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(logw, nil))
 
-	// freecache's buffer lives on the Go heap: without a limit the GC would let the heap grow to twice it.
-	debug.SetMemoryLimit(cfg.Local.MaxMemory + memoryHeadroom)
+	// freecache's buffer lives on the Go heap: without a limit the GC would let the heap grow to twice it. Client
+	// buffers are bounded by limits.max_clients_memory beyond their baselines, so the limit includes them.
+	debug.SetMemoryLimit(cfg.Local.MaxMemory + cfg.Limits.MaxClientsMemory + memoryHeadroom)
 	cache, err := localcache.New(localcache.Options{MaxMemory: cfg.Local.MaxMemory})
 	if err != nil {
 		return err
@@ -76,6 +95,7 @@ func run() error {
 		Addresses: cfg.Upstream.Addresses,
 		Username:  cfg.Upstream.Username,
 		Password:  cfg.Upstream.Password,
+		TLS:       upstreamTLS,
 		Conns:     cfg.Upstream.Conns,
 		Timeout:   cfg.Upstream.Timeout,
 		Tracking:  cfg.Upstream.Tracking,
@@ -95,26 +115,31 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if serverTLS != nil {
+		ln = tls.NewListener(ln, serverTLS)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
 	var adminSrv *http.Server
+	adminAddr := ""
 	if cfg.Admin != "" {
 		adminLn, err := net.Listen("tcp", cfg.Admin)
 		if err != nil {
+			srv.Close()
 			return err
 		}
+		adminAddr = adminLn.Addr().String()
 		adminSrv = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go adminSrv.Serve(adminLn)
 	}
-	log.Info("featcache started", "listen", ln.Addr().String(), "admin", cfg.Admin,
-		"upstream", strings.Join(cfg.Upstream.Addresses, ","), "tracking", cfg.Upstream.Tracking,
-		"max_memory", cfg.Local.MaxMemory, "policies", len(cfg.Policies))
+	log.Info("featcache started", "listen", ln.Addr().String(), "tls", serverTLS != nil,
+		"client_certificates", cfg.TLS.ClientCAFile != "", "auth", cfg.Password != "", "admin", adminAddr,
+		"upstream", strings.Join(cfg.Upstream.Addresses, ","), "upstream_tls", upstreamTLS != nil,
+		"tracking", cfg.Upstream.Tracking, "max_memory", cfg.Local.MaxMemory, "policies", len(cfg.Policies))
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
-	case s := <-sig:
+	case s := <-stop:
 		log.Info("shutting down", "signal", s.String())
 	case err := <-serveErr:
 		if err != nil {
