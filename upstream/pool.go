@@ -71,7 +71,8 @@ type Pool struct {
 	idleMu sync.Mutex
 	idle   []*Conn
 
-	closed atomic.Bool
+	lastDial atomic.Int64 // unix nanoseconds of the last shared connection dialed and prepared successfully
+	closed   atomic.Bool
 }
 
 // NewPool returns a pool for opt.Addr. It does not dial: connections are opened on first use and reopened after a
@@ -220,8 +221,9 @@ func (s *slot) reconnect() (*link, error) {
 		return l, nil
 	}
 	// A dead upstream is dialed at most once per maxRedialGap per slot; requests in between fail at once with the
-	// last error, so a down Redis costs neither dial storms nor waits longer than one dial.
-	if s.lastErr != nil && time.Since(s.lastFail) < maxRedialGap {
+	// last error, so a down Redis costs neither dial storms nor waits longer than one dial. Once any connection
+	// of the pool has been dialed since this slot failed, the upstream is back: dial at once.
+	if s.lastErr != nil && time.Since(s.lastFail) < maxRedialGap && s.pool.lastDial.Load() < s.lastFail.UnixNano() {
 		return nil, s.lastErr
 	}
 	nc, err := s.pool.dial()
@@ -229,6 +231,7 @@ func (s *slot) reconnect() (*link, error) {
 		s.lastFail, s.lastErr = time.Now(), err
 		return nil, err
 	}
+	s.pool.lastDial.Store(time.Now().UnixNano())
 	s.lastErr = nil
 	l := newLink(nc, s.pool.opt.Timeout)
 	s.cur.Store(l)
