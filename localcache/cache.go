@@ -3,6 +3,7 @@ package localcache
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -96,6 +97,10 @@ type Cache struct {
 	// state is epoch<<1 | untrustedBit, in one word so that AppendGet learns the epoch with one
 	// atomic load and Complete sees epoch and trust consistently. Only ever moves forward.
 	state atomic.Uint64
+	// floor is the epoch that the last Flush began: entries of older epochs are never served, not even
+	// under serve-stale. Entries of epochs from floor on that a trust transition left behind are served
+	// only under serve-stale while the upstream fails (see AppendGet). Only ever moves forward.
+	floor atomic.Uint64
 
 	stopTimer func() // stops the coarse timer; nil with an injected clock
 
@@ -129,6 +134,7 @@ func New(opt Options) (*Cache, error) {
 	c.maxEntry = size/freecacheSegments/4 - freecache.ENTRY_HDR_SIZE
 	// Epoch 0 is never current, so a zeroed header can never match.
 	c.state.Store(1 << 1)
+	c.floor.Store(1)
 	for i := range c.shards {
 		c.shards[i].slots = make(map[string]*slot)
 	}
@@ -142,6 +148,12 @@ func New(opt Options) (*Cache, error) {
 // An entry may be served when fresh or soft-stale; when allowDead is true (the upstream just failed
 // and the caller wants serve-stale), also a dead entry if p.ServeStale, it is less than p.MaxStale past
 // its hard deadline, and it is before the upstream key's expiry.
+//
+// With allowDead and p.ServeStale, an entry that a trust transition (SetTrusted) made unservable is
+// served too, on the same terms, as long as no Flush happened since it was stored: serve-stale accepts
+// values up to HardTTL+MaxStale old while the upstream fails, which covers an invalidation missed while
+// tracking was down; an upstream that fails is also why tracking is usually down. A Flush (a null
+// invalidation: FLUSHALL, FLUSHDB, SWAPDB) means the values are gone upstream: they are never served again.
 //
 // Deadlines are recomputed against p at every lookup, so a policy made stricter takes effect at once:
 // soft = min(SoftAt, FetchedAt+p.SoftTTL), hard = min(HardAt, FetchedAt+p.HardTTL) (NegativeTTL for
@@ -157,12 +169,16 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 		return dst, lk
 	}
 	epoch := c.state.Load() >> 1
+	floor := uint64(math.MaxUint64)
+	if allowDead && p.ServeStale {
+		floor = c.floor.Load()
+	}
 	nowMs := now.UnixMilli()
 	out := dst
 	// The callback runs under freecache's segment lock: it only decodes and appends.
 	_ = c.fc.GetFn(key, func(b []byte) error {
 		h, v, err := decodeHeader(b)
-		if err != nil || h.Epoch != epoch {
+		if err != nil || h.Epoch != epoch && h.Epoch < floor {
 			return nil
 		}
 		lk = h.lookup(p, nowMs, allowDead)

@@ -307,7 +307,14 @@ func (c *Cache) Invalidate(keys ...[]byte) {
 // memory back. The epoch, not the clear, is what makes the flush safe: freecache's Clear goes through
 // its 256 segments one at a time, and entries carry the epoch of their fill.
 func (c *Cache) Flush() {
-	c.state.Add(1 << 1) // the epoch is state>>1: this moves it and keeps the trust bit
+	epoch := c.state.Add(1<<1) >> 1 // the epoch is state>>1: this moves it and keeps the trust bit
+	for {
+		// Concurrent flushes store their epochs in any order; the floor keeps the highest.
+		f := c.floor.Load()
+		if f >= epoch || c.floor.CompareAndSwap(f, epoch) {
+			break
+		}
+	}
 	c.stats.flushes.Add(1)
 	c.flushMu.Lock()
 	// Clear resets freecache's counters; carry them over. Evictions between the read and the
@@ -321,8 +328,9 @@ func (c *Cache) Flush() {
 
 // SetTrusted marks whether invalidations are being received (server-assisted tracking is up). While
 // untrusted, nothing is stored. Both transitions move the epoch: on the way down, so nothing stored
-// before the tracking loss is served after it; on the way up, so no value fetched while tracking was
-// down is stored after it comes back. Setting the current value again does nothing.
+// before the tracking loss is served after it (except by serve-stale while the upstream fails, see
+// AppendGet); on the way up, so no value fetched while tracking was down is stored after it comes back.
+// Setting the current value again does nothing.
 func (c *Cache) SetTrusted(trusted bool) {
 	var bit uint64
 	if !trusted {
