@@ -841,6 +841,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("upstream:\n  addresses: [\"a:1\"]\n  timeout: 1x\n"))
 	f.Add([]byte("local:\n  max_memory: 1.5GB\nlimits:\n  max_inline_bytes: 4KB\n"))
 	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte("listen: \":6380\"\nprotected_mode: false\ntls: {cert_file: c, key_file: k, client_ca_file: ca}\n"))
+	f.Add([]byte("upstream:\n  tls: {enabled: true, ca_file: ca, server_name: r, insecure_skip_verify: false}\n"))
+	f.Add([]byte("limits: {idle_timeout: 5m, max_output_bytes: 1KB, output_timeout: 1s, max_clients_memory: 1GB}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {
