@@ -309,3 +309,33 @@ func TestShutdownClosesIdleClients(t *testing.T) {
 	expectClosed(t, idle, time.Second)
 	expectClosed(t, sub, time.Second)
 }
+
+// TestConfiguredProtocolLimits: the limits.* request bounds of the configuration reach the connection guard.
+func TestConfiguredProtocolLimits(t *testing.T) {
+	p := startProxy(t, "limits: {max_args: 4, max_request_bytes: 2KB, max_inline_bytes: 1KB}\n"+defaultTestConfig)
+	other := p.dial()
+	cases := []struct {
+		name, in, want string
+	}{
+		{"five arguments", string(redistest.Encode("MGET", "a", "b", "c", "d")), "-ERR Protocol error: invalid multibulk length\r\n"},
+		{"a bulk over max_request_bytes", "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3000\r\n", "-ERR Protocol error: invalid bulk length\r\n"},
+		{"an inline line over max_inline_bytes", "ECHO " + strings.Repeat("x", 1100) + "\r\n", "-ERR Protocol error: too big inline request\r\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := sendUntilClose(t, p.addr, []byte(tc.in), 3*time.Second, "")
+			if got.out != tc.want || !got.closed || got.took > time.Second {
+				t.Errorf("got %q (closed %v after %v); want %q and the connection closed within 1s", got.out, got.closed, got.took, tc.want)
+			}
+			expectDo(t, other, "+PONG\r\n", "PING")
+		})
+	}
+	// Just within the limits, the same commands are served.
+	expectDo(t, other, "*3\r\n$-1\r\n$-1\r\n$-1\r\n", "MGET", "a", "b", "c")
+	expectDo(t, other, "+OK\r\n", "SET", "k", strings.Repeat("v", 1900))
+	writeRaw(t, other, []byte("ECHO "+strings.Repeat("x", 1000)+"\r\n"))
+	expectRead(t, other, bulk(strings.Repeat("x", 1000)))
+	if n := p.srv.Stats().ProtocolErrors.Load(); n != 3 {
+		t.Errorf("protocol errors = %d; want 3", n)
+	}
+}
