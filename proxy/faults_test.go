@@ -393,3 +393,28 @@ func longOr[T any](short, long T) T {
 	}
 	return short
 }
+
+// TestUnsubscribeFromHungRedis: leaving subscribed mode waits for Redis's confirmation, at most upstream.timeout;
+// with Redis hung, the client gets the timeout error and an ordinary connection back.
+func TestUnsubscribeFromHungRedis(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxyOn(t, redis, faultConfig)
+	c := p.dial()
+	expectDo(t, c, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+	redis.Pause()
+	start := time.Now()
+	if err := c.Send("UNSUBSCRIBE"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.ReadTimeout(5 * time.Second)
+	if err != nil || !strings.HasPrefix(string(got), "-ERR featcache upstream timeout") {
+		t.Fatalf("UNSUBSCRIBE from a hung Redis: got %q, %v; want the timeout error", got, err)
+	}
+	if took := time.Since(start); took > faultTimeout+faultSlack {
+		t.Errorf("the error came after %v; want within the timeout (%v)", took, faultTimeout)
+	}
+	redis.Resume()
+	expectDo(t, c, "+PONG\r\n", "PING")
+	expectDo(t, c, "+OK\r\n", "SET", "s:after", "v")
+	expectDo(t, c, bulk("v"), "GET", "s:after")
+}

@@ -633,6 +633,8 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 		return
 	}
 	if p.total() == 0 {
+		timer := time.NewTimer(c.srv.up.Timeout())
+		defer timer.Stop()
 		select {
 		case <-p.markerSeen:
 			if p.count.Load() == 0 {
@@ -640,6 +642,14 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 			}
 		case <-p.done:
 			c.sub = nil
+		case <-timer.C:
+			// Redis did not answer within upstream.timeout: the session ends with its connection, which drops the
+			// subscriptions in Redis too, and the client is told.
+			p.close()
+			<-p.exited
+			c.sub = nil
+			c.srv.stats.Errors.Add(1)
+			c.errorReply(upstreamErrorText(upstream.ErrTimeout))
 		}
 	}
 }
