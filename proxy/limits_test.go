@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,6 +35,17 @@ func TestMaxClients(t *testing.T) {
 	}
 	if n := p.srv.Stats().Rejected.Load(); n != 1 {
 		t.Errorf("rejected = %d; want 1", n)
+	}
+	rec := httptest.NewRecorder()
+	p.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{"featcache_rejected_connections_total 1\n", "featcache_client_buffer_bytes 0\n",
+		`featcache_client_limit_disconnects_total{reason="idle_timeout"} 0`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if stats := string(conns[0].Do("CACHE", "STATS")); !strings.Contains(stats, "rejected_connections:1\r\n") {
+		t.Errorf("CACHE STATS lacks rejected_connections:1")
 	}
 	// The clients already in are served meanwhile; once one leaves, a new one gets in.
 	expectDo(t, conns[0], "+PONG\r\n", "PING")
