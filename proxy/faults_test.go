@@ -25,7 +25,7 @@ policies:
 // faultTimeout is faultConfig's upstream.timeout; faultSlack is what a reply may take beyond it on a loaded machine.
 const (
 	faultTimeout = 300 * time.Millisecond
-	faultSlack   = time.Second
+	faultSlack   = 1500 * time.Millisecond
 )
 
 // timedDo sends one command on a new connection and returns its reply and how long it took.
