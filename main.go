@@ -6,9 +6,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,23 +27,31 @@ import (
 	"featcache/upstream"
 )
 
-// memoryHeadroom is what the Go memory limit allows above local.max_memory: connection buffers, fills in
-// flight, the runtime itself.
+// memoryHeadroom is what the Go memory limit allows above local.max_memory and limits.max_clients_memory: client
+// baselines, fills in flight, the runtime itself.
 const memoryHeadroom = 64 << 20
 
 func main() {
-	if err := run(); err != nil {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	if err := run(os.Args[1:], os.Stderr, sig); err != nil {
 		fmt.Fprintln(os.Stderr, "featcache:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	configPath := flag.String("config", "", "configuration file (YAML); without it every default applies")
-	listen := flag.String("listen", "", "RESP listen address, overrides listen")
-	upstreams := flag.String("upstream", "", "upstream address(es), comma-separated, override upstream.addresses")
-	admin := flag.String("admin", "", "admin HTTP address (/metrics, /healthz, /readyz), overrides admin")
-	flag.Parse()
+// run is featcache: it parses args, loads and validates the configuration, serves until SIGTERM or SIGINT arrives
+// on sig (SIGHUP reloads the configuration), then shuts down gracefully. Logs go to logw.
+func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
+	fs := flag.NewFlagSet("featcache", flag.ContinueOnError)
+	fs.SetOutput(logw)
+	configPath := fs.String("config", "", "configuration file (YAML); without it every default applies")
+	listen := fs.String("listen", "", "RESP listen address, overrides listen")
+	upstreams := fs.String("upstream", "", "upstream address(es), comma-separated, override upstream.addresses")
+	admin := fs.String("admin", "", "admin HTTP address (/metrics, /healthz, /readyz), overrides admin")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 
 	// load reads the file and applies the flags; a reload (SIGHUP, CACHE RELOAD) calls it again.
 	load := func() (*policy.Config, error) {
@@ -67,18 +77,27 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	serverTLS, err := cfg.TLS.ServerConfig()
+	if err != nil {
+		return err
+	}
+	upstreamTLS, err := cfg.Upstream.TLS.ClientConfig()
+	if err != nil {
+		return err
+	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.Log.Level)
 	hopts := &slog.HandlerOptions{Level: level}
-	var handler slog.Handler = slog.NewTextHandler(os.Stderr, hopts)
+	var handler slog.Handler = slog.NewTextHandler(logw, hopts)
 	if cfg.Log.Format == "json" {
-		handler = slog.NewJSONHandler(os.Stderr, hopts)
+		handler = slog.NewJSONHandler(logw, hopts)
 	}
 	log := slog.New(handler)
 	slog.SetDefault(log)
 
-	// freecache's buffer lives on the Go heap: without a limit the GC would let the heap grow to twice it.
-	debug.SetMemoryLimit(cfg.Local.MaxMemory + memoryHeadroom)
+	// freecache's buffer lives on the Go heap: without a limit the GC would let the heap grow to twice it. Client
+	// buffers are bounded by limits.max_clients_memory beyond their baselines, so the limit includes them.
+	debug.SetMemoryLimit(cfg.Local.MaxMemory + cfg.Limits.MaxClientsMemory + memoryHeadroom)
 	cache, err := localcache.New(localcache.Options{MaxMemory: cfg.Local.MaxMemory})
 	if err != nil {
 		return err
@@ -88,6 +107,7 @@ func run() error {
 		Addresses: cfg.Upstream.Addresses,
 		Username:  cfg.Upstream.Username,
 		Password:  cfg.Upstream.Password,
+		TLS:       upstreamTLS,
 		Conns:     cfg.Upstream.Conns,
 		Timeout:   cfg.Upstream.Timeout,
 		Tracking:  cfg.Upstream.Tracking,
@@ -107,30 +127,36 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if serverTLS != nil {
+		ln = tls.NewListener(ln, serverTLS)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
 	var adminSrv *http.Server
+	adminAddr := ""
 	if cfg.Admin != "" {
 		adminLn, err := net.Listen("tcp", cfg.Admin)
 		if err != nil {
+			srv.Close()
 			return err
 		}
+		adminAddr = adminLn.Addr().String()
 		adminSrv = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go adminSrv.Serve(adminLn)
 	}
-	log.Info("featcache started", "listen", ln.Addr().String(), "admin", cfg.Admin,
-		"upstream", strings.Join(cfg.Upstream.Addresses, ","), "tracking", cfg.Upstream.Tracking,
-		"max_memory", cfg.Local.MaxMemory, "policies", len(cfg.Policies), "config", *configPath)
+	log.Info("featcache started", "listen", ln.Addr().String(), "tls", serverTLS != nil,
+		"client_certificates", cfg.TLS.ClientCAFile != "", "auth", cfg.Password != "", "admin", adminAddr,
+		"upstream", strings.Join(cfg.Upstream.Addresses, ","), "upstream_tls", upstreamTLS != nil,
+		"tracking", cfg.Upstream.Tracking, "max_memory", cfg.Local.MaxMemory, "policies", len(cfg.Policies),
+		"config", *configPath)
 	log.Info("config", "policies", policyNames(cfg.Policies), "warm_sources", len(cfg.Warm.Sources),
 		"ready_after", cfg.Warm.ReadyAfter, "warm_rate", cfg.Warm.Rate, "hotkeys_file", cfg.Warm.HotkeysFile,
 		"hotkeys_zset", cfg.Warm.HotkeysZset, "max_conn_age", cfg.Limits.MaxConnAge,
 		"shutdown_delay", cfg.ShutdownDelay, "shutdown_timeout", cfg.ShutdownTimeout, "log_level", cfg.Log.Level.String(),
-		"auth", cfg.Password != "", "upstream_auth", cfg.Upstream.Password != "")
+		"upstream_auth", cfg.Upstream.Password != "")
 	srv.StartWarmup()
 
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	var stop os.Signal
 	for stop == nil {
 		select {

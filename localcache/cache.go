@@ -109,6 +109,10 @@ type Cache struct {
 	// state is epoch<<32 | session<<1 | untrustedBit (see epochOf, sessionOf). Epoch and session only
 	// ever move forward.
 	state atomic.Uint64
+	// floor is the epoch that the last Flush began: entries of older epochs are never served, not even
+	// under serve-stale. Entries of epochs from floor on that a trust transition left behind are served
+	// only under serve-stale while the upstream fails (see AppendGet). Only ever moves forward.
+	floor atomic.Uint64
 
 	stopTimer func() // stops the coarse timer; nil with an injected clock
 
@@ -158,6 +162,13 @@ func New(opt Options) (*Cache, error) {
 //
 // An entry whose fill began before p.NotBefore is a miss.
 //
+// With allowDead and p.ServeStale, an entry of an earlier tracking session (SetTrusted), which an ordinary
+// lookup does not serve unless p.Revalidate, is served too, on the same terms, as long as no Flush happened
+// since it was stored: serve-stale accepts values up to HardTTL+MaxStale old while the upstream fails, which
+// covers an invalidation missed while tracking was down; an upstream that fails is also why tracking is usually
+// down. A Flush (a null invalidation: FLUSHALL, FLUSHDB, SWAPDB, or a server that came back as another one)
+// means the values are gone upstream: they are never served again.
+//
 // Deadlines are recomputed against p at every lookup, so a policy made stricter takes effect at once:
 // soft = min(SoftAt, FetchedAt+p.SoftTTL), hard = min(HardAt, FetchedAt+p.HardTTL) (NegativeTTL for
 // both on nil entries), both capped at ExpireAt when set, and soft <= hard. Intervals are half-open:
@@ -182,7 +193,7 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 			return nil // a hash is not a value: GET of it is Redis's WRONGTYPE error
 		}
 		unverified := h.Session != session
-		if unverified && !p.Revalidate {
+		if unverified && !p.Revalidate && !(allowDead && p.ServeStale) {
 			return nil
 		}
 		lk = h.lookup(p, nowMs, allowDead, unverified)

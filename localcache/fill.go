@@ -357,9 +357,10 @@ func (c *Cache) Flush() {
 // SetTrusted marks whether invalidations are being received (server-assisted tracking is up). While
 // untrusted, nothing is stored. Both transitions move the tracking session: on the way down, so what
 // was stored before the tracking loss is no longer served as verified (policies without Revalidate
-// drop it; with Revalidate it is unverified); on the way up, so no value fetched while tracking was
-// down is stored after it comes back. Setting the current value again does nothing. A server that
-// comes back as another one (restarted, failed over) needs a Flush as well.
+// drop it, except serve-stale while the upstream fails; with Revalidate it is unverified); on the way
+// up, so no value fetched while tracking was down is stored after it comes back. Setting the current
+// value again does nothing. A server that comes back as another one (restarted, failed over) needs a
+// Flush as well.
 func (c *Cache) SetTrusted(trusted bool) {
 	var bit uint64
 	if !trusted {

@@ -395,3 +395,59 @@ func TestRevalidateKeepsUnverified(t *testing.T) {
 		t.Fatalf("after a flush: %v; want miss", lk.State)
 	}
 }
+
+// TestServeStaleAcrossTrustLoss: an entry a tracking loss made unservable is still served under serve-stale when
+// the upstream fails (allowDead), within the policy's bounds, until a flush; never to an ordinary lookup, never
+// under a policy without serve-stale.
+func TestServeStaleAcrossTrustLoss(t *testing.T) {
+	stale := &Policy{SoftTTL: 10 * time.Second, HardTTL: 60 * time.Second, ServeStale: true, MaxStale: 30 * time.Second}
+	fail := &Policy{SoftTTL: 10 * time.Second, HardTTL: 60 * time.Second}
+	tests := []struct {
+		name      string
+		move      func(c *Cache)
+		p         *Policy
+		at        time.Duration // lookup time after the fill
+		wantServe bool
+	}{
+		{"tracking lost", func(c *Cache) { c.SetTrusted(false) }, stale, 0, true},
+		{"tracking lost and back", func(c *Cache) { c.SetTrusted(false); c.SetTrusted(true) }, stale, 0, true},
+		{"lost, back, lost", func(c *Cache) { c.SetTrusted(false); c.SetTrusted(true); c.SetTrusted(false) }, stale, 0, true},
+		{"tracking lost, past hard ttl", func(c *Cache) { c.SetTrusted(false) }, stale, 80 * time.Second, true},
+		{"tracking lost, past max_stale", func(c *Cache) { c.SetTrusted(false) }, stale, 90 * time.Second, false},
+		{"tracking lost, fail policy", func(c *Cache) { c.SetTrusted(false) }, fail, 0, false},
+		{"flush", (*Cache).Flush, stale, 0, false},
+		{"tracking lost then flush", func(c *Cache) { c.SetTrusted(false); c.Flush() }, stale, 0, false},
+		{"flush while untrusted, then back", func(c *Cache) { c.SetTrusted(false); c.Flush(); c.SetTrusted(true) }, stale, 0, false},
+		{"invalidated while untrusted", func(c *Cache) { c.SetTrusted(false); c.Invalidate([]byte("k")) }, stale, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestCache(t, newClock(t0), nil)
+			if !fill(t, c, "k", value("v"), tt.p) {
+				t.Fatal("not stored")
+			}
+			tt.move(c)
+			at := t0.Add(tt.at)
+			if got, lk := c.AppendGet(nil, []byte("k"), tt.p, at, false); lk.State != StateMiss || len(got) != 0 {
+				t.Fatalf("an ordinary lookup served the entry (%v)", lk.State)
+			}
+			got, lk := c.AppendGet(nil, []byte("k"), tt.p, at, true)
+			if served := lk.State != StateMiss; served != tt.wantServe {
+				t.Fatalf("serve-stale lookup: served %v (%v); want %v", served, lk.State, tt.wantServe)
+			}
+			if tt.wantServe && string(got) != bulk("v") {
+				t.Fatalf("served %q", got)
+			}
+		})
+	}
+	// A value stored after the loss replaces the old one, and is what serve-stale serves.
+	c := newTestCache(t, newClock(t0), nil)
+	fill(t, c, "k", value("old"), stale)
+	c.SetTrusted(false)
+	c.SetTrusted(true)
+	fill(t, c, "k", value("new"), stale)
+	c.SetTrusted(false)
+	if got, _ := c.AppendGet(nil, []byte("k"), stale, t0, true); string(got) != bulk("new") {
+		t.Fatalf("got %q; want the newer value", got)
+	}
+}

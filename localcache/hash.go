@@ -301,12 +301,18 @@ func (c *Cache) LookupHash(key []byte, now time.Time, fn func(e HashEntry)) bool
 	return called
 }
 
+// hidden reports whether the entry's fields may not be served under p at all: an entry of an earlier tracking
+// session is served only under Revalidate, or by serve-stale while the upstream fails (as AppendGet does).
+func (e *HashEntry) hidden(p *Policy, allowDead bool) bool {
+	return e.unverified && !p.Revalidate && !(allowDead && p.ServeStale)
+}
+
 // Field looks field up under its policy p. It returns the field's value (nil with missing for a field that does
 // not exist) and its state: StateMiss when the entry does not hold the field, or holds it past what p allows;
 // otherwise fresh, stale, unverified, or dead (served only with allowDead and p.ServeStale), as for values.
 // A field a complete entry does not list does not exist, as long as the entry's own deadlines allow.
 func (e *HashEntry) Field(field []byte, p *Policy, allowDead bool) (value []byte, missing bool, lk Lookup) {
-	if e.unverified && !p.Revalidate {
+	if e.hidden(p, allowDead) {
 		return nil, false, Lookup{}
 	}
 	found := false
@@ -350,7 +356,7 @@ func (e *HashEntry) Fields(fields [][]byte, pol func(i int) *Policy, allowDead b
 			found |= 1 << i
 			p := pol(i)
 			var lk Lookup
-			if !e.unverified || p.Revalidate {
+			if !e.hidden(p, allowDead) {
 				lk = h.lookup(p, e.nowMs, allowDead, e.unverified)
 			}
 			fn(i, r.value, r.kind == KindNil, lk)
@@ -363,7 +369,7 @@ func (e *HashEntry) Fields(fields [][]byte, pol func(i int) *Policy, allowDead b
 	for i := range fields {
 		if found&(1<<i) == 0 {
 			p := pol(i)
-			if e.unverified && !p.Revalidate {
+			if e.hidden(p, allowDead) {
 				fn(i, nil, true, Lookup{})
 				continue
 			}
@@ -375,13 +381,13 @@ func (e *HashEntry) Fields(fields [][]byte, pol func(i int) *Policy, allowDead b
 }
 
 // Complete reports whether the entry is an image of the whole hash (from HGETALL) that keyPolicy still allows
-// to answer for it; then Each lists every field the hash has.
-func (e *HashEntry) Complete(keyPolicy *Policy) (Lookup, bool) {
-	if !e.complete || e.unverified && !keyPolicy.Revalidate {
+// to answer for it (allowDead: serve-stale while the upstream fails); then Each lists every field the hash has.
+func (e *HashEntry) Complete(keyPolicy *Policy, allowDead bool) (Lookup, bool) {
+	if !e.complete || e.hidden(keyPolicy, allowDead) {
 		return Lookup{}, false
 	}
 	h := e.h
-	lk := h.lookup(keyPolicy, e.nowMs, false, e.unverified)
+	lk := h.lookup(keyPolicy, e.nowMs, allowDead, e.unverified)
 	return lk, lk.State != StateMiss
 }
 
@@ -408,7 +414,7 @@ func (e *HashEntry) Raw(field []byte) (value []byte, ok bool) {
 func (e *HashEntry) EachField(pol func(field []byte) *Policy, allowDead bool, fn func(field, value []byte, missing bool, lk Lookup) bool) {
 	eachRecord(e.records, func(r record) bool {
 		p := pol(r.field)
-		if e.unverified && !p.Revalidate {
+		if e.hidden(p, allowDead) {
 			return fn(r.field, r.value, r.kind == KindNil, Lookup{})
 		}
 		h := Header{Kind: r.kind, FetchedAt: r.fetched, SoftAt: r.soft, HardAt: r.hard, ExpireAt: r.expire}

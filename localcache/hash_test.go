@@ -93,7 +93,7 @@ func TestHashCompleteImage(t *testing.T) {
 	}
 	var listed []string
 	c.LookupHash([]byte("h"), t0, func(e HashEntry) {
-		if _, ok := e.Complete(key); !ok {
+		if _, ok := e.Complete(key, false); !ok {
 			t.Error("the HGETALL image is not complete")
 		}
 		e.Each(func(f, v []byte, missing bool) bool { listed = append(listed, string(f)+"="+string(v)); return true })
@@ -107,7 +107,7 @@ func TestHashCompleteImage(t *testing.T) {
 		t.Errorf("a after the merge: %s", got)
 	}
 	c.LookupHash([]byte("h"), t0, func(e HashEntry) {
-		if _, ok := e.Complete(key); !ok {
+		if _, ok := e.Complete(key, false); !ok {
 			t.Error("a partial fill made the complete image incomplete")
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -54,6 +55,13 @@ const (
 	DefaultShutdownTimeout = 20 * time.Second
 	// DefaultLogFormat is the format of the log lines on standard error.
 	DefaultLogFormat = "text"
+	// DefaultMaxOutputBytes bounds the reply bytes featcache holds for one client that the client has not read.
+	DefaultMaxOutputBytes = 64 * mib
+	// DefaultOutputTimeout is how long a client may leave featcache's replies unread before it is disconnected.
+	DefaultOutputTimeout = 30 * time.Second
+	// DefaultMaxClientsMemory bounds the buffer memory all clients together hold beyond each one's small
+	// baseline.
+	DefaultMaxClientsMemory = 256 * mib
 )
 
 // DefaultDeny is the commands.deny list used when the file gives none: commands that would let a client change or
@@ -73,6 +81,11 @@ type Config struct {
 	Admin string
 	// Password, if not "", must be given by clients with AUTH (AUTH pass, or AUTH default pass). Default "".
 	Password string
+	// ProtectedMode refuses a configuration whose Listen address is not a loopback one while clients need neither
+	// a password nor a client certificate (TLS.ClientCAFile). Default true.
+	ProtectedMode bool
+	// TLS, when its CertFile is set, makes the RESP listener accept TLS connections only.
+	TLS TLS
 	// Upstream is the Redis featcache reads from and writes to.
 	Upstream Upstream
 	// Local is the in-process cache tier.
@@ -130,6 +143,37 @@ type Upstream struct {
 	// tracking loss (policies with on_tracking_loss: revalidate), so a recovering store is not hammered. Bursts
 	// of up to a tenth of a second's worth are allowed. Default DefaultRevalidateRate; at least 1.
 	RevalidateRate int
+	// TLS configures TLS to the upstream. Default off.
+	TLS UpstreamTLS
+}
+
+// TLS is the RESP listener's TLS configuration. The zero value is plain TCP.
+type TLS struct {
+	// CertFile and KeyFile are PEM files of the server certificate (with its chain) and its private key; both or
+	// neither. Default "": no TLS.
+	CertFile, KeyFile string
+	// ClientCAFile, if set, is a PEM file of the CAs client certificates must chain to: clients without such a
+	// certificate cannot connect (mutual TLS). Needs CertFile. Default "": no client certificates asked for.
+	ClientCAFile string
+}
+
+// Enabled reports whether the listener speaks TLS.
+func (t *TLS) Enabled() bool { return t.CertFile != "" }
+
+// UpstreamTLS is the TLS configuration of featcache's connections to the upstream. The zero value is plain TCP.
+type UpstreamTLS struct {
+	// Enabled turns TLS on. The other fields need it. Default false.
+	Enabled bool
+	// CAFile is a PEM file of the CAs the upstream's certificate must chain to. Default "": the system's roots.
+	CAFile string
+	// CertFile and KeyFile are PEM files of a client certificate and its key, for an upstream that asks for one
+	// (Redis tls-auth-clients yes); both or neither. Default "".
+	CertFile, KeyFile string
+	// ServerName is the name the upstream's certificate must hold. Default "": the host of each upstream address.
+	ServerName string
+	// InsecureSkipVerify accepts any upstream certificate: the connection is encrypted but not authenticated.
+	// For tests only. Default false.
+	InsecureSkipVerify bool
 }
 
 // Local is the in-process cache tier.
@@ -154,7 +198,25 @@ type Limits struct {
 	// inside a transaction or a subscription, so that load rebalances after a scale-out. 0 or at least
 	// MinMaxConnAge. Default 0: connections live as long as their clients keep them.
 	MaxConnAge time.Duration
+	// IdleTimeout closes a client that sent no command for this long; 0 never does. Subscribed clients and
+	// clients waiting in a blocking command are never idle. Default 0.
+	IdleTimeout time.Duration
+	// MaxOutputBytes bounds the reply bytes featcache holds for one client that the client has not read yet, at
+	// least 1KB: a client whose single reply would exceed it is disconnected. Default DefaultMaxOutputBytes.
+	MaxOutputBytes int64
+	// OutputTimeout disconnects a client that leaves featcache's replies unread for this long (a write to it
+	// makes no progress). Greater than 0. Default DefaultOutputTimeout.
+	OutputTimeout time.Duration
+	// MaxClientsMemory bounds the request and reply buffer bytes all clients together hold beyond each client's
+	// baseline (ClientBaselineBytes). It must hold at least one largest request twice (read, and sent upstream)
+	// and one largest reply (2 x MaxRequestBytes + MaxOutputBytes). Default DefaultMaxClientsMemory.
+	MaxClientsMemory int64
 }
+
+// ClientBaselineBytes is the buffer memory every client may hold without drawing on limits.max_clients_memory: its
+// initial read buffer and a batch of small replies. The process's memory is therefore bounded by local.max_memory
+// + limits.max_clients x (ClientBaselineBytes + a goroutine and a socket) + limits.max_clients_memory.
+const ClientBaselineBytes = 128 * kib
 
 // Commands says which commands featcache refuses.
 type Commands struct {
@@ -168,8 +230,9 @@ type Commands struct {
 // Default returns a Config with every default filled in and no policies.
 func Default() *Config {
 	return &Config{
-		Listen: DefaultListen,
-		Admin:  DefaultAdmin,
+		Listen:        DefaultListen,
+		Admin:         DefaultAdmin,
+		ProtectedMode: true,
 		Upstream: Upstream{
 			Addresses: []string{DefaultUpstreamAddress},
 			Tracking:  true,
@@ -180,10 +243,13 @@ func Default() *Config {
 		},
 		Local: Local{MaxMemory: DefaultMaxMemory},
 		Limits: Limits{
-			MaxRequestBytes: DefaultMaxRequestBytes,
-			MaxArgs:         DefaultMaxArgs,
-			MaxInlineBytes:  DefaultMaxInlineBytes,
-			MaxClients:      DefaultMaxClients,
+			MaxRequestBytes:  DefaultMaxRequestBytes,
+			MaxArgs:          DefaultMaxArgs,
+			MaxInlineBytes:   DefaultMaxInlineBytes,
+			MaxClients:       DefaultMaxClients,
+			MaxOutputBytes:   DefaultMaxOutputBytes,
+			OutputTimeout:    DefaultOutputTimeout,
+			MaxClientsMemory: DefaultMaxClientsMemory,
 		},
 		Commands:        Commands{Deny: append([]string(nil), DefaultDeny...)},
 		ShutdownDelay:   DefaultShutdownDelay,
@@ -258,8 +324,8 @@ func parseDocument(data []byte) (*yaml.Node, error) {
 }
 
 // topFields are the top-level fields of the file.
-var topFields = []string{"listen", "admin", "admin_pprof", "password", "shutdown_delay", "shutdown_timeout", "log",
-	"upstream", "local", "limits", "commands", "warm", "policies", "feast"}
+var topFields = []string{"listen", "admin", "admin_pprof", "password", "protected_mode", "tls", "shutdown_delay",
+	"shutdown_timeout", "log", "upstream", "local", "limits", "commands", "warm", "policies", "feast"}
 
 // decode sets the fields the document root gives.
 func (c *Config) decode(root *yaml.Node) error {
@@ -291,6 +357,10 @@ func (c *Config) decode(root *yaml.Node) error {
 			err = c.Warm.decode(f.val)
 		case "password":
 			c.Password, err = stringValue(f.val, "password")
+		case "protected_mode":
+			c.ProtectedMode, err = boolValue(f.val, "protected_mode")
+		case "tls":
+			err = c.TLS.decode(f.val)
 		case "upstream":
 			err = c.Upstream.decode(f.val)
 		case "local":
@@ -315,7 +385,8 @@ func (c *Config) decode(root *yaml.Node) error {
 }
 
 func (u *Upstream) decode(n *yaml.Node) error {
-	fs, err := fields(n, "upstream", []string{"addresses", "username", "password", "tracking", "timeout", "conns", "revalidate_rate"})
+	fs, err := fields(n, "upstream", []string{"addresses", "username", "password", "tracking", "timeout", "conns",
+		"revalidate_rate", "tls"})
 	if err != nil {
 		return err
 	}
@@ -336,6 +407,59 @@ func (u *Upstream) decode(n *yaml.Node) error {
 			u.Conns, err = intValue(f.val, name)
 		case "revalidate_rate":
 			u.RevalidateRate, err = intValue(f.val, name)
+		case "tls":
+			err = u.TLS.decode(f.val)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *TLS) decode(n *yaml.Node) error {
+	fs, err := fields(n, "tls", []string{"cert_file", "key_file", "client_ca_file"})
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		name := "tls." + f.name
+		switch f.name {
+		case "cert_file":
+			t.CertFile, err = stringValue(f.val, name)
+		case "key_file":
+			t.KeyFile, err = stringValue(f.val, name)
+		case "client_ca_file":
+			t.ClientCAFile, err = stringValue(f.val, name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *UpstreamTLS) decode(n *yaml.Node) error {
+	fs, err := fields(n, "upstream.tls", []string{"enabled", "ca_file", "cert_file", "key_file", "server_name",
+		"insecure_skip_verify"})
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		name := "upstream.tls." + f.name
+		switch f.name {
+		case "enabled":
+			t.Enabled, err = boolValue(f.val, name)
+		case "ca_file":
+			t.CAFile, err = stringValue(f.val, name)
+		case "cert_file":
+			t.CertFile, err = stringValue(f.val, name)
+		case "key_file":
+			t.KeyFile, err = stringValue(f.val, name)
+		case "server_name":
+			t.ServerName, err = stringValue(f.val, name)
+		case "insecure_skip_verify":
+			t.InsecureSkipVerify, err = boolValue(f.val, name)
 		}
 		if err != nil {
 			return err
@@ -358,7 +482,8 @@ func (l *Local) decode(n *yaml.Node) error {
 }
 
 func (l *Limits) decode(n *yaml.Node) error {
-	fs, err := fields(n, "limits", []string{"max_request_bytes", "max_args", "max_inline_bytes", "max_clients", "max_conn_age"})
+	fs, err := fields(n, "limits", []string{"max_request_bytes", "max_args", "max_inline_bytes", "max_clients",
+		"max_conn_age", "idle_timeout", "max_output_bytes", "output_timeout", "max_clients_memory"})
 	if err != nil {
 		return err
 	}
@@ -381,6 +506,14 @@ func (l *Limits) decode(n *yaml.Node) error {
 			l.MaxClients, err = intValue(f.val, name)
 		case "max_conn_age":
 			l.MaxConnAge, err = durationValue(f.val, name)
+		case "idle_timeout":
+			l.IdleTimeout, err = durationValue(f.val, name)
+		case "max_output_bytes":
+			l.MaxOutputBytes, err = sizeValue(f.val, name)
+		case "output_timeout":
+			l.OutputTimeout, err = durationValue(f.val, name)
+		case "max_clients_memory":
+			l.MaxClientsMemory, err = sizeValue(f.val, name)
 		}
 		if err != nil {
 			return err
@@ -523,6 +656,21 @@ func (c *Config) Validate() error {
 	if err := c.Warm.validate(); err != nil {
 		return err
 	}
+	if l.IdleTimeout < 0 {
+		return fmt.Errorf("limits.idle_timeout: must not be negative, got %q", formatDuration(l.IdleTimeout))
+	}
+	if l.MaxOutputBytes < kib {
+		return fmt.Errorf("limits.max_output_bytes: must be at least 1KB, got %q", formatSize(l.MaxOutputBytes))
+	}
+	if l.OutputTimeout <= 0 {
+		return fmt.Errorf("limits.output_timeout: must be greater than 0, got %q", formatDuration(l.OutputTimeout))
+	}
+	// A request is held twice while it is forwarded: in the read buffer and in the upstream payload.
+	if need := 2*min(l.MaxRequestBytes, math.MaxInt64/4) + min(l.MaxOutputBytes, math.MaxInt64/4); l.MaxClientsMemory < need {
+		return fmt.Errorf("limits.max_clients_memory: must hold at least one largest request, twice (as read and "+
+			"as sent upstream), and one largest reply (2 x max_request_bytes + max_output_bytes = %s), got %q",
+			formatSize(need), formatSize(l.MaxClientsMemory))
+	}
 	for i, d := range c.Commands.Deny {
 		if err := checkDenyEntry(d); err != nil {
 			return fmt.Errorf("commands.deny[%d]: %w", i, err)
@@ -533,7 +681,77 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
+	if err := c.checkProtectedMode(); err != nil {
+		return err
+	}
 	return validatePolicies(c.Policies)
+}
+
+// validateTLS checks that the TLS fields are given together where they must be. Whether the files exist and hold
+// certificates is checked when they are loaded (TLS.ServerConfig, UpstreamTLS.ClientConfig), at start.
+func (c *Config) validateTLS() error {
+	t := &c.TLS
+	switch {
+	case t.CertFile == "" && t.KeyFile != "":
+		return errors.New("tls.key_file: is set but tls.cert_file is not (set both, or neither for plain TCP)")
+	case t.CertFile != "" && t.KeyFile == "":
+		return errors.New("tls.cert_file: is set but tls.key_file is not (set both, or neither for plain TCP)")
+	case t.ClientCAFile != "" && t.CertFile == "":
+		return errors.New("tls.client_ca_file: needs tls.cert_file and tls.key_file (client certificates are asked for over TLS)")
+	}
+	u := &c.Upstream.TLS
+	if !u.Enabled {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"ca_file", u.CAFile != ""}, {"cert_file", u.CertFile != ""}, {"key_file", u.KeyFile != ""},
+			{"server_name", u.ServerName != ""}, {"insecure_skip_verify", u.InsecureSkipVerify},
+		} {
+			if f.set {
+				return fmt.Errorf("upstream.tls.%s: has no effect without upstream.tls.enabled: true", f.name)
+			}
+		}
+		return nil
+	}
+	switch {
+	case u.CertFile == "" && u.KeyFile != "":
+		return errors.New("upstream.tls.key_file: is set but upstream.tls.cert_file is not (set both, or neither)")
+	case u.CertFile != "" && u.KeyFile == "":
+		return errors.New("upstream.tls.cert_file: is set but upstream.tls.key_file is not (set both, or neither)")
+	case u.InsecureSkipVerify && (u.CAFile != "" || u.ServerName != ""):
+		return errors.New("upstream.tls.insecure_skip_verify: true ignores upstream.tls.ca_file and server_name; set one or the other")
+	}
+	return nil
+}
+
+// checkProtectedMode refuses to serve a non-loopback address to clients that need no credentials: featcache speaks
+// to the store as its own upstream user, so an open listener would hand the store to whoever can reach it.
+// Redis's own protected mode answers such clients -DENIED; featcache refuses to start instead.
+func (c *Config) checkProtectedMode() error {
+	if !c.ProtectedMode || c.Password != "" || c.TLS.ClientCAFile != "" || isLoopbackAddress(c.Listen) {
+		return nil
+	}
+	return fmt.Errorf("listen: %q is not a loopback address and clients need no credentials (protected mode): set "+
+		"password, or tls.client_ca_file for client certificates, or protected_mode: false to serve it open", c.Listen)
+}
+
+// isLoopbackAddress reports whether a listen address accepts loopback connections only. An empty host (every
+// interface) is not loopback; a name other than "localhost" is not trusted to be, since resolving it at start would
+// not say what it resolves to later.
+func isLoopbackAddress(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // checkAddress checks a host:port. Listeners may leave the host empty (":6380", every interface) and use port 0 (any

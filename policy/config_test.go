@@ -185,7 +185,8 @@ upstream:
 		// limits
 		{name: "limits fields", input: "limits:\n  max_request_bytes: 1MB\n  max_args: 1000\n  max_inline_bytes: 4KB\n  max_clients: 50\n",
 			check: func(t *testing.T, c *Config) {
-				want := Limits{MaxRequestBytes: 1 << 20, MaxArgs: 1000, MaxInlineBytes: 4 << 10, MaxClients: 50}
+				want := Limits{MaxRequestBytes: 1 << 20, MaxArgs: 1000, MaxInlineBytes: 4 << 10, MaxClients: 50,
+					MaxOutputBytes: 64 << 20, OutputTimeout: 30 * time.Second, MaxClientsMemory: 256 << 20}
 				if c.Limits != want {
 					t.Errorf("got %+v; want %+v", c.Limits, want)
 				}
@@ -204,6 +205,121 @@ upstream:
 			errSubstr: `limits.max_inline_bytes: must be at least 1KB, got "512B"`},
 		{name: "limits max_clients zero", input: "limits:\n  max_clients: 0\n", shouldErr: true,
 			errSubstr: `limits.max_clients: must be at least 1, got 0`},
+		{name: "limits client fields", input: "limits:\n  idle_timeout: 5m\n  max_output_bytes: 8MB\n  output_timeout: 10s\n  max_clients_memory: 1GB\n",
+			check: func(t *testing.T, c *Config) {
+				l := c.Limits
+				if l.IdleTimeout != 5*time.Minute || l.MaxOutputBytes != 8<<20 || l.OutputTimeout != 10*time.Second ||
+					l.MaxClientsMemory != 1<<30 {
+					t.Errorf("got %+v", l)
+				}
+			}},
+		{name: "limits idle_timeout 0 is never", input: "limits:\n  idle_timeout: 0\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Limits.IdleTimeout != 0 {
+					t.Errorf("got %v; want 0", c.Limits.IdleTimeout)
+				}
+			}},
+		{name: "limits idle_timeout negative", input: "limits:\n  idle_timeout: -1s\n", shouldErr: true,
+			errSubstr: `limits.idle_timeout: negative duration "-1s" is invalid (line 2)`},
+		{name: "limits idle_timeout without unit", input: "limits:\n  idle_timeout: 300\n", shouldErr: true,
+			errSubstr: `limits.idle_timeout: invalid duration "300"`},
+		{name: "limits max_output_bytes too small", input: "limits:\n  max_output_bytes: 100\n", shouldErr: true,
+			errSubstr: `limits.max_output_bytes: must be at least 1KB, got "100B"`},
+		{name: "limits max_output_bytes invalid", input: "limits:\n  max_output_bytes: huge\n", shouldErr: true,
+			errSubstr: `limits.max_output_bytes: invalid size "huge" (use a number of bytes, or KB, MB, GB) (line 2)`},
+		{name: "limits output_timeout zero", input: "limits:\n  output_timeout: 0s\n", shouldErr: true,
+			errSubstr: `limits.output_timeout: must be greater than 0, got "0s"`},
+		{name: "limits max_clients_memory below one request and reply", input: "limits:\n  max_clients_memory: 190MB\n", shouldErr: true,
+			errSubstr: `limits.max_clients_memory: must hold at least one largest request, twice (as read and as sent upstream), and one largest reply (2 x max_request_bytes + max_output_bytes = 192MB), got "190MB"`},
+		{name: "limits max_clients_memory follows smaller limits", input: "limits:\n  max_request_bytes: 1MB\n  max_output_bytes: 1MB\n  max_clients_memory: 3MB\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Limits.MaxClientsMemory != 3<<20 {
+					t.Errorf("got %d", c.Limits.MaxClientsMemory)
+				}
+			}},
+		{name: "limits sizes that would overflow", input: "limits:\n  max_request_bytes: 8000000000GB\n  max_output_bytes: 8000000000GB\n", shouldErr: true,
+			errSubstr: `limits.max_clients_memory: must hold at least one largest request, twice`},
+
+		// protected mode
+		{name: "protected mode refuses an open non-loopback listener", input: `listen: "0.0.0.0:6380"`, shouldErr: true,
+			errSubstr: `listen: "0.0.0.0:6380" is not a loopback address and clients need no credentials (protected mode): set password, or tls.client_ca_file for client certificates, or protected_mode: false to serve it open`},
+		{name: "protected mode: every interface", input: `listen: ":6380"`, shouldErr: true,
+			errSubstr: `listen: ":6380" is not a loopback address`},
+		{name: "protected mode: IPv6 any", input: `listen: "[::]:6380"`, shouldErr: true,
+			errSubstr: `listen: "[::]:6380" is not a loopback address`},
+		{name: "protected mode: a host name", input: `listen: "featcache.svc:6380"`, shouldErr: true,
+			errSubstr: `listen: "featcache.svc:6380" is not a loopback address`},
+		{name: "protected mode: a private address", input: `listen: "10.1.2.3:6380"`, shouldErr: true,
+			errSubstr: `(protected mode)`},
+		{name: "protected mode: loopback v4", input: `listen: "127.0.0.2:6380"`},
+		{name: "protected mode: loopback v6", input: `listen: "[::1]:6380"`},
+		{name: "protected mode: localhost", input: `listen: "LocalHost:6380"`},
+		{name: "protected mode: satisfied by a password", input: "listen: \":6380\"\npassword: pw\n"},
+		{name: "protected mode: satisfied by client certificates",
+			input: "listen: \":6380\"\ntls: {cert_file: c.pem, key_file: k.pem, client_ca_file: ca.pem}\n"},
+		{name: "protected mode: not by server TLS alone", input: "listen: \":6380\"\ntls: {cert_file: c.pem, key_file: k.pem}\n",
+			shouldErr: true, errSubstr: `(protected mode)`},
+		{name: "protected mode off", input: "listen: \"0.0.0.0:6380\"\nprotected_mode: false\n",
+			check: func(t *testing.T, c *Config) {
+				if c.ProtectedMode {
+					t.Errorf("got protected_mode true")
+				}
+			}},
+		{name: "protected mode invalid", input: "protected_mode: off\n", shouldErr: true,
+			errSubstr: `protected_mode: invalid boolean "off" (use true or false) (line 1)`},
+
+		// tls
+		{name: "tls fields", input: "tls:\n  cert_file: /etc/fc/cert.pem\n  key_file: /etc/fc/key.pem\n  client_ca_file: /etc/fc/ca.pem\n",
+			check: func(t *testing.T, c *Config) {
+				want := TLS{CertFile: "/etc/fc/cert.pem", KeyFile: "/etc/fc/key.pem", ClientCAFile: "/etc/fc/ca.pem"}
+				if c.TLS != want || !c.TLS.Enabled() {
+					t.Errorf("got %+v; want %+v", c.TLS, want)
+				}
+			}},
+		{name: "tls unknown field", input: "tls:\n  ca_file: x\n", shouldErr: true,
+			errSubstr: `tls: unknown field "ca_file" (line 2)`},
+		{name: "tls cert without key", input: "tls:\n  cert_file: c.pem\n", shouldErr: true,
+			errSubstr: `tls.cert_file: is set but tls.key_file is not`},
+		{name: "tls key without cert", input: "tls:\n  key_file: k.pem\n", shouldErr: true,
+			errSubstr: `tls.key_file: is set but tls.cert_file is not`},
+		{name: "tls client CA without cert", input: "tls:\n  client_ca_file: ca.pem\n", shouldErr: true,
+			errSubstr: `tls.client_ca_file: needs tls.cert_file and tls.key_file`},
+		{name: "tls cert null", input: "tls:\n  cert_file:\n", shouldErr: true,
+			errSubstr: `tls.cert_file: expected a string (write "" for an empty one), got nothing (line 2)`},
+
+		// upstream.tls
+		{name: "upstream tls fields", input: `
+upstream:
+  tls:
+    enabled: true
+    ca_file: ca.pem
+    cert_file: c.pem
+    key_file: k.pem
+    server_name: redis.internal
+`, check: func(t *testing.T, c *Config) {
+			want := UpstreamTLS{Enabled: true, CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "redis.internal"}
+			if c.Upstream.TLS != want {
+				t.Errorf("got %+v; want %+v", c.Upstream.TLS, want)
+			}
+		}},
+		{name: "upstream tls insecure", input: "upstream:\n  tls: {enabled: true, insecure_skip_verify: true}\n",
+			check: func(t *testing.T, c *Config) {
+				if !c.Upstream.TLS.InsecureSkipVerify {
+					t.Errorf("got %+v", c.Upstream.TLS)
+				}
+			}},
+		{name: "upstream tls field without enabled", input: "upstream:\n  tls:\n    ca_file: ca.pem\n", shouldErr: true,
+			errSubstr: `upstream.tls.ca_file: has no effect without upstream.tls.enabled: true`},
+		{name: "upstream tls insecure without enabled", input: "upstream:\n  tls: {insecure_skip_verify: true}\n", shouldErr: true,
+			errSubstr: `upstream.tls.insecure_skip_verify: has no effect without upstream.tls.enabled: true`},
+		{name: "upstream tls cert without key", input: "upstream:\n  tls: {enabled: true, cert_file: c.pem}\n", shouldErr: true,
+			errSubstr: `upstream.tls.cert_file: is set but upstream.tls.key_file is not`},
+		{name: "upstream tls insecure with a CA", input: "upstream:\n  tls: {enabled: true, insecure_skip_verify: true, ca_file: ca.pem}\n", shouldErr: true,
+			errSubstr: `upstream.tls.insecure_skip_verify: true ignores upstream.tls.ca_file and server_name`},
+		{name: "upstream tls unknown field", input: "upstream:\n  tls: {enable: true}\n", shouldErr: true,
+			errSubstr: `upstream.tls: unknown field "enable" (line 2)`},
+		{name: "upstream tls enabled invalid", input: "upstream:\n  tls: {enabled: yes}\n", shouldErr: true,
+			errSubstr: `upstream.tls.enabled: invalid boolean "yes"`},
 
 		// commands
 		{name: "commands deny replaces the default", input: "commands:\n  deny: [FLUSHALL, \"Client|Kill\"]\n",
@@ -542,12 +658,14 @@ policies:
 func TestDefault(t *testing.T) {
 	c := Default()
 	want := &Config{
-		Listen: "127.0.0.1:6380",
-		Admin:  "127.0.0.1:9121",
+		Listen:        "127.0.0.1:6380",
+		Admin:         "127.0.0.1:9121",
+		ProtectedMode: true,
 		Upstream: Upstream{Addresses: []string{"127.0.0.1:6379"}, Tracking: true, Timeout: time.Second,
 			Conns: 4, RevalidateRate: 1000},
-		Local:  Local{MaxMemory: 256 << 20},
-		Limits: Limits{MaxRequestBytes: 64 << 20, MaxArgs: 1048576, MaxInlineBytes: 64 << 10, MaxClients: 10000},
+		Local: Local{MaxMemory: 256 << 20},
+		Limits: Limits{MaxRequestBytes: 64 << 20, MaxArgs: 1048576, MaxInlineBytes: 64 << 10, MaxClients: 10000,
+			IdleTimeout: 0, MaxOutputBytes: 64 << 20, OutputTimeout: 30 * time.Second, MaxClientsMemory: 256 << 20},
 		Commands: Commands{Deny: []string{"acl", "bgrewriteaof", "bgsave", "config", "debug", "failover", "module",
 			"monitor", "psync", "replconf", "replicaof", "save", "shutdown", "slaveof", "sync"}},
 		ShutdownDelay:   5 * time.Second,
@@ -591,6 +709,13 @@ func TestValidate(t *testing.T) {
 		{name: "valid", change: func(c *Config) {}},
 		{name: "flag overrides listen", change: func(c *Config) { c.Listen = "nope" }, shouldErr: true,
 			errSubstr: `listen: invalid address "nope"`},
+		{name: "flag overrides listen to every interface", change: func(c *Config) { c.Listen = ":6380" }, shouldErr: true,
+			errSubstr: `listen: ":6380" is not a loopback address and clients need no credentials (protected mode)`},
+		{name: "flag overrides listen, protected mode off", change: func(c *Config) { c.Listen = ":6380"; c.ProtectedMode = false }},
+		{name: "negative idle timeout", change: func(c *Config) { c.Limits.IdleTimeout = -time.Second }, shouldErr: true,
+			errSubstr: `limits.idle_timeout: must not be negative, got "-1s"`},
+		{name: "no output timeout", change: func(c *Config) { c.Limits.OutputTimeout = 0 }, shouldErr: true,
+			errSubstr: `limits.output_timeout: must be greater than 0, got "0s"`},
 		{name: "no upstream", change: func(c *Config) { c.Upstream.Addresses = nil }, shouldErr: true,
 			errSubstr: `upstream.addresses: must name at least one host:port`},
 		{name: "upper-case deny", change: func(c *Config) { c.Commands.Deny = []string{"CONFIG"} }, shouldErr: true,
@@ -827,7 +952,7 @@ func TestExampleConfig(t *testing.T) {
 	if !reflect.DeepEqual(c.Upstream, d.Upstream) || c.Local != d.Local || c.Limits != d.Limits ||
 		!reflect.DeepEqual(c.Commands, d.Commands) || c.Password != d.Password || c.Log != d.Log ||
 		c.ShutdownDelay != d.ShutdownDelay || c.ShutdownTimeout != d.ShutdownTimeout || c.AdminPprof != d.AdminPprof ||
-		!reflect.DeepEqual(c.Warm, d.Warm) {
+		!reflect.DeepEqual(c.Warm, d.Warm) || c.ProtectedMode != d.ProtectedMode || c.TLS != d.TLS {
 		t.Errorf("config.yaml shows other values than the defaults:\n got %+v %+v %+v %+v\nwant %+v %+v %+v %+v",
 			c.Upstream, c.Local, c.Limits, c.Commands, d.Upstream, d.Local, d.Limits, d.Commands)
 	}
@@ -859,6 +984,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("upstream:\n  addresses: [\"a:1\"]\n  timeout: 1x\n"))
 	f.Add([]byte("local:\n  max_memory: 1.5GB\nlimits:\n  max_inline_bytes: 4KB\n"))
 	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte("listen: \":6380\"\nprotected_mode: false\ntls: {cert_file: c, key_file: k, client_ca_file: ca}\n"))
+	f.Add([]byte("upstream:\n  tls: {enabled: true, ca_file: ca, server_name: r, insecure_skip_verify: false}\n"))
+	f.Add([]byte("limits: {idle_timeout: 5m, max_output_bytes: 1KB, output_timeout: 1s, max_clients_memory: 1GB}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -84,6 +85,17 @@ type client struct {
 	// connection keeps between batches (leaveAt, or none), restored after anything that moves it.
 	leaveAt  time.Time
 	deadline time.Time
+
+	closing    bool  // a limit ended the connection: nothing more is executed or written
+	memoryFull bool  // the budget refused what the client's replies need: the connection closes at the next flush
+	oversize   bool  // a reply exceeded limits.max_output_bytes: the connection closes at the next flush
+	reserved   int64 // bytes reserved from the server's budget (limits.max_clients_memory)
+	nextCharge int   // pending reply size at which outputOver charges the budget again
+
+	// Sequence numbers the watchdog reads: odd while the client waits for a command (rseq, only with
+	// limits.idle_timeout) or for a write to the client to complete (wseq).
+	rseq, wseq      atomic.Uint64
+	wdIdle, wdWrite waitMark // the watchdog's notes of those waits
 }
 
 func (s *Server) newClient(nc net.Conn) *client {
@@ -107,6 +119,7 @@ func (s *Server) newClient(nc net.Conn) *client {
 		c.leaveAt = time.Now().Add(age - time.Duration(rand.Int64N(int64(age/10)+1)))
 		c.deadline = c.leaveAt
 	}
+	c.rd.SetGrowth(func(extra int) bool { return c.account(extra) })
 	return c
 }
 
@@ -119,11 +132,23 @@ func (s *Server) limits() Limits {
 // connection gently: when it drains (shutdown) or when the connection reaches limits.max_conn_age, at the first
 // point where nothing the client sent is unanswered (see leave).
 func (c *client) serve() {
+	if !c.handshake() {
+		return
+	}
 	if !c.deadline.IsZero() {
 		c.nc.SetReadDeadline(c.deadline)
 	}
+	idle := c.srv.opt.Config.Limits.IdleTimeout > 0
 	for !c.quit {
+		// A subscribed client waits for messages, not commands: it is never idle.
+		marked := idle && (c.sub == nil || !c.sub.on)
+		if marked {
+			c.rseq.Add(1)
+		}
 		cmds, err := c.rd.ReadBatch(c.cmds[:0])
+		if marked {
+			c.rseq.Add(1)
+		}
 		c.cmds = cmds
 		if len(cmds) > 0 {
 			slow := c.srv.cfg.Load().Log.SlowCommand
@@ -140,6 +165,11 @@ func (c *client) serve() {
 					c.logSlow(cmds, d)
 				}
 			}
+			c.trim()
+			if !c.account(0) {
+				c.fail(ErrClientMemory)
+				return
+			}
 		}
 		if err != nil {
 			// A read deadline is how the server interrupts the wait for the next command (Shutdown, max_conn_age).
@@ -151,10 +181,15 @@ func (c *client) serve() {
 				continue
 			}
 			var pe *ProtocolError
-			if errors.As(err, &pe) {
+			switch {
+			case err == ErrClientMemory:
+				c.srv.stats.MemoryLimits.Add(1)
+				c.fail(ErrClientMemory)
+			case errors.As(err, &pe):
+				c.srv.stats.ProtocolErrors.Add(1)
 				c.out = appendError(c.out[:0], "ERR "+pe.Error())
 				c.flush()
-			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				c.srv.log.Debug("client read", "client", c.id, "err", err)
 			}
 			return
@@ -332,29 +367,78 @@ func (c *client) logSlow(cmds []Command, d time.Duration) {
 		"commands", len(cmds), "names", strings.Join(names, ","))
 }
 
-// flush writes the batch's replies. It reports false when the client is gone.
-func (c *client) flush() bool {
-	if len(c.out) == 0 {
+// handshake completes a TLS client's handshake within Options.TLSHandshakeTimeout, so that a connection that never
+// completes one does not stay open. It reports false when the handshake failed.
+func (c *client) handshake() bool {
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok {
 		return true
 	}
-	c.wmu.Lock()
-	_, err := c.nc.Write(c.out)
-	c.wmu.Unlock()
-	if cap(c.out) > 1<<20 {
-		c.out = nil
-	} else {
-		c.out = c.out[:0]
+	tc.SetDeadline(time.Now().Add(c.srv.opt.TLSHandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		c.srv.stats.TLSHandshakeErrors.Add(1)
+		c.srv.log.Debug("client TLS handshake", "client", c.id, "addr", c.nc.RemoteAddr().String(), "err", err)
+		return false
 	}
-	return err == nil
+	tc.SetDeadline(time.Time{})
+	return true
 }
 
-// close releases what the connection holds upstream.
+// flush writes the replies ready so far. It reports false when the connection is to close: the client is gone, or
+// a reply exceeded limits.max_output_bytes, or the client's buffers did not fit in limits.max_clients_memory.
+func (c *client) flush() bool {
+	switch {
+	case c.closing:
+		return false
+	case c.oversize:
+		c.srv.stats.OutputLimits.Add(1)
+		c.fail(ErrOutputLimit)
+		return false
+	case c.memoryFull:
+		c.srv.stats.MemoryLimits.Add(1)
+		c.fail(ErrClientMemory)
+		return false
+	case len(c.out) == 0:
+		return true
+	}
+	ok := c.send(c.out)
+	c.out = c.out[:0]
+	c.nextCharge = 0
+	return ok
+}
+
+// retainBytes is the capacity a reply or payload buffer may keep between batches; larger ones, grown by a large
+// batch, are dropped, so that an idle client holds little more than policy.ClientBaselineBytes.
+const retainBytes = 32 << 10
+
+// trim drops buffers a large batch grew, once the batch is done.
+func (c *client) trim() {
+	c.rd.Shrink(c.cmds)
+	if cap(c.out) > retainBytes {
+		c.out = nil
+	}
+	if cap(c.seg.tail) > retainBytes {
+		c.seg.tail = nil
+	}
+	if cap(c.seg.req) > retainBytes {
+		c.seg.req = nil
+	}
+	if cap(c.call.Replies) > retainBytes {
+		c.call.Replies = nil
+	}
+	if !c.tx.multi && cap(c.tx.queue)+cap(c.tx.arena) > retainBytes {
+		c.tx.queue, c.tx.arena = nil, nil
+	}
+}
+
+// close releases what the connection holds upstream, and its share of the client memory budget.
 func (c *client) close() {
 	c.nc.Close()
 	c.tx.close()
 	if c.sub != nil {
 		c.sub.close()
 	}
+	c.release()
 }
 
 // now is the time of the current batch: every lookup of one pipeline sees the same instant.

@@ -26,12 +26,13 @@ func (c *client) execBatch(cmds []Command) {
 	c.arena = c.arena[:0]
 	defer c.abandonFills(errInternal)
 	for i := range cmds {
+		pending := len(c.out) + len(c.seg.tail)
 		if c.reply == replyOn {
 			c.exec(&cmds[i])
 		} else {
 			c.execMuted(&cmds[i])
 		}
-		if c.quit {
+		if c.quit || !c.settleOutput(pending) {
 			break
 		}
 	}
@@ -191,10 +192,15 @@ func (c *client) readMget(cmd *Command) {
 			}
 		}
 	}
+	start := len(c.out) + len(c.seg.tail)
 	region := c.seg.openRegion(&c.out)
 	buf := c.seg.buf(&c.out)
 	*buf = appendArrayLen(*buf, len(keys))
 	for _, key := range keys {
+		if c.outputOver(start) {
+			// The connection closes when this batch's replies are flushed: building the rest would only grow them.
+			break
+		}
 		pol := ps.matcher.Match(key)
 		if pol == nil || !pol.Cache {
 			ps.countersFor(pol).results[resultBypass].Add(1)
@@ -299,6 +305,11 @@ func (c *client) runSegment() {
 		err := c.srv.up.Do(c.call, s.req, s.frames)
 		c.srv.metrics.observeUpstream(s.class(), start)
 		c.srv.stats.RoundTrips.Add(1)
+		// The replies are in memory now: charge them, so that a client whose segments bring back more than the
+		// budget has left is closed at the next flush.
+		if !c.account(0) {
+			c.memoryFull = true
+		}
 		if err == nil && !c.srv.reached.Load() {
 			c.srv.reached.Store(true)
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"strconv"
@@ -81,10 +82,15 @@ func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ..
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
+	upTLS, err := cfg.Upstream.TLS.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
 	up, err := upstream.New(upstream.Options{
 		Addresses: cfg.Upstream.Addresses,
 		Username:  cfg.Upstream.Username,
 		Password:  cfg.Upstream.Password,
+		TLS:       upTLS,
 		Conns:     cfg.Upstream.Conns,
 		Timeout:   cfg.Upstream.Timeout,
 		Tracking:  cfg.Upstream.Tracking,
@@ -106,6 +112,14 @@ func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ..
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The listener is wired as main wires it: TLS when tls.cert_file is set.
+	tlsCfg, err := cfg.TLS.ServerConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() {

@@ -290,7 +290,7 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy
 	ok := false
 	n := 0
 	c.srv.cache.LookupHash(key, now, func(e localcache.HashEntry) {
-		lk, complete := e.Complete(lp)
+		lk, complete := e.Complete(lp, allowDead)
 		if !complete {
 			return
 		}

@@ -216,6 +216,11 @@ func newStatsCollector(s *Server) *statsCollector {
 		"clients":     d("client_connections", "Connected clients."),
 		"accepted":    d("client_connections_total", "Client connections accepted."),
 		"agedOut":     d("client_connections_aged_out_total", "Client connections closed gently by limits.max_conn_age."),
+		"rejected":    d("rejected_connections_total", "Connections refused by limits.max_clients."),
+		"buffers":     d("client_buffer_bytes", "Client buffer bytes reserved from limits.max_clients_memory."),
+		"disconnects": d("client_limit_disconnects_total", "Clients disconnected by a limit, by reason.", "reason"),
+		"unverified":  d("unverified_serves_total", "Entries served unverified after a tracking loss (on_tracking_loss: revalidate); part of result=\"stale\"."),
+		"revalidated": d("revalidations_total", "Unverified entries re-fetched in the background (at upstream.revalidate_rate)."),
 		"slow":        d("slow_commands_total", "Client pipelines slower than log.slow_command."),
 		"ready":       d("ready", "1 while /readyz answers 200."),
 		"draining":    d("draining", "1 once shutdown has begun."),
@@ -301,6 +306,16 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge("clients", float64(s.clients.Load()))
 	counter("accepted", m.accepted.Load())
 	counter("agedOut", m.agedOut.Load())
+	counter("rejected", st.Rejected.Load())
+	gauge("buffers", float64(s.ClientMemory()))
+	counter("disconnects", st.ProtocolErrors.Load(), "protocol")
+	counter("disconnects", st.IdleTimeouts.Load(), "idle_timeout")
+	counter("disconnects", st.OutputTimeouts.Load(), "output_timeout")
+	counter("disconnects", st.OutputLimits.Load(), "output_limit")
+	counter("disconnects", st.MemoryLimits.Load(), "memory_limit")
+	counter("disconnects", st.TLSHandshakeErrors.Load(), "tls_handshake")
+	counter("unverified", st.Unverified.Load())
+	counter("revalidated", st.Revalidations.Load())
 	counter("slow", m.slowCommands.Load())
 	ready, _ := s.readiness()
 	gauge("ready", boolean(ready))

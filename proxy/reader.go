@@ -231,6 +231,10 @@ type Reader struct {
 	rerr    error // error from rd, returned once the complete commands before it are consumed
 	empties int   // consecutive (0, nil) reads
 
+	// grow, if set, is asked before the buffer grows by extra bytes; when it says no, ReadBatch fails with
+	// ErrClientMemory instead of allocating.
+	grow func(extra int) bool
+
 	// work counts parser steps (argument headers, bytes searched for '\n'); tests use it to prove that parsing
 	// costs O(bytes) however the bytes are split into reads.
 	work int64
@@ -248,6 +252,11 @@ func NewReader(rd io.Reader, lim Limits) *Reader {
 func (r *Reader) SetLimits(lim Limits) {
 	r.next = lim.normalized()
 }
+
+// SetGrowth installs grow, which is asked before the read buffer grows beyond its current size by extra bytes. When
+// it returns false the buffer does not grow and ReadBatch returns ErrClientMemory (after the complete commands
+// before it). The server charges the growth to the memory all clients share.
+func (r *Reader) SetGrowth(grow func(extra int) bool) { r.grow = grow }
 
 // Buffered returns the number of bytes received but not yet returned as commands.
 func (r *Reader) Buffered() int { return r.end - r.start }
@@ -303,6 +312,11 @@ func (r *Reader) ClearTimeout() bool {
 	r.empties = 0
 	return true
 }
+
+// Shrink gives back the memory a large command grew the buffer to, once the caller is done with prev, the
+// commands the last ReadBatch returned (their slices are cleared). ReadBatch does the same at its start; calling it
+// at the end of a batch returns the memory before the client's next command, however long that takes.
+func (r *Reader) Shrink(prev []Command) { r.recycle(prev) }
 
 // recycle runs when the commands of the previous batch are no longer in use: it rewinds an empty buffer and
 // shrinks one that a large command grew, once that command has been consumed, so an idle connection does not keep
@@ -367,7 +381,11 @@ func (r *Reader) makeRoom() error {
 	switch {
 	case r.start > 0 && used <= len(r.buf)/2:
 	case len(r.buf) < limit:
-		nb := make([]byte, min(2*len(r.buf), limit))
+		size := min(2*len(r.buf), limit)
+		if r.grow != nil && !r.grow(size-len(r.buf)) {
+			return ErrClientMemory
+		}
+		nb := make([]byte, size)
 		r.end = copy(nb, r.buf[r.start:r.end])
 		r.start = 0
 		r.buf = nb

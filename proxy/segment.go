@@ -263,10 +263,11 @@ func (c *client) emit(dst []byte, from, to, start, stop int, inMget bool) ([]byt
 			if !ok {
 				dst = appendError(dst[:mark], upstreamErrorText(c.regionErr(i+1, h.end)))
 			}
-			if h.mute {
+			if h.mute || c.tooLarge(len(dst)-mark) {
 				dst = dst[:mark]
 			}
 			i, prev = h.end-1, h.stop
+			dst = c.flushDuringAssemble(dst)
 			continue
 		}
 		mark := len(dst)
@@ -275,8 +276,11 @@ func (c *client) emit(dst []byte, from, to, start, stop int, inMget bool) ([]byt
 		if !ok {
 			return dst, false
 		}
-		if h.mute {
+		if h.mute || !inMget && c.tooLarge(len(dst)-mark) {
 			dst = dst[:mark]
+		}
+		if !inMget {
+			dst = c.flushDuringAssemble(dst)
 		}
 	}
 	return append(dst, s.tail[prev:stop]...), true

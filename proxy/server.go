@@ -38,6 +38,9 @@ type Options struct {
 	Reload func() (*policy.Config, error)
 	// LogLevel, if not nil, is set from log.level at each reload.
 	LogLevel *slog.LevelVar
+	// TLSHandshakeTimeout bounds the TLS handshake of a client accepted on a TLS listener. If zero,
+	// DefaultTLSHandshakeTimeout is used.
+	TLSHandshakeTimeout time.Duration
 }
 
 // Server is the RESP listener: it owns client connections and runs each one's request path.
@@ -69,11 +72,16 @@ type Server struct {
 	draining  atomic.Bool
 	shutdown  atomic.Int64 // unix nanoseconds when Shutdown began; 0 before
 
-	mu     sync.Mutex
-	lns    []net.Listener
-	conns  map[*client]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	maxOutput int64  // limits.max_output_bytes
+	budget    budget // limits.max_clients_memory, shared by every client
+
+	mu       sync.Mutex
+	lns      []net.Listener
+	conns    map[*client]struct{}
+	closed   bool
+	watching bool          // the watchdog runs
+	stop     chan struct{} // closed when the server closes: ends the watchdog
+	wg       sync.WaitGroup
 }
 
 // policySet is the matcher with each policy converted once to what the request path needs, by policy.Index:
@@ -106,12 +114,22 @@ func New(opt Options) (*Server, error) {
 	if opt.Now == nil {
 		opt.Now = opt.Cache.Now // the tier's clock: entries' deadlines are on it
 	}
+	if opt.TLSHandshakeTimeout <= 0 {
+		opt.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
+	}
+	lim := opt.Config.Limits
+	if lim.MaxOutputBytes <= 0 || lim.OutputTimeout <= 0 || lim.MaxClientsMemory <= 0 || lim.MaxClients <= 0 {
+		return nil, errors.New("proxy: Options.Config.Limits are not set: use a Config from policy.Parse or policy.Default")
+	}
 	s := &Server{
 		opt: opt, log: opt.Logger, now: opt.Now,
 		cache: opt.Cache, up: opt.Upstream,
-		conns:   make(map[*client]struct{}),
-		metrics: newMetrics(),
+		conns:     make(map[*client]struct{}),
+		metrics:   newMetrics(),
+		maxOutput: lim.MaxOutputBytes,
+		stop:      make(chan struct{}),
 	}
+	s.budget.limit = lim.MaxClientsMemory
 	cfg := opt.Config
 	s.cfg.Store(cfg)
 	s.revalidate = newTokenBucket(cfg.Upstream.RevalidateRate, opt.Now)
@@ -228,6 +246,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		return errors.New("proxy: server closed")
 	}
 	s.lns = append(s.lns, ln)
+	if !s.watching {
+		s.watching = true
+		s.wg.Add(1)
+		go s.watchdog()
+	}
 	s.mu.Unlock()
 	var delay time.Duration
 	for {
@@ -248,13 +271,20 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		delay = 0
 		s.metrics.accepted.Add(1)
-		c := s.newClient(nc)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			continue
 		}
+		if len(s.conns) >= s.opt.Config.Limits.MaxClients {
+			s.stats.Rejected.Add(1)
+			s.wg.Add(1)
+			s.mu.Unlock()
+			go s.reject(nc)
+			continue
+		}
+		c := s.newClient(nc)
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -295,7 +325,7 @@ func (s *Server) serveClient(c *client) {
 // warm-ups and the hot-key writes without writing the list (Shutdown does).
 func (s *Server) Close() error {
 	s.mu.Lock()
-	s.closed = true
+	s.stopWatchdog()
 	lns := s.lns
 	conns := make([]*client, 0, len(s.conns))
 	for c := range s.conns {
@@ -333,7 +363,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
 	s.shutdown.CompareAndSwap(0, time.Now().UnixNano())
 	s.mu.Lock()
-	s.closed = true
+	s.stopWatchdog()
 	lns := s.lns
 	conns := make([]*client, 0, len(s.conns))
 	for c := range s.conns {
@@ -386,6 +416,14 @@ const stopGrace = 2 * time.Second
 // shutdownAt is when Shutdown began.
 func (s *Server) shutdownAt() time.Time { return time.Unix(0, s.shutdown.Load()) }
 
+// stopWatchdog marks the server closed and stops the watchdog once. The caller holds s.mu.
+func (s *Server) stopWatchdog() {
+	if !s.closed {
+		close(s.stop)
+	}
+	s.closed = true
+}
+
 // Clients is the number of connected clients.
 func (s *Server) Clients() int64 { return s.clients.Load() }
 
@@ -409,6 +447,14 @@ type Stats struct {
 	Barriers      atomic.Int64 // tracking barriers waited for after scripts and commands with unknown keys
 	Errors        atomic.Int64 // error replies featcache produced itself (upstream failures, refused commands)
 	Panics        atomic.Int64 // connections ended by a recovered panic
+
+	Rejected           atomic.Int64 // connections refused by limits.max_clients
+	ProtocolErrors     atomic.Int64 // connections closed for a protocol error or a request limit
+	IdleTimeouts       atomic.Int64 // clients closed by limits.idle_timeout
+	OutputTimeouts     atomic.Int64 // clients closed for leaving replies unread (limits.output_timeout)
+	OutputLimits       atomic.Int64 // clients closed for a reply over limits.max_output_bytes
+	MemoryLimits       atomic.Int64 // clients closed because limits.max_clients_memory was reached
+	TLSHandshakeErrors atomic.Int64 // client TLS handshakes that failed or timed out
 }
 
 // Stats returns a snapshot of the server's counters. Hits, StaleHits, StaleOnError, Unverified, Misses and Bypass
@@ -436,5 +482,16 @@ func (s *Server) Stats() *Stats {
 	snap.Barriers.Store(st.Barriers.Load())
 	snap.Errors.Store(st.Errors.Load())
 	snap.Panics.Store(st.Panics.Load())
+	snap.Rejected.Store(st.Rejected.Load())
+	snap.ProtocolErrors.Store(st.ProtocolErrors.Load())
+	snap.IdleTimeouts.Store(st.IdleTimeouts.Load())
+	snap.OutputTimeouts.Store(st.OutputTimeouts.Load())
+	snap.OutputLimits.Store(st.OutputLimits.Load())
+	snap.MemoryLimits.Store(st.MemoryLimits.Load())
+	snap.TLSHandshakeErrors.Store(st.TLSHandshakeErrors.Load())
 	return snap
 }
+
+// ClientMemory is the buffer memory clients hold beyond their baselines: what they reserved from
+// limits.max_clients_memory.
+func (s *Server) ClientMemory() int64 { return s.budget.used.Load() }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"os"
 	"strconv"
@@ -116,8 +117,15 @@ func (c *client) queue(cmd *Command, tc *command) {
 	c.appendQueued(cmd, tc)
 }
 
-// appendQueued adds an accepted command to the local MULTI queue and answers +QUEUED.
+// appendQueued adds an accepted command to the local MULTI queue and answers +QUEUED. The queue is one request to
+// the upstream at EXEC, so limits.max_request_bytes bounds it: a command that would exceed it is refused and makes
+// EXEC abort.
 func (c *client) appendQueued(cmd *Command, tc *command) {
+	if size := len(c.tx.queue) + commandSize(cmd); int64(size) > c.srv.opt.Config.Limits.MaxRequestBytes {
+		c.tx.dirty = true
+		c.errorReply("ERR transaction too large for featcache (limits.max_request_bytes)")
+		return
+	}
 	if cmd.Raw != nil {
 		c.tx.queue = append(c.tx.queue, cmd.Raw...)
 	} else {
@@ -128,6 +136,18 @@ func (c *client) appendQueued(cmd *Command, tc *command) {
 		c.tx.rememberWrite(cmd.Args, tc)
 	}
 	c.simpleReply("QUEUED")
+}
+
+// commandSize is the length of cmd's RESP encoding.
+func commandSize(cmd *Command) int {
+	if cmd.Raw != nil {
+		return len(cmd.Raw)
+	}
+	n := 16
+	for _, a := range cmd.Args {
+		n += len(a) + 16
+	}
+	return n
 }
 
 var (
@@ -426,10 +446,15 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 
 // watchPeer watches the client socket from another goroutine while the client goroutine waits upstream, and closes
 // conn as soon as the socket reads as EOF or fails (or featcache closes it). It peeks and never consumes: bytes
-// the client pipelined stay for the client goroutine, and while some wait unread, a close queued behind them
-// shows only when the command ends. stop ends the watch and reports whether the client had gone.
+// the client pipelined stay for the client goroutine; a close behind them (or behind a TLS close_notify alert) is
+// seen from the TCP state (peerFinished). stop ends the watch and reports whether the client had gone.
 func (c *client) watchPeer(conn *upstream.Conn) (stop func() (gone bool)) {
-	sc, ok := c.nc.(syscall.Conn)
+	nc := c.nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		// Peek at the TCP connection under TLS: bytes there are records, and EOF or an error is what matters.
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return func() bool { return false }
 	}
@@ -445,8 +470,10 @@ func (c *client) watchPeer(conn *upstream.Conn) (stop func() (gone bool)) {
 		err := raw.Read(func(fd uintptr) bool {
 			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 			switch {
-			case err == syscall.EAGAIN || err == syscall.EINTR || err == nil && n > 0:
-				return false // nothing new, or pipelined bytes: wait for the socket's next event
+			case err == syscall.EAGAIN || err == syscall.EINTR:
+				return false // nothing new: wait for the socket's next event
+			case err == nil && n > 0 && !peerFinished(int(fd)):
+				return false // pipelined bytes, the client still there: wait for the socket's next event
 			}
 			left.Store(true) // EOF or a socket error
 			return true
@@ -579,6 +606,22 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 		tc.local(c, cmd.Args)
 		return
 	}
+	if tc != nil && (tc.class == classDenied || tc.class == classRefused) {
+		// Never sent upstream, not even for Redis to refuse in subscribed mode. The refusal must follow the replies
+		// of the commands before it, which the pump writes: a marker PING's reply, seen by the pump, says it has
+		// written them.
+		c.runSegment()
+		c.flush()
+		if err := p.conn.Write(upstream.AppendArgs(nil, [][]byte{[]byte("PING"), p.marker})); err == nil {
+			select {
+			case <-p.markerSeen:
+			case <-p.done:
+			case <-time.After(c.srv.up.Timeout()):
+			}
+		}
+		c.refuse(tc)
+		return
+	}
 	var req []byte
 	if cmd.Raw != nil {
 		req = cmd.Raw
@@ -600,6 +643,8 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 		return
 	}
 	if p.total() == 0 {
+		timer := time.NewTimer(c.srv.up.Timeout())
+		defer timer.Stop()
 		select {
 		case <-p.markerSeen:
 			if p.count.Load() == 0 {
@@ -607,6 +652,14 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 			}
 		case <-p.done:
 			c.sub = nil
+		case <-timer.C:
+			// Redis did not answer within upstream.timeout: the session ends with its connection, which drops the
+			// subscriptions in Redis too, and the client is told.
+			p.close()
+			<-p.exited
+			c.sub = nil
+			c.srv.stats.Errors.Add(1)
+			c.errorReply(upstreamErrorText(upstream.ErrTimeout))
 		}
 	}
 }
@@ -684,11 +737,11 @@ func (p *pubsub) pump() {
 			}
 			out = append(out, frame...)
 		}
-		p.c.wmu.Lock()
-		_, werr := p.c.nc.Write(out)
-		p.c.wmu.Unlock()
-		if werr != nil || err != nil {
+		if !p.c.send(out) || err != nil {
 			return
+		}
+		if cap(out) > retainBytes {
+			out = nil
 		}
 	}
 }

@@ -34,6 +34,7 @@ go test -race -count=1 -run '^TestConsistencyChecker$' ./proxy/ -checker="${CHEC
 echo "== fuzz (briefly)"
 fuzz() { go test -run='^$' -fuzz="^$2\$" -fuzztime="${FUZZTIME:-10s}" "./$1/"; }
 fuzz proxy FuzzReader
+fuzz proxy FuzzServe
 fuzz proxy FuzzKeys
 fuzz policy FuzzMatch
 fuzz policy FuzzGlob

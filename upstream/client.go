@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,9 @@ type Options struct {
 	Addresses []string
 	// Username and Password authenticate every upstream connection.
 	Username, Password string
+	// TLS, if not nil, makes every upstream connection TLS with this configuration (tracking included); an empty
+	// ServerName verifies each address's own host.
+	TLS *tls.Config
 	// Conns is the number of shared connections. If zero, DefaultConns is used.
 	Conns int
 	// Timeout bounds every upstream wait except blocking commands. If zero, DefaultTimeout is used.
@@ -91,6 +95,7 @@ func New(opt Options) (*Client, error) {
 		Conns:      opt.Conns,
 		Timeout:    opt.Timeout,
 		ClientName: "featcache",
+		TLS:        opt.TLS,
 		OnHealth: func(up bool, err error) {
 			if up {
 				log.Info("upstream: up", "addr", opt.Addresses[0])
@@ -120,6 +125,7 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 		Addr:         c.opt.Addresses[0],
 		Username:     c.opt.Username,
 		Password:     c.opt.Password,
+		TLS:          c.opt.TLS,
 		Prefixes:     prefixes,
 		Timeout:      c.opt.Timeout,
 		OnInvalidate: func(keys [][]byte) { cache.Invalidate(keys...) },

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -50,7 +51,10 @@ type PoolOptions struct {
 	// ClientName is set with CLIENT SETNAME on every connection so operators can find featcache in CLIENT LIST.
 	// Empty means no name.
 	ClientName string
-	// Dial opens a connection. If nil, a net.Dialer with Timeout is used.
+	// TLS, if not nil, makes every connection TLS with this configuration; an empty ServerName verifies the host
+	// of Addr. Ignored when Dial is set.
+	TLS *tls.Config
+	// Dial opens a connection. If nil, a net.Dialer with Timeout is used (wrapped in a tls.Dialer with TLS).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// OnHealth, if not nil, is called when the upstream starts or stops answering (see Pool.Healthy), with the
 	// failure that made it stop (nil when it answers again). It runs on the goroutine that saw the change and
@@ -72,7 +76,8 @@ type Pool struct {
 	idleMu sync.Mutex
 	idle   []*Conn
 
-	closed atomic.Bool
+	lastDial atomic.Int64 // unix nanoseconds of the last shared connection dialed and prepared successfully
+	closed   atomic.Bool
 
 	// Health: the outcome of the latest round trip on a shared connection (Do, and the Client's PING).
 	healthy  atomic.Bool
@@ -95,6 +100,10 @@ func NewPool(opt PoolOptions) *Pool {
 	if opt.Dial == nil {
 		d := &net.Dialer{Timeout: opt.Timeout, KeepAlive: 15 * time.Second}
 		opt.Dial = d.DialContext
+		if opt.TLS != nil {
+			// The handshake is bounded by the dial's context, like the TCP connect.
+			opt.Dial = (&tls.Dialer{NetDialer: d, Config: opt.TLS}).DialContext
+		}
 	}
 	p := &Pool{opt: opt}
 	p.slots = make([]*slot, opt.Conns)
@@ -259,8 +268,9 @@ func (s *slot) reconnect() (*link, error) {
 		return l, nil
 	}
 	// A dead upstream is dialed at most once per maxRedialGap per slot; requests in between fail at once with the
-	// last error, so a down Redis costs neither dial storms nor waits longer than one dial.
-	if s.lastErr != nil && time.Since(s.lastFail) < maxRedialGap {
+	// last error, so a down Redis costs neither dial storms nor waits longer than one dial. Once any connection
+	// of the pool has been dialed since this slot failed, the upstream is back: dial at once.
+	if s.lastErr != nil && time.Since(s.lastFail) < maxRedialGap && s.pool.lastDial.Load() < s.lastFail.UnixNano() {
 		return nil, s.lastErr
 	}
 	nc, err := s.pool.dial()
@@ -268,6 +278,7 @@ func (s *slot) reconnect() (*link, error) {
 		s.lastFail, s.lastErr = time.Now(), err
 		return nil, err
 	}
+	s.pool.lastDial.Store(time.Now().UnixNano())
 	s.lastErr = nil
 	l := newLink(nc, s.pool.opt.Timeout)
 	s.cur.Store(l)

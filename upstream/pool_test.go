@@ -407,3 +407,38 @@ func TestParseBulkArray(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolRecoversAllConnectionsAtOnce: while Redis is down each shared connection redials at most once a second,
+// but once one of them reaches Redis again the others stop waiting out their gap.
+func TestPoolRecoversAllConnectionsAtOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	p := NewPool(PoolOptions{Addr: srv.Addr(), Conns: 4, Timeout: time.Second})
+	t.Cleanup(p.Close)
+	call := NewCall()
+	for i := 0; i < 4; i++ {
+		if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Kill()
+	for i := 0; i < 4; i++ {
+		if err := p.Do(call, AppendCommand(nil, "PING"), 1); err == nil {
+			t.Fatal("PING to a killed server succeeded")
+		}
+	}
+	// Once the gap has passed, one connection redials and fails again: its next redial is a second away, while
+	// the other three may redial at once.
+	<-time.After(maxRedialGap + 50*time.Millisecond)
+	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err == nil {
+		t.Fatal("PING to a killed server succeeded")
+	}
+	srv.Restart()
+	redistest.Eventually(t, 5*time.Second, "one connection back", func() bool {
+		return p.Do(call, AppendCommand(nil, "PING"), 1) == nil
+	})
+	for i := 0; i < 8; i++ {
+		if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+			t.Fatalf("PING %d right after one connection came back: %v", i, err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,8 @@ type TrackerOptions struct {
 	Addr string
 	// Username and Password authenticate the tracking connection.
 	Username, Password string
+	// TLS, if not nil, makes the tracking connection TLS with this configuration.
+	TLS *tls.Config
 	// Prefixes are the key prefixes to track in BCAST mode; they must not overlap. Empty or [""] tracks every key.
 	Prefixes []string
 	// Timeout bounds dialing and the health PING: a server that does not answer a PING within Timeout after
@@ -135,6 +138,7 @@ func (t *Tracker) run() {
 				DisableCache:      true, // no tracking on rueidis's own shared connections; ours is explicit
 				DisableRetry:      true,
 				Dialer:            dialer(t.opt.Timeout),
+				TLSConfig:         t.opt.TLS,
 				ConnWriteTimeout:  t.opt.Timeout,
 				BlockingPoolSize:  2,
 			})

@@ -8,6 +8,7 @@ package redistest
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ type Server struct {
 	port int
 	dir  string
 	args []string
+	tls  *tls.Config // client configuration when the server speaks TLS only; nil for plain TCP
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -42,10 +44,15 @@ type Server struct {
 // "--appendonly", "yes".
 func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
+	return start(tb, nil, args)
+}
+
+func start(tb testing.TB, tlsConf *tls.Config, args []string) *Server {
+	tb.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		tb.Fatalf("redistest: redis-server not found in PATH: %s", InstallHint)
 	}
-	s := &Server{tb: tb, dir: tb.TempDir(), args: args}
+	s := &Server{tb: tb, dir: tb.TempDir(), args: args, tls: tlsConf}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		s.port = FreePort(tb)
@@ -56,6 +63,24 @@ func Start(tb testing.TB, args ...string) *Server {
 	}
 	tb.Fatalf("redistest: redis-server did not start: %v", lastErr)
 	return nil
+}
+
+// StartTLS starts a redis-server like Start that accepts TLS connections only (its plain port is off), with the
+// server certificate of certs; with clientAuth it requires client certificates signed by certs's authority
+// (tls-auth-clients yes). Its Addr is the TLS port; Do, Dial and the readiness checks speak TLS.
+func StartTLS(tb testing.TB, certs *Certs, clientAuth bool, args ...string) *Server {
+	tb.Helper()
+	auth := "no"
+	if clientAuth {
+		auth = "yes"
+	}
+	tlsArgs := []string{
+		"--tls-cert-file", certs.ServerCertFile,
+		"--tls-key-file", certs.ServerKeyFile,
+		"--tls-ca-cert-file", certs.CAFile,
+		"--tls-auth-clients", auth,
+	}
+	return start(tb, certs.ClientConfig(true), append(tlsArgs, args...))
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago. Cluster nodes also need port+10000 free, so the
@@ -78,8 +103,11 @@ func FreePort(tb testing.TB) int {
 }
 
 func (s *Server) start() error {
-	argv := []string{
-		"--port", strconv.Itoa(s.port),
+	argv := []string{"--port", strconv.Itoa(s.port)}
+	if s.tls != nil {
+		argv = []string{"--port", "0", "--tls-port", strconv.Itoa(s.port)}
+	}
+	argv = append(argv,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
@@ -87,7 +115,7 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 		"--protected-mode", "no",
-	}
+	)
 	argv = append(argv, s.args...)
 	cmd := exec.Command("redis-server", argv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -107,7 +135,7 @@ func (s *Server) start() error {
 			return fmt.Errorf("redis-server exited (%v): %s", err, lastLines(string(log), 5))
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond); err == nil {
+		if c, err := s.dial(200 * time.Millisecond); err == nil {
 			reply, err := roundTrip(c, "PING")
 			c.Close()
 			// A server with requirepass answers -NOAUTH: it is up all the same.
@@ -191,10 +219,35 @@ func (s *Server) signal(sig syscall.Signal) {
 	}
 }
 
+// dial connects to the server, with TLS when it speaks TLS, completing the handshake within d.
+func (s *Server) dial(d time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", s.Addr(), d)
+	if err != nil || s.tls == nil {
+		return c, err
+	}
+	tc := tls.Client(c, withServerName(s.tls, s.Addr()))
+	tc.SetDeadline(time.Now().Add(d))
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	tc.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// Dial connects to the server (with TLS when it speaks TLS); the connection is closed when the test ends.
+func (s *Server) Dial() *Conn {
+	s.tb.Helper()
+	if s.tls == nil {
+		return Dial(s.tb, s.Addr())
+	}
+	return DialTLS(s.tb, s.Addr(), s.tls)
+}
+
 // Do sends one command on a new connection and returns the raw reply frame; the test fails on a network error.
 func (s *Server) Do(args ...string) []byte {
 	s.tb.Helper()
-	c := Dial(s.tb, s.Addr())
+	c := s.Dial()
 	defer c.Close()
 	return c.Do(args...)
 }
@@ -229,6 +282,37 @@ func TryDial(tb testing.TB, addr string) (*Conn, error) {
 	conn := &Conn{tb: tb, c: c, r: bufio.NewReaderSize(c, 64<<10)}
 	tb.Cleanup(func() { c.Close() })
 	return conn, nil
+}
+
+// DialTLS connects to addr over TLS with cfg and completes the handshake; the connection is closed when the test
+// ends. The test fails if the handshake does.
+func DialTLS(tb testing.TB, addr string, cfg *tls.Config) *Conn {
+	tb.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		tb.Fatalf("redistest: dial %s: %v", addr, err)
+	}
+	tc := tls.Client(nc, withServerName(cfg, addr))
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		nc.Close()
+		tb.Fatalf("redistest: TLS handshake with %s: %v", addr, err)
+	}
+	tc.SetDeadline(time.Time{})
+	conn := &Conn{tb: tb, c: tc, r: bufio.NewReaderSize(tc, 64<<10)}
+	tb.Cleanup(func() { tc.Close() })
+	return conn
+}
+
+// withServerName returns cfg with ServerName set to addr's host when it has none, as tls.Dial would.
+func withServerName(cfg *tls.Config, addr string) *tls.Config {
+	if cfg.ServerName != "" {
+		return cfg
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	cfg = cfg.Clone()
+	cfg.ServerName = host
+	return cfg
 }
 
 // Close closes the connection.

@@ -1,0 +1,274 @@
+package proxy
+
+// This file holds the limits on what connected clients can make featcache hold, beyond the per-command ones the
+// Reader enforces: the number of clients (limits.max_clients), idle clients (limits.idle_timeout), replies a
+// client does not read (limits.max_output_bytes, limits.output_timeout) and the memory of all clients' buffers
+// together (limits.max_clients_memory).
+//
+// A client's memory is its read buffer, its pending replies and its transaction queue. The Reader bounds the
+// first by limits.max_request_bytes, the transaction queue is bounded by the same, and replies are written as they
+// are produced (whenever outputFlushBytes are ready) and a single reply is bounded by limits.max_output_bytes.
+// Each client may hold policy.ClientBaselineBytes without asking; what it holds beyond that is reserved from one
+// budget shared by every client, before the read buffer grows and as replies grow. A client that cannot reserve
+// what it needs is told so and disconnected: featcache's memory stays bounded by local.max_memory,
+// limits.max_clients x the baseline, and limits.max_clients_memory, whatever the clients send.
+
+import (
+	"crypto/tls"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"featcache/policy"
+)
+
+const (
+	// outputFlushBytes is how many reply bytes of a batch featcache lets accumulate before writing them, so that a
+	// long pipeline's replies never pile up whole in memory.
+	outputFlushBytes = 64 << 10
+	// writeChunk bounds one write to the client socket: the output watchdog sees progress at least this often
+	// from a client that reads, however large the reply.
+	writeChunk = 256 << 10
+	// rejectTimeout bounds the write of "max number of clients reached" (and its TLS handshake).
+	rejectTimeout = time.Second
+	// DefaultTLSHandshakeTimeout bounds a client's TLS handshake when Options.TLSHandshakeTimeout is zero, so a
+	// connection that never completes one does not stay open.
+	DefaultTLSHandshakeTimeout = 10 * time.Second
+)
+
+// Errors that end a client connection because of a limit. The server replies "-ERR " + Error() and closes.
+var (
+	// ErrClientMemory means the client needed more buffer memory than limits.max_clients_memory had left.
+	ErrClientMemory = &ProtocolError{"featcache client buffers are full (limits.max_clients_memory), connection closed"}
+	// ErrOutputLimit means the replies the client had not received yet exceeded limits.max_output_bytes: one
+	// reply larger than that, since featcache writes replies as they are produced.
+	ErrOutputLimit = &ProtocolError{"featcache reply exceeds limits.max_output_bytes, connection closed"}
+)
+
+// budget is the byte allowance that every client's buffers beyond its baseline share (limits.max_clients_memory).
+// It is safe for concurrent use.
+type budget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// take reserves n bytes if the allowance has them.
+func (b *budget) take(n int64) bool {
+	for {
+		u := b.used.Load()
+		if u+n > b.limit {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			return true
+		}
+	}
+}
+
+// give returns n reserved bytes.
+func (b *budget) give(n int64) { b.used.Add(-n) }
+
+// footprint is the capacity of the buffers the client owns: what its connection holds in memory.
+func (c *client) footprint() int {
+	return cap(c.rd.buf) + cap(c.out) + cap(c.seg.tail) + cap(c.seg.req) + cap(c.call.Replies) +
+		cap(c.tx.queue) + cap(c.tx.arena)
+}
+
+// account makes the client's reservation from the shared budget match its buffers plus extra bytes it is about to
+// allocate, and reports false when the budget cannot cover them (the reservation is then left as it was).
+func (c *client) account(extra int) bool {
+	want := max(int64(c.footprint()+extra)-policy.ClientBaselineBytes, 0)
+	switch d := want - c.reserved; {
+	case d > 0:
+		if !c.srv.budget.take(d) {
+			return false
+		}
+	case d < 0:
+		c.srv.budget.give(-d)
+	}
+	c.reserved = want
+	return true
+}
+
+// release returns the client's whole reservation when it leaves.
+func (c *client) release() {
+	c.srv.budget.give(c.reserved)
+	c.reserved = 0
+}
+
+// settleOutput runs after each command of a batch; start is the number of reply bytes pending before the command.
+// It flags a command whose own reply exceeded limits.max_output_bytes, and once outputFlushBytes of replies are
+// ready it settles the segment and writes them, so a pipeline's replies never pile up, and charges what the
+// client holds to the budget. It reports false when the connection must close (the client is gone, or a limit was
+// reached).
+func (c *client) settleOutput(start int) bool {
+	if c.closing {
+		return false
+	}
+	pending := len(c.out) + len(c.seg.tail)
+	c.tooLarge(pending - start)
+	if c.oversize || c.memoryFull {
+		return c.flush() // fails the connection
+	}
+	if pending < outputFlushBytes {
+		return true
+	}
+	if len(c.seg.tail) >= outputFlushBytes {
+		c.runSegment()
+	}
+	if !c.flush() {
+		return false
+	}
+	if !c.account(0) {
+		c.fail(ErrClientMemory)
+		return false
+	}
+	return true
+}
+
+// tooLarge flags a reply of n bytes that exceeds limits.max_output_bytes; the connection then closes at the next
+// flush, without the reply.
+func (c *client) tooLarge(n int) bool {
+	if int64(n) > c.srv.maxOutput {
+		c.oversize = true
+		return true
+	}
+	return false
+}
+
+// outputOver reports whether an MGET being built from memory, which began when start reply bytes were pending,
+// has grown past what the client may hold or the budget can cover. MGET checks it as it goes, so that a short
+// command naming a cached key a million times cannot make featcache build an arbitrarily large reply.
+func (c *client) outputOver(start int) bool {
+	n := len(c.out) + len(c.seg.tail)
+	if c.tooLarge(n - start) {
+		return true
+	}
+	if n >= c.nextCharge {
+		c.nextCharge = n + outputFlushBytes
+		if !c.account(0) {
+			c.memoryFull = true
+			return true
+		}
+	}
+	return false
+}
+
+// flushDuringAssemble writes the replies assembled so far when they reach outputFlushBytes, so that a segment
+// whose many misses bring large values back is written as it is assembled. dst is what is assembled so far; it
+// returns what is left to write.
+func (c *client) flushDuringAssemble(dst []byte) []byte {
+	if len(dst) < outputFlushBytes || c.closing || c.oversize || c.memoryFull {
+		return dst
+	}
+	if !c.send(dst) {
+		c.closing = true
+	}
+	return dst[:0]
+}
+
+// fail ends the connection because of a limit: the pending replies are dropped (as Redis drops a client's output
+// buffer when it closes it), the client is told why if it still reads, and nothing more is executed or written.
+func (c *client) fail(err *ProtocolError) {
+	if c.closing {
+		return
+	}
+	c.closing = true
+	c.srv.log.Info("client disconnected", "client", c.id, "addr", c.nc.RemoteAddr().String(), "reason", err.Error())
+	c.out = appendError(c.out[:0:0], "ERR "+err.Error())
+	c.nc.SetWriteDeadline(time.Now().Add(rejectTimeout))
+	c.send(c.out)
+	c.out = nil
+}
+
+// send writes b to the client in chunks, marking each write for the output watchdog. It reports false when the
+// client is gone or the watchdog closed the connection.
+func (c *client) send(b []byte) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for len(b) > 0 {
+		n := min(len(b), writeChunk)
+		c.wseq.Add(1) // odd: a write is in progress
+		_, err := c.nc.Write(b[:n])
+		c.wseq.Add(1)
+		if err != nil {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// reject answers a connection beyond limits.max_clients as Redis does, and closes it.
+func (s *Server) reject(nc net.Conn) {
+	defer s.wg.Done()
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(rejectTimeout))
+	nc.Write([]byte("-ERR max number of clients reached\r\n"))
+}
+
+// watchdog closes clients that have been idle longer than limits.idle_timeout, and clients a write to which has
+// made no progress for limits.output_timeout. Clients mark their waits with sequence numbers (odd while waiting)
+// rather than timestamps, so the hit path reads no clock for it; the watchdog notes when it first saw each wait.
+func (s *Server) watchdog() {
+	defer s.wg.Done()
+	lim := &s.opt.Config.Limits
+	period := lim.OutputTimeout
+	if lim.IdleTimeout > 0 {
+		period = min(period, lim.IdleTimeout)
+	}
+	t := time.NewTicker(min(max(period/4, 5*time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		s.mu.Lock()
+		for c := range s.conns {
+			if over(&c.wdWrite, c.wseq.Load(), now, lim.OutputTimeout) {
+				s.stats.OutputTimeouts.Add(1)
+				s.log.Info("client disconnected", "client", c.id, "addr", c.nc.RemoteAddr().String(),
+					"reason", "replies left unread for limits.output_timeout", "output_timeout", lim.OutputTimeout)
+				closeRaw(c.nc)
+				continue
+			}
+			if lim.IdleTimeout > 0 && over(&c.wdIdle, c.rseq.Load(), now, lim.IdleTimeout) {
+				s.stats.IdleTimeouts.Add(1)
+				s.log.Debug("client disconnected", "client", c.id, "reason", "idle for limits.idle_timeout")
+				closeRaw(c.nc)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// closeRaw closes a client connection without writing anything, also a TLS one (whose Close would send a
+// close_notify alert and could wait on a client that does not read).
+func closeRaw(nc net.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	nc.Close()
+}
+
+// waitMark is the watchdog's note of one kind of wait of one client: the wait's sequence number and when the
+// watchdog first saw it. Only the watchdog goroutine touches it.
+type waitMark struct {
+	seq   uint64
+	since time.Time
+}
+
+// over reports whether the wait numbered seq (odd while waiting) has lasted longer than d.
+func over(m *waitMark, seq uint64, now time.Time, d time.Duration) bool {
+	if seq&1 == 0 {
+		return false
+	}
+	if seq != m.seq {
+		m.seq, m.since = seq, now
+		return false
+	}
+	return now.Sub(m.since) > d
+}

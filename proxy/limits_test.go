@@ -1,0 +1,353 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+)
+
+// The connection and memory limits as a client meets them, through a real featcache in front of a real Redis.
+
+func TestMaxClients(t *testing.T) {
+	p := startProxy(t, "limits: {max_clients: 3}\n"+defaultTestConfig)
+	const full = "-ERR max number of clients reached\r\n"
+	var conns []*redistest.Conn
+	for i := 0; i < 3; i++ {
+		c := p.dial()
+		expectDo(t, c, "+PONG\r\n", "PING")
+		conns = append(conns, c)
+	}
+	extra := p.dial()
+	start := time.Now()
+	got, _ := extra.ReadTimeout(3 * time.Second)
+	if string(got) != full {
+		t.Fatalf("fourth client: got %q; want %q", got, full)
+	}
+	expectClosed(t, extra, time.Second)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("refused after %v; want at once", took)
+	}
+	if n := p.srv.Stats().Rejected.Load(); n != 1 {
+		t.Errorf("rejected = %d; want 1", n)
+	}
+	rec := httptest.NewRecorder()
+	p.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{"featcache_rejected_connections_total 1\n", "featcache_client_buffer_bytes 0\n",
+		`featcache_client_limit_disconnects_total{reason="idle_timeout"} 0`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if stats := string(conns[0].Do("CACHE", "STATS")); !strings.Contains(stats, "rejected_connections:1\r\n") {
+		t.Errorf("CACHE STATS lacks rejected_connections:1")
+	}
+	// The clients already in are served meanwhile; once one leaves, a new one gets in.
+	expectDo(t, conns[0], "+PONG\r\n", "PING")
+	conns[2].Close()
+	redistest.Eventually(t, 5*time.Second, "a slot frees when a client leaves", func() bool {
+		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write([]byte("PING\r\n"))
+		b := make([]byte, 64)
+		n, _ := c.Read(b)
+		return string(b[:n]) == "+PONG\r\n"
+	})
+
+	// The refusal is Redis's own, byte for byte.
+	ref := redistest.Start(t, "--maxclients", "1")
+	first := redistest.Dial(t, ref.Addr())
+	expectDo(t, first, "+PONG\r\n", "PING")
+	second := redistest.Dial(t, ref.Addr())
+	if got, _ := second.ReadTimeout(3 * time.Second); string(got) != full {
+		t.Errorf("Redis --maxclients 1: got %q; the test expects %q", got, full)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	p := startProxy(t, "limits: {idle_timeout: 1s}\n"+defaultTestConfig)
+	rc := p.redis.Dial()
+
+	active := p.dial()
+	sub := p.dial()
+	expectDo(t, sub, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+	blocked := p.dial()
+	if err := blocked.Send("BLPOP", "idle:q", "0"); err != nil {
+		t.Fatal(err)
+	}
+	idle := p.dial()
+	expectDo(t, idle, "+PONG\r\n", "PING")
+	start := time.Now()
+	closed := make(chan time.Duration, 1)
+	go func() {
+		got, err := idle.ReadTimeout(10 * time.Second)
+		if len(got) > 0 || err == nil || strings.Contains(err.Error(), "timeout") {
+			closed <- -1
+			return
+		}
+		closed <- time.Since(start)
+	}()
+
+	// A client that keeps sending stays, while the idle one is closed after about a second, silently (as Redis
+	// closes idle clients), and for two more idle periods after that.
+	var idleFor time.Duration
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+		expectDo(t, active, "+PONG\r\n", "PING")
+		if idleFor == 0 {
+			select {
+			case idleFor = <-closed:
+				if idleFor < 0 {
+					t.Fatal("the idle client got a reply or was not closed within 10s")
+				}
+				end = time.Now().Add(2 * time.Second)
+			default:
+			}
+		}
+		<-time.After(50 * time.Millisecond)
+	}
+	if idleFor < time.Second {
+		t.Errorf("idle client closed after %v; want no sooner than idle_timeout (1s)", idleFor)
+	}
+	// Subscribed and blocked clients were never idle.
+	if n := blockedOn(t, rc, "blpop"); n != 1 {
+		t.Fatalf("blocked clients in Redis: %d; want the BLPOP still waiting", n)
+	}
+	expectDo(t, rc, ":1\r\n", "PUBLISH", "ch", "still here")
+	expectRead(t, sub, "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$10\r\nstill here\r\n")
+	expectDo(t, rc, ":1\r\n", "RPUSH", "idle:q", "x")
+	expectRead(t, blocked, "*2\r\n$6\r\nidle:q\r\n$1\r\nx\r\n")
+	if n := p.srv.Stats().IdleTimeouts.Load(); n != 1 {
+		t.Errorf("idle timeouts = %d; want 1", n)
+	}
+	// Back from the blocking command, the client is an ordinary one again, and idles out.
+	expectClosed(t, blocked, 5*time.Second)
+}
+
+func TestIdleTimeoutOffByDefault(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	if p.cfg.Limits.IdleTimeout != 0 {
+		t.Fatalf("idle_timeout defaults to %v; want 0", p.cfg.Limits.IdleTimeout)
+	}
+	c := p.dial()
+	expectDo(t, c, "+PONG\r\n", "PING")
+	if got, err := c.ReadTimeout(1500 * time.Millisecond); err == nil || len(got) > 0 {
+		t.Fatalf("got %q, %v; want the connection open and silent", got, err)
+	}
+	expectDo(t, c, "+PONG\r\n", "PING")
+}
+
+// TestSlowReaderDisconnected: a client that pipelines requests and never reads their replies is disconnected after
+// limits.output_timeout, holding at most about one flush of replies meanwhile, and other clients are served all along.
+func TestSlowReaderDisconnected(t *testing.T) {
+	p := startProxy(t, "limits: {output_timeout: 300ms}\n"+defaultTestConfig)
+	value := strings.Repeat("v", 100<<10)
+	setup := p.dial()
+	expectDo(t, setup, "+OK\r\n", "SET", "slow:k", value)
+	setup.Close()
+
+	slow := p.dial()
+	var pipeline []byte
+	for i := 0; i < 400; i++ { // 40 MB of replies
+		pipeline = append(pipeline, redistest.Encode("GET", "slow:k")...)
+	}
+	go func() {
+		slow.NetConn().SetWriteDeadline(time.Now().Add(20 * time.Second))
+		slow.NetConn().Write(pipeline) // stalls once featcache stops reading: that is the point
+	}()
+	other := p.dial()
+	redistest.Eventually(t, 10*time.Second, "the slow reader is disconnected", func() bool {
+		expectDo(t, other, "+PONG\r\n", "PING")
+		return p.srv.Stats().OutputTimeouts.Load() == 1
+	})
+	redistest.Eventually(t, 5*time.Second, "its memory is given back", func() bool {
+		return p.srv.Clients() == 1 && p.srv.ClientMemory() == 0
+	})
+	if got := bulk(value); string(other.Do("GET", "slow:k")) != got {
+		t.Errorf("GET after the slow reader left: wrong reply")
+	}
+}
+
+// TestSlowSubscriberDisconnected: the same for a subscriber that stops reading its messages.
+func TestSlowSubscriberDisconnected(t *testing.T) {
+	p := startProxy(t, "limits: {output_timeout: 300ms}\n"+defaultTestConfig)
+	sub := p.dial()
+	expectDo(t, sub, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+	pub := p.redis.Dial()
+	msg := strings.Repeat("m", 64<<10)
+	redistest.Eventually(t, 10*time.Second, "the subscriber that does not read is disconnected", func() bool {
+		pub.Do("PUBLISH", "ch", msg)
+		return p.srv.Stats().OutputTimeouts.Load() == 1
+	})
+	redistest.Eventually(t, 5*time.Second, "its dedicated upstream connection is closed", func() bool {
+		return strings.HasPrefix(string(pub.Do("PUBLISH", "ch", "x")), ":0")
+	})
+}
+
+func TestMaxOutputBytes(t *testing.T) {
+	p := startProxy(t, "limits: {max_output_bytes: 1MB}\n"+defaultTestConfig)
+	value := strings.Repeat("v", 100<<10)
+	c := p.dial()
+	expectDo(t, c, "+OK\r\n", "SET", "out:k", value)
+	expectDo(t, c, bulk(value), "GET", "out:k")
+
+	// A pipeline whose replies add up to 5 MB is fine: they are written as they are produced.
+	var cmds [][]string
+	for i := 0; i < 50; i++ {
+		cmds = append(cmds, []string{"GET", "out:k"})
+	}
+	writeRaw(t, c, encodePipeline(cmds...))
+	for i, f := range readFrames(t, c, len(cmds)) {
+		if f != bulk(value) {
+			t.Fatalf("reply %d of the pipeline is wrong", i)
+		}
+	}
+
+	// One reply over 1 MB is not: from memory (an MGET naming a cached key twenty times) or from Redis (LRANGE).
+	const closed = "-ERR featcache reply exceeds limits.max_output_bytes, connection closed\r\n"
+	mget := []string{"MGET"}
+	for i := 0; i < 20; i++ {
+		mget = append(mget, "out:k")
+	}
+	rpush := []string{"RPUSH", "out:list"}
+	for i := 0; i < 12; i++ {
+		rpush = append(rpush, value)
+	}
+	expectDo(t, c, ":12\r\n", rpush...)
+	for _, tc := range [][]string{mget, {"LRANGE", "out:list", "0", "-1"}} {
+		c := p.dial()
+		expectDo(t, c, "+PONG\r\n", "PING")
+		expectDo(t, c, closed, tc...)
+		expectClosed(t, c, time.Second)
+	}
+	if n := p.srv.Stats().OutputLimits.Load(); n != 2 {
+		t.Errorf("output limit disconnects = %d; want 2", n)
+	}
+	// A big MGET is cut short while it is built, not after: featcache never held 20 values for it.
+	expectDo(t, p.dial(), "+PONG\r\n", "PING")
+}
+
+// TestClientMemoryBudget: the read buffers of clients sending large commands are reserved from
+// limits.max_clients_memory before they grow; a client that would pass it is refused and closed, the others are not
+// disturbed, and the memory returns to the budget when a client leaves or its large command is done.
+func TestClientMemoryBudget(t *testing.T) {
+	p := startProxy(t, "limits: {max_request_bytes: 1MB, max_output_bytes: 1MB, max_clients_memory: 3MB}\n"+defaultTestConfig)
+	const size = 900 << 10
+	value := strings.Repeat("x", size)
+	header := "*3\r\n$3\r\nSET\r\n$7\r\nbudget1\r\n$" + strconv.Itoa(size) + "\r\n"
+	// Three clients send most of a 900 KB SET and wait: each holds a read buffer of about 1 MB, 900 KB of it
+	// beyond its baseline.
+	var senders []*redistest.Conn
+	for i := 0; i < 3; i++ {
+		c := p.dial()
+		writeRaw(t, c, []byte(header+value[:size-10]))
+		senders = append(senders, c)
+		redistest.Eventually(t, 5*time.Second, "the large command's buffer is reserved", func() bool {
+			return p.srv.ClientMemory() > int64(i+1)*800<<10
+		})
+	}
+	if used := p.srv.ClientMemory(); used > 3<<20 {
+		t.Fatalf("client memory %d is over the budget", used)
+	}
+	// A fourth one cannot: it is told, and closed.
+	fourth := p.dial()
+	writeRaw(t, fourth, []byte(header+value[:size-10]))
+	got, _ := fourth.ReadTimeout(5 * time.Second)
+	if want := "-ERR featcache client buffers are full (limits.max_clients_memory), connection closed\r\n"; string(got) != want {
+		t.Fatalf("fourth large command: got %q; want %q", got, want)
+	}
+	expectClosed(t, fourth, time.Second)
+	// Small clients are served meanwhile: they need no more than their baseline.
+	expectDo(t, p.dial(), "+PONG\r\n", "PING")
+
+	// A client that leaves gives its share back; then a large command can complete, which needs its request
+	// twice (read, and sent upstream), and gives it all back once it is done.
+	senders[2].Close()
+	redistest.Eventually(t, 5*time.Second, "the leaving client's buffer returns to the budget", func() bool {
+		return p.srv.ClientMemory() < 2<<20
+	})
+	for _, c := range senders[:2] {
+		writeRaw(t, c, []byte(value[size-10:]+"\r\n"))
+		expectRead(t, c, "+OK\r\n")
+	}
+	redistest.Eventually(t, 5*time.Second, "the buffers return to the budget", func() bool { return p.srv.ClientMemory() == 0 })
+	expectDo(t, senders[0], ":921600\r\n", "STRLEN", "budget1")
+	if n := p.srv.Stats().MemoryLimits.Load(); n != 1 {
+		t.Errorf("memory limit disconnects = %d; want 1", n)
+	}
+}
+
+func TestMultiQueueBounded(t *testing.T) {
+	p := startProxy(t, "limits: {max_request_bytes: 64KB}\n"+defaultTestConfig)
+	c := p.dial()
+	v := strings.Repeat("v", 30<<10)
+	expectDo(t, c, "+OK\r\n", "MULTI")
+	expectDo(t, c, "+QUEUED\r\n", "SET", "tx:a", v)
+	expectDo(t, c, "+QUEUED\r\n", "SET", "tx:b", v)
+	expectDo(t, c, "-ERR transaction too large for featcache (limits.max_request_bytes)\r\n", "SET", "tx:c", v)
+	expectDo(t, c, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+	expectDo(t, c, ":0\r\n", "EXISTS", "tx:a")
+	// A transaction within the bound goes through.
+	expectDo(t, c, "+OK\r\n", "MULTI")
+	expectDo(t, c, "+QUEUED\r\n", "SET", "tx:a", v)
+	expectDo(t, c, "*1\r\n+OK\r\n", "EXEC")
+}
+
+// TestShutdownClosesIdleClients: Shutdown does not wait for clients that have nothing in progress (an idle one,
+// a subscriber): they are closed at once and Shutdown returns long before its deadline.
+func TestShutdownClosesIdleClients(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	idle := p.dial()
+	expectDo(t, idle, "+PONG\r\n", "PING")
+	sub := p.dial()
+	expectDo(t, sub, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := p.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Shutdown took %v with only idle clients", took)
+	}
+	expectClosed(t, idle, time.Second)
+	expectClosed(t, sub, time.Second)
+}
+
+// TestConfiguredProtocolLimits: the limits.* request bounds of the configuration reach the connection guard.
+func TestConfiguredProtocolLimits(t *testing.T) {
+	p := startProxy(t, "limits: {max_args: 4, max_request_bytes: 2KB, max_inline_bytes: 1KB}\n"+defaultTestConfig)
+	other := p.dial()
+	cases := []struct {
+		name, in, want string
+	}{
+		{"five arguments", string(redistest.Encode("MGET", "a", "b", "c", "d")), "-ERR Protocol error: invalid multibulk length\r\n"},
+		{"a bulk over max_request_bytes", "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3000\r\n", "-ERR Protocol error: invalid bulk length\r\n"},
+		{"an inline line over max_inline_bytes", "ECHO " + strings.Repeat("x", 1100) + "\r\n", "-ERR Protocol error: too big inline request\r\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := sendUntilClose(t, p.addr, []byte(tc.in), 3*time.Second, "")
+			if got.out != tc.want || !got.closed || got.took > time.Second {
+				t.Errorf("got %q (closed %v after %v); want %q and the connection closed within 1s", got.out, got.closed, got.took, tc.want)
+			}
+			expectDo(t, other, "+PONG\r\n", "PING")
+		})
+	}
+	// Just within the limits, the same commands are served.
+	expectDo(t, other, "*3\r\n$-1\r\n$-1\r\n$-1\r\n", "MGET", "a", "b", "c")
+	expectDo(t, other, "+OK\r\n", "SET", "k", strings.Repeat("v", 1900))
+	writeRaw(t, other, []byte("ECHO "+strings.Repeat("x", 1000)+"\r\n"))
+	expectRead(t, other, bulk(strings.Repeat("x", 1000)))
+	if n := p.srv.Stats().ProtocolErrors.Load(); n != 3 {
+		t.Errorf("protocol errors = %d; want 3", n)
+	}
+}

@@ -1,0 +1,121 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+
+	"featcache/internal/redistest"
+)
+
+// The command policy and the store's secrets, seen from a client of featcache.
+
+// TestDeniedNeverReachStore sends denied commands in every state a client can be in (plain, inline, mixed case,
+// inside MULTI, in a WATCH session, subscribed) and then requires that Redis never saw them: INFO commandstats has
+// no line for them, not even as rejected calls.
+func TestDeniedNeverReachStore(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	denied := [][]string{
+		{"CONFIG", "GET", "requirepass"}, {"config", "set", "maxmemory", "1"}, {"AcL", "LIST"}, {"DEBUG", "OBJECT", "k"},
+		{"MONITOR"}, {"SHUTDOWN", "NOSAVE"}, {"MODULE", "LIST"}, {"REPLICAOF", "127.0.0.1", "1"}, {"SLAVEOF", "NO", "ONE"},
+		{"FAILOVER"}, {"SAVE"}, {"BGSAVE"}, {"BGREWRITEAOF"}, {"SYNC"}, {"PSYNC", "?", "-1"}, {"REPLCONF", "ack", "1"},
+	}
+	wantErr := func(args []string) string {
+		name := strings.ToLower(args[0])
+		if len(args) > 1 && (name == "config" || name == "acl" || name == "module") {
+			name += "|" + strings.ToLower(args[1])
+		}
+		return "-ERR command '" + name + "' is disabled by featcache (commands.deny)\r\n"
+	}
+	plain := p.dial()
+	for _, args := range denied {
+		expectDo(t, plain, wantErr(args), args...)
+	}
+	// Inline, as redis-cli in a pipe or telnet sends it.
+	writeRaw(t, plain, []byte("config get requirepass\r\nPING\r\n"))
+	expectRead(t, plain, wantErr([]string{"config", "get"}))
+	expectRead(t, plain, "+PONG\r\n")
+	// Queued in a transaction: refused at once, and the transaction aborts.
+	expectDo(t, plain, "+OK\r\n", "MULTI")
+	for _, args := range denied[:4] {
+		expectDo(t, plain, wantErr(args), args...)
+	}
+	expectDo(t, plain, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+	// In a WATCH session, whose commands go verbatim to a pinned connection.
+	expectDo(t, plain, "+OK\r\n", "WATCH", "w")
+	for _, args := range denied {
+		expectDo(t, plain, wantErr(args), args...)
+	}
+	expectDo(t, plain, "+OK\r\n", "UNWATCH")
+	// Subscribed, where every command goes to the dedicated connection: the refusal still comes in order, after the
+	// replies of the commands before it.
+	sub := p.dial()
+	writeRaw(t, sub, encodePipeline([]string{"SUBSCRIBE", "a"}, []string{"CONFIG", "GET", "requirepass"}, []string{"SUBSCRIBE", "b"},
+		[]string{"ACL", "LIST"}, []string{"PING"}))
+	expectRead(t, sub, "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n")
+	expectRead(t, sub, wantErr([]string{"config", "get"}))
+	expectRead(t, sub, "*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n")
+	expectRead(t, sub, wantErr([]string{"acl", "list"}))
+	expectRead(t, sub, "*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+
+	stats := string(p.redis.Do("INFO", "commandstats"))
+	for _, args := range denied {
+		name := "cmdstat_" + strings.ToLower(args[0])
+		if strings.Contains(stats, name+":") || strings.Contains(stats, name+"|") {
+			t.Errorf("%q reached Redis: %s", args, commandstatsLine(stats, name))
+		}
+	}
+	if p.srv.Stats().Forwarded.Load() == 0 {
+		t.Fatal("nothing was forwarded: the test did not exercise the upstream connections")
+	}
+}
+
+func commandstatsLine(stats, prefix string) string {
+	for _, line := range strings.Split(stats, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
+
+// TestStorePasswordNotReadable tries every path by which a client of featcache could learn the password featcache
+// uses for the store, or featcache's own: the configuration (denied), ACLs (denied), server introspection
+// (forwarded: INFO, CLIENT LIST, SLOWLOG with every command logged, LATENCY, MEMORY), scripts and functions calling
+// CONFIG or ACL (Redis refuses them), and featcache's own commands. No reply contains either password.
+func TestStorePasswordNotReadable(t *testing.T) {
+	const storeSecret, clientSecret = "store-Secret-9f1c", "client-Secret-77ab"
+	// The slow log records every command, featcache's connection set-up (AUTH) included.
+	redis := redistest.Start(t, "--requirepass", storeSecret, "--slowlog-log-slower-than", "0", "--slowlog-max-len", "100000")
+	p := startProxyOn(t, redis, "password: "+clientSecret+"\nupstream: {password: "+storeSecret+"}\n"+defaultTestConfig)
+
+	c := p.dial()
+	expectDo(t, c, "+OK\r\n", "AUTH", clientSecret)
+	expectDo(t, c, "+OK\r\n", "SET", "k", "v")
+	probes := [][]string{
+		{"CONFIG", "GET", "requirepass"}, {"CONFIG", "GET", "*"}, {"CONFIG", "GET", "masterauth"},
+		{"ACL", "LIST"}, {"ACL", "GETUSER", "default"}, {"ACL", "LOG"}, {"DEBUG", "JMAP"}, {"MONITOR"},
+		{"INFO"}, {"INFO", "everything"}, {"INFO", "server"}, {"CLIENT", "LIST"}, {"CLIENT", "INFO"},
+		{"SLOWLOG", "GET", "1000"}, {"LATENCY", "DOCTOR"}, {"MEMORY", "DOCTOR"}, {"COMMAND", "INFO", "auth"},
+		{"EVAL", "return redis.call('config', 'get', 'requirepass')", "0"},
+		{"EVAL", "return redis.call('acl', 'list')", "0"},
+		{"EVAL", "return redis.pcall('config', 'get', '*')", "0"},
+		{"FUNCTION", "LOAD", "#!lua name=steal\nredis.register_function('steal', function() return redis.call('config', 'get', 'requirepass') end)"},
+		{"FCALL", "steal", "0"},
+		{"HELLO", "2"}, {"CACHE", "STATS"}, {"CACHE", "EXPLAIN", "k"}, {"CACHE", "HELP"},
+		{"MIGRATE", "127.0.0.1", "1", "k", "0", "10"},
+	}
+	var slow string
+	for _, args := range probes {
+		reply := string(c.Do(args...))
+		if strings.Contains(reply, storeSecret) || strings.Contains(reply, clientSecret) {
+			t.Errorf("%q revealed a password: %.300q", args, reply)
+		}
+		if args[0] == "SLOWLOG" {
+			slow = reply
+		}
+	}
+	// The slow log did record featcache's connection set-up, with the password redacted by Redis.
+	if !strings.Contains(slow, "(redacted)") {
+		t.Errorf("SLOWLOG GET: no redacted AUTH of featcache's connections; the probe did not see them: %.500q", slow)
+	}
+}
