@@ -137,6 +137,19 @@ func TestFeastLayout(t *testing.T) {
 	if n := upstreamCalls(t, p.redis, "hmget"); n != 6 {
 		t.Fatalf("%d upstream HMGETs for two rounds of 6; want 6 (the second round from memory)", n)
 	}
+	// Each HMGET is counted once, under its feature view's policy: a miss in the first round, a hit in the second,
+	// with the age of what was served.
+	m := scrapeMetrics(t, p.adminURL())
+	for _, view := range []string{"feast:txn_stats", "feast:user_profile"} {
+		for result, want := range map[string]float64{"miss": 3, "hit": 3} {
+			if got := m.value(t, "featcache_requests_total", "policy", view, "result", result); got != want {
+				t.Errorf("featcache_requests_total{policy=%q,result=%q} = %v; want %v", view, result, got, want)
+			}
+		}
+		if got := m.value(t, "featcache_served_age_seconds", "policy", view); got != 3 {
+			t.Errorf("featcache_served_age_seconds{policy=%q} counts %v values; want 3", view, got)
+		}
+	}
 	// CACHE EXPLAIN shows the hash's fields and a field's feature-view policy; binary keys print quoted.
 	explain := string(c.Do("CACHE", "EXPLAIN", feastKey(1), fid("txn_stats", "sum_1h")))
 	for _, want := range []string{"policy:feast\r\n", "kind:hash", "field_policy:feast:txn_stats", "field_state:fresh", `key:"\x01\x00`} {
