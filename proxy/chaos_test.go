@@ -81,7 +81,16 @@ policies:
 			redis.Resume()
 			faults["hang"]++
 		case 3:
+			h.restarting(true)
 			redis.Restart()
+			// Loading the append-only file writes every key again: a WATCH that Redis accepted meanwhile (it
+			// does while loading) sees its key modified, and the EXEC aborts, as it should.
+			rc := redis.Dial()
+			redistest.Eventually(t, 10*time.Second, "Redis loaded its data", func() bool {
+				return strings.Contains(string(rc.Do("INFO", "persistence")), "loading:0\r\n")
+			})
+			rc.Close()
+			h.restarting(false)
 			faults["restart"]++
 		}
 	}
@@ -200,6 +209,9 @@ type chaosHistory struct {
 	last       map[string]chaosAck        // key -> last acknowledged write
 	failed     map[string]int             // key -> writes that got an error: applied or not, maybe later
 	logs       map[string]string          // log key -> its acknowledged value
+	// restarts are the intervals from the start of a Redis restart until it finished loading its data; the last
+	// one's end is zero while it runs.
+	restarts [][2]time.Time
 	violations []string
 
 	requests, errors, ackedWrites atomic.Int64
@@ -240,6 +252,29 @@ func (h *chaosHistory) acknowledge(key, value string) {
 	h.ackedVals[key][value] = true
 	a := h.last[key]
 	h.last[key] = chaosAck{value: value, seq: chaosSeq(value), writes: a.writes + 1}
+}
+
+// restarting marks the beginning (true) or the end (false) of a Redis restart and the loading of its data.
+func (h *chaosHistory) restarting(begin bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if begin {
+		h.restarts = append(h.restarts, [2]time.Time{time.Now()})
+	} else {
+		h.restarts[len(h.restarts)-1][1] = time.Now()
+	}
+}
+
+// duringRestart reports whether a Redis restart, loading included, overlapped the interval [from, to].
+func (h *chaosHistory) duringRestart(from, to time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.restarts {
+		if !r[0].After(to) && (r[1].IsZero() || !r[1].Before(from)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *chaosHistory) fail(key string) {
@@ -542,6 +577,7 @@ func (c *chaosClient) transaction() error {
 // watched reads an own key under WATCH and writes it in a transaction: an optimistic update on a pinned connection.
 func (c *chaosClient) watched() error {
 	key, v := c.ownKey(), c.value()
+	start := time.Now()
 	r, err := c.send([]string{"WATCH", key}, []string{"GET", key})
 	if err != nil {
 		return err
@@ -562,9 +598,10 @@ func (c *chaosClient) watched() error {
 	switch {
 	case r[2] == "*1\r\n+OK\r\n":
 		c.h.acknowledge(key, v)
-	case r[2] == "*-1\r\n" && c.h.failedWrites(key) == 0:
-		// The watched key changed: only this client writes it, and none of its writes failed (one that failed may
-		// be applied late), so that would be a violation.
+	case r[2] == "*-1\r\n" && c.h.failedWrites(key) == 0 && !c.h.duringRestart(start, time.Now()):
+		// The watched key changed: only this client writes it, none of its writes failed (one that failed may be
+		// applied late), and Redis was not loading its data (which rewrites every key), so that would be a
+		// violation.
 		c.h.violate("client %d: EXEC after WATCH %s aborted, though nobody else writes the key", c.id, key)
 	case r[2] == "*-1\r\n":
 		c.h.fail(key)
