@@ -203,15 +203,15 @@ func backToBaseline(t *testing.T, goroutines int, heap, slack uint64, other func
 // once a write was acknowledged. Log keys, each written once, make the durability check exact: every
 // acknowledged one must be in Redis with its value.
 type chaosHistory struct {
-	mu         sync.Mutex
-	tried      map[string]map[string]bool // key -> values sent in writes, recorded before the write is sent
-	ackedVals  map[string]map[string]bool // key -> values acknowledged
-	last       map[string]chaosAck        // key -> last acknowledged write
-	failed     map[string]int             // key -> writes that got an error: applied or not, maybe later
-	logs       map[string]string          // log key -> its acknowledged value
+	mu        sync.Mutex
+	tried     map[string]map[string]bool // key -> values sent in writes, recorded before the write is sent
+	ackedVals map[string]map[string]bool // key -> values acknowledged
+	last      map[string]chaosAck        // key -> last acknowledged write
+	failed    map[string]int             // key -> writes that got an error: applied or not, maybe later
+	logs      map[string]string          // log key -> its acknowledged value
 	// restarts are the intervals from the start of a Redis restart until it finished loading its data; the last
 	// one's end is zero while it runs.
-	restarts [][2]time.Time
+	restarts   [][2]time.Time
 	violations []string
 
 	requests, errors, ackedWrites atomic.Int64
