@@ -163,3 +163,33 @@ policies: [{name: p, prefix: "", soft_ttl: 1h, hard_ttl: 1h}]
 		t.Fatalf("past the hash's expiry: %q", got)
 	}
 }
+
+// TestHashReadsWithFieldTTLPath runs the per-field expiry path (as against Redis 7.4+, where the command table
+// has HPTTL) against Redis 7.0, whose HPTTL fails: every reply is still Redis's, whatever mix of HGET, HMGET and
+// HGETALL one connection sends, and fields whose own TTL could not be read are not stored.
+func TestHashReadsWithFieldTTLPath(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	p.redis.Do("HSET", "h", "a", "1", "b", "2")
+	p.redis.Do("HSET", "h2", "a", "1")
+	p.settle()
+	p.srv.tbl.Load().fieldTTL = true
+	c := p.dial()
+	rc := p.redis.Dial()
+	for round := 0; round < 2; round++ {
+		for _, args := range [][]string{
+			{"HGETALL", "h"}, {"HMGET", "h", "a", "b", "x"}, {"HGET", "h", "a"}, {"HGETALL", "h2"},
+			{"HMGET", "h2", "a"}, {"HGETALL", "h"},
+		} {
+			if got, want := string(c.Do(args...)), string(rc.Do(args...)); got != want {
+				t.Fatalf("round %d %q: got %q; want %q (Redis)", round, args, got, want)
+			}
+		}
+	}
+	if n := p.srv.Stats().Panics.Load(); n != 0 {
+		t.Fatalf("%d connections ended by a panic", n)
+	}
+	// HMGET's fields had no readable TTL: not stored, so the second round read them again.
+	if n := upstreamCalls(t, p.redis, "hmget"); n < 4 {
+		t.Fatalf("%d upstream HMGETs for two rounds; want the fields read again (not stored without their TTLs)", n)
+	}
+}

@@ -172,8 +172,11 @@ type HashFetched struct {
 // nil when it was not asked; a field whose own TTL cannot be read gets -3 (unknown: not to be stored).
 func ParseHashFetched(reply, pttl, hpttl []byte, fields [][]byte, all bool, out *HashFetched) error {
 	out.Fields, out.Values, out.Missing, out.Error = out.Fields[:0], out.Values[:0], out.Missing[:0], nil
-	out.FieldPTTL = out.FieldPTTL[:0]
+	// FieldPTTL is nil unless the TTLs were asked for (callers test it for nil), its storage kept for the next time.
+	keep := out.FieldPTTL[:0]
+	out.FieldPTTL = nil
 	if hpttl != nil {
+		out.FieldPTTL = keep
 		elems, err := arrayElements(hpttl, nil)
 		for i := range fields {
 			ttl := int64(-3)
