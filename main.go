@@ -27,8 +27,8 @@ import (
 	"featcache/upstream"
 )
 
-// memoryHeadroom is what the Go memory limit allows above local.max_memory and limits.max_clients_memory: client
-// baselines, fills in flight, the runtime itself.
+// memoryHeadroom is what the Go memory limit allows above local.max_memory and what clients reserved from
+// limits.max_clients_memory: client baselines, fills in flight, the runtime itself.
 const memoryHeadroom = 64 << 20
 
 func main() {
@@ -96,8 +96,9 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 	slog.SetDefault(log)
 
 	// freecache's buffer lives on the Go heap: without a limit the GC would let the heap grow to twice it. Client
-	// buffers are bounded by limits.max_clients_memory beyond their baselines, so the limit includes them.
-	debug.SetMemoryLimit(cfg.Local.MaxMemory + cfg.Limits.MaxClientsMemory + memoryHeadroom)
+	// buffers beyond their baselines are reserved from limits.max_clients_memory; the server raises the limit by
+	// what is reserved (MemoryLimitBase), so it is local.max_memory + headroom while clients hold little.
+	debug.SetMemoryLimit(cfg.Local.MaxMemory + memoryHeadroom)
 	cache, err := localcache.New(localcache.Options{MaxMemory: cfg.Local.MaxMemory})
 	if err != nil {
 		return err
@@ -119,7 +120,8 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 		return err
 	}
 	defer up.Close()
-	srv, err := proxy.New(proxy.Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Reload: load, LogLevel: level})
+	srv, err := proxy.New(proxy.Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Reload: load, LogLevel: level,
+		MemoryLimitBase: cfg.Local.MaxMemory + memoryHeadroom})
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ package proxy
 import (
 	"crypto/tls"
 	"net"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -50,7 +51,16 @@ var (
 type budget struct {
 	limit int64
 	used  atomic.Int64
+
+	// With base > 0, the Go memory limit follows the reservations: base plus what is reserved, rounded up to
+	// memoryStep (see follow). step is the number of steps last set.
+	base int64
+	step atomic.Int64
 }
+
+// memoryStep is the granularity at which the Go memory limit follows the clients' reservations, so that it moves
+// rarely.
+const memoryStep = 16 << 20
 
 // take reserves n bytes if the allowance has them.
 func (b *budget) take(n int64) bool {
@@ -60,13 +70,34 @@ func (b *budget) take(n int64) bool {
 			return false
 		}
 		if b.used.CompareAndSwap(u, u+n) {
+			b.follow(u + n)
 			return true
 		}
 	}
 }
 
 // give returns n reserved bytes.
-func (b *budget) give(n int64) { b.used.Add(-n) }
+func (b *budget) give(n int64) { b.follow(b.used.Add(-n)) }
+
+// follow keeps the Go memory limit at base plus the bytes reserved (used), in steps of memoryStep: the garbage
+// collector keeps the heap near local.max_memory plus headroom while clients hold little, and lets it grow by what
+// they were allowed to reserve when they hold more, instead of collecting continuously.
+func (b *budget) follow(used int64) {
+	if b.base <= 0 {
+		return
+	}
+	step := (used + memoryStep - 1) / memoryStep
+	for {
+		old := b.step.Load()
+		if old == step {
+			return
+		}
+		if b.step.CompareAndSwap(old, step) {
+			debug.SetMemoryLimit(b.base + step*memoryStep)
+			return
+		}
+	}
+}
 
 // footprint is the capacity of the buffers the client owns: what its connection holds in memory.
 func (c *client) footprint() int {

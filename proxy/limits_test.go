@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http/httptest"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -349,5 +350,24 @@ func TestConfiguredProtocolLimits(t *testing.T) {
 	expectRead(t, other, bulk(strings.Repeat("x", 1000)))
 	if n := p.srv.Stats().ProtocolErrors.Load(); n != 3 {
 		t.Errorf("protocol errors = %d; want 3", n)
+	}
+}
+
+// TestMemoryLimitFollowsReservations: with a base, the Go memory limit is the base plus what clients reserved,
+// in memoryStep steps, and comes back down when they give it back.
+func TestMemoryLimitFollowsReservations(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	const base = 1 << 30
+	b := &budget{limit: 256 << 20, base: base}
+	if !b.take(20 << 20) {
+		t.Fatal("take refused")
+	}
+	if got := debug.SetMemoryLimit(-1); got != base+2*memoryStep {
+		t.Fatalf("limit after reserving 20MB: %d; want base + 32MB", got-base)
+	}
+	b.give(20 << 20)
+	if got := debug.SetMemoryLimit(-1); got != base {
+		t.Fatalf("limit after giving it back: base + %d; want base", got-base)
 	}
 }

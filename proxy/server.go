@@ -38,6 +38,10 @@ type Options struct {
 	Reload func() (*policy.Config, error)
 	// LogLevel, if not nil, is set from log.level at each reload.
 	LogLevel *slog.LevelVar
+	// MemoryLimitBase, if greater than 0, makes the server keep the Go memory limit (debug.SetMemoryLimit) at this
+	// many bytes plus what clients reserved from limits.max_clients_memory (in 16MB steps): main sets it to
+	// local.max_memory plus headroom.
+	MemoryLimitBase int64
 	// TLSHandshakeTimeout bounds the TLS handshake of a client accepted on a TLS listener. If zero,
 	// DefaultTLSHandshakeTimeout is used.
 	TLSHandshakeTimeout time.Duration
@@ -130,6 +134,10 @@ func New(opt Options) (*Server, error) {
 		stop:      make(chan struct{}),
 	}
 	s.budget.limit = lim.MaxClientsMemory
+	if opt.MemoryLimitBase > 0 {
+		s.budget.base = opt.MemoryLimitBase
+		debug.SetMemoryLimit(opt.MemoryLimitBase)
+	}
 	cfg := opt.Config
 	s.cfg.Store(cfg)
 	s.revalidate = newTokenBucket(cfg.Upstream.RevalidateRate, opt.Now)
