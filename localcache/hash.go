@@ -171,6 +171,19 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 	// Keep the fields of the current entry that this read did not cover, if it is of the fill's stamp (an entry
 	// of an older epoch or session is not vouched for by the tracking that guards this fill).
 	if !hr.All {
+		// The current entry's records do not say which policy stored them, so how long serve-stale may still use
+		// one past its hard deadline is not known here; the current entry's freecache lifetime was set from that
+		// (see Complete), so kept records keep it.
+		// oldLast undoes the rounding up that set that lifetime (below), so that merging again and again does not
+		// stretch it.
+		var oldLast int64
+		if left, err := c.fc.TTL(f.key); err == nil && left > 0 {
+			up := int64(1)
+			if c.stopTimer != nil {
+				up = 2
+			}
+			oldLast = (floorDiv(nowMs, 1000) + int64(left) - up) * 1000
+		}
 		_ = c.fc.PeekFn(f.key, func(e []byte) error {
 			oh, rest, err := decodeHeader(e)
 			if err != nil || oh.Kind != KindHash || oh.Epoch != h.Epoch || oh.Session != h.Session || len(rest) == 0 {
@@ -189,9 +202,9 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 						return true // replaced by what this fill read
 					}
 				}
-				if rec.hard > nowMs {
+				if rec.hard > nowMs || oldLast > nowMs {
 					b = appendRecord(b, rec.field, rec.kind == KindNil, rec.fetched, rec.soft, rec.hard, rec.expire, rec.value)
-					last = max(last, rec.hard)
+					last = max(last, rec.hard, oldLast)
 					kept++
 				}
 				return true

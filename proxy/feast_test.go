@@ -211,3 +211,63 @@ feast:
 		t.Fatalf("redis-py's Feast reads were never answered from memory\n%s", out)
 	}
 }
+
+// TestFeastStaleAndFaults: hash reads go through the same states as GET, each feature view under its own policy.
+// Past its soft TTL a view's fields are served from memory while one background refresh re-reads them; with
+// Redis hung, a serve_stale view answers from memory past its hard TTL while a fail view gets an error within
+// upstream.timeout.
+func TestFeastStaleAndFaults(t *testing.T) {
+	cfg := strings.Replace(feastConfig, "upstream: {tracking: false}", "upstream: {tracking: false, timeout: 300ms}", 1)
+	cfg = strings.Replace(cfg, "      max_event_age: 24h\n", "      max_event_age: 24h\n      on_upstream_error: serve_stale\n      max_stale: 1h\n", 1)
+	p := startProxy(t, cfg)
+	now := p.clock.Now()
+	writeFeastRow(t, p.redis, 1, 7, 12.5, 41, "NL", now, now)
+	c := p.dial()
+	users := []int64{1}
+	txn, profile := feastRead(t, c, users)
+	before := upstreamCalls(t, p.redis, "hmget")
+
+	// Soft-stale: Redis changed meanwhile (tracking is off); the old row is served, and one refresh per view
+	// brings the new one.
+	writeFeastRow(t, p.redis, 1, 8, 13.5, 41, "NL", now, now)
+	p.clock.Advance(6 * time.Second) // txn_stats: past soft (5s), before hard (10s)
+	txn2, _ := feastRead(t, c, users)
+	if txn2[0] != txn[0] {
+		t.Fatalf("soft-stale txn_stats: got %q; want the cached %q", txn2[0], txn[0])
+	}
+	redistest.Eventually(t, 5*time.Second, "one background refresh of txn_stats", func() bool {
+		return upstreamCalls(t, p.redis, "hmget") == before+1
+	})
+	want := feastReply(feastInt64(8), feastDouble(13.5), string(policy.AppendFeastTimestamp(nil, now)))
+	redistest.Eventually(t, 5*time.Second, "the refreshed row", func() bool {
+		got, _ := feastRead(t, c, users)
+		return got[0] == want
+	})
+	if n := upstreamCalls(t, p.redis, "hmget"); n != before+1 {
+		t.Fatalf("%d upstream HMGETs after the refresh; want %d (one refresh, then memory)", n, before+1)
+	}
+
+	// Redis hangs, both views past their hard TTLs: user_profile (serve_stale) is answered from memory,
+	// txn_stats (fail) gets the upstream's error.
+	p.clock.Advance(150 * time.Minute) // user_profile: past hard (2h), within max_stale (1h)
+	p.redis.Pause()
+	defer p.redis.Resume()
+	start := time.Now()
+	txn3, profile3 := feastRead(t, c, users)
+	if !strings.HasPrefix(txn3[0], "-ERR featcache upstream") {
+		t.Fatalf("fail view with Redis hung: got %q; want featcache's upstream error", txn3[0])
+	}
+	if profile3[0] != profile[0] {
+		t.Fatalf("serve_stale view with Redis hung: got %q; want the cached %q", profile3[0], profile[0])
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the reads took %v with upstream.timeout 300ms", d)
+	}
+	m := scrapeMetrics(t, p.adminURL())
+	if got := m.value(t, "featcache_stale_on_error_total", "policy", "feast:user_profile"); got != 1 {
+		t.Errorf("stale_on_error_total{policy=feast:user_profile} = %v; want 1", got)
+	}
+	if got := m.value(t, "featcache_requests_total", "policy", "feast:txn_stats", "result", "error"); got != 1 {
+		t.Errorf("requests_total{policy=feast:txn_stats,result=error} = %v; want 1", got)
+	}
+}
