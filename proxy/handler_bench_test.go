@@ -129,7 +129,7 @@ func BenchmarkHitPathHMGET(b *testing.B) {
 		c.out = c.out[:0]
 	}
 	b.StopTimer()
-	if hits := srv.stats.Hits.Load(); hits < int64(b.N) {
+	if hits := srv.Stats().Hits.Load(); hits < int64(b.N) {
 		b.Fatalf("hits = %d; the benchmark did not hit", hits)
 	}
 }

@@ -31,6 +31,9 @@ go test -race -count=1 -timeout 20m ./...
 echo "== consistency checker (${CHECKER:-5s}; longer: CHECKER=60s scripts/test.sh)"
 go test -race -count=1 -run '^TestConsistencyChecker$' ./proxy/ -checker="${CHECKER:-5s}" -v | grep -E '^(consistency checker|--- |ok|FAIL)'
 
+echo "== benchmarks (each once, so that they keep working; numbers come from make bench)"
+go test -count=1 -run '^$' -bench . -benchtime=1x ./... | grep -E '^(--- |ok|FAIL|panic)'
+
 echo "== fuzz (briefly)"
 fuzz() { go test -run='^$' -fuzz="^$2\$" -fuzztime="${FUZZTIME:-10s}" "./$1/"; }
 fuzz proxy FuzzReader
