@@ -136,6 +136,7 @@ type invocation struct {
 	featcache   string
 	redisServer string
 	cpuProfile  string
+	fcProfile   string
 }
 
 func newFlagSet(s *settings, inv *invocation) *flag.FlagSet {
@@ -173,6 +174,7 @@ func newFlagSet(s *settings, inv *invocation) *flag.FlagSet {
 	fs.StringVar(&inv.featcache, "featcache", inv.featcache, "featcache binary, or source folder to build (default: this module)")
 	fs.StringVar(&inv.redisServer, "redis-server", inv.redisServer, "redis-server binary")
 	fs.StringVar(&inv.cpuProfile, "cpuprofile", inv.cpuProfile, "write this program's own CPU profile (the load generator's) to a file")
+	fs.StringVar(&inv.fcProfile, "featcache-cpuprofile", inv.fcProfile, "write featcache's CPU profile over its last round to a file (<profile>. is prefixed to the name)")
 	return fs
 }
 
@@ -447,7 +449,7 @@ func run(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 
-	e := &env{scratch: scratch, featcache: bin, redisServer: inv.redisServer, pin: pin, stop: stop}
+	e := &env{scratch: scratch, featcache: bin, redisServer: inv.redisServer, pin: pin, stop: stop, fcProfile: inv.fcProfile}
 	rep := &report{Started: start, Profile: base.Profile, Machine: readMachine(e, from)}
 	out := inv.out
 	if out == "" {

@@ -3,8 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +21,7 @@ type env struct {
 	redisServer string // redis-server binary
 	pin         pinning
 	stop        *atomic.Bool // set on SIGINT/SIGTERM: phases end early and everything is stopped
+	fcProfile   string       // if set, featcache's CPU profile over its last round is written here
 }
 
 type targetKind string
@@ -132,7 +137,7 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 
 	// featcache and twemproxy start after seeding, so the seed's writes are not a flood of invalidations.
 	targets := []*liveTarget{{name: "redis", kind: kindRedis, addr: upstream, proc: redisProc}}
-	fcAddr, fcProc, err := f.startFeatcache(e.featcache, upstream, s.MaxMemory.bytes)
+	fcAddr, fcProc, fcAdmin, err := f.startFeatcache(e.featcache, upstream, s.MaxMemory.bytes, e.fcProfile != "")
 	if err != nil {
 		return nil, err
 	}
@@ -202,9 +207,23 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 			if err != nil {
 				return nil, err
 			}
+			var profiled chan error
+			if t.kind == kindFeatcache && round == s.Rounds && e.fcProfile != "" && s.Duration >= time.Second {
+				profiled = make(chan error, 1)
+				go func() {
+					profiled <- fetchProfile(fcAdmin, s.Duration, profilePath(e.fcProfile, s.Profile))
+				}()
+			}
 			ph, err := t.load.run(s.Duration, s.Requests, s.Pipeline, e.stop)
 			if err != nil {
 				return nil, err
+			}
+			if profiled != nil {
+				if err := <-profiled; err != nil {
+					logf("featcache CPU profile: %v", err)
+				} else {
+					logf("featcache CPU profile of round %d written to %s", round, profilePath(e.fcProfile, s.Profile))
+				}
 			}
 			after, err := t.sample()
 			if err != nil {
@@ -425,4 +444,31 @@ func redisBenchmarkSuite(e *env, s settings, targets []*liveTarget, logf func(st
 		r.P99Ms = median(r.Runs, func(x rbRun) float64 { return x.P99Ms })
 	}
 	return results, nil
+}
+
+// profilePath names the featcache CPU profile of a profile run: the profile's name before the file name.
+func profilePath(path, profile string) string {
+	return filepath.Join(filepath.Dir(path), profile+"."+filepath.Base(path))
+}
+
+// fetchProfile reads featcache's CPU profile over d from its admin listener (admin_pprof) into path.
+func fetchProfile(admin string, d time.Duration, path string) error {
+	secs := max(int(d/time.Second), 1)
+	resp, err := http.Get("http://" + admin + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /debug/pprof/profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -185,7 +185,9 @@ func (f *fleet) startRelay(upstream string, delay time.Duration) (string, *proc,
 // the TTLs a feature store would use, redis-benchmark's "key:" keys cached like feature bundles, tracking on,
 // admin HTTP off (statistics come from CACHE STATS over RESP).
 const featcacheConfig = `listen: %q
-admin: ""
+admin: %q
+admin_pprof: %t
+shutdown_delay: 0s
 upstream:
   addresses: [%q]
   tracking: true
@@ -206,8 +208,16 @@ policies:
     hard_ttl: 30m
 `
 
-func (f *fleet) startFeatcache(bin, upstream string, maxMemory int64) (string, *proc, error) {
-	return f.startFeatcacheAs("featcache", bin, upstream, maxMemory)
+// startFeatcache starts the featcache under test; with pprof, its admin listener serves /debug/pprof on the
+// address it returns as admin.
+func (f *fleet) startFeatcache(bin, upstream string, maxMemory int64, pprof bool) (addr string, p *proc, admin string, err error) {
+	if pprof {
+		if admin, err = freeAddr(); err != nil {
+			return "", nil, "", err
+		}
+	}
+	addr, p, err = f.startFeatcacheWith("featcache", bin, upstream, maxMemory, admin)
+	return addr, p, admin, err
 }
 
 // startFeatcacheConfig starts a featcache named name with body (policies, a feast section) appended to the bench's
@@ -218,7 +228,7 @@ func (f *fleet) startFeatcacheConfig(name, bin, upstream, body string) (string, 
 		return "", nil, err
 	}
 	cfg := filepath.Join(f.dir, name+".yaml")
-	text := fmt.Sprintf("listen: %q\nadmin: \"\"\nupstream:\n  addresses: [%q]\n  tracking: true\n", addr, upstream) + body
+	text := fmt.Sprintf("listen: %q\nadmin: \"\"\nshutdown_delay: 0s\nupstream:\n  addresses: [%q]\n  tracking: true\n", addr, upstream) + body
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		return "", nil, err
 	}
@@ -232,12 +242,17 @@ func (f *fleet) startFeatcacheConfig(name, bin, upstream, body string) (string, 
 // startFeatcacheAs starts a featcache named name (its log and configuration files are named after it), so one
 // fleet can run several.
 func (f *fleet) startFeatcacheAs(name, bin, upstream string, maxMemory int64) (string, *proc, error) {
+	return f.startFeatcacheWith(name, bin, upstream, maxMemory, "")
+}
+
+// startFeatcacheWith is startFeatcacheAs with an admin listener (and /debug/pprof) on admin, if not empty.
+func (f *fleet) startFeatcacheWith(name, bin, upstream string, maxMemory int64, admin string) (string, *proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", nil, err
 	}
 	cfg := filepath.Join(f.dir, name+".yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, featcacheConfig, addr, upstream, maxMemory), 0o644); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, featcacheConfig, addr, admin, admin != "", upstream, maxMemory), 0o644); err != nil {
 		return "", nil, err
 	}
 	p, err := f.start(name, bin, "-config", cfg)
