@@ -2,6 +2,10 @@ package main
 
 import (
 	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -201,5 +205,28 @@ func TestPresetsValidate(t *testing.T) {
 	}
 	if err := applyPreset("nope", &settings{}); err == nil {
 		t.Error("unknown profile: want an error")
+	}
+}
+
+// TestFeastProfileRuns runs the Feast profile end to end on a small key space: it starts Redis and featcache,
+// seeds entities in Feast's layout, drives both targets and writes its table with a hit ratio for featcache.
+func TestFeastProfileRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Redis and builds featcache")
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server not installed")
+	}
+	out := filepath.Join(t.TempDir(), "feast.md")
+	err := runFeast([]string{"-entities", "300", "-duration", "300ms", "-rounds", "1", "-conns", "2", "-batch", "2", "-out", out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`\| featcache \| \d+ \| \d+ \| .* \| \d+\.\d%`).Match(table) || !strings.Contains(string(table), "| redis | ") {
+		t.Fatalf("the Feast table lacks a row per target with featcache's hit ratio:\n%s", table)
 	}
 }
