@@ -156,7 +156,7 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 		"ready_after", cfg.Warm.ReadyAfter, "warm_rate", cfg.Warm.Rate, "hotkeys_file", cfg.Warm.HotkeysFile,
 		"hotkeys_zset", cfg.Warm.HotkeysZset, "max_conn_age", cfg.Limits.MaxConnAge,
 		"shutdown_delay", cfg.ShutdownDelay, "shutdown_timeout", cfg.ShutdownTimeout, "log_level", cfg.Log.Level.String(),
-		"upstream_auth", cfg.Upstream.Password != "")
+		"upstream_auth", cfg.Upstream.Password != "", "upstream_user", cfg.Upstream.Username)
 	srv.StartWarmup()
 
 	var stop os.Signal

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -182,6 +183,92 @@ policies: [{name: all, prefix: "", hard_ttl: 1h, on_upstream_error: serve_stale,
 	}
 	for _, secret := range []string{storeSecret, clientSecret, wrongSecret} {
 		if strings.Contains(logs, secret) {
+			t.Errorf("a password is in the logs:\n%s", logs)
+		}
+	}
+}
+
+// TestUpstreamACLUser runs featcache as a Redis ACL user (upstream.username and upstream.password) on a Redis whose
+// default user has another password: reads, writes, caching and tracking work with every upstream connection
+// authenticated as that user; an instance with a wrong username logs WRONGPASS, answers with it, and no password
+// appears in any log.
+func TestUpstreamACLUser(t *testing.T) {
+	const adminSecret, userSecret = "admin-Secret-3b9d", "feat-Secret-a41e"
+	redis := redistest.Start(t, "--requirepass", adminSecret)
+	rc := redis.Dial()
+	if got := string(rc.Do("AUTH", adminSecret)); got != "+OK\r\n" {
+		t.Fatalf("AUTH as default: %q", got)
+	}
+	if got := string(rc.Do("ACL", "SETUSER", "feat", "on", ">"+userSecret, "~*", "&*", "+@all")); got != "+OK\r\n" {
+		t.Fatalf("ACL SETUSER: %q", got)
+	}
+	cfg := func(user string) string {
+		return fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: ""
+upstream: {username: %s, password: %q}
+policies: [{name: all, prefix: "", hard_ttl: 1h}]
+`, user, userSecret)
+	}
+	in := startInProcess(t, "-config", writeConfig(t, cfg("feat")), "-upstream", redis.Addr())
+	redistest.Eventually(t, 10*time.Second, "tracking established", func() bool {
+		return strings.Contains(in.logs.String(), "tracking: established")
+	})
+	c := redistest.Dial(t, in.listen)
+	getCalls := func() int {
+		info := string(rc.Do("INFO", "commandstats"))
+		_, rest, ok := strings.Cut(info, "cmdstat_get:calls=")
+		if !ok {
+			return 0
+		}
+		n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+		return n
+	}
+	for _, step := range []struct{ args, want string }{
+		{"SET k v1", "+OK\r\n"}, {"GET k", "$2\r\nv1\r\n"}, {"GET k", "$2\r\nv1\r\n"}, {"MGET k k", "*2\r\n$2\r\nv1\r\n$2\r\nv1\r\n"},
+	} {
+		if got := string(c.Do(strings.Fields(step.args)...)); got != step.want {
+			t.Fatalf("%s: got %q; want %q", step.args, got, step.want)
+		}
+	}
+	if n := getCalls(); n != 1 {
+		t.Fatalf("three reads of k after its write made %d upstream GETs; want 1 (the rest cached)", n)
+	}
+	// A write straight to Redis reaches featcache through tracking, on a connection of user feat.
+	rc.Do("SET", "k", "v2")
+	redistest.Eventually(t, 5*time.Second, "the direct write invalidated k", func() bool {
+		return string(c.Do("GET", "k")) == "$2\r\nv2\r\n"
+	})
+	clients := string(rc.Do("CLIENT", "LIST"))
+	names := 0
+	for _, line := range strings.Split(clients, "\n") {
+		if !strings.Contains(line, " name=featcache") {
+			continue
+		}
+		names++
+		if !strings.Contains(line, " user=feat ") {
+			t.Errorf("a featcache connection is not authenticated as feat: %s", line)
+		}
+	}
+	if names < 2 || !strings.Contains(clients, "name=featcache-tracking") {
+		t.Fatalf("want featcache's shared and tracking connections in CLIENT LIST:\n%s", clients)
+	}
+
+	wrong := startInProcess(t, "-config", writeConfig(t, cfg("nobody")), "-upstream", redis.Addr())
+	redistest.Eventually(t, 10*time.Second, "the wrong user's failure logged", func() bool {
+		return strings.Contains(wrong.logs.String(), "WRONGPASS invalid username-password pair or user is disabled")
+	})
+	// The start-up line names the user (not a secret), so the failure above can be told from a wrong password.
+	if !strings.Contains(wrong.logs.String(), "upstream_auth=true upstream_user=nobody") {
+		t.Errorf("the start-up log does not name the upstream user:\n%s", wrong.logs.String())
+	}
+	wc := redistest.Dial(t, wrong.listen)
+	if got := string(wc.Do("GET", "k")); !strings.Contains(got, "WRONGPASS") {
+		t.Errorf("GET through the instance with a wrong upstream username: %q; want WRONGPASS", got)
+	}
+	wrong.shutdown(t)
+	in.shutdown(t)
+	for _, logs := range []string{in.logs.String(), wrong.logs.String()} {
+		if strings.Contains(logs, userSecret) || strings.Contains(logs, adminSecret) {
 			t.Errorf("a password is in the logs:\n%s", logs)
 		}
 	}

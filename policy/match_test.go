@@ -205,52 +205,75 @@ func BenchmarkMatch(b *testing.B) {
 	})
 }
 
-// bruteLongest is the specification of prefix matching: scan every policy, keep the longest prefix of key, the
-// first one on ties.
-func bruteLongest(policies []*Policy, key []byte) *Policy {
-	var best *Policy
+// bruteMatch is the specification of prefix and suffix matching: scan every policy, keep the longest suffix of
+// key, else the longest prefix, the first one on ties.
+func bruteMatch(policies []*Policy, key []byte) *Policy {
+	var suffix, prefix *Policy
 	for _, p := range policies {
-		if p.IsPrefix && bytes.HasPrefix(key, []byte(p.Prefix)) && (best == nil || len(p.Prefix) > len(best.Prefix)) {
-			best = p
+		switch {
+		case p.IsSuffix && bytes.HasSuffix(key, []byte(p.Suffix)) && (suffix == nil || len(p.Suffix) > len(suffix.Suffix)):
+			suffix = p
+		case p.IsPrefix && bytes.HasPrefix(key, []byte(p.Prefix)) && (prefix == nil || len(p.Prefix) > len(prefix.Prefix)):
+			prefix = p
 		}
 	}
-	return best
+	if suffix != nil {
+		return suffix
+	}
+	return prefix
 }
 
-// fuzzPrefixes decodes a prefix set from data: each prefix is a length byte (mod 9) and that many bytes, so prefixes
-// may hold any byte, NUL and 0xff included, and may repeat or be "".
-func fuzzPrefixes(data []byte) []*Policy {
+// fuzzPolicies decodes a policy set from data: each policy is a length byte and that many bytes (its low 7 bits
+// mod 9), so prefixes and suffixes may hold any byte, NUL and 0xff included, and may repeat. The length byte's high
+// bit makes a suffix policy, unless its suffix would be "" (which Validate refuses); otherwise it is a prefix
+// policy, "" included.
+func fuzzPolicies(data []byte) []*Policy {
 	var out []*Policy
 	for len(data) > 0 && len(out) < 64 {
-		n := int(data[0]) % 9
+		n, suffix := int(data[0]&0x7f)%9, data[0]&0x80 != 0
 		data = data[1:]
 		if n > len(data) {
 			n = len(data)
 		}
-		out = append(out, &Policy{Name: fmt.Sprint(len(out)), IsPrefix: true, Prefix: string(data[:n]), Cache: true, Index: len(out)})
+		p := &Policy{Name: fmt.Sprint(len(out)), Cache: true, Index: len(out)}
+		if suffix && n > 0 {
+			p.IsSuffix, p.Suffix = true, string(data[:n])
+		} else {
+			p.IsPrefix, p.Prefix = true, string(data[:n])
+		}
+		out = append(out, p)
 		data = data[n:]
 	}
 	return out
 }
 
-// FuzzMatch compares the trie's longest-prefix answer with a scan of every prefix, for random prefix sets and keys,
-// and checks that TrackingPrefixes covers every prefix without overlaps.
+// FuzzMatch compares the tries' answers (longest suffix, else longest prefix) with a scan of every policy, for
+// random sets of prefix and suffix policies and keys, and checks that TrackingPrefixes covers every policy without
+// overlaps.
 func FuzzMatch(f *testing.F) {
 	f.Add([]byte("\x08profile:\x05cart:\x00"), []byte("profile:1"))
 	f.Add([]byte("\x04emb:\x09emb:user:\x09emb:item:"), []byte("emb:user:42"))
 	f.Add([]byte("\x01a\x02ab\x03abc\x04abcd"), []byte("abcx"))
 	f.Add([]byte("\x02\x00\xff\x01\x00\x01\xff"), []byte{0, 0xff, 0})
 	f.Add([]byte("\x02ab\x02ab\x01a"), []byte("abab"))
+	// Suffix policies (length byte 0x80|n): Feast's project suffix next to prefixes, nested and repeated suffixes.
+	f.Add([]byte("\x86_proj1\x05user:\x00"), []byte("user:\x02\x00\x00\x00_proj1"))
+	f.Add([]byte("\x81b\x82ab\x83cab\x83cab\x01c"), []byte("ccab"))
+	f.Add([]byte("\x80\x81\xff\x02\xff\x00"), []byte{0xff, 0, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte, key []byte) {
-		policies := fuzzPrefixes(data)
+		policies := fuzzPolicies(data)
 		m := NewMatcher(policies)
 		keys := [][]byte{key}
 		for _, p := range policies {
-			keys = append(keys, []byte(p.Prefix), append([]byte(p.Prefix), key...))
+			if p.IsSuffix {
+				keys = append(keys, []byte(p.Suffix), append(bytes.Clone(key), p.Suffix...))
+			} else {
+				keys = append(keys, []byte(p.Prefix), append([]byte(p.Prefix), key...))
+			}
 		}
 		for _, k := range keys {
-			if got, want := m.Match(k), bruteLongest(policies, k); got != want {
-				t.Fatalf("Match(%q) over %d prefixes = %v; want %v", k, len(policies), got, want)
+			if got, want := m.Match(k), bruteMatch(policies, k); got != want {
+				t.Fatalf("Match(%q) over %d policies = %v; want %v", k, len(policies), got, want)
 			}
 		}
 
@@ -266,6 +289,7 @@ func FuzzMatch(f *testing.F) {
 			}
 		}
 		for _, p := range policies {
+			// A suffix policy's Prefix is "": its keys may start with anything, so only "" covers them.
 			covered := false
 			for _, a := range tracked {
 				covered = covered || strings.HasPrefix(p.Prefix, a)

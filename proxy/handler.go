@@ -14,10 +14,10 @@ import (
 // execBatch runs one client pipeline and appends every reply to c.out, in order.
 //
 // The batch is cut into segments. A segment collects cache hits (answered at once), misses (one upstream fetch
-// per key and generation) and forwarded commands, and ends after a write: its upstream part goes out as one
-// round trip, the write's keys are invalidated, then its replies are assembled. A read is therefore never looked
-// up, nor fetched, ahead of an earlier write of the same pipeline, and all other reads of a pipeline share one
-// round trip.
+// per key and generation) and forwarded commands, and ends after a write, or after the command that brings it to
+// maxSegmentBytes or maxSegmentFrames: its upstream part goes out as one round trip, the write's keys are
+// invalidated, then its replies are assembled. A read is therefore never looked up, nor fetched, ahead of an
+// earlier write of the same pipeline, and all other reads of a pipeline share one round trip, up to those caps.
 func (c *client) execBatch(cmds []Command) {
 	c.seg.begin(c.srv.now())
 	if cap(c.arena) > 1<<20 {
@@ -95,6 +95,10 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 	switch tc.class {
 	case classRead:
 		tc.read(c, cmd)
+		if c.seg.full() {
+			// One command's fetches are never split, but what follows them waits for the next round trip.
+			c.runSegment()
+		}
 	case classForward:
 		c.forward(cmd)
 	case classWrite:

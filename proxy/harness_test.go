@@ -65,8 +65,23 @@ func startProxy(t testing.TB, yamlCfg string) *testProxy {
 	return startProxyOn(t, redistest.Start(t), yamlCfg)
 }
 
-// startProxyOn starts a featcache in front of an existing redis-server; opts may adjust the server's options.
+// startProxyOn starts a featcache in front of an existing redis-server and waits until tracking is established;
+// opts may adjust the server's options.
 func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
+	t.Helper()
+	p := newProxyOn(t, redis, yamlCfg, opts...)
+	if p.cfg.Upstream.Tracking {
+		redistest.Eventually(t, 5*time.Second, "tracking established", func() bool {
+			_, up := p.up.Tracking()
+			return up
+		})
+	}
+	return p
+}
+
+// newProxyOn is startProxyOn without waiting for the upstream, for tests that start featcache while Redis does not
+// answer. The local tier is local.max_memory, at most 16MB, so that tests do not allocate the 256MB default.
+func newProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
 	t.Helper()
 	cfg, err := policy.Parse([]byte(yamlCfg))
 	if err != nil {
@@ -77,7 +92,7 @@ func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ..
 		t.Fatalf("config: %v", err)
 	}
 	clock := &testClock{}
-	cache, err := localcache.New(localcache.Options{MaxMemory: 16 << 20, Now: clock.Now})
+	cache, err := localcache.New(localcache.Options{MaxMemory: min(cfg.Local.MaxMemory, 16<<20), Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,14 +141,7 @@ func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ..
 		srv.Close()
 		up.Close()
 	})
-	p := &testProxy{t: t, redis: redis, srv: srv, cache: cache, up: up, cfg: cfg, addr: ln.Addr().String(), clock: clock}
-	if cfg.Upstream.Tracking {
-		redistest.Eventually(t, 5*time.Second, "tracking established", func() bool {
-			_, up := p.up.Tracking()
-			return up
-		})
-	}
-	return p
+	return &testProxy{t: t, redis: redis, srv: srv, cache: cache, up: up, cfg: cfg, addr: ln.Addr().String(), clock: clock}
 }
 
 // dial opens a raw RESP connection to featcache.

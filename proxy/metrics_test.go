@@ -362,3 +362,54 @@ func TestUpstreamDurationClasses(t *testing.T) {
 		}
 	}
 }
+
+// TestEvictionsMetric: reading 3MB of values through a local tier of local.max_memory 1MB evicts entries, which
+// featcache_evictions_total counts, while every read still returns Redis's value.
+func TestEvictionsMetric(t *testing.T) {
+	p := startProxy(t, `
+local: {max_memory: 1MB}
+policies:
+  - {name: e, prefix: "e:", hard_ttl: 1h}
+`)
+	admin := p.adminURL()
+	const n, size = 6000, 500
+	value := func(i int) string { return strconv.Itoa(i) + ":" + strings.Repeat("x", size) }
+	rc := p.redis.Dial()
+	for i := 0; i < n; i += 500 {
+		args := []string{"MSET"}
+		for j := i; j < i+500; j++ {
+			args = append(args, "e:"+strconv.Itoa(j), value(j))
+		}
+		rc.Do(args...)
+	}
+	p.settle()
+	m := scrapeMetrics(t, admin)
+	if got := m.value(t, "featcache_local_capacity_bytes"); got != 1<<20 {
+		t.Fatalf("local_capacity_bytes = %v; want 1MB", got)
+	}
+	if got := m.value(t, "featcache_evictions_total"); got != 0 {
+		t.Fatalf("evictions_total = %v before any read; want 0", got)
+	}
+	c := p.dial()
+	for round := 0; round < 2; round++ {
+		for i := 0; i < n; i += 500 {
+			args := []string{"MGET"}
+			var want strings.Builder
+			want.WriteString("*500\r\n")
+			for j := i; j < i+500; j++ {
+				args = append(args, "e:"+strconv.Itoa(j))
+				want.WriteString(bulk(value(j)))
+			}
+			if got := string(c.Do(args...)); got != want.String() {
+				t.Fatalf("round %d, MGET e:%d..: got %.100q; want %.100q", round, i, got, want.String())
+			}
+		}
+	}
+	m = scrapeMetrics(t, admin)
+	if got := m.value(t, "featcache_evictions_total"); got < 1 {
+		t.Fatalf("evictions_total = %v after reading %d values of %d bytes into 1MB; want more than 0", got, n, size)
+	}
+	if got := m.value(t, "featcache_local_entries"); got >= n {
+		t.Fatalf("local_entries = %v; want fewer than the %d keys read into 1MB", got, n)
+	}
+}

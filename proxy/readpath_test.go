@@ -562,3 +562,116 @@ policies:
 		t.Fatalf("GET after SET in the pipeline: %q", replies[3])
 	}
 }
+
+// pipeline sends cmds to addr in one write, from another goroutine so that a server answering while the client
+// still writes cannot deadlock the test, and returns the replies, in order.
+func pipeline(t *testing.T, addr string, cmds [][]string) []string {
+	t.Helper()
+	c := redistest.Dial(t, addr)
+	defer c.Close()
+	sent := make(chan error, 1)
+	go func() {
+		c.NetConn().SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_, err := c.NetConn().Write(encodePipeline(cmds...))
+		sent <- err
+	}()
+	replies := make([]string, len(cmds))
+	for i := range cmds {
+		r, err := c.Read()
+		if err != nil {
+			t.Fatalf("reply %d of %d (%.60q): %v", i+1, len(cmds), cmds[i], err)
+		}
+		replies[i] = string(r)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	return replies
+}
+
+// TestPipelineSegmentCaps: an upstream round trip is cut once it holds 4096 replies or 1MB of commands (those of
+// one command are never split), and pipelines that cross the caps get every reply, in order, as Redis gives them.
+func TestPipelineSegmentCaps(t *testing.T) {
+	p := startProxy(t, `
+policies:
+  - {name: f, prefix: "f:", hard_ttl: 1h}
+`)
+	loadKeys(t, p.redis, "f:", 12000)
+	loadKeys(t, p.redis, "x:", 100)
+	p.settle()
+	// compare sends cmds through featcache, then straight to Redis, and requires the same replies; it returns the
+	// upstream round trips featcache took.
+	compare := func(name string, cmds [][]string) int64 {
+		t.Helper()
+		before := p.srv.Stats().RoundTrips.Load()
+		got := pipeline(t, p.addr, cmds)
+		trips := p.srv.Stats().RoundTrips.Load() - before
+		want := pipeline(t, p.redis.Addr(), cmds)
+		for i := range cmds {
+			if got[i] != want[i] {
+				t.Fatalf("%s: reply %d (%.60q): got %.120q; want Redis's %.120q", name, i, cmds[i], got[i], want[i])
+			}
+		}
+		return trips
+	}
+	mget := func(from, n int) []string {
+		args := []string{"MGET"}
+		for i := from; i < from+n; i++ {
+			switch {
+			case i%50 == 7:
+				args = append(args, "f:missing:"+strconv.Itoa(i))
+			case i%50 == 8:
+				args = append(args, "x:"+strconv.Itoa(i%100)) // no policy: forwarded as a GET
+			default:
+				args = append(args, "f:"+strconv.Itoa(i))
+			}
+		}
+		return args
+	}
+
+	// An MGET of 3,000 misses asks for 6,000 frames: its round trip is cut right after it, so the GET misses
+	// after it take another one, however the pipeline was cut into batches.
+	cmds := [][]string{mget(0, 3000)}
+	for i := 0; i < 50; i++ {
+		cmds = append(cmds, []string{"GET", "f:" + strconv.Itoa(3000+i)})
+	}
+	if trips := compare("an MGET of 3,000 misses, then GET misses", cmds); trips < 2 {
+		t.Errorf("an MGET of 3,000 misses and 50 GET misses after it took %d upstream round trip; want 2 or more", trips)
+	}
+
+	// More than 4,096 misses in MGETs and GETs, with forwarded reads among them.
+	cmds = nil
+	for i := 0; i < 4; i++ {
+		cmds = append(cmds, mget(3100+1500*i, 1500))
+		for j := 0; j < 300; j++ {
+			n := 9100 + 300*i + j
+			cmds = append(cmds, []string{"GET", "f:" + strconv.Itoa(n)})
+			if j%30 == 0 {
+				cmds = append(cmds, []string{"STRLEN", "f:" + strconv.Itoa(n)}, []string{"GET", "x:" + strconv.Itoa(j)})
+			}
+		}
+	}
+	compare("MGETs and GETs of 7,200 misses", cmds)
+
+	// A forwarded command of more than 1MB ends its round trip at once: the reads after it take another one.
+	big := strings.Repeat("b", 1200<<10)
+	cmds = [][]string{{"PUBLISH", "nobody", big}}
+	for i := 0; i < 20; i++ {
+		cmds = append(cmds, []string{"STRLEN", "f:" + strconv.Itoa(10900+i)}, []string{"GET", "f:" + strconv.Itoa(10900+i)})
+	}
+	if trips := compare("a PUBLISH of 1.2MB, then reads", cmds); trips < 2 {
+		t.Errorf("a PUBLISH of 1.2MB and reads after it took %d upstream round trip; want 2 or more", trips)
+	}
+
+	// More than 1MB of forwarded SETs, each with a forwarded PUBLISH of as much after it, and reads of them.
+	cmds = nil
+	for i := 0; i < 3; i++ {
+		k := "s:" + strconv.Itoa(i)
+		v := big[:(400<<10)*(i+1)] + strconv.Itoa(i)
+		cmds = append(cmds, []string{"SET", k, v}, []string{"PUBLISH", "nobody", v}, []string{"STRLEN", k}, []string{"GET", k})
+		for j := 0; j < 20; j++ {
+			cmds = append(cmds, []string{"GET", "f:" + strconv.Itoa(11000+20*i+j)}, []string{"SET", k + ":" + strconv.Itoa(j), "v"})
+		}
+	}
+	compare("more than 1MB of forwarded SETs and PUBLISHes", cmds)
+}

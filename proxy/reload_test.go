@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,8 +21,9 @@ type reloadable struct {
 	path string
 }
 
-// startReloadable writes yamlCfg to a file and starts a proxy on it; CACHE RELOAD reads the file again.
-func startReloadable(t *testing.T, redis *redistest.Server, yamlCfg string) *reloadable {
+// startReloadable writes yamlCfg to a file and starts a proxy on it; CACHE RELOAD reads the file again. opts may
+// adjust the server's options further.
+func startReloadable(t *testing.T, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *reloadable {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "featcache.yaml")
 	r := &reloadable{path: path}
@@ -33,7 +36,7 @@ func startReloadable(t *testing.T, redis *redistest.Server, yamlCfg string) *rel
 		cfg.Upstream.Addresses = []string{redis.Addr()} // as the -upstream flag does
 		return cfg, cfg.Validate()
 	}
-	r.testProxy = startProxyOn(t, redis, yamlCfg, func(o *Options) { o.Reload = load })
+	r.testProxy = startProxyOn(t, redis, yamlCfg, append([]func(*Options){func(o *Options) { o.Reload = load }}, opts...)...)
 	return r
 }
 
@@ -232,4 +235,58 @@ func TestReloadTrackingPrefixes(t *testing.T) {
 	if got := p.up.Prefixes(); strings.Join(got, ",") != "a:,b:" {
 		t.Fatalf("tracked prefixes %q; want a:,b:", got)
 	}
+}
+
+// TestReloadWarmSettings: a reload applies warm.rate to the next warm-up, and warm.hotkeys_file and
+// warm.hotkeys_interval to the hot-key writes at once: the list goes to the new file within the new interval, not
+// the old one's minute, and never to the old file.
+func TestReloadWarmSettings(t *testing.T) {
+	dir := t.TempDir()
+	oldFile, newFile := filepath.Join(dir, "old.txt"), filepath.Join(dir, "new.txt")
+	cfg := func(rate int, interval, file string) string {
+		return fmt.Sprintf(`
+warm: {rate: %d, hotkeys_interval: %s, hotkeys_file: %q, hotkeys_size: 100}
+policies:
+  - {name: w, prefix: "w:", hard_ttl: 1h}
+`, rate, interval, file)
+	}
+	var logs syncBuffer
+	p := startReloadable(t, redistest.Start(t), cfg(1000, "1m", oldFile),
+		func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	p.srv.StartWarmup()
+	redistest.Eventually(t, 5*time.Second, "start-up warm-up logged", func() bool {
+		return strings.Contains(logs.String(), `msg="warm-up: started" kind=start-up sources="file `+oldFile+`" rate=1000`)
+	})
+	loadKeys(t, p.redis, "w:", 100)
+	keys := keyList("w:", 0, 100)
+	c := p.dial()
+	for i := 0; i < 5; i++ {
+		mgetAll(t, c, keys)
+	}
+	if p.srv.hot.Len() == 0 {
+		t.Fatal("no hot keys tracked after 500 reads")
+	}
+
+	if reply := p.reload(t, cfg(50000, "1s", newFile)); !strings.Contains(reply, "reloaded:policies=1") ||
+		!strings.Contains(reply, "restart_needed:\r\n") || !strings.Contains(reply, "next_start:\r\n") {
+		t.Fatalf("CACHE RELOAD = %q", reply)
+	}
+	if w := p.srv.Config().Warm; w.Rate != 50000 || w.HotkeysInterval != time.Second || w.HotkeysFile != newFile {
+		t.Fatalf("running warm settings after the reload: rate %d, hotkeys_interval %v, hotkeys_file %q; want 50000, 1s, %q",
+			w.Rate, w.HotkeysInterval, w.HotkeysFile, newFile)
+	}
+	redistest.Eventually(t, 10*time.Second, "hot keys written to the new file", func() bool {
+		b, err := os.ReadFile(newFile)
+		return err == nil && strings.HasPrefix(string(b), "w:")
+	})
+	if _, err := os.Stat(oldFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the old hot-key file was written after the reload: %v", err)
+	}
+	file := writeKeysFile(t, keys)
+	if got := string(c.Do("CACHE", "WARM", "FILE", file)); got != "+OK\r\n" {
+		t.Fatalf("CACHE WARM FILE: %q", got)
+	}
+	redistest.Eventually(t, 5*time.Second, "the next warm-up at the new rate", func() bool {
+		return strings.Contains(logs.String(), `msg="warm-up: started" kind=run-time sources="file `+file+`" rate=50000`)
+	})
 }

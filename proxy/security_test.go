@@ -69,6 +69,54 @@ func TestDeniedNeverReachStore(t *testing.T) {
 	}
 }
 
+// TestCustomDenyList: a commands.deny list in the file replaces the default. The commands it names are refused,
+// plain, inline and inside MULTI, and never reach Redis; the default's commands it leaves out (CONFIG, ACL) and
+// the other subcommands of a denied one (CLIENT LIST) are forwarded with Redis's own replies.
+func TestCustomDenyList(t *testing.T) {
+	p := startProxy(t, `
+commands: {deny: ["client|kill", "flushall"]}
+`+defaultTestConfig)
+	p.redis.Do("SET", "survivor", "v")
+	c := p.dial()
+	const killDenied = "-ERR command 'client|kill' is disabled by featcache (commands.deny)\r\n"
+	const flushDenied = "-ERR command 'flushall' is disabled by featcache (commands.deny)\r\n"
+	expectDo(t, c, killDenied, "CLIENT", "KILL", "TYPE", "normal")
+	expectDo(t, c, killDenied, "client", "kill", "127.0.0.1:1")
+	expectDo(t, c, flushDenied, "FLUSHALL")
+	expectDo(t, c, flushDenied, "flushall", "ASYNC")
+	writeRaw(t, c, []byte("FLUSHALL SYNC\r\nCLIENT KILL TYPE normal\r\nPING\r\n"))
+	expectRead(t, c, flushDenied)
+	expectRead(t, c, killDenied)
+	expectRead(t, c, "+PONG\r\n")
+	expectDo(t, c, "+OK\r\n", "MULTI")
+	expectDo(t, c, flushDenied, "FLUSHALL")
+	expectDo(t, c, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+
+	for _, args := range [][]string{{"CONFIG", "GET", "maxmemory"}, {"ACL", "WHOAMI"}, {"CONFIG", "GET", "maxmemory-policy"}} {
+		if got, want := string(c.Do(args...)), string(p.redis.Do(args...)); got != want || strings.HasPrefix(got, "-") {
+			t.Errorf("%q through featcache: got %q; want Redis's %q", args, got, want)
+		}
+	}
+	if got := string(c.Do("CLIENT", "LIST")); !strings.HasPrefix(got, "$") || !strings.Contains(got, "name=featcache") {
+		t.Errorf("CLIENT LIST through featcache: got %q; want Redis's list with featcache's connections", got)
+	}
+	if got := string(c.Do("GET", "survivor")); got != bulk("v") {
+		t.Fatalf("GET survivor after the refused FLUSHALLs: %q", got)
+	}
+
+	stats := string(p.redis.Do("INFO", "commandstats"))
+	for _, name := range []string{"cmdstat_flushall", "cmdstat_client|kill"} {
+		if line := commandstatsLine(stats, name+":"); line != "" {
+			t.Errorf("a denied command reached Redis: %s", line)
+		}
+	}
+	for _, name := range []string{"cmdstat_client|list", "cmdstat_config|get", "cmdstat_acl|whoami"} {
+		if commandstatsLine(stats, name+":") == "" {
+			t.Errorf("%s: no call reached Redis", name)
+		}
+	}
+}
+
 func commandstatsLine(stats, prefix string) string {
 	for _, line := range strings.Split(stats, "\n") {
 		if strings.HasPrefix(line, prefix) {

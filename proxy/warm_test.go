@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -147,6 +148,60 @@ policies:
 	redistest.Eventually(t, 10*time.Second, "upstream_up back to 1", func() bool {
 		return scrapeMetrics(t, admin).value(t, "featcache_upstream_up") == 1
 	})
+}
+
+// TestReadyzWaitsForUpstream: featcache started while Redis hangs (SIGSTOP), or before it listens, answers /readyz
+// with 503 and the reason until Redis answers once, and 200 from then on.
+func TestReadyzWaitsForUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		stop, start func(*redistest.Server)
+	}{
+		{"hung", (*redistest.Server).Pause, (*redistest.Server).Resume},
+		{"not listening yet", (*redistest.Server).Kill, (*redistest.Server).Restart},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			redis := redistest.Start(t)
+			tc.stop(redis)
+			t.Cleanup(redis.Resume) // a stopped server would not die of the Kill at the end
+			p := newProxyOn(t, redis, defaultTestConfig)
+			admin := p.adminURL()
+			const why = "not ready: waiting for a first answer from the upstream\n"
+			for i := 0; i < 3; i++ {
+				if code, body := httpGet(t, admin, "/readyz"); code != http.StatusServiceUnavailable || body != why {
+					t.Fatalf("/readyz before Redis answered: %d %q; want 503 %q", code, body, why)
+				}
+			}
+			if got := scrapeMetrics(t, admin).value(t, "featcache_ready"); got != 0 {
+				t.Fatalf("featcache_ready = %v before Redis answered; want 0", got)
+			}
+			tc.start(redis)
+			redistest.Eventually(t, 15*time.Second, "ready once Redis answers", func() bool {
+				return httpStatus(t, admin, "/readyz") == http.StatusOK
+			})
+			redistest.Eventually(t, 10*time.Second, "tracking established", func() bool { _, up := p.up.Tracking(); return up })
+			p.redis.Do("SET", "k", "v")
+			p.settle()
+			if got := p.do("GET", "k"); got != bulk("v") {
+				t.Fatalf("GET k once ready: %q", got)
+			}
+		})
+	}
+}
+
+// httpGet returns the status code and body of GET base+path.
+func httpGet(t testing.TB, base, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(base + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
 }
 
 // TestWarmNeverOverwritesNewerValue: while warm-ups load 2,000 keys again and again, clients write some of them

@@ -25,14 +25,17 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet"
 go vet ./...
-echo "== go test -race"
-go test -race -count=1 -timeout 20m ./...
+echo "== go test -race (TestChaos runs on its own below)"
+go test -race -count=1 -timeout 20m -skip '^TestChaos$' ./...
 
 echo "== consistency checker (${CHECKER:-5s}; longer: CHECKER=60s scripts/test.sh)"
 go test -race -count=1 -run '^TestConsistencyChecker$' ./proxy/ -checker="${CHECKER:-5s}" -v | grep -E '^(consistency checker|--- |ok|FAIL)'
 
 echo "== benchmarks (each once, so that they keep working; numbers come from make bench)"
 go test -count=1 -run '^$' -bench . -benchtime=1x ./... | grep -E '^(--- |ok|FAIL|panic)'
+
+echo "== chaos test (its figures, and any failure it reports)"
+go test -race -count=1 -run '^TestChaos$' ./proxy/ -v | grep -E '^( +[a-z_]+_test\.go:[0-9]+: |--- |ok|FAIL)'
 
 echo "== fuzz (briefly)"
 fuzz() { go test -run='^$' -fuzz="^$2\$" -fuzztime="${FUZZTIME:-10s}" "./$1/"; }

@@ -3,7 +3,9 @@ package upstream
 import (
 	"context"
 	"log/slog"
+	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,11 +47,17 @@ func (r *recorder) trusted() bool {
 
 func newTestClient(t *testing.T, addr string, prefixes ...string) (*Client, *recorder) {
 	t.Helper()
+	return newLoggingClient(t, addr, slog.New(slog.DiscardHandler), prefixes...)
+}
+
+// newLoggingClient is newTestClient with the client's log going to log.
+func newLoggingClient(t *testing.T, addr string, log *slog.Logger, prefixes ...string) (*Client, *recorder) {
+	t.Helper()
 	rec := &recorder{}
 	c, err := New(Options{
 		Addresses: []string{addr}, Tracking: true, Prefixes: prefixes, Cache: rec,
 		Timeout: 300 * time.Millisecond, HealthInterval: 50 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler),
+		Logger: log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -59,19 +67,33 @@ func newTestClient(t *testing.T, addr string, prefixes ...string) (*Client, *rec
 	return c, rec
 }
 
-// TestClientHealth: Healthy follows the upstream through a hang (SIGSTOP) and a restart, and Reached stays true.
+// TestClientHealth: Healthy follows the upstream through a hang (SIGSTOP) and a restart, and Reached stays true;
+// each change is logged once, "upstream: down" with why and "upstream: up".
 func TestClientHealth(t *testing.T) {
 	srv := redistest.Start(t)
-	c, _ := newTestClient(t, srv.Addr())
+	var logs logBuffer
+	c, _ := newLoggingClient(t, srv.Addr(), slog.New(slog.NewTextHandler(&logs, nil)))
 	redistest.Eventually(t, 5*time.Second, "healthy and reached", func() bool { return c.Healthy() && c.Reached() })
+	up := regexp.MustCompile(`level=INFO msg="upstream: up" addr=` + regexp.QuoteMeta(srv.Addr()) + `\n`)
+	// The failure is the hung server's: a round trip or a connection set-up without a reply.
+	down := regexp.MustCompile(`level=WARN msg="upstream: down" addr=` + regexp.QuoteMeta(srv.Addr()) + ` err="[^"\n]*no reply within timeout"\n`)
+	logged := func(line *regexp.Regexp, n int) func() bool {
+		return func() bool { return len(line.FindAllString(logs.String(), -1)) == n }
+	}
+	redistest.Eventually(t, 5*time.Second, "up logged", logged(up, 1))
 
 	srv.Pause()
 	redistest.Eventually(t, 5*time.Second, "unhealthy while Redis hangs", func() bool { return !c.Healthy() })
 	if !c.Reached() {
 		t.Fatal("Reached turned false")
 	}
+	redistest.Eventually(t, 5*time.Second, "down logged while Redis hangs", logged(down, 1))
 	srv.Resume()
 	redistest.Eventually(t, 5*time.Second, "healthy after Redis resumes", c.Healthy)
+	redistest.Eventually(t, 5*time.Second, "up logged after Redis resumes", logged(up, 2))
+	if n := strings.Count(logs.String(), `msg="upstream: down"`); n != 1 {
+		t.Fatalf("%d down lines for one hang; want 1:\n%s", n, logs.String())
+	}
 
 	srv.Kill()
 	redistest.Eventually(t, 5*time.Second, "unhealthy while Redis is down", func() bool { return !c.Healthy() })
@@ -193,4 +215,22 @@ func countSubstr(s, sub string) int {
 		}
 	}
 	return n
+}
+
+// logBuffer is a log destination tests can read while the client writes to it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -3,8 +3,10 @@ package warm
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,13 +64,62 @@ func TestPersister(t *testing.T) {
 	}
 
 	srv.Do("SET", "a:2", "v")
+	os.Remove(file)
+	before := p.Stats()
 	p.Start()
 	redistest.Eventually(t, 10*time.Second, "hot keys touched", func() bool { return p.Stats().Touched >= 2 })
+	// The loop writes the list every interval, not only when Persist is called.
+	redistest.Eventually(t, 10*time.Second, "the list written by the loop", func() bool {
+		st := p.Stats()
+		return st.FileWrites > before.FileWrites && st.ZsetWrites > before.ZsetWrites
+	})
+	// Counts halve after each write (9, 5 -> 4, 2 -> 2, 1 -> 1, 0): a:2 stays first while anything is left.
+	if got := readAll(t, File(file), 10); len(got) == 0 || len(got) > 2 || !slices.Equal(got, []string{"a:2", "a:1"}[:len(got)]) {
+		t.Fatalf("file written by the loop holds %q; want the 2 hottest", got)
+	}
 	if st := p.Stats(); st.Eviction != "allkeys-lru" {
 		t.Fatalf("eviction policy %q; want allkeys-lru", st.Eviction)
 	}
 	if info := string(srv.Do("INFO", "commandstats")); !strings.Contains(info, "cmdstat_touch:") {
 		t.Fatalf("no TOUCH reached Redis:\n%s", info)
+	}
+}
+
+// TestPersisterWarnsOnEvictionByAccess: at Start, an upstream whose maxmemory-policy evicts by LRU or LFU gets a
+// warning, which says whether hot keys are touched (hotkeys_touch) or how to have them touched; one that does not
+// evict by access gets none.
+func TestPersisterWarnsOnEvictionByAccess(t *testing.T) {
+	srv := redistest.Start(t)
+	pool := upstream.NewPool(upstream.PoolOptions{Addr: srv.Addr(), Timeout: time.Second})
+	t.Cleanup(pool.Close)
+	const warning = `level=WARN msg="hot keys: the upstream evicts by access`
+	for _, tc := range []struct {
+		policy string
+		touch  int
+		want   string // "" for no warning
+	}{
+		{"allkeys-lru", 0, "may evict the hottest keys first; set warm.hotkeys_touch to TOUCH them\" maxmemory_policy=allkeys-lru"},
+		{"allkeys-lru", 100, "touching the hottest keys every hotkeys_interval\" maxmemory_policy=allkeys-lru hotkeys_touch=100"},
+		{"volatile-lfu", 0, "set warm.hotkeys_touch to TOUCH them\" maxmemory_policy=volatile-lfu"},
+		{"allkeys-random", 100, ""},
+		{"noeviction", 0, ""},
+	} {
+		t.Run(tc.policy+" touch "+strconv.Itoa(tc.touch), func(t *testing.T) {
+			srv.Do("CONFIG", "SET", "maxmemory-policy", tc.policy)
+			var logs logBuffer
+			p := NewPersister(NewHotKeys(10), pool, PersistConfig{Size: 10, Interval: time.Minute, Touch: tc.touch},
+				slog.New(slog.NewTextHandler(&logs, nil)))
+			p.Start()
+			redistest.Eventually(t, 5*time.Second, "eviction policy read", func() bool { return p.Stats().Eviction != "" })
+			p.Close()
+			got := logs.String()
+			switch {
+			case tc.want == "" && strings.Contains(got, "evicts by access"):
+				t.Fatalf("maxmemory-policy %s: warned:\n%s", tc.policy, got)
+			case tc.want != "" && (!strings.Contains(got, warning) || !strings.Contains(got, tc.want)):
+				t.Fatalf("maxmemory-policy %s, hotkeys_touch %d: the log is\n%s\nwant %q ... %q", tc.policy, tc.touch, got, warning, tc.want)
+			}
+		})
 	}
 }
 

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -239,6 +241,68 @@ func TestWarmerRate(t *testing.T) {
 	if d := time.Since(start); d > 200*time.Millisecond {
 		t.Logf("re-running a cached list took %v (load on the machine?)", d)
 	}
+}
+
+// TestWarmerLogsProgress: a start-up warm-up of a sorted set in Redis logs its start with the rate, its progress
+// every ProgressInterval with growing counts, when it turns ready, and when it is done.
+func TestWarmerLogsProgress(t *testing.T) {
+	srv := redistest.Start(t)
+	pool := upstream.NewPool(upstream.PoolOptions{Addr: srv.Addr(), Timeout: time.Second})
+	t.Cleanup(pool.Close)
+	args := []string{"ZADD", "warm"}
+	for i := 0; i < 1000; i++ {
+		args = append(args, strconv.Itoa(1000-i), "k"+strconv.Itoa(i))
+	}
+	srv.Do(args...)
+	var logs logBuffer
+	w := New(Options{Filler: &fakeFiller{}, Rate: 2000, Batch: 100, ReadyAfter: 500, ProgressInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	t.Cleanup(w.Close)
+	w.Start(nil, []Source{Zset{Key: "warm", Pool: pool}})
+	redistest.Eventually(t, 20*time.Second, "warm-up done", func() bool { st := w.Stats(); return st.SourcesDone == 1 && !st.Running })
+	redistest.Eventually(t, 5*time.Second, "done logged", func() bool { return strings.Contains(logs.String(), `msg="warm-up: done"`) })
+
+	text := logs.String()
+	for _, want := range []string{
+		`level=INFO msg="warm-up: started" kind=start-up sources="zset warm" rate=2000`,
+		`level=INFO msg="warm-up: ready" reason="ready_after keys loaded" loaded=500 ready_after=500`,
+		`level=INFO msg="warm-up: done" kind=start-up sources="zset warm" fetched=1000 present=0 skipped=0 retries=0`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the log lacks %q:\n%s", want, text)
+		}
+	}
+	progress := regexp.MustCompile(`level=INFO msg="warm-up: progress" source="zset warm" fetched=(\d+) present=0 skipped=0 startup_loaded=(\d+) ready=(true|false) elapsed=`)
+	lines := progress.FindAllStringSubmatch(text, -1)
+	if len(lines) < 2 {
+		t.Fatalf("%d progress lines for a warm-up of about 0.5s logging every 50ms; want at least 2:\n%s", len(lines), text)
+	}
+	last := 0
+	for _, m := range lines {
+		fetched, _ := strconv.Atoi(m[1])
+		if loaded, _ := strconv.Atoi(m[2]); fetched <= last || fetched > 1000 || loaded != fetched || (m[3] == "true") != (loaded >= 500) {
+			t.Fatalf("progress line %q after fetched=%d: want growing counts, startup_loaded equal to fetched, ready from 500 on", m[0], last)
+		}
+		last = fetched
+	}
+}
+
+// logBuffer is a log destination tests can read while the code under test writes to it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestLimiter(t *testing.T) {
