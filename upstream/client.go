@@ -27,8 +27,10 @@ const DefaultHealthInterval = time.Second
 
 // Options configures a Client.
 type Options struct {
-	// Addresses are the upstream nodes; the first is used (cluster and sentinel come later).
+	// Addresses are the upstream nodes; the first is used. Ignored with Sentinel.
 	Addresses []string
+	// Sentinel, if not nil, finds the primary through Redis Sentinel and follows its failovers (sentinel.go).
+	Sentinel *SentinelOptions
 	// Username and Password authenticate every upstream connection.
 	Username, Password string
 	// TLS, if not nil, makes every upstream connection TLS with this configuration (tracking included); an empty
@@ -67,6 +69,8 @@ type Client struct {
 	// lastRunID is the run_id of the server tracking last came up on, guarded by curMu.
 	lastRunID string
 
+	sentinel *sentinel // nil without Options.Sentinel
+
 	stop   chan struct{}
 	exited chan struct{}
 }
@@ -74,7 +78,7 @@ type Client struct {
 // New returns a Client. It does not wait for the upstream: the pool dials on first use and tracking connects in
 // the background; until tracking is established the local tier stores nothing.
 func New(opt Options) (*Client, error) {
-	if len(opt.Addresses) == 0 {
+	if len(opt.Addresses) == 0 && opt.Sentinel == nil {
 		return nil, errors.New("upstream: no address")
 	}
 	if opt.Cache == nil {
@@ -88,8 +92,22 @@ func New(opt Options) (*Client, error) {
 	}
 	log := opt.Logger
 	c := &Client{opt: opt, log: log, stop: make(chan struct{}), exited: make(chan struct{})}
+	var (
+		addr    string
+		recheck func() // with Sentinel: ask where the primary is now
+	)
+	if opt.Sentinel != nil {
+		// The sentinels name the primary (sentinel.start below); the pool has no address until then.
+		var err error
+		if c.sentinel, err = newSentinel(c, *opt.Sentinel); err != nil {
+			return nil, err
+		}
+		recheck = c.sentinel.recheck
+	} else {
+		addr = opt.Addresses[0]
+	}
 	c.Pool = NewPool(PoolOptions{
-		Addr:       opt.Addresses[0],
+		Addr:       addr,
 		Username:   opt.Username,
 		Password:   opt.Password,
 		Conns:      opt.Conns,
@@ -98,20 +116,29 @@ func New(opt Options) (*Client, error) {
 		TLS:        opt.TLS,
 		OnHealth: func(up bool, err error) {
 			if up {
-				log.Info("upstream: up", "addr", opt.Addresses[0])
+				log.Info("upstream: up", "addr", c.Pool.Addr())
 			} else {
-				log.Warn("upstream: down", "addr", opt.Addresses[0], "err", err)
+				log.Warn("upstream: down", "addr", c.Pool.Addr(), "err", err)
+				if recheck != nil {
+					recheck()
+				}
 			}
 		},
+		OnReadOnly: recheck,
 	})
 	go c.probe()
 	if !opt.Tracking {
 		opt.Cache.SetTrusted(true)
-		return c, nil
+	} else {
+		opt.Cache.SetTrusted(false)
+		c.prefix = sortedCopy(opt.Prefixes)
+		if addr != "" {
+			c.tracker = c.startTracker(c.prefix)
+		}
 	}
-	opt.Cache.SetTrusted(false)
-	c.prefix = sortedCopy(opt.Prefixes)
-	c.tracker = c.startTracker(c.prefix)
+	if c.sentinel != nil {
+		c.sentinel.start() // switchPrimary starts tracking once the primary is known
+	}
 	return c, nil
 }
 
@@ -122,7 +149,7 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 	ready := make(chan struct{})
 	cache, log := c.opt.Cache, c.log
 	t = StartTracker(TrackerOptions{
-		Addr:         c.opt.Addresses[0],
+		Addr:         c.Pool.Addr(),
 		Username:     c.opt.Username,
 		Password:     c.opt.Password,
 		TLS:          c.opt.TLS,
@@ -233,10 +260,7 @@ func sortedCopy(s []string) []string {
 // Tracking reports whether tracking is configured, and whether it is established now.
 func (c *Client) Tracking() (enabled, up bool) {
 	t := c.currentTracker()
-	if t == nil {
-		return false, false
-	}
-	return true, t.Up()
+	return c.opt.Tracking, t != nil && t.Up()
 }
 
 func (c *Client) currentTracker() *Tracker {
@@ -286,6 +310,9 @@ func (c *Client) Close() {
 	case <-c.stop:
 	default:
 		close(c.stop)
+		if c.sentinel != nil {
+			c.sentinel.close() // before tracking: a switch must not start a tracker after this
+		}
 	}
 	if t := c.currentTracker(); t != nil {
 		t.Close()
