@@ -128,36 +128,39 @@ func NewPool(opt PoolOptions) *Pool {
 func (p *Pool) Addr() string { return *p.addr.Load() }
 
 // Retarget points the pool at addr, for a primary that moved (a Sentinel failover). Every connection to the
-// previous address is closed: calls queued on shared ones fail with ErrRetargeted, and dedicated ones in use fail
-// their owners' next read or write (Release then drops them). Connections opened from then on go to addr, at once
-// (the redial gap of a slot that failed against the old address does not apply). Retargeting to the current
-// address does nothing.
+// previous address is closed: calls queued on shared ones fail with ErrRetargeted (unless their replies had
+// arrived), and dedicated ones in use fail their owners' next read or write with ErrRetargeted (Release then drops
+// them). Connections opened from then on go to addr, at once (the redial gap of a slot that failed against the
+// old address does not apply). By the time Addr reports addr, no call can be sent to the old address any more.
+// Retargeting to the current address does nothing.
 func (p *Pool) Retarget(addr string) {
+	// Every slot's lock is held across the change, so that no shared connection is dialed meanwhile (a dial in
+	// progress finishes first, and its link is failed here), and idleMu, so that no dedicated one is handed out;
+	// one being dialed to the old address is closed when it is registered (Dedicated).
+	for _, s := range p.slots {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+	}
 	p.idleMu.Lock()
+	defer p.idleMu.Unlock()
 	if p.Addr() == addr {
-		p.idleMu.Unlock()
 		return
 	}
-	p.addr.Store(&addr)
-	idle, busy := p.idle, p.busy
-	p.idle, p.busy = nil, make(map[*Conn]struct{})
-	p.idleMu.Unlock()
-	for _, c := range idle {
-		c.nc.Close()
-	}
-	for c := range busy {
-		c.moved.Store(true)
-		c.nc.Close()
-	}
 	for _, s := range p.slots {
-		// A dial in progress holds s.mu: it finishes (to whichever address it read) and its link is failed here.
-		s.mu.Lock()
 		s.lastErr = nil
 		if l := s.cur.Load(); l != nil {
 			l.fail(ErrRetargeted)
 		}
-		s.mu.Unlock()
 	}
+	for _, c := range p.idle {
+		c.nc.Close()
+	}
+	for c := range p.busy {
+		c.moved.Store(true)
+		c.nc.Close()
+	}
+	p.idle, p.busy = nil, make(map[*Conn]struct{})
+	p.addr.Store(&addr)
 }
 
 // Timeout is the bound on waits for replies on shared connections.
