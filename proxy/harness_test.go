@@ -65,14 +65,17 @@ func startProxy(t testing.TB, yamlCfg string) *testProxy {
 	return startProxyOn(t, redistest.Start(t), yamlCfg)
 }
 
-// startProxyOn starts a featcache in front of an existing redis-server; opts may adjust the server's options.
+// startProxyOn starts a featcache in front of an existing redis-server; opts may adjust the server's options. With
+// upstream.sentinel in yamlCfg, featcache finds its primary through the sentinels (redis is the primary at start).
 func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
 	t.Helper()
 	cfg, err := policy.Parse([]byte(yamlCfg))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	cfg.Upstream.Addresses = []string{redis.Addr()}
+	if !cfg.Upstream.Sentinel.Enabled() {
+		cfg.Upstream.Addresses = []string{redis.Addr()}
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -88,6 +91,7 @@ func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ..
 	}
 	up, err := upstream.New(upstream.Options{
 		Addresses: cfg.Upstream.Addresses,
+		Sentinel:  sentinelOptions(cfg.Upstream.Sentinel),
 		Username:  cfg.Upstream.Username,
 		Password:  cfg.Upstream.Password,
 		TLS:       upTLS,

@@ -41,9 +41,13 @@ type SentinelSet struct {
 // replica is in sync and every sentinel knows every replica, so a failover can be forced at once.
 func StartSentinelSet(tb testing.TB, name string, replicas, sentinels int, sentinelPassword string) *SentinelSet {
 	tb.Helper()
-	set := &SentinelSet{tb: tb, Name: name, Primary: Start(tb), Password: sentinelPassword}
+	// Any node may become a primary whose replicas sync from it: no waiting for more replicas before a sync
+	// (repl-diskless-sync-delay is 5 seconds by default).
+	node := []string{"--repl-diskless-sync-delay", "0"}
+	set := &SentinelSet{tb: tb, Name: name, Primary: Start(tb, node...), Password: sentinelPassword}
 	for i := 0; i < replicas; i++ {
-		set.Replicas = append(set.Replicas, Start(tb, "--replicaof", "127.0.0.1", strconv.Itoa(set.Primary.Port())))
+		args := append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(set.Primary.Port())}, node...)
+		set.Replicas = append(set.Replicas, Start(tb, args...))
 	}
 	for _, r := range set.Replicas {
 		Eventually(tb, 10*time.Second, "replica "+r.Addr()+" in sync", func() bool {
@@ -87,7 +91,36 @@ func StartSentinel(tb testing.TB, name string, primary *Server, quorum int, pass
 	if err := os.WriteFile(path, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
 		tb.Fatalf("redistest: %v", err)
 	}
-	return start(tb, nil, nil, path)
+	s := start(tb, nil, nil, path)
+	// Sentinel's internal periods (Redis 7.0's SENTINEL DEBUG): replicas' INFO every second rather than every 10
+	// (a replica is known and fresh sooner), hellos every 500ms rather than 2s (a demoted primary that still says
+	// master is converted after 2s rather than 8s), and no TILT mode unless the timer stalls for 30s rather than
+	// 2s: on a loaded test machine TILT would freeze the sentinel for 30 seconds.
+	c := s.Dial()
+	defer c.Close()
+	if password != "" {
+		c.Do("AUTH", password)
+	}
+	if reply := string(c.Do("SENTINEL", "DEBUG", "info-period", "1000", "publish-period", "500",
+		"tilt-trigger", "30000")); reply != "+OK\r\n" {
+		tb.Fatalf("redistest: SENTINEL DEBUG: %q", reply)
+	}
+	return s
+}
+
+// LogTail returns the last n lines of every node's and sentinel's log, for a failing test to show.
+func (set *SentinelSet) LogTail(n int) string {
+	var b strings.Builder
+	nodes := append(append([]*Server{set.Primary}, set.Replicas...), set.Sentinels...)
+	for _, s := range nodes {
+		log, _ := os.ReadFile(filepath.Join(s.Dir(), "redis.log"))
+		lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+		if len(lines) > n {
+			lines = lines[len(lines)-n:]
+		}
+		fmt.Fprintf(&b, "--- %s\n%s\n", s.Addr(), strings.Join(lines, "\n"))
+	}
+	return b.String()
 }
 
 // SentinelDo sends one command to sentinel s (authenticating first when the set has a password) and returns the
