@@ -151,6 +151,9 @@ upstream:
 	if role := redistest.Role(t, newP); role != "master" {
 		t.Fatalf("featcache follows %s, whose role is %s", newP.Addr(), role)
 	}
+	if stats := string(c.Do("CACHE", "STATS")); !strings.Contains(stats, "upstream_addr:"+newP.Addr()+"\r\n") {
+		t.Errorf("CACHE STATS does not name the new primary %s:\n%s", newP.Addr(), stats)
+	}
 	redistest.Eventually(t, 10*time.Second, "tracking up on the new primary", func() bool {
 		_, up := p.up.Tracking()
 		return up
