@@ -145,7 +145,35 @@ func TestSentinelPasswordAndUnknownMasterSet(t *testing.T) {
 			if enabled, up := c.Tracking(); !enabled || up {
 				t.Fatalf("Tracking() = %v, %v; want enabled, not up", enabled, up)
 			}
+			if c.Reached() {
+				t.Fatal("Reached() = true without a primary; readiness would not wait for one")
+			}
 		})
+	}
+}
+
+// TestSentinelRoleNotPermitted: an upstream user that may not run ROLE (NOPERM) cannot confirm the primary's role;
+// the sentinels' answer is taken.
+func TestSentinelRoleNotPermitted(t *testing.T) {
+	set := redistest.StartSentinelSet(t, "mymaster", 0, 1, "")
+	if got := string(set.Primary.Do("ACL", "SETUSER", "app", "on", ">app-pass", "~*", "&*", "+@all", "-role")); got != "+OK\r\n" {
+		t.Fatalf("ACL SETUSER: %q", got)
+	}
+	c, err := New(Options{
+		Sentinel: &SentinelOptions{MasterSet: set.Name, Addresses: set.SentinelAddrs()},
+		Username: "app", Password: "app-pass", Cache: &recorder{}, Timeout: time.Second,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if got := c.Addr(); got != set.Primary.Addr() {
+		t.Fatalf("Addr = %q; want the primary %q although ROLE is not permitted", got, set.Primary.Addr())
+	}
+	call := NewCall()
+	if err := c.Do(call, AppendCommand(nil, "ROLE"), 1); err != nil || !strings.HasPrefix(string(call.Frame(0)), "-NOPERM") {
+		t.Fatalf("ROLE as the restricted user: %q, %v; want NOPERM", call.Frame(0), err)
 	}
 }
 
