@@ -264,7 +264,8 @@ func reportFailover(t *testing.T, ops []clientOp, t0 time.Time, switchedAfter ti
 	t.Helper()
 	var (
 		errs                = map[string]int{}
-		nErr, writes, lost  int
+		nErr                int
+		writes, lost        [3]int // acknowledged before the failover, during it (before the switch), after the switch
 		firstErr, lastErr   time.Duration
 		slowest, slowestAt  time.Duration
 		stale, staleErrored int
@@ -283,9 +284,16 @@ func reportFailover(t *testing.T, ops []clientOp, t0 time.Time, switchedAfter ti
 		}
 		if !failed {
 			if op.args[0] == "SET" {
-				writes++
+				phase := 0
+				switch {
+				case op.switched:
+					phase = 2
+				case at >= 0:
+					phase = 1
+				}
+				writes[phase]++
 				if string(newP.Do("GET", op.args[1])) == "$-1\r\n" {
-					lost++
+					lost[phase]++
 				}
 			}
 			continue
@@ -311,6 +319,6 @@ func reportFailover(t *testing.T, ops []clientOp, t0 time.Time, switchedAfter ti
 	t.Logf("failover: serve_stale reads between the failover and the switch: %d, %d of them errors", stale, staleErrored)
 	t.Logf("failover: slowest command %v, sent %v after the failover began", slowest.Round(time.Millisecond),
 		slowestAt.Round(time.Millisecond))
-	t.Logf("failover: %d writes acknowledged through featcache, %d of them missing on the new primary (acknowledged "+
-		"by the old primary after the replica stopped replicating it: asynchronous replication)", writes, lost)
+	t.Logf("failover: writes acknowledged through featcache and missing on the new primary: before the failover "+
+		"%d of %d, during it %d of %d, after the switch %d of %d", lost[0], writes[0], lost[1], writes[1], lost[2], writes[2])
 }
