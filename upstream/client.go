@@ -76,7 +76,9 @@ type Client struct {
 }
 
 // New returns a Client. It does not wait for the upstream: the pool dials on first use and tracking connects in
-// the background; until tracking is established the local tier stores nothing.
+// the background; until tracking is established the local tier stores nothing. With Options.Sentinel it asks the
+// sentinels once (within about twice Options.Timeout) so that it returns with the primary known when they answer;
+// otherwise requests fail with ErrNoAddress until a sentinel names one.
 func New(opt Options) (*Client, error) {
 	if len(opt.Addresses) == 0 && opt.Sentinel == nil {
 		return nil, errors.New("upstream: no address")
