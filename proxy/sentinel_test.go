@@ -140,6 +140,12 @@ upstream:
 		blockedReply <- string(r)
 	}()
 
+	// A subscriber and a WATCH session, on more dedicated connections to the old primary.
+	sub := p.dial()
+	expectDo(t, sub, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+	watch := p.dial()
+	expectDo(t, watch, "+OK\r\n", "WATCH", "fl:both")
+
 	stopTraffic := runTraffic(p, newP.Addr())
 	time.Sleep(200 * time.Millisecond) // some traffic before the failover
 	t0 := time.Now()
@@ -170,6 +176,18 @@ upstream:
 		t.Logf("the client blocked in BLPOP on the old primary got %q", strings.TrimSpace(r))
 	case <-time.After(5 * time.Second):
 		t.Error("the client blocked in BLPOP on the old primary is still blocked after the switch")
+	}
+
+	// The WATCH session's next command fails: its connection went to the old primary.
+	if got := string(watch.Do("GET", "fl:both")); !strings.HasPrefix(got, "-ERR featcache upstream unavailable") {
+		t.Errorf("a WATCH session's command after the switch got %q; want featcache's upstream error", got)
+	} else {
+		t.Logf("the WATCH session's next command got %q", strings.TrimSpace(got))
+	}
+
+	// The subscriber's connection was closed, as Redis's would be, so that it reconnects and subscribes again.
+	if got, err := sub.ReadTimeout(5 * time.Second); !closedCleanly(err) {
+		t.Errorf("the subscriber got %q, %v; want its connection closed", got, err)
 	}
 
 	// No read sent after the switch returned a value the new primary does not hold (an error is no value).
