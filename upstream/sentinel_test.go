@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -34,15 +35,24 @@ func newSentinelClient(t *testing.T, set *redistest.SentinelSet, tracking bool, 
 // TestSentinelFollowsFailover: the Client finds the primary through a sentinel, and after SENTINEL FAILOVER
 // points its shared connections, new dedicated connections and tracking at the promoted replica; a dedicated
 // connection in use fails with ErrRetargeted, nothing of featcache stays connected to the old primary, and the
-// local tier is untrusted and flushed before it is trusted again.
+// local tier is untrusted and flushed before it is trusted again. Without tracking (TTL-only) the tier is flushed
+// all the same.
 func TestSentinelFollowsFailover(t *testing.T) {
+	for _, tracking := range []bool{true, false} {
+		t.Run(fmt.Sprintf("tracking=%v", tracking), func(t *testing.T) { testSentinelFollowsFailover(t, tracking) })
+	}
+}
+
+func testSentinelFollowsFailover(t *testing.T, tracking bool) {
 	set := redistest.StartSentinelSet(t, "mymaster", 1, 1, "")
 	oldPrimary, replica := set.Primary, set.Replicas[0]
-	c, rec := newSentinelClient(t, set, true, "")
+	c, rec := newSentinelClient(t, set, tracking, "")
 	if got := c.Addr(); got != oldPrimary.Addr() {
 		t.Fatalf("Addr = %q right after New; want the primary %q (resolved at start)", got, oldPrimary.Addr())
 	}
-	redistest.Eventually(t, 5*time.Second, "tracking established", func() bool { _, up := c.Tracking(); return up })
+	if tracking {
+		redistest.Eventually(t, 5*time.Second, "tracking established", func() bool { _, up := c.Tracking(); return up })
+	}
 	call := NewCall()
 	if err := c.Do(call, AppendCommand(nil, "SET", "k:1", "before"), 1); err != nil || string(call.Frame(0)) != "+OK\r\n" {
 		t.Fatalf("SET: %q, %v", call.Frame(0), err)
@@ -88,12 +98,16 @@ func TestSentinelFollowsFailover(t *testing.T) {
 	}
 
 	// Tracking moved too: it is up, on the new primary, and reports its writes.
-	redistest.Eventually(t, 5*time.Second, "tracking up on the new primary", func() bool {
-		_, up := c.Tracking()
-		return up && hasClient(t, replica, "featcache-tracking")
-	})
-	replica.Do("SET", "k:2", "x")
-	redistest.Eventually(t, 5*time.Second, "invalidation from the new primary", func() bool { return rec.invalidated("k:2") })
+	if tracking {
+		redistest.Eventually(t, 5*time.Second, "tracking up on the new primary", func() bool {
+			_, up := c.Tracking()
+			return up && hasClient(t, replica, "featcache-tracking")
+		})
+		replica.Do("SET", "k:2", "x")
+		redistest.Eventually(t, 5*time.Second, "invalidation from the new primary", func() bool { return rec.invalidated("k:2") })
+	} else if hasClient(t, replica, "featcache-tracking") {
+		t.Error("a tracking connection without tracking")
+	}
 
 	// Nothing of featcache's stays on the old primary (the sentinel's connections have other names).
 	redistest.Eventually(t, 5*time.Second, "no featcache connection left on the old primary", func() bool {
@@ -105,16 +119,20 @@ func TestSentinelFollowsFailover(t *testing.T) {
 		return true
 	})
 
-	// The tier was untrusted, then flushed (before and after the pool moved, and once more when tracking came up
-	// on another run_id), then trusted again.
+	// The tier was flushed (before and after the pool moved, and with tracking once more when it came up on
+	// another run_id); with tracking it was untrusted first and trusted again last, without tracking it stayed
+	// trusted (TTL-only: nothing says when to distrust it, and the flushes did the work).
 	rec.mu.Lock()
 	flushes, trust := rec.flushes-flushesBefore, rec.trust[trustBefore:]
 	rec.mu.Unlock()
 	if flushes < 2 {
 		t.Errorf("local tier flushed %d times by the switch; want at least 2", flushes)
 	}
-	if len(trust) < 2 || trust[0] || !trust[len(trust)-1] {
+	switch {
+	case tracking && (len(trust) < 2 || trust[0] || !trust[len(trust)-1]):
 		t.Errorf("trust changes during the switch: %v; want false first and true last", trust)
+	case !tracking && len(trust) != 0:
+		t.Errorf("trust changes during the switch without tracking: %v; want none", trust)
 	}
 }
 
