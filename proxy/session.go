@@ -722,6 +722,7 @@ func (p *pubsub) pump() {
 			continue
 		}
 		out = append(out[:0], frame...)
+		marked := false
 		for p.conn.Buffered() {
 			if frame, err = p.conn.ReadFrame(frame[:0], time.Time{}); err != nil {
 				break
@@ -730,16 +731,20 @@ func (p *pubsub) pump() {
 				p.count.Store(n)
 			}
 			if p.isMarker(frame) {
-				select {
-				case p.markerSeen <- struct{}{}:
-				default:
-				}
+				marked = true
 				continue
 			}
 			out = append(out, frame...)
 		}
 		if !p.c.send(out) {
 			return
+		}
+		if marked {
+			// Only now: the marker says the frames before it reached the client, and they were in out.
+			select {
+			case p.markerSeen <- struct{}{}:
+			default:
+			}
 		}
 		if err != nil {
 			p.lost()
