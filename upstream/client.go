@@ -135,7 +135,11 @@ func New(opt Options) (*Client, error) {
 		opt.Cache.SetTrusted(false)
 		c.prefix = sortedCopy(opt.Prefixes)
 		if addr != "" {
+			// Under curMu: the tracker's OnUp waits for it, and then finds the tracker current. Assigned without
+			// it, an OnUp that ran first would leave the tier untrusted (and race with the assignment).
+			c.curMu.Lock()
 			c.tracker = c.startTracker(c.prefix)
+			c.curMu.Unlock()
 		}
 	}
 	if c.sentinel != nil {
