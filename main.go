@@ -47,7 +47,7 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 	fs.SetOutput(logw)
 	configPath := fs.String("config", "", "configuration file (YAML); without it every default applies")
 	listen := fs.String("listen", "", "RESP listen address, overrides listen")
-	upstreams := fs.String("upstream", "", "upstream address(es), comma-separated, override upstream.addresses")
+	upstreams := fs.String("upstream", "", "upstream address(es), comma-separated, override upstream.addresses (and upstream.sentinel)")
 	admin := fs.String("admin", "", "admin HTTP address (/metrics, /healthz, /readyz), overrides admin")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -67,6 +67,7 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 		}
 		if *upstreams != "" {
 			cfg.Upstream.Addresses = strings.Split(*upstreams, ",")
+			cfg.Upstream.Sentinel = policy.Sentinel{}
 		}
 		if *admin != "" {
 			cfg.Admin = *admin
@@ -106,6 +107,7 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 	defer cache.Close()
 	up, err := upstream.New(upstream.Options{
 		Addresses: cfg.Upstream.Addresses,
+		Sentinel:  sentinelOptions(cfg.Upstream.Sentinel),
 		Username:  cfg.Upstream.Username,
 		Password:  cfg.Upstream.Password,
 		TLS:       upstreamTLS,
@@ -149,7 +151,7 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 	}
 	log.Info("featcache started", "listen", ln.Addr().String(), "tls", serverTLS != nil,
 		"client_certificates", cfg.TLS.ClientCAFile != "", "auth", cfg.Password != "", "admin", adminAddr,
-		"upstream", strings.Join(cfg.Upstream.Addresses, ","), "upstream_tls", upstreamTLS != nil,
+		"upstream", upstreamName(cfg.Upstream), "upstream_tls", upstreamTLS != nil,
 		"tracking", cfg.Upstream.Tracking, "max_memory", cfg.Local.MaxMemory, "policies", len(cfg.Policies),
 		"config", *configPath)
 	log.Info("config", "policies", policyNames(cfg.Policies), "warm_sources", len(cfg.Warm.Sources),
@@ -203,6 +205,22 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 	}
 	log.Info("featcache stopped")
 	return nil
+}
+
+// sentinelOptions returns the upstream's Sentinel options, nil when Sentinel is off.
+func sentinelOptions(s policy.Sentinel) *upstream.SentinelOptions {
+	if !s.Enabled() {
+		return nil
+	}
+	return &upstream.SentinelOptions{MasterSet: s.MasterSet, Addresses: s.Addresses, Password: s.Password}
+}
+
+// upstreamName is the upstream as the start-up log shows it: its addresses, or the master set and its sentinels.
+func upstreamName(u policy.Upstream) string {
+	if u.Sentinel.Enabled() {
+		return "sentinel:" + u.Sentinel.MasterSet + "@" + strings.Join(u.Sentinel.Addresses, ",")
+	}
+	return strings.Join(u.Addresses, ",")
 }
 
 func policyNames(ps []*policy.Policy) string {

@@ -95,6 +95,12 @@ type instance struct {
 // waits until it is ready.
 func startBinary(t *testing.T, redis *redistest.Server, yamlCfg string) *instance {
 	t.Helper()
+	return startBinaryArgs(t, yamlCfg, "-upstream", redis.Addr())
+}
+
+// startBinaryArgs runs featcache like startBinary, with args instead of -upstream.
+func startBinaryArgs(t *testing.T, yamlCfg string, args ...string) *instance {
+	t.Helper()
 	listen := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	admin := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	cfgPath := filepath.Join(t.TempDir(), "featcache.yaml")
@@ -102,7 +108,7 @@ func startBinary(t *testing.T, redis *redistest.Server, yamlCfg string) *instanc
 		t.Fatal(err)
 	}
 	in := &instance{t: t, log: &logBuffer{}, addr: listen, admin: "http://" + admin, exited: make(chan struct{})}
-	in.cmd = exec.Command(binary(t), "-config", cfgPath, "-listen", listen, "-admin", admin, "-upstream", redis.Addr())
+	in.cmd = exec.Command(binary(t), append([]string{"-config", cfgPath, "-listen", listen, "-admin", admin}, args...)...)
 	in.cmd.Stderr = in.log
 	if err := in.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -123,11 +123,13 @@ type Log struct {
 	SlowCommand time.Duration
 }
 
-// Upstream is the upstream Redis: one node, or the seed nodes of a cluster.
+// Upstream is the upstream Redis: one node, the seed nodes of a cluster, or a primary found through Sentinel.
 type Upstream struct {
 	// Addresses are host:port entries: one node, or cluster seed nodes. Default [DefaultUpstreamAddress]; never
-	// empty.
+	// empty. Not used when Sentinel is enabled; a file may not set both.
 	Addresses []string
+	// Sentinel, when enabled, finds the primary through Redis Sentinel instead of Addresses. Default off.
+	Sentinel Sentinel
 	// Username is the ACL user featcache authenticates as; "" means the default user. Default "".
 	Username string
 	// Password is the upstream password; "" means no AUTH. Default "".
@@ -146,6 +148,21 @@ type Upstream struct {
 	// TLS configures TLS to the upstream. Default off.
 	TLS UpstreamTLS
 }
+
+// Sentinel says where featcache finds its primary through Redis Sentinel. The zero value is off.
+type Sentinel struct {
+	// MasterSet is the name the sentinels monitor the primary under ("sentinel monitor NAME ..."). Required when
+	// Addresses is set. Default "".
+	MasterSet string
+	// Addresses are the sentinels' host:port entries. Required when MasterSet is set. Default none.
+	Addresses []string
+	// Password authenticates featcache to the sentinels (their requirepass); "" means no AUTH. The data nodes'
+	// password is Upstream.Password. Default "".
+	Password string
+}
+
+// Enabled reports whether the primary is found through Sentinel.
+func (s *Sentinel) Enabled() bool { return s.MasterSet != "" || len(s.Addresses) > 0 }
 
 // TLS is the RESP listener's TLS configuration. The zero value is plain TCP.
 type TLS struct {
@@ -385,16 +402,21 @@ func (c *Config) decode(root *yaml.Node) error {
 }
 
 func (u *Upstream) decode(n *yaml.Node) error {
-	fs, err := fields(n, "upstream", []string{"addresses", "username", "password", "tracking", "timeout", "conns",
-		"revalidate_rate", "tls"})
+	fs, err := fields(n, "upstream", []string{"addresses", "sentinel", "username", "password", "tracking", "timeout",
+		"conns", "revalidate_rate", "tls"})
 	if err != nil {
 		return err
 	}
+	addresses, sentinelLine := false, 0
 	for _, f := range fs {
 		name := "upstream." + f.name
 		switch f.name {
 		case "addresses":
 			u.Addresses, err = stringList(f.val, name)
+			addresses = true
+		case "sentinel":
+			err = u.Sentinel.decode(f.val)
+			sentinelLine = f.key.Line
 		case "username":
 			u.Username, err = stringValue(f.val, name)
 		case "password":
@@ -409,6 +431,35 @@ func (u *Upstream) decode(n *yaml.Node) error {
 			u.RevalidateRate, err = intValue(f.val, name)
 		case "tls":
 			err = u.TLS.decode(f.val)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if addresses && u.Sentinel.Enabled() {
+		return fmt.Errorf("upstream.sentinel: set upstream.addresses or upstream.sentinel, not both (with sentinel, "+
+			"the sentinels name the primary) (line %d)", sentinelLine)
+	}
+	return nil
+}
+
+func (s *Sentinel) decode(n *yaml.Node) error {
+	fs, err := fields(n, "upstream.sentinel", []string{"master_set", "addresses", "password"})
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		name := "upstream.sentinel." + f.name
+		switch f.name {
+		case "master_set":
+			s.MasterSet, err = stringValue(f.val, name)
+		case "addresses":
+			s.Addresses, err = stringList(f.val, name)
+			if len(s.Addresses) == 0 {
+				s.Addresses = nil // [] is the default, none
+			}
+		case "password":
+			s.Password, err = stringValue(f.val, name)
 		}
 		if err != nil {
 			return err
@@ -613,6 +664,9 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if err := u.Sentinel.validate(); err != nil {
+		return err
+	}
 	if u.Timeout <= 0 {
 		return fmt.Errorf("upstream.timeout: must be greater than 0, got %q", formatDuration(u.Timeout))
 	}
@@ -688,6 +742,36 @@ func (c *Config) Validate() error {
 		return err
 	}
 	return validatePolicies(c.Policies)
+}
+
+// validate checks the sentinel section: off, or a master set with at least one sentinel.
+func (s *Sentinel) validate() error {
+	switch {
+	case !s.Enabled():
+		if s.Password != "" {
+			return errors.New("upstream.sentinel.password: has no effect without upstream.sentinel.master_set and addresses")
+		}
+		return nil
+	case s.MasterSet == "":
+		return errors.New(`upstream.sentinel.master_set: required with upstream.sentinel.addresses (the name in ` +
+			`"sentinel monitor NAME ...", for example mymaster)`)
+	case len(s.Addresses) == 0:
+		return fmt.Errorf(`upstream.sentinel.addresses: master set %q needs at least one sentinel host:port, for `+
+			`example ["127.0.0.1:26379"]`, s.MasterSet)
+	case strings.ContainsFunc(s.MasterSet, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return fmt.Errorf("upstream.sentinel.master_set: invalid name %q (no spaces or control characters)", s.MasterSet)
+	}
+	for i, a := range s.Addresses {
+		if err := checkAddress(fmt.Sprintf("upstream.sentinel.addresses[%d]", i), a, true); err != nil {
+			return err
+		}
+		for _, b := range s.Addresses[:i] {
+			if a == b {
+				return fmt.Errorf("upstream.sentinel.addresses: %q is listed twice", a)
+			}
+		}
+	}
+	return nil
 }
 
 // validateTLS checks that the TLS fields are given together where they must be. Whether the files exist and hold

@@ -160,6 +160,39 @@ upstream:
 		{name: "upstream conns not a number", input: "upstream:\n  conns: four\n", shouldErr: true,
 			errSubstr: `upstream.conns: invalid integer "four" (line 2)`},
 
+		// upstream.sentinel
+		{name: "sentinel", input: "upstream:\n  sentinel: {master_set: mymaster, addresses: [\"s1:26379\", \"s2:26379\"], password: sp}\n",
+			check: func(t *testing.T, c *Config) {
+				want := Sentinel{MasterSet: "mymaster", Addresses: []string{"s1:26379", "s2:26379"}, Password: "sp"}
+				if !reflect.DeepEqual(c.Upstream.Sentinel, want) || !c.Upstream.Sentinel.Enabled() {
+					t.Errorf("got %+v; want %+v", c.Upstream.Sentinel, want)
+				}
+			}},
+		{name: "sentinel shown off", input: "upstream:\n  addresses: [\"a:1\"]\n  sentinel: {master_set: \"\", addresses: [], password: \"\"}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Upstream.Sentinel.Enabled() || !reflect.DeepEqual(c.Upstream.Sentinel, Sentinel{}) {
+					t.Errorf("got %+v; want it off", c.Upstream.Sentinel)
+				}
+			}},
+		{name: "sentinel and addresses", input: "upstream:\n  addresses: [\"a:1\", \"b:1\"]\n  sentinel:\n    master_set: m\n    addresses: [\"s:26379\"]\n",
+			shouldErr: true, errSubstr: `upstream.sentinel: set upstream.addresses or upstream.sentinel, not both (with sentinel, the sentinels name the primary) (line 3)`},
+		{name: "sentinel without master_set", input: "upstream:\n  sentinel: {addresses: [\"s:26379\"]}\n", shouldErr: true,
+			errSubstr: `upstream.sentinel.master_set: required with upstream.sentinel.addresses`},
+		{name: "sentinel without addresses", input: "upstream:\n  sentinel: {master_set: mymaster}\n", shouldErr: true,
+			errSubstr: `upstream.sentinel.addresses: master set "mymaster" needs at least one sentinel host:port`},
+		{name: "sentinel empty addresses", input: "upstream:\n  sentinel: {master_set: mymaster, addresses: []}\n", shouldErr: true,
+			errSubstr: `upstream.sentinel.addresses: master set "mymaster" needs at least one sentinel host:port`},
+		{name: "sentinel password alone", input: "upstream:\n  sentinel: {password: x}\n", shouldErr: true,
+			errSubstr: `upstream.sentinel.password: has no effect without upstream.sentinel.master_set and addresses`},
+		{name: "sentinel address without port", input: "upstream:\n  sentinel: {master_set: m, addresses: [\"s\"]}\n", shouldErr: true,
+			errSubstr: `upstream.sentinel.addresses[0]: invalid address "s"`},
+		{name: "sentinel address twice", input: "upstream:\n  sentinel: {master_set: m, addresses: [\"s:1\", \"s:1\"]}\n", shouldErr: true,
+			errSubstr: `upstream.sentinel.addresses: "s:1" is listed twice`},
+		{name: "sentinel master_set with a space", input: "upstream:\n  sentinel: {master_set: \"my master\", addresses: [\"s:1\"]}\n", shouldErr: true,
+			errSubstr: `upstream.sentinel.master_set: invalid name "my master"`},
+		{name: "sentinel unknown field", input: "upstream:\n  sentinel: {master_name: m}\n", shouldErr: true,
+			errSubstr: `upstream.sentinel: unknown field "master_name"`},
+
 		// local
 		{name: "local max_memory units", input: "local:\n  max_memory: 1GB\n",
 			check: func(t *testing.T, c *Config) {
@@ -986,6 +1019,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte("listen: \":6380\"\nprotected_mode: false\ntls: {cert_file: c, key_file: k, client_ca_file: ca}\n"))
 	f.Add([]byte("upstream:\n  tls: {enabled: true, ca_file: ca, server_name: r, insecure_skip_verify: false}\n"))
+	f.Add([]byte("upstream:\n  sentinel: {master_set: mymaster, addresses: [\"127.0.0.1:26379\"], password: p}\n"))
 	f.Add([]byte("limits: {idle_timeout: 5m, max_output_bytes: 1KB, output_timeout: 1s, max_clients_memory: 1GB}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
@@ -1019,6 +1053,7 @@ local:
   max_memory: 512MB
 upstream:
   timeout: 2s
+  sentinel: {master_set: mymaster, addresses: ["127.0.0.1:26379"], password: "sentinel-secret"}
 limits:
   max_clients: 5
   max_conn_age: 10m
@@ -1036,7 +1071,8 @@ policies:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"listen", "password", "upstream.timeout", "local.max_memory", "limits.max_clients", "log.format"}
+	want := []string{"listen", "password", "upstream.sentinel", "upstream.timeout", "local.max_memory", "limits.max_clients",
+		"log.format"}
 	got := next.RestartFields(running)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("RestartFields = %q; want %q", got, want)

@@ -23,6 +23,7 @@ func (c *Config) RestartFields(running *Config) []string {
 	diff("admin_pprof", c.AdminPprof, running.AdminPprof)
 	diff("password", c.Password, running.Password)
 	diff("upstream.addresses", c.Upstream.Addresses, running.Upstream.Addresses)
+	diff("upstream.sentinel", c.Upstream.Sentinel, running.Upstream.Sentinel)
 	diff("upstream.username", c.Upstream.Username, running.Upstream.Username)
 	diff("upstream.password", c.Upstream.Password, running.Upstream.Password)
 	diff("upstream.tracking", c.Upstream.Tracking, running.Upstream.Tracking)

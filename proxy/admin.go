@@ -215,6 +215,7 @@ func (s *Server) statsText() []byte {
 	}
 	b.WriteString("# upstream\r\n")
 	fmt.Fprintf(&b, "tracking:%s\r\n", tracking)
+	fmt.Fprintf(&b, "upstream_addr:%s\r\n", s.up.Addr()) // the primary in use, which Sentinel may move
 	up := 0
 	if s.up.Healthy() {
 		up = 1

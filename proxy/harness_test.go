@@ -66,7 +66,8 @@ func startProxy(t testing.TB, yamlCfg string) *testProxy {
 }
 
 // startProxyOn starts a featcache in front of an existing redis-server and waits until tracking is established;
-// opts may adjust the server's options.
+// opts may adjust the server's options. With upstream.sentinel in yamlCfg, featcache finds its primary through the
+// sentinels (redis is the primary at start).
 func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
 	t.Helper()
 	p := newProxyOn(t, redis, yamlCfg, opts...)
@@ -87,7 +88,9 @@ func newProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...f
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	cfg.Upstream.Addresses = []string{redis.Addr()}
+	if !cfg.Upstream.Sentinel.Enabled() {
+		cfg.Upstream.Addresses = []string{redis.Addr()}
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -103,6 +106,7 @@ func newProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...f
 	}
 	up, err := upstream.New(upstream.Options{
 		Addresses: cfg.Upstream.Addresses,
+		Sentinel:  sentinelOptions(cfg.Upstream.Sentinel),
 		Username:  cfg.Upstream.Username,
 		Password:  cfg.Upstream.Password,
 		TLS:       upTLS,

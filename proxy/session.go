@@ -708,6 +708,7 @@ func (p *pubsub) pump() {
 		var err error
 		frame, err = p.conn.ReadFrame(frame[:0], time.Time{})
 		if err != nil {
+			p.lost()
 			return
 		}
 		if n, ok := subscriptionCount(frame); ok {
@@ -721,6 +722,7 @@ func (p *pubsub) pump() {
 			continue
 		}
 		out = append(out[:0], frame...)
+		marked := false
 		for p.conn.Buffered() {
 			if frame, err = p.conn.ReadFrame(frame[:0], time.Time{}); err != nil {
 				break
@@ -729,15 +731,23 @@ func (p *pubsub) pump() {
 				p.count.Store(n)
 			}
 			if p.isMarker(frame) {
-				select {
-				case p.markerSeen <- struct{}{}:
-				default:
-				}
+				marked = true
 				continue
 			}
 			out = append(out, frame...)
 		}
-		if !p.c.send(out) || err != nil {
+		if !p.c.send(out) {
+			return
+		}
+		if marked {
+			// Only now: the marker says the frames before it reached the client, and they were in out.
+			select {
+			case p.markerSeen <- struct{}{}:
+			default:
+			}
+		}
+		if err != nil {
+			p.lost()
 			return
 		}
 		if cap(out) > retainBytes {
@@ -752,10 +762,24 @@ func (p *pubsub) isMarker(frame []byte) bool {
 		(bytes.HasPrefix(frame, []byte("*2\r\n$4\r\npong\r\n$")) || frame[0] == '$')
 }
 
+// lost ends the client's connection when its subscriptions' upstream connection failed (Redis went away, or the
+// primary moved in a failover) while it is subscribed: the client sees its connection close, as it would with
+// Redis, and subscribes again when it reconnects, rather than staying connected and subscribed to nothing. A
+// session the client goroutine ended (QUIT, RESET, a timeout, the client leaving) has closed done first.
+func (p *pubsub) lost() {
+	select {
+	case <-p.done:
+	default:
+		if p.count.Load() > 0 {
+			closeRaw(p.c.nc)
+		}
+	}
+}
+
 func (p *pubsub) close() {
 	p.closeOnce.Do(func() {
+		close(p.done) // first: the pump's read fails next, and must know the session was ended on purpose
 		p.conn.Close()
-		close(p.done)
 	})
 }
 

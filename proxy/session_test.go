@@ -412,6 +412,27 @@ func TestPubSubDisconnect(t *testing.T) {
 	expectDo(t, rc, ":0\r\n", "PUBLISH", "gone", "x")
 }
 
+// TestPubSubUpstreamLost: when a subscriber's upstream connection is lost (here CLIENT KILL; a Redis restart or a
+// Sentinel failover alike), featcache closes the client's connection, as Redis's own loss would, so that the
+// client reconnects and subscribes again instead of waiting for messages that will never come. A client that has
+// left subscribed mode keeps its connection.
+func TestPubSubUpstreamLost(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	rc := redistest.Dial(t, p.redis.Addr())
+	sub, left := p.dial(), p.dial()
+	expectDo(t, sub, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+	expectDo(t, left, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+	expectDo(t, left, "*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n", "UNSUBSCRIBE", "ch")
+	if got := string(rc.Do("CLIENT", "KILL", "TYPE", "pubsub")); got != ":1\r\n" {
+		t.Fatalf("CLIENT KILL TYPE pubsub: %q; want the one subscribed connection", got)
+	}
+	if got, err := sub.ReadTimeout(5 * time.Second); !closedCleanly(err) {
+		t.Fatalf("the subscriber got %q, %v; want its connection closed", got, err)
+	}
+	expectDo(t, left, "+PONG\r\n", "PING")
+	expectDo(t, p.dial(), "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+}
+
 // TestPubSubAfterReplyOff subscribes while replies are off after other replies in the same write: those replies
 // are sent once.
 func TestPubSubAfterReplyOff(t *testing.T) {

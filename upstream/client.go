@@ -27,8 +27,10 @@ const DefaultHealthInterval = time.Second
 
 // Options configures a Client.
 type Options struct {
-	// Addresses are the upstream nodes; the first is used (cluster and sentinel come later).
+	// Addresses are the upstream nodes; the first is used. Ignored with Sentinel.
 	Addresses []string
+	// Sentinel, if not nil, finds the primary through Redis Sentinel and follows its failovers (sentinel.go).
+	Sentinel *SentinelOptions
 	// Username and Password authenticate every upstream connection.
 	Username, Password string
 	// TLS, if not nil, makes every upstream connection TLS with this configuration (tracking included); an empty
@@ -67,14 +69,18 @@ type Client struct {
 	// lastRunID is the run_id of the server tracking last came up on, guarded by curMu.
 	lastRunID string
 
+	sentinel *sentinel // nil without Options.Sentinel
+
 	stop   chan struct{}
 	exited chan struct{}
 }
 
 // New returns a Client. It does not wait for the upstream: the pool dials on first use and tracking connects in
-// the background; until tracking is established the local tier stores nothing.
+// the background; until tracking is established the local tier stores nothing. With Options.Sentinel it asks the
+// sentinels once (within about twice Options.Timeout) so that it returns with the primary known when they answer;
+// otherwise requests fail with ErrNoAddress until a sentinel names one.
 func New(opt Options) (*Client, error) {
-	if len(opt.Addresses) == 0 {
+	if len(opt.Addresses) == 0 && opt.Sentinel == nil {
 		return nil, errors.New("upstream: no address")
 	}
 	if opt.Cache == nil {
@@ -88,8 +94,22 @@ func New(opt Options) (*Client, error) {
 	}
 	log := opt.Logger
 	c := &Client{opt: opt, log: log, stop: make(chan struct{}), exited: make(chan struct{})}
+	var (
+		addr    string
+		recheck func() // with Sentinel: ask where the primary is now
+	)
+	if opt.Sentinel != nil {
+		// The sentinels name the primary (sentinel.start below); the pool has no address until then.
+		var err error
+		if c.sentinel, err = newSentinel(c, *opt.Sentinel); err != nil {
+			return nil, err
+		}
+		recheck = c.sentinel.recheck
+	} else {
+		addr = opt.Addresses[0]
+	}
 	c.Pool = NewPool(PoolOptions{
-		Addr:       opt.Addresses[0],
+		Addr:       addr,
 		Username:   opt.Username,
 		Password:   opt.Password,
 		Conns:      opt.Conns,
@@ -98,20 +118,33 @@ func New(opt Options) (*Client, error) {
 		TLS:        opt.TLS,
 		OnHealth: func(up bool, err error) {
 			if up {
-				log.Info("upstream: up", "addr", opt.Addresses[0])
+				log.Info("upstream: up", "addr", c.Pool.Addr())
 			} else {
-				log.Warn("upstream: down", "addr", opt.Addresses[0], "err", err)
+				log.Warn("upstream: down", "addr", c.Pool.Addr(), "err", err)
+				if recheck != nil {
+					recheck()
+				}
 			}
 		},
+		OnReadOnly: recheck,
 	})
 	go c.probe()
 	if !opt.Tracking {
 		opt.Cache.SetTrusted(true)
-		return c, nil
+	} else {
+		opt.Cache.SetTrusted(false)
+		c.prefix = sortedCopy(opt.Prefixes)
+		if addr != "" {
+			// Under curMu: the tracker's OnUp waits for it, and then finds the tracker current. Assigned without
+			// it, an OnUp that ran first would leave the tier untrusted (and race with the assignment).
+			c.curMu.Lock()
+			c.tracker = c.startTracker(c.prefix)
+			c.curMu.Unlock()
+		}
 	}
-	opt.Cache.SetTrusted(false)
-	c.prefix = sortedCopy(opt.Prefixes)
-	c.tracker = c.startTracker(c.prefix)
+	if c.sentinel != nil {
+		c.sentinel.start() // switchPrimary starts tracking once the primary is known
+	}
 	return c, nil
 }
 
@@ -122,7 +155,7 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 	ready := make(chan struct{})
 	cache, log := c.opt.Cache, c.log
 	t = StartTracker(TrackerOptions{
-		Addr:         c.opt.Addresses[0],
+		Addr:         c.Pool.Addr(),
 		Username:     c.opt.Username,
 		Password:     c.opt.Password,
 		TLS:          c.opt.TLS,
@@ -233,10 +266,7 @@ func sortedCopy(s []string) []string {
 // Tracking reports whether tracking is configured, and whether it is established now.
 func (c *Client) Tracking() (enabled, up bool) {
 	t := c.currentTracker()
-	if t == nil {
-		return false, false
-	}
-	return true, t.Up()
+	return c.opt.Tracking, t != nil && t.Up()
 }
 
 func (c *Client) currentTracker() *Tracker {
@@ -286,6 +316,9 @@ func (c *Client) Close() {
 	case <-c.stop:
 	default:
 		close(c.stop)
+		if c.sentinel != nil {
+			c.sentinel.close() // before tracking: a switch must not start a tracker after this
+		}
 	}
 	if t := c.currentTracker(); t != nil {
 		t.Close()

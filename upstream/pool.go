@@ -33,6 +33,11 @@ var (
 	ErrTimeout = errors.New("upstream: no reply within timeout")
 	// ErrClosed means the pool was closed.
 	ErrClosed = errors.New("upstream: pool closed")
+	// ErrRetargeted means the connection was closed because the pool was pointed at another upstream (Retarget:
+	// the primary moved); a write in flight on it may or may not have been applied by the old one.
+	ErrRetargeted = errors.New("upstream: connection closed: the primary moved")
+	// ErrNoAddress means the pool has no upstream address yet (the primary is not known).
+	ErrNoAddress = errors.New("upstream: no primary known yet")
 )
 
 // PoolOptions configures a Pool.
@@ -60,6 +65,9 @@ type PoolOptions struct {
 	// failure that made it stop (nil when it answers again). It runs on the goroutine that saw the change and
 	// must be quick.
 	OnHealth func(up bool, err error)
+	// OnReadOnly, if not nil, is called when a shared connection receives a -READONLY error reply: the node is a
+	// replica now (a failover demoted it). It runs on the connection's reader goroutine and must not block.
+	OnReadOnly func()
 }
 
 // Pool multiplexes batches of commands from many clients over a few shared RESP2 connections to one upstream
@@ -70,11 +78,13 @@ type PoolOptions struct {
 // bytes Redis would have sent it. A Pool is safe for concurrent use.
 type Pool struct {
 	opt   PoolOptions
+	addr  atomic.Pointer[string] // where connections are dialed: opt.Addr, until Retarget
 	slots []*slot
 	next  atomic.Uint32
 
-	idleMu sync.Mutex
+	idleMu sync.Mutex // guards idle and busy, and orders them with Retarget
 	idle   []*Conn
+	busy   map[*Conn]struct{} // dedicated connections handed out and not yet released or closed
 
 	lastDial atomic.Int64 // unix nanoseconds of the last shared connection dialed and prepared successfully
 	closed   atomic.Bool
@@ -105,7 +115,8 @@ func NewPool(opt PoolOptions) *Pool {
 			opt.Dial = (&tls.Dialer{NetDialer: d, Config: opt.TLS}).DialContext
 		}
 	}
-	p := &Pool{opt: opt}
+	p := &Pool{opt: opt, busy: make(map[*Conn]struct{})}
+	p.addr.Store(&opt.Addr)
 	p.slots = make([]*slot, opt.Conns)
 	for i := range p.slots {
 		p.slots[i] = &slot{pool: p}
@@ -113,8 +124,44 @@ func NewPool(opt PoolOptions) *Pool {
 	return p
 }
 
-// Addr is the upstream address the pool dials.
-func (p *Pool) Addr() string { return p.opt.Addr }
+// Addr is the upstream address the pool dials: PoolOptions.Addr, or the latest Retarget's.
+func (p *Pool) Addr() string { return *p.addr.Load() }
+
+// Retarget points the pool at addr, for a primary that moved (a Sentinel failover). Every connection to the
+// previous address is closed: calls queued on shared ones fail with ErrRetargeted (unless their replies had
+// arrived), and dedicated ones in use fail their owners' next read or write with ErrRetargeted (Release then drops
+// them). Connections opened from then on go to addr, at once (the redial gap of a slot that failed against the
+// old address does not apply). By the time Addr reports addr, no call can be sent to the old address any more.
+// Retargeting to the current address does nothing.
+func (p *Pool) Retarget(addr string) {
+	// Every slot's lock is held across the change, so that no shared connection is dialed meanwhile (a dial in
+	// progress finishes first, and its link is failed here), and idleMu, so that no dedicated one is handed out;
+	// one being dialed to the old address is closed when it is registered (Dedicated).
+	for _, s := range p.slots {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+	}
+	p.idleMu.Lock()
+	defer p.idleMu.Unlock()
+	if p.Addr() == addr {
+		return
+	}
+	for _, s := range p.slots {
+		s.lastErr = nil
+		if l := s.cur.Load(); l != nil {
+			l.fail(ErrRetargeted)
+		}
+	}
+	for _, c := range p.idle {
+		c.nc.Close()
+	}
+	for c := range p.busy {
+		c.moved.Store(true)
+		c.nc.Close()
+	}
+	p.idle, p.busy = nil, make(map[*Conn]struct{})
+	p.addr.Store(&addr)
+}
 
 // Timeout is the bound on waits for replies on shared connections.
 func (p *Pool) Timeout() time.Duration { return p.opt.Timeout }
@@ -203,7 +250,8 @@ func (p *Pool) observe(err error) {
 		if !p.reached.Load() {
 			p.reached.Store(true)
 		}
-	case errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrRetargeted):
+		// Closed on purpose, not a failure of the upstream.
 	case p.healthy.Load():
 		p.setHealth(false, err)
 	}
@@ -273,25 +321,30 @@ func (s *slot) reconnect() (*link, error) {
 	if s.lastErr != nil && time.Since(s.lastFail) < maxRedialGap && s.pool.lastDial.Load() < s.lastFail.UnixNano() {
 		return nil, s.lastErr
 	}
-	nc, err := s.pool.dial()
+	nc, _, err := s.pool.dial()
 	if err != nil {
 		s.lastFail, s.lastErr = time.Now(), err
 		return nil, err
 	}
 	s.pool.lastDial.Store(time.Now().UnixNano())
 	s.lastErr = nil
-	l := newLink(nc, s.pool.opt.Timeout)
+	l := newLink(nc, s.pool.opt.Timeout, s.pool.opt.OnReadOnly)
 	s.cur.Store(l)
 	return l, nil
 }
 
-// dial opens and prepares one connection: AUTH and CLIENT SETNAME, in one round trip.
-func (p *Pool) dial() (net.Conn, error) {
+// dial opens and prepares one connection to the pool's current address, which it returns too: AUTH and CLIENT
+// SETNAME, in one round trip.
+func (p *Pool) dial() (net.Conn, string, error) {
+	addr := p.Addr()
+	if addr == "" {
+		return nil, addr, ErrNoAddress
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.opt.Timeout)
 	defer cancel()
-	nc, err := p.opt.Dial(ctx, "tcp", p.opt.Addr)
+	nc, err := p.opt.Dial(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("upstream: dial %s: %w", p.opt.Addr, err)
+		return nil, addr, fmt.Errorf("upstream: dial %s: %w", addr, err)
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
@@ -311,34 +364,35 @@ func (p *Pool) dial() (net.Conn, error) {
 		n++
 	}
 	if n == 0 {
-		return nc, nil
+		return nc, addr, nil
 	}
 	c := &Conn{pool: p, nc: nc}
 	call := NewCall()
 	if err := c.Do(call, req, n, time.Now().Add(p.opt.Timeout)); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("upstream: prepare connection to %s: %w", p.opt.Addr, err)
+		return nil, addr, fmt.Errorf("upstream: prepare connection to %s: %w", addr, err)
 	}
 	for i := 0; i < n; i++ {
 		if f := call.Frame(i); len(f) > 0 && f[0] == '-' {
 			nc.Close()
 			// The reply names the problem (WRONGPASS, NOAUTH) but never the password.
-			return nil, fmt.Errorf("upstream: prepare connection to %s: %s", p.opt.Addr, bytes.TrimSpace(f[1:]))
+			return nil, addr, fmt.Errorf("upstream: prepare connection to %s: %s", addr, bytes.TrimSpace(f[1:]))
 		}
 	}
 	// The handshake's deadlines must not stay on a connection that lives on: a shared one is watched by its
 	// link's watchdog instead, a dedicated one takes the deadlines of each wait.
 	nc.SetDeadline(time.Time{})
-	return nc, nil
+	return nc, addr, nil
 }
 
 // link is one shared TCP connection: writers append batches and queue their Calls, one reader goroutine hands
 // reply frames to the Calls in order, and a watchdog closes the connection when the oldest Call waits too long.
 type link struct {
-	nc      net.Conn
-	timeout time.Duration
-	broken  atomic.Bool
-	done    chan struct{} // closed when the reader exits
+	nc         net.Conn
+	timeout    time.Duration
+	onReadOnly func() // PoolOptions.OnReadOnly
+	broken     atomic.Bool
+	done       chan struct{} // closed when the reader exits
 
 	kick chan struct{} // wakes the writer goroutine: wbuf has bytes to send
 
@@ -351,8 +405,8 @@ type link struct {
 	head   int
 }
 
-func newLink(nc net.Conn, timeout time.Duration) *link {
-	l := &link{nc: nc, timeout: timeout, done: make(chan struct{}), kick: make(chan struct{}, 1)}
+func newLink(nc net.Conn, timeout time.Duration, onReadOnly func()) *link {
+	l := &link{nc: nc, timeout: timeout, onReadOnly: onReadOnly, done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	go l.readLoop()
 	go l.writeLoop()
 	go l.watch()
@@ -469,6 +523,9 @@ func (l *link) readLoop() {
 			}
 			frame := buf[start : start+n]
 			start += n
+			if frame[0] == '-' && l.onReadOnly != nil && bytes.HasPrefix(frame, readOnlyReply) {
+				l.onReadOnly()
+			}
 			if cur == nil {
 				if cur = l.peek(); cur == nil {
 					// A frame nobody asked for: the stream is out of step, nothing after it can be matched.
@@ -548,8 +605,9 @@ func (l *link) watch() {
 // Conn is a dedicated upstream connection owned by one client for as long as its state lasts (WATCH, a blocking
 // command, a subscription). It is not safe for concurrent use, except that Close may be called from any goroutine.
 type Conn struct {
-	pool *Pool
-	nc   net.Conn
+	pool  *Pool
+	nc    net.Conn
+	moved atomic.Bool // closed by Retarget: reads and writes fail with ErrRetargeted
 
 	buf        []byte
 	start, end int
@@ -565,21 +623,34 @@ func (p *Pool) Dedicated() (*Conn, error) {
 	if n := len(p.idle); n > 0 {
 		c := p.idle[n-1]
 		p.idle = p.idle[:n-1]
+		p.busy[c] = struct{}{}
 		p.idleMu.Unlock()
 		return c, nil
 	}
 	p.idleMu.Unlock()
-	nc, err := p.dial()
+	nc, addr, err := p.dial()
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{pool: p, nc: nc}, nil
+	c := &Conn{pool: p, nc: nc}
+	p.idleMu.Lock()
+	defer p.idleMu.Unlock()
+	if addr != p.Addr() {
+		// Retargeted while dialing: this connection goes to the old primary.
+		nc.Close()
+		return nil, ErrRetargeted
+	}
+	p.busy[c] = struct{}{}
+	return c, nil
 }
 
 // Write writes payload, waiting at most the pool's timeout.
 func (c *Conn) Write(payload []byte) error {
 	c.nc.SetWriteDeadline(time.Now().Add(c.pool.opt.Timeout))
 	_, err := c.nc.Write(payload)
+	if err != nil && c.moved.Load() {
+		return ErrRetargeted
+	}
 	return err
 }
 
@@ -621,6 +692,9 @@ func (c *Conn) ReadFrame(dst []byte, deadline time.Time) ([]byte, error) {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				return dst, ErrTimeout
 			}
+			if c.moved.Load() {
+				return dst, ErrRetargeted
+			}
 			return dst, err
 		}
 	}
@@ -660,7 +734,9 @@ func (c *Conn) Release() {
 		c.buf = nil
 	}
 	p.idleMu.Lock()
-	if len(p.idle) < p.opt.MaxIdle {
+	_, current := p.busy[c] // not current: Retarget closed it
+	delete(p.busy, c)
+	if current && len(p.idle) < p.opt.MaxIdle {
 		p.idle = append(p.idle, c)
 		c = nil
 	}
@@ -671,7 +747,13 @@ func (c *Conn) Release() {
 }
 
 // Close closes the connection; a blocked ReadFrame returns an error.
-func (c *Conn) Close() { c.nc.Close() }
+func (c *Conn) Close() {
+	c.nc.Close()
+	p := c.pool
+	p.idleMu.Lock()
+	delete(p.busy, c)
+	p.idleMu.Unlock()
+}
 
 // AppendCommand appends args as a RESP multi-bulk command.
 func AppendCommand(dst []byte, args ...string) []byte {
@@ -709,6 +791,9 @@ func truncate(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// readOnlyReply starts the error a replica answers writes with.
+var readOnlyReply = []byte("-READONLY ")
 
 var epoch = time.Now()
 

@@ -442,3 +442,112 @@ func TestPoolRecoversAllConnectionsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// clientNames returns the names of the clients connected to s (CLIENT LIST), one per connection.
+func clientNames(t *testing.T, s *redistest.Server) []string {
+	t.Helper()
+	var names []string
+	for _, line := range strings.Split(string(s.Do("CLIENT", "LIST")), "\n") {
+		for _, f := range strings.Fields(line) {
+			if name, ok := strings.CutPrefix(f, "name="); ok && name != "" {
+				names = append(names, name)
+			}
+		}
+	}
+	return names
+}
+
+func hasClient(t *testing.T, s *redistest.Server, name string) bool {
+	for _, n := range clientNames(t, s) {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPoolRetarget: Retarget closes every connection to the old address (calls in flight fail, a dedicated
+// connection in use fails with ErrRetargeted and is not reused, idle ones are dropped) and new connections go to
+// the new address at once.
+func TestPoolRetarget(t *testing.T) {
+	a, b := redistest.Start(t), redistest.Start(t)
+	a.Do("SET", "where", "a")
+	b.Do("SET", "where", "b")
+	p := newTestPool(t, a.Addr(), time.Second)
+	call := NewCall()
+	get := AppendCommand(nil, "GET", "where")
+	if err := p.Do(call, get, 1); err != nil || string(call.Frame(0)) != "$1\r\na\r\n" {
+		t.Fatalf("before: %q, %v", call.Frame(0), err)
+	}
+	idle, _ := p.Dedicated()
+	idle.Release()
+	busy, err := p.Dedicated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle2, _ := p.Dedicated()
+	idle2.Release()
+	// A blocked command on the old address ends with ErrRetargeted, not after its own timeout.
+	if err := busy.Write(AppendCommand(nil, "BLPOP", "q", "0")); err != nil {
+		t.Fatal(err)
+	}
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := busy.ReadFrame(nil, time.Time{})
+		blocked <- err
+	}()
+
+	p.Retarget(b.Addr())
+	if p.Addr() != b.Addr() {
+		t.Fatalf("Addr = %q; want %q", p.Addr(), b.Addr())
+	}
+	select {
+	case err := <-blocked:
+		if !errors.Is(err, ErrRetargeted) {
+			t.Fatalf("blocked read: got %v; want ErrRetargeted", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a blocked dedicated connection to the old address was not closed")
+	}
+	busy.Release()
+	if err := p.Do(call, get, 1); err != nil || string(call.Frame(0)) != "$1\r\nb\r\n" {
+		t.Fatalf("after: %q, %v; want the new address's value at once", call.Frame(0), err)
+	}
+	c, err := p.Dedicated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c == busy || c == idle2 {
+		t.Fatal("a connection to the old address was handed out")
+	}
+	if err := c.Do(call, get, 1, time.Now().Add(time.Second)); err != nil || string(call.Frame(0)) != "$1\r\nb\r\n" {
+		t.Fatalf("dedicated after: %q, %v", call.Frame(0), err)
+	}
+	c.Release()
+	redistest.Eventually(t, 5*time.Second, "no connection left on the old address", func() bool {
+		return !hasClient(t, a, "featcache-test")
+	})
+}
+
+// TestPoolOnReadOnly: a -READONLY reply on a shared connection (a primary demoted to a replica) calls OnReadOnly.
+func TestPoolOnReadOnly(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(primary.Addr(), "127.0.0.1:"))
+	seen := make(chan struct{}, 1)
+	p := NewPool(PoolOptions{Addr: replica.Addr(), Timeout: time.Second, OnReadOnly: func() {
+		select {
+		case seen <- struct{}{}:
+		default:
+		}
+	}})
+	t.Cleanup(p.Close)
+	call := NewCall()
+	if err := p.Do(call, AppendCommand(nil, "SET", "k", "v"), 1); err != nil || !strings.HasPrefix(string(call.Frame(0)), "-READONLY") {
+		t.Fatalf("SET on a replica: %q, %v", call.Frame(0), err)
+	}
+	select {
+	case <-seen:
+	default:
+		t.Fatal("OnReadOnly was not called")
+	}
+}

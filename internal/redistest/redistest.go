@@ -34,6 +34,7 @@ type Server struct {
 	dir  string
 	args []string
 	tls  *tls.Config // client configuration when the server speaks TLS only; nil for plain TCP
+	conf string      // a sentinel's configuration file: the server runs in sentinel mode
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -44,15 +45,16 @@ type Server struct {
 // "--appendonly", "yes".
 func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
-	return start(tb, nil, args)
+	return start(tb, nil, args, "")
 }
 
-func start(tb testing.TB, tlsConf *tls.Config, args []string) *Server {
+// start starts a redis-server; with conf, a sentinel reading that configuration file.
+func start(tb testing.TB, tlsConf *tls.Config, args []string, conf string) *Server {
 	tb.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		tb.Fatalf("redistest: redis-server not found in PATH: %s", InstallHint)
 	}
-	s := &Server{tb: tb, dir: tb.TempDir(), args: args, tls: tlsConf}
+	s := &Server{tb: tb, dir: tb.TempDir(), args: args, tls: tlsConf, conf: conf}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		s.port = FreePort(tb)
@@ -80,7 +82,7 @@ func StartTLS(tb testing.TB, certs *Certs, clientAuth bool, args ...string) *Ser
 		"--tls-ca-cert-file", certs.CAFile,
 		"--tls-auth-clients", auth,
 	}
-	return start(tb, certs.ClientConfig(true), append(tlsArgs, args...))
+	return start(tb, certs.ClientConfig(true), append(tlsArgs, args...), "")
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago. Cluster nodes also need port+10000 free, so the
@@ -117,6 +119,10 @@ func (s *Server) start() error {
 		"--protected-mode", "no",
 	)
 	argv = append(argv, s.args...)
+	if s.conf != "" {
+		// The configuration file comes first; --sentinel makes redis-server a sentinel.
+		argv = append([]string{s.conf, "--sentinel"}, argv...)
+	}
 	cmd := exec.Command("redis-server", argv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
