@@ -27,7 +27,9 @@ const DefaultHealthInterval = time.Second
 
 // Options configures a Client.
 type Options struct {
-	// Addresses are the upstream nodes; the first is used (cluster and sentinel come later).
+	// Addresses are the upstream node, or seed nodes of a Redis Cluster: New asks them in order whether they are
+	// cluster nodes (see detectCluster) and, for a cluster, learns every master from the first that answers. A
+	// single node is the first address.
 	Addresses []string
 	// Username and Password authenticate every upstream connection.
 	Username, Password string
@@ -43,7 +45,9 @@ type Options struct {
 	Tracking bool
 	// Prefixes are the BCAST prefixes, from the policies that cache (policy.Matcher.TrackingPrefixes).
 	Prefixes []string
-	// Cache receives invalidations, flushes and trust changes. Required.
+	// Cache receives invalidations, flushes and trust changes. Required. In front of a Redis Cluster, a Cache
+	// that implements SlotCache gets trust decisions per hash slot, so that one master's tracking loss untrusts
+	// only its slots.
 	Cache Invalidator
 	// Logger receives upstream events; if nil, slog.Default().
 	Logger *slog.Logger
@@ -67,12 +71,17 @@ type Client struct {
 	// lastRunID is the run_id of the server tracking last came up on, guarded by curMu.
 	lastRunID string
 
+	// cluster routes everything when the upstream is a Redis Cluster; nil for a single node.
+	cluster *Cluster
+
 	stop   chan struct{}
 	exited chan struct{}
 }
 
-// New returns a Client. It does not wait for the upstream: the pool dials on first use and tracking connects in
-// the background; until tracking is established the local tier stores nothing.
+// New returns a Client. It waits for one round trip only: asking the upstream whether it is a Redis Cluster
+// (detectCluster), bounded by the timeout per address; a cluster's slot map is read then too. Otherwise the pool
+// dials on first use and tracking connects in the background; until tracking is established the local tier
+// stores nothing.
 func New(opt Options) (*Client, error) {
 	if len(opt.Addresses) == 0 {
 		return nil, errors.New("upstream: no address")
@@ -104,6 +113,11 @@ func New(opt Options) (*Client, error) {
 			}
 		},
 	})
+	if c.detectCluster() {
+		c.cluster = newCluster(opt, c.Pool, log)
+		go c.cluster.run(c.stop, c.exited)
+		return c, nil
+	}
 	go c.probe()
 	if !opt.Tracking {
 		opt.Cache.SetTrusted(true)
@@ -172,6 +186,9 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 // Prefixes returns the BCAST prefixes tracking is established with (or being established with), sorted; nil
 // without tracking.
 func (c *Client) Prefixes() []string {
+	if c.cluster != nil {
+		return c.cluster.Prefixes()
+	}
 	c.curMu.Lock()
 	defer c.curMu.Unlock()
 	return append([]string(nil), c.prefix...)
@@ -189,6 +206,9 @@ func (c *Client) Prefixes() []string {
 // down anyway (the upstream is unreachable), the new session replaces the old one at once and comes up when the
 // upstream does. Without tracking SetPrefixes only records the prefixes.
 func (c *Client) SetPrefixes(ctx context.Context, prefixes []string) error {
+	if c.cluster != nil {
+		return c.cluster.SetPrefixes(ctx, prefixes)
+	}
 	c.trackMu.Lock()
 	defer c.trackMu.Unlock()
 	next := sortedCopy(prefixes)
@@ -232,6 +252,9 @@ func sortedCopy(s []string) []string {
 
 // Tracking reports whether tracking is configured, and whether it is established now.
 func (c *Client) Tracking() (enabled, up bool) {
+	if c.cluster != nil {
+		return c.cluster.Tracking()
+	}
 	t := c.currentTracker()
 	if t == nil {
 		return false, false
@@ -248,6 +271,9 @@ func (c *Client) currentTracker() *Tracker {
 // Barrier waits until every invalidation for what the upstream has executed so far has been applied. It fails
 // when tracking is off or down; the caller then flushes instead.
 func (c *Client) Barrier(ctx context.Context) error {
+	if c.cluster != nil {
+		return c.cluster.Barrier(ctx)
+	}
 	t := c.currentTracker()
 	if t == nil {
 		return ErrTrackingDown
