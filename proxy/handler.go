@@ -402,7 +402,9 @@ func fetchedResult(f upstream.Fetched) localcache.Result {
 	switch {
 	case f.Error != nil:
 		if isUpstreamFailure(f.Error) {
-			return localcache.Result{Err: redisError(f.Error)}
+			// Copied: the frame is in the leader's reply buffer, which its next request reuses while the fill's
+			// waiters may still be turning this error into their replies.
+			return localcache.Result{Err: redisError(bytes.Clone(f.Error))}
 		}
 		// WRONGTYPE and the like: relayed to GET verbatim (MGET answers nil), never stored.
 		return localcache.Result{NoStore: true, Reply: bytes.Clone(f.Error)}
