@@ -95,10 +95,15 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 	switch tc.class {
 	case classRead:
 		tc.read(c, cmd)
-	case classForward:
-		c.forward(cmd)
-	case classWrite:
-		c.write(cmd, tc)
+	case classForward, classWrite:
+		switch {
+		case tc.cluster != ruleNone:
+			c.execCluster(cmd, tc) // a multi-key or keyspace-wide command in front of a Redis Cluster
+		case tc.class == classWrite:
+			c.write(cmd, tc)
+		default:
+			c.forward(cmd)
+		}
 	case classLocal, classAdmin:
 		tc.local(c, cmd.Args)
 	case classTx:
@@ -431,6 +436,8 @@ func isUpstreamFailure(frame []byte) bool {
 var upstreamFailures = [][]byte{
 	[]byte("-LOADING"), []byte("-BUSY"), []byte("-MASTERDOWN"), []byte("-CLUSTERDOWN"), []byte("-TRYAGAIN"),
 	[]byte("-NOAUTH"), []byte("-MISCONF"), []byte("-ERR max number of clients"),
+	// What the cluster router answers for a master that failed, while the others' replies go through.
+	[]byte("-ERR featcache upstream"),
 }
 
 // policyOf returns the policy of key, or nil; used by admin commands.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,11 +69,18 @@ func startProxy(t testing.TB, yamlCfg string) *testProxy {
 // startProxyOn starts a featcache in front of an existing redis-server; opts may adjust the server's options.
 func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
 	t.Helper()
+	return startProxyAt(t, []string{redis.Addr()}, redis, yamlCfg, opts...)
+}
+
+// startProxyAt starts a featcache in front of the upstream at addrs (one node, or a cluster's seeds); redis, if
+// not nil, is the node tests reach directly.
+func startProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
+	t.Helper()
 	cfg, err := policy.Parse([]byte(yamlCfg))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	cfg.Upstream.Addresses = []string{redis.Addr()}
+	cfg.Upstream.Addresses = addrs
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -82,6 +90,9 @@ func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ..
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("FEATCACHE_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	upTLS, err := cfg.Upstream.TLS.ClientConfig()
 	if err != nil {
 		t.Fatal(err)

@@ -55,6 +55,7 @@ type Server struct {
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]
 
+	cluster    bool         // the upstream is a Redis Cluster (decided when the upstream client was made)
 	reached    atomic.Bool  // the upstream answered at least once
 	revalidate *tokenBucket // bounds re-fetches of entries left unverified by a tracking loss
 	nextID     atomic.Int64
@@ -123,7 +124,7 @@ func New(opt Options) (*Server, error) {
 	}
 	s := &Server{
 		opt: opt, log: opt.Logger, now: opt.Now,
-		cache: opt.Cache, up: opt.Upstream,
+		cache: opt.Cache, up: opt.Upstream, cluster: opt.Upstream.Cluster() != nil,
 		conns:     make(map[*client]struct{}),
 		metrics:   newMetrics(),
 		maxOutput: lim.MaxOutputBytes,
@@ -138,7 +139,7 @@ func New(opt Options) (*Server, error) {
 		Filler: s, Rate: cfg.Warm.Rate, ReadyAfter: cfg.Warm.ReadyAfter, ReadyTimeout: cfg.Warm.ReadyTimeout,
 		Logger: s.log,
 	})
-	s.persister = warm.NewPersister(s.hot, s.up.Pool, persistConfig(cfg), s.log)
+	s.persister = warm.NewPersister(s.hot, s.up, persistConfig(cfg), s.log)
 	s.setPolicies(cfg.Policies)
 	s.hello.Store(&serverInfo{version: "7.0.0", mode: "standalone", role: "master"})
 	cmds := opt.Commands
@@ -152,7 +153,18 @@ func New(opt Options) (*Server, error) {
 			go s.refreshCommandsLater()
 		}
 	}
-	s.tbl.Store(newTable(cmds, opt.Config.Commands.Deny))
+	s.tbl.Store(newTable(cmds, opt.Config.Commands.Deny, s.cluster))
+	if s.cluster {
+		// The router finds each command's keys in the current table.
+		s.up.SetKeyFunc(func(args [][]byte, dst [][]byte) [][]byte {
+			tc := s.tbl.Load().lookup(args)
+			if tc == nil || tc.info == nil {
+				return dst
+			}
+			keys, _ := tc.info.Keys(args, dst)
+			return keys
+		})
+	}
 	return s, nil
 }
 
@@ -216,7 +228,11 @@ func (s *Server) fetchCommands() (Commands, error) {
 		return nil, fmt.Errorf("proxy: COMMAND reply: %w", err)
 	}
 	if info, _, ok := bulkString(call.Frame(1)); ok {
-		s.hello.Store(parseServerInfo(string(info)))
+		si := parseServerInfo(string(info))
+		if s.cluster {
+			si.mode = "standalone" // featcache shows its clients one Redis, whatever is behind it
+		}
+		s.hello.Store(si)
 	}
 	return cmds, nil
 }
@@ -231,7 +247,7 @@ func (s *Server) refreshCommandsLater() {
 			return
 		}
 		if cmds, err := s.fetchCommands(); err == nil {
-			s.tbl.Store(newTable(cmds, s.opt.Config.Commands.Deny))
+			s.tbl.Store(newTable(cmds, s.opt.Config.Commands.Deny, s.cluster))
 			s.log.Info("command table: loaded from upstream", "commands", len(cmds))
 			return
 		}
