@@ -24,6 +24,9 @@
 //	             exact command line.
 //	custom       the flags as given (the default)
 //
+// -cluster N runs the profiles against a Redis Cluster of N masters instead of one Redis (bench/cluster.go):
+// featcache is then the only target, and the remote step of the standard profile is skipped.
+//
 // Workload flags: -keys N (key indexes 0..N-1; index i is "emb:{i}", 16 KiB, for a share -emb-share of the
 // indexes, else "feat:{i}", 1-2 KiB drawn from i or exactly -value-size bytes), -zipf S (exponent > 1 of the key
 // choice, index 0 the most popular; 0 = uniform), -writes F (share of SETs), -mget N (keys per read; 1 sends
@@ -113,6 +116,7 @@ type settings struct {
 	RBRequests     int           `json:"rb_requests"`
 	RBRounds       int           `json:"rb_rounds"`
 	AllocRequests  int64         `json:"alloc_requests"`
+	Cluster        int           `json:"cluster,omitempty"`
 }
 
 func defaultSettings() settings {
@@ -165,6 +169,8 @@ func newFlagSet(s *settings, inv *invocation) *flag.FlagSet {
 	fs.IntVar(&s.RBRequests, "rb-requests", s.RBRequests, "redis-benchmark -n for unpipelined tests (x4 with -P 16)")
 	fs.IntVar(&s.RBRounds, "rb-rounds", s.RBRounds, "redis-benchmark rounds (medians)")
 	fs.Int64Var(&s.AllocRequests, "alloc-requests", s.AllocRequests, "GETs of the allocation phase; 0 skips it")
+	fs.IntVar(&s.Cluster, "cluster", s.Cluster, "if > 0, the store is a Redis Cluster of this many masters; featcache is the only "+
+		"target (no direct redis, twemproxy, relay or redis-benchmark)")
 	fs.StringVar(&inv.out, "out", inv.out, "results folder (default bench/results/<timestamp>)")
 	fs.BoolVar(&inv.pin, "pin", inv.pin, "pin servers and load generator to separate CPUs with taskset")
 	fs.StringVar(&inv.serverCPUs, "server-cpus", inv.serverCPUs, "taskset CPU list for the servers")
@@ -278,6 +284,9 @@ func (s settings) commandLine() string {
 		args = append(args, fmt.Sprintf("-rb-keys %d -rb-requests %d -rb-rounds %d", s.RBKeys, s.RBRequests, s.RBRounds))
 	}
 	args = append(args, fmt.Sprintf("-alloc-requests %d", s.AllocRequests))
+	if s.Cluster > 0 {
+		args = append(args, fmt.Sprintf("-cluster %d", s.Cluster))
+	}
 	return strings.Join(args, " ")
 }
 
@@ -373,6 +382,13 @@ func run(args []string) error {
 			return err
 		}
 		s.Profile = name
+		if s.Cluster > 0 {
+			if s.RelayDelay > 0 {
+				fmt.Fprintf(os.Stderr, "[%s] skipped: the relay is not supported with -cluster\n", name)
+				continue
+			}
+			s.Twemproxy, s.RedisBenchmark = "off", false
+		}
 		if err := s.validate(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}

@@ -80,6 +80,9 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 	f := &fleet{dir: dir, pin: e.pin}
 	defer f.stopAll()
 
+	if s.Cluster > 0 {
+		return runClusterProfile(e, s, f, pr, logf)
+	}
 	redisAddr, redisProc, err := f.startRedis(e.redisServer)
 	if err != nil {
 		return nil, err
@@ -151,6 +154,14 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 	for _, t := range s.Targets {
 		targets = append(targets, &liveTarget{name: t.Name, kind: kindExternal, addr: t.Addr})
 	}
+	return drive(e, s, pr, targets, relayProc, logf)
+}
+
+// drive runs a profile's measured part on targets that are up and seeded: opening the load connections, prefill,
+// warm-up, the interleaved rounds, featcache's allocation and LRU figures, and redis-benchmark if asked.
+func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayProc *proc,
+	logf func(string, ...any)) (_ *profileResult, err error) {
+	w := &s.Workload
 	for _, t := range targets {
 		if t.load, err = openLoadTarget(t.name, t.addr, w, s.Conns); err != nil {
 			return nil, err
