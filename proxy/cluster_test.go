@@ -755,3 +755,31 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterDetectedLate: a featcache that starts while no seed answers decides what the upstream is when one
+// does; a Redis Cluster then gets its rules (a split MSET) and tracking on every master.
+func TestClusterDetectedLate(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 0)
+	for _, m := range cl.Masters {
+		m.Pause()
+	}
+	resumed := make(chan struct{})
+	go func() {
+		defer close(resumed)
+		time.Sleep(1500 * time.Millisecond)
+		for _, m := range cl.Masters {
+			m.Resume()
+		}
+	}()
+	t.Cleanup(func() { <-resumed })
+	p := startProxyAt(t, cl.Addrs(), nil, "upstream: {timeout: 200ms}\n"+defaultTestConfig)
+	<-resumed
+	redistest.Eventually(t, 10*time.Second, "the cluster found", func() bool { return p.up.Cluster() != nil })
+	keys := clusterKeys(t, cl, "late", 3)
+	c := p.dial()
+	redistest.Eventually(t, 10*time.Second, "a split MSET", func() bool {
+		return string(c.Do("MSET", keys[0], "a", keys[1], "b", keys[2], "c")) == "+OK\r\n"
+	})
+	expectDo(t, c, "*3\r\n"+bulk("a")+bulk("b")+bulk("c"), "MGET", keys[0], keys[1], keys[2])
+	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool { _, up := p.up.Tracking(); return up })
+}

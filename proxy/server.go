@@ -55,9 +55,9 @@ type Server struct {
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]
 
-	cluster    bool         // the upstream is a Redis Cluster (decided when the upstream client was made)
-	reached    atomic.Bool  // the upstream answered at least once
-	revalidate *tokenBucket // bounds re-fetches of entries left unverified by a tracking loss
+	cmds       atomic.Pointer[Commands] // the command table's source, for rebuilding it (installTable)
+	reached    atomic.Bool              // the upstream answered at least once
+	revalidate *tokenBucket             // bounds re-fetches of entries left unverified by a tracking loss
 	nextID     atomic.Int64
 	clients    atomic.Int64
 	stats      Stats
@@ -124,7 +124,7 @@ func New(opt Options) (*Server, error) {
 	}
 	s := &Server{
 		opt: opt, log: opt.Logger, now: opt.Now,
-		cache: opt.Cache, up: opt.Upstream, cluster: opt.Upstream.Cluster() != nil,
+		cache: opt.Cache, up: opt.Upstream,
 		conns:     make(map[*client]struct{}),
 		metrics:   newMetrics(),
 		maxOutput: lim.MaxOutputBytes,
@@ -153,9 +153,31 @@ func New(opt Options) (*Server, error) {
 			go s.refreshCommandsLater()
 		}
 	}
-	s.tbl.Store(newTable(cmds, opt.Config.Commands.Deny, s.cluster))
-	if s.cluster {
-		// The router finds each command's keys in the current table.
+	s.installTable(cmds)
+	select {
+	case <-s.up.Decided():
+	default:
+		// Nothing answered yet: once the upstream does, a Redis Cluster needs its rules in the table.
+		go func() {
+			select {
+			case <-s.up.Decided():
+				s.installTable(*s.cmds.Load())
+			case <-s.stop:
+			}
+		}()
+	}
+	return s, nil
+}
+
+// clustered reports whether the upstream is a Redis Cluster (known once the upstream client has been answered).
+func (s *Server) clustered() bool { return s.up.Cluster() != nil }
+
+// installTable builds the command table from cmds and makes it current; in front of a Redis Cluster with the
+// cluster rules, and the router finds each command's keys in it.
+func (s *Server) installTable(cmds Commands) {
+	s.cmds.Store(&cmds)
+	s.tbl.Store(newTable(cmds, s.opt.Config.Commands.Deny, s.clustered()))
+	if s.clustered() {
 		s.up.SetKeyFunc(func(args [][]byte, dst [][]byte) [][]byte {
 			tc := s.tbl.Load().lookup(args)
 			if tc == nil || tc.info == nil {
@@ -165,7 +187,6 @@ func New(opt Options) (*Server, error) {
 			return keys
 		})
 	}
-	return s, nil
 }
 
 // SetPolicies replaces the policies; lookups that start afterwards use the new ones. Entries already cached are
@@ -229,7 +250,7 @@ func (s *Server) fetchCommands() (Commands, error) {
 	}
 	if info, _, ok := bulkString(call.Frame(1)); ok {
 		si := parseServerInfo(string(info))
-		if s.cluster {
+		if s.clustered() {
 			si.mode = "standalone" // featcache shows its clients one Redis, whatever is behind it
 		}
 		s.hello.Store(si)
@@ -247,7 +268,7 @@ func (s *Server) refreshCommandsLater() {
 			return
 		}
 		if cmds, err := s.fetchCommands(); err == nil {
-			s.tbl.Store(newTable(cmds, s.opt.Config.Commands.Deny, s.cluster))
+			s.installTable(cmds)
 			s.log.Info("command table: loaded from upstream", "commands", len(cmds))
 			return
 		}

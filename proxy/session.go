@@ -123,7 +123,7 @@ func (c *client) queue(cmd *Command, tc *command) {
 		c.tx.dirty = true
 		c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
 		return
-	case c.srv.cluster && !c.clusterQueueable(cmd, tc):
+	case c.srv.clustered() && !c.clusterQueueable(cmd, tc):
 		return
 	}
 	c.appendQueued(cmd, tc)
@@ -253,7 +253,7 @@ func (c *client) cmdWatch(cmd *Command) {
 	c.runSegment()
 	tc := c.srv.tbl.Load().lookup(cmd.Args)
 	slot := upstream.NoSlot
-	if c.srv.cluster {
+	if c.srv.clustered() {
 		// The session lives on the master of the watched keys' slot.
 		var ok bool
 		if slot, ok = c.commandSlot(cmd.Args, tc); !ok {
@@ -296,7 +296,7 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 	if tc != nil && !c.execPinnedLocally(cmd, tc) {
 		return
 	}
-	if c.srv.cluster && tc != nil && !c.clusterPinnable(cmd, tc) {
+	if c.srv.clustered() && tc != nil && !c.clusterPinnable(cmd, tc) {
 		return
 	}
 	if c.tx.multi && name == "exec" && c.tx.dirty {
@@ -333,7 +333,7 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 		start := time.Now()
 		if err = c.tx.conn.Do(c.call, req, 1, c.seg.now.Add(c.srv.up.Timeout())); err == nil {
 			reply = c.call.Frame(0)
-			if c.tx.fresh && c.srv.cluster {
+			if c.tx.fresh && c.srv.clustered() {
 				reply, err = c.followMoved(req, reply)
 			}
 		}
@@ -497,7 +497,7 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	}
 	c.runSegment()
 	slot := upstream.NoSlot
-	if c.srv.cluster {
+	if c.srv.clustered() {
 		var ok bool
 		if slot, ok = c.commandSlot(cmd.Args, tc); !ok {
 			c.errorReply(crossSlotError)
@@ -524,7 +524,7 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	}
 	start := time.Now()
 	reply, err := c.waitBlocked(conn, req, overall)
-	if c.srv.cluster {
+	if c.srv.clustered() {
 		conn, reply, err = c.followBlocked(conn, req, reply, err, overall)
 	}
 	c.srv.metrics.observeUpstream(upBlocking, start)
@@ -720,7 +720,7 @@ func (c *client) subscribe(cmd *Command, tc *command) {
 	c.runSegment()
 	if c.sub == nil {
 		slot := upstream.NoSlot
-		if c.srv.cluster && tc != nil && tc.name == "ssubscribe" && len(cmd.Args) > 1 {
+		if c.srv.clustered() && tc != nil && tc.name == "ssubscribe" && len(cmd.Args) > 1 {
 			// Shard channels live on the master of their slot; ordinary channels are heard on every node.
 			slot = int(upstream.Slot(cmd.Args[1]))
 		}

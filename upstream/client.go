@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -71,8 +72,10 @@ type Client struct {
 	// lastRunID is the run_id of the server tracking last came up on, guarded by curMu.
 	lastRunID string
 
-	// cluster routes everything when the upstream is a Redis Cluster; nil for a single node.
-	cluster *Cluster
+	// cluster routes everything when the upstream is a Redis Cluster; nil for a single node, and until New or
+	// decideLater knows which it is. decided is closed once that is known.
+	cluster atomic.Pointer[Cluster]
+	decided chan struct{}
 
 	stop   chan struct{}
 	exited chan struct{}
@@ -96,7 +99,11 @@ func New(opt Options) (*Client, error) {
 		opt.HealthInterval = DefaultHealthInterval
 	}
 	log := opt.Logger
-	c := &Client{opt: opt, log: log, stop: make(chan struct{}), exited: make(chan struct{})}
+	c := &Client{opt: opt, log: log, stop: make(chan struct{}), exited: make(chan struct{}),
+		decided: make(chan struct{})}
+	if opt.Tracking {
+		c.prefix = sortedCopy(opt.Prefixes)
+	}
 	c.Pool = NewPool(PoolOptions{
 		Addr:       opt.Addresses[0],
 		Username:   opt.Username,
@@ -113,20 +120,32 @@ func New(opt Options) (*Client, error) {
 			}
 		},
 	})
-	if c.detectCluster() {
-		c.cluster = newCluster(opt, c.Pool, log)
-		go c.cluster.run(c.stop, c.exited)
-		return c, nil
+	switch cluster, answered := c.detectCluster(); {
+	case !answered:
+		// Until the upstream answers, nothing says whether it is a cluster; decideLater starts what it is.
+		opt.Cache.SetTrusted(!opt.Tracking)
+		go c.decideLater()
+	case cluster:
+		c.startCluster()
+	default:
+		c.startSingle(c.probe)
 	}
-	go c.probe()
-	if !opt.Tracking {
-		opt.Cache.SetTrusted(true)
-		return c, nil
-	}
-	opt.Cache.SetTrusted(false)
-	c.prefix = sortedCopy(opt.Prefixes)
-	c.tracker = c.startTracker(c.prefix)
 	return c, nil
+}
+
+// startSingle starts the health PING (as run) and tracking of a single node.
+func (c *Client) startSingle(run func()) {
+	close(c.decided)
+	go run()
+	if !c.opt.Tracking {
+		c.opt.Cache.SetTrusted(true)
+		return
+	}
+	c.opt.Cache.SetTrusted(false)
+	// curMu orders the assignment before the tracker's callbacks compare it.
+	c.curMu.Lock()
+	c.tracker = c.startTracker(c.prefix)
+	c.curMu.Unlock()
 }
 
 // startTracker starts a tracking session for prefixes whose trust callbacks act only while it is the current one,
@@ -186,8 +205,8 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 // Prefixes returns the BCAST prefixes tracking is established with (or being established with), sorted; nil
 // without tracking.
 func (c *Client) Prefixes() []string {
-	if c.cluster != nil {
-		return c.cluster.Prefixes()
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Prefixes()
 	}
 	c.curMu.Lock()
 	defer c.curMu.Unlock()
@@ -206,8 +225,8 @@ func (c *Client) Prefixes() []string {
 // down anyway (the upstream is unreachable), the new session replaces the old one at once and comes up when the
 // upstream does. Without tracking SetPrefixes only records the prefixes.
 func (c *Client) SetPrefixes(ctx context.Context, prefixes []string) error {
-	if c.cluster != nil {
-		return c.cluster.SetPrefixes(ctx, prefixes)
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.SetPrefixes(ctx, prefixes)
 	}
 	c.trackMu.Lock()
 	defer c.trackMu.Unlock()
@@ -252,12 +271,12 @@ func sortedCopy(s []string) []string {
 
 // Tracking reports whether tracking is configured, and whether it is established now.
 func (c *Client) Tracking() (enabled, up bool) {
-	if c.cluster != nil {
-		return c.cluster.Tracking()
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Tracking()
 	}
 	t := c.currentTracker()
 	if t == nil {
-		return false, false
+		return c.opt.Tracking, false // not started yet while nothing answered (decideLater)
 	}
 	return true, t.Up()
 }
@@ -271,8 +290,8 @@ func (c *Client) currentTracker() *Tracker {
 // Barrier waits until every invalidation for what the upstream has executed so far has been applied. It fails
 // when tracking is off or down; the caller then flushes instead.
 func (c *Client) Barrier(ctx context.Context) error {
-	if c.cluster != nil {
-		return c.cluster.Barrier(ctx)
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Barrier(ctx)
 	}
 	t := c.currentTracker()
 	if t == nil {

@@ -195,3 +195,45 @@ func TestClusterRouting(t *testing.T) {
 		t.Errorf("the slot map says slot %d is on %s; want %s", slot, got, to.Addr())
 	}
 }
+
+// TestClientDecidesLate: a Client made while nothing answers decides what the upstream is once it answers; a
+// single node then gets its health PING and tracking as if it had answered at once.
+func TestClientDecidesLate(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Kill()
+	rec := &recorder{}
+	c, err := New(Options{
+		Addresses: []string{srv.Addr()}, Tracking: true, Cache: rec,
+		Timeout: 300 * time.Millisecond, HealthInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	select {
+	case <-c.Decided():
+		t.Fatal("decided while nothing answered")
+	default:
+	}
+	if enabled, up := c.Tracking(); !enabled || up {
+		t.Fatalf("Tracking() = %v, %v while undecided; want true, false", enabled, up)
+	}
+	srv.Restart()
+	redistest.Eventually(t, 5*time.Second, "decided", func() bool {
+		select {
+		case <-c.Decided():
+			return true
+		default:
+			return false
+		}
+	})
+	if c.Cluster() != nil {
+		t.Fatal("a single node was taken for a cluster")
+	}
+	redistest.Eventually(t, 5*time.Second, "tracking up", func() bool { _, up := c.Tracking(); return up })
+	redistest.Eventually(t, 5*time.Second, "healthy", c.Healthy)
+	call := NewCall()
+	if err := c.Do(call, AppendCommand(nil, "PING"), 1); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
+		t.Fatalf("PING: %q, %v", call.Replies, err)
+	}
+}
