@@ -425,11 +425,14 @@ type clusterTraffic struct {
 	bad     atomic.Int64
 	// GETs of single keys, and the error replies they got, per key.
 	gets, getErrs []atomic.Int64
+	// txWriters: writers below this index write in transactions (MULTI, SET, GET, EXEC), counted in txs.
+	txWriters int
+	txs       atomic.Int64
 }
 
-func startClusterTraffic(t *testing.T, p *testProxy, keys []string, writers, readers int) *clusterTraffic {
+func startClusterTraffic(t *testing.T, p *testProxy, keys []string, writers, readers, txWriters int) *clusterTraffic {
 	tr := &clusterTraffic{t: t, p: p, keys: keys, stop: make(chan struct{}), written: make([]atomic.Int64, len(keys)),
-		gets: make([]atomic.Int64, len(keys)), getErrs: make([]atomic.Int64, len(keys))}
+		gets: make([]atomic.Int64, len(keys)), getErrs: make([]atomic.Int64, len(keys)), txWriters: txWriters}
 	for w := 0; w < writers; w++ {
 		tr.wg.Add(1)
 		go tr.writer(w, writers)
@@ -520,6 +523,12 @@ func (tr *clusterTraffic) writer(w, of int) {
 			default:
 			}
 			v := strconv.FormatInt(n, 10)
+			if w < tr.txWriters {
+				if !tr.transaction(c, i, n) {
+					return
+				}
+				continue
+			}
 			c.Send("SET", tr.keys[i], v)
 			reply, err := c.Read()
 			if err != nil {
@@ -551,6 +560,39 @@ func (tr *clusterTraffic) writer(w, of int) {
 			}
 		}
 	}
+}
+
+// transaction writes key i in a transaction and reads it back in it; it reports false when the connection broke.
+func (tr *clusterTraffic) transaction(c *redistest.Conn, i int, n int64) bool {
+	v := strconv.FormatInt(n, 10)
+	pipe := append(redistest.Encode("MULTI"), redistest.Encode("SET", tr.keys[i], v)...)
+	pipe = append(pipe, redistest.Encode("GET", tr.keys[i])...)
+	pipe = append(pipe, redistest.Encode("EXEC")...)
+	if _, err := c.NetConn().Write(pipe); err != nil {
+		tr.bad.Add(1)
+		return false
+	}
+	var replies []string
+	for range 4 {
+		r, err := c.Read()
+		if err != nil {
+			tr.bad.Add(1)
+			return false
+		}
+		replies = append(replies, string(r))
+	}
+	switch exec := replies[3]; {
+	case exec == "*2\r\n+OK\r\n"+bulk(v):
+		tr.txs.Add(1)
+		tr.writes.Add(1)
+		tr.written[i].Store(n)
+	case exec[0] == '-':
+		tr.sawError(exec)
+	default:
+		tr.t.Errorf("transaction SET/GET %s %s: EXEC answered %q", tr.keys[i], v, exec)
+		tr.bad.Add(1)
+	}
+	return true
 }
 
 // reader MGETs every key and checks no counter goes back.
@@ -651,7 +693,7 @@ func TestClusterReshard(t *testing.T) {
 	for _, k := range keys {
 		expectDo(t, c, "+OK\r\n", "SET", k, "0")
 	}
-	tr := startClusterTraffic(t, p, keys, 2, 2)
+	tr := startClusterTraffic(t, p, keys, 3, 2, 1)
 	time.Sleep(100 * time.Millisecond) // traffic under way, values cached
 	cl.Migrate(slot, from, to, 4, func() { time.Sleep(20 * time.Millisecond) })
 	time.Sleep(200 * time.Millisecond) // traffic after the move
@@ -659,16 +701,16 @@ func TestClusterReshard(t *testing.T) {
 
 	st := p.up.Cluster().Stats()
 	errs, kinds := tr.errors()
-	t.Logf("reshard of slot %d (%s -> %s): %d writes, %d MGETs through featcache; errors seen by clients: %d %v; "+
-		"featcache followed %d MOVED, %d ASK, %d TRYAGAIN", slot, from.Addr(), to.Addr(), tr.writes.Load(),
-		tr.reads.Load(), errs, kinds, st.Moved, st.Asked, st.TryAgain)
+	t.Logf("reshard of slot %d (%s -> %s): %d writes (%d of them in transactions), %d MGETs through featcache; "+
+		"errors seen by clients: %d %v; featcache followed %d MOVED, %d ASK, %d TRYAGAIN", slot, from.Addr(),
+		to.Addr(), tr.writes.Load(), tr.txs.Load(), tr.reads.Load(), errs, kinds, st.Moved, st.Asked, st.TryAgain)
 	if tr.bad.Load() > 0 {
 		t.Fatalf("%d violations or broken connections", tr.bad.Load())
 	}
 	if errs > 0 {
 		t.Errorf("clients saw %d errors during the reshard: %v", errs, kinds)
 	}
-	if tr.writes.Load() == 0 || tr.reads.Load() == 0 {
+	if tr.writes.Load() == 0 || tr.reads.Load() == 0 || tr.txs.Load() == 0 {
 		t.Fatal("no traffic ran")
 	}
 	if st.Moved+st.Asked == 0 {
@@ -684,6 +726,39 @@ func TestClusterReshard(t *testing.T) {
 	}
 	if got := p.up.Cluster().Stats(); got.Masters != 3 {
 		t.Errorf("masters after the reshard: %d", got.Masters)
+	}
+
+	// Slots moved behind featcache's back (its slot map is behind): a transaction, a WATCH session and a
+	// blocking command each get MOVED on their first try and follow it to the slot's new master.
+	moveBehind := func(key string) *redistest.Server {
+		t.Helper()
+		slot := cl.Slot(key)
+		from := cl.MasterOfSlot(slot)
+		to := cl.Masters[0]
+		if to == from {
+			to = cl.Masters[1]
+		}
+		cl.Migrate(slot, from, to, 10, nil)
+		return to
+	}
+	moved := p.up.Cluster().Stats().Moved
+	moveBehind("{tx}a")
+	expectDo(t, c, "+OK\r\n", "MULTI")
+	expectDo(t, c, "+QUEUED\r\n", "SET", "{tx}a", "1")
+	expectDo(t, c, "+QUEUED\r\n", "INCR", "{tx}a")
+	expectDo(t, c, "*2\r\n+OK\r\n:2\r\n", "EXEC")
+	to = moveBehind("{w}x")
+	to.Do("SET", "{w}x", "1")
+	expectDo(t, c, "+OK\r\n", "WATCH", "{w}x")
+	expectDo(t, c, bulk("1"), "GET", "{w}x")
+	expectDo(t, c, "+OK\r\n", "MULTI")
+	expectDo(t, c, "+QUEUED\r\n", "INCR", "{w}x")
+	expectDo(t, c, "*1\r\n:2\r\n", "EXEC")
+	to = moveBehind("{bl}list")
+	to.Do("RPUSH", "{bl}list", "e")
+	expectDo(t, c, "*2\r\n$8\r\n{bl}list\r\n$1\r\ne\r\n", "BLPOP", "{bl}list", "1")
+	if got := p.up.Cluster().Stats().Moved - moved; got < 3 {
+		t.Errorf("%d MOVED followed for the transaction, the WATCH and the BLPOP; want 3", got)
 	}
 }
 
@@ -703,7 +778,7 @@ func TestClusterFailover(t *testing.T) {
 	redistest.Eventually(t, 10*time.Second, "the replica has the keys", func() bool {
 		return string(promoted.Do("DBSIZE")) == string(dead.Do("DBSIZE"))
 	})
-	tr := startClusterTraffic(t, p, keys, 3, 2)
+	tr := startClusterTraffic(t, p, keys, 3, 2, 0)
 	time.Sleep(100 * time.Millisecond)
 	start := time.Now()
 	cl.Failover(dead, promoted)
