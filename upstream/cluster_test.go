@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,34 @@ func TestSlot(t *testing.T) {
 	for _, tt := range tests {
 		if got := Slot([]byte(tt.key)); got != tt.want {
 			t.Errorf("Slot(%q) = %d; want %d", tt.key, got, tt.want)
+		}
+	}
+}
+
+// TestCRC16 compares crc16, two bytes per step, with the byte-at-a-time definition Redis's crc16.c uses.
+func TestCRC16(t *testing.T) {
+	ref := func(b []byte) uint16 {
+		var crc uint16
+		for _, c := range b {
+			crc ^= uint16(c) << 8
+			for range 8 {
+				if crc&0x8000 != 0 {
+					crc = crc<<1 ^ 0x1021
+				} else {
+					crc <<= 1
+				}
+			}
+		}
+		return crc
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 2000; n++ {
+		b := make([]byte, rng.IntN(70))
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		if got, want := crc16(b), ref(b); got != want {
+			t.Fatalf("crc16(%q) = %#x; want %#x", b, got, want)
 		}
 	}
 }
@@ -235,5 +264,14 @@ func TestClientDecidesLate(t *testing.T) {
 	call := NewCall()
 	if err := c.Do(call, AppendCommand(nil, "PING"), 1); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
 		t.Fatalf("PING: %q, %v", call.Replies, err)
+	}
+}
+
+// BenchmarkSlot measures the hash slot of a typical feature key (what each lookup costs more in cluster mode).
+func BenchmarkSlot(b *testing.B) {
+	key := []byte("user:123456:features")
+	b.SetBytes(int64(len(key)))
+	for b.Loop() {
+		Slot(key)
 	}
 }
