@@ -207,17 +207,54 @@ func TestClusterRouting(t *testing.T) {
 		t.Fatalf("Barrier: %v", err)
 	}
 
+	// New prefixes: a second tracking session on every master, then the old ones closed.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.SetPrefixes(ctx, []string{"only:"}); err != nil {
+		t.Fatalf("SetPrefixes: %v", err)
+	}
+	if got := c.Prefixes(); len(got) != 1 || got[0] != "only:" {
+		t.Fatalf("Prefixes() = %q", got)
+	}
+	if _, up := c.Tracking(); !up {
+		t.Fatal("tracking down after SetPrefixes")
+	}
+	for _, k := range []string{"only:{" + keys[0] + "}", "only:{" + keys[1] + "}", "only:{" + keys[2] + "}"} {
+		cl.MasterOf(k).Do("SET", k, "1") // one key on each master
+		redistest.Eventually(t, 5*time.Second, "invalidation of "+k, func() bool { return rec.invalidated(k) })
+	}
+	other := keys[3]
+	count := func() int {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		n := 0
+		for _, k := range rec.keys {
+			if k == other {
+				n++
+			}
+		}
+		return n
+	}
+	before := count()
+	owners[3].Do("SET", other, "x")
+	if err := c.Barrier(context.Background()); err != nil {
+		t.Fatalf("Barrier: %v", err)
+	}
+	if count() != before {
+		t.Errorf("%s, outside the new prefixes, was invalidated after the switch", other)
+	}
+
 	// Move keys[0]'s slot to another master behind the router's back: the next command gets MOVED and follows.
 	slot, from, to := cl.Slot(keys[0]), owners[0], owners[1]
 	cl.Migrate(slot, from, to, 10, nil)
-	before := c.Cluster().Stats().Moved
+	moved := c.Cluster().Stats().Moved
 	if err := c.Do(call, AppendCommand(nil, "GET", keys[0]), 1); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(call.Frame(0)); got != "$6\r\ndirect\r\n" {
 		t.Errorf("GET %s after its slot moved: got %q", keys[0], got)
 	}
-	if c.Cluster().Stats().Moved == before {
+	if c.Cluster().Stats().Moved == moved {
 		t.Error("no MOVED was followed")
 	}
 	if got := c.Cluster().smap.Load().node(slot).addr; got != to.Addr() {

@@ -43,10 +43,11 @@ func (cl *Cluster) stopTrackersLocked(m *slotMap) []*Tracker {
 	return out
 }
 
-// startTracker starts a tracking session on nd whose callbacks act only while it is nd's current one. Caller holds
-// cl.mu, which orders the assignment of t before any callback reads it.
+// startTracker starts a tracking session on nd whose callbacks act only while it is nd's current one (the caller
+// makes it so under cl.mu).
 func (cl *Cluster) startTracker(nd *clusterNode, prefixes []string) *Tracker {
 	var t *Tracker
+	ready := make(chan struct{}) // closed once t is set: the callbacks compare it
 	cache := cl.opt.Cache
 	t = StartTracker(TrackerOptions{
 		Addr:         nd.addr,
@@ -57,10 +58,11 @@ func (cl *Cluster) startTracker(nd *clusterNode, prefixes []string) *Tracker {
 		Timeout:      cl.opt.Timeout,
 		OnInvalidate: func(keys [][]byte) { cache.Invalidate(keys...) },
 		OnFlush:      cache.Flush,
-		OnUp:         func(runID string) { cl.trackerUp(nd, t, runID) },
-		OnLost:       func(err error) { cl.trackerLost(nd, t, err) },
+		OnUp:         func(runID string) { <-ready; cl.trackerUp(nd, t, runID) },
+		OnLost:       func(err error) { <-ready; cl.trackerLost(nd, t, err) },
 		Logger:       cl.log,
 	})
+	close(ready)
 	return t
 }
 
