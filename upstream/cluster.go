@@ -255,9 +255,10 @@ type route struct {
 
 // unit is what must go to one node together: one command, or a whole MULTI ... EXEC.
 type unit struct {
-	start, end int // its bytes in the payload
-	frames     int // its reply frames
-	slot       int // the slot it is routed by, NoSlot for none
+	start, end int  // its bytes in the payload
+	frames     int  // its reply frames
+	slot       int  // the slot it is routed by, NoSlot for none
+	tx         bool // a MULTI ... EXEC: sent again whole after a redirect
 	nd         *clusterNode
 	asking     bool // an ASK redirect: send ASKING first
 	tries      int
@@ -285,7 +286,7 @@ var (
 var askingCmd = AppendCommand(nil, "ASKING")
 
 // Do sends payload, n complete RESP commands, to the masters their keys belong to and stores the n reply frames
-// in call in request order (see the package comment above for redirects). Unlike Pool.Do, a node that fails does
+// in call in request order (see the comment at the top of this file for redirects). Unlike Pool.Do, a node that fails does
 // not cut the replies short: each command it did not answer gets a failure frame ("-ERR featcache upstream
 // unavailable: ..." or "-ERR featcache upstream timeout: ..."), so that the other masters' replies still reach
 // their clients, and call.Err is the first such failure. payload may be reused as soon as Do returns.
@@ -380,7 +381,7 @@ func (r *route) plan(cl *Cluster, payload []byte, n int) {
 			}
 		case equalFold(name, "multi"):
 			tx = len(r.units)
-			r.units = append(r.units, unit{start: pos, end: pos + size, frames: 1, slot: NoSlot})
+			r.units = append(r.units, unit{start: pos, end: pos + size, frames: 1, slot: NoSlot, tx: true})
 		default:
 			var slot int
 			slot, r.keys = cl.slotOf(r.args, r.keys)
@@ -389,6 +390,7 @@ func (r *route) plan(cl *Cluster, payload []byte, n int) {
 		pos += size
 	}
 	if pos != len(payload) || count != n {
+		// Never sent again after a redirect: its commands could not be told apart, and some may have run.
 		r.units = append(r.units[:0], unit{start: 0, end: len(payload), frames: n, slot: NoSlot})
 	}
 }
@@ -518,6 +520,9 @@ const (
 // EXEC itself was redirected, or when it aborted because a queued command was (MOVED or ASK at queue time make
 // Redis discard the transaction at EXEC).
 func unitRedirect(u *unit) (redirectKind, int, string) {
+	if u.frames > 1 && !u.tx {
+		return redirectNone, 0, ""
+	}
 	last := u.src.Frame(u.first + u.frames - 1)
 	if k, slot, addr := parseRedirect(last); k != redirectNone || u.frames == 1 {
 		return k, slot, addr
