@@ -53,7 +53,10 @@ func killTracking(t *testing.T, srv *redistest.Server) bool {
 // tracking connection.
 func TestCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 0)
-	p := startProxyAt(t, cl.Addrs()[:1], nil, defaultTestConfig) // one seed is enough
+	// One seed is enough. "rv:" keys keep their entries, unverified, through a tracking loss.
+	p := startProxyAt(t, cl.Addrs()[:1], nil, defaultTestConfig+
+		`  - {name: revalidated, prefix: "rv:", soft_ttl: 1h, hard_ttl: 2h, jitter: 0, on_tracking_loss: revalidate}
+`)
 	if p.up.Cluster() == nil || p.up.Cluster().Masters() != 3 {
 		t.Fatal("featcache did not find the cluster's 3 masters from one seed")
 	}
@@ -186,7 +189,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("keyspace-wide commands", func(t *testing.T) {
 		c := p.dial()
-		expectDo(t, c, "+OK\r\n", "FLUSHALL")
+		expectDo(t, c, "+OK\r\n", "FLUSHDB")
 		expectDo(t, c, ":0\r\n", "DBSIZE")
 		expectDo(t, c, "$-1\r\n", "RANDOMKEY")
 		var all []string
@@ -281,10 +284,13 @@ func TestCluster(t *testing.T) {
 		for i, k := range keys[:3] {
 			cl.Masters[i].Do("SET", k, "v")
 		}
+		rv := clusterKeys(t, cl, "rv:", 2)[1] // on master 1, under the revalidate policy
+		cl.Masters[1].Do("SET", rv, "r")
 		p.settle()
 		for _, k := range keys[:3] {
 			expectDo(t, c, bulk("v"), "GET", k)
 		}
+		expectDo(t, c, bulk("r"), "GET", rv)
 		gets := func() []int {
 			var n []int
 			for _, m := range cl.Masters {
@@ -303,6 +309,11 @@ func TestCluster(t *testing.T) {
 		if !killTracking(t, cl.Masters[1]) {
 			t.Fatalf("no featcache tracking connection on master 1: %s", cl.Masters[1].Do("CLIENT", "LIST"))
 		}
+		// Master 1's revalidate entry stays, unverified (served, and counted so).
+		unverified := p.srv.Stats().Unverified.Load()
+		redistest.Eventually(t, 5*time.Second, "the revalidate entry served unverified", func() bool {
+			return p.do("GET", rv) == bulk("r") && p.srv.Stats().Unverified.Load() > unverified
+		})
 		// Written while master 1's invalidations may be missed: featcache must not serve the old value.
 		cl.Masters[1].Do("SET", keys[1], "changed")
 		expectDo(t, c, bulk("changed"), "GET", keys[1])
