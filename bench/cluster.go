@@ -13,11 +13,12 @@ import (
 	"featcache/upstream"
 )
 
-// With -cluster N the store is a Redis Cluster of N masters (no replicas) on the server CPUs, made with redis-cli
-// --cluster create, and featcache is given its first master as the seed. The workload is seeded straight into
-// the masters, each key into the master of its slot. There is no direct "redis" target then (the load generator
-// speaks to one address and does not follow MOVED), nor twemproxy, the relay or redis-benchmark: the figures to
-// compare are featcache's own, next to a run of the same profile against one Redis.
+// With -cluster N a Redis Cluster of N masters (no replicas, on the server CPUs, made with redis-cli --cluster
+// create) is started next to the one Redis, seeded with the same workload (each key straight into the master of
+// its slot), and a second featcache, "featcache-cluster", is given its first master as the seed. It is measured in
+// the same interleaved rounds as the single-node targets, so its throughput, latency and hit ratio sit next to
+// theirs under the same machine conditions. The load generator speaks to one address and does not follow MOVED,
+// so the cluster itself is not a target; the relay and redis-benchmark are not used with -cluster.
 
 // startCluster starts n cluster nodes, joins them, waits until every node says cluster_state:ok, and returns the
 // masters' addresses in the order of their slots, and their processes.
@@ -183,41 +184,31 @@ func seedCluster(seed string, w *workload) (time.Duration, int64, error) {
 	return time.Since(start), total, firstErr
 }
 
-// runClusterProfile is runProfile with a Redis Cluster of s.Cluster masters as the store.
-func runClusterProfile(e *env, s settings, f *fleet, pr *profileResult, logf func(string, ...any)) (*profileResult, error) {
+// startClusterTarget starts the Redis Cluster of s.Cluster masters, seeds it with the workload and starts the
+// featcache in front of it, the "featcache-cluster" target, measured in the same interleaved rounds as the
+// single-node targets.
+func startClusterTarget(e *env, s settings, f *fleet, pr *profileResult, logf func(string, ...any)) (*liveTarget, error) {
 	w := &s.Workload
 	seeds, _, err := f.startCluster(e.redisServer, s.Cluster)
 	if err != nil {
 		return nil, err
 	}
-	logf("Redis Cluster of %d masters: %s", s.Cluster, strings.Join(seeds, " "))
-	logf("seeding %d keys into the cluster's masters", w.Keys)
-	took, bytes, err := seedCluster(seeds[0], w)
+	logf("Redis Cluster of %d masters: %s; seeding %d keys into its masters", s.Cluster, strings.Join(seeds, " "), w.Keys)
+	took, _, err := seedCluster(seeds[0], w)
 	if err != nil {
 		return nil, err
 	}
-	pr.Seed = seedResult{Keys: w.Keys, Bytes: bytes, Seconds: took.Seconds()}
-	logf("seeded %d keys, %.0f MiB of values, in %.1fs", w.Keys, float64(bytes)/(1<<20), took.Seconds())
-	for _, t := range s.Targets {
-		logf("seeding %d keys through %s (%s)", w.Keys, t.Name, t.Addr)
-		if _, _, err := seedRedis(t.Addr, w); err != nil {
-			return nil, err
-		}
-	}
-	fcAddr, fcProc, err := f.startFeatcache(e.featcache, seeds[0], s.MaxMemory.bytes)
+	logf("seeded the cluster in %.1fs", took.Seconds())
+	addr, p, err := f.startFeatcacheAs("featcache-cluster", e.featcache, seeds[0], s.MaxMemory.bytes)
 	if err != nil {
 		return nil, err
 	}
-	st, err := cacheStats(fcAddr)
+	st, err := cacheStats(addr)
 	if err != nil {
 		return nil, err
 	}
 	if got := st.m["cluster_masters"]; got != int64(s.Cluster) {
-		return nil, fmt.Errorf("featcache sees %d cluster masters; want %d", got, s.Cluster)
+		return nil, fmt.Errorf("featcache-cluster sees %d cluster masters; want %d", got, s.Cluster)
 	}
-	targets := []*liveTarget{{name: "featcache", kind: kindFeatcache, addr: fcAddr, proc: fcProc}}
-	for _, t := range s.Targets {
-		targets = append(targets, &liveTarget{name: t.Name, kind: kindExternal, addr: t.Addr})
-	}
-	return drive(e, s, pr, targets, nil, logf)
+	return &liveTarget{name: "featcache-cluster", kind: kindFeatcache, addr: addr, proc: p}, nil
 }

@@ -24,8 +24,8 @@
 //	             exact command line.
 //	custom       the flags as given (the default)
 //
-// -cluster N runs the profiles against a Redis Cluster of N masters instead of one Redis (bench/cluster.go):
-// featcache is then the only target, and the remote step of the standard profile is skipped.
+// -cluster N adds a featcache in front of a Redis Cluster of N masters, "featcache-cluster", measured in the same
+// rounds as the others (bench/cluster.go); the remote step of the standard profile is skipped then.
 //
 // Workload flags: -keys N (key indexes 0..N-1; index i is "emb:{i}", 16 KiB, for a share -emb-share of the
 // indexes, else "feat:{i}", 1-2 KiB drawn from i or exactly -value-size bytes), -zipf S (exponent > 1 of the key
@@ -169,8 +169,8 @@ func newFlagSet(s *settings, inv *invocation) *flag.FlagSet {
 	fs.IntVar(&s.RBRequests, "rb-requests", s.RBRequests, "redis-benchmark -n for unpipelined tests (x4 with -P 16)")
 	fs.IntVar(&s.RBRounds, "rb-rounds", s.RBRounds, "redis-benchmark rounds (medians)")
 	fs.Int64Var(&s.AllocRequests, "alloc-requests", s.AllocRequests, "GETs of the allocation phase; 0 skips it")
-	fs.IntVar(&s.Cluster, "cluster", s.Cluster, "if > 0, the store is a Redis Cluster of this many masters; featcache is the only "+
-		"target (no direct redis, twemproxy, relay or redis-benchmark)")
+	fs.IntVar(&s.Cluster, "cluster", s.Cluster, "if > 0, also measure a featcache in front of a Redis Cluster of this many masters "+
+		"(featcache-cluster), in the same rounds (no relay or redis-benchmark then)")
 	fs.StringVar(&inv.out, "out", inv.out, "results folder (default bench/results/<timestamp>)")
 	fs.BoolVar(&inv.pin, "pin", inv.pin, "pin servers and load generator to separate CPUs with taskset")
 	fs.StringVar(&inv.serverCPUs, "server-cpus", inv.serverCPUs, "taskset CPU list for the servers")
@@ -387,7 +387,7 @@ func run(args []string) error {
 				fmt.Fprintf(os.Stderr, "[%s] skipped: the relay is not supported with -cluster\n", name)
 				continue
 			}
-			s.Twemproxy, s.RedisBenchmark = "off", false
+			s.RedisBenchmark = false
 		}
 		if err := s.validate(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)

@@ -80,9 +80,6 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 	f := &fleet{dir: dir, pin: e.pin}
 	defer f.stopAll()
 
-	if s.Cluster > 0 {
-		return runClusterProfile(e, s, f, pr, logf)
-	}
 	redisAddr, redisProc, err := f.startRedis(e.redisServer)
 	if err != nil {
 		return nil, err
@@ -150,6 +147,13 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 			return nil, err
 		}
 		targets = append(targets, &liveTarget{name: "twemproxy", kind: kindTwemproxy, addr: addr, proc: p})
+	}
+	if s.Cluster > 0 {
+		t, err := startClusterTarget(e, s, f, pr, logf)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, t)
 	}
 	for _, t := range s.Targets {
 		targets = append(targets, &liveTarget{name: t.Name, kind: kindExternal, addr: t.Addr})
@@ -253,6 +257,9 @@ func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayPr
 		}
 		t.res.GC = &gcResult{PauseP99us: st.m["gc_pause_p99_us"], PauseMaxUs: st.m["gc_pause_max_us"],
 			Cycles: t.res.Cache.GCCycles, RSSPeakReported: st.m["rss_peak_bytes"]}
+		if t.name != "featcache" {
+			continue // featcache-cluster: its hit ratio is in the table; the LRU and allocations are the main one's
+		}
 		if s.AllocRequests > 0 {
 			logf("allocation phase: %d GETs of cached keys through featcache", s.AllocRequests)
 			if t.res.Allocs, err = allocPhase(t, w, s, e.stop); err != nil {
