@@ -24,6 +24,9 @@
 //	             exact command line.
 //	custom       the flags as given (the default)
 //
+// -cluster N adds a featcache in front of a Redis Cluster of N masters, "featcache-cluster", measured in the same
+// rounds as the others (bench/cluster.go); the remote step of the standard profile is skipped then.
+//
 // Workload flags: -keys N (key indexes 0..N-1; index i is "emb:{i}", 16 KiB, for a share -emb-share of the
 // indexes, else "feat:{i}", 1-2 KiB drawn from i or exactly -value-size bytes), -zipf S (exponent > 1 of the key
 // choice, index 0 the most popular; 0 = uniform), -writes F (share of SETs), -mget N (keys per read; 1 sends
@@ -113,6 +116,7 @@ type settings struct {
 	RBRequests     int           `json:"rb_requests"`
 	RBRounds       int           `json:"rb_rounds"`
 	AllocRequests  int64         `json:"alloc_requests"`
+	Cluster        int           `json:"cluster,omitempty"`
 }
 
 func defaultSettings() settings {
@@ -166,6 +170,8 @@ func newFlagSet(s *settings, inv *invocation) *flag.FlagSet {
 	fs.IntVar(&s.RBRequests, "rb-requests", s.RBRequests, "redis-benchmark -n for unpipelined tests (x4 with -P 16)")
 	fs.IntVar(&s.RBRounds, "rb-rounds", s.RBRounds, "redis-benchmark rounds (medians)")
 	fs.Int64Var(&s.AllocRequests, "alloc-requests", s.AllocRequests, "GETs of the allocation phase; 0 skips it")
+	fs.IntVar(&s.Cluster, "cluster", s.Cluster, "if > 0, also measure a featcache in front of a Redis Cluster of this many masters "+
+		"(featcache-cluster), in the same rounds (no relay or redis-benchmark then)")
 	fs.StringVar(&inv.out, "out", inv.out, "results folder (default bench/results/<timestamp>)")
 	fs.BoolVar(&inv.pin, "pin", inv.pin, "pin servers and load generator to separate CPUs with taskset")
 	fs.StringVar(&inv.serverCPUs, "server-cpus", inv.serverCPUs, "taskset CPU list for the servers")
@@ -280,6 +286,9 @@ func (s settings) commandLine() string {
 		args = append(args, fmt.Sprintf("-rb-keys %d -rb-requests %d -rb-rounds %d", s.RBKeys, s.RBRequests, s.RBRounds))
 	}
 	args = append(args, fmt.Sprintf("-alloc-requests %d", s.AllocRequests))
+	if s.Cluster > 0 {
+		args = append(args, fmt.Sprintf("-cluster %d", s.Cluster))
+	}
 	return strings.Join(args, " ")
 }
 
@@ -375,6 +384,13 @@ func run(args []string) error {
 			return err
 		}
 		s.Profile = name
+		if s.Cluster > 0 {
+			if s.RelayDelay > 0 {
+				fmt.Fprintf(os.Stderr, "[%s] skipped: the relay is not supported with -cluster\n", name)
+				continue
+			}
+			s.RedisBenchmark = false
+		}
 		if err := s.validate(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}

@@ -375,6 +375,11 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 		s.Rounds, s.roundLength(), s.Warmup, map[bool]string{true: " and a GET of every key through featcache, least popular first (prefill)"}[s.Prefill],
 		s.Conns, s.Pipeline, s.Workload.describe(), pr.Seed.Keys, float64(pr.Seed.Bytes)/(1<<20), pr.Seed.Seconds,
 		pr.ElapsedSeconds)
+	if s.Cluster > 0 {
+		p("featcache-cluster is a second featcache in front of a Redis Cluster of %d masters (redis-cli --cluster "+
+			"create, no replicas, on the server CPUs, seeded with the same keys), given one master as its seed; the "+
+			"other targets use the one Redis. All are measured in the same interleaved rounds.\n\n", s.Cluster)
+	}
 	if pr.Relay != nil {
 		p("Remote store: every target reaches redis-server through the relay (%s each way, on CPU %s); a GET "+
 			"round trip measured %s direct and %s through it.\n\n",

@@ -40,6 +40,7 @@ type liveTarget struct {
 	addr  string
 	proc  *proc     // nil for an external endpoint: no CPU or RSS figures
 	admin *respConn // featcache only: the connection CACHE STATS is read over
+	pprof string    // featcache with -featcache-cpuprofile: its admin address serving /debug/pprof
 	load  *loadTarget
 	res   *targetResult
 }
@@ -141,7 +142,7 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 	if err != nil {
 		return nil, err
 	}
-	targets = append(targets, &liveTarget{name: "featcache", kind: kindFeatcache, addr: fcAddr, proc: fcProc})
+	targets = append(targets, &liveTarget{name: "featcache", kind: kindFeatcache, addr: fcAddr, proc: fcProc, pprof: fcAdmin})
 	twemproxy, err := findTwemproxy(s.Twemproxy)
 	if err != nil {
 		return nil, err
@@ -153,9 +154,24 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 		}
 		targets = append(targets, &liveTarget{name: "twemproxy", kind: kindTwemproxy, addr: addr, proc: p})
 	}
+	if s.Cluster > 0 {
+		t, err := startClusterTarget(e, s, f, pr, logf)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, t)
+	}
 	for _, t := range s.Targets {
 		targets = append(targets, &liveTarget{name: t.Name, kind: kindExternal, addr: t.Addr})
 	}
+	return drive(e, s, pr, targets, relayProc, logf)
+}
+
+// drive runs a profile's measured part on targets that are up and seeded: opening the load connections, prefill,
+// warm-up, the interleaved rounds, featcache's allocation and LRU figures, and redis-benchmark if asked.
+func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayProc *proc,
+	logf func(string, ...any)) (_ *profileResult, err error) {
+	w := &s.Workload
 	for _, t := range targets {
 		if t.load, err = openLoadTarget(t.name, t.addr, w, s.Conns); err != nil {
 			return nil, err
@@ -208,10 +224,10 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 				return nil, err
 			}
 			var profiled chan error
-			if t.kind == kindFeatcache && round == s.Rounds && e.fcProfile != "" && s.Duration >= time.Second {
+			if t.pprof != "" && round == s.Rounds && e.fcProfile != "" && s.Duration >= time.Second {
 				profiled = make(chan error, 1)
 				go func() {
-					profiled <- fetchProfile(fcAdmin, s.Duration, profilePath(e.fcProfile, s.Profile))
+					profiled <- fetchProfile(t.pprof, s.Duration, profilePath(e.fcProfile, s.Profile))
 				}()
 			}
 			ph, err := t.load.run(s.Duration, s.Requests, s.Pipeline, e.stop)
@@ -261,6 +277,9 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 		}
 		t.res.GC = &gcResult{PauseP99us: st.m["gc_pause_p99_us"], PauseMaxUs: st.m["gc_pause_max_us"],
 			Cycles: t.res.Cache.GCCycles, RSSPeakReported: st.m["rss_peak_bytes"]}
+		if t.name != "featcache" {
+			continue // featcache-cluster: its hit ratio is in the table; the LRU and allocations are the main one's
+		}
 		if s.AllocRequests > 0 {
 			logf("allocation phase: %d GETs of cached keys through featcache", s.AllocRequests)
 			if t.res.Allocs, err = allocPhase(t, w, s, e.stop); err != nil {

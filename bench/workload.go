@@ -149,7 +149,15 @@ func seedRedis(addr string, w *workload) (time.Duration, int64, error) {
 
 // seedKeys SETs keys 0..n-1 (named by name, valued by value) with pipelines of 256 over 8 connections.
 func seedKeys(addr string, n int, name func([]byte, int) []byte, value func(int) []byte) (time.Duration, int64, error) {
+	return seedKeysWhere(addr, n, name, value, nil)
+}
+
+// seedKeysWhere is seedKeys for the keys i for which keep(i) is true (every key when keep is nil); keep is
+// called by one goroutine per connection, never concurrently for the same i.
+func seedKeysWhere(addr string, n int, name func([]byte, int) []byte, value func(int) []byte,
+	keep func(int) bool) (time.Duration, int64, error) {
 	const conns, batch = 8, 256
+	var keepMu sync.Mutex
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)
@@ -167,17 +175,27 @@ func seedKeys(addr string, n int, name func([]byte, int) []byte, value func(int)
 			var key []byte
 			for lo := c * batch; lo < n; lo += conns * batch {
 				hi := min(lo+batch, n)
+				sent := 0
 				for i := lo; i < hi; i++ {
+					if keep != nil {
+						keepMu.Lock()
+						ok := keep(i)
+						keepMu.Unlock()
+						if !ok {
+							continue
+						}
+					}
 					key = name(key[:0], i)
 					v := value(i)
 					rc.appendSet(key, v)
 					sizes[c] += int64(len(v))
+					sent++
 				}
 				if err := rc.flush(); err != nil {
 					errs <- err
 					return
 				}
-				for i := lo; i < hi; i++ {
+				for range sent {
 					kind, msg, err := rc.skipReply()
 					if err == nil && kind == replyError {
 						err = fmt.Errorf("SET: %s", msg)

@@ -113,6 +113,9 @@ type Cache struct {
 	// under serve-stale. Entries of epochs from floor on that a trust transition left behind are served
 	// only under serve-stale while the upstream fails (see AppendGet). Only ever moves forward.
 	floor atomic.Uint64
+	// slots is the per-hash-slot tracking state in front of a Redis Cluster (EnableSlots); nil for a single
+	// node, whose lookups then never compute a slot.
+	slots atomic.Pointer[slotTable]
 
 	stopTimer func() // stops the coarse timer; nil with an injected clock
 
@@ -184,12 +187,17 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 	}
 	st := c.state.Load()
 	epoch, session := epochOf(st), sessionOf(st)
+	var floor uint32
+	if t := c.slots.Load(); t != nil {
+		w := t.word(key).Load()
+		session, floor = sessionOf(w), floorOf(w)
+	}
 	nowMs := now.UnixMilli()
 	out := dst
 	// The callback runs under freecache's segment lock: it only decodes and appends.
 	_ = c.fc.GetFn(key, func(b []byte) error {
 		h, v, err := decodeHeader(b)
-		if err != nil || h.Epoch != epoch || h.Kind == KindHash {
+		if err != nil || h.Epoch != epoch || h.Kind == KindHash || h.Session < floor {
 			return nil // a hash is not a value: GET of it is Redis's WRONGTYPE error
 		}
 		unverified := h.Session != session
@@ -213,6 +221,11 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 // EXPLAIN, not for the request path.
 func (c *Cache) Explain(key []byte, p *Policy, now time.Time) (h Header, size int, st State, ok bool) {
 	state := c.state.Load()
+	session, floor := sessionOf(state), uint32(0)
+	if t := c.slots.Load(); t != nil {
+		w := t.word(key).Load()
+		session, floor = sessionOf(w), floorOf(w)
+	}
 	_ = c.fc.PeekFn(key, func(b []byte) error {
 		hh, v, err := decodeHeader(b)
 		if err != nil {
@@ -221,11 +234,11 @@ func (c *Cache) Explain(key []byte, p *Policy, now time.Time) (h Header, size in
 		h, size, ok = hh, len(v), true
 		return nil
 	})
-	if !ok || h.Epoch != epochOf(state) || h.before(p) {
+	if !ok || h.Epoch != epochOf(state) || h.Session < floor || h.before(p) {
 		return h, size, StateMiss, ok
 	}
 	st, _, _ = h.state(p, now.UnixMilli())
-	if h.Session != sessionOf(state) {
+	if h.Session != session {
 		switch {
 		case !p.Revalidate:
 			st = StateMiss

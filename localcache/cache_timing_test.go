@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"featcache/upstream"
 )
 
 // TestAppendGetAllocs: the hot path allocates nothing when dst has room, for hits and misses.
@@ -56,6 +58,41 @@ func benchCache(b *testing.B, keys int, size int) (*Cache, [][]byte, *Policy) {
 // BenchmarkAppendGet measures a fresh hit of a 1 KiB value.
 func BenchmarkAppendGet(b *testing.B) {
 	c, ks, p := benchCache(b, 1000, 1024)
+	dst := make([]byte, 0, 2048)
+	now := time.Now()
+	b.ReportAllocs()
+	b.SetBytes(1024)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, lk := c.AppendGet(dst[:0], ks[i%len(ks)], p, now, false); lk.State != StateFresh {
+			b.Fatal("miss")
+		}
+	}
+}
+
+// BenchmarkAppendGetSlots is BenchmarkAppendGet in cluster mode (EnableSlots with Redis's CRC16 slot function):
+// each lookup also computes the key's hash slot and reads its state word.
+func BenchmarkAppendGetSlots(b *testing.B) {
+	c, err := New(Options{MaxMemory: 256 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.EnableSlots(upstream.Slot)
+	all := make([]uint16, SlotCount)
+	for i := range all {
+		all[i] = uint16(i)
+	}
+	c.SetSlotsTrusted(all, true)
+	p := &Policy{SoftTTL: time.Hour, HardTTL: 2 * time.Hour}
+	val := bytes.Repeat([]byte("x"), 1024)
+	ks := make([][]byte, 1000)
+	for i := range ks {
+		ks[i] = []byte("user:" + strconv.Itoa(i) + ":features")
+		f, _ := c.Acquire(ks[i])
+		if !c.Complete(f, Result{Value: val, PTTL: NoExpiry}, p) {
+			b.Fatal("not stored")
+		}
+	}
 	dst := make([]byte, 0, 2048)
 	now := time.Now()
 	b.ReportAllocs()

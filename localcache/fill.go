@@ -18,13 +18,26 @@ type Fill struct {
 	start time.Time // when Acquire created the fill: before the upstream read is sent
 	gen   uint64    // the key's generation when the fill began
 	stamp uint64    // the cache's epoch and session when the fill began (its state without the trust bit)
-	id    uint64    // 0 for a value fill; for a hash fill, a hash of the fields it reads (AcquireHash)
-	slot  *slot     // the key's slot; alive while this fill is outstanding (refs)
-	shard *shard    // the shard holding slot
+	// slotWord is the state word of the key's hash slot in cluster mode (EnableSlots), nil otherwise, and
+	// slotStamp its value when the fill began, without the trust bit.
+	slotWord  *atomic.Uint64
+	slotStamp uint64
+	id        uint64 // 0 for a value fill; for a hash fill, a hash of the fields it reads (AcquireHash)
+	slot      *slot  // the key's slot; alive while this fill is outstanding (refs)
+	shard     *shard // the shard holding slot
 
 	done      chan struct{}
 	res       Result // written once, before done is closed
 	completed atomic.Bool
+}
+
+// session is the tracking session an entry stored by f carries: its key's slot's in cluster mode, the cache's
+// otherwise.
+func (f *Fill) session() uint32 {
+	if f.slotWord != nil {
+		return sessionOf(f.slotStamp)
+	}
+	return sessionOf(f.stamp)
 }
 
 // Done returns a channel that is closed when the fill's result is published.
@@ -107,6 +120,12 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 	sh := c.shardFor(key)
 	sh.mu.Lock()
 	stamp := c.state.Load() &^ untrustedBit
+	var slotWord *atomic.Uint64
+	var slotStamp uint64
+	if t := c.slots.Load(); t != nil {
+		slotWord = t.word(key)
+		slotStamp = slotWord.Load() &^ untrustedBit
+	}
 	sl := sh.slots[string(key)]
 	if sl == nil {
 		sl = &slot{key: string(key)}
@@ -117,7 +136,7 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 		if f.id != id {
 			continue
 		}
-		if f.gen == sl.gen && f.stamp == stamp {
+		if f.gen == sl.gen && f.stamp == stamp && f.slotStamp == slotStamp {
 			sh.mu.Unlock()
 			c.stats.fillsJoined.Add(1)
 			return f, false
@@ -130,9 +149,12 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 		gen:   sl.gen,
 		stamp: stamp,
 		id:    id,
-		slot:  sl,
-		shard: sh,
-		done:  make(chan struct{}),
+
+		slotWord:  slotWord,
+		slotStamp: slotStamp,
+		slot:      sl,
+		shard:     sh,
+		done:      make(chan struct{}),
 	}
 	if at >= 0 {
 		sl.fills[at] = f
@@ -182,10 +204,14 @@ func (c *Cache) complete(f *Fill, res Result, storable bool, build func() (*[]by
 		// deletes what was stored). A Flush or trust change does not take the lock; it does not need
 		// to, because the entry carries f.epoch and stops being served the moment the epoch moves.
 		st := c.state.Load()
+		var sw uint64
+		if f.slotWord != nil {
+			sw = f.slotWord.Load()
+		}
 		switch {
-		case f.gen != sl.gen || f.stamp != st&^untrustedBit:
+		case f.gen != sl.gen || f.stamp != st&^untrustedBit || f.slotStamp != sw&^untrustedBit:
 			c.stats.fillsDiscarded.Add(1)
-		case st&untrustedBit != 0:
+		case st&untrustedBit != 0 || sw&untrustedBit != 0:
 			c.stats.fillsUntrusted.Add(1)
 		default:
 			buf, expire := build()
@@ -235,7 +261,7 @@ func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
 		return nil, 0
 	}
 	fetched := f.start.UnixMilli()
-	h := Header{Epoch: epochOf(f.stamp), Session: sessionOf(f.stamp), FetchedAt: fetched}
+	h := Header{Epoch: epochOf(f.stamp), Session: f.session(), FetchedAt: fetched}
 	var softTTL, hardTTL time.Duration
 	var value []byte
 	if res.Nil {
@@ -378,8 +404,11 @@ func (c *Cache) SetTrusted(trusted bool) {
 	}
 }
 
-// Trusted reports whether the cache currently stores fills (see SetTrusted).
-func (c *Cache) Trusted() bool { return c.state.Load()&untrustedBit == 0 }
+// Trusted reports whether the cache currently stores fills (see SetTrusted); in cluster mode (EnableSlots), of
+// keys in every hash slot.
+func (c *Cache) Trusted() bool {
+	return c.state.Load()&untrustedBit == 0 && c.UntrustedSlots() == 0
+}
 
 // Epoch returns the current flush epoch. It moves on Flush.
 func (c *Cache) Epoch() uint64 { return uint64(epochOf(c.state.Load())) }

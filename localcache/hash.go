@@ -111,7 +111,7 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 		return nil, 0
 	}
 	var r float64
-	h := Header{Kind: KindHash, Epoch: epochOf(f.stamp), Session: sessionOf(f.stamp), FetchedAt: fetched}
+	h := Header{Kind: KindHash, Epoch: epochOf(f.stamp), Session: f.session(), FetchedAt: fetched}
 	last := int64(0)
 	deadlines := func(p *Policy, missing bool, expireAt int64) (soft, hard int64) {
 		softTTL, hardTTL := max(p.SoftTTL, 0), p.HardTTL
@@ -299,14 +299,19 @@ func (c *Cache) LookupHash(key []byte, now time.Time, fn func(e HashEntry)) bool
 		return false
 	}
 	st := c.state.Load()
+	session, floor := sessionOf(st), uint32(0)
+	if t := c.slots.Load(); t != nil {
+		w := t.word(key).Load()
+		session, floor = sessionOf(w), floorOf(w)
+	}
 	called := false
 	_ = c.fc.GetFn(key, func(b []byte) error {
 		h, rest, err := decodeHeader(b)
-		if err != nil || h.Kind != KindHash || h.Epoch != epochOf(st) || len(rest) == 0 {
+		if err != nil || h.Kind != KindHash || h.Epoch != epochOf(st) || h.Session < floor || len(rest) == 0 {
 			return nil
 		}
 		e := HashEntry{h: h, records: rest[1:], complete: rest[0]&hashComplete != 0,
-			unverified: h.Session != sessionOf(st), nowMs: now.UnixMilli()}
+			unverified: h.Session != session, nowMs: now.UnixMilli()}
 		called = true
 		fn(e)
 		return nil

@@ -20,6 +20,7 @@ type Stats struct {
 	FillsJoined    uint64 // Acquire calls that joined a fill in progress instead of starting one
 	Invalidations  uint64 // keys passed to Invalidate
 	Flushes        uint64 // Flush calls
+	SlotFlushes    uint64 // hash slots flushed by FlushSlots (cluster mode)
 	TooLargeKeys   uint64 // fills not stored because the key is longer than MaxKeyLen
 	TooLargeValues uint64 // fills not stored because the entry is larger than freecache accepts
 
@@ -33,6 +34,7 @@ type Stats struct {
 type counters struct {
 	fillsStored, fillsDiscarded, fillsUntrusted, fillsJoined atomic.Uint64
 	invalidations, flushes, tooLargeKeys, tooLargeValues     atomic.Uint64
+	slotFlushes                                              atomic.Uint64
 	storedBytes                                              atomic.Uint64 // sum of the sizes of stored entries
 
 	// evictionsBase and expiredBase carry freecache's counters over Flush, since freecache's Clear
@@ -55,6 +57,7 @@ func (c *Cache) Stats() Stats {
 		FillsJoined:    s.fillsJoined.Load(),
 		Invalidations:  s.invalidations.Load(),
 		Flushes:        s.flushes.Load(),
+		SlotFlushes:    s.slotFlushes.Load(),
 		TooLargeKeys:   s.tooLargeKeys.Load(),
 		TooLargeValues: s.tooLargeValues.Load(),
 		Entries:        entries,

@@ -221,6 +221,18 @@ func (s *Server) statsText() []byte {
 		up = 1
 	}
 	line("upstream_up", up)
+	if cl := s.up.Cluster(); cl != nil {
+		cs := cl.Stats()
+		b.WriteString("# cluster\r\n")
+		line("cluster_masters", int64(cs.Masters))
+		line("cluster_moved", cs.Moved)
+		line("cluster_asked", cs.Asked)
+		line("cluster_tryagain", cs.TryAgain)
+		line("cluster_slot_map_refreshes", cs.Refreshes)
+		line("cluster_slot_map_changes", cs.MapChanges)
+		line("cluster_untrusted_slots", int64(s.cache.UntrustedSlots()))
+		line("cluster_slots_flushed", int64(ls.SlotFlushes))
+	}
 	ready, why := s.readiness()
 	b.WriteString("# warm\r\n")
 	ws := s.warmer.Stats()

@@ -75,6 +75,11 @@ type client struct {
 		cmd  *command
 	}
 
+	// Scratch for splitting a multi-key command over the slots of a Redis Cluster (cluster.go).
+	splitIdx   []int
+	splitSlots []int
+	splitArgs  [][]byte
+
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
 

@@ -99,10 +99,15 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 			// One command's fetches are never split, but what follows them waits for the next round trip.
 			c.runSegment()
 		}
-	case classForward:
-		c.forward(cmd)
-	case classWrite:
-		c.write(cmd, tc)
+	case classForward, classWrite:
+		switch {
+		case tc.cluster != ruleNone:
+			c.execCluster(cmd, tc) // a multi-key or keyspace-wide command in front of a Redis Cluster
+		case tc.class == classWrite:
+			c.write(cmd, tc)
+		default:
+			c.forward(cmd)
+		}
 	case classLocal, classAdmin:
 		tc.local(c, cmd.Args)
 	case classTx:
@@ -406,7 +411,9 @@ func fetchedResult(f upstream.Fetched) localcache.Result {
 	switch {
 	case f.Error != nil:
 		if isUpstreamFailure(f.Error) {
-			return localcache.Result{Err: redisError(f.Error)}
+			// Copied: the frame is in the leader's reply buffer, which its next request reuses while the fill's
+			// waiters may still be turning this error into their replies.
+			return localcache.Result{Err: redisError(bytes.Clone(f.Error))}
 		}
 		// WRONGTYPE and the like: relayed to GET verbatim (MGET answers nil), never stored.
 		return localcache.Result{NoStore: true, Reply: bytes.Clone(f.Error)}
@@ -433,6 +440,8 @@ func isUpstreamFailure(frame []byte) bool {
 var upstreamFailures = [][]byte{
 	[]byte("-LOADING"), []byte("-BUSY"), []byte("-MASTERDOWN"), []byte("-CLUSTERDOWN"), []byte("-TRYAGAIN"),
 	[]byte("-NOAUTH"), []byte("-MISCONF"), []byte("-ERR max number of clients"),
+	// What the cluster router answers for a master that failed, while the others' replies go through.
+	[]byte("-ERR featcache upstream"),
 }
 
 // policyOf returns the policy of key, or nil; used by admin commands.

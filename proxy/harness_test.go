@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,7 +71,14 @@ func startProxy(t testing.TB, yamlCfg string) *testProxy {
 // sentinels (redis is the primary at start).
 func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
 	t.Helper()
-	p := newProxyOn(t, redis, yamlCfg, opts...)
+	return startProxyAt(t, []string{redis.Addr()}, redis, yamlCfg, opts...)
+}
+
+// startProxyAt starts a featcache in front of the upstream at addrs (one node, or a cluster's seeds) and waits
+// until tracking is established; redis, if not nil, is the node tests reach directly.
+func startProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
+	t.Helper()
+	p := newProxyAt(t, addrs, redis, yamlCfg, opts...)
 	if p.cfg.Upstream.Tracking {
 		redistest.Eventually(t, 5*time.Second, "tracking established", func() bool {
 			_, up := p.up.Tracking()
@@ -84,12 +92,18 @@ func startProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ..
 // answer. The local tier is local.max_memory, at most 16MB, so that tests do not allocate the 256MB default.
 func newProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
 	t.Helper()
+	return newProxyAt(t, []string{redis.Addr()}, redis, yamlCfg, opts...)
+}
+
+// newProxyAt is startProxyAt without waiting for the upstream.
+func newProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
+	t.Helper()
 	cfg, err := policy.Parse([]byte(yamlCfg))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	if !cfg.Upstream.Sentinel.Enabled() {
-		cfg.Upstream.Addresses = []string{redis.Addr()}
+		cfg.Upstream.Addresses = addrs
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
@@ -100,6 +114,9 @@ func newProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...f
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("FEATCACHE_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	upTLS, err := cfg.Upstream.TLS.ClientConfig()
 	if err != nil {
 		t.Fatal(err)

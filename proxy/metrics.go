@@ -237,6 +237,12 @@ func newStatsCollector(s *Server) *statsCollector {
 		"reloads":     d("config_reloads_total", "Configuration reloads (SIGHUP, CACHE RELOAD), by result: ok, rejected.", "result"),
 		"reloadOK":    d("config_last_reload_successful", "1 if the last reload was applied (or none was tried), 0 if it was rejected."),
 		"reloadTime":  d("config_last_reload_timestamp_seconds", "Unix time of the last reload attempt; 0 if none."),
+		// Only in front of a Redis Cluster:
+		"clMasters":   d("cluster_masters", "Masters in the cluster's slot map."),
+		"clRedirects": d("cluster_redirects_total", "Commands featcache sent again after the cluster redirected them: kind=\"moved\", \"ask\", \"tryagain\".", "kind"),
+		"clChanges":   d("cluster_slot_map_changes_total", "Slot maps installed that moved at least one slot (resharding, failover)."),
+		"clUntrusted": d("cluster_untrusted_slots", "Hash slots whose master's invalidations are not being received (its tracking connection is down)."),
+		"clFlushed":   d("cluster_slots_flushed_total", "Hash slots whose entries were flushed: their master restarted, failed over, or the slot moved."),
 	}}
 }
 
@@ -340,6 +346,17 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("hotWrites", ps.ZsetWrites, "zset", "ok")
 	counter("hotWrites", ps.ZsetErrors, "zset", "error")
 	counter("hotTouched", ps.Touched)
+
+	if cl := s.up.Cluster(); cl != nil {
+		cs := cl.Stats()
+		gauge("clMasters", float64(cs.Masters))
+		counter("clRedirects", cs.Moved, "moved")
+		counter("clRedirects", cs.Asked, "ask")
+		counter("clRedirects", cs.TryAgain, "tryagain")
+		counter("clChanges", cs.MapChanges)
+		gauge("clUntrusted", float64(s.cache.UntrustedSlots()))
+		counter("clFlushed", int64(ls.SlotFlushes))
+	}
 
 	counter("reloads", m.reloadsOK.Load(), "ok")
 	counter("reloads", m.reloadsFailed.Load(), "rejected")

@@ -25,6 +25,7 @@ const (
 	holeMgetBypass                 // one MGET key no policy caches: a GET reply frame
 	holeRegion                     // the start of an MGET with holes: replaced whole by an error if a key fails
 	holeHash                       // a hash read (HGET, HMGET, HGETALL) waiting for its fill
+	holeMerge                      // a multi-key command split over cluster slots: its parts' frames, merged
 )
 
 // hole is a reply (or part of one) that is only known after the segment's upstream round trip. Replies known at
@@ -41,6 +42,8 @@ type hole struct {
 	pc    *policyCounters // holeGet, holeMgetKey, holeHash: where the read's outcome is counted
 	end   int             // holeRegion: index of the first hole after the region
 	stop  int             // holeRegion: tail position where the region ends
+	parts int             // holeMerge: how many frames, from frame on
+	rule  clusterRule     // holeMerge: how they merge
 	mute  bool            // CLIENT REPLY OFF/SKIP: computed, not sent
 	stale bool            // holeGet, holeMgetKey: served from memory because the fill failed (serve_stale)
 }
@@ -296,6 +299,8 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 		}
 		c.srv.stats.Errors.Add(1)
 		return appendError(dst, upstreamErrorText(s.doErr)), true
+	case holeMerge:
+		return c.appendMerged(dst, h), true
 	case holeMgetBypass:
 		if h.frame >= c.call.Len() {
 			return dst, false

@@ -59,8 +59,9 @@ type Server struct {
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]
 
-	reached    atomic.Bool  // the upstream answered at least once
-	revalidate *tokenBucket // bounds re-fetches of entries left unverified by a tracking loss
+	cmds       atomic.Pointer[Commands] // the command table's source, for rebuilding it (installTable)
+	reached    atomic.Bool              // the upstream answered at least once
+	revalidate *tokenBucket             // bounds re-fetches of entries left unverified by a tracking loss
 	nextID     atomic.Int64
 	clients    atomic.Int64
 	stats      Stats
@@ -146,7 +147,7 @@ func New(opt Options) (*Server, error) {
 		Filler: s, Rate: cfg.Warm.Rate, ReadyAfter: cfg.Warm.ReadyAfter, ReadyTimeout: cfg.Warm.ReadyTimeout,
 		Logger: s.log,
 	})
-	s.persister = warm.NewPersister(s.hot, s.up.Pool, persistConfig(cfg), s.log)
+	s.persister = warm.NewPersister(s.hot, s.up, persistConfig(cfg), s.log)
 	s.setPolicies(cfg.Policies)
 	s.hello.Store(&serverInfo{version: "7.0.0", mode: "standalone", role: "master"})
 	cmds := opt.Commands
@@ -160,8 +161,40 @@ func New(opt Options) (*Server, error) {
 			go s.refreshCommandsLater()
 		}
 	}
-	s.tbl.Store(newTable(cmds, opt.Config.Commands.Deny))
+	s.installTable(cmds)
+	select {
+	case <-s.up.Decided():
+	default:
+		// Nothing answered yet: once the upstream does, a Redis Cluster needs its rules in the table.
+		go func() {
+			select {
+			case <-s.up.Decided():
+				s.installTable(*s.cmds.Load())
+			case <-s.stop:
+			}
+		}()
+	}
 	return s, nil
+}
+
+// clustered reports whether the upstream is a Redis Cluster (known once the upstream client has been answered).
+func (s *Server) clustered() bool { return s.up.Cluster() != nil }
+
+// installTable builds the command table from cmds and makes it current; in front of a Redis Cluster with the
+// cluster rules, and the router finds each command's keys in it.
+func (s *Server) installTable(cmds Commands) {
+	s.cmds.Store(&cmds)
+	s.tbl.Store(newTable(cmds, s.opt.Config.Commands.Deny, s.clustered()))
+	if s.clustered() {
+		s.up.SetKeyFunc(func(args [][]byte, dst [][]byte) [][]byte {
+			tc := s.tbl.Load().lookup(args)
+			if tc == nil || tc.info == nil {
+				return dst
+			}
+			keys, _ := tc.info.Keys(args, dst)
+			return keys
+		})
+	}
 }
 
 // SetPolicies replaces the policies; lookups that start afterwards use the new ones. Entries already cached are
@@ -224,7 +257,11 @@ func (s *Server) fetchCommands() (Commands, error) {
 		return nil, fmt.Errorf("proxy: COMMAND reply: %w", err)
 	}
 	if info, _, ok := bulkString(call.Frame(1)); ok {
-		s.hello.Store(parseServerInfo(string(info)))
+		si := parseServerInfo(string(info))
+		if s.clustered() {
+			si.mode = "standalone" // featcache shows its clients one Redis, whatever is behind it
+		}
+		s.hello.Store(si)
 	}
 	return cmds, nil
 }
@@ -239,7 +276,7 @@ func (s *Server) refreshCommandsLater() {
 			return
 		}
 		if cmds, err := s.fetchCommands(); err == nil {
-			s.tbl.Store(newTable(cmds, s.opt.Config.Commands.Deny))
+			s.installTable(cmds)
 			s.log.Info("command table: loaded from upstream", "commands", len(cmds))
 			return
 		}

@@ -35,6 +35,15 @@ type txState struct {
 	arena  []byte    // copies of the queued writes' arguments
 
 	conn *upstream.Conn // pinned connection after WATCH
+
+	// In front of a Redis Cluster: slot is the slot of the keyed commands queued so far (upstream.NoSlot while
+	// none), and crossSlot says two of them differ, which makes EXEC answer CROSSSLOT as Redis does. pinSlot is
+	// the slot of a WATCH session, which every keyed command of the session must share; fresh is true while the
+	// session's first WATCH runs (a MOVED then moves the session to the slot's new master).
+	slot      int
+	crossSlot bool
+	pinSlot   int
+	fresh     bool
 }
 
 // txWrite is a queued write: its arguments (copies in arena) and its table entry.
@@ -45,6 +54,7 @@ type txWrite struct {
 
 func (t *txState) resetQueue() {
 	t.multi, t.dirty = false, false
+	t.slot, t.crossSlot = upstream.NoSlot, false
 	t.queue, t.queued = t.queue[:0], 0
 	t.writes, t.arena = t.writes[:0], t.arena[:0]
 }
@@ -113,8 +123,37 @@ func (c *client) queue(cmd *Command, tc *command) {
 		c.tx.dirty = true
 		c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
 		return
+	case c.srv.clustered() && !c.clusterQueueable(cmd, tc):
+		return
 	}
 	c.appendQueued(cmd, tc)
+}
+
+// clusterQueueable applies Redis Cluster's rules to a command queued in a transaction, which runs whole on one
+// master: a command whose own keys span slots is refused with CROSSSLOT at once and makes EXEC abort (as Redis
+// does at queue time); commands in different slots are queued, and EXEC answers CROSSSLOT (as Redis does when it
+// checks the whole transaction). Commands that run on every master (KEYS, FLUSHALL, SCAN, ...) are refused: in a
+// transaction they would run on one master only.
+func (c *client) clusterQueueable(cmd *Command, tc *command) bool {
+	if tc.cluster.fans() && (tc.class == classForward || tc.class == classWrite) {
+		c.tx.dirty = true
+		c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache in front of a Redis Cluster: " +
+			"it runs on every master")
+		return false
+	}
+	slot, ok := c.commandSlot(cmd.Args, tc)
+	switch {
+	case !ok:
+		c.tx.dirty = true
+		c.errorReply(crossSlotError)
+		return false
+	case slot == upstream.NoSlot:
+	case c.tx.slot == upstream.NoSlot:
+		c.tx.slot = slot
+	case slot != c.tx.slot:
+		c.tx.crossSlot = true
+	}
+	return true
 }
 
 // appendQueued adds an accepted command to the local MULTI queue and answers +QUEUED. The queue is one request to
@@ -160,12 +199,19 @@ func (c *client) cmdExec(cmd *Command) {
 		c.errorReply("ERR EXEC without MULTI")
 		return
 	}
+	if c.tx.crossSlot {
+		c.tx.resetQueue()
+		c.errorReply(crossSlotError)
+		return
+	}
 	if c.tx.dirty {
 		c.tx.resetQueue()
 		c.errorReply("EXECABORT Transaction discarded because of previous errors.")
 		return
 	}
-	// The segment before EXEC must be answered first: its reads precede the transaction.
+	// The segment before EXEC must be answered first: its reads precede the transaction. In front of a Redis
+	// Cluster the router sends MULTI ... EXEC whole to the master of the transaction's keys: MULTI was held back
+	// until now, when its keys are known.
 	c.runSegment()
 	req := c.seg.req[:0]
 	req = append(req, multiCmd...)
@@ -205,14 +251,25 @@ func (c *client) cmdWatch(cmd *Command) {
 		return
 	}
 	c.runSegment()
-	conn, err := c.srv.up.Dedicated()
+	tc := c.srv.tbl.Load().lookup(cmd.Args)
+	slot := upstream.NoSlot
+	if c.srv.clustered() {
+		// The session lives on the master of the watched keys' slot.
+		var ok bool
+		if slot, ok = c.commandSlot(cmd.Args, tc); !ok {
+			c.errorReply(crossSlotError)
+			return
+		}
+	}
+	conn, err := c.srv.up.DedicatedSlot(slot)
 	if err != nil {
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	c.tx.conn = conn
-	c.execPinned(cmd, c.srv.tbl.Load().lookup(cmd.Args))
+	c.tx.conn, c.tx.pinSlot, c.tx.fresh = conn, slot, true
+	c.execPinned(cmd, tc)
+	c.tx.fresh = false
 }
 
 // cmdUnwatch outside a WATCH session has nothing to release. Inside MULTI, Redis queues UNWATCH like any other
@@ -237,6 +294,9 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 		name = tc.name
 	}
 	if tc != nil && !c.execPinnedLocally(cmd, tc) {
+		return
+	}
+	if c.srv.clustered() && tc != nil && !c.clusterPinnable(cmd, tc) {
 		return
 	}
 	if c.tx.multi && name == "exec" && c.tx.dirty {
@@ -273,6 +333,9 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 		start := time.Now()
 		if err = c.tx.conn.Do(c.call, req, 1, c.seg.now.Add(c.srv.up.Timeout())); err == nil {
 			reply = c.call.Frame(0)
+			if c.tx.fresh && c.srv.clustered() {
+				reply, err = c.followMoved(req, reply)
+			}
 		}
 		c.srv.metrics.observeUpstream(upPinned, start)
 	}
@@ -312,6 +375,54 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 		c.tx.conn.Release()
 		c.tx.conn = nil
 	}
+}
+
+// clusterPinnable applies Redis Cluster's rules to a command of a WATCH session, and reports whether it is to be
+// sent on the session's connection. A command that runs on every master runs so (over shared connections, outside
+// the session) unless it is inside the session's MULTI, where it is refused; a keyed command must be in the
+// session's slot, or it gets CROSSSLOT (inside MULTI, EXEC then aborts).
+func (c *client) clusterPinnable(cmd *Command, tc *command) bool {
+	if tc.cluster.fans() && (tc.class == classForward || tc.class == classWrite) {
+		if c.tx.multi {
+			c.tx.dirty = true
+			c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache in front of a Redis " +
+				"Cluster: it runs on every master")
+			return false
+		}
+		c.execCluster(cmd, tc)
+		return false
+	}
+	if slot, ok := c.commandSlot(cmd.Args, tc); !ok || slot != upstream.NoSlot && slot != c.tx.pinSlot {
+		if c.tx.multi {
+			c.tx.dirty = true
+		}
+		c.errorReply(crossSlotError)
+		return false
+	}
+	return true
+}
+
+// followMoved follows a MOVED reply to a WATCH session's first command: featcache's slot map was behind, so the
+// session moves to the slot's new master and the command is sent there (a few times at most). Other replies,
+// ASK included (the slot is being migrated: the client sees Redis's error and retries), are returned as they are.
+func (c *client) followMoved(req, reply []byte) ([]byte, error) {
+	cl := c.srv.up.Cluster()
+	for tries := 0; tries < 3 && bytes.HasPrefix(reply, []byte("-MOVED ")); tries++ {
+		next, _, ok, err := cl.Redirect(reply, c.tx.conn)
+		if !ok {
+			break
+		}
+		c.tx.conn.Close()
+		c.tx.conn = next
+		if err != nil {
+			return nil, err
+		}
+		if err := next.Do(c.call, req, 1, time.Now().Add(c.srv.up.Timeout())); err != nil {
+			return nil, err
+		}
+		reply = c.call.Frame(0)
+	}
+	return reply, nil
 }
 
 // execPinnedLocally answers, inside a WATCH session, the commands that featcache answers or refuses itself, and
@@ -385,7 +496,15 @@ func (c *client) blocking(cmd *Command, tc *command) {
 		return
 	}
 	c.runSegment()
-	conn, err := c.srv.up.Dedicated()
+	slot := upstream.NoSlot
+	if c.srv.clustered() {
+		var ok bool
+		if slot, ok = c.commandSlot(cmd.Args, tc); !ok {
+			c.errorReply(crossSlotError)
+			return
+		}
+	}
+	conn, err := c.srv.up.DedicatedSlot(slot)
 	if err != nil {
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
@@ -405,13 +524,18 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	}
 	start := time.Now()
 	reply, err := c.waitBlocked(conn, req, overall)
+	if c.srv.clustered() {
+		conn, reply, err = c.followBlocked(conn, req, reply, err, overall)
+	}
 	c.srv.metrics.observeUpstream(upBlocking, start)
 	c.seg.req = c.seg.req[:0]
 	if tc.info != nil && tc.info.Flags.Has(FlagWrite) {
 		c.afterWrite(cmd.Args, tc)
 	}
 	if err != nil {
-		conn.Close()
+		if conn != nil {
+			conn.Close()
+		}
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
 		return
@@ -419,6 +543,33 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	conn.Release()
 	c.rawReply(reply)
 }
+
+// followBlocked follows MOVED and ASK replies to a blocking command in front of a Redis Cluster (a few times at
+// most): the command is sent again on a dedicated connection to the node the reply names, after ASKING for ASK.
+// It returns the connection the last reply came on (nil when no connection to the node could be had).
+func (c *client) followBlocked(conn *upstream.Conn, req, reply []byte, err error, overall time.Time) (*upstream.Conn, []byte, error) {
+	cl := c.srv.up.Cluster()
+	for tries := 0; tries < 3 && err == nil; tries++ {
+		next, asking, ok, rerr := cl.Redirect(reply, conn)
+		if !ok {
+			break
+		}
+		conn.Release() // a redirect leaves no state on the connection
+		if rerr != nil {
+			return nil, nil, rerr
+		}
+		conn = next
+		if asking {
+			if err = conn.Do(c.call, askingCmd, 1, time.Now().Add(c.srv.up.Timeout())); err != nil {
+				break
+			}
+		}
+		reply, err = c.waitBlocked(conn, req, overall)
+	}
+	return conn, reply, err
+}
+
+var askingCmd = upstream.AppendCommand(nil, "ASKING")
 
 // blockingSlack is how long featcache waits for Redis's answer past a blocking command's own timeout, on top of
 // upstream.timeout: Redis notices an expired timeout on a tick of its event loop, up to one server cron period
@@ -568,7 +719,12 @@ func (p *pubsub) active() bool { return p.on }
 func (c *client) subscribe(cmd *Command, tc *command) {
 	c.runSegment()
 	if c.sub == nil {
-		conn, err := c.srv.up.Dedicated()
+		slot := upstream.NoSlot
+		if c.srv.clustered() && tc != nil && tc.name == "ssubscribe" && len(cmd.Args) > 1 {
+			// Shard channels live on the master of their slot; ordinary channels are heard on every node.
+			slot = int(upstream.Slot(cmd.Args[1]))
+		}
+		conn, err := c.srv.up.DedicatedSlot(slot)
 		if err != nil {
 			c.srv.stats.Errors.Add(1)
 			c.errorReply(upstreamErrorText(err))

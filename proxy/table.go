@@ -41,16 +41,60 @@ const (
 	afterBarrier              // keys Redis cannot name in advance (scripts, incomplete key specs): see barrier
 )
 
+// clusterRule says how a command runs in front of a Redis Cluster, where its keys, or the keyspace it covers, may
+// be spread over several masters (cluster.go). Commands without a rule go to the master of their keys (the first
+// master when they have none), as the router sends them; a command whose keys span slots then gets Redis's own
+// CROSSSLOT error.
+type clusterRule uint8
+
+const (
+	ruleNone clusterRule = iota
+	// ruleSplitSum commands (DEL, UNLINK, EXISTS, TOUCH) are split into one command per slot of their keys; the
+	// integer replies are summed.
+	ruleSplitSum
+	// ruleSplitOK commands (MSET) are split into one command per slot; the reply is +OK when every part's is.
+	ruleSplitOK
+	// ruleFanSum commands (DBSIZE) run on every master; the integer replies are summed.
+	ruleFanSum
+	// ruleFanConcat commands (KEYS) run on every master; the arrays are concatenated, master by master.
+	ruleFanConcat
+	// ruleFanRandom commands (RANDOMKEY) run on every master; one of the keys they return is picked at random.
+	ruleFanRandom
+	// ruleFanSame commands (FLUSHALL, FLUSHDB, SCRIPT LOAD and FLUSH, FUNCTION LOAD, DELETE, FLUSH and RESTORE)
+	// run on every master, which should all answer alike: the first error if any, else the first reply.
+	ruleFanSame
+	// ruleFanAnd commands (SCRIPT EXISTS) run on every master; an element is 1 only where every master says 1.
+	ruleFanAnd
+	// ruleScan (SCAN) walks the masters one after the other, the cursor saying which one.
+	ruleScan
+)
+
+// fans reports whether the rule runs the command on every master.
+func (r clusterRule) fans() bool { return r >= ruleFanSum }
+
+// clusterRules are the rules of the commands that have one.
+var clusterRules = map[string]clusterRule{
+	"del": ruleSplitSum, "unlink": ruleSplitSum, "exists": ruleSplitSum, "touch": ruleSplitSum,
+	"mset":   ruleSplitOK,
+	"dbsize": ruleFanSum, "keys": ruleFanConcat, "randomkey": ruleFanRandom,
+	"flushall": ruleFanSame, "flushdb": ruleFanSame,
+	"script|load": ruleFanSame, "script|flush": ruleFanSame, "script|exists": ruleFanAnd,
+	"function|load": ruleFanSame, "function|delete": ruleFanSame, "function|flush": ruleFanSame,
+	"function|restore": ruleFanSame,
+	"scan":             ruleScan,
+}
+
 // command is one entry of the command table.
 type command struct {
-	name  string // lower-case full name, "client|setname" for a subcommand
-	class class
-	after after
-	info  *CommandInfo // Redis's metadata; nil for commands the upstream does not know (CACHE)
-	local func(c *client, args [][]byte)
-	read  func(c *client, cmd *Command) // classRead: the cached-read path
-	tx    func(c *client, cmd *Command) // classTx
-	subs  map[string]*command           // subcommand entries, by lower-case subcommand name
+	name    string // lower-case full name, "client|setname" for a subcommand
+	class   class
+	after   after
+	cluster clusterRule  // ruleNone unless the table was built for a Redis Cluster upstream
+	info    *CommandInfo // Redis's metadata; nil for commands the upstream does not know (CACHE)
+	local   func(c *client, args [][]byte)
+	read    func(c *client, cmd *Command) // classRead: the cached-read path
+	tx      func(c *client, cmd *Command) // classTx
+	subs    map[string]*command           // subcommand entries, by lower-case subcommand name
 }
 
 // table maps command names to their entries.
@@ -146,8 +190,9 @@ var flushCommands = []string{"flushall", "flushdb", "swapdb"}
 var scriptCommands = []string{"eval", "evalsha", "fcall"}
 
 // newTable builds the command table from Redis's metadata and featcache's own entries. deny lists commands
-// ("config") or subcommands ("client|kill") to refuse.
-func newTable(cmds Commands, deny []string) *table {
+// ("config") or subcommands ("client|kill") to refuse. cluster says the upstream is a Redis Cluster: the commands
+// of clusterRules get their rules (in front of a single node every rule is ruleNone).
+func newTable(cmds Commands, deny []string, cluster bool) *table {
 	t := &table{cmds: make(map[string]*command, len(cmds)+8), fieldTTL: cmds["hpttl"] != nil}
 	for name, info := range cmds {
 		top := &command{name: name, info: info, class: classify(info)}
@@ -211,6 +256,15 @@ func newTable(cmds Commands, deny []string) *table {
 	set("hmget", func(c *command) { c.class, c.read = classRead, (*client).readHMGet })
 	set("hgetall", func(c *command) { c.class, c.read = classRead, (*client).readHGetAll })
 	set("cache", func(c *command) { c.class, c.local = classAdmin, (*client).cmdCache })
+	if cluster {
+		for name, rule := range clusterRules {
+			if top, sub, isSub := strings.Cut(name, "|"); isSub && (cmds[top] == nil || cmds[top].Subcommands[sub] == nil) ||
+				!isSub && cmds[name] == nil {
+				continue // a command the upstream does not have is forwarded, and Redis answers it
+			}
+			set(name, func(c *command) { c.cluster = rule })
+		}
+	}
 	for _, name := range deny {
 		set(strings.ToLower(name), func(c *command) {
 			c.class = classDenied

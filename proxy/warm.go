@@ -25,7 +25,7 @@ func (s *Server) StartWarmup() {
 			hot = append(hot, warm.File(w.HotkeysFile))
 		}
 		if w.HotkeysZset != "" {
-			hot = append(hot, warm.Zset{Key: w.HotkeysZset, Pool: s.up.Pool})
+			hot = append(hot, warm.Zset{Key: w.HotkeysZset, Pool: s.up})
 		}
 		s.warmer.Start(hot, s.warmSources(w.Sources))
 		s.persister.Start()
@@ -44,7 +44,7 @@ func (s *Server) warmSource(src policy.WarmSource) warm.Source {
 	if src.File != "" {
 		return warm.File(src.File)
 	}
-	return warm.Zset{Key: src.Zset, Pool: s.up.Pool}
+	return warm.Zset{Key: src.Zset, Pool: s.up}
 }
 
 // WarmFill loads keys into the local tier for a warm-up (warm.Filler), under the fill rules of the request path:
@@ -96,17 +96,23 @@ func (s *Server) WarmFill(keys [][]byte) (warm.Result, error) {
 		return res, nil
 	}
 	call := upstream.NewCall()
-	conn, err := s.up.Dedicated()
-	if err == nil {
-		start := time.Now()
-		err = conn.Do(call, req, 2*len(items), start.Add(s.up.Timeout()))
-		s.metrics.observeUpstream(upWarm, start)
-		if err != nil {
-			conn.Close()
-		} else {
-			conn.Release()
+	start := time.Now()
+	var err error
+	if s.up.Cluster() != nil {
+		// In front of a Redis Cluster the keys are spread over the masters: the router sends each master its
+		// share in parallel, on the shared connections.
+		err = s.up.Do(call, req, 2*len(items))
+	} else {
+		var conn *upstream.Conn
+		if conn, err = s.up.Dedicated(); err == nil {
+			if err = conn.Do(call, req, 2*len(items), start.Add(s.up.Timeout())); err != nil {
+				conn.Close()
+			} else {
+				conn.Release()
+			}
 		}
 	}
+	s.metrics.observeUpstream(upWarm, start)
 	for i, it := range items {
 		r := localcache.Result{Err: err}
 		if 2*i+1 < call.Len() {

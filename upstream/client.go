@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,7 +28,9 @@ const DefaultHealthInterval = time.Second
 
 // Options configures a Client.
 type Options struct {
-	// Addresses are the upstream nodes; the first is used. Ignored with Sentinel.
+	// Addresses are the upstream node, or seed nodes of a Redis Cluster: New asks them in order whether they are
+	// cluster nodes (see detectCluster) and, for a cluster, learns every master from the first that answers. A
+	// single node is the first address. Ignored with Sentinel.
 	Addresses []string
 	// Sentinel, if not nil, finds the primary through Redis Sentinel and follows its failovers (sentinel.go).
 	Sentinel *SentinelOptions
@@ -45,7 +48,9 @@ type Options struct {
 	Tracking bool
 	// Prefixes are the BCAST prefixes, from the policies that cache (policy.Matcher.TrackingPrefixes).
 	Prefixes []string
-	// Cache receives invalidations, flushes and trust changes. Required.
+	// Cache receives invalidations, flushes and trust changes. Required. In front of a Redis Cluster, a Cache
+	// that implements SlotCache gets trust decisions per hash slot, so that one master's tracking loss untrusts
+	// only its slots.
 	Cache Invalidator
 	// Logger receives upstream events; if nil, slog.Default().
 	Logger *slog.Logger
@@ -71,14 +76,21 @@ type Client struct {
 
 	sentinel *sentinel // nil without Options.Sentinel
 
+	// cluster routes everything when the upstream is a Redis Cluster; nil for a single node, and until New or
+	// decideLater knows which it is. decided is closed once that is known.
+	cluster atomic.Pointer[Cluster]
+	decided chan struct{}
+
 	stop   chan struct{}
 	exited chan struct{}
 }
 
-// New returns a Client. It does not wait for the upstream: the pool dials on first use and tracking connects in
-// the background; until tracking is established the local tier stores nothing. With Options.Sentinel it asks the
-// sentinels once (within about twice Options.Timeout) so that it returns with the primary known when they answer;
-// otherwise requests fail with ErrNoAddress until a sentinel names one.
+// New returns a Client. Without Sentinel it waits for one round trip only: asking the upstream whether it is a
+// Redis Cluster (detectCluster), bounded by the timeout per address; a cluster's slot map is read then too.
+// Otherwise the pool dials on first use and tracking connects in the background; until tracking is established the
+// local tier stores nothing. With Options.Sentinel (a single primary, never a cluster) it asks the sentinels once
+// (within about twice Options.Timeout) so that it returns with the primary known when they answer; otherwise
+// requests fail with ErrNoAddress until a sentinel names one.
 func New(opt Options) (*Client, error) {
 	if len(opt.Addresses) == 0 && opt.Sentinel == nil {
 		return nil, errors.New("upstream: no address")
@@ -93,7 +105,11 @@ func New(opt Options) (*Client, error) {
 		opt.HealthInterval = DefaultHealthInterval
 	}
 	log := opt.Logger
-	c := &Client{opt: opt, log: log, stop: make(chan struct{}), exited: make(chan struct{})}
+	c := &Client{opt: opt, log: log, stop: make(chan struct{}), exited: make(chan struct{}),
+		decided: make(chan struct{})}
+	if opt.Tracking {
+		c.prefix = sortedCopy(opt.Prefixes)
+	}
 	var (
 		addr    string
 		recheck func() // with Sentinel: ask where the primary is now
@@ -128,24 +144,40 @@ func New(opt Options) (*Client, error) {
 		},
 		OnReadOnly: recheck,
 	})
-	go c.probe()
-	if !opt.Tracking {
-		opt.Cache.SetTrusted(true)
-	} else {
-		opt.Cache.SetTrusted(false)
-		c.prefix = sortedCopy(opt.Prefixes)
-		if addr != "" {
-			// Under curMu: the tracker's OnUp waits for it, and then finds the tracker current. Assigned without
-			// it, an OnUp that ran first would leave the tier untrusted (and race with the assignment).
-			c.curMu.Lock()
-			c.tracker = c.startTracker(c.prefix)
-			c.curMu.Unlock()
-		}
-	}
 	if c.sentinel != nil {
-		c.sentinel.start() // switchPrimary starts tracking once the primary is known
+		c.startSingle(c.probe) // without an address yet: switchPrimary starts tracking once the primary is known
+		c.sentinel.start()
+		return c, nil
+	}
+	switch cluster, answered := c.detectCluster(); {
+	case !answered:
+		// Until the upstream answers, nothing says whether it is a cluster; decideLater starts what it is.
+		opt.Cache.SetTrusted(!opt.Tracking)
+		go c.decideLater()
+	case cluster:
+		c.startCluster()
+	default:
+		c.startSingle(c.probe)
 	}
 	return c, nil
+}
+
+// startSingle starts the health PING (as run) and tracking of a single node.
+func (c *Client) startSingle(run func()) {
+	close(c.decided)
+	go run()
+	if !c.opt.Tracking {
+		c.opt.Cache.SetTrusted(true)
+		return
+	}
+	c.opt.Cache.SetTrusted(false)
+	if c.Pool.Addr() == "" {
+		return // Sentinel has not named the primary yet: switchPrimary starts tracking
+	}
+	// curMu orders the assignment before the tracker's callbacks compare it.
+	c.curMu.Lock()
+	c.tracker = c.startTracker(c.prefix)
+	c.curMu.Unlock()
 }
 
 // startTracker starts a tracking session for prefixes whose trust callbacks act only while it is the current one,
@@ -205,6 +237,9 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 // Prefixes returns the BCAST prefixes tracking is established with (or being established with), sorted; nil
 // without tracking.
 func (c *Client) Prefixes() []string {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Prefixes()
+	}
 	c.curMu.Lock()
 	defer c.curMu.Unlock()
 	return append([]string(nil), c.prefix...)
@@ -222,6 +257,9 @@ func (c *Client) Prefixes() []string {
 // down anyway (the upstream is unreachable), the new session replaces the old one at once and comes up when the
 // upstream does. Without tracking SetPrefixes only records the prefixes.
 func (c *Client) SetPrefixes(ctx context.Context, prefixes []string) error {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.SetPrefixes(ctx, prefixes)
+	}
 	c.trackMu.Lock()
 	defer c.trackMu.Unlock()
 	next := sortedCopy(prefixes)
@@ -265,6 +303,9 @@ func sortedCopy(s []string) []string {
 
 // Tracking reports whether tracking is configured, and whether it is established now.
 func (c *Client) Tracking() (enabled, up bool) {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Tracking()
+	}
 	t := c.currentTracker()
 	return c.opt.Tracking, t != nil && t.Up()
 }
@@ -278,6 +319,9 @@ func (c *Client) currentTracker() *Tracker {
 // Barrier waits until every invalidation for what the upstream has executed so far has been applied. It fails
 // when tracking is off or down; the caller then flushes instead.
 func (c *Client) Barrier(ctx context.Context) error {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Barrier(ctx)
+	}
 	t := c.currentTracker()
 	if t == nil {
 		return ErrTrackingDown

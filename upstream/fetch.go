@@ -26,12 +26,17 @@ type Fetched struct {
 // GET and PTTL are not atomic together: a write between them moves the key's generation (its invalidation arrives),
 // so the value is not stored; a key that expired between them reports PTTL -2 and must not be stored either.
 func (p *Pool) Fetch(call *Call, keys [][]byte, out []Fetched) ([]Fetched, error) {
+	return fetch(p.Do, call, keys, out)
+}
+
+// fetch is Fetch over do (a Pool's or a Cluster's).
+func fetch(do func(*Call, []byte, int) error, call *Call, keys [][]byte, out []Fetched) ([]Fetched, error) {
 	req := call.Req[:0]
 	for _, k := range keys {
 		req = AppendFetch(req, k)
 	}
 	call.Req = req
-	err := p.Do(call, req, 2*len(keys))
+	err := do(call, req, 2*len(keys))
 	for i := 0; i+1 < call.Len(); i += 2 {
 		f, perr := ParseFetched(call.Frame(i), call.Frame(i+1))
 		if perr != nil {

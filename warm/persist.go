@@ -116,7 +116,7 @@ type PersistStats struct {
 // and TOUCHes the hottest keys on an upstream that evicts by LRU or LFU.
 type Persister struct {
 	hot  *HotKeys
-	pool *upstream.Pool
+	pool Upstream
 	log  *slog.Logger
 	cfg  atomic.Pointer[PersistConfig]
 
@@ -133,7 +133,7 @@ type Persister struct {
 }
 
 // NewPersister returns a Persister of hot's list; Start starts its loop.
-func NewPersister(hot *HotKeys, pool *upstream.Pool, cfg PersistConfig, log *slog.Logger) *Persister {
+func NewPersister(hot *HotKeys, pool Upstream, cfg PersistConfig, log *slog.Logger) *Persister {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -288,12 +288,13 @@ func (p *Persister) touch() {
 		if lim.take(p.ctx, len(part)) != nil {
 			return
 		}
-		args := make([][]byte, 0, len(part)+1)
-		args = append(args, []byte("TOUCH"))
+		// One TOUCH per key, all in one round trip: in front of a Redis Cluster each goes to its key's master,
+		// where one TOUCH of keys in many slots would be refused (CROSSSLOT).
+		var req []byte
 		for _, k := range part {
-			args = append(args, []byte(k.Key))
+			req = upstream.AppendKeyCommand(req, "TOUCH", []byte(k.Key))
 		}
-		if err := p.pool.Do(call, upstream.AppendArgs(nil, args), 1); err != nil {
+		if err := p.pool.Do(call, req, len(part)); err != nil {
 			p.log.Debug("hot keys: TOUCH failed", "err", err)
 			return
 		}

@@ -134,10 +134,21 @@ func WriteKeysFile(path string, keys []HotKey) error {
 	return os.Rename(tmp.Name(), path)
 }
 
+// Upstream is what warm needs of featcache's upstream: an upstream.Pool, or the upstream.Client, which routes
+// each command to the master of its key in front of a Redis Cluster.
+type Upstream interface {
+	// Do sends n commands and waits for their replies (upstream.Pool.Do).
+	Do(call *upstream.Call, payload []byte, n int) error
+	// DedicatedKey returns a dedicated connection to the node that holds key.
+	DedicatedKey(key []byte) (*upstream.Conn, error)
+	// Timeout bounds the waits for replies.
+	Timeout() time.Duration
+}
+
 // Zset is a Redis sorted set whose members are keys, read highest score first.
 type Zset struct {
 	Key  string
-	Pool *upstream.Pool
+	Pool Upstream
 }
 
 func (z Zset) String() string { return "zset " + z.Key }
@@ -185,7 +196,7 @@ func (z Zset) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 
 // WriteZset replaces the sorted set key with keys (score: count) in one MULTI/EXEC, so that a reader sees the
 // old list or the new one, never an empty or partial set.
-func WriteZset(pool *upstream.Pool, key string, keys []HotKey) error {
+func WriteZset(pool Upstream, key string, keys []HotKey) error {
 	req := upstream.AppendCommand(nil, "MULTI")
 	req = upstream.AppendCommand(req, "DEL", key)
 	n := 3
@@ -199,7 +210,7 @@ func WriteZset(pool *upstream.Pool, key string, keys []HotKey) error {
 		n++
 	}
 	req = upstream.AppendCommand(req, "EXEC")
-	conn, err := pool.Dedicated()
+	conn, err := pool.DedicatedKey([]byte(key))
 	if err != nil {
 		return err
 	}

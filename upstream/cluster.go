@@ -1,0 +1,1157 @@
+package upstream
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Cluster routing: featcache in front of a Redis Cluster looks like one Redis to its clients. A Cluster keeps one
+// Pool per master and a slot map (which master serves each of the 16384 hash slots), swapped atomically whole, so
+// that routing a command costs a CRC16 and an array index. The map is read from CLUSTER SLOTS at start, refreshed
+// periodically and whenever a node fails or a reply says the cluster changed, and patched at once by each MOVED
+// redirect (the next commands of the moved slot go straight to its new master).
+//
+// A payload handed to Do is cut into its commands; each goes to the master of its first key's slot (a command
+// without keys to the first master); a MULTI ... EXEC sequence travels whole, to the master of its first keyed
+// command. Commands for different masters are sent in parallel, one round trip each, and the replies are put back
+// in request order, so a caller sees what one Redis would have answered. MOVED is followed (the map is patched and
+// the command resent to the new master), ASK too (ASKING, then the command, on the target: a slot being migrated),
+// TRYAGAIN (a multi-key command while its keys are split across a migration) is retried after a short pause, each
+// at most maxRedirects times. Splitting multi-key commands across slots and fanning keyspace-wide commands out is
+// the proxy's business: the router sends what it is given.
+
+const (
+	// DefaultClusterRefresh is how often the slot map is read again from the cluster when nothing prompts it.
+	DefaultClusterRefresh = 5 * time.Second
+	// minClusterRefreshGap bounds how often failures and redirects may prompt a refresh of the slot map.
+	minClusterRefreshGap = 100 * time.Millisecond
+	// maxRedirects bounds the rounds of MOVED, ASK and TRYAGAIN a command is resent for; then the last reply
+	// stands.
+	maxRedirects = 5
+	// tryAgainPause is the first pause before a TRYAGAIN is retried; it doubles each round (10ms .. 160ms).
+	tryAgainPause = 10 * time.Millisecond
+)
+
+// ErrNoClusterNode means no master of the cluster is known: CLUSTER SLOTS could not be read from any node.
+var ErrNoClusterNode = errors.New("upstream: no Redis Cluster node is known")
+
+// KeyFunc appends the keys of one command line (args[0] is the command name) to dst and returns it; the proxy
+// provides it from Redis's key specs (Client.SetKeyFunc). The keys may alias args.
+type KeyFunc func(args [][]byte, dst [][]byte) [][]byte
+
+// SlotCache is what a Cluster drives in the local tier beyond Invalidator: tracking state per hash slot.
+// localcache.Cache implements it. An Invalidator without it gets whole-tier trust decisions instead: any master's
+// tracking loss untrusts everything.
+type SlotCache interface {
+	Invalidator
+	// EnableSlots switches the tier to per-slot state, with slotOf as the slot function.
+	EnableSlots(slotOf func(key []byte) uint16)
+	// SetSlotsTrusted says whether the invalidations of slots' master are being received.
+	SetSlotsTrusted(slots []uint16, trusted bool)
+	// FlushSlots makes every entry of slots unservable.
+	FlushSlots(slots []uint16)
+}
+
+// clusterNode is one node of the cluster as featcache sees it: its address, its pool and, while it is a master,
+// its tracking connection.
+type clusterNode struct {
+	addr string
+	pool *Pool
+
+	// Guarded by Cluster.mu.
+	id      string   // the cluster's node id, once CLUSTER SLOTS named it
+	tracker *Tracker // nil unless the node is a master and tracking is on
+	up      bool     // tracker established, as its callbacks reported
+	runID   string   // the run_id tracking last came up on
+}
+
+// slotMap is one version of the routing table. It is never modified once stored; changes make a new one.
+type slotMap struct {
+	owner [SlotCount]*clusterNode // nil: no master serves the slot
+	// masters are the nodes serving at least one slot, ordered by the lowest slot each serves: the order SCAN
+	// walks them in, stable across a failover (the promoted replica takes its master's slots and place).
+	masters []*clusterNode
+	// fallback receives commands when no master is known (a node that answered, or a seed).
+	fallback *clusterNode
+}
+
+// node returns the master of slot, or for NoSlot and slots no master serves the first master (the fallback when
+// none is known): Redis then answers (CLUSTERDOWN, MOVED) as it would to any client.
+func (m *slotMap) node(slot int) *clusterNode {
+	if slot >= 0 {
+		if nd := m.owner[slot]; nd != nil {
+			return nd
+		}
+	}
+	if len(m.masters) > 0 {
+		return m.masters[0]
+	}
+	return m.fallback
+}
+
+// rebuildMasters computes masters from owner.
+func (m *slotMap) rebuildMasters() {
+	m.masters = m.masters[:0]
+	seen := make(map[*clusterNode]bool)
+	for _, nd := range m.owner {
+		if nd != nil && !seen[nd] {
+			seen[nd] = true
+			m.masters = append(m.masters, nd)
+		}
+	}
+}
+
+// slotsOf returns the slots nd serves in m.
+func (m *slotMap) slotsOf(nd *clusterNode) []uint16 {
+	var out []uint16
+	for s, o := range m.owner {
+		if o == nd {
+			out = append(out, uint16(s))
+		}
+	}
+	return out
+}
+
+// Cluster routes featcache's upstream traffic over the masters of a Redis Cluster and keeps one tracking
+// connection per master. It is made by New when the upstream is a cluster; its methods are safe for concurrent
+// use.
+type Cluster struct {
+	opt   Options
+	log   *slog.Logger
+	slots SlotCache // nil when Options.Cache does not keep per-slot state
+	keys  atomic.Pointer[KeyFunc]
+	smap  atomic.Pointer[slotMap]
+
+	mu        sync.Mutex
+	nodes     map[string]*clusterNode // every node seen, by address
+	lastOwner [SlotCount]*clusterNode // the master that last served each slot, kept while no master serves it
+	trusted   [SlotCount]bool         // the trust the tier was last told for each slot
+	untrusted int                     // slots of trusted that are false
+	prefix    []string                // the tracking prefixes, sorted
+	trackMu   sync.Mutex              // serializes SetPrefixes
+
+	kick        chan struct{} // asks the refresh loop for a refresh of the slot map
+	lastRefresh atomic.Int64  // unix nanoseconds of the last refresh attempt
+
+	moves, asks, tryAgains, refreshes, mapChanges atomic.Int64
+}
+
+// ClusterStats counts what the router did; Cluster.Stats returns a snapshot.
+type ClusterStats struct {
+	Masters    int   // masters in the current slot map
+	Moved      int64 // commands sent again after MOVED
+	Asked      int64 // commands sent again after ASK (with ASKING)
+	TryAgain   int64 // commands sent again after TRYAGAIN
+	Refreshes  int64 // slot map refreshes (CLUSTER SLOTS read)
+	MapChanges int64 // slot maps installed that moved at least one slot
+}
+
+// Stats returns a snapshot of the router's counters.
+func (cl *Cluster) Stats() ClusterStats {
+	return ClusterStats{
+		Masters: cl.Masters(), Moved: cl.moves.Load(), Asked: cl.asks.Load(), TryAgain: cl.tryAgains.Load(),
+		Refreshes: cl.refreshes.Load(), MapChanges: cl.mapChanges.Load(),
+	}
+}
+
+// newCluster returns a Cluster whose first node is seed (a pool already made for it), reads the slot map once,
+// and starts tracking on every master.
+func newCluster(opt Options, seed *Pool, log *slog.Logger) *Cluster {
+	cl := &Cluster{opt: opt, log: log, nodes: map[string]*clusterNode{}, kick: make(chan struct{}, 1)}
+	cl.untrusted = SlotCount
+	cl.prefix = sortedCopy(opt.Prefixes)
+	first := &clusterNode{addr: seed.Addr(), pool: seed}
+	cl.nodes[first.addr] = first
+	for _, a := range opt.Addresses[1:] {
+		cl.node(a)
+	}
+	cl.smap.Store(&slotMap{fallback: first})
+	if sc, ok := opt.Cache.(SlotCache); ok && opt.Tracking {
+		cl.slots = sc
+		sc.EnableSlots(Slot)
+	}
+	switch {
+	case !opt.Tracking:
+		opt.Cache.SetTrusted(true)
+	case cl.slots != nil:
+		opt.Cache.SetTrusted(true) // trust is decided slot by slot from now on
+	default:
+		opt.Cache.SetTrusted(false)
+	}
+	if err := cl.refresh(); err != nil {
+		log.Warn("upstream: cluster slot map not read yet", "err", err)
+	}
+	return cl
+}
+
+// node returns the node at addr, making it (and its pool, which dials on first use) if it is new. Caller holds
+// cl.mu, or the Cluster is not shared yet.
+func (cl *Cluster) node(addr string) *clusterNode {
+	if nd := cl.nodes[addr]; nd != nil {
+		return nd
+	}
+	log := cl.log
+	nd := &clusterNode{addr: addr}
+	nd.pool = NewPool(PoolOptions{
+		Addr:       addr,
+		Username:   cl.opt.Username,
+		Password:   cl.opt.Password,
+		Conns:      cl.opt.Conns,
+		Timeout:    cl.opt.Timeout,
+		ClientName: "featcache",
+		TLS:        cl.opt.TLS,
+		OnHealth: func(up bool, err error) {
+			if up {
+				log.Info("upstream: up", "addr", addr)
+			} else {
+				log.Warn("upstream: down", "addr", addr, "err", err)
+			}
+		},
+	})
+	cl.nodes[addr] = nd
+	return nd
+}
+
+// SetKeyFunc sets how the keys of a command are found; until it is set, every command goes to the first master
+// and reaches its own after a MOVED.
+func (cl *Cluster) SetKeyFunc(f KeyFunc) { cl.keys.Store(&f) }
+
+// slotOf returns the slot of a command's first key, or NoSlot.
+func (cl *Cluster) slotOf(args [][]byte, scratch [][]byte) (int, [][]byte) {
+	kf := cl.keys.Load()
+	if kf == nil {
+		return NoSlot, scratch
+	}
+	keys := (*kf)(args, scratch[:0])
+	if len(keys) == 0 {
+		return NoSlot, keys
+	}
+	return int(Slot(keys[0])), keys
+}
+
+// Masters returns the number of masters in the current slot map.
+func (cl *Cluster) Masters() int { return len(cl.smap.Load().masters) }
+
+// route is the scratch state of one Do: the payload cut into units, the groups each round sends, and the calls
+// their replies arrived in. Routes are pooled.
+type route struct {
+	units  []unit
+	groups []group
+	calls  []*Call // every call used by this Do, released at the end
+	args   [][]byte
+	keys   [][]byte
+	idx    []int
+	out    []byte
+	ends   []int
+}
+
+// unit is what must go to one node together: one command, or a whole MULTI ... EXEC.
+type unit struct {
+	start, end int  // its bytes in the payload
+	frames     int  // its reply frames
+	slot       int  // the slot it is routed by, NoSlot for none
+	tx         bool // a MULTI ... EXEC: sent again whole after a redirect
+	nd         *clusterNode
+	asking     bool // an ASK redirect: send ASKING first
+	tries      int
+
+	src   *Call // where its frames are once sent
+	first int   // the index of its first frame in src
+	err   error // its node failed before all its frames arrived
+}
+
+// group is the part of a round that goes to one node.
+type group struct {
+	nd      *clusterNode
+	payload []byte
+	frames  int
+	call    *Call
+	units   []int
+	err     error
+}
+
+var (
+	routePool = sync.Pool{New: func() any { return &route{} }}
+	callPool  = sync.Pool{New: func() any { return NewCall() }}
+)
+
+var askingCmd = AppendCommand(nil, "ASKING")
+
+// Do sends payload, n complete RESP commands, to the masters their keys belong to and stores the n reply frames
+// in call in request order (see the comment at the top of this file for redirects). Unlike Pool.Do, a node that fails does
+// not cut the replies short: each command it did not answer gets a failure frame ("-ERR featcache upstream
+// unavailable: ..." or "-ERR featcache upstream timeout: ..."), so that the other masters' replies still reach
+// their clients, and call.Err is the first such failure. payload may be reused as soon as Do returns.
+func (cl *Cluster) Do(call *Call, payload []byte, n int) error {
+	call.reset(n)
+	if n == 0 {
+		return nil
+	}
+	r := routePool.Get().(*route)
+	defer r.release()
+	r.plan(cl, payload, n)
+	m := cl.smap.Load()
+	for i := range r.units {
+		r.units[i].nd = m.node(r.units[i].slot)
+	}
+	if r.units[0].nd == nil {
+		err := ErrNoClusterNode
+		for i := 0; i < n; i++ {
+			call.Replies = failureFrame(call.Replies, err)
+			call.Ends = append(call.Ends, len(call.Replies))
+		}
+		call.Err = err
+		return err
+	}
+	// Most payloads (a single miss, a client's pipeline of keys that share a hash tag) go to one master: send
+	// the payload as it is, and return its frames where they arrived unless one of them asks for a redirect.
+	if r.oneNode() {
+		nd := r.units[0].nd
+		err := nd.pool.Do(call, payload, n)
+		if err == nil && !hasRedirect(call) {
+			return nil
+		}
+		if err != nil {
+			cl.refreshSoon()
+		}
+		r.attribute(call, 0, len(r.units), err)
+	} else {
+		r.idx = r.idx[:0]
+		for i := range r.units {
+			r.idx = append(r.idx, i)
+		}
+		r.send(cl, payload, r.idx)
+	}
+	pause := tryAgainPause
+	for round := 0; round < maxRedirects; round++ {
+		again, wait := r.redirects(cl)
+		if len(again) == 0 {
+			break
+		}
+		if wait {
+			time.Sleep(pause)
+			pause *= 2
+		}
+		r.send(cl, payload, again)
+	}
+	return r.assemble(call)
+}
+
+// oneNode reports whether every unit goes to the same node.
+func (r *route) oneNode() bool {
+	nd := r.units[0].nd
+	for i := 1; i < len(r.units); i++ {
+		if r.units[i].nd != nd {
+			return false
+		}
+	}
+	return true
+}
+
+// plan cuts payload into units. A payload that cannot be read as n commands is one unit without a slot.
+func (r *route) plan(cl *Cluster, payload []byte, n int) {
+	r.units = r.units[:0]
+	pos, count := 0, 0
+	tx := -1 // index of the open MULTI unit
+	for pos < len(payload) {
+		var size int
+		r.args, size = parseRequest(payload[pos:], r.args[:0])
+		if size == 0 {
+			break
+		}
+		count++
+		name := r.args[0]
+		switch {
+		case tx >= 0:
+			u := &r.units[tx]
+			u.end, u.frames = pos+size, u.frames+1
+			if u.slot == NoSlot {
+				u.slot, r.keys = cl.slotOf(r.args, r.keys)
+			}
+			if equalFold(name, "exec") || equalFold(name, "discard") {
+				tx = -1
+			}
+		case equalFold(name, "multi"):
+			tx = len(r.units)
+			r.units = append(r.units, unit{start: pos, end: pos + size, frames: 1, slot: NoSlot, tx: true})
+		default:
+			var slot int
+			slot, r.keys = cl.slotOf(r.args, r.keys)
+			r.units = append(r.units, unit{start: pos, end: pos + size, frames: 1, slot: slot})
+		}
+		pos += size
+	}
+	if pos != len(payload) || count != n {
+		// Never sent again after a redirect: its commands could not be told apart, and some may have run.
+		r.units = append(r.units[:0], unit{start: 0, end: len(payload), frames: n, slot: NoSlot})
+	}
+}
+
+// attribute records that units [from, to), sent together in this order, have their frames in call.
+func (r *route) attribute(call *Call, from, to int, err error) {
+	f := 0
+	for i := from; i < to; i++ {
+		u := &r.units[i]
+		u.src, u.first, u.err = call, f, nil
+		if call.Len() < f+u.frames {
+			u.err = err
+			if u.err == nil {
+				u.err = ErrBadFrame
+			}
+		}
+		f += u.frames
+	}
+}
+
+// send sends the units idx, grouped by node, one round trip per node, in parallel.
+func (r *route) send(cl *Cluster, payload []byte, idx []int) {
+	r.groups = r.groups[:0]
+	for _, i := range idx {
+		u := &r.units[i]
+		g := r.group(u.nd)
+		if u.asking {
+			g.payload = append(g.payload, askingCmd...)
+			g.frames++
+		}
+		u.first = g.frames
+		g.payload = append(g.payload, payload[u.start:u.end]...)
+		g.frames += u.frames
+		g.units = append(g.units, i)
+	}
+	var wg sync.WaitGroup
+	for gi := 1; gi < len(r.groups); gi++ {
+		wg.Add(1)
+		go func(g *group) {
+			defer wg.Done()
+			g.err = g.nd.pool.Do(g.call, g.payload, g.frames)
+		}(&r.groups[gi])
+	}
+	g0 := &r.groups[0]
+	g0.err = g0.nd.pool.Do(g0.call, g0.payload, g0.frames)
+	wg.Wait()
+	for gi := range r.groups {
+		g := &r.groups[gi]
+		if g.err != nil {
+			cl.refreshSoon()
+		}
+		for _, i := range g.units {
+			u := &r.units[i]
+			u.src, u.err = g.call, nil
+			if g.call.Len() < u.first+u.frames {
+				u.err = g.err
+				if u.err == nil {
+					u.err = ErrBadFrame
+				}
+			}
+		}
+	}
+}
+
+// group returns the group of this round for nd, starting one with a fresh call.
+func (r *route) group(nd *clusterNode) *group {
+	for i := range r.groups {
+		if r.groups[i].nd == nd {
+			return &r.groups[i]
+		}
+	}
+	call := callPool.Get().(*Call)
+	r.calls = append(r.calls, call)
+	if len(r.groups) < cap(r.groups) {
+		// Reuse the buffers a group of an earlier Do left in this route.
+		r.groups = r.groups[:len(r.groups)+1]
+		g := &r.groups[len(r.groups)-1]
+		g.nd, g.payload, g.frames, g.call, g.units, g.err = nd, g.payload[:0], 0, call, g.units[:0], nil
+		return g
+	}
+	r.groups = append(r.groups, group{nd: nd, call: call})
+	return &r.groups[len(r.groups)-1]
+}
+
+// redirects finds the units whose replies ask to be sent again (MOVED, ASK, TRYAGAIN), points them at their new
+// node, and returns them; wait is true when one of them was TRYAGAIN.
+func (r *route) redirects(cl *Cluster) (again []int, wait bool) {
+	r.idx = r.idx[:0]
+	for i := range r.units {
+		u := &r.units[i]
+		if u.err != nil || u.tries >= maxRedirects {
+			continue
+		}
+		kind, slot, addr := unitRedirect(u)
+		switch kind {
+		case redirectNone:
+			if u.frames == 1 && isClusterDown(u.src.Frame(u.first)) {
+				cl.refreshSoon()
+			}
+			continue
+		case redirectMoved:
+			u.nd, u.asking = cl.moved(slot, addr, u.nd), false
+			cl.moves.Add(1)
+		case redirectAsk:
+			u.nd, u.asking = cl.askTarget(addr, u.nd), true
+			cl.asks.Add(1)
+		case redirectTryAgain:
+			wait = true
+			cl.tryAgains.Add(1)
+		}
+		u.tries++
+		r.idx = append(r.idx, i)
+	}
+	return r.idx, wait
+}
+
+type redirectKind uint8
+
+const (
+	redirectNone redirectKind = iota
+	redirectMoved
+	redirectAsk
+	redirectTryAgain
+)
+
+// unitRedirect reads whether a unit's replies ask for it to be sent again. A transaction is sent again whole when
+// EXEC itself was redirected, or when it aborted because a queued command was (MOVED or ASK at queue time make
+// Redis discard the transaction at EXEC).
+func unitRedirect(u *unit) (redirectKind, int, string) {
+	if u.frames > 1 && !u.tx {
+		return redirectNone, 0, ""
+	}
+	last := u.src.Frame(u.first + u.frames - 1)
+	if k, slot, addr := parseRedirect(last); k != redirectNone || u.frames == 1 {
+		return k, slot, addr
+	}
+	if !bytes.HasPrefix(last, []byte("-EXECABORT")) {
+		return redirectNone, 0, ""
+	}
+	for j := u.first; j < u.first+u.frames-1; j++ {
+		if k, slot, addr := parseRedirect(u.src.Frame(j)); k == redirectMoved || k == redirectAsk {
+			return k, slot, addr
+		}
+	}
+	return redirectNone, 0, ""
+}
+
+// parseRedirect reads "-MOVED slot host:port", "-ASK slot host:port" and "-TRYAGAIN ...".
+func parseRedirect(f []byte) (redirectKind, int, string) {
+	if len(f) < 5 || f[0] != '-' {
+		return redirectNone, 0, ""
+	}
+	var kind redirectKind
+	var rest []byte
+	switch {
+	case bytes.HasPrefix(f, []byte("-MOVED ")):
+		kind, rest = redirectMoved, f[7:]
+	case bytes.HasPrefix(f, []byte("-ASK ")):
+		kind, rest = redirectAsk, f[5:]
+	case bytes.HasPrefix(f, []byte("-TRYAGAIN")):
+		return redirectTryAgain, 0, ""
+	default:
+		return redirectNone, 0, ""
+	}
+	rest = bytes.TrimRight(rest, "\r\n")
+	sp := bytes.IndexByte(rest, ' ')
+	if sp < 0 {
+		return redirectNone, 0, ""
+	}
+	slot, err := strconv.Atoi(string(rest[:sp]))
+	if err != nil || slot < 0 || slot >= SlotCount {
+		return redirectNone, 0, ""
+	}
+	return kind, slot, string(rest[sp+1:])
+}
+
+// hasRedirect reports whether any frame of call is a redirect (MOVED, ASK, TRYAGAIN): only then does Do look at
+// units one by one.
+func hasRedirect(call *Call) bool {
+	for i := 0; i < call.Len(); i++ {
+		f := call.Frame(i)
+		if len(f) > 4 && f[0] == '-' && (f[1] == 'M' || f[1] == 'A' || f[1] == 'T' || f[1] == 'E' || f[1] == 'C') {
+			if k, _, _ := parseRedirect(f); k != redirectNone {
+				return true
+			}
+			if bytes.HasPrefix(f, []byte("-EXECABORT")) || isClusterDown(f) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isClusterDown(f []byte) bool { return bytes.HasPrefix(f, []byte("-CLUSTERDOWN")) }
+
+// assemble writes every unit's frames into call in request order, failure frames for those that did not arrive,
+// and returns the first failure.
+func (r *route) assemble(call *Call) error {
+	out, ends := r.out[:0], r.ends[:0]
+	var first error
+	for i := range r.units {
+		u := &r.units[i]
+		for j := 0; j < u.frames; j++ {
+			if k := u.first + j; k < u.src.Len() {
+				out = append(out, u.src.Frame(k)...)
+			} else {
+				out = failureFrame(out, u.err)
+			}
+			ends = append(ends, len(out))
+		}
+		if u.err != nil && first == nil {
+			first = u.err
+		}
+	}
+	// The call takes the assembled buffers; the route keeps the call's old ones for its next use.
+	call.Replies, r.out = out, call.Replies[:0]
+	call.Ends, r.ends = ends, call.Ends[:0]
+	call.Err = first
+	return first
+}
+
+func (r *route) release() {
+	for i, c := range r.calls {
+		c.reset(0)
+		callPool.Put(c)
+		r.calls[i] = nil
+	}
+	r.calls = r.calls[:0]
+	for i := range r.units {
+		r.units[i] = unit{}
+	}
+	for i := range r.groups {
+		r.groups[i].nd, r.groups[i].call = nil, nil
+		if cap(r.groups[i].payload) > maxKeptBuf {
+			r.groups[i].payload = nil
+		}
+	}
+	r.units, r.groups = r.units[:0], r.groups[:0]
+	clear(r.args)
+	clear(r.keys)
+	if cap(r.out) > maxKeptBuf {
+		r.out = nil
+	}
+	routePool.Put(r)
+}
+
+// failureFrame appends the error reply that stands for a command whose node failed: the same text the proxy gives
+// such failures, which it recognises as an upstream failure (serve_stale applies).
+func failureFrame(dst []byte, err error) []byte {
+	msg := "ERR featcache upstream unavailable: "
+	switch {
+	case errors.Is(err, ErrTimeout):
+		msg = "ERR featcache upstream timeout: Redis did not answer in time (the command may have been applied)"
+	case err != nil:
+		msg += err.Error()
+	default:
+		msg += "no reply"
+	}
+	dst = append(dst, '-')
+	for i := 0; i < len(msg); i++ {
+		if c := msg[i]; c != '\r' && c != '\n' {
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '\r', '\n')
+}
+
+// moved patches the slot map after "MOVED slot addr" (addr without a host means from's host) and asks for a full
+// refresh; it returns the node to resend to.
+func (cl *Cluster) moved(slot int, addr string, from *clusterNode) *clusterNode {
+	addr = withHost(addr, from.addr)
+	cl.mu.Lock()
+	nd := cl.node(addr)
+	old := cl.smap.Load()
+	if old.owner[slot] != nd {
+		m := &slotMap{owner: old.owner, fallback: old.fallback}
+		m.owner[slot] = nd
+		m.rebuildMasters()
+		cl.installLocked(old, m)
+	}
+	cl.mu.Unlock()
+	cl.refreshSoon()
+	return nd
+}
+
+// askTarget returns the node an ASK redirect names.
+func (cl *Cluster) askTarget(addr string, from *clusterNode) *clusterNode {
+	addr = withHost(addr, from.addr)
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.node(addr)
+}
+
+// withHost completes an address without a host (Redis announces ":port" when it does not know its own IP) with
+// the host of the node that sent it.
+func withHost(addr, from string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "" {
+		return addr
+	}
+	fh, _, _ := net.SplitHostPort(from)
+	return net.JoinHostPort(fh, port)
+}
+
+// installLocked stores m as the slot map and brings the local tier's per-slot state in line with it: a slot that
+// now belongs to another master than the one that last served it is flushed (its new master is a failed-over
+// replica or a resharding target, whose data and tracking did not vouch for what was cached), and each slot is
+// trusted exactly when its master's tracking is up. Trackers are started for new masters. Caller holds cl.mu.
+func (cl *Cluster) installLocked(old, m *slotMap) {
+	var flush []uint16
+	changed := 0
+	for s := range m.owner {
+		nd := m.owner[s]
+		if nd != old.owner[s] {
+			changed++
+		}
+		if nd == nil {
+			continue
+		}
+		if prev := cl.lastOwner[s]; prev != nil && prev != nd {
+			flush = append(flush, uint16(s))
+		}
+		cl.lastOwner[s] = nd
+	}
+	cl.smap.Store(m)
+	if cl.slots != nil && len(flush) > 0 {
+		cl.slots.FlushSlots(flush)
+	}
+	cl.startTrackersLocked(m)
+	cl.retrustLocked()
+	if changed > 0 {
+		cl.mapChanges.Add(1)
+		cl.log.Info("upstream: cluster slot map changed", "masters", len(m.masters), "slots_moved", changed,
+			"slots_flushed", len(flush))
+	}
+}
+
+// retrustLocked tells the tier which slots are trusted: those whose master's tracking is up. Caller holds cl.mu.
+func (cl *Cluster) retrustLocked() {
+	if !cl.opt.Tracking {
+		return
+	}
+	m := cl.smap.Load()
+	var on, off []uint16
+	for s := range m.owner {
+		want := m.owner[s] != nil && m.owner[s].up
+		if want != cl.trusted[s] {
+			cl.trusted[s] = want
+			if want {
+				on = append(on, uint16(s))
+				cl.untrusted--
+			} else {
+				off = append(off, uint16(s))
+				cl.untrusted++
+			}
+		}
+	}
+	switch {
+	case cl.slots != nil:
+		if len(off) > 0 {
+			cl.slots.SetSlotsTrusted(off, false)
+		}
+		if len(on) > 0 {
+			cl.slots.SetSlotsTrusted(on, true)
+		}
+	case len(on)+len(off) > 0:
+		// A tier without per-slot state is trusted only while every master's tracking is up.
+		cl.opt.Cache.SetTrusted(cl.untrusted == 0)
+	}
+}
+
+// refreshSoon asks the refresh loop for a refresh of the slot map; requests coalesce.
+func (cl *Cluster) refreshSoon() {
+	select {
+	case cl.kick <- struct{}{}:
+	default:
+	}
+}
+
+// refresh reads CLUSTER SLOTS from the nodes (the masters first, then every other node seen, replicas and seeds
+// included) and installs the map of the first that describes any slot; when every node that answers serves none
+// (all slots removed), that empty map. Nodes no longer masters lose their trackers.
+func (cl *Cluster) refresh() error {
+	cl.lastRefresh.Store(time.Now().UnixNano())
+	cl.refreshes.Add(1)
+	call := NewCall()
+	req := AppendCommand(nil, "CLUSTER", "SLOTS")
+	var lastErr error = ErrNoClusterNode
+	var empty *clusterNode
+	for _, nd := range cl.refreshOrder() {
+		if err := nd.pool.Do(call, req, 1); err != nil {
+			lastErr = err
+			continue
+		}
+		ranges, err := parseClusterSlots(call.Frame(0), nd.addr)
+		if err != nil {
+			lastErr = fmt.Errorf("upstream: CLUSTER SLOTS from %s: %w", nd.addr, err)
+			continue
+		}
+		if len(ranges) == 0 {
+			// A node that knows no slot may have just restarted without its cluster configuration: ask the others.
+			if empty == nil {
+				empty = nd
+			}
+			continue
+		}
+		cl.apply(ranges, nd)
+		return nil
+	}
+	if empty != nil {
+		cl.apply(nil, empty)
+		return nil
+	}
+	return lastErr
+}
+
+// refreshOrder is the nodes refresh asks, in order.
+func (cl *Cluster) refreshOrder() []*clusterNode {
+	m := cl.smap.Load()
+	out := append([]*clusterNode(nil), m.masters...)
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for _, nd := range cl.nodes {
+		if !slices.Contains(out, nd) {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+// apply installs the slot map that a CLUSTER SLOTS reply from src describes.
+func (cl *Cluster) apply(ranges []slotRange, src *clusterNode) {
+	cl.mu.Lock()
+	old := cl.smap.Load()
+	m := &slotMap{fallback: src}
+	for _, r := range ranges {
+		nd := cl.node(r.addr)
+		if r.id != "" {
+			nd.id = r.id
+		}
+		for s := r.start; s <= r.end && s < SlotCount; s++ {
+			m.owner[s] = nd
+		}
+		for _, a := range r.replicas {
+			cl.node(a)
+		}
+	}
+	m.rebuildMasters()
+	cl.installLocked(old, m)
+	stop := cl.stopTrackersLocked(m)
+	cl.mu.Unlock()
+	for _, t := range stop {
+		t.Close()
+	}
+}
+
+// slotRange is one entry of CLUSTER SLOTS: slots start..end, their master and its replicas.
+type slotRange struct {
+	start, end int
+	addr, id   string
+	replicas   []string
+}
+
+// parseClusterSlots reads a CLUSTER SLOTS reply. Node addresses with an empty host get from's host; nodes whose
+// endpoint is unknown ("?") are left out.
+func parseClusterSlots(frame []byte, from string) ([]slotRange, error) {
+	if len(frame) > 0 && frame[0] == '-' {
+		return nil, ErrReply(bytes.TrimSpace(frame[1:]))
+	}
+	entries, err := arrayElements(frame, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []slotRange
+	for _, e := range entries {
+		parts, err := arrayElements(e, nil)
+		if err != nil || len(parts) < 3 {
+			return nil, fmt.Errorf("%w: CLUSTER SLOTS entry %q", ErrBadFrame, truncate(e, 64))
+		}
+		start, ok1 := parseInt(parts[0])
+		end, ok2 := parseInt(parts[1])
+		if !ok1 || !ok2 || start < 0 || end < start || end >= SlotCount {
+			return nil, fmt.Errorf("%w: CLUSTER SLOTS range %q", ErrBadFrame, truncate(e, 64))
+		}
+		r := slotRange{start: int(start), end: int(end)}
+		for i, p := range parts[2:] {
+			addr, id, ok := parseSlotNode(p, from)
+			if !ok {
+				continue
+			}
+			if i == 0 {
+				r.addr, r.id = addr, id
+			} else {
+				r.replicas = append(r.replicas, addr)
+			}
+		}
+		if r.addr != "" {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// parseSlotNode reads one node of a CLUSTER SLOTS entry: [host, port, id, ...].
+func parseSlotNode(frame []byte, from string) (addr, id string, ok bool) {
+	f, err := arrayElements(frame, nil)
+	if err != nil || len(f) < 2 {
+		return "", "", false
+	}
+	host, _, ok := bulkPayload(f[0])
+	port, ok2 := parseInt(f[1])
+	if !ok || !ok2 || string(host) == "?" || port <= 0 {
+		return "", "", false
+	}
+	if len(f) >= 3 {
+		if b, _, ok := bulkPayload(f[2]); ok {
+			id = string(b)
+		}
+	}
+	h := string(host)
+	if h == "" {
+		h, _, _ = net.SplitHostPort(from)
+	}
+	return net.JoinHostPort(h, strconv.FormatInt(port, 10)), id, true
+}
+
+// run is the Cluster's background loop: the health PING of every master every HealthInterval, and refreshes of
+// the slot map, periodic and on request (at most one per minClusterRefreshGap), until stop; then it closes every
+// tracker and pool and closes exited.
+func (cl *Cluster) run(stop <-chan struct{}, exited chan<- struct{}) {
+	defer close(exited)
+	defer cl.close()
+	health := time.NewTicker(cl.opt.HealthInterval)
+	defer health.Stop()
+	periodic := time.NewTicker(DefaultClusterRefresh)
+	defer periodic.Stop()
+	cl.ping()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-health.C:
+			cl.ping()
+		case <-periodic.C:
+			cl.refresh()
+		case <-cl.kick:
+			if gap := time.Duration(time.Now().UnixNano() - cl.lastRefresh.Load()); gap < minClusterRefreshGap {
+				t := time.NewTimer(minClusterRefreshGap - gap)
+				select {
+				case <-stop:
+					t.Stop()
+					return
+				case <-t.C:
+				}
+			}
+			if err := cl.refresh(); err != nil {
+				cl.log.Debug("upstream: cluster slot map refresh failed", "err", err)
+			}
+		}
+	}
+}
+
+// ping PINGs every master in parallel on a shared connection, so that Healthy follows each of them as the
+// single-node Client's probe does.
+func (cl *Cluster) ping() {
+	ping := AppendCommand(nil, "PING")
+	var wg sync.WaitGroup
+	for _, nd := range cl.smap.Load().masters {
+		wg.Add(1)
+		go func(p *Pool) {
+			defer wg.Done()
+			call := NewCall()
+			if err := p.Do(call, ping, 1); err == nil {
+				if f := call.Frame(0); len(f) > 0 && f[0] == '-' {
+					p.setHealth(false, ErrReply(bytes.TrimSpace(f[1:])))
+				} else {
+					p.setHealth(true, nil)
+				}
+			}
+		}(nd.pool)
+	}
+	wg.Wait()
+}
+
+// close stops every tracker and closes every pool.
+func (cl *Cluster) close() {
+	cl.mu.Lock()
+	var ts []*Tracker
+	var pools []*Pool
+	for _, nd := range cl.nodes {
+		if nd.tracker != nil {
+			ts = append(ts, nd.tracker)
+			nd.tracker = nil
+		}
+		pools = append(pools, nd.pool)
+	}
+	cl.mu.Unlock()
+	for _, t := range ts {
+		t.Close()
+	}
+	for _, p := range pools {
+		p.Close()
+	}
+}
+
+// Healthy reports whether every master answers (see Pool.Healthy); false while no master is known.
+func (cl *Cluster) Healthy() bool {
+	m := cl.smap.Load()
+	if len(m.masters) == 0 {
+		return false
+	}
+	for _, nd := range m.masters {
+		if !nd.pool.Healthy() {
+			return false
+		}
+	}
+	return true
+}
+
+// Reached reports whether any node of the cluster has answered since start.
+func (cl *Cluster) Reached() bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for _, nd := range cl.nodes {
+		if nd.pool.Reached() {
+			return true
+		}
+	}
+	return false
+}
+
+// Dedicated returns a dedicated connection to the master of slot (NoSlot: the first master).
+func (cl *Cluster) Dedicated(slot int) (*Conn, error) {
+	nd := cl.smap.Load().node(slot)
+	if nd == nil {
+		return nil, ErrNoClusterNode
+	}
+	return nd.pool.Dedicated()
+}
+
+// Redirect reads a MOVED or ASK reply that a dedicated connection got: for MOVED it patches the slot map. It
+// returns a dedicated connection to the node the command must be sent to (after ASKING when asking is true), or
+// ok false when frame is no redirect.
+func (cl *Cluster) Redirect(frame []byte, from *Conn) (conn *Conn, asking, ok bool, err error) {
+	kind, slot, addr := parseRedirect(frame)
+	fromAddr := ""
+	if from != nil {
+		fromAddr = from.pool.Addr()
+	}
+	var nd *clusterNode
+	switch kind {
+	case redirectMoved:
+		nd = cl.moved(slot, addr, &clusterNode{addr: fromAddr})
+		cl.moves.Add(1)
+	case redirectAsk:
+		nd, asking = cl.askTarget(addr, &clusterNode{addr: fromAddr}), true
+		cl.asks.Add(1)
+	default:
+		return nil, false, false, nil
+	}
+	conn, err = nd.pool.Dedicated()
+	return conn, asking, true, err
+}
+
+// FanOut sends payload, one command, to every master in parallel and stores their replies in call, one frame per
+// master in the order of Masters (failure frames for those that failed); it returns the number of masters.
+func (cl *Cluster) FanOut(call *Call, payload []byte) (int, error) {
+	m := cl.smap.Load()
+	call.reset(len(m.masters))
+	if len(m.masters) == 0 {
+		call.Err = ErrNoClusterNode
+		return 0, ErrNoClusterNode
+	}
+	calls := make([]*Call, len(m.masters))
+	errs := make([]error, len(m.masters))
+	var wg sync.WaitGroup
+	for i, nd := range m.masters {
+		calls[i] = NewCall()
+		wg.Add(1)
+		go func(i int, p *Pool) {
+			defer wg.Done()
+			errs[i] = p.Do(calls[i], payload, 1)
+		}(i, nd.pool)
+	}
+	wg.Wait()
+	var first error
+	for i := range calls {
+		if calls[i].Len() == 1 {
+			call.Replies = append(call.Replies, calls[i].Frame(0)...)
+		} else {
+			call.Replies = failureFrame(call.Replies, errs[i])
+			if first == nil {
+				first = errs[i]
+			}
+			cl.refreshSoon()
+		}
+		call.Ends = append(call.Ends, len(call.Replies))
+	}
+	call.Err = first
+	return len(m.masters), first
+}
+
+// DoMaster sends payload (n commands) to master i of Masters' order, for a walk over every master (SCAN).
+func (cl *Cluster) DoMaster(call *Call, i int, payload []byte, n int) error {
+	m := cl.smap.Load()
+	if i < 0 || i >= len(m.masters) {
+		call.reset(n)
+		call.Err = ErrNoClusterNode
+		return ErrNoClusterNode
+	}
+	err := m.masters[i].pool.Do(call, payload, n)
+	if err != nil {
+		cl.refreshSoon()
+	}
+	return err
+}
+
+// parseRequest reads the RESP command (a multi-bulk array of bulk strings) at the start of b, appending its
+// arguments (slices of b) to args, and returns its length in bytes; 0 when b does not start with a whole command.
+func parseRequest(b []byte, args [][]byte) ([][]byte, int) {
+	i := bytes.IndexByte(b, '\n')
+	if len(b) < 4 || b[0] != '*' || i < 2 || b[i-1] != '\r' {
+		return args, 0
+	}
+	n, ok := parseLen(b[1 : i-1])
+	if !ok || n < 1 {
+		return args, 0
+	}
+	pos := i + 1
+	for j := 0; j < n; j++ {
+		if pos >= len(b) || b[pos] != '$' {
+			return args, 0
+		}
+		k := bytes.IndexByte(b[pos:], '\n')
+		if k < 2 || b[pos+k-1] != '\r' {
+			return args, 0
+		}
+		l, ok := parseLen(b[pos+1 : pos+k-1])
+		start := pos + k + 1
+		if !ok || l < 0 || start+l+2 > len(b) {
+			return args, 0
+		}
+		args = append(args, b[start:start+l])
+		pos = start + l + 2
+	}
+	return args, pos
+}
+
+// equalFold reports whether b equals the lower-case ASCII name s, ignoring ASCII case.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,148 @@
+package upstream
+
+import "time"
+
+// What the Client offers the proxy, whichever the upstream: a single node's pool or a Redis Cluster's router. The
+// single-node path of each method is the Pool's own, unchanged.
+
+// detectCluster asks the addresses in order, the first through c.Pool, whether they are Redis Cluster nodes
+// (INFO cluster: "cluster_enabled:1"); the first that answers decides, and one that answers INFO with an error
+// (a server without INFO, an ACL that forbids it) is not a cluster featcache can drive. answered is false when
+// none answered within the timeout.
+func (c *Client) detectCluster() (cluster, answered bool) {
+	call := NewCall()
+	req := AppendCommand(nil, "INFO", "cluster")
+	for i, addr := range c.opt.Addresses {
+		p := c.Pool
+		if i > 0 {
+			p = NewPool(PoolOptions{Addr: addr, Username: c.opt.Username, Password: c.opt.Password, Conns: 1,
+				Timeout: c.opt.Timeout, ClientName: "featcache", TLS: c.opt.TLS})
+		}
+		err := p.Do(call, req, 1)
+		if i > 0 {
+			p.Close()
+		}
+		if err != nil {
+			continue
+		}
+		info, _, ok := bulkPayload(call.Frame(0))
+		cluster = ok && infoField(string(info), "cluster_enabled") == "1"
+		if cluster {
+			c.log.Info("upstream: Redis Cluster detected", "seed", addr)
+		}
+		return cluster, true
+	}
+	return false, false
+}
+
+// decideLater asks the addresses again every HealthInterval until one answers, then starts what the upstream is,
+// whose loop (the health PING, or the cluster's) then owns c.exited. Meanwhile Do goes to the first address, as in
+// front of a single node, and fails like it while nothing answers; tracking has not started, so the local tier
+// stores nothing.
+func (c *Client) decideLater() {
+	c.log.Warn("upstream: no address answered; whether it is a Redis Cluster is decided when one does",
+		"addr", c.opt.Addresses[0])
+	tick := time.NewTicker(c.opt.HealthInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.stop:
+			close(c.exited)
+			return
+		case <-tick.C:
+		}
+		switch cluster, answered := c.detectCluster(); {
+		case !answered:
+			continue
+		case cluster:
+			c.startCluster()
+		default:
+			c.startSingle(func() {})
+			c.probe()
+		}
+		return
+	}
+}
+
+// startCluster makes the cluster router, whose loop owns c.exited, and routes through it from now on.
+func (c *Client) startCluster() {
+	opt := c.opt
+	c.curMu.Lock()
+	opt.Prefixes = c.prefix // as SetPrefixes may have changed them while nothing answered
+	c.curMu.Unlock()
+	cl := newCluster(opt, c.Pool, c.log)
+	c.cluster.Store(cl)
+	close(c.decided)
+	go cl.run(c.stop, c.exited)
+}
+
+// Decided returns a channel closed once the Client knows whether the upstream is a Redis Cluster: at once when an
+// address answered New, later otherwise (Cluster is nil until then).
+func (c *Client) Decided() <-chan struct{} { return c.decided }
+
+// Cluster returns the router when the upstream is a Redis Cluster, nil for a single node (and until Decided).
+func (c *Client) Cluster() *Cluster { return c.cluster.Load() }
+
+// SetKeyFunc tells a cluster router how to find the keys of a command (the proxy's command table); a single
+// node needs no keys.
+func (c *Client) SetKeyFunc(f KeyFunc) {
+	if cl := c.cluster.Load(); cl != nil {
+		cl.SetKeyFunc(f)
+	}
+}
+
+// Do is Pool.Do on a single node, Cluster.Do in front of a cluster.
+func (c *Client) Do(call *Call, payload []byte, n int) error {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Do(call, payload, n)
+	}
+	return c.Pool.Do(call, payload, n)
+}
+
+// Fetch is Pool.Fetch, over Cluster.Do in front of a cluster.
+func (c *Client) Fetch(call *Call, keys [][]byte, out []Fetched) ([]Fetched, error) {
+	if cl := c.cluster.Load(); cl != nil {
+		return fetch(cl.Do, call, keys, out)
+	}
+	return c.Pool.Fetch(call, keys, out)
+}
+
+// Dedicated returns a dedicated connection: to the single node, or to the first master of a cluster (for
+// commands without keys).
+func (c *Client) Dedicated() (*Conn, error) { return c.DedicatedSlot(NoSlot) }
+
+// DedicatedSlot returns a dedicated connection to the master of slot (NoSlot: any); on a single node, to it.
+func (c *Client) DedicatedSlot(slot int) (*Conn, error) {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Dedicated(slot)
+	}
+	return c.Pool.Dedicated()
+}
+
+// DedicatedKey returns a dedicated connection to the node that holds key.
+func (c *Client) DedicatedKey(key []byte) (*Conn, error) {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Dedicated(int(Slot(key)))
+	}
+	return c.Pool.Dedicated()
+}
+
+// Healthy reports whether the upstream answers: the single node, or every master of a cluster.
+func (c *Client) Healthy() bool {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Healthy()
+	}
+	return c.Pool.Healthy()
+}
+
+// Reached reports whether the upstream (any node of a cluster) has answered at least once since start.
+func (c *Client) Reached() bool {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Reached()
+	}
+	return c.Pool.Reached()
+}
+
+// DedicatedKey returns a dedicated connection; a Pool has one node, so key does not matter. It lets code that
+// writes one key on a dedicated connection take a Pool or a Client.
+func (p *Pool) DedicatedKey(key []byte) (*Conn, error) { return p.Dedicated() }

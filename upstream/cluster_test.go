@@ -1,0 +1,314 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+)
+
+func TestSlot(t *testing.T) {
+	tests := []struct {
+		key  string
+		want uint16
+	}{
+		{"foo", 12182},
+		{"bar", 5061},
+		{"hello", 866},
+		{"123456789", 12739}, // CRC-16/XMODEM's check value 0x31C3
+		{"", 0},
+		{"{user1000}.following", Slot([]byte("user1000"))},
+		{"{user1000}.followers", Slot([]byte("user1000"))},
+		{"foo{}{bar}", crc16([]byte("foo{}{bar}")) & (SlotCount - 1)}, // an empty tag: the whole key
+		{"foo{{bar}}zap", Slot([]byte("{bar"))},                       // the tag ends at the first '}'
+		{"foo{bar}{zap}", Slot([]byte("bar"))},                        // the first tag only
+		{"{unclosed", crc16([]byte("{unclosed")) & (SlotCount - 1)},
+	}
+	for _, tt := range tests {
+		if got := Slot([]byte(tt.key)); got != tt.want {
+			t.Errorf("Slot(%q) = %d; want %d", tt.key, got, tt.want)
+		}
+	}
+}
+
+// TestCRC16 compares crc16, two bytes per step, with the byte-at-a-time definition Redis's crc16.c uses.
+func TestCRC16(t *testing.T) {
+	ref := func(b []byte) uint16 {
+		var crc uint16
+		for _, c := range b {
+			crc ^= uint16(c) << 8
+			for range 8 {
+				if crc&0x8000 != 0 {
+					crc = crc<<1 ^ 0x1021
+				} else {
+					crc <<= 1
+				}
+			}
+		}
+		return crc
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 2000; n++ {
+		b := make([]byte, rng.IntN(70))
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		if got, want := crc16(b), ref(b); got != want {
+			t.Fatalf("crc16(%q) = %#x; want %#x", b, got, want)
+		}
+	}
+}
+
+func TestParseRedirect(t *testing.T) {
+	tests := []struct {
+		frame string
+		kind  redirectKind
+		slot  int
+		addr  string
+	}{
+		{"-MOVED 3999 127.0.0.1:6381\r\n", redirectMoved, 3999, "127.0.0.1:6381"},
+		{"-ASK 12 10.0.0.2:7000\r\n", redirectAsk, 12, "10.0.0.2:7000"},
+		{"-TRYAGAIN Multiple keys request during rehashing of slot\r\n", redirectTryAgain, 0, ""},
+		{"-MOVED 16384 127.0.0.1:1\r\n", redirectNone, 0, ""},
+		{"-MOVED x 127.0.0.1:1\r\n", redirectNone, 0, ""},
+		{"-ERR MOVED\r\n", redirectNone, 0, ""},
+		{"+OK\r\n", redirectNone, 0, ""},
+	}
+	for _, tt := range tests {
+		kind, slot, addr := parseRedirect([]byte(tt.frame))
+		if kind != tt.kind || slot != tt.slot || addr != tt.addr {
+			t.Errorf("parseRedirect(%q) = %d, %d, %q; want %d, %d, %q", tt.frame, kind, slot, addr, tt.kind, tt.slot, tt.addr)
+		}
+	}
+	if got := withHost(":7001", "10.1.2.3:7000"); got != "10.1.2.3:7001" {
+		t.Errorf("withHost: got %q; want 10.1.2.3:7001", got)
+	}
+}
+
+func TestParseRequest(t *testing.T) {
+	payload := append(AppendCommand(nil, "SET", "k", "v"), AppendCommand(nil, "GET", "k")...)
+	args, n := parseRequest(payload, nil)
+	if n != len(AppendCommand(nil, "SET", "k", "v")) || len(args) != 3 || string(args[2]) != "v" {
+		t.Fatalf("parseRequest: %q, %d", args, n)
+	}
+	for _, bad := range []string{"", "*1\r\n", "*1\r\n$3\r\nGE", "+OK\r\n", "*0\r\n", "*1\r\n$-1\r\n"} {
+		if _, n := parseRequest([]byte(bad), nil); n != 0 {
+			t.Errorf("parseRequest(%q) = %d; want 0", bad, n)
+		}
+	}
+}
+
+// firstKey is a KeyFunc for commands whose first argument is their only key.
+func firstKey(args [][]byte, dst [][]byte) [][]byte {
+	if len(args) < 2 || equalFold(args[0], "ping") {
+		return dst
+	}
+	return append(dst, args[1])
+}
+
+// keysOn returns n keys, each served by a different master of cl in turn, with their masters.
+func keysOn(t *testing.T, cl *redistest.Cluster, n int) ([]string, []*redistest.Server) {
+	t.Helper()
+	var keys []string
+	var owners []*redistest.Server
+	for i := 0; len(keys) < n; i++ {
+		k := fmt.Sprintf("k%d", i)
+		m := cl.MasterOf(k)
+		if m == cl.Masters[len(keys)%len(cl.Masters)] {
+			keys = append(keys, k)
+			owners = append(owners, m)
+		}
+	}
+	return keys, owners
+}
+
+// TestClusterRouting: the Client finds the cluster from one seed, routes a pipeline over every master in request
+// order, keeps a transaction whole on its master, follows MOVED when a slot moves behind its back, and receives
+// invalidations from every master.
+func TestClusterRouting(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 0)
+	rec := &recorder{}
+	c, err := New(Options{
+		Addresses: []string{cl.Masters[1].Addr()}, Tracking: true, Cache: rec,
+		Timeout: time.Second, HealthInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if c.Cluster() == nil {
+		t.Fatal("the cluster was not detected")
+	}
+	c.SetKeyFunc(firstKey)
+	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool { _, up := c.Tracking(); return up })
+	if got := c.Cluster().Masters(); got != 3 {
+		t.Fatalf("Masters() = %d; want 3", got)
+	}
+
+	keys, owners := keysOn(t, cl, 6)
+	var req []byte
+	for i, k := range keys {
+		req = AppendCommand(req, "SET", k, "v"+k)
+		req = AppendCommand(req, "GET", keys[(i+1)%len(keys)])
+	}
+	req = AppendCommand(req, "PING")
+	call := NewCall()
+	if err := c.Do(call, req, 2*len(keys)+1); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(call.Replies), "CLUSTERDOWN") {
+		for _, m := range cl.Masters {
+			t.Logf("%s: %s\n%s", m.Addr(), m.Do("CLUSTER", "INFO"), m.Do("CLUSTER", "NODES"))
+		}
+	}
+	for i, k := range keys {
+		if got := string(call.Frame(2 * i)); got != "+OK\r\n" {
+			t.Errorf("SET %s: got %q", k, got)
+		}
+		if got := string(owners[i].Do("GET", k)); got != fmt.Sprintf("$%d\r\nv%s\r\n", len(k)+1, k) {
+			t.Errorf("%s on its master %s: got %q", k, owners[i].Addr(), got)
+		}
+	}
+	// The GETs ran in request order: the first GET asked for keys[1] before its SET, the last for keys[0] after.
+	if got := string(call.Frame(1)); got != "$-1\r\n" {
+		t.Errorf("GET %s before its SET: got %q; want nil", keys[1], got)
+	}
+	if got := string(call.Frame(2*len(keys) - 1)); !strings.HasSuffix(got, "v"+keys[0]+"\r\n") {
+		t.Errorf("GET %s after its SET: got %q", keys[0], got)
+	}
+	if got := string(call.Frame(2 * len(keys))); got != "+PONG\r\n" {
+		t.Errorf("PING: got %q", got)
+	}
+
+	// A transaction travels whole to the master of its keys.
+	tag := "{" + keys[2] + "}"
+	tx := AppendCommand(nil, "MULTI")
+	tx = AppendCommand(tx, "SET", tag+"a", "1")
+	tx = AppendCommand(tx, "INCR", tag+"a")
+	tx = AppendCommand(tx, "EXEC")
+	if err := c.Do(call, tx, 4); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(call.Frame(3)); got != "*2\r\n+OK\r\n:2\r\n" {
+		t.Errorf("EXEC: got %q", got)
+	}
+
+	// Invalidations from every master reach the tier.
+	for i, k := range keys[:3] {
+		owners[i].Do("SET", k, "direct")
+		redistest.Eventually(t, 5*time.Second, "invalidation of "+k, func() bool { return rec.invalidated(k) })
+	}
+	if err := c.Barrier(context.Background()); err != nil {
+		t.Fatalf("Barrier: %v", err)
+	}
+
+	// New prefixes: a second tracking session on every master, then the old ones closed.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.SetPrefixes(ctx, []string{"only:"}); err != nil {
+		t.Fatalf("SetPrefixes: %v", err)
+	}
+	if got := c.Prefixes(); len(got) != 1 || got[0] != "only:" {
+		t.Fatalf("Prefixes() = %q", got)
+	}
+	if _, up := c.Tracking(); !up {
+		t.Fatal("tracking down after SetPrefixes")
+	}
+	for _, k := range []string{"only:{" + keys[0] + "}", "only:{" + keys[1] + "}", "only:{" + keys[2] + "}"} {
+		cl.MasterOf(k).Do("SET", k, "1") // one key on each master
+		redistest.Eventually(t, 5*time.Second, "invalidation of "+k, func() bool { return rec.invalidated(k) })
+	}
+	other := keys[3]
+	count := func() int {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		n := 0
+		for _, k := range rec.keys {
+			if k == other {
+				n++
+			}
+		}
+		return n
+	}
+	before := count()
+	owners[3].Do("SET", other, "x")
+	if err := c.Barrier(context.Background()); err != nil {
+		t.Fatalf("Barrier: %v", err)
+	}
+	if count() != before {
+		t.Errorf("%s, outside the new prefixes, was invalidated after the switch", other)
+	}
+
+	// Move keys[0]'s slot to another master behind the router's back: the next command gets MOVED and follows.
+	slot, from, to := cl.Slot(keys[0]), owners[0], owners[1]
+	cl.Migrate(slot, from, to, 10, nil)
+	moved := c.Cluster().Stats().Moved
+	if err := c.Do(call, AppendCommand(nil, "GET", keys[0]), 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(call.Frame(0)); got != "$6\r\ndirect\r\n" {
+		t.Errorf("GET %s after its slot moved: got %q", keys[0], got)
+	}
+	if c.Cluster().Stats().Moved == moved {
+		t.Error("no MOVED was followed")
+	}
+	if got := c.Cluster().smap.Load().node(slot).addr; got != to.Addr() {
+		t.Errorf("the slot map says slot %d is on %s; want %s", slot, got, to.Addr())
+	}
+}
+
+// TestClientDecidesLate: a Client made while nothing answers decides what the upstream is once it answers; a
+// single node then gets its health PING and tracking as if it had answered at once.
+func TestClientDecidesLate(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Kill()
+	rec := &recorder{}
+	c, err := New(Options{
+		Addresses: []string{srv.Addr()}, Tracking: true, Cache: rec,
+		Timeout: 300 * time.Millisecond, HealthInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	select {
+	case <-c.Decided():
+		t.Fatal("decided while nothing answered")
+	default:
+	}
+	if enabled, up := c.Tracking(); !enabled || up {
+		t.Fatalf("Tracking() = %v, %v while undecided; want true, false", enabled, up)
+	}
+	srv.Restart()
+	redistest.Eventually(t, 5*time.Second, "decided", func() bool {
+		select {
+		case <-c.Decided():
+			return true
+		default:
+			return false
+		}
+	})
+	if c.Cluster() != nil {
+		t.Fatal("a single node was taken for a cluster")
+	}
+	redistest.Eventually(t, 5*time.Second, "tracking up", func() bool { _, up := c.Tracking(); return up })
+	redistest.Eventually(t, 5*time.Second, "healthy", c.Healthy)
+	call := NewCall()
+	if err := c.Do(call, AppendCommand(nil, "PING"), 1); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
+		t.Fatalf("PING: %q, %v", call.Replies, err)
+	}
+}
+
+// BenchmarkSlot measures the hash slot of a typical feature key (what each lookup costs more in cluster mode).
+func BenchmarkSlot(b *testing.B) {
+	key := []byte("user:123456:features")
+	b.SetBytes(int64(len(key)))
+	for b.Loop() {
+		Slot(key)
+	}
+}
