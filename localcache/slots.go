@@ -51,9 +51,6 @@ func (c *Cache) EnableSlots(slotOf func(key []byte) uint16) {
 	c.Flush()
 }
 
-// SlotsEnabled reports whether EnableSlots was called.
-func (c *Cache) SlotsEnabled() bool { return c.slots.Load() != nil }
-
 // SetSlotsTrusted is SetTrusted for some hash slots (cluster mode): it says whether the invalidations of the
 // master that serves them are being received. Each transition moves the slot's session, so that entries of the
 // slot stored before a loss are unverified (served under the rules of on_tracking_loss), and no value fetched
@@ -102,12 +99,6 @@ func (c *Cache) FlushSlots(slots []uint16) {
 		w.Store(uint64(next)<<32 | uint64(next)<<1 | old&untrustedBit)
 	}
 	c.stats.slotFlushes.Add(uint64(len(slots)))
-}
-
-// SlotTrusted reports whether the slot of key stores fills: true for every key without EnableSlots.
-func (c *Cache) SlotTrusted(key []byte) bool {
-	t := c.slots.Load()
-	return t == nil || t.word(key).Load()&untrustedBit == 0
 }
 
 // UntrustedSlots is the number of hash slots whose invalidations are not being received (0 without

@@ -60,6 +60,7 @@ type Server struct {
 	hello    atomic.Pointer[serverInfo]
 
 	cmds       atomic.Pointer[Commands] // the command table's source, for rebuilding it (installTable)
+	tblMu      sync.Mutex               // serializes installTable
 	reached    atomic.Bool              // the upstream answered at least once
 	revalidate *tokenBucket             // bounds re-fetches of entries left unverified by a tracking loss
 	nextID     atomic.Int64
@@ -169,7 +170,10 @@ func New(opt Options) (*Server, error) {
 		go func() {
 			select {
 			case <-s.up.Decided():
-				s.installTable(*s.cmds.Load())
+				s.installTable(nil)
+				if si := s.hello.Load(); s.clustered() && si.mode != "standalone" {
+					s.hello.Store(&serverInfo{version: si.version, mode: "standalone", role: si.role})
+				}
 			case <-s.stop:
 			}
 		}()
@@ -180,9 +184,15 @@ func New(opt Options) (*Server, error) {
 // clustered reports whether the upstream is a Redis Cluster (known once the upstream client has been answered).
 func (s *Server) clustered() bool { return s.up.Cluster() != nil }
 
-// installTable builds the command table from cmds and makes it current; in front of a Redis Cluster with the
-// cluster rules, and the router finds each command's keys in it.
+// installTable builds the command table from cmds (nil: the last ones installed) and makes it current; in front
+// of a Redis Cluster with the cluster rules, and the router finds each command's keys in it. Installs are
+// serialized, so the last one reflects whether the upstream is a cluster as known by then.
 func (s *Server) installTable(cmds Commands) {
+	s.tblMu.Lock()
+	defer s.tblMu.Unlock()
+	if cmds == nil {
+		cmds = *s.cmds.Load()
+	}
 	s.cmds.Store(&cmds)
 	s.tbl.Store(newTable(cmds, s.opt.Config.Commands.Deny, s.clustered()))
 	if s.clustered() {

@@ -369,4 +369,7 @@ func (c *Client) Close() {
 	}
 	c.Pool.Close()
 	<-c.exited
+	if t := c.currentTracker(); t != nil {
+		t.Close() // started by decideLater as Close began
+	}
 }

@@ -221,3 +221,37 @@ func (cl *Cluster) SetPrefixes(ctx context.Context, prefixes []string) error {
 	cl.log.Info("upstream: tracking prefixes changed on every cluster master", "prefixes", len(next))
 	return nil
 }
+
+// retrustLocked tells the tier which slots are trusted: those whose master's tracking is up. Caller holds cl.mu.
+func (cl *Cluster) retrustLocked() {
+	if !cl.opt.Tracking {
+		return
+	}
+	m := cl.smap.Load()
+	var on, off []uint16
+	for s := range m.owner {
+		want := m.owner[s] != nil && m.owner[s].up
+		if want != cl.trusted[s] {
+			cl.trusted[s] = want
+			if want {
+				on = append(on, uint16(s))
+				cl.untrusted--
+			} else {
+				off = append(off, uint16(s))
+				cl.untrusted++
+			}
+		}
+	}
+	switch {
+	case cl.slots != nil:
+		if len(off) > 0 {
+			cl.slots.SetSlotsTrusted(off, false)
+		}
+		if len(on) > 0 {
+			cl.slots.SetSlotsTrusted(on, true)
+		}
+	case len(on)+len(off) > 0:
+		// A tier without per-slot state is trusted only while every master's tracking is up.
+		cl.opt.Cache.SetTrusted(cl.untrusted == 0)
+	}
+}
