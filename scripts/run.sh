@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs featcache against a local Redis on a fresh Debian machine with Go: installs and starts redis-server on
 # 127.0.0.1:6379 if none answers there, builds featcache and runs it with config.yaml (RESP on 127.0.0.1:6380,
-# admin HTTP on 127.0.0.1:9121). Extra arguments go to featcache, e.g. scripts/run.sh -listen 0.0.0.0:6380.
+# admin HTTP on 127.0.0.1:9121). Extra arguments go to featcache, e.g. scripts/run.sh -listen 127.0.0.1:6390 (a
+# non-loopback address needs a password in the file, or protected_mode: false).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
