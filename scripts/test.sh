@@ -38,7 +38,22 @@ echo "== chaos test (its figures, and any failure it reports)"
 go test -race -count=1 -run '^TestChaos$' ./proxy/ -v | grep -E '^( +[a-z_]+_test\.go:[0-9]+: |--- |ok|FAIL)'
 
 echo "== fuzz (briefly)"
-fuzz() { go test -run='^$' -fuzz="^$2\$" -fuzztime="${FUZZTIME:-10s}" "./$1/"; }
+# Go 1.26's fuzzing coordinator can end a run with "context deadline exceeded" when -fuzztime expires while a worker
+# is mid-execution (go.dev/issue/75804, fixed in Go 1.27), without any failing input. A real failure always writes
+# its input under testdata/fuzz ("Failing input written to"): only that, or any other error, fails the run.
+fuzz() {
+  local out status=0
+  out=$(go test -run='^$' -fuzz="^$2\$" -fuzztime="${FUZZTIME:-10s}" "./$1/" 2>&1) || status=$?
+  printf '%s\n' "$out" | tail -n 3
+  if [ "$status" -ne 0 ]; then
+    if printf '%s\n' "$out" | grep -q 'context deadline exceeded' && ! printf '%s\n' "$out" | grep -q 'Failing input written'; then
+      echo "$2: the run ended at -fuzztime with Go's coordinator race (go.dev/issue/75804), no failing input: not a failure"
+      return 0
+    fi
+    printf '%s\n' "$out"
+    return "$status"
+  fi
+}
 fuzz proxy FuzzReader
 fuzz proxy FuzzServe
 fuzz proxy FuzzKeys
