@@ -18,7 +18,7 @@ import (
 
 // inProcess is one run of featcache in the test process.
 type inProcess struct {
-	logs   *logBuffer
+	logs   *redistest.LogBuffer
 	stop   chan os.Signal
 	done   chan error
 	listen string
@@ -27,7 +27,7 @@ type inProcess struct {
 // startInProcess runs featcache with args and waits until it listens, or fails the test with what it logged.
 func startInProcess(t *testing.T, args ...string) *inProcess {
 	t.Helper()
-	in := &inProcess{logs: &logBuffer{}, stop: make(chan os.Signal, 1), done: make(chan error, 1)}
+	in := &inProcess{logs: &redistest.LogBuffer{}, stop: make(chan os.Signal, 1), done: make(chan error, 1)}
 	go func() { in.done <- run(args, in.logs, in.stop) }()
 	addr := regexp.MustCompile(`msg="featcache started" listen=(\S+)`)
 	redistest.Eventually(t, 10*time.Second, "featcache listening", func() bool {
@@ -86,7 +86,7 @@ func TestProtectedMode(t *testing.T) {
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs redistest.LogBuffer
 			err := run(append(tc.args, "-upstream", redis.Addr()), &logs, make(chan os.Signal))
 			if err == nil || !strings.Contains(err.Error(), "is not a loopback address and clients need no credentials (protected mode)") {
 				t.Fatalf("got %v; want the protected mode refusal", err)

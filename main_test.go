@@ -62,29 +62,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// logBuffer collects a process's log lines; safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // instance is one featcache process.
 type instance struct {
 	t       *testing.T
 	cmd     *exec.Cmd
-	log     *logBuffer
+	log     *redistest.LogBuffer
 	addr    string // RESP
 	admin   string // http://host:port
 	exited  chan struct{}
@@ -107,7 +89,7 @@ func startBinaryArgs(t *testing.T, yamlCfg string, args ...string) *instance {
 	if err := os.WriteFile(cfgPath, []byte(yamlCfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{t: t, log: &logBuffer{}, addr: listen, admin: "http://" + admin, exited: make(chan struct{})}
+	in := &instance{t: t, log: &redistest.LogBuffer{}, addr: listen, admin: "http://" + admin, exited: make(chan struct{})}
 	in.cmd = exec.Command(binary(t), append([]string{"-config", cfgPath, "-listen", listen, "-admin", admin}, args...)...)
 	in.cmd.Stderr = in.log
 	if err := in.cmd.Start(); err != nil {

@@ -37,7 +37,8 @@ func (f *fleet) startCluster(bin string, n int) ([]string, []*proc, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := waitAnswer(p, addr); err != nil {
+		// PING, since a cluster node without slots refuses GET.
+		if err := waitFor(p, addr, "PING"); err != nil {
 			return nil, nil, err
 		}
 		addrs, procs = append(addrs, addr), append(procs, p)
@@ -86,29 +87,6 @@ func freeClusterAddr() (string, error) {
 		return addr, nil
 	}
 	return "", errors.New("no free port pair (port, port+10000) below 55535")
-}
-
-// waitAnswer waits until addr answers PING (a cluster node without slots refuses GET).
-func waitAnswer(p *proc, addr string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited during start-up:\n%s", p.name, tail(p.log))
-		default:
-		}
-		if rc, err := dialRESP(addr, time.Second); err == nil {
-			_, err = rc.do("PING")
-			rc.Close()
-			if err == nil {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer on %s within 10s", p.name, addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // clusterOwners reads CLUSTER SLOTS from addr: the master address of every slot.

@@ -107,7 +107,10 @@ func (f *fleet) stopAll() {
 
 // waitReady polls addr with a GET until a reply comes back, the process exits, or ten seconds pass. GET is what
 // every target here answers (twemproxy does not know PING in every version).
-func waitReady(p *proc, addr string) error {
+func waitReady(p *proc, addr string) error { return waitFor(p, addr, "GET", "bench:ready") }
+
+// waitFor sends cmd to addr until a reply (nil included) comes back, the process exits, or ten seconds pass.
+func waitFor(p *proc, addr string, cmd ...string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
@@ -117,7 +120,7 @@ func waitReady(p *proc, addr string) error {
 		}
 		if rc, err := dialRESP(addr, time.Second); err == nil {
 			rc.nc.SetDeadline(time.Now().Add(time.Second))
-			_, err = rc.do("GET", "bench:ready")
+			_, err = rc.do(cmd...)
 			rc.Close()
 			if err == nil || errors.Is(err, errNil) {
 				return nil

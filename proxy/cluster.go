@@ -157,12 +157,7 @@ func (c *client) appendMerged(dst []byte, h *hole) []byte {
 // tier as it does in front of a single node.
 func (c *client) fanOut(cmd *Command, tc *command) {
 	c.runSegment()
-	req := c.seg.req[:0]
-	if cmd.Raw != nil {
-		req = append(req, cmd.Raw...)
-	} else {
-		req = upstream.AppendArgs(req, cmd.Args)
-	}
+	req := appendRequest(c.seg.req[:0], cmd)
 	c.seg.req = req
 	start := time.Now()
 	n, err := c.srv.up.Cluster().FanOut(c.call, req)

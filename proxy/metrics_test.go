@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -289,28 +288,10 @@ func TestMetricsLowCardinality(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination tests can read while the server writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestSlowCommandLog: with log.slow_command set, a pipeline slower than it is logged with its command names, and
 // never with its arguments.
 func TestSlowCommandLog(t *testing.T) {
-	var logs syncBuffer
+	var logs redistest.LogBuffer
 	p := startProxyOn(t, redistest.Start(t), defaultTestConfig+`
 log:
   slow_command: 1ns

@@ -250,7 +250,7 @@ policies:
   - {name: w, prefix: "w:", hard_ttl: 1h}
 `, rate, interval, file)
 	}
-	var logs syncBuffer
+	var logs redistest.LogBuffer
 	p := startReloadable(t, redistest.Start(t), cfg(1000, "1m", oldFile),
 		func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	p.srv.StartWarmup()

@@ -121,11 +121,7 @@ func (s *segment) full() bool { return len(s.req) > maxSegmentBytes || s.frames 
 
 // addForward appends a command to the payload and a hole for its reply.
 func (s *segment) addForward(cmd *Command) {
-	if cmd.Raw != nil {
-		s.req = append(s.req, cmd.Raw...)
-	} else {
-		s.req = upstream.AppendArgs(s.req, cmd.Args)
-	}
+	s.req = appendRequest(s.req, cmd)
 	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.frames})
 	s.frames++
 	s.forward = true
@@ -377,4 +373,13 @@ func appendBulk(dst, b []byte) []byte {
 	dst = append(dst, '\r', '\n')
 	dst = append(dst, b...)
 	return append(dst, '\r', '\n')
+}
+
+// appendRequest appends cmd as featcache sends it upstream: the bytes the client sent when the reader kept them
+// (Command.Raw), else the arguments as a RESP array.
+func appendRequest(dst []byte, cmd *Command) []byte {
+	if cmd.Raw != nil {
+		return append(dst, cmd.Raw...)
+	}
+	return upstream.AppendArgs(dst, cmd.Args)
 }

@@ -165,11 +165,7 @@ func (c *client) appendQueued(cmd *Command, tc *command) {
 		c.errorReply("ERR transaction too large for featcache (limits.max_request_bytes)")
 		return
 	}
-	if cmd.Raw != nil {
-		c.tx.queue = append(c.tx.queue, cmd.Raw...)
-	} else {
-		c.tx.queue = upstream.AppendArgs(c.tx.queue, cmd.Args)
-	}
+	c.tx.queue = appendRequest(c.tx.queue, cmd)
 	c.tx.queued++
 	if isWrite(tc) {
 		c.tx.rememberWrite(cmd.Args, tc)
@@ -252,24 +248,34 @@ func (c *client) cmdWatch(cmd *Command) {
 	}
 	c.runSegment()
 	tc := c.srv.tbl.Load().lookup(cmd.Args)
+	conn, slot, ok := c.dedicatedFor(cmd, tc) // the session lives on the master of the watched keys' slot
+	if !ok {
+		return
+	}
+	c.tx.conn, c.tx.pinSlot, c.tx.fresh = conn, slot, true
+	c.execPinned(cmd, tc)
+	c.tx.fresh = false
+}
+
+// dedicatedFor takes a dedicated upstream connection for cmd: in front of a Redis Cluster, to the master of its
+// keys' slot, which must be one (the slot is returned; NoSlot for a single node). When there is none it answers
+// the client itself (CROSSSLOT, or the upstream's failure) and reports false.
+func (c *client) dedicatedFor(cmd *Command, tc *command) (*upstream.Conn, int, bool) {
 	slot := upstream.NoSlot
 	if c.srv.clustered() {
-		// The session lives on the master of the watched keys' slot.
 		var ok bool
 		if slot, ok = c.commandSlot(cmd.Args, tc); !ok {
 			c.errorReply(crossSlotError)
-			return
+			return nil, slot, false
 		}
 	}
 	conn, err := c.srv.up.DedicatedSlot(slot)
 	if err != nil {
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
-		return
+		return nil, slot, false
 	}
-	c.tx.conn, c.tx.pinSlot, c.tx.fresh = conn, slot, true
-	c.execPinned(cmd, tc)
-	c.tx.fresh = false
+	return conn, slot, true
 }
 
 // cmdUnwatch outside a WATCH session has nothing to release. Inside MULTI, Redis queues UNWATCH like any other
@@ -306,12 +312,7 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 		return
 	}
 	c.runSegment()
-	req := c.seg.req[:0]
-	if cmd.Raw != nil {
-		req = append(req, cmd.Raw...)
-	} else {
-		req = upstream.AppendArgs(req, cmd.Args)
-	}
+	req := appendRequest(c.seg.req[:0], cmd)
 	c.seg.req = req
 	var d time.Duration
 	blocks := false
@@ -496,26 +497,11 @@ func (c *client) blocking(cmd *Command, tc *command) {
 		return
 	}
 	c.runSegment()
-	slot := upstream.NoSlot
-	if c.srv.clustered() {
-		var ok bool
-		if slot, ok = c.commandSlot(cmd.Args, tc); !ok {
-			c.errorReply(crossSlotError)
-			return
-		}
-	}
-	conn, err := c.srv.up.DedicatedSlot(slot)
-	if err != nil {
-		c.srv.stats.Errors.Add(1)
-		c.errorReply(upstreamErrorText(err))
+	conn, _, ok := c.dedicatedFor(cmd, tc)
+	if !ok {
 		return
 	}
-	req := c.seg.req[:0]
-	if cmd.Raw != nil {
-		req = append(req, cmd.Raw...)
-	} else {
-		req = upstream.AppendArgs(req, cmd.Args)
-	}
+	req := appendRequest(c.seg.req[:0], cmd)
 	c.seg.req = req
 	c.srv.stats.Forwarded.Add(1)
 	var overall time.Time

@@ -71,7 +71,7 @@ func newLoggingClient(t *testing.T, addr string, log *slog.Logger, prefixes ...s
 // each change is logged once, "upstream: down" with why and "upstream: up".
 func TestClientHealth(t *testing.T) {
 	srv := redistest.Start(t)
-	var logs logBuffer
+	var logs redistest.LogBuffer
 	c, _ := newLoggingClient(t, srv.Addr(), slog.New(slog.NewTextHandler(&logs, nil)))
 	redistest.Eventually(t, 5*time.Second, "healthy and reached", func() bool { return c.Healthy() && c.Reached() })
 	up := regexp.MustCompile(`level=INFO msg="upstream: up" addr=` + regexp.QuoteMeta(srv.Addr()) + `\n`)
@@ -215,22 +215,4 @@ func countSubstr(s, sub string) int {
 		}
 	}
 	return n
-}
-
-// logBuffer is a log destination tests can read while the client writes to it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

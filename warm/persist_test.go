@@ -106,7 +106,7 @@ func TestPersisterWarnsOnEvictionByAccess(t *testing.T) {
 	} {
 		t.Run(tc.policy+" touch "+strconv.Itoa(tc.touch), func(t *testing.T) {
 			srv.Do("CONFIG", "SET", "maxmemory-policy", tc.policy)
-			var logs logBuffer
+			var logs redistest.LogBuffer
 			p := NewPersister(NewHotKeys(10), pool, PersistConfig{Size: 10, Interval: time.Minute, Touch: tc.touch},
 				slog.New(slog.NewTextHandler(&logs, nil)))
 			p.Start()

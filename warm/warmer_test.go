@@ -254,7 +254,7 @@ func TestWarmerLogsProgress(t *testing.T) {
 		args = append(args, strconv.Itoa(1000-i), "k"+strconv.Itoa(i))
 	}
 	srv.Do(args...)
-	var logs logBuffer
+	var logs redistest.LogBuffer
 	w := New(Options{Filler: &fakeFiller{}, Rate: 2000, Batch: 100, ReadyAfter: 500, ProgressInterval: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	t.Cleanup(w.Close)
@@ -285,24 +285,6 @@ func TestWarmerLogsProgress(t *testing.T) {
 		}
 		last = fetched
 	}
-}
-
-// logBuffer is a log destination tests can read while the code under test writes to it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestLimiter(t *testing.T) {

@@ -445,3 +445,23 @@ func Eventually(tb testing.TB, d time.Duration, msg string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// LogBuffer is a log destination (for slog handlers or a process's output) that tests read while the code under
+// test writes to it. It is safe for concurrent use; the zero value is ready.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
