@@ -58,7 +58,7 @@ type Warm struct {
 
 // WarmSource is one list of keys to warm from, hottest first: exactly one of File and Zset is set.
 type WarmSource struct {
-	// File is a text file with one key per line (see the README for quoting).
+	// File is a text file with one key per line (see docs/operations.md, Warm starts, for quoting).
 	File string
 	// Zset is a Redis sorted set whose members are keys; the highest score comes first.
 	Zset string

@@ -10,7 +10,7 @@ import (
 )
 
 // invalidationBound is how long a write made elsewhere (another featcache, or Redis directly) may take to become
-// visible through a featcache: the invalidation latency, measured in milliseconds (README, Freshness), with room
+// visible through a featcache: the invalidation latency, measured in milliseconds (docs/freshness.md), with room
 // for a loaded machine. Tests wait for convergence within it; they never assert a latency.
 const invalidationBound = 2 * time.Second
 
