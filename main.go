@@ -133,8 +133,15 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 		if file == "" {
 			file = "the defaults (no -config)"
 		}
-		fmt.Fprintf(stdout, "featcache: configuration OK: %s (listen %s, admin %s, upstream %s, %d policies)\n",
-			file, cfg.Listen, orNone(cfg.Admin), upstreamName(cfg.Upstream), len(cfg.Policies))
+		auth := "without a password"
+		if cfg.Upstream.Password != "" {
+			auth = "with a password"
+		}
+		if cfg.Upstream.Username != "" {
+			auth = "as user " + cfg.Upstream.Username + " " + auth
+		}
+		fmt.Fprintf(stdout, "featcache: configuration OK: %s (listen %s, admin %s, upstream %s %s, %d policies)\n",
+			file, cfg.Listen, orNone(cfg.Admin), upstreamName(cfg.Upstream), auth, len(cfg.Policies))
 		return nil
 	}
 	level := new(slog.LevelVar)

@@ -78,11 +78,12 @@ func TestCommandLine(t *testing.T) {
 		{name: "-version", args: []string{"-version"}, stdout: []string{"featcache ", "go1."}, quietError: true},
 		{name: "check good", args: []string{"-config", good, "-check"},
 			stdout: []string{"featcache: configuration OK: " + good + " (listen 127.0.0.1:6380, admin 127.0.0.1:9121, " +
-				"upstream redis.example:6379, 1 policies)"}, quietError: true},
+				"upstream redis.example:6379 with a password, 1 policies)"}, quietError: true},
 		{name: "check with overrides", args: []string{"-config", good, "-check", "-listen", "127.0.0.1:7000", "-admin",
 			"127.0.0.1:7001", "-upstream", "127.0.0.1:1"},
-			stdout: []string{"configuration OK: " + good + " (listen 127.0.0.1:7000, admin 127.0.0.1:7001, upstream 127.0.0.1:1,"}},
-		{name: "check defaults", args: []string{"-check"}, stdout: []string{"configuration OK: the defaults (no -config)"}},
+			stdout: []string{"configuration OK: " + good + " (listen 127.0.0.1:7000, admin 127.0.0.1:7001, upstream 127.0.0.1:1 with a password,"}},
+		{name: "check defaults", args: []string{"-check"}, stdout: []string{"configuration OK: the defaults (no -config) (listen 127.0.0.1:6380, admin 127.0.0.1:9121, " +
+			"upstream 127.0.0.1:6379 without a password, 0 policies)"}},
 		{name: "check bad field", args: []string{"-config", badTTL, "-check"}, code: 1,
 			stderr: []string{"featcache: " + badTTL + `: policy "p": hard_ttl: invalid duration "soon"`}},
 		{name: "check bad override", args: []string{"-config", good, "-check", "-listen", "nope"}, code: 1,
