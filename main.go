@@ -2,6 +2,8 @@
 // process memory, keeps that memory consistent with the Redis online store, and forwards everything else.
 //
 //	featcache -config config.yaml [-listen ADDR] [-upstream ADDR[,ADDR]] [-admin ADDR]
+//	featcache -config config.yaml -check
+//	featcache -version
 package main
 
 import (
@@ -16,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -31,26 +34,65 @@ import (
 // limits.max_clients_memory: client baselines, fills in flight, the runtime itself.
 const memoryHeadroom = 64 << 20
 
+// version is featcache's version as -version prints it. A release sets it when building:
+//
+//	go build -trimpath -ldflags "-X main.version=v1.2.0" .
+//
+// Without it, -version prints what the Go toolchain recorded in the binary: the module version (from the VCS tag,
+// or a pseudo-version of the commit), the commit and whether the tree was modified.
+var version string
+
 func main() {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	if err := run(os.Args[1:], os.Stderr, sig); err != nil {
+	err := run(os.Args[1:], os.Stdout, os.Stderr, sig)
+	var usage usageError
+	switch {
+	case err == nil:
+	case errors.As(err, &usage):
+		fmt.Fprintf(os.Stderr, "featcache: %v\nRun 'featcache -h' for usage.\n", err)
+		os.Exit(2)
+	default:
 		fmt.Fprintln(os.Stderr, "featcache:", err)
 		os.Exit(1)
 	}
 }
 
+// usageError is a command line that featcache cannot run: an unknown flag, a bad flag value, a stray argument.
+// main exits 2 for it, as the flag package does.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
 // run is featcache: it parses args, loads and validates the configuration, serves until SIGTERM or SIGINT arrives
-// on sig (SIGHUP reloads the configuration), then shuts down gracefully. Logs go to logw.
-func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
+// on sig (SIGHUP reloads the configuration), then shuts down gracefully. Logs go to logw; what was asked for on the
+// command line (-h, -version, -check) goes to stdout.
+func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 	fs := flag.NewFlagSet("featcache", flag.ContinueOnError)
-	fs.SetOutput(logw)
-	configPath := fs.String("config", "", "configuration file (YAML); without it every default applies")
-	listen := fs.String("listen", "", "RESP listen address, overrides listen")
-	upstreams := fs.String("upstream", "", "upstream address(es), comma-separated, override upstream.addresses (and upstream.sentinel)")
-	admin := fs.String("admin", "", "admin HTTP address (/metrics, /healthz, /readyz), overrides admin")
+	fs.SetOutput(io.Discard) // errors are returned; -h prints the usage to stdout below
+	configPath := fs.String("config", "", "configuration `FILE` (YAML); without it every default applies (see config.yaml)")
+	listen := fs.String("listen", "", "RESP listen `ADDR` (host:port), overrides listen")
+	upstreams := fs.String("upstream", "", "upstream `ADDR[,ADDR]`, overrides upstream.addresses (and upstream.sentinel)")
+	admin := fs.String("admin", "", "admin HTTP `ADDR` (/metrics, /healthz, /readyz), overrides admin")
+	check := fs.Bool("check", false, "check the configuration (the file, its password and TLS files, the flags) and exit:\n"+
+		"0 and one OK line when featcache could start with it, else 1 and the error naming the field;\n"+
+		"nothing is listened on and Redis is not contacted")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout, fs)
+			return nil
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q: flags come first, and the configuration file is given "+
+			"with -config %s", fs.Arg(0), fs.Arg(0))}
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "featcache", versionString())
+		return nil
 	}
 
 	// load reads the file and applies the flags; a reload (SIGHUP, CACHE RELOAD) calls it again.
@@ -85,6 +127,22 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 	upstreamTLS, err := cfg.Upstream.TLS.ClientConfig()
 	if err != nil {
 		return err
+	}
+	if *check {
+		file := *configPath
+		if file == "" {
+			file = "the defaults (no -config)"
+		}
+		auth := "without a password"
+		if cfg.Upstream.Password != "" {
+			auth = "with a password"
+		}
+		if cfg.Upstream.Username != "" {
+			auth = "as user " + cfg.Upstream.Username + " " + auth
+		}
+		fmt.Fprintf(stdout, "featcache: configuration OK: %s (listen %s, admin %s, upstream %s %s, %d policies)\n",
+			file, cfg.Listen, orNone(cfg.Admin), upstreamName(cfg.Upstream), auth, len(cfg.Policies))
+		return nil
 	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.Log.Level)
@@ -127,25 +185,30 @@ func run(args []string, logw io.Writer, sig <-chan os.Signal) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	// Both listeners are open before anything is served, so that a taken port stops featcache at once, naming
+	// which listener failed.
+	ln, err := listenOn("RESP listener", "listen", cfg.Listen)
 	if err != nil {
+		srv.Close()
 		return err
 	}
 	if serverTLS != nil {
 		ln = tls.NewListener(ln, serverTLS)
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-
-	var adminSrv *http.Server
+	var adminLn net.Listener
 	adminAddr := ""
 	if cfg.Admin != "" {
-		adminLn, err := net.Listen("tcp", cfg.Admin)
-		if err != nil {
+		if adminLn, err = listenOn("admin listener", "admin", cfg.Admin); err != nil {
+			ln.Close()
 			srv.Close()
 			return err
 		}
 		adminAddr = adminLn.Addr().String()
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	var adminSrv *http.Server
+	if adminLn != nil {
 		adminSrv = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go adminSrv.Serve(adminLn)
 	}
@@ -229,4 +292,87 @@ func policyNames(ps []*policy.Policy) string {
 		names[i] = p.Name
 	}
 	return strings.Join(names, ",")
+}
+
+// listenOn opens a TCP listener; its error names the listener (what), its address and the field and flag that set
+// it, since "address already in use" alone does not say which of featcache's two ports is taken.
+func listenOn(what, field, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		err = op.Err // "bind: address already in use": the address is named below
+	}
+	hint := fmt.Sprintf("set %s in the configuration, or -%s, to a free address", field, field)
+	if field == "admin" {
+		hint += `, or admin: "" to run without the admin listener`
+	}
+	return nil, fmt.Errorf("%s %s: %w (%s)", what, addr, err, hint)
+}
+
+// versionString is the version -version prints: the release version set with -ldflags, else the module version
+// the Go toolchain recorded; then the commit, its time and whether the tree was modified, when recorded, and the
+// Go version and platform.
+func versionString() string {
+	v := version
+	var details []string
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = bi.Main.Version
+		}
+		var rev, at, modified string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				at = s.Value
+			case "vcs.modified":
+				modified = s.Value
+			}
+		}
+		if rev != "" {
+			details = append(details, "commit "+rev[:min(len(rev), 12)])
+		}
+		if at != "" {
+			details = append(details, at)
+		}
+		if modified == "true" {
+			details = append(details, "modified")
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	details = append(details, runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH)
+	return v + " (" + strings.Join(details, ", ") + ")"
+}
+
+// printUsage writes -h's text: what featcache is, how it is called, and its flags.
+func printUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, `featcache: a Redis-protocol caching proxy for ML feature serving.
+
+Usage:
+  featcache -config FILE [-listen ADDR] [-upstream ADDR[,ADDR]] [-admin ADDR]
+  featcache -config FILE -check
+  featcache -version
+
+The flags override the file. SIGHUP reloads the file; SIGTERM drains and stops (SIGINT without the delay).
+Every field of the file is documented, with its default, in config.yaml.
+
+Flags:
+`)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// orNone is s, or "none" when s is empty (a disabled listener).
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,7 +29,7 @@ type inProcess struct {
 func startInProcess(t *testing.T, args ...string) *inProcess {
 	t.Helper()
 	in := &inProcess{logs: &redistest.LogBuffer{}, stop: make(chan os.Signal, 1), done: make(chan error, 1)}
-	go func() { in.done <- run(args, in.logs, in.stop) }()
+	go func() { in.done <- run(args, io.Discard, in.logs, in.stop) }()
 	addr := regexp.MustCompile(`msg="featcache started" listen=(\S+)`)
 	redistest.Eventually(t, 10*time.Second, "featcache listening", func() bool {
 		select {
@@ -87,7 +88,7 @@ func TestProtectedMode(t *testing.T) {
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs redistest.LogBuffer
-			err := run(append(tc.args, "-upstream", redis.Addr()), &logs, make(chan os.Signal))
+			err := run(append(tc.args, "-upstream", redis.Addr()), io.Discard, &logs, make(chan os.Signal))
 			if err == nil || !strings.Contains(err.Error(), "is not a loopback address and clients need no credentials (protected mode)") {
 				t.Fatalf("got %v; want the protected mode refusal", err)
 			}

@@ -81,6 +81,10 @@ type Config struct {
 	Admin string
 	// Password, if not "", must be given by clients with AUTH (AUTH pass, or AUTH default pass). Default "".
 	Password string
+	// PasswordFile, if not "", names a file that holds Password (a mounted Secret, say), so that the configuration
+	// itself holds no secret. Load reads it (and so does every reload), trimming trailing newlines; Parse does
+	// not. A file may not give both password and password_file. Default "".
+	PasswordFile string
 	// ProtectedMode refuses a configuration whose Listen address is not a loopback one while clients need neither
 	// a password nor a client certificate (TLS.ClientCAFile). Default true.
 	ProtectedMode bool
@@ -134,6 +138,8 @@ type Upstream struct {
 	Username string
 	// Password is the upstream password; "" means no AUTH. Default "".
 	Password string
+	// PasswordFile, if not "", names a file that holds Password, read like Config.PasswordFile. Default "".
+	PasswordFile string
 	// Tracking turns on server-assisted invalidation; false means TTL-only freshness (for servers without client
 	// tracking). Default true.
 	Tracking bool
@@ -281,17 +287,70 @@ func Default() *Config {
 	}
 }
 
-// Load reads and parses the configuration file at path. Its errors start with the path.
+// Load reads and parses the configuration file at path, then reads the password files it names (password_file,
+// upstream.password_file) into Password and Upstream.Password. Its errors start with the path.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err // *PathError already names the path
 	}
 	c, err := Parse(data)
+	if err == nil {
+		err = c.ReadPasswordFiles()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// MaxPasswordFileBytes bounds what a password file may hold, so that a wrong path (a log, a device) is an error
+// rather than a huge read.
+const MaxPasswordFileBytes = 64 * kib
+
+// ReadPasswordFiles sets Password from PasswordFile and Upstream.Password from Upstream.PasswordFile, where they are
+// set. Trailing newlines (\n, \r\n) are removed, since secrets are often written with one. A missing, unreadable,
+// empty or oversized file is an error naming the field and the path.
+func (c *Config) ReadPasswordFiles() error {
+	for _, f := range []struct {
+		name     string
+		path     string
+		password *string
+	}{
+		{"password_file", c.PasswordFile, &c.Password},
+		{"upstream.password_file", c.Upstream.PasswordFile, &c.Upstream.Password},
+	} {
+		if f.path == "" {
+			continue
+		}
+		pw, err := readPasswordFile(f.path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		*f.password = pw
+	}
+	return nil
+}
+
+// readPasswordFile returns the contents of the file at path without trailing newlines.
+func readPasswordFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err // *PathError names the path
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxPasswordFileBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > MaxPasswordFileBytes {
+		return "", fmt.Errorf("%s holds more than %s: not a password", path, formatSize(MaxPasswordFileBytes))
+	}
+	pw := strings.TrimRight(string(data), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty (without a password, leave the field out)", path)
+	}
+	return pw, nil
 }
 
 // Parse decodes a YAML configuration, applies the defaults and validates the result. An empty document, or one
@@ -341,7 +400,7 @@ func parseDocument(data []byte) (*yaml.Node, error) {
 }
 
 // topFields are the top-level fields of the file.
-var topFields = []string{"listen", "admin", "admin_pprof", "password", "protected_mode", "tls", "shutdown_delay",
+var topFields = []string{"listen", "admin", "admin_pprof", "password", "password_file", "protected_mode", "tls", "shutdown_delay",
 	"shutdown_timeout", "log", "upstream", "local", "limits", "commands", "warm", "policies", "feast"}
 
 // decode sets the fields the document root gives.
@@ -354,6 +413,7 @@ func (c *Config) decode(root *yaml.Node) error {
 		return err
 	}
 	var feast []*Policy
+	passwordFileLine := 0
 	for _, f := range fs {
 		switch f.name {
 		case "feast":
@@ -374,6 +434,9 @@ func (c *Config) decode(root *yaml.Node) error {
 			err = c.Warm.decode(f.val)
 		case "password":
 			c.Password, err = stringValue(f.val, "password")
+		case "password_file":
+			c.PasswordFile, err = stringValue(f.val, "password_file")
+			passwordFileLine = f.key.Line
 		case "protected_mode":
 			c.ProtectedMode, err = boolValue(f.val, "protected_mode")
 		case "tls":
@@ -393,6 +456,9 @@ func (c *Config) decode(root *yaml.Node) error {
 			return err
 		}
 	}
+	if c.Password != "" && c.PasswordFile != "" {
+		return fmt.Errorf("password_file: set password or password_file, not both (line %d)", passwordFileLine)
+	}
 	// The feast section's policies come after the file's own, whichever comes first in the file.
 	for _, p := range feast {
 		p.Index = len(c.Policies)
@@ -402,12 +468,12 @@ func (c *Config) decode(root *yaml.Node) error {
 }
 
 func (u *Upstream) decode(n *yaml.Node) error {
-	fs, err := fields(n, "upstream", []string{"addresses", "sentinel", "username", "password", "tracking", "timeout",
-		"conns", "revalidate_rate", "tls"})
+	fs, err := fields(n, "upstream", []string{"addresses", "sentinel", "username", "password", "password_file",
+		"tracking", "timeout", "conns", "revalidate_rate", "tls"})
 	if err != nil {
 		return err
 	}
-	addresses, sentinelLine := false, 0
+	addresses, sentinelLine, passwordFileLine := false, 0, 0
 	for _, f := range fs {
 		name := "upstream." + f.name
 		switch f.name {
@@ -421,6 +487,9 @@ func (u *Upstream) decode(n *yaml.Node) error {
 			u.Username, err = stringValue(f.val, name)
 		case "password":
 			u.Password, err = stringValue(f.val, name)
+		case "password_file":
+			u.PasswordFile, err = stringValue(f.val, name)
+			passwordFileLine = f.key.Line
 		case "tracking":
 			u.Tracking, err = boolValue(f.val, name)
 		case "timeout":
@@ -439,6 +508,9 @@ func (u *Upstream) decode(n *yaml.Node) error {
 	if addresses && u.Sentinel.Enabled() {
 		return fmt.Errorf("upstream.sentinel: set upstream.addresses or upstream.sentinel, not both (with sentinel, "+
 			"the sentinels name the primary) (line %d)", sentinelLine)
+	}
+	if u.Password != "" && u.PasswordFile != "" {
+		return fmt.Errorf("upstream.password_file: set upstream.password or upstream.password_file, not both (line %d)", passwordFileLine)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -49,6 +50,31 @@ func TestParse(t *testing.T) {
 					t.Errorf("got password %q; want %q", c.Password, "12345")
 				}
 			}},
+		// Password files: Parse takes the paths, Load reads them (TestLoadPasswordFiles).
+		{name: "password files", input: "password_file: /run/secrets/clients\nupstream:\n  password_file: /run/secrets/redis\n",
+			check: func(t *testing.T, c *Config) {
+				if c.PasswordFile != "/run/secrets/clients" || c.Upstream.PasswordFile != "/run/secrets/redis" ||
+					c.Password != "" || c.Upstream.Password != "" {
+					t.Errorf("got password_file %q upstream.password_file %q, passwords %q %q; want the paths and no password read",
+						c.PasswordFile, c.Upstream.PasswordFile, c.Password, c.Upstream.Password)
+				}
+			}},
+		{name: "password files empty with passwords", input: "password: a\npassword_file: \"\"\nupstream: {password: b, password_file: \"\"}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Password != "a" || c.Upstream.Password != "b" {
+					t.Errorf("got passwords %q %q; want a, b", c.Password, c.Upstream.Password)
+				}
+			}},
+		{name: "password and password_file", input: "password: a\npassword_file: /run/secrets/clients\n", shouldErr: true,
+			errSubstr: `password_file: set password or password_file, not both (line 2)`},
+		{name: "password_file before password", input: "password_file: /run/secrets/clients\npassword: a\n", shouldErr: true,
+			errSubstr: `password_file: set password or password_file, not both (line 1)`},
+		{name: "upstream password and password_file", input: "upstream:\n  password: a\n  password_file: /run/secrets/redis\n",
+			shouldErr: true, errSubstr: `upstream.password_file: set upstream.password or upstream.password_file, not both (line 3)`},
+		{name: "password_file a list", input: "password_file: [a, b]\n", shouldErr: true,
+			errSubstr: `password_file: expected a string (write "" for an empty one), got a list (line 1)`},
+		{name: "upstream password_file null", input: "upstream:\n  password_file:\n", shouldErr: true,
+			errSubstr: `upstream.password_file: expected a string (write "" for an empty one), got nothing (line 2)`},
 		{name: "unknown top-level field", input: "listen: \"127.0.0.1:1\"\nlisten_addr: x\n", shouldErr: true,
 			errSubstr: `unknown top-level field "listen_addr" (line 2)`},
 		{name: "field given twice", input: "listen: \":1\"\nlisten: \":2\"\n", shouldErr: true,
@@ -927,6 +953,100 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+// TestLoadPasswordFiles: Load reads password_file and upstream.password_file into the passwords, without their
+// trailing newlines, and a file it cannot use is an error naming the field and the path; a reload reads the files
+// again.
+func TestLoadPasswordFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	plain := write("plain", "s3cret")
+	newline := write("newline", "s3cret\n")
+	crlf := write("crlf", "s3cret\r\n")
+	spaces := write("spaces", " two words \n\n")
+	inner := write("inner", "line1\nline2\n")
+	empty := write("empty", "")
+	onlyNewline := write("only-newline", "\n")
+	huge := write("huge", strings.Repeat("x", MaxPasswordFileBytes+1))
+	missing := filepath.Join(dir, "missing")
+
+	tests := []struct {
+		name           string
+		input          string
+		shouldErr      bool
+		errSubstr      string
+		client, server string
+	}{
+		{name: "no files", input: "password: a\nupstream: {password: b}\n", client: "a", server: "b"},
+		{name: "both files", input: fmt.Sprintf("password_file: %q\nupstream:\n  password_file: %q\n", plain, newline),
+			client: "s3cret", server: "s3cret"},
+		{name: "crlf trimmed", input: fmt.Sprintf("upstream: {password_file: %q}\n", crlf), server: "s3cret"},
+		{name: "spaces kept, newlines trimmed", input: fmt.Sprintf("password_file: %q\n", spaces), client: " two words "},
+		{name: "inner newline kept", input: fmt.Sprintf("password_file: %q\n", inner), client: "line1\nline2"},
+		{name: "client file, inline upstream", input: fmt.Sprintf("password_file: %q\nupstream: {password: b}\n", plain),
+			client: "s3cret", server: "b"},
+		{name: "missing file", input: fmt.Sprintf("upstream: {password_file: %q}\n", missing), shouldErr: true,
+			errSubstr: "upstream.password_file: open " + missing + ": no such file or directory"},
+		{name: "missing client file", input: fmt.Sprintf("password_file: %q\n", missing), shouldErr: true,
+			errSubstr: "password_file: open " + missing + ": no such file or directory"},
+		{name: "a directory", input: fmt.Sprintf("password_file: %q\n", dir), shouldErr: true,
+			errSubstr: "password_file: read " + dir + ": "},
+		{name: "empty file", input: fmt.Sprintf("upstream: {password_file: %q}\n", empty), shouldErr: true,
+			errSubstr: "upstream.password_file: " + empty + " is empty"},
+		{name: "only a newline", input: fmt.Sprintf("password_file: %q\n", onlyNewline), shouldErr: true,
+			errSubstr: "password_file: " + onlyNewline + " is empty"},
+		{name: "huge file", input: fmt.Sprintf("password_file: %q\n", huge), shouldErr: true,
+			errSubstr: "password_file: " + huge + " holds more than 64KB"},
+		{name: "both forms", input: fmt.Sprintf("upstream: {password: b, password_file: %q}\n", plain), shouldErr: true,
+			errSubstr: "upstream.password_file: set upstream.password or upstream.password_file, not both"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, fmt.Sprintf("featcache-%d.yaml", i))
+			if err := os.WriteFile(cfg, []byte(tc.input), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(cfg)
+			if tc.shouldErr {
+				if err == nil || !strings.Contains(err.Error(), tc.errSubstr) || !strings.HasPrefix(err.Error(), cfg+": ") {
+					t.Fatalf("got error %v; want one starting with %s and containing %q", err, cfg, tc.errSubstr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %q; want none", err)
+			}
+			if c.Password != tc.client || c.Upstream.Password != tc.server {
+				t.Errorf("got password %q, upstream.password %q; want %q, %q", c.Password, c.Upstream.Password, tc.client, tc.server)
+			}
+		})
+	}
+
+	// A reload is a Load: it reads the rotated secret, and RestartFields names it (without its value).
+	rotating := write("rotating", "first\n")
+	cfg := write("rotating.yaml", fmt.Sprintf("upstream: {password_file: %q}\n", rotating))
+	running, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("rotating", "second\n")
+	next, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if running.Upstream.Password != "first" || next.Upstream.Password != "second" {
+		t.Fatalf("got %q then %q; want first then second", running.Upstream.Password, next.Upstream.Password)
+	}
+	if got, want := next.RestartFields(running), []string{"upstream.password"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("RestartFields after a rotated secret = %q; want %q", got, want)
+	}
+}
+
 // TestExampleConfig checks that the documented config.yaml at the repository root loads and holds the policies it
 // is meant to show.
 func TestExampleConfig(t *testing.T) {
@@ -983,7 +1103,7 @@ func TestExampleConfig(t *testing.T) {
 	// The file shows every default with its default value.
 	d := Default()
 	if !reflect.DeepEqual(c.Upstream, d.Upstream) || c.Local != d.Local || c.Limits != d.Limits ||
-		!reflect.DeepEqual(c.Commands, d.Commands) || c.Password != d.Password || c.Log != d.Log ||
+		!reflect.DeepEqual(c.Commands, d.Commands) || c.Password != d.Password || c.PasswordFile != d.PasswordFile || c.Log != d.Log ||
 		c.ShutdownDelay != d.ShutdownDelay || c.ShutdownTimeout != d.ShutdownTimeout || c.AdminPprof != d.AdminPprof ||
 		!reflect.DeepEqual(c.Warm, d.Warm) || c.ProtectedMode != d.ProtectedMode || c.TLS != d.TLS {
 		t.Errorf("config.yaml shows other values than the defaults:\n got %+v %+v %+v %+v\nwant %+v %+v %+v %+v",

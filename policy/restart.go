@@ -22,10 +22,12 @@ func (c *Config) RestartFields(running *Config) []string {
 	diff("admin", c.Admin, running.Admin)
 	diff("admin_pprof", c.AdminPprof, running.AdminPprof)
 	diff("password", c.Password, running.Password)
+	diff("password_file", c.PasswordFile, running.PasswordFile)
 	diff("upstream.addresses", c.Upstream.Addresses, running.Upstream.Addresses)
 	diff("upstream.sentinel", c.Upstream.Sentinel, running.Upstream.Sentinel)
 	diff("upstream.username", c.Upstream.Username, running.Upstream.Username)
 	diff("upstream.password", c.Upstream.Password, running.Upstream.Password)
+	diff("upstream.password_file", c.Upstream.PasswordFile, running.Upstream.PasswordFile)
 	diff("upstream.tracking", c.Upstream.Tracking, running.Upstream.Tracking)
 	diff("upstream.timeout", c.Upstream.Timeout, running.Upstream.Timeout)
 	diff("upstream.conns", c.Upstream.Conns, running.Upstream.Conns)
@@ -60,7 +62,8 @@ func (c *Config) NextStartFields(running *Config) []string {
 // featcache runs with after a reload that applied c.
 func (c *Config) WithRestartFields(running *Config) *Config {
 	n := *c
-	n.Listen, n.Admin, n.AdminPprof, n.Password = running.Listen, running.Admin, running.AdminPprof, running.Password
+	n.Listen, n.Admin, n.AdminPprof = running.Listen, running.Admin, running.AdminPprof
+	n.Password, n.PasswordFile = running.Password, running.PasswordFile
 	n.Upstream = running.Upstream
 	n.Local = running.Local
 	maxAge := n.Limits.MaxConnAge
