@@ -91,7 +91,7 @@ type client struct {
 	leaveAt  time.Time
 	deadline time.Time
 
-	closing    bool  // a limit ended the connection: nothing more is executed or written
+	closing    bool  // the client is gone or a limit ended the connection: nothing more is executed or written
 	memoryFull bool  // the budget refused what the client's replies need: the connection closes at the next flush
 	oversize   bool  // a reply exceeded limits.max_output_bytes: the connection closes at the next flush
 	reserved   int64 // bytes reserved from the server's budget (limits.max_clients_memory)
@@ -409,6 +409,9 @@ func (c *client) flush() bool {
 	ok := c.send(c.out)
 	c.out = c.out[:0]
 	c.nextCharge = 0
+	if !ok {
+		c.closing = true // the client is gone: nothing more is executed, fetched or forwarded for it
+	}
 	return ok
 }
 

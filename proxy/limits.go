@@ -171,6 +171,9 @@ func (c *client) tooLarge(n int) bool {
 // has grown past what the client may hold or the budget can cover. MGET checks it as it goes, so that a short
 // command naming a cached key a million times cannot make featcache build an arbitrarily large reply.
 func (c *client) outputOver(start int) bool {
+	if c.closing {
+		return true
+	}
 	n := len(c.out) + len(c.seg.tail)
 	if c.tooLarge(n - start) {
 		return true
@@ -197,6 +200,11 @@ func (c *client) flushDuringAssemble(dst []byte) []byte {
 	}
 	return dst[:0]
 }
+
+// assembling reports whether replies are still to be built: nothing stopped the connection. Once the client is
+// gone or a limit is reached, the connection closes without the replies not written yet, so building them would
+// only hold memory and wait for fills.
+func (c *client) assembling() bool { return !c.closing && !c.oversize && !c.memoryFull }
 
 // fail ends the connection because of a limit: the pending replies are dropped (as Redis drops a client's output
 // buffer when it closes it), the client is told why if it still reads, and nothing more is executed or written.

@@ -117,6 +117,16 @@ func (s *segment) buf(out *[]byte) *[]byte {
 	return &s.tail
 }
 
+// leads reports whether the segment holds fills this client leads that are not complete yet.
+func (s *segment) leads() bool {
+	for i := range s.fetches {
+		if s.fetches[i].fill != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *segment) full() bool { return len(s.req) > maxSegmentBytes || s.frames > maxSegmentFrames }
 
 // addForward appends a command to the payload and a hole for its reply.
@@ -247,11 +257,15 @@ func (c *client) countFills() {
 }
 
 // emit appends holes [from, to) with the tail bytes around them, from tail position start to stop. Inside an MGET
-// (inMget), a key that cannot be answered makes emit report false.
+// (inMget), a key that cannot be answered makes emit report false. It stops early, with what it has, once the
+// connection is closing or a limit is reached, since the connection then closes without these replies.
 func (c *client) emit(dst []byte, from, to, start, stop int, inMget bool) ([]byte, bool) {
 	s := &c.seg
 	prev := start
 	for i := from; i < to; i++ {
+		if !c.assembling() {
+			return dst, true
+		}
 		h := &s.holes[i]
 		dst = append(dst, s.tail[prev:h.pos]...)
 		prev = h.pos

@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+)
+
+// Clients that do not read their replies: featcache writes a client's replies as they are produced, and the write
+// waits for the client, so the client's pipeline waits with it. These tests check what such a client holds, and
+// that it never holds anything another client waits for.
+
+// backpressureConfig caches every key; a value over 16 KB is too large for the tests' 16 MB tier, so every GET of
+// it in one pipeline joins one fill.
+const backpressureConfig = `
+limits: {output_timeout: 10s}
+policies:
+  - {name: default, prefix: "", soft_ttl: 1h, hard_ttl: 2h, jitter: 0}
+`
+
+// stalledPattern is a pipeline whose every write to the client is made while the command in the middle is in
+// the segment, waiting for its round trip: replies in c.out just below outputFlushBytes (the rest of the
+// previous iteration, then MGET of three 16,300-byte values), then middle(i), then one more such value, which
+// brings the pending replies past outputFlushBytes without the segment's tail reaching it, then a write, which
+// runs the segment. In steady state each iteration starts with the previous one's last GET and SET replies in
+// c.out. The values h are set by the caller.
+func stalledPattern(n int, middle func(i int) []string) []byte {
+	var b []byte
+	for i := 0; i < n; i++ {
+		b = append(b, encodePipeline(
+			[]string{"MGET", "bp:h", "bp:h", "bp:h"},
+			middle(i),
+			[]string{"GET", "bp:h"},
+			[]string{"SET", "bp:w:" + strconv.Itoa(i), "x"},
+		)...)
+	}
+	return b
+}
+
+// waitBlockedWriter waits until a client of p has been in the same write to its socket for 200 ms: it does not
+// read, and the socket is full.
+func waitBlockedWriter(t *testing.T, p *testProxy) {
+	t.Helper()
+	var seq uint64
+	var since time.Time
+	redistest.Eventually(t, 20*time.Second, "a client blocked in a write", func() bool {
+		p.srv.mu.Lock()
+		defer p.srv.mu.Unlock()
+		for c := range p.srv.conns {
+			if s := c.wseq.Load(); s&1 == 1 {
+				if s != seq {
+					seq, since = s, time.Now()
+					return false
+				}
+				return time.Since(since) > 200*time.Millisecond
+			}
+		}
+		return false
+	})
+}
+
+// setupBackpressure starts featcache with bp:h, the value of stalledPattern, in its tier.
+func setupBackpressure(t *testing.T) *testProxy {
+	p := startProxy(t, backpressureConfig)
+	h := strings.Repeat("h", 16300)
+	p.redis.Do("SET", "bp:h", h)
+	p.settle()
+	c := p.dial()
+	defer c.Close()
+	expectDo(t, c, bulk(h), "GET", "bp:h")
+	expectDo(t, c, bulk(h), "GET", "bp:h")
+	if p.srv.Stats().Hits.Load() != 1 {
+		t.Fatal("bp:h is not in the tier")
+	}
+	return p
+}
+
+// TestClosedClientForwardsNothing: once a client's connection fails, nothing more is sent upstream for it, also
+// not the forwarded commands of its pipeline that were waiting in the segment for their round trip.
+func TestClosedClientForwardsNothing(t *testing.T) {
+	p := setupBackpressure(t)
+	p.redis.Do("SET", "bp:u", "12345")
+	strlen0, set0 := upstreamCalls(t, p.redis, "strlen"), upstreamCalls(t, p.redis, "set")
+	// STRLEN is forwarded; every write to the client happens with one STRLEN waiting in the segment, which the
+	// SET after it sends. Redis executes the two in pairs.
+	quiet := p.dial()
+	go quiet.NetConn().Write(stalledPattern(400, func(int) []string { return []string{"STRLEN", "bp:u"} }))
+	waitBlockedWriter(t, p)
+	quiet.Close()
+	redistest.Eventually(t, 10*time.Second, "the closed connection's goroutine ends",
+		func() bool { return p.srv.Clients() == 0 })
+	strlen, set := upstreamCalls(t, p.redis, "strlen")-strlen0, upstreamCalls(t, p.redis, "set")-set0
+	t.Logf("Redis executed %d STRLEN and %d SET of the pipeline", strlen, set)
+	if strlen != set {
+		t.Errorf("Redis executed %d STRLEN and %d SET of the pipeline; want as many STRLEN as SET, none after the close",
+			strlen, set)
+	}
+}
+
+// TestClosedClientBuildsNothing: a client pipelines 1,000 GETs of a 100 KB value too large for the tier, which
+// all join one fill, and closes without reading. Once its write fails, the replies still to be assembled are not
+// built: featcache allocates a few MB for it, not the 100 MB of its pipeline's replies.
+func TestClosedClientBuildsNothing(t *testing.T) {
+	p := setupBackpressure(t)
+	value := strings.Repeat("v", 100<<10)
+	p.redis.Do("SET", "bp:big", value)
+	var pipeline [][]string
+	for i := 0; i < 1000; i++ {
+		pipeline = append(pipeline, []string{"GET", "bp:big"})
+	}
+	quiet := p.dial()
+	writeRaw(t, quiet, encodePipeline(pipeline...))
+	waitBlockedWriter(t, p)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	quiet.Close()
+	redistest.Eventually(t, 10*time.Second, "the closed connection's goroutine ends",
+		func() bool { return p.srv.Clients() == 0 })
+	runtime.ReadMemStats(&ms)
+	if allocated := ms.TotalAlloc - before; allocated > 16<<20 {
+		t.Errorf("featcache allocated %d MB after the client closed; want nothing more for it", allocated>>20)
+	}
+}
