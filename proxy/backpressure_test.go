@@ -79,6 +79,37 @@ func setupBackpressure(t *testing.T) *testProxy {
 	return p
 }
 
+// TestBlockedClientLeadsNoFill: a client that stops reading while a fill it leads is in its segment would make
+// every other client reading that key wait until limits.output_timeout closes it. The segment runs before any
+// write that may wait, so other clients read every key at once.
+func TestBlockedClientLeadsNoFill(t *testing.T) {
+	p := setupBackpressure(t)
+	const n = 400
+	for i := 0; i < n; i++ {
+		p.redis.Do("SET", "bp:m:"+strconv.Itoa(i), "m"+strconv.Itoa(i))
+	}
+	quiet := p.dial()
+	defer quiet.Close()
+	go quiet.NetConn().Write(stalledPattern(n, func(i int) []string { return []string{"GET", "bp:m:" + strconv.Itoa(i)} }))
+	waitBlockedWriter(t, p)
+
+	other := p.dial()
+	var slowest time.Duration
+	for i := 0; i < n; i++ {
+		k := strconv.Itoa(i)
+		start := time.Now()
+		if err := other.Send("GET", "bp:m:"+k); err != nil {
+			t.Fatal(err)
+		}
+		got, err := other.ReadTimeout(3 * time.Second)
+		if err != nil || string(got) != bulk("m"+k) {
+			t.Fatalf("GET bp:m:%s while a client that does not read holds its pipeline: %q, %v", k, got, err)
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	t.Logf("slowest of %d GETs: %v", n, slowest)
+}
+
 // TestClosedClientForwardsNothing: once a client's connection fails, nothing more is sent upstream for it, also
 // not the forwarded commands of its pipeline that were waiting in the segment for their round trip.
 func TestClosedClientForwardsNothing(t *testing.T) {

@@ -129,9 +129,10 @@ func (c *client) release() {
 
 // settleOutput runs after each command of a batch; start is the number of reply bytes pending before the command.
 // It flags a command whose own reply exceeded limits.max_output_bytes, and once outputFlushBytes of replies are
-// ready it settles the segment and writes them, so a pipeline's replies never pile up, and charges what the
-// client holds to the budget. It reports false when the connection must close (the client is gone, or a limit was
-// reached).
+// pending it writes them: the write takes as long as the client takes to read them (up to limits.output_timeout),
+// and the client's pipeline waits meanwhile, so a client that does not read holds one flush of replies, never a
+// batch of them. It also charges what the client holds to the budget. It reports false when the connection must
+// close (the client is gone, or a limit was reached).
 func (c *client) settleOutput(start int) bool {
 	if c.closing {
 		return false
@@ -144,7 +145,9 @@ func (c *client) settleOutput(start int) bool {
 	if pending < outputFlushBytes {
 		return true
 	}
-	if len(c.seg.tail) >= outputFlushBytes {
+	// The segment runs first when it leads fills, which other clients may be waiting for: they must not wait for
+	// this client's reading.
+	if len(c.seg.fetches) > 0 || len(c.seg.tail) >= outputFlushBytes {
 		c.runSegment()
 	}
 	if !c.flush() {
@@ -213,6 +216,8 @@ func (c *client) fail(err *ProtocolError) {
 		return
 	}
 	c.closing = true
+	// Fills this client leads are completed before the write below, which may wait: other clients wait for them.
+	c.runSegment()
 	c.srv.log.Info("client disconnected", "client", c.id, "addr", c.nc.RemoteAddr().String(), "reason", err.Error())
 	c.out = appendError(c.out[:0:0], "ERR "+err.Error())
 	c.nc.SetWriteDeadline(time.Now().Add(rejectTimeout))
