@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/policy"
 )
 
 // Clients that do not read their replies: featcache writes a client's replies as they are produced, and the write
@@ -155,5 +156,58 @@ func TestClosedClientBuildsNothing(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	if allocated := ms.TotalAlloc - before; allocated > 16<<20 {
 		t.Errorf("featcache allocated %d MB after the client closed; want nothing more for it", allocated>>20)
+	}
+}
+
+// TestBlockedClientsWithinBudget: twenty clients pipeline GETs of a 600 KB value no policy caches (a SET after each,
+// so that each GET has its own round trip) and never read. Each one waits in a write holding one reply from Redis
+// and one to the client; what it holds is reserved from limits.max_clients_memory before the write, so the clients
+// the budget cannot cover are told and closed, and the heap the others hold stays within the budget.
+func TestBlockedClientsWithinBudget(t *testing.T) {
+	const budget = 4 << 20
+	p := startProxy(t, `
+limits: {output_timeout: 10s, max_request_bytes: 1MB, max_output_bytes: 1MB, max_clients_memory: 4MB}
+policies:
+  - {name: bp, prefix: "bp:", soft_ttl: 1h, hard_ttl: 2h}
+`)
+	p.redis.Do("SET", "u:big", strings.Repeat("u", 600<<10))
+	var pipeline [][]string
+	for i := 0; i < 50; i++ {
+		pipeline = append(pipeline, []string{"GET", "u:big"}, []string{"SET", "u:w", "x"})
+	}
+	payload := encodePipeline(pipeline...)
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapAlloc
+
+	const clients = 20
+	for i := 0; i < clients; i++ {
+		c := p.dial()
+		defer c.Close()
+		writeRaw(t, c, payload)
+	}
+	var blocked int
+	redistest.Eventually(t, 20*time.Second, "every client blocked in a write or closed", func() bool {
+		p.srv.mu.Lock()
+		defer p.srv.mu.Unlock()
+		blocked = 0
+		for c := range p.srv.conns {
+			if c.wseq.Load()&1 == 1 {
+				blocked++
+			}
+		}
+		return blocked == len(p.srv.conns) && blocked+int(p.srv.Stats().MemoryLimits.Load()) == clients
+	})
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	held := int64(ms.HeapAlloc) - int64(base)
+	t.Logf("%d clients blocked, %d closed by the budget; heap held %d KB, reserved %d KB", blocked,
+		p.srv.Stats().MemoryLimits.Load(), held>>10, p.srv.ClientMemory()>>10)
+	if p.srv.Stats().MemoryLimits.Load() == 0 {
+		t.Error("no client was closed by the budget")
+	}
+	if limit := int64(budget + clients*policy.ClientBaselineBytes + 2<<20); held > limit {
+		t.Errorf("the blocked clients hold %d KB; want at most the budget plus their baselines (%d KB)", held>>10, limit>>10)
 	}
 }

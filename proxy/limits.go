@@ -131,8 +131,7 @@ func (c *client) release() {
 // It flags a command whose own reply exceeded limits.max_output_bytes, and once outputFlushBytes of replies are
 // pending it writes them: the write takes as long as the client takes to read them (up to limits.output_timeout),
 // and the client's pipeline waits meanwhile, so a client that does not read holds one flush of replies, never a
-// batch of them. It also charges what the client holds to the budget. It reports false when the connection must
-// close (the client is gone, or a limit was reached).
+// batch of them. It reports false when the connection must close (the client is gone, or a limit was reached).
 func (c *client) settleOutput(start int) bool {
 	if c.closing {
 		return false
@@ -150,14 +149,7 @@ func (c *client) settleOutput(start int) bool {
 	if len(c.seg.fetches) > 0 || len(c.seg.tail) >= outputFlushBytes {
 		c.runSegment()
 	}
-	if !c.flush() {
-		return false
-	}
-	if !c.account(0) {
-		c.fail(ErrClientMemory)
-		return false
-	}
-	return true
+	return c.flush()
 }
 
 // tooLarge flags a reply of n bytes that exceeds limits.max_output_bytes; the connection then closes at the next
@@ -193,12 +185,34 @@ func (c *client) outputOver(start int) bool {
 
 // flushDuringAssemble writes the replies assembled so far when they reach outputFlushBytes, so that a segment
 // whose many misses bring large values back is written as it is assembled. dst is what is assembled so far; it
-// returns what is left to write.
+// returns what is left to write. Like flush, it charges what the client holds before the write may wait.
 func (c *client) flushDuringAssemble(dst []byte) []byte {
 	if len(dst) < outputFlushBytes || c.closing || c.oversize || c.memoryFull {
 		return dst
 	}
+	if !c.account(cap(dst) - cap(c.out)) {
+		c.memoryFull = true
+		return dst
+	}
+	c.nextCharge = 0
 	if !c.send(dst) {
+		c.closing = true
+	}
+	return dst[:0]
+}
+
+// writeThrough writes dst, the replies assembled so far, then the reply b, which is held elsewhere (a frame in the
+// round trip's buffer), without copying it. It returns what is left to write.
+func (c *client) writeThrough(dst, b []byte) []byte {
+	if c.tooLarge(len(b)) || !c.assembling() {
+		return dst // the connection closes without it
+	}
+	if !c.account(cap(dst) - cap(c.out)) {
+		c.memoryFull = true
+		return dst
+	}
+	c.nextCharge = 0
+	if len(dst) > 0 && !c.send(dst) || !c.send(b) {
 		c.closing = true
 	}
 	return dst[:0]

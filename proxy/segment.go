@@ -283,6 +283,12 @@ func (c *client) emit(dst []byte, from, to, start, stop int, inMget bool) ([]byt
 			dst = c.flushDuringAssemble(dst)
 			continue
 		}
+		if !inMget && !h.mute && h.kind == holeFrame && h.frame < c.call.Len() &&
+			len(c.call.Frame(h.frame)) >= outputFlushBytes {
+			// A large reply of Redis's is written from the round trip's buffer, not copied: the client holds it once.
+			dst = c.writeThrough(dst, c.call.Frame(h.frame))
+			continue
+		}
 		mark := len(dst)
 		var ok bool
 		dst, ok = c.emitHole(dst, h, inMget)
