@@ -159,6 +159,28 @@ func TestClosedClientBuildsNothing(t *testing.T) {
 	}
 }
 
+// TestMgetBoundedWhileAssembled: an MGET naming a key a thousand times, whose value is too large for the tier, gets
+// one fill; its reply is assembled from it after the round trip and would be 100 MB. It is cut at
+// limits.max_output_bytes as it grows, and the client is told and closed, as for an MGET answered from memory.
+func TestMgetBoundedWhileAssembled(t *testing.T) {
+	p := startProxy(t, strings.Replace(backpressureConfig, "{output_timeout: 10s}", "{output_timeout: 10s, max_output_bytes: 1MB}", 1))
+	p.redis.Do("SET", "bp:big", strings.Repeat("v", 100<<10))
+	mget := []string{"MGET"}
+	for i := 0; i < 1000; i++ {
+		mget = append(mget, "bp:big")
+	}
+	c := p.dial()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	expectDo(t, c, "-ERR featcache reply exceeds limits.max_output_bytes, connection closed\r\n", mget...)
+	expectClosed(t, c, time.Second)
+	runtime.ReadMemStats(&ms)
+	if allocated := ms.TotalAlloc - before; allocated > 16<<20 {
+		t.Errorf("featcache allocated %d MB for the MGET; want about limits.max_output_bytes", allocated>>20)
+	}
+}
+
 // TestBlockedClientsWithinBudget: twenty clients pipeline GETs of a 600 KB value no policy caches (a SET after each,
 // so that each GET has its own round trip) and never read. Each one waits in a write holding one reply from Redis
 // and one to the client; what it holds is reserved from limits.max_clients_memory before the write, so the clients

@@ -218,6 +218,19 @@ func (c *client) writeThrough(dst, b []byte) []byte {
 	return dst[:0]
 }
 
+// chargeAssembly charges the budget for a reply being assembled in dst that cannot be written before it is
+// whole (an MGET, which becomes an error if one of its keys fails), each time it has grown by outputFlushBytes.
+// When the budget cannot cover it, the connection closes at the next flush.
+func (c *client) chargeAssembly(dst []byte) {
+	if len(dst) < c.nextCharge {
+		return
+	}
+	c.nextCharge = len(dst) + outputFlushBytes
+	if !c.account(cap(dst) - cap(c.out)) {
+		c.memoryFull = true
+	}
+}
+
 // assembling reports whether replies are still to be built: nothing stopped the connection. Once the client is
 // gone or a limit is reached, the connection closes without the replies not written yet, so building them would
 // only hold memory and wait for fills.
