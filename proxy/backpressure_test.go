@@ -24,11 +24,11 @@ policies:
 `
 
 // stalledPattern is a pipeline whose every write to the client is made while the command in the middle is in
-// the segment, waiting for its round trip: replies in c.out just below outputFlushBytes (the rest of the
-// previous iteration, then MGET of three 16,300-byte values), then middle(i), then one more such value, which
-// brings the pending replies past outputFlushBytes without the segment's tail reaching it, then a write, which
-// runs the segment. In steady state each iteration starts with the previous one's last GET and SET replies in
-// c.out. The values h are set by the caller.
+// the segment, waiting for its round trip. Each iteration (in steady state) starts with the previous one's last
+// GET and SET replies in c.out; MGET of three 16,300-byte values brings c.out just below outputFlushBytes; then
+// middle(i) opens a hole; one more such value goes to the segment's tail and brings the pending replies past
+// outputFlushBytes with the tail still below it, so c.out is written while middle(i) waits; then a write runs
+// the segment. bp:h must be in the tier (setupBackpressure).
 func stalledPattern(n int, middle func(i int) []string) []byte {
 	var b []byte
 	for i := 0; i < n; i++ {
