@@ -91,7 +91,7 @@ type client struct {
 	leaveAt  time.Time
 	deadline time.Time
 
-	closing    bool  // a limit ended the connection: nothing more is executed or written
+	closing    bool  // the client is gone or a limit ended the connection: nothing more is executed or written
 	memoryFull bool  // the budget refused what the client's replies need: the connection closes at the next flush
 	oversize   bool  // a reply exceeded limits.max_output_bytes: the connection closes at the next flush
 	reserved   int64 // bytes reserved from the server's budget (limits.max_clients_memory)
@@ -391,6 +391,10 @@ func (c *client) handshake() bool {
 
 // flush writes the replies ready so far. It reports false when the connection is to close: the client is gone, or
 // a reply exceeded limits.max_output_bytes, or the client's buffers did not fit in limits.max_clients_memory.
+//
+// The write returns when the socket has taken the replies, so it waits as long as the client does not read (until
+// limits.output_timeout): that is how a client's pipeline is paused. What the client holds meanwhile is charged to
+// limits.max_clients_memory before the write, so clients that do not read never hold more than the budget.
 func (c *client) flush() bool {
 	switch {
 	case c.closing:
@@ -405,10 +409,17 @@ func (c *client) flush() bool {
 		return false
 	case len(c.out) == 0:
 		return true
+	case !c.account(0):
+		c.srv.stats.MemoryLimits.Add(1)
+		c.fail(ErrClientMemory)
+		return false
 	}
 	ok := c.send(c.out)
 	c.out = c.out[:0]
 	c.nextCharge = 0
+	if !ok {
+		c.closing = true // the client is gone: nothing more is executed, fetched or forwarded for it
+	}
 	return ok
 }
 

@@ -306,9 +306,14 @@ func (c *client) write(cmd *Command, tc *command) {
 
 // runSegment sends the segment's upstream part in one round trip, completes the fills it led, applies the
 // invalidations of its writes (also when the upstream failed or timed out: a write may have been applied), and
-// assembles the replies into c.out.
+// assembles the replies into c.out. Once the connection is closing, nothing more is sent for the client and no
+// reply is built, except that the fills it leads are still read, for the other clients waiting on them.
 func (c *client) runSegment() {
 	s := &c.seg
+	if c.closing && !s.leads() {
+		s.reset()
+		return
+	}
 	if s.frames > 0 {
 		start := time.Now()
 		err := c.srv.up.Do(c.call, s.req, s.frames)
@@ -346,7 +351,9 @@ func (c *client) runSegment() {
 	for _, w := range s.writes {
 		c.afterWrite(w.args, w.tc)
 	}
-	c.out = c.assemble(c.out)
+	if !c.closing {
+		c.out = c.assemble(c.out)
+	}
 	s.reset()
 }
 

@@ -129,9 +129,9 @@ func (c *client) release() {
 
 // settleOutput runs after each command of a batch; start is the number of reply bytes pending before the command.
 // It flags a command whose own reply exceeded limits.max_output_bytes, and once outputFlushBytes of replies are
-// ready it settles the segment and writes them, so a pipeline's replies never pile up, and charges what the
-// client holds to the budget. It reports false when the connection must close (the client is gone, or a limit was
-// reached).
+// pending it writes them: the write takes as long as the client takes to read them (up to limits.output_timeout),
+// and the client's pipeline waits meanwhile, so a client that does not read holds one flush of replies, never a
+// batch of them. It reports false when the connection must close (the client is gone, or a limit was reached).
 func (c *client) settleOutput(start int) bool {
 	if c.closing {
 		return false
@@ -144,17 +144,12 @@ func (c *client) settleOutput(start int) bool {
 	if pending < outputFlushBytes {
 		return true
 	}
-	if len(c.seg.tail) >= outputFlushBytes {
+	// The segment runs first when it leads fills, which other clients may be waiting for: they must not wait for
+	// this client's reading.
+	if len(c.seg.fetches) > 0 || len(c.seg.tail) >= outputFlushBytes {
 		c.runSegment()
 	}
-	if !c.flush() {
-		return false
-	}
-	if !c.account(0) {
-		c.fail(ErrClientMemory)
-		return false
-	}
-	return true
+	return c.flush()
 }
 
 // tooLarge flags a reply of n bytes that exceeds limits.max_output_bytes; the connection then closes at the next
@@ -171,6 +166,9 @@ func (c *client) tooLarge(n int) bool {
 // has grown past what the client may hold or the budget can cover. MGET checks it as it goes, so that a short
 // command naming a cached key a million times cannot make featcache build an arbitrarily large reply.
 func (c *client) outputOver(start int) bool {
+	if c.closing {
+		return true
+	}
 	n := len(c.out) + len(c.seg.tail)
 	if c.tooLarge(n - start) {
 		return true
@@ -187,16 +185,56 @@ func (c *client) outputOver(start int) bool {
 
 // flushDuringAssemble writes the replies assembled so far when they reach outputFlushBytes, so that a segment
 // whose many misses bring large values back is written as it is assembled. dst is what is assembled so far; it
-// returns what is left to write.
+// returns what is left to write. Like flush, it charges what the client holds before the write may wait.
 func (c *client) flushDuringAssemble(dst []byte) []byte {
 	if len(dst) < outputFlushBytes || c.closing || c.oversize || c.memoryFull {
 		return dst
 	}
+	if !c.account(cap(dst) - cap(c.out)) {
+		c.memoryFull = true
+		return dst
+	}
+	c.nextCharge = 0
 	if !c.send(dst) {
 		c.closing = true
 	}
 	return dst[:0]
 }
+
+// writeThrough writes dst, the replies assembled so far, then the reply b, which is held elsewhere (a frame in the
+// round trip's buffer), without copying it. It returns what is left to write.
+func (c *client) writeThrough(dst, b []byte) []byte {
+	if c.tooLarge(len(b)) || !c.assembling() {
+		return dst // the connection closes without it
+	}
+	if !c.account(cap(dst) - cap(c.out)) {
+		c.memoryFull = true
+		return dst
+	}
+	c.nextCharge = 0
+	if len(dst) > 0 && !c.send(dst) || !c.send(b) {
+		c.closing = true
+	}
+	return dst[:0]
+}
+
+// chargeAssembly charges the budget for a reply being assembled in dst that cannot be written before it is
+// whole (an MGET, which becomes an error if one of its keys fails), each time it has grown by outputFlushBytes.
+// When the budget cannot cover it, the connection closes at the next flush.
+func (c *client) chargeAssembly(dst []byte) {
+	if len(dst) < c.nextCharge {
+		return
+	}
+	c.nextCharge = len(dst) + outputFlushBytes
+	if !c.account(cap(dst) - cap(c.out)) {
+		c.memoryFull = true
+	}
+}
+
+// assembling reports whether replies are still to be built: nothing stopped the connection. Once the client is
+// gone or a limit is reached, the connection closes without the replies not written yet, so building them would
+// only hold memory and wait for fills.
+func (c *client) assembling() bool { return !c.closing && !c.oversize && !c.memoryFull }
 
 // fail ends the connection because of a limit: the pending replies are dropped (as Redis drops a client's output
 // buffer when it closes it), the client is told why if it still reads, and nothing more is executed or written.
@@ -205,6 +243,8 @@ func (c *client) fail(err *ProtocolError) {
 		return
 	}
 	c.closing = true
+	// Fills this client leads are completed before the write below, which may wait: other clients wait for them.
+	c.runSegment()
 	c.srv.log.Info("client disconnected", "client", c.id, "addr", c.nc.RemoteAddr().String(), "reason", err.Error())
 	c.out = appendError(c.out[:0:0], "ERR "+err.Error())
 	c.nc.SetWriteDeadline(time.Now().Add(rejectTimeout))

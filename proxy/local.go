@@ -286,7 +286,9 @@ func (c *client) cmdClientInfo(args [][]byte) {
 // flushes what precedes it).
 func (c *client) execMuted(cmd *Command) {
 	c.runSegment()
-	c.flush()
+	if !c.flush() {
+		return // the connection is closing: nothing more runs for it
+	}
 	if c.reply == replySkip {
 		c.reply = replySkipping
 	}

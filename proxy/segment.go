@@ -117,6 +117,16 @@ func (s *segment) buf(out *[]byte) *[]byte {
 	return &s.tail
 }
 
+// leads reports whether the segment holds fills this client leads that are not complete yet.
+func (s *segment) leads() bool {
+	for i := range s.fetches {
+		if s.fetches[i].fill != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *segment) full() bool { return len(s.req) > maxSegmentBytes || s.frames > maxSegmentFrames }
 
 // addForward appends a command to the payload and a hole for its reply.
@@ -215,7 +225,7 @@ func (c *client) assemble(dst []byte) []byte {
 	if len(s.holes) == 0 {
 		return dst
 	}
-	dst, _ = c.emit(dst, 0, len(s.holes), 0, len(s.tail), false)
+	dst, _ = c.emit(dst, 0, len(s.holes), 0, len(s.tail), -1)
 	c.countFills()
 	return dst
 }
@@ -247,18 +257,23 @@ func (c *client) countFills() {
 }
 
 // emit appends holes [from, to) with the tail bytes around them, from tail position start to stop. Inside an MGET
-// (inMget), a key that cannot be answered makes emit report false.
-func (c *client) emit(dst []byte, from, to, start, stop int, inMget bool) ([]byte, bool) {
+// (mget is where its reply begins in dst; -1 outside one), a key that cannot be answered makes emit report false.
+// Replies are written as they are assembled, each MGET once whole; emit stops early, with what it has, once the
+// connection is closing or a limit is reached, since the connection then closes without them.
+func (c *client) emit(dst []byte, from, to, start, stop, mget int) ([]byte, bool) {
 	s := &c.seg
 	prev := start
 	for i := from; i < to; i++ {
+		if !c.assembling() {
+			return dst, true
+		}
 		h := &s.holes[i]
 		dst = append(dst, s.tail[prev:h.pos]...)
 		prev = h.pos
 		if h.kind == holeRegion {
 			mark := len(dst)
 			var ok bool
-			dst, ok = c.emit(dst, i+1, h.end, h.pos, h.stop, true)
+			dst, ok = c.emit(dst, i+1, h.end, h.pos, h.stop, mark)
 			if !ok {
 				dst = appendError(dst[:mark], upstreamErrorText(c.regionErr(i+1, h.end)))
 			}
@@ -269,17 +284,27 @@ func (c *client) emit(dst []byte, from, to, start, stop int, inMget bool) ([]byt
 			dst = c.flushDuringAssemble(dst)
 			continue
 		}
+		if mget < 0 && !h.mute && h.kind == holeFrame && h.frame < c.call.Len() &&
+			len(c.call.Frame(h.frame)) >= outputFlushBytes {
+			// A large reply of Redis's is written from the round trip's buffer, not copied: the client holds it once.
+			dst = c.writeThrough(dst, c.call.Frame(h.frame))
+			continue
+		}
 		mark := len(dst)
 		var ok bool
-		dst, ok = c.emitHole(dst, h, inMget)
+		dst, ok = c.emitHole(dst, h, mget >= 0)
 		if !ok {
 			return dst, false
 		}
-		if h.mute || !inMget && c.tooLarge(len(dst)-mark) {
+		if h.mute || mget < 0 && c.tooLarge(len(dst)-mark) {
 			dst = dst[:mark]
 		}
-		if !inMget {
+		if mget < 0 {
 			dst = c.flushDuringAssemble(dst)
+		} else {
+			// An MGET is bounded as it grows, not once whole.
+			c.tooLarge(len(dst) - mget)
+			c.chargeAssembly(dst)
 		}
 	}
 	return append(dst, s.tail[prev:stop]...), true
