@@ -115,7 +115,11 @@ func openPanel(pr *profileResult) barPanel {
 	o := pr.Open
 	bp := barPanel{title: fmt.Sprintf("%s, open loop: the same offered rate for every target", pr.Name), note: "offered req/s:"}
 	for i, l := range o.Loads {
-		bp.note += fmt.Sprintf("  %s %.1fk", l.Load, l.Rate/1000)
+		name := l.Load.String()
+		if l.Load.Share == 0 {
+			name += "/s"
+		}
+		bp.note += fmt.Sprintf("  %s %.1fk", name, l.Rate/1000)
 		for _, p := range []struct {
 			label string
 			value func(*openTargetResult) float64
@@ -124,7 +128,7 @@ func openPanel(pr *profileResult) barPanel {
 			{"p99", func(t *openTargetResult) float64 { return t.P99us }},
 			{"p99.9", func(t *openTargetResult) float64 { return t.P999us }},
 		} {
-			g := barGroup{label: l.Load.String() + " " + p.label}
+			g := barGroup{label: name + " " + p.label}
 			for _, t := range l.Targets {
 				g.values = append(g.values, p.value(t))
 			}

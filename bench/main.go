@@ -211,7 +211,7 @@ var profileTitles = map[string]string{
 	"pipeline":    "GET 1 KiB, every key cached, pipelines of 16",
 	"passthrough": "SET 1 KiB (write pass-through)",
 	"zipf":        "Zipf GETs over feature bundles: hit ratio against an exact LRU, RSS",
-	"remote":      "Zipf GETs with Redis behind a delay relay (a store in another zone)",
+	"remote":      "Zipf GETs with Redis 0.5 ms away each way (a store in another zone)",
 	"custom":      "the workload as given on the command line",
 }
 

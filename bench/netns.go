@@ -184,16 +184,22 @@ type netemDelay struct {
 	commands []string // exactly what ran, for the report
 }
 
-// installNetem delays every TCP packet to or from port on lo by delay (plus jitter), in each direction: a round
-// trip to that port costs twice delay, while every other port on lo is untouched.
-func installNetem(port string, delay, jitter time.Duration) (*netemDelay, error) {
+// netemCommands are the tc commands that delay every TCP packet to or from port on lo by delay (plus jitter): the
+// qdiscs, then a u32 filter per direction into netem's band. A round trip to that port costs twice delay; every
+// other port on lo stays in band 1, undelayed.
+func netemCommands(port string, delay, jitter time.Duration) [][]string {
 	cmds := netemQdiscs(delay, jitter)
 	for _, dir := range []string{"dport", "sport"} {
 		cmds = append(cmds, []string{"tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1",
 			"u32", "match", "ip", "protocol", "6", "0xff", "match", "ip", dir, port, "0xffff", "flowid", "1:2"})
 	}
+	return cmds
+}
+
+// installNetem runs netemCommands in this process's namespace.
+func installNetem(port string, delay, jitter time.Duration) (*netemDelay, error) {
 	n := &netemDelay{}
-	for _, c := range cmds {
+	for _, c := range netemCommands(port, delay, jitter) {
 		n.commands = append(n.commands, strings.Join(c, " "))
 		if err := runCmd(c...); err != nil {
 			n.remove()
@@ -275,7 +281,7 @@ func (r *remoteResult) describe() string {
 			fmt.Fprintf(&b, " (jitter %s)", r.Jitter)
 		}
 	default:
-		fmt.Fprintf(&b, "user-space relay on CPU %s, %s each way (%s)", r.CPUs, r.DelayEachWay, r.Fallback)
+		fmt.Fprintf(&b, "user-space relay (CPU %s), %s each way (%s)", r.CPUs, r.DelayEachWay, r.Fallback)
 	}
 	fmt.Fprintf(&b, ": PING %s to Redis as the targets reach it, %s straight to Redis without the delay",
 		fmtUs(r.RemoteRTTus), fmtUs(r.DirectRTTus))
@@ -297,8 +303,8 @@ func (r *remoteResult) markdown(b *strings.Builder) {
 			"namespace %s; Redis's port on its loopback interface is delayed %s each way%s, every other port is "+
 			"not. Inside the namespace:\n\n```\n%s\n```\n\n", r.Namespace, r.DelayEachWay, jitter, strings.Join(r.Commands, "\n"))
 	default:
-		fmt.Fprintf(b, "Remote store: the bench's **user-space relay** (%s each way), on CPU %s, competing with the "+
-			"servers for it: used because %s.\n\n", r.DelayEachWay, r.CPUs, r.Fallback)
+		fmt.Fprintf(b, "Remote store: the bench's **user-space relay** (%s each way; CPU %s, shared with the servers "+
+			"when pinned), used because %s.\n\n", r.DelayEachWay, r.CPUs, r.Fallback)
 	}
 	fmt.Fprintf(b, "Median PING round trips: %s straight to redis-server before the delay, %s to Redis as the targets "+
 		"reach it, %s to featcache's port (answered by featcache).\n\n", fmtUs(r.DirectRTTus), fmtUs(r.RemoteRTTus),

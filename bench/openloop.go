@@ -80,6 +80,14 @@ type openLoad struct {
 	Rate  float64 `json:"rate,omitempty"`
 }
 
+// label names a load with its rate: "25% = 9812/s", or "5000/s".
+func (l openLoad) label(rate float64) string {
+	if l.Share > 0 {
+		return fmt.Sprintf("%s = %.0f/s", l, rate)
+	}
+	return fmt.Sprintf("%.0f/s", rate)
+}
+
 func (l openLoad) String() string {
 	if l.Share > 0 {
 		return strconv.FormatFloat(100*l.Share, 'f', -1, 64) + "%"
@@ -541,7 +549,7 @@ func runOpenLoop(o openSettings, d time.Duration, rounds int, capacity float64, 
 					}
 				}
 				r := lr.Targets[ti].add(ph, int64(len(reqs)), before, after)
-				logf("open loop %d/%d %4s = %6.0f req/s %-10s %s", round, rounds, lr.Load, lr.Rate, t.name, r.progress(ph))
+				logf("open loop %d/%d %-14s %-10s %s", round, rounds, lr.Load.label(lr.Rate), t.name, r.progress(ph))
 			}
 		}
 	}

@@ -183,11 +183,11 @@ func (r openRound) progress(ph openPhase) string {
 	return s
 }
 
-// markdown renders the open-loop tables; unit names what one request is.
+// markdown renders the open-loop tables; unit names what requests are ("requests", "requests of 10 HMGETs").
 func (o *openLoopResult) markdown(b *strings.Builder, unit string) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("**Open loop: the same offered load for every target.** Poisson arrivals at each rate (shares of direct "+
-		"Redis's closed-loop throughput above, %.0f %s/s), %d rounds of %.3g s per target and rate, targets and "+
+		"Redis's closed-loop throughput above, %.0f %s per second), %d rounds of %.3g s per target and rate, targets and "+
 		"rates interleaved; a pool of %d connections per target, a request taking an idle one. Latency runs from "+
 		"each request's intended send time to its reply, so a late send or a stall counts (no coordinated "+
 		"omission); percentiles are over all rounds' requests, late send p99 (intended time to the write: the "+
@@ -209,7 +209,7 @@ func (o *openLoopResult) markdown(b *strings.Builder, unit string) {
 			if t.FirstError != "" {
 				errs += " (" + t.FirstError + ")"
 			}
-			p("| %s = %.0f/s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %.0f%% | %s |\n", l.Load, l.Rate, t.Name,
+			p("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %.0f%% | %s |\n", l.Load.label(l.Rate), t.Name,
 				t.Throughput, fmtUs(t.P50us), fmtUs(t.P99us), fmtUs(t.P999us), fmtUs(t.MaxUs), fmtUs(t.LateP99us),
 				split, cpu, 100*t.ClientCPU, errs)
 		}
@@ -219,7 +219,7 @@ func (o *openLoopResult) markdown(b *strings.Builder, unit string) {
 	for _, l := range o.Loads {
 		for _, t := range l.Targets {
 			for _, c := range t.Classes {
-				rows = append(rows, fmt.Sprintf("| %s = %.0f/s | %s | %s | %d (%.1f%%) | %s | %s | %s | %s |\n", l.Load, l.Rate,
+				rows = append(rows, fmt.Sprintf("| %s | %s | %s | %d (%.1f%%) | %s | %s | %s | %s |\n", l.Load.label(l.Rate),
 					t.Name, c.Class, c.Requests, 100*c.Share, fmtUs(c.P50us), fmtUs(c.P99us), fmtUs(c.P999us), fmtUs(c.MaxUs)))
 			}
 		}

@@ -479,7 +479,7 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 			"the key before the next request.\n\n")
 	}
 	if pr.Open != nil {
-		pr.Open.markdown(b, "req")
+		pr.Open.markdown(b, "requests")
 	}
 	if len(pr.RedisBenchmark) > 0 {
 		p("**redis-benchmark** (same servers, same pinning; `-c 50 -d 1024 -r %d`, median of %d runs; "+
