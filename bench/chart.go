@@ -95,7 +95,7 @@ type barGroup struct {
 
 // closedPanel is a profile's rounds: a group per percentile.
 func closedPanel(pr *profileResult) barPanel {
-	bp := barPanel{title: fmt.Sprintf("%s: %s", pr.Name, pr.Title), note: "req/s:"}
+	bp := barPanel{title: fmt.Sprintf("%s: %s%s", pr.Name, pr.Title, remoteTag(pr)), note: "req/s:"}
 	for _, t := range pr.Targets {
 		bp.series = append(bp.series, t.Name)
 		bp.note += fmt.Sprintf("  %s %.1fk", t.Name, t.Throughput/1000)
@@ -113,7 +113,8 @@ func closedPanel(pr *profileResult) barPanel {
 // openPanel is a profile's open-loop phases: a group per offered rate and percentile.
 func openPanel(pr *profileResult) barPanel {
 	o := pr.Open
-	bp := barPanel{title: fmt.Sprintf("%s, open loop: the same offered rate for every target", pr.Name), note: "offered req/s:"}
+	bp := barPanel{title: fmt.Sprintf("%s, open loop: the same offered rate for every target%s", pr.Name, remoteTag(pr)),
+		note: "offered req/s:"}
 	for i, l := range o.Loads {
 		name := l.Load.String()
 		if l.Load.Share == 0 {
@@ -141,6 +142,14 @@ func openPanel(pr *profileResult) barPanel {
 		}
 	}
 	return bp
+}
+
+// remoteTag names how a profile's Redis was made remote, for its panels' titles.
+func remoteTag(pr *profileResult) string {
+	if pr.Remote == nil {
+		return ""
+	}
+	return " [" + pr.Remote.Method + "]"
 }
 
 func drawBars(img *image.RGBA, area image.Rectangle, bp barPanel) {

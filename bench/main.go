@@ -4,11 +4,12 @@
 // same servers, and writes results.md, results.json and latency.png into a results folder.
 //
 //	go run ./bench [-profile standard|hit|pipeline|passthrough|zipf|remote|custom] [flags]
-//	make bench                  # the standard profile, under 3 minutes on 2 cores
+//	make bench                  # the standard profile, under 5 minutes on 2 cores
 //	go run ./bench relay -listen ADDR -upstream ADDR -delay 500us    # the delay relay on its own
 //	go run ./bench report DIR   # rewrite DIR/results.md and DIR/latency.png from DIR/results.json
 //	go run ./bench staleness    # time from a write to Redis (or through another featcache) until featcache serves it
 //	go run ./bench feast        # Feast's layout and read pattern (pipelined HMGET), featcache next to direct Redis
+//	make feast-remote           # the same with Redis 0.5 ms away each way, and open-loop phases
 //
 // Profiles are named presets of the workload flags; a flag given on the command line wins over the preset.
 //
@@ -17,11 +18,12 @@
 //	passthrough  SET of 1 KiB values: featcache's write pass-through against twemproxy and Redis
 //	zipf         GETs, Zipf 1.1 over 1,000,000 feature bundles of 1-2 KiB, local.max_memory 256MB: hit ratio
 //	             against an exact LRU of the same size, RSS, GC
-//	remote       zipf with 5% 16 KiB embeddings, every target reaching Redis through a relay that adds 0.5 ms
-//	             each way (a store in another zone): featcache's tail latency against the direct client's
+//	remote       zipf with 5% 16 KiB embeddings, Redis 0.5 ms away each way for every target (a store in
+//	             another zone), then open-loop phases at 25%, 50% and 90% of direct Redis's throughput:
+//	             featcache's tail latency against the direct client's at the same offered load
 //	standard     hit, pipeline, passthrough, zipf and remote in turn, scaled down (250,000 keys and 64MB for zipf
-//	             and remote, 3 rounds of 2 s); redis-benchmark runs with hit only. results.md lists each step's
-//	             exact command line.
+//	             and remote, 3 rounds of 2 s, 3 open-loop rounds of 2 s); redis-benchmark runs with hit only.
+//	             results.md lists each step's exact command line.
 //	custom       the flags as given (the default)
 //
 // -cluster N adds a featcache in front of a Redis Cluster of N masters, "featcache-cluster", measured in the same
@@ -37,21 +39,36 @@
 // Targets: redis-server directly; featcache, built from this module (or -featcache BINARY|DIR), run with
 // -max-memory as local.max_memory and policies caching "feat:", "emb:" and redis-benchmark's "key:" keys;
 // twemproxy (-twemproxy auto|on|off|PATH); and any -target name=host:port, seeded through its own address.
-// -relay-delay D puts the relay in front of Redis for every target. -redis-benchmark, -rb-keys, -rb-requests
+// -redis-benchmark, -rb-keys, -rb-requests
 // and -rb-rounds control the redis-benchmark runs; -alloc-requests the allocation phase; -out the results folder
 // (default bench/results/<timestamp>).
 //
 // Pinning (-pin, default on with two or more CPUs): the servers run under taskset -c -server-cpus (0) and this
 // program re-executes itself under taskset -c -client-cpus (1), so its GOMAXPROCS is 1 and the load generator,
-// redis-benchmark and the bench's bookkeeping share one core that the measured server never runs on. The relay
-// runs on the server core too (-relay-cpus moves it): its CPU cost then competes with the measured server, and
-// the report gives it per round.
+// redis-benchmark and the bench's bookkeeping share one core that the measured server never runs on.
+//
+// A remote store (-remote-delay D, the remote profile; bench/netns.go): with -delay-mode auto (the default) or
+// netem, the bench re-executes itself inside a network namespace of its own, featcache-bench-<pid>, where
+// redis-server, featcache and the load generator all run on 127.0.0.1, and while a delayed profile runs, lo has a
+// prio qdisc whose netem band delays only the TCP packets to and from Redis's port, by D each way. The kernel holds
+// the packets: no user-space CPU is spent on the delay. The parent process waits outside and deletes the namespace
+// when the run ends, Ctrl-C included. Where the namespace or the qdiscs cannot be made (no ip or tc, not root, a
+// kernel without sch_prio or sch_netem), -delay-mode auto falls back to the user-space relay (relay.go), which runs
+// on the server core (-relay-cpus moves it) and competes with the measured server; the report gives its CPU per
+// round. The progress lines and results.md say which of the two ran, and why; a PING to Redis must show the delay.
+//
+// Open-loop phases (-open-loads 25%,50%,90%; bench/openloop.go) follow a profile's rounds: Poisson arrivals at
+// each rate, the same schedule for every target, a pool of -open-conns connections per target, latency from each
+// request's intended send time (no coordinated omission), and featcache's requests classified hit, stale or miss
+// by a CACHE EXPLAIN ahead of every -open-mark-th one. Shares are of direct Redis's median closed-loop throughput
+// in the same run; -open-duration and -open-rounds default to -duration and -rounds.
 //
 // The report: per target, throughput and p50/p95/p99/p99.9 latency (medians across rounds, targets
 // interleaved within each round so machine drift hits all alike); for featcache the split of hits, stale serves
 // and misses, upstream reads per 1,000 requests (what the store is spared), CPU seconds and µs per request,
 // peak RSS, heap allocations per cached GET end to end, GC pauses; the exact LRU's hit ratio for the same trace
-// and memory; redis-benchmark's figures; and the machine. results.md ends with how each figure is measured.
+// and memory; the open-loop tables per rate (and latency per answer class); redis-benchmark's figures; and the
+// machine. results.md ends with how each figure is measured.
 package main
 
 import (
@@ -252,11 +269,12 @@ func applyPreset(name string, s *settings) error {
 	return nil
 }
 
-// standardSteps is the standard profile: every preset in turn, scaled so the whole run stays under three
+// standardSteps is the standard profile: every preset in turn, scaled so the whole run stays under five
 // minutes on a 2-core machine: 3 rounds of 2 s, redis-benchmark only with hit (2 rounds, 40,000 requests over
-// 10,000 keys), the allocation phase only with hit and pipeline. The zipf and remote steps keep the full
-// profiles' ratio of cache size to key space (1,000,000 keys : 256MB) at a quarter of the size, and leave
-// twemproxy out (it caches nothing: the hit and passthrough steps compare it).
+// 10,000 keys), the allocation phase only with hit and pipeline, the remote step's open-loop phases 3 rounds of
+// 2 s at each of its three rates. The zipf and remote steps keep the full profiles' ratio of cache size to key
+// space (1,000,000 keys : 256MB) at a quarter of the size, and leave twemproxy out (it caches nothing: the hit
+// and passthrough steps compare it).
 func standardSteps() []func(*settings) {
 	short := func(s *settings) {
 		s.Rounds, s.Duration, s.Warmup = 3, 2*time.Second, 500*time.Millisecond
@@ -284,7 +302,7 @@ func standardSteps() []func(*settings) {
 		step("zipf", scaled),
 		step("remote", func(s *settings) {
 			scaled(s)
-			s.Open.Duration, s.Open.Rounds = 2*time.Second, 2
+			s.Open.Duration, s.Open.Rounds = 2*time.Second, 3
 		}),
 	}
 }

@@ -541,6 +541,19 @@ const methodNotes = `## How the figures are measured
   invalidates it), and so do the SETs the redis and twemproxy targets sent in their own phases, replayed in the
   order the phases ran (they reach featcache as invalidations from Redis). Prefill and warm-up warm it; only the
   rounds count.
+- **remote store** (profiles with ` + "`-remote-delay`" + `): netem in the bench's own network namespace delays
+  only the packets to and from Redis's port, in the kernel; where that cannot be had, the user-space relay
+  forwards every byte after the delay, on the server core. The profile says which ran, with the median PING
+  round trips that show the delay (straight to Redis before it, to Redis through it, to featcache).
+- **open loop**: after the rounds, requests arrive at fixed Poisson rates (shares of direct Redis's median
+  closed-loop req/s in the same run), each target sent the same requests at the same intended times through a
+  pool of connections (an idle one takes the next request; a request waits while all are busy). A dispatcher
+  sleeping on a timerfd queues each at its time. Latency runs from the intended send time to the reply, so the
+  load generator's lag, the wait for a connection and any stall of the target count; "late send" is the part
+  before the write. Percentiles are of all rounds' requests together. Answer classes: every
+  ` + "`-open-mark`" + `-th request to featcache is preceded in the same write by CACHE EXPLAIN of its keys (which
+  only peeks), and is counted as a miss if a key was missing or past its hard TTL, a stale serve if one was
+  stale, else a hit.
 - **redis-benchmark**: run by this program against each target in turn, pinned like the load generator; its
   --csv output is parsed; featcache is sent a GET of every key:… key before each GET test so it serves them
   from memory.
