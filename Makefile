@@ -1,4 +1,4 @@
-# The end-to-end benchmark, standard profile (under 3 minutes on 2 cores); see bench/main.go for flags.
+# The end-to-end benchmark, standard profile (under 5 minutes on 2 cores); see bench/main.go for flags.
 .PHONY: bench
 bench:
 	go run ./bench -profile standard
@@ -12,3 +12,9 @@ staleness:
 .PHONY: feast
 feast:
 	go run ./bench feast
+
+# Feast with Redis 0.5 ms away each way (netem in the bench's own network namespace, or the relay where the
+# kernel has no netem), one entity per request, then open-loop phases at 25%, 50% and 90% of direct Redis's rate.
+.PHONY: feast-remote
+feast-remote:
+	go run ./bench feast -remote-delay 500us -batch 1 -entities 50000 -open-loads 25%,50%,90%

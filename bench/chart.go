@@ -16,7 +16,8 @@ import (
 )
 
 // The chart is one panel per profile: for each latency percentile a group of bars, one per target, each
-// labelled with its value. Each panel has its own log scale, since a remote-store profile's milliseconds would
+// labelled with its value; a profile with open-loop phases has a second panel, a group per offered rate and
+// percentile. Each panel has its own log scale, since a remote-store profile's milliseconds would
 // flatten a hit path's microseconds on a shared one, and a p99.9 a p50 on a linear one.
 
 const (
@@ -55,11 +56,18 @@ var chartPercentiles = []percentile{
 }
 
 func writeChart(path string, r *report) error {
-	n := max(len(r.Profiles), 1)
+	var panels []barPanel
+	for _, pr := range r.Profiles {
+		panels = append(panels, closedPanel(pr))
+		if pr.Open != nil {
+			panels = append(panels, openPanel(pr))
+		}
+	}
+	n := max(len(panels), 1)
 	img := image.NewRGBA(image.Rect(0, 0, chartWidth, n*panelHeight))
 	draw.Draw(img, img.Bounds(), image.NewUniform(colBackground), image.Point{}, draw.Src)
-	for i, pr := range r.Profiles {
-		drawPanel(img, image.Rect(0, i*panelHeight, chartWidth, (i+1)*panelHeight), pr)
+	for i, bp := range panels {
+		drawBars(img, image.Rect(0, i*panelHeight, chartWidth, (i+1)*panelHeight), bp)
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -72,15 +80,87 @@ func writeChart(path string, r *report) error {
 	return f.Close()
 }
 
-func drawPanel(img *image.RGBA, area image.Rectangle, pr *profileResult) {
+// barPanel is one panel: groups of bars, one bar per series (target) in each, with a line of figures above.
+type barPanel struct {
+	title  string
+	series []string
+	groups []barGroup
+	note   string
+}
+
+type barGroup struct {
+	label  string
+	values []float64 // µs, one per series; 0 draws nothing
+}
+
+// closedPanel is a profile's rounds: a group per percentile.
+func closedPanel(pr *profileResult) barPanel {
+	bp := barPanel{title: fmt.Sprintf("%s: %s%s", pr.Name, pr.Title, remoteTag(pr)), note: "req/s:"}
+	for _, t := range pr.Targets {
+		bp.series = append(bp.series, t.Name)
+		bp.note += fmt.Sprintf("  %s %.1fk", t.Name, t.Throughput/1000)
+	}
+	for _, p := range chartPercentiles {
+		g := barGroup{label: p.label}
+		for _, t := range pr.Targets {
+			g.values = append(g.values, p.value(t))
+		}
+		bp.groups = append(bp.groups, g)
+	}
+	return bp
+}
+
+// openPanel is a profile's open-loop phases: a group per offered rate and percentile.
+func openPanel(pr *profileResult) barPanel {
+	o := pr.Open
+	bp := barPanel{title: fmt.Sprintf("%s, open loop: the same offered rate for every target%s", pr.Name, remoteTag(pr)),
+		note: "offered req/s:"}
+	for i, l := range o.Loads {
+		name := l.Load.String()
+		if l.Load.Share == 0 {
+			name += "/s"
+		}
+		bp.note += fmt.Sprintf("  %s %.1fk", name, l.Rate/1000)
+		for _, p := range []struct {
+			label string
+			value func(*openTargetResult) float64
+		}{
+			{"p50", func(t *openTargetResult) float64 { return t.P50us }},
+			{"p99", func(t *openTargetResult) float64 { return t.P99us }},
+			{"p99.9", func(t *openTargetResult) float64 { return t.P999us }},
+		} {
+			g := barGroup{label: name + " " + p.label}
+			for _, t := range l.Targets {
+				g.values = append(g.values, p.value(t))
+			}
+			bp.groups = append(bp.groups, g)
+		}
+		if i == 0 {
+			for _, t := range l.Targets {
+				bp.series = append(bp.series, t.Name)
+			}
+		}
+	}
+	return bp
+}
+
+// remoteTag names how a profile's Redis was made remote, for its panels' titles.
+func remoteTag(pr *profileResult) string {
+	if pr.Remote == nil {
+		return ""
+	}
+	return " [" + pr.Remote.Method + "]"
+}
+
+func drawBars(img *image.RGBA, area image.Rectangle, bp barPanel) {
 	plot := image.Rect(area.Min.X+marginLeft, area.Min.Y+marginTop, area.Max.X-marginRight, area.Max.Y-marginBottom)
-	text(img, area.Min.X+10, area.Min.Y+18, fmt.Sprintf("%s: %s", pr.Name, pr.Title), colText)
+	text(img, area.Min.X+10, area.Min.Y+18, bp.title, colText)
 
 	// A log scale: a p50 of half a millisecond and a p99.9 of tens of milliseconds both stay readable.
 	lo, hi := math.Inf(1), 0.0
-	for _, t := range pr.Targets {
-		for _, p := range chartPercentiles {
-			if v := p.value(t); v > 0 {
+	for _, g := range bp.groups {
+		for _, v := range g.values {
+			if v > 0 {
 				lo, hi = math.Min(lo, v), math.Max(hi, v)
 			}
 		}
@@ -126,36 +206,37 @@ func drawPanel(img *image.RGBA, area image.Rectangle, pr *profileResult) {
 		}
 	}
 	text(img, area.Min.X+6, plot.Min.Y-8, "latency ("+unit+", log scale)", colText)
-	tput := "req/s:"
-	for _, t := range pr.Targets {
-		tput += fmt.Sprintf("  %s %.1fk", t.Name, t.Throughput/1000)
-	}
-	text(img, plot.Min.X+170, plot.Min.Y-8, tput, colText)
+	text(img, plot.Min.X+170, plot.Min.Y-8, bp.note, colText)
 
 	// Legend, right-aligned on the title line.
 	x := area.Max.X - marginRight
-	for i := len(pr.Targets) - 1; i >= 0; i-- {
-		name := pr.Targets[i].Name
+	for i := len(bp.series) - 1; i >= 0; i-- {
+		name := bp.series[i]
 		x -= 7*len(name) + 26
 		fill(img, image.Rect(x, area.Min.Y+8, x+12, area.Min.Y+20), colourOf(name, i))
 		text(img, x+16, area.Min.Y+18, name, colText)
 	}
 
-	// Bars.
-	groupW := plot.Dx() / len(chartPercentiles)
-	nt := max(len(pr.Targets), 1)
-	barW := min(56, (groupW-24)/nt)
-	for g, p := range chartPercentiles {
-		gx := plot.Min.X + g*groupW + (groupW-barW*nt)/2
-		for i, t := range pr.Targets {
-			v := p.value(t) / div
+	// Bars. Value labels are drawn when they fit above their bar.
+	groupW := plot.Dx() / max(len(bp.groups), 1)
+	nt := max(len(bp.series), 1)
+	barW := min(56, (groupW-12)/nt)
+	for gi, g := range bp.groups {
+		gx := plot.Min.X + gi*groupW + (groupW-barW*nt)/2
+		for i, v := range g.values {
+			if v <= 0 {
+				continue
+			}
+			v /= div
 			bx := gx + i*barW
-			fill(img, image.Rect(bx+2, yOf(v), bx+barW-2, plot.Max.Y), colourOf(t.Name, i))
+			fill(img, image.Rect(bx+2, yOf(v), bx+barW-2, plot.Max.Y), colourOf(bp.series[i], i))
 			label := trimFloat(v)
-			text(img, bx+barW/2-7*len(label)/2, yOf(v)-4, label, colText)
+			if 7*len(label) <= barW+6 {
+				text(img, bx+barW/2-7*len(label)/2, yOf(v)-4, label, colText)
+			}
 		}
-		lx := plot.Min.X + g*groupW + groupW/2 - 7*len(p.label)/2
-		text(img, lx, plot.Max.Y+20, p.label, colText)
+		lx := plot.Min.X + gi*groupW + groupW/2 - 7*len(g.label)/2
+		text(img, lx, plot.Max.Y+20, g.label, colText)
 	}
 	// Axes last, over the bars' feet.
 	fill(img, image.Rect(plot.Min.X, plot.Min.Y, plot.Min.X+1, plot.Max.Y+1), colAxis)

@@ -2,16 +2,19 @@ package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"featcache/policy"
@@ -38,50 +41,98 @@ func runFeast(args []string) error {
 	duration := fs.Duration("duration", 3*time.Second, "length of each round per target")
 	rounds := fs.Int("rounds", 3, "rounds (targets alternate within each)")
 	out := fs.String("out", "", "also write the Markdown table to this file")
-	relayDelay := fs.Duration("relay-delay", 0, "reach Redis through the bench's relay, delayed this much each way (a store in another zone), for both targets")
+	var remoteDelay time.Duration
+	fs.DurationVar(&remoteDelay, "remote-delay", 0, "Redis this far away each way (a store in another zone), for both targets: netem "+
+		"in the bench's own network namespace, or the relay (-delay-mode)")
+	fs.DurationVar(&remoteDelay, "relay-delay", 0, "the same as -remote-delay (its former name)")
+	jitter := fs.Duration("netem-jitter", 0, "with netem, jitter added to -remote-delay (netem may then reorder a stream's packets)")
+	delayMode := fs.String("delay-mode", delayAuto, "how -remote-delay is made: netem, relay, or auto (netem where the kernel has it)")
+	open := openSettings{Conns: 64, Mark: 4}
+	fs.Var(&open.Loads, "open-loads", "open-loop phases after the rounds, at these rates: shares of direct Redis's closed-loop "+
+		"requests/s (25%) or requests per second (500), comma-separated; empty: none")
+	fs.DurationVar(&open.Duration, "open-duration", 0, "length of each target's open-loop phase per rate and round (0: -duration)")
+	fs.IntVar(&open.Rounds, "open-rounds", 0, "open-loop rounds (0: -rounds)")
+	fs.IntVar(&open.Conns, "open-conns", open.Conns, "connections per target in the open-loop phases (a pool)")
+	fs.IntVar(&open.Mark, "open-mark", open.Mark, "every N-th open-loop request to featcache is preceded by CACHE EXPLAIN of its "+
+		"entities' keys, to classify it as hit, stale or miss (0: none)")
 	featcacheFlag := fs.String("featcache", "", "featcache binary, or the module directory to build it from (default: this module)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	scratch, err := os.MkdirTemp("", "featcache-feast-")
-	if err != nil {
+	if err := errors.Join(checkDelayMode(*delayMode), open.validate()); err != nil {
 		return err
 	}
-	defer os.RemoveAll(scratch)
-	bin, _, err := featcacheBinary(*featcacheFlag, moduleRoot(), scratch)
-	if err != nil {
-		return err
-	}
-	f := &fleet{dir: scratch}
-	defer f.stopAll()
-	redisAddr, _, err := f.startRedis("redis-server")
-	if err != nil {
-		return err
-	}
-	seedAddr := redisAddr
-	if *relayDelay > 0 {
-		if redisAddr, _, err = f.startRelay(redisAddr, *relayDelay); err != nil {
+	root := moduleRoot()
+	if os.Getenv(envScratch) == "" && remoteDelay > 0 && *delayMode != delayRelay {
+		// The same re-execution as the profiles', without pinning: the Feast runs share both cores.
+		if handled, err := relaunch(append([]string{"feast"}, args...), pinning{}, true, *delayMode, *featcacheFlag, root); handled || err != nil {
 			return err
 		}
 	}
-	fw := newFeastWorkload(*entities, *views, *features)
-	cfg := fw.config()
-	featcacheAddr, _, err := f.startFeatcacheConfig("featcache", bin, redisAddr, cfg)
+	stop := new(atomic.Bool)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	go func() {
+		if _, ok := <-sig; ok {
+			fmt.Fprintln(os.Stderr, "feast: stopping after the current phase")
+			stop.Store(true)
+		}
+	}()
+
+	scratch, bin := os.Getenv(envScratch), os.Getenv(envFeatcache)
+	if scratch == "" {
+		var err error
+		if scratch, err = os.MkdirTemp("", "featcache-feast-"); err != nil {
+			return err
+		}
+		if bin, _, err = featcacheBinary(*featcacheFlag, root, scratch); err != nil {
+			os.RemoveAll(scratch)
+			return err
+		}
+	}
+	defer os.RemoveAll(scratch)
+	f := &fleet{dir: scratch}
+	defer f.stopAll()
+	redisAddr, redisProc, err := f.startRedis("redis-server")
 	if err != nil {
 		return err
 	}
+	fw := newFeastWorkload(*entities, *views, *features)
 	start := time.Now()
-	if err := fw.seed(seedAddr); err != nil {
+	if err := fw.seed(redisAddr); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "feast: seeded %d entities x %d views x %d features in %v\n", *entities, *views, *features, time.Since(start).Round(time.Millisecond))
+	tag := "feast"
+	var remote *remoteResult
+	if remoteDelay > 0 {
+		rs, err := makeRemote(&env{remote: remoteFromEnv()}, f, redisAddr, remoteDelay, *jitter)
+		if err != nil {
+			return err
+		}
+		defer rs.close()
+		redisAddr, remote, tag = rs.addr, rs.res, "feast "+rs.res.Method
+	}
+	featcacheAddr, featcacheProc, err := f.startFeatcacheConfig("featcache", bin, redisAddr, fw.config())
+	if err != nil {
+		return err
+	}
+	if remote != nil {
+		rtt, err := measureRTT(featcacheAddr)
+		if err != nil {
+			return err
+		}
+		remote.FeatcacheRTTus = us(rtt)
+		fmt.Fprintf(os.Stderr, "%s: remote store: %s\n", tag, remote.describe())
+	}
 
 	targets := []struct{ name, addr string }{{"redis", redisAddr}, {"featcache", featcacheAddr}}
 	results := map[string][]feastRound{}
 	for r := 0; r < *rounds; r++ {
 		for _, t := range targets {
 			before, _ := cacheStats(featcacheAddr)
-			res, err := fw.drive(t.addr, *conns, *batch, *zipfS, *duration, uint64(r))
+			res, err := fw.drive(t.addr, *conns, *batch, *zipfS, *duration, uint64(r), stop)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
@@ -92,17 +143,56 @@ func runFeast(args []string) error {
 				res.hitRatio = hits / math.Max(1, hits+misses)
 			}
 			results[t.name] = append(results[t.name], res)
-			fmt.Fprintf(os.Stderr, "feast: round %d %s: %.0f req/s (%d HMGETs each), p99 %v\n", r+1, t.name, res.rps, *batch, res.p99)
+			fmt.Fprintf(os.Stderr, "%s: round %d %s: %.0f req/s (%d HMGETs each), p99 %v\n", tag, r+1, t.name, res.rps, *batch, res.p99)
+		}
+	}
+	if stop.Load() {
+		return errors.New("interrupted")
+	}
+	var openRes *openLoopResult
+	if len(open.Loads) > 0 {
+		var rps []float64
+		for _, r := range results["redis"] {
+			rps = append(rps, r.rps)
+		}
+		capacity := median(rps, func(x float64) float64 { return x })
+		d, n := open.Duration, open.Rounds
+		if d <= 0 {
+			d = *duration
+		}
+		if n <= 0 {
+			n = *rounds
+		}
+		cpu := func(p *proc) func() (sample, error) {
+			return func() (sample, error) {
+				c, err := procCPU(p.pid())
+				return sample{cpu: c}, err
+			}
+		}
+		ots := []openTarget{{name: "redis", addr: redisAddr, sample: cpu(redisProc)},
+			{name: "featcache", addr: featcacheAddr, featcache: true, sample: func() (sample, error) {
+				s, err := cpu(featcacheProc)()
+				if err != nil {
+					return s, err
+				}
+				st, err := cacheStats(featcacheAddr)
+				s.stats = st.m
+				return s, err
+			}}}
+		logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, tag+": "+format+"\n", args...) }
+		openRes, err = runOpenLoop(open, d, n, capacity, ots, feastOpen{w: fw, batch: *batch, zipf: *zipfS}, stop, logf)
+		if err != nil {
+			return err
 		}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Feast workload: %d entities x %d views x %d features, Zipf %.2f, %d entities per request "+
 		"(one pipelined HMGET each), %d connections, %d rounds of %v per target (medians)",
 		*entities, *views, *features, *zipfS, *batch, *conns, *rounds, *duration)
-	if *relayDelay > 0 {
-		fmt.Fprintf(&b, "; Redis reached through a relay adding %v each way", *relayDelay)
-	}
 	b.WriteString(".\n\n")
+	if remote != nil {
+		remote.markdown(&b)
+	}
 	b.WriteString("| target | requests/s | HMGETs/s | p50 | p99 | p99.9 | hit ratio (HMGETs) |\n|---|--:|--:|--:|--:|--:|--:|\n")
 	for _, t := range targets {
 		rs := results[t.name]
@@ -123,6 +213,10 @@ func runFeast(args []string) error {
 			fmtDur(time.Duration(med(func(r feastRound) float64 { return float64(r.p50) }))),
 			fmtDur(time.Duration(med(func(r feastRound) float64 { return float64(r.p99) }))),
 			fmtDur(time.Duration(med(func(r feastRound) float64 { return float64(r.p999) }))), hit)
+	}
+	b.WriteString("\n")
+	if openRes != nil {
+		openRes.markdown(&b, fmt.Sprintf("requests of %d HMGETs", *batch))
 	}
 	fmt.Print(b.String())
 	if *out != "" {
@@ -218,7 +312,8 @@ type feastRound struct {
 
 // drive runs the load against addr for d: conns connections, each a closed loop of requests (a pipeline of batch
 // HMGETs of one view), and returns the throughput in requests and their latency.
-func (w *feastWorkload) drive(addr string, conns, batch int, s float64, d time.Duration, round uint64) (feastRound, error) {
+func (w *feastWorkload) drive(addr string, conns, batch int, s float64, d time.Duration, round uint64,
+	stop *atomic.Bool) (feastRound, error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -239,7 +334,7 @@ func (w *feastWorkload) drive(addr string, conns, batch int, s float64, d time.D
 			rng := rand.New(rand.NewPCG(round, uint64(c)))
 			zipf := rand.NewZipf(rng, s, 1, uint64(w.entities-1))
 			var mine []time.Duration
-			for time.Now().Before(deadline) {
+			for time.Now().Before(deadline) && !stop.Load() {
 				v := rng.IntN(len(w.views))
 				for b := 0; b < batch; b++ {
 					rc.appendArgs(append([][]byte{[]byte("HMGET"), w.key(int(zipf.Uint64()))}, w.fields[v]...)...)
@@ -279,4 +374,42 @@ func (w *feastWorkload) drive(addr string, conns, batch int, s float64, d time.D
 		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
 	}
 	return feastRound{rps: float64(requests.Load()) / d.Seconds(), p50: q(0.5), p99: q(0.99), p999: q(0.999)}, nil
+}
+
+// feastOpen is the Feast workload in open-loop phases: a request is one view's HMGETs of batch entities, in one
+// pipeline.
+type feastOpen struct {
+	w     *feastWorkload
+	batch int
+	zipf  float64
+}
+
+func (f feastOpen) draw(seed uint64) func([]uint32) ([]uint32, int) {
+	rng := rand.New(rand.NewPCG(seed, 0xfea57))
+	zipf := rand.NewZipf(rng, f.zipf, 1, uint64(f.w.entities-1))
+	return func(keys []uint32) ([]uint32, int) {
+		view := rng.IntN(len(f.w.views))
+		for range f.batch {
+			keys = append(keys, uint32(zipf.Uint64()))
+		}
+		return keys, view
+	}
+}
+
+func (f feastOpen) appendRequest(rc *respConn, r *openRequest) int {
+	fields := f.w.fields[r.op]
+	for _, e := range r.keys {
+		rc.appendArgs(append([][]byte{[]byte("HMGET"), f.w.key(int(e))}, fields...)...)
+	}
+	return len(r.keys)
+}
+
+// appendMark asks for the state of each entity's _ts field of the view: featcache fills a view's fields of an
+// entity together, so it stands for the HMGET.
+func (f feastOpen) appendMark(rc *respConn, r *openRequest) int {
+	fields := f.w.fields[r.op]
+	for _, e := range r.keys {
+		rc.appendArgs([]byte("CACHE"), []byte("EXPLAIN"), f.w.key(int(e)), fields[len(fields)-1])
+	}
+	return len(r.keys)
 }

@@ -4,11 +4,12 @@
 // same servers, and writes results.md, results.json and latency.png into a results folder.
 //
 //	go run ./bench [-profile standard|hit|pipeline|passthrough|zipf|remote|custom] [flags]
-//	make bench                  # the standard profile, under 3 minutes on 2 cores
+//	make bench                  # the standard profile, under 5 minutes on 2 cores
 //	go run ./bench relay -listen ADDR -upstream ADDR -delay 500us    # the delay relay on its own
 //	go run ./bench report DIR   # rewrite DIR/results.md and DIR/latency.png from DIR/results.json
 //	go run ./bench staleness    # time from a write to Redis (or through another featcache) until featcache serves it
 //	go run ./bench feast        # Feast's layout and read pattern (pipelined HMGET), featcache next to direct Redis
+//	make feast-remote           # the same with Redis 0.5 ms away each way, and open-loop phases
 //
 // Profiles are named presets of the workload flags; a flag given on the command line wins over the preset.
 //
@@ -17,11 +18,12 @@
 //	passthrough  SET of 1 KiB values: featcache's write pass-through against twemproxy and Redis
 //	zipf         GETs, Zipf 1.1 over 1,000,000 feature bundles of 1-2 KiB, local.max_memory 256MB: hit ratio
 //	             against an exact LRU of the same size, RSS, GC
-//	remote       zipf with 5% 16 KiB embeddings, every target reaching Redis through a relay that adds 0.5 ms
-//	             each way (a store in another zone): featcache's tail latency against the direct client's
+//	remote       zipf with 5% 16 KiB embeddings, Redis 0.5 ms away each way for every target (a store in
+//	             another zone), then open-loop phases at 25%, 50% and 90% of direct Redis's throughput:
+//	             featcache's tail latency against the direct client's at the same offered load
 //	standard     hit, pipeline, passthrough, zipf and remote in turn, scaled down (250,000 keys and 64MB for zipf
-//	             and remote, 3 rounds of 2 s); redis-benchmark runs with hit only. results.md lists each step's
-//	             exact command line.
+//	             and remote, 3 rounds of 2 s, 3 open-loop rounds of 2 s); redis-benchmark runs with hit only.
+//	             results.md lists each step's exact command line.
 //	custom       the flags as given (the default)
 //
 // -cluster N adds a featcache in front of a Redis Cluster of N masters, "featcache-cluster", measured in the same
@@ -37,21 +39,36 @@
 // Targets: redis-server directly; featcache, built from this module (or -featcache BINARY|DIR), run with
 // -max-memory as local.max_memory and policies caching "feat:", "emb:" and redis-benchmark's "key:" keys;
 // twemproxy (-twemproxy auto|on|off|PATH); and any -target name=host:port, seeded through its own address.
-// -relay-delay D puts the relay in front of Redis for every target. -redis-benchmark, -rb-keys, -rb-requests
+// -redis-benchmark, -rb-keys, -rb-requests
 // and -rb-rounds control the redis-benchmark runs; -alloc-requests the allocation phase; -out the results folder
 // (default bench/results/<timestamp>).
 //
 // Pinning (-pin, default on with two or more CPUs): the servers run under taskset -c -server-cpus (0) and this
 // program re-executes itself under taskset -c -client-cpus (1), so its GOMAXPROCS is 1 and the load generator,
-// redis-benchmark and the bench's bookkeeping share one core that the measured server never runs on. The relay
-// runs on the server core too (-relay-cpus moves it): its CPU cost then competes with the measured server, and
-// the report gives it per round.
+// redis-benchmark and the bench's bookkeeping share one core that the measured server never runs on.
+//
+// A remote store (-remote-delay D, the remote profile; bench/netns.go): with -delay-mode auto (the default) or
+// netem, the bench re-executes itself inside a network namespace of its own, featcache-bench-<pid>, where
+// redis-server, featcache and the load generator all run on 127.0.0.1, and while a delayed profile runs, lo has a
+// prio qdisc whose netem band delays only the TCP packets to and from Redis's port, by D each way. The kernel holds
+// the packets: no user-space CPU is spent on the delay. The parent process waits outside and deletes the namespace
+// when the run ends, Ctrl-C included. Where the namespace or the qdiscs cannot be made (no ip or tc, not root, a
+// kernel without sch_prio or sch_netem), -delay-mode auto falls back to the user-space relay (relay.go), which runs
+// on the server core (-relay-cpus moves it) and competes with the measured server; the report gives its CPU per
+// round. The progress lines and results.md say which of the two ran, and why; a PING to Redis must show the delay.
+//
+// Open-loop phases (-open-loads 25%,50%,90%; bench/openloop.go) follow a profile's rounds: Poisson arrivals at
+// each rate, the same schedule for every target, a pool of -open-conns connections per target, latency from each
+// request's intended send time (no coordinated omission), and featcache's requests classified hit, stale or miss
+// by a CACHE EXPLAIN ahead of every -open-mark-th one. Shares are of direct Redis's median closed-loop throughput
+// in the same run; -open-duration and -open-rounds default to -duration and -rounds.
 //
 // The report: per target, throughput and p50/p95/p99/p99.9 latency (medians across rounds, targets
 // interleaved within each round so machine drift hits all alike); for featcache the split of hits, stale serves
 // and misses, upstream reads per 1,000 requests (what the store is spared), CPU seconds and µs per request,
 // peak RSS, heap allocations per cached GET end to end, GC pauses; the exact LRU's hit ratio for the same trace
-// and memory; redis-benchmark's figures; and the machine. results.md ends with how each figure is measured.
+// and memory; the open-loop tables per rate (and latency per answer class); redis-benchmark's figures; and the
+// machine. results.md ends with how each figure is measured.
 package main
 
 import (
@@ -64,6 +81,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -90,6 +108,10 @@ func main() {
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
+	var child childExit
+	if errors.As(err, &child) {
+		os.Exit(int(child)) // the child has reported its error
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -108,7 +130,8 @@ type settings struct {
 	Warmup         time.Duration `json:"warmup_ns"`
 	Prefill        bool          `json:"prefill"`
 	MaxMemory      size          `json:"max_memory"`
-	RelayDelay     time.Duration `json:"relay_delay_ns"`
+	RemoteDelay    time.Duration `json:"remote_delay_ns"`
+	NetemJitter    time.Duration `json:"netem_jitter_ns,omitempty"`
 	Twemproxy      string        `json:"twemproxy"`
 	Targets        targetList    `json:"targets"`
 	RedisBenchmark bool          `json:"redis_benchmark"`
@@ -117,6 +140,7 @@ type settings struct {
 	RBRounds       int           `json:"rb_rounds"`
 	AllocRequests  int64         `json:"alloc_requests"`
 	Cluster        int           `json:"cluster,omitempty"`
+	Open           openSettings  `json:"open_loop"`
 }
 
 func defaultSettings() settings {
@@ -127,6 +151,7 @@ func defaultSettings() settings {
 		MaxMemory: mustSize("256MB"), Twemproxy: "auto",
 		RedisBenchmark: true, RBKeys: 100_000, RBRequests: 200_000, RBRounds: 3,
 		AllocRequests: 200_000,
+		Open:          openSettings{Conns: 100, Mark: 4},
 	}
 }
 
@@ -136,6 +161,7 @@ type invocation struct {
 	pin         bool
 	serverCPUs  string
 	relayCPUs   string
+	delayMode   string
 	clientCPUs  string
 	featcache   string
 	redisServer string
@@ -162,7 +188,17 @@ func newFlagSet(s *settings, inv *invocation) *flag.FlagSet {
 	fs.DurationVar(&s.Warmup, "warmup", s.Warmup, "unmeasured load per target before the first round")
 	fs.BoolVar(&s.Prefill, "prefill", s.Prefill, "GET every key once through featcache (and -target endpoints) before the warm-up")
 	fs.Var(&s.MaxMemory, "max-memory", "featcache local.max_memory, and the simulated LRU's size")
-	fs.DurationVar(&s.RelayDelay, "relay-delay", s.RelayDelay, "if > 0, reach Redis through a relay adding this delay each way")
+	fs.DurationVar(&s.RemoteDelay, "remote-delay", s.RemoteDelay, "if > 0, Redis is this far away each way: netem in the bench's namespace, or the relay (-delay-mode)")
+	fs.DurationVar(&s.RemoteDelay, "relay-delay", s.RemoteDelay, "the same as -remote-delay (its former name)")
+	fs.DurationVar(&s.NetemJitter, "netem-jitter", s.NetemJitter, "with netem, jitter added to -remote-delay (netem may then reorder a stream's packets)")
+	o := &s.Open
+	fs.Var(&o.Loads, "open-loads", "open-loop phases after the rounds, at these arrival rates: shares of direct Redis's "+
+		"closed-loop throughput (25%) or requests per second (5000), comma-separated; empty: none")
+	fs.DurationVar(&o.Duration, "open-duration", o.Duration, "length of each target's open-loop phase per rate and round (0: -duration)")
+	fs.IntVar(&o.Rounds, "open-rounds", o.Rounds, "open-loop rounds (0: -rounds)")
+	fs.IntVar(&o.Conns, "open-conns", o.Conns, "connections per target in the open-loop phases (a pool: a request takes an idle one)")
+	fs.IntVar(&o.Mark, "open-mark", o.Mark, "in the open-loop phases, every N-th featcache request is preceded by CACHE EXPLAIN of its keys, "+
+		"to classify it as hit, stale or miss (0: none)")
 	fs.StringVar(&s.Twemproxy, "twemproxy", s.Twemproxy, "twemproxy target: auto (if installed), on, off, or nutcracker's path")
 	fs.Var(&s.Targets, "target", "extra RESP endpoint name=host:port (repeatable)")
 	fs.BoolVar(&s.RedisBenchmark, "redis-benchmark", s.RedisBenchmark, "also run redis-benchmark against every target")
@@ -176,6 +212,8 @@ func newFlagSet(s *settings, inv *invocation) *flag.FlagSet {
 	fs.BoolVar(&inv.pin, "pin", inv.pin, "pin servers and load generator to separate CPUs with taskset")
 	fs.StringVar(&inv.serverCPUs, "server-cpus", inv.serverCPUs, "taskset CPU list for the servers")
 	fs.StringVar(&inv.relayCPUs, "relay-cpus", inv.relayCPUs, "taskset CPU list for the relay (default: -server-cpus)")
+	fs.StringVar(&inv.delayMode, "delay-mode", inv.delayMode, "how -remote-delay is made: netem (in a network namespace of the bench's own), "+
+		"relay (user-space, on -relay-cpus), or auto (netem where the kernel has it, else the relay)")
 	fs.StringVar(&inv.clientCPUs, "client-cpus", inv.clientCPUs, "taskset CPU list for the load generator")
 	fs.StringVar(&inv.featcache, "featcache", inv.featcache, "featcache binary, or source folder to build (default: this module)")
 	fs.StringVar(&inv.redisServer, "redis-server", inv.redisServer, "redis-server binary")
@@ -190,7 +228,7 @@ var profileTitles = map[string]string{
 	"pipeline":    "GET 1 KiB, every key cached, pipelines of 16",
 	"passthrough": "SET 1 KiB (write pass-through)",
 	"zipf":        "Zipf GETs over feature bundles: hit ratio against an exact LRU, RSS",
-	"remote":      "Zipf GETs with Redis behind a delay relay (a store in another zone)",
+	"remote":      "Zipf GETs with Redis 0.5 ms away each way (a store in another zone)",
 	"custom":      "the workload as given on the command line",
 }
 
@@ -221,8 +259,9 @@ func applyPreset(name string, s *settings) error {
 	case "remote":
 		w.Keys, w.EmbShare, w.Zipf, w.Writes, w.Mget = 1_000_000, 0.05, 1.1, 0, 1
 		s.MaxMemory, s.Prefill = mustSize("256MB"), true
-		s.RelayDelay = 500 * time.Microsecond
+		s.RemoteDelay = 500 * time.Microsecond
 		s.RedisBenchmark = false
+		s.Open.Loads, s.Open.Duration, s.Open.Rounds = defaultOpenLoads(), 5*time.Second, 3
 	default:
 		return fmt.Errorf("unknown profile %q (standard, hit, pipeline, passthrough, zipf, remote, custom)", name)
 	}
@@ -230,11 +269,12 @@ func applyPreset(name string, s *settings) error {
 	return nil
 }
 
-// standardSteps is the standard profile: every preset in turn, scaled so the whole run stays under three
+// standardSteps is the standard profile: every preset in turn, scaled so the whole run stays under five
 // minutes on a 2-core machine: 3 rounds of 2 s, redis-benchmark only with hit (2 rounds, 40,000 requests over
-// 10,000 keys), the allocation phase only with hit and pipeline. The zipf and remote steps keep the full
-// profiles' ratio of cache size to key space (1,000,000 keys : 256MB) at a quarter of the size, and leave
-// twemproxy out (it caches nothing: the hit and passthrough steps compare it).
+// 10,000 keys), the allocation phase only with hit and pipeline, the remote step's open-loop phases 3 rounds of
+// 2 s at each of its three rates. The zipf and remote steps keep the full profiles' ratio of cache size to key
+// space (1,000,000 keys : 256MB) at a quarter of the size, and leave twemproxy out (it caches nothing: the hit
+// and passthrough steps compare it).
 func standardSteps() []func(*settings) {
 	short := func(s *settings) {
 		s.Rounds, s.Duration, s.Warmup = 3, 2*time.Second, 500*time.Millisecond
@@ -260,7 +300,10 @@ func standardSteps() []func(*settings) {
 		step("pipeline", func(s *settings) { short(s); s.AllocRequests = 100_000 }),
 		step("passthrough", short),
 		step("zipf", scaled),
-		step("remote", scaled),
+		step("remote", func(s *settings) {
+			scaled(s)
+			s.Open.Duration, s.Open.Rounds = 2*time.Second, 3
+		}),
 	}
 }
 
@@ -276,8 +319,15 @@ func (s settings) commandLine() string {
 	} else {
 		args = append(args, "-duration "+s.Duration.String())
 	}
-	args = append(args, fmt.Sprintf("-rounds %d -warmup %v -prefill=%t -max-memory %s -relay-delay %v -twemproxy %s",
-		s.Rounds, s.Warmup, s.Prefill, s.MaxMemory, s.RelayDelay, s.Twemproxy))
+	args = append(args, fmt.Sprintf("-rounds %d -warmup %v -prefill=%t -max-memory %s -remote-delay %v -twemproxy %s",
+		s.Rounds, s.Warmup, s.Prefill, s.MaxMemory, s.RemoteDelay, s.Twemproxy))
+	if s.NetemJitter > 0 {
+		args = append(args, fmt.Sprintf("-netem-jitter %v", s.NetemJitter))
+	}
+	if o := s.Open; len(o.Loads) > 0 {
+		args = append(args, fmt.Sprintf("-open-loads %s -open-duration %v -open-rounds %d -open-conns %d -open-mark %d",
+			o.Loads.String(), o.Duration, o.Rounds, o.Conns, o.Mark))
+	}
 	for _, t := range s.Targets {
 		args = append(args, "-target "+t.String())
 	}
@@ -342,8 +392,10 @@ func (s settings) validate() error {
 		return fmt.Errorf("-value-size must be between 0 and %d", len(valuePool))
 	case s.Requests <= 0 && s.Duration <= 0:
 		return errors.New("one of -duration and -requests must be positive")
+	case len(s.Open.Loads) > 0 && s.Open.duration(s) <= 0:
+		return errors.New("open-loop phases need a positive -open-duration or -duration")
 	}
-	return nil
+	return s.Open.validate()
 }
 
 // Environment variables the parent hands to itself re-executed under taskset.
@@ -354,10 +406,13 @@ const (
 	envFrom      = "FEATCACHE_BENCH_FROM"
 )
 
+// The child is the re-executed process: it finds the scratch folder and featcache's binary in envScratch and
+// envFeatcache, envPinned when taskset pinned it, and envNetns or envDelayFallback for the remote store.
+
 func run(args []string) error {
 	start := time.Now()
 	base := defaultSettings()
-	inv := invocation{pin: true, serverCPUs: "0", clientCPUs: "1", redisServer: "redis-server"}
+	inv := invocation{pin: true, serverCPUs: "0", clientCPUs: "1", redisServer: "redis-server", delayMode: delayAuto}
 	if err := newFlagSet(&base, &inv).Parse(args); err != nil {
 		return err
 	}
@@ -385,8 +440,8 @@ func run(args []string) error {
 		}
 		s.Profile = name
 		if s.Cluster > 0 {
-			if s.RelayDelay > 0 {
-				fmt.Fprintf(os.Stderr, "[%s] skipped: the relay is not supported with -cluster\n", name)
+			if s.RemoteDelay > 0 {
+				fmt.Fprintf(os.Stderr, "[%s] skipped: a remote store is not supported with -cluster\n", name)
 				continue
 			}
 			s.RedisBenchmark = false
@@ -399,28 +454,15 @@ func run(args []string) error {
 
 	root := moduleRoot()
 	pin := decidePinning(inv)
-	if pin.Enabled && os.Getenv(envPinned) == "" {
-		// Build featcache with every core before giving this process a single one.
-		scratch, err := os.MkdirTemp("", "featcache-bench-")
-		if err != nil {
+	if err := checkDelayMode(inv.delayMode); err != nil {
+		return err
+	}
+	delayed := slices.ContainsFunc(steps, func(s settings) bool { return s.RemoteDelay > 0 })
+	if os.Getenv(envScratch) == "" {
+		netns := delayed && inv.delayMode != delayRelay
+		if handled, err := relaunch(args, pin, netns, inv.delayMode, inv.featcache, root); handled || err != nil {
 			return err
 		}
-		bin, from, err := featcacheBinary(inv.featcache, root, scratch)
-		if err != nil {
-			os.RemoveAll(scratch)
-			return err
-		}
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		taskset, err := exec.LookPath("taskset")
-		if err != nil {
-			return err
-		}
-		env := append(os.Environ(), envPinned+"=1", envScratch+"="+scratch, envFeatcache+"="+bin, envFrom+"="+from)
-		argv := append([]string{"taskset", "-c", pin.ClientCPUs, self}, args...)
-		return syscall.Exec(taskset, argv, env)
 	}
 
 	scratch := os.Getenv(envScratch)
@@ -441,6 +483,14 @@ func run(args []string) error {
 		if err := unix.SchedGetaffinity(0, &set); err == nil {
 			pin.Verified = fmt.Sprintf("checked: the load generator's affinity holds %d CPU, GOMAXPROCS=%d",
 				set.Count(), runtime.GOMAXPROCS(0))
+		}
+	}
+	remote := remoteFromEnv()
+	if delayed {
+		if remote.netns != "" {
+			fmt.Fprintf(os.Stderr, "bench: remote store by netem, inside network namespace %s\n", remote.netns)
+		} else {
+			fmt.Fprintf(os.Stderr, "bench: remote store by the user-space relay (%s)\n", remote.fallback)
 		}
 	}
 
@@ -465,7 +515,8 @@ func run(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 
-	e := &env{scratch: scratch, featcache: bin, redisServer: inv.redisServer, pin: pin, stop: stop, fcProfile: inv.fcProfile}
+	e := &env{scratch: scratch, featcache: bin, redisServer: inv.redisServer, pin: pin, stop: stop, fcProfile: inv.fcProfile,
+		remote: remote}
 	rep := &report{Started: start, Profile: base.Profile, Machine: readMachine(e, from)}
 	out := inv.out
 	if out == "" {
@@ -519,6 +570,69 @@ func decidePinning(inv invocation) pinning {
 		}
 	}
 	return p
+}
+
+// relaunch re-executes this program for the measured part, when it must run elsewhere than here: under taskset
+// on the client CPUs (pin), and inside a network namespace of its own (netns) so that netem can delay Redis's
+// port. featcache is built first, with every core, and handed over with the scratch folder in the environment.
+// If the namespace cannot be made, mode auto falls back to the relay (the child is told why) and mode netem
+// fails. handled is false when nothing had to move: the caller goes on in this process.
+func relaunch(args []string, pin pinning, netns bool, mode, featcacheFlag, root string) (handled bool, err error) {
+	if !pin.Enabled && !netns {
+		return false, nil
+	}
+	var fallback, name string
+	if netns {
+		name = netnsName()
+		if err := createNetns(name); err != nil {
+			if mode == delayNetem {
+				return true, fmt.Errorf("-delay-mode netem: %w", err)
+			}
+			fallback = "no netem namespace: " + err.Error()
+			fmt.Fprintf(os.Stderr, "bench: %s; the relay stands in\n", fallback)
+			name = ""
+		}
+	}
+	if !pin.Enabled && name == "" {
+		if fallback != "" {
+			os.Setenv(envDelayFallback, fallback)
+		}
+		return false, nil
+	}
+	scratch, err := os.MkdirTemp("", "featcache-bench-")
+	if err != nil {
+		return true, err
+	}
+	bin, from, err := featcacheBinary(featcacheFlag, root, scratch)
+	if err != nil {
+		os.RemoveAll(scratch)
+		if name != "" {
+			deleteNetns(name)
+		}
+		return true, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return true, err
+	}
+	env := append(os.Environ(), envScratch+"="+scratch, envFeatcache+"="+bin, envFrom+"="+from)
+	argv := append([]string{self}, args...)
+	if pin.Enabled {
+		env = append(env, envPinned+"=1")
+		argv = append([]string{"taskset", "-c", pin.ClientCPUs}, argv...)
+	}
+	if fallback != "" {
+		env = append(env, envDelayFallback+"="+fallback)
+	}
+	if name == "" {
+		path, err := exec.LookPath(argv[0])
+		if err != nil {
+			return true, err
+		}
+		return true, syscall.Exec(path, argv, env)
+	}
+	defer os.RemoveAll(scratch) // the child removes it too; this covers a child that was killed
+	return true, runInNetns(name, argv, append(env, envNetns+"="+name))
 }
 
 // moduleRoot is the folder of the featcache module this program is part of: the working directory or one

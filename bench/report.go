@@ -28,10 +28,11 @@ type profileResult struct {
 	Command        string          `json:"command"` // the equivalent command line, every setting explicit
 	Settings       settings        `json:"settings"`
 	Seed           seedResult      `json:"seed"`
-	Relay          *relayResult    `json:"relay,omitempty"`
+	Remote         *remoteResult   `json:"remote,omitempty"`
 	Targets        []*targetResult `json:"targets"`
 	LRU            *lruResult      `json:"lru,omitempty"`
 	RedisBenchmark []*rbResult     `json:"redis_benchmark,omitempty"`
+	Open           *openLoopResult `json:"open_loop,omitempty"`
 	ElapsedSeconds float64         `json:"elapsed_seconds"`
 }
 
@@ -41,11 +42,20 @@ type seedResult struct {
 	Seconds float64 `json:"seconds"`
 }
 
-type relayResult struct {
-	DelayEachWay string  `json:"delay_each_way"`
-	DirectRTTus  float64 `json:"direct_rtt_us"`  // median GET round trip straight to redis-server
-	RelayedRTTus float64 `json:"relayed_rtt_us"` // the same through the relay
-	CPUs         string  `json:"cpus"`           // where the relay ran
+// remoteResult is how a profile's Redis was made remote, and the round trips that show it.
+type remoteResult struct {
+	Method       string   `json:"method"`             // "netem" or "relay"
+	Fallback     string   `json:"fallback,omitempty"` // why the relay ran
+	DelayEachWay string   `json:"delay_each_way"`
+	Jitter       string   `json:"jitter,omitempty"`
+	Namespace    string   `json:"namespace,omitempty"` // netem: the bench's network namespace
+	Commands     []string `json:"commands,omitempty"`  // netem: the tc commands, as run inside the namespace
+	CPUs         string   `json:"cpus,omitempty"`      // relay: where it ran
+	// Median PING round trips: straight to redis-server before the delay was put in place, to Redis as the targets
+	// reach it (its delayed port, or the relay), and to featcache's port (answered by featcache itself).
+	DirectRTTus    float64 `json:"direct_rtt_us"`
+	RemoteRTTus    float64 `json:"remote_rtt_us"`
+	FeatcacheRTTus float64 `json:"featcache_rtt_us,omitempty"`
 }
 
 // roundResult is one target's measured phase in one round. Latencies are in microseconds.
@@ -380,10 +390,8 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 			"create, no replicas, on the server CPUs, seeded with the same keys), given one master as its seed; the "+
 			"other targets use the one Redis. All are measured in the same interleaved rounds.\n\n", s.Cluster)
 	}
-	if pr.Relay != nil {
-		p("Remote store: every target reaches redis-server through the relay (%s each way, on CPU %s); a GET "+
-			"round trip measured %s direct and %s through it.\n\n",
-			pr.Relay.DelayEachWay, pr.Relay.CPUs, fmtUs(pr.Relay.DirectRTTus), fmtUs(pr.Relay.RelayedRTTus))
+	if r := pr.Remote; r != nil {
+		r.markdown(b)
 	}
 	p("| target | req/s | vs redis | p50 | p95 | p99 | p99.9 | hit / stale / miss | upstream reads per 1k | " +
 		"CPU s per round | CPU µs/req | peak RSS | allocs/GET | GC pause p99 / max | load gen CPU | errors |\n")
@@ -436,7 +444,7 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 	}
 	p("CPU each server used per round while the other targets were measured (on the same core): %s.\n\n",
 		strings.Join(bg, ", "))
-	if pr.Relay != nil {
+	if pr.Remote != nil && pr.Remote.Method == "relay" {
 		var rc []string
 		for _, t := range pr.Targets {
 			rc = append(rc, fmt.Sprintf("%s %.2f s", t.Name, t.RelayCPU/float64(max(len(t.Rounds), 1))))
@@ -469,6 +477,9 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 		p("The second featcache line counts a fill once however many requests waited on it (the same key missed " +
 			"by several connections at once, or twice in one MGET), as the LRU does, where the first miss stores " +
 			"the key before the next request.\n\n")
+	}
+	if pr.Open != nil {
+		pr.Open.markdown(b, "requests")
 	}
 	if len(pr.RedisBenchmark) > 0 {
 		p("**redis-benchmark** (same servers, same pinning; `-c 50 -d 1024 -r %d`, median of %d runs; "+
@@ -530,6 +541,19 @@ const methodNotes = `## How the figures are measured
   invalidates it), and so do the SETs the redis and twemproxy targets sent in their own phases, replayed in the
   order the phases ran (they reach featcache as invalidations from Redis). Prefill and warm-up warm it; only the
   rounds count.
+- **remote store** (profiles with ` + "`-remote-delay`" + `): netem in the bench's own network namespace delays
+  only the packets to and from Redis's port, in the kernel; where that cannot be had, the user-space relay
+  forwards every byte after the delay, on the server core. The profile says which ran, with the median PING
+  round trips that show the delay (straight to Redis before it, to Redis through it, to featcache).
+- **open loop**: after the rounds, requests arrive at fixed Poisson rates (shares of direct Redis's median
+  closed-loop req/s in the same run), each target sent the same requests at the same intended times through a
+  pool of connections (an idle one takes the next request; a request waits while all are busy). A dispatcher
+  sleeping on a timerfd queues each at its time. Latency runs from the intended send time to the reply, so the
+  load generator's lag, the wait for a connection and any stall of the target count; "late send" is the part
+  before the write. Percentiles are of all rounds' requests together. Answer classes: every
+  ` + "`-open-mark`" + `-th request to featcache is preceded in the same write by CACHE EXPLAIN of its keys (which
+  only peeks), and is counted as a miss if a key was missing or past its hard TTL, a stale serve if one was
+  stale, else a hit.
 - **redis-benchmark**: run by this program against each target in turn, pinned like the load generator; its
   --csv output is parsed; featcache is sent a GET of every key:… key before each GET test so it serves them
   from memory.

@@ -22,6 +22,7 @@ type env struct {
 	pin         pinning
 	stop        *atomic.Bool // set on SIGINT/SIGTERM: phases end early and everything is stopped
 	fcProfile   string       // if set, featcache's CPU profile over its last round is written here
+	remote      remoteEnv    // how a profile with a remote delay makes Redis remote
 }
 
 type targetKind string
@@ -76,8 +77,9 @@ func (t *liveTarget) sample() (sample, error) {
 func runProfile(e *env, s settings) (_ *profileResult, err error) {
 	w := &s.Workload
 	pr := &profileResult{Name: s.Profile, Title: profileTitles[s.Profile], Settings: s, Command: s.commandLine()}
+	tag := s.Profile // the progress lines' prefix; a delayed profile's names how Redis was made remote
 	logf := func(format string, args ...any) {
-		fmt.Fprintf(os.Stderr, "[%s] "+format+"\n", append([]any{s.Profile}, args...)...)
+		fmt.Fprintf(os.Stderr, "[%s] "+format+"\n", append([]any{tag}, args...)...)
 	}
 	dir, err := os.MkdirTemp(e.scratch, s.Profile+"-")
 	if err != nil {
@@ -89,24 +91,6 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 	redisAddr, redisProc, err := f.startRedis(e.redisServer)
 	if err != nil {
 		return nil, err
-	}
-	upstream := redisAddr
-	var relayProc *proc
-	if s.RelayDelay > 0 {
-		if upstream, relayProc, err = f.startRelay(redisAddr, s.RelayDelay); err != nil {
-			return nil, err
-		}
-		direct, err1 := measureRTT(redisAddr)
-		relayed, err2 := measureRTT(upstream)
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, err
-		}
-		pr.Relay = &relayResult{DelayEachWay: s.RelayDelay.String(), DirectRTTus: us(direct), RelayedRTTus: us(relayed),
-			CPUs: "any (not pinned)"}
-		if e.pin.Enabled {
-			pr.Relay.CPUs = e.pin.RelayCPUs
-		}
-		logf("relay %v each way: GET round trip %v direct, %v through the relay", s.RelayDelay, direct, relayed)
 	}
 
 	logf("seeding %d keys into redis-server", w.Keys)
@@ -136,11 +120,32 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 		}
 	}
 
+	// The delay goes in after seeding, which would only be slower through it, and before featcache starts.
+	upstream := redisAddr
+	var relayProc *proc
+	if s.RemoteDelay > 0 {
+		rs, err := makeRemote(e, f, redisAddr, s.RemoteDelay, s.NetemJitter)
+		if err != nil {
+			return nil, err
+		}
+		defer rs.close()
+		upstream, relayProc, pr.Remote = rs.addr, rs.relay, rs.res
+		tag = s.Profile + " " + rs.res.Method
+	}
+
 	// featcache and twemproxy start after seeding, so the seed's writes are not a flood of invalidations.
 	targets := []*liveTarget{{name: "redis", kind: kindRedis, addr: upstream, proc: redisProc}}
 	fcAddr, fcProc, fcAdmin, err := f.startFeatcache(e.featcache, upstream, s.MaxMemory.bytes, e.fcProfile != "")
 	if err != nil {
 		return nil, err
+	}
+	if pr.Remote != nil {
+		rtt, err := measureRTT(fcAddr)
+		if err != nil {
+			return nil, err
+		}
+		pr.Remote.FeatcacheRTTus = us(rtt)
+		logf("remote store: %s", pr.Remote.describe())
 	}
 	targets = append(targets, &liveTarget{name: "featcache", kind: kindFeatcache, addr: fcAddr, proc: fcProc, pprof: fcAdmin})
 	twemproxy, err := findTwemproxy(s.Twemproxy)
@@ -267,6 +272,23 @@ func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayPr
 		}
 	}
 
+	if len(s.Open.Loads) > 0 {
+		var capacity float64
+		var ots []openTarget
+		for _, t := range targets {
+			if t.kind == kindRedis {
+				capacity = t.res.Throughput
+			}
+			ots = append(ots, openTarget{name: t.name, addr: t.addr, featcache: t.kind == kindFeatcache, sample: t.sample})
+		}
+		d, rounds := s.Open.duration(s), s.Open.rounds(s)
+		logf("open loop: %s of direct Redis's %.0f req/s, %d rounds of %v per target and rate", s.Open.Loads.String(),
+			capacity, rounds, d)
+		if pr.Open, err = runOpenLoop(s.Open, d, rounds, capacity, ots, kvOpen{w}, e.stop, logf); err != nil {
+			return nil, err
+		}
+	}
+
 	for _, t := range targets {
 		if t.kind != kindFeatcache {
 			continue
@@ -357,23 +379,30 @@ func pct(ph phaseResult, q float64) float64 { return float64(ph.Hist.ValueAtQuan
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
 
-// measureRTT is the median of 200 sequential GETs of a missing key: the round trip to a server and back.
+// measureRTT is the median of 200 sequential PINGs: the round trip to a server and back (featcache answers PING
+// itself).
 func measureRTT(addr string) (time.Duration, error) {
+	med, _, err := measureRTTs(addr)
+	return med, err
+}
+
+// measureRTTs is measureRTT with the fastest of the 200 round trips too.
+func measureRTTs(addr string) (median, fastest time.Duration, err error) {
 	rc, err := dialRESP(addr, 5*time.Second)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer rc.Close()
 	rtts := make([]time.Duration, 200)
 	for i := range rtts {
 		start := time.Now()
-		if _, err := rc.do("GET", "bench:rtt"); err != nil && !errors.Is(err, errNil) {
-			return 0, err
+		if _, err := rc.do("PING"); err != nil {
+			return 0, 0, err
 		}
 		rtts[i] = time.Since(start)
 	}
 	slices.Sort(rtts)
-	return rtts[len(rtts)/2], nil
+	return rtts[len(rtts)/2], rtts[0], nil
 }
 
 // allocPhase measures featcache's heap allocations per cached GET over the bench's own connections: it GETs

@@ -107,7 +107,12 @@ type stream struct {
 }
 
 func newStream(w *workload, conn int) *stream {
-	rng := rand.New(rand.NewPCG(w.Seed, uint64(conn)+1))
+	return newStreamFrom(w, rand.NewPCG(w.Seed, uint64(conn)+1))
+}
+
+// newStreamFrom is a stream drawn from src: the open-loop phases' streams have seeds of their own.
+func newStreamFrom(w *workload, src rand.Source) *stream {
+	rng := rand.New(src)
 	s := &stream{w: w, rng: rng}
 	if w.Zipf > 0 && w.Keys > 1 {
 		s.zipf = rand.NewZipf(rng, w.Zipf, 1, uint64(w.Keys-1))
