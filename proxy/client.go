@@ -409,6 +409,7 @@ func (c *client) flush() bool {
 	ok := c.send(c.out)
 	c.out = c.out[:0]
 	c.nextCharge = 0
+	c.hasWaited() // a write to the client may wait: the reads after it are judged at the time they run
 	return ok
 }
 
