@@ -245,12 +245,14 @@ func (c *client) readMget(cmd *Command) {
 			*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
 			hit = look.State != localcache.StateMiss
 		}
-		mk = append(mk, mgetKey{key: key, lp: lp, pc: pc, look: look})
+		mk = append(mk, mgetKey{key: key, lp: lp, pc: pc, state: look.State, age: look.Age})
 	}
 	c.seg.mkeys = mk
 	if hit {
+		// Counted, and refreshed where they call for it, only now that they are all served from memory.
 		for i := range mk {
-			c.served(mk[i].look, mk[i].key, mk[i].lp, mk[i].pc)
+			k := &mk[i]
+			c.served(localcache.Lookup{State: k.state, Age: k.age}, k.key, k.lp, k.pc)
 		}
 		return
 	}

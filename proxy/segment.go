@@ -432,10 +432,11 @@ func appendRequest(dst []byte, cmd *Command) []byte {
 
 // mgetKey is one key of an MGET as its lookup found it.
 type mgetKey struct {
-	key  []byte             // the physical key; points into the client's read buffer or batch arena
-	lp   *localcache.Policy // nil: no policy caches the key
-	pc   *policyCounters
-	look localcache.Lookup
+	key   []byte             // the physical key; points into the client's read buffer or batch arena
+	lp    *localcache.Policy // nil: no policy caches the key
+	pc    *policyCounters
+	state localcache.State // what its lookup served
+	age   time.Duration
 }
 
 // mgetTx is an MGET answered from one transaction.
