@@ -183,7 +183,7 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 //   - any other result is what the upstream holds now, and replaces the entry: it is stored when it can be (a
 //     value, or a remembered nil when p.NegativeTTL > 0), and the entry is deleted when it cannot (a nil without
 //     NegativeTTL, a Reply such as WRONGTYPE, an expiry that is not known, an entry too large, a policy that
-//     stores nothing). An older value must never outlive a read that saw the key change: not for lookups, and
+//     stores nothing, and Drop). An older value must never outlive a read that saw the key change: not for lookups, and
 //     not for serve-stale, which would otherwise answer with a value older than one a client already read.
 //
 // The result is stored verified when the cache was trusted, in one tracking session, from the fill's start to

@@ -241,11 +241,12 @@ func (c *client) readMget(cmd *Command) {
 			key = c.physicalKey(key, ver)
 		}
 		var look localcache.Lookup
+		looked := hit
 		if hit {
 			*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
 			hit = look.State != localcache.StateMiss
 		}
-		mk = append(mk, mgetKey{key: key, lp: lp, pc: pc, state: look.State, age: look.Age})
+		mk = append(mk, mgetKey{key: key, lp: lp, pc: pc, looked: looked, state: look.State, age: look.Age})
 	}
 	c.seg.mkeys = mk
 	if hit {

@@ -427,16 +427,19 @@ func appendRequest(dst []byte, cmd *Command) []byte {
 //
 // The transaction leads a fill for every cached key of the MGET, hits included, so that the entries it leaves
 // were all read at its instant. When another read leads the fill of one of its keys, its own fills are completed
-// (their waiters answered) but their entries dropped (localcache.Result.Drop): keeping them would pair, in memory,
-// values read at two instants.
+// (their waiters answered) but store nothing: storing them would pair, in memory, values read at two instants. The
+// entries of its keys that were fresh (or not looked up: the MGET stops looking after its first miss) stay as
+// they were, as if the MGET had not read them; the others (missing, soft-stale, unverified) are dropped
+// (localcache.Result.Drop).
 
 // mgetKey is one key of an MGET as its lookup found it.
 type mgetKey struct {
-	key   []byte             // the physical key; points into the client's read buffer or batch arena
-	lp    *localcache.Policy // nil: no policy caches the key
-	pc    *policyCounters
-	state localcache.State // what its lookup served
-	age   time.Duration
+	key    []byte             // the physical key; points into the client's read buffer or batch arena
+	lp     *localcache.Policy // nil: no policy caches the key
+	pc     *policyCounters
+	looked bool             // it was looked up (the lookups stop at the first miss)
+	state  localcache.State // what its lookup served
+	age    time.Duration
 }
 
 // mgetTx is an MGET answered from one transaction.
@@ -458,6 +461,7 @@ type txKey struct {
 	pc   *policyCounters
 	fill *localcache.Fill // the fill of the key this MGET leads, or nil
 	get  int              // the index of its GET's reply in EXEC's; PTTL's follows when fill is set
+	keep bool             // unless the MGET stores its entries, the key's entry stays: it was fresh, or not looked up
 }
 
 // addMgetTx adds the transaction answering an MGET of keys to the payload, and its hole to the replies.
@@ -488,7 +492,7 @@ func (s *segment) addMgetTx(cache *localcache.Cache, keys []mgetKey) {
 			if index != nil {
 				index[string(k.key)] = at
 			}
-			tk := txKey{key: k.key, lp: k.lp, pc: k.pc, get: tx.cmds}
+			tk := txKey{key: k.key, lp: k.lp, pc: k.pc, get: tx.cmds, keep: !k.looked || k.state == localcache.StateFresh}
 			s.req = upstream.AppendKeyCommand(s.req, "GET", k.key)
 			tx.cmds++
 			if k.lp != nil {
@@ -614,7 +618,9 @@ func (c *client) completeTxFetch(it *fetchItem) {
 			res.Err = err
 		} else {
 			res = fetchedResult(f)
-			res.Drop = !tx.alone
+			if !tx.alone {
+				res.NoStore, res.Drop = k.keep, !k.keep
+			}
 		}
 	}
 	c.srv.cache.Complete(it.fill, res, it.lp)
