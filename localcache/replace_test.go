@@ -40,6 +40,7 @@ func TestAnswerReplacesEntry(t *testing.T) {
 		{"expired between GET and PTTL", Result{Value: []byte("new"), PTTL: -2 * time.Millisecond}, false},
 		{"expiry unknown", Result{Value: []byte("new")}, false},
 		{"grown past the size limit", Result{Value: bytes.Repeat([]byte("v"), 8<<10), PTTL: NoExpiry}, false},
+		{"read with keys it cannot be stored with (Drop)", Result{Value: []byte("new"), PTTL: NoExpiry, Drop: true}, false},
 		{"upstream failure", Result{Err: errors.New("LOADING")}, true},
 		{"not read from the upstream", Result{Value: []byte("other"), NoStore: true}, true},
 	}
