@@ -80,6 +80,17 @@ type Lookup struct {
 	Age      time.Duration // time since the fill that stored the entry began
 	SoftLeft time.Duration // time until the soft deadline under the lookup's policy; <= 0 once past it
 	HardLeft time.Duration // time until the hard deadline under the lookup's policy; <= 0 once past it
+	// Fill is, for a hash field, the tag of the fill that read it: fields with the same tag were read together,
+	// at one instant. 0 for values.
+	Fill uint32
+}
+
+// from returns lk with the tag of the fill that read what it describes; a miss stays the zero Lookup.
+func (lk Lookup) from(tag uint32) Lookup {
+	if lk.State != StateMiss {
+		lk.Fill = tag
+	}
+	return lk
 }
 
 // freecacheSegments is freecache's fixed segment count (its segmentCount); each segment gets an equal
@@ -117,7 +128,8 @@ type Cache struct {
 	// node, whose lookups then never compute a slot.
 	slots atomic.Pointer[slotTable]
 
-	stopTimer func() // stops the coarse timer; nil with an injected clock
+	stopTimer func()        // stops the coarse timer; nil with an injected clock
+	tags      atomic.Uint32 // the last hash fill tag handed out (nextTag)
 
 	flushMu sync.Mutex // serializes Flush so freecache's counters are carried over once
 	shards  [shardCount]shard
@@ -165,9 +177,9 @@ func New(opt Options) (*Cache, error) {
 //
 // An entry whose fill began before p.NotBefore is a miss.
 //
-// With allowDead and p.ServeStale, an entry of an earlier tracking session (SetTrusted), which an ordinary
-// lookup does not serve unless p.Revalidate, is served too, on the same terms, as long as no Flush happened
-// since it was stored: serve-stale accepts values up to HardTTL+MaxStale old while the upstream fails, which
+// With allowDead and p.ServeStale, an unverified entry (of an earlier tracking session, see SetTrusted, or stored
+// while the cache was untrusted, see Complete), which an ordinary lookup does not serve unless p.Revalidate, is
+// served too, on the same terms, as long as no Flush happened since it was stored: serve-stale accepts values up to HardTTL+MaxStale old while the upstream fails, which
 // covers an invalidation missed while tracking was down; an upstream that fails is also why tracking is usually
 // down. A Flush (a null invalidation: FLUSHALL, FLUSHDB, SWAPDB, or a server that came back as another one)
 // means the values are gone upstream: they are never served again.
@@ -200,7 +212,7 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 		if err != nil || h.Epoch != epoch || h.Kind == KindHash || h.Session < floor {
 			return nil // a hash is not a value: GET of it is Redis's WRONGTYPE error
 		}
-		unverified := h.Session != session
+		unverified := h.Session != session || h.Unverified
 		if unverified && !p.Revalidate && !(allowDead && p.ServeStale) {
 			return nil
 		}
@@ -238,7 +250,7 @@ func (c *Cache) Explain(key []byte, p *Policy, now time.Time) (h Header, size in
 		return h, size, StateMiss, ok
 	}
 	st, _, _ = h.state(p, now.UnixMilli())
-	if h.Session != session {
+	if h.Session != session || h.Unverified {
 		switch {
 		case !p.Revalidate:
 			st = StateMiss

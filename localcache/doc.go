@@ -20,18 +20,27 @@
 //     joins its fill if that fill is of the slot's current generation and the current epoch, or else
 //     starts a new fill that records the generation, the epoch and its start time. Invalidate moves
 //     the slot's generation, if there is a slot, and deletes the freecache entry, holding the shard
-//     lock. Complete stores only if the generation and epoch are still the fill's and the cache is
-//     trusted, checking and storing under that same lock, so an invalidation is either before the
-//     check (nothing stored) or after the store (the entry is deleted). A key with no fill
+//     lock. Complete touches the entry only if the generation and epoch are still the fill's,
+//     checking and storing under that same lock, so an invalidation is either before the check
+//     (nothing stored) or after the store (the entry is deleted). A key with no fill
 //     outstanding has no slot: deleting its entry is all an invalidation needs, since any later fill
 //     reads the upstream after it. refs counts the key's outstanding fills and the slot is dropped
 //     when it reaches zero, so the table holds only keys being fetched.
 //   - A global epoch, one atomic word, stored in every entry header and compared at every lookup.
 //     Flush moves it and then clears freecache; freecache's Clear is not atomic across its 256
 //     segments, but an entry of an old epoch is a miss from the instant the epoch moves, wherever the
-//     clear has got to. SetTrusted moves it on both transitions: a tracking loss makes everything
-//     stored before it unservable, and a fill that began while tracking was down is never stored
-//     after tracking comes back. The trust flag shares the epoch's word, so Complete sees both at once.
+//     clear has got to. SetTrusted moves the tracking session, in the same word, on both transitions:
+//     a tracking loss makes everything stored before it unverified, and a fill that began while
+//     tracking was down, or completed after it went down, is stored unverified (Header.Unverified),
+//     never as verified. The trust flag shares the word too, so Complete sees all three at once.
+//
+// # An answer replaces the entry
+//
+// What a fill read from the upstream replaces the key's entry: it is stored when it can be, and the entry
+// is deleted when it cannot (a nil without NegativeTTL, a relayed error such as WRONGTYPE, an unknown
+// expiry, an entry too large). An older value therefore never outlives a read that saw the key change, not
+// for lookups and not for serve-stale. Upstream failures (Result.Err) and results not read from the
+// upstream (Result.NoStore) leave the entry as it is.
 //
 // Because a read after an invalidation never joins a fill that began before it, and fills are shared by
 // every concurrent miss of a key in a generation, there is one upstream read per key per generation

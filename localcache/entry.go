@@ -34,13 +34,16 @@ func (k Kind) String() string {
 // Header is the fixed-size prefix of every freecache value. freecache keeps expiry in whole seconds,
 // so the times that decide what may be served live here, in unix milliseconds.
 type Header struct {
-	Kind      Kind
-	Epoch     uint32 // flush epoch at fill time; an entry of another epoch is never served
-	Session   uint32 // tracking session at fill time; an entry of an earlier session is unverified
-	FetchedAt int64  // unix ms when the upstream read was sent (the fill's start)
-	SoftAt    int64  // unix ms: from this instant on, serve and refresh in the background
-	HardAt    int64  // unix ms: from this instant on, never served (except serve-stale)
-	ExpireAt  int64  // unix ms when the upstream key expires (from PTTL); 0 = no upstream expiry
+	Kind    Kind
+	Epoch   uint32 // flush epoch at fill time; an entry of another epoch is never served
+	Session uint32 // tracking session at fill time; an entry of an earlier session is unverified
+	// Unverified marks an entry stored while no invalidation vouched for its fill (tracking was down, or went
+	// down or came back during the fill): it is unverified in every session, as an entry of an earlier one is.
+	Unverified bool
+	FetchedAt  int64 // unix ms when the upstream read was sent (the fill's start)
+	SoftAt     int64 // unix ms: from this instant on, serve and refresh in the background
+	HardAt     int64 // unix ms: from this instant on, never served (except serve-stale)
+	ExpireAt   int64 // unix ms when the upstream key expires (from PTTL); 0 = no upstream expiry
 }
 
 // headerVersion is the first byte of every encoded header. A process only ever reads entries it wrote
@@ -52,7 +55,7 @@ const headerVersion = 2
 //
 //	offset size field
 //	0      1    version (headerVersion)
-//	1      1    Kind
+//	1      1    Kind, | unverifiedFlag when Unverified
 //	2      4    Epoch      uint32 little endian
 //	6      4    Session    uint32 little endian
 //	10     8    FetchedAt  int64 little endian, unix ms
@@ -61,6 +64,9 @@ const headerVersion = 2
 //	34     8    ExpireAt   int64 little endian, unix ms, 0 = none
 //	42          value bytes follow (empty for KindNil)
 const headerSize = 42
+
+// unverifiedFlag is the bit of the kind byte that encodes Header.Unverified.
+const unverifiedFlag = 0x80
 
 var (
 	// errShortHeader means the input is shorter than an encoded header.
@@ -73,7 +79,11 @@ var (
 
 // append appends the encoded header (headerSize bytes) to dst and returns the extended slice.
 func (h *Header) append(dst []byte) []byte {
-	dst = append(dst, headerVersion, byte(h.Kind))
+	kind := byte(h.Kind)
+	if h.Unverified {
+		kind |= unverifiedFlag
+	}
+	dst = append(dst, headerVersion, kind)
 	dst = binary.LittleEndian.AppendUint32(dst, h.Epoch)
 	dst = binary.LittleEndian.AppendUint32(dst, h.Session)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(h.FetchedAt))
@@ -92,18 +102,19 @@ func decodeHeader(b []byte) (Header, []byte, error) {
 	if b[0] != headerVersion {
 		return Header{}, nil, errHeaderVersion
 	}
-	k := Kind(b[1])
+	k := Kind(b[1] &^ unverifiedFlag)
 	if k != KindValue && k != KindNil && k != KindHash {
 		return Header{}, nil, errHeaderKind
 	}
 	h := Header{
-		Kind:      k,
-		Epoch:     binary.LittleEndian.Uint32(b[2:]),
-		Session:   binary.LittleEndian.Uint32(b[6:]),
-		FetchedAt: int64(binary.LittleEndian.Uint64(b[10:])),
-		SoftAt:    int64(binary.LittleEndian.Uint64(b[18:])),
-		HardAt:    int64(binary.LittleEndian.Uint64(b[26:])),
-		ExpireAt:  int64(binary.LittleEndian.Uint64(b[34:])),
+		Kind:       k,
+		Unverified: b[1]&unverifiedFlag != 0,
+		Epoch:      binary.LittleEndian.Uint32(b[2:]),
+		Session:    binary.LittleEndian.Uint32(b[6:]),
+		FetchedAt:  int64(binary.LittleEndian.Uint64(b[10:])),
+		SoftAt:     int64(binary.LittleEndian.Uint64(b[18:])),
+		HardAt:     int64(binary.LittleEndian.Uint64(b[26:])),
+		ExpireAt:   int64(binary.LittleEndian.Uint64(b[34:])),
 	}
 	return h, b[headerSize:], nil
 }

@@ -23,6 +23,7 @@ type Fill struct {
 	slotWord  *atomic.Uint64
 	slotStamp uint64
 	id        uint64 // 0 for a value fill; for a hash fill, a hash of the fields it reads (AcquireHash)
+	tag       uint32 // a hash fill's tag, which the field records it stores carry (never 0); 0 for a value fill
 	slot      *slot  // the key's slot; alive while this fill is outstanding (refs)
 	shard     *shard // the shard holding slot
 
@@ -67,11 +68,18 @@ type Result struct {
 	PTTL time.Duration
 	// Err means the upstream failed: nothing is stored and waiters get the error.
 	Err error
-	// NoStore means the result is handed to waiters but not stored (for example the reply was an
-	// error such as WRONGTYPE that the caller relays verbatim in Reply).
+	// NoStore means the result is handed to waiters and leaves the tier as it is: it is not what the upstream
+	// said of the key now (for example a leader that found the key cached on its second look hands that entry's
+	// value to its waiters). Any other result without Err replaces the key's entry (see Complete).
 	NoStore bool
-	// Reply is optional raw reply bytes for waiters to relay when NoStore. Not modified, shared.
+	// Reply is optional raw reply bytes for waiters to relay instead of a value, for example an error such as
+	// WRONGTYPE that the caller relays verbatim. A result with Reply is never stored; unless NoStore, it deletes
+	// the key's entry. Not modified, shared.
 	Reply []byte
+	// Drop means the result is handed to waiters, and the key's entry deleted rather than replaced by it: the
+	// caller read it at one instant with other keys whose values it cannot store with it, and keeping it would
+	// pair, in memory, values of two instants (an MGET whose keys' fills are not all its own).
+	Drop bool
 	// Hash is what a hash fill read (CompleteHash), for its waiters. Not modified, shared.
 	Hash *HashResult
 }
@@ -149,6 +157,7 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 		gen:   sl.gen,
 		stamp: stamp,
 		id:    id,
+		tag:   c.nextTag(id),
 
 		slotWord:  slotWord,
 		slotStamp: slotStamp,
@@ -166,12 +175,24 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 	return f, true
 }
 
-// Complete publishes res to the fill's waiters and stores it (a value, or a remembered nil when
-// p.NegativeTTL > 0) only if the key's generation and the cache epoch did not move since the fill
-// began and the cache is trusted. It returns whether it stored; a Flush or trust change that races
-// with Complete may still make a stored entry unservable a moment later. It must be called exactly once per
-// fill, by the leader; a second call panics. p must not be nil. res.Value is copied into the cache and
-// then belongs to the Fill (see Result).
+// Complete publishes res to the fill's waiters and, unless the key's generation or the cache epoch (in cluster
+// mode, its slot's floor) moved since the fill began, makes it the key's entry:
+//
+//   - a result with Err or NoStore leaves the entry as it is: an upstream failure says nothing about the key (and
+//     serve-stale may still answer from the entry), NoStore was not read from the upstream;
+//   - any other result is what the upstream holds now, and replaces the entry: it is stored when it can be (a
+//     value, or a remembered nil when p.NegativeTTL > 0), and the entry is deleted when it cannot (a nil without
+//     NegativeTTL, a Reply such as WRONGTYPE, an expiry that is not known, an entry too large, a policy that
+//     stores nothing, and Drop). An older value must never outlive a read that saw the key change: not for lookups, and
+//     not for serve-stale, which would otherwise answer with a value older than one a client already read.
+//
+// The result is stored verified when the cache was trusted, in one tracking session, from the fill's start to
+// now. Otherwise no invalidation vouches for it, and it is stored unverified (Header.Unverified: served only as
+// p.Revalidate and serve-stale allow, see AppendGet) when p has either, else the entry is deleted.
+//
+// It returns whether it stored a verified entry; a Flush or trust change that races with Complete may still make
+// it unservable a moment later. It must be called exactly once per fill, by the leader; a second call panics. p
+// must not be nil. res.Value is copied into the cache and then belongs to the Fill (see Result).
 //
 // The stored deadlines count from the fill's start, not from its completion, so they err early:
 // with r = Rand()*p.Jitter drawn once, SoftAt = start + SoftTTL*(1-r), HardAt = start + HardTTL*(1-r),
@@ -183,50 +204,78 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 	if f.completed.Swap(true) {
 		panic("localcache: Complete called twice for one Fill")
 	}
-	// Encode outside the shard lock; only the check and the store need it.
-	buf, expire := c.encode(f, &res, p)
-	stored = c.complete(f, res, buf != nil, func() (*[]byte, int) { return buf, expire })
+	answered := res.Err == nil && !res.NoStore
+	// Encode outside the shard lock, as a verified entry; only the check and the store need the lock.
+	var buf *[]byte
+	var expire int
+	if answered {
+		buf, expire = c.encode(f, &res, p)
+	}
+	stored = c.complete(f, res, answered, func(verified bool) (*[]byte, int) {
+		if buf != nil && !verified {
+			if !p.Revalidate && !p.ServeStale {
+				return nil, 0 // nothing would ever serve it
+			}
+			(*buf)[1] |= unverifiedFlag
+		}
+		return buf, expire
+	})
 	if buf != nil {
 		putBuf(buf)
 	}
 	return stored
 }
 
-// complete checks, under the shard lock, whether f may still be stored, and if so stores what build
-// returns (build runs under the lock, so it may read the current entry), then releases the fill's slot
-// and publishes res to its waiters.
-func (c *Cache) complete(f *Fill, res Result, storable bool, build func() (*[]byte, int)) (stored bool) {
+// complete decides, under the shard lock, what f's result does to the key's entry (see Complete): when answered
+// (res is what the upstream holds now) and nothing since the fill began rules it out, the entry becomes what build
+// returns, or is deleted when build returns nil. build runs under the lock, so it may read the current entry;
+// verified says whether the entry may be stored as verified. Then complete releases the fill's slot and publishes
+// res to its waiters. It reports whether it stored a verified entry.
+func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified bool) (*[]byte, int)) (stored bool) {
 	sh, sl := f.shard, f.slot
 	sh.mu.Lock()
-	if storable {
+	if answered && len(f.key) <= MaxKeyLen {
 		// The check and the store happen under the lock Invalidate takes, so an invalidation cannot
 		// slip between them: either it ran before (gen moved, nothing stored) or it runs after (and
 		// deletes what was stored). A Flush or trust change does not take the lock; it does not need
-		// to, because the entry carries f.epoch and stops being served the moment the epoch moves.
+		// to, because the entry carries f.epoch and its session, and stops being served (or being served
+		// as verified) the moment they move.
 		st := c.state.Load()
 		var sw uint64
 		if f.slotWord != nil {
 			sw = f.slotWord.Load()
 		}
 		switch {
-		case f.gen != sl.gen || f.stamp != st&^untrustedBit || f.slotStamp != sw&^untrustedBit:
+		case f.gen != sl.gen || epochOf(st) != epochOf(f.stamp) || floorOf(sw) != floorOf(f.slotStamp):
+			// An invalidation or a flush since the fill began: the entry is gone already, and what the fill read
+			// may predate it.
 			c.stats.fillsDiscarded.Add(1)
-		case st&untrustedBit != 0 || sw&untrustedBit != 0:
-			c.stats.fillsUntrusted.Add(1)
 		default:
-			buf, expire := build()
+			// Only the tracking session may have moved, or tracking be down: the fill read what the upstream
+			// holds, but no invalidation vouches that nothing changed since.
+			verified := f.stamp == st && f.slotStamp == sw
+			if !verified {
+				c.stats.fillsUntrusted.Add(1)
+			}
+			buf, expire := build(verified)
 			if buf == nil {
+				// Nothing to store: what the entry holds is no longer what the upstream says.
+				c.fc.Del(f.key)
 				break
 			}
 			switch err := c.fc.Set(f.key, *buf, expire); {
 			case err == nil:
-				stored = true
-				c.stats.fillsStored.Add(1)
-				c.stats.storedBytes.Add(uint64(len(f.key) + len(*buf) + freecache.ENTRY_HDR_SIZE))
+				if verified {
+					stored = true
+					c.stats.fillsStored.Add(1)
+					c.stats.storedBytes.Add(uint64(len(f.key) + len(*buf) + freecache.ENTRY_HDR_SIZE))
+				}
 			case errors.Is(err, freecache.ErrLargeKey):
 				c.stats.tooLargeKeys.Add(1)
+				c.fc.Del(f.key)
 			default: // freecache.ErrLargeEntry; encode checks the same bound first
 				c.stats.tooLargeValues.Add(1)
+				c.fc.Del(f.key)
 			}
 		}
 	}
@@ -250,10 +299,10 @@ func (c *Cache) complete(f *Fill, res Result, storable bool, build func() (*[]by
 // seconds overflow. Capping only makes freecache drop an entry earlier.
 const maxExpireSeconds = 10 * 365 * 24 * 3600
 
-// encode returns the entry to store for res (header + value, in a pooled buffer) and its freecache
-// expiry in seconds, or nil when res is not to be stored.
+// encode returns the verified entry to store for res (header + value, in a pooled buffer) and its freecache
+// expiry in seconds, or nil when res cannot be stored.
 func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
-	if res.Err != nil || res.NoStore {
+	if res.Err != nil || res.NoStore || res.Reply != nil || res.Drop {
 		return nil, 0
 	}
 	if len(f.key) > MaxKeyLen {
@@ -323,6 +372,19 @@ func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
 	buf := getBuf()
 	*buf = append(h.append((*buf)[:0]), value...)
 	return buf, expire
+}
+
+// nextTag returns the tag of a new fill of id: a hash fill's records carry it, so a lookup can tell whether fields
+// were read together (HashEntry.Fields). Value fills need none.
+func (c *Cache) nextTag(id uint64) uint32 {
+	if id == 0 {
+		return 0
+	}
+	for {
+		if t := c.tags.Add(1); t != 0 {
+			return t
+		}
+	}
 }
 
 func floorDiv(a, b int64) int64 {

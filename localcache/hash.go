@@ -18,15 +18,25 @@ import (
 // invalidation. A complete entry (from HGETALL) also knows which fields do not exist: a field absent from it is
 // nil, without asking Redis, for as long as the entry's own deadlines say.
 //
+// Fields that different fills read were read at different instants: a write between the two reads is announced
+// by an invalidation that may arrive only after both were merged. So every record carries the tag of the fill
+// that read it (Lookup.Fill), and a read that must answer from one instant (HMGET, HGETALL) serves only fields of
+// one fill together.
+//
 // Entry layout after the Header (whose deadlines are those of the entry's completeness):
 //
 //	1 byte   flags (1 = complete)
+//	4 bytes  the tag of the fill that read the complete image (uint32 little endian; 0 when not complete)
 //	records  until the end, each:
 //	         uvarint field length, field bytes,
 //	         1 byte kind (KindValue, or KindNil: the field does not exist),
+//	         4 bytes the tag of the fill that read it (uint32 little endian),
 //	         4 x int64 little endian: FetchedAt, SoftAt, HardAt, ExpireAt (unix ms, as in Header),
 //	         uvarint value length, value bytes
 const hashComplete = 1
+
+// hashPrefix is the size of what precedes a hash entry's records after its Header: flags and the image's tag.
+const hashPrefix = 5
 
 // FieldRead is one field a hash fill read: its value, or Missing when the field (or the hash) does not exist.
 type FieldRead struct {
@@ -72,20 +82,28 @@ func HashFillID(fields [][]byte, all bool) uint64 {
 func (c *Cache) AcquireHash(key []byte, id uint64) (f *Fill, leader bool) { return c.acquire(key, id) }
 
 // CompleteHash publishes res (and the hash result hr) to the fill's waiters, and merges the fields read into
-// key's hash entry if the key's generation, the epoch and the session did not move since the fill began and the
-// cache is trusted. Fields keep their own deadlines, computed from the fill's start and their policies.
+// key's hash entry, under the rules of Complete: unless the key's generation or the epoch moved since the fill
+// began, what the upstream answered (res without Err or NoStore) replaces what the entry held for the fields
+// read, and an entry left with nothing to serve is deleted (as it is for a Reply such as WRONGTYPE, or hr nil).
+// The fields are stored verified when the cache was trusted, in one session, throughout the fill; otherwise
+// unverified, those whose policy serves unverified entries (Policy.Revalidate or ServeStale). Fields keep their
+// own deadlines, computed from the fill's start and their policies. It returns whether it stored a verified
+// entry.
 func (c *Cache) CompleteHash(f *Fill, res Result, hr *HashResult) (stored bool) {
 	if f.completed.Swap(true) {
 		panic("localcache: Complete called twice for one Fill")
 	}
-	storable := res.Err == nil && !res.NoStore && hr != nil && len(f.key) <= MaxKeyLen
+	answered := res.Err == nil && !res.NoStore
 	if len(f.key) > MaxKeyLen {
 		c.stats.tooLargeKeys.Add(1)
 	}
 	var buf *[]byte
-	stored = c.complete(f, res, storable, func() (*[]byte, int) {
+	stored = c.complete(f, res, answered, func(verified bool) (*[]byte, int) {
+		if hr == nil || res.Reply != nil {
+			return nil, 0
+		}
 		var expire int
-		buf, expire = c.mergeHash(f, &res, hr)
+		buf, expire = c.mergeHash(f, &res, hr, verified)
 		return buf, expire
 	})
 	if buf != nil {
@@ -94,9 +112,10 @@ func (c *Cache) CompleteHash(f *Fill, res Result, hr *HashResult) (stored bool) 
 	return stored
 }
 
-// mergeHash builds key's new hash entry from the current one (if it is of the fill's epoch and session) and the
-// fields read. It runs under the shard lock.
-func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
+// mergeHash builds key's new hash entry from the current one (if it is of the fill's epoch and session, and as
+// verified) and the fields read, or returns nil when the entry would hold nothing to serve. It runs under the
+// shard lock.
+func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (*[]byte, int) {
 	fetched := f.start.UnixMilli()
 	nowMs := c.now().UnixMilli()
 	var expireAt int64
@@ -111,7 +130,10 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 		return nil, 0
 	}
 	var r float64
-	h := Header{Kind: KindHash, Epoch: epochOf(f.stamp), Session: f.session(), FetchedAt: fetched}
+	h := Header{Kind: KindHash, Epoch: epochOf(f.stamp), Session: f.session(), FetchedAt: fetched, Unverified: !verified}
+	// keeps reports whether p may store a record of this fill: an unverified one only serves Revalidate and
+	// serve-stale.
+	keeps := func(p *Policy) bool { return verified || p.Revalidate || p.ServeStale }
 	last := int64(0)
 	deadlines := func(p *Policy, missing bool, expireAt int64) (soft, hard int64) {
 		softTTL, hardTTL := max(p.SoftTTL, 0), p.HardTTL
@@ -142,16 +164,20 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 		flags = hashComplete
 		h.SoftAt, h.HardAt = deadlines(hr.KeyPolicy, len(hr.Fields) == 0, expireAt)
 		h.ExpireAt = expireAt
-		if h.HardAt <= nowMs || (len(hr.Fields) == 0 && hr.KeyPolicy.NegativeTTL <= 0) {
+		if h.HardAt <= nowMs || (len(hr.Fields) == 0 && hr.KeyPolicy.NegativeTTL <= 0) || !keeps(hr.KeyPolicy) {
 			flags = 0
 		}
 	}
+	var imageTag uint32
+	if flags&hashComplete != 0 {
+		imageTag = f.tag
+	}
 	buf := getBuf()
-	b := append(h.append((*buf)[:0]), flags)
+	b := binary.LittleEndian.AppendUint32(append(h.append((*buf)[:0]), flags), imageTag)
 	kept := 0
 	for i := range hr.Fields {
 		fr := &hr.Fields[i]
-		if fr.Policy == nil || fr.Policy.HardTTL <= 0 || fr.Missing && fr.Policy.NegativeTTL <= 0 ||
+		if fr.Policy == nil || fr.Policy.HardTTL <= 0 || fr.Missing && fr.Policy.NegativeTTL <= 0 || !keeps(fr.Policy) ||
 			fr.PTTL < 0 && fr.PTTL != NoExpiry && fr.PTTL != -time.Millisecond {
 			continue
 		}
@@ -165,7 +191,7 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 		if hard <= nowMs {
 			continue
 		}
-		b = appendRecord(b, fr.Field, fr.Missing, fetched, soft, hard, fieldExpire, fr.Value)
+		b = appendRecord(b, fr.Field, fr.Missing, f.tag, fetched, soft, hard, fieldExpire, fr.Value)
 		kept++
 	}
 	// Keep the fields of the current entry that this read did not cover, if it is of the fill's stamp (an entry
@@ -186,24 +212,27 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 		}
 		_ = c.fc.PeekFn(f.key, func(e []byte) error {
 			oh, rest, err := decodeHeader(e)
-			if err != nil || oh.Kind != KindHash || oh.Epoch != h.Epoch || oh.Session != h.Session || len(rest) == 0 {
+			if err != nil || oh.Kind != KindHash || oh.Epoch != h.Epoch || oh.Session != h.Session ||
+				oh.Unverified != h.Unverified || len(rest) < hashPrefix {
 				return nil
 			}
 			if rest[0]&hashComplete != 0 && oh.HardAt > nowMs {
-				// The fields read are a subset of a complete image that is still valid: keep it complete.
-				b[headerSize] = hashComplete
-				copy(b[:headerSize], (&Header{Kind: KindHash, Epoch: oh.Epoch, Session: oh.Session,
-					FetchedAt: oh.FetchedAt, SoftAt: oh.SoftAt, HardAt: oh.HardAt, ExpireAt: oh.ExpireAt}).append(nil))
+				// The fields read are a subset of a complete image that is still valid: keep it complete (with
+				// the tag of the fill that read it whole).
+				copy(b[:headerSize+hashPrefix], (&Header{Kind: KindHash, Epoch: oh.Epoch, Session: oh.Session,
+					Unverified: oh.Unverified, FetchedAt: oh.FetchedAt, SoftAt: oh.SoftAt, HardAt: oh.HardAt,
+					ExpireAt: oh.ExpireAt}).append(nil))
+				copy(b[headerSize:headerSize+hashPrefix], rest[:hashPrefix])
 				last = max(last, oh.HardAt)
 			}
-			eachRecord(rest[1:], func(rec record) bool {
+			eachRecord(rest[hashPrefix:], func(rec record) bool {
 				for i := range hr.Fields {
 					if string(hr.Fields[i].Field) == string(rec.field) {
 						return true // replaced by what this fill read
 					}
 				}
 				if rec.hard > nowMs || oldLast > nowMs {
-					b = appendRecord(b, rec.field, rec.kind == KindNil, rec.fetched, rec.soft, rec.hard, rec.expire, rec.value)
+					b = appendRecord(b, rec.field, rec.kind == KindNil, rec.tag, rec.fetched, rec.soft, rec.hard, rec.expire, rec.value)
 					last = max(last, rec.hard, oldLast)
 					kept++
 				}
@@ -229,7 +258,7 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult) (*[]byte, int) {
 	return buf, expire
 }
 
-func appendRecord(b, field []byte, missing bool, fetched, soft, hard, expire int64, value []byte) []byte {
+func appendRecord(b, field []byte, missing bool, tag uint32, fetched, soft, hard, expire int64, value []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(field)))
 	b = append(b, field...)
 	kind := KindValue
@@ -237,6 +266,7 @@ func appendRecord(b, field []byte, missing bool, fetched, soft, hard, expire int
 		kind, value = KindNil, nil
 	}
 	b = append(b, byte(kind))
+	b = binary.LittleEndian.AppendUint32(b, tag)
 	b = binary.LittleEndian.AppendUint64(b, uint64(fetched))
 	b = binary.LittleEndian.AppendUint64(b, uint64(soft))
 	b = binary.LittleEndian.AppendUint64(b, uint64(hard))
@@ -249,26 +279,28 @@ func appendRecord(b, field []byte, missing bool, fetched, soft, hard, expire int
 type record struct {
 	field, value                []byte
 	kind                        Kind
+	tag                         uint32
 	fetched, soft, hard, expire int64
 }
 
-// eachRecord decodes the records of an entry (after its flags byte) until fn returns false or the input ends
-// or is malformed.
+// eachRecord decodes the records of an entry (after its flags and image tag) until fn returns false or the input
+// ends or is malformed.
 func eachRecord(b []byte, fn func(record) bool) {
 	for len(b) > 0 {
 		var r record
 		n, m := binary.Uvarint(b)
-		if m <= 0 || uint64(len(b)-m) < n+1+32 {
+		if m <= 0 || uint64(len(b)-m) < n+1+4+32 {
 			return
 		}
 		r.field = b[m : m+int(n)]
 		b = b[m+int(n):]
 		r.kind = Kind(b[0])
-		r.fetched = int64(binary.LittleEndian.Uint64(b[1:]))
-		r.soft = int64(binary.LittleEndian.Uint64(b[9:]))
-		r.hard = int64(binary.LittleEndian.Uint64(b[17:]))
-		r.expire = int64(binary.LittleEndian.Uint64(b[25:]))
-		b = b[33:]
+		r.tag = binary.LittleEndian.Uint32(b[1:])
+		r.fetched = int64(binary.LittleEndian.Uint64(b[5:]))
+		r.soft = int64(binary.LittleEndian.Uint64(b[13:]))
+		r.hard = int64(binary.LittleEndian.Uint64(b[21:]))
+		r.expire = int64(binary.LittleEndian.Uint64(b[29:]))
+		b = b[37:]
 		n, m = binary.Uvarint(b)
 		if m <= 0 || uint64(len(b)-m) < n {
 			return
@@ -286,6 +318,7 @@ type HashEntry struct {
 	h          Header
 	records    []byte
 	complete   bool
+	tag        uint32 // the tag of the fill that read the complete image
 	unverified bool
 	nowMs      int64
 }
@@ -307,11 +340,11 @@ func (c *Cache) LookupHash(key []byte, now time.Time, fn func(e HashEntry)) bool
 	called := false
 	_ = c.fc.GetFn(key, func(b []byte) error {
 		h, rest, err := decodeHeader(b)
-		if err != nil || h.Kind != KindHash || h.Epoch != epochOf(st) || h.Session < floor || len(rest) == 0 {
+		if err != nil || h.Kind != KindHash || h.Epoch != epochOf(st) || h.Session < floor || len(rest) < hashPrefix {
 			return nil
 		}
-		e := HashEntry{h: h, records: rest[1:], complete: rest[0]&hashComplete != 0,
-			unverified: h.Session != session, nowMs: now.UnixMilli()}
+		e := HashEntry{h: h, records: rest[hashPrefix:], complete: rest[0]&hashComplete != 0,
+			tag: binary.LittleEndian.Uint32(rest[1:]), unverified: h.Session != session || h.Unverified, nowMs: now.UnixMilli()}
 		called = true
 		fn(e)
 		return nil
@@ -340,7 +373,7 @@ func (e *HashEntry) Field(field []byte, p *Policy, allowDead bool) (value []byte
 		}
 		found = true
 		h := Header{Kind: r.kind, FetchedAt: r.fetched, SoftAt: r.soft, HardAt: r.hard, ExpireAt: r.expire}
-		lk = h.lookup(p, e.nowMs, allowDead, e.unverified)
+		lk = h.lookup(p, e.nowMs, allowDead, e.unverified).from(r.tag)
 		value, missing = r.value, r.kind == KindNil
 		return false
 	})
@@ -349,7 +382,7 @@ func (e *HashEntry) Field(field []byte, p *Policy, allowDead bool) (value []byte
 	}
 	h := e.h
 	h.Kind = KindNil // absent from a complete image: the field does not exist, under the key's negative TTL
-	return nil, true, h.lookup(p, e.nowMs, allowDead, e.unverified)
+	return nil, true, h.lookup(p, e.nowMs, allowDead, e.unverified).from(e.tag)
 }
 
 // Fields looks several fields up in one pass over the entry: for each field i of fields that the entry holds,
@@ -375,7 +408,7 @@ func (e *HashEntry) Fields(fields [][]byte, pol func(i int) *Policy, allowDead b
 			p := pol(i)
 			var lk Lookup
 			if !e.hidden(p, allowDead) {
-				lk = h.lookup(p, e.nowMs, allowDead, e.unverified)
+				lk = h.lookup(p, e.nowMs, allowDead, e.unverified).from(r.tag)
 			}
 			fn(i, r.value, r.kind == KindNil, lk)
 		}
@@ -393,7 +426,7 @@ func (e *HashEntry) Fields(fields [][]byte, pol func(i int) *Policy, allowDead b
 			}
 			h := e.h
 			h.Kind = KindNil
-			fn(i, nil, true, h.lookup(p, e.nowMs, allowDead, e.unverified))
+			fn(i, nil, true, h.lookup(p, e.nowMs, allowDead, e.unverified).from(e.tag))
 		}
 	}
 }
@@ -405,7 +438,7 @@ func (e *HashEntry) Complete(keyPolicy *Policy, allowDead bool) (Lookup, bool) {
 		return Lookup{}, false
 	}
 	h := e.h
-	lk := h.lookup(keyPolicy, e.nowMs, allowDead, e.unverified)
+	lk := h.lookup(keyPolicy, e.nowMs, allowDead, e.unverified).from(e.tag)
 	return lk, lk.State != StateMiss
 }
 
@@ -436,7 +469,7 @@ func (e *HashEntry) EachField(pol func(field []byte) *Policy, allowDead bool, fn
 			return fn(r.field, r.value, r.kind == KindNil, Lookup{})
 		}
 		h := Header{Kind: r.kind, FetchedAt: r.fetched, SoftAt: r.soft, HardAt: r.hard, ExpireAt: r.expire}
-		return fn(r.field, r.value, r.kind == KindNil, h.lookup(p, e.nowMs, allowDead, e.unverified))
+		return fn(r.field, r.value, r.kind == KindNil, h.lookup(p, e.nowMs, allowDead, e.unverified).from(r.tag))
 	})
 }
 
@@ -456,7 +489,8 @@ func (e *HashEntry) FieldHeader(field []byte) (h Header, size int, ok bool) {
 		if string(r.field) != string(field) {
 			return true
 		}
-		h = Header{Kind: r.kind, Epoch: e.h.Epoch, Session: e.h.Session, FetchedAt: r.fetched, SoftAt: r.soft, HardAt: r.hard, ExpireAt: r.expire}
+		h = Header{Kind: r.kind, Epoch: e.h.Epoch, Session: e.h.Session, Unverified: e.h.Unverified,
+			FetchedAt: r.fetched, SoftAt: r.soft, HardAt: r.hard, ExpireAt: r.expire}
 		size, ok = len(r.value), true
 		return false
 	})

@@ -16,7 +16,7 @@ import "sync/atomic"
 type Stats struct {
 	FillsStored    uint64 // fills whose result was stored
 	FillsDiscarded uint64 // fills not stored because the key's generation or the epoch moved during them
-	FillsUntrusted uint64 // fills not stored because invalidations were not being received (SetTrusted(false))
+	FillsUntrusted uint64 // fills completed while invalidations were not being received, or across a change of that (SetTrusted): stored unverified, or not at all
 	FillsJoined    uint64 // Acquire calls that joined a fill in progress instead of starting one
 	Invalidations  uint64 // keys passed to Invalidate
 	Flushes        uint64 // Flush calls

@@ -337,7 +337,7 @@ func stateName(st localcache.State) string {
 	case localcache.StateDead:
 		return "dead (past hard deadline: refetched; served only on upstream error with serve_stale)"
 	case localcache.StateUnverified:
-		return "unverified (cached before a tracking loss: served within its soft TTL, re-fetched at upstream.revalidate_rate)"
+		return "unverified (cached before a tracking loss, or read while tracking was down: served within its soft TTL, re-fetched at upstream.revalidate_rate)"
 	}
 	return "miss"
 }

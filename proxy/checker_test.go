@@ -79,6 +79,9 @@ func checkerSeq(reply []byte) (int64, bool) {
 //   - a reader on the other instance, or of a key written straight to Redis, never sees a value older than a write
 //     acknowledged staleBound before its read began;
 //   - every reader's values of a key never go backwards (monotonic reads per client);
+//   - multi-key reads are atomic: writers set the keys of a group (MSET) and the fields of a hash (HSET) to one
+//     value, readers read them whole (MGET, HMGET of every field and of some, HGETALL), and no reply may mix
+//     values, a state Redis never held; their values obey the same staleness and monotonicity checks;
 //   - after the writers stop, every key converges on Redis's value through both instances.
 func TestConsistencyChecker(t *testing.T) {
 	if *checkerDuration == 0 {
@@ -101,8 +104,61 @@ policies:
 	}
 	key := func(i int) string { return "ck:" + strconv.Itoa(i) }
 
+	// Groups: keys set together by MSET, and hashes whose fields are set together by HSET, one writer each.
+	// Few groups, so that readers and writers meet on them often.
+	const groups, groupSize = 2, 3
+	groupLogs := make([]*ackLog, 2*groups) // MSET groups, then hashes: written through A, B, Redis, Redis
+	for i := range groupLogs {
+		groupLogs[i] = &ackLog{via: []string{"A", "redis", "redis", "B"}[i%4]}
+	}
+	groupRead := func(g int) (cmd []string, all bool) {
+		if g < groups {
+			cmd = []string{"MGET"}
+			for i := range groupSize {
+				cmd = append(cmd, "ck:g"+strconv.Itoa(g)+":"+strconv.Itoa(i))
+			}
+			return cmd, false
+		}
+		return []string{"HGETALL", "ck:h" + strconv.Itoa(g-groups)}, true
+	}
+	groupWrite := func(g int, seq int64) []string {
+		v := checkerValue(seq)
+		if g < groups {
+			cmd := []string{"MSET"}
+			for i := range groupSize {
+				cmd = append(cmd, "ck:g"+strconv.Itoa(g)+":"+strconv.Itoa(i), v)
+			}
+			return cmd
+		}
+		cmd := []string{"HSET", "ck:h" + strconv.Itoa(g-groups)}
+		for i := range groupSize {
+			cmd = append(cmd, "f"+strconv.Itoa(i), v)
+		}
+		return cmd
+	}
+	// groupSeq checks that a multi-key reply holds one value and returns its sequence number (0 for nothing
+	// written yet); ok is false for a reply that is not an array (an upstream error during a fault).
+	groupSeq := func(reply []byte, all bool) (seq int64, mixedValues []string, ok bool) {
+		if bad, elems := mixed(reply, all); bad {
+			return 0, elems, true
+		}
+		elems, ok := bulkElems(reply)
+		if !ok {
+			return 0, nil, false
+		}
+		if all && len(elems) > 0 {
+			elems = elems[1:]
+		}
+		if len(elems) == 0 || elems[0] == "(nil)" {
+			return 0, nil, true
+		}
+		n, _ := strconv.ParseInt(strings.SplitN(elems[0], ":", 2)[0], 10, 64)
+		return n, nil, true
+	}
+
 	var (
 		reads, writes, faults, violations atomic.Int64
+		groupReads                        atomic.Int64
 		stop                              = make(chan struct{})
 		wg                                sync.WaitGroup
 	)
@@ -175,6 +231,116 @@ policies:
 				}
 			}
 		}(k)
+	}
+
+	// Group writers: one per group, through its instance or straight to Redis; after each acknowledged write
+	// through featcache, the group is read back whole on the same connection.
+	for g := range 2 * groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := groupLogs[g]
+			addr := redis.Addr()
+			if l.via != "redis" {
+				addr = instances[l.via].addr
+			}
+			c := dial(addr)
+			read, all := groupRead(g)
+			for seq := int64(1); !stopped(); seq++ {
+				if err := c.Send(groupWrite(g, seq)...); err != nil {
+					c = dial(addr)
+					continue
+				}
+				reply, err := c.Read()
+				if err != nil {
+					c = dial(addr)
+					continue
+				}
+				if reply[0] == '-' {
+					continue // the write may or may not have been applied; seq moves on
+				}
+				l.add(seq, time.Now())
+				writes.Add(1)
+				if l.via == "redis" {
+					continue
+				}
+				if err := c.Send(read...); err != nil {
+					continue
+				}
+				got, err := c.Read()
+				if err != nil {
+					continue
+				}
+				n, bad, ok := groupSeq(got, all)
+				switch {
+				case !ok:
+				case bad != nil:
+					groupReads.Add(1)
+					violation("mixed multi-key read: %q through %s answered %q", read, l.via, bad)
+				default:
+					groupReads.Add(1)
+					if n != seq {
+						violation("read-your-writes: %q written %d through %s, read back %d", read, seq, l.via, n)
+					}
+				}
+			}
+		}()
+	}
+
+	// Group readers on both instances: whole groups (MGET), whole hashes (HMGET of every field, HGETALL) and
+	// parts of hashes (HMGET of two fields).
+	for r := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := []string{"A", "B"}[r%2]
+			addr := instances[name].addr
+			c := dial(addr)
+			last := make([]int64, 2*groups)
+			rng := rand.New(rand.NewPCG(uint64(r), 11))
+			for !stopped() {
+				g := rng.IntN(2 * groups)
+				read, all := groupRead(g)
+				if g >= groups && rng.IntN(3) > 0 {
+					read, all = []string{"HMGET", read[1], "f2", "f0"}, false
+					if rng.IntN(2) == 0 {
+						read = []string{"HMGET", read[1], "f0", "f1", "f2"}
+					}
+				}
+				start := time.Now()
+				if err := c.Send(read...); err != nil {
+					c = dial(addr)
+					continue
+				}
+				reply, err := c.Read()
+				if err != nil {
+					c = dial(addr)
+					continue
+				}
+				n, bad, ok := groupSeq(reply, all)
+				if !ok {
+					continue // an upstream error during a fault
+				}
+				groupReads.Add(1)
+				if bad != nil {
+					violation("mixed multi-key read on %s: %q answered %q", name, read, bad)
+					continue
+				}
+				l := groupLogs[g]
+				bound := start.Add(-staleBound)
+				if l.via == name {
+					bound = start
+				}
+				if min := l.ackedBefore(bound); n < min {
+					violation("stale multi-key read on %s: %q = %d, but %d was acknowledged through %s %v before the read began",
+						name, read, n, min, l.via, start.Sub(bound))
+				}
+				if n < last[g] {
+					violation("non-monotonic multi-key read on %s: %q went from %d back to %d", name, read, last[g], n)
+				}
+				last[g] = n
+			}
+		}()
 	}
 
 	// Readers on both instances: GETs and MGETs of random keys.
@@ -284,12 +450,21 @@ policies:
 				func() bool { return string(c.Do("GET", key(k))) == want })
 		}
 	}
-	fmt.Printf("consistency checker: %v, %d writes acknowledged, %d reads checked, %d faults injected, %d violations\n",
-		*checkerDuration, writes.Load(), reads.Load(), faults.Load(), violations.Load())
+	for _, name := range []string{"A", "B"} {
+		c := dial(instances[name].addr)
+		for g := range 2 * groups {
+			read, _ := groupRead(g)
+			want := string(redis.Do(read...))
+			redistest.Eventually(t, 5*time.Second, fmt.Sprintf("%q converges through %s", read, name),
+				func() bool { return string(c.Do(read...)) == want })
+		}
+	}
+	fmt.Printf("consistency checker: %v, %d writes acknowledged, %d reads checked (%d multi-key), %d faults injected, %d violations\n",
+		*checkerDuration, writes.Load(), reads.Load()+groupReads.Load(), groupReads.Load(), faults.Load(), violations.Load())
 	if violations.Load() != 0 {
 		t.Fatalf("%d violations", violations.Load())
 	}
-	if reads.Load() == 0 || writes.Load() == 0 || faults.Load() == 0 {
-		t.Fatal("the checker did not exercise reads, writes and faults")
+	if reads.Load() == 0 || groupReads.Load() == 0 || writes.Load() == 0 || faults.Load() == 0 {
+		t.Fatal("the checker did not exercise reads, multi-key reads, writes and faults")
 	}
 }

@@ -420,6 +420,7 @@ func (c *client) flush() bool {
 	if !ok {
 		c.closing = true // the client is gone: nothing more is executed, fetched or forwarded for it
 	}
+	c.hasWaited() // a write to the client may wait: the reads after it are judged at the time they run
 	return ok
 }
 

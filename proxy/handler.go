@@ -75,15 +75,18 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 	}
 	switch {
 	case c.sub != nil && c.sub.active():
+		c.hasWaited()
 		c.execSubscribed(cmd, tc)
 		return
 	case c.tx.multi && (tc == nil || tc.class != classTx && tc.name != "quit" && tc.name != "reset"):
 		c.queue(cmd, tc)
 		return
 	case c.tx.conn != nil:
+		c.hasWaited()
 		c.execPinned(cmd, tc)
 		return
 	case tc == nil:
+		c.hasWaited()
 		c.forward(cmd)
 		return
 	}
@@ -91,6 +94,11 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 		tc.class != classDenied && tc.info != nil && !tc.info.ArityOK(len(cmd.Args)) {
 		c.errorReply("ERR wrong number of arguments for '" + tc.name + "' command")
 		return
+	}
+	if tc.class != classRead {
+		// Whatever it is, it may wait (a blocking or pinned command, a transaction, a barrier, a round trip of a
+		// full segment): the reads after it are judged at the time they run, not the batch's.
+		c.hasWaited()
 	}
 	switch tc.class {
 	case classRead:
@@ -148,13 +156,14 @@ func (c *client) readGet(cmd *Command) {
 		}
 		key = c.physicalKey(key, ver)
 	}
+	now := c.clock()
 	buf := c.seg.buf(&c.out)
 	var look localcache.Lookup
-	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, c.seg.now, false)
+	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
 	if c.served(look, key, lp, pc) {
 		return
 	}
-	c.seg.addFill(c.srv.cache, &c.out, holeGet, key, lp, pc)
+	c.seg.addFill(c.srv.cache, &c.out, holeGet, key, lp, pc, now)
 }
 
 // served counts a lookup that served an entry, and starts what it calls for: a background refresh of a
@@ -182,9 +191,10 @@ func (c *client) served(look localcache.Lookup, key []byte, lp *localcache.Polic
 	return true
 }
 
-// readMget answers MGET: every key as GET does, in order and with duplicates, as one array. Keys no policy caches
-// are fetched with the misses. If the upstream fails for a key that cannot be served stale, the whole MGET gets
-// the error, as it would from Redis.
+// readMget answers MGET with a reply Redis could have given at one instant, as its own MGET is: from memory when
+// every key is served from it, else from one transaction that reads every key (addMgetTx). Keys are answered in
+// order and with duplicates, as one array; keys no policy caches are read with the others. If the upstream fails
+// and not every key can be served stale, the whole MGET gets the error, as it would from Redis.
 func (c *client) readMget(cmd *Command) {
 	keys := cmd.Args[1:]
 	ps := c.srv.policies.Load()
@@ -201,22 +211,26 @@ func (c *client) readMget(cmd *Command) {
 			}
 		}
 	}
+	now := c.clock()
 	start := len(c.out) + len(c.seg.tail)
-	region := c.seg.openRegion(&c.out)
 	buf := c.seg.buf(&c.out)
+	mark := len(*buf)
 	*buf = appendArrayLen(*buf, len(keys))
+	mk := c.seg.mkeys[:0]
+	hit, cached := true, false // every key so far answered from memory; some key is cached
 	for _, key := range keys {
-		if c.outputOver(start) {
+		if hit && c.outputOver(start) {
 			// The connection closes when this batch's replies are flushed: building the rest would only grow them.
 			break
 		}
 		pol := ps.matcher.Match(key)
 		if pol == nil || !pol.Cache {
 			ps.countersFor(pol).results[resultBypass].Add(1)
-			c.seg.ensureRegion(&c.out, &region)
-			c.seg.addBypass(key)
+			mk = append(mk, mgetKey{key: key})
+			hit = false
 			continue
 		}
+		cached = true
 		pc := ps.counters[pol.Index]
 		lp := &ps.local[pol.Index]
 		if hot := ps.hot[pol.Index]; hot != nil {
@@ -226,14 +240,84 @@ func (c *client) readMget(cmd *Command) {
 			ver, _ := c.snapshotVersion(pol, ps) // resolved above
 			key = c.physicalKey(key, ver)
 		}
+		var look localcache.Lookup
+		looked := hit
+		if hit {
+			*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
+			hit = look.State != localcache.StateMiss
+		}
+		mk = append(mk, mgetKey{key: key, lp: lp, pc: pc, looked: looked, state: look.State, age: look.Age})
+	}
+	c.seg.mkeys = mk
+	if hit {
+		// Counted, and refreshed where they call for it, only now that they are all served from memory.
+		for i := range mk {
+			k := &mk[i]
+			c.served(localcache.Lookup{State: k.state, Age: k.age}, k.key, k.lp, k.pc)
+		}
+		return
+	}
+	*buf = (*buf)[:mark]
+	switch {
+	case c.srv.clustered() && !oneSlot(mk):
+		// Keys in several slots of a Redis Cluster cannot be read at one instant (Redis itself refuses such an
+		// MGET with CROSSSLOT): read key by key.
+		c.mgetByKey(mk, now)
+	case !cached:
+		c.forward(cmd) // Redis's own MGET, relayed
+	case distinct(mk):
+		c.seg.addMgetTx(c.srv.cache, mk)
+	default:
+		c.mgetByKey(mk, now) // one key: read as GET reads it
+	}
+}
+
+// distinct reports whether an MGET names two different keys or more.
+func distinct(keys []mgetKey) bool {
+	for i := 1; i < len(keys); i++ {
+		if !bytes.Equal(keys[i].key, keys[0].key) {
+			return true
+		}
+	}
+	return false
+}
+
+// oneSlot reports whether an MGET's keys are all in one hash slot of a Redis Cluster.
+func oneSlot(keys []mgetKey) bool {
+	slot := upstream.Slot(keys[0].key)
+	for i := 1; i < len(keys); i++ {
+		if upstream.Slot(keys[i].key) != slot {
+			return false
+		}
+	}
+	return true
+}
+
+// mgetByKey answers an MGET key by key, as GET does: an MGET of one key, or of keys in several slots of a Redis
+// Cluster.
+func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
+	start := len(c.out) + len(c.seg.tail)
+	region := c.seg.openRegion(&c.out)
+	buf := c.seg.buf(&c.out)
+	*buf = appendArrayLen(*buf, len(keys))
+	for i := range keys {
+		if c.outputOver(start) {
+			break
+		}
+		k := &keys[i]
+		if k.lp == nil {
+			c.seg.ensureRegion(&c.out, &region)
+			c.seg.addBypass(k.key)
+			continue
+		}
 		buf = c.seg.buf(&c.out)
 		var look localcache.Lookup
-		*buf, look = c.srv.cache.AppendGet(*buf, key, lp, c.seg.now, false)
-		if c.served(look, key, lp, pc) {
+		*buf, look = c.srv.cache.AppendGet(*buf, k.key, k.lp, now, false)
+		if c.served(look, k.key, k.lp, k.pc) {
 			continue
 		}
 		c.seg.ensureRegion(&c.out, &region)
-		c.seg.addFill(c.srv.cache, &c.out, holeMgetKey, key, lp, pc)
+		c.seg.addFill(c.srv.cache, &c.out, holeMgetKey, k.key, k.lp, k.pc, now)
 	}
 	c.seg.closeRegion(region)
 }
@@ -318,6 +402,9 @@ func (c *client) runSegment() {
 		start := time.Now()
 		err := c.srv.up.Do(c.call, s.req, s.frames)
 		c.srv.metrics.observeUpstream(s.class(), start)
+		// The round trip took its time: its replies, serve-stale's answers when it failed, and the reads after
+		// it are judged now.
+		s.now, s.waited = c.srv.now(), false
 		c.srv.stats.RoundTrips.Add(1)
 		// The replies are in memory now: charge them, so that a client whose segments bring back more than the
 		// budget has left is closed at the next flush.
@@ -327,10 +414,17 @@ func (c *client) runSegment() {
 		if err == nil && !c.srv.reached.Load() {
 			c.srv.reached.Store(true)
 		}
+		if c.srv.clustered() {
+			c.readSplitTxs()
+		}
 		for i := range s.fetches {
 			it := &s.fetches[i]
-			if it.hash != nil {
+			switch {
+			case it.hash != nil:
 				c.completeHashFetch(it, err)
+				continue
+			case it.tx != nil:
+				c.completeTxFetch(it)
 				continue
 			}
 			res := localcache.Result{Err: err}
@@ -388,6 +482,7 @@ func (c *client) invalidateKeys(args [][]byte, tc *command) (complete bool) {
 // writes whose keys featcache cannot name (scripts, incomplete key specs). Without tracking, or when the barrier
 // cannot be confirmed, it flushes the local tier instead: read-your-writes holds either way.
 func (c *client) barrier() {
+	c.hasWaited()
 	c.srv.stats.Barriers.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.up.Timeout())
 	err := c.srv.up.Barrier(ctx)
@@ -413,7 +508,8 @@ func parseFetched(call *upstream.Call, i int) (upstream.Fetched, error) {
 	return upstream.ParseFetched(call.Frame(i), call.Frame(i+1))
 }
 
-// fetchedResult turns an upstream answer into what the local tier stores and hands to waiters.
+// fetchedResult turns an upstream answer into what the local tier stores and hands to waiters. Every answer about
+// the key replaces its entry, also one that cannot be stored (see localcache.Cache.Complete).
 func fetchedResult(f upstream.Fetched) localcache.Result {
 	switch {
 	case f.Error != nil:
@@ -422,14 +518,14 @@ func fetchedResult(f upstream.Fetched) localcache.Result {
 			// waiters may still be turning this error into their replies.
 			return localcache.Result{Err: redisError(bytes.Clone(f.Error))}
 		}
-		// WRONGTYPE and the like: relayed to GET verbatim (MGET answers nil), never stored.
-		return localcache.Result{NoStore: true, Reply: bytes.Clone(f.Error)}
+		// WRONGTYPE and the like: relayed to GET verbatim (MGET answers nil), never stored; the key's entry is
+		// dropped.
+		return localcache.Result{Reply: bytes.Clone(f.Error)}
 	case f.Nil:
 		return localcache.Result{Nil: true, PTTL: time.Duration(f.PTTL) * time.Millisecond}
-	case f.PTTL == -2:
-		// The key expired between GET and PTTL: serve what GET saw, store nothing.
-		return localcache.Result{Value: bytes.Clone(f.Value), NoStore: true}
 	}
+	// PTTL -2 (the key expired between GET and PTTL): what GET saw is served, and not stored (Complete stores no
+	// value whose expiry is unknown).
 	return localcache.Result{Value: bytes.Clone(f.Value), PTTL: time.Duration(f.PTTL) * time.Millisecond}
 }
 

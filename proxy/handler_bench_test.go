@@ -95,6 +95,17 @@ func runHitPath(b *testing.B, srv *Server, payload []byte) {
 func BenchmarkHitPathGet(b *testing.B)        { benchHitPath(b, 1) }
 func BenchmarkHitPathPipeline16(b *testing.B) { benchHitPath(b, 16) }
 
+// BenchmarkHitPathMGET is an MGET of 8 keys, all answered from memory.
+func BenchmarkHitPathMGET(b *testing.B) {
+	srv := benchServer(b, 1000)
+	args := []string{"MGET"}
+	for i := 0; i < 8; i++ {
+		args = append(args, "key:"+strconv.Itoa(i*37%1000))
+	}
+	b.SetBytes(8 * 1024)
+	runHitPath(b, srv, upstream.AppendCommand(nil, args...))
+}
+
 // BenchmarkHitPathHMGET is Feast's read from memory: HMGET of 8 features and the event time of one view, out of
 // a hash holding two views (18 fields).
 func BenchmarkHitPathHMGET(b *testing.B) {

@@ -11,9 +11,12 @@ import (
 
 // Cached hash reads: HGET, HMGET and HGETALL are answered from the local tier like GET, field by field. Each field
 // follows its own policy: a field of a Feast feature view (policy.Matcher.FieldPolicy) its view's, any other field
-// its key's. An HMGET whose fields are partly cached fetches only the missing ones, in the pipeline segment's
-// round trip; one whose fields are all cached costs no upstream read and no allocation. Feature views with
-// max_event_age serve their features as missing (nil) when the row's event time ("_ts:<view>") is older.
+// its key's. Every reply is one Redis could have given at a single instant, as Redis's own HMGET and HGETALL are:
+// it is answered from memory only when every field it needs was read by one fill (localcache.Lookup.Fill), at no
+// upstream read and no allocation; otherwise the fill reads every field it needs, in the pipeline segment's round
+// trip, and the reply comes from that read alone (never known fields next to fetched ones: a write between the two
+// reads would make a feature vector that never existed). Feature views with max_event_age serve their features as
+// missing (nil) when the row's event time ("_ts:<view>") is older.
 
 // hashCmd is which hash read a command is.
 type hashCmd uint8
@@ -32,10 +35,8 @@ func (c *client) readHGetAll(cmd *Command) { c.readHash(cmd, hashGetAll) }
 type hashRead struct {
 	cmd    hashCmd
 	key    []byte
-	fields [][]byte    // the fields asked for (nil for HGETALL)
-	known  [][]byte    // per field, its reply element known at lookup, or nil when the fill brings it
-	times  []eventTime // feature views' event times known at lookup
-	fetch  [][]byte    // the fields the fill reads (nil for HGETALL: all of them)
+	fields [][]byte // the fields asked for (nil for HGETALL)
+	fetch  [][]byte // the fields the fill reads: those and the event times they need (nil for HGETALL: all)
 	// fieldTTL: the upstream has per-field expiry (HPTTL, Redis 7.4+): the fill reads each field's TTL too
 	fieldTTL bool
 	fill     *localcache.Fill
@@ -47,20 +48,23 @@ type hashRead struct {
 type eventTime struct {
 	view  *policy.FeatureView
 	at    time.Time
-	known bool // the _ts field was read and parsed
+	known bool   // the _ts field was read and parsed
+	fill  uint32 // the fill that read it, when read from memory
 }
 
 // hashScratch is a client's reused space for hash lookups, so a fully cached read allocates nothing.
 type hashScratch struct {
-	pols    []*policy.Policy     // each field's policy
-	lps     []*localcache.Policy // and its local-tier form
-	elems   []byte               // reply elements known at lookup, concatenated in the entry's order
-	spans   []span               // each field's element in elems; start -1 when not known
-	missing [][]byte
-	times   []eventTime
-	stale   bool
-	count   *policy.Policy // the policy the read is counted under (see countingPolicy)
-	age     time.Duration  // the age of the oldest field served
+	pols  []*policy.Policy     // each field's policy
+	lps   []*localcache.Policy // and its local-tier form
+	elems []byte               // reply elements known at lookup, concatenated in the entry's order
+	spans []span               // each field's element in elems; start -1 when not known
+	fetch [][]byte             // when not every field can be answered: what the fill reads
+	times []eventTime
+	fill  uint32 // the fill that read the fields served, when one did
+	mixed bool   // fields served were read by different fills
+	stale bool
+	count *policy.Policy // the policy the read is counted under (see countingPolicy)
+	age   time.Duration  // the age of the oldest field served
 }
 
 // span is a field's reply element in hashScratch.elems.
@@ -112,19 +116,20 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	case hashMGet:
 		fields = args[2:]
 	}
+	now := c.clock()
 	buf := c.seg.buf(&c.out)
 	served := false
 	if kind == hashGetAll {
-		*buf, served = c.serveHashAll(*buf, key, ps, pol, c.seg.now, false)
-	} else if c.lookupFields(key, fields, ps, pol, c.seg.now, false) {
-		*buf = appendFieldsReply(*buf, kind, fields, c.hs.pols, c.hs.times, c.seg.now, c.hs.elem)
+		*buf, served = c.serveHashAll(*buf, key, ps, pol, now, false)
+	} else if c.lookupFields(key, fields, ps, pol, now, false) {
+		*buf = appendFieldsReply(*buf, kind, fields, c.hs.pols, c.hs.times, now, c.hs.elem)
 		served = true
 	}
 	pc := ps.counters[c.hs.count.Index]
 	if served {
 		if c.hs.stale {
 			pc.stale.observe(c.hs.age)
-			c.refreshHash(key, fields, kind == hashGetAll, ps, pol)
+			c.refreshHash(key, c.fetchFields(fields), kind == hashGetAll, ps, pol)
 		} else {
 			pc.hit.observe(c.hs.age)
 		}
@@ -132,14 +137,8 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	}
 	hr := &hashRead{cmd: kind, key: bytes.Clone(key), ps: ps, pol: pol, fieldTTL: c.srv.tbl.Load().fieldTTL}
 	if kind != hashGetAll {
-		hs := &c.hs
 		hr.fields = cloneAll(fields)
-		hr.known = make([][]byte, len(fields))
-		for i := range fields {
-			hr.known[i] = bytes.Clone(hs.elem(i)) // nil stays nil: the fill brings it
-		}
-		hr.times = append([]eventTime(nil), hs.times...)
-		hr.fetch = cloneAll(hs.missing)
+		hr.fetch = cloneAll(c.fetchFields(fields))
 	}
 	f, leader := c.srv.cache.AcquireHash(hr.key, localcache.HashFillID(hr.fetch, kind == hashGetAll))
 	hr.fill = f
@@ -151,14 +150,14 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	c.seg.holes = append(c.seg.holes, hole{kind: holeHash, pos: len(c.seg.tail), hash: hr, fill: f, pc: pc})
 }
 
-// lookupFields looks fields of key up. It reports whether all can be answered now; then their reply elements are
-// in c.hs (elems, ends), else c.hs.missing lists what a fill must read: the unknown fields, and the event-time
-// field of each feature view with max_event_age whose time is not cached. allowDead: serve_stale after an
-// upstream failure.
+// lookupFields looks fields of key up. It reports whether all can be answered now, from one instant: every field,
+// and the event time of each feature view with max_event_age they belong to, is cached and servable, and all were
+// read by one fill. Then their reply elements are in c.hs (elems, spans). allowDead: serve_stale after an
+// upstream failure, which answers from what it has, read by one fill or not.
 func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *policy.Policy, now time.Time, allowDead bool) bool {
 	hs := &c.hs
-	hs.elems, hs.spans, hs.missing, hs.times, hs.stale = hs.elems[:0], hs.spans[:0], hs.missing[:0], hs.times[:0], false
-	hs.pols, hs.lps, hs.age = hs.pols[:0], hs.lps[:0], 0
+	hs.elems, hs.spans, hs.times, hs.stale = hs.elems[:0], hs.spans[:0], hs.times[:0], false
+	hs.pols, hs.lps, hs.age, hs.fill, hs.mixed = hs.pols[:0], hs.lps[:0], 0, 0, false
 	for _, f := range fields {
 		fp, flp := fieldPolicy(ps, pol, f)
 		hs.pols, hs.lps, hs.spans = append(hs.pols, fp), append(hs.lps, flp), append(hs.spans, span{-1, -1})
@@ -172,6 +171,7 @@ func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *p
 				}
 				hs.stale = hs.stale || lk.State == localcache.StateStale || lk.State == localcache.StateUnverified
 				hs.age = max(hs.age, lk.Age)
+				hs.sameFill(lk.Fill)
 				start := len(hs.elems)
 				if missing {
 					hs.elems = append(hs.elems, nullBulk...)
@@ -186,21 +186,43 @@ func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *p
 			}
 		}
 	})
-	for i, f := range fields {
-		if hs.spans[i].start >= 0 {
-			continue
-		}
-		hs.missing = appendUnique(hs.missing, f)
-		if fp := hs.pols[i]; needsEventTime(fp, f) && !timeKnown(hs.times, fp.View) {
-			hs.missing = appendUnique(hs.missing, []byte(fp.View.EventTimeField))
+	for i := range fields {
+		if hs.spans[i].start < 0 {
+			return false
 		}
 	}
 	for _, et := range hs.times {
 		if !et.known {
-			hs.missing = appendUnique(hs.missing, []byte(et.view.EventTimeField))
+			return false
+		}
+		hs.sameFill(et.fill)
+	}
+	return !hs.mixed || allowDead
+}
+
+// sameFill notes the fill that read a field served: fields of several fills are not served together.
+func (hs *hashScratch) sameFill(fill uint32) {
+	switch hs.fill {
+	case 0:
+		hs.fill = fill
+	case fill:
+	default:
+		hs.mixed = true
+	}
+}
+
+// fetchFields returns what a fill of fields reads: each field once, and the event time of each feature view with
+// max_event_age a field belongs to. It needs the fields' policies in c.hs (lookupFields); the slice is scratch.
+func (c *client) fetchFields(fields [][]byte) [][]byte {
+	hs := &c.hs
+	hs.fetch = hs.fetch[:0]
+	for i, f := range fields {
+		hs.fetch = appendUnique(hs.fetch, f)
+		if fp := hs.pols[i]; needsEventTime(fp, f) {
+			hs.fetch = appendUnique(hs.fetch, []byte(fp.View.EventTimeField))
 		}
 	}
-	return len(hs.missing) == 0
+	return hs.fetch
 }
 
 // countingPolicy returns the policy a hash read of fields with policies pols is counted under, in
@@ -224,15 +246,6 @@ func needsEventTime(fp *policy.Policy, field []byte) bool {
 	return fp.View != nil && fp.View.MaxEventAge > 0 && string(field) != fp.View.EventTimeField
 }
 
-func timeKnown(times []eventTime, v *policy.FeatureView) bool {
-	for _, et := range times {
-		if et.view == v {
-			return et.known
-		}
-	}
-	return false
-}
-
 // noteEventTime records a feature view's row event time as the entry holds it, once per read.
 func noteEventTime(times []eventTime, e localcache.HashEntry, v *policy.FeatureView, lp *localcache.Policy, allowDead bool) []eventTime {
 	for _, et := range times {
@@ -242,7 +255,7 @@ func noteEventTime(times []eventTime, e localcache.HashEntry, v *policy.FeatureV
 	}
 	et := eventTime{view: v}
 	if raw, missing, lk := e.Field([]byte(v.EventTimeField), lp, allowDead); lk.State != localcache.StateMiss {
-		et.known = true
+		et.known, et.fill = true, lk.Fill
 		if !missing {
 			et.at, _ = policy.ParseFeastTimestamp(raw)
 		}
@@ -282,7 +295,8 @@ func appendFieldsReply(dst []byte, kind hashCmd, fields [][]byte, pols []*policy
 }
 
 // serveHashAll answers HGETALL from a complete cached image of the hash, if there is one whose every field may
-// be served; it reports whether it did.
+// be served and was read by the fill that read the image (unless allowDead: serve-stale answers from what it has);
+// it reports whether it did.
 func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy, now time.Time, allowDead bool) ([]byte, bool) {
 	hs := &c.hs
 	hs.elems, hs.times, hs.stale, hs.count, hs.age = hs.elems[:0], hs.times[:0], false, pol, 0
@@ -296,7 +310,7 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy
 		}
 		ok = true
 		hs.stale = lk.State == localcache.StateStale || lk.State == localcache.StateUnverified
-		hs.age = lk.Age
+		hs.age, hs.fill = lk.Age, lk.Fill
 		e.EachField(func(f []byte) *localcache.Policy { _, flp := fieldPolicy(ps, pol, f); return flp }, allowDead,
 			func(f, v []byte, missing bool, lk localcache.Lookup) bool {
 				if lk.State == localcache.StateMiss {
@@ -305,6 +319,11 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy
 				}
 				hs.stale = hs.stale || lk.State == localcache.StateStale
 				hs.age = max(hs.age, lk.Age)
+				if lk.Fill != hs.fill && !allowDead {
+					// A field merged in by a later fill of some fields: not of the instant of the image.
+					ok = false
+					return false
+				}
 				if fp, flp := fieldPolicy(ps, pol, f); needsEventTime(fp, f) {
 					hs.times = noteEventTime(hs.times, e, fp.View, flp, allowDead)
 				}
@@ -356,7 +375,7 @@ func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.Has
 		if isUpstreamFailure(hf.Error) {
 			return localcache.Result{Err: redisError(bytes.Clone(hf.Error))}
 		}
-		return localcache.Result{NoStore: true, Reply: bytes.Clone(hf.Error)} // WRONGTYPE
+		return localcache.Result{Reply: bytes.Clone(hf.Error)} // WRONGTYPE: relayed, and the key's entry dropped
 	}
 	out := &localcache.HashResult{All: hr.cmd == hashGetAll, KeyPolicy: &hr.ps.local[hr.pol.Index]}
 	out.Fields = make([]localcache.FieldRead, len(hf.Fields))
@@ -379,8 +398,8 @@ func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.Has
 	return localcache.Result{PTTL: time.Duration(hf.PTTL) * time.Millisecond, Hash: out}
 }
 
-// emitHashRead appends a hash read's reply once its fill is done: the elements known at lookup and those the fill
-// read, or serve_stale's answer, or the upstream's error.
+// emitHashRead appends a hash read's reply once its fill is done: from what the fill read alone, or serve_stale's
+// answer, or the upstream's error.
 func (c *client) emitHashRead(dst []byte, h *hole) []byte {
 	hr := h.hash
 	<-hr.fill.Done()
@@ -391,15 +410,15 @@ func (c *client) emitHashRead(dst []byte, h *hole) []byte {
 	case res.Err != nil || res.Hash == nil:
 		// serve_stale: answer from entries past their hard deadline, if every field's policy allows it.
 		if hr.cmd == hashGetAll {
-			if out, ok := c.serveHashAll(dst, hr.key, hr.ps, hr.pol, c.seg.now, true); ok {
+			if out, ok := c.serveHashAll(dst, hr.key, hr.ps, hr.pol, c.clock(), true); ok {
 				h.stale = true
 				h.pc.stale.observe(c.hs.age)
 				return out
 			}
-		} else if c.lookupFields(hr.key, hr.fields, hr.ps, hr.pol, c.seg.now, true) {
+		} else if now := c.clock(); c.lookupFields(hr.key, hr.fields, hr.ps, hr.pol, now, true) {
 			h.stale = true
 			h.pc.stale.observe(c.hs.age)
-			return appendFieldsReply(dst, hr.cmd, hr.fields, c.hs.pols, c.hs.times, c.seg.now, c.hs.elem)
+			return appendFieldsReply(dst, hr.cmd, hr.fields, c.hs.pols, c.hs.times, now, c.hs.elem)
 		}
 		c.srv.stats.Errors.Add(1)
 		err := res.Err
@@ -415,7 +434,7 @@ func (c *client) emitHashRead(dst []byte, h *hole) []byte {
 		dst = append(dst, "*0000000000\r\n"...) // rewritten below once the count is known
 		body := len(dst)
 		for _, fr := range res.Hash.Fields {
-			if fp, _ := fieldPolicy(hr.ps, hr.pol, fr.Field); tooOld(fp, fr.Field, times, c.seg.now) {
+			if fp, _ := fieldPolicy(hr.ps, hr.pol, fr.Field); tooOld(fp, fr.Field, times, c.clock()) {
 				continue
 			}
 			dst = appendBulk(appendBulk(dst, fr.Field), fr.Value)
@@ -424,15 +443,12 @@ func (c *client) emitHashRead(dst []byte, h *hole) []byte {
 		hdr := appendArrayLen(nil, 2*n)
 		return append(append(dst[:mark], hdr...), append([]byte(nil), dst[body:]...)...)
 	}
-	times := timesFrom(hr.times, res.Hash, hr.ps, hr.pol)
+	times := timesFrom(nil, res.Hash, hr.ps, hr.pol)
 	pols := make([]*policy.Policy, len(hr.fields))
 	for i, f := range hr.fields {
 		pols[i], _ = fieldPolicy(hr.ps, hr.pol, f)
 	}
-	return appendFieldsReply(dst, hr.cmd, hr.fields, pols, times, c.seg.now, func(i int) []byte {
-		if hr.known[i] != nil {
-			return hr.known[i]
-		}
+	return appendFieldsReply(dst, hr.cmd, hr.fields, pols, times, c.clock(), func(i int) []byte {
 		return fieldElement(res.Hash, hr.fields[i])
 	})
 }

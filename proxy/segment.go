@@ -26,6 +26,7 @@ const (
 	holeRegion                     // the start of an MGET with holes: replaced whole by an error if a key fails
 	holeHash                       // a hash read (HGET, HMGET, HGETALL) waiting for its fill
 	holeMerge                      // a multi-key command split over cluster slots: its parts' frames, merged
+	holeMgetTx                     // an MGET answered from one transaction (mgetTx)
 )
 
 // hole is a reply (or part of one) that is only known after the segment's upstream round trip. Replies known at
@@ -39,6 +40,7 @@ type hole struct {
 	key   []byte // points into the client's read buffer, valid for the batch
 	lp    *localcache.Policy
 	hash  *hashRead
+	tx    *mgetTx
 	pc    *policyCounters // holeGet, holeMgetKey, holeHash: where the read's outcome is counted
 	end   int             // holeRegion: index of the first hole after the region
 	stop  int             // holeRegion: tail position where the region ends
@@ -54,6 +56,8 @@ type fetchItem struct {
 	lp    *localcache.Policy
 	frame int
 	hash  *hashRead // a hash fill's read (HMGET or HGETALL and PTTL); nil for GET and PTTL
+	tx    *mgetTx   // an MGET's transaction, whose replies to the GET and PTTL of key txKey complete the fill
+	txKey int
 }
 
 // pendingWrite is a write of the segment whose invalidations run after the round trip.
@@ -64,7 +68,11 @@ type pendingWrite struct {
 
 // segment is the part of a batch waiting for one upstream round trip.
 type segment struct {
+	// now is the time lookups are judged at: freshness, expiry, serve-stale. It is read when the batch begins and
+	// again after anything that may have waited (see client.clock), so that a read is never judged at a time
+	// before a wait that preceded it in the pipeline.
 	now     time.Time
+	waited  bool   // something may have waited since now was read: the next lookup reads the clock again
 	req     []byte // upstream payload
 	frames  int    // reply frames the payload asks for
 	tail    []byte
@@ -72,8 +80,9 @@ type segment struct {
 	fetches []fetchItem
 	writes  []pendingWrite
 	doErr   error
-	keys    [][]byte // scratch for key extraction
-	forward bool     // the payload holds forwarded commands, not only fetches
+	keys    [][]byte  // scratch for key extraction
+	mkeys   []mgetKey // scratch for an MGET's lookups
+	forward bool      // the payload holds forwarded commands, not only fetches
 }
 
 // class is the upstream round-trip class of the segment's payload, for featcache_upstream_duration_seconds.
@@ -87,7 +96,20 @@ func (s *segment) class() int {
 	return upRead
 }
 
-func (s *segment) begin(now time.Time) { s.now = now }
+func (s *segment) begin(now time.Time) { s.now, s.waited = now, false }
+
+// clock returns the time the client's next lookups are judged at: the batch's, unless something may have waited
+// since it was read (a round trip, a blocking or pinned command, a barrier, a write to the client), when it reads
+// the clock again. A run of cached reads therefore costs one clock read, however many keys it looks up.
+func (c *client) clock() time.Time {
+	if c.seg.waited {
+		c.seg.now, c.seg.waited = c.srv.now(), false
+	}
+	return c.seg.now
+}
+
+// hasWaited notes that the client may have waited: the next lookup reads the clock again.
+func (c *client) hasWaited() { c.seg.waited = true }
 
 func (s *segment) reset() {
 	s.req = s.req[:0]
@@ -139,7 +161,7 @@ func (s *segment) addForward(cmd *Command) {
 
 // addFill joins key's fill or starts it; a started fill's GET and PTTL join the payload. The read is counted in pc
 // once its reply is known: here when the second look serves it, in countFills otherwise.
-func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, key []byte, lp *localcache.Policy, pc *policyCounters) {
+func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, key []byte, lp *localcache.Policy, pc *policyCounters, now time.Time) {
 	f, leader := cache.Acquire(key)
 	if leader {
 		// Look again inside the single flight: a fill of this key may have completed between the caller's miss
@@ -147,7 +169,7 @@ func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, k
 		buf := s.buf(out)
 		mark := len(*buf)
 		var look localcache.Lookup
-		if *buf, look = cache.AppendGet(*buf, key, lp, s.now, false); look.State != localcache.StateMiss {
+		if *buf, look = cache.AppendGet(*buf, key, lp, now, false); look.State != localcache.StateMiss {
 			cache.Complete(f, servedResult((*buf)[mark:]), lp)
 			if look.State == localcache.StateFresh {
 				pc.hit.observe(look.Age)
@@ -281,13 +303,14 @@ func (c *client) emit(dst []byte, from, to, start, stop, mget int) ([]byte, bool
 				dst = dst[:mark]
 			}
 			i, prev = h.end-1, h.stop
-			dst = c.flushDuringAssemble(dst)
+			dst = c.flushAssembled(dst)
 			continue
 		}
 		if mget < 0 && !h.mute && h.kind == holeFrame && h.frame < c.call.Len() &&
 			len(c.call.Frame(h.frame)) >= outputFlushBytes {
 			// A large reply of Redis's is written from the round trip's buffer, not copied: the client holds it once.
 			dst = c.writeThrough(dst, c.call.Frame(h.frame))
+			c.hasWaited() // the write may have waited: what follows is judged at the time it runs
 			continue
 		}
 		mark := len(dst)
@@ -300,7 +323,7 @@ func (c *client) emit(dst []byte, from, to, start, stop, mget int) ([]byte, bool
 			dst = dst[:mark]
 		}
 		if mget < 0 {
-			dst = c.flushDuringAssemble(dst)
+			dst = c.flushAssembled(dst)
 		} else {
 			// An MGET is bounded as it grows, not once whole.
 			c.tooLarge(len(dst) - mget)
@@ -308,6 +331,16 @@ func (c *client) emit(dst []byte, from, to, start, stop, mget int) ([]byte, bool
 		}
 	}
 	return append(dst, s.tail[prev:stop]...), true
+}
+
+// flushAssembled is flushDuringAssemble; a write to the client may wait, so the lookups after it read the clock
+// again.
+func (c *client) flushAssembled(dst []byte) []byte {
+	n := len(dst)
+	if dst = c.flushDuringAssemble(dst); len(dst) < n {
+		c.hasWaited()
+	}
+	return dst
 }
 
 // emitHole appends one hole's reply. For an MGET key it reports false when the key cannot be answered.
@@ -335,8 +368,11 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 		}
 		return append(dst, f...), true
 	}
-	if h.kind == holeHash {
+	switch h.kind {
+	case holeHash:
 		return c.emitHashRead(dst, h), true
+	case holeMgetTx:
+		return c.emitMgetTx(dst, h), true
 	}
 	<-h.fill.Done()
 	res := h.fill.Result()
@@ -344,7 +380,7 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 	case res.Err != nil:
 		if h.lp.ServeStale {
 			var look localcache.Lookup
-			if dst, look = c.srv.cache.AppendGet(dst, h.key, h.lp, s.now, true); look.State != localcache.StateMiss {
+			if dst, look = c.srv.cache.AppendGet(dst, h.key, h.lp, c.clock(), true); look.State != localcache.StateMiss {
 				h.stale = true
 				h.pc.stale.observe(look.Age)
 				return dst, true
@@ -407,4 +443,269 @@ func appendRequest(dst []byte, cmd *Command) []byte {
 		return append(dst, cmd.Raw...)
 	}
 	return upstream.AppendArgs(dst, cmd.Args)
+}
+
+// An MGET that is not answered from memory whole is answered from one transaction, so that its reply is one Redis
+// could have given at a single instant, as Redis's own MGET is: MULTI, a GET of each of its keys (and a PTTL
+// after each key whose fill it leads), EXEC. Hits are not served next to values fetched later (a write between
+// the two would make a vector that never existed), nor are the misses fetched by GET/PTTL pairs, between which
+// Redis may run other clients' commands when it reads a large pipeline in pieces.
+//
+// The transaction leads a fill for every cached key of the MGET, hits included, so that the entries it leaves
+// were all read at its instant. When another read leads the fill of one of its keys, its own fills are completed
+// (their waiters answered) but store nothing: storing them would pair, in memory, values read at two instants. The
+// entries of its keys that were fresh (or not looked up: the MGET stops looking after its first miss) stay as
+// they were, as if the MGET had not read them; the others (missing, soft-stale, unverified) are dropped
+// (localcache.Result.Drop).
+
+// mgetKey is one key of an MGET as its lookup found it.
+type mgetKey struct {
+	key    []byte             // the physical key; points into the client's read buffer or batch arena
+	lp     *localcache.Policy // nil: no policy caches the key
+	pc     *policyCounters
+	looked bool             // it was looked up (the lookups stop at the first miss)
+	state  localcache.State // what its lookup served
+	age    time.Duration
+}
+
+// mgetTx is an MGET answered from one transaction.
+type mgetTx struct {
+	keys   []txKey // its distinct keys, in order of first appearance
+	pos    []int   // per MGET argument, its key in keys
+	frame  int     // the reply frame of MULTI; one +QUEUED per command follows, then EXEC's
+	cmds   int     // commands between MULTI and EXEC
+	alone  bool    // the transaction leads the fill of every cached key: its entries may be stored
+	parsed bool
+	elems  [][]byte // EXEC's replies, once parsed
+	err    error    // why the transaction gave no replies, once parsed
+}
+
+// txKey is one distinct key of an mgetTx.
+type txKey struct {
+	key  []byte
+	lp   *localcache.Policy // nil: no policy caches the key
+	pc   *policyCounters
+	fill *localcache.Fill // the fill of the key this MGET leads, or nil
+	get  int              // the index of its GET's reply in EXEC's; PTTL's follows when fill is set
+	keep bool             // unless the MGET stores its entries, the key's entry stays: it was fresh, or not looked up
+}
+
+// addMgetTx adds the transaction answering an MGET of keys to the payload, and its hole to the replies.
+func (s *segment) addMgetTx(cache *localcache.Cache, keys []mgetKey) {
+	tx := &mgetTx{pos: make([]int, len(keys)), frame: s.frames, alone: true}
+	var index map[string]int // distinct keys, for a long MGET
+	if len(keys) > 16 {
+		index = make(map[string]int, len(keys))
+	}
+	s.req = append(s.req, multiCmd...)
+	for i := range keys {
+		k := &keys[i]
+		at := -1
+		if index != nil {
+			if j, ok := index[string(k.key)]; ok {
+				at = j
+			}
+		} else {
+			for j := range tx.keys {
+				if bytes.Equal(tx.keys[j].key, k.key) {
+					at = j
+					break
+				}
+			}
+		}
+		if at < 0 {
+			at = len(tx.keys)
+			if index != nil {
+				index[string(k.key)] = at
+			}
+			tk := txKey{key: k.key, lp: k.lp, pc: k.pc, get: tx.cmds, keep: !k.looked || k.state == localcache.StateFresh}
+			s.req = upstream.AppendKeyCommand(s.req, "GET", k.key)
+			tx.cmds++
+			if k.lp != nil {
+				f, leader := cache.Acquire(k.key)
+				if leader {
+					tk.fill = f
+					s.fetches = append(s.fetches, fetchItem{fill: f, lp: k.lp, tx: tx, txKey: at})
+					s.req = upstream.AppendKeyCommand(s.req, "PTTL", k.key)
+					tx.cmds++
+				} else {
+					tx.alone = false // another read leads it: its value is of another instant
+				}
+			}
+			tx.keys = append(tx.keys, tk)
+		}
+		tx.pos[i] = at
+	}
+	s.req = append(s.req, execCmd...)
+	s.frames += tx.cmds + 2
+	s.holes = append(s.holes, hole{kind: holeMgetTx, pos: len(s.tail), tx: tx})
+}
+
+// parseTx reads the replies of an MGET's transaction once: EXEC's array, or why there is none.
+func (c *client) parseTx(tx *mgetTx) {
+	if tx.parsed {
+		return
+	}
+	tx.parsed = true
+	exec := tx.frame + tx.cmds + 1
+	if exec >= c.call.Len() {
+		tx.err = c.seg.doErr
+		if tx.err == nil {
+			tx.err = errInternal
+		}
+		return
+	}
+	if f := c.call.Frame(exec); f[0] == '*' {
+		elems, err := upstream.ArrayElements(f, tx.elems[:0])
+		if err == nil && len(elems) == tx.cmds {
+			tx.elems = elems
+			return
+		}
+		tx.err = errInternal
+		return
+	}
+	// No transaction ran: the first error says why (MULTI's, LOADING say, or a command's refused when queued, BUSY
+	// say), else EXEC's own.
+	for i := tx.frame; i <= exec; i++ {
+		if f := c.call.Frame(i); f[0] == '-' {
+			// Copied: the frame is in the reply buffer, which the client's next request reuses, while waiters of the
+			// transaction's fills may still turn this error into their replies.
+			tx.err = redisError(bytes.Clone(f))
+			return
+		}
+	}
+	tx.err = errInternal
+}
+
+// readSplitTxs reads again, key by key, the MGETs whose transactions Redis Cluster refused with TRYAGAIN: their keys'
+// slot is being migrated and they are split between two masters (the router has retried meanwhile). Redis would
+// answer TRYAGAIN; featcache answers from GET and PTTL of each key, in one more round trip. Such a reply is not one
+// instant's, and its values are not stored (Drop): the exception to MGET's atomicity, for the length of a
+// migration.
+func (c *client) readSplitTxs() {
+	s := &c.seg
+	var req []byte
+	var txs []*mgetTx
+	for i := range s.holes {
+		tx := s.holes[i].tx
+		if tx == nil {
+			continue
+		}
+		c.parseTx(tx)
+		if re, ok := tx.err.(redisError); !ok || !bytes.HasPrefix(re, []byte("-TRYAGAIN")) {
+			continue
+		}
+		txs = append(txs, tx)
+		for _, k := range tx.keys {
+			req = upstream.AppendFetch(req, k.key)
+		}
+	}
+	if len(txs) == 0 {
+		return
+	}
+	frames := 0
+	for _, tx := range txs {
+		frames += 2 * len(tx.keys)
+	}
+	// A call of its own: the segment's replies are still being read. The frames it holds stay as long as the
+	// transactions point into them.
+	call := upstream.NewCall()
+	err := c.srv.up.Do(call, req, frames)
+	c.srv.stats.RoundTrips.Add(1)
+	frame := 0
+	for _, tx := range txs {
+		if frame+2*len(tx.keys) > call.Len() {
+			if err != nil {
+				tx.err = err
+			}
+			frame += 2 * len(tx.keys)
+			continue
+		}
+		elems := make([][]byte, tx.cmds)
+		for _, k := range tx.keys {
+			elems[k.get] = call.Frame(frame)
+			if k.fill != nil {
+				elems[k.get+1] = call.Frame(frame + 1)
+			}
+			frame += 2
+		}
+		tx.elems, tx.err, tx.alone = elems, nil, false
+	}
+}
+
+// completeTxFetch completes a fill an MGET's transaction leads, from its replies to the key's GET and PTTL.
+func (c *client) completeTxFetch(it *fetchItem) {
+	tx := it.tx
+	c.parseTx(tx)
+	res := localcache.Result{Err: tx.err}
+	if tx.err == nil {
+		k := &tx.keys[it.txKey]
+		if f, err := upstream.ParseFetched(tx.elems[k.get], tx.elems[k.get+1]); err != nil {
+			res.Err = err
+		} else {
+			res = fetchedResult(f)
+			if !tx.alone {
+				res.NoStore, res.Drop = k.keep, !k.keep
+			}
+		}
+	}
+	c.srv.cache.Complete(it.fill, res, it.lp)
+	it.fill = nil
+}
+
+// emitMgetTx appends the reply of an MGET answered from a transaction: its GETs' values (nil for a key of another
+// type, as MGET answers). When the transaction failed, serve-stale answers from the keys' entries if every key
+// has one it may serve (each its own, so this reply is not one instant's), else the MGET gets the error. Each
+// cached key's outcome is counted here.
+func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
+	tx := h.tx
+	c.parseTx(tx)
+	if tx.err == nil {
+		dst = appendArrayLen(dst, len(tx.pos))
+		for _, at := range tx.pos {
+			if e := tx.elems[tx.keys[at].get]; e[0] == '$' {
+				dst = append(dst, e...)
+			} else {
+				dst = append(dst, nullBulk...)
+			}
+		}
+		for _, at := range tx.pos {
+			if pc := tx.keys[at].pc; pc != nil {
+				pc.results[resultMiss].Add(1)
+			}
+		}
+		return dst
+	}
+	mark := len(dst)
+	dst = appendArrayLen(dst, len(tx.pos))
+	now := c.clock()
+	ages := make([]time.Duration, len(tx.pos))
+	ok := true
+	for i, at := range tx.pos {
+		k := &tx.keys[at]
+		var look localcache.Lookup
+		if k.lp != nil && k.lp.ServeStale {
+			dst, look = c.srv.cache.AppendGet(dst, k.key, k.lp, now, true)
+		}
+		if look.State == localcache.StateMiss {
+			ok = false
+			break
+		}
+		ages[i] = look.Age
+	}
+	for i, at := range tx.pos {
+		switch pc := tx.keys[at].pc; {
+		case pc == nil:
+		case ok:
+			pc.stale.observe(ages[i])
+			pc.staleOnError.Add(1)
+		default:
+			pc.results[resultError].Add(1)
+		}
+	}
+	if ok {
+		return dst
+	}
+	c.srv.stats.Errors.Add(1)
+	return appendError(dst[:mark], upstreamErrorText(tx.err))
 }

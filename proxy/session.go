@@ -332,7 +332,7 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 		c.srv.metrics.observeUpstream(upBlocking, start)
 	} else {
 		start := time.Now()
-		if err = c.tx.conn.Do(c.call, req, 1, c.seg.now.Add(c.srv.up.Timeout())); err == nil {
+		if err = c.tx.conn.Do(c.call, req, 1, c.clock().Add(c.srv.up.Timeout())); err == nil {
 			reply = c.call.Frame(0)
 			if c.tx.fresh && c.srv.clustered() {
 				reply, err = c.followMoved(req, reply)

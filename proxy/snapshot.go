@@ -51,7 +51,7 @@ func (c *client) snapshotVersion(pol *policy.Policy, ps *policySet) ([]byte, err
 	lp := &ps.local[pol.Index]
 	var look localcache.Lookup
 	mark := len(c.arena)
-	c.arena, look = c.srv.cache.AppendGet(c.arena, ptr, lp, c.seg.now, false)
+	c.arena, look = c.srv.cache.AppendGet(c.arena, ptr, lp, c.clock(), false)
 	var ver []byte
 	if look.State != localcache.StateMiss {
 		v, isNil, _ := bulkString(c.arena[mark:])
@@ -86,12 +86,13 @@ func (c *client) fetchPointer(ptr []byte, lp *localcache.Policy) localcache.Resu
 	if leader {
 		var look localcache.Lookup
 		var buf []byte
-		if buf, look = c.srv.cache.AppendGet(nil, ptr, lp, c.seg.now, false); look.State != localcache.StateMiss {
+		if buf, look = c.srv.cache.AppendGet(nil, ptr, lp, c.clock(), false); look.State != localcache.StateMiss {
 			c.srv.cache.Complete(f, servedResult(buf), lp)
 		} else {
 			call := pointerCalls.Get().(*upstream.Call)
 			var out [1]upstream.Fetched
 			got, err := c.srv.up.Fetch(call, [][]byte{ptr}, out[:0])
+			c.hasWaited()
 			c.srv.stats.UpstreamReads.Add(1)
 			res := localcache.Result{Err: err}
 			if len(got) == 1 {

@@ -233,6 +233,10 @@ func ParseHashFetched(reply, pttl, hpttl []byte, fields [][]byte, all bool, out 
 	return nil
 }
 
+// ArrayElements appends the element frames of an array reply frame (such as EXEC's) to dst; they point into
+// frame. Any other frame, or an array that does not hold whole frames, is ErrBadFrame.
+func ArrayElements(frame []byte, dst [][]byte) ([][]byte, error) { return arrayElements(frame, dst) }
+
 // arrayElements splits an array reply frame into its element frames, appended to dst.
 func arrayElements(frame []byte, dst [][]byte) ([][]byte, error) {
 	if len(frame) < 4 || frame[0] != '*' {
