@@ -474,9 +474,9 @@ func (c *client) refuse(tc *command) {
 	c.errorReply("ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection")
 }
 
-// isWrite reports whether a command may change keys: a write, or a blocking command flagged write (BLPOP, BLMOVE).
+// isWrite reports whether a command may change keys: a write, or a blocking command that may write (BLPOP, BLMOVE).
 func isWrite(tc *command) bool {
-	return tc.class == classWrite || tc.class == classBlocking && tc.info != nil && tc.info.Flags.Has(FlagWrite)
+	return tc.class == classWrite || tc.class == classBlocking && tc.info != nil && mayWrite(tc.info)
 }
 
 var okReply = []byte("+OK\r\n")
@@ -489,7 +489,7 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	d, blocks := blockingTimeout(cmd.Args, tc)
 	if !blocks {
 		// XREAD and XREADGROUP without BLOCK do not block.
-		if tc.info != nil && tc.info.Flags.Has(FlagWrite) {
+		if tc.info != nil && mayWrite(tc.info) {
 			c.write(cmd, tc)
 		} else {
 			c.forward(cmd)
@@ -515,7 +515,7 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	}
 	c.srv.metrics.observeUpstream(upBlocking, start)
 	c.seg.req = c.seg.req[:0]
-	if tc.info != nil && tc.info.Flags.Has(FlagWrite) {
+	if tc.info != nil && mayWrite(tc.info) {
 		c.afterWrite(cmd.Args, tc)
 	}
 	if err != nil {

@@ -281,10 +281,29 @@ func classify(info *CommandInfo) class {
 	switch {
 	case info.Flags&FlagBlocking != 0:
 		return classBlocking
-	case info.Flags&FlagWrite != 0:
+	case mayWrite(info):
 		return classWrite
 	}
 	return classForward
+}
+
+// keyWriteFlags are the key spec flags that say a command may change the keys the spec finds.
+const keyWriteFlags = KeyRW | KeyOW | KeyRM | KeyInsert | KeyDelete | KeyUpdate
+
+// mayWrite reports whether a command may change keys: it has the write flag, or one of its key specs says it
+// modifies, overwrites, deletes, inserts into or updates its keys. The write flag alone misses commands Redis
+// flags readonly that still change a value: PFCOUNT rewrites the cached cardinality in the HyperLogLog's header
+// (its key spec is RW), and a copy of the old bytes must not outlive it.
+func mayWrite(info *CommandInfo) bool {
+	if info.Flags&FlagWrite != 0 {
+		return true
+	}
+	for i := range info.KeySpecs {
+		if info.KeySpecs[i].Flags&keyWriteFlags != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // rejection is the error Redis gives a command line before running it, or "": an unknown command, an unknown
