@@ -117,7 +117,7 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 	case classBlocking:
 		c.blocking(cmd, tc)
 	case classDenied, classRefused:
-		c.refuse(tc)
+		c.refuse(cmd, tc)
 	}
 }
 

@@ -3,8 +3,12 @@ package proxy
 import (
 	"bytes"
 	"crypto/subtle"
+	"math"
 	"strconv"
 	"strings"
+	"time"
+
+	"featcache/upstream"
 )
 
 // The commands in this file are answered from the client connection's own state, with Redis's replies and
@@ -173,17 +177,116 @@ func (c *client) setAuthed(authed bool) {
 	}
 }
 
-// cmdSelect accepts database 0 only: featcache's cache and upstream connections belong to database 0.
+// cmdSelect accepts database 0 only: featcache's cache and upstream connections belong to database 0. An index
+// that is not a database of the upstream gets Redis's own errors, in Redis's order; another database gets
+// featcache's.
 func (c *client) cmdSelect(args [][]byte) {
 	n, ok := parseRedisInt(args[1])
 	switch {
 	case !ok:
 		c.errorReply("ERR value is not an integer or out of range")
+	case n < math.MinInt32 || n > math.MaxInt32:
+		c.errorReply("ERR value is out of range, value must between -2147483648 and 2147483647")
 	case n == 0:
 		c.simpleReply("OK")
+	case n < 0 || n >= c.srv.databases():
+		c.errorReply("ERR DB index is out of range")
 	default:
 		c.errorReply("ERR featcache serves database 0 only (SELECT " + strconv.FormatInt(n, 10) + " is not supported)")
 	}
+}
+
+// defaultDatabases is Redis's default number of databases, assumed while the upstream's cannot be read.
+const defaultDatabases = 16
+
+var configGetDatabases = upstream.AppendCommand(nil, "CONFIG", "GET", "databases")
+
+// databases returns the upstream's number of databases, read once with CONFIG GET (featcache's upstream user may
+// not be allowed it: defaultDatabases then).
+func (s *Server) databases() int64 {
+	if n := s.dbCount.Load(); n > 0 {
+		return n
+	}
+	call := upstream.NewCall()
+	if err := s.up.Do(call, configGetDatabases, 1); err != nil {
+		return defaultDatabases
+	}
+	d := respDecoder{b: call.Frame(0)}
+	v, err := d.value(0)
+	if err != nil || v.kind != '*' || len(v.elems) != 2 {
+		return defaultDatabases
+	}
+	text, _ := v.elems[1].text()
+	n, ok := parseRedisInt([]byte(text))
+	if !ok || n <= 0 {
+		return defaultDatabases
+	}
+	s.dbCount.Store(n)
+	return n
+}
+
+// cmdConfigGet forwards CONFIG GET and relays Redis's reply with the values of secret parameters redacted
+// (secretConfig), whatever the pattern that matched them: CONFIG GET * included.
+func (c *client) cmdConfigGet(args [][]byte) {
+	c.runSegment()
+	c.seg.req = upstream.AppendArgs(c.seg.req[:0], args)
+	c.srv.stats.Forwarded.Add(1)
+	start := time.Now()
+	err := c.srv.up.Do(c.call, c.seg.req, 1)
+	c.srv.metrics.observeUpstream(upForward, start)
+	c.seg.req = c.seg.req[:0]
+	if err != nil {
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	c.rawReply(redactConfig(c.call.Frame(0)))
+}
+
+// redactedValue replaces the value of a secret configuration parameter.
+const redactedValue = "(redacted)"
+
+// secretConfig reports whether a configuration parameter holds a credential: the passwords Redis 7 knows
+// (requirepass, masterauth, tls-key-file-pass, tls-client-key-file-pass), the user a replica authenticates as
+// (masteruser), and, for parameters later versions or modules add, any name that speaks of a password or secret.
+func secretConfig(name string) bool {
+	switch name {
+	case "requirepass", "masterauth", "masteruser":
+		return true
+	}
+	return strings.Contains(name, "pass") || strings.Contains(name, "secret")
+}
+
+// redactConfig returns a CONFIG GET reply (a flat array of names and values) with every non-empty value of a
+// secret parameter replaced by redactedValue. Any other frame, an error among them, is returned as it is.
+func redactConfig(frame []byte) []byte {
+	d := respDecoder{b: frame}
+	v, err := d.value(0)
+	if err != nil || v.kind != '*' || len(v.elems)%2 != 0 {
+		return frame
+	}
+	secret := false
+	for i := 0; i < len(v.elems); i += 2 {
+		name, _ := v.elems[i].text()
+		if value, _ := v.elems[i+1].text(); value != "" && secretConfig(strings.ToLower(name)) {
+			secret = true
+			break
+		}
+	}
+	if !secret {
+		return frame
+	}
+	out := appendArrayLen(make([]byte, 0, len(frame)), len(v.elems))
+	for i := 0; i < len(v.elems); i += 2 {
+		name, _ := v.elems[i].text()
+		value, _ := v.elems[i+1].text()
+		if value != "" && secretConfig(strings.ToLower(name)) {
+			value = redactedValue
+		}
+		out = appendBulkString(out, name)
+		out = appendBulkString(out, value)
+	}
+	return out
 }
 
 // cmdClusterOnly answers READONLY, READWRITE and ASKING as a standalone Redis does.

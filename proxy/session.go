@@ -450,7 +450,7 @@ func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
 		if c.tx.multi {
 			c.tx.dirty = true
 		}
-		c.refuse(tc)
+		c.refuse(cmd, tc)
 		return false
 	case classSubscribe:
 		if c.tx.multi {
@@ -464,8 +464,14 @@ func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
 	return true
 }
 
-// refuse answers a denied or refused command with the error exec gives it outside a session.
-func (c *client) refuse(tc *command) {
+// refuse answers a denied or refused command with the error exec gives it outside a session. Redis's own checks
+// come first, as Redis makes them before anything else: an unknown subcommand of a denied command, or a wrong
+// number of arguments, gets Redis's error.
+func (c *client) refuse(cmd *Command, tc *command) {
+	if msg := rejection(cmd.Args, tc); msg != "" {
+		c.errorReply(msg)
+		return
+	}
 	c.srv.stats.Errors.Add(1)
 	if tc.class == classDenied {
 		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
@@ -761,7 +767,7 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 			case <-time.After(c.srv.up.Timeout()):
 			}
 		}
-		c.refuse(tc)
+		c.refuse(cmd, tc)
 		return
 	}
 	var req []byte

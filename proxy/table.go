@@ -153,6 +153,7 @@ var localCommands = map[string]func(c *client, args [][]byte){
 	"client|setinfo": (*client).cmdClientSetinfo,
 	"client|reply":   (*client).cmdClientReply,
 	"client|info":    (*client).cmdClientInfo,
+	"config|get":     (*client).cmdConfigGet,
 }
 
 // refusedCommands would set per-connection state on the upstream that featcache cannot keep per client.
