@@ -77,7 +77,7 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 	case c.sub != nil && c.sub.active():
 		c.execSubscribed(cmd, tc)
 		return
-	case c.tx.multi && (tc == nil || tc.class != classTx && tc.name != "quit" && tc.name != "reset"):
+	case c.tx.multi && (tc == nil || tc.name != "quit" && tc.name != "reset"):
 		c.queue(cmd, tc)
 		return
 	case c.tx.conn != nil:
@@ -311,7 +311,7 @@ func (c *client) runSegment() {
 	s := &c.seg
 	if s.frames > 0 {
 		start := time.Now()
-		err := c.srv.up.Do(c.call, s.req, s.frames)
+		err := c.sendSegment() // over a shared connection, or the client's pinned one
 		c.srv.metrics.observeUpstream(s.class(), start)
 		c.srv.stats.RoundTrips.Add(1)
 		// The replies are in memory now: charge them, so that a client whose segments bring back more than the

@@ -31,13 +31,14 @@ func (c *client) cmdPing(args [][]byte) {
 func (c *client) cmdEcho(args [][]byte) { c.bulkReply(args[1]) }
 
 func (c *client) cmdQuit(args [][]byte) {
+	c.abandonTx()
 	c.simpleReply("OK")
 	c.quit = true
 }
 
 // cmdReset returns the connection to its initial state, as Redis's RESET does.
 func (c *client) cmdReset(args [][]byte) {
-	c.tx.close()
+	c.abandonTx()
 	if c.sub != nil {
 		c.sub.close()
 		c.sub = nil
@@ -410,3 +411,6 @@ func (c *client) execMuted(cmd *Command) {
 		}
 	}
 }
+
+// publish records what CLIENT LIST shows of the client to the others.
+func (c *client) publish() {}

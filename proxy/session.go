@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,30 +17,51 @@ import (
 
 // txState is a client's transaction state.
 //
-// Without WATCH, MULTI is kept by featcache: queued commands are checked against the command table (Redis's own
-// queue-time errors: unknown command, wrong arity) and answered +QUEUED, then EXEC sends MULTI, the queue and EXEC
-// as one contiguous batch on a shared connection and relays EXEC's reply. No upstream connection is held while the
-// client builds its transaction.
+// In front of a single node, Redis itself runs every transaction, so every reply is Redis's own: +QUEUED and the
+// queue-time errors (unknown command, arity, OOM, BUSY, ...), EXECABORT and EXEC's array. featcache forwards MULTI
+// and the commands after it into the client's segment (handler.go) and decides where they travel only when the
+// segment must be sent: a transaction whose EXEC (or DISCARD) is in the segment goes contiguous on a shared
+// connection, MULTI to EXEC in one write (a client's pipelined MULTI ... EXEC, as redis-py's transactional
+// pipeline sends it); a transaction still open then (an interactive MULTI, EXEC not received yet) is pinned to a
+// dedicated connection from its MULTI on, until EXEC, DISCARD or RESET. Commands that would change the connection
+// they run on (featcache's local commands but PING and ECHO, CACHE, denied and refused commands, the SUBSCRIBE
+// family) are not queued: featcache answers them with an error and EXEC aborts, as Redis aborts after a queue-time
+// error. The keys of queued writes are invalidated at EXEC, before its reply, whatever EXEC answers.
 //
 // WATCH pins the client to a dedicated upstream connection until EXEC, DISCARD, UNWATCH or RESET: every command,
 // reads included, goes there verbatim, since the watched keys' state lives on that connection. A MULTI inside such a
-// session lives there too: Redis queues and checks its commands, and featcache only refuses (and marks dirty) what
-// it refuses in a transaction without WATCH.
+// session lives there too.
+//
+// In front of a Redis Cluster, where a transaction must reach the master of its keys, MULTI is kept by featcache
+// instead: queued commands are checked against the command table (unknown command, wrong arity) and answered
+// +QUEUED, then EXEC sends MULTI, the queue and EXEC as one request that the router sends whole to that master, and
+// relays EXEC's reply.
 type txState struct {
-	multi bool // inside MULTI (kept locally, or on conn when pinned)
+	multi bool // inside MULTI
 	dirty bool // featcache refused a command of the transaction: EXEC aborts
+	// open: the transaction's MULTI is in the client's segment and not sent yet; if the segment has to go before
+	// EXEC arrives, the transaction is pinned to a dedicated connection (sendSegment).
+	open bool
+	// lost is why the pinned connection failed inside MULTI: the transaction is gone upstream, so nothing after it is
+	// sent and EXEC aborts.
+	lost error
+	// watchLost: a WATCH session ended with its connection failing; the next EXEC answers as for a watched key that
+	// changed (*-1), since the client believes its keys watched. UNWATCH, EXEC, DISCARD and RESET clear it.
+	watchLost bool
 
-	queue  []byte    // queued commands, RESP encoded
-	queued int       // number of queued commands
-	writes []txWrite // queued writes, invalidated at EXEC
-	arena  []byte    // copies of the queued writes' arguments
+	queued     int       // commands queued in MULTI
+	writes     []txWrite // queued writes, invalidated at EXEC
+	arena      []byte    // copies of the queued writes' arguments
+	writesOver bool      // the queued writes' arguments passed limits.max_request_bytes: EXEC flushes the tier
 
-	conn *upstream.Conn // pinned connection after WATCH
+	conn *upstream.Conn // pinned connection: a WATCH session, or an interactive MULTI
 
-	// In front of a Redis Cluster: slot is the slot of the keyed commands queued so far (upstream.NoSlot while
-	// none), and crossSlot says two of them differ, which makes EXEC answer CROSSSLOT as Redis does. pinSlot is
-	// the slot of a WATCH session, which every keyed command of the session must share; fresh is true while the
-	// session's first WATCH runs (a MOVED then moves the session to the slot's new master).
+	// In front of a Redis Cluster: queue holds the queued commands, RESP encoded; slot is the slot of the keyed
+	// commands queued so far (upstream.NoSlot while none), and crossSlot says two of them differ, which makes EXEC
+	// answer CROSSSLOT as Redis does. pinSlot is the slot of a WATCH session, which every keyed command of the
+	// session must share; fresh is true while the session's first WATCH runs (a MOVED then moves the session to the
+	// slot's new master).
+	queue     []byte
 	slot      int
 	crossSlot bool
 	pinSlot   int
@@ -53,10 +75,10 @@ type txWrite struct {
 }
 
 func (t *txState) resetQueue() {
-	t.multi, t.dirty = false, false
+	t.multi, t.dirty, t.open, t.lost = false, false, false, nil
 	t.slot, t.crossSlot = upstream.NoSlot, false
 	t.queue, t.queued = t.queue[:0], 0
-	t.writes, t.arena = t.writes[:0], t.arena[:0]
+	t.writes, t.arena, t.writesOver = t.writes[:0], t.arena[:0], false
 }
 
 // close drops the pinned connection: its WATCH or MULTI state dies with it.
@@ -66,13 +88,23 @@ func (t *txState) close() {
 		t.conn = nil
 	}
 	t.resetQueue()
+	t.watchLost = false
 }
 
-// rememberWrite copies a queued write's arguments so they survive the read buffer.
-func (t *txState) rememberWrite(args [][]byte, tc *command) {
+// rememberWrite copies a queued write's arguments so they survive the read buffer. Past maxBytes of arguments it
+// keeps none: EXEC then flushes the local tier instead, which covers them all in bounded memory.
+func (t *txState) rememberWrite(args [][]byte, tc *command, maxBytes int64) {
+	if t.writesOver {
+		return
+	}
 	start := len(t.arena)
 	for _, a := range args {
 		t.arena = append(t.arena, a...)
+	}
+	if int64(len(t.arena)) > maxBytes {
+		t.writesOver = true
+		t.writes, t.arena = nil, nil
+		return
 	}
 	copied := make([][]byte, len(args))
 	off := start
@@ -83,7 +115,261 @@ func (t *txState) rememberWrite(args [][]byte, tc *command) {
 	t.writes = append(t.writes, txWrite{args: copied, tc: tc})
 }
 
+// flushAll stands for the queued writes once there were too many to remember: the whole tier is flushed.
+var flushAll = &command{name: "flushall", class: classWrite, after: afterFlush}
+
+var (
+	multiCmd   = upstream.AppendCommand(nil, "MULTI")
+	execCmd    = upstream.AppendCommand(nil, "EXEC")
+	discardCmd = upstream.AppendCommand(nil, "DISCARD")
+	unwatchCmd = upstream.AppendCommand(nil, "UNWATCH")
+)
+
+// cmdMulti starts a transaction. Its MULTI opens a segment of its own, so that what the client sent before it is
+// not held back with it (or pinned with it).
 func (c *client) cmdMulti(cmd *Command) {
+	if c.srv.clustered() {
+		c.clusterMulti()
+		return
+	}
+	c.runSegment()
+	c.tx.resetQueue()
+	c.tx.multi, c.tx.open = true, true
+	c.srv.stats.Forwarded.Add(1)
+	c.seg.addForward(cmd)
+	c.publish()
+}
+
+// queue handles a command inside MULTI (QUIT and RESET aside): it is forwarded into the segment, behind the MULTI,
+// unless featcache must answer it itself.
+func (c *client) queue(cmd *Command, tc *command) {
+	if c.srv.clustered() {
+		c.clusterQueue(cmd, tc)
+		return
+	}
+	if tc != nil {
+		if tc.class == classTx {
+			if msg := rejection(cmd.Args, tc); msg != "" {
+				// Redis refuses it before running it, so featcache must not send an EXEC or DISCARD that Redis
+				// would not take as the end of the transaction: an EXEC refused so discards the transaction (Redis
+				// says why), anything else stays queued and makes EXEC abort.
+				if tc.name == "exec" {
+					c.abandonTx()
+					c.errorReply("EXECABORT Transaction discarded because of: " + strings.TrimPrefix(msg, "ERR "))
+					return
+				}
+				c.tx.dirty = true
+				c.errorReply(msg)
+				return
+			}
+		}
+		switch tc.name {
+		case "exec":
+			c.execTx(cmd)
+			return
+		case "discard":
+			c.discardTx(cmd)
+			return
+		case "multi":
+			// Redis answers this without queueing and without aborting; a second MULTI must not reach a shared
+			// connection, where it would start a transaction that outlives this one.
+			c.errorReply("ERR MULTI calls can not be nested")
+			return
+		case "watch":
+			// Likewise, and a WATCH sent on would leave watched keys behind on the connection.
+			c.errorReply("ERR WATCH inside MULTI is not allowed")
+			return
+		}
+		if !c.queueable(cmd, tc) {
+			c.tx.dirty = true
+			return
+		}
+	}
+	if c.tx.lost != nil {
+		c.tx.dirty = true
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(c.tx.lost))
+		return
+	}
+	c.srv.stats.Forwarded.Add(1)
+	c.seg.addForward(cmd)
+	c.tx.queued++
+	if tc != nil && isWrite(tc) {
+		c.tx.rememberWrite(cmd.Args, tc, c.srv.opt.Config.Limits.MaxRequestBytes)
+	}
+	if c.seg.full() {
+		c.runSegment()
+	}
+}
+
+// queueable reports whether a command may be queued in a transaction; if not, it has answered the client. What
+// featcache answers itself would reach Redis, and change the connection the transaction runs on, at EXEC:
+// connection commands but PING and ECHO, CACHE, the SUBSCRIBE family, and what featcache refuses anyway. Redis's
+// own checks come first for them, as Redis makes them at queue time.
+func (c *client) queueable(cmd *Command, tc *command) bool {
+	if tc.class != classDenied && tc.info != nil && tc.info.Flags.Has(FlagNoMulti) {
+		return true // Redis refuses it at queue time, before it could run
+	}
+	switch tc.class {
+	case classLocal:
+		if tc.name == "ping" || tc.name == "echo" {
+			return true
+		}
+	case classAdmin, classSubscribe:
+	case classDenied, classRefused:
+		c.refuse(cmd, tc)
+		return false
+	default:
+		return true
+	}
+	if msg := rejection(cmd.Args, tc); msg != "" {
+		c.errorReply(msg)
+		return false
+	}
+	c.srv.stats.Errors.Add(1)
+	c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
+	return false
+}
+
+// execTx sends EXEC behind the queued commands, invalidates the keys of the queued writes (whatever EXEC answers:
+// it may have applied them) and relays EXEC's reply; the transaction, and a WATCH session with it, ends. When
+// featcache refused a command of the transaction, or lost its connection, a DISCARD goes instead and the client
+// gets EXECABORT; after a lost WATCH session, *-1.
+func (c *client) execTx(cmd *Command) {
+	switch {
+	case c.tx.lost != nil:
+		c.errorReply("EXECABORT Transaction discarded because of previous errors.")
+	case c.tx.dirty || c.tx.watchLost:
+		// Redis has queued the rest: DISCARD drops it (its reply is not the client's), and the WATCH with it.
+		c.seg.req = append(c.seg.req, discardCmd...)
+		c.seg.frames++
+		if c.tx.dirty {
+			c.errorReply("EXECABORT Transaction discarded because of previous errors.")
+		} else {
+			c.rawReply(nullArray)
+		}
+	default:
+		c.srv.stats.Forwarded.Add(1)
+		c.seg.addForward(cmd)
+	}
+	c.queuedWrites()
+	c.tx.open = false // closed in the segment: it may travel on a shared connection
+	c.runSegment()
+	c.endTx()
+}
+
+// discardTx sends DISCARD behind the queued commands and relays its reply; the transaction, and a WATCH session
+// with it, ends.
+func (c *client) discardTx(cmd *Command) {
+	if c.tx.lost != nil {
+		c.simpleReply("OK")
+	} else {
+		c.srv.stats.Forwarded.Add(1)
+		c.seg.addForward(cmd)
+	}
+	c.queuedWrites()
+	c.tx.open = false
+	if c.tx.conn != nil {
+		c.runSegment() // the replies come from the pinned connection, which goes back to the pool after them
+	}
+	c.endTx()
+}
+
+var nullArray = []byte("*-1\r\n")
+
+// queuedWrites hands the queued writes to the segment, which invalidates their keys once the upstream answered,
+// before the replies go out. They are invalidated after DISCARD too: had Redis refused the MULTI, the commands
+// after it would have run on their own.
+func (c *client) queuedWrites() {
+	if c.tx.writesOver {
+		c.seg.writes = append(c.seg.writes, pendingWrite{tc: flushAll})
+		return
+	}
+	for _, w := range c.tx.writes {
+		c.seg.writes = append(c.seg.writes, pendingWrite{args: w.args, tc: w.tc})
+	}
+}
+
+// queuedWritesNow invalidates the keys of the queued writes at once: the per-command paths of a WATCH session and
+// of a transaction featcache queued in front of a Redis Cluster.
+func (c *client) queuedWritesNow() {
+	if c.tx.writesOver {
+		c.afterWrite(nil, flushAll)
+	}
+	for _, w := range c.tx.writes {
+		c.afterWrite(w.args, w.tc)
+	}
+}
+
+// endTx ends the transaction once its EXEC or DISCARD has been answered: the pinned connection, which holds no
+// state any more, goes back to the pool.
+func (c *client) endTx() {
+	if c.tx.conn != nil {
+		c.tx.conn.Release()
+		c.tx.conn = nil
+	}
+	c.tx.resetQueue()
+	c.tx.watchLost = false
+	c.publish()
+}
+
+// abandonTx ends the transaction and the WATCH session without running them, as RESET and QUIT do, after the
+// commands queued before have had their replies: the transaction is closed with a DISCARD, the WATCH session with
+// an UNWATCH, whose replies are not the client's, and a pinned connection then goes back to the pool.
+func (c *client) abandonTx() {
+	switch {
+	case c.tx.open || c.tx.conn != nil && c.tx.multi && c.tx.lost == nil:
+		c.seg.req = append(c.seg.req, discardCmd...)
+		c.seg.frames++
+		c.tx.open = false
+	case c.tx.conn != nil && !c.tx.multi:
+		c.seg.req = append(c.seg.req, unwatchCmd...)
+		c.seg.frames++
+	}
+	if c.tx.conn != nil {
+		c.runSegment()
+	}
+	if c.tx.conn != nil {
+		c.tx.conn.Release()
+		c.tx.conn = nil
+	}
+	c.tx.close()
+	c.publish()
+}
+
+// sendSegment sends the segment's payload and waits for its replies into c.call: on the client's pinned connection
+// when it has one, or needs one (a transaction still open when its segment has to go is pinned from its MULTI
+// on), else over a shared connection. A pinned connection that fails is closed: a transaction on it is lost
+// (EXEC aborts), a WATCH session too (the next EXEC answers *-1).
+func (c *client) sendSegment() error {
+	s := &c.seg
+	if c.tx.open {
+		c.tx.open = false
+		conn, err := c.srv.up.Dedicated()
+		if err != nil {
+			c.tx.lost = err
+			c.call.Replies, c.call.Ends, c.call.Err = c.call.Replies[:0], c.call.Ends[:0], err
+			return err
+		}
+		c.tx.conn = conn
+	}
+	if c.tx.conn == nil {
+		return c.srv.up.Do(c.call, s.req, s.frames)
+	}
+	err := c.tx.conn.Do(c.call, s.req, s.frames, time.Now().Add(c.srv.up.Timeout()))
+	if err != nil {
+		c.tx.conn.Close()
+		c.tx.conn = nil
+		if c.tx.multi {
+			c.tx.lost = err
+		}
+		c.tx.watchLost = true
+	}
+	return err
+}
+
+// clusterMulti starts a transaction kept by featcache, in front of a Redis Cluster.
+func (c *client) clusterMulti() {
 	if c.tx.multi {
 		c.errorReply("ERR MULTI calls can not be nested")
 		return
@@ -91,11 +377,12 @@ func (c *client) cmdMulti(cmd *Command) {
 	c.tx.resetQueue()
 	c.tx.multi = true
 	c.simpleReply("OK")
+	c.publish()
 }
 
-// queue handles a command inside a local MULTI, with Redis's queue-time checks. Inside a WATCH session the MULTI
-// is on the pinned connection, and the command goes there.
-func (c *client) queue(cmd *Command, tc *command) {
+// clusterQueue handles a command inside MULTI in front of a Redis Cluster: queued by featcache with Redis's
+// queue-time checks, or, inside a WATCH session, sent to the session's connection.
+func (c *client) clusterQueue(cmd *Command, tc *command) {
 	if c.tx.conn != nil {
 		c.execPinned(cmd, tc)
 		return
@@ -113,17 +400,10 @@ func (c *client) queue(cmd *Command, tc *command) {
 		c.tx.dirty = true
 		c.errorReply("ERR Command not allowed inside a transaction")
 		return
-	case tc.class == classDenied:
+	case !c.queueable(cmd, tc):
 		c.tx.dirty = true
-		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
 		return
-	case tc.class == classSubscribe || tc.class == classRefused || tc.class == classAdmin ||
-		tc.class == classLocal && tc.name != "ping" && tc.name != "echo":
-		// These change the connection they run on, which inside a transaction would be a shared one.
-		c.tx.dirty = true
-		c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
-		return
-	case c.srv.clustered() && !c.clusterQueueable(cmd, tc):
+	case !c.clusterQueueable(cmd, tc):
 		return
 	}
 	c.appendQueued(cmd, tc)
@@ -156,9 +436,9 @@ func (c *client) clusterQueueable(cmd *Command, tc *command) bool {
 	return true
 }
 
-// appendQueued adds an accepted command to the local MULTI queue and answers +QUEUED. The queue is one request to
-// the upstream at EXEC, so limits.max_request_bytes bounds it: a command that would exceed it is refused and makes
-// EXEC abort.
+// appendQueued adds an accepted command to the local MULTI queue (in front of a Redis Cluster) and answers
+// +QUEUED. The queue is one request to the upstream at EXEC, so limits.max_request_bytes bounds it: a command that
+// would exceed it is refused and makes EXEC abort.
 func (c *client) appendQueued(cmd *Command, tc *command) {
 	if size := len(c.tx.queue) + commandSize(cmd); int64(size) > c.srv.opt.Config.Limits.MaxRequestBytes {
 		c.tx.dirty = true
@@ -168,7 +448,7 @@ func (c *client) appendQueued(cmd *Command, tc *command) {
 	c.tx.queue = appendRequest(c.tx.queue, cmd)
 	c.tx.queued++
 	if isWrite(tc) {
-		c.tx.rememberWrite(cmd.Args, tc)
+		c.tx.rememberWrite(cmd.Args, tc, c.srv.opt.Config.Limits.MaxRequestBytes)
 	}
 	c.simpleReply("QUEUED")
 }
@@ -185,14 +465,17 @@ func commandSize(cmd *Command) int {
 	return n
 }
 
-var (
-	multiCmd = upstream.AppendCommand(nil, "MULTI")
-	execCmd  = upstream.AppendCommand(nil, "EXEC")
-)
-
+// cmdExec outside MULTI is an error; in front of a Redis Cluster it also runs the transaction featcache queued.
 func (c *client) cmdExec(cmd *Command) {
 	if !c.tx.multi {
 		c.errorReply("ERR EXEC without MULTI")
+		return
+	}
+	defer c.publish()
+	if c.tx.watchLost {
+		c.tx.resetQueue()
+		c.tx.watchLost = false
+		c.rawReply(nullArray)
 		return
 	}
 	if c.tx.crossSlot {
@@ -219,9 +502,7 @@ func (c *client) cmdExec(cmd *Command) {
 	err := c.srv.up.Do(c.call, req, n)
 	c.srv.metrics.observeUpstream(upTransaction, start)
 	c.srv.stats.Forwarded.Add(int64(c.tx.queued))
-	for _, w := range c.tx.writes {
-		c.afterWrite(w.args, w.tc)
-	}
+	c.queuedWritesNow()
 	c.seg.req = c.seg.req[:0]
 	c.tx.resetQueue()
 	if c.call.Len() == n {
@@ -232,6 +513,8 @@ func (c *client) cmdExec(cmd *Command) {
 	c.errorReply(upstreamErrorText(err))
 }
 
+// cmdDiscard outside MULTI is an error; in front of a Redis Cluster it also drops the transaction featcache
+// queued.
 func (c *client) cmdDiscard(cmd *Command) {
 	if !c.tx.multi {
 		c.errorReply("ERR DISCARD without MULTI")
@@ -239,6 +522,7 @@ func (c *client) cmdDiscard(cmd *Command) {
 	}
 	c.tx.resetQueue()
 	c.simpleReply("OK")
+	c.publish()
 }
 
 func (c *client) cmdWatch(cmd *Command) {
@@ -278,13 +562,14 @@ func (c *client) dedicatedFor(cmd *Command, tc *command) (*upstream.Conn, int, b
 	return conn, slot, true
 }
 
-// cmdUnwatch outside a WATCH session has nothing to release. Inside MULTI, Redis queues UNWATCH like any other
-// command, and so does featcache.
+// cmdUnwatch outside a WATCH session has nothing to release, but forgets a session lost with its connection.
+// Inside MULTI (in front of a Redis Cluster) featcache queues it as Redis does.
 func (c *client) cmdUnwatch(cmd *Command) {
 	if c.tx.multi {
 		c.appendQueued(cmd, c.srv.tbl.Load().lookup(cmd.Args))
 		return
 	}
+	c.tx.watchLost = false
 	c.simpleReply("OK")
 }
 
@@ -349,11 +634,17 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 			c.afterWrite(cmd.Args, tc)
 		}
 		if name == "exec" {
-			for _, w := range c.tx.writes {
-				c.afterWrite(w.args, w.tc)
-			}
+			c.queuedWritesNow()
 		}
+		ended := c.tx.multi && (name == "exec" || name == "discard") || !c.tx.multi && name == "unwatch"
 		c.tx.close()
+		c.tx.watchLost = !ended
+		if name == "multi" {
+			// The client goes on as in a transaction (a pipelining one has sent the rest already): what follows
+			// must not run outside it, unwatched. EXEC aborts.
+			c.tx.multi, c.tx.lost = true, err
+		}
+		c.publish()
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
 		return
@@ -363,18 +654,20 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 	case name == "multi" && bytes.Equal(reply, okReply):
 		c.tx.multi = true
 	case c.tx.multi && name != "exec" && name != "discard" && tc != nil && isWrite(tc):
-		c.tx.rememberWrite(cmd.Args, tc)
+		c.tx.rememberWrite(cmd.Args, tc, c.srv.opt.Config.Limits.MaxRequestBytes)
 	case !c.tx.multi && tc != nil && isWrite(tc):
 		c.afterWrite(cmd.Args, tc)
 	}
 	c.rawReply(reply)
 	if wasMulti && (name == "exec" || name == "discard") || !wasMulti && name == "unwatch" {
-		for _, w := range c.tx.writes {
-			c.afterWrite(w.args, w.tc)
-		}
+		c.queuedWritesNow()
 		c.tx.resetQueue()
+		c.tx.watchLost = false
 		c.tx.conn.Release()
 		c.tx.conn = nil
+	}
+	if wasMulti != c.tx.multi || c.tx.conn == nil {
+		c.publish()
 	}
 }
 
@@ -433,7 +726,7 @@ func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
 	case classLocal, classAdmin:
 		switch {
 		case tc.name == "reset" || tc.name == "quit":
-			c.tx.close()
+			// They end the session themselves (abandonTx).
 		case c.tx.multi && (tc.name == "ping" || tc.name == "echo"):
 			return true // queued by Redis, as in a transaction without WATCH
 		case c.tx.multi:
