@@ -1276,9 +1276,14 @@ func TestWireFidelityRefusals(t *testing.T) {
 		{name: "hello 3", args: []string{"HELLO", "3"}, want: "-NOPROTO unsupported protocol version\r\n", notReached: []string{"hello"}},
 		{name: "client tracking", args: []string{"CLIENT", "TRACKING", "ON"}, want: refused("client|tracking"), notReached: []string{"client|tracking"}},
 		{name: "client caching", args: []string{"CLIENT", "CACHING", "YES"}, want: refused("client|caching"), notReached: []string{"client|caching"}},
-		{name: "client trackinginfo", args: []string{"CLIENT", "TRACKINGINFO"}, want: refused("client|trackinginfo"), notReached: []string{"client|trackinginfo"}},
-		{name: "client getredir", args: []string{"CLIENT", "GETREDIR"}, want: refused("client|getredir"), notReached: []string{"client|getredir"}},
-		{name: "client no-evict", args: []string{"CLIENT", "NO-EVICT", "ON"}, want: refused("client|no-evict"), notReached: []string{"client|no-evict"}},
+		// Answered by featcache as Redis answers a client without tracking, which a client of featcache always is.
+		{name: "client trackinginfo", args: []string{"CLIENT", "TRACKINGINFO"}, want: "*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n", notReached: []string{"client|trackinginfo"}},
+		{name: "client getredir", args: []string{"CLIENT", "GETREDIR"}, want: ":-1\r\n", notReached: []string{"client|getredir"}},
+		// featcache's clients are never evicted by Redis, which does not see them: the flag is kept, not sent.
+		{name: "client no-evict", args: []string{"CLIENT", "NO-EVICT", "ON"}, want: "+OK\r\n", notReached: []string{"client|no-evict"}},
+		{name: "client kill", args: []string{"CLIENT", "KILL", "TYPE", "normal"}, want: ":0\r\n", notReached: []string{"client|kill"}},
+		{name: "client list", args: []string{"CLIENT", "LIST", "TYPE", "pubsub"}, want: "$0\r\n\r\n", notReached: []string{"client|list"}},
+		{name: "script debug", args: []string{"SCRIPT", "DEBUG", "YES"}, want: refused("script|debug"), notReached: []string{"script|debug"}},
 		{name: "select inside multi", setup: [][]string{{"MULTI"}}, args: []string{"SELECT", "0"}, want: inMulti("select"), notReached: []string{"select"}},
 		// featcache's own connections set their names as they are dialed (an interactive MULTI takes one), so the
 		// proof that the client's SETNAME did not reach Redis is that no connection bears the name.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -194,6 +195,7 @@ func (c *client) queue(cmd *Command, tc *command) {
 	c.srv.stats.Forwarded.Add(1)
 	c.seg.addForward(cmd)
 	c.tx.queued++
+	c.publish()
 	if tc != nil && isWrite(tc) {
 		c.tx.rememberWrite(cmd.Args, tc, c.srv.opt.Config.Limits.MaxRequestBytes)
 	}
@@ -821,6 +823,9 @@ func (c *client) blocking(cmd *Command, tc *command) {
 		if conn != nil {
 			conn.Close()
 		}
+		if c.info.killed.Load() {
+			return // CLIENT KILL closed the connection it waited on; the client is closed without a reply
+		}
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
 		return
@@ -863,13 +868,28 @@ const blockingSlack = time.Second
 
 // waitBlocked writes req and reads its one reply, until overall (zero: as long as it takes). While it waits, the
 // client socket is watched: when the client leaves, conn is closed at once, so that Redis drops the blocked
-// command before it can hand it an element nobody would receive.
+// command before it can hand it an element nobody would receive. CLIENT ID goes first in the same write: with the
+// connection's id in Redis, another client's CLIENT UNBLOCK can unblock this one (cmdClientUnblock).
 func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time) ([]byte, error) {
-	if err := conn.Write(req); err != nil {
+	// The replies of the commands before it go out now, as Redis sends them before the command blocks.
+	c.flush()
+	if err := conn.Write(append(clientIDCmd[:len(clientIDCmd):len(clientIDCmd)], req...)); err != nil {
 		return nil, err
 	}
 	stop := c.watchPeer(conn)
 	reply, err := conn.ReadFrame(c.call.Replies[:0], overall)
+	if err == nil {
+		rid, ok := parseRedisInt(bytes.TrimSuffix(bytes.TrimPrefix(reply, []byte(":")), []byte("\r\n")))
+		if !ok {
+			err = fmt.Errorf("%w: CLIENT ID answered %q", upstream.ErrBadFrame, reply)
+		} else {
+			c.setBlocked(conn, rid)
+			c.publish()
+			reply, err = conn.ReadFrame(reply[:0], overall)
+			c.setBlocked(nil, 0)
+			c.publish()
+		}
+	}
 	if stop() {
 		return nil, errClientGone
 	}
@@ -879,6 +899,8 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 	c.call.Replies = reply
 	return reply, nil
 }
+
+var clientIDCmd = upstream.AppendCommand(nil, "CLIENT", "ID")
 
 // watchPeer watches the client socket from another goroutine while the client goroutine waits upstream, and closes
 // conn as soon as the socket reads as EOF or fails (or featcache closes it). It peeks and never consumes: bytes
@@ -994,6 +1016,7 @@ type pubsub struct {
 	marker                     []byte
 	markerSeen                 chan struct{}
 	on                         bool          // subscribed mode, owned by the client goroutine
+	monitor                    bool          // a MONITOR session: the mode lasts until RESET or QUIT
 	done                       chan struct{} // closed by close
 	exited                     chan struct{} // closed when the pump has returned: it writes nothing more
 	closeOnce                  sync.Once
@@ -1070,6 +1093,7 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 		req = upstream.AppendArgs(nil, cmd.Args)
 	}
 	p.model(name, cmd.Args[1:])
+	c.publish()
 	c.srv.stats.Forwarded.Add(1)
 	if p.total() == 0 {
 		req = upstream.AppendArgs(append([]byte(nil), req...), [][]byte{[]byte("PING"), p.marker})

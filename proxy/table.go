@@ -137,29 +137,36 @@ func lower(dst, b []byte) []byte {
 // localCommands are answered by featcache itself: they read or change state that belongs to the client
 // connection, which must never travel over a shared upstream connection.
 var localCommands = map[string]func(c *client, args [][]byte){
-	"ping":           (*client).cmdPing,
-	"echo":           (*client).cmdEcho,
-	"quit":           (*client).cmdQuit,
-	"reset":          (*client).cmdReset,
-	"hello":          (*client).cmdHello,
-	"auth":           (*client).cmdAuth,
-	"select":         (*client).cmdSelect,
-	"readonly":       (*client).cmdClusterOnly,
-	"readwrite":      (*client).cmdClusterOnly,
-	"asking":         (*client).cmdClusterOnly,
-	"client|setname": (*client).cmdClientSetname,
-	"client|getname": (*client).cmdClientGetname,
-	"client|id":      (*client).cmdClientID,
-	"client|setinfo": (*client).cmdClientSetinfo,
-	"client|reply":   (*client).cmdClientReply,
-	"client|info":    (*client).cmdClientInfo,
-	"config|get":     (*client).cmdConfigGet,
+	"ping":                (*client).cmdPing,
+	"echo":                (*client).cmdEcho,
+	"quit":                (*client).cmdQuit,
+	"reset":               (*client).cmdReset,
+	"hello":               (*client).cmdHello,
+	"auth":                (*client).cmdAuth,
+	"select":              (*client).cmdSelect,
+	"readonly":            (*client).cmdClusterOnly,
+	"readwrite":           (*client).cmdClusterOnly,
+	"asking":              (*client).cmdClusterOnly,
+	"client|setname":      (*client).cmdClientSetname,
+	"client|getname":      (*client).cmdClientGetname,
+	"client|id":           (*client).cmdClientID,
+	"client|setinfo":      (*client).cmdClientSetinfo,
+	"client|reply":        (*client).cmdClientReply,
+	"client|info":         (*client).cmdClientInfo,
+	"client|list":         (*client).cmdClientList,
+	"client|kill":         (*client).cmdClientKill,
+	"client|unblock":      (*client).cmdClientUnblock,
+	"client|no-evict":     (*client).cmdClientNoEvict,
+	"client|getredir":     (*client).cmdClientGetredir,
+	"client|trackinginfo": (*client).cmdClientTrackinginfo,
+	"config|get":          (*client).cmdConfigGet,
 }
 
-// refusedCommands would set per-connection state on the upstream that featcache cannot keep per client.
+// refusedCommands would set per-connection state on the upstream that featcache cannot keep per client, or turn
+// the connection they run on into something else (a replica, a Lua debugging session).
 var refusedCommands = []string{
-	"client|tracking", "client|caching", "client|trackinginfo", "client|getredir",
-	"client|no-evict", "client|no-touch",
+	"client|tracking", "client|caching", "client|no-touch",
+	"sync", "psync", "replconf", "script|debug",
 }
 
 // txCommands manage transactions (session.go).
