@@ -188,6 +188,16 @@ func TestClientListFormat(t *testing.T) {
 		t.Errorf("CLIENT LIST TYPE normal: %d lines; want 3 (the subscriber is pubsub)", len(normal))
 	}
 	expectDo(t, a, "$0\r\n\r\n", "CLIENT", "LIST", "TYPE", "replica")
+	// A MONITOR client: flag O, and normal, as in Redis.
+	mon := p.dial()
+	expectDo(t, mon, "+OK\r\n", "MONITOR")
+	monID := strconv.FormatInt(idB+3, 10)
+	if line := listLines(t, a.Do("CLIENT", "LIST", "ID", monID)); len(line) != 1 || clientField(line[0], "flags") != "O" {
+		t.Errorf("CLIENT LIST ID %s (monitoring): %q", monID, line)
+	}
+	if normal := listLines(t, a.Do("CLIENT", "LIST", "TYPE", "normal")); len(normal) != 4 {
+		t.Errorf("CLIENT LIST TYPE normal with a MONITOR client: %d lines; want 4", len(normal))
+	}
 	expectDo(t, rc, ":1\r\n", "LPUSH", "list:blk", "x")
 	expectRead(t, blocked, "*2\r\n$8\r\nlist:blk\r\n$1\r\nx\r\n")
 	redistest.Eventually(t, 5*time.Second, "the BLPOP is answered", func() bool {

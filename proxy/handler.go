@@ -114,6 +114,8 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 		tc.tx(c, cmd)
 	case classSubscribe:
 		c.subscribe(cmd, tc)
+	case classMonitor:
+		c.monitor(cmd, tc)
 	case classBlocking:
 		c.blocking(cmd, tc)
 	case classDenied, classRefused:

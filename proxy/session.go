@@ -755,6 +755,15 @@ func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
 		}
 		c.errorReply("ERR SUBSCRIBE while WATCH is active is not supported by featcache")
 		return false
+	case classMonitor:
+		if !c.tx.multi {
+			if msg := rejection(cmd.Args, tc); msg != "" {
+				c.errorReply(msg)
+			} else {
+				c.errorReply("ERR MONITOR while WATCH is active is not supported by featcache")
+			}
+			return false
+		}
 	}
 	return true
 }
@@ -1017,6 +1026,7 @@ type pubsub struct {
 	markerSeen                 chan struct{}
 	on                         bool          // subscribed mode, owned by the client goroutine
 	monitor                    bool          // a MONITOR session: the mode lasts until RESET or QUIT
+	unsynced                   bool          // MONITOR: commands were forwarded since the last sync
 	done                       chan struct{} // closed by close
 	exited                     chan struct{} // closed when the pump has returned: it writes nothing more
 	closeOnce                  sync.Once
@@ -1052,8 +1062,43 @@ func (c *client) subscribe(cmd *Command, tc *command) {
 	c.execSubscribed(cmd, tc)
 }
 
-// execSubscribed forwards a command in subscribed mode; replies come back through the pump. QUIT and RESET are
-// handled here: they end the session.
+// monitor starts a MONITOR session on a dedicated upstream connection of its own, never a shared one (MONITOR
+// turns the connection it runs on into a stream): the pump copies Redis's +OK and then the stream to the client.
+// Only what reaches Redis is in the stream: reads featcache answers from memory are not. The session lasts until
+// RESET or QUIT, or until the client leaves; its connection is then closed, never reused.
+func (c *client) monitor(cmd *Command, tc *command) {
+	c.runSegment()
+	conn, err := c.srv.up.Dedicated()
+	if err != nil {
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	p := &pubsub{
+		c: c, conn: conn, monitor: true, on: true,
+		channels: map[string]struct{}{}, patterns: map[string]struct{}{}, shards: map[string]struct{}{},
+		marker:     []byte("featcache-monitor-" + strconv.FormatInt(c.id, 10)),
+		markerSeen: make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		exited:     make(chan struct{}),
+	}
+	c.sub = p
+	c.publish()
+	c.flush() // the replies before MONITOR come before the pump's frames
+	c.srv.stats.Forwarded.Add(1)
+	if err := conn.Write(appendRequest(nil, cmd)); err != nil {
+		conn.Close()
+		c.sub = nil
+		c.publish()
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	go p.pump()
+}
+
+// execSubscribed forwards a command in subscribed mode, or in a MONITOR session; replies come back through the
+// pump. QUIT and RESET are handled here: they end the session.
 func (c *client) execSubscribed(cmd *Command, tc *command) {
 	p := c.sub
 	name := ""
@@ -1070,19 +1115,17 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 		tc.local(c, cmd.Args)
 		return
 	}
+	if p.monitor {
+		c.execMonitoring(cmd, tc)
+		return
+	}
 	if tc != nil && (tc.class == classDenied || tc.class == classRefused) {
 		// Never sent upstream, not even for Redis to refuse in subscribed mode. The refusal must follow the replies
 		// of the commands before it, which the pump writes: a marker PING's reply, seen by the pump, says it has
 		// written them.
 		c.runSegment()
 		c.flush()
-		if err := p.conn.Write(upstream.AppendArgs(nil, [][]byte{[]byte("PING"), p.marker})); err == nil {
-			select {
-			case <-p.markerSeen:
-			case <-p.done:
-			case <-time.After(c.srv.up.Timeout()):
-			}
-		}
+		p.sync(c.srv.up.Timeout())
 		c.refuse(cmd, tc)
 		return
 	}
@@ -1126,6 +1169,62 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 			c.srv.stats.Errors.Add(1)
 			c.errorReply(upstreamErrorText(upstream.ErrTimeout))
 		}
+	}
+}
+
+// execMonitoring runs a command sent during a MONITOR session. featcache's own commands (connection commands,
+// CACHE, denied and refused ones) are answered by featcache, after the replies of the commands forwarded before
+// them; the others go to Redis on the monitoring connection, which answers them as it answers a client in MONITOR
+// (keyspace commands are refused there), through the pump.
+func (c *client) execMonitoring(cmd *Command, tc *command) {
+	p := c.sub
+	if tc != nil {
+		switch tc.class {
+		case classLocal, classAdmin, classDenied, classRefused:
+			c.runSegment()
+			if p.unsynced {
+				c.flush()
+				p.sync(c.srv.up.Timeout())
+				p.unsynced = false
+			}
+			switch {
+			case tc.class == classDenied || tc.class == classRefused:
+				c.refuse(cmd, tc)
+			case rejection(cmd.Args, tc) != "":
+				c.errorReply(rejection(cmd.Args, tc))
+			default:
+				tc.local(c, cmd.Args)
+			}
+			return
+		}
+	}
+	c.runSegment()
+	c.flush()
+	c.srv.stats.Forwarded.Add(1)
+	if err := p.conn.Write(appendRequest(nil, cmd)); err != nil {
+		p.close()
+		<-p.exited
+		c.sub = nil
+		c.publish()
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	p.unsynced = true
+}
+
+// sync waits until the pump has written the replies of everything sent on the session's connection so far: it
+// sends a marker PING and waits for the pump to see its reply (or the session to end, or timeout to pass).
+func (p *pubsub) sync(timeout time.Duration) {
+	if err := p.conn.Write(upstream.AppendArgs(nil, [][]byte{[]byte("PING"), p.marker})); err != nil {
+		return
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-p.markerSeen:
+	case <-p.done:
+	case <-t.C:
 	}
 }
 
@@ -1235,7 +1334,7 @@ func (p *pubsub) lost() {
 	select {
 	case <-p.done:
 	default:
-		if p.count.Load() > 0 {
+		if p.count.Load() > 0 || p.monitor {
 			closeRaw(p.c.nc)
 		}
 	}

@@ -23,6 +23,8 @@ const (
 	classSubscribe
 	// classBlocking commands may block and run on a dedicated upstream connection.
 	classBlocking
+	// classMonitor is MONITOR: a stream from a dedicated upstream connection of its own, until RESET or QUIT.
+	classMonitor
 	// classAdmin commands are featcache's own (CACHE ...).
 	classAdmin
 	// classDenied commands are refused (commands.deny).
@@ -255,6 +257,7 @@ func newTable(cmds Commands, deny []string, cluster bool) *table {
 	for _, name := range scriptCommands {
 		set(name, func(c *command) { c.class, c.after = classWrite, afterBarrier })
 	}
+	set("monitor", func(c *command) { c.class = classMonitor })
 	// WAIT blocks up to its timeout without the blocking flag.
 	set("wait", func(c *command) { c.class = classBlocking })
 	set("waitaof", func(c *command) { c.class = classBlocking })
