@@ -345,6 +345,7 @@ func (c *client) abandonTx() {
 // (EXEC aborts), a WATCH session too (the next EXEC answers *-1).
 func (c *client) sendSegment() error {
 	s := &c.seg
+	s.tx = c.tx.multi // timed as a transaction
 	if c.tx.open {
 		c.tx.open = false
 		conn, err := c.srv.up.Dedicated()
