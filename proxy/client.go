@@ -163,8 +163,8 @@ func (c *client) serve() {
 			if slow > 0 {
 				start = time.Now()
 			}
-			c.noteBatch(cmds)
 			c.execBatch(cmds)
+			c.noteBatch(cmds)
 			if !c.flush() {
 				return
 			}

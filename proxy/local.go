@@ -409,8 +409,9 @@ func (c *client) execMuted(cmd *Command) {
 // (publish), and notes each batch (noteBatch).
 type clientInfo struct {
 	killed  atomic.Bool             // CLIENT KILL: close after the current command's reply
-	lastAt  atomic.Int64            // unix nanoseconds of the client's last batch; 0 before the first
+	lastAt  atomic.Int64            // unix seconds of the client's last batch; 0 before the first
 	lastCmd atomic.Pointer[command] // the last command of that batch
+	noted   int64                   // lastAt as the client's own goroutine last stored it
 
 	mu      sync.Mutex // guards the fields below
 	name    string
@@ -424,9 +425,11 @@ type clientInfo struct {
 	noEvict bool
 	// While the client waits in a blocking command: the dedicated connection and its id in Redis, for CLIENT
 	// UNBLOCK, which holds mu while it unblocks it so that the connection cannot be handed to another client
-	// meanwhile.
+	// meanwhile; the command and since when (CLIENT LIST's cmd and idle).
 	blocked    *upstream.Conn
 	blockedRID int64
+	blockedCmd string
+	blockedAt  time.Time
 }
 
 // publish records the client's connection state for the other clients.
@@ -455,17 +458,27 @@ func (c *client) setUser(user []byte) {
 	c.info.mu.Unlock()
 }
 
-// noteBatch records, before a batch runs, when the client sent it and its last command, for CLIENT LIST's idle
-// and cmd (a client blocked in BLPOP shows cmd=blpop, as in Redis).
+// noteBatch records, once a batch ran, when it began and its last command, for CLIENT LIST's idle and cmd. It
+// runs for every batch, so it stores only what changed: the time in whole seconds, as CLIENT LIST shows it.
 func (c *client) noteBatch(cmds []Command) {
-	c.info.lastAt.Store(c.srv.now().UnixNano())
-	c.info.lastCmd.Store(c.srv.tbl.Load().lookup(cmds[len(cmds)-1].Args))
+	i := &c.info
+	if sec := c.seg.now.Unix(); sec != i.noted {
+		i.noted = sec
+		i.lastAt.Store(sec)
+	}
+	if tc := c.lookup(cmds[len(cmds)-1].Args); i.lastCmd.Load() != tc {
+		i.lastCmd.Store(tc)
+	}
 }
 
-// setBlocked records the dedicated connection a blocking command waits on, and its id in Redis; nil clears it.
-func (c *client) setBlocked(conn *upstream.Conn, rid int64) {
+// setBlocked records the dedicated connection a blocking command (named cmd) waits on, and its id in Redis; a nil
+// conn clears it.
+func (c *client) setBlocked(conn *upstream.Conn, rid int64, cmd string) {
 	c.info.mu.Lock()
-	c.info.blocked, c.info.blockedRID = conn, rid
+	c.info.blocked, c.info.blockedRID, c.info.blockedCmd = conn, rid, cmd
+	if conn != nil {
+		c.info.blockedAt = c.srv.now()
+	}
 	c.info.mu.Unlock()
 }
 
@@ -508,6 +521,7 @@ func (c *client) view(now time.Time, cmd string) clientView {
 	if i.inMulti {
 		v.multi = i.queued
 	}
+	blockedCmd, blockedAt := i.blockedCmd, i.blockedAt
 	i.mu.Unlock()
 	if v.user == "" {
 		v.user = "default"
@@ -516,10 +530,12 @@ func (c *client) view(now time.Time, cmd string) clientView {
 	switch last := i.lastAt.Load(); {
 	case cmd != "":
 		v.cmd = cmd
+	case v.blocked:
+		v.cmd, v.idle = blockedCmd, int64(now.Sub(blockedAt)/time.Second)
 	case last == 0:
 		v.cmd, v.idle = "NULL", v.age
 	default:
-		v.idle = int64(now.Sub(time.Unix(0, last)) / time.Second)
+		v.idle = max(now.Unix()-last, 0)
 		if tc := i.lastCmd.Load(); tc != nil {
 			v.cmd = tc.name
 		} else {

@@ -893,11 +893,9 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 		if !ok {
 			err = fmt.Errorf("%w: CLIENT ID answered %q", upstream.ErrBadFrame, reply)
 		} else {
-			c.setBlocked(conn, rid)
-			c.publish()
+			c.setBlocked(conn, rid, blockedName(req))
 			reply, err = conn.ReadFrame(reply[:0], overall)
-			c.setBlocked(nil, 0)
-			c.publish()
+			c.setBlocked(nil, 0, "")
 		}
 	}
 	if stop() {
@@ -911,6 +909,16 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 }
 
 var clientIDCmd = upstream.AppendCommand(nil, "CLIENT", "ID")
+
+// blockedName is the lower-case name of the command in req (one RESP command), for CLIENT LIST.
+func blockedName(req []byte) string {
+	d := respDecoder{b: req}
+	if v, err := d.value(1); err == nil && len(v.elems) > 0 {
+		name, _ := v.elems[0].text()
+		return lowerASCII(name)
+	}
+	return "NULL"
+}
 
 // watchPeer watches the client socket from another goroutine while the client goroutine waits upstream, and closes
 // conn as soon as the socket reads as EOF or fails (or featcache closes it). It peeks and never consumes: bytes
