@@ -138,8 +138,8 @@ policies: [{name: all, prefix: "", hard_ttl: 1h, on_upstream_error: serve_stale,
 	}
 	c.Do("SET", "k", "v")
 	c.Do("GET", "k")
-	c.Do("CONFIG", "GET", "requirepass")
-	for _, args := range [][]string{{"CACHE", "STATS"}, {"CACHE", "EXPLAIN", "k"}, {"CLIENT", "INFO"}, {"HELLO", "2"}} {
+	for _, args := range [][]string{{"CACHE", "STATS"}, {"CACHE", "EXPLAIN", "k"}, {"CLIENT", "INFO"}, {"HELLO", "2"},
+		{"CONFIG", "GET", "requirepass"}, {"CONFIG", "GET", "*"}, {"CLIENT", "LIST"}} {
 		if got := string(c.Do(args...)); strings.Contains(got, storeSecret) || strings.Contains(got, clientSecret) {
 			t.Errorf("%q shows a password: %q", args, got)
 		}

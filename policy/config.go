@@ -65,11 +65,13 @@ const (
 )
 
 // DefaultDeny is the commands.deny list used when the file gives none: commands that would let a client change or
-// stop the upstream server, read its replication stream or block its event loop. It must not be modified; Default
-// returns a copy.
+// stop the upstream server, pause its clients, read its replication stream or every client's commands, or block
+// its event loop. CONFIG GET is not in it: featcache answers it with secrets redacted. It must not be modified;
+// Default returns a copy.
 var DefaultDeny = []string{
-	"acl", "bgrewriteaof", "bgsave", "config", "debug", "failover", "module", "monitor", "psync", "replconf",
-	"replicaof", "save", "shutdown", "slaveof", "sync",
+	"acl", "bgrewriteaof", "bgsave", "client|pause", "client|unpause", "config|resetstat", "config|rewrite",
+	"config|set", "debug", "failover", "module", "monitor", "psync", "replconf", "replicaof", "save", "shutdown",
+	"slaveof", "sync",
 }
 
 // Config is featcache's whole configuration file. Parse and Load return it with every default filled in and every

@@ -83,6 +83,8 @@ type client struct {
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
 
+	info clientInfo // what CLIENT LIST and CLIENT KILL of other clients see of this one (local.go)
+
 	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
 	hotRand uint64 // xorshift state for the gaps between those
 
@@ -162,6 +164,7 @@ func (c *client) serve() {
 				start = time.Now()
 			}
 			c.execBatch(cmds)
+			c.noteBatch(cmds)
 			if !c.flush() {
 				return
 			}
@@ -199,7 +202,7 @@ func (c *client) serve() {
 			}
 			return
 		}
-		if (c.draining.Load() || !c.leaveAt.IsZero() && time.Now().After(c.leaveAt)) && c.leave() {
+		if (c.draining.Load() || c.info.killed.Load() || !c.leaveAt.IsZero() && time.Now().After(c.leaveAt)) && c.leave() {
 			c.closeGently()
 			return
 		}
@@ -224,7 +227,7 @@ const (
 // is past max_conn_age, and it may close gently. A subscription is closed by a drain but never by max_conn_age.
 // When it may not close yet, leave sets the read deadline at which to look again.
 func (c *client) leave() bool {
-	if c.stopping.Load() {
+	if c.stopping.Load() || c.info.killed.Load() {
 		return true
 	}
 	draining := c.draining.Load()

@@ -1246,10 +1246,17 @@ func TestWireFidelityRefusals(t *testing.T) {
 		args       []string
 		want       string
 		notReached []string // INFO commandstats names whose call count must not move
+		absentName string   // a name no connection in Redis's CLIENT LIST may have afterwards
 	}{
-		{name: "config get", args: []string{"CONFIG", "GET", "maxmemory"}, want: denied("config|get"), notReached: []string{"config|get"}},
 		{name: "config set", args: []string{"CONFIG", "SET", "maxmemory", "1"}, want: denied("config|set"), notReached: []string{"config|set"}},
-		{name: "config alone", args: []string{"CONFIG"}, want: denied("config"), notReached: []string{"config"}},
+		{name: "config rewrite", args: []string{"CONFIG", "REWRITE"}, want: denied("config|rewrite"), notReached: []string{"config|rewrite"}},
+		{name: "config resetstat", args: []string{"CONFIG", "RESETSTAT"}, want: denied("config|resetstat"), notReached: []string{"config|resetstat"}},
+		{name: "client pause", args: []string{"CLIENT", "PAUSE", "10"}, want: denied("client|pause"), notReached: []string{"client|pause"}},
+		{name: "client unpause", args: []string{"CLIENT", "UNPAUSE"}, want: denied("client|unpause"), notReached: []string{"client|unpause"}},
+		// Redis's own syntax checks come before the deny list, as Redis makes them before running anything.
+		{name: "config alone", args: []string{"CONFIG"}, want: "-ERR wrong number of arguments for 'config' command\r\n", notReached: []string{"config"}},
+		{name: "config set arity", args: []string{"CONFIG", "SET", "maxmemory"}, want: "-ERR wrong number of arguments for 'config|set' command\r\n", notReached: []string{"config|set"}},
+		{name: "config unknown subcommand", args: []string{"CONFIG", "GET_XX"}, want: "-ERR unknown subcommand 'GET_XX'. Try CONFIG HELP.\r\n", notReached: []string{"config"}},
 		{name: "debug", args: []string{"DEBUG", "SLEEP", "0"}, want: denied("debug"), notReached: []string{"debug"}},
 		{name: "shutdown", args: []string{"SHUTDOWN", "NOSAVE"}, want: denied("shutdown"), notReached: []string{"shutdown"}},
 		{name: "acl", args: []string{"ACL", "WHOAMI"}, want: denied("acl|whoami"), notReached: []string{"acl|whoami"}},
@@ -1264,18 +1271,24 @@ func TestWireFidelityRefusals(t *testing.T) {
 		{name: "sync", args: []string{"SYNC"}, want: denied("sync"), notReached: []string{"sync"}},
 		{name: "psync", args: []string{"PSYNC", "?", "-1"}, want: denied("psync"), notReached: []string{"psync"}},
 		{name: "replconf", args: []string{"REPLCONF", "listening-port", "1"}, want: denied("replconf"), notReached: []string{"replconf"}},
-		{name: "denied inside multi", setup: [][]string{{"MULTI"}}, args: []string{"CONFIG", "GET", "x"}, want: denied("config|get"), notReached: []string{"config|get", "multi"}},
+		{name: "denied inside multi", setup: [][]string{{"MULTI"}}, args: []string{"CONFIG", "SET", "x", "y"}, want: denied("config|set"), notReached: []string{"config|set"}},
 		{name: "select another db", args: []string{"SELECT", "1"}, want: "-ERR featcache serves database 0 only (SELECT 1 is not supported)\r\n", notReached: []string{"select"}},
-		{name: "select negative db", args: []string{"SELECT", "-1"}, want: "-ERR featcache serves database 0 only (SELECT -1 is not supported)\r\n", notReached: []string{"select"}},
 		{name: "hello 3", args: []string{"HELLO", "3"}, want: "-NOPROTO unsupported protocol version\r\n", notReached: []string{"hello"}},
 		{name: "client tracking", args: []string{"CLIENT", "TRACKING", "ON"}, want: refused("client|tracking"), notReached: []string{"client|tracking"}},
 		{name: "client caching", args: []string{"CLIENT", "CACHING", "YES"}, want: refused("client|caching"), notReached: []string{"client|caching"}},
-		{name: "client trackinginfo", args: []string{"CLIENT", "TRACKINGINFO"}, want: refused("client|trackinginfo"), notReached: []string{"client|trackinginfo"}},
-		{name: "client getredir", args: []string{"CLIENT", "GETREDIR"}, want: refused("client|getredir"), notReached: []string{"client|getredir"}},
-		{name: "client no-evict", args: []string{"CLIENT", "NO-EVICT", "ON"}, want: refused("client|no-evict"), notReached: []string{"client|no-evict"}},
-		{name: "select inside multi", setup: [][]string{{"MULTI"}}, args: []string{"SELECT", "0"}, want: inMulti("select"), notReached: []string{"select", "multi"}},
-		{name: "client setname inside multi", setup: [][]string{{"MULTI"}}, args: []string{"CLIENT", "SETNAME", "x"}, want: inMulti("client|setname"), notReached: []string{"client|setname", "multi"}},
-		{name: "subscribe inside multi", setup: [][]string{{"MULTI"}}, args: []string{"SUBSCRIBE", "ch"}, want: inMulti("subscribe"), notReached: []string{"subscribe", "multi"}},
+		// Answered by featcache as Redis answers a client without tracking, which a client of featcache always is.
+		{name: "client trackinginfo", args: []string{"CLIENT", "TRACKINGINFO"}, want: "*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n", notReached: []string{"client|trackinginfo"}},
+		{name: "client getredir", args: []string{"CLIENT", "GETREDIR"}, want: ":-1\r\n", notReached: []string{"client|getredir"}},
+		// featcache's clients are never evicted by Redis, which does not see them: the flag is kept, not sent.
+		{name: "client no-evict", args: []string{"CLIENT", "NO-EVICT", "ON"}, want: "+OK\r\n", notReached: []string{"client|no-evict"}},
+		{name: "client kill", args: []string{"CLIENT", "KILL", "TYPE", "normal"}, want: ":0\r\n", notReached: []string{"client|kill"}},
+		{name: "client list", args: []string{"CLIENT", "LIST", "TYPE", "pubsub"}, want: "$0\r\n\r\n", notReached: []string{"client|list"}},
+		{name: "script debug", args: []string{"SCRIPT", "DEBUG", "YES"}, want: refused("script|debug"), notReached: []string{"script|debug"}},
+		{name: "select inside multi", setup: [][]string{{"MULTI"}}, args: []string{"SELECT", "0"}, want: inMulti("select"), notReached: []string{"select"}},
+		// featcache's own connections set their names as they are dialed (an interactive MULTI takes one), so the
+		// proof that the client's SETNAME did not reach Redis is that no connection bears the name.
+		{name: "client setname inside multi", setup: [][]string{{"MULTI"}}, args: []string{"CLIENT", "SETNAME", "refused-in-multi"}, want: inMulti("client|setname"), absentName: "refused-in-multi"},
+		{name: "subscribe inside multi", setup: [][]string{{"MULTI"}}, args: []string{"SUBSCRIBE", "ch"}, want: inMulti("subscribe"), notReached: []string{"subscribe"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1297,6 +1310,13 @@ func TestWireFidelityRefusals(t *testing.T) {
 			for i, name := range tc.notReached {
 				if after := upstreamCalls(t, p.redis, name); after != before[i] {
 					t.Errorf("%s reached Redis: cmdstat_%s calls %d -> %d", fidCmdString(tc.args), name, before[i], after)
+				}
+			}
+			if tc.absentName != "" {
+				for _, line := range clientList(t, redistest.Dial(t, p.redis.Addr())) {
+					if strings.Contains(line, " name="+tc.absentName+" ") {
+						t.Errorf("%s reached Redis: %s", fidCmdString(tc.args), line)
+					}
 				}
 			}
 		})

@@ -78,7 +78,7 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 		c.hasWaited()
 		c.execSubscribed(cmd, tc)
 		return
-	case c.tx.multi && (tc == nil || tc.class != classTx && tc.name != "quit" && tc.name != "reset"):
+	case c.tx.multi && (tc == nil || tc.name != "quit" && tc.name != "reset"):
 		c.queue(cmd, tc)
 		return
 	case c.tx.conn != nil:
@@ -122,10 +122,12 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 		tc.tx(c, cmd)
 	case classSubscribe:
 		c.subscribe(cmd, tc)
+	case classMonitor:
+		c.monitor(cmd, tc)
 	case classBlocking:
 		c.blocking(cmd, tc)
 	case classDenied, classRefused:
-		c.refuse(tc)
+		c.refuse(cmd, tc)
 	}
 }
 
@@ -400,7 +402,7 @@ func (c *client) runSegment() {
 	}
 	if s.frames > 0 {
 		start := time.Now()
-		err := c.srv.up.Do(c.call, s.req, s.frames)
+		err := c.sendSegment() // over a shared connection, or the client's pinned one
 		c.srv.metrics.observeUpstream(s.class(), start)
 		// The round trip took its time: its replies, serve-stale's answers when it failed, and the reads after
 		// it are judged now.

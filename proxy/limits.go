@@ -133,8 +133,8 @@ func (c *client) release() {
 // and the client's pipeline waits meanwhile, so a client that does not read holds one flush of replies, never a
 // batch of them. It reports false when the connection must close (the client is gone, or a limit was reached).
 func (c *client) settleOutput(start int) bool {
-	if c.closing {
-		return false
+	if c.closing || c.info.killed.Load() {
+		return false // a CLIENT KILL of another client: nothing after the current command runs
 	}
 	pending := len(c.out) + len(c.seg.tail)
 	c.tooLarge(pending - start)

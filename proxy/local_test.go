@@ -180,8 +180,15 @@ func TestLocalPingEchoSelect(t *testing.T) {
 		{"select 0", []string{"SELECT", "0"}, "+OK\r\n", false},
 		{"select x", []string{"SELECT", "x"}, "-ERR value is not an integer or out of range\r\n", false},
 		{"select no arg", []string{"SELECT"}, "-ERR wrong number of arguments for 'select' command\r\n", false},
-		// featcache's caches and connections belong to database 0: SELECT 1 is its documented error.
+		{"select out of range", []string{"SELECT", "1000000"}, "-ERR DB index is out of range\r\n", false},
+		{"select the first out of range", []string{"SELECT", "16"}, "-ERR DB index is out of range\r\n", false},
+		{"select negative", []string{"SELECT", "-1"}, "-ERR DB index is out of range\r\n", false},
+		{"select past int", []string{"SELECT", "3000000000"}, "-ERR value is out of range, value must between -2147483648 and 2147483647\r\n", false},
+		{"select past long", []string{"SELECT", "99999999999999999999"}, "-ERR value is not an integer or out of range\r\n", false},
+		{"select plus sign", []string{"SELECT", "+1"}, "-ERR value is not an integer or out of range\r\n", false},
+		// featcache's caches and connections belong to database 0: another database is its documented error.
 		{"select 1", []string{"SELECT", "1"}, "-ERR featcache serves database 0 only (SELECT 1 is not supported)\r\n", true},
+		{"select 15", []string{"SELECT", "15"}, "-ERR featcache serves database 0 only (SELECT 15 is not supported)\r\n", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -193,6 +200,13 @@ func TestLocalPingEchoSelect(t *testing.T) {
 	}
 	// The connection still works after every error above.
 	expectDo(t, c, "+PONG\r\n", "PING")
+
+	// The range is the upstream's own.
+	p4 := startProxyOn(t, redistest.Start(t, "--databases", "4"), defaultTestConfig)
+	c4 := p4.dial()
+	expectDo(t, c4, "-ERR DB index is out of range\r\n", "SELECT", "4")
+	expectDo(t, c4, "-ERR featcache serves database 0 only (SELECT 3 is not supported)\r\n", "SELECT", "3")
+	expectDo(t, redistest.Dial(t, p4.redis.Addr()), "-ERR DB index is out of range\r\n", "SELECT", "4")
 }
 
 func TestLocalQuit(t *testing.T) {
@@ -499,12 +513,13 @@ func testLocalClientRest(t *testing.T, p *testProxy, c *redistest.Conn) {
 		t.Fatalf("CLIENT INFO: not a bulk string")
 	}
 	info := string(v)
+	// Redis 7.0's fields in Redis 7.0's order (the fd is featcache's socket's).
 	wantPrefix := "id=" + strconv.FormatInt(id1, 10) + " addr=" + c.NetConn().LocalAddr().String() +
-		" laddr=" + c.NetConn().RemoteAddr().String() + " name=n1 age="
+		" laddr=" + c.NetConn().RemoteAddr().String() + " fd="
 	if !strings.HasPrefix(info, wantPrefix) {
 		t.Errorf("CLIENT INFO: got %q; want it to start with %q", info, wantPrefix)
 	}
-	for _, field := range []string{" db=0 ", " sub=0 psub=0 ssub=0 ", " multi=-1 ", " user=default ", " resp=2\n"} {
+	for _, field := range []string{" name=n1 age=", " db=0 ", " sub=0 psub=0 ssub=0 ", " multi=-1 ", " cmd=client|info ", " user=default ", " resp=2\n"} {
 		if !strings.Contains(info, field) {
 			t.Errorf("CLIENT INFO %q: no %q", info, field)
 		}

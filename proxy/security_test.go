@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,13 +16,14 @@ import (
 func TestDeniedNeverReachStore(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	denied := [][]string{
-		{"CONFIG", "GET", "requirepass"}, {"config", "set", "maxmemory", "1"}, {"AcL", "LIST"}, {"DEBUG", "OBJECT", "k"},
+		{"CONFIG", "SET", "requirepass", "x"}, {"config", "set", "maxmemory", "1"}, {"AcL", "LIST"}, {"DEBUG", "OBJECT", "k"},
+		{"CONFIG", "REWRITE"}, {"CONFIG", "RESETSTAT"}, {"CLIENT", "PAUSE", "100"}, {"CLIENT", "UNPAUSE"},
 		{"MONITOR"}, {"SHUTDOWN", "NOSAVE"}, {"MODULE", "LIST"}, {"REPLICAOF", "127.0.0.1", "1"}, {"SLAVEOF", "NO", "ONE"},
 		{"FAILOVER"}, {"SAVE"}, {"BGSAVE"}, {"BGREWRITEAOF"}, {"SYNC"}, {"PSYNC", "?", "-1"}, {"REPLCONF", "ack", "1"},
 	}
 	wantErr := func(args []string) string {
 		name := strings.ToLower(args[0])
-		if len(args) > 1 && (name == "config" || name == "acl" || name == "module") {
+		if len(args) > 1 && (name == "config" || name == "acl" || name == "module" || name == "client") {
 			name += "|" + strings.ToLower(args[1])
 		}
 		return "-ERR command '" + name + "' is disabled by featcache (commands.deny)\r\n"
@@ -31,8 +33,8 @@ func TestDeniedNeverReachStore(t *testing.T) {
 		expectDo(t, plain, wantErr(args), args...)
 	}
 	// Inline, as redis-cli in a pipe or telnet sends it.
-	writeRaw(t, plain, []byte("config get requirepass\r\nPING\r\n"))
-	expectRead(t, plain, wantErr([]string{"config", "get"}))
+	writeRaw(t, plain, []byte("config set requirepass x\r\nPING\r\n"))
+	expectRead(t, plain, wantErr([]string{"config", "set"}))
 	expectRead(t, plain, "+PONG\r\n")
 	// Queued in a transaction: refused at once, and the transaction aborts.
 	expectDo(t, plain, "+OK\r\n", "MULTI")
@@ -49,10 +51,10 @@ func TestDeniedNeverReachStore(t *testing.T) {
 	// Subscribed, where every command goes to the dedicated connection: the refusal still comes in order, after the
 	// replies of the commands before it.
 	sub := p.dial()
-	writeRaw(t, sub, encodePipeline([]string{"SUBSCRIBE", "a"}, []string{"CONFIG", "GET", "requirepass"}, []string{"SUBSCRIBE", "b"},
+	writeRaw(t, sub, encodePipeline([]string{"SUBSCRIBE", "a"}, []string{"CONFIG", "SET", "requirepass", "x"}, []string{"SUBSCRIBE", "b"},
 		[]string{"ACL", "LIST"}, []string{"PING"}))
 	expectRead(t, sub, "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n")
-	expectRead(t, sub, wantErr([]string{"config", "get"}))
+	expectRead(t, sub, wantErr([]string{"config", "set"}))
 	expectRead(t, sub, "*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n")
 	expectRead(t, sub, wantErr([]string{"acl", "list"}))
 	expectRead(t, sub, "*2\r\n$4\r\npong\r\n$0\r\n\r\n")
@@ -60,6 +62,9 @@ func TestDeniedNeverReachStore(t *testing.T) {
 	stats := string(p.redis.Do("INFO", "commandstats"))
 	for _, args := range denied {
 		name := "cmdstat_" + strings.ToLower(args[0])
+		if name == "cmdstat_client" || name == "cmdstat_config" {
+			name += "|" + strings.ToLower(args[1]) // other subcommands of CLIENT and CONFIG are allowed
+		}
 		if strings.Contains(stats, name+":") || strings.Contains(stats, name+"|") {
 			t.Errorf("%q reached Redis: %s", args, commandstatsLine(stats, name))
 		}
@@ -71,7 +76,7 @@ func TestDeniedNeverReachStore(t *testing.T) {
 
 // TestCustomDenyList: a commands.deny list in the file replaces the default. The commands it names are refused,
 // plain, inline and inside MULTI, and never reach Redis; the default's commands it leaves out (CONFIG, ACL) and
-// the other subcommands of a denied one (CLIENT LIST) are forwarded with Redis's own replies.
+// the other subcommands of a denied one (CLIENT HELP) are forwarded with Redis's own replies.
 func TestCustomDenyList(t *testing.T) {
 	p := startProxy(t, `
 commands: {deny: ["client|kill", "flushall"]}
@@ -97,8 +102,8 @@ commands: {deny: ["client|kill", "flushall"]}
 			t.Errorf("%q through featcache: got %q; want Redis's %q", args, got, want)
 		}
 	}
-	if got := string(c.Do("CLIENT", "LIST")); !strings.HasPrefix(got, "$") || !strings.Contains(got, "name=featcache") {
-		t.Errorf("CLIENT LIST through featcache: got %q; want Redis's list with featcache's connections", got)
+	if got, want := string(c.Do("CLIENT", "HELP")), string(p.redis.Do("CLIENT", "HELP")); got != want {
+		t.Errorf("CLIENT HELP through featcache: got %.200q; want Redis's %.200q", got, want)
 	}
 	if got := string(c.Do("GET", "survivor")); got != bulk("v") {
 		t.Fatalf("GET survivor after the refused FLUSHALLs: %q", got)
@@ -110,7 +115,7 @@ commands: {deny: ["client|kill", "flushall"]}
 			t.Errorf("a denied command reached Redis: %s", line)
 		}
 	}
-	for _, name := range []string{"cmdstat_client|list", "cmdstat_config|get", "cmdstat_acl|whoami"} {
+	for _, name := range []string{"cmdstat_client|help", "cmdstat_config|get", "cmdstat_acl|whoami"} {
 		if commandstatsLine(stats, name+":") == "" {
 			t.Errorf("%s: no call reached Redis", name)
 		}
@@ -165,5 +170,87 @@ func TestStorePasswordNotReadable(t *testing.T) {
 	// The slow log did record featcache's connection set-up, with the password redacted by Redis.
 	if !strings.Contains(slow, "(redacted)") {
 		t.Errorf("SLOWLOG GET: no redacted AUTH of featcache's connections; the probe did not see them: %.500q", slow)
+	}
+}
+
+// TestConfigGet: CONFIG GET is allowed and answers as Redis does, except that the values of parameters holding a
+// credential come back redacted, whatever the pattern that matched them.
+func TestConfigGet(t *testing.T) {
+	const pass, auth, user, keyPass, clientKeyPass = "req-Secret-1", "auth-Secret-2", "repl-User-3", "key-Secret-4", "ckey-Secret-5"
+	redis := redistest.Start(t, "--requirepass", pass, "--masterauth", auth, "--masteruser", user,
+		"--tls-key-file-pass", keyPass, "--tls-client-key-file-pass", clientKeyPass)
+	p := startProxyOn(t, redis, "upstream: {password: "+pass+"}\n"+defaultTestConfig)
+	c := p.dial()
+	rc := redistest.Dial(t, redis.Addr())
+	expectDo(t, rc, "+OK\r\n", "AUTH", pass)
+	secrets := []string{pass, auth, user, keyPass, clientKeyPass}
+
+	// Parameters without a secret: Redis's bytes. A client test suite reads such settings.
+	for _, args := range [][]string{
+		{"CONFIG", "GET", "hash-max-listpack-value"}, {"CONFIG", "GET", "maxmemory-policy"},
+		{"config", "get", "MAXMEMORY"}, {"CONFIG", "GET", "no-such-parameter"}, {"CONFIG", "GET", "maxmemory*", "hz"},
+		{"CONFIG", "GET"}, {"CONFIG", "HELP"},
+	} {
+		if got, want := string(c.Do(args...)), string(rc.Do(args...)); got != want {
+			t.Errorf("%q: got %.300q; want Redis's %.300q", args, got, want)
+		}
+	}
+	redacted := func(name string) string { return "*2\r\n" + bulk(name) + bulk("(redacted)") }
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"CONFIG", "GET", "requirepass"}, redacted("requirepass")},
+		{[]string{"CONFIG", "GET", "REQUIREPASS"}, redacted("REQUIREPASS")}, // Redis 7.0 echoes the name as asked
+		{[]string{"CONFIG", "GET", "masterauth"}, redacted("masterauth")},
+		{[]string{"CONFIG", "GET", "masteruser"}, redacted("masteruser")},
+		{[]string{"CONFIG", "GET", "tls-key-file-pass"}, redacted("tls-key-file-pass")},
+		{[]string{"CONFIG", "GET", "tls-client-key-file-pass"}, redacted("tls-client-key-file-pass")},
+	} {
+		expectDo(t, c, tc.want, tc.args...)
+	}
+	// By glob: every secret is redacted, every other value is Redis's.
+	for _, pattern := range []string{"*", "*pass*", "master*", "*e*"} {
+		got := decodeTestReply(t, c.Do("CONFIG", "GET", pattern))
+		want := decodeTestReply(t, rc.Do("CONFIG", "GET", pattern))
+		if len(got.elems) != len(want.elems) || len(got.elems) == 0 {
+			t.Fatalf("CONFIG GET %s: %d elements; Redis sends %d", pattern, len(got.elems), len(want.elems))
+		}
+		seen := 0
+		for i := 0; i < len(got.elems); i += 2 {
+			name, _ := got.elems[i].text()
+			value, _ := got.elems[i+1].text()
+			wantName, _ := want.elems[i].text()
+			wantValue, _ := want.elems[i+1].text()
+			switch {
+			case name != wantName:
+				t.Errorf("CONFIG GET %s: parameter %d is %q; Redis says %q", pattern, i/2, name, wantName)
+			case slices.Contains(secrets, wantValue):
+				seen++
+				if value != "(redacted)" {
+					t.Errorf("CONFIG GET %s: %s = %q; want it redacted", pattern, name, value)
+				}
+			case value != wantValue:
+				t.Errorf("CONFIG GET %s: %s = %q; Redis says %q", pattern, name, value, wantValue)
+			}
+		}
+		if pattern == "*" && seen != len(secrets) {
+			t.Errorf("CONFIG GET *: %d secret values seen; want %d", seen, len(secrets))
+		}
+		for _, secret := range secrets {
+			if strings.Contains(string(c.Do("CONFIG", "GET", pattern)), secret) {
+				t.Errorf("CONFIG GET %s reveals %q", pattern, secret)
+			}
+		}
+	}
+	// What stays denied gets Redis's syntax errors first, as Redis checks them first.
+	for _, args := range [][]string{{"CONFIG", "GET_XX"}, {"CONFIG", "SET"}, {"CONFIG", "SET", "hz"}, {"CONFIG"}, {"CONFIG", "REWRITE", "x"}} {
+		if got, want := string(c.Do(args...)), string(rc.Do(args...)); got != want {
+			t.Errorf("%q: got %q; want Redis's %q", args, got, want)
+		}
+	}
+	expectDo(t, c, "-ERR command 'config|set' is disabled by featcache (commands.deny)\r\n", "CONFIG", "SET", "hz", "20")
+	if n := upstreamCalls(t, redis, "config|set"); n != 0 {
+		t.Errorf("CONFIG SET reached Redis %d times", n)
 	}
 }

@@ -83,11 +83,14 @@ type segment struct {
 	keys    [][]byte  // scratch for key extraction
 	mkeys   []mgetKey // scratch for an MGET's lookups
 	forward bool      // the payload holds forwarded commands, not only fetches
+	tx      bool      // the payload is a transaction, or part of one (session.go: sendSegment)
 }
 
 // class is the upstream round-trip class of the segment's payload, for featcache_upstream_duration_seconds.
 func (s *segment) class() int {
 	switch {
+	case s.tx:
+		return upTransaction
 	case len(s.writes) > 0:
 		return upWrite
 	case s.forward:
@@ -122,7 +125,7 @@ func (s *segment) reset() {
 	s.fetches = s.fetches[:0]
 	s.writes = s.writes[:0]
 	s.doErr = nil
-	s.forward = false
+	s.forward, s.tx = false, false
 	if cap(s.req) > maxSegmentBytes*2 {
 		s.req = nil
 	}

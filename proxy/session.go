@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,30 +18,51 @@ import (
 
 // txState is a client's transaction state.
 //
-// Without WATCH, MULTI is kept by featcache: queued commands are checked against the command table (Redis's own
-// queue-time errors: unknown command, wrong arity) and answered +QUEUED, then EXEC sends MULTI, the queue and EXEC
-// as one contiguous batch on a shared connection and relays EXEC's reply. No upstream connection is held while the
-// client builds its transaction.
+// In front of a single node, Redis itself runs every transaction, so every reply is Redis's own: +QUEUED and the
+// queue-time errors (unknown command, arity, OOM, BUSY, ...), EXECABORT and EXEC's array. featcache forwards MULTI
+// and the commands after it into the client's segment (handler.go) and decides where they travel only when the
+// segment must be sent: a transaction whose EXEC (or DISCARD) is in the segment goes contiguous on a shared
+// connection, MULTI to EXEC in one write (a client's pipelined MULTI ... EXEC, as redis-py's transactional
+// pipeline sends it); a transaction still open then (an interactive MULTI, EXEC not received yet) is pinned to a
+// dedicated connection from its MULTI on, until EXEC, DISCARD or RESET. Commands that would change the connection
+// they run on (featcache's local commands but PING and ECHO, CACHE, denied and refused commands, the SUBSCRIBE
+// family) are not queued: featcache answers them with an error and EXEC aborts, as Redis aborts after a queue-time
+// error. The keys of queued writes are invalidated at EXEC, before its reply, whatever EXEC answers.
 //
 // WATCH pins the client to a dedicated upstream connection until EXEC, DISCARD, UNWATCH or RESET: every command,
 // reads included, goes there verbatim, since the watched keys' state lives on that connection. A MULTI inside such a
-// session lives there too: Redis queues and checks its commands, and featcache only refuses (and marks dirty) what
-// it refuses in a transaction without WATCH.
+// session lives there too.
+//
+// In front of a Redis Cluster, where a transaction must reach the master of its keys, MULTI is kept by featcache
+// instead: queued commands are checked against the command table (unknown command, wrong arity) and answered
+// +QUEUED, then EXEC sends MULTI, the queue and EXEC as one request that the router sends whole to that master, and
+// relays EXEC's reply.
 type txState struct {
-	multi bool // inside MULTI (kept locally, or on conn when pinned)
+	multi bool // inside MULTI
 	dirty bool // featcache refused a command of the transaction: EXEC aborts
+	// open: the transaction's MULTI is in the client's segment and not sent yet; if the segment has to go before
+	// EXEC arrives, the transaction is pinned to a dedicated connection (sendSegment).
+	open bool
+	// lost is why the pinned connection failed inside MULTI: the transaction is gone upstream, so nothing after it is
+	// sent and EXEC aborts.
+	lost error
+	// watchLost: a WATCH session ended with its connection failing; the next EXEC answers as for a watched key that
+	// changed (*-1), since the client believes its keys watched. UNWATCH, EXEC, DISCARD and RESET clear it.
+	watchLost bool
 
-	queue  []byte    // queued commands, RESP encoded
-	queued int       // number of queued commands
-	writes []txWrite // queued writes, invalidated at EXEC
-	arena  []byte    // copies of the queued writes' arguments
+	queued     int       // commands queued in MULTI
+	writes     []txWrite // queued writes, invalidated at EXEC
+	arena      []byte    // copies of the queued writes' arguments
+	writesOver bool      // the queued writes' arguments passed limits.max_request_bytes: EXEC flushes the tier
 
-	conn *upstream.Conn // pinned connection after WATCH
+	conn *upstream.Conn // pinned connection: a WATCH session, or an interactive MULTI
 
-	// In front of a Redis Cluster: slot is the slot of the keyed commands queued so far (upstream.NoSlot while
-	// none), and crossSlot says two of them differ, which makes EXEC answer CROSSSLOT as Redis does. pinSlot is
-	// the slot of a WATCH session, which every keyed command of the session must share; fresh is true while the
-	// session's first WATCH runs (a MOVED then moves the session to the slot's new master).
+	// In front of a Redis Cluster: queue holds the queued commands, RESP encoded; slot is the slot of the keyed
+	// commands queued so far (upstream.NoSlot while none), and crossSlot says two of them differ, which makes EXEC
+	// answer CROSSSLOT as Redis does. pinSlot is the slot of a WATCH session, which every keyed command of the
+	// session must share; fresh is true while the session's first WATCH runs (a MOVED then moves the session to the
+	// slot's new master).
+	queue     []byte
 	slot      int
 	crossSlot bool
 	pinSlot   int
@@ -53,10 +76,10 @@ type txWrite struct {
 }
 
 func (t *txState) resetQueue() {
-	t.multi, t.dirty = false, false
+	t.multi, t.dirty, t.open, t.lost = false, false, false, nil
 	t.slot, t.crossSlot = upstream.NoSlot, false
 	t.queue, t.queued = t.queue[:0], 0
-	t.writes, t.arena = t.writes[:0], t.arena[:0]
+	t.writes, t.arena, t.writesOver = t.writes[:0], t.arena[:0], false
 }
 
 // close drops the pinned connection: its WATCH or MULTI state dies with it.
@@ -66,13 +89,23 @@ func (t *txState) close() {
 		t.conn = nil
 	}
 	t.resetQueue()
+	t.watchLost = false
 }
 
-// rememberWrite copies a queued write's arguments so they survive the read buffer.
-func (t *txState) rememberWrite(args [][]byte, tc *command) {
+// rememberWrite copies a queued write's arguments so they survive the read buffer. Past maxBytes of arguments it
+// keeps none: EXEC then flushes the local tier instead, which covers them all in bounded memory.
+func (t *txState) rememberWrite(args [][]byte, tc *command, maxBytes int64) {
+	if t.writesOver {
+		return
+	}
 	start := len(t.arena)
 	for _, a := range args {
 		t.arena = append(t.arena, a...)
+	}
+	if int64(len(t.arena)) > maxBytes {
+		t.writesOver = true
+		t.writes, t.arena = nil, nil
+		return
 	}
 	copied := make([][]byte, len(args))
 	off := start
@@ -83,7 +116,263 @@ func (t *txState) rememberWrite(args [][]byte, tc *command) {
 	t.writes = append(t.writes, txWrite{args: copied, tc: tc})
 }
 
+// flushAll stands for the queued writes once there were too many to remember: the whole tier is flushed.
+var flushAll = &command{name: "flushall", class: classWrite, after: afterFlush}
+
+var (
+	multiCmd   = upstream.AppendCommand(nil, "MULTI")
+	execCmd    = upstream.AppendCommand(nil, "EXEC")
+	discardCmd = upstream.AppendCommand(nil, "DISCARD")
+	unwatchCmd = upstream.AppendCommand(nil, "UNWATCH")
+)
+
+// cmdMulti starts a transaction. Its MULTI opens a segment of its own, so that what the client sent before it is
+// not held back with it (or pinned with it).
 func (c *client) cmdMulti(cmd *Command) {
+	if c.srv.clustered() {
+		c.clusterMulti()
+		return
+	}
+	c.runSegment()
+	c.tx.resetQueue()
+	c.tx.multi, c.tx.open = true, true
+	c.srv.stats.Forwarded.Add(1)
+	c.seg.addForward(cmd)
+	c.publish()
+}
+
+// queue handles a command inside MULTI (QUIT and RESET aside): it is forwarded into the segment, behind the MULTI,
+// unless featcache must answer it itself.
+func (c *client) queue(cmd *Command, tc *command) {
+	if c.srv.clustered() {
+		c.clusterQueue(cmd, tc)
+		return
+	}
+	if tc != nil {
+		if tc.class == classTx {
+			if msg := rejection(cmd.Args, tc); msg != "" {
+				// Redis refuses it before running it, so featcache must not send an EXEC or DISCARD that Redis
+				// would not take as the end of the transaction: an EXEC refused so discards the transaction (Redis
+				// says why), anything else stays queued and makes EXEC abort.
+				if tc.name == "exec" {
+					c.abandonTx()
+					c.errorReply("EXECABORT Transaction discarded because of: " + strings.TrimPrefix(msg, "ERR "))
+					return
+				}
+				c.tx.dirty = true
+				c.errorReply(msg)
+				return
+			}
+		}
+		switch tc.name {
+		case "exec":
+			c.execTx(cmd)
+			return
+		case "discard":
+			c.discardTx(cmd)
+			return
+		case "multi":
+			// Redis answers this without queueing and without aborting; a second MULTI must not reach a shared
+			// connection, where it would start a transaction that outlives this one.
+			c.errorReply("ERR MULTI calls can not be nested")
+			return
+		case "watch":
+			// Likewise, and a WATCH sent on would leave watched keys behind on the connection.
+			c.errorReply("ERR WATCH inside MULTI is not allowed")
+			return
+		}
+		if !c.queueable(cmd, tc) {
+			c.tx.dirty = true
+			return
+		}
+	}
+	if c.tx.lost != nil {
+		c.tx.dirty = true
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(c.tx.lost))
+		return
+	}
+	c.srv.stats.Forwarded.Add(1)
+	c.seg.addForward(cmd)
+	c.tx.queued++
+	c.publish()
+	if tc != nil && isWrite(tc) {
+		c.tx.rememberWrite(cmd.Args, tc, c.srv.opt.Config.Limits.MaxRequestBytes)
+	}
+	if c.seg.full() {
+		c.runSegment()
+	}
+}
+
+// queueable reports whether a command may be queued in a transaction; if not, it has answered the client. What
+// featcache answers itself would reach Redis, and change the connection the transaction runs on, at EXEC:
+// connection commands but PING and ECHO, CACHE, the SUBSCRIBE family, and what featcache refuses anyway. Redis's
+// own checks come first for them, as Redis makes them at queue time.
+func (c *client) queueable(cmd *Command, tc *command) bool {
+	if tc.class != classDenied && tc.info != nil && tc.info.Flags.Has(FlagNoMulti) {
+		return true // Redis refuses it at queue time, before it could run
+	}
+	switch tc.class {
+	case classLocal:
+		if tc.name == "ping" || tc.name == "echo" {
+			return true
+		}
+	case classAdmin, classSubscribe:
+	case classDenied, classRefused:
+		c.refuse(cmd, tc)
+		return false
+	default:
+		return true
+	}
+	if msg := rejection(cmd.Args, tc); msg != "" {
+		c.errorReply(msg)
+		return false
+	}
+	c.srv.stats.Errors.Add(1)
+	c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
+	return false
+}
+
+// execTx sends EXEC behind the queued commands, invalidates the keys of the queued writes (whatever EXEC answers:
+// it may have applied them) and relays EXEC's reply; the transaction, and a WATCH session with it, ends. When
+// featcache refused a command of the transaction, or lost its connection, a DISCARD goes instead and the client
+// gets EXECABORT; after a lost WATCH session, *-1.
+func (c *client) execTx(cmd *Command) {
+	switch {
+	case c.tx.lost != nil:
+		c.errorReply("EXECABORT Transaction discarded because of previous errors.")
+	case c.tx.dirty || c.tx.watchLost:
+		// Redis has queued the rest: DISCARD drops it (its reply is not the client's), and the WATCH with it.
+		c.seg.req = append(c.seg.req, discardCmd...)
+		c.seg.frames++
+		if c.tx.dirty {
+			c.errorReply("EXECABORT Transaction discarded because of previous errors.")
+		} else {
+			c.rawReply(nullArray)
+		}
+	default:
+		c.srv.stats.Forwarded.Add(1)
+		c.seg.addForward(cmd)
+	}
+	c.queuedWrites()
+	c.tx.open = false // closed in the segment: it may travel on a shared connection
+	c.runSegment()
+	c.endTx()
+}
+
+// discardTx sends DISCARD behind the queued commands and relays its reply; the transaction, and a WATCH session
+// with it, ends.
+func (c *client) discardTx(cmd *Command) {
+	if c.tx.lost != nil {
+		c.simpleReply("OK")
+	} else {
+		c.srv.stats.Forwarded.Add(1)
+		c.seg.addForward(cmd)
+	}
+	c.queuedWrites()
+	c.tx.open = false
+	if c.tx.conn != nil {
+		c.runSegment() // the replies come from the pinned connection, which goes back to the pool after them
+	}
+	c.endTx()
+}
+
+var nullArray = []byte("*-1\r\n")
+
+// queuedWrites hands the queued writes to the segment, which invalidates their keys once the upstream answered,
+// before the replies go out. They are invalidated after DISCARD too: had Redis refused the MULTI, the commands
+// after it would have run on their own.
+func (c *client) queuedWrites() {
+	if c.tx.writesOver {
+		c.seg.writes = append(c.seg.writes, pendingWrite{tc: flushAll})
+		return
+	}
+	for _, w := range c.tx.writes {
+		c.seg.writes = append(c.seg.writes, pendingWrite{args: w.args, tc: w.tc})
+	}
+}
+
+// queuedWritesNow invalidates the keys of the queued writes at once: the per-command paths of a WATCH session and
+// of a transaction featcache queued in front of a Redis Cluster.
+func (c *client) queuedWritesNow() {
+	if c.tx.writesOver {
+		c.afterWrite(nil, flushAll)
+	}
+	for _, w := range c.tx.writes {
+		c.afterWrite(w.args, w.tc)
+	}
+}
+
+// endTx ends the transaction once its EXEC or DISCARD has been answered: the pinned connection, which holds no
+// state any more, goes back to the pool.
+func (c *client) endTx() {
+	if c.tx.conn != nil {
+		c.tx.conn.Release()
+		c.tx.conn = nil
+	}
+	c.tx.resetQueue()
+	c.tx.watchLost = false
+	c.publish()
+}
+
+// abandonTx ends the transaction and the WATCH session without running them, as RESET and QUIT do, after the
+// commands queued before have had their replies: the transaction is closed with a DISCARD, the WATCH session with
+// an UNWATCH, whose replies are not the client's, and a pinned connection then goes back to the pool.
+func (c *client) abandonTx() {
+	switch {
+	case c.tx.open || c.tx.conn != nil && c.tx.multi && c.tx.lost == nil:
+		c.seg.req = append(c.seg.req, discardCmd...)
+		c.seg.frames++
+		c.tx.open = false
+	case c.tx.conn != nil && !c.tx.multi:
+		c.seg.req = append(c.seg.req, unwatchCmd...)
+		c.seg.frames++
+	}
+	if c.tx.conn != nil {
+		c.runSegment()
+	}
+	if c.tx.conn != nil {
+		c.tx.conn.Release()
+		c.tx.conn = nil
+	}
+	c.tx.close()
+	c.publish()
+}
+
+// sendSegment sends the segment's payload and waits for its replies into c.call: on the client's pinned connection
+// when it has one, or needs one (a transaction still open when its segment has to go is pinned from its MULTI
+// on), else over a shared connection. A pinned connection that fails is closed: a transaction on it is lost
+// (EXEC aborts), a WATCH session too (the next EXEC answers *-1).
+func (c *client) sendSegment() error {
+	s := &c.seg
+	s.tx = c.tx.multi // timed as a transaction
+	if c.tx.open {
+		c.tx.open = false
+		conn, err := c.srv.up.Dedicated()
+		if err != nil {
+			c.tx.lost = err
+			c.call.Replies, c.call.Ends, c.call.Err = c.call.Replies[:0], c.call.Ends[:0], err
+			return err
+		}
+		c.tx.conn = conn
+	}
+	if c.tx.conn == nil {
+		return c.srv.up.Do(c.call, s.req, s.frames)
+	}
+	err := c.tx.conn.Do(c.call, s.req, s.frames, time.Now().Add(c.srv.up.Timeout()))
+	if err != nil {
+		c.tx.conn.Close()
+		c.tx.conn = nil
+		if c.tx.multi {
+			c.tx.lost = err
+		}
+		c.tx.watchLost = true
+	}
+	return err
+}
+
+// clusterMulti starts a transaction kept by featcache, in front of a Redis Cluster.
+func (c *client) clusterMulti() {
 	if c.tx.multi {
 		c.errorReply("ERR MULTI calls can not be nested")
 		return
@@ -91,11 +380,12 @@ func (c *client) cmdMulti(cmd *Command) {
 	c.tx.resetQueue()
 	c.tx.multi = true
 	c.simpleReply("OK")
+	c.publish()
 }
 
-// queue handles a command inside a local MULTI, with Redis's queue-time checks. Inside a WATCH session the MULTI
-// is on the pinned connection, and the command goes there.
-func (c *client) queue(cmd *Command, tc *command) {
+// clusterQueue handles a command inside MULTI in front of a Redis Cluster: queued by featcache with Redis's
+// queue-time checks, or, inside a WATCH session, sent to the session's connection.
+func (c *client) clusterQueue(cmd *Command, tc *command) {
 	if c.tx.conn != nil {
 		c.execPinned(cmd, tc)
 		return
@@ -113,17 +403,10 @@ func (c *client) queue(cmd *Command, tc *command) {
 		c.tx.dirty = true
 		c.errorReply("ERR Command not allowed inside a transaction")
 		return
-	case tc.class == classDenied:
+	case !c.queueable(cmd, tc):
 		c.tx.dirty = true
-		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
 		return
-	case tc.class == classSubscribe || tc.class == classRefused || tc.class == classAdmin ||
-		tc.class == classLocal && tc.name != "ping" && tc.name != "echo":
-		// These change the connection they run on, which inside a transaction would be a shared one.
-		c.tx.dirty = true
-		c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache")
-		return
-	case c.srv.clustered() && !c.clusterQueueable(cmd, tc):
+	case !c.clusterQueueable(cmd, tc):
 		return
 	}
 	c.appendQueued(cmd, tc)
@@ -156,9 +439,9 @@ func (c *client) clusterQueueable(cmd *Command, tc *command) bool {
 	return true
 }
 
-// appendQueued adds an accepted command to the local MULTI queue and answers +QUEUED. The queue is one request to
-// the upstream at EXEC, so limits.max_request_bytes bounds it: a command that would exceed it is refused and makes
-// EXEC abort.
+// appendQueued adds an accepted command to the local MULTI queue (in front of a Redis Cluster) and answers
+// +QUEUED. The queue is one request to the upstream at EXEC, so limits.max_request_bytes bounds it: a command that
+// would exceed it is refused and makes EXEC abort.
 func (c *client) appendQueued(cmd *Command, tc *command) {
 	if size := len(c.tx.queue) + commandSize(cmd); int64(size) > c.srv.opt.Config.Limits.MaxRequestBytes {
 		c.tx.dirty = true
@@ -168,7 +451,7 @@ func (c *client) appendQueued(cmd *Command, tc *command) {
 	c.tx.queue = appendRequest(c.tx.queue, cmd)
 	c.tx.queued++
 	if isWrite(tc) {
-		c.tx.rememberWrite(cmd.Args, tc)
+		c.tx.rememberWrite(cmd.Args, tc, c.srv.opt.Config.Limits.MaxRequestBytes)
 	}
 	c.simpleReply("QUEUED")
 }
@@ -185,14 +468,17 @@ func commandSize(cmd *Command) int {
 	return n
 }
 
-var (
-	multiCmd = upstream.AppendCommand(nil, "MULTI")
-	execCmd  = upstream.AppendCommand(nil, "EXEC")
-)
-
+// cmdExec outside MULTI is an error; in front of a Redis Cluster it also runs the transaction featcache queued.
 func (c *client) cmdExec(cmd *Command) {
 	if !c.tx.multi {
 		c.errorReply("ERR EXEC without MULTI")
+		return
+	}
+	defer c.publish()
+	if c.tx.watchLost {
+		c.tx.resetQueue()
+		c.tx.watchLost = false
+		c.rawReply(nullArray)
 		return
 	}
 	if c.tx.crossSlot {
@@ -219,9 +505,7 @@ func (c *client) cmdExec(cmd *Command) {
 	err := c.srv.up.Do(c.call, req, n)
 	c.srv.metrics.observeUpstream(upTransaction, start)
 	c.srv.stats.Forwarded.Add(int64(c.tx.queued))
-	for _, w := range c.tx.writes {
-		c.afterWrite(w.args, w.tc)
-	}
+	c.queuedWritesNow()
 	c.seg.req = c.seg.req[:0]
 	c.tx.resetQueue()
 	if c.call.Len() == n {
@@ -232,6 +516,8 @@ func (c *client) cmdExec(cmd *Command) {
 	c.errorReply(upstreamErrorText(err))
 }
 
+// cmdDiscard outside MULTI is an error; in front of a Redis Cluster it also drops the transaction featcache
+// queued.
 func (c *client) cmdDiscard(cmd *Command) {
 	if !c.tx.multi {
 		c.errorReply("ERR DISCARD without MULTI")
@@ -239,6 +525,7 @@ func (c *client) cmdDiscard(cmd *Command) {
 	}
 	c.tx.resetQueue()
 	c.simpleReply("OK")
+	c.publish()
 }
 
 func (c *client) cmdWatch(cmd *Command) {
@@ -278,13 +565,14 @@ func (c *client) dedicatedFor(cmd *Command, tc *command) (*upstream.Conn, int, b
 	return conn, slot, true
 }
 
-// cmdUnwatch outside a WATCH session has nothing to release. Inside MULTI, Redis queues UNWATCH like any other
-// command, and so does featcache.
+// cmdUnwatch outside a WATCH session has nothing to release, but forgets a session lost with its connection.
+// Inside MULTI (in front of a Redis Cluster) featcache queues it as Redis does.
 func (c *client) cmdUnwatch(cmd *Command) {
 	if c.tx.multi {
 		c.appendQueued(cmd, c.srv.tbl.Load().lookup(cmd.Args))
 		return
 	}
+	c.tx.watchLost = false
 	c.simpleReply("OK")
 }
 
@@ -349,11 +637,17 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 			c.afterWrite(cmd.Args, tc)
 		}
 		if name == "exec" {
-			for _, w := range c.tx.writes {
-				c.afterWrite(w.args, w.tc)
-			}
+			c.queuedWritesNow()
 		}
+		ended := c.tx.multi && (name == "exec" || name == "discard") || !c.tx.multi && name == "unwatch"
 		c.tx.close()
+		c.tx.watchLost = !ended
+		if name == "multi" {
+			// The client goes on as in a transaction (a pipelining one has sent the rest already): what follows
+			// must not run outside it, unwatched. EXEC aborts.
+			c.tx.multi, c.tx.lost = true, err
+		}
+		c.publish()
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
 		return
@@ -363,18 +657,20 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 	case name == "multi" && bytes.Equal(reply, okReply):
 		c.tx.multi = true
 	case c.tx.multi && name != "exec" && name != "discard" && tc != nil && isWrite(tc):
-		c.tx.rememberWrite(cmd.Args, tc)
+		c.tx.rememberWrite(cmd.Args, tc, c.srv.opt.Config.Limits.MaxRequestBytes)
 	case !c.tx.multi && tc != nil && isWrite(tc):
 		c.afterWrite(cmd.Args, tc)
 	}
 	c.rawReply(reply)
 	if wasMulti && (name == "exec" || name == "discard") || !wasMulti && name == "unwatch" {
-		for _, w := range c.tx.writes {
-			c.afterWrite(w.args, w.tc)
-		}
+		c.queuedWritesNow()
 		c.tx.resetQueue()
+		c.tx.watchLost = false
 		c.tx.conn.Release()
 		c.tx.conn = nil
+	}
+	if wasMulti != c.tx.multi || c.tx.conn == nil {
+		c.publish()
 	}
 }
 
@@ -433,7 +729,7 @@ func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
 	case classLocal, classAdmin:
 		switch {
 		case tc.name == "reset" || tc.name == "quit":
-			c.tx.close()
+			// They end the session themselves (abandonTx).
 		case c.tx.multi && (tc.name == "ping" || tc.name == "echo"):
 			return true // queued by Redis, as in a transaction without WATCH
 		case c.tx.multi:
@@ -450,7 +746,7 @@ func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
 		if c.tx.multi {
 			c.tx.dirty = true
 		}
-		c.refuse(tc)
+		c.refuse(cmd, tc)
 		return false
 	case classSubscribe:
 		if c.tx.multi {
@@ -460,12 +756,27 @@ func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
 		}
 		c.errorReply("ERR SUBSCRIBE while WATCH is active is not supported by featcache")
 		return false
+	case classMonitor:
+		if !c.tx.multi {
+			if msg := rejection(cmd.Args, tc); msg != "" {
+				c.errorReply(msg)
+			} else {
+				c.errorReply("ERR MONITOR while WATCH is active is not supported by featcache")
+			}
+			return false
+		}
 	}
 	return true
 }
 
-// refuse answers a denied or refused command with the error exec gives it outside a session.
-func (c *client) refuse(tc *command) {
+// refuse answers a denied or refused command with the error exec gives it outside a session. Redis's own checks
+// come first, as Redis makes them before anything else: an unknown subcommand of a denied command, or a wrong
+// number of arguments, gets Redis's error.
+func (c *client) refuse(cmd *Command, tc *command) {
+	if msg := rejection(cmd.Args, tc); msg != "" {
+		c.errorReply(msg)
+		return
+	}
 	c.srv.stats.Errors.Add(1)
 	if tc.class == classDenied {
 		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
@@ -474,9 +785,9 @@ func (c *client) refuse(tc *command) {
 	c.errorReply("ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection")
 }
 
-// isWrite reports whether a command may change keys: a write, or a blocking command flagged write (BLPOP, BLMOVE).
+// isWrite reports whether a command may change keys: a write, or a blocking command that may write (BLPOP, BLMOVE).
 func isWrite(tc *command) bool {
-	return tc.class == classWrite || tc.class == classBlocking && tc.info != nil && tc.info.Flags.Has(FlagWrite)
+	return tc.class == classWrite || tc.class == classBlocking && tc.info != nil && mayWrite(tc.info)
 }
 
 var okReply = []byte("+OK\r\n")
@@ -489,7 +800,7 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	d, blocks := blockingTimeout(cmd.Args, tc)
 	if !blocks {
 		// XREAD and XREADGROUP without BLOCK do not block.
-		if tc.info != nil && tc.info.Flags.Has(FlagWrite) {
+		if tc.info != nil && mayWrite(tc.info) {
 			c.write(cmd, tc)
 		} else {
 			c.forward(cmd)
@@ -515,12 +826,15 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	}
 	c.srv.metrics.observeUpstream(upBlocking, start)
 	c.seg.req = c.seg.req[:0]
-	if tc.info != nil && tc.info.Flags.Has(FlagWrite) {
+	if tc.info != nil && mayWrite(tc.info) {
 		c.afterWrite(cmd.Args, tc)
 	}
 	if err != nil {
 		if conn != nil {
 			conn.Close()
+		}
+		if c.info.killed.Load() {
+			return // CLIENT KILL closed the connection it waited on; the client is closed without a reply
 		}
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
@@ -564,13 +878,26 @@ const blockingSlack = time.Second
 
 // waitBlocked writes req and reads its one reply, until overall (zero: as long as it takes). While it waits, the
 // client socket is watched: when the client leaves, conn is closed at once, so that Redis drops the blocked
-// command before it can hand it an element nobody would receive.
+// command before it can hand it an element nobody would receive. CLIENT ID goes first in the same write: with the
+// connection's id in Redis, another client's CLIENT UNBLOCK can unblock this one (cmdClientUnblock).
 func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time) ([]byte, error) {
-	if err := conn.Write(req); err != nil {
+	// The replies of the commands before it go out now, as Redis sends them before the command blocks.
+	c.flush()
+	if err := conn.Write(append(clientIDCmd[:len(clientIDCmd):len(clientIDCmd)], req...)); err != nil {
 		return nil, err
 	}
 	stop := c.watchPeer(conn)
 	reply, err := conn.ReadFrame(c.call.Replies[:0], overall)
+	if err == nil {
+		rid, ok := parseRedisInt(bytes.TrimSuffix(bytes.TrimPrefix(reply, []byte(":")), []byte("\r\n")))
+		if !ok {
+			err = fmt.Errorf("%w: CLIENT ID answered %q", upstream.ErrBadFrame, reply)
+		} else {
+			c.setBlocked(conn, rid, blockedName(req))
+			reply, err = conn.ReadFrame(reply[:0], overall)
+			c.setBlocked(nil, 0, "")
+		}
+	}
 	if stop() {
 		return nil, errClientGone
 	}
@@ -579,6 +906,18 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 	}
 	c.call.Replies = reply
 	return reply, nil
+}
+
+var clientIDCmd = upstream.AppendCommand(nil, "CLIENT", "ID")
+
+// blockedName is the lower-case name of the command in req (one RESP command), for CLIENT LIST.
+func blockedName(req []byte) string {
+	d := respDecoder{b: req}
+	if v, err := d.value(1); err == nil && len(v.elems) > 0 {
+		name, _ := v.elems[0].text()
+		return lowerASCII(name)
+	}
+	return "NULL"
 }
 
 // watchPeer watches the client socket from another goroutine while the client goroutine waits upstream, and closes
@@ -695,6 +1034,8 @@ type pubsub struct {
 	marker                     []byte
 	markerSeen                 chan struct{}
 	on                         bool          // subscribed mode, owned by the client goroutine
+	monitor                    bool          // a MONITOR session: the mode lasts until RESET or QUIT
+	unsynced                   bool          // MONITOR: commands were forwarded since the last sync
 	done                       chan struct{} // closed by close
 	exited                     chan struct{} // closed when the pump has returned: it writes nothing more
 	closeOnce                  sync.Once
@@ -730,8 +1071,43 @@ func (c *client) subscribe(cmd *Command, tc *command) {
 	c.execSubscribed(cmd, tc)
 }
 
-// execSubscribed forwards a command in subscribed mode; replies come back through the pump. QUIT and RESET are
-// handled here: they end the session.
+// monitor starts a MONITOR session on a dedicated upstream connection of its own, never a shared one (MONITOR
+// turns the connection it runs on into a stream): the pump copies Redis's +OK and then the stream to the client.
+// Only what reaches Redis is in the stream: reads featcache answers from memory are not. The session lasts until
+// RESET or QUIT, or until the client leaves; its connection is then closed, never reused.
+func (c *client) monitor(cmd *Command, tc *command) {
+	c.runSegment()
+	conn, err := c.srv.up.Dedicated()
+	if err != nil {
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	p := &pubsub{
+		c: c, conn: conn, monitor: true, on: true,
+		channels: map[string]struct{}{}, patterns: map[string]struct{}{}, shards: map[string]struct{}{},
+		marker:     []byte("featcache-monitor-" + strconv.FormatInt(c.id, 10)),
+		markerSeen: make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		exited:     make(chan struct{}),
+	}
+	c.sub = p
+	c.publish()
+	c.flush() // the replies before MONITOR come before the pump's frames
+	c.srv.stats.Forwarded.Add(1)
+	if err := conn.Write(appendRequest(nil, cmd)); err != nil {
+		conn.Close()
+		c.sub = nil
+		c.publish()
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	go p.pump()
+}
+
+// execSubscribed forwards a command in subscribed mode, or in a MONITOR session; replies come back through the
+// pump. QUIT and RESET are handled here: they end the session.
 func (c *client) execSubscribed(cmd *Command, tc *command) {
 	p := c.sub
 	name := ""
@@ -748,20 +1124,18 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 		tc.local(c, cmd.Args)
 		return
 	}
+	if p.monitor {
+		c.execMonitoring(cmd, tc)
+		return
+	}
 	if tc != nil && (tc.class == classDenied || tc.class == classRefused) {
 		// Never sent upstream, not even for Redis to refuse in subscribed mode. The refusal must follow the replies
 		// of the commands before it, which the pump writes: a marker PING's reply, seen by the pump, says it has
 		// written them.
 		c.runSegment()
 		c.flush()
-		if err := p.conn.Write(upstream.AppendArgs(nil, [][]byte{[]byte("PING"), p.marker})); err == nil {
-			select {
-			case <-p.markerSeen:
-			case <-p.done:
-			case <-time.After(c.srv.up.Timeout()):
-			}
-		}
-		c.refuse(tc)
+		p.sync(c.srv.up.Timeout())
+		c.refuse(cmd, tc)
 		return
 	}
 	var req []byte
@@ -771,6 +1145,7 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 		req = upstream.AppendArgs(nil, cmd.Args)
 	}
 	p.model(name, cmd.Args[1:])
+	c.publish()
 	c.srv.stats.Forwarded.Add(1)
 	if p.total() == 0 {
 		req = upstream.AppendArgs(append([]byte(nil), req...), [][]byte{[]byte("PING"), p.marker})
@@ -803,6 +1178,62 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 			c.srv.stats.Errors.Add(1)
 			c.errorReply(upstreamErrorText(upstream.ErrTimeout))
 		}
+	}
+}
+
+// execMonitoring runs a command sent during a MONITOR session. featcache's own commands (connection commands,
+// CACHE, denied and refused ones) are answered by featcache, after the replies of the commands forwarded before
+// them; the others go to Redis on the monitoring connection, which answers them as it answers a client in MONITOR
+// (keyspace commands are refused there), through the pump.
+func (c *client) execMonitoring(cmd *Command, tc *command) {
+	p := c.sub
+	if tc != nil {
+		switch tc.class {
+		case classLocal, classAdmin, classDenied, classRefused:
+			c.runSegment()
+			if p.unsynced {
+				c.flush()
+				p.sync(c.srv.up.Timeout())
+				p.unsynced = false
+			}
+			switch {
+			case tc.class == classDenied || tc.class == classRefused:
+				c.refuse(cmd, tc)
+			case rejection(cmd.Args, tc) != "":
+				c.errorReply(rejection(cmd.Args, tc))
+			default:
+				tc.local(c, cmd.Args)
+			}
+			return
+		}
+	}
+	c.runSegment()
+	c.flush()
+	c.srv.stats.Forwarded.Add(1)
+	if err := p.conn.Write(appendRequest(nil, cmd)); err != nil {
+		p.close()
+		<-p.exited
+		c.sub = nil
+		c.publish()
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	p.unsynced = true
+}
+
+// sync waits until the pump has written the replies of everything sent on the session's connection so far: it
+// sends a marker PING and waits for the pump to see its reply (or the session to end, or timeout to pass).
+func (p *pubsub) sync(timeout time.Duration) {
+	if err := p.conn.Write(upstream.AppendArgs(nil, [][]byte{[]byte("PING"), p.marker})); err != nil {
+		return
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-p.markerSeen:
+	case <-p.done:
+	case <-t.C:
 	}
 }
 
@@ -912,7 +1343,7 @@ func (p *pubsub) lost() {
 	select {
 	case <-p.done:
 	default:
-		if p.count.Load() > 0 {
+		if p.count.Load() > 0 || p.monitor {
 			closeRaw(p.c.nc)
 		}
 	}

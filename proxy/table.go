@@ -23,6 +23,8 @@ const (
 	classSubscribe
 	// classBlocking commands may block and run on a dedicated upstream connection.
 	classBlocking
+	// classMonitor is MONITOR: a stream from a dedicated upstream connection of its own, until RESET or QUIT.
+	classMonitor
 	// classAdmin commands are featcache's own (CACHE ...).
 	classAdmin
 	// classDenied commands are refused (commands.deny).
@@ -137,28 +139,36 @@ func lower(dst, b []byte) []byte {
 // localCommands are answered by featcache itself: they read or change state that belongs to the client
 // connection, which must never travel over a shared upstream connection.
 var localCommands = map[string]func(c *client, args [][]byte){
-	"ping":           (*client).cmdPing,
-	"echo":           (*client).cmdEcho,
-	"quit":           (*client).cmdQuit,
-	"reset":          (*client).cmdReset,
-	"hello":          (*client).cmdHello,
-	"auth":           (*client).cmdAuth,
-	"select":         (*client).cmdSelect,
-	"readonly":       (*client).cmdClusterOnly,
-	"readwrite":      (*client).cmdClusterOnly,
-	"asking":         (*client).cmdClusterOnly,
-	"client|setname": (*client).cmdClientSetname,
-	"client|getname": (*client).cmdClientGetname,
-	"client|id":      (*client).cmdClientID,
-	"client|setinfo": (*client).cmdClientSetinfo,
-	"client|reply":   (*client).cmdClientReply,
-	"client|info":    (*client).cmdClientInfo,
+	"ping":                (*client).cmdPing,
+	"echo":                (*client).cmdEcho,
+	"quit":                (*client).cmdQuit,
+	"reset":               (*client).cmdReset,
+	"hello":               (*client).cmdHello,
+	"auth":                (*client).cmdAuth,
+	"select":              (*client).cmdSelect,
+	"readonly":            (*client).cmdClusterOnly,
+	"readwrite":           (*client).cmdClusterOnly,
+	"asking":              (*client).cmdClusterOnly,
+	"client|setname":      (*client).cmdClientSetname,
+	"client|getname":      (*client).cmdClientGetname,
+	"client|id":           (*client).cmdClientID,
+	"client|setinfo":      (*client).cmdClientSetinfo,
+	"client|reply":        (*client).cmdClientReply,
+	"client|info":         (*client).cmdClientInfo,
+	"client|list":         (*client).cmdClientList,
+	"client|kill":         (*client).cmdClientKill,
+	"client|unblock":      (*client).cmdClientUnblock,
+	"client|no-evict":     (*client).cmdClientNoEvict,
+	"client|getredir":     (*client).cmdClientGetredir,
+	"client|trackinginfo": (*client).cmdClientTrackinginfo,
+	"config|get":          (*client).cmdConfigGet,
 }
 
-// refusedCommands would set per-connection state on the upstream that featcache cannot keep per client.
+// refusedCommands would set per-connection state on the upstream that featcache cannot keep per client, or turn
+// the connection they run on into something else (a replica, a Lua debugging session).
 var refusedCommands = []string{
-	"client|tracking", "client|caching", "client|trackinginfo", "client|getredir",
-	"client|no-evict", "client|no-touch",
+	"client|tracking", "client|caching", "client|no-touch",
+	"sync", "psync", "replconf", "script|debug",
 }
 
 // txCommands manage transactions (session.go).
@@ -247,6 +257,7 @@ func newTable(cmds Commands, deny []string, cluster bool) *table {
 	for _, name := range scriptCommands {
 		set(name, func(c *command) { c.class, c.after = classWrite, afterBarrier })
 	}
+	set("monitor", func(c *command) { c.class = classMonitor })
 	// WAIT blocks up to its timeout without the blocking flag.
 	set("wait", func(c *command) { c.class = classBlocking })
 	set("waitaof", func(c *command) { c.class = classBlocking })
@@ -281,10 +292,29 @@ func classify(info *CommandInfo) class {
 	switch {
 	case info.Flags&FlagBlocking != 0:
 		return classBlocking
-	case info.Flags&FlagWrite != 0:
+	case mayWrite(info):
 		return classWrite
 	}
 	return classForward
+}
+
+// keyWriteFlags are the key spec flags that say a command may change the keys the spec finds.
+const keyWriteFlags = KeyRW | KeyOW | KeyRM | KeyInsert | KeyDelete | KeyUpdate
+
+// mayWrite reports whether a command may change keys: it has the write flag, or one of its key specs says it
+// modifies, overwrites, deletes, inserts into or updates its keys. The write flag alone misses commands Redis
+// flags readonly that still change a value: PFCOUNT rewrites the cached cardinality in the HyperLogLog's header
+// (its key spec is RW), and a copy of the old bytes must not outlive it.
+func mayWrite(info *CommandInfo) bool {
+	if info.Flags&FlagWrite != 0 {
+		return true
+	}
+	for i := range info.KeySpecs {
+		if info.KeySpecs[i].Flags&keyWriteFlags != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // rejection is the error Redis gives a command line before running it, or "": an unknown command, an unknown
