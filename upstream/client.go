@@ -41,8 +41,12 @@ type Options struct {
 	TLS *tls.Config
 	// Conns is the number of shared connections. If zero, DefaultConns is used.
 	Conns int
-	// Timeout bounds every upstream wait except blocking commands. If zero, DefaultTimeout is used.
+	// Timeout bounds featcache's own upstream waits: cache fills, health checks, connection setup, the tracking
+	// connection's calls. If zero, DefaultTimeout is used.
 	Timeout time.Duration
+	// CommandTimeout bounds the wait for the replies of commands forwarded for clients; zero means none: they wait
+	// as a direct client of Redis would (see PoolOptions.CommandTimeout).
+	CommandTimeout time.Duration
 	// Tracking enables server-assisted invalidation (Redis 6 or later, BCAST mode). Without it the local tier
 	// relies on TTLs alone and is trusted from the start.
 	Tracking bool
@@ -125,13 +129,14 @@ func New(opt Options) (*Client, error) {
 		addr = opt.Addresses[0]
 	}
 	c.Pool = NewPool(PoolOptions{
-		Addr:       addr,
-		Username:   opt.Username,
-		Password:   opt.Password,
-		Conns:      opt.Conns,
-		Timeout:    opt.Timeout,
-		ClientName: "featcache",
-		TLS:        opt.TLS,
+		Addr:           addr,
+		Username:       opt.Username,
+		Password:       opt.Password,
+		Conns:          opt.Conns,
+		Timeout:        opt.Timeout,
+		CommandTimeout: opt.CommandTimeout,
+		ClientName:     "featcache",
+		TLS:            opt.TLS,
 		OnHealth: func(up bool, err error) {
 			if up {
 				log.Info("upstream: up", "addr", c.Pool.Addr())

@@ -91,12 +91,42 @@ func (c *Client) SetKeyFunc(f KeyFunc) {
 	}
 }
 
-// Do is Pool.Do on a single node, Cluster.Do in front of a cluster.
+// Do is Pool.Do on a single node, Cluster.Do in front of a cluster: featcache's own reads, within the timeout.
 func (c *Client) Do(call *Call, payload []byte, n int) error {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Do(call, payload, n)
 	}
 	return c.Pool.Do(call, payload, n)
+}
+
+// Forward is Pool.Forward on a single node, Cluster.Forward in front of a cluster: commands forwarded for clients,
+// waited for as a direct client would (or within the command timeout).
+func (c *Client) Forward(call *Call, payload []byte, n int) error {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Forward(call, payload, n)
+	}
+	return c.Pool.Forward(call, payload, n)
+}
+
+// Send is Pool.Send on a single node: fill's commands, then fwd's, in one write on one connection, each part
+// collected by its Wait within its own bound. In front of a cluster, whose router waits for every node it sends
+// to, the fill part is done here (Cluster.Do) and the fwd part by fwd.Wait (Cluster.Forward): still in that order,
+// and each within its own bound. The payloads must stay unchanged until fwd.Wait returns.
+func (c *Client) Send(fill *Call, fillPayload []byte, nf int, fwd *Call, fwdPayload []byte, nw int) {
+	cl := c.cluster.Load()
+	if cl == nil {
+		c.Pool.Send(fill, fillPayload, nf, fwd, fwdPayload, nw)
+		return
+	}
+	if fill != nil {
+		cl.Do(fill, fillPayload, nf)
+	}
+	if fwd != nil {
+		fwd.reset(nw)
+		if nw > 0 {
+			fwd.later = func(call *Call) error { return cl.Forward(call, fwdPayload, nw) }
+		}
+	}
 }
 
 // Fetch is Pool.Fetch, over Cluster.Do in front of a cluster.
