@@ -59,7 +59,8 @@ type Options struct {
 	// Logger receives upstream events; if nil, slog.Default().
 	Logger *slog.Logger
 	// HealthInterval is how often the upstream is PINGed on a shared connection, so that Healthy follows it while
-	// no traffic flows. If zero, DefaultHealthInterval is used.
+	// no traffic flows, and how often the tracking connection is checked (TrackerOptions.CheckInterval), which
+	// bounds how long a SWAPDB by another client goes unnoticed. If zero, DefaultHealthInterval is used.
 	HealthInterval time.Duration
 }
 
@@ -77,6 +78,8 @@ type Client struct {
 	prefix  []string // the prefixes of tracker
 	// lastRunID is the run_id of the server tracking last came up on, guarded by curMu.
 	lastRunID string
+	// swaps is the SWAPDB count the successive trackers compare (a SetPrefixes replacement included).
+	swaps swapWatch
 
 	sentinel *sentinel // nil without Options.Sentinel
 
@@ -192,14 +195,16 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 	ready := make(chan struct{})
 	cache, log := c.opt.Cache, c.log
 	t = StartTracker(TrackerOptions{
-		Addr:         c.Pool.Addr(),
-		Username:     c.opt.Username,
-		Password:     c.opt.Password,
-		TLS:          c.opt.TLS,
-		Prefixes:     prefixes,
-		Timeout:      c.opt.Timeout,
-		OnInvalidate: func(keys [][]byte) { cache.Invalidate(keys...) },
-		OnFlush:      cache.Flush,
+		Addr:          c.Pool.Addr(),
+		Username:      c.opt.Username,
+		Password:      c.opt.Password,
+		TLS:           c.opt.TLS,
+		Prefixes:      prefixes,
+		Timeout:       c.opt.Timeout,
+		CheckInterval: c.opt.HealthInterval,
+		swaps:         &c.swaps,
+		OnInvalidate:  func(keys [][]byte) { cache.Invalidate(keys...) },
+		OnFlush:       cache.Flush,
 		OnUp: func(runID string) {
 			<-ready
 			c.curMu.Lock()
