@@ -194,7 +194,8 @@ func (cl *Cluster) Masters() int { return len(cl.smap.Load().masters) }
 // route is the scratch state of one Do: the payload cut into units, the groups each round sends, and the calls
 // their replies arrived in. Routes are pooled.
 type route struct {
-	fwd    bool // forwarded commands: waited for as Pool.Forward does, not within the timeout
+	fwd    bool            // forwarded commands: waited for as Pool.Forward does, not within the timeout
+	cancel <-chan struct{} // the caller's Call.Cancel, for every call of the route
 	units  []unit
 	groups []group
 	calls  []*Call // every call used by this Do, released at the end
@@ -258,7 +259,7 @@ func (cl *Cluster) do(call *Call, payload []byte, n int, fwd bool) error {
 	}
 	r := routePool.Get().(*route)
 	defer r.release()
-	r.fwd = fwd
+	r.fwd, r.cancel = fwd, call.Cancel
 	r.plan(cl, payload, n)
 	m := cl.smap.Load()
 	for i := range r.units {
@@ -425,6 +426,7 @@ func (r *route) group(nd *clusterNode) *group {
 		}
 	}
 	call := callPool.Get().(*Call)
+	call.Cancel = r.cancel
 	r.calls = append(r.calls, call)
 	if len(r.groups) < cap(r.groups) {
 		// Reuse the buffers a group of an earlier Do left in this route.
@@ -575,8 +577,10 @@ func (r *route) assemble(call *Call) error {
 }
 
 func (r *route) release() {
+	r.cancel = nil
 	for i, c := range r.calls {
 		c.reset(0)
+		c.Cancel = nil
 		callPool.Put(c)
 		r.calls[i] = nil
 	}
@@ -776,6 +780,7 @@ func (cl *Cluster) FanOut(call *Call, payload []byte) (int, error) {
 	var wg sync.WaitGroup
 	for i, nd := range m.masters {
 		calls[i] = NewCall()
+		calls[i].Cancel = call.Cancel
 		wg.Add(1)
 		go func(i int, p *Pool) {
 			defer wg.Done()

@@ -108,25 +108,34 @@ func (c *Client) Forward(call *Call, payload []byte, n int) error {
 	return c.Pool.Forward(call, payload, n)
 }
 
-// Send is Pool.Send on a single node: fill's commands, then fwd's, in one write on one connection, each part
-// collected by its Wait within its own bound. In front of a cluster, whose router waits for every node it sends
-// to, the fill part is done here (Cluster.Do) and the fwd part by fwd.Wait (Cluster.Forward): still in that order,
-// and each within its own bound. The payloads must stay unchanged until fwd.Wait returns.
-func (c *Client) Send(fill *Call, fillPayload []byte, nf int, fwd *Call, fwdPayload []byte, nw int) {
+// Start is Pool.Start on a single node. In front of a cluster, whose router waits for every node it sends to,
+// the round trip (Cluster.Forward or Cluster.Do) runs on a goroutine of its own, so that WaitUntil and Wait work
+// alike; payload must then stay unchanged until Wait returns.
+func (c *Client) Start(call *Call, payload []byte, n int, fwd bool) {
 	cl := c.cluster.Load()
 	if cl == nil {
-		c.Pool.Send(fill, fillPayload, nf, fwd, fwdPayload, nw)
+		c.Pool.Start(call, payload, n, fwd)
 		return
 	}
-	if fill != nil {
-		cl.Do(fill, fillPayload, nf)
+	call.prepare(n)
+	if n == 0 {
+		return
 	}
-	if fwd != nil {
-		fwd.reset(nw)
-		if nw > 0 {
-			fwd.later = func(call *Call) error { return cl.Forward(call, fwdPayload, nw) }
-		}
-	}
+	done := make(chan struct{})
+	call.bg = done
+	go func() {
+		defer close(done)
+		// The router starts calls of its own on the nodes' pools; this one gets their frames at the end.
+		in := callPool.Get().(*Call)
+		in.Cancel = call.Cancel
+		cl.do(in, payload, n, fwd)
+		call.Replies, in.Replies = in.Replies, call.Replies[:0]
+		call.Ends, in.Ends = in.Ends, call.Ends[:0]
+		call.Err = in.Err
+		in.reset(0)
+		in.Cancel = nil
+		callPool.Put(in)
+	}()
 }
 
 // Fetch is Pool.Fetch, over Cluster.Do in front of a cluster.

@@ -205,14 +205,20 @@ type Call struct {
 	// Req is scratch space for building the payload of the next batch; Do and Fetch do not touch it except Fetch,
 	// which builds its payload there.
 	Req []byte
+	// Cancel, if not nil, ends a wait for the call's replies when it is closed, as a timeout would (Err is
+	// ErrClosed): a server shutting down does not wait for a Redis that hangs. It is kept batch after batch.
+	Cancel <-chan struct{}
 
-	op       *op               // its place in a link's queue while in flight; replaced after an abandon
-	pool     *Pool             // where it was sent, for the health accounting of Wait
-	bounded  bool              // waited for at most the pool's Timeout (else its CommandTimeout)
-	deadline time.Time         // when Wait gives up; zero: never
-	pending  bool              // sent, and not waited for yet
-	queued   bool              // its op is in a link's queue (else Err says why not)
-	later    func(*Call) error // Client.Send in front of a cluster: the round trip Wait makes
+	op       *op           // its place in a link's queue while in flight; replaced after an abandon
+	pool     *Pool         // where it was sent, for the health accounting of Wait
+	bounded  bool          // waited for at most the pool's Timeout (else its CommandTimeout)
+	deadline time.Time     // when Wait gives up; zero: never
+	pending  bool          // started, and not waited for yet
+	queued   bool          // its op is in a link's queue (else Err says why not)
+	arrived  bool          // WaitUntil saw every frame arrive: Wait need not wait
+	late     bool          // queued behind a call already late: WaitUntil does not wait
+	bg       chan struct{} // Client.Start in front of a cluster: closed when the round trip is over; Replies,
+	// Ends and Err belong to that round trip's goroutine until then
 }
 
 // NewCall returns an empty, reusable Call.
@@ -237,7 +243,12 @@ func (c *Call) reset(n int) {
 	c.Replies = c.Replies[:0]
 	c.Ends = c.Ends[:0]
 	c.Err = nil
-	c.pending, c.later = false, nil
+}
+
+// prepare readies c to be started: reset, and no wait pending.
+func (c *Call) prepare(n int) {
+	c.reset(n)
+	c.pending, c.queued, c.arrived, c.late, c.bg = false, false, false, false, nil
 }
 
 // op is a Call's place in a link's queue. The link's reader appends the Call's frames under mu, a read's worth at
@@ -261,7 +272,7 @@ type op struct {
 // and the rest are missing. When the oldest call on every shared connection has waited longer than the timeout
 // (Redis hung or busy), Do fails at once with ErrTimeout instead of queueing behind it.
 func (p *Pool) Do(call *Call, payload []byte, n int) error {
-	p.Send(call, payload, n, nil, nil, 0)
+	p.Start(call, payload, n, false)
 	return call.Wait()
 }
 
@@ -269,7 +280,7 @@ func (p *Pool) Do(call *Call, payload []byte, n int) error {
 // their n reply frames as a direct client of Redis would: as long as Redis takes, or at most CommandTimeout when
 // it is set (ErrCommandTimeout). Otherwise as Do.
 func (p *Pool) Forward(call *Call, payload []byte, n int) error {
-	p.Send(nil, nil, 0, call, payload, n)
+	p.Start(call, payload, n, true)
 	return call.Wait()
 }
 
@@ -281,60 +292,79 @@ func (p *Pool) exchange(call *Call, payload []byte, n int, fwd bool) error {
 	return p.Do(call, payload, n)
 }
 
-// Send writes fill's payload (nf commands, bounded as Do's) and then fwd's (nw commands, bounded as Forward's)
-// contiguously on one shared connection, so that Redis runs them in that order, and returns without waiting:
-// fill.Wait and fwd.Wait, in that order, collect their replies, each within its own bound. Either part may be
-// empty (n zero, and its Call nil); the payloads may be reused as soon as Send returns. A fill part that would
-// queue behind a call already late fails at once with ErrTimeout while the fwd part is still sent.
-func (p *Pool) Send(fill *Call, fillPayload []byte, nf int, fwd *Call, fwdPayload []byte, nw int) {
-	if fill != nil {
-		fill.prepare(p, nf, true)
-	}
-	if fwd != nil {
-		fwd.prepare(p, nw, false)
-	}
-	if nf == 0 && nw == 0 {
+// Start writes payload (n commands) on a shared connection as Forward (fwd) or Do does, and returns without
+// waiting: Wait collects the replies within the call's bound, and WaitUntil waits for them for a shorter while
+// first, for a batch that mixes featcache's own reads with forwarded commands. payload may be reused as soon as
+// Start returns; call must be waited for (Wait) before it is started again.
+func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
+	call.prepare(n)
+	call.pool, call.bounded = p, !fwd
+	if n == 0 {
 		return
 	}
-	l, err := p.link(nf > 0)
+	call.pending = true
+	if call.op == nil {
+		call.op = &op{done: make(chan struct{}, 1)}
+	}
+	o := call.op
+	o.call, o.want, o.got, o.finished = call, n, 0, false
+	l, err := p.link()
 	if err != nil {
-		if nf > 0 {
-			fill.Err, fill.pending = err, true
-		}
-		if nw > 0 {
-			fwd.Err, fwd.pending = err, true
-		}
+		call.Err = err
 		return
 	}
-	if nf == 0 {
-		fill = nil
-	}
-	if nw == 0 {
-		fwd = nil
-	}
-	l.enqueue(fill, fillPayload, fwd, fwdPayload)
+	l.enqueue(call, payload)
 }
 
-// prepare readies call for a batch of n commands sent through p. A call sent must be waited for (Wait) before it
-// is prepared again.
-func (c *Call) prepare(p *Pool, n int, bounded bool) {
-	c.reset(n)
-	c.pool, c.bounded, c.queued = p, bounded, false
-	if c.op == nil {
-		c.op = &op{done: make(chan struct{}, 1)}
+// WaitUntil waits for the replies of a started call until t at most, and reports whether they have all arrived
+// (or the call failed): then Wait returns at once. Otherwise the call stays in flight and Wait goes on waiting
+// within the call's own bound. WaitUntil returns false at once for a call queued behind one that was already late
+// (Redis hung or busy) when it was started.
+func (c *Call) WaitUntil(t time.Time) bool {
+	if c.bg != nil {
+		timer := time.NewTimer(time.Until(t))
+		defer timer.Stop()
+		select {
+		case <-c.bg:
+			return true
+		case <-timer.C:
+			return false
+		}
+	}
+	switch {
+	case !c.pending || c.arrived:
+		return true
+	case !c.queued:
+		return true
+	case c.late:
+		return false
 	}
 	o := c.op
-	o.call, o.want, o.got, o.finished = c, n, 0, false
+	if o.timer == nil {
+		o.timer = time.NewTimer(time.Until(t))
+	} else {
+		o.timer.Reset(time.Until(t))
+	}
+	select {
+	case <-o.done:
+		o.timer.Stop()
+		c.arrived = true
+		return true
+	case <-o.timer.C:
+	case <-c.Cancel:
+		o.timer.Stop()
+	}
+	return false
 }
 
-// Wait waits for the replies of a call sent with Send (Pool's or Client's) and returns call.Err; it returns at
-// once for a call with nothing to wait for. When the call's bound passes first, the call is abandoned: Err is ErrTimeout
-// (ErrCommandTimeout for a forwarded part) and the frames that arrived are kept.
+// Wait waits for the replies of a started call and returns call.Err; it returns at once for a call with nothing
+// to wait for. When the call's bound passes first, or Cancel is closed, the call is abandoned: Err is ErrTimeout
+// (ErrCommandTimeout for a forwarded call, ErrClosed for Cancel) and the frames that arrived are kept.
 func (c *Call) Wait() error {
-	if c.later != nil {
-		later := c.later
-		c.later = nil
-		return later(c)
+	if c.bg != nil {
+		<-c.bg
+		c.bg = nil
+		return c.Err
 	}
 	if !c.pending {
 		return c.Err
@@ -342,7 +372,10 @@ func (c *Call) Wait() error {
 	c.pending = false
 	if c.queued {
 		c.queued = false
-		c.waitOp(c.op)
+		if !c.arrived {
+			c.waitOp(c.op)
+		}
+		c.arrived = false
 	}
 	if p := c.pool; p != nil {
 		if c.bounded || !errors.Is(c.Err, ErrCommandTimeout) {
@@ -354,21 +387,33 @@ func (c *Call) Wait() error {
 }
 
 func (c *Call) waitOp(o *op) {
-	if c.deadline.IsZero() {
-		<-o.done
-		return
+	var expired <-chan time.Time
+	if !c.deadline.IsZero() {
+		d := time.Until(c.deadline)
+		if o.timer == nil {
+			o.timer = time.NewTimer(d)
+		} else {
+			o.timer.Reset(d)
+		}
+		expired = o.timer.C
 	}
-	d := time.Until(c.deadline)
-	if o.timer == nil {
-		o.timer = time.NewTimer(d)
-	} else {
-		o.timer.Reset(d)
-	}
+	var err error
 	select {
 	case <-o.done:
-		o.timer.Stop()
+		if expired != nil {
+			o.timer.Stop()
+		}
 		return
-	case <-o.timer.C:
+	case <-expired:
+		err = ErrTimeout
+		if !c.bounded {
+			err = ErrCommandTimeout
+		}
+	case <-c.Cancel:
+		if expired != nil {
+			o.timer.Stop()
+		}
+		err = ErrClosed
 	}
 	o.mu.Lock()
 	if o.finished {
@@ -379,10 +424,7 @@ func (c *Call) waitOp(o *op) {
 	o.call = nil // the reader drops what comes for it from now on
 	o.mu.Unlock()
 	c.op = nil // the next batch takes a fresh op: this one stays queued until its frames have passed
-	c.Err = ErrTimeout
-	if !c.bounded {
-		c.Err = ErrCommandTimeout
-	}
+	c.Err = err
 }
 
 // Healthy reports whether the upstream answers: it turns false as soon as featcache's own round trip on a shared
@@ -421,9 +463,9 @@ func (p *Pool) setHealth(up bool, err error) {
 	}
 }
 
-// link returns a live shared connection, dialing one if needed. For a bounded call (bounded), a connection whose
-// oldest call is already late is passed over for one whose is not, if there is one.
-func (p *Pool) link(bounded bool) (*link, error) {
+// link returns a live shared connection, dialing one if needed. A connection whose oldest call is already late
+// (Redis has not answered it within the timeout) is passed over for one whose is not, if there is one.
+func (p *Pool) link() (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -436,7 +478,7 @@ func (p *Pool) link(bounded bool) (*link, error) {
 			return nil, err
 		}
 	}
-	if bounded && l.late() {
+	if l.late() {
 		for k := 1; k < len(p.slots); k++ {
 			if o := p.slots[(i+k)%len(p.slots)].cur.Load(); o != nil && !o.broken.Load() && !o.late() {
 				return o, nil
@@ -613,59 +655,44 @@ func (l *link) lateLocked(now int64) bool {
 	return l.head < len(l.queue) && now-l.queue[l.head].enq > int64(l.timeout)
 }
 
-// enqueue queues the calls (either may be nil) and their payloads for the writer goroutine, fill first. A fill
-// that would wait behind a late call fails at once with ErrTimeout instead.
-func (l *link) enqueue(fill *Call, fillPayload []byte, fwd *Call, fwdPayload []byte) {
+// enqueue queues call and its payload for the writer goroutine. A bounded call that would wait behind a late one
+// fails at once with ErrTimeout instead; a forwarded one is queued all the same, and marked late.
+func (l *link) enqueue(c *Call, payload []byte) {
 	l.mu.Lock()
 	if l.err != nil {
-		err := l.err
+		c.Err = l.err
 		l.mu.Unlock()
-		for _, c := range [2]*Call{fill, fwd} {
-			if c != nil {
-				c.Err, c.pending = err, true
-			}
-		}
 		return
 	}
 	now := nanotime()
+	late := l.lateLocked(now)
+	if c.bounded && late {
+		l.mu.Unlock()
+		c.Err = ErrTimeout
+		return
+	}
 	if !l.named.Load() && l.naming.CompareAndSwap(false, true) {
 		l.queue = append(l.queue, &op{want: 1, enq: now, done: make(chan struct{}, 1), onFrame: l.nameReply})
 		l.wbuf = append(l.wbuf, l.setName...)
 	}
-	if fill != nil {
-		if l.lateLocked(now) {
-			fill.Err = ErrTimeout
-		} else {
-			l.push(fill, fillPayload, now, now+int64(l.timeout))
-		}
-		fill.pending = true
+	bound := l.timeout
+	if !c.bounded {
+		bound = c.pool.opt.CommandTimeout
 	}
-	if fwd != nil {
-		end := int64(0)
-		if ct := fwd.pool.opt.CommandTimeout; ct > 0 {
-			end = now + int64(ct)
-		}
-		l.push(fwd, fwdPayload, now, end)
-		fwd.pending = true
+	c.deadline = time.Time{}
+	if bound > 0 {
+		c.deadline = epoch.Add(time.Duration(now) + bound)
 	}
+	c.op.enq = now
+	c.queued, c.late = true, late
+	l.queue = append(l.queue, c.op)
+	l.wbuf = append(l.wbuf, payload...)
 	kick := !l.kicked
 	l.kicked = true
 	l.mu.Unlock()
 	if kick {
 		l.kick <- struct{}{}
 	}
-}
-
-// push queues call's op. Caller holds l.mu.
-func (l *link) push(c *Call, payload []byte, now, deadline int64) {
-	c.op.enq = now
-	c.deadline = time.Time{}
-	if deadline != 0 {
-		c.deadline = epoch.Add(time.Duration(deadline))
-	}
-	l.queue = append(l.queue, c.op)
-	l.wbuf = append(l.wbuf, payload...)
-	c.queued = true
 }
 
 // nameReply is what the reader does with the reply to a later CLIENT SETNAME.
