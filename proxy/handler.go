@@ -307,11 +307,25 @@ func (c *client) write(cmd *Command, tc *command) {
 // runSegment sends the segment's upstream part in one round trip, completes the fills it led, applies the
 // invalidations of its writes (also when the upstream failed or timed out: a write may have been applied), and
 // assembles the replies into c.out.
+//
+// The payload keeps the client's order (a "read" may change what a later read sees: PFCOUNT rewrites its key's
+// cached cardinality), and each part is waited for within its own bound. Fills alone are featcache's own reads,
+// bounded by upstream.timeout. Forwarded commands, and the GETs of an MGET's uncached keys, are Redis's answers
+// to the client's commands: they are waited for as a direct client would wait (or upstream.command_timeout).
+// When both share the payload, the fills are given upstream.timeout: past it (Redis writes the replies of what it
+// read from a connection together, so one slow script holds them all) they are completed with a timeout, so that
+// their readers may be served stale and no other client waiting on them waits longer, and the wait for the
+// forwarded commands goes on. Redis's late replies for the fills are then not used.
 func (c *client) runSegment() {
 	s := &c.seg
 	if s.frames > 0 {
 		start := time.Now()
-		err := c.srv.up.Do(c.call, s.req, s.frames)
+		fwd := s.forward || s.bypass
+		c.srv.up.Start(c.call, s.req, s.frames, fwd)
+		if fwd && len(s.fetches) > 0 && !c.call.WaitUntil(start.Add(c.srv.up.Timeout())) {
+			c.completeFills(upstream.ErrTimeout, false)
+		}
+		err := c.call.Wait()
 		c.srv.metrics.observeUpstream(s.class(), start)
 		c.srv.stats.RoundTrips.Add(1)
 		// The replies are in memory now: charge them, so that a client whose segments bring back more than the
@@ -322,25 +336,7 @@ func (c *client) runSegment() {
 		if err == nil && !c.srv.reached.Load() {
 			c.srv.reached.Store(true)
 		}
-		for i := range s.fetches {
-			it := &s.fetches[i]
-			if it.hash != nil {
-				c.completeHashFetch(it, err)
-				continue
-			}
-			res := localcache.Result{Err: err}
-			if it.frame+1 < c.call.Len() {
-				f, perr := parseFetched(c.call, it.frame)
-				if perr != nil {
-					res.Err = perr
-				} else {
-					res = fetchedResult(f)
-				}
-			}
-			c.srv.cache.Complete(it.fill, res, it.lp)
-			it.fill = nil
-		}
-		c.srv.stats.UpstreamReads.Add(int64(len(s.fetches)))
+		c.completeFills(err, true)
 		s.doErr = err
 	}
 	for _, w := range s.writes {
@@ -348,6 +344,42 @@ func (c *client) runSegment() {
 	}
 	c.out = c.assemble(c.out)
 	s.reset()
+}
+
+// completeFills completes the fills the segment leads that are not complete yet: from c.call's frames that
+// arrived when frames is set (the call is over), else with err alone (the call is still in flight).
+func (c *client) completeFills(err error, frames bool) {
+	s := &c.seg
+	n := 0
+	for i := range s.fetches {
+		it := &s.fetches[i]
+		if it.fill == nil {
+			continue
+		}
+		n++
+		switch {
+		case !frames && it.hash != nil:
+			c.srv.cache.CompleteHash(it.fill, localcache.Result{Err: err}, nil)
+			it.fill = nil
+			c.srv.stats.UpstreamReads.Add(1)
+			continue
+		case it.hash != nil:
+			c.completeHashFetch(it, err)
+			continue
+		}
+		res := localcache.Result{Err: err}
+		if frames && it.frame+1 < c.call.Len() {
+			f, perr := parseFetched(c.call, it.frame)
+			if perr != nil {
+				res.Err = perr
+			} else {
+				res = fetchedResult(f)
+			}
+		}
+		c.srv.cache.Complete(it.fill, res, it.lp)
+		it.fill = nil
+	}
+	c.srv.stats.UpstreamReads.Add(int64(n))
 }
 
 // afterWrite makes the local tier forget what a write may have changed, before its reply goes out: the keys its

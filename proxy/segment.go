@@ -74,6 +74,7 @@ type segment struct {
 	doErr   error
 	keys    [][]byte // scratch for key extraction
 	forward bool     // the payload holds forwarded commands, not only fetches
+	bypass  bool     // the payload holds GETs of an MGET's uncached keys
 }
 
 // class is the upstream round-trip class of the segment's payload, for featcache_upstream_duration_seconds.
@@ -100,7 +101,7 @@ func (s *segment) reset() {
 	s.fetches = s.fetches[:0]
 	s.writes = s.writes[:0]
 	s.doErr = nil
-	s.forward = false
+	s.forward, s.bypass = false, false
 	if cap(s.req) > maxSegmentBytes*2 {
 		s.req = nil
 	}
@@ -167,6 +168,7 @@ func (s *segment) addBypass(key []byte) {
 	s.req = upstream.AppendKeyCommand(s.req, "GET", key)
 	s.holes = append(s.holes, hole{kind: holeMgetBypass, pos: len(s.tail), frame: s.frames})
 	s.frames++
+	s.bypass = true
 }
 
 // region tracks an MGET's reply while it is being built: where it started and whether it has holes.
