@@ -624,6 +624,9 @@ type link struct {
 	named   atomic.Bool
 	naming  atomic.Bool
 
+	// headEnq is the nanotime at which the oldest queued op was queued, 0 when none is: late reads it without mu.
+	headEnq atomic.Int64
+
 	mu     sync.Mutex
 	err    error
 	wbuf   []byte
@@ -645,14 +648,11 @@ func newLink(nc net.Conn, timeout time.Duration, onReadOnly func(), setName []by
 // late reports whether the oldest call on the connection has waited longer than the timeout: Redis has not
 // answered it (hung, or busy with a script or a slow command), and a bounded call queued behind it would only
 // wait out its own timeout.
-func (l *link) late() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lateLocked(nanotime())
-}
+func (l *link) late() bool { return l.lateAt(nanotime()) }
 
-func (l *link) lateLocked(now int64) bool {
-	return l.head < len(l.queue) && now-l.queue[l.head].enq > int64(l.timeout)
+func (l *link) lateAt(now int64) bool {
+	enq := l.headEnq.Load()
+	return enq != 0 && now-enq > int64(l.timeout)
 }
 
 // enqueue queues call and its payload for the writer goroutine. A bounded call that would wait behind a late one
@@ -665,14 +665,14 @@ func (l *link) enqueue(c *Call, payload []byte) {
 		return
 	}
 	now := nanotime()
-	late := l.lateLocked(now)
+	late := l.lateAt(now)
 	if c.bounded && late {
 		l.mu.Unlock()
 		c.Err = ErrTimeout
 		return
 	}
 	if !l.named.Load() && l.naming.CompareAndSwap(false, true) {
-		l.queue = append(l.queue, &op{want: 1, enq: now, done: make(chan struct{}, 1), onFrame: l.nameReply})
+		l.push(&op{want: 1, enq: now, done: make(chan struct{}, 1), onFrame: l.nameReply})
 		l.wbuf = append(l.wbuf, l.setName...)
 	}
 	bound := l.timeout
@@ -685,7 +685,7 @@ func (l *link) enqueue(c *Call, payload []byte) {
 	}
 	c.op.enq = now
 	c.queued, c.late = true, late
-	l.queue = append(l.queue, c.op)
+	l.push(c.op)
 	l.wbuf = append(l.wbuf, payload...)
 	kick := !l.kicked
 	l.kicked = true
@@ -759,6 +759,14 @@ func (l *link) peek() *op {
 	return nil
 }
 
+// push queues o. Caller holds l.mu.
+func (l *link) push(o *op) {
+	if l.head == len(l.queue) {
+		l.headEnq.Store(o.enq)
+	}
+	l.queue = append(l.queue, o)
+}
+
 func (l *link) pop() {
 	l.mu.Lock()
 	l.queue[l.head] = nil
@@ -766,6 +774,9 @@ func (l *link) pop() {
 	if l.head == len(l.queue) {
 		l.queue = l.queue[:0]
 		l.head = 0
+		l.headEnq.Store(0)
+	} else {
+		l.headEnq.Store(l.queue[l.head].enq)
 	}
 	l.mu.Unlock()
 }
@@ -847,6 +858,7 @@ func (l *link) readLoop() {
 	reason := l.err
 	pending := l.queue[l.head:]
 	l.queue, l.head = nil, 0
+	l.headEnq.Store(0)
 	l.mu.Unlock()
 	if errors.Is(reason, net.ErrClosed) {
 		reason = fmt.Errorf("upstream: connection closed: %w", reason)
