@@ -529,3 +529,38 @@ policies:
 		t.Errorf("pre-swap values served for %v after SWAPDB; want at most %v (+1s on a loaded machine)", took, swapBound)
 	}
 }
+
+// TestCloseDoesNotWaitForHungRedis: forwarded commands wait for a hung Redis without bound, but a server that
+// closes ends those waits: a forwarded command on a shared connection, a transaction and a WATCH session's
+// command, all waiting on a SIGSTOPped Redis, do not hold Close up.
+func TestCloseDoesNotWaitForHungRedis(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxyOn(t, redis, busyConfig)
+	shared, tx, pinned := p.dial(), p.dial(), p.dial()
+	expectDo(t, tx, "+OK\r\n", "MULTI")
+	expectDo(t, tx, "+QUEUED\r\n", "SET", "u:tx", "v")
+	expectDo(t, pinned, "+OK\r\n", "WATCH", "u:w")
+	redis.Pause()
+	defer redis.Resume()
+	for _, s := range []struct {
+		c    *redistest.Conn
+		args []string
+	}{{shared, []string{"SET", "u:k", "v"}}, {tx, []string{"EXEC"}}, {pinned, []string{"GET", "u:w"}}} {
+		if err := s.c.Send(s.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Past upstream.timeout, so that every wait is one featcache would otherwise keep up.
+	if r, err := shared.ReadTimeout(2 * busyTimeout); err == nil {
+		t.Fatalf("a forwarded command was answered while Redis hangs: %q", r)
+	}
+	start := time.Now()
+	closed := make(chan struct{})
+	go func() { p.srv.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waits for a hung Redis")
+	}
+	t.Logf("Close returned after %v with three clients waiting on a hung Redis", time.Since(start))
+}

@@ -464,7 +464,10 @@ func (p *Pool) setHealth(up bool, err error) {
 }
 
 // link returns a live shared connection, dialing one if needed. A connection whose oldest call is already late
-// (Redis has not answered it within the timeout) is passed over for one whose is not, if there is one.
+// (Redis has not answered it within the timeout) is passed over for one whose is not, if there is one; and when
+// the connection's slot cannot be dialed now (a hung or busy Redis does not complete the handshake within the
+// timeout), another slot's live connection is used, if there is one, rather than failing a request that Redis
+// can still answer there.
 func (p *Pool) link() (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
@@ -475,17 +478,36 @@ func (p *Pool) link() (*link, error) {
 	if l == nil || l.broken.Load() {
 		var err error
 		if l, err = s.reconnect(); err != nil {
+			if o := p.other(i, false); o != nil {
+				return o, nil
+			}
 			return nil, err
 		}
 	}
 	if l.late() {
-		for k := 1; k < len(p.slots); k++ {
-			if o := p.slots[(i+k)%len(p.slots)].cur.Load(); o != nil && !o.broken.Load() && !o.late() {
-				return o, nil
-			}
+		if o := p.other(i, true); o != nil {
+			return o, nil
 		}
 	}
 	return l, nil
+}
+
+// other returns a live connection of a slot other than i (one that is not late, with onTime), or nil.
+func (p *Pool) other(i int, onTime bool) *link {
+	var found *link
+	for k := 1; k < len(p.slots); k++ {
+		o := p.slots[(i+k)%len(p.slots)].cur.Load()
+		if o == nil || o.broken.Load() {
+			continue
+		}
+		if !o.late() {
+			return o
+		}
+		if !onTime && found == nil {
+			found = o
+		}
+	}
+	return found
 }
 
 // Close closes every connection; calls in flight fail with ErrClosed or a connection error.

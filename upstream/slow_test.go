@@ -226,3 +226,43 @@ func expectRaw(t *testing.T, c *redistest.Conn, want string, args ...string) {
 		t.Fatalf("%q: got %q; want %q", args, got, want)
 	}
 }
+
+// TestPoolForwardWhileHungWaits: forwarded commands sent while Redis hangs (SIGSTOP) wait for it as a direct
+// client would, also those whose shared connection is not open yet (the handshake cannot complete: they take a
+// live one), and get Redis's replies once it continues.
+func TestPoolForwardWhileHungWaits(t *testing.T) {
+	srv := redistest.Start(t)
+	p := NewPool(PoolOptions{Addr: srv.Addr(), Conns: 4, Timeout: 200 * time.Millisecond, ClientName: "featcache-test"})
+	t.Cleanup(p.Close)
+	clientID(t, p) // one shared connection open, three not yet
+	srv.Pause()
+	const n = 8
+	replies := make(chan string, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			call := NewCall()
+			if err := p.Forward(call, AppendCommand(nil, "ECHO", "e"), 1); err != nil {
+				replies <- err.Error()
+				return
+			}
+			replies <- string(call.Replies)
+		}()
+	}
+	select {
+	case r := <-replies:
+		srv.Resume()
+		t.Fatalf("a forwarded command was answered while Redis hangs: %q", r)
+	case <-time.After(time.Second):
+	}
+	srv.Resume()
+	for i := 0; i < n; i++ {
+		select {
+		case r := <-replies:
+			if r != "$1\r\ne\r\n" {
+				t.Errorf("forwarded command %d: got %q; want Redis's reply", i, r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a forwarded command got no reply after Redis continued")
+		}
+	}
+}
