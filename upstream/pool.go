@@ -53,13 +53,13 @@ type PoolOptions struct {
 	Username, Password string
 	// Conns is the number of shared connections. If zero, DefaultConns is used.
 	Conns int
-	// Timeout bounds featcache's own waits: Do (cache fills, health checks, featcache's own reads), the first
-	// part of Send, dialing and the connection's setup (AUTH, CLIENT SETNAME). If zero, DefaultTimeout is used.
-	// Dedicated connections take their own deadlines.
+	// Timeout bounds featcache's own waits: Do (cache fills, health checks, featcache's own reads), dialing and
+	// the connection's setup (AUTH, CLIENT SETNAME). If zero, DefaultTimeout is used. Dedicated connections take
+	// their own deadlines.
 	Timeout time.Duration
-	// CommandTimeout bounds the wait for the replies of commands forwarded for clients (Forward, the second part
-	// of Send). Zero means no bound: featcache waits for Redis's reply as a direct client would, however long a
-	// script or a slow command keeps Redis busy.
+	// CommandTimeout bounds the wait for the replies of commands forwarded for clients (Forward). Zero means no
+	// bound: featcache waits for Redis's reply as a direct client would, however long a script or a slow command
+	// keeps Redis busy.
 	CommandTimeout time.Duration
 	// MaxIdle is how many idle dedicated connections are kept for reuse. If zero, DefaultMaxIdle is used.
 	MaxIdle int
