@@ -164,17 +164,18 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 	}
 	defer cache.Close()
 	up, err := upstream.New(upstream.Options{
-		Addresses: cfg.Upstream.Addresses,
-		Sentinel:  sentinelOptions(cfg.Upstream.Sentinel),
-		Username:  cfg.Upstream.Username,
-		Password:  cfg.Upstream.Password,
-		TLS:       upstreamTLS,
-		Conns:     cfg.Upstream.Conns,
-		Timeout:   cfg.Upstream.Timeout,
-		Tracking:  cfg.Upstream.Tracking,
-		Prefixes:  policy.NewMatcher(cfg.Policies).TrackingPrefixes(),
-		Cache:     cache,
-		Logger:    log,
+		Addresses:      cfg.Upstream.Addresses,
+		Sentinel:       sentinelOptions(cfg.Upstream.Sentinel),
+		Username:       cfg.Upstream.Username,
+		Password:       cfg.Upstream.Password,
+		TLS:            upstreamTLS,
+		Conns:          cfg.Upstream.Conns,
+		Timeout:        cfg.Upstream.Timeout,
+		CommandTimeout: cfg.Upstream.CommandTimeout,
+		Tracking:       cfg.Upstream.Tracking,
+		Prefixes:       policy.NewMatcher(cfg.Policies).TrackingPrefixes(),
+		Cache:          cache,
+		Logger:         log,
 	})
 	if err != nil {
 		return err

@@ -145,8 +145,15 @@ type Upstream struct {
 	// Tracking turns on server-assisted invalidation; false means TTL-only freshness (for servers without client
 	// tracking). Default true.
 	Tracking bool
-	// Timeout bounds every upstream wait except blocking commands. Greater than 0. Default DefaultTimeout.
+	// Timeout bounds featcache's own upstream waits: cache fills (past it, serve_stale policies answer from
+	// memory), health checks, connection setup and the tracking connection's calls. Greater than 0. Default
+	// DefaultTimeout.
 	Timeout time.Duration
+	// CommandTimeout bounds the wait for the reply of a command forwarded for a client (over shared or pinned
+	// connections; blocking commands keep their own timeouts); past it the client gets an error and Redis's late
+	// reply is dropped. 0 means no bound: featcache waits as a direct client of Redis would, however long a
+	// script or slow command runs. Not negative. Default 0.
+	CommandTimeout time.Duration
 	// Conns is the number of shared connections per upstream node, 1 to MaxConns. Default DefaultConns.
 	Conns int
 	// RevalidateRate bounds, in keys per second, the background re-fetches of entries left unverified by a
@@ -471,7 +478,7 @@ func (c *Config) decode(root *yaml.Node) error {
 
 func (u *Upstream) decode(n *yaml.Node) error {
 	fs, err := fields(n, "upstream", []string{"addresses", "sentinel", "username", "password", "password_file",
-		"tracking", "timeout", "conns", "revalidate_rate", "tls"})
+		"tracking", "timeout", "command_timeout", "conns", "revalidate_rate", "tls"})
 	if err != nil {
 		return err
 	}
@@ -496,6 +503,8 @@ func (u *Upstream) decode(n *yaml.Node) error {
 			u.Tracking, err = boolValue(f.val, name)
 		case "timeout":
 			u.Timeout, err = durationValue(f.val, name)
+		case "command_timeout":
+			u.CommandTimeout, err = durationValue(f.val, name)
 		case "conns":
 			u.Conns, err = intValue(f.val, name)
 		case "revalidate_rate":
@@ -743,6 +752,9 @@ func (c *Config) Validate() error {
 	}
 	if u.Timeout <= 0 {
 		return fmt.Errorf("upstream.timeout: must be greater than 0, got %q", formatDuration(u.Timeout))
+	}
+	if u.CommandTimeout < 0 {
+		return fmt.Errorf("upstream.command_timeout: must be 0 (no bound) or greater, got %q", formatDuration(u.CommandTimeout))
 	}
 	if u.RevalidateRate < 1 {
 		return fmt.Errorf("upstream.revalidate_rate: must be at least 1 key per second, got %d", u.RevalidateRate)

@@ -178,6 +178,30 @@ upstream:
 			errSubstr: `upstream.timeout: must be greater than 0, got "0s"`},
 		{name: "upstream timeout negative", input: "upstream:\n  timeout: -1s\n", shouldErr: true,
 			errSubstr: `upstream.timeout: negative duration "-1s" is invalid (line 2)`},
+		{name: "upstream command_timeout default", input: "upstream:\n  timeout: 2s\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Upstream.CommandTimeout != 0 {
+					t.Errorf("got %v; want 0 (no bound)", c.Upstream.CommandTimeout)
+				}
+			}},
+		{name: "upstream command_timeout 0 is no bound", input: "upstream:\n  command_timeout: 0\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Upstream.CommandTimeout != 0 {
+					t.Errorf("got %v; want 0", c.Upstream.CommandTimeout)
+				}
+			}},
+		{name: "upstream command_timeout", input: "upstream:\n  command_timeout: 30s\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Upstream.CommandTimeout != 30*time.Second {
+					t.Errorf("got %v; want 30s", c.Upstream.CommandTimeout)
+				}
+			}},
+		{name: "upstream command_timeout negative", input: "upstream:\n  command_timeout: -1s\n", shouldErr: true,
+			errSubstr: `upstream.command_timeout: negative duration "-1s" is invalid (line 2)`},
+		{name: "upstream command_timeout without unit", input: "upstream:\n  command_timeout: 30\n", shouldErr: true,
+			errSubstr: `upstream.command_timeout: invalid duration "30" (use a number with a unit: 750ms, 30s, 6h) (line 2)`},
+		{name: "upstream command_timeout invalid", input: "upstream:\n  command_timeout: soon\n", shouldErr: true,
+			errSubstr: `upstream.command_timeout: invalid duration "soon"`},
 		{name: "upstream conns zero", input: "upstream:\n  conns: 0\n", shouldErr: true,
 			errSubstr: `upstream.conns: must be between 1 and 64, got 0`},
 		{name: "upstream conns too many", input: "upstream:\n  conns: 65\n", shouldErr: true,
@@ -774,6 +798,8 @@ func TestValidate(t *testing.T) {
 		{name: "flag overrides listen, protected mode off", change: func(c *Config) { c.Listen = ":6380"; c.ProtectedMode = false }},
 		{name: "negative idle timeout", change: func(c *Config) { c.Limits.IdleTimeout = -time.Second }, shouldErr: true,
 			errSubstr: `limits.idle_timeout: must not be negative, got "-1s"`},
+		{name: "negative command timeout", change: func(c *Config) { c.Upstream.CommandTimeout = -time.Second }, shouldErr: true,
+			errSubstr: `upstream.command_timeout: must be 0 (no bound) or greater, got "-1s"`},
 		{name: "no output timeout", change: func(c *Config) { c.Limits.OutputTimeout = 0 }, shouldErr: true,
 			errSubstr: `limits.output_timeout: must be greater than 0, got "0s"`},
 		{name: "no upstream", change: func(c *Config) { c.Upstream.Addresses = nil }, shouldErr: true,
@@ -1174,6 +1200,7 @@ local:
   max_memory: 512MB
 upstream:
   timeout: 2s
+  command_timeout: 1m
   sentinel: {master_set: mymaster, addresses: ["127.0.0.1:26379"], password: "sentinel-secret"}
 limits:
   max_clients: 5
@@ -1192,8 +1219,8 @@ policies:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"listen", "password", "upstream.sentinel", "upstream.timeout", "local.max_memory", "limits.max_clients",
-		"log.format"}
+	want := []string{"listen", "password", "upstream.sentinel", "upstream.timeout", "upstream.command_timeout",
+		"local.max_memory", "limits.max_clients", "log.format"}
 	got := next.RestartFields(running)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("RestartFields = %q; want %q", got, want)

@@ -30,6 +30,7 @@ func (c *Config) RestartFields(running *Config) []string {
 	diff("upstream.password_file", c.Upstream.PasswordFile, running.Upstream.PasswordFile)
 	diff("upstream.tracking", c.Upstream.Tracking, running.Upstream.Tracking)
 	diff("upstream.timeout", c.Upstream.Timeout, running.Upstream.Timeout)
+	diff("upstream.command_timeout", c.Upstream.CommandTimeout, running.Upstream.CommandTimeout)
 	diff("upstream.conns", c.Upstream.Conns, running.Upstream.Conns)
 	diff("local.max_memory", c.Local.MaxMemory, running.Local.MaxMemory)
 	diff("limits.max_request_bytes", c.Limits.MaxRequestBytes, running.Limits.MaxRequestBytes)

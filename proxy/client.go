@@ -115,6 +115,8 @@ func (s *Server) newClient(nc net.Conn) *client {
 		createdAt: s.now(),
 		call:      upstream.NewCall(),
 	}
+	// Upstream waits end when the server closes, so that closing does not wait for a Redis that hangs.
+	c.call.Cancel = s.closing
 	if !c.authed {
 		lim = UnauthenticatedLimits()
 	}

@@ -82,9 +82,11 @@ func (p *testProxy) runFaultChecks(t *testing.T, phase string, checks []faultChe
 }
 
 // faultCycles runs n cycles of hang, resume, kill and restart against a Redis with an append-only file fsynced at
-// every write, checking in each phase that serve_stale keys are answered from memory, fail-policy and uncached
-// keys get an error within the timeout, writes are acknowledged only when Redis acknowledged them, and featcache
-// recovers by itself. Goroutines and heap must return to their baseline afterwards.
+// every write, checking in each phase that serve_stale keys are answered from memory and fail-policy keys get an
+// error within the timeout; that forwarded commands (uncached keys, writes) wait for a hung Redis as a direct
+// client would and get its replies when it continues, and fail at once when it is dead; that writes are
+// acknowledged only when Redis acknowledged them; and that featcache recovers by itself. Goroutines and heap must
+// return to their baseline afterwards.
 func faultCycles(t *testing.T, n int) {
 	redis := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	p := startProxyOn(t, redis, faultConfig)
@@ -117,15 +119,61 @@ func faultCycles(t *testing.T, n int) {
 		k := strconv.Itoa(i)
 		return faultCheck{[]string{"GET", "s:" + k}, replyIs(bulk("stale-" + k)), "the value from memory"}
 	}
-	failing := func(cycle int) []faultCheck {
+	// cachedReads are the reads featcache answers itself while Redis fails: from memory, or with an error once
+	// upstream.timeout has passed.
+	cachedReads := func(cycle int) []faultCheck {
 		cy := strconv.Itoa(cycle)
 		return []faultCheck{
 			staleCheck(0), staleCheck(cycle % keys),
 			{[]string{"MGET", "s:1", "s:2", "s:3"}, replyIs("*3\r\n" + bulk("stale-1") + bulk("stale-2") + bulk("stale-3")), "the values from memory"},
 			{[]string{"GET", "f:never-read-" + cy}, replyIsError, "an error"},
-			{[]string{"GET", "u:1"}, replyIsError, "an error"},
 			{[]string{"MGET", "s:1", "f:never-read-" + cy}, replyIsError, "an error (one key cannot be answered)"},
-			{[]string{"SET", "w:" + cy, "lost"}, replyIsError, "an error: Redis did not acknowledge the write"},
+		}
+	}
+	// failing adds forwarded commands, which a dead Redis fails at once.
+	failing := func(cycle int) []faultCheck {
+		cy := strconv.Itoa(cycle)
+		return append(cachedReads(cycle),
+			faultCheck{[]string{"GET", "u:1"}, replyIsError, "an error"},
+			faultCheck{[]string{"SET", "w:" + cy, "lost"}, replyIsError, "an error: Redis did not acknowledge the write"})
+	}
+	// forwardWhileHung sends forwarded commands to a hung Redis, each on its own connection: they wait for Redis,
+	// as direct clients would. check, called after Redis continues, requires Redis's replies, none before.
+	forwardWhileHung := func(cycle int) (check func(resumed time.Time)) {
+		cy := strconv.Itoa(cycle)
+		cmds := [][]string{{"GET", "u:1"}, {"SET", "w:hung-" + cy, "applied"}}
+		want := []string{bulk("uncached"), "+OK\r\n"}
+		type answer struct {
+			reply string
+			at    time.Time
+		}
+		answers := make([]chan answer, len(cmds))
+		for i, args := range cmds {
+			answers[i] = make(chan answer, 1)
+			c := p.dial()
+			go func() {
+				defer c.Close()
+				r := string(c.Do(args...))
+				answers[i] <- answer{r, time.Now()}
+			}()
+		}
+		return func(resumed time.Time) {
+			for i, args := range cmds {
+				select {
+				case a := <-answers[i]:
+					if a.reply != want[i] {
+						t.Errorf("hung: %q: got %.200q; want Redis's reply %q once it continues", args, a.reply, want[i])
+					}
+					if a.at.Before(resumed) {
+						t.Errorf("hung: %q was answered before Redis continued", args)
+					}
+				case <-time.After(10 * time.Second):
+					t.Errorf("hung: %q got no reply after Redis continued", args)
+				}
+			}
+			if got := string(redis.Do("GET", "w:hung-"+cy)); got != bulk("applied") {
+				t.Errorf("hung: the write sent while Redis hung is not in Redis: %q", got)
+			}
 		}
 	}
 	recovered := func(phase string) {
@@ -147,7 +195,8 @@ func faultCycles(t *testing.T, n int) {
 	var slowest time.Duration
 	for cycle := 0; cycle < n; cycle++ {
 		redis.Pause()
-		slowest = max(slowest, p.runFaultChecks(t, "hung", failing(cycle)))
+		forwarded := forwardWhileHung(cycle)
+		slowest = max(slowest, p.runFaultChecks(t, "hung", cachedReads(cycle)))
 		if cycle == 0 {
 			// Once the tracking connection's health check gives up on the hung server, what tracking guarded is no
 			// longer trusted: cached fail-policy keys fail too, serve_stale ones are still answered from memory.
@@ -157,7 +206,9 @@ func faultCycles(t *testing.T, n int) {
 				{[]string{"GET", "f:1"}, replyIsError, "an error"},
 			})
 		}
+		resumed := time.Now()
 		redis.Resume()
+		forwarded(resumed)
 		recovered("resumed")
 		warm()
 
@@ -394,27 +445,47 @@ func longOr[T any](short, long T) T {
 	return short
 }
 
-// TestUnsubscribeFromHungRedis: leaving subscribed mode waits for Redis's confirmation, at most upstream.timeout;
-// with Redis hung, the client gets the timeout error and an ordinary connection back.
+// TestUnsubscribeFromHungRedis: leaving subscribed mode waits for Redis's confirmation as a direct client would:
+// with Redis hung the reply comes when Redis continues. With upstream.command_timeout set, the client gets the
+// timeout error after it instead, and an ordinary connection back.
 func TestUnsubscribeFromHungRedis(t *testing.T) {
-	redis := redistest.Start(t)
-	p := startProxyOn(t, redis, faultConfig)
-	c := p.dial()
-	expectDo(t, c, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
-	redis.Pause()
-	start := time.Now()
-	if err := c.Send("UNSUBSCRIBE"); err != nil {
-		t.Fatal(err)
+	for _, bounded := range []bool{false, true} {
+		name, cfg := "no command_timeout", faultConfig
+		if bounded {
+			name, cfg = "command_timeout", strings.Replace(faultConfig, "timeout: 300ms", "timeout: 300ms, command_timeout: 300ms", 1)
+		}
+		t.Run(name, func(t *testing.T) {
+			redis := redistest.Start(t)
+			p := startProxyOn(t, redis, cfg)
+			c := p.dial()
+			expectDo(t, c, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "SUBSCRIBE", "ch")
+			redis.Pause()
+			start := time.Now()
+			if err := c.Send("UNSUBSCRIBE"); err != nil {
+				t.Fatal(err)
+			}
+			if !bounded {
+				if got, err := c.ReadTimeout(3 * faultTimeout); err == nil {
+					redis.Resume()
+					t.Fatalf("UNSUBSCRIBE from a hung Redis answered %q before Redis did", got)
+				}
+				redis.Resume()
+				if got, err := c.ReadTimeout(5 * time.Second); err != nil || string(got) != "*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n" {
+					t.Fatalf("UNSUBSCRIBE once Redis continues: got %q, %v; want Redis's confirmation", got, err)
+				}
+			} else {
+				got, err := c.ReadTimeout(5 * time.Second)
+				redis.Resume()
+				if err != nil || !strings.HasPrefix(string(got), "-ERR featcache upstream timeout: Redis did not answer within upstream.command_timeout") {
+					t.Fatalf("UNSUBSCRIBE from a hung Redis: got %q, %v; want the command timeout error", got, err)
+				}
+				if took := time.Since(start); took > faultTimeout+faultSlack {
+					t.Errorf("the error came after %v; want within command_timeout (%v)", took, faultTimeout)
+				}
+			}
+			expectDo(t, c, "+PONG\r\n", "PING")
+			expectDo(t, c, "+OK\r\n", "SET", "s:after", "v")
+			expectDo(t, c, bulk("v"), "GET", "s:after")
+		})
 	}
-	got, err := c.ReadTimeout(5 * time.Second)
-	if err != nil || !strings.HasPrefix(string(got), "-ERR featcache upstream timeout") {
-		t.Fatalf("UNSUBSCRIBE from a hung Redis: got %q, %v; want the timeout error", got, err)
-	}
-	if took := time.Since(start); took > faultTimeout+faultSlack {
-		t.Errorf("the error came after %v; want within the timeout (%v)", took, faultTimeout)
-	}
-	redis.Resume()
-	expectDo(t, c, "+PONG\r\n", "PING")
-	expectDo(t, c, "+OK\r\n", "SET", "s:after", "v")
-	expectDo(t, c, bulk("v"), "GET", "s:after")
 }

@@ -394,6 +394,12 @@ func (c *client) write(cmd *Command, tc *command) {
 // invalidations of its writes (also when the upstream failed or timed out: a write may have been applied), and
 // assembles the replies into c.out. Once the connection is closing, nothing more is sent for the client and no
 // reply is built, except that the fills it leads are still read, for the other clients waiting on them.
+//
+// The payload keeps the client's order (a "read" may change what a later read sees: PFCOUNT rewrites its key's
+// cached cardinality), and each part is waited for within its own bound (sendShared). Fills alone are featcache's
+// own reads, bounded by upstream.timeout. Forwarded commands, and the GETs of an MGET's uncached keys, are Redis's
+// answers to the client's commands: they are waited for as a direct client would wait (or
+// upstream.command_timeout).
 func (c *client) runSegment() {
 	s := &c.seg
 	if c.closing && !s.leads() {
@@ -419,29 +425,7 @@ func (c *client) runSegment() {
 		if c.srv.clustered() {
 			c.readSplitTxs()
 		}
-		for i := range s.fetches {
-			it := &s.fetches[i]
-			switch {
-			case it.hash != nil:
-				c.completeHashFetch(it, err)
-				continue
-			case it.tx != nil:
-				c.completeTxFetch(it)
-				continue
-			}
-			res := localcache.Result{Err: err}
-			if it.frame+1 < c.call.Len() {
-				f, perr := parseFetched(c.call, it.frame)
-				if perr != nil {
-					res.Err = perr
-				} else {
-					res = fetchedResult(f)
-				}
-			}
-			c.srv.cache.Complete(it.fill, res, it.lp)
-			it.fill = nil
-		}
-		c.srv.stats.UpstreamReads.Add(int64(len(s.fetches)))
+		c.completeFills(err, true)
 		s.doErr = err
 	}
 	for _, w := range s.writes {
@@ -451,6 +435,61 @@ func (c *client) runSegment() {
 		c.out = c.assemble(c.out)
 	}
 	s.reset()
+}
+
+// sendShared sends the segment over a shared connection. When fills share the payload with forwarded commands, the
+// fills are given upstream.timeout: past it (Redis writes the replies of what it read from a connection together, so
+// one slow script holds them all) they are completed with a timeout, so that their readers may be served stale and
+// no other client waiting on them waits longer, and the wait for the forwarded commands goes on. Redis's late
+// replies for the fills are then not used.
+func (c *client) sendShared() error {
+	s := &c.seg
+	start := time.Now()
+	fwd := s.forward || s.bypass
+	c.srv.up.Start(c.call, s.req, s.frames, fwd)
+	if fwd && len(s.fetches) > 0 && !c.call.WaitUntil(start.Add(c.srv.up.Timeout())) {
+		c.completeFills(upstream.ErrTimeout, false)
+	}
+	return c.call.Wait()
+}
+
+// completeFills completes the fills the segment leads that are not complete yet: from c.call's frames that
+// arrived when frames is set (the call is over), else with err alone (the call is still in flight).
+func (c *client) completeFills(err error, frames bool) {
+	s := &c.seg
+	n := 0
+	for i := range s.fetches {
+		it := &s.fetches[i]
+		if it.fill == nil {
+			continue
+		}
+		n++
+		switch {
+		case !frames && it.hash != nil:
+			c.srv.cache.CompleteHash(it.fill, localcache.Result{Err: err}, nil)
+			it.fill = nil
+			c.srv.stats.UpstreamReads.Add(1)
+			continue
+		case it.hash != nil:
+			c.completeHashFetch(it, err)
+			continue
+		case frames && it.tx != nil:
+			c.completeTxFetch(it) // a fill an MGET's transaction leads: from the transaction's replies
+			continue
+		}
+		res := localcache.Result{Err: err}
+		if frames && it.tx == nil && it.frame+1 < c.call.Len() {
+			f, perr := parseFetched(c.call, it.frame)
+			if perr != nil {
+				res.Err = perr
+			} else {
+				res = fetchedResult(f)
+			}
+		}
+		c.srv.cache.Complete(it.fill, res, it.lp)
+		it.fill = nil
+	}
+	c.srv.stats.UpstreamReads.Add(int64(n))
 }
 
 // afterWrite makes the local tier forget what a write may have changed, before its reply goes out: the keys its

@@ -122,17 +122,18 @@ func newProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg s
 		t.Fatal(err)
 	}
 	up, err := upstream.New(upstream.Options{
-		Addresses: cfg.Upstream.Addresses,
-		Sentinel:  sentinelOptions(cfg.Upstream.Sentinel),
-		Username:  cfg.Upstream.Username,
-		Password:  cfg.Upstream.Password,
-		TLS:       upTLS,
-		Conns:     cfg.Upstream.Conns,
-		Timeout:   cfg.Upstream.Timeout,
-		Tracking:  cfg.Upstream.Tracking,
-		Prefixes:  policy.NewMatcher(cfg.Policies).TrackingPrefixes(),
-		Cache:     cache,
-		Logger:    log,
+		Addresses:      cfg.Upstream.Addresses,
+		Sentinel:       sentinelOptions(cfg.Upstream.Sentinel),
+		Username:       cfg.Upstream.Username,
+		Password:       cfg.Upstream.Password,
+		TLS:            upTLS,
+		Conns:          cfg.Upstream.Conns,
+		Timeout:        cfg.Upstream.Timeout,
+		CommandTimeout: cfg.Upstream.CommandTimeout,
+		Tracking:       cfg.Upstream.Tracking,
+		Prefixes:       policy.NewMatcher(cfg.Policies).TrackingPrefixes(),
+		Cache:          cache,
+		Logger:         log,
 	})
 	if err != nil {
 		t.Fatal(err)

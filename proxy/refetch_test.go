@@ -9,15 +9,13 @@ import (
 )
 
 // trackingID returns the client id of featcache's tracking connection on redis.
-func trackingID(t *testing.T, redis *redistest.Server) string {
+func mustTrackingID(t *testing.T, redis *redistest.Server) string {
 	t.Helper()
-	for _, line := range strings.Split(string(redis.Do("CLIENT", "LIST")), "\n") {
-		if strings.Contains(line, "name=featcache-tracking ") && strings.Contains(line, " flags=t") {
-			return strings.TrimPrefix(strings.Fields(line)[0], "id=")
-		}
+	id := trackingID(redis)
+	if id == "" {
+		t.Fatalf("no featcache tracking connection in CLIENT LIST")
 	}
-	t.Fatalf("no featcache tracking connection in CLIENT LIST")
-	return ""
+	return id
 }
 
 // killTrackingAndWrite closes featcache's tracking connection and runs writes straight on Redis in one
@@ -27,7 +25,7 @@ func killTrackingAndWrite(t *testing.T, p *testProxy, writes ...[]string) {
 	t.Helper()
 	direct := redistest.Dial(t, p.redis.Addr())
 	defer direct.Close()
-	id := trackingID(t, p.redis)
+	id := mustTrackingID(t, p.redis)
 	direct.Do("MULTI")
 	direct.Do("CLIENT", "KILL", "ID", id)
 	for _, w := range writes {

@@ -83,6 +83,7 @@ type segment struct {
 	keys    [][]byte  // scratch for key extraction
 	mkeys   []mgetKey // scratch for an MGET's lookups
 	forward bool      // the payload holds forwarded commands, not only fetches
+	bypass  bool      // the payload holds GETs of an MGET's uncached keys
 	tx      bool      // the payload is a transaction, or part of one (session.go: sendSegment)
 }
 
@@ -125,7 +126,7 @@ func (s *segment) reset() {
 	s.fetches = s.fetches[:0]
 	s.writes = s.writes[:0]
 	s.doErr = nil
-	s.forward, s.tx = false, false
+	s.forward, s.bypass, s.tx = false, false, false
 	if cap(s.req) > maxSegmentBytes*2 {
 		s.req = nil
 	}
@@ -202,6 +203,7 @@ func (s *segment) addBypass(key []byte) {
 	s.req = upstream.AppendKeyCommand(s.req, "GET", key)
 	s.holes = append(s.holes, hole{kind: holeMgetBypass, pos: len(s.tail), frame: s.frames})
 	s.frames++
+	s.bypass = true
 }
 
 // region tracks an MGET's reply while it is being built: where it started and whether it has holes.

@@ -87,7 +87,8 @@ type Server struct {
 	conns    map[*client]struct{}
 	closed   bool
 	watching bool          // the watchdog runs
-	stop     chan struct{} // closed when the server closes: ends the watchdog
+	stop     chan struct{} // closed when the server closes or starts shutting down: ends the watchdog
+	closing  chan struct{} // closed by Close: ends the upstream waits of the clients still running
 	wg       sync.WaitGroup
 }
 
@@ -135,6 +136,7 @@ func New(opt Options) (*Server, error) {
 		metrics:   newMetrics(),
 		maxOutput: lim.MaxOutputBytes,
 		stop:      make(chan struct{}),
+		closing:   make(chan struct{}),
 	}
 	s.budget.limit = lim.MaxClientsMemory
 	if opt.MemoryLimitBase > 0 {
@@ -382,6 +384,11 @@ func (s *Server) serveClient(c *client) {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.stopWatchdog()
+	select {
+	case <-s.closing:
+	default:
+		close(s.closing)
+	}
 	lns := s.lns
 	conns := make([]*client, 0, len(s.conns))
 	for c := range s.conns {

@@ -357,9 +357,9 @@ func (c *client) sendSegment() error {
 		c.tx.conn = conn
 	}
 	if c.tx.conn == nil {
-		return c.srv.up.Do(c.call, s.req, s.frames)
+		return c.sendShared()
 	}
-	err := c.tx.conn.Do(c.call, s.req, s.frames, time.Now().Add(c.srv.up.Timeout()))
+	err := c.waitPinnedN(c.tx.conn, s.req, s.frames)
 	if err != nil {
 		c.tx.conn.Close()
 		c.tx.conn = nil
@@ -502,7 +502,7 @@ func (c *client) cmdExec(cmd *Command) {
 	c.seg.req = req
 	n := c.tx.queued + 2
 	start := time.Now()
-	err := c.srv.up.Do(c.call, req, n)
+	err := c.srv.up.Forward(c.call, req, n)
 	c.srv.metrics.observeUpstream(upTransaction, start)
 	c.srv.stats.Forwarded.Add(int64(c.tx.queued))
 	c.queuedWritesNow()
@@ -620,11 +620,8 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 		c.srv.metrics.observeUpstream(upBlocking, start)
 	} else {
 		start := time.Now()
-		if err = c.tx.conn.Do(c.call, req, 1, c.clock().Add(c.srv.up.Timeout())); err == nil {
-			reply = c.call.Frame(0)
-			if c.tx.fresh && c.srv.clustered() {
-				reply, err = c.followMoved(req, reply)
-			}
+		if reply, err = c.waitPinned(c.tx.conn, req); err == nil && c.tx.fresh && c.srv.clustered() {
+			reply, err = c.followMoved(req, reply)
 		}
 		c.srv.metrics.observeUpstream(upPinned, start)
 	}
@@ -714,12 +711,58 @@ func (c *client) followMoved(req, reply []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := next.Do(c.call, req, 1, time.Now().Add(c.srv.up.Timeout())); err != nil {
+		if reply, err = c.waitPinned(next, req); err != nil {
 			return nil, err
 		}
-		reply = c.call.Frame(0)
 	}
 	return reply, nil
+}
+
+// waitPinned writes req, one command, on a pinned connection and reads its reply (see waitPinnedN).
+func (c *client) waitPinned(conn *upstream.Conn, req []byte) ([]byte, error) {
+	if err := c.waitPinnedN(conn, req, 1); err != nil {
+		return nil, err
+	}
+	return c.call.Frame(0), nil
+}
+
+// waitPinnedN writes req, n commands, on a pinned connection and reads their n replies into c.call, waiting as a
+// direct client of Redis would: past upstream.timeout the rest of the wait watches the client socket, so that a
+// client that leaves ends it, and upstream.command_timeout, if set, bounds it.
+func (c *client) waitPinnedN(conn *upstream.Conn, req []byte, n int) error {
+	start := time.Now()
+	end := c.srv.up.CommandDeadline(start)
+	first := start.Add(c.srv.up.Timeout())
+	if !end.IsZero() && end.Before(first) {
+		first = end
+	}
+	err := conn.Do(c.call, req, n, first)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, upstream.ErrTimeout) && (end.IsZero() || time.Now().Before(end)) {
+		// A slow reply: the rest of the wait watches the client.
+		stop := c.watchPeer(conn)
+		for err = nil; err == nil && c.call.Len() < n; {
+			var reply []byte
+			if reply, err = conn.ReadFrame(c.call.Replies, end); err == nil {
+				c.call.Replies = reply
+				c.call.Ends = append(c.call.Ends, len(reply))
+			}
+		}
+		if stop() {
+			return errClientGone
+		}
+		if err == nil {
+			c.call.Err = nil
+			return nil
+		}
+	}
+	if errors.Is(err, upstream.ErrTimeout) {
+		err = upstream.ErrCommandTimeout
+	}
+	c.call.Err = err
+	return err
 }
 
 // execPinnedLocally answers, inside a WATCH session, the commands that featcache answers or refuses itself, and
@@ -1160,8 +1203,14 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 		return
 	}
 	if p.total() == 0 {
-		timer := time.NewTimer(c.srv.up.Timeout())
-		defer timer.Stop()
+		// Leaving subscribed mode waits for Redis's confirmation as a direct client would, or at most
+		// upstream.command_timeout.
+		var expired <-chan time.Time
+		if d := c.srv.up.CommandTimeout(); d > 0 {
+			timer := time.NewTimer(d)
+			defer timer.Stop()
+			expired = timer.C
+		}
 		select {
 		case <-p.markerSeen:
 			if p.count.Load() == 0 {
@@ -1169,14 +1218,18 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 			}
 		case <-p.done:
 			c.sub = nil
-		case <-timer.C:
-			// Redis did not answer within upstream.timeout: the session ends with its connection, which drops the
-			// subscriptions in Redis too, and the client is told.
+		case <-c.srv.closing:
+			p.close() // the server is closing: so is this client
+			<-p.exited
+			c.sub = nil
+		case <-expired:
+			// Redis did not answer within upstream.command_timeout: the session ends with its connection, which
+			// drops the subscriptions in Redis too, and the client is told.
 			p.close()
 			<-p.exited
 			c.sub = nil
 			c.srv.stats.Errors.Add(1)
-			c.errorReply(upstreamErrorText(upstream.ErrTimeout))
+			c.errorReply(upstreamErrorText(upstream.ErrCommandTimeout))
 		}
 	}
 }

@@ -41,8 +41,12 @@ type Options struct {
 	TLS *tls.Config
 	// Conns is the number of shared connections. If zero, DefaultConns is used.
 	Conns int
-	// Timeout bounds every upstream wait except blocking commands. If zero, DefaultTimeout is used.
+	// Timeout bounds featcache's own upstream waits: cache fills, health checks, connection setup, the tracking
+	// connection's calls. If zero, DefaultTimeout is used.
 	Timeout time.Duration
+	// CommandTimeout bounds the wait for the replies of commands forwarded for clients; zero means none: they wait
+	// as a direct client of Redis would (see PoolOptions.CommandTimeout).
+	CommandTimeout time.Duration
 	// Tracking enables server-assisted invalidation (Redis 6 or later, BCAST mode). Without it the local tier
 	// relies on TTLs alone and is trusted from the start.
 	Tracking bool
@@ -55,7 +59,8 @@ type Options struct {
 	// Logger receives upstream events; if nil, slog.Default().
 	Logger *slog.Logger
 	// HealthInterval is how often the upstream is PINGed on a shared connection, so that Healthy follows it while
-	// no traffic flows. If zero, DefaultHealthInterval is used.
+	// no traffic flows, and how often the tracking connection is checked (TrackerOptions.CheckInterval), which
+	// bounds how long a SWAPDB by another client goes unnoticed. If zero, DefaultHealthInterval is used.
 	HealthInterval time.Duration
 }
 
@@ -73,6 +78,8 @@ type Client struct {
 	prefix  []string // the prefixes of tracker
 	// lastRunID is the run_id of the server tracking last came up on, guarded by curMu.
 	lastRunID string
+	// swaps is the SWAPDB count the successive trackers compare (a SetPrefixes replacement included).
+	swaps swapWatch
 
 	sentinel *sentinel // nil without Options.Sentinel
 
@@ -125,13 +132,14 @@ func New(opt Options) (*Client, error) {
 		addr = opt.Addresses[0]
 	}
 	c.Pool = NewPool(PoolOptions{
-		Addr:       addr,
-		Username:   opt.Username,
-		Password:   opt.Password,
-		Conns:      opt.Conns,
-		Timeout:    opt.Timeout,
-		ClientName: "featcache",
-		TLS:        opt.TLS,
+		Addr:           addr,
+		Username:       opt.Username,
+		Password:       opt.Password,
+		Conns:          opt.Conns,
+		Timeout:        opt.Timeout,
+		CommandTimeout: opt.CommandTimeout,
+		ClientName:     "featcache",
+		TLS:            opt.TLS,
 		OnHealth: func(up bool, err error) {
 			if up {
 				log.Info("upstream: up", "addr", c.Pool.Addr())
@@ -187,14 +195,16 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 	ready := make(chan struct{})
 	cache, log := c.opt.Cache, c.log
 	t = StartTracker(TrackerOptions{
-		Addr:         c.Pool.Addr(),
-		Username:     c.opt.Username,
-		Password:     c.opt.Password,
-		TLS:          c.opt.TLS,
-		Prefixes:     prefixes,
-		Timeout:      c.opt.Timeout,
-		OnInvalidate: func(keys [][]byte) { cache.Invalidate(keys...) },
-		OnFlush:      cache.Flush,
+		Addr:          c.Pool.Addr(),
+		Username:      c.opt.Username,
+		Password:      c.opt.Password,
+		TLS:           c.opt.TLS,
+		Prefixes:      prefixes,
+		Timeout:       c.opt.Timeout,
+		CheckInterval: c.opt.HealthInterval,
+		swaps:         &c.swaps,
+		OnInvalidate:  func(keys [][]byte) { cache.Invalidate(keys...) },
+		OnFlush:       cache.Flush,
 		OnUp: func(runID string) {
 			<-ready
 			c.curMu.Lock()

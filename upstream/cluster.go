@@ -151,13 +151,14 @@ func (cl *Cluster) node(addr string) *clusterNode {
 	log := cl.log
 	nd := &clusterNode{addr: addr}
 	nd.pool = NewPool(PoolOptions{
-		Addr:       addr,
-		Username:   cl.opt.Username,
-		Password:   cl.opt.Password,
-		Conns:      cl.opt.Conns,
-		Timeout:    cl.opt.Timeout,
-		ClientName: "featcache",
-		TLS:        cl.opt.TLS,
+		Addr:           addr,
+		Username:       cl.opt.Username,
+		Password:       cl.opt.Password,
+		Conns:          cl.opt.Conns,
+		Timeout:        cl.opt.Timeout,
+		CommandTimeout: cl.opt.CommandTimeout,
+		ClientName:     "featcache",
+		TLS:            cl.opt.TLS,
 		OnHealth: func(up bool, err error) {
 			if up {
 				log.Info("upstream: up", "addr", addr)
@@ -193,6 +194,8 @@ func (cl *Cluster) Masters() int { return len(cl.smap.Load().masters) }
 // route is the scratch state of one Do: the payload cut into units, the groups each round sends, and the calls
 // their replies arrived in. Routes are pooled.
 type route struct {
+	fwd    bool            // forwarded commands: waited for as Pool.Forward does, not within the timeout
+	cancel <-chan struct{} // the caller's Call.Cancel, for every call of the route
 	units  []unit
 	groups []group
 	calls  []*Call // every call used by this Do, released at the end
@@ -239,14 +242,24 @@ var askingCmd = AppendCommand(nil, "ASKING")
 // in call in request order (see the comment at the top of this file for redirects). Unlike Pool.Do, a node that fails does
 // not cut the replies short: each command it did not answer gets a failure frame ("-ERR featcache upstream
 // unavailable: ..." or "-ERR featcache upstream timeout: ..."), so that the other masters' replies still reach
-// their clients, and call.Err is the first such failure. payload may be reused as soon as Do returns.
-func (cl *Cluster) Do(call *Call, payload []byte, n int) error {
+// their clients, and call.Err is the first such failure. payload may be reused as soon as Do returns. Each node's
+// part is waited for as Pool.Do waits (featcache's own reads, within the timeout).
+func (cl *Cluster) Do(call *Call, payload []byte, n int) error { return cl.do(call, payload, n, false) }
+
+// Forward is Do for commands forwarded for clients: each node's part is waited for as Pool.Forward waits (as long
+// as Redis takes, or the command timeout).
+func (cl *Cluster) Forward(call *Call, payload []byte, n int) error {
+	return cl.do(call, payload, n, true)
+}
+
+func (cl *Cluster) do(call *Call, payload []byte, n int, fwd bool) error {
 	call.reset(n)
 	if n == 0 {
 		return nil
 	}
 	r := routePool.Get().(*route)
 	defer r.release()
+	r.fwd, r.cancel = fwd, call.Cancel
 	r.plan(cl, payload, n)
 	m := cl.smap.Load()
 	for i := range r.units {
@@ -265,7 +278,7 @@ func (cl *Cluster) Do(call *Call, payload []byte, n int) error {
 	// the payload as it is, and return its frames where they arrived unless one of them asks for a redirect.
 	if r.oneNode() {
 		nd := r.units[0].nd
-		err := nd.pool.Do(call, payload, n)
+		err := nd.pool.exchange(call, payload, n, fwd)
 		if err == nil && !hasRedirect(call) {
 			return nil
 		}
@@ -381,11 +394,11 @@ func (r *route) send(cl *Cluster, payload []byte, idx []int) {
 		wg.Add(1)
 		go func(g *group) {
 			defer wg.Done()
-			g.err = g.nd.pool.Do(g.call, g.payload, g.frames)
+			g.err = g.nd.pool.exchange(g.call, g.payload, g.frames, r.fwd)
 		}(&r.groups[gi])
 	}
 	g0 := &r.groups[0]
-	g0.err = g0.nd.pool.Do(g0.call, g0.payload, g0.frames)
+	g0.err = g0.nd.pool.exchange(g0.call, g0.payload, g0.frames, r.fwd)
 	wg.Wait()
 	for gi := range r.groups {
 		g := &r.groups[gi]
@@ -413,6 +426,7 @@ func (r *route) group(nd *clusterNode) *group {
 		}
 	}
 	call := callPool.Get().(*Call)
+	call.Cancel = r.cancel
 	r.calls = append(r.calls, call)
 	if len(r.groups) < cap(r.groups) {
 		// Reuse the buffers a group of an earlier Do left in this route.
@@ -563,8 +577,10 @@ func (r *route) assemble(call *Call) error {
 }
 
 func (r *route) release() {
+	r.cancel = nil
 	for i, c := range r.calls {
 		c.reset(0)
+		c.Cancel = nil
 		callPool.Put(c)
 		r.calls[i] = nil
 	}
@@ -594,6 +610,9 @@ func failureFrame(dst []byte, err error) []byte {
 	switch {
 	case errors.Is(err, ErrTimeout):
 		msg = "ERR featcache upstream timeout: Redis did not answer in time (the command may have been applied)"
+	case errors.Is(err, ErrCommandTimeout):
+		msg = "ERR featcache upstream timeout: Redis did not answer within upstream.command_timeout (the command " +
+			"may have been applied)"
 	case err != nil:
 		msg += err.Error()
 	default:
@@ -747,7 +766,8 @@ func (cl *Cluster) Redirect(frame []byte, from *Conn) (conn *Conn, asking, ok bo
 }
 
 // FanOut sends payload, one command, to every master in parallel and stores their replies in call, one frame per
-// master in the order of Masters (failure frames for those that failed); it returns the number of masters.
+// master in the order of Masters (failure frames for those that failed); it returns the number of masters. The
+// command is a client's, forwarded: each master's reply is waited for as Pool.Forward waits.
 func (cl *Cluster) FanOut(call *Call, payload []byte) (int, error) {
 	m := cl.smap.Load()
 	call.reset(len(m.masters))
@@ -760,10 +780,11 @@ func (cl *Cluster) FanOut(call *Call, payload []byte) (int, error) {
 	var wg sync.WaitGroup
 	for i, nd := range m.masters {
 		calls[i] = NewCall()
+		calls[i].Cancel = call.Cancel
 		wg.Add(1)
 		go func(i int, p *Pool) {
 			defer wg.Done()
-			errs[i] = p.Do(calls[i], payload, 1)
+			errs[i] = p.Forward(calls[i], payload, 1)
 		}(i, nd.pool)
 	}
 	wg.Wait()
@@ -784,7 +805,8 @@ func (cl *Cluster) FanOut(call *Call, payload []byte) (int, error) {
 	return len(m.masters), first
 }
 
-// DoMaster sends payload (n commands) to master i of Masters' order, for a walk over every master (SCAN).
+// DoMaster sends payload (n commands) to master i of Masters' order, for a walk over every master (SCAN), and
+// waits for the replies as Pool.Forward waits.
 func (cl *Cluster) DoMaster(call *Call, i int, payload []byte, n int) error {
 	m := cl.smap.Load()
 	if i < 0 || i >= len(m.masters) {
@@ -792,7 +814,7 @@ func (cl *Cluster) DoMaster(call *Call, i int, payload []byte, n int) error {
 		call.Err = ErrNoClusterNode
 		return ErrNoClusterNode
 	}
-	err := m.masters[i].pool.Do(call, payload, n)
+	err := m.masters[i].pool.Forward(call, payload, n)
 	if err != nil {
 		cl.refreshSoon()
 	}

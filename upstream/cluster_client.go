@@ -91,12 +91,51 @@ func (c *Client) SetKeyFunc(f KeyFunc) {
 	}
 }
 
-// Do is Pool.Do on a single node, Cluster.Do in front of a cluster.
+// Do is Pool.Do on a single node, Cluster.Do in front of a cluster: featcache's own reads, within the timeout.
 func (c *Client) Do(call *Call, payload []byte, n int) error {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Do(call, payload, n)
 	}
 	return c.Pool.Do(call, payload, n)
+}
+
+// Forward is Pool.Forward on a single node, Cluster.Forward in front of a cluster: commands forwarded for clients,
+// waited for as a direct client would (or within the command timeout).
+func (c *Client) Forward(call *Call, payload []byte, n int) error {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Forward(call, payload, n)
+	}
+	return c.Pool.Forward(call, payload, n)
+}
+
+// Start is Pool.Start on a single node. In front of a cluster, whose router waits for every node it sends to,
+// the round trip (Cluster.Forward or Cluster.Do) runs on a goroutine of its own, so that WaitUntil and Wait work
+// alike; payload must then stay unchanged until Wait returns.
+func (c *Client) Start(call *Call, payload []byte, n int, fwd bool) {
+	cl := c.cluster.Load()
+	if cl == nil {
+		c.Pool.Start(call, payload, n, fwd)
+		return
+	}
+	call.prepare(n)
+	if n == 0 {
+		return
+	}
+	done := make(chan struct{})
+	call.bg = done
+	go func() {
+		defer close(done)
+		// The router starts calls of its own on the nodes' pools; this one gets their frames at the end.
+		in := callPool.Get().(*Call)
+		in.Cancel = call.Cancel
+		cl.do(in, payload, n, fwd)
+		call.Replies, in.Replies = in.Replies, call.Replies[:0]
+		call.Ends, in.Ends = in.Ends, call.Ends[:0]
+		call.Err = in.Err
+		in.reset(0)
+		in.Cancel = nil
+		callPool.Put(in)
+	}()
 }
 
 // Fetch is Pool.Fetch, over Cluster.Do in front of a cluster.

@@ -50,17 +50,18 @@ func (cl *Cluster) startTracker(nd *clusterNode, prefixes []string) *Tracker {
 	ready := make(chan struct{}) // closed once t is set: the callbacks compare it
 	cache := cl.opt.Cache
 	t = StartTracker(TrackerOptions{
-		Addr:         nd.addr,
-		Username:     cl.opt.Username,
-		Password:     cl.opt.Password,
-		TLS:          cl.opt.TLS,
-		Prefixes:     prefixes,
-		Timeout:      cl.opt.Timeout,
-		OnInvalidate: func(keys [][]byte) { cache.Invalidate(keys...) },
-		OnFlush:      cache.Flush,
-		OnUp:         func(runID string) { <-ready; cl.trackerUp(nd, t, runID) },
-		OnLost:       func(err error) { <-ready; cl.trackerLost(nd, t, err) },
-		Logger:       cl.log,
+		Addr:          nd.addr,
+		Username:      cl.opt.Username,
+		Password:      cl.opt.Password,
+		TLS:           cl.opt.TLS,
+		Prefixes:      prefixes,
+		Timeout:       cl.opt.Timeout,
+		CheckInterval: cl.opt.HealthInterval,
+		OnInvalidate:  func(keys [][]byte) { cache.Invalidate(keys...) },
+		OnFlush:       cache.Flush,
+		OnUp:          func(runID string) { <-ready; cl.trackerUp(nd, t, runID) },
+		OnLost:        func(err error) { <-ready; cl.trackerLost(nd, t, err) },
+		Logger:        cl.log,
 	})
 	close(ready)
 	return t

@@ -17,7 +17,8 @@ import (
 const (
 	// DefaultConns is the number of shared connections a Pool keeps when PoolOptions.Conns is zero.
 	DefaultConns = 4
-	// DefaultTimeout bounds every wait for a reply on a shared connection when PoolOptions.Timeout is zero.
+	// DefaultTimeout bounds featcache's own waits (cache fills, health checks, connection setup) when
+	// PoolOptions.Timeout is zero.
 	DefaultTimeout = time.Second
 	// DefaultMaxIdle is how many idle dedicated connections a Pool keeps when PoolOptions.MaxIdle is zero.
 	DefaultMaxIdle = 16
@@ -28,9 +29,13 @@ const (
 )
 
 var (
-	// ErrTimeout means the upstream did not answer within the timeout; the connection was closed, so a write in
-	// the batch may or may not have been applied.
+	// ErrTimeout means the upstream did not answer within the timeout. The call was abandoned, not the
+	// connection: the replies that come later are read and dropped. A write in the batch may or may not have been
+	// applied.
 	ErrTimeout = errors.New("upstream: no reply within timeout")
+	// ErrCommandTimeout means a forwarded command got no reply within PoolOptions.CommandTimeout; as with
+	// ErrTimeout, the call was abandoned and the command may or may not have been applied.
+	ErrCommandTimeout = errors.New("upstream: no reply within the command timeout")
 	// ErrClosed means the pool was closed.
 	ErrClosed = errors.New("upstream: pool closed")
 	// ErrRetargeted means the connection was closed because the pool was pointed at another upstream (Retarget:
@@ -48,9 +53,14 @@ type PoolOptions struct {
 	Username, Password string
 	// Conns is the number of shared connections. If zero, DefaultConns is used.
 	Conns int
-	// Timeout bounds the wait for the replies of a batch on a shared connection, and dialing. If zero,
-	// DefaultTimeout is used. Dedicated connections take their own deadlines.
+	// Timeout bounds featcache's own waits: Do (cache fills, health checks, featcache's own reads), dialing and
+	// the connection's setup (AUTH, CLIENT SETNAME). If zero, DefaultTimeout is used. Dedicated connections take
+	// their own deadlines.
 	Timeout time.Duration
+	// CommandTimeout bounds the wait for the replies of commands forwarded for clients (Forward). Zero means no
+	// bound: featcache waits for Redis's reply as a direct client would, however long a script or a slow command
+	// keeps Redis busy.
+	CommandTimeout time.Duration
 	// MaxIdle is how many idle dedicated connections are kept for reuse. If zero, DefaultMaxIdle is used.
 	MaxIdle int
 	// ClientName is set with CLIENT SETNAME on every connection so operators can find featcache in CLIENT LIST.
@@ -163,11 +173,27 @@ func (p *Pool) Retarget(addr string) {
 	p.addr.Store(&addr)
 }
 
-// Timeout is the bound on waits for replies on shared connections.
+// Timeout is the bound on featcache's own waits: cache fills, health checks, connection setup.
 func (p *Pool) Timeout() time.Duration { return p.opt.Timeout }
+
+// CommandTimeout is the bound on waits for forwarded commands' replies; zero means none.
+func (p *Pool) CommandTimeout() time.Duration { return p.opt.CommandTimeout }
+
+// CommandDeadline is when a forwarded command sent at start stops being waited for: start plus CommandTimeout,
+// or the zero time (no deadline) when CommandTimeout is zero. It is meant for dedicated connections' Do.
+func (p *Pool) CommandDeadline(start time.Time) time.Time {
+	if p.opt.CommandTimeout <= 0 {
+		return time.Time{}
+	}
+	return start.Add(p.opt.CommandTimeout)
+}
 
 // Call is one batch of commands written contiguously on one connection, and the reply frames that answer it, in
 // order. A Call belongs to one goroutine at a time and is reused batch after batch: Do overwrites its fields.
+//
+// A Call whose wait ends before all its replies arrived (a timeout) is abandoned, not its connection: the
+// replies that come later are read and dropped by the connection's reader, and the Call is free for its next
+// batch at once.
 type Call struct {
 	// Replies holds the reply frames as received, concatenated. It is reused by the next Do.
 	Replies []byte
@@ -179,14 +205,24 @@ type Call struct {
 	// Req is scratch space for building the payload of the next batch; Do and Fetch do not touch it except Fetch,
 	// which builds its payload there.
 	Req []byte
+	// Cancel, if not nil, ends a wait for the call's replies when it is closed, as a timeout would (Err is
+	// ErrClosed): a server shutting down does not wait for a Redis that hangs. It is kept batch after batch.
+	Cancel <-chan struct{}
 
-	want int
-	enq  int64
-	done chan struct{}
+	op       *op           // its place in a link's queue while in flight; replaced after an abandon
+	pool     *Pool         // where it was sent, for the health accounting of Wait
+	bounded  bool          // waited for at most the pool's Timeout (else its CommandTimeout)
+	deadline time.Time     // when Wait gives up; zero: never
+	pending  bool          // started, and not waited for yet
+	queued   bool          // its op is in a link's queue (else Err says why not)
+	arrived  bool          // WaitUntil saw every frame arrive: Wait need not wait
+	late     bool          // queued behind a call already late: WaitUntil does not wait
+	bg       chan struct{} // Client.Start in front of a cluster: closed when the round trip is over; Replies,
+	// Ends and Err belong to that round trip's goroutine until then
 }
 
 // NewCall returns an empty, reusable Call.
-func NewCall() *Call { return &Call{done: make(chan struct{}, 1)} }
+func NewCall() *Call { return &Call{} }
 
 // Len is the number of reply frames received.
 func (c *Call) Len() int { return len(c.Ends) }
@@ -207,37 +243,195 @@ func (c *Call) reset(n int) {
 	c.Replies = c.Replies[:0]
 	c.Ends = c.Ends[:0]
 	c.Err = nil
-	c.want = n
 }
 
-// Do writes payload (n complete RESP commands) on a shared connection and waits for their n reply frames, which it
-// stores in call. payload may be reused as soon as Do returns. The error is call.Err: on failure the frames that
-// arrived are kept and the rest are missing.
+// prepare readies c to be started: reset, and no wait pending.
+func (c *Call) prepare(n int) {
+	c.reset(n)
+	c.pending, c.queued, c.arrived, c.late, c.bg = false, false, false, false, nil
+}
+
+// op is a Call's place in a link's queue. The link's reader appends the Call's frames under mu, a read's worth at
+// a time; a caller that stops waiting detaches the Call under mu (call = nil), after which the reader only counts
+// the op's remaining frames and drops them. An op is reused by its Call's next batch unless it was abandoned.
+type op struct {
+	mu       sync.Mutex
+	call     *Call // whose buffers get the frames; nil once abandoned, or for the link's own commands
+	want     int
+	got      int
+	finished bool          // every frame arrived, or the connection failed
+	enq      int64         // nanotime when queued
+	done     chan struct{} // signalled once when finished
+	timer    *time.Timer   // Wait's, kept for the next batch
+	onFrame  func([]byte)  // for the link's own commands: what to do with their reply
+}
+
+// Do writes payload (n complete RESP commands) on a shared connection and waits for their n reply frames, at most
+// the pool's Timeout: Do is for featcache's own reads (cache fills, health checks). The frames are stored in call.
+// payload may be reused as soon as Do returns. The error is call.Err: on failure the frames that arrived are kept
+// and the rest are missing. When the oldest call on every shared connection has waited longer than the timeout
+// (Redis hung or busy), Do fails at once with ErrTimeout instead of queueing behind it.
 func (p *Pool) Do(call *Call, payload []byte, n int) error {
-	call.reset(n)
-	if n == 0 {
-		return nil
+	p.Start(call, payload, n, false)
+	return call.Wait()
+}
+
+// Forward writes payload (n complete RESP commands forwarded for clients) on a shared connection and waits for
+// their n reply frames as a direct client of Redis would: as long as Redis takes, or at most CommandTimeout when
+// it is set (ErrCommandTimeout). Otherwise as Do.
+func (p *Pool) Forward(call *Call, payload []byte, n int) error {
+	p.Start(call, payload, n, true)
+	return call.Wait()
+}
+
+// exchange is Forward when fwd is set, else Do.
+func (p *Pool) exchange(call *Call, payload []byte, n int, fwd bool) error {
+	if fwd {
+		return p.Forward(call, payload, n)
 	}
+	return p.Do(call, payload, n)
+}
+
+// Start writes payload (n commands) on a shared connection as Forward (fwd) or Do does, and returns without
+// waiting: Wait collects the replies within the call's bound, and WaitUntil waits for them for a shorter while
+// first, for a batch that mixes featcache's own reads with forwarded commands. payload may be reused as soon as
+// Start returns; call must be waited for (Wait) before it is started again.
+func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
+	call.prepare(n)
+	call.pool, call.bounded = p, !fwd
+	if n == 0 {
+		return
+	}
+	call.pending = true
+	if call.op == nil {
+		call.op = &op{done: make(chan struct{}, 1)}
+	}
+	o := call.op
+	o.call, o.want, o.got, o.finished = call, n, 0, false
 	l, err := p.link()
 	if err != nil {
 		call.Err = err
-		p.observe(err)
-		return err
+		return
 	}
-	if err := l.enqueue(call, payload); err != nil {
-		call.Err = err
-		p.observe(err)
-		return err
-	}
-	<-call.done
-	p.observe(call.Err)
-	return call.Err
+	l.enqueue(call, payload)
 }
 
-// Healthy reports whether the upstream answers: it turns false as soon as a round trip on a shared connection
-// fails (a failed dial, a lost connection, a timeout: a hung server) and true again when the Client's health PING
-// is answered, at most a HealthInterval later; a PING answered with an error (LOADING, BUSY, ...) counts as a
-// failure. Only the PING turns it true, so an upstream that answers some commands and not others does not flap.
+// WaitUntil waits for the replies of a started call until t at most, and reports whether they have all arrived
+// (or the call failed): then Wait returns at once. Otherwise the call stays in flight and Wait goes on waiting
+// within the call's own bound. WaitUntil returns false at once for a call queued behind one that was already late
+// (Redis hung or busy) when it was started.
+func (c *Call) WaitUntil(t time.Time) bool {
+	if c.bg != nil {
+		timer := time.NewTimer(time.Until(t))
+		defer timer.Stop()
+		select {
+		case <-c.bg:
+			return true
+		case <-timer.C:
+			return false
+		}
+	}
+	switch {
+	case !c.pending || c.arrived:
+		return true
+	case !c.queued:
+		return true
+	case c.late:
+		return false
+	}
+	o := c.op
+	if o.timer == nil {
+		o.timer = time.NewTimer(time.Until(t))
+	} else {
+		o.timer.Reset(time.Until(t))
+	}
+	select {
+	case <-o.done:
+		o.timer.Stop()
+		c.arrived = true
+		return true
+	case <-o.timer.C:
+	case <-c.Cancel:
+		o.timer.Stop()
+	}
+	return false
+}
+
+// Wait waits for the replies of a started call and returns call.Err; it returns at once for a call with nothing
+// to wait for. When the call's bound passes first, or Cancel is closed, the call is abandoned: Err is ErrTimeout
+// (ErrCommandTimeout for a forwarded call, ErrClosed for Cancel) and the frames that arrived are kept.
+func (c *Call) Wait() error {
+	if c.bg != nil {
+		<-c.bg
+		c.bg = nil
+		return c.Err
+	}
+	if !c.pending {
+		return c.Err
+	}
+	c.pending = false
+	if c.queued {
+		c.queued = false
+		if !c.arrived {
+			c.waitOp(c.op)
+		}
+		c.arrived = false
+	}
+	if p := c.pool; p != nil {
+		if c.bounded || !errors.Is(c.Err, ErrCommandTimeout) {
+			// A forwarded command that outlives command_timeout says nothing about Redis's health.
+			p.observe(c.Err)
+		}
+	}
+	return c.Err
+}
+
+func (c *Call) waitOp(o *op) {
+	var expired <-chan time.Time
+	if !c.deadline.IsZero() {
+		d := time.Until(c.deadline)
+		if o.timer == nil {
+			o.timer = time.NewTimer(d)
+		} else {
+			o.timer.Reset(d)
+		}
+		expired = o.timer.C
+	}
+	var err error
+	select {
+	case <-o.done:
+		if expired != nil {
+			o.timer.Stop()
+		}
+		return
+	case <-expired:
+		err = ErrTimeout
+		if !c.bounded {
+			err = ErrCommandTimeout
+		}
+	case <-c.Cancel:
+		if expired != nil {
+			o.timer.Stop()
+		}
+		err = ErrClosed
+	}
+	o.mu.Lock()
+	if o.finished {
+		o.mu.Unlock()
+		<-o.done
+		return
+	}
+	o.call = nil // the reader drops what comes for it from now on
+	o.mu.Unlock()
+	c.op = nil // the next batch takes a fresh op: this one stays queued until its frames have passed
+	c.Err = err
+}
+
+// Healthy reports whether the upstream answers: it turns false as soon as featcache's own round trip on a shared
+// connection fails (a failed dial, a lost connection, no reply within the timeout: a hung or busy server) and true
+// again when the Client's health PING is answered, at most a HealthInterval later; a PING answered with an error
+// (LOADING, BUSY, ...) counts as a failure. Only the PING turns it true, so an upstream that answers some commands
+// and not others does not flap. A forwarded command that waits long does not make it false.
 func (p *Pool) Healthy() bool { return p.healthy.Load() }
 
 // Reached reports whether the upstream has answered at least once since the pool was made.
@@ -269,17 +463,51 @@ func (p *Pool) setHealth(up bool, err error) {
 	}
 }
 
-// link returns a live shared connection, dialing one if needed.
+// link returns a live shared connection, dialing one if needed. A connection whose oldest call is already late
+// (Redis has not answered it within the timeout) is passed over for one whose is not, if there is one; and when
+// the connection's slot cannot be dialed now (a hung or busy Redis does not complete the handshake within the
+// timeout), another slot's live connection is used, if there is one, rather than failing a request that Redis
+// can still answer there.
 func (p *Pool) link() (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
 	i := int(p.next.Add(1)) % len(p.slots)
 	s := p.slots[i]
-	if l := s.cur.Load(); l != nil && !l.broken.Load() {
-		return l, nil
+	l := s.cur.Load()
+	if l == nil || l.broken.Load() {
+		var err error
+		if l, err = s.reconnect(); err != nil {
+			if o := p.other(i, false); o != nil {
+				return o, nil
+			}
+			return nil, err
+		}
 	}
-	return s.reconnect()
+	if l.late() {
+		if o := p.other(i, true); o != nil {
+			return o, nil
+		}
+	}
+	return l, nil
+}
+
+// other returns a live connection of a slot other than i (one that is not late, with onTime), or nil.
+func (p *Pool) other(i int, onTime bool) *link {
+	var found *link
+	for k := 1; k < len(p.slots); k++ {
+		o := p.slots[(i+k)%len(p.slots)].cur.Load()
+		if o == nil || o.broken.Load() {
+			continue
+		}
+		if !o.late() {
+			return o
+		}
+		if !onTime && found == nil {
+			found = o
+		}
+	}
+	return found
 }
 
 // Close closes every connection; calls in flight fail with ErrClosed or a connection error.
@@ -321,36 +549,42 @@ func (s *slot) reconnect() (*link, error) {
 	if s.lastErr != nil && time.Since(s.lastFail) < maxRedialGap && s.pool.lastDial.Load() < s.lastFail.UnixNano() {
 		return nil, s.lastErr
 	}
-	nc, _, err := s.pool.dial()
+	nc, _, named, err := s.pool.dial()
 	if err != nil {
 		s.lastFail, s.lastErr = time.Now(), err
 		return nil, err
 	}
 	s.pool.lastDial.Store(time.Now().UnixNano())
 	s.lastErr = nil
-	l := newLink(nc, s.pool.opt.Timeout, s.pool.opt.OnReadOnly)
+	var setName []byte
+	if !named {
+		setName = AppendCommand(nil, "CLIENT", "SETNAME", s.pool.opt.ClientName)
+	}
+	l := newLink(nc, s.pool.opt.Timeout, s.pool.opt.OnReadOnly, setName)
 	s.cur.Store(l)
 	return l, nil
 }
 
 // dial opens and prepares one connection to the pool's current address, which it returns too: AUTH and CLIENT
-// SETNAME, in one round trip.
-func (p *Pool) dial() (net.Conn, string, error) {
-	addr := p.Addr()
+// SETNAME, in one round trip, bounded by the timeout. A CLIENT SETNAME that Redis refuses because it is busy
+// running a script or loading its dataset (BUSY, LOADING) does not fail the connection, which is usable (AUTH
+// passed): named reports false, and the caller names it later. Any other error reply fails the dial.
+func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
+	addr = p.Addr()
 	if addr == "" {
-		return nil, addr, ErrNoAddress
+		return nil, addr, false, ErrNoAddress
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.opt.Timeout)
 	defer cancel()
-	nc, err := p.opt.Dial(ctx, "tcp", addr)
+	nc, err = p.opt.Dial(ctx, "tcp", addr)
 	if err != nil {
-		return nil, addr, fmt.Errorf("upstream: dial %s: %w", addr, err)
+		return nil, addr, false, fmt.Errorf("upstream: dial %s: %w", addr, err)
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
 	var req []byte
-	n := 0
+	n, nameAt := 0, -1
 	if p.opt.Password != "" {
 		if p.opt.Username != "" {
 			req = AppendCommand(req, "AUTH", p.opt.Username, p.opt.Password)
@@ -361,32 +595,42 @@ func (p *Pool) dial() (net.Conn, string, error) {
 	}
 	if p.opt.ClientName != "" {
 		req = AppendCommand(req, "CLIENT", "SETNAME", p.opt.ClientName)
+		nameAt = n
 		n++
 	}
 	if n == 0 {
-		return nc, addr, nil
+		return nc, addr, true, nil
 	}
 	c := &Conn{pool: p, nc: nc}
 	call := NewCall()
 	if err := c.Do(call, req, n, time.Now().Add(p.opt.Timeout)); err != nil {
 		nc.Close()
-		return nil, addr, fmt.Errorf("upstream: prepare connection to %s: %w", addr, err)
+		return nil, addr, false, fmt.Errorf("upstream: prepare connection to %s: %w", addr, err)
 	}
+	named = true
 	for i := 0; i < n; i++ {
-		if f := call.Frame(i); len(f) > 0 && f[0] == '-' {
-			nc.Close()
-			// The reply names the problem (WRONGPASS, NOAUTH) but never the password.
-			return nil, addr, fmt.Errorf("upstream: prepare connection to %s: %s", addr, bytes.TrimSpace(f[1:]))
+		f := call.Frame(i)
+		if len(f) == 0 || f[0] != '-' {
+			continue
 		}
+		if i == nameAt && (bytes.HasPrefix(f, busyReply) || bytes.HasPrefix(f, loadingReply)) {
+			named = false
+			continue
+		}
+		nc.Close()
+		// The reply names the problem (WRONGPASS, NOAUTH) but never the password.
+		return nil, addr, false, fmt.Errorf("upstream: prepare connection to %s: %s", addr, bytes.TrimSpace(f[1:]))
 	}
-	// The handshake's deadlines must not stay on a connection that lives on: a shared one is watched by its
-	// link's watchdog instead, a dedicated one takes the deadlines of each wait.
+	// The handshake's deadlines must not stay on a connection that lives on: a shared one has no deadline (each
+	// call has its own), a dedicated one takes the deadlines of each wait.
 	nc.SetDeadline(time.Time{})
-	return nc, addr, nil
+	return nc, addr, named, nil
 }
 
-// link is one shared TCP connection: writers append batches and queue their Calls, one reader goroutine hands
-// reply frames to the Calls in order, and a watchdog closes the connection when the oldest Call waits too long.
+// link is one shared TCP connection: writers append batches and queue their ops, one reader goroutine hands reply
+// frames to the ops in order. A slow reply holds up only the calls queued behind it, which wait within their own
+// bounds; the connection is closed only when it fails (or the pool is closed or retargeted), never because a
+// reply is late, so that every client gets its own reply when Redis gives it.
 type link struct {
 	nc         net.Conn
 	timeout    time.Duration
@@ -396,33 +640,74 @@ type link struct {
 
 	kick chan struct{} // wakes the writer goroutine: wbuf has bytes to send
 
+	// setName is CLIENT SETNAME for a connection whose handshake Redis answered BUSY or LOADING; it is sent before
+	// a later batch until Redis accepts it (named), one at a time (naming).
+	setName []byte
+	named   atomic.Bool
+	naming  atomic.Bool
+
+	// headEnq is the nanotime at which the oldest queued op was queued, 0 when none is: late reads it without mu.
+	headEnq atomic.Int64
+
 	mu     sync.Mutex
 	err    error
 	wbuf   []byte
 	spare  []byte
 	kicked bool // a wake-up is pending: enqueue need not kick again
-	queue  []*Call
+	queue  []*op
 	head   int
 }
 
-func newLink(nc net.Conn, timeout time.Duration, onReadOnly func()) *link {
-	l := &link{nc: nc, timeout: timeout, onReadOnly: onReadOnly, done: make(chan struct{}), kick: make(chan struct{}, 1)}
+func newLink(nc net.Conn, timeout time.Duration, onReadOnly func(), setName []byte) *link {
+	l := &link{nc: nc, timeout: timeout, onReadOnly: onReadOnly, done: make(chan struct{}), kick: make(chan struct{}, 1),
+		setName: setName}
+	l.named.Store(setName == nil)
 	go l.readLoop()
 	go l.writeLoop()
-	go l.watch()
 	return l
 }
 
-// enqueue queues call and its payload for the writer goroutine.
-func (l *link) enqueue(call *Call, payload []byte) error {
+// late reports whether the oldest call on the connection has waited longer than the timeout: Redis has not
+// answered it (hung, or busy with a script or a slow command), and a bounded call queued behind it would only
+// wait out its own timeout.
+func (l *link) late() bool { return l.lateAt(nanotime()) }
+
+func (l *link) lateAt(now int64) bool {
+	enq := l.headEnq.Load()
+	return enq != 0 && now-enq > int64(l.timeout)
+}
+
+// enqueue queues call and its payload for the writer goroutine. A bounded call that would wait behind a late one
+// fails at once with ErrTimeout instead; a forwarded one is queued all the same, and marked late.
+func (l *link) enqueue(c *Call, payload []byte) {
 	l.mu.Lock()
 	if l.err != nil {
-		err := l.err
+		c.Err = l.err
 		l.mu.Unlock()
-		return err
+		return
 	}
-	call.enq = nanotime()
-	l.queue = append(l.queue, call)
+	now := nanotime()
+	late := l.lateAt(now)
+	if c.bounded && late {
+		l.mu.Unlock()
+		c.Err = ErrTimeout
+		return
+	}
+	if !l.named.Load() && l.naming.CompareAndSwap(false, true) {
+		l.push(&op{want: 1, enq: now, done: make(chan struct{}, 1), onFrame: l.nameReply})
+		l.wbuf = append(l.wbuf, l.setName...)
+	}
+	bound := l.timeout
+	if !c.bounded {
+		bound = c.pool.opt.CommandTimeout
+	}
+	c.deadline = time.Time{}
+	if bound > 0 {
+		c.deadline = epoch.Add(time.Duration(now) + bound)
+	}
+	c.op.enq = now
+	c.queued, c.late = true, late
+	l.push(c.op)
 	l.wbuf = append(l.wbuf, payload...)
 	kick := !l.kicked
 	l.kicked = true
@@ -430,7 +715,14 @@ func (l *link) enqueue(call *Call, payload []byte) error {
 	if kick {
 		l.kick <- struct{}{}
 	}
-	return nil
+}
+
+// nameReply is what the reader does with the reply to a later CLIENT SETNAME.
+func (l *link) nameReply(frame []byte) {
+	if len(frame) > 0 && frame[0] == '+' {
+		l.named.Store(true)
+	}
+	l.naming.Store(false)
 }
 
 // writeLoop sends what clients queued. Before each write it yields once, so that every client the network poller
@@ -480,13 +772,21 @@ func (l *link) fail(err error) {
 	l.nc.Close()
 }
 
-func (l *link) peek() *Call {
+func (l *link) peek() *op {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.head < len(l.queue) {
 		return l.queue[l.head]
 	}
 	return nil
+}
+
+// push queues o. Caller holds l.mu.
+func (l *link) push(o *op) {
+	if l.head == len(l.queue) {
+		l.headEnq.Store(o.enq)
+	}
+	l.queue = append(l.queue, o)
 }
 
 func (l *link) pop() {
@@ -496,6 +796,9 @@ func (l *link) pop() {
 	if l.head == len(l.queue) {
 		l.queue = l.queue[:0]
 		l.head = 0
+		l.headEnq.Store(0)
+	} else {
+		l.headEnq.Store(l.queue[l.head].enq)
 	}
 	l.mu.Unlock()
 }
@@ -505,7 +808,7 @@ func (l *link) readLoop() {
 		buf        = make([]byte, readBufSize)
 		start, end int
 		sc         frameScanner
-		cur        *Call
+		cur        *op // the op frames go to; its mu is held while one read's frames are handed to it
 		err        error
 	)
 	for err == nil {
@@ -532,14 +835,27 @@ func (l *link) readLoop() {
 					err = fmt.Errorf("%w: unsolicited reply %q", ErrBadFrame, truncate(frame, 64))
 					break
 				}
+				cur.mu.Lock()
 			}
-			cur.Replies = append(cur.Replies, frame...)
-			cur.Ends = append(cur.Ends, len(cur.Replies))
-			if len(cur.Ends) == cur.want {
+			cur.got++
+			if c := cur.call; c != nil {
+				c.Replies = append(c.Replies, frame...)
+				c.Ends = append(c.Ends, len(c.Replies))
+			} else if cur.onFrame != nil {
+				cur.onFrame(frame)
+			}
+			if cur.got == cur.want {
+				cur.finished = true
+				cur.mu.Unlock()
 				l.pop()
 				cur.done <- struct{}{}
 				cur = nil
 			}
+		}
+		if cur != nil {
+			// Between reads a caller whose bound passed may abandon it.
+			cur.mu.Unlock()
+			cur = nil
 		}
 		switch {
 		case start == end:
@@ -564,50 +880,30 @@ func (l *link) readLoop() {
 	reason := l.err
 	pending := l.queue[l.head:]
 	l.queue, l.head = nil, 0
+	l.headEnq.Store(0)
 	l.mu.Unlock()
 	if errors.Is(reason, net.ErrClosed) {
 		reason = fmt.Errorf("upstream: connection closed: %w", reason)
 	}
-	for _, c := range pending {
-		c.Err = reason
-		c.done <- struct{}{}
+	for _, o := range pending {
+		o.mu.Lock()
+		if o.call != nil {
+			o.call.Err = reason
+		}
+		o.finished = true
+		o.mu.Unlock()
+		o.done <- struct{}{}
 	}
 	close(l.done)
-}
-
-// watch closes the connection when the oldest queued call has waited longer than the timeout: a hung upstream
-// must not hold clients longer than that, and the whole pipeline behind the late reply is lost with it.
-func (l *link) watch() {
-	period := l.timeout / 8
-	if period < time.Millisecond {
-		period = time.Millisecond
-	}
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.done:
-			return
-		case <-t.C:
-		}
-		late := false
-		l.mu.Lock()
-		if l.head < len(l.queue) {
-			late = nanotime()-l.queue[l.head].enq > int64(l.timeout)
-		}
-		l.mu.Unlock()
-		if late {
-			l.fail(ErrTimeout)
-		}
-	}
 }
 
 // Conn is a dedicated upstream connection owned by one client for as long as its state lasts (WATCH, a blocking
 // command, a subscription). It is not safe for concurrent use, except that Close may be called from any goroutine.
 type Conn struct {
-	pool  *Pool
-	nc    net.Conn
-	moved atomic.Bool // closed by Retarget: reads and writes fail with ErrRetargeted
+	pool    *Pool
+	nc      net.Conn
+	moved   atomic.Bool // closed by Retarget: reads and writes fail with ErrRetargeted
+	unnamed bool        // Redis was busy when CLIENT SETNAME was sent: not kept for reuse
 
 	buf        []byte
 	start, end int
@@ -628,11 +924,11 @@ func (p *Pool) Dedicated() (*Conn, error) {
 		return c, nil
 	}
 	p.idleMu.Unlock()
-	nc, addr, err := p.dial()
+	nc, addr, named, err := p.dial()
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{pool: p, nc: nc}
+	c := &Conn{pool: p, nc: nc, unnamed: !named}
 	p.idleMu.Lock()
 	defer p.idleMu.Unlock()
 	if addr != p.Addr() {
@@ -704,6 +1000,7 @@ func (c *Conn) ReadFrame(dst []byte, deadline time.Time) ([]byte, error) {
 func (c *Conn) Buffered() bool { return c.start < c.end }
 
 // Do writes payload (n commands) and reads their n reply frames into call, waiting until deadline (zero: no limit).
+// A dedicated connection whose wait ended early (ErrTimeout) has replies still to come: the caller closes it.
 func (c *Conn) Do(call *Call, payload []byte, n int, deadline time.Time) error {
 	call.reset(n)
 	if err := c.Write(payload); err != nil {
@@ -725,7 +1022,7 @@ func (c *Conn) Do(call *Call, payload []byte, n int, deadline time.Time) error {
 // transaction, watch, subscription or unread reply); otherwise it must Close instead.
 func (c *Conn) Release() {
 	p := c.pool
-	if c.Buffered() || p.closed.Load() {
+	if c.Buffered() || c.unnamed || p.closed.Load() {
 		c.Close()
 		return
 	}
@@ -792,8 +1089,13 @@ func truncate(b []byte, n int) []byte {
 	return b
 }
 
-// readOnlyReply starts the error a replica answers writes with.
-var readOnlyReply = []byte("-READONLY ")
+// readOnlyReply starts the error a replica answers writes with; busyReply and loadingReply those Redis answers
+// while a script runs past busy-reply-threshold and while it loads its dataset.
+var (
+	readOnlyReply = []byte("-READONLY ")
+	busyReply     = []byte("-BUSY ")
+	loadingReply  = []byte("-LOADING ")
+)
 
 var epoch = time.Now()
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,8 +20,21 @@ import (
 // ErrTrackingDown means the tracking connection is not established, so no invalidation is being received.
 var ErrTrackingDown = errors.New("upstream: tracking connection is down")
 
+// errSessionEnded is why a tracking session ends when rueidis closed its connection without saying why.
+var errSessionEnded = errors.New("upstream: tracking connection closed")
+
+const (
+	// minRedial and maxRedial bound the wait before a tracking session is dialed again after one failed: it
+	// doubles from minRedial with each failure in a row, up to maxRedial.
+	minRedial = 50 * time.Millisecond
+	maxRedial = time.Second
+	// stableChecks is how many check intervals a session must stay established for its end to count as a new
+	// failure rather than one more of a series: after that long, the next session is dialed at once.
+	stableChecks = 2
+)
+
 // TrackerOptions configures a Tracker. The callbacks are required; they run on the tracking connection's reader
-// goroutine (OnInvalidate, OnFlush) or on the tracker's own goroutine (OnUp, OnLost) and must be quick.
+// goroutine (OnInvalidate, OnFlush) or on the tracker's own goroutine (OnFlush, OnUp, OnLost) and must be quick.
 type TrackerOptions struct {
 	// Addr is the upstream node whose writes are tracked.
 	Addr string
@@ -30,14 +44,19 @@ type TrackerOptions struct {
 	TLS *tls.Config
 	// Prefixes are the key prefixes to track in BCAST mode; they must not overlap. Empty or [""] tracks every key.
 	Prefixes []string
-	// Timeout bounds dialing and the health PING: a server that does not answer a PING within Timeout after
-	// a second of silence counts as lost. If zero, DefaultTimeout is used.
+	// Timeout bounds dialing and every call on the tracking connection: a call not answered within Timeout ends
+	// the session (the connection is closed and tracking counts as lost). If zero, DefaultTimeout is used.
 	Timeout time.Duration
+	// CheckInterval is how often the tracking connection is checked with INFO commandstats: an answer proves the
+	// connection alive, and its SWAPDB count says whether another client swapped databases (Redis sends no
+	// invalidation for SWAPDB). If zero, DefaultHealthInterval is used.
+	CheckInterval time.Duration
 
 	// OnInvalidate receives the keys of an invalidation push. The slices are only valid during the call and must
 	// not be modified.
 	OnInvalidate func(keys [][]byte)
-	// OnFlush is called for a null invalidation (FLUSHALL, FLUSHDB, SWAPDB): every cached key may have changed.
+	// OnFlush is called when every cached key may have changed: a null invalidation (FLUSHALL, FLUSHDB), or a
+	// SWAPDB seen by the check.
 	OnFlush func()
 	// OnUp is called each time tracking is (re-)established; from then on every write under Prefixes produces an
 	// invalidation. runID is the server's run_id (INFO server), which changes when the server restarts.
@@ -46,6 +65,10 @@ type TrackerOptions struct {
 	OnLost func(err error)
 	// Logger receives connection errors; if nil, slog.Default().
 	Logger *slog.Logger
+
+	// swaps carries the SWAPDB count across the successive trackers of one node (SetPrefixes); nil: the tracker's
+	// own.
+	swaps *swapWatch
 }
 
 // Tracker keeps one connection to an upstream node with server-assisted invalidation in BCAST mode, through
@@ -56,15 +79,24 @@ type TrackerOptions struct {
 // and writes therefore travel on plain connections, and "is tracking intact" is one question about one connection
 // per node. rueidis calls the invalidation hook with nil both for a null push and for a dead connection; the
 // hook's error channel, closed before that nil call on a dead connection, tells the two apart.
+//
+// Each session has a rueidis client of its own, closed when the session ends, and the dedicated connection is
+// closed, never released to rueidis's pool: releasing one that had an invalidation hook makes rueidis clean it
+// with UNSUBSCRIBE, PUNSUBSCRIBE and SUNSUBSCRIBE, each followed by a PING, and a Redis busy with a script answers
+// each of those with -BUSY, one reply more than rueidis expects per pair; its reader then panics ("protocol bug,
+// message handled out of order") on a goroutine featcache cannot recover. A call that times out also ends the
+// session, so that no connection with a reply in flight is used again.
 type Tracker struct {
 	opt    TrackerOptions
 	log    *slog.Logger
+	swaps  *swapWatch
 	stop   chan struct{}
 	exited chan struct{}
 
-	mu sync.Mutex
-	dc rueidis.DedicatedClient // the live tracking connection, nil while down
-	up atomic.Bool
+	mu   sync.Mutex
+	dc   rueidis.DedicatedClient // the live tracking connection, nil while down
+	fail chan error              // ends the live session: a call on it timed out
+	up   atomic.Bool
 }
 
 // StartTracker starts tracking in the background; OnUp reports when it is established.
@@ -72,10 +104,16 @@ func StartTracker(opt TrackerOptions) *Tracker {
 	if opt.Timeout <= 0 {
 		opt.Timeout = DefaultTimeout
 	}
+	if opt.CheckInterval <= 0 {
+		opt.CheckInterval = DefaultHealthInterval
+	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	t := &Tracker{opt: opt, log: opt.Logger, stop: make(chan struct{}), exited: make(chan struct{})}
+	t := &Tracker{opt: opt, log: opt.Logger, swaps: opt.swaps, stop: make(chan struct{}), exited: make(chan struct{})}
+	if t.swaps == nil {
+		t.swaps = &swapWatch{}
+	}
 	go t.run()
 	return t
 }
@@ -96,14 +134,21 @@ func (t *Tracker) Close() {
 // Barrier returns once every invalidation the server sent before it has been handed to OnInvalidate: it sends a
 // PING on the tracking connection, and the server writes pushes and replies on one connection in order. A caller
 // that saw a write's reply and then passes a Barrier knows the invalidations of that write have been applied.
+// Any reply proves it, an error reply included: a Redis busy with another client's script answers -BUSY, after
+// the pushes it wrote before. A PING not answered before ctx ends ends the session (tracking is lost and
+// re-established) rather than leave the connection with a reply in flight.
 func (t *Tracker) Barrier(ctx context.Context) error {
 	t.mu.Lock()
-	dc := t.dc
+	dc, fail := t.dc, t.fail
 	t.mu.Unlock()
 	if dc == nil {
 		return ErrTrackingDown
 	}
-	if err := dc.Do(ctx, dc.B().Ping().Build()).Error(); err != nil {
+	if err := dc.Do(ctx, dc.B().Ping().Build()).NonRedisError(); err != nil {
+		select {
+		case fail <- err:
+		default:
+		}
 		return fmt.Errorf("upstream: tracking barrier: %w", err)
 	}
 	return nil
@@ -112,12 +157,6 @@ func (t *Tracker) Barrier(ctx context.Context) error {
 func (t *Tracker) run() {
 	defer close(t.exited)
 	backoff := time.Duration(0)
-	var client rueidis.Client
-	defer func() {
-		if client != nil {
-			client.Close()
-		}
-	}()
 	for {
 		if backoff > 0 {
 			select {
@@ -126,28 +165,7 @@ func (t *Tracker) run() {
 			case <-time.After(backoff):
 			}
 		}
-		backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
-		if client == nil {
-			var err error
-			client, err = rueidis.NewClient(rueidis.ClientOption{
-				InitAddress:       []string{t.opt.Addr},
-				Username:          t.opt.Username,
-				Password:          t.opt.Password,
-				ClientName:        "featcache-tracking",
-				ForceSingleClient: true,
-				DisableCache:      true, // no tracking on rueidis's own shared connections; ours is explicit
-				DisableRetry:      true,
-				Dialer:            dialer(t.opt.Timeout),
-				TLSConfig:         t.opt.TLS,
-				ConnWriteTimeout:  t.opt.Timeout,
-				BlockingPoolSize:  2,
-			})
-			if err != nil {
-				t.log.Warn("tracking: cannot reach upstream", "addr", t.opt.Addr, "err", err)
-				continue
-			}
-		}
-		err := t.session(client)
+		lasted, err := t.session()
 		select {
 		case <-t.stop:
 			return
@@ -156,13 +174,39 @@ func (t *Tracker) run() {
 		if err != nil {
 			t.log.Warn("tracking: connection ended", "addr", t.opt.Addr, "err", err)
 		}
+		// A session that stayed up for a while was healthy: its loss starts a new series of attempts, the first
+		// at once, instead of going on doubling the wait of failures long past.
+		if lasted >= stableChecks*t.opt.CheckInterval {
+			backoff = 0
+		} else {
+			backoff = min(max(2*backoff, minRedial), maxRedial)
+		}
 	}
 }
 
-// session establishes tracking on one dedicated connection and returns when that connection ends.
-func (t *Tracker) session(client rueidis.Client) error {
-	dc, release := client.Dedicate()
-	defer release()
+// session opens a rueidis client, establishes tracking on a dedicated connection of it and returns when that
+// connection ends, with how long tracking was up (zero if it never was). The client is closed on return.
+func (t *Tracker) session() (lasted time.Duration, err error) {
+	client, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress:       []string{t.opt.Addr},
+		Username:          t.opt.Username,
+		Password:          t.opt.Password,
+		ClientName:        "featcache-tracking",
+		ForceSingleClient: true,
+		DisableCache:      true, // no tracking on rueidis's own shared connection; ours is explicit
+		DisableRetry:      true,
+		Dialer:            dialer(t.opt.Timeout),
+		TLSConfig:         t.opt.TLS,
+		ConnWriteTimeout:  t.opt.Timeout,
+		BlockingPoolSize:  1,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cannot reach upstream: %w", err)
+	}
+	defer client.Close()
+	// Never released: see Tracker. Close ends the connection without sending anything on it.
+	dc, _ := client.Dedicate()
+	defer dc.Close()
 
 	var lost atomic.Pointer[<-chan error]
 	hook := func(msgs []rueidis.RedisMessage) {
@@ -188,10 +232,47 @@ func (t *Tracker) session(client rueidis.Client) error {
 	}
 	errc := dc.SetOnInvalidations(hook)
 	if errc == nil {
-		return errors.New("upstream: cannot install the invalidation hook")
+		return 0, errors.New("upstream: cannot install the invalidation hook")
 	}
 	lost.Store(&errc)
 
+	runID, err := t.establish(dc)
+	if err != nil {
+		return 0, err
+	}
+	fail := make(chan error, 1)
+	t.mu.Lock()
+	t.dc, t.fail = dc, fail
+	t.mu.Unlock()
+	t.up.Store(true)
+	t.opt.OnUp(runID)
+	t.log.Info("tracking: established", "addr", t.opt.Addr, "prefixes", len(t.opt.Prefixes))
+	since := time.Now()
+
+	tick := time.NewTicker(t.opt.CheckInterval)
+	defer tick.Stop()
+	for err == nil {
+		select {
+		case e, ok := <-errc:
+			err = errSessionEnded
+			if ok && e != nil {
+				err = e
+			}
+		case err = <-fail:
+		case <-tick.C:
+			err = t.check(dc, runID)
+		case <-t.stop:
+			t.down(nil)
+			return time.Since(since), nil
+		}
+	}
+	t.down(err)
+	return time.Since(since), err
+}
+
+// establish turns tracking on and reads what the session starts from: the server's run_id, and the SWAPDB count
+// (a SWAPDB since the previous session of the same server flushes, as one seen by a check would).
+func (t *Tracker) establish(dc rueidis.DedicatedClient) (runID string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), t.opt.Timeout)
 	defer cancel()
 	args := []string{"TRACKING", "ON", "BCAST"}
@@ -201,33 +282,108 @@ func (t *Tracker) session(client rueidis.Client) error {
 		}
 	}
 	if err := dc.Do(ctx, dc.B().Arbitrary("CLIENT").Args(args...).Build()).Error(); err != nil {
-		return fmt.Errorf("CLIENT TRACKING ON BCAST: %w", err)
+		return "", fmt.Errorf("CLIENT TRACKING ON BCAST: %w", err)
 	}
 	info, err := dc.Do(ctx, dc.B().Info().Section("server").Build()).ToString()
 	if err != nil {
-		return fmt.Errorf("INFO server: %w", err)
+		return "", fmt.Errorf("INFO server: %w", err)
 	}
-	t.mu.Lock()
-	t.dc = dc
-	t.mu.Unlock()
-	t.up.Store(true)
-	t.opt.OnUp(infoField(info, "run_id"))
-	t.log.Info("tracking: established", "addr", t.opt.Addr, "prefixes", len(t.opt.Prefixes))
+	runID = infoField(info, "run_id")
+	if err := t.readSwaps(ctx, dc, runID); err != nil {
+		return "", err
+	}
+	return runID, nil
+}
 
-	select {
-	case err = <-errc:
-	case <-t.stop:
-		err = nil
+// check is the periodic health check of the tracking connection: INFO commandstats, within the timeout.
+func (t *Tracker) check(dc rueidis.DedicatedClient, runID string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), t.opt.Timeout)
+	defer cancel()
+	return t.readSwaps(ctx, dc, runID)
+}
+
+// readSwaps reads INFO commandstats and flushes when a SWAPDB may have run since the last reading. A reply that
+// is an error (BUSY while a script runs, LOADING, NOPERM) still proves the connection alive; the count is read
+// next time. No reply within ctx is an error: the session ends.
+func (t *Tracker) readSwaps(ctx context.Context, dc rueidis.DedicatedClient, runID string) error {
+	res := dc.Do(ctx, dc.B().Info().Section("commandstats").Build())
+	if err := res.NonRedisError(); err != nil {
+		return fmt.Errorf("upstream: tracking check: %w", err)
 	}
+	info, err := res.ToString()
+	if err != nil {
+		return nil
+	}
+	if t.swaps.moved(runID, info) {
+		t.opt.OnFlush()
+		t.log.Warn("tracking: SWAPDB ran on the upstream (Redis sends no invalidation for it): local tier flushed",
+			"addr", t.opt.Addr)
+	}
+	return nil
+}
+
+// down records the end of an established session and reports it.
+func (t *Tracker) down(err error) {
 	t.mu.Lock()
-	t.dc = nil
+	t.dc, t.fail = nil, nil
 	t.mu.Unlock()
 	t.up.Store(false)
 	t.opt.OnLost(err)
-	if err == nil {
-		dc.Close()
+}
+
+// swapWatch tells from successive INFO commandstats readings of one server whether a SWAPDB ran in between. Redis
+// counts every SWAPDB executed (cmdstat_swapdb calls, scripts and transactions included); CONFIG RESETSTAT zeroes
+// the counts, which the count of CONFIG RESETSTAT itself (cmdstat_config|resetstat, a line that changes with each
+// reset) and INFO's own count going down reveal; a restart changes run_id, which the caller flushes for anyway.
+// Any of these moving is taken as a SWAPDB. Safe for concurrent use.
+type swapWatch struct {
+	mu    sync.Mutex
+	known bool
+	runID string
+	last  swapStats
+}
+
+// swapStats is what swapWatch compares from one reading.
+type swapStats struct {
+	swaps  int64  // cmdstat_swapdb calls
+	resets string // the cmdstat_config|resetstat line, "" when absent
+	infos  int64  // cmdstat_info calls: only grows (the checks themselves are INFO calls) unless reset
+}
+
+// moved records the reading info of server runID and reports whether a SWAPDB may have run since the previous
+// reading of the same server.
+func (w *swapWatch) moved(runID, info string) bool {
+	cur := readSwapStats(info)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	prev, same := w.last, w.known && w.runID == runID
+	w.known, w.runID, w.last = true, runID, cur
+	return same && (cur.swaps != prev.swaps || cur.resets != prev.resets || cur.infos < prev.infos)
+}
+
+func readSwapStats(info string) swapStats {
+	var s swapStats
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if v, ok := strings.CutPrefix(line, "cmdstat_swapdb:"); ok {
+			s.swaps = statCalls(v)
+		} else if v, ok := strings.CutPrefix(line, "cmdstat_info:"); ok {
+			s.infos = statCalls(v)
+		} else if strings.HasPrefix(line, "cmdstat_config|resetstat:") {
+			s.resets = line
+		}
 	}
-	return err
+	return s
+}
+
+// statCalls reads calls=N from a commandstats value ("calls=N,usec=...").
+func statCalls(v string) int64 {
+	v, _ = strings.CutPrefix(v, "calls=")
+	if i := strings.IndexByte(v, ','); i >= 0 {
+		v = v[:i]
+	}
+	n, _ := strconv.ParseInt(v, 10, 64)
+	return n
 }
 
 // infoField returns the value of field in an INFO reply ("field:value" lines).
@@ -242,7 +398,7 @@ func infoField(info, field string) string {
 
 // dialer is the rueidis dialer for the tracking connection. rueidis pings a connection after KeepAlive of silence
 // and drops it when the PING is not answered within ConnWriteTimeout, so a hung server counts as a lost one
-// within about a second plus the timeout.
+// within about a second plus the timeout, as it does through the check.
 func dialer(timeout time.Duration) net.Dialer {
 	return net.Dialer{Timeout: timeout, KeepAlive: time.Second}
 }
