@@ -933,12 +933,17 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 	reply, err := conn.ReadFrame(c.call.Replies[:0], overall)
 	if err == nil {
 		rid, ok := parseRedisInt(bytes.TrimSuffix(bytes.TrimPrefix(reply, []byte(":")), []byte("\r\n")))
-		if !ok {
-			err = fmt.Errorf("%w: CLIENT ID answered %q", upstream.ErrBadFrame, reply)
-		} else {
+		switch {
+		case ok:
 			c.setBlocked(conn, rid, blockedName(req))
 			reply, err = conn.ReadFrame(reply[:0], overall)
 			c.setBlocked(nil, 0, "")
+		case len(reply) > 0 && reply[0] == '-':
+			// Redis refused CLIENT ID (BUSY, LOADING, ...): it answers the command after it as it sees fit, and
+			// that reply is the client's; the command cannot be unblocked by id meanwhile.
+			reply, err = conn.ReadFrame(reply[:0], overall)
+		default:
+			err = fmt.Errorf("%w: CLIENT ID answered %q", upstream.ErrBadFrame, reply)
 		}
 	}
 	if stop() {
