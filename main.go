@@ -24,8 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"featcache/config"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/proxy"
 	"featcache/upstream"
 )
@@ -96,11 +96,11 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 	}
 
 	// load reads the file and applies the flags; a reload (SIGHUP, CACHE RELOAD) calls it again.
-	load := func() (*policy.Config, error) {
-		cfg := policy.Default()
+	load := func() (*config.Config, error) {
+		cfg := config.Default()
 		if *configPath != "" {
 			var err error
-			if cfg, err = policy.Load(*configPath); err != nil {
+			if cfg, err = config.Load(*configPath); err != nil {
 				return nil, err
 			}
 		}
@@ -109,7 +109,7 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 		}
 		if *upstreams != "" {
 			cfg.Upstream.Addresses = strings.Split(*upstreams, ",")
-			cfg.Upstream.Sentinel = policy.Sentinel{}
+			cfg.Upstream.Sentinel = config.Sentinel{}
 		}
 		if *admin != "" {
 			cfg.Admin = *admin
@@ -173,7 +173,7 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 		Timeout:        cfg.Upstream.Timeout,
 		CommandTimeout: cfg.Upstream.CommandTimeout,
 		Tracking:       cfg.Upstream.Tracking,
-		Prefixes:       policy.NewMatcher(cfg.Policies).TrackingPrefixes(),
+		Prefixes:       config.NewMatcher(cfg.Policies).TrackingPrefixes(),
 		Cache:          cache,
 		Logger:         log,
 	})
@@ -272,7 +272,7 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 }
 
 // sentinelOptions returns the upstream's Sentinel options, nil when Sentinel is off.
-func sentinelOptions(s policy.Sentinel) *upstream.SentinelOptions {
+func sentinelOptions(s config.Sentinel) *upstream.SentinelOptions {
 	if !s.Enabled() {
 		return nil
 	}
@@ -280,14 +280,14 @@ func sentinelOptions(s policy.Sentinel) *upstream.SentinelOptions {
 }
 
 // upstreamName is the upstream as the start-up log shows it: its addresses, or the master set and its sentinels.
-func upstreamName(u policy.Upstream) string {
+func upstreamName(u config.Upstream) string {
 	if u.Sentinel.Enabled() {
 		return "sentinel:" + u.Sentinel.MasterSet + "@" + strings.Join(u.Sentinel.Addresses, ",")
 	}
 	return strings.Join(u.Addresses, ",")
 }
 
-func policyNames(ps []*policy.Policy) string {
+func policyNames(ps []*config.Policy) string {
 	names := make([]string, len(ps))
 	for i, p := range ps {
 		names[i] = p.Name

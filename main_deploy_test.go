@@ -20,8 +20,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"featcache/config"
 	"featcache/internal/redistest"
-	"featcache/policy"
 )
 
 // The files in deploy/, checked as far as this machine can without a container engine or a cluster: every
@@ -40,7 +40,7 @@ func TestDeployManifests(t *testing.T) {
 	for _, dir := range dirs {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			objs := loadManifests(t, dir)
-			configs := map[string]*policy.Config{} // ConfigMap name -> its featcache configuration
+			configs := map[string]*config.Config{} // ConfigMap name -> its featcache configuration
 			for _, o := range objs {
 				if o.Kind != "ConfigMap" {
 					continue
@@ -51,7 +51,7 @@ func TestDeployManifests(t *testing.T) {
 				if !ok {
 					continue
 				}
-				cfg, err := policy.Parse([]byte(text))
+				cfg, err := config.Parse([]byte(text))
 				if err != nil {
 					t.Errorf("%s: ConfigMap %s: config.yaml: %v", o.file, o.Name, err)
 					continue
@@ -122,7 +122,7 @@ func TestDeployManifests(t *testing.T) {
 
 // checkFeatcachePod checks the featcache container of a Deployment's pod (a container or a native sidecar)
 // against the configuration it mounts.
-func checkFeatcachePod(t *testing.T, o manifest, d deployment, configs map[string]*policy.Config) {
+func checkFeatcachePod(t *testing.T, o manifest, d deployment, configs map[string]*config.Config) {
 	t.Helper()
 	pod := d.Spec.Template.Spec
 	var fc *container

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"featcache/policy"
+	"featcache/feast"
 )
 
 // runFeast is the Feast workload: entities stored exactly in Feast's Redis layout, read the way Feast's online
@@ -243,7 +243,7 @@ func newFeastWorkload(entities, views, features int) *feastWorkload {
 		w.views = append(w.views, name)
 		var fs [][]byte
 		for f := 0; f < features; f++ {
-			fs = append(fs, policy.FeastFieldID(name, fmt.Sprintf("feature_%d", f)))
+			fs = append(fs, feast.FieldID(name, fmt.Sprintf("feature_%d", f)))
 		}
 		w.fields = append(w.fields, append(fs, []byte("_ts:"+name)))
 	}
@@ -251,7 +251,7 @@ func newFeastWorkload(entities, views, features int) *feastWorkload {
 }
 
 func (w *feastWorkload) key(i int) []byte {
-	return policy.AppendFeastKey(nil, w.project, []string{"entity_id"}, []policy.FeastValue{policy.FeastInt64(int64(i))})
+	return feast.AppendKey(nil, w.project, []string{"entity_id"}, []feast.Value{feast.Int64(int64(i))})
 }
 
 // config is featcache's configuration for the workload: the project's views cached, tracking on.
@@ -275,7 +275,7 @@ func (w *feastWorkload) seed(addr string) error {
 		return err
 	}
 	defer rc.Close()
-	ts := policy.AppendFeastTimestamp(nil, time.Now())
+	ts := feast.AppendTimestamp(nil, time.Now())
 	const pipeline = 256
 	for start := 0; start < w.entities; start += pipeline {
 		n := min(pipeline, w.entities-start)

@@ -6,8 +6,8 @@ import "time"
 // this once per policy (at load and reload) and passes a pointer on every call; the tier only reads it,
 // so one Policy may be shared by any number of goroutines as long as nobody modifies it.
 //
-// localcache does not import the policy package on purpose: the tier stays testable on its own and the
-// policy package is free to change its shape.
+// localcache does not import the config package on purpose: the tier stays testable on its own and the
+// config package is free to change its shape.
 type Policy struct {
 	// SoftTTL is the age after which an entry is still served but should be refreshed in the background.
 	SoftTTL time.Duration

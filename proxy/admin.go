@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"featcache/config"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/upstream"
 )
 
@@ -94,7 +94,7 @@ func (c *client) cmdCache(args [][]byte) {
 // once when the file is missing or the key holds no sorted set; the warm-up itself runs in the background
 // (progress: CACHE STATS, the log, featcache_warm_*).
 func (c *client) cacheWarm(kind, name []byte) {
-	var src policy.WarmSource
+	var src config.WarmSource
 	switch strings.ToLower(string(kind)) {
 	case "file":
 		src.File = string(name)
@@ -343,7 +343,7 @@ func stateName(st localcache.State) string {
 }
 
 // explainHash renders CACHE EXPLAIN of a cached hash: its fields, or one field's policy and state.
-func (c *client) explainHash(b *bytes.Buffer, key, field []byte, pol *policy.Policy, now time.Time) []byte {
+func (c *client) explainHash(b *bytes.Buffer, key, field []byte, pol *config.Policy, now time.Time) []byte {
 	ps := c.srv.policies.Load()
 	b.WriteString("kind:hash\r\n")
 	c.srv.cache.LookupHash(key, now, func(e localcache.HashEntry) {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"featcache/config"
 	"featcache/internal/redistest"
-	"featcache/policy"
 )
 
 // Clients that do not read their replies: featcache writes a client's replies as they are produced, and the write
@@ -229,7 +229,7 @@ policies:
 	if p.srv.Stats().MemoryLimits.Load() == 0 {
 		t.Error("no client was closed by the budget")
 	}
-	if limit := int64(budget + clients*policy.ClientBaselineBytes + 2<<20); held > limit {
+	if limit := int64(budget + clients*config.ClientBaselineBytes + 2<<20); held > limit {
 		t.Errorf("the blocked clients hold %d KB; want at most the budget plus their baselines (%d KB)", held>>10, limit>>10)
 	}
 }

@@ -430,7 +430,7 @@ func (c *client) flush() bool {
 }
 
 // retainBytes is the capacity a reply or payload buffer may keep between batches; larger ones, grown by a large
-// batch, are dropped, so that an idle client holds little more than policy.ClientBaselineBytes.
+// batch, are dropped, so that an idle client holds little more than config.ClientBaselineBytes.
 const retainBytes = 32 << 10
 
 // trim drops buffers a large batch grew, once the batch is done.

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"featcache/config"
 	"featcache/internal/redistest"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/upstream"
 )
 
@@ -40,7 +40,7 @@ func BenchmarkColdStartReady100k(b *testing.B) {
 		}
 	}
 	file := writeKeysFile(b, keyList("feat:", 0, n))
-	for _, rate := range []int{policy.DefaultWarmRate, 1000000} {
+	for _, rate := range []int{config.DefaultWarmRate, 1000000} {
 		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
 			var total time.Duration
 			for i := 0; i < b.N; i++ {
@@ -62,7 +62,7 @@ policies:
 
 // coldStart starts a featcache as main does and returns how long it took to be ready with want keys loaded.
 func coldStart(b *testing.B, redis *redistest.Server, yamlCfg string, want int) time.Duration {
-	cfg, err := policy.Parse([]byte(yamlCfg))
+	cfg, err := config.Parse([]byte(yamlCfg))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func coldStart(b *testing.B, redis *redistest.Server, yamlCfg string, want int) 
 	defer cache.Close()
 	up, err := upstream.New(upstream.Options{
 		Addresses: cfg.Upstream.Addresses, Timeout: cfg.Upstream.Timeout, Tracking: true,
-		Prefixes: policy.NewMatcher(cfg.Policies).TrackingPrefixes(), Cache: cache, Logger: log,
+		Prefixes: config.NewMatcher(cfg.Policies).TrackingPrefixes(), Cache: cache, Logger: log,
 	})
 	if err != nil {
 		b.Fatal(err)

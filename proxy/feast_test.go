@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"featcache/feast"
 	"featcache/internal/redistest"
-	"featcache/policy"
 )
 
 // feastConfig is a Feast project with a fast-changing feature view (short TTLs) and a slow one whose rows expire
@@ -47,10 +47,10 @@ func feastInt64(v int64) string { return string(binary.AppendUvarint([]byte{0x20
 func feastStr(s string) string  { return string(append([]byte{0x12, byte(len(s))}, s...)) }
 
 func feastKey(userID int64) string {
-	return string(policy.AppendFeastKey(nil, "fraud_detection", []string{"user_id"}, []policy.FeastValue{policy.FeastInt64(userID)}))
+	return string(feast.AppendKey(nil, "fraud_detection", []string{"user_id"}, []feast.Value{feast.Int64(userID)}))
 }
 
-func fid(view, feature string) string { return string(policy.FeastFieldID(view, feature)) }
+func fid(view, feature string) string { return string(feast.FieldID(view, feature)) }
 
 // writeFeastRow writes one entity's rows as Feast's materialization does: HSET of the fields and the event time.
 func writeFeastRow(t *testing.T, redis *redistest.Server, user int64, count int64, sum float64, age int64, country string, txnTS, profileTS time.Time) {
@@ -58,10 +58,10 @@ func writeFeastRow(t *testing.T, redis *redistest.Server, user int64, count int6
 	redis.Do("HSET", feastKey(user),
 		fid("txn_stats", "count_1h"), feastInt64(count),
 		fid("txn_stats", "sum_1h"), feastDouble(sum),
-		"_ts:txn_stats", string(policy.AppendFeastTimestamp(nil, txnTS)),
+		"_ts:txn_stats", string(feast.AppendTimestamp(nil, txnTS)),
 		fid("user_profile", "age"), feastInt64(age),
 		fid("user_profile", "country"), feastStr(country),
-		"_ts:user_profile", string(policy.AppendFeastTimestamp(nil, profileTS)),
+		"_ts:user_profile", string(feast.AppendTimestamp(nil, profileTS)),
 	)
 }
 
@@ -110,7 +110,7 @@ func TestFeastLayout(t *testing.T) {
 	users := []int64{1, 2, 3} // user 3 has no row at all
 
 	txnTS := func(u int64) string {
-		return string(policy.AppendFeastTimestamp(nil, now.Add(-time.Minute)))
+		return string(feast.AppendTimestamp(nil, now.Add(-time.Minute)))
 	}
 	wantTxn := []string{
 		feastReply(feastInt64(7), feastDouble(12.5), txnTS(1)),
@@ -118,9 +118,9 @@ func TestFeastLayout(t *testing.T) {
 		feastReply("(nil)", "(nil)", "(nil)"),
 	}
 	wantProfile := []string{
-		feastReply(feastInt64(41), feastStr("NL"), string(policy.AppendFeastTimestamp(nil, now.Add(-time.Hour)))),
+		feastReply(feastInt64(41), feastStr("NL"), string(feast.AppendTimestamp(nil, now.Add(-time.Hour)))),
 		// The profile row is older than max_event_age: its features are missing, its event time is served.
-		feastReply("(nil)", "(nil)", string(policy.AppendFeastTimestamp(nil, now.Add(-30*time.Hour)))),
+		feastReply("(nil)", "(nil)", string(feast.AppendTimestamp(nil, now.Add(-30*time.Hour)))),
 		feastReply("(nil)", "(nil)", "(nil)"),
 	}
 	for round := 0; round < 2; round++ { // the second round is answered from memory
@@ -171,15 +171,15 @@ func TestFeastLayout(t *testing.T) {
 	// Event-age expiry moves with time: 24h later user 1's profile row is too old as well.
 	p.clock.Advance(23 * time.Hour)
 	_, profile := feastRead(t, c, []int64{1})
-	if want := feastReply("(nil)", "(nil)", string(policy.AppendFeastTimestamp(nil, now.Add(-time.Hour)))); profile[0] != want {
+	if want := feastReply("(nil)", "(nil)", string(feast.AppendTimestamp(nil, now.Add(-time.Hour)))); profile[0] != want {
 		t.Fatalf("user 1's profile past max_event_age: got %q; want %q", profile[0], want)
 	}
 
 	// Invalidation on HSET: a materialization through featcache updates what is served at once.
 	now = p.clock.Now()
-	c.Do("HSET", feastKey(1), fid("user_profile", "age"), feastInt64(42), "_ts:user_profile", string(policy.AppendFeastTimestamp(nil, now)))
+	c.Do("HSET", feastKey(1), fid("user_profile", "age"), feastInt64(42), "_ts:user_profile", string(feast.AppendTimestamp(nil, now)))
 	_, profile = feastRead(t, c, []int64{1})
-	if want := feastReply(feastInt64(42), feastStr("NL"), string(policy.AppendFeastTimestamp(nil, now))); profile[0] != want {
+	if want := feastReply(feastInt64(42), feastStr("NL"), string(feast.AppendTimestamp(nil, now))); profile[0] != want {
 		t.Fatalf("after HSET: got %q; want %q", profile[0], want)
 	}
 }
@@ -238,7 +238,7 @@ func TestFeastStaleAndFaults(t *testing.T) {
 	redistest.Eventually(t, 5*time.Second, "one background refresh of txn_stats", func() bool {
 		return upstreamCalls(t, p.redis, "hmget") == before+1
 	})
-	want := feastReply(feastInt64(8), feastDouble(13.5), string(policy.AppendFeastTimestamp(nil, now)))
+	want := feastReply(feastInt64(8), feastDouble(13.5), string(feast.AppendTimestamp(nil, now)))
 	redistest.Eventually(t, 5*time.Second, "the refreshed row", func() bool {
 		got, _ := feastRead(t, c, users)
 		return got[0] == want

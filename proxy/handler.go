@@ -5,8 +5,8 @@ import (
 	"context"
 	"time"
 
+	"featcache/config"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/upstream"
 	"featcache/warm"
 )
@@ -589,7 +589,7 @@ var upstreamFailures = [][]byte{
 }
 
 // policyOf returns the policy of key, or nil; used by admin commands.
-func (c *client) policyOf(key []byte) (*policy.Policy, *localcache.Policy) {
+func (c *client) policyOf(key []byte) (*config.Policy, *localcache.Policy) {
 	ps := c.srv.policies.Load()
 	pol := ps.matcher.Match(key)
 	if pol == nil {

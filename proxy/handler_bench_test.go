@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"testing"
 
+	"featcache/config"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/upstream"
 )
 
@@ -23,7 +23,7 @@ func benchServer(b *testing.B, n int) *Server { return benchServerWith(b, n, def
 // benchServerWith is benchServer with another configuration; its first policy must cache key:*.
 func benchServerWith(b *testing.B, n int, yamlCfg string) *Server {
 	b.Helper()
-	cfg, err := policy.Parse([]byte(yamlCfg))
+	cfg, err := config.Parse([]byte(yamlCfg))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"featcache/config"
 	"featcache/internal/redistest"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/upstream"
 )
 
@@ -25,7 +25,7 @@ type testProxy struct {
 	srv   *Server
 	cache *localcache.Cache
 	up    *upstream.Client
-	cfg   *policy.Config
+	cfg   *config.Config
 	addr  string
 	clock *testClock
 }
@@ -98,7 +98,7 @@ func newProxyOn(t testing.TB, redis *redistest.Server, yamlCfg string, opts ...f
 // newProxyAt is startProxyAt without waiting for the upstream.
 func newProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg string, opts ...func(*Options)) *testProxy {
 	t.Helper()
-	cfg, err := policy.Parse([]byte(yamlCfg))
+	cfg, err := config.Parse([]byte(yamlCfg))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -131,7 +131,7 @@ func newProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg s
 		Timeout:        cfg.Upstream.Timeout,
 		CommandTimeout: cfg.Upstream.CommandTimeout,
 		Tracking:       cfg.Upstream.Tracking,
-		Prefixes:       policy.NewMatcher(cfg.Policies).TrackingPrefixes(),
+		Prefixes:       config.NewMatcher(cfg.Policies).TrackingPrefixes(),
 		Cache:          cache,
 		Logger:         log,
 	})

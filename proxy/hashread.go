@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"time"
 
+	"featcache/config"
+	"featcache/feast"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/upstream"
 )
 
 // Cached hash reads: HGET, HMGET and HGETALL are answered from the local tier like GET, field by field. Each field
-// follows its own policy: a field of a Feast feature view (policy.Matcher.FieldPolicy) its view's, any other field
+// follows its own policy: a field of a Feast feature view (config.Matcher.FieldPolicy) its view's, any other field
 // its key's. Every reply is one Redis could have given at a single instant, as Redis's own HMGET and HGETALL are:
 // it is answered from memory only when every field it needs was read by one fill (localcache.Lookup.Fill), at no
 // upstream read and no allocation; otherwise the fill reads every field it needs, in the pipeline segment's round
@@ -41,12 +42,12 @@ type hashRead struct {
 	fieldTTL bool
 	fill     *localcache.Fill
 	ps       *policySet
-	pol      *policy.Policy
+	pol      *config.Policy
 }
 
 // eventTime is a feature view's row event time as one read saw it.
 type eventTime struct {
-	view  *policy.FeatureView
+	view  *config.FeatureView
 	at    time.Time
 	known bool   // the _ts field was read and parsed
 	fill  uint32 // the fill that read it, when read from memory
@@ -54,7 +55,7 @@ type eventTime struct {
 
 // hashScratch is a client's reused space for hash lookups, so a fully cached read allocates nothing.
 type hashScratch struct {
-	pols  []*policy.Policy     // each field's policy
+	pols  []*config.Policy     // each field's policy
 	lps   []*localcache.Policy // and its local-tier form
 	elems []byte               // reply elements known at lookup, concatenated in the entry's order
 	spans []span               // each field's element in elems; start -1 when not known
@@ -63,7 +64,7 @@ type hashScratch struct {
 	fill  uint32 // the fill that read the fields served, when one did
 	mixed bool   // fields served were read by different fills
 	stale bool
-	count *policy.Policy // the policy the read is counted under (see countingPolicy)
+	count *config.Policy // the policy the read is counted under (see countingPolicy)
 	age   time.Duration  // the age of the oldest field served
 }
 
@@ -80,8 +81,8 @@ func (hs *hashScratch) elem(i int) []byte {
 
 // fieldPolicy returns a field's policy: its feature view's when the key is a Feast key and the field belongs to a
 // configured view, else the key's.
-func fieldPolicy(ps *policySet, keyPol *policy.Policy, field []byte) (*policy.Policy, *localcache.Policy) {
-	if keyPol.Name == policy.FeastKeyPolicy {
+func fieldPolicy(ps *policySet, keyPol *config.Policy, field []byte) (*config.Policy, *localcache.Policy) {
+	if keyPol.Name == config.FeastKeyPolicy {
 		if vp := ps.matcher.FieldPolicy(field); vp != nil {
 			return vp, &ps.local[vp.Index]
 		}
@@ -154,7 +155,7 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 // and the event time of each feature view with max_event_age they belong to, is cached and servable, and all were
 // read by one fill. Then their reply elements are in c.hs (elems, spans). allowDead: serve_stale after an
 // upstream failure, which answers from what it has, read by one fill or not.
-func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *policy.Policy, now time.Time, allowDead bool) bool {
+func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *config.Policy, now time.Time, allowDead bool) bool {
 	hs := &c.hs
 	hs.elems, hs.spans, hs.times, hs.stale = hs.elems[:0], hs.spans[:0], hs.times[:0], false
 	hs.pols, hs.lps, hs.age, hs.fill, hs.mixed = hs.pols[:0], hs.lps[:0], 0, 0, false
@@ -228,7 +229,7 @@ func (c *client) fetchFields(fields [][]byte) [][]byte {
 // countingPolicy returns the policy a hash read of fields with policies pols is counted under, in
 // featcache_requests_total and featcache_served_age_seconds: the feature view's when every field belongs to one
 // view (Feast reads one view's features and its event time per HMGET), else the key's.
-func countingPolicy(keyPol *policy.Policy, pols []*policy.Policy) *policy.Policy {
+func countingPolicy(keyPol *config.Policy, pols []*config.Policy) *config.Policy {
 	if len(pols) == 0 {
 		return keyPol
 	}
@@ -242,12 +243,12 @@ func countingPolicy(keyPol *policy.Policy, pols []*policy.Policy) *policy.Policy
 
 // needsEventTime reports whether field is a feature of a view with max_event_age (the row's event time decides
 // whether it is served).
-func needsEventTime(fp *policy.Policy, field []byte) bool {
+func needsEventTime(fp *config.Policy, field []byte) bool {
 	return fp.View != nil && fp.View.MaxEventAge > 0 && string(field) != fp.View.EventTimeField
 }
 
 // noteEventTime records a feature view's row event time as the entry holds it, once per read.
-func noteEventTime(times []eventTime, e localcache.HashEntry, v *policy.FeatureView, lp *localcache.Policy, allowDead bool) []eventTime {
+func noteEventTime(times []eventTime, e localcache.HashEntry, v *config.FeatureView, lp *localcache.Policy, allowDead bool) []eventTime {
 	for _, et := range times {
 		if et.view == v {
 			return times
@@ -257,7 +258,7 @@ func noteEventTime(times []eventTime, e localcache.HashEntry, v *policy.FeatureV
 	if raw, missing, lk := e.Field([]byte(v.EventTimeField), lp, allowDead); lk.State != localcache.StateMiss {
 		et.known, et.fill = true, lk.Fill
 		if !missing {
-			et.at, _ = policy.ParseFeastTimestamp(raw)
+			et.at, _ = feast.ParseTimestamp(raw)
 		}
 	}
 	return append(times, et)
@@ -265,7 +266,7 @@ func noteEventTime(times []eventTime, e localcache.HashEntry, v *policy.FeatureV
 
 // tooOld reports whether field, of a feature view with max_event_age, belongs to a row whose event time is unknown
 // or older than that at now: Feast's per-row TTL, per feature view.
-func tooOld(fp *policy.Policy, field []byte, times []eventTime, now time.Time) bool {
+func tooOld(fp *config.Policy, field []byte, times []eventTime, now time.Time) bool {
 	if !needsEventTime(fp, field) {
 		return false
 	}
@@ -279,7 +280,7 @@ func tooOld(fp *policy.Policy, field []byte, times []eventTime, now time.Time) b
 
 // appendFieldsReply appends the reply of HGET or HMGET: each field's element as elem gives it, nil for features of
 // rows older than their view's max_event_age. pols are the fields' policies.
-func appendFieldsReply(dst []byte, kind hashCmd, fields [][]byte, pols []*policy.Policy,
+func appendFieldsReply(dst []byte, kind hashCmd, fields [][]byte, pols []*config.Policy,
 	times []eventTime, now time.Time, elem func(i int) []byte) []byte {
 	if kind == hashMGet {
 		dst = appendArrayLen(dst, len(fields))
@@ -297,7 +298,7 @@ func appendFieldsReply(dst []byte, kind hashCmd, fields [][]byte, pols []*policy
 // serveHashAll answers HGETALL from a complete cached image of the hash, if there is one whose every field may
 // be served and was read by the fill that read the image (unless allowDead: serve-stale answers from what it has);
 // it reports whether it did.
-func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *policy.Policy, now time.Time, allowDead bool) ([]byte, bool) {
+func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *config.Policy, now time.Time, allowDead bool) ([]byte, bool) {
 	hs := &c.hs
 	hs.elems, hs.times, hs.stale, hs.count, hs.age = hs.elems[:0], hs.times[:0], false, pol, 0
 	lp := &ps.local[pol.Index]
@@ -444,7 +445,7 @@ func (c *client) emitHashRead(dst []byte, h *hole) []byte {
 		return append(append(dst[:mark], hdr...), append([]byte(nil), dst[body:]...)...)
 	}
 	times := timesFrom(nil, res.Hash, hr.ps, hr.pol)
-	pols := make([]*policy.Policy, len(hr.fields))
+	pols := make([]*config.Policy, len(hr.fields))
 	for i, f := range hr.fields {
 		pols[i], _ = fieldPolicy(hr.ps, hr.pol, f)
 	}
@@ -454,7 +455,7 @@ func (c *client) emitHashRead(dst []byte, h *hole) []byte {
 }
 
 // timesFrom adds to known the event times a fill read.
-func timesFrom(known []eventTime, res *localcache.HashResult, ps *policySet, pol *policy.Policy) []eventTime {
+func timesFrom(known []eventTime, res *localcache.HashResult, ps *policySet, pol *config.Policy) []eventTime {
 	times := append([]eventTime(nil), known...)
 	for _, fr := range res.Fields {
 		vp, _ := fieldPolicy(ps, pol, fr.Field)
@@ -463,7 +464,7 @@ func timesFrom(known []eventTime, res *localcache.HashResult, ps *policySet, pol
 		}
 		et := eventTime{view: vp.View, known: true}
 		if !fr.Missing {
-			et.at, _ = policy.ParseFeastTimestamp(fr.Value)
+			et.at, _ = feast.ParseTimestamp(fr.Value)
 		}
 		replaced := false
 		for i := range times {
@@ -492,7 +493,7 @@ func fieldElement(res *localcache.HashResult, field []byte) []byte {
 }
 
 // refreshHash starts a background refresh of a hash read's fields unless one is in flight.
-func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySet, pol *policy.Policy) {
+func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySet, pol *config.Policy) {
 	hr := &hashRead{key: bytes.Clone(key), fetch: cloneAll(fields), ps: ps, pol: pol, cmd: hashMGet,
 		fieldTTL: c.srv.tbl.Load().fieldTTL}
 	if all {

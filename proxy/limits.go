@@ -8,7 +8,7 @@ package proxy
 // A client's memory is its read buffer, its pending replies and its transaction queue. The Reader bounds the
 // first by limits.max_request_bytes, the transaction queue is bounded by the same, and replies are written as they
 // are produced (whenever outputFlushBytes are ready) and a single reply is bounded by limits.max_output_bytes.
-// Each client may hold policy.ClientBaselineBytes without asking; what it holds beyond that is reserved from one
+// Each client may hold config.ClientBaselineBytes without asking; what it holds beyond that is reserved from one
 // budget shared by every client, before the read buffer grows and as replies grow. A client that cannot reserve
 // what it needs is told so and disconnected: featcache's memory stays bounded by local.max_memory,
 // limits.max_clients x the baseline, and limits.max_clients_memory, whatever the clients send.
@@ -20,7 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"featcache/policy"
+	"featcache/config"
 )
 
 const (
@@ -108,7 +108,7 @@ func (c *client) footprint() int {
 // account makes the client's reservation from the shared budget match its buffers plus extra bytes it is about to
 // allocate, and reports false when the budget cannot cover them (the reservation is then left as it was).
 func (c *client) account(extra int) bool {
-	want := max(int64(c.footprint()+extra)-policy.ClientBaselineBytes, 0)
+	want := max(int64(c.footprint()+extra)-config.ClientBaselineBytes, 0)
 	switch d := want - c.reserved; {
 	case d > 0:
 		if !c.srv.budget.take(d) {

@@ -7,13 +7,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"featcache/policy"
+	"featcache/config"
 )
 
 // The metrics of featcache, in one place. Labels are low-cardinality only: a policy name, a command class, a result;
 // never a key.
 //
-// The request path counts with plain atomics (policyCounters, one set per policy, found by policy.Index through the
+// The request path counts with plain atomics (policyCounters, one set per policy, found by config.Index through the
 // policy set the lookup already loaded), exported by statsCollector at scrape time: no label lookup, map access or
 // allocation on the hit path. Upstream round trips are observed in a client_golang histogram whose children are
 // resolved once, at start.
@@ -174,7 +174,7 @@ func (m *serverMetrics) observeUpstream(class int, start time.Time) {
 }
 
 // countersFor returns the counters of pol in the policy set, or those of keys without a policy.
-func (ps *policySet) countersFor(pol *policy.Policy) *policyCounters {
+func (ps *policySet) countersFor(pol *config.Policy) *policyCounters {
 	if pol == nil {
 		return ps.none
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"featcache/policy"
+	"featcache/config"
 )
 
 // ReloadResult says what a reload applied and what it could not.
@@ -16,11 +16,11 @@ type ReloadResult struct {
 	Policies int
 	// TrackingChanged is true when the tracked BCAST prefixes changed.
 	TrackingChanged bool
-	// RestartNeeded names the changed settings that only a restart applies (policy.Config.RestartFields); they
+	// RestartNeeded names the changed settings that only a restart applies (config.Config.RestartFields); they
 	// keep their running values.
 	RestartNeeded []string
 	// NextStart names the changed settings that only the warm-up at the next start reads
-	// (policy.Config.NextStartFields).
+	// (config.Config.NextStartFields).
 	NextStart []string
 }
 
@@ -83,7 +83,7 @@ func (s *Server) reload() (ReloadResult, error) {
 	}
 	if enabled, _ := s.up.Tracking(); enabled {
 		old := s.up.Prefixes()
-		want := policy.NewMatcher(applied.Policies).TrackingPrefixes()
+		want := config.NewMatcher(applied.Policies).TrackingPrefixes()
 		slices.Sort(want)
 		if !slices.Equal(old, want) {
 			ctx, cancel := context.WithTimeout(context.Background(), max(5*time.Second, 5*s.up.Timeout()))
@@ -114,11 +114,11 @@ func (s *Server) reload() (ReloadResult, error) {
 // policy whose keys were tracked at every switch gets the zero time. Keys are judged by the policy's literal
 // prefix (a pattern's bytes before its first wildcard), which errs on the side of ignoring entries. Called under
 // reloadMu, or before the server is shared.
-func (s *Server) notBefore(p *policy.Policy) time.Time {
+func (s *Server) notBefore(p *config.Policy) time.Time {
 	if !p.Cache {
 		return time.Time{}
 	}
-	lit := policy.NewMatcher([]*policy.Policy{p}).TrackingPrefixes()
+	lit := config.NewMatcher([]*config.Policy{p}).TrackingPrefixes()
 	var t time.Time
 	for _, c := range s.coverage {
 		if len(lit) == 1 && !covered(lit[0], c.old) && c.since.After(t) {
@@ -144,4 +144,4 @@ func covered(prefix string, tracked []string) bool {
 
 // Config returns the running configuration: the one the server started with, as reloads changed it. It must not
 // be modified.
-func (s *Server) Config() *policy.Config { return s.cfg.Load() }
+func (s *Server) Config() *config.Config { return s.cfg.Load() }

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"featcache/config"
 	"featcache/internal/redistest"
-	"featcache/policy"
 )
 
 // reloadable is a proxy whose configuration lives in a file that reloads read again.
@@ -28,8 +28,8 @@ func startReloadable(t *testing.T, redis *redistest.Server, yamlCfg string, opts
 	path := filepath.Join(t.TempDir(), "featcache.yaml")
 	r := &reloadable{path: path}
 	r.write(t, yamlCfg)
-	load := func() (*policy.Config, error) {
-		cfg, err := policy.Load(path)
+	load := func() (*config.Config, error) {
+		cfg, err := config.Load(path)
 		if err != nil {
 			return nil, err
 		}
@@ -182,8 +182,8 @@ func TestReloadLogLevel(t *testing.T) {
 	if err := os.WriteFile(path, []byte("log: {level: warn}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	load := func() (*policy.Config, error) {
-		cfg, err := policy.Load(path)
+	load := func() (*config.Config, error) {
+		cfg, err := config.Load(path)
 		if err != nil {
 			return nil, err
 		}

@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"featcache/config"
 	"featcache/internal/redistest"
-	"featcache/policy"
 	"featcache/upstream"
 )
 
 // sentinelOptions is upstream.sentinel as main passes it to upstream.New: nil when off.
-func sentinelOptions(s policy.Sentinel) *upstream.SentinelOptions {
+func sentinelOptions(s config.Sentinel) *upstream.SentinelOptions {
 	if !s.Enabled() {
 		return nil
 	}

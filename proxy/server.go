@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"featcache/config"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/upstream"
 	"featcache/warm"
 )
@@ -20,7 +20,7 @@ import (
 // Options configures a Server. Config, Cache and Upstream are required.
 type Options struct {
 	// Config is the loaded configuration: policies, password, limits and the command deny list are read from it.
-	Config *policy.Config
+	Config *config.Config
 	// Cache is the local tier.
 	Cache *localcache.Cache
 	// Upstream carries forwarded traffic and fetches, and keeps the local tier consistent through tracking.
@@ -35,7 +35,7 @@ type Options struct {
 	Now func() time.Time
 	// Reload returns the configuration a reload applies (SIGHUP, CACHE RELOAD): main reads the file again and
 	// applies its command-line overrides. If nil, reloads are refused.
-	Reload func() (*policy.Config, error)
+	Reload func() (*config.Config, error)
 	// LogLevel, if not nil, is set from log.level at each reload.
 	LogLevel *slog.LevelVar
 	// MemoryLimitBase, if greater than 0, makes the server keep the Go memory limit (debug.SetMemoryLimit) at this
@@ -69,7 +69,7 @@ type Server struct {
 	stats      Stats
 	metrics    *serverMetrics
 
-	cfg       atomic.Pointer[policy.Config] // the running configuration: Options.Config as reloads changed it
+	cfg       atomic.Pointer[config.Config] // the running configuration: Options.Config as reloads changed it
 	reloadMu  sync.Mutex                    // one reload at a time
 	coverage  []coverage                    // tracking prefix switches, for NotBefore (reload.go); under reloadMu
 	hot       *warm.HotKeys
@@ -92,10 +92,10 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
-// policySet is the matcher with each policy converted once to what the request path needs, by policy.Index:
+// policySet is the matcher with each policy converted once to what the request path needs, by config.Index:
 // the local tier's view of it, its counters and its hot-key tracker. It is replaced whole, never changed.
 type policySet struct {
-	matcher      *policy.Matcher
+	matcher      *config.Matcher
 	local        []localcache.Policy
 	counters     []*policyCounters
 	hot          []*warm.TopK // nil entries for policies that do not cache, or when hot-key tracking is off
@@ -127,7 +127,7 @@ func New(opt Options) (*Server, error) {
 	}
 	lim := opt.Config.Limits
 	if lim.MaxOutputBytes <= 0 || lim.OutputTimeout <= 0 || lim.MaxClientsMemory <= 0 || lim.MaxClients <= 0 {
-		return nil, errors.New("proxy: Options.Config.Limits are not set: use a Config from policy.Parse or policy.Default")
+		return nil, errors.New("proxy: Options.Config.Limits are not set: use a Config from config.Parse or config.Default")
 	}
 	s := &Server{
 		opt: opt, log: opt.Logger, now: opt.Now,
@@ -214,16 +214,16 @@ func (s *Server) installTable(cmds Commands) {
 // judged by the new policies at their next lookup: a shorter TTL applies at once, and a policy with cache: false
 // stops every read of its keys from being served from memory. It does not change what tracking covers: Reload
 // does that first.
-func (s *Server) SetPolicies(ps []*policy.Policy) {
+func (s *Server) SetPolicies(ps []*config.Policy) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	s.setPolicies(ps)
 }
 
 // setPolicies is SetPolicies for callers holding reloadMu (or before the server is shared).
-func (s *Server) setPolicies(ps []*policy.Policy) {
+func (s *Server) setPolicies(ps []*config.Policy) {
 	set := &policySet{
-		matcher:  policy.NewMatcher(ps),
+		matcher:  config.NewMatcher(ps),
 		local:    make([]localcache.Policy, len(ps)),
 		counters: make([]*policyCounters, len(ps)),
 		hot:      make([]*warm.TopK, len(ps)),
@@ -233,8 +233,8 @@ func (s *Server) setPolicies(ps []*policy.Policy) {
 	for _, p := range ps {
 		set.local[p.Index] = localcache.Policy{
 			SoftTTL: p.SoftTTL, HardTTL: p.HardTTL, Jitter: p.Jitter, NegativeTTL: p.NegativeTTL,
-			ServeStale: p.OnUpstreamError == policy.ErrorServeStale, MaxStale: p.MaxStale,
-			Revalidate: p.OnTrackingLoss == policy.LossRevalidate,
+			ServeStale: p.OnUpstreamError == config.ErrorServeStale, MaxStale: p.MaxStale,
+			Revalidate: p.OnTrackingLoss == config.LossRevalidate,
 			NotBefore:  s.notBefore(p),
 		}
 		set.counters[p.Index] = s.metrics.counters(p.Name)
@@ -250,7 +250,7 @@ func (s *Server) setPolicies(ps []*policy.Policy) {
 }
 
 // persistConfig is the hot-key persistence part of cfg.
-func persistConfig(cfg *policy.Config) warm.PersistConfig {
+func persistConfig(cfg *config.Config) warm.PersistConfig {
 	w := cfg.Warm
 	return warm.PersistConfig{File: w.HotkeysFile, Zset: w.HotkeysZset, Size: w.HotkeysSize,
 		Interval: w.HotkeysInterval, Touch: w.HotkeysTouch}

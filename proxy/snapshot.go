@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"featcache/config"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/upstream"
 )
 
@@ -41,7 +41,7 @@ func (v *versions) reset() { v.idx, v.ver = v.idx[:0], v.ver[:0] }
 // snapshotVersion returns the current version of pol's snapshot: from the local tier when the pointer is cached,
 // otherwise from the upstream through the pointer's own fill (one per pointer and generation, as for any key).
 // The version's bytes live in the client's batch arena.
-func (c *client) snapshotVersion(pol *policy.Policy, ps *policySet) ([]byte, error) {
+func (c *client) snapshotVersion(pol *config.Policy, ps *policySet) ([]byte, error) {
 	for i, idx := range c.vers.idx {
 		if idx == pol.Index {
 			return c.vers.ver[i], nil

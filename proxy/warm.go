@@ -4,8 +4,8 @@ import (
 	"errors"
 	"time"
 
+	"featcache/config"
 	"featcache/localcache"
-	"featcache/policy"
 	"featcache/upstream"
 	"featcache/warm"
 )
@@ -32,7 +32,7 @@ func (s *Server) StartWarmup() {
 	})
 }
 
-func (s *Server) warmSources(srcs []policy.WarmSource) []warm.Source {
+func (s *Server) warmSources(srcs []config.WarmSource) []warm.Source {
 	out := make([]warm.Source, 0, len(srcs))
 	for _, src := range srcs {
 		out = append(out, s.warmSource(src))
@@ -40,7 +40,7 @@ func (s *Server) warmSources(srcs []policy.WarmSource) []warm.Source {
 	return out
 }
 
-func (s *Server) warmSource(src policy.WarmSource) warm.Source {
+func (s *Server) warmSource(src config.WarmSource) warm.Source {
 	if src.File != "" {
 		return warm.File(src.File)
 	}

@@ -57,9 +57,9 @@ fuzz() {
 fuzz proxy FuzzReader
 fuzz proxy FuzzServe
 fuzz proxy FuzzKeys
-fuzz policy FuzzMatch
-fuzz policy FuzzGlob
-fuzz policy FuzzParse
+fuzz config FuzzMatch
+fuzz config FuzzGlob
+fuzz config FuzzParse
 fuzz localcache FuzzHeader
 fuzz upstream FuzzFrameScanner
 echo "== all tests passed"

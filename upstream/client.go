@@ -50,7 +50,7 @@ type Options struct {
 	// Tracking enables server-assisted invalidation (Redis 6 or later, BCAST mode). Without it the local tier
 	// relies on TTLs alone and is trusted from the start.
 	Tracking bool
-	// Prefixes are the BCAST prefixes, from the policies that cache (policy.Matcher.TrackingPrefixes).
+	// Prefixes are the BCAST prefixes, from the policies that cache (config.Matcher.TrackingPrefixes).
 	Prefixes []string
 	// Cache receives invalidations, flushes and trust changes. Required. In front of a Redis Cluster, a Cache
 	// that implements SlotCache gets trust decisions per hash slot, so that one master's tracking loss untrusts

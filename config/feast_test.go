@@ -1,51 +1,12 @@
-package policy
+package config
 
 import (
-	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
+
+	"featcache/feast"
 )
-
-func TestMurmur3(t *testing.T) {
-	// Reference values of MurmurHash3 x86_32, seed 0 (Python's mmh3.hash(s, signed=False)).
-	for _, tt := range []struct {
-		in   string
-		want uint32
-	}{
-		{"", 0},
-		{"foo", 4138058784},
-		{"driver_hourly_stats:conv_rate", 3672334433},
-	} {
-		if got := murmur3_32([]byte(tt.in), 0); got != tt.want {
-			t.Errorf("murmur3_32(%q) = %d; want %d", tt.in, got, tt.want)
-		}
-	}
-	if got := hex.EncodeToString(FeastFieldID("driver_hourly_stats", "conv_rate")); got != "6160e3da" {
-		t.Errorf("FeastFieldID = %s; want 6160e3da (little endian)", got)
-	}
-}
-
-func TestFeastKeyAndTimestamp(t *testing.T) {
-	key := AppendFeastKey(nil, "proj", []string{"driver_id", "customer_id"}, []FeastValue{FeastInt64(1001), FeastString("c9")})
-	want := "02000000" + // two join keys
-		"02000000" + "0b000000" + hex.EncodeToString([]byte("customer_id")) + // sorted by name
-		"02000000" + "09000000" + hex.EncodeToString([]byte("driver_id")) +
-		"02000000" + "02000000" + hex.EncodeToString([]byte("c9")) +
-		"04000000" + "08000000" + "e903000000000000" +
-		hex.EncodeToString([]byte("proj"))
-	if got := hex.EncodeToString(key); got != want {
-		t.Fatalf("key\n got %s\nwant %s", got, want)
-	}
-	ts := time.Unix(1700000000, 123)
-	got, ok := ParseFeastTimestamp(AppendFeastTimestamp(nil, ts))
-	if !ok || !got.Equal(ts) {
-		t.Fatalf("timestamp round trip: %v %v", got, ok)
-	}
-	if _, ok := ParseFeastTimestamp([]byte{0x0a, 0x01}); ok {
-		t.Fatal("a length-delimited field parsed as a timestamp")
-	}
-}
 
 func TestFeastSection(t *testing.T) {
 	c, err := Parse([]byte(`
@@ -72,14 +33,14 @@ feast:
 		t.Fatalf("%d policies; want default, feast and two views", len(c.Policies))
 	}
 	m := NewMatcher(c.Policies)
-	key := AppendFeastKey(nil, "driver_ranking", []string{"driver_id"}, []FeastValue{FeastInt64(7)})
+	key := feast.AppendKey(nil, "driver_ranking", []string{"driver_id"}, []feast.Value{feast.Int64(7)})
 	if p := m.Match(key); p == nil || p.Name != "feast" || p.HardTTL != 5*time.Minute {
 		t.Fatalf("a Feast key matched %+v; want the feast key policy (the suffix beats the default prefix)", p)
 	}
 	if p := m.Match([]byte("other")); p == nil || p.Name != "default" {
 		t.Fatalf("other key: %+v", p)
 	}
-	hourly := m.FieldPolicy(FeastFieldID("driver_hourly_stats", "acc_rate"))
+	hourly := m.FieldPolicy(feast.FieldID("driver_hourly_stats", "acc_rate"))
 	if hourly == nil || hourly.Name != "feast:driver_hourly_stats" || hourly.SoftTTL != 10*time.Second ||
 		hourly.View.MaxEventAge != 2*time.Hour {
 		t.Fatalf("field policy of acc_rate: %+v", hourly)

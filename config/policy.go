@@ -1,4 +1,4 @@
-// Package policy holds featcache's configuration file (loading, defaults, validation) and the matcher that finds
+// Package config holds featcache's configuration file (loading, defaults, validation) and the matcher that finds
 // the caching policy of a key.
 //
 // A Policy says whether and how long the values of a set of keys are cached: a soft TTL after which a read is served
@@ -8,7 +8,7 @@
 //
 // Everything here is immutable once built: a Config from Parse or Load and a Matcher from NewMatcher may be read by
 // any number of goroutines at once.
-package policy
+package config
 
 import (
 	"fmt"
