@@ -98,8 +98,9 @@ type policySet struct {
 	counters     []*policyCounters
 	hot          []*warm.TopK // nil entries for policies that do not cache, or when hot-key tracking is off
 	none         *policyCounters
-	pointers     [][]byte // snapshot pointer keys; nil without one
-	hasSnapshots bool     // some policy has a snapshot pointer: commands' keys may need rewriting
+	pointers     [][]byte              // snapshot pointer keys; nil without one
+	hasSnapshots bool                  // some policy has a snapshot pointer: commands' keys may need rewriting
+	views        []*policy.FeatureView // Feast feature views, in configuration order: what warming a Feast key reads
 }
 
 // serverInfo is what HELLO reports: the upstream's own identity, so clients see the Redis they expect.
@@ -241,6 +242,9 @@ func (s *Server) setPolicies(ps []*policy.Policy) {
 		if p.SnapshotPointer != "" {
 			set.pointers[p.Index] = []byte(p.SnapshotPointer)
 			set.hasSnapshots = true
+		}
+		if p.View != nil {
+			set.views = append(set.views, p.View)
 		}
 	}
 	s.policies.Store(set)
