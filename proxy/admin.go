@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -214,7 +215,9 @@ func (s *Server) statsText() []byte {
 	line("forwarded", st.Forwarded.Load())
 	line("invalidations", st.Invalidations.Load())
 	line("barriers", st.Barriers.Load())
-	line("errors", st.Errors.Load())
+	line("errors", st.Errors.Load()) // upstream failures; the other reasons follow
+	line("refused", st.Refused.Load())
+	line("snapshot_errors", st.SnapshotErrors.Load())
 	line("panics", st.Panics.Load())
 	line("connected_clients", s.clients.Load())
 	b.WriteString("# limits\r\n")
@@ -291,6 +294,8 @@ func (s *Server) statsText() []byte {
 	line("hotkeys_touched", ps.Touched)
 	fmt.Fprintf(&b, "upstream_maxmemory_policy:%s\r\n", ps.Eviction)
 	b.WriteString("# runtime\r\n")
+	fmt.Fprintf(&b, "version:%s\r\n", s.version)
+	fmt.Fprintf(&b, "go_version:%s\r\n", runtime.Version())
 	rt := readRuntime()
 	line("alloc_objects", rt.allocObjects)
 	line("alloc_bytes", rt.allocBytes)

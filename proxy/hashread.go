@@ -99,7 +99,7 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	if pol.SnapshotPointer != "" {
 		ver, err := c.snapshotVersion(pol, ps)
 		if err != nil {
-			c.srv.stats.Errors.Add(1)
+			c.srv.stats.SnapshotErrors.Add(1)
 			c.errorReply(err.Error())
 			return
 		}

@@ -466,7 +466,7 @@ func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
 
 // refuse answers a denied or refused command with the error exec gives it outside a session.
 func (c *client) refuse(tc *command) {
-	c.srv.stats.Errors.Add(1)
+	c.srv.stats.Refused.Add(1)
 	if tc.class == classDenied {
 		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
 		return

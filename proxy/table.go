@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strings"
+	"sync/atomic"
 )
 
 // class says how featcache handles a command. Every command has exactly one, decided once at start from Redis's
@@ -95,6 +96,7 @@ type command struct {
 	read    func(c *client, cmd *Command) // classRead: the cached-read path
 	tx      func(c *client, cmd *Command) // classTx
 	subs    map[string]*command           // subcommand entries, by lower-case subcommand name
+	calls   *atomic.Int64                 // commands received under this name (featcache_commands_total)
 }
 
 // table maps command names to their entries.
