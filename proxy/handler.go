@@ -107,6 +107,8 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 			c.execCluster(cmd, tc) // a multi-key or keyspace-wide command in front of a Redis Cluster
 		case tc.class == classWrite:
 			c.write(cmd, tc)
+		case tc.fwd != nil:
+			tc.fwd(c, cmd) // INFO: featcache's section with Redis's
 		default:
 			c.forward(cmd)
 		}

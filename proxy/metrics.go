@@ -290,6 +290,7 @@ type serverMetrics struct {
 	none     *policyCounters
 	calls    map[string]*atomic.Int64 // commands received, by table name; grows only, under mu
 
+	started      time.Time    // when the server was created: INFO's featcache_uptime_in_seconds
 	unknownCalls atomic.Int64 // commands neither Redis nor featcache knows
 	latency      [numLatClasses]latHistogram
 
@@ -307,7 +308,7 @@ type serverMetrics struct {
 
 func newMetrics() *serverMetrics {
 	m := &serverMetrics{byPolicy: map[string]*policyCounters{}, none: &policyCounters{name: noPolicy},
-		calls: map[string]*atomic.Int64{}}
+		calls: map[string]*atomic.Int64{}, started: time.Now()}
 	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "featcache_upstream_duration_seconds",
 		Help:    "Upstream round trips, by command class: read (cache fills), forward, write, transaction, pinned, blocking, refresh, warm.",
