@@ -96,6 +96,9 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 		c.forward(cmd)
 		return
 	}
+	if hot := ps.hot[pol.Index]; hot != nil {
+		c.sampleHot(hot, key) // the key, under its own policy: a Feast entity is warmed whole (warm.go)
+	}
 	if pol.SnapshotPointer != "" {
 		ver, err := c.snapshotVersion(pol, ps)
 		if err != nil {
