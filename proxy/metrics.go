@@ -3,6 +3,7 @@ package proxy
 import (
 	"math/bits"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,7 +126,7 @@ const (
 var latClassNames = [numLatClasses]string{"cached_hit", "cached_miss", "write", "forwarded", "transaction", "pinned",
 	"blocking", "subscribe", "local", "admin", "refused"}
 
-// classLatency is the latency class of each command class, outside sessions (see commandClass).
+// classLatency is the latency class of each command class, outside sessions (see countCommand).
 var classLatency = [...]uint8{
 	classForward: latForwarded, classWrite: latWrite, classRead: latHit, classLocal: latLocal,
 	classTx: latTransaction, classSubscribe: latSubscribe, classBlocking: latBlocking, classAdmin: latAdmin,
@@ -160,10 +161,10 @@ func (h *latHistogram) observe(d, n int64) {
 
 // latencySampleMean is how many batches answered from memory alone (cached hits and local commands, nothing sent
 // to Redis) pass, on average, between two that are timed; each timed one counts for the batches it stands for.
-// Timing costs a clock read, about 30-60 ns on a virtual machine: on every batch that is a sixth of a pipeline of
-// one GET hit (about 250 ns), which a latency distribution does not need; one batch in 8 keeps it near 2%.
+// Timing costs a clock read, about 30-60 ns on a virtual machine: on every batch that is a fifth of a pipeline of
+// one GET hit (about 200 ns of CPU), which a latency distribution does not need; one batch in 16 keeps it near 2%.
 // Batches that wait for Redis are all timed: there the clock read is lost in the round trip.
-const latencySampleMean = 8
+const latencySampleMean = 16
 
 // memoryClasses are the latency classes of batches answered from memory alone, which are sampled.
 const memoryClasses = 1<<latHit | 1<<latLocal
@@ -186,44 +187,55 @@ func (t *batchTiming) add(class int) {
 }
 
 // countCommand counts a command under its name (featcache_commands_total) and its latency class, as it starts.
-// tc is its table entry, nil for a command neither Redis nor featcache knows.
+// tc is its table entry, nil for a command neither Redis nor featcache knows. It is small enough to be inlined:
+// an authenticated client outside any session takes its entry's class as it is.
 func (c *client) countCommand(tc *command) {
+	if tc == nil || !c.authed || c.sub != nil || c.tx.multi || c.tx.conn != nil {
+		c.countInSession(tc)
+		return
+	}
+	tc.calls.Add(1) // every installed table is bound (installTable)
+	c.timing.add(int(tc.lat))
+}
+
+// countInSession is countCommand for an unknown command, or a client that is not authenticated or is in a
+// session (subscribed, MULTI, WATCH): the session decides the class, as exec dispatches them.
+func (c *client) countInSession(tc *command) {
 	if tc == nil {
 		c.srv.metrics.unknownCalls.Add(1)
 	} else if tc.calls != nil {
 		tc.calls.Add(1)
 	}
-	c.timing.add(c.commandClass(tc))
-}
-
-// commandClass is the latency class of a command about to run, from its table entry and the connection's state:
-// sessions first, as exec dispatches them.
-func (c *client) commandClass(tc *command) int {
+	class := latForwarded // an unknown command: Redis answers it, with its unknown-command error
 	switch {
 	case !c.authed && (tc == nil || tc.info == nil || !tc.info.Flags.Has(FlagNoAuth)):
-		return latRefused
+		class = latRefused
 	case tc == nil:
 		if c.tx.multi {
-			return latTransaction // refused at queue time
+			class = latTransaction // refused at queue time
 		}
-		return latForwarded // Redis answers it, with its unknown-command error
 	case c.sub != nil && c.sub.active():
-		return latSubscribe
+		class = latSubscribe
 	case c.tx.multi || tc.class == classTx:
-		return latTransaction
+		class = latTransaction
 	case c.tx.conn != nil:
-		return latPinned
+		class = latPinned
+	default:
+		class = int(tc.lat)
 	}
-	return int(classLatency[tc.class])
+	c.timing.add(class)
 }
 
-// readWaited reclassifies the cached read just counted as a hit: it left a reply to be completed by the
+// readWaited reclassifies the cached read just counted as a hit when it left a reply to be completed by the
 // segment's round trip (a fill, or a key no policy caches). holes is the segment's hole count before the read.
 func (c *client) readWaited(holes int) {
-	if len(c.seg.holes) == holes {
-		return
+	if len(c.seg.holes) != holes {
+		c.timing.miss()
 	}
-	t := &c.timing
+}
+
+// miss moves one command from cached_hit to cached_miss.
+func (t *batchTiming) miss() {
 	if t.n[latHit]--; t.n[latHit] == 0 {
 		t.mask &^= 1 << latHit
 	}
@@ -243,15 +255,27 @@ func (c *client) beginBatch() {
 // on average, at random gaps, and then counts for the gap.
 func (c *client) endBatch() {
 	t := &c.timing
-	if t.mask == 0 {
+	if t.mask&^memoryClasses == 0 && (t.mask == 0 || t.sampledOut()) {
 		return
 	}
+	c.timeBatch()
+}
+
+// sampledOut counts a memory-only batch towards the next timed one and reports whether this one is not timed;
+// its counts are dropped then (the timed one counts for it).
+func (t *batchTiming) sampledOut() bool {
+	if t.skip--; t.skip > 0 {
+		t.n[latHit], t.n[latLocal], t.mask = 0, 0, 0
+		return true
+	}
+	return false
+}
+
+// timeBatch reads the clock and records the batch's latency; a memory-only batch counts for the gap it closes.
+func (c *client) timeBatch() {
+	t := &c.timing
 	w := int64(1)
 	if t.mask&^memoryClasses == 0 {
-		if t.skip--; t.skip > 0 {
-			t.n[latHit], t.n[latLocal], t.mask = 0, 0, 0
-			return
-		}
 		w = int64(t.weight)
 		t.nextGap()
 	}
@@ -334,7 +358,7 @@ func (m *serverMetrics) counters(name string) *policyCounters {
 }
 
 // bindCalls gives every entry of a new command table the counter of its name, kept across tables, so that a
-// table rebuilt (the upstream's COMMAND loaded late, a cluster detected) counts on.
+// table rebuilt (the upstream's COMMAND loaded late, a cluster detected) counts on, and its latency class.
 func (m *serverMetrics) bindCalls(t *table) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -345,6 +369,7 @@ func (m *serverMetrics) bindCalls(t *table) {
 			m.calls[cmd.name] = ctr
 		}
 		cmd.calls = ctr
+		cmd.lat = classLatency[cmd.class]
 	}
 	for _, cmd := range t.cmds {
 		bind(cmd)
@@ -452,7 +477,7 @@ func newStatsCollector(s *Server) *statsCollector {
 			"reply written, by class: cached_hit (a cached read answered from memory), cached_miss (one that waited for Redis), "+
 			"write, forwarded, transaction, pinned (WATCH session), blocking, subscribe, local, admin, refused. A pipeline's "+
 			"commands are answered together and share its time. Pipelines answered from memory alone are timed one in "+
-			"8 at random, each timed one counting for those it stands for.", "class"),
+			strconv.Itoa(latencySampleMean)+" on average, at random, each timed one counting for those it stands for.", "class"),
 		"build":       d("build_info", "Always 1: featcache's version and the Go version it was built with.", "version", "goversion"),
 		"panics":      d("panics_total", "Client connections ended by a recovered panic."),
 		"clients":     d("client_connections", "Connected clients."),

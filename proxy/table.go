@@ -98,6 +98,7 @@ type command struct {
 	fwd     func(c *client, cmd *Command) // classForward commands whose reply featcache extends (INFO), else nil
 	subs    map[string]*command           // subcommand entries, by lower-case subcommand name
 	calls   *atomic.Int64                 // commands received under this name (featcache_commands_total)
+	lat     uint8                         // its latency class outside sessions (featcache_request_duration_seconds)
 }
 
 // table maps command names to their entries.
