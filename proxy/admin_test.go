@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -104,22 +103,16 @@ policies:
 	expectFrame("*0\r\n", "CACHE", "HOTKEYS", "0")
 
 	// What a user sees: redis-cli prints one line per counter, no escaped "\r\n".
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		t.Fatal("redis-cli not found (Debian: apt-get install redis-tools)")
-	}
-	host, port, _ := strings.Cut(p.addr, ":")
-	out, err := exec.Command(cli, "-h", host, "-p", port, "cache", "stats").CombinedOutput()
-	if err != nil {
-		t.Fatalf("redis-cli cache stats: %v\n%s", err, out)
-	}
-	printed := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(printed) != len(stats) || printed[0] != "# requests" || strings.Contains(string(out), `\r\n`) {
+	out := redisCLI(t, p.addr, nil, "cache", "stats")
+	printed := strings.Split(strings.TrimSpace(out), "\n")
+	if len(printed) != len(stats) || printed[0] != "# requests" || strings.Contains(out, `\r\n`) {
 		t.Errorf("redis-cli cache stats printed %d lines:\n%s\nwant %d, one per counter", len(printed), out, len(stats))
 	}
-	out, err = exec.Command(cli, "-h", host, "-p", port, "cache", "explain", "p:1").CombinedOutput()
-	if err != nil || !strings.HasPrefix(string(out), "key:\"p:1\"\npolicy:p\nstate:fresh\n") {
-		t.Errorf("redis-cli cache explain p:1: %v\n%s", err, out)
+	if out := redisCLI(t, p.addr, nil, "cache", "explain", "p:1"); !strings.HasPrefix(out, "key:\"p:1\"\npolicy:p\nstate:fresh\n") {
+		t.Errorf("redis-cli cache explain p:1:\n%s", out)
+	}
+	if out := redisCLI(t, p.addr, nil, "info", "featcache"); !strings.HasPrefix(out, "# Featcache\r\nfeatcache_version:") {
+		t.Errorf("redis-cli info featcache:\n%q", out)
 	}
 }
 
