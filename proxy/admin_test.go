@@ -208,3 +208,23 @@ func feastKeyOf(project string, joinKeys []string, values ...any) string {
 	}
 	return string(policy.AppendFeastKey(nil, project, joinKeys, vs))
 }
+
+// TestHotKeysFromShortConnections: clients that open a connection per read are sampled by the hot-key tracker
+// too: a connection's first read is recorded one time in 16, like any other.
+func TestHotKeysFromShortConnections(t *testing.T) {
+	p := startProxy(t, `
+policies:
+  - {name: p, prefix: "p:", hard_ttl: 1h}
+`)
+	p.redis.Do("SET", "p:1", "x")
+	p.settle()
+	for i := 0; i < 200; i++ {
+		if got := p.do("GET", "p:1"); got != bulk("x") {
+			t.Fatalf("GET p:1: %q", got)
+		}
+	}
+	hot := parseLines(t, p.do("CACHE", "HOTKEYS"))
+	if len(hot) != 1 || !regexp.MustCompile(`^key:"p:1" requests:\d+ policy:p$`).MatchString(hot[0]) {
+		t.Fatalf("CACHE HOTKEYS after 200 connections of one GET each = %q; want p:1", hot)
+	}
+}

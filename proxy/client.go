@@ -120,7 +120,7 @@ func (s *Server) newClient(nc net.Conn) *client {
 	}
 	c.rd = NewReader(nc, lim)
 	c.hotRand = uint64(c.id)*0x9E3779B97F4A7C15 | 1
-	c.hotSkip = 1 + int32(c.hotRand%hotSampleMean)
+	c.hotSkip = 1 + int32((c.hotRand>>1)%hotSampleMean) // hotRand is odd: its low bit would make the first gap even
 	c.timing.rand = c.hotRand ^ 0x5DEECE66D
 	c.timing.nextGap()
 	if age := s.cfg.Load().Limits.MaxConnAge; age > 0 {
