@@ -182,7 +182,7 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 	}
 	defer up.Close()
 	srv, err := proxy.New(proxy.Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Reload: load, LogLevel: level,
-		MemoryLimitBase: cfg.Local.MaxMemory + memoryHeadroom})
+		MemoryLimitBase: cfg.Local.MaxMemory + memoryHeadroom, Version: versionString()})
 	if err != nil {
 		return err
 	}

@@ -358,7 +358,16 @@ func (rc *respConn) cacheStats() (featcacheStats, error) {
 	if err != nil {
 		return featcacheStats{}, err
 	}
+	// An array of lines, one per counter; featcache built before that answered one bulk string.
 	text, _ := v.(string)
+	if lines, ok := v.([]any); ok {
+		var b strings.Builder
+		for _, l := range lines {
+			s, _ := l.(string)
+			b.WriteString(s + "\r\n")
+		}
+		text = b.String()
+	}
 	return featcacheStats{text: text, m: parseInfo(text)}, nil
 }
 

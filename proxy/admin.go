@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -44,13 +46,13 @@ func (c *client) cmdCache(args [][]byte) {
 	}
 	switch sub {
 	case "stats":
-		c.bulkReply(c.srv.statsText())
+		c.linesReply(c.srv.statsText())
 	case "explain":
 		var field []byte
 		if len(args) == 4 {
 			field = args[3]
 		}
-		c.bulkReply(c.explain(args[2], field))
+		c.linesReply(c.explain(args[2], field))
 	case "flush":
 		c.srv.cache.Flush()
 		c.simpleReply("OK")
@@ -67,27 +69,53 @@ func (c *client) cmdCache(args [][]byte) {
 			"    Counters of the request path, the local tier, the upstream, warm-ups and hot keys.",
 			"EXPLAIN <key> [<field>]",
 			"    The key's policy, cache state, age, and time left to its soft and hard deadlines; for a cached",
-			"    hash, its fields, or with <field> that field's policy and state.",
+			"    hash, its fields, or with <field> that field's policy and state. Feast fields are named by their",
+			"    features, and <field> may be a feature as <view>:<feature>.",
 			"FLUSH",
 			"    Empty the local tier. The upstream is not touched.",
 			"WARM FILE <path>|ZSET <key>",
 			"    Start a warm-up from a keys file (one key per line, hottest first) or a sorted set (highest score",
 			"    first) on the featcache host or its Redis. Keys already cached are not read again.",
 			"HOTKEYS [<count>]",
-			"    The hottest keys (default 20), each with its estimated request count and its policy.",
+			"    The hottest keys (default 20), one per line, each with its estimated request count and its policy.",
 			"RELOAD",
 			"    Read the configuration file again and apply it, as SIGHUP does; says what needs a restart.",
 			"HELP",
 			"    Print this help.",
 		}
-		buf := c.seg.buf(&c.out)
-		*buf = appendArrayLen(*buf, len(lines))
-		for _, l := range lines {
-			*buf = append(*buf, '+')
-			*buf = append(*buf, l...)
-			*buf = append(*buf, '\r', '\n')
-		}
+		c.linesReply([]byte(strings.Join(lines, "\r\n") + "\r\n"))
 	}
+}
+
+// linesReply answers text, lines each ended by CRLF, as an array of status replies, one per line: CACHE STATS,
+// EXPLAIN, HOTKEYS, RELOAD and HELP answer so, and redis-cli prints one line each (a bulk string would print as one
+// line with escaped line breaks). Lines hold no other CR or LF (keys are shown Go-quoted); one that did would
+// have it replaced by a space, so that the frame stays intact.
+func (c *client) linesReply(text []byte) {
+	buf := c.seg.buf(&c.out)
+	*buf = appendLines(*buf, text)
+}
+
+// appendLines appends text as linesReply answers it.
+func appendLines(dst, text []byte) []byte {
+	n := bytes.Count(text, []byte("\r\n"))
+	if len(text) > 0 && !bytes.HasSuffix(text, []byte("\r\n")) {
+		n++
+	}
+	dst = appendArrayLen(dst, n)
+	for len(text) > 0 {
+		line, rest, _ := bytes.Cut(text, []byte("\r\n"))
+		dst = append(dst, '+')
+		for _, ch := range line {
+			if ch == '\r' || ch == '\n' {
+				ch = ' '
+			}
+			dst = append(dst, ch)
+		}
+		dst = append(dst, '\r', '\n')
+		text = rest
+	}
+	return dst
 }
 
 // cacheWarm starts a warm-up from a file or a sorted set, after checking that it can be read: the reply says at
@@ -125,7 +153,8 @@ func (c *client) cacheWarm(kind, name []byte) {
 // defaultHotkeys is how many keys CACHE HOTKEYS lists without a count.
 const defaultHotkeys = 20
 
-// cacheHotkeys lists the hottest keys: an array of [key, estimated requests, policy] arrays, hottest first.
+// cacheHotkeys lists the hottest keys, hottest first, one line each: the key (Go-quoted), its estimated request
+// count and its policy, and for a Feast key the entity it holds.
 func (c *client) cacheHotkeys(args [][]byte) {
 	n := defaultHotkeys
 	if len(args) == 1 {
@@ -136,15 +165,18 @@ func (c *client) cacheHotkeys(args [][]byte) {
 		}
 		n = v
 	}
-	keys := c.srv.hot.Top(n)
-	buf := c.seg.buf(&c.out)
-	*buf = appendArrayLen(*buf, len(keys))
-	for _, k := range keys {
-		*buf = appendArrayLen(*buf, 3)
-		*buf = appendBulk(*buf, []byte(k.Key))
-		*buf = appendInt(*buf, int64(k.Count))
-		*buf = appendBulk(*buf, []byte(k.Policy))
+	ps := c.srv.policies.Load()
+	var b bytes.Buffer
+	for _, k := range c.srv.hot.Top(n) {
+		fmt.Fprintf(&b, "key:%s requests:%d policy:%s", strconv.Quote(k.Key), k.Count, k.Policy)
+		if pol := ps.matcher.Match([]byte(k.Key)); pol != nil && pol.Name == config.FeastKeyPolicy {
+			if e, ok := feastEntity([]byte(k.Key), pol.Suffix); ok {
+				b.WriteString(" entity:" + e)
+			}
+		}
+		b.WriteString("\r\n")
 	}
+	c.linesReply(b.Bytes())
 }
 
 // cacheReload runs a reload and reports it: "OK" lines, or the error that rejected it.
@@ -159,7 +191,7 @@ func (c *client) cacheReload() {
 	fmt.Fprintf(&b, "tracking_prefixes_changed:%v\r\n", res.TrackingChanged)
 	fmt.Fprintf(&b, "restart_needed:%s\r\n", strings.Join(res.RestartNeeded, ","))
 	fmt.Fprintf(&b, "next_start:%s\r\n", strings.Join(res.NextStart, ","))
-	c.bulkReply(b.Bytes())
+	c.linesReply(b.Bytes())
 }
 
 // statsText renders CACHE STATS: one "name:value" line per counter, as INFO does.
@@ -183,7 +215,9 @@ func (s *Server) statsText() []byte {
 	line("forwarded", st.Forwarded.Load())
 	line("invalidations", st.Invalidations.Load())
 	line("barriers", st.Barriers.Load())
-	line("errors", st.Errors.Load())
+	line("errors", st.Errors.Load()) // upstream failures; the other reasons follow
+	line("refused", st.Refused.Load())
+	line("snapshot_errors", st.SnapshotErrors.Load())
 	line("panics", st.Panics.Load())
 	line("connected_clients", s.clients.Load())
 	b.WriteString("# limits\r\n")
@@ -260,6 +294,8 @@ func (s *Server) statsText() []byte {
 	line("hotkeys_touched", ps.Touched)
 	fmt.Fprintf(&b, "upstream_maxmemory_policy:%s\r\n", ps.Eviction)
 	b.WriteString("# runtime\r\n")
+	fmt.Fprintf(&b, "version:%s\r\n", s.version)
+	fmt.Fprintf(&b, "go_version:%s\r\n", runtime.Version())
 	rt := readRuntime()
 	line("alloc_objects", rt.allocObjects)
 	line("alloc_bytes", rt.allocBytes)
@@ -283,6 +319,11 @@ func (c *client) explain(key, field []byte) []byte {
 		return b.Bytes()
 	}
 	fmt.Fprintf(&b, "policy:%s\r\n", pol.Name)
+	if pol.Name == config.FeastKeyPolicy {
+		if e, ok := feastEntity(key, pol.Suffix); ok {
+			fmt.Fprintf(&b, "entity:%s\r\n", e)
+		}
+	}
 	if !pol.Cache {
 		b.WriteString("state:uncached (cache: false)\r\n")
 		return b.Bytes()
@@ -342,9 +383,16 @@ func stateName(st localcache.State) string {
 	return "miss"
 }
 
-// explainHash renders CACHE EXPLAIN of a cached hash: its fields, or one field's policy and state.
+// explainHash renders CACHE EXPLAIN of a cached hash: its fields, or one field's policy and state. A Feast field
+// is named by its feature ("feature:<view>:<feature>") next to its hashed field id, and field may be given as
+// "<view>:<feature>".
 func (c *client) explainHash(b *bytes.Buffer, key, field []byte, pol *config.Policy, now time.Time) []byte {
 	ps := c.srv.policies.Load()
+	if field != nil {
+		if id := feastFieldID(ps, pol, field); id != nil {
+			field = id
+		}
+	}
 	b.WriteString("kind:hash\r\n")
 	c.srv.cache.LookupHash(key, now, func(e localcache.HashEntry) {
 		fmt.Fprintf(b, "complete:%v\r\n", e.IsComplete())
@@ -355,7 +403,11 @@ func (c *client) explainHash(b *bytes.Buffer, key, field []byte, pol *config.Pol
 					n++
 					if n <= 32 {
 						fp, _ := fieldPolicy(ps, pol, f)
-						fmt.Fprintf(b, "field:%s policy:%s state:%s\r\n", strconv.Quote(string(f)), fp.Name, stateName(lk.State))
+						fmt.Fprintf(b, "field:%s", strconv.Quote(string(f)))
+						if name := featureName(ps, pol, f); name != "" {
+							fmt.Fprintf(b, " feature:%s", name)
+						}
+						fmt.Fprintf(b, " policy:%s state:%s\r\n", fp.Name, stateName(lk.State))
 					}
 					return true
 				})
@@ -363,7 +415,11 @@ func (c *client) explainHash(b *bytes.Buffer, key, field []byte, pol *config.Pol
 			return
 		}
 		fp, flp := fieldPolicy(ps, pol, field)
-		fmt.Fprintf(b, "field:%s\r\nfield_policy:%s\r\n", strconv.Quote(string(field)), fp.Name)
+		fmt.Fprintf(b, "field:%s\r\n", strconv.Quote(string(field)))
+		if name := featureName(ps, pol, field); name != "" {
+			fmt.Fprintf(b, "feature:%s\r\n", name)
+		}
+		fmt.Fprintf(b, "field_policy:%s\r\n", fp.Name)
 		h, size, ok := e.FieldHeader(field)
 		if !ok {
 			_, _, lk := e.Field(field, flp, false)
@@ -377,4 +433,115 @@ func (c *client) explainHash(b *bytes.Buffer, key, field []byte, pol *config.Pol
 		fmt.Fprintf(b, "age_ms:%d\r\nsoft_left_ms:%s\r\nhard_left_ms:%s\r\n", now.UnixMilli()-h.FetchedAt, ms(soft), ms(hard))
 	})
 	return b.Bytes()
+}
+
+// featureName returns "<view>:<feature>" for a field of a Feast key that holds a configured feature, or "".
+// Feast stores each feature under murmur3_32 of that name (feast.FieldID), which says nothing to a reader.
+func featureName(ps *policySet, keyPol *config.Policy, field []byte) string {
+	if keyPol.Name != config.FeastKeyPolicy {
+		return ""
+	}
+	vp := ps.matcher.FieldPolicy(field)
+	if vp == nil || vp.View == nil {
+		return ""
+	}
+	for i, id := range vp.View.FieldIDs {
+		if bytes.Equal(id, field) {
+			return vp.View.Name + ":" + vp.View.Features[i]
+		}
+	}
+	return "" // the view's event-time field, "_ts:<view>", names itself
+}
+
+// feastFieldID returns the hash field of name, "<view>:<feature>" of a configured feature view, for a Feast key;
+// nil otherwise.
+func feastFieldID(ps *policySet, keyPol *config.Policy, name []byte) []byte {
+	if keyPol.Name != config.FeastKeyPolicy {
+		return nil
+	}
+	view, feature, ok := bytes.Cut(name, []byte(":"))
+	if !ok {
+		return nil
+	}
+	for _, v := range ps.views {
+		if v.Name != string(view) {
+			continue
+		}
+		for i, f := range v.Features {
+			if f == string(feature) {
+				return v.FieldIDs[i]
+			}
+		}
+	}
+	return nil
+}
+
+// feastEntity renders the entity a Feast key names, "user_id=1001" ("a=1,b=x" with several join keys), from
+// Feast's entity key serialization (see feast.AppendKey) followed by project; ok is false when key is not
+// one.
+func feastEntity(key []byte, project string) (string, bool) {
+	body, ok := bytes.CutSuffix(key, []byte(project))
+	if !ok {
+		return "", false
+	}
+	u32 := func() (uint32, bool) {
+		if len(body) < 4 {
+			return 0, false
+		}
+		v := binary.LittleEndian.Uint32(body)
+		body = body[4:]
+		return v, true
+	}
+	item := func() (typ uint32, b []byte, ok bool) {
+		typ, ok1 := u32()
+		n, ok2 := u32()
+		if !ok1 || !ok2 || uint64(n) > uint64(len(body)) {
+			return 0, nil, false
+		}
+		b, body = body[:n], body[n:]
+		return typ, b, true
+	}
+	n, ok := u32()
+	if !ok || n == 0 || n > 16 {
+		return "", false
+	}
+	names := make([]string, n)
+	for i := range names {
+		typ, b, ok := item()
+		if !ok || typ != 2 {
+			return "", false
+		}
+		names[i] = string(b)
+	}
+	var out strings.Builder
+	for i, name := range names {
+		typ, b, ok := item()
+		if !ok {
+			return "", false
+		}
+		if i > 0 {
+			out.WriteByte(',')
+		}
+		out.WriteString(plainOrQuoted(name) + "=")
+		switch {
+		case typ == 2 || typ == 1: // string, bytes
+			out.WriteString(plainOrQuoted(string(b)))
+		case typ == 3 && len(b) == 4:
+			out.WriteString(strconv.FormatInt(int64(int32(binary.LittleEndian.Uint32(b))), 10))
+		case typ == 4 && len(b) == 8:
+			out.WriteString(strconv.FormatInt(int64(binary.LittleEndian.Uint64(b)), 10))
+		default:
+			return "", false
+		}
+	}
+	return out.String(), len(body) == 0
+}
+
+// plainOrQuoted returns s as it is when it is printable and holds no space, comma, equals sign or double quote,
+// else Go-quoted: a value cannot be mistaken for the text around it.
+func plainOrQuoted(s string) string {
+	if s == "" || strings.ContainsAny(s, " ,=\"") || strconv.Quote(s) != `"`+s+`"` {
+		return strconv.Quote(s)
+	}
+	return s
 }

@@ -88,6 +88,8 @@ type client struct {
 	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
 	hotRand uint64 // xorshift state for the gaps between those
 
+	timing batchTiming // the current batch's commands by latency class (metrics.go)
+
 	// leaveAt is when limits.max_conn_age closes the connection (zero: never); deadline is the read deadline the
 	// connection keeps between batches (leaveAt, or none), restored after anything that moves it.
 	leaveAt  time.Time
@@ -122,7 +124,9 @@ func (s *Server) newClient(nc net.Conn) *client {
 	}
 	c.rd = NewReader(nc, lim)
 	c.hotRand = uint64(c.id)*0x9E3779B97F4A7C15 | 1
-	c.hotSkip = 1 + int32(c.hotRand%hotSampleMean)
+	c.hotSkip = 1 + int32((c.hotRand>>1)%hotSampleMean) // hotRand is odd: its low bit would make the first gap even
+	c.timing.rand = c.hotRand ^ 0x5DEECE66D
+	c.timing.nextGap()
 	if age := s.cfg.Load().Limits.MaxConnAge; age > 0 {
 		// Up to 10% earlier, at random, so that connections opened together do not all close together.
 		c.leaveAt = time.Now().Add(age - time.Duration(rand.Int64N(int64(age/10)+1)))
@@ -165,11 +169,13 @@ func (c *client) serve() {
 			if slow > 0 {
 				start = time.Now()
 			}
+			c.beginBatch()
 			c.execBatch(cmds)
 			c.noteBatch(cmds)
 			if !c.flush() {
 				return
 			}
+			c.endBatch()
 			if slow > 0 {
 				if d := time.Since(start); d > slow {
 					c.logSlow(cmds, d)

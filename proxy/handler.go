@@ -41,9 +41,9 @@ func (c *client) execBatch(cmds []Command) {
 
 // exec dispatches one command by its class.
 func (c *client) exec(cmd *Command) {
-	c.srv.stats.Commands.Add(1)
 	c.vers.reset()
 	tc := c.lookup(cmd.Args)
+	c.countCommand(tc)
 	switch {
 	case !c.authed:
 		// Redis rejects unknown commands and wrong arities before it asks for authentication.
@@ -68,7 +68,7 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 		// WATCH session sends them upstream as they are.
 		var err error
 		if cmd, err = c.rewriteSnapshotKeys(cmd, tc, ps); err != nil {
-			c.srv.stats.Errors.Add(1)
+			c.srv.stats.SnapshotErrors.Add(1)
 			c.errorReply(err.Error())
 			return
 		}
@@ -102,7 +102,9 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 	}
 	switch tc.class {
 	case classRead:
+		holes := len(c.seg.holes)
 		tc.read(c, cmd)
+		c.readWaited(holes)
 		if c.seg.full() {
 			// One command's fetches are never split, but what follows them waits for the next round trip.
 			c.runSegment()
@@ -113,6 +115,8 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 			c.execCluster(cmd, tc) // a multi-key or keyspace-wide command in front of a Redis Cluster
 		case tc.class == classWrite:
 			c.write(cmd, tc)
+		case tc.fwd != nil:
+			tc.fwd(c, cmd) // INFO: featcache's section with Redis's
 		default:
 			c.forward(cmd)
 		}
@@ -152,7 +156,7 @@ func (c *client) readGet(cmd *Command) {
 	if pol.SnapshotPointer != "" {
 		ver, err := c.snapshotVersion(pol, ps)
 		if err != nil {
-			c.srv.stats.Errors.Add(1)
+			c.srv.stats.SnapshotErrors.Add(1)
 			c.errorReply(err.Error())
 			return
 		}
@@ -206,7 +210,7 @@ func (c *client) readMget(cmd *Command) {
 		for _, key := range keys {
 			if pol := ps.matcher.Match(key); pol != nil && pol.SnapshotPointer != "" {
 				if _, err := c.snapshotVersion(pol, ps); err != nil {
-					c.srv.stats.Errors.Add(1)
+					c.srv.stats.SnapshotErrors.Add(1)
 					c.errorReply(err.Error())
 					return
 				}

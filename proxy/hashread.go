@@ -101,10 +101,13 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 		c.forward(cmd)
 		return
 	}
+	if hot := ps.hot[pol.Index]; hot != nil {
+		c.sampleHot(hot, key) // the key, under its own policy: a Feast entity is warmed whole (warm.go)
+	}
 	if pol.SnapshotPointer != "" {
 		ver, err := c.snapshotVersion(pol, ps)
 		if err != nil {
-			c.srv.stats.Errors.Add(1)
+			c.srv.stats.SnapshotErrors.Add(1)
 			c.errorReply(err.Error())
 			return
 		}

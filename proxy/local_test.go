@@ -304,8 +304,8 @@ func TestAuthFeatcachePassword(t *testing.T) {
 
 	expectDo(t, c, "+OK\r\n", "AUTH", "s3cret")
 	expectDo(t, c, "$-1\r\n", "GET", "k")
-	if r := c.Do("CACHE", "STATS"); !strings.HasPrefix(string(r), "$") {
-		t.Errorf("CACHE STATS after AUTH: got %q; want a bulk string", r)
+	if r := c.Do("CACHE", "STATS"); !strings.HasPrefix(string(r), "*") {
+		t.Errorf("CACHE STATS after AUTH: got %q; want an array of lines", r)
 	}
 	// RESET requires AUTH again.
 	expectDo(t, c, "+RESET\r\n", "RESET")

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"math/bits"
+	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,9 +17,10 @@ import (
 // never a key.
 //
 // The request path counts with plain atomics (policyCounters, one set per policy, found by config.Index through the
-// policy set the lookup already loaded), exported by statsCollector at scrape time: no label lookup, map access or
-// allocation on the hit path. Upstream round trips are observed in a client_golang histogram whose children are
-// resolved once, at start.
+// policy set the lookup already loaded; one counter per command, found through its command table entry), exported
+// by statsCollector at scrape time: no label lookup, map access or allocation on the hit path. Request latency is
+// timed once per batch, not per command (see batchTiming). Upstream round trips are observed in a client_golang
+// histogram whose children are resolved once, at start.
 
 // Results of a cached read, the "result" label of featcache_requests_total. Every key of a GET or MGET is counted
 // once, with what finally answered it.
@@ -102,11 +106,219 @@ const (
 
 var upClassNames = [numUpClasses]string{"read", "forward", "write", "transaction", "pinned", "blocking", "refresh", "warm"}
 
+// Request latency classes, the "class" label of featcache_request_duration_seconds: what a command was, as the
+// request path handled it.
+const (
+	latHit         = iota // a cached read (GET, MGET, HGET, HMGET, HGETALL) answered from memory alone
+	latMiss               // a cached read that waited for Redis: a miss, or a key no policy caches
+	latWrite              // a write, forwarded, its keys invalidated before the reply
+	latForwarded          // any other command forwarded over the shared connections (INFO, unknown commands, ...)
+	latTransaction        // MULTI, EXEC, DISCARD, WATCH, UNWATCH and the commands queued between MULTI and EXEC
+	latPinned             // a command of a WATCH session, on its dedicated connection
+	latBlocking           // a blocking command (BLPOP, XREAD BLOCK, WAIT, ...): its wait is part of its latency
+	latSubscribe          // the SUBSCRIBE family, and commands sent in subscribed mode
+	latLocal              // answered by featcache from the connection's own state (PING, AUTH, HELLO, CLIENT ...)
+	latAdmin              // featcache's CACHE commands
+	latRefused            // refused without running: commands.deny, commands featcache cannot run, NOAUTH
+	numLatClasses
+)
+
+var latClassNames = [numLatClasses]string{"cached_hit", "cached_miss", "write", "forwarded", "transaction", "pinned",
+	"blocking", "subscribe", "local", "admin", "refused"}
+
+// classLatency is the latency class of each command class, outside sessions (see countCommand).
+var classLatency = [...]uint8{
+	classForward: latForwarded, classWrite: latWrite, classRead: latHit, classLocal: latLocal,
+	classTx: latTransaction, classSubscribe: latSubscribe, classBlocking: latBlocking, classAdmin: latAdmin,
+	classDenied: latRefused, classRefused: latRefused,
+}
+
+// latBoundsNs are the upper bounds, in nanoseconds, of featcache_request_duration_seconds's buckets: from a
+// pipeline answered from memory (a few microseconds inside featcache) to a blocking command or a Redis that hangs
+// (seconds).
+var latBoundsNs = [...]int64{
+	1e3, 2.5e3, 5e3, 10e3, 25e3, 50e3, 100e3, 250e3, 500e3,
+	1e6, 2.5e6, 5e6, 10e6, 25e6, 50e6, 100e6, 250e6, 500e6,
+	1e9, 2.5e9, 5e9, 10e9,
+}
+
+// latHistogram counts request latencies in the buckets of latBoundsNs and one more for longer ones.
+type latHistogram struct {
+	buckets [len(latBoundsNs) + 1]atomic.Int64
+	sumNs   atomic.Int64
+	_       [64]byte // keep two classes' counters off one cache line
+}
+
+// observe records n requests that took d nanoseconds.
+func (h *latHistogram) observe(d, n int64) {
+	i := 0
+	for i < len(latBoundsNs) && d > latBoundsNs[i] {
+		i++
+	}
+	h.buckets[i].Add(n)
+	h.sumNs.Add(n * d)
+}
+
+// latencySampleMean is how many batches answered from memory alone (cached hits and local commands, nothing sent
+// to Redis) pass, on average, between two that are timed; each timed one counts for the batches it stands for.
+// Timing costs a clock read, about 30-60 ns on a virtual machine: on every batch that is a fifth of a pipeline of
+// one GET hit (about 200 ns of CPU), which a latency distribution does not need; one batch in 16 keeps it near 2%.
+// Batches that wait for Redis are all timed: there the clock read is lost in the round trip.
+const latencySampleMean = 16
+
+// memoryClasses are the latency classes of batches answered from memory alone, which are sampled.
+const memoryClasses = 1<<latHit | 1<<latLocal
+
+// batchTiming is a client's account of the batch it runs, for featcache_request_duration_seconds: how many commands
+// of each latency class it holds. Every command of a batch is read at once and answered by one write, so they all
+// take the same time: from the batch's read (the clock reading its lookups use) to its replies' write.
+type batchTiming struct {
+	n      [numLatClasses]uint32
+	mask   uint16    // classes with n > 0
+	start  time.Time // the batch's read, when the server's clock is not the real one (Options.Now injected)
+	skip   int32     // memory-only batches until the next timed one
+	weight int32     // how many memory-only batches the next timed one counts for
+	rand   uint64    // xorshift state for the gaps between timed batches
+}
+
+func (t *batchTiming) add(class int) {
+	t.n[class]++
+	t.mask |= 1 << class
+}
+
+// countCommand counts a command under its name (featcache_commands_total) and its latency class, as it starts.
+// tc is its table entry, nil for a command neither Redis nor featcache knows. On the hit path it is a few
+// instructions besides the counter: an authenticated client outside any session takes its entry's class as it is.
+func (c *client) countCommand(tc *command) {
+	if tc == nil || !c.authed || c.sub != nil || c.tx.multi || c.tx.conn != nil {
+		c.countInSession(tc)
+		return
+	}
+	tc.calls.Add(1) // every installed table is bound (installTable)
+	c.timing.add(int(tc.lat))
+}
+
+// countInSession is countCommand for an unknown command, or a client that is not authenticated or is in a
+// session (subscribed, MULTI, WATCH): the session decides the class, as exec dispatches them.
+func (c *client) countInSession(tc *command) {
+	if tc == nil {
+		c.srv.metrics.unknownCalls.Add(1)
+	} else if tc.calls != nil {
+		tc.calls.Add(1)
+	}
+	class := latForwarded // an unknown command: Redis answers it, with its unknown-command error
+	switch {
+	case !c.authed && (tc == nil || tc.info == nil || !tc.info.Flags.Has(FlagNoAuth)):
+		class = latRefused
+	case tc == nil:
+		if c.tx.multi {
+			class = latTransaction // refused at queue time
+		}
+	case c.sub != nil && c.sub.active():
+		class = latSubscribe
+	case c.tx.multi || tc.class == classTx:
+		class = latTransaction
+	case c.tx.conn != nil:
+		class = latPinned
+	default:
+		class = int(tc.lat)
+	}
+	c.timing.add(class)
+}
+
+// readWaited reclassifies the cached read just counted as a hit when it left a reply to be completed by the
+// segment's round trip (a fill, or a key no policy caches). holes is the segment's hole count before the read.
+func (c *client) readWaited(holes int) {
+	if len(c.seg.holes) != holes {
+		c.timing.miss()
+	}
+}
+
+// miss moves one command from cached_hit to cached_miss.
+func (t *batchTiming) miss() {
+	if t.n[latHit] > 0 {
+		if t.n[latHit]--; t.n[latHit] == 0 {
+			t.mask &^= 1 << latHit
+		}
+	}
+	t.add(latMiss)
+}
+
+// beginBatch notes when a batch was read, when the server's clock cannot tell: with an injected clock (tests move
+// it) the batch's own clock reading is no measure of elapsed time.
+func (c *client) beginBatch() {
+	if !c.srv.realClock {
+		c.timing.start = time.Now()
+	}
+}
+
+// endBatch records the latency of the batch whose replies were just written, under each of its commands' classes,
+// and starts the next batch's account. A batch answered from memory alone is timed one time in latencySampleMean
+// on average, at random gaps, and then counts for the gap.
+func (c *client) endBatch() {
+	t := &c.timing
+	if t.mask&^memoryClasses == 0 && (t.mask == 0 || t.sampledOut()) {
+		return
+	}
+	c.timeBatch()
+}
+
+// sampledOut counts a memory-only batch towards the next timed one and reports whether this one is not timed;
+// its counts are dropped then (the timed one counts for it).
+func (t *batchTiming) sampledOut() bool {
+	if t.skip--; t.skip > 0 {
+		t.n[latHit], t.n[latLocal], t.mask = 0, 0, 0
+		return true
+	}
+	return false
+}
+
+// timeBatch reads the clock and records the batch's latency; a memory-only batch counts for the gap it closes.
+func (c *client) timeBatch() {
+	t := &c.timing
+	w := int64(1)
+	if t.mask&^memoryClasses == 0 {
+		w = int64(t.weight)
+		t.nextGap()
+	}
+	start := c.seg.now
+	if !c.srv.realClock {
+		start = t.start
+	}
+	d := int64(time.Since(start))
+	for m := t.mask; m != 0; m &= m - 1 {
+		class := bits.TrailingZeros16(m)
+		c.srv.metrics.latency[class].observe(d, int64(t.n[class])*w)
+		t.n[class] = 0
+	}
+	t.mask = 0
+}
+
+// nextGap draws how many memory-only batches pass until the next timed one: 1 to 2*latencySampleMean-1, so the
+// timed ones fall at random and not in step with a client's pattern.
+func (t *batchTiming) nextGap() {
+	if t.rand == 0 {
+		t.rand = uint64(time.Now().UnixNano()) | 1
+	}
+	x := t.rand
+	x ^= x << 13
+	x ^= x >> 7
+	x ^= x << 17
+	t.rand = x
+	t.skip = int32(1 + x%(2*latencySampleMean-1))
+	t.weight = t.skip
+}
+
 // serverMetrics holds what the request path counts beyond Stats.
 type serverMetrics struct {
 	mu       sync.Mutex
 	byPolicy map[string]*policyCounters // grows only: a counter must never go back after a reload
 	none     *policyCounters
+	calls    map[string]*atomic.Int64 // commands received, by table name; grows only, under mu
+
+	started      time.Time    // when the server was created: INFO's featcache_uptime_in_seconds
+	unknownCalls atomic.Int64 // commands neither Redis nor featcache knows
+	latency      [numLatClasses]latHistogram
 
 	upstream    *prometheus.HistogramVec
 	upObservers [numUpClasses]prometheus.Observer
@@ -121,7 +333,8 @@ type serverMetrics struct {
 }
 
 func newMetrics() *serverMetrics {
-	m := &serverMetrics{byPolicy: map[string]*policyCounters{}, none: &policyCounters{name: noPolicy}}
+	m := &serverMetrics{byPolicy: map[string]*policyCounters{}, none: &policyCounters{name: noPolicy},
+		calls: map[string]*atomic.Int64{}, started: time.Now()}
 	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "featcache_upstream_duration_seconds",
 		Help:    "Upstream round trips, by command class: read (cache fills), forward, write, transaction, pinned, blocking, refresh, warm.",
@@ -145,6 +358,49 @@ func (m *serverMetrics) counters(name string) *policyCounters {
 	}
 	return pc
 }
+
+// bindCalls gives every entry of a new command table the counter of its name, kept across tables, so that a
+// table rebuilt (the upstream's COMMAND loaded late, a cluster detected) counts on, and its latency class.
+func (m *serverMetrics) bindCalls(t *table) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	bind := func(cmd *command) {
+		ctr := m.calls[cmd.name]
+		if ctr == nil {
+			ctr = new(atomic.Int64)
+			m.calls[cmd.name] = ctr
+		}
+		cmd.calls = ctr
+		cmd.lat = classLatency[cmd.class]
+	}
+	for _, cmd := range t.cmds {
+		bind(cmd)
+		for _, sub := range cmd.subs {
+			bind(sub)
+		}
+	}
+}
+
+// commandCounts returns the number of commands received by name, those with none left out; unknownCommand
+// counts the commands neither Redis nor featcache knows.
+func (m *serverMetrics) commandCounts() map[string]int64 {
+	m.mu.Lock()
+	out := make(map[string]int64, 32)
+	for name, ctr := range m.calls {
+		if n := ctr.Load(); n > 0 {
+			out[name] = n
+		}
+	}
+	m.mu.Unlock()
+	if n := m.unknownCalls.Load(); n > 0 {
+		out[unknownCommand] = n
+	}
+	return out
+}
+
+// unknownCommand is the "command" label of featcache_commands_total for commands neither Redis nor featcache
+// knows: their names are whatever clients send, so they share one label.
+const unknownCommand = "(unknown)"
 
 // all returns every policy's counters, those of keys without a policy last.
 func (m *serverMetrics) all() []*policyCounters {
@@ -193,12 +449,15 @@ func newStatsCollector(s *Server) *statsCollector {
 		return prometheus.NewDesc("featcache_"+name, help, labels, nil)
 	}
 	return &statsCollector{s: s, d: map[string]*prometheus.Desc{
-		"requests": d("requests_total", "Keys read by GET and MGET, by policy and by what answered them: hit (memory, fresh), "+
-			"stale (memory, past the soft deadline, or past the hard one while the upstream fails), miss (fetched), "+
-			"bypass (no caching policy), error (the upstream failed, nothing to serve).", "policy", "result"),
+		"requests": d("requests_total", "Keys read by cached read commands, each once: every key of GET and MGET, the one "+
+			"hash of HGET, HMGET and HGETALL (under its feature view's policy when all the fields read belong to one); "+
+			"by policy and by what answered them: hit (memory, fresh), stale (memory, past the soft deadline, or past "+
+			"the hard one while the upstream fails), miss (fetched), bypass (no caching policy), error (the upstream "+
+			"failed, nothing to serve).", "policy", "result"),
 		"age":         d("served_age_seconds", "Age of the values served from memory (hits and stale serves), by policy.", "policy"),
 		"staleError":  d("stale_on_error_total", "Values served past their hard TTL because the upstream failed (serve_stale), by policy; part of result=\"stale\".", "policy"),
-		"invalidated": d("invalidations_total", "Invalidations applied to the local tier: kind=\"key\" counts keys (tracking pushes and writes through featcache), kind=\"flush\" whole-tier flushes.", "kind"),
+		"invalidated": d("invalidated_keys_total", "Keys invalidated in the local tier: named by tracking pushes (writes by any client of Redis) and by writes through featcache."),
+		"flushes":     d("flushes_total", "Whole-tier flushes of the local tier: FLUSHALL, FLUSHDB or SWAPDB (through featcache, or by another client: a null tracking push), a tracking connection lost or a server restarted or failed over, a script's tracking barrier not confirmed, CACHE FLUSH."),
 		"upstreamUp":  d("upstream_up", "1 while the upstream answers; 0 from the first failed or timed-out round trip until a health PING is answered."),
 		"trackingUp":  d("tracking_up", "1 while server-assisted invalidation (CLIENT TRACKING) is established."),
 		"bytes":       d("local_bytes", "Estimated bytes held by the local tier's entries (entries times their mean size)."),
@@ -211,7 +470,17 @@ func newStatsCollector(s *Server) *statsCollector {
 		"upreads":     d("upstream_reads_total", "Keys fetched from the upstream (GET and PTTL pairs)."),
 		"roundtrips":  d("upstream_round_trips_total", "Upstream round trips of pipeline segments."),
 		"forwarded":   d("forwarded_total", "Commands forwarded to the upstream."),
-		"errors":      d("errors_total", "Error replies featcache produced itself (upstream failures, refused commands)."),
+		"errors": d("errors_total", "Error replies featcache produced itself (not Redis's own errors, which are relayed), by reason: "+
+			"upstream (Redis failed, timed out or was unreachable, and nothing could be served), refused (commands.deny, "+
+			"and commands featcache cannot run for a client), snapshot (a snapshot pointer could not be resolved).", "reason"),
+		"commands": d("commands_total", "Commands received, by name as Redis's command table has it (\"client|setname\" for a "+
+			"subcommand); commands neither Redis nor featcache knows are counted as \"(unknown)\".", "command"),
+		"latency": d("request_duration_seconds", "Time from a command's arrival (the read of the pipeline that holds it) to its "+
+			"reply written, by class: cached_hit (a cached read answered from memory), cached_miss (one that waited for Redis), "+
+			"write, forwarded, transaction, pinned (WATCH session), blocking, subscribe, local, admin, refused. A pipeline's "+
+			"commands are answered together and share its time. Pipelines answered from memory alone are timed one in "+
+			strconv.Itoa(latencySampleMean)+" on average, at random, each timed one counting for those it stands for.", "class"),
+		"build":       d("build_info", "Always 1: featcache's version and the Go version it was built with.", "version", "goversion"),
 		"panics":      d("panics_total", "Client connections ended by a recovered panic."),
 		"clients":     d("client_connections", "Connected clients."),
 		"accepted":    d("client_connections_total", "Client connections accepted."),
@@ -288,10 +557,29 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(c.d["age"], count, sum, buckets, pc.name)
 	}
 
+	for class := range m.latency {
+		h := &m.latency[class]
+		buckets := make(map[float64]uint64, len(latBoundsNs))
+		var cum uint64
+		for i, b := range latBoundsNs {
+			cum += uint64(h.buckets[i].Load())
+			buckets[float64(b)/1e9] = cum
+		}
+		count := cum + uint64(h.buckets[len(latBoundsNs)].Load())
+		if count == 0 {
+			continue // a class appears with its first request: a scrape lists only what happened
+		}
+		ch <- prometheus.MustNewConstHistogram(c.d["latency"], count, float64(h.sumNs.Load())/1e9, buckets, latClassNames[class])
+	}
+	for name, n := range m.commandCounts() {
+		counter("commands", n, name)
+	}
+	gauge("build", 1, s.version, runtime.Version())
+
 	st := &s.stats
 	ls := s.cache.Stats()
-	counter("invalidated", int64(ls.Invalidations), "key")
-	counter("invalidated", int64(ls.Flushes), "flush")
+	counter("invalidated", int64(ls.Invalidations))
+	counter("flushes", int64(ls.Flushes))
 	gauge("upstreamUp", boolean(s.up.Healthy()))
 	_, tracking := s.up.Tracking()
 	gauge("trackingUp", boolean(tracking))
@@ -307,7 +595,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("upreads", st.UpstreamReads.Load())
 	counter("roundtrips", st.RoundTrips.Load())
 	counter("forwarded", st.Forwarded.Load())
-	counter("errors", st.Errors.Load())
+	counter("errors", st.Errors.Load(), "upstream")
+	counter("errors", st.Refused.Load(), "refused")
+	counter("errors", st.SnapshotErrors.Load(), "snapshot")
 	counter("panics", st.Panics.Load())
 	gauge("clients", float64(s.clients.Load()))
 	counter("accepted", m.accepted.Load())

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -184,7 +185,7 @@ policies:
 		{"featcache_fills_joined_total", nil, 1},
 		{"featcache_upstream_duration_seconds", []string{"class", "read"}, 1},
 		{"featcache_upstream_duration_seconds", []string{"class", "forward"}, 1},
-		{"featcache_invalidations_total", []string{"kind", "key"}, 1},
+		{"featcache_invalidated_keys_total", nil, 1},
 		{"featcache_local_entries", nil, 11}, // f:1-10, f:new, g:1, less f:10 invalidated by the SET
 		{"featcache_local_bytes", nil, 11 * 40},
 		{"featcache_local_capacity_bytes", nil, 16 << 20},
@@ -256,35 +257,48 @@ func servedAgeBuckets(t *testing.T, m scrape, policy string) map[float64]uint64 
 	return nil
 }
 
-// TestMetricsLowCardinality: no key ever appears in /metrics, however many keys are read.
+// TestMetricsLowCardinality: no key ever appears in /metrics, and reading more keys adds no series.
 func TestMetricsLowCardinality(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
+	admin := p.adminURL()
 	c := p.dial()
+	series := func() int {
+		t.Helper()
+		resp, err := http.Get(admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(body), "secret-key") {
+			t.Fatal("/metrics shows a key")
+		}
+		var labels []string
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "featcache_") {
+				if i := strings.IndexByte(line, '{'); i > 0 {
+					labels = append(labels, line[i:strings.IndexByte(line, '}')+1])
+				}
+			}
+		}
+		sort.Strings(labels)
+		return len(labels)
+	}
 	for i := 0; i < 50; i++ {
 		c.Do("GET", "secret-key-"+strconv.Itoa(i))
 	}
-	resp, err := http.Get(p.adminURL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	n := series()
+	for i := 50; i < 100; i++ {
+		c.Do("GET", "secret-key-"+strconv.Itoa(i))
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
+	if more := series(); more != n {
+		t.Fatalf("%d labelled featcache series after reading 50 keys, %d after 50 more; want no growth", n, more)
 	}
-	if strings.Contains(string(body), "secret-key") {
-		t.Fatal("/metrics shows a key")
-	}
-	var labels []string
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, "featcache_") {
-			if i := strings.IndexByte(line, '{'); i > 0 {
-				labels = append(labels, line[i:strings.IndexByte(line, '}')+1])
-			}
-		}
-	}
-	sort.Strings(labels)
-	if n := len(labels); n > 200 {
+	// Histograms by class (upstream round trips, request latency) make most of them: 25 lines per class.
+	if n > 300 {
 		t.Fatalf("%d labelled featcache series; want a bounded number", n)
 	}
 }
@@ -393,5 +407,115 @@ policies:
 	}
 	if got := m.value(t, "featcache_local_entries"); got >= n {
 		t.Fatalf("local_entries = %v; want fewer than the %d keys read into 1MB", got, n)
+	}
+}
+
+// histogram returns the sample count, sum and cumulative buckets (by upper bound) of the series of a histogram
+// whose labels include the given name=value pair, and whether there is one.
+func (s scrape) histogram(name, label, value string) (count uint64, sum float64, buckets map[float64]uint64, ok bool) {
+	for _, m := range s[name].GetMetric() {
+		for _, l := range m.Label {
+			if l.GetName() == label && l.GetValue() == value {
+				buckets = map[float64]uint64{}
+				for _, b := range m.Histogram.Bucket {
+					buckets[b.GetUpperBound()] = b.GetCumulativeCount()
+				}
+				return m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum(), buckets, true
+			}
+		}
+	}
+	return 0, 0, nil, false
+}
+
+// TestRequestMetrics: featcache_build_info names the version main passes; featcache_commands_total counts commands
+// by name; featcache_request_duration_seconds times them by class, from the read of their pipeline to its reply,
+// exactly for the classes that reach Redis and as an estimate for those answered from memory; errors are counted
+// by reason; invalidated keys and flushes apart.
+func TestRequestMetrics(t *testing.T) {
+	p := startProxyOn(t, redistest.Start(t), defaultTestConfig, func(o *Options) { o.Version = "v9.8.7-test" })
+	admin := p.adminURL()
+	p.redis.Do("SET", "k", "v")
+	p.settle()
+	c := p.dial()
+	expect := func(want string, args ...string) {
+		t.Helper()
+		if got := string(c.Do(args...)); !strings.HasPrefix(got, want) {
+			t.Fatalf("%q: got %q; want %q...", args, got, want)
+		}
+	}
+	expect(bulk("v"), "GET", "k") // cached_miss
+	const hits = 400
+	for i := 0; i < hits; i++ {
+		expect(bulk("v"), "GET", "k") // cached_hit, one batch each
+	}
+	expect("+OK", "SET", "w", "1")                // write
+	expect("+OK", "CLIENT", "SETNAME", "me")      // local
+	expect("-ERR unknown command 'NOPE'", "NOPE") // forwarded: Redis answers
+	expect("*", "CACHE", "STATS")                 // admin
+	expect("+OK", "MULTI")                        // transaction, three commands
+	expect("+QUEUED", "SET", "w", "2")
+	expect("*1", "EXEC")
+	expect("*-1", "BLPOP", "nolist", "0.2")                                            // blocking, 200ms
+	expect("-ERR command 'config|set' is disabled", "CONFIG", "SET", "maxmemory", "1") // refused
+	expect("+OK", "CACHE", "FLUSH")                                                    // admin, a flush
+	// A pipeline of a miss, a write and a hit: three commands answered together.
+	if _, err := c.NetConn().Write(append(append(redistest.Encode("GET", "p1"), redistest.Encode("SET", "p2", "x")...), redistest.Encode("GET", "w")...)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := c.Read(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	exact := map[string]uint64{"cached_miss": 3, "write": 2, "forwarded": 1, "admin": 2, "transaction": 3, "blocking": 1, "refused": 1}
+	var m scrape
+	// A batch is timed once its replies are written, which is after the client could read them.
+	redistest.Eventually(t, 5*time.Second, "every batch timed", func() bool {
+		m = scrapeMetrics(t, admin)
+		for class, n := range exact {
+			if got, _, _, _ := m.histogram("featcache_request_duration_seconds", "class", class); got != n {
+				return false
+			}
+		}
+		return true
+	})
+	// Answered from memory alone, timed one batch in about 8: the count is exact up to the gap not yet closed.
+	if n, _, b, _ := m.histogram("featcache_request_duration_seconds", "class", "cached_hit"); n+2*latencySampleMean-2 < hits || n > hits || b[1] != n {
+		t.Errorf("cached_hit: %d, %d of them under 1s; want %d less the batches since the last timed one (at most %d), all under 1s",
+			n, b[1], hits, 2*latencySampleMean-2)
+	}
+	if n, _, _, _ := m.histogram("featcache_request_duration_seconds", "class", "local"); n > 1 {
+		t.Errorf("local: %d; want 0 or 1 (one CLIENT SETNAME, sampled)", n)
+	}
+	if _, sum, b, _ := m.histogram("featcache_request_duration_seconds", "class", "blocking"); sum < 0.2 || b[0.1] != 0 {
+		t.Errorf("blocking: sum %vs, %d under 100ms; want BLPOP's 200ms wait", sum, b[0.1])
+	}
+	for _, ck := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"featcache_build_info", []string{"version", "v9.8.7-test", "goversion", runtime.Version()}, 1},
+		{"featcache_commands_total", []string{"command", "get"}, hits + 3},
+		{"featcache_commands_total", []string{"command", "set"}, 3},
+		{"featcache_commands_total", []string{"command", "client|setname"}, 1},
+		{"featcache_commands_total", []string{"command", "(unknown)"}, 1},
+		{"featcache_commands_total", []string{"command", "cache"}, 2},
+		{"featcache_commands_total", []string{"command", "config|set"}, 1},
+		{"featcache_errors_total", []string{"reason", "refused"}, 1},
+		{"featcache_errors_total", []string{"reason", "upstream"}, 0},
+		{"featcache_errors_total", []string{"reason", "snapshot"}, 0},
+		{"featcache_flushes_total", nil, 1},
+	} {
+		if got := m.value(t, ck.name, ck.labels...); got != ck.want {
+			t.Errorf("%s%v = %v; want %v", ck.name, ck.labels, got, ck.want)
+		}
+	}
+	if got := m.value(t, "featcache_invalidated_keys_total"); got < 3 {
+		t.Errorf("featcache_invalidated_keys_total = %v; want at least the 3 keys featcache's writes named", got)
+	}
+	if _, ok := m.find("featcache_commands_total", "command", "hgetall"); ok {
+		t.Error("featcache_commands_total lists a command never sent")
 	}
 }

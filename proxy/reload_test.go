@@ -118,7 +118,7 @@ policies:
 	if m.value(t, "featcache_config_last_reload_successful") != 0 || m.value(t, "featcache_config_reloads_total", "result", "rejected") != 1 {
 		t.Fatal("the rejected reload is not in the metrics")
 	}
-	if reply := p.reload(t, "policies:\n  - {name: p, prefix: \"p:\", hard_ttl: 2h}\n"); !strings.HasPrefix(reply, "$") {
+	if reply := p.reload(t, "policies:\n  - {name: p, prefix: \"p:\", hard_ttl: 2h}\n"); !strings.HasPrefix(reply, "*4\r\n+reloaded:") {
 		t.Fatalf("CACHE RELOAD of a valid file = %q", reply)
 	}
 	m = scrapeMetrics(t, admin)

@@ -27,6 +27,7 @@ const (
 	holeHash                       // a hash read (HGET, HMGET, HGETALL) waiting for its fill
 	holeMerge                      // a multi-key command split over cluster slots: its parts' frames, merged
 	holeMgetTx                     // an MGET answered from one transaction (mgetTx)
+	holeInfo                       // INFO's reply frame, featcache's section appended (info.go)
 )
 
 // hole is a reply (or part of one) that is only known after the segment's upstream round trip. Replies known at
@@ -360,6 +361,8 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 		return appendError(dst, upstreamErrorText(s.doErr)), true
 	case holeMerge:
 		return c.appendMerged(dst, h), true
+	case holeInfo:
+		return c.emitInfo(dst, h), true
 	case holeMgetBypass:
 		if h.frame >= c.call.Len() {
 			return dst, false

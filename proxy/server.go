@@ -31,7 +31,9 @@ type Options struct {
 	Commands Commands
 	// Logger receives connection-level events; if nil, slog.Default().
 	Logger *slog.Logger
-	// Now is the clock; if nil, time.Now. Tests move it to walk entries through their states.
+	// Now is the clock; if nil, the local tier's (Cache.Now). Tests move it to walk entries through their states.
+	// With Now nil, request latency is timed on the readings each batch takes anyway, so the tier's clock must then
+	// follow real time (it does unless localcache.Options.Now was set, and then set this too).
 	Now func() time.Time
 	// Reload returns the configuration a reload applies (SIGHUP, CACHE RELOAD): main reads the file again and
 	// applies its command-line overrides. If nil, reloads are refused.
@@ -45,6 +47,9 @@ type Options struct {
 	// TLSHandshakeTimeout bounds the TLS handshake of a client accepted on a TLS listener. If zero,
 	// DefaultTLSHandshakeTimeout is used.
 	TLSHandshakeTimeout time.Duration
+	// Version is featcache's version as -version prints it, for featcache_build_info and INFO featcache. If "",
+	// "unknown".
+	Version string
 }
 
 // Server is the RESP listener: it owns client connections and runs each one's request path.
@@ -68,6 +73,8 @@ type Server struct {
 	clients    atomic.Int64
 	stats      Stats
 	metrics    *serverMetrics
+	version    string // Options.Version
+	realClock  bool   // now is the local tier's own clock, which follows real time: batches are timed on its readings
 
 	cfg       atomic.Pointer[config.Config] // the running configuration: Options.Config as reloads changed it
 	reloadMu  sync.Mutex                    // one reload at a time
@@ -100,8 +107,9 @@ type policySet struct {
 	counters     []*policyCounters
 	hot          []*warm.TopK // nil entries for policies that do not cache, or when hot-key tracking is off
 	none         *policyCounters
-	pointers     [][]byte // snapshot pointer keys; nil without one
-	hasSnapshots bool     // some policy has a snapshot pointer: commands' keys may need rewriting
+	pointers     [][]byte              // snapshot pointer keys; nil without one
+	hasSnapshots bool                  // some policy has a snapshot pointer: commands' keys may need rewriting
+	views        []*config.FeatureView // Feast feature views, in configuration order: what warming a Feast key reads
 }
 
 // serverInfo is what HELLO reports: the upstream's own identity, so clients see the Redis they expect.
@@ -119,11 +127,15 @@ func New(opt Options) (*Server, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
+	realClock := opt.Now == nil
 	if opt.Now == nil {
 		opt.Now = opt.Cache.Now // the tier's clock: entries' deadlines are on it
 	}
 	if opt.TLSHandshakeTimeout <= 0 {
 		opt.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
+	}
+	if opt.Version == "" {
+		opt.Version = "unknown"
 	}
 	lim := opt.Config.Limits
 	if lim.MaxOutputBytes <= 0 || lim.OutputTimeout <= 0 || lim.MaxClientsMemory <= 0 || lim.MaxClients <= 0 {
@@ -134,6 +146,7 @@ func New(opt Options) (*Server, error) {
 		cache: opt.Cache, up: opt.Upstream,
 		conns:     make(map[*client]struct{}),
 		metrics:   newMetrics(),
+		realClock: realClock, version: opt.Version,
 		maxOutput: lim.MaxOutputBytes,
 		stop:      make(chan struct{}),
 		closing:   make(chan struct{}),
@@ -197,7 +210,9 @@ func (s *Server) installTable(cmds Commands) {
 		cmds = *s.cmds.Load()
 	}
 	s.cmds.Store(&cmds)
-	s.tbl.Store(newTable(cmds, s.opt.Config.Commands.Deny, s.clustered()))
+	tbl := newTable(cmds, s.opt.Config.Commands.Deny, s.clustered())
+	s.metrics.bindCalls(tbl)
+	s.tbl.Store(tbl)
 	if s.clustered() {
 		s.up.SetKeyFunc(func(args [][]byte, dst [][]byte) [][]byte {
 			tc := s.tbl.Load().lookup(args)
@@ -244,6 +259,9 @@ func (s *Server) setPolicies(ps []*config.Policy) {
 		if p.SnapshotPointer != "" {
 			set.pointers[p.Index] = []byte(p.SnapshotPointer)
 			set.hasSnapshots = true
+		}
+		if p.View != nil {
+			set.views = append(set.views, p.View)
 		}
 	}
 	s.policies.Store(set)
@@ -494,7 +512,7 @@ func (s *Server) Clients() int64 { return s.clients.Load() }
 // StaleOnError, Misses, Bypass) are counted per policy (metrics.go) and summed into the snapshot; the other fields
 // are updated atomically as they happen.
 type Stats struct {
-	Commands      atomic.Int64 // commands executed
+	Commands      atomic.Int64 // commands received: in a snapshot only, the sum of the per-command counters
 	Hits          atomic.Int64 // cached reads answered from memory (fresh)
 	StaleHits     atomic.Int64 // soft-stale entries served while a refresh runs
 	Unverified    atomic.Int64 // entries served unverified after a tracking loss (on_tracking_loss: revalidate)
@@ -508,8 +526,14 @@ type Stats struct {
 	Forwarded     atomic.Int64 // commands forwarded over shared connections
 	Invalidations atomic.Int64 // keys invalidated by writes through featcache
 	Barriers      atomic.Int64 // tracking barriers waited for after scripts and commands with unknown keys
-	Errors        atomic.Int64 // error replies featcache produced itself (upstream failures, refused commands)
-	Panics        atomic.Int64 // connections ended by a recovered panic
+	// Error replies featcache produced itself, by reason: Errors when the upstream failed (timed out, unreachable,
+	// or answered LOADING, BUSY and the like) and nothing could be served; Refused for commands featcache refuses
+	// (commands.deny, and those it cannot run for a client); SnapshotErrors when a snapshot pointer could not be
+	// resolved.
+	Errors         atomic.Int64
+	Refused        atomic.Int64
+	SnapshotErrors atomic.Int64
+	Panics         atomic.Int64 // connections ended by a recovered panic
 
 	Rejected           atomic.Int64 // connections refused by limits.max_clients
 	ProtocolErrors     atomic.Int64 // connections closed for a protocol error or a request limit
@@ -528,7 +552,11 @@ func (s *Server) Stats() *Stats {
 	snap := &Stats{}
 	st := &s.stats
 	res, staleOnError := s.metrics.totals()
-	snap.Commands.Store(st.Commands.Load())
+	var commands int64
+	for _, n := range s.metrics.commandCounts() {
+		commands += n
+	}
+	snap.Commands.Store(commands)
 	snap.Hits.Store(res[resultHit])
 	unverified := st.Unverified.Load()
 	snap.StaleHits.Store(res[resultStale] - staleOnError - unverified)
@@ -544,6 +572,8 @@ func (s *Server) Stats() *Stats {
 	snap.Invalidations.Store(st.Invalidations.Load())
 	snap.Barriers.Store(st.Barriers.Load())
 	snap.Errors.Store(st.Errors.Load())
+	snap.Refused.Store(st.Refused.Load())
+	snap.SnapshotErrors.Store(st.SnapshotErrors.Load())
 	snap.Panics.Store(st.Panics.Load())
 	snap.Rejected.Store(st.Rejected.Load())
 	snap.ProtocolErrors.Store(st.ProtocolErrors.Load())

@@ -820,7 +820,7 @@ func (c *client) refuse(cmd *Command, tc *command) {
 		c.errorReply(msg)
 		return
 	}
-	c.srv.stats.Errors.Add(1)
+	c.srv.stats.Refused.Add(1)
 	if tc.class == classDenied {
 		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
 		return

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strings"
+	"sync/atomic"
 )
 
 // class says how featcache handles a command. Every command has exactly one, decided once at start from Redis's
@@ -96,7 +97,10 @@ type command struct {
 	local   func(c *client, args [][]byte)
 	read    func(c *client, cmd *Command) // classRead: the cached-read path
 	tx      func(c *client, cmd *Command) // classTx
+	fwd     func(c *client, cmd *Command) // classForward commands whose reply featcache extends (INFO), else nil
 	subs    map[string]*command           // subcommand entries, by lower-case subcommand name
+	calls   *atomic.Int64                 // commands received under this name (featcache_commands_total)
+	lat     uint8                         // its latency class outside sessions (featcache_request_duration_seconds)
 }
 
 // table maps command names to their entries.
@@ -267,6 +271,7 @@ func newTable(cmds Commands, deny []string, cluster bool) *table {
 	set("hmget", func(c *command) { c.class, c.read = classRead, (*client).readHMGet })
 	set("hgetall", func(c *command) { c.class, c.read = classRead, (*client).readHGetAll })
 	set("cache", func(c *command) { c.class, c.local = classAdmin, (*client).cmdCache })
+	set("info", func(c *command) { c.fwd = (*client).forwardInfo })
 	if cluster {
 		for name, rule := range clusterRules {
 			if top, sub, isSub := strings.Cut(name, "|"); isSub && (cmds[top] == nil || cmds[top].Subcommands[sub] == nil) ||

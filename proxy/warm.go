@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"time"
 
@@ -49,63 +50,170 @@ func (s *Server) warmSource(src config.WarmSource) warm.Source {
 
 // WarmFill loads keys into the local tier for a warm-up (warm.Filler), under the fill rules of the request path:
 // a key is skipped when no caching policy covers it, left alone when it is cached and fresh or a fill of it is in
-// flight (which will store it), and otherwise fetched, all such keys in one round trip (GET and PTTL each) on a
-// dedicated connection, so that a warm-up never queues ahead of client traffic on the shared ones. Each fetched
-// value is stored through the key's single-flight fill, so it is dropped when a write invalidated the key
-// meanwhile: warming never overwrites a newer value, and clients reading a key being warmed join its fill.
+// flight (which will store it), and otherwise fetched, all such keys in one round trip on a dedicated connection,
+// so that a warm-up never queues ahead of client traffic on the shared ones. Each fetched value is stored through
+// the key's single-flight fill, so it is dropped when a write invalidated the key meanwhile: warming never
+// overwrites a newer value, and clients reading a key being warmed join its fill.
+//
+// A string key is read with GET and PTTL. A Feast key (config.FeastKeyPolicy) is a hash: it is read as Feast
+// reads it, HMGET of every configured feature view's features and event times, and PTTL (HGETALL when no view
+// is configured). Any other key that turns out to be a hash (GET answers WRONGTYPE: a hot key read with HGET,
+// HMGET or HGETALL) is read whole with HGETALL in a second round trip; keys of other types are not cached.
 func (s *Server) WarmFill(keys [][]byte) (warm.Result, error) {
 	var res warm.Result
 	if err := s.waitTrusted(); err != nil {
 		return res, err
 	}
-	ps := s.policies.Load()
-	now := s.now()
-	type item struct {
-		fill *localcache.Fill
-		lp   *localcache.Policy
-	}
-	items := make([]item, 0, len(keys))
-	var req, scratch []byte
+	w := warmBatch{s: s, ps: s.policies.Load(), now: s.now(), fieldTTL: s.tbl.Load().fieldTTL}
+	feastFields := w.feastFields()
 	for _, key := range keys {
-		pol := ps.matcher.Match(key)
-		if pol == nil || !pol.Cache || len(key) > localcache.MaxKeyLen {
+		pol := w.ps.matcher.Match(key)
+		switch {
+		case pol == nil || !pol.Cache || len(key) > localcache.MaxKeyLen:
 			res.Skipped++
-			continue
-		}
-		lp := &ps.local[pol.Index]
-		var look localcache.Lookup
-		if scratch, look = s.cache.AppendGet(scratch[:0], key, lp, now, false); look.State == localcache.StateFresh {
+		case pol.Name == config.FeastKeyPolicy && w.addHash(key, pol, feastFields):
+		case pol.Name != config.FeastKeyPolicy && w.addValue(key, pol):
+		default:
 			res.Present++
-			continue
 		}
-		f, leader := s.cache.Acquire(key)
-		if !leader {
-			res.Present++
-			continue
-		}
-		// Look again inside the single flight, as the request path does: a fill may have stored it meanwhile.
-		if scratch, look = s.cache.AppendGet(scratch[:0], key, lp, now, false); look.State == localcache.StateFresh {
-			s.cache.Complete(f, servedResult(scratch), lp)
-			res.Present++
-			continue
-		}
-		items = append(items, item{fill: f, lp: lp})
-		req = upstream.AppendFetch(req, key)
 	}
-	if len(items) == 0 {
-		return res, nil
+	fetched, err := w.run()
+	if err == nil && len(w.wrongType) > 0 {
+		// Hashes read with GET: read again, whole. The value fills above are complete, so these are new fills.
+		again := warmBatch{s: s, ps: w.ps, now: w.now, fieldTTL: w.fieldTTL}
+		for _, k := range w.wrongType {
+			again.addHash(k.key, k.pol, nil)
+		}
+		_, err = again.run()
 	}
+	if err != nil {
+		return warm.Result{}, err
+	}
+	res.Fetched += fetched
+	return res, nil
+}
+
+// warmBatch is one round trip of a warm-up: the fills it leads and the commands that read them.
+type warmBatch struct {
+	s        *Server
+	ps       *policySet
+	now      time.Time
+	fieldTTL bool
+	req      []byte
+	frames   int
+	items    []warmItem
+	// wrongType are the keys whose GET answered WRONGTYPE, to be read as hashes.
+	wrongType []warmItem
+	scratch   []byte
+}
+
+// warmItem is one key a warmBatch fetches: a value (GET and PTTL) when hash is nil, else a hash.
+type warmItem struct {
+	key   []byte
+	pol   *config.Policy
+	fill  *localcache.Fill
+	lp    *localcache.Policy
+	frame int
+	hash  *hashRead
+}
+
+// feastFields are the hash fields a Feast key is warmed with: each configured feature view's features, then its
+// event time, in the configuration's order; nil when no view is configured (the whole hash is read).
+func (w *warmBatch) feastFields() [][]byte {
+	var fields [][]byte
+	for _, v := range w.ps.views {
+		fields = append(append(fields, v.FieldIDs...), []byte(v.EventTimeField))
+	}
+	return fields
+}
+
+// addValue adds a string key's fetch unless the key is cached and fresh (or a fresh image of a hash) or being
+// fetched; it reports whether it did.
+func (w *warmBatch) addValue(key []byte, pol *config.Policy) bool {
+	lp := &w.ps.local[pol.Index]
+	var look localcache.Lookup
+	if w.scratch, look = w.s.cache.AppendGet(w.scratch[:0], key, lp, w.now, false); look.State == localcache.StateFresh {
+		return false
+	}
+	if w.hashFresh(key, pol, nil) {
+		return false // a hash an earlier warm-up read whole
+	}
+	f, leader := w.s.cache.Acquire(key)
+	if !leader {
+		return false
+	}
+	// Look again inside the single flight, as the request path does: a fill may have stored it meanwhile.
+	if w.scratch, look = w.s.cache.AppendGet(w.scratch[:0], key, lp, w.now, false); look.State == localcache.StateFresh {
+		w.s.cache.Complete(f, servedResult(w.scratch), lp)
+		return false
+	}
+	w.items = append(w.items, warmItem{key: key, pol: pol, fill: f, lp: lp, frame: w.frames})
+	w.req = upstream.AppendFetch(w.req, key)
+	w.frames += 2
+	return true
+}
+
+// addHash adds a hash key's fetch, of fields (nil: the whole hash), unless they are all cached and fresh or a
+// fill of the same fields is in flight; it reports whether it did.
+func (w *warmBatch) addHash(key []byte, pol *config.Policy, fields [][]byte) bool {
+	all := fields == nil
+	if w.hashFresh(key, pol, fields) {
+		return false
+	}
+	f, leader := w.s.cache.AcquireHash(key, localcache.HashFillID(fields, all))
+	if !leader {
+		return false
+	}
+	hr := &hashRead{cmd: hashMGet, key: key, fetch: fields, ps: w.ps, pol: pol, fieldTTL: w.fieldTTL, fill: f}
+	if all {
+		hr.cmd = hashGetAll
+	}
+	w.items = append(w.items, warmItem{key: key, pol: pol, fill: f, frame: w.frames, hash: hr})
+	w.req = upstream.AppendHashFetch(w.req, key, fields, all, w.fieldTTL)
+	w.frames += upstream.HashFetchFrames(all, w.fieldTTL)
+	return true
+}
+
+// hashFresh reports whether the cached entry of key holds every one of fields fresh (nil fields: a complete,
+// fresh image of the hash).
+func (w *warmBatch) hashFresh(key []byte, pol *config.Policy, fields [][]byte) bool {
+	fresh := false
+	w.s.cache.LookupHash(key, w.now, func(e localcache.HashEntry) {
+		if fields == nil {
+			lk, complete := e.Complete(&w.ps.local[pol.Index], false)
+			fresh = complete && lk.State == localcache.StateFresh
+			return
+		}
+		n := 0
+		e.Fields(fields, func(i int) *localcache.Policy { _, lp := fieldPolicy(w.ps, pol, fields[i]); return lp }, false,
+			func(i int, _ []byte, _ bool, lk localcache.Lookup) {
+				if lk.State == localcache.StateFresh {
+					n++
+				}
+			})
+		fresh = n == len(fields)
+	})
+	return fresh
+}
+
+// run sends the batch's commands in one round trip and completes its fills; it returns how many keys it fetched.
+// On error every fill is completed with it (their waiters get the error) and nothing counts as fetched.
+func (w *warmBatch) run() (int, error) {
+	if len(w.items) == 0 {
+		return 0, nil
+	}
+	s := w.s
 	call := upstream.NewCall()
 	start := time.Now()
 	var err error
 	if s.up.Cluster() != nil {
 		// In front of a Redis Cluster the keys are spread over the masters: the router sends each master its
 		// share in parallel, on the shared connections.
-		err = s.up.Do(call, req, 2*len(items))
+		err = s.up.Do(call, w.req, w.frames)
 	} else {
 		var conn *upstream.Conn
 		if conn, err = s.up.Dedicated(); err == nil {
-			if err = conn.Do(call, req, 2*len(items), start.Add(s.up.Timeout())); err != nil {
+			if err = conn.Do(call, w.req, w.frames, start.Add(s.up.Timeout())); err != nil {
 				conn.Close()
 			} else {
 				conn.Release()
@@ -113,23 +221,38 @@ func (s *Server) WarmFill(keys [][]byte) (warm.Result, error) {
 		}
 	}
 	s.metrics.observeUpstream(upWarm, start)
-	for i, it := range items {
+	var hf upstream.HashFetched
+	for _, it := range w.items {
+		if it.hash != nil {
+			r := localcache.Result{Err: err}
+			if n := upstream.HashFetchFrames(it.hash.cmd == hashGetAll, w.fieldTTL); it.frame+n-1 < call.Len() {
+				var hpttl []byte
+				if n == 3 {
+					hpttl = call.Frame(it.frame + 2)
+				}
+				r = hashFetchedResult(call.Frame(it.frame), call.Frame(it.frame+1), hpttl, it.hash, &hf)
+			}
+			s.cache.CompleteHash(it.fill, r, r.Hash)
+			continue
+		}
 		r := localcache.Result{Err: err}
-		if 2*i+1 < call.Len() {
-			if f, perr := parseFetched(call, 2*i); perr != nil {
+		if it.frame+1 < call.Len() {
+			if f, perr := parseFetched(call, it.frame); perr != nil {
 				r.Err = perr
 			} else {
 				r = fetchedResult(f)
+				if f.Error != nil && bytes.HasPrefix(f.Error, []byte("-WRONGTYPE")) {
+					w.wrongType = append(w.wrongType, it)
+				}
 			}
 		}
 		s.cache.Complete(it.fill, r, it.lp)
 	}
-	s.stats.UpstreamReads.Add(int64(len(items)))
+	s.stats.UpstreamReads.Add(int64(len(w.items)))
 	if err != nil {
-		return warm.Result{}, err
+		return 0, err
 	}
-	res.Fetched = len(items)
-	return res, nil
+	return len(w.items), nil
 }
 
 // waitTrusted waits up to the upstream timeout for the local tier to store fills (tracking established).

@@ -16,11 +16,11 @@ up = client(HOST, UPSTREAM_PORT)  # the redis-server behind featcache, for chang
 
 def explain_state(key):
     """The state line of CACHE EXPLAIN, featcache's own view of a key."""
-    text = r.execute_command("CACHE", "EXPLAIN", key)
-    for line in text.split(b"\r\n"):
+    lines = r.execute_command("CACHE", "EXPLAIN", key)  # one status reply per line
+    for line in lines:
         if line.startswith(b"state:"):
             return line[len(b"state:"):].decode()
-    raise CheckFailed("CACHE EXPLAIN %r has no state line: %r" % (key, text))
+    raise CheckFailed("CACHE EXPLAIN %r has no state line: %r" % (key, lines))
 
 
 def connection():
