@@ -102,6 +102,8 @@ func main() {
 		err = runStaleness(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "feast":
 		err = runFeast(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "memory":
+		err = runMemory(os.Args[2:])
 	default:
 		err = run(os.Args[1:])
 	}
