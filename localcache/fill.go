@@ -29,6 +29,8 @@ type Fill struct {
 	done      chan struct{}
 	res       Result // written once, before done is closed
 	completed atomic.Bool
+
+	skipAdmission bool // set by SkipAdmission: stored whatever the admission filter says
 }
 
 // session is the tracking session an entry stored by f carries: its key's slot's in cluster mode, the cache's
@@ -215,7 +217,7 @@ func (c *Cache) complete(f *Fill, res Result, storable bool, build func() (*[]by
 			c.stats.fillsUntrusted.Add(1)
 		default:
 			buf, expire := build()
-			if buf == nil {
+			if buf == nil || !c.admit(f) {
 				break
 			}
 			switch err := c.fc.Set(f.key, *buf, expire); {

@@ -23,6 +23,7 @@ type Stats struct {
 	SlotFlushes    uint64 // hash slots flushed by FlushSlots (cluster mode)
 	TooLargeKeys   uint64 // fills not stored because the key is longer than MaxKeyLen
 	TooLargeValues uint64 // fills not stored because the entry is larger than freecache accepts
+	NotAdmitted    uint64 // fills not stored because the admission filter refused their key (Options.Admission)
 
 	Entries   int64 // entries in freecache, including ones of an old epoch not yet overwritten or evicted
 	Bytes     int64 // estimated bytes those entries take in freecache (key, header, value, freecache's header)
@@ -34,7 +35,7 @@ type Stats struct {
 type counters struct {
 	fillsStored, fillsDiscarded, fillsUntrusted, fillsJoined atomic.Uint64
 	invalidations, flushes, tooLargeKeys, tooLargeValues     atomic.Uint64
-	slotFlushes                                              atomic.Uint64
+	slotFlushes, fillsNotAdmitted                            atomic.Uint64
 	storedBytes                                              atomic.Uint64 // sum of the sizes of stored entries
 
 	// evictionsBase and expiredBase carry freecache's counters over Flush, since freecache's Clear
@@ -60,6 +61,7 @@ func (c *Cache) Stats() Stats {
 		SlotFlushes:    s.slotFlushes.Load(),
 		TooLargeKeys:   s.tooLargeKeys.Load(),
 		TooLargeValues: s.tooLargeValues.Load(),
+		NotAdmitted:    s.fillsNotAdmitted.Load(),
 		Entries:        entries,
 		Bytes:          bytes,
 		Evictions:      s.evictionsBase.Load() + c.fc.EvacuateCount(),
