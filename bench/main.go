@@ -104,6 +104,8 @@ func main() {
 		err = runFeast(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "memory":
 		err = runMemory(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "admission":
+		err = runAdmission(os.Args[2:])
 	default:
 		err = run(os.Args[1:])
 	}
