@@ -168,7 +168,8 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 	// buffers beyond their baselines are reserved from limits.max_clients_memory; the server raises the limit by
 	// what is reserved (MemoryLimitBase), so it is memoryLimit(local.max_memory) while clients hold little.
 	debug.SetMemoryLimit(memoryLimit(cfg.Local.MaxMemory))
-	cache, err := localcache.New(localcache.Options{MaxMemory: cfg.Local.MaxMemory})
+	cache, err := localcache.New(localcache.Options{MaxMemory: cfg.Local.MaxMemory,
+		Admission: localcache.AdmissionOptions{Threshold: cfg.Local.AdmissionThreshold}})
 	if err != nil {
 		return err
 	}

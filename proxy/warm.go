@@ -89,6 +89,7 @@ func (s *Server) WarmFill(keys [][]byte) (warm.Result, error) {
 			res.Present++
 			continue
 		}
+		f.SkipAdmission() // a key worth warming is read often: the admission filter need not see it first
 		items = append(items, item{fill: f, lp: lp})
 		req = upstream.AppendFetch(req, key)
 	}
