@@ -42,6 +42,7 @@ func runAdmission(args []string) error {
 	counters := fs.Int("counters", 0, "counters per row of the filter's sketch (0: localcache's default, one per KiB of -max-memory)")
 	window := fs.Int("window", 0, "recorded requests after which the filter halves its counts (0: localcache's default, ten times the counters)")
 	all := fs.Bool("count-hits", true, "also measure the filter counting every request (hits recorded too)")
+	sample := fs.Int("hit-sample", 16, "also measure the filter recording one hit in this many, as the hot-key tracker samples reads (0: not measured)")
 	out := fs.String("out", "", "also write the Markdown table to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -83,25 +84,32 @@ func runAdmission(args []string) error {
 				r.misses, r.notAdmitted, r.elapsed.Seconds())
 			fmt.Fprintf(os.Stderr, "[admission] %s, %s: %.2f%% (LRU %.2f%%)\n", name, label, 100*r.ratio, 100*lruRatio)
 		}
-		r, err := tr.replay(maxMemory.bytes, *rate, localcache.AdmissionOptions{}, false)
+		r, err := tr.replay(maxMemory.bytes, *rate, localcache.AdmissionOptions{}, 0)
 		if err != nil {
 			return err
 		}
 		row("featcache, no filter", r)
 		for _, t := range thr {
-			r, err := tr.replay(maxMemory.bytes, *rate, localcache.AdmissionOptions{Threshold: t, Counters: *counters, Window: *window}, false)
+			r, err := tr.replay(maxMemory.bytes, *rate, localcache.AdmissionOptions{Threshold: t, Counters: *counters, Window: *window}, 0)
 			if err != nil {
 				return err
 			}
 			row(fmt.Sprintf("featcache, filter, threshold %d, misses counted", t), r)
 		}
-		if *all {
+		for _, every := range []int{*sample, 1} {
+			if every <= 0 || every == 1 && !*all {
+				continue
+			}
 			for _, t := range thr {
-				r, err := tr.replay(maxMemory.bytes, *rate, localcache.AdmissionOptions{Threshold: t, Counters: *counters, Window: *window}, true)
+				r, err := tr.replay(maxMemory.bytes, *rate, localcache.AdmissionOptions{Threshold: t, Counters: *counters, Window: *window}, every)
 				if err != nil {
 					return err
 				}
-				row(fmt.Sprintf("featcache, filter, threshold %d, every request counted", t), r)
+				what := "every request counted"
+				if every > 1 {
+					what = fmt.Sprintf("misses and one hit in %d counted", every)
+				}
+				row(fmt.Sprintf("featcache, filter, threshold %d, %s", t, what), r)
 			}
 		}
 		b.WriteString("\n")
@@ -181,10 +189,10 @@ type replayResult struct {
 
 // replay runs the trace through a new tier of capacity bytes with the admission options adm, as the proxy's
 // cached-read path does for GET: a lookup, and on a miss a fill through Acquire and Complete with the value
-// Redis would return. With countHits, a hit is recorded in the filter too. The tier's clock advances by one
+// Redis would return. With hitEvery > 0, one hit in hitEvery is recorded in the filter too. The tier's clock advances by one
 // second every rate requests; entries live far longer than the trace, so every miss is a capacity (or
 // admission) miss.
-func (tr *trace) replay(capacity int64, rate float64, adm localcache.AdmissionOptions, countHits bool) (replayResult, error) {
+func (tr *trace) replay(capacity int64, rate float64, adm localcache.AdmissionOptions, hitEvery int) (replayResult, error) {
 	t0 := time.Unix(1_700_000_000, 0)
 	now := t0
 	c, err := localcache.New(localcache.Options{MaxMemory: capacity, Now: func() time.Time { return now }, Admission: adm})
@@ -195,7 +203,7 @@ func (tr *trace) replay(capacity int64, rate float64, adm localcache.AdmissionOp
 	p := &localcache.Policy{SoftTTL: time.Hour, HardTTL: 24 * time.Hour}
 	filter := c.Admission()
 	var key, reply []byte
-	var hits, counted, misses int
+	var hits, counted, misses, allHits int
 	var notAdmitted uint64
 	start := time.Now()
 	for i, k := range tr.keys {
@@ -211,7 +219,7 @@ func (tr *trace) replay(capacity int64, rate float64, adm localcache.AdmissionOp
 			if measured {
 				hits++
 			}
-			if countHits && filter != nil {
+			if allHits++; hitEvery > 0 && filter != nil && allHits%hitEvery == 0 {
 				filter.Record(key)
 			}
 		} else {

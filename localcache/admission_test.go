@@ -299,3 +299,21 @@ func TestAdmissionStress(t *testing.T) {
 		t.Errorf("the run did not exercise refusals, stores and discards: %+v", s)
 	}
 }
+
+// BenchmarkAdmissionRecord is what counting a request costs: what every hit would pay if hits were counted too
+// (they are not: see admission.go), against BenchmarkHitPathGet's whole hit.
+func BenchmarkAdmissionRecord(b *testing.B) {
+	a := newAdmission(AdmissionOptions{Threshold: 3}, 64<<20)
+	keys := make([][]byte, 4096)
+	for i := range keys {
+		keys[i] = []byte("feat:" + strconv.Itoa(i*7919))
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			a.Record(keys[i&4095])
+			i++
+		}
+	})
+}

@@ -12,7 +12,7 @@ import "sync/atomic"
 // Bytes in use cannot be read from freecache, which does not expose it, nor counted exactly, since entries
 // leave by eviction, expiry and overwrite without telling the caller: Bytes estimates it as Entries times the
 // mean size of the entries stored so far. The tier's memory is bounded by Options.MaxMemory plus freecache's
-// index (16 bytes per entry) whatever Bytes says.
+// index (see the package documentation: 8 MiB for 64 MiB of 1-2 KiB entries) whatever Bytes says.
 type Stats struct {
 	FillsStored    uint64 // fills whose result was stored
 	FillsDiscarded uint64 // fills not stored because the key's generation or the epoch moved during them

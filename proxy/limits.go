@@ -134,8 +134,8 @@ var heapSamples = []string{
 // watchHeap keeps the Go memory limit at least gcRoom above the memory that collecting garbage cannot give back:
 // the live heap plus what the runtime holds besides heap objects (stacks, metadata, fragmentation). local.max_memory
 // plus headroom covers that with room to spare for 1-2 KiB values and a few dozen clients, but freecache's index
-// grows with the number of entries, not their bytes (16 MiB for a 256MB tier of 1-2 KiB values, 32 MiB for 256MB
-// of 100-byte values), and many clients in the middle of a pipeline hold up to their baselines each: then the
+// grows with the number of entries, not their bytes (16 MiB for a 256MB tier of 1-2 KiB values, 37 MiB for 256MB
+// of 200-byte values), and many clients in the middle of a pipeline hold up to their baselines each: then the
 // limit rises with them, by what is live, rather than leave the collector no room. It runs until the server stops.
 func (s *Server) watchHeap() {
 	defer s.wg.Done()
