@@ -101,7 +101,7 @@ func runMemory(args []string) error {
 		}
 		s.PhasePeak, s.PhaseClients, s.PhaseLimit = sampler.phase()
 		if st, err := cacheStats(addr); err == nil {
-			s.Entries, s.GCCycles, s.Misses = st.m["entries"], st.m["gc_cycles"], st.m["upstream_reads"]
+			s.Entries, s.GCCycles, s.Misses, s.Commands = st.m["entries"], st.m["gc_cycles"], st.m["upstream_reads"], st.m["commands"]
 			s.GCPauseMax = time.Duration(st.m["gc_pause_max_us"]) * time.Microsecond
 		}
 		s.CPU, _ = procCPU(p.pid())
@@ -187,6 +187,7 @@ type memSnapshot struct {
 	CPU        time.Duration
 	Elapsed    time.Duration // of the phase
 	Misses     int64         // cumulative upstream reads
+	Commands   int64         // cumulative commands (CACHE STATS commands)
 }
 
 // memSampler polls featcache during a phase: VmRSS every 10 ms, its client buffers and its Go memory limit every
@@ -509,6 +510,12 @@ func memoryReport(snaps []memSnapshot, heap heapUse, maxMemory size, from string
 	b.WriteString("| upstream reads in the phase | " + cells(func(s, p memSnapshot) string { return strconv.FormatInt(s.Misses-p.Misses, 10) }) + " |\n")
 	b.WriteString("| GC cycles in the phase | " + cells(func(s, p memSnapshot) string { return strconv.FormatInt(s.GCCycles-p.GCCycles, 10) }) + " |\n")
 	b.WriteString("| featcache CPU in the phase | " + cells(func(s, p memSnapshot) string { return (s.CPU - p.CPU).Round(10 * time.Millisecond).String() }) + " |\n")
+	b.WriteString("| CPU µs per command in the phase | " + cells(func(s, p memSnapshot) string {
+		if s.Commands == p.Commands {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f", float64(s.CPU-p.CPU)/1e3/float64(s.Commands-p.Commands))
+	}) + " |\n")
 	b.WriteString("| longest GC pause so far | " + cells(func(s, _ memSnapshot) string { return s.GCPauseMax.String() }) + " |\n")
 	last := snaps[len(snaps)-1]
 	fmt.Fprintf(&b, "\nGOGC %d. RSS minus local.max_memory at the end: %s; the bound is local.max_memory + 64 MiB = %s.\n",

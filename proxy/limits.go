@@ -68,11 +68,16 @@ type budget struct {
 const memoryStep = 16 << 20
 
 // gcRoom is the least the Go memory limit leaves for garbage above what the runtime holds for live objects (the
-// tier's ring buffers and index, client buffers within their baselines, fills in flight) and for itself. With less,
-// the garbage collector runs back to back and, past half the CPU, lets the heap overshoot the limit anyway: a
-// 256MB tier whose 16 MiB index and a cold fill's pipelines (50 clients x 64 GETs) left it about 6 MiB measured
-// 1,800 collections for 1,000,000 misses and upstream timeouts; with about 14 MiB, 1,550 and none.
-const gcRoom = 12 << 20
+// tier's ring buffers and index, client buffers within their baselines, fills in flight) and for itself; and
+// gcRoomShift makes it at least that fraction of the live heap (1/16), so that larger heaps, whose collections and
+// returned-then-refaulted pages cost more, are collected no more often. With less, the garbage collector runs back
+// to back and, past half the CPU, lets the heap overshoot the limit anyway: a 256MB tier whose 16 MiB index and a
+// cold fill's pipelines (50 clients x 64 GETs) left it about 6 MiB measured 1,800 collections for 1,000,000 misses
+// and upstream timeouts; with 12 MiB, 1,800 collections and 50% more CPU than with the 30 MiB it had before.
+const (
+	gcRoom      = 12 << 20
+	gcRoomShift = 4
+)
 
 // floorSlack is how far the live heap must fall before watchHeap lowers the limit it raised, so that a heap
 // that hovers does not move the limit (and stop the world) at every look.
@@ -131,9 +136,10 @@ var heapSamples = []string{
 	"/memory/classes/heap/released:bytes",
 }
 
-// watchHeap keeps the Go memory limit at least gcRoom above the memory that collecting garbage cannot give back:
-// the live heap plus what the runtime holds besides heap objects (stacks, metadata, fragmentation). local.max_memory
-// plus headroom covers that with room to spare for 1-2 KiB values and a few dozen clients, but freecache's index
+// watchHeap keeps the Go memory limit at least gcRoom (or a sixteenth of the live heap) above the memory that
+// collecting garbage cannot give back: the live heap plus what the runtime holds besides heap objects (stacks,
+// metadata, fragmentation). local.max_memory plus headroom covers that with room to spare for a 64MB tier of
+// 1-2 KiB values and a few dozen clients, but freecache's index
 // grows with the number of entries, not their bytes (16 MiB for a 256MB tier of 1-2 KiB values, 37 MiB for 256MB
 // of 200-byte values), and many clients in the middle of a pipeline hold up to their baselines each: then the
 // limit rises with them, by what is live, rather than leave the collector no room. It runs until the server stops.
@@ -183,11 +189,11 @@ func (b *budget) watch(samples []metrics.Sample) (live, floor int64, moved bool)
 	return live, floor, true
 }
 
-// gcFloor is the least memory limit that leaves gcRoom above a live heap of live bytes and other runtime memory of
-// other bytes, rounded up to a MiB.
+// gcFloor is the least memory limit that leaves gcRoom, or a sixteenth of the live heap if more, above a live heap
+// of live bytes and other runtime memory of other bytes, rounded up to a MiB.
 func gcFloor(live, other int64) int64 {
 	const mib = 1 << 20
-	return (live + max(other, 0) + gcRoom + mib - 1) / mib * mib
+	return (live + max(other, 0) + max(gcRoom, live>>gcRoomShift) + mib - 1) / mib * mib
 }
 
 // footprint is the capacity of the buffers the client owns: what its connection holds in memory.

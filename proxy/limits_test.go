@@ -421,6 +421,7 @@ func TestGCFloor(t *testing.T) {
 		{"whole MiB", 100 << 20, 10 << 20, 110<<20 + gcRoom},
 		{"rounded up", 100<<20 + 1, 0, 101<<20 + gcRoom},
 		{"negative other ignored", 50 << 20, -5, 50<<20 + gcRoom},
+		{"a sixteenth of a large heap", 320 << 20, 8 << 20, 328<<20 + 20<<20},
 	} {
 		if got := gcFloor(tc.live, tc.other); got != tc.want {
 			t.Errorf("%s: gcFloor = %d; want %d", tc.name, got, tc.want)
