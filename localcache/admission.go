@@ -32,10 +32,6 @@ import (
 // An admission is only ever a decision not to store: a fill that is not admitted still answers every request
 // that waits for it, and generations, epochs and invalidations work as without the filter.
 
-// DefaultAdmissionThreshold is the Threshold a configuration that turns the filter on without one gets: a key
-// is stored from its third request within the window.
-const DefaultAdmissionThreshold = 3
-
 // AdmissionOptions configures the admission filter (Options.Admission). The zero value turns it off.
 type AdmissionOptions struct {
 	// Threshold is how many recent requests of a key, the one being filled included, its fill needs to be stored.
