@@ -30,9 +30,19 @@ import (
 	"featcache/upstream"
 )
 
-// memoryHeadroom is what the Go memory limit allows above local.max_memory and what clients reserved from
-// limits.max_clients_memory: client baselines, fills in flight, the runtime itself.
+// memoryHeadroom is what featcache's resident set may take above local.max_memory and what clients reserved from
+// limits.max_clients_memory: the tier's index, client baselines, fills in flight, garbage not yet collected, the
+// runtime itself, and the binary's own pages.
 const memoryHeadroom = 64 << 20
+
+// uncountedMemory is the part of memoryHeadroom kept out of the Go memory limit, which counts only memory the Go
+// runtime maps: the binary's text, rodata and pclntab pages (13 MiB resident, measured with go run ./bench memory)
+// and the C library's in a cgo build (1.3 MiB). With a full tier the garbage collector keeps the runtime's memory
+// near the limit, so without this margin the resident set would sit that much above local.max_memory + 64 MiB.
+const uncountedMemory = 16 << 20
+
+// memoryLimit is the Go memory limit for a tier of maxMemory bytes while clients reserve nothing.
+func memoryLimit(maxMemory int64) int64 { return maxMemory + memoryHeadroom - uncountedMemory }
 
 // version is featcache's version as -version prints it. A release sets it when building:
 //
@@ -156,9 +166,10 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 
 	// freecache's buffer lives on the Go heap: without a limit the GC would let the heap grow to twice it. Client
 	// buffers beyond their baselines are reserved from limits.max_clients_memory; the server raises the limit by
-	// what is reserved (MemoryLimitBase), so it is local.max_memory + headroom while clients hold little.
-	debug.SetMemoryLimit(cfg.Local.MaxMemory + memoryHeadroom)
-	cache, err := localcache.New(localcache.Options{MaxMemory: cfg.Local.MaxMemory})
+	// what is reserved (MemoryLimitBase), so it is memoryLimit(local.max_memory) while clients hold little.
+	debug.SetMemoryLimit(memoryLimit(cfg.Local.MaxMemory))
+	cache, err := localcache.New(localcache.Options{MaxMemory: cfg.Local.MaxMemory,
+		Admission: localcache.AdmissionOptions{Threshold: cfg.Local.AdmissionThreshold}})
 	if err != nil {
 		return err
 	}
@@ -182,7 +193,7 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 	}
 	defer up.Close()
 	srv, err := proxy.New(proxy.Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Reload: load, LogLevel: level,
-		MemoryLimitBase: cfg.Local.MaxMemory + memoryHeadroom, Version: versionString()})
+		MemoryLimitBase: memoryLimit(cfg.Local.MaxMemory), Version: versionString()})
 	if err != nil {
 		return err
 	}

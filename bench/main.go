@@ -9,6 +9,8 @@
 //	go run ./bench report DIR   # rewrite DIR/results.md and DIR/latency.png from DIR/results.json
 //	go run ./bench staleness    # time from a write to Redis (or through another featcache) until featcache serves it
 //	go run ./bench feast        # Feast's layout and read pattern (pipelined HMGET), featcache next to direct Redis
+//	go run ./bench memory       # where featcache's resident set goes with a full tier, phase by phase
+//	go run ./bench admission    # the tier with and without its admission filter against an exact LRU, on Zipf traces
 //	make feast-remote           # the same with Redis 0.5 ms away each way, and open-loop phases
 //
 // Profiles are named presets of the workload flags; a flag given on the command line wins over the preset.
@@ -102,6 +104,10 @@ func main() {
 		err = runStaleness(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "feast":
 		err = runFeast(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "memory":
+		err = runMemory(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "admission":
+		err = runAdmission(os.Args[2:])
 	default:
 		err = run(os.Args[1:])
 	}

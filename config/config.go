@@ -213,7 +213,14 @@ type Local struct {
 	// MaxMemory is the size of the tier in bytes, at least MinMaxMemory; the Go memory limit is derived from it.
 	// Default DefaultMaxMemory.
 	MaxMemory int64
+	// AdmissionThreshold, between 2 and MaxAdmissionThreshold, puts a frequency filter in front of the tier: once
+	// the tier has had to evict, a fill is stored only from its key's AdmissionThreshold-th recent miss
+	// (localcache.AdmissionOptions). 0 (the default) or 1: every fill is stored.
+	AdmissionThreshold int
 }
+
+// MaxAdmissionThreshold is the largest local.admission_threshold: the filter counts up to 16 requests of a key.
+const MaxAdmissionThreshold = 16
 
 // Limits bound the resources one client can take.
 type Limits struct {
@@ -603,12 +610,18 @@ func (t *UpstreamTLS) decode(n *yaml.Node) error {
 }
 
 func (l *Local) decode(n *yaml.Node) error {
-	fs, err := fields(n, "local", []string{"max_memory"})
+	fs, err := fields(n, "local", []string{"max_memory", "admission_threshold"})
 	if err != nil {
 		return err
 	}
 	for _, f := range fs {
-		if l.MaxMemory, err = sizeValue(f.val, "local."+f.name); err != nil {
+		switch f.name {
+		case "max_memory":
+			l.MaxMemory, err = sizeValue(f.val, "local."+f.name)
+		case "admission_threshold":
+			l.AdmissionThreshold, err = intValue(f.val, "local."+f.name)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -764,6 +777,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Local.MaxMemory < MinMaxMemory {
 		return fmt.Errorf("local.max_memory: must be at least %s, got %q", formatSize(MinMaxMemory), formatSize(c.Local.MaxMemory))
+	}
+	if t := c.Local.AdmissionThreshold; t < 0 || t > MaxAdmissionThreshold {
+		return fmt.Errorf("local.admission_threshold: must be between 0 (off) and %d, got %d", MaxAdmissionThreshold, t)
 	}
 	l := &c.Limits
 	if l.MaxRequestBytes < kib {

@@ -264,6 +264,24 @@ upstream:
 			errSubstr: `local.max_memory: must be at least 1MB, got "512KB"`},
 		{name: "local max_memory negative", input: "local:\n  max_memory: -1MB\n", shouldErr: true,
 			errSubstr: `local.max_memory: invalid size "-1MB"`},
+		{name: "local admission_threshold default off", input: "local:\n  max_memory: 64MB\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Local.AdmissionThreshold != 0 {
+					t.Errorf("got %d; want 0", c.Local.AdmissionThreshold)
+				}
+			}},
+		{name: "local admission_threshold", input: "local:\n  admission_threshold: 3\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Local.AdmissionThreshold != 3 {
+					t.Errorf("got %d; want 3", c.Local.AdmissionThreshold)
+				}
+			}},
+		{name: "local admission_threshold too large", input: "local:\n  admission_threshold: 17\n", shouldErr: true,
+			errSubstr: `local.admission_threshold: must be between 0 (off) and 16, got 17`},
+		{name: "local admission_threshold negative", input: "local:\n  admission_threshold: -1\n", shouldErr: true,
+			errSubstr: `local.admission_threshold: must be between 0 (off) and 16, got -1`},
+		{name: "local admission_threshold not a number", input: "local:\n  admission_threshold: often\n", shouldErr: true,
+			errSubstr: `local.admission_threshold: invalid integer "often" (line 2)`},
 
 		// limits
 		{name: "limits fields", input: "limits:\n  max_request_bytes: 1MB\n  max_args: 1000\n  max_inline_bytes: 4KB\n  max_clients: 50\n",
@@ -1198,6 +1216,7 @@ listen: "127.0.0.1:7000"
 password: "new-secret"
 local:
   max_memory: 512MB
+  admission_threshold: 3
 upstream:
   timeout: 2s
   command_timeout: 1m
@@ -1220,7 +1239,7 @@ policies:
 		t.Fatal(err)
 	}
 	want := []string{"listen", "password", "upstream.sentinel", "upstream.timeout", "upstream.command_timeout",
-		"local.max_memory", "limits.max_clients", "log.format"}
+		"local.max_memory", "local.admission_threshold", "limits.max_clients", "log.format"}
 	got := next.RestartFields(running)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("RestartFields = %q; want %q", got, want)

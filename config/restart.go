@@ -33,6 +33,7 @@ func (c *Config) RestartFields(running *Config) []string {
 	diff("upstream.command_timeout", c.Upstream.CommandTimeout, running.Upstream.CommandTimeout)
 	diff("upstream.conns", c.Upstream.Conns, running.Upstream.Conns)
 	diff("local.max_memory", c.Local.MaxMemory, running.Local.MaxMemory)
+	diff("local.admission_threshold", c.Local.AdmissionThreshold, running.Local.AdmissionThreshold)
 	diff("limits.max_request_bytes", c.Limits.MaxRequestBytes, running.Limits.MaxRequestBytes)
 	diff("limits.max_args", c.Limits.MaxArgs, running.Limits.MaxArgs)
 	diff("limits.max_inline_bytes", c.Limits.MaxInlineBytes, running.Limits.MaxInlineBytes)

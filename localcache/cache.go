@@ -35,6 +35,9 @@ type Options struct {
 	// Rand returns a number in [0,1) used to draw jitter. If nil, math/rand/v2's Float64 is used.
 	// It is called concurrently (from Complete).
 	Rand func() float64
+	// Admission, with a Threshold above 1, stores a fill only when its key was requested often enough recently
+	// (see admission.go). The zero value stores every fill.
+	Admission AdmissionOptions
 }
 
 // State is what a lookup found.
@@ -131,6 +134,8 @@ type Cache struct {
 	stopTimer func()        // stops the coarse timer; nil with an injected clock
 	tags      atomic.Uint32 // the last hash fill tag handed out (nextTag)
 
+	admission *Admission // nil: every fill is stored (admission.go)
+
 	flushMu sync.Mutex // serializes Flush so freecache's counters are carried over once
 	shards  [shardCount]shard
 	stats   counters
@@ -146,7 +151,7 @@ func New(opt Options) (*Cache, error) {
 	if int64(int(opt.MaxMemory)) != opt.MaxMemory {
 		return nil, fmt.Errorf("%w: MaxMemory %d does not fit in an int on this platform", ErrMaxMemory, opt.MaxMemory)
 	}
-	c := &Cache{now: opt.Now, rand: opt.Rand}
+	c := &Cache{now: opt.Now, rand: opt.Rand, admission: newAdmission(opt.Admission, opt.MaxMemory)}
 	var timer freecache.Timer = clockTimer{opt.Now}
 	if c.now == nil {
 		c.now = monotonicClock()

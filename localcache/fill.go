@@ -30,6 +30,8 @@ type Fill struct {
 	done      chan struct{}
 	res       Result // written once, before done is closed
 	completed atomic.Bool
+
+	skipAdmission bool // set by SkipAdmission: stored whatever the admission filter says
 }
 
 // session is the tracking session an entry stored by f carries: its key's slot's in cluster mode, the cache's
@@ -261,6 +263,10 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 			if buf == nil {
 				// Nothing to store: what the entry holds is no longer what the upstream says.
 				c.fc.Del(f.key)
+				break
+			}
+			if !c.admit(f) {
+				// Not admitted: the key has no entry (a key with one is always admitted), so none is left behind.
 				break
 			}
 			switch err := c.fc.Set(f.key, *buf, expire); {

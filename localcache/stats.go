@@ -12,7 +12,7 @@ import "sync/atomic"
 // Bytes in use cannot be read from freecache, which does not expose it, nor counted exactly, since entries
 // leave by eviction, expiry and overwrite without telling the caller: Bytes estimates it as Entries times the
 // mean size of the entries stored so far. The tier's memory is bounded by Options.MaxMemory plus freecache's
-// index (16 bytes per entry) whatever Bytes says.
+// index (see the package documentation: 8 MiB for 64 MiB of 1-2 KiB entries) whatever Bytes says.
 type Stats struct {
 	FillsStored    uint64 // fills whose result was stored
 	FillsDiscarded uint64 // fills not stored because the key's generation or the epoch moved during them
@@ -23,6 +23,7 @@ type Stats struct {
 	SlotFlushes    uint64 // hash slots flushed by FlushSlots (cluster mode)
 	TooLargeKeys   uint64 // fills not stored because the key is longer than MaxKeyLen
 	TooLargeValues uint64 // fills not stored because the entry is larger than freecache accepts
+	NotAdmitted    uint64 // fills not stored because the admission filter refused their key (Options.Admission)
 
 	Entries   int64 // entries in freecache, including ones of an old epoch not yet overwritten or evicted
 	Bytes     int64 // estimated bytes those entries take in freecache (key, header, value, freecache's header)
@@ -34,7 +35,7 @@ type Stats struct {
 type counters struct {
 	fillsStored, fillsDiscarded, fillsUntrusted, fillsJoined atomic.Uint64
 	invalidations, flushes, tooLargeKeys, tooLargeValues     atomic.Uint64
-	slotFlushes                                              atomic.Uint64
+	slotFlushes, fillsNotAdmitted                            atomic.Uint64
 	storedBytes                                              atomic.Uint64 // sum of the sizes of stored entries
 
 	// evictionsBase and expiredBase carry freecache's counters over Flush, since freecache's Clear
@@ -60,6 +61,7 @@ func (c *Cache) Stats() Stats {
 		SlotFlushes:    s.slotFlushes.Load(),
 		TooLargeKeys:   s.tooLargeKeys.Load(),
 		TooLargeValues: s.tooLargeValues.Load(),
+		NotAdmitted:    s.fillsNotAdmitted.Load(),
 		Entries:        entries,
 		Bytes:          bytes,
 		Evictions:      s.evictionsBase.Load() + c.fc.EvacuateCount(),

@@ -239,6 +239,7 @@ func (s *Server) statsText() []byte {
 	line("flushes", ls.Flushes)
 	line("too_large_keys", ls.TooLargeKeys)
 	line("too_large_values", ls.TooLargeValues)
+	line("fills_not_admitted", ls.NotAdmitted)
 	line("epoch", int64(s.cache.Epoch()))
 	line("bytes_estimate", ls.Bytes)
 	tracking := "off"

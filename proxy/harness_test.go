@@ -109,7 +109,8 @@ func newProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg s
 		t.Fatalf("config: %v", err)
 	}
 	clock := &testClock{}
-	cache, err := localcache.New(localcache.Options{MaxMemory: min(cfg.Local.MaxMemory, 16<<20), Now: clock.Now})
+	cache, err := localcache.New(localcache.Options{MaxMemory: min(cfg.Local.MaxMemory, 16<<20), Now: clock.Now,
+		Admission: localcache.AdmissionOptions{Threshold: cfg.Local.AdmissionThreshold}})
 	if err != nil {
 		t.Fatal(err)
 	}

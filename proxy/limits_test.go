@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http/httptest"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -370,20 +371,76 @@ func TestConfiguredProtocolLimits(t *testing.T) {
 }
 
 // TestMemoryLimitFollowsReservations: with a base, the Go memory limit is the base plus what clients reserved,
-// in memoryStep steps, and comes back down when they give it back.
+// in whole memoryStep steps rounded down (a reservation under a step leaves it at the base), and comes back down
+// when they give it back.
 func TestMemoryLimitFollowsReservations(t *testing.T) {
 	old := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
 	const base = 1 << 30
 	b := &budget{limit: 256 << 20, base: base}
-	if !b.take(20 << 20) {
-		t.Fatal("take refused")
+	for _, step := range []struct {
+		take, give int64
+		want       int64 // limit - base
+	}{
+		{take: 1 << 20, want: 0},
+		{take: 19 << 20, want: memoryStep},
+		{take: 20 << 20, want: 2 * memoryStep},
+		{give: 40 << 20, want: 0},
+	} {
+		if step.take > 0 && !b.take(step.take) {
+			t.Fatal("take refused")
+		}
+		if step.give > 0 {
+			b.give(step.give)
+		}
+		if got := debug.SetMemoryLimit(-1); got-base != step.want {
+			t.Fatalf("limit with %d MiB reserved: base + %d MiB; want base + %d MiB", b.used.Load()>>20, (got-base)>>20, step.want>>20)
+		}
 	}
-	if got := debug.SetMemoryLimit(-1); got != base+2*memoryStep {
-		t.Fatalf("limit after reserving 20MB: %d; want base + 32MB", got-base)
+}
+
+// TestMemoryLimitKeepsGCRoom: when the live heap leaves the collector less than gcRoom under the base limit, the
+// limit rises to the live heap plus the runtime's other memory plus gcRoom, and comes back to the base once the
+// floor is no longer needed.
+func TestMemoryLimitKeepsGCRoom(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	runtime.GC() // /gc/heap/live:bytes is what the last collection found
+	b := &budget{limit: 256 << 20, base: 1 << 20}
+	live, floor, moved := b.watch(newHeapSamples())
+	if !moved || live <= 0 {
+		t.Fatalf("watch: live %d, moved %t; want a live heap and a floor set", live, moved)
 	}
-	b.give(20 << 20)
-	if got := debug.SetMemoryLimit(-1); got != base {
-		t.Fatalf("limit after giving it back: base + %d; want base", got-base)
+	if floor < live+gcRoom {
+		t.Errorf("floor %d MiB; want at least the live heap (%d MiB) + gcRoom", floor>>20, live>>20)
+	}
+	if got := debug.SetMemoryLimit(-1); got != floor {
+		t.Errorf("limit %d MiB; want the floor, %d MiB", got>>20, floor>>20)
+	}
+	if _, _, moved := b.watch(newHeapSamples()); moved && b.floor.Load() > floor {
+		t.Errorf("a second look moved the floor up to %d MiB from %d MiB with nothing allocated", b.floor.Load()>>20, floor>>20)
+	}
+
+	b.base = floor + 64<<20 // plenty: the base rules again
+	b.follow(0)
+	if got := debug.SetMemoryLimit(-1); got != b.base {
+		t.Errorf("limit %d MiB with a base above the floor; want the base, %d MiB", got>>20, b.base>>20)
+	}
+}
+
+func TestGCFloor(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		live, other int64
+		want        int64
+	}{
+		{"whole MiB", 100 << 20, 10 << 20, 110<<20 + gcRoom},
+		{"rounded up", 100<<20 + 1, 0, 101<<20 + gcRoom},
+		{"negative other ignored", 50 << 20, -5, 50<<20 + gcRoom},
+		{"a sixteenth of a large heap", 320 << 20, 8 << 20, 328<<20 + 20<<20},
+	} {
+		if got := gcFloor(tc.live, tc.other); got != tc.want {
+			t.Errorf("%s: gcFloor = %d; want %d", tc.name, got, tc.want)
+		}
 	}
 }

@@ -41,8 +41,8 @@ type Options struct {
 	// LogLevel, if not nil, is set from log.level at each reload.
 	LogLevel *slog.LevelVar
 	// MemoryLimitBase, if greater than 0, makes the server keep the Go memory limit (debug.SetMemoryLimit) at this
-	// many bytes plus what clients reserved from limits.max_clients_memory (in 16MB steps): main sets it to
-	// local.max_memory plus headroom.
+	// many bytes plus what clients reserved from limits.max_clients_memory (in whole 16MB steps, rounded down), and
+	// at least 16MB above the live heap and the runtime's own memory: main sets it to local.max_memory plus headroom.
 	MemoryLimitBase int64
 	// TLSHandshakeTimeout bounds the TLS handshake of a client accepted on a TLS listener. If zero,
 	// DefaultTLSHandshakeTimeout is used.
@@ -154,6 +154,7 @@ func New(opt Options) (*Server, error) {
 	s.budget.limit = lim.MaxClientsMemory
 	if opt.MemoryLimitBase > 0 {
 		s.budget.base = opt.MemoryLimitBase
+		s.budget.set.Store(opt.MemoryLimitBase)
 		debug.SetMemoryLimit(opt.MemoryLimitBase)
 	}
 	cfg := opt.Config
@@ -326,6 +327,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.watching = true
 		s.wg.Add(1)
 		go s.watchdog()
+		if s.budget.base > 0 {
+			s.wg.Add(1)
+			go s.watchHeap()
+		}
 	}
 	s.mu.Unlock()
 	var delay time.Duration

@@ -147,6 +147,7 @@ func (w *warmBatch) addValue(key []byte, pol *config.Policy) bool {
 		w.s.cache.Complete(f, servedResult(w.scratch), lp)
 		return false
 	}
+	f.SkipAdmission() // a key worth warming is read often: the admission filter need not see it first
 	w.items = append(w.items, warmItem{key: key, pol: pol, fill: f, lp: lp, frame: w.frames})
 	w.req = upstream.AppendFetch(w.req, key)
 	w.frames += 2
@@ -164,6 +165,7 @@ func (w *warmBatch) addHash(key []byte, pol *config.Policy, fields [][]byte) boo
 	if !leader {
 		return false
 	}
+	f.SkipAdmission()
 	hr := &hashRead{cmd: hashMGet, key: key, fetch: fields, ps: w.ps, pol: pol, fieldTTL: w.fieldTTL, fill: f}
 	if all {
 		hr.cmd = hashGetAll

@@ -1,0 +1,319 @@
+package localcache
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestAdmissionEstimate: a key's estimate is the number of times it was recorded (the first one in the doorkeeper,
+// the rest in the counters), up to 16; other keys stay at 0; once Window requests are recorded every count is
+// halved and the doorkeeper forgets.
+func TestAdmissionEstimate(t *testing.T) {
+	a := newAdmission(AdmissionOptions{Threshold: 3, Counters: 1 << 12, Window: 1000}, MinMemory)
+	key := []byte("profile:1")
+	for n := 1; n <= 20; n++ {
+		a.Record(key)
+		if got, want := a.Estimate(key), min(n, 16); got != want {
+			t.Fatalf("after %d requests: estimate %d; want %d", n, got, want)
+		}
+	}
+	for i := range 10 {
+		if got := a.Estimate([]byte("other:" + strconv.Itoa(i))); got != 0 {
+			t.Errorf("estimate of a key never requested: %d; want 0", got)
+		}
+	}
+	// 20 recorded so far; 980 more of other keys reach the window.
+	for i := range 980 {
+		a.Record([]byte("filler:" + strconv.Itoa(i)))
+	}
+	if a.Halvings() != 1 {
+		t.Fatalf("halvings after a window of requests: %d; want 1", a.Halvings())
+	}
+	if got := a.Estimate(key); got != 7 { // counters at 15, halved; the doorkeeper cleared
+		t.Errorf("estimate after halving: %d; want 7", got)
+	}
+	if !a.Admit(key) {
+		t.Error("Admit of a frequent key after halving: false")
+	}
+	if a.Admit([]byte("once")) {
+		t.Error("Admit of a key requested for the first time: true; want false with threshold 3")
+	}
+}
+
+func TestAdmissionOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opt  AdmissionOptions
+		off  bool
+	}{
+		{"zero value", AdmissionOptions{}, true},
+		{"threshold 1", AdmissionOptions{Threshold: 1}, true},
+		{"threshold 2", AdmissionOptions{Threshold: 2}, false},
+	} {
+		c, err := New(Options{MaxMemory: MinMemory, Now: newClock(t0).Now, Admission: tc.opt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off := c.Admission() == nil; off != tc.off {
+			t.Errorf("%s: filter off = %t; want %t", tc.name, off, tc.off)
+		}
+	}
+	a := newAdmission(AdmissionOptions{Threshold: 40}, 64<<20)
+	if a.threshold != 16 || a.mask+1 != 1<<18 || a.window != 10<<18 {
+		t.Errorf("defaults for 64 MiB: threshold %d, %d counters per row, window %d; want 16, 262144, 2621440",
+			a.threshold, a.mask+1, a.window)
+	}
+}
+
+// fullCache returns a 1 MiB tier with an admission filter of threshold 3 that has had to evict: the filter decides.
+func fullCache(t *testing.T, clk *testClock) *Cache {
+	t.Helper()
+	c, err := New(Options{MaxMemory: MinMemory, Now: clk.Now, Admission: AdmissionOptions{Threshold: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Policy{SoftTTL: time.Hour, HardTTL: time.Hour}
+	filler := Result{Value: []byte(strings.Repeat("f", 900)), PTTL: NoExpiry}
+	for i := 0; c.Stats().Evictions == 0; i++ {
+		if i > 10_000 {
+			t.Fatal("a 1 MiB tier did not evict after 10,000 fills of 900 bytes")
+		}
+		f, _ := c.Acquire([]byte("filler:" + strconv.Itoa(i)))
+		f.SkipAdmission()
+		c.Complete(f, filler, p)
+	}
+	return c
+}
+
+// TestAdmissionRefusedFillAnswersWaiters: once the tier is full, a key's first two fills are not stored, and the
+// requests that joined them still get their results; the third is stored and served.
+func TestAdmissionRefusedFillAnswersWaiters(t *testing.T) {
+	clk := newClock(t0)
+	c := fullCache(t, clk)
+	p := &Policy{SoftTTL: time.Hour, HardTTL: time.Hour}
+	key := []byte("user:7")
+	for n := 1; n <= 3; n++ {
+		f, leader := c.Acquire(key)
+		waiter, joined := c.Acquire(key)
+		if !leader || joined || waiter != f {
+			t.Fatalf("fill %d: leader %t, second Acquire joined %t", n, leader, !joined)
+		}
+		v := "v" + strconv.Itoa(n)
+		stored := c.Complete(f, value(v), p)
+		if stored != (n == 3) {
+			t.Errorf("fill %d: stored %t; want %t", n, stored, n == 3)
+		}
+		if got := string(waiter.Result().Value); got != v {
+			t.Errorf("fill %d: the waiter got %q; want %q", n, got, v)
+		}
+		got, lk := c.AppendGet(nil, key, p, clk.Now(), false)
+		if served := lk.State != StateMiss; served != (n == 3) || served && string(got) != bulk(v) {
+			t.Errorf("after fill %d: lookup %v %q", n, lk.State, got)
+		}
+	}
+	if s := c.Stats(); s.NotAdmitted != 2 || slotsHeld(c) != 0 {
+		t.Errorf("NotAdmitted %d, slots held %d; want 2 and 0", s.NotAdmitted, slotsHeld(c))
+	}
+}
+
+// TestAdmissionWhileRoom: a tier that never had to evict stores every fill, whatever the filter says.
+func TestAdmissionWhileRoom(t *testing.T) {
+	clk := newClock(t0)
+	c, err := New(Options{MaxMemory: 4 << 20, Now: clk.Now, Admission: AdmissionOptions{Threshold: 16}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Policy{SoftTTL: time.Hour, HardTTL: time.Hour}
+	for i := range 100 {
+		if !fill(t, c, "k"+strconv.Itoa(i), value("x"), p) {
+			t.Fatalf("fill %d of an empty tier not stored", i)
+		}
+	}
+	if s := c.Stats(); s.NotAdmitted != 0 {
+		t.Errorf("NotAdmitted %d; want 0", s.NotAdmitted)
+	}
+}
+
+// TestAdmissionReplacesEntry: a fill of a key that has an entry replaces it whatever the filter says (a refresh of a
+// soft-stale entry): refusing would leave the old value.
+func TestAdmissionReplacesEntry(t *testing.T) {
+	clk := newClock(t0)
+	c := fullCache(t, clk)
+	p := &Policy{SoftTTL: time.Minute, HardTTL: time.Hour}
+	key := []byte("user:8")
+	f, _ := c.Acquire(key)
+	f.SkipAdmission()
+	if !c.Complete(f, value("old"), p) {
+		t.Fatal("a fill with SkipAdmission was not stored")
+	}
+	clk.Add(2 * time.Minute) // soft-stale: the proxy refreshes it
+	if _, lk := c.AppendGet(nil, key, p, clk.Now(), false); lk.State != StateStale {
+		t.Fatalf("state %v; want stale", lk.State)
+	}
+	if !fill(t, c, string(key), value("new"), p) {
+		t.Fatal("the refresh of a resident key with an estimate of 2 was not stored")
+	}
+	if got, _ := c.AppendGet(nil, key, p, clk.Now(), false); string(got) != bulk("new") {
+		t.Errorf("served %q after the refresh; want the new value", got)
+	}
+}
+
+// TestAdmissionKeepsGenerations: the filter runs after the generation check: a fill overtaken by an invalidation is
+// discarded (not counted as refused), a read after the invalidation starts a fill of its own, and flushing the tier
+// gives it room again (every fill stored until it must evict).
+func TestAdmissionKeepsGenerations(t *testing.T) {
+	clk := newClock(t0)
+	c := fullCache(t, clk)
+	p := &Policy{SoftTTL: time.Hour, HardTTL: time.Hour}
+	key := []byte("user:9")
+	for range 3 {
+		c.Admission().Record(key) // frequent: the filter would store it
+	}
+	old, _ := c.Acquire(key)
+	c.Invalidate(key)
+	f, leader := c.Acquire(key)
+	if !leader || f == old {
+		t.Fatal("a read after the invalidation joined the fill that began before it")
+	}
+	if c.Complete(old, value("before"), p) {
+		t.Error("a fill overtaken by an invalidation was stored")
+	}
+	if !c.Complete(f, value("after"), p) {
+		t.Error("the fill after the invalidation, of a frequent key, was not stored")
+	}
+	s := c.Stats()
+	if s.FillsDiscarded != 1 || s.NotAdmitted != 0 {
+		t.Errorf("FillsDiscarded %d, NotAdmitted %d; want 1 and 0", s.FillsDiscarded, s.NotAdmitted)
+	}
+	c.Flush()
+	if !fill(t, c, "user:10", value("x"), p) {
+		t.Error("the first fill after a Flush, in an empty tier, was not stored")
+	}
+}
+
+// TestAdmissionStress runs readers, fills, invalidations and a filler that keeps a 1 MiB tier evicting, with the
+// filter refusing many fills, and checks what TestStressInvariants checks without a filter: no lookup serves, and
+// no fill hands a waiter, a value older than the latest invalidation of its key that returned before the read
+// began; every fill completes (no slot held at the end). Run it with -race.
+func TestAdmissionStress(t *testing.T) {
+	const (
+		nKeys   = 16
+		readers = 6
+	)
+	ops := 6000
+	if testing.Short() {
+		ops = 1000
+	}
+	clk := newClock(t0)
+	c := fullCache(t, clk)
+	p := &Policy{SoftTTL: time.Hour, HardTTL: time.Hour}
+	var keys [nKeys][]byte
+	for k := range keys {
+		keys[k] = []byte("feature:" + strconv.Itoa(k))
+	}
+	var upstream struct {
+		sync.Mutex
+		ver [nKeys]uint64
+	}
+	var invalidated [nKeys]atomic.Uint64
+	var stop atomic.Bool
+	var bg sync.WaitGroup
+	background := func(loop func(i int)) {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			for i := 0; !stop.Load(); i++ {
+				loop(i)
+				runtime.Gosched()
+			}
+		}()
+	}
+	filler := Result{Value: []byte(strings.Repeat("f", 900)), PTTL: NoExpiry}
+	background(func(i int) { // keeps the tier evicting, so the filter decides
+		f, leader := c.Acquire([]byte("filler:" + strconv.Itoa(i%5000)))
+		if leader {
+			f.SkipAdmission()
+			c.Complete(f, filler, p)
+		}
+	})
+	background(func(i int) {
+		k := i % nKeys
+		upstream.Lock()
+		upstream.ver[k]++
+		v := upstream.ver[k]
+		upstream.Unlock()
+		c.Invalidate(keys[k])
+		for old := invalidated[k].Load(); old < v && !invalidated[k].CompareAndSwap(old, v); old = invalidated[k].Load() {
+		}
+	})
+	var rw sync.WaitGroup
+	for g := range readers {
+		rw.Add(1)
+		go func() {
+			defer rw.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 3))
+			buf := make([]byte, 0, 64)
+			for range ops {
+				k := r.IntN(nKeys)
+				floor := invalidated[k].Load()
+				var lk Lookup
+				if buf, lk = c.AppendGet(buf[:0], keys[k], p, clk.Now(), false); lk.State != StateMiss {
+					if v, ok := versionOf(t, buf, k); ok && v < floor {
+						t.Errorf("served %s version %d after the invalidation of version %d returned", keys[k], v, floor)
+						return
+					}
+					continue
+				}
+				f, leader := c.Acquire(keys[k])
+				if leader {
+					upstream.Lock()
+					v := upstream.ver[k]
+					upstream.Unlock()
+					runtime.Gosched()
+					c.Complete(f, Result{Value: []byte("k" + strconv.Itoa(k) + ":v" + strconv.FormatUint(v, 10)), PTTL: NoExpiry}, p)
+				}
+				res := f.Result()
+				reply := []byte("$" + strconv.Itoa(len(res.Value)) + "\r\n" + string(res.Value) + "\r\n")
+				if v, ok := versionOf(t, reply, k); ok && v < floor {
+					t.Errorf("fill of %s handed version %d to a read that began after the invalidation of version %d", keys[k], v, floor)
+					return
+				}
+			}
+		}()
+	}
+	rw.Wait()
+	stop.Store(true)
+	bg.Wait()
+	if n := slotsHeld(c); n != 0 {
+		t.Errorf("%d slots held after every fill completed", n)
+	}
+	s := c.Stats()
+	t.Logf("stats %+v", s)
+	if s.NotAdmitted == 0 || s.FillsStored == 0 || s.FillsDiscarded == 0 {
+		t.Errorf("the run did not exercise refusals, stores and discards: %+v", s)
+	}
+}
+
+// BenchmarkAdmissionRecord is what counting a request costs: what every hit would pay if hits were counted too
+// (they are not: see admission.go), against BenchmarkHitPathGet's whole hit.
+func BenchmarkAdmissionRecord(b *testing.B) {
+	a := newAdmission(AdmissionOptions{Threshold: 3}, 64<<20)
+	keys := make([][]byte, 4096)
+	for i := range keys {
+		keys[i] = []byte("feat:" + strconv.Itoa(i*7919))
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			a.Record(keys[i&4095])
+			i++
+		}
+	})
+}
