@@ -331,8 +331,9 @@ func heapAlloc(t *testing.T, in *instance) int64 {
 // cacheStat returns one counter of CACHE STATS.
 func cacheStat(t *testing.T, c *redistest.Conn, name string) int64 {
 	t.Helper()
+	// An array of status lines: "+name:value".
 	for _, line := range strings.Split(string(c.Do("CACHE", "STATS")), "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+		if rest, ok := strings.CutPrefix(strings.TrimPrefix(strings.TrimSpace(line), "+"), name+":"); ok {
 			n, err := strconv.ParseInt(rest, 10, 64)
 			if err != nil {
 				t.Fatal(err)

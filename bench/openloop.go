@@ -192,11 +192,22 @@ const (
 
 var classNames = [numClasses]string{"hit", "stale", "miss", "other"}
 
-// classify reads the state from one CACHE EXPLAIN reply: a hash field's state when a field was named, else the key's.
+// classify reads the state from one CACHE EXPLAIN reply (an array of lines): a hash field's state when a field was
+// named, else the key's.
 func classify(v any) answerClass {
-	text, _ := v.(string)
+	var lines []string
+	switch v := v.(type) {
+	case string:
+		lines = strings.Split(v, "\r\n")
+	case []any:
+		for _, e := range v {
+			if s, ok := e.(string); ok {
+				lines = append(lines, s)
+			}
+		}
+	}
 	state := ""
-	for _, line := range strings.Split(text, "\r\n") {
+	for _, line := range lines {
 		if st, ok := strings.CutPrefix(line, "field_state:"); ok {
 			state = st
 			break
