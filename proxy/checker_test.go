@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // checkerDuration runs the consistency checker: `go test ./proxy -run Checker -checker=60s`. scripts/test.sh runs
@@ -58,7 +59,7 @@ func checkerValue(seq int64) string {
 }
 
 func checkerSeq(reply []byte) (int64, bool) {
-	v, isNil, ok := bulkString(reply)
+	v, isNil, ok := resp.BulkPayload(reply)
 	if !ok {
 		return 0, false
 	}
