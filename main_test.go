@@ -303,11 +303,15 @@ func TestSIGHUPReload(t *testing.T) {
 	redistest.Eventually(t, 10*time.Second, "applied reload", func() bool {
 		return strings.Contains(in.log.String(), `msg="reload: applied"`)
 	})
-	explain := string(c.Do("CACHE", "EXPLAIN", "p:1"))
-	_, left, _ := strings.Cut(explain, "hard_left_ms:")
-	left, _, _ = strings.Cut(left, "\r\n")
+	explain, _, _ := resp.Decode(c.Do("CACHE", "EXPLAIN", "p:1"))
+	left := ""
+	for _, line := range explain.Elems {
+		if v, ok := strings.CutPrefix(line.Str, "hard_left_ms:"); ok {
+			left = v
+		}
+	}
 	if ms, err := strconv.Atoi(left); err != nil || ms > 60000 {
-		t.Fatalf("after the reload: %q; want at most a minute left", explain)
+		t.Fatalf("after the reload: %+v; want at most a minute left", explain.Elems)
 	}
 	in.signal(syscall.SIGTERM)
 	in.wait(30 * time.Second)

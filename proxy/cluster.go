@@ -134,11 +134,11 @@ func (c *client) appendMerged(dst []byte, h *hole) []byte {
 		}
 		f := c.call.Frame(i)
 		switch {
-		case f[0] == '-':
+		case f[0] == resp.TypeError:
 			return append(dst, f...)
-		case h.rule == ruleSplitSum && f[0] == ':':
-			n, err := strconv.ParseInt(string(f[1:len(f)-2]), 10, 64)
-			if err != nil {
+		case h.rule == ruleSplitSum && f[0] == resp.TypeInteger:
+			n, ok := resp.IntegerValue(f)
+			if !ok {
 				return append(dst, f...)
 			}
 			sum += n
@@ -182,7 +182,7 @@ func (c *client) fanOut(cmd *resp.Command, tc *command) {
 func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 	var firstErr []byte
 	for i := 0; i < n; i++ {
-		if f := c.call.Frame(i); f[0] == '-' && firstErr == nil {
+		if f := c.call.Frame(i); f[0] == resp.TypeError && firstErr == nil {
 			firstErr = f
 		}
 	}
@@ -215,8 +215,8 @@ func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 		var sum int64
 		for i := 0; i < n; i++ {
 			f := c.call.Frame(i)
-			v, err := strconv.ParseInt(string(f[1:len(f)-2]), 10, 64)
-			if f[0] != ':' || err != nil {
+			v, ok := resp.IntegerValue(f)
+			if !ok {
 				return append(dst, f...)
 			}
 			sum += v
@@ -269,22 +269,20 @@ func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 
 // upstreamIntArray reads an array of integer replies.
 func upstreamIntArray(f []byte) ([]int64, error) {
-	n, body, ok := resp.ArrayHeader(f)
-	if !ok {
+	if _, _, ok := resp.ArrayHeader(f); !ok {
 		return nil, errInternal
 	}
-	out := make([]int64, 0, n)
-	for j := 0; j < n; j++ {
-		i := bytes.IndexByte(body, '\n')
-		if i < 2 || body[0] != ':' {
-			return nil, errInternal
-		}
-		v, err := strconv.ParseInt(string(body[1:i-1]), 10, 64)
-		if err != nil {
+	elems, err := resp.ArrayElements(f, nil)
+	if err != nil {
+		return nil, errInternal
+	}
+	out := make([]int64, 0, len(elems))
+	for _, e := range elems {
+		v, ok := resp.IntegerValue(e)
+		if !ok {
 			return nil, errInternal
 		}
 		out = append(out, v)
-		body = body[i+1:]
 	}
 	return out, nil
 }

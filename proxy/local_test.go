@@ -145,9 +145,9 @@ func clientList(t *testing.T, c *redistest.Conn) []string {
 // clientIDOf reads a CLIENT ID reply.
 func clientIDOf(t *testing.T, c *redistest.Conn) int64 {
 	t.Helper()
-	r := string(c.Do("CLIENT", "ID"))
-	id, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(r, ":"), "\r\n"), 10, 64)
-	if err != nil {
+	r := c.Do("CLIENT", "ID")
+	id, ok := resp.IntegerValue(r)
+	if !ok {
 		t.Fatalf("CLIENT ID: %q", r)
 	}
 	return id
