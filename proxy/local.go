@@ -916,7 +916,8 @@ func (c *client) cmdClientNoEvict(args [][]byte) {
 // (CLIENT TRACKING is refused).
 func (c *client) cmdClientGetredir(args [][]byte) { c.intReply(-1) }
 
-// trackingOffReply is CLIENT TRACKINGINFO's reply for a client without tracking: flags [off], redirect -1, prefixes [].
+// trackingOffReply is CLIENT TRACKINGINFO's reply for a client without tracking: flags [off], redirect -1,
+// prefixes [].
 var trackingOffReply = func() []byte {
 	b := resp.AppendBulkString(resp.AppendArray(nil, 6), "flags")
 	b = resp.AppendBulkString(resp.AppendArray(b, 1), "off")

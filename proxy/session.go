@@ -1389,7 +1389,8 @@ func (p *pubsub) isMarker(frame []byte) bool {
 		return false // a message or another reply, told apart without building anything
 	}
 	plain := resp.AppendBulk(nil, p.marker)
-	return bytes.Equal(frame, plain) || bytes.Equal(frame, append(resp.AppendBulkString(resp.AppendArray(nil, 2), "pong"), plain...))
+	subscribed := append(resp.AppendBulkString(resp.AppendArray(nil, 2), "pong"), plain...)
+	return bytes.Equal(frame, plain) || bytes.Equal(frame, subscribed)
 }
 
 // lost ends the client's connection when its subscriptions' upstream connection failed (Redis went away, or the

@@ -136,7 +136,8 @@ func TestReaderMatchesRedis(t *testing.T) {
 		{in: "*1\r\n$-1\r\n", lim: resp.UnauthenticatedLimits()},
 		{in: "*0\r\n*11\r\n", lim: resp.UnauthenticatedLimits()},
 		{in: "a b c d e f g h i j k l m\r\n*1\r\n$4\r\nPING\r\n*12\r\n", lim: resp.UnauthenticatedLimits(), cmds: 2},
-		{in: resp.Enc([]string{"ECHO", strings.Repeat("x", 16384)}) + "*1\r\n$16385\r\n", lim: resp.UnauthenticatedLimits(), cmds: 1},
+		{in: resp.Enc([]string{"ECHO", strings.Repeat("x", 16384)}) + "*1\r\n$16385\r\n", lim: resp.UnauthenticatedLimits(),
+			cmds: 1},
 	}
 	var wg sync.WaitGroup
 	results := make([]redisOutcome, len(cases))
@@ -176,7 +177,8 @@ func TestReaderMatchesRedis(t *testing.T) {
 func TestReaderMatchesRedisMutations(t *testing.T) {
 	srv := redistest.Start(t)
 	base := []string{
-		resp.Enc([]string{"PING"}, []string{"ECHO", "hi"}) + "ECHO \"a b\" 'c'\r\n" + resp.Enc([]string{"ECHO", "x\r\ny"}) + "PING\n",
+		resp.Enc([]string{"PING"}, []string{"ECHO", "hi"}) + "ECHO \"a b\" 'c'\r\n" + resp.Enc([]string{"ECHO", "x\r\ny"}) +
+			"PING\n",
 		"ECHO \"q\\x41\\\"\" 'it\\'s'\nPING\r\n" + resp.Enc([]string{"ECHO", ""}) + "*0\r\nECHO z\n",
 		resp.Enc([]string{"ECHO", "abc"}, []string{"PING", "p"}, []string{"ECHO", "-1"}),
 	}
