@@ -351,7 +351,7 @@ func (c *Client) probe() {
 	defer tick.Stop()
 	for {
 		if err := c.Pool.Do(call, ping, 1); err == nil {
-			if f := call.Frame(0); len(f) > 0 && f[0] == '-' {
+			if f := call.Frame(0); len(f) > 0 && f[0] == resp.TypeError {
 				c.Pool.setHealth(false, resp.ParseError(f))
 			} else {
 				c.Pool.setHealth(true, nil)

@@ -167,7 +167,7 @@ func ParseHashFetched(reply, pttl, hpttl []byte, fields [][]byte, all bool, out 
 		n = -2 // PTTL failed: treat the expiry as unknown, so nothing is stored
 	}
 	out.PTTL = n
-	if len(reply) > 0 && reply[0] == '-' {
+	if len(reply) > 0 && reply[0] == resp.TypeError {
 		out.Error = reply
 		return nil
 	}

@@ -1,6 +1,6 @@
 // Package resp is the one place featcache reads and writes the Redis protocol (RESP2). The rest of featcache
-// holds no parser or encoder of its own: requests, replies and the commands featcache sends upstream all go
-// through this package.
+// frames nothing itself: requests, replies and the commands featcache sends upstream all go through this package.
+// (Text carried inside a frame, such as INFO's CRLF-ended lines, is the caller's.)
 //
 // It holds:
 //
