@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
-	"featcache/upstream"
+	"featcache/internal/resp"
 )
 
 // TestNonReadingClientsMemory: five connections each pipeline 1,000 GETs of a 1 MiB value and never read a reply.
@@ -191,7 +191,7 @@ policies:
 	// The five connections that send their pipelines and never read.
 	var pipeline []byte
 	for i := 0; i < pipelined; i++ {
-		pipeline = upstream.AppendCommand(pipeline, "GET", "f:big")
+		pipeline = resp.AppendCommand(pipeline, "GET", "f:big")
 	}
 	var quiet []net.Conn
 	for i := 0; i < readers; i++ {
@@ -258,25 +258,14 @@ policies:
 	t.Logf("heap after GC: %d MiB (baseline %d MiB); RSS now %d MiB", heap>>20, baseHeap>>20, vmRSS(t, pid)>>20)
 }
 
-// roundTripRaw sends one command on c and reads one reply of a simple or bulk type, within 5 seconds.
+// roundTripRaw sends one command on c and reads its reply, within 5 seconds.
 func roundTripRaw(c net.Conn, r *bufio.Reader, args ...string) (string, error) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write(redistest.Encode(args...)); err != nil {
 		return "", err
 	}
-	line, err := r.ReadString('\n')
-	if err != nil || line[0] != '$' {
-		return line, err
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
-	if err != nil || n < 0 {
-		return line, err
-	}
-	body := make([]byte, n+2)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return line, err
-	}
-	return line + string(body), nil
+	frame, err := resp.ReadFrame(r, nil)
+	return string(frame), err
 }
 
 // readRSS returns the resident set size of process pid (VmRSS).
@@ -331,9 +320,13 @@ func heapAlloc(t *testing.T, in *instance) int64 {
 // cacheStat returns one counter of CACHE STATS.
 func cacheStat(t *testing.T, c *redistest.Conn, name string) int64 {
 	t.Helper()
-	// An array of status lines: "+name:value".
-	for _, line := range strings.Split(string(c.Do("CACHE", "STATS")), "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimPrefix(strings.TrimSpace(line), "+"), name+":"); ok {
+	// An array of status lines: "name:value".
+	stats, _, err := resp.Decode(c.Do("CACHE", "STATS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range stats.Elems {
+		if rest, ok := strings.CutPrefix(line.Str, name+":"); ok {
 			n, err := strconv.ParseInt(rest, 10, 64)
 			if err != nil {
 				t.Fatal(err)

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
-	"featcache/upstream"
+	"featcache/internal/resp"
 )
 
 // These tests run the real featcache binary, built once per test run, as a subprocess in front of a real Redis,
@@ -177,8 +177,8 @@ policies:
 	stream := rc.NetConn()
 	var batch []byte
 	for i := 0; i < 100; i++ {
-		batch = upstream.AppendCommand(batch, "INCR", "cnt")
-		batch = upstream.AppendCommand(batch, "GET", "k:"+strconv.Itoa(i%20))
+		batch = resp.AppendCommand(batch, "INCR", "cnt")
+		batch = resp.AppendCommand(batch, "GET", "k:"+strconv.Itoa(i%20))
 	}
 	go func() {
 		for {
@@ -219,7 +219,7 @@ policies:
 	var payload []byte
 	const bigN = 10000
 	for i := 0; i < bigN; i++ {
-		payload = upstream.AppendCommand(payload, "INCR", "big")
+		payload = resp.AppendCommand(payload, "INCR", "big")
 	}
 	go big.NetConn().Write(payload)
 
@@ -303,11 +303,15 @@ func TestSIGHUPReload(t *testing.T) {
 	redistest.Eventually(t, 10*time.Second, "applied reload", func() bool {
 		return strings.Contains(in.log.String(), `msg="reload: applied"`)
 	})
-	explain := string(c.Do("CACHE", "EXPLAIN", "p:1"))
-	_, left, _ := strings.Cut(explain, "hard_left_ms:")
-	left, _, _ = strings.Cut(left, "\r\n")
+	explain, _, _ := resp.Decode(c.Do("CACHE", "EXPLAIN", "p:1"))
+	left := ""
+	for _, line := range explain.Elems {
+		if v, ok := strings.CutPrefix(line.Str, "hard_left_ms:"); ok {
+			left = v
+		}
+	}
 	if ms, err := strconv.Atoi(left); err != nil || ms > 60000 {
-		t.Fatalf("after the reload: %q; want at most a minute left", explain)
+		t.Fatalf("after the reload: %+v; want at most a minute left", explain.Elems)
 	}
 	in.signal(syscall.SIGTERM)
 	in.wait(30 * time.Second)
@@ -329,14 +333,13 @@ func commandCalls(t *testing.T, redis *redistest.Server, cmd string) int {
 // bulkInt decodes a bulk string reply holding an integer; a nil is 0.
 func bulkInt(t *testing.T, frame []byte) int64 {
 	t.Helper()
-	s := string(frame)
-	if s == "$-1\r\n" {
+	body, isNil, ok := resp.BulkPayload(frame)
+	if isNil {
 		return 0
 	}
-	_, body, ok := strings.Cut(s, "\r\n")
-	n, err := strconv.ParseInt(strings.TrimSuffix(body, "\r\n"), 10, 64)
+	n, err := strconv.ParseInt(string(body), 10, 64)
 	if !ok || err != nil {
-		t.Fatalf("not an integer bulk: %q", s)
+		t.Fatalf("not an integer bulk: %q", frame)
 	}
 	return n
 }

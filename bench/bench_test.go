@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"featcache/internal/resp"
 )
 
 func readerConn(s string) *respConn {
@@ -57,8 +59,8 @@ func TestAppendCommands(t *testing.T) {
 	c.appendGet([]byte("feat:1"))
 	c.appendSet([]byte("k"), []byte("vv"))
 	c.appendMgetHeader(2)
-	c.out = appendBulk(c.out, []byte("a"))
-	c.out = appendBulk(c.out, []byte("bc"))
+	c.out = resp.AppendBulk(c.out, []byte("a"))
+	c.out = resp.AppendBulk(c.out, []byte("bc"))
 	want := "*2\r\n$3\r\nGET\r\n$6\r\nfeat:1\r\n" +
 		"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n" +
 		"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$2\r\nbc\r\n"

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"featcache/internal/resp"
+
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
@@ -179,7 +181,7 @@ func (lc *loadConn) appendRequest() {
 		lc.rc.appendMgetHeader(len(r.Keys))
 		for _, k := range r.Keys {
 			lc.key = lc.w.appendKey(lc.key[:0], int(k))
-			lc.rc.out = appendBulk(lc.rc.out, lc.key)
+			lc.rc.out = resp.AppendBulk(lc.rc.out, lc.key)
 		}
 	}
 }

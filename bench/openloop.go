@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"featcache/internal/resp"
+
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"golang.org/x/sys/unix"
 )
@@ -421,7 +423,7 @@ func (p *openPool) serve(rc *respConn, reqs []openRequest, start time.Time, queu
 		class := classOther
 		for range marks {
 			v, err := rc.readValue()
-			var re redisError
+			var re resp.Error
 			if err != nil && !errors.As(err, &re) {
 				return err
 			}
@@ -481,7 +483,7 @@ func (k kvOpen) appendRequest(rc *respConn, r *openRequest) int {
 	default:
 		rc.appendMgetHeader(len(r.keys))
 		for _, i := range r.keys {
-			rc.out = appendBulk(rc.out, k.w.appendKey(kb[:0], int(i)))
+			rc.out = resp.AppendBulk(rc.out, k.w.appendKey(kb[:0], int(i)))
 		}
 	}
 	return 1
@@ -493,8 +495,8 @@ func (k kvOpen) appendMark(rc *respConn, r *openRequest) int {
 	}
 	var kb [32]byte
 	for _, i := range r.keys {
-		rc.out = append(rc.out, "*3\r\n$5\r\nCACHE\r\n$7\r\nEXPLAIN\r\n"...)
-		rc.out = appendBulk(rc.out, k.w.appendKey(kb[:0], int(i)))
+		rc.out = resp.AppendBulkString(resp.AppendBulkString(resp.AppendArray(rc.out, 3), "CACHE"), "EXPLAIN")
+		rc.out = resp.AppendBulk(rc.out, k.w.appendKey(kb[:0], int(i)))
 	}
 	return len(r.keys)
 }

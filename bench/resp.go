@@ -5,30 +5,27 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // respConn is the load generator's own RESP2 client: commands are appended to one write buffer and sent with a
-// single write per batch, and replies are parsed frame by frame straight out of the read buffer, keeping no
-// payload. It allocates nothing per request once its buffers have grown, so the load generator costs little of
-// the core it shares with redis-benchmark's runs and the bench's own bookkeeping. A respConn is not safe for
-// concurrent use.
+// single write per batch, and each reply is read whole into one reused buffer (resp.ReadFrame) and looked at there,
+// keeping no payload. It allocates nothing per request once its buffers have grown, so the load generator costs
+// little of the core it shares with redis-benchmark's runs and the bench's own bookkeeping. A respConn is not safe
+// for concurrent use.
 type respConn struct {
-	nc  net.Conn
-	r   *bufio.Reader
-	out []byte
+	nc    net.Conn
+	r     *bufio.Reader
+	out   []byte
+	frame []byte // the last reply read
 }
 
 // errNil is what do returns for a RESP nil reply.
 var errNil = errors.New("bench: nil reply")
-
-// redisError is an error reply from the server ("-ERR ..."), kept apart from I/O errors.
-type redisError string
-
-func (e redisError) Error() string { return string(e) }
 
 func dialRESP(addr string, timeout time.Duration) (*respConn, error) {
 	nc, err := net.DialTimeout("tcp", addr, timeout)
@@ -43,44 +40,21 @@ func dialRESP(addr string, timeout time.Duration) (*respConn, error) {
 
 func (c *respConn) Close() error { return c.nc.Close() }
 
-// appendArgs appends one command in RESP array form to the write buffer.
-func (c *respConn) appendArgs(args ...[]byte) {
-	c.out = appendArrayHeader(c.out, len(args))
-	for _, a := range args {
-		c.out = appendBulk(c.out, a)
-	}
-}
+// appendArgs appends one command to the write buffer.
+func (c *respConn) appendArgs(args ...[]byte) { c.out = resp.AppendArgs(c.out, args) }
 
-// appendGet, appendSet and appendMget are the hot-path forms of appendArgs: no variadic slice per call.
+// appendGet, appendSet and appendMgetHeader are the hot-path forms of appendArgs: no variadic slice per call.
 func (c *respConn) appendGet(key []byte) {
-	c.out = append(c.out, "*2\r\n$3\r\nGET\r\n"...)
-	c.out = appendBulk(c.out, key)
+	c.out = resp.AppendBulk(resp.AppendBulkString(resp.AppendArray(c.out, 2), "GET"), key)
 }
 
 func (c *respConn) appendSet(key, value []byte) {
-	c.out = append(c.out, "*3\r\n$3\r\nSET\r\n"...)
-	c.out = appendBulk(c.out, key)
-	c.out = appendBulk(c.out, value)
+	c.out = resp.AppendBulk(resp.AppendBulk(resp.AppendBulkString(resp.AppendArray(c.out, 3), "SET"), key), value)
 }
 
-// appendMgetHeader starts an MGET of n keys; the caller appends the keys with appendBulk.
+// appendMgetHeader starts an MGET of n keys; the caller appends the keys with resp.AppendBulk.
 func (c *respConn) appendMgetHeader(n int) {
-	c.out = appendArrayHeader(c.out, n+1)
-	c.out = append(c.out, "$4\r\nMGET\r\n"...)
-}
-
-func appendArrayHeader(b []byte, n int) []byte {
-	b = append(b, '*')
-	b = strconv.AppendInt(b, int64(n), 10)
-	return append(b, '\r', '\n')
-}
-
-func appendBulk(b, s []byte) []byte {
-	b = append(b, '$')
-	b = strconv.AppendInt(b, int64(len(s)), 10)
-	b = append(b, '\r', '\n')
-	b = append(b, s...)
-	return append(b, '\r', '\n')
+	c.out = resp.AppendBulkString(resp.AppendArray(c.out, n+1), "MGET")
 }
 
 // flush sends the write buffer in one write and empties it.
@@ -102,121 +76,88 @@ const (
 // skipReply reads one complete reply frame and discards it. For an error reply it returns the message in msg (a
 // slice of the read buffer, valid until the next read).
 func (c *respConn) skipReply() (kind replyKind, msg []byte, err error) {
-	line, err := c.readLine()
-	if err != nil {
+	if c.frame, err = resp.ReadFrame(c.r, c.frame[:0]); err != nil {
 		return 0, nil, err
 	}
-	switch line[0] {
-	case '+', ':':
+	return replyOf(c.frame)
+}
+
+// replyOf summarises one whole frame: an array by its worst element.
+func replyOf(f []byte) (kind replyKind, msg []byte, err error) {
+	switch f[0] {
+	case resp.TypeSimple, resp.TypeInteger:
 		return replyValue, nil, nil
-	case '-':
-		return replyError, line[1:], nil
-	case '$':
-		n, err := parseLen(line)
-		if err != nil || n < 0 {
-			return replyNil, nil, err
+	case resp.TypeError:
+		return replyError, f[1 : len(f)-2], nil
+	case resp.TypeBulk:
+		if _, isNil, _ := resp.BulkPayload(f); isNil {
+			return replyNil, nil, nil
 		}
-		_, err = c.r.Discard(n + 2)
-		return replyValue, nil, err
-	case '*':
-		n, err := parseLen(line)
-		if err != nil || n < 0 {
-			return replyNil, nil, err
+		return replyValue, nil, nil
+	case resp.TypeArray:
+		n, body, ok := resp.ArrayHeader(f)
+		if !ok {
+			return replyNil, nil, nil
 		}
 		kind = replyValue
 		for i := 0; i < n; i++ {
-			k, m, err := c.skipReply()
-			if err != nil {
-				return 0, nil, err
+			var sc resp.Scanner
+			m, _ := sc.Next(body) // whole: ReadFrame scanned the frame
+			if k, em, _ := replyOf(body[:m]); k > kind {
+				kind, msg = k, em
 			}
-			if k > kind {
-				kind, msg = k, m
-			}
+			body = body[m:]
 		}
 		return kind, msg, nil
 	}
-	return 0, nil, fmt.Errorf("bench: unexpected reply %q", line)
-}
-
-// readLine returns the next CRLF-terminated line without its CRLF, as a slice of the read buffer.
-func (c *respConn) readLine() ([]byte, error) {
-	line, err := c.r.ReadSlice('\n')
-	if err != nil {
-		return nil, err
-	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return nil, fmt.Errorf("bench: malformed reply line %q", line)
-	}
-	return line[:len(line)-2], nil
-}
-
-func parseLen(line []byte) (int, error) {
-	n, err := strconv.Atoi(string(line[1:])) // the compiler does not allocate for this conversion
-	if err != nil {
-		return 0, fmt.Errorf("bench: malformed length %q", line)
-	}
-	return n, nil
+	return 0, nil, fmt.Errorf("bench: unexpected reply %q", f)
 }
 
 // do sends one command and returns its reply decoded: string for status and bulk replies, int64 for integers,
-// []any for arrays, errNil for nil and a redisError for an error reply. It is for set-up and statistics, not the
+// []any for arrays, errNil for nil and a resp.Error for an error reply. It is for set-up and statistics, not the
 // measured path.
 func (c *respConn) do(args ...string) (any, error) {
-	bs := make([][]byte, len(args))
-	for i, a := range args {
-		bs[i] = []byte(a)
-	}
-	c.appendArgs(bs...)
+	c.out = resp.AppendCommand(c.out, args...)
 	if err := c.flush(); err != nil {
 		return nil, err
 	}
 	return c.readValue()
 }
 
+// readValue reads one reply and returns it decoded as do does.
 func (c *respConn) readValue() (any, error) {
-	line, err := c.readLine()
-	if err != nil {
+	var err error
+	if c.frame, err = resp.ReadFrame(c.r, c.frame[:0]); err != nil {
 		return nil, err
 	}
-	switch line[0] {
-	case '+':
-		return string(line[1:]), nil
-	case '-':
-		return nil, redisError(line[1:])
-	case ':':
-		return strconv.ParseInt(string(line[1:]), 10, 64)
-	case '$':
-		n, err := parseLen(line)
-		if err != nil {
-			return nil, err
-		}
-		if n < 0 {
-			return nil, errNil
-		}
-		b := make([]byte, n+2)
-		if _, err := io.ReadFull(c.r, b); err != nil {
-			return nil, err
-		}
-		return string(b[:n]), nil
-	case '*':
-		n, err := parseLen(line)
-		if err != nil {
-			return nil, err
-		}
-		if n < 0 {
-			return nil, errNil
-		}
-		out := make([]any, n)
-		for i := range out {
-			v, err := c.readValue()
-			if err != nil && !errors.Is(err, errNil) {
-				return nil, err
-			}
-			out[i] = v
-		}
-		return out, nil
+	v, _, err := resp.Decode(c.frame)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
-	return nil, fmt.Errorf("bench: unexpected reply %q", line)
+	return decoded(v)
+}
+
+// decoded turns a decoded reply into do's result.
+func decoded(v resp.Value) (any, error) {
+	switch {
+	case v.Type == resp.TypeError:
+		return nil, resp.Error(v.Str)
+	case v.Type == resp.TypeInteger:
+		return v.Int, nil
+	case v.Null:
+		return nil, errNil
+	case v.Type != resp.TypeArray:
+		return v.Str, nil
+	}
+	out := make([]any, len(v.Elems))
+	for i, e := range v.Elems {
+		x, err := decoded(e)
+		if err != nil && !errors.Is(err, errNil) {
+			return nil, err
+		}
+		out[i] = x
+	}
+	return out, nil
 }
 
 // parseInfo turns an INFO-style bulk ("name:value" lines, "#" section headers) into a map of integer fields;

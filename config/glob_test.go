@@ -1,16 +1,14 @@
 package config
 
 import (
-	"bufio"
 	"bytes"
-	"io"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // globCases are pattern, key, match triples; each was checked against redis-server (KEYS) and TestGlobAgainstRedis
@@ -323,24 +321,13 @@ func TestGlobAgainstRedis(t *testing.T) {
 // parseArray decodes a RESP array of bulk strings.
 func parseArray(t *testing.T, reply []byte) []string {
 	t.Helper()
-	r := bufio.NewReader(bytes.NewReader(reply))
-	line, _ := r.ReadString('\n')
-	if !strings.HasPrefix(line, "*") {
-		t.Fatalf("not an array: %q", reply)
+	elems, err := resp.ParseBulkArray(reply, nil)
+	if err != nil {
+		t.Fatalf("not an array of bulk strings: %q: %v", reply, err)
 	}
-	n, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
-	out := make([]string, 0, n)
-	for i := 0; i < n; i++ {
-		line, _ = r.ReadString('\n')
-		size, err := strconv.Atoi(strings.TrimSpace(line[1:]))
-		if err != nil {
-			t.Fatalf("bad bulk header %q in %q", line, reply)
-		}
-		buf := make([]byte, size+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, string(buf[:size]))
+	out := make([]string, 0, len(elems))
+	for _, e := range elems {
+		out = append(out, string(e))
 	}
 	return out
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"featcache/internal/resp"
+
 	"github.com/coocood/freecache"
 )
 
@@ -339,11 +341,7 @@ func (h *Header) lookup(p *Policy, nowMs int64, allowDead, unverified bool) Look
 // appendReply appends the RESP2 reply to GET for an entry of kind k holding v.
 func appendReply(dst []byte, k Kind, v []byte) []byte {
 	if k == KindNil {
-		return append(dst, "$-1\r\n"...)
+		return resp.AppendNullBulk(dst)
 	}
-	dst = append(dst, '$')
-	dst = strconv.AppendInt(dst, int64(len(v)), 10)
-	dst = append(dst, '\r', '\n')
-	dst = append(dst, v...)
-	return append(dst, '\r', '\n')
+	return resp.AppendBulk(dst, v)
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // TestStressInvariants runs readers (AppendGet, and Acquire/Complete on a miss or a soft-stale hit),
@@ -168,16 +170,16 @@ func TestStressInvariants(t *testing.T) {
 	}
 }
 
-// versionOf parses the version out of a "$n\r\nk<k>:v<version>\r\n" reply. It reports a malformed
-// reply as a test error (it runs on reader goroutines, so it must not call Fatal).
+// versionOf parses the version out of a bulk reply "k<k>:v<version>". It reports a malformed reply as a test error
+// (it runs on reader goroutines, so it must not call Fatal).
 func versionOf(t *testing.T, reply []byte, k int) (uint64, bool) {
 	prefix := []byte("k" + strconv.Itoa(k) + ":v")
-	i := bytes.Index(reply, prefix)
-	if !bytes.HasPrefix(reply, []byte("$")) || i < 0 || !bytes.HasSuffix(reply, []byte("\r\n")) {
+	value, isNil, ok := resp.BulkPayload(reply)
+	if !ok || isNil || !bytes.HasPrefix(value, prefix) {
 		t.Errorf("reply %q is not a value of key %d", reply, k)
 		return 0, false
 	}
-	v, err := strconv.ParseUint(string(reply[i+len(prefix):len(reply)-2]), 10, 64)
+	v, err := strconv.ParseUint(string(value[len(prefix):]), 10, 64)
 	if err != nil {
 		t.Errorf("reply %q: %v", reply, err)
 		return 0, false

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"featcache/config"
+	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
 )
@@ -102,21 +103,17 @@ func appendLines(dst, text []byte) []byte {
 	if len(text) > 0 && !bytes.HasSuffix(text, []byte("\r\n")) {
 		n++
 	}
-	dst = appendArrayLen(dst, n)
+	dst = resp.AppendArray(dst, n)
 	for len(text) > 0 {
 		line, rest, _ := bytes.Cut(text, []byte("\r\n"))
-		dst = append(dst, '+')
-		for _, ch := range line {
-			if ch == '\r' || ch == '\n' {
-				ch = ' '
-			}
-			dst = append(dst, ch)
-		}
-		dst = append(dst, '\r', '\n')
+		dst = resp.AppendString(dst, string(line))
 		text = rest
 	}
 	return dst
 }
+
+// zsetType is TYPE's reply for a sorted set.
+var zsetType = string(resp.AppendString(nil, "zset"))
 
 // cacheWarm starts a warm-up from a file or a sorted set, after checking that it can be read: the reply says at
 // once when the file is missing or the key holds no sorted set; the warm-up itself runs in the background
@@ -133,11 +130,11 @@ func (c *client) cacheWarm(kind, name []byte) {
 	case "zset":
 		src.Zset = string(name)
 		call := upstream.NewCall()
-		if err := c.srv.up.Do(call, upstream.AppendCommand(nil, "TYPE", src.Zset), 1); err != nil {
+		if err := c.srv.up.Do(call, resp.AppendCommand(nil, "TYPE", src.Zset), 1); err != nil {
 			c.errorReply(upstreamErrorText(err))
 			return
 		}
-		if t := string(call.Frame(0)); t != "+zset\r\n" {
+		if t := string(call.Frame(0)); t != zsetType {
 			c.errorReply("ERR " + strconv.Quote(src.Zset) + " is not a sorted set (TYPE: " + strings.TrimSpace(strings.TrimPrefix(t, "+")) + ")")
 			return
 		}

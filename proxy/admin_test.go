@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"featcache/feast"
+	"featcache/internal/resp"
 )
 
 // lines is the reply frame of an array of status lines, as CACHE STATS, EXPLAIN and HOTKEYS answer.
@@ -25,21 +26,19 @@ func lines(ls ...string) string {
 // nested arrays, a wrong count, bytes after the frame).
 func parseLines(t *testing.T, frame string) []string {
 	t.Helper()
-	head, rest, ok := strings.Cut(frame, "\r\n")
-	n, err := strconv.Atoi(strings.TrimPrefix(head, "*"))
-	if !ok || !strings.HasPrefix(head, "*") || err != nil {
+	v, n, err := resp.Decode([]byte(frame))
+	if err != nil || v.Type != resp.TypeArray {
 		t.Fatalf("not an array: %.200q", frame)
 	}
-	out := make([]string, 0, n)
-	for i := 0; i < n; i++ {
-		line, r, ok := strings.Cut(rest, "\r\n")
-		if !ok || !strings.HasPrefix(line, "+") {
-			t.Fatalf("element %d of %d is not a status line: %.200q", i, n, rest)
+	out := make([]string, 0, len(v.Elems))
+	for i, e := range v.Elems {
+		if e.Type != resp.TypeSimple {
+			t.Fatalf("element %d of %d is not a status line: %.200q", i, len(v.Elems), frame)
 		}
-		out, rest = append(out, line[1:]), r
+		out = append(out, e.Str)
 	}
-	if rest != "" {
-		t.Fatalf("%d bytes after the array's %d lines: %.100q", len(rest), n, rest)
+	if n != len(frame) {
+		t.Fatalf("%d bytes after the array's %d lines: %.100q", len(frame)-n, len(v.Elems), frame[n:])
 	}
 	return out
 }

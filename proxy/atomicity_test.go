@@ -3,45 +3,34 @@ package proxy
 import (
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // bulkElems reads an array reply of bulk strings; a null element is "(nil)". ok is false for any other shape.
 func bulkElems(reply []byte) (elems []string, ok bool) {
-	s := string(reply)
-	nl := strings.Index(s, "\r\n")
-	if len(s) < 4 || s[0] != '*' || nl < 0 {
+	var sc resp.Scanner
+	frames, err := resp.ArrayElements(reply, nil)
+	if n, serr := sc.Next(reply); err != nil || serr != nil || n != len(reply) {
 		return nil, false
 	}
-	n, err := strconv.Atoi(s[1:nl])
-	if err != nil {
-		return nil, false
-	}
-	s = s[nl+2:]
-	for range n {
-		nl = strings.Index(s, "\r\n")
-		if len(s) < 4 || s[0] != '$' || nl < 0 {
-			return nil, false
-		}
-		size, err := strconv.Atoi(s[1:nl])
+	for _, f := range frames {
+		v, isNil, ok := resp.BulkPayload(f)
 		switch {
-		case err != nil:
+		case !ok:
 			return nil, false
-		case size < 0:
-			elems, s = append(elems, "(nil)"), s[nl+2:]
-		case len(s) < nl+2+size+2:
-			return nil, false
+		case isNil:
+			elems = append(elems, "(nil)")
 		default:
-			elems, s = append(elems, s[nl+2:nl+2+size]), s[nl+2+size+2:]
+			elems = append(elems, string(v))
 		}
 	}
-	return elems, s == ""
+	return elems, true
 }
 
 // mixed reports whether the values of a multi-key read (MGET, HMGET; HGETALL's values with all) differ: a state no

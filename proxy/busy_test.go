@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // A Redis shared with other applications: scripts and functions that keep it busy, run straight on Redis by
@@ -62,7 +63,7 @@ func killBusy(t *testing.T, do func(args ...string) []byte, kill ...string) {
 
 // trackingID returns the CLIENT ID of featcache's tracking connection (the one with tracking on), or "".
 func trackingID(redis *redistest.Server) string {
-	list, _, _ := bulkString(redis.Do("CLIENT", "LIST"))
+	list, _, _ := resp.BulkPayload(redis.Do("CLIENT", "LIST"))
 	for _, line := range strings.Split(string(list), "\n") {
 		if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
 			id, _, _ := strings.Cut(strings.TrimPrefix(line, "id="), " ")

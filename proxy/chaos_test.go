@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // TestChaos puts featcache under load from many clients (reads, writes, MGET, transactions, WATCH) for a fixed
@@ -106,7 +106,7 @@ policies:
 	rc := redis.Dial()
 	verified := 0
 	for _, key := range h.keys() {
-		v, isNil, _ := bulkString(rc.Do("GET", key))
+		v, isNil, _ := resp.BulkPayload(rc.Do("GET", key))
 		if ok, why := h.allowed(key, string(v), isNil); !ok {
 			h.violate("key %s: Redis holds %s", key, why)
 		} else {
@@ -448,11 +448,11 @@ func (c *chaosClient) send(cmds ...[]string) ([]string, error) {
 	}
 	replies := make([]string, len(cmds))
 	for i := range cmds {
-		var out bytes.Buffer
-		if err := readChaosFrame(c.r, &out); err != nil {
+		frame, err := resp.ReadFrame(c.r, nil)
+		if err != nil {
 			return nil, err
 		}
-		replies[i] = out.String()
+		replies[i] = string(frame)
 		c.h.requests.Add(1)
 		if strings.HasPrefix(replies[i], "-") {
 			c.h.errors.Add(1)
@@ -633,7 +633,7 @@ func (c *chaosClient) checkRead(key, reply string) {
 	if strings.HasPrefix(reply, "-") {
 		return
 	}
-	v, isNil, ok := bulkString([]byte(reply))
+	v, isNil, ok := resp.BulkPayload([]byte(reply))
 	switch {
 	case !ok:
 		c.h.violate("client %d: read of %s: unexpected reply %q", c.id, key, reply)
@@ -646,63 +646,23 @@ func (c *chaosClient) checkRead(key, reply string) {
 	}
 }
 
-// splitBulkArray splits an array reply of n bulk strings into their frames.
+// splitBulkArray splits an array reply of n elements into their frames.
 func splitBulkArray(reply string, n int) ([]string, bool) {
-	r := bufio.NewReader(strings.NewReader(reply))
-	line, err := r.ReadString('\n')
-	if err != nil || line != "*"+strconv.Itoa(n)+"\r\n" {
+	elems, err := resp.ArrayElements([]byte(reply), nil)
+	if err != nil || len(elems) != n {
 		return nil, false
 	}
 	items := make([]string, n)
-	for i := range items {
-		var out bytes.Buffer
-		if err := readChaosFrame(r, &out); err != nil {
-			return nil, false
-		}
-		items[i] = out.String()
+	for i, e := range elems {
+		items[i] = string(e)
 	}
 	return items, true
-}
-
-// readChaosFrame copies one RESP2 reply frame from r to out.
-func readChaosFrame(r *bufio.Reader, out *bytes.Buffer) error {
-	line, err := r.ReadString('\n')
-	out.WriteString(line)
-	if err != nil {
-		return err
-	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return fmt.Errorf("malformed line %q", line)
-	}
-	n, _ := strconv.Atoi(line[1 : len(line)-2])
-	switch line[0] {
-	case '+', '-', ':':
-		return nil
-	case '$':
-		if n < 0 {
-			return nil
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return err
-		}
-		out.Write(buf)
-		return nil
-	case '*':
-		for i := 0; i < n; i++ {
-			if err := readChaosFrame(r, out); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return errors.New("unknown frame type in " + strconv.Quote(line))
 }
 
 // killFeatcacheConns kills featcache's upstream connections (shared, dedicated and tracking) with CLIENT KILL,
 // and returns how many it killed.
 func killFeatcacheConns(t *testing.T, redis *redistest.Server) int {
-	list, _, _ := bulkString(redis.Do("CLIENT", "LIST"))
+	list, _, _ := resp.BulkPayload(redis.Do("CLIENT", "LIST"))
 	killed := 0
 	for _, line := range strings.Split(string(list), "\n") {
 		if !strings.Contains(line, " name=featcache") {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // checkerDuration runs the consistency checker: `go test ./proxy -run Checker -checker=60s`. scripts/test.sh runs
@@ -58,7 +59,7 @@ func checkerValue(seq int64) string {
 }
 
 func checkerSeq(reply []byte) (int64, bool) {
-	v, isNil, ok := bulkString(reply)
+	v, isNil, ok := resp.BulkPayload(reply)
 	if !ok {
 		return 0, false
 	}
@@ -382,22 +383,14 @@ policies:
 						c = dial(addr)
 						continue
 					}
-					if reply[0] != '*' {
+					elems, err := resp.ArrayElements(reply, nil)
+					if err != nil || len(elems) != len(ks) {
 						continue // an upstream error during a fault
 					}
-					rest := reply[4:]
-					for _, k := range ks {
-						end := strings.Index(string(rest), "\r\n")
-						if rest[1] != '-' {
-							n, _ := strconv.Atoi(string(rest[1:end]))
-							end += 2 + n + 2
-						} else {
-							end += 2
-						}
-						if n, ok := checkerSeq(rest[:end]); ok {
+					for i, k := range ks {
+						if n, ok := checkerSeq(elems[i]); ok {
 							check(k, n, start)
 						}
-						rest = rest[end:]
 					}
 					continue
 				}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
 )
@@ -39,12 +40,12 @@ const (
 type client struct {
 	srv *Server
 	nc  net.Conn
-	rd  *Reader
+	rd  *resp.Reader
 	id  int64
 
 	wmu  sync.Mutex // serialises writes to nc between serve and the pub/sub pump
 	out  []byte     // replies of the current batch, written with one write
-	cmds []Command
+	cmds []resp.Command
 
 	name      []byte
 	authed    bool
@@ -61,7 +62,7 @@ type client struct {
 	arena  []byte
 	vers   versions
 	keyIdx []int
-	rw     Command
+	rw     resp.Command
 
 	hs          hashScratch          // hash lookups of the current command
 	hashFetched upstream.HashFetched // scratch for parsing hash fetches
@@ -120,9 +121,9 @@ func (s *Server) newClient(nc net.Conn) *client {
 	// Upstream waits end when the server closes, so that closing does not wait for a Redis that hangs.
 	c.call.Cancel = s.closing
 	if !c.authed {
-		lim = UnauthenticatedLimits()
+		lim = resp.UnauthenticatedLimits()
 	}
-	c.rd = NewReader(nc, lim)
+	c.rd = resp.NewReader(nc, lim)
 	c.hotRand = uint64(c.id)*0x9E3779B97F4A7C15 | 1
 	c.hotSkip = 1 + int32((c.hotRand>>1)%hotSampleMean) // hotRand is odd: its low bit would make the first gap even
 	c.timing.rand = c.hotRand ^ 0x5DEECE66D
@@ -132,13 +133,18 @@ func (s *Server) newClient(nc net.Conn) *client {
 		c.leaveAt = time.Now().Add(age - time.Duration(rand.Int64N(int64(age/10)+1)))
 		c.deadline = c.leaveAt
 	}
-	c.rd.SetGrowth(func(extra int) bool { return c.account(extra) })
+	c.rd.SetGrowth(func(extra int) error {
+		if !c.account(extra) {
+			return ErrClientMemory
+		}
+		return nil
+	})
 	return c
 }
 
-func (s *Server) limits() Limits {
+func (s *Server) limits() resp.Limits {
 	l := s.opt.Config.Limits
-	return Limits{MaxRequestBytes: int(l.MaxRequestBytes), MaxArgs: l.MaxArgs, MaxInlineBytes: l.MaxInlineBytes}
+	return resp.Limits{MaxRequestBytes: int(l.MaxRequestBytes), MaxArgs: l.MaxArgs, MaxInlineBytes: l.MaxInlineBytes}
 }
 
 // serve reads the client's pipelines and answers them until the client leaves, or until the server closes the
@@ -196,14 +202,14 @@ func (c *client) serve() {
 				}
 				continue
 			}
-			var pe *ProtocolError
+			var pe *resp.ProtocolError
 			switch {
 			case err == ErrClientMemory:
 				c.srv.stats.MemoryLimits.Add(1)
 				c.fail(ErrClientMemory)
 			case errors.As(err, &pe):
 				c.srv.stats.ProtocolErrors.Add(1)
-				c.out = appendError(c.out[:0], "ERR "+pe.Error())
+				c.out = resp.AppendError(c.out[:0], "ERR "+pe.Error())
 				c.flush()
 			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				c.srv.log.Debug("client read", "client", c.id, "err", err)
@@ -366,7 +372,7 @@ func pendingInput(nc net.Conn) bool {
 
 // logSlow logs a pipeline slower than log.slow_command: its size and command names, never its arguments (keys
 // may identify people, and AUTH carries a password).
-func (c *client) logSlow(cmds []Command, d time.Duration) {
+func (c *client) logSlow(cmds []resp.Command, d time.Duration) {
 	c.srv.metrics.slowCommands.Add(1)
 	names := make([]string, 0, 4)
 	for i := range cmds {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // CLIENT LIST, INFO, KILL, UNBLOCK and the rest of CLIENT answered by featcache about its own clients (local.go),
@@ -36,7 +37,7 @@ func clientField(line, name string) string {
 // listLines reads a CLIENT LIST reply into its lines.
 func listLines(t *testing.T, reply []byte) []string {
 	t.Helper()
-	v, isNil, ok := bulkString(reply)
+	v, isNil, ok := resp.BulkPayload(reply)
 	if !ok || isNil {
 		t.Fatalf("CLIENT LIST: got %q; want a bulk string", reply)
 	}

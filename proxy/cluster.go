@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"featcache/internal/resp"
 	"featcache/upstream"
 )
 
@@ -48,7 +49,7 @@ func (c *client) commandSlot(args [][]byte, tc *command) (slot int, ok bool) {
 }
 
 // execCluster runs a command that has a cluster rule.
-func (c *client) execCluster(cmd *Command, tc *command) {
+func (c *client) execCluster(cmd *resp.Command, tc *command) {
 	switch {
 	case tc.cluster == ruleScan:
 		c.scan(cmd)
@@ -62,7 +63,7 @@ func (c *client) execCluster(cmd *Command, tc *command) {
 // split sends a multi-key command whose keys are in several slots as one command per slot, in the current
 // segment, and leaves a hole that merges their replies. A command whose keys share a slot, or whose arguments are
 // not "keys (each with its values) to the end", is sent as it is.
-func (c *client) split(cmd *Command, tc *command) {
+func (c *client) split(cmd *resp.Command, tc *command) {
 	args := cmd.Args
 	idx, complete := tc.info.KeyIndexes(args, c.splitIdx[:0])
 	c.splitIdx = idx
@@ -105,7 +106,7 @@ func (c *client) split(cmd *Command, tc *command) {
 				slots[k] = -1
 			}
 		}
-		s.req = upstream.AppendArgs(s.req, sub)
+		s.req = resp.AppendArgs(s.req, sub)
 		s.frames++
 		parts++
 	}
@@ -129,15 +130,15 @@ func (c *client) appendMerged(dst []byte, h *hole) []byte {
 	for i := h.frame; i < h.frame+h.parts; i++ {
 		if i >= c.call.Len() {
 			c.srv.stats.Errors.Add(1)
-			return appendError(dst, upstreamErrorText(c.seg.doErr))
+			return resp.AppendError(dst, upstreamErrorText(c.seg.doErr))
 		}
 		f := c.call.Frame(i)
 		switch {
-		case f[0] == '-':
+		case f[0] == resp.TypeError:
 			return append(dst, f...)
-		case h.rule == ruleSplitSum && f[0] == ':':
-			n, err := strconv.ParseInt(string(f[1:len(f)-2]), 10, 64)
-			if err != nil {
+		case h.rule == ruleSplitSum && f[0] == resp.TypeInteger:
+			n, ok := resp.IntegerValue(f)
+			if !ok {
 				return append(dst, f...)
 			}
 			sum += n
@@ -149,13 +150,13 @@ func (c *client) appendMerged(dst []byte, h *hole) []byte {
 	if h.rule == ruleSplitOK {
 		return append(dst, okReply...)
 	}
-	return appendInt(dst, sum)
+	return resp.AppendInt(dst, sum)
 }
 
 // fanOut runs a keyspace-wide command on every master, in parallel, and merges the replies by the command's rule.
 // What came before it in the pipeline is answered first; a write among them (FLUSHALL, FLUSHDB) flushes the local
 // tier as it does in front of a single node.
-func (c *client) fanOut(cmd *Command, tc *command) {
+func (c *client) fanOut(cmd *resp.Command, tc *command) {
 	c.runSegment()
 	req := appendRequest(c.seg.req[:0], cmd)
 	c.seg.req = req
@@ -181,7 +182,7 @@ func (c *client) fanOut(cmd *Command, tc *command) {
 func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 	var firstErr []byte
 	for i := 0; i < n; i++ {
-		if f := c.call.Frame(i); f[0] == '-' && firstErr == nil {
+		if f := c.call.Frame(i); f[0] == resp.TypeError && firstErr == nil {
 			firstErr = f
 		}
 	}
@@ -189,7 +190,7 @@ func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 	case ruleFanRandom:
 		var keys [][]byte
 		for i := 0; i < n; i++ {
-			if f := c.call.Frame(i); f[0] == '$' && !bytes.Equal(f, nilBulk) {
+			if f := c.call.Frame(i); f[0] == resp.TypeBulk && !bytes.Equal(f, nullBulk) {
 				keys = append(keys, f)
 			}
 		}
@@ -199,7 +200,7 @@ func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 		case firstErr != nil:
 			return append(dst, firstErr...)
 		}
-		return append(dst, nilBulk...)
+		return append(dst, nullBulk...)
 	case ruleFanSame:
 		if firstErr != nil {
 			return append(dst, firstErr...)
@@ -214,25 +215,25 @@ func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 		var sum int64
 		for i := 0; i < n; i++ {
 			f := c.call.Frame(i)
-			v, err := strconv.ParseInt(string(f[1:len(f)-2]), 10, 64)
-			if f[0] != ':' || err != nil {
+			v, ok := resp.IntegerValue(f)
+			if !ok {
 				return append(dst, f...)
 			}
 			sum += v
 		}
-		return appendInt(dst, sum)
+		return resp.AppendInt(dst, sum)
 	case ruleFanConcat:
 		total := 0
 		for i := 0; i < n; i++ {
-			cnt, _, ok := arrayHeader(c.call.Frame(i))
+			cnt, _, ok := resp.ArrayHeader(c.call.Frame(i))
 			if !ok {
 				return append(dst, c.call.Frame(i)...)
 			}
 			total += cnt
 		}
-		dst = appendArrayLen(dst, total)
+		dst = resp.AppendArray(dst, total)
 		for i := 0; i < n; i++ {
-			_, body, _ := arrayHeader(c.call.Frame(i))
+			_, body, _ := resp.ArrayHeader(c.call.Frame(i))
 			dst = append(dst, body...)
 		}
 		return dst
@@ -253,12 +254,12 @@ func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 				and[j] = and[j] && v == 1
 			}
 		}
-		dst = appendArrayLen(dst, len(and))
+		dst = resp.AppendArray(dst, len(and))
 		for _, v := range and {
 			if v {
-				dst = append(dst, ":1\r\n"...)
+				dst = resp.AppendInt(dst, 1)
 			} else {
-				dst = append(dst, ":0\r\n"...)
+				dst = resp.AppendInt(dst, 0)
 			}
 		}
 		return dst
@@ -266,39 +267,22 @@ func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 	return append(dst, c.call.Frame(0)...)
 }
 
-var nilBulk = []byte("$-1\r\n")
-
-// arrayHeader splits an array reply frame into its element count and the bytes of its elements.
-func arrayHeader(f []byte) (n int, body []byte, ok bool) {
-	i := bytes.IndexByte(f, '\n')
-	if len(f) < 4 || f[0] != '*' || i < 2 {
-		return 0, nil, false
-	}
-	v, err := strconv.Atoi(string(f[1 : i-1]))
-	if err != nil || v < 0 {
-		return 0, nil, false
-	}
-	return v, f[i+1:], true
-}
-
 // upstreamIntArray reads an array of integer replies.
 func upstreamIntArray(f []byte) ([]int64, error) {
-	n, body, ok := arrayHeader(f)
-	if !ok {
+	if _, _, ok := resp.ArrayHeader(f); !ok {
 		return nil, errInternal
 	}
-	out := make([]int64, 0, n)
-	for j := 0; j < n; j++ {
-		i := bytes.IndexByte(body, '\n')
-		if i < 2 || body[0] != ':' {
-			return nil, errInternal
-		}
-		v, err := strconv.ParseInt(string(body[1:i-1]), 10, 64)
-		if err != nil {
+	elems, err := resp.ArrayElements(f, nil)
+	if err != nil {
+		return nil, errInternal
+	}
+	out := make([]int64, 0, len(elems))
+	for _, e := range elems {
+		v, ok := resp.IntegerValue(e)
+		if !ok {
 			return nil, errInternal
 		}
 		out = append(out, v)
-		body = body[i+1:]
 	}
 	return out, nil
 }
@@ -311,7 +295,7 @@ func upstreamIntArray(f []byte) ([]int64, error) {
 // the iteration may be missed, one moved to a master not yet walked may be returned twice.
 const scanMasters = 1024
 
-func (c *client) scan(cmd *Command) {
+func (c *client) scan(cmd *resp.Command) {
 	c.runSegment()
 	if len(cmd.Args) < 2 {
 		c.errorReply("ERR wrong number of arguments for 'scan' command")
@@ -327,7 +311,7 @@ func (c *client) scan(cmd *Command) {
 	node, nodeCur := int(cur%scanMasters), cur/scanMasters
 	args := append(c.splitArgs[:0], cmd.Args...)
 	args[1] = strconv.AppendUint(nil, nodeCur, 10)
-	req := upstream.AppendArgs(c.seg.req[:0], args)
+	req := resp.AppendArgs(c.seg.req[:0], args)
 	clear(args)
 	c.splitArgs = args[:0]
 	c.seg.req = req
@@ -343,12 +327,12 @@ func (c *client) scan(cmd *Command) {
 	}
 	f := c.call.Frame(0)
 	// *2 $cursor <keys array>
-	n, body, ok := arrayHeader(f)
+	n, body, ok := resp.ArrayHeader(f)
 	var next uint64
 	if ok && n == 2 {
 		var v []byte
 		var isNil bool
-		if v, isNil, ok = bulkString(body); ok && !isNil {
+		if v, isNil, ok = resp.BulkPayload(body); ok && !isNil {
 			next, err = strconv.ParseUint(string(v), 10, 64)
 			ok = err == nil && next < 1<<54
 			body = body[bytes.IndexByte(body, '\n')+1+len(v)+2:]
@@ -366,7 +350,7 @@ func (c *client) scan(cmd *Command) {
 		out = uint64(node) + 1
 	}
 	buf := c.seg.buf(&c.out)
-	*buf = append(*buf, "*2\r\n"...)
-	*buf = appendBulk(*buf, strconv.AppendUint(nil, out, 10))
+	*buf = resp.AppendArray(*buf, 2)
+	*buf = resp.AppendBulk(*buf, strconv.AppendUint(nil, out, 10))
 	*buf = append(*buf, body...)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // Redis Cluster upstream: every test here runs against real clusters of redis-server processes started on loopback
@@ -239,8 +240,8 @@ func TestCluster(t *testing.T) {
 		expectDo(t, c, "-ERR invalid cursor\r\n", "SCAN", "1023")
 		expectDo(t, c, "-ERR invalid cursor\r\n", "SCAN", "x")
 		// Scripts and functions are loaded on every master: EVALSHA and FCALL work on keys of each.
-		sha := string(c.Do("SCRIPT", "LOAD", "return redis.call('get', KEYS[1])"))
-		sha = strings.Split(sha, "\r\n")[1]
+		loaded, _, _ := resp.BulkPayload(c.Do("SCRIPT", "LOAD", "return redis.call('get', KEYS[1])"))
+		sha := string(loaded)
 		for _, k := range keys[:3] {
 			expectDo(t, c, "+OK\r\n", "SET", k, "s")
 			expectDo(t, c, bulk("s"), "EVALSHA", sha, "1", k)
@@ -357,13 +358,13 @@ func sortedCopy(s []string) []string {
 // parseArray reads a flat array of bulk strings.
 func parseArray(t *testing.T, reply []byte) []string {
 	t.Helper()
-	lines := strings.Split(string(reply), "\r\n")
-	if !strings.HasPrefix(lines[0], "*") {
-		t.Fatalf("not an array: %q", reply)
+	elems, err := resp.ParseBulkArray(reply, nil)
+	if err != nil {
+		t.Fatalf("not an array: %q: %v", reply, err)
 	}
 	var out []string
-	for i := 1; i+1 < len(lines); i += 2 {
-		out = append(out, lines[i+1])
+	for _, e := range elems {
+		out = append(out, string(e))
 	}
 	return out
 }
@@ -371,15 +372,15 @@ func parseArray(t *testing.T, reply []byte) []string {
 // parseScan reads SCAN's reply: the next cursor and the page's keys.
 func parseScan(t *testing.T, reply string) (string, []string) {
 	t.Helper()
-	lines := strings.Split(reply, "\r\n")
-	if len(lines) < 4 || lines[0] != "*2" {
+	v, _, err := resp.Decode([]byte(reply))
+	if err != nil || len(v.Elems) != 2 {
 		t.Fatalf("SCAN reply: %q", reply)
 	}
 	var keys []string
-	for i := 4; i+1 < len(lines); i += 2 {
-		keys = append(keys, lines[i+1])
+	for _, k := range v.Elems[1].Elems {
+		keys = append(keys, k.Str)
 	}
-	return lines[2], keys
+	return v.Elems[0].Str, keys
 }
 
 // TestClusterRedisPy: redis-py, written for one Redis, pipelines across slots through featcache.
@@ -660,23 +661,15 @@ func (tr *clusterTraffic) reader() {
 
 // mgetValues reads an MGET reply of n bulk strings; a nil is "".
 func mgetValues(reply string, n int) ([]string, bool) {
-	lines := strings.Split(reply, "\r\n")
-	if lines[0] != "*"+strconv.Itoa(n) {
+	elems, err := resp.ParseBulkArray([]byte(reply), nil)
+	if err != nil || len(elems) != n {
 		return nil, false
 	}
 	out := make([]string, 0, n)
-	for i := 1; len(out) < n && i < len(lines); i++ {
-		if lines[i] == "$-1" {
-			out = append(out, "")
-			continue
-		}
-		if i+1 >= len(lines) || !strings.HasPrefix(lines[i], "$") {
-			return nil, false
-		}
-		out = append(out, lines[i+1])
-		i++
+	for _, e := range elems {
+		out = append(out, string(e))
 	}
-	return out, len(out) == n
+	return out, true
 }
 
 func (tr *clusterTraffic) finish() {
@@ -833,7 +826,7 @@ func TestClusterFailover(t *testing.T) {
 		want := string(cl.MasterOf(k).Do("GET", k))
 		redistest.Eventually(t, 5*time.Second, "featcache agrees with Redis on "+k, func() bool { return p.do("GET", k) == want })
 		if i%3 == 1 {
-			expectDo(t, c, bulk(strings.Split(want, "\r\n")[1]), "GET", k)
+			expectDo(t, c, want, "GET", k)
 			promoted.Do("SET", k, "direct")
 			redistest.Eventually(t, 5*time.Second, "featcache serves the new master's write of "+k, func() bool {
 				return p.do("GET", k) == bulk("direct")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // survivalReadTimeout bounds the wait for a reply. Only a command Redis flags blocking may use it all.
@@ -149,12 +150,12 @@ func TestEveryCommandSurvives(t *testing.T) {
 func survivalCommandNames(t *testing.T, reply []byte) []string {
 	t.Helper()
 	v := decodeTestReply(t, reply)
-	if v.kind != '*' {
+	if v.Type != resp.TypeArray {
 		t.Fatalf("COMMAND LIST: got %.200q; want an array", reply)
 	}
-	names := make([]string, 0, len(v.elems))
-	for _, e := range v.elems {
-		name, ok := e.text()
+	names := make([]string, 0, len(v.Elems))
+	for _, e := range v.Elems {
+		name, ok := e.Text()
 		if !ok {
 			t.Fatalf("COMMAND LIST: element %v is not a name", e)
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"featcache/internal/resp"
 )
 
 // This file holds the command table: Redis's own metadata for every command, read once at start from the upstream's
@@ -248,23 +250,22 @@ var ErrCommandReply = errors.New("proxy: bad COMMAND reply")
 // first/last/step positions and, for a command flagged movablekeys, adds an unknown spec, so that Keys reports such a
 // command as incomplete instead of silently finding no keys.
 func ParseCommands(reply []byte) (Commands, error) {
-	d := respDecoder{b: reply}
-	v, err := d.value(0)
+	v, n, err := resp.Decode(reply)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCommandReply, err)
 	}
-	if d.pos != len(reply) {
-		return nil, fmt.Errorf("%w: %d bytes after the reply", ErrCommandReply, len(reply)-d.pos)
+	if n != len(reply) {
+		return nil, fmt.Errorf("%w: %d bytes after the reply", ErrCommandReply, len(reply)-n)
 	}
-	if v.kind == '-' {
-		return nil, fmt.Errorf("%w: upstream replied %q", ErrCommandReply, v.str)
+	if v.Type == resp.TypeError {
+		return nil, fmt.Errorf("%w: upstream replied %q", ErrCommandReply, v.Str)
 	}
-	if v.kind != '*' || v.null {
+	if v.Type != resp.TypeArray || v.Null {
 		return nil, fmt.Errorf("%w: not an array", ErrCommandReply)
 	}
-	cmds := make(Commands, len(v.elems))
-	for i, e := range v.elems {
-		if e.null {
+	cmds := make(Commands, len(v.Elems))
+	for i, e := range v.Elems {
+		if e.Null {
 			continue // COMMAND INFO of an unknown name
 		}
 		ci, err := parseCommandEntry(e)
@@ -278,42 +279,42 @@ func ParseCommands(reply []byte) (Commands, error) {
 
 // parseCommandEntry reads one entry: [name, arity, flags, first, last, step, acl categories, tips, key specs,
 // subcommands]. Redis 6 sends the first 6 or 7 elements only.
-func parseCommandEntry(e respValue) (*CommandInfo, error) {
-	if e.kind != '*' || len(e.elems) < 6 {
+func parseCommandEntry(e resp.Value) (*CommandInfo, error) {
+	if e.Type != resp.TypeArray || len(e.Elems) < 6 {
 		return nil, errors.New("not an array of at least 6 elements")
 	}
-	name, ok := e.elems[0].text()
+	name, ok := e.Elems[0].Text()
 	if !ok || name == "" {
 		return nil, errors.New("the command name is not a string")
 	}
-	ci := &CommandInfo{Name: lowerASCII(name)}
+	ci := &CommandInfo{Name: string(resp.AppendLower(nil, []byte(name)))}
 	bad := func(what string) error {
 		return fmt.Errorf("command %q: %s", ci.Name, what)
 	}
 	ints := [4]*int{&ci.Arity, &ci.FirstKey, &ci.LastKey, &ci.KeyStep}
 	for j, idx := range [4]int{1, 3, 4, 5} {
-		n, ok := e.elems[idx].int32()
+		n, ok := specInt(e.Elems[idx])
 		if !ok {
 			return nil, bad(fmt.Sprintf("element %d is not an integer", idx))
 		}
 		*ints[j] = n
 	}
-	if e.elems[2].kind != '*' {
+	if e.Elems[2].Type != resp.TypeArray {
 		return nil, bad("flags are not an array")
 	}
-	for _, f := range e.elems[2].elems {
-		s, ok := f.text()
+	for _, f := range e.Elems[2].Elems {
+		s, ok := f.Text()
 		if !ok {
 			return nil, bad("a flag is not a string")
 		}
 		ci.Flags |= commandFlag(s)
 	}
-	if len(e.elems) >= 9 {
-		specs := e.elems[8]
-		if specs.kind != '*' {
+	if len(e.Elems) >= 9 {
+		specs := e.Elems[8]
+		if specs.Type != resp.TypeArray {
 			return nil, bad("key specs are not an array")
 		}
-		for k, s := range specs.elems {
+		for k, s := range specs.Elems {
 			ks, err := parseKeySpec(s)
 			if err != nil {
 				return nil, bad(fmt.Sprintf("key spec %d: %v", k, err))
@@ -323,18 +324,18 @@ func parseCommandEntry(e respValue) (*CommandInfo, error) {
 	} else {
 		ci.KeySpecs = legacyKeySpecs(ci)
 	}
-	if len(e.elems) >= 10 {
-		subs := e.elems[9]
-		if subs.kind != '*' {
+	if len(e.Elems) >= 10 {
+		subs := e.Elems[9]
+		if subs.Type != resp.TypeArray {
 			return nil, bad("subcommands are not an array")
 		}
-		for _, s := range subs.elems {
+		for _, s := range subs.Elems {
 			sub, err := parseCommandEntry(s)
 			if err != nil {
 				return nil, bad(fmt.Sprintf("subcommand: %v", err))
 			}
 			if ci.Subcommands == nil {
-				ci.Subcommands = make(map[string]*CommandInfo, len(subs.elems))
+				ci.Subcommands = make(map[string]*CommandInfo, len(subs.Elems))
 			}
 			_, short, found := strings.Cut(sub.Name, "|")
 			if !found {
@@ -368,18 +369,18 @@ func legacyKeySpecs(ci *CommandInfo) []KeySpec {
 // parseKeySpec reads one key spec: a flat map with "flags", "begin_search" and "find_keys" (and "notes", ignored).
 // Types Redis may add later become BeginUnknown/FindUnknown, which Keys reports as incomplete. Values that would make
 // Keys meaningless (a step below 1, an index below 1, a limit without lastkey -1) are errors.
-func parseKeySpec(v respValue) (KeySpec, error) {
+func parseKeySpec(v resp.Value) (KeySpec, error) {
 	var ks KeySpec
-	m, err := v.pairs()
+	m, err := pairs(v)
 	if err != nil {
 		return ks, err
 	}
 	if f, ok := m["flags"]; ok {
-		if f.kind != '*' {
+		if f.Type != resp.TypeArray {
 			return ks, errors.New("flags are not an array")
 		}
-		for _, e := range f.elems {
-			s, ok := e.text()
+		for _, e := range f.Elems {
+			s, ok := e.Text()
 			if !ok {
 				return ks, errors.New("a flag is not a string")
 			}
@@ -397,7 +398,7 @@ func parseKeySpec(v respValue) (KeySpec, error) {
 		}
 		ks.BeginSearch.Type = BeginIndex
 	case "keyword":
-		kw, ok := spec["keyword"].text()
+		kw, ok := spec["keyword"].Text()
 		if !ok || kw == "" {
 			return ks, errors.New("begin_search keyword is missing")
 		}
@@ -452,17 +453,17 @@ func typedSpec(m respMap, field string) (string, respMap, error) {
 	if !ok {
 		return "", nil, fmt.Errorf("%s is missing", field)
 	}
-	tm, err := v.pairs()
+	tm, err := pairs(v)
 	if err != nil {
 		return "", nil, fmt.Errorf("%s: %v", field, err)
 	}
-	typ, ok := tm["type"].text()
+	typ, ok := tm["type"].Text()
 	if !ok {
 		return "", nil, fmt.Errorf("%s type is not a string", field)
 	}
 	spec := respMap{}
 	if s, ok := tm["spec"]; ok {
-		if spec, err = s.pairs(); err != nil {
+		if spec, err = pairs(s); err != nil {
 			return "", nil, fmt.Errorf("%s spec: %v", field, err)
 		}
 	}
@@ -495,16 +496,10 @@ const lookupBufSize = 64
 func lookupFold(m map[string]*CommandInfo, name []byte) *CommandInfo {
 	if len(name) <= lookupBufSize {
 		var buf [lookupBufSize]byte
-		n := copy(buf[:], name)
-		for i := 0; i < n; i++ {
-			if c := buf[i]; 'A' <= c && c <= 'Z' {
-				buf[i] = c + ('a' - 'A')
-			}
-		}
-		return m[string(buf[:n])]
+		return m[string(resp.AppendLower(buf[:0], name))]
 	}
 	for k, ci := range m {
-		if len(k) == len(name) && equalFoldASCII(name, k) {
+		if resp.EqualFold(name, k) {
 			return ci
 		}
 	}
@@ -601,7 +596,7 @@ func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete
 				complete = false
 				continue
 			}
-			n, ok := parseRedisInt(args[idx])
+			n, ok := resp.ParseInt(args[idx])
 			if !ok || n < 0 || n >= int64(argc) {
 				complete = false
 				continue
@@ -650,133 +645,43 @@ func keywordSearch(args [][]byte, keyword string, startFrom int) int {
 		if z := bytes.IndexByte(arg, 0); z >= 0 {
 			arg = arg[:z] // strcasecmp stops at the first NUL
 		}
-		if len(arg) == len(keyword) && equalFoldASCII(arg, keyword) {
+		if resp.EqualFold(arg, keyword) {
 			return i + 1
 		}
 	}
 	return 0
 }
 
-// parseRedisInt parses b as Redis's string2ll does: an optional minus sign, then "0" alone or a digit 1-9 followed by
-// digits, fitting in an int64, at most 20 bytes.
-func parseRedisInt(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 20 {
+// specInt returns an integer that fits in a C int, as Redis's COMMAND integers do.
+func specInt(v resp.Value) (int, bool) {
+	if v.Type != resp.TypeInteger || v.Int < minSpecValue || v.Int > -minSpecValue-1 {
 		return 0, false
 	}
-	if len(b) == 1 && b[0] == '0' {
-		return 0, true
-	}
-	neg := b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	if len(b) == 0 || b[0] < '1' || b[0] > '9' {
-		return 0, false
-	}
-	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := uint64(c - '0')
-		if v > (1<<64-1-d)/10 {
-			return 0, false
-		}
-		v = v*10 + d
-	}
-	if neg {
-		if v > 1<<63 {
-			return 0, false
-		}
-		return -int64(v-1) - 1, true
-	}
-	if v > 1<<63-1 {
-		return 0, false
-	}
-	return int64(v), true
-}
-
-// equalFoldASCII reports whether a and b are equal ignoring ASCII case; the caller has checked the lengths.
-func equalFoldASCII(a []byte, b string) bool {
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-// lowerASCII lower-cases ASCII letters only, as Redis compares command names.
-func lowerASCII(s string) string {
-	for i := 0; i < len(s); i++ {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if 'A' <= b[j] && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
-}
-
-// respValue is one decoded RESP2 value. The command table is read once at start, so a value tree is simple and
-// cheap enough; the request path never uses it.
-type respValue struct {
-	kind  byte // '+', '-', ':', '$' or '*'
-	null  bool // $-1 or *-1
-	str   string
-	num   int64
-	elems []respValue
-}
-
-// text returns a simple or bulk string.
-func (v respValue) text() (string, bool) {
-	if (v.kind == '+' || v.kind == '$') && !v.null {
-		return v.str, true
-	}
-	return "", false
-}
-
-// int32 returns an integer that fits in a C int, as Redis's COMMAND integers do.
-func (v respValue) int32() (int, bool) {
-	if v.kind != ':' || v.num < minSpecValue || v.num > -minSpecValue-1 {
-		return 0, false
-	}
-	return int(v.num), true
+	return int(v.Int), true
 }
 
 // respMap is a flat RESP2 key/value array read as a map.
-type respMap map[string]respValue
+type respMap map[string]resp.Value
 
 // pairs reads an array of alternating names and values.
-func (v respValue) pairs() (respMap, error) {
-	if v.kind != '*' || v.null || len(v.elems)%2 != 0 {
+func pairs(v resp.Value) (respMap, error) {
+	if v.Type != resp.TypeArray || v.Null || len(v.Elems)%2 != 0 {
 		return nil, errors.New("not a flat array of name/value pairs")
 	}
-	m := make(respMap, len(v.elems)/2)
-	for i := 0; i < len(v.elems); i += 2 {
-		k, ok := v.elems[i].text()
+	m := make(respMap, len(v.Elems)/2)
+	for i := 0; i < len(v.Elems); i += 2 {
+		k, ok := v.Elems[i].Text()
 		if !ok {
 			return nil, errors.New("a field name is not a string")
 		}
-		m[k] = v.elems[i+1]
+		m[k] = v.Elems[i+1]
 	}
 	return m, nil
 }
 
 // intField returns m[name] as an integer no lower than min.
 func (m respMap) intField(name string, min int) (int, error) {
-	n, ok := m[name].int32()
+	n, ok := specInt(m[name])
 	if !ok {
 		return 0, fmt.Errorf("%s is missing or not an integer", name)
 	}
@@ -784,88 +689,4 @@ func (m respMap) intField(name string, min int) (int, error) {
 		return 0, fmt.Errorf("%s %d is below %d", name, n, min)
 	}
 	return n, nil
-}
-
-// maxRespDepth bounds nesting; COMMAND replies nest 6 levels deep (subcommand key specs).
-const maxRespDepth = 16
-
-// respDecoder decodes RESP2 values from b, starting at pos.
-type respDecoder struct {
-	b   []byte
-	pos int
-}
-
-func (d *respDecoder) errorf(format string, a ...any) error {
-	return fmt.Errorf("offset %d: %s", d.pos, fmt.Sprintf(format, a...))
-}
-
-// line returns the next line without its CRLF and moves past it.
-func (d *respDecoder) line() ([]byte, error) {
-	i := bytes.Index(d.b[d.pos:], []byte("\r\n"))
-	if i < 0 {
-		return nil, d.errorf("truncated line")
-	}
-	l := d.b[d.pos : d.pos+i]
-	d.pos += i + 2
-	return l, nil
-}
-
-// value decodes one value, nested ones included.
-func (d *respDecoder) value(depth int) (respValue, error) {
-	if depth > maxRespDepth {
-		return respValue{}, d.errorf("nested deeper than %d", maxRespDepth)
-	}
-	l, err := d.line()
-	if err != nil {
-		return respValue{}, err
-	}
-	if len(l) == 0 {
-		return respValue{}, d.errorf("empty line")
-	}
-	v := respValue{kind: l[0]}
-	switch l[0] {
-	case '+', '-':
-		v.str = string(l[1:])
-		return v, nil
-	case ':':
-		n, ok := parseRedisInt(l[1:])
-		if !ok {
-			return v, d.errorf("bad integer %q", l)
-		}
-		v.num = n
-		return v, nil
-	case '$', '*':
-		n, ok := parseRedisInt(l[1:])
-		if !ok || n < -1 {
-			return v, d.errorf("bad length %q", l)
-		}
-		if n == -1 {
-			v.null = true
-			return v, nil
-		}
-		// Every element takes at least 3 bytes and a bulk string its length plus CRLF, so a length beyond the
-		// remaining input is a lie, refused before it sizes an allocation.
-		if n > int64(len(d.b)-d.pos) {
-			return v, d.errorf("length %d past the end of the reply", n)
-		}
-		if l[0] == '$' {
-			end := d.pos + int(n)
-			if end+2 > len(d.b) || d.b[end] != '\r' || d.b[end+1] != '\n' {
-				return v, d.errorf("bulk string of %d bytes is not followed by CRLF", n)
-			}
-			v.str = string(d.b[d.pos:end])
-			d.pos = end + 2
-			return v, nil
-		}
-		v.elems = make([]respValue, 0, n)
-		for i := int64(0); i < n; i++ {
-			e, err := d.value(depth + 1)
-			if err != nil {
-				return v, err
-			}
-			v.elems = append(v.elems, e)
-		}
-		return v, nil
-	}
-	return v, d.errorf("unknown type byte %q", l[0])
 }

@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // capturedCommandReply is a raw COMMAND reply of redis-server 7.0.15, for the tests and the fuzz target that run
@@ -51,12 +52,11 @@ func liveCommands(t *testing.T) (*redistest.Conn, []byte, Commands) {
 }
 
 // decodeTestReply decodes one raw reply frame of the test connection.
-func decodeTestReply(tb testing.TB, b []byte) respValue {
+func decodeTestReply(tb testing.TB, b []byte) resp.Value {
 	tb.Helper()
-	d := respDecoder{b: b}
-	v, err := d.value(0)
-	if err != nil || d.pos != len(b) {
-		tb.Fatalf("decode reply %.200q: %v (%d of %d bytes read)", b, err, d.pos, len(b))
+	v, n, err := resp.Decode(b)
+	if err != nil || n != len(b) {
+		tb.Fatalf("decode reply %.200q: %v (%d of %d bytes read)", b, err, n, len(b))
 	}
 	return v
 }
@@ -179,14 +179,14 @@ func checkKnownCommands(t *testing.T, cmds Commands) {
 func TestCommandReplyLive(t *testing.T) {
 	conn, reply, cmds := liveCommands(t)
 	count := decodeTestReply(t, conn.Do("COMMAND", "COUNT"))
-	if count.kind != ':' || int(count.num) != len(cmds) {
-		t.Errorf("table has %d commands; COMMAND COUNT says %q", len(cmds), count.str+strconv.FormatInt(count.num, 10))
+	if count.Type != resp.TypeInteger || int(count.Int) != len(cmds) {
+		t.Errorf("table has %d commands; COMMAND COUNT says %q", len(cmds), count.Str+strconv.FormatInt(count.Int, 10))
 	}
 	// Every name COMMAND LIST gives, subcommands included, is in the table.
 	list := decodeTestReply(t, conn.Do("COMMAND", "LIST"))
-	for _, e := range list.elems {
-		if cmds.Lookup(commandLine(strings.Split(e.str, "|")...)).Name != e.str {
-			t.Errorf("COMMAND LIST has %q; the table does not", e.str)
+	for _, e := range list.Elems {
+		if cmds.Lookup(commandLine(strings.Split(e.Str, "|")...)).Name != e.Str {
+			t.Errorf("COMMAND LIST has %q; the table does not", e.Str)
 		}
 	}
 	checkKnownCommands(t, cmds)
@@ -199,8 +199,8 @@ func TestCommandReplyLive(t *testing.T) {
 
 	if *updateCommandReply {
 		info := decodeTestReply(t, conn.Do("INFO", "server"))
-		if !strings.Contains(info.str, "redis_version:7.0.") {
-			t.Fatalf("-update-command-reply needs redis-server 7.0.x; INFO says %.200q", info.str)
+		if !strings.Contains(info.Str, "redis_version:7.0.") {
+			t.Fatalf("-update-command-reply needs redis-server 7.0.x; INFO says %.200q", info.Str)
 		}
 		if err := os.MkdirAll(filepath.Dir(capturedCommandReply), 0o755); err != nil {
 			t.Fatal(err)
@@ -464,39 +464,6 @@ func TestKeysSpecs(t *testing.T) {
 	}
 }
 
-func TestParseRedisInt(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"0", 0, true},
-		{"7", 7, true},
-		{"-7", -7, true},
-		{"9223372036854775807", 1<<63 - 1, true},
-		{"-9223372036854775808", -1 << 63, true},
-		{"9223372036854775808", 0, false},
-		{"-9223372036854775809", 0, false},
-		{"18446744073709551616", 0, false},
-		{"", 0, false},
-		{"-", 0, false},
-		{"-0", 0, false},
-		{"00", 0, false},
-		{"01", 0, false},
-		{"+1", 0, false},
-		{" 1", 0, false},
-		{"1 ", 0, false},
-		{"1x", 0, false},
-		{"000000000000000000001", 0, false},
-	}
-	for _, tc := range tests {
-		got, ok := parseRedisInt([]byte(tc.in))
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("parseRedisInt(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
 func TestCommandLookup(t *testing.T) {
 	cmds := loadCapturedCommands(t)
 	long := strings.Repeat("x", 1000)
@@ -646,13 +613,13 @@ func TestKeysAgainstGetkeys(t *testing.T) {
 			got, complete := ci.Keys(bargs, nil)
 			reply := decodeTestReply(t, conn.Do(append([]string{"COMMAND", "GETKEYS"}, args...)...))
 			switch {
-			case reply.kind == '-' && len(got) == 0:
+			case reply.Type == resp.TypeError && len(got) == 0:
 				refusedAgreed++
 				covered[ci.Name] = true
-				t.Logf("refused %q: GETKEYS %q; Keys found none, complete=%v", args, reply.str, complete)
-			case reply.kind == '-':
+				t.Logf("refused %q: GETKEYS %q; Keys found none, complete=%v", args, reply.Str, complete)
+			case reply.Type == resp.TypeError:
 				skipped++
-				t.Logf("skipped %q: GETKEYS refused (%s); Keys found %q, complete=%v", args, reply.str, lineStrings(got), complete)
+				t.Logf("skipped %q: GETKEYS refused (%s); Keys found %q, complete=%v", args, reply.Str, lineStrings(got), complete)
 			case !complete:
 				incomplete++
 				if want := replyStrings(reply); !slices.Equal(lineStrings(got), want) {
@@ -693,10 +660,10 @@ func TestKeysAgainstGetkeys(t *testing.T) {
 	}
 }
 
-func replyStrings(v respValue) []string {
-	out := make([]string, len(v.elems))
-	for i, e := range v.elems {
-		out[i] = e.str
+func replyStrings(v resp.Value) []string {
+	out := make([]string, len(v.Elems))
+	for i, e := range v.Elems {
+		out[i] = e.Str
 	}
 	return out
 }
@@ -711,38 +678,38 @@ type docArg struct {
 type commandDoc struct{ args []docArg }
 
 // parseCommandDocs reads the COMMAND DOCS reply into full names ("client|setname") and argument trees.
-func parseCommandDocs(t *testing.T, v respValue) map[string]commandDoc {
+func parseCommandDocs(t *testing.T, v resp.Value) map[string]commandDoc {
 	t.Helper()
 	out := map[string]commandDoc{}
-	var walk func(name string, doc respValue)
-	walk = func(name string, doc respValue) {
-		m, err := doc.pairs()
+	var walk func(name string, doc resp.Value)
+	walk = func(name string, doc resp.Value) {
+		m, err := pairs(doc)
 		if err != nil {
 			t.Fatalf("docs of %s: %v", name, err)
 		}
-		out[lowerASCII(name)] = commandDoc{args: parseDocArgs(t, m["arguments"])}
+		out[string(resp.AppendLower(nil, []byte(name)))] = commandDoc{args: parseDocArgs(t, m["arguments"])}
 		if subs, ok := m["subcommands"]; ok {
-			for i := 0; i+1 < len(subs.elems); i += 2 {
-				walk(subs.elems[i].str, subs.elems[i+1])
+			for i := 0; i+1 < len(subs.Elems); i += 2 {
+				walk(subs.Elems[i].Str, subs.Elems[i+1])
 			}
 		}
 	}
-	for i := 0; i+1 < len(v.elems); i += 2 {
-		walk(v.elems[i].str, v.elems[i+1])
+	for i := 0; i+1 < len(v.Elems); i += 2 {
+		walk(v.Elems[i].Str, v.Elems[i+1])
 	}
 	return out
 }
 
-func parseDocArgs(t *testing.T, v respValue) []docArg {
+func parseDocArgs(t *testing.T, v resp.Value) []docArg {
 	var out []docArg
-	for _, e := range v.elems {
-		m, err := e.pairs()
+	for _, e := range v.Elems {
+		m, err := pairs(e)
 		if err != nil {
 			t.Fatalf("argument docs: %v", err)
 		}
-		a := docArg{name: m["name"].str, typ: m["type"].str, token: m["token"].str}
-		for _, f := range m["flags"].elems {
-			switch f.str {
+		a := docArg{name: m["name"].Str, typ: m["type"].Str, token: m["token"].Str}
+		for _, f := range m["flags"].Elems {
+			switch f.Str {
 			case "optional":
 				a.optional = true
 			case "multiple":

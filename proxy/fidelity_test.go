@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // Wire fidelity (DESIGN.md invariant 8): a RESP2 client cannot tell featcache from Redis. TestWireFidelity runs one
@@ -1134,7 +1135,7 @@ func fidDumpPayload(t *testing.T) string {
 	defer c.Close()
 	c.Do("SET", "src", "dumped")
 	reply := c.Do("DUMP", "src")
-	payload, isNil, ok := bulkString(reply)
+	payload, isNil, ok := resp.BulkPayload(reply)
 	if !ok || isNil {
 		t.Fatalf("DUMP: %q", reply)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"featcache/config"
+	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
 	"featcache/warm"
@@ -18,7 +19,7 @@ import (
 // maxSegmentBytes or maxSegmentFrames: its upstream part goes out as one round trip, the write's keys are
 // invalidated, then its replies are assembled. A read is therefore never looked up, nor fetched, ahead of an
 // earlier write of the same pipeline, and all other reads of a pipeline share one round trip, up to those caps.
-func (c *client) execBatch(cmds []Command) {
+func (c *client) execBatch(cmds []resp.Command) {
 	c.seg.begin(c.srv.now())
 	if cap(c.arena) > 1<<20 {
 		c.arena = nil
@@ -40,7 +41,7 @@ func (c *client) execBatch(cmds []Command) {
 }
 
 // exec dispatches one command by its class.
-func (c *client) exec(cmd *Command) {
+func (c *client) exec(cmd *resp.Command) {
 	c.vers.reset()
 	tc := c.lookup(cmd.Args)
 	c.countCommand(tc)
@@ -62,7 +63,7 @@ func (c *client) exec(cmd *Command) {
 }
 
 // execAuthed dispatches a command of an authenticated client (or one Redis runs before authentication).
-func (c *client) execAuthed(cmd *Command, tc *command) {
+func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 	if ps := c.srv.policies.Load(); ps.hasSnapshots && tc != nil && (tc.class != classRead || c.tx.multi || c.tx.conn != nil) {
 		// Cached reads resolve snapshots themselves, under the logical key's policy, unless a transaction or a
 		// WATCH session sends them upstream as they are.
@@ -139,7 +140,7 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 // background refresh per key), otherwise join or start the key's fill. Each key is counted once per policy with
 // what answered it (the fill's outcome is counted when its reply is assembled) and, one lookup in about
 // hotSampleMean, recorded in the policy's hot-key tracker.
-func (c *client) readGet(cmd *Command) {
+func (c *client) readGet(cmd *resp.Command) {
 	key := cmd.Args[1]
 	ps := c.srv.policies.Load()
 	pol := ps.matcher.Match(key)
@@ -201,7 +202,7 @@ func (c *client) served(look localcache.Lookup, key []byte, lp *localcache.Polic
 // every key is served from it, else from one transaction that reads every key (addMgetTx). Keys are answered in
 // order and with duplicates, as one array; keys no policy caches are read with the others. If the upstream fails
 // and not every key can be served stale, the whole MGET gets the error, as it would from Redis.
-func (c *client) readMget(cmd *Command) {
+func (c *client) readMget(cmd *resp.Command) {
 	keys := cmd.Args[1:]
 	ps := c.srv.policies.Load()
 	if ps.hasSnapshots {
@@ -221,7 +222,7 @@ func (c *client) readMget(cmd *Command) {
 	start := len(c.out) + len(c.seg.tail)
 	buf := c.seg.buf(&c.out)
 	mark := len(*buf)
-	*buf = appendArrayLen(*buf, len(keys))
+	*buf = resp.AppendArray(*buf, len(keys))
 	mk := c.seg.mkeys[:0]
 	hit, cached := true, false // every key so far answered from memory; some key is cached
 	for _, key := range keys {
@@ -305,7 +306,7 @@ func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
 	start := len(c.out) + len(c.seg.tail)
 	region := c.seg.openRegion(&c.out)
 	buf := c.seg.buf(&c.out)
-	*buf = appendArrayLen(*buf, len(keys))
+	*buf = resp.AppendArray(*buf, len(keys))
 	for i := range keys {
 		if c.outputOver(start) {
 			break
@@ -377,7 +378,7 @@ func (s *Server) refresh(f *localcache.Fill, key []byte, lp *localcache.Policy) 
 }
 
 // forward sends a command over a shared upstream connection as part of the segment; its reply frame is relayed.
-func (c *client) forward(cmd *Command) {
+func (c *client) forward(cmd *resp.Command) {
 	c.srv.stats.Forwarded.Add(1)
 	c.seg.addForward(cmd)
 	if c.seg.full() {
@@ -387,7 +388,7 @@ func (c *client) forward(cmd *Command) {
 
 // write forwards a write and ends the segment: the upstream answers, the write's keys are invalidated, and only
 // then is anything after it looked up or replied to.
-func (c *client) write(cmd *Command, tc *command) {
+func (c *client) write(cmd *resp.Command, tc *command) {
 	c.srv.stats.Forwarded.Add(1)
 	c.seg.addForward(cmd)
 	c.seg.writes = append(c.seg.writes, pendingWrite{args: cmd.Args, tc: tc})
@@ -559,9 +560,9 @@ func fetchedResult(f upstream.Fetched) localcache.Result {
 	switch {
 	case f.Error != nil:
 		if isUpstreamFailure(f.Error) {
-			// Copied: the frame is in the leader's reply buffer, which its next request reuses while the fill's
-			// waiters may still be turning this error into their replies.
-			return localcache.Result{Err: redisError(bytes.Clone(f.Error))}
+			// Copied (ParseError keeps no part of it): the frame is in the leader's reply buffer, which its next
+			// request reuses while the fill's waiters may still be turning this error into their replies.
+			return localcache.Result{Err: resp.ParseError(f.Error)}
 		}
 		// WRONGTYPE and the like: relayed to GET verbatim (MGET answers nil), never stored; the key's entry is
 		// dropped.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"featcache/config"
+	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
 )
@@ -61,7 +62,7 @@ func benchHitPathWith(b *testing.B, pipeline int, yamlCfg string) {
 	srv := benchServerWith(b, 1000, yamlCfg)
 	var payload []byte
 	for i := 0; i < pipeline; i++ {
-		payload = upstream.AppendCommand(payload, "GET", "key:"+strconv.Itoa(i*37%1000))
+		payload = resp.AppendCommand(payload, "GET", "key:"+strconv.Itoa(i*37%1000))
 	}
 	b.SetBytes(int64(pipeline) * 1024)
 	runHitPath(b, srv, payload)
@@ -74,7 +75,7 @@ func runHitPath(b *testing.B, srv *Server, payload []byte) {
 	defer server.Close()
 	defer client.Close()
 	c := srv.newClient(server)
-	c.rd = NewReader(&repeatReader{data: payload}, Limits{})
+	c.rd = resp.NewReader(&repeatReader{data: payload}, resp.Limits{})
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -105,7 +106,7 @@ func BenchmarkHitPathMGET(b *testing.B) {
 		args = append(args, "key:"+strconv.Itoa(i*37%1000))
 	}
 	b.SetBytes(8 * 1024)
-	runHitPath(b, srv, upstream.AppendCommand(nil, args...))
+	runHitPath(b, srv, resp.AppendCommand(nil, args...))
 }
 
 // BenchmarkHitPathHMGET is Feast's read from memory: HMGET of 8 features and the event time of one view, out of
@@ -128,7 +129,7 @@ func BenchmarkHitPathHMGET(b *testing.B) {
 	for i := 0; i < 9; i++ {
 		args = append(args, "field-"+strconv.Itoa(i))
 	}
-	runHitPath(b, srv, upstream.AppendCommand(nil, args...))
+	runHitPath(b, srv, resp.AppendCommand(nil, args...))
 }
 
 // The hot-key tracker's share of the hit path: the same benchmarks with the tracker off (warm.hotkeys_size: 0).

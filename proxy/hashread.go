@@ -6,6 +6,7 @@ import (
 
 	"featcache/config"
 	"featcache/feast"
+	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
 )
@@ -28,9 +29,9 @@ const (
 	hashGetAll
 )
 
-func (c *client) readHGet(cmd *Command)    { c.readHash(cmd, hashGet) }
-func (c *client) readHMGet(cmd *Command)   { c.readHash(cmd, hashMGet) }
-func (c *client) readHGetAll(cmd *Command) { c.readHash(cmd, hashGetAll) }
+func (c *client) readHGet(cmd *resp.Command)    { c.readHash(cmd, hashGet) }
+func (c *client) readHMGet(cmd *resp.Command)   { c.readHash(cmd, hashMGet) }
+func (c *client) readHGetAll(cmd *resp.Command) { c.readHash(cmd, hashGetAll) }
 
 // hashRead is one hash read that waits for a fill: what the lookup knew, and what the fill reads.
 type hashRead struct {
@@ -91,7 +92,7 @@ func fieldPolicy(ps *policySet, keyPol *config.Policy, field []byte) (*config.Po
 }
 
 // readHash answers a hash read from the local tier where it can, and starts one fill for the rest.
-func (c *client) readHash(cmd *Command, kind hashCmd) {
+func (c *client) readHash(cmd *resp.Command, kind hashCmd) {
 	args := cmd.Args
 	key := args[1]
 	ps := c.srv.policies.Load()
@@ -180,7 +181,7 @@ func (c *client) lookupFields(key []byte, fields [][]byte, ps *policySet, pol *c
 				if missing {
 					hs.elems = append(hs.elems, nullBulk...)
 				} else {
-					hs.elems = appendBulk(hs.elems, v)
+					hs.elems = resp.AppendBulk(hs.elems, v)
 				}
 				hs.spans[i] = span{start, len(hs.elems)}
 			})
@@ -286,7 +287,7 @@ func tooOld(fp *config.Policy, field []byte, times []eventTime, now time.Time) b
 func appendFieldsReply(dst []byte, kind hashCmd, fields [][]byte, pols []*config.Policy,
 	times []eventTime, now time.Time, elem func(i int) []byte) []byte {
 	if kind == hashMGet {
-		dst = appendArrayLen(dst, len(fields))
+		dst = resp.AppendArray(dst, len(fields))
 	}
 	for i, f := range fields {
 		if tooOld(pols[i], f, times, now) {
@@ -341,7 +342,7 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *config.Policy
 				if fp, _ := fieldPolicy(ps, pol, f); missing || tooOld(fp, f, hs.times, now) {
 					return true
 				}
-				hs.elems = appendBulk(appendBulk(hs.elems, f), v)
+				hs.elems = resp.AppendBulk(resp.AppendBulk(hs.elems, f), v)
 				n++
 				return true
 			})
@@ -349,7 +350,7 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *config.Policy
 	if !ok {
 		return dst, false
 	}
-	dst = appendArrayLen(dst, 2*n)
+	dst = resp.AppendArray(dst, 2*n)
 	return append(dst, hs.elems...), true
 }
 
@@ -377,7 +378,7 @@ func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.Has
 	}
 	if hf.Error != nil {
 		if isUpstreamFailure(hf.Error) {
-			return localcache.Result{Err: redisError(bytes.Clone(hf.Error))}
+			return localcache.Result{Err: resp.ParseError(hf.Error)}
 		}
 		return localcache.Result{Reply: bytes.Clone(hf.Error)} // WRONGTYPE: relayed, and the key's entry dropped
 	}
@@ -429,23 +430,21 @@ func (c *client) emitHashRead(dst []byte, h *hole) []byte {
 		if err == nil {
 			err = errInternal
 		}
-		return appendError(dst, upstreamErrorText(err))
+		return resp.AppendError(dst, upstreamErrorText(err))
 	}
 	if hr.cmd == hashGetAll {
 		times := timesFrom(nil, res.Hash, hr.ps, hr.pol)
 		n := 0
-		mark := len(dst)
-		dst = append(dst, "*0000000000\r\n"...) // rewritten below once the count is known
-		body := len(dst)
+		mark := len(dst) // the fields go here first; the array header, once their count is known, goes before them
 		for _, fr := range res.Hash.Fields {
 			if fp, _ := fieldPolicy(hr.ps, hr.pol, fr.Field); tooOld(fp, fr.Field, times, c.clock()) {
 				continue
 			}
-			dst = appendBulk(appendBulk(dst, fr.Field), fr.Value)
+			dst = resp.AppendBulk(resp.AppendBulk(dst, fr.Field), fr.Value)
 			n++
 		}
-		hdr := appendArrayLen(nil, 2*n)
-		return append(append(dst[:mark], hdr...), append([]byte(nil), dst[body:]...)...)
+		body := append([]byte(nil), dst[mark:]...)
+		return append(resp.AppendArray(dst[:mark], 2*n), body...)
 	}
 	times := timesFrom(nil, res.Hash, hr.ps, hr.pol)
 	pols := make([]*config.Policy, len(hr.fields))
@@ -489,7 +488,7 @@ func fieldElement(res *localcache.HashResult, field []byte) []byte {
 			if res.Fields[i].Missing {
 				return nullBulk
 			}
-			return appendBulk(nil, res.Fields[i].Value)
+			return resp.AppendBulk(nil, res.Fields[i].Value)
 		}
 	}
 	return nullBulk

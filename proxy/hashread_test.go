@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // TestHashReadsMatchRedis: HGET, HMGET and HGETALL through featcache, first filling and then from memory, give
@@ -54,7 +55,7 @@ func TestHMGETPartialHitFetchesWholeSet(t *testing.T) {
 	mon := redistest.Dial(t, p.redis.Addr())
 	mon.Send("MONITOR")
 	r := bufio.NewReader(mon.NetConn())
-	r.ReadString('\n') // +OK
+	resp.ReadFrame(r, nil) // +OK
 	c := p.dial()
 	if got := string(c.Do("HMGET", "h", "f1", "f2")); got != "*2\r\n"+bulk("1")+bulk("2") {
 		t.Fatalf("HMGET f1 f2: %q", got)
@@ -69,10 +70,11 @@ func TestHMGETPartialHitFetchesWholeSet(t *testing.T) {
 	var hmgets []string
 	mon.NetConn().SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
-		line, err := r.ReadString('\n')
+		frame, err := resp.ReadFrame(r, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		line := string(frame)
 		if strings.Contains(line, `"end-of-test"`) {
 			break
 		}

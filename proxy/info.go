@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // INFO speaks for featcache too: tools pointed at featcache (redis-cli, exporters, redis-py's info()) see its
@@ -22,16 +24,18 @@ import (
 // featcache's fields are named featcache_*, as Redis names the fields of a module's section after the module: a
 // client that flattens every section into one map (redis-py's info()) finds Redis's fields unchanged.
 
-// infoSection is the section name, and its header as Redis writes headers.
+// infoSection is the section name, and its header as Redis writes headers. INFO's text is lines ended by CRLF, and
+// a blank line (infoSectionBreak) between sections: the lines are a bulk string's content, not RESP framing.
 const (
-	infoSection = "featcache"
-	infoHeader  = "# Featcache\r\n"
+	infoSection      = "featcache"
+	infoHeader       = "# Featcache\r\n"
+	infoSectionBreak = "\r\n"
 )
 
 // forwardInfo runs INFO: featcache's section alone is answered here; a section list that includes featcache's,
 // explicitly or through default, all or everything, is forwarded with a hole that appends it to Redis's reply;
 // any other goes to Redis as a plain forwarded command.
-func (c *client) forwardInfo(cmd *Command) {
+func (c *client) forwardInfo(cmd *resp.Command) {
 	ours, theirs := infoWants(cmd.Args[1:])
 	switch {
 	case ours && !theirs:
@@ -73,27 +77,18 @@ func infoWants(sections [][]byte) (ours, theirs bool) {
 func (c *client) emitInfo(dst []byte, h *hole) []byte {
 	if h.frame >= c.call.Len() {
 		c.srv.stats.Errors.Add(1)
-		return appendError(dst, upstreamErrorText(c.seg.doErr))
+		return resp.AppendError(dst, upstreamErrorText(c.seg.doErr))
 	}
 	frame := c.call.Frame(h.frame)
-	body, isNil, ok := bulkString(frame)
+	body, isNil, ok := resp.BulkPayload(frame)
 	if !ok || isNil {
 		return append(dst, frame...)
 	}
-	ours := c.srv.infoText()
-	n := len(body) + len(ours)
+	text := body[:len(body):len(body)] // appending copies: the reply buffer is not written over
 	if len(body) > 0 {
-		n += 2
+		text = append(text, infoSectionBreak...)
 	}
-	dst = append(dst, '$')
-	dst = strconv.AppendInt(dst, int64(n), 10)
-	dst = append(dst, '\r', '\n')
-	dst = append(dst, body...)
-	if len(body) > 0 {
-		dst = append(dst, '\r', '\n')
-	}
-	dst = append(dst, ours...)
-	return append(dst, '\r', '\n')
+	return resp.AppendBulk(dst, append(text, c.srv.infoText()...))
 }
 
 // infoText renders featcache's INFO section: its header and one featcache_<name>:<value> line each, every line

@@ -5,21 +5,24 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"featcache/internal/resp"
 )
 
 // infoPayload checks that frame is exactly one bulk string, its declared length that of its payload, and
 // returns the payload.
 func infoPayload(t *testing.T, frame string) string {
 	t.Helper()
-	head, rest, ok := strings.Cut(frame, "\r\n")
-	n, err := strconv.Atoi(strings.TrimPrefix(head, "$"))
-	if !ok || !strings.HasPrefix(head, "$") || err != nil || n < 0 {
+	var sc resp.Scanner
+	n, err := sc.Next([]byte(frame))
+	payload, isNil, ok := resp.BulkPayload([]byte(frame))
+	if !ok || isNil {
 		t.Fatalf("not a bulk string: %.200q", frame)
 	}
-	if len(rest) != n+2 || !strings.HasSuffix(rest, "\r\n") {
-		t.Fatalf("bulk string declares %d bytes and carries %d (then %q)", n, len(rest)-2, rest[min(n, len(rest)):])
+	if err != nil || n != len(frame) {
+		t.Fatalf("bulk string of %d bytes is not one whole frame (%d of %d bytes, %v)", len(payload), n, len(frame), err)
 	}
-	return rest[:n]
+	return string(payload)
 }
 
 // infoSections splits an INFO payload into its sections: header ("# Server") and lines, in order.

@@ -1,11 +1,11 @@
 package proxy
 
 // This file holds the limits on what connected clients can make featcache hold, beyond the per-command ones the
-// Reader enforces: the number of clients (limits.max_clients), idle clients (limits.idle_timeout), replies a
+// resp.Reader enforces: the number of clients (limits.max_clients), idle clients (limits.idle_timeout), replies a
 // client does not read (limits.max_output_bytes, limits.output_timeout) and the memory of all clients' buffers
 // together (limits.max_clients_memory).
 //
-// A client's memory is its read buffer, its pending replies and its transaction queue. The Reader bounds the
+// A client's memory is its read buffer, its pending replies and its transaction queue. The resp.Reader bounds the
 // first by limits.max_request_bytes, the transaction queue is bounded by the same, and replies are written as they
 // are produced (whenever outputFlushBytes are ready) and a single reply is bounded by limits.max_output_bytes.
 // Each client may hold config.ClientBaselineBytes without asking; what it holds beyond that is reserved from one
@@ -15,6 +15,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"runtime/debug"
 	"runtime/metrics"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"featcache/config"
+	"featcache/internal/resp"
 )
 
 const (
@@ -42,10 +44,10 @@ const (
 // Errors that end a client connection because of a limit. The server replies "-ERR " + Error() and closes.
 var (
 	// ErrClientMemory means the client needed more buffer memory than limits.max_clients_memory had left.
-	ErrClientMemory = &ProtocolError{"featcache client buffers are full (limits.max_clients_memory), connection closed"}
+	ErrClientMemory = errors.New("featcache client buffers are full (limits.max_clients_memory), connection closed")
 	// ErrOutputLimit means the replies the client had not received yet exceeded limits.max_output_bytes: one
 	// reply larger than that, since featcache writes replies as they are produced.
-	ErrOutputLimit = &ProtocolError{"featcache reply exceeds limits.max_output_bytes, connection closed"}
+	ErrOutputLimit = errors.New("featcache reply exceeds limits.max_output_bytes, connection closed")
 )
 
 // budget is the byte allowance that every client's buffers beyond its baseline share (limits.max_clients_memory).
@@ -198,7 +200,7 @@ func gcFloor(live, other int64) int64 {
 
 // footprint is the capacity of the buffers the client owns: what its connection holds in memory.
 func (c *client) footprint() int {
-	return cap(c.rd.buf) + cap(c.out) + cap(c.seg.tail) + cap(c.seg.req) + cap(c.call.Replies) +
+	return c.rd.Footprint() + cap(c.out) + cap(c.seg.tail) + cap(c.seg.req) + cap(c.call.Replies) +
 		cap(c.tx.queue) + cap(c.tx.arena)
 }
 
@@ -335,7 +337,7 @@ func (c *client) assembling() bool { return !c.closing && !c.oversize && !c.memo
 
 // fail ends the connection because of a limit: the pending replies are dropped (as Redis drops a client's output
 // buffer when it closes it), the client is told why if it still reads, and nothing more is executed or written.
-func (c *client) fail(err *ProtocolError) {
+func (c *client) fail(err error) {
 	if c.closing {
 		return
 	}
@@ -343,7 +345,7 @@ func (c *client) fail(err *ProtocolError) {
 	// Fills this client leads are completed before the write below, which may wait: other clients wait for them.
 	c.runSegment()
 	c.srv.log.Info("client disconnected", "client", c.id, "addr", c.nc.RemoteAddr().String(), "reason", err.Error())
-	c.out = appendError(c.out[:0:0], "ERR "+err.Error())
+	c.out = resp.AppendError(c.out[:0:0], "ERR "+err.Error())
 	c.nc.SetWriteDeadline(time.Now().Add(rejectTimeout))
 	c.send(c.out)
 	c.out = nil
@@ -372,7 +374,7 @@ func (s *Server) reject(nc net.Conn) {
 	defer s.wg.Done()
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(rejectTimeout))
-	nc.Write([]byte("-ERR max number of clients reached\r\n"))
+	nc.Write(resp.AppendError(nil, "ERR max number of clients reached"))
 }
 
 // watchdog closes clients that have been idle longer than limits.idle_timeout, and clients a write to which has

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"featcache/internal/resp"
 	"featcache/upstream"
 )
 
@@ -68,7 +69,7 @@ func (c *client) cmdReset(args [][]byte) {
 // shape. Protocol 3 is refused with -NOPROTO, so clients fall back to RESP2.
 func (c *client) cmdHello(args [][]byte) {
 	if len(args) >= 2 {
-		ver, ok := parseRedisInt(args[1])
+		ver, ok := resp.ParseInt(args[1])
 		if !ok {
 			c.errorReply("ERR Protocol version is not an integer or out of range")
 			return
@@ -109,21 +110,21 @@ func (c *client) cmdHello(args [][]byte) {
 	}
 	info := c.srv.hello.Load()
 	buf := c.seg.buf(&c.out)
-	b := appendArrayLen(*buf, 14)
-	b = appendBulkString(b, "server")
-	b = appendBulkString(b, "redis")
-	b = appendBulkString(b, "version")
-	b = appendBulkString(b, info.version)
-	b = appendBulkString(b, "proto")
-	b = append(b, ":2\r\n"...)
-	b = appendBulkString(b, "id")
-	b = appendInt(b, c.id)
-	b = appendBulkString(b, "mode")
-	b = appendBulkString(b, info.mode)
-	b = appendBulkString(b, "role")
-	b = appendBulkString(b, info.role)
-	b = appendBulkString(b, "modules")
-	b = append(b, "*0\r\n"...)
+	b := resp.AppendArray(*buf, 14)
+	b = resp.AppendBulkString(b, "server")
+	b = resp.AppendBulkString(b, "redis")
+	b = resp.AppendBulkString(b, "version")
+	b = resp.AppendBulkString(b, info.version)
+	b = resp.AppendBulkString(b, "proto")
+	b = resp.AppendInt(b, 2)
+	b = resp.AppendBulkString(b, "id")
+	b = resp.AppendInt(b, c.id)
+	b = resp.AppendBulkString(b, "mode")
+	b = resp.AppendBulkString(b, info.mode)
+	b = resp.AppendBulkString(b, "role")
+	b = resp.AppendBulkString(b, info.role)
+	b = resp.AppendBulkString(b, "modules")
+	b = resp.AppendArray(b, 0)
 	*buf = b
 }
 
@@ -185,7 +186,7 @@ func (c *client) setAuthed(authed bool) {
 	if authed {
 		c.rd.SetLimits(c.srv.limits())
 	} else {
-		c.rd.SetLimits(UnauthenticatedLimits())
+		c.rd.SetLimits(resp.UnauthenticatedLimits())
 	}
 }
 
@@ -193,7 +194,7 @@ func (c *client) setAuthed(authed bool) {
 // that is not a database of the upstream gets Redis's own errors, in Redis's order; another database gets
 // featcache's.
 func (c *client) cmdSelect(args [][]byte) {
-	n, ok := parseRedisInt(args[1])
+	n, ok := resp.ParseInt(args[1])
 	switch {
 	case !ok:
 		c.errorReply("ERR value is not an integer or out of range")
@@ -211,7 +212,7 @@ func (c *client) cmdSelect(args [][]byte) {
 // defaultDatabases is Redis's default number of databases, assumed while the upstream's cannot be read.
 const defaultDatabases = 16
 
-var configGetDatabases = upstream.AppendCommand(nil, "CONFIG", "GET", "databases")
+var configGetDatabases = resp.AppendCommand(nil, "CONFIG", "GET", "databases")
 
 // databases returns the upstream's number of databases, read once with CONFIG GET (featcache's upstream user may
 // not be allowed it: defaultDatabases then).
@@ -223,13 +224,11 @@ func (s *Server) databases() int64 {
 	if err := s.up.Do(call, configGetDatabases, 1); err != nil {
 		return defaultDatabases
 	}
-	d := respDecoder{b: call.Frame(0)}
-	v, err := d.value(0)
-	if err != nil || v.kind != '*' || len(v.elems) != 2 {
+	v, err := resp.ParseBulkArray(call.Frame(0), nil)
+	if err != nil || len(v) != 2 {
 		return defaultDatabases
 	}
-	text, _ := v.elems[1].text()
-	n, ok := parseRedisInt([]byte(text))
+	n, ok := resp.ParseInt(v[1])
 	if !ok || n <= 0 {
 		return defaultDatabases
 	}
@@ -241,7 +240,7 @@ func (s *Server) databases() int64 {
 // (secretConfig), whatever the pattern that matched them: CONFIG GET * included.
 func (c *client) cmdConfigGet(args [][]byte) {
 	c.runSegment()
-	c.seg.req = upstream.AppendArgs(c.seg.req[:0], args)
+	c.seg.req = resp.AppendArgs(c.seg.req[:0], args)
 	c.srv.stats.Forwarded.Add(1)
 	start := time.Now()
 	err := c.srv.up.Do(c.call, c.seg.req, 1)
@@ -272,15 +271,14 @@ func secretConfig(name string) bool {
 // redactConfig returns a CONFIG GET reply (a flat array of names and values) with every non-empty value of a
 // secret parameter replaced by redactedValue. Any other frame, an error among them, is returned as it is.
 func redactConfig(frame []byte) []byte {
-	d := respDecoder{b: frame}
-	v, err := d.value(0)
-	if err != nil || v.kind != '*' || len(v.elems)%2 != 0 {
+	v, _, err := resp.Decode(frame)
+	if err != nil || v.Type != resp.TypeArray || len(v.Elems)%2 != 0 {
 		return frame
 	}
 	secret := false
-	for i := 0; i < len(v.elems); i += 2 {
-		name, _ := v.elems[i].text()
-		if value, _ := v.elems[i+1].text(); value != "" && secretConfig(strings.ToLower(name)) {
+	for i := 0; i < len(v.Elems); i += 2 {
+		name, _ := v.Elems[i].Text()
+		if value, _ := v.Elems[i+1].Text(); value != "" && secretConfig(strings.ToLower(name)) {
 			secret = true
 			break
 		}
@@ -288,15 +286,15 @@ func redactConfig(frame []byte) []byte {
 	if !secret {
 		return frame
 	}
-	out := appendArrayLen(make([]byte, 0, len(frame)), len(v.elems))
-	for i := 0; i < len(v.elems); i += 2 {
-		name, _ := v.elems[i].text()
-		value, _ := v.elems[i+1].text()
+	out := resp.AppendArray(make([]byte, 0, len(frame)), len(v.Elems))
+	for i := 0; i < len(v.Elems); i += 2 {
+		name, _ := v.Elems[i].Text()
+		value, _ := v.Elems[i+1].Text()
 		if value != "" && secretConfig(strings.ToLower(name)) {
 			value = redactedValue
 		}
-		out = appendBulkString(out, name)
-		out = appendBulkString(out, value)
+		out = resp.AppendBulkString(out, name)
+		out = resp.AppendBulkString(out, value)
 	}
 	return out
 }
@@ -377,7 +375,7 @@ func (c *client) cmdClientReply(args [][]byte) {
 // REPLY ON is answered, as in Redis. The segment before it is settled and written first, so every reply byte or
 // hole added afterwards is this command's, even when the command writes to the client itself (SUBSCRIBE
 // flushes what precedes it).
-func (c *client) execMuted(cmd *Command) {
+func (c *client) execMuted(cmd *resp.Command) {
 	c.runSegment()
 	if !c.flush() {
 		return // the connection is closing: nothing more runs for it
@@ -462,7 +460,7 @@ func (c *client) setUser(user []byte) {
 
 // noteBatch records, once a batch ran, when it began and its last command, for CLIENT LIST's idle and cmd. It
 // runs for every batch, so it stores only what changed: the time in whole seconds, as CLIENT LIST shows it.
-func (c *client) noteBatch(cmds []Command) {
+func (c *client) noteBatch(cmds []resp.Command) {
 	i := &c.info
 	if sec := c.seg.now.Unix(); sec != i.noted {
 		i.noted = sec
@@ -692,7 +690,7 @@ func (c *client) cmdClientList(args [][]byte) {
 		kind = k
 	case len(args) > 3 && bytes.EqualFold(args[2], []byte("id")):
 		for _, a := range args[3:] {
-			id, ok := parseRedisInt(a)
+			id, ok := resp.ParseInt(a)
 			if !ok {
 				c.errorReply("ERR Invalid client ID")
 				return
@@ -756,7 +754,7 @@ func (c *client) cmdClientKill(args [][]byte) {
 			opt := strings.ToLower(string(args[i]))
 			switch {
 			case opt == "id" && more:
-				n, ok := parseRedisInt(args[i+1])
+				n, ok := resp.ParseInt(args[i+1])
 				if !ok || n < 1 {
 					c.errorReply("ERR client-id should be greater than 0")
 					return
@@ -790,7 +788,7 @@ func (c *client) cmdClientKill(args [][]byte) {
 					return
 				}
 			case opt == "maxage" && more:
-				n, ok := parseRedisInt(args[i+1])
+				n, ok := resp.ParseInt(args[i+1])
 				if !ok {
 					c.errorReply("ERR value is not an integer or out of range")
 					return
@@ -845,7 +843,8 @@ func (c *client) knownUser(user []byte) bool {
 	return u == "default" || u != "" && u == c.srv.opt.Config.Upstream.Username
 }
 
-var clientUnblockCmd = []byte("$6\r\nCLIENT\r\n$7\r\nUNBLOCK\r\n")
+// clientUnblockCmd starts CLIENT UNBLOCK: the command's name, after its array header.
+var clientUnblockCmd = resp.AppendBulkString(resp.AppendBulkString(nil, "CLIENT"), "UNBLOCK")
 
 // cmdClientUnblock answers CLIENT UNBLOCK id [TIMEOUT|ERROR] about featcache's clients: a client waiting in a
 // blocking command is unblocked by Redis, through the dedicated connection it waits on, and gets the reply Redis
@@ -859,7 +858,7 @@ func (c *client) cmdClientUnblock(args [][]byte) {
 		c.errorReply("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
 		return
 	}
-	id, ok := parseRedisInt(args[2])
+	id, ok := resp.ParseInt(args[2])
 	if !ok {
 		c.errorReply("ERR value is not an integer or out of range")
 		return
@@ -877,11 +876,11 @@ func (c *client) cmdClientUnblock(args [][]byte) {
 		c.intReply(0)
 		return
 	}
-	req := appendArrayLen(c.seg.req[:0], len(args))
+	req := resp.AppendArray(c.seg.req[:0], len(args))
 	req = append(req, clientUnblockCmd...)
-	req = appendBulk(req, strconv.AppendInt(nil, i.blockedRID, 10))
+	req = resp.AppendBulk(req, strconv.AppendInt(nil, i.blockedRID, 10))
 	if len(args) == 4 {
-		req = appendBulk(req, args[3])
+		req = resp.AppendBulk(req, args[3])
 	}
 	c.seg.req = req
 	c.srv.stats.Forwarded.Add(1)
@@ -917,7 +916,14 @@ func (c *client) cmdClientNoEvict(args [][]byte) {
 // (CLIENT TRACKING is refused).
 func (c *client) cmdClientGetredir(args [][]byte) { c.intReply(-1) }
 
-var trackingOffReply = []byte("*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n")
+// trackingOffReply is CLIENT TRACKINGINFO's reply for a client without tracking: flags [off], redirect -1,
+// prefixes [].
+var trackingOffReply = func() []byte {
+	b := resp.AppendBulkString(resp.AppendArray(nil, 6), "flags")
+	b = resp.AppendBulkString(resp.AppendArray(b, 1), "off")
+	b = resp.AppendInt(resp.AppendBulkString(b, "redirect"), -1)
+	return resp.AppendArray(resp.AppendBulkString(b, "prefixes"), 0)
+}()
 
 // cmdClientTrackinginfo answers as Redis does for a client without tracking.
 func (c *client) cmdClientTrackinginfo(args [][]byte) { c.rawReply(trackingOffReply) }

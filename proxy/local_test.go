@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // The tests of the commands featcache answers itself (local.go). Replies are compared as raw bytes, with what
@@ -134,7 +135,7 @@ func compareWithRedis(t *testing.T, fc, rc *redistest.Conn, want []string, cmds 
 // clientList returns the lines of CLIENT LIST as Redis itself reports them.
 func clientList(t *testing.T, c *redistest.Conn) []string {
 	t.Helper()
-	v, isNil, ok := bulkString(c.Do("CLIENT", "LIST"))
+	v, isNil, ok := resp.BulkPayload(c.Do("CLIENT", "LIST"))
 	if !ok || isNil {
 		t.Fatalf("CLIENT LIST: unexpected reply")
 	}
@@ -144,9 +145,9 @@ func clientList(t *testing.T, c *redistest.Conn) []string {
 // clientIDOf reads a CLIENT ID reply.
 func clientIDOf(t *testing.T, c *redistest.Conn) int64 {
 	t.Helper()
-	r := string(c.Do("CLIENT", "ID"))
-	id, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(r, ":"), "\r\n"), 10, 64)
-	if err != nil {
+	r := c.Do("CLIENT", "ID")
+	id, ok := resp.IntegerValue(r)
+	if !ok {
 		t.Fatalf("CLIENT ID: %q", r)
 	}
 	return id
@@ -508,7 +509,7 @@ func testLocalClientRest(t *testing.T, p *testProxy, c *redistest.Conn) {
 	}
 
 	expectDo(t, c, "+OK\r\n", "CLIENT", "SETNAME", "n1")
-	v, isNil, ok := bulkString(c.Do("CLIENT", "INFO"))
+	v, isNil, ok := resp.BulkPayload(c.Do("CLIENT", "INFO"))
 	if !ok || isNil {
 		t.Fatalf("CLIENT INFO: not a bulk string")
 	}

@@ -1,30 +1,30 @@
 package proxy
 
 import (
-	"bytes"
 	_ "embed"
 	"errors"
-	"strconv"
 	"strings"
 
+	"featcache/internal/resp"
 	"featcache/upstream"
 )
 
 var (
 	errInternal   = errors.New("featcache internal error")
 	errClientGone = errors.New("client disconnected")
-	nullBulk      = []byte("$-1\r\n")
 )
 
-// redisError is an error reply from the upstream, kept as Redis worded it.
-type redisError []byte
-
-func (e redisError) Error() string { return string(bytes.TrimSpace(bytes.TrimPrefix(e, []byte("-")))) }
+// Fixed replies, as Redis writes them.
+var (
+	nullBulk  = resp.AppendNullBulk(nil)
+	nullArray = resp.AppendNullArray(nil)
+	okReply   = resp.AppendOK(nil)
+)
 
 // upstreamErrorText is the one place that turns an upstream failure into the error a client sees. An error reply
 // from Redis is passed on as Redis worded it; featcache's own failures (timeouts, connections) say so.
 func upstreamErrorText(err error) string {
-	var re redisError
+	var re resp.Error
 	switch {
 	case err == nil:
 		return "ERR featcache upstream error"
@@ -63,72 +63,27 @@ func truncateArg(b []byte, n int) []byte {
 
 func (c *client) errorReply(msg string) {
 	buf := c.seg.buf(&c.out)
-	*buf = appendError(*buf, msg)
+	*buf = resp.AppendError(*buf, msg)
 }
 
 func (c *client) simpleReply(s string) {
 	buf := c.seg.buf(&c.out)
-	*buf = append(*buf, '+')
-	*buf = append(*buf, s...)
-	*buf = append(*buf, '\r', '\n')
+	*buf = resp.AppendString(*buf, s)
 }
 
 func (c *client) bulkReply(b []byte) {
 	buf := c.seg.buf(&c.out)
-	*buf = appendBulk(*buf, b)
+	*buf = resp.AppendBulk(*buf, b)
 }
 
 func (c *client) intReply(n int64) {
 	buf := c.seg.buf(&c.out)
-	*buf = appendInt(*buf, n)
+	*buf = resp.AppendInt(*buf, n)
 }
 
 func (c *client) rawReply(frame []byte) {
 	buf := c.seg.buf(&c.out)
 	*buf = append(*buf, frame...)
-}
-
-// appendError appends "-msg\r\n"; line breaks in msg would break the frame and become spaces.
-func appendError(dst []byte, msg string) []byte {
-	dst = append(dst, '-')
-	for i := 0; i < len(msg); i++ {
-		ch := msg[i]
-		if ch == '\r' || ch == '\n' {
-			ch = ' '
-		}
-		dst = append(dst, ch)
-	}
-	return append(dst, '\r', '\n')
-}
-
-func appendInt(dst []byte, n int64) []byte {
-	dst = append(dst, ':')
-	dst = strconv.AppendInt(dst, n, 10)
-	return append(dst, '\r', '\n')
-}
-
-func appendBulkString(dst []byte, s string) []byte {
-	dst = append(dst, '$')
-	dst = strconv.AppendInt(dst, int64(len(s)), 10)
-	dst = append(dst, '\r', '\n')
-	dst = append(dst, s...)
-	return append(dst, '\r', '\n')
-}
-
-// bulkString returns the payload of a bulk string frame.
-func bulkString(frame []byte) ([]byte, bool, bool) {
-	if len(frame) < 4 || frame[0] != '$' {
-		return nil, false, false
-	}
-	i := bytes.IndexByte(frame, '\n')
-	n, err := strconv.Atoi(string(frame[1 : i-1]))
-	if err != nil {
-		return nil, false, false
-	}
-	if n < 0 {
-		return nil, true, true
-	}
-	return frame[i+1 : i+1+n], false, true
 }
 
 // parseServerInfo reads what HELLO reports from INFO server.

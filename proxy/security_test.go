@@ -213,15 +213,15 @@ func TestConfigGet(t *testing.T) {
 	for _, pattern := range []string{"*", "*pass*", "master*", "*e*"} {
 		got := decodeTestReply(t, c.Do("CONFIG", "GET", pattern))
 		want := decodeTestReply(t, rc.Do("CONFIG", "GET", pattern))
-		if len(got.elems) != len(want.elems) || len(got.elems) == 0 {
-			t.Fatalf("CONFIG GET %s: %d elements; Redis sends %d", pattern, len(got.elems), len(want.elems))
+		if len(got.Elems) != len(want.Elems) || len(got.Elems) == 0 {
+			t.Fatalf("CONFIG GET %s: %d elements; Redis sends %d", pattern, len(got.Elems), len(want.Elems))
 		}
 		seen := 0
-		for i := 0; i < len(got.elems); i += 2 {
-			name, _ := got.elems[i].text()
-			value, _ := got.elems[i+1].text()
-			wantName, _ := want.elems[i].text()
-			wantValue, _ := want.elems[i+1].text()
+		for i := 0; i < len(got.Elems); i += 2 {
+			name, _ := got.Elems[i].Text()
+			value, _ := got.Elems[i+1].Text()
+			wantName, _ := want.Elems[i].Text()
+			wantValue, _ := want.Elems[i+1].Text()
 			switch {
 			case name != wantName:
 				t.Errorf("CONFIG GET %s: parameter %d is %q; Redis says %q", pattern, i/2, name, wantName)

@@ -2,9 +2,10 @@ package proxy
 
 import (
 	"bytes"
-	"strconv"
+	"strings"
 	"time"
 
+	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
 )
@@ -157,7 +158,7 @@ func (s *segment) leads() bool {
 func (s *segment) full() bool { return len(s.req) > maxSegmentBytes || s.frames > maxSegmentFrames }
 
 // addForward appends a command to the payload and a hole for its reply.
-func (s *segment) addForward(cmd *Command) {
+func (s *segment) addForward(cmd *resp.Command) {
 	s.req = appendRequest(s.req, cmd)
 	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.frames})
 	s.frames++
@@ -192,7 +193,7 @@ func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, k
 
 // servedResult turns a GET reply just served from the tier into a fill result for the fill's waiters.
 func servedResult(reply []byte) localcache.Result {
-	v, isNil, ok := bulkString(reply)
+	v, isNil, ok := resp.BulkPayload(reply)
 	if !ok || isNil {
 		return localcache.Result{Nil: true, NoStore: true}
 	}
@@ -303,7 +304,7 @@ func (c *client) emit(dst []byte, from, to, start, stop, mget int) ([]byte, bool
 			var ok bool
 			dst, ok = c.emit(dst, i+1, h.end, h.pos, h.stop, mark)
 			if !ok {
-				dst = appendError(dst[:mark], upstreamErrorText(c.regionErr(i+1, h.end)))
+				dst = resp.AppendError(dst[:mark], upstreamErrorText(c.regionErr(i+1, h.end)))
 			}
 			if h.mute || c.tooLarge(len(dst)-mark) {
 				dst = dst[:mark]
@@ -358,7 +359,7 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 			return append(dst, c.call.Frame(h.frame)...), true
 		}
 		c.srv.stats.Errors.Add(1)
-		return appendError(dst, upstreamErrorText(s.doErr)), true
+		return resp.AppendError(dst, upstreamErrorText(s.doErr)), true
 	case holeMerge:
 		return c.appendMerged(dst, h), true
 	case holeInfo:
@@ -368,11 +369,11 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 			return dst, false
 		}
 		f := c.call.Frame(h.frame)
-		if f[0] == '-' {
+		if f[0] == resp.TypeError {
 			if isUpstreamFailure(f) {
 				return dst, false
 			}
-			return append(dst, "$-1\r\n"...), true // MGET answers nil for a key of another type
+			return resp.AppendNullBulk(dst), true // MGET answers nil for a key of another type
 		}
 		return append(dst, f...), true
 	}
@@ -398,16 +399,16 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 			return dst, false
 		}
 		c.srv.stats.Errors.Add(1)
-		return appendError(dst, upstreamErrorText(res.Err)), true
+		return resp.AppendError(dst, upstreamErrorText(res.Err)), true
 	case res.Reply != nil:
 		if inMget {
-			return append(dst, "$-1\r\n"...), true
+			return resp.AppendNullBulk(dst), true
 		}
 		return append(dst, res.Reply...), true
 	case res.Nil:
-		return append(dst, "$-1\r\n"...), true
+		return resp.AppendNullBulk(dst), true
 	}
-	return appendBulk(dst, res.Value), true
+	return resp.AppendBulk(dst, res.Value), true
 }
 
 // regionErr finds why an MGET failed: the first failing key's error.
@@ -420,7 +421,7 @@ func (c *client) regionErr(from, to int) error {
 			}
 		} else if h.frame < c.call.Len() {
 			if f := c.call.Frame(h.frame); isUpstreamFailure(f) {
-				return redisError(f)
+				return resp.ParseError(f)
 			}
 		}
 	}
@@ -430,27 +431,13 @@ func (c *client) regionErr(from, to int) error {
 	return errInternal
 }
 
-func appendArrayLen(dst []byte, n int) []byte {
-	dst = append(dst, '*')
-	dst = strconv.AppendInt(dst, int64(n), 10)
-	return append(dst, '\r', '\n')
-}
-
-func appendBulk(dst, b []byte) []byte {
-	dst = append(dst, '$')
-	dst = strconv.AppendInt(dst, int64(len(b)), 10)
-	dst = append(dst, '\r', '\n')
-	dst = append(dst, b...)
-	return append(dst, '\r', '\n')
-}
-
 // appendRequest appends cmd as featcache sends it upstream: the bytes the client sent when the reader kept them
-// (Command.Raw), else the arguments as a RESP array.
-func appendRequest(dst []byte, cmd *Command) []byte {
+// (resp.Command.Raw), else the arguments as a RESP array.
+func appendRequest(dst []byte, cmd *resp.Command) []byte {
 	if cmd.Raw != nil {
 		return append(dst, cmd.Raw...)
 	}
-	return upstream.AppendArgs(dst, cmd.Args)
+	return resp.AppendArgs(dst, cmd.Args)
 }
 
 // An MGET that is not answered from memory whole is answered from one transaction, so that its reply is one Redis
@@ -563,8 +550,8 @@ func (c *client) parseTx(tx *mgetTx) {
 		}
 		return
 	}
-	if f := c.call.Frame(exec); f[0] == '*' {
-		elems, err := upstream.ArrayElements(f, tx.elems[:0])
+	if f := c.call.Frame(exec); f[0] == resp.TypeArray {
+		elems, err := resp.ArrayElements(f, tx.elems[:0])
 		if err == nil && len(elems) == tx.cmds {
 			tx.elems = elems
 			return
@@ -575,10 +562,10 @@ func (c *client) parseTx(tx *mgetTx) {
 	// No transaction ran: the first error says why (MULTI's, LOADING say, or a command's refused when queued, BUSY
 	// say), else EXEC's own.
 	for i := tx.frame; i <= exec; i++ {
-		if f := c.call.Frame(i); f[0] == '-' {
-			// Copied: the frame is in the reply buffer, which the client's next request reuses, while waiters of the
-			// transaction's fills may still turn this error into their replies.
-			tx.err = redisError(bytes.Clone(f))
+		if f := c.call.Frame(i); f[0] == resp.TypeError {
+			// Copied (ParseError keeps no part of it): the frame is in the reply buffer, which the client's next
+			// request reuses, while waiters of the transaction's fills may still turn this error into their replies.
+			tx.err = resp.ParseError(f)
 			return
 		}
 	}
@@ -600,7 +587,7 @@ func (c *client) readSplitTxs() {
 			continue
 		}
 		c.parseTx(tx)
-		if re, ok := tx.err.(redisError); !ok || !bytes.HasPrefix(re, []byte("-TRYAGAIN")) {
+		if re, ok := tx.err.(resp.Error); !ok || !strings.HasPrefix(string(re), "TRYAGAIN") {
 			continue
 		}
 		txs = append(txs, tx)
@@ -669,9 +656,9 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 	tx := h.tx
 	c.parseTx(tx)
 	if tx.err == nil {
-		dst = appendArrayLen(dst, len(tx.pos))
+		dst = resp.AppendArray(dst, len(tx.pos))
 		for _, at := range tx.pos {
-			if e := tx.elems[tx.keys[at].get]; e[0] == '$' {
+			if e := tx.elems[tx.keys[at].get]; e[0] == resp.TypeBulk {
 				dst = append(dst, e...)
 			} else {
 				dst = append(dst, nullBulk...)
@@ -685,7 +672,7 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 		return dst
 	}
 	mark := len(dst)
-	dst = appendArrayLen(dst, len(tx.pos))
+	dst = resp.AppendArray(dst, len(tx.pos))
 	now := c.clock()
 	ages := make([]time.Duration, len(tx.pos))
 	ok := true
@@ -715,5 +702,5 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 		return dst
 	}
 	c.srv.stats.Errors.Add(1)
-	return appendError(dst[:mark], upstreamErrorText(tx.err))
+	return resp.AppendError(dst[:mark], upstreamErrorText(tx.err))
 }

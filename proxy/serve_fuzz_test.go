@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // fuzzServeConfig keeps the limits small, so that short inputs reach them, and denies, beyond the default list,
@@ -93,8 +95,7 @@ func FuzzServe(f *testing.F) {
 				if _, err := r.Peek(1); err != nil {
 					break
 				}
-				var frame bytes.Buffer
-				if err := readChaosFrame(r, &frame); err != nil {
+				if _, err := resp.ReadFrame(r, nil); err != nil {
 					t.Fatalf("reply is not whole RESP frames (%v): %.300q", err, out)
 				}
 			}

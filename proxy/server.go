@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"featcache/config"
+	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
 	"featcache/warm"
@@ -278,8 +279,8 @@ func persistConfig(cfg *config.Config) warm.PersistConfig {
 // fetchCommands reads COMMAND and INFO server from the upstream.
 func (s *Server) fetchCommands() (Commands, error) {
 	call := upstream.NewCall()
-	req := upstream.AppendCommand(nil, "COMMAND")
-	req = upstream.AppendCommand(req, "INFO", "server")
+	req := resp.AppendCommand(nil, "COMMAND")
+	req = resp.AppendCommand(req, "INFO", "server")
 	if err := s.up.Do(call, req, 2); err != nil {
 		return nil, err
 	}
@@ -288,7 +289,7 @@ func (s *Server) fetchCommands() (Commands, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: COMMAND reply: %w", err)
 	}
-	if info, _, ok := bulkString(call.Frame(1)); ok {
+	if info, _, ok := resp.BulkPayload(call.Frame(1)); ok {
 		si := parseServerInfo(string(info))
 		if s.clustered() {
 			si.mode = "standalone" // featcache shows its clients one Redis, whatever is behind it
@@ -389,7 +390,7 @@ func (s *Server) serveClient(c *client) {
 			s.stats.Panics.Add(1)
 			s.log.Error("connection panic", "client", c.id, "panic", r, "stack", string(debug.Stack()))
 			c.abandonFills(fmt.Errorf("featcache: internal error"))
-			c.out = append(c.out[:0], "-ERR featcache internal error, connection closed\r\n"...)
+			c.out = resp.AppendError(c.out[:0], "ERR featcache internal error, connection closed")
 			c.flush()
 		}
 		c.close()

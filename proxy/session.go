@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"featcache/internal/resp"
 	"featcache/upstream"
 )
 
@@ -120,15 +121,15 @@ func (t *txState) rememberWrite(args [][]byte, tc *command, maxBytes int64) {
 var flushAll = &command{name: "flushall", class: classWrite, after: afterFlush}
 
 var (
-	multiCmd   = upstream.AppendCommand(nil, "MULTI")
-	execCmd    = upstream.AppendCommand(nil, "EXEC")
-	discardCmd = upstream.AppendCommand(nil, "DISCARD")
-	unwatchCmd = upstream.AppendCommand(nil, "UNWATCH")
+	multiCmd   = resp.AppendCommand(nil, "MULTI")
+	execCmd    = resp.AppendCommand(nil, "EXEC")
+	discardCmd = resp.AppendCommand(nil, "DISCARD")
+	unwatchCmd = resp.AppendCommand(nil, "UNWATCH")
 )
 
 // cmdMulti starts a transaction. Its MULTI opens a segment of its own, so that what the client sent before it is
 // not held back with it (or pinned with it).
-func (c *client) cmdMulti(cmd *Command) {
+func (c *client) cmdMulti(cmd *resp.Command) {
 	if c.srv.clustered() {
 		c.clusterMulti()
 		return
@@ -143,7 +144,7 @@ func (c *client) cmdMulti(cmd *Command) {
 
 // queue handles a command inside MULTI (QUIT and RESET aside): it is forwarded into the segment, behind the MULTI,
 // unless featcache must answer it itself.
-func (c *client) queue(cmd *Command, tc *command) {
+func (c *client) queue(cmd *resp.Command, tc *command) {
 	if c.srv.clustered() {
 		c.clusterQueue(cmd, tc)
 		return
@@ -208,7 +209,7 @@ func (c *client) queue(cmd *Command, tc *command) {
 // featcache answers itself would reach Redis, and change the connection the transaction runs on, at EXEC:
 // connection commands but PING and ECHO, CACHE, the SUBSCRIBE family, and what featcache refuses anyway. Redis's
 // own checks come first for them, as Redis makes them at queue time.
-func (c *client) queueable(cmd *Command, tc *command) bool {
+func (c *client) queueable(cmd *resp.Command, tc *command) bool {
 	if tc.class != classDenied && tc.info != nil && tc.info.Flags.Has(FlagNoMulti) {
 		return true // Redis refuses it at queue time, before it could run
 	}
@@ -237,7 +238,7 @@ func (c *client) queueable(cmd *Command, tc *command) bool {
 // it may have applied them) and relays EXEC's reply; the transaction, and a WATCH session with it, ends. When
 // featcache refused a command of the transaction, or lost its connection, a DISCARD goes instead and the client
 // gets EXECABORT; after a lost WATCH session, *-1.
-func (c *client) execTx(cmd *Command) {
+func (c *client) execTx(cmd *resp.Command) {
 	switch {
 	case c.tx.lost != nil:
 		c.errorReply("EXECABORT Transaction discarded because of previous errors.")
@@ -262,7 +263,7 @@ func (c *client) execTx(cmd *Command) {
 
 // discardTx sends DISCARD behind the queued commands and relays its reply; the transaction, and a WATCH session
 // with it, ends.
-func (c *client) discardTx(cmd *Command) {
+func (c *client) discardTx(cmd *resp.Command) {
 	if c.tx.lost != nil {
 		c.simpleReply("OK")
 	} else {
@@ -276,8 +277,6 @@ func (c *client) discardTx(cmd *Command) {
 	}
 	c.endTx()
 }
-
-var nullArray = []byte("*-1\r\n")
 
 // queuedWrites hands the queued writes to the segment, which invalidates their keys once the upstream answered,
 // before the replies go out. They are invalidated after DISCARD too: had Redis refused the MULTI, the commands
@@ -385,7 +384,7 @@ func (c *client) clusterMulti() {
 
 // clusterQueue handles a command inside MULTI in front of a Redis Cluster: queued by featcache with Redis's
 // queue-time checks, or, inside a WATCH session, sent to the session's connection.
-func (c *client) clusterQueue(cmd *Command, tc *command) {
+func (c *client) clusterQueue(cmd *resp.Command, tc *command) {
 	if c.tx.conn != nil {
 		c.execPinned(cmd, tc)
 		return
@@ -401,7 +400,7 @@ func (c *client) clusterQueue(cmd *Command, tc *command) {
 		return
 	case tc.info != nil && tc.info.Flags.Has(FlagNoMulti):
 		c.tx.dirty = true
-		c.errorReply("ERR Command not allowed inside a transaction")
+		c.errorReply("ERR resp.Command not allowed inside a transaction")
 		return
 	case !c.queueable(cmd, tc):
 		c.tx.dirty = true
@@ -417,7 +416,7 @@ func (c *client) clusterQueue(cmd *Command, tc *command) {
 // does at queue time); commands in different slots are queued, and EXEC answers CROSSSLOT (as Redis does when it
 // checks the whole transaction). Commands that run on every master (KEYS, FLUSHALL, SCAN, ...) are refused: in a
 // transaction they would run on one master only.
-func (c *client) clusterQueueable(cmd *Command, tc *command) bool {
+func (c *client) clusterQueueable(cmd *resp.Command, tc *command) bool {
 	if tc.cluster.fans() && (tc.class == classForward || tc.class == classWrite) {
 		c.tx.dirty = true
 		c.errorReply("ERR '" + tc.name + "' inside MULTI is not supported by featcache in front of a Redis Cluster: " +
@@ -442,7 +441,7 @@ func (c *client) clusterQueueable(cmd *Command, tc *command) bool {
 // appendQueued adds an accepted command to the local MULTI queue (in front of a Redis Cluster) and answers
 // +QUEUED. The queue is one request to the upstream at EXEC, so limits.max_request_bytes bounds it: a command that
 // would exceed it is refused and makes EXEC abort.
-func (c *client) appendQueued(cmd *Command, tc *command) {
+func (c *client) appendQueued(cmd *resp.Command, tc *command) {
 	if size := len(c.tx.queue) + commandSize(cmd); int64(size) > c.srv.opt.Config.Limits.MaxRequestBytes {
 		c.tx.dirty = true
 		c.errorReply("ERR transaction too large for featcache (limits.max_request_bytes)")
@@ -457,7 +456,7 @@ func (c *client) appendQueued(cmd *Command, tc *command) {
 }
 
 // commandSize is the length of cmd's RESP encoding.
-func commandSize(cmd *Command) int {
+func commandSize(cmd *resp.Command) int {
 	if cmd.Raw != nil {
 		return len(cmd.Raw)
 	}
@@ -469,7 +468,7 @@ func commandSize(cmd *Command) int {
 }
 
 // cmdExec outside MULTI is an error; in front of a Redis Cluster it also runs the transaction featcache queued.
-func (c *client) cmdExec(cmd *Command) {
+func (c *client) cmdExec(cmd *resp.Command) {
 	if !c.tx.multi {
 		c.errorReply("ERR EXEC without MULTI")
 		return
@@ -518,7 +517,7 @@ func (c *client) cmdExec(cmd *Command) {
 
 // cmdDiscard outside MULTI is an error; in front of a Redis Cluster it also drops the transaction featcache
 // queued.
-func (c *client) cmdDiscard(cmd *Command) {
+func (c *client) cmdDiscard(cmd *resp.Command) {
 	if !c.tx.multi {
 		c.errorReply("ERR DISCARD without MULTI")
 		return
@@ -528,7 +527,7 @@ func (c *client) cmdDiscard(cmd *Command) {
 	c.publish()
 }
 
-func (c *client) cmdWatch(cmd *Command) {
+func (c *client) cmdWatch(cmd *resp.Command) {
 	if c.tx.multi {
 		c.errorReply("ERR WATCH inside MULTI is not allowed")
 		return
@@ -547,7 +546,7 @@ func (c *client) cmdWatch(cmd *Command) {
 // dedicatedFor takes a dedicated upstream connection for cmd: in front of a Redis Cluster, to the master of its
 // keys' slot, which must be one (the slot is returned; NoSlot for a single node). When there is none it answers
 // the client itself (CROSSSLOT, or the upstream's failure) and reports false.
-func (c *client) dedicatedFor(cmd *Command, tc *command) (*upstream.Conn, int, bool) {
+func (c *client) dedicatedFor(cmd *resp.Command, tc *command) (*upstream.Conn, int, bool) {
 	slot := upstream.NoSlot
 	if c.srv.clustered() {
 		var ok bool
@@ -567,7 +566,7 @@ func (c *client) dedicatedFor(cmd *Command, tc *command) (*upstream.Conn, int, b
 
 // cmdUnwatch outside a WATCH session has nothing to release, but forgets a session lost with its connection.
 // Inside MULTI (in front of a Redis Cluster) featcache queues it as Redis does.
-func (c *client) cmdUnwatch(cmd *Command) {
+func (c *client) cmdUnwatch(cmd *resp.Command) {
 	if c.tx.multi {
 		c.appendQueued(cmd, c.srv.tbl.Load().lookup(cmd.Args))
 		return
@@ -582,7 +581,7 @@ func (c *client) cmdUnwatch(cmd *Command) {
 // abort, as in a transaction without WATCH. The session ends, and the connection goes back to the pool, when
 // EXEC or DISCARD end its MULTI or UNWATCH outside MULTI leaves it without state (EXEC or DISCARD without MULTI
 // are errors that keep the WATCH, as in Redis).
-func (c *client) execPinned(cmd *Command, tc *command) {
+func (c *client) execPinned(cmd *resp.Command, tc *command) {
 	name := ""
 	if tc != nil {
 		name = tc.name
@@ -675,7 +674,7 @@ func (c *client) execPinned(cmd *Command, tc *command) {
 // sent on the session's connection. A command that runs on every master runs so (over shared connections, outside
 // the session) unless it is inside the session's MULTI, where it is refused; a keyed command must be in the
 // session's slot, or it gets CROSSSLOT (inside MULTI, EXEC then aborts).
-func (c *client) clusterPinnable(cmd *Command, tc *command) bool {
+func (c *client) clusterPinnable(cmd *resp.Command, tc *command) bool {
 	if tc.cluster.fans() && (tc.class == classForward || tc.class == classWrite) {
 		if c.tx.multi {
 			c.tx.dirty = true
@@ -767,7 +766,7 @@ func (c *client) waitPinnedN(conn *upstream.Conn, req []byte, n int) error {
 
 // execPinnedLocally answers, inside a WATCH session, the commands that featcache answers or refuses itself, and
 // reports whether the command is instead to be sent on the pinned connection.
-func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
+func (c *client) execPinnedLocally(cmd *resp.Command, tc *command) (forward bool) {
 	switch tc.class {
 	case classLocal, classAdmin:
 		switch {
@@ -815,7 +814,7 @@ func (c *client) execPinnedLocally(cmd *Command, tc *command) (forward bool) {
 // refuse answers a denied or refused command with the error exec gives it outside a session. Redis's own checks
 // come first, as Redis makes them before anything else: an unknown subcommand of a denied command, or a wrong
 // number of arguments, gets Redis's error.
-func (c *client) refuse(cmd *Command, tc *command) {
+func (c *client) refuse(cmd *resp.Command, tc *command) {
 	if msg := rejection(cmd.Args, tc); msg != "" {
 		c.errorReply(msg)
 		return
@@ -833,13 +832,11 @@ func isWrite(tc *command) bool {
 	return tc.class == classWrite || tc.class == classBlocking && tc.info != nil && mayWrite(tc.info)
 }
 
-var okReply = []byte("+OK\r\n")
-
 // blocking runs a blocking command on a dedicated connection. upstream.timeout does not cut it short: the wait is
 // bounded by the command's own timeout (plus blockingSlack and upstream.timeout), and a timeout of 0 waits as long
 // as Redis would. While it waits, featcache watches the client connection; if the client leaves, the dedicated
 // connection is closed, which makes Redis drop the blocked command.
-func (c *client) blocking(cmd *Command, tc *command) {
+func (c *client) blocking(cmd *resp.Command, tc *command) {
 	d, blocks := blockingTimeout(cmd.Args, tc)
 	if !blocks {
 		// XREAD and XREADGROUP without BLOCK do not block.
@@ -912,7 +909,7 @@ func (c *client) followBlocked(conn *upstream.Conn, req, reply []byte, err error
 	return conn, reply, err
 }
 
-var askingCmd = upstream.AppendCommand(nil, "ASKING")
+var askingCmd = resp.AppendCommand(nil, "ASKING")
 
 // blockingSlack is how long featcache waits for Redis's answer past a blocking command's own timeout, on top of
 // upstream.timeout: Redis notices an expired timeout on a tick of its event loop, up to one server cron period
@@ -932,18 +929,18 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 	stop := c.watchPeer(conn)
 	reply, err := conn.ReadFrame(c.call.Replies[:0], overall)
 	if err == nil {
-		rid, ok := parseRedisInt(bytes.TrimSuffix(bytes.TrimPrefix(reply, []byte(":")), []byte("\r\n")))
+		rid, ok := resp.IntegerValue(reply)
 		switch {
 		case ok:
 			c.setBlocked(conn, rid, blockedName(req))
 			reply, err = conn.ReadFrame(reply[:0], overall)
 			c.setBlocked(nil, 0, "")
-		case len(reply) > 0 && reply[0] == '-':
+		case len(reply) > 0 && reply[0] == resp.TypeError:
 			// Redis refused CLIENT ID (BUSY, LOADING, ...): it answers the command after it as it sees fit, and
 			// that reply is the client's; the command cannot be unblocked by id meanwhile.
 			reply, err = conn.ReadFrame(reply[:0], overall)
 		default:
-			err = fmt.Errorf("%w: CLIENT ID answered %q", upstream.ErrBadFrame, reply)
+			err = fmt.Errorf("%w: CLIENT ID answered %q", resp.ErrBadFrame, reply)
 		}
 	}
 	if stop() {
@@ -956,14 +953,12 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 	return reply, nil
 }
 
-var clientIDCmd = upstream.AppendCommand(nil, "CLIENT", "ID")
+var clientIDCmd = resp.AppendCommand(nil, "CLIENT", "ID")
 
 // blockedName is the lower-case name of the command in req (one RESP command), for CLIENT LIST.
 func blockedName(req []byte) string {
-	d := respDecoder{b: req}
-	if v, err := d.value(1); err == nil && len(v.elems) > 0 {
-		name, _ := v.elems[0].text()
-		return lowerASCII(name)
+	if args, n := resp.ParseCommand(req, nil); n > 0 {
+		return string(resp.AppendLower(nil, args[0]))
 	}
 	return "NULL"
 }
@@ -1091,7 +1086,7 @@ type pubsub struct {
 
 func (p *pubsub) active() bool { return p.on }
 
-func (c *client) subscribe(cmd *Command, tc *command) {
+func (c *client) subscribe(cmd *resp.Command, tc *command) {
 	c.runSegment()
 	if c.sub == nil {
 		slot := upstream.NoSlot
@@ -1123,7 +1118,7 @@ func (c *client) subscribe(cmd *Command, tc *command) {
 // turns the connection it runs on into a stream): the pump copies Redis's +OK and then the stream to the client.
 // Only what reaches Redis is in the stream: reads featcache answers from memory are not. The session lasts until
 // RESET or QUIT, or until the client leaves; its connection is then closed, never reused.
-func (c *client) monitor(cmd *Command, tc *command) {
+func (c *client) monitor(cmd *resp.Command, tc *command) {
 	c.runSegment()
 	conn, err := c.srv.up.Dedicated()
 	if err != nil {
@@ -1156,7 +1151,7 @@ func (c *client) monitor(cmd *Command, tc *command) {
 
 // execSubscribed forwards a command in subscribed mode, or in a MONITOR session; replies come back through the
 // pump. QUIT and RESET are handled here: they end the session.
-func (c *client) execSubscribed(cmd *Command, tc *command) {
+func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
 	p := c.sub
 	name := ""
 	if tc != nil {
@@ -1190,13 +1185,13 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 	if cmd.Raw != nil {
 		req = cmd.Raw
 	} else {
-		req = upstream.AppendArgs(nil, cmd.Args)
+		req = resp.AppendArgs(nil, cmd.Args)
 	}
 	p.model(name, cmd.Args[1:])
 	c.publish()
 	c.srv.stats.Forwarded.Add(1)
 	if p.total() == 0 {
-		req = upstream.AppendArgs(append([]byte(nil), req...), [][]byte{[]byte("PING"), p.marker})
+		req = resp.AppendArgs(append([]byte(nil), req...), [][]byte{[]byte("PING"), p.marker})
 	}
 	// Replies of earlier commands in this batch must reach the client before the pump's frames.
 	c.runSegment()
@@ -1243,7 +1238,7 @@ func (c *client) execSubscribed(cmd *Command, tc *command) {
 // CACHE, denied and refused ones) are answered by featcache, after the replies of the commands forwarded before
 // them; the others go to Redis on the monitoring connection, which answers them as it answers a client in MONITOR
 // (keyspace commands are refused there), through the pump.
-func (c *client) execMonitoring(cmd *Command, tc *command) {
+func (c *client) execMonitoring(cmd *resp.Command, tc *command) {
 	p := c.sub
 	if tc != nil {
 		switch tc.class {
@@ -1283,7 +1278,7 @@ func (c *client) execMonitoring(cmd *Command, tc *command) {
 // sync waits until the pump has written the replies of everything sent on the session's connection so far: it
 // sends a marker PING and waits for the pump to see its reply (or the session to end, or timeout to pass).
 func (p *pubsub) sync(timeout time.Duration) {
-	if err := p.conn.Write(upstream.AppendArgs(nil, [][]byte{[]byte("PING"), p.marker})); err != nil {
+	if err := p.conn.Write(resp.AppendArgs(nil, [][]byte{[]byte("PING"), p.marker})); err != nil {
 		return
 	}
 	t := time.NewTimer(timeout)
@@ -1389,8 +1384,13 @@ func (p *pubsub) pump() {
 
 // isMarker recognises the reply to the marker PING, in subscribed form (*2 pong marker) or plain ($marker).
 func (p *pubsub) isMarker(frame []byte) bool {
-	return bytes.HasSuffix(frame, append(append([]byte("\r\n"), p.marker...), '\r', '\n')) &&
-		(bytes.HasPrefix(frame, []byte("*2\r\n$4\r\npong\r\n$")) || frame[0] == '$')
+	end := len(frame) - 2
+	if end < len(p.marker) || !bytes.Equal(frame[end-len(p.marker):end], p.marker) {
+		return false // a message or another reply, told apart without building anything
+	}
+	plain := resp.AppendBulk(nil, p.marker)
+	subscribed := append(resp.AppendBulkString(resp.AppendArray(nil, 2), "pong"), plain...)
+	return bytes.Equal(frame, plain) || bytes.Equal(frame, subscribed)
 }
 
 // lost ends the client's connection when its subscriptions' upstream connection failed (Redis went away, or the
@@ -1416,13 +1416,16 @@ func (p *pubsub) close() {
 
 // subscriptionCount reads the count of a (un)subscribe confirmation: *3 kind channel :count.
 func subscriptionCount(frame []byte) (int64, bool) {
-	if !bytes.HasPrefix(frame, []byte("*3\r\n$")) {
+	if n, _, ok := resp.ArrayHeader(frame); !ok || n != 3 {
+		return 0, false // a pattern message (4 elements), a MONITOR line, a PING's reply
+	}
+	var buf [3][]byte
+	elems, err := resp.ArrayElements(frame, buf[:0])
+	if err != nil || len(elems) != 3 {
 		return 0, false
 	}
-	i := bytes.LastIndexByte(frame[:len(frame)-2], ':')
-	if i < 0 || !bytes.Contains(frame[:i], []byte("subscribe\r\n")) {
+	if kind, _, ok := resp.BulkPayload(elems[0]); !ok || !bytes.HasSuffix(kind, []byte("subscribe")) {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(string(frame[i+1:len(frame)-2]), 10, 64)
-	return n, err == nil
+	return resp.IntegerValue(elems[2])
 }

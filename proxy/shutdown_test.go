@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
-	"featcache/upstream"
+	"featcache/internal/resp"
 )
 
 // closedCleanly reports whether err is how a client sees featcache close a connection between replies.
@@ -47,13 +47,13 @@ func TestShutdownFinishesPipelines(t *testing.T) {
 		for i := 0; i < n; i++ {
 			switch i % 4 {
 			case 0:
-				payload = upstream.AppendCommand(payload, "GET", "k:"+strconv.Itoa(i%1000))
+				payload = resp.AppendCommand(payload, "GET", "k:"+strconv.Itoa(i%1000))
 			case 1:
-				payload = upstream.AppendCommand(payload, "INCR", "cnt:"+strconv.Itoa(id))
+				payload = resp.AppendCommand(payload, "INCR", "cnt:"+strconv.Itoa(id))
 			case 2:
-				payload = upstream.AppendCommand(payload, "MGET", "k:"+strconv.Itoa((i+7)%1000), "k:"+strconv.Itoa((i+501)%1000))
+				payload = resp.AppendCommand(payload, "MGET", "k:"+strconv.Itoa((i+7)%1000), "k:"+strconv.Itoa((i+501)%1000))
 			case 3:
-				payload = upstream.AppendCommand(payload, "SET", "s:"+strconv.Itoa(id)+":"+strconv.Itoa(i), "v")
+				payload = resp.AppendCommand(payload, "SET", "s:"+strconv.Itoa(id)+":"+strconv.Itoa(i), "v")
 			}
 		}
 		wg.Add(2)
@@ -227,7 +227,7 @@ func TestShutdownStopsEndlessPipeliner(t *testing.T) {
 	c := p.dial()
 	var batch []byte
 	for i := 0; i < 100; i++ {
-		batch = upstream.AppendCommand(batch, "INCR", "cnt")
+		batch = resp.AppendCommand(batch, "INCR", "cnt")
 	}
 	go func() {
 		for {

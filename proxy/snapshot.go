@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"featcache/config"
+	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
 )
@@ -54,7 +55,7 @@ func (c *client) snapshotVersion(pol *config.Policy, ps *policySet) ([]byte, err
 	c.arena, look = c.srv.cache.AppendGet(c.arena, ptr, lp, c.clock(), false)
 	var ver []byte
 	if look.State != localcache.StateMiss {
-		v, isNil, _ := bulkString(c.arena[mark:])
+		v, isNil, _ := resp.BulkPayload(c.arena[mark:])
 		if isNil {
 			return nil, errSnapshotPointer{string(ptr), pol.Name, "does not exist"}
 		}
@@ -119,7 +120,7 @@ func (c *client) physicalKey(logical, version []byte) []byte {
 
 // rewriteSnapshotKeys returns cmd with every key of a snapshot policy replaced by its physical key, or cmd itself
 // when it has none. The rewritten command lives in the client's batch scratch space.
-func (c *client) rewriteSnapshotKeys(cmd *Command, tc *command, ps *policySet) (*Command, error) {
+func (c *client) rewriteSnapshotKeys(cmd *resp.Command, tc *command, ps *policySet) (*resp.Command, error) {
 	if tc == nil || tc.info == nil {
 		return cmd, nil
 	}

@@ -3,6 +3,8 @@ package proxy
 import (
 	"strings"
 	"sync/atomic"
+
+	"featcache/internal/resp"
 )
 
 // class says how featcache handles a command. Every command has exactly one, decided once at start from Redis's
@@ -95,12 +97,12 @@ type command struct {
 	cluster clusterRule  // ruleNone unless the table was built for a Redis Cluster upstream
 	info    *CommandInfo // Redis's metadata; nil for commands the upstream does not know (CACHE)
 	local   func(c *client, args [][]byte)
-	read    func(c *client, cmd *Command) // classRead: the cached-read path
-	tx      func(c *client, cmd *Command) // classTx
-	fwd     func(c *client, cmd *Command) // classForward commands whose reply featcache extends (INFO), else nil
-	subs    map[string]*command           // subcommand entries, by lower-case subcommand name
-	calls   *atomic.Int64                 // commands received under this name (featcache_commands_total)
-	lat     uint8                         // its latency class outside sessions (featcache_request_duration_seconds)
+	read    func(c *client, cmd *resp.Command) // classRead: the cached-read path
+	tx      func(c *client, cmd *resp.Command) // classTx
+	fwd     func(c *client, cmd *resp.Command) // classForward commands whose reply featcache extends (INFO), else nil
+	subs    map[string]*command                // subcommand entries, by lower-case subcommand name
+	calls   *atomic.Int64                      // commands received under this name (featcache_commands_total)
+	lat     uint8                              // its latency class outside sessions (featcache_request_duration_seconds)
 }
 
 // table maps command names to their entries.
@@ -125,19 +127,13 @@ func (t *table) lookup(args [][]byte) *command {
 	return cmd
 }
 
-// lower appends the ASCII lower case of b to dst; names longer than dst's capacity are not commands, and the
-// resulting string simply finds nothing.
+// lower appends the ASCII lower case of b to dst; names longer than dst's capacity are not commands, and are
+// returned as they are (the lookup simply finds nothing) rather than grown into a heap buffer.
 func lower(dst, b []byte) []byte {
 	if len(b) > cap(dst) {
 		return b
 	}
-	for _, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-	}
-	return dst
+	return resp.AppendLower(dst, b)
 }
 
 // localCommands are answered by featcache itself: they read or change state that belongs to the client
@@ -180,7 +176,7 @@ var txCommands = []string{"multi", "exec", "discard", "watch", "unwatch"}
 
 // txHandler is the transaction command's implementation; a function rather than a map of method values, which
 // would make an initialization cycle (exec dispatches to them).
-func txHandler(name string) func(c *client, cmd *Command) {
+func txHandler(name string) func(c *client, cmd *resp.Command) {
 	switch name {
 	case "multi":
 		return (*client).cmdMulti

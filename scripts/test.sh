@@ -54,12 +54,12 @@ fuzz() {
     return "$status"
   fi
 }
-fuzz proxy FuzzReader
+fuzz internal/resp FuzzReader
 fuzz proxy FuzzServe
 fuzz proxy FuzzKeys
 fuzz config FuzzMatch
 fuzz config FuzzGlob
 fuzz config FuzzParse
 fuzz localcache FuzzHeader
-fuzz upstream FuzzFrameScanner
+fuzz internal/resp FuzzFrameScanner
 echo "== all tests passed"

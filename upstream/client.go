@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // Invalidator is what tracking drives: the local tier. localcache.Cache implements it.
@@ -344,14 +345,14 @@ func (c *Client) Barrier(ctx context.Context) error {
 // it down; an answer marks it up.
 func (c *Client) probe() {
 	defer close(c.exited)
-	ping := AppendCommand(nil, "PING")
+	ping := resp.AppendCommand(nil, "PING")
 	call := NewCall()
 	tick := time.NewTicker(c.opt.HealthInterval)
 	defer tick.Stop()
 	for {
 		if err := c.Pool.Do(call, ping, 1); err == nil {
-			if f := call.Frame(0); len(f) > 0 && f[0] == '-' {
-				c.Pool.setHealth(false, ErrReply(strings.TrimSpace(string(f[1:]))))
+			if f := call.Frame(0); len(f) > 0 && f[0] == resp.TypeError {
+				c.Pool.setHealth(false, resp.ParseError(f))
 			} else {
 				c.Pool.setHealth(true, nil)
 			}

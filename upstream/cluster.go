@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // Cluster routing: featcache in front of a Redis Cluster looks like one Redis to its clients. A Cluster keeps one
@@ -236,7 +238,7 @@ var (
 	callPool  = sync.Pool{New: func() any { return NewCall() }}
 )
 
-var askingCmd = AppendCommand(nil, "ASKING")
+var askingCmd = resp.AppendCommand(nil, "ASKING")
 
 // Do sends payload, n complete RESP commands, to the masters their keys belong to and stores the n reply frames
 // in call in request order (see the comment at the top of this file for redirects). Unlike Pool.Do, a node that fails does
@@ -326,7 +328,7 @@ func (r *route) plan(cl *Cluster, payload []byte, n int) {
 	tx := -1 // index of the open MULTI unit
 	for pos < len(payload) {
 		var size int
-		r.args, size = parseRequest(payload[pos:], r.args[:0])
+		r.args, size = resp.ParseCommand(payload[pos:], r.args[:0])
 		if size == 0 {
 			break
 		}
@@ -339,10 +341,10 @@ func (r *route) plan(cl *Cluster, payload []byte, n int) {
 			if u.slot == NoSlot {
 				u.slot, r.keys = cl.slotOf(r.args, r.keys)
 			}
-			if equalFold(name, "exec") || equalFold(name, "discard") {
+			if resp.EqualFold(name, "exec") || resp.EqualFold(name, "discard") {
 				tx = -1
 			}
-		case equalFold(name, "multi"):
+		case resp.EqualFold(name, "multi"):
 			tx = len(r.units)
 			r.units = append(r.units, unit{start: pos, end: pos + size, frames: 1, slot: NoSlot, tx: true})
 		default:
@@ -367,7 +369,7 @@ func (r *route) attribute(call *Call, from, to int, err error) {
 		if call.Len() < f+u.frames {
 			u.err = err
 			if u.err == nil {
-				u.err = ErrBadFrame
+				u.err = resp.ErrBadFrame
 			}
 		}
 		f += u.frames
@@ -411,7 +413,7 @@ func (r *route) send(cl *Cluster, payload []byte, idx []int) {
 			if g.call.Len() < u.first+u.frames {
 				u.err = g.err
 				if u.err == nil {
-					u.err = ErrBadFrame
+					u.err = resp.ErrBadFrame
 				}
 			}
 		}
@@ -666,7 +668,7 @@ func (cl *Cluster) run(stop <-chan struct{}, exited chan<- struct{}) {
 // ping PINGs every master in parallel on a shared connection, so that Healthy follows each of them as the
 // single-node Client's probe does.
 func (cl *Cluster) ping() {
-	ping := AppendCommand(nil, "PING")
+	ping := resp.AppendCommand(nil, "PING")
 	var wg sync.WaitGroup
 	for _, nd := range cl.smap.Load().masters {
 		wg.Add(1)
@@ -675,7 +677,7 @@ func (cl *Cluster) ping() {
 			call := NewCall()
 			if err := p.Do(call, ping, 1); err == nil {
 				if f := call.Frame(0); len(f) > 0 && f[0] == '-' {
-					p.setHealth(false, ErrReply(bytes.TrimSpace(f[1:])))
+					p.setHealth(false, resp.ParseError(f))
 				} else {
 					p.setHealth(true, nil)
 				}
@@ -819,52 +821,4 @@ func (cl *Cluster) DoMaster(call *Call, i int, payload []byte, n int) error {
 		cl.refreshSoon()
 	}
 	return err
-}
-
-// parseRequest reads the RESP command (a multi-bulk array of bulk strings) at the start of b, appending its
-// arguments (slices of b) to args, and returns its length in bytes; 0 when b does not start with a whole command.
-func parseRequest(b []byte, args [][]byte) ([][]byte, int) {
-	i := bytes.IndexByte(b, '\n')
-	if len(b) < 4 || b[0] != '*' || i < 2 || b[i-1] != '\r' {
-		return args, 0
-	}
-	n, ok := parseLen(b[1 : i-1])
-	if !ok || n < 1 {
-		return args, 0
-	}
-	pos := i + 1
-	for j := 0; j < n; j++ {
-		if pos >= len(b) || b[pos] != '$' {
-			return args, 0
-		}
-		k := bytes.IndexByte(b[pos:], '\n')
-		if k < 2 || b[pos+k-1] != '\r' {
-			return args, 0
-		}
-		l, ok := parseLen(b[pos+1 : pos+k-1])
-		start := pos + k + 1
-		if !ok || l < 0 || start+l+2 > len(b) {
-			return args, 0
-		}
-		args = append(args, b[start:start+l])
-		pos = start + l + 2
-	}
-	return args, pos
-}
-
-// equalFold reports whether b equals the lower-case ASCII name s, ignoring ASCII case.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -1,6 +1,10 @@
 package upstream
 
-import "time"
+import (
+	"time"
+
+	"featcache/internal/resp"
+)
 
 // What the Client offers the proxy, whichever the upstream: a single node's pool or a Redis Cluster's router. The
 // single-node path of each method is the Pool's own, unchanged.
@@ -11,7 +15,7 @@ import "time"
 // none answered within the timeout.
 func (c *Client) detectCluster() (cluster, answered bool) {
 	call := NewCall()
-	req := AppendCommand(nil, "INFO", "cluster")
+	req := resp.AppendCommand(nil, "INFO", "cluster")
 	for i, addr := range c.opt.Addresses {
 		p := c.Pool
 		if i > 0 {
@@ -25,7 +29,7 @@ func (c *Client) detectCluster() (cluster, answered bool) {
 		if err != nil {
 			continue
 		}
-		info, _, ok := bulkPayload(call.Frame(0))
+		info, _, ok := resp.BulkPayload(call.Frame(0))
 		cluster = ok && infoField(string(info), "cluster_enabled") == "1"
 		if cluster {
 			c.log.Info("upstream: Redis Cluster detected", "seed", addr)

@@ -1,12 +1,13 @@
 package upstream
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"slices"
 	"strconv"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // The slot map: which master serves each hash slot, read from CLUSTER SLOTS (refresh), patched by MOVED (moved),
@@ -144,7 +145,7 @@ func (cl *Cluster) refresh() error {
 	cl.lastRefresh.Store(time.Now().UnixNano())
 	cl.refreshes.Add(1)
 	call := NewCall()
-	req := AppendCommand(nil, "CLUSTER", "SLOTS")
+	req := resp.AppendCommand(nil, "CLUSTER", "SLOTS")
 	var lastErr error = ErrNoClusterNode
 	var empty *clusterNode
 	for _, nd := range cl.refreshOrder() {
@@ -225,22 +226,22 @@ type slotRange struct {
 // endpoint is unknown ("?") are left out.
 func parseClusterSlots(frame []byte, from string) ([]slotRange, error) {
 	if len(frame) > 0 && frame[0] == '-' {
-		return nil, ErrReply(bytes.TrimSpace(frame[1:]))
+		return nil, resp.ParseError(frame)
 	}
-	entries, err := arrayElements(frame, nil)
+	entries, err := resp.ArrayElements(frame, nil)
 	if err != nil {
 		return nil, err
 	}
 	var out []slotRange
 	for _, e := range entries {
-		parts, err := arrayElements(e, nil)
+		parts, err := resp.ArrayElements(e, nil)
 		if err != nil || len(parts) < 3 {
-			return nil, fmt.Errorf("%w: CLUSTER SLOTS entry %q", ErrBadFrame, truncate(e, 64))
+			return nil, fmt.Errorf("%w: CLUSTER SLOTS entry %q", resp.ErrBadFrame, truncate(e, 64))
 		}
-		start, ok1 := parseInt(parts[0])
-		end, ok2 := parseInt(parts[1])
+		start, ok1 := resp.IntegerValue(parts[0])
+		end, ok2 := resp.IntegerValue(parts[1])
 		if !ok1 || !ok2 || start < 0 || end < start || end >= SlotCount {
-			return nil, fmt.Errorf("%w: CLUSTER SLOTS range %q", ErrBadFrame, truncate(e, 64))
+			return nil, fmt.Errorf("%w: CLUSTER SLOTS range %q", resp.ErrBadFrame, truncate(e, 64))
 		}
 		r := slotRange{start: int(start), end: int(end)}
 		for i, p := range parts[2:] {
@@ -263,17 +264,17 @@ func parseClusterSlots(frame []byte, from string) ([]slotRange, error) {
 
 // parseSlotNode reads one node of a CLUSTER SLOTS entry: [host, port, id, ...].
 func parseSlotNode(frame []byte, from string) (addr, id string, ok bool) {
-	f, err := arrayElements(frame, nil)
+	f, err := resp.ArrayElements(frame, nil)
 	if err != nil || len(f) < 2 {
 		return "", "", false
 	}
-	host, _, ok := bulkPayload(f[0])
-	port, ok2 := parseInt(f[1])
+	host, _, ok := resp.BulkPayload(f[0])
+	port, ok2 := resp.IntegerValue(f[1])
 	if !ok || !ok2 || string(host) == "?" || port <= 0 {
 		return "", "", false
 	}
 	if len(f) >= 3 {
-		if b, _, ok := bulkPayload(f[2]); ok {
+		if b, _, ok := resp.BulkPayload(f[2]); ok {
 			id = string(b)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 func TestSlot(t *testing.T) {
@@ -90,22 +91,9 @@ func TestParseRedirect(t *testing.T) {
 	}
 }
 
-func TestParseRequest(t *testing.T) {
-	payload := append(AppendCommand(nil, "SET", "k", "v"), AppendCommand(nil, "GET", "k")...)
-	args, n := parseRequest(payload, nil)
-	if n != len(AppendCommand(nil, "SET", "k", "v")) || len(args) != 3 || string(args[2]) != "v" {
-		t.Fatalf("parseRequest: %q, %d", args, n)
-	}
-	for _, bad := range []string{"", "*1\r\n", "*1\r\n$3\r\nGE", "+OK\r\n", "*0\r\n", "*1\r\n$-1\r\n"} {
-		if _, n := parseRequest([]byte(bad), nil); n != 0 {
-			t.Errorf("parseRequest(%q) = %d; want 0", bad, n)
-		}
-	}
-}
-
 // firstKey is a KeyFunc for commands whose first argument is their only key.
 func firstKey(args [][]byte, dst [][]byte) [][]byte {
-	if len(args) < 2 || equalFold(args[0], "ping") {
+	if len(args) < 2 || resp.EqualFold(args[0], "ping") {
 		return dst
 	}
 	return append(dst, args[1])
@@ -153,10 +141,10 @@ func TestClusterRouting(t *testing.T) {
 	keys, owners := keysOn(t, cl, 6)
 	var req []byte
 	for i, k := range keys {
-		req = AppendCommand(req, "SET", k, "v"+k)
-		req = AppendCommand(req, "GET", keys[(i+1)%len(keys)])
+		req = resp.AppendCommand(req, "SET", k, "v"+k)
+		req = resp.AppendCommand(req, "GET", keys[(i+1)%len(keys)])
 	}
-	req = AppendCommand(req, "PING")
+	req = resp.AppendCommand(req, "PING")
 	call := NewCall()
 	if err := c.Do(call, req, 2*len(keys)+1); err != nil {
 		t.Fatal(err)
@@ -187,10 +175,10 @@ func TestClusterRouting(t *testing.T) {
 
 	// A transaction travels whole to the master of its keys.
 	tag := "{" + keys[2] + "}"
-	tx := AppendCommand(nil, "MULTI")
-	tx = AppendCommand(tx, "SET", tag+"a", "1")
-	tx = AppendCommand(tx, "INCR", tag+"a")
-	tx = AppendCommand(tx, "EXEC")
+	tx := resp.AppendCommand(nil, "MULTI")
+	tx = resp.AppendCommand(tx, "SET", tag+"a", "1")
+	tx = resp.AppendCommand(tx, "INCR", tag+"a")
+	tx = resp.AppendCommand(tx, "EXEC")
 	if err := c.Do(call, tx, 4); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +236,7 @@ func TestClusterRouting(t *testing.T) {
 	slot, from, to := cl.Slot(keys[0]), owners[0], owners[1]
 	cl.Migrate(slot, from, to, 10, nil)
 	moved := c.Cluster().Stats().Moved
-	if err := c.Do(call, AppendCommand(nil, "GET", keys[0]), 1); err != nil {
+	if err := c.Do(call, resp.AppendCommand(nil, "GET", keys[0]), 1); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(call.Frame(0)); got != "$6\r\ndirect\r\n" {
@@ -299,7 +287,7 @@ func TestClientDecidesLate(t *testing.T) {
 	redistest.Eventually(t, 5*time.Second, "tracking up", func() bool { _, up := c.Tracking(); return up })
 	redistest.Eventually(t, 5*time.Second, "healthy", c.Healthy)
 	call := NewCall()
-	if err := c.Do(call, AppendCommand(nil, "PING"), 1); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
+	if err := c.Do(call, resp.AppendCommand(nil, "PING"), 1); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
 		t.Fatalf("PING: %q, %v", call.Replies, err)
 	}
 }

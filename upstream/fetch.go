@@ -1,9 +1,10 @@
 package upstream
 
 import (
-	"bytes"
 	"fmt"
 	"strconv"
+
+	"featcache/internal/resp"
 )
 
 // Fetched is the upstream's answer for one key of a Fetch.
@@ -54,41 +55,33 @@ func AppendFetch(dst, key []byte) []byte {
 	return AppendKeyCommand(dst, "PTTL", key)
 }
 
-// AppendKeyCommand appends "name key" as a RESP command.
+// AppendKeyCommand appends the command "name key"; unlike resp.AppendArgs it needs no slice of the arguments.
 func AppendKeyCommand(dst []byte, name string, key []byte) []byte {
-	dst = append(dst, "*2\r\n$"...)
-	dst = strconv.AppendInt(dst, int64(len(name)), 10)
-	dst = append(dst, '\r', '\n')
-	dst = append(dst, name...)
-	dst = append(dst, "\r\n$"...)
-	dst = strconv.AppendInt(dst, int64(len(key)), 10)
-	dst = append(dst, '\r', '\n')
-	dst = append(dst, key...)
-	return append(dst, '\r', '\n')
+	return resp.AppendBulk(resp.AppendBulkString(resp.AppendArray(dst, 2), name), key)
 }
 
 // ParseFetched reads the replies to the GET and PTTL that AppendFetch wrote.
 func ParseFetched(get, pttl []byte) (Fetched, error) {
 	var f Fetched
 	switch get[0] {
-	case '$':
-		v, isNil, ok := bulkPayload(get)
+	case resp.TypeBulk:
+		v, isNil, ok := resp.BulkPayload(get)
 		if !ok {
-			return f, fmt.Errorf("%w: GET replied %q", ErrBadFrame, truncate(get, 64))
+			return f, fmt.Errorf("%w: GET replied %q", resp.ErrBadFrame, truncate(get, 64))
 		}
 		f.Value, f.Nil = v, isNil
-	case '-':
+	case resp.TypeError:
 		f.Error = get
 	default:
-		return f, fmt.Errorf("%w: GET replied %q", ErrBadFrame, truncate(get, 64))
+		return f, fmt.Errorf("%w: GET replied %q", resp.ErrBadFrame, truncate(get, 64))
 	}
-	n, ok := parseInt(pttl)
+	n, ok := resp.IntegerValue(pttl)
 	if !ok {
-		if pttl[0] == '-' {
+		if pttl[0] == resp.TypeError {
 			// PTTL itself failed (an ACL rule, a script busy): treat the expiry as unknown, so nothing is stored.
 			n = -2
 		} else {
-			return f, fmt.Errorf("%w: PTTL replied %q", ErrBadFrame, truncate(pttl, 64))
+			return f, fmt.Errorf("%w: PTTL replied %q", resp.ErrBadFrame, truncate(pttl, 64))
 		}
 	}
 	f.PTTL = n
@@ -103,11 +96,11 @@ func AppendHashFetch(dst, key []byte, fields [][]byte, all, fieldTTL bool) []byt
 	dst = appendHashRead(dst, key, fields, all)
 	dst = AppendKeyCommand(dst, "PTTL", key)
 	if fieldTTL && !all {
-		dst = appendArgsHeader(dst, 4+len(fields))
-		dst = appendBulkArg(appendBulkArg(appendBulkArg(dst, []byte("HPTTL")), key), []byte("FIELDS"))
-		dst = appendBulkArg(dst, strconv.AppendInt(nil, int64(len(fields)), 10))
+		dst = resp.AppendArray(dst, 4+len(fields))
+		dst = resp.AppendBulkString(resp.AppendBulk(resp.AppendBulkString(dst, "HPTTL"), key), "FIELDS")
+		dst = resp.AppendBulk(dst, strconv.AppendInt(nil, int64(len(fields)), 10))
 		for _, f := range fields {
-			dst = appendBulkArg(dst, f)
+			dst = resp.AppendBulk(dst, f)
 		}
 	}
 	return dst
@@ -121,38 +114,14 @@ func HashFetchFrames(all, fieldTTL bool) int {
 	return 2
 }
 
-func appendArgsHeader(dst []byte, n int) []byte {
-	dst = append(dst, '*')
-	dst = strconv.AppendInt(dst, int64(n), 10)
-	return append(dst, '\r', '\n')
-}
-
-func appendBulkArg(dst, b []byte) []byte {
-	dst = append(dst, '$')
-	dst = strconv.AppendInt(dst, int64(len(b)), 10)
-	dst = append(dst, '\r', '\n')
-	dst = append(dst, b...)
-	return append(dst, '\r', '\n')
-}
-
 // appendHashRead appends HMGET key fields... or HGETALL key.
 func appendHashRead(dst, key []byte, fields [][]byte, all bool) []byte {
 	if all {
 		dst = AppendKeyCommand(dst, "HGETALL", key)
 	} else {
-		dst = append(dst, '*')
-		dst = strconv.AppendInt(dst, int64(2+len(fields)), 10)
-		dst = append(dst, "\r\n$5\r\nHMGET\r\n$"...)
-		dst = strconv.AppendInt(dst, int64(len(key)), 10)
-		dst = append(dst, '\r', '\n')
-		dst = append(dst, key...)
-		dst = append(dst, '\r', '\n')
+		dst = resp.AppendBulk(resp.AppendBulkString(resp.AppendArray(dst, 2+len(fields)), "HMGET"), key)
 		for _, f := range fields {
-			dst = append(dst, '$')
-			dst = strconv.AppendInt(dst, int64(len(f)), 10)
-			dst = append(dst, '\r', '\n')
-			dst = append(dst, f...)
-			dst = append(dst, '\r', '\n')
+			dst = resp.AppendBulk(dst, f)
 		}
 	}
 	return dst
@@ -182,80 +151,53 @@ func ParseHashFetched(reply, pttl, hpttl []byte, fields [][]byte, all bool, out 
 	out.FieldPTTL = nil
 	if hpttl != nil {
 		out.FieldPTTL = keep
-		elems, err := arrayElements(hpttl, nil)
+		elems, err := resp.ArrayElements(hpttl, nil)
 		for i := range fields {
 			ttl := int64(-3)
 			if err == nil && len(elems) == len(fields) {
-				if n, ok := parseInt(elems[i]); ok {
+				if n, ok := resp.IntegerValue(elems[i]); ok {
 					ttl = n
 				}
 			}
 			out.FieldPTTL = append(out.FieldPTTL, ttl)
 		}
 	}
-	n, ok := parseInt(pttl)
+	n, ok := resp.IntegerValue(pttl)
 	if !ok {
 		n = -2 // PTTL failed: treat the expiry as unknown, so nothing is stored
 	}
 	out.PTTL = n
-	if len(reply) > 0 && reply[0] == '-' {
+	if len(reply) > 0 && reply[0] == resp.TypeError {
 		out.Error = reply
 		return nil
 	}
-	elems, err := arrayElements(reply, nil)
+	elems, err := resp.ArrayElements(reply, nil)
 	if err != nil {
 		return err
 	}
 	if all {
 		if len(elems)%2 != 0 {
-			return fmt.Errorf("%w: HGETALL replied %d elements", ErrBadFrame, len(elems))
+			return fmt.Errorf("%w: HGETALL replied %d elements", resp.ErrBadFrame, len(elems))
 		}
 		for i := 0; i+1 < len(elems); i += 2 {
-			f, _, ok1 := bulkPayload(elems[i])
-			v, _, ok2 := bulkPayload(elems[i+1])
+			f, _, ok1 := resp.BulkPayload(elems[i])
+			v, _, ok2 := resp.BulkPayload(elems[i+1])
 			if !ok1 || !ok2 {
-				return fmt.Errorf("%w: HGETALL element %q", ErrBadFrame, truncate(elems[i], 64))
+				return fmt.Errorf("%w: HGETALL element %q", resp.ErrBadFrame, truncate(elems[i], 64))
 			}
 			out.Fields, out.Values, out.Missing = append(out.Fields, f), append(out.Values, v), append(out.Missing, false)
 		}
 		return nil
 	}
 	if len(elems) != len(fields) {
-		return fmt.Errorf("%w: HMGET of %d fields replied %d elements", ErrBadFrame, len(fields), len(elems))
+		return fmt.Errorf("%w: HMGET of %d fields replied %d elements", resp.ErrBadFrame, len(fields), len(elems))
 	}
 	for i, e := range elems {
-		v, isNil, ok := bulkPayload(e)
+		v, isNil, ok := resp.BulkPayload(e)
 		if !ok {
-			return fmt.Errorf("%w: HMGET element %q", ErrBadFrame, truncate(e, 64))
+			return fmt.Errorf("%w: HMGET element %q", resp.ErrBadFrame, truncate(e, 64))
 		}
 		out.Fields, out.Values, out.Missing = append(out.Fields, fields[i]), append(out.Values, v), append(out.Missing, isNil)
 	}
 	return nil
-}
-
-// ArrayElements appends the element frames of an array reply frame (such as EXEC's) to dst; they point into
-// frame. Any other frame, or an array that does not hold whole frames, is ErrBadFrame.
-func ArrayElements(frame []byte, dst [][]byte) ([][]byte, error) { return arrayElements(frame, dst) }
-
-// arrayElements splits an array reply frame into its element frames, appended to dst.
-func arrayElements(frame []byte, dst [][]byte) ([][]byte, error) {
-	if len(frame) < 4 || frame[0] != '*' {
-		return dst, fmt.Errorf("%w: expected an array, got %q", ErrBadFrame, truncate(frame, 64))
-	}
-	i := bytes.IndexByte(frame, '\n')
-	n, ok := parseLen(frame[1 : i-1])
-	if !ok {
-		return dst, fmt.Errorf("%w: array length %q", ErrBadFrame, truncate(frame, 64))
-	}
-	rest := frame[i+1:]
-	for j := 0; j < n; j++ {
-		var sc frameScanner
-		m, err := sc.next(rest)
-		if err != nil || m == 0 {
-			return dst, fmt.Errorf("%w: array element %d", ErrBadFrame, j)
-		}
-		dst = append(dst, rest[:m])
-		rest = rest[m:]
-	}
-	return dst, nil
 }

@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"net"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 const (
@@ -558,7 +559,7 @@ func (s *slot) reconnect() (*link, error) {
 	s.lastErr = nil
 	var setName []byte
 	if !named {
-		setName = AppendCommand(nil, "CLIENT", "SETNAME", s.pool.opt.ClientName)
+		setName = resp.AppendCommand(nil, "CLIENT", "SETNAME", s.pool.opt.ClientName)
 	}
 	l := newLink(nc, s.pool.opt.Timeout, s.pool.opt.OnReadOnly, setName)
 	s.cur.Store(l)
@@ -587,14 +588,14 @@ func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
 	n, nameAt := 0, -1
 	if p.opt.Password != "" {
 		if p.opt.Username != "" {
-			req = AppendCommand(req, "AUTH", p.opt.Username, p.opt.Password)
+			req = resp.AppendCommand(req, "AUTH", p.opt.Username, p.opt.Password)
 		} else {
-			req = AppendCommand(req, "AUTH", p.opt.Password)
+			req = resp.AppendCommand(req, "AUTH", p.opt.Password)
 		}
 		n++
 	}
 	if p.opt.ClientName != "" {
-		req = AppendCommand(req, "CLIENT", "SETNAME", p.opt.ClientName)
+		req = resp.AppendCommand(req, "CLIENT", "SETNAME", p.opt.ClientName)
 		nameAt = n
 		n++
 	}
@@ -610,7 +611,7 @@ func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
 	named = true
 	for i := 0; i < n; i++ {
 		f := call.Frame(i)
-		if len(f) == 0 || f[0] != '-' {
+		if len(f) == 0 || f[0] != resp.TypeError {
 			continue
 		}
 		if i == nameAt && (bytes.HasPrefix(f, busyReply) || bytes.HasPrefix(f, loadingReply)) {
@@ -719,7 +720,7 @@ func (l *link) enqueue(c *Call, payload []byte) {
 
 // nameReply is what the reader does with the reply to a later CLIENT SETNAME.
 func (l *link) nameReply(frame []byte) {
-	if len(frame) > 0 && frame[0] == '+' {
+	if len(frame) > 0 && frame[0] == resp.TypeSimple {
 		l.named.Store(true)
 	}
 	l.naming.Store(false)
@@ -807,7 +808,7 @@ func (l *link) readLoop() {
 	var (
 		buf        = make([]byte, readBufSize)
 		start, end int
-		sc         frameScanner
+		sc         resp.Scanner
 		cur        *op // the op frames go to; its mu is held while one read's frames are handed to it
 		err        error
 	)
@@ -816,7 +817,7 @@ func (l *link) readLoop() {
 		nr, err = l.nc.Read(buf[end:])
 		end += nr
 		for start < end {
-			n, serr := sc.next(buf[start:end])
+			n, serr := sc.Next(buf[start:end])
 			if serr != nil {
 				err = serr
 				break
@@ -826,13 +827,13 @@ func (l *link) readLoop() {
 			}
 			frame := buf[start : start+n]
 			start += n
-			if frame[0] == '-' && l.onReadOnly != nil && bytes.HasPrefix(frame, readOnlyReply) {
+			if frame[0] == resp.TypeError && l.onReadOnly != nil && bytes.HasPrefix(frame, readOnlyReply) {
 				l.onReadOnly()
 			}
 			if cur == nil {
 				if cur = l.peek(); cur == nil {
 					// A frame nobody asked for: the stream is out of step, nothing after it can be matched.
-					err = fmt.Errorf("%w: unsolicited reply %q", ErrBadFrame, truncate(frame, 64))
+					err = fmt.Errorf("%w: unsolicited reply %q", resp.ErrBadFrame, truncate(frame, 64))
 					break
 				}
 				cur.mu.Lock()
@@ -907,7 +908,7 @@ type Conn struct {
 
 	buf        []byte
 	start, end int
-	sc         frameScanner
+	sc         resp.Scanner
 }
 
 // Dedicated returns an idle dedicated connection or dials a new one.
@@ -959,7 +960,7 @@ func (c *Conn) ReadFrame(dst []byte, deadline time.Time) ([]byte, error) {
 	c.nc.SetReadDeadline(deadline)
 	for {
 		if c.start < c.end {
-			n, err := c.sc.next(c.buf[c.start:c.end])
+			n, err := c.sc.Next(c.buf[c.start:c.end])
 			if err != nil {
 				return dst, err
 			}
@@ -1050,36 +1051,6 @@ func (c *Conn) Close() {
 	p.idleMu.Lock()
 	delete(p.busy, c)
 	p.idleMu.Unlock()
-}
-
-// AppendCommand appends args as a RESP multi-bulk command.
-func AppendCommand(dst []byte, args ...string) []byte {
-	dst = append(dst, '*')
-	dst = strconv.AppendInt(dst, int64(len(args)), 10)
-	dst = append(dst, '\r', '\n')
-	for _, a := range args {
-		dst = append(dst, '$')
-		dst = strconv.AppendInt(dst, int64(len(a)), 10)
-		dst = append(dst, '\r', '\n')
-		dst = append(dst, a...)
-		dst = append(dst, '\r', '\n')
-	}
-	return dst
-}
-
-// AppendArgs appends args as a RESP multi-bulk command.
-func AppendArgs(dst []byte, args [][]byte) []byte {
-	dst = append(dst, '*')
-	dst = strconv.AppendInt(dst, int64(len(args)), 10)
-	dst = append(dst, '\r', '\n')
-	for _, a := range args {
-		dst = append(dst, '$')
-		dst = strconv.AppendInt(dst, int64(len(a)), 10)
-		dst = append(dst, '\r', '\n')
-		dst = append(dst, a...)
-		dst = append(dst, '\r', '\n')
-	}
-	return dst
 }
 
 func truncate(b []byte, n int) []byte {

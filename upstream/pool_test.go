@@ -9,94 +9,8 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
-
-func TestFrameScanner(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want int // length of the first frame; 0 = incomplete
-		bad  bool
-	}{
-		{"simple", "+OK\r\n", 5, false},
-		{"error", "-ERR x\r\n:1\r\n", 8, false},
-		{"int", ":-12\r\n", 6, false},
-		{"bulk", "$3\r\nabc\r\n", 9, false},
-		{"empty bulk", "$0\r\n\r\n", 6, false},
-		{"null bulk", "$-1\r\n", 5, false},
-		{"null array", "*-1\r\n", 5, false},
-		{"empty array", "*0\r\n+x\r\n", 4, false},
-		{"nested", "*2\r\n*2\r\n:1\r\n$1\r\na\r\n$-1\r\n+next\r\n", 24, false},
-		{"binary bulk with CRLF inside", "$4\r\n\r\n\r\n\r\n", 10, false},
-		{"partial header", "$3", 0, false},
-		{"partial payload", "$3\r\nab", 0, false},
-		{"partial nested", "*2\r\n:1\r\n", 0, false},
-		{"resp3 map", "%1\r\n+a\r\n:1\r\n", 12, false},
-		{"resp3 null", "_\r\n", 3, false},
-		{"bad type", "?x\r\n", 0, true},
-		{"bad length", "$x\r\n", 0, true},
-		{"bulk without CRLF", "$1\r\nabc\r\n", 0, true},
-		{"LF without CR", "+OK\n", 0, true},
-		{"line without a type byte", "\r\n", 0, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var sc frameScanner
-			n, err := sc.next([]byte(tt.in))
-			if (err != nil) != tt.bad {
-				t.Fatalf("err = %v; want bad=%v", err, tt.bad)
-			}
-			if n != tt.want {
-				t.Fatalf("got %d; want %d", n, tt.want)
-			}
-		})
-	}
-}
-
-// TestFrameScannerResumes feeds a frame one byte at a time: the scanner must find the same end as in one go.
-func TestFrameScannerResumes(t *testing.T) {
-	frame := "*3\r\n$5\r\nhello\r\n*2\r\n:1\r\n$-1\r\n-ERR oops\r\n"
-	var sc frameScanner
-	for i := 1; i < len(frame); i++ {
-		n, err := sc.next([]byte(frame[:i]))
-		if err != nil || n != 0 {
-			t.Fatalf("prefix %d: n=%d err=%v; want incomplete", i, n, err)
-		}
-	}
-	n, err := sc.next([]byte(frame + "+more\r\n"))
-	if err != nil || n != len(frame) {
-		t.Fatalf("got %d, %v; want %d", n, err, len(frame))
-	}
-}
-
-func FuzzFrameScanner(f *testing.F) {
-	for _, s := range []string{"+OK\r\n", "*2\r\n$1\r\na\r\n:1\r\n", "$-1\r\n", "*1\r\n*1\r\n*0\r\n", "%1\r\n+a\r\n+b\r\n"} {
-		f.Add([]byte(s), uint8(1))
-	}
-	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
-		var whole frameScanner
-		want, werr := whole.next(b)
-		// Feeding the same bytes in chunks must give the same answer.
-		var sc frameScanner
-		chunk := int(step%16) + 1
-		got, gerr := 0, error(nil)
-		for end := chunk; ; end += chunk {
-			if end > len(b) {
-				end = len(b)
-			}
-			got, gerr = sc.next(b[:end])
-			if gerr != nil || got != 0 || end == len(b) {
-				break
-			}
-		}
-		if werr == nil && gerr == nil && got != want {
-			t.Fatalf("chunked %d; whole %d", got, want)
-		}
-		if got > len(b) {
-			t.Fatalf("frame end %d past input %d", got, len(b))
-		}
-	})
-}
 
 func newTestPool(t *testing.T, addr string, timeout time.Duration) *Pool {
 	p := NewPool(PoolOptions{Addr: addr, Timeout: timeout, ClientName: "featcache-test"})
@@ -109,12 +23,12 @@ func TestPoolDoReturnsRedisBytes(t *testing.T) {
 	p := newTestPool(t, srv.Addr(), time.Second)
 	call := NewCall()
 	var req []byte
-	req = AppendCommand(req, "SET", "k", "v")
-	req = AppendCommand(req, "GET", "k")
-	req = AppendCommand(req, "GET", "missing")
-	req = AppendCommand(req, "LPOP", "missing", "2")
-	req = AppendCommand(req, "HSET", "k", "f", "v")
-	req = AppendCommand(req, "MGET", "k", "missing")
+	req = resp.AppendCommand(req, "SET", "k", "v")
+	req = resp.AppendCommand(req, "GET", "k")
+	req = resp.AppendCommand(req, "GET", "missing")
+	req = resp.AppendCommand(req, "LPOP", "missing", "2")
+	req = resp.AppendCommand(req, "HSET", "k", "f", "v")
+	req = resp.AppendCommand(req, "MGET", "k", "missing")
 	if err := p.Do(call, req, 6); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +58,7 @@ func TestPoolConcurrentBatches(t *testing.T) {
 				var req []byte
 				n := 1 + (g+round)%20
 				for i := 0; i < n; i++ {
-					req = AppendCommand(req, "ECHO", fmt.Sprintf("g%d-r%d-%d", g, round, i))
+					req = resp.AppendCommand(req, "ECHO", fmt.Sprintf("g%d-r%d-%d", g, round, i))
 				}
 				if err := p.Do(call, req, n); err != nil {
 					errs <- err
@@ -172,10 +86,10 @@ func TestPoolLargeReply(t *testing.T) {
 	p := newTestPool(t, srv.Addr(), 5*time.Second)
 	call := NewCall()
 	big := strings.Repeat("x", 3<<20)
-	if err := p.Do(call, AppendCommand(nil, "SET", "big", big), 1); err != nil {
+	if err := p.Do(call, resp.AppendCommand(nil, "SET", "big", big), 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Do(call, AppendCommand(nil, "GET", "big"), 1); err != nil {
+	if err := p.Do(call, resp.AppendCommand(nil, "GET", "big"), 1); err != nil {
 		t.Fatal(err)
 	}
 	if want := fmt.Sprintf("$%d\r\n%s\r\n", len(big), big); string(call.Frame(0)) != want {
@@ -189,12 +103,12 @@ func TestPoolTimeoutOnHungUpstream(t *testing.T) {
 	srv := redistest.Start(t)
 	p := newTestPool(t, srv.Addr(), 200*time.Millisecond)
 	call := NewCall()
-	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+	if err := p.Do(call, resp.AppendCommand(nil, "PING"), 1); err != nil {
 		t.Fatal(err)
 	}
 	srv.Pause()
 	start := time.Now()
-	err := p.Do(call, AppendCommand(nil, "PING"), 1)
+	err := p.Do(call, resp.AppendCommand(nil, "PING"), 1)
 	elapsed := time.Since(start)
 	srv.Resume()
 	if !errors.Is(err, ErrTimeout) {
@@ -204,7 +118,7 @@ func TestPoolTimeoutOnHungUpstream(t *testing.T) {
 		t.Fatalf("timeout took %v; want about 200ms", elapsed)
 	}
 	redistest.Eventually(t, 5*time.Second, "pool recovers after SIGCONT", func() bool {
-		return p.Do(call, AppendCommand(nil, "PING"), 1) == nil && string(call.Frame(0)) == "+PONG\r\n"
+		return p.Do(call, resp.AppendCommand(nil, "PING"), 1) == nil && string(call.Frame(0)) == "+PONG\r\n"
 	})
 }
 
@@ -214,16 +128,16 @@ func TestPoolReconnectsAfterRestart(t *testing.T) {
 	srv := redistest.Start(t)
 	p := newTestPool(t, srv.Addr(), time.Second)
 	call := NewCall()
-	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+	if err := p.Do(call, resp.AppendCommand(nil, "PING"), 1); err != nil {
 		t.Fatal(err)
 	}
 	srv.Kill()
-	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err == nil {
+	if err := p.Do(call, resp.AppendCommand(nil, "PING"), 1); err == nil {
 		t.Fatal("PING to a killed server succeeded")
 	}
 	srv.Restart()
 	redistest.Eventually(t, 5*time.Second, "pool reconnects", func() bool {
-		return p.Do(call, AppendCommand(nil, "PING"), 1) == nil
+		return p.Do(call, resp.AppendCommand(nil, "PING"), 1) == nil
 	})
 }
 
@@ -231,17 +145,17 @@ func TestPoolAuth(t *testing.T) {
 	srv := redistest.Start(t, "--requirepass", "s3cret")
 	call := NewCall()
 	bad := newTestPool(t, srv.Addr(), time.Second)
-	if err := bad.Do(call, AppendCommand(nil, "PING"), 1); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+	if err := bad.Do(call, resp.AppendCommand(nil, "PING"), 1); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
 		t.Fatalf("pool without the password: got %v; want a NOAUTH error", err)
 	}
 	good := NewPool(PoolOptions{Addr: srv.Addr(), Password: "s3cret"})
 	t.Cleanup(good.Close)
-	if err := good.Do(call, AppendCommand(nil, "PING"), 1); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
+	if err := good.Do(call, resp.AppendCommand(nil, "PING"), 1); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
 		t.Fatalf("got %q, %v; want +PONG", call.Frame(0), err)
 	}
 	wrong := NewPool(PoolOptions{Addr: srv.Addr(), Password: "nope"})
 	t.Cleanup(wrong.Close)
-	err := wrong.Do(call, AppendCommand(nil, "PING"), 1)
+	err := wrong.Do(call, resp.AppendCommand(nil, "PING"), 1)
 	if err == nil || !strings.Contains(err.Error(), "WRONGPASS") || strings.Contains(err.Error(), "nope") {
 		t.Fatalf("got %v; want a WRONGPASS error that does not show the password", err)
 	}
@@ -254,7 +168,7 @@ func TestDedicatedBlockingCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Write(AppendCommand(nil, "BLPOP", "q", "0")); err != nil {
+	if err := c.Write(resp.AppendCommand(nil, "BLPOP", "q", "0")); err != nil {
 		t.Fatal(err)
 	}
 	// The pool's timeout (100ms) does not cut the blocking command short.
@@ -275,7 +189,7 @@ func TestDedicatedBlockingCommand(t *testing.T) {
 		t.Fatal("released connection was not reused")
 	}
 	call := NewCall()
-	if err := c2.Do(call, AppendCommand(nil, "BLPOP", "q", "0.05"), 1, time.Now().Add(5*time.Second)); err != nil {
+	if err := c2.Do(call, resp.AppendCommand(nil, "BLPOP", "q", "0.05"), 1, time.Now().Add(5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(call.Frame(0)); got != "*-1\r\n" {
@@ -319,17 +233,17 @@ func TestPoolConnectionOutlivesTimeout(t *testing.T) {
 	p := NewPool(PoolOptions{Addr: srv.Addr(), Password: "pw", ClientName: "featcache", Timeout: 100 * time.Millisecond, Conns: 1})
 	t.Cleanup(p.Close)
 	call := NewCall()
-	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+	if err := p.Do(call, resp.AppendCommand(nil, "PING"), 1); err != nil {
 		t.Fatal(err)
 	}
 	var id []byte
-	if err := p.Do(call, AppendCommand(nil, "CLIENT", "ID"), 1); err != nil {
+	if err := p.Do(call, resp.AppendCommand(nil, "CLIENT", "ID"), 1); err != nil {
 		t.Fatal(err)
 	}
 	id = append(id, call.Frame(0)...)
 	time.Sleep(300 * time.Millisecond) // idle past the handshake's deadline
 	for i := 0; i < 3; i++ {
-		if err := p.Do(call, AppendCommand(nil, "CLIENT", "ID"), 1); err != nil {
+		if err := p.Do(call, resp.AppendCommand(nil, "CLIENT", "ID"), 1); err != nil {
 			t.Fatalf("request %d on a connection older than the timeout: %v", i, err)
 		}
 		if string(call.Frame(0)) != string(id) {
@@ -341,7 +255,7 @@ func TestPoolConnectionOutlivesTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if err := dc.Do(call, AppendCommand(nil, "PING"), 1, time.Time{}); err != nil {
+	if err := dc.Do(call, resp.AppendCommand(nil, "PING"), 1, time.Time{}); err != nil {
 		t.Fatalf("dedicated connection older than the timeout: %v", err)
 	}
 	dc.Release()
@@ -351,8 +265,8 @@ func TestPoolConnectionOutlivesTimeout(t *testing.T) {
 // field's TTL with HPTTL; its reply gives each field's own TTL, and a failed HPTTL makes every field's unknown.
 func TestHashFetchWithFieldTTL(t *testing.T) {
 	got := string(AppendHashFetch(nil, []byte("h"), [][]byte{[]byte("a"), []byte("b")}, false, true))
-	want := string(AppendCommand(nil, "HMGET", "h", "a", "b")) + string(AppendCommand(nil, "PTTL", "h")) +
-		string(AppendCommand(nil, "HPTTL", "h", "FIELDS", "2", "a", "b"))
+	want := string(resp.AppendCommand(nil, "HMGET", "h", "a", "b")) + string(resp.AppendCommand(nil, "PTTL", "h")) +
+		string(resp.AppendCommand(nil, "HPTTL", "h", "FIELDS", "2", "a", "b"))
 	if got != want {
 		t.Fatalf("got %q; want %q", got, want)
 	}
@@ -371,43 +285,6 @@ func TestHashFetchWithFieldTTL(t *testing.T) {
 	}
 }
 
-func TestParseBulkArray(t *testing.T) {
-	tests := []struct {
-		frame   string
-		want    []string
-		wantErr string
-	}{
-		{"*0\r\n", nil, ""},
-		{"*3\r\n$1\r\na\r\n$0\r\n\r\n$-1\r\n", []string{"a", "", ""}, ""},
-		{"*2\r\n$4\r\na\r\nb\r\n$2\r\nxy\r\n", []string{"a\r\nb", "xy"}, ""},
-		{"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", nil, "WRONGTYPE Operation"},
-		{"*1\r\n:1\r\n", nil, "want a bulk string"},
-		{"*2\r\n$1\r\na\r\n", nil, "want a bulk string"},
-		{"*1\r\n$5\r\nab\r\n", nil, "bad bulk string"},
-		{"+OK\r\n", nil, "want an array"},
-	}
-	for _, tc := range tests {
-		got, err := ParseBulkArray([]byte(tc.frame), nil)
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("ParseBulkArray(%q) error = %v; want %q", tc.frame, err, tc.wantErr)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("ParseBulkArray(%q): %v", tc.frame, err)
-			continue
-		}
-		var s []string
-		for _, g := range got {
-			s = append(s, string(g))
-		}
-		if strings.Join(s, "|") != strings.Join(tc.want, "|") || len(s) != len(tc.want) {
-			t.Errorf("ParseBulkArray(%q) = %q; want %q", tc.frame, s, tc.want)
-		}
-	}
-}
-
 // TestPoolRecoversAllConnectionsAtOnce: while Redis is down each shared connection redials at most once a second,
 // but once one of them reaches Redis again the others stop waiting out their gap.
 func TestPoolRecoversAllConnectionsAtOnce(t *testing.T) {
@@ -416,28 +293,28 @@ func TestPoolRecoversAllConnectionsAtOnce(t *testing.T) {
 	t.Cleanup(p.Close)
 	call := NewCall()
 	for i := 0; i < 4; i++ {
-		if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+		if err := p.Do(call, resp.AppendCommand(nil, "PING"), 1); err != nil {
 			t.Fatal(err)
 		}
 	}
 	srv.Kill()
 	for i := 0; i < 4; i++ {
-		if err := p.Do(call, AppendCommand(nil, "PING"), 1); err == nil {
+		if err := p.Do(call, resp.AppendCommand(nil, "PING"), 1); err == nil {
 			t.Fatal("PING to a killed server succeeded")
 		}
 	}
 	// Once the gap has passed, one connection redials and fails again: its next redial is a second away, while
 	// the other three may redial at once.
 	<-time.After(maxRedialGap + 50*time.Millisecond)
-	if err := p.Do(call, AppendCommand(nil, "PING"), 1); err == nil {
+	if err := p.Do(call, resp.AppendCommand(nil, "PING"), 1); err == nil {
 		t.Fatal("PING to a killed server succeeded")
 	}
 	srv.Restart()
 	redistest.Eventually(t, 5*time.Second, "one connection back", func() bool {
-		return p.Do(call, AppendCommand(nil, "PING"), 1) == nil
+		return p.Do(call, resp.AppendCommand(nil, "PING"), 1) == nil
 	})
 	for i := 0; i < 8; i++ {
-		if err := p.Do(call, AppendCommand(nil, "PING"), 1); err != nil {
+		if err := p.Do(call, resp.AppendCommand(nil, "PING"), 1); err != nil {
 			t.Fatalf("PING %d right after one connection came back: %v", i, err)
 		}
 	}
@@ -475,7 +352,7 @@ func TestPoolRetarget(t *testing.T) {
 	b.Do("SET", "where", "b")
 	p := newTestPool(t, a.Addr(), time.Second)
 	call := NewCall()
-	get := AppendCommand(nil, "GET", "where")
+	get := resp.AppendCommand(nil, "GET", "where")
 	if err := p.Do(call, get, 1); err != nil || string(call.Frame(0)) != "$1\r\na\r\n" {
 		t.Fatalf("before: %q, %v", call.Frame(0), err)
 	}
@@ -488,7 +365,7 @@ func TestPoolRetarget(t *testing.T) {
 	idle2, _ := p.Dedicated()
 	idle2.Release()
 	// A blocked command on the old address ends with ErrRetargeted, not after its own timeout.
-	if err := busy.Write(AppendCommand(nil, "BLPOP", "q", "0")); err != nil {
+	if err := busy.Write(resp.AppendCommand(nil, "BLPOP", "q", "0")); err != nil {
 		t.Fatal(err)
 	}
 	blocked := make(chan error, 1)
@@ -542,7 +419,7 @@ func TestPoolOnReadOnly(t *testing.T) {
 	}})
 	t.Cleanup(p.Close)
 	call := NewCall()
-	if err := p.Do(call, AppendCommand(nil, "SET", "k", "v"), 1); err != nil || !strings.HasPrefix(string(call.Frame(0)), "-READONLY") {
+	if err := p.Do(call, resp.AppendCommand(nil, "SET", "k", "v"), 1); err != nil || !strings.HasPrefix(string(call.Frame(0)), "-READONLY") {
 		t.Fatalf("SET on a replica: %q, %v", call.Frame(0), err)
 	}
 	select {

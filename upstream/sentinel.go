@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // Redis Sentinel: the Client asks the sentinels where the primary of a master set is, checks that the node it
@@ -182,8 +183,8 @@ func (s *sentinel) resolve() (string, error) {
 		err   error
 	}
 	answers := make([]answer, len(s.pools))
-	req := AppendCommand(nil, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.opt.MasterSet)
-	req = AppendCommand(req, "SENTINEL", "MASTER", s.opt.MasterSet)
+	req := resp.AppendCommand(nil, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.opt.MasterSet)
+	req = resp.AppendCommand(req, "SENTINEL", "MASTER", s.opt.MasterSet)
 	var wg sync.WaitGroup
 	for i, p := range s.pools {
 		wg.Add(1)
@@ -219,14 +220,14 @@ func (s *sentinel) resolve() (string, error) {
 // parseSentinelAnswer reads the replies to SENTINEL GET-MASTER-ADDR-BY-NAME and SENTINEL MASTER: the primary's
 // host:port and the master set's config epoch.
 func parseSentinelAnswer(addrFrame, masterFrame []byte) (addr string, epoch int64, err error) {
-	hostPort, err := ParseBulkArray(addrFrame, nil)
+	hostPort, err := resp.ParseBulkArray(addrFrame, nil)
 	if err != nil {
 		return "", 0, err
 	}
 	if len(hostPort) != 2 {
 		return "", 0, errors.New("does not know this master set")
 	}
-	fields, err := ParseBulkArray(masterFrame, nil)
+	fields, err := resp.ParseBulkArray(masterFrame, nil)
 	if err != nil {
 		return "", 0, fmt.Errorf("SENTINEL MASTER: %w", err)
 	}
@@ -253,7 +254,7 @@ func (s *sentinel) verify(addr string) error {
 	}
 	defer conn.Close()
 	call := NewCall()
-	if err := conn.Do(call, AppendCommand(nil, "ROLE"), 1, time.Now().Add(o.Timeout)); err != nil {
+	if err := conn.Do(call, resp.AppendCommand(nil, "ROLE"), 1, time.Now().Add(o.Timeout)); err != nil {
 		return fmt.Errorf("ROLE on %s: %w", addr, err)
 	}
 	role, err := parseRole(call.Frame(0))
@@ -270,16 +271,16 @@ func (s *sentinel) verify(addr string) error {
 
 // parseRole returns the first element of a ROLE reply: master, slave or sentinel.
 func parseRole(frame []byte) (string, error) {
-	if len(frame) > 0 && frame[0] == '-' {
-		return "", ErrReply(bytes.TrimSpace(frame[1:]))
+	if len(frame) > 0 && frame[0] == resp.TypeError {
+		return "", resp.ParseError(frame)
 	}
-	i := bytes.IndexByte(frame, '\n')
-	if len(frame) < 4 || frame[0] != '*' || i < 0 {
-		return "", fmt.Errorf("%w: ROLE replied %q", ErrBadFrame, truncate(frame, 64))
+	_, body, ok := resp.ArrayHeader(frame)
+	if !ok {
+		return "", fmt.Errorf("%w: ROLE replied %q", resp.ErrBadFrame, truncate(frame, 64))
 	}
-	role, isNil, ok := bulkPayload(frame[i+1:])
+	role, isNil, ok := resp.BulkPayload(body)
 	if !ok || isNil {
-		return "", fmt.Errorf("%w: ROLE replied %q", ErrBadFrame, truncate(frame, 64))
+		return "", fmt.Errorf("%w: ROLE replied %q", resp.ErrBadFrame, truncate(frame, 64))
 	}
 	return string(role), nil
 }
@@ -322,7 +323,7 @@ func (s *sentinel) listen(p *Pool) error {
 		case <-ended:
 		}
 	}()
-	if err := conn.Write(AppendCommand(nil, "SUBSCRIBE", "+switch-master")); err != nil {
+	if err := conn.Write(resp.AppendCommand(nil, "SUBSCRIBE", "+switch-master")); err != nil {
 		return err
 	}
 	var frame []byte
@@ -331,7 +332,7 @@ func (s *sentinel) listen(p *Pool) error {
 		frame, err = conn.ReadFrame(frame[:0], time.Now().Add(sentinelKeepAlive))
 		if errors.Is(err, ErrTimeout) && !pinged {
 			pinged = true
-			if err := conn.Write(AppendCommand(nil, "PING")); err != nil {
+			if err := conn.Write(resp.AppendCommand(nil, "PING")); err != nil {
 				return err
 			}
 			continue
@@ -340,12 +341,12 @@ func (s *sentinel) listen(p *Pool) error {
 			return err
 		}
 		pinged = false
-		if len(frame) > 0 && frame[0] == '-' {
-			return ErrReply(bytes.TrimSpace(frame[1:]))
+		if len(frame) > 0 && frame[0] == resp.TypeError {
+			return resp.ParseError(frame)
 		}
 		// ["message", "+switch-master", "<name> <old ip> <old port> <new ip> <new port>"]; the subscription's
 		// confirmation and PING's reply have other shapes.
-		msg, err := ParseBulkArray(frame, nil)
+		msg, err := resp.ParseBulkArray(frame, nil)
 		if err != nil || len(msg) != 3 || string(msg[0]) != "message" {
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // failoverBound is how long a test waits for a forced failover to complete and featcache to follow it: generous,
@@ -54,7 +55,7 @@ func testSentinelFollowsFailover(t *testing.T, tracking bool) {
 		redistest.Eventually(t, 5*time.Second, "tracking established", func() bool { _, up := c.Tracking(); return up })
 	}
 	call := NewCall()
-	if err := c.Do(call, AppendCommand(nil, "SET", "k:1", "before"), 1); err != nil || string(call.Frame(0)) != "+OK\r\n" {
+	if err := c.Do(call, resp.AppendCommand(nil, "SET", "k:1", "before"), 1); err != nil || string(call.Frame(0)) != "+OK\r\n" {
 		t.Fatalf("SET: %q, %v", call.Frame(0), err)
 	}
 	pinned, err := c.Dedicated()
@@ -72,7 +73,7 @@ func testSentinelFollowsFailover(t *testing.T, tracking bool) {
 	}
 
 	// The dedicated connection in use went to the old primary: it is closed, and says why.
-	if err := pinned.Do(call, AppendCommand(nil, "PING"), 1, time.Now().Add(time.Second)); !errors.Is(err, ErrRetargeted) {
+	if err := pinned.Do(call, resp.AppendCommand(nil, "PING"), 1, time.Now().Add(time.Second)); !errors.Is(err, ErrRetargeted) {
 		t.Fatalf("a dedicated connection to the old primary: got %v; want ErrRetargeted", err)
 	}
 	pinned.Release() // dropped, not reused
@@ -83,7 +84,7 @@ func testSentinelFollowsFailover(t *testing.T, tracking bool) {
 	if fresh == pinned {
 		t.Fatal("a connection closed by the failover was handed out again")
 	}
-	if err := fresh.Do(call, AppendCommand(nil, "ROLE"), 1, time.Now().Add(time.Second)); err != nil ||
+	if err := fresh.Do(call, resp.AppendCommand(nil, "ROLE"), 1, time.Now().Add(time.Second)); err != nil ||
 		!strings.HasPrefix(string(call.Frame(0)), "*3\r\n$6\r\nmaster\r\n") {
 		t.Fatalf("ROLE on a new dedicated connection: %q, %v; want the new primary", call.Frame(0), err)
 	}
@@ -91,7 +92,7 @@ func testSentinelFollowsFailover(t *testing.T, tracking bool) {
 
 	// Shared connections write to the new primary.
 	redistest.Eventually(t, 5*time.Second, "a write through the pool succeeds", func() bool {
-		return c.Do(call, AppendCommand(nil, "SET", "k:1", "after"), 1) == nil && string(call.Frame(0)) == "+OK\r\n"
+		return c.Do(call, resp.AppendCommand(nil, "SET", "k:1", "after"), 1) == nil && string(call.Frame(0)) == "+OK\r\n"
 	})
 	if got := string(replica.Do("GET", "k:1")); got != "$5\r\nafter\r\n" {
 		t.Fatalf("GET k:1 on the new primary = %q; want the write made through the pool", got)
@@ -157,7 +158,7 @@ func TestSentinelPasswordAndUnknownMasterSet(t *testing.T) {
 				t.Fatalf("Addr = %q; want none", got)
 			}
 			call := NewCall()
-			if err := c.Do(call, AppendCommand(nil, "PING"), 1); !errors.Is(err, ErrNoAddress) {
+			if err := c.Do(call, resp.AppendCommand(nil, "PING"), 1); !errors.Is(err, ErrNoAddress) {
 				t.Fatalf("PING: got %v; want ErrNoAddress", err)
 			}
 			if enabled, up := c.Tracking(); !enabled || up {
@@ -190,7 +191,7 @@ func TestSentinelRoleNotPermitted(t *testing.T) {
 		t.Fatalf("Addr = %q; want the primary %q although ROLE is not permitted", got, set.Primary.Addr())
 	}
 	call := NewCall()
-	if err := c.Do(call, AppendCommand(nil, "ROLE"), 1); err != nil || !strings.HasPrefix(string(call.Frame(0)), "-NOPERM") {
+	if err := c.Do(call, resp.AppendCommand(nil, "ROLE"), 1); err != nil || !strings.HasPrefix(string(call.Frame(0)), "-NOPERM") {
 		t.Fatalf("ROLE as the restricted user: %q, %v; want NOPERM", call.Frame(0), err)
 	}
 }

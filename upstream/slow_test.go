@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // A slow or busy Redis, for real: a Lua script that keeps Redis running for a given time, a script that loops
@@ -28,7 +29,7 @@ const slowSlack = time.Second
 func clientID(t *testing.T, p *Pool) string {
 	t.Helper()
 	call := NewCall()
-	if err := p.Do(call, AppendCommand(nil, "CLIENT", "ID"), 1); err != nil {
+	if err := p.Do(call, resp.AppendCommand(nil, "CLIENT", "ID"), 1); err != nil {
 		t.Fatalf("CLIENT ID: %v", err)
 	}
 	return string(call.Frame(0))
@@ -47,7 +48,7 @@ func TestPoolSlowCommandKeepsConnection(t *testing.T) {
 
 	script := NewCall()
 	start := time.Now()
-	p.Start(script, AppendCommand(nil, "EVAL", sleepScript, "0", "1000"), 1, true)
+	p.Start(script, resp.AppendCommand(nil, "EVAL", sleepScript, "0", "1000"), 1, true)
 
 	// Other clients' forwarded commands, behind the script on the same connection.
 	const others = 8
@@ -58,7 +59,7 @@ func TestPoolSlowCommandKeepsConnection(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			call := NewCall()
-			if err := p.Forward(call, AppendCommand(nil, "ECHO", strings.Repeat("x", i+1)), 1); err != nil {
+			if err := p.Forward(call, resp.AppendCommand(nil, "ECHO", strings.Repeat("x", i+1)), 1); err != nil {
 				replies[i] = err.Error()
 				return
 			}
@@ -68,12 +69,12 @@ func TestPoolSlowCommandKeepsConnection(t *testing.T) {
 
 	call := NewCall()
 	t0 := time.Now()
-	err := p.Do(call, AppendCommand(nil, "PING"), 1)
+	err := p.Do(call, resp.AppendCommand(nil, "PING"), 1)
 	if took := time.Since(t0); !errors.Is(err, ErrTimeout) || took < timeout || took > timeout+slowSlack {
 		t.Fatalf("a bounded call behind the script: %v after %v; want ErrTimeout after the timeout (%v)", err, took, timeout)
 	}
 	t0 = time.Now()
-	err = p.Do(call, AppendCommand(nil, "PING"), 1)
+	err = p.Do(call, resp.AppendCommand(nil, "PING"), 1)
 	if took := time.Since(t0); !errors.Is(err, ErrTimeout) || took > timeout/2 {
 		t.Fatalf("a bounded call behind a late one: %v after %v; want ErrTimeout at once", err, took)
 	}
@@ -95,7 +96,7 @@ func TestPoolSlowCommandKeepsConnection(t *testing.T) {
 	}
 	// The abandoned PINGs' replies were dropped: the next calls get their own.
 	for i := 0; i < 3; i++ {
-		if err := p.Do(call, AppendCommand(nil, "ECHO", "after"), 1); err != nil || string(call.Replies) != "$5\r\nafter\r\n" {
+		if err := p.Do(call, resp.AppendCommand(nil, "ECHO", "after"), 1); err != nil || string(call.Replies) != "$5\r\nafter\r\n" {
 			t.Fatalf("after the script: %q, %v", call.Replies, err)
 		}
 	}
@@ -111,12 +112,12 @@ func TestPoolCommandTimeout(t *testing.T) {
 	id := clientID(t, p)
 	call := NewCall()
 	start := time.Now()
-	err := p.Forward(call, AppendCommand(nil, "EVAL", sleepScript, "0", "1000"), 1)
+	err := p.Forward(call, resp.AppendCommand(nil, "EVAL", sleepScript, "0", "1000"), 1)
 	if took := time.Since(start); !errors.Is(err, ErrCommandTimeout) || took < bound || took > bound+slowSlack {
 		t.Fatalf("a script longer than CommandTimeout: %v after %v; want ErrCommandTimeout after %v", err, took, bound)
 	}
 	srv.Do("PING") // a direct client: answered once the script is over
-	if err := p.Forward(call, AppendCommand(nil, "ECHO", "next"), 1); err != nil || string(call.Replies) != "$4\r\nnext\r\n" {
+	if err := p.Forward(call, resp.AppendCommand(nil, "ECHO", "next"), 1); err != nil || string(call.Replies) != "$4\r\nnext\r\n" {
 		t.Fatalf("the next command: %q, %v; want its own reply", call.Replies, err)
 	}
 	if got := clientID(t, p); got != id {
@@ -136,7 +137,7 @@ func TestPoolStartWaitUntil(t *testing.T) {
 	p := NewPool(PoolOptions{Addr: srv.Addr(), Conns: 1, Timeout: timeout})
 	t.Cleanup(p.Close)
 	call := NewCall()
-	p.Start(call, AppendCommand(AppendFetch(nil, []byte("k")), "ECHO", "e"), 3, true)
+	p.Start(call, resp.AppendCommand(AppendFetch(nil, []byte("k")), "ECHO", "e"), 3, true)
 	if !call.WaitUntil(time.Now().Add(5 * time.Second)) {
 		t.Fatal("a quick batch: WaitUntil gave up")
 	}
@@ -146,7 +147,7 @@ func TestPoolStartWaitUntil(t *testing.T) {
 
 	// With a slow script in the batch.
 	start := time.Now()
-	p.Start(call, AppendCommand(AppendFetch(nil, []byte("k")), "EVAL", sleepScript, "0", "800"), 3, true)
+	p.Start(call, resp.AppendCommand(AppendFetch(nil, []byte("k")), "EVAL", sleepScript, "0", "800"), 3, true)
 	if call.WaitUntil(start.Add(timeout)) {
 		t.Fatalf("a batch with a slow script: WaitUntil saw every reply after %v", time.Since(start))
 	}
@@ -159,13 +160,13 @@ func TestPoolStartWaitUntil(t *testing.T) {
 
 	// Behind another call's script, once it is late.
 	script := NewCall()
-	p.Start(script, AppendCommand(nil, "EVAL", sleepScript, "0", "800"), 1, true)
+	p.Start(script, resp.AppendCommand(nil, "EVAL", sleepScript, "0", "800"), 1, true)
 	bounded := NewCall()
-	if err := p.Do(bounded, AppendCommand(nil, "PING"), 1); !errors.Is(err, ErrTimeout) {
+	if err := p.Do(bounded, resp.AppendCommand(nil, "PING"), 1); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("a bounded call behind the script: %v; want ErrTimeout", err)
 	}
 	start = time.Now()
-	p.Start(call, AppendCommand(AppendFetch(nil, []byte("k")), "ECHO", "e"), 3, true)
+	p.Start(call, resp.AppendCommand(AppendFetch(nil, []byte("k")), "ECHO", "e"), 3, true)
 	if call.WaitUntil(start.Add(5 * time.Second)) {
 		t.Fatal("a batch behind a late call: WaitUntil saw every reply")
 	}
@@ -204,18 +205,18 @@ func TestPoolConnectsWhileBusy(t *testing.T) {
 		return strings.HasPrefix(want, "-BUSY ")
 	})
 	call := NewCall()
-	if err := p.Forward(call, AppendCommand(nil, "SET", "k", "v"), 1); err != nil || string(call.Replies) != want {
+	if err := p.Forward(call, resp.AppendCommand(nil, "SET", "k", "v"), 1); err != nil || string(call.Replies) != want {
 		t.Fatalf("a command on a connection opened while Redis is busy: %q, %v; want Redis's %q", call.Replies, err, want)
 	}
 	redistest.Eventually(t, 5*time.Second, "SCRIPT KILL", func() bool {
 		return string(direct.Do("SCRIPT", "KILL")) == "+OK\r\n"
 	})
 	redistest.Eventually(t, 5*time.Second, "Redis free", func() bool { return string(direct.Do("PING")) == "+PONG\r\n" })
-	if err := p.Forward(call, AppendCommand(nil, "SET", "k", "v"), 1); err != nil || string(call.Replies) != "+OK\r\n" {
+	if err := p.Forward(call, resp.AppendCommand(nil, "SET", "k", "v"), 1); err != nil || string(call.Replies) != "+OK\r\n" {
 		t.Fatalf("after SCRIPT KILL: %q, %v", call.Replies, err)
 	}
 	redistest.Eventually(t, 5*time.Second, "the connection named", func() bool {
-		p.Forward(call, AppendCommand(nil, "PING"), 1)
+		p.Forward(call, resp.AppendCommand(nil, "PING"), 1)
 		return strings.Contains(string(direct.Do("CLIENT", "LIST")), "name=featcache-test ")
 	})
 }
@@ -241,7 +242,7 @@ func TestPoolForwardWhileHungWaits(t *testing.T) {
 	for i := 0; i < n; i++ {
 		go func() {
 			call := NewCall()
-			if err := p.Forward(call, AppendCommand(nil, "ECHO", "e"), 1); err != nil {
+			if err := p.Forward(call, resp.AppendCommand(nil, "ECHO", "e"), 1); err != nil {
 				replies <- err.Error()
 				return
 			}

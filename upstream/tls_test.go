@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // The upstream side of TLS, against a redis-server that accepts TLS connections only: the pool's shared and
@@ -21,7 +22,7 @@ func TestPoolTLS(t *testing.T) {
 
 	p := NewPool(PoolOptions{Addr: srv.Addr(), Timeout: 2 * time.Second, TLS: certs.ClientConfig(true)})
 	t.Cleanup(p.Close)
-	if err := p.Do(call, AppendCommand(nil, "SET", "k", "over tls"), 1); err != nil || string(call.Frame(0)) != "+OK\r\n" {
+	if err := p.Do(call, resp.AppendCommand(nil, "SET", "k", "over tls"), 1); err != nil || string(call.Frame(0)) != "+OK\r\n" {
 		t.Fatalf("SET over TLS: got %q, %v; want +OK", call.Frame(0), err)
 	}
 	got, err := p.Fetch(call, [][]byte{[]byte("k")}, nil)
@@ -32,7 +33,7 @@ func TestPoolTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dedicated connection over TLS: %v", err)
 	}
-	if err := c.Do(call, AppendCommand(nil, "PING"), 1, time.Now().Add(2*time.Second)); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
+	if err := c.Do(call, resp.AppendCommand(nil, "PING"), 1, time.Now().Add(2*time.Second)); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
 		t.Fatalf("dedicated PING: got %q, %v", call.Frame(0), err)
 	}
 	c.Release()
@@ -53,7 +54,7 @@ func TestPoolTLS(t *testing.T) {
 			bad := NewPool(tc.opt)
 			t.Cleanup(bad.Close)
 			start := time.Now()
-			err := bad.Do(call, AppendCommand(nil, "PING"), 1)
+			err := bad.Do(call, resp.AppendCommand(nil, "PING"), 1)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v; want an error containing %q", err, tc.want)
 			}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"featcache/internal/resp"
 	"featcache/upstream"
 )
 
@@ -248,10 +249,10 @@ func Evicts(maxmemoryPolicy string) bool {
 // answers from memory never reach Redis, which then sees featcache's hottest keys as its coldest.
 func (p *Persister) checkEviction() {
 	call := upstream.NewCall()
-	if err := p.pool.Do(call, upstream.AppendCommand(nil, "CONFIG", "GET", "maxmemory-policy"), 1); err != nil {
+	if err := p.pool.Do(call, resp.AppendCommand(nil, "CONFIG", "GET", "maxmemory-policy"), 1); err != nil {
 		return // unreachable: asked again later
 	}
-	vals, err := upstream.ParseBulkArray(call.Frame(0), nil)
+	vals, err := resp.ParseBulkArray(call.Frame(0), nil)
 	policy := "unknown"
 	if err == nil && len(vals) == 2 {
 		policy = string(vals[1])

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"featcache/internal/resp"
 	"featcache/upstream"
 )
 
@@ -161,7 +162,7 @@ func (z Zset) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 	call := upstream.NewCall()
 	var keys [][]byte
 	for start := 0; ; start += batch {
-		req := upstream.AppendCommand(call.Req[:0], "ZREVRANGE", z.Key, strconv.Itoa(start), strconv.Itoa(start+batch-1))
+		req := resp.AppendCommand(call.Req[:0], "ZREVRANGE", z.Key, strconv.Itoa(start), strconv.Itoa(start+batch-1))
 		call.Req = req
 		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 			if err := ctx.Err(); err != nil {
@@ -179,7 +180,7 @@ func (z Zset) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 			}
 		}
 		var err error
-		if keys, err = upstream.ParseBulkArray(call.Frame(0), keys[:0]); err != nil {
+		if keys, err = resp.ParseBulkArray(call.Frame(0), keys[:0]); err != nil {
 			return fmt.Errorf("warm: %s: %w", z, err)
 		}
 		if start == 0 && len(keys) == 0 {
@@ -197,8 +198,8 @@ func (z Zset) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 // WriteZset replaces the sorted set key with keys (score: count) in one MULTI/EXEC, so that a reader sees the
 // old list or the new one, never an empty or partial set.
 func WriteZset(pool Upstream, key string, keys []HotKey) error {
-	req := upstream.AppendCommand(nil, "MULTI")
-	req = upstream.AppendCommand(req, "DEL", key)
+	req := resp.AppendCommand(nil, "MULTI")
+	req = resp.AppendCommand(req, "DEL", key)
 	n := 3
 	const chunk = 1000 // members per ZADD, so no single command is huge
 	for i := 0; i < len(keys); i += chunk {
@@ -206,10 +207,10 @@ func WriteZset(pool Upstream, key string, keys []HotKey) error {
 		for _, k := range keys[i:min(i+chunk, len(keys))] {
 			args = append(args, strconv.AppendUint(nil, k.Count, 10), []byte(k.Key))
 		}
-		req = upstream.AppendArgs(req, args)
+		req = resp.AppendArgs(req, args)
 		n++
 	}
-	req = upstream.AppendCommand(req, "EXEC")
+	req = resp.AppendCommand(req, "EXEC")
 	conn, err := pool.DedicatedKey([]byte(key))
 	if err != nil {
 		return err
@@ -221,11 +222,11 @@ func WriteZset(pool Upstream, key string, keys []HotKey) error {
 	}
 	conn.Release()
 	for i := 0; i < n; i++ {
-		if f := call.Frame(i); len(f) > 0 && f[0] == '-' {
-			return fmt.Errorf("warm: writing zset %s: %s", key, bytes.TrimSpace(f[1:]))
+		if f := call.Frame(i); len(f) > 0 && f[0] == resp.TypeError {
+			return fmt.Errorf("warm: writing zset %s: %s", key, resp.ParseError(f))
 		}
 	}
-	if exec := call.Frame(n - 1); len(exec) > 0 && exec[0] != '*' {
+	if exec := call.Frame(n - 1); len(exec) > 0 && exec[0] != resp.TypeArray {
 		return fmt.Errorf("warm: writing zset %s: EXEC replied %q", key, bytes.TrimSpace(exec))
 	}
 	return nil

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // Cluster is a Redis Cluster of real redis-server processes on loopback ports, created by redis-cli --cluster
@@ -169,44 +171,43 @@ func (s *Server) alive() bool {
 // NodeID returns the node's cluster id.
 func (c *Cluster) NodeID(s *Server) string {
 	c.tb.Helper()
-	return strings.TrimSpace(strings.TrimPrefix(string(s.Do("CLUSTER", "MYID")), "$40\r\n"))
+	id, _, _ := resp.BulkPayload(s.Do("CLUSTER", "MYID"))
+	return string(id)
 }
 
 // Slot returns the hash slot of key, as the cluster computes it.
 func (c *Cluster) Slot(key string) int {
 	c.tb.Helper()
-	reply := string(c.Masters[0].Do("CLUSTER", "KEYSLOT", key))
-	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(reply, ":")))
-	if err != nil {
+	reply := c.Masters[0].Do("CLUSTER", "KEYSLOT", key)
+	n, ok := resp.IntegerValue(reply)
+	if !ok {
 		c.tb.Fatalf("redistest: CLUSTER KEYSLOT %q: %q", key, reply)
 	}
-	return n
+	return int(n)
 }
 
 // slotOwners returns, per slot, the address of the master that asked's CLUSTER SLOTS names.
 func (c *Cluster) slotOwners(asked *Server) []string {
 	c.tb.Helper()
 	owner := make([]string, 16384)
-	reply := asked.Do("CLUSTER", "SLOTS")
-	// CLUSTER SLOTS: *N, then per range *M :start :end *K $ip :port $id ... (replicas follow). The master is the
-	// first node of each range.
-	lines := strings.Split(string(reply), "\r\n")
-	for i := 0; i+8 < len(lines); i++ {
-		if !strings.HasPrefix(lines[i], "*") || !strings.HasPrefix(lines[i+1], ":") || !strings.HasPrefix(lines[i+2], ":") ||
-			!strings.HasPrefix(lines[i+3], "*") || !strings.HasPrefix(lines[i+4], "$") {
+	// CLUSTER SLOTS: per range [start, end, master [ip, port, id], replicas...]. An error or a node that does not
+	// answer leaves every slot without an owner.
+	v, _, err := resp.Decode(asked.Do("CLUSTER", "SLOTS"))
+	if err != nil {
+		return owner
+	}
+	for _, r := range v.Elems {
+		if len(r.Elems) < 3 || len(r.Elems[2].Elems) < 2 {
 			continue
 		}
-		start, err1 := strconv.Atoi(lines[i+1][1:])
-		end, err2 := strconv.Atoi(lines[i+2][1:])
-		port, err3 := strconv.Atoi(strings.TrimPrefix(lines[i+6], ":"))
-		if err1 != nil || err2 != nil || err3 != nil || end < start || end > 16383 {
+		start, end, master := int(r.Elems[0].Int), int(r.Elems[1].Int), r.Elems[2]
+		if start < 0 || end < start || end > 16383 {
 			continue
 		}
-		addr := lines[i+5] + ":" + strconv.Itoa(port)
+		addr := master.Elems[0].Str + ":" + strconv.FormatInt(master.Elems[1].Int, 10)
 		for s := start; s <= end; s++ {
 			owner[s] = addr
 		}
-		i += 6
 	}
 	return owner
 }
@@ -280,14 +281,12 @@ func (c *Cluster) Migrate(slot int, from, to *Server, batch int, step func()) {
 	}
 }
 
-// parseBulks reads an array of bulk strings.
+// parseBulks reads an array of bulk strings; anything else has none.
 func parseBulks(reply []byte) []string {
-	lines := strings.Split(string(reply), "\r\n")
-	var out []string
-	for i := 1; i+1 < len(lines); i += 2 {
-		if strings.HasPrefix(lines[i], "$") {
-			out = append(out, lines[i+1])
-		}
+	elems, _ := resp.ParseBulkArray(reply, nil)
+	out := make([]string, len(elems))
+	for i, e := range elems {
+		out[i] = string(e)
 	}
 	return out
 }

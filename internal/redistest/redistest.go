@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // InstallHint is printed when redis-server or redis-cli is missing.
@@ -351,84 +352,23 @@ func (c *Conn) Read() ([]byte, error) {
 	return c.ReadTimeout(10 * time.Second)
 }
 
-// ReadTimeout reads one whole reply frame, waiting at most d.
+// ReadTimeout reads one whole reply frame (RESP2 or RESP3, nested aggregates included), waiting at most d. On an
+// error it returns the part of the frame read before it.
 func (c *Conn) ReadTimeout(d time.Duration) ([]byte, error) {
 	c.c.SetReadDeadline(time.Now().Add(d))
 	defer c.c.SetReadDeadline(time.Time{})
-	var out bytes.Buffer
-	if err := readFrame(c.r, &out); err != nil {
-		return out.Bytes(), err
-	}
-	return out.Bytes(), nil
+	return resp.ReadFrame(c.r, nil)
 }
 
 // Encode returns args as a RESP multi-bulk command.
-func Encode(args ...string) []byte {
-	b := []byte("*" + strconv.Itoa(len(args)) + "\r\n")
-	for _, a := range args {
-		b = append(b, '$')
-		b = strconv.AppendInt(b, int64(len(a)), 10)
-		b = append(b, "\r\n"...)
-		b = append(b, a...)
-		b = append(b, "\r\n"...)
-	}
-	return b
-}
+func Encode(args ...string) []byte { return resp.AppendCommand(nil, args...) }
 
 func roundTrip(c net.Conn, args ...string) ([]byte, error) {
 	c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write(Encode(args...)); err != nil {
 		return nil, err
 	}
-	var out bytes.Buffer
-	err := readFrame(bufio.NewReader(c), &out)
-	return out.Bytes(), err
-}
-
-// readFrame copies one RESP2 or RESP3 frame, nested aggregates included, from r to out.
-func readFrame(r *bufio.Reader, out *bytes.Buffer) error {
-	line, err := r.ReadBytes('\n')
-	out.Write(line)
-	if err != nil {
-		return err
-	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return fmt.Errorf("redistest: malformed line %q", line)
-	}
-	body := string(line[1 : len(line)-2])
-	switch line[0] {
-	case '+', '-', ':', '_', ',', '#', '(':
-		return nil
-	case '$', '=', '!':
-		n, err := strconv.Atoi(body)
-		if err != nil {
-			return fmt.Errorf("redistest: bad length %q", line)
-		}
-		if n < 0 {
-			return nil
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return err
-		}
-		out.Write(buf)
-		return nil
-	case '*', '~', '>', '%', '|':
-		n, err := strconv.Atoi(body)
-		if err != nil {
-			return fmt.Errorf("redistest: bad length %q", line)
-		}
-		if line[0] == '%' || line[0] == '|' {
-			n *= 2
-		}
-		for i := 0; i < n; i++ {
-			if err := readFrame(r, out); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return fmt.Errorf("redistest: unknown frame type %q", line)
+	return resp.ReadFrame(bufio.NewReader(c), nil)
 }
 
 // Eventually polls cond every 5ms until it returns true or d passes, then fails the test with msg.

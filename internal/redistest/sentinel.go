@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"featcache/internal/resp"
 )
 
 // Sentinel timings of a SentinelSet: short, so that tests see a failover within seconds.
@@ -160,11 +162,10 @@ func (set *SentinelSet) Failover() {
 // Role returns the first element of s's ROLE reply: "master" or "slave".
 func Role(tb testing.TB, s *Server) string {
 	tb.Helper()
-	reply := string(s.Do("ROLE"))
-	// "*N\r\n$6\r\nmaster\r\n..." or "*N\r\n$5\r\nslave\r\n..."
-	lines := strings.SplitN(reply, "\r\n", 4)
-	if len(lines) < 3 {
+	reply := s.Do("ROLE")
+	v, _, err := resp.Decode(reply)
+	if err != nil || len(v.Elems) == 0 {
 		tb.Fatalf("redistest: ROLE replied %q", reply)
 	}
-	return lines[2]
+	return v.Elems[0].Str
 }

@@ -1,4 +1,4 @@
-package proxy
+package resp
 
 import (
 	"bytes"
@@ -6,15 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
-	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"featcache/internal/redistest"
 )
 
 // readerCmd is a parsed command copied out of the Reader's buffer, for comparisons.
@@ -33,7 +28,7 @@ func (c readerCmd) String() string {
 
 // mb is the expected result of the multi-bulk encoding of args.
 func mb(args ...string) readerCmd {
-	return readerCmd{Args: args, Raw: string(redistest.Encode(args...))}
+	return readerCmd{Args: args, Raw: string(AppendCommand(nil, args...))}
 }
 
 // inl is the expected result of an inline command.
@@ -45,7 +40,7 @@ func inl(args ...string) readerCmd {
 func enc(cmds ...[]string) string {
 	var b []byte
 	for _, c := range cmds {
-		b = append(b, redistest.Encode(c...)...)
+		b = AppendCommand(b, c...)
 	}
 	return string(b)
 }
@@ -454,7 +449,7 @@ func trimForLog(s string) string {
 	return s
 }
 
-// TestReaderLengths checks header numbers against the rules of Redis's string2ll.
+// TestReaderLengths checks ParseInt, which reads header numbers, against the rules of Redis's string2ll.
 func TestReaderLengths(t *testing.T) {
 	cases := []struct {
 		in   string
@@ -470,6 +465,7 @@ func TestReaderLengths(t *testing.T) {
 		{"9223372036854775808", 0, false},
 		{"-9223372036854775809", 0, false},
 		{"18446744073709551615", 0, false},
+		{"18446744073709551616", 0, false},
 		{"99999999999999999999", 0, false},
 		{"000000000000000000001", 0, false},
 		{"", 0, false},
@@ -485,9 +481,9 @@ func TestReaderLengths(t *testing.T) {
 		{"1\x00", 0, false},
 	}
 	for _, tc := range cases {
-		got, ok := parseRespLength([]byte(tc.in))
+		got, ok := ParseInt([]byte(tc.in))
 		if got != tc.want || ok != tc.ok {
-			t.Errorf("parseRespLength(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+			t.Errorf("ParseInt(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 		// The fast path of readHeader must decide exactly as the general one.
 		line := []byte("$" + tc.in + "\r\n")
@@ -897,7 +893,7 @@ func (r *readerRepeat) Read(p []byte) (int, error) {
 func pipelineGET16() []byte {
 	var p []byte
 	for i := 0; i < 16; i++ {
-		p = append(p, redistest.Encode("GET", fmt.Sprintf("key:%06d", i))...)
+		p = append(p, AppendCommand(nil, "GET", fmt.Sprintf("key:%06d", i))...)
 	}
 	return p
 }
@@ -909,7 +905,7 @@ func TestReaderZeroAllocs(t *testing.T) {
 		cmds int
 	}{
 		{"pipeline of 16 GET", pipelineGET16(), 16},
-		{"SET of 1 KiB", redistest.Encode("SET", "key:000001", strings.Repeat("v", 1024)), 1},
+		{"SET of 1 KiB", AppendCommand(nil, "SET", "key:000001", strings.Repeat("v", 1024)), 1},
 		{"inline with quotes", []byte(`SET "key 1" "a\x41\n"` + "\r\n"), 1},
 	}
 	for _, tc := range cases {
@@ -935,7 +931,7 @@ func BenchmarkReaderPipelineGET16(b *testing.B) {
 }
 
 func BenchmarkReaderSET1KiB(b *testing.B) {
-	benchmarkReader(b, redistest.Encode("SET", "key:000001", strings.Repeat("v", 1024)), 1)
+	benchmarkReader(b, AppendCommand(nil, "SET", "key:000001", strings.Repeat("v", 1024)), 1)
 }
 
 func BenchmarkReaderInlineGET(b *testing.B) {
@@ -956,252 +952,16 @@ func benchmarkReader(b *testing.B, data []byte, want int) {
 	}
 }
 
-// redisOutcome is what a real redis-server did with some input: the reply frames it sent and whether it closed
-// the connection (after a protocol error) or kept waiting.
-type redisOutcome struct {
-	replies []string
-	closed  bool
-}
-
-// redisSend writes in to a new connection to addr and reads Redis's replies. When the Reader found a protocol
-// error (closes), it reads until Redis closes the connection; otherwise until replies frames have arrived and
-// then a little longer, to catch a reply or a close that should not come. The bounds are generous because the
-// outcome, not the timing, is under test: a slow machine makes the test slower, not flaky.
-func redisSend(t *testing.T, addr string, in []byte, replies int, closes bool) redisOutcome {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		t.Errorf("dial: %v", err)
-		return redisOutcome{}
+func TestParseCommand(t *testing.T) {
+	payload := AppendCommand(AppendCommand(nil, "SET", "k", "v"), "GET", "k")
+	args, n := ParseCommand(payload, nil)
+	if n != len(AppendCommand(nil, "SET", "k", "v")) || len(args) != 3 || string(args[2]) != "v" {
+		t.Fatalf("ParseCommand: %q, %d", args, n)
 	}
-	defer c.Close()
-	if _, err := c.Write(in); err != nil {
-		t.Errorf("write: %v", err)
-		return redisOutcome{}
-	}
-	var out []byte
-	buf := make([]byte, 64<<10)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	extended := false
-	for {
-		n, err := c.Read(buf)
-		out = append(out, buf[:n]...)
-		if err == io.EOF {
-			frames, _ := splitReplies(out)
-			return redisOutcome{replies: frames, closed: true}
-		}
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Errorf("read: %v", err)
-			return redisOutcome{}
-		}
-		frames, rest := splitReplies(out)
-		if err != nil {
-			if len(rest) > 0 {
-				t.Errorf("partial reply %q", rest)
-			}
-			return redisOutcome{replies: frames}
-		}
-		if !closes && !extended && len(frames) >= replies && len(rest) == 0 {
-			extended = true
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	for _, bad := range []string{"", "*1\r\n", "*1\r\n$3\r\nGE", "+OK\r\n", "*0\r\n", "*1\r\n$-1\r\n",
+		"*1\r\n$-2\r\n", "*1\r\n:1\r\n", "*01\r\n$1\r\na\r\n"} {
+		if _, n := ParseCommand([]byte(bad), nil); n != 0 {
+			t.Errorf("ParseCommand(%q) = %d; want 0", bad, n)
 		}
 	}
-}
-
-// splitReplies splits RESP2 reply frames; rest is an incomplete frame at the end.
-func splitReplies(b []byte) (frames []string, rest []byte) {
-	for len(b) > 0 {
-		n := replyLen(b)
-		if n < 0 {
-			return frames, b
-		}
-		frames = append(frames, string(b[:n]))
-		b = b[n:]
-	}
-	return frames, nil
-}
-
-// replyLen is the length of the reply frame at the start of b, or -1 if it is incomplete.
-func replyLen(b []byte) int {
-	i := bytes.Index(b, []byte("\r\n"))
-	if i < 0 {
-		return -1
-	}
-	n := i + 2
-	var l int
-	switch b[0] {
-	case '$':
-		if fmt.Sscanf(string(b[1:i]), "%d", &l); l >= 0 {
-			n += l + 2
-		}
-	case '*':
-		fmt.Sscanf(string(b[1:i]), "%d", &l)
-		for ; l > 0; l-- {
-			m := replyLen(b[min(n, len(b)):])
-			if m < 0 {
-				return -1
-			}
-			n += m
-		}
-	}
-	if n > len(b) {
-		return -1
-	}
-	return n
-}
-
-// TestReaderMatchesRedis sends malformed requests to a real redis-server and to the Reader and compares the
-// protocol error text and the number of commands run before it.
-func TestReaderMatchesRedis(t *testing.T) {
-	open := redistest.Start(t)
-	auth := redistest.Start(t, "--requirepass", "pw")
-	cases := []struct {
-		in   string
-		lim  Limits
-		cmds int
-	}{
-		{in: "*2147483648\r\n"},
-		{in: "*\r\n"},
-		{in: "*-0\r\n"},
-		{in: "*01\r\n"},
-		{in: "*+1\r\n"},
-		{in: "*1x\r\n"},
-		{in: "*9223372036854775808\r\n"},
-		{in: "*" + strings.Repeat("1", 20) + "\r\n"},
-		{in: "*1\r\nX\r\n"},
-		{in: "*1\r\n\r\n"},
-		{in: "*1\r\n\n\r\n"},
-		{in: "*1\r\n\t\r\n"},
-		{in: "*1\r\n\xff\r\n"},
-		{in: "*2\r\n$4\r\nECHO\r\n:1\r\n"},
-		{in: "*1\r\n$-1\r\n"},
-		{in: "*1\r\n$ 4\r\n"},
-		{in: "*1\r\n$\r\n"},
-		{in: "*1\r\n$536870913\r\n"},
-		{in: "*1\r\n$00\r\n"},
-		{in: "ECHO \"a\"b\r\n"},
-		{in: "ECHO 'a'b\r\n"},
-		{in: "ECHO \"a\r\n"},
-		{in: "ECHO 'a\\'\r\n"},
-		{in: "ECHO \"\\\r\n"},
-		{in: "ECHO \"a\" \"b\"c\n"},
-		{in: "PING\r\n" + enc([]string{"ECHO", "a"}) + "ECHO \"a\"\vb\r\n*1\r\nX\r\n", cmds: 3},
-		{in: "*1\rX$4\rXPINGXY*1\r\nY\r\n", cmds: 1},
-		{in: "\n\r\n*0\r\n*-3\r\nPING\n*1\r\n$-2\r\n", cmds: 1},
-		// Redis reaches its 64 KiB bound before the '\r' or '\n' arrive; the Reader gives the same text at 32
-		// bytes (header lines) or at MaxInlineBytes+1 (inline).
-		// Redis fails once more than 65536 bytes follow the line start; sending exactly one more than that lets
-		// it read everything before it closes, so the close is not a reset that could lose the reply.
-		{in: "*" + strings.Repeat("1", 65536)},
-		{in: "*1\r\n$" + strings.Repeat("1", 65536)},
-		{in: "*1\r\n" + strings.Repeat("X", 65537)},
-		{in: strings.Repeat("a", 65537)},
-		{in: "PING\n" + strings.Repeat("a", 65537), cmds: 1},
-		// Unauthenticated limits.
-		{in: "*11\r\n", lim: UnauthenticatedLimits()},
-		{in: "*1\r\n$16385\r\n", lim: UnauthenticatedLimits()},
-		{in: "*2147483648\r\n", lim: UnauthenticatedLimits()},
-		{in: "*1\r\n$536870913\r\n", lim: UnauthenticatedLimits()},
-		{in: "*1\r\n$-1\r\n", lim: UnauthenticatedLimits()},
-		{in: "*0\r\n*11\r\n", lim: UnauthenticatedLimits()},
-		{in: "a b c d e f g h i j k l m\r\n*1\r\n$4\r\nPING\r\n*12\r\n", lim: UnauthenticatedLimits(), cmds: 2},
-		{in: enc([]string{"ECHO", strings.Repeat("x", 16384)}) + "*1\r\n$16385\r\n", lim: UnauthenticatedLimits(), cmds: 1},
-	}
-	var wg sync.WaitGroup
-	results := make([]redisOutcome, len(cases))
-	for i, tc := range cases {
-		addr := open.Addr()
-		if tc.lim.Unauthenticated {
-			addr = auth.Addr()
-		}
-		wg.Go(func() { results[i] = redisSend(t, addr, []byte(tc.in), tc.cmds+1, true) })
-	}
-	wg.Wait()
-	for i, tc := range cases {
-		got, err := readerCollect(t, strings.NewReader(tc.in), tc.lim)
-		var pe *ProtocolError
-		if !errors.As(err, &pe) {
-			t.Errorf("%q: Reader error %v; want a protocol error", trimForLog(tc.in), err)
-			continue
-		}
-		res := results[i]
-		if !res.closed || len(res.replies) != tc.cmds+1 {
-			t.Errorf("%q: Redis sent %q (closed %v); want %d replies and an error",
-				trimForLog(tc.in), res.replies, res.closed, tc.cmds)
-			continue
-		}
-		if want := "-ERR " + pe.Error() + "\r\n"; res.replies[tc.cmds] != want {
-			t.Errorf("%q: Redis replied %q; Reader %q", trimForLog(tc.in), res.replies[tc.cmds], want)
-		}
-		if len(got) != tc.cmds {
-			t.Errorf("%q: Reader returned %d commands before the error; Redis ran %d", trimForLog(tc.in), len(got), tc.cmds)
-		}
-	}
-}
-
-// TestReaderMatchesRedisMutations corrupts valid pipelines at random and checks that Redis and the Reader agree on
-// how many commands run, on the protocol error that follows, or on waiting for more input. Inputs where the
-// Reader gives up on a header line at 32 bytes, which Redis would wait for up to 64 KiB, are left out.
-func TestReaderMatchesRedisMutations(t *testing.T) {
-	srv := redistest.Start(t)
-	base := []string{
-		enc([]string{"PING"}, []string{"ECHO", "hi"}) + "ECHO \"a b\" 'c'\r\n" + enc([]string{"ECHO", "x\r\ny"}) + "PING\n",
-		"ECHO \"q\\x41\\\"\" 'it\\'s'\nPING\r\n" + enc([]string{"ECHO", ""}) + "*0\r\nECHO z\n",
-		enc([]string{"ECHO", "abc"}, []string{"PING", "p"}, []string{"ECHO", "-1"}),
-	}
-	alphabet := []byte("*$\r\n\"' \\x\t\v09-12aE")
-	rng := rand.New(rand.NewPCG(1, 2))
-	type mcase struct {
-		in   []byte
-		cmds []readerCmd
-		err  error
-	}
-	var cases []mcase
-	for len(cases) < 400 {
-		in := []byte(base[rng.IntN(len(base))])
-		for k := 1 + rng.IntN(3); k > 0; k-- {
-			i := rng.IntN(len(in))
-			c := alphabet[rng.IntN(len(alphabet))]
-			switch rng.IntN(3) {
-			case 0:
-				in[i] = c
-			case 1:
-				in = append(in[:i:i], in[i+1:]...)
-			default:
-				in = append(in[:i:i], append([]byte{c}, in[i:]...)...)
-			}
-		}
-		cmds, err := readerCollect(t, bytes.NewReader(in), Limits{})
-		if err == ErrTooBigMultibulkCount || err == ErrTooBigBulkCount {
-			continue
-		}
-		cases = append(cases, mcase{in, cmds, err})
-	}
-	results := make([]redisOutcome, len(cases))
-	var wg sync.WaitGroup
-	for i, mc := range cases {
-		var pe *ProtocolError
-		closes := errors.As(mc.err, &pe)
-		wg.Go(func() { results[i] = redisSend(t, srv.Addr(), mc.in, len(mc.cmds), closes) })
-	}
-	wg.Wait()
-	agreeErr := 0
-	for i, mc := range cases {
-		res := results[i]
-		var pe *ProtocolError
-		switch {
-		case errors.As(mc.err, &pe):
-			agreeErr++
-			if !res.closed || len(res.replies) != len(mc.cmds)+1 || res.replies[len(mc.cmds)] != "-ERR "+pe.Error()+"\r\n" {
-				t.Errorf("%q: Reader ran %d commands then %q; Redis sent %q (closed %v)",
-					mc.in, len(mc.cmds), pe.Error(), res.replies, res.closed)
-			}
-		case mc.err == io.EOF:
-			if res.closed || len(res.replies) != len(mc.cmds) {
-				t.Errorf("%q: Reader ran %v and waits; Redis sent %q (closed %v)", mc.in, mc.cmds, res.replies, res.closed)
-			}
-		default:
-			t.Errorf("%q: Reader error %v", mc.in, mc.err)
-		}
-	}
-	t.Logf("%d mutated pipelines, %d ending in a protocol error", len(cases), agreeErr)
 }

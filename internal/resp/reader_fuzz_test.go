@@ -1,4 +1,4 @@
-package proxy
+package resp
 
 import (
 	"bytes"
@@ -88,7 +88,7 @@ func checkHeaderPaths(t *testing.T, data []byte) {
 	var gn int64
 	var gok bool
 	if geol > 0 && gerr == nil {
-		gn, gok = parseRespLength(data[1:geol])
+		gn, gok = ParseInt(data[1:geol])
 	}
 	if eol != geol || err != gerr || ok != gok || (ok && n != gn) {
 		t.Fatalf("readHeader(%q) = %d, %d, %v, %v; general path %d, %d, %v, %v", data, n, eol, ok, err, gn, geol, gok, gerr)
@@ -170,7 +170,7 @@ func appendInline(b []byte, args []string, rng *rand.Rand) []byte {
 }
 
 // TestReaderSeedCorpus keeps testdata/fuzz/FuzzReader in step with the table tests: every short case has a seed
-// file there. Regenerate them with: go test ./proxy/ -run TestReaderSeedCorpus -update-reader-corpus
+// file there. Regenerate them with: go test ./internal/resp/ -run TestReaderSeedCorpus -update-reader-corpus
 func TestReaderSeedCorpus(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzReader")
 	for _, tc := range readerCases {
@@ -196,7 +196,7 @@ func TestReaderSeedCorpus(t *testing.T) {
 		}
 		got, err := os.ReadFile(path)
 		if err != nil || !bytes.Equal(got, []byte(content)) {
-			t.Errorf("%s is missing or stale; run go test ./proxy/ -run TestReaderSeedCorpus -update-reader-corpus", path)
+			t.Errorf("%s is missing or stale; run go test ./internal/resp/ -run TestReaderSeedCorpus -update-reader-corpus", path)
 		}
 	}
 }

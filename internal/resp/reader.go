@@ -1,4 +1,4 @@
-package proxy
+package resp
 
 // This file is the connection guard: the RESP request reader that every client byte meets first. It enforces
 // Limits before it allocates anything for a command, parses without copying, and hands the request path a whole
@@ -184,10 +184,10 @@ var (
 
 // errReadBufferFull would mean the buffer bound and the parser's limits disagree; the limits keep every incomplete
 // command below the bound, so it is never expected.
-var errReadBufferFull = errors.New("proxy: incomplete request fills the read buffer")
+var errReadBufferFull = errors.New("resp: incomplete request fills the read buffer")
 
 // errReaderBadCount means the underlying io.Reader returned a count outside its buffer.
-var errReaderBadCount = errors.New("proxy: reader returned an invalid count")
+var errReaderBadCount = errors.New("resp: reader returned an invalid count")
 
 // errExpectedDollar builds Redis's error for an argument header that does not start with '$'. Redis formats the
 // byte with %c (the raw byte, not a UTF-8 rune) and then replaces '\r' and '\n' with spaces so the error line
@@ -231,9 +231,9 @@ type Reader struct {
 	rerr    error // error from rd, returned once the complete commands before it are consumed
 	empties int   // consecutive (0, nil) reads
 
-	// grow, if set, is asked before the buffer grows by extra bytes; when it says no, ReadBatch fails with
-	// ErrClientMemory instead of allocating.
-	grow func(extra int) bool
+	// grow, if set, is asked before the buffer grows by extra bytes; when it returns an error, ReadBatch fails with
+	// that error instead of allocating.
+	grow func(extra int) error
 
 	// work counts parser steps (argument headers, bytes searched for '\n'); tests use it to prove that parsing
 	// costs O(bytes) however the bytes are split into reads.
@@ -254,12 +254,17 @@ func (r *Reader) SetLimits(lim Limits) {
 }
 
 // SetGrowth installs grow, which is asked before the read buffer grows beyond its current size by extra bytes. When
-// it returns false the buffer does not grow and ReadBatch returns ErrClientMemory (after the complete commands
-// before it). The server charges the growth to the memory all clients share.
-func (r *Reader) SetGrowth(grow func(extra int) bool) { r.grow = grow }
+// it returns an error the buffer does not grow and ReadBatch returns that error (after the complete commands before
+// it), as it returns an error of the underlying reader. featcache's server charges the growth to the memory all
+// clients share, and refuses it with its own error when that memory is spent.
+func (r *Reader) SetGrowth(grow func(extra int) error) { r.grow = grow }
 
 // Buffered returns the number of bytes received but not yet returned as commands.
 func (r *Reader) Buffered() int { return r.end - r.start }
+
+// Footprint returns the size of the read buffer: the memory the Reader holds for its connection, which SetGrowth's
+// function was asked for before it grew.
+func (r *Reader) Footprint() int { return cap(r.buf) }
 
 // ReadBatch blocks until at least one complete command is buffered, reading from the underlying reader as
 // needed, then returns the complete commands already in the buffer, in order, appended to dst[:0]: at most 1024
@@ -382,8 +387,10 @@ func (r *Reader) makeRoom() error {
 	case r.start > 0 && used <= len(r.buf)/2:
 	case len(r.buf) < limit:
 		size := min(2*len(r.buf), limit)
-		if r.grow != nil && !r.grow(size-len(r.buf)) {
-			return ErrClientMemory
+		if r.grow != nil {
+			if err := r.grow(size - len(r.buf)); err != nil {
+				return err
+			}
 		}
 		nb := make([]byte, size)
 		r.end = copy(nb, r.buf[r.start:r.end])
@@ -581,7 +588,7 @@ func readHeader(b []byte, off int, tooBig error) (n int64, eol int, ok bool, err
 	if eol == off {
 		return 0, eol, false, nil // a line that is only "\r": no marker, which the caller reports
 	}
-	n, ok = parseRespLength(b[off+1 : eol])
+	n, ok = ParseInt(b[off+1 : eol])
 	return n, eol, ok, nil
 }
 
@@ -604,45 +611,6 @@ func respHeaderEnd(b []byte, off int, tooBig error) (int, error) {
 		return -1, nil
 	}
 	return off + i, nil
-}
-
-// parseRespLength parses b like Redis's string2ll: an optional '-', then digits with no leading zero (except "0"
-// itself), no '+', no spaces, fewer than 21 bytes, within int64.
-func parseRespLength(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) >= 21 {
-		return 0, false
-	}
-	if len(b) == 1 && b[0] == '0' {
-		return 0, true
-	}
-	neg := b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	if len(b) == 0 || b[0] < '1' || b[0] > '9' {
-		return 0, false
-	}
-	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := uint64(c - '0')
-		if v > (math.MaxUint64-d)/10 {
-			return 0, false
-		}
-		v = v*10 + d
-	}
-	if neg {
-		if v > 1<<63 {
-			return 0, false
-		}
-		return -int64(v), true
-	}
-	if v > math.MaxInt64 {
-		return 0, false
-	}
-	return int64(v), true
 }
 
 // inline parses the inline command at r.start once its '\n' has arrived, appending its arguments to args. The
@@ -803,4 +771,39 @@ func inlineUnescape(c byte) byte {
 		return '\a'
 	}
 	return c
+}
+
+// ParseCommand reads the whole multi-bulk command at the start of b, appending its arguments (slices of b) to args,
+// and returns its length in bytes; 0 when b does not start with a whole multi-bulk command of at least one
+// argument. It is for requests already read or built (a pipeline featcache splits between cluster nodes), and has
+// no limits of its own beyond the length of b. redcon's ReadNextCommand is not used for this: it panics on a
+// negative argument length such as "$-2" (it slices b[i:i-2]).
+func ParseCommand(b []byte, args [][]byte) ([][]byte, int) {
+	i := bytes.IndexByte(b, '\n')
+	if len(b) < 4 || b[0] != TypeArray || i < 2 || b[i-1] != '\r' {
+		return args, 0
+	}
+	n, ok := ParseInt(b[1 : i-1])
+	if !ok || n < 1 {
+		return args, 0
+	}
+	pos := i + 1
+	for j := int64(0); j < n; j++ {
+		if pos >= len(b) || b[pos] != TypeBulk {
+			return args, 0
+		}
+		k := bytes.IndexByte(b[pos:], '\n')
+		if k < 2 || b[pos+k-1] != '\r' {
+			return args, 0
+		}
+		l, ok := ParseInt(b[pos+1 : pos+k-1])
+		start := pos + k + 1
+		if !ok || l < 0 || l > int64(len(b)-start-2) {
+			return args, 0
+		}
+		end := start + int(l)
+		args = append(args, b[start:end])
+		pos = end + 2
+	}
+	return args, pos
 }
