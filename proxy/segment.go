@@ -462,9 +462,13 @@ func appendRequest(dst []byte, cmd *Command) []byte {
 // The transaction leads a fill for every cached key of the MGET, hits included, so that the entries it leaves
 // were all read at its instant. When another read leads the fill of one of its keys, its own fills are completed
 // (their waiters answered) but store nothing: storing them would pair, in memory, values read at two instants. The
-// entries of its keys that were fresh (or not looked up: the MGET stops looking after its first miss) stay as
-// they were, as if the MGET had not read them; the others (missing, soft-stale, unverified) are dropped
-// (localcache.Result.Drop).
+// entries of its keys that were fresh (or not looked up: the MGET stops looking after its first miss) stay if
+// they hold what the transaction read (localcache.Result.KeepSame), and are dropped if not: an entry that differs
+// is older than the MGET's answer (a write whose invalidation has not arrived yet, or TTL-only freshness), and a
+// later read served from it would go back in time. The entries of the others (missing, soft-stale, unverified) are
+// dropped (localcache.Result.Drop). The keys whose fill another read leads are invalidated before the MGET is
+// answered: that fill may have read Redis before the transaction did, and must not store what it read after the
+// MGET's answer (its waiters still get it).
 
 // mgetKey is one key of an MGET as its lookup found it.
 type mgetKey struct {
@@ -653,12 +657,23 @@ func (c *client) completeTxFetch(it *fetchItem) {
 		} else {
 			res = fetchedResult(f)
 			if !tx.alone {
-				res.NoStore, res.Drop = k.keep, !k.keep
+				res.KeepSame, res.Drop = k.keep, !k.keep
 			}
 		}
 	}
 	c.srv.cache.Complete(it.fill, res, it.lp)
 	it.fill = nil
+}
+
+// forgetJoined invalidates the cached keys of an MGET's transaction whose fill another read leads (see addMgetTx):
+// that fill, or the entry it stored already, may hold a value Redis read before the transaction, and the MGET is
+// about to answer the newer one. Invalidating moves the key's generation, so the fill stores nothing.
+func (c *client) forgetJoined(tx *mgetTx) {
+	for i := range tx.keys {
+		if k := &tx.keys[i]; k.lp != nil && k.fill == nil {
+			c.srv.cache.Invalidate(k.key)
+		}
+	}
 }
 
 // emitMgetTx appends the reply of an MGET answered from a transaction: its GETs' values (nil for a key of another
@@ -669,6 +684,9 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 	tx := h.tx
 	c.parseTx(tx)
 	if tx.err == nil {
+		if !tx.alone {
+			c.forgetJoined(tx)
+		}
 		dst = appendArrayLen(dst, len(tx.pos))
 		for _, at := range tx.pos {
 			if e := tx.elems[tx.keys[at].get]; e[0] == '$' {
