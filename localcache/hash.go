@@ -284,13 +284,13 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (
 	return buf, expire
 }
 
-// disputed reports whether a fill of the key that completed while f was outstanding (Fill.concurrent), of f's
-// generation unless anyGen, read fr's field otherwise: with another value, or as missing when f found it, or the
+// disputed reports whether a read of the key that completed while f was outstanding (Fill.concurrent), and began
+// between the same invalidations unless anyInval, read fr's field otherwise: with another value, or as missing when f found it, or the
 // reverse. A fill of the whole hash says that a field it does not list does not exist; a value fill's answer (the
 // key was not a hash) disputes every field.
-func (f *Fill) disputed(fr *FieldRead, anyGen bool) bool {
+func (f *Fill) disputed(fr *FieldRead, anyInval bool) bool {
 	for j := range f.concurrent {
-		if !anyGen && f.concurrent[j].gen != f.gen {
+		if !anyInval && f.concurrent[j].inval != f.inval {
 			continue
 		}
 		o := f.concurrent[j].res.Hash
@@ -316,11 +316,12 @@ func (f *Fill) disputed(fr *FieldRead, anyGen bool) bool {
 	return false
 }
 
-// disputesAbsent reports whether a fill of the key that completed while f was outstanding, of f's generation unless
-// anyGen, found a field that hr, f's read of the whole hash, does not list (so says does not exist).
-func (f *Fill) disputesAbsent(hr *HashResult, anyGen bool) bool {
+// disputesAbsent reports whether a read of the key that completed while f was outstanding, and began between the
+// same invalidations unless anyInval, found a field that hr, f's read of the whole hash, does not list (so says
+// does not exist).
+func (f *Fill) disputesAbsent(hr *HashResult, anyInval bool) bool {
 	for j := range f.concurrent {
-		if !anyGen && f.concurrent[j].gen != f.gen {
+		if !anyInval && f.concurrent[j].inval != f.inval {
 			continue
 		}
 		o := f.concurrent[j].res.Hash

@@ -358,3 +358,49 @@ func TestFillAcrossInvalidation(t *testing.T) {
 		c.CompleteHash(next, Result{Err: errTest}, nil)
 	})
 }
+
+// TestAnswered: a read of a key that no fill made (an MGET's transaction that did not lead the key's fill) hands
+// its answer to the fills in flight: they store it only if they read the same, later reads do not join them, and
+// an entry that differs is dropped.
+func TestAnswered(t *testing.T) {
+	p := &Policy{SoftTTL: time.Minute, HardTTL: time.Hour}
+	t.Run("fill in flight", func(t *testing.T) {
+		for _, tc := range []struct {
+			read   string
+			stored bool
+		}{{"37", false}, {"38", true}} {
+			c := newTestCache(t, newClock(t0), nil)
+			f, _ := c.Acquire([]byte("k"))
+			c.Answered([]byte("k"), Result{Value: []byte("38")})
+			if g, leader := c.Acquire([]byte("k")); !leader || g == f {
+				t.Fatal("a read after the answer joined a fill that began before it")
+			} else {
+				c.Complete(g, Result{Err: errTest}, p)
+			}
+			if got := c.Complete(f, value(tc.read), p); got != tc.stored {
+				t.Errorf("fill that read %s after the answer 38: stored %v; want %v", tc.read, got, tc.stored)
+			}
+			want := ""
+			if tc.stored {
+				want = bulk(tc.read)
+			}
+			if got, _ := c.AppendGet(nil, []byte("k"), p, t0, false); string(got) != want {
+				t.Errorf("served %q; want %q", got, want)
+			}
+		}
+	})
+	t.Run("entry", func(t *testing.T) {
+		c := newTestCache(t, newClock(t0), nil)
+		fill(t, c, "old", value("37"), p)
+		fill(t, c, "same", value("38"), p)
+		fill(t, c, "gone", value("38"), p)
+		c.Answered([]byte("old"), Result{Value: []byte("38")})
+		c.Answered([]byte("same"), Result{Value: []byte("38")})
+		c.Answered([]byte("gone"), Result{Nil: true})
+		for key, want := range map[string]string{"old": "", "same": bulk("38"), "gone": ""} {
+			if got, _ := c.AppendGet(nil, []byte(key), p, t0, false); string(got) != want {
+				t.Errorf("%s: served %q; want %q", key, got, want)
+			}
+		}
+	})
+}
