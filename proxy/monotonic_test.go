@@ -118,7 +118,18 @@ func TestMGETJoinedFillStoresNothingOlder(t *testing.T) {
 	if got, want := string(c.Do("MGET", "k", "m")), string(p.redis.Do("MGET", "k", "m")); got != want {
 		t.Fatalf("MGET k m: featcache %q, Redis %q", got, want)
 	}
+	// A GET after the MGET does not join the held fill, which may have read before it.
+	if err := c.Send("GET", "k"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.ReadTimeout(5 * time.Second)
+	if want := string(p.redis.Do("GET", "k")); err != nil || string(got) != want {
+		t.Errorf("GET k while the held fill is outstanding: featcache %q (%v), Redis %q", got, err, want)
+	}
 	p.cache.Complete(held, localcache.Result{Value: []byte("37"), PTTL: localcache.NoExpiry}, localPolicy(p, "k"))
+	if err != nil {
+		got, _ = c.Read() // the GET joined the held fill: its reply comes now
+	}
 	if got := held.Result(); string(got.Value) != "37" {
 		t.Errorf("the held fill's waiters got %q; want what it read, 37", got.Value)
 	}
@@ -217,5 +228,27 @@ func TestHashReadDoesNotJoinOvertakenFill(t *testing.T) {
 	}
 	if want := string(p.redis.Do("HMGET", "h", "f0", "f1", "f2")); string(r.b) != want {
 		t.Fatalf("HMGET h f0 f1 f2: featcache %q (%v), Redis %q", r.b, r.err, want)
+	}
+}
+
+// TestMGETJoinedFillSameValueStored: a fill that an MGET's transaction joined and that read what the transaction
+// read stores it: the transaction costs the key no entry when nothing changed.
+func TestMGETJoinedFillSameValueStored(t *testing.T) {
+	p := startProxy(t, monotonicConfig)
+	c := p.dial()
+	p.redis.Do("SET", "k", "37")
+	held, _ := p.cache.Acquire([]byte("k"))
+	if got, want := string(c.Do("MGET", "k", "m")), string(p.redis.Do("MGET", "k", "m")); got != want {
+		t.Fatalf("MGET k m: featcache %q, Redis %q", got, want)
+	}
+	if !p.cache.Complete(held, localcache.Result{Value: []byte("37"), PTTL: localcache.NoExpiry}, localPolicy(p, "k")) {
+		t.Error("the held fill, which read what the MGET read, was not stored")
+	}
+	gets := upstreamCalls(t, p.redis, "get")
+	if got := string(c.Do("GET", "k")); got != bulk("37") {
+		t.Fatalf("GET k: %q", got)
+	}
+	if n := upstreamCalls(t, p.redis, "get"); n != gets {
+		t.Errorf("GET k went to Redis (%d GETs)", n-gets)
 	}
 }

@@ -466,9 +466,10 @@ func appendRequest(dst []byte, cmd *Command) []byte {
 // they hold what the transaction read (localcache.Result.KeepSame), and are dropped if not: an entry that differs
 // is older than the MGET's answer (a write whose invalidation has not arrived yet, or TTL-only freshness), and a
 // later read served from it would go back in time. The entries of the others (missing, soft-stale, unverified) are
-// dropped (localcache.Result.Drop). The keys whose fill another read leads are invalidated before the MGET is
-// answered: that fill may have read Redis before the transaction did, and must not store what it read after the
-// MGET's answer (its waiters still get it).
+// dropped (localcache.Result.Drop). What the transaction read of the keys whose fill another read leads is handed
+// to the cache before the MGET is answered (localcache.Cache.Answered): that fill may have read Redis before the
+// transaction did, so it stores nothing that differs (its waiters still get what it read), later reads do not
+// join it, and an entry that differs is dropped.
 
 // mgetKey is one key of an MGET as its lookup found it.
 type mgetKey struct {
@@ -665,14 +666,27 @@ func (c *client) completeTxFetch(it *fetchItem) {
 	it.fill = nil
 }
 
-// forgetJoined invalidates the cached keys of an MGET's transaction whose fill another read leads (see addMgetTx):
-// that fill, or the entry it stored already, may hold a value Redis read before the transaction, and the MGET is
-// about to answer the newer one. Invalidating moves the key's generation, so the fill stores nothing.
-func (c *client) forgetJoined(tx *mgetTx) {
+// answerJoined hands the cache what an MGET's transaction read of its cached keys whose fill another read leads
+// (see addMgetTx): that fill, or the entry it stored already, may hold a value Redis read before the transaction,
+// and the MGET is about to answer the newer one.
+func (c *client) answerJoined(tx *mgetTx) {
 	for i := range tx.keys {
-		if k := &tx.keys[i]; k.lp != nil && k.fill == nil {
-			c.srv.cache.Invalidate(k.key)
+		k := &tx.keys[i]
+		if k.lp == nil || k.fill != nil {
+			continue
 		}
+		// Copied: the cache keeps it until the fills it is handed to complete, and the frame is in the reply
+		// buffer, which the client's next request reuses.
+		var res localcache.Result
+		switch v, isNil, ok := bulkString(tx.elems[k.get]); {
+		case !ok:
+			res.Reply = bytes.Clone(tx.elems[k.get]) // WRONGTYPE: the key is of another type
+		case isNil:
+			res.Nil = true
+		default:
+			res.Value = bytes.Clone(v)
+		}
+		c.srv.cache.Answered(k.key, res)
 	}
 }
 
@@ -685,7 +699,7 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 	c.parseTx(tx)
 	if tx.err == nil {
 		if !tx.alone {
-			c.forgetJoined(tx)
+			c.answerJoined(tx)
 		}
 		dst = appendArrayLen(dst, len(tx.pos))
 		for _, at := range tx.pos {
