@@ -399,9 +399,9 @@ func (f *Fill) contested(res *Result) bool {
 	return false
 }
 
-// differs reports whether the key's entry, which only a read that completed while f was outstanding can have left
-// once the key was invalidated during f, holds otherwise than res, f's answer: another value (for a value fill), or a
-// field that such a fill read otherwise (for a hash fill).
+// differs reports whether the key's entry, which only a read that completed while f was outstanding can have
+// left once the key was invalidated during f, holds otherwise than res, f's answer: another value (for a value
+// fill), or a field that such a read answered otherwise (for a hash fill).
 func (c *Cache) differs(f *Fill, res *Result) bool {
 	if len(f.concurrent) == 0 {
 		return false

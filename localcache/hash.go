@@ -285,9 +285,9 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (
 }
 
 // disputed reports whether a read of the key that completed while f was outstanding (Fill.concurrent), and began
-// between the same invalidations unless anyInval, read fr's field otherwise: with another value, or as missing when f found it, or the
-// reverse. A fill of the whole hash says that a field it does not list does not exist; a value fill's answer (the
-// key was not a hash) disputes every field.
+// between the same invalidations unless anyInval, read fr's field otherwise: with another value, or as missing
+// when f found it, or the reverse. A fill of the whole hash says that a field it does not list does not exist; a
+// value read's answer (the key was not a hash) disputes every field.
 func (f *Fill) disputed(fr *FieldRead, anyInval bool) bool {
 	for j := range f.concurrent {
 		if !anyInval && f.concurrent[j].inval != f.inval {

@@ -211,7 +211,8 @@ func TestHashFillsOutOfOrder(t *testing.T) {
 			served := hmget(c, p, "f0", "f1", "f2")
 			done[1]()
 			if got := hmget(c, p, "f0", "f1", "f2"); got != "(miss)" {
-				t.Errorf("after both merged: HMGET from memory %s (after %s); want a miss, either may be the older read", got, served)
+				t.Errorf("after both merged: HMGET from memory %s (after %s); want a miss: either may be the older",
+					got, served)
 			}
 			for _, f := range []string{"f0", "f1", "f2"} {
 				if got, _ := hget(c, "h", f, p, t0); got != "(miss)" {
