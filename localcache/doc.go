@@ -16,11 +16,12 @@
 // entries, in two places:
 //
 //   - A generation per key, kept only while the key has a fill outstanding: a table of 256 shards,
-//     each a mutex and a map from key to slot{gen, fill, refs}. Acquire finds or creates the slot and
-//     joins its fill if that fill is of the slot's current generation and the current epoch, or else
-//     starts a new fill that records the generation, the epoch and its start time. Invalidate moves
-//     the slot's generation, if there is a slot, and deletes the freecache entry, holding the shard
-//     lock. Complete touches the entry only if the generation and epoch are still the fill's,
+//     each a mutex and a map from key to slot{gen, inval, fills, refs}. Acquire finds or creates the slot
+//     and joins its fill if that fill is of the slot's current generation and the current epoch, or else
+//     starts a new fill that records the generation, the count of invalidations, the epoch and its start
+//     time. Invalidate moves the slot's generation and count, if there is a slot, and deletes the
+//     freecache entry, holding the shard lock. Complete touches the entry only if the count and epoch are
+//     still the fill's,
 //     checking and storing under that same lock, so an invalidation is either before the check
 //     (nothing stored) or after the store (the entry is deleted). A key with no fill
 //     outstanding has no slot: deleting its entry is all an invalidation needs, since any later fill
@@ -45,6 +46,14 @@
 // Because a read after an invalidation never joins a fill that began before it, and fills are shared by
 // every concurrent miss of a key in a generation, there is one upstream read per key per generation
 // while a fill is outstanding, background refreshes included (they go through Acquire too).
+//
+// # Overlapping reads
+//
+// Reads of one key that overlap (fills of different fields of a hash, a fill and an MGET's transaction, fills
+// of two tracking sessions) reach the upstream in an order the cache cannot see: the one that completes last
+// may have read first. So a read that answers hands its answer to the key's fills still in flight and ends their
+// generation (a later miss starts its own fill rather than join one that may be older than an answer already
+// served), and what they read otherwise, between the same invalidations, they do not store (Fill.concurrent).
 //
 // # Memory
 //

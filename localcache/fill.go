@@ -1,6 +1,7 @@
 package localcache
 
 import (
+	"bytes"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ type Fill struct {
 	key   []byte    // copy of the key, owned by the Fill
 	start time.Time // when Acquire created the fill: before the upstream read is sent
 	gen   uint64    // the key's generation when the fill began
+	inval uint64    // the key's count of invalidations when the fill began
 	stamp uint64    // the cache's epoch and session when the fill began (its state without the trust bit)
 	// slotWord is the state word of the key's hash slot in cluster mode (EnableSlots), nil otherwise, and
 	// slotStamp its value when the fill began, without the trust bit.
@@ -30,6 +32,15 @@ type Fill struct {
 	done      chan struct{}
 	res       Result // written once, before done is closed
 	completed atomic.Bool
+
+	// concurrent holds the answers of the other reads of the key that completed while this one was outstanding:
+	// fills, and an MGET's transaction that did not lead the key's fill (Answered). Appended under the shard lock.
+	// Reads that overlap reach the upstream in an order nobody knows: this one may have read before them, and
+	// their answers may have been served already. So what this one read otherwise than one of them that began
+	// between the same invalidations is stored by neither (Complete, and mergeHash field by field), and a fill
+	// whose key was invalidated meanwhile, which stores nothing, deletes an entry they left that differs from its
+	// answer. (Nor do later reads join it: the answer ended its generation.)
+	concurrent []answer
 
 	skipAdmission bool // set by SkipAdmission: stored whatever the admission filter says
 }
@@ -56,6 +67,15 @@ func (f *Fill) Result() Result {
 // Start returns the time the fill began, from which the stored entry's age is counted.
 func (f *Fill) Start() time.Time { return f.start }
 
+// answer is what another read of the key answered while a fill was outstanding (Fill.concurrent), and the key's
+// count of invalidations when that read began. A fill that began after an invalidation that the other read
+// predates is taken to have read after it (it reads the write that invalidated the key): what it read is stored
+// even when the other answered otherwise, as it would not be between the same invalidations.
+type answer struct {
+	res   Result
+	inval uint64
+}
+
 // Result is the outcome of one upstream read, handed by the leader to Complete.
 type Result struct {
 	// Value is the GET reply payload. Complete copies it into the cache; the Fill keeps the slice and
@@ -74,6 +94,11 @@ type Result struct {
 	// said of the key now (for example a leader that found the key cached on its second look hands that entry's
 	// value to its waiters). Any other result without Err replaces the key's entry (see Complete).
 	NoStore bool
+	// KeepSame means the result is handed to waiters, and the key's entry stays only if it holds what the result
+	// says (the same value, or a remembered nil for Nil); any other entry is deleted, as with Drop. For a caller
+	// that may not store what it read (see Drop) but need not lose an entry its read confirms: an entry that
+	// differs is older than what the waiters are answered, and serving it after them would go back in time.
+	KeepSame bool
 	// Reply is optional raw reply bytes for waiters to relay instead of a value, for example an error such as
 	// WRONGTYPE that the caller relays verbatim. A result with Reply is never stored; unless NoStore, it deletes
 	// the key's entry. Not modified, shared.
@@ -101,10 +126,16 @@ type shard struct {
 
 // slot is a key's generation while at least one fill of the key is outstanding.
 type slot struct {
-	key   string
-	gen   uint64  // moved by Invalidate
-	fills []*Fill // the latest fill started per fill id, which later misses of the same gen and stamp join
-	refs  int     // fills of this key not yet completed; the slot is dropped at 0
+	key string
+	// gen is what a later miss must share with a fill to join it. It moves on Invalidate, and when a read of the
+	// key answers while fills of it are outstanding: they may have read before that answer, which may have been
+	// served already, so a read that arrives after it starts a fill of its own.
+	gen   uint64
+	inval uint64 // moved by Invalidate only: a fill of an earlier count stores nothing
+	// fills are the key's outstanding fills, in the order they started; a later miss joins the one of its id,
+	// generation and stamp (there is at most one).
+	fills []*Fill
+	refs  int // fills of this key not yet completed; the slot is dropped at 0
 }
 
 func (c *Cache) shardFor(key []byte) *shard {
@@ -116,7 +147,9 @@ func (c *Cache) shardFor(key []byte) *shard {
 // Acquire returns the fill in progress for key in the key's current generation and the current epoch,
 // or starts a new one. leader is true when the caller started it: the caller must then call Complete
 // exactly once, also on error, or the waiters wait forever. A read that arrives after Invalidate(key),
-// Flush or a SetTrusted transition returned never joins a fill that began before it. key is copied.
+// Flush or a SetTrusted transition returned never joins a fill that began before it, nor one that began before
+// another read of the key answered (the other may have read the upstream later, and its answer may have been
+// served already: see Fill.concurrent). key is copied.
 //
 // A fill of the same generation may have completed, and stored, between the caller's miss and this
 // call; a leader should therefore look the key up again (AppendGet) before going upstream, and when
@@ -141,22 +174,18 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 		sl = &slot{key: string(key)}
 		sh.slots[sl.key] = sl
 	}
-	at := -1
-	for i, f := range sl.fills {
-		if f.id != id {
-			continue
-		}
-		if f.gen == sl.gen && f.stamp == stamp && f.slotStamp == slotStamp {
+	for _, f := range sl.fills {
+		if f.id == id && f.gen == sl.gen && f.stamp == stamp && f.slotStamp == slotStamp {
 			sh.mu.Unlock()
 			c.stats.fillsJoined.Add(1)
 			return f, false
 		}
-		at = i
 	}
 	f = &Fill{
 		key:   []byte(sl.key),
 		start: c.now(),
 		gen:   sl.gen,
+		inval: sl.inval,
 		stamp: stamp,
 		id:    id,
 		tag:   c.nextTag(id),
@@ -167,17 +196,13 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 		shard:     sh,
 		done:      make(chan struct{}),
 	}
-	if at >= 0 {
-		sl.fills[at] = f
-	} else {
-		sl.fills = append(sl.fills, f)
-	}
+	sl.fills = append(sl.fills, f)
 	sl.refs++
 	sh.mu.Unlock()
 	return f, true
 }
 
-// Complete publishes res to the fill's waiters and, unless the key's generation or the cache epoch (in cluster
+// Complete publishes res to the fill's waiters and, unless the key was invalidated or the cache epoch (in cluster
 // mode, its slot's floor) moved since the fill began, makes it the key's entry:
 //
 //   - a result with Err or NoStore leaves the entry as it is: an upstream failure says nothing about the key (and
@@ -186,7 +211,13 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 //     value, or a remembered nil when p.NegativeTTL > 0), and the entry is deleted when it cannot (a nil without
 //     NegativeTTL, a Reply such as WRONGTYPE, an expiry that is not known, an entry too large, a policy that
 //     stores nothing, and Drop). An older value must never outlive a read that saw the key change: not for lookups, and
-//     not for serve-stale, which would otherwise answer with a value older than one a client already read.
+//     not for serve-stale, which would otherwise answer with a value older than one a client already read;
+//   - a result with KeepSame is not stored: the entry stays if it holds the same value, and is deleted otherwise;
+//   - a result that differs from the answer of another read of the key that completed while this one was
+//     outstanding, and began between the same invalidations, is not stored, and the entry is deleted: which of
+//     the two read the upstream last is not known (see Fill.concurrent). A fill whose key was invalidated stores
+//     nothing, and deletes an entry that differs from its result: only a read that completed while it was
+//     outstanding can have left it.
 //
 // The result is stored verified when the cache was trusted, in one tracking session, from the fill's start to
 // now. Otherwise no invalidation vouches for it, and it is stored unverified (Header.Unverified: served only as
@@ -214,6 +245,15 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 		buf, expire = c.encode(f, &res, p)
 	}
 	stored = c.complete(f, res, answered, func(verified bool) (*[]byte, int) {
+		switch {
+		case res.Drop || f.contested(&res):
+			return nil, 0
+		case res.KeepSame:
+			if same, _ := c.holds(f.key, &res); same {
+				return nil, keepEntry
+			}
+			return nil, 0
+		}
 		if buf != nil && !verified {
 			if !p.Revalidate && !p.ServeStale {
 				return nil, 0 // nothing would ever serve it
@@ -230,15 +270,17 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 
 // complete decides, under the shard lock, what f's result does to the key's entry (see Complete): when answered
 // (res is what the upstream holds now) and nothing since the fill began rules it out, the entry becomes what build
-// returns, or is deleted when build returns nil. build runs under the lock, so it may read the current entry;
-// verified says whether the entry may be stored as verified. Then complete releases the fill's slot and publishes
-// res to its waiters. It reports whether it stored a verified entry.
+// returns, or is deleted when build returns nil (and stays as it is when it returns nil and keepEntry). build runs
+// under the lock, so it may read the current entry; verified says whether the entry may be stored as verified.
+// Then complete releases the fill's slot, hands res to the key's other outstanding fills when it answers what the
+// upstream held (Fill.concurrent; this ends their generation), and publishes res to its waiters. It reports
+// whether it stored a verified entry.
 func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified bool) (*[]byte, int)) (stored bool) {
 	sh, sl := f.shard, f.slot
 	sh.mu.Lock()
 	if answered && len(f.key) <= MaxKeyLen {
 		// The check and the store happen under the lock Invalidate takes, so an invalidation cannot
-		// slip between them: either it ran before (gen moved, nothing stored) or it runs after (and
+		// slip between them: either it ran before (inval moved, nothing stored) or it runs after (and
 		// deletes what was stored). A Flush or trust change does not take the lock; it does not need
 		// to, because the entry carries f.epoch and its session, and stops being served (or being served
 		// as verified) the moment they move.
@@ -248,10 +290,15 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 			sw = f.slotWord.Load()
 		}
 		switch {
-		case f.gen != sl.gen || epochOf(st) != epochOf(f.stamp) || floorOf(sw) != floorOf(f.slotStamp):
+		case f.inval != sl.inval || epochOf(st) != epochOf(f.stamp) || floorOf(sw) != floorOf(f.slotStamp):
 			// An invalidation or a flush since the fill began: the entry is gone already, and what the fill read
 			// may predate it.
 			c.stats.fillsDiscarded.Add(1)
+			if c.differs(f, &res) {
+				// A read of the key that began later completed first and left what it read. Which of the two
+				// read the upstream last is not known, and this one's waiters are answered now.
+				c.fc.Del(f.key)
+			}
 		default:
 			// Only the tracking session may have moved, or tracking be down: the fill read what the upstream
 			// holds, but no invalidation vouches that nothing changed since.
@@ -261,8 +308,10 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 			}
 			buf, expire := build(verified)
 			if buf == nil {
-				// Nothing to store: what the entry holds is no longer what the upstream says.
-				c.fc.Del(f.key)
+				if expire != keepEntry {
+					// Nothing to store: what the entry holds is no longer what the upstream says.
+					c.fc.Del(f.key)
+				}
 				break
 			}
 			if !c.admit(f) {
@@ -292,6 +341,10 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 			break
 		}
 	}
+	if res.Err == nil {
+		sl.answered(answer{res: res, inval: f.inval})
+	}
+	f.concurrent = nil
 	if sl.refs == 0 {
 		delete(sh.slots, sl.key)
 	}
@@ -301,6 +354,103 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 	return stored
 }
 
+// answered hands a to the key's outstanding fills (Fill.concurrent) and ends their generation. It runs under the
+// shard lock.
+func (sl *slot) answered(a answer) {
+	if len(sl.fills) == 0 {
+		return
+	}
+	for _, g := range sl.fills {
+		g.concurrent = append(g.concurrent, a)
+	}
+	sl.gen++
+}
+
+// Answered tells the cache what a read of key that no fill of it made (an MGET's transaction that did not lead
+// the key's fill) answered: the fills of key outstanding store nothing that differs from res, later reads do not
+// join them, and an entry that differs from res is deleted (it is older than res, which is about to be served).
+// res says what the upstream held (Value, or Nil, or Reply for a key of another type); it is retained until
+// those fills complete and must not be modified. key is not retained.
+func (c *Cache) Answered(key []byte, res Result) {
+	sh := c.shardFor(key)
+	sh.mu.Lock()
+	if sl := sh.slots[string(key)]; sl != nil {
+		sl.answered(answer{res: res, inval: sl.inval})
+	}
+	if len(key) <= MaxKeyLen {
+		if same, ok := c.holds(key, &res); ok && !same {
+			c.fc.Del(key)
+		}
+	}
+	sh.mu.Unlock()
+}
+
+// keepEntry is the expiry a build function of complete returns with a nil buffer to leave the entry as it is.
+const keepEntry = -1
+
+// contested reports whether res, a value fill's answer, differs from the answer of a read of the key that
+// completed while f was outstanding and began between the same invalidations (Fill.concurrent).
+func (f *Fill) contested(res *Result) bool {
+	for i := range f.concurrent {
+		if a := &f.concurrent[i]; a.inval == f.inval && !sameAnswer(&a.res, res) {
+			return true
+		}
+	}
+	return false
+}
+
+// differs reports whether the key's entry, which only a read that completed while f was outstanding can have
+// left once the key was invalidated during f, holds otherwise than res, f's answer: another value (for a value
+// fill), or a field that such a read answered otherwise (for a hash fill).
+func (c *Cache) differs(f *Fill, res *Result) bool {
+	if len(f.concurrent) == 0 {
+		return false
+	}
+	if res.Hash != nil {
+		for i := range res.Hash.Fields {
+			if f.disputed(&res.Hash.Fields[i], true) {
+				return true
+			}
+		}
+		return res.Hash.All && f.disputesAbsent(res.Hash, true)
+	}
+	same, ok := c.holds(f.key, res)
+	return ok && !same
+}
+
+// sameAnswer reports whether two value reads answered alike: the same value, both nil, or the same reply.
+func sameAnswer(a, b *Result) bool {
+	switch {
+	case a.Hash != nil || b.Hash != nil:
+		return false
+	case a.Reply != nil || b.Reply != nil:
+		return a.Reply != nil && b.Reply != nil && bytes.Equal(a.Reply, b.Reply)
+	case a.Nil || b.Nil:
+		return a.Nil == b.Nil
+	}
+	return bytes.Equal(a.Value, b.Value)
+}
+
+// holds reports whether key's entry holds what res says of the key: the same value, or a remembered nil for a
+// missing key; ok is false when key has no entry. It does not count as an access for freecache's eviction.
+func (c *Cache) holds(key []byte, res *Result) (same, ok bool) {
+	_ = c.fc.PeekFn(key, func(b []byte) error {
+		ok = true
+		h, v, err := decodeHeader(b)
+		if err != nil || res.Reply != nil || res.Hash != nil {
+			return nil
+		}
+		switch h.Kind {
+		case KindValue:
+			same = !res.Nil && bytes.Equal(v, res.Value)
+		case KindNil:
+			same = res.Nil
+		}
+		return nil
+	})
+	return same, ok
+}
+
 // maxExpireSeconds caps the freecache expiry (ten years), keeping it far from freecache's uint32
 // seconds overflow. Capping only makes freecache drop an entry earlier.
 const maxExpireSeconds = 10 * 365 * 24 * 3600
@@ -308,7 +458,7 @@ const maxExpireSeconds = 10 * 365 * 24 * 3600
 // encode returns the verified entry to store for res (header + value, in a pooled buffer) and its freecache
 // expiry in seconds, or nil when res cannot be stored.
 func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
-	if res.Err != nil || res.NoStore || res.Reply != nil || res.Drop {
+	if res.Err != nil || res.NoStore || res.Reply != nil || res.Drop || res.KeepSame {
 		return nil, 0
 	}
 	if len(f.key) > MaxKeyLen {
@@ -425,6 +575,7 @@ func (c *Cache) Invalidate(keys ...[]byte) {
 		sh.mu.Lock()
 		if sl := sh.slots[string(k)]; sl != nil {
 			sl.gen++
+			sl.inval++
 		}
 		c.fc.Del(k) // under the shard lock: Complete's check-and-store cannot interleave
 		sh.mu.Unlock()

@@ -23,6 +23,11 @@ import (
 // that read it (Lookup.Fill), and a read that must answer from one instant (HMGET, HGETALL) serves only fields of
 // one fill together.
 //
+// Fills of different fields of one key may overlap, and nothing tells in which order the upstream saw their reads:
+// the one that completes last may have read first. So a field that two overlapping fills read differently is
+// kept by neither, and a read that arrives once one of them has completed does not join the other (see
+// Fill.concurrent): no client is answered a field older than one already answered.
+//
 // Entry layout after the Header (whose deadlines are those of the entry's completeness):
 //
 //	1 byte   flags (1 = complete)
@@ -97,6 +102,9 @@ func (c *Cache) CompleteHash(f *Fill, res Result, hr *HashResult) (stored bool) 
 	if len(f.key) > MaxKeyLen {
 		c.stats.tooLargeKeys.Add(1)
 	}
+	if res.Hash == nil && res.Err == nil && res.Reply == nil {
+		res.Hash = hr // what the waiters get, and what the key's overlapping fills compare their reads with
+	}
 	var buf *[]byte
 	stored = c.complete(f, res, answered, func(verified bool) (*[]byte, int) {
 		if hr == nil || res.Reply != nil {
@@ -159,8 +167,25 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (
 		last = max(last, l)
 		return soft, hard
 	}
+	// A field that a fill of the key which completed while this one was outstanding read otherwise is stored by
+	// neither (the current entry's record of it is dropped too): which of the two read the upstream last is not
+	// known, and a client may already have been answered either. An image with such a field is not complete.
+	var disputed []bool // per field read; nil when there is no dispute
+	if len(f.concurrent) > 0 {
+		for i := range hr.Fields {
+			if f.disputed(&hr.Fields[i], false) {
+				if disputed == nil {
+					disputed = make([]bool, len(hr.Fields))
+				}
+				disputed[i] = true
+			}
+		}
+		if disputed == nil && hr.All && f.disputesAbsent(hr, false) {
+			disputed = make([]bool, len(hr.Fields))
+		}
+	}
 	flags := byte(0)
-	if hr.All && hr.KeyPolicy != nil {
+	if hr.All && hr.KeyPolicy != nil && disputed == nil {
 		flags = hashComplete
 		h.SoftAt, h.HardAt = deadlines(hr.KeyPolicy, len(hr.Fields) == 0, expireAt)
 		h.ExpireAt = expireAt
@@ -177,7 +202,8 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (
 	kept := 0
 	for i := range hr.Fields {
 		fr := &hr.Fields[i]
-		if fr.Policy == nil || fr.Policy.HardTTL <= 0 || fr.Missing && fr.Policy.NegativeTTL <= 0 || !keeps(fr.Policy) ||
+		if disputed != nil && disputed[i] || fr.Policy == nil || fr.Policy.HardTTL <= 0 ||
+			fr.Missing && fr.Policy.NegativeTTL <= 0 || !keeps(fr.Policy) ||
 			fr.PTTL < 0 && fr.PTTL != NoExpiry && fr.PTTL != -time.Millisecond {
 			continue
 		}
@@ -216,7 +242,7 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (
 				oh.Unverified != h.Unverified || len(rest) < hashPrefix {
 				return nil
 			}
-			if rest[0]&hashComplete != 0 && oh.HardAt > nowMs {
+			if rest[0]&hashComplete != 0 && oh.HardAt > nowMs && disputed == nil {
 				// The fields read are a subset of a complete image that is still valid: keep it complete (with
 				// the tag of the fill that read it whole).
 				copy(b[:headerSize+hashPrefix], (&Header{Kind: KindHash, Epoch: oh.Epoch, Session: oh.Session,
@@ -256,6 +282,69 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (
 		expire++
 	}
 	return buf, expire
+}
+
+// disputed reports whether a read of the key that completed while f was outstanding (Fill.concurrent), and began
+// between the same invalidations unless anyInval, read fr's field otherwise: with another value, or as missing
+// when f found it, or the reverse. A fill of the whole hash says that a field it does not list does not exist; a
+// value read's answer (the key was not a hash) disputes every field.
+func (f *Fill) disputed(fr *FieldRead, anyInval bool) bool {
+	for j := range f.concurrent {
+		if !anyInval && f.concurrent[j].inval != f.inval {
+			continue
+		}
+		o := f.concurrent[j].res.Hash
+		if o == nil {
+			return true
+		}
+		found := false
+		for i := range o.Fields {
+			r := &o.Fields[i]
+			if string(r.Field) != string(fr.Field) {
+				continue
+			}
+			found = true
+			if r.Missing != fr.Missing || !r.Missing && string(r.Value) != string(fr.Value) {
+				return true
+			}
+			break
+		}
+		if !found && o.All && !fr.Missing {
+			return true
+		}
+	}
+	return false
+}
+
+// disputesAbsent reports whether a read of the key that completed while f was outstanding, and began between the
+// same invalidations unless anyInval, found a field that hr, f's read of the whole hash, does not list (so says
+// does not exist).
+func (f *Fill) disputesAbsent(hr *HashResult, anyInval bool) bool {
+	for j := range f.concurrent {
+		if !anyInval && f.concurrent[j].inval != f.inval {
+			continue
+		}
+		o := f.concurrent[j].res.Hash
+		if o == nil {
+			return true
+		}
+		for i := range o.Fields {
+			if r := &o.Fields[i]; !r.Missing && !lists(hr, r.Field) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// lists reports whether hr holds a read of field.
+func lists(hr *HashResult, field []byte) bool {
+	for i := range hr.Fields {
+		if string(hr.Fields[i].Field) == string(field) {
+			return true
+		}
+	}
+	return false
 }
 
 func appendRecord(b, field []byte, missing bool, tag uint32, fetched, soft, hard, expire int64, value []byte) []byte {

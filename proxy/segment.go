@@ -449,9 +449,14 @@ func appendRequest(dst []byte, cmd *resp.Command) []byte {
 // The transaction leads a fill for every cached key of the MGET, hits included, so that the entries it leaves
 // were all read at its instant. When another read leads the fill of one of its keys, its own fills are completed
 // (their waiters answered) but store nothing: storing them would pair, in memory, values read at two instants. The
-// entries of its keys that were fresh (or not looked up: the MGET stops looking after its first miss) stay as
-// they were, as if the MGET had not read them; the others (missing, soft-stale, unverified) are dropped
-// (localcache.Result.Drop).
+// entries of its keys that were fresh (or not looked up: the MGET stops looking after its first miss) stay if
+// they hold what the transaction read (localcache.Result.KeepSame), and are dropped if not: an entry that differs
+// is older than the MGET's answer (a write whose invalidation has not arrived yet, or TTL-only freshness), and a
+// later read served from it would go back in time. The entries of the others (missing, soft-stale, unverified) are
+// dropped (localcache.Result.Drop). What the transaction read of the keys whose fill another read leads is handed
+// to the cache before the MGET is answered (localcache.Cache.Answered): that fill may have read Redis before the
+// transaction did, so it stores nothing that differs (its waiters still get what it read), later reads do not
+// join it, and an entry that differs is dropped.
 
 // mgetKey is one key of an MGET as its lookup found it.
 type mgetKey struct {
@@ -640,12 +645,36 @@ func (c *client) completeTxFetch(it *fetchItem) {
 		} else {
 			res = fetchedResult(f)
 			if !tx.alone {
-				res.NoStore, res.Drop = k.keep, !k.keep
+				res.KeepSame, res.Drop = k.keep, !k.keep
 			}
 		}
 	}
 	c.srv.cache.Complete(it.fill, res, it.lp)
 	it.fill = nil
+}
+
+// answerJoined hands the cache what an MGET's transaction read of its cached keys whose fill another read leads
+// (see addMgetTx): that fill, or the entry it stored already, may hold a value Redis read before the transaction,
+// and the MGET is about to answer the newer one.
+func (c *client) answerJoined(tx *mgetTx) {
+	for i := range tx.keys {
+		k := &tx.keys[i]
+		if k.lp == nil || k.fill != nil {
+			continue
+		}
+		// Copied: the cache keeps it until the fills it is handed to complete, and the frame is in the reply
+		// buffer, which the client's next request reuses.
+		var res localcache.Result
+		switch v, isNil, ok := resp.BulkPayload(tx.elems[k.get]); {
+		case !ok:
+			res.Reply = bytes.Clone(tx.elems[k.get]) // WRONGTYPE: the key is of another type
+		case isNil:
+			res.Nil = true
+		default:
+			res.Value = bytes.Clone(v)
+		}
+		c.srv.cache.Answered(k.key, res)
+	}
 }
 
 // emitMgetTx appends the reply of an MGET answered from a transaction: its GETs' values (nil for a key of another
@@ -656,6 +685,9 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 	tx := h.tx
 	c.parseTx(tx)
 	if tx.err == nil {
+		if !tx.alone {
+			c.answerJoined(tx)
+		}
 		dst = resp.AppendArray(dst, len(tx.pos))
 		for _, at := range tx.pos {
 			if e := tx.elems[tx.keys[at].get]; e[0] == resp.TypeBulk {
