@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"featcache/internal/commands"
 	"net"
 	"os"
 	"slices"
@@ -25,7 +26,7 @@ upstream:
 // survivalCase is one command line sent through featcache.
 type survivalCase struct {
 	args     []string
-	info     *CommandInfo // the entry the command line resolves to in Redis's table
+	info     *commands.Info // the entry the command line resolves to in Redis's table
 	blocking bool
 }
 
@@ -42,9 +43,9 @@ func TestEveryCommandSurvives(t *testing.T) {
 	twin := redistest.Start(t) // the same commands sent directly, to compare the kind of reply
 	direct := redistest.Dial(t, p.redis.Addr())
 	names := survivalCommandNames(t, direct.Do("COMMAND", "LIST"))
-	cmds, err := ParseCommands(direct.Do("COMMAND"))
+	cmds, err := commands.Parse(direct.Do("COMMAND"))
 	if err != nil {
-		t.Fatalf("ParseCommands(COMMAND): %v", err)
+		t.Fatalf("commands.Parse(COMMAND): %v", err)
 	}
 	direct.Close()
 	if len(names) < 200 {
@@ -65,7 +66,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 	for i := range cases {
 		c := &cases[i]
 		c.info = cmds.Lookup(survivalLine(c.args))
-		c.blocking = c.info != nil && c.info.Flags.Has(FlagBlocking)
+		c.blocking = c.info != nil && c.info.Flags.Has(commands.FlagBlocking)
 	}
 
 	deny := map[string]bool{}
@@ -148,17 +149,9 @@ func TestEveryCommandSurvives(t *testing.T) {
 // survivalCommandNames reads COMMAND LIST's reply: an array of command names, sorted here.
 func survivalCommandNames(t *testing.T, reply []byte) []string {
 	t.Helper()
-	v := decodeTestReply(t, reply)
-	if v.kind != '*' {
-		t.Fatalf("COMMAND LIST: got %.200q; want an array", reply)
-	}
-	names := make([]string, 0, len(v.elems))
-	for _, e := range v.elems {
-		name, ok := e.text()
-		if !ok {
-			t.Fatalf("COMMAND LIST: element %v is not a name", e)
-		}
-		names = append(names, strings.ToLower(name))
+	names := bulkStrings(t, reply)
+	for i, name := range names {
+		names[i] = strings.ToLower(name)
 	}
 	slices.Sort(names)
 	return names

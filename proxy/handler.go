@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"featcache/internal/commands"
 	"time"
 
 	"featcache/config"
@@ -51,7 +52,7 @@ func (c *client) exec(cmd *Command) {
 			c.errorReply(msg)
 			return
 		}
-		if tc.info == nil || !tc.info.Flags.Has(FlagNoAuth) {
+		if tc.info == nil || !tc.info.Flags.Has(commands.FlagNoAuth) {
 			c.errorReply("NOAUTH Authentication required.")
 			return
 		}

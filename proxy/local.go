@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"crypto/subtle"
 	"crypto/tls"
+	"featcache/internal/commands"
 	"math"
 	"net"
 	"slices"
@@ -68,7 +69,7 @@ func (c *client) cmdReset(args [][]byte) {
 // shape. Protocol 3 is refused with -NOPROTO, so clients fall back to RESP2.
 func (c *client) cmdHello(args [][]byte) {
 	if len(args) >= 2 {
-		ver, ok := parseRedisInt(args[1])
+		ver, ok := commands.ParseInt(args[1])
 		if !ok {
 			c.errorReply("ERR Protocol version is not an integer or out of range")
 			return
@@ -193,7 +194,7 @@ func (c *client) setAuthed(authed bool) {
 // that is not a database of the upstream gets Redis's own errors, in Redis's order; another database gets
 // featcache's.
 func (c *client) cmdSelect(args [][]byte) {
-	n, ok := parseRedisInt(args[1])
+	n, ok := commands.ParseInt(args[1])
 	switch {
 	case !ok:
 		c.errorReply("ERR value is not an integer or out of range")
@@ -223,13 +224,11 @@ func (s *Server) databases() int64 {
 	if err := s.up.Do(call, configGetDatabases, 1); err != nil {
 		return defaultDatabases
 	}
-	d := respDecoder{b: call.Frame(0)}
-	v, err := d.value(0)
-	if err != nil || v.kind != '*' || len(v.elems) != 2 {
+	v, err := upstream.ParseBulkArray(call.Frame(0), nil)
+	if err != nil || len(v) != 2 {
 		return defaultDatabases
 	}
-	text, _ := v.elems[1].text()
-	n, ok := parseRedisInt([]byte(text))
+	n, ok := commands.ParseInt(v[1])
 	if !ok || n <= 0 {
 		return defaultDatabases
 	}
@@ -272,15 +271,13 @@ func secretConfig(name string) bool {
 // redactConfig returns a CONFIG GET reply (a flat array of names and values) with every non-empty value of a
 // secret parameter replaced by redactedValue. Any other frame, an error among them, is returned as it is.
 func redactConfig(frame []byte) []byte {
-	d := respDecoder{b: frame}
-	v, err := d.value(0)
-	if err != nil || v.kind != '*' || len(v.elems)%2 != 0 {
+	v, err := upstream.ParseBulkArray(frame, nil)
+	if err != nil || len(v)%2 != 0 {
 		return frame
 	}
 	secret := false
-	for i := 0; i < len(v.elems); i += 2 {
-		name, _ := v.elems[i].text()
-		if value, _ := v.elems[i+1].text(); value != "" && secretConfig(strings.ToLower(name)) {
+	for i := 0; i < len(v); i += 2 {
+		if len(v[i+1]) > 0 && secretConfig(strings.ToLower(string(v[i]))) {
 			secret = true
 			break
 		}
@@ -288,15 +285,14 @@ func redactConfig(frame []byte) []byte {
 	if !secret {
 		return frame
 	}
-	out := appendArrayLen(make([]byte, 0, len(frame)), len(v.elems))
-	for i := 0; i < len(v.elems); i += 2 {
-		name, _ := v.elems[i].text()
-		value, _ := v.elems[i+1].text()
-		if value != "" && secretConfig(strings.ToLower(name)) {
-			value = redactedValue
+	out := appendArrayLen(make([]byte, 0, len(frame)), len(v))
+	for i := 0; i < len(v); i += 2 {
+		value := v[i+1]
+		if len(value) > 0 && secretConfig(strings.ToLower(string(v[i]))) {
+			value = []byte(redactedValue)
 		}
-		out = appendBulkString(out, name)
-		out = appendBulkString(out, value)
+		out = appendBulk(out, v[i])
+		out = appendBulk(out, value)
 	}
 	return out
 }
@@ -692,7 +688,7 @@ func (c *client) cmdClientList(args [][]byte) {
 		kind = k
 	case len(args) > 3 && bytes.EqualFold(args[2], []byte("id")):
 		for _, a := range args[3:] {
-			id, ok := parseRedisInt(a)
+			id, ok := commands.ParseInt(a)
 			if !ok {
 				c.errorReply("ERR Invalid client ID")
 				return
@@ -756,7 +752,7 @@ func (c *client) cmdClientKill(args [][]byte) {
 			opt := strings.ToLower(string(args[i]))
 			switch {
 			case opt == "id" && more:
-				n, ok := parseRedisInt(args[i+1])
+				n, ok := commands.ParseInt(args[i+1])
 				if !ok || n < 1 {
 					c.errorReply("ERR client-id should be greater than 0")
 					return
@@ -790,7 +786,7 @@ func (c *client) cmdClientKill(args [][]byte) {
 					return
 				}
 			case opt == "maxage" && more:
-				n, ok := parseRedisInt(args[i+1])
+				n, ok := commands.ParseInt(args[i+1])
 				if !ok {
 					c.errorReply("ERR value is not an integer or out of range")
 					return
@@ -859,7 +855,7 @@ func (c *client) cmdClientUnblock(args [][]byte) {
 		c.errorReply("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
 		return
 	}
-	id, ok := parseRedisInt(args[2])
+	id, ok := commands.ParseInt(args[2])
 	if !ok {
 		c.errorReply("ERR value is not an integer or out of range")
 		return

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"featcache/internal/commands"
 	"math/bits"
 	"runtime"
 	"strconv"
@@ -208,7 +209,7 @@ func (c *client) countInSession(tc *command) {
 	}
 	class := latForwarded // an unknown command: Redis answers it, with its unknown-command error
 	switch {
-	case !c.authed && (tc == nil || tc.info == nil || !tc.info.Flags.Has(FlagNoAuth)):
+	case !c.authed && (tc == nil || tc.info == nil || !tc.info.Flags.Has(commands.FlagNoAuth)):
 		class = latRefused
 	case tc == nil:
 		if c.tx.multi {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	_ "embed"
 	"errors"
 	"strconv"
 	"strings"
@@ -144,9 +143,3 @@ func parseServerInfo(info string) *serverInfo {
 	}
 	return si
 }
-
-//go:embed commands-redis-7.0.resp
-var embeddedCommandReply []byte
-
-// embeddedCommands is Redis 7.0's command table, used until the upstream answers COMMAND.
-func embeddedCommands() (Commands, error) { return ParseCommands(embeddedCommandReply) }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"featcache/internal/commands"
 	"fmt"
 	"log/slog"
 	"net"
@@ -28,7 +29,7 @@ type Options struct {
 	Upstream *upstream.Client
 	// Commands is Redis's command metadata. If nil, the server fetches COMMAND from the upstream at start and
 	// falls back to the Redis 7.0 table it embeds while the upstream is unreachable.
-	Commands Commands
+	Commands commands.Table
 	// Logger receives connection-level events; if nil, slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; if nil, the local tier's (Cache.Now). Tests move it to walk entries through their states.
@@ -65,10 +66,10 @@ type Server struct {
 	hello    atomic.Pointer[serverInfo]
 	dbCount  atomic.Int64 // the upstream's number of databases, once read (local.go: databases)
 
-	cmds       atomic.Pointer[Commands] // the command table's source, for rebuilding it (installTable)
-	tblMu      sync.Mutex               // serializes installTable
-	reached    atomic.Bool              // the upstream answered at least once
-	revalidate *tokenBucket             // bounds re-fetches of entries left unverified by a tracking loss
+	cmds       atomic.Pointer[commands.Table] // the command table's source, for rebuilding it (installTable)
+	tblMu      sync.Mutex                     // serializes installTable
+	reached    atomic.Bool                    // the upstream answered at least once
+	revalidate *tokenBucket                   // bounds re-fetches of entries left unverified by a tracking loss
 	nextID     atomic.Int64
 	clients    atomic.Int64
 	stats      Stats
@@ -173,7 +174,7 @@ func New(opt Options) (*Server, error) {
 		var err error
 		if cmds, err = s.fetchCommands(); err != nil {
 			s.log.Warn("command table: upstream unreachable, using the embedded Redis 7.0 table until it answers", "err", err)
-			if cmds, err = embeddedCommands(); err != nil {
+			if cmds, err = commands.Embedded(); err != nil {
 				return nil, err
 			}
 			go s.refreshCommandsLater()
@@ -204,7 +205,7 @@ func (s *Server) clustered() bool { return s.up.Cluster() != nil }
 // installTable builds the command table from cmds (nil: the last ones installed) and makes it current; in front
 // of a Redis Cluster with the cluster rules, and the router finds each command's keys in it. Installs are
 // serialized, so the last one reflects whether the upstream is a cluster as known by then.
-func (s *Server) installTable(cmds Commands) {
+func (s *Server) installTable(cmds commands.Table) {
 	s.tblMu.Lock()
 	defer s.tblMu.Unlock()
 	if cmds == nil {
@@ -276,7 +277,7 @@ func persistConfig(cfg *config.Config) warm.PersistConfig {
 }
 
 // fetchCommands reads COMMAND and INFO server from the upstream.
-func (s *Server) fetchCommands() (Commands, error) {
+func (s *Server) fetchCommands() (commands.Table, error) {
 	call := upstream.NewCall()
 	req := upstream.AppendCommand(nil, "COMMAND")
 	req = upstream.AppendCommand(req, "INFO", "server")
@@ -284,7 +285,7 @@ func (s *Server) fetchCommands() (Commands, error) {
 		return nil, err
 	}
 	s.reached.Store(true)
-	cmds, err := ParseCommands(call.Frame(0))
+	cmds, err := commands.Parse(call.Frame(0))
 	if err != nil {
 		return nil, fmt.Errorf("proxy: COMMAND reply: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"featcache/internal/commands"
 	"fmt"
 	"os"
 	"strconv"
@@ -209,7 +210,7 @@ func (c *client) queue(cmd *Command, tc *command) {
 // connection commands but PING and ECHO, CACHE, the SUBSCRIBE family, and what featcache refuses anyway. Redis's
 // own checks come first for them, as Redis makes them at queue time.
 func (c *client) queueable(cmd *Command, tc *command) bool {
-	if tc.class != classDenied && tc.info != nil && tc.info.Flags.Has(FlagNoMulti) {
+	if tc.class != classDenied && tc.info != nil && tc.info.Flags.Has(commands.FlagNoMulti) {
 		return true // Redis refuses it at queue time, before it could run
 	}
 	switch tc.class {
@@ -399,7 +400,7 @@ func (c *client) clusterQueue(cmd *Command, tc *command) {
 	case tc.class == classTx:
 		tc.tx(c, cmd)
 		return
-	case tc.info != nil && tc.info.Flags.Has(FlagNoMulti):
+	case tc.info != nil && tc.info.Flags.Has(commands.FlagNoMulti):
 		c.tx.dirty = true
 		c.errorReply("ERR Command not allowed inside a transaction")
 		return
@@ -830,7 +831,7 @@ func (c *client) refuse(cmd *Command, tc *command) {
 
 // isWrite reports whether a command may change keys: a write, or a blocking command that may write (BLPOP, BLMOVE).
 func isWrite(tc *command) bool {
-	return tc.class == classWrite || tc.class == classBlocking && tc.info != nil && mayWrite(tc.info)
+	return tc.class == classWrite || tc.class == classBlocking && tc.info.MayWrite()
 }
 
 var okReply = []byte("+OK\r\n")
@@ -843,7 +844,7 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	d, blocks := blockingTimeout(cmd.Args, tc)
 	if !blocks {
 		// XREAD and XREADGROUP without BLOCK do not block.
-		if tc.info != nil && mayWrite(tc.info) {
+		if tc.info.MayWrite() {
 			c.write(cmd, tc)
 		} else {
 			c.forward(cmd)
@@ -869,7 +870,7 @@ func (c *client) blocking(cmd *Command, tc *command) {
 	}
 	c.srv.metrics.observeUpstream(upBlocking, start)
 	c.seg.req = c.seg.req[:0]
-	if tc.info != nil && mayWrite(tc.info) {
+	if tc.info.MayWrite() {
 		c.afterWrite(cmd.Args, tc)
 	}
 	if err != nil {
@@ -932,7 +933,7 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 	stop := c.watchPeer(conn)
 	reply, err := conn.ReadFrame(c.call.Replies[:0], overall)
 	if err == nil {
-		rid, ok := parseRedisInt(bytes.TrimSuffix(bytes.TrimPrefix(reply, []byte(":")), []byte("\r\n")))
+		rid, ok := commands.ParseInt(bytes.TrimSuffix(bytes.TrimPrefix(reply, []byte(":")), []byte("\r\n")))
 		switch {
 		case ok:
 			c.setBlocked(conn, rid, blockedName(req))
@@ -960,10 +961,8 @@ var clientIDCmd = upstream.AppendCommand(nil, "CLIENT", "ID")
 
 // blockedName is the lower-case name of the command in req (one RESP command), for CLIENT LIST.
 func blockedName(req []byte) string {
-	d := respDecoder{b: req}
-	if v, err := d.value(1); err == nil && len(v.elems) > 0 {
-		name, _ := v.elems[0].text()
-		return lowerASCII(name)
+	if args, err := upstream.ParseBulkArray(req, nil); err == nil && len(args) > 0 {
+		return string(lower(make([]byte, 0, len(args[0])), args[0]))
 	}
 	return "NULL"
 }

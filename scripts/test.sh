@@ -56,7 +56,7 @@ fuzz() {
 }
 fuzz proxy FuzzReader
 fuzz proxy FuzzServe
-fuzz proxy FuzzKeys
+fuzz internal/commands FuzzKeys
 fuzz config FuzzMatch
 fuzz config FuzzGlob
 fuzz config FuzzParse

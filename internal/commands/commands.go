@@ -1,15 +1,10 @@
-package proxy
-
-import (
-	"bytes"
-	"errors"
-	"fmt"
-	"strings"
-)
-
-// This file holds the command table: Redis's own metadata for every command, read once at start from the upstream's
-// COMMAND reply, and the key extraction that follows Redis 7's key specs. Nothing here knows a command by name: the
-// upstream's table is the single source, so a new Redis version or a module brings its commands with it.
+// Package commands is Redis's command table as featcache reads it: every command's arity, flags and Redis 7 key
+// specs, parsed once from the upstream's COMMAND reply (Parse), or from Redis 7.0's reply embedded in the binary
+// (Embedded) until the upstream answers; the key extraction that follows the key specs (Info.Keys), which the
+// request path uses to invalidate what a write touches and the cluster router to send a command to the master of
+// its keys; and which commands may change keys (Info.MayWrite). Nothing here knows a command by name: the
+// upstream's table is the single source, so a new Redis version or a module brings its commands with it. The
+// classes featcache gives commands (cached read, write, local, ...) are the proxy's business, built on this table.
 //
 // What Redis 7.0 (checked against 7.0.15) cannot name in advance, as its COMMAND reply declares it:
 //
@@ -26,40 +21,48 @@ import (
 // Complete key specs do not make a command's effect on the keyspace fully known: commands without key specs touch
 // keys too (FLUSHALL, FLUSHDB, SWAPDB, FUNCTION RESTORE/FLUSH, ...), scripts may touch keys they did not declare, and
 // COPY ... DB or MOVE name keys of another database. Classifying those is the request path's job, not the table's.
+package commands
 
-// CommandFlags is the set of command flags Redis reports in COMMAND (the third element of each entry).
-type CommandFlags uint64
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+)
 
-// Command flags, one per name Redis 7.0 can report. Names Redis adds later are ignored by ParseCommands.
+// Flags is the set of command flags Redis reports in COMMAND (the third element of each entry).
+type Flags uint64
+
+// Command flags, one per name Redis 7.0 can report. Names Redis adds later are ignored by Parse.
 const (
-	FlagWrite           CommandFlags = 1 << iota // "write": may modify the keyspace
-	FlagReadonly                                 // "readonly": reads keys and never modifies them
-	FlagDenyOOM                                  // "denyoom": refused when Redis is over maxmemory
-	FlagModule                                   // "module": implemented by a module
-	FlagAdmin                                    // "admin": administrative command
-	FlagPubSub                                   // "pubsub": publish/subscribe command
-	FlagNoScript                                 // "noscript": not allowed from scripts
-	FlagBlocking                                 // "blocking": may block the client
-	FlagLoading                                  // "loading": allowed while the dataset is loading
-	FlagStale                                    // "stale": allowed on a replica with stale data
-	FlagSkipMonitor                              // "skip_monitor": not shown in MONITOR
-	FlagSkipSlowlog                              // "skip_slowlog": not shown in SLOWLOG
-	FlagAsking                                   // "asking": allowed on an importing cluster slot after ASKING
-	FlagFast                                     // "fast": O(1) or O(log N)
-	FlagNoAuth                                   // "no_auth": allowed before AUTH
-	FlagMayReplicate                             // "may_replicate": may be propagated; Redis 7.0 hides it from COMMAND
-	FlagNoMandatoryKeys                          // "no_mandatory_keys": its key arguments may all be absent
-	FlagNoAsyncLoading                           // "no_async_loading": refused during async loading
-	FlagNoMulti                                  // "no_multi": not allowed inside MULTI
-	FlagMovableKeys                              // "movablekeys": key positions depend on the arguments
-	FlagAllowBusy                                // "allow_busy": allowed while a script or function is busy
+	FlagWrite           Flags = 1 << iota // "write": may modify the keyspace
+	FlagReadonly                          // "readonly": reads keys and never modifies them
+	FlagDenyOOM                           // "denyoom": refused when Redis is over maxmemory
+	FlagModule                            // "module": implemented by a module
+	FlagAdmin                             // "admin": administrative command
+	FlagPubSub                            // "pubsub": publish/subscribe command
+	FlagNoScript                          // "noscript": not allowed from scripts
+	FlagBlocking                          // "blocking": may block the client
+	FlagLoading                           // "loading": allowed while the dataset is loading
+	FlagStale                             // "stale": allowed on a replica with stale data
+	FlagSkipMonitor                       // "skip_monitor": not shown in MONITOR
+	FlagSkipSlowlog                       // "skip_slowlog": not shown in SLOWLOG
+	FlagAsking                            // "asking": allowed on an importing cluster slot after ASKING
+	FlagFast                              // "fast": O(1) or O(log N)
+	FlagNoAuth                            // "no_auth": allowed before AUTH
+	FlagMayReplicate                      // "may_replicate": may be propagated; Redis 7.0 hides it from COMMAND
+	FlagNoMandatoryKeys                   // "no_mandatory_keys": its key arguments may all be absent
+	FlagNoAsyncLoading                    // "no_async_loading": refused during async loading
+	FlagNoMulti                           // "no_multi": not allowed inside MULTI
+	FlagMovableKeys                       // "movablekeys": key positions depend on the arguments
+	FlagAllowBusy                         // "allow_busy": allowed while a script or function is busy
 )
 
 // Has reports whether every flag of x is set in f.
-func (f CommandFlags) Has(x CommandFlags) bool { return f&x == x }
+func (f Flags) Has(x Flags) bool { return f&x == x }
 
 // commandFlag maps a flag name of the COMMAND reply to its bit; unknown names map to 0.
-func commandFlag(name string) CommandFlags {
+func commandFlag(name string) Flags {
 	switch name {
 	case "write":
 		return FlagWrite
@@ -110,7 +113,7 @@ func commandFlag(name string) CommandFlags {
 // KeySpecFlags is the set of flags of one key spec: how the command accesses the keys the spec finds.
 type KeySpecFlags uint32
 
-// Key spec flags, as Redis 7.0 names them in COMMAND. Unknown names are ignored by ParseCommands.
+// Key spec flags, as Redis 7.0 names them in COMMAND. Unknown names are ignored by Parse.
 const (
 	KeyRO            KeySpecFlags = 1 << iota // "RO": read only
 	KeyRW                                     // "RW": read and modified
@@ -212,9 +215,9 @@ type KeySpec struct {
 	FindKeys    FindKeys
 }
 
-// CommandInfo is Redis's metadata for one command or subcommand. A table built by ParseCommands is never modified
-// afterwards, so its CommandInfos are safe for concurrent use.
-type CommandInfo struct {
+// Info is Redis's metadata for one command or subcommand. A table built by Parse is never modified
+// afterwards, so its Infos are safe for concurrent use.
+type Info struct {
 	// Name is the lower-case name; a subcommand is named "container|sub", e.g. "client|setname", as Redis names it
 	// in COMMAND and in its error replies.
 	Name string
@@ -222,54 +225,54 @@ type CommandInfo struct {
 	// -Arity arguments. A subcommand's arity counts the container and the subcommand name.
 	Arity int
 	// Flags are the command flags.
-	Flags CommandFlags
+	Flags Flags
 	// FirstKey, LastKey and KeyStep are the legacy key positions (LastKey may be negative, counting from the end).
 	// They are 0 for commands whose keys a range cannot describe; KeySpecs is what Keys follows.
 	FirstKey, LastKey, KeyStep int
 	// KeySpecs are the command's key specs, in Redis's order.
 	KeySpecs []KeySpec
 	// Subcommands holds the subcommands by lower-case name ("setname"); nil if the command has none.
-	Subcommands map[string]*CommandInfo
+	Subcommands map[string]*Info
 }
 
-// Commands is the command table: lower-case command name to its metadata. Lookups are safe for concurrent use; the
-// table is built once by ParseCommands and not modified afterwards.
-type Commands map[string]*CommandInfo
+// Table is the command table: lower-case command name to its metadata. Lookups are safe for concurrent use; the
+// table is built once by Parse and not modified afterwards.
+type Table map[string]*Info
 
-// ErrCommandReply means a COMMAND reply could not be read as a command table: it was not one valid RESP2 value, it
-// was an error reply, or its entries do not have the shape Redis documents for COMMAND. ParseCommands wraps it with
+// ErrBadReply means a COMMAND reply could not be read as a command table: it was not one valid RESP2 value, it
+// was an error reply, or its entries do not have the shape Redis documents for COMMAND. Parse wraps it with
 // the place and the reason.
-var ErrCommandReply = errors.New("proxy: bad COMMAND reply")
+var ErrBadReply = errors.New("commands: bad COMMAND reply")
 
-// ParseCommands builds the command table from reply, the raw RESP2 bytes Redis sends for COMMAND (or COMMAND INFO
+// Parse builds the command table from reply, the raw RESP2 bytes Redis sends for COMMAND (or COMMAND INFO
 // name ...; null entries for unknown names are skipped). reply is not retained.
 //
-// Entries of Redis before 7.0 have no key specs: ParseCommands then derives a range spec from the legacy
+// Entries of Redis before 7.0 have no key specs: Parse then derives a range spec from the legacy
 // first/last/step positions and, for a command flagged movablekeys, adds an unknown spec, so that Keys reports such a
 // command as incomplete instead of silently finding no keys.
-func ParseCommands(reply []byte) (Commands, error) {
+func Parse(reply []byte) (Table, error) {
 	d := respDecoder{b: reply}
 	v, err := d.value(0)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCommandReply, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadReply, err)
 	}
 	if d.pos != len(reply) {
-		return nil, fmt.Errorf("%w: %d bytes after the reply", ErrCommandReply, len(reply)-d.pos)
+		return nil, fmt.Errorf("%w: %d bytes after the reply", ErrBadReply, len(reply)-d.pos)
 	}
 	if v.kind == '-' {
-		return nil, fmt.Errorf("%w: upstream replied %q", ErrCommandReply, v.str)
+		return nil, fmt.Errorf("%w: upstream replied %q", ErrBadReply, v.str)
 	}
 	if v.kind != '*' || v.null {
-		return nil, fmt.Errorf("%w: not an array", ErrCommandReply)
+		return nil, fmt.Errorf("%w: not an array", ErrBadReply)
 	}
-	cmds := make(Commands, len(v.elems))
+	cmds := make(Table, len(v.elems))
 	for i, e := range v.elems {
 		if e.null {
 			continue // COMMAND INFO of an unknown name
 		}
 		ci, err := parseCommandEntry(e)
 		if err != nil {
-			return nil, fmt.Errorf("%w: entry %d: %v", ErrCommandReply, i, err)
+			return nil, fmt.Errorf("%w: entry %d: %v", ErrBadReply, i, err)
 		}
 		cmds[ci.Name] = ci
 	}
@@ -278,7 +281,7 @@ func ParseCommands(reply []byte) (Commands, error) {
 
 // parseCommandEntry reads one entry: [name, arity, flags, first, last, step, acl categories, tips, key specs,
 // subcommands]. Redis 6 sends the first 6 or 7 elements only.
-func parseCommandEntry(e respValue) (*CommandInfo, error) {
+func parseCommandEntry(e respValue) (*Info, error) {
 	if e.kind != '*' || len(e.elems) < 6 {
 		return nil, errors.New("not an array of at least 6 elements")
 	}
@@ -286,7 +289,7 @@ func parseCommandEntry(e respValue) (*CommandInfo, error) {
 	if !ok || name == "" {
 		return nil, errors.New("the command name is not a string")
 	}
-	ci := &CommandInfo{Name: lowerASCII(name)}
+	ci := &Info{Name: lowerASCII(name)}
 	bad := func(what string) error {
 		return fmt.Errorf("command %q: %s", ci.Name, what)
 	}
@@ -334,7 +337,7 @@ func parseCommandEntry(e respValue) (*CommandInfo, error) {
 				return nil, bad(fmt.Sprintf("subcommand: %v", err))
 			}
 			if ci.Subcommands == nil {
-				ci.Subcommands = make(map[string]*CommandInfo, len(subs.elems))
+				ci.Subcommands = make(map[string]*Info, len(subs.elems))
 			}
 			_, short, found := strings.Cut(sub.Name, "|")
 			if !found {
@@ -347,7 +350,7 @@ func parseCommandEntry(e respValue) (*CommandInfo, error) {
 }
 
 // legacyKeySpecs derives key specs from the legacy positions of a pre-7.0 entry.
-func legacyKeySpecs(ci *CommandInfo) []KeySpec {
+func legacyKeySpecs(ci *Info) []KeySpec {
 	var specs []KeySpec
 	if ci.FirstKey > 0 && ci.KeyStep > 0 {
 		last := ci.LastKey
@@ -472,7 +475,7 @@ func typedSpec(m respMap, field string) (string, respMap, error) {
 // Lookup returns the metadata for the command line args (args[0] is the command name, in any case): for a command
 // with subcommands, the subcommand named by args[1] (case-insensitive) if there is one, else the container. It returns
 // nil for an unknown command or empty args. Lookup does not allocate.
-func (c Commands) Lookup(args [][]byte) *CommandInfo {
+func (c Table) Lookup(args [][]byte) *Info {
 	if len(args) == 0 {
 		return nil
 	}
@@ -492,7 +495,7 @@ const lookupBufSize = 64
 // lookupFold finds name in m, whose keys are lower case, ignoring ASCII case, without allocating: the name is
 // lowered into a stack buffer, and the map index with string(buf) does not copy. Longer names, which no Redis
 // command has, are compared with every key of the same length.
-func lookupFold(m map[string]*CommandInfo, name []byte) *CommandInfo {
+func lookupFold(m map[string]*Info, name []byte) *Info {
 	if len(name) <= lookupBufSize {
 		var buf [lookupBufSize]byte
 		n := copy(buf[:], name)
@@ -513,7 +516,7 @@ func lookupFold(m map[string]*CommandInfo, name []byte) *CommandInfo {
 
 // ArityOK reports whether a command line of nargs arguments (the name, and the subcommand name if any, included)
 // passes Redis's arity check, with the same expression Redis uses. A nil ci (an unknown command) is never OK.
-func (ci *CommandInfo) ArityOK(nargs int) bool {
+func (ci *Info) ArityOK(nargs int) bool {
 	if ci == nil {
 		return false
 	}
@@ -540,7 +543,7 @@ func (ci *CommandInfo) ArityOK(nargs int) bool {
 // One deliberate difference from Redis 7.0: a keynum count of 0 means no keys, complete, where getKeysUsingKeySpecs
 // calls the spec invalid and Redis falls back to the command's own getkeys function, which finds no keys either
 // (EVAL script 0 touches no declared keys).
-func (ci *CommandInfo) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complete bool) {
+func (ci *Info) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complete bool) {
 	var small [16]int // most commands name few keys: no allocation for them
 	idx, complete := ci.KeyIndexes(args, small[:0])
 	for _, i := range idx {
@@ -551,7 +554,7 @@ func (ci *CommandInfo) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complet
 
 // KeyIndexes is Keys, but appends the positions of the keys in args to dst instead of the keys themselves, so
 // that a caller can replace them (snapshot keys are rewritten this way).
-func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete bool) {
+func (ci *Info) KeyIndexes(args [][]byte, dst []int) (idx []int, complete bool) {
 	if ci == nil {
 		return dst, false
 	}
@@ -576,7 +579,7 @@ func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete
 			continue
 		}
 		if first < 1 || first > argc {
-			complete = false // before the first argument (a hand-built spec ParseCommands refuses) or past the end
+			complete = false // before the first argument (a hand-built spec Parse refuses) or past the end
 			continue
 		}
 		var last, step int
@@ -590,7 +593,7 @@ func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete
 			case fk.Limit <= 0:
 				last = argc + fk.LastKey
 			default:
-				// Redis asserts lastkey == -1 here; ParseCommands refuses anything else.
+				// Redis asserts lastkey == -1 here; Parse refuses anything else.
 				last = first + ((argc-first)/fk.Limit + fk.LastKey)
 			}
 		case FindKeynum:
@@ -601,7 +604,7 @@ func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete
 				complete = false
 				continue
 			}
-			n, ok := parseRedisInt(args[idx])
+			n, ok := ParseInt(args[idx])
 			if !ok || n < 0 || n >= int64(argc) {
 				complete = false
 				continue
@@ -627,6 +630,28 @@ func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete
 		}
 	}
 	return dst, complete
+}
+
+// keyWriteFlags are the key spec flags that say a command may change the keys the spec finds.
+const keyWriteFlags = KeyRW | KeyOW | KeyRM | KeyInsert | KeyDelete | KeyUpdate
+
+// MayWrite reports whether the command may change keys: it has the write flag, or one of its key specs says it
+// modifies, overwrites, deletes, inserts into or updates its keys. The write flag alone misses commands Redis
+// flags readonly that still change a value: PFCOUNT rewrites the cached cardinality in the HyperLogLog's header
+// (its key spec is RW), and a copy of the old bytes must not outlive it. A nil ci (an unknown command) is false.
+func (ci *Info) MayWrite() bool {
+	if ci == nil {
+		return false
+	}
+	if ci.Flags&FlagWrite != 0 {
+		return true
+	}
+	for i := range ci.KeySpecs {
+		if ci.KeySpecs[i].Flags&keyWriteFlags != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // keywordSearch returns the index after keyword in args, or 0 if it is not found, searching as Redis 7's
@@ -657,9 +682,10 @@ func keywordSearch(args [][]byte, keyword string, startFrom int) int {
 	return 0
 }
 
-// parseRedisInt parses b as Redis's string2ll does: an optional minus sign, then "0" alone or a digit 1-9 followed by
-// digits, fitting in an int64, at most 20 bytes.
-func parseRedisInt(b []byte) (int64, bool) {
+// ParseInt parses b as Redis's string2ll does: an optional minus sign, then "0" alone or a digit 1-9 followed by
+// digits, fitting in an int64, at most 20 bytes. Redis reads integer arguments this way (key counts, database
+// indexes, client ids), so a command line featcache checks itself refuses what Redis would refuse.
+func ParseInt(b []byte) (int64, bool) {
 	if len(b) == 0 || len(b) > 20 {
 		return 0, false
 	}
@@ -727,145 +753,4 @@ func lowerASCII(s string) string {
 		}
 	}
 	return s
-}
-
-// respValue is one decoded RESP2 value. The command table is read once at start, so a value tree is simple and
-// cheap enough; the request path never uses it.
-type respValue struct {
-	kind  byte // '+', '-', ':', '$' or '*'
-	null  bool // $-1 or *-1
-	str   string
-	num   int64
-	elems []respValue
-}
-
-// text returns a simple or bulk string.
-func (v respValue) text() (string, bool) {
-	if (v.kind == '+' || v.kind == '$') && !v.null {
-		return v.str, true
-	}
-	return "", false
-}
-
-// int32 returns an integer that fits in a C int, as Redis's COMMAND integers do.
-func (v respValue) int32() (int, bool) {
-	if v.kind != ':' || v.num < minSpecValue || v.num > -minSpecValue-1 {
-		return 0, false
-	}
-	return int(v.num), true
-}
-
-// respMap is a flat RESP2 key/value array read as a map.
-type respMap map[string]respValue
-
-// pairs reads an array of alternating names and values.
-func (v respValue) pairs() (respMap, error) {
-	if v.kind != '*' || v.null || len(v.elems)%2 != 0 {
-		return nil, errors.New("not a flat array of name/value pairs")
-	}
-	m := make(respMap, len(v.elems)/2)
-	for i := 0; i < len(v.elems); i += 2 {
-		k, ok := v.elems[i].text()
-		if !ok {
-			return nil, errors.New("a field name is not a string")
-		}
-		m[k] = v.elems[i+1]
-	}
-	return m, nil
-}
-
-// intField returns m[name] as an integer no lower than min.
-func (m respMap) intField(name string, min int) (int, error) {
-	n, ok := m[name].int32()
-	if !ok {
-		return 0, fmt.Errorf("%s is missing or not an integer", name)
-	}
-	if n < min {
-		return 0, fmt.Errorf("%s %d is below %d", name, n, min)
-	}
-	return n, nil
-}
-
-// maxRespDepth bounds nesting; COMMAND replies nest 6 levels deep (subcommand key specs).
-const maxRespDepth = 16
-
-// respDecoder decodes RESP2 values from b, starting at pos.
-type respDecoder struct {
-	b   []byte
-	pos int
-}
-
-func (d *respDecoder) errorf(format string, a ...any) error {
-	return fmt.Errorf("offset %d: %s", d.pos, fmt.Sprintf(format, a...))
-}
-
-// line returns the next line without its CRLF and moves past it.
-func (d *respDecoder) line() ([]byte, error) {
-	i := bytes.Index(d.b[d.pos:], []byte("\r\n"))
-	if i < 0 {
-		return nil, d.errorf("truncated line")
-	}
-	l := d.b[d.pos : d.pos+i]
-	d.pos += i + 2
-	return l, nil
-}
-
-// value decodes one value, nested ones included.
-func (d *respDecoder) value(depth int) (respValue, error) {
-	if depth > maxRespDepth {
-		return respValue{}, d.errorf("nested deeper than %d", maxRespDepth)
-	}
-	l, err := d.line()
-	if err != nil {
-		return respValue{}, err
-	}
-	if len(l) == 0 {
-		return respValue{}, d.errorf("empty line")
-	}
-	v := respValue{kind: l[0]}
-	switch l[0] {
-	case '+', '-':
-		v.str = string(l[1:])
-		return v, nil
-	case ':':
-		n, ok := parseRedisInt(l[1:])
-		if !ok {
-			return v, d.errorf("bad integer %q", l)
-		}
-		v.num = n
-		return v, nil
-	case '$', '*':
-		n, ok := parseRedisInt(l[1:])
-		if !ok || n < -1 {
-			return v, d.errorf("bad length %q", l)
-		}
-		if n == -1 {
-			v.null = true
-			return v, nil
-		}
-		// Every element takes at least 3 bytes and a bulk string its length plus CRLF, so a length beyond the
-		// remaining input is a lie, refused before it sizes an allocation.
-		if n > int64(len(d.b)-d.pos) {
-			return v, d.errorf("length %d past the end of the reply", n)
-		}
-		if l[0] == '$' {
-			end := d.pos + int(n)
-			if end+2 > len(d.b) || d.b[end] != '\r' || d.b[end+1] != '\n' {
-				return v, d.errorf("bulk string of %d bytes is not followed by CRLF", n)
-			}
-			v.str = string(d.b[d.pos:end])
-			d.pos = end + 2
-			return v, nil
-		}
-		v.elems = make([]respValue, 0, n)
-		for i := int64(0); i < n; i++ {
-			e, err := d.value(depth + 1)
-			if err != nil {
-				return v, err
-			}
-			v.elems = append(v.elems, e)
-		}
-		return v, nil
-	}
-	return v, d.errorf("unknown type byte %q", l[0])
 }
