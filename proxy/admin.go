@@ -265,8 +265,9 @@ func (s *Server) statsText() []byte {
 		line("cluster_tryagain", cs.TryAgain)
 		line("cluster_slot_map_refreshes", cs.Refreshes)
 		line("cluster_slot_map_changes", cs.MapChanges)
-		line("cluster_untrusted_slots", int64(s.cache.UntrustedSlots()))
-		line("cluster_slots_flushed", int64(ls.SlotFlushes))
+		// The tier has a trust partition per hash slot in front of a cluster (upstream.PartitionedCache).
+		line("cluster_untrusted_slots", int64(s.cache.UntrustedPartitions()))
+		line("cluster_slots_flushed", int64(ls.PartitionFlushes))
 	}
 	ready, why := s.readiness()
 	b.WriteString("# warm\r\n")

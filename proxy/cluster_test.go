@@ -817,14 +817,14 @@ func TestClusterFailover(t *testing.T) {
 		"all errors seen by clients: %d %v; slot map refreshes %d, changes %d, MOVED followed %d; slots flushed %d",
 		dead.Addr(), promoted.Addr(), recovered.Round(time.Millisecond), tr.writes.Load(), tr.reads.Load(),
 		deadGets, deadErrs, liveGets, liveErrs, errs, kinds, st.Refreshes, st.MapChanges, st.Moved,
-		p.cache.Stats().SlotFlushes)
+		p.cache.Stats().PartitionFlushes)
 	if tr.bad.Load() > 0 {
 		t.Fatalf("%d violations or broken connections", tr.bad.Load())
 	}
 	if liveErrs > 0 {
 		t.Errorf("GETs of keys on the masters that stayed up failed %d times", liveErrs)
 	}
-	if p.cache.Stats().SlotFlushes == 0 {
+	if p.cache.Stats().PartitionFlushes == 0 {
 		t.Error("the dead master's slots were not flushed when they passed to its replica")
 	}
 	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool { _, up := p.up.Tracking(); return up })

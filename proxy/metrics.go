@@ -645,8 +645,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("clRedirects", cs.Asked, "ask")
 		counter("clRedirects", cs.TryAgain, "tryagain")
 		counter("clChanges", cs.MapChanges)
-		gauge("clUntrusted", float64(s.cache.UntrustedSlots()))
-		counter("clFlushed", int64(ls.SlotFlushes))
+		// The tier has a trust partition per hash slot in front of a cluster (upstream.PartitionedCache).
+		gauge("clUntrusted", float64(s.cache.UntrustedPartitions()))
+		counter("clFlushed", int64(ls.PartitionFlushes))
 	}
 
 	counter("reloads", m.reloadsOK.Load(), "ok")

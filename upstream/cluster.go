@@ -44,18 +44,24 @@ var ErrNoClusterNode = errors.New("upstream: no Redis Cluster node is known")
 // provides it from Redis's key specs (Client.SetKeyFunc). The keys may alias args.
 type KeyFunc func(args [][]byte, dst [][]byte) [][]byte
 
-// SlotCache is what a Cluster drives in the local tier beyond Invalidator: tracking state per hash slot.
+// PartitionedCache is what a Cluster drives in the local tier beyond Invalidator: trust partitions, each with its
+// own tracking state, so that one master's tracking loss, restart or lost slots touch only the keys it served.
 // localcache.Cache implements it. An Invalidator without it gets whole-tier trust decisions instead: any master's
 // tracking loss untrusts everything.
-type SlotCache interface {
+//
+// A Cluster makes one partition per hash slot: partition i holds the keys of slot i (slotPartition).
+type PartitionedCache interface {
 	Invalidator
-	// EnableSlots switches the tier to per-slot state, with slotOf as the slot function.
-	EnableSlots(slotOf func(key []byte) uint16)
-	// SetSlotsTrusted says whether the invalidations of slots' master are being received.
-	SetSlotsTrusted(slots []uint16, trusted bool)
-	// FlushSlots makes every entry of slots unservable.
-	FlushSlots(slots []uint16)
+	// EnablePartitions switches the tier to n partitions, with partitionOf mapping a key to its partition.
+	EnablePartitions(n int, partitionOf func(key []byte) int)
+	// SetPartitionsTrusted says whether the invalidations of parts' keys are being received.
+	SetPartitionsTrusted(parts []int, trusted bool)
+	// FlushPartitions makes every entry of parts unservable.
+	FlushPartitions(parts []int)
 }
+
+// slotPartition is the partition function a Cluster gives the tier: a key's partition is its hash slot.
+func slotPartition(key []byte) int { return int(Slot(key)) }
 
 // clusterNode is one node of the cluster as featcache sees it: its address, its pool and, while it is a master,
 // its tracking connection.
@@ -76,7 +82,7 @@ type clusterNode struct {
 type Cluster struct {
 	opt   Options
 	log   *slog.Logger
-	slots SlotCache // nil when Options.Cache does not keep per-slot state
+	parts PartitionedCache // Options.Cache with a partition per hash slot; nil when it has no partitions
 	keys  atomic.Pointer[KeyFunc]
 	smap  atomic.Pointer[slotMap]
 
@@ -124,15 +130,15 @@ func newCluster(opt Options, seed *Pool, log *slog.Logger) *Cluster {
 		cl.node(a)
 	}
 	cl.smap.Store(&slotMap{fallback: first})
-	if sc, ok := opt.Cache.(SlotCache); ok && opt.Tracking {
-		cl.slots = sc
-		sc.EnableSlots(Slot)
+	if pc, ok := opt.Cache.(PartitionedCache); ok && opt.Tracking {
+		cl.parts = pc
+		pc.EnablePartitions(SlotCount, slotPartition)
 	}
 	switch {
 	case !opt.Tracking:
 		opt.Cache.SetTrusted(true)
-	case cl.slots != nil:
-		opt.Cache.SetTrusted(true) // trust is decided slot by slot from now on
+	case cl.parts != nil:
+		opt.Cache.SetTrusted(true) // trust is decided slot by slot (partition by partition) from now on
 	default:
 		opt.Cache.SetTrusted(false)
 	}
