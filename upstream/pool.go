@@ -89,7 +89,7 @@ type PoolOptions struct {
 type Pool struct {
 	opt   PoolOptions
 	addr  atomic.Pointer[string] // where connections are dialed: opt.Addr, until Retarget
-	slots []*slot
+	lanes []*lane
 	next  atomic.Uint32
 
 	idleMu sync.Mutex // guards idle and busy, and orders them with Retarget
@@ -127,9 +127,9 @@ func NewPool(opt PoolOptions) *Pool {
 	}
 	p := &Pool{opt: opt, busy: make(map[*Conn]struct{})}
 	p.addr.Store(&opt.Addr)
-	p.slots = make([]*slot, opt.Conns)
-	for i := range p.slots {
-		p.slots[i] = &slot{pool: p}
+	p.lanes = make([]*lane, opt.Conns)
+	for i := range p.lanes {
+		p.lanes[i] = &lane{pool: p}
 	}
 	return p
 }
@@ -140,14 +140,14 @@ func (p *Pool) Addr() string { return *p.addr.Load() }
 // Retarget points the pool at addr, for a primary that moved (a Sentinel failover). Every connection to the
 // previous address is closed: calls queued on shared ones fail with ErrRetargeted (unless their replies had
 // arrived), and dedicated ones in use fail their owners' next read or write with ErrRetargeted (Release then drops
-// them). Connections opened from then on go to addr, at once (the redial gap of a slot that failed against the
+// them). Connections opened from then on go to addr, at once (the redial gap of a lane that failed against the
 // old address does not apply). By the time Addr reports addr, no call can be sent to the old address any more.
 // Retargeting to the current address does nothing.
 func (p *Pool) Retarget(addr string) {
-	// Every slot's lock is held across the change, so that no shared connection is dialed meanwhile (a dial in
+	// Every lane's lock is held across the change, so that no shared connection is dialed meanwhile (a dial in
 	// progress finishes first, and its link is failed here), and idleMu, so that no dedicated one is handed out;
 	// one being dialed to the old address is closed when it is registered (Dedicated).
-	for _, s := range p.slots {
+	for _, s := range p.lanes {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 	}
@@ -156,7 +156,7 @@ func (p *Pool) Retarget(addr string) {
 	if p.Addr() == addr {
 		return
 	}
-	for _, s := range p.slots {
+	for _, s := range p.lanes {
 		s.lastErr = nil
 		if l := s.cur.Load(); l != nil {
 			l.fail(ErrRetargeted)
@@ -465,15 +465,15 @@ func (p *Pool) setHealth(up bool, err error) {
 
 // link returns a live shared connection, dialing one if needed. A connection whose oldest call is already late
 // (Redis has not answered it within the timeout) is passed over for one whose is not, if there is one; and when
-// the connection's slot cannot be dialed now (a hung or busy Redis does not complete the handshake within the
-// timeout), another slot's live connection is used, if there is one, rather than failing a request that Redis
+// the connection's lane cannot be dialed now (a hung or busy Redis does not complete the handshake within the
+// timeout), another lane's live connection is used, if there is one, rather than failing a request that Redis
 // can still answer there.
 func (p *Pool) link() (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	i := int(p.next.Add(1)) % len(p.slots)
-	s := p.slots[i]
+	i := int(p.next.Add(1)) % len(p.lanes)
+	s := p.lanes[i]
 	l := s.cur.Load()
 	if l == nil || l.broken.Load() {
 		var err error
@@ -492,11 +492,11 @@ func (p *Pool) link() (*link, error) {
 	return l, nil
 }
 
-// other returns a live connection of a slot other than i (one that is not late, with onTime), or nil.
+// other returns a live connection of a lane other than i (one that is not late, with onTime), or nil.
 func (p *Pool) other(i int, onTime bool) *link {
 	var found *link
-	for k := 1; k < len(p.slots); k++ {
-		o := p.slots[(i+k)%len(p.slots)].cur.Load()
+	for k := 1; k < len(p.lanes); k++ {
+		o := p.lanes[(i+k)%len(p.lanes)].cur.Load()
 		if o == nil || o.broken.Load() {
 			continue
 		}
@@ -513,7 +513,7 @@ func (p *Pool) other(i int, onTime bool) *link {
 // Close closes every connection; calls in flight fail with ErrClosed or a connection error.
 func (p *Pool) Close() {
 	p.closed.Store(true)
-	for _, s := range p.slots {
+	for _, s := range p.lanes {
 		if l := s.cur.Load(); l != nil {
 			l.fail(ErrClosed)
 		}
@@ -527,8 +527,8 @@ func (p *Pool) Close() {
 	}
 }
 
-// slot is one shared connection position; its link is replaced when the connection fails.
-type slot struct {
+// lane is one of a pool's shared connections, as a place: its link is replaced when the connection fails.
+type lane struct {
 	pool *Pool
 	cur  atomic.Pointer[link]
 
@@ -537,15 +537,15 @@ type slot struct {
 	lastErr  error
 }
 
-func (s *slot) reconnect() (*link, error) {
+func (s *lane) reconnect() (*link, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := s.cur.Load(); l != nil && !l.broken.Load() {
 		return l, nil
 	}
-	// A dead upstream is dialed at most once per maxRedialGap per slot; requests in between fail at once with the
+	// A dead upstream is dialed at most once per maxRedialGap per lane; requests in between fail at once with the
 	// last error, so a down Redis costs neither dial storms nor waits longer than one dial. Once any connection
-	// of the pool has been dialed since this slot failed, the upstream is back: dial at once.
+	// of the pool has been dialed since this lane failed, the upstream is back: dial at once.
 	if s.lastErr != nil && time.Since(s.lastFail) < maxRedialGap && s.pool.lastDial.Load() < s.lastFail.UnixNano() {
 		return nil, s.lastErr
 	}
