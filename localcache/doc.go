@@ -10,7 +10,8 @@
 // the upstream fails, within MaxStale and never past the upstream key's expiry). Deadlines are the minimum
 // of those stored at fill time and those the current policy gives, so a stricter policy applies at once.
 // The reply is appended to the caller's buffer from inside freecache's GetFn, without allocating when the
-// buffer has room (but for the rare entry that wraps around freecache's ring buffer). LookupHash does the same for hash entries, field by field.
+// buffer has room (but for the rare entry that wraps around freecache's ring buffer). LookupHash does the same
+// for hash entries, field by field.
 //
 // # Never storing a value fetched before an invalidation
 //

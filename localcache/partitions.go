@@ -36,11 +36,11 @@ func (t *partitionTable) word(key []byte) *atomic.Uint64 { return &t.words[t.par
 // EnablePartitions switches the cache to n trust partitions, each with its own tracking state, for an upstream
 // whose invalidations arrive over several connections that may fail apart: partitionOf maps a key to its
 // partition, in [0, n) (in front of a Redis Cluster, the upstream package partitions keys as the cluster spreads
-// them over its masters). Every partition starts untrusted, as the whole cache does before tracking is up, and everything cached before is
-// flushed. From then on SetPartitionsTrusted and FlushPartitions act on partitions, and SetTrusted should be left
-// at true: a fill is stored only when both the cache and its key's partition are trusted. Lookups in a partitioned
-// cache cost a call of partitionOf more; an unpartitioned cache calls nothing. It is meant to be called once,
-// before the cache serves; n must be at least 1.
+// them over its masters). Every partition starts untrusted, as the whole cache does before tracking is up, and
+// everything cached before is flushed. From then on SetPartitionsTrusted and FlushPartitions act on partitions,
+// and SetTrusted should be left at true: a fill is stored only when both the cache and its key's partition are
+// trusted. Lookups in a partitioned cache cost a call of partitionOf more; an unpartitioned cache calls nothing.
+// It is meant to be called once, before the cache serves; n must be at least 1.
 func (c *Cache) EnablePartitions(n int, partitionOf func(key []byte) int) {
 	t := &partitionTable{partitionOf: partitionOf, words: make([]atomic.Uint64, n)}
 	for i := range t.words {

@@ -133,7 +133,8 @@ func (c *client) cacheWarm(kind, name []byte) {
 	case "zset":
 		src.Zset = string(name)
 		call := upstream.NewCall()
-		if err := c.srv.up.Do(call, upstream.AppendCommand(nil, "TYPE", src.Zset), 1); err != nil {
+		call.Req.AppendKey("TYPE", []byte(src.Zset))
+		if err := c.srv.up.Do(call, &call.Req); err != nil {
 			c.errorReply(upstreamErrorText(err))
 			return
 		}

@@ -88,7 +88,7 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 		return
 	case tc == nil:
 		c.hasWaited()
-		c.forward(cmd)
+		c.forward(cmd, nil)
 		return
 	}
 	if tc.class != classForward && tc.class != classWrite && tc.class != classBlocking && tc.class != classSubscribe &&
@@ -119,7 +119,7 @@ func (c *client) execAuthed(cmd *Command, tc *command) {
 		case tc.fwd != nil:
 			tc.fwd(c, cmd) // INFO: featcache's section with Redis's
 		default:
-			c.forward(cmd)
+			c.forward(cmd, tc)
 		}
 	case classLocal, classAdmin:
 		tc.local(c, cmd.Args)
@@ -146,7 +146,7 @@ func (c *client) readGet(cmd *Command) {
 	pol := ps.matcher.Match(key)
 	if pol == nil || !pol.Cache {
 		ps.countersFor(pol).results[resultBypass].Add(1)
-		c.forward(cmd)
+		c.forwardKey(cmd, key)
 		return
 	}
 	pc := ps.counters[pol.Index]
@@ -271,7 +271,7 @@ func (c *client) readMget(cmd *Command) {
 		// MGET with CROSSSLOT): read key by key.
 		c.mgetByKey(mk, now)
 	case !cached:
-		c.forward(cmd) // Redis's own MGET, relayed
+		c.forwardKey(cmd, cmd.Args[1]) // Redis's own MGET, relayed
 	case distinct(mk):
 		c.seg.addMgetTx(c.srv.cache, mk)
 	default:
@@ -378,9 +378,21 @@ func (s *Server) refresh(f *localcache.Fill, key []byte, lp *localcache.Policy) 
 }
 
 // forward sends a command over a shared upstream connection as part of the segment; its reply frame is relayed.
-func (c *client) forward(cmd *Command) {
+// tc is its entry in the command table (nil for a command neither Redis nor featcache knows), whose key specs say
+// which master of a Redis Cluster it goes to.
+func (c *client) forward(cmd *Command, tc *command) {
 	c.srv.stats.Forwarded.Add(1)
-	c.seg.addForward(cmd)
+	c.seg.addForward(cmd, tc.meta())
+	if c.seg.full() {
+		c.runSegment()
+	}
+}
+
+// forwardKey is forward for a cached read that is not answered from memory but relayed as it is: its key says
+// which master of a Redis Cluster it goes to.
+func (c *client) forwardKey(cmd *Command, key []byte) {
+	c.srv.stats.Forwarded.Add(1)
+	c.seg.addForwardKey(cmd, key)
 	if c.seg.full() {
 		c.runSegment()
 	}
@@ -390,7 +402,7 @@ func (c *client) forward(cmd *Command) {
 // then is anything after it looked up or replied to.
 func (c *client) write(cmd *Command, tc *command) {
 	c.srv.stats.Forwarded.Add(1)
-	c.seg.addForward(cmd)
+	c.seg.addForward(cmd, tc.meta())
 	c.seg.writes = append(c.seg.writes, pendingWrite{args: cmd.Args, tc: tc})
 	c.runSegment()
 }
@@ -411,7 +423,7 @@ func (c *client) runSegment() {
 		s.reset()
 		return
 	}
-	if s.frames > 0 {
+	if s.req.Len() > 0 {
 		start := time.Now()
 		err := c.sendSegment() // over a shared connection, or the client's pinned one
 		c.srv.metrics.observeUpstream(s.class(), start)
@@ -451,7 +463,7 @@ func (c *client) sendShared() error {
 	s := &c.seg
 	start := time.Now()
 	fwd := s.forward || s.bypass
-	c.srv.up.Start(c.call, s.req, s.frames, fwd)
+	c.srv.up.Start(c.call, &s.req, fwd)
 	if fwd && len(s.fetches) > 0 && !c.call.WaitUntil(start.Add(c.srv.up.Timeout())) {
 		c.completeFills(upstream.ErrTimeout, false)
 	}

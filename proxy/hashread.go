@@ -98,7 +98,7 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	pol := ps.matcher.Match(key)
 	if pol == nil || !pol.Cache {
 		ps.countersFor(pol).results[resultBypass].Add(1)
-		c.forward(cmd)
+		c.forwardKey(cmd, key)
 		return
 	}
 	if hot := ps.hot[pol.Index]; hot != nil {
@@ -147,9 +147,8 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	f, leader := c.srv.cache.AcquireHash(hr.key, localcache.HashFillID(hr.fetch, kind == hashGetAll))
 	hr.fill = f
 	if leader {
-		c.seg.fetches = append(c.seg.fetches, fetchItem{fill: f, frame: c.seg.frames, hash: hr})
-		c.seg.req = upstream.AppendHashFetch(c.seg.req, hr.key, hr.fetch, kind == hashGetAll, hr.fieldTTL)
-		c.seg.frames += upstream.HashFetchFrames(kind == hashGetAll, hr.fieldTTL)
+		c.seg.fetches = append(c.seg.fetches, fetchItem{fill: f, frame: c.seg.req.Len(), hash: hr})
+		c.seg.req.AppendHashFetch(hr.key, hr.fetch, kind == hashGetAll, hr.fieldTTL)
 	}
 	c.seg.holes = append(c.seg.holes, hole{kind: holeHash, pos: len(c.seg.tail), hash: hr, fill: f, pc: pc})
 }
@@ -510,7 +509,8 @@ func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySe
 	go func() {
 		call := upstream.NewCall()
 		n := upstream.HashFetchFrames(all, hr.fieldTTL)
-		err := c.srv.up.Do(call, upstream.AppendHashFetch(nil, hr.key, hr.fetch, all, hr.fieldTTL), n)
+		call.Req.AppendHashFetch(hr.key, hr.fetch, all, hr.fieldTTL)
+		err := c.srv.up.Do(call, &call.Req)
 		res := localcache.Result{Err: err}
 		if call.Len() == n {
 			var hf upstream.HashFetched

@@ -203,8 +203,8 @@ func New(opt Options) (*Server, error) {
 func (s *Server) clustered() bool { return s.up.Cluster() != nil }
 
 // installTable builds the command table from cmds (nil: the last ones installed) and makes it current; in front
-// of a Redis Cluster with the cluster rules, and the router finds each command's keys in it. Installs are
-// serialized, so the last one reflects whether the upstream is a cluster as known by then.
+// of a Redis Cluster with the cluster rules. Installs are serialized, so the last one reflects whether the
+// upstream is a cluster as known by then.
 func (s *Server) installTable(cmds commands.Table) {
 	s.tblMu.Lock()
 	defer s.tblMu.Unlock()
@@ -215,16 +215,6 @@ func (s *Server) installTable(cmds commands.Table) {
 	tbl := newTable(cmds, s.opt.Config.Commands.Deny, s.clustered())
 	s.metrics.bindCalls(tbl)
 	s.tbl.Store(tbl)
-	if s.clustered() {
-		s.up.SetKeyFunc(func(args [][]byte, dst [][]byte) [][]byte {
-			tc := s.tbl.Load().lookup(args)
-			if tc == nil || tc.info == nil {
-				return dst
-			}
-			keys, _ := tc.info.Keys(args, dst)
-			return keys
-		})
-	}
 }
 
 // SetPolicies replaces the policies; lookups that start afterwards use the new ones. Entries already cached are
@@ -279,9 +269,9 @@ func persistConfig(cfg *config.Config) warm.PersistConfig {
 // fetchCommands reads COMMAND and INFO server from the upstream.
 func (s *Server) fetchCommands() (commands.Table, error) {
 	call := upstream.NewCall()
-	req := upstream.AppendCommand(nil, "COMMAND")
-	req = upstream.AppendCommand(req, "INFO", "server")
-	if err := s.up.Do(call, req, 2); err != nil {
+	call.Req.AppendCommand(upstream.NoSlot, "COMMAND")
+	call.Req.AppendCommand(upstream.NoSlot, "INFO", "server")
+	if err := s.up.Do(call, &call.Req); err != nil {
 		return nil, err
 	}
 	s.reached.Store(true)

@@ -104,6 +104,15 @@ type command struct {
 	lat     uint8                         // its latency class outside sessions (featcache_request_duration_seconds)
 }
 
+// meta returns Redis's metadata for the command: nil for a nil entry (a command neither Redis nor featcache knows)
+// and for featcache's own commands. Its key specs say which master of a Redis Cluster a forwarded command goes to.
+func (tc *command) meta() *commands.Info {
+	if tc == nil {
+		return nil
+	}
+	return tc.info
+}
+
 // table maps command names to their entries.
 type table struct {
 	cmds map[string]*command

@@ -202,9 +202,9 @@ type Call struct {
 	// Err says why fewer frames than wanted arrived (connection lost, timeout). Frames that did arrive are kept.
 	Err error
 
-	// Req is scratch space for building the payload of the next batch; Do and Fetch do not touch it except Fetch,
-	// which builds its payload there.
-	Req []byte
+	// Req is scratch space for building the payload of the next batch; Do and Forward do not touch it, Fetch
+	// builds its payload there.
+	Req Payload
 	// Cancel, if not nil, ends a wait for the call's replies when it is closed, as a timeout would (Err is
 	// ErrClosed): a server shutting down does not wait for a Redis that hangs. It is kept batch after batch.
 	Cancel <-chan struct{}
@@ -900,6 +900,7 @@ func (l *link) readLoop() {
 // Conn is a dedicated upstream connection owned by one client for as long as its state lasts (WATCH, a blocking
 // command, a subscription). It is not safe for concurrent use, except that Close may be called from any goroutine.
 type Conn struct {
+	cluster *Cluster // the cluster whose redirects Follow follows; nil in front of a single node
 	pool    *Pool
 	nc      net.Conn
 	moved   atomic.Bool // closed by Retarget: reads and writes fail with ErrRetargeted
@@ -938,6 +939,43 @@ func (p *Pool) Dedicated() (*Conn, error) {
 	}
 	p.busy[c] = struct{}{}
 	return c, nil
+}
+
+// swap exchanges the connections c and d hold, with their places in their pools' sets of connections in use, so
+// that c holds what d held and d what c held. Neither may be in use by another goroutine. The pools' locks are
+// taken one at a time, so that two swaps in opposite directions cannot deadlock.
+func (c *Conn) swap(d *Conn) {
+	pc, pd := c.pool, d.pool
+	pc.idleMu.Lock()
+	_, cBusy := pc.busy[c]
+	delete(pc.busy, c)
+	pc.idleMu.Unlock()
+	pd.idleMu.Lock()
+	_, dBusy := pd.busy[d]
+	delete(pd.busy, d)
+	pd.idleMu.Unlock()
+
+	c.pool, d.pool = d.pool, c.pool
+	c.nc, d.nc = d.nc, c.nc
+	cMoved, dMoved := c.moved.Load(), d.moved.Load()
+	c.moved.Store(dMoved)
+	d.moved.Store(cMoved)
+	c.unnamed, d.unnamed = d.unnamed, c.unnamed
+	c.buf, d.buf = d.buf, c.buf
+	c.start, d.start = d.start, c.start
+	c.end, d.end = d.end, c.end
+	c.sc, d.sc = d.sc, c.sc
+
+	pd.idleMu.Lock()
+	if dBusy {
+		pd.busy[c] = struct{}{}
+	}
+	pd.idleMu.Unlock()
+	pc.idleMu.Lock()
+	if cBusy {
+		pc.busy[d] = struct{}{}
+	}
+	pc.idleMu.Unlock()
 }
 
 // Write writes payload, waiting at most the pool's timeout.
@@ -1027,6 +1065,7 @@ func (c *Conn) Release() {
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
+	c.cluster = nil // the next owner's Dedicated says whether it follows redirects
 	if cap(c.buf) > maxKeptBuf {
 		c.buf = nil
 	}
