@@ -121,8 +121,6 @@ func (t *txState) rememberWrite(args [][]byte, tc *command, maxBytes int64) {
 var flushAll = &command{name: "flushall", class: classWrite, after: afterFlush}
 
 var (
-	multiCmd   = upstream.AppendCommand(nil, "MULTI")
-	execCmd    = upstream.AppendCommand(nil, "EXEC")
 	discardCmd = upstream.AppendCommand(nil, "DISCARD")
 	unwatchCmd = upstream.AppendCommand(nil, "UNWATCH")
 )

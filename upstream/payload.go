@@ -14,10 +14,9 @@ import (
 // Payload is not safe for concurrent use, and must not change while a round trip that sends it is in flight.
 type Payload struct {
 	b     []byte
-	n     int      // commands
-	units []span   // where each unit ends, how many commands it has, its slot
-	open  bool     // the last unit is a transaction that Exec has not closed yet
-	keys  [][]byte // scratch for Append's key extraction
+	n     int    // commands
+	units []span // where each unit ends, how many commands it has, its slot
+	open  bool   // the last unit is a transaction that Exec has not closed yet
 }
 
 // span is one unit of a Payload: a command, or a transaction from MULTI to EXEC, which the router sends to one
@@ -55,13 +54,8 @@ func (p *Payload) Reset() { p.b, p.n, p.units, p.open = p.b[:0], 0, p.units[:0],
 // info is nil, an unknown command, or finds none). args is not retained.
 func (p *Payload) Append(info *commands.Info, args [][]byte, raw []byte) {
 	slot := NoSlot
-	if info != nil {
-		keys, _ := info.Keys(args, p.keys[:0])
-		if len(keys) > 0 {
-			slot = int(Slot(keys[0]))
-		}
-		clear(keys) // they alias the caller's buffers
-		p.keys = keys[:0]
+	if key := info.RoutingKey(args); key != nil {
+		slot = int(Slot(key))
 	}
 	if raw != nil {
 		p.b = append(p.b, raw...)

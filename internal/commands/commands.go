@@ -555,6 +555,21 @@ func (ci *Info) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complete bool)
 // KeyIndexes is Keys, but appends the positions of the keys in args to dst instead of the keys themselves, so
 // that a caller can replace them (snapshot keys are rewritten this way).
 func (ci *Info) KeyIndexes(args [][]byte, dst []int) (idx []int, complete bool) {
+	return ci.keyIndexes(args, dst, false)
+}
+
+// RoutingKey returns the first key Keys would return for args, which Redis Cluster routes the command by, or nil
+// when Keys finds none. It aliases args and does not allocate.
+func (ci *Info) RoutingKey(args [][]byte) []byte {
+	var one [1]int
+	if idx, _ := ci.keyIndexes(args, one[:0], true); len(idx) > 0 {
+		return args[idx[0]]
+	}
+	return nil
+}
+
+// keyIndexes is KeyIndexes; with firstOnly, it returns as soon as it has found one key.
+func (ci *Info) keyIndexes(args [][]byte, dst []int, firstOnly bool) (idx []int, complete bool) {
 	if ci == nil {
 		return dst, false
 	}
@@ -624,6 +639,9 @@ func (ci *Info) KeyIndexes(args [][]byte, dst []int) (idx []int, complete bool) 
 		}
 		for i := first; i <= last && i >= first; i += step {
 			dst = append(dst, i)
+			if firstOnly {
+				return dst, false
+			}
 		}
 		if spec.Flags&KeyIncomplete != 0 {
 			complete = false

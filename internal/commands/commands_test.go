@@ -481,6 +481,14 @@ func TestKeysSpecs(t *testing.T) {
 					t.Errorf("key %q is not one of the argument slices", k)
 				}
 			}
+			var first []byte
+			if len(got) > 0 {
+				first = got[0]
+			}
+			if rk := ci.RoutingKey(args); len(rk) != len(first) || (rk == nil) != (first == nil) ||
+				rk != nil && unsafe.SliceData(rk) != unsafe.SliceData(first) {
+				t.Errorf("RoutingKey(%q) = %q; want %q, Keys' first", tc.args, rk, first)
+			}
 		})
 	}
 	if got, complete := (*Info)(nil).Keys(commandLine("x", "a"), nil); got != nil || complete {
@@ -584,6 +592,9 @@ func TestKeysAllocs(t *testing.T) {
 		ci := cmds.Lookup(args)
 		if n := testing.AllocsPerRun(100, func() { ci.Keys(args, dst[:0]) }); n != 0 {
 			t.Errorf("Keys(%q) allocates %v times; want 0", args, n)
+		}
+		if n := testing.AllocsPerRun(100, func() { ci.RoutingKey(args) }); n != 0 {
+			t.Errorf("RoutingKey(%q) allocates %v times; want 0", args, n)
 		}
 	}
 }
