@@ -146,7 +146,7 @@ func (c *client) readGet(cmd *Command) {
 	pol := ps.matcher.Match(key)
 	if pol == nil || !pol.Cache {
 		ps.countersFor(pol).results[resultBypass].Add(1)
-		c.forwardKey(cmd, key)
+		c.forwardRead(cmd)
 		return
 	}
 	pc := ps.counters[pol.Index]
@@ -271,7 +271,7 @@ func (c *client) readMget(cmd *Command) {
 		// MGET with CROSSSLOT): read key by key.
 		c.mgetByKey(mk, now)
 	case !cached:
-		c.forwardKey(cmd, cmd.Args[1]) // Redis's own MGET, relayed
+		c.forwardRead(cmd) // Redis's own MGET, relayed
 	case distinct(mk):
 		c.seg.addMgetTx(c.srv.cache, mk)
 	default:
@@ -388,11 +388,11 @@ func (c *client) forward(cmd *Command, tc *command) {
 	}
 }
 
-// forwardKey is forward for a cached read that is not answered from memory but relayed as it is: its key says
-// which master of a Redis Cluster it goes to.
-func (c *client) forwardKey(cmd *Command, key []byte) {
+// forwardRead is forward for a cached read (GET, MGET, HGET, HMGET, HGETALL) that is relayed as it is, not answered
+// from memory: its first argument is its key, which says which master of a Redis Cluster it goes to.
+func (c *client) forwardRead(cmd *Command) {
 	c.srv.stats.Forwarded.Add(1)
-	c.seg.addForwardKey(cmd, key)
+	c.seg.addForwardKey(cmd, cmd.Args[1])
 	if c.seg.full() {
 		c.runSegment()
 	}

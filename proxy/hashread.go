@@ -98,7 +98,7 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 	pol := ps.matcher.Match(key)
 	if pol == nil || !pol.Cache {
 		ps.countersFor(pol).results[resultBypass].Add(1)
-		c.forwardKey(cmd, key)
+		c.forwardRead(cmd)
 		return
 	}
 	if hot := ps.hot[pol.Index]; hot != nil {
@@ -139,6 +139,11 @@ func (c *client) readHash(cmd *Command, kind hashCmd) {
 		}
 		return
 	}
+	c.fillHash(kind, key, fields, ps, pol, pc)
+}
+
+// fillHash joins or starts the fill of a hash read that memory could not answer, and leaves a hole for its reply.
+func (c *client) fillHash(kind hashCmd, key []byte, fields [][]byte, ps *policySet, pol *config.Policy, pc *policyCounters) {
 	hr := &hashRead{cmd: kind, key: bytes.Clone(key), ps: ps, pol: pol, fieldTTL: c.srv.tbl.Load().fieldTTL}
 	if kind != hashGetAll {
 		hr.fields = cloneAll(fields)
