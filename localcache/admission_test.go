@@ -117,8 +117,8 @@ func TestAdmissionRefusedFillAnswersWaiters(t *testing.T) {
 			t.Errorf("after fill %d: lookup %v %q", n, lk.State, got)
 		}
 	}
-	if s := c.Stats(); s.NotAdmitted != 2 || slotsHeld(c) != 0 {
-		t.Errorf("NotAdmitted %d, slots held %d; want 2 and 0", s.NotAdmitted, slotsHeld(c))
+	if s := c.Stats(); s.NotAdmitted != 2 || flightsHeld(c) != 0 {
+		t.Errorf("NotAdmitted %d, flights held %d; want 2 and 0", s.NotAdmitted, flightsHeld(c))
 	}
 }
 
@@ -200,7 +200,7 @@ func TestAdmissionKeepsGenerations(t *testing.T) {
 // TestAdmissionStress runs readers, fills, invalidations and a filler that keeps a 1 MiB tier evicting, with the
 // filter refusing many fills, and checks what TestStressInvariants checks without a filter: no lookup serves, and
 // no fill hands a waiter, a value older than the latest invalidation of its key that returned before the read
-// began; every fill completes (no slot held at the end). Run it with -race.
+// began; every fill completes (no flight held at the end). Run it with -race.
 func TestAdmissionStress(t *testing.T) {
 	const (
 		nKeys   = 16
@@ -290,8 +290,8 @@ func TestAdmissionStress(t *testing.T) {
 	rw.Wait()
 	stop.Store(true)
 	bg.Wait()
-	if n := slotsHeld(c); n != 0 {
-		t.Errorf("%d slots held after every fill completed", n)
+	if n := flightsHeld(c); n != 0 {
+		t.Errorf("%d flights held after every fill completed", n)
 	}
 	s := c.Stats()
 	t.Logf("stats %+v", s)

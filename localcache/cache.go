@@ -125,13 +125,9 @@ type Cache struct {
 	// state is epoch<<32 | session<<1 | untrustedBit (see epochOf, sessionOf). Epoch and session only
 	// ever move forward.
 	state atomic.Uint64
-	// floor is the epoch that the last Flush began: entries of older epochs are never served, not even
-	// under serve-stale. Entries of epochs from floor on that a trust transition left behind are served
-	// only under serve-stale while the upstream fails (see AppendGet). Only ever moves forward.
-	floor atomic.Uint64
-	// slots is the per-hash-slot tracking state in front of a Redis Cluster (EnableSlots); nil for a single
-	// node, whose lookups then never compute a slot.
-	slots atomic.Pointer[slotTable]
+	// parts is the tracking state per trust partition (EnablePartitions: in front of a Redis Cluster); nil for
+	// an unpartitioned cache, whose lookups then never compute a partition.
+	parts atomic.Pointer[partitionTable]
 
 	stopTimer func()        // stops the coarse timer; nil with an injected clock
 	tags      atomic.Uint32 // the last hash fill tag handed out (nextTag)
@@ -169,7 +165,7 @@ func New(opt Options) (*Cache, error) {
 	// Epoch 0 is never current, so a zeroed header can never match.
 	c.state.Store(1<<32 | 1<<1)
 	for i := range c.shards {
-		c.shards[i].slots = make(map[string]*slot)
+		c.shards[i].flights = make(map[string]*flight)
 	}
 	return c, nil
 }
@@ -207,7 +203,7 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 	st := c.state.Load()
 	epoch, session := epochOf(st), sessionOf(st)
 	var floor uint32
-	if t := c.slots.Load(); t != nil {
+	if t := c.parts.Load(); t != nil {
 		w := t.word(key).Load()
 		session, floor = sessionOf(w), floorOf(w)
 	}
@@ -241,7 +237,7 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 func (c *Cache) Explain(key []byte, p *Policy, now time.Time) (h Header, size int, st State, ok bool) {
 	state := c.state.Load()
 	session, floor := sessionOf(state), uint32(0)
-	if t := c.slots.Load(); t != nil {
+	if t := c.parts.Load(); t != nil {
 		w := t.word(key).Load()
 		session, floor = sessionOf(w), floorOf(w)
 	}

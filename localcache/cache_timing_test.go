@@ -70,19 +70,20 @@ func BenchmarkAppendGet(b *testing.B) {
 	}
 }
 
-// BenchmarkAppendGetSlots is BenchmarkAppendGet in cluster mode (EnableSlots with Redis's CRC16 slot function):
-// each lookup also computes the key's hash slot and reads its state word.
+// BenchmarkAppendGetSlots is BenchmarkAppendGet in cluster mode (a partition per hash slot, with Redis's CRC16 slot
+// function, as the upstream package sets it up): each lookup also computes the key's partition and reads its
+// state word.
 func BenchmarkAppendGetSlots(b *testing.B) {
 	c, err := New(Options{MaxMemory: 256 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
-	c.EnableSlots(upstream.Slot)
-	all := make([]uint16, SlotCount)
+	c.EnablePartitions(upstream.SlotCount, func(key []byte) int { return int(upstream.Slot(key)) })
+	all := make([]int, upstream.SlotCount)
 	for i := range all {
-		all[i] = uint16(i)
+		all[i] = i
 	}
-	c.SetSlotsTrusted(all, true)
+	c.SetPartitionsTrusted(all, true)
 	p := &Policy{SoftTTL: time.Hour, HardTTL: 2 * time.Hour}
 	val := bytes.Repeat([]byte("x"), 1024)
 	ks := make([][]byte, 1000)

@@ -20,14 +20,14 @@ type Fill struct {
 	gen   uint64    // the key's generation when the fill began
 	inval uint64    // the key's count of invalidations when the fill began
 	stamp uint64    // the cache's epoch and session when the fill began (its state without the trust bit)
-	// slotWord is the state word of the key's hash slot in cluster mode (EnableSlots), nil otherwise, and
-	// slotStamp its value when the fill began, without the trust bit.
-	slotWord  *atomic.Uint64
-	slotStamp uint64
-	id        uint64 // 0 for a value fill; for a hash fill, a hash of the fields it reads (AcquireHash)
-	tag       uint32 // a hash fill's tag, which the field records it stores carry (never 0); 0 for a value fill
-	slot      *slot  // the key's slot; alive while this fill is outstanding (refs)
-	shard     *shard // the shard holding slot
+	// partWord is the state word of the key's trust partition when the cache is partitioned (EnablePartitions),
+	// nil otherwise, and partStamp its value when the fill began, without the trust bit.
+	partWord  *atomic.Uint64
+	partStamp uint64
+	id        uint64  // 0 for a value fill; for a hash fill, a hash of the fields it reads (AcquireHash)
+	tag       uint32  // a hash fill's tag, which the field records it stores carry (never 0); 0 for a value fill
+	flight    *flight // the key's generation record; alive while this fill is outstanding (refs)
+	shard     *shard  // the shard holding flight
 
 	done      chan struct{}
 	res       Result // written once, before done is closed
@@ -45,11 +45,11 @@ type Fill struct {
 	skipAdmission bool // set by SkipAdmission: stored whatever the admission filter says
 }
 
-// session is the tracking session an entry stored by f carries: its key's slot's in cluster mode, the cache's
-// otherwise.
+// session is the tracking session an entry stored by f carries: its key's partition's when the cache is
+// partitioned, the cache's otherwise.
 func (f *Fill) session() uint32 {
-	if f.slotWord != nil {
-		return sessionOf(f.slotStamp)
+	if f.partWord != nil {
+		return sessionOf(f.partStamp)
 	}
 	return sessionOf(f.stamp)
 }
@@ -117,15 +117,15 @@ const NoExpiry time.Duration = -1
 // shardCount is the number of shards of the generation table. A power of two.
 const shardCount = 256
 
-// shard is one part of the generation table: the slots of keys that have a fill outstanding.
+// shard is one part of the generation table: the flights of keys that have a fill outstanding.
 type shard struct {
-	mu    sync.Mutex
-	slots map[string]*slot
-	_     [64 - 16]byte // keep shards on separate cache lines
+	mu      sync.Mutex
+	flights map[string]*flight
+	_       [64 - 16]byte // keep shards on separate cache lines
 }
 
-// slot is a key's generation while at least one fill of the key is outstanding.
-type slot struct {
+// flight is a key's generation record while at least one fill of the key is in flight (outstanding).
+type flight struct {
 	key string
 	// gen is what a later miss must share with a fill to join it. It moves on Invalidate, and when a read of the
 	// key answers while fills of it are outstanding: they may have read before that answer, which may have been
@@ -135,7 +135,7 @@ type slot struct {
 	// fills are the key's outstanding fills, in the order they started; a later miss joins the one of its id,
 	// generation and stamp (there is at most one).
 	fills []*Fill
-	refs  int // fills of this key not yet completed; the slot is dropped at 0
+	refs  int // fills of this key not yet completed; the flight is dropped at 0
 }
 
 func (c *Cache) shardFor(key []byte) *shard {
@@ -163,47 +163,47 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 	sh := c.shardFor(key)
 	sh.mu.Lock()
 	stamp := c.state.Load() &^ untrustedBit
-	var slotWord *atomic.Uint64
-	var slotStamp uint64
-	if t := c.slots.Load(); t != nil {
-		slotWord = t.word(key)
-		slotStamp = slotWord.Load() &^ untrustedBit
+	var partWord *atomic.Uint64
+	var partStamp uint64
+	if t := c.parts.Load(); t != nil {
+		partWord = t.word(key)
+		partStamp = partWord.Load() &^ untrustedBit
 	}
-	sl := sh.slots[string(key)]
-	if sl == nil {
-		sl = &slot{key: string(key)}
-		sh.slots[sl.key] = sl
+	fl := sh.flights[string(key)]
+	if fl == nil {
+		fl = &flight{key: string(key)}
+		sh.flights[fl.key] = fl
 	}
-	for _, f := range sl.fills {
-		if f.id == id && f.gen == sl.gen && f.stamp == stamp && f.slotStamp == slotStamp {
+	for _, f := range fl.fills {
+		if f.id == id && f.gen == fl.gen && f.stamp == stamp && f.partStamp == partStamp {
 			sh.mu.Unlock()
 			c.stats.fillsJoined.Add(1)
 			return f, false
 		}
 	}
 	f = &Fill{
-		key:   []byte(sl.key),
+		key:   []byte(fl.key),
 		start: c.now(),
-		gen:   sl.gen,
-		inval: sl.inval,
+		gen:   fl.gen,
+		inval: fl.inval,
 		stamp: stamp,
 		id:    id,
 		tag:   c.nextTag(id),
 
-		slotWord:  slotWord,
-		slotStamp: slotStamp,
-		slot:      sl,
+		partWord:  partWord,
+		partStamp: partStamp,
+		flight:    fl,
 		shard:     sh,
 		done:      make(chan struct{}),
 	}
-	sl.fills = append(sl.fills, f)
-	sl.refs++
+	fl.fills = append(fl.fills, f)
+	fl.refs++
 	sh.mu.Unlock()
 	return f, true
 }
 
-// Complete publishes res to the fill's waiters and, unless the key was invalidated or the cache epoch (in cluster
-// mode, its slot's floor) moved since the fill began, makes it the key's entry:
+// Complete publishes res to the fill's waiters and, unless the key was invalidated or the cache epoch (in a
+// partitioned cache, its partition's floor) moved since the fill began, makes it the key's entry:
 //
 //   - a result with Err or NoStore leaves the entry as it is: an upstream failure says nothing about the key (and
 //     serve-stale may still answer from the entry), NoStore was not read from the upstream;
@@ -272,11 +272,11 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 // (res is what the upstream holds now) and nothing since the fill began rules it out, the entry becomes what build
 // returns, or is deleted when build returns nil (and stays as it is when it returns nil and keepEntry). build runs
 // under the lock, so it may read the current entry; verified says whether the entry may be stored as verified.
-// Then complete releases the fill's slot, hands res to the key's other outstanding fills when it answers what the
+// Then complete releases the fill's flight, hands res to the key's other outstanding fills when it answers what the
 // upstream held (Fill.concurrent; this ends their generation), and publishes res to its waiters. It reports
 // whether it stored a verified entry.
 func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified bool) (*[]byte, int)) (stored bool) {
-	sh, sl := f.shard, f.slot
+	sh, fl := f.shard, f.flight
 	sh.mu.Lock()
 	if answered && len(f.key) <= MaxKeyLen {
 		// The check and the store happen under the lock Invalidate takes, so an invalidation cannot
@@ -286,11 +286,11 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 		// as verified) the moment they move.
 		st := c.state.Load()
 		var sw uint64
-		if f.slotWord != nil {
-			sw = f.slotWord.Load()
+		if f.partWord != nil {
+			sw = f.partWord.Load()
 		}
 		switch {
-		case f.inval != sl.inval || epochOf(st) != epochOf(f.stamp) || floorOf(sw) != floorOf(f.slotStamp):
+		case f.inval != fl.inval || epochOf(st) != epochOf(f.stamp) || floorOf(sw) != floorOf(f.partStamp):
 			// An invalidation or a flush since the fill began: the entry is gone already, and what the fill read
 			// may predate it.
 			c.stats.fillsDiscarded.Add(1)
@@ -302,7 +302,7 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 		default:
 			// Only the tracking session may have moved, or tracking be down: the fill read what the upstream
 			// holds, but no invalidation vouches that nothing changed since.
-			verified := f.stamp == st && f.slotStamp == sw
+			verified := f.stamp == st && f.partStamp == sw
 			if !verified {
 				c.stats.fillsUntrusted.Add(1)
 			}
@@ -334,19 +334,19 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 			}
 		}
 	}
-	sl.refs--
-	for i, g := range sl.fills {
+	fl.refs--
+	for i, g := range fl.fills {
 		if g == f {
-			sl.fills = append(sl.fills[:i], sl.fills[i+1:]...)
+			fl.fills = append(fl.fills[:i], fl.fills[i+1:]...)
 			break
 		}
 	}
 	if res.Err == nil {
-		sl.answered(answer{res: res, inval: f.inval})
+		fl.answered(answer{res: res, inval: f.inval})
 	}
 	f.concurrent = nil
-	if sl.refs == 0 {
-		delete(sh.slots, sl.key)
+	if fl.refs == 0 {
+		delete(sh.flights, fl.key)
 	}
 	sh.mu.Unlock()
 	f.res = res
@@ -356,14 +356,14 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 
 // answered hands a to the key's outstanding fills (Fill.concurrent) and ends their generation. It runs under the
 // shard lock.
-func (sl *slot) answered(a answer) {
-	if len(sl.fills) == 0 {
+func (fl *flight) answered(a answer) {
+	if len(fl.fills) == 0 {
 		return
 	}
-	for _, g := range sl.fills {
+	for _, g := range fl.fills {
 		g.concurrent = append(g.concurrent, a)
 	}
-	sl.gen++
+	fl.gen++
 }
 
 // Answered tells the cache what a read of key that no fill of it made (an MGET's transaction that did not lead
@@ -374,8 +374,8 @@ func (sl *slot) answered(a answer) {
 func (c *Cache) Answered(key []byte, res Result) {
 	sh := c.shardFor(key)
 	sh.mu.Lock()
-	if sl := sh.slots[string(key)]; sl != nil {
-		sl.answered(answer{res: res, inval: sl.inval})
+	if fl := sh.flights[string(key)]; fl != nil {
+		fl.answered(answer{res: res, inval: fl.inval})
 	}
 	if len(key) <= MaxKeyLen {
 		if same, ok := c.holds(key, &res); ok && !same {
@@ -573,9 +573,9 @@ func (c *Cache) Invalidate(keys ...[]byte) {
 	for _, k := range keys {
 		sh := c.shardFor(k)
 		sh.mu.Lock()
-		if sl := sh.slots[string(k)]; sl != nil {
-			sl.gen++
-			sl.inval++
+		if fl := sh.flights[string(k)]; fl != nil {
+			fl.gen++
+			fl.inval++
 		}
 		c.fc.Del(k) // under the shard lock: Complete's check-and-store cannot interleave
 		sh.mu.Unlock()
@@ -623,10 +623,10 @@ func (c *Cache) SetTrusted(trusted bool) {
 	}
 }
 
-// Trusted reports whether the cache currently stores fills (see SetTrusted); in cluster mode (EnableSlots), of
-// keys in every hash slot.
+// Trusted reports whether the cache currently stores fills (see SetTrusted); in a partitioned cache
+// (EnablePartitions), of keys in every partition.
 func (c *Cache) Trusted() bool {
-	return c.state.Load()&untrustedBit == 0 && c.UntrustedSlots() == 0
+	return c.state.Load()&untrustedBit == 0 && c.UntrustedPartitions() == 0
 }
 
 // Epoch returns the current flush epoch. It moves on Flush.

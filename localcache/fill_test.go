@@ -10,12 +10,12 @@ import (
 
 var fillPolicy = &Policy{SoftTTL: 10 * time.Second, HardTTL: 60 * time.Second, NegativeTTL: 5 * time.Second}
 
-// slotsHeld counts the generation table's slots; it must be zero when no fill is outstanding.
-func slotsHeld(c *Cache) int {
+// flightsHeld counts the generation table's flights; it must be zero when no fill is outstanding.
+func flightsHeld(c *Cache) int {
 	n := 0
 	for i := range c.shards {
 		c.shards[i].mu.Lock()
-		n += len(c.shards[i].slots)
+		n += len(c.shards[i].flights)
 		c.shards[i].mu.Unlock()
 	}
 	return n
@@ -58,8 +58,8 @@ func TestInvalidateDuringFill(t *testing.T) {
 	if s.FillsDiscarded != 1 || s.FillsStored != 1 || s.FillsJoined != 1 || s.Invalidations != 1 {
 		t.Errorf("stats %+v; want discarded 1, stored 1, joined 1, invalidations 1", s)
 	}
-	if n := slotsHeld(c); n != 0 {
-		t.Errorf("%d slots held with no fill outstanding", n)
+	if n := flightsHeld(c); n != 0 {
+		t.Errorf("%d flights held with no fill outstanding", n)
 	}
 }
 
@@ -222,8 +222,8 @@ func TestSingleFlight(t *testing.T) {
 	if got, _ := c.AppendGet(nil, []byte("cold"), fillPolicy, t0, false); string(got) != bulk("payload") {
 		t.Errorf("served %q; want %q", got, bulk("payload"))
 	}
-	if k := slotsHeld(c); k != 0 {
-		t.Errorf("%d slots held with no fill outstanding", k)
+	if k := flightsHeld(c); k != 0 {
+		t.Errorf("%d flights held with no fill outstanding", k)
 	}
 }
 
@@ -300,8 +300,8 @@ func TestTooLarge(t *testing.T) {
 			if s.TooLargeKeys != tt.wantLargeKey || s.TooLargeValues != tt.wantLargeVal {
 				t.Errorf("TooLargeKeys %d TooLargeValues %d; want %d %d", s.TooLargeKeys, s.TooLargeValues, tt.wantLargeKey, tt.wantLargeVal)
 			}
-			if n := slotsHeld(c); n != 0 {
-				t.Errorf("%d slots held with no fill outstanding", n)
+			if n := flightsHeld(c); n != 0 {
+				t.Errorf("%d flights held with no fill outstanding", n)
 			}
 		})
 	}

@@ -422,7 +422,7 @@ func (c *Cache) LookupHash(key []byte, now time.Time, fn func(e HashEntry)) bool
 	}
 	st := c.state.Load()
 	session, floor := sessionOf(st), uint32(0)
-	if t := c.slots.Load(); t != nil {
+	if t := c.parts.Load(); t != nil {
 		w := t.word(key).Load()
 		session, floor = sessionOf(w), floorOf(w)
 	}

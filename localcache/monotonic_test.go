@@ -79,7 +79,7 @@ func TestOvertakenFillNotJoined(t *testing.T) {
 		t.Error("a failed fill kept reads from joining another fill of the key")
 	}
 	c.CompleteHash(a, Result{Err: errTest}, nil)
-	if n := slotsHeld(c); n != 0 {
+	if n := flightsHeld(c); n != 0 {
 		t.Errorf("%d slots held with no fill outstanding", n)
 	}
 }

@@ -14,16 +14,16 @@ import "sync/atomic"
 // mean size of the entries stored so far. The tier's memory is bounded by Options.MaxMemory plus freecache's
 // index (see the package documentation: 8 MiB for 64 MiB of 1-2 KiB entries) whatever Bytes says.
 type Stats struct {
-	FillsStored    uint64 // fills whose result was stored
-	FillsDiscarded uint64 // fills not stored because the key's generation or the epoch moved during them
-	FillsUntrusted uint64 // fills completed while invalidations were not being received, or across a change of that (SetTrusted): stored unverified, or not at all
-	FillsJoined    uint64 // Acquire calls that joined a fill in progress instead of starting one
-	Invalidations  uint64 // keys passed to Invalidate
-	Flushes        uint64 // Flush calls
-	SlotFlushes    uint64 // hash slots flushed by FlushSlots (cluster mode)
-	TooLargeKeys   uint64 // fills not stored because the key is longer than MaxKeyLen
-	TooLargeValues uint64 // fills not stored because the entry is larger than freecache accepts
-	NotAdmitted    uint64 // fills not stored because the admission filter refused their key (Options.Admission)
+	FillsStored      uint64 // fills whose result was stored
+	FillsDiscarded   uint64 // fills not stored because the key's generation or the epoch moved during them
+	FillsUntrusted   uint64 // fills completed while invalidations were not being received, or across a change of that (SetTrusted): stored unverified, or not at all
+	FillsJoined      uint64 // Acquire calls that joined a fill in progress instead of starting one
+	Invalidations    uint64 // keys passed to Invalidate
+	Flushes          uint64 // Flush calls
+	PartitionFlushes uint64 // partitions flushed by FlushPartitions (a partitioned cache)
+	TooLargeKeys     uint64 // fills not stored because the key is longer than MaxKeyLen
+	TooLargeValues   uint64 // fills not stored because the entry is larger than freecache accepts
+	NotAdmitted      uint64 // fills not stored because the admission filter refused their key (Options.Admission)
 
 	Entries   int64 // entries in freecache, including ones of an old epoch not yet overwritten or evicted
 	Bytes     int64 // estimated bytes those entries take in freecache (key, header, value, freecache's header)
@@ -35,7 +35,7 @@ type Stats struct {
 type counters struct {
 	fillsStored, fillsDiscarded, fillsUntrusted, fillsJoined atomic.Uint64
 	invalidations, flushes, tooLargeKeys, tooLargeValues     atomic.Uint64
-	slotFlushes, fillsNotAdmitted                            atomic.Uint64
+	partitionFlushes, fillsNotAdmitted                       atomic.Uint64
 	storedBytes                                              atomic.Uint64 // sum of the sizes of stored entries
 
 	// evictionsBase and expiredBase carry freecache's counters over Flush, since freecache's Clear
@@ -52,19 +52,19 @@ func (c *Cache) Stats() Stats {
 		bytes = int64(float64(entries) * float64(s.storedBytes.Load()) / float64(stored))
 	}
 	return Stats{
-		FillsStored:    s.fillsStored.Load(),
-		FillsDiscarded: s.fillsDiscarded.Load(),
-		FillsUntrusted: s.fillsUntrusted.Load(),
-		FillsJoined:    s.fillsJoined.Load(),
-		Invalidations:  s.invalidations.Load(),
-		Flushes:        s.flushes.Load(),
-		SlotFlushes:    s.slotFlushes.Load(),
-		TooLargeKeys:   s.tooLargeKeys.Load(),
-		TooLargeValues: s.tooLargeValues.Load(),
-		NotAdmitted:    s.fillsNotAdmitted.Load(),
-		Entries:        entries,
-		Bytes:          bytes,
-		Evictions:      s.evictionsBase.Load() + c.fc.EvacuateCount(),
-		Expired:        s.expiredBase.Load() + c.fc.ExpiredCount(),
+		FillsStored:      s.fillsStored.Load(),
+		FillsDiscarded:   s.fillsDiscarded.Load(),
+		FillsUntrusted:   s.fillsUntrusted.Load(),
+		FillsJoined:      s.fillsJoined.Load(),
+		Invalidations:    s.invalidations.Load(),
+		Flushes:          s.flushes.Load(),
+		PartitionFlushes: s.partitionFlushes.Load(),
+		TooLargeKeys:     s.tooLargeKeys.Load(),
+		TooLargeValues:   s.tooLargeValues.Load(),
+		NotAdmitted:      s.fillsNotAdmitted.Load(),
+		Entries:          entries,
+		Bytes:            bytes,
+		Evictions:        s.evictionsBase.Load() + c.fc.EvacuateCount(),
+		Expired:          s.expiredBase.Load() + c.fc.ExpiredCount(),
 	}
 }

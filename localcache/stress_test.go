@@ -48,7 +48,7 @@ func TestStressInvariants(t *testing.T) {
 	var invalidated [nKeys]atomic.Uint64
 
 	type fillID struct {
-		s          *slot
+		fl         *flight
 		gen, stamp uint64
 	}
 	var inflightMu sync.Mutex
@@ -124,7 +124,7 @@ func TestStressInvariants(t *testing.T) {
 				f, leader := c.Acquire(keys[k])
 				if leader {
 					led.Add(1)
-					id := fillID{f.slot, f.gen, f.stamp}
+					id := fillID{f.flight, f.gen, f.stamp}
 					inflightMu.Lock()
 					if inflight[id] {
 						t.Errorf("two fills of %s in flight for generation %d stamp %x", keys[k], f.gen, f.stamp)
@@ -160,8 +160,8 @@ func TestStressInvariants(t *testing.T) {
 	stop.Store(true)
 	bg.Wait()
 
-	if n := slotsHeld(c); n != 0 {
-		t.Errorf("%d slots held after every fill completed", n)
+	if n := flightsHeld(c); n != 0 {
+		t.Errorf("%d flights held after every fill completed", n)
 	}
 	s := c.Stats()
 	t.Logf("%v: %d lookups, %d served, %d fills led, %d joined; stats %+v", elapsed, readers*ops, served.Load(), led.Load(), waited.Load(), s)

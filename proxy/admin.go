@@ -130,7 +130,8 @@ func (c *client) cacheWarm(kind, name []byte) {
 	case "zset":
 		src.Zset = string(name)
 		call := upstream.NewCall()
-		if err := c.srv.up.Do(call, resp.AppendCommand(nil, "TYPE", src.Zset), 1); err != nil {
+		call.Req.AppendKey("TYPE", []byte(src.Zset))
+		if err := c.srv.up.Do(call, &call.Req); err != nil {
 			c.errorReply(upstreamErrorText(err))
 			return
 		}
@@ -262,8 +263,9 @@ func (s *Server) statsText() []byte {
 		line("cluster_tryagain", cs.TryAgain)
 		line("cluster_slot_map_refreshes", cs.Refreshes)
 		line("cluster_slot_map_changes", cs.MapChanges)
-		line("cluster_untrusted_slots", int64(s.cache.UntrustedSlots()))
-		line("cluster_slots_flushed", int64(ls.SlotFlushes))
+		// The tier has a trust partition per hash slot in front of a cluster (upstream.PartitionedCache).
+		line("cluster_untrusted_slots", int64(s.cache.UntrustedPartitions()))
+		line("cluster_slots_flushed", int64(ls.PartitionFlushes))
 	}
 	ready, why := s.readiness()
 	b.WriteString("# warm\r\n")

@@ -454,8 +454,8 @@ func (c *client) trim() {
 	if cap(c.seg.tail) > retainBytes {
 		c.seg.tail = nil
 	}
-	if cap(c.seg.req) > retainBytes {
-		c.seg.req = nil
+	if c.seg.req.Cap() > retainBytes {
+		c.seg.req = upstream.Payload{}
 	}
 	if cap(c.call.Replies) > retainBytes {
 		c.call.Replies = nil

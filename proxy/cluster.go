@@ -86,13 +86,13 @@ func (c *client) split(cmd *resp.Command, tc *command) {
 		if isWrite(tc) {
 			c.write(cmd, tc)
 		} else {
-			c.forward(cmd)
+			c.forward(cmd, tc)
 		}
 		return
 	}
 	// One command per slot, in the order each slot first appears; the keys of a slot keep their order.
 	s := &c.seg
-	first, parts := s.frames, 0
+	first, parts := s.req.Len(), 0
 	sub := c.splitArgs[:0]
 	for j := range idx {
 		if slots[j] < 0 {
@@ -106,8 +106,7 @@ func (c *client) split(cmd *resp.Command, tc *command) {
 				slots[k] = -1
 			}
 		}
-		s.req = resp.AppendArgs(s.req, sub)
-		s.frames++
+		s.req.AppendArgs(slot, sub)
 		parts++
 	}
 	clear(sub)
@@ -158,12 +157,11 @@ func (c *client) appendMerged(dst []byte, h *hole) []byte {
 // tier as it does in front of a single node.
 func (c *client) fanOut(cmd *resp.Command, tc *command) {
 	c.runSegment()
-	req := appendRequest(c.seg.req[:0], cmd)
-	c.seg.req = req
+	req := c.seg.request(cmd)
 	start := time.Now()
 	n, err := c.srv.up.Cluster().FanOut(c.call, req)
 	c.srv.metrics.observeUpstream(upForward, start)
-	c.seg.req = c.seg.req[:0]
+	c.seg.req.Reset()
 	c.srv.stats.Forwarded.Add(int64(max(n, 1)))
 	if isWrite(tc) {
 		c.afterWrite(cmd.Args, tc)
@@ -311,14 +309,14 @@ func (c *client) scan(cmd *resp.Command) {
 	node, nodeCur := int(cur%scanMasters), cur/scanMasters
 	args := append(c.splitArgs[:0], cmd.Args...)
 	args[1] = strconv.AppendUint(nil, nodeCur, 10)
-	req := resp.AppendArgs(c.seg.req[:0], args)
+	c.seg.req.Reset()
+	c.seg.req.AppendArgs(upstream.NoSlot, args) // SCAN goes to the master of its cursor, not of a slot
 	clear(args)
 	c.splitArgs = args[:0]
-	c.seg.req = req
 	start := time.Now()
-	err = cl.DoMaster(c.call, node, req, 1)
+	err = cl.DoMaster(c.call, node, c.seg.req.Bytes(), 1)
 	c.srv.metrics.observeUpstream(upForward, start)
-	c.seg.req = c.seg.req[:0]
+	c.seg.req.Reset()
 	c.srv.stats.Forwarded.Add(1)
 	if c.call.Len() < 1 {
 		c.srv.stats.Errors.Add(1)

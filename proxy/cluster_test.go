@@ -764,6 +764,27 @@ func TestClusterReshard(t *testing.T) {
 	if got := p.up.Cluster().Stats().Moved - moved; got < 3 {
 		t.Errorf("%d MOVED followed for the transaction, the WATCH and the BLPOP; want 3", got)
 	}
+
+	// A blocking command whose key has left a slot being migrated gets ASK, and follows it: ASKING goes right
+	// before the command on the target, where the key is (Redis applies ASKING to the next command only).
+	slot = cl.Slot("{ask}list")
+	from = cl.MasterOfSlot(slot)
+	to = cl.Masters[0]
+	if to == from {
+		to = cl.Masters[1]
+	}
+	s := strconv.Itoa(slot)
+	expectDo(t, redistest.Dial(t, to.Addr()), "+OK\r\n", "CLUSTER", "SETSLOT", s, "IMPORTING", cl.NodeID(from))
+	expectDo(t, redistest.Dial(t, from.Addr()), "+OK\r\n", "CLUSTER", "SETSLOT", s, "MIGRATING", cl.NodeID(to))
+	target := redistest.Dial(t, to.Addr())
+	expectDo(t, target, "+OK\r\n", "ASKING")
+	expectDo(t, target, ":1\r\n", "RPUSH", "{ask}list", "e")
+	asked := p.up.Cluster().Stats().Asked
+	expectDo(t, c, "*2\r\n$9\r\n{ask}list\r\n$1\r\ne\r\n", "BLPOP", "{ask}list", "1")
+	if p.up.Cluster().Stats().Asked == asked {
+		t.Error("the BLPOP got its element without following an ASK: the test proves nothing")
+	}
+	cl.Migrate(slot, from, to, 10, nil)
 }
 
 // TestClusterFailover kills a master of a cluster with replicas and promotes its replica (CLUSTER FAILOVER
@@ -810,14 +831,14 @@ func TestClusterFailover(t *testing.T) {
 		"all errors seen by clients: %d %v; slot map refreshes %d, changes %d, MOVED followed %d; slots flushed %d",
 		dead.Addr(), promoted.Addr(), recovered.Round(time.Millisecond), tr.writes.Load(), tr.reads.Load(),
 		deadGets, deadErrs, liveGets, liveErrs, errs, kinds, st.Refreshes, st.MapChanges, st.Moved,
-		p.cache.Stats().SlotFlushes)
+		p.cache.Stats().PartitionFlushes)
 	if tr.bad.Load() > 0 {
 		t.Fatalf("%d violations or broken connections", tr.bad.Load())
 	}
 	if liveErrs > 0 {
 		t.Errorf("GETs of keys on the masters that stayed up failed %d times", liveErrs)
 	}
-	if p.cache.Stats().SlotFlushes == 0 {
+	if p.cache.Stats().PartitionFlushes == 0 {
 		t.Error("the dead master's slots were not flushed when they passed to its replica")
 	}
 	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool { _, up := p.up.Tracking(); return up })

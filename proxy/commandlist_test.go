@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"featcache/internal/commands"
+
 	"featcache/internal/redistest"
-	"featcache/internal/resp"
 )
 
 // survivalReadTimeout bounds the wait for a reply. Only a command Redis flags blocking may use it all.
@@ -26,7 +27,7 @@ upstream:
 // survivalCase is one command line sent through featcache.
 type survivalCase struct {
 	args     []string
-	info     *CommandInfo // the entry the command line resolves to in Redis's table
+	info     *commands.Info // the entry the command line resolves to in Redis's table
 	blocking bool
 }
 
@@ -43,9 +44,9 @@ func TestEveryCommandSurvives(t *testing.T) {
 	twin := redistest.Start(t) // the same commands sent directly, to compare the kind of reply
 	direct := redistest.Dial(t, p.redis.Addr())
 	names := survivalCommandNames(t, direct.Do("COMMAND", "LIST"))
-	cmds, err := ParseCommands(direct.Do("COMMAND"))
+	cmds, err := commands.Parse(direct.Do("COMMAND"))
 	if err != nil {
-		t.Fatalf("ParseCommands(COMMAND): %v", err)
+		t.Fatalf("commands.Parse(COMMAND): %v", err)
 	}
 	direct.Close()
 	if len(names) < 200 {
@@ -66,7 +67,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 	for i := range cases {
 		c := &cases[i]
 		c.info = cmds.Lookup(survivalLine(c.args))
-		c.blocking = c.info != nil && c.info.Flags.Has(FlagBlocking)
+		c.blocking = c.info != nil && c.info.Flags.Has(commands.FlagBlocking)
 	}
 
 	deny := map[string]bool{}
@@ -149,17 +150,9 @@ func TestEveryCommandSurvives(t *testing.T) {
 // survivalCommandNames reads COMMAND LIST's reply: an array of command names, sorted here.
 func survivalCommandNames(t *testing.T, reply []byte) []string {
 	t.Helper()
-	v := decodeTestReply(t, reply)
-	if v.Type != resp.TypeArray {
-		t.Fatalf("COMMAND LIST: got %.200q; want an array", reply)
-	}
-	names := make([]string, 0, len(v.Elems))
-	for _, e := range v.Elems {
-		name, ok := e.Text()
-		if !ok {
-			t.Fatalf("COMMAND LIST: element %v is not a name", e)
-		}
-		names = append(names, strings.ToLower(name))
+	names := bulkStrings(t, reply)
+	for i, name := range names {
+		names[i] = strings.ToLower(name)
 	}
 	slices.Sort(names)
 	return names

@@ -5,6 +5,8 @@ import (
 	"context"
 	"time"
 
+	"featcache/internal/commands"
+
 	"featcache/config"
 	"featcache/internal/resp"
 	"featcache/localcache"
@@ -52,7 +54,7 @@ func (c *client) exec(cmd *resp.Command) {
 			c.errorReply(msg)
 			return
 		}
-		if tc.info == nil || !tc.info.Flags.Has(FlagNoAuth) {
+		if tc.info == nil || !tc.info.Flags.Has(commands.FlagNoAuth) {
 			c.errorReply("NOAUTH Authentication required.")
 			return
 		}
@@ -88,7 +90,7 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 		return
 	case tc == nil:
 		c.hasWaited()
-		c.forward(cmd)
+		c.forward(cmd, nil)
 		return
 	}
 	if tc.class != classForward && tc.class != classWrite && tc.class != classBlocking && tc.class != classSubscribe &&
@@ -119,7 +121,7 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 		case tc.fwd != nil:
 			tc.fwd(c, cmd) // INFO: featcache's section with Redis's
 		default:
-			c.forward(cmd)
+			c.forward(cmd, tc)
 		}
 	case classLocal, classAdmin:
 		tc.local(c, cmd.Args)
@@ -146,7 +148,7 @@ func (c *client) readGet(cmd *resp.Command) {
 	pol := ps.matcher.Match(key)
 	if pol == nil || !pol.Cache {
 		ps.countersFor(pol).results[resultBypass].Add(1)
-		c.forward(cmd)
+		c.forwardRead(cmd)
 		return
 	}
 	pc := ps.counters[pol.Index]
@@ -271,7 +273,7 @@ func (c *client) readMget(cmd *resp.Command) {
 		// MGET with CROSSSLOT): read key by key.
 		c.mgetByKey(mk, now)
 	case !cached:
-		c.forward(cmd) // Redis's own MGET, relayed
+		c.forwardRead(cmd) // Redis's own MGET, relayed
 	case distinct(mk):
 		c.seg.addMgetTx(c.srv.cache, mk)
 	default:
@@ -378,9 +380,21 @@ func (s *Server) refresh(f *localcache.Fill, key []byte, lp *localcache.Policy) 
 }
 
 // forward sends a command over a shared upstream connection as part of the segment; its reply frame is relayed.
-func (c *client) forward(cmd *resp.Command) {
+// tc is its entry in the command table (nil for a command neither Redis nor featcache knows), whose key specs say
+// which master of a Redis Cluster it goes to.
+func (c *client) forward(cmd *resp.Command, tc *command) {
 	c.srv.stats.Forwarded.Add(1)
-	c.seg.addForward(cmd)
+	c.seg.addForward(cmd, tc.meta())
+	if c.seg.full() {
+		c.runSegment()
+	}
+}
+
+// forwardRead is forward for a cached read (GET, MGET, HGET, HMGET, HGETALL) that is relayed as it is, not answered
+// from memory: its first argument is its key, which says which master of a Redis Cluster it goes to.
+func (c *client) forwardRead(cmd *resp.Command) {
+	c.srv.stats.Forwarded.Add(1)
+	c.seg.addForwardKey(cmd, cmd.Args[1])
 	if c.seg.full() {
 		c.runSegment()
 	}
@@ -390,7 +404,7 @@ func (c *client) forward(cmd *resp.Command) {
 // then is anything after it looked up or replied to.
 func (c *client) write(cmd *resp.Command, tc *command) {
 	c.srv.stats.Forwarded.Add(1)
-	c.seg.addForward(cmd)
+	c.seg.addForward(cmd, tc.meta())
 	c.seg.writes = append(c.seg.writes, pendingWrite{args: cmd.Args, tc: tc})
 	c.runSegment()
 }
@@ -411,7 +425,7 @@ func (c *client) runSegment() {
 		s.reset()
 		return
 	}
-	if s.frames > 0 {
+	if s.req.Len() > 0 {
 		start := time.Now()
 		err := c.sendSegment() // over a shared connection, or the client's pinned one
 		c.srv.metrics.observeUpstream(s.class(), start)
@@ -451,7 +465,7 @@ func (c *client) sendShared() error {
 	s := &c.seg
 	start := time.Now()
 	fwd := s.forward || s.bypass
-	c.srv.up.Start(c.call, s.req, s.frames, fwd)
+	c.srv.up.Start(c.call, &s.req, fwd)
 	if fwd && len(s.fetches) > 0 && !c.call.WaitUntil(start.Add(c.srv.up.Timeout())) {
 		c.completeFills(upstream.ErrTimeout, false)
 	}

@@ -38,11 +38,7 @@ func benchServerWith(b *testing.B, n int, yamlCfg string) *Server {
 		b.Fatal(err)
 	}
 	b.Cleanup(up.Close)
-	cmds, err := embeddedCommands()
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := New(Options{Config: cfg, Cache: cache, Upstream: up, Commands: cmds, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := New(Options{Config: cfg, Cache: cache, Upstream: up, Commands: embeddedCommands(b), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"featcache/config"
+	"featcache/internal/commands"
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
 )
@@ -207,4 +210,41 @@ func (p *testProxy) settle() {
 	if err := p.up.Barrier(context.Background()); err != nil {
 		p.t.Fatalf("tracking barrier: %v", err)
 	}
+}
+
+// bulkStrings reads a reply that is an array of bulk strings (COMMAND LIST, CONFIG GET).
+func bulkStrings(t testing.TB, reply []byte) []string {
+	t.Helper()
+	elems, err := resp.ParseBulkArray(reply, nil)
+	if err != nil {
+		t.Fatalf("reply %.200q: %v", reply, err)
+	}
+	out := make([]string, len(elems))
+	for i, e := range elems {
+		out[i] = string(e)
+	}
+	return out
+}
+
+// allCommands returns every command and subcommand of cmds, sorted by name.
+func allCommands(cmds commands.Table) []*commands.Info {
+	var all []*commands.Info
+	for _, ci := range cmds {
+		all = append(all, ci)
+		for _, sub := range ci.Subcommands {
+			all = append(all, sub)
+		}
+	}
+	slices.SortFunc(all, func(a, b *commands.Info) int { return strings.Compare(a.Name, b.Name) })
+	return all
+}
+
+// embeddedCommands is Redis 7.0's command table (commands.Embedded).
+func embeddedCommands(tb testing.TB) commands.Table {
+	tb.Helper()
+	cmds, err := commands.Embedded()
+	if err != nil {
+		tb.Fatalf("commands.Embedded: %v", err)
+	}
+	return cmds
 }

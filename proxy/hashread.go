@@ -99,7 +99,7 @@ func (c *client) readHash(cmd *resp.Command, kind hashCmd) {
 	pol := ps.matcher.Match(key)
 	if pol == nil || !pol.Cache {
 		ps.countersFor(pol).results[resultBypass].Add(1)
-		c.forward(cmd)
+		c.forwardRead(cmd)
 		return
 	}
 	if hot := ps.hot[pol.Index]; hot != nil {
@@ -140,6 +140,11 @@ func (c *client) readHash(cmd *resp.Command, kind hashCmd) {
 		}
 		return
 	}
+	c.fillHash(kind, key, fields, ps, pol, pc)
+}
+
+// fillHash joins or starts the fill of a hash read that memory could not answer, and leaves a hole for its reply.
+func (c *client) fillHash(kind hashCmd, key []byte, fields [][]byte, ps *policySet, pol *config.Policy, pc *policyCounters) {
 	hr := &hashRead{cmd: kind, key: bytes.Clone(key), ps: ps, pol: pol, fieldTTL: c.srv.tbl.Load().fieldTTL}
 	if kind != hashGetAll {
 		hr.fields = cloneAll(fields)
@@ -148,9 +153,8 @@ func (c *client) readHash(cmd *resp.Command, kind hashCmd) {
 	f, leader := c.srv.cache.AcquireHash(hr.key, localcache.HashFillID(hr.fetch, kind == hashGetAll))
 	hr.fill = f
 	if leader {
-		c.seg.fetches = append(c.seg.fetches, fetchItem{fill: f, frame: c.seg.frames, hash: hr})
-		c.seg.req = upstream.AppendHashFetch(c.seg.req, hr.key, hr.fetch, kind == hashGetAll, hr.fieldTTL)
-		c.seg.frames += upstream.HashFetchFrames(kind == hashGetAll, hr.fieldTTL)
+		c.seg.fetches = append(c.seg.fetches, fetchItem{fill: f, frame: c.seg.req.Len(), hash: hr})
+		c.seg.req.AppendHashFetch(hr.key, hr.fetch, kind == hashGetAll, hr.fieldTTL)
 	}
 	c.seg.holes = append(c.seg.holes, hole{kind: holeHash, pos: len(c.seg.tail), hash: hr, fill: f, pc: pc})
 }
@@ -509,7 +513,8 @@ func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySe
 	go func() {
 		call := upstream.NewCall()
 		n := upstream.HashFetchFrames(all, hr.fieldTTL)
-		err := c.srv.up.Do(call, upstream.AppendHashFetch(nil, hr.key, hr.fetch, all, hr.fieldTTL), n)
+		call.Req.AppendHashFetch(hr.key, hr.fetch, all, hr.fieldTTL)
+		err := c.srv.up.Do(call, &call.Req)
 		res := localcache.Result{Err: err}
 		if call.Len() == n {
 			var hf upstream.HashFetched

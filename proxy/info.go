@@ -41,14 +41,14 @@ func (c *client) forwardInfo(cmd *resp.Command) {
 	case ours && !theirs:
 		c.bulkReply(c.srv.infoText())
 	case ours:
-		c.forward(cmd)
+		c.forward(cmd, nil) // INFO has no keys
 		if n := len(c.seg.holes); n > 0 && c.seg.holes[n-1].kind == holeFrame {
 			c.seg.holes[n-1].kind = holeInfo
 		}
 		// A forward that filled the segment ran it at once: INFO's reply went out as Redis's alone. Only a
 		// pipeline of a megabyte of commands before it does that.
 	default:
-		c.forward(cmd)
+		c.forward(cmd, nil)
 	}
 }
 

@@ -200,7 +200,7 @@ func gcFloor(live, other int64) int64 {
 
 // footprint is the capacity of the buffers the client owns: what its connection holds in memory.
 func (c *client) footprint() int {
-	return c.rd.Footprint() + cap(c.out) + cap(c.seg.tail) + cap(c.seg.req) + cap(c.call.Replies) +
+	return c.rd.Footprint() + cap(c.out) + cap(c.seg.tail) + c.seg.req.Cap() + cap(c.call.Replies) +
 		cap(c.tx.queue) + cap(c.tx.arena)
 }
 

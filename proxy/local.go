@@ -221,7 +221,8 @@ func (s *Server) databases() int64 {
 		return n
 	}
 	call := upstream.NewCall()
-	if err := s.up.Do(call, configGetDatabases, 1); err != nil {
+	call.Req.AppendRaw(upstream.NoSlot, configGetDatabases)
+	if err := s.up.Do(call, &call.Req); err != nil {
 		return defaultDatabases
 	}
 	v, err := resp.ParseBulkArray(call.Frame(0), nil)
@@ -240,12 +241,13 @@ func (s *Server) databases() int64 {
 // (secretConfig), whatever the pattern that matched them: CONFIG GET * included.
 func (c *client) cmdConfigGet(args [][]byte) {
 	c.runSegment()
-	c.seg.req = resp.AppendArgs(c.seg.req[:0], args)
+	c.seg.req.Reset()
+	c.seg.req.AppendArgs(upstream.NoSlot, args)
 	c.srv.stats.Forwarded.Add(1)
 	start := time.Now()
-	err := c.srv.up.Do(c.call, c.seg.req, 1)
+	err := c.srv.up.Do(c.call, &c.seg.req)
 	c.srv.metrics.observeUpstream(upForward, start)
-	c.seg.req = c.seg.req[:0]
+	c.seg.req.Reset()
 	if err != nil {
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
@@ -843,9 +845,6 @@ func (c *client) knownUser(user []byte) bool {
 	return u == "default" || u != "" && u == c.srv.opt.Config.Upstream.Username
 }
 
-// clientUnblockCmd starts CLIENT UNBLOCK: the command's name, after its array header.
-var clientUnblockCmd = resp.AppendBulkString(resp.AppendBulkString(nil, "CLIENT"), "UNBLOCK")
-
 // cmdClientUnblock answers CLIENT UNBLOCK id [TIMEOUT|ERROR] about featcache's clients: a client waiting in a
 // blocking command is unblocked by Redis, through the dedicated connection it waits on, and gets the reply Redis
 // gives (the command's timeout reply, or -UNBLOCKED); :1 then, else :0.
@@ -876,16 +875,15 @@ func (c *client) cmdClientUnblock(args [][]byte) {
 		c.intReply(0)
 		return
 	}
-	req := resp.AppendArray(c.seg.req[:0], len(args))
-	req = append(req, clientUnblockCmd...)
-	req = resp.AppendBulk(req, strconv.AppendInt(nil, i.blockedRID, 10))
+	unblock := [][]byte{[]byte("CLIENT"), []byte("UNBLOCK"), strconv.AppendInt(nil, i.blockedRID, 10)}
 	if len(args) == 4 {
-		req = resp.AppendBulk(req, args[3])
+		unblock = append(unblock, args[3])
 	}
-	c.seg.req = req
+	c.seg.req.Reset()
+	c.seg.req.AppendArgs(upstream.NoSlot, unblock)
 	c.srv.stats.Forwarded.Add(1)
-	err := c.srv.up.Do(c.call, req, 1)
-	c.seg.req = c.seg.req[:0]
+	err := c.srv.up.Do(c.call, &c.seg.req)
+	c.seg.req.Reset()
 	if err != nil {
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))

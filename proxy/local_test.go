@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"featcache/internal/commands"
+
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
 )
@@ -463,11 +465,11 @@ func TestLocalClientNameIDInfo(t *testing.T) {
 // TestLocalClientSetinfo72 runs featcache with a command table that has CLIENT SETINFO, as Redis 7.2's does.
 func TestLocalClientSetinfo72(t *testing.T) {
 	redis := redistest.Start(t)
-	cmds, err := ParseCommands(redis.Do("COMMAND"))
+	cmds, err := commands.Parse(redis.Do("COMMAND"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmds["client"].Subcommands["setinfo"] = &CommandInfo{Name: "client|setinfo", Arity: 4, Flags: FlagNoScript | FlagLoading | FlagStale}
+	cmds["client"].Subcommands["setinfo"] = &commands.Info{Name: "client|setinfo", Arity: 4, Flags: commands.FlagNoScript | commands.FlagLoading | commands.FlagStale}
 	p := startProxyOn(t, redis, defaultTestConfig, func(o *Options) { o.Commands = cmds })
 	c := p.dial()
 	for _, tc := range []struct {

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"featcache/internal/commands"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"featcache/config"
@@ -208,7 +210,7 @@ func (c *client) countInSession(tc *command) {
 	}
 	class := latForwarded // an unknown command: Redis answers it, with its unknown-command error
 	switch {
-	case !c.authed && (tc == nil || tc.info == nil || !tc.info.Flags.Has(FlagNoAuth)):
+	case !c.authed && (tc == nil || tc.info == nil || !tc.info.Flags.Has(commands.FlagNoAuth)):
 		class = latRefused
 	case tc == nil:
 		if c.tx.multi {
@@ -644,8 +646,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("clRedirects", cs.Asked, "ask")
 		counter("clRedirects", cs.TryAgain, "tryagain")
 		counter("clChanges", cs.MapChanges)
-		gauge("clUntrusted", float64(s.cache.UntrustedSlots()))
-		counter("clFlushed", int64(ls.SlotFlushes))
+		// The tier has a trust partition per hash slot in front of a cluster (upstream.PartitionedCache).
+		gauge("clUntrusted", float64(s.cache.UntrustedPartitions()))
+		counter("clFlushed", int64(ls.PartitionFlushes))
 	}
 
 	counter("reloads", m.reloadsOK.Load(), "ok")

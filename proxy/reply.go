@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	_ "embed"
 	"errors"
 	"strings"
 
@@ -99,9 +98,3 @@ func parseServerInfo(info string) *serverInfo {
 	}
 	return si
 }
-
-//go:embed commands-redis-7.0.resp
-var embeddedCommandReply []byte
-
-// embeddedCommands is Redis 7.0's command table, used until the upstream answers COMMAND.
-func embeddedCommands() (Commands, error) { return ParseCommands(embeddedCommandReply) }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"featcache/internal/commands"
 	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
@@ -74,9 +75,8 @@ type segment struct {
 	// again after anything that may have waited (see client.clock), so that a read is never judged at a time
 	// before a wait that preceded it in the pipeline.
 	now     time.Time
-	waited  bool   // something may have waited since now was read: the next lookup reads the clock again
-	req     []byte // upstream payload
-	frames  int    // reply frames the payload asks for
+	waited  bool             // something may have waited since now was read: the next lookup reads the clock again
+	req     upstream.Payload // upstream payload: one reply frame per command, each command with its hash slot
 	tail    []byte
 	holes   []hole
 	fetches []fetchItem
@@ -118,8 +118,7 @@ func (c *client) clock() time.Time {
 func (c *client) hasWaited() { c.seg.waited = true }
 
 func (s *segment) reset() {
-	s.req = s.req[:0]
-	s.frames = 0
+	s.req.Reset()
 	s.tail = s.tail[:0]
 	for i := range s.holes {
 		s.holes[i] = hole{}
@@ -129,8 +128,8 @@ func (s *segment) reset() {
 	s.writes = s.writes[:0]
 	s.doErr = nil
 	s.forward, s.bypass, s.tx = false, false, false
-	if cap(s.req) > maxSegmentBytes*2 {
-		s.req = nil
+	if s.req.Cap() > maxSegmentBytes*2 {
+		s.req = upstream.Payload{}
 	}
 	if cap(s.tail) > maxSegmentBytes*2 {
 		s.tail = nil
@@ -155,14 +154,31 @@ func (s *segment) leads() bool {
 	return false
 }
 
-func (s *segment) full() bool { return len(s.req) > maxSegmentBytes || s.frames > maxSegmentFrames }
+func (s *segment) full() bool {
+	return s.req.Size() > maxSegmentBytes || s.req.Len() > maxSegmentFrames
+}
 
-// addForward appends a command to the payload and a hole for its reply.
-func (s *segment) addForward(cmd *resp.Command) {
-	s.req = appendRequest(s.req, cmd)
-	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.frames})
-	s.frames++
+// addForward appends a command to the payload, routed by its keys as info's key specs find them (info is nil for
+// a command Redis does not know, or one without keys), and a hole for its reply.
+func (s *segment) addForward(cmd *resp.Command, info *commands.Info) {
+	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.req.Len()})
+	s.req.Append(info, cmd.Args, cmd.Raw)
 	s.forward = true
+}
+
+// addForwardKey is addForward for a command whose slot is key's: a cached read forwarded as it is.
+func (s *segment) addForwardKey(cmd *resp.Command, key []byte) {
+	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.req.Len()})
+	appendCommand(&s.req, int(upstream.Slot(key)), cmd)
+	s.forward = true
+}
+
+// request empties the payload, puts cmd alone in it and returns its bytes: the one command of a round trip of its
+// own, or of a dedicated connection. The caller resets the payload once the round trip is over.
+func (s *segment) request(cmd *resp.Command) []byte {
+	s.req.Reset()
+	appendCommand(&s.req, upstream.NoSlot, cmd)
+	return s.req.Bytes()
 }
 
 // addFill joins key's fill or starts it; a started fill's GET and PTTL join the payload. The read is counted in pc
@@ -184,9 +200,8 @@ func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, k
 			}
 			return
 		}
-		s.fetches = append(s.fetches, fetchItem{fill: f, lp: lp, frame: s.frames})
-		s.req = upstream.AppendFetch(s.req, key)
-		s.frames += 2
+		s.fetches = append(s.fetches, fetchItem{fill: f, lp: lp, frame: s.req.Len()})
+		s.req.AppendFetch(key)
 	}
 	s.holes = append(s.holes, hole{kind: kind, pos: len(s.tail), fill: f, key: key, lp: lp, pc: pc})
 }
@@ -202,9 +217,8 @@ func servedResult(reply []byte) localcache.Result {
 
 // addBypass fetches an MGET key that no policy caches with a plain GET.
 func (s *segment) addBypass(key []byte) {
-	s.req = upstream.AppendKeyCommand(s.req, "GET", key)
-	s.holes = append(s.holes, hole{kind: holeMgetBypass, pos: len(s.tail), frame: s.frames})
-	s.frames++
+	s.holes = append(s.holes, hole{kind: holeMgetBypass, pos: len(s.tail), frame: s.req.Len()})
+	s.req.AppendKey("GET", key)
 	s.bypass = true
 }
 
@@ -440,6 +454,15 @@ func appendRequest(dst []byte, cmd *resp.Command) []byte {
 	return resp.AppendArgs(dst, cmd.Args)
 }
 
+// appendCommand appends cmd to p as appendRequest writes it, routed by slot.
+func appendCommand(p *upstream.Payload, slot int, cmd *resp.Command) {
+	if cmd.Raw != nil {
+		p.AppendRaw(slot, cmd.Raw)
+	} else {
+		p.AppendArgs(slot, cmd.Args)
+	}
+}
+
 // An MGET that is not answered from memory whole is answered from one transaction, so that its reply is one Redis
 // could have given at a single instant, as Redis's own MGET is: MULTI, a GET of each of its keys (and a PTTL
 // after each key whose fill it leads), EXEC. Hits are not served next to values fetched later (a write between
@@ -492,12 +515,12 @@ type txKey struct {
 
 // addMgetTx adds the transaction answering an MGET of keys to the payload, and its hole to the replies.
 func (s *segment) addMgetTx(cache *localcache.Cache, keys []mgetKey) {
-	tx := &mgetTx{pos: make([]int, len(keys)), frame: s.frames, alone: true}
+	tx := &mgetTx{pos: make([]int, len(keys)), frame: s.req.Len(), alone: true}
 	var index map[string]int // distinct keys, for a long MGET
 	if len(keys) > 16 {
 		index = make(map[string]int, len(keys))
 	}
-	s.req = append(s.req, multiCmd...)
+	s.req.Multi()
 	for i := range keys {
 		k := &keys[i]
 		at := -1
@@ -519,14 +542,14 @@ func (s *segment) addMgetTx(cache *localcache.Cache, keys []mgetKey) {
 				index[string(k.key)] = at
 			}
 			tk := txKey{key: k.key, lp: k.lp, pc: k.pc, get: tx.cmds, keep: !k.looked || k.state == localcache.StateFresh}
-			s.req = upstream.AppendKeyCommand(s.req, "GET", k.key)
+			s.req.AppendKey("GET", k.key)
 			tx.cmds++
 			if k.lp != nil {
 				f, leader := cache.Acquire(k.key)
 				if leader {
 					tk.fill = f
 					s.fetches = append(s.fetches, fetchItem{fill: f, lp: k.lp, tx: tx, txKey: at})
-					s.req = upstream.AppendKeyCommand(s.req, "PTTL", k.key)
+					s.req.AppendKey("PTTL", k.key)
 					tx.cmds++
 				} else {
 					tx.alone = false // another read leads it: its value is of another instant
@@ -536,8 +559,7 @@ func (s *segment) addMgetTx(cache *localcache.Cache, keys []mgetKey) {
 		}
 		tx.pos[i] = at
 	}
-	s.req = append(s.req, execCmd...)
-	s.frames += tx.cmds + 2
+	s.req.Exec()
 	s.holes = append(s.holes, hole{kind: holeMgetTx, pos: len(s.tail), tx: tx})
 }
 
@@ -584,7 +606,7 @@ func (c *client) parseTx(tx *mgetTx) {
 // migration.
 func (c *client) readSplitTxs() {
 	s := &c.seg
-	var req []byte
+	var req upstream.Payload
 	var txs []*mgetTx
 	for i := range s.holes {
 		tx := s.holes[i].tx
@@ -597,20 +619,16 @@ func (c *client) readSplitTxs() {
 		}
 		txs = append(txs, tx)
 		for _, k := range tx.keys {
-			req = upstream.AppendFetch(req, k.key)
+			req.AppendFetch(k.key)
 		}
 	}
 	if len(txs) == 0 {
 		return
 	}
-	frames := 0
-	for _, tx := range txs {
-		frames += 2 * len(tx.keys)
-	}
 	// A call of its own: the segment's replies are still being read. The frames it holds stay as long as the
 	// transactions point into them.
 	call := upstream.NewCall()
-	err := c.srv.up.Do(call, req, frames)
+	err := c.srv.up.Do(call, &req)
 	c.srv.stats.RoundTrips.Add(1)
 	frame := 0
 	for _, tx := range txs {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"featcache/internal/commands"
+
 	"featcache/config"
 	"featcache/internal/resp"
 	"featcache/localcache"
@@ -29,7 +31,7 @@ type Options struct {
 	Upstream *upstream.Client
 	// Commands is Redis's command metadata. If nil, the server fetches COMMAND from the upstream at start and
 	// falls back to the Redis 7.0 table it embeds while the upstream is unreachable.
-	Commands Commands
+	Commands commands.Table
 	// Logger receives connection-level events; if nil, slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; if nil, the local tier's (Cache.Now). Tests move it to walk entries through their states.
@@ -66,10 +68,10 @@ type Server struct {
 	hello    atomic.Pointer[serverInfo]
 	dbCount  atomic.Int64 // the upstream's number of databases, once read (local.go: databases)
 
-	cmds       atomic.Pointer[Commands] // the command table's source, for rebuilding it (installTable)
-	tblMu      sync.Mutex               // serializes installTable
-	reached    atomic.Bool              // the upstream answered at least once
-	revalidate *tokenBucket             // bounds re-fetches of entries left unverified by a tracking loss
+	cmds       atomic.Pointer[commands.Table] // the command table's source, for rebuilding it (installTable)
+	tblMu      sync.Mutex                     // serializes installTable
+	reached    atomic.Bool                    // the upstream answered at least once
+	revalidate *tokenBucket                   // bounds re-fetches of entries left unverified by a tracking loss
 	nextID     atomic.Int64
 	clients    atomic.Int64
 	stats      Stats
@@ -174,7 +176,7 @@ func New(opt Options) (*Server, error) {
 		var err error
 		if cmds, err = s.fetchCommands(); err != nil {
 			s.log.Warn("command table: upstream unreachable, using the embedded Redis 7.0 table until it answers", "err", err)
-			if cmds, err = embeddedCommands(); err != nil {
+			if cmds, err = commands.Embedded(); err != nil {
 				return nil, err
 			}
 			go s.refreshCommandsLater()
@@ -203,9 +205,9 @@ func New(opt Options) (*Server, error) {
 func (s *Server) clustered() bool { return s.up.Cluster() != nil }
 
 // installTable builds the command table from cmds (nil: the last ones installed) and makes it current; in front
-// of a Redis Cluster with the cluster rules, and the router finds each command's keys in it. Installs are
-// serialized, so the last one reflects whether the upstream is a cluster as known by then.
-func (s *Server) installTable(cmds Commands) {
+// of a Redis Cluster with the cluster rules. Installs are serialized, so the last one reflects whether the
+// upstream is a cluster as known by then.
+func (s *Server) installTable(cmds commands.Table) {
 	s.tblMu.Lock()
 	defer s.tblMu.Unlock()
 	if cmds == nil {
@@ -215,16 +217,6 @@ func (s *Server) installTable(cmds Commands) {
 	tbl := newTable(cmds, s.opt.Config.Commands.Deny, s.clustered())
 	s.metrics.bindCalls(tbl)
 	s.tbl.Store(tbl)
-	if s.clustered() {
-		s.up.SetKeyFunc(func(args [][]byte, dst [][]byte) [][]byte {
-			tc := s.tbl.Load().lookup(args)
-			if tc == nil || tc.info == nil {
-				return dst
-			}
-			keys, _ := tc.info.Keys(args, dst)
-			return keys
-		})
-	}
 }
 
 // SetPolicies replaces the policies; lookups that start afterwards use the new ones. Entries already cached are
@@ -277,15 +269,15 @@ func persistConfig(cfg *config.Config) warm.PersistConfig {
 }
 
 // fetchCommands reads COMMAND and INFO server from the upstream.
-func (s *Server) fetchCommands() (Commands, error) {
+func (s *Server) fetchCommands() (commands.Table, error) {
 	call := upstream.NewCall()
-	req := resp.AppendCommand(nil, "COMMAND")
-	req = resp.AppendCommand(req, "INFO", "server")
-	if err := s.up.Do(call, req, 2); err != nil {
+	call.Req.AppendCommand(upstream.NoSlot, "COMMAND")
+	call.Req.AppendCommand(upstream.NoSlot, "INFO", "server")
+	if err := s.up.Do(call, &call.Req); err != nil {
 		return nil, err
 	}
 	s.reached.Store(true)
-	cmds, err := ParseCommands(call.Frame(0))
+	cmds, err := commands.Parse(call.Frame(0))
 	if err != nil {
 		return nil, fmt.Errorf("proxy: COMMAND reply: %w", err)
 	}

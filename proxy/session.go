@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"featcache/internal/commands"
+
 	"featcache/internal/resp"
 	"featcache/upstream"
 )
@@ -121,8 +123,6 @@ func (t *txState) rememberWrite(args [][]byte, tc *command, maxBytes int64) {
 var flushAll = &command{name: "flushall", class: classWrite, after: afterFlush}
 
 var (
-	multiCmd   = resp.AppendCommand(nil, "MULTI")
-	execCmd    = resp.AppendCommand(nil, "EXEC")
 	discardCmd = resp.AppendCommand(nil, "DISCARD")
 	unwatchCmd = resp.AppendCommand(nil, "UNWATCH")
 )
@@ -138,7 +138,7 @@ func (c *client) cmdMulti(cmd *resp.Command) {
 	c.tx.resetQueue()
 	c.tx.multi, c.tx.open = true, true
 	c.srv.stats.Forwarded.Add(1)
-	c.seg.addForward(cmd)
+	c.seg.addForward(cmd, nil) // in front of a single node: nothing to route
 	c.publish()
 }
 
@@ -194,7 +194,7 @@ func (c *client) queue(cmd *resp.Command, tc *command) {
 		return
 	}
 	c.srv.stats.Forwarded.Add(1)
-	c.seg.addForward(cmd)
+	c.seg.addForward(cmd, tc.meta())
 	c.tx.queued++
 	c.publish()
 	if tc != nil && isWrite(tc) {
@@ -210,7 +210,7 @@ func (c *client) queue(cmd *resp.Command, tc *command) {
 // connection commands but PING and ECHO, CACHE, the SUBSCRIBE family, and what featcache refuses anyway. Redis's
 // own checks come first for them, as Redis makes them at queue time.
 func (c *client) queueable(cmd *resp.Command, tc *command) bool {
-	if tc.class != classDenied && tc.info != nil && tc.info.Flags.Has(FlagNoMulti) {
+	if tc.class != classDenied && tc.info != nil && tc.info.Flags.Has(commands.FlagNoMulti) {
 		return true // Redis refuses it at queue time, before it could run
 	}
 	switch tc.class {
@@ -244,8 +244,7 @@ func (c *client) execTx(cmd *resp.Command) {
 		c.errorReply("EXECABORT Transaction discarded because of previous errors.")
 	case c.tx.dirty || c.tx.watchLost:
 		// Redis has queued the rest: DISCARD drops it (its reply is not the client's), and the WATCH with it.
-		c.seg.req = append(c.seg.req, discardCmd...)
-		c.seg.frames++
+		c.seg.req.AppendRaw(upstream.NoSlot, discardCmd)
 		if c.tx.dirty {
 			c.errorReply("EXECABORT Transaction discarded because of previous errors.")
 		} else {
@@ -253,7 +252,7 @@ func (c *client) execTx(cmd *resp.Command) {
 		}
 	default:
 		c.srv.stats.Forwarded.Add(1)
-		c.seg.addForward(cmd)
+		c.seg.addForward(cmd, nil)
 	}
 	c.queuedWrites()
 	c.tx.open = false // closed in the segment: it may travel on a shared connection
@@ -268,7 +267,7 @@ func (c *client) discardTx(cmd *resp.Command) {
 		c.simpleReply("OK")
 	} else {
 		c.srv.stats.Forwarded.Add(1)
-		c.seg.addForward(cmd)
+		c.seg.addForward(cmd, nil)
 	}
 	c.queuedWrites()
 	c.tx.open = false
@@ -320,12 +319,10 @@ func (c *client) endTx() {
 func (c *client) abandonTx() {
 	switch {
 	case c.tx.open || c.tx.conn != nil && c.tx.multi && c.tx.lost == nil:
-		c.seg.req = append(c.seg.req, discardCmd...)
-		c.seg.frames++
+		c.seg.req.AppendRaw(upstream.NoSlot, discardCmd)
 		c.tx.open = false
 	case c.tx.conn != nil && !c.tx.multi:
-		c.seg.req = append(c.seg.req, unwatchCmd...)
-		c.seg.frames++
+		c.seg.req.AppendRaw(upstream.NoSlot, unwatchCmd)
 	}
 	if c.tx.conn != nil {
 		c.runSegment()
@@ -358,7 +355,7 @@ func (c *client) sendSegment() error {
 	if c.tx.conn == nil {
 		return c.sendShared()
 	}
-	err := c.waitPinnedN(c.tx.conn, s.req, s.frames)
+	err := c.waitPinnedN(c.tx.conn, s.req.Bytes(), s.req.Len())
 	if err != nil {
 		c.tx.conn.Close()
 		c.tx.conn = nil
@@ -398,9 +395,9 @@ func (c *client) clusterQueue(cmd *resp.Command, tc *command) {
 	case tc.class == classTx:
 		tc.tx(c, cmd)
 		return
-	case tc.info != nil && tc.info.Flags.Has(FlagNoMulti):
+	case tc.info != nil && tc.info.Flags.Has(commands.FlagNoMulti):
 		c.tx.dirty = true
-		c.errorReply("ERR resp.Command not allowed inside a transaction")
+		c.errorReply("ERR Command not allowed inside a transaction")
 		return
 	case !c.queueable(cmd, tc):
 		c.tx.dirty = true
@@ -494,18 +491,15 @@ func (c *client) cmdExec(cmd *resp.Command) {
 	// Cluster the router sends MULTI ... EXEC whole to the master of the transaction's keys: MULTI was held back
 	// until now, when its keys are known.
 	c.runSegment()
-	req := c.seg.req[:0]
-	req = append(req, multiCmd...)
-	req = append(req, c.tx.queue...)
-	req = append(req, execCmd...)
-	c.seg.req = req
-	n := c.tx.queued + 2
+	c.seg.req.Reset()
+	c.seg.req.AppendTx(c.tx.slot, c.tx.queue, c.tx.queued)
+	n := c.seg.req.Len()
 	start := time.Now()
-	err := c.srv.up.Forward(c.call, req, n)
+	err := c.srv.up.Forward(c.call, &c.seg.req)
 	c.srv.metrics.observeUpstream(upTransaction, start)
 	c.srv.stats.Forwarded.Add(int64(c.tx.queued))
 	c.queuedWritesNow()
-	c.seg.req = c.seg.req[:0]
+	c.seg.req.Reset()
 	c.tx.resetQueue()
 	if c.call.Len() == n {
 		c.rawReply(c.call.Frame(n - 1))
@@ -599,8 +593,7 @@ func (c *client) execPinned(cmd *resp.Command, tc *command) {
 		return
 	}
 	c.runSegment()
-	req := appendRequest(c.seg.req[:0], cmd)
-	c.seg.req = req
+	req := c.seg.request(cmd)
 	var d time.Duration
 	blocks := false
 	if tc != nil && tc.class == classBlocking && !c.tx.multi {
@@ -615,16 +608,19 @@ func (c *client) execPinned(cmd *resp.Command, tc *command) {
 			overall = time.Now().Add(d + blockingSlack + c.srv.up.Timeout())
 		}
 		start := time.Now()
-		reply, err = c.waitBlocked(c.tx.conn, req, overall)
+		reply, err = c.waitBlocked(c.tx.conn, req, overall, false)
 		c.srv.metrics.observeUpstream(upBlocking, start)
 	} else {
 		start := time.Now()
-		if reply, err = c.waitPinned(c.tx.conn, req); err == nil && c.tx.fresh && c.srv.clustered() {
-			reply, err = c.followMoved(req, reply)
+		if reply, err = c.waitPinned(c.tx.conn, req); err == nil && c.tx.fresh {
+			// The session's first command left no state if Redis Cluster redirected it: the connection follows
+			// a MOVED to the slot's master, and the command is sent again there. ASK is not followed: the
+			// session's next commands would be redirected back (Conn.Follow).
+			reply, err = c.tx.conn.Follow(reply, false, func(bool) ([]byte, error) { return c.waitPinned(c.tx.conn, req) })
 		}
 		c.srv.metrics.observeUpstream(upPinned, start)
 	}
-	c.seg.req = c.seg.req[:0]
+	c.seg.req.Reset()
 	c.srv.stats.Forwarded.Add(1)
 	if err != nil {
 		// The session's state is lost with the connection: Redis would have dropped it too. A write, or an EXEC,
@@ -693,28 +689,6 @@ func (c *client) clusterPinnable(cmd *resp.Command, tc *command) bool {
 		return false
 	}
 	return true
-}
-
-// followMoved follows a MOVED reply to a WATCH session's first command: featcache's slot map was behind, so the
-// session moves to the slot's new master and the command is sent there (a few times at most). Other replies,
-// ASK included (the slot is being migrated: the client sees Redis's error and retries), are returned as they are.
-func (c *client) followMoved(req, reply []byte) ([]byte, error) {
-	cl := c.srv.up.Cluster()
-	for tries := 0; tries < 3 && bytes.HasPrefix(reply, []byte("-MOVED ")); tries++ {
-		next, _, ok, err := cl.Redirect(reply, c.tx.conn)
-		if !ok {
-			break
-		}
-		c.tx.conn.Close()
-		c.tx.conn = next
-		if err != nil {
-			return nil, err
-		}
-		if reply, err = c.waitPinned(next, req); err != nil {
-			return nil, err
-		}
-	}
-	return reply, nil
 }
 
 // waitPinned writes req, one command, on a pinned connection and reads its reply (see waitPinnedN).
@@ -829,7 +803,7 @@ func (c *client) refuse(cmd *resp.Command, tc *command) {
 
 // isWrite reports whether a command may change keys: a write, or a blocking command that may write (BLPOP, BLMOVE).
 func isWrite(tc *command) bool {
-	return tc.class == classWrite || tc.class == classBlocking && tc.info != nil && mayWrite(tc.info)
+	return tc.class == classWrite || tc.class == classBlocking && tc.info.MayWrite()
 }
 
 // blocking runs a blocking command on a dedicated connection. upstream.timeout does not cut it short: the wait is
@@ -840,10 +814,10 @@ func (c *client) blocking(cmd *resp.Command, tc *command) {
 	d, blocks := blockingTimeout(cmd.Args, tc)
 	if !blocks {
 		// XREAD and XREADGROUP without BLOCK do not block.
-		if tc.info != nil && mayWrite(tc.info) {
+		if tc.info.MayWrite() {
 			c.write(cmd, tc)
 		} else {
-			c.forward(cmd)
+			c.forward(cmd, tc)
 		}
 		return
 	}
@@ -852,27 +826,28 @@ func (c *client) blocking(cmd *resp.Command, tc *command) {
 	if !ok {
 		return
 	}
-	req := appendRequest(c.seg.req[:0], cmd)
-	c.seg.req = req
+	req := c.seg.request(cmd)
 	c.srv.stats.Forwarded.Add(1)
 	var overall time.Time
 	if d > 0 {
 		overall = time.Now().Add(d + blockingSlack + c.srv.up.Timeout())
 	}
 	start := time.Now()
-	reply, err := c.waitBlocked(conn, req, overall)
-	if c.srv.clustered() {
-		conn, reply, err = c.followBlocked(conn, req, reply, err, overall)
+	reply, err := c.waitBlocked(conn, req, overall, false)
+	if err == nil {
+		// In front of a Redis Cluster the connection follows MOVED and ASK (the command left no state), and the
+		// command is sent again on it.
+		reply, err = conn.Follow(reply, true, func(asking bool) ([]byte, error) {
+			return c.waitBlocked(conn, req, overall, asking)
+		})
 	}
 	c.srv.metrics.observeUpstream(upBlocking, start)
-	c.seg.req = c.seg.req[:0]
-	if tc.info != nil && mayWrite(tc.info) {
+	c.seg.req.Reset()
+	if tc.info.MayWrite() {
 		c.afterWrite(cmd.Args, tc)
 	}
 	if err != nil {
-		if conn != nil {
-			conn.Close()
-		}
+		conn.Close()
 		if c.info.killed.Load() {
 			return // CLIENT KILL closed the connection it waited on; the client is closed without a reply
 		}
@@ -882,31 +857,6 @@ func (c *client) blocking(cmd *resp.Command, tc *command) {
 	}
 	conn.Release()
 	c.rawReply(reply)
-}
-
-// followBlocked follows MOVED and ASK replies to a blocking command in front of a Redis Cluster (a few times at
-// most): the command is sent again on a dedicated connection to the node the reply names, after ASKING for ASK.
-// It returns the connection the last reply came on (nil when no connection to the node could be had).
-func (c *client) followBlocked(conn *upstream.Conn, req, reply []byte, err error, overall time.Time) (*upstream.Conn, []byte, error) {
-	cl := c.srv.up.Cluster()
-	for tries := 0; tries < 3 && err == nil; tries++ {
-		next, asking, ok, rerr := cl.Redirect(reply, conn)
-		if !ok {
-			break
-		}
-		conn.Release() // a redirect leaves no state on the connection
-		if rerr != nil {
-			return nil, nil, rerr
-		}
-		conn = next
-		if asking {
-			if err = conn.Do(c.call, askingCmd, 1, time.Now().Add(c.srv.up.Timeout())); err != nil {
-				break
-			}
-		}
-		reply, err = c.waitBlocked(conn, req, overall)
-	}
-	return conn, reply, err
 }
 
 var askingCmd = resp.AppendCommand(nil, "ASKING")
@@ -919,11 +869,17 @@ const blockingSlack = time.Second
 // waitBlocked writes req and reads its one reply, until overall (zero: as long as it takes). While it waits, the
 // client socket is watched: when the client leaves, conn is closed at once, so that Redis drops the blocked
 // command before it can hand it an element nobody would receive. CLIENT ID goes first in the same write: with the
-// connection's id in Redis, another client's CLIENT UNBLOCK can unblock this one (cmdClientUnblock).
-func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time) ([]byte, error) {
+// connection's id in Redis, another client's CLIENT UNBLOCK can unblock this one (cmdClientUnblock). With asking
+// (the command follows an ASK redirect), ASKING goes right before the command, which it is for: Redis applies it
+// to the next command only, and would not to the command after CLIENT ID.
+func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time, asking bool) ([]byte, error) {
 	// The replies of the commands before it go out now, as Redis sends them before the command blocks.
 	c.flush()
-	if err := conn.Write(append(clientIDCmd[:len(clientIDCmd):len(clientIDCmd)], req...)); err != nil {
+	msg := clientIDCmd[:len(clientIDCmd):len(clientIDCmd)]
+	if asking {
+		msg = append(msg, askingCmd...)
+	}
+	if err := conn.Write(append(msg, req...)); err != nil {
 		return nil, err
 	}
 	stop := c.watchPeer(conn)
@@ -933,12 +889,12 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 		switch {
 		case ok:
 			c.setBlocked(conn, rid, blockedName(req))
-			reply, err = conn.ReadFrame(reply[:0], overall)
+			reply, err = readBlocked(conn, reply[:0], overall, asking)
 			c.setBlocked(nil, 0, "")
 		case len(reply) > 0 && reply[0] == resp.TypeError:
 			// Redis refused CLIENT ID (BUSY, LOADING, ...): it answers the command after it as it sees fit, and
 			// that reply is the client's; the command cannot be unblocked by id meanwhile.
-			reply, err = conn.ReadFrame(reply[:0], overall)
+			reply, err = readBlocked(conn, reply[:0], overall, asking)
 		default:
 			err = fmt.Errorf("%w: CLIENT ID answered %q", resp.ErrBadFrame, reply)
 		}
@@ -954,6 +910,17 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time)
 }
 
 var clientIDCmd = resp.AppendCommand(nil, "CLIENT", "ID")
+
+// readBlocked appends the blocking command's reply to dst, after reading ASKING's when asking: that one is not
+// the client's (Redis refusing it, BUSY say, refuses the command after it too, and that reply is the client's).
+func readBlocked(conn *upstream.Conn, dst []byte, overall time.Time, asking bool) ([]byte, error) {
+	if asking {
+		if _, err := conn.ReadFrame(dst, overall); err != nil {
+			return dst, err
+		}
+	}
+	return conn.ReadFrame(dst, overall)
+}
 
 // blockedName is the lower-case name of the command in req (one RESP command), for CLIENT LIST.
 func blockedName(req []byte) string {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"featcache/internal/commands"
+
 	"featcache/internal/redistest"
 )
 
@@ -29,7 +31,7 @@ type sharedCase struct {
 }
 
 // genericLine is a command line that satisfies a command's arity: its name (and subcommand), then "x" arguments.
-func genericLine(info *CommandInfo) []string {
+func genericLine(info *commands.Info) []string {
 	line := strings.Split(info.Name, "|")
 	n := info.Arity
 	if n < 0 {
@@ -50,9 +52,9 @@ func genericLine(info *CommandInfo) []string {
 func TestNoCommandChangesSharedConnections(t *testing.T) {
 	p := startProxy(t, sharedStateConfig)
 	rc := redistest.Dial(t, p.redis.Addr())
-	cmds, err := ParseCommands(rc.Do("COMMAND"))
+	cmds, err := commands.Parse(rc.Do("COMMAND"))
 	if err != nil {
-		t.Fatalf("ParseCommands(COMMAND): %v", err)
+		t.Fatalf("commands.Parse(COMMAND): %v", err)
 	}
 	var cases []sharedCase
 	for _, info := range allCommands(cmds) {

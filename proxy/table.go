@@ -4,6 +4,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"featcache/internal/commands"
+
 	"featcache/internal/resp"
 )
 
@@ -94,8 +96,8 @@ type command struct {
 	name    string // lower-case full name, "client|setname" for a subcommand
 	class   class
 	after   after
-	cluster clusterRule  // ruleNone unless the table was built for a Redis Cluster upstream
-	info    *CommandInfo // Redis's metadata; nil for commands the upstream does not know (CACHE)
+	cluster clusterRule    // ruleNone unless the table was built for a Redis Cluster upstream
+	info    *commands.Info // Redis's metadata; nil for commands the upstream does not know (CACHE)
 	local   func(c *client, args [][]byte)
 	read    func(c *client, cmd *resp.Command) // classRead: the cached-read path
 	tx      func(c *client, cmd *resp.Command) // classTx
@@ -103,6 +105,15 @@ type command struct {
 	subs    map[string]*command                // subcommand entries, by lower-case subcommand name
 	calls   *atomic.Int64                      // commands received under this name (featcache_commands_total)
 	lat     uint8                              // its latency class outside sessions (featcache_request_duration_seconds)
+}
+
+// meta returns Redis's metadata for the command: nil for a nil entry (a command neither Redis nor featcache knows)
+// and for featcache's own commands. Its key specs say which master of a Redis Cluster a forwarded command goes to.
+func (tc *command) meta() *commands.Info {
+	if tc == nil {
+		return nil
+	}
+	return tc.info
 }
 
 // table maps command names to their entries.
@@ -202,7 +213,7 @@ var scriptCommands = []string{"eval", "evalsha", "fcall"}
 // newTable builds the command table from Redis's metadata and featcache's own entries. deny lists commands
 // ("config") or subcommands ("client|kill") to refuse. cluster says the upstream is a Redis Cluster: the commands
 // of clusterRules get their rules (in front of a single node every rule is ruleNone).
-func newTable(cmds Commands, deny []string, cluster bool) *table {
+func newTable(cmds commands.Table, deny []string, cluster bool) *table {
 	t := &table{cmds: make(map[string]*command, len(cmds)+8), fieldTTL: cmds["hpttl"] != nil}
 	for name, info := range cmds {
 		top := &command{name: name, info: info, class: classify(info)}
@@ -288,34 +299,16 @@ func newTable(cmds Commands, deny []string, cluster bool) *table {
 	return t
 }
 
-// classify derives a command's class from Redis's flags and key specs.
-func classify(info *CommandInfo) class {
+// classify derives a command's class from Redis's flags and key specs (commands.Info.MayWrite says which commands
+// may change keys).
+func classify(info *commands.Info) class {
 	switch {
-	case info.Flags&FlagBlocking != 0:
+	case info.Flags&commands.FlagBlocking != 0:
 		return classBlocking
-	case mayWrite(info):
+	case info.MayWrite():
 		return classWrite
 	}
 	return classForward
-}
-
-// keyWriteFlags are the key spec flags that say a command may change the keys the spec finds.
-const keyWriteFlags = KeyRW | KeyOW | KeyRM | KeyInsert | KeyDelete | KeyUpdate
-
-// mayWrite reports whether a command may change keys: it has the write flag, or one of its key specs says it
-// modifies, overwrites, deletes, inserts into or updates its keys. The write flag alone misses commands Redis
-// flags readonly that still change a value: PFCOUNT rewrites the cached cardinality in the HyperLogLog's header
-// (its key spec is RW), and a copy of the old bytes must not outlive it.
-func mayWrite(info *CommandInfo) bool {
-	if info.Flags&FlagWrite != 0 {
-		return true
-	}
-	for i := range info.KeySpecs {
-		if info.KeySpecs[i].Flags&keyWriteFlags != 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // rejection is the error Redis gives a command line before running it, or "": an unknown command, an unknown

@@ -99,8 +99,7 @@ type warmBatch struct {
 	ps       *policySet
 	now      time.Time
 	fieldTTL bool
-	req      []byte
-	frames   int
+	req      upstream.Payload
 	items    []warmItem
 	// wrongType are the keys whose GET answered WRONGTYPE, to be read as hashes.
 	wrongType []warmItem
@@ -148,9 +147,8 @@ func (w *warmBatch) addValue(key []byte, pol *config.Policy) bool {
 		return false
 	}
 	f.SkipAdmission() // a key worth warming is read often: the admission filter need not see it first
-	w.items = append(w.items, warmItem{key: key, pol: pol, fill: f, lp: lp, frame: w.frames})
-	w.req = upstream.AppendFetch(w.req, key)
-	w.frames += 2
+	w.items = append(w.items, warmItem{key: key, pol: pol, fill: f, lp: lp, frame: w.req.Len()})
+	w.req.AppendFetch(key)
 	return true
 }
 
@@ -170,9 +168,8 @@ func (w *warmBatch) addHash(key []byte, pol *config.Policy, fields [][]byte) boo
 	if all {
 		hr.cmd = hashGetAll
 	}
-	w.items = append(w.items, warmItem{key: key, pol: pol, fill: f, frame: w.frames, hash: hr})
-	w.req = upstream.AppendHashFetch(w.req, key, fields, all, w.fieldTTL)
-	w.frames += upstream.HashFetchFrames(all, w.fieldTTL)
+	w.items = append(w.items, warmItem{key: key, pol: pol, fill: f, frame: w.req.Len(), hash: hr})
+	w.req.AppendHashFetch(key, fields, all, w.fieldTTL)
 	return true
 }
 
@@ -211,11 +208,11 @@ func (w *warmBatch) run() (int, error) {
 	if s.up.Cluster() != nil {
 		// In front of a Redis Cluster the keys are spread over the masters: the router sends each master its
 		// share in parallel, on the shared connections.
-		err = s.up.Do(call, w.req, w.frames)
+		err = s.up.Do(call, &w.req)
 	} else {
 		var conn *upstream.Conn
 		if conn, err = s.up.Dedicated(); err == nil {
-			if err = conn.Do(call, w.req, w.frames, start.Add(s.up.Timeout())); err != nil {
+			if err = conn.Do(call, w.req.Bytes(), w.req.Len(), start.Add(s.up.Timeout())); err != nil {
 				conn.Close()
 			} else {
 				conn.Release()

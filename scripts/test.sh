@@ -56,7 +56,7 @@ fuzz() {
 }
 fuzz internal/resp FuzzReader
 fuzz proxy FuzzServe
-fuzz proxy FuzzKeys
+fuzz internal/commands FuzzKeys
 fuzz config FuzzMatch
 fuzz config FuzzGlob
 fuzz config FuzzParse

@@ -54,8 +54,8 @@ type Options struct {
 	// Prefixes are the BCAST prefixes, from the policies that cache (config.Matcher.TrackingPrefixes).
 	Prefixes []string
 	// Cache receives invalidations, flushes and trust changes. Required. In front of a Redis Cluster, a Cache
-	// that implements SlotCache gets trust decisions per hash slot, so that one master's tracking loss untrusts
-	// only its slots.
+	// that implements PartitionedCache gets trust decisions per hash slot (a partition each), so that one
+	// master's tracking loss untrusts only its slots.
 	Cache Invalidator
 	// Logger receives upstream events; if nil, slog.Default().
 	Logger *slog.Logger

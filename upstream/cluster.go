@@ -18,9 +18,9 @@ import (
 // periodically and whenever a node fails or a reply says the cluster changed, and patched at once by each MOVED
 // redirect (the next commands of the moved slot go straight to its new master).
 //
-// A payload handed to Do is cut into its commands; each goes to the master of its first key's slot (a command
-// without keys to the first master); a MULTI ... EXEC sequence travels whole, to the master of its first keyed
-// command. Commands for different masters are sent in parallel, one round trip each, and the replies are put back
+// A Payload handed to Do is already cut into units, each with its slot, computed when its commands were appended:
+// a command goes to the master of its first key's slot (a command without keys to the first master); a MULTI ...
+// EXEC sequence travels whole, to the master of its first keyed command. The router never parses a payload. Commands for different masters are sent in parallel, one round trip each, and the replies are put back
 // in request order, so a caller sees what one Redis would have answered. MOVED is followed (the map is patched and
 // the command resent to the new master), ASK too (ASKING, then the command, on the target: a slot being migrated),
 // TRYAGAIN (a multi-key command while its keys are split across a migration) is retried after a short pause, each
@@ -42,22 +42,24 @@ const (
 // ErrNoClusterNode means no master of the cluster is known: CLUSTER SLOTS could not be read from any node.
 var ErrNoClusterNode = errors.New("upstream: no Redis Cluster node is known")
 
-// KeyFunc appends the keys of one command line (args[0] is the command name) to dst and returns it; the proxy
-// provides it from Redis's key specs (Client.SetKeyFunc). The keys may alias args.
-type KeyFunc func(args [][]byte, dst [][]byte) [][]byte
-
-// SlotCache is what a Cluster drives in the local tier beyond Invalidator: tracking state per hash slot.
+// PartitionedCache is what a Cluster drives in the local tier beyond Invalidator: trust partitions, each with its
+// own tracking state, so that one master's tracking loss, restart or lost slots touch only the keys it served.
 // localcache.Cache implements it. An Invalidator without it gets whole-tier trust decisions instead: any master's
 // tracking loss untrusts everything.
-type SlotCache interface {
+//
+// A Cluster makes one partition per hash slot: partition i holds the keys of slot i (slotPartition).
+type PartitionedCache interface {
 	Invalidator
-	// EnableSlots switches the tier to per-slot state, with slotOf as the slot function.
-	EnableSlots(slotOf func(key []byte) uint16)
-	// SetSlotsTrusted says whether the invalidations of slots' master are being received.
-	SetSlotsTrusted(slots []uint16, trusted bool)
-	// FlushSlots makes every entry of slots unservable.
-	FlushSlots(slots []uint16)
+	// EnablePartitions switches the tier to n partitions, with partitionOf mapping a key to its partition.
+	EnablePartitions(n int, partitionOf func(key []byte) int)
+	// SetPartitionsTrusted says whether the invalidations of parts' keys are being received.
+	SetPartitionsTrusted(parts []int, trusted bool)
+	// FlushPartitions makes every entry of parts unservable.
+	FlushPartitions(parts []int)
 }
+
+// slotPartition is the partition function a Cluster gives the tier: a key's partition is its hash slot.
+func slotPartition(key []byte) int { return int(Slot(key)) }
 
 // clusterNode is one node of the cluster as featcache sees it: its address, its pool and, while it is a master,
 // its tracking connection.
@@ -78,8 +80,7 @@ type clusterNode struct {
 type Cluster struct {
 	opt   Options
 	log   *slog.Logger
-	slots SlotCache // nil when Options.Cache does not keep per-slot state
-	keys  atomic.Pointer[KeyFunc]
+	parts PartitionedCache // Options.Cache with a partition per hash slot; nil when it has no partitions
 	smap  atomic.Pointer[slotMap]
 
 	mu        sync.Mutex
@@ -126,15 +127,15 @@ func newCluster(opt Options, seed *Pool, log *slog.Logger) *Cluster {
 		cl.node(a)
 	}
 	cl.smap.Store(&slotMap{fallback: first})
-	if sc, ok := opt.Cache.(SlotCache); ok && opt.Tracking {
-		cl.slots = sc
-		sc.EnableSlots(Slot)
+	if pc, ok := opt.Cache.(PartitionedCache); ok && opt.Tracking {
+		cl.parts = pc
+		pc.EnablePartitions(SlotCount, slotPartition)
 	}
 	switch {
 	case !opt.Tracking:
 		opt.Cache.SetTrusted(true)
-	case cl.slots != nil:
-		opt.Cache.SetTrusted(true) // trust is decided slot by slot from now on
+	case cl.parts != nil:
+		opt.Cache.SetTrusted(true) // trust is decided slot by slot (partition by partition) from now on
 	default:
 		opt.Cache.SetTrusted(false)
 	}
@@ -173,36 +174,17 @@ func (cl *Cluster) node(addr string) *clusterNode {
 	return nd
 }
 
-// SetKeyFunc sets how the keys of a command are found; until it is set, every command goes to the first master
-// and reaches its own after a MOVED.
-func (cl *Cluster) SetKeyFunc(f KeyFunc) { cl.keys.Store(&f) }
-
-// slotOf returns the slot of a command's first key, or NoSlot.
-func (cl *Cluster) slotOf(args [][]byte, scratch [][]byte) (int, [][]byte) {
-	kf := cl.keys.Load()
-	if kf == nil {
-		return NoSlot, scratch
-	}
-	keys := (*kf)(args, scratch[:0])
-	if len(keys) == 0 {
-		return NoSlot, keys
-	}
-	return int(Slot(keys[0])), keys
-}
-
 // Masters returns the number of masters in the current slot map.
 func (cl *Cluster) Masters() int { return len(cl.smap.Load().masters) }
 
-// route is the scratch state of one Do: the payload cut into units, the groups each round sends, and the calls
-// their replies arrived in. Routes are pooled.
+// route is the scratch state of one Do: the payload's units, the groups each round sends, and the calls their
+// replies arrived in. Routes are pooled.
 type route struct {
 	fwd    bool            // forwarded commands: waited for as Pool.Forward does, not within the timeout
 	cancel <-chan struct{} // the caller's Call.Cancel, for every call of the route
 	units  []unit
 	groups []group
 	calls  []*Call // every call used by this Do, released at the end
-	args   [][]byte
-	keys   [][]byte
 	idx    []int
 	out    []byte
 	ends   []int
@@ -240,29 +222,29 @@ var (
 
 var askingCmd = resp.AppendCommand(nil, "ASKING")
 
-// Do sends payload, n complete RESP commands, to the masters their keys belong to and stores the n reply frames
-// in call in request order (see the comment at the top of this file for redirects). Unlike Pool.Do, a node that fails does
-// not cut the replies short: each command it did not answer gets a failure frame ("-ERR featcache upstream
-// unavailable: ..." or "-ERR featcache upstream timeout: ..."), so that the other masters' replies still reach
-// their clients, and call.Err is the first such failure. payload may be reused as soon as Do returns. Each node's
-// part is waited for as Pool.Do waits (featcache's own reads, within the timeout).
-func (cl *Cluster) Do(call *Call, payload []byte, n int) error { return cl.do(call, payload, n, false) }
+// Do sends p's commands to the masters of their slots and stores their p.Len() reply frames in call in request
+// order (see the comment at the top of this file for redirects). Unlike Pool.Do, a node that fails does not cut
+// the replies short: each command it did not answer gets a failure frame ("-ERR featcache upstream unavailable:
+// ..." or "-ERR featcache upstream timeout: ..."), so that the other masters' replies still reach their clients,
+// and call.Err is the first such failure. p may be reused as soon as Do returns. Each node's part is waited for
+// as Pool.Do waits (featcache's own reads, within the timeout).
+func (cl *Cluster) Do(call *Call, p *Payload) error { return cl.do(call, p, false) }
 
 // Forward is Do for commands forwarded for clients: each node's part is waited for as Pool.Forward waits (as long
 // as Redis takes, or the command timeout).
-func (cl *Cluster) Forward(call *Call, payload []byte, n int) error {
-	return cl.do(call, payload, n, true)
-}
+func (cl *Cluster) Forward(call *Call, p *Payload) error { return cl.do(call, p, true) }
 
-func (cl *Cluster) do(call *Call, payload []byte, n int, fwd bool) error {
+func (cl *Cluster) do(call *Call, p *Payload, fwd bool) error {
+	n := p.Len()
 	call.reset(n)
 	if n == 0 {
 		return nil
 	}
+	payload := p.Bytes()
 	r := routePool.Get().(*route)
 	defer r.release()
 	r.fwd, r.cancel = fwd, call.Cancel
-	r.plan(cl, payload, n)
+	r.plan(p)
 	m := cl.smap.Load()
 	for i := range r.units {
 		r.units[i].nd = m.node(r.units[i].slot)
@@ -321,42 +303,13 @@ func (r *route) oneNode() bool {
 	return true
 }
 
-// plan cuts payload into units. A payload that cannot be read as n commands is one unit without a slot.
-func (r *route) plan(cl *Cluster, payload []byte, n int) {
+// plan takes p's units, which the payload recorded as its commands were appended.
+func (r *route) plan(p *Payload) {
 	r.units = r.units[:0]
-	pos, count := 0, 0
-	tx := -1 // index of the open MULTI unit
-	for pos < len(payload) {
-		var size int
-		r.args, size = resp.ParseCommand(payload[pos:], r.args[:0])
-		if size == 0 {
-			break
-		}
-		count++
-		name := r.args[0]
-		switch {
-		case tx >= 0:
-			u := &r.units[tx]
-			u.end, u.frames = pos+size, u.frames+1
-			if u.slot == NoSlot {
-				u.slot, r.keys = cl.slotOf(r.args, r.keys)
-			}
-			if resp.EqualFold(name, "exec") || resp.EqualFold(name, "discard") {
-				tx = -1
-			}
-		case resp.EqualFold(name, "multi"):
-			tx = len(r.units)
-			r.units = append(r.units, unit{start: pos, end: pos + size, frames: 1, slot: NoSlot, tx: true})
-		default:
-			var slot int
-			slot, r.keys = cl.slotOf(r.args, r.keys)
-			r.units = append(r.units, unit{start: pos, end: pos + size, frames: 1, slot: slot})
-		}
-		pos += size
-	}
-	if pos != len(payload) || count != n {
-		// Never sent again after a redirect: its commands could not be told apart, and some may have run.
-		r.units = append(r.units[:0], unit{start: 0, end: len(payload), frames: n, slot: NoSlot})
+	start := 0
+	for _, s := range p.units {
+		r.units = append(r.units, unit{start: start, end: s.end, frames: s.frames, slot: s.slot, tx: s.tx})
+		start = s.end
 	}
 }
 
@@ -597,8 +550,6 @@ func (r *route) release() {
 		}
 	}
 	r.units, r.groups = r.units[:0], r.groups[:0]
-	clear(r.args)
-	clear(r.keys)
 	if cap(r.out) > maxKeptBuf {
 		r.out = nil
 	}
@@ -734,37 +685,64 @@ func (cl *Cluster) Reached() bool {
 	return false
 }
 
-// Dedicated returns a dedicated connection to the master of slot (NoSlot: the first master).
+// Dedicated returns a dedicated connection to the master of slot (NoSlot: the first master). It follows the
+// cluster's redirects when asked to (Conn.Follow).
 func (cl *Cluster) Dedicated(slot int) (*Conn, error) {
 	nd := cl.smap.Load().node(slot)
 	if nd == nil {
 		return nil, ErrNoClusterNode
 	}
-	return nd.pool.Dedicated()
+	c, err := nd.pool.Dedicated()
+	if err == nil {
+		c.cluster = cl
+	}
+	return c, err
 }
 
-// Redirect reads a MOVED or ASK reply that a dedicated connection got: for MOVED it patches the slot map. It
-// returns a dedicated connection to the node the command must be sent to (after ASKING when asking is true), or
-// ok false when frame is no redirect.
-func (cl *Cluster) Redirect(frame []byte, from *Conn) (conn *Conn, asking, ok bool, err error) {
-	kind, slot, addr := parseRedirect(frame)
-	fromAddr := ""
-	if from != nil {
-		fromAddr = from.pool.Addr()
+// maxConnRedirects bounds the redirects Conn.Follow follows for one command; then the last reply stands.
+const maxConnRedirects = 3
+
+// Follow follows the redirects of a Redis Cluster for a command sent on c that left no state on the connection (a
+// session's first command, a blocking command): while reply, the command's answer, is a MOVED redirect (or ASK,
+// when ask is set), c moves to the node the redirect names, its connection to the old node going back to that
+// node's pool, and send sends the command again on c and returns its reply; after ASK, send must precede the
+// command with ASKING (asking is true), which Redis applies to the next command only. A MOVED patches the slot map
+// at once. Follow returns the last reply: the first one that is not a redirect to follow, or the one after a few
+// redirects (the client then sees Redis's own error). On a single node it returns reply as it is. When no
+// connection to the named node can be had, c stays where it was and the error is returned.
+//
+// A session does not follow ASK: ASKING covers one command, and the session's next command on the importing node
+// would be redirected back.
+func (c *Conn) Follow(reply []byte, ask bool, send func(asking bool) ([]byte, error)) ([]byte, error) {
+	cl := c.cluster
+	if cl == nil {
+		return reply, nil
 	}
-	var nd *clusterNode
-	switch kind {
-	case redirectMoved:
-		nd = cl.moved(slot, addr, &clusterNode{addr: fromAddr})
-		cl.moves.Add(1)
-	case redirectAsk:
-		nd, asking = cl.askTarget(addr, &clusterNode{addr: fromAddr}), true
-		cl.asks.Add(1)
-	default:
-		return nil, false, false, nil
+	for tries := 0; tries < maxConnRedirects; tries++ {
+		kind, slot, addr := parseRedirect(reply)
+		from := &clusterNode{addr: c.pool.Addr()}
+		var nd *clusterNode
+		switch {
+		case kind == redirectMoved:
+			nd = cl.moved(slot, addr, from)
+			cl.moves.Add(1)
+		case kind == redirectAsk && ask:
+			nd = cl.askTarget(addr, from)
+			cl.asks.Add(1)
+		default:
+			return reply, nil
+		}
+		next, err := nd.pool.Dedicated()
+		if err != nil {
+			return nil, err
+		}
+		c.swap(next)
+		next.Release() // c's old connection: the redirected command left no state on it
+		if reply, err = send(kind == redirectAsk); err != nil {
+			return nil, err
+		}
 	}
-	conn, err = nd.pool.Dedicated()
-	return conn, asking, true, err
+	return reply, nil
 }
 
 // FanOut sends payload, one command, to every master in parallel and stores their replies in call, one frame per

@@ -87,40 +87,35 @@ func (c *Client) Decided() <-chan struct{} { return c.decided }
 // Cluster returns the router when the upstream is a Redis Cluster, nil for a single node (and until Decided).
 func (c *Client) Cluster() *Cluster { return c.cluster.Load() }
 
-// SetKeyFunc tells a cluster router how to find the keys of a command (the proxy's command table); a single
-// node needs no keys.
-func (c *Client) SetKeyFunc(f KeyFunc) {
+// Do sends p over a shared connection and waits for its p.Len() reply frames, within the timeout: featcache's
+// own reads. On a single node it is Pool.Do of p's bytes; in front of a cluster, Cluster.Do, which sends each of
+// p's commands to the master of its slot.
+func (c *Client) Do(call *Call, p *Payload) error {
 	if cl := c.cluster.Load(); cl != nil {
-		cl.SetKeyFunc(f)
+		return cl.Do(call, p)
 	}
+	return c.Pool.Do(call, p.Bytes(), p.Len())
 }
 
-// Do is Pool.Do on a single node, Cluster.Do in front of a cluster: featcache's own reads, within the timeout.
-func (c *Client) Do(call *Call, payload []byte, n int) error {
+// Forward is Do for commands forwarded for clients, waited for as a direct client would (or within the command
+// timeout): Pool.Forward on a single node, Cluster.Forward in front of a cluster.
+func (c *Client) Forward(call *Call, p *Payload) error {
 	if cl := c.cluster.Load(); cl != nil {
-		return cl.Do(call, payload, n)
+		return cl.Forward(call, p)
 	}
-	return c.Pool.Do(call, payload, n)
+	return c.Pool.Forward(call, p.Bytes(), p.Len())
 }
 
-// Forward is Pool.Forward on a single node, Cluster.Forward in front of a cluster: commands forwarded for clients,
-// waited for as a direct client would (or within the command timeout).
-func (c *Client) Forward(call *Call, payload []byte, n int) error {
-	if cl := c.cluster.Load(); cl != nil {
-		return cl.Forward(call, payload, n)
-	}
-	return c.Pool.Forward(call, payload, n)
-}
-
-// Start is Pool.Start on a single node. In front of a cluster, whose router waits for every node it sends to,
+// Start is Pool.Start of p on a single node. In front of a cluster, whose router waits for every node it sends to,
 // the round trip (Cluster.Forward or Cluster.Do) runs on a goroutine of its own, so that WaitUntil and Wait work
-// alike; payload must then stay unchanged until Wait returns.
-func (c *Client) Start(call *Call, payload []byte, n int, fwd bool) {
+// alike; p must then stay unchanged until Wait returns.
+func (c *Client) Start(call *Call, p *Payload, fwd bool) {
 	cl := c.cluster.Load()
 	if cl == nil {
-		c.Pool.Start(call, payload, n, fwd)
+		c.Pool.Start(call, p.Bytes(), p.Len(), fwd)
 		return
 	}
+	n := p.Len()
 	call.prepare(n)
 	if n == 0 {
 		return
@@ -132,7 +127,7 @@ func (c *Client) Start(call *Call, payload []byte, n int, fwd bool) {
 		// The router starts calls of its own on the nodes' pools; this one gets their frames at the end.
 		in := callPool.Get().(*Call)
 		in.Cancel = call.Cancel
-		cl.do(in, payload, n, fwd)
+		cl.do(in, p, fwd)
 		call.Replies, in.Replies = in.Replies, call.Replies[:0]
 		call.Ends, in.Ends = in.Ends, call.Ends[:0]
 		call.Err = in.Err
@@ -142,10 +137,10 @@ func (c *Client) Start(call *Call, payload []byte, n int, fwd bool) {
 	}()
 }
 
-// Fetch is Pool.Fetch, over Cluster.Do in front of a cluster.
+// Fetch is Pool.Fetch, over Cluster.Do in front of a cluster: each key's GET and PTTL go to its master.
 func (c *Client) Fetch(call *Call, keys [][]byte, out []Fetched) ([]Fetched, error) {
 	if cl := c.cluster.Load(); cl != nil {
-		return fetch(cl.Do, call, keys, out)
+		return fetched(call, cl.Do(call, fetchPayload(call, keys)), out)
 	}
 	return c.Pool.Fetch(call, keys, out)
 }
@@ -185,7 +180,3 @@ func (c *Client) Reached() bool {
 	}
 	return c.Pool.Reached()
 }
-
-// DedicatedKey returns a dedicated connection; a Pool has one node, so key does not matter. It lets code that
-// writes one key on a dedicated connection take a Pool or a Client.
-func (p *Pool) DedicatedKey(key []byte) (*Conn, error) { return p.Dedicated() }

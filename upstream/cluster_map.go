@@ -11,7 +11,8 @@ import (
 )
 
 // The slot map: which master serves each hash slot, read from CLUSTER SLOTS (refresh), patched by MOVED (moved),
-// and installed whole (installLocked), which also keeps the local tier's per-slot state in line with it.
+// and installed whole (installLocked), which also keeps the local tier's trust partitions (one per slot) in line
+// with it.
 
 // slotMap is one version of the routing table. It is never modified once stored; changes make a new one.
 type slotMap struct {
@@ -50,11 +51,11 @@ func (m *slotMap) rebuildMasters() {
 }
 
 // slotsOf returns the slots nd serves in m.
-func (m *slotMap) slotsOf(nd *clusterNode) []uint16 {
-	var out []uint16
+func (m *slotMap) slotsOf(nd *clusterNode) []int {
+	var out []int
 	for s, o := range m.owner {
 		if o == nd {
-			out = append(out, uint16(s))
+			out = append(out, s)
 		}
 	}
 	return out
@@ -97,12 +98,12 @@ func withHost(addr, from string) string {
 	return net.JoinHostPort(fh, port)
 }
 
-// installLocked stores m as the slot map and brings the local tier's per-slot state in line with it: a slot that
+// installLocked stores m as the slot map and brings the local tier's partitions in line with it: a slot that
 // now belongs to another master than the one that last served it is flushed (its new master is a failed-over
 // replica or a resharding target, whose data and tracking did not vouch for what was cached), and each slot is
 // trusted exactly when its master's tracking is up. Trackers are started for new masters. Caller holds cl.mu.
 func (cl *Cluster) installLocked(old, m *slotMap) {
-	var flush []uint16
+	var flush []int
 	changed := 0
 	for s := range m.owner {
 		nd := m.owner[s]
@@ -113,13 +114,13 @@ func (cl *Cluster) installLocked(old, m *slotMap) {
 			continue
 		}
 		if prev := cl.lastOwner[s]; prev != nil && prev != nd {
-			flush = append(flush, uint16(s))
+			flush = append(flush, s)
 		}
 		cl.lastOwner[s] = nd
 	}
 	cl.smap.Store(m)
-	if cl.slots != nil && len(flush) > 0 {
-		cl.slots.FlushSlots(flush)
+	if cl.parts != nil && len(flush) > 0 {
+		cl.parts.FlushPartitions(flush) // partition s is slot s
 	}
 	cl.startTrackersLocked(m)
 	cl.retrustLocked()

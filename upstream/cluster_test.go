@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"featcache/internal/commands"
 	"featcache/internal/redistest"
-	"featcache/internal/resp"
 )
 
 func TestSlot(t *testing.T) {
@@ -91,12 +91,11 @@ func TestParseRedirect(t *testing.T) {
 	}
 }
 
-// firstKey is a KeyFunc for commands whose first argument is their only key.
-func firstKey(args [][]byte, dst [][]byte) [][]byte {
-	if len(args) < 2 || resp.EqualFold(args[0], "ping") {
-		return dst
-	}
-	return append(dst, args[1])
+// command is a payload of one command without keys, for a Client in front of a single node.
+func command(args ...string) *Payload {
+	var p Payload
+	p.AppendCommand(NoSlot, args...)
+	return &p
 }
 
 // keysOn returns n keys, each served by a different master of cl in turn, with their masters.
@@ -132,21 +131,32 @@ func TestClusterRouting(t *testing.T) {
 	if c.Cluster() == nil {
 		t.Fatal("the cluster was not detected")
 	}
-	c.SetKeyFunc(firstKey)
 	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool { _, up := c.Tracking(); return up })
 	if got := c.Cluster().Masters(); got != 3 {
 		t.Fatalf("Masters() = %d; want 3", got)
 	}
 
-	keys, owners := keysOn(t, cl, 6)
-	var req []byte
-	for i, k := range keys {
-		req = resp.AppendCommand(req, "SET", k, "v"+k)
-		req = resp.AppendCommand(req, "GET", keys[(i+1)%len(keys)])
+	// Each command's slot comes from Redis's key specs as the payload is built.
+	cmds, err := commands.Embedded()
+	if err != nil {
+		t.Fatal(err)
 	}
-	req = resp.AppendCommand(req, "PING")
+	line := func(args ...string) [][]byte {
+		out := make([][]byte, len(args))
+		for i, a := range args {
+			out[i] = []byte(a)
+		}
+		return out
+	}
+	keys, owners := keysOn(t, cl, 6)
+	var req Payload
+	for i, k := range keys {
+		req.Append(cmds["set"], line("SET", k, "v"+k), nil)
+		req.Append(cmds["get"], line("GET", keys[(i+1)%len(keys)]), nil)
+	}
+	req.Append(cmds["ping"], line("PING"), nil)
 	call := NewCall()
-	if err := c.Do(call, req, 2*len(keys)+1); err != nil {
+	if err := c.Do(call, &req); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(string(call.Replies), "CLUSTERDOWN") {
@@ -175,11 +185,12 @@ func TestClusterRouting(t *testing.T) {
 
 	// A transaction travels whole to the master of its keys.
 	tag := "{" + keys[2] + "}"
-	tx := resp.AppendCommand(nil, "MULTI")
-	tx = resp.AppendCommand(tx, "SET", tag+"a", "1")
-	tx = resp.AppendCommand(tx, "INCR", tag+"a")
-	tx = resp.AppendCommand(tx, "EXEC")
-	if err := c.Do(call, tx, 4); err != nil {
+	var tx Payload
+	tx.Multi()
+	tx.Append(cmds["set"], line("SET", tag+"a", "1"), nil)
+	tx.Append(cmds["incr"], line("INCR", tag+"a"), nil)
+	tx.Exec()
+	if err := c.Do(call, &tx); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(call.Frame(3)); got != "*2\r\n+OK\r\n:2\r\n" {
@@ -236,7 +247,9 @@ func TestClusterRouting(t *testing.T) {
 	slot, from, to := cl.Slot(keys[0]), owners[0], owners[1]
 	cl.Migrate(slot, from, to, 10, nil)
 	moved := c.Cluster().Stats().Moved
-	if err := c.Do(call, resp.AppendCommand(nil, "GET", keys[0]), 1); err != nil {
+	var get Payload
+	get.AppendKey("GET", []byte(keys[0]))
+	if err := c.Do(call, &get); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(call.Frame(0)); got != "$6\r\ndirect\r\n" {
@@ -287,7 +300,8 @@ func TestClientDecidesLate(t *testing.T) {
 	redistest.Eventually(t, 5*time.Second, "tracking up", func() bool { _, up := c.Tracking(); return up })
 	redistest.Eventually(t, 5*time.Second, "healthy", c.Healthy)
 	call := NewCall()
-	if err := c.Do(call, resp.AppendCommand(nil, "PING"), 1); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
+	call.Req.AppendCommand(NoSlot, "PING")
+	if err := c.Do(call, &call.Req); err != nil || string(call.Frame(0)) != "+PONG\r\n" {
 		t.Fatalf("PING: %q, %v", call.Replies, err)
 	}
 }

@@ -12,7 +12,8 @@ import (
 // since Redis announces a write only on the node that executed it. Invalidations from any of them go to the local
 // tier as they come; a null push (FLUSHALL, FLUSHDB on one master) flushes the whole tier, which is more than that
 // master held but always safe. What differs is the loss of one connection: it says nothing about the others, so
-// only the slots that master serves become untrusted (SlotCache.SetSlotsTrusted), their entries unverified under
+// only the slots that master serves become untrusted (their partitions: PartitionedCache.SetPartitionsTrusted),
+// their entries unverified under
 // the policies' on_tracking_loss, and only their fills are not stored until it is back. A master that comes back
 // as another server (its run_id changed: restarted, restored) has its slots flushed, as a single node that comes
 // back as another one has the whole tier flushed. A slot that passes to another master (failover, resharding) is
@@ -76,8 +77,8 @@ func (cl *Cluster) trackerUp(nd *clusterNode, t *Tracker, runID string) {
 	if nd.runID != "" && runID != nd.runID {
 		// A restarted or restored master: what was cached from its slots may be anything now.
 		slots := cl.smap.Load().slotsOf(nd)
-		if cl.slots != nil {
-			cl.slots.FlushSlots(slots)
+		if cl.parts != nil {
+			cl.parts.FlushPartitions(slots) // partition s is slot s
 		} else {
 			cl.opt.Cache.Flush()
 		}
@@ -229,30 +230,30 @@ func (cl *Cluster) retrustLocked() {
 		return
 	}
 	m := cl.smap.Load()
-	var on, off []uint16
+	var on, off []int
 	for s := range m.owner {
 		want := m.owner[s] != nil && m.owner[s].up
 		if want != cl.trusted[s] {
 			cl.trusted[s] = want
 			if want {
-				on = append(on, uint16(s))
+				on = append(on, s)
 				cl.untrusted--
 			} else {
-				off = append(off, uint16(s))
+				off = append(off, s)
 				cl.untrusted++
 			}
 		}
 	}
 	switch {
-	case cl.slots != nil:
+	case cl.parts != nil: // partition s is slot s
 		if len(off) > 0 {
-			cl.slots.SetSlotsTrusted(off, false)
+			cl.parts.SetPartitionsTrusted(off, false)
 		}
 		if len(on) > 0 {
-			cl.slots.SetSlotsTrusted(on, true)
+			cl.parts.SetPartitionsTrusted(on, true)
 		}
 	case len(on)+len(off) > 0:
-		// A tier without per-slot state is trusted only while every master's tracking is up.
+		// A tier without partitions is trusted only while every master's tracking is up.
 		cl.opt.Cache.SetTrusted(cl.untrusted == 0)
 	}
 }

@@ -27,17 +27,25 @@ type Fetched struct {
 // GET and PTTL are not atomic together: a write between them moves the key's generation (its invalidation arrives),
 // so the value is not stored; a key that expired between them reports PTTL -2 and must not be stored either.
 func (p *Pool) Fetch(call *Call, keys [][]byte, out []Fetched) ([]Fetched, error) {
-	return fetch(p.Do, call, keys, out)
+	req := fetchPayload(call, keys)
+	return fetched(call, p.Do(call, req.Bytes(), req.Len()), out)
 }
 
-// fetch is Fetch over do (a Pool's or a Cluster's).
-func fetch(do func(*Call, []byte, int) error, call *Call, keys [][]byte, out []Fetched) ([]Fetched, error) {
-	req := call.Req[:0]
-	for _, k := range keys {
-		req = AppendFetch(req, k)
+// fetchPayload builds the payload of a Fetch of keys in call.Req.
+func fetchPayload(call *Call, keys [][]byte) *Payload {
+	if call.Req.Cap() > maxKeptBuf {
+		call.Req = Payload{}
 	}
-	call.Req = req
-	err := do(call, req, 2*len(keys))
+	req := &call.Req
+	req.Reset()
+	for _, k := range keys {
+		req.AppendFetch(k)
+	}
+	return req
+}
+
+// fetched appends the answers in call's frames to out; err is the round trip's.
+func fetched(call *Call, err error, out []Fetched) ([]Fetched, error) {
 	for i := 0; i+1 < call.Len(); i += 2 {
 		f, perr := ParseFetched(call.Frame(i), call.Frame(i+1))
 		if perr != nil {
@@ -96,12 +104,18 @@ func AppendHashFetch(dst, key []byte, fields [][]byte, all, fieldTTL bool) []byt
 	dst = appendHashRead(dst, key, fields, all)
 	dst = AppendKeyCommand(dst, "PTTL", key)
 	if fieldTTL && !all {
-		dst = resp.AppendArray(dst, 4+len(fields))
-		dst = resp.AppendBulkString(resp.AppendBulk(resp.AppendBulkString(dst, "HPTTL"), key), "FIELDS")
-		dst = resp.AppendBulk(dst, strconv.AppendInt(nil, int64(len(fields)), 10))
-		for _, f := range fields {
-			dst = resp.AppendBulk(dst, f)
-		}
+		dst = appendFieldTTL(dst, key, fields)
+	}
+	return dst
+}
+
+// appendFieldTTL appends HPTTL key FIELDS n fields...
+func appendFieldTTL(dst, key []byte, fields [][]byte) []byte {
+	dst = resp.AppendArray(dst, 4+len(fields))
+	dst = resp.AppendBulkString(resp.AppendBulk(resp.AppendBulkString(dst, "HPTTL"), key), "FIELDS")
+	dst = resp.AppendBulk(dst, strconv.AppendInt(nil, int64(len(fields)), 10))
+	for _, f := range fields {
+		dst = resp.AppendBulk(dst, f)
 	}
 	return dst
 }

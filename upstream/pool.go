@@ -90,7 +90,7 @@ type PoolOptions struct {
 type Pool struct {
 	opt   PoolOptions
 	addr  atomic.Pointer[string] // where connections are dialed: opt.Addr, until Retarget
-	slots []*slot
+	lanes []*lane
 	next  atomic.Uint32
 
 	idleMu sync.Mutex // guards idle and busy, and orders them with Retarget
@@ -128,9 +128,9 @@ func NewPool(opt PoolOptions) *Pool {
 	}
 	p := &Pool{opt: opt, busy: make(map[*Conn]struct{})}
 	p.addr.Store(&opt.Addr)
-	p.slots = make([]*slot, opt.Conns)
-	for i := range p.slots {
-		p.slots[i] = &slot{pool: p}
+	p.lanes = make([]*lane, opt.Conns)
+	for i := range p.lanes {
+		p.lanes[i] = &lane{pool: p}
 	}
 	return p
 }
@@ -141,14 +141,14 @@ func (p *Pool) Addr() string { return *p.addr.Load() }
 // Retarget points the pool at addr, for a primary that moved (a Sentinel failover). Every connection to the
 // previous address is closed: calls queued on shared ones fail with ErrRetargeted (unless their replies had
 // arrived), and dedicated ones in use fail their owners' next read or write with ErrRetargeted (Release then drops
-// them). Connections opened from then on go to addr, at once (the redial gap of a slot that failed against the
+// them). Connections opened from then on go to addr, at once (the redial gap of a lane that failed against the
 // old address does not apply). By the time Addr reports addr, no call can be sent to the old address any more.
 // Retargeting to the current address does nothing.
 func (p *Pool) Retarget(addr string) {
-	// Every slot's lock is held across the change, so that no shared connection is dialed meanwhile (a dial in
+	// Every lane's lock is held across the change, so that no shared connection is dialed meanwhile (a dial in
 	// progress finishes first, and its link is failed here), and idleMu, so that no dedicated one is handed out;
 	// one being dialed to the old address is closed when it is registered (Dedicated).
-	for _, s := range p.slots {
+	for _, s := range p.lanes {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 	}
@@ -157,7 +157,7 @@ func (p *Pool) Retarget(addr string) {
 	if p.Addr() == addr {
 		return
 	}
-	for _, s := range p.slots {
+	for _, s := range p.lanes {
 		s.lastErr = nil
 		if l := s.cur.Load(); l != nil {
 			l.fail(ErrRetargeted)
@@ -203,9 +203,9 @@ type Call struct {
 	// Err says why fewer frames than wanted arrived (connection lost, timeout). Frames that did arrive are kept.
 	Err error
 
-	// Req is scratch space for building the payload of the next batch; Do and Fetch do not touch it except Fetch,
-	// which builds its payload there.
-	Req []byte
+	// Req is scratch space for building the payload of the next batch; Do and Forward do not touch it, Fetch
+	// builds its payload there.
+	Req Payload
 	// Cancel, if not nil, ends a wait for the call's replies when it is closed, as a timeout would (Err is
 	// ErrClosed): a server shutting down does not wait for a Redis that hangs. It is kept batch after batch.
 	Cancel <-chan struct{}
@@ -466,15 +466,15 @@ func (p *Pool) setHealth(up bool, err error) {
 
 // link returns a live shared connection, dialing one if needed. A connection whose oldest call is already late
 // (Redis has not answered it within the timeout) is passed over for one whose is not, if there is one; and when
-// the connection's slot cannot be dialed now (a hung or busy Redis does not complete the handshake within the
-// timeout), another slot's live connection is used, if there is one, rather than failing a request that Redis
+// the connection's lane cannot be dialed now (a hung or busy Redis does not complete the handshake within the
+// timeout), another lane's live connection is used, if there is one, rather than failing a request that Redis
 // can still answer there.
 func (p *Pool) link() (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	i := int(p.next.Add(1)) % len(p.slots)
-	s := p.slots[i]
+	i := int(p.next.Add(1)) % len(p.lanes)
+	s := p.lanes[i]
 	l := s.cur.Load()
 	if l == nil || l.broken.Load() {
 		var err error
@@ -493,11 +493,11 @@ func (p *Pool) link() (*link, error) {
 	return l, nil
 }
 
-// other returns a live connection of a slot other than i (one that is not late, with onTime), or nil.
+// other returns a live connection of a lane other than i (one that is not late, with onTime), or nil.
 func (p *Pool) other(i int, onTime bool) *link {
 	var found *link
-	for k := 1; k < len(p.slots); k++ {
-		o := p.slots[(i+k)%len(p.slots)].cur.Load()
+	for k := 1; k < len(p.lanes); k++ {
+		o := p.lanes[(i+k)%len(p.lanes)].cur.Load()
 		if o == nil || o.broken.Load() {
 			continue
 		}
@@ -514,7 +514,7 @@ func (p *Pool) other(i int, onTime bool) *link {
 // Close closes every connection; calls in flight fail with ErrClosed or a connection error.
 func (p *Pool) Close() {
 	p.closed.Store(true)
-	for _, s := range p.slots {
+	for _, s := range p.lanes {
 		if l := s.cur.Load(); l != nil {
 			l.fail(ErrClosed)
 		}
@@ -528,8 +528,8 @@ func (p *Pool) Close() {
 	}
 }
 
-// slot is one shared connection position; its link is replaced when the connection fails.
-type slot struct {
+// lane is one of a pool's shared connections, as a place: its link is replaced when the connection fails.
+type lane struct {
 	pool *Pool
 	cur  atomic.Pointer[link]
 
@@ -538,15 +538,15 @@ type slot struct {
 	lastErr  error
 }
 
-func (s *slot) reconnect() (*link, error) {
+func (s *lane) reconnect() (*link, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := s.cur.Load(); l != nil && !l.broken.Load() {
 		return l, nil
 	}
-	// A dead upstream is dialed at most once per maxRedialGap per slot; requests in between fail at once with the
+	// A dead upstream is dialed at most once per maxRedialGap per lane; requests in between fail at once with the
 	// last error, so a down Redis costs neither dial storms nor waits longer than one dial. Once any connection
-	// of the pool has been dialed since this slot failed, the upstream is back: dial at once.
+	// of the pool has been dialed since this lane failed, the upstream is back: dial at once.
 	if s.lastErr != nil && time.Since(s.lastFail) < maxRedialGap && s.pool.lastDial.Load() < s.lastFail.UnixNano() {
 		return nil, s.lastErr
 	}
@@ -901,6 +901,7 @@ func (l *link) readLoop() {
 // Conn is a dedicated upstream connection owned by one client for as long as its state lasts (WATCH, a blocking
 // command, a subscription). It is not safe for concurrent use, except that Close may be called from any goroutine.
 type Conn struct {
+	cluster *Cluster // the cluster whose redirects Follow follows; nil in front of a single node
 	pool    *Pool
 	nc      net.Conn
 	moved   atomic.Bool // closed by Retarget: reads and writes fail with ErrRetargeted
@@ -939,6 +940,43 @@ func (p *Pool) Dedicated() (*Conn, error) {
 	}
 	p.busy[c] = struct{}{}
 	return c, nil
+}
+
+// swap exchanges the connections c and d hold, with their places in their pools' sets of connections in use, so
+// that c holds what d held and d what c held. Neither may be in use by another goroutine. The pools' locks are
+// taken one at a time, so that two swaps in opposite directions cannot deadlock.
+func (c *Conn) swap(d *Conn) {
+	pc, pd := c.pool, d.pool
+	pc.idleMu.Lock()
+	_, cBusy := pc.busy[c]
+	delete(pc.busy, c)
+	pc.idleMu.Unlock()
+	pd.idleMu.Lock()
+	_, dBusy := pd.busy[d]
+	delete(pd.busy, d)
+	pd.idleMu.Unlock()
+
+	c.pool, d.pool = d.pool, c.pool
+	c.nc, d.nc = d.nc, c.nc
+	cMoved, dMoved := c.moved.Load(), d.moved.Load()
+	c.moved.Store(dMoved)
+	d.moved.Store(cMoved)
+	c.unnamed, d.unnamed = d.unnamed, c.unnamed
+	c.buf, d.buf = d.buf, c.buf
+	c.start, d.start = d.start, c.start
+	c.end, d.end = d.end, c.end
+	c.sc, d.sc = d.sc, c.sc
+
+	pd.idleMu.Lock()
+	if dBusy {
+		pd.busy[c] = struct{}{}
+	}
+	pd.idleMu.Unlock()
+	pc.idleMu.Lock()
+	if cBusy {
+		pc.busy[d] = struct{}{}
+	}
+	pc.idleMu.Unlock()
 }
 
 // Write writes payload, waiting at most the pool's timeout.
@@ -1028,6 +1066,7 @@ func (c *Conn) Release() {
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
+	c.cluster = nil // the next owner's Dedicated says whether it follows redirects
 	if cap(c.buf) > maxKeptBuf {
 		c.buf = nil
 	}

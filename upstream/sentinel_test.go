@@ -55,7 +55,7 @@ func testSentinelFollowsFailover(t *testing.T, tracking bool) {
 		redistest.Eventually(t, 5*time.Second, "tracking established", func() bool { _, up := c.Tracking(); return up })
 	}
 	call := NewCall()
-	if err := c.Do(call, resp.AppendCommand(nil, "SET", "k:1", "before"), 1); err != nil || string(call.Frame(0)) != "+OK\r\n" {
+	if err := c.Do(call, command("SET", "k:1", "before")); err != nil || string(call.Frame(0)) != "+OK\r\n" {
 		t.Fatalf("SET: %q, %v", call.Frame(0), err)
 	}
 	pinned, err := c.Dedicated()
@@ -92,7 +92,7 @@ func testSentinelFollowsFailover(t *testing.T, tracking bool) {
 
 	// Shared connections write to the new primary.
 	redistest.Eventually(t, 5*time.Second, "a write through the pool succeeds", func() bool {
-		return c.Do(call, resp.AppendCommand(nil, "SET", "k:1", "after"), 1) == nil && string(call.Frame(0)) == "+OK\r\n"
+		return c.Do(call, command("SET", "k:1", "after")) == nil && string(call.Frame(0)) == "+OK\r\n"
 	})
 	if got := string(replica.Do("GET", "k:1")); got != "$5\r\nafter\r\n" {
 		t.Fatalf("GET k:1 on the new primary = %q; want the write made through the pool", got)
@@ -158,7 +158,7 @@ func TestSentinelPasswordAndUnknownMasterSet(t *testing.T) {
 				t.Fatalf("Addr = %q; want none", got)
 			}
 			call := NewCall()
-			if err := c.Do(call, resp.AppendCommand(nil, "PING"), 1); !errors.Is(err, ErrNoAddress) {
+			if err := c.Do(call, command("PING")); !errors.Is(err, ErrNoAddress) {
 				t.Fatalf("PING: got %v; want ErrNoAddress", err)
 			}
 			if enabled, up := c.Tracking(); !enabled || up {
@@ -191,7 +191,7 @@ func TestSentinelRoleNotPermitted(t *testing.T) {
 		t.Fatalf("Addr = %q; want the primary %q although ROLE is not permitted", got, set.Primary.Addr())
 	}
 	call := NewCall()
-	if err := c.Do(call, resp.AppendCommand(nil, "ROLE"), 1); err != nil || !strings.HasPrefix(string(call.Frame(0)), "-NOPERM") {
+	if err := c.Do(call, command("ROLE")); err != nil || !strings.HasPrefix(string(call.Frame(0)), "-NOPERM") {
 		t.Fatalf("ROLE as the restricted user: %q, %v; want NOPERM", call.Frame(0), err)
 	}
 }

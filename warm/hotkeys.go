@@ -15,19 +15,19 @@ import (
 // inherits that count as its error. Every key recorded more than total/capacity times is held, and a held key's
 // count exceeds its true count by at most its error.
 //
-// Memory is the capacity's worth of slots (each the key's bytes plus about 50 bytes) and a hash index of twice the
-// capacity, allocated as keys arrive; once full, Add allocates only when a key is longer than the one whose slot it
+// Memory is the capacity's worth of entries (each the key's bytes plus about 50 bytes) and a hash index of twice the
+// capacity, allocated as keys arrive; once full, Add allocates only when a key is longer than the one whose entry it
 // takes. A TopK is safe for concurrent use.
 type TopK struct {
-	mu    sync.Mutex
-	slots []topSlot
-	heap  []int32 // slot indexes, a min-heap by count
-	index []int32 // open addressing, linear probing: slot index + 1, or 0 for an empty cell
-	mask  uint64
-	cap   int
+	mu      sync.Mutex
+	entries []topEntry
+	heap    []int32 // entry indexes, a min-heap by count
+	index   []int32 // open addressing, linear probing: entry index + 1, or 0 for an empty cell
+	mask    uint64
+	cap     int
 }
 
-type topSlot struct {
+type topEntry struct {
 	key   []byte
 	hash  uint64
 	count uint64
@@ -59,13 +59,13 @@ func (t *TopK) Add(key []byte, weight uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if i, ok := t.find(key, h); ok {
-		t.slots[i].count += weight
-		t.down(int(t.slots[i].hpos))
+		t.entries[i].count += weight
+		t.down(int(t.entries[i].hpos))
 		return
 	}
-	if len(t.slots) < t.cap {
-		i := int32(len(t.slots))
-		t.slots = append(t.slots, topSlot{key: bytes.Clone(key), hash: h, count: weight, hpos: int32(len(t.heap))})
+	if len(t.entries) < t.cap {
+		i := int32(len(t.entries))
+		t.entries = append(t.entries, topEntry{key: bytes.Clone(key), hash: h, count: weight, hpos: int32(len(t.heap))})
 		t.heap = append(t.heap, i)
 		t.insert(h, i)
 		t.up(len(t.heap) - 1)
@@ -73,7 +73,7 @@ func (t *TopK) Add(key []byte, weight uint64) {
 	}
 	// Take over the counter with the smallest count.
 	i := t.heap[0]
-	s := &t.slots[i]
+	s := &t.entries[i]
 	t.remove(s.hash, i)
 	s.key = append(s.key[:0], key...)
 	s.hash = h
@@ -86,9 +86,9 @@ func (t *TopK) Add(key []byte, weight uint64) {
 // Top returns up to n keys with the highest counts, highest first (ties by key).
 func (t *TopK) Top(n int) []HotKey {
 	t.mu.Lock()
-	out := make([]HotKey, 0, len(t.slots))
-	for i := range t.slots {
-		s := &t.slots[i]
+	out := make([]HotKey, 0, len(t.entries))
+	for i := range t.entries {
+		s := &t.entries[i]
 		if s.count > 0 {
 			out = append(out, HotKey{Key: string(s.key), Count: s.count, Error: s.err})
 		}
@@ -116,9 +116,9 @@ func SortHotKeys(keys []HotKey) {
 func (t *TopK) Decay() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i := range t.slots {
-		t.slots[i].count /= 2
-		t.slots[i].err /= 2
+	for i := range t.entries {
+		t.entries[i].count /= 2
+		t.entries[i].err /= 2
 	}
 }
 
@@ -126,17 +126,17 @@ func (t *TopK) Decay() {
 func (t *TopK) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.slots)
+	return len(t.entries)
 }
 
-// find returns the slot holding key.
+// find returns the entry holding key.
 func (t *TopK) find(key []byte, h uint64) (int32, bool) {
 	for p := h & t.mask; ; p = (p + 1) & t.mask {
 		v := t.index[p]
 		if v == 0 {
 			return 0, false
 		}
-		if s := &t.slots[v-1]; s.hash == h && bytes.Equal(s.key, key) {
+		if s := &t.entries[v-1]; s.hash == h && bytes.Equal(s.key, key) {
 			return v - 1, true
 		}
 	}
@@ -150,7 +150,7 @@ func (t *TopK) insert(h uint64, i int32) {
 	t.index[p] = i + 1
 }
 
-// remove deletes slot i, whose key hashes to h, from the index, shifting later cells of its probe run back so
+// remove deletes entry i, whose key hashes to h, from the index, shifting later cells of its probe run back so
 // that no lookup stops early (deletion without tombstones for linear probing).
 func (t *TopK) remove(h uint64, i int32) {
 	p := h & t.mask
@@ -158,7 +158,7 @@ func (t *TopK) remove(h uint64, i int32) {
 		p = (p + 1) & t.mask
 	}
 	for q := (p + 1) & t.mask; t.index[q] != 0; q = (q + 1) & t.mask {
-		home := t.slots[t.index[q]-1].hash & t.mask
+		home := t.entries[t.index[q]-1].hash & t.mask
 		// The entry at q may move to p unless its home lies cyclically in (p, q].
 		if (q > p && (home <= p || home > q)) || (q < p && home <= p && home > q) {
 			t.index[p] = t.index[q]
@@ -168,12 +168,12 @@ func (t *TopK) remove(h uint64, i int32) {
 	t.index[p] = 0
 }
 
-func (t *TopK) less(a, b int) bool { return t.slots[t.heap[a]].count < t.slots[t.heap[b]].count }
+func (t *TopK) less(a, b int) bool { return t.entries[t.heap[a]].count < t.entries[t.heap[b]].count }
 
 func (t *TopK) swap(a, b int) {
 	t.heap[a], t.heap[b] = t.heap[b], t.heap[a]
-	t.slots[t.heap[a]].hpos = int32(a)
-	t.slots[t.heap[b]].hpos = int32(b)
+	t.entries[t.heap[a]].hpos = int32(a)
+	t.entries[t.heap[b]].hpos = int32(b)
 }
 
 func (t *TopK) up(j int) {

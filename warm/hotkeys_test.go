@@ -67,13 +67,13 @@ func TestTopKIndexConsistent(t *testing.T) {
 	for i := 0; i < 200000; i++ {
 		tk.Add([]byte("k"+strconv.Itoa(rng.IntN(300))), 1)
 		if i%1000 == 0 {
-			for j := range tk.slots {
-				s := &tk.slots[j]
+			for j := range tk.entries {
+				s := &tk.entries[j]
 				if got, ok := tk.find(s.key, s.hash); !ok || int(got) != j {
-					t.Fatalf("after %d adds, slot %d (%q) is found at %d, %v", i, j, s.key, got, ok)
+					t.Fatalf("after %d adds, entry %d (%q) is found at %d, %v", i, j, s.key, got, ok)
 				}
 				if tk.heap[s.hpos] != int32(j) {
-					t.Fatalf("heap position of slot %d is wrong", j)
+					t.Fatalf("heap position of entry %d is wrong", j)
 				}
 			}
 			for p := 1; p < len(tk.heap); p++ {

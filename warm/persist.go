@@ -249,7 +249,8 @@ func Evicts(maxmemoryPolicy string) bool {
 // answers from memory never reach Redis, which then sees featcache's hottest keys as its coldest.
 func (p *Persister) checkEviction() {
 	call := upstream.NewCall()
-	if err := p.pool.Do(call, resp.AppendCommand(nil, "CONFIG", "GET", "maxmemory-policy"), 1); err != nil {
+	call.Req.AppendCommand(upstream.NoSlot, "CONFIG", "GET", "maxmemory-policy")
+	if err := p.pool.Do(call, &call.Req); err != nil {
 		return // unreachable: asked again later
 	}
 	vals, err := resp.ParseBulkArray(call.Frame(0), nil)
@@ -291,11 +292,12 @@ func (p *Persister) touch() {
 		}
 		// One TOUCH per key, all in one round trip: in front of a Redis Cluster each goes to its key's master,
 		// where one TOUCH of keys in many slots would be refused (CROSSSLOT).
-		var req []byte
+		req := &call.Req
+		req.Reset()
 		for _, k := range part {
-			req = upstream.AppendKeyCommand(req, "TOUCH", []byte(k.Key))
+			req.AppendKey("TOUCH", []byte(k.Key))
 		}
-		if err := p.pool.Do(call, req, len(part)); err != nil {
+		if err := p.pool.Do(call, req); err != nil {
 			p.log.Debug("hot keys: TOUCH failed", "err", err)
 			return
 		}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
-	"featcache/upstream"
 )
 
 func TestHotKeysAcrossPolicies(t *testing.T) {
@@ -36,8 +35,7 @@ func TestHotKeysAcrossPolicies(t *testing.T) {
 // an upstream that evicts by LRU and hotkeys_touch set, the hot keys are TOUCHed.
 func TestPersister(t *testing.T) {
 	srv := redistest.Start(t, "--maxmemory-policy", "allkeys-lru")
-	pool := upstream.NewPool(upstream.PoolOptions{Addr: srv.Addr(), Timeout: time.Second})
-	t.Cleanup(pool.Close)
+	pool := testUpstream(t, srv.Addr())
 	h := NewHotKeys(100)
 	file := filepath.Join(t.TempDir(), "hot.txt")
 	p := NewPersister(h, pool, PersistConfig{File: file, Zset: "hot", Size: 2, Interval: 50 * time.Millisecond, Touch: 1000},
@@ -90,8 +88,7 @@ func TestPersister(t *testing.T) {
 // evict by access gets none.
 func TestPersisterWarnsOnEvictionByAccess(t *testing.T) {
 	srv := redistest.Start(t)
-	pool := upstream.NewPool(upstream.PoolOptions{Addr: srv.Addr(), Timeout: time.Second})
-	t.Cleanup(pool.Close)
+	pool := testUpstream(t, srv.Addr())
 	const warning = `level=WARN msg="hot keys: the upstream evicts by access`
 	for _, tc := range []struct {
 		policy string
@@ -126,8 +123,7 @@ func TestPersisterWarnsOnEvictionByAccess(t *testing.T) {
 // TestPersisterNoTouchWithoutEviction: a Redis that does not evict by access is never TOUCHed.
 func TestPersisterNoTouchWithoutEviction(t *testing.T) {
 	srv := redistest.Start(t)
-	pool := upstream.NewPool(upstream.PoolOptions{Addr: srv.Addr(), Timeout: time.Second})
-	t.Cleanup(pool.Close)
+	pool := testUpstream(t, srv.Addr())
 	h := NewHotKeys(100)
 	h.Policy("a").Add([]byte("a:1"), 5)
 	p := NewPersister(h, pool, PersistConfig{Size: 10, Interval: 20 * time.Millisecond, Touch: 1000}, slog.New(slog.DiscardHandler))

@@ -135,11 +135,11 @@ func WriteKeysFile(path string, keys []HotKey) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// Upstream is what warm needs of featcache's upstream: an upstream.Pool, or the upstream.Client, which routes
-// each command to the master of its key in front of a Redis Cluster.
+// Upstream is what warm needs of featcache's upstream: the upstream.Client, which sends each command to the master
+// of its key in front of a Redis Cluster.
 type Upstream interface {
-	// Do sends n commands and waits for their replies (upstream.Pool.Do).
-	Do(call *upstream.Call, payload []byte, n int) error
+	// Do sends p's commands and waits for their replies (upstream.Client.Do).
+	Do(call *upstream.Call, p *upstream.Payload) error
 	// DedicatedKey returns a dedicated connection to the node that holds key.
 	DedicatedKey(key []byte) (*upstream.Conn, error)
 	// Timeout bounds the waits for replies.
@@ -162,13 +162,14 @@ func (z Zset) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 	call := upstream.NewCall()
 	var keys [][]byte
 	for start := 0; ; start += batch {
-		req := resp.AppendCommand(call.Req[:0], "ZREVRANGE", z.Key, strconv.Itoa(start), strconv.Itoa(start+batch-1))
-		call.Req = req
+		req := &call.Req
+		req.Reset()
+		req.AppendCommand(int(upstream.Slot([]byte(z.Key))), "ZREVRANGE", z.Key, strconv.Itoa(start), strconv.Itoa(start+batch-1))
 		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if z.Pool.Do(call, req, 1) == nil {
+			if z.Pool.Do(call, req) == nil {
 				break
 			}
 			t := time.NewTimer(backoff)

@@ -85,11 +85,29 @@ func readAll(t *testing.T, src Source, batch int) []string {
 	return out
 }
 
+// testUpstream is featcache's upstream client for the Redis at addr, without tracking.
+func testUpstream(t *testing.T, addr string) *upstream.Client {
+	t.Helper()
+	c, err := upstream.New(upstream.Options{Addresses: []string{addr}, Cache: noInvalidations{}, Timeout: time.Second,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// noInvalidations is a local tier for an upstream client without tracking: it is never told anything.
+type noInvalidations struct{}
+
+func (noInvalidations) Invalidate(...[]byte) {}
+func (noInvalidations) Flush()               {}
+func (noInvalidations) SetTrusted(bool)      {}
+
 // TestZsetSource: members come highest score first, in pages; WriteZset replaces the set whole.
 func TestZsetSource(t *testing.T) {
 	srv := redistest.Start(t)
-	pool := upstream.NewPool(upstream.PoolOptions{Addr: srv.Addr(), Timeout: time.Second})
-	t.Cleanup(pool.Close)
+	pool := testUpstream(t, srv.Addr())
 	var keys []HotKey
 	for i := 0; i < 25; i++ {
 		keys = append(keys, HotKey{Key: "k" + strconv.Itoa(i), Count: uint64(100 - i)})
@@ -247,8 +265,7 @@ func TestWarmerRate(t *testing.T) {
 // every ProgressInterval with growing counts, when it turns ready, and when it is done.
 func TestWarmerLogsProgress(t *testing.T) {
 	srv := redistest.Start(t)
-	pool := upstream.NewPool(upstream.PoolOptions{Addr: srv.Addr(), Timeout: time.Second})
-	t.Cleanup(pool.Close)
+	pool := testUpstream(t, srv.Addr())
 	args := []string{"ZADD", "warm"}
 	for i := 0; i < 1000; i++ {
 		args = append(args, strconv.Itoa(1000-i), "k"+strconv.Itoa(i))

@@ -1,17 +1,10 @@
-package proxy
-
-import (
-	"bytes"
-	"errors"
-	"fmt"
-	"strings"
-
-	"featcache/internal/resp"
-)
-
-// This file holds the command table: Redis's own metadata for every command, read once at start from the upstream's
-// COMMAND reply, and the key extraction that follows Redis 7's key specs. Nothing here knows a command by name: the
-// upstream's table is the single source, so a new Redis version or a module brings its commands with it.
+// Package commands is Redis's command table as featcache reads it: every command's arity, flags and Redis 7 key
+// specs, parsed once from the upstream's COMMAND reply (Parse), or from Redis 7.0's reply embedded in the binary
+// (Embedded) until the upstream answers; the key extraction that follows the key specs (Info.Keys), which the
+// request path uses to invalidate what a write touches and the cluster router to send a command to the master of
+// its keys; and which commands may change keys (Info.MayWrite). Nothing here knows a command by name: the
+// upstream's table is the single source, so a new Redis version or a module brings its commands with it. The
+// classes featcache gives commands (cached read, write, local, ...) are the proxy's business, built on this table.
 //
 // What Redis 7.0 (checked against 7.0.15) cannot name in advance, as its COMMAND reply declares it:
 //
@@ -28,40 +21,50 @@ import (
 // Complete key specs do not make a command's effect on the keyspace fully known: commands without key specs touch
 // keys too (FLUSHALL, FLUSHDB, SWAPDB, FUNCTION RESTORE/FLUSH, ...), scripts may touch keys they did not declare, and
 // COPY ... DB or MOVE name keys of another database. Classifying those is the request path's job, not the table's.
+package commands
 
-// CommandFlags is the set of command flags Redis reports in COMMAND (the third element of each entry).
-type CommandFlags uint64
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
 
-// Command flags, one per name Redis 7.0 can report. Names Redis adds later are ignored by ParseCommands.
+	"featcache/internal/resp"
+)
+
+// Flags is the set of command flags Redis reports in COMMAND (the third element of each entry).
+type Flags uint64
+
+// Command flags, one per name Redis 7.0 can report. Names Redis adds later are ignored by Parse.
 const (
-	FlagWrite           CommandFlags = 1 << iota // "write": may modify the keyspace
-	FlagReadonly                                 // "readonly": reads keys and never modifies them
-	FlagDenyOOM                                  // "denyoom": refused when Redis is over maxmemory
-	FlagModule                                   // "module": implemented by a module
-	FlagAdmin                                    // "admin": administrative command
-	FlagPubSub                                   // "pubsub": publish/subscribe command
-	FlagNoScript                                 // "noscript": not allowed from scripts
-	FlagBlocking                                 // "blocking": may block the client
-	FlagLoading                                  // "loading": allowed while the dataset is loading
-	FlagStale                                    // "stale": allowed on a replica with stale data
-	FlagSkipMonitor                              // "skip_monitor": not shown in MONITOR
-	FlagSkipSlowlog                              // "skip_slowlog": not shown in SLOWLOG
-	FlagAsking                                   // "asking": allowed on an importing cluster slot after ASKING
-	FlagFast                                     // "fast": O(1) or O(log N)
-	FlagNoAuth                                   // "no_auth": allowed before AUTH
-	FlagMayReplicate                             // "may_replicate": may be propagated; Redis 7.0 hides it from COMMAND
-	FlagNoMandatoryKeys                          // "no_mandatory_keys": its key arguments may all be absent
-	FlagNoAsyncLoading                           // "no_async_loading": refused during async loading
-	FlagNoMulti                                  // "no_multi": not allowed inside MULTI
-	FlagMovableKeys                              // "movablekeys": key positions depend on the arguments
-	FlagAllowBusy                                // "allow_busy": allowed while a script or function is busy
+	FlagWrite           Flags = 1 << iota // "write": may modify the keyspace
+	FlagReadonly                          // "readonly": reads keys and never modifies them
+	FlagDenyOOM                           // "denyoom": refused when Redis is over maxmemory
+	FlagModule                            // "module": implemented by a module
+	FlagAdmin                             // "admin": administrative command
+	FlagPubSub                            // "pubsub": publish/subscribe command
+	FlagNoScript                          // "noscript": not allowed from scripts
+	FlagBlocking                          // "blocking": may block the client
+	FlagLoading                           // "loading": allowed while the dataset is loading
+	FlagStale                             // "stale": allowed on a replica with stale data
+	FlagSkipMonitor                       // "skip_monitor": not shown in MONITOR
+	FlagSkipSlowlog                       // "skip_slowlog": not shown in SLOWLOG
+	FlagAsking                            // "asking": allowed on an importing cluster slot after ASKING
+	FlagFast                              // "fast": O(1) or O(log N)
+	FlagNoAuth                            // "no_auth": allowed before AUTH
+	FlagMayReplicate                      // "may_replicate": may be propagated; Redis 7.0 hides it from COMMAND
+	FlagNoMandatoryKeys                   // "no_mandatory_keys": its key arguments may all be absent
+	FlagNoAsyncLoading                    // "no_async_loading": refused during async loading
+	FlagNoMulti                           // "no_multi": not allowed inside MULTI
+	FlagMovableKeys                       // "movablekeys": key positions depend on the arguments
+	FlagAllowBusy                         // "allow_busy": allowed while a script or function is busy
 )
 
 // Has reports whether every flag of x is set in f.
-func (f CommandFlags) Has(x CommandFlags) bool { return f&x == x }
+func (f Flags) Has(x Flags) bool { return f&x == x }
 
 // commandFlag maps a flag name of the COMMAND reply to its bit; unknown names map to 0.
-func commandFlag(name string) CommandFlags {
+func commandFlag(name string) Flags {
 	switch name {
 	case "write":
 		return FlagWrite
@@ -112,7 +115,7 @@ func commandFlag(name string) CommandFlags {
 // KeySpecFlags is the set of flags of one key spec: how the command accesses the keys the spec finds.
 type KeySpecFlags uint32
 
-// Key spec flags, as Redis 7.0 names them in COMMAND. Unknown names are ignored by ParseCommands.
+// Key spec flags, as Redis 7.0 names them in COMMAND. Unknown names are ignored by Parse.
 const (
 	KeyRO            KeySpecFlags = 1 << iota // "RO": read only
 	KeyRW                                     // "RW": read and modified
@@ -214,9 +217,9 @@ type KeySpec struct {
 	FindKeys    FindKeys
 }
 
-// CommandInfo is Redis's metadata for one command or subcommand. A table built by ParseCommands is never modified
-// afterwards, so its CommandInfos are safe for concurrent use.
-type CommandInfo struct {
+// Info is Redis's metadata for one command or subcommand. A table built by Parse is never modified
+// afterwards, so its Infos are safe for concurrent use.
+type Info struct {
 	// Name is the lower-case name; a subcommand is named "container|sub", e.g. "client|setname", as Redis names it
 	// in COMMAND and in its error replies.
 	Name string
@@ -224,53 +227,53 @@ type CommandInfo struct {
 	// -Arity arguments. A subcommand's arity counts the container and the subcommand name.
 	Arity int
 	// Flags are the command flags.
-	Flags CommandFlags
+	Flags Flags
 	// FirstKey, LastKey and KeyStep are the legacy key positions (LastKey may be negative, counting from the end).
 	// They are 0 for commands whose keys a range cannot describe; KeySpecs is what Keys follows.
 	FirstKey, LastKey, KeyStep int
 	// KeySpecs are the command's key specs, in Redis's order.
 	KeySpecs []KeySpec
 	// Subcommands holds the subcommands by lower-case name ("setname"); nil if the command has none.
-	Subcommands map[string]*CommandInfo
+	Subcommands map[string]*Info
 }
 
-// Commands is the command table: lower-case command name to its metadata. Lookups are safe for concurrent use; the
-// table is built once by ParseCommands and not modified afterwards.
-type Commands map[string]*CommandInfo
+// Table is the command table: lower-case command name to its metadata. Lookups are safe for concurrent use; the
+// table is built once by Parse and not modified afterwards.
+type Table map[string]*Info
 
-// ErrCommandReply means a COMMAND reply could not be read as a command table: it was not one valid RESP2 value, it
-// was an error reply, or its entries do not have the shape Redis documents for COMMAND. ParseCommands wraps it with
+// ErrBadReply means a COMMAND reply could not be read as a command table: it was not one valid RESP2 value, it
+// was an error reply, or its entries do not have the shape Redis documents for COMMAND. Parse wraps it with
 // the place and the reason.
-var ErrCommandReply = errors.New("proxy: bad COMMAND reply")
+var ErrBadReply = errors.New("commands: bad COMMAND reply")
 
-// ParseCommands builds the command table from reply, the raw RESP2 bytes Redis sends for COMMAND (or COMMAND INFO
+// Parse builds the command table from reply, the raw RESP2 bytes Redis sends for COMMAND (or COMMAND INFO
 // name ...; null entries for unknown names are skipped). reply is not retained.
 //
-// Entries of Redis before 7.0 have no key specs: ParseCommands then derives a range spec from the legacy
+// Entries of Redis before 7.0 have no key specs: Parse then derives a range spec from the legacy
 // first/last/step positions and, for a command flagged movablekeys, adds an unknown spec, so that Keys reports such a
 // command as incomplete instead of silently finding no keys.
-func ParseCommands(reply []byte) (Commands, error) {
+func Parse(reply []byte) (Table, error) {
 	v, n, err := resp.Decode(reply)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCommandReply, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadReply, err)
 	}
 	if n != len(reply) {
-		return nil, fmt.Errorf("%w: %d bytes after the reply", ErrCommandReply, len(reply)-n)
+		return nil, fmt.Errorf("%w: %d bytes after the reply", ErrBadReply, len(reply)-n)
 	}
 	if v.Type == resp.TypeError {
-		return nil, fmt.Errorf("%w: upstream replied %q", ErrCommandReply, v.Str)
+		return nil, fmt.Errorf("%w: upstream replied %q", ErrBadReply, v.Str)
 	}
 	if v.Type != resp.TypeArray || v.Null {
-		return nil, fmt.Errorf("%w: not an array", ErrCommandReply)
+		return nil, fmt.Errorf("%w: not an array", ErrBadReply)
 	}
-	cmds := make(Commands, len(v.Elems))
+	cmds := make(Table, len(v.Elems))
 	for i, e := range v.Elems {
 		if e.Null {
 			continue // COMMAND INFO of an unknown name
 		}
 		ci, err := parseCommandEntry(e)
 		if err != nil {
-			return nil, fmt.Errorf("%w: entry %d: %v", ErrCommandReply, i, err)
+			return nil, fmt.Errorf("%w: entry %d: %v", ErrBadReply, i, err)
 		}
 		cmds[ci.Name] = ci
 	}
@@ -279,7 +282,7 @@ func ParseCommands(reply []byte) (Commands, error) {
 
 // parseCommandEntry reads one entry: [name, arity, flags, first, last, step, acl categories, tips, key specs,
 // subcommands]. Redis 6 sends the first 6 or 7 elements only.
-func parseCommandEntry(e resp.Value) (*CommandInfo, error) {
+func parseCommandEntry(e resp.Value) (*Info, error) {
 	if e.Type != resp.TypeArray || len(e.Elems) < 6 {
 		return nil, errors.New("not an array of at least 6 elements")
 	}
@@ -287,7 +290,7 @@ func parseCommandEntry(e resp.Value) (*CommandInfo, error) {
 	if !ok || name == "" {
 		return nil, errors.New("the command name is not a string")
 	}
-	ci := &CommandInfo{Name: string(resp.AppendLower(nil, []byte(name)))}
+	ci := &Info{Name: string(resp.AppendLower(nil, []byte(name)))}
 	bad := func(what string) error {
 		return fmt.Errorf("command %q: %s", ci.Name, what)
 	}
@@ -335,7 +338,7 @@ func parseCommandEntry(e resp.Value) (*CommandInfo, error) {
 				return nil, bad(fmt.Sprintf("subcommand: %v", err))
 			}
 			if ci.Subcommands == nil {
-				ci.Subcommands = make(map[string]*CommandInfo, len(subs.Elems))
+				ci.Subcommands = make(map[string]*Info, len(subs.Elems))
 			}
 			_, short, found := strings.Cut(sub.Name, "|")
 			if !found {
@@ -348,7 +351,7 @@ func parseCommandEntry(e resp.Value) (*CommandInfo, error) {
 }
 
 // legacyKeySpecs derives key specs from the legacy positions of a pre-7.0 entry.
-func legacyKeySpecs(ci *CommandInfo) []KeySpec {
+func legacyKeySpecs(ci *Info) []KeySpec {
 	var specs []KeySpec
 	if ci.FirstKey > 0 && ci.KeyStep > 0 {
 		last := ci.LastKey
@@ -473,7 +476,7 @@ func typedSpec(m respMap, field string) (string, respMap, error) {
 // Lookup returns the metadata for the command line args (args[0] is the command name, in any case): for a command
 // with subcommands, the subcommand named by args[1] (case-insensitive) if there is one, else the container. It returns
 // nil for an unknown command or empty args. Lookup does not allocate.
-func (c Commands) Lookup(args [][]byte) *CommandInfo {
+func (c Table) Lookup(args [][]byte) *Info {
 	if len(args) == 0 {
 		return nil
 	}
@@ -493,7 +496,7 @@ const lookupBufSize = 64
 // lookupFold finds name in m, whose keys are lower case, ignoring ASCII case, without allocating: the name is
 // lowered into a stack buffer, and the map index with string(buf) does not copy. Longer names, which no Redis
 // command has, are compared with every key of the same length.
-func lookupFold(m map[string]*CommandInfo, name []byte) *CommandInfo {
+func lookupFold(m map[string]*Info, name []byte) *Info {
 	if len(name) <= lookupBufSize {
 		var buf [lookupBufSize]byte
 		return m[string(resp.AppendLower(buf[:0], name))]
@@ -508,7 +511,7 @@ func lookupFold(m map[string]*CommandInfo, name []byte) *CommandInfo {
 
 // ArityOK reports whether a command line of nargs arguments (the name, and the subcommand name if any, included)
 // passes Redis's arity check, with the same expression Redis uses. A nil ci (an unknown command) is never OK.
-func (ci *CommandInfo) ArityOK(nargs int) bool {
+func (ci *Info) ArityOK(nargs int) bool {
 	if ci == nil {
 		return false
 	}
@@ -535,7 +538,7 @@ func (ci *CommandInfo) ArityOK(nargs int) bool {
 // One deliberate difference from Redis 7.0: a keynum count of 0 means no keys, complete, where getKeysUsingKeySpecs
 // calls the spec invalid and Redis falls back to the command's own getkeys function, which finds no keys either
 // (EVAL script 0 touches no declared keys).
-func (ci *CommandInfo) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complete bool) {
+func (ci *Info) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complete bool) {
 	var small [16]int // most commands name few keys: no allocation for them
 	idx, complete := ci.KeyIndexes(args, small[:0])
 	for _, i := range idx {
@@ -546,7 +549,22 @@ func (ci *CommandInfo) Keys(args [][]byte, dst [][]byte) (keys [][]byte, complet
 
 // KeyIndexes is Keys, but appends the positions of the keys in args to dst instead of the keys themselves, so
 // that a caller can replace them (snapshot keys are rewritten this way).
-func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete bool) {
+func (ci *Info) KeyIndexes(args [][]byte, dst []int) (idx []int, complete bool) {
+	return ci.keyIndexes(args, dst, false)
+}
+
+// RoutingKey returns the first key Keys would return for args, which Redis Cluster routes the command by, or nil
+// when Keys finds none. It aliases args and does not allocate.
+func (ci *Info) RoutingKey(args [][]byte) []byte {
+	var one [1]int
+	if idx, _ := ci.keyIndexes(args, one[:0], true); len(idx) > 0 {
+		return args[idx[0]]
+	}
+	return nil
+}
+
+// keyIndexes is KeyIndexes; with firstOnly, it returns as soon as it has found one key.
+func (ci *Info) keyIndexes(args [][]byte, dst []int, firstOnly bool) (idx []int, complete bool) {
 	if ci == nil {
 		return dst, false
 	}
@@ -571,7 +589,7 @@ func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete
 			continue
 		}
 		if first < 1 || first > argc {
-			complete = false // before the first argument (a hand-built spec ParseCommands refuses) or past the end
+			complete = false // before the first argument (a hand-built spec Parse refuses) or past the end
 			continue
 		}
 		var last, step int
@@ -585,7 +603,7 @@ func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete
 			case fk.Limit <= 0:
 				last = argc + fk.LastKey
 			default:
-				// Redis asserts lastkey == -1 here; ParseCommands refuses anything else.
+				// Redis asserts lastkey == -1 here; Parse refuses anything else.
 				last = first + ((argc-first)/fk.Limit + fk.LastKey)
 			}
 		case FindKeynum:
@@ -616,12 +634,37 @@ func (ci *CommandInfo) KeyIndexes(args [][]byte, dst []int) (idx []int, complete
 		}
 		for i := first; i <= last && i >= first; i += step {
 			dst = append(dst, i)
+			if firstOnly {
+				return dst, false
+			}
 		}
 		if spec.Flags&KeyIncomplete != 0 {
 			complete = false
 		}
 	}
 	return dst, complete
+}
+
+// keyWriteFlags are the key spec flags that say a command may change the keys the spec finds.
+const keyWriteFlags = KeyRW | KeyOW | KeyRM | KeyInsert | KeyDelete | KeyUpdate
+
+// MayWrite reports whether the command may change keys: it has the write flag, or one of its key specs says it
+// modifies, overwrites, deletes, inserts into or updates its keys. The write flag alone misses commands Redis
+// flags readonly that still change a value: PFCOUNT rewrites the cached cardinality in the HyperLogLog's header
+// (its key spec is RW), and a copy of the old bytes must not outlive it. A nil ci (an unknown command) is false.
+func (ci *Info) MayWrite() bool {
+	if ci == nil {
+		return false
+	}
+	if ci.Flags&FlagWrite != 0 {
+		return true
+	}
+	for i := range ci.KeySpecs {
+		if ci.KeySpecs[i].Flags&keyWriteFlags != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // keywordSearch returns the index after keyword in args, or 0 if it is not found, searching as Redis 7's

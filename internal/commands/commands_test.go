@@ -1,4 +1,4 @@
-package proxy
+package commands
 
 import (
 	"errors"
@@ -17,36 +17,33 @@ import (
 	"featcache/internal/resp"
 )
 
-// capturedCommandReply is a raw COMMAND reply of redis-server 7.0.15, for the tests and the fuzz target that run
-// without Redis. Regenerate it with: go test -run TestCommandReplyLive -update-command-reply ./proxy/
+// capturedCommandReply is the file Embedded parses: a raw COMMAND reply of redis-server 7.0.15, for the tests and the
+// fuzz target that run without Redis. Regenerate it with:
+// go test -run TestCommandReplyLive -update-command-reply ./internal/commands/
 const capturedCommandReply = "commands-redis-7.0.resp"
 
 var updateCommandReply = flag.Bool("update-command-reply", false,
 	"rewrite "+capturedCommandReply+" from the COMMAND reply of the local redis-server")
 
 // loadCapturedCommands parses the captured COMMAND reply.
-func loadCapturedCommands(tb testing.TB) Commands {
+func loadCapturedCommands(tb testing.TB) Table {
 	tb.Helper()
-	reply, err := os.ReadFile(capturedCommandReply)
+	cmds, err := Embedded()
 	if err != nil {
-		tb.Fatalf("read captured reply: %v", err)
-	}
-	cmds, err := ParseCommands(reply)
-	if err != nil {
-		tb.Fatalf("ParseCommands(%s): %v", capturedCommandReply, err)
+		tb.Fatalf("Embedded: %v", err)
 	}
 	return cmds
 }
 
 // liveCommands starts a redis-server and returns a connection to it and its parsed COMMAND table.
-func liveCommands(t *testing.T) (*redistest.Conn, []byte, Commands) {
+func liveCommands(t *testing.T) (*redistest.Conn, []byte, Table) {
 	t.Helper()
 	srv := redistest.Start(t)
 	conn := redistest.Dial(t, srv.Addr())
 	reply := conn.Do("COMMAND")
-	cmds, err := ParseCommands(reply)
+	cmds, err := Parse(reply)
 	if err != nil {
-		t.Fatalf("ParseCommands(COMMAND reply of %d bytes): %v", len(reply), err)
+		t.Fatalf("Parse(COMMAND reply of %d bytes): %v", len(reply), err)
 	}
 	return conn, reply, cmds
 }
@@ -82,9 +79,9 @@ func lineStrings(b [][]byte) []string {
 var knownCommandCases = []struct {
 	name  string
 	args  []string
-	check func(ci *CommandInfo) string
+	check func(ci *Info) string
 }{
-	{"get", []string{"get", "k"}, func(ci *CommandInfo) string {
+	{"get", []string{"get", "k"}, func(ci *Info) string {
 		if ci.Name != "get" || ci.Arity != 2 || !ci.Flags.Has(FlagReadonly|FlagFast) || ci.Flags.Has(FlagWrite) {
 			return fmt.Sprintf("name %q arity %d flags %b; want get, 2, readonly|fast", ci.Name, ci.Arity, ci.Flags)
 		}
@@ -93,25 +90,25 @@ var knownCommandCases = []struct {
 		}
 		return ""
 	}},
-	{"set", []string{"SET", "k", "v"}, func(ci *CommandInfo) string {
+	{"set", []string{"SET", "k", "v"}, func(ci *Info) string {
 		if ci.Name != "set" || ci.Arity != -3 || !ci.Flags.Has(FlagWrite|FlagDenyOOM) {
 			return fmt.Sprintf("name %q arity %d flags %b; want set, -3, write|denyoom", ci.Name, ci.Arity, ci.Flags)
 		}
 		return ""
 	}},
-	{"blpop", []string{"blpop", "a", "b", "0"}, func(ci *CommandInfo) string {
+	{"blpop", []string{"blpop", "a", "b", "0"}, func(ci *Info) string {
 		if !ci.Flags.Has(FlagWrite | FlagBlocking) {
 			return fmt.Sprintf("flags %b; want write|blocking", ci.Flags)
 		}
 		return ""
 	}},
-	{"client setname", []string{"Client", "SETNAME", "x"}, func(ci *CommandInfo) string {
+	{"client setname", []string{"Client", "SETNAME", "x"}, func(ci *Info) string {
 		if ci.Name != "client|setname" || ci.Arity != 3 || !ci.Flags.Has(FlagNoScript) {
 			return fmt.Sprintf("name %q arity %d flags %b; want client|setname, 3, noscript", ci.Name, ci.Arity, ci.Flags)
 		}
 		return ""
 	}},
-	{"eval", []string{"eval", "return 1", "0"}, func(ci *CommandInfo) string {
+	{"eval", []string{"eval", "return 1", "0"}, func(ci *Info) string {
 		want := KeySpec{
 			Flags:       KeyRW | KeyAccess | KeyUpdate,
 			BeginSearch: BeginSearch{Type: BeginIndex, Index: 2},
@@ -125,7 +122,7 @@ var knownCommandCases = []struct {
 		}
 		return ""
 	}},
-	{"xread", []string{"xread", "streams", "s", "0"}, func(ci *CommandInfo) string {
+	{"xread", []string{"xread", "streams", "s", "0"}, func(ci *Info) string {
 		want := KeySpec{
 			Flags:       KeyRO | KeyAccess,
 			BeginSearch: BeginSearch{Type: BeginKeyword, Keyword: "STREAMS", StartFrom: 1},
@@ -136,20 +133,20 @@ var knownCommandCases = []struct {
 		}
 		return ""
 	}},
-	{"mset", []string{"mset", "a", "1"}, func(ci *CommandInfo) string {
+	{"mset", []string{"mset", "a", "1"}, func(ci *Info) string {
 		if ci.FirstKey != 1 || ci.LastKey != -1 || ci.KeyStep != 2 {
 			return fmt.Sprintf("legacy keys %d %d %d; want 1 -1 2", ci.FirstKey, ci.LastKey, ci.KeyStep)
 		}
 		return ""
 	}},
-	{"sort", []string{"sort", "k"}, func(ci *CommandInfo) string {
+	{"sort", []string{"sort", "k"}, func(ci *Info) string {
 		if len(ci.KeySpecs) != 3 || ci.KeySpecs[1].BeginSearch.Type != BeginUnknown ||
 			ci.KeySpecs[2].FindKeys.Type != FindUnknown {
 			return fmt.Sprintf("key specs %+v; want an index spec and two unknown ones", ci.KeySpecs)
 		}
 		return ""
 	}},
-	{"spublish", []string{"spublish", "ch", "msg"}, func(ci *CommandInfo) string {
+	{"spublish", []string{"spublish", "ch", "msg"}, func(ci *Info) string {
 		if len(ci.KeySpecs) != 1 || !ci.KeySpecs[0].Flags.Has(KeyNotKey) || !ci.Flags.Has(FlagPubSub) {
 			return fmt.Sprintf("flags %b key specs %+v; want pubsub and one not_key spec", ci.Flags, ci.KeySpecs)
 		}
@@ -157,7 +154,7 @@ var knownCommandCases = []struct {
 	}},
 }
 
-func checkKnownCommands(t *testing.T, cmds Commands) {
+func checkKnownCommands(t *testing.T, cmds Table) {
 	t.Helper()
 	for _, tc := range knownCommandCases {
 		ci := cmds.Lookup(commandLine(tc.args...))
@@ -192,9 +189,9 @@ func TestCommandReplyLive(t *testing.T) {
 	checkKnownCommands(t, cmds)
 
 	// COMMAND INFO answers a null entry for an unknown name.
-	info, err := ParseCommands(conn.Do("COMMAND", "INFO", "GET", "nosuch", "client"))
+	info, err := Parse(conn.Do("COMMAND", "INFO", "GET", "nosuch", "client"))
 	if err != nil || len(info) != 2 || info["get"] == nil || info["client"].Subcommands["setname"] == nil {
-		t.Errorf("ParseCommands(COMMAND INFO GET nosuch client) = %v, %v; want get and client", info, err)
+		t.Errorf("Parse(COMMAND INFO GET nosuch client) = %v, %v; want get and client", info, err)
 	}
 
 	if *updateCommandReply {
@@ -247,9 +244,36 @@ func TestCommandReplyCaptured(t *testing.T) {
 	}
 }
 
+// TestMayWrite lists the commands of Redis 7.0's table that the key-spec rule makes writes although Redis does not
+// flag them write.
+func TestMayWrite(t *testing.T) {
+	cmds := loadCapturedCommands(t)
+	var byKeySpecs []string
+	for _, info := range allCommands(cmds) {
+		if info.Flags.Has(FlagWrite) != info.MayWrite() && !info.MayWrite() {
+			t.Errorf("%s: flagged write, and MayWrite says no", info.Name)
+		}
+		if !info.Flags.Has(FlagWrite) && info.MayWrite() {
+			byKeySpecs = append(byKeySpecs, info.Name)
+		}
+	}
+	// EVAL, EVALSHA and FCALL declare keys they may write; PFCOUNT rewrites the cached cardinality of its key.
+	if want := []string{"eval", "evalsha", "fcall", "pfcount"}; !slices.Equal(byKeySpecs, want) {
+		t.Errorf("commands written by key specs only: got %q; want %q", byKeySpecs, want)
+	}
+	for _, name := range []string{"get", "eval_ro", "fcall_ro", "sort_ro", "xrange", "object"} {
+		if cmds[name].MayWrite() {
+			t.Errorf("%s: MayWrite = true; Redis's flags and key specs say it only reads", name)
+		}
+	}
+	if (*Info)(nil).MayWrite() {
+		t.Errorf("nil Info: MayWrite = true; want false")
+	}
+}
+
 // allCommands returns every command and subcommand of cmds, sorted by name.
-func allCommands(cmds Commands) []*CommandInfo {
-	var all []*CommandInfo
+func allCommands(cmds Table) []*Info {
+	var all []*Info
 	for _, ci := range cmds {
 		all = append(all, ci)
 		for _, sub := range ci.Subcommands {
@@ -260,7 +284,7 @@ func allCommands(cmds Commands) []*CommandInfo {
 	return all
 }
 
-func TestParseCommandsErrors(t *testing.T) {
+func TestParseErrors(t *testing.T) {
 	entry := func(specs string) string {
 		return "*1\r\n*10\r\n$3\r\nget\r\n:2\r\n*0\r\n:1\r\n:1\r\n:1\r\n*0\r\n*0\r\n" + specs + "*0\r\n"
 	}
@@ -304,25 +328,25 @@ func TestParseCommandsErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseCommands([]byte(tc.reply))
+			_, err := Parse([]byte(tc.reply))
 			if tc.shouldOK && err != nil {
-				t.Fatalf("ParseCommands: %v; want no error", err)
+				t.Fatalf("Parse: %v; want no error", err)
 			}
-			if !tc.shouldOK && !errors.Is(err, ErrCommandReply) {
-				t.Fatalf("ParseCommands error %v; want ErrCommandReply", err)
+			if !tc.shouldOK && !errors.Is(err, ErrBadReply) {
+				t.Fatalf("Parse error %v; want ErrBadReply", err)
 			}
 		})
 	}
 }
 
-// TestParseCommandsLegacy reads a Redis 6 style reply (no key specs): the legacy range becomes a spec, and a
+// TestParseLegacy reads a Redis 6 style reply (no key specs): the legacy range becomes a spec, and a
 // movablekeys command is incomplete rather than keyless.
-func TestParseCommandsLegacy(t *testing.T) {
+func TestParseLegacy(t *testing.T) {
 	reply := "*3\r\n" +
 		"*7\r\n$4\r\nmset\r\n:-3\r\n*2\r\n+write\r\n+denyoom\r\n:1\r\n:-1\r\n:2\r\n*0\r\n" +
 		"*7\r\n$4\r\nEVAL\r\n:-3\r\n*2\r\n+noscript\r\n+movablekeys\r\n:0\r\n:0\r\n:0\r\n*0\r\n" +
 		"*6\r\n$6\r\nrename\r\n:3\r\n*1\r\n+write\r\n:1\r\n:2\r\n:1\r\n"
-	cmds, err := ParseCommands([]byte(reply))
+	cmds, err := Parse([]byte(reply))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +458,7 @@ func TestKeysSpecs(t *testing.T) {
 			[]string{"zunionstore", "d", "x", "a"}, []string{"d"}, false},
 		{"same key twice", []KeySpec{{BeginSearch: idx(1), FindKeys: rng(0, 1, 0)}, {BeginSearch: idx(1), FindKeys: rng(0, 1, 0)}},
 			[]string{"x", "a"}, []string{"a", "a"}, true},
-		// Hand-built nonsense ParseCommands refuses: Keys must still neither panic nor loop.
+		// Hand-built nonsense Parse refuses: Keys must still neither panic nor loop.
 		{"step 0", []KeySpec{{BeginSearch: idx(1), FindKeys: rng(-1, 0, 0)}}, []string{"x", "a", "b"}, nil, false},
 		{"index 0", []KeySpec{{BeginSearch: idx(0), FindKeys: rng(0, 1, 0)}}, []string{"x", "a"}, nil, false},
 		{"negative index", []KeySpec{{BeginSearch: idx(-5), FindKeys: rng(0, 1, 0)}}, []string{"x", "a"}, nil, false},
@@ -446,7 +470,7 @@ func TestKeysSpecs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ci := &CommandInfo{Name: tc.args[0], Arity: -1, KeySpecs: tc.specs}
+			ci := &Info{Name: tc.args[0], Arity: -1, KeySpecs: tc.specs}
 			args := commandLine(tc.args...)
 			got, complete := ci.Keys(args, nil)
 			if !slices.Equal(lineStrings(got), tc.want) && !(len(got) == 0 && len(tc.want) == 0) || complete != tc.complete {
@@ -457,10 +481,18 @@ func TestKeysSpecs(t *testing.T) {
 					t.Errorf("key %q is not one of the argument slices", k)
 				}
 			}
+			var first []byte
+			if len(got) > 0 {
+				first = got[0]
+			}
+			if rk := ci.RoutingKey(args); len(rk) != len(first) || (rk == nil) != (first == nil) ||
+				rk != nil && unsafe.SliceData(rk) != unsafe.SliceData(first) {
+				t.Errorf("RoutingKey(%q) = %q; want %q, Keys' first", tc.args, rk, first)
+			}
 		})
 	}
-	if got, complete := (*CommandInfo)(nil).Keys(commandLine("x", "a"), nil); got != nil || complete {
-		t.Errorf("nil CommandInfo: Keys = %q, %v; want nil, false", got, complete)
+	if got, complete := (*Info)(nil).Keys(commandLine("x", "a"), nil); got != nil || complete {
+		t.Errorf("nil Info: Keys = %q, %v; want nil, false", got, complete)
 	}
 }
 
@@ -499,7 +531,7 @@ func TestCommandLookup(t *testing.T) {
 	}
 
 	// A table with a name longer than the lowering buffer, as a module could register.
-	longCmds := Commands{long: {Name: long}}
+	longCmds := Table{long: {Name: long}}
 	if ci := longCmds.Lookup(commandLine(strings.ToUpper(long))); ci == nil {
 		t.Errorf("Lookup of a %d-byte name in upper case = nil; want it found", len(long))
 	}
@@ -528,6 +560,9 @@ func TestKeysAllocs(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() { ci.Keys(args, dst[:0]) }); n != 0 {
 			t.Errorf("Keys(%q) allocates %v times; want 0", args, n)
 		}
+		if n := testing.AllocsPerRun(100, func() { ci.RoutingKey(args) }); n != 0 {
+			t.Errorf("RoutingKey(%q) allocates %v times; want 0", args, n)
+		}
 	}
 }
 
@@ -536,7 +571,7 @@ func TestKeysAllocs(t *testing.T) {
 func TestCommandArity(t *testing.T) {
 	srv := redistest.Start(t)
 	conn := redistest.Dial(t, srv.Addr())
-	cmds, err := ParseCommands(conn.Do("COMMAND"))
+	cmds, err := Parse(conn.Do("COMMAND"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -573,8 +608,8 @@ func TestCommandArity(t *testing.T) {
 			}
 		}
 	}
-	if (*CommandInfo)(nil).ArityOK(1) {
-		t.Errorf("nil CommandInfo: ArityOK = true; want false")
+	if (*Info)(nil).ArityOK(1) {
+		t.Errorf("nil Info: ArityOK = true; want false")
 	}
 }
 

@@ -1,15 +1,16 @@
-package proxy
+package commands
 
 import (
 	"bytes"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // FuzzKeys runs Keys over random command lines against every command of the captured Redis 7.0 table. line holds the
 // arguments separated by '\n' (NUL bytes and anything else allowed inside); if its first argument names no command,
 // which picks one. Keys must not panic, must append after what dst held, must return only the caller's own argument
-// slices (never the command name), and must give the same answer twice.
+// slices (never the command name), and must give the same answer twice; RoutingKey must be the first of them.
 func FuzzKeys(f *testing.F) {
 	cmds := loadCapturedCommands(f)
 	all := allCommands(cmds)
@@ -70,6 +71,11 @@ func FuzzKeys(f *testing.F) {
 			if !aliasesArg(k, args[1:]) {
 				t.Fatalf("%s %q: key %q is not one of the argument slices after the name", ci.Name, args, k)
 			}
+		}
+		rk := ci.RoutingKey(args)
+		if len(keys) == 1 && rk != nil ||
+			len(keys) > 1 && (rk == nil || len(rk) != len(keys[1]) || unsafe.SliceData(rk) != unsafe.SliceData(keys[1])) {
+			t.Fatalf("%s %q: RoutingKey = %q; Keys' first is %q", ci.Name, args, rk, keys[1:min(2, len(keys))])
 		}
 		again, complete2 := ci.Keys(args, nil)
 		if complete2 != complete || !slices.EqualFunc(again, keys[1:], bytes.Equal) {

@@ -1,0 +1,155 @@
+package upstream
+
+import (
+	"featcache/internal/commands"
+	"featcache/internal/resp"
+)
+
+// Payload is the commands of one round trip: their RESP bytes, and what the cluster router needs to send each to
+// the master that serves it without reading them again. Each command's hash slot is computed once, when it is
+// appended (as rueidis's commands carry theirs): from its key, or from its keys as the command table's key specs
+// find them. A transaction, from Multi to Exec, is one unit that travels whole to the master of its first keyed
+// command. In front of a single node only the bytes matter.
+//
+// The zero Payload is empty and ready to use; Reset empties it for the next round trip and keeps its memory. A
+// Payload is not safe for concurrent use, and must not change while a round trip that sends it is in flight.
+type Payload struct {
+	b     []byte
+	n     int    // commands
+	units []span // where each unit ends, how many commands it has, its slot
+	open  bool   // the last unit is a transaction that Exec has not closed yet
+}
+
+// span is one unit of a Payload: a command, or a transaction from MULTI to EXEC, which the router sends to one
+// node, whole.
+type span struct {
+	end    int  // where it ends in b; it starts where the one before ends
+	frames int  // its commands, and so its reply frames
+	slot   int  // the slot it is routed by: its first keyed command's, NoSlot for none
+	tx     bool // a MULTI ... EXEC, sent again whole after a redirect
+}
+
+var (
+	multiCmd = resp.AppendCommand(nil, "MULTI")
+	execCmd  = resp.AppendCommand(nil, "EXEC")
+)
+
+// Bytes returns the commands' RESP bytes. They belong to the Payload and change with it.
+func (p *Payload) Bytes() []byte { return p.b }
+
+// Len is the number of commands, which is the number of reply frames they ask for.
+func (p *Payload) Len() int { return p.n }
+
+// Size is the length of the commands' RESP bytes.
+func (p *Payload) Size() int { return len(p.b) }
+
+// Cap is the capacity of the buffer the commands' bytes are kept in: what an empty payload holds on to. An owner
+// that does not want to keep a large one replaces the Payload with a zero one.
+func (p *Payload) Cap() int { return cap(p.b) }
+
+// Reset empties the payload and keeps its memory.
+func (p *Payload) Reset() { p.b, p.n, p.units, p.open = p.b[:0], 0, p.units[:0], false }
+
+// Append appends one command: raw, the command's RESP bytes as a client sent them, or when raw is nil args
+// encoded as a RESP array. Its slot is its first key's, as info's key specs find the keys in args (NoSlot when
+// info is nil, an unknown command, or finds none). args is not retained.
+func (p *Payload) Append(info *commands.Info, args [][]byte, raw []byte) {
+	slot := NoSlot
+	if key := info.RoutingKey(args); key != nil {
+		slot = int(Slot(key))
+	}
+	if raw != nil {
+		p.b = append(p.b, raw...)
+	} else {
+		p.b = resp.AppendArgs(p.b, args)
+	}
+	p.added(slot)
+}
+
+// AppendArgs appends args as one command routed by slot (NoSlot: any master may run it).
+func (p *Payload) AppendArgs(slot int, args [][]byte) {
+	p.b = resp.AppendArgs(p.b, args)
+	p.added(slot)
+}
+
+// AppendCommand appends args as one command routed by slot (NoSlot: any master may run it).
+func (p *Payload) AppendCommand(slot int, args ...string) {
+	p.b = resp.AppendCommand(p.b, args...)
+	p.added(slot)
+}
+
+// AppendRaw appends one command already encoded (raw), routed by slot (NoSlot: any master may run it).
+func (p *Payload) AppendRaw(slot int, raw []byte) {
+	p.b = append(p.b, raw...)
+	p.added(slot)
+}
+
+// AppendKey appends "name key", routed by key.
+func (p *Payload) AppendKey(name string, key []byte) {
+	p.b = AppendKeyCommand(p.b, name, key)
+	p.added(int(Slot(key)))
+}
+
+// AppendFetch appends GET key and PTTL key (AppendFetch's commands, read with ParseFetched), routed by key.
+func (p *Payload) AppendFetch(key []byte) {
+	slot := int(Slot(key))
+	p.b = AppendKeyCommand(p.b, "GET", key)
+	p.added(slot)
+	p.b = AppendKeyCommand(p.b, "PTTL", key)
+	p.added(slot)
+}
+
+// AppendHashFetch appends the commands AppendHashFetch writes (HashFetchFrames of them), routed by key.
+func (p *Payload) AppendHashFetch(key []byte, fields [][]byte, all, fieldTTL bool) {
+	slot := int(Slot(key))
+	p.b = appendHashRead(p.b, key, fields, all)
+	p.added(slot)
+	p.b = AppendKeyCommand(p.b, "PTTL", key)
+	p.added(slot)
+	if fieldTTL && !all {
+		p.b = appendFieldTTL(p.b, key, fields)
+		p.added(slot)
+	}
+}
+
+// AppendTx appends MULTI, the n commands of queued (already encoded), and EXEC: a transaction that goes whole to
+// the master of slot.
+func (p *Payload) AppendTx(slot int, queued []byte, n int) {
+	p.Multi()
+	p.b = append(p.b, queued...)
+	u := &p.units[len(p.units)-1]
+	p.n, u.end, u.frames, u.slot = p.n+n, len(p.b), u.frames+n, slot
+	p.Exec()
+}
+
+// Multi appends MULTI and opens a transaction: the commands appended until Exec travel with it, whole, to the
+// master of the first of them that has a key.
+func (p *Payload) Multi() {
+	p.open = false
+	p.b = append(p.b, multiCmd...)
+	p.added(NoSlot)
+	p.units[len(p.units)-1].tx = true
+	p.open = true
+}
+
+// Exec appends EXEC and closes the transaction Multi opened.
+func (p *Payload) Exec() {
+	p.b = append(p.b, execCmd...)
+	p.added(NoSlot)
+	p.open = false
+}
+
+// added records one command just appended to b, routed by slot: a unit of its own, or part of the open
+// transaction.
+func (p *Payload) added(slot int) {
+	p.n++
+	if p.open {
+		u := &p.units[len(p.units)-1]
+		u.end, u.frames = len(p.b), u.frames+1
+		if u.slot == NoSlot {
+			u.slot = slot
+		}
+		return
+	}
+	p.units = append(p.units, span{end: len(p.b), frames: 1, slot: slot})
+}

@@ -1,0 +1,115 @@
+package upstream
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+
+	"featcache/internal/commands"
+	"featcache/internal/resp"
+)
+
+// TestPayloadUnits: each command appended is a unit routed by its first key's slot, found by the command table's
+// key specs or given by its key; a transaction is one unit, routed by its first keyed command; the bytes are the
+// commands' RESP encoding, in order.
+func TestPayloadUnits(t *testing.T) {
+	cmds, err := commands.Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := func(args ...string) [][]byte {
+		out := make([][]byte, len(args))
+		for i, a := range args {
+			out[i] = []byte(a)
+		}
+		return out
+	}
+	slot := func(key string) int { return int(Slot([]byte(key))) }
+
+	var p Payload
+	var want []byte
+	p.Append(cmds["set"], line("SET", "a", "1"), nil)
+	want = resp.AppendCommand(want, "SET", "a", "1")
+	raw := resp.AppendCommand(nil, "MSET", "b", "1", "c", "2")
+	p.Append(cmds["mset"], line("MSET", "b", "1", "c", "2"), raw) // raw goes as it is: the first key routes it
+	want = append(want, raw...)
+	p.Append(cmds["ping"], line("PING"), nil)
+	want = resp.AppendCommand(want, "PING")
+	p.Append(nil, line("NOSUCH", "x"), nil) // unknown: no keys known
+	want = resp.AppendCommand(want, "NOSUCH", "x")
+	p.AppendFetch([]byte("d"))
+	want = AppendFetch(want, []byte("d"))
+	p.Multi()
+	p.AppendCommand(NoSlot, "PING")
+	p.AppendKey("INCR", []byte("e"))
+	p.AppendKey("INCR", []byte("f"))
+	p.Exec()
+	want = resp.AppendCommand(want, "MULTI")
+	want = resp.AppendCommand(want, "PING")
+	want = AppendKeyCommand(want, "INCR", []byte("e"))
+	want = AppendKeyCommand(want, "INCR", []byte("f"))
+	want = resp.AppendCommand(want, "EXEC")
+	p.AppendTx(slot("g"), resp.AppendCommand(nil, "GET", "g"), 1)
+	want = resp.AppendCommand(want, "MULTI")
+	want = resp.AppendCommand(want, "GET", "g")
+	want = resp.AppendCommand(want, "EXEC")
+	p.AppendHashFetch([]byte("h"), line("f1", "f2"), false, true)
+	want = AppendHashFetch(want, []byte("h"), line("f1", "f2"), false, true)
+
+	if !bytes.Equal(p.Bytes(), want) {
+		t.Fatalf("Bytes() = %q; want %q", p.Bytes(), want)
+	}
+	if got := p.Len(); got != 17 {
+		t.Errorf("Len() = %d; want 17", got)
+	}
+	type u struct {
+		frames, slot int
+		tx           bool
+	}
+	var got []u
+	end := 0
+	for _, s := range p.units {
+		if s.end <= end {
+			t.Fatalf("unit ends at %d, after one that ends at %d", s.end, end)
+		}
+		end = s.end
+		got = append(got, u{s.frames, s.slot, s.tx})
+	}
+	wantUnits := []u{
+		{1, slot("a"), false}, {1, slot("b"), false}, {1, NoSlot, false}, {1, NoSlot, false},
+		{1, slot("d"), false}, {1, slot("d"), false},
+		{5, slot("e"), true},
+		{3, slot("g"), true},
+		{1, slot("h"), false}, {1, slot("h"), false}, {1, slot("h"), false},
+	}
+	if !slices.Equal(got, wantUnits) || end != len(want) {
+		t.Errorf("units %+v ending at %d; want %+v ending at %d", got, end, wantUnits, len(want))
+	}
+
+	p.Reset()
+	if p.Len() != 0 || p.Size() != 0 || len(p.units) != 0 || p.Cap() == 0 {
+		t.Errorf("after Reset: Len %d, Size %d, %d units, Cap %d; want empty with its memory", p.Len(), p.Size(),
+			len(p.units), p.Cap())
+	}
+}
+
+// TestPayloadAppendAllocs: appending to a payload that has room allocates nothing, key extraction included.
+func TestPayloadAppendAllocs(t *testing.T) {
+	cmds, err := commands.Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := [][]byte{[]byte("MSET"), []byte("a"), []byte("1"), []byte("b"), []byte("2")}
+	var p Payload
+	for i := 0; i < 100; i++ {
+		p.Append(cmds["mset"], args, nil)
+		p.AppendFetch([]byte("k"))
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		p.Reset()
+		p.Append(cmds["mset"], args, nil)
+		p.AppendFetch([]byte("k"))
+	}); n != 0 {
+		t.Errorf("Append and AppendFetch allocate %v times; want 0", n)
+	}
+}
