@@ -442,6 +442,7 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 			bg = append(bg, fmt.Sprintf("%s %.2f s", t.Name, t.BackgroundCPU/float64(max(len(t.Rounds), 1))))
 		}
 	}
+	floorLine(b, pr.Targets)
 	p("CPU each server used per round while the other targets were measured (on the same core): %s.\n\n",
 		strings.Join(bg, ", "))
 	if pr.Remote != nil && pr.Remote.Method == "relay" {
