@@ -14,6 +14,8 @@ import (
 	"io"
 	"math"
 	"os"
+	"sync"
+	"syscall"
 )
 
 // Default limits, used for Limits fields left at zero.
@@ -235,6 +237,15 @@ type Reader struct {
 	// that error instead of allocating.
 	grow func(extra int) error
 
+	// raw, if set (SetIdleRelease), is the connection rd reads from: an empty buffer waits for input on it and is
+	// given back to idleBuffers while it waits.
+	raw  syscall.RawConn
+	idle struct {
+		read func(fd uintptr) bool // r.readIdle
+		n    int                   // what the last read returned
+		err  error
+	}
+
 	// work counts parser steps (argument headers, bytes searched for '\n'); tests use it to prove that parsing
 	// costs O(bytes) however the bytes are split into reads.
 	work int64
@@ -258,6 +269,25 @@ func (r *Reader) SetLimits(lim Limits) {
 // it), as it returns an error of the underlying reader. featcache's server charges the growth to the memory all
 // clients share, and refuses it with its own error when that memory is spent.
 func (r *Reader) SetGrowth(grow func(extra int) error) { r.grow = grow }
+
+// idleBuffers holds read buffers of readBufInitial bytes given back by Readers waiting for input (SetIdleRelease).
+// They are arrays behind pointers, so that putting one back allocates nothing.
+var idleBuffers = sync.Pool{New: func() any { return new([readBufInitial]byte) }}
+
+// SetIdleRelease makes the Reader hold no read buffer while it waits for input with nothing buffered: it reads
+// from raw (the connection rd reads from, which must be the same file descriptor) and takes a buffer from a pool
+// shared by all Readers only once input has arrived, giving it back when a read finds nothing and the Reader is to
+// wait. Ten thousand idle connections then hold no 16 KiB buffer each, and busy ones reuse a few buffers that stay
+// in the processor's caches. Deadlines set on the connection apply as they do to its Read. A buffer that a large
+// command grew is not given back; it is shrunk once consumed, as without SetIdleRelease. It must be called before
+// the first ReadBatch.
+func (r *Reader) SetIdleRelease(raw syscall.RawConn) {
+	r.raw = raw
+	r.idle.read = r.readIdle
+	if r.start == r.end && len(r.buf) == readBufInitial {
+		r.buf, r.start, r.end = nil, 0, 0
+	}
+}
 
 // Buffered returns the number of bytes received but not yet returned as commands.
 func (r *Reader) Buffered() int { return r.end - r.start }
@@ -351,6 +381,10 @@ func (r *Reader) recycle(dst []Command) {
 
 // fill reads once from the underlying reader into the free end of the buffer, making room first if there is none.
 func (r *Reader) fill() {
+	if r.raw != nil && r.start == r.end && len(r.buf) <= readBufInitial {
+		r.fillIdle()
+		return
+	}
 	if r.end == len(r.buf) {
 		if err := r.makeRoom(); err != nil {
 			r.rerr = err
@@ -371,6 +405,55 @@ func (r *Reader) fill() {
 		r.empties = 0
 	} else if r.empties++; r.empties >= readerMaxEmptyReads {
 		r.rerr = io.ErrNoProgress
+	}
+}
+
+// fillIdle is fill for a Reader with SetIdleRelease and nothing buffered: one read from the connection, into a
+// buffer taken from idleBuffers when the read has something to return, the buffer given back while the Reader waits
+// for the connection to become readable.
+func (r *Reader) fillIdle() {
+	r.start, r.end = 0, 0
+	r.idle.n, r.idle.err = 0, nil
+	err := r.raw.Read(r.idle.read)
+	switch n, rerr := r.idle.n, r.idle.err; {
+	case err != nil: // a deadline, or the connection closed
+		r.rerr = err
+	case rerr != nil:
+		r.rerr = os.NewSyscallError("read", rerr)
+	case n <= 0:
+		r.release()
+		r.rerr = io.EOF
+	default:
+		r.end = n
+		r.empties = 0
+	}
+}
+
+// readIdle is the function fillIdle passes to syscall.RawConn.Read, made once (SetIdleRelease) so that a read
+// allocates nothing: it reads into the Reader's buffer, taking one from idleBuffers first if it has none, and
+// reports false, to wait for input, after giving the buffer back when there is nothing to read.
+func (r *Reader) readIdle(fd uintptr) bool {
+	if r.buf == nil {
+		r.buf = idleBuffers.Get().(*[readBufInitial]byte)[:]
+	}
+	for {
+		r.idle.n, r.idle.err = syscall.Read(int(fd), r.buf)
+		if r.idle.err != syscall.EINTR {
+			break
+		}
+	}
+	if r.idle.err == syscall.EAGAIN {
+		r.release()
+		return false
+	}
+	return true
+}
+
+// release gives an empty buffer of the initial size back to idleBuffers.
+func (r *Reader) release() {
+	if len(r.buf) == readBufInitial && r.start == r.end {
+		idleBuffers.Put((*[readBufInitial]byte)(r.buf))
+		r.buf, r.start, r.end = nil, 0, 0
 	}
 }
 
