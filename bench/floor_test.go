@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,4 +99,38 @@ func trim(b []byte) []byte {
 		return append(b[:300:300], "..."...)
 	}
 	return b
+}
+
+// The floor's request path without its socket, for comparison with proxy's BenchmarkHitPathGet and
+// BenchmarkHitPathPipeline16 (the same keys, values and pipelines): parse a read, answer each GET, reset the
+// reply buffer as if written.
+func BenchmarkFloorGet(b *testing.B)        { benchFloor(b, 1) }
+func BenchmarkFloorPipeline16(b *testing.B) { benchFloor(b, 16) }
+
+func benchFloor(b *testing.B, pipeline int) {
+	cache := freecache.NewCache(64 << 20)
+	val := bytes.Repeat([]byte("v"), 1024)
+	for i := range 1000 {
+		cache.Set([]byte("key:"+strconv.Itoa(i)), val, 0)
+	}
+	var payload []byte
+	for i := range pipeline {
+		payload = append(payload, redistest.Encode("GET", "key:"+strconv.Itoa(i*37%1000))...)
+	}
+	var args [floorMaxArgs][]byte
+	out := make([]byte, 0, 32<<10)
+	b.SetBytes(int64(pipeline) * 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		in := payload
+		for len(in) > 0 {
+			argv, used, err := floorParse(in, args[:0])
+			if err != nil || used == 0 {
+				b.Fatal("bad payload")
+			}
+			in = in[used:]
+			out = floorServe(out, argv, cache)
+		}
+		out = out[:0]
+	}
 }
