@@ -84,7 +84,7 @@ type client struct {
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
 
-	info clientInfo // what CLIENT LIST and CLIENT KILL of other clients see of this one (local.go)
+	info clientInfo // what CLIENT LIST and CLIENT KILL of other clients see of this one (clientinfo.go)
 
 	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
 	hotRand uint64 // xorshift state for the gaps between those

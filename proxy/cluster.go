@@ -22,8 +22,8 @@ import (
 //   - Keyspace-wide commands run on every master (fanOut) and their replies are merged per rule; SCAN walks the
 //     masters one after the other with a cursor that says which (scan).
 //
-// Transactions, WATCH sessions, blocking commands and subscriptions are bound to one master (session.go): their
-// keys must share a slot.
+// Transactions, WATCH sessions, blocking commands and subscriptions are bound to one master (tx.go, pinned.go,
+// blocking.go, pubsub.go): their keys must share a slot.
 
 // crossSlotError is Redis Cluster's error for a command or a transaction whose keys are in different slots.
 const crossSlotError = "CROSSSLOT Keys in request don't hash to the same slot"

@@ -66,7 +66,7 @@ type Server struct {
 	policies atomic.Pointer[policySet]
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]
-	dbCount  atomic.Int64 // the upstream's number of databases, once read (local.go: databases)
+	dbCount  atomic.Int64 // the upstream's number of databases, once read (connection.go: databases)
 
 	cmds       atomic.Pointer[commands.Table] // the command table's source, for rebuilding it (installTable)
 	tblMu      sync.Mutex                     // serializes installTable

@@ -182,7 +182,7 @@ var refusedCommands = []string{
 	"sync", "psync", "replconf", "script|debug",
 }
 
-// txCommands manage transactions (session.go).
+// txCommands manage transactions (tx.go) and WATCH sessions (pinned.go).
 var txCommands = []string{"multi", "exec", "discard", "watch", "unwatch"}
 
 // txHandler is the transaction command's implementation; a function rather than a map of method values, which
