@@ -441,6 +441,24 @@ func (c *client) flush() bool {
 	return ok
 }
 
+// send writes b to the client in chunks, marking each write for the output watchdog. It reports false when the
+// client is gone or the watchdog closed the connection.
+func (c *client) send(b []byte) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for len(b) > 0 {
+		n := min(len(b), writeChunk)
+		c.wseq.Add(1) // odd: a write is in progress
+		_, err := c.nc.Write(b[:n])
+		c.wseq.Add(1)
+		if err != nil {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
 // retainBytes is the capacity a reply or payload buffer may keep between batches; larger ones, grown by a large
 // batch, are dropped, so that an idle client holds little more than config.ClientBaselineBytes.
 const retainBytes = 32 << 10

@@ -277,27 +277,6 @@ func (c *client) execPinnedLocally(cmd *resp.Command, tc *command) (forward bool
 	return true
 }
 
-// refuse answers a denied or refused command with the error exec gives it outside a session. Redis's own checks
-// come first, as Redis makes them before anything else: an unknown subcommand of a denied command, or a wrong
-// number of arguments, gets Redis's error.
-func (c *client) refuse(cmd *resp.Command, tc *command) {
-	if msg := rejection(cmd.Args, tc); msg != "" {
-		c.errorReply(msg)
-		return
-	}
-	c.srv.stats.Refused.Add(1)
-	if tc.class == classDenied {
-		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
-		return
-	}
-	c.errorReply("ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection")
-}
-
-// isWrite reports whether a command may change keys: a write, or a blocking command that may write (BLPOP, BLMOVE).
-func isWrite(tc *command) bool {
-	return tc.class == classWrite || tc.class == classBlocking && tc.info.MayWrite()
-}
-
 // watchPeer watches the client socket from another goroutine while the client goroutine waits upstream, and closes
 // conn as soon as the socket reads as EOF or fails (or featcache closes it). It peeks and never consumes: bytes
 // the client pipelined stay for the client goroutine; a close behind them (or behind a TLS close_notify alert) is
