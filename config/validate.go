@@ -20,7 +20,45 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	u := &c.Upstream
+	if err := c.Upstream.validate(); err != nil {
+		return err
+	}
+	if err := c.Local.validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.validateRequests(); err != nil {
+		return err
+	}
+	if c.ShutdownDelay < 0 {
+		return fmt.Errorf("shutdown_delay: must not be negative, got %q", formatDuration(c.ShutdownDelay))
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("shutdown_timeout: must be greater than 0, got %q", formatDuration(c.ShutdownTimeout))
+	}
+	if err := c.Log.validate(); err != nil {
+		return err
+	}
+	if err := c.Warm.validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.validateOutput(); err != nil {
+		return err
+	}
+	if err := c.Commands.validate(); err != nil {
+		return err
+	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
+	if err := c.checkProtectedMode(); err != nil {
+		return err
+	}
+	return validatePolicies(c.Policies)
+}
+
+// validate checks the upstream section: its addresses, its sentinel section, timeouts, revalidation rate and
+// connections.
+func (u *Upstream) validate() error {
 	if len(u.Addresses) == 0 {
 		return errors.New(`upstream.addresses: must name at least one host:port, for example ["127.0.0.1:6379"]`)
 	}
@@ -49,13 +87,23 @@ func (c *Config) Validate() error {
 	if u.Conns < 1 || u.Conns > MaxConns {
 		return fmt.Errorf("upstream.conns: must be between 1 and %d, got %d", MaxConns, u.Conns)
 	}
-	if c.Local.MaxMemory < MinMaxMemory {
-		return fmt.Errorf("local.max_memory: must be at least %s, got %q", formatSize(MinMaxMemory), formatSize(c.Local.MaxMemory))
+	return nil
+}
+
+// validate checks the local section.
+func (l *Local) validate() error {
+	if l.MaxMemory < MinMaxMemory {
+		return fmt.Errorf("local.max_memory: must be at least %s, got %q", formatSize(MinMaxMemory), formatSize(l.MaxMemory))
 	}
-	if t := c.Local.AdmissionThreshold; t < 0 || t > MaxAdmissionThreshold {
+	if t := l.AdmissionThreshold; t < 0 || t > MaxAdmissionThreshold {
 		return fmt.Errorf("local.admission_threshold: must be between 0 (off) and %d, got %d", MaxAdmissionThreshold, t)
 	}
-	l := &c.Limits
+	return nil
+}
+
+// validateRequests checks the limits on requests and connections. Validate checks them before the other sections,
+// and the output limits (validateOutput) after.
+func (l *Limits) validateRequests() error {
 	if l.MaxRequestBytes < kib {
 		return fmt.Errorf("limits.max_request_bytes: must be at least 1KB, got %q", formatSize(l.MaxRequestBytes))
 	}
@@ -71,21 +119,11 @@ func (c *Config) Validate() error {
 	if l.MaxConnAge != 0 && l.MaxConnAge < MinMaxConnAge {
 		return fmt.Errorf("limits.max_conn_age: must be 0 (never) or at least 1s, got %q", formatDuration(l.MaxConnAge))
 	}
-	if c.ShutdownDelay < 0 {
-		return fmt.Errorf("shutdown_delay: must not be negative, got %q", formatDuration(c.ShutdownDelay))
-	}
-	if c.ShutdownTimeout <= 0 {
-		return fmt.Errorf("shutdown_timeout: must be greater than 0, got %q", formatDuration(c.ShutdownTimeout))
-	}
-	if c.Log.Format != "text" && c.Log.Format != "json" {
-		return fmt.Errorf("log.format: invalid value %q (use text or json)", c.Log.Format)
-	}
-	if c.Log.SlowCommand < 0 {
-		return fmt.Errorf("log.slow_command: must not be negative, got %q", formatDuration(c.Log.SlowCommand))
-	}
-	if err := c.Warm.validate(); err != nil {
-		return err
-	}
+	return nil
+}
+
+// validateOutput checks the limits on idle clients, replies and the memory of all clients.
+func (l *Limits) validateOutput() error {
 	if l.IdleTimeout < 0 {
 		return fmt.Errorf("limits.idle_timeout: must not be negative, got %q", formatDuration(l.IdleTimeout))
 	}
@@ -101,23 +139,33 @@ func (c *Config) Validate() error {
 			"as sent upstream), and one largest reply (2 x max_request_bytes + max_output_bytes = %s), got %q",
 			formatSize(need), formatSize(l.MaxClientsMemory))
 	}
-	for i, d := range c.Commands.Deny {
+	return nil
+}
+
+// validate checks the log section.
+func (l *Log) validate() error {
+	if l.Format != "text" && l.Format != "json" {
+		return fmt.Errorf("log.format: invalid value %q (use text or json)", l.Format)
+	}
+	if l.SlowCommand < 0 {
+		return fmt.Errorf("log.slow_command: must not be negative, got %q", formatDuration(l.SlowCommand))
+	}
+	return nil
+}
+
+// validate checks the commands section: each deny entry a well-formed command or command|subcommand, listed once.
+func (c *Commands) validate() error {
+	for i, d := range c.Deny {
 		if err := checkDenyEntry(d); err != nil {
 			return fmt.Errorf("commands.deny[%d]: %w", i, err)
 		}
-		for _, e := range c.Commands.Deny[:i] {
+		for _, e := range c.Deny[:i] {
 			if e == d {
 				return fmt.Errorf("commands.deny: %q is listed twice", d)
 			}
 		}
 	}
-	if err := c.validateTLS(); err != nil {
-		return err
-	}
-	if err := c.checkProtectedMode(); err != nil {
-		return err
-	}
-	return validatePolicies(c.Policies)
+	return nil
 }
 
 // validate checks the sentinel section: off, or a master set with at least one sentinel.
