@@ -498,6 +498,18 @@ func (r *Reader) parse(dst []Command) ([]Command, error) {
 			break
 		}
 		fresh := r.st.kind == cmdKindNone
+		if fresh && r.buf[r.start] == '*' {
+			// The hit path's case: a small command, all of it buffered.
+			var c *Command
+			dst, c = nextCommandSlot(dst)
+			if n := quickMultibulk(r.buf[r.start:r.end], &r.next, &c.Args); n > 0 {
+				c.Raw = r.buf[r.start : r.start+n : r.start+n]
+				r.start += n
+				r.work += int64(len(c.Args))
+				continue
+			}
+			dst = dst[:len(dst)-1]
+		}
 		if fresh {
 			r.lim = r.next
 			r.st = readState{kind: cmdKindInline}
@@ -539,6 +551,62 @@ func (r *Reader) parse(dst []Command) ([]Command, error) {
 		r.st = readState{}
 	}
 	return dst, nil
+}
+
+// Bounds of the commands quickMultibulk parses.
+const (
+	quickMaxArgs  = 9   // a one-digit count
+	quickMaxDigit = 5   // digits of an argument's length: up to 99,999 bytes
+	quickMaxBulk  = 1e5 // 10^quickMaxDigit
+	quickMinBytes = 4   // "*1\r\n"
+)
+
+// quickMultibulk parses the multi-bulk command at the start of b, appending its arguments to args, when the whole
+// command is buffered and written as clients write it: a count of 1 to 9 and argument lengths of at most five
+// digits without a leading zero ("0" itself allowed), each header line ending in "\r\n", within lim. It returns
+// the command's length, or 0 for anything else, complete or not, valid or not, which multibulk then judges
+// (args may hold part of the arguments then). For every command it accepts it decides exactly as multibulk would:
+// the same arguments and the same length, and no limit of lim exceeded; like multibulk it does not look at the
+// two bytes after each argument.
+func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
+	if len(b) < quickMinBytes || b[1] < '1' || b[1] > '0'+quickMaxArgs || b[2] != '\r' || b[3] != '\n' {
+		return 0
+	}
+	n := int(b[1] - '0')
+	if n > lim.MaxArgs || quickMinBytes+n*minBulkArgBytes > lim.MaxRequestBytes {
+		return 0
+	}
+	i := quickMinBytes
+	for range n {
+		// "$<length>\r\n<bytes>" and two bytes: i is at the '$'.
+		if i+3 >= len(b) || b[i] != '$' {
+			return 0
+		}
+		j := i + 1
+		l := int(b[j] - '0')
+		switch {
+		case l == 0:
+			j++
+		case l > 0 && l <= 9:
+			for j++; j < len(b) && j-i <= quickMaxDigit && b[j] >= '0' && b[j] <= '9'; j++ {
+				l = l*10 + int(b[j]-'0')
+			}
+		default:
+			return 0
+		}
+		// j is at what must be the header's '\r'.
+		if j+1 >= len(b) || b[j] != '\r' || b[j+1] != '\n' || l >= quickMaxBulk {
+			return 0
+		}
+		j += 2
+		end := j + l
+		if l > lim.MaxBulkBytes || end+2 > lim.MaxRequestBytes || end+2 > len(b) {
+			return 0
+		}
+		*args = append(*args, b[j:end:end])
+		i = end + 2
+	}
+	return i
 }
 
 // nextCommandSlot extends dst by one Command, reusing the slot's Args array unless it is oversized.
