@@ -137,6 +137,7 @@ type Cache struct {
 	flushMu sync.Mutex // serializes Flush so freecache's counters are carried over once
 	shards  [shardCount]shard
 	stats   counters
+	refused refusals // the last reason recent keys were not stored (notstored.go)
 }
 
 // New returns a Cache holding at most opt.MaxMemory bytes of entries. The cache starts trusted (see
