@@ -89,7 +89,8 @@ type client struct {
 	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
 	hotRand uint64 // xorshift state for the gaps between those
 
-	timing batchTiming // the current batch's commands by latency class (metrics.go)
+	timing batchTiming   // the current batch's commands by latency class (metrics.go)
+	pend   pendingCounts // the current batch's hits and calls, not yet in the shared counters (metrics.go)
 
 	// leaveAt is when limits.max_conn_age closes the connection (zero: never); deadline is the read deadline the
 	// connection keeps between batches (leaveAt, or none), restored after anything that moves it.
@@ -421,6 +422,7 @@ func (c *client) handshake() bool {
 // limits.output_timeout): that is how a client's pipeline is paused. What the client holds meanwhile is charged to
 // limits.max_clients_memory before the write, so clients that do not read never hold more than the budget.
 func (c *client) flush() bool {
+	c.pend.fold() // every command answered so far is counted before its reply leaves
 	switch {
 	case c.closing:
 		return false
@@ -493,6 +495,7 @@ func (c *client) trim() {
 
 // close releases what the connection holds upstream, and its share of the client memory budget.
 func (c *client) close() {
+	c.pend.fold()
 	c.nc.Close()
 	c.tx.close()
 	if c.sub != nil {

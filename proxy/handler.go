@@ -39,6 +39,7 @@ func (c *client) execBatch(cmds []resp.Command) {
 		}
 	}
 	c.runSegment()
+	c.pend.fold()
 }
 
 // exec dispatches one command by its class.
@@ -46,6 +47,9 @@ func (c *client) exec(cmd *resp.Command) {
 	c.vers.reset()
 	tc := c.lookup(cmd.Args)
 	c.countCommand(tc)
+	if tc == nil || tc.class != classRead {
+		c.pend.fold() // it may read the counters, or wait
+	}
 	switch {
 	case !c.authed:
 		// Redis rejects unknown commands and wrong arities before it asks for authentication.
@@ -179,7 +183,7 @@ func (c *client) readGet(cmd *resp.Command) {
 func (c *client) served(look localcache.Lookup, key []byte, lp *localcache.Policy, pc *policyCounters) bool {
 	switch look.State {
 	case localcache.StateFresh:
-		pc.hit.observe(look.Age)
+		c.pend.hit(pc, look.Age)
 	case localcache.StateStale:
 		pc.stale.observe(look.Age)
 		c.refresh(key, lp)
