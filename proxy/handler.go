@@ -22,6 +22,7 @@ import (
 // earlier write of the same pipeline, and all other reads of a pipeline share one round trip, up to those caps.
 func (c *client) execBatch(cmds []resp.Command) {
 	c.seg.begin(c.srv.now())
+	c.pend.on = len(cmds) > 1
 	if cap(c.arena) > 1<<20 {
 		c.arena = nil
 	}

@@ -86,7 +86,10 @@ func ageBucket(ms int64) int {
 // command fold the pending ones first. Every count is folded before a reply is written (flush) and before a
 // command other than a cached read runs (exec), so whoever reads the counters after a reply, or with a later
 // command of the same pipeline, finds every command before it counted. Only the client's goroutine touches them.
+//
+// A batch of one command gains nothing by it: its counts go straight to the shared counters (on is false).
 type pendingCounts struct {
+	on    bool // the current batch has more than one command: counts wait for fold
 	pc    *policyCounters
 	hits  [len(ageBoundsMs) + 1]int64
 	sumMs int64
@@ -97,6 +100,10 @@ type pendingCounts struct {
 
 // hit counts a fresh hit of age age under pc.
 func (p *pendingCounts) hit(pc *policyCounters, age time.Duration) {
+	if !p.on {
+		pc.hit.observe(age)
+		return
+	}
 	if pc != p.pc {
 		p.foldHits()
 		p.pc = pc
@@ -110,6 +117,10 @@ func (p *pendingCounts) hit(pc *policyCounters, age time.Duration) {
 
 // call counts a call of tc.
 func (p *pendingCounts) call(tc *command) {
+	if !p.on {
+		tc.calls.Add(1)
+		return
+	}
 	if tc != p.tc {
 		p.foldCalls()
 		p.tc = tc
