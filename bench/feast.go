@@ -80,24 +80,12 @@ func runFeast(args []string) error {
 		}
 	}()
 
-	scratch, bin := os.Getenv(envScratch), os.Getenv(envFeatcache)
-	if scratch == "" {
-		var err error
-		if scratch, err = os.MkdirTemp("", "featcache-feast-"); err != nil {
-			return err
-		}
-		if bin, _, err = featcacheBinary(*featcacheFlag, root, scratch); err != nil {
-			os.RemoveAll(scratch)
-			return err
-		}
-	}
-	defer os.RemoveAll(scratch)
-	f := &fleet{dir: scratch}
-	defer f.stopAll()
-	redisAddr, redisProc, err := f.startRedis("redis-server")
+	lab, err := openLab("featcache-feast-", *featcacheFlag, root, true)
 	if err != nil {
 		return err
 	}
+	defer lab.close()
+	f, bin, redisAddr, redisProc := lab.fleet, lab.bin, lab.redisAddr, lab.redisProc
 	fw := newFeastWorkload(*entities, *views, *features)
 	start := time.Now()
 	if err := fw.seed(redisAddr); err != nil {

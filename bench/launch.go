@@ -166,3 +166,54 @@ func featcacheBinary(flagValue, root, scratch string) (bin, from string, err err
 	}
 	return bin, from, nil
 }
+
+// newScratch makes a scratch folder named after prefix and the featcache binary to run there (featcacheBinary:
+// featcacheFlag is -featcache's value); the caller removes the folder.
+func newScratch(prefix, featcacheFlag, root string) (scratch, bin, from string, err error) {
+	if scratch, err = os.MkdirTemp("", prefix); err != nil {
+		return "", "", "", err
+	}
+	if bin, from, err = featcacheBinary(featcacheFlag, root, scratch); err != nil {
+		os.RemoveAll(scratch)
+		return "", "", "", err
+	}
+	return scratch, bin, from, nil
+}
+
+// lab is what a sub-command (memory, staleness, feast) measures in: a scratch folder, the featcache binary, and a
+// fleet of processes in the folder with redis-server started.
+type lab struct {
+	scratch, bin, from string
+	fleet              *fleet
+	redisAddr          string
+	redisProc          *proc
+}
+
+// openLab makes a lab: a new scratch folder named after prefix and its binary (newScratch), or, with inherit in
+// the re-executed child, the folder and binary the parent handed down (envScratch, envFeatcache); then it starts
+// redis-server. close stops the fleet and removes the folder.
+func openLab(prefix, featcacheFlag, root string, inherit bool) (*lab, error) {
+	l := &lab{}
+	if inherit {
+		l.scratch, l.bin = os.Getenv(envScratch), os.Getenv(envFeatcache)
+	}
+	if l.scratch == "" {
+		var err error
+		if l.scratch, l.bin, l.from, err = newScratch(prefix, featcacheFlag, root); err != nil {
+			return nil, err
+		}
+	}
+	l.fleet = &fleet{dir: l.scratch}
+	var err error
+	if l.redisAddr, l.redisProc, err = l.fleet.startRedis("redis-server"); err != nil {
+		l.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// close stops every process of the lab, then removes its folder.
+func (l *lab) close() {
+	l.fleet.stopAll()
+	os.RemoveAll(l.scratch)
+}

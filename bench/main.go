@@ -462,11 +462,7 @@ func run(args []string) error {
 	bin, from := os.Getenv(envFeatcache), os.Getenv(envFrom)
 	if scratch == "" {
 		var err error
-		if scratch, err = os.MkdirTemp("", "featcache-bench-"); err != nil {
-			return err
-		}
-		if bin, from, err = featcacheBinary(inv.featcache, root, scratch); err != nil {
-			os.RemoveAll(scratch)
+		if scratch, bin, from, err = newScratch("featcache-bench-", inv.featcache, root); err != nil {
 			return err
 		}
 	}

@@ -52,21 +52,12 @@ func runMemory(args []string) error {
 	for _, e := range envs {
 		os.Setenv(e.Name, e.Addr) // featcache inherits this program's environment
 	}
-	scratch, err := os.MkdirTemp("", "featcache-memory-")
+	lab, err := openLab("featcache-memory-", *featcacheFlag, moduleRoot(), false)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(scratch)
-	bin, from, err := featcacheBinary(*featcacheFlag, moduleRoot(), scratch)
-	if err != nil {
-		return err
-	}
-	f := &fleet{dir: scratch}
-	defer f.stopAll()
-	redisAddr, _, err := f.startRedis("redis-server")
-	if err != nil {
-		return err
-	}
+	defer lab.close()
+	f, bin, from, redisAddr := lab.fleet, lab.bin, lab.from, lab.redisAddr
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "[memory] "+format+"\n", a...) }
 	logf("seeding %d keys", w.Keys)
 	if _, _, err := seedRedis(redisAddr, &w); err != nil {
@@ -138,7 +129,7 @@ func runMemory(args []string) error {
 	if err := take(fmt.Sprintf("after %v of Zipf GETs", *duration)); err != nil {
 		return err
 	}
-	heap, err := heapProfile(admin, bin, filepath.Join(scratch, "heap.pprof"))
+	heap, err := heapProfile(admin, bin, filepath.Join(lab.scratch, "heap.pprof"))
 	if err != nil {
 		return err
 	}

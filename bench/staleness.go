@@ -34,21 +34,12 @@ func runStaleness(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	scratch, err := os.MkdirTemp("", "featcache-staleness-")
+	lab, err := openLab("featcache-staleness-", *featcacheFlag, moduleRoot(), false)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(scratch)
-	bin, _, err := featcacheBinary(*featcacheFlag, moduleRoot(), scratch)
-	if err != nil {
-		return err
-	}
-	f := &fleet{dir: scratch}
-	defer f.stopAll()
-	redisAddr, _, err := f.startRedis("redis-server")
-	if err != nil {
-		return err
-	}
+	defer lab.close()
+	f, bin, redisAddr := lab.fleet, lab.bin, lab.redisAddr
 	aAddr, _, err := f.startFeatcacheAs("featcache-a", bin, redisAddr, 64<<20)
 	if err != nil {
 		return err
