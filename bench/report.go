@@ -177,6 +177,14 @@ func median[T any](xs []T, f func(T) float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
+// cpuPerRequestUs is CPU microseconds per request: 0 without requests.
+func cpuPerRequestUs(cpuSeconds float64, requests int64) float64 {
+	if requests == 0 {
+		return 0
+	}
+	return cpuSeconds * 1e6 / float64(requests)
+}
+
 // summarize takes the medians across rounds, each figure on its own, and sums the cache counters.
 func (t *targetResult) summarize() {
 	m := func(f func(roundResult) float64) float64 { return median(t.Rounds, f) }
@@ -187,12 +195,7 @@ func (t *targetResult) summarize() {
 	t.P999us = m(func(r roundResult) float64 { return r.P999us })
 	t.CPUSeconds = m(func(r roundResult) float64 { return r.CPUSeconds })
 	t.ClientCPU = m(func(r roundResult) float64 { return r.ClientCPUShare })
-	t.CPUPerReqUs = m(func(r roundResult) float64 {
-		if r.Requests == 0 {
-			return 0
-		}
-		return r.CPUSeconds * 1e6 / float64(r.Requests)
-	})
+	t.CPUPerReqUs = m(func(r roundResult) float64 { return cpuPerRequestUs(r.CPUSeconds, r.Requests) })
 	for _, r := range t.Rounds {
 		t.Nils += r.Nils
 		t.Errors += r.Errors

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -502,21 +500,5 @@ func profilePath(path, profile string) string {
 // fetchProfile reads featcache's CPU profile over d from its admin listener (admin_pprof) into path.
 func fetchProfile(admin string, d time.Duration, path string) error {
 	secs := max(int(d/time.Second), 1)
-	resp, err := http.Get("http://" + admin + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/profile: %s", resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return saveURL("http://"+admin+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), path)
 }
