@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -206,14 +205,7 @@ func runFeast(args []string) error {
 	if openRes != nil {
 		openRes.markdown(&b, fmt.Sprintf("requests of %d HMGETs", *batch))
 	}
-	fmt.Print(b.String())
-	if *out != "" {
-		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(*out, []byte(b.String()), 0o644)
-	}
-	return nil
+	return printTable(b.String(), *out)
 }
 
 // feastWorkload is the key space: entity i's key and each view's fields.

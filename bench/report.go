@@ -177,6 +177,18 @@ func median[T any](xs []T, f func(T) float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
+// printTable prints a sub-command's Markdown and, when out is set, writes it to that file too, making its folder.
+func printTable(markdown, out string) error {
+	fmt.Print(markdown)
+	if out != "" {
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(out, []byte(markdown), 0o644)
+	}
+	return nil
+}
+
 // cpuPerRequestUs is CPU microseconds per request: 0 without requests.
 func cpuPerRequestUs(cpuSeconds float64, requests int64) float64 {
 	if requests == 0 {

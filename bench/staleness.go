@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,14 +63,7 @@ func runStaleness(args []string) error {
 		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
 			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
 	}
-	fmt.Print(b.String())
-	if *out != "" {
-		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(*out, []byte(b.String()), 0o644)
-	}
-	return nil
+	return printTable(b.String(), *out)
 }
 
 type stalenessResult struct {
