@@ -402,6 +402,8 @@ func (s settings) validate() error {
 	return s.Open.validate()
 }
 
+// run is the bench: it turns the command line into the profiles to run (profileSteps), re-executes itself pinned
+// or in a network namespace where it must (relaunch), runs every profile and writes the report (runSteps).
 func run(args []string) error {
 	start := time.Now()
 	base := defaultSettings()
@@ -409,40 +411,9 @@ func run(args []string) error {
 	if err := newFlagSet(&base, &inv).Parse(args); err != nil {
 		return err
 	}
-
-	// Each step starts from the defaults, takes its preset, then the command line again, so an explicit flag
-	// always wins over a preset.
-	var steps []settings
-	var presets []func(*settings)
-	if base.Profile == "standard" {
-		presets = standardSteps()
-	} else {
-		name := base.Profile
-		presets = []func(*settings){func(s *settings) { applyPreset(name, s) }}
-		if err := applyPreset(name, &settings{}); err != nil {
-			return err
-		}
-	}
-	for _, preset := range presets {
-		s := defaultSettings()
-		preset(&s)
-		name := s.Profile
-		var ignored invocation
-		if err := newFlagSet(&s, &ignored).Parse(args); err != nil {
-			return err
-		}
-		s.Profile = name
-		if s.Cluster > 0 {
-			if s.RemoteDelay > 0 {
-				fmt.Fprintf(os.Stderr, "[%s] skipped: a remote store is not supported with -cluster\n", name)
-				continue
-			}
-			s.RedisBenchmark = false
-		}
-		if err := s.validate(); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		steps = append(steps, s)
+	steps, err := profileSteps(base.Profile, args)
+	if err != nil {
+		return err
 	}
 
 	root := moduleRoot()
@@ -483,25 +454,13 @@ func run(args []string) error {
 		}
 	}
 
-	stop := new(atomic.Bool)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-sig
-		fmt.Fprintln(os.Stderr, "bench: stopping after the current phase")
-		stop.Store(true)
-	}()
-
+	stop := stopOnSignal()
 	if inv.cpuProfile != "" {
-		f, err := os.Create(inv.cpuProfile)
+		stopProfile, err := startCPUProfile(inv.cpuProfile)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stopProfile()
 	}
 
 	e := &env{scratch: scratch, featcache: bin, redisServer: inv.redisServer, pin: pin, stop: stop, fcProfile: inv.fcProfile,
@@ -511,6 +470,79 @@ func run(args []string) error {
 	if out == "" {
 		out = filepath.Join(root, "bench", "results", start.Format("20060102-150405"))
 	}
+	return runSteps(e, steps, rep, out)
+}
+
+// profileSteps returns the settings of each profile to run: the standard profile's steps, or the one profile
+// named. Each step starts from the defaults, takes its preset, then the command line (args) again, so an explicit
+// flag always wins over a preset.
+func profileSteps(profile string, args []string) ([]settings, error) {
+	var steps []settings
+	var presets []func(*settings)
+	if profile == "standard" {
+		presets = standardSteps()
+	} else {
+		name := profile
+		presets = []func(*settings){func(s *settings) { applyPreset(name, s) }}
+		if err := applyPreset(name, &settings{}); err != nil {
+			return nil, err
+		}
+	}
+	for _, preset := range presets {
+		s := defaultSettings()
+		preset(&s)
+		name := s.Profile
+		var ignored invocation
+		if err := newFlagSet(&s, &ignored).Parse(args); err != nil {
+			return nil, err
+		}
+		s.Profile = name
+		if s.Cluster > 0 {
+			if s.RemoteDelay > 0 {
+				fmt.Fprintf(os.Stderr, "[%s] skipped: a remote store is not supported with -cluster\n", name)
+				continue
+			}
+			s.RedisBenchmark = false
+		}
+		if err := s.validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		steps = append(steps, s)
+	}
+	return steps, nil
+}
+
+// stopOnSignal returns the flag that SIGINT or SIGTERM sets: the bench stops after the current phase.
+func stopOnSignal() *atomic.Bool {
+	stop := new(atomic.Bool)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		fmt.Fprintln(os.Stderr, "bench: stopping after the current phase")
+		stop.Store(true)
+	}()
+	return stop
+}
+
+// startCPUProfile starts this program's CPU profile into path; stop ends it and closes the file.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// runSteps runs each step's profile into rep, then writes the report to the folder out and prints its Markdown.
+func runSteps(e *env, steps []settings, rep *report, out string) error {
 	for _, s := range steps {
 		t0 := time.Now()
 		pr, err := runProfile(e, s)
@@ -520,7 +552,7 @@ func run(args []string) error {
 		pr.ElapsedSeconds = time.Since(t0).Seconds()
 		rep.Profiles = append(rep.Profiles, pr)
 	}
-	rep.ElapsedSeconds = time.Since(start).Seconds()
+	rep.ElapsedSeconds = time.Since(rep.Started).Seconds()
 	rep.Machine.LoadAvgEnd = loadAvg()
 	if cpu, err := procCPU(os.Getpid()); err == nil {
 		rep.Machine.BenchCPU = cpu.Seconds()
