@@ -454,7 +454,8 @@ func run(args []string) error {
 		}
 	}
 
-	stop := stopOnSignal()
+	stop, release := stopOnSignal("bench")
+	defer release()
 	if inv.cpuProfile != "" {
 		stopProfile, err := startCPUProfile(inv.cpuProfile)
 		if err != nil {
@@ -512,17 +513,19 @@ func profileSteps(profile string, args []string) ([]settings, error) {
 	return steps, nil
 }
 
-// stopOnSignal returns the flag that SIGINT or SIGTERM sets: the bench stops after the current phase.
-func stopOnSignal() *atomic.Bool {
-	stop := new(atomic.Bool)
+// stopOnSignal returns the flag that SIGINT or SIGTERM sets, saying so on stderr as name: the run stops after the
+// current phase. release stops watching for the signals.
+func stopOnSignal(name string) (stop *atomic.Bool, release func()) {
+	stop = new(atomic.Bool)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		<-sig
-		fmt.Fprintln(os.Stderr, "bench: stopping after the current phase")
-		stop.Store(true)
+		if _, ok := <-sig; ok {
+			fmt.Fprintln(os.Stderr, name+": stopping after the current phase")
+			stop.Store(true)
+		}
 	}()
-	return stop
+	return stop, func() { signal.Stop(sig) }
 }
 
 // startCPUProfile starts this program's CPU profile into path; stop ends it and closes the file.
