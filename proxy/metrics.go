@@ -580,7 +580,6 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge("draining", boolean(s.draining.Load()))
 
 	c.collectWarm(k)
-	c.collectHotKeys(k)
 	c.collectCluster(k, ls.PartitionFlushes)
 
 	counter("reloads", m.reloadsOK.Load(), "ok")
@@ -655,7 +654,7 @@ func (c *statsCollector) collectLatency(k metricSink) {
 	}
 }
 
-// collectWarm writes the warm-ups' counters and gauges.
+// collectWarm writes the counters and gauges of the warm-ups and of the hot-key tracker and its writes.
 func (c *statsCollector) collectWarm(k metricSink) {
 	s := c.s
 	counter, gauge := k.counter, k.gauge
@@ -670,12 +669,7 @@ func (c *statsCollector) collectWarm(k metricSink) {
 	gauge("warmTarget", float64(s.opt.Config.Warm.ReadyAfter))
 	gauge("warmRunning", boolean(ws.Running))
 	gauge("warmReady", boolean(ws.Ready))
-}
 
-// collectHotKeys writes the hot-key tracker's gauge and the counters of its writes.
-func (c *statsCollector) collectHotKeys(k metricSink) {
-	s := c.s
-	counter, gauge := k.counter, k.gauge
 	gauge("hotTracked", float64(s.hot.Len()))
 	ps := s.persister.Stats()
 	counter("hotWrites", ps.FileWrites, "file", "ok")
@@ -688,8 +682,7 @@ func (c *statsCollector) collectHotKeys(k metricSink) {
 // collectCluster writes the router's counters and the tier's trust per slot, only in front of a Redis Cluster;
 // partitionFlushes is the tier's count of slots flushed.
 func (c *statsCollector) collectCluster(k metricSink, partitionFlushes uint64) {
-	s := c.s
-	counter, gauge := k.counter, k.gauge
+	s, counter, gauge := c.s, k.counter, k.gauge
 	if cl := s.up.Cluster(); cl != nil {
 		cs := cl.Stats()
 		gauge("clMasters", float64(cs.Masters))
