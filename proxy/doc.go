@@ -21,6 +21,7 @@
 //	hashread.go     cached HGET, HMGET and HGETALL: per-field policies, Feast event times, whole-hash fills
 //	snapshot.go     snapshot pointers: logical keys resolved to the version a pointer names
 //	reply.go        the reply helpers and the one place an upstream failure becomes a client's error
+//	replies.go      the reply builder: the batch's replies in order, known now (out) or waiting (holes)
 //	segment.go      the segment: one upstream round trip's payload, fills, holes and their assembly
 //	mgettx.go       an MGET not answered from memory whole, answered from one MULTI/EXEC
 //	cluster.go      in front of a Redis Cluster: slots, commands split by slot or fanned out to every master, SCAN
