@@ -259,16 +259,16 @@ policies:
 	if lines := strings.Split(strings.TrimSpace(string(hot)), "\n"); len(lines) != 20 || !strings.HasPrefix(lines[0], "k:") {
 		t.Fatalf("hot-key file holds %q; want the 20 keys read", lines)
 	}
-	gets := commandCalls(t, redis, "get")
+	gets := redis.Calls("get")
 	next := startBinary(t, redis, cfg)
-	if got := commandCalls(t, redis, "get") - gets; got != 20 {
+	if got := redis.Calls("get") - gets; got != 20 {
 		t.Fatalf("the next instance's warm-up made %d upstream GETs; want the 20 hot keys", got)
 	}
 	c := redistest.Dial(t, next.addr)
 	for i := 0; i < 20; i++ {
 		c.Do("GET", "k:"+strconv.Itoa(i))
 	}
-	if got := commandCalls(t, redis, "get") - gets; got != 20 {
+	if got := redis.Calls("get") - gets; got != 20 {
 		t.Fatalf("reading the warmed hot keys made %d more upstream GETs; want 0", got-20)
 	}
 	next.signal(syscall.SIGINT) // skips shutdown_delay
@@ -315,19 +315,6 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 	in.signal(syscall.SIGTERM)
 	in.wait(30 * time.Second)
-}
-
-// commandCalls returns how many times Redis executed cmd (INFO commandstats).
-func commandCalls(t *testing.T, redis *redistest.Server, cmd string) int {
-	t.Helper()
-	prefix := "cmdstat_" + cmd + ":calls="
-	for _, line := range strings.Split(string(redis.Do("INFO", "commandstats")), "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
-			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			return n
-		}
-	}
-	return 0
 }
 
 // bulkInt decodes a bulk string reply holding an integer; a nil is 0.

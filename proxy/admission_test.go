@@ -49,7 +49,7 @@ policies:
 
 	want := string(p.redis.Do("GET", "f:new"))
 	for n := 1; n <= 4; n++ {
-		gets := upstreamCalls(t, p.redis, "get")
+		gets := p.redis.Calls("get")
 		// A pipeline of three GETs of the key in one write: one fill, whose result every GET gets.
 		get := redistest.Encode("GET", "f:new")
 		if _, err := fc.NetConn().Write([]byte(string(get) + string(get) + string(get))); err != nil {
@@ -65,7 +65,7 @@ policies:
 		if n == 4 {
 			wantReads = 0 // stored by the third round's fill
 		}
-		if got := upstreamCalls(t, p.redis, "get") - gets; got != wantReads {
+		if got := p.redis.Calls("get") - gets; got != wantReads {
 			t.Errorf("round %d: %d upstream GETs; want %d", n, got, wantReads)
 		}
 	}
@@ -88,13 +88,13 @@ policies:
 		st := p.srv.warmer.Stats()
 		return st.Fetched+st.Present >= int64(len(warmed)) && !st.Running
 	})
-	gets := upstreamCalls(t, p.redis, "get")
+	gets := p.redis.Calls("get")
 	for _, k := range warmed {
 		if got, want := string(fc.Do("GET", k)), string(p.redis.Do("GET", k)); got != want {
 			t.Fatalf("GET %s: %q; Redis answers %q", k, got, want)
 		}
 	}
-	if got := upstreamCalls(t, p.redis, "get") - gets - len(warmed); got != 0 { // the direct GETs above count too
+	if got := p.redis.Calls("get") - gets - len(warmed); got != 0 { // the direct GETs above count too
 		t.Errorf("reading %d warmed keys made %d upstream GETs through featcache; want 0", len(warmed), got)
 	}
 

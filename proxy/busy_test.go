@@ -16,14 +16,6 @@ import (
 // another client and killed (SCRIPT KILL, FUNCTION KILL); slow scripts sent through featcache; SWAPDB by another
 // client. Everything for real, against redis-server.
 
-// sleepScript keeps Redis busy for ARGV[1] milliseconds, then returns 1.
-const sleepScript = `local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]
-while true do
-  local n = redis.call('TIME')
-  if n[1] * 1000000 + n[2] - start >= tonumber(ARGV[1]) * 1000 then break end
-end
-return 1`
-
 // busyLibrary is a function library whose function loops until FUNCTION KILL.
 const busyLibrary = "#!lua name=busylib\nredis.register_function('busy', function() while true do end end)"
 
@@ -267,7 +259,7 @@ func busyStarted(t *testing.T, redis *redistest.Server) bool {
 func TestSlowScriptThroughFeatcache(t *testing.T) {
 	redis := redistest.Start(t)
 	start := time.Now()
-	want := string(redis.Do("EVAL", sleepScript, "0", "2500"))
+	want := string(redis.Do("EVAL", redistest.SleepScript, "0", "2500"))
 	if want != ":1\r\n" || time.Since(start) < 2500*time.Millisecond {
 		t.Fatalf("straight on Redis: %q after %v", want, time.Since(start))
 	}
@@ -282,7 +274,7 @@ func TestSlowScriptThroughFeatcache(t *testing.T) {
 
 	script := p.dial()
 	start = time.Now()
-	if err := script.Send("EVAL", sleepScript, "0", "2500"); err != nil {
+	if err := script.Send("EVAL", redistest.SleepScript, "0", "2500"); err != nil {
 		t.Fatal(err)
 	}
 	redistest.Eventually(t, 5*time.Second, "the script running", func() bool { return busyStarted(t, redis) })
@@ -405,7 +397,7 @@ func TestServeStaleWithinTimeout(t *testing.T) {
 				defer redis.Resume()
 			} else {
 				script := redis.Dial()
-				if err := script.Send("EVAL", sleepScript, "0", "3000"); err != nil {
+				if err := script.Send("EVAL", redistest.SleepScript, "0", "3000"); err != nil {
 					t.Fatal(err)
 				}
 				redistest.Eventually(t, 5*time.Second, "the script running", func() bool { return busyStarted(t, redis) })
@@ -439,7 +431,7 @@ func TestCommandTimeoutGivesUp(t *testing.T) {
 	p := startProxyOn(t, redis, strings.Replace(busyConfig, "{timeout: 300ms}", "{timeout: 300ms, command_timeout: 500ms, conns: 1}", 1))
 	c := p.dial()
 	start := time.Now()
-	got := string(c.Do("EVAL", sleepScript, "0", "1500"))
+	got := string(c.Do("EVAL", redistest.SleepScript, "0", "1500"))
 	took := time.Since(start)
 	const want = "-ERR featcache upstream timeout: Redis did not answer within upstream.command_timeout (the command may have been applied)\r\n"
 	if got != want {

@@ -295,7 +295,7 @@ func TestCluster(t *testing.T) {
 		gets := func() []int {
 			var n []int
 			for _, m := range cl.Masters {
-				n = append(n, upstreamCalls(t, m, "get"))
+				n = append(n, m.Calls("get"))
 			}
 			return n
 		}

@@ -1295,7 +1295,7 @@ func TestWireFidelityRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := make([]int, len(tc.notReached))
 			for i, name := range tc.notReached {
-				before[i] = upstreamCalls(t, p.redis, name)
+				before[i] = p.redis.Calls(name)
 			}
 			c := p.dial()
 			defer c.Close()
@@ -1309,7 +1309,7 @@ func TestWireFidelityRefusals(t *testing.T) {
 				t.Errorf("PING after %s: got %q; want %q", fidCmdString(tc.args), got, "+PONG\r\n")
 			}
 			for i, name := range tc.notReached {
-				if after := upstreamCalls(t, p.redis, name); after != before[i] {
+				if after := p.redis.Calls(name); after != before[i] {
 					t.Errorf("%s reached Redis: cmdstat_%s calls %d -> %d", fidCmdString(tc.args), name, before[i], after)
 				}
 			}

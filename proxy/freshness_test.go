@@ -56,7 +56,7 @@ func TestRevalidateAfterClientKill(t *testing.T) {
 	waitTrackingUp(t, p)
 	c = p.dial() // the kill closed featcache's upstream connections, not this one; a fresh one is simpler
 
-	before := upstreamCalls(t, p.redis, "get")
+	before := p.redis.Calls("get")
 	start := time.Now()
 	for time.Since(start) < time.Second {
 		for i := 0; i < n; i += 3 {
@@ -66,7 +66,7 @@ func TestRevalidateAfterClientKill(t *testing.T) {
 		}
 	}
 	window := time.Since(start)
-	reads := upstreamCalls(t, p.redis, "get") - before
+	reads := p.redis.Calls("get") - before
 	// revalidate_rate 100/s, burst 10; the window's own length plus one tick of slack.
 	bound := int(100*window.Seconds()) + 10 + 10
 	if reads > bound {
@@ -81,11 +81,11 @@ func TestRevalidateAfterClientKill(t *testing.T) {
 	t.Logf("%d upstream reads in %v for %d unverified keys read in a loop (bound %d)", reads, window, n, bound)
 
 	// The flush policy's entries were dropped: each is fetched again.
-	before = upstreamCalls(t, p.redis, "get")
+	before = p.redis.Calls("get")
 	for i := 0; i < 20; i++ {
 		c.Do("GET", "f:"+strconv.Itoa(i))
 	}
-	if got := upstreamCalls(t, p.redis, "get") - before; got != 20 {
+	if got := p.redis.Calls("get") - before; got != 20 {
 		t.Fatalf("flush policy after a tracking loss: %d upstream reads for 20 keys; want 20", got)
 	}
 	// A re-fetched entry is verified again: served fresh, no more upstream reads for it.
@@ -430,14 +430,14 @@ policies:
 			p.redis.Do("SET", "short", "s", "PX", "300")
 			p.settle()
 			c.Do("GET", "k")
-			before := upstreamCalls(t, p.redis, "get")
+			before := p.redis.Calls("get")
 			c.Do("GET", "k")
-			if n := upstreamCalls(t, p.redis, "get"); n != before {
+			if n := p.redis.Calls("get"); n != before {
 				t.Fatalf("a fresh entry went upstream")
 			}
 			p.clock.Advance(10 * time.Second) // exactly the hard deadline: dead
 			c.Do("GET", "k")
-			if n := upstreamCalls(t, p.redis, "get"); n != before+1 {
+			if n := p.redis.Calls("get"); n != before+1 {
 				t.Fatalf("at its hard deadline the entry was served from memory (upstream GETs %d -> %d)", before, n)
 			}
 			if got := string(c.Do("GET", "short")); got != bulk("s") {

@@ -94,11 +94,11 @@ func TestMGETKeepsConfirmedEntry(t *testing.T) {
 	if got, want := string(c.Do("MGET", "k", "m")), string(p.redis.Do("MGET", "k", "m")); got != want {
 		t.Fatalf("MGET k m: featcache %q, Redis %q", got, want)
 	}
-	gets := upstreamCalls(t, p.redis, "get")
+	gets := p.redis.Calls("get")
 	if got := string(c.Do("GET", "k")); got != bulk("37") {
 		t.Fatalf("GET k: %q", got)
 	}
-	if n := upstreamCalls(t, p.redis, "get"); n != gets {
+	if n := p.redis.Calls("get"); n != gets {
 		t.Errorf("the entry the MGET read the same value for was dropped: %d more upstream GETs", n-gets)
 	}
 }
@@ -244,11 +244,11 @@ func TestMGETJoinedFillSameValueStored(t *testing.T) {
 	if !p.cache.Complete(held, localcache.Result{Value: []byte("37"), PTTL: localcache.NoExpiry}, localPolicy(p, "k")) {
 		t.Error("the held fill, which read what the MGET read, was not stored")
 	}
-	gets := upstreamCalls(t, p.redis, "get")
+	gets := p.redis.Calls("get")
 	if got := string(c.Do("GET", "k")); got != bulk("37") {
 		t.Fatalf("GET k: %q", got)
 	}
-	if n := upstreamCalls(t, p.redis, "get"); n != gets {
+	if n := p.redis.Calls("get"); n != gets {
 		t.Errorf("GET k went to Redis (%d GETs)", n-gets)
 	}
 }

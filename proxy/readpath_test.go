@@ -24,7 +24,7 @@ func TestHotKeyServedFromMemory(t *testing.T) {
 			t.Fatalf("GET hot: got %q; want %q", got, bulk("v"))
 		}
 	}
-	if n := upstreamCalls(t, p.redis, "get"); n != 1 {
+	if n := p.redis.Calls("get"); n != 1 {
 		t.Fatalf("upstream GET calls = %d; want 1", n)
 	}
 	if hits := p.srv.Stats().Hits.Load(); hits != 199 {
@@ -66,7 +66,7 @@ func TestSingleFlight(t *testing.T) {
 	for e := range errs {
 		t.Fatal(e)
 	}
-	if got := upstreamCalls(t, p.redis, "get"); got != 1 {
+	if got := p.redis.Calls("get"); got != 1 {
 		t.Fatalf("upstream GET calls = %d for %d concurrent cold reads; want 1", got, n)
 	}
 }
@@ -310,9 +310,9 @@ func TestTrackingLossFlushes(t *testing.T) {
 	})
 	p.settle()
 	c.Do("GET", "k")
-	before := upstreamCalls(t, p.redis, "get")
+	before := p.redis.Calls("get")
 	c.Do("GET", "k")
-	if after := upstreamCalls(t, p.redis, "get"); after != before {
+	if after := p.redis.Calls("get"); after != before {
 		t.Fatalf("after tracking came back, a repeated GET still went upstream (%d -> %d)", before, after)
 	}
 }
@@ -396,7 +396,7 @@ policies:
 			t.Fatalf("GET ghost: %q", got)
 		}
 	}
-	if n := upstreamCalls(t, p.redis, "get"); n != 1 {
+	if n := p.redis.Calls("get"); n != 1 {
 		t.Fatalf("upstream GET calls for a remembered nil = %d; want 1", n)
 	}
 	p.redis.Do("SET", "ghost", "boo")
@@ -430,7 +430,7 @@ policies:
 		c.Do("MGET", "session:1", "nopolicy")
 	}
 	// An MGET of keys no policy caches is Redis's own MGET, relayed.
-	if n, m := upstreamCalls(t, p.redis, "get"), upstreamCalls(t, p.redis, "mget"); n != 6 || m != 3 {
+	if n, m := p.redis.Calls("get"), p.redis.Calls("mget"); n != 6 || m != 3 {
 		t.Fatalf("upstream GET calls = %d, MGET calls = %d; want 6 and 3 (every read forwarded)", n, m)
 	}
 	if hits := p.srv.Stats().Hits.Load(); hits != 0 {

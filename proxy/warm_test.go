@@ -105,7 +105,7 @@ policies:
 	if code := httpStatus(t, admin, "/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d; want 200", code)
 	}
-	getsBefore := upstreamCalls(t, redis, "get")
+	getsBefore := redis.Calls("get")
 	start := time.Now()
 	p.srv.StartWarmup()
 	redistest.Eventually(t, 20*time.Second, "ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
@@ -122,13 +122,13 @@ policies:
 	if got := m.value(t, "featcache_warm_keys_total", "result", "skipped"); got != 2 {
 		t.Errorf("skipped = %v; want the 2 keys no policy caches", got)
 	}
-	if got := upstreamCalls(t, redis, "get") - getsBefore; got != n {
+	if got := redis.Calls("get") - getsBefore; got != n {
 		t.Errorf("the warm-up made %d upstream GETs; want %d", got, n)
 	}
 
-	getsBefore = upstreamCalls(t, redis, "get")
+	getsBefore = redis.Calls("get")
 	mgetAll(t, p.dial(), keys)
-	if got := upstreamCalls(t, redis, "get") - getsBefore; got != 0 {
+	if got := redis.Calls("get") - getsBefore; got != 0 {
 		t.Fatalf("reading the %d warmed keys made %d upstream GETs; want 0", n, got)
 	}
 	if got := scrapeMetrics(t, admin).value(t, "featcache_requests_total", "policy", "w", "result", "hit"); got != n {
@@ -291,20 +291,20 @@ policies:
 	p.redis.Do("SET", "plain", "x")
 	p.settle()
 	c := p.dial()
-	gets := upstreamCalls(t, p.redis, "get")
+	gets := p.redis.Calls("get")
 	if got := string(c.Do("CACHE", "WARM", "ZSET", "wanted")); got != "+OK\r\n" {
 		t.Fatalf("CACHE WARM ZSET: %q", got)
 	}
 	redistest.Eventually(t, 20*time.Second, "warmed", func() bool { st := p.srv.warmer.Stats(); return st.Fetched == n && !st.Running })
-	if got := upstreamCalls(t, p.redis, "get") - gets; got != n {
+	if got := p.redis.Calls("get") - gets; got != n {
 		t.Fatalf("first warm-up: %d upstream GETs; want %d", got, n)
 	}
-	gets = upstreamCalls(t, p.redis, "get")
+	gets = p.redis.Calls("get")
 	if got := string(c.Do("cache", "warm", "zset", "wanted")); got != "+OK\r\n" {
 		t.Fatalf("CACHE WARM ZSET again: %q", got)
 	}
 	redistest.Eventually(t, 20*time.Second, "warmed again", func() bool { st := p.srv.warmer.Stats(); return st.Present == n && !st.Running })
-	if got := upstreamCalls(t, p.redis, "get") - gets; got != 0 {
+	if got := p.redis.Calls("get") - gets; got != 0 {
 		t.Fatalf("re-running the warm-up made %d upstream GETs; want 0", got)
 	}
 
@@ -387,9 +387,9 @@ policies:
 		next.srv.StartWarmup()
 		redistest.Eventually(t, 10*time.Second, tc.name+": ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
 		redistest.Eventually(t, 10*time.Second, tc.name+": warm-up done", func() bool { return !next.srv.warmer.Stats().Running })
-		gets := upstreamCalls(t, redis, "get")
+		gets := redis.Calls("get")
 		mgetAll(t, next.dial(), hot)
-		if got := upstreamCalls(t, redis, "get") - gets; got != 0 {
+		if got := redis.Calls("get") - gets; got != 0 {
 			t.Errorf("%s: reading the hot keys made %d upstream GETs; want 0", tc.name, got)
 		}
 		next.srv.Close()

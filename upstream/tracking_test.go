@@ -236,7 +236,7 @@ func TestTrackerDetectsSwapDB(t *testing.T) {
 	// counted once it has run).
 	own := 0
 	checks := func() int {
-		n := commandCalls(t, srv, "info") - own
+		n := srv.Calls("info") - own
 		own++
 		return n
 	}
@@ -274,19 +274,6 @@ func TestTrackerDetectsSwapDB(t *testing.T) {
 		t.Fatalf("flushes = %d after a SWAPDB while tracking was down; want 3", got)
 	}
 	quiet("after the new session")
-}
-
-// commandCalls returns how many times Redis executed cmd (INFO commandstats).
-func commandCalls(t *testing.T, srv *redistest.Server, cmd string) int {
-	t.Helper()
-	prefix := "cmdstat_" + cmd + ":calls="
-	for _, line := range strings.Split(string(srv.Do("INFO", "commandstats")), "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
-			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			return n
-		}
-	}
-	return 0
 }
 
 // TestTrackerBackoffResets: the tracking connection is killed again and again (CLIENT KILL straight on Redis),

@@ -56,16 +56,23 @@ func start(tb testing.TB, tlsConf *tls.Config, args []string, conf string) *Serv
 		tb.Fatalf("redistest: redis-server not found in PATH: %s", InstallHint)
 	}
 	s := &Server{tb: tb, dir: tb.TempDir(), args: args, tls: tlsConf, conf: conf}
+	s.launch(FreePort, "redis-server")
+	return s
+}
+
+// launch starts s on a port from freePort, trying another port when the server does not start (the port may have
+// been taken since it was chosen), and stops it when the test ends; what names the server in the failure.
+func (s *Server) launch(freePort func(testing.TB) int, what string) {
+	s.tb.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		s.port = FreePort(tb)
+		s.port = freePort(s.tb)
 		if lastErr = s.start(); lastErr == nil {
-			tb.Cleanup(s.Kill)
-			return s
+			s.tb.Cleanup(s.Kill)
+			return
 		}
 	}
-	tb.Fatalf("redistest: redis-server did not start: %v", lastErr)
-	return nil
+	s.tb.Fatalf("redistest: %s did not start: %v", what, lastErr)
 }
 
 // StartTLS starts a redis-server like Start that accepts TLS connections only (its plain port is off), with the
@@ -405,3 +412,26 @@ func (l *LogBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// Calls returns how many times the server has executed cmd (lower case, "config|get" for a subcommand), from
+// INFO commandstats; 0 if it never has.
+func (s *Server) Calls(cmd string) int {
+	s.tb.Helper()
+	prefix := "cmdstat_" + cmd + ":calls="
+	for _, line := range strings.Split(string(s.Do("INFO", "commandstats")), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
+// SleepScript is a Lua script that keeps Redis busy for ARGV[1] milliseconds, then returns 1: run with EVAL and
+// no keys, it makes the server answer other clients -BUSY once busy-reply-threshold passes.
+const SleepScript = `local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]
+while true do
+  local n = redis.call('TIME')
+  if n[1] * 1000000 + n[2] - start >= tonumber(ARGV[1]) * 1000 then break end
+end
+return 1`
