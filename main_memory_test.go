@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -17,6 +15,7 @@ import (
 
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
+	"featcache/internal/testkit"
 )
 
 // TestNonReadingClientsMemory: five connections each pipeline 1,000 GETs of a 1 MiB value and never read a reply.
@@ -296,16 +295,7 @@ func vmRSS(t *testing.T, pid int) int64 {
 // which needs admin_pprof).
 func heapAlloc(t *testing.T, in *instance) int64 {
 	t.Helper()
-	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(in.admin + "/debug/pprof/heap?gc=1&debug=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, b := testkit.Get(t, in.admin+"/debug/pprof/heap?gc=1&debug=1")
 	_, rest, ok := strings.Cut(string(b), "# HeapAlloc = ")
 	if !ok {
 		t.Fatalf("no HeapAlloc in the heap profile: %.200q", b)

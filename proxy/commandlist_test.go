@@ -12,6 +12,7 @@ import (
 	"featcache/internal/commands"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // survivalReadTimeout bounds the wait for a reply. Only a command Redis flags blocking may use it all.
@@ -57,7 +58,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 	var cases []survivalCase
 	for _, name := range names {
 		base := strings.Split(name, "|")
-		if cmds.Lookup(survivalLine(base)) == nil {
+		if cmds.Lookup(testkit.Args(base...)) == nil {
 			t.Errorf("COMMAND LIST names %q, COMMAND does not describe it", name)
 		}
 		cases = append(cases,
@@ -66,7 +67,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 	}
 	for i := range cases {
 		c := &cases[i]
-		c.info = cmds.Lookup(survivalLine(c.args))
+		c.info = cmds.Lookup(testkit.Args(c.args...))
 		c.blocking = c.info != nil && c.info.Flags.Has(commands.FlagBlocking)
 	}
 
@@ -82,7 +83,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 		line := strings.Join(c.args, " ")
 		reply, err := survivalSend(t, p.addr, c.args)
 		sent++
-		tc := tbl.lookup(survivalLine(c.args))
+		tc := tbl.lookup(testkit.Args(c.args...))
 		// Denied commands are not sent to the twin: they are denied because they would stop or change it.
 		local := tc != nil && (tc.class == classDenied || tc.class == classRefused)
 		var twinReply []byte
@@ -99,7 +100,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 		case tc != nil && tc.class == classDenied:
 			denied++
 			want := "-ERR command '" + tc.name + "' is disabled by featcache (commands.deny)\r\n"
-			if msg := rejection(survivalLine(c.args), tc); msg != "" {
+			if msg := rejection(testkit.Args(c.args...), tc); msg != "" {
 				// Redis's own unknown-subcommand and arity errors come first, as they would from Redis.
 				want = "-" + msg + "\r\n"
 			}
@@ -109,7 +110,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 		case tc != nil && tc.class == classRefused:
 			refused++
 			want := "-ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection\r\n"
-			if msg := rejection(survivalLine(c.args), tc); msg != "" {
+			if msg := rejection(testkit.Args(c.args...), tc); msg != "" {
 				want = "-" + msg + "\r\n"
 			}
 			if string(reply) != want {
@@ -168,15 +169,6 @@ func survivalSend(t *testing.T, addr string, args []string) ([]byte, error) {
 		return nil, err
 	}
 	return c.ReadTimeout(survivalReadTimeout)
-}
-
-// survivalLine turns strings into a command line as the proxy sees it.
-func survivalLine(args []string) [][]byte {
-	line := make([][]byte, len(args))
-	for i, a := range args {
-		line[i] = []byte(a)
-	}
-	return line
 }
 
 // survivalTimeout reports whether a read ended at its deadline.

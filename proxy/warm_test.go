@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 	"featcache/warm"
 )
 
@@ -169,7 +169,7 @@ func TestReadyzWaitsForUpstream(t *testing.T) {
 			admin := p.adminURL()
 			const why = "not ready: waiting for a first answer from the upstream\n"
 			for i := 0; i < 3; i++ {
-				if code, body := httpGet(t, admin, "/readyz"); code != http.StatusServiceUnavailable || body != why {
+				if code, body := testkit.Get(t, admin+"/readyz"); code != http.StatusServiceUnavailable || body != why {
 					t.Fatalf("/readyz before Redis answered: %d %q; want 503 %q", code, body, why)
 				}
 			}
@@ -188,21 +188,6 @@ func TestReadyzWaitsForUpstream(t *testing.T) {
 			}
 		})
 	}
-}
-
-// httpGet returns the status code and body of GET base+path.
-func httpGet(t testing.TB, base, path string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(base + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
 }
 
 // TestWarmNeverOverwritesNewerValue: while warm-ups load 2,000 keys again and again, clients write some of them
