@@ -115,15 +115,7 @@ func startBinaryArgs(t *testing.T, yamlCfg string, args ...string) *instance {
 func (in *instance) configPath() string { return in.cmd.Args[2] }
 
 // status is the HTTP status of an admin path, or 0 when the admin listener does not answer.
-func (in *instance) status(path string) int {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(in.admin + path)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
+func (in *instance) status(path string) int { return httpStatus(in.admin + path) }
 
 func (in *instance) signal(sig os.Signal) {
 	in.t.Helper()

@@ -21,14 +21,7 @@ import (
 // time. Commands featcache refuses on purpose are in TestWireFidelityRefusals instead.
 
 // fidelityConfig caches every key except those under "nc:", so MGET mixes cached keys and bypassed ones.
-const fidelityConfig = `
-policies:
-  - name: default
-    prefix: ""
-    soft_ttl: 1h
-    hard_ttl: 2h
-    jitter: 0
-  - name: passthrough
+const fidelityConfig = defaultTestConfig + `  - name: passthrough
     prefix: "nc:"
     cache: false
 `

@@ -16,16 +16,7 @@ import (
 
 // ttlOnlyConfig caches every key for an hour without tracking: a value changed in Redis behind featcache's back
 // stays stale in the cache, which shows whether a reply came from the cache or from Redis.
-const ttlOnlyConfig = `
-upstream:
-  tracking: false
-policies:
-  - name: default
-    prefix: ""
-    soft_ttl: 1h
-    hard_ttl: 2h
-    jitter: 0
-`
+const ttlOnlyConfig = "upstream: {tracking: false}\n" + defaultTestConfig
 
 const execAbort = "-EXECABORT Transaction discarded because of previous errors.\r\n"
 
@@ -446,17 +437,9 @@ func TestPubSubAfterReplyOff(t *testing.T) {
 	expectPipeline(t, c, "+OK\r\n", []string{"PING"}, []string{"CLIENT", "REPLY", "ON"})
 }
 
-// blockingConfig bounds upstream waits at 100ms: blocking commands must not be cut short by it.
-const blockingConfig = `
-upstream:
-  timeout: 100ms
-policies:
-  - name: default
-    prefix: ""
-    soft_ttl: 1h
-    hard_ttl: 2h
-    jitter: 0
-`
+// blockingConfig caches every key, with an upstream timeout (100ms) shorter than the blocking commands' own
+// timeouts: they must wait as Redis says, not as upstream.timeout says.
+const blockingConfig = "upstream: {timeout: 100ms}\n" + defaultTestConfig
 
 // blockedOn reports how many connections Redis shows blocked in cmd.
 func blockedOn(t *testing.T, rc *redistest.Conn, cmd string) int {
