@@ -188,6 +188,15 @@ policies:
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	// connect returns a connection through instance via ("redis": straight to Redis) that dials again after a
+	// network error.
+	connect := func(via string) *checkerConn {
+		addr := redis.Addr()
+		if via != "redis" {
+			addr = instances[via].addr
+		}
+		return &checkerConn{addr: addr, dial: dial, c: dial(addr)}
+	}
 
 	// Writers: one per key, through the key's instance or straight to Redis. After each acknowledged write
 	// through featcache, the writer reads the key back through the same connection.
@@ -196,19 +205,10 @@ policies:
 		go func(k int) {
 			defer wg.Done()
 			l := logs[k]
-			addr := redis.Addr()
-			if l.via != "redis" {
-				addr = instances[l.via].addr
-			}
-			c := dial(addr)
+			c := connect(l.via)
 			for seq := int64(1); !stopped(); seq++ {
-				if err := c.Send("SET", key(k), checkerValue(seq)); err != nil {
-					c = dial(addr)
-					continue
-				}
-				reply, err := c.Read()
-				if err != nil {
-					c = dial(addr)
+				reply, ok := c.do("SET", key(k), checkerValue(seq))
+				if !ok {
 					continue
 				}
 				if string(reply) != "+OK\r\n" {
@@ -220,11 +220,8 @@ policies:
 					time.Sleep(time.Millisecond)
 					continue
 				}
-				if err := c.Send("GET", key(k)); err != nil {
-					continue
-				}
-				got, err := c.Read()
-				if n, ok := checkerSeq(got); err == nil && ok {
+				got, ok := c.do("GET", key(k))
+				if n, seqOK := checkerSeq(got); ok && seqOK {
 					reads.Add(1)
 					if n != seq {
 						violation("read-your-writes: %s written %d through %s, read back %d", key(k), seq, l.via, n)
@@ -241,20 +238,11 @@ policies:
 		go func() {
 			defer wg.Done()
 			l := groupLogs[g]
-			addr := redis.Addr()
-			if l.via != "redis" {
-				addr = instances[l.via].addr
-			}
-			c := dial(addr)
+			c := connect(l.via)
 			read, all := groupRead(g)
 			for seq := int64(1); !stopped(); seq++ {
-				if err := c.Send(groupWrite(g, seq)...); err != nil {
-					c = dial(addr)
-					continue
-				}
-				reply, err := c.Read()
-				if err != nil {
-					c = dial(addr)
+				reply, ok := c.do(groupWrite(g, seq)...)
+				if !ok {
 					continue
 				}
 				if reply[0] == '-' {
@@ -265,11 +253,8 @@ policies:
 				if l.via == "redis" {
 					continue
 				}
-				if err := c.Send(read...); err != nil {
-					continue
-				}
-				got, err := c.Read()
-				if err != nil {
+				got, ok := c.do(read...)
+				if !ok {
 					continue
 				}
 				n, bad, ok := groupSeq(got, all)
@@ -295,8 +280,7 @@ policies:
 		go func() {
 			defer wg.Done()
 			name := []string{"A", "B"}[r%2]
-			addr := instances[name].addr
-			c := dial(addr)
+			c := connect(name)
 			last := make([]int64, 2*groups)
 			rng := rand.New(rand.NewPCG(uint64(r), 11))
 			for !stopped() {
@@ -309,13 +293,8 @@ policies:
 					}
 				}
 				start := time.Now()
-				if err := c.Send(read...); err != nil {
-					c = dial(addr)
-					continue
-				}
-				reply, err := c.Read()
-				if err != nil {
-					c = dial(addr)
+				reply, ok := c.do(read...)
+				if !ok {
 					continue
 				}
 				n, bad, ok := groupSeq(reply, all)
@@ -350,8 +329,7 @@ policies:
 		go func(r int) {
 			defer wg.Done()
 			name := []string{"A", "B"}[r%2]
-			addr := instances[name].addr
-			c := dial(addr)
+			c := connect(name)
 			last := make([]int64, keys)
 			rng := rand.New(rand.NewPCG(uint64(r), 7))
 			check := func(k int, n int64, start time.Time) {
@@ -374,13 +352,8 @@ policies:
 				start := time.Now()
 				if rng.IntN(4) == 0 {
 					ks := []int{rng.IntN(keys), rng.IntN(keys), rng.IntN(keys)}
-					if err := c.Send("MGET", key(ks[0]), key(ks[1]), key(ks[2])); err != nil {
-						c = dial(addr)
-						continue
-					}
-					reply, err := c.Read()
-					if err != nil {
-						c = dial(addr)
+					reply, ok := c.do("MGET", key(ks[0]), key(ks[1]), key(ks[2]))
+					if !ok {
 						continue
 					}
 					elems, err := resp.ArrayElements(reply, nil)
@@ -395,13 +368,8 @@ policies:
 					continue
 				}
 				k := rng.IntN(keys)
-				if err := c.Send("GET", key(k)); err != nil {
-					c = dial(addr)
-					continue
-				}
-				reply, err := c.Read()
-				if err != nil {
-					c = dial(addr)
+				reply, ok := c.do("GET", key(k))
+				if !ok {
 					continue
 				}
 				if n, ok := checkerSeq(reply); ok {
@@ -460,4 +428,29 @@ policies:
 	if reads.Load() == 0 || groupReads.Load() == 0 || writes.Load() == 0 || faults.Load() == 0 {
 		t.Fatal("the checker did not exercise reads, multi-key reads, writes and faults")
 	}
+}
+
+// checkerConn is a checker client's connection to addr: after a network error it dials again (nil once the
+// checker stops, when the client's loop ends).
+type checkerConn struct {
+	addr string
+	dial func(addr string) *redistest.Conn
+	c    *redistest.Conn
+}
+
+// do sends one command and reads its reply; after a network error it dials again and reports false.
+func (cc *checkerConn) do(args ...string) ([]byte, bool) {
+	if cc.c == nil {
+		return nil, false
+	}
+	if err := cc.c.Send(args...); err != nil {
+		cc.c = cc.dial(cc.addr)
+		return nil, false
+	}
+	reply, err := cc.c.Read()
+	if err != nil {
+		cc.c = cc.dial(cc.addr)
+		return nil, false
+	}
+	return reply, true
 }

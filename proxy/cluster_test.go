@@ -446,23 +446,38 @@ func startClusterTraffic(t *testing.T, p *testProxy, keys []string, writers, rea
 	tr := &clusterTraffic{t: t, p: p, keys: keys, stop: make(chan struct{}), written: make([]atomic.Int64, len(keys)),
 		gets: make([]atomic.Int64, len(keys)), getErrs: make([]atomic.Int64, len(keys)), txWriters: txWriters}
 	for w := 0; w < writers; w++ {
-		tr.wg.Add(1)
-		go tr.writer(w, writers)
+		tr.run(func() { tr.writer(w, writers) })
 	}
 	for r := 0; r < readers; r++ {
-		tr.wg.Add(2)
-		go tr.reader()
-		go tr.getter()
+		tr.run(tr.reader)
+		tr.run(tr.getter)
 	}
 	return tr
 }
 
-// getter GETs the keys one by one, counting errors per key, and checks no counter goes back.
-func (tr *clusterTraffic) getter() {
-	defer tr.wg.Done()
+// run runs client on a goroutine of its own, until stop.
+func (tr *clusterTraffic) run(client func()) {
+	tr.wg.Add(1)
+	go func() {
+		defer tr.wg.Done()
+		client()
+	}()
+}
+
+// dial connects a client to featcache; it counts a failure as bad and returns nil.
+func (tr *clusterTraffic) dial() *redistest.Conn {
 	c, err := redistest.TryDial(tr.t, tr.p.addr)
 	if err != nil {
 		tr.bad.Add(1)
+		return nil
+	}
+	return c
+}
+
+// getter GETs the keys one by one, counting errors per key, and checks no counter goes back.
+func (tr *clusterTraffic) getter() {
+	c := tr.dial()
+	if c == nil {
 		return
 	}
 	seen := make([]int64, len(tr.keys))
@@ -521,10 +536,8 @@ func (tr *clusterTraffic) errors() (total int64, kinds []string) {
 
 // writer owns the keys i with i%of == w: SET key <counter>, then GET key must answer it.
 func (tr *clusterTraffic) writer(w, of int) {
-	defer tr.wg.Done()
-	c, err := redistest.TryDial(tr.t, tr.p.addr)
-	if err != nil {
-		tr.bad.Add(1)
+	c := tr.dial()
+	if c == nil {
 		return
 	}
 	for n := int64(1); ; n++ {
@@ -609,10 +622,8 @@ func (tr *clusterTraffic) transaction(c *redistest.Conn, i int, n int64) bool {
 
 // reader MGETs every key and checks no counter goes back.
 func (tr *clusterTraffic) reader() {
-	defer tr.wg.Done()
-	c, err := redistest.TryDial(tr.t, tr.p.addr)
-	if err != nil {
-		tr.bad.Add(1)
+	c := tr.dial()
+	if c == nil {
 		return
 	}
 	seen := make([]int64, len(tr.keys))
