@@ -88,11 +88,7 @@ policies:
 // TestHMGETPartialHitIsOneInstant (tracking off): an HMGET of a cached field and one that is not answers both
 // from one read of the hash.
 func TestHMGETPartialHitIsOneInstant(t *testing.T) {
-	p := startProxy(t, `
-upstream: {tracking: false}
-policies:
-  - {name: c, prefix: "", soft_ttl: 1h, hard_ttl: 2h, jitter: 0}
-`)
+	p := startProxy(t, monotonicConfig)
 	c := p.dial()
 	p.redis.Do("HSET", "h", "f1", "1", "f2", "1")
 	if got := string(c.Do("HMGET", "h", "f1")); got != "*1\r\n"+bulk("1") {

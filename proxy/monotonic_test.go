@@ -15,6 +15,7 @@ import (
 // same holds for the time an invalidation takes. A fill "of another client" that read Redis before a write is held
 // open by hand (Acquire, then Complete with what it read), since no client can be made to read at a chosen instant.
 
+// monotonicConfig caches every key for an hour in TTL-only mode: a write straight on Redis is seen only by a read.
 const monotonicConfig = `
 upstream: {tracking: false}
 policies:
@@ -29,18 +30,25 @@ func localPolicy(p *testProxy, key string) *localcache.Policy {
 
 var errNotRead = errors.New("test: the held fill read nothing")
 
+// startCached37 starts a featcache with monotonicConfig and a connection to it through which GET k has cached 37.
+func startCached37(t *testing.T) (*testProxy, *redistest.Conn) {
+	t.Helper()
+	p := startProxy(t, monotonicConfig)
+	c := p.dial()
+	p.redis.Do("SET", "k", "37")
+	if got := string(c.Do("GET", "k")); got != bulk("37") {
+		t.Fatalf("GET k: %q", got)
+	}
+	return p, c
+}
+
 // TestMGETDropsOlderKeptEntry: GET k caches 37; a write straight on Redis sets 38; an MGET of k and a key whose fill
 // another read leads is answered from one transaction (38), and does not store it. The entry of k, fresh, must not
 // stay at 37: the next GET would go back. Here the other read is an earlier GET of the same pipeline, then another
 // client's read.
 func TestMGETDropsOlderKeptEntry(t *testing.T) {
 	t.Run("pipeline", func(t *testing.T) {
-		p := startProxy(t, monotonicConfig)
-		c := p.dial()
-		p.redis.Do("SET", "k", "37")
-		if got := string(c.Do("GET", "k")); got != bulk("37") {
-			t.Fatalf("GET k: %q", got)
-		}
+		p, c := startCached37(t)
 		p.redis.Do("SET", "k", "38")
 		// One batch: the GET of m leads m's fill, which the MGET's transaction then joins.
 		if err := c.Send("GET", "m"); err != nil {
@@ -59,12 +67,7 @@ func TestMGETDropsOlderKeptEntry(t *testing.T) {
 		}
 	})
 	t.Run("another client", func(t *testing.T) {
-		p := startProxy(t, monotonicConfig)
-		c := p.dial()
-		p.redis.Do("SET", "k", "37")
-		if got := string(c.Do("GET", "k")); got != bulk("37") {
-			t.Fatalf("GET k: %q", got)
-		}
+		p, c := startCached37(t)
 		p.redis.Do("SET", "k", "38")
 		held, leader := p.cache.Acquire([]byte("m"))
 		if !leader {
@@ -83,12 +86,7 @@ func TestMGETDropsOlderKeptEntry(t *testing.T) {
 // TestMGETKeepsConfirmedEntry: an MGET that may not store what it read leaves the entries it confirms, so a fresh
 // key costs no upstream read afterwards.
 func TestMGETKeepsConfirmedEntry(t *testing.T) {
-	p := startProxy(t, monotonicConfig)
-	c := p.dial()
-	p.redis.Do("SET", "k", "37")
-	if got := string(c.Do("GET", "k")); got != bulk("37") {
-		t.Fatalf("GET k: %q", got)
-	}
+	p, c := startCached37(t)
 	held, _ := p.cache.Acquire([]byte("m"))
 	defer p.cache.Complete(held, localcache.Result{Err: errNotRead}, localPolicy(p, "m"))
 	if got, want := string(c.Do("MGET", "k", "m")), string(p.redis.Do("MGET", "k", "m")); got != want {
