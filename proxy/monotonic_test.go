@@ -165,15 +165,24 @@ func holdHashFill(t *testing.T, p *testProxy, key string, fields ...string) func
 	return complete
 }
 
+// startOvertakenHashFill starts a featcache with monotonicConfig and a connection to it, and holds open another
+// client's fill of h's fields f0 f1 f2 that read the value read before a write straight on Redis set them to
+// written; it returns what completes the held fill.
+func startOvertakenHashFill(t *testing.T, read, written string) (*testProxy, *redistest.Conn, func(kv ...string)) {
+	t.Helper()
+	p := startProxy(t, monotonicConfig)
+	c := p.dial()
+	p.redis.Do("HSET", "h", "f0", read, "f1", read, "f2", read)
+	complete := holdHashFill(t, p, "h", "f0", "f1", "f2")
+	p.redis.Do("HSET", "h", "f0", written, "f1", written, "f2", written)
+	return p, c, complete
+}
+
 // TestHashFillMergedLateNotOlder: another client's HMGET of f0 f1 f2 read 691 before a write straight on Redis set
 // 692, and completes after an HGETALL through featcache read 692. Its fields must not be merged over the newer ones:
 // the HMGET after it would be answered 691 from memory.
 func TestHashFillMergedLateNotOlder(t *testing.T) {
-	p := startProxy(t, monotonicConfig)
-	c := p.dial()
-	p.redis.Do("HSET", "h", "f0", "691", "f1", "691", "f2", "691")
-	complete := holdHashFill(t, p, "h", "f0", "f1", "f2")
-	p.redis.Do("HSET", "h", "f0", "692", "f1", "692", "f2", "692")
+	p, c, complete := startOvertakenHashFill(t, "691", "692")
 	if got, want := string(c.Do("HGETALL", "h")), string(p.redis.Do("HGETALL", "h")); got != want {
 		t.Fatalf("HGETALL h: featcache %q, Redis %q", got, want)
 	}
@@ -189,11 +198,7 @@ func TestHashFillMergedLateNotOlder(t *testing.T) {
 // set 2. An HMGET of f2 f0 through featcache reads 2; the HMGET of f0 f1 f2 after it (f1 is not cached) must not
 // join the fill that began before, whose answer may be older than what the client was just answered.
 func TestHashReadDoesNotJoinOvertakenFill(t *testing.T) {
-	p := startProxy(t, monotonicConfig)
-	c := p.dial()
-	p.redis.Do("HSET", "h", "f0", "1", "f1", "1", "f2", "1")
-	complete := holdHashFill(t, p, "h", "f0", "f1", "f2")
-	p.redis.Do("HSET", "h", "f0", "2", "f1", "2", "f2", "2")
+	p, c, complete := startOvertakenHashFill(t, "1", "2")
 	if got, want := string(c.Do("HMGET", "h", "f2", "f0")), string(p.redis.Do("HMGET", "h", "f2", "f0")); got != want {
 		t.Fatalf("HMGET h f2 f0: featcache %q, Redis %q", got, want)
 	}
