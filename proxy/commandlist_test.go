@@ -99,22 +99,15 @@ func TestEveryCommandSurvives(t *testing.T) {
 			t.Errorf("%s: %v (read %q)", line, err, reply)
 		case tc != nil && tc.class == classDenied:
 			denied++
-			want := "-ERR command '" + tc.name + "' is disabled by featcache (commands.deny)\r\n"
-			if msg := rejection(testkit.Args(c.args...), tc); msg != "" {
-				// Redis's own unknown-subcommand and arity errors come first, as they would from Redis.
-				want = "-" + msg + "\r\n"
-			}
-			if string(reply) != want {
-				t.Errorf("%s: got %q; want %q", line, reply, want)
+			want := "ERR command '" + tc.name + "' is disabled by featcache (commands.deny)"
+			if got, want := string(reply), rejectionReply(c.args, tc, want); got != want {
+				t.Errorf("%s: got %q; want %q", line, got, want)
 			}
 		case tc != nil && tc.class == classRefused:
 			refused++
-			want := "-ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection\r\n"
-			if msg := rejection(testkit.Args(c.args...), tc); msg != "" {
-				want = "-" + msg + "\r\n"
-			}
-			if string(reply) != want {
-				t.Errorf("%s: got %q; want %q", line, reply, want)
+			want := "ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection"
+			if got, want := string(reply), rejectionReply(c.args, tc, want); got != want {
+				t.Errorf("%s: got %q; want %q", line, got, want)
 			}
 		case reply[0] == '-':
 			errorReplies++
@@ -169,6 +162,15 @@ func survivalSend(t *testing.T, addr string, args []string) ([]byte, error) {
 		return nil, err
 	}
 	return c.ReadTimeout(survivalReadTimeout)
+}
+
+// rejectionReply is the error reply featcache gives args, a command it does not run (tc): Redis's own
+// unknown-subcommand and arity errors come first, as they would from Redis; otherwise msg.
+func rejectionReply(args []string, tc *command, msg string) string {
+	if m := rejection(testkit.Args(args...), tc); m != "" {
+		msg = m
+	}
+	return "-" + msg + "\r\n"
 }
 
 // survivalTimeout reports whether a read ended at its deadline.

@@ -440,15 +440,7 @@ policies:
 			if n := p.redis.Calls("get"); n != before+1 {
 				t.Fatalf("at its hard deadline the entry was served from memory (upstream GETs %d -> %d)", before, n)
 			}
-			if got := string(c.Do("GET", "short")); got != bulk("s") {
-				t.Fatalf("GET short: %q", got)
-			}
-			redistest.Eventually(t, 3*time.Second, "short expires in Redis", func() bool {
-				return string(p.redis.Do("GET", "short")) == "$-1\r\n"
-			})
-			if got := string(c.Do("GET", "short")); got != "$-1\r\n" {
-				t.Fatalf("past the key's expiry in Redis, featcache served %q", got)
-			}
+			expectExpiresWithRedis(t, p, c, "short", "s")
 		})
 	}
 }

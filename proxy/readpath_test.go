@@ -330,15 +330,21 @@ policies:
 `)
 	c := p.dial()
 	p.redis.Do("SET", "k", "v", "PX", "300")
-	if got := string(c.Do("GET", "k")); got != bulk("v") {
-		t.Fatalf("GET: %q", got)
+	expectExpiresWithRedis(t, p, c, "k", "v")
+}
+
+// expectExpiresWithRedis reads key (whose value is value, with a short expiry in Redis) through c, waits until
+// Redis itself no longer has it, and fails the test if featcache still serves it then.
+func expectExpiresWithRedis(t *testing.T, p *testProxy, c *redistest.Conn, key, value string) {
+	t.Helper()
+	if got := string(c.Do("GET", key)); got != bulk(value) {
+		t.Fatalf("GET %s: %q", key, got)
 	}
-	// Wait until Redis itself no longer has the key; from then on featcache must not serve it either.
-	redistest.Eventually(t, 3*time.Second, "key expires in Redis", func() bool {
-		return string(p.redis.Do("GET", "k")) == "$-1\r\n"
+	redistest.Eventually(t, 3*time.Second, key+" expires in Redis", func() bool {
+		return string(p.redis.Do("GET", key)) == "$-1\r\n"
 	})
-	if got := string(c.Do("GET", "k")); got != "$-1\r\n" {
-		t.Fatalf("after the key expired in Redis, featcache served %q", got)
+	if got := string(c.Do("GET", key)); got != "$-1\r\n" {
+		t.Fatalf("past the expiry of %s in Redis, featcache served %q", key, got)
 	}
 }
 

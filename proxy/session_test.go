@@ -452,15 +452,21 @@ func blockedOn(t *testing.T, rc *redistest.Conn, cmd string) int {
 	return n
 }
 
+// blockInBLPOP sends BLPOP key 0 on c and waits until Redis, asked on rc, shows one client blocked in BLPOP.
+func blockInBLPOP(t *testing.T, c, rc *redistest.Conn, key string) {
+	t.Helper()
+	if err := c.Send("BLPOP", key, "0"); err != nil {
+		t.Fatal(err)
+	}
+	redistest.Eventually(t, 5*time.Second, "BLPOP blocked in Redis", func() bool { return blockedOn(t, rc, "blpop") == 1 })
+}
+
 func TestBlockingWaitsPastTimeout(t *testing.T) {
 	p := startProxy(t, blockingConfig)
 	rc := redistest.Dial(t, p.redis.Addr())
 	c := p.dial()
 	start := time.Now()
-	if err := c.Send("BLPOP", "bq", "0"); err != nil {
-		t.Fatal(err)
-	}
-	redistest.Eventually(t, 5*time.Second, "BLPOP blocked in Redis", func() bool { return blockedOn(t, rc, "blpop") == 1 })
+	blockInBLPOP(t, c, rc, "bq")
 	<-time.After(400*time.Millisecond - time.Since(start)) // four times upstream.timeout before the push
 	pushed := time.Now()
 	expectDo(t, p.dial(), ":1\r\n", "RPUSH", "bq", "x")
@@ -548,10 +554,7 @@ func TestBlockingClientLeaves(t *testing.T) {
 	// The same in a WATCH session, where the blocking command runs on the pinned connection.
 	c := p.dial()
 	expectDo(t, c, "+OK\r\n", "WATCH", "leave:w")
-	if err := c.Send("BLPOP", "leave:q2", "0"); err != nil {
-		t.Fatal(err)
-	}
-	redistest.Eventually(t, 5*time.Second, "BLPOP blocked in Redis", func() bool { return blockedOn(t, rc, "blpop") == 1 })
+	blockInBLPOP(t, c, rc, "leave:q2")
 	c.Close()
 	redistest.Eventually(t, 5*time.Second, "the pinned connection is closed when the client leaves", func() bool {
 		return blockedOn(t, rc, "blpop") == 0
@@ -672,10 +675,7 @@ func TestBlockingAbandonedPop(t *testing.T) {
 		if watch {
 			expectDo(t, worker, "+OK\r\n", "WATCH", "abandoned:w")
 		}
-		if err := worker.Send("BLPOP", q, "0"); err != nil {
-			t.Fatal(err)
-		}
-		redistest.Eventually(t, 5*time.Second, "BLPOP blocked in Redis", func() bool { return blockedOn(t, rc, "blpop") == 1 })
+		blockInBLPOP(t, worker, rc, q)
 		worker.Close()
 		<-time.After(50 * time.Millisecond) // the push comes 50 ms after the worker left
 		expectDo(t, p.dial(), ":1\r\n", "RPUSH", q, "job")

@@ -361,17 +361,8 @@ policies:
 		}
 	}
 
-	for _, tc := range []struct {
-		name, file string
-	}{
-		{"from the file", file},
-		{"from the sorted set (disk lost)", filepath.Join(t.TempDir(), "lost.txt")},
-	} {
-		next := startProxyOn(t, redis, cfg(tc.file))
-		admin := next.adminURL()
-		next.srv.StartWarmup()
-		redistest.Eventually(t, 10*time.Second, tc.name+": ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
-		redistest.Eventually(t, 10*time.Second, tc.name+": warm-up done", func() bool { return !next.srv.warmer.Stats().Running })
+	for _, tc := range hotKeySources(t, file) {
+		next := startWarmed(t, redis, cfg(tc.file), tc.name)
 		gets := redis.Calls("get")
 		mgetAll(t, next.dial(), hot)
 		if got := redis.Calls("get") - gets; got != 0 {
@@ -379,6 +370,30 @@ policies:
 		}
 		next.srv.Close()
 	}
+}
+
+// hotKeySource is where a restarted featcache finds its hot keys: the file its predecessor wrote, or, when that file
+// is lost with the disk, the sorted set.
+type hotKeySource struct{ name, file string }
+
+// hotKeySources returns both sources, for a predecessor that wrote file.
+func hotKeySources(t *testing.T, file string) []hotKeySource {
+	return []hotKeySource{
+		{"from the file", file},
+		{"from the sorted set (disk lost)", filepath.Join(t.TempDir(), "lost.txt")},
+	}
+}
+
+// startWarmed starts a featcache configured by yamlCfg in front of redis, starts its warm-up, and waits until it is
+// ready and the warm-up is done; what names the case in failures.
+func startWarmed(t *testing.T, redis *redistest.Server, yamlCfg, what string) *testProxy {
+	t.Helper()
+	p := startProxyOn(t, redis, yamlCfg)
+	admin := p.adminURL()
+	p.srv.StartWarmup()
+	redistest.Eventually(t, 10*time.Second, what+": ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
+	redistest.Eventually(t, 10*time.Second, what+": warm-up done", func() bool { return !p.srv.warmer.Stats().Running })
+	return p
 }
 
 func sameSet(a, b []string) bool {
