@@ -62,15 +62,49 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// process is a child process a test started.
+type process struct {
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the process has exited
+	exitErr error         // set before exited is closed
+}
+
+// startProcess starts cmd. When the test ends, a process still running is sent stop and, if it has not exited
+// within grace, killed; with a nil stop it is killed at once.
+func startProcess(t *testing.T, cmd *exec.Cmd, stop os.Signal, grace time.Duration) *process {
+	t.Helper()
+	pr := &process{cmd: cmd, exited: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { pr.exitErr = cmd.Wait(); close(pr.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-pr.exited:
+			return
+		default:
+		}
+		if stop != nil {
+			cmd.Process.Signal(stop)
+			select {
+			case <-pr.exited:
+				return
+			case <-time.After(grace):
+			}
+		}
+		cmd.Process.Kill()
+		<-pr.exited
+	})
+	return pr
+}
+
 // instance is one featcache process.
 type instance struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	log     *redistest.LogBuffer
-	addr    string // RESP
-	admin   string // http://host:port
-	exited  chan struct{}
-	exitErr error // set before exited is closed
+	*process
+	t     *testing.T
+	log   *redistest.LogBuffer
+	addr  string // RESP
+	admin string // http://host:port
 }
 
 // startBinary runs featcache with the configuration yamlCfg (listen and admin on free ports) in front of redis and
@@ -89,24 +123,15 @@ func startBinaryArgs(t *testing.T, yamlCfg string, args ...string) *instance {
 	if err := os.WriteFile(cfgPath, []byte(yamlCfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{t: t, log: &redistest.LogBuffer{}, addr: listen, admin: "http://" + admin, exited: make(chan struct{})}
-	in.cmd = exec.Command(binary(t), append([]string{"-config", cfgPath, "-listen", listen, "-admin", admin}, args...)...)
-	in.cmd.Stderr = in.log
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { in.exitErr = in.cmd.Wait(); close(in.exited) }()
+	in := &instance{t: t, log: &redistest.LogBuffer{}, addr: listen, admin: "http://" + admin}
+	cmd := exec.Command(binary(t), append([]string{"-config", cfgPath, "-listen", listen, "-admin", admin}, args...)...)
+	cmd.Stderr = in.log
 	t.Cleanup(func() {
-		select {
-		case <-in.exited:
-		default:
-			in.cmd.Process.Kill()
-			<-in.exited
-		}
 		if t.Failed() {
 			t.Logf("featcache log:\n%s", in.log.String())
 		}
 	})
+	in.process = startProcess(t, cmd, nil, 0)
 	redistest.Eventually(t, 30*time.Second, "featcache ready", func() bool { return in.status("/readyz") == http.StatusOK })
 	return in
 }
