@@ -349,9 +349,7 @@ func TestForwardedDuringBusyGetsRedisReply(t *testing.T) {
 	expectDo(t, direct, "+OK\r\n", "AUTH", "pw")
 	looper := redis.Dial()
 	expectDo(t, looper, "+OK\r\n", "AUTH", "pw")
-	if err := looper.Send("EVAL", "while true do end", "0"); err != nil {
-		t.Fatal(err)
-	}
+	looper.Loop()
 	redistest.Eventually(t, 10*time.Second, "Redis busy", func() bool {
 		return strings.HasPrefix(string(direct.Do("GET", "x")), "-BUSY ")
 	})

@@ -188,9 +188,7 @@ func TestPoolConnectsWhileBusy(t *testing.T) {
 	expectRaw(t, direct, "+OK\r\n", "AUTH", "pw")
 	script := srv.Dial()
 	expectRaw(t, script, "+OK\r\n", "AUTH", "pw")
-	if err := script.Send("EVAL", "while true do end", "0"); err != nil {
-		t.Fatal(err)
-	}
+	script.Loop()
 	var want string
 	redistest.Eventually(t, 5*time.Second, "Redis busy", func() bool {
 		want = string(direct.Do("SET", "k", "v"))

@@ -160,9 +160,7 @@ func TestTrackerSessionFailsWhileBusy(t *testing.T) {
 		if err := c.Send("CLIENT", "KILL", "ID", id); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Send("EVAL", "while true do end", "0"); err != nil {
-			t.Fatal(err)
-		}
+		c.Loop()
 		redistest.Eventually(t, 5*time.Second, "the loss reported", func() bool {
 			_, _, _, losts := ev.snapshot()
 			return losts == cycle
@@ -195,9 +193,7 @@ func TestTrackerBarrierWhileBusy(t *testing.T) {
 	tr, ev := startTracker(t, srv.Addr(), "k:")
 	srv.Do("SET", "k:1", "v")
 	script := srv.Dial()
-	if err := script.Send("EVAL", "while true do end", "0"); err != nil {
-		t.Fatal(err)
-	}
+	script.Loop()
 	redistest.Eventually(t, 5*time.Second, "Redis busy", func() bool {
 		return strings.HasPrefix(string(srv.Do("GET", "x")), "-BUSY")
 	})

@@ -435,3 +435,13 @@ while true do
   if n[1] * 1000000 + n[2] - start >= tonumber(ARGV[1]) * 1000 then break end
 end
 return 1`
+
+// Loop sends EVAL of a Lua script that runs until SCRIPT KILL, without reading the reply: once
+// busy-reply-threshold passes, the server answers other clients -BUSY; after SCRIPT KILL, c reads the script's
+// error. A failed send fails the test.
+func (c *Conn) Loop() {
+	c.tb.Helper()
+	if err := c.Send("EVAL", "while true do end", "0"); err != nil {
+		c.tb.Fatalf("redistest: send EVAL: %v", err)
+	}
+}
