@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -200,15 +199,10 @@ func TestAdmissionKeepsGenerations(t *testing.T) {
 // no fill hands a waiter, a value older than the latest invalidation of its key that returned before the read
 // began; every fill completes (no flight held at the end). Run it with -race.
 func TestAdmissionStress(t *testing.T) {
-	const (
-		nKeys   = 16
-		readers = 6
-	)
-	ops := stressOps(6000, 1000)
 	clk := newClock(t0)
 	c := fullCache(t, clk)
 	p := &Policy{SoftTTL: time.Hour, HardTTL: time.Hour}
-	m := newStressModel(nKeys)
+	m := newStressModel(16)
 	filler := Result{Value: []byte(strings.Repeat("f", 900)), PTTL: NoExpiry}
 	m.background(func(i int) { // keeps the tier evicting, so the filter decides
 		f, leader := c.Acquire([]byte("filler:" + strconv.Itoa(i%5000)))
@@ -217,35 +211,18 @@ func TestAdmissionStress(t *testing.T) {
 			c.Complete(f, filler, p)
 		}
 	})
-	m.background(func(i int) { m.write(c, i%nKeys) })
-	var rw sync.WaitGroup
-	for g := range readers {
-		rw.Add(1)
-		go func() {
-			defer rw.Done()
-			r := rand.New(rand.NewPCG(uint64(g), 3))
-			buf := make([]byte, 0, 64)
-			for range ops {
-				k := r.IntN(nKeys)
-				floor := m.invalidated[k].Load()
-				var lk Lookup
-				if buf, lk = c.AppendGet(buf[:0], m.keys[k], p, clk.Now(), false); lk.State != StateMiss {
-					if !m.servedNewEnough(t, buf, k, floor) {
-						return
-					}
-					continue
-				}
-				f, leader := c.Acquire(m.keys[k])
-				if leader {
-					c.Complete(f, m.read(k), p)
-				}
-				if !m.fillNewEnough(t, f, k, floor) {
-					return
-				}
-			}
-		}()
-	}
-	rw.Wait()
+	m.background(func(i int) { m.write(c, i%len(m.keys)) })
+	m.readers(6, stressOps(6000, 1000), 3, func(_ *rand.Rand, buf []byte, k int, floor uint64) ([]byte, bool) {
+		var lk Lookup
+		if buf, lk = c.AppendGet(buf[:0], m.keys[k], p, clk.Now(), false); lk.State != StateMiss {
+			return buf, m.servedNewEnough(t, buf, k, floor)
+		}
+		f, leader := c.Acquire(m.keys[k])
+		if leader {
+			c.Complete(f, m.fetch(k), p)
+		}
+		return buf, m.fillNewEnough(t, f, k, floor)
+	})
 	m.stop()
 	if n := flightsHeld(c); n != 0 {
 		t.Errorf("%d flights held after every fill completed", n)

@@ -63,56 +63,42 @@ func TestStressInvariants(t *testing.T) {
 	})
 
 	var served, led, waited atomic.Int64
-	var rw sync.WaitGroup
 	start := time.Now()
-	for g := range readers {
-		rw.Add(1)
-		go func() {
-			defer rw.Done()
-			r := rand.New(rand.NewPCG(uint64(g), 2))
-			buf := make([]byte, 0, 64)
-			for range ops {
-				k := r.IntN(nKeys)
-				floor := m.invalidated[k].Load()
-				var lk Lookup
-				buf, lk = c.AppendGet(buf[:0], m.keys[k], p, clk.Now(), r.IntN(4) == 0)
-				if lk.State != StateMiss {
-					served.Add(1)
-					if !m.servedNewEnough(t, buf, k, floor) {
-						return
-					}
-					if lk.State != StateStale {
-						continue
-					}
-				}
-				f, leader := c.Acquire(m.keys[k])
-				if leader {
-					led.Add(1)
-					id := fillID{f.flight, f.gen, f.stamp}
-					inflightMu.Lock()
-					if inflight[id] {
-						t.Errorf("two fills of %s in flight for generation %d stamp %x", m.keys[k], f.gen, f.stamp)
-					}
-					inflight[id] = true
-					inflightMu.Unlock()
-
-					runtime.Gosched() // widen the window for invalidations and joins
-					res := m.read(k)
-
-					inflightMu.Lock()
-					delete(inflight, id)
-					inflightMu.Unlock()
-					c.Complete(f, res, p)
-				} else {
-					waited.Add(1)
-				}
-				if !m.fillNewEnough(t, f, k, floor) {
-					return
-				}
+	m.readers(readers, ops, 2, func(r *rand.Rand, buf []byte, k int, floor uint64) ([]byte, bool) {
+		var lk Lookup
+		buf, lk = c.AppendGet(buf[:0], m.keys[k], p, clk.Now(), r.IntN(4) == 0)
+		if lk.State != StateMiss {
+			served.Add(1)
+			if !m.servedNewEnough(t, buf, k, floor) {
+				return buf, false
 			}
-		}()
-	}
-	rw.Wait()
+			if lk.State != StateStale {
+				return buf, true
+			}
+		}
+		f, leader := c.Acquire(m.keys[k])
+		if leader {
+			led.Add(1)
+			id := fillID{f.flight, f.gen, f.stamp}
+			inflightMu.Lock()
+			if inflight[id] {
+				t.Errorf("two fills of %s in flight for generation %d stamp %x", m.keys[k], f.gen, f.stamp)
+			}
+			inflight[id] = true
+			inflightMu.Unlock()
+
+			runtime.Gosched() // widen the window for invalidations and joins
+			res := m.fetch(k)
+
+			inflightMu.Lock()
+			delete(inflight, id)
+			inflightMu.Unlock()
+			c.Complete(f, res, p)
+		} else {
+			waited.Add(1)
+		}
+		return buf, m.fillNewEnough(t, f, k, floor)
+	})
 	elapsed := time.Since(start)
 	m.stop()
 
@@ -171,6 +157,29 @@ func (m *stressModel) background(loop func(i int)) {
 	}()
 }
 
+// readers runs n reader goroutines and waits for them. Each makes ops reads of random keys (its random source
+// seeded by its index and seed): read(r, buf, k, floor) reads key k, with buf for the reply, for a lookup that began
+// when floor was k's latest returned invalidation, and returns buf and whether the goroutine goes on.
+func (m *stressModel) readers(n, ops int, seed uint64, read func(r *rand.Rand, buf []byte, k int, floor uint64) ([]byte, bool)) {
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), seed))
+			buf := make([]byte, 0, 64)
+			for range ops {
+				k := r.IntN(len(m.keys))
+				var ok bool
+				if buf, ok = read(r, buf, k, m.invalidated[k].Load()); !ok {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // stop ends the background loops and waits for them.
 func (m *stressModel) stop() {
 	m.halt.Store(true)
@@ -188,8 +197,8 @@ func (m *stressModel) write(c *Cache, k int) {
 	}
 }
 
-// read is what a fill of key k reads upstream now: "k<k>:v<version>".
-func (m *stressModel) read(k int) Result {
+// fetch is what a fill of key k reads upstream now: "k<k>:v<version>".
+func (m *stressModel) fetch(k int) Result {
 	m.mu.Lock()
 	v := m.ver[k]
 	m.mu.Unlock()
