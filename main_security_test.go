@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -215,15 +214,7 @@ policies: [{name: all, prefix: "", hard_ttl: 1h}]
 		return strings.Contains(in.logs.String(), "tracking: established")
 	})
 	c := redistest.Dial(t, in.listen)
-	getCalls := func() int {
-		info := string(rc.Do("INFO", "commandstats"))
-		_, rest, ok := strings.Cut(info, "cmdstat_get:calls=")
-		if !ok {
-			return 0
-		}
-		n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-		return n
-	}
+	getCalls := func() int { return redistest.CommandCalls(string(rc.Do("INFO", "commandstats")), "get") }
 	if got := string(c.Do("SET", "k", "v1")); got != "+OK\r\n" {
 		t.Fatalf("SET k v1: got %q", got)
 	}

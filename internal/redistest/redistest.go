@@ -417,8 +417,13 @@ func (l *LogBuffer) String() string {
 // INFO commandstats; 0 if it never has.
 func (s *Server) Calls(cmd string) int {
 	s.tb.Helper()
+	return CommandCalls(string(s.Do("INFO", "commandstats")), cmd)
+}
+
+// CommandCalls reads how many times cmd was executed from info, a reply to INFO commandstats; 0 if it never was.
+func CommandCalls(info, cmd string) int {
 	prefix := "cmdstat_" + cmd + ":calls="
-	for _, line := range strings.Split(string(s.Do("INFO", "commandstats")), "\n") {
+	for _, line := range strings.Split(info, "\n") {
 		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
 			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
 			return n
