@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"featcache/internal/resp"
+	"featcache/internal/testkit"
 )
 
 // TestStressInvariants runs readers (AppendGet, and Acquire/Complete on a miss or a soft-stale hit),
@@ -132,8 +133,7 @@ type stressModel struct {
 	// invalidated[k] is the highest version of k whose invalidation has returned.
 	invalidated []atomic.Uint64
 
-	halt atomic.Bool
-	bg   sync.WaitGroup
+	bg testkit.Loops
 }
 
 // newStressModel returns a model of nKeys keys, "feature:0" to "feature:<nKeys-1>", all at version 0.
@@ -147,14 +147,11 @@ func newStressModel(nKeys int) *stressModel {
 
 // background runs loop(0), loop(1), ... on a goroutine of its own until stop, yielding between calls.
 func (m *stressModel) background(loop func(i int)) {
-	m.bg.Add(1)
-	go func() {
-		defer m.bg.Done()
-		for i := 0; !m.halt.Load(); i++ {
-			loop(i)
-			runtime.Gosched()
-		}
-	}()
+	m.bg.Go(func(i int) bool {
+		loop(i)
+		runtime.Gosched()
+		return true
+	})
 }
 
 // readers runs n reader goroutines and waits for them. Each makes ops reads of random keys (its random source
@@ -181,10 +178,7 @@ func (m *stressModel) readers(n, ops int, seed uint64, read func(r *rand.Rand, b
 }
 
 // stop ends the background loops and waits for them.
-func (m *stressModel) stop() {
-	m.halt.Store(true)
-	m.bg.Wait()
-}
+func (m *stressModel) stop() { m.bg.Stop() }
 
 // write bumps key k's version upstream, then invalidates k in c, and records the invalidation as returned.
 func (m *stressModel) write(c *Cache, k int) {

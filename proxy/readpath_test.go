@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 func bulk(s string) string { return "$" + strconv.Itoa(len(s)) + "\r\n" + s + "\r\n" }
@@ -209,45 +210,27 @@ policies:
 func TestNoStuckStaleValue(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	const keys = 16
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var loops testkit.Loops
 	for w := 0; w < 2; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			c := redistest.Dial(t, p.redis.Addr())
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c.Do("INCR", "k"+strconv.Itoa((i*7+w)%keys))
-			}
-		}(w)
+		c := redistest.Dial(t, p.redis.Addr())
+		loops.Go(func(i int) bool {
+			c.Do("INCR", "k"+strconv.Itoa((i*7+w)%keys))
+			return true
+		})
 	}
 	for r := 0; r < 6; r++ {
-		wg.Add(1)
-		go func(r int) {
-			defer wg.Done()
-			c := p.dial()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if i%5 == 0 {
-					c.Do("MGET", "k1", "k2", "k3", "k"+strconv.Itoa(i%keys))
-				} else {
-					c.Do("GET", "k"+strconv.Itoa((i+r)%keys))
-				}
+		c := p.dial()
+		loops.Go(func(i int) bool {
+			if i%5 == 0 {
+				c.Do("MGET", "k1", "k2", "k3", "k"+strconv.Itoa(i%keys))
+			} else {
+				c.Do("GET", "k"+strconv.Itoa((i+r)%keys))
 			}
-		}(r)
+			return true
+		})
 	}
 	time.Sleep(1500 * time.Millisecond) // the load phase
-	close(stop)
-	wg.Wait()
+	loops.Stop()
 	c := p.dial()
 	for k := 0; k < keys; k++ {
 		key := "k" + strconv.Itoa(k)

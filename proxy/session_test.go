@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // The tests of the pinned class (tx.go, pinned.go, blocking.go, pubsub.go): transactions, WATCH sessions, pub/sub
@@ -598,30 +599,21 @@ func TestBlockingConcurrentClients(t *testing.T) {
 // may follow +RESET (or QUIT's +OK), as with Redis.
 func TestPubSubResetUnderTraffic(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
+	var loops testkit.Loops
 	pub := redistest.Dial(t, p.redis.Addr())
-	go func() {
-		defer wg.Done()
-		batch := encodePipeline([]string{"PUBLISH", "busy", "m"}, []string{"PUBLISH", "busy", "m"}, []string{"PUBLISH", "busy", "m"})
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := pub.NetConn().Write(batch); err != nil {
-				return
-			}
-			for i := 0; i < 3; i++ {
-				if _, err := pub.Read(); err != nil {
-					return
-				}
+	batch := encodePipeline([]string{"PUBLISH", "busy", "m"}, []string{"PUBLISH", "busy", "m"}, []string{"PUBLISH", "busy", "m"})
+	loops.Go(func(int) bool {
+		if _, err := pub.NetConn().Write(batch); err != nil {
+			return false
+		}
+		for i := 0; i < 3; i++ {
+			if _, err := pub.Read(); err != nil {
+				return false
 			}
 		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+		return true
+	})
+	defer loops.Stop()
 	const message = "*3\r\n$7\r\nmessage\r\n$4\r\nbusy\r\n$1\r\nm\r\n"
 	for i := 0; i < 200; i++ {
 		c := p.dial()

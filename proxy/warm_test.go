@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -206,18 +205,11 @@ policies:
 `)
 	p.srv.StartWarmup()
 	file := writeKeysFile(t, keys)
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	var writers testkit.Loops
 	writer := func(addr string, seed uint64) {
-		defer wg.Done()
 		c := redistest.Dial(t, addr)
 		rng := rand.New(rand.NewPCG(seed, seed))
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		writers.Go(func(i int) bool {
 			k := keys[rng.IntN(n)]
 			err := c.Send("SET", k, "new-"+strconv.Itoa(i))
 			var r []byte
@@ -226,13 +218,13 @@ policies:
 			}
 			if err != nil || string(r) != "+OK\r\n" {
 				t.Errorf("SET %s: %q, %v", k, r, err)
-				return
+				return false
 			}
-		}
+			return true
+		})
 	}
-	wg.Add(2)
-	go writer(p.addr, 1)       // through featcache: invalidated before the reply
-	go writer(redis.Addr(), 2) // directly: invalidated by tracking
+	writer(p.addr, 1)       // through featcache: invalidated before the reply
+	writer(redis.Addr(), 2) // directly: invalidated by tracking
 	c := p.dial()
 	const rounds = 8
 	for round := 1; round <= rounds; round++ {
@@ -245,8 +237,7 @@ policies:
 			return st.SourcesDone == int64(round) && !st.Running
 		})
 	}
-	close(stop)
-	wg.Wait()
+	writers.Stop()
 	p.settle()
 	for i := 0; i < n; i += 500 {
 		part := keys[i:min(i+500, n)]
