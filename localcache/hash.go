@@ -108,10 +108,16 @@ func (c *Cache) CompleteHash(f *Fill, res Result, hr *HashResult) (stored bool) 
 	var buf *[]byte
 	stored = c.complete(f, res, answered, func(verified bool) (*[]byte, int) {
 		if hr == nil || res.Reply != nil {
+			if res.Reply != nil {
+				f.refused = NotStoredWrongType
+			}
 			return nil, 0
 		}
 		var expire int
 		buf, expire = c.mergeHash(f, &res, hr, verified)
+		if buf == nil && f.refused == 0 {
+			f.refused = f.hashRefusal(&res, hr, verified, c.now().UnixMilli())
+		}
 		return buf, expire
 	})
 	if buf != nil {
@@ -148,6 +154,7 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (
 	}
 	if len(f.key)+len(b) > c.maxEntry {
 		c.stats.tooLargeValues.Add(1)
+		f.refused = NotStoredTooLarge
 		putBuf(buf)
 		return nil, 0
 	}

@@ -341,6 +341,7 @@ func (c *client) explain(key, field []byte) []byte {
 	}
 	now := c.srv.now()
 	h, size, st, ok := c.srv.cache.Explain(key, lp, now)
+	c.appendNotStored(&b, key, h, ok, now)
 	if !ok {
 		b.WriteString("state:miss\r\n")
 		return b.Bytes()

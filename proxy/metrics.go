@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"featcache/internal/commands"
+	"featcache/localcache"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -475,6 +476,13 @@ func newStatsCollector(s *Server) *statsCollector {
 		"errors": d("errors_total", "Error replies featcache produced itself (not Redis's own errors, which are relayed), by reason: "+
 			"upstream (Redis failed, timed out or was unreachable, and nothing could be served), refused (commands.deny, "+
 			"and commands featcache cannot run for a client), snapshot (a snapshot pointer could not be resolved).", "reason"),
+		"notStored": d("not_stored_total", "Answers of the upstream about a cacheable key that were served and not stored, by "+
+			"reason: too_large (over the largest entry the local tier takes: local.max_memory/1024 minus 66 bytes and the "+
+			"key), key_too_large (key over 65535 bytes), wrong_type (an error about the key, such as WRONGTYPE), expired "+
+			"(the key expired during the read), no_negative_ttl (a missing key, negative_ttl 0), uncached_policy (a field "+
+			"policy that caches nothing), superseded (invalidated or flushed during the read), contested (an overlapping "+
+			"read answered otherwise), mget_overlap (an MGET that shared a key's fill with another read), untrusted "+
+			"(tracking down, no revalidate or serve_stale), not_admitted (the admission filter refused the key).", "reason"),
 		"commands": d("commands_total", "Commands received, by name as Redis's command table has it (\"client|setname\" for a "+
 			"subcommand); commands neither Redis nor featcache knows are counted as \"(unknown)\".", "command"),
 		"latency": d("request_duration_seconds", "Time from a command's arrival (the read of the pipeline that holds it) to its "+
@@ -593,6 +601,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("fills", int64(ls.FillsStored), "stored")
 	counter("fills", int64(ls.FillsDiscarded), "discarded")
 	counter("fills", int64(ls.FillsUntrusted), "untrusted")
+	for _, r := range localcache.Reasons {
+		counter("notStored", int64(ls.NotStored[r]), r.String())
+	}
 	counter("refreshes", st.Refreshes.Load())
 	counter("upreads", st.UpstreamReads.Load())
 	counter("roundtrips", st.RoundTrips.Load())
