@@ -191,44 +191,22 @@ policies:
 	// The endless pipeliner: batches of 200 commands (100 INCRs, 100 GETs of hot keys), written back to back by one
 	// goroutine while another reads the replies, until the connection closes.
 	rc := redistest.Dial(t, in.addr)
-	stream := rc.NetConn()
 	var batch []byte
 	for i := 0; i < 100; i++ {
 		batch = resp.AppendCommand(batch, "INCR", "cnt")
 		batch = resp.AppendCommand(batch, "GET", "k:"+strconv.Itoa(i%20))
 	}
-	go func() {
-		for {
-			if _, err := stream.Write(batch); err != nil {
-				return
-			}
-		}
-	}()
 	var incrReplies, replies atomic.Int64
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			frame, err := rc.ReadTimeout(30 * time.Second)
-			if err != nil {
-				if len(frame) > 0 {
-					err = fmt.Errorf("a partial reply %.60q, then %w", frame, err)
-				}
-				readErr <- err
-				return
+	readErr := rc.Flood(batch, 30*time.Second, func(frame []byte) error {
+		if replies.Add(1)%2 == 1 {
+			if want := ":" + strconv.FormatInt(incrReplies.Add(1), 10) + "\r\n"; string(frame) != want {
+				return fmt.Errorf("INCR reply %q; want %q", frame, want)
 			}
-			n := replies.Add(1)
-			if n%2 == 1 {
-				want := ":" + strconv.FormatInt(incrReplies.Add(1), 10) + "\r\n"
-				if string(frame) != want {
-					readErr <- fmt.Errorf("INCR reply %q; want %q", frame, want)
-					return
-				}
-			} else if !bytes.HasPrefix(frame, []byte("$")) {
-				readErr <- fmt.Errorf("GET reply %q", frame)
-				return
-			}
+		} else if !bytes.HasPrefix(frame, []byte("$")) {
+			return fmt.Errorf("GET reply %q", frame)
 		}
-	}()
+		return nil
+	})
 	redistest.Eventually(t, 10*time.Second, "the pipeliner running", func() bool { return replies.Load() > 5000 })
 
 	// The large pipeline, sent just before SIGTERM.

@@ -236,32 +236,14 @@ func TestShutdownStopsEndlessPipeliner(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		batch = resp.AppendCommand(batch, "INCR", "cnt")
 	}
-	go func() {
-		for {
-			if _, err := c.NetConn().Write(batch); err != nil {
-				return
-			}
+	replies := 0 // read after readErr
+	readErr := c.Flood(batch, 20*time.Second, func(frame []byte) error {
+		replies++
+		if want := ":" + strconv.Itoa(replies) + "\r\n"; string(frame) != want {
+			return errors.New("reply " + strconv.Quote(string(frame)) + ", want " + strconv.Quote(want))
 		}
-	}()
-	replies := 0
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			frame, err := c.ReadTimeout(20 * time.Second)
-			if err != nil {
-				if len(frame) > 0 {
-					err = errors.New("a partial reply " + strconv.Quote(string(frame)))
-				}
-				readErr <- err
-				return
-			}
-			replies++
-			if want := ":" + strconv.Itoa(replies) + "\r\n"; string(frame) != want {
-				readErr <- errors.New("reply " + strconv.Quote(string(frame)) + ", want " + strconv.Quote(want))
-				return
-			}
-		}
-	}()
+		return nil
+	})
 	redistest.Eventually(t, 10*time.Second, "pipelining", func() bool { return strings.HasPrefix(string(p.redis.Do("GET", "cnt")), "$4") })
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()

@@ -450,3 +450,35 @@ func (c *Conn) Loop() {
 		c.tb.Fatalf("redistest: send EVAL: %v", err)
 	}
 }
+
+// Flood makes c a client that pipelines without ever pausing: one goroutine writes batch again and again until a
+// write fails, another reads the replies, each within d, and hands them to check in order. The channel receives
+// what ended the reading: check's error, or the read error; a read that ends inside a reply is an error of its own
+// (not the read error wrapped), since a client must never be left with part of a reply.
+func (c *Conn) Flood(batch []byte, d time.Duration, check func(frame []byte) error) <-chan error {
+	go func() {
+		for {
+			if _, err := c.c.Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		for {
+			frame, err := c.ReadTimeout(d)
+			if err != nil {
+				if len(frame) > 0 {
+					err = fmt.Errorf("a partial reply %.60q, then %v", frame, err)
+				}
+				done <- err
+				return
+			}
+			if err := check(frame); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	return done
+}
