@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // The tests of featcache as its main function wires it: flags, configuration, protected mode, TLS and logs.
@@ -65,11 +65,7 @@ func (in *inProcess) shutdown(t *testing.T) {
 
 func writeConfig(t *testing.T, text string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "featcache.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testkit.WriteFile(t, t.TempDir(), "featcache.yaml", text)
 }
 
 // TestProtectedMode: featcache refuses to start on a non-loopback address unless clients need a password or a client

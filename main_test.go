@@ -119,10 +119,7 @@ func startBinaryArgs(t *testing.T, yamlCfg string, args ...string) *instance {
 	t.Helper()
 	listen := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	admin := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
-	cfgPath := filepath.Join(t.TempDir(), "featcache.yaml")
-	if err := os.WriteFile(cfgPath, []byte(yamlCfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := writeConfig(t, yamlCfg)
 	in := &instance{t: t, log: &redistest.LogBuffer{}, addr: listen, admin: "http://" + admin}
 	cmd := exec.Command(binary(t), append([]string{"-config", cfgPath, "-listen", listen, "-admin", admin}, args...)...)
 	cmd.Stderr = in.log

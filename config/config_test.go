@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"featcache/internal/testkit"
 )
 
 func TestParse(t *testing.T) {
@@ -1003,13 +1005,7 @@ func TestLoad(t *testing.T) {
 // again.
 func TestLoadPasswordFiles(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := func(name, content string) string { return testkit.WriteFile(t, dir, name, content) }
 	plain := write("plain", "s3cret")
 	newline := write("newline", "s3cret\n")
 	crlf := write("crlf", "s3cret\r\n")

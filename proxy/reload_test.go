@@ -13,6 +13,7 @@ import (
 
 	"featcache/config"
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // reloadable is a proxy whose configuration lives in a file that reloads read again.
@@ -182,10 +183,7 @@ policies:
 func TestReloadLogLevel(t *testing.T) {
 	level := new(slog.LevelVar)
 	redis := redistest.Start(t)
-	path := filepath.Join(t.TempDir(), "featcache.yaml")
-	if err := os.WriteFile(path, []byte("log: {level: warn}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := testkit.WriteFile(t, t.TempDir(), "featcache.yaml", "log: {level: warn}\n")
 	load := func() (*config.Config, error) {
 		cfg, err := config.Load(path)
 		if err != nil {

@@ -49,11 +49,7 @@ func writeKeysFile(t testing.TB, keys []string) string {
 	for _, k := range keys {
 		b = warm.AppendKeyLine(b, []byte(k))
 	}
-	path := filepath.Join(t.TempDir(), "keys.txt")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testkit.WriteFile(t, t.TempDir(), "keys.txt", string(b))
 }
 
 func keyList(prefix string, from, to int) []string {

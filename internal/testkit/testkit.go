@@ -1,11 +1,13 @@
 // Package testkit holds the pieces featcache's tests share that are not about starting Redis (that is
-// internal/redistest): reading featcache's admin HTTP endpoints, argument lists in the forms the packages take,
-// and the background loops of load tests.
+// internal/redistest): reading featcache's admin HTTP endpoints, writing configuration and password files,
+// argument lists in the forms the packages take, and the background loops of load tests.
 package testkit
 
 import (
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +32,17 @@ func Get(tb testing.TB, url string) (int, string) {
 		tb.Fatal(err)
 	}
 	return resp.StatusCode, string(body)
+}
+
+// WriteFile writes text to the file name in dir (mode 0600: it may hold a password) and returns its path; an error
+// fails the test.
+func WriteFile(tb testing.TB, dir, name, text string) string {
+	tb.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
 }
 
 // Args returns args as the byte slices a command line is held in ([][]byte), for tests of code that takes one.
