@@ -23,29 +23,8 @@ warm:
 policies:
   - {name: f, prefix: "f:", hard_ttl: 1h}
 `)
-	big := strings.Repeat("x", 900)
-	c := redistest.Dial(t, p.redis.Addr())
-	defer c.Close()
-	for i := range 3000 {
-		if err := c.Send("SET", "f:fill:"+strconv.Itoa(i), big); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 3000 {
-		if r, err := c.Read(); err != nil || string(r) != "+OK\r\n" {
-			t.Fatalf("SET: %q, %v", r, err)
-		}
-	}
 	p.redis.Do("SET", "f:new", "fresh-value")
-	p.settle()
-	fc := p.dial()
-	defer fc.Close()
-	for i := range 3000 { // fills the tier until it evicts: from then on the filter decides
-		fc.Do("GET", "f:fill:"+strconv.Itoa(i))
-	}
-	if ls := p.cache.Stats(); ls.Evictions == 0 {
-		t.Fatalf("the 1MB tier did not evict after 3000 fills of 900 bytes: %+v", ls)
-	}
+	fc := fillUntilEvicting(t, p)
 
 	want := string(p.redis.Do("GET", "f:new"))
 	for n := 1; n <= 4; n++ {
@@ -110,4 +89,33 @@ policies:
 	if got, want := string(fc.Do("GET", "f:new")), string(p.redis.Do("GET", "f:new")); got != want {
 		t.Errorf("GET after SET: %q; Redis answers %q", got, want)
 	}
+}
+
+// fillUntilEvicting writes 3000 values of 900 bytes straight to Redis (f:fill:0 and on) and reads each through a
+// new connection to featcache, whose 1MB tier has then had to evict: from then on an admission filter decides. It
+// returns that connection.
+func fillUntilEvicting(t *testing.T, p *testProxy) *redistest.Conn {
+	t.Helper()
+	big := strings.Repeat("x", 900)
+	c := p.redis.Dial()
+	defer c.Close()
+	for i := range 3000 {
+		if err := c.Send("SET", "f:fill:"+strconv.Itoa(i), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3000 {
+		if r, err := c.Read(); err != nil || string(r) != "+OK\r\n" {
+			t.Fatalf("SET: %q, %v", r, err)
+		}
+	}
+	p.settle()
+	fc := p.dial()
+	for i := range 3000 {
+		fc.Do("GET", "f:fill:"+strconv.Itoa(i))
+	}
+	if ls := p.cache.Stats(); ls.Evictions == 0 {
+		t.Fatalf("the 1MB tier did not evict after 3000 fills of 900 bytes: %+v", ls)
+	}
+	return fc
 }
