@@ -474,33 +474,23 @@ policies:
 	}
 	p.settle()
 	c := p.dial()
-	before := []struct {
-		args []string
-		want string
-	}{
+	before := []replyCase{
 		{[]string{"GET", "sw:str"}, bulk("db0")},
 		{[]string{"MGET", "sw:str", "sw:new", "sw:gone"}, "*3\r\n" + bulk("db0") + "$-1\r\n" + bulk("only0")},
 		{[]string{"HGET", "sw:h", "f"}, bulk("db0")},
 		{[]string{"HGETALL", "sw:h"}, "*2\r\n" + bulk("f") + bulk("db0")},
 		{[]string{"GET", "sw:new"}, "$-1\r\n"},
 	}
-	for _, r := range before {
-		expectDo(t, c, r.want, r.args...)
-	}
+	expectReplies(t, before, c)
 	hits := p.srv.Stats().Hits.Load()
-	for _, r := range before {
-		expectDo(t, c, r.want, r.args...)
-	}
+	expectReplies(t, before, c)
 	if p.srv.Stats().Hits.Load() == hits {
 		t.Fatal("the reads were not served from memory before the SWAPDB")
 	}
 
 	start := time.Now()
 	expectDo(t, db0, "+OK\r\n", "SWAPDB", "0", "1")
-	after := []struct {
-		args []string
-		want string
-	}{
+	after := []replyCase{
 		{[]string{"GET", "sw:str"}, bulk("db1")},
 		{[]string{"MGET", "sw:str", "sw:new", "sw:gone"}, "*3\r\n" + bulk("db1") + bulk("only1") + "$-1\r\n"},
 		{[]string{"HGET", "sw:h", "f"}, bulk("db1")},

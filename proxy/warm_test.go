@@ -280,10 +280,7 @@ policies:
 		t.Fatalf("re-running the warm-up made %d upstream GETs; want 0", got)
 	}
 
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	for _, tc := range []replyCase{
 		{[]string{"CACHE", "WARM", "FILE", "/no/such/file"}, "-ERR cannot read \"/no/such/file\""},
 		{[]string{"CACHE", "WARM", "ZSET", "plain"}, "-ERR \"plain\" is not a sorted set (TYPE: string)"},
 		{[]string{"CACHE", "WARM", "LIST", "x"}, "-ERR CACHE WARM takes FILE <path> or ZSET <key>"},
