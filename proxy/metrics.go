@@ -531,56 +531,16 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// Collect writes one scrape: the per-policy and latency histograms, then the counters and gauges of the tier, the
+// upstream and the clients, of warm-ups, hot keys and the cluster, and of reloads.
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	m := s.metrics
-	counter := func(name string, v int64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(c.d[name], prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge := func(name string, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(c.d[name], prometheus.GaugeValue, v, labels...)
-	}
-	boolean := func(b bool) float64 {
-		if b {
-			return 1
-		}
-		return 0
-	}
+	k := metricSink{d: c.d, ch: ch}
+	counter, gauge := k.counter, k.gauge
 
-	for _, pc := range m.all() {
-		for i, name := range resultNames {
-			counter("requests", pc.result(i), pc.name, name)
-		}
-		if pc == m.none {
-			continue
-		}
-		counter("staleError", pc.staleOnError.Load(), pc.name)
-		buckets := make(map[float64]uint64, len(ageBoundsMs))
-		var cum uint64
-		for i, b := range ageBoundsMs {
-			cum += uint64(pc.hit.buckets[i].Load() + pc.stale.buckets[i].Load())
-			buckets[float64(b)/1000] = cum
-		}
-		last := len(ageBoundsMs)
-		count := cum + uint64(pc.hit.buckets[last].Load()+pc.stale.buckets[last].Load())
-		sum := float64(pc.hit.sumMs.Load()+pc.stale.sumMs.Load()) / 1000
-		ch <- prometheus.MustNewConstHistogram(c.d["age"], count, sum, buckets, pc.name)
-	}
-
-	for class := range m.latency {
-		h := &m.latency[class]
-		buckets := make(map[float64]uint64, len(latBoundsNs))
-		var cum uint64
-		for i, b := range latBoundsNs {
-			cum += uint64(h.buckets[i].Load())
-			buckets[float64(b)/1e9] = cum
-		}
-		count := cum + uint64(h.buckets[len(latBoundsNs)].Load())
-		if count == 0 {
-			continue // a class appears with its first request: a scrape lists only what happened
-		}
-		ch <- prometheus.MustNewConstHistogram(c.d["latency"], count, float64(h.sumNs.Load())/1e9, buckets, latClassNames[class])
-	}
+	c.collectPolicies(k)
+	c.collectLatency(k)
 	for name, n := range m.commandCounts() {
 		counter("commands", n, name)
 	}
@@ -630,6 +590,85 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge("ready", boolean(ready))
 	gauge("draining", boolean(s.draining.Load()))
 
+	c.collectWarm(k)
+	c.collectCluster(k, ls.PartitionFlushes)
+
+	counter("reloads", m.reloadsOK.Load(), "ok")
+	counter("reloads", m.reloadsFailed.Load(), "rejected")
+	gauge("reloadOK", boolean(m.lastReloadOK.Load()))
+	gauge("reloadTime", float64(m.lastReload.Load()))
+}
+
+// metricSink writes the metrics of one scrape to ch; a metric is named by its key in statsCollector.d.
+type metricSink struct {
+	d  map[string]*prometheus.Desc
+	ch chan<- prometheus.Metric
+}
+
+func (k metricSink) counter(name string, v int64, labels ...string) {
+	k.ch <- prometheus.MustNewConstMetric(k.d[name], prometheus.CounterValue, float64(v), labels...)
+}
+
+func (k metricSink) gauge(name string, v float64, labels ...string) {
+	k.ch <- prometheus.MustNewConstMetric(k.d[name], prometheus.GaugeValue, v, labels...)
+}
+
+// boolean is a gauge's value for b: 1 or 0.
+func boolean(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// collectPolicies writes each policy's results and, but for keys of no policy, its served-stale count and the
+// histogram of the ages it served.
+func (c *statsCollector) collectPolicies(k metricSink) {
+	m := c.s.metrics
+	for _, pc := range m.all() {
+		for i, name := range resultNames {
+			k.counter("requests", pc.result(i), pc.name, name)
+		}
+		if pc == m.none {
+			continue
+		}
+		k.counter("staleError", pc.staleOnError.Load(), pc.name)
+		buckets := make(map[float64]uint64, len(ageBoundsMs))
+		var cum uint64
+		for i, b := range ageBoundsMs {
+			cum += uint64(pc.hit.buckets[i].Load() + pc.stale.buckets[i].Load())
+			buckets[float64(b)/1000] = cum
+		}
+		last := len(ageBoundsMs)
+		count := cum + uint64(pc.hit.buckets[last].Load()+pc.stale.buckets[last].Load())
+		sum := float64(pc.hit.sumMs.Load()+pc.stale.sumMs.Load()) / 1000
+		k.ch <- prometheus.MustNewConstHistogram(c.d["age"], count, sum, buckets, pc.name)
+	}
+}
+
+// collectLatency writes the latency histogram of each request class that has had a request.
+func (c *statsCollector) collectLatency(k metricSink) {
+	m := c.s.metrics
+	for class := range m.latency {
+		h := &m.latency[class]
+		buckets := make(map[float64]uint64, len(latBoundsNs))
+		var cum uint64
+		for i, b := range latBoundsNs {
+			cum += uint64(h.buckets[i].Load())
+			buckets[float64(b)/1e9] = cum
+		}
+		count := cum + uint64(h.buckets[len(latBoundsNs)].Load())
+		if count == 0 {
+			continue // a class appears with its first request: a scrape lists only what happened
+		}
+		k.ch <- prometheus.MustNewConstHistogram(c.d["latency"], count, float64(h.sumNs.Load())/1e9, buckets, latClassNames[class])
+	}
+}
+
+// collectWarm writes the counters and gauges of the warm-ups and of the hot-key tracker and its writes.
+func (c *statsCollector) collectWarm(k metricSink) {
+	s := c.s
+	counter, gauge := k.counter, k.gauge
 	ws := s.warmer.Stats()
 	counter("warmKeys", ws.Fetched, "fetched")
 	counter("warmKeys", ws.Present, "present")
@@ -649,7 +688,12 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("hotWrites", ps.ZsetWrites, "zset", "ok")
 	counter("hotWrites", ps.ZsetErrors, "zset", "error")
 	counter("hotTouched", ps.Touched)
+}
 
+// collectCluster writes the router's counters and the tier's trust per slot, only in front of a Redis Cluster;
+// partitionFlushes is the tier's count of slots flushed.
+func (c *statsCollector) collectCluster(k metricSink, partitionFlushes uint64) {
+	s, counter, gauge := c.s, k.counter, k.gauge
 	if cl := s.up.Cluster(); cl != nil {
 		cs := cl.Stats()
 		gauge("clMasters", float64(cs.Masters))
@@ -659,11 +703,6 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("clChanges", cs.MapChanges)
 		// The tier has a trust partition per hash slot in front of a cluster (upstream.PartitionedCache).
 		gauge("clUntrusted", float64(s.cache.UntrustedPartitions()))
-		counter("clFlushed", int64(ls.PartitionFlushes))
+		counter("clFlushed", int64(partitionFlushes))
 	}
-
-	counter("reloads", m.reloadsOK.Load(), "ok")
-	counter("reloads", m.reloadsFailed.Load(), "rejected")
-	gauge("reloadOK", boolean(m.lastReloadOK.Load()))
-	gauge("reloadTime", float64(m.lastReload.Load()))
 }
