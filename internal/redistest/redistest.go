@@ -266,6 +266,25 @@ func (s *Server) Do(args ...string) []byte {
 	return c.Do(args...)
 }
 
+// Calls returns how many times the server has executed cmd (lower case, "config|get" for a subcommand), from
+// INFO commandstats; 0 if it never has.
+func (s *Server) Calls(cmd string) int {
+	s.tb.Helper()
+	return CommandCalls(string(s.Do("INFO", "commandstats")), cmd)
+}
+
+// CommandCalls reads how many times cmd was executed from info, a reply to INFO commandstats; 0 if it never was.
+func CommandCalls(info, cmd string) int {
+	prefix := "cmdstat_" + cmd + ":calls="
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
 // Conn is a minimal RESP2 client for tests: it writes commands as multi-bulk arrays and reads whole reply frames,
 // returning their raw bytes so tests can compare them with what Redis sends.
 type Conn struct {
@@ -367,6 +386,38 @@ func (c *Conn) ReadTimeout(d time.Duration) ([]byte, error) {
 	return resp.ReadFrame(c.r, nil)
 }
 
+// Flood makes c a client that pipelines without ever pausing: one goroutine writes batch again and again until a
+// write fails, another reads the replies, each within d, and hands them to check in order. The channel receives
+// what ended the reading: check's error, or the read error; a read that ends inside a reply is an error of its own
+// (not the read error wrapped), since a client must never be left with part of a reply.
+func (c *Conn) Flood(batch []byte, d time.Duration, check func(frame []byte) error) <-chan error {
+	go func() {
+		for {
+			if _, err := c.c.Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		for {
+			frame, err := c.ReadTimeout(d)
+			if err != nil {
+				if len(frame) > 0 {
+					err = fmt.Errorf("a partial reply %.60q, then %v", frame, err)
+				}
+				done <- err
+				return
+			}
+			if err := check(frame); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	return done
+}
+
 // Encode returns args as a RESP multi-bulk command.
 func Encode(args ...string) []byte { return resp.AppendCommand(nil, args...) }
 
@@ -411,74 +462,4 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-// Calls returns how many times the server has executed cmd (lower case, "config|get" for a subcommand), from
-// INFO commandstats; 0 if it never has.
-func (s *Server) Calls(cmd string) int {
-	s.tb.Helper()
-	return CommandCalls(string(s.Do("INFO", "commandstats")), cmd)
-}
-
-// CommandCalls reads how many times cmd was executed from info, a reply to INFO commandstats; 0 if it never was.
-func CommandCalls(info, cmd string) int {
-	prefix := "cmdstat_" + cmd + ":calls="
-	for _, line := range strings.Split(info, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
-			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			return n
-		}
-	}
-	return 0
-}
-
-// SleepScript is a Lua script that keeps Redis busy for ARGV[1] milliseconds, then returns 1: run with EVAL and
-// no keys, it makes the server answer other clients -BUSY once busy-reply-threshold passes.
-const SleepScript = `local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]
-while true do
-  local n = redis.call('TIME')
-  if n[1] * 1000000 + n[2] - start >= tonumber(ARGV[1]) * 1000 then break end
-end
-return 1`
-
-// Loop sends EVAL of a Lua script that runs until SCRIPT KILL, without reading the reply: once
-// busy-reply-threshold passes, the server answers other clients -BUSY; after SCRIPT KILL, c reads the script's
-// error. A failed send fails the test.
-func (c *Conn) Loop() {
-	c.tb.Helper()
-	if err := c.Send("EVAL", "while true do end", "0"); err != nil {
-		c.tb.Fatalf("redistest: send EVAL: %v", err)
-	}
-}
-
-// Flood makes c a client that pipelines without ever pausing: one goroutine writes batch again and again until a
-// write fails, another reads the replies, each within d, and hands them to check in order. The channel receives
-// what ended the reading: check's error, or the read error; a read that ends inside a reply is an error of its own
-// (not the read error wrapped), since a client must never be left with part of a reply.
-func (c *Conn) Flood(batch []byte, d time.Duration, check func(frame []byte) error) <-chan error {
-	go func() {
-		for {
-			if _, err := c.c.Write(batch); err != nil {
-				return
-			}
-		}
-	}()
-	done := make(chan error, 1)
-	go func() {
-		for {
-			frame, err := c.ReadTimeout(d)
-			if err != nil {
-				if len(frame) > 0 {
-					err = fmt.Errorf("a partial reply %.60q, then %v", frame, err)
-				}
-				done <- err
-				return
-			}
-			if err := check(frame); err != nil {
-				done <- err
-				return
-			}
-		}
-	}()
-	return done
 }
