@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -52,34 +50,4 @@ func Args(args ...string) [][]byte {
 		out[i] = []byte(a)
 	}
 	return out
-}
-
-// Loops runs bodies in loops, each on a goroutine of its own, until Stop: the background load of a test (writers,
-// readers, a moving clock) while the test checks something else. The zero value is ready; its methods are safe for
-// concurrent use.
-type Loops struct {
-	stopped atomic.Bool
-	wg      sync.WaitGroup
-}
-
-// Go calls body(0), body(1), ... on a new goroutine until Stop is called or body returns false.
-func (l *Loops) Go(body func(i int) bool) {
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		for i := 0; !l.stopped.Load(); i++ {
-			if !body(i) {
-				return
-			}
-		}
-	}()
-}
-
-// Stopped reports whether Stop has been called, for a body that waits on its own.
-func (l *Loops) Stopped() bool { return l.stopped.Load() }
-
-// Stop ends every loop after its current call of body and waits until all have returned.
-func (l *Loops) Stop() {
-	l.stopped.Store(true)
-	l.wg.Wait()
 }
