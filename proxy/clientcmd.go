@@ -99,15 +99,7 @@ func (c *client) execMuted(cmd *resp.Command) {
 	case replySkipping:
 		c.reply = replyOn
 	}
-	c.out = c.out[:0]
-	c.seg.tail = c.seg.tail[:0]
-	for i := range c.seg.holes {
-		h := &c.seg.holes[i]
-		h.mute, h.pos = true, 0
-		if h.kind == holeRegion {
-			h.stop = 0
-		}
-	}
+	c.replies.mute()
 }
 
 // cmdClientInfo describes this client connection as one CLIENT LIST line.
@@ -309,6 +301,12 @@ func (c *client) cmdClientUnblock(args [][]byte) {
 	c.runSegment()
 	i := &other.info
 	i.mu.Lock()
+	if settling := i.settling; settling != nil {
+		// Redis may hold the command blocked already: wait until the client knows its connection's id.
+		i.mu.Unlock()
+		<-settling
+		i.mu.Lock()
+	}
 	defer i.mu.Unlock()
 	if i.blocked == nil {
 		c.intReply(0)
