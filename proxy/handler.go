@@ -430,12 +430,12 @@ func (c *client) runSegment() {
 		return
 	}
 	if s.req.Len() > 0 {
-		start := time.Now()
+		start := c.roundTripStart()
 		err := c.sendSegment() // over a shared connection, or the client's pinned one
-		c.srv.metrics.observeUpstream(s.class(), start)
 		// The round trip took its time: its replies, serve-stale's answers when it failed, and the reads after
 		// it are judged now.
 		s.now, s.waited = c.srv.now(), false
+		c.srv.metrics.observeUpstreamTook(s.class(), c.roundTripTook(start))
 		c.srv.stats.RoundTrips.Add(1)
 		// The replies are in memory now: charge them, so that a client whose segments bring back more than the
 		// budget has left is closed at the next flush.
@@ -467,10 +467,13 @@ func (c *client) runSegment() {
 // replies for the fills are then not used.
 func (c *client) sendShared() error {
 	s := &c.seg
-	start := time.Now()
 	fwd := s.forward || s.bypass
+	var fillsBy time.Time // the fills' bound, when they share the payload with forwarded commands
+	if fwd && len(s.fetches) > 0 {
+		fillsBy = time.Now().Add(c.srv.up.Timeout())
+	}
 	c.srv.up.Start(c.call, &s.req, fwd)
-	if fwd && len(s.fetches) > 0 && !c.call.WaitUntil(start.Add(c.srv.up.Timeout())) {
+	if !fillsBy.IsZero() && !c.call.WaitUntil(fillsBy) {
 		c.completeFills(upstream.ErrTimeout, false)
 	}
 	return c.call.Wait()
