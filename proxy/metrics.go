@@ -80,8 +80,9 @@ func ageBucket(ms int64) int {
 // the fresh hits of one policy by age bucket, and the calls of one command name. A pipeline of GET hits then
 // costs one atomic add per age bucket and one per command name, instead of three per GET, and between folds the
 // request path writes no cache line that the clients on other cores write too. Counts of another policy or
-// command fold the pending ones first. Every count is folded before a reply is written (flush) and before a
-// command other than a cached read runs (exec), so whoever reads the counters after a reply, or with a later
+// command fold the pending ones first. Every count is folded before a reply is written (flush, and the writes
+// while a segment's replies are assembled), since a write may wait as long as the client does not read, and before
+// a command other than a cached read runs (exec), so whoever reads the counters after a reply, or with a later
 // command of the same pipeline, finds every command before it counted. Only the client's goroutine touches them.
 //
 // A batch of one command gains nothing by it: its counts go straight to the shared counters (on is false).
