@@ -61,23 +61,31 @@ func (c *client) cmdReset(args [][]byte) {
 		c.setAuthed(false)
 	}
 	c.setUser([]byte("default"))
+	if c.seg.proto != 2 {
+		c.runSegment()  // the replies before RESET are assembled in the protocol they were sent in
+		c.seg.proto = 2 // RESET returns to RESP2, as in Redis
+	}
 	c.publish()
 	c.simpleReply("RESET")
 }
 
-// cmdHello answers HELLO [protover [AUTH username password] [SETNAME name]] for protocol 2 with Redis's reply
-// shape. Protocol 3 is refused with -NOPROTO, so clients fall back to RESP2.
+// cmdHello answers HELLO [protover [AUTH username password] [SETNAME name]] as Redis 7.0 does: protocol 2 or 3
+// (RESP3, from then on every reply to the client), without a version in the protocol the client speaks, and Redis's
+// reply: a map (a flat array in RESP2) of server, version, proto, id, mode, role and modules. In front of a Redis
+// Cluster protocol 3 is refused with -NOPROTO, so clients fall back to RESP2 (docs/commands.md).
 func (c *client) cmdHello(args [][]byte) {
+	proto := c.seg.proto
 	if len(args) >= 2 {
 		ver, ok := resp.ParseInt(args[1])
 		if !ok {
 			c.errorReply("ERR Protocol version is not an integer or out of range")
 			return
 		}
-		if ver != 2 {
+		if ver != 2 && (ver != 3 || !c.srv.offersRESP3()) {
 			c.errorReply("NOPROTO unsupported protocol version")
 			return
 		}
+		proto = int(ver)
 	}
 	var setname []byte
 	for i := 2; i < len(args); i++ {
@@ -106,17 +114,23 @@ func (c *client) cmdHello(args [][]byte) {
 	}
 	if setname != nil {
 		c.name = append(c.name[:0], setname...)
-		c.publish()
 	}
+	if proto != c.seg.proto {
+		// The replies of the commands before HELLO are assembled in the protocol they were sent in.
+		c.runSegment()
+		c.switchPinned(proto)
+		c.seg.proto = proto
+	}
+	c.publish()
 	info := c.srv.hello.Load()
 	buf := c.seg.buf(&c.out)
-	b := resp.AppendArray(*buf, 14)
+	b := resp.AppendMapFor(*buf, 7, proto)
 	b = resp.AppendBulkString(b, "server")
 	b = resp.AppendBulkString(b, "redis")
 	b = resp.AppendBulkString(b, "version")
 	b = resp.AppendBulkString(b, info.version)
 	b = resp.AppendBulkString(b, "proto")
-	b = resp.AppendInt(b, 2)
+	b = resp.AppendInt(b, int64(proto))
 	b = resp.AppendBulkString(b, "id")
 	b = resp.AppendInt(b, c.id)
 	b = resp.AppendBulkString(b, "mode")
@@ -253,7 +267,10 @@ func (c *client) cmdConfigGet(args [][]byte) {
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	c.rawReply(redactConfig(c.call.Frame(0)))
+	buf := c.seg.buf(&c.out)
+	mark := len(*buf)
+	*buf = append(*buf, redactConfig(c.call.Frame(0))...)
+	*buf = c.seg.to3(*buf, mark, true) // a map in RESP3
 }
 
 // redactedValue replaces the value of a secret configuration parameter.
@@ -328,7 +345,7 @@ func validClientName(name []byte) bool {
 
 func (c *client) cmdClientGetname(args [][]byte) {
 	if len(c.name) == 0 {
-		c.rawReply(nullBulk)
+		c.nullReply()
 		return
 	}
 	c.bulkReply(c.name)
@@ -425,6 +442,7 @@ type clientInfo struct {
 	ssub    int
 	monitor bool
 	noEvict bool
+	proto   int // the protocol HELLO chose (CLIENT LIST's resp)
 	// While the client waits in a blocking command: the dedicated connection and its id in Redis, for CLIENT
 	// UNBLOCK, which holds mu while it unblocks it so that the connection cannot be handed to another client
 	// meanwhile; the command and since when (CLIENT LIST's cmd and idle).
@@ -448,6 +466,7 @@ func (c *client) publish() {
 		i.name = string(c.name)
 	}
 	i.inMulti, i.queued, i.sub, i.psub, i.ssub, i.monitor = c.tx.multi, c.tx.queued, sub, psub, ssub, monitor
+	i.proto = c.seg.proto
 	i.mu.Unlock()
 }
 
@@ -509,6 +528,7 @@ type clientView struct {
 	monitor bool
 	noEvict bool
 	blocked bool
+	proto   int
 	cmd     string // the last command's full name, "NULL" before the first
 	age     int64  // seconds
 	idle    int64  // seconds
@@ -519,7 +539,7 @@ func (c *client) view(now time.Time, cmd string) clientView {
 	i := &c.info
 	i.mu.Lock()
 	v := clientView{c: c, name: i.name, user: i.user, multi: -1, sub: i.sub, psub: i.psub, ssub: i.ssub,
-		monitor: i.monitor, noEvict: i.noEvict, blocked: i.blocked != nil}
+		monitor: i.monitor, noEvict: i.noEvict, blocked: i.blocked != nil, proto: i.proto}
 	if i.inMulti {
 		v.multi = i.queued
 	}
@@ -613,8 +633,9 @@ func (v *clientView) appendLine(b []byte) []byte {
 	b = append(b, v.cmd...)
 	b = append(b, " user="...)
 	b = append(b, v.user...)
-	b = append(b, " redir=-1 resp=2\n"...)
-	return b
+	b = append(b, " redir=-1 resp="...)
+	b = strconv.AppendInt(b, int64(v.proto), 10)
+	return append(b, '\n')
 }
 
 // socketFD returns the file descriptor of a client's socket (TLS included), or -1.
@@ -674,7 +695,7 @@ func (c *client) viewOf(other *client, now time.Time, cmd string) clientView {
 // cmdClientInfo describes this client connection as one CLIENT LIST line.
 func (c *client) cmdClientInfo(args [][]byte) {
 	v := c.viewOf(c, c.srv.now(), "client|info")
-	c.bulkReply(v.appendLine(nil))
+	c.verbatimReply(v.appendLine(nil))
 }
 
 // cmdClientList answers CLIENT LIST [TYPE type | ID id ...] about featcache's clients, with Redis's syntax and
@@ -721,7 +742,7 @@ func (c *client) cmdClientList(args [][]byte) {
 			}
 		}
 	}
-	c.bulkReply(b)
+	c.verbatimReply(b)
 }
 
 // clientType reads a TYPE filter: normal, pubsub, master, replica or slave. It returns the kind clientView.kind
@@ -914,14 +935,15 @@ func (c *client) cmdClientNoEvict(args [][]byte) {
 // (CLIENT TRACKING is refused).
 func (c *client) cmdClientGetredir(args [][]byte) { c.intReply(-1) }
 
-// trackingOffReply is CLIENT TRACKINGINFO's reply for a client without tracking: flags [off], redirect -1,
-// prefixes [].
-var trackingOffReply = func() []byte {
-	b := resp.AppendBulkString(resp.AppendArray(nil, 6), "flags")
-	b = resp.AppendBulkString(resp.AppendArray(b, 1), "off")
-	b = resp.AppendInt(resp.AppendBulkString(b, "redirect"), -1)
-	return resp.AppendArray(resp.AppendBulkString(b, "prefixes"), 0)
-}()
-
-// cmdClientTrackinginfo answers as Redis does for a client without tracking.
-func (c *client) cmdClientTrackinginfo(args [][]byte) { c.rawReply(trackingOffReply) }
+// cmdClientTrackinginfo answers as Redis does for a client without tracking: a map (an array in RESP2) of flags, a
+// set holding "off", redirect -1 and prefixes, an empty array.
+func (c *client) cmdClientTrackinginfo(args [][]byte) {
+	c.mapReply(3)
+	c.bulkStringReply("flags")
+	c.setReply(1)
+	c.bulkStringReply("off")
+	c.bulkStringReply("redirect")
+	c.intReply(-1)
+	c.bulkStringReply("prefixes")
+	c.arrayReply(0)
+}

@@ -87,6 +87,16 @@ type segment struct {
 	forward bool      // the payload holds forwarded commands, not only fetches
 	bypass  bool      // the payload holds GETs of an MGET's uncached keys
 	tx      bool      // the payload is a transaction, or part of one (session.go: sendSegment)
+
+	// proto is the client's protocol (HELLO): 2, or 3 for RESP3. The replies the segment builds are in it.
+	proto int
+	// up3: the payload's last command leaves its connection speaking RESP3. A RESP3 client's forwarded commands are
+	// sent between HELLO 3 and HELLO 2 on the shared connection, so that Redis writes their replies in RESP3 and
+	// they are relayed as Redis wrote them; featcache's own reads (fills) stay in RESP2 (see upstream3).
+	up3 bool
+	// pin is the client's pinned connection (txState.conn): while it has one, the payload goes there, and that
+	// connection speaks the client's protocol already (prepareConn), so nothing switches it.
+	pin **upstream.Conn
 }
 
 // class is the upstream round-trip class of the segment's payload, for featcache_upstream_duration_seconds.
@@ -127,7 +137,7 @@ func (s *segment) reset() {
 	s.fetches = s.fetches[:0]
 	s.writes = s.writes[:0]
 	s.doErr = nil
-	s.forward, s.bypass, s.tx = false, false, false
+	s.forward, s.bypass, s.tx, s.up3 = false, false, false, false
 	if s.req.Cap() > maxSegmentBytes*2 {
 		s.req = upstream.Payload{}
 	}
@@ -161,6 +171,7 @@ func (s *segment) full() bool {
 // addForward appends a command to the payload, routed by its keys as info's key specs find them (info is nil for
 // a command Redis does not know, or one without keys), and a hole for its reply.
 func (s *segment) addForward(cmd *resp.Command, info *commands.Info) {
+	s.upstream3()
 	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.req.Len()})
 	s.req.Append(info, cmd.Args, cmd.Raw)
 	s.forward = true
@@ -168,6 +179,7 @@ func (s *segment) addForward(cmd *resp.Command, info *commands.Info) {
 
 // addForwardKey is addForward for a command whose slot is key's: a cached read forwarded as it is.
 func (s *segment) addForwardKey(cmd *resp.Command, key []byte) {
+	s.upstream3()
 	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.req.Len()})
 	appendCommand(&s.req, int(upstream.Slot(key)), cmd)
 	s.forward = true
@@ -177,6 +189,7 @@ func (s *segment) addForwardKey(cmd *resp.Command, key []byte) {
 // own, or of a dedicated connection. The caller resets the payload once the round trip is over.
 func (s *segment) request(cmd *resp.Command) []byte {
 	s.req.Reset()
+	s.up3 = false
 	appendCommand(&s.req, upstream.NoSlot, cmd)
 	return s.req.Bytes()
 }
@@ -193,6 +206,7 @@ func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, k
 		var look localcache.Lookup
 		if *buf, look = cache.AppendGet(*buf, key, lp, now, false); look.State != localcache.StateMiss {
 			cache.Complete(f, servedResult((*buf)[mark:]), lp)
+			*buf = s.fixNil(*buf, mark)
 			if look.State == localcache.StateFresh {
 				pc.hit.observe(look.Age)
 			} else {
@@ -200,6 +214,7 @@ func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, k
 			}
 			return
 		}
+		s.upstream2()
 		s.fetches = append(s.fetches, fetchItem{fill: f, lp: lp, frame: s.req.Len()})
 		s.req.AppendFetch(key)
 	}
@@ -217,6 +232,7 @@ func servedResult(reply []byte) localcache.Result {
 
 // addBypass fetches an MGET key that no policy caches with a plain GET.
 func (s *segment) addBypass(key []byte) {
+	s.upstream2()
 	s.holes = append(s.holes, hole{kind: holeMgetBypass, pos: len(s.tail), frame: s.req.Len()})
 	s.req.AppendKey("GET", key)
 	s.bypass = true
@@ -387,7 +403,10 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 			if isUpstreamFailure(f) {
 				return dst, false
 			}
-			return resp.AppendNullBulk(dst), true // MGET answers nil for a key of another type
+			return append(dst, s.null()...), true // MGET answers nil for a key of another type
+		}
+		if bytes.Equal(f, nullBulk) {
+			return append(dst, s.null()...), true
 		}
 		return append(dst, f...), true
 	}
@@ -403,7 +422,9 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 	case res.Err != nil:
 		if h.lp.ServeStale {
 			var look localcache.Lookup
+			mark := len(dst)
 			if dst, look = c.srv.cache.AppendGet(dst, h.key, h.lp, c.clock(), true); look.State != localcache.StateMiss {
+				dst = s.fixNil(dst, mark)
 				h.stale = true
 				h.pc.stale.observe(look.Age)
 				return dst, true
@@ -416,11 +437,11 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 		return resp.AppendError(dst, upstreamErrorText(res.Err)), true
 	case res.Reply != nil:
 		if inMget {
-			return resp.AppendNullBulk(dst), true
+			return append(dst, s.null()...), true
 		}
 		return append(dst, res.Reply...), true
 	case res.Nil:
-		return resp.AppendNullBulk(dst), true
+		return append(dst, s.null()...), true
 	}
 	return resp.AppendBulk(dst, res.Value), true
 }
@@ -515,6 +536,7 @@ type txKey struct {
 
 // addMgetTx adds the transaction answering an MGET of keys to the payload, and its hole to the replies.
 func (s *segment) addMgetTx(cache *localcache.Cache, keys []mgetKey) {
+	s.upstream2()
 	tx := &mgetTx{pos: make([]int, len(keys)), frame: s.req.Len(), alone: true}
 	var index map[string]int // distinct keys, for a long MGET
 	if len(keys) > 16 {
@@ -708,10 +730,10 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 		}
 		dst = resp.AppendArray(dst, len(tx.pos))
 		for _, at := range tx.pos {
-			if e := tx.elems[tx.keys[at].get]; e[0] == resp.TypeBulk {
+			if e := tx.elems[tx.keys[at].get]; e[0] == resp.TypeBulk && !bytes.Equal(e, nullBulk) {
 				dst = append(dst, e...)
 			} else {
-				dst = append(dst, nullBulk...)
+				dst = append(dst, c.seg.null()...)
 			}
 		}
 		for _, at := range tx.pos {
@@ -749,7 +771,7 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 		}
 	}
 	if ok {
-		return dst
+		return c.seg.to3(dst, mark, false)
 	}
 	c.srv.stats.Errors.Add(1)
 	return resp.AppendError(dst[:mark], upstreamErrorText(tx.err))

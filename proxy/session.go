@@ -248,7 +248,7 @@ func (c *client) execTx(cmd *resp.Command) {
 		if c.tx.dirty {
 			c.errorReply("EXECABORT Transaction discarded because of previous errors.")
 		} else {
-			c.rawReply(nullArray)
+			c.nullArrayReply()
 		}
 	default:
 		c.srv.stats.Forwarded.Add(1)
@@ -305,7 +305,7 @@ func (c *client) queuedWritesNow() {
 // state any more, goes back to the pool.
 func (c *client) endTx() {
 	if c.tx.conn != nil {
-		c.tx.conn.Release()
+		releaseConn(c.tx.conn, c.resp3())
 		c.tx.conn = nil
 	}
 	c.tx.resetQueue()
@@ -328,7 +328,7 @@ func (c *client) abandonTx() {
 		c.runSegment()
 	}
 	if c.tx.conn != nil {
-		c.tx.conn.Release()
+		releaseConn(c.tx.conn, c.resp3())
 		c.tx.conn = nil
 	}
 	c.tx.close()
@@ -345,6 +345,9 @@ func (c *client) sendSegment() error {
 	if c.tx.open {
 		c.tx.open = false
 		conn, err := c.srv.up.Dedicated()
+		if err == nil {
+			err = c.prepareConn(conn)
+		}
 		if err != nil {
 			c.tx.lost = err
 			c.call.Replies, c.call.Ends, c.call.Err = c.call.Replies[:0], c.call.Ends[:0], err
@@ -474,7 +477,7 @@ func (c *client) cmdExec(cmd *resp.Command) {
 	if c.tx.watchLost {
 		c.tx.resetQueue()
 		c.tx.watchLost = false
-		c.rawReply(nullArray)
+		c.nullArrayReply()
 		return
 	}
 	if c.tx.crossSlot {
@@ -550,6 +553,9 @@ func (c *client) dedicatedFor(cmd *resp.Command, tc *command) (*upstream.Conn, i
 		}
 	}
 	conn, err := c.srv.up.DedicatedSlot(slot)
+	if err == nil {
+		err = c.prepareConn(conn)
+	}
 	if err != nil {
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
@@ -658,7 +664,7 @@ func (c *client) execPinned(cmd *resp.Command, tc *command) {
 		c.queuedWritesNow()
 		c.tx.resetQueue()
 		c.tx.watchLost = false
-		c.tx.conn.Release()
+		releaseConn(c.tx.conn, c.resp3())
 		c.tx.conn = nil
 	}
 	if wasMulti != c.tx.multi || c.tx.conn == nil {
@@ -855,7 +861,7 @@ func (c *client) blocking(cmd *resp.Command, tc *command) {
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	conn.Release()
+	releaseConn(conn, c.resp3())
 	c.rawReply(reply)
 }
 
@@ -1049,6 +1055,11 @@ type pubsub struct {
 	done                       chan struct{} // closed by close
 	exited                     chan struct{} // closed when the pump has returned: it writes nothing more
 	closeOnce                  sync.Once
+	// hellos counts the HELLOs featcache sent on the connection (the client changed protocol while subscribed or
+	// monitoring) whose replies the pump has not swallowed yet: they are not the client's.
+	hellos atomic.Int32
+	// bypass: a RESP3 client's command runs outside the session while it is subscribed (execBesideSubscriptions).
+	bypass bool
 }
 
 func (p *pubsub) active() bool { return p.on }
@@ -1062,6 +1073,9 @@ func (c *client) subscribe(cmd *resp.Command, tc *command) {
 			slot = int(upstream.Slot(cmd.Args[1]))
 		}
 		conn, err := c.srv.up.DedicatedSlot(slot)
+		if err == nil {
+			err = c.prepareConn(conn) // a RESP3 client's messages are pushes
+		}
 		if err != nil {
 			c.srv.stats.Errors.Add(1)
 			c.errorReply(upstreamErrorText(err))
@@ -1088,6 +1102,9 @@ func (c *client) subscribe(cmd *resp.Command, tc *command) {
 func (c *client) monitor(cmd *resp.Command, tc *command) {
 	c.runSegment()
 	conn, err := c.srv.up.Dedicated()
+	if err == nil {
+		err = c.prepareConn(conn) // Redis answers the commands of a RESP3 client's session in RESP3
+	}
 	if err != nil {
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
@@ -1118,7 +1135,7 @@ func (c *client) monitor(cmd *resp.Command, tc *command) {
 
 // execSubscribed forwards a command in subscribed mode, or in a MONITOR session; replies come back through the
 // pump. QUIT and RESET are handled here: they end the session.
-func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
+func (c *client) execSubscribed(cmd *resp.Command, tc *command) (done bool) {
 	p := c.sub
 	name := ""
 	if tc != nil {
@@ -1132,11 +1149,19 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
 		<-p.exited
 		c.sub = nil
 		tc.local(c, cmd.Args)
-		return
+		return true
 	}
 	if p.monitor {
 		c.execMonitoring(cmd, tc)
-		return
+		return true
+	}
+	if c.resp3() && (tc == nil || tc.class != classSubscribe) {
+		// RESP3 lets a subscribed client run any command on its connection; its replies come in order with those
+		// of the subscription commands before it, which the pump writes. Once it has written them (a marker PING
+		// says so), the command runs as it would outside subscribed mode: a cached read from memory, a write over
+		// a shared connection with its invalidations, featcache's own commands locally.
+		c.syncSubscribed()
+		return false
 	}
 	if tc != nil && (tc.class == classDenied || tc.class == classRefused) {
 		// Never sent upstream, not even for Redis to refuse in subscribed mode. The refusal must follow the replies
@@ -1146,7 +1171,7 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
 		c.flush()
 		p.sync(c.srv.up.Timeout())
 		c.refuse(cmd, tc)
-		return
+		return true
 	}
 	var req []byte
 	if cmd.Raw != nil {
@@ -1167,8 +1192,9 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
 		p.close()
 		c.sub = nil
 		c.errorReply(upstreamErrorText(err))
-		return
+		return true
 	}
+	p.unsynced = true
 	if p.total() == 0 {
 		// Leaving subscribed mode waits for Redis's confirmation as a direct client would, or at most
 		// upstream.command_timeout.
@@ -1199,6 +1225,7 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
 			c.errorReply(upstreamErrorText(upstream.ErrCommandTimeout))
 		}
 	}
+	return true
 }
 
 // execMonitoring runs a command sent during a MONITOR session. featcache's own commands (connection commands,
@@ -1314,6 +1341,10 @@ func (p *pubsub) pump() {
 			}
 			continue
 		}
+		if p.hellos.Load() > 0 && isHelloReply(frame) {
+			p.hellos.Add(-1)
+			continue
+		}
 		out = append(out[:0], frame...)
 		marked := false
 		for p.conn.Buffered() {
@@ -1325,6 +1356,10 @@ func (p *pubsub) pump() {
 			}
 			if p.isMarker(frame) {
 				marked = true
+				continue
+			}
+			if p.hellos.Load() > 0 && isHelloReply(frame) {
+				p.hellos.Add(-1)
 				continue
 			}
 			out = append(out, frame...)
@@ -1381,8 +1416,11 @@ func (p *pubsub) close() {
 	})
 }
 
-// subscriptionCount reads the count of a (un)subscribe confirmation: *3 kind channel :count.
+// subscriptionCount reads the count of a (un)subscribe confirmation: *3 kind channel :count, or >3 ... in RESP3.
 func subscriptionCount(frame []byte) (int64, bool) {
+	if len(frame) > 0 && frame[0] == resp.TypePush {
+		frame = append([]byte{resp.TypeArray}, frame[1:]...) // the same elements, read as an array's
+	}
 	if n, _, ok := resp.ArrayHeader(frame); !ok || n != 3 {
 		return 0, false // a pattern message (4 elements), a MONITOR line, a PING's reply
 	}

@@ -170,3 +170,21 @@ func appendHeader(dst []byte, typ byte, n int) []byte {
 	dst = strconv.AppendInt(dst, int64(n), 10)
 	return append(dst, '\r', '\n')
 }
+
+// VerbatimPayload returns the format and the text of a verbatim string frame ("=<len>\r\n<format>:<text>\r\n"),
+// pointing into frame; ok is false for any other frame.
+func VerbatimPayload(frame []byte) (format, text []byte, ok bool) {
+	if len(frame) < 4 || frame[0] != TypeVerbatim {
+		return nil, nil, false
+	}
+	i := 1
+	for i < len(frame) && frame[i] != '\r' {
+		i++
+	}
+	n, okn := ParseInt(frame[1:i])
+	start := i + 2
+	if !okn || n < 4 || n > int64(len(frame)-start) || frame[start+3] != ':' {
+		return nil, nil, false
+	}
+	return frame[start : start+3], frame[start+4 : start+int(n)], true
+}

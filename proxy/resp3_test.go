@@ -1,0 +1,369 @@
+package proxy
+
+import (
+	"bytes"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// RESP3 wire fidelity: a client that chose RESP3 with HELLO 3 cannot tell featcache from Redis either.
+// TestWireFidelityRESP3 runs resp3Script against a Redis used directly and against a second Redis behind featcache
+// and compares the raw reply bytes, as TestWireFidelity does for RESP2. Every cached read runs twice: the first is
+// a miss (a fill, or a relay), the second a hit answered from featcache's memory.
+
+// resp3Twice returns each cached read twice: a miss, then a hit.
+func resp3Twice(steps ...fidStep) []fidStep {
+	var out []fidStep
+	for _, st := range steps {
+		out = append(out, st, st)
+	}
+	return out
+}
+
+var (
+	// resp3Field matches a "name=value" field of a CLIENT INFO line, whose values (ids, addresses, ages, Redis's
+	// buffer figures) differ between any two servers.
+	resp3Field = regexp.MustCompile(`([a-z-]+)=[^ \n]*`)
+	// resp3InfoLine matches an INFO "name:value" line.
+	resp3InfoLine = regexp.MustCompile(`(?m)^([a-z_0-9]+):[^\r\n]*`)
+	// resp3Length matches a bulk or verbatim string's length header.
+	resp3Length = regexp.MustCompile(`^([$=])[0-9]+\r\n`)
+)
+
+// resp3NormFields keeps a CLIENT INFO or CLIENT LIST reply's frame type, its format and the names of its fields,
+// in order, dropping their values and the length they make.
+func resp3NormFields(b []byte) []byte {
+	b = resp3Field.ReplaceAll(b, []byte("$1=V"))
+	return resp3Length.ReplaceAll(b, []byte("${1}LEN\r\n"))
+}
+
+// resp3NormInfo keeps an INFO reply's frame type, format, section headers and field names.
+func resp3NormInfo(b []byte) []byte {
+	b = resp3InfoLine.ReplaceAll(b, []byte("$1:V"))
+	return resp3Length.ReplaceAll(b, []byte("${1}LEN\r\n"))
+}
+
+// resp3Script is the compared script: every reply family in RESP3, and back to RESP2 at the end.
+func resp3Script() []fidStep {
+	s := []fidStep{
+		// Connection commands and featcache's local replies.
+		fc("HELLO", "4"),
+		fc("HELLO", "three"),
+		fcNorm(fidNormHelloID, "HELLO", "3"),
+		fcNorm(fidNormHelloID, "HELLO"),
+		fcNorm(fidNormHelloID, "HELLO", "3", "SETNAME", "resp3"),
+		fc("HELLO", "3", "AUTH", "nosuchuser", "x"),
+		fc("HELLO", "3", "SETNAME", "bad name"),
+		fc("CLIENT", "GETNAME"),
+		fc("CLIENT", "SETNAME", ""),
+		fc("CLIENT", "GETNAME"),
+		fc("PING"),
+		fc("PING", "hello"),
+		fc("ECHO", "echo\r\nme"),
+		fc("ECHO"),
+		fc("SELECT", "0"),
+		fcNorm(fidNormInt, "CLIENT", "ID"),
+		fcNorm(resp3NormFields, "CLIENT", "INFO"),
+		fc("CLIENT", "TRACKINGINFO"),
+		fc("CLIENT", "GETREDIR"),
+		fc("CONFIG", "GET", "maxmemory"),
+		fc("CONFIG", "GET", "no-such-parameter*"),
+		fc("CONFIG", "GET", "requirepass"),
+		fcNorm(resp3NormInfo, "INFO", "server"),
+		fcNorm(resp3NormInfo, "INFO", "keyspace"),
+		fc("NOSUCHCOMMAND", "x"),
+		fc("GET"),
+		fc("COMMAND", "COUNT"),
+		fc("COMMAND", "INFO", "get", "nosuchcommand"),
+		fc("COMMAND", "DOCS", "get"),
+		fc("COMMAND", "GETKEYS", "SET", "a", "b"),
+		fc("OBJECT", "HELP"),
+
+		// Strings.
+		fc("SET", "s:1", "value one"),
+		fc("SET", "s:empty", ""),
+		fc("MSET", "nc:1", "not cached", "s:2", "two"),
+	}
+	s = append(s, resp3Twice(
+		fc("GET", "s:1"),
+		fc("GET", "s:empty"),
+		fc("GET", "s:missing"),
+		fc("GET", "nc:1"),
+		fc("GET", "nc:missing"),
+		fc("MGET", "s:1", "s:missing", "nc:1", "nc:missing", "s:2", "s:1"),
+		fc("MGET", "s:missing"),
+		fc("MGET", "nc:missing", "nc:1"),
+	)...)
+	s = append(s,
+		fc("INCRBYFLOAT", "s:f", "1.5"),
+		fc("GETRANGE", "s:1", "0", "4"),
+		fc("STRLEN", "s:1"),
+		fc("GETDEL", "s:2"),
+		fc("GETEX", "s:missing"),
+		fc("SETRANGE", "s:r", "2", "x"),
+		fc("OBJECT", "ENCODING", "s:1"),
+		fc("OBJECT", "ENCODING", "s:missing"),
+		fc("TYPE", "s:1"),
+		fc("EXISTS", "s:1", "s:missing"),
+		fc("TTL", "s:1"),
+
+		// Hashes.
+		fc("HSET", "h:1", "f1", "v1", "f2", "v2", "f3", ""),
+	)
+	s = append(s, resp3Twice(
+		fc("HGET", "h:1", "f1"),
+		fc("HGET", "h:1", "nofield"),
+		fc("HGET", "h:missing", "f"),
+		fc("HMGET", "h:1", "f1", "nofield", "f3"),
+		fc("HMGET", "h:missing", "a", "b"),
+		fc("HGETALL", "h:1"),
+		fc("HGETALL", "h:missing"),
+		fc("GET", "h:1"),
+		fc("HGET", "s:1", "f"),
+		fc("HGETALL", "s:1"),
+		fc("MGET", "h:1", "s:1"),
+	)...)
+	s = append(s,
+		fc("HLEN", "h:1"),
+		fc("HKEYS", "h:1"),
+		fc("HVALS", "h:1"),
+		fc("HEXISTS", "h:1", "f1"),
+		fc("HINCRBYFLOAT", "h:n", "f", "2.25"),
+		fc("HSTRLEN", "h:1", "f2"),
+		fc("HSCAN", "h:1", "0"),
+		fc("HSET", "h:1", "f1", "changed"),
+		fc("HGETALL", "h:1"),
+		fc("HGET", "h:1", "f1"),
+
+		// Lists.
+		fc("RPUSH", "l:1", "a", "b", "c"),
+		fc("LRANGE", "l:1", "0", "-1"),
+		fc("LPOS", "l:1", "c"),
+		fc("LPOS", "l:1", "z"),
+		fc("LINDEX", "l:1", "9"),
+		fc("LPOP", "l:1"),
+		fc("LPOP", "l:missing"),
+		fc("LPOP", "l:missing", "2"),
+		fc("LMPOP", "1", "l:missing", "LEFT"),
+		fc("LMPOP", "1", "l:1", "RIGHT"),
+
+		// Blocking commands that time out: RESP3's null where RESP2 has null arrays.
+		fc("BLPOP", "l:none", "0.01"),
+		fc("BRPOPLPUSH", "l:none", "l:dst", "0.01"),
+		fc("BLMOVE", "l:none", "l:dst", "LEFT", "RIGHT", "0.01"),
+		fc("BZPOPMIN", "z:none", "0.01"),
+		fc("BLMPOP", "0.01", "1", "l:none", "LEFT"),
+		fc("XREAD", "BLOCK", "10", "STREAMS", "st:none", "$"),
+
+		// Sets.
+		fc("SADD", "set:1", "1", "2", "3"),
+		fc("SMEMBERS", "set:1"),
+		fc("SMEMBERS", "set:missing"),
+		fc("SISMEMBER", "set:1", "2"),
+		fc("SMISMEMBER", "set:1", "2", "9"),
+		fc("SINTER", "set:1", "set:1"),
+		fc("SPOP", "set:missing"),
+		fc("SCARD", "set:1"),
+
+		// Sorted sets: scores are doubles.
+		fc("ZADD", "z:1", "1", "a", "2.5", "b", "0.1", "c", "inf", "d"),
+		fc("ZRANGE", "z:1", "0", "-1", "WITHSCORES"),
+		fc("ZRANGE", "z:1", "0", "-1"),
+		fc("ZSCORE", "z:1", "b"),
+		fc("ZSCORE", "z:1", "none"),
+		fc("ZMSCORE", "z:1", "a", "none"),
+		fc("ZINCRBY", "z:1", "1", "a"),
+		fc("ZRANK", "z:1", "b"),
+		fc("ZRANK", "z:1", "none"),
+		fc("ZRANGEBYSCORE", "z:1", "-inf", "+inf", "WITHSCORES", "LIMIT", "0", "2"),
+		fc("ZUNION", "2", "z:1", "z:1", "WITHSCORES"),
+		fc("ZPOPMIN", "z:1"),
+		fc("ZPOPMIN", "z:missing"),
+		fc("ZCOUNT", "z:1", "0", "10"),
+
+		// Streams.
+		fc("XADD", "st:1", "1-1", "f1", "v1"),
+		fc("XADD", "st:1", "2-1", "f2", "v2"),
+		fc("XRANGE", "st:1", "-", "+"),
+		fc("XREVRANGE", "st:1", "+", "-", "COUNT", "1"),
+		fc("XREAD", "COUNT", "5", "STREAMS", "st:1", "0"),
+		fc("XREAD", "STREAMS", "st:1", "$"),
+		fc("XLEN", "st:1"),
+		fc("XINFO", "STREAM", "st:1"),
+
+		// Geo.
+		fc("GEOADD", "geo:1", "13.361389", "38.115556", "Palermo", "15.087269", "37.502669", "Catania"),
+		fc("GEODIST", "geo:1", "Palermo", "Catania"),
+		fc("GEOPOS", "geo:1", "Palermo", "Nowhere"),
+		fc("GEOHASH", "geo:1", "Palermo"),
+		fc("GEOSEARCH", "geo:1", "FROMLONLAT", "15", "37", "BYRADIUS", "200", "km", "ASC", "WITHDIST", "WITHCOORD"),
+
+		// HyperLogLog.
+		fc("PFADD", "hll:1", "a", "b", "c"),
+		fc("PFCOUNT", "hll:1"),
+		fc("PFCOUNT", "hll:1"),
+		fc("GET", "hll:1"),
+
+		// Scripts: Lua's false, true, nil and tables in RESP2 conversion, and redis.setresp(3).
+		fc("EVAL", "return false", "0"),
+		fc("EVAL", "return true", "0"),
+		fc("EVAL", "return nil", "0"),
+		fc("EVAL", "return {1, 'two', {3, false}}", "0"),
+		fc("EVAL", "return {double=3.5}", "0"),
+		fc("EVAL", "return {big_number='123456789012345678901234567890'}", "0"),
+		fc("EVAL", "return {map={a=1}}", "0"),
+		fc("EVAL", "return {set={a=true}}", "0"),
+		fc("EVAL", "return redis.error_reply('MYERR custom')", "0"),
+		fc("EVAL", "redis.setresp(3); return redis.call('hgetall', KEYS[1])", "1", "h:1"),
+		fc("EVAL", "redis.setresp(3); return redis.call('zscore', KEYS[1], 'b')", "1", "z:1"),
+		fc("EVAL", "redis.setresp(3); return redis.call('get', KEYS[1])", "1", "s:missing"),
+		fc("EVAL", "redis.setresp(3); return redis.call('sismember', KEYS[1], '1')", "1", "set:1"),
+		fc("EVAL", "return redis.call('get', KEYS[1])", "1", "s:missing"),
+
+		// Transactions: EXEC's array holds RESP3 replies.
+		fc("MULTI"),
+		fc("SET", "t:1", "a"),
+		fc("GET", "t:1"),
+		fc("GET", "t:missing"),
+		fc("HGETALL", "h:1"),
+		fc("ZSCORE", "z:1", "b"),
+		fc("EXEC"),
+		fc("MULTI"),
+		fc("DISCARD"),
+		fc("EXEC"),
+		fc("WATCH", "t:1"),
+		fc("GET", "t:1"),
+		fc("HGETALL", "h:1"),
+		fc("MULTI"),
+		fc("INCR", "t:n"),
+		fc("GET", "t:missing"),
+		fc("EXEC"),
+		fc("UNWATCH"),
+	)
+	s = append(s, resp3Twice(
+		fc("GET", "t:1"),
+		fc("GET", "t:missing"),
+	)...)
+	s = append(s,
+		// Errors.
+		fc("INCR", "s:1"),
+		fc("LPUSH", "s:1", "x"),
+		fc("SET", "s:x", "1", "EX", "-1"),
+		fc("ZADD", "z:1", "nan", "x"),
+
+		// Keyspace.
+		fc("DBSIZE"),
+		fc("SCAN", "0", "MATCH", "s:1", "COUNT", "1000"),
+		fc("KEYS", "s:1"),
+		fc("UNLINK", "s:missing"),
+		fc("COPY", "s:1", "s:copy"),
+		fc("GET", "s:copy"),
+
+		// Back to RESP2.
+		fcNorm(fidNormHelloID, "HELLO", "2"),
+		fc("GET", "s:missing"),
+		fc("HGETALL", "h:1"),
+		fc("ZSCORE", "z:1", "b"),
+		fc("BLPOP", "l:none", "0.01"),
+		fcNorm(fidNormHelloID, "HELLO", "3"),
+		fc("GET", "s:missing"),
+		fc("RESET"),
+		fc("GET", "s:missing"),
+		fc("QUIT"),
+	)
+	return s
+}
+
+// resp3PubSubScript subscribes a RESP3 client: confirmations and messages are pushes, and in subscribed mode it
+// runs any command (cached reads, writes, featcache's own commands) with replies in Redis's order.
+func resp3PubSubScript() []fidStep {
+	return []fidStep{
+		fcNorm(fidNormHelloID, "HELLO", "3"),
+		fc("SET", "ps:k", "v"),
+		fc("GET", "ps:k"),
+		fcFrames(2, "SUBSCRIBE", "ch:a", "ch:b"),
+		fc("PSUBSCRIBE", "pat:*"),
+		fcSide("PUBLISH", "ch:a", "hello"),
+		fcRecv("message on ch:a"),
+		fcSide("PUBLISH", "pat:1", "to the pattern"),
+		fcRecv("pmessage on pat:*"),
+		fc("PING"),
+		fc("PING", "in subscribed mode"),
+		fc("GET", "ps:k"),
+		fc("GET", "ps:k"),
+		fc("GET", "ps:missing"),
+		fc("GET", "ps:missing"),
+		fc("HGETALL", "ps:missing"),
+		fc("SET", "ps:k", "w"),
+		fc("GET", "ps:k"),
+		fc("MGET", "ps:k", "ps:missing"),
+		fc("CLIENT", "GETNAME"),
+		fc("CLIENT", "TRACKINGINFO"),
+		fc("ECHO", "x"),
+		fc("ZADD", "ps:z", "1.5", "m"),
+		fc("ZSCORE", "ps:z", "m"),
+		fc("PUBLISH", "ch:a", "to myself"),
+		fcRecv("own message on ch:a"),
+		fcFrames(2, "SUBSCRIBE", "ch:a", "ch:c"),
+		fcSide("PUBLISH", "ch:c", "bin\x00\r\n"),
+		fcRecv("message on ch:c"),
+		fc("SSUBSCRIBE", "sh:1"),
+		fcSide("SPUBLISH", "sh:1", "sharded"),
+		fcRecv("smessage on sh:1"),
+		fc("SUNSUBSCRIBE", "sh:1"),
+		fcFrames(3, "UNSUBSCRIBE", "ch:a", "ch:b", "ch:c"),
+		fc("PING", "still subscribed to a pattern"),
+		fc("GET", "ps:k"),
+		fc("PUNSUBSCRIBE", "pat:*"),
+		fc("PING", "not subscribed"),
+		fc("GET", "ps:missing"),
+		fc("UNSUBSCRIBE"),
+		fc("SUBSCRIBE", "ch:z"),
+		fc("RESET"),
+		fc("GET", "ps:missing"),
+		fcNorm(fidNormHelloID, "HELLO", "3"),
+		fc("SUBSCRIBE", "ch:q"),
+		fcNorm(fidNormHelloID, "HELLO", "2"),
+		fc("PING"),
+		fc("QUIT"),
+	}
+}
+
+func TestWireFidelityRESP3(t *testing.T) {
+	script := resp3Script()
+	if len(script) < 150 {
+		t.Fatalf("script has %d commands; want at least 150", len(script))
+	}
+	t.Logf("script: %d commands", len(script))
+	t.Run("RedisAgainstRedis", func(t *testing.T) {
+		t.Parallel()
+		want := fidRunSequential(t, fidDirect(t, false), script)
+		got := fidRunPipelined(t, fidDirect(t, false), script)
+		fidCompare(t, script, got, want)
+	})
+	t.Run("OneAtATime", func(t *testing.T) {
+		t.Parallel()
+		want := fidRunSequential(t, fidDirect(t, false), script)
+		got := fidRunSequential(t, fidProxied(t, false), script)
+		fidCompare(t, script, got, want)
+	})
+	t.Run("Pipelined", func(t *testing.T) {
+		t.Parallel()
+		want := fidRunPipelined(t, fidDirect(t, false), script)
+		got := fidRunPipelined(t, fidProxied(t, false), script)
+		fidCompare(t, script, got, want)
+	})
+	t.Run("PubSub", func(t *testing.T) {
+		t.Parallel()
+		sub := resp3PubSubScript()
+		want := fidRunSequential(t, fidDirect(t, false), sub)
+		got := fidRunSequential(t, fidProxied(t, false), sub)
+		fidCompare(t, sub, got, want)
+	})
+}
+
+var _ = bytes.Equal
+var _ = strconv.Itoa
+var _ = strings.Repeat
