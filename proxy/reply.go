@@ -16,7 +16,6 @@ var (
 // Fixed replies, as Redis writes them.
 var (
 	nullBulk  = resp.AppendNullBulk(nil)
-	nullArray = resp.AppendNullArray(nil)
 	okReply   = resp.AppendOK(nil)
 )
 

@@ -1,11 +1,16 @@
 package proxy
 
 import (
-	"bytes"
+	"context"
+	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"featcache/internal/redistest"
 )
 
 // RESP3 wire fidelity: a client that chose RESP3 with HELLO 3 cannot tell featcache from Redis either.
@@ -364,6 +369,166 @@ func TestWireFidelityRESP3(t *testing.T) {
 	})
 }
 
-var _ = bytes.Equal
-var _ = strconv.Itoa
-var _ = strings.Repeat
+// TestMonitorRESP3: a RESP3 client's MONITOR session answers as Redis's does for a RESP3 client: +OK, the stream as
+// status lines (Redis 7.0 does not push them), featcache's own commands answered in RESP3 (CLIENT INFO verbatim).
+func TestMonitorRESP3(t *testing.T) {
+	p := startProxy(t, "commands: {deny: []}\n"+defaultTestConfig)
+	mon := p.dial()
+	if got := string(mon.Do("HELLO", "3")); !strings.HasPrefix(got, "%7\r\n") {
+		t.Fatalf("HELLO 3: %q", got)
+	}
+	expectDo(t, mon, "+OK\r\n", "MONITOR")
+	other := p.dial()
+	expectDo(t, other, "+OK\r\n", "SET", "mon3:k", "v1")
+	redistest.Eventually(t, 5*time.Second, "the stream shows the SET", func() bool {
+		f, err := mon.ReadTimeout(100 * time.Millisecond)
+		return err == nil && strings.HasPrefix(string(f), "+") && strings.Contains(string(f), `"SET" "mon3:k" "v1"`)
+	})
+	writeRaw(t, mon, encodePipeline([]string{"CLIENT", "INFO"}))
+	redistest.Eventually(t, 5*time.Second, "CLIENT INFO of the monitoring client, verbatim", func() bool {
+		f, err := mon.ReadTimeout(100 * time.Millisecond)
+		return err == nil && strings.HasPrefix(string(f), "=") && strings.Contains(string(f), "\r\ntxt:id=") &&
+			strings.Contains(string(f), " flags=O ") && strings.HasSuffix(string(f), " resp=3\n\r\n")
+	})
+	writeRaw(t, mon, encodePipeline([]string{"RESET"}))
+	redistest.Eventually(t, 5*time.Second, "+RESET", func() bool {
+		f, err := mon.ReadTimeout(100 * time.Millisecond)
+		return err == nil && string(f) == "+RESET\r\n"
+	})
+	expectDo(t, mon, "$-1\r\n", "GET", "mon3:none") // RESP2 again after RESET
+}
+
+// resp3CLIInput is what TestRedisCLIRESP3 types at redis-cli -3's prompt, against Redis and against featcache.
+const resp3CLIInput = `SET cli3:s value
+GET cli3:s
+GET cli3:s
+GET cli3:missing
+GET cli3:missing
+MGET cli3:s cli3:missing
+MGET cli3:s cli3:missing
+HSET cli3:h f1 v1 f2 v2
+HGETALL cli3:h
+HGETALL cli3:h
+HGET cli3:h nofield
+HGET cli3:h nofield
+HMGET cli3:h f1 nofield
+HMGET cli3:h f1 nofield
+ZADD cli3:z 1.5 a 2 b
+ZRANGE cli3:z 0 -1 WITHSCORES
+ZSCORE cli3:z a
+SADD cli3:set x
+SMEMBERS cli3:set
+CONFIG GET maxmemory
+CLIENT GETNAME
+CLIENT TRACKINGINFO
+EVAL "return {double=0.5}" 0
+EVAL "return redis.call('exists', KEYS[1]) == 1" 1 cli3:s
+XADD cli3:st 1-1 f v
+XREAD STREAMS cli3:st 0
+BLPOP cli3:none 0.01
+GET
+NOSUCHCOMMAND
+PING
+`
+
+// TestRedisCLIRESP3 feeds the same input to redis-cli -3 against Redis and against featcache: it prints the same
+// thing, types included (redis-cli shows RESP3's maps, sets, doubles and nulls each its own way; redis-cli 7.0 does
+// not know big numbers, which TestWireFidelityRESP3 and TestRueidisRESP3 cover).
+func TestRedisCLIRESP3(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	want := redisCLI(t, p.redis.Addr(), []byte(resp3CLIInput), "-3", "--no-raw")
+	p.redis.Do("FLUSHALL")
+	got := redisCLI(t, p.addr, []byte(resp3CLIInput), "-3", "--no-raw")
+	if got != want {
+		t.Errorf("redis-cli -3 against featcache printed\n%s\nagainst Redis\n%s", got, want)
+	}
+	for _, typed := range []string{"(double) 1.5", "(nil)", "1~ \"x\"", "1# \"cli3:st\" =>"} {
+		if !strings.Contains(got, typed) {
+			t.Errorf("redis-cli -3 output has no %q:\n%s", typed, got)
+		}
+	}
+}
+
+// TestRueidisRESP3 runs the rueidis client (RESP3 only) against featcache and against Redis: Do and DoMulti give
+// the same typed results, cached reads answered from featcache's memory included. rueidis's client-side caching
+// asks for CLIENT TRACKING, which is not part of this test: DisableCache.
+func TestRueidisRESP3(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	dial := func(addr string) rueidis.Client {
+		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+		if err != nil {
+			t.Fatalf("rueidis against %s: %v", addr, err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	direct, proxied := dial(p.redis.Addr()), dial(p.addr)
+	ctx := context.Background()
+	setup := []rueidis.Completed{
+		direct.B().Set().Key("rd:s").Value("value").Build(),
+		direct.B().Hset().Key("rd:h").FieldValue().FieldValue("f1", "v1").FieldValue("f2", "v2").Build(),
+		direct.B().Zadd().Key("rd:z").ScoreMember().ScoreMember(1.5, "a").ScoreMember(2.25, "b").Build(),
+		direct.B().Sadd().Key("rd:set").Member("x").Build(),
+		direct.B().Xadd().Key("rd:st").Id("1-1").FieldValue().FieldValue("f", "v").Build(),
+	}
+	for _, cmd := range setup {
+		if err := proxied.Do(ctx, cmd).Error(); err != nil {
+			t.Fatalf("setup %v: %v", cmd.Commands(), err)
+		}
+	}
+	reads := func(c rueidis.Client) []rueidis.Completed {
+		b := c.B()
+		return []rueidis.Completed{
+			b.Get().Key("rd:s").Build(),
+			b.Get().Key("rd:missing").Build(),
+			b.Mget().Key("rd:s", "rd:missing").Build(),
+			b.Hget().Key("rd:h").Field("f1").Build(),
+			b.Hget().Key("rd:h").Field("nofield").Build(),
+			b.Hmget().Key("rd:h").Field("f1", "nofield").Build(),
+			b.Hgetall().Key("rd:h").Build(),
+			b.Hgetall().Key("rd:missing").Build(),
+			b.Zrange().Key("rd:z").Min("0").Max("-1").Withscores().Build(),
+			b.Zscore().Key("rd:z").Member("b").Build(),
+			b.Smembers().Key("rd:set").Build(),
+			b.Xrange().Key("rd:st").Start("-").End("+").Build(),
+			b.Xread().Streams().Key("rd:st").Id("0").Build(),
+			b.Blpop().Key("rd:none").Timeout(0.01).Build(),
+			b.ConfigGet().Parameter("maxmemory").Build(),
+			b.ClientGetname().Build(),
+			b.Eval().Script("return {double=0.5}").Numkeys(0).Build(),
+			b.Eval().Script("return {big_number='12345678901234567890'}").Numkeys(0).Build(),
+			b.Incr().Key("rd:s").Build(),
+		}
+	}
+	show := func(r rueidis.RedisResult) string {
+		m, err := r.ToMessage()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			return "error: " + err.Error()
+		}
+		v, verr := m.ToAny()
+		return m.String() + " " + strings.TrimSpace(strings.ReplaceAll(fmtAny(v, verr), "\n", " "))
+	}
+	for round := 0; round < 2; round++ { // a miss, then a hit
+		want, got := reads(direct), reads(proxied)
+		for i := range want {
+			w, g := show(direct.Do(ctx, want[i])), show(proxied.Do(ctx, got[i]))
+			if g != w {
+				t.Errorf("round %d Do %v:\n got %s\nwant %s", round, got[i].Commands(), g, w)
+			}
+		}
+		wm, gm := direct.DoMulti(ctx, reads(direct)...), proxied.DoMulti(ctx, reads(proxied)...)
+		for i := range wm {
+			if w, g := show(wm[i]), show(gm[i]); g != w {
+				t.Errorf("round %d DoMulti #%d:\n got %s\nwant %s", round, i, g, w)
+			}
+		}
+	}
+}
+
+// fmtAny prints a rueidis ToAny result, maps with sorted keys.
+func fmtAny(v any, err error) string {
+	if err != nil {
+		return "err " + err.Error()
+	}
+	return fmt.Sprint(v) // fmt sorts map keys
+}
