@@ -532,3 +532,49 @@ func fmtAny(v any, err error) string {
 	}
 	return fmt.Sprint(v) // fmt sorts map keys
 }
+
+// TestServeStaleRESP3: serve_stale's answers, from entries past their hard TTL while Redis hangs, are in RESP3 for
+// a RESP3 client as hits are: nulls as "_", HGETALL as a map.
+func TestServeStaleRESP3(t *testing.T) {
+	p := startProxy(t, `
+upstream: {timeout: 200ms, tracking: false}
+policies:
+  - {name: stale, prefix: "s:", soft_ttl: 5s, hard_ttl: 10s, jitter: 0, negative_ttl: 1h, on_upstream_error: serve_stale, max_stale: 1h}
+`)
+	c := p.dial()
+	if got := string(c.Do("HELLO", "3")); !strings.HasPrefix(got, "%7\r\n") {
+		t.Fatalf("HELLO 3: %q", got)
+	}
+	p.redis.Do("SET", "s:v", "v")
+	p.redis.Do("HSET", "s:h", "f", "v")
+	reads := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"GET", "s:v"}, "$1\r\nv\r\n"},
+		{[]string{"GET", "s:nil"}, "_\r\n"},
+		{[]string{"MGET", "s:v", "s:nil"}, "*2\r\n$1\r\nv\r\n_\r\n"},
+		{[]string{"HGET", "s:h", "nofield"}, "_\r\n"},
+		{[]string{"HMGET", "s:h", "f", "nofield"}, "*2\r\n$1\r\nv\r\n_\r\n"},
+		{[]string{"HGETALL", "s:h"}, "%1\r\n$1\r\nf\r\n$1\r\nv\r\n"},
+	}
+	for round, when := range []string{"a miss", "a hit"} {
+		for _, r := range reads {
+			if got := string(c.Do(r.args...)); got != r.want {
+				t.Errorf("%v, %s (round %d): got %q; want %q", r.args, when, round, got, r.want)
+			}
+		}
+	}
+	p.clock.Advance(15 * time.Second) // past hard_ttl
+	p.redis.Pause()
+	defer p.redis.Resume()
+	before := p.srv.Stats().StaleOnError.Load()
+	for _, r := range reads {
+		if got := string(c.Do(r.args...)); got != r.want {
+			t.Errorf("%v served stale: got %q; want %q", r.args, got, r.want)
+		}
+	}
+	if n := p.srv.Stats().StaleOnError.Load() - before; n == 0 {
+		t.Errorf("no stale serve counted")
+	}
+}
