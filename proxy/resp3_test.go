@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // RESP3 wire fidelity: a client that chose RESP3 with HELLO 3 cannot tell featcache from Redis either.
@@ -245,6 +246,15 @@ func resp3Script() []fidStep {
 		fc("INCR", "t:n"),
 		fc("GET", "t:missing"),
 		fc("EXEC"),
+		fc("UNWATCH"),
+		// HELLO inside a WATCH session switches the session's connection too: its reads go there.
+		fc("WATCH", "t:1"),
+		fcNorm(fidNormHelloID, "HELLO", "2"),
+		fc("GET", "t:missing"),
+		fc("HGETALL", "h:1"),
+		fcNorm(fidNormHelloID, "HELLO", "3"),
+		fc("GET", "t:missing"),
+		fc("HGETALL", "h:1"),
 		fc("UNWATCH"),
 	)
 	s = append(s, resp3Twice(
@@ -576,5 +586,33 @@ policies:
 	}
 	if n := p.srv.Stats().StaleOnError.Load() - before; n == 0 {
 		t.Errorf("no stale serve counted")
+	}
+}
+
+// TestInfoRESP3: INFO with featcache's section is one verbatim string for a RESP3 client, as Redis's INFO is:
+// Redis's sections, then featcache's, and a length that counts them all.
+func TestInfoRESP3(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c := p.dial()
+	c.Do("HELLO", "3")
+	for _, args := range [][]string{{"INFO"}, {"INFO", "featcache"}, {"INFO", "server", "featcache"}} {
+		reply := c.Do(args...)
+		format, text, ok := resp.VerbatimPayload(reply)
+		if !ok || string(format) != "txt" {
+			t.Errorf("%v: %.80q is not a verbatim string of format txt", args, reply)
+			continue
+		}
+		var sc resp.Scanner
+		if n, err := sc.Next(reply); err != nil || n != len(reply) {
+			t.Errorf("%v: the frame's length does not match its text: scanned %d of %d, %v", args, n, len(reply), err)
+		}
+		if !strings.Contains(string(text), "# Featcache\r\n") {
+			t.Errorf("%v: no featcache section in %.200q", args, text)
+		}
+		if args[len(args)-1] != "featcache" || len(args) == 3 {
+			if !strings.HasPrefix(string(text), "# Server\r\n") {
+				t.Errorf("%v: Redis's sections do not come first: %.80q", args, text)
+			}
+		}
 	}
 }
