@@ -346,6 +346,28 @@ func resp3PubSubScript() []fidStep {
 	}
 }
 
+// resp3PasswordScript runs against a Redis with requirepass and a featcache with a password: HELLO 3 before and
+// with AUTH.
+func resp3PasswordScript() []fidStep {
+	return []fidStep{
+		fc("GET", "pw3:k"),
+		fc("HELLO", "3"),
+		fc("HELLO", "3", "AUTH", "default", "wrong"),
+		fc("GET", "pw3:k"),
+		fcNorm(fidNormHelloID, "HELLO", "3", "AUTH", "default", fidPassword, "SETNAME", "pw3"),
+		fc("GET", "pw3:k"),
+		fc("GET", "pw3:k"),
+		fc("CLIENT", "GETNAME"),
+		fc("RESET"),
+		fc("GET", "pw3:k"),
+		fc("HELLO", "3", "SETNAME", "x"),
+		fc("AUTH", fidPassword),
+		fcNorm(fidNormHelloID, "HELLO", "3"),
+		fc("HGETALL", "pw3:h"),
+		fc("QUIT"),
+	}
+}
+
 func TestWireFidelityRESP3(t *testing.T) {
 	script := resp3Script()
 	if len(script) < 150 {
@@ -369,6 +391,13 @@ func TestWireFidelityRESP3(t *testing.T) {
 		want := fidRunPipelined(t, fidDirect(t, false), script)
 		got := fidRunPipelined(t, fidProxied(t, false), script)
 		fidCompare(t, script, got, want)
+	})
+	t.Run("Password", func(t *testing.T) {
+		t.Parallel()
+		sub := resp3PasswordScript()
+		want := fidRunSequential(t, fidDirect(t, true), sub)
+		got := fidRunSequential(t, fidProxied(t, true), sub)
+		fidCompare(t, sub, got, want)
 	})
 	t.Run("PubSub", func(t *testing.T) {
 		t.Parallel()
