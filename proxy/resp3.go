@@ -87,7 +87,15 @@ func (s *segment) null() []byte {
 // array of 2n becomes a map of n pairs. The local tier and the fills build RESP2; a RESP2 client's reply is left
 // as it is at the cost of one comparison.
 func (s *segment) to3(b []byte, mark int, asMap bool) []byte {
-	if s.proto < 3 || len(b) == mark {
+	if s.proto < 3 {
+		return b // inlined: a RESP2 client's cached read makes no call
+	}
+	return s.rewrite3(b, mark, asMap)
+}
+
+// rewrite3 is to3 for a RESP3 client.
+func (s *segment) rewrite3(b []byte, mark int, asMap bool) []byte {
+	if len(b) == mark {
 		return b
 	}
 	frame := b[mark:]
