@@ -106,8 +106,8 @@ func (s *segment) rewrite3(b []byte, mark int, asMap bool) []byte {
 	if !ok {
 		return b
 	}
-	if !asMap && !bytes.Contains(body, nullBulk) {
-		return b // nothing to rewrite (a payload that holds the bytes "$-1\r\n" takes the long way)
+	if !asMap && !holdsNullBulk(body) {
+		return b // nothing to rewrite
 	}
 	out := make([]byte, 0, len(frame))
 	if asMap {
@@ -129,6 +129,21 @@ func (s *segment) rewrite3(b []byte, mark int, asMap bool) []byte {
 		body = body[m:]
 	}
 	return append(b[:mark], out...)
+}
+
+// holdsNullBulk reports whether the elements of an array, body, hold a null bulk string. It steps from element to
+// element (bulk strings' payloads are skipped, not searched); body that is not whole frames reports true, for the
+// rewrite to leave it as it is.
+func holdsNullBulk(body []byte) bool {
+	for len(body) > 0 {
+		var sc resp.Scanner
+		m, err := sc.Next(body)
+		if err != nil || m == 0 || bytes.Equal(body[:m], nullBulk) {
+			return true
+		}
+		body = body[m:]
+	}
+	return false
 }
 
 // fixNil turns the null bulk string a cached read just appended at b[mark:] (localcache writes RESP2) into the
