@@ -24,7 +24,7 @@ func (c *client) cmdConfigGet(args [][]byte) {
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	mark := len(*buf)
 	*buf = append(*buf, redactConfig(c.call.Frame(0))...)
 	*buf = c.seg.to3(*buf, mark, true) // a map in RESP3

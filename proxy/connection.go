@@ -114,7 +114,7 @@ func (c *client) cmdHello(args [][]byte) {
 	}
 	c.publish()
 	info := c.srv.hello.Load()
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	b := resp.AppendMapFor(*buf, 7, proto)
 	b = resp.AppendBulkString(b, "server")
 	b = resp.AppendBulkString(b, "redis")

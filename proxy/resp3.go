@@ -25,45 +25,45 @@ var null3 = resp.AppendNull(nil)
 
 // nullReply answers a missing value: "$-1" in RESP2, "_" in RESP3.
 func (c *client) nullReply() {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendNullFor(*buf, c.seg.proto)
 }
 
 // nullArrayReply answers a missing aggregate (an aborted EXEC, a blocking pop that timed out): "*-1" in RESP2, "_"
 // in RESP3.
 func (c *client) nullArrayReply() {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendNullArrayFor(*buf, c.seg.proto)
 }
 
 // mapReply starts a map of n pairs, whose 2n keys and values the caller appends: an array of 2n in RESP2.
 func (c *client) mapReply(n int) {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendMapFor(*buf, n, c.seg.proto)
 }
 
 // setReply starts a set of n elements: an array in RESP2.
 func (c *client) setReply(n int) {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendSetFor(*buf, n, c.seg.proto)
 }
 
 // arrayReply starts an array of n elements.
 func (c *client) arrayReply(n int) {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendArray(*buf, n)
 }
 
 // bulkStringReply answers s as a bulk string.
 func (c *client) bulkStringReply(s string) {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendBulkString(*buf, s)
 }
 
 // verbatimReply answers text as Redis answers CLIENT INFO, CLIENT LIST and INFO: a verbatim string of format "txt"
 // in RESP3, a bulk string in RESP2.
 func (c *client) verbatimReply(text []byte) {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	if resp.IsRESP3(c.seg.proto) {
 		*buf = resp.AppendVerbatim(*buf, "txt", string(text))
 		return
