@@ -645,3 +645,58 @@ func TestInfoRESP3(t *testing.T) {
 		}
 	}
 }
+
+// TestRESP3LeavesSharedConnectionsInRESP2: after a RESP3 client's forwarded commands, transactions, WATCH session,
+// blocking command and subscription, featcache's upstream connections are the same ones in the same state, RESP2
+// among it, and a RESP2 client's forwarded replies are RESP2's.
+func TestRESP3LeavesSharedConnectionsInRESP2(t *testing.T) {
+	p := startProxy(t, `
+policies:
+  - {name: default, prefix: "", soft_ttl: 1h, hard_ttl: 2h, jitter: 0}
+  - {name: passthrough, prefix: "nc:", cache: false}
+`)
+	rc := redistest.Dial(t, p.redis.Addr())
+	warmShared(t, p)
+	before := sharedConnections(t, rc)
+	c := p.dial()
+	c.Do("HELLO", "3")
+	for _, args := range [][]string{
+		{"HSET", "nc:h", "f", "v"}, {"HGETALL", "nc:h"}, {"ZADD", "nc:z", "1.5", "m"}, {"ZSCORE", "nc:z", "m"},
+		{"GET", "k"}, {"MGET", "k", "nc:x"}, {"MULTI"}, {"GET", "k"}, {"EXEC"}, {"WATCH", "k"}, {"GET", "k"},
+		{"UNWATCH"}, {"BLPOP", "nc:l", "0.01"}, {"EVAL", "redis.setresp(3); return redis.call('hgetall', KEYS[1])", "1", "nc:h"},
+	} {
+		if got := c.Do(args...); len(got) == 0 || got[0] == '-' {
+			t.Fatalf("%v: %q", args, got)
+		}
+	}
+	if got := string(c.Do("ZSCORE", "nc:z", "m")); got != ",1.5\r\n" {
+		t.Fatalf("ZSCORE for the RESP3 client: %q", got)
+	}
+	c.Send("SUBSCRIBE", "ch")
+	if f, err := c.Read(); err != nil || !strings.HasPrefix(string(f), ">3\r\n") {
+		t.Fatalf("SUBSCRIBE: %q, %v", f, err)
+	}
+	c.Close()
+	two := p.dial()
+	expectDo(t, two, "*2\r\n$1\r\nf\r\n$1\r\nv\r\n", "HGETALL", "nc:h")
+	expectDo(t, two, "$3\r\n1.5\r\n", "ZSCORE", "nc:z", "m")
+	expectDo(t, two, "*-1\r\n", "BLPOP", "nc:l", "0.01")
+	after := sharedConnections(t, rc)
+	for id, state := range before {
+		// The tracking connections are rueidis's, which speaks RESP3 (its pushes carry the invalidations).
+		if !strings.Contains(state, "resp=2 ") && !strings.Contains(state, "name=featcache-tracking ") {
+			t.Errorf("featcache's upstream connection %s before: %q", id, state)
+		}
+		if after[id] != state {
+			t.Errorf("featcache's upstream connection %s: %q, then %q after a RESP3 client", id, state, after[id])
+		}
+	}
+	redistest.Eventually(t, 5*time.Second, "no featcache connection in RESP3 once the RESP3 client is gone", func() bool {
+		for _, state := range sharedConnections(t, rc) {
+			if strings.Contains(state, "resp=3") && !strings.Contains(state, "name=featcache-tracking ") {
+				return false
+			}
+		}
+		return true
+	})
+}
