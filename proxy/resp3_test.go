@@ -700,3 +700,78 @@ policies:
 		return true
 	})
 }
+
+// TestRESP3AndRESP2ClientsShareConnections: RESP3 and RESP2 clients pipelining at once over the same few shared
+// connections each get every reply in their own protocol, forwarded and cached alike.
+func TestRESP3AndRESP2ClientsShareConnections(t *testing.T) {
+	p := startProxy(t, `
+upstream: {conns: 2}
+policies:
+  - {name: default, prefix: "", soft_ttl: 1h, hard_ttl: 2h, jitter: 0}
+  - {name: passthrough, prefix: "nc:", cache: false}
+`)
+	setup := p.dial()
+	expectDo(t, setup, ":1\r\n", "ZADD", "nc:z", "1.5", "m")
+	expectDo(t, setup, ":1\r\n", "HSET", "nc:h", "f", "v")
+	expectDo(t, setup, "+OK\r\n", "SET", "c:k", "v")
+	script := [][]string{
+		{"ZSCORE", "nc:z", "m"}, {"HGETALL", "nc:h"}, {"GET", "c:missing"}, {"MGET", "c:k", "c:missing", "nc:none"},
+		{"HGETALL", "c:none"}, {"GET", "nc:none"}, {"ZSCORE", "nc:z", "m"},
+	}
+	want := map[int]string{
+		2: ",1.5\r\n" + "%1\r\n$1\r\nf\r\n$1\r\nv\r\n" + "_\r\n" + "*3\r\n$1\r\nv\r\n_\r\n_\r\n" + "%0\r\n" + "_\r\n" +
+			",1.5\r\n",
+		1: "$3\r\n1.5\r\n" + "*2\r\n$1\r\nf\r\n$1\r\nv\r\n" + "$-1\r\n" + "*3\r\n$1\r\nv\r\n$-1\r\n$-1\r\n" + "*0\r\n" +
+			"$-1\r\n" + "$3\r\n1.5\r\n",
+	}
+	var payload []byte
+	for _, args := range script {
+		payload = append(payload, redistest.Encode(args...)...)
+	}
+	const clients, rounds = 8, 50
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		go func() {
+			resp3 := i%2 == 0
+			c, err := redistest.TryDial(t, p.addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			w := want[1]
+			if resp3 {
+				w = want[2]
+				if got := c.Do("HELLO", "3"); !strings.HasPrefix(string(got), "%7") {
+					errs <- fmt.Errorf("HELLO 3: %q", got)
+					return
+				}
+			}
+			for r := 0; r < rounds; r++ {
+				if _, err := c.NetConn().Write(payload); err != nil {
+					errs <- err
+					return
+				}
+				var got []byte
+				for range script {
+					f, err := c.ReadTimeout(10 * time.Second)
+					if err != nil {
+						errs <- err
+						return
+					}
+					got = append(got, f...)
+				}
+				if string(got) != w {
+					errs <- fmt.Errorf("client %d (RESP3 %v) round %d: got %q; want %q", i, resp3, r, got, w)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := 0; i < clients; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
