@@ -449,6 +449,7 @@ func (c *client) runSegment() {
 		if err == nil && !c.srv.reached.Load() {
 			c.srv.reached.Store(true)
 		}
+		c.checkWindows()
 		if c.srv.clustered() {
 			c.readSplitTxs()
 		}

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"time"
 
 	"featcache/internal/resp"
@@ -166,6 +168,7 @@ var (
 // payload's connection speaks RESP3 already. For a RESP2 client it does nothing.
 func (s *segment) upstream3() {
 	if s.proto >= 3 && !s.up3 && *s.pin == nil {
+		s.windows = append(s.windows, window{hello: s.req.Len(), end: -1})
 		s.req.AppendRaw(upstream.NoSlot, hello3Cmd)
 		s.up3 = true
 	}
@@ -176,9 +179,51 @@ func (s *segment) upstream3() {
 // if the payload switched its connection to RESP3.
 func (s *segment) upstream2() {
 	if s.up3 {
+		s.windows[len(s.windows)-1].end = s.req.Len()
 		s.req.AppendRaw(upstream.NoSlot, hello2Cmd)
 		s.up3 = false
 	}
+}
+
+// window is a run of a RESP3 client's forwarded commands in a payload: its HELLO 3's frame, and the frame of the
+// HELLO 2 after it (-1: the payload's end). err is set when Redis refused the HELLO 3 (an ACL without hello, set
+// while featcache runs): the commands ran in RESP2, and their replies are not the client's.
+type window struct {
+	hello, end int
+	err        error
+}
+
+// errNoRESP3 means Redis refused the HELLO 3 that switches a shared connection for a RESP3 client's commands; the
+// client gets "ERR " and its text.
+var errNoRESP3 = errors.New("featcache could not switch its upstream connection to RESP3")
+
+// checkWindows checks, once the segment's round trip is over, that Redis answered each HELLO 3 of the payload with
+// its map. A window whose HELLO 3 failed answers each of its forwarded commands with an error (frameErr), and the
+// next HELLO 3 of a client asks the upstream again whether it switches protocols.
+func (c *client) checkWindows() {
+	s := &c.seg
+	for i := range s.windows {
+		w := &s.windows[i]
+		if w.hello >= c.call.Len() || c.call.Frame(w.hello)[0] == resp.TypeMap {
+			continue // not answered at all: the round trip's own error covers it
+		}
+		w.err = errNoRESP3
+		if f := c.call.Frame(w.hello); f[0] == resp.TypeError {
+			w.err = fmt.Errorf("%w (Redis answered HELLO 3: %s)", errNoRESP3, resp.ParseError(f))
+		}
+		c.srv.resp3.Store(0)
+	}
+}
+
+// frameErr returns why reply frame f, inside a window whose HELLO 3 Redis refused, is not the client's; nil
+// otherwise (and always for a RESP2 client, whose payloads have no windows).
+func (s *segment) frameErr(f int) error {
+	for i := range s.windows {
+		if w := &s.windows[i]; w.err != nil && f > w.hello && (w.end < 0 || f < w.end) {
+			return w.err
+		}
+	}
+	return nil
 }
 
 // prepareConn makes a dedicated connection the client has just taken speak the client's protocol: HELLO 3 for a

@@ -775,3 +775,36 @@ policies:
 		}
 	}
 }
+
+// TestRESP3WhenRedisRefusesHello: an upstream whose HELLO is unknown (renamed away, or a Redis older than 6) makes
+// featcache refuse HELLO 3 with NOPROTO, since its probe (HELLO 3, HELLO 2 on a shared connection) fails. When
+// the upstream changes under featcache after a probe said yes (a failover to such a server, modelled here by
+// setting the probe's answer), a RESP3 client's forwarded commands would run in RESP2: each gets an error saying so
+// rather than a reply in the wrong protocol, its cached reads are still answered, the probe is asked again, and
+// RESP2 clients see nothing.
+func TestRESP3WhenRedisRefusesHello(t *testing.T) {
+	r := redistest.Start(t, "--rename-command", "HELLO", "")
+	p := startProxyOn(t, r, `
+upstream: {tracking: false}
+policies:
+  - {name: default, prefix: "", soft_ttl: 1h, hard_ttl: 2h, jitter: 0}
+  - {name: passthrough, prefix: "nc:", cache: false}
+`)
+	c := p.dial()
+	expectDo(t, c, "-NOPROTO unsupported protocol version\r\n", "HELLO", "3")
+	expectDo(t, c, ":1\r\n", "ZADD", "nc:z", "1.5", "m")
+	expectDo(t, c, "$-1\r\n", "GET", "c:missing")
+
+	p.srv.resp3.Store(1) // as if the probe had been answered by a server that knew HELLO
+	if got := string(c.Do("HELLO", "3")); !strings.HasPrefix(got, "%7") {
+		t.Fatalf("HELLO 3: %q", got)
+	}
+	got := string(c.Do("ZSCORE", "nc:z", "m"))
+	want := "-ERR featcache could not switch its upstream connection to RESP3 (Redis answered HELLO 3: ERR unknown command"
+	if !strings.HasPrefix(got, want) {
+		t.Errorf("ZSCORE when Redis refuses HELLO: got %q; want %q...", got, want)
+	}
+	expectDo(t, c, "_\r\n", "GET", "c:missing") // from memory, in RESP3
+	expectDo(t, p.dial(), "$3\r\n1.5\r\n", "ZSCORE", "nc:z", "m")
+	expectDo(t, p.dial(), "-NOPROTO unsupported protocol version\r\n", "HELLO", "3") // asked again
+}

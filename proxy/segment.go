@@ -96,6 +96,9 @@ type segment struct {
 	// pin is the client's pinned connection (txState.conn): while it has one, the payload goes there, and that
 	// connection speaks the client's protocol already (prepareConn), so nothing switches it.
 	pin **upstream.Conn
+	// windows are the payload's runs of commands between a HELLO 3 and its HELLO 2 (upstream3), checked once the
+	// round trip is over (checkWindows).
+	windows []window
 }
 
 // class is the upstream round-trip class of the segment's payload, for featcache_upstream_duration_seconds.
@@ -144,6 +147,7 @@ func (s *segment) reset() {
 	s.writes = s.writes[:0]
 	s.doErr = nil
 	s.forward, s.bypass, s.tx, s.up3 = false, false, false, false
+	s.windows = s.windows[:0]
 	if s.req.Cap() > maxSegmentBytes*2 {
 		s.req = upstream.Payload{}
 	}
@@ -314,7 +318,7 @@ func (c *client) emit(dst []byte, from, to, start, stop, mget int) ([]byte, bool
 			dst = c.flushAssembled(dst)
 			continue
 		}
-		if mget < 0 && !h.mute && h.kind == holeFrame && h.frame < c.call.Len() &&
+		if mget < 0 && !h.mute && h.kind == holeFrame && h.frame < c.call.Len() && s.frameErr(h.frame) == nil &&
 			len(c.call.Frame(h.frame)) >= outputFlushBytes {
 			// A large reply of Redis's is written from the round trip's buffer, not copied: the client holds it once.
 			dst = c.writeThrough(dst, c.call.Frame(h.frame))
@@ -354,6 +358,13 @@ func (c *client) flushAssembled(dst []byte) []byte {
 // emitHole appends one hole's reply. For an MGET key it reports false when the key cannot be answered.
 func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 	s := &c.seg
+	switch h.kind {
+	case holeFrame, holeInfo:
+		if err := s.frameErr(h.frame); err != nil {
+			c.srv.stats.Errors.Add(1)
+			return resp.AppendError(dst, "ERR "+err.Error()), true
+		}
+	}
 	switch h.kind {
 	case holeFrame:
 		if h.frame < c.call.Len() {
