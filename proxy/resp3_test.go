@@ -72,6 +72,7 @@ func resp3Script() []fidStep {
 		fc("SELECT", "0"),
 		fcNorm(fidNormInt, "CLIENT", "ID"),
 		fcNorm(resp3NormFields, "CLIENT", "INFO"),
+		fc("CLIENT", "LIST", "TYPE", "pubsub"), // an empty verbatim string
 		fc("CLIENT", "TRACKINGINFO"),
 		fc("CLIENT", "GETREDIR"),
 		fc("CONFIG", "GET", "maxmemory"),
@@ -428,6 +429,12 @@ func TestMonitorRESP3(t *testing.T) {
 		f, err := mon.ReadTimeout(100 * time.Millisecond)
 		return err == nil && strings.HasPrefix(string(f), "=") && strings.Contains(string(f), "\r\ntxt:id=") &&
 			strings.Contains(string(f), " flags=O ") && strings.HasSuffix(string(f), " resp=3\n\r\n")
+	})
+	writeRaw(t, mon, encodePipeline([]string{"CLIENT", "LIST"}))
+	redistest.Eventually(t, 5*time.Second, "CLIENT LIST, verbatim, one line per client", func() bool {
+		f, err := mon.ReadTimeout(100 * time.Millisecond)
+		return err == nil && strings.HasPrefix(string(f), "=") && strings.Count(string(f), "\nid=") == 1 &&
+			strings.Contains(string(f), " flags=O ") && strings.Contains(string(f), " resp=2\n")
 	})
 	writeRaw(t, mon, encodePipeline([]string{"RESET"}))
 	redistest.Eventually(t, 5*time.Second, "+RESET", func() bool {
