@@ -815,3 +815,44 @@ policies:
 	expectDo(t, p.dial(), "$3\r\n1.5\r\n", "ZSCORE", "nc:z", "m")
 	expectDo(t, p.dial(), "-NOPROTO unsupported protocol version\r\n", "HELLO", "3") // asked again
 }
+
+// TestRueidisPubSubRESP3: rueidis's Receive, which reads RESP3 pushes, gets the messages published through
+// featcache, and its commands on the same client go on meanwhile.
+func TestRueidisPubSubRESP3(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{p.addr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan string, 4)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Receive(ctx, c.B().Subscribe().Channel("rps:ch").Build(), func(m rueidis.PubSubMessage) {
+			got <- m.Channel + " " + m.Message
+		})
+	}()
+	// Published until the subscription is in place: Receive gives no signal of its own.
+	var msg string
+	redistest.Eventually(t, 5*time.Second, "a message through featcache reaches rueidis's Receive", func() bool {
+		if err := c.Do(ctx, c.B().Publish().Channel("rps:ch").Message("hello").Build()).Error(); err != nil {
+			t.Fatalf("PUBLISH: %v", err)
+		}
+		select {
+		case msg = <-got:
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	})
+	if msg != "rps:ch hello" {
+		t.Errorf("message: %q", msg)
+	}
+	if v, err := c.Do(ctx, c.B().Get().Key("rps:missing").Build()).ToString(); !rueidis.IsRedisNil(err) {
+		t.Errorf("GET of a missing key beside the subscription: %q, %v; want nil", v, err)
+	}
+	cancel()
+	<-done
+}
