@@ -75,11 +75,15 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 			return
 		}
 	}
-	switch {
-	case c.sub != nil && c.sub.active():
+	if c.sub != nil && c.sub.active() && !c.sub.bypass {
 		c.hasWaited()
-		c.execSubscribed(cmd, tc)
+		if c.execSubscribed(cmd, tc) {
+			return
+		}
+		c.execBesideSubscriptions(cmd, tc)
 		return
+	}
+	switch {
 	case c.tx.multi && (tc == nil || tc.name != "quit" && tc.name != "reset"):
 		c.queue(cmd, tc)
 		return
@@ -167,8 +171,10 @@ func (c *client) readGet(cmd *resp.Command) {
 	now := c.clock()
 	buf := c.replies.buf()
 	var look localcache.Lookup
+	mark := len(*buf)
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
 	if c.served(look, key, lp, pc) {
+		*buf = c.seg.fixNil(*buf, mark)
 		return
 	}
 	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, now)
@@ -263,6 +269,7 @@ func (c *client) readMget(cmd *resp.Command) {
 			k := &mk[i]
 			c.served(localcache.Lookup{State: k.state, Age: k.age}, k.key, k.lp, k.pc)
 		}
+		*buf = c.seg.to3(*buf, mark, false)
 		return
 	}
 	*buf = (*buf)[:mark]
@@ -320,8 +327,10 @@ func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
 		}
 		buf = c.replies.buf()
 		var look localcache.Lookup
+		mark := len(*buf)
 		*buf, look = c.srv.cache.AppendGet(*buf, k.key, k.lp, now, false)
 		if c.served(look, k.key, k.lp, k.pc) {
+			*buf = c.seg.fixNil(*buf, mark)
 			continue
 		}
 		c.replies.holdMget(&region)
@@ -440,6 +449,7 @@ func (c *client) runSegment() {
 		if err == nil && !c.srv.reached.Load() {
 			c.srv.reached.Store(true)
 		}
+		c.checkWindows()
 		if c.srv.clustered() {
 			c.readSplitTxs()
 		}
@@ -462,6 +472,7 @@ func (c *client) runSegment() {
 // replies for the fills are then not used.
 func (c *client) sendShared() error {
 	s := &c.seg
+	s.upstream2() // a shared connection is left in RESP2
 	start := time.Now()
 	fwd := s.forward || s.bypass
 	c.srv.up.Start(c.call, &s.req, fwd)
