@@ -6,8 +6,9 @@
 // It holds:
 //
 //   - Reader (reader.go): the bounded, zero-copy request reader every client byte meets first, with Limits checked on
-//     each header before anything is allocated for what it declares, inline commands parsed as Redis parses them,
-//     and Redis's own protocol error texts (ProtocolError).
+//     each header before anything is allocated for what it declares (multibulk.go), inline commands parsed as Redis
+//     parses them (inline.go), and Redis's own protocol error texts (ProtocolError). ParseCommand (multibulk.go)
+//     reads one whole multi-bulk command from bytes already in hand.
 //   - Encoders (append.go): AppendBulk, AppendArray, AppendInt, AppendError, AppendNullBulk ... for replies, and
 //     AppendCommand and AppendArgs for commands. They are redcon's (github.com/tidwall/redcon) where redcon has
 //     them; the rest are written the same way. RESP3's (resp3.go): AppendNull, AppendMap, AppendSet, AppendDouble,
