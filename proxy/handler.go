@@ -171,10 +171,9 @@ func (c *client) readGet(cmd *resp.Command) {
 	now := c.clock()
 	buf := c.replies.buf()
 	var look localcache.Lookup
-	mark := len(*buf)
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
 	if c.served(look, key, lp, pc) {
-		*buf = c.seg.fixNil(*buf, mark)
+		*buf = c.seg.servedNil(*buf, look.Kind)
 		return
 	}
 	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, now)
@@ -327,10 +326,9 @@ func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
 		}
 		buf = c.replies.buf()
 		var look localcache.Lookup
-		mark := len(*buf)
 		*buf, look = c.srv.cache.AppendGet(*buf, k.key, k.lp, now, false)
 		if c.served(look, k.key, k.lp, k.pc) {
-			*buf = c.seg.fixNil(*buf, mark)
+			*buf = c.seg.servedNil(*buf, look.Kind)
 			continue
 		}
 		c.replies.holdMget(&region)

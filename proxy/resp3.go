@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"featcache/internal/resp"
+	"featcache/localcache"
 	"featcache/upstream"
 )
 
@@ -146,6 +147,16 @@ func holdsNullBulk(body []byte) bool {
 		body = body[m:]
 	}
 	return false
+}
+
+// servedNil turns the reply a lookup that served an entry of kind k just appended to b into the client's
+// protocol: the null bulk string the local tier writes for a missing key becomes RESP3's null. Inlined, a RESP2
+// client's hit pays one comparison.
+func (s *segment) servedNil(b []byte, k localcache.Kind) []byte {
+	if s.proto < 3 || k != localcache.KindNil {
+		return b
+	}
+	return append(b[:len(b)-len(nullBulk)], null3...)
 }
 
 // fixNil turns the null bulk string a cached read just appended at b[mark:] (localcache writes RESP2) into the

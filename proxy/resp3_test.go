@@ -400,6 +400,25 @@ func TestWireFidelityRESP3(t *testing.T) {
 		got := fidRunSequential(t, fidProxied(t, true), sub)
 		fidCompare(t, sub, got, want)
 	})
+	// RESP2's shorter scripts (WATCH with another client's write, WATCH per client, CLIENT REPLY modes, inline
+	// commands), after HELLO 3.
+	for _, sub := range []struct {
+		name   string
+		script []fidStep
+	}{
+		{"WatchedKeyChangedByAnotherClient", fidWatchScript()},
+		{"WatchIsPerClient", fidWatchIsolationScript()},
+		{"ReplyModes", fidReplyModeScript()},
+		{"Inline", fidInlineScript()},
+	} {
+		script := append([]fidStep{fcNorm(fidNormHelloID, "HELLO", "3")}, sub.script...)
+		t.Run(sub.name, func(t *testing.T) {
+			t.Parallel()
+			want := fidRunSequential(t, fidDirect(t, false), script)
+			got := fidRunSequential(t, fidProxied(t, false), script)
+			fidCompare(t, script, got, want)
+		})
+	}
 	t.Run("PubSub", func(t *testing.T) {
 		t.Parallel()
 		sub := resp3PubSubScript()
