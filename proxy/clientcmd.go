@@ -35,7 +35,7 @@ func validClientName(name []byte) bool {
 
 func (c *client) cmdClientGetname(args [][]byte) {
 	if len(c.name) == 0 {
-		c.rawReply(nullBulk)
+		c.nullReply()
 		return
 	}
 	c.bulkReply(c.name)
@@ -105,7 +105,7 @@ func (c *client) execMuted(cmd *resp.Command) {
 // cmdClientInfo describes this client connection as one CLIENT LIST line.
 func (c *client) cmdClientInfo(args [][]byte) {
 	v := c.viewOf(c, c.srv.now(), "client|info")
-	c.bulkReply(v.appendLine(nil))
+	c.verbatimReply(v.appendLine(nil))
 }
 
 // cmdClientList answers CLIENT LIST [TYPE type | ID id ...] about featcache's clients, with Redis's syntax and
@@ -152,7 +152,7 @@ func (c *client) cmdClientList(args [][]byte) {
 			}
 		}
 	}
-	c.bulkReply(b)
+	c.verbatimReply(b)
 }
 
 // clientType reads a TYPE filter: normal, pubsub, master, replica or slave. It returns the kind clientView.kind
@@ -351,14 +351,15 @@ func (c *client) cmdClientNoEvict(args [][]byte) {
 // (CLIENT TRACKING is refused).
 func (c *client) cmdClientGetredir(args [][]byte) { c.intReply(-1) }
 
-// trackingOffReply is CLIENT TRACKINGINFO's reply for a client without tracking: flags [off], redirect -1,
-// prefixes [].
-var trackingOffReply = func() []byte {
-	b := resp.AppendBulkString(resp.AppendArray(nil, 6), "flags")
-	b = resp.AppendBulkString(resp.AppendArray(b, 1), "off")
-	b = resp.AppendInt(resp.AppendBulkString(b, "redirect"), -1)
-	return resp.AppendArray(resp.AppendBulkString(b, "prefixes"), 0)
-}()
-
-// cmdClientTrackinginfo answers as Redis does for a client without tracking.
-func (c *client) cmdClientTrackinginfo(args [][]byte) { c.rawReply(trackingOffReply) }
+// cmdClientTrackinginfo answers as Redis does for a client without tracking: a map (an array in RESP2) of flags, a
+// set holding "off", redirect -1 and prefixes, an empty array.
+func (c *client) cmdClientTrackinginfo(args [][]byte) {
+	c.mapReply(3)
+	c.bulkStringReply("flags")
+	c.setReply(1)
+	c.bulkStringReply("off")
+	c.bulkStringReply("redirect")
+	c.intReply(-1)
+	c.bulkStringReply("prefixes")
+	c.arrayReply(0)
+}
