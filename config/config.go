@@ -62,6 +62,9 @@ const (
 	// DefaultMaxClientsMemory bounds the buffer memory all clients together hold beyond each one's small
 	// baseline.
 	DefaultMaxClientsMemory = 256 * mib
+	// DefaultMaxTrackedKeys bounds the keys featcache remembers for clients with CLIENT TRACKING on in the
+	// default mode, as Redis's tracking-table-max-keys does by default.
+	DefaultMaxTrackedKeys = 1_000_000
 )
 
 // DefaultDeny is the commands.deny list used when the file gives none: commands that would let a client change or
@@ -250,6 +253,10 @@ type Limits struct {
 	// baseline (ClientBaselineBytes). It must hold at least one largest request twice (read, and sent upstream)
 	// and one largest reply (2 x MaxRequestBytes + MaxOutputBytes). Default DefaultMaxClientsMemory.
 	MaxClientsMemory int64
+	// MaxTrackedKeys bounds the keys remembered for clients with CLIENT TRACKING on in the default mode (keys a
+	// client read, until they are invalidated): past it, keys picked at random are invalidated for their clients
+	// and forgotten, as Redis's tracking-table-max-keys does. At least 1. Default DefaultMaxTrackedKeys.
+	MaxTrackedKeys int
 }
 
 // ClientBaselineBytes is the buffer memory every client may hold without drawing on limits.max_clients_memory: its
@@ -289,6 +296,7 @@ func Default() *Config {
 			MaxOutputBytes:   DefaultMaxOutputBytes,
 			OutputTimeout:    DefaultOutputTimeout,
 			MaxClientsMemory: DefaultMaxClientsMemory,
+			MaxTrackedKeys:   DefaultMaxTrackedKeys,
 		},
 		Commands:        Commands{Deny: append([]string(nil), DefaultDeny...)},
 		ShutdownDelay:   DefaultShutdownDelay,
@@ -630,7 +638,8 @@ func (l *Local) decode(n *yaml.Node) error {
 
 func (l *Limits) decode(n *yaml.Node) error {
 	fs, err := fields(n, "limits", []string{"max_request_bytes", "max_args", "max_inline_bytes", "max_clients",
-		"max_conn_age", "idle_timeout", "max_output_bytes", "output_timeout", "max_clients_memory"})
+		"max_conn_age", "idle_timeout", "max_output_bytes", "output_timeout", "max_clients_memory",
+		"max_tracked_keys"})
 	if err != nil {
 		return err
 	}
@@ -661,6 +670,8 @@ func (l *Limits) decode(n *yaml.Node) error {
 			l.OutputTimeout, err = durationValue(f.val, name)
 		case "max_clients_memory":
 			l.MaxClientsMemory, err = sizeValue(f.val, name)
+		case "max_tracked_keys":
+			l.MaxTrackedKeys, err = intValue(f.val, name)
 		}
 		if err != nil {
 			return err
@@ -820,6 +831,9 @@ func (c *Config) Validate() error {
 	}
 	if l.OutputTimeout <= 0 {
 		return fmt.Errorf("limits.output_timeout: must be greater than 0, got %q", formatDuration(l.OutputTimeout))
+	}
+	if l.MaxTrackedKeys < 1 {
+		return fmt.Errorf("limits.max_tracked_keys: must be at least 1, got %d", l.MaxTrackedKeys)
 	}
 	// A request is held twice while it is forwarded: in the read buffer and in the upstream payload.
 	if need := 2*min(l.MaxRequestBytes, math.MaxInt64/4) + min(l.MaxOutputBytes, math.MaxInt64/4); l.MaxClientsMemory < need {

@@ -62,6 +62,9 @@ func (c *client) exec(cmd *resp.Command) {
 		return
 	}
 	c.execAuthed(cmd, tc)
+	if c.trk != nil {
+		c.trackCommandDone(tc)
+	}
 }
 
 // execAuthed dispatches a command of an authenticated client (or one Redis runs before authentication).
@@ -75,6 +78,9 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 			c.errorReply(err.Error())
 			return
 		}
+	}
+	if c.trk != nil {
+		c.trackCommand(cmd.Args, tc)
 	}
 	switch {
 	case c.sub != nil && c.sub.active():
@@ -406,6 +412,9 @@ func (c *client) write(cmd *resp.Command, tc *command) {
 	c.srv.stats.Forwarded.Add(1)
 	c.seg.addForward(cmd, tc.meta())
 	c.seg.writes = append(c.seg.writes, pendingWrite{args: cmd.Args, tc: tc})
+	if c.trk != nil {
+		c.trackWrite(cmd.Args, tc)
+	}
 	c.runSegment()
 }
 
@@ -517,10 +526,12 @@ func (c *client) completeFills(err error, frames bool) {
 func (c *client) afterWrite(args [][]byte, tc *command) {
 	if tc.after == afterFlush {
 		c.srv.cache.Flush()
-		return
-	}
-	if complete := c.invalidateKeys(args, tc); !complete || tc.after == afterBarrier {
+	} else if complete := c.invalidateKeys(args, tc); !complete || tc.after == afterBarrier {
 		c.barrier()
+	}
+	if c.srv.ctrack.active.Load() {
+		// Clients with CLIENT TRACKING on have the write's invalidations before its reply.
+		c.settleTracking(tc)
 	}
 }
 

@@ -52,6 +52,7 @@ func (c *client) cmdReset(args [][]byte) {
 		c.sub = nil
 	}
 	c.name = nil
+	c.disableTracking()
 	// RESET turns CLIENT REPLY OFF and a pending SKIP off, but not the skip of the command running now: a RESET that
 	// a SKIP silences gets no reply, as in Redis.
 	if c.reply != replySkipping {
@@ -909,19 +910,3 @@ func (c *client) cmdClientNoEvict(args [][]byte) {
 	c.info.mu.Unlock()
 	c.simpleReply("OK")
 }
-
-// cmdClientGetredir answers as Redis does for a client without tracking, which a client of featcache always is
-// (CLIENT TRACKING is refused).
-func (c *client) cmdClientGetredir(args [][]byte) { c.intReply(-1) }
-
-// trackingOffReply is CLIENT TRACKINGINFO's reply for a client without tracking: flags [off], redirect -1,
-// prefixes [].
-var trackingOffReply = func() []byte {
-	b := resp.AppendBulkString(resp.AppendArray(nil, 6), "flags")
-	b = resp.AppendBulkString(resp.AppendArray(b, 1), "off")
-	b = resp.AppendInt(resp.AppendBulkString(b, "redirect"), -1)
-	return resp.AppendArray(resp.AppendBulkString(b, "prefixes"), 0)
-}()
-
-// cmdClientTrackinginfo answers as Redis does for a client without tracking.
-func (c *client) cmdClientTrackinginfo(args [][]byte) { c.rawReply(trackingOffReply) }
