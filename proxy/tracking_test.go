@@ -3,11 +3,13 @@ package proxy
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // trackingTestConfig caches keys under "c:" only: reads of other keys go to Redis, so that both invalidation
@@ -45,7 +47,7 @@ func (o trackObservation) String() string {
 // quiet; otherwise exactly as many as want says are read (waiting up to 5s for each), and at the end none more
 // may come within quiet.
 func runTrackingScript(t *testing.T, addr, redisAddr string, steps []trackStep, want []trackObservation,
-	quiet time.Duration) []trackObservation {
+	quiet time.Duration, settle func()) []trackObservation {
 	t.Helper()
 	r := redistest.Dial(t, addr)
 	defer r.Close()
@@ -79,6 +81,9 @@ func runTrackingScript(t *testing.T, addr, redisAddr string, steps []trackStep, 
 		case "r":
 			r.Close()
 			rOpen = false
+		}
+		if settle != nil && st.who != "a" {
+			settle() // the policies' stream has applied the write: a later read is not invalidated by it
 		}
 		obs := trackObservation{reply: string(reply)}
 		if len(args) > 1 && (strings.EqualFold(args[1], "getredir") || strings.EqualFold(args[1], "trackinginfo")) {
@@ -121,8 +126,8 @@ func compareTracking(t *testing.T, steps []trackStep) {
 	t.Helper()
 	p := startProxy(t, trackingTestConfig)
 	direct := redistest.Start(t)
-	want := runTrackingScript(t, direct.Addr(), direct.Addr(), steps, nil, 150*time.Millisecond)
-	got := runTrackingScript(t, p.addr, p.redis.Addr(), steps, want, 300*time.Millisecond)
+	want := runTrackingScript(t, direct.Addr(), direct.Addr(), steps, nil, 150*time.Millisecond, nil)
+	got := runTrackingScript(t, p.addr, p.redis.Addr(), steps, want, 300*time.Millisecond, p.settle)
 	for i := range steps {
 		if got[i].String() != want[i].String() {
 			t.Errorf("step %d %s %q:\n got %v\nwant %v", i, steps[i].who, steps[i].args, got[i], want[i])
@@ -334,5 +339,219 @@ func TestClientTrackingSwapdb(t *testing.T) {
 		}
 		// Featcache's own SWAPDB is seen by the check too: a second null at most.
 		r.ReadTimeout(300 * time.Millisecond)
+	}
+}
+
+// trackingConns counts the connections with tracking on that featcache holds to Redis.
+func trackingConns(redis *redistest.Server) int {
+	list, _, _ := resp.BulkPayload(redis.Do("CLIENT", "LIST"))
+	n := 0
+	for _, line := range strings.Split(string(list), "\n") {
+		if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
+			n++
+		}
+	}
+	return n
+}
+
+// redirected connects a target subscribed to __redis__:invalidate and a client tracking with opts redirected to
+// it.
+func redirected(t *testing.T, p *testProxy, opts ...string) (target, client *redistest.Conn) {
+	t.Helper()
+	target = p.dial()
+	rid := strings.TrimSuffix(strings.TrimPrefix(string(target.Do("CLIENT", "ID")), ":"), "\r\n")
+	target.Do("SUBSCRIBE", "__redis__:invalidate")
+	client = p.dial()
+	args := append([]string{"CLIENT", "TRACKING", "ON", "REDIRECT", rid}, opts...)
+	if got := string(client.Do(args...)); got != "+OK\r\n" {
+		t.Fatalf("%q: got %q", args, got)
+	}
+	return target, client
+}
+
+// invalidation is the message a RESP2 redirect target receives for keys.
+func invalidation(keys ...string) string {
+	b := resp.AppendArray(append([]byte(nil), invalidateMessage...), len(keys))
+	for _, k := range keys {
+		b = resp.AppendBulkString(b, k)
+	}
+	return string(b)
+}
+
+// TestClientTrackingStream: the keyspace stream is open while some client tracks, and only then.
+func TestClientTrackingStream(t *testing.T) {
+	p := startProxy(t, trackingTestConfig)
+	if n := trackingConns(p.redis); n != 1 {
+		t.Fatalf("tracking connections before any client tracks: %d; want 1", n)
+	}
+	_, a := redirected(t, p)
+	if n := trackingConns(p.redis); n != 2 {
+		t.Fatalf("tracking connections once a client tracks: %d; want 2 (enable waits for the stream)", n)
+	}
+	b := p.dial()
+	b.Do("CLIENT", "TRACKING", "ON", "BCAST")
+	a.Do("CLIENT", "TRACKING", "OFF")
+	if n := trackingConns(p.redis); n != 2 {
+		t.Fatalf("tracking connections while one client still tracks: %d; want 2", n)
+	}
+	b.Close()
+	redistest.Eventually(t, 5*time.Second, "the keyspace stream closed with the last tracking client", func() bool {
+		return trackingConns(p.redis) == 1
+	})
+}
+
+// TestClientTrackingLoss: when featcache's tracking connections are lost, its tracking clients get the null
+// invalidation, as Redis's clients flush when their connection drops; once they are back, tracking goes on.
+func TestClientTrackingLoss(t *testing.T) {
+	p := startProxy(t, trackingTestConfig)
+	r, a := redirected(t, p)
+	a.Do("MGET", "c:1", "u:1")
+	list, _, _ := resp.BulkPayload(p.redis.Do("CLIENT", "LIST"))
+	for _, line := range strings.Split(string(list), "\n") {
+		if strings.Contains(line, " name=featcache-tracking ") {
+			id, _, _ := strings.Cut(strings.TrimPrefix(line, "id="), " ")
+			p.redis.Do("CLIENT", "KILL", "ID", id)
+		}
+	}
+	if f, err := r.ReadTimeout(5 * time.Second); err != nil || string(f) != string(invalidateNull) {
+		t.Fatalf("after the tracking connections were killed: got %q, %v; want the null invalidation", f, err)
+	}
+	redistest.Eventually(t, 10*time.Second, "tracking back", func() bool { return trackingConns(p.redis) == 2 })
+	// Nulls for the other loss and the returns, then nothing but what the writes below announce.
+	for {
+		f, err := r.ReadTimeout(300 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		if string(f) != string(invalidateNull) {
+			t.Fatalf("got %q; want only null invalidations", f)
+		}
+	}
+	a.Do("MGET", "c:1", "u:1")
+	p.redis.Do("SET", "u:1", "x")
+	p.redis.Do("SET", "c:1", "x")
+	for _, want := range []string{invalidation("u:1"), invalidation("c:1")} {
+		f, err := r.ReadTimeout(5 * time.Second)
+		if err != nil || string(f) != want {
+			t.Fatalf("got %q, %v; want %q", f, err, want)
+		}
+	}
+}
+
+// TestClientTrackingMaxKeys: past limits.max_tracked_keys, keys are invalidated (and forgotten) at random, as
+// Redis does past tracking-table-max-keys; each key read is invalidated once in all.
+func TestClientTrackingMaxKeys(t *testing.T) {
+	p := startProxy(t, trackingTestConfig+"limits:\n  max_tracked_keys: 3\n")
+	keys := []string{"c:1", "c:2", "u:1", "u:2", "u:3"}
+	for _, k := range keys {
+		p.redis.Do("SET", k, "v") // DEL announces only keys that exist
+	}
+	p.settle() // their invalidations are applied before any client tracks
+	r, a := redirected(t, p)
+	a.Do(append([]string{"MGET"}, keys...)...)
+	var got []string
+	for range 2 {
+		f, err := r.ReadTimeout(5 * time.Second)
+		if err != nil {
+			t.Fatalf("evictions: %v", err)
+		}
+		got = append(got, string(f))
+	}
+	p.redis.Do(append([]string{"DEL"}, keys...)...)
+	for range 3 {
+		f, err := r.ReadTimeout(5 * time.Second)
+		if err != nil {
+			t.Fatalf("invalidations after DEL: %v (so far %q)", err, got)
+		}
+		got = append(got, string(f))
+	}
+	var want []string
+	for _, k := range keys {
+		want = append(want, invalidation(k))
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q; want each key once: %q", got, want)
+	}
+}
+
+// TestClientTrackingRefused: without upstream tracking (TTL-only) featcache receives no invalidation, and refuses
+// CLIENT TRACKING as before.
+func TestClientTrackingRefused(t *testing.T) {
+	p := startProxy(t, ttlOnlyConfig)
+	c := p.dial()
+	expectDo(t, c, "-ERR 'client|tracking' is not supported by featcache: it would change a shared upstream connection\r\n",
+		"CLIENT", "TRACKING", "ON")
+	expectDo(t, c, "*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n",
+		"CLIENT", "TRACKINGINFO")
+}
+
+// TestClientTrackingBetweenFrames: invalidations written to a redirect target that also receives Pub/Sub messages
+// never cut into one of them: every frame the target reads is whole.
+func TestClientTrackingBetweenFrames(t *testing.T) {
+	p := startProxy(t, trackingTestConfig)
+	r, _ := redirected(t, p, "BCAST", "PREFIX", "u:")
+	r.Do("SUBSCRIBE", "ch")
+	payload := strings.Repeat("p", 100<<10)
+	const n = 50
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pub := redistest.Dial(t, p.redis.Addr())
+		defer pub.Close()
+		for range n {
+			pub.Do("PUBLISH", "ch", payload)
+		}
+	}()
+	w := p.dial()
+	for i := range n {
+		w.Do("SET", "u:"+strconv.Itoa(i), "v")
+	}
+	<-done
+	messages, invalidations := 0, 0
+	for messages < n || invalidations < n {
+		f, err := r.ReadTimeout(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d messages and %d invalidations: %v", messages, invalidations, err)
+		}
+		switch {
+		case strings.HasPrefix(string(f), "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n") && strings.Contains(string(f), payload):
+			messages++
+		case strings.HasPrefix(string(f), string(invalidateMessage)):
+			invalidations++
+		default:
+			t.Fatalf("a frame neither a message nor an invalidation: %.200q", f)
+		}
+	}
+}
+
+// TestClientTrackingOutputLimit: a redirect target that leaves more than limits.max_output_bytes of invalidations
+// unread is disconnected, as Redis disconnects a client over its output buffer limit; the streams go on.
+func TestClientTrackingOutputLimit(t *testing.T) {
+	p := startProxy(t, trackingTestConfig+"limits:\n  max_output_bytes: 1MB\n")
+	_, _ = redirected(t, p, "BCAST", "PREFIX", "u:")
+	key := "u:" + strings.Repeat("k", 60<<10)
+	x := redistest.Dial(t, p.redis.Addr())
+	redistest.Eventually(t, 30*time.Second, "the target disconnected", func() bool {
+		for range 50 {
+			x.Do("SET", key, "v")
+		}
+		return p.srv.stats.OutputLimits.Load() > 0
+	})
+	// Tracking goes on for the others.
+	r, _ := redirected(t, p, "BCAST", "PREFIX", "u:")
+	x.Do("SET", "u:after", "v")
+	for {
+		f, err := r.ReadTimeout(5 * time.Second)
+		if err != nil {
+			t.Fatalf("the invalidation of u:after: %v", err)
+		}
+		if string(f) == invalidation("u:after") {
+			break
+		}
+		if string(f) != invalidation(key) { // the writes above that the stream had not delivered yet
+			t.Fatalf("got %.100q; want the invalidation of u:after", f)
+		}
 	}
 }
