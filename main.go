@@ -77,104 +77,190 @@ func (e usageError) Unwrap() error { return e.err }
 
 // run is featcache: it parses args, loads and validates the configuration, serves until SIGTERM or SIGINT arrives
 // on sig (SIGHUP reloads the configuration), then shuts down gracefully. Logs go to logw; what was asked for on the
-// command line (-h, -version, -check) goes to stdout.
+// command line (-h, -version, -check) goes to stdout. Its steps follow, in the order it takes them.
 func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
-	fs := flag.NewFlagSet("featcache", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // errors are returned; -h prints the usage to stdout below
-	configPath := fs.String("config", "", "configuration `FILE` (YAML); without it every default applies (see config.yaml)")
-	listen := fs.String("listen", "", "RESP listen `ADDR` (host:port), overrides listen")
-	upstreams := fs.String("upstream", "", "upstream `ADDR[,ADDR]`, overrides upstream.addresses (and upstream.sentinel)")
-	admin := fs.String("admin", "", "admin HTTP `ADDR` (/metrics, /healthz, /readyz), overrides admin")
-	check := fs.Bool("check", false, "check the configuration (the file, its password and TLS files, the flags) and exit:\n"+
-		"0 and one OK line when featcache could start with it, else 1 and the error naming the field;\n"+
-		"nothing is listened on and Redis is not contacted")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage(stdout, fs)
-			return nil
-		}
-		return usageError{err}
+	fl, err := parseFlags(args)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q: flags come first, and the configuration file is given "+
-			"with -config %s", fs.Arg(0), fs.Arg(0))}
+	if fl.help {
+		printUsage(stdout, fl.set)
+		return nil
 	}
-	if *showVersion {
+	if fl.version {
 		fmt.Fprintln(stdout, "featcache", versionString())
 		return nil
 	}
-
-	// load reads the file and applies the flags; a reload (SIGHUP, CACHE RELOAD) calls it again.
-	load := func() (*config.Config, error) {
-		cfg := config.Default()
-		if *configPath != "" {
-			var err error
-			if cfg, err = config.Load(*configPath); err != nil {
-				return nil, err
-			}
-		}
-		if *listen != "" {
-			cfg.Listen = *listen
-		}
-		if *upstreams != "" {
-			cfg.Upstream.Addresses = strings.Split(*upstreams, ",")
-			cfg.Upstream.Sentinel = config.Sentinel{}
-		}
-		if *admin != "" {
-			cfg.Admin = *admin
-		}
-		return cfg, cfg.Validate()
-	}
-	cfg, err := load()
+	cfg, err := fl.load()
 	if err != nil {
 		return err
 	}
-	serverTLS, err := cfg.TLS.ServerConfig()
+	tlsc, err := loadTLS(cfg)
 	if err != nil {
 		return err
 	}
-	upstreamTLS, err := cfg.Upstream.TLS.ClientConfig()
-	if err != nil {
-		return err
-	}
-	if *check {
-		file := *configPath
-		if file == "" {
-			file = "the defaults (no -config)"
-		}
-		auth := "without a password"
-		if cfg.Upstream.Password != "" {
-			auth = "with a password"
-		}
-		if cfg.Upstream.Username != "" {
-			auth = "as user " + cfg.Upstream.Username + " " + auth
-		}
-		fmt.Fprintf(stdout, "featcache: configuration OK: %s (listen %s, admin %s, upstream %s %s, %d policies)\n",
-			file, cfg.Listen, orNone(cfg.Admin), upstreamName(cfg.Upstream), auth, len(cfg.Policies))
+	if fl.check {
+		printCheck(stdout, fl.configPath, cfg)
 		return nil
 	}
-	level := new(slog.LevelVar)
-	level.Set(cfg.Log.Level)
-	hopts := &slog.HandlerOptions{Level: level}
-	var handler slog.Handler = slog.NewTextHandler(logw, hopts)
-	if cfg.Log.Format == "json" {
-		handler = slog.NewJSONHandler(logw, hopts)
-	}
-	log := slog.New(handler)
-	slog.SetDefault(log)
+	log, level := newLogger(cfg.Log, logw)
 
-	// freecache's buffer lives on the Go heap: without a limit the GC would let the heap grow to twice it. Client
-	// buffers beyond their baselines are reserved from limits.max_clients_memory; the server raises the limit by
-	// what is reserved (MemoryLimitBase), so it is memoryLimit(local.max_memory) while clients hold little.
-	debug.SetMemoryLimit(memoryLimit(cfg.Local.MaxMemory))
-	cache, err := localcache.New(localcache.Options{MaxMemory: cfg.Local.MaxMemory,
-		Admission: localcache.AdmissionOptions{Threshold: cfg.Local.AdmissionThreshold}})
+	cache, err := newTier(cfg.Local)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
-	up, err := upstream.New(upstream.Options{
+	up, err := newUpstream(cfg, tlsc.upstream, cache, log)
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+	srv, err := proxy.New(proxy.Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Reload: fl.load, LogLevel: level,
+		MemoryLimitBase: memoryLimit(cfg.Local.MaxMemory), Version: versionString()})
+	if err != nil {
+		return err
+	}
+	ln, adminLn, err := listen(cfg, tlsc.server)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	serveErr, adminSrv := serve(srv, ln, adminLn)
+	logStarted(log, cfg, fl.configPath, tlsc, ln, adminLn)
+	srv.StartWarmup()
+
+	stop, err := waitForStop(sig, srv, serveErr)
+	if err != nil {
+		return err
+	}
+	return shutdown(log, srv, adminSrv, stop, sig)
+}
+
+// flags is featcache's command line.
+type flags struct {
+	set        *flag.FlagSet
+	configPath string
+	listen     string
+	upstreams  string
+	admin      string
+	check      bool
+	version    bool
+	help       bool // -h or -help: print the usage and exit
+}
+
+// parseFlags parses the command line; its errors are usageErrors.
+func parseFlags(args []string) (*flags, error) {
+	fl := &flags{set: flag.NewFlagSet("featcache", flag.ContinueOnError)}
+	fs := fl.set
+	fs.SetOutput(io.Discard) // errors are returned; -h prints the usage to stdout in run
+	fs.StringVar(&fl.configPath, "config", "", "configuration `FILE` (YAML); without it every default applies (see config.yaml)")
+	fs.StringVar(&fl.listen, "listen", "", "RESP listen `ADDR` (host:port), overrides listen")
+	fs.StringVar(&fl.upstreams, "upstream", "", "upstream `ADDR[,ADDR]`, overrides upstream.addresses (and upstream.sentinel)")
+	fs.StringVar(&fl.admin, "admin", "", "admin HTTP `ADDR` (/metrics, /healthz, /readyz), overrides admin")
+	fs.BoolVar(&fl.check, "check", false, "check the configuration (the file, its password and TLS files, the flags) and exit:\n"+
+		"0 and one OK line when featcache could start with it, else 1 and the error naming the field;\n"+
+		"nothing is listened on and Redis is not contacted")
+	fs.BoolVar(&fl.version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fl.help = true
+			return fl, nil
+		}
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected argument %q: flags come first, and the configuration file is given "+
+			"with -config %s", fs.Arg(0), fs.Arg(0))}
+	}
+	return fl, nil
+}
+
+// load reads the file and applies the flags; a reload (SIGHUP, CACHE RELOAD) calls it again.
+func (fl *flags) load() (*config.Config, error) {
+	cfg := config.Default()
+	if fl.configPath != "" {
+		var err error
+		if cfg, err = config.Load(fl.configPath); err != nil {
+			return nil, err
+		}
+	}
+	if fl.listen != "" {
+		cfg.Listen = fl.listen
+	}
+	if fl.upstreams != "" {
+		cfg.Upstream.Addresses = strings.Split(fl.upstreams, ",")
+		cfg.Upstream.Sentinel = config.Sentinel{}
+	}
+	if fl.admin != "" {
+		cfg.Admin = fl.admin
+	}
+	return cfg, cfg.Validate()
+}
+
+// tlsConfigs are the TLS configurations the configuration's files make: nil where TLS is off.
+type tlsConfigs struct {
+	server   *tls.Config // the RESP listener's
+	upstream *tls.Config // featcache's connections to Redis
+}
+
+// loadTLS reads the configuration's certificates and keys.
+func loadTLS(cfg *config.Config) (tlsConfigs, error) {
+	server, err := cfg.TLS.ServerConfig()
+	if err != nil {
+		return tlsConfigs{}, err
+	}
+	upstreamTLS, err := cfg.Upstream.TLS.ClientConfig()
+	if err != nil {
+		return tlsConfigs{}, err
+	}
+	return tlsConfigs{server: server, upstream: upstreamTLS}, nil
+}
+
+// printCheck writes -check's OK line: the file, the listeners, the upstream and how featcache authenticates to it.
+func printCheck(stdout io.Writer, configPath string, cfg *config.Config) {
+	file := configPath
+	if file == "" {
+		file = "the defaults (no -config)"
+	}
+	auth := "without a password"
+	if cfg.Upstream.Password != "" {
+		auth = "with a password"
+	}
+	if cfg.Upstream.Username != "" {
+		auth = "as user " + cfg.Upstream.Username + " " + auth
+	}
+	fmt.Fprintf(stdout, "featcache: configuration OK: %s (listen %s, admin %s, upstream %s %s, %d policies)\n",
+		file, cfg.Listen, orNone(cfg.Admin), upstreamName(cfg.Upstream), auth, len(cfg.Policies))
+}
+
+// newLogger makes the process's logger, writing to logw, and sets it as slog's default. Its level is a LevelVar
+// so that a reload can change it.
+func newLogger(lc config.Log, logw io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	level.Set(lc.Level)
+	hopts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler = slog.NewTextHandler(logw, hopts)
+	if lc.Format == "json" {
+		handler = slog.NewJSONHandler(logw, hopts)
+	}
+	log := slog.New(handler)
+	slog.SetDefault(log)
+	return log, level
+}
+
+// newTier sets the Go memory limit and makes the local tier.
+func newTier(lc config.Local) (*localcache.Cache, error) {
+	// freecache's buffer lives on the Go heap: without a limit the GC would let the heap grow to twice it. Client
+	// buffers beyond their baselines are reserved from limits.max_clients_memory; the server raises the limit by
+	// what is reserved (MemoryLimitBase), so it is memoryLimit(local.max_memory) while clients hold little.
+	debug.SetMemoryLimit(memoryLimit(lc.MaxMemory))
+	return localcache.New(localcache.Options{MaxMemory: lc.MaxMemory,
+		Admission: localcache.AdmissionOptions{Threshold: lc.AdmissionThreshold}})
+}
+
+// newUpstream makes the upstream client, which invalidates cache.
+func newUpstream(cfg *config.Config, upstreamTLS *tls.Config, cache *localcache.Cache, log *slog.Logger) (*upstream.Client, error) {
+	return upstream.New(upstream.Options{
 		Addresses:      cfg.Upstream.Addresses,
 		Sentinel:       sentinelOptions(cfg.Upstream.Sentinel),
 		Username:       cfg.Upstream.Username,
@@ -188,74 +274,84 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 		Cache:          cache,
 		Logger:         log,
 	})
+}
+
+// listen opens the RESP listener (with TLS when serverTLS is set) and the admin listener (nil when admin is off).
+// Both listeners are open before anything is served, so that a taken port stops featcache at once, naming which
+// listener failed.
+func listen(cfg *config.Config, serverTLS *tls.Config) (ln, adminLn net.Listener, err error) {
+	ln, err = listenOn("RESP listener", "listen", cfg.Listen)
 	if err != nil {
-		return err
-	}
-	defer up.Close()
-	srv, err := proxy.New(proxy.Options{Config: cfg, Cache: cache, Upstream: up, Logger: log, Reload: load, LogLevel: level,
-		MemoryLimitBase: memoryLimit(cfg.Local.MaxMemory), Version: versionString()})
-	if err != nil {
-		return err
-	}
-	// Both listeners are open before anything is served, so that a taken port stops featcache at once, naming
-	// which listener failed.
-	ln, err := listenOn("RESP listener", "listen", cfg.Listen)
-	if err != nil {
-		srv.Close()
-		return err
+		return nil, nil, err
 	}
 	if serverTLS != nil {
 		ln = tls.NewListener(ln, serverTLS)
 	}
-	var adminLn net.Listener
-	adminAddr := ""
 	if cfg.Admin != "" {
 		if adminLn, err = listenOn("admin listener", "admin", cfg.Admin); err != nil {
 			ln.Close()
-			srv.Close()
-			return err
+			return nil, nil, err
 		}
-		adminAddr = adminLn.Addr().String()
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	var adminSrv *http.Server
+	return ln, adminLn, nil
+}
+
+// serve serves RESP on ln and, when adminLn is set, the admin HTTP handler on it, each in its own goroutine.
+// Serve's error arrives on serveErr; adminSrv is nil without an admin listener.
+func serve(srv *proxy.Server, ln, adminLn net.Listener) (serveErr <-chan error, adminSrv *http.Server) {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
 	if adminLn != nil {
 		adminSrv = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go adminSrv.Serve(adminLn)
 	}
-	log.Info("featcache started", "listen", ln.Addr().String(), "tls", serverTLS != nil,
+	return errc, adminSrv
+}
+
+// logStarted logs what featcache started with: its listeners, its upstream and its configuration.
+func logStarted(log *slog.Logger, cfg *config.Config, configPath string, tlsc tlsConfigs, ln, adminLn net.Listener) {
+	adminAddr := ""
+	if adminLn != nil {
+		adminAddr = adminLn.Addr().String()
+	}
+	log.Info("featcache started", "listen", ln.Addr().String(), "tls", tlsc.server != nil,
 		"client_certificates", cfg.TLS.ClientCAFile != "", "auth", cfg.Password != "", "admin", adminAddr,
-		"upstream", upstreamName(cfg.Upstream), "upstream_tls", upstreamTLS != nil,
+		"upstream", upstreamName(cfg.Upstream), "upstream_tls", tlsc.upstream != nil,
 		"tracking", cfg.Upstream.Tracking, "max_memory", cfg.Local.MaxMemory, "policies", len(cfg.Policies),
-		"config", *configPath)
+		"config", configPath)
 	log.Info("config", "policies", policyNames(cfg.Policies), "warm_sources", len(cfg.Warm.Sources),
 		"ready_after", cfg.Warm.ReadyAfter, "warm_rate", cfg.Warm.Rate, "hotkeys_file", cfg.Warm.HotkeysFile,
 		"hotkeys_zset", cfg.Warm.HotkeysZset, "max_conn_age", cfg.Limits.MaxConnAge,
 		"shutdown_delay", cfg.ShutdownDelay, "shutdown_timeout", cfg.ShutdownTimeout, "log_level", cfg.Log.Level.String(),
 		"upstream_auth", cfg.Upstream.Password != "", "upstream_user", cfg.Upstream.Username)
-	srv.StartWarmup()
+}
 
-	var stop os.Signal
-	for stop == nil {
+// waitForStop serves until SIGTERM or SIGINT arrives on sig, reloading the configuration on each SIGHUP, and
+// returns the signal that stops featcache. When Serve ends without an error, featcache stops as for SIGTERM; when
+// it fails, its error is returned.
+func waitForStop(sig <-chan os.Signal, srv *proxy.Server, serveErr <-chan error) (os.Signal, error) {
+	for {
 		select {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
 				srv.Reload() // logs what it applied, or why it rejected the file
 				continue
 			}
-			stop = s
+			return s, nil
 		case err := <-serveErr:
 			if err != nil {
-				return err
+				return nil, err
 			}
-			stop = syscall.SIGTERM
+			return syscall.SIGTERM, nil
 		}
 	}
+}
 
-	// Graceful shutdown: unready at once while serving on for shutdown_delay (SIGINT, or a second signal, skips
-	// the rest of it), then stop accepting and finish every pipeline within shutdown_timeout, write the hot keys,
-	// close the upstream.
+// shutdown stops featcache gracefully after the signal stop: unready at once while serving on for shutdown_delay
+// (SIGINT, or a second signal on sig, skips the rest of it), then stop accepting and finish every pipeline within
+// shutdown_timeout, write the hot keys, stop the admin server. run's deferred calls then close the upstream and
+// the tier.
+func shutdown(log *slog.Logger, srv *proxy.Server, adminSrv *http.Server, stop os.Signal, sig <-chan os.Signal) error {
 	running := srv.Config()
 	srv.Drain()
 	if delay := running.ShutdownDelay; delay > 0 && stop != os.Interrupt {

@@ -37,6 +37,7 @@ policies:
 	if got := string(c.Do("GET", "s:1")); got != "$3\r\none\r\n" {
 		t.Fatalf("GET s:1: %q", got)
 	}
+	storedFresh(t, c, "s:1")
 
 	// Client traffic through featcache for the whole run.
 	var served, duringBusy atomic.Int64
@@ -122,6 +123,9 @@ policies:
 		})
 		redis.Do("SET", "s:1", "one")
 		redistest.Eventually(t, 10*time.Second, "s:1 back", func() bool { return string(c.Do("GET", "s:1")) == "$3\r\none\r\n" })
+		// Stored, not only answered: a fill that an invalidation overtook is served but not stored (and drops the
+		// entry), and a key with no entry can only get Redis's BUSY in the next cycle.
+		storedFresh(t, c, "s:1")
 		select {
 		case <-in.exited:
 			t.Fatalf("cycle %d: featcache exited: %v\n%s", cycle, in.exitErr, in.log.String())
@@ -144,4 +148,13 @@ policies:
 	}
 	t.Logf("%d script and %d function cycles, tracking killed before every other one; requests served: %d, "+
 		"%d of them while Redis was busy; restarts: 0", cycles, cycles, served.Load(), duringBusy.Load())
+}
+
+// storedFresh waits until featcache holds key's value fresh in memory, reading it until a read stores it.
+func storedFresh(t *testing.T, c *redistest.Conn, key string) {
+	t.Helper()
+	redistest.Eventually(t, 10*time.Second, key+" stored", func() bool {
+		c.Do("GET", key)
+		return strings.Contains(string(c.Do("CACHE", "EXPLAIN", key)), "state:fresh")
+	})
 }

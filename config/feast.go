@@ -102,49 +102,58 @@ func decodeFeast(n *yaml.Node) ([]*Policy, error) {
 		return nil, fmt.Errorf("feast.feature_views: expected a list, got %s (line %d)", kindName(views), views.Line)
 	}
 	for i, vn := range views.Content {
-		vn = resolve(vn)
-		label := fmt.Sprintf("feast.feature_views #%d", i+1)
-		vfs, err := fields(vn, label, viewFields)
+		p, err := decodeFeatureView(vn, i)
 		if err != nil {
 			return nil, err
 		}
-		view := &FeatureView{}
-		pol := &yaml.Node{Kind: yaml.MappingNode}
-		for _, f := range vfs {
-			switch f.name {
-			case "name":
-				view.Name, err = stringValue(f.val, label+": name")
-			case "features":
-				view.Features, err = stringList(f.val, label+": features")
-			case "max_event_age":
-				view.MaxEventAge, err = durationValue(f.val, label+": max_event_age")
-			default:
-				pol.Content = append(pol.Content, f.key, f.val)
-			}
-			if err != nil {
-				return nil, err
-			}
-		}
-		if view.Name == "" {
-			return nil, fmt.Errorf("%s: name is required (line %d)", label, vn.Line)
-		}
-		if len(view.Features) == 0 {
-			return nil, fmt.Errorf("feature view %q: features: list at least one feature (line %d)", view.Name, vn.Line)
-		}
-		for _, feat := range view.Features {
-			view.FieldIDs = append(view.FieldIDs, feast.FieldID(view.Name, feat))
-		}
-		view.EventTimeField = "_ts:" + view.Name
-		// The view's policy is decoded as a policy with a placeholder prefix, then turned into a field policy.
-		pol.Content = append(pol.Content, strNode("name"), strNode(FeastKeyPolicy+":"+view.Name), strNode("prefix"), strNode(""))
-		p, err := decodePolicy(pol, 0)
-		if err != nil {
-			return nil, fmt.Errorf("feature view %q: %w", view.Name, err)
-		}
-		p.IsPrefix, p.View = false, view
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// decodeFeatureView decodes the i-th feature view of the feast section into its field policy.
+func decodeFeatureView(vn *yaml.Node, i int) (*Policy, error) {
+	vn = resolve(vn)
+	label := fmt.Sprintf("feast.feature_views #%d", i+1)
+	vfs, err := fields(vn, label, viewFields)
+	if err != nil {
+		return nil, err
+	}
+	view := &FeatureView{}
+	pol := &yaml.Node{Kind: yaml.MappingNode}
+	for _, f := range vfs {
+		switch f.name {
+		case "name":
+			view.Name, err = stringValue(f.val, label+": name")
+		case "features":
+			view.Features, err = stringList(f.val, label+": features")
+		case "max_event_age":
+			view.MaxEventAge, err = durationValue(f.val, label+": max_event_age")
+		default:
+			pol.Content = append(pol.Content, f.key, f.val)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if view.Name == "" {
+		return nil, fmt.Errorf("%s: name is required (line %d)", label, vn.Line)
+	}
+	if len(view.Features) == 0 {
+		return nil, fmt.Errorf("feature view %q: features: list at least one feature (line %d)", view.Name, vn.Line)
+	}
+	for _, feat := range view.Features {
+		view.FieldIDs = append(view.FieldIDs, feast.FieldID(view.Name, feat))
+	}
+	view.EventTimeField = "_ts:" + view.Name
+	// The view's policy is decoded as a policy with a placeholder prefix, then turned into a field policy.
+	pol.Content = append(pol.Content, strNode("name"), strNode(FeastKeyPolicy+":"+view.Name), strNode("prefix"), strNode(""))
+	p, err := decodePolicy(pol, 0)
+	if err != nil {
+		return nil, fmt.Errorf("feature view %q: %w", view.Name, err)
+	}
+	p.IsPrefix, p.View = false, view
+	return p, nil
 }
 
 func strNode(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s} }

@@ -179,14 +179,7 @@ func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
 	if n.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s: expected a mapping with a name and a prefix or pattern, got %s (line %d)", label, kindName(n), n.Line)
 	}
-	// Name the policy in every later message, also for fields that come before its name.
-	for j := 0; j+1 < len(n.Content); j += 2 {
-		k, v := n.Content[j], resolve(n.Content[j+1])
-		if k.Value == "name" && v.Kind == yaml.ScalarNode && !isNull(v) && v.Value != "" {
-			label = fmt.Sprintf("policy %q", v.Value)
-			break
-		}
-	}
+	label = policyLabel(n, label)
 	fs, err := fields(n, label, policyFields)
 	if err != nil {
 		return nil, err
@@ -195,72 +188,15 @@ func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
 	given := map[string]*yaml.Node{}
 	for _, f := range fs {
 		given[f.name] = f.key
-		name := label + ": " + f.name
-		switch f.name {
-		case "name":
-			p.Name, err = stringValue(f.val, name)
-		case "prefix":
-			p.Prefix, err = stringValue(f.val, name)
-			p.IsPrefix = true
-		case "pattern":
-			p.Pattern, err = stringValue(f.val, name)
-		case "suffix":
-			if p.Suffix, err = stringValue(f.val, name); err == nil && p.Suffix == "" {
-				err = fmt.Errorf("%s: must not be \"\" (use prefix: \"\" for the default policy) (line %d)", name, f.val.Line)
-			}
-			p.IsSuffix = true
-		case "cache":
-			p.Cache, err = boolValue(f.val, name)
-		case "soft_ttl":
-			p.SoftTTL, err = durationValue(f.val, name)
-		case "hard_ttl":
-			p.HardTTL, err = durationValue(f.val, name)
-		case "jitter":
-			p.Jitter, err = floatValue(f.val, name)
-		case "negative_ttl":
-			p.NegativeTTL, err = durationValue(f.val, name)
-		case "on_upstream_error":
-			var s string
-			if s, err = stringValue(f.val, name); err == nil {
-				var ok bool
-				if p.OnUpstreamError, ok = parseErrorMode(s); !ok {
-					err = fmt.Errorf("%s: invalid value %q (use fail or serve_stale) (line %d)", name, s, f.val.Line)
-				}
-			}
-		case "max_stale":
-			p.MaxStale, err = durationValue(f.val, name)
-		case "on_tracking_loss":
-			var s string
-			if s, err = stringValue(f.val, name); err == nil {
-				switch s {
-				case "flush":
-					p.OnTrackingLoss = LossFlush
-				case "revalidate":
-					p.OnTrackingLoss = LossRevalidate
-				default:
-					err = fmt.Errorf("%s: invalid value %q (use flush or revalidate) (line %d)", name, s, f.val.Line)
-				}
-			}
-		case "snapshot_pointer":
-			if p.SnapshotPointer, err = stringValue(f.val, name); err == nil && p.SnapshotPointer == "" {
-				err = fmt.Errorf("%s: must name a key, got \"\" (line %d)", name, f.val.Line)
-			}
-		}
-		if err != nil {
+		if err := p.decodeField(f, label+": "+f.name); err != nil {
 			return nil, err
 		}
 	}
 	if p.Name == "" {
 		return nil, fmt.Errorf("policy #%d: name is required (line %d)", i+1, n.Line)
 	}
-	if given["prefix"] != nil && given["pattern"] != nil {
-		return nil, fmt.Errorf("%s: has both prefix %q and pattern %q; give exactly one", label, p.Prefix, p.Pattern)
-	}
-	if given["suffix"] != nil && (given["prefix"] != nil || given["pattern"] != nil) {
-		return nil, fmt.Errorf("%s: has a suffix and a prefix or pattern; give exactly one", label)
-	}
-	if k := given["pattern"]; k != nil && p.Pattern == "" {
-		return nil, fmt.Errorf("%s: pattern \"\" would match only the empty key; use prefix: \"\" for the default policy (line %d)", label, k.Line)
+	if err := p.checkMatchFields(label, given); err != nil {
+		return nil, err
 	}
 	if !p.Cache {
 		for _, f := range fs {
@@ -270,12 +206,104 @@ func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
 		}
 		return p, nil
 	}
+	if err := p.applyDefaults(label, given); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// policyLabel names the policy n in every later message, also for fields that come before its name: by its name
+// when it has one, else label.
+func policyLabel(n *yaml.Node, label string) string {
+	for j := 0; j+1 < len(n.Content); j += 2 {
+		k, v := n.Content[j], resolve(n.Content[j+1])
+		if k.Value == "name" && v.Kind == yaml.ScalarNode && !isNull(v) && v.Value != "" {
+			return fmt.Sprintf("policy %q", v.Value)
+		}
+	}
+	return label
+}
+
+// decodeField sets the field f of p; name is the field as errors name it (the policy's label and the field).
+func (p *Policy) decodeField(f field, name string) error {
+	var err error
+	switch f.name {
+	case "name":
+		p.Name, err = stringValue(f.val, name)
+	case "prefix":
+		p.Prefix, err = stringValue(f.val, name)
+		p.IsPrefix = true
+	case "pattern":
+		p.Pattern, err = stringValue(f.val, name)
+	case "suffix":
+		if p.Suffix, err = stringValue(f.val, name); err == nil && p.Suffix == "" {
+			err = fmt.Errorf("%s: must not be \"\" (use prefix: \"\" for the default policy) (line %d)", name, f.val.Line)
+		}
+		p.IsSuffix = true
+	case "cache":
+		p.Cache, err = boolValue(f.val, name)
+	case "soft_ttl":
+		p.SoftTTL, err = durationValue(f.val, name)
+	case "hard_ttl":
+		p.HardTTL, err = durationValue(f.val, name)
+	case "jitter":
+		p.Jitter, err = floatValue(f.val, name)
+	case "negative_ttl":
+		p.NegativeTTL, err = durationValue(f.val, name)
+	case "on_upstream_error":
+		var s string
+		if s, err = stringValue(f.val, name); err == nil {
+			var ok bool
+			if p.OnUpstreamError, ok = parseErrorMode(s); !ok {
+				err = fmt.Errorf("%s: invalid value %q (use fail or serve_stale) (line %d)", name, s, f.val.Line)
+			}
+		}
+	case "max_stale":
+		p.MaxStale, err = durationValue(f.val, name)
+	case "on_tracking_loss":
+		var s string
+		if s, err = stringValue(f.val, name); err == nil {
+			switch s {
+			case "flush":
+				p.OnTrackingLoss = LossFlush
+			case "revalidate":
+				p.OnTrackingLoss = LossRevalidate
+			default:
+				err = fmt.Errorf("%s: invalid value %q (use flush or revalidate) (line %d)", name, s, f.val.Line)
+			}
+		}
+	case "snapshot_pointer":
+		if p.SnapshotPointer, err = stringValue(f.val, name); err == nil && p.SnapshotPointer == "" {
+			err = fmt.Errorf("%s: must name a key, got \"\" (line %d)", name, f.val.Line)
+		}
+	}
+	return err
+}
+
+// checkMatchFields checks that the policy gives one way to match keys: a prefix, a pattern or a suffix. given holds
+// the key node of each field the file gives.
+func (p *Policy) checkMatchFields(label string, given map[string]*yaml.Node) error {
+	if given["prefix"] != nil && given["pattern"] != nil {
+		return fmt.Errorf("%s: has both prefix %q and pattern %q; give exactly one", label, p.Prefix, p.Pattern)
+	}
+	if given["suffix"] != nil && (given["prefix"] != nil || given["pattern"] != nil) {
+		return fmt.Errorf("%s: has a suffix and a prefix or pattern; give exactly one", label)
+	}
+	if k := given["pattern"]; k != nil && p.Pattern == "" {
+		return fmt.Errorf("%s: pattern \"\" would match only the empty key; use prefix: \"\" for the default policy (line %d)", label, k.Line)
+	}
+	return nil
+}
+
+// applyDefaults gives a cached policy the defaults of the fields the file does not give (given holds the key node
+// of each field it gives), and refuses a max_stale without serve_stale and a soft_ttl over the default hard_ttl.
+func (p *Policy) applyDefaults(label string, given map[string]*yaml.Node) error {
 	if k := given["max_stale"]; k != nil && p.OnUpstreamError == ErrorFail {
 		how := "on_upstream_error: fail"
 		if given["on_upstream_error"] == nil {
 			how += " (the default)"
 		}
-		return nil, fmt.Errorf("%s: max_stale has no effect with %s; set on_upstream_error: serve_stale (line %d)", label, how, k.Line)
+		return fmt.Errorf("%s: max_stale has no effect with %s; set on_upstream_error: serve_stale (line %d)", label, how, k.Line)
 	}
 	if given["hard_ttl"] == nil {
 		p.HardTTL = DefaultHardTTL
@@ -290,10 +318,10 @@ func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
 		p.MaxStale = DefaultMaxStale
 	}
 	if given["soft_ttl"] != nil && given["hard_ttl"] == nil && p.SoftTTL > p.HardTTL {
-		return nil, fmt.Errorf("%s: soft_ttl %q is greater than hard_ttl %q (the default); set hard_ttl", label,
+		return fmt.Errorf("%s: soft_ttl %q is greater than hard_ttl %q (the default); set hard_ttl", label,
 			formatDuration(p.SoftTTL), formatDuration(p.HardTTL))
 	}
-	return p, nil
+	return nil
 }
 
 // validatePolicies checks every policy on its own and then the set: unique names, prefixes and patterns.
@@ -351,6 +379,37 @@ func validatePolicy(p *Policy, i int) error {
 	if p.Index != i {
 		return fmt.Errorf("%s: Index is %d but the policy is #%d of the list (Index counts from 0)", label, p.Index, i+1)
 	}
+	if err := p.validateMatch(label); err != nil {
+		return err
+	}
+	durations := p.durations()
+	for _, f := range durations {
+		if f.d < 0 {
+			return fmt.Errorf("%s: %s must not be negative, got %q", label, f.name, formatDuration(f.d))
+		}
+	}
+	if p.View != nil && p.View.MaxEventAge < 0 {
+		return fmt.Errorf("%s: max_event_age must not be negative, got %q", label, formatDuration(p.View.MaxEventAge))
+	}
+	if p.OnTrackingLoss > LossRevalidate {
+		return fmt.Errorf("%s: on_tracking_loss: invalid value %s (use flush or revalidate)", label, p.OnTrackingLoss)
+	}
+	if ptr := p.SnapshotPointer; ptr != "" && matchesKey(p, ptr) {
+		// Reading the pointer would need the pointer first.
+		return fmt.Errorf("%s: snapshot_pointer %q is itself a key of the policy; choose a pointer key outside it", label, ptr)
+	}
+	if p.OnUpstreamError > ErrorServeStale {
+		return fmt.Errorf("%s: on_upstream_error: invalid value %s (use fail or serve_stale)", label, p.OnUpstreamError)
+	}
+	if !p.Cache {
+		return p.validateUncached(label, durations)
+	}
+	return p.validateCached(label)
+}
+
+// validateMatch checks that p matches keys in exactly one way (prefix, pattern, suffix or feature view), and that
+// its pattern compiles.
+func (p *Policy) validateMatch(label string) error {
 	kinds := 0
 	for _, is := range []bool{p.IsPrefix, p.Pattern != "", p.IsSuffix, p.View != nil} {
 		if is {
@@ -376,45 +435,43 @@ func validatePolicy(p *Policy, i int) error {
 			return fmt.Errorf("%s: %w", label, err)
 		}
 	}
-	durations := []struct {
-		name string
-		d    time.Duration
-	}{{"soft_ttl", p.SoftTTL}, {"hard_ttl", p.HardTTL}, {"negative_ttl", p.NegativeTTL}, {"max_stale", p.MaxStale}}
+	return nil
+}
+
+// policyDuration is one duration field of a policy, named as the file names it.
+type policyDuration struct {
+	name string
+	d    time.Duration
+}
+
+// durations returns p's duration fields.
+func (p *Policy) durations() []policyDuration {
+	return []policyDuration{{"soft_ttl", p.SoftTTL}, {"hard_ttl", p.HardTTL}, {"negative_ttl", p.NegativeTTL},
+		{"max_stale", p.MaxStale}}
+}
+
+// validateUncached checks that a policy with cache: false sets none of the fields that mean something only for a
+// cached policy.
+func (p *Policy) validateUncached(label string, durations []policyDuration) error {
 	for _, f := range durations {
-		if f.d < 0 {
-			return fmt.Errorf("%s: %s must not be negative, got %q", label, f.name, formatDuration(f.d))
+		if f.d != 0 {
+			return fmt.Errorf("%s: %s has no effect with cache: false, got %q", label, f.name, formatDuration(f.d))
 		}
 	}
-	if p.View != nil && p.View.MaxEventAge < 0 {
-		return fmt.Errorf("%s: max_event_age must not be negative, got %q", label, formatDuration(p.View.MaxEventAge))
+	if p.Jitter != 0 {
+		return fmt.Errorf("%s: jitter has no effect with cache: false, got %v", label, p.Jitter)
 	}
-	if p.OnTrackingLoss > LossRevalidate {
-		return fmt.Errorf("%s: on_tracking_loss: invalid value %s (use flush or revalidate)", label, p.OnTrackingLoss)
+	if p.OnUpstreamError != ErrorFail {
+		return fmt.Errorf("%s: on_upstream_error has no effect with cache: false, got %s", label, p.OnUpstreamError)
 	}
-	if ptr := p.SnapshotPointer; ptr != "" && matchesKey(p, ptr) {
-		// Reading the pointer would need the pointer first.
-		return fmt.Errorf("%s: snapshot_pointer %q is itself a key of the policy; choose a pointer key outside it", label, ptr)
+	if p.OnTrackingLoss != LossFlush {
+		return fmt.Errorf("%s: on_tracking_loss has no effect with cache: false, got %s", label, p.OnTrackingLoss)
 	}
-	if p.OnUpstreamError > ErrorServeStale {
-		return fmt.Errorf("%s: on_upstream_error: invalid value %s (use fail or serve_stale)", label, p.OnUpstreamError)
-	}
-	if !p.Cache {
-		for _, f := range durations {
-			if f.d != 0 {
-				return fmt.Errorf("%s: %s has no effect with cache: false, got %q", label, f.name, formatDuration(f.d))
-			}
-		}
-		if p.Jitter != 0 {
-			return fmt.Errorf("%s: jitter has no effect with cache: false, got %v", label, p.Jitter)
-		}
-		if p.OnUpstreamError != ErrorFail {
-			return fmt.Errorf("%s: on_upstream_error has no effect with cache: false, got %s", label, p.OnUpstreamError)
-		}
-		if p.OnTrackingLoss != LossFlush {
-			return fmt.Errorf("%s: on_tracking_loss has no effect with cache: false, got %s", label, p.OnTrackingLoss)
-		}
-		return nil
-	}
+	return nil
+}
+
+// validateCached checks the TTLs, jitter and serve-stale bound of a cached policy.
+func (p *Policy) validateCached(label string) error {
 	if p.HardTTL <= 0 {
 		return fmt.Errorf("%s: hard_ttl must be greater than 0, got %q (use cache: false for keys that are never cached)", label, formatDuration(p.HardTTL))
 	}

@@ -122,150 +122,24 @@ func (c *Cache) CompleteHash(f *Fill, res Result, hr *HashResult) (stored bool) 
 
 // mergeHash builds key's new hash entry from the current one (if it is of the fill's epoch and session, and as
 // verified) and the fields read, or returns nil when the entry would hold nothing to serve. It runs under the
-// shard lock.
+// shard lock. Its steps: the key's expiry, the fields in dispute, the header (and whether the image is complete),
+// the fields read, then the current entry's fields that this read did not cover.
 func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (*[]byte, int) {
-	fetched := f.start.UnixMilli()
-	nowMs := c.now().UnixMilli()
-	var expireAt int64
-	switch {
-	case res.PTTL > 0:
-		expireAt = fetched + res.PTTL.Milliseconds()
-	case res.PTTL == NoExpiry || res.PTTL == -time.Millisecond:
-	case res.PTTL == -2*time.Millisecond && allMissing(hr):
-		// A hash that does not exist (PTTL -2): its fields are remembered as missing, or, read with HGETALL,
-		// as an empty complete hash.
-	default:
+	m := hashMerge{c: c, f: f, hr: hr, verified: verified, fetched: f.start.UnixMilli(), nowMs: c.now().UnixMilli()}
+	var ok bool
+	if m.expireAt, ok = hashExpireAt(res.PTTL, hr, m.fetched); !ok {
 		return nil, 0
 	}
-	var r float64
-	h := Header{Kind: KindHash, Epoch: epochOf(f.stamp), Session: f.session(), FetchedAt: fetched, Unverified: !verified}
-	// keeps reports whether p may store a record of this fill: an unverified one only serves Revalidate and
-	// serve-stale.
-	keeps := func(p *Policy) bool { return verified || p.Revalidate || p.ServeStale }
-	last := int64(0)
-	deadlines := func(p *Policy, missing bool, expireAt int64) (soft, hard int64) {
-		softTTL, hardTTL := max(p.SoftTTL, 0), p.HardTTL
-		if missing {
-			softTTL, hardTTL = p.NegativeTTL, p.NegativeTTL
-		}
-		if p.Jitter > 0 {
-			r = p.jitter(c.rand())
-		}
-		soft = fetched + int64(float64(softTTL.Milliseconds())*(1-r))
-		hard = fetched + int64(float64(hardTTL.Milliseconds())*(1-r))
-		if expireAt != 0 {
-			soft, hard = min(soft, expireAt), min(hard, expireAt)
-		}
-		soft = min(soft, hard)
-		l := hard
-		if p.ServeStale && p.MaxStale > 0 {
-			l += p.MaxStale.Milliseconds()
-			if expireAt != 0 {
-				l = min(l, expireAt)
-			}
-		}
-		last = max(last, l)
-		return soft, hard
-	}
-	// A field that a fill of the key which completed while this one was outstanding read otherwise is stored by
-	// neither (the current entry's record of it is dropped too): which of the two read the upstream last is not
-	// known, and a client may already have been answered either. An image with such a field is not complete.
-	var disputed []bool // per field read; nil when there is no dispute
-	if len(f.concurrent) > 0 {
-		for i := range hr.Fields {
-			if f.disputed(&hr.Fields[i], false) {
-				if disputed == nil {
-					disputed = make([]bool, len(hr.Fields))
-				}
-				disputed[i] = true
-			}
-		}
-		if disputed == nil && hr.All && f.disputesAbsent(hr, false) {
-			disputed = make([]bool, len(hr.Fields))
-		}
-	}
-	flags := byte(0)
-	if hr.All && hr.KeyPolicy != nil && disputed == nil {
-		flags = hashComplete
-		h.SoftAt, h.HardAt = deadlines(hr.KeyPolicy, len(hr.Fields) == 0, expireAt)
-		h.ExpireAt = expireAt
-		if h.HardAt <= nowMs || (len(hr.Fields) == 0 && hr.KeyPolicy.NegativeTTL <= 0) || !keeps(hr.KeyPolicy) {
-			flags = 0
-		}
-	}
-	var imageTag uint32
-	if flags&hashComplete != 0 {
-		imageTag = f.tag
-	}
+	m.disputed = f.disputedReads(hr)
+	h := Header{Kind: KindHash, Epoch: epochOf(f.stamp), Session: f.session(), FetchedAt: m.fetched, Unverified: !verified}
+	flags, imageTag := m.image(&h)
 	buf := getBuf()
 	b := binary.LittleEndian.AppendUint32(append(h.append((*buf)[:0]), flags), imageTag)
-	kept := 0
-	for i := range hr.Fields {
-		fr := &hr.Fields[i]
-		if disputed != nil && disputed[i] || fr.Policy == nil || fr.Policy.HardTTL <= 0 ||
-			fr.Missing && fr.Policy.NegativeTTL <= 0 || !keeps(fr.Policy) ||
-			fr.PTTL < 0 && fr.PTTL != NoExpiry && fr.PTTL != -time.Millisecond {
-			continue
-		}
-		fieldExpire := expireAt
-		if fr.PTTL > 0 {
-			if at := fetched + fr.PTTL.Milliseconds(); fieldExpire == 0 || at < fieldExpire {
-				fieldExpire = at
-			}
-		}
-		soft, hard := deadlines(fr.Policy, fr.Missing, fieldExpire)
-		if hard <= nowMs {
-			continue
-		}
-		b = appendRecord(b, fr.Field, fr.Missing, f.tag, fetched, soft, hard, fieldExpire, fr.Value)
-		kept++
-	}
-	// Keep the fields of the current entry that this read did not cover, if it is of the fill's stamp (an entry
-	// of an older epoch or session is not vouched for by the tracking that guards this fill).
+	b, kept := m.appendReads(b)
 	if !hr.All {
-		// The current entry's records do not say which policy stored them, so how long serve-stale may still use
-		// one past its hard deadline is not known here; the current entry's freecache lifetime was set from that
-		// (see Complete), so kept records keep it.
-		// oldLast undoes the rounding up that set that lifetime (below), so that merging again and again does not
-		// stretch it.
-		var oldLast int64
-		if left, err := c.fc.TTL(f.key); err == nil && left > 0 {
-			up := int64(1)
-			if c.stopTimer != nil {
-				up = 2
-			}
-			oldLast = (floorDiv(nowMs, 1000) + int64(left) - up) * 1000
-		}
-		_ = c.fc.PeekFn(f.key, func(e []byte) error {
-			oh, rest, err := decodeHeader(e)
-			if err != nil || oh.Kind != KindHash || oh.Epoch != h.Epoch || oh.Session != h.Session ||
-				oh.Unverified != h.Unverified || len(rest) < hashPrefix {
-				return nil
-			}
-			if rest[0]&hashComplete != 0 && oh.HardAt > nowMs && disputed == nil {
-				// The fields read are a subset of a complete image that is still valid: keep it complete (with
-				// the tag of the fill that read it whole).
-				copy(b[:headerSize+hashPrefix], (&Header{Kind: KindHash, Epoch: oh.Epoch, Session: oh.Session,
-					Unverified: oh.Unverified, FetchedAt: oh.FetchedAt, SoftAt: oh.SoftAt, HardAt: oh.HardAt,
-					ExpireAt: oh.ExpireAt}).append(nil))
-				copy(b[headerSize:headerSize+hashPrefix], rest[:hashPrefix])
-				last = max(last, oh.HardAt)
-			}
-			eachRecord(rest[hashPrefix:], func(rec record) bool {
-				for i := range hr.Fields {
-					if string(hr.Fields[i].Field) == string(rec.field) {
-						return true // replaced by what this fill read
-					}
-				}
-				if rec.hard > nowMs || oldLast > nowMs {
-					b = appendRecord(b, rec.field, rec.kind == KindNil, rec.tag, rec.fetched, rec.soft, rec.hard, rec.expire, rec.value)
-					last = max(last, rec.hard, oldLast)
-					kept++
-				}
-				return true
-			})
-			return nil
-		})
+		var more int
+		b, more = m.keepCurrent(b, &h)
+		kept += more
 	}
 	*buf = b
 	if kept == 0 && b[headerSize]&hashComplete == 0 {
@@ -277,11 +151,200 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (
 		putBuf(buf)
 		return nil, 0
 	}
-	expire := int(min(floorDiv(last, 1000)-floorDiv(nowMs, 1000)+1, maxExpireSeconds))
+	expire := int(min(floorDiv(m.last, 1000)-floorDiv(m.nowMs, 1000)+1, maxExpireSeconds))
 	if c.stopTimer != nil {
 		expire++
 	}
 	return buf, expire
+}
+
+// hashMerge is one mergeHash in progress: the fill, its times, and what the steps decided so far.
+type hashMerge struct {
+	c        *Cache
+	f        *Fill
+	hr       *HashResult
+	verified bool
+	fetched  int64  // when the fill began, in Unix milliseconds: records' deadlines count from it
+	nowMs    int64  // now, in Unix milliseconds
+	expireAt int64  // the key's upstream expiry in Unix milliseconds; 0: none
+	disputed []bool // per field read, whether it is in dispute; nil when none is
+	// r is the jitter fraction drawn last: a record of a policy without jitter takes the fraction of the record
+	// before it.
+	r    float64
+	last int64 // the latest moment a record built so far may be served: the entry's freecache lifetime
+}
+
+// hashExpireAt turns the key's PTTL, read with the fields, into its expiry in Unix milliseconds (0: none), and
+// reports false when the reply leaves nothing to store.
+func hashExpireAt(pttl time.Duration, hr *HashResult, fetched int64) (int64, bool) {
+	switch {
+	case pttl > 0:
+		return fetched + pttl.Milliseconds(), true
+	case pttl == NoExpiry || pttl == -time.Millisecond:
+		return 0, true
+	case pttl == -2*time.Millisecond && allMissing(hr):
+		// A hash that does not exist (PTTL -2): its fields are remembered as missing, or, read with HGETALL,
+		// as an empty complete hash.
+		return 0, true
+	}
+	return 0, false
+}
+
+// keeps reports whether p may store a record of this fill: an unverified one only serves Revalidate and
+// serve-stale.
+func (m *hashMerge) keeps(p *Policy) bool { return m.verified || p.Revalidate || p.ServeStale }
+
+// deadlines returns the soft and hard deadlines of a record of p (missing: of a field that does not exist) that
+// expires upstream at expireAt (0: never), and moves m.last to the latest moment it may be served.
+func (m *hashMerge) deadlines(p *Policy, missing bool, expireAt int64) (soft, hard int64) {
+	softTTL, hardTTL := max(p.SoftTTL, 0), p.HardTTL
+	if missing {
+		softTTL, hardTTL = p.NegativeTTL, p.NegativeTTL
+	}
+	if p.Jitter > 0 {
+		m.r = p.jitter(m.c.rand())
+	}
+	soft = m.fetched + int64(float64(softTTL.Milliseconds())*(1-m.r))
+	hard = m.fetched + int64(float64(hardTTL.Milliseconds())*(1-m.r))
+	if expireAt != 0 {
+		soft, hard = min(soft, expireAt), min(hard, expireAt)
+	}
+	soft = min(soft, hard)
+	l := hard
+	if p.ServeStale && p.MaxStale > 0 {
+		l += p.MaxStale.Milliseconds()
+		if expireAt != 0 {
+			l = min(l, expireAt)
+		}
+	}
+	m.last = max(m.last, l)
+	return soft, hard
+}
+
+// disputedReads says, per field of hr, whether it is in dispute, or returns nil when none is. A field that a fill
+// of the key which completed while this one was outstanding read otherwise is stored by neither (the current
+// entry's record of it is dropped too): which of the two read the upstream last is not known, and a client may
+// already have been answered either. An image with such a field is not complete.
+func (f *Fill) disputedReads(hr *HashResult) []bool {
+	if len(f.concurrent) == 0 {
+		return nil
+	}
+	var disputed []bool
+	for i := range hr.Fields {
+		if f.disputed(&hr.Fields[i], false) {
+			if disputed == nil {
+				disputed = make([]bool, len(hr.Fields))
+			}
+			disputed[i] = true
+		}
+	}
+	if disputed == nil && hr.All && f.disputesAbsent(hr, false) {
+		disputed = make([]bool, len(hr.Fields))
+	}
+	return disputed
+}
+
+// image decides whether the entry is the complete image of the hash (a read of the whole hash, in no dispute, that
+// its key policy keeps), setting h's deadlines from the key policy when the read was of the whole hash, and
+// returns the entry's flags and the image's tag.
+func (m *hashMerge) image(h *Header) (flags byte, imageTag uint32) {
+	hr := m.hr
+	if hr.All && hr.KeyPolicy != nil && m.disputed == nil {
+		flags = hashComplete
+		h.SoftAt, h.HardAt = m.deadlines(hr.KeyPolicy, len(hr.Fields) == 0, m.expireAt)
+		h.ExpireAt = m.expireAt
+		if h.HardAt <= m.nowMs || (len(hr.Fields) == 0 && hr.KeyPolicy.NegativeTTL <= 0) || !m.keeps(hr.KeyPolicy) {
+			flags = 0
+		}
+	}
+	if flags&hashComplete != 0 {
+		imageTag = m.f.tag
+	}
+	return flags, imageTag
+}
+
+// appendReads appends a record for each field read that may be stored, and returns b and how many it appended.
+func (m *hashMerge) appendReads(b []byte) ([]byte, int) {
+	kept := 0
+	for i := range m.hr.Fields {
+		fr := &m.hr.Fields[i]
+		if !m.storable(i) {
+			continue
+		}
+		fieldExpire := m.expireAt
+		if fr.PTTL > 0 {
+			if at := m.fetched + fr.PTTL.Milliseconds(); fieldExpire == 0 || at < fieldExpire {
+				fieldExpire = at
+			}
+		}
+		soft, hard := m.deadlines(fr.Policy, fr.Missing, fieldExpire)
+		if hard <= m.nowMs {
+			continue
+		}
+		b = appendRecord(b, fr.Field, fr.Missing, m.f.tag, m.fetched, soft, hard, fieldExpire, fr.Value)
+		kept++
+	}
+	return b, kept
+}
+
+// storable reports whether field read i may be stored: not in dispute, of a policy that caches it (and keeps
+// this fill's records), and of a known TTL.
+func (m *hashMerge) storable(i int) bool {
+	fr := &m.hr.Fields[i]
+	return !(m.disputed != nil && m.disputed[i] || fr.Policy == nil || fr.Policy.HardTTL <= 0 ||
+		fr.Missing && fr.Policy.NegativeTTL <= 0 || !m.keeps(fr.Policy) ||
+		fr.PTTL < 0 && fr.PTTL != NoExpiry && fr.PTTL != -time.Millisecond)
+}
+
+// keepCurrent appends the fields of the current entry that this read did not cover, if it is of the fill's stamp
+// (an entry of an older epoch or session is not vouched for by the tracking that guards this fill), and keeps the
+// entry complete when the fields read are a subset of a complete image that is still valid. It returns b and how
+// many records it appended.
+func (m *hashMerge) keepCurrent(b []byte, h *Header) ([]byte, int) {
+	c, f, nowMs := m.c, m.f, m.nowMs
+	// The current entry's records do not say which policy stored them, so how long serve-stale may still use
+	// one past its hard deadline is not known here; the current entry's freecache lifetime was set from that
+	// (see Complete), so kept records keep it.
+	// oldLast undoes the rounding up that set that lifetime (mergeHash), so that merging again and again does not
+	// stretch it.
+	var oldLast int64
+	if left, err := c.fc.TTL(f.key); err == nil && left > 0 {
+		up := int64(1)
+		if c.stopTimer != nil {
+			up = 2
+		}
+		oldLast = (floorDiv(nowMs, 1000) + int64(left) - up) * 1000
+	}
+	kept := 0
+	_ = c.fc.PeekFn(f.key, func(e []byte) error {
+		oh, rest, err := decodeHeader(e)
+		if err != nil || oh.Kind != KindHash || oh.Epoch != h.Epoch || oh.Session != h.Session ||
+			oh.Unverified != h.Unverified || len(rest) < hashPrefix {
+			return nil
+		}
+		if rest[0]&hashComplete != 0 && oh.HardAt > nowMs && m.disputed == nil {
+			// The fields read are a subset of a complete image that is still valid: keep it complete (with
+			// the tag of the fill that read it whole).
+			copy(b[:headerSize+hashPrefix], (&Header{Kind: KindHash, Epoch: oh.Epoch, Session: oh.Session,
+				Unverified: oh.Unverified, FetchedAt: oh.FetchedAt, SoftAt: oh.SoftAt, HardAt: oh.HardAt,
+				ExpireAt: oh.ExpireAt}).append(nil))
+			copy(b[headerSize:headerSize+hashPrefix], rest[:hashPrefix])
+			m.last = max(m.last, oh.HardAt)
+		}
+		eachRecord(rest[hashPrefix:], func(rec record) bool {
+			if lists(m.hr, rec.field) {
+				return true // replaced by what this fill read
+			}
+			if rec.hard > nowMs || oldLast > nowMs {
+				b = appendRecord(b, rec.field, rec.kind == KindNil, rec.tag, rec.fetched, rec.soft, rec.hard, rec.expire, rec.value)
+				m.last = max(m.last, rec.hard, oldLast)
+				kept++
+			}
+			return true
+		})
+		return nil
+	})
+	return b, kept
 }
 
 // disputed reports whether a read of the key that completed while f was outstanding (Fill.concurrent), and began

@@ -265,3 +265,62 @@ func TestHashFieldTTL(t *testing.T) {
 		t.Fatalf("c, whose TTL is unknown, was stored: %s", got)
 	}
 }
+
+// TestMergeHashAllocs: building a hash entry allocates nothing once the pooled buffer has grown, whether the fill
+// read some fields into an entry that holds others, the whole hash, or a hash that does not exist; keeping a
+// complete image that the fields read are a subset of costs one (the image's header is encoded apart). Under the
+// race detector the merges run but their allocations are not counted.
+func TestMergeHashAllocs(t *testing.T) {
+	clk := newClock(t0)
+	c := newTestCache(t, clk, func() float64 { return 0.5 })
+	key := &Policy{SoftTTL: time.Minute, HardTTL: time.Hour, NegativeTTL: 30 * time.Second, Jitter: 0.1}
+	stale := &Policy{SoftTTL: time.Second, HardTTL: 10 * time.Second, NegativeTTL: 5 * time.Second, ServeStale: true,
+		MaxStale: time.Minute}
+	pols := map[string]*Policy{"f2": stale}
+	if !fillHash(t, c, "h", false, key, pols, "f1", "a", "f2", "b", "f3", "") {
+		t.Fatal("first fill not stored")
+	}
+	if !fillHash(t, c, "all", true, key, pols, "f1", "a", "f2", "b") {
+		t.Fatal("HGETALL fill not stored")
+	}
+	tests := []struct {
+		name   string
+		key    string
+		res    Result
+		hr     HashResult
+		allocs float64
+	}{
+		{"some fields into an entry with others", "h", Result{PTTL: NoExpiry}, HashResult{KeyPolicy: key, Fields: []FieldRead{
+			{Field: []byte("f2"), Value: []byte("B"), Policy: stale},
+			{Field: []byte("f4"), Missing: true, Policy: key, PTTL: 5 * time.Second},
+		}}, 0},
+		{"some fields of a complete image", "all", Result{PTTL: 20 * time.Minute}, HashResult{KeyPolicy: key, Fields: []FieldRead{
+			{Field: []byte("f1"), Value: []byte("A"), Policy: key},
+		}}, 1},
+		{"the whole hash", "h", Result{PTTL: NoExpiry}, HashResult{All: true, KeyPolicy: key, Fields: []FieldRead{
+			{Field: []byte("f1"), Value: []byte("a"), Policy: key},
+			{Field: []byte("f2"), Value: []byte("b"), Policy: stale},
+		}}, 0},
+		{"no hash", "none", Result{PTTL: -2 * time.Millisecond}, HashResult{All: true, KeyPolicy: key}, 0},
+	}
+	for _, tt := range tests {
+		f, leader := c.AcquireHash([]byte(tt.key), 7)
+		if !leader {
+			t.Fatalf("%s: not the leader", tt.name)
+		}
+		buf, _ := c.mergeHash(f, &tt.res, &tt.hr, true) // grows the pooled buffer
+		if buf == nil {
+			t.Fatalf("%s: mergeHash built no entry", tt.name)
+		}
+		putBuf(buf)
+		merge := func() {
+			if buf, _ := c.mergeHash(f, &tt.res, &tt.hr, true); buf != nil {
+				putBuf(buf)
+			}
+		}
+		if n := testing.AllocsPerRun(100, merge); n > tt.allocs && !raceEnabled {
+			t.Errorf("%s: %v allocations per mergeHash; want %v", tt.name, n, tt.allocs)
+		}
+		c.CompleteHash(f, Result{Err: errors.New("done")}, nil)
+	}
+}

@@ -84,7 +84,7 @@ type client struct {
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
 
-	info clientInfo // what CLIENT LIST and CLIENT KILL of other clients see of this one (local.go)
+	info clientInfo // what CLIENT LIST and CLIENT KILL of other clients see of this one (clientinfo.go)
 
 	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
 	hotRand uint64 // xorshift state for the gaps between those
@@ -448,6 +448,24 @@ func (c *client) flush() bool {
 	}
 	c.hasWaited() // a write to the client may wait: the reads after it are judged at the time they run
 	return ok
+}
+
+// send writes b to the client in chunks, marking each write for the output watchdog. It reports false when the
+// client is gone or the watchdog closed the connection.
+func (c *client) send(b []byte) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for len(b) > 0 {
+		n := min(len(b), writeChunk)
+		c.wseq.Add(1) // odd: a write is in progress
+		_, err := c.nc.Write(b[:n])
+		c.wseq.Add(1)
+		if err != nil {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }
 
 // retainBytes is the capacity a reply or payload buffer may keep between batches; larger ones, grown by a large

@@ -11,7 +11,7 @@ import (
 	"featcache/internal/resp"
 )
 
-// CLIENT LIST, INFO, KILL, UNBLOCK and the rest of CLIENT answered by featcache about its own clients (local.go),
+// CLIENT LIST, INFO, KILL, UNBLOCK and the rest of CLIENT answered by featcache about its own clients (clientcmd.go),
 // in Redis's format, with Redis's errors, compared with a redis-server.
 
 // clientFields returns the field names of a CLIENT LIST line, in order.

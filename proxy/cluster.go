@@ -22,11 +22,54 @@ import (
 //   - Keyspace-wide commands run on every master (fanOut) and their replies are merged per rule; SCAN walks the
 //     masters one after the other with a cursor that says which (scan).
 //
-// Transactions, WATCH sessions, blocking commands and subscriptions are bound to one master (session.go): their
-// keys must share a slot.
+// Transactions, WATCH sessions, blocking commands and subscriptions are bound to one master (tx.go, pinned.go,
+// blocking.go, pubsub.go): their keys must share a slot.
 
 // crossSlotError is Redis Cluster's error for a command or a transaction whose keys are in different slots.
 const crossSlotError = "CROSSSLOT Keys in request don't hash to the same slot"
+
+// clusterRule says how a command runs in front of a Redis Cluster, where its keys, or the keyspace it covers, may
+// be spread over several masters (cluster.go). Commands without a rule go to the master of their keys (the first
+// master when they have none), as the router sends them; a command whose keys span slots then gets Redis's own
+// CROSSSLOT error.
+type clusterRule uint8
+
+const (
+	ruleNone clusterRule = iota
+	// ruleSplitSum commands (DEL, UNLINK, EXISTS, TOUCH) are split into one command per slot of their keys; the
+	// integer replies are summed.
+	ruleSplitSum
+	// ruleSplitOK commands (MSET) are split into one command per slot; the reply is +OK when every part's is.
+	ruleSplitOK
+	// ruleFanSum commands (DBSIZE) run on every master; the integer replies are summed.
+	ruleFanSum
+	// ruleFanConcat commands (KEYS) run on every master; the arrays are concatenated, master by master.
+	ruleFanConcat
+	// ruleFanRandom commands (RANDOMKEY) run on every master; one of the keys they return is picked at random.
+	ruleFanRandom
+	// ruleFanSame commands (FLUSHALL, FLUSHDB, SCRIPT LOAD and FLUSH, FUNCTION LOAD, DELETE, FLUSH and RESTORE)
+	// run on every master, which should all answer alike: the first error if any, else the first reply.
+	ruleFanSame
+	// ruleFanAnd commands (SCRIPT EXISTS) run on every master; an element is 1 only where every master says 1.
+	ruleFanAnd
+	// ruleScan (SCAN) walks the masters one after the other, the cursor saying which one.
+	ruleScan
+)
+
+// fans reports whether the rule runs the command on every master.
+func (r clusterRule) fans() bool { return r >= ruleFanSum }
+
+// clusterRules are the rules of the commands that have one.
+var clusterRules = map[string]clusterRule{
+	"del": ruleSplitSum, "unlink": ruleSplitSum, "exists": ruleSplitSum, "touch": ruleSplitSum,
+	"mset":   ruleSplitOK,
+	"dbsize": ruleFanSum, "keys": ruleFanConcat, "randomkey": ruleFanRandom,
+	"flushall": ruleFanSame, "flushdb": ruleFanSame,
+	"script|load": ruleFanSame, "script|flush": ruleFanSame, "script|exists": ruleFanAnd,
+	"function|load": ruleFanSame, "function|delete": ruleFanSame, "function|flush": ruleFanSame,
+	"function|restore": ruleFanSame,
+	"scan":             ruleScan,
+}
 
 // commandSlot returns the slot of a command's keys, upstream.NoSlot when it has none; ok is false when they are
 // in different slots.

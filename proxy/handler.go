@@ -7,7 +7,6 @@ import (
 
 	"featcache/internal/commands"
 
-	"featcache/config"
 	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
@@ -616,14 +615,4 @@ var upstreamFailures = [][]byte{
 	[]byte("-NOAUTH"), []byte("-MISCONF"), []byte("-ERR max number of clients"),
 	// What the cluster router answers for a master that failed, while the others' replies go through.
 	[]byte("-ERR featcache upstream"),
-}
-
-// policyOf returns the policy of key, or nil; used by admin commands.
-func (c *client) policyOf(key []byte) (*config.Policy, *localcache.Policy) {
-	ps := c.srv.policies.Load()
-	pol := ps.matcher.Match(key)
-	if pol == nil {
-		return nil, nil
-	}
-	return pol, &ps.local[pol.Index]
 }

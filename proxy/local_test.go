@@ -17,9 +17,9 @@ import (
 	"featcache/internal/resp"
 )
 
-// The tests of the commands featcache answers itself (local.go). Replies are compared as raw bytes, with what
-// Redis 7.0 sends for the same bytes wherever the command is Redis's; the differences that are featcache's own
-// are named in the cases.
+// The tests of the commands featcache answers itself (connection.go, clientcmd.go). Replies are compared as raw
+// bytes, with what Redis 7.0 sends for the same bytes wherever the command is Redis's; the differences that are
+// featcache's own are named in the cases.
 
 // expectDo sends one command and compares its raw reply.
 func expectDo(t *testing.T, c *redistest.Conn, want string, args ...string) {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"errors"
-	"strings"
 
 	"featcache/internal/resp"
 	"featcache/upstream"
@@ -83,18 +82,4 @@ func (c *client) intReply(n int64) {
 func (c *client) rawReply(frame []byte) {
 	buf := c.seg.buf(&c.out)
 	*buf = append(*buf, frame...)
-}
-
-// parseServerInfo reads what HELLO reports from INFO server.
-func parseServerInfo(info string) *serverInfo {
-	si := &serverInfo{version: "7.0.0", mode: "standalone", role: "master"}
-	for _, line := range strings.Split(info, "\n") {
-		line = strings.TrimRight(line, "\r")
-		if v, ok := strings.CutPrefix(line, "redis_version:"); ok {
-			si.version = v
-		} else if v, ok := strings.CutPrefix(line, "redis_mode:"); ok {
-			si.mode = v
-		}
-	}
-	return si
 }

@@ -68,7 +68,7 @@ type Server struct {
 	policies atomic.Pointer[policySet]
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]
-	dbCount  atomic.Int64 // the upstream's number of databases, once read (local.go: databases)
+	dbCount  atomic.Int64 // the upstream's number of databases, once read (connection.go: databases)
 
 	cmds       atomic.Pointer[commands.Table] // the command table's source, for rebuilding it (installTable)
 	tblMu      sync.Mutex                     // serializes installTable
@@ -102,26 +102,6 @@ type Server struct {
 	stop     chan struct{} // closed when the server closes or starts shutting down: ends the watchdog
 	closing  chan struct{} // closed by Close: ends the upstream waits of the clients still running
 	wg       sync.WaitGroup
-}
-
-// policySet is the matcher with each policy converted once to what the request path needs, by config.Index:
-// the local tier's view of it, its counters and its hot-key tracker. It is replaced whole, never changed.
-type policySet struct {
-	matcher      *config.Matcher
-	local        []localcache.Policy
-	counters     []*policyCounters
-	hot          []*warm.TopK // nil entries for policies that do not cache, or when hot-key tracking is off
-	none         *policyCounters
-	pointers     [][]byte              // snapshot pointer keys; nil without one
-	hasSnapshots bool                  // some policy has a snapshot pointer: commands' keys may need rewriting
-	views        []*config.FeatureView // Feast feature views, in configuration order: what warming a Feast key reads
-}
-
-// serverInfo is what HELLO reports: the upstream's own identity, so clients see the Redis they expect.
-type serverInfo struct {
-	version string
-	mode    string
-	role    string
 }
 
 // New returns a Server. It does not listen; call Serve.
@@ -221,48 +201,6 @@ func (s *Server) installTable(cmds commands.Table) {
 	tbl := newTable(cmds, s.opt.Config.Commands.Deny, s.clustered())
 	s.metrics.bindCalls(tbl)
 	s.tbl.Store(tbl)
-}
-
-// SetPolicies replaces the policies; lookups that start afterwards use the new ones. Entries already cached are
-// judged by the new policies at their next lookup: a shorter TTL applies at once, and a policy with cache: false
-// stops every read of its keys from being served from memory. It does not change what tracking covers: Reload
-// does that first.
-func (s *Server) SetPolicies(ps []*config.Policy) {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	s.setPolicies(ps)
-}
-
-// setPolicies is SetPolicies for callers holding reloadMu (or before the server is shared).
-func (s *Server) setPolicies(ps []*config.Policy) {
-	set := &policySet{
-		matcher:  config.NewMatcher(ps),
-		local:    make([]localcache.Policy, len(ps)),
-		counters: make([]*policyCounters, len(ps)),
-		hot:      make([]*warm.TopK, len(ps)),
-		none:     s.metrics.none,
-		pointers: make([][]byte, len(ps)),
-	}
-	for _, p := range ps {
-		set.local[p.Index] = localcache.Policy{
-			SoftTTL: p.SoftTTL, HardTTL: p.HardTTL, Jitter: p.Jitter, NegativeTTL: p.NegativeTTL,
-			ServeStale: p.OnUpstreamError == config.ErrorServeStale, MaxStale: p.MaxStale,
-			Revalidate: p.OnTrackingLoss == config.LossRevalidate,
-			NotBefore:  s.notBefore(p),
-		}
-		set.counters[p.Index] = s.metrics.counters(p.Name)
-		if p.Cache {
-			set.hot[p.Index] = s.hot.Policy(p.Name)
-		}
-		if p.SnapshotPointer != "" {
-			set.pointers[p.Index] = []byte(p.SnapshotPointer)
-			set.hasSnapshots = true
-		}
-		if p.View != nil {
-			set.views = append(set.views, p.View)
-		}
-	}
-	s.policies.Store(set)
 }
 
 // persistConfig is the hot-key persistence part of cfg.
@@ -375,6 +313,14 @@ func isTemporary(err error) bool {
 	type temporary interface{ Temporary() bool }
 	t, ok := err.(temporary)
 	return ok && t.Temporary()
+}
+
+// reject answers a connection beyond limits.max_clients as Redis does, and closes it.
+func (s *Server) reject(nc net.Conn) {
+	defer s.wg.Done()
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(rejectTimeout))
+	nc.Write(resp.AppendError(nil, "ERR max number of clients reached"))
 }
 
 // serveClient runs one client's connection. A panic ends only this connection: it is logged with its stack and
@@ -499,93 +445,8 @@ const stopGrace = 2 * time.Second
 // shutdownAt is when Shutdown began.
 func (s *Server) shutdownAt() time.Time { return time.Unix(0, s.shutdown.Load()) }
 
-// stopWatchdog marks the server closed and stops the watchdog once. The caller holds s.mu.
-func (s *Server) stopWatchdog() {
-	if !s.closed {
-		close(s.stop)
-	}
-	s.closed = true
-}
-
 // Clients is the number of connected clients.
 func (s *Server) Clients() int64 { return s.clients.Load() }
-
-// Stats counts what the request path did; Server.Stats returns a snapshot of it. The read results (Hits, StaleHits,
-// StaleOnError, Misses, Bypass) are counted per policy (metrics.go) and summed into the snapshot; the other fields
-// are updated atomically as they happen.
-type Stats struct {
-	Commands      atomic.Int64 // commands received: in a snapshot only, the sum of the per-command counters
-	Hits          atomic.Int64 // cached reads answered from memory (fresh)
-	StaleHits     atomic.Int64 // soft-stale entries served while a refresh runs
-	Unverified    atomic.Int64 // entries served unverified after a tracking loss (on_tracking_loss: revalidate)
-	Revalidations atomic.Int64 // unverified entries re-fetched in the background (at upstream.revalidate_rate)
-	StaleOnError  atomic.Int64 // entries served past hard TTL because the upstream failed (serve_stale)
-	Misses        atomic.Int64 // cached reads fetched from the upstream
-	Bypass        atomic.Int64 // reads of keys no caching policy covers, forwarded
-	Refreshes     atomic.Int64 // background refreshes started
-	UpstreamReads atomic.Int64 // keys fetched from the upstream (GET+PTTL pairs)
-	RoundTrips    atomic.Int64 // upstream round trips of pipeline segments (misses and forwarded commands)
-	Forwarded     atomic.Int64 // commands forwarded over shared connections
-	Invalidations atomic.Int64 // keys invalidated by writes through featcache
-	Barriers      atomic.Int64 // tracking barriers waited for after scripts and commands with unknown keys
-	// Error replies featcache produced itself, by reason: Errors when the upstream failed (timed out, unreachable,
-	// or answered LOADING, BUSY and the like) and nothing could be served; Refused for commands featcache refuses
-	// (commands.deny, and those it cannot run for a client); SnapshotErrors when a snapshot pointer could not be
-	// resolved.
-	Errors         atomic.Int64
-	Refused        atomic.Int64
-	SnapshotErrors atomic.Int64
-	Panics         atomic.Int64 // connections ended by a recovered panic
-
-	Rejected           atomic.Int64 // connections refused by limits.max_clients
-	ProtocolErrors     atomic.Int64 // connections closed for a protocol error or a request limit
-	IdleTimeouts       atomic.Int64 // clients closed by limits.idle_timeout
-	OutputTimeouts     atomic.Int64 // clients closed for leaving replies unread (limits.output_timeout)
-	OutputLimits       atomic.Int64 // clients closed for a reply over limits.max_output_bytes
-	MemoryLimits       atomic.Int64 // clients closed because limits.max_clients_memory was reached
-	TLSHandshakeErrors atomic.Int64 // client TLS handshakes that failed or timed out
-}
-
-// Stats returns a snapshot of the server's counters. Hits, StaleHits, StaleOnError, Unverified, Misses and Bypass
-// are the sums over every policy of featcache_requests_total's results: StaleHits are the soft-stale serves
-// (stale is also the result of serves on error and of unverified entries), and Misses
-// every lookup that went to the upstream, whatever its outcome (miss, error, or stale on error).
-func (s *Server) Stats() *Stats {
-	snap := &Stats{}
-	st := &s.stats
-	res, staleOnError := s.metrics.totals()
-	var commands int64
-	for _, n := range s.metrics.commandCounts() {
-		commands += n
-	}
-	snap.Commands.Store(commands)
-	snap.Hits.Store(res[resultHit])
-	unverified := st.Unverified.Load()
-	snap.StaleHits.Store(res[resultStale] - staleOnError - unverified)
-	snap.StaleOnError.Store(staleOnError)
-	snap.Unverified.Store(unverified)
-	snap.Revalidations.Store(st.Revalidations.Load())
-	snap.Misses.Store(res[resultMiss] + res[resultError] + staleOnError)
-	snap.Bypass.Store(res[resultBypass])
-	snap.Refreshes.Store(st.Refreshes.Load())
-	snap.UpstreamReads.Store(st.UpstreamReads.Load())
-	snap.RoundTrips.Store(st.RoundTrips.Load())
-	snap.Forwarded.Store(st.Forwarded.Load())
-	snap.Invalidations.Store(st.Invalidations.Load())
-	snap.Barriers.Store(st.Barriers.Load())
-	snap.Errors.Store(st.Errors.Load())
-	snap.Refused.Store(st.Refused.Load())
-	snap.SnapshotErrors.Store(st.SnapshotErrors.Load())
-	snap.Panics.Store(st.Panics.Load())
-	snap.Rejected.Store(st.Rejected.Load())
-	snap.ProtocolErrors.Store(st.ProtocolErrors.Load())
-	snap.IdleTimeouts.Store(st.IdleTimeouts.Load())
-	snap.OutputTimeouts.Store(st.OutputTimeouts.Load())
-	snap.OutputLimits.Store(st.OutputLimits.Load())
-	snap.MemoryLimits.Store(st.MemoryLimits.Load())
-	snap.TLSHandshakeErrors.Store(st.TLSHandshakeErrors.Load())
-	return snap
-}
 
 // ClientMemory is the buffer memory clients hold beyond their baselines: what they reserved from
 // limits.max_clients_memory.

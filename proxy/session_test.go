@@ -11,8 +11,8 @@ import (
 	"featcache/internal/redistest"
 )
 
-// The tests of the pinned class (session.go): transactions, WATCH sessions, pub/sub and blocking commands, each
-// against a real Redis, with replies compared to what Redis sends for the same bytes.
+// The tests of the pinned class (tx.go, pinned.go, blocking.go, pubsub.go): transactions, WATCH sessions, pub/sub
+// and blocking commands, each against a real Redis, with replies compared to what Redis sends for the same bytes.
 
 // ttlOnlyConfig caches every key for an hour without tracking: a value changed in Redis behind featcache's back
 // stays stale in the cache, which shows whether a reply came from the cache or from Redis.

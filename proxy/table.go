@@ -48,49 +48,6 @@ const (
 	afterBarrier              // keys Redis cannot name in advance (scripts, incomplete key specs): see barrier
 )
 
-// clusterRule says how a command runs in front of a Redis Cluster, where its keys, or the keyspace it covers, may
-// be spread over several masters (cluster.go). Commands without a rule go to the master of their keys (the first
-// master when they have none), as the router sends them; a command whose keys span slots then gets Redis's own
-// CROSSSLOT error.
-type clusterRule uint8
-
-const (
-	ruleNone clusterRule = iota
-	// ruleSplitSum commands (DEL, UNLINK, EXISTS, TOUCH) are split into one command per slot of their keys; the
-	// integer replies are summed.
-	ruleSplitSum
-	// ruleSplitOK commands (MSET) are split into one command per slot; the reply is +OK when every part's is.
-	ruleSplitOK
-	// ruleFanSum commands (DBSIZE) run on every master; the integer replies are summed.
-	ruleFanSum
-	// ruleFanConcat commands (KEYS) run on every master; the arrays are concatenated, master by master.
-	ruleFanConcat
-	// ruleFanRandom commands (RANDOMKEY) run on every master; one of the keys they return is picked at random.
-	ruleFanRandom
-	// ruleFanSame commands (FLUSHALL, FLUSHDB, SCRIPT LOAD and FLUSH, FUNCTION LOAD, DELETE, FLUSH and RESTORE)
-	// run on every master, which should all answer alike: the first error if any, else the first reply.
-	ruleFanSame
-	// ruleFanAnd commands (SCRIPT EXISTS) run on every master; an element is 1 only where every master says 1.
-	ruleFanAnd
-	// ruleScan (SCAN) walks the masters one after the other, the cursor saying which one.
-	ruleScan
-)
-
-// fans reports whether the rule runs the command on every master.
-func (r clusterRule) fans() bool { return r >= ruleFanSum }
-
-// clusterRules are the rules of the commands that have one.
-var clusterRules = map[string]clusterRule{
-	"del": ruleSplitSum, "unlink": ruleSplitSum, "exists": ruleSplitSum, "touch": ruleSplitSum,
-	"mset":   ruleSplitOK,
-	"dbsize": ruleFanSum, "keys": ruleFanConcat, "randomkey": ruleFanRandom,
-	"flushall": ruleFanSame, "flushdb": ruleFanSame,
-	"script|load": ruleFanSame, "script|flush": ruleFanSame, "script|exists": ruleFanAnd,
-	"function|load": ruleFanSame, "function|delete": ruleFanSame, "function|flush": ruleFanSame,
-	"function|restore": ruleFanSame,
-	"scan":             ruleScan,
-}
-
 // command is one entry of the command table.
 type command struct {
 	name    string // lower-case full name, "client|setname" for a subcommand
@@ -184,7 +141,7 @@ var refusedCommands = []string{
 	"sync", "psync", "replconf", "script|debug",
 }
 
-// txCommands manage transactions (session.go).
+// txCommands manage transactions (tx.go) and WATCH sessions (pinned.go).
 var txCommands = []string{"multi", "exec", "discard", "watch", "unwatch"}
 
 // txHandler is the transaction command's implementation; a function rather than a map of method values, which
@@ -327,4 +284,25 @@ func rejection(args [][]byte, tc *command) string {
 		return "ERR wrong number of arguments for '" + tc.name + "' command"
 	}
 	return ""
+}
+
+// refuse answers a denied or refused command with the error exec gives it outside a session. Redis's own checks
+// come first, as Redis makes them before anything else: an unknown subcommand of a denied command, or a wrong
+// number of arguments, gets Redis's error.
+func (c *client) refuse(cmd *resp.Command, tc *command) {
+	if msg := rejection(cmd.Args, tc); msg != "" {
+		c.errorReply(msg)
+		return
+	}
+	c.srv.stats.Refused.Add(1)
+	if tc.class == classDenied {
+		c.errorReply("ERR command '" + tc.name + "' is disabled by featcache (commands.deny)")
+		return
+	}
+	c.errorReply("ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection")
+}
+
+// isWrite reports whether a command may change keys: a write, or a blocking command that may write (BLPOP, BLMOVE).
+func isWrite(tc *command) bool {
+	return tc.class == classWrite || tc.class == classBlocking && tc.info.MayWrite()
 }

@@ -11,7 +11,7 @@ import (
 	"featcache/internal/redistest"
 )
 
-// Transactions as Redis runs them (session.go): every reply of a transaction is Redis's own, whether the
+// Transactions as Redis runs them (tx.go): every reply of a transaction is Redis's own, whether the
 // transaction arrives whole (pipelined: contiguous on a shared connection) or command by command (interactive:
 // pinned to a dedicated connection from MULTI on). Each test sends the same commands to featcache and to a Redis of
 // its own and compares the raw replies.

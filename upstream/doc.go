@@ -1,5 +1,6 @@
 // Package upstream is featcache's side of Redis: the connections that carry forwarded commands and the local tier's
-// fills (pool.go), the tracking connection that keeps the tier consistent (tracking.go), and what makes one
+// fills (pool.go: the Pool; link.go: its shared connections; call.go: one batch on them; conn.go: dedicated
+// connections), the tracking connection that keeps the tier consistent (tracking.go), and what makes one
 // Client of a single node, a primary found through Sentinel (sentinel.go) or a Redis Cluster (cluster*.go).
 //
 // # Why a pool of its own for forwarded traffic and fetches

@@ -1,0 +1,83 @@
+package proxy
+
+import (
+	"strconv"
+
+	"featcache/internal/resp"
+)
+
+// monitor starts a MONITOR session on a dedicated upstream connection of its own, never a shared one (MONITOR
+// turns the connection it runs on into a stream): the pump copies Redis's +OK and then the stream to the client.
+// Only what reaches Redis is in the stream: reads featcache answers from memory are not. The session lasts until
+// RESET or QUIT, or until the client leaves; its connection is then closed, never reused.
+func (c *client) monitor(cmd *resp.Command, tc *command) {
+	c.runSegment()
+	conn, err := c.srv.up.Dedicated()
+	if err != nil {
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	p := &pubsub{
+		c: c, conn: conn, monitor: true, on: true,
+		channels: map[string]struct{}{}, patterns: map[string]struct{}{}, shards: map[string]struct{}{},
+		marker:     []byte("featcache-monitor-" + strconv.FormatInt(c.id, 10)),
+		markerSeen: make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		exited:     make(chan struct{}),
+	}
+	c.sub = p
+	c.publish()
+	c.flush() // the replies before MONITOR come before the pump's frames
+	c.srv.stats.Forwarded.Add(1)
+	if err := conn.Write(appendRequest(nil, cmd)); err != nil {
+		conn.Close()
+		c.sub = nil
+		c.publish()
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	go p.pump()
+}
+
+// execMonitoring runs a command sent during a MONITOR session. featcache's own commands (connection commands,
+// CACHE, denied and refused ones) are answered by featcache, after the replies of the commands forwarded before
+// them; the others go to Redis on the monitoring connection, which answers them as it answers a client in MONITOR
+// (keyspace commands are refused there), through the pump.
+func (c *client) execMonitoring(cmd *resp.Command, tc *command) {
+	p := c.sub
+	if tc != nil {
+		switch tc.class {
+		case classLocal, classAdmin, classDenied, classRefused:
+			c.runSegment()
+			if p.unsynced {
+				c.flush()
+				p.sync(c.srv.up.Timeout())
+				p.unsynced = false
+			}
+			switch {
+			case tc.class == classDenied || tc.class == classRefused:
+				c.refuse(cmd, tc)
+			case rejection(cmd.Args, tc) != "":
+				c.errorReply(rejection(cmd.Args, tc))
+			default:
+				tc.local(c, cmd.Args)
+			}
+			return
+		}
+	}
+	c.runSegment()
+	c.flush()
+	c.srv.stats.Forwarded.Add(1)
+	if err := p.conn.Write(appendRequest(nil, cmd)); err != nil {
+		p.close()
+		<-p.exited
+		c.sub = nil
+		c.publish()
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	p.unsynced = true
+}

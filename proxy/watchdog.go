@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"net"
+	"time"
+)
+
+// watchdog closes clients that have been idle longer than limits.idle_timeout, and clients a write to which has
+// made no progress for limits.output_timeout. Clients mark their waits with sequence numbers (odd while waiting)
+// rather than timestamps, so the hit path reads no clock for it; the watchdog notes when it first saw each wait.
+func (s *Server) watchdog() {
+	defer s.wg.Done()
+	lim := &s.opt.Config.Limits
+	period := lim.OutputTimeout
+	if lim.IdleTimeout > 0 {
+		period = min(period, lim.IdleTimeout)
+	}
+	t := time.NewTicker(min(max(period/4, 5*time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		s.mu.Lock()
+		for c := range s.conns {
+			if over(&c.wdWrite, c.wseq.Load(), now, lim.OutputTimeout) {
+				s.stats.OutputTimeouts.Add(1)
+				s.log.Info("client disconnected", "client", c.id, "addr", c.nc.RemoteAddr().String(),
+					"reason", "replies left unread for limits.output_timeout", "output_timeout", lim.OutputTimeout)
+				closeRaw(c.nc)
+				continue
+			}
+			if lim.IdleTimeout > 0 && over(&c.wdIdle, c.rseq.Load(), now, lim.IdleTimeout) {
+				s.stats.IdleTimeouts.Add(1)
+				s.log.Debug("client disconnected", "client", c.id, "reason", "idle for limits.idle_timeout")
+				closeRaw(c.nc)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// closeRaw closes a client connection without writing anything, also a TLS one (whose Close would send a
+// close_notify alert and could wait on a client that does not read).
+func closeRaw(nc net.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	nc.Close()
+}
+
+// waitMark is the watchdog's note of one kind of wait of one client: the wait's sequence number and when the
+// watchdog first saw it. Only the watchdog goroutine touches it.
+type waitMark struct {
+	seq   uint64
+	since time.Time
+}
+
+// over reports whether the wait numbered seq (odd while waiting) has lasted longer than d.
+func over(m *waitMark, seq uint64, now time.Time, d time.Duration) bool {
+	if seq&1 == 0 {
+		return false
+	}
+	if seq != m.seq {
+		m.seq, m.since = seq, now
+		return false
+	}
+	return now.Sub(m.since) > d
+}
+
+// stopWatchdog marks the server closed and stops the watchdog once. The caller holds s.mu.
+func (s *Server) stopWatchdog() {
+	if !s.closed {
+		close(s.stop)
+	}
+	s.closed = true
+}

@@ -1,0 +1,246 @@
+package upstream
+
+import (
+	"errors"
+	"sync"
+	"time"
+)
+
+// Call is one batch of commands written contiguously on one connection, and the reply frames that answer it, in
+// order. A Call belongs to one goroutine at a time and is reused batch after batch: Do overwrites its fields.
+//
+// A Call whose wait ends before all its replies arrived (a timeout) is abandoned, not its connection: the
+// replies that come later are read and dropped by the connection's reader, and the Call is free for its next
+// batch at once.
+type Call struct {
+	// Replies holds the reply frames as received, concatenated. It is reused by the next Do.
+	Replies []byte
+	// Ends[i] is the offset in Replies where frame i ends.
+	Ends []int
+	// Err says why fewer frames than wanted arrived (connection lost, timeout). Frames that did arrive are kept.
+	Err error
+
+	// Req is scratch space for building the payload of the next batch; Do and Forward do not touch it, Fetch
+	// builds its payload there.
+	Req Payload
+	// Cancel, if not nil, ends a wait for the call's replies when it is closed, as a timeout would (Err is
+	// ErrClosed): a server shutting down does not wait for a Redis that hangs. It is kept batch after batch.
+	Cancel <-chan struct{}
+
+	op       *op           // its place in a link's queue while in flight; replaced after an abandon
+	pool     *Pool         // where it was sent, for the health accounting of Wait
+	bounded  bool          // waited for at most the pool's Timeout (else its CommandTimeout)
+	deadline time.Time     // when Wait gives up; zero: never
+	pending  bool          // started, and not waited for yet
+	queued   bool          // its op is in a link's queue (else Err says why not)
+	arrived  bool          // WaitUntil saw every frame arrive: Wait need not wait
+	late     bool          // queued behind a call already late: WaitUntil does not wait
+	bg       chan struct{} // Client.Start in front of a cluster: closed when the round trip is over; Replies,
+	// Ends and Err belong to that round trip's goroutine until then
+}
+
+// NewCall returns an empty, reusable Call.
+func NewCall() *Call { return &Call{} }
+
+// Len is the number of reply frames received.
+func (c *Call) Len() int { return len(c.Ends) }
+
+// Frame returns reply frame i; the slice points into Replies.
+func (c *Call) Frame(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = c.Ends[i-1]
+	}
+	return c.Replies[start:c.Ends[i]]
+}
+
+func (c *Call) reset(n int) {
+	if cap(c.Replies) > maxKeptBuf {
+		c.Replies = nil
+	}
+	c.Replies = c.Replies[:0]
+	c.Ends = c.Ends[:0]
+	c.Err = nil
+}
+
+// prepare readies c to be started: reset, and no wait pending.
+func (c *Call) prepare(n int) {
+	c.reset(n)
+	c.pending, c.queued, c.arrived, c.late, c.bg = false, false, false, false, nil
+}
+
+// op is a Call's place in a link's queue. The link's reader appends the Call's frames under mu, a read's worth at
+// a time; a caller that stops waiting detaches the Call under mu (call = nil), after which the reader only counts
+// the op's remaining frames and drops them. An op is reused by its Call's next batch unless it was abandoned.
+type op struct {
+	mu       sync.Mutex
+	call     *Call // whose buffers get the frames; nil once abandoned, or for the link's own commands
+	want     int
+	got      int
+	finished bool          // every frame arrived, or the connection failed
+	enq      int64         // nanotime when queued
+	done     chan struct{} // signalled once when finished
+	timer    *time.Timer   // Wait's, kept for the next batch
+	onFrame  func([]byte)  // for the link's own commands: what to do with their reply
+}
+
+// Do writes payload (n complete RESP commands) on a shared connection and waits for their n reply frames, at most
+// the pool's Timeout: Do is for featcache's own reads (cache fills, health checks). The frames are stored in call.
+// payload may be reused as soon as Do returns. The error is call.Err: on failure the frames that arrived are kept
+// and the rest are missing. When the oldest call on every shared connection has waited longer than the timeout
+// (Redis hung or busy), Do fails at once with ErrTimeout instead of queueing behind it.
+func (p *Pool) Do(call *Call, payload []byte, n int) error {
+	p.Start(call, payload, n, false)
+	return call.Wait()
+}
+
+// Forward writes payload (n complete RESP commands forwarded for clients) on a shared connection and waits for
+// their n reply frames as a direct client of Redis would: as long as Redis takes, or at most CommandTimeout when
+// it is set (ErrCommandTimeout). Otherwise as Do.
+func (p *Pool) Forward(call *Call, payload []byte, n int) error {
+	p.Start(call, payload, n, true)
+	return call.Wait()
+}
+
+// exchange is Forward when fwd is set, else Do.
+func (p *Pool) exchange(call *Call, payload []byte, n int, fwd bool) error {
+	if fwd {
+		return p.Forward(call, payload, n)
+	}
+	return p.Do(call, payload, n)
+}
+
+// Start writes payload (n commands) on a shared connection as Forward (fwd) or Do does, and returns without
+// waiting: Wait collects the replies within the call's bound, and WaitUntil waits for them for a shorter while
+// first, for a batch that mixes featcache's own reads with forwarded commands. payload may be reused as soon as
+// Start returns; call must be waited for (Wait) before it is started again.
+func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
+	call.prepare(n)
+	call.pool, call.bounded = p, !fwd
+	if n == 0 {
+		return
+	}
+	call.pending = true
+	if call.op == nil {
+		call.op = &op{done: make(chan struct{}, 1)}
+	}
+	o := call.op
+	o.call, o.want, o.got, o.finished = call, n, 0, false
+	l, err := p.link()
+	if err != nil {
+		call.Err = err
+		return
+	}
+	l.enqueue(call, payload)
+}
+
+// WaitUntil waits for the replies of a started call until t at most, and reports whether they have all arrived
+// (or the call failed): then Wait returns at once. Otherwise the call stays in flight and Wait goes on waiting
+// within the call's own bound. WaitUntil returns false at once for a call queued behind one that was already late
+// (Redis hung or busy) when it was started.
+func (c *Call) WaitUntil(t time.Time) bool {
+	if c.bg != nil {
+		timer := time.NewTimer(time.Until(t))
+		defer timer.Stop()
+		select {
+		case <-c.bg:
+			return true
+		case <-timer.C:
+			return false
+		}
+	}
+	switch {
+	case !c.pending || c.arrived:
+		return true
+	case !c.queued:
+		return true
+	case c.late:
+		return false
+	}
+	o := c.op
+	if o.timer == nil {
+		o.timer = time.NewTimer(time.Until(t))
+	} else {
+		o.timer.Reset(time.Until(t))
+	}
+	select {
+	case <-o.done:
+		o.timer.Stop()
+		c.arrived = true
+		return true
+	case <-o.timer.C:
+	case <-c.Cancel:
+		o.timer.Stop()
+	}
+	return false
+}
+
+// Wait waits for the replies of a started call and returns call.Err; it returns at once for a call with nothing
+// to wait for. When the call's bound passes first, or Cancel is closed, the call is abandoned: Err is ErrTimeout
+// (ErrCommandTimeout for a forwarded call, ErrClosed for Cancel) and the frames that arrived are kept.
+func (c *Call) Wait() error {
+	if c.bg != nil {
+		<-c.bg
+		c.bg = nil
+		return c.Err
+	}
+	if !c.pending {
+		return c.Err
+	}
+	c.pending = false
+	if c.queued {
+		c.queued = false
+		if !c.arrived {
+			c.waitOp(c.op)
+		}
+		c.arrived = false
+	}
+	if p := c.pool; p != nil {
+		if c.bounded || !errors.Is(c.Err, ErrCommandTimeout) {
+			// A forwarded command that outlives command_timeout says nothing about Redis's health.
+			p.observe(c.Err)
+		}
+	}
+	return c.Err
+}
+
+func (c *Call) waitOp(o *op) {
+	var expired <-chan time.Time
+	if !c.deadline.IsZero() {
+		d := time.Until(c.deadline)
+		if o.timer == nil {
+			o.timer = time.NewTimer(d)
+		} else {
+			o.timer.Reset(d)
+		}
+		expired = o.timer.C
+	}
+	var err error
+	select {
+	case <-o.done:
+		if expired != nil {
+			o.timer.Stop()
+		}
+		return
+	case <-expired:
+		err = ErrTimeout
+		if !c.bounded {
+			err = ErrCommandTimeout
+		}
+	case <-c.Cancel:
+		if expired != nil {
+			o.timer.Stop()
+		}
+		err = ErrClosed
+	}
+	o.mu.Lock()
+	if o.finished {
+		o.mu.Unlock()
+		<-o.done
+		return
+	}
+	o.call = nil // the reader drops what comes for it from now on
+	o.mu.Unlock()
+	c.op = nil // the next batch takes a fresh op: this one stays queued until its frames have passed
+	c.Err = err
+}
