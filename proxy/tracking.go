@@ -41,7 +41,7 @@ type clientTracking struct {
 	srv    *Server
 	active atomic.Bool // some client has tracking on: writes wait for the streams (settle)
 
-	// Delivered counts invalidation messages queued for clients (the bench reads it).
+	// delivered counts the invalidation messages queued for clients (INFO featcache).
 	delivered atomic.Int64
 
 	mu      sync.Mutex
@@ -76,6 +76,13 @@ func newClientTracking(s *Server) *clientTracking {
 		writing: map[string][]int64{},
 		maxKeys: s.opt.Config.Limits.MaxTrackedKeys,
 	}
+}
+
+// size returns how many clients have tracking on and how many keys the default mode remembers for them.
+func (t *clientTracking) size() (clients, keys int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.clients), len(t.keys)
 }
 
 // trackingSupported reports whether featcache can offer CLIENT TRACKING: a single node with tracking on, whose
