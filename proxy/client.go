@@ -99,6 +99,7 @@ type client struct {
 	trkWriting []string
 	pushes     *pushQueue
 	targeted   atomic.Bool
+	gone       atomic.Bool // the connection is closed: nothing more is written to it
 
 	// leaveAt is when limits.max_conn_age closes the connection (zero: never); deadline is the read deadline the
 	// connection keeps between batches (leaveAt, or none), restored after anything that moves it.
@@ -495,6 +496,7 @@ func (c *client) trim() {
 // close releases what the connection holds upstream, and its share of the client memory budget.
 func (c *client) close() {
 	c.nc.Close()
+	c.gone.Store(true)
 	c.srv.ctrack.left(c)
 	c.tx.close()
 	if c.sub != nil {

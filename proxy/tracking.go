@@ -669,6 +669,9 @@ func (t *clientTracking) deliver(st *trackState, keys [][]byte) {
 		return // RESP2 has no pushes on the client's own connection
 	}
 	target := st.redir
+	if target != nil && target.gone.Load() {
+		st.redir, target = nil, nil
+	}
 	if target == nil {
 		st.broken = true
 		return
