@@ -537,7 +537,7 @@ func (t *clientTracking) Tracking(up bool) {
 	}
 	t.mu.Unlock()
 	if stop != nil {
-		stop.Close()
+		go stop.Close() // not on the upstream's callback, which holds its lock: closing waits for the session
 	}
 }
 
