@@ -85,6 +85,23 @@ func (t *clientTracking) size() (clients, keys int) {
 	return len(t.clients), len(t.keys)
 }
 
+// trackView is what CLIENT LIST shows of a client's tracking: flags t, R and B, and redir (-1 without tracking).
+type trackView struct {
+	on, broken, bcast bool
+	redir             int64
+}
+
+// viewOf returns what CLIENT LIST shows of the tracking of client id.
+func (t *clientTracking) viewOf(id int64) trackView {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.clients[id]
+	if st == nil {
+		return trackView{redir: -1}
+	}
+	return trackView{on: true, broken: st.broken, bcast: st.bcast, redir: st.redirID}
+}
+
 // trackingSupported reports whether featcache can offer CLIENT TRACKING: a single node with tracking on, whose
 // invalidations it receives. In front of a Redis Cluster, or without tracking (TTL-only), it is refused.
 func (c *client) trackingSupported() bool {
