@@ -51,8 +51,11 @@ type clientTracking struct {
 	writing map[string][]int64    // keys NOLOOP clients are writing now, with the writers' ids (one per write)
 	maxKeys int
 
-	stream   *upstream.Tracker // the keyspace stream; nil while no client tracks
-	streamUp bool              // the stream has been up since it started: its next OnUp follows a gap
+	stream         *upstream.Tracker // the keyspace stream; nil while no client tracks
+	streamPrefixes []string          // what it covers
+	streamUp       bool              // it has been up since it started: its next OnUp follows a gap
+
+	streamMu sync.Mutex // serializes changes of the stream (ensureStream), which wait for a connection
 }
 
 // trackState is one client's tracking. Its fields are guarded by clientTracking.mu, except caching, which only the
@@ -369,9 +372,8 @@ func (c *client) trackWrite(args [][]byte, tc *command) {
 }
 
 // enable turns tracking on for c with the options of want, or changes them (CLIENT TRACKING ON again): the
-// redirect and the flags are replaced, BCAST prefixes are added. The keyspace stream starts with the first
-// tracking client; enable waits for it (up to upstream.timeout), so that a key read right after the reply is
-// covered.
+// redirect and the flags are replaced, BCAST prefixes are added. It returns once the keyspace stream covers what
+// the client may be told of (ensureStream), so that a key read right after the reply is covered.
 func (t *clientTracking) enable(c *client, want trackState) {
 	t.mu.Lock()
 	st := c.trk
@@ -394,41 +396,109 @@ func (t *clientTracking) enable(c *client, want trackState) {
 	}
 	c.trk = st
 	t.active.Store(true)
-	stream := t.stream
-	if stream == nil {
-		stream = t.startStream()
+	t.mu.Unlock()
+	t.ensureStream()
+}
+
+// neededLocked returns the prefixes the keyspace stream must cover for the clients tracking now, sorted and
+// without overlaps: every key ("") while a client tracks in the default mode (it may read any key), else the
+// BCAST clients' prefixes. t.mu is held.
+func (t *clientTracking) neededLocked() []string {
+	if len(t.clients) > len(t.bcast) {
+		return []string{""}
+	}
+	var all []string
+	for _, st := range t.bcast {
+		all = append(all, st.prefixes...)
+	}
+	return minimalPrefixes(all)
+}
+
+// minimalPrefixes returns the prefixes of ps that no other one of ps starts, sorted: they cover the same keys
+// without overlapping, as Redis requires of one connection's BCAST prefixes.
+func minimalPrefixes(ps []string) []string {
+	ps = slices.Clone(ps)
+	slices.Sort(ps)
+	ps = slices.Compact(ps)
+	out := ps[:0]
+	for _, p := range ps {
+		if len(out) == 0 || !strings.HasPrefix(p, out[len(out)-1]) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// coversAll reports whether the prefixes have cover every key under the prefixes need.
+func coversAll(have, need []string) bool {
+	for _, n := range need {
+		if !slices.ContainsFunc(have, func(h string) bool { return strings.HasPrefix(n, h) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// ensureStream makes the keyspace stream cover what the tracking clients need, on the node featcache reads from:
+// it starts one with the first tracking client and, when a client needs more (or the primary moved), makes a new
+// one and waits (up to upstream.timeout) for it to be established before it closes the old one, both delivering
+// meanwhile; the last client to leave closes it (disable). Prefixes are never narrowed while clients track.
+func (t *clientTracking) ensureStream() {
+	t.streamMu.Lock()
+	defer t.streamMu.Unlock()
+	t.mu.Lock()
+	if len(t.clients) == 0 {
+		t.mu.Unlock()
+		return
+	}
+	need := t.neededLocked()
+	old := t.stream
+	if old != nil && coversAll(t.streamPrefixes, need) && old.Addr() == t.srv.up.Addr() {
+		t.mu.Unlock()
+		return
+	}
+	if old != nil && old.Addr() == t.srv.up.Addr() {
+		need = minimalPrefixes(append(need, t.streamPrefixes...))
+	}
+	next := t.startStream(need)
+	if old == nil {
+		t.stream, t.streamPrefixes, t.streamUp = next, need, false
 	}
 	t.mu.Unlock()
-	if stream != nil && !stream.Up() {
-		deadline := time.NewTimer(t.srv.up.Timeout())
-		tick := time.NewTicker(time.Millisecond)
-	wait:
-		for !stream.Up() {
-			select {
-			case <-deadline.C:
-				break wait
-			case <-tick.C:
-			}
+	if next == nil {
+		return
+	}
+	deadline := time.NewTimer(t.srv.up.Timeout())
+	tick := time.NewTicker(time.Millisecond)
+wait:
+	for !next.Up() {
+		select {
+		case <-deadline.C:
+			break wait
+		case <-tick.C:
 		}
-		deadline.Stop()
-		tick.Stop()
-		if !stream.Up() {
-			t.mu.Lock()
-			if t.stream == stream {
-				t.streamUp = true // it comes up later: its OnUp then flushes the tracking clients
-			}
-			t.mu.Unlock()
-		}
+	}
+	deadline.Stop()
+	tick.Stop()
+	t.mu.Lock()
+	t.stream, t.streamPrefixes = next, need
+	// A stream not up yet comes up later: its OnUp then flushes the tracking clients, who missed what it had not
+	// announced.
+	t.streamUp = old != nil || !next.Up()
+	t.mu.Unlock()
+	if old != nil {
+		old.Close()
 	}
 }
 
-// startStream starts the keyspace stream; t.mu is held. A stream that cannot start (the primary is not known yet)
-// is retried at the next enable; meanwhile the keys outside the policies are not covered, which the flush at a
-// stream's first OnUp after a gap makes good.
-func (t *clientTracking) startStream() *upstream.Tracker {
+// startStream starts a keyspace stream over prefixes; its OnUp and OnLost act only while it is t.stream, its
+// invalidations are delivered from the start. t.mu is held. A stream that cannot start (the primary is not known
+// yet) is nil: the keys outside the policies are not covered until the next ensureStream.
+func (t *clientTracking) startStream(prefixes []string) *upstream.Tracker {
 	var st *upstream.Tracker
 	ready := make(chan struct{})
 	stream, err := t.srv.up.TrackKeyspace(upstream.TrackerOptions{
+		Prefixes:     prefixes,
 		OnInvalidate: func(keys [][]byte) { <-ready; t.invalidate(keys, false) },
 		OnFlush:      func() {}, // the policies' stream reports the same flush (and SWAPDB)
 		OnUp: func(string) {
@@ -459,7 +529,6 @@ func (t *clientTracking) startStream() *upstream.Tracker {
 		return nil
 	}
 	st = stream
-	t.stream, t.streamUp = stream, false
 	close(ready)
 	return stream
 }
@@ -472,10 +541,20 @@ func (t *clientTracking) disable(c *client) {
 	delete(t.clients, c.id)
 	delete(t.bcast, c.id)
 	c.trk = nil
+	last := len(t.clients) == 0
+	if last {
+		t.active.Store(false)
+	}
+	t.mu.Unlock()
+	if !last {
+		return
+	}
+	t.streamMu.Lock()
+	defer t.streamMu.Unlock()
+	t.mu.Lock()
 	var stop *upstream.Tracker
 	if len(t.clients) == 0 {
-		t.active.Store(false)
-		stop, t.stream = t.stream, nil
+		stop, t.stream, t.streamPrefixes = t.stream, nil, nil
 	}
 	t.mu.Unlock()
 	if stop != nil {
@@ -547,14 +626,10 @@ func (t *clientTracking) Tracking(up bool) {
 	}
 	t.mu.Lock()
 	t.flushLocked()
-	var stop *upstream.Tracker
-	if up && t.stream != nil && t.stream.Addr() != t.srv.up.Addr() {
-		stop, t.stream = t.stream, nil
-		t.startStream()
-	}
+	moved := up && t.stream != nil && t.stream.Addr() != t.srv.up.Addr()
 	t.mu.Unlock()
-	if stop != nil {
-		go stop.Close() // not on the upstream's callback, which holds its lock: closing waits for the session
+	if moved {
+		go t.ensureStream() // not on the upstream's callback, which holds its lock: it waits for the new stream
 	}
 }
 

@@ -578,3 +578,32 @@ func TestClientTrackingOutputLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestClientTrackingStreamPrefixes: while only BCAST clients track, the keyspace stream covers their prefixes
+// alone (Redis sends featcache nothing else); a client in the default mode widens it to every key. Redis's INFO
+// counts the prefixes of all tracking connections: featcache's policies' "c:" and the stream's.
+func TestClientTrackingStreamPrefixes(t *testing.T) {
+	p := startProxy(t, trackingTestConfig)
+	prefixes := func() int64 { return infoField(string(p.redis.Do("INFO", "stats")), "tracking_total_prefixes") }
+	expect := func(want int64, what string) {
+		t.Helper()
+		redistest.Eventually(t, 5*time.Second, what, func() bool { return prefixes() == want })
+	}
+	r, a := redirected(t, p, "BCAST", "PREFIX", "u:a")
+	expect(2, "the stream over u:a")
+	b := p.dial()
+	b.Do("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "u:b")
+	expect(3, "the stream over u:a and u:b")
+	x := redistest.Dial(t, p.redis.Addr())
+	x.Do("MSET", "u:a1", "1", "u:b1", "1", "other", "1")
+	if f, err := r.ReadTimeout(5 * time.Second); err != nil || string(f) != invalidation("u:a1") {
+		t.Fatalf("got %q, %v; want the invalidation of u:a1", f, err)
+	}
+	d := p.dial()
+	d.Do("CLIENT", "TRACKING", "ON")
+	expect(2, "the stream over every key")
+	a.Do("CLIENT", "TRACKING", "OFF")
+	b.Close()
+	d.Close()
+	expect(1, "the stream closed with the last tracking client")
+}

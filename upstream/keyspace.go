@@ -38,18 +38,17 @@ func (c *Client) watching() Watcher {
 	return nil
 }
 
-// TrackKeyspace starts a second tracking connection to the single node, in BCAST mode over every key, whose
-// pushes go to opt's callbacks rather than to the local tier: featcache's clients with CLIENT TRACKING on may read
-// keys no policy caches, which the tracking connection of the policies does not cover. opt.Addr, credentials, TLS,
-// Prefixes, Timeout and CheckInterval are the Client's own. It fails with ErrNoKeyspaceTracking in front of a
-// Redis Cluster, or while the address is not known.
+// TrackKeyspace starts a second tracking connection to the single node, in BCAST mode over opt.Prefixes (none or
+// [""]: every key), whose pushes go to opt's callbacks rather than to the local tier: featcache's clients with
+// CLIENT TRACKING on may read keys no policy caches, which the tracking connection of the policies does not
+// cover. opt.Addr, credentials, TLS, Timeout and CheckInterval are the Client's own. It fails with
+// ErrNoKeyspaceTracking in front of a Redis Cluster, or while the address is not known.
 func (c *Client) TrackKeyspace(opt TrackerOptions) (*Tracker, error) {
 	if c.cluster.Load() != nil || c.Pool.Addr() == "" {
 		return nil, ErrNoKeyspaceTracking
 	}
 	opt.Addr = c.Pool.Addr()
 	opt.Username, opt.Password, opt.TLS = c.opt.Username, c.opt.Password, c.opt.TLS
-	opt.Prefixes = nil
 	opt.Timeout = c.opt.Timeout
 	opt.CheckInterval = c.opt.HealthInterval
 	if opt.Logger == nil {
