@@ -25,8 +25,9 @@ import (
 //   - keys a caching policy covers, which featcache may answer from its own memory, from the tracking connection
 //     of the policies (upstream.Watcher): the same stream that invalidates the local tier, so that no client is
 //     ever left holding a value featcache served after the stream announced its change;
-//   - every other key, which featcache reads from Redis, from a second tracking connection in BCAST mode over the
-//     whole keyspace (upstream.Client.TrackKeyspace), open while some client has tracking on.
+//   - every other key, which featcache reads from Redis, from a second tracking connection in BCAST mode
+//     (upstream.Client.TrackKeyspace), open while some client has tracking on: over the whole keyspace while a
+//     client tracks in the default mode, else over the BCAST clients' prefixes (ensureStream).
 //
 // A write through featcache waits, before its reply, for both streams to have delivered what Redis announced
 // before it (a PING on each tracking connection, as the tier's barrier does): the invalidations of the write have
@@ -39,7 +40,7 @@ import (
 // limits.max_output_bytes of them unread is disconnected.
 type clientTracking struct {
 	srv    *Server
-	active atomic.Bool // some client has tracking on: writes wait for the streams (settle)
+	active atomic.Bool // some client has tracking on: writes wait for the streams (settleTracking)
 
 	// delivered counts the invalidation messages queued for clients (INFO featcache).
 	delivered atomic.Int64
@@ -568,6 +569,11 @@ func (t *clientTracking) left(c *client) {
 	if c.trk != nil {
 		t.disable(c)
 	}
+	if len(c.trkWriting) > 0 {
+		t.mu.Lock()
+		t.endWritesLocked(c)
+		t.mu.Unlock()
+	}
 	if !c.targeted.Load() {
 		return // no client redirects to it: no push queue either
 	}
@@ -731,6 +737,12 @@ func (c *client) settleTracking(tc *command) {
 		return
 	}
 	t.mu.Lock()
+	t.endWritesLocked(c)
+	t.mu.Unlock()
+}
+
+// endWritesLocked ends c's NOLOOP writes in flight (trackWrite). t.mu is held.
+func (t *clientTracking) endWritesLocked(c *client) {
 	for _, k := range c.trkWriting {
 		ids := t.writing[k]
 		if i := slices.Index(ids, c.id); i >= 0 {
@@ -742,7 +754,6 @@ func (c *client) settleTracking(tc *command) {
 			t.writing[k] = ids
 		}
 	}
-	t.mu.Unlock()
 	c.trkWriting = c.trkWriting[:0]
 }
 
