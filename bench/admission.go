@@ -54,70 +54,102 @@ func runAdmission(args []string) error {
 	if err != nil {
 		return fmt.Errorf("-thresholds: %w", err)
 	}
-	shares := []float64{0}
-	for _, f := range strings.Split(*scans, ",") {
-		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-		if err != nil || v < 0 || v >= 1 {
-			return fmt.Errorf("-scan: %q is not a share in [0,1)", f)
-		}
-		if v > 0 {
-			shares = append(shares, v)
-		}
+	shares, err := scanShares(*scans)
+	if err != nil {
+		return err
 	}
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "Admission filter against an exact LRU at equal memory: %s (%d MiB), Zipf %g over %d feature bundles "+
 		"of 1-2 KiB, %d requests per trace at %.0f requests per second of the tier's clock, hit ratio of the second half.\n\n",
 		maxMemory, maxMemory.bytes>>20, w.Zipf, w.Keys, *requests, *rate)
+	r := admissionReplays{maxMemory: maxMemory, rate: *rate, thresholds: thr, counters: *counters, window: *window,
+		sample: *sample, all: *all}
 	for _, scan := range shares {
 		tr := newTrace(&w, *requests, scan)
 		name := fmt.Sprintf("Zipf %g", w.Zipf)
 		if scan > 0 {
 			name += fmt.Sprintf(" with %g%% scans", 100*scan)
 		}
-		fmt.Fprintf(&b, "**%s** (%d distinct keys):\n\n| cache | hit ratio | vs exact LRU | upstream reads | fills not admitted | seconds |\n"+
-			"|---|--:|--:|--:|--:|--:|\n", name, tr.distinct)
-		lruRatio := tr.lru(maxMemory.bytes)
-		fmt.Fprintf(&b, "| exact LRU (simulated) | %.2f%% | | | | |\n", 100*lruRatio)
-		row := func(label string, r replayResult) {
-			fmt.Fprintf(&b, "| %s | %.2f%% | %+.2f points | %d | %d | %.1f |\n", label, 100*r.ratio, 100*(r.ratio-lruRatio),
-				r.misses, r.notAdmitted, r.elapsed.Seconds())
-			fmt.Fprintf(os.Stderr, "[admission] %s, %s: %.2f%% (LRU %.2f%%)\n", name, label, 100*r.ratio, 100*lruRatio)
-		}
-		r, err := tr.replay(maxMemory.bytes, *rate, localcache.AdmissionOptions{}, 0)
-		if err != nil {
+		if err := r.table(&b, tr, name); err != nil {
 			return err
 		}
-		row("featcache, no filter", r)
-		for _, t := range thr {
-			r, err := tr.replay(maxMemory.bytes, *rate, localcache.AdmissionOptions{Threshold: t, Counters: *counters, Window: *window}, 0)
-			if err != nil {
-				return err
-			}
-			row(fmt.Sprintf("featcache, filter, threshold %d, misses counted", t), r)
-		}
-		for _, every := range []int{*sample, 1} {
-			if every <= 0 || every == 1 && !*all {
-				continue
-			}
-			for _, t := range thr {
-				r, err := tr.replay(maxMemory.bytes, *rate, localcache.AdmissionOptions{Threshold: t, Counters: *counters, Window: *window}, every)
-				if err != nil {
-					return err
-				}
-				what := "every request counted"
-				if every > 1 {
-					what = fmt.Sprintf("misses and one hit in %d counted", every)
-				}
-				row(fmt.Sprintf("featcache, filter, threshold %d, %s", t, what), r)
-			}
-		}
-		b.WriteString("\n")
 	}
 	fmt.Print(b.String())
 	if *out != "" {
 		return os.WriteFile(*out, []byte(b.String()), 0o644)
 	}
+	return nil
+}
+
+// scanShares parses -scan: the shares of scan requests, comma-separated, each in [0,1). The trace without scans
+// comes first, whether listed or not; a share of 0 adds none.
+func scanShares(s string) ([]float64, error) {
+	shares := []float64{0}
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v < 0 || v >= 1 {
+			return nil, fmt.Errorf("-scan: %q is not a share in [0,1)", f)
+		}
+		if v > 0 {
+			shares = append(shares, v)
+		}
+	}
+	return shares, nil
+}
+
+// admissionReplays is what each trace of runAdmission is replayed with: the tier's size and clock rate, and the
+// filter's settings (thresholds, sketch counters and window, and which ways of counting hits are measured).
+type admissionReplays struct {
+	maxMemory        size
+	rate             float64
+	thresholds       []int
+	counters, window int
+	sample           int  // also record one hit in this many (0: not measured)
+	all              bool // also record every hit
+}
+
+// table replays tr through the exact LRU, the tier without a filter and with the filter at each threshold and way
+// of counting, and writes the table of their hit ratios to b, headed by name.
+func (a *admissionReplays) table(b *strings.Builder, tr *trace, name string) error {
+	fmt.Fprintf(b, "**%s** (%d distinct keys):\n\n| cache | hit ratio | vs exact LRU | upstream reads | fills not admitted | seconds |\n"+
+		"|---|--:|--:|--:|--:|--:|\n", name, tr.distinct)
+	lruRatio := tr.lru(a.maxMemory.bytes)
+	fmt.Fprintf(b, "| exact LRU (simulated) | %.2f%% | | | | |\n", 100*lruRatio)
+	row := func(label string, r replayResult) {
+		fmt.Fprintf(b, "| %s | %.2f%% | %+.2f points | %d | %d | %.1f |\n", label, 100*r.ratio, 100*(r.ratio-lruRatio),
+			r.misses, r.notAdmitted, r.elapsed.Seconds())
+		fmt.Fprintf(os.Stderr, "[admission] %s, %s: %.2f%% (LRU %.2f%%)\n", name, label, 100*r.ratio, 100*lruRatio)
+	}
+	r, err := tr.replay(a.maxMemory.bytes, a.rate, localcache.AdmissionOptions{}, 0)
+	if err != nil {
+		return err
+	}
+	row("featcache, no filter", r)
+	for _, t := range a.thresholds {
+		r, err := tr.replay(a.maxMemory.bytes, a.rate, localcache.AdmissionOptions{Threshold: t, Counters: a.counters, Window: a.window}, 0)
+		if err != nil {
+			return err
+		}
+		row(fmt.Sprintf("featcache, filter, threshold %d, misses counted", t), r)
+	}
+	for _, every := range []int{a.sample, 1} {
+		if every <= 0 || every == 1 && !a.all {
+			continue
+		}
+		for _, t := range a.thresholds {
+			r, err := tr.replay(a.maxMemory.bytes, a.rate, localcache.AdmissionOptions{Threshold: t, Counters: a.counters, Window: a.window}, every)
+			if err != nil {
+				return err
+			}
+			what := "every request counted"
+			if every > 1 {
+				what = fmt.Sprintf("misses and one hit in %d counted", every)
+			}
+			row(fmt.Sprintf("featcache, filter, threshold %d, %s", t, what), r)
+		}
+	}
+	b.WriteString("\n")
 	return nil
 }
 

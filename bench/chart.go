@@ -156,9 +156,34 @@ func drawBars(img *image.RGBA, area image.Rectangle, bp barPanel) {
 	plot := image.Rect(area.Min.X+marginLeft, area.Min.Y+marginTop, area.Max.X-marginRight, area.Max.Y-marginBottom)
 	text(img, area.Min.X+10, area.Min.Y+18, bp.title, colText)
 
-	// A log scale: a p50 of half a millisecond and a p99.9 of tens of milliseconds both stay readable.
+	ax := newLogAxis(bp.groups, plot)
+	ax.drawGrid(img)
+	text(img, area.Min.X+6, plot.Min.Y-8, "latency ("+ax.unit+", log scale)", colText)
+	text(img, plot.Min.X+170, plot.Min.Y-8, bp.note, colText)
+	drawLegend(img, area, bp.series)
+	drawBarGroups(img, ax, bp)
+	// Axes last, over the bars' feet.
+	fill(img, image.Rect(plot.Min.X, plot.Min.Y, plot.Min.X+1, plot.Max.Y+1), colAxis)
+	fill(img, image.Rect(plot.Min.X, plot.Max.Y, plot.Max.X, plot.Max.Y+1), colAxis)
+	// A separator between panels.
+	fill(img, image.Rect(area.Min.X, area.Max.Y-1, area.Max.X, area.Max.Y), colGrid)
+}
+
+// logAxis is a bar panel's latency axis. A log scale: a p50 of half a millisecond and a p99.9 of tens of
+// milliseconds both stay readable.
+type logAxis struct {
+	plot             image.Rectangle
+	unit             string  // µs, or ms for large values
+	div              float64 // values (µs) are divided by div to show in unit
+	decade           float64 // the power of ten at or below axisMin
+	axisMin, axisMax float64
+	span             float64 // decades from axisMin to axisMax
+}
+
+// newLogAxis makes the axis that fits the groups' values in plot.
+func newLogAxis(groups []barGroup, plot image.Rectangle) logAxis {
 	lo, hi := math.Inf(1), 0.0
-	for _, g := range bp.groups {
+	for _, g := range groups {
 		for _, v := range g.values {
 			if v > 0 {
 				lo, hi = math.Min(lo, v), math.Max(hi, v)
@@ -168,56 +193,65 @@ func drawBars(img *image.RGBA, area image.Rectangle, bp barPanel) {
 	if hi == 0 {
 		lo, hi = 1, 10
 	}
-	unit, div := "µs", 1.0
+	a := logAxis{plot: plot, unit: "µs", div: 1}
 	if hi >= 2000 {
-		unit, div = "ms", 1000
+		a.unit, a.div = "ms", 1000
 	}
-	lo, hi = lo/div, hi/div
+	lo, hi = lo/a.div, hi/a.div
 	// The axis starts at the 1-2-5 step at or below half the smallest value, so the shortest bar still shows.
-	decade := math.Pow(10, math.Floor(math.Log10(lo/2)))
-	axisMin := decade
+	a.decade = math.Pow(10, math.Floor(math.Log10(lo/2)))
+	a.axisMin = a.decade
 	for _, m := range []float64{2, 5} {
-		if decade*m <= lo/2 {
-			axisMin = decade * m
+		if a.decade*m <= lo/2 {
+			a.axisMin = a.decade * m
 		}
 	}
-	axisMax := math.Pow(10, math.Ceil(math.Log10(hi*1.3)))
-	span := math.Log10(axisMax) - math.Log10(axisMin)
-	yOf := func(v float64) int {
-		v = math.Max(v, axisMin)
-		return plot.Max.Y - int(math.Round((math.Log10(v)-math.Log10(axisMin))/span*float64(plot.Dy())))
-	}
+	a.axisMax = math.Pow(10, math.Ceil(math.Log10(hi*1.3)))
+	a.span = math.Log10(a.axisMax) - math.Log10(a.axisMin)
+	return a
+}
 
-	// Grid at 1, 2 and 5 of each decade; labels on them.
-	for d := decade; d < axisMax*1.01; d *= 10 {
+// y is the height of v (in the axis's unit) in the plot.
+func (a logAxis) y(v float64) int {
+	v = math.Max(v, a.axisMin)
+	return a.plot.Max.Y - int(math.Round((math.Log10(v)-math.Log10(a.axisMin))/a.span*float64(a.plot.Dy())))
+}
+
+// drawGrid draws the grid at 1, 2 and 5 of each decade, with labels on them.
+func (a logAxis) drawGrid(img *image.RGBA) {
+	for d := a.decade; d < a.axisMax*1.01; d *= 10 {
 		for _, m := range []float64{1, 2, 5} {
 			v := d * m
-			if v < axisMin*0.99 || v > axisMax*1.01 {
+			if v < a.axisMin*0.99 || v > a.axisMax*1.01 {
 				continue
 			}
-			y := yOf(v)
+			y := a.y(v)
 			c := colGrid
 			if m == 1 {
 				c = color.RGBA{200, 200, 200, 255}
 			}
-			fill(img, image.Rect(plot.Min.X, y, plot.Max.X, y+1), c)
+			fill(img, image.Rect(a.plot.Min.X, y, a.plot.Max.X, y+1), c)
 			label := strconv.FormatFloat(v, 'f', -1, 64)
-			text(img, plot.Min.X-8-7*len(label), y+4, label, colText)
+			text(img, a.plot.Min.X-8-7*len(label), y+4, label, colText)
 		}
 	}
-	text(img, area.Min.X+6, plot.Min.Y-8, "latency ("+unit+", log scale)", colText)
-	text(img, plot.Min.X+170, plot.Min.Y-8, bp.note, colText)
+}
 
-	// Legend, right-aligned on the title line.
+// drawLegend draws the series' names and colours, right-aligned on the title line of area.
+func drawLegend(img *image.RGBA, area image.Rectangle, series []string) {
 	x := area.Max.X - marginRight
-	for i := len(bp.series) - 1; i >= 0; i-- {
-		name := bp.series[i]
+	for i := len(series) - 1; i >= 0; i-- {
+		name := series[i]
 		x -= 7*len(name) + 26
 		fill(img, image.Rect(x, area.Min.Y+8, x+12, area.Min.Y+20), colourOf(name, i))
 		text(img, x+16, area.Min.Y+18, name, colText)
 	}
+}
 
-	// Bars. Value labels are drawn when they fit above their bar.
+// drawBarGroups draws each group's bars, one per series, and its label under them. Value labels are drawn when
+// they fit above their bar.
+func drawBarGroups(img *image.RGBA, ax logAxis, bp barPanel) {
+	plot := ax.plot
 	groupW := plot.Dx() / max(len(bp.groups), 1)
 	nt := max(len(bp.series), 1)
 	barW := min(56, (groupW-12)/nt)
@@ -227,22 +261,17 @@ func drawBars(img *image.RGBA, area image.Rectangle, bp barPanel) {
 			if v <= 0 {
 				continue
 			}
-			v /= div
+			v /= ax.div
 			bx := gx + i*barW
-			fill(img, image.Rect(bx+2, yOf(v), bx+barW-2, plot.Max.Y), colourOf(bp.series[i], i))
+			fill(img, image.Rect(bx+2, ax.y(v), bx+barW-2, plot.Max.Y), colourOf(bp.series[i], i))
 			label := trimFloat(v)
 			if 7*len(label) <= barW+6 {
-				text(img, bx+barW/2-7*len(label)/2, yOf(v)-4, label, colText)
+				text(img, bx+barW/2-7*len(label)/2, ax.y(v)-4, label, colText)
 			}
 		}
 		lx := plot.Min.X + gi*groupW + groupW/2 - 7*len(g.label)/2
 		text(img, lx, plot.Max.Y+20, g.label, colText)
 	}
-	// Axes last, over the bars' feet.
-	fill(img, image.Rect(plot.Min.X, plot.Min.Y, plot.Min.X+1, plot.Max.Y+1), colAxis)
-	fill(img, image.Rect(plot.Min.X, plot.Max.Y, plot.Max.X, plot.Max.Y+1), colAxis)
-	// A separator between panels.
-	fill(img, image.Rect(area.Min.X, area.Max.Y-1, area.Max.X, area.Max.Y), colGrid)
 }
 
 func colourOf(name string, i int) color.RGBA {

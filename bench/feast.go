@@ -8,13 +8,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"featcache/feast"
@@ -31,83 +28,36 @@ import (
 // features and its _ts field; entities are drawn with a Zipf distribution, views uniformly. Rounds alternate
 // between the targets (medians reported). featcache runs with a feast section caching every view.
 func runFeast(args []string) error {
-	fs := flag.NewFlagSet("feast", flag.ContinueOnError)
-	entities := fs.Int("entities", 100000, "entities (one hash each)")
-	views := fs.Int("views", 2, "feature views per entity")
-	features := fs.Int("features", 8, "features per view")
-	zipfS := fs.Float64("zipf", 1.1, "Zipf exponent of the entity choice (> 1)")
-	batch := fs.Int("batch", 10, "entities per request (HMGETs per pipeline)")
-	conns := fs.Int("conns", 32, "client connections")
-	duration := fs.Duration("duration", 3*time.Second, "length of each round per target")
-	rounds := fs.Int("rounds", 3, "rounds (targets alternate within each)")
-	out := fs.String("out", "", "also write the Markdown table to this file")
-	var remoteDelay time.Duration
-	fs.DurationVar(&remoteDelay, "remote-delay", 0, "Redis this far away each way (a store in another zone), for both targets: netem "+
-		"in the bench's own network namespace, or the relay (-delay-mode)")
-	fs.DurationVar(&remoteDelay, "relay-delay", 0, "the same as -remote-delay (its former name)")
-	jitter := fs.Duration("netem-jitter", 0, "with netem, jitter added to -remote-delay (netem may then reorder a stream's packets)")
-	delayMode := fs.String("delay-mode", delayAuto, "how -remote-delay is made: netem, relay, or auto (netem where the kernel has it)")
-	open := openSettings{Conns: 64, Mark: 4}
-	fs.Var(&open.Loads, "open-loads", "open-loop phases after the rounds, at these rates: shares of direct Redis's closed-loop "+
-		"requests/s (25%) or requests per second (500), comma-separated; empty: none")
-	fs.DurationVar(&open.Duration, "open-duration", 0, "length of each target's open-loop phase per rate and round (0: -duration)")
-	fs.IntVar(&open.Rounds, "open-rounds", 0, "open-loop rounds (0: -rounds)")
-	fs.IntVar(&open.Conns, "open-conns", open.Conns, "connections per target in the open-loop phases (a pool)")
-	fs.IntVar(&open.Mark, "open-mark", open.Mark, "every N-th open-loop request to featcache is preceded by CACHE EXPLAIN of its "+
-		"entities' keys, to classify it as hit, stale or miss (0: none)")
-	featcacheFlag := fs.String("featcache", "", "featcache binary, or the module directory to build it from (default: this module)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := errors.Join(checkDelayMode(*delayMode), open.validate()); err != nil {
-		return err
-	}
-	root := moduleRoot()
-	if os.Getenv(envScratch) == "" && remoteDelay > 0 && *delayMode != delayRelay {
-		// The same re-execution as the profiles', without pinning: the Feast runs share both cores.
-		if handled, err := relaunch(append([]string{"feast"}, args...), pinning{}, true, *delayMode, *featcacheFlag, root); handled || err != nil {
-			return err
-		}
-	}
-	stop := new(atomic.Bool)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
-	go func() {
-		if _, ok := <-sig; ok {
-			fmt.Fprintln(os.Stderr, "feast: stopping after the current phase")
-			stop.Store(true)
-		}
-	}()
-
-	scratch, bin := os.Getenv(envScratch), os.Getenv(envFeatcache)
-	if scratch == "" {
-		var err error
-		if scratch, err = os.MkdirTemp("", "featcache-feast-"); err != nil {
-			return err
-		}
-		if bin, _, err = featcacheBinary(*featcacheFlag, root, scratch); err != nil {
-			os.RemoveAll(scratch)
-			return err
-		}
-	}
-	defer os.RemoveAll(scratch)
-	f := &fleet{dir: scratch}
-	defer f.stopAll()
-	redisAddr, redisProc, err := f.startRedis("redis-server")
+	o, err := parseFeastFlags(args)
 	if err != nil {
 		return err
 	}
-	fw := newFeastWorkload(*entities, *views, *features)
+	root := moduleRoot()
+	if os.Getenv(envScratch) == "" && o.remoteDelay > 0 && o.delayMode != delayRelay {
+		// The same re-execution as the profiles', without pinning: the Feast runs share both cores.
+		if handled, err := relaunch(append([]string{"feast"}, args...), pinning{}, true, o.delayMode, o.featcache, root); handled || err != nil {
+			return err
+		}
+	}
+	stop, release := stopOnSignal("feast")
+	defer release()
+
+	lab, err := openLab("featcache-feast-", o.featcache, root, true)
+	if err != nil {
+		return err
+	}
+	defer lab.close()
+	f, bin, redisAddr, redisProc := lab.fleet, lab.bin, lab.redisAddr, lab.redisProc
+	fw := newFeastWorkload(o.entities, o.views, o.features)
 	start := time.Now()
 	if err := fw.seed(redisAddr); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "feast: seeded %d entities x %d views x %d features in %v\n", *entities, *views, *features, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "feast: seeded %d entities x %d views x %d features in %v\n", o.entities, o.views, o.features, time.Since(start).Round(time.Millisecond))
 	tag := "feast"
 	var remote *remoteResult
-	if remoteDelay > 0 {
-		rs, err := makeRemote(&env{remote: remoteFromEnv()}, f, redisAddr, remoteDelay, *jitter)
+	if o.remoteDelay > 0 {
+		rs, err := makeRemote(&env{remote: remoteFromEnv()}, f, redisAddr, o.remoteDelay, o.jitter)
 		if err != nil {
 			return err
 		}
@@ -127,14 +77,89 @@ func runFeast(args []string) error {
 		fmt.Fprintf(os.Stderr, "%s: remote store: %s\n", tag, remote.describe())
 	}
 
-	targets := []struct{ name, addr string }{{"redis", redisAddr}, {"featcache", featcacheAddr}}
+	targets := []feastTarget{{"redis", redisAddr, redisProc}, {"featcache", featcacheAddr, featcacheProc}}
+	results, err := o.closedRounds(fw, targets, tag, stop)
+	if err != nil {
+		return err
+	}
+	if stop.Load() {
+		return errors.New("interrupted")
+	}
+	var openRes *openLoopResult
+	if len(o.open.Loads) > 0 {
+		if openRes, err = o.openRounds(fw, targets, results["redis"], tag, stop); err != nil {
+			return err
+		}
+	}
+	return printTable(o.markdown(targets, results, remote, openRes), o.out)
+}
+
+// feastOptions are the feast sub-command's flags.
+type feastOptions struct {
+	entities, views, features int
+	zipf                      float64
+	batch, conns              int
+	duration                  time.Duration
+	rounds                    int
+	out                       string
+	remoteDelay, jitter       time.Duration
+	delayMode                 string
+	open                      openSettings
+	featcache                 string
+}
+
+// parseFeastFlags parses the feast sub-command's command line.
+func parseFeastFlags(args []string) (*feastOptions, error) {
+	o := &feastOptions{open: openSettings{Conns: 64, Mark: 4}}
+	fs := flag.NewFlagSet("feast", flag.ContinueOnError)
+	fs.IntVar(&o.entities, "entities", 100000, "entities (one hash each)")
+	fs.IntVar(&o.views, "views", 2, "feature views per entity")
+	fs.IntVar(&o.features, "features", 8, "features per view")
+	fs.Float64Var(&o.zipf, "zipf", 1.1, "Zipf exponent of the entity choice (> 1)")
+	fs.IntVar(&o.batch, "batch", 10, "entities per request (HMGETs per pipeline)")
+	fs.IntVar(&o.conns, "conns", 32, "client connections")
+	fs.DurationVar(&o.duration, "duration", 3*time.Second, "length of each round per target")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds (targets alternate within each)")
+	fs.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
+	fs.DurationVar(&o.remoteDelay, "remote-delay", 0, "Redis this far away each way (a store in another zone), for both targets: netem "+
+		"in the bench's own network namespace, or the relay (-delay-mode)")
+	fs.DurationVar(&o.remoteDelay, "relay-delay", 0, "the same as -remote-delay (its former name)")
+	fs.DurationVar(&o.jitter, "netem-jitter", 0, "with netem, jitter added to -remote-delay (netem may then reorder a stream's packets)")
+	fs.StringVar(&o.delayMode, "delay-mode", delayAuto, "how -remote-delay is made: netem, relay, or auto (netem where the kernel has it)")
+	fs.Var(&o.open.Loads, "open-loads", "open-loop phases after the rounds, at these rates: shares of direct Redis's closed-loop "+
+		"requests/s (25%) or requests per second (500), comma-separated; empty: none")
+	fs.DurationVar(&o.open.Duration, "open-duration", 0, "length of each target's open-loop phase per rate and round (0: -duration)")
+	fs.IntVar(&o.open.Rounds, "open-rounds", 0, "open-loop rounds (0: -rounds)")
+	fs.IntVar(&o.open.Conns, "open-conns", o.open.Conns, "connections per target in the open-loop phases (a pool)")
+	fs.IntVar(&o.open.Mark, "open-mark", o.open.Mark, "every N-th open-loop request to featcache is preceded by CACHE EXPLAIN of its "+
+		"entities' keys, to classify it as hit, stale or miss (0: none)")
+	fs.StringVar(&o.featcache, "featcache", "", "featcache binary, or the module directory to build it from (default: this module)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(checkDelayMode(o.delayMode), o.open.validate()); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// feastTarget is a server the Feast workload is measured against: redis-server directly, or featcache.
+type feastTarget struct {
+	name, addr string
+	proc       *proc
+}
+
+// closedRounds runs the closed-loop rounds, the targets alternating within each, and returns each target's rounds
+// by name. featcache's hit ratio comes from its CACHE STATS before and after each of its rounds.
+func (o *feastOptions) closedRounds(fw *feastWorkload, targets []feastTarget, tag string, stop *atomic.Bool) (map[string][]feastRound, error) {
+	featcacheAddr := targets[1].addr
 	results := map[string][]feastRound{}
-	for r := 0; r < *rounds; r++ {
+	for r := 0; r < o.rounds; r++ {
 		for _, t := range targets {
 			before, _ := cacheStats(featcacheAddr)
-			res, err := fw.drive(t.addr, *conns, *batch, *zipfS, *duration, uint64(r), stop)
+			res, err := fw.drive(t.addr, o.conns, o.batch, o.zipf, o.duration, uint64(r), stop)
 			if err != nil {
-				return fmt.Errorf("%s: %w", t.name, err)
+				return nil, fmt.Errorf("%s: %w", t.name, err)
 			}
 			if t.name == "featcache" {
 				after, _ := cacheStats(featcacheAddr)
@@ -143,52 +168,55 @@ func runFeast(args []string) error {
 				res.hitRatio = hits / math.Max(1, hits+misses)
 			}
 			results[t.name] = append(results[t.name], res)
-			fmt.Fprintf(os.Stderr, "%s: round %d %s: %.0f req/s (%d HMGETs each), p99 %v\n", tag, r+1, t.name, res.rps, *batch, res.p99)
+			fmt.Fprintf(os.Stderr, "%s: round %d %s: %.0f req/s (%d HMGETs each), p99 %v\n", tag, r+1, t.name, res.rps, o.batch, res.p99)
 		}
 	}
-	if stop.Load() {
-		return errors.New("interrupted")
+	return results, nil
+}
+
+// openRounds runs the open-loop phases, at rates that are shares of direct Redis's median closed-loop throughput
+// (redisRounds).
+func (o *feastOptions) openRounds(fw *feastWorkload, targets []feastTarget, redisRounds []feastRound, tag string, stop *atomic.Bool) (*openLoopResult, error) {
+	var rps []float64
+	for _, r := range redisRounds {
+		rps = append(rps, r.rps)
 	}
-	var openRes *openLoopResult
-	if len(open.Loads) > 0 {
-		var rps []float64
-		for _, r := range results["redis"] {
-			rps = append(rps, r.rps)
+	capacity := median(rps, func(x float64) float64 { return x })
+	d, n := o.open.Duration, o.open.Rounds
+	if d <= 0 {
+		d = o.duration
+	}
+	if n <= 0 {
+		n = o.rounds
+	}
+	cpu := func(p *proc) func() (sample, error) {
+		return func() (sample, error) {
+			c, err := procCPU(p.pid())
+			return sample{cpu: c}, err
 		}
-		capacity := median(rps, func(x float64) float64 { return x })
-		d, n := open.Duration, open.Rounds
-		if d <= 0 {
-			d = *duration
-		}
-		if n <= 0 {
-			n = *rounds
-		}
-		cpu := func(p *proc) func() (sample, error) {
-			return func() (sample, error) {
-				c, err := procCPU(p.pid())
-				return sample{cpu: c}, err
-			}
-		}
-		ots := []openTarget{{name: "redis", addr: redisAddr, sample: cpu(redisProc)},
-			{name: "featcache", addr: featcacheAddr, featcache: true, sample: func() (sample, error) {
-				s, err := cpu(featcacheProc)()
-				if err != nil {
-					return s, err
-				}
-				st, err := cacheStats(featcacheAddr)
-				s.stats = st.m
+	}
+	redis, fc := targets[0], targets[1]
+	ots := []openTarget{{name: "redis", addr: redis.addr, sample: cpu(redis.proc)},
+		{name: "featcache", addr: fc.addr, featcache: true, sample: func() (sample, error) {
+			s, err := cpu(fc.proc)()
+			if err != nil {
 				return s, err
-			}}}
-		logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, tag+": "+format+"\n", args...) }
-		openRes, err = runOpenLoop(open, d, n, capacity, ots, feastOpen{w: fw, batch: *batch, zipf: *zipfS}, stop, logf)
-		if err != nil {
-			return err
-		}
-	}
+			}
+			st, err := cacheStats(fc.addr)
+			s.stats = st.m
+			return s, err
+		}}}
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, tag+": "+format+"\n", args...) }
+	return runOpenLoop(o.open, d, n, capacity, ots, feastOpen{w: fw, batch: o.batch, zipf: o.zipf}, stop, logf)
+}
+
+// markdown renders the results: the workload, the remote store if any, a table of the targets' medians, and the
+// open-loop tables.
+func (o *feastOptions) markdown(targets []feastTarget, results map[string][]feastRound, remote *remoteResult, openRes *openLoopResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Feast workload: %d entities x %d views x %d features, Zipf %.2f, %d entities per request "+
 		"(one pipelined HMGET each), %d connections, %d rounds of %v per target (medians)",
-		*entities, *views, *features, *zipfS, *batch, *conns, *rounds, *duration)
+		o.entities, o.views, o.features, o.zipf, o.batch, o.conns, o.rounds, o.duration)
 	b.WriteString(".\n\n")
 	if remote != nil {
 		remote.markdown(&b)
@@ -209,23 +237,16 @@ func runFeast(args []string) error {
 			hit = fmt.Sprintf("%.1f%%", 100*med(func(r feastRound) float64 { return r.hitRatio }))
 		}
 		rps := med(func(r feastRound) float64 { return r.rps })
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %s | %s | %s | %s |\n", t.name, rps, rps*float64(*batch),
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %s | %s | %s | %s |\n", t.name, rps, rps*float64(o.batch),
 			fmtDur(time.Duration(med(func(r feastRound) float64 { return float64(r.p50) }))),
 			fmtDur(time.Duration(med(func(r feastRound) float64 { return float64(r.p99) }))),
 			fmtDur(time.Duration(med(func(r feastRound) float64 { return float64(r.p999) }))), hit)
 	}
 	b.WriteString("\n")
 	if openRes != nil {
-		openRes.markdown(&b, fmt.Sprintf("requests of %d HMGETs", *batch))
+		openRes.markdown(&b, fmt.Sprintf("requests of %d HMGETs", o.batch))
 	}
-	fmt.Print(b.String())
-	if *out != "" {
-		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(*out, []byte(b.String()), 0o644)
-	}
-	return nil
+	return b.String()
 }
 
 // feastWorkload is the key space: entity i's key and each view's fields.

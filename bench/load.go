@@ -24,16 +24,14 @@ func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, h
 // loadConn is one load-generating connection: its request stream, its own histogram (merged after each phase,
 // so connections never share a lock) and where its stream stands.
 type loadConn struct {
-	rc    *respConn
-	w     *workload
-	st    *stream
-	req   request
-	key   []byte
-	hist  *hdrhistogram.Histogram
-	sent  int64 // requests of st sent and answered so far: the stream position, for the LRU simulation
-	nils  int64
-	errs  int64
-	first string // first error reply or unexpected nil seen, for the report
+	rc   *respConn
+	w    *workload
+	st   *stream
+	req  request
+	key  []byte
+	hist *hdrhistogram.Histogram
+	sent int64 // requests of st sent and answered so far: the stream position, for the LRU simulation
+	replyCounts
 }
 
 // loadTarget is the set of connections a target is driven through. They stay open across phases and rounds,
@@ -186,18 +184,26 @@ func (lc *loadConn) appendRequest() {
 	}
 }
 
-// check counts replies that should not happen: every key is seeded, so a nil means a lost or wrong value.
-func (lc *loadConn) check(kind replyKind, msg []byte) {
+// replyCounts counts the replies that should not happen: every key is seeded, so a nil means a lost or wrong
+// value.
+type replyCounts struct {
+	nils  int64
+	errs  int64
+	first string // first error reply or unexpected nil seen, for the report
+}
+
+// check counts a reply of kind (msg: an error reply's text) if it should not happen.
+func (c *replyCounts) check(kind replyKind, msg []byte) {
 	switch kind {
 	case replyNil:
-		lc.nils++
-		if lc.first == "" {
-			lc.first = "nil reply for a seeded key"
+		c.nils++
+		if c.first == "" {
+			c.first = "nil reply for a seeded key"
 		}
 	case replyError:
-		lc.errs++
-		if lc.first == "" {
-			lc.first = string(msg)
+		c.errs++
+		if c.first == "" {
+			c.first = string(msg)
 		}
 	}
 }

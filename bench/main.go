@@ -79,13 +79,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -407,17 +405,8 @@ func (s settings) validate() error {
 	return s.Open.validate()
 }
 
-// Environment variables the parent hands to itself re-executed under taskset.
-const (
-	envPinned    = "FEATCACHE_BENCH_PINNED"
-	envScratch   = "FEATCACHE_BENCH_SCRATCH"
-	envFeatcache = "FEATCACHE_BENCH_FEATCACHE"
-	envFrom      = "FEATCACHE_BENCH_FROM"
-)
-
-// The child is the re-executed process: it finds the scratch folder and featcache's binary in envScratch and
-// envFeatcache, envPinned when taskset pinned it, and envNetns or envDelayFallback for the remote store.
-
+// run is the bench: it turns the command line into the profiles to run (profileSteps), re-executes itself pinned
+// or in a network namespace where it must (relaunch), runs every profile and writes the report (runSteps).
 func run(args []string) error {
 	start := time.Now()
 	base := defaultSettings()
@@ -425,40 +414,9 @@ func run(args []string) error {
 	if err := newFlagSet(&base, &inv).Parse(args); err != nil {
 		return err
 	}
-
-	// Each step starts from the defaults, takes its preset, then the command line again, so an explicit flag
-	// always wins over a preset.
-	var steps []settings
-	var presets []func(*settings)
-	if base.Profile == "standard" {
-		presets = standardSteps()
-	} else {
-		name := base.Profile
-		presets = []func(*settings){func(s *settings) { applyPreset(name, s) }}
-		if err := applyPreset(name, &settings{}); err != nil {
-			return err
-		}
-	}
-	for _, preset := range presets {
-		s := defaultSettings()
-		preset(&s)
-		name := s.Profile
-		var ignored invocation
-		if err := newFlagSet(&s, &ignored).Parse(args); err != nil {
-			return err
-		}
-		s.Profile = name
-		if s.Cluster > 0 {
-			if s.RemoteDelay > 0 {
-				fmt.Fprintf(os.Stderr, "[%s] skipped: a remote store is not supported with -cluster\n", name)
-				continue
-			}
-			s.RedisBenchmark = false
-		}
-		if err := s.validate(); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		steps = append(steps, s)
+	steps, err := profileSteps(base.Profile, args)
+	if err != nil {
+		return err
 	}
 
 	root := moduleRoot()
@@ -478,11 +436,7 @@ func run(args []string) error {
 	bin, from := os.Getenv(envFeatcache), os.Getenv(envFrom)
 	if scratch == "" {
 		var err error
-		if scratch, err = os.MkdirTemp("", "featcache-bench-"); err != nil {
-			return err
-		}
-		if bin, from, err = featcacheBinary(inv.featcache, root, scratch); err != nil {
-			os.RemoveAll(scratch)
+		if scratch, bin, from, err = newScratch("featcache-bench-", inv.featcache, root); err != nil {
 			return err
 		}
 	}
@@ -503,25 +457,14 @@ func run(args []string) error {
 		}
 	}
 
-	stop := new(atomic.Bool)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-sig
-		fmt.Fprintln(os.Stderr, "bench: stopping after the current phase")
-		stop.Store(true)
-	}()
-
+	stop, release := stopOnSignal("bench")
+	defer release()
 	if inv.cpuProfile != "" {
-		f, err := os.Create(inv.cpuProfile)
+		stopProfile, err := startCPUProfile(inv.cpuProfile)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stopProfile()
 	}
 
 	e := &env{scratch: scratch, featcache: bin, redisServer: inv.redisServer, pin: pin, stop: stop, fcProfile: inv.fcProfile,
@@ -531,6 +474,81 @@ func run(args []string) error {
 	if out == "" {
 		out = filepath.Join(root, "bench", "results", start.Format("20060102-150405"))
 	}
+	return runSteps(e, steps, rep, out)
+}
+
+// profileSteps returns the settings of each profile to run: the standard profile's steps, or the one profile
+// named. Each step starts from the defaults, takes its preset, then the command line (args) again, so an explicit
+// flag always wins over a preset.
+func profileSteps(profile string, args []string) ([]settings, error) {
+	var steps []settings
+	var presets []func(*settings)
+	if profile == "standard" {
+		presets = standardSteps()
+	} else {
+		name := profile
+		presets = []func(*settings){func(s *settings) { applyPreset(name, s) }}
+		if err := applyPreset(name, &settings{}); err != nil {
+			return nil, err
+		}
+	}
+	for _, preset := range presets {
+		s := defaultSettings()
+		preset(&s)
+		name := s.Profile
+		var ignored invocation
+		if err := newFlagSet(&s, &ignored).Parse(args); err != nil {
+			return nil, err
+		}
+		s.Profile = name
+		if s.Cluster > 0 {
+			if s.RemoteDelay > 0 {
+				fmt.Fprintf(os.Stderr, "[%s] skipped: a remote store is not supported with -cluster\n", name)
+				continue
+			}
+			s.RedisBenchmark = false
+		}
+		if err := s.validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		steps = append(steps, s)
+	}
+	return steps, nil
+}
+
+// stopOnSignal returns the flag that SIGINT or SIGTERM sets, saying so on stderr as name: the run stops after the
+// current phase. release stops watching for the signals.
+func stopOnSignal(name string) (stop *atomic.Bool, release func()) {
+	stop = new(atomic.Bool)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		if _, ok := <-sig; ok {
+			fmt.Fprintln(os.Stderr, name+": stopping after the current phase")
+			stop.Store(true)
+		}
+	}()
+	return stop, func() { signal.Stop(sig) }
+}
+
+// startCPUProfile starts this program's CPU profile into path; stop ends it and closes the file.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// runSteps runs each step's profile into rep, then writes the report to the folder out and prints its Markdown.
+func runSteps(e *env, steps []settings, rep *report, out string) error {
 	for _, s := range steps {
 		t0 := time.Now()
 		pr, err := runProfile(e, s)
@@ -540,7 +558,7 @@ func run(args []string) error {
 		pr.ElapsedSeconds = time.Since(t0).Seconds()
 		rep.Profiles = append(rep.Profiles, pr)
 	}
-	rep.ElapsedSeconds = time.Since(start).Seconds()
+	rep.ElapsedSeconds = time.Since(rep.Started).Seconds()
 	rep.Machine.LoadAvgEnd = loadAvg()
 	if cpu, err := procCPU(os.Getpid()); err == nil {
 		rep.Machine.BenchCPU = cpu.Seconds()
@@ -550,213 +568,5 @@ func run(args []string) error {
 	}
 	fmt.Print(rep.markdown())
 	fmt.Fprintf(os.Stderr, "bench: results in %s (%.0f s)\n", out, rep.ElapsedSeconds)
-	return nil
-}
-
-// decidePinning turns -pin and the CPU count into where things run.
-func decidePinning(inv invocation) pinning {
-	p := pinning{ServerCPUs: inv.serverCPUs, ClientCPUs: inv.clientCPUs, RelayCPUs: inv.relayCPUs}
-	if p.RelayCPUs == "" {
-		p.RelayCPUs = p.ServerCPUs
-	}
-	var set unix.CPUSet
-	cpus := runtime.NumCPU()
-	if err := unix.SchedGetaffinity(0, &set); err == nil && os.Getenv(envPinned) == "" {
-		cpus = set.Count()
-	}
-	switch {
-	case !inv.pin:
-		p.Reason = "-pin=false"
-	case os.Getenv(envPinned) != "":
-		p.Enabled = true
-	case cpus < 2:
-		p.Reason = fmt.Sprintf("%d CPU available", cpus)
-	default:
-		if _, err := exec.LookPath("taskset"); err != nil {
-			p.Reason = "taskset not found (Debian: util-linux)"
-		} else {
-			p.Enabled = true
-		}
-	}
-	return p
-}
-
-// relaunch re-executes this program for the measured part, when it must run elsewhere than here: under taskset
-// on the client CPUs (pin), and inside a network namespace of its own (netns) so that netem can delay Redis's
-// port. featcache is built first, with every core, and handed over with the scratch folder in the environment.
-// If the namespace cannot be made, mode auto falls back to the relay (the child is told why) and mode netem
-// fails. handled is false when nothing had to move: the caller goes on in this process.
-func relaunch(args []string, pin pinning, netns bool, mode, featcacheFlag, root string) (handled bool, err error) {
-	if !pin.Enabled && !netns {
-		return false, nil
-	}
-	var fallback, name string
-	if netns {
-		name = netnsName()
-		if err := createNetns(name); err != nil {
-			if mode == delayNetem {
-				return true, fmt.Errorf("-delay-mode netem: %w", err)
-			}
-			fallback = "no netem namespace: " + err.Error()
-			fmt.Fprintf(os.Stderr, "bench: %s; the relay stands in\n", fallback)
-			name = ""
-		}
-	}
-	if !pin.Enabled && name == "" {
-		if fallback != "" {
-			os.Setenv(envDelayFallback, fallback)
-		}
-		return false, nil
-	}
-	scratch, err := os.MkdirTemp("", "featcache-bench-")
-	if err != nil {
-		return true, err
-	}
-	bin, from, err := featcacheBinary(featcacheFlag, root, scratch)
-	if err != nil {
-		os.RemoveAll(scratch)
-		if name != "" {
-			deleteNetns(name)
-		}
-		return true, err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return true, err
-	}
-	env := append(os.Environ(), envScratch+"="+scratch, envFeatcache+"="+bin, envFrom+"="+from)
-	argv := append([]string{self}, args...)
-	if pin.Enabled {
-		env = append(env, envPinned+"=1")
-		argv = append([]string{"taskset", "-c", pin.ClientCPUs}, argv...)
-	}
-	if fallback != "" {
-		env = append(env, envDelayFallback+"="+fallback)
-	}
-	if name == "" {
-		path, err := exec.LookPath(argv[0])
-		if err != nil {
-			return true, err
-		}
-		return true, syscall.Exec(path, argv, env)
-	}
-	defer os.RemoveAll(scratch) // the child removes it too; this covers a child that was killed
-	return true, runInNetns(name, argv, append(env, envNetns+"="+name))
-}
-
-// moduleRoot is the folder of the featcache module this program is part of: the working directory or one
-// above it holding go.mod.
-func moduleRoot() string {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "."
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && strings.HasPrefix(string(b), "module featcache") {
-			return d
-		}
-		if filepath.Dir(d) == d {
-			return dir
-		}
-	}
-}
-
-// featcacheBinary returns the featcache binary to run: flag names a binary, or a source folder (default the
-// module root) that is built into scratch. from says what it was built from, for the report.
-func featcacheBinary(flagValue, root, scratch string) (bin, from string, err error) {
-	src := root
-	if flagValue != "" {
-		fi, err := os.Stat(flagValue)
-		if err != nil {
-			return "", "", err
-		}
-		if !fi.IsDir() {
-			return flagValue, flagValue, nil
-		}
-		src = flagValue
-	}
-	bin = filepath.Join(scratch, "featcache")
-	fmt.Fprintf(os.Stderr, "bench: building featcache from %s\n", src)
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = src
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("building featcache in %s: %w\n%s", src, err, out)
-	}
-	from = src
-	if rev, err := exec.Command("git", "-C", src, "rev-parse", "--short", "HEAD").Output(); err == nil {
-		from += " at " + strings.TrimSpace(string(rev))
-		// --no-optional-locks: only look; never refresh the index of a tree others are working in.
-		st, _ := exec.Command("git", "-C", src, "--no-optional-locks", "status", "--porcelain", "-uno").Output()
-		if len(strings.TrimSpace(string(st))) > 0 {
-			from += " with uncommitted changes"
-		}
-	}
-	return bin, from, nil
-}
-
-// size is a byte count written as in featcache's configuration: 256MB, 64KB, 1GB (powers of 1024) or bytes.
-type size struct {
-	bytes int64
-	text  string
-}
-
-func mustSize(s string) size {
-	var z size
-	if err := z.Set(s); err != nil {
-		panic(err)
-	}
-	return z
-}
-
-func (z size) String() string { return z.text }
-
-func (z *size) Set(s string) error {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n <= 0 {
-		return fmt.Errorf("invalid size %q (examples: 256MB, 1GB)", s)
-	}
-	z.bytes, z.text = int64(n*float64(mult)), s
-	return nil
-}
-
-func (z size) MarshalText() ([]byte, error) { return []byte(z.text), nil }
-
-func (z *size) UnmarshalText(b []byte) error { return z.Set(string(b)) }
-
-// namedAddr is an extra target given with -target name=host:port.
-type namedAddr struct {
-	Name string `json:"name"`
-	Addr string `json:"addr"`
-}
-
-func (t namedAddr) String() string { return t.Name + "=" + t.Addr }
-
-type targetList []namedAddr
-
-func (l *targetList) String() string {
-	var parts []string
-	for _, t := range *l {
-		parts = append(parts, t.String())
-	}
-	return strings.Join(parts, ",")
-}
-
-func (l *targetList) Set(v string) error {
-	name, addr, ok := strings.Cut(v, "=")
-	if !ok || name == "" || addr == "" {
-		return fmt.Errorf("want name=host:port, got %q", v)
-	}
-	*l = append(*l, namedAddr{Name: name, Addr: addr})
 	return nil
 }

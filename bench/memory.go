@@ -52,21 +52,12 @@ func runMemory(args []string) error {
 	for _, e := range envs {
 		os.Setenv(e.Name, e.Addr) // featcache inherits this program's environment
 	}
-	scratch, err := os.MkdirTemp("", "featcache-memory-")
+	lab, err := openLab("featcache-memory-", *featcacheFlag, moduleRoot(), false)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(scratch)
-	bin, from, err := featcacheBinary(*featcacheFlag, moduleRoot(), scratch)
-	if err != nil {
-		return err
-	}
-	f := &fleet{dir: scratch}
-	defer f.stopAll()
-	redisAddr, _, err := f.startRedis("redis-server")
-	if err != nil {
-		return err
-	}
+	defer lab.close()
+	f, bin, from, redisAddr := lab.fleet, lab.bin, lab.from, lab.redisAddr
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "[memory] "+format+"\n", a...) }
 	logf("seeding %d keys", w.Keys)
 	if _, _, err := seedRedis(redisAddr, &w); err != nil {
@@ -77,40 +68,12 @@ func runMemory(args []string) error {
 		return err
 	}
 	if *keepLog != "" {
-		defer func() {
-			f.stopAll() // the log is complete once featcache has exited
-			if b, err := os.ReadFile(p.log); err == nil {
-				os.WriteFile(*keepLog, b, 0o644)
-			}
-		}()
+		defer saveLog(f, p, *keepLog)
 	}
-	var snaps []memSnapshot
-	sampler := startMemSampler(p.pid(), addr, admin)
-	phaseStart := time.Now()
-	defer sampler.stop()
-	take := func(phase string) error {
-		s, err := snapshotMemory(p.pid(), bin, admin)
-		if err != nil {
-			return fmt.Errorf("%s: %w", phase, err)
-		}
-		s.Phase = phase
-		if *profiles != "" {
-			if err := saveURL("http://"+admin+"/debug/pprof/heap", filepath.Join(*profiles, strconv.Itoa(len(snaps)+1)+".pprof")); err != nil {
-				return err
-			}
-		}
-		s.PhasePeak, s.PhaseClients, s.PhaseLimit = sampler.phase()
-		if st, err := cacheStats(addr); err == nil {
-			s.Entries, s.GCCycles, s.Misses, s.Commands = st.m["entries"], st.m["gc_cycles"], st.m["upstream_reads"], st.m["commands"]
-			s.GCPauseMax = time.Duration(st.m["gc_pause_max_us"]) * time.Microsecond
-		}
-		s.CPU, _ = procCPU(p.pid())
-		s.Elapsed = time.Since(phaseStart)
-		phaseStart = time.Now()
-		snaps = append(snaps, s)
-		logf("%-28s RSS %s (peak %s), entries %d", phase, mib(s.RSS), mib(s.Peak), s.Entries)
-		return nil
-	}
+	phases := &memPhases{p: p, bin: bin, addr: addr, admin: admin, profiles: *profiles, logf: logf,
+		sampler: startMemSampler(p.pid(), addr, admin), start: time.Now()}
+	defer phases.sampler.stop()
+	take := phases.take
 	if err := take("started, tier empty"); err != nil {
 		return err
 	}
@@ -119,12 +82,8 @@ func runMemory(args []string) error {
 		return err
 	}
 	defer lt.close()
-	if bad, err := lt.getAll(w.Keys, w.appendPrefillKey); err != nil {
+	if err := fillTier(lt, &w, addr, p); err != nil {
 		return err
-	} else if bad > 0 {
-		st, _ := cacheStats(addr)
-		return fmt.Errorf("%d of %d GETs of the fill returned nil or an error; featcache's CACHE STATS:\n%s\nits log:\n%s",
-			bad, w.Keys, st.text, tail(p.log))
 	}
 	if err := take("filled (every key once)"); err != nil {
 		return err
@@ -138,33 +97,105 @@ func runMemory(args []string) error {
 	if err := take(fmt.Sprintf("after %v of Zipf GETs", *duration)); err != nil {
 		return err
 	}
-	heap, err := heapProfile(admin, bin, filepath.Join(scratch, "heap.pprof"))
+	heap, err := heapProfile(admin, bin, filepath.Join(lab.scratch, "heap.pprof"))
 	if err != nil {
 		return err
 	}
 	if *idle > 0 {
-		var idlers []*respConn
-		defer func() {
-			for _, rc := range idlers {
-				rc.Close()
-			}
-		}()
-		for range *idle {
-			rc, err := dialRESP(addr, 5*time.Second)
-			if err != nil {
-				return fmt.Errorf("idle client %d: %w", len(idlers), err)
-			}
-			idlers = append(idlers, rc)
-			if _, err := rc.do("PING"); err != nil {
-				return err
-			}
+		idlers, err := openIdleClients(addr, *idle)
+		defer closeAll(idlers)
+		if err != nil {
+			return err
 		}
 		if err := take(fmt.Sprintf("plus %d idle clients", *idle)); err != nil {
 			return err
 		}
 	}
-	fmt.Print(memoryReport(snaps, heap, maxMemory, from, envs, *conns, w))
+	fmt.Print(memoryReport(phases.snaps, heap, maxMemory, from, envs, *conns, w))
 	return nil
+}
+
+// saveLog stops the fleet's processes, so that featcache's log (p's) is complete, and copies it to path.
+func saveLog(f *fleet, p *proc, path string) {
+	f.stopAll()
+	if b, err := os.ReadFile(p.log); err == nil {
+		os.WriteFile(path, b, 0o644)
+	}
+}
+
+// fillTier reads every key of w once through lt, least popular first, and fails when a read was a nil or an
+// error, with featcache's CACHE STATS (from addr) and the end of its log (p's).
+func fillTier(lt *loadTarget, w *workload, addr string, p *proc) error {
+	bad, err := lt.getAll(w.Keys, w.appendPrefillKey)
+	if err != nil {
+		return err
+	}
+	if bad > 0 {
+		st, _ := cacheStats(addr)
+		return fmt.Errorf("%d of %d GETs of the fill returned nil or an error; featcache's CACHE STATS:\n%s\nits log:\n%s",
+			bad, w.Keys, st.text, tail(p.log))
+	}
+	return nil
+}
+
+// memPhases takes runMemory's snapshots of featcache's memory, one at the end of each phase.
+type memPhases struct {
+	p                *proc
+	bin, addr, admin string
+	profiles         string // the folder heap profiles are kept in; "" keeps none
+	logf             func(format string, a ...any)
+	sampler          *memSampler
+	start            time.Time // when the current phase began
+	snaps            []memSnapshot
+}
+
+// take snapshots the phase that ends now.
+func (m *memPhases) take(phase string) error {
+	s, err := snapshotMemory(m.p.pid(), m.bin, m.admin)
+	if err != nil {
+		return fmt.Errorf("%s: %w", phase, err)
+	}
+	s.Phase = phase
+	if m.profiles != "" {
+		if err := saveURL("http://"+m.admin+"/debug/pprof/heap", filepath.Join(m.profiles, strconv.Itoa(len(m.snaps)+1)+".pprof")); err != nil {
+			return err
+		}
+	}
+	s.PhasePeak, s.PhaseClients, s.PhaseLimit = m.sampler.phase()
+	if st, err := cacheStats(m.addr); err == nil {
+		s.Entries, s.GCCycles, s.Misses, s.Commands = st.m["entries"], st.m["gc_cycles"], st.m["upstream_reads"], st.m["commands"]
+		s.GCPauseMax = time.Duration(st.m["gc_pause_max_us"]) * time.Microsecond
+	}
+	s.CPU, _ = procCPU(m.p.pid())
+	s.Elapsed = time.Since(m.start)
+	m.start = time.Now()
+	m.snaps = append(m.snaps, s)
+	m.logf("%-28s RSS %s (peak %s), entries %d", phase, mib(s.RSS), mib(s.Peak), s.Entries)
+	return nil
+}
+
+// openIdleClients opens n connections to addr that each send one PING and stay idle. It returns those it opened,
+// for the caller to close, also when one fails.
+func openIdleClients(addr string, n int) ([]*respConn, error) {
+	var idlers []*respConn
+	for range n {
+		rc, err := dialRESP(addr, 5*time.Second)
+		if err != nil {
+			return idlers, fmt.Errorf("idle client %d: %w", len(idlers), err)
+		}
+		idlers = append(idlers, rc)
+		if _, err := rc.do("PING"); err != nil {
+			return idlers, err
+		}
+	}
+	return idlers, nil
+}
+
+// closeAll closes every connection of conns.
+func closeAll(conns []*respConn) {
+	for _, rc := range conns {
+		rc.Close()
+	}
 }
 
 // memSnapshot is featcache's memory at one moment, in bytes.

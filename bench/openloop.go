@@ -289,10 +289,9 @@ type openRecord struct {
 
 // openConnState is one connection's counts in a phase.
 type openConnState struct {
-	nils, errs int64
-	first      string
-	last       time.Time
-	err        error
+	replyCounts
+	last time.Time
+	err  error
 }
 
 // run sends the schedule through the pool and waits for every reply.
@@ -434,18 +433,7 @@ func (p *openPool) serve(rc *respConn, reqs []openRequest, start time.Time, queu
 			if err != nil {
 				return err
 			}
-			switch kind {
-			case replyNil:
-				st.nils++
-				if st.first == "" {
-					st.first = "nil reply for a seeded key"
-				}
-			case replyError:
-				st.errs++
-				if st.first == "" {
-					st.first = string(msg)
-				}
-			}
+			st.check(kind, msg)
 		}
 		st.last = time.Now()
 		rec.latency[i] = max(int64(st.last.Sub(intended)), histMin)

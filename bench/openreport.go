@@ -120,12 +120,7 @@ func (t *openTargetResult) summarize() {
 	t.Throughput = m(func(r openRound) float64 { return r.Throughput })
 	t.LateP99us = m(func(r openRound) float64 { return r.LateP99us })
 	t.ClientCPU = m(func(r openRound) float64 { return r.ClientCPUShare })
-	t.CPUPerReqUs = m(func(r openRound) float64 {
-		if r.Requests == 0 {
-			return 0
-		}
-		return r.CPUSeconds * 1e6 / float64(r.Requests)
-	})
+	t.CPUPerReqUs = m(func(r openRound) float64 { return cpuPerRequestUs(r.CPUSeconds, r.Requests) })
 	for _, r := range t.Rounds {
 		if r.Cache != nil {
 			if t.Cache == nil {

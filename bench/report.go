@@ -177,6 +177,26 @@ func median[T any](xs []T, f func(T) float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
+// printTable prints a sub-command's Markdown and, when out is set, writes it to that file too, making its folder.
+func printTable(markdown, out string) error {
+	fmt.Print(markdown)
+	if out != "" {
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(out, []byte(markdown), 0o644)
+	}
+	return nil
+}
+
+// cpuPerRequestUs is CPU microseconds per request: 0 without requests.
+func cpuPerRequestUs(cpuSeconds float64, requests int64) float64 {
+	if requests == 0 {
+		return 0
+	}
+	return cpuSeconds * 1e6 / float64(requests)
+}
+
 // summarize takes the medians across rounds, each figure on its own, and sums the cache counters.
 func (t *targetResult) summarize() {
 	m := func(f func(roundResult) float64) float64 { return median(t.Rounds, f) }
@@ -187,12 +207,7 @@ func (t *targetResult) summarize() {
 	t.P999us = m(func(r roundResult) float64 { return r.P999us })
 	t.CPUSeconds = m(func(r roundResult) float64 { return r.CPUSeconds })
 	t.ClientCPU = m(func(r roundResult) float64 { return r.ClientCPUShare })
-	t.CPUPerReqUs = m(func(r roundResult) float64 {
-		if r.Requests == 0 {
-			return 0
-		}
-		return r.CPUSeconds * 1e6 / float64(r.Requests)
-	})
+	t.CPUPerReqUs = m(func(r roundResult) float64 { return cpuPerRequestUs(r.CPUSeconds, r.Requests) })
 	for _, r := range t.Rounds {
 		t.Nils += r.Nils
 		t.Errors += r.Errors
@@ -393,6 +408,33 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 	if r := pr.Remote; r != nil {
 		r.markdown(b)
 	}
+	pr.targetTable(b)
+	var bg []string
+	for _, t := range pr.Targets {
+		if t.Kind != string(kindExternal) {
+			bg = append(bg, fmt.Sprintf("%s %.2f s", t.Name, t.BackgroundCPU/float64(max(len(t.Rounds), 1))))
+		}
+	}
+	p("CPU each server used per round while the other targets were measured (on the same core): %s.\n\n",
+		strings.Join(bg, ", "))
+	if pr.Remote != nil && pr.Remote.Method == "relay" {
+		var rc []string
+		for _, t := range pr.Targets {
+			rc = append(rc, fmt.Sprintf("%s %.2f s", t.Name, t.RelayCPU/float64(max(len(t.Rounds), 1))))
+		}
+		p("CPU the relay used per round, by the target measured: %s.\n\n", strings.Join(rc, ", "))
+	}
+	pr.cacheCounts(b)
+	pr.lruTable(b)
+	if pr.Open != nil {
+		pr.Open.markdown(b, "requests")
+	}
+	pr.redisBenchmarkTable(b)
+}
+
+// targetTable writes the table of the targets' figures, medians of the rounds.
+func (pr *profileResult) targetTable(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("| target | req/s | vs redis | p50 | p95 | p99 | p99.9 | hit / stale / miss | upstream reads per 1k | " +
 		"CPU s per round | CPU µs/req | peak RSS | allocs/GET | GC pause p99 / max | load gen CPU | errors |\n")
 	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
@@ -436,21 +478,11 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 			split, up, cpu, cpuReq, fmtMiB(t.PeakRSS), allocs, gc, 100*t.ClientCPU, errs)
 	}
 	p("\n")
-	var bg []string
-	for _, t := range pr.Targets {
-		if t.Kind != string(kindExternal) {
-			bg = append(bg, fmt.Sprintf("%s %.2f s", t.Name, t.BackgroundCPU/float64(max(len(t.Rounds), 1))))
-		}
-	}
-	p("CPU each server used per round while the other targets were measured (on the same core): %s.\n\n",
-		strings.Join(bg, ", "))
-	if pr.Remote != nil && pr.Remote.Method == "relay" {
-		var rc []string
-		for _, t := range pr.Targets {
-			rc = append(rc, fmt.Sprintf("%s %.2f s", t.Name, t.RelayCPU/float64(max(len(t.Rounds), 1))))
-		}
-		p("CPU the relay used per round, by the target measured: %s.\n\n", strings.Join(rc, ", "))
-	}
+}
+
+// cacheCounts writes featcache's counters over the rounds, and its allocation phase, for each featcache target.
+func (pr *profileResult) cacheCounts(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	for _, t := range pr.Targets {
 		if c := t.Cache; c != nil {
 			p("featcache over the rounds: %d requests, %d key reads: %d hits, %d stale, %d stale on error, %d misses; "+
@@ -464,6 +496,12 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 			p("\n\n")
 		}
 	}
+}
+
+// lruTable writes featcache's hit ratio next to an exact LRU's of the same size, when the profile simulated one.
+func (pr *profileResult) lruTable(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	s := pr.Settings
 	if l := pr.LRU; l != nil {
 		p("**Hit ratio against an exact LRU of the same size** (%s, each entry charged key + value + %d bytes; "+
 			"same requests%s, same warm-up, counted over the same rounds):\n\n", s.MaxMemory, l.EntryOverhead,
@@ -478,9 +516,12 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 			"by several connections at once, or twice in one MGET), as the LRU does, where the first miss stores " +
 			"the key before the next request.\n\n")
 	}
-	if pr.Open != nil {
-		pr.Open.markdown(b, "requests")
-	}
+}
+
+// redisBenchmarkTable writes redis-benchmark's figures, when it ran.
+func (pr *profileResult) redisBenchmarkTable(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	s := pr.Settings
 	if len(pr.RedisBenchmark) > 0 {
 		p("**redis-benchmark** (same servers, same pinning; `-c 50 -d 1024 -r %d`, median of %d runs; "+
 			"latencies as redis-benchmark reports them):\n\n", s.RBKeys, s.RBRounds)

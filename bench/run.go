@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,7 +73,6 @@ func (t *liveTarget) sample() (sample, error) {
 // interleaved rounds, takes featcache's allocation and LRU figures, runs redis-benchmark if asked, and stops
 // everything it started.
 func runProfile(e *env, s settings) (_ *profileResult, err error) {
-	w := &s.Workload
 	pr := &profileResult{Name: s.Profile, Title: profileTitles[s.Profile], Settings: s, Command: s.commandLine()}
 	tag := s.Profile // the progress lines' prefix; a delayed profile's names how Redis was made remote
 	logf := func(format string, args ...any) {
@@ -93,31 +90,8 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 		return nil, err
 	}
 
-	logf("seeding %d keys into redis-server", w.Keys)
-	took, bytes, err := seedRedis(redisAddr, w)
-	if err != nil {
+	if err := seedProfile(s, redisAddr, pr, logf); err != nil {
 		return nil, err
-	}
-	pr.Seed = seedResult{Keys: w.Keys, Bytes: bytes, Seconds: took.Seconds()}
-	logf("seeded %d keys, %.0f MiB of values, in %.1fs", w.Keys, float64(bytes)/(1<<20), took.Seconds())
-	if s.RedisBenchmark {
-		if _, _, err := seedKeys(redisAddr, s.RBKeys, benchmarkKey, func(int) []byte { return valuePool[:1024] }); err != nil {
-			return nil, err
-		}
-	}
-
-	// An external endpoint is seeded through its own address: a proxy passes the writes to its store, a
-	// separate server gets its own copy.
-	for _, t := range s.Targets {
-		logf("seeding %d keys through %s (%s)", w.Keys, t.Name, t.Addr)
-		if _, _, err := seedRedis(t.Addr, w); err != nil {
-			return nil, err
-		}
-		if s.RedisBenchmark {
-			if _, _, err := seedKeys(t.Addr, s.RBKeys, benchmarkKey, func(int) []byte { return valuePool[:1024] }); err != nil {
-				return nil, err
-			}
-		}
 	}
 
 	// The delay goes in after seeding, which would only be slower through it, and before featcache starts.
@@ -172,6 +146,37 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 	return drive(e, s, pr, targets, relayProc, logf)
 }
 
+// seedProfile seeds the workload's keys into redis-server at redisAddr (recording it in pr.Seed) and through each
+// external target's own address (a proxy passes the writes to its store, a separate server gets its own copy), with
+// redis-benchmark's keys too when it runs.
+func seedProfile(s settings, redisAddr string, pr *profileResult, logf func(string, ...any)) error {
+	w := &s.Workload
+	logf("seeding %d keys into redis-server", w.Keys)
+	took, bytes, err := seedRedis(redisAddr, w)
+	if err != nil {
+		return err
+	}
+	pr.Seed = seedResult{Keys: w.Keys, Bytes: bytes, Seconds: took.Seconds()}
+	logf("seeded %d keys, %.0f MiB of values, in %.1fs", w.Keys, float64(bytes)/(1<<20), took.Seconds())
+	if s.RedisBenchmark {
+		if _, _, err := seedKeys(redisAddr, s.RBKeys, benchmarkKey, func(int) []byte { return valuePool[:1024] }); err != nil {
+			return err
+		}
+	}
+	for _, t := range s.Targets {
+		logf("seeding %d keys through %s (%s)", w.Keys, t.Name, t.Addr)
+		if _, _, err := seedRedis(t.Addr, w); err != nil {
+			return err
+		}
+		if s.RedisBenchmark {
+			if _, _, err := seedKeys(t.Addr, s.RBKeys, benchmarkKey, func(int) []byte { return valuePool[:1024] }); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // drive runs a profile's measured part on targets that are up and seeded: opening the load connections, prefill,
 // warm-up, the interleaved rounds, featcache's allocation and LRU figures, and redis-benchmark if asked.
 func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayProc *proc,
@@ -219,46 +224,9 @@ func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayPr
 
 	for round := 1; round <= s.Rounds && !e.stop.Load(); round++ {
 		for _, t := range targets {
-			others := otherCPU(targets, t)
-			var relay0 time.Duration
-			if relayProc != nil {
-				relay0, _ = procCPU(relayProc.pid())
-			}
-			before, err := t.sample()
-			if err != nil {
+			if err := measureRound(e, s, targets, t, round, relayProc, logf); err != nil {
 				return nil, err
 			}
-			var profiled chan error
-			if t.pprof != "" && round == s.Rounds && e.fcProfile != "" && s.Duration >= time.Second {
-				profiled = make(chan error, 1)
-				go func() {
-					profiled <- fetchProfile(t.pprof, s.Duration, profilePath(e.fcProfile, s.Profile))
-				}()
-			}
-			ph, err := t.load.run(s.Duration, s.Requests, s.Pipeline, e.stop)
-			if err != nil {
-				return nil, err
-			}
-			if profiled != nil {
-				if err := <-profiled; err != nil {
-					logf("featcache CPU profile: %v", err)
-				} else {
-					logf("featcache CPU profile of round %d written to %s", round, profilePath(e.fcProfile, s.Profile))
-				}
-			}
-			after, err := t.sample()
-			if err != nil {
-				return nil, err
-			}
-			others()
-			if relayProc != nil {
-				if relay1, err := procCPU(relayProc.pid()); err == nil {
-					t.res.RelayCPU += (relay1 - relay0).Seconds()
-				}
-			}
-			r := newRound(ph, before, after, t.proc != nil)
-			t.res.Rounds = append(t.res.Rounds, r)
-			logf("round %d/%d %-10s %s", round, s.Rounds, t.name, r.progress())
 		}
 	}
 	if e.stop.Load() {
@@ -273,54 +241,15 @@ func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayPr
 	}
 
 	if len(s.Open.Loads) > 0 {
-		var capacity float64
-		var ots []openTarget
-		for _, t := range targets {
-			if t.kind == kindRedis {
-				capacity = t.res.Throughput
-			}
-			ots = append(ots, openTarget{name: t.name, addr: t.addr, featcache: t.kind == kindFeatcache, sample: t.sample})
-		}
-		d, rounds := s.Open.duration(s), s.Open.rounds(s)
-		logf("open loop: %s of direct Redis's %.0f req/s, %d rounds of %v per target and rate", s.Open.Loads.String(),
-			capacity, rounds, d)
-		if pr.Open, err = runOpenLoop(s.Open, d, rounds, capacity, ots, kvOpen{w}, e.stop, logf); err != nil {
+		if pr.Open, err = openPhases(e, s, targets, logf); err != nil {
 			return nil, err
 		}
 	}
-
 	for _, t := range targets {
-		if t.kind != kindFeatcache {
-			continue
-		}
-		st, err := t.admin.cacheStats()
-		if err != nil {
-			return nil, err
-		}
-		t.res.GC = &gcResult{PauseP99us: st.m["gc_pause_p99_us"], PauseMaxUs: st.m["gc_pause_max_us"],
-			Cycles: t.res.Cache.GCCycles, RSSPeakReported: st.m["rss_peak_bytes"]}
-		if t.name != "featcache" {
-			continue // featcache-cluster: its hit ratio is in the table; the LRU and allocations are the main one's
-		}
-		if s.AllocRequests > 0 {
-			logf("allocation phase: %d GETs of cached keys through featcache", s.AllocRequests)
-			if t.res.Allocs, err = allocPhase(t, w, s, e.stop); err != nil {
+		if t.kind == kindFeatcache {
+			if err := featcacheFigures(e, s, pr, targets, t, logf); err != nil {
 				return nil, err
 			}
-		}
-		if t.res.Cache.Reads() > 0 {
-			logf("simulating an exact LRU of %s over the same trace", s.MaxMemory)
-			var order []*loadTarget
-			writers := map[*loadTarget]bool{}
-			for _, o := range targets {
-				order = append(order, o.load)
-				writers[o.load] = o.kind == kindRedis || o.kind == kindTwemproxy
-			}
-			l := simulateLRU(w, order, t.load, writers, s.MaxMemory.bytes, s.Prefill)
-			l.FeatcacheReads = t.res.Cache.Reads()
-			l.FeatcacheRatio = t.res.Cache.HitRatio
-			l.FeatcacheFetchRatio = 1 - float64(t.res.Cache.UpstreamReads)/float64(l.FeatcacheReads)
-			pr.LRU = &l
 		}
 	}
 
@@ -330,6 +259,107 @@ func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayPr
 		}
 	}
 	return pr, nil
+}
+
+// measureRound measures target t for one round (round of s.Rounds): its load, CPU and counters, the CPU the other
+// targets and the relay (relayProc, if any) used meanwhile, and featcache's CPU profile in the last round when it is
+// asked for.
+func measureRound(e *env, s settings, targets []*liveTarget, t *liveTarget, round int, relayProc *proc,
+	logf func(string, ...any)) error {
+	others := otherCPU(targets, t)
+	var relay0 time.Duration
+	if relayProc != nil {
+		relay0, _ = procCPU(relayProc.pid())
+	}
+	before, err := t.sample()
+	if err != nil {
+		return err
+	}
+	var profiled chan error
+	if t.pprof != "" && round == s.Rounds && e.fcProfile != "" && s.Duration >= time.Second {
+		profiled = make(chan error, 1)
+		go func() {
+			profiled <- fetchProfile(t.pprof, s.Duration, profilePath(e.fcProfile, s.Profile))
+		}()
+	}
+	ph, err := t.load.run(s.Duration, s.Requests, s.Pipeline, e.stop)
+	if err != nil {
+		return err
+	}
+	if profiled != nil {
+		if err := <-profiled; err != nil {
+			logf("featcache CPU profile: %v", err)
+		} else {
+			logf("featcache CPU profile of round %d written to %s", round, profilePath(e.fcProfile, s.Profile))
+		}
+	}
+	after, err := t.sample()
+	if err != nil {
+		return err
+	}
+	others()
+	if relayProc != nil {
+		if relay1, err := procCPU(relayProc.pid()); err == nil {
+			t.res.RelayCPU += (relay1 - relay0).Seconds()
+		}
+	}
+	r := newRound(ph, before, after, t.proc != nil)
+	t.res.Rounds = append(t.res.Rounds, r)
+	logf("round %d/%d %-10s %s", round, s.Rounds, t.name, r.progress())
+	return nil
+}
+
+// openPhases runs the open-loop phases over every target, at rates that are shares of direct Redis's median
+// closed-loop throughput.
+func openPhases(e *env, s settings, targets []*liveTarget, logf func(string, ...any)) (*openLoopResult, error) {
+	var capacity float64
+	var ots []openTarget
+	for _, t := range targets {
+		if t.kind == kindRedis {
+			capacity = t.res.Throughput
+		}
+		ots = append(ots, openTarget{name: t.name, addr: t.addr, featcache: t.kind == kindFeatcache, sample: t.sample})
+	}
+	d, rounds := s.Open.duration(s), s.Open.rounds(s)
+	logf("open loop: %s of direct Redis's %.0f req/s, %d rounds of %v per target and rate", s.Open.Loads.String(),
+		capacity, rounds, d)
+	return runOpenLoop(s.Open, d, rounds, capacity, ots, kvOpen{&s.Workload}, e.stop, logf)
+}
+
+// featcacheFigures reads featcache target t's GC figures and, for the main featcache, runs the allocation phase and
+// simulates an exact LRU over the same trace (into pr.LRU).
+func featcacheFigures(e *env, s settings, pr *profileResult, targets []*liveTarget, t *liveTarget, logf func(string, ...any)) error {
+	w := &s.Workload
+	st, err := t.admin.cacheStats()
+	if err != nil {
+		return err
+	}
+	t.res.GC = &gcResult{PauseP99us: st.m["gc_pause_p99_us"], PauseMaxUs: st.m["gc_pause_max_us"],
+		Cycles: t.res.Cache.GCCycles, RSSPeakReported: st.m["rss_peak_bytes"]}
+	if t.name != "featcache" {
+		return nil // featcache-cluster: its hit ratio is in the table; the LRU and allocations are the main one's
+	}
+	if s.AllocRequests > 0 {
+		logf("allocation phase: %d GETs of cached keys through featcache", s.AllocRequests)
+		if t.res.Allocs, err = allocPhase(t, w, s, e.stop); err != nil {
+			return err
+		}
+	}
+	if t.res.Cache.Reads() > 0 {
+		logf("simulating an exact LRU of %s over the same trace", s.MaxMemory)
+		var order []*loadTarget
+		writers := map[*loadTarget]bool{}
+		for _, o := range targets {
+			order = append(order, o.load)
+			writers[o.load] = o.kind == kindRedis || o.kind == kindTwemproxy
+		}
+		l := simulateLRU(w, order, t.load, writers, s.MaxMemory.bytes, s.Prefill)
+		l.FeatcacheReads = t.res.Cache.Reads()
+		l.FeatcacheRatio = t.res.Cache.HitRatio
+		l.FeatcacheFetchRatio = 1 - float64(t.res.Cache.UpstreamReads)/float64(l.FeatcacheReads)
+		pr.LRU = &l
+	}
+	return nil
 }
 
 // otherCPU reads the CPU time of every target but t, and returns a function that adds what each used since to
@@ -502,21 +532,5 @@ func profilePath(path, profile string) string {
 // fetchProfile reads featcache's CPU profile over d from its admin listener (admin_pprof) into path.
 func fetchProfile(admin string, d time.Duration, path string) error {
 	secs := max(int(d/time.Second), 1)
-	resp, err := http.Get("http://" + admin + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/profile: %s", resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return saveURL("http://"+admin+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), path)
 }

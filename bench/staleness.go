@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,21 +33,12 @@ func runStaleness(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	scratch, err := os.MkdirTemp("", "featcache-staleness-")
+	lab, err := openLab("featcache-staleness-", *featcacheFlag, moduleRoot(), false)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(scratch)
-	bin, _, err := featcacheBinary(*featcacheFlag, moduleRoot(), scratch)
-	if err != nil {
-		return err
-	}
-	f := &fleet{dir: scratch}
-	defer f.stopAll()
-	redisAddr, _, err := f.startRedis("redis-server")
-	if err != nil {
-		return err
-	}
+	defer lab.close()
+	f, bin, redisAddr := lab.fleet, lab.bin, lab.redisAddr
 	aAddr, _, err := f.startFeatcacheAs("featcache-a", bin, redisAddr, 64<<20)
 	if err != nil {
 		return err
@@ -73,14 +63,7 @@ func runStaleness(args []string) error {
 		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
 			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
 	}
-	fmt.Print(b.String())
-	if *out != "" {
-		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(*out, []byte(b.String()), 0o644)
-	}
-	return nil
+	return printTable(b.String(), *out)
 }
 
 type stalenessResult struct {

@@ -27,8 +27,9 @@ var ErrMaxMemory = errors.New("localcache: invalid MaxMemory")
 // Options configures a Cache.
 type Options struct {
 	// MaxMemory is the number of bytes given to freecache, allocated up front. Required: at least
-	// MinMemory. The largest entry (key + value + 42-byte header) freecache takes is about
-	// MaxMemory/1024; larger ones are not stored and counted in Stats.TooLargeValues.
+	// MinMemory. The largest entry (key + value + 42-byte header) freecache takes is MaxMemory/1024
+	// less freecache's 24-byte header (MaxEntry); larger ones are not stored and counted in
+	// Stats.TooLargeValues and Stats.NotStored[NotStoredTooLarge].
 	MaxMemory int64
 	// Now returns the current time. If nil, time.Now is used. It also drives freecache's own
 	// whole-second clock (freecache.NewCacheCustomTimer), so tests move one injected clock and never
@@ -137,6 +138,7 @@ type Cache struct {
 	flushMu sync.Mutex // serializes Flush so freecache's counters are carried over once
 	shards  [shardCount]shard
 	stats   counters
+	refused refusals // the last reason recent keys were not stored (notstored.go)
 }
 
 // New returns a Cache holding at most opt.MaxMemory bytes of entries. The cache starts trusted (see

@@ -43,6 +43,9 @@ type Fill struct {
 	concurrent []answer
 
 	skipAdmission bool // set by SkipAdmission: stored whatever the admission filter says
+	// refused is why the answer cannot be stored, when the build function of complete finds it cannot; complete
+	// counts it (refuse). Written and read under the shard lock.
+	refused Reason
 }
 
 // session is the tracking session an entry stored by f carries: its key's partition's when the cache is
@@ -241,21 +244,31 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 	// Encode outside the shard lock, as a verified entry; only the check and the store need the lock.
 	var buf *[]byte
 	var expire int
+	var why Reason
 	if answered {
-		buf, expire = c.encode(f, &res, p)
+		buf, expire, why = c.encode(f, &res, p)
 	}
 	stored = c.complete(f, res, answered, func(verified bool) (*[]byte, int) {
 		switch {
-		case res.Drop || f.contested(&res):
+		case res.Drop:
+			f.refused = NotStoredMGETOverlap
+			return nil, 0
+		case f.contested(&res):
+			f.refused = NotStoredContested
 			return nil, 0
 		case res.KeepSame:
+			f.refused = NotStoredMGETOverlap
 			if same, _ := c.holds(f.key, &res); same {
 				return nil, keepEntry
 			}
 			return nil, 0
 		}
+		if buf == nil {
+			f.refused = why
+		}
 		if buf != nil && !verified {
 			if !p.Revalidate && !p.ServeStale {
+				f.refused = NotStoredUntrusted
 				return nil, 0 // nothing would ever serve it
 			}
 			(*buf)[1] |= unverifiedFlag
@@ -278,6 +291,9 @@ func (c *Cache) Complete(f *Fill, res Result, p *Policy) (stored bool) {
 func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified bool) (*[]byte, int)) (stored bool) {
 	sh, fl := f.shard, f.flight
 	sh.mu.Lock()
+	if answered && len(f.key) > MaxKeyLen {
+		c.refuse(f, NotStoredKeyTooLarge)
+	}
 	if answered && len(f.key) <= MaxKeyLen {
 		// The check and the store happen under the lock Invalidate takes, so an invalidation cannot
 		// slip between them: either it ran before (inval moved, nothing stored) or it runs after (and
@@ -294,6 +310,7 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 			// An invalidation or a flush since the fill began: the entry is gone already, and what the fill read
 			// may predate it.
 			c.stats.fillsDiscarded.Add(1)
+			c.refuse(f, NotStoredSuperseded)
 			if c.differs(f, &res) {
 				// A read of the key that began later completed first and left what it read. Which of the two
 				// read the upstream last is not known, and this one's waiters are answered now.
@@ -308,6 +325,9 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 			}
 			buf, expire := build(verified)
 			if buf == nil {
+				if f.refused != 0 {
+					c.refuse(f, f.refused)
+				}
 				if expire != keepEntry {
 					// Nothing to store: what the entry holds is no longer what the upstream says.
 					c.fc.Del(f.key)
@@ -316,6 +336,7 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 			}
 			if !c.admit(f) {
 				// Not admitted: the key has no entry (a key with one is always admitted), so none is left behind.
+				c.refuse(f, NotStoredNotAdmitted)
 				break
 			}
 			switch err := c.fc.Set(f.key, *buf, expire); {
@@ -327,9 +348,11 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 				}
 			case errors.Is(err, freecache.ErrLargeKey):
 				c.stats.tooLargeKeys.Add(1)
+				c.refuse(f, NotStoredKeyTooLarge)
 				c.fc.Del(f.key)
 			default: // freecache.ErrLargeEntry; encode checks the same bound first
 				c.stats.tooLargeValues.Add(1)
+				c.refuse(f, NotStoredTooLarge)
 				c.fc.Del(f.key)
 			}
 		}
@@ -456,14 +479,18 @@ func (c *Cache) holds(key []byte, res *Result) (same, ok bool) {
 const maxExpireSeconds = 10 * 365 * 24 * 3600
 
 // encode returns the verified entry to store for res (header + value, in a pooled buffer) and its freecache
-// expiry in seconds, or nil when res cannot be stored.
-func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
-	if res.Err != nil || res.NoStore || res.Reply != nil || res.Drop || res.KeepSame {
-		return nil, 0
+// expiry in seconds, or nil and why when res cannot be stored (0 for a result that is not an answer to store:
+// Err, NoStore, Drop, KeepSame, or a key too long, which complete counts).
+func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int, Reason) {
+	if res.Reply != nil {
+		return nil, 0, NotStoredWrongType
+	}
+	if res.Err != nil || res.NoStore || res.Drop || res.KeepSame {
+		return nil, 0, 0
 	}
 	if len(f.key) > MaxKeyLen {
 		c.stats.tooLargeKeys.Add(1)
-		return nil, 0
+		return nil, 0, 0
 	}
 	fetched := f.start.UnixMilli()
 	h := Header{Epoch: epochOf(f.stamp), Session: f.session(), FetchedAt: fetched}
@@ -471,20 +498,20 @@ func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
 	var value []byte
 	if res.Nil {
 		if p.NegativeTTL <= 0 {
-			return nil, 0
+			return nil, 0, NotStoredNoNegativeTTL
 		}
 		h.Kind = KindNil
 		softTTL, hardTTL = p.NegativeTTL, p.NegativeTTL
 	} else {
 		if p.HardTTL <= 0 {
-			return nil, 0
+			return nil, 0, NotStoredUncachedPolicy
 		}
 		switch {
 		case res.PTTL > 0:
 			h.ExpireAt = fetched + res.PTTL.Milliseconds()
 		case res.PTTL == NoExpiry || res.PTTL == -time.Millisecond:
 		default:
-			return nil, 0
+			return nil, 0, NotStoredExpired
 		}
 		h.Kind = KindValue
 		softTTL, hardTTL = max(p.SoftTTL, 0), p.HardTTL
@@ -492,7 +519,7 @@ func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
 	}
 	if len(f.key)+headerSize+len(value) > c.maxEntry {
 		c.stats.tooLargeValues.Add(1)
-		return nil, 0
+		return nil, 0, NotStoredTooLarge
 	}
 	var r float64
 	if p.Jitter > 0 {
@@ -516,7 +543,7 @@ func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
 	}
 	nowMs := c.now().UnixMilli()
 	if last <= nowMs {
-		return nil, 0 // the fill outlived every deadline: it could never be served
+		return nil, 0, NotStoredExpired // the fill outlived every deadline: it could never be served
 	}
 	// freecache expires an entry at the first whole second >= now's second + expire; floor both ends
 	// and add one so the entry outlives last.
@@ -527,7 +554,7 @@ func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int) {
 
 	buf := getBuf()
 	*buf = append(h.append((*buf)[:0]), value...)
-	return buf, expire
+	return buf, expire, 0
 }
 
 // nextTag returns the tag of a new fill of id: a hash fill's records carry it, so a lookup can tell whether fields

@@ -2,6 +2,7 @@ package localcache
 
 import (
 	"encoding/binary"
+	"iter"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -108,10 +109,16 @@ func (c *Cache) CompleteHash(f *Fill, res Result, hr *HashResult) (stored bool) 
 	var buf *[]byte
 	stored = c.complete(f, res, answered, func(verified bool) (*[]byte, int) {
 		if hr == nil || res.Reply != nil {
+			if res.Reply != nil {
+				f.refused = NotStoredWrongType
+			}
 			return nil, 0
 		}
 		var expire int
 		buf, expire = c.mergeHash(f, &res, hr, verified)
+		if buf == nil && f.refused == 0 {
+			f.refused = f.hashRefusal(&res, hr, verified, c.now().UnixMilli())
+		}
 		return buf, expire
 	})
 	if buf != nil {
@@ -148,6 +155,7 @@ func (c *Cache) mergeHash(f *Fill, res *Result, hr *HashResult, verified bool) (
 	}
 	if len(f.key)+len(b) > c.maxEntry {
 		c.stats.tooLargeValues.Add(1)
+		f.refused = NotStoredTooLarge
 		putBuf(buf)
 		return nil, 0
 	}
@@ -352,11 +360,7 @@ func (m *hashMerge) keepCurrent(b []byte, h *Header) ([]byte, int) {
 // when f found it, or the reverse. A fill of the whole hash says that a field it does not list does not exist; a
 // value read's answer (the key was not a hash) disputes every field.
 func (f *Fill) disputed(fr *FieldRead, anyInval bool) bool {
-	for j := range f.concurrent {
-		if !anyInval && f.concurrent[j].inval != f.inval {
-			continue
-		}
-		o := f.concurrent[j].res.Hash
+	for o := range f.overlapping(anyInval) {
 		if o == nil {
 			return true
 		}
@@ -383,11 +387,7 @@ func (f *Fill) disputed(fr *FieldRead, anyInval bool) bool {
 // same invalidations unless anyInval, found a field that hr, f's read of the whole hash, does not list (so says
 // does not exist).
 func (f *Fill) disputesAbsent(hr *HashResult, anyInval bool) bool {
-	for j := range f.concurrent {
-		if !anyInval && f.concurrent[j].inval != f.inval {
-			continue
-		}
-		o := f.concurrent[j].res.Hash
+	for o := range f.overlapping(anyInval) {
 		if o == nil {
 			return true
 		}
@@ -398,6 +398,22 @@ func (f *Fill) disputesAbsent(hr *HashResult, anyInval bool) bool {
 		}
 	}
 	return false
+}
+
+// overlapping yields the answers of the key's reads that completed while f was outstanding (Fill.concurrent) and
+// began between the same invalidations as f, or between any with anyInval: a read's hash result, or nil when its
+// answer was not a hash.
+func (f *Fill) overlapping(anyInval bool) iter.Seq[*HashResult] {
+	return func(yield func(*HashResult) bool) {
+		for j := range f.concurrent {
+			if !anyInval && f.concurrent[j].inval != f.inval {
+				continue
+			}
+			if !yield(f.concurrent[j].res.Hash) {
+				return
+			}
+		}
+	}
 }
 
 // lists reports whether hr holds a read of field.

@@ -24,6 +24,9 @@ type Stats struct {
 	TooLargeKeys     uint64 // fills not stored because the key is longer than MaxKeyLen
 	TooLargeValues   uint64 // fills not stored because the entry is larger than freecache accepts
 	NotAdmitted      uint64 // fills not stored because the admission filter refused their key (Options.Admission)
+	// NotStored counts, by Reason (indexed by it; index 0 is unused), the answers of the upstream about a key that
+	// were not stored. Each refused answer counts under one reason.
+	NotStored [numReasons]uint64
 
 	Entries   int64 // entries in freecache, including ones of an old epoch not yet overwritten or evicted
 	Bytes     int64 // estimated bytes those entries take in freecache (key, header, value, freecache's header)
@@ -37,6 +40,7 @@ type counters struct {
 	invalidations, flushes, tooLargeKeys, tooLargeValues     atomic.Uint64
 	partitionFlushes, fillsNotAdmitted                       atomic.Uint64
 	storedBytes                                              atomic.Uint64 // sum of the sizes of stored entries
+	notStored                                                [numReasons]atomic.Uint64
 
 	// evictionsBase and expiredBase carry freecache's counters over Flush, since freecache's Clear
 	// resets them.
@@ -51,7 +55,12 @@ func (c *Cache) Stats() Stats {
 	if stored := s.fillsStored.Load(); stored > 0 {
 		bytes = int64(float64(entries) * float64(s.storedBytes.Load()) / float64(stored))
 	}
+	var notStored [numReasons]uint64
+	for i := range notStored {
+		notStored[i] = s.notStored[i].Load()
+	}
 	return Stats{
+		NotStored:        notStored,
 		FillsStored:      s.fillsStored.Load(),
 		FillsDiscarded:   s.fillsDiscarded.Load(),
 		FillsUntrusted:   s.fillsUntrusted.Load(),

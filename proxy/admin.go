@@ -192,120 +192,173 @@ func (c *client) cacheReload() {
 	c.linesReply(b.Bytes())
 }
 
-// statsText renders CACHE STATS: one "name:value" line per counter, as INFO does.
+// statsText renders CACHE STATS: one "name:value" line per counter, as INFO does, in sections; the cluster's
+// only in front of a Redis Cluster.
 func (s *Server) statsText() []byte {
 	st := s.Stats()
 	ls := s.cache.Stats()
 	var b bytes.Buffer
-	line := func(name string, v any) { fmt.Fprintf(&b, "%s:%d\r\n", name, v) }
-	b.WriteString("# requests\r\n")
-	line("commands", st.Commands.Load())
-	line("hits", st.Hits.Load())
-	line("stale_hits", st.StaleHits.Load())
-	line("unverified_hits", st.Unverified.Load())
-	line("revalidations", st.Revalidations.Load())
-	line("stale_on_error", st.StaleOnError.Load())
-	line("misses", st.Misses.Load())
-	line("bypass", st.Bypass.Load())
-	line("refreshes", st.Refreshes.Load())
-	line("upstream_reads", st.UpstreamReads.Load())
-	line("round_trips", st.RoundTrips.Load())
-	line("forwarded", st.Forwarded.Load())
-	line("invalidations", st.Invalidations.Load())
-	line("barriers", st.Barriers.Load())
-	line("errors", st.Errors.Load()) // upstream failures; the other reasons follow
-	line("refused", st.Refused.Load())
-	line("snapshot_errors", st.SnapshotErrors.Load())
-	line("panics", st.Panics.Load())
-	line("connected_clients", s.clients.Load())
-	b.WriteString("# limits\r\n")
-	line("rejected_connections", st.Rejected.Load())
-	line("protocol_errors", st.ProtocolErrors.Load())
-	line("idle_timeouts", st.IdleTimeouts.Load())
-	line("output_timeouts", st.OutputTimeouts.Load())
-	line("output_limit_disconnects", st.OutputLimits.Load())
-	line("memory_limit_disconnects", st.MemoryLimits.Load())
-	line("tls_handshake_errors", st.TLSHandshakeErrors.Load())
-	line("client_buffer_bytes", s.ClientMemory())
-	b.WriteString("# local\r\n")
-	line("entries", ls.Entries)
-	line("evictions", ls.Evictions)
-	line("fills_stored", ls.FillsStored)
-	line("fills_discarded", ls.FillsDiscarded)
-	line("fills_joined", ls.FillsJoined)
-	line("invalidated_keys", ls.Invalidations)
-	line("flushes", ls.Flushes)
-	line("too_large_keys", ls.TooLargeKeys)
-	line("too_large_values", ls.TooLargeValues)
-	line("fills_not_admitted", ls.NotAdmitted)
-	line("epoch", int64(s.cache.Epoch()))
-	line("bytes_estimate", ls.Bytes)
+	writeSection(&b, "requests", s.requestLines(st))
+	writeSection(&b, "limits", s.limitLines(st))
+	writeSection(&b, "local", s.localLines(&ls))
+	writeSection(&b, "upstream", s.upstreamLines())
+	if cl := s.up.Cluster(); cl != nil {
+		writeSection(&b, "cluster", s.clusterLines(cl.Stats(), &ls))
+	}
+	writeSection(&b, "warm", s.warmLines())
+	writeSection(&b, "hotkeys", s.hotkeyLines())
+	writeSection(&b, "runtime", s.runtimeLines())
+	return b.Bytes()
+}
+
+// infoLine is one "name:value" line of CACHE STATS.
+type infoLine struct {
+	name  string
+	value any
+}
+
+// writeSection writes the section's "# title" line and then its lines.
+func writeSection(b *bytes.Buffer, title string, lines []infoLine) {
+	fmt.Fprintf(b, "# %s\r\n", title)
+	for _, l := range lines {
+		fmt.Fprintf(b, "%s:%v\r\n", l.name, l.value)
+	}
+}
+
+func (s *Server) requestLines(st *Stats) []infoLine {
+	return []infoLine{
+		{"commands", st.Commands.Load()},
+		{"hits", st.Hits.Load()},
+		{"stale_hits", st.StaleHits.Load()},
+		{"unverified_hits", st.Unverified.Load()},
+		{"revalidations", st.Revalidations.Load()},
+		{"stale_on_error", st.StaleOnError.Load()},
+		{"misses", st.Misses.Load()},
+		{"bypass", st.Bypass.Load()},
+		{"refreshes", st.Refreshes.Load()},
+		{"upstream_reads", st.UpstreamReads.Load()},
+		{"round_trips", st.RoundTrips.Load()},
+		{"forwarded", st.Forwarded.Load()},
+		{"invalidations", st.Invalidations.Load()},
+		{"barriers", st.Barriers.Load()},
+		{"errors", st.Errors.Load()}, // upstream failures; the other reasons follow
+		{"refused", st.Refused.Load()},
+		{"snapshot_errors", st.SnapshotErrors.Load()},
+		{"panics", st.Panics.Load()},
+		{"connected_clients", s.clients.Load()},
+	}
+}
+
+func (s *Server) limitLines(st *Stats) []infoLine {
+	return []infoLine{
+		{"rejected_connections", st.Rejected.Load()},
+		{"protocol_errors", st.ProtocolErrors.Load()},
+		{"idle_timeouts", st.IdleTimeouts.Load()},
+		{"output_timeouts", st.OutputTimeouts.Load()},
+		{"output_limit_disconnects", st.OutputLimits.Load()},
+		{"memory_limit_disconnects", st.MemoryLimits.Load()},
+		{"tls_handshake_errors", st.TLSHandshakeErrors.Load()},
+		{"client_buffer_bytes", s.ClientMemory()},
+	}
+}
+
+func (s *Server) localLines(ls *localcache.Stats) []infoLine {
+	return []infoLine{
+		{"entries", ls.Entries},
+		{"evictions", ls.Evictions},
+		{"fills_stored", ls.FillsStored},
+		{"fills_discarded", ls.FillsDiscarded},
+		{"fills_joined", ls.FillsJoined},
+		{"invalidated_keys", ls.Invalidations},
+		{"flushes", ls.Flushes},
+		{"too_large_keys", ls.TooLargeKeys},
+		{"too_large_values", ls.TooLargeValues},
+		{"fills_not_admitted", ls.NotAdmitted},
+		{"epoch", int64(s.cache.Epoch())},
+		{"bytes_estimate", ls.Bytes},
+	}
+}
+
+func (s *Server) upstreamLines() []infoLine {
 	tracking := "off"
 	if enabled, up := s.up.Tracking(); up {
 		tracking = "up"
 	} else if enabled {
 		tracking = "down"
 	}
-	b.WriteString("# upstream\r\n")
-	fmt.Fprintf(&b, "tracking:%s\r\n", tracking)
-	fmt.Fprintf(&b, "upstream_addr:%s\r\n", s.up.Addr()) // the primary in use, which Sentinel may move
 	up := 0
 	if s.up.Healthy() {
 		up = 1
 	}
-	line("upstream_up", up)
-	if cl := s.up.Cluster(); cl != nil {
-		cs := cl.Stats()
-		b.WriteString("# cluster\r\n")
-		line("cluster_masters", int64(cs.Masters))
-		line("cluster_moved", cs.Moved)
-		line("cluster_asked", cs.Asked)
-		line("cluster_tryagain", cs.TryAgain)
-		line("cluster_slot_map_refreshes", cs.Refreshes)
-		line("cluster_slot_map_changes", cs.MapChanges)
+	return []infoLine{
+		{"tracking", tracking},
+		{"upstream_addr", s.up.Addr()}, // the primary in use, which Sentinel may move
+		{"upstream_up", up},
+	}
+}
+
+func (s *Server) clusterLines(cs upstream.ClusterStats, ls *localcache.Stats) []infoLine {
+	return []infoLine{
+		{"cluster_masters", int64(cs.Masters)},
+		{"cluster_moved", cs.Moved},
+		{"cluster_asked", cs.Asked},
+		{"cluster_tryagain", cs.TryAgain},
+		{"cluster_slot_map_refreshes", cs.Refreshes},
+		{"cluster_slot_map_changes", cs.MapChanges},
 		// The tier has a trust partition per hash slot in front of a cluster (upstream.PartitionedCache).
-		line("cluster_untrusted_slots", int64(s.cache.UntrustedPartitions()))
-		line("cluster_slots_flushed", int64(ls.PartitionFlushes))
+		{"cluster_untrusted_slots", int64(s.cache.UntrustedPartitions())},
+		{"cluster_slots_flushed", int64(ls.PartitionFlushes)},
 	}
+}
+
+func (s *Server) warmLines() []infoLine {
 	ready, why := s.readiness()
-	b.WriteString("# warm\r\n")
 	ws := s.warmer.Stats()
-	fmt.Fprintf(&b, "ready:%v\r\n", ready)
+	lines := []infoLine{{"ready", ready}}
 	if !ready {
-		fmt.Fprintf(&b, "not_ready_because:%s\r\n", why)
+		lines = append(lines, infoLine{"not_ready_because", why})
 	}
-	line("warm_startup_loaded", ws.StartupLoaded)
-	line("warm_ready_after", int64(s.opt.Config.Warm.ReadyAfter))
-	line("warm_fetched", ws.Fetched)
-	line("warm_present", ws.Present)
-	line("warm_skipped", ws.Skipped)
-	line("warm_retries", ws.Retries)
-	line("warm_sources_done", ws.SourcesDone)
-	line("warm_sources_failed", ws.SourcesFailed)
-	fmt.Fprintf(&b, "warm_running:%v\r\n", ws.Running)
-	line("warm_queued", int64(ws.Queued))
-	b.WriteString("# hotkeys\r\n")
+	return append(lines, []infoLine{
+		{"warm_startup_loaded", ws.StartupLoaded},
+		{"warm_ready_after", int64(s.opt.Config.Warm.ReadyAfter)},
+		{"warm_fetched", ws.Fetched},
+		{"warm_present", ws.Present},
+		{"warm_skipped", ws.Skipped},
+		{"warm_retries", ws.Retries},
+		{"warm_sources_done", ws.SourcesDone},
+		{"warm_sources_failed", ws.SourcesFailed},
+		{"warm_running", ws.Running},
+		{"warm_queued", int64(ws.Queued)},
+	}...)
+}
+
+func (s *Server) hotkeyLines() []infoLine {
 	ps := s.persister.Stats()
-	line("hotkeys_tracked", int64(s.hot.Len()))
-	line("hotkeys_file_writes", ps.FileWrites)
-	line("hotkeys_file_errors", ps.FileErrors)
-	line("hotkeys_zset_writes", ps.ZsetWrites)
-	line("hotkeys_zset_errors", ps.ZsetErrors)
-	line("hotkeys_touched", ps.Touched)
-	fmt.Fprintf(&b, "upstream_maxmemory_policy:%s\r\n", ps.Eviction)
-	b.WriteString("# runtime\r\n")
-	fmt.Fprintf(&b, "version:%s\r\n", s.version)
-	fmt.Fprintf(&b, "go_version:%s\r\n", runtime.Version())
+	return []infoLine{
+		{"hotkeys_tracked", int64(s.hot.Len())},
+		{"hotkeys_file_writes", ps.FileWrites},
+		{"hotkeys_file_errors", ps.FileErrors},
+		{"hotkeys_zset_writes", ps.ZsetWrites},
+		{"hotkeys_zset_errors", ps.ZsetErrors},
+		{"hotkeys_touched", ps.Touched},
+		{"upstream_maxmemory_policy", ps.Eviction},
+	}
+}
+
+func (s *Server) runtimeLines() []infoLine {
 	rt := readRuntime()
-	line("alloc_objects", rt.allocObjects)
-	line("alloc_bytes", rt.allocBytes)
-	line("gc_cycles", rt.gcCycles)
-	line("gc_pause_p99_us", rt.gcPauseP99.Microseconds())
-	line("gc_pause_max_us", rt.gcPauseMax.Microseconds())
-	line("heap_bytes", rt.heapBytes)
-	line("rss_bytes", rt.rssBytes)
-	line("rss_peak_bytes", rt.rssPeakBytes)
-	return b.Bytes()
+	return []infoLine{
+		{"version", s.version},
+		{"go_version", runtime.Version()},
+		{"alloc_objects", rt.allocObjects},
+		{"alloc_bytes", rt.allocBytes},
+		{"gc_cycles", rt.gcCycles},
+		{"gc_pause_p99_us", rt.gcPauseP99.Microseconds()},
+		{"gc_pause_max_us", rt.gcPauseMax.Microseconds()},
+		{"heap_bytes", rt.heapBytes},
+		{"rss_bytes", rt.rssBytes},
+		{"rss_peak_bytes", rt.rssPeakBytes},
+	}
 }
 
 // explain renders CACHE EXPLAIN: what featcache would do with key now. Keys are bytes; they are shown quoted
@@ -341,6 +394,7 @@ func (c *client) explain(key, field []byte) []byte {
 	}
 	now := c.srv.now()
 	h, size, st, ok := c.srv.cache.Explain(key, lp, now)
+	c.appendNotStored(&b, key, h, ok, now)
 	if !ok {
 		b.WriteString("state:miss\r\n")
 		return b.Bytes()

@@ -44,7 +44,6 @@ type client struct {
 	id  int64
 
 	wmu  sync.Mutex // serialises writes to nc between serve and the pub/sub pump
-	out  []byte     // replies of the current batch, written with one write
 	cmds []resp.Command
 
 	name      []byte
@@ -55,7 +54,9 @@ type client struct {
 	stopping  atomic.Bool // Shutdown's deadline came: close at the end of the current batch
 	createdAt time.Time
 
-	seg segment // the batch part waiting for its upstream round trip
+	// The current batch's replies (out), and the batch part waiting for its upstream round trip (seg), which holds
+	// those that follow a reply waiting for it.
+	replies
 
 	// Scratch for snapshot keys, valid for one batch: physical keys and pointer values live in arena; vers
 	// holds the versions resolved for the current command; rw is a command with rewritten keys.

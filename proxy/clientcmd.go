@@ -99,15 +99,7 @@ func (c *client) execMuted(cmd *resp.Command) {
 	case replySkipping:
 		c.reply = replyOn
 	}
-	c.out = c.out[:0]
-	c.seg.tail = c.seg.tail[:0]
-	for i := range c.seg.holes {
-		h := &c.seg.holes[i]
-		h.mute, h.pos = true, 0
-		if h.kind == holeRegion {
-			h.stop = 0
-		}
-	}
+	c.replies.mute()
 }
 
 // cmdClientInfo describes this client connection as one CLIENT LIST line.

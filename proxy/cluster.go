@@ -155,7 +155,7 @@ func (c *client) split(cmd *resp.Command, tc *command) {
 	clear(sub)
 	c.splitArgs = sub[:0]
 	c.srv.stats.Forwarded.Add(int64(parts))
-	s.holes = append(s.holes, hole{kind: holeMerge, pos: len(s.tail), frame: first, parts: parts, rule: tc.cluster})
+	s.addHole(hole{kind: holeMerge, frame: first, parts: parts, rule: tc.cluster})
 	s.forward = true
 	if isWrite(tc) {
 		s.writes = append(s.writes, pendingWrite{args: args, tc: tc})
@@ -214,7 +214,7 @@ func (c *client) fanOut(cmd *resp.Command, tc *command) {
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = c.appendFanned(*buf, tc.cluster, n)
 }
 
@@ -390,7 +390,7 @@ func (c *client) scan(cmd *resp.Command) {
 	case uint64(node)+1 < masters:
 		out = uint64(node) + 1
 	}
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendArray(*buf, 2)
 	*buf = resp.AppendBulk(*buf, strconv.AppendUint(nil, out, 10))
 	*buf = append(*buf, body...)

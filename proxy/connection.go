@@ -101,7 +101,7 @@ func (c *client) cmdHello(args [][]byte) {
 		c.publish()
 	}
 	info := c.srv.hello.Load()
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	b := resp.AppendArray(*buf, 14)
 	b = resp.AppendBulkString(b, "server")
 	b = resp.AppendBulkString(b, "redis")

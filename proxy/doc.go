@@ -21,6 +21,7 @@
 //	hashread.go     cached HGET, HMGET and HGETALL: per-field policies, Feast event times, whole-hash fills
 //	snapshot.go     snapshot pointers: logical keys resolved to the version a pointer names
 //	reply.go        the reply helpers and the one place an upstream failure becomes a client's error
+//	replies.go      the reply builder: the batch's replies in order, known now (out) or waiting (holes)
 //	segment.go      the segment: one upstream round trip's payload, fills, holes and their assembly
 //	mgettx.go       an MGET not answered from memory whole, answered from one MULTI/EXEC
 //	cluster.go      in front of a Redis Cluster: slots, commands split by slot or fanned out to every master, SCAN
@@ -39,6 +40,7 @@
 //	configget.go    CONFIG GET with secrets redacted
 //	info.go         INFO with featcache's section
 //	admin.go        CACHE: STATS, EXPLAIN, FLUSH, WARM, HOTKEYS, RELOAD
+//	notstored.go    EXPLAIN's account of why a key's last answer was not stored
 //	reload.go       a configuration reload
 //	warm.go         warming the local tier at start and on CACHE WARM
 //	limits.go       what a client does against the limits: buffer accounting, output bounds, fail
@@ -46,7 +48,8 @@
 //	watchdog.go     idle and output timeouts
 //	tokenbucket.go  a rate bound (re-fetches of unverified entries)
 //	peer_linux.go   whether the client closed its end, from the TCP state (peer_other.go: never known)
-//	metrics.go      the Prometheus collectors and per-policy, per-command and latency counters
+//	metrics.go      the request path's per-policy, per-command and latency counters
+//	statscollector.go the Prometheus collector that exports them, and the tier's figures, at scrape time
 //	stats.go        Stats, the request path's counters
 //	runtime.go      process figures for CACHE STATS
 //	http.go         the admin HTTP handler: /metrics, /healthz, /readyz

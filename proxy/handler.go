@@ -13,7 +13,7 @@ import (
 	"featcache/warm"
 )
 
-// execBatch runs one client pipeline and appends every reply to c.out, in order.
+// execBatch runs one client pipeline and appends every reply to c.out, in order (replies.go).
 //
 // The batch is cut into segments. A segment collects cache hits (answered at once), misses (one upstream fetch
 // per key and generation) and forwarded commands, and ends after a write, or after the command that brings it to
@@ -28,7 +28,7 @@ func (c *client) execBatch(cmds []resp.Command) {
 	c.arena = c.arena[:0]
 	defer c.abandonFills(errInternal)
 	for i := range cmds {
-		pending := len(c.out) + len(c.seg.tail)
+		pending := c.replies.pending()
 		if c.reply == replyOn {
 			c.exec(&cmds[i])
 		} else {
@@ -171,13 +171,13 @@ func (c *client) readGet(cmd *resp.Command) {
 		key = c.physicalKey(key, ver)
 	}
 	now := c.clock()
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	var look localcache.Lookup
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
 	if c.served(look, key, lp, pc) {
 		return
 	}
-	c.seg.addFill(c.srv.cache, &c.out, holeGet, key, lp, pc, now)
+	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, now)
 }
 
 // served counts a lookup that served an entry, and starts what it calls for: a background refresh of a
@@ -226,8 +226,8 @@ func (c *client) readMget(cmd *resp.Command) {
 		}
 	}
 	now := c.clock()
-	start := len(c.out) + len(c.seg.tail)
-	buf := c.seg.buf(&c.out)
+	start := c.replies.pending()
+	buf := c.replies.buf()
 	mark := len(*buf)
 	*buf = resp.AppendArray(*buf, len(keys))
 	mk := c.seg.mkeys[:0]
@@ -310,9 +310,9 @@ func oneSlot(keys []mgetKey) bool {
 // mgetByKey answers an MGET key by key, as GET does: an MGET of one key, or of keys in several slots of a Redis
 // Cluster.
 func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
-	start := len(c.out) + len(c.seg.tail)
-	region := c.seg.openRegion(&c.out)
-	buf := c.seg.buf(&c.out)
+	start := c.replies.pending()
+	region := c.replies.openMget()
+	buf := c.replies.buf()
 	*buf = resp.AppendArray(*buf, len(keys))
 	for i := range keys {
 		if c.outputOver(start) {
@@ -320,20 +320,20 @@ func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
 		}
 		k := &keys[i]
 		if k.lp == nil {
-			c.seg.ensureRegion(&c.out, &region)
+			c.replies.holdMget(&region)
 			c.seg.addBypass(k.key)
 			continue
 		}
-		buf = c.seg.buf(&c.out)
+		buf = c.replies.buf()
 		var look localcache.Lookup
 		*buf, look = c.srv.cache.AppendGet(*buf, k.key, k.lp, now, false)
 		if c.served(look, k.key, k.lp, k.pc) {
 			continue
 		}
-		c.seg.ensureRegion(&c.out, &region)
-		c.seg.addFill(c.srv.cache, &c.out, holeMgetKey, k.key, k.lp, k.pc, now)
+		c.replies.holdMget(&region)
+		c.seg.addFill(c.srv.cache, c.replies.buf(), holeMgetKey, k.key, k.lp, k.pc, now)
 	}
-	c.seg.closeRegion(region)
+	c.replies.closeMget(region)
 }
 
 // hotSampleMean is the mean number of cached reads between two recorded in the hot-key tracker; each recorded one

@@ -122,7 +122,7 @@ func (c *client) readHash(cmd *resp.Command, kind hashCmd) {
 		fields = args[2:]
 	}
 	now := c.clock()
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	served := false
 	if kind == hashGetAll {
 		*buf, served = c.serveHashAll(*buf, key, ps, pol, now, false)
@@ -156,7 +156,7 @@ func (c *client) fillHash(kind hashCmd, key []byte, fields [][]byte, ps *policyS
 		c.seg.fetches = append(c.seg.fetches, fetchItem{fill: f, frame: c.seg.req.Len(), hash: hr})
 		c.seg.req.AppendHashFetch(hr.key, hr.fetch, kind == hashGetAll, hr.fieldTTL)
 	}
-	c.seg.holes = append(c.seg.holes, hole{kind: holeHash, pos: len(c.seg.tail), hash: hr, fill: f, pc: pc})
+	c.seg.addHole(hole{kind: holeHash, hash: hr, fill: f, pc: pc})
 }
 
 // lookupFields looks fields of key up. It reports whether all can be answered now, from one instant: every field,

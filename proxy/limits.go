@@ -84,7 +84,7 @@ func (c *client) settleOutput(start int) bool {
 	if c.closing || c.info.killed.Load() {
 		return false // a CLIENT KILL of another client: nothing after the current command runs
 	}
-	pending := len(c.out) + len(c.seg.tail)
+	pending := c.replies.pending()
 	c.tooLarge(pending - start)
 	if c.oversize || c.memoryFull {
 		return c.flush() // fails the connection
@@ -117,7 +117,7 @@ func (c *client) outputOver(start int) bool {
 	if c.closing {
 		return true
 	}
-	n := len(c.out) + len(c.seg.tail)
+	n := c.replies.pending()
 	if c.tooLarge(n - start) {
 		return true
 	}

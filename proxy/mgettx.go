@@ -107,7 +107,7 @@ func (s *segment) addMgetTx(cache *localcache.Cache, keys []mgetKey) {
 		tx.pos[i] = at
 	}
 	s.req.Exec()
-	s.holes = append(s.holes, hole{kind: holeMgetTx, pos: len(s.tail), tx: tx})
+	s.addHole(hole{kind: holeMgetTx, tx: tx})
 }
 
 // parseTx reads the replies of an MGET's transaction once: EXEC's array, or why there is none.

@@ -57,29 +57,26 @@ func truncateArg(b []byte, n int) []byte {
 	return b
 }
 
-// The reply helpers append to wherever the next reply of the batch belongs (see segment.buf).
+// The reply helpers append a reply known now to wherever the next reply of the batch belongs (replies.go).
 
 func (c *client) errorReply(msg string) {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendError(*buf, msg)
 }
 
 func (c *client) simpleReply(s string) {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendString(*buf, s)
 }
 
 func (c *client) bulkReply(b []byte) {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendBulk(*buf, b)
 }
 
 func (c *client) intReply(n int64) {
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	*buf = resp.AppendInt(*buf, n)
 }
 
-func (c *client) rawReply(frame []byte) {
-	buf := c.seg.buf(&c.out)
-	*buf = append(*buf, frame...)
-}
+func (c *client) rawReply(frame []byte) { c.replies.add(frame) }

@@ -32,8 +32,8 @@ const (
 )
 
 // hole is a reply (or part of one) that is only known after the segment's upstream round trip. Replies known at
-// once are bytes: before the first hole they go straight to c.out, after it to tail, and assemble interleaves
-// tail and holes in order.
+// once are bytes: before the first hole they go straight to out, after it to tail, and assemble interleaves tail
+// and holes in order (replies.go).
 type hole struct {
 	kind  holeKind
 	pos   int // where in tail the hole sits
@@ -107,11 +107,18 @@ func (s *segment) begin(now time.Time) { s.now, s.waited = now, false }
 // since it was read (a round trip, a blocking or pinned command, a barrier, a write to the client), when it reads
 // the clock again. A run of cached reads therefore costs one clock read, however many keys it looks up.
 func (c *client) clock() time.Time {
-	if c.seg.waited {
-		c.seg.now, c.seg.waited = c.srv.now(), false
+	s := &c.seg
+	if s.waited {
+		c.readClock()
 	}
-	return c.seg.now
+	return s.now
 }
+
+// readClock reads the clock again for clock. It is kept out of line so that clock, which every cached read calls,
+// stays small enough to be inlined.
+//
+//go:noinline
+func (c *client) readClock() { c.seg.now, c.seg.waited = c.srv.now(), false }
 
 // hasWaited notes that the client may have waited: the next lookup reads the clock again.
 func (c *client) hasWaited() { c.seg.waited = true }
@@ -135,12 +142,18 @@ func (s *segment) reset() {
 	}
 }
 
-// buf is where a reply known now goes: c.out while no hole precedes it, else the tail.
+// buf is where a reply known now goes: out while no hole precedes it, else the tail (replies.buf).
 func (s *segment) buf(out *[]byte) *[]byte {
 	if len(s.holes) == 0 {
 		return out
 	}
 	return &s.tail
+}
+
+// addHole adds h at the tail's end: its reply comes after every reply added so far.
+func (s *segment) addHole(h hole) {
+	h.pos = len(s.tail)
+	s.holes = append(s.holes, h)
 }
 
 // leads reports whether the segment holds fills this client leads that are not complete yet.
@@ -160,14 +173,14 @@ func (s *segment) full() bool {
 // addForward appends a command to the payload, routed by its keys as info's key specs find them (info is nil for
 // a command Redis does not know, or one without keys), and a hole for its reply.
 func (s *segment) addForward(cmd *resp.Command, info *commands.Info) {
-	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.req.Len()})
+	s.addHole(hole{kind: holeFrame, frame: s.req.Len()})
 	s.req.Append(info, cmd.Args, cmd.Raw)
 	s.forward = true
 }
 
 // addForwardKey is addForward for a command whose slot is key's: a cached read forwarded as it is.
 func (s *segment) addForwardKey(cmd *resp.Command, key []byte) {
-	s.holes = append(s.holes, hole{kind: holeFrame, pos: len(s.tail), frame: s.req.Len()})
+	s.addHole(hole{kind: holeFrame, frame: s.req.Len()})
 	appendCommand(&s.req, int(upstream.Slot(key)), cmd)
 	s.forward = true
 }
@@ -181,13 +194,12 @@ func (s *segment) request(cmd *resp.Command) []byte {
 }
 
 // addFill joins key's fill or starts it; a started fill's GET and PTTL join the payload. The read is counted in pc
-// once its reply is known: here when the second look serves it, in countFills otherwise.
-func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, key []byte, lp *localcache.Policy, pc *policyCounters, now time.Time) {
+// once its reply is known: here when the second look serves it, into buf (replies.buf), in countFills otherwise.
+func (s *segment) addFill(cache *localcache.Cache, buf *[]byte, kind holeKind, key []byte, lp *localcache.Policy, pc *policyCounters, now time.Time) {
 	f, leader := cache.Acquire(key)
 	if leader {
 		// Look again inside the single flight: a fill of this key may have completed between the caller's miss
 		// and Acquire, and its value must not cost a second upstream read.
-		buf := s.buf(out)
 		mark := len(*buf)
 		var look localcache.Lookup
 		if *buf, look = cache.AppendGet(*buf, key, lp, now, false); look.State != localcache.StateMiss {
@@ -202,7 +214,7 @@ func (s *segment) addFill(cache *localcache.Cache, out *[]byte, kind holeKind, k
 		s.fetches = append(s.fetches, fetchItem{fill: f, lp: lp, frame: s.req.Len()})
 		s.req.AppendFetch(key)
 	}
-	s.holes = append(s.holes, hole{kind: kind, pos: len(s.tail), fill: f, key: key, lp: lp, pc: pc})
+	s.addHole(hole{kind: kind, fill: f, key: key, lp: lp, pc: pc})
 }
 
 // servedResult turns a GET reply just served from the tier into a fill result for the fill's waiters.
@@ -216,49 +228,9 @@ func servedResult(reply []byte) localcache.Result {
 
 // addBypass fetches an MGET key that no policy caches with a plain GET.
 func (s *segment) addBypass(key []byte) {
-	s.holes = append(s.holes, hole{kind: holeMgetBypass, pos: len(s.tail), frame: s.req.Len()})
+	s.addHole(hole{kind: holeMgetBypass, frame: s.req.Len()})
 	s.req.AppendKey("GET", key)
 	s.bypass = true
-}
-
-// region tracks an MGET's reply while it is being built: where it started and whether it has holes.
-type region struct {
-	outStart  int // start in c.out, when no hole preceded the MGET
-	tailStart int // start in tail otherwise
-	inOut     bool
-	hole      int // index of its holeRegion, -1 until the first miss
-}
-
-func (s *segment) openRegion(out *[]byte) region {
-	if len(s.holes) == 0 {
-		return region{outStart: len(*out), inOut: true, hole: -1}
-	}
-	return region{tailStart: len(s.tail), hole: -1}
-}
-
-// ensureRegion makes sure the MGET's reply so far sits in tail behind a holeRegion, so that it can be replaced
-// by an error when one of its keys fails.
-func (s *segment) ensureRegion(out *[]byte, r *region) {
-	if r.hole >= 0 {
-		return
-	}
-	if r.inOut {
-		// No hole precedes this MGET, so tail is empty: move its bytes so far from out to tail.
-		s.tail = append(s.tail[:0], (*out)[r.outStart:]...)
-		*out = (*out)[:r.outStart]
-		r.tailStart = 0
-	}
-	r.hole = len(s.holes)
-	s.holes = append(s.holes, hole{kind: holeRegion, pos: r.tailStart})
-}
-
-func (s *segment) closeRegion(r region) {
-	if r.hole < 0 {
-		return
-	}
-	h := &s.holes[r.hole]
-	h.end = len(s.holes)
-	h.stop = len(s.tail)
 }
 
 // assemble appends the segment's replies, in order, to dst: tail bytes between holes, and each hole's content.

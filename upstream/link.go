@@ -227,6 +227,8 @@ func (l *link) pop() {
 	l.mu.Unlock()
 }
 
+// readLoop is the link's reader: it hands reply frames to the queued ops in order, a read's worth at a time, until
+// the connection fails.
 func (l *link) readLoop() {
 	var (
 		buf        = make([]byte, readBufSize)
@@ -281,24 +283,38 @@ func (l *link) readLoop() {
 			cur.mu.Unlock()
 			cur = nil
 		}
-		switch {
-		case start == end:
-			start, end = 0, 0
-			if len(buf) > readBufSize {
-				buf = make([]byte, readBufSize)
-			}
-		case end == len(buf):
-			// A partial frame reaches the end of the buffer: move it to the front, growing when it fills the buffer.
-			if start == 0 {
-				nb := make([]byte, 2*len(buf))
-				copy(nb, buf[:end])
-				buf = nb
-			} else {
-				end = copy(buf, buf[start:end])
-				start = 0
-			}
+		buf, start, end = compactReadBuf(buf, start, end)
+	}
+	l.failQueue(err)
+}
+
+// compactReadBuf makes room for the next read after buf[start:end] is what is left unread: an empty buffer starts
+// over (shrunk back to readBufSize if a large frame grew it), and a partial frame that reaches the end of the
+// buffer moves to the front, the buffer growing when the frame fills it.
+func compactReadBuf(buf []byte, start, end int) ([]byte, int, int) {
+	switch {
+	case start == end:
+		start, end = 0, 0
+		if len(buf) > readBufSize {
+			buf = make([]byte, readBufSize)
+		}
+	case end == len(buf):
+		// A partial frame reaches the end of the buffer: move it to the front, growing when it fills the buffer.
+		if start == 0 {
+			nb := make([]byte, 2*len(buf))
+			copy(nb, buf[:end])
+			buf = nb
+		} else {
+			end = copy(buf, buf[start:end])
+			start = 0
 		}
 	}
+	return buf, start, end
+}
+
+// failQueue ends the link after its reader stopped on err: it fails the link, fails every call still queued on it
+// with the reason the link failed, and closes done.
+func (l *link) failQueue(err error) {
 	l.fail(err)
 	l.mu.Lock()
 	reason := l.err
