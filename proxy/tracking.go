@@ -297,7 +297,7 @@ func (c *client) cmdClientTrackinginfo(args [][]byte) {
 	}
 	redir, prefixes := st.redirID, slices.Clone(st.prefixes)
 	t.mu.Unlock()
-	buf := c.seg.buf(&c.out)
+	buf := c.replies.buf()
 	b := resp.AppendBulkString(resp.AppendArray(*buf, 6), "flags")
 	b = resp.AppendArray(b, len(flags))
 	for _, f := range flags {
