@@ -804,18 +804,19 @@ func (c *client) subscribed() bool {
 }
 
 // pushQueue holds the invalidations waiting to be written to one client; a goroutine of its own writes them, so
-// that a client that does not read holds up neither the tracking streams nor the others.
+// that a client that does not read holds up neither the tracking streams nor the others. The bytes it holds are
+// drawn from limits.max_clients_memory, as replies are.
 type pushQueue struct {
-	c    *client
-	mu   sync.Mutex
-	buf  []byte
-	kick chan struct{}
-	done chan struct{}
-	once sync.Once
+	c       *client
+	mu      sync.Mutex
+	buf     []byte
+	stopped bool
+	kick    chan struct{}
+	done    chan struct{}
 }
 
-// push queues frame for the client. Past limits.max_output_bytes unread, the client is disconnected, as Redis
-// disconnects a client over its output buffer limit.
+// push queues frame for the client. Past limits.max_output_bytes unread, or when limits.max_clients_memory has
+// no room for it, the client is disconnected, as Redis disconnects a client over its output buffer limit.
 func (c *client) push(frame []byte) {
 	q := c.pushes
 	if q == nil {
@@ -824,11 +825,21 @@ func (c *client) push(frame []byte) {
 		go q.run()
 	}
 	q.mu.Lock()
-	if int64(len(q.buf)+len(frame)) > c.srv.maxOutput {
+	if q.stopped {
 		q.mu.Unlock()
-		c.srv.stats.OutputLimits.Add(1)
-		c.srv.log.Info("client disconnected", "client", c.id, "reason",
-			"invalidations left unread past limits.max_output_bytes")
+		return
+	}
+	over := int64(len(q.buf)+len(frame)) > c.srv.maxOutput
+	if over || !c.srv.budget.take(int64(len(frame))) {
+		q.mu.Unlock()
+		reason := "invalidations left unread past limits.max_output_bytes"
+		if over {
+			c.srv.stats.OutputLimits.Add(1)
+		} else {
+			c.srv.stats.MemoryLimits.Add(1)
+			reason = "invalidations past limits.max_clients_memory"
+		}
+		c.srv.log.Info("client disconnected", "client", c.id, "reason", reason)
 		closeRaw(c.nc)
 		return
 	}
@@ -840,6 +851,8 @@ func (c *client) push(frame []byte) {
 	}
 }
 
+// run writes what is queued, between the client's replies (send holds the client's write lock), until the queue
+// stops or the client is gone.
 func (q *pushQueue) run() {
 	var spare []byte
 	for {
@@ -852,7 +865,9 @@ func (q *pushQueue) run() {
 		out := q.buf
 		q.buf = spare[:0]
 		q.mu.Unlock()
-		if !q.c.send(out) {
+		ok := q.c.send(out)
+		q.c.srv.budget.give(int64(len(out)))
+		if !ok {
 			return
 		}
 		if cap(out) <= retainBytes {
@@ -863,4 +878,15 @@ func (q *pushQueue) run() {
 	}
 }
 
-func (q *pushQueue) stop() { q.once.Do(func() { close(q.done) }) }
+// stop ends the queue when its client has gone: what it still holds is dropped and given back to the budget.
+func (q *pushQueue) stop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.stopped {
+		return
+	}
+	q.stopped = true
+	q.c.srv.budget.give(int64(len(q.buf)))
+	q.buf = nil
+	close(q.done)
+}
