@@ -387,6 +387,7 @@ func (t *clientTracking) enable(c *client, want trackState) {
 	if want.redir != nil {
 		want.redir.targeted.Store(true)
 	}
+	c.targeted.Store(true) // a RESP3 client gets its invalidations itself: left stops its queue
 	if st.bcast {
 		if len(want.prefixes) == 0 && !slices.Contains(st.prefixes, "") {
 			want.prefixes = []string{""}
@@ -757,43 +758,62 @@ func (t *clientTracking) endWritesLocked(c *client) {
 	c.trkWriting = c.trkWriting[:0]
 }
 
-// The messages of the RESP2 redirect: Pub/Sub messages on __redis__:invalidate.
+// The messages of the RESP2 redirect, Pub/Sub messages on __redis__:invalidate, and the head of RESP3's push.
 var (
 	invalidateMessage = resp.AppendBulkString(resp.AppendBulkString(resp.AppendArray(nil, 3), "message"),
 		"__redis__:invalidate")
 	invalidateNull = resp.AppendNullBulk(append([]byte(nil), invalidateMessage...))
+	invalidatePush = resp.AppendBulkString(append([]byte(nil), ">2\r\n"...), "invalidate")
 )
 
-// deliver queues an invalidation of keys (nil: the null invalidation) for st's client, on the connection Redis
-// would send it on: the redirect target, which a RESP2 client must be, in Pub/Sub mode. Without a redirect a
-// RESP2 client gets nothing, as from Redis. A redirect target that left makes the redirect broken. t.mu is held.
+// deliver queues an invalidation of keys (nil: the null invalidation) for st's client on the connection Redis
+// would send it on, in the form Redis would: to the redirect target if there is one, else to the client itself; a
+// RESP3 connection gets the push ">2 invalidate keys", a RESP2 redirect target in Pub/Sub mode the message
+// "message __redis__:invalidate keys", any other RESP2 connection nothing. A null invalidation is encoded in the
+// tracking client's protocol, the frame around it in the target's, as Redis does. A redirect target that left
+// makes the redirect broken, and a RESP3 tracking client is told so (tracking-redir-broken). t.mu is held.
 func (t *clientTracking) deliver(st *trackState, keys [][]byte) {
-	if st.redirID == 0 {
-		return // RESP2 has no pushes on the client's own connection
-	}
-	target := st.redir
-	if target != nil && target.gone.Load() {
-		st.redir, target = nil, nil
-	}
-	if target == nil {
-		st.broken = true
-		return
-	}
-	if !target.subscribed() {
-		return
+	target := st.c
+	if st.redirID != 0 {
+		target = st.redir
+		if target != nil && target.gone.Load() {
+			st.redir, target = nil, nil
+		}
+		if target == nil {
+			st.broken = true
+			if protoOf(st.c) == 3 {
+				frame := resp.AppendBulkString(append([]byte(nil), ">2\r\n"...), "tracking-redir-broken")
+				st.c.push(resp.AppendInt(frame, st.redirID))
+			}
+			return
+		}
 	}
 	var frame []byte
-	if keys == nil {
-		frame = invalidateNull
-	} else {
-		frame = resp.AppendArray(append([]byte(nil), invalidateMessage...), len(keys))
+	switch {
+	case protoOf(target) == 3:
+		frame = append(frame, invalidatePush...)
+	case st.redirID != 0 && target.subscribed():
+		frame = append(frame, invalidateMessage...)
+	default:
+		return // RESP2 has no pushes outside Pub/Sub mode
+	}
+	switch {
+	case keys != nil:
+		frame = resp.AppendArray(frame, len(keys))
 		for _, k := range keys {
 			frame = resp.AppendBulk(frame, k)
 		}
+	case protoOf(st.c) == 3:
+		frame = append(frame, "_\r\n"...)
+	default:
+		frame = resp.AppendNullBulk(frame)
 	}
 	t.delivered.Add(1)
 	target.push(frame)
 }
+
+// protoOf is the protocol c speaks: 2 until RESP3 is offered to clients.
+func protoOf(c *client) int { return 2 }
 
 // subscribed reports whether the client is in Pub/Sub mode (Redis's CLIENT_PUBSUB): subscribed to a channel, a
 // pattern or a shard channel.
