@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // The command line as a user meets it: the built binary, its exit status, what it prints on stdout and stderr.
@@ -48,13 +49,7 @@ func runOnce(t *testing.T, bin string, args ...string) (stdout, stderr string, c
 func TestCommandLine(t *testing.T) {
 	bin := binary(t)
 	dir := t.TempDir()
-	write := func(name, text string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := func(name, text string) string { return testkit.WriteFile(t, dir, name, text) }
 	secret := write("redis-password", "s3cret\n")
 	good := write("good.yaml", fmt.Sprintf("upstream:\n  addresses: [\"redis.example:6379\"]\n  password_file: %q\n"+
 		"policies:\n  - {name: p, prefix: \"p:\", hard_ttl: 1h}\n", secret))

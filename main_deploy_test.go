@@ -22,6 +22,7 @@ import (
 
 	"featcache/config"
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // The files in deploy/, checked as far as this machine can without a container engine or a cluster: every
@@ -504,15 +505,7 @@ func exportedMetrics(t *testing.T) metricTypes {
 	c.Do("GET", "p:1")
 	c.Do("GET", "p:1")
 	c.Do("GET", "other")
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, body := testkit.Get(t, "http://"+admin+"/metrics")
 	types := metricTypes{}
 	for _, line := range strings.Split(string(body), "\n") {
 		if f := strings.Fields(line); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -17,6 +14,7 @@ import (
 
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
+	"featcache/internal/testkit"
 )
 
 // TestNonReadingClientsMemory: five connections each pipeline 1,000 GETs of a 1 MiB value and never read a reply.
@@ -118,17 +116,21 @@ policies:
 		failures = append(failures, fmt.Sprintf(format, args...))
 		mu.Unlock()
 	}
-	for g := 0; g < 4; g++ {
+	// client runs body on a goroutine of its own with a connection of its own, until stop.
+	client := func(body func(c *redistest.Conn)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := net.Dial("tcp", in.addr)
+			c, err := redistest.TryDial(t, in.addr)
 			if err != nil {
 				fail("dial: %v", err)
 				return
 			}
-			defer c.Close()
-			r := bufio.NewReader(c)
+			body(c)
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		client(func(c *redistest.Conn) {
 			var own []time.Duration
 			defer func() { mu.Lock(); latencies = append(latencies, own...); mu.Unlock() }()
 			for i := g; ; i++ {
@@ -140,7 +142,7 @@ policies:
 				k := strconv.Itoa(i % 20)
 				sent.Add(1)
 				start := time.Now()
-				reply, err := roundTripRaw(c, r, "GET", "f:"+k)
+				reply, err := roundTripRaw(c, "GET", "f:"+k)
 				own = append(own, time.Since(start))
 				if err != nil || reply != "$"+strconv.Itoa(len("value-"+k))+"\r\nvalue-"+k+"\r\n" {
 					fail("GET f:%s: %q, %v", k, reply, err)
@@ -148,22 +150,13 @@ policies:
 				}
 				time.Sleep(time.Millisecond) // a client at about 1,000 reads a second, not a spin
 			}
-		}()
+		})
 	}
 	// A serve_stale key read every 20 ms: from Redis when the entry is past its hard TTL and Redis answers, from
 	// memory when it does not.
 	var staleReads atomic.Int64
 	var slowestStale atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c, err := net.Dial("tcp", in.addr)
-		if err != nil {
-			fail("dial: %v", err)
-			return
-		}
-		defer c.Close()
-		r := bufio.NewReader(c)
+	client(func(c *redistest.Conn) {
 		for {
 			select {
 			case <-stop:
@@ -172,7 +165,7 @@ policies:
 			}
 			sent.Add(1)
 			start := time.Now()
-			reply, err := roundTripRaw(c, r, "GET", "s:k")
+			reply, err := roundTripRaw(c, "GET", "s:k")
 			took := time.Since(start)
 			staleReads.Add(1)
 			if int64(took) > slowestStale.Load() {
@@ -186,7 +179,7 @@ policies:
 				fail("GET s:k took %v; want at most upstream.timeout + 100ms (%v)", took, staleBound)
 			}
 		}
-	}()
+	})
 
 	// The five connections that send their pipelines and never read.
 	var pipeline []byte
@@ -259,12 +252,11 @@ policies:
 }
 
 // roundTripRaw sends one command on c and reads its reply, within 5 seconds.
-func roundTripRaw(c net.Conn, r *bufio.Reader, args ...string) (string, error) {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(redistest.Encode(args...)); err != nil {
+func roundTripRaw(c *redistest.Conn, args ...string) (string, error) {
+	if err := c.Send(args...); err != nil {
 		return "", err
 	}
-	frame, err := resp.ReadFrame(r, nil)
+	frame, err := c.ReadTimeout(5 * time.Second)
 	return string(frame), err
 }
 
@@ -296,16 +288,7 @@ func vmRSS(t *testing.T, pid int) int64 {
 // which needs admin_pprof).
 func heapAlloc(t *testing.T, in *instance) int64 {
 	t.Helper()
-	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(in.admin + "/debug/pprof/heap?gc=1&debug=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, b := testkit.Get(t, in.admin+"/debug/pprof/heap?gc=1&debug=1")
 	_, rest, ok := strings.Cut(string(b), "# HeapAlloc = ")
 	if !ok {
 		t.Fatalf("no HeapAlloc in the heap profile: %.200q", b)

@@ -24,12 +24,10 @@ import (
 
 // runScript is one run of scripts/run.sh.
 type runScript struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	out    *redistest.LogBuffer // stdout and stderr
-	tmp    string               // its TMPDIR
-	exited chan struct{}
-	err    error // set before exited is closed
+	*process
+	t   *testing.T
+	out *redistest.LogBuffer // stdout and stderr
+	tmp string               // its TMPDIR
 }
 
 // startRunScript runs scripts/run.sh with args in a scratch checkout whose config.yaml is cfg (plus files, name to
@@ -59,27 +57,13 @@ func startRunScript(t *testing.T, cfg string, files map[string]string, env []str
 			t.Fatal(err)
 		}
 	}
-	rs := &runScript{t: t, out: &redistest.LogBuffer{}, tmp: tmp, exited: make(chan struct{})}
-	rs.cmd = exec.Command("bash", append([]string{filepath.Join(root, "scripts/run.sh")}, args...)...)
-	rs.cmd.Env = append(os.Environ(), "PATH="+pathDir+":"+os.Getenv("PATH"), "TMPDIR="+tmp)
-	rs.cmd.Env = append(rs.cmd.Env, env...)
-	rs.cmd.Stdout, rs.cmd.Stderr = rs.out, rs.out
-	if err := rs.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { rs.err = rs.cmd.Wait(); close(rs.exited) }()
+	rs := &runScript{t: t, out: &redistest.LogBuffer{}, tmp: tmp}
+	cmd := exec.Command("bash", append([]string{filepath.Join(root, "scripts/run.sh")}, args...)...)
+	cmd.Env = append(os.Environ(), "PATH="+pathDir+":"+os.Getenv("PATH"), "TMPDIR="+tmp)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stdout, cmd.Stderr = rs.out, rs.out
+	// Registered first, so it runs after the script is stopped.
 	t.Cleanup(func() {
-		select {
-		case <-rs.exited:
-		default:
-			rs.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-rs.exited:
-			case <-time.After(30 * time.Second):
-				rs.cmd.Process.Kill()
-				<-rs.exited
-			}
-		}
 		// A redis-server the script started and did not stop (a failed case) is stopped by its pid file.
 		pidfiles, _ := filepath.Glob(filepath.Join(tmp, "featcache-redis-*.pid"))
 		for _, f := range pidfiles {
@@ -94,6 +78,7 @@ func startRunScript(t *testing.T, cfg string, files map[string]string, env []str
 			t.Logf("run.sh output:\n%s", rs.out.String())
 		}
 	})
+	rs.process = startProcess(t, cmd, syscall.SIGTERM, 30*time.Second)
 	return rs
 }
 
@@ -105,13 +90,13 @@ func (rs *runScript) wait(d time.Duration) int {
 	case <-time.After(d):
 		rs.t.Fatalf("run.sh did not exit within %v; output:\n%s", d, rs.out.String())
 	}
-	if rs.err == nil {
+	if rs.exitErr == nil {
 		return 0
 	}
-	if exit, ok := rs.err.(*exec.ExitError); ok {
+	if exit, ok := rs.exitErr.(*exec.ExitError); ok {
 		return exit.ExitCode()
 	}
-	rs.t.Fatalf("run.sh: %v", rs.err)
+	rs.t.Fatalf("run.sh: %v", rs.exitErr)
 	return -1
 }
 

@@ -4,15 +4,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // The tests of featcache as its main function wires it: flags, configuration, protected mode, TLS and logs.
@@ -66,11 +65,7 @@ func (in *inProcess) shutdown(t *testing.T) {
 
 func writeConfig(t *testing.T, text string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "featcache.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testkit.WriteFile(t, t.TempDir(), "featcache.yaml", text)
 }
 
 // TestProtectedMode: featcache refuses to start on a non-loopback address unless clients need a password or a client
@@ -215,15 +210,7 @@ policies: [{name: all, prefix: "", hard_ttl: 1h}]
 		return strings.Contains(in.logs.String(), "tracking: established")
 	})
 	c := redistest.Dial(t, in.listen)
-	getCalls := func() int {
-		info := string(rc.Do("INFO", "commandstats"))
-		_, rest, ok := strings.Cut(info, "cmdstat_get:calls=")
-		if !ok {
-			return 0
-		}
-		n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-		return n
-	}
+	getCalls := func() int { return redistest.CommandCalls(string(rc.Do("INFO", "commandstats")), "get") }
 	if got := string(c.Do("SET", "k", "v1")); got != "+OK\r\n" {
 		t.Fatalf("SET k v1: got %q", got)
 	}

@@ -62,15 +62,49 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// process is a child process a test started.
+type process struct {
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the process has exited
+	exitErr error         // set before exited is closed
+}
+
+// startProcess starts cmd. When the test ends, a process still running is sent stop and, if it has not exited
+// within grace, killed; with a nil stop it is killed at once.
+func startProcess(t *testing.T, cmd *exec.Cmd, stop os.Signal, grace time.Duration) *process {
+	t.Helper()
+	pr := &process{cmd: cmd, exited: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { pr.exitErr = cmd.Wait(); close(pr.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-pr.exited:
+			return
+		default:
+		}
+		if stop != nil {
+			cmd.Process.Signal(stop)
+			select {
+			case <-pr.exited:
+				return
+			case <-time.After(grace):
+			}
+		}
+		cmd.Process.Kill()
+		<-pr.exited
+	})
+	return pr
+}
+
 // instance is one featcache process.
 type instance struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	log     *redistest.LogBuffer
-	addr    string // RESP
-	admin   string // http://host:port
-	exited  chan struct{}
-	exitErr error // set before exited is closed
+	*process
+	t     *testing.T
+	log   *redistest.LogBuffer
+	addr  string // RESP
+	admin string // http://host:port
 }
 
 // startBinary runs featcache with the configuration yamlCfg (listen and admin on free ports) in front of redis and
@@ -85,28 +119,16 @@ func startBinaryArgs(t *testing.T, yamlCfg string, args ...string) *instance {
 	t.Helper()
 	listen := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	admin := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
-	cfgPath := filepath.Join(t.TempDir(), "featcache.yaml")
-	if err := os.WriteFile(cfgPath, []byte(yamlCfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	in := &instance{t: t, log: &redistest.LogBuffer{}, addr: listen, admin: "http://" + admin, exited: make(chan struct{})}
-	in.cmd = exec.Command(binary(t), append([]string{"-config", cfgPath, "-listen", listen, "-admin", admin}, args...)...)
-	in.cmd.Stderr = in.log
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { in.exitErr = in.cmd.Wait(); close(in.exited) }()
+	cfgPath := writeConfig(t, yamlCfg)
+	in := &instance{t: t, log: &redistest.LogBuffer{}, addr: listen, admin: "http://" + admin}
+	cmd := exec.Command(binary(t), append([]string{"-config", cfgPath, "-listen", listen, "-admin", admin}, args...)...)
+	cmd.Stderr = in.log
 	t.Cleanup(func() {
-		select {
-		case <-in.exited:
-		default:
-			in.cmd.Process.Kill()
-			<-in.exited
-		}
 		if t.Failed() {
 			t.Logf("featcache log:\n%s", in.log.String())
 		}
 	})
+	in.process = startProcess(t, cmd, nil, 0)
 	redistest.Eventually(t, 30*time.Second, "featcache ready", func() bool { return in.status("/readyz") == http.StatusOK })
 	return in
 }
@@ -115,15 +137,7 @@ func startBinaryArgs(t *testing.T, yamlCfg string, args ...string) *instance {
 func (in *instance) configPath() string { return in.cmd.Args[2] }
 
 // status is the HTTP status of an admin path, or 0 when the admin listener does not answer.
-func (in *instance) status(path string) int {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(in.admin + path)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
+func (in *instance) status(path string) int { return httpStatus(in.admin + path) }
 
 func (in *instance) signal(sig os.Signal) {
 	in.t.Helper()
@@ -174,44 +188,22 @@ policies:
 	// The endless pipeliner: batches of 200 commands (100 INCRs, 100 GETs of hot keys), written back to back by one
 	// goroutine while another reads the replies, until the connection closes.
 	rc := redistest.Dial(t, in.addr)
-	stream := rc.NetConn()
 	var batch []byte
 	for i := 0; i < 100; i++ {
 		batch = resp.AppendCommand(batch, "INCR", "cnt")
 		batch = resp.AppendCommand(batch, "GET", "k:"+strconv.Itoa(i%20))
 	}
-	go func() {
-		for {
-			if _, err := stream.Write(batch); err != nil {
-				return
-			}
-		}
-	}()
 	var incrReplies, replies atomic.Int64
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			frame, err := rc.ReadTimeout(30 * time.Second)
-			if err != nil {
-				if len(frame) > 0 {
-					err = fmt.Errorf("a partial reply %.60q, then %w", frame, err)
-				}
-				readErr <- err
-				return
+	readErr := rc.Flood(batch, 30*time.Second, func(frame []byte) error {
+		if replies.Add(1)%2 == 1 {
+			if want := ":" + strconv.FormatInt(incrReplies.Add(1), 10) + "\r\n"; string(frame) != want {
+				return fmt.Errorf("INCR reply %q; want %q", frame, want)
 			}
-			n := replies.Add(1)
-			if n%2 == 1 {
-				want := ":" + strconv.FormatInt(incrReplies.Add(1), 10) + "\r\n"
-				if string(frame) != want {
-					readErr <- fmt.Errorf("INCR reply %q; want %q", frame, want)
-					return
-				}
-			} else if !bytes.HasPrefix(frame, []byte("$")) {
-				readErr <- fmt.Errorf("GET reply %q", frame)
-				return
-			}
+		} else if !bytes.HasPrefix(frame, []byte("$")) {
+			return fmt.Errorf("GET reply %q", frame)
 		}
-	}()
+		return nil
+	})
 	redistest.Eventually(t, 10*time.Second, "the pipeliner running", func() bool { return replies.Load() > 5000 })
 
 	// The large pipeline, sent just before SIGTERM.
@@ -259,16 +251,16 @@ policies:
 	if lines := strings.Split(strings.TrimSpace(string(hot)), "\n"); len(lines) != 20 || !strings.HasPrefix(lines[0], "k:") {
 		t.Fatalf("hot-key file holds %q; want the 20 keys read", lines)
 	}
-	gets := commandCalls(t, redis, "get")
+	gets := redis.Calls("get")
 	next := startBinary(t, redis, cfg)
-	if got := commandCalls(t, redis, "get") - gets; got != 20 {
+	if got := redis.Calls("get") - gets; got != 20 {
 		t.Fatalf("the next instance's warm-up made %d upstream GETs; want the 20 hot keys", got)
 	}
 	c := redistest.Dial(t, next.addr)
 	for i := 0; i < 20; i++ {
 		c.Do("GET", "k:"+strconv.Itoa(i))
 	}
-	if got := commandCalls(t, redis, "get") - gets; got != 20 {
+	if got := redis.Calls("get") - gets; got != 20 {
 		t.Fatalf("reading the warmed hot keys made %d more upstream GETs; want 0", got-20)
 	}
 	next.signal(syscall.SIGINT) // skips shutdown_delay
@@ -315,19 +307,6 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 	in.signal(syscall.SIGTERM)
 	in.wait(30 * time.Second)
-}
-
-// commandCalls returns how many times Redis executed cmd (INFO commandstats).
-func commandCalls(t *testing.T, redis *redistest.Server, cmd string) int {
-	t.Helper()
-	prefix := "cmdstat_" + cmd + ":calls="
-	for _, line := range strings.Split(string(redis.Do("INFO", "commandstats")), "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
-			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			return n
-		}
-	}
-	return 0
 }
 
 // bulkInt decodes a bulk string reply holding an integer; a nil is 0.

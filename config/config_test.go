@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"featcache/internal/testkit"
 )
 
 func TestParse(t *testing.T) {
@@ -1013,13 +1015,7 @@ func TestLoad(t *testing.T) {
 // again.
 func TestLoadPasswordFiles(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := func(name, content string) string { return testkit.WriteFile(t, dir, name, content) }
 	plain := write("plain", "s3cret")
 	newline := write("newline", "s3cret\n")
 	crlf := write("crlf", "s3cret\r\n")
@@ -1167,7 +1163,7 @@ func TestExampleConfig(t *testing.T) {
 
 	// The precedence the file documents.
 	m := NewMatcher(c.Policies)
-	for key, name := range map[string]string{
+	expectMatches(t, m, map[string]string{
 		"profile:42":                        "profile",
 		"customer:7:credit_features:limits": "credit",
 		"session:abc":                       "session",
@@ -1175,11 +1171,7 @@ func TestExampleConfig(t *testing.T) {
 		"emb:user:5":                        "emb",
 		"emb:item:5":                        "default",
 		"anything":                          "default",
-	} {
-		if p := m.Match([]byte(key)); p == nil || p.Name != name {
-			t.Errorf("Match(%q) = %v; want policy %q", key, p, name)
-		}
-	}
+	})
 }
 
 // FuzzParse checks that no configuration file makes Parse panic or hang, and that whatever it accepts passes

@@ -87,7 +87,7 @@ policies:
 		t.Fatal(err)
 	}
 	m := NewMatcher(c.Policies)
-	for key, want := range map[string]string{
+	expectMatches(t, m, map[string]string{
 		"abc_p":      "short", // the suffix wins over the prefix
 		"abx_p":      "long",  // the longest suffix
 		"x:1:y":      "pat",   // patterns first
@@ -97,11 +97,7 @@ policies:
 		"\xff\x00_p": "short",
 		"_p":         "short",
 		"p":          "default",
-	} {
-		if p := m.Match([]byte(key)); p == nil || p.Name != want {
-			t.Errorf("Match(%q) = %v; want %s", key, p, want)
-		}
-	}
+	})
 	key := []byte("abx_p")
 	if n := testing.AllocsPerRun(1000, func() { m.Match(key) }); n != 0 {
 		t.Errorf("Match with suffixes allocates %v times", n)

@@ -31,6 +31,16 @@ func testPolicies(specs ...string) []*Policy {
 	return out
 }
 
+// expectMatches checks that m matches each key of want to the policy named by its value.
+func expectMatches(t *testing.T, m *Matcher, want map[string]string) {
+	t.Helper()
+	for key, name := range want {
+		if p := m.Match([]byte(key)); p == nil || p.Name != name {
+			t.Errorf("Match(%q) = %v; want policy %q", key, p, name)
+		}
+	}
+}
+
 func TestMatch(t *testing.T) {
 	tests := []struct {
 		name     string

@@ -3,20 +3,17 @@ package config
 import (
 	"crypto/tls"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 func TestTLSConfigs(t *testing.T) {
 	certs := redistest.NewCerts(t)
-	notPEM := filepath.Join(t.TempDir(), "not.pem")
-	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	notPEM := testkit.WriteFile(t, t.TempDir(), "not.pem", "not a certificate\n")
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 
 	if cfg, err := (&TLS{}).ServerConfig(); cfg != nil || err != nil {

@@ -2,11 +2,8 @@ package localcache
 
 import (
 	"math/rand/v2"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -202,94 +199,31 @@ func TestAdmissionKeepsGenerations(t *testing.T) {
 // no fill hands a waiter, a value older than the latest invalidation of its key that returned before the read
 // began; every fill completes (no flight held at the end). Run it with -race.
 func TestAdmissionStress(t *testing.T) {
-	const (
-		nKeys   = 16
-		readers = 6
-	)
-	ops := 6000
-	if testing.Short() {
-		ops = 1000
-	}
 	clk := newClock(t0)
 	c := fullCache(t, clk)
 	p := &Policy{SoftTTL: time.Hour, HardTTL: time.Hour}
-	var keys [nKeys][]byte
-	for k := range keys {
-		keys[k] = []byte("feature:" + strconv.Itoa(k))
-	}
-	var upstream struct {
-		sync.Mutex
-		ver [nKeys]uint64
-	}
-	var invalidated [nKeys]atomic.Uint64
-	var stop atomic.Bool
-	var bg sync.WaitGroup
-	background := func(loop func(i int)) {
-		bg.Add(1)
-		go func() {
-			defer bg.Done()
-			for i := 0; !stop.Load(); i++ {
-				loop(i)
-				runtime.Gosched()
-			}
-		}()
-	}
+	m := newStressModel(16)
 	filler := Result{Value: []byte(strings.Repeat("f", 900)), PTTL: NoExpiry}
-	background(func(i int) { // keeps the tier evicting, so the filter decides
+	m.background(func(i int) { // keeps the tier evicting, so the filter decides
 		f, leader := c.Acquire([]byte("filler:" + strconv.Itoa(i%5000)))
 		if leader {
 			f.SkipAdmission()
 			c.Complete(f, filler, p)
 		}
 	})
-	background(func(i int) {
-		k := i % nKeys
-		upstream.Lock()
-		upstream.ver[k]++
-		v := upstream.ver[k]
-		upstream.Unlock()
-		c.Invalidate(keys[k])
-		for old := invalidated[k].Load(); old < v && !invalidated[k].CompareAndSwap(old, v); old = invalidated[k].Load() {
+	m.background(func(i int) { m.write(c, i%len(m.keys)) })
+	m.readers(6, stressOps(6000, 1000), 3, func(_ *rand.Rand, buf []byte, k int, floor uint64) ([]byte, bool) {
+		var lk Lookup
+		if buf, lk = c.AppendGet(buf[:0], m.keys[k], p, clk.Now(), false); lk.State != StateMiss {
+			return buf, m.servedNewEnough(t, buf, k, floor)
 		}
+		f, leader := c.Acquire(m.keys[k])
+		if leader {
+			c.Complete(f, m.fetch(k), p)
+		}
+		return buf, m.fillNewEnough(t, f, k, floor)
 	})
-	var rw sync.WaitGroup
-	for g := range readers {
-		rw.Add(1)
-		go func() {
-			defer rw.Done()
-			r := rand.New(rand.NewPCG(uint64(g), 3))
-			buf := make([]byte, 0, 64)
-			for range ops {
-				k := r.IntN(nKeys)
-				floor := invalidated[k].Load()
-				var lk Lookup
-				if buf, lk = c.AppendGet(buf[:0], keys[k], p, clk.Now(), false); lk.State != StateMiss {
-					if v, ok := versionOf(t, buf, k); ok && v < floor {
-						t.Errorf("served %s version %d after the invalidation of version %d returned", keys[k], v, floor)
-						return
-					}
-					continue
-				}
-				f, leader := c.Acquire(keys[k])
-				if leader {
-					upstream.Lock()
-					v := upstream.ver[k]
-					upstream.Unlock()
-					runtime.Gosched()
-					c.Complete(f, Result{Value: []byte("k" + strconv.Itoa(k) + ":v" + strconv.FormatUint(v, 10)), PTTL: NoExpiry}, p)
-				}
-				res := f.Result()
-				reply := []byte("$" + strconv.Itoa(len(res.Value)) + "\r\n" + string(res.Value) + "\r\n")
-				if v, ok := versionOf(t, reply, k); ok && v < floor {
-					t.Errorf("fill of %s handed version %d to a read that began after the invalidation of version %d", keys[k], v, floor)
-					return
-				}
-			}
-		}()
-	}
-	rw.Wait()
-	stop.Store(true)
-	bg.Wait()
+	m.stop()
 	if n := flightsHeld(c); n != 0 {
 		t.Errorf("%d flights held after every fill completed", n)
 	}

@@ -23,33 +23,12 @@ warm:
 policies:
   - {name: f, prefix: "f:", hard_ttl: 1h}
 `)
-	big := strings.Repeat("x", 900)
-	c := redistest.Dial(t, p.redis.Addr())
-	defer c.Close()
-	for i := range 3000 {
-		if err := c.Send("SET", "f:fill:"+strconv.Itoa(i), big); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 3000 {
-		if r, err := c.Read(); err != nil || string(r) != "+OK\r\n" {
-			t.Fatalf("SET: %q, %v", r, err)
-		}
-	}
 	p.redis.Do("SET", "f:new", "fresh-value")
-	p.settle()
-	fc := p.dial()
-	defer fc.Close()
-	for i := range 3000 { // fills the tier until it evicts: from then on the filter decides
-		fc.Do("GET", "f:fill:"+strconv.Itoa(i))
-	}
-	if ls := p.cache.Stats(); ls.Evictions == 0 {
-		t.Fatalf("the 1MB tier did not evict after 3000 fills of 900 bytes: %+v", ls)
-	}
+	fc := fillUntilEvicting(t, p)
 
 	want := string(p.redis.Do("GET", "f:new"))
 	for n := 1; n <= 4; n++ {
-		gets := upstreamCalls(t, p.redis, "get")
+		gets := p.redis.Calls("get")
 		// A pipeline of three GETs of the key in one write: one fill, whose result every GET gets.
 		get := redistest.Encode("GET", "f:new")
 		if _, err := fc.NetConn().Write([]byte(string(get) + string(get) + string(get))); err != nil {
@@ -65,7 +44,7 @@ policies:
 		if n == 4 {
 			wantReads = 0 // stored by the third round's fill
 		}
-		if got := upstreamCalls(t, p.redis, "get") - gets; got != wantReads {
+		if got := p.redis.Calls("get") - gets; got != wantReads {
 			t.Errorf("round %d: %d upstream GETs; want %d", n, got, wantReads)
 		}
 	}
@@ -93,13 +72,13 @@ policies:
 		st := p.srv.warmer.Stats()
 		return st.Fetched+st.Present >= int64(len(warmed)) && !st.Running
 	})
-	gets := upstreamCalls(t, p.redis, "get")
+	gets := p.redis.Calls("get")
 	for _, k := range warmed {
 		if got, want := string(fc.Do("GET", k)), string(p.redis.Do("GET", k)); got != want {
 			t.Fatalf("GET %s: %q; Redis answers %q", k, got, want)
 		}
 	}
-	if got := upstreamCalls(t, p.redis, "get") - gets - len(warmed); got != 0 { // the direct GETs above count too
+	if got := p.redis.Calls("get") - gets - len(warmed); got != 0 { // the direct GETs above count too
 		t.Errorf("reading %d warmed keys made %d upstream GETs through featcache; want 0", len(warmed), got)
 	}
 
@@ -110,4 +89,33 @@ policies:
 	if got, want := string(fc.Do("GET", "f:new")), string(p.redis.Do("GET", "f:new")); got != want {
 		t.Errorf("GET after SET: %q; Redis answers %q", got, want)
 	}
+}
+
+// fillUntilEvicting writes 3000 values of 900 bytes straight to Redis (f:fill:0 and on) and reads each through a
+// new connection to featcache, whose 1MB tier has then had to evict: from then on an admission filter decides. It
+// returns that connection.
+func fillUntilEvicting(t *testing.T, p *testProxy) *redistest.Conn {
+	t.Helper()
+	big := strings.Repeat("x", 900)
+	c := p.redis.Dial()
+	defer c.Close()
+	for i := range 3000 {
+		if err := c.Send("SET", "f:fill:"+strconv.Itoa(i), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3000 {
+		if r, err := c.Read(); err != nil || string(r) != "+OK\r\n" {
+			t.Fatalf("SET: %q, %v", r, err)
+		}
+	}
+	p.settle()
+	fc := p.dial()
+	for i := range 3000 {
+		fc.Do("GET", "f:fill:"+strconv.Itoa(i))
+	}
+	if ls := p.cache.Stats(); ls.Evictions == 0 {
+		t.Fatalf("the 1MB tier did not evict after 3000 fills of 900 bytes: %+v", ls)
+	}
+	return fc
 }

@@ -3,13 +3,13 @@ package proxy
 import (
 	"math/rand/v2"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
+	"featcache/internal/testkit"
 )
 
 // bulkElems reads an array reply of bulk strings; a null element is "(nil)". ok is false for any other shape.
@@ -76,11 +76,11 @@ policies:
 			t.Fatalf("%q: featcache %q, Redis %q", cmd, got, want)
 		}
 	}
-	gets := upstreamCalls(t, p.redis, "get")
+	gets := p.redis.Calls("get")
 	if got := string(c.Do("MGET", "c:a", "c:b")); got != "*2\r\n"+bulk("2")+bulk("2") {
 		t.Fatalf("MGET c:a c:b again: %q", got)
 	}
-	if n := upstreamCalls(t, p.redis, "get"); n != gets {
+	if n := p.redis.Calls("get"); n != gets {
 		t.Fatalf("the keys an MGET read were not cached: %d more upstream GETs", n-gets)
 	}
 }
@@ -88,11 +88,7 @@ policies:
 // TestHMGETPartialHitIsOneInstant (tracking off): an HMGET of a cached field and one that is not answers both
 // from one read of the hash.
 func TestHMGETPartialHitIsOneInstant(t *testing.T) {
-	p := startProxy(t, `
-upstream: {tracking: false}
-policies:
-  - {name: c, prefix: "", soft_ttl: 1h, hard_ttl: 2h, jitter: 0}
-`)
+	p := startProxy(t, monotonicConfig)
 	c := p.dial()
 	p.redis.Do("HSET", "h", "f1", "1", "f2", "1")
 	if got := string(c.Do("HMGET", "h", "f1")); got != "*1\r\n"+bulk("1") {
@@ -138,58 +134,40 @@ func TestMultiKeyReadsAtomicUnderLoad(t *testing.T) {
 policies:
   - {name: c, prefix: "", soft_ttl: 1h, hard_ttl: 2h, jitter: 0}
 `)
-	var (
-		stop              = make(chan struct{})
-		wg                sync.WaitGroup
-		reads, violations atomic.Int64
-	)
-	stopped := func() bool {
-		select {
-		case <-stop:
-			return true
-		default:
-			return false
-		}
-	}
+	var loops testkit.Loops
+	var reads, violations atomic.Int64
 	for w, addr := range []string{p.addr, p.redis.Addr(), p.addr, p.redis.Addr()} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := redistest.Dial(t, addr)
-			for n := w; !stopped(); n += 4 {
-				v := strconv.Itoa(n)
-				if w%2 == 0 {
-					c.Do("MSET", "m:a", v, "m:b", v, "m:c", v)
-				} else {
-					c.Do("HSET", "mh", "f1", v, "f2", v, "f3", v)
-				}
+		c := redistest.Dial(t, addr)
+		loops.Go(func(i int) bool {
+			v := strconv.Itoa(w + 4*i)
+			if w%2 == 0 {
+				c.Do("MSET", "m:a", v, "m:b", v, "m:c", v)
+			} else {
+				c.Do("HSET", "mh", "f1", v, "f2", v, "f3", v)
 			}
-		}()
+			return true
+		})
 	}
 	reads3 := [][]string{
 		{"MGET", "m:a", "m:b", "m:c"}, {"HMGET", "mh", "f1", "f2", "f3"}, {"HMGET", "mh", "f3", "f1"}, {"HGETALL", "mh"},
 	}
 	for r := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := p.dial()
-			rng := rand.New(rand.NewPCG(uint64(r), 3))
-			for !stopped() {
-				cmd := reads3[rng.IntN(len(reads3))]
-				reply := c.Do(cmd...)
-				reads.Add(1)
-				if bad, elems := mixed(reply, cmd[0] == "HGETALL"); bad {
-					if violations.Add(1) <= 10 {
-						t.Errorf("%q answered %q: values Redis never held together", cmd, elems)
-					}
+		c := p.dial()
+		rng := rand.New(rand.NewPCG(uint64(r), 3))
+		loops.Go(func(int) bool {
+			cmd := reads3[rng.IntN(len(reads3))]
+			reply := c.Do(cmd...)
+			reads.Add(1)
+			if bad, elems := mixed(reply, cmd[0] == "HGETALL"); bad {
+				if violations.Add(1) <= 10 {
+					t.Errorf("%q answered %q: values Redis never held together", cmd, elems)
 				}
 			}
-		}()
+			return true
+		})
 	}
 	time.Sleep(2 * time.Second) // the load phase
-	close(stop)
-	wg.Wait()
+	loops.Stop()
 	t.Logf("%d multi-key reads, %d mixed", reads.Load(), violations.Load())
 	if reads.Load() == 0 {
 		t.Fatal("no read was checked")

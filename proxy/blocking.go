@@ -83,25 +83,29 @@ func (c *client) waitBlocked(conn *upstream.Conn, req []byte, overall time.Time,
 	if asking {
 		msg = append(msg, askingCmd...)
 	}
+	c.settleBlocking()
 	if err := conn.Write(append(msg, req...)); err != nil {
+		c.setBlocked(nil, 0, "")
 		return nil, err
 	}
 	stop := c.watchPeer(conn)
 	reply, err := conn.ReadFrame(c.call.Replies[:0], overall)
-	if err == nil {
-		rid, ok := resp.IntegerValue(reply)
-		switch {
-		case ok:
-			c.setBlocked(conn, rid, blockedName(req))
-			reply, err = readBlocked(conn, reply[:0], overall, asking)
-			c.setBlocked(nil, 0, "")
-		case len(reply) > 0 && reply[0] == resp.TypeError:
-			// Redis refused CLIENT ID (BUSY, LOADING, ...): it answers the command after it as it sees fit, and
-			// that reply is the client's; the command cannot be unblocked by id meanwhile.
-			reply, err = readBlocked(conn, reply[:0], overall, asking)
-		default:
-			err = fmt.Errorf("%w: CLIENT ID answered %q", resp.ErrBadFrame, reply)
-		}
+	rid, ok := resp.IntegerValue(reply)
+	switch {
+	case err != nil:
+		c.setBlocked(nil, 0, "")
+	case ok:
+		c.setBlocked(conn, rid, blockedName(req))
+		reply, err = readBlocked(conn, reply[:0], overall, asking)
+		c.setBlocked(nil, 0, "")
+	case len(reply) > 0 && reply[0] == resp.TypeError:
+		// Redis refused CLIENT ID (BUSY, LOADING, ...): it answers the command after it as it sees fit, and that
+		// reply is the client's; the command cannot be unblocked by id meanwhile.
+		c.setBlocked(nil, 0, "")
+		reply, err = readBlocked(conn, reply[:0], overall, asking)
+	default:
+		c.setBlocked(nil, 0, "")
+		err = fmt.Errorf("%w: CLIENT ID answered %q", resp.ErrBadFrame, reply)
 	}
 	if stop() {
 		return nil, errClientGone

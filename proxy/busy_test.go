@@ -16,14 +16,6 @@ import (
 // another client and killed (SCRIPT KILL, FUNCTION KILL); slow scripts sent through featcache; SWAPDB by another
 // client. Everything for real, against redis-server.
 
-// sleepScript keeps Redis busy for ARGV[1] milliseconds, then returns 1.
-const sleepScript = `local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]
-while true do
-  local n = redis.call('TIME')
-  if n[1] * 1000000 + n[2] - start >= tonumber(ARGV[1]) * 1000 then break end
-end
-return 1`
-
 // busyLibrary is a function library whose function loops until FUNCTION KILL.
 const busyLibrary = "#!lua name=busylib\nredis.register_function('busy', function() while true do end end)"
 
@@ -267,7 +259,7 @@ func busyStarted(t *testing.T, redis *redistest.Server) bool {
 func TestSlowScriptThroughFeatcache(t *testing.T) {
 	redis := redistest.Start(t)
 	start := time.Now()
-	want := string(redis.Do("EVAL", sleepScript, "0", "2500"))
+	want := string(redis.Do("EVAL", redistest.SleepScript, "0", "2500"))
 	if want != ":1\r\n" || time.Since(start) < 2500*time.Millisecond {
 		t.Fatalf("straight on Redis: %q after %v", want, time.Since(start))
 	}
@@ -282,7 +274,7 @@ func TestSlowScriptThroughFeatcache(t *testing.T) {
 
 	script := p.dial()
 	start = time.Now()
-	if err := script.Send("EVAL", sleepScript, "0", "2500"); err != nil {
+	if err := script.Send("EVAL", redistest.SleepScript, "0", "2500"); err != nil {
 		t.Fatal(err)
 	}
 	redistest.Eventually(t, 5*time.Second, "the script running", func() bool { return busyStarted(t, redis) })
@@ -357,9 +349,7 @@ func TestForwardedDuringBusyGetsRedisReply(t *testing.T) {
 	expectDo(t, direct, "+OK\r\n", "AUTH", "pw")
 	looper := redis.Dial()
 	expectDo(t, looper, "+OK\r\n", "AUTH", "pw")
-	if err := looper.Send("EVAL", "while true do end", "0"); err != nil {
-		t.Fatal(err)
-	}
+	looper.Loop()
 	redistest.Eventually(t, 10*time.Second, "Redis busy", func() bool {
 		return strings.HasPrefix(string(direct.Do("GET", "x")), "-BUSY ")
 	})
@@ -405,7 +395,7 @@ func TestServeStaleWithinTimeout(t *testing.T) {
 				defer redis.Resume()
 			} else {
 				script := redis.Dial()
-				if err := script.Send("EVAL", sleepScript, "0", "3000"); err != nil {
+				if err := script.Send("EVAL", redistest.SleepScript, "0", "3000"); err != nil {
 					t.Fatal(err)
 				}
 				redistest.Eventually(t, 5*time.Second, "the script running", func() bool { return busyStarted(t, redis) })
@@ -439,7 +429,7 @@ func TestCommandTimeoutGivesUp(t *testing.T) {
 	p := startProxyOn(t, redis, strings.Replace(busyConfig, "{timeout: 300ms}", "{timeout: 300ms, command_timeout: 500ms, conns: 1}", 1))
 	c := p.dial()
 	start := time.Now()
-	got := string(c.Do("EVAL", sleepScript, "0", "1500"))
+	got := string(c.Do("EVAL", redistest.SleepScript, "0", "1500"))
 	took := time.Since(start)
 	const want = "-ERR featcache upstream timeout: Redis did not answer within upstream.command_timeout (the command may have been applied)\r\n"
 	if got != want {
@@ -484,33 +474,23 @@ policies:
 	}
 	p.settle()
 	c := p.dial()
-	before := []struct {
-		args []string
-		want string
-	}{
+	before := []replyCase{
 		{[]string{"GET", "sw:str"}, bulk("db0")},
 		{[]string{"MGET", "sw:str", "sw:new", "sw:gone"}, "*3\r\n" + bulk("db0") + "$-1\r\n" + bulk("only0")},
 		{[]string{"HGET", "sw:h", "f"}, bulk("db0")},
 		{[]string{"HGETALL", "sw:h"}, "*2\r\n" + bulk("f") + bulk("db0")},
 		{[]string{"GET", "sw:new"}, "$-1\r\n"},
 	}
-	for _, r := range before {
-		expectDo(t, c, r.want, r.args...)
-	}
+	expectReplies(t, before, c)
 	hits := p.srv.Stats().Hits.Load()
-	for _, r := range before {
-		expectDo(t, c, r.want, r.args...)
-	}
+	expectReplies(t, before, c)
 	if p.srv.Stats().Hits.Load() == hits {
 		t.Fatal("the reads were not served from memory before the SWAPDB")
 	}
 
 	start := time.Now()
 	expectDo(t, db0, "+OK\r\n", "SWAPDB", "0", "1")
-	after := []struct {
-		args []string
-		want string
-	}{
+	after := []replyCase{
 		{[]string{"GET", "sw:str"}, bulk("db1")},
 		{[]string{"MGET", "sw:str", "sw:new", "sw:gone"}, "*3\r\n" + bulk("db1") + bulk("only1") + "$-1\r\n"},
 		{[]string{"HGET", "sw:h", "f"}, bulk("db1")},

@@ -14,6 +14,7 @@ import (
 
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
+	"featcache/internal/testkit"
 )
 
 // checkerDuration runs the consistency checker: `go test ./proxy -run Checker -checker=60s`. scripts/test.sh runs
@@ -160,20 +161,11 @@ policies:
 	var (
 		reads, writes, faults, violations atomic.Int64
 		groupReads                        atomic.Int64
-		stop                              = make(chan struct{})
-		wg                                sync.WaitGroup
 	)
+	var loops testkit.Loops
 	violation := func(format string, args ...any) {
 		if violations.Add(1) <= 20 {
 			t.Errorf(format, args...)
-		}
-	}
-	stopped := func() bool {
-		select {
-		case <-stop:
-			return true
-		default:
-			return false
 		}
 	}
 	// dial connects, retrying while the server restarts; it gives up (nil) once the checker stops.
@@ -182,257 +174,211 @@ policies:
 			if c, err := redistest.TryDial(t, addr); err == nil {
 				return c
 			}
-			if stopped() {
+			if loops.Stopped() {
 				return nil
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	// connect returns a connection through instance via ("redis": straight to Redis) that dials again after a
+	// network error.
+	connect := func(via string) *checkerConn {
+		addr := redis.Addr()
+		if via != "redis" {
+			addr = instances[via].addr
+		}
+		return &checkerConn{addr: addr, dial: dial, c: dial(addr)}
+	}
 
 	// Writers: one per key, through the key's instance or straight to Redis. After each acknowledged write
 	// through featcache, the writer reads the key back through the same connection.
 	for k := 0; k < keys; k++ {
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
-			l := logs[k]
-			addr := redis.Addr()
-			if l.via != "redis" {
-				addr = instances[l.via].addr
+		l := logs[k]
+		c := connect(l.via)
+		loops.Go(func(i int) bool {
+			seq := int64(i) + 1
+			reply, ok := c.do("SET", key(k), checkerValue(seq))
+			if !ok {
+				return true
 			}
-			c := dial(addr)
-			for seq := int64(1); !stopped(); seq++ {
-				if err := c.Send("SET", key(k), checkerValue(seq)); err != nil {
-					c = dial(addr)
-					continue
-				}
-				reply, err := c.Read()
-				if err != nil {
-					c = dial(addr)
-					continue
-				}
-				if string(reply) != "+OK\r\n" {
-					continue // an error: the write may or may not have been applied; seq moves on
-				}
-				l.add(seq, time.Now())
-				writes.Add(1)
-				if l.via == "redis" {
-					time.Sleep(time.Millisecond)
-					continue
-				}
-				if err := c.Send("GET", key(k)); err != nil {
-					continue
-				}
-				got, err := c.Read()
-				if n, ok := checkerSeq(got); err == nil && ok {
-					reads.Add(1)
-					if n != seq {
-						violation("read-your-writes: %s written %d through %s, read back %d", key(k), seq, l.via, n)
-					}
+			if string(reply) != "+OK\r\n" {
+				return true // an error: the write may or may not have been applied; seq moves on
+			}
+			l.add(seq, time.Now())
+			writes.Add(1)
+			if l.via == "redis" {
+				time.Sleep(time.Millisecond)
+				return true
+			}
+			got, ok := c.do("GET", key(k))
+			if n, seqOK := checkerSeq(got); ok && seqOK {
+				reads.Add(1)
+				if n != seq {
+					violation("read-your-writes: %s written %d through %s, read back %d", key(k), seq, l.via, n)
 				}
 			}
-		}(k)
+			return true
+		})
 	}
 
 	// Group writers: one per group, through its instance or straight to Redis; after each acknowledged write
 	// through featcache, the group is read back whole on the same connection.
 	for g := range 2 * groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l := groupLogs[g]
-			addr := redis.Addr()
-			if l.via != "redis" {
-				addr = instances[l.via].addr
+		l := groupLogs[g]
+		c := connect(l.via)
+		read, all := groupRead(g)
+		loops.Go(func(i int) bool {
+			seq := int64(i) + 1
+			reply, ok := c.do(groupWrite(g, seq)...)
+			if !ok {
+				return true
 			}
-			c := dial(addr)
-			read, all := groupRead(g)
-			for seq := int64(1); !stopped(); seq++ {
-				if err := c.Send(groupWrite(g, seq)...); err != nil {
-					c = dial(addr)
-					continue
-				}
-				reply, err := c.Read()
-				if err != nil {
-					c = dial(addr)
-					continue
-				}
-				if reply[0] == '-' {
-					continue // the write may or may not have been applied; seq moves on
-				}
-				l.add(seq, time.Now())
-				writes.Add(1)
-				if l.via == "redis" {
-					continue
-				}
-				if err := c.Send(read...); err != nil {
-					continue
-				}
-				got, err := c.Read()
-				if err != nil {
-					continue
-				}
-				n, bad, ok := groupSeq(got, all)
-				switch {
-				case !ok:
-				case bad != nil:
-					groupReads.Add(1)
-					violation("mixed multi-key read: %q through %s answered %q", read, l.via, bad)
-				default:
-					groupReads.Add(1)
-					if n != seq {
-						violation("read-your-writes: %q written %d through %s, read back %d", read, seq, l.via, n)
-					}
+			if reply[0] == '-' {
+				return true // the write may or may not have been applied; seq moves on
+			}
+			l.add(seq, time.Now())
+			writes.Add(1)
+			if l.via == "redis" {
+				return true
+			}
+			got, ok := c.do(read...)
+			if !ok {
+				return true
+			}
+			n, bad, ok := groupSeq(got, all)
+			switch {
+			case !ok:
+			case bad != nil:
+				groupReads.Add(1)
+				violation("mixed multi-key read: %q through %s answered %q", read, l.via, bad)
+			default:
+				groupReads.Add(1)
+				if n != seq {
+					violation("read-your-writes: %q written %d through %s, read back %d", read, seq, l.via, n)
 				}
 			}
-		}()
+			return true
+		})
 	}
 
 	// Group readers on both instances: whole groups (MGET), whole hashes (HMGET of every field, HGETALL) and
 	// parts of hashes (HMGET of two fields).
 	for r := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			name := []string{"A", "B"}[r%2]
-			addr := instances[name].addr
-			c := dial(addr)
-			last := make([]int64, 2*groups)
-			rng := rand.New(rand.NewPCG(uint64(r), 11))
-			for !stopped() {
-				g := rng.IntN(2 * groups)
-				read, all := groupRead(g)
-				if g >= groups && rng.IntN(3) > 0 {
-					read, all = []string{"HMGET", read[1], "f2", "f0"}, false
-					if rng.IntN(2) == 0 {
-						read = []string{"HMGET", read[1], "f0", "f1", "f2"}
-					}
+		name := []string{"A", "B"}[r%2]
+		c := connect(name)
+		last := make([]int64, 2*groups)
+		rng := rand.New(rand.NewPCG(uint64(r), 11))
+		loops.Go(func(int) bool {
+			g := rng.IntN(2 * groups)
+			read, all := groupRead(g)
+			if g >= groups && rng.IntN(3) > 0 {
+				read, all = []string{"HMGET", read[1], "f2", "f0"}, false
+				if rng.IntN(2) == 0 {
+					read = []string{"HMGET", read[1], "f0", "f1", "f2"}
 				}
-				start := time.Now()
-				if err := c.Send(read...); err != nil {
-					c = dial(addr)
-					continue
-				}
-				reply, err := c.Read()
-				if err != nil {
-					c = dial(addr)
-					continue
-				}
-				n, bad, ok := groupSeq(reply, all)
-				if !ok {
-					continue // an upstream error during a fault
-				}
-				groupReads.Add(1)
-				if bad != nil {
-					violation("mixed multi-key read on %s: %q answered %q", name, read, bad)
-					continue
-				}
-				l := groupLogs[g]
-				bound := start.Add(-staleBound)
-				if l.via == name {
-					bound = start
-				}
-				if min := l.ackedBefore(bound); n < min {
-					violation("stale multi-key read on %s: %q = %d, but %d was acknowledged through %s %v before the read began",
-						name, read, n, min, l.via, start.Sub(bound))
-				}
-				if n < last[g] {
-					violation("non-monotonic multi-key read on %s: %q went from %d back to %d", name, read, last[g], n)
-				}
-				last[g] = n
 			}
-		}()
+			start := time.Now()
+			reply, ok := c.do(read...)
+			if !ok {
+				return true
+			}
+			n, bad, ok := groupSeq(reply, all)
+			if !ok {
+				return true // an upstream error during a fault
+			}
+			groupReads.Add(1)
+			if bad != nil {
+				violation("mixed multi-key read on %s: %q answered %q", name, read, bad)
+				return true
+			}
+			l := groupLogs[g]
+			bound := start.Add(-staleBound)
+			if l.via == name {
+				bound = start
+			}
+			if min := l.ackedBefore(bound); n < min {
+				violation("stale multi-key read on %s: %q = %d, but %d was acknowledged through %s %v before the read began",
+					name, read, n, min, l.via, start.Sub(bound))
+			}
+			if n < last[g] {
+				violation("non-monotonic multi-key read on %s: %q went from %d back to %d", name, read, last[g], n)
+			}
+			last[g] = n
+			return true
+		})
 	}
 
 	// Readers on both instances: GETs and MGETs of random keys.
 	for r := 0; r < 6; r++ {
-		wg.Add(1)
-		go func(r int) {
-			defer wg.Done()
-			name := []string{"A", "B"}[r%2]
-			addr := instances[name].addr
-			c := dial(addr)
-			last := make([]int64, keys)
-			rng := rand.New(rand.NewPCG(uint64(r), 7))
-			check := func(k int, n int64, start time.Time) {
-				reads.Add(1)
-				l := logs[k]
-				bound := start.Add(-staleBound)
-				if l.via == name {
-					bound = start // written through this instance: no staleness at all
-				}
-				if min := l.ackedBefore(bound); n < min {
-					violation("stale read on %s: %s = %d, but %d was acknowledged through %s %v before the read began",
-						name, key(k), n, min, l.via, start.Sub(bound))
-				}
-				if n < last[k] {
-					violation("non-monotonic read on %s: %s went from %d back to %d", name, key(k), last[k], n)
-				}
-				last[k] = n
+		name := []string{"A", "B"}[r%2]
+		c := connect(name)
+		last := make([]int64, keys)
+		rng := rand.New(rand.NewPCG(uint64(r), 7))
+		check := func(k int, n int64, start time.Time) {
+			reads.Add(1)
+			l := logs[k]
+			bound := start.Add(-staleBound)
+			if l.via == name {
+				bound = start // written through this instance: no staleness at all
 			}
-			for !stopped() {
-				start := time.Now()
-				if rng.IntN(4) == 0 {
-					ks := []int{rng.IntN(keys), rng.IntN(keys), rng.IntN(keys)}
-					if err := c.Send("MGET", key(ks[0]), key(ks[1]), key(ks[2])); err != nil {
-						c = dial(addr)
-						continue
-					}
-					reply, err := c.Read()
-					if err != nil {
-						c = dial(addr)
-						continue
-					}
-					elems, err := resp.ArrayElements(reply, nil)
-					if err != nil || len(elems) != len(ks) {
-						continue // an upstream error during a fault
-					}
-					for i, k := range ks {
-						if n, ok := checkerSeq(elems[i]); ok {
-							check(k, n, start)
-						}
-					}
-					continue
-				}
-				k := rng.IntN(keys)
-				if err := c.Send("GET", key(k)); err != nil {
-					c = dial(addr)
-					continue
-				}
-				reply, err := c.Read()
-				if err != nil {
-					c = dial(addr)
-					continue
-				}
-				if n, ok := checkerSeq(reply); ok {
-					check(k, n, start)
-				}
+			if min := l.ackedBefore(bound); n < min {
+				violation("stale read on %s: %s = %d, but %d was acknowledged through %s %v before the read began",
+					name, key(k), n, min, l.via, start.Sub(bound))
 			}
-		}(r)
+			if n < last[k] {
+				violation("non-monotonic read on %s: %s went from %d back to %d", name, key(k), last[k], n)
+			}
+			last[k] = n
+		}
+		loops.Go(func(int) bool {
+			start := time.Now()
+			if rng.IntN(4) == 0 {
+				ks := []int{rng.IntN(keys), rng.IntN(keys), rng.IntN(keys)}
+				reply, ok := c.do("MGET", key(ks[0]), key(ks[1]), key(ks[2]))
+				if !ok {
+					return true
+				}
+				elems, err := resp.ArrayElements(reply, nil)
+				if err != nil || len(elems) != len(ks) {
+					return true // an upstream error during a fault
+				}
+				for i, k := range ks {
+					if n, ok := checkerSeq(elems[i]); ok {
+						check(k, n, start)
+					}
+				}
+				return true
+			}
+			k := rng.IntN(keys)
+			reply, ok := c.do("GET", key(k))
+			if !ok {
+				return true
+			}
+			if n, ok := checkerSeq(reply); ok {
+				check(k, n, start)
+			}
+			return true
+		})
 	}
 
 	// Faults: kill featcache's upstream connections (and every other client's), or restart Redis.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rng := rand.New(rand.NewPCG(1, 2))
-		for !stopped() {
-			time.Sleep(time.Duration(200+rng.IntN(300)) * time.Millisecond)
-			if stopped() {
-				return
-			}
-			faults.Add(1)
-			if rng.IntN(3) == 0 {
-				redis.Restart()
-			} else {
-				redis.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-			}
+	rng := rand.New(rand.NewPCG(1, 2))
+	loops.Go(func(int) bool {
+		time.Sleep(time.Duration(200+rng.IntN(300)) * time.Millisecond)
+		if loops.Stopped() {
+			return false
 		}
-	}()
+		faults.Add(1)
+		if rng.IntN(3) == 0 {
+			redis.Restart()
+		} else {
+			redis.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+		}
+		return true
+	})
 
 	time.Sleep(*checkerDuration) // the load phase
-	close(stop)
-	wg.Wait()
+	loops.Stop()
 
 	// Convergence: every key through both instances equals Redis's value.
 	for _, name := range []string{"A", "B"} {
@@ -460,4 +406,29 @@ policies:
 	if reads.Load() == 0 || groupReads.Load() == 0 || writes.Load() == 0 || faults.Load() == 0 {
 		t.Fatal("the checker did not exercise reads, multi-key reads, writes and faults")
 	}
+}
+
+// checkerConn is a checker client's connection to addr: after a network error it dials again (nil once the
+// checker stops, when the client's loop ends).
+type checkerConn struct {
+	addr string
+	dial func(addr string) *redistest.Conn
+	c    *redistest.Conn
+}
+
+// do sends one command and reads its reply; after a network error it dials again and reports false.
+func (cc *checkerConn) do(args ...string) ([]byte, bool) {
+	if cc.c == nil {
+		return nil, false
+	}
+	if err := cc.c.Send(args...); err != nil {
+		cc.c = cc.dial(cc.addr)
+		return nil, false
+	}
+	reply, err := cc.c.Read()
+	if err != nil {
+		cc.c = cc.dial(cc.addr)
+		return nil, false
+	}
+	return reply, true
 }

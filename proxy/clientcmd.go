@@ -301,6 +301,12 @@ func (c *client) cmdClientUnblock(args [][]byte) {
 	c.runSegment()
 	i := &other.info
 	i.mu.Lock()
+	if settling := i.settling; settling != nil {
+		// Redis may hold the command blocked already: wait until the client knows its connection's id.
+		i.mu.Unlock()
+		<-settling
+		i.mu.Lock()
+	}
 	defer i.mu.Unlock()
 	if i.blocked == nil {
 		c.intReply(0)

@@ -41,6 +41,9 @@ type clientInfo struct {
 	blockedRID int64
 	blockedCmd string
 	blockedAt  time.Time
+	// settling is open from the write of CLIENT ID and a blocking command until CLIENT ID's reply is read (Redis may
+	// already hold the command blocked): CLIENT UNBLOCK waits for it to close rather than answer :0.
+	settling chan struct{}
 }
 
 // publish records the client's connection state for the other clients.
@@ -90,6 +93,18 @@ func (c *client) setBlocked(conn *upstream.Conn, rid int64, cmd string) {
 	if conn != nil {
 		c.info.blockedAt = c.srv.now()
 	}
+	if c.info.settling != nil {
+		close(c.info.settling)
+		c.info.settling = nil
+	}
+	c.info.mu.Unlock()
+}
+
+// settleBlocking marks the client as about to block: CLIENT ID and its blocking command are being sent, and until
+// setBlocked says what became of them, CLIENT UNBLOCK of this client waits.
+func (c *client) settleBlocking() {
+	c.info.mu.Lock()
+	c.info.settling = make(chan struct{})
 	c.info.mu.Unlock()
 }
 

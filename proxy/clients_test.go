@@ -28,19 +28,6 @@ const redisPyPython = "/usr/bin/python3"
 // redisPyInstallHint is printed when the interpreter or the redis module is missing.
 const redisPyInstallHint = "install it with: apt-get update && apt-get install -y python3-redis"
 
-// redisPyBlockingConfig caches every key, with an upstream timeout shorter than the blocking commands' own
-// timeouts: they must wait as Redis says, not as upstream.timeout says.
-const redisPyBlockingConfig = `
-upstream:
-  timeout: 100ms
-policies:
-  - name: default
-    prefix: ""
-    soft_ttl: 1h
-    hard_ttl: 2h
-    jitter: 0
-`
-
 // TestRedisPy runs the scripts in testdata/redispy against featcache, each with its own redis-server. A script
 // prints PASS or FAIL for each of its cases; the test fails with that output when any case fails.
 func TestRedisPy(t *testing.T) {
@@ -62,7 +49,7 @@ func TestRedisPy(t *testing.T) {
 		// SUBSCRIBE, PSUBSCRIBE, PING and health checks while subscribed, UNSUBSCRIBE, PUBSUB NUMSUB.
 		{script: "pubsub.py", config: defaultTestConfig},
 		// BLPOP 0 and timed pops, with upstream.timeout shorter than the pops wait.
-		{script: "blocking.py", config: redisPyBlockingConfig},
+		{script: "blocking.py", config: blockingConfig},
 	}
 	for _, tt := range tests {
 		t.Run(strings.TrimSuffix(tt.script, ".py"), func(t *testing.T) {
@@ -118,16 +105,7 @@ func splitHostPort(t *testing.T, addr string) (host, port string) {
 }
 
 // redisCLIPipeConfig caches every key, with an upstream timeout shorter than a mass insertion lasts.
-const redisCLIPipeConfig = `
-upstream:
-  timeout: 250ms
-policies:
-  - name: default
-    prefix: ""
-    soft_ttl: 1h
-    hard_ttl: 2h
-    jitter: 0
-`
+const redisCLIPipeConfig = "upstream: {timeout: 250ms}\n" + defaultTestConfig
 
 // TestRedisCLI runs redis-cli against featcache: one-shot commands, featcache's CACHE commands, an interactive
 // prompt fed on stdin, its transcript compared with the same input against Redis, and --pipe mass insertion.

@@ -295,7 +295,7 @@ func TestCluster(t *testing.T) {
 		gets := func() []int {
 			var n []int
 			for _, m := range cl.Masters {
-				n = append(n, upstreamCalls(t, m, "get"))
+				n = append(n, m.Calls("get"))
 			}
 			return n
 		}
@@ -446,25 +446,32 @@ func startClusterTraffic(t *testing.T, p *testProxy, keys []string, writers, rea
 	tr := &clusterTraffic{t: t, p: p, keys: keys, stop: make(chan struct{}), written: make([]atomic.Int64, len(keys)),
 		gets: make([]atomic.Int64, len(keys)), getErrs: make([]atomic.Int64, len(keys)), txWriters: txWriters}
 	for w := 0; w < writers; w++ {
-		tr.wg.Add(1)
-		go tr.writer(w, writers)
+		tr.run(func(c *redistest.Conn) { tr.writer(c, w, writers) })
 	}
 	for r := 0; r < readers; r++ {
-		tr.wg.Add(2)
-		go tr.reader()
-		go tr.getter()
+		tr.run(tr.reader)
+		tr.run(tr.getter)
 	}
 	return tr
 }
 
+// run runs client on a goroutine of its own, on a connection of its own to featcache, until stop; a client that
+// cannot connect is counted bad.
+func (tr *clusterTraffic) run(client func(c *redistest.Conn)) {
+	tr.wg.Add(1)
+	go func() {
+		defer tr.wg.Done()
+		c, err := redistest.TryDial(tr.t, tr.p.addr)
+		if err != nil {
+			tr.bad.Add(1)
+			return
+		}
+		client(c)
+	}()
+}
+
 // getter GETs the keys one by one, counting errors per key, and checks no counter goes back.
-func (tr *clusterTraffic) getter() {
-	defer tr.wg.Done()
-	c, err := redistest.TryDial(tr.t, tr.p.addr)
-	if err != nil {
-		tr.bad.Add(1)
-		return
-	}
+func (tr *clusterTraffic) getter(c *redistest.Conn) {
 	seen := make([]int64, len(tr.keys))
 	for {
 		for i, k := range tr.keys {
@@ -520,13 +527,7 @@ func (tr *clusterTraffic) errors() (total int64, kinds []string) {
 }
 
 // writer owns the keys i with i%of == w: SET key <counter>, then GET key must answer it.
-func (tr *clusterTraffic) writer(w, of int) {
-	defer tr.wg.Done()
-	c, err := redistest.TryDial(tr.t, tr.p.addr)
-	if err != nil {
-		tr.bad.Add(1)
-		return
-	}
+func (tr *clusterTraffic) writer(c *redistest.Conn, w, of int) {
 	for n := int64(1); ; n++ {
 		for i := w; i < len(tr.keys); i += of {
 			select {
@@ -608,13 +609,7 @@ func (tr *clusterTraffic) transaction(c *redistest.Conn, i int, n int64) bool {
 }
 
 // reader MGETs every key and checks no counter goes back.
-func (tr *clusterTraffic) reader() {
-	defer tr.wg.Done()
-	c, err := redistest.TryDial(tr.t, tr.p.addr)
-	if err != nil {
-		tr.bad.Add(1)
-		return
-	}
+func (tr *clusterTraffic) reader(c *redistest.Conn) {
 	seen := make([]int64, len(tr.keys))
 	args := append([]string{"MGET"}, tr.keys...)
 	for {

@@ -12,6 +12,7 @@ import (
 	"featcache/internal/commands"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // survivalReadTimeout bounds the wait for the reply of a blocking command, which is expected to use it all;
@@ -61,7 +62,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 	var cases []survivalCase
 	for _, name := range names {
 		base := strings.Split(name, "|")
-		if cmds.Lookup(survivalLine(base)) == nil {
+		if cmds.Lookup(testkit.Args(base...)) == nil {
 			t.Errorf("COMMAND LIST names %q, COMMAND does not describe it", name)
 		}
 		cases = append(cases,
@@ -70,7 +71,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 	}
 	for i := range cases {
 		c := &cases[i]
-		c.info = cmds.Lookup(survivalLine(c.args))
+		c.info = cmds.Lookup(testkit.Args(c.args...))
 		c.blocking = c.info != nil && c.info.Flags.Has(commands.FlagBlocking)
 	}
 
@@ -86,7 +87,7 @@ func TestEveryCommandSurvives(t *testing.T) {
 		line := strings.Join(c.args, " ")
 		reply, err := survivalSend(t, p.addr, c.args, c.blocking)
 		sent++
-		tc := tbl.lookup(survivalLine(c.args))
+		tc := tbl.lookup(testkit.Args(c.args...))
 		// Denied commands are not sent to the twin: they are denied because they would stop or change it.
 		local := tc != nil && (tc.class == classDenied || tc.class == classRefused)
 		var twinReply []byte
@@ -102,22 +103,15 @@ func TestEveryCommandSurvives(t *testing.T) {
 			t.Errorf("%s: %v (read %q)", line, err, reply)
 		case tc != nil && tc.class == classDenied:
 			denied++
-			want := "-ERR command '" + tc.name + "' is disabled by featcache (commands.deny)\r\n"
-			if msg := rejection(survivalLine(c.args), tc); msg != "" {
-				// Redis's own unknown-subcommand and arity errors come first, as they would from Redis.
-				want = "-" + msg + "\r\n"
-			}
-			if string(reply) != want {
-				t.Errorf("%s: got %q; want %q", line, reply, want)
+			want := "ERR command '" + tc.name + "' is disabled by featcache (commands.deny)"
+			if got, want := string(reply), rejectionReply(c.args, tc, want); got != want {
+				t.Errorf("%s: got %q; want %q", line, got, want)
 			}
 		case tc != nil && tc.class == classRefused:
 			refused++
-			want := "-ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection\r\n"
-			if msg := rejection(survivalLine(c.args), tc); msg != "" {
-				want = "-" + msg + "\r\n"
-			}
-			if string(reply) != want {
-				t.Errorf("%s: got %q; want %q", line, reply, want)
+			want := "ERR '" + tc.name + "' is not supported by featcache: it would change a shared upstream connection"
+			if got, want := string(reply), rejectionReply(c.args, tc, want); got != want {
+				t.Errorf("%s: got %q; want %q", line, got, want)
 			}
 		case reply[0] == '-':
 			errorReplies++
@@ -177,13 +171,13 @@ func survivalSend(t *testing.T, addr string, args []string, blocking bool) ([]by
 	return c.ReadTimeout(survivalReadTimeout)
 }
 
-// survivalLine turns strings into a command line as the proxy sees it.
-func survivalLine(args []string) [][]byte {
-	line := make([][]byte, len(args))
-	for i, a := range args {
-		line[i] = []byte(a)
+// rejectionReply is the error reply featcache gives args, a command it does not run (tc): Redis's own
+// unknown-subcommand and arity errors come first, as they would from Redis; otherwise msg.
+func rejectionReply(args []string, tc *command, msg string) string {
+	if m := rejection(testkit.Args(args...), tc); m != "" {
+		msg = m
 	}
-	return line
+	return "-" + msg + "\r\n"
 }
 
 // survivalTimeout reports whether a read ended at its deadline.

@@ -134,7 +134,7 @@ func TestFeastLayout(t *testing.T) {
 			}
 		}
 	}
-	if n := upstreamCalls(t, p.redis, "hmget"); n != 6 {
+	if n := p.redis.Calls("hmget"); n != 6 {
 		t.Fatalf("%d upstream HMGETs for two rounds of 6; want 6 (the second round from memory)", n)
 	}
 	// Each HMGET is counted once, under its feature view's policy: a miss in the first round, a hit in the second,
@@ -164,7 +164,7 @@ func TestFeastLayout(t *testing.T) {
 	// Per-feature-view TTLs: 11s later txn_stats (hard 10s) is read again, user_profile (hard 2h) is not.
 	p.clock.Advance(11 * time.Second)
 	feastRead(t, c, users)
-	if n := upstreamCalls(t, p.redis, "hmget"); n != 9 {
+	if n := p.redis.Calls("hmget"); n != 9 {
 		t.Fatalf("after 11s: %d upstream HMGETs; want 9 (txn_stats for three users again, user_profile not)", n)
 	}
 
@@ -225,7 +225,7 @@ func TestFeastStaleAndFaults(t *testing.T) {
 	c := p.dial()
 	users := []int64{1}
 	txn, profile := feastRead(t, c, users)
-	before := upstreamCalls(t, p.redis, "hmget")
+	before := p.redis.Calls("hmget")
 
 	// Soft-stale: Redis changed meanwhile (tracking is off); the old row is served, and one refresh per view
 	// brings the new one.
@@ -236,14 +236,14 @@ func TestFeastStaleAndFaults(t *testing.T) {
 		t.Fatalf("soft-stale txn_stats: got %q; want the cached %q", txn2[0], txn[0])
 	}
 	redistest.Eventually(t, 5*time.Second, "one background refresh of txn_stats", func() bool {
-		return upstreamCalls(t, p.redis, "hmget") == before+1
+		return p.redis.Calls("hmget") == before+1
 	})
 	want := feastReply(feastInt64(8), feastDouble(13.5), string(feast.AppendTimestamp(nil, now)))
 	redistest.Eventually(t, 5*time.Second, "the refreshed row", func() bool {
 		got, _ := feastRead(t, c, users)
 		return got[0] == want
 	})
-	if n := upstreamCalls(t, p.redis, "hmget"); n != before+1 {
+	if n := p.redis.Calls("hmget"); n != before+1 {
 		t.Fatalf("%d upstream HMGETs after the refresh; want %d (one refresh, then memory)", n, before+1)
 	}
 

@@ -21,14 +21,7 @@ import (
 // time. Commands featcache refuses on purpose are in TestWireFidelityRefusals instead.
 
 // fidelityConfig caches every key except those under "nc:", so MGET mixes cached keys and bypassed ones.
-const fidelityConfig = `
-policies:
-  - name: default
-    prefix: ""
-    soft_ttl: 1h
-    hard_ttl: 2h
-    jitter: 0
-  - name: passthrough
+const fidelityConfig = defaultTestConfig + `  - name: passthrough
     prefix: "nc:"
     cache: false
 `
@@ -1297,7 +1290,7 @@ func TestWireFidelityRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := make([]int, len(tc.notReached))
 			for i, name := range tc.notReached {
-				before[i] = upstreamCalls(t, p.redis, name)
+				before[i] = p.redis.Calls(name)
 			}
 			c := p.dial()
 			defer c.Close()
@@ -1311,7 +1304,7 @@ func TestWireFidelityRefusals(t *testing.T) {
 				t.Errorf("PING after %s: got %q; want %q", fidCmdString(tc.args), got, "+PONG\r\n")
 			}
 			for i, name := range tc.notReached {
-				if after := upstreamCalls(t, p.redis, name); after != before[i] {
+				if after := p.redis.Calls(name); after != before[i] {
 					t.Errorf("%s reached Redis: cmdstat_%s calls %d -> %d", fidCmdString(tc.args), name, before[i], after)
 				}
 			}

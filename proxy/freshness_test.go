@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // trackingLossConfig caches "r:" keys with on_tracking_loss: revalidate and "f:" keys with the default, flush.
@@ -56,7 +56,7 @@ func TestRevalidateAfterClientKill(t *testing.T) {
 	waitTrackingUp(t, p)
 	c = p.dial() // the kill closed featcache's upstream connections, not this one; a fresh one is simpler
 
-	before := upstreamCalls(t, p.redis, "get")
+	before := p.redis.Calls("get")
 	start := time.Now()
 	for time.Since(start) < time.Second {
 		for i := 0; i < n; i += 3 {
@@ -66,7 +66,7 @@ func TestRevalidateAfterClientKill(t *testing.T) {
 		}
 	}
 	window := time.Since(start)
-	reads := upstreamCalls(t, p.redis, "get") - before
+	reads := p.redis.Calls("get") - before
 	// revalidate_rate 100/s, burst 10; the window's own length plus one tick of slack.
 	bound := int(100*window.Seconds()) + 10 + 10
 	if reads > bound {
@@ -228,51 +228,37 @@ func TestSnapshotMGETNeverMixesVersions(t *testing.T) {
 	for i := 0; i < n; i++ {
 		args = append(args, "credit:"+strconv.Itoa(i))
 	}
-	stop := make(chan struct{})
+	var loops testkit.Loops
 	var flips atomic.Int64
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		d := redistest.Dial(t, p.redis.Addr())
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			d.Do("SET", "fs:version:credit", []string{"v7", "v8"}[i%2])
-			flips.Add(1)
-		}
-	}()
+	d := redistest.Dial(t, p.redis.Addr())
+	loops.Go(func(i int) bool {
+		d.Do("SET", "fs:version:credit", []string{"v7", "v8"}[i%2])
+		flips.Add(1)
+		return true
+	})
 	var mixed atomic.Int64
 	var reads atomic.Int64
 	seen := map[string]*atomic.Int64{"v7": {}, "v8": {}}
 	for r := 0; r < 4; r++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := p.dial()
-			deadline := time.Now().Add(1500 * time.Millisecond)
-			for time.Now().Before(deadline) {
-				reply := string(c.Do(args...))
-				reads.Add(1)
-				v7, v8 := strings.Count(reply, "v7-"), strings.Count(reply, "v8-")
-				switch {
-				case v7 == n && v8 == 0:
-					seen["v7"].Add(1)
-				case v8 == n && v7 == 0:
-					seen["v8"].Add(1)
-				default:
-					mixed.Add(1)
-					t.Errorf("one MGET mixed versions: %d at v7, %d at v8: %q", v7, v8, reply)
-				}
+		c := p.dial()
+		loops.Go(func(int) bool {
+			reply := string(c.Do(args...))
+			reads.Add(1)
+			v7, v8 := strings.Count(reply, "v7-"), strings.Count(reply, "v8-")
+			switch {
+			case v7 == n && v8 == 0:
+				seen["v7"].Add(1)
+			case v8 == n && v7 == 0:
+				seen["v8"].Add(1)
+			default:
+				mixed.Add(1)
+				t.Errorf("one MGET mixed versions: %d at v7, %d at v8: %q", v7, v8, reply)
 			}
-		}()
+			return true
+		})
 	}
 	time.Sleep(1500 * time.Millisecond) // the load phase
-	close(stop)
-	wg.Wait()
+	loops.Stop()
 	t.Logf("%d MGETs of %d keys during %d flips: %d at v7, %d at v8, %d mixed", reads.Load(), n, flips.Load(),
 		seen["v7"].Load(), seen["v8"].Load(), mixed.Load())
 	if seen["v7"].Load() == 0 || seen["v8"].Load() == 0 {
@@ -438,25 +424,17 @@ policies:
 			p.redis.Do("SET", "short", "s", "PX", "300")
 			p.settle()
 			c.Do("GET", "k")
-			before := upstreamCalls(t, p.redis, "get")
+			before := p.redis.Calls("get")
 			c.Do("GET", "k")
-			if n := upstreamCalls(t, p.redis, "get"); n != before {
+			if n := p.redis.Calls("get"); n != before {
 				t.Fatalf("a fresh entry went upstream")
 			}
 			p.clock.Advance(10 * time.Second) // exactly the hard deadline: dead
 			c.Do("GET", "k")
-			if n := upstreamCalls(t, p.redis, "get"); n != before+1 {
+			if n := p.redis.Calls("get"); n != before+1 {
 				t.Fatalf("at its hard deadline the entry was served from memory (upstream GETs %d -> %d)", before, n)
 			}
-			if got := string(c.Do("GET", "short")); got != bulk("s") {
-				t.Fatalf("GET short: %q", got)
-			}
-			redistest.Eventually(t, 3*time.Second, "short expires in Redis", func() bool {
-				return string(p.redis.Do("GET", "short")) == "$-1\r\n"
-			})
-			if got := string(c.Do("GET", "short")); got != "$-1\r\n" {
-				t.Fatalf("past the key's expiry in Redis, featcache served %q", got)
-			}
+			expectExpiresWithRedis(t, p, c, "short", "s")
 		})
 	}
 }

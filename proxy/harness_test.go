@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -178,25 +177,6 @@ func (p *testProxy) do(args ...string) string {
 	c := p.dial()
 	defer c.Close()
 	return string(c.Do(args...))
-}
-
-// upstreamCalls returns how many times Redis executed cmd (INFO commandstats).
-func upstreamCalls(t testing.TB, redis *redistest.Server, cmd string) int {
-	t.Helper()
-	info := string(redis.Do("INFO", "commandstats"))
-	return commandstatsCalls(info, cmd)
-}
-
-// commandstatsCalls reads calls=N of cmdstat_<cmd> from an INFO commandstats reply.
-func commandstatsCalls(info, cmd string) int {
-	prefix := "cmdstat_" + cmd + ":calls="
-	for _, line := range strings.Split(info, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
-			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			return n
-		}
-	}
-	return 0
 }
 
 // settle waits until featcache has applied every invalidation for what Redis has executed so far (the tracking

@@ -29,6 +29,23 @@ func expectDo(t *testing.T, c *redistest.Conn, want string, args ...string) {
 	}
 }
 
+// replyCase is a command and the raw reply it must get.
+type replyCase struct {
+	args []string
+	want string
+}
+
+// expectReplies sends the command of each case, in order, on each of conns (featcache's, and Redis's where the
+// reply is Redis's own) and compares the raw replies.
+func expectReplies(t *testing.T, cases []replyCase, conns ...*redistest.Conn) {
+	t.Helper()
+	for _, tc := range cases {
+		for _, c := range conns {
+			expectDo(t, c, tc.want, tc.args...)
+		}
+	}
+}
+
 // expectRead reads one reply frame and compares it.
 func expectRead(t *testing.T, c *redistest.Conn, want string) {
 	t.Helper()
@@ -282,10 +299,7 @@ func TestAuthFeatcachePassword(t *testing.T) {
 	const noauth = "-NOAUTH Authentication required.\r\n"
 	const wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
 	const helloNoauth = "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"
-	before := []struct {
-		args []string
-		want string
-	}{
+	before := []replyCase{
 		{[]string{"GET", "k"}, noauth},
 		{[]string{"PING"}, noauth},
 		{[]string{"CLIENT", "ID"}, noauth},
@@ -297,10 +311,7 @@ func TestAuthFeatcachePassword(t *testing.T) {
 		{[]string{"AUTH", "someone", "s3cret"}, wrongpass},
 		{[]string{"HELLO", "2", "AUTH", "default", "wrong"}, wrongpass},
 	}
-	for _, tc := range before {
-		expectDo(t, c, tc.want, tc.args...)
-		expectDo(t, rc, tc.want, tc.args...)
-	}
+	expectReplies(t, before, c, rc)
 	// featcache's own admin commands need AUTH too (Redis does not know CACHE).
 	expectDo(t, c, noauth, "CACHE", "STATS")
 	expectDo(t, c, noauth, "CACHE", "FLUSH")
@@ -413,20 +424,14 @@ func TestAuthNoPassword(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	c := p.dial()
 	rc := redistest.Dial(t, p.redis.Addr())
-	cases := []struct {
-		args []string
-		want string
-	}{
+	cases := []replyCase{
 		{[]string{"AUTH", "x"}, "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"},
 		{[]string{"AUTH", "default", "x"}, "+OK\r\n"},
 		{[]string{"AUTH", "foo", "x"}, "-WRONGPASS invalid username-password pair or user is disabled.\r\n"},
 		{[]string{"AUTH", "a", "b", "c"}, "-ERR syntax error\r\n"},
 		{[]string{"AUTH"}, "-ERR wrong number of arguments for 'auth' command\r\n"},
 	}
-	for _, tc := range cases {
-		expectDo(t, c, tc.want, tc.args...)
-		expectDo(t, rc, tc.want, tc.args...)
-	}
+	expectReplies(t, cases, c, rc)
 	expectDo(t, c, "+PONG\r\n", "PING")
 }
 
@@ -434,10 +439,7 @@ func TestLocalClientNameIDInfo(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	c := p.dial()
 	rc := redistest.Dial(t, p.redis.Addr())
-	sameAsRedis := []struct {
-		args []string
-		want string
-	}{
+	sameAsRedis := []replyCase{
 		{[]string{"CLIENT", "GETNAME"}, "$-1\r\n"},
 		{[]string{"CLIENT", "SETNAME", "a b"}, "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"},
 		{[]string{"CLIENT", "SETNAME", "a\nb"}, "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"},
@@ -450,10 +452,7 @@ func TestLocalClientNameIDInfo(t *testing.T) {
 		{[]string{"CLIENT", "ID", "x"}, "-ERR wrong number of arguments for 'client|id' command\r\n"},
 		{[]string{"CLIENT", "REPLY", "BAD"}, "-ERR syntax error\r\n"},
 	}
-	for _, tc := range sameAsRedis {
-		expectDo(t, c, tc.want, tc.args...)
-		expectDo(t, rc, tc.want, tc.args...)
-	}
+	expectReplies(t, sameAsRedis, c, rc)
 
 	// CLIENT SETINFO is Redis 7.2's (redis-py 5 sends it on connect). In front of Redis 7.0, which does not know
 	// it, the client gets 7.0's own error; in front of an upstream that has it, featcache answers it as 7.2 does,
@@ -472,10 +471,7 @@ func TestLocalClientSetinfo72(t *testing.T) {
 	cmds["client"].Subcommands["setinfo"] = &commands.Info{Name: "client|setinfo", Arity: 4, Flags: commands.FlagNoScript | commands.FlagLoading | commands.FlagStale}
 	p := startProxyOn(t, redis, defaultTestConfig, func(o *Options) { o.Commands = cmds })
 	c := p.dial()
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	expectReplies(t, []replyCase{
 		{[]string{"CLIENT", "SETINFO", "LIB-NAME", "redis-py"}, "+OK\r\n"},
 		{[]string{"CLIENT", "SETINFO", "lib-ver", "5.0.1"}, "+OK\r\n"},
 		{[]string{"CLIENT", "SETINFO", "FOO", "x"}, "-ERR Unrecognized option 'FOO'\r\n"},
@@ -483,10 +479,8 @@ func TestLocalClientSetinfo72(t *testing.T) {
 		{[]string{"CLIENT", "SETINFO", "LIB-NAME"}, "-ERR wrong number of arguments for 'client|setinfo' command\r\n"},
 		{[]string{"CLIENT", "SETINFO"}, "-ERR wrong number of arguments for 'client|setinfo' command\r\n"},
 		{[]string{"CLIENT", "SETINFO", "LIB-NAME", "x", "y"}, "-ERR wrong number of arguments for 'client|setinfo' command\r\n"},
-	} {
-		expectDo(t, c, tc.want, tc.args...)
-	}
-	if n := upstreamCalls(t, redis, "client|setinfo"); n != 0 {
+	}, c)
+	if n := redis.Calls("client|setinfo"); n != 0 {
 		t.Fatalf("CLIENT SETINFO reached the upstream %d times", n)
 	}
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // scrape is one parsed /metrics page.
@@ -90,12 +90,8 @@ next:
 // httpStatus returns the status code of GET base+path.
 func httpStatus(t testing.TB, base, path string) int {
 	t.Helper()
-	resp, err := http.Get(base + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	code, _ := testkit.Get(t, base+path)
+	return code
 }
 
 // TestMetricsFollowWorkload runs a scripted workload and checks that /metrics counts exactly what it predicts:
@@ -264,15 +260,7 @@ func TestMetricsLowCardinality(t *testing.T) {
 	c := p.dial()
 	series := func() int {
 		t.Helper()
-		resp, err := http.Get(admin + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, body := testkit.Get(t, admin+"/metrics")
 		if strings.Contains(string(body), "secret-key") {
 			t.Fatal("/metrics shows a key")
 		}

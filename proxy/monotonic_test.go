@@ -15,6 +15,7 @@ import (
 // same holds for the time an invalidation takes. A fill "of another client" that read Redis before a write is held
 // open by hand (Acquire, then Complete with what it read), since no client can be made to read at a chosen instant.
 
+// monotonicConfig caches every key for an hour in TTL-only mode: a write straight on Redis is seen only by a read.
 const monotonicConfig = `
 upstream: {tracking: false}
 policies:
@@ -29,18 +30,25 @@ func localPolicy(p *testProxy, key string) *localcache.Policy {
 
 var errNotRead = errors.New("test: the held fill read nothing")
 
+// startCached37 starts a featcache with monotonicConfig and a connection to it through which GET k has cached 37.
+func startCached37(t *testing.T) (*testProxy, *redistest.Conn) {
+	t.Helper()
+	p := startProxy(t, monotonicConfig)
+	c := p.dial()
+	p.redis.Do("SET", "k", "37")
+	if got := string(c.Do("GET", "k")); got != bulk("37") {
+		t.Fatalf("GET k: %q", got)
+	}
+	return p, c
+}
+
 // TestMGETDropsOlderKeptEntry: GET k caches 37; a write straight on Redis sets 38; an MGET of k and a key whose fill
 // another read leads is answered from one transaction (38), and does not store it. The entry of k, fresh, must not
 // stay at 37: the next GET would go back. Here the other read is an earlier GET of the same pipeline, then another
 // client's read.
 func TestMGETDropsOlderKeptEntry(t *testing.T) {
 	t.Run("pipeline", func(t *testing.T) {
-		p := startProxy(t, monotonicConfig)
-		c := p.dial()
-		p.redis.Do("SET", "k", "37")
-		if got := string(c.Do("GET", "k")); got != bulk("37") {
-			t.Fatalf("GET k: %q", got)
-		}
+		p, c := startCached37(t)
 		p.redis.Do("SET", "k", "38")
 		// One batch: the GET of m leads m's fill, which the MGET's transaction then joins.
 		if err := c.Send("GET", "m"); err != nil {
@@ -59,12 +67,7 @@ func TestMGETDropsOlderKeptEntry(t *testing.T) {
 		}
 	})
 	t.Run("another client", func(t *testing.T) {
-		p := startProxy(t, monotonicConfig)
-		c := p.dial()
-		p.redis.Do("SET", "k", "37")
-		if got := string(c.Do("GET", "k")); got != bulk("37") {
-			t.Fatalf("GET k: %q", got)
-		}
+		p, c := startCached37(t)
 		p.redis.Do("SET", "k", "38")
 		held, leader := p.cache.Acquire([]byte("m"))
 		if !leader {
@@ -83,22 +86,17 @@ func TestMGETDropsOlderKeptEntry(t *testing.T) {
 // TestMGETKeepsConfirmedEntry: an MGET that may not store what it read leaves the entries it confirms, so a fresh
 // key costs no upstream read afterwards.
 func TestMGETKeepsConfirmedEntry(t *testing.T) {
-	p := startProxy(t, monotonicConfig)
-	c := p.dial()
-	p.redis.Do("SET", "k", "37")
-	if got := string(c.Do("GET", "k")); got != bulk("37") {
-		t.Fatalf("GET k: %q", got)
-	}
+	p, c := startCached37(t)
 	held, _ := p.cache.Acquire([]byte("m"))
 	defer p.cache.Complete(held, localcache.Result{Err: errNotRead}, localPolicy(p, "m"))
 	if got, want := string(c.Do("MGET", "k", "m")), string(p.redis.Do("MGET", "k", "m")); got != want {
 		t.Fatalf("MGET k m: featcache %q, Redis %q", got, want)
 	}
-	gets := upstreamCalls(t, p.redis, "get")
+	gets := p.redis.Calls("get")
 	if got := string(c.Do("GET", "k")); got != bulk("37") {
 		t.Fatalf("GET k: %q", got)
 	}
-	if n := upstreamCalls(t, p.redis, "get"); n != gets {
+	if n := p.redis.Calls("get"); n != gets {
 		t.Errorf("the entry the MGET read the same value for was dropped: %d more upstream GETs", n-gets)
 	}
 }
@@ -167,15 +165,24 @@ func holdHashFill(t *testing.T, p *testProxy, key string, fields ...string) func
 	return complete
 }
 
+// startOvertakenHashFill starts a featcache with monotonicConfig and a connection to it, and holds open another
+// client's fill of h's fields f0 f1 f2 that read the value read before a write straight on Redis set them to
+// written; it returns what completes the held fill.
+func startOvertakenHashFill(t *testing.T, read, written string) (*testProxy, *redistest.Conn, func(kv ...string)) {
+	t.Helper()
+	p := startProxy(t, monotonicConfig)
+	c := p.dial()
+	p.redis.Do("HSET", "h", "f0", read, "f1", read, "f2", read)
+	complete := holdHashFill(t, p, "h", "f0", "f1", "f2")
+	p.redis.Do("HSET", "h", "f0", written, "f1", written, "f2", written)
+	return p, c, complete
+}
+
 // TestHashFillMergedLateNotOlder: another client's HMGET of f0 f1 f2 read 691 before a write straight on Redis set
 // 692, and completes after an HGETALL through featcache read 692. Its fields must not be merged over the newer ones:
 // the HMGET after it would be answered 691 from memory.
 func TestHashFillMergedLateNotOlder(t *testing.T) {
-	p := startProxy(t, monotonicConfig)
-	c := p.dial()
-	p.redis.Do("HSET", "h", "f0", "691", "f1", "691", "f2", "691")
-	complete := holdHashFill(t, p, "h", "f0", "f1", "f2")
-	p.redis.Do("HSET", "h", "f0", "692", "f1", "692", "f2", "692")
+	p, c, complete := startOvertakenHashFill(t, "691", "692")
 	if got, want := string(c.Do("HGETALL", "h")), string(p.redis.Do("HGETALL", "h")); got != want {
 		t.Fatalf("HGETALL h: featcache %q, Redis %q", got, want)
 	}
@@ -191,11 +198,7 @@ func TestHashFillMergedLateNotOlder(t *testing.T) {
 // set 2. An HMGET of f2 f0 through featcache reads 2; the HMGET of f0 f1 f2 after it (f1 is not cached) must not
 // join the fill that began before, whose answer may be older than what the client was just answered.
 func TestHashReadDoesNotJoinOvertakenFill(t *testing.T) {
-	p := startProxy(t, monotonicConfig)
-	c := p.dial()
-	p.redis.Do("HSET", "h", "f0", "1", "f1", "1", "f2", "1")
-	complete := holdHashFill(t, p, "h", "f0", "f1", "f2")
-	p.redis.Do("HSET", "h", "f0", "2", "f1", "2", "f2", "2")
+	p, c, complete := startOvertakenHashFill(t, "1", "2")
 	if got, want := string(c.Do("HMGET", "h", "f2", "f0")), string(p.redis.Do("HMGET", "h", "f2", "f0")); got != want {
 		t.Fatalf("HMGET h f2 f0: featcache %q, Redis %q", got, want)
 	}
@@ -244,11 +247,11 @@ func TestMGETJoinedFillSameValueStored(t *testing.T) {
 	if !p.cache.Complete(held, localcache.Result{Value: []byte("37"), PTTL: localcache.NoExpiry}, localPolicy(p, "k")) {
 		t.Error("the held fill, which read what the MGET read, was not stored")
 	}
-	gets := upstreamCalls(t, p.redis, "get")
+	gets := p.redis.Calls("get")
 	if got := string(c.Do("GET", "k")); got != bulk("37") {
 		t.Fatalf("GET k: %q", got)
 	}
-	if n := upstreamCalls(t, p.redis, "get"); n != gets {
+	if n := p.redis.Calls("get"); n != gets {
 		t.Errorf("GET k went to Redis (%d GETs)", n-gets)
 	}
 }

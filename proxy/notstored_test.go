@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -258,28 +257,7 @@ policies:
   - {name: f, prefix: "f:", hard_ttl: 1h}
 `)
 	base := p.adminURL()
-	big := strings.Repeat("x", 900)
-	c := redistest.Dial(t, p.redis.Addr())
-	defer c.Close()
-	for i := range 3000 {
-		if err := c.Send("SET", "f:fill:"+strconv.Itoa(i), big); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 3000 {
-		if r, err := c.Read(); err != nil || string(r) != "+OK\r\n" {
-			t.Fatalf("SET: %q, %v", r, err)
-		}
-	}
 	p.redis.Do("SET", "f:new", "v")
-	p.settle()
-	fc := p.dial()
-	defer fc.Close()
-	for i := range 3000 { // fills the tier until it evicts: from then on the filter decides
-		fc.Do("GET", "f:fill:"+strconv.Itoa(i))
-	}
-	if ls := p.cache.Stats(); ls.Evictions == 0 {
-		t.Fatalf("the 1MB tier did not evict after 3000 fills of 900 bytes: %+v", ls)
-	}
+	fillUntilEvicting(t, p)
 	expectNotStored(t, p, base, "not_admitted", "f:new", func() { sameAsRedis(t, p, "GET", "f:new") })
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 func bulk(s string) string { return "$" + strconv.Itoa(len(s)) + "\r\n" + s + "\r\n" }
@@ -24,7 +25,7 @@ func TestHotKeyServedFromMemory(t *testing.T) {
 			t.Fatalf("GET hot: got %q; want %q", got, bulk("v"))
 		}
 	}
-	if n := upstreamCalls(t, p.redis, "get"); n != 1 {
+	if n := p.redis.Calls("get"); n != 1 {
 		t.Fatalf("upstream GET calls = %d; want 1", n)
 	}
 	if hits := p.srv.Stats().Hits.Load(); hits != 199 {
@@ -66,7 +67,7 @@ func TestSingleFlight(t *testing.T) {
 	for e := range errs {
 		t.Fatal(e)
 	}
-	if got := upstreamCalls(t, p.redis, "get"); got != 1 {
+	if got := p.redis.Calls("get"); got != 1 {
 		t.Fatalf("upstream GET calls = %d for %d concurrent cold reads; want 1", got, n)
 	}
 }
@@ -209,45 +210,27 @@ policies:
 func TestNoStuckStaleValue(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	const keys = 16
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var loops testkit.Loops
 	for w := 0; w < 2; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			c := redistest.Dial(t, p.redis.Addr())
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c.Do("INCR", "k"+strconv.Itoa((i*7+w)%keys))
-			}
-		}(w)
+		c := redistest.Dial(t, p.redis.Addr())
+		loops.Go(func(i int) bool {
+			c.Do("INCR", "k"+strconv.Itoa((i*7+w)%keys))
+			return true
+		})
 	}
 	for r := 0; r < 6; r++ {
-		wg.Add(1)
-		go func(r int) {
-			defer wg.Done()
-			c := p.dial()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if i%5 == 0 {
-					c.Do("MGET", "k1", "k2", "k3", "k"+strconv.Itoa(i%keys))
-				} else {
-					c.Do("GET", "k"+strconv.Itoa((i+r)%keys))
-				}
+		c := p.dial()
+		loops.Go(func(i int) bool {
+			if i%5 == 0 {
+				c.Do("MGET", "k1", "k2", "k3", "k"+strconv.Itoa(i%keys))
+			} else {
+				c.Do("GET", "k"+strconv.Itoa((i+r)%keys))
 			}
-		}(r)
+			return true
+		})
 	}
 	time.Sleep(1500 * time.Millisecond) // the load phase
-	close(stop)
-	wg.Wait()
+	loops.Stop()
 	c := p.dial()
 	for k := 0; k < keys; k++ {
 		key := "k" + strconv.Itoa(k)
@@ -310,9 +293,9 @@ func TestTrackingLossFlushes(t *testing.T) {
 	})
 	p.settle()
 	c.Do("GET", "k")
-	before := upstreamCalls(t, p.redis, "get")
+	before := p.redis.Calls("get")
 	c.Do("GET", "k")
-	if after := upstreamCalls(t, p.redis, "get"); after != before {
+	if after := p.redis.Calls("get"); after != before {
 		t.Fatalf("after tracking came back, a repeated GET still went upstream (%d -> %d)", before, after)
 	}
 }
@@ -330,15 +313,21 @@ policies:
 `)
 	c := p.dial()
 	p.redis.Do("SET", "k", "v", "PX", "300")
-	if got := string(c.Do("GET", "k")); got != bulk("v") {
-		t.Fatalf("GET: %q", got)
+	expectExpiresWithRedis(t, p, c, "k", "v")
+}
+
+// expectExpiresWithRedis reads key (whose value is value, with a short expiry in Redis) through c, waits until
+// Redis itself no longer has it, and fails the test if featcache still serves it then.
+func expectExpiresWithRedis(t *testing.T, p *testProxy, c *redistest.Conn, key, value string) {
+	t.Helper()
+	if got := string(c.Do("GET", key)); got != bulk(value) {
+		t.Fatalf("GET %s: %q", key, got)
 	}
-	// Wait until Redis itself no longer has the key; from then on featcache must not serve it either.
-	redistest.Eventually(t, 3*time.Second, "key expires in Redis", func() bool {
-		return string(p.redis.Do("GET", "k")) == "$-1\r\n"
+	redistest.Eventually(t, 3*time.Second, key+" expires in Redis", func() bool {
+		return string(p.redis.Do("GET", key)) == "$-1\r\n"
 	})
-	if got := string(c.Do("GET", "k")); got != "$-1\r\n" {
-		t.Fatalf("after the key expired in Redis, featcache served %q", got)
+	if got := string(c.Do("GET", key)); got != "$-1\r\n" {
+		t.Fatalf("past the expiry of %s in Redis, featcache served %q", key, got)
 	}
 }
 
@@ -396,7 +385,7 @@ policies:
 			t.Fatalf("GET ghost: %q", got)
 		}
 	}
-	if n := upstreamCalls(t, p.redis, "get"); n != 1 {
+	if n := p.redis.Calls("get"); n != 1 {
 		t.Fatalf("upstream GET calls for a remembered nil = %d; want 1", n)
 	}
 	p.redis.Do("SET", "ghost", "boo")
@@ -430,7 +419,7 @@ policies:
 		c.Do("MGET", "session:1", "nopolicy")
 	}
 	// An MGET of keys no policy caches is Redis's own MGET, relayed.
-	if n, m := upstreamCalls(t, p.redis, "get"), upstreamCalls(t, p.redis, "mget"); n != 6 || m != 3 {
+	if n, m := p.redis.Calls("get"), p.redis.Calls("mget"); n != 6 || m != 3 {
 		t.Fatalf("upstream GET calls = %d, MGET calls = %d; want 6 and 3 (every read forwarded)", n, m)
 	}
 	if hits := p.srv.Stats().Hits.Load(); hits != 0 {

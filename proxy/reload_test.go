@@ -13,6 +13,7 @@ import (
 
 	"featcache/config"
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // reloadable is a proxy whose configuration lives in a file that reloads read again.
@@ -66,8 +67,8 @@ policies:
 	c := p.dial()
 	c.Do("GET", "p:1")
 	p.clock.Advance(10 * time.Minute)
-	gets := upstreamCalls(t, p.redis, "get")
-	if got := string(c.Do("GET", "p:1")); got != bulk("v") || upstreamCalls(t, p.redis, "get") != gets {
+	gets := p.redis.Calls("get")
+	if got := string(c.Do("GET", "p:1")); got != bulk("v") || p.redis.Calls("get") != gets {
 		t.Fatalf("before the reload, a 10-minute-old entry under hard_ttl 1h was not a hit (%q)", got)
 	}
 	reply := p.reload(t, `
@@ -80,8 +81,8 @@ policies:
 	if got := string(c.Do("CACHE", "EXPLAIN", "p:1")); !strings.Contains(got, "state:dead") {
 		t.Fatalf("after the reload, EXPLAIN = %q; want dead", got)
 	}
-	if got := string(c.Do("GET", "p:1")); got != bulk("v") || upstreamCalls(t, p.redis, "get") != gets+1 {
-		t.Fatalf("after the reload, the 10-minute-old entry was served from memory (upstream GETs %d, want %d)", upstreamCalls(t, p.redis, "get"), gets+1)
+	if got := string(c.Do("GET", "p:1")); got != bulk("v") || p.redis.Calls("get") != gets+1 {
+		t.Fatalf("after the reload, the 10-minute-old entry was served from memory (upstream GETs %d, want %d)", p.redis.Calls("get"), gets+1)
 	}
 	explain := parseLines(t, string(c.Do("CACHE", "EXPLAIN", "p:1")))
 	left := ""
@@ -114,8 +115,8 @@ policies:
 	if !strings.HasPrefix(reply, "-ERR reload rejected, the running configuration stays: ") || !strings.Contains(reply, `hard_ttl: invalid duration "forever"`) {
 		t.Fatalf("CACHE RELOAD of an invalid file = %q", reply)
 	}
-	gets := upstreamCalls(t, p.redis, "get")
-	if got := string(c.Do("GET", "p:1")); got != bulk("v") || upstreamCalls(t, p.redis, "get") != gets {
+	gets := p.redis.Calls("get")
+	if got := string(c.Do("GET", "p:1")); got != bulk("v") || p.redis.Calls("get") != gets {
 		t.Fatalf("after a rejected reload, GET p:1 = %q and went upstream; want a hit", got)
 	}
 	m := scrapeMetrics(t, admin)
@@ -143,13 +144,13 @@ policies:
 	c.Do("GET", "p:1")
 	c.Do("GET", "p:1")
 	p.reload(t, "policies:\n  - {name: p, prefix: \"p:\", cache: false}\n")
-	gets, mgets := upstreamCalls(t, p.redis, "get"), upstreamCalls(t, p.redis, "mget")
+	gets, mgets := p.redis.Calls("get"), p.redis.Calls("mget")
 	for i := 0; i < 3; i++ {
 		c.Do("GET", "p:1")
 		c.Do("MGET", "p:1")
 	}
 	// An MGET of keys no policy caches is Redis's own MGET, relayed.
-	if got, gotM := upstreamCalls(t, p.redis, "get")-gets, upstreamCalls(t, p.redis, "mget")-mgets; got != 3 || gotM != 3 {
+	if got, gotM := p.redis.Calls("get")-gets, p.redis.Calls("mget")-mgets; got != 3 || gotM != 3 {
 		t.Fatalf("after cache: false, 6 reads made %d upstream GETs and %d MGETs; want 3 and 3", got, gotM)
 	}
 }
@@ -182,10 +183,7 @@ policies:
 func TestReloadLogLevel(t *testing.T) {
 	level := new(slog.LevelVar)
 	redis := redistest.Start(t)
-	path := filepath.Join(t.TempDir(), "featcache.yaml")
-	if err := os.WriteFile(path, []byte("log: {level: warn}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := testkit.WriteFile(t, t.TempDir(), "featcache.yaml", "log: {level: warn}\n")
 	load := func() (*config.Config, error) {
 		cfg, err := config.Load(path)
 		if err != nil {

@@ -115,11 +115,11 @@ upstream:
 		expectDo(t, c, "$2\r\nv1\r\n", "GET", pre+"both")
 		expectDo(t, c, lostValue, "GET", pre+"lost")
 	}
-	gets := upstreamCalls(t, oldP, "get")
+	gets := oldP.Calls("get")
 	for _, pre := range failoverPrefixes {
 		expectDo(t, c, lostValue, "GET", pre+"lost")
 	}
-	if n := upstreamCalls(t, oldP, "get") - gets; n != 0 {
+	if n := oldP.Calls("get") - gets; n != 0 {
 		t.Fatalf("the values only the old primary holds are not cached: %d GETs reached it", n)
 	}
 	if got := string(newP.Do("GET", "fl:lost")); got != "$-1\r\n" {
@@ -207,11 +207,11 @@ upstream:
 		}
 	}
 	p.settle()
-	gets = upstreamCalls(t, newP, "get")
+	gets = newP.Calls("get")
 	for _, pre := range failoverPrefixes {
 		expectDo(t, c, "$2\r\nv1\r\n", "GET", pre+"both")
 	}
-	if n := upstreamCalls(t, newP, "get") - gets; n != 0 {
+	if n := newP.Calls("get") - gets; n != 0 {
 		t.Errorf("after the switch, cached reads are not answered from memory: %d GETs reached the new primary", n)
 	}
 

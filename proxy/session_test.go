@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // The tests of the pinned class (tx.go, pinned.go, blocking.go, pubsub.go): transactions, WATCH sessions, pub/sub
@@ -16,16 +17,7 @@ import (
 
 // ttlOnlyConfig caches every key for an hour without tracking: a value changed in Redis behind featcache's back
 // stays stale in the cache, which shows whether a reply came from the cache or from Redis.
-const ttlOnlyConfig = `
-upstream:
-  tracking: false
-policies:
-  - name: default
-    prefix: ""
-    soft_ttl: 1h
-    hard_ttl: 2h
-    jitter: 0
-`
+const ttlOnlyConfig = "upstream: {tracking: false}\n" + defaultTestConfig
 
 const execAbort = "-EXECABORT Transaction discarded because of previous errors.\r\n"
 
@@ -446,17 +438,9 @@ func TestPubSubAfterReplyOff(t *testing.T) {
 	expectPipeline(t, c, "+OK\r\n", []string{"PING"}, []string{"CLIENT", "REPLY", "ON"})
 }
 
-// blockingConfig bounds upstream waits at 100ms: blocking commands must not be cut short by it.
-const blockingConfig = `
-upstream:
-  timeout: 100ms
-policies:
-  - name: default
-    prefix: ""
-    soft_ttl: 1h
-    hard_ttl: 2h
-    jitter: 0
-`
+// blockingConfig caches every key, with an upstream timeout (100ms) shorter than the blocking commands' own
+// timeouts: they must wait as Redis says, not as upstream.timeout says.
+const blockingConfig = "upstream: {timeout: 100ms}\n" + defaultTestConfig
 
 // blockedOn reports how many connections Redis shows blocked in cmd.
 func blockedOn(t *testing.T, rc *redistest.Conn, cmd string) int {
@@ -469,15 +453,21 @@ func blockedOn(t *testing.T, rc *redistest.Conn, cmd string) int {
 	return n
 }
 
+// blockInBLPOP sends BLPOP key 0 on c and waits until Redis, asked on rc, shows one client blocked in BLPOP.
+func blockInBLPOP(t *testing.T, c, rc *redistest.Conn, key string) {
+	t.Helper()
+	if err := c.Send("BLPOP", key, "0"); err != nil {
+		t.Fatal(err)
+	}
+	redistest.Eventually(t, 5*time.Second, "BLPOP blocked in Redis", func() bool { return blockedOn(t, rc, "blpop") == 1 })
+}
+
 func TestBlockingWaitsPastTimeout(t *testing.T) {
 	p := startProxy(t, blockingConfig)
 	rc := redistest.Dial(t, p.redis.Addr())
 	c := p.dial()
 	start := time.Now()
-	if err := c.Send("BLPOP", "bq", "0"); err != nil {
-		t.Fatal(err)
-	}
-	redistest.Eventually(t, 5*time.Second, "BLPOP blocked in Redis", func() bool { return blockedOn(t, rc, "blpop") == 1 })
+	blockInBLPOP(t, c, rc, "bq")
 	<-time.After(400*time.Millisecond - time.Since(start)) // four times upstream.timeout before the push
 	pushed := time.Now()
 	expectDo(t, p.dial(), ":1\r\n", "RPUSH", "bq", "x")
@@ -565,10 +555,7 @@ func TestBlockingClientLeaves(t *testing.T) {
 	// The same in a WATCH session, where the blocking command runs on the pinned connection.
 	c := p.dial()
 	expectDo(t, c, "+OK\r\n", "WATCH", "leave:w")
-	if err := c.Send("BLPOP", "leave:q2", "0"); err != nil {
-		t.Fatal(err)
-	}
-	redistest.Eventually(t, 5*time.Second, "BLPOP blocked in Redis", func() bool { return blockedOn(t, rc, "blpop") == 1 })
+	blockInBLPOP(t, c, rc, "leave:q2")
 	c.Close()
 	redistest.Eventually(t, 5*time.Second, "the pinned connection is closed when the client leaves", func() bool {
 		return blockedOn(t, rc, "blpop") == 0
@@ -612,30 +599,21 @@ func TestBlockingConcurrentClients(t *testing.T) {
 // may follow +RESET (or QUIT's +OK), as with Redis.
 func TestPubSubResetUnderTraffic(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
+	var loops testkit.Loops
 	pub := redistest.Dial(t, p.redis.Addr())
-	go func() {
-		defer wg.Done()
-		batch := encodePipeline([]string{"PUBLISH", "busy", "m"}, []string{"PUBLISH", "busy", "m"}, []string{"PUBLISH", "busy", "m"})
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := pub.NetConn().Write(batch); err != nil {
-				return
-			}
-			for i := 0; i < 3; i++ {
-				if _, err := pub.Read(); err != nil {
-					return
-				}
+	batch := encodePipeline([]string{"PUBLISH", "busy", "m"}, []string{"PUBLISH", "busy", "m"}, []string{"PUBLISH", "busy", "m"})
+	loops.Go(func(int) bool {
+		if _, err := pub.NetConn().Write(batch); err != nil {
+			return false
+		}
+		for i := 0; i < 3; i++ {
+			if _, err := pub.Read(); err != nil {
+				return false
 			}
 		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+		return true
+	})
+	defer loops.Stop()
 	const message = "*3\r\n$7\r\nmessage\r\n$4\r\nbusy\r\n$1\r\nm\r\n"
 	for i := 0; i < 200; i++ {
 		c := p.dial()
@@ -689,10 +667,7 @@ func TestBlockingAbandonedPop(t *testing.T) {
 		if watch {
 			expectDo(t, worker, "+OK\r\n", "WATCH", "abandoned:w")
 		}
-		if err := worker.Send("BLPOP", q, "0"); err != nil {
-			t.Fatal(err)
-		}
-		redistest.Eventually(t, 5*time.Second, "BLPOP blocked in Redis", func() bool { return blockedOn(t, rc, "blpop") == 1 })
+		blockInBLPOP(t, worker, rc, q)
 		worker.Close()
 		<-time.After(50 * time.Millisecond) // the push comes 50 ms after the worker left
 		expectDo(t, p.dial(), ":1\r\n", "RPUSH", q, "job")

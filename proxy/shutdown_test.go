@@ -111,6 +111,21 @@ func errString(err error) string {
 	return err.Error()
 }
 
+// shutdownIdle shuts p down with only idle clients connected and fails the test unless Shutdown returns nil
+// within bound: it does not wait for clients that have nothing in progress.
+func shutdownIdle(t *testing.T, p *testProxy, bound time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := p.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if took := time.Since(start); took > bound {
+		t.Errorf("Shutdown took %v with only idle clients; want at most %v", took, bound)
+	}
+}
+
 // TestShutdownClosesIdleConnections: idle clients are closed at once, well before the deadline.
 func TestShutdownClosesIdleConnections(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
@@ -120,15 +135,7 @@ func TestShutdownClosesIdleConnections(t *testing.T) {
 		c.Do("PING")
 		conns = append(conns, c)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	start := time.Now()
-	if err := p.srv.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("Shutdown with idle clients took %v", d)
-	}
+	shutdownIdle(t, p, 5*time.Second)
 	for i, c := range conns {
 		if _, err := c.ReadTimeout(5 * time.Second); !closedCleanly(err) {
 			t.Fatalf("idle client %d: %v; want its connection closed", i, err)
@@ -229,32 +236,14 @@ func TestShutdownStopsEndlessPipeliner(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		batch = resp.AppendCommand(batch, "INCR", "cnt")
 	}
-	go func() {
-		for {
-			if _, err := c.NetConn().Write(batch); err != nil {
-				return
-			}
+	replies := 0 // read after readErr
+	readErr := c.Flood(batch, 20*time.Second, func(frame []byte) error {
+		replies++
+		if want := ":" + strconv.Itoa(replies) + "\r\n"; string(frame) != want {
+			return errors.New("reply " + strconv.Quote(string(frame)) + ", want " + strconv.Quote(want))
 		}
-	}()
-	replies := 0
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			frame, err := c.ReadTimeout(20 * time.Second)
-			if err != nil {
-				if len(frame) > 0 {
-					err = errors.New("a partial reply " + strconv.Quote(string(frame)))
-				}
-				readErr <- err
-				return
-			}
-			replies++
-			if want := ":" + strconv.Itoa(replies) + "\r\n"; string(frame) != want {
-				readErr <- errors.New("reply " + strconv.Quote(string(frame)) + ", want " + strconv.Quote(want))
-				return
-			}
-		}
-	}()
+		return nil
+	})
 	redistest.Eventually(t, 10*time.Second, "pipelining", func() bool { return strings.HasPrefix(string(p.redis.Do("GET", "cnt")), "$4") })
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()

@@ -127,10 +127,7 @@ func TestTLSBlockingClientLeaves(t *testing.T) {
 	p := startProxyOn(t, redistest.Start(t), tlsListenerConfig(certs, false))
 	rc := p.redis.Dial()
 	c := redistest.DialTLS(t, p.addr, certs.ClientConfig(false))
-	if err := c.Send("BLPOP", "tls:q", "0"); err != nil {
-		t.Fatal(err)
-	}
-	redistest.Eventually(t, 5*time.Second, "BLPOP blocked in Redis", func() bool { return blockedOn(t, rc, "blpop") == 1 })
+	blockInBLPOP(t, c, rc, "tls:q")
 	c.Close()
 	redistest.Eventually(t, 5*time.Second, "the blocked upstream connection is released", func() bool {
 		return blockedOn(t, rc, "blpop") == 0

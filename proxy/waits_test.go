@@ -13,22 +13,8 @@ import (
 // sendPipeline writes cmds in one write and returns their replies, concatenated.
 func sendPipeline(t *testing.T, c *redistest.Conn, cmds ...[]string) string {
 	t.Helper()
-	var req []byte
-	for _, cmd := range cmds {
-		req = append(req, redistest.Encode(cmd...)...)
-	}
-	if _, err := c.NetConn().Write(req); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	for range cmds {
-		reply, err := c.Read()
-		if err != nil {
-			t.Fatalf("reply to %q: %v", cmds, err)
-		}
-		out.Write(reply)
-	}
-	return out.String()
+	writeRaw(t, c, encodePipeline(cmds...))
+	return strings.Join(readFrames(t, c, len(cmds)), "")
 }
 
 // sideBySide sends the same pipeline straight to Redis and through featcache at the same time and returns both

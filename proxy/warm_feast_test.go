@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -99,21 +98,14 @@ func TestRestartWarmsFeastHashes(t *testing.T) {
 		t.Fatalf("hot-key file (%v) does not list the %d entities:\n%q", err, len(users), b)
 	}
 
-	for _, tc := range []struct{ name, file string }{
-		{"from the file", file},
-		{"from the sorted set (disk lost)", filepath.Join(t.TempDir(), "lost.txt")},
-	} {
-		next := startProxyOn(t, redis, feastWarmConfig(tc.file))
-		admin := next.adminURL()
-		next.srv.StartWarmup()
-		redistest.Eventually(t, 10*time.Second, tc.name+": ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
-		redistest.Eventually(t, 10*time.Second, tc.name+": warm-up done", func() bool { return !next.srv.warmer.Stats().Running })
+	for _, tc := range hotKeySources(t, file) {
+		next := startWarmed(t, redis, feastWarmConfig(tc.file), tc.name)
 		if st := next.srv.warmer.Stats(); st.Fetched != int64(len(users))+2 {
 			t.Errorf("%s: the warm-up fetched %d keys; want the %d entities, h:1 and s:1", tc.name, st.Fetched, len(users))
 		}
 		calls := func() (n int) {
 			for _, cmd := range []string{"hmget", "hgetall", "hget", "get"} {
-				n += upstreamCalls(t, redis, cmd)
+				n += redis.Calls(cmd)
 			}
 			return n
 		}

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -12,11 +11,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 	"featcache/warm"
 )
 
@@ -50,11 +49,7 @@ func writeKeysFile(t testing.TB, keys []string) string {
 	for _, k := range keys {
 		b = warm.AppendKeyLine(b, []byte(k))
 	}
-	path := filepath.Join(t.TempDir(), "keys.txt")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testkit.WriteFile(t, t.TempDir(), "keys.txt", string(b))
 }
 
 func keyList(prefix string, from, to int) []string {
@@ -105,7 +100,7 @@ policies:
 	if code := httpStatus(t, admin, "/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d; want 200", code)
 	}
-	getsBefore := upstreamCalls(t, redis, "get")
+	getsBefore := redis.Calls("get")
 	start := time.Now()
 	p.srv.StartWarmup()
 	redistest.Eventually(t, 20*time.Second, "ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
@@ -122,13 +117,13 @@ policies:
 	if got := m.value(t, "featcache_warm_keys_total", "result", "skipped"); got != 2 {
 		t.Errorf("skipped = %v; want the 2 keys no policy caches", got)
 	}
-	if got := upstreamCalls(t, redis, "get") - getsBefore; got != n {
+	if got := redis.Calls("get") - getsBefore; got != n {
 		t.Errorf("the warm-up made %d upstream GETs; want %d", got, n)
 	}
 
-	getsBefore = upstreamCalls(t, redis, "get")
+	getsBefore = redis.Calls("get")
 	mgetAll(t, p.dial(), keys)
-	if got := upstreamCalls(t, redis, "get") - getsBefore; got != 0 {
+	if got := redis.Calls("get") - getsBefore; got != 0 {
 		t.Fatalf("reading the %d warmed keys made %d upstream GETs; want 0", n, got)
 	}
 	if got := scrapeMetrics(t, admin).value(t, "featcache_requests_total", "policy", "w", "result", "hit"); got != n {
@@ -169,7 +164,7 @@ func TestReadyzWaitsForUpstream(t *testing.T) {
 			admin := p.adminURL()
 			const why = "not ready: waiting for a first answer from the upstream\n"
 			for i := 0; i < 3; i++ {
-				if code, body := httpGet(t, admin, "/readyz"); code != http.StatusServiceUnavailable || body != why {
+				if code, body := testkit.Get(t, admin+"/readyz"); code != http.StatusServiceUnavailable || body != why {
 					t.Fatalf("/readyz before Redis answered: %d %q; want 503 %q", code, body, why)
 				}
 			}
@@ -190,21 +185,6 @@ func TestReadyzWaitsForUpstream(t *testing.T) {
 	}
 }
 
-// httpGet returns the status code and body of GET base+path.
-func httpGet(t testing.TB, base, path string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(base + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
-}
-
 // TestWarmNeverOverwritesNewerValue: while warm-ups load 2,000 keys again and again, clients write some of them
 // through featcache and others directly to Redis; afterwards every key read through featcache equals Redis's
 // value: no warm-up stored a value older than a write.
@@ -221,18 +201,11 @@ policies:
 `)
 	p.srv.StartWarmup()
 	file := writeKeysFile(t, keys)
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	var writers testkit.Loops
 	writer := func(addr string, seed uint64) {
-		defer wg.Done()
 		c := redistest.Dial(t, addr)
 		rng := rand.New(rand.NewPCG(seed, seed))
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		writers.Go(func(i int) bool {
 			k := keys[rng.IntN(n)]
 			err := c.Send("SET", k, "new-"+strconv.Itoa(i))
 			var r []byte
@@ -241,13 +214,13 @@ policies:
 			}
 			if err != nil || string(r) != "+OK\r\n" {
 				t.Errorf("SET %s: %q, %v", k, r, err)
-				return
+				return false
 			}
-		}
+			return true
+		})
 	}
-	wg.Add(2)
-	go writer(p.addr, 1)       // through featcache: invalidated before the reply
-	go writer(redis.Addr(), 2) // directly: invalidated by tracking
+	writer(p.addr, 1)       // through featcache: invalidated before the reply
+	writer(redis.Addr(), 2) // directly: invalidated by tracking
 	c := p.dial()
 	const rounds = 8
 	for round := 1; round <= rounds; round++ {
@@ -260,8 +233,7 @@ policies:
 			return st.SourcesDone == int64(round) && !st.Running
 		})
 	}
-	close(stop)
-	wg.Wait()
+	writers.Stop()
 	p.settle()
 	for i := 0; i < n; i += 500 {
 		part := keys[i:min(i+500, n)]
@@ -291,27 +263,24 @@ policies:
 	p.redis.Do("SET", "plain", "x")
 	p.settle()
 	c := p.dial()
-	gets := upstreamCalls(t, p.redis, "get")
+	gets := p.redis.Calls("get")
 	if got := string(c.Do("CACHE", "WARM", "ZSET", "wanted")); got != "+OK\r\n" {
 		t.Fatalf("CACHE WARM ZSET: %q", got)
 	}
 	redistest.Eventually(t, 20*time.Second, "warmed", func() bool { st := p.srv.warmer.Stats(); return st.Fetched == n && !st.Running })
-	if got := upstreamCalls(t, p.redis, "get") - gets; got != n {
+	if got := p.redis.Calls("get") - gets; got != n {
 		t.Fatalf("first warm-up: %d upstream GETs; want %d", got, n)
 	}
-	gets = upstreamCalls(t, p.redis, "get")
+	gets = p.redis.Calls("get")
 	if got := string(c.Do("cache", "warm", "zset", "wanted")); got != "+OK\r\n" {
 		t.Fatalf("CACHE WARM ZSET again: %q", got)
 	}
 	redistest.Eventually(t, 20*time.Second, "warmed again", func() bool { st := p.srv.warmer.Stats(); return st.Present == n && !st.Running })
-	if got := upstreamCalls(t, p.redis, "get") - gets; got != 0 {
+	if got := p.redis.Calls("get") - gets; got != 0 {
 		t.Fatalf("re-running the warm-up made %d upstream GETs; want 0", got)
 	}
 
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	for _, tc := range []replyCase{
 		{[]string{"CACHE", "WARM", "FILE", "/no/such/file"}, "-ERR cannot read \"/no/such/file\""},
 		{[]string{"CACHE", "WARM", "ZSET", "plain"}, "-ERR \"plain\" is not a sorted set (TYPE: string)"},
 		{[]string{"CACHE", "WARM", "LIST", "x"}, "-ERR CACHE WARM takes FILE <path> or ZSET <key>"},
@@ -376,24 +345,39 @@ policies:
 		}
 	}
 
-	for _, tc := range []struct {
-		name, file string
-	}{
-		{"from the file", file},
-		{"from the sorted set (disk lost)", filepath.Join(t.TempDir(), "lost.txt")},
-	} {
-		next := startProxyOn(t, redis, cfg(tc.file))
-		admin := next.adminURL()
-		next.srv.StartWarmup()
-		redistest.Eventually(t, 10*time.Second, tc.name+": ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
-		redistest.Eventually(t, 10*time.Second, tc.name+": warm-up done", func() bool { return !next.srv.warmer.Stats().Running })
-		gets := upstreamCalls(t, redis, "get")
+	for _, tc := range hotKeySources(t, file) {
+		next := startWarmed(t, redis, cfg(tc.file), tc.name)
+		gets := redis.Calls("get")
 		mgetAll(t, next.dial(), hot)
-		if got := upstreamCalls(t, redis, "get") - gets; got != 0 {
+		if got := redis.Calls("get") - gets; got != 0 {
 			t.Errorf("%s: reading the hot keys made %d upstream GETs; want 0", tc.name, got)
 		}
 		next.srv.Close()
 	}
+}
+
+// hotKeySource is where a restarted featcache finds its hot keys: the file its predecessor wrote, or, when that file
+// is lost with the disk, the sorted set.
+type hotKeySource struct{ name, file string }
+
+// hotKeySources returns both sources, for a predecessor that wrote file.
+func hotKeySources(t *testing.T, file string) []hotKeySource {
+	return []hotKeySource{
+		{"from the file", file},
+		{"from the sorted set (disk lost)", filepath.Join(t.TempDir(), "lost.txt")},
+	}
+}
+
+// startWarmed starts a featcache configured by yamlCfg in front of redis, starts its warm-up, and waits until it is
+// ready and the warm-up is done; what names the case in failures.
+func startWarmed(t *testing.T, redis *redistest.Server, yamlCfg, what string) *testProxy {
+	t.Helper()
+	p := startProxyOn(t, redis, yamlCfg)
+	admin := p.adminURL()
+	p.srv.StartWarmup()
+	redistest.Eventually(t, 10*time.Second, what+": ready", func() bool { return httpStatus(t, admin, "/readyz") == http.StatusOK })
+	redistest.Eventually(t, 10*time.Second, what+": warm-up done", func() bool { return !p.srv.warmer.Stats().Running })
+	return p
 }
 
 func sameSet(a, b []string) bool {

@@ -11,6 +11,7 @@ import (
 
 	"featcache/internal/commands"
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 func TestSlot(t *testing.T) {
@@ -141,20 +142,13 @@ func TestClusterRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := func(args ...string) [][]byte {
-		out := make([][]byte, len(args))
-		for i, a := range args {
-			out[i] = []byte(a)
-		}
-		return out
-	}
 	keys, owners := keysOn(t, cl, 6)
 	var req Payload
 	for i, k := range keys {
-		req.Append(cmds["set"], line("SET", k, "v"+k), nil)
-		req.Append(cmds["get"], line("GET", keys[(i+1)%len(keys)]), nil)
+		req.Append(cmds["set"], testkit.Args("SET", k, "v"+k), nil)
+		req.Append(cmds["get"], testkit.Args("GET", keys[(i+1)%len(keys)]), nil)
 	}
-	req.Append(cmds["ping"], line("PING"), nil)
+	req.Append(cmds["ping"], testkit.Args("PING"), nil)
 	call := NewCall()
 	if err := c.Do(call, &req); err != nil {
 		t.Fatal(err)
@@ -187,8 +181,8 @@ func TestClusterRouting(t *testing.T) {
 	tag := "{" + keys[2] + "}"
 	var tx Payload
 	tx.Multi()
-	tx.Append(cmds["set"], line("SET", tag+"a", "1"), nil)
-	tx.Append(cmds["incr"], line("INCR", tag+"a"), nil)
+	tx.Append(cmds["set"], testkit.Args("SET", tag+"a", "1"), nil)
+	tx.Append(cmds["incr"], testkit.Args("INCR", tag+"a"), nil)
 	tx.Exec()
 	if err := c.Do(call, &tx); err != nil {
 		t.Fatal(err)

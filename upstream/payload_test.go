@@ -7,6 +7,7 @@ import (
 
 	"featcache/internal/commands"
 	"featcache/internal/resp"
+	"featcache/internal/testkit"
 )
 
 // TestPayloadUnits: each command appended is a unit routed by its first key's slot, found by the command table's
@@ -17,25 +18,18 @@ func TestPayloadUnits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := func(args ...string) [][]byte {
-		out := make([][]byte, len(args))
-		for i, a := range args {
-			out[i] = []byte(a)
-		}
-		return out
-	}
 	slot := func(key string) int { return int(Slot([]byte(key))) }
 
 	var p Payload
 	var want []byte
-	p.Append(cmds["set"], line("SET", "a", "1"), nil)
+	p.Append(cmds["set"], testkit.Args("SET", "a", "1"), nil)
 	want = resp.AppendCommand(want, "SET", "a", "1")
 	raw := resp.AppendCommand(nil, "MSET", "b", "1", "c", "2")
-	p.Append(cmds["mset"], line("MSET", "b", "1", "c", "2"), raw) // raw goes as it is: the first key routes it
+	p.Append(cmds["mset"], testkit.Args("MSET", "b", "1", "c", "2"), raw) // raw goes as it is: the first key routes it
 	want = append(want, raw...)
-	p.Append(cmds["ping"], line("PING"), nil)
+	p.Append(cmds["ping"], testkit.Args("PING"), nil)
 	want = resp.AppendCommand(want, "PING")
-	p.Append(nil, line("NOSUCH", "x"), nil) // unknown: no keys known
+	p.Append(nil, testkit.Args("NOSUCH", "x"), nil) // unknown: no keys known
 	want = resp.AppendCommand(want, "NOSUCH", "x")
 	p.AppendFetch([]byte("d"))
 	want = AppendFetch(want, []byte("d"))
@@ -53,8 +47,8 @@ func TestPayloadUnits(t *testing.T) {
 	want = resp.AppendCommand(want, "MULTI")
 	want = resp.AppendCommand(want, "GET", "g")
 	want = resp.AppendCommand(want, "EXEC")
-	p.AppendHashFetch([]byte("h"), line("f1", "f2"), false, true)
-	want = AppendHashFetch(want, []byte("h"), line("f1", "f2"), false, true)
+	p.AppendHashFetch([]byte("h"), testkit.Args("f1", "f2"), false, true)
+	want = AppendHashFetch(want, []byte("h"), testkit.Args("f1", "f2"), false, true)
 
 	if !bytes.Equal(p.Bytes(), want) {
 		t.Fatalf("Bytes() = %q; want %q", p.Bytes(), want)

@@ -14,14 +14,6 @@ import (
 // A slow or busy Redis, for real: a Lua script that keeps Redis running for a given time, a script that loops
 // until SCRIPT KILL, and the replies Redis gives meanwhile.
 
-// sleepScript keeps Redis busy for ARGV[1] milliseconds, then returns 1.
-const sleepScript = `local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]
-while true do
-  local n = redis.call('TIME')
-  if n[1] * 1000000 + n[2] - start >= tonumber(ARGV[1]) * 1000 then break end
-end
-return 1`
-
 // slowSlack is what a reply may take beyond the bound it is given on a loaded machine.
 const slowSlack = time.Second
 
@@ -48,7 +40,7 @@ func TestPoolSlowCommandKeepsConnection(t *testing.T) {
 
 	script := NewCall()
 	start := time.Now()
-	p.Start(script, resp.AppendCommand(nil, "EVAL", sleepScript, "0", "1000"), 1, true)
+	p.Start(script, resp.AppendCommand(nil, "EVAL", redistest.SleepScript, "0", "1000"), 1, true)
 
 	// Other clients' forwarded commands, behind the script on the same connection.
 	const others = 8
@@ -112,7 +104,7 @@ func TestPoolCommandTimeout(t *testing.T) {
 	id := clientID(t, p)
 	call := NewCall()
 	start := time.Now()
-	err := p.Forward(call, resp.AppendCommand(nil, "EVAL", sleepScript, "0", "1000"), 1)
+	err := p.Forward(call, resp.AppendCommand(nil, "EVAL", redistest.SleepScript, "0", "1000"), 1)
 	if took := time.Since(start); !errors.Is(err, ErrCommandTimeout) || took < bound || took > bound+slowSlack {
 		t.Fatalf("a script longer than CommandTimeout: %v after %v; want ErrCommandTimeout after %v", err, took, bound)
 	}
@@ -147,7 +139,7 @@ func TestPoolStartWaitUntil(t *testing.T) {
 
 	// With a slow script in the batch.
 	start := time.Now()
-	p.Start(call, resp.AppendCommand(AppendFetch(nil, []byte("k")), "EVAL", sleepScript, "0", "800"), 3, true)
+	p.Start(call, resp.AppendCommand(AppendFetch(nil, []byte("k")), "EVAL", redistest.SleepScript, "0", "800"), 3, true)
 	if call.WaitUntil(start.Add(timeout)) {
 		t.Fatalf("a batch with a slow script: WaitUntil saw every reply after %v", time.Since(start))
 	}
@@ -160,7 +152,7 @@ func TestPoolStartWaitUntil(t *testing.T) {
 
 	// Behind another call's script, once it is late.
 	script := NewCall()
-	p.Start(script, resp.AppendCommand(nil, "EVAL", sleepScript, "0", "800"), 1, true)
+	p.Start(script, resp.AppendCommand(nil, "EVAL", redistest.SleepScript, "0", "800"), 1, true)
 	bounded := NewCall()
 	if err := p.Do(bounded, resp.AppendCommand(nil, "PING"), 1); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("a bounded call behind the script: %v; want ErrTimeout", err)
@@ -196,9 +188,7 @@ func TestPoolConnectsWhileBusy(t *testing.T) {
 	expectRaw(t, direct, "+OK\r\n", "AUTH", "pw")
 	script := srv.Dial()
 	expectRaw(t, script, "+OK\r\n", "AUTH", "pw")
-	if err := script.Send("EVAL", "while true do end", "0"); err != nil {
-		t.Fatal(err)
-	}
+	script.Loop()
 	var want string
 	redistest.Eventually(t, 5*time.Second, "Redis busy", func() bool {
 		want = string(direct.Do("SET", "k", "v"))

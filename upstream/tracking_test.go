@@ -46,17 +46,19 @@ func (e *trackEvents) snapshot() (keys []string, flushes, ups, losts int) {
 	return append([]string(nil), e.keys...), e.flushes, len(e.ups), e.losts
 }
 
-func startTracker(t *testing.T, ev *trackEvents, addr string, prefixes ...string) *Tracker {
+// startTracker starts a Tracker of the server at addr for prefixes, with its events recorded, and waits until
+// tracking is established.
+func startTracker(t *testing.T, addr string, prefixes ...string) (*Tracker, *trackEvents) {
+	ev := &trackEvents{}
 	tr := StartTracker(ev.options(addr, prefixes...))
 	t.Cleanup(tr.Close)
 	redistest.Eventually(t, 5*time.Second, "tracking established", tr.Up)
-	return tr
+	return tr, ev
 }
 
 func TestTrackerInvalidatesWritesUnderPrefixes(t *testing.T) {
 	srv := redistest.Start(t)
-	ev := &trackEvents{}
-	tr := startTracker(t, ev, srv.Addr(), "profile:", "cart:")
+	tr, ev := startTracker(t, srv.Addr(), "profile:", "cart:")
 	srv.Do("SET", "profile:1", "a")
 	srv.Do("SET", "other:1", "b")
 	srv.Do("DEL", "cart:9") // nothing deleted: no invalidation
@@ -78,8 +80,7 @@ func TestTrackerInvalidatesWritesUnderPrefixes(t *testing.T) {
 // tracking connection is a loss (OnLost), followed by a new session (OnUp) with the same run_id.
 func TestTrackerTellsFlushFromLoss(t *testing.T) {
 	srv := redistest.Start(t)
-	ev := &trackEvents{}
-	tr := startTracker(t, ev, srv.Addr())
+	tr, ev := startTracker(t, srv.Addr())
 	srv.Do("FLUSHALL")
 	if err := tr.Barrier(context.Background()); err != nil {
 		t.Fatal(err)
@@ -107,8 +108,7 @@ func TestTrackerTellsFlushFromLoss(t *testing.T) {
 
 func TestTrackerRestartChangesRunID(t *testing.T) {
 	srv := redistest.Start(t)
-	ev := &trackEvents{}
-	startTracker(t, ev, srv.Addr())
+	_, ev := startTracker(t, srv.Addr())
 	srv.Restart()
 	redistest.Eventually(t, 10*time.Second, "tracking back after restart", func() bool {
 		_, _, ups, losts := ev.snapshot()
@@ -124,8 +124,7 @@ func TestTrackerRestartChangesRunID(t *testing.T) {
 // TestTrackerDetectsHungServer: a SIGSTOPped server stops answering the health PING; the tracker reports the loss.
 func TestTrackerDetectsHungServer(t *testing.T) {
 	srv := redistest.Start(t)
-	ev := &trackEvents{}
-	startTracker(t, ev, srv.Addr())
+	_, ev := startTracker(t, srv.Addr())
 	srv.Pause()
 	defer srv.Resume()
 	redistest.Eventually(t, 10*time.Second, "hung server reported as lost", func() bool {
@@ -154,17 +153,14 @@ func trackingClientID(t *testing.T, srv *redistest.Server) string {
 // comes back and invalidations flow.
 func TestTrackerSessionFailsWhileBusy(t *testing.T) {
 	srv := redistest.Start(t, "--busy-reply-threshold", "50")
-	ev := &trackEvents{}
-	tr := startTracker(t, ev, srv.Addr(), "k:")
+	tr, ev := startTracker(t, srv.Addr(), "k:")
 	for cycle := 1; cycle <= 5; cycle++ {
 		id := trackingClientID(t, srv)
 		c := srv.Dial()
 		if err := c.Send("CLIENT", "KILL", "ID", id); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Send("EVAL", "while true do end", "0"); err != nil {
-			t.Fatal(err)
-		}
+		c.Loop()
 		redistest.Eventually(t, 5*time.Second, "the loss reported", func() bool {
 			_, _, _, losts := ev.snapshot()
 			return losts == cycle
@@ -194,13 +190,10 @@ func TestTrackerSessionFailsWhileBusy(t *testing.T) {
 // -BUSY, after every push written before it: the barrier holds, and the session stays up.
 func TestTrackerBarrierWhileBusy(t *testing.T) {
 	srv := redistest.Start(t, "--busy-reply-threshold", "50")
-	ev := &trackEvents{}
-	tr := startTracker(t, ev, srv.Addr(), "k:")
+	tr, ev := startTracker(t, srv.Addr(), "k:")
 	srv.Do("SET", "k:1", "v")
 	script := srv.Dial()
-	if err := script.Send("EVAL", "while true do end", "0"); err != nil {
-		t.Fatal(err)
-	}
+	script.Loop()
 	redistest.Eventually(t, 5*time.Second, "Redis busy", func() bool {
 		return strings.HasPrefix(string(srv.Do("GET", "x")), "-BUSY")
 	})
@@ -236,7 +229,7 @@ func TestTrackerDetectsSwapDB(t *testing.T) {
 	// counted once it has run).
 	own := 0
 	checks := func() int {
-		n := commandCalls(t, srv, "info") - own
+		n := srv.Calls("info") - own
 		own++
 		return n
 	}
@@ -274,19 +267,6 @@ func TestTrackerDetectsSwapDB(t *testing.T) {
 		t.Fatalf("flushes = %d after a SWAPDB while tracking was down; want 3", got)
 	}
 	quiet("after the new session")
-}
-
-// commandCalls returns how many times Redis executed cmd (INFO commandstats).
-func commandCalls(t *testing.T, srv *redistest.Server, cmd string) int {
-	t.Helper()
-	prefix := "cmdstat_" + cmd + ":calls="
-	for _, line := range strings.Split(string(srv.Do("INFO", "commandstats")), "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
-			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			return n
-		}
-	}
-	return 0
 }
 
 // TestTrackerBackoffResets: the tracking connection is killed again and again (CLIENT KILL straight on Redis),

@@ -15,6 +15,7 @@ import (
 
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
+	"featcache/internal/testkit"
 )
 
 // capturedCommandReply is the file Embedded parses: a raw COMMAND reply of redis-server 7.0.15, for the tests and the
@@ -56,15 +57,6 @@ func decodeTestReply(tb testing.TB, b []byte) resp.Value {
 		tb.Fatalf("decode reply %.200q: %v (%d of %d bytes read)", b, err, n, len(b))
 	}
 	return v
-}
-
-// commandLine turns strings into a command line as the proxy sees it.
-func commandLine(s ...string) [][]byte {
-	out := make([][]byte, len(s))
-	for i, a := range s {
-		out[i] = []byte(a)
-	}
-	return out
 }
 
 func lineStrings(b [][]byte) []string {
@@ -157,7 +149,7 @@ var knownCommandCases = []struct {
 func checkKnownCommands(t *testing.T, cmds Table) {
 	t.Helper()
 	for _, tc := range knownCommandCases {
-		ci := cmds.Lookup(commandLine(tc.args...))
+		ci := cmds.Lookup(testkit.Args(tc.args...))
 		if ci == nil {
 			t.Errorf("%s: Lookup(%q) = nil", tc.name, tc.args)
 			continue
@@ -182,7 +174,7 @@ func TestCommandReplyLive(t *testing.T) {
 	// Every name COMMAND LIST gives, subcommands included, is in the table.
 	list := decodeTestReply(t, conn.Do("COMMAND", "LIST"))
 	for _, e := range list.Elems {
-		if cmds.Lookup(commandLine(strings.Split(e.Str, "|")...)).Name != e.Str {
+		if cmds.Lookup(testkit.Args(strings.Split(e.Str, "|")...)).Name != e.Str {
 			t.Errorf("COMMAND LIST has %q; the table does not", e.Str)
 		}
 	}
@@ -360,8 +352,8 @@ func TestParseLegacy(t *testing.T) {
 		{[]string{"RENAME", "a", "b"}, []string{"a", "b"}, true},
 	}
 	for _, tc := range tests {
-		ci := cmds.Lookup(commandLine(tc.args...))
-		got, complete := ci.Keys(commandLine(tc.args...), nil)
+		ci := cmds.Lookup(testkit.Args(tc.args...))
+		got, complete := ci.Keys(testkit.Args(tc.args...), nil)
 		if !slices.Equal(lineStrings(got), tc.want) && !(len(got) == 0 && len(tc.want) == 0) || complete != tc.complete {
 			t.Errorf("Keys(%q) = %q, %v; want %q, %v", tc.args, lineStrings(got), complete, tc.want, tc.complete)
 		}
@@ -471,7 +463,7 @@ func TestKeysSpecs(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ci := &Info{Name: tc.args[0], Arity: -1, KeySpecs: tc.specs}
-			args := commandLine(tc.args...)
+			args := testkit.Args(tc.args...)
 			got, complete := ci.Keys(args, nil)
 			if !slices.Equal(lineStrings(got), tc.want) && !(len(got) == 0 && len(tc.want) == 0) || complete != tc.complete {
 				t.Errorf("Keys(%q) = %q, %v; want %q, %v", tc.args, lineStrings(got), complete, tc.want, tc.complete)
@@ -491,7 +483,7 @@ func TestKeysSpecs(t *testing.T) {
 			}
 		})
 	}
-	if got, complete := (*Info)(nil).Keys(commandLine("x", "a"), nil); got != nil || complete {
+	if got, complete := (*Info)(nil).Keys(testkit.Args("x", "a"), nil); got != nil || complete {
 		t.Errorf("nil Info: Keys = %q, %v; want nil, false", got, complete)
 	}
 }
@@ -520,7 +512,7 @@ func TestCommandLookup(t *testing.T) {
 		{nil, ""},
 	}
 	for _, tc := range tests {
-		ci := cmds.Lookup(commandLine(tc.args...))
+		ci := cmds.Lookup(testkit.Args(tc.args...))
 		got := ""
 		if ci != nil {
 			got = ci.Name
@@ -532,13 +524,13 @@ func TestCommandLookup(t *testing.T) {
 
 	// A table with a name longer than the lowering buffer, as a module could register.
 	longCmds := Table{long: {Name: long}}
-	if ci := longCmds.Lookup(commandLine(strings.ToUpper(long))); ci == nil {
+	if ci := longCmds.Lookup(testkit.Args(strings.ToUpper(long))); ci == nil {
 		t.Errorf("Lookup of a %d-byte name in upper case = nil; want it found", len(long))
 	}
 
 	for _, args := range [][][]byte{
-		commandLine("GET", "k"), commandLine("Client", "SETNAME", "n"), commandLine("client", "nosuch"), commandLine("NOSUCH"),
-		commandLine(long), commandLine("client", long),
+		testkit.Args("GET", "k"), testkit.Args("Client", "SETNAME", "n"), testkit.Args("client", "nosuch"), testkit.Args("NOSUCH"),
+		testkit.Args(long), testkit.Args("client", long),
 	} {
 		if n := testing.AllocsPerRun(100, func() { cmds.Lookup(args) }); n != 0 {
 			t.Errorf("Lookup(%.40q) allocates %v times; want 0", args, n)
@@ -550,11 +542,11 @@ func TestKeysAllocs(t *testing.T) {
 	cmds := loadCapturedCommands(t)
 	dst := make([][]byte, 0, 16)
 	for _, args := range [][][]byte{
-		commandLine("mset", "a", "1", "b", "2"),
-		commandLine("EVAL", "s", "2", "a", "b", "x"),
-		commandLine("xread", "COUNT", "1", "STREAMS", "a", "b", "0", "0"),
-		commandLine("migrate", "h", "1", "", "0", "5", "KEYS", "a", "b"),
-		commandLine("eval", "s", "notanumber", "a"),
+		testkit.Args("mset", "a", "1", "b", "2"),
+		testkit.Args("EVAL", "s", "2", "a", "b", "x"),
+		testkit.Args("xread", "COUNT", "1", "STREAMS", "a", "b", "0", "0"),
+		testkit.Args("migrate", "h", "1", "", "0", "5", "KEYS", "a", "b"),
+		testkit.Args("eval", "s", "notanumber", "a"),
 	} {
 		ci := cmds.Lookup(args)
 		if n := testing.AllocsPerRun(100, func() { ci.Keys(args, dst[:0]) }); n != 0 {
@@ -592,7 +584,7 @@ func TestCommandArity(t *testing.T) {
 		{"exists"}, {"exists", "a", "b", "c"},
 	}
 	for _, args := range tests {
-		ci := cmds.Lookup(commandLine(args...))
+		ci := cmds.Lookup(testkit.Args(args...))
 		if ci == nil {
 			t.Errorf("Lookup(%q) = nil", args)
 			continue
@@ -640,7 +632,7 @@ func TestKeysAgainstGetkeys(t *testing.T) {
 		for _, vec := range commandVectors(doc.args) {
 			args := append(slices.Clone(prefix), vec...)
 			vectors++
-			bargs := commandLine(args...)
+			bargs := testkit.Args(args...)
 			if got := cmds.Lookup(bargs); got != ci {
 				t.Errorf("Lookup(%q) = %v; want %s", args, got, ci.Name)
 				continue
@@ -914,7 +906,7 @@ func aliasesArg(k []byte, args [][]byte) bool {
 
 func BenchmarkCommandLookup(b *testing.B) {
 	cmds := loadCapturedCommands(b)
-	args := commandLine("Client", "SETNAME", "n")
+	args := testkit.Args("Client", "SETNAME", "n")
 	b.ReportAllocs()
 	for b.Loop() {
 		if cmds.Lookup(args) == nil {
@@ -925,7 +917,7 @@ func BenchmarkCommandLookup(b *testing.B) {
 
 func BenchmarkKeys(b *testing.B) {
 	cmds := loadCapturedCommands(b)
-	args := commandLine("xread", "COUNT", "10", "STREAMS", "a", "b", "c", "0", "0", "0")
+	args := testkit.Args("xread", "COUNT", "10", "STREAMS", "a", "b", "c", "0", "0", "0")
 	ci := cmds.Lookup(args)
 	dst := make([][]byte, 0, 8)
 	b.ReportAllocs()

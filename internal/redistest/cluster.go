@@ -97,16 +97,8 @@ func StartCluster(tb testing.TB, masters, replicas int, args ...string) *Cluster
 func startClusterNode(tb testing.TB, args []string) *Server {
 	tb.Helper()
 	s := &Server{tb: tb, dir: tb.TempDir(), args: args}
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		s.port = freeClusterPort(tb)
-		if lastErr = s.start(); lastErr == nil {
-			tb.Cleanup(s.Kill)
-			return s
-		}
-	}
-	tb.Fatalf("redistest: cluster node did not start: %v", lastErr)
-	return nil
+	s.launch(freeClusterPort, "cluster node")
+	return s
 }
 
 // freeClusterPort returns a loopback port below 55535 that is free, as is its cluster bus port (port+10000).

@@ -56,16 +56,23 @@ func start(tb testing.TB, tlsConf *tls.Config, args []string, conf string) *Serv
 		tb.Fatalf("redistest: redis-server not found in PATH: %s", InstallHint)
 	}
 	s := &Server{tb: tb, dir: tb.TempDir(), args: args, tls: tlsConf, conf: conf}
+	s.launch(FreePort, "redis-server")
+	return s
+}
+
+// launch starts s on a port from freePort, trying another port when the server does not start (the port may have
+// been taken since it was chosen), and stops it when the test ends; what names the server in the failure.
+func (s *Server) launch(freePort func(testing.TB) int, what string) {
+	s.tb.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		s.port = FreePort(tb)
+		s.port = freePort(s.tb)
 		if lastErr = s.start(); lastErr == nil {
-			tb.Cleanup(s.Kill)
-			return s
+			s.tb.Cleanup(s.Kill)
+			return
 		}
 	}
-	tb.Fatalf("redistest: redis-server did not start: %v", lastErr)
-	return nil
+	s.tb.Fatalf("redistest: %s did not start: %v", what, lastErr)
 }
 
 // StartTLS starts a redis-server like Start that accepts TLS connections only (its plain port is off), with the
@@ -259,6 +266,25 @@ func (s *Server) Do(args ...string) []byte {
 	return c.Do(args...)
 }
 
+// Calls returns how many times the server has executed cmd (lower case, "config|get" for a subcommand), from
+// INFO commandstats; 0 if it never has.
+func (s *Server) Calls(cmd string) int {
+	s.tb.Helper()
+	return CommandCalls(string(s.Do("INFO", "commandstats")), cmd)
+}
+
+// CommandCalls reads how many times cmd was executed from info, a reply to INFO commandstats; 0 if it never was.
+func CommandCalls(info, cmd string) int {
+	prefix := "cmdstat_" + cmd + ":calls="
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
 // Conn is a minimal RESP2 client for tests: it writes commands as multi-bulk arrays and reads whole reply frames,
 // returning their raw bytes so tests can compare them with what Redis sends.
 type Conn struct {
@@ -358,6 +384,38 @@ func (c *Conn) ReadTimeout(d time.Duration) ([]byte, error) {
 	c.c.SetReadDeadline(time.Now().Add(d))
 	defer c.c.SetReadDeadline(time.Time{})
 	return resp.ReadFrame(c.r, nil)
+}
+
+// Flood makes c a client that pipelines without ever pausing: one goroutine writes batch again and again until a
+// write fails, another reads the replies, each within d, and hands them to check in order. The channel receives
+// what ended the reading: check's error, or the read error; a read that ends inside a reply is an error of its own
+// (not the read error wrapped), since a client must never be left with part of a reply.
+func (c *Conn) Flood(batch []byte, d time.Duration, check func(frame []byte) error) <-chan error {
+	go func() {
+		for {
+			if _, err := c.c.Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		for {
+			frame, err := c.ReadTimeout(d)
+			if err != nil {
+				if len(frame) > 0 {
+					err = fmt.Errorf("a partial reply %.60q, then %v", frame, err)
+				}
+				done <- err
+				return
+			}
+			if err := check(frame); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	return done
 }
 
 // Encode returns args as a RESP multi-bulk command.
