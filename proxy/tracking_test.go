@@ -607,3 +607,38 @@ func TestClientTrackingStreamPrefixes(t *testing.T) {
 	d.Close()
 	expect(1, "the stream closed with the last tracking client")
 }
+
+// TestClientTrackingWriteBeforeReply: a write through featcache has its invalidations queued for the tracking
+// clients before its reply (INFO featcache counts them as queued when the writer reads the reply), whichever
+// stream covers the key, for a script's undeclared keys too and for FLUSHALL; a NOLOOP writer's own are not.
+func TestClientTrackingWriteBeforeReply(t *testing.T) {
+	p := startProxy(t, trackingTestConfig)
+	_, a := redirected(t, p)
+	_, n := redirected(t, p, "NOLOOP")
+	w := p.dial()
+	queued := func() int64 {
+		return infoField(string(w.Do("INFO", "featcache")), "featcache_tracking_invalidations")
+	}
+	for _, tc := range []struct {
+		name   string
+		read   []string
+		writer *redistest.Conn
+		write  []string
+		want   int64
+	}{
+		{"cached key", []string{"GET", "c:1"}, w, []string{"SET", "c:1", "v"}, 2},
+		{"uncached key", []string{"GET", "u:1"}, w, []string{"SET", "u:1", "v"}, 2},
+		{"undeclared key of a script", []string{"GET", "u:2"}, w,
+			[]string{"EVAL", "return redis.call('SET', 'u:2', 'v')", "0"}, 2},
+		{"NOLOOP writer", []string{"GET", "c:2"}, n, []string{"SET", "c:2", "v"}, 1},
+		{"FLUSHALL", []string{"GET", "c:3"}, w, []string{"FLUSHALL"}, 2},
+	} {
+		a.Do(tc.read...)
+		n.Do(tc.read...)
+		before := queued()
+		tc.writer.Do(tc.write...)
+		if got := queued() - before; got != tc.want {
+			t.Errorf("%s: %d invalidations queued by the write's reply; want %d", tc.name, got, tc.want)
+		}
+	}
+}
