@@ -642,3 +642,61 @@ func TestClientTrackingWriteBeforeReply(t *testing.T) {
 		}
 	}
 }
+
+// TestClientTrackingFailover: when featcache follows a failover (Sentinel), its tracking clients get the null
+// invalidation, the keyspace stream moves to the new primary with the policies' one, and invalidations of writes
+// on the new primary reach the clients.
+func TestClientTrackingFailover(t *testing.T) {
+	set := redistest.StartSentinelSet(t, "mymaster", 1, 1, "")
+	newP := set.Replicas[0]
+	p := startProxyOn(t, set.Primary, `
+upstream:
+  sentinel: {master_set: mymaster, addresses: ["`+set.Sentinels[0].Addr()+`"]}
+`+trackingTestConfig)
+	r, a := redirected(t, p)
+	a.Do("MGET", "c:1", "u:1")
+	set.Failover()
+	// The target's subscription was on the old primary: its connection closes, as a subscriber of Redis's would,
+	// after the null invalidation or before it.
+	for {
+		f, err := r.ReadTimeout(30 * time.Second)
+		if err != nil {
+			break
+		}
+		if string(f) != string(invalidateNull) {
+			t.Fatalf("after the failover: got %q; want the null invalidation or the end of the connection", f)
+		}
+	}
+	prefixes := func() int64 { return infoField(string(newP.Do("INFO", "stats")), "tracking_total_prefixes") }
+	redistest.Eventually(t, 30*time.Second, "both tracking connections on the new primary", func() bool {
+		return prefixes() == 2 && p.up.Addr() == newP.Addr()
+	})
+	// The application subscribes again and redirects to its new target.
+	r = p.dial()
+	rid := strings.TrimSuffix(strings.TrimPrefix(string(r.Do("CLIENT", "ID")), ":"), "\r\n")
+	r.Do("SUBSCRIBE", "__redis__:invalidate")
+	expectDo(t, a, "+OK\r\n", "CLIENT", "TRACKING", "ON", "REDIRECT", rid)
+	for { // the nulls of the switch, until quiet
+		f, err := r.ReadTimeout(300 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		if string(f) != string(invalidateNull) {
+			t.Fatalf("got %q; want only null invalidations", f)
+		}
+	}
+	a.Do("MGET", "c:1", "u:1")
+	newP.Do("MSET", "c:1", "x", "u:1", "x")
+	var got []string
+	for range 2 {
+		f, err := r.ReadTimeout(5 * time.Second)
+		if err != nil {
+			t.Fatalf("invalidations from the new primary: %v (so far %q)", err, got)
+		}
+		got = append(got, string(f))
+	}
+	slices.Sort(got)
+	if want := []string{invalidation("c:1"), invalidation("u:1")}; !slices.Equal(got, want) {
+		t.Errorf("got %q; want %q", got, want)
+	}
+}
