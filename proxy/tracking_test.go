@@ -43,11 +43,13 @@ func (o trackObservation) String() string {
 }
 
 // runTrackingScript runs steps with the tracking client and the writer connected to addr, and the "x" client to
-// redisAddr. When want is nil, the invalidations of each step are read until the target has been quiet for
-// quiet; otherwise exactly as many as want says are read (waiting up to 5s for each), and at the end none more
-// may come within quiet.
+// redisAddr; with resp3 the tracking client speaks RESP3 (HELLO 3), and pushes on its own connection count as
+// invalidations too. When want is nil, the invalidations of each step are read until the connections have been
+// quiet for quiet; otherwise exactly as many as want says are read (waiting up to 5s for each), and at the end none
+// more may come within quiet. Invalidations are "r " (the redirect target) or "a " (a push to the client) and the
+// frame.
 func runTrackingScript(t *testing.T, addr, redisAddr string, steps []trackStep, want []trackObservation,
-	quiet time.Duration, settle func()) []trackObservation {
+	quiet time.Duration, settle func(), resp3 bool) []trackObservation {
 	t.Helper()
 	r := redistest.Dial(t, addr)
 	defer r.Close()
@@ -57,6 +59,11 @@ func runTrackingScript(t *testing.T, addr, redisAddr string, steps []trackStep, 
 	}
 	a := redistest.Dial(t, addr)
 	defer a.Close()
+	if resp3 {
+		if got := string(a.Do("HELLO", "3")); !strings.HasPrefix(got, "%") {
+			t.Fatalf("HELLO 3: got %q", got)
+		}
+	}
 	w := redistest.Dial(t, addr)
 	defer w.Close()
 	x := redistest.Dial(t, redisAddr)
@@ -70,10 +77,24 @@ func runTrackingScript(t *testing.T, addr, redisAddr string, steps []trackStep, 
 				args[j] = rid
 			}
 		}
+		obs := trackObservation{}
 		var reply []byte
 		switch st.who {
 		case "a":
-			reply = a.Do(args...)
+			if err := a.Send(args...); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				f, err := a.Read()
+				if err != nil {
+					t.Fatalf("step %d %q: reply: %v", i, st.args, err)
+				}
+				if f[0] != '>' {
+					reply = f
+					break
+				}
+				obs.messages = append(obs.messages, "a "+string(f))
+			}
 		case "w":
 			reply = w.Do(args...)
 		case "x":
@@ -85,7 +106,7 @@ func runTrackingScript(t *testing.T, addr, redisAddr string, steps []trackStep, 
 		if settle != nil && st.who != "a" {
 			settle() // the policies' stream has applied the write: a later read is not invalidated by it
 		}
-		obs := trackObservation{reply: string(reply)}
+		obs.reply = string(reply)
 		if len(args) > 1 && strings.EqualFold(args[1], "info") {
 			// CLIENT INFO: the fields tracking shows (the others name sockets and Redis's buffers).
 			obs.reply = clientInfoFields(obs.reply, "flags", "redir")
@@ -96,31 +117,58 @@ func runTrackingScript(t *testing.T, addr, redisAddr string, steps []trackStep, 
 			obs.reply = strings.ReplaceAll(obs.reply, ":"+rid+"\r\n", ":$R\r\n")
 			obs.reply = strings.ReplaceAll(obs.reply, "redir="+rid+"\r\n", "redir=$R\r\n")
 		}
-		if rOpen {
+		conns := []struct {
+			name string
+			c    *redistest.Conn
+			open bool
+		}{{"r ", r, rOpen}, {"a ", a, resp3}}
+		for _, cn := range conns {
+			if !cn.open {
+				continue
+			}
 			if want == nil {
 				for {
-					f, err := r.ReadTimeout(quiet)
+					f, err := cn.c.ReadTimeout(quiet)
 					if err != nil {
 						break
 					}
-					obs.messages = append(obs.messages, string(f))
+					obs.messages = append(obs.messages, cn.name+string(f))
 				}
-			} else {
-				for range want[i].messages {
-					f, err := r.ReadTimeout(5 * time.Second)
-					if err != nil {
-						t.Fatalf("step %d %q: invalidation not received: %v (so far %q)", i, st.args, err, obs.messages)
-					}
-					obs.messages = append(obs.messages, string(f))
+				continue
+			}
+			n := 0
+			for _, m := range want[i].messages {
+				if strings.HasPrefix(m, cn.name) {
+					n++
 				}
+			}
+			for _, m := range obs.messages {
+				if strings.HasPrefix(m, cn.name) {
+					n--
+				}
+			}
+			for ; n > 0; n-- {
+				f, err := cn.c.ReadTimeout(5 * time.Second)
+				if err != nil {
+					t.Fatalf("step %d %q: invalidation not received: %v (so far %q)", i, st.args, err, obs.messages)
+				}
+				obs.messages = append(obs.messages, cn.name+string(f))
+			}
+		}
+		for j, m := range obs.messages {
+			if strings.Contains(m, "tracking-redir-broken") { // it names the target, whose id differs
+				obs.messages[j] = strings.ReplaceAll(m, ":"+rid+"\r\n", ":$R\r\n")
 			}
 		}
 		slices.Sort(obs.messages)
 		seen = append(seen, obs)
 	}
-	if want != nil && rOpen {
-		if f, err := r.ReadTimeout(quiet); err == nil {
+	if want != nil {
+		if f, err := r.ReadTimeout(quiet); rOpen && err == nil {
 			t.Errorf("an invalidation more than Redis sends: %q", f)
+		}
+		if f, err := a.ReadTimeout(quiet); resp3 && err == nil {
+			t.Errorf("a push more than Redis sends: %q", f)
 		}
 	}
 	return seen
@@ -141,12 +189,15 @@ func clientInfoFields(reply string, names ...string) string {
 
 // compareTracking runs steps straight against Redis, then through featcache, and compares every reply and every
 // invalidation.
-func compareTracking(t *testing.T, steps []trackStep) {
+func compareTracking(t *testing.T, steps []trackStep) { compareTrackingIn(t, steps, false) }
+
+// compareTrackingIn is compareTracking with the tracking client in RESP3 when resp3 is set.
+func compareTrackingIn(t *testing.T, steps []trackStep, resp3 bool) {
 	t.Helper()
 	p := startProxy(t, trackingTestConfig)
 	direct := redistest.Start(t)
-	want := runTrackingScript(t, direct.Addr(), direct.Addr(), steps, nil, 150*time.Millisecond, nil)
-	got := runTrackingScript(t, p.addr, p.redis.Addr(), steps, want, 300*time.Millisecond, p.settle)
+	want := runTrackingScript(t, direct.Addr(), direct.Addr(), steps, nil, 150*time.Millisecond, nil, resp3)
+	got := runTrackingScript(t, p.addr, p.redis.Addr(), steps, want, 300*time.Millisecond, p.settle, resp3)
 	for i := range steps {
 		if got[i].String() != want[i].String() {
 			t.Errorf("step %d %s %q:\n got %v\nwant %v", i, steps[i].who, steps[i].args, got[i], want[i])
