@@ -751,3 +751,27 @@ upstream:
 		t.Errorf("got %q; want %q", got, want)
 	}
 }
+
+// TestClientTrackingSnapshots: a client reads the logical keys of a snapshot policy while featcache reads their
+// physical keys: a change of the physical key invalidates the logical one, and a flip of the pointer flushes the
+// tracking clients (every logical key may now read another version).
+func TestClientTrackingSnapshots(t *testing.T) {
+	p := startProxy(t, snapshotConfig)
+	seedVersion(p, "v7", 4)
+	seedVersion(p, "v8", 4)
+	p.redis.Do("SET", "fs:version:credit", "v7")
+	p.settle()
+	r, a := redirected(t, p)
+	if got := string(a.Do("GET", "credit:3")); got != bulk("v7-3") {
+		t.Fatalf("GET credit:3: %q", got)
+	}
+	p.redis.Do("SET", "credit:3:v7", "changed")
+	if f, err := r.ReadTimeout(5 * time.Second); err != nil || string(f) != invalidation("credit:3") {
+		t.Fatalf("after a write of credit:3:v7: got %q, %v; want the invalidation of credit:3", f, err)
+	}
+	a.Do("GET", "credit:2")
+	p.redis.Do("SET", "fs:version:credit", "v8")
+	if f, err := r.ReadTimeout(5 * time.Second); err != nil || string(f) != string(invalidateNull) {
+		t.Fatalf("after the pointer's flip: got %q, %v; want the null invalidation", f, err)
+	}
+}

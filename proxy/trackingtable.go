@@ -379,6 +379,9 @@ func (t *clientTracking) invalidate(keys [][]byte, main bool) {
 	for _, k := range mine {
 		t.invalidateKeyLocked(k)
 	}
+	if ps.hasSnapshots && t.snapshotKeysLocked(ps, mine) {
+		return // a pointer moved: every client was flushed
+	}
 	if len(t.bcast) == 0 || len(mine) == 0 {
 		return
 	}
@@ -396,6 +399,27 @@ func (t *clientTracking) invalidate(keys [][]byte, main bool) {
 			}
 		}
 	}
+}
+
+// snapshotKeysLocked applies invalidated keys to the logical keys of snapshot policies, which clients read while
+// featcache reads their physical keys (K:<version>): a physical key's change invalidates its logical key, and a
+// pointer's change, which may make every logical key of its policy read another version, flushes every tracking
+// client (it reports true then). t.mu is held.
+func (t *clientTracking) snapshotKeysLocked(ps *policySet, keys [][]byte) (flushed bool) {
+	for _, k := range keys {
+		for _, ptr := range ps.pointers {
+			if ptr != nil && bytes.Equal(k, ptr) {
+				t.flushLocked()
+				return true
+			}
+		}
+		if i := bytes.LastIndexByte(k, ':'); i > 0 {
+			if pol := ps.matcher.Match(k[:i]); pol != nil && pol.SnapshotPointer != "" {
+				t.invalidateKeyLocked(k[:i])
+			}
+		}
+	}
+	return false
 }
 
 // invalidateKeyLocked sends the invalidation of key to the default-mode clients that read it, one message per key
