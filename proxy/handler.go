@@ -64,6 +64,9 @@ func (c *client) exec(cmd *resp.Command) {
 	if c.trk != nil {
 		c.trackCommandDone(tc)
 	}
+	if len(c.trkWriting) > 0 {
+		c.srv.ctrack.endWrites(c) // a write refused before it was sent, which never settled
+	}
 }
 
 // execAuthed dispatches a command of an authenticated client (or one Redis runs before authentication).
@@ -80,6 +83,9 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 	}
 	if c.trk != nil {
 		c.trackCommand(cmd.Args, tc)
+		if tc != nil && isWrite(tc) && !c.tx.multi && (c.sub == nil || !c.sub.active()) {
+			c.trackWrite(cmd.Args, tc)
+		}
 	}
 	switch {
 	case c.sub != nil && c.sub.active():
@@ -411,9 +417,6 @@ func (c *client) write(cmd *resp.Command, tc *command) {
 	c.srv.stats.Forwarded.Add(1)
 	c.seg.addForward(cmd, tc.meta())
 	c.seg.writes = append(c.seg.writes, pendingWrite{args: cmd.Args, tc: tc})
-	if c.trk != nil {
-		c.trackWrite(cmd.Args, tc)
-	}
 	c.runSegment()
 }
 

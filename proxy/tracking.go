@@ -268,10 +268,11 @@ func (c *client) trackCommandDone(tc *command) {
 	}
 }
 
-// trackWrite records, before a NOLOOP client's write goes out, the keys it writes: the invalidations of those keys
-// that arrive until the write has settled are not sent to the writer (see settleTracking).
+// trackWrite records, before a NOLOOP client's write goes out (a transaction's writes at EXEC), the keys it
+// writes: the invalidations of those keys that arrive until the write has settled are not sent to the writer (see
+// settleTracking); a write that never reached Redis is ended after its command (exec).
 func (c *client) trackWrite(args [][]byte, tc *command) {
-	if st := c.trk; st == nil || !st.noloop || tc.info == nil {
+	if st := c.trk; st == nil || !st.noloop || tc == nil || tc.info == nil || !tc.info.ArityOK(len(args)) {
 		return
 	}
 	keys, _ := tc.info.Keys(args, nil)

@@ -775,3 +775,24 @@ func TestClientTrackingSnapshots(t *testing.T) {
 		t.Fatalf("after the pointer's flip: got %q, %v; want the null invalidation", f, err)
 	}
 }
+
+// TestClientTrackingNoloopSessions: a NOLOOP client is not told of its own writes in a transaction, a WATCH session
+// or a blocking command either, and is of others' after them.
+func TestClientTrackingNoloopSessions(t *testing.T) {
+	compareTracking(t, []trackStep{
+		step("a", "CLIENT", "TRACKING", "ON", "NOLOOP", "REDIRECT", "$R"),
+		step("a", "MGET", "c:1", "u:1", "u:l"),
+		step("a", "MULTI"),
+		step("a", "SET", "c:1", "a"),
+		step("a", "SET", "u:1", "a"),
+		step("a", "EXEC"),
+		step("a", "MGET", "c:1", "u:1"),
+		step("a", "WATCH", "c:1"),
+		step("a", "SET", "c:1", "b"),
+		step("a", "UNWATCH"),
+		step("w", "RPUSH", "u:l0", "x"),
+		step("a", "BLMOVE", "u:l0", "u:l", "LEFT", "RIGHT", "1"),
+		step("w", "MSET", "c:1", "w", "u:1", "w"),
+		step("w", "RPUSH", "u:l", "y"),
+	})
+}

@@ -291,9 +291,7 @@ func (t *clientTracking) left(c *client) {
 		t.disable(c)
 	}
 	if len(c.trkWriting) > 0 {
-		t.mu.Lock()
-		t.endWritesLocked(c)
-		t.mu.Unlock()
+		t.endWrites(c)
 	}
 	if !c.targeted.Load() {
 		return // no client redirects to it: no push queue either
@@ -451,6 +449,13 @@ func (t *clientTracking) flushLocked() {
 		t.deliver(st, nil)
 	}
 	clear(t.keys)
+}
+
+// endWrites ends c's NOLOOP writes in flight (trackWrite).
+func (t *clientTracking) endWrites(c *client) {
+	t.mu.Lock()
+	t.endWritesLocked(c)
+	t.mu.Unlock()
 }
 
 // endWritesLocked ends c's NOLOOP writes in flight (trackWrite). t.mu is held.
