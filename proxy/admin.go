@@ -201,6 +201,7 @@ func (s *Server) statsText() []byte {
 	writeSection(&b, "requests", s.requestLines(st))
 	writeSection(&b, "limits", s.limitLines(st))
 	writeSection(&b, "local", s.localLines(&ls))
+	writeSection(&b, "not stored", notStoredLines(&ls))
 	writeSection(&b, "upstream", s.upstreamLines())
 	if cl := s.up.Cluster(); cl != nil {
 		writeSection(&b, "cluster", s.clusterLines(cl.Stats(), &ls))
@@ -277,6 +278,15 @@ func (s *Server) localLines(ls *localcache.Stats) []infoLine {
 		{"epoch", int64(s.cache.Epoch())},
 		{"bytes_estimate", ls.Bytes},
 	}
+}
+
+// notStoredLines are featcache_not_stored_total's counts: answers served and not stored, by reason.
+func notStoredLines(ls *localcache.Stats) []infoLine {
+	lines := make([]infoLine, 0, len(localcache.Reasons))
+	for _, r := range localcache.Reasons {
+		lines = append(lines, infoLine{"not_stored_" + r.String(), ls.NotStored[r]})
+	}
+	return lines
 }
 
 func (s *Server) upstreamLines() []infoLine {

@@ -59,7 +59,7 @@ func (c *client) blocking(cmd *resp.Command, tc *command) {
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	conn.Release()
+	releaseConn(conn, c.resp3())
 	c.rawReply(reply)
 }
 

@@ -129,6 +129,9 @@ func (s *Server) newClient(nc net.Conn) *client {
 		createdAt: s.now(),
 		call:      upstream.NewCall(),
 	}
+	c.seg.proto = 2
+	c.seg.pin = &c.tx.conn
+	c.info.proto = 2
 	// Upstream waits end when the server closes, so that closing does not wait for a Redis that hangs.
 	c.call.Cancel = s.closing
 	if !c.authed {

@@ -35,7 +35,7 @@ func validClientName(name []byte) bool {
 
 func (c *client) cmdClientGetname(args [][]byte) {
 	if len(c.name) == 0 {
-		c.rawReply(nullBulk)
+		c.nullReply()
 		return
 	}
 	c.bulkReply(c.name)
@@ -105,7 +105,7 @@ func (c *client) execMuted(cmd *resp.Command) {
 // cmdClientInfo describes this client connection as one CLIENT LIST line.
 func (c *client) cmdClientInfo(args [][]byte) {
 	v := c.viewOf(c, c.srv.now(), "client|info")
-	c.bulkReply(v.appendLine(nil))
+	c.verbatimReply(v.appendLine(nil))
 }
 
 // cmdClientList answers CLIENT LIST [TYPE type | ID id ...] about featcache's clients, with Redis's syntax and
@@ -152,7 +152,7 @@ func (c *client) cmdClientList(args [][]byte) {
 			}
 		}
 	}
-	c.bulkReply(b)
+	c.verbatimReply(b)
 }
 
 // clientType reads a TYPE filter: normal, pubsub, master, replica or slave. It returns the kind clientView.kind

@@ -34,6 +34,7 @@ type clientInfo struct {
 	ssub    int
 	monitor bool
 	noEvict bool
+	proto   int // the protocol HELLO chose (CLIENT LIST's resp)
 	// While the client waits in a blocking command: the dedicated connection and its id in Redis, for CLIENT
 	// UNBLOCK, which holds mu while it unblocks it so that the connection cannot be handed to another client
 	// meanwhile; the command and since when (CLIENT LIST's cmd and idle).
@@ -60,6 +61,7 @@ func (c *client) publish() {
 		i.name = string(c.name)
 	}
 	i.inMulti, i.queued, i.sub, i.psub, i.ssub, i.monitor = c.tx.multi, c.tx.queued, sub, psub, ssub, monitor
+	i.proto = c.seg.proto
 	i.mu.Unlock()
 }
 
@@ -134,6 +136,7 @@ type clientView struct {
 	noEvict bool
 	blocked bool
 	track   trackView
+	proto   int
 	cmd     string // the last command's full name, "NULL" before the first
 	age     int64  // seconds
 	idle    int64  // seconds
@@ -144,7 +147,7 @@ func (c *client) view(now time.Time, cmd string) clientView {
 	i := &c.info
 	i.mu.Lock()
 	v := clientView{c: c, name: i.name, user: i.user, multi: -1, sub: i.sub, psub: i.psub, ssub: i.ssub,
-		monitor: i.monitor, noEvict: i.noEvict, blocked: i.blocked != nil}
+		monitor: i.monitor, noEvict: i.noEvict, blocked: i.blocked != nil, proto: i.proto}
 	if i.inMulti {
 		v.multi = i.queued
 	}
@@ -250,8 +253,9 @@ func (v *clientView) appendLine(b []byte) []byte {
 	b = append(b, v.user...)
 	b = append(b, " redir="...)
 	b = strconv.AppendInt(b, v.track.redir, 10)
-	b = append(b, " resp=2\n"...)
-	return b
+	b = append(b, " resp="...)
+	b = strconv.AppendInt(b, int64(v.proto), 10)
+	return append(b, '\n')
 }
 
 // socketFD returns the file descriptor of a client's socket (TLS included), or -1.

@@ -24,7 +24,10 @@ func (c *client) cmdConfigGet(args [][]byte) {
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	c.rawReply(redactConfig(c.call.Frame(0)))
+	buf := c.replies.buf()
+	mark := len(*buf)
+	*buf = append(*buf, redactConfig(c.call.Frame(0))...)
+	*buf = c.seg.to3(*buf, mark, true) // a map in RESP3
 }
 
 // redactedValue replaces the value of a secret configuration parameter.

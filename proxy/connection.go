@@ -53,23 +53,31 @@ func (c *client) cmdReset(args [][]byte) {
 		c.setAuthed(false)
 	}
 	c.setUser([]byte("default"))
+	if c.seg.proto != 2 {
+		c.runSegment()  // the replies before RESET are assembled in the protocol they were sent in
+		c.seg.proto = 2 // RESET returns to RESP2, as in Redis
+	}
 	c.publish()
 	c.simpleReply("RESET")
 }
 
-// cmdHello answers HELLO [protover [AUTH username password] [SETNAME name]] for protocol 2 with Redis's reply
-// shape. Protocol 3 is refused with -NOPROTO, so clients fall back to RESP2.
+// cmdHello answers HELLO [protover [AUTH username password] [SETNAME name]] as Redis 7.0 does: protocol 2 or 3
+// (RESP3, from then on every reply to the client), without a version in the protocol the client speaks, and Redis's
+// reply: a map (a flat array in RESP2) of server, version, proto, id, mode, role and modules. In front of a Redis
+// Cluster protocol 3 is refused with -NOPROTO, so clients fall back to RESP2 (docs/commands.md).
 func (c *client) cmdHello(args [][]byte) {
+	proto := c.seg.proto
 	if len(args) >= 2 {
 		ver, ok := resp.ParseInt(args[1])
 		if !ok {
 			c.errorReply("ERR Protocol version is not an integer or out of range")
 			return
 		}
-		if ver != 2 {
+		if ver != 2 && (ver != 3 || !c.srv.offersRESP3()) {
 			c.errorReply("NOPROTO unsupported protocol version")
 			return
 		}
+		proto = int(ver)
 	}
 	var setname []byte
 	for i := 2; i < len(args); i++ {
@@ -98,17 +106,23 @@ func (c *client) cmdHello(args [][]byte) {
 	}
 	if setname != nil {
 		c.name = append(c.name[:0], setname...)
-		c.publish()
 	}
+	if proto != c.seg.proto {
+		// The replies of the commands before HELLO are assembled in the protocol they were sent in.
+		c.runSegment()
+		c.switchPinned(proto)
+		c.seg.proto = proto
+	}
+	c.publish()
 	info := c.srv.hello.Load()
 	buf := c.replies.buf()
-	b := resp.AppendArray(*buf, 14)
+	b := resp.AppendMapFor(*buf, 7, proto)
 	b = resp.AppendBulkString(b, "server")
 	b = resp.AppendBulkString(b, "redis")
 	b = resp.AppendBulkString(b, "version")
 	b = resp.AppendBulkString(b, info.version)
 	b = resp.AppendBulkString(b, "proto")
-	b = resp.AppendInt(b, 2)
+	b = resp.AppendInt(b, int64(proto))
 	b = resp.AppendBulkString(b, "id")
 	b = resp.AppendInt(b, c.id)
 	b = resp.AppendBulkString(b, "mode")

@@ -22,6 +22,8 @@
 //	snapshot.go     snapshot pointers: logical keys resolved to the version a pointer names
 //	reply.go        the reply helpers and the one place an upstream failure becomes a client's error
 //	replies.go      the reply builder: the batch's replies in order, known now (out) or waiting (holes)
+//	resp3.go        RESP3 for clients that ask (HELLO 3): replies in the client's protocol, shared connections
+//	                switched around its forwarded commands, dedicated ones prepared, commands beside subscriptions
 //	segment.go      the segment: one upstream round trip's payload, fills, holes and their assembly
 //	mgettx.go       an MGET not answered from memory whole, answered from one MULTI/EXEC
 //	cluster.go      in front of a Redis Cluster: slots, commands split by slot or fanned out to every master, SCAN

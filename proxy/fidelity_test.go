@@ -1267,7 +1267,6 @@ func TestWireFidelityRefusals(t *testing.T) {
 		{name: "replconf", args: []string{"REPLCONF", "listening-port", "1"}, want: denied("replconf"), notReached: []string{"replconf"}},
 		{name: "denied inside multi", setup: [][]string{{"MULTI"}}, args: []string{"CONFIG", "SET", "x", "y"}, want: denied("config|set"), notReached: []string{"config|set"}},
 		{name: "select another db", args: []string{"SELECT", "1"}, want: "-ERR featcache serves database 0 only (SELECT 1 is not supported)\r\n", notReached: []string{"select"}},
-		{name: "hello 3", args: []string{"HELLO", "3"}, want: "-NOPROTO unsupported protocol version\r\n", notReached: []string{"hello"}},
 		// CLIENT TRACKING is served by featcache from its own invalidation streams (tracking.go); the first client
 		// to turn it on opens the keyspace stream, whose own CLIENT TRACKING reaches Redis.
 		{name: "client tracking", args: []string{"CLIENT", "TRACKING", "ON"}, want: "+OK\r\n"},

@@ -83,15 +83,19 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 	}
 	if c.trk != nil {
 		c.trackCommand(cmd.Args, tc)
-		if tc != nil && isWrite(tc) && !c.tx.multi && (c.sub == nil || !c.sub.active()) {
+		if tc != nil && isWrite(tc) && !c.tx.multi {
 			c.trackWrite(cmd.Args, tc)
 		}
 	}
-	switch {
-	case c.sub != nil && c.sub.active():
+	if c.sub != nil && c.sub.active() && !c.sub.bypass {
 		c.hasWaited()
-		c.execSubscribed(cmd, tc)
+		if c.execSubscribed(cmd, tc) {
+			return
+		}
+		c.execBesideSubscriptions(cmd, tc)
 		return
+	}
+	switch {
 	case c.tx.multi && (tc == nil || tc.name != "quit" && tc.name != "reset"):
 		c.queue(cmd, tc)
 		return
@@ -181,6 +185,7 @@ func (c *client) readGet(cmd *resp.Command) {
 	var look localcache.Lookup
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
 	if c.served(look, key, lp, pc) {
+		*buf = c.seg.servedNil(*buf, look.Kind)
 		return
 	}
 	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, now)
@@ -275,6 +280,7 @@ func (c *client) readMget(cmd *resp.Command) {
 			k := &mk[i]
 			c.served(localcache.Lookup{State: k.state, Age: k.age}, k.key, k.lp, k.pc)
 		}
+		*buf = c.seg.to3(*buf, mark, false)
 		return
 	}
 	*buf = (*buf)[:mark]
@@ -334,6 +340,7 @@ func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
 		var look localcache.Lookup
 		*buf, look = c.srv.cache.AppendGet(*buf, k.key, k.lp, now, false)
 		if c.served(look, k.key, k.lp, k.pc) {
+			*buf = c.seg.servedNil(*buf, look.Kind)
 			continue
 		}
 		c.replies.holdMget(&region)
@@ -452,6 +459,7 @@ func (c *client) runSegment() {
 		if err == nil && !c.srv.reached.Load() {
 			c.srv.reached.Store(true)
 		}
+		c.checkWindows()
 		if c.srv.clustered() {
 			c.readSplitTxs()
 		}
@@ -474,6 +482,7 @@ func (c *client) runSegment() {
 // replies for the fills are then not used.
 func (c *client) sendShared() error {
 	s := &c.seg
+	s.upstream2() // a shared connection is left in RESP2
 	start := time.Now()
 	fwd := s.forward || s.bypass
 	c.srv.up.Start(c.call, &s.req, fwd)

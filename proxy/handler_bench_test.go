@@ -66,11 +66,15 @@ func benchHitPathWith(b *testing.B, pipeline int, yamlCfg string) {
 
 // runHitPath reads payload again and again through a client of srv and runs it through the request path, replies
 // discarded, with the per-batch work serve does around a batch (its latency); every read must be a hit.
-func runHitPath(b *testing.B, srv *Server, payload []byte) {
+func runHitPath(b *testing.B, srv *Server, payload []byte) { runHitPathProto(b, srv, payload, 2) }
+
+// runHitPathProto is runHitPath for a client of protocol proto (3: after HELLO 3).
+func runHitPathProto(b *testing.B, srv *Server, payload []byte, proto int) {
 	server, client := net.Pipe()
 	defer server.Close()
 	defer client.Close()
 	c := srv.newClient(server)
+	c.seg.proto = proto
 	c.rd = resp.NewReader(&repeatReader{data: payload}, resp.Limits{})
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -126,6 +130,23 @@ func BenchmarkHitPathHMGET(b *testing.B) {
 		args = append(args, "field-"+strconv.Itoa(i))
 	}
 	runHitPath(b, srv, resp.AppendCommand(nil, args...))
+}
+
+// The same reads for a client that chose RESP3 with HELLO 3: what answering cached reads in RESP3 costs.
+func BenchmarkHitPathGetRESP3(b *testing.B) {
+	srv := benchServer(b, 1000)
+	b.SetBytes(1024)
+	runHitPathProto(b, srv, resp.AppendCommand(nil, "GET", "key:37"), 3)
+}
+
+func BenchmarkHitPathMGETRESP3(b *testing.B) {
+	srv := benchServer(b, 1000)
+	args := []string{"MGET"}
+	for i := 0; i < 8; i++ {
+		args = append(args, "key:"+strconv.Itoa(i*37%1000))
+	}
+	b.SetBytes(8 * 1024)
+	runHitPathProto(b, srv, resp.AppendCommand(nil, args...), 3)
 }
 
 // The hot-key tracker's share of the hit path: the same benchmarks with the tracker off (warm.hotkeys_size: 0).

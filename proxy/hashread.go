@@ -124,11 +124,15 @@ func (c *client) readHash(cmd *resp.Command, kind hashCmd) {
 	now := c.clock()
 	buf := c.replies.buf()
 	served := false
+	mark := len(*buf)
 	if kind == hashGetAll {
 		*buf, served = c.serveHashAll(*buf, key, ps, pol, now, false)
 	} else if c.lookupFields(key, fields, ps, pol, now, false) {
 		*buf = appendFieldsReply(*buf, kind, fields, c.hs.pols, c.hs.times, now, c.hs.elem)
 		served = true
+	}
+	if served {
+		*buf = c.seg.to3(*buf, mark, kind == hashGetAll)
 	}
 	pc := ps.counters[c.hs.count.Index]
 	if served {
@@ -153,6 +157,7 @@ func (c *client) fillHash(kind hashCmd, key []byte, fields [][]byte, ps *policyS
 	f, leader := c.srv.cache.AcquireHash(hr.key, localcache.HashFillID(hr.fetch, kind == hashGetAll))
 	hr.fill = f
 	if leader {
+		c.seg.upstream2()
 		c.seg.fetches = append(c.seg.fetches, fetchItem{fill: f, frame: c.seg.req.Len(), hash: hr})
 		c.seg.req.AppendHashFetch(hr.key, hr.fetch, kind == hashGetAll, hr.fieldTTL)
 	}
@@ -408,8 +413,14 @@ func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.Has
 }
 
 // emitHashRead appends a hash read's reply once its fill is done: from what the fill read alone, or serve_stale's
-// answer, or the upstream's error.
+// answer, or the upstream's error; in the client's protocol.
 func (c *client) emitHashRead(dst []byte, h *hole) []byte {
+	mark := len(dst)
+	return c.seg.to3(c.emitHashRead2(dst, h), mark, h.hash.cmd == hashGetAll)
+}
+
+// emitHashRead2 is emitHashRead's reply in RESP2.
+func (c *client) emitHashRead2(dst []byte, h *hole) []byte {
 	hr := h.hash
 	<-hr.fill.Done()
 	res := hr.fill.Result()

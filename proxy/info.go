@@ -39,7 +39,7 @@ func (c *client) forwardInfo(cmd *resp.Command) {
 	ours, theirs := infoWants(cmd.Args[1:])
 	switch {
 	case ours && !theirs:
-		c.bulkReply(c.srv.infoText())
+		c.verbatimReply(c.srv.infoText())
 	case ours:
 		c.forward(cmd, nil) // INFO has no keys
 		if n := len(c.seg.holes); n > 0 && c.seg.holes[n-1].kind == holeFrame {
@@ -81,14 +81,23 @@ func (c *client) emitInfo(dst []byte, h *hole) []byte {
 	}
 	frame := c.call.Frame(h.frame)
 	body, isNil, ok := resp.BulkPayload(frame)
-	if !ok || isNil {
+	verbatim := false
+	if !ok {
+		// A RESP3 client's INFO: Redis answers a verbatim string.
+		_, body, verbatim = resp.VerbatimPayload(frame)
+	}
+	if !ok && !verbatim || isNil {
 		return append(dst, frame...)
 	}
 	text := body[:len(body):len(body)] // appending copies: the reply buffer is not written over
 	if len(body) > 0 {
 		text = append(text, infoSectionBreak...)
 	}
-	return resp.AppendBulk(dst, append(text, c.srv.infoText()...))
+	text = append(text, c.srv.infoText()...)
+	if verbatim {
+		return resp.AppendVerbatim(dst, "txt", string(text))
+	}
+	return resp.AppendBulk(dst, text)
 }
 
 // infoText renders featcache's INFO section: its header and one featcache_<name>:<value> line each, every line

@@ -62,6 +62,7 @@ type txKey struct {
 
 // addMgetTx adds the transaction answering an MGET of keys to the payload, and its hole to the replies.
 func (s *segment) addMgetTx(cache *localcache.Cache, keys []mgetKey) {
+	s.upstream2()
 	tx := &mgetTx{pos: make([]int, len(keys)), frame: s.req.Len(), alone: true}
 	var index map[string]int // distinct keys, for a long MGET
 	if len(keys) > 16 {
@@ -255,10 +256,10 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 		}
 		dst = resp.AppendArray(dst, len(tx.pos))
 		for _, at := range tx.pos {
-			if e := tx.elems[tx.keys[at].get]; e[0] == resp.TypeBulk {
+			if e := tx.elems[tx.keys[at].get]; e[0] == resp.TypeBulk && !bytes.Equal(e, nullBulk) {
 				dst = append(dst, e...)
 			} else {
-				dst = append(dst, nullBulk...)
+				dst = append(dst, c.seg.null()...)
 			}
 		}
 		for _, at := range tx.pos {
@@ -296,7 +297,7 @@ func (c *client) emitMgetTx(dst []byte, h *hole) []byte {
 		}
 	}
 	if ok {
-		return dst
+		return c.seg.to3(dst, mark, false)
 	}
 	c.srv.stats.Errors.Add(1)
 	return resp.AppendError(dst[:mark], upstreamErrorText(tx.err))

@@ -13,6 +13,9 @@ import (
 func (c *client) monitor(cmd *resp.Command, tc *command) {
 	c.runSegment()
 	conn, err := c.srv.up.Dedicated()
+	if err == nil {
+		err = c.prepareConn(conn) // Redis answers the commands of a RESP3 client's session in RESP3
+	}
 	if err != nil {
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))

@@ -42,6 +42,9 @@ func (c *client) dedicatedFor(cmd *resp.Command, tc *command) (*upstream.Conn, i
 		}
 	}
 	conn, err := c.srv.up.DedicatedSlot(slot)
+	if err == nil {
+		err = c.prepareConn(conn)
+	}
 	if err != nil {
 		c.srv.stats.Errors.Add(1)
 		c.errorReply(upstreamErrorText(err))
@@ -150,7 +153,7 @@ func (c *client) execPinned(cmd *resp.Command, tc *command) {
 		c.queuedWritesNow()
 		c.tx.resetQueue()
 		c.tx.watchLost = false
-		c.tx.conn.Release()
+		releaseConn(c.tx.conn, c.resp3())
 		c.tx.conn = nil
 	}
 	if wasMulti != c.tx.multi || c.tx.conn == nil {

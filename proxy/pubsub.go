@@ -32,6 +32,11 @@ type pubsub struct {
 	done                       chan struct{} // closed by close
 	exited                     chan struct{} // closed when the pump has returned: it writes nothing more
 	closeOnce                  sync.Once
+	// hellos counts the HELLOs featcache sent on the connection (the client changed protocol while subscribed or
+	// monitoring) whose replies the pump has not swallowed yet: they are not the client's.
+	hellos atomic.Int32
+	// bypass: a RESP3 client's command runs outside the session while it is subscribed (execBesideSubscriptions).
+	bypass bool
 }
 
 func (p *pubsub) active() bool { return p.on }
@@ -45,6 +50,9 @@ func (c *client) subscribe(cmd *resp.Command, tc *command) {
 			slot = int(upstream.Slot(cmd.Args[1]))
 		}
 		conn, err := c.srv.up.DedicatedSlot(slot)
+		if err == nil {
+			err = c.prepareConn(conn) // a RESP3 client's messages are pushes
+		}
 		if err != nil {
 			c.srv.stats.Errors.Add(1)
 			c.errorReply(upstreamErrorText(err))
@@ -66,7 +74,7 @@ func (c *client) subscribe(cmd *resp.Command, tc *command) {
 
 // execSubscribed forwards a command in subscribed mode, or in a MONITOR session; replies come back through the
 // pump. QUIT and RESET are handled here: they end the session.
-func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
+func (c *client) execSubscribed(cmd *resp.Command, tc *command) (done bool) {
 	p := c.sub
 	name := ""
 	if tc != nil {
@@ -80,11 +88,15 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
 		<-p.exited
 		c.sub = nil
 		tc.local(c, cmd.Args)
-		return
+		return true
 	}
 	if p.monitor {
 		c.execMonitoring(cmd, tc)
-		return
+		return true
+	}
+	if c.resp3() && (tc == nil || tc.class != classSubscribe) {
+		// RESP3 lets a subscribed client run any command on its connection: execBesideSubscriptions.
+		return false
 	}
 	if tc != nil && (tc.class == classDenied || tc.class == classRefused) {
 		// Never sent upstream, not even for Redis to refuse in subscribed mode. The refusal must follow the replies
@@ -94,7 +106,7 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
 		c.flush()
 		p.sync(c.srv.up.Timeout())
 		c.refuse(cmd, tc)
-		return
+		return true
 	}
 	var req []byte
 	if cmd.Raw != nil {
@@ -115,8 +127,9 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
 		p.close()
 		c.sub = nil
 		c.errorReply(upstreamErrorText(err))
-		return
+		return true
 	}
+	p.unsynced = true
 	if p.total() == 0 {
 		// Leaving subscribed mode waits for Redis's confirmation as a direct client would, or at most
 		// upstream.command_timeout.
@@ -147,6 +160,7 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) {
 			c.errorReply(upstreamErrorText(upstream.ErrCommandTimeout))
 		}
 	}
+	return true
 }
 
 // sync waits until the pump has written the replies of everything sent on the session's connection so far: it
@@ -221,6 +235,10 @@ func (p *pubsub) pump() {
 			}
 			continue
 		}
+		if p.hellos.Load() > 0 && isHelloReply(frame) {
+			p.hellos.Add(-1)
+			continue
+		}
 		out = append(out[:0], frame...)
 		marked := false
 		for p.conn.Buffered() {
@@ -232,6 +250,10 @@ func (p *pubsub) pump() {
 			}
 			if p.isMarker(frame) {
 				marked = true
+				continue
+			}
+			if p.hellos.Load() > 0 && isHelloReply(frame) {
+				p.hellos.Add(-1)
 				continue
 			}
 			out = append(out, frame...)
@@ -288,8 +310,11 @@ func (p *pubsub) close() {
 	})
 }
 
-// subscriptionCount reads the count of a (un)subscribe confirmation: *3 kind channel :count.
+// subscriptionCount reads the count of a (un)subscribe confirmation: *3 kind channel :count, or >3 ... in RESP3.
 func subscriptionCount(frame []byte) (int64, bool) {
+	if len(frame) > 0 && frame[0] == resp.TypePush {
+		frame = append([]byte{resp.TypeArray}, frame[1:]...) // the same elements, read as an array's
+	}
 	if n, _, ok := resp.ArrayHeader(frame); !ok || n != 3 {
 		return 0, false // a pattern message (4 elements), a MONITOR line, a PING's reply
 	}

@@ -60,8 +60,12 @@ func (t *clientTracking) deliver(st *trackState, keys [][]byte) {
 	target.push(frame)
 }
 
-// protoOf is the protocol c speaks: 2 until RESP3 is offered to clients.
-func protoOf(c *client) int { return 2 }
+// protoOf is the protocol c speaks (HELLO), as it last published it.
+func protoOf(c *client) int {
+	c.info.mu.Lock()
+	defer c.info.mu.Unlock()
+	return c.info.proto
+}
 
 // subscribed reports whether the client is in Pub/Sub mode (Redis's CLIENT_PUBSUB): subscribed to a channel, a
 // pattern or a shard channel.

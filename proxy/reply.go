@@ -14,9 +14,8 @@ var (
 
 // Fixed replies, as Redis writes them.
 var (
-	nullBulk  = resp.AppendNullBulk(nil)
-	nullArray = resp.AppendNullArray(nil)
-	okReply   = resp.AppendOK(nil)
+	nullBulk = resp.AppendNullBulk(nil)
+	okReply  = resp.AppendOK(nil)
 )
 
 // upstreamErrorText is the one place that turns an upstream failure into the error a client sees. An error reply

@@ -86,6 +86,19 @@ type segment struct {
 	forward bool      // the payload holds forwarded commands, not only fetches
 	bypass  bool      // the payload holds GETs of an MGET's uncached keys
 	tx      bool      // the payload is a transaction, or part of one (tx.go: sendSegment)
+
+	// proto is the client's protocol (HELLO): 2, or 3 for RESP3. The replies the segment builds are in it.
+	proto int
+	// up3: the payload's last command leaves its connection speaking RESP3. A RESP3 client's forwarded commands are
+	// sent between HELLO 3 and HELLO 2 on the shared connection, so that Redis writes their replies in RESP3 and
+	// they are relayed as Redis wrote them; featcache's own reads (fills) stay in RESP2 (see upstream3).
+	up3 bool
+	// pin is the client's pinned connection (txState.conn): while it has one, the payload goes there, and that
+	// connection speaks the client's protocol already (prepareConn), so nothing switches it.
+	pin **upstream.Conn
+	// windows are the payload's runs of commands between a HELLO 3 and its HELLO 2 (upstream3), checked once the
+	// round trip is over (checkWindows).
+	windows []window
 }
 
 // class is the upstream round-trip class of the segment's payload, for featcache_upstream_duration_seconds.
@@ -133,7 +146,8 @@ func (s *segment) reset() {
 	s.fetches = s.fetches[:0]
 	s.writes = s.writes[:0]
 	s.doErr = nil
-	s.forward, s.bypass, s.tx = false, false, false
+	s.forward, s.bypass, s.tx, s.up3 = false, false, false, false
+	s.windows = s.windows[:0]
 	if s.req.Cap() > maxSegmentBytes*2 {
 		s.req = upstream.Payload{}
 	}
@@ -173,6 +187,7 @@ func (s *segment) full() bool {
 // addForward appends a command to the payload, routed by its keys as info's key specs find them (info is nil for
 // a command Redis does not know, or one without keys), and a hole for its reply.
 func (s *segment) addForward(cmd *resp.Command, info *commands.Info) {
+	s.upstream3()
 	s.addHole(hole{kind: holeFrame, frame: s.req.Len()})
 	s.req.Append(info, cmd.Args, cmd.Raw)
 	s.forward = true
@@ -180,6 +195,7 @@ func (s *segment) addForward(cmd *resp.Command, info *commands.Info) {
 
 // addForwardKey is addForward for a command whose slot is key's: a cached read forwarded as it is.
 func (s *segment) addForwardKey(cmd *resp.Command, key []byte) {
+	s.upstream3()
 	s.addHole(hole{kind: holeFrame, frame: s.req.Len()})
 	appendCommand(&s.req, int(upstream.Slot(key)), cmd)
 	s.forward = true
@@ -189,6 +205,7 @@ func (s *segment) addForwardKey(cmd *resp.Command, key []byte) {
 // own, or of a dedicated connection. The caller resets the payload once the round trip is over.
 func (s *segment) request(cmd *resp.Command) []byte {
 	s.req.Reset()
+	s.up3 = false
 	appendCommand(&s.req, upstream.NoSlot, cmd)
 	return s.req.Bytes()
 }
@@ -204,6 +221,7 @@ func (s *segment) addFill(cache *localcache.Cache, buf *[]byte, kind holeKind, k
 		var look localcache.Lookup
 		if *buf, look = cache.AppendGet(*buf, key, lp, now, false); look.State != localcache.StateMiss {
 			cache.Complete(f, servedResult((*buf)[mark:]), lp)
+			*buf = s.fixNil(*buf, mark)
 			if look.State == localcache.StateFresh {
 				pc.hit.observe(look.Age)
 			} else {
@@ -211,6 +229,7 @@ func (s *segment) addFill(cache *localcache.Cache, buf *[]byte, kind holeKind, k
 			}
 			return
 		}
+		s.upstream2()
 		s.fetches = append(s.fetches, fetchItem{fill: f, lp: lp, frame: s.req.Len()})
 		s.req.AppendFetch(key)
 	}
@@ -228,6 +247,7 @@ func servedResult(reply []byte) localcache.Result {
 
 // addBypass fetches an MGET key that no policy caches with a plain GET.
 func (s *segment) addBypass(key []byte) {
+	s.upstream2()
 	s.addHole(hole{kind: holeMgetBypass, frame: s.req.Len()})
 	s.req.AppendKey("GET", key)
 	s.bypass = true
@@ -298,7 +318,7 @@ func (c *client) emit(dst []byte, from, to, start, stop, mget int) ([]byte, bool
 			dst = c.flushAssembled(dst)
 			continue
 		}
-		if mget < 0 && !h.mute && h.kind == holeFrame && h.frame < c.call.Len() &&
+		if mget < 0 && !h.mute && h.kind == holeFrame && h.frame < c.call.Len() && s.frameErr(h.frame) == nil &&
 			len(c.call.Frame(h.frame)) >= outputFlushBytes {
 			// A large reply of Redis's is written from the round trip's buffer, not copied: the client holds it once.
 			dst = c.writeThrough(dst, c.call.Frame(h.frame))
@@ -339,6 +359,13 @@ func (c *client) flushAssembled(dst []byte) []byte {
 func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 	s := &c.seg
 	switch h.kind {
+	case holeFrame, holeInfo:
+		if err := s.frameErr(h.frame); err != nil {
+			c.srv.stats.Errors.Add(1)
+			return resp.AppendError(dst, "ERR "+err.Error()), true
+		}
+	}
+	switch h.kind {
 	case holeFrame:
 		if h.frame < c.call.Len() {
 			return append(dst, c.call.Frame(h.frame)...), true
@@ -358,7 +385,10 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 			if isUpstreamFailure(f) {
 				return dst, false
 			}
-			return resp.AppendNullBulk(dst), true // MGET answers nil for a key of another type
+			return append(dst, s.null()...), true // MGET answers nil for a key of another type
+		}
+		if bytes.Equal(f, nullBulk) {
+			return append(dst, s.null()...), true
 		}
 		return append(dst, f...), true
 	}
@@ -374,7 +404,9 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 	case res.Err != nil:
 		if h.lp.ServeStale {
 			var look localcache.Lookup
+			mark := len(dst)
 			if dst, look = c.srv.cache.AppendGet(dst, h.key, h.lp, c.clock(), true); look.State != localcache.StateMiss {
+				dst = s.fixNil(dst, mark)
 				h.stale = true
 				h.pc.stale.observe(look.Age)
 				return dst, true
@@ -387,11 +419,11 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 		return resp.AppendError(dst, upstreamErrorText(res.Err)), true
 	case res.Reply != nil:
 		if inMget {
-			return resp.AppendNullBulk(dst), true
+			return append(dst, s.null()...), true
 		}
 		return append(dst, res.Reply...), true
 	case res.Nil:
-		return resp.AppendNullBulk(dst), true
+		return append(dst, s.null()...), true
 	}
 	return resp.AppendBulk(dst, res.Value), true
 }

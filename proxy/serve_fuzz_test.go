@@ -43,6 +43,8 @@ func FuzzServe(f *testing.F) {
 		"CLIENT REPLY OFF\r\nGET s:1\r\nCLIENT REPLY ON\r\nPING\r\n",
 		"BLPOP q 0\r\n",
 		"HELLO 3\r\nHELLO 2 AUTH default x\r\nAUTH a b c\r\n",
+		"HELLO 3\r\nGET s:1\r\nHSET s:h f v\r\nHGETALL s:h\r\nSUBSCRIBE ch\r\nGET s:1\r\nPUBLISH ch x\r\nHELLO 2\r\nPING\r\n",
+		"HELLO 3\r\nMULTI\r\nGET s:1\r\nEXEC\r\nWATCH a\r\nHELLO 2\r\nGET a\r\nHELLO 3\r\nRESET\r\nGET a\r\n",
 		"CACHE STATS\r\nCACHE EXPLAIN s:1\r\nCACHE FLUSH\r\n",
 		"*2147483647\r\n",
 		"*1\r\n$2000000000\r\n",

@@ -68,6 +68,7 @@ type Server struct {
 	policies atomic.Pointer[policySet]
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]
+	resp3    atomic.Int32 // whether the upstream switches protocols with HELLO: 0 not known yet, 1 yes, 2 no
 	dbCount  atomic.Int64 // the upstream's number of databases, once read (connection.go: databases)
 
 	cmds       atomic.Pointer[commands.Table] // the command table's source, for rebuilding it (installTable)
@@ -187,6 +188,40 @@ func New(opt Options) (*Server, error) {
 
 // clustered reports whether the upstream is a Redis Cluster (known once the upstream client has been answered).
 func (s *Server) clustered() bool { return s.up.Cluster() != nil }
+
+// offersRESP3 reports whether HELLO 3 is accepted: in front of a single Redis (or a Sentinel's primary), once the
+// upstream is known not to be a Redis Cluster, and known to switch protocols with HELLO (Redis 6 and later do;
+// the first HELLO 3 asks, with HELLO 3 and HELLO 2 on a shared connection). In front of a cluster featcache
+// speaks RESP2 only: its merged replies of commands split over slots have no RESP3 form yet (docs/commands.md).
+func (s *Server) offersRESP3() bool {
+	select {
+	case <-s.up.Decided():
+	default:
+		return false
+	}
+	if s.clustered() {
+		return false
+	}
+	switch s.resp3.Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	var req upstream.Payload
+	req.AppendRaw(upstream.NoSlot, hello3Cmd)
+	req.AppendRaw(upstream.NoSlot, hello2Cmd)
+	call := upstream.NewCall()
+	if err := s.up.Do(call, &req); err != nil {
+		return false // not known: asked again at the next HELLO 3
+	}
+	if call.Frame(0)[0] == resp.TypeMap && call.Frame(1)[0] == resp.TypeArray {
+		s.resp3.Store(1)
+		return true
+	}
+	s.resp3.Store(2)
+	return false
+}
 
 // installTable builds the command table from cmds (nil: the last ones installed) and makes it current; in front
 // of a Redis Cluster with the cluster rules. Installs are serialized, so the last one reflects whether the

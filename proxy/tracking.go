@@ -184,7 +184,7 @@ func (c *client) cmdClientGetredir(args [][]byte) {
 func (c *client) cmdClientTrackinginfo(args [][]byte) {
 	st := c.trk
 	if st == nil {
-		c.rawReply(trackingOffReply)
+		c.trackingInfoReply([]string{"off"}, -1, nil)
 		return
 	}
 	t := c.srv.ctrack
@@ -213,28 +213,26 @@ func (c *client) cmdClientTrackinginfo(args [][]byte) {
 	}
 	redir, prefixes := st.redirID, slices.Clone(st.prefixes)
 	t.mu.Unlock()
-	buf := c.replies.buf()
-	b := resp.AppendBulkString(resp.AppendArray(*buf, 6), "flags")
-	b = resp.AppendArray(b, len(flags))
-	for _, f := range flags {
-		b = resp.AppendBulkString(b, f)
-	}
-	b = resp.AppendInt(resp.AppendBulkString(b, "redirect"), redir)
-	b = resp.AppendArray(resp.AppendBulkString(b, "prefixes"), len(prefixes))
-	for _, p := range prefixes {
-		b = resp.AppendBulkString(b, p)
-	}
-	*buf = b
+	c.trackingInfoReply(flags, redir, prefixes)
 }
 
-// trackingOffReply is CLIENT TRACKINGINFO's reply for a client without tracking: flags [off], redirect -1,
-// prefixes [].
-var trackingOffReply = func() []byte {
-	b := resp.AppendBulkString(resp.AppendArray(nil, 6), "flags")
-	b = resp.AppendBulkString(resp.AppendArray(b, 1), "off")
-	b = resp.AppendInt(resp.AppendBulkString(b, "redirect"), -1)
-	return resp.AppendArray(resp.AppendBulkString(b, "prefixes"), 0)
-}()
+// trackingInfoReply answers CLIENT TRACKINGINFO: a map (an array in RESP2) of flags, a set, redirect and
+// prefixes, an array.
+func (c *client) trackingInfoReply(flags []string, redir int64, prefixes []string) {
+	c.mapReply(3)
+	c.bulkStringReply("flags")
+	c.setReply(len(flags))
+	for _, f := range flags {
+		c.bulkStringReply(f)
+	}
+	c.bulkStringReply("redirect")
+	c.intReply(redir)
+	c.bulkStringReply("prefixes")
+	c.arrayReply(len(prefixes))
+	for _, p := range prefixes {
+		c.bulkStringReply(p)
+	}
+}
 
 // disableTracking turns the client's tracking off (CLIENT TRACKING OFF, RESET).
 func (c *client) disableTracking() {

@@ -238,7 +238,7 @@ func (c *client) execTx(cmd *resp.Command) {
 		if c.tx.dirty {
 			c.errorReply("EXECABORT Transaction discarded because of previous errors.")
 		} else {
-			c.rawReply(nullArray)
+			c.nullArrayReply()
 		}
 	default:
 		c.srv.stats.Forwarded.Add(1)
@@ -300,7 +300,7 @@ func (c *client) queuedWritesNow() {
 // state any more, goes back to the pool.
 func (c *client) endTx() {
 	if c.tx.conn != nil {
-		c.tx.conn.Release()
+		releaseConn(c.tx.conn, c.resp3())
 		c.tx.conn = nil
 	}
 	c.tx.resetQueue()
@@ -323,7 +323,7 @@ func (c *client) abandonTx() {
 		c.runSegment()
 	}
 	if c.tx.conn != nil {
-		c.tx.conn.Release()
+		releaseConn(c.tx.conn, c.resp3())
 		c.tx.conn = nil
 	}
 	c.tx.close()
@@ -340,6 +340,9 @@ func (c *client) sendSegment() error {
 	if c.tx.open {
 		c.tx.open = false
 		conn, err := c.srv.up.Dedicated()
+		if err == nil {
+			err = c.prepareConn(conn)
+		}
 		if err != nil {
 			c.tx.lost = err
 			c.call.Replies, c.call.Ends, c.call.Err = c.call.Replies[:0], c.call.Ends[:0], err
@@ -469,7 +472,7 @@ func (c *client) cmdExec(cmd *resp.Command) {
 	if c.tx.watchLost {
 		c.tx.resetQueue()
 		c.tx.watchLost = false
-		c.rawReply(nullArray)
+		c.nullArrayReply()
 		return
 	}
 	if c.tx.crossSlot {

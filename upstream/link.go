@@ -252,6 +252,12 @@ func (l *link) readLoop() {
 			}
 			frame := buf[start : start+n]
 			start += n
+			if resp.IsPush(frame) {
+				// Out-of-band data, never a reply. A shared connection subscribes and tracks nothing, so Redis has
+				// no reason to push on it; one that arrived (while the connection spoke RESP3 for a client) is
+				// not taken as the reply to the next command.
+				continue
+			}
 			if frame[0] == resp.TypeError && l.onReadOnly != nil && bytes.HasPrefix(frame, readOnlyReply) {
 				l.onReadOnly()
 			}

@@ -428,3 +428,35 @@ func TestPoolOnReadOnly(t *testing.T) {
 		t.Fatal("OnReadOnly was not called")
 	}
 }
+
+// TestPoolSkipsPushes: a push on a shared connection (here an invalidation Redis sends to a connection a command
+// switched to RESP3 and tracking) is never taken as the reply to the command after it, nor does it cost the
+// connection.
+func TestPoolSkipsPushes(t *testing.T) {
+	srv := redistest.Start(t)
+	p := NewPool(PoolOptions{Addr: srv.Addr(), Timeout: time.Second, Conns: 1})
+	t.Cleanup(p.Close)
+	call := NewCall()
+	var req []byte
+	req = resp.AppendCommand(req, "HELLO", "3")
+	req = resp.AppendCommand(req, "CLIENT", "TRACKING", "ON")
+	req = resp.AppendCommand(req, "GET", "k")
+	req = resp.AppendCommand(req, "CLIENT", "ID")
+	if err := p.Do(call, req, 4); err != nil {
+		t.Fatal(err)
+	}
+	id := string(call.Frame(3))
+	// The SET makes Redis push an invalidation of k to the shared connection before it answers the SET, so the
+	// push is on that connection ahead of the PING's reply.
+	srv.Do("SET", "k", "v")
+	req = resp.AppendCommand(resp.AppendCommand(nil, "PING"), "CLIENT", "ID")
+	if err := p.Do(call, req, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(call.Frame(0)); got != "+PONG\r\n" {
+		t.Errorf("PING after a push: got %q; want +PONG", got)
+	}
+	if got := string(call.Frame(1)); got != id {
+		t.Errorf("the shared connection is %q after the push; was %q: the push cost the connection", got, id)
+	}
+}

@@ -7,8 +7,8 @@ import (
 // The encoders below append one RESP2 value to dst and return the extended slice, as append does: dst may be
 // reallocated, and the arguments are copied, never retained. They allocate only when dst lacks capacity, so a reply
 // or request buffer that is reused stops allocating once it has grown. Where redcon has the encoder, featcache's is
-// redcon's, whose output is the bytes Redis writes for the same value. RESP3 encoders, when they come, take names
-// of their own (AppendNull3 for "_", AppendMap, ...) rather than changing these.
+// redcon's, whose output is the bytes Redis writes for the same value. RESP3's encoders (resp3.go) have names of
+// their own rather than changing these.
 
 // Frame type bytes: the first byte of every RESP2 frame.
 const (

@@ -1,6 +1,7 @@
 package resp
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -34,6 +35,38 @@ func TestEncoders(t *testing.T) {
 		{"command", AppendCommand(nil, "SET", "k", ""), "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"},
 		{"args", AppendArgs(nil, [][]byte{[]byte("GET"), []byte("key:1")}), "*2\r\n$3\r\nGET\r\n$5\r\nkey:1\r\n"},
 		{"appends", AppendInt([]byte("+OK\r\n"), 1), "+OK\r\n:1\r\n"},
+		{"resp3 null", AppendNull(nil), "_\r\n"},
+		{"resp3 map", AppendMap(nil, 7), "%7\r\n"},
+		{"resp3 set", AppendSet(nil, 2), "~2\r\n"},
+		{"resp3 push", AppendPush(nil, 3), ">3\r\n"},
+		{"resp3 true", AppendBoolean(nil, true), "#t\r\n"},
+		{"resp3 false", AppendBoolean(nil, false), "#f\r\n"},
+		{"resp3 double", AppendDouble(nil, 1.5), ",1.5\r\n"},
+		{"resp3 double 0.1", AppendDouble(nil, 0.1), ",0.10000000000000001\r\n"},
+		{"resp3 double small", AppendDouble(nil, 1e-5), ",1.0000000000000001e-05\r\n"},
+		{"resp3 double large", AppendDouble(nil, 1e20), ",1e+20\r\n"},
+		{"resp3 double whole", AppendDouble(nil, 3), ",3\r\n"},
+		{"resp3 inf", AppendDouble(nil, math.Inf(1)), ",inf\r\n"},
+		{"resp3 -inf", AppendDouble(nil, math.Inf(-1)), ",-inf\r\n"},
+		{"resp3 nan", AppendDouble(nil, math.NaN()), ",nan\r\n"},
+		{"resp3 big number", AppendBigNumber(nil, "-12345678901234567890"), "(-12345678901234567890\r\n"},
+		{"resp3 verbatim", AppendVerbatim(nil, "txt", "a\nb"), "=7\r\ntxt:a\nb\r\n"},
+		{"null for 2", AppendNullFor(nil, 2), "$-1\r\n"},
+		{"null for 3", AppendNullFor(nil, 3), "_\r\n"},
+		{"null array for 2", AppendNullArrayFor(nil, 2), "*-1\r\n"},
+		{"null array for 3", AppendNullArrayFor(nil, 3), "_\r\n"},
+		{"map for 2", AppendMapFor(nil, 2, 2), "*4\r\n"},
+		{"map for 3", AppendMapFor(nil, 2, 3), "%2\r\n"},
+		{"set for 2", AppendSetFor(nil, 2, 2), "*2\r\n"},
+		{"set for 3", AppendSetFor(nil, 2, 3), "~2\r\n"},
+		{"push for 2", AppendPushFor(nil, 3, 2), "*3\r\n"},
+		{"push for 3", AppendPushFor(nil, 3, 3), ">3\r\n"},
+		{"verbatim for 2", AppendVerbatimFor(nil, "txt", "x", 2), "$1\r\nx\r\n"},
+		{"verbatim for 3", AppendVerbatimFor(nil, "txt", "x", 3), "=5\r\ntxt:x\r\n"},
+		{"double for 2", AppendDoubleFor(nil, 0.1, 2), "$19\r\n0.10000000000000001\r\n"},
+		{"double for 3", AppendDoubleFor(nil, 0.1, 3), ",0.10000000000000001\r\n"},
+		{"boolean for 2", AppendBooleanFor(nil, true, 2), ":1\r\n"},
+		{"boolean for 3", AppendBooleanFor(nil, false, 3), "#f\r\n"},
 	}
 	for _, tt := range tests {
 		if string(tt.got) != tt.want {
@@ -53,7 +86,12 @@ func TestEncodersDoNotAllocate(t *testing.T) {
 		b = AppendInt(b, 42)
 		b = AppendError(b, "ERR no")
 		b = AppendArgs(b, [][]byte{v})
-		_ = AppendCommand(b, "GET", "k")
+		b = AppendCommand(b, "GET", "k")
+		b = AppendNull(b)
+		b = AppendMap(b, 2)
+		b = AppendDouble(b, 0.1)
+		b = AppendDoubleFor(b, 0.1, 2)
+		_ = AppendVerbatim(b, "txt", "value")
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per run; want 0", allocs)

@@ -1,16 +1,20 @@
-// Package resp is the one place featcache reads and writes the Redis protocol (RESP2). The rest of featcache
-// frames nothing itself: requests, replies and the commands featcache sends upstream all go through this package.
+// Package resp is the one place featcache reads and writes the Redis protocol (RESP2, and RESP3 for clients that
+// choose it with HELLO 3). The rest of featcache frames nothing itself: requests, replies and the commands featcache
+// sends upstream all go through this package.
 // (Text carried inside a frame, such as INFO's CRLF-ended lines, is the caller's.)
 //
 // It holds:
 //
 //   - Reader (reader.go): the bounded, zero-copy request reader every client byte meets first, with Limits checked on
-//     each header before anything is allocated for what it declares, inline commands parsed as Redis parses them,
-//     and Redis's own protocol error texts (ProtocolError).
+//     each header before anything is allocated for what it declares (multibulk.go), inline commands parsed as Redis
+//     parses them (inline.go), and Redis's own protocol error texts (ProtocolError). ParseCommand (multibulk.go)
+//     reads one whole multi-bulk command from bytes already in hand.
 //   - Encoders (append.go): AppendBulk, AppendArray, AppendInt, AppendError, AppendNullBulk ... for replies, and
 //     AppendCommand and AppendArgs for commands. They are redcon's (github.com/tidwall/redcon) where redcon has
-//     them; the rest are written the same way.
-//   - Reply frames (scan.go): Scanner, which finds where frames end in a stream without copying them, ReadFrame for
+//     them; the rest are written the same way. RESP3's (resp3.go): AppendNull, AppendMap, AppendSet, AppendDouble,
+//     AppendVerbatim, AppendPush ..., and the ...For encoders that write a reply in the protocol a client chose.
+//   - Reply frames (scan.go): Scanner, which finds where RESP2 and RESP3 frames end in a stream without copying them
+//     (an attribute with the value it annotates as one frame), IsPush for RESP3's out-of-band frames, ReadFrame for
 //     a client that reads one reply at a time, and readers of a frame's parts (BulkPayload, IntegerValue,
 //     ArrayHeader, ArrayElements, ParseBulkArray).
 //   - Value and Decode (value.go): a decoded value tree, for replies read once (COMMAND at start, CONFIG GET).

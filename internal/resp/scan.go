@@ -25,8 +25,12 @@ const maxAggregateLen = math.MaxInt32
 // first byte, never the bytes, so the caller may move or grow its buffer between calls. The zero value is ready; a
 // Scanner is not safe for concurrent use.
 //
-// A frame is one RESP value: a simple string, error, integer, bulk string or an aggregate with all its nested
-// elements. RESP3 types are recognised too, so the scanner never loses framing if one appears.
+// A frame is one RESP2 or RESP3 value with all its nested elements: a simple string, error, integer, bulk string,
+// array, and RESP3's null ('_'), boolean ('#'), double (','), big number ('('), blob error ('!'), verbatim string
+// ('='), map ('%'), set ('~') and push ('>'). An attribute ('|') is not a frame of its own: it and the value it
+// annotates are one frame, so relaying frames never separates them. A push is a frame like any other; the caller
+// tells it apart with IsPush, since a push arrives out of band, between replies, and is never the reply to a
+// command.
 type Scanner struct {
 	pos     int // offset in the buffer up to which the current frame has been scanned
 	pending int // elements still missing before the current frame is complete; 0 = between frames
@@ -57,48 +61,106 @@ func (s *Scanner) Next(b []byte) (int, error) {
 		}
 		typ, line := b[s.pos], b[s.pos+1:lineEnd-2]
 		switch typ {
-		case TypeSimple, TypeError, TypeInteger, '_', ',', '#', '(':
-			s.pos = lineEnd
-			s.pending--
-		case TypeBulk, '=', '!':
-			n, ok := ParseInt(line)
-			if !ok {
+		case TypeSimple, TypeError, TypeInteger, TypeDouble:
+		case TypeNull:
+			if len(line) != 0 {
 				return 0, ErrBadFrame
 			}
-			if n < 0 {
+		case TypeBoolean:
+			if len(line) != 1 || line[0] != 't' && line[0] != 'f' {
+				return 0, ErrBadFrame
+			}
+		case TypeBigNumber:
+			if !isBigNumber(line) {
+				return 0, ErrBadFrame
+			}
+		case TypeBulk, TypeVerbatim, TypeBlobError:
+			n, ok := ParseInt(line)
+			switch {
+			case !ok || n < 0 && typ != TypeBulk:
+				return 0, ErrBadFrame
+			case n < 0: // RESP2's null bulk string
 				s.pos = lineEnd
 				s.pending--
 				continue
-			}
-			if n > int64(len(b)-lineEnd-2) {
+			case n > int64(len(b)-lineEnd-2):
 				return 0, nil
 			}
 			end := lineEnd + int(n)
 			if b[end] != '\r' || b[end+1] != '\n' {
 				return 0, ErrBadFrame
 			}
+			// A verbatim string starts with its three-byte format and ':' ("txt:").
+			if typ == TypeVerbatim && (n < 4 || b[lineEnd+3] != ':') {
+				return 0, ErrBadFrame
+			}
 			s.pos = end + 2
 			s.pending--
-		case TypeArray, '~', '>', '%', '|':
+			continue
+		case TypeArray, TypeSet, TypePush, TypeMap, TypeAttribute:
 			n, ok := ParseInt(line)
-			if !ok || n > maxAggregateLen {
+			if !ok || n > maxAggregateLen || n < 0 && typ != TypeArray { // only RESP2's "*-1" is negative
 				return 0, ErrBadFrame
 			}
 			s.pos = lineEnd
-			s.pending--
+			if typ != TypeAttribute {
+				s.pending-- // an attribute is part of the value after it, which is still pending
+			}
 			if n > 0 {
-				if typ == '%' || typ == '|' {
+				if typ == TypeMap || typ == TypeAttribute {
 					n *= 2 // maps and attributes count pairs
 				}
 				s.pending += int(n)
 			}
+			continue
 		default:
 			return 0, ErrBadFrame
 		}
+		s.pos = lineEnd
+		s.pending--
 	}
 	n := s.pos
 	s.pos = 0
 	return n, nil
+}
+
+// isBigNumber reports whether b is a big number's digits: an optional '-' and at least one decimal digit.
+func isBigNumber(b []byte) bool {
+	if len(b) > 0 && b[0] == '-' {
+		b = b[1:]
+	}
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// IsPush reports whether frame, a whole frame as Scanner delimits it, is a RESP3 push (after any attribute that
+// annotates it): data the server sends out of band, such as an invalidation or a pub/sub message, which is not the
+// reply to any command.
+func IsPush(frame []byte) bool {
+	for len(frame) > 0 && frame[0] == TypeAttribute {
+		i := bytes.IndexByte(frame, '\n')
+		n, ok := ParseInt(frame[1:max(i-1, 1)])
+		if i < 2 || !ok || n < 0 {
+			return false
+		}
+		frame = frame[i+1:]
+		for j := int64(0); j < 2*n; j++ {
+			var sc Scanner
+			m, err := sc.Next(frame)
+			if err != nil || m == 0 {
+				return false
+			}
+			frame = frame[m:]
+		}
+	}
+	return len(frame) > 0 && frame[0] == TypePush
 }
 
 // ReadFrame reads one whole reply frame from r and appends it to dst, for clients that wait for one reply at a time

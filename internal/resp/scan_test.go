@@ -2,6 +2,7 @@ package resp
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -29,6 +30,32 @@ func TestFrameScanner(t *testing.T) {
 		{"partial nested", "*2\r\n:1\r\n", 0, false},
 		{"resp3 map", "%1\r\n+a\r\n:1\r\n", 12, false},
 		{"resp3 null", "_\r\n", 3, false},
+		{"resp3 null with text", "_x\r\n", 0, true},
+		{"resp3 true", "#t\r\n:1\r\n", 4, false},
+		{"resp3 false", "#f\r\n", 4, false},
+		{"resp3 bad boolean", "#x\r\n", 0, true},
+		{"resp3 double", ",1.0000000000000001e-05\r\n", 25, false},
+		{"resp3 inf", ",-inf\r\n", 7, false},
+		{"resp3 big number", "(-3492890328409238509324850943850943825024385\r\n", 47, false},
+		{"resp3 bad big number", "(12a\r\n", 0, true},
+		{"resp3 empty big number", "(\r\n", 0, true},
+		{"resp3 blob error", "!21\r\nSYNTAX invalid syntax\r\n", 28, false},
+		{"resp3 negative blob error", "!-1\r\n", 0, true},
+		{"resp3 verbatim", "=15\r\ntxt:Some string\r\n", 22, false},
+		{"resp3 verbatim without format", "=3\r\ntxt\r\n", 0, true},
+		{"resp3 verbatim partial", "=15\r\ntxt:Some", 0, false},
+		{"resp3 set", "~2\r\n+a\r\n_\r\n", 11, false},
+		{"resp3 push", ">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n+next\r\n", 31, false},
+		{"resp3 nested map", "%2\r\n+a\r\n%1\r\n+b\r\n#t\r\n+c\r\n~1\r\n,1\r\n", 32, false},
+		{"resp3 empty map", "%0\r\n:1\r\n", 4, false},
+		{"resp3 negative map", "%-1\r\n", 0, true},
+		{"resp3 negative set", "~-1\r\n", 0, true},
+		{"resp3 negative push", ">-1\r\n", 0, true},
+		{"attribute and its value are one frame", "|1\r\n+ttl\r\n:3600\r\n$1\r\nv\r\n+next\r\n", 24, false},
+		{"attribute inside an array", "*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n+next\r\n", 24, false},
+		{"attribute waits for its value", "|1\r\n+ttl\r\n:3600\r\n", 0, false},
+		{"empty attribute", "|0\r\n:1\r\n", 8, false},
+		{"nested attributes", "|1\r\n+a\r\n|1\r\n+b\r\n+c\r\n:1\r\n:2\r\n", 28, false},
 		{"bad type", "?x\r\n", 0, true},
 		{"bad length", "$x\r\n", 0, true},
 		{"bulk without CRLF", "$1\r\nabc\r\n", 0, true},
@@ -65,33 +92,132 @@ func TestFrameScannerResumes(t *testing.T) {
 	}
 }
 
+// FuzzFrameScanner checks two properties. Arbitrary bytes: the scanner never panics, never reports a frame longer
+// than its input, and finds the same end (or the same error) whether the bytes arrive at once or in chunks. Built
+// frames: b read as a recipe (genFrame) builds a valid RESP2/RESP3 frame of every type, attributes and pushes
+// included, whose length the scanner must find exactly, in one go and in chunks, with IsPush telling a push.
 func FuzzFrameScanner(f *testing.F) {
-	for _, s := range []string{"+OK\r\n", "*2\r\n$1\r\na\r\n:1\r\n", "$-1\r\n", "*1\r\n*1\r\n*0\r\n", "%1\r\n+a\r\n+b\r\n"} {
+	for _, s := range []string{"+OK\r\n", "*2\r\n$1\r\na\r\n:1\r\n", "$-1\r\n", "*1\r\n*1\r\n*0\r\n", "%1\r\n+a\r\n+b\r\n",
+		"_\r\n", "#t\r\n", ",1.5\r\n", "(12345678901234567890\r\n", "!3\r\nERR\r\n", "=5\r\ntxt:a\r\n", "~1\r\n:1\r\n",
+		">2\r\n+a\r\n+b\r\n", "|1\r\n+k\r\n+v\r\n:1\r\n", "*2\r\n|1\r\n+k\r\n+v\r\n:1\r\n:2\r\n", "\x07\x13\x2a\x09\x0b\x05\x01"} {
 		f.Add([]byte(s), uint8(1))
 	}
 	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
+		checkScannerChunks(t, b, step)
+		g := &frameGen{recipe: b}
+		frame, push := g.frame(0)
+		frame = append(frame, "+next\r\n"...)
 		var whole Scanner
-		want, werr := whole.Next(b)
-		// Feeding the same bytes in chunks must give the same answer.
-		var sc Scanner
-		chunk := int(step%16) + 1
-		got, gerr := 0, error(nil)
-		for end := chunk; ; end += chunk {
-			if end > len(b) {
-				end = len(b)
-			}
-			got, gerr = sc.Next(b[:end])
-			if gerr != nil || got != 0 || end == len(b) {
-				break
-			}
+		n, err := whole.Next(frame)
+		if err != nil || n != len(frame)-len("+next\r\n") {
+			t.Fatalf("built frame %q: scanned %d, %v; want %d", frame, n, err, len(frame)-len("+next\r\n"))
 		}
-		if werr == nil && gerr == nil && got != want {
-			t.Fatalf("chunked %d; whole %d", got, want)
+		if got := IsPush(frame[:n]); got != push {
+			t.Fatalf("built frame %q: IsPush %v; want %v", frame[:n], got, push)
 		}
-		if got > len(b) {
-			t.Fatalf("frame end %d past input %d", got, len(b))
-		}
+		checkScannerChunks(t, frame, step)
 	})
+}
+
+// frameGen builds a valid frame from a recipe of bytes, each choosing the next type or length; a spent recipe
+// ends in simple strings, so every recipe builds a finite frame.
+type frameGen struct {
+	recipe []byte
+	pos    int
+}
+
+func (g *frameGen) next() byte {
+	if g.pos >= len(g.recipe) {
+		return 0
+	}
+	g.pos++
+	return g.recipe[g.pos-1]
+}
+
+// frame appends one frame at nesting depth and reports whether it is a push (after its attributes).
+func (g *frameGen) frame(depth int) ([]byte, bool) {
+	c := g.next()
+	n := int(g.next() % 4)
+	if depth >= 4 {
+		c %= 13 // no aggregates below depth 4
+	}
+	var b []byte
+	switch c % 19 {
+	case 0:
+		return []byte("+OK\r\n"), false
+	case 1:
+		return []byte("-ERR x\r\n"), false
+	case 2:
+		return AppendInt(nil, int64(n)-2), false
+	case 3:
+		return AppendBulk(nil, bytes.Repeat([]byte("\r\n"), n)), false
+	case 4:
+		return AppendNullBulk(nil), false
+	case 5:
+		return AppendNull(nil), false
+	case 6:
+		return AppendBoolean(nil, n%2 == 0), false
+	case 7:
+		return AppendDouble(nil, float64(n)/3), false
+	case 8:
+		return AppendBigNumber(nil, "-123456789012345678901234567890"), false
+	case 9:
+		return []byte("!5\r\nERR x\r\n"), false
+	case 10:
+		return AppendVerbatim(nil, "txt", strings.Repeat("\r\n", n)), false
+	case 11:
+		return AppendNullArray(nil), false
+	case 12:
+		return []byte("*0\r\n"), false
+	case 13:
+		b = AppendArray(nil, n)
+	case 14:
+		b = AppendSet(nil, n)
+	case 15:
+		b = AppendPush(nil, n)
+	case 16:
+		b = AppendMap(nil, n)
+		n *= 2
+	case 17, 18:
+		// An attribute of n pairs, then the value it annotates, which decides whether the frame is a push.
+		b = appendHeader(nil, TypeAttribute, n)
+		for range 2 * n {
+			e, _ := g.frame(depth + 1)
+			b = append(b, e...)
+		}
+		e, push := g.frame(depth + 1)
+		return append(b, e...), push
+	}
+	for range n {
+		e, _ := g.frame(depth + 1)
+		b = append(b, e...)
+	}
+	return b, c%19 == 15
+}
+
+// checkScannerChunks scans b at once and in chunks of step%16+1 bytes: the answers must agree.
+func checkScannerChunks(t *testing.T, b []byte, step uint8) {
+	t.Helper()
+	var whole Scanner
+	want, werr := whole.Next(b)
+	var sc Scanner
+	chunk := int(step%16) + 1
+	got, gerr := 0, error(nil)
+	for end := chunk; ; end += chunk {
+		if end > len(b) {
+			end = len(b)
+		}
+		got, gerr = sc.Next(b[:end])
+		if gerr != nil || got != 0 || end == len(b) {
+			break
+		}
+	}
+	if werr == nil && gerr == nil && got != want {
+		t.Fatalf("chunked %d; whole %d", got, want)
+	}
+	if got > len(b) {
+		t.Fatalf("frame end %d past input %d", got, len(b))
+	}
 }
 
 func TestParseBulkArray(t *testing.T) {
@@ -222,5 +348,24 @@ func TestParseError(t *testing.T) {
 	}
 	if got := string(AppendError(nil, re.Error())); got != "-WRONGTYPE Operation against a key\r\n" {
 		t.Fatalf("relayed as %q", got)
+	}
+}
+
+func TestIsPush(t *testing.T) {
+	tests := []struct {
+		frame string
+		want  bool
+	}{
+		{">2\r\n+a\r\n+b\r\n", true},
+		{"*2\r\n+a\r\n+b\r\n", false},
+		{"|1\r\n+k\r\n+v\r\n>1\r\n+a\r\n", true},
+		{"|1\r\n+k\r\n>1\r\n+x\r\n*1\r\n+a\r\n", false},
+		{"|x\r\n", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := IsPush([]byte(tt.frame)); got != tt.want {
+			t.Errorf("IsPush(%q) = %v; want %v", tt.frame, got, tt.want)
+		}
 	}
 }
