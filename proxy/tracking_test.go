@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
@@ -613,6 +614,14 @@ func TestClientTrackingOutputLimit(t *testing.T) {
 		}
 		return p.srv.stats.OutputLimits.Load() > 0
 	})
+	// What Redis announced of the writes above is delivered (to no one: the target is gone) before the next
+	// target comes, which would otherwise get all of it at once.
+	p.srv.ctrack.mu.Lock()
+	stream := p.srv.ctrack.stream
+	p.srv.ctrack.mu.Unlock()
+	if err := stream.Barrier(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	// Tracking goes on for the others.
 	r, _ := redirected(t, p, "BCAST", "PREFIX", "u:")
 	x.Do("SET", "u:after", "v")
