@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"featcache/internal/resp"
 )
@@ -27,6 +30,7 @@ import (
 //   - staleness: the client reads a key (tracked in the default mode), a writer writes it, and the time from the
 //     write's acknowledgement until the invalidation reaches the target is recorded (0 when it arrived first);
 //     the writer writes straight to Redis (another client of the store) or, for featcache, through featcache;
+//     and the same for a RESP3 client, rueidis with client-side caching, until its invalidation hook runs;
 //   - throughput: with BCAST over "u:" and "feat:", a writer floods Redis with pipelined SETs for -flood, and the
 //     invalidation messages the target receives per second are counted;
 //   - memory: the client reads -keys distinct keys in MGETs of 100 (each tracked), and the server's memory grows
@@ -81,6 +85,24 @@ func runTracking(args []string) error {
 			return fmt.Errorf("staleness, %s: %w", p.name, err)
 		}
 		fmt.Fprintf(os.Stderr, "tracking: staleness, %s: %d writes\n", p.name, len(r.samples))
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
+			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
+	}
+
+	fmt.Fprintf(&b, "\nThe same for a RESP3 client, rueidis with client-side caching (DoCache, OPTIN), from a write's "+
+		"acknowledgement until its invalidation hook runs:\n\n")
+	b.WriteString("| path | writes | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
+	for _, p := range []struct{ name, track, write, key string }{
+		{"Redis directly", redisAddr, redisAddr, "feat:r:"},
+		{"featcache, cached key, write straight to Redis", fcAddr, redisAddr, "feat:r:"},
+		{"featcache, uncached key, write straight to Redis", fcAddr, redisAddr, "u:r:"},
+		{"featcache, cached key, write through featcache", fcAddr, fcAddr, "feat:rw:"},
+	} {
+		r := &stalenessResult{path: p.name}
+		if err := measureRueidisStaleness(r, p.track, p.write, p.key, *writes); err != nil {
+			return fmt.Errorf("RESP3 staleness, %s: %w", p.name, err)
+		}
+		fmt.Fprintf(os.Stderr, "tracking: RESP3 staleness, %s: %d writes\n", p.name, len(r.samples))
 		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
 			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
 	}
@@ -382,4 +404,58 @@ func featcacheInfo(addr, field string) (int64, error) {
 		return 0, fmt.Errorf("INFO featcache has no %s", field)
 	}
 	return n, nil
+}
+
+// measureRueidisStaleness: a rueidis client with client-side caching on, connected to trackAddr, reads a key with
+// DoCache (tracked: CLIENT CACHING yes before the read), a writer at writeAddr writes it, and the time from the
+// write's acknowledgement until rueidis's invalidation hook sees the key is recorded.
+func measureRueidisStaleness(r *stalenessResult, trackAddr, writeAddr, prefix string, writes int) error {
+	var watch atomic.Pointer[string]
+	arrived := make(chan time.Time, 1)
+	client, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress:  []string{trackAddr},
+		DisableRetry: true,
+		OnInvalidations: func(msgs []rueidis.RedisMessage) {
+			now := time.Now()
+			w := watch.Load()
+			for _, m := range msgs {
+				if k, err := m.ToString(); err == nil && w != nil && k == *w {
+					select {
+					case arrived <- now:
+					default:
+					}
+				}
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	w, err := dialRESP(writeAddr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	ctx := context.Background()
+	for n := 1; n <= writes; n++ {
+		key := prefix + strconv.Itoa(n%16)
+		if err := client.DoCache(ctx, client.B().Get().Key(key).Cache(), time.Minute).Error(); err != nil &&
+			!rueidis.IsRedisNil(err) {
+			return err
+		}
+		watch.Store(&key)
+		if _, err := w.do("SET", key, strconv.Itoa(n)); err != nil {
+			return err
+		}
+		acked := time.Now()
+		select {
+		case at := <-arrived:
+			r.samples = append(r.samples, max(0, at.Sub(acked)))
+		case <-time.After(5 * time.Second):
+			return errors.New("an invalidation did not arrive within 5s")
+		}
+		watch.Store(nil)
+	}
+	return nil
 }
