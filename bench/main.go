@@ -9,6 +9,7 @@
 //	go run ./bench floor -listen ADDR   # the floor (a minimal GET-from-freecache server) on its own
 //	go run ./bench report DIR   # rewrite DIR/results.md and DIR/latency.png from DIR/results.json
 //	go run ./bench staleness    # time from a write to Redis (or through another featcache) until featcache serves it
+//	go run ./bench tracking     # CLIENT TRACKING through featcache next to Redis: staleness, invalidations/s, memory per key
 //	go run ./bench feast        # Feast's layout and read pattern (pipelined HMGET), featcache next to direct Redis
 //	go run ./bench memory       # where featcache's resident set goes with a full tier, phase by phase
 //	go run ./bench admission    # the tier with and without its admission filter against an exact LRU, on Zipf traces
@@ -103,6 +104,8 @@ func main() {
 		err = rewriteReport(os.Args[2])
 	case len(os.Args) > 1 && os.Args[1] == "staleness":
 		err = runStaleness(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "tracking":
+		err = runTracking(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "feast":
 		err = runFeast(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "memory":

@@ -59,6 +59,9 @@ const (
 	// DefaultMaxClientsMemory bounds the buffer memory all clients together hold beyond each one's small
 	// baseline.
 	DefaultMaxClientsMemory = 256 * mib
+	// DefaultMaxTrackedKeys bounds the keys featcache remembers for clients with CLIENT TRACKING on in the
+	// default mode, as Redis's tracking-table-max-keys does by default.
+	DefaultMaxTrackedKeys = 1_000_000
 )
 
 // DefaultDeny is the commands.deny list used when the file gives none: commands that would let a client change or
@@ -247,6 +250,10 @@ type Limits struct {
 	// baseline (ClientBaselineBytes). It must hold at least one largest request twice (read, and sent upstream)
 	// and one largest reply (2 x MaxRequestBytes + MaxOutputBytes). Default DefaultMaxClientsMemory.
 	MaxClientsMemory int64
+	// MaxTrackedKeys bounds the keys remembered for clients with CLIENT TRACKING on in the default mode (keys a
+	// client read, until they are invalidated): past it, keys picked at random are invalidated for their clients
+	// and forgotten, as Redis's tracking-table-max-keys does. At least 1. Default DefaultMaxTrackedKeys.
+	MaxTrackedKeys int
 }
 
 // ClientBaselineBytes is the buffer memory every client may hold without drawing on limits.max_clients_memory: its
@@ -286,6 +293,7 @@ func Default() *Config {
 			MaxOutputBytes:   DefaultMaxOutputBytes,
 			OutputTimeout:    DefaultOutputTimeout,
 			MaxClientsMemory: DefaultMaxClientsMemory,
+			MaxTrackedKeys:   DefaultMaxTrackedKeys,
 		},
 		Commands:        Commands{Deny: append([]string(nil), DefaultDeny...)},
 		ShutdownDelay:   DefaultShutdownDelay,

@@ -289,11 +289,20 @@ upstream:
 		{name: "limits fields", input: "limits:\n  max_request_bytes: 1MB\n  max_args: 1000\n  max_inline_bytes: 4KB\n  max_clients: 50\n",
 			check: func(t *testing.T, c *Config) {
 				want := Limits{MaxRequestBytes: 1 << 20, MaxArgs: 1000, MaxInlineBytes: 4 << 10, MaxClients: 50,
-					MaxOutputBytes: 64 << 20, OutputTimeout: 30 * time.Second, MaxClientsMemory: 256 << 20}
+					MaxOutputBytes: 64 << 20, OutputTimeout: 30 * time.Second, MaxClientsMemory: 256 << 20,
+					MaxTrackedKeys: 1000000}
 				if c.Limits != want {
 					t.Errorf("got %+v; want %+v", c.Limits, want)
 				}
 			}},
+		{name: "limits max_tracked_keys", input: "limits:\n  max_tracked_keys: 500\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Limits.MaxTrackedKeys != 500 {
+					t.Errorf("got %d; want 500", c.Limits.MaxTrackedKeys)
+				}
+			}},
+		{name: "limits max_tracked_keys zero", input: "limits:\n  max_tracked_keys: 0\n", shouldErr: true,
+			errSubstr: `limits.max_tracked_keys: must be at least 1, got 0`},
 		{name: "limits unknown field", input: "limits:\n  max_arguments: 3\n", shouldErr: true,
 			errSubstr: `limits: unknown field "max_arguments" (line 2)`},
 		{name: "limits max_request_bytes too small", input: "limits:\n  max_request_bytes: 1000\n", shouldErr: true,
@@ -768,7 +777,8 @@ func TestDefault(t *testing.T) {
 			Conns: 4, RevalidateRate: 1000},
 		Local: Local{MaxMemory: 256 << 20},
 		Limits: Limits{MaxRequestBytes: 64 << 20, MaxArgs: 1048576, MaxInlineBytes: 64 << 10, MaxClients: 10000,
-			IdleTimeout: 0, MaxOutputBytes: 64 << 20, OutputTimeout: 30 * time.Second, MaxClientsMemory: 256 << 20},
+			IdleTimeout: 0, MaxOutputBytes: 64 << 20, OutputTimeout: 30 * time.Second, MaxClientsMemory: 256 << 20,
+			MaxTrackedKeys: 1000000},
 		Commands: Commands{Deny: []string{"acl", "bgrewriteaof", "bgsave", "client|pause", "client|unpause",
 			"config|resetstat", "config|rewrite", "config|set", "debug", "failover", "module", "monitor", "psync",
 			"replconf", "replicaof", "save", "shutdown", "slaveof", "sync"}},

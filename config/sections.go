@@ -223,7 +223,8 @@ func (l *Local) decode(n *yaml.Node) error {
 
 func (l *Limits) decode(n *yaml.Node) error {
 	fs, err := fields(n, "limits", []string{"max_request_bytes", "max_args", "max_inline_bytes", "max_clients",
-		"max_conn_age", "idle_timeout", "max_output_bytes", "output_timeout", "max_clients_memory"})
+		"max_conn_age", "idle_timeout", "max_output_bytes", "output_timeout", "max_clients_memory",
+		"max_tracked_keys"})
 	if err != nil {
 		return err
 	}
@@ -254,6 +255,8 @@ func (l *Limits) decode(n *yaml.Node) error {
 			l.OutputTimeout, err = durationValue(f.val, name)
 		case "max_clients_memory":
 			l.MaxClientsMemory, err = sizeValue(f.val, name)
+		case "max_tracked_keys":
+			l.MaxTrackedKeys, err = intValue(f.val, name)
 		}
 		if err != nil {
 			return err

@@ -133,6 +133,9 @@ func (l *Limits) validateOutput() error {
 	if l.OutputTimeout <= 0 {
 		return fmt.Errorf("limits.output_timeout: must be greater than 0, got %q", formatDuration(l.OutputTimeout))
 	}
+	if l.MaxTrackedKeys < 1 {
+		return fmt.Errorf("limits.max_tracked_keys: must be at least 1, got %d", l.MaxTrackedKeys)
+	}
 	// A request is held twice while it is forwarded: in the read buffer and in the upstream payload.
 	if need := 2*min(l.MaxRequestBytes, math.MaxInt64/4) + min(l.MaxOutputBytes, math.MaxInt64/4); l.MaxClientsMemory < need {
 		return fmt.Errorf("limits.max_clients_memory: must hold at least one largest request, twice (as read and "+

@@ -93,6 +93,16 @@ type client struct {
 	timing batchTiming   // the current batch's commands by latency class (metrics.go)
 	pend   pendingCounts // the current batch's hits and calls, not yet in the shared counters (metrics.go)
 
+	// CLIENT TRACKING (tracking.go): the client's state, nil while off; scratch for the keys of its reads; the
+	// keys of its NOLOOP writes in flight. pushes queues the invalidations written to this client (created under
+	// clientTracking.mu); targeted says another client redirects, or redirected, to it.
+	trk        *trackState
+	trkKeys    [][]byte
+	trkWriting []string
+	pushes     *pushQueue
+	targeted   atomic.Bool
+	gone       atomic.Bool // the connection is closed: nothing more is written to it
+
 	// leaveAt is when limits.max_conn_age closes the connection (zero: never); deadline is the read deadline the
 	// connection keeps between batches (leaveAt, or none), restored after anything that moves it.
 	leaveAt  time.Time
@@ -501,6 +511,8 @@ func (c *client) trim() {
 func (c *client) close() {
 	c.pend.fold()
 	c.nc.Close()
+	c.gone.Store(true)
+	c.srv.ctrack.left(c)
 	c.tx.close()
 	if c.sub != nil {
 		c.sub.close()

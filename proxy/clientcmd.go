@@ -346,20 +346,3 @@ func (c *client) cmdClientNoEvict(args [][]byte) {
 	c.info.mu.Unlock()
 	c.simpleReply("OK")
 }
-
-// cmdClientGetredir answers as Redis does for a client without tracking, which a client of featcache always is
-// (CLIENT TRACKING is refused).
-func (c *client) cmdClientGetredir(args [][]byte) { c.intReply(-1) }
-
-// cmdClientTrackinginfo answers as Redis does for a client without tracking: a map (an array in RESP2) of flags, a
-// set holding "off", redirect -1 and prefixes, an empty array.
-func (c *client) cmdClientTrackinginfo(args [][]byte) {
-	c.mapReply(3)
-	c.bulkStringReply("flags")
-	c.setReply(1)
-	c.bulkStringReply("off")
-	c.bulkStringReply("redirect")
-	c.intReply(-1)
-	c.bulkStringReply("prefixes")
-	c.arrayReply(0)
-}

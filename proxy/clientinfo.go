@@ -135,6 +135,7 @@ type clientView struct {
 	monitor bool
 	noEvict bool
 	blocked bool
+	track   trackView
 	proto   int
 	cmd     string // the last command's full name, "NULL" before the first
 	age     int64  // seconds
@@ -152,6 +153,7 @@ func (c *client) view(now time.Time, cmd string) clientView {
 	}
 	blockedCmd, blockedAt := i.blockedCmd, i.blockedAt
 	i.mu.Unlock()
+	v.track = c.srv.ctrack.viewOf(c.id)
 	if v.user == "" {
 		v.user = "default"
 	}
@@ -175,7 +177,7 @@ func (c *client) view(now time.Time, cmd string) clientView {
 }
 
 // flags are the client's CLIENT LIST flags, in Redis's order: O (MONITOR), P (subscribed), x (MULTI), b (blocked),
-// e (no-evict), or N for none.
+// t (tracking), R (its redirect broken), B (BCAST), e (no-evict), or N for none.
 func (v *clientView) flags() string {
 	var f []byte
 	if v.monitor {
@@ -189,6 +191,15 @@ func (v *clientView) flags() string {
 	}
 	if v.blocked {
 		f = append(f, 'b')
+	}
+	if v.track.on {
+		f = append(f, 't')
+	}
+	if v.track.broken {
+		f = append(f, 'R')
+	}
+	if v.track.bcast {
+		f = append(f, 'B')
 	}
 	if v.noEvict {
 		f = append(f, 'e')
@@ -240,7 +251,9 @@ func (v *clientView) appendLine(b []byte) []byte {
 	b = append(b, v.cmd...)
 	b = append(b, " user="...)
 	b = append(b, v.user...)
-	b = append(b, " redir=-1 resp="...)
+	b = append(b, " redir="...)
+	b = strconv.AppendInt(b, v.track.redir, 10)
+	b = append(b, " resp="...)
 	b = strconv.AppendInt(b, int64(v.proto), 10)
 	return append(b, '\n')
 }

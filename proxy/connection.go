@@ -43,6 +43,7 @@ func (c *client) cmdReset(args [][]byte) {
 		c.sub = nil
 	}
 	c.name = nil
+	c.disableTracking()
 	// RESET turns CLIENT REPLY OFF and a pending SKIP off, but not the skip of the command running now: a RESET that
 	// a SKIP silences gets no reply, as in Redis.
 	if c.reply != replySkipping {

@@ -37,6 +37,11 @@
 //	serverinfo.go   what HELLO reports of the upstream
 //	clientcmd.go    CLIENT subcommands: SETNAME, REPLY, LIST, KILL, UNBLOCK, ...
 //	clientinfo.go   what the other clients may see of a client (CLIENT LIST, KILL, UNBLOCK)
+//	tracking.go     CLIENT TRACKING, CACHING, GETREDIR, TRACKINGINFO for featcache's clients, and the request
+//	                path's hooks: the keys a tracking client reads, the writes that wait for the streams
+//	trackingtable.go  what featcache keeps for them: the keys each read, the two invalidation streams that
+//	                invalidate them, the keyspace stream's prefixes
+//	pushes.go       invalidations in the form Redis sends them, queued per connection and written between replies
 //	configget.go    CONFIG GET with secrets redacted
 //	info.go         INFO with featcache's section
 //	admin.go        CACHE: STATS, EXPLAIN, FLUSH, WARM, HOTKEYS, RELOAD

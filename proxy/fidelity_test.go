@@ -1267,9 +1267,11 @@ func TestWireFidelityRefusals(t *testing.T) {
 		{name: "replconf", args: []string{"REPLCONF", "listening-port", "1"}, want: denied("replconf"), notReached: []string{"replconf"}},
 		{name: "denied inside multi", setup: [][]string{{"MULTI"}}, args: []string{"CONFIG", "SET", "x", "y"}, want: denied("config|set"), notReached: []string{"config|set"}},
 		{name: "select another db", args: []string{"SELECT", "1"}, want: "-ERR featcache serves database 0 only (SELECT 1 is not supported)\r\n", notReached: []string{"select"}},
-		{name: "client tracking", args: []string{"CLIENT", "TRACKING", "ON"}, want: refused("client|tracking"), notReached: []string{"client|tracking"}},
-		{name: "client caching", args: []string{"CLIENT", "CACHING", "YES"}, want: refused("client|caching"), notReached: []string{"client|caching"}},
-		// Answered by featcache as Redis answers a client without tracking, which a client of featcache always is.
+		// CLIENT TRACKING is served by featcache from its own invalidation streams (tracking.go); the first client
+		// to turn it on opens the keyspace stream, whose own CLIENT TRACKING reaches Redis.
+		{name: "client tracking", args: []string{"CLIENT", "TRACKING", "ON"}, want: "+OK\r\n"},
+		{name: "client caching", args: []string{"CLIENT", "CACHING", "YES"}, want: "-ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled\r\n", notReached: []string{"client|caching"}},
+		// Answered by featcache as Redis answers a client without tracking.
 		{name: "client trackinginfo", args: []string{"CLIENT", "TRACKINGINFO"}, want: "*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n", notReached: []string{"client|trackinginfo"}},
 		{name: "client getredir", args: []string{"CLIENT", "GETREDIR"}, want: ":-1\r\n", notReached: []string{"client|getredir"}},
 		// featcache's clients are never evicted by Redis, which does not see them: the flag is kept, not sent.

@@ -66,6 +66,12 @@ func (c *client) exec(cmd *resp.Command) {
 		return
 	}
 	c.execAuthed(cmd, tc)
+	if c.trk != nil {
+		c.trackCommandDone(tc)
+	}
+	if len(c.trkWriting) > 0 {
+		c.srv.ctrack.endWrites(c) // a write refused before it was sent, which never settled
+	}
 }
 
 // execAuthed dispatches a command of an authenticated client (or one Redis runs before authentication).
@@ -78,6 +84,12 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 			c.srv.stats.SnapshotErrors.Add(1)
 			c.errorReply(err.Error())
 			return
+		}
+	}
+	if c.trk != nil {
+		c.trackCommand(cmd.Args, tc)
+		if tc != nil && isWrite(tc) && !c.tx.multi {
+			c.trackWrite(cmd.Args, tc)
 		}
 	}
 	if c.sub != nil && c.sub.active() && !c.sub.bypass {
@@ -533,10 +545,12 @@ func (c *client) completeFills(err error, frames bool) {
 func (c *client) afterWrite(args [][]byte, tc *command) {
 	if tc.after == afterFlush {
 		c.srv.cache.Flush()
-		return
-	}
-	if complete := c.invalidateKeys(args, tc); !complete || tc.after == afterBarrier {
+	} else if complete := c.invalidateKeys(args, tc); !complete || tc.after == afterBarrier {
 		c.barrier()
+	}
+	if c.srv.ctrack.active.Load() {
+		// Clients with CLIENT TRACKING on have the write's invalidations before its reply.
+		c.settleTracking(tc)
 	}
 }
 

@@ -152,6 +152,10 @@ func (s *Server) infoText() []byte {
 	field("ready", boolInt(ready))
 	field("warm_running", boolInt(s.warmer.Stats().Running))
 	field("hotkeys_tracked", s.hot.Len())
+	clients, keys := s.ctrack.size()
+	field("tracking_clients", clients)
+	field("tracking_keys", keys)
+	field("tracking_invalidations", s.ctrack.delivered.Load())
 	return b.Bytes()
 }
 

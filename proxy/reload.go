@@ -100,6 +100,9 @@ func (s *Server) reload() (ReloadResult, error) {
 		s.log.Info("reload: hot-key tracker resized, its counts start afresh", "hotkeys_size", applied.Warm.HotkeysSize)
 	}
 	s.setPolicies(applied.Policies)
+	// A key whose invalidations came from one stream may come from the other now (tracking.go): the clients
+	// tracking through featcache start afresh.
+	s.ctrack.Flushed()
 	s.warmer.SetRate(applied.Warm.Rate)
 	s.persister.SetConfig(persistConfig(applied))
 	if s.opt.LogLevel != nil {

@@ -516,7 +516,7 @@ func TestRedisCLIRESP3(t *testing.T) {
 
 // TestRueidisRESP3 runs the rueidis client (RESP3 only) against featcache and against Redis: Do and DoMulti give
 // the same typed results, cached reads answered from featcache's memory included. rueidis's client-side caching
-// asks for CLIENT TRACKING, which is not part of this test: DisableCache.
+// (CLIENT TRACKING) is TestClientTrackingRueidis's: DisableCache here.
 func TestRueidisRESP3(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	dial := func(addr string) rueidis.Client {

@@ -62,6 +62,8 @@ type Server struct {
 	now   func() time.Time
 	cache *localcache.Cache
 	up    *upstream.Client
+	// ctrack serves CLIENT TRACKING to featcache's clients (tracking.go).
+	ctrack *clientTracking
 
 	policies atomic.Pointer[policySet]
 	tbl      atomic.Pointer[table]
@@ -143,6 +145,8 @@ func New(opt Options) (*Server, error) {
 	}
 	cfg := opt.Config
 	s.cfg.Store(cfg)
+	s.ctrack = newClientTracking(s)
+	s.up.SetWatcher(s.ctrack)
 	s.revalidate = newTokenBucket(cfg.Upstream.RevalidateRate, opt.Now)
 	s.hot = warm.NewHotKeys(cfg.Warm.HotkeysSize)
 	s.warmer = warm.New(warm.Options{

@@ -237,7 +237,7 @@ func TestWatchRefusedCommands(t *testing.T) {
 	expectDo(t, c, "+OK\r\n", "WATCH", "r:w")
 	// Denied and refused commands get the same errors as outside a session, and the session goes on.
 	expectDo(t, c, "-ERR command 'config|set' is disabled by featcache (commands.deny)\r\n", "CONFIG", "SET", "maxmemory", "1")
-	expectDo(t, c, "-ERR 'client|tracking' is not supported by featcache: it would change a shared upstream connection\r\n", "CLIENT", "TRACKING", "on")
+	expectDo(t, c, "-ERR 'script|debug' is not supported by featcache: it would change a shared upstream connection\r\n", "SCRIPT", "DEBUG", "yes")
 	expectDo(t, c, "-ERR SUBSCRIBE while WATCH is active is not supported by featcache\r\n", "SUBSCRIBE", "ch")
 	expectDo(t, c, "+PONG\r\n", "PING")
 	expectDo(t, rc, "+OK\r\n", "SET", "r:w", "changed")
@@ -247,7 +247,7 @@ func TestWatchRefusedCommands(t *testing.T) {
 
 	// Inside a watched transaction they abort it, as they do in a transaction without WATCH.
 	for _, refused := range [][]string{
-		{"CONFIG", "SET", "maxmemory", "1"}, {"CLIENT", "TRACKING", "on"}, {"CLIENT", "SETNAME", "n"}, {"CACHE", "STATS"},
+		{"CONFIG", "SET", "maxmemory", "1"}, {"SCRIPT", "DEBUG", "yes"}, {"CLIENT", "SETNAME", "n"}, {"CACHE", "STATS"},
 	} {
 		expectDo(t, c, "+OK\r\n", "WATCH", "r:w")
 		expectDo(t, c, "+OK\r\n", "MULTI")

@@ -129,13 +129,15 @@ var localCommands = map[string]func(c *client, args [][]byte){
 	"client|no-evict":     (*client).cmdClientNoEvict,
 	"client|getredir":     (*client).cmdClientGetredir,
 	"client|trackinginfo": (*client).cmdClientTrackinginfo,
+	"client|tracking":     (*client).cmdClientTracking,
+	"client|caching":      (*client).cmdClientCaching,
 	"config|get":          (*client).cmdConfigGet,
 }
 
 // refusedCommands would set per-connection state on the upstream that featcache cannot keep per client, or turn
 // the connection they run on into something else (a replica, a Lua debugging session).
 var refusedCommands = []string{
-	"client|tracking", "client|caching", "client|no-touch",
+	"client|no-touch",
 	"sync", "psync", "replconf", "script|debug",
 }
 

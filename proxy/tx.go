@@ -271,6 +271,11 @@ func (c *client) discardTx(cmd *resp.Command) {
 // before the replies go out. They are invalidated after DISCARD too: had Redis refused the MULTI, the commands
 // after it would have run on their own.
 func (c *client) queuedWrites() {
+	if c.trk != nil {
+		for _, w := range c.tx.writes {
+			c.trackWrite(w.args, w.tc) // a NOLOOP client's writes run now
+		}
+	}
 	if c.tx.writesOver {
 		c.seg.writes = append(c.seg.writes, pendingWrite{tc: flushAll})
 		return

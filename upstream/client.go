@@ -84,6 +84,8 @@ type Client struct {
 
 	sentinel *sentinel // nil without Options.Sentinel
 
+	watcher atomic.Pointer[watcher] // SetWatcher's, nil if none
+
 	// cluster routes everything when the upstream is a Redis Cluster; nil for a single node, and until New or
 	// decideLater knows which it is. decided is closed once that is known.
 	cluster atomic.Pointer[Cluster]
@@ -204,8 +206,18 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 		Timeout:       c.opt.Timeout,
 		CheckInterval: c.opt.HealthInterval,
 		swaps:         &c.swaps,
-		OnInvalidate:  func(keys [][]byte) { cache.Invalidate(keys...) },
-		OnFlush:       cache.Flush,
+		OnInvalidate: func(keys [][]byte) {
+			cache.Invalidate(keys...)
+			if w := c.watching(); w != nil {
+				w.Invalidated(keys)
+			}
+		},
+		OnFlush: func() {
+			cache.Flush()
+			if w := c.watching(); w != nil {
+				w.Flushed()
+			}
+		},
 		OnUp: func(runID string) {
 			<-ready
 			c.curMu.Lock()
@@ -223,6 +235,9 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 			c.lastRunID = runID
 			cache.SetTrusted(true)
 			log.Info("upstream: tracking up, local tier trusted", "run_id", runID)
+			if w := c.watching(); w != nil {
+				w.Tracking(true)
+			}
 		},
 		OnLost: func(err error) {
 			<-ready
@@ -236,6 +251,9 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 					log.Warn("upstream: tracking lost", "err", err)
 				} else {
 					log.Info("upstream: tracking stopped")
+				}
+				if w := c.watching(); w != nil {
+					w.Tracking(false)
 				}
 			}
 		},

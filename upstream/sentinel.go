@@ -390,6 +390,9 @@ func (c *Client) switchPrimary(addr string) {
 	c.curMu.Unlock()
 	if old != "" {
 		cache.Flush()
+		if w := c.watching(); w != nil {
+			w.Tracking(false) // what the old primary announced is no longer the store's state
+		}
 	}
 	c.Pool.Retarget(addr)
 	if old != "" {
