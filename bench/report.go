@@ -409,6 +409,7 @@ func (pr *profileResult) markdown(b *strings.Builder) {
 		r.markdown(b)
 	}
 	pr.targetTable(b)
+	floorLine(b, pr.Targets)
 	var bg []string
 	for _, t := range pr.Targets {
 		if t.Kind != string(kindExternal) {

@@ -30,6 +30,7 @@ const (
 	kindFeatcache targetKind = "featcache"
 	kindTwemproxy targetKind = "twemproxy"
 	kindExternal  targetKind = "external"
+	kindFloor     targetKind = "floor"
 )
 
 // liveTarget is a target while a profile runs.
@@ -133,6 +134,11 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 		}
 		targets = append(targets, &liveTarget{name: "twemproxy", kind: kindTwemproxy, addr: addr, proc: p})
 	}
+	if s.Floor {
+		if err := startFloorTarget(f, s, &targets, logf); err != nil {
+			return nil, err
+		}
+	}
 	if s.Cluster > 0 {
 		t, err := startClusterTarget(e, s, f, pr, logf)
 		if err != nil {
@@ -199,8 +205,8 @@ func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayPr
 
 	if s.Prefill {
 		for _, t := range targets {
-			if t.kind == kindRedis || t.kind == kindTwemproxy {
-				continue // nothing to warm: they hold no copies
+			if t.kind == kindRedis || t.kind == kindTwemproxy || t.kind == kindFloor {
+				continue // nothing to warm: they hold no copies, or all of them
 			}
 			t0 := time.Now()
 			bad, err := t.load.getAll(w.Keys, w.appendPrefillKey)
@@ -493,6 +499,9 @@ func redisBenchmarkSuite(e *env, s settings, targets []*liveTarget, logf func(st
 	for round := 1; round <= s.RBRounds && !e.stop.Load(); round++ {
 		for _, test := range rbTests {
 			for _, t := range targets {
+				if t.kind == kindFloor && test.Command != "get" {
+					continue // the floor's SET stores in memory: no reference for a write
+				}
 				if t.kind == kindFeatcache && test.Command == "get" {
 					if _, err := t.load.getAll(s.RBKeys, benchmarkKey); err != nil {
 						return nil, err

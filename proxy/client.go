@@ -90,7 +90,8 @@ type client struct {
 	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
 	hotRand uint64 // xorshift state for the gaps between those
 
-	timing batchTiming // the current batch's commands by latency class (metrics.go)
+	timing batchTiming   // the current batch's commands by latency class (metrics.go)
+	pend   pendingCounts // the current batch's hits and calls, not yet in the shared counters (metrics.go)
 
 	// CLIENT TRACKING (tracking.go): the client's state, nil while off; scratch for the keys of its reads; the
 	// keys of its NOLOOP writes in flight. pushes queues the invalidations written to this client (created under
@@ -138,6 +139,14 @@ func (s *Server) newClient(nc net.Conn) *client {
 		lim = resp.UnauthenticatedLimits()
 	}
 	c.rd = resp.NewReader(nc, lim)
+	switch sc := nc.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		// A plain socket's client holds no read buffer while it waits for its next command: 10,000 idle clients
+		// would otherwise hold 16 KiB each.
+		if raw, err := sc.(syscall.Conn).SyscallConn(); err == nil {
+			c.rd.SetIdleRelease(raw)
+		}
+	}
 	c.hotRand = uint64(c.id)*0x9E3779B97F4A7C15 | 1
 	c.hotSkip = 1 + int32((c.hotRand>>1)%hotSampleMean) // hotRand is odd: its low bit would make the first gap even
 	c.timing.rand = c.hotRand ^ 0x5DEECE66D
@@ -427,6 +436,7 @@ func (c *client) handshake() bool {
 // limits.output_timeout): that is how a client's pipeline is paused. What the client holds meanwhile is charged to
 // limits.max_clients_memory before the write, so clients that do not read never hold more than the budget.
 func (c *client) flush() bool {
+	c.pend.fold() // every command answered so far is counted before its reply leaves
 	switch {
 	case c.closing:
 		return false
@@ -499,6 +509,7 @@ func (c *client) trim() {
 
 // close releases what the connection holds upstream, and its share of the client memory budget.
 func (c *client) close() {
+	c.pend.fold()
 	c.nc.Close()
 	c.gone.Store(true)
 	c.srv.ctrack.left(c)

@@ -22,6 +22,7 @@ import (
 // earlier write of the same pipeline, and all other reads of a pipeline share one round trip, up to those caps.
 func (c *client) execBatch(cmds []resp.Command) {
 	c.seg.begin(c.srv.now())
+	c.pend.on = len(cmds) > 1
 	if cap(c.arena) > 1<<20 {
 		c.arena = nil
 	}
@@ -39,6 +40,7 @@ func (c *client) execBatch(cmds []resp.Command) {
 		}
 	}
 	c.runSegment()
+	c.pend.fold()
 }
 
 // exec dispatches one command by its class.
@@ -46,6 +48,9 @@ func (c *client) exec(cmd *resp.Command) {
 	c.vers.reset()
 	tc := c.lookup(cmd.Args)
 	c.countCommand(tc)
+	if tc == nil || tc.class != classRead {
+		c.pend.fold() // it may read the counters, or wait
+	}
 	switch {
 	case !c.authed:
 		// Redis rejects unknown commands and wrong arities before it asks for authentication.
@@ -196,7 +201,7 @@ func (c *client) readGet(cmd *resp.Command) {
 func (c *client) served(look localcache.Lookup, key []byte, lp *localcache.Policy, pc *policyCounters) bool {
 	switch look.State {
 	case localcache.StateFresh:
-		pc.hit.observe(look.Age)
+		c.pend.hit(pc, look.Age)
 	case localcache.StateStale:
 		pc.stale.observe(look.Age)
 		c.refresh(key, lp)
@@ -444,12 +449,12 @@ func (c *client) runSegment() {
 		return
 	}
 	if s.req.Len() > 0 {
-		start := time.Now()
+		start := c.roundTripStart()
 		err := c.sendSegment() // over a shared connection, or the client's pinned one
-		c.srv.metrics.observeUpstream(s.class(), start)
 		// The round trip took its time: its replies, serve-stale's answers when it failed, and the reads after
 		// it are judged now.
 		s.now, s.waited = c.srv.now(), false
+		c.srv.metrics.observeUpstreamTook(s.class(), c.roundTripTook(start))
 		c.srv.stats.RoundTrips.Add(1)
 		// The replies are in memory now: charge them, so that a client whose segments bring back more than the
 		// budget has left is closed at the next flush.
@@ -483,10 +488,13 @@ func (c *client) runSegment() {
 func (c *client) sendShared() error {
 	s := &c.seg
 	s.upstream2() // a shared connection is left in RESP2
-	start := time.Now()
 	fwd := s.forward || s.bypass
+	var fillsBy time.Time // the fills' bound, when they share the payload with forwarded commands
+	if fwd && len(s.fetches) > 0 {
+		fillsBy = time.Now().Add(c.srv.up.Timeout())
+	}
 	c.srv.up.Start(c.call, &s.req, fwd)
-	if fwd && len(s.fetches) > 0 && !c.call.WaitUntil(start.Add(c.srv.up.Timeout())) {
+	if !fillsBy.IsZero() && !c.call.WaitUntil(fillsBy) {
 		c.completeFills(upstream.ErrTimeout, false)
 	}
 	return c.call.Wait()

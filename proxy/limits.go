@@ -143,6 +143,7 @@ func (c *client) flushDuringAssemble(dst []byte) []byte {
 		return dst
 	}
 	c.nextCharge = 0
+	c.pend.fold() // the commands whose replies these are are counted before the write, which may wait
 	if !c.send(dst) {
 		c.closing = true
 	}
@@ -160,6 +161,7 @@ func (c *client) writeThrough(dst, b []byte) []byte {
 		return dst
 	}
 	c.nextCharge = 0
+	c.pend.fold()
 	if len(dst) > 0 && !c.send(dst) || !c.send(b) {
 		c.closing = true
 	}

@@ -507,3 +507,59 @@ func TestRequestMetrics(t *testing.T) {
 		t.Error("featcache_commands_total lists a command never sent")
 	}
 }
+
+// TestHitsCountedBeforeTheirReplies: a client's hits and command calls reach the shared counters once per batch,
+// but before any reply of the batch is written and before a later command of the same pipeline that is not a
+// cached read: CACHE STATS in the pipeline after three hits counts them, and another connection reading the
+// counters right after a pipeline's replies finds every hit and every call of it.
+func TestHitsCountedBeforeTheirReplies(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c := p.dial()
+	expectDo(t, c, "+OK\r\n", "SET", "count:k", "v")
+	expectDo(t, c, "$1\r\nv\r\n", "GET", "count:k")
+	redistest.Eventually(t, 5*time.Second, "count:k is cached", func() bool {
+		return slicesContains(parseLines(t, string(c.Do("CACHE", "EXPLAIN", "count:k"))), "state:fresh")
+	})
+	stat := func(lines []string, name string) int {
+		for _, l := range lines {
+			if v, ok := strings.CutPrefix(l, name+":"); ok {
+				n, _ := strconv.Atoi(v)
+				return n
+			}
+		}
+		t.Fatalf("no %s line in %q", name, lines)
+		return 0
+	}
+	before := parseLines(t, string(c.Do("CACHE", "STATS")))
+
+	get := []string{"GET", "count:k"}
+	writeRaw(t, c, encodePipeline(get, get, get, []string{"CACHE", "STATS"}))
+	for range 3 {
+		expectRead(t, c, "$1\r\nv\r\n")
+	}
+	frame, err := c.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := parseLines(t, string(frame))
+	if got, want := stat(in, "hits"), stat(before, "hits")+3; got != want {
+		t.Errorf("CACHE STATS after three hits in its pipeline: hits:%d; want %d", got, want)
+	}
+	// Three GETs and this CACHE STATS itself since the one before, which counted itself.
+	if got, want := stat(in, "commands"), stat(before, "commands")+4; got != want {
+		t.Errorf("CACHE STATS after three hits in its pipeline: commands:%d; want %d", got, want)
+	}
+
+	hits, commands := p.srv.Stats().Hits.Load(), p.srv.Stats().Commands.Load()
+	writeRaw(t, c, encodePipeline(get, get, get, get, get))
+	for range 5 {
+		expectRead(t, c, "$1\r\nv\r\n")
+	}
+	st := p.srv.Stats()
+	if got := st.Hits.Load(); got != hits+5 {
+		t.Errorf("after a pipeline of five hits was answered: hits %d; want %d", got, hits+5)
+	}
+	if got := st.Commands.Load(); got != commands+5 {
+		t.Errorf("after a pipeline of five hits was answered: commands %d; want %d", got, commands+5)
+	}
+}

@@ -2,6 +2,7 @@ package resp
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -144,6 +145,19 @@ func TestDecode(t *testing.T) {
 	} {
 		if _, _, err := Decode([]byte(bad)); err == nil {
 			t.Errorf("Decode(%q): no error", bad)
+		}
+	}
+}
+
+// TestAppendBulkLengths: the lengths AppendBulk writes itself are the ones strconv writes, at every number of
+// digits and on both sides of each power of ten, after existing bytes.
+func TestAppendBulkLengths(t *testing.T) {
+	value := []byte(strings.Repeat("v", 100001))
+	for _, n := range []int{0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 1024, 1025, 9999, 10000, 10001, 99999, 100000} {
+		got := AppendBulk([]byte("+OK\r\n"), value[:n])
+		want := "+OK\r\n$" + strconv.Itoa(n) + "\r\n" + string(value[:n]) + "\r\n"
+		if string(got) != want {
+			t.Errorf("AppendBulk of %d bytes = %.20q...; want %.20q...", n, got, want)
 		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"io"
 	"math"
 	"os"
+	"sync"
+	"syscall"
 )
 
 // Default limits, used for Limits fields left at zero.
@@ -234,6 +236,15 @@ type Reader struct {
 	// that error instead of allocating.
 	grow func(extra int) error
 
+	// raw, if set (SetIdleRelease), is the connection rd reads from: an empty buffer waits for input on it and is
+	// given back to idleBuffers while it waits.
+	raw  syscall.RawConn
+	idle struct {
+		read func(fd uintptr) bool // r.readIdle
+		n    int                   // what the last read returned
+		err  error
+	}
+
 	// work counts parser steps (argument headers, bytes searched for '\n'); tests use it to prove that parsing
 	// costs O(bytes) however the bytes are split into reads.
 	work int64
@@ -257,6 +268,25 @@ func (r *Reader) SetLimits(lim Limits) {
 // it), as it returns an error of the underlying reader. featcache's server charges the growth to the memory all
 // clients share, and refuses it with its own error when that memory is spent.
 func (r *Reader) SetGrowth(grow func(extra int) error) { r.grow = grow }
+
+// idleBuffers holds read buffers of readBufInitial bytes given back by Readers waiting for input (SetIdleRelease).
+// They are arrays behind pointers, so that putting one back allocates nothing.
+var idleBuffers = sync.Pool{New: func() any { return new([readBufInitial]byte) }}
+
+// SetIdleRelease makes the Reader hold no read buffer while it waits for input with nothing buffered: it reads
+// from raw (the connection rd reads from, which must be the same file descriptor) and takes a buffer from a pool
+// shared by all Readers only once input has arrived, giving it back when a read finds nothing and the Reader is to
+// wait. Ten thousand idle connections then hold no 16 KiB buffer each, and busy ones reuse a few buffers that stay
+// in the processor's caches. Deadlines set on the connection apply as they do to its Read. A buffer that a large
+// command grew is not given back; it is shrunk once consumed, as without SetIdleRelease. It must be called before
+// the first ReadBatch.
+func (r *Reader) SetIdleRelease(raw syscall.RawConn) {
+	r.raw = raw
+	r.idle.read = r.readIdle
+	if r.start == r.end && len(r.buf) == readBufInitial {
+		r.buf, r.start, r.end = nil, 0, 0
+	}
+}
 
 // Buffered returns the number of bytes received but not yet returned as commands.
 func (r *Reader) Buffered() int { return r.end - r.start }
@@ -350,6 +380,10 @@ func (r *Reader) recycle(dst []Command) {
 
 // fill reads once from the underlying reader into the free end of the buffer, making room first if there is none.
 func (r *Reader) fill() {
+	if r.raw != nil && r.start == r.end && len(r.buf) <= readBufInitial {
+		r.fillIdle()
+		return
+	}
 	if r.end == len(r.buf) {
 		if err := r.makeRoom(); err != nil {
 			r.rerr = err
@@ -370,6 +404,55 @@ func (r *Reader) fill() {
 		r.empties = 0
 	} else if r.empties++; r.empties >= readerMaxEmptyReads {
 		r.rerr = io.ErrNoProgress
+	}
+}
+
+// fillIdle is fill for a Reader with SetIdleRelease and nothing buffered: one read from the connection, into a
+// buffer taken from idleBuffers when the read has something to return, the buffer given back while the Reader waits
+// for the connection to become readable.
+func (r *Reader) fillIdle() {
+	r.start, r.end = 0, 0
+	r.idle.n, r.idle.err = 0, nil
+	err := r.raw.Read(r.idle.read)
+	switch n, rerr := r.idle.n, r.idle.err; {
+	case err != nil: // a deadline, or the connection closed
+		r.rerr = err
+	case rerr != nil:
+		r.rerr = os.NewSyscallError("read", rerr)
+	case n <= 0:
+		r.release()
+		r.rerr = io.EOF
+	default:
+		r.end = n
+		r.empties = 0
+	}
+}
+
+// readIdle is the function fillIdle passes to syscall.RawConn.Read, made once (SetIdleRelease) so that a read
+// allocates nothing: it reads into the Reader's buffer, taking one from idleBuffers first if it has none, and
+// reports false, to wait for input, after giving the buffer back when there is nothing to read.
+func (r *Reader) readIdle(fd uintptr) bool {
+	if r.buf == nil {
+		r.buf = idleBuffers.Get().(*[readBufInitial]byte)[:]
+	}
+	for {
+		r.idle.n, r.idle.err = syscall.Read(int(fd), r.buf)
+		if r.idle.err != syscall.EINTR {
+			break
+		}
+	}
+	if r.idle.err == syscall.EAGAIN {
+		r.release()
+		return false
+	}
+	return true
+}
+
+// release gives an empty buffer of the initial size back to idleBuffers.
+func (r *Reader) release() {
+	if len(r.buf) == readBufInitial && r.start == r.end {
+		idleBuffers.Put((*[readBufInitial]byte)(r.buf))
+		r.buf, r.start, r.end = nil, 0, 0
 	}
 }
 
@@ -414,6 +497,18 @@ func (r *Reader) parse(dst []Command) ([]Command, error) {
 			break
 		}
 		fresh := r.st.kind == cmdKindNone
+		if fresh && r.buf[r.start] == '*' {
+			// The hit path's case: a small command, all of it buffered.
+			var c *Command
+			dst, c = nextCommandSlot(dst)
+			if n := quickMultibulk(r.buf[r.start:r.end], &r.next, &c.Args); n > 0 {
+				c.Raw = r.buf[r.start : r.start+n : r.start+n]
+				r.start += n
+				r.work += int64(len(c.Args))
+				continue
+			}
+			dst = dst[:len(dst)-1]
+		}
 		if fresh {
 			r.lim = r.next
 			r.st = readState{kind: cmdKindInline}
@@ -455,6 +550,62 @@ func (r *Reader) parse(dst []Command) ([]Command, error) {
 		r.st = readState{}
 	}
 	return dst, nil
+}
+
+// Bounds of the commands quickMultibulk parses.
+const (
+	quickMaxArgs  = 9   // a one-digit count
+	quickMaxDigit = 5   // digits of an argument's length: up to 99,999 bytes
+	quickMaxBulk  = 1e5 // 10^quickMaxDigit
+	quickMinBytes = 4   // "*1\r\n"
+)
+
+// quickMultibulk parses the multi-bulk command at the start of b, appending its arguments to args, when the whole
+// command is buffered and written as clients write it: a count of 1 to 9 and argument lengths of at most five
+// digits without a leading zero ("0" itself allowed), each header line ending in "\r\n", within lim. It returns
+// the command's length, or 0 for anything else, complete or not, valid or not, which multibulk then judges
+// (args may hold part of the arguments then). For every command it accepts it decides exactly as multibulk would:
+// the same arguments and the same length, and no limit of lim exceeded; like multibulk it does not look at the
+// two bytes after each argument.
+func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
+	if len(b) < quickMinBytes || b[1] < '1' || b[1] > '0'+quickMaxArgs || b[2] != '\r' || b[3] != '\n' {
+		return 0
+	}
+	n := int(b[1] - '0')
+	if n > lim.MaxArgs || quickMinBytes+n*minBulkArgBytes > lim.MaxRequestBytes {
+		return 0
+	}
+	i := quickMinBytes
+	for range n {
+		// "$<length>\r\n<bytes>" and two bytes: i is at the '$'.
+		if i+3 >= len(b) || b[i] != '$' {
+			return 0
+		}
+		j := i + 1
+		l := int(b[j] - '0')
+		switch {
+		case l == 0:
+			j++
+		case l > 0 && l <= 9:
+			for j++; j < len(b) && j-i <= quickMaxDigit && b[j] >= '0' && b[j] <= '9'; j++ {
+				l = l*10 + int(b[j]-'0')
+			}
+		default:
+			return 0
+		}
+		// j is at what must be the header's '\r'.
+		if j+1 >= len(b) || b[j] != '\r' || b[j+1] != '\n' || l >= quickMaxBulk {
+			return 0
+		}
+		j += 2
+		end := j + l
+		if l > lim.MaxBulkBytes || end+2 > lim.MaxRequestBytes || end+2 > len(b) {
+			return 0
+		}
+		*args = append(*args, b[j:end:end])
+		i = end + 2
+	}
+	return i
 }
 
 // nextCommandSlot extends dst by one Command, reusing the slot's Args array unless it is oversized.

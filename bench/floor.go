@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/coocood/freecache"
+)
+
+// The floor is the least a Go server can do to answer a cached GET: one goroutine per connection that reads
+// whatever the client sent, parses every complete command in the read, answers GET from freecache with GetFn
+// straight into the reply buffer, and writes the replies of the whole read at once. It has no policy, no
+// freshness, no upstream and no bookkeeping: what featcache spends above it on the hit path is the price of
+// those. It runs as its own process ("bench floor -listen ADDR"), pinned with the servers, is seeded through its
+// own address (SET stores in memory) and takes part in the profiles whose keys all fit in it (-floor).
+//
+// It knows GET, SET and PING; anything else is answered with an error, which redis-benchmark's start-up CONFIG
+// GET tolerates.
+
+// floorMaxArgs bounds a command's argument count; floorMaxBulk a bulk's length (the read buffer grows to hold it).
+const (
+	floorMaxArgs = 16
+	floorMaxBulk = 4 << 20
+)
+
+var errFloorProtocol = errors.New("floor: protocol error")
+
+// runFloor is the "floor" subcommand: bench floor -listen ADDR [-max-memory SIZE].
+func runFloor(args []string) error {
+	fs := flag.NewFlagSet("floor", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to accept clients on")
+	maxMemory := mustSize("64MB")
+	fs.Var(&maxMemory, "max-memory", "size of the freecache the values are kept in")
+	fs.Parse(args)
+	cache := freecache.NewCache(int(maxMemory.bytes))
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "floor %s, freecache of %s\n", ln.Addr(), maxMemory)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go floorConn(c, cache)
+	}
+}
+
+// floorConn serves one connection until it closes or sends something the floor cannot parse.
+func floorConn(c net.Conn, cache *freecache.Cache) {
+	defer c.Close()
+	in := make([]byte, 16<<10)
+	out := make([]byte, 0, 16<<10)
+	var args [floorMaxArgs][]byte
+	start, end := 0, 0
+	for {
+		if end == len(in) { // full: move the partial command to the front, or grow for a large one
+			if start > 0 {
+				end = copy(in, in[start:end])
+				start = 0
+			} else {
+				in = append(in, make([]byte, len(in))...)
+			}
+		}
+		n, err := c.Read(in[end:])
+		if n == 0 || err != nil {
+			return
+		}
+		end += n
+		for start < end {
+			argv, used, err := floorParse(in[start:end], args[:0])
+			if err != nil {
+				return
+			}
+			if used == 0 {
+				break // incomplete: read more
+			}
+			start += used
+			out = floorServe(out, argv, cache)
+		}
+		if start == end {
+			start, end = 0, 0
+		}
+		if len(out) > 0 {
+			if _, err := c.Write(out); err != nil {
+				return
+			}
+			out = out[:0]
+		}
+	}
+}
+
+// floorServe appends the reply to one command.
+func floorServe(out []byte, argv [][]byte, cache *freecache.Cache) []byte {
+	switch {
+	case len(argv) == 2 && bytes.EqualFold(argv[0], []byte("GET")):
+		err := cache.GetFn(argv[1], func(v []byte) error {
+			out = append(strconv.AppendInt(append(out, '$'), int64(len(v)), 10), '\r', '\n')
+			out = append(append(out, v...), '\r', '\n')
+			return nil
+		})
+		if err != nil {
+			out = append(out, "$-1\r\n"...)
+		}
+	case len(argv) == 3 && bytes.EqualFold(argv[0], []byte("SET")):
+		if err := cache.Set(argv[1], argv[2], 0); err != nil {
+			out = append(out, "-ERR "...)
+			out = append(append(out, err.Error()...), '\r', '\n')
+		} else {
+			out = append(out, "+OK\r\n"...)
+		}
+	case len(argv) == 1 && bytes.EqualFold(argv[0], []byte("PING")):
+		out = append(out, "+PONG\r\n"...)
+	default:
+		out = append(out, "-ERR the floor answers GET, SET and PING only\r\n"...)
+	}
+	return out
+}
+
+// floorParse parses one RESP array of bulk strings at the start of b into argv (slices of b). It returns used == 0
+// when b holds only part of the command.
+func floorParse(b []byte, argv [][]byte) (_ [][]byte, used int, err error) {
+	if b[0] != '*' {
+		return nil, 0, errFloorProtocol
+	}
+	n, i, err := floorInt(b, 1)
+	if err != nil || i == 0 {
+		return nil, 0, err
+	}
+	if n < 1 || n > floorMaxArgs {
+		return nil, 0, errFloorProtocol
+	}
+	for range n {
+		if i >= len(b) {
+			return nil, 0, nil
+		}
+		if b[i] != '$' {
+			return nil, 0, errFloorProtocol
+		}
+		l, j, err := floorInt(b, i+1)
+		if err != nil || j == 0 {
+			return nil, 0, err
+		}
+		if l < 0 || l > floorMaxBulk {
+			return nil, 0, errFloorProtocol
+		}
+		if j+l+2 > len(b) {
+			return nil, 0, nil
+		}
+		argv = append(argv, b[j:j+l])
+		i = j + l + 2
+	}
+	return argv, i, nil
+}
+
+// floorInt reads the decimal number at b[i:] up to its CRLF and returns it with the index after the CRLF, or
+// next == 0 when the CRLF has not arrived yet.
+func floorInt(b []byte, i int) (v, next int, err error) {
+	for ; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c >= '0' && c <= '9':
+			v = v*10 + int(c-'0')
+			if v > floorMaxBulk {
+				return 0, 0, errFloorProtocol
+			}
+		case c == '\r':
+			if i+1 >= len(b) {
+				return 0, 0, nil
+			}
+			if b[i+1] != '\n' {
+				return 0, 0, errFloorProtocol
+			}
+			return v, i + 2, nil
+		case c == '-' && v == 0:
+			return 0, 0, errFloorProtocol // nil arrays and bulks are not requests
+		default:
+			return 0, 0, errFloorProtocol
+		}
+	}
+	return 0, 0, nil
+}
+
+// startFloor runs this program's floor mode as a separate process pinned with the servers, with room for
+// maxMemory of values.
+func (f *fleet) startFloor(maxMemory int64) (string, *proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	p, err := f.start("floor", self, "floor", "-listen", addr, "-max-memory", strconv.FormatInt(maxMemory, 10))
+	if err != nil {
+		return "", nil, err
+	}
+	return addr, p, waitReady(p, addr)
+}
+
+// startFloorTarget starts the floor with room for every key of the workload and of redis-benchmark, seeds it,
+// and adds it to targets.
+func startFloorTarget(f *fleet, s settings, targets *[]*liveTarget, logf func(string, ...any)) error {
+	w := &s.Workload
+	// Values of up to 2 KiB (16 KiB for embeddings) with freecache's per-entry header and its 1/256 segments'
+	// slack: four times the values' size, and no less than 64 MiB.
+	size := max(int64(w.Keys)*4*2048+int64(s.RBKeys)*4*1024, 64<<20)
+	if w.EmbShare > 0 {
+		size += int64(float64(w.Keys)*w.EmbShare) * 4 * (16 << 10)
+	}
+	addr, p, err := f.startFloor(size)
+	if err != nil {
+		return err
+	}
+	logf("seeding %d keys into the floor", w.Keys)
+	if _, _, err := seedRedis(addr, w); err != nil {
+		return err
+	}
+	if s.RedisBenchmark {
+		if _, _, err := seedKeys(addr, s.RBKeys, benchmarkKey, func(int) []byte { return valuePool[:1024] }); err != nil {
+			return err
+		}
+	}
+	*targets = append(*targets, &liveTarget{name: "floor", kind: kindFloor, addr: addr, proc: p})
+	return nil
+}
+
+// floorLine says, under a profile's table, how featcache compares with the floor measured in the same rounds:
+// throughput, and CPU per request (what featcache's hit path costs above the least it could).
+func floorLine(b *strings.Builder, targets []*targetResult) {
+	var fc, fl *targetResult
+	for _, t := range targets {
+		switch {
+		case t.Kind == string(kindFloor):
+			fl = t
+		case t.Name == "featcache":
+			fc = t
+		}
+	}
+	if fc == nil || fl == nil || fl.Throughput <= 0 || fl.CPUPerReqUs <= 0 {
+		return
+	}
+	fmt.Fprintf(b, "featcache next to the floor (bench/floor.go, a minimal GET-from-freecache server): %.2fx its "+
+		"req/s, %.2fx its CPU per request (%.1f µs against %.1f µs); p99 %s against %s.\n\n",
+		fc.Throughput/fl.Throughput, fc.CPUPerReqUs/fl.CPUPerReqUs, fc.CPUPerReqUs, fl.CPUPerReqUs,
+		fmtUs(fc.P99us), fmtUs(fl.P99us))
+}
