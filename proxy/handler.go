@@ -177,13 +177,10 @@ func (c *client) readGet(cmd *resp.Command) {
 		c.sampleHot(hot, key)
 	}
 	if pol.SnapshotPointer != "" {
-		ver, err := c.snapshotVersion(pol, ps)
-		if err != nil {
-			c.srv.stats.SnapshotErrors.Add(1)
-			c.errorReply(err.Error())
+		var ok bool
+		if key, ok = c.snapshotKey(pol, ps, key); !ok {
 			return
 		}
-		key = c.physicalKey(key, ver)
 	}
 	now := c.clock()
 	buf := c.replies.buf()

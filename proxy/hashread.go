@@ -106,13 +106,10 @@ func (c *client) readHash(cmd *resp.Command, kind hashCmd) {
 		c.sampleHot(hot, key) // the key, under its own policy: a Feast entity is warmed whole (warm.go)
 	}
 	if pol.SnapshotPointer != "" {
-		ver, err := c.snapshotVersion(pol, ps)
-		if err != nil {
-			c.srv.stats.SnapshotErrors.Add(1)
-			c.errorReply(err.Error())
+		var ok bool
+		if key, ok = c.snapshotKey(pol, ps, key); !ok {
 			return
 		}
-		key = c.physicalKey(key, ver)
 	}
 	var fields [][]byte
 	switch kind {

@@ -117,6 +117,18 @@ func (c *client) physicalKey(logical, version []byte) []byte {
 	return c.arena[start:len(c.arena):len(c.arena)]
 }
 
+// snapshotKey returns the physical key of a cached read's logical key under pol's snapshot: the version its pointer
+// names now. When the version cannot be read it answers the client with why and returns false.
+func (c *client) snapshotKey(pol *config.Policy, ps *policySet, logical []byte) ([]byte, bool) {
+	ver, err := c.snapshotVersion(pol, ps)
+	if err != nil {
+		c.srv.stats.SnapshotErrors.Add(1)
+		c.errorReply(err.Error())
+		return nil, false
+	}
+	return c.physicalKey(logical, ver), true
+}
+
 // rewriteSnapshotKeys returns cmd with every key of a snapshot policy replaced by its physical key, or cmd itself
 // when it has none. The rewritten command lives in the client's batch scratch space.
 func (c *client) rewriteSnapshotKeys(cmd *resp.Command, tc *command, ps *policySet) (*resp.Command, error) {
