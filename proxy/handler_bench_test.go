@@ -70,11 +70,16 @@ func runHitPath(b *testing.B, srv *Server, payload []byte) { runHitPathProto(b, 
 
 // runHitPathProto is runHitPath for a client of protocol proto (3: after HELLO 3).
 func runHitPathProto(b *testing.B, srv *Server, payload []byte, proto int) {
+	runHitPathWith(b, srv, payload, func(c *client) { c.seg.proto = proto })
+}
+
+// runHitPathWith is runHitPath for a client that setup prepares first (its protocol, tracking on ...).
+func runHitPathWith(b *testing.B, srv *Server, payload []byte, setup func(c *client)) {
 	server, client := net.Pipe()
 	defer server.Close()
 	defer client.Close()
 	c := srv.newClient(server)
-	c.seg.proto = proto
+	setup(c)
 	c.rd = resp.NewReader(&repeatReader{data: payload}, resp.Limits{})
 	b.ReportAllocs()
 	b.ResetTimer()

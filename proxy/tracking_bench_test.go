@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net"
 	"runtime"
 	"strconv"
 	"testing"
@@ -39,29 +38,11 @@ func BenchmarkTrackingTable(b *testing.B) {
 // each GET served from memory also remembers its key for the client.
 func BenchmarkHitPathGetTracking(b *testing.B) {
 	srv := benchServer(b, 1000)
-	payload := resp.AppendCommand(nil, "GET", "key:37")
-	server, client := net.Pipe()
-	defer server.Close()
-	defer client.Close()
-	c := srv.newClient(server)
-	c.rd = resp.NewReader(&repeatReader{data: payload}, resp.Limits{})
-	srv.ctrack.enable(c, trackState{})
-	defer srv.ctrack.disable(c)
 	b.SetBytes(1024)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		cmds, err := c.rd.ReadBatch(c.cmds[:0])
-		if err != nil {
-			b.Fatal(err)
-		}
-		c.cmds = cmds
-		c.beginBatch()
-		c.execBatch(cmds)
-		c.out = c.out[:0]
-		c.endBatch()
-	}
-	b.StopTimer()
+	runHitPathWith(b, srv, resp.AppendCommand(nil, "GET", "key:37"), func(c *client) {
+		srv.ctrack.enable(c, trackState{})
+		b.Cleanup(func() { srv.ctrack.disable(c) })
+	})
 	if _, keys := srv.ctrack.size(); keys != 1 {
 		b.Fatalf("keys remembered: %d; want 1", keys)
 	}
