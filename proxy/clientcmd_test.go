@@ -356,3 +356,38 @@ func TestClientUnblock(t *testing.T) {
 		}
 	}
 }
+
+// TestClientUnblockJustSent: CLIENT UNBLOCK of a client whose BLPOP featcache has sent but whose connection id
+// it has not read back yet (Redis is stopped in between) waits for it, and answers what Redis answers to
+// BLPOP then CLIENT UNBLOCK in that order: :1, and the BLPOP's timeout reply.
+func TestClientUnblockJustSent(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	blocked, other := p.dial(), p.dial()
+	id := clientIDOf(t, blocked)
+	// A dedicated connection in the pool, so that the next blocking command needs no set-up round trip.
+	expectDo(t, blocked, "*-1\r\n", "BLPOP", "unblock:warm", "0.01")
+	cl := p.srv.clientByID(id)
+	if cl == nil {
+		t.Fatal("the blocked client is not registered")
+	}
+	p.redis.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			p.redis.Resume()
+		}
+	}()
+	writeRaw(t, blocked, encodePipeline([]string{"BLPOP", "unblock:l", "0"}))
+	redistest.Eventually(t, 5*time.Second, "the BLPOP sent, its connection id not read", func() bool {
+		cl.info.mu.Lock()
+		defer cl.info.mu.Unlock()
+		return cl.info.settling != nil
+	})
+	if err := other.Send("CLIENT", "UNBLOCK", strconv.FormatInt(id, 10), "TIMEOUT"); err != nil {
+		t.Fatal(err)
+	}
+	p.redis.Resume()
+	resumed = true
+	expectRead(t, other, ":1\r\n")
+	expectRead(t, blocked, "*-1\r\n")
+}
