@@ -27,9 +27,7 @@ import (
 // every request (hits recorded too).
 func runAdmission(args []string) error {
 	fs := flag.NewFlagSet("admission", flag.ContinueOnError)
-	w := workload{Keys: 250_000, Zipf: 1.1, Mget: 1, Seed: 1}
-	fs.IntVar(&w.Keys, "keys", w.Keys, "feature bundles of 1-2 KiB in the key space")
-	fs.Float64Var(&w.Zipf, "zipf", w.Zipf, "Zipf exponent of the key choice (> 1)")
+	w := zipfFlags(fs, "feature bundles of 1-2 KiB in the key space")
 	fs.Uint64Var(&w.Seed, "seed", w.Seed, "seed of the traces")
 	maxMemory := mustSize("64MB")
 	fs.Var(&maxMemory, "max-memory", "the tier's size, and the LRU's")
@@ -66,7 +64,7 @@ func runAdmission(args []string) error {
 	r := admissionReplays{maxMemory: maxMemory, rate: *rate, thresholds: thr, counters: *counters, window: *window,
 		sample: *sample, all: *all}
 	for _, scan := range shares {
-		tr := newTrace(&w, *requests, scan)
+		tr := newTrace(w, *requests, scan)
 		name := fmt.Sprintf("Zipf %g", w.Zipf)
 		if scan > 0 {
 			name += fmt.Sprintf(" with %g%% scans", 100*scan)

@@ -191,19 +191,7 @@ func floorInt(b []byte, i int) (v, next int, err error) {
 // startFloor runs this program's floor mode as a separate process pinned with the servers, with room for
 // maxMemory of values.
 func (f *fleet) startFloor(maxMemory int64) (string, *proc, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return "", nil, err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return "", nil, err
-	}
-	p, err := f.start("floor", self, "floor", "-listen", addr, "-max-memory", strconv.FormatInt(maxMemory, 10))
-	if err != nil {
-		return "", nil, err
-	}
-	return addr, p, waitReady(p, addr)
+	return f.startSelf("floor", "-max-memory", strconv.FormatInt(maxMemory, 10))
 }
 
 // startFloorTarget starts the floor with room for every key of the workload and of redis-benchmark, seeds it,

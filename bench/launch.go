@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -81,13 +82,8 @@ func relaunch(args []string, pin pinning, netns bool, mode, featcacheFlag, root 
 		}
 		return false, nil
 	}
-	scratch, err := os.MkdirTemp("", "featcache-bench-")
+	scratch, bin, from, err := newScratch("featcache-bench-", featcacheFlag, root)
 	if err != nil {
-		return true, err
-	}
-	bin, from, err := featcacheBinary(featcacheFlag, root, scratch)
-	if err != nil {
-		os.RemoveAll(scratch)
 		if name != "" {
 			deleteNetns(name)
 		}
@@ -210,6 +206,28 @@ func openLab(prefix, featcacheFlag, root string, inherit bool) (*lab, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// labCommand is a sub-command that measures in a lab of its own (memory, staleness, tracking): its flags, which
+// include -featcache.
+type labCommand struct {
+	*flag.FlagSet
+	featcache string
+}
+
+// newLabCommand returns the sub-command name with its -featcache flag.
+func newLabCommand(name string) *labCommand {
+	c := &labCommand{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError)}
+	c.StringVar(&c.featcache, "featcache", "", "featcache binary, or the module directory to build it from (default: this module)")
+	return c
+}
+
+// open parses args and opens the command's lab (openLab) in a scratch folder named after the command.
+func (c *labCommand) open(args []string) (*lab, error) {
+	if err := c.Parse(args); err != nil {
+		return nil, err
+	}
+	return openLab("featcache-"+c.Name()+"-", c.featcache, moduleRoot(), false)
 }
 
 // close stops every process of the lab, then removes its folder.

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,36 +30,30 @@ import (
 // a variable in featcache's environment (GOGC=50, or GODEBUG=memprofilerate=1 to record every allocation instead
 // of a sample of one per 512 KiB; that costs memory of its own).
 func runMemory(args []string) error {
-	fs := flag.NewFlagSet("memory", flag.ContinueOnError)
-	w := workload{Keys: 250_000, Zipf: 1.1, Mget: 1, Seed: 1}
-	fs.IntVar(&w.Keys, "keys", w.Keys, "feature bundles of 1-2 KiB seeded and read")
-	fs.Float64Var(&w.Zipf, "zipf", w.Zipf, "Zipf exponent of the key choice (> 1)")
+	cmd := newLabCommand("memory")
+	w := zipfFlags(cmd.FlagSet, "feature bundles of 1-2 KiB seeded and read")
 	maxMemory := mustSize("64MB")
-	fs.Var(&maxMemory, "max-memory", "featcache local.max_memory")
-	conns := fs.Int("conns", 50, "load connections")
-	duration := fs.Duration("duration", 20*time.Second, "length of the Zipf load after the fill")
-	idle := fs.Int("idle-clients", 0, "connections opened after the load, each sending one PING and staying idle")
+	cmd.Var(&maxMemory, "max-memory", "featcache local.max_memory")
+	conns := cmd.Int("conns", 50, "load connections")
+	duration := cmd.Duration("duration", 20*time.Second, "length of the Zipf load after the fill")
+	idle := cmd.Int("idle-clients", 0, "connections opened after the load, each sending one PING and staying idle")
 	var envs targetList
-	fs.Var(&envs, "env", "NAME=VALUE in featcache's environment (repeatable)")
-	featcacheFlag := fs.String("featcache", "", "featcache binary, or the module directory to build it from (default: this module)")
-	profiles := fs.String("profiles", "", "keep featcache's heap profile after each phase in this folder (1.pprof, 2.pprof, ...: "+
+	cmd.Var(&envs, "env", "NAME=VALUE in featcache's environment (repeatable)")
+	profiles := cmd.String("profiles", "", "keep featcache's heap profile after each phase in this folder (1.pprof, 2.pprof, ...: "+
 		"go tool pprof -sample_index=alloc_space -base 2.pprof 3.pprof shows what the load allocated)")
-	keepLog := fs.String("log", "", "copy featcache's log (its stderr: GODEBUG=gctrace=1 output too) to this file at the end")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	for _, e := range envs {
-		os.Setenv(e.Name, e.Addr) // featcache inherits this program's environment
-	}
-	lab, err := openLab("featcache-memory-", *featcacheFlag, moduleRoot(), false)
+	keepLog := cmd.String("log", "", "copy featcache's log (its stderr: GODEBUG=gctrace=1 output too) to this file at the end")
+	lab, err := cmd.open(args)
 	if err != nil {
 		return err
 	}
 	defer lab.close()
+	for _, e := range envs {
+		os.Setenv(e.Name, e.Addr) // featcache inherits this program's environment
+	}
 	f, bin, from, redisAddr := lab.fleet, lab.bin, lab.from, lab.redisAddr
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "[memory] "+format+"\n", a...) }
 	logf("seeding %d keys", w.Keys)
-	if _, _, err := seedRedis(redisAddr, &w); err != nil {
+	if _, _, err := seedRedis(redisAddr, w); err != nil {
 		return err
 	}
 	addr, p, admin, err := f.startFeatcache(bin, redisAddr, maxMemory.bytes, true)
@@ -77,12 +70,12 @@ func runMemory(args []string) error {
 	if err := take("started, tier empty"); err != nil {
 		return err
 	}
-	lt, err := openLoadTarget("featcache", addr, &w, *conns)
+	lt, err := openLoadTarget("featcache", addr, w, *conns)
 	if err != nil {
 		return err
 	}
 	defer lt.close()
-	if err := fillTier(lt, &w, addr, p); err != nil {
+	if err := fillTier(lt, w, addr, p); err != nil {
 		return err
 	}
 	if err := take("filled (every key once)"); err != nil {
@@ -111,7 +104,7 @@ func runMemory(args []string) error {
 			return err
 		}
 	}
-	fmt.Print(memoryReport(phases.snaps, heap, maxMemory, from, envs, *conns, w))
+	fmt.Print(memoryReport(phases.snaps, heap, maxMemory, from, envs, *conns, *w))
 	return nil
 }
 

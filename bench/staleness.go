@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -25,15 +24,11 @@ import (
 // it first read the new value. The staleness of a write is the difference (0 when the reader saw it before the
 // acknowledgement reached the writer). The resolution is one reader poll, a few tens of microseconds here.
 func runStaleness(args []string) error {
-	fs := flag.NewFlagSet("staleness", flag.ContinueOnError)
-	writes := fs.Int("writes", 2000, "writes measured per path (direct to Redis, through the other featcache)")
-	keys := fs.Int("keys", 16, "keys, each polled by its own reader connection through featcache A")
-	out := fs.String("out", "", "also write the Markdown table to this file")
-	featcacheFlag := fs.String("featcache", "", "featcache binary, or the module directory to build it from (default: this module)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	lab, err := openLab("featcache-staleness-", *featcacheFlag, moduleRoot(), false)
+	cmd := newLabCommand("staleness")
+	writes := cmd.Int("writes", 2000, "writes measured per path (direct to Redis, through the other featcache)")
+	keys := cmd.Int("keys", 16, "keys, each polled by its own reader connection through featcache A")
+	out := cmd.String("out", "", "also write the Markdown table to this file")
+	lab, err := cmd.open(args)
 	if err != nil {
 		return err
 	}

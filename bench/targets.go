@@ -169,6 +169,12 @@ func (f *fleet) startRedis(bin string) (string, *proc, error) {
 // startRelay runs this program's relay mode as a separate process pinned with the servers, so the delay
 // goroutines never compete with the load generator.
 func (f *fleet) startRelay(upstream string, delay time.Duration) (string, *proc, error) {
+	return f.startSelf("relay", "-upstream", upstream, "-delay", delay.String())
+}
+
+// startSelf runs this program's mode (floor, relay) as a separate process of the fleet, listening on a free
+// address with args after -listen, and waits until it answers.
+func (f *fleet) startSelf(mode string, args ...string) (string, *proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", nil, err
@@ -177,7 +183,7 @@ func (f *fleet) startRelay(upstream string, delay time.Duration) (string, *proc,
 	if err != nil {
 		return "", nil, err
 	}
-	p, err := f.start("relay", self, "relay", "-listen", addr, "-upstream", upstream, "-delay", delay.String())
+	p, err := f.start(mode, append([]string{self, mode, "-listen", addr}, args...)...)
 	if err != nil {
 		return "", nil, err
 	}

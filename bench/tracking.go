@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -36,31 +35,18 @@ import (
 //   - memory: the client reads -keys distinct keys in MGETs of 100 (each tracked), and the server's memory grows
 //     by so much per key: featcache's resident set (VmRSS), Redis's used_memory.
 func runTracking(args []string) error {
-	fs := flag.NewFlagSet("tracking", flag.ContinueOnError)
-	writes := fs.Int("writes", 2000, "writes measured per staleness path")
-	flood := fs.Duration("flood", 3*time.Second, "how long the writer floods Redis for the throughput figure")
-	keys := fs.Int("keys", 500000, "distinct keys the client tracks for the memory figure")
-	out := fs.String("out", "", "also write the Markdown tables to this file")
-	featcacheFlag := fs.String("featcache", "", "featcache binary, or the module directory to build it from (default: this module)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	scratch, err := os.MkdirTemp("", "featcache-tracking-")
+	cmd := newLabCommand("tracking")
+	writes := cmd.Int("writes", 2000, "writes measured per staleness path")
+	flood := cmd.Duration("flood", 3*time.Second, "how long the writer floods Redis for the throughput figure")
+	keys := cmd.Int("keys", 500000, "distinct keys the client tracks for the memory figure")
+	out := cmd.String("out", "", "also write the Markdown tables to this file")
+	lab, err := cmd.open(args)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(scratch)
-	bin, _, err := featcacheBinary(*featcacheFlag, moduleRoot(), scratch)
-	if err != nil {
-		return err
-	}
-	f := &fleet{dir: scratch}
-	defer f.stopAll()
-	redisAddr, _, err := f.startRedis("redis-server")
-	if err != nil {
-		return err
-	}
-	fcAddr, fcProc, err := f.startFeatcacheConfig("featcache", bin, redisAddr,
+	defer lab.close()
+	redisAddr := lab.redisAddr
+	fcAddr, fcProc, err := lab.fleet.startFeatcacheConfig("featcache", lab.bin, redisAddr,
 		"local:\n  max_memory: 64MB\npolicies:\n  - name: feat\n    prefix: \"feat:\"\n    soft_ttl: 1h\n    hard_ttl: 2h\n")
 	if err != nil {
 		return err
@@ -70,41 +56,28 @@ func runTracking(args []string) error {
 	fmt.Fprintf(&b, "Staleness of a tracked client: time from a write's acknowledgement until the invalidation reaches "+
 		"the client's redirect target (RESP2, loopback, %d writes per path).\n\n", *writes)
 	b.WriteString("| path | writes | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
-	paths := []struct {
-		name, track, write, key string
-	}{
+	err = stalenessRows(&b, "staleness", []trackedPath{
 		{"Redis directly", redisAddr, redisAddr, "feat:t:"},
 		{"featcache, cached key, write straight to Redis", fcAddr, redisAddr, "feat:t:"},
 		{"featcache, uncached key, write straight to Redis", fcAddr, redisAddr, "u:t:"},
 		{"featcache, cached key, write through featcache", fcAddr, fcAddr, "feat:w:"},
 		{"featcache, uncached key, write through featcache", fcAddr, fcAddr, "u:w:"},
-	}
-	for _, p := range paths {
-		r := &stalenessResult{path: p.name}
-		if err := measureTrackedStaleness(r, p.track, p.write, p.key, *writes); err != nil {
-			return fmt.Errorf("staleness, %s: %w", p.name, err)
-		}
-		fmt.Fprintf(os.Stderr, "tracking: staleness, %s: %d writes\n", p.name, len(r.samples))
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
-			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
+	}, *writes, measureTrackedStaleness)
+	if err != nil {
+		return err
 	}
 
 	fmt.Fprintf(&b, "\nThe same for a RESP3 client, rueidis with client-side caching (DoCache, OPTIN), from a write's "+
 		"acknowledgement until its invalidation hook runs:\n\n")
 	b.WriteString("| path | writes | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
-	for _, p := range []struct{ name, track, write, key string }{
+	err = stalenessRows(&b, "RESP3 staleness", []trackedPath{
 		{"Redis directly", redisAddr, redisAddr, "feat:r:"},
 		{"featcache, cached key, write straight to Redis", fcAddr, redisAddr, "feat:r:"},
 		{"featcache, uncached key, write straight to Redis", fcAddr, redisAddr, "u:r:"},
 		{"featcache, cached key, write through featcache", fcAddr, fcAddr, "feat:rw:"},
-	} {
-		r := &stalenessResult{path: p.name}
-		if err := measureRueidisStaleness(r, p.track, p.write, p.key, *writes); err != nil {
-			return fmt.Errorf("RESP3 staleness, %s: %w", p.name, err)
-		}
-		fmt.Fprintf(os.Stderr, "tracking: RESP3 staleness, %s: %d writes\n", p.name, len(r.samples))
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
-			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
+	}, *writes, measureRueidisStaleness)
+	if err != nil {
+		return err
 	}
 
 	fmt.Fprintf(&b, "\nInvalidations delivered per second to a BCAST client (prefixes u: and feat:) while one "+
@@ -220,6 +193,26 @@ func (t *target) read(r *bufio.Reader) {
 }
 
 func (t *target) Close() { t.nc.Close() }
+
+// trackedPath is one row of a staleness table: a client tracks keys with the prefix key through track while a
+// writer writes them through write.
+type trackedPath struct{ name, track, write, key string }
+
+// stalenessRows measures each path with measure and writes its row to b; what names the table in errors and
+// progress lines.
+func stalenessRows(b *strings.Builder, what string, paths []trackedPath, writes int,
+	measure func(r *stalenessResult, trackAddr, writeAddr, prefix string, writes int) error) error {
+	for _, p := range paths {
+		r := &stalenessResult{path: p.name}
+		if err := measure(r, p.track, p.write, p.key, writes); err != nil {
+			return fmt.Errorf("%s, %s: %w", what, p.name, err)
+		}
+		fmt.Fprintf(os.Stderr, "tracking: %s, %s: %d writes\n", what, p.name, len(r.samples))
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
+			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
+	}
+	return nil
+}
 
 // measureTrackedStaleness: a client tracking through trackAddr reads a key, a writer at writeAddr writes it, and
 // the time from the write's acknowledgement until the target receives the key's invalidation is recorded.

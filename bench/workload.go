@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -19,6 +20,15 @@ type workload struct {
 	Writes    float64 // share of requests that are SETs
 	Mget      int     // keys per read request: 1 sends GET, more sends MGET
 	Seed      uint64
+}
+
+// zipfFlags returns the workload of the admission and memory experiments, GETs of 250,000 feature bundles chosen
+// with Zipf 1.1, with -keys (keys says what they are) and -zipf on fs.
+func zipfFlags(fs *flag.FlagSet, keys string) *workload {
+	w := &workload{Keys: 250_000, Zipf: 1.1, Mget: 1, Seed: 1}
+	fs.IntVar(&w.Keys, "keys", w.Keys, keys)
+	fs.Float64Var(&w.Zipf, "zipf", w.Zipf, "Zipf exponent of the key choice (> 1)")
+	return w
 }
 
 const (

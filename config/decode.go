@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +59,84 @@ func fields(n *yaml.Node, where string, known []string) ([]field, error) {
 		out = append(out, field{name: k.Value, key: k, val: v})
 	}
 	return out, nil
+}
+
+// decodeFunc decodes the value of the field f into its place; name is the field as errors name it
+// ("upstream.conns", `policy "profile": hard_ttl`).
+type decodeFunc func(f field, name string) error
+
+// fieldTable is what a mapping of the file may hold: each field's name and the function that decodes its value.
+type fieldTable map[string]decodeFunc
+
+// decodeSection decodes the mapping n with table, field by field in file order. where names the mapping in errors
+// as fields does; a field's name in errors is where.field ("upstream.conns"), or the field alone at the top level.
+func decodeSection(n *yaml.Node, where string, table fieldTable) error {
+	fs, err := fields(n, where, slices.Collect(maps.Keys(table)))
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		name := f.name
+		if where != "" {
+			name = where + "." + f.name
+		}
+		if err := table[f.name](f, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noting returns decode, which also notes in *line the line of the field's key, for errors that a later field
+// or the section as a whole finds.
+func noting(line *int, decode decodeFunc) decodeFunc {
+	return func(f field, name string) error {
+		*line = f.key.Line
+		return decode(f, name)
+	}
+}
+
+// section returns the decodeFunc of a field that is a section of its own, decoded by decode.
+func section(decode func(*yaml.Node) error) decodeFunc {
+	return func(f field, _ string) error { return decode(f.val) }
+}
+
+// decodeItems decodes each item of the list n with decode, which also gets the item's position.
+func decodeItems[T any](n *yaml.Node, decode func(item *yaml.Node, i int) (T, error)) ([]T, error) {
+	out := make([]T, 0, len(n.Content))
+	for i, item := range n.Content {
+		v, err := decode(item, i)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// into returns the decodeFunc that decodes a value with decode (stringValue, durationValue, ...) into *p.
+func into[T any](p *T, decode func(n *yaml.Node, name string) (T, error)) decodeFunc {
+	return func(f field, name string) (err error) {
+		*p, err = decode(f.val, name)
+		return err
+	}
+}
+
+// oneOf returns the decodeFunc of a string field that takes one of a few words: parse turns the word into *p, and
+// use lists the words for the error when it does not know it ("fail or serve_stale").
+func oneOf[T any](p *T, parse func(string) (T, bool), use string) decodeFunc {
+	return func(f field, name string) error {
+		s, err := stringValue(f.val, name)
+		if err != nil {
+			return err
+		}
+		v, ok := parse(s)
+		if !ok {
+			return fmt.Errorf("%s: invalid value %q (use %s) (line %d)", name, s, use, resolve(f.val).Line)
+		}
+		*p = v
+		return nil
+	}
 }
 
 func contains(list []string, s string) bool {

@@ -101,14 +101,8 @@ func decodeFeast(n *yaml.Node) ([]*Policy, error) {
 	if views.Kind != yaml.SequenceNode {
 		return nil, fmt.Errorf("feast.feature_views: expected a list, got %s (line %d)", kindName(views), views.Line)
 	}
-	for i, vn := range views.Content {
-		p, err := decodeFeatureView(vn, i)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
+	vps, err := decodeItems(views, decodeFeatureView)
+	return append(out, vps...), err
 }
 
 // decodeFeatureView decodes the i-th feature view of the feast section into its field policy.

@@ -12,7 +12,9 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,27 +44,14 @@ const (
 	ErrorServeStale
 )
 
+// errorModes are the ErrorMode values as the configuration file writes them.
+var errorModes = []string{ErrorFail: "fail", ErrorServeStale: "serve_stale"}
+
 // String returns the mode as written in the configuration file: "fail" or "serve_stale".
-func (m ErrorMode) String() string {
-	switch m {
-	case ErrorFail:
-		return "fail"
-	case ErrorServeStale:
-		return "serve_stale"
-	}
-	return fmt.Sprintf("ErrorMode(%d)", uint8(m))
-}
+func (m ErrorMode) String() string { return modeName(errorModes, m, "ErrorMode") }
 
 // parseErrorMode parses the on_upstream_error value s.
-func parseErrorMode(s string) (ErrorMode, bool) {
-	switch s {
-	case "fail":
-		return ErrorFail, true
-	case "serve_stale":
-		return ErrorServeStale, true
-	}
-	return 0, false
-}
+func parseErrorMode(s string) (ErrorMode, bool) { return parseMode[ErrorMode](errorModes, s) }
 
 // LossMode says what happens to a policy's entries when the tracking connection that guarded them drops.
 type LossMode uint8
@@ -77,15 +66,30 @@ const (
 	LossRevalidate
 )
 
+// lossModes are the LossMode values as the configuration file writes them.
+var lossModes = []string{LossFlush: "flush", LossRevalidate: "revalidate"}
+
 // String returns the mode as written in the configuration file: "flush" or "revalidate".
-func (m LossMode) String() string {
-	switch m {
-	case LossFlush:
-		return "flush"
-	case LossRevalidate:
-		return "revalidate"
+func (m LossMode) String() string { return modeName(lossModes, m, "LossMode") }
+
+// parseLossMode parses the on_tracking_loss value s.
+func parseLossMode(s string) (LossMode, bool) { return parseMode[LossMode](lossModes, s) }
+
+// modeName returns the name of the mode m in names, or typ(m) for a value names does not hold.
+func modeName[M ~uint8](names []string, m M, typ string) string {
+	if int(m) < len(names) {
+		return names[m]
 	}
-	return fmt.Sprintf("LossMode(%d)", uint8(m))
+	return fmt.Sprintf("%s(%d)", typ, uint8(m))
+}
+
+// parseMode returns the mode named s in names.
+func parseMode[M ~uint8](names []string, s string) (M, bool) {
+	i := slices.Index(names, s)
+	if i < 0 {
+		return 0, false
+	}
+	return M(i), true
 }
 
 // Policy is how the values of the keys it matches are cached. Policies come from Parse (which fills in defaults and
@@ -139,12 +143,6 @@ type Policy struct {
 	Index int
 }
 
-// policyFields are the YAML fields of a policy, in the order config.yaml documents them.
-var policyFields = []string{
-	"name", "prefix", "pattern", "suffix", "cache", "soft_ttl", "hard_ttl", "jitter", "negative_ttl",
-	"on_upstream_error", "max_stale", "on_tracking_loss", "snapshot_pointer",
-}
-
 // cachingFields are the policy fields that mean something only for a cached policy.
 var cachingFields = map[string]bool{
 	"soft_ttl": true, "hard_ttl": true, "jitter": true, "negative_ttl": true, "on_upstream_error": true,
@@ -160,15 +158,7 @@ func decodePolicies(n *yaml.Node) ([]*Policy, error) {
 	if n.Kind != yaml.SequenceNode {
 		return nil, fmt.Errorf("policies: expected a list of policies, got %s (line %d)", kindName(n), n.Line)
 	}
-	policies := make([]*Policy, 0, len(n.Content))
-	for i, item := range n.Content {
-		p, err := decodePolicy(item, i)
-		if err != nil {
-			return nil, err
-		}
-		policies = append(policies, p)
-	}
-	return policies, nil
+	return decodeItems(n, decodePolicy)
 }
 
 // decodePolicy decodes the i-th policy of the list and applies the defaults. Rules that depend on which fields the
@@ -180,15 +170,16 @@ func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
 		return nil, fmt.Errorf("%s: expected a mapping with a name and a prefix or pattern, got %s (line %d)", label, kindName(n), n.Line)
 	}
 	label = policyLabel(n, label)
-	fs, err := fields(n, label, policyFields)
+	p := &Policy{Cache: true, Index: i}
+	table := p.fieldTable()
+	fs, err := fields(n, label, slices.Collect(maps.Keys(table)))
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{Cache: true, Index: i}
 	given := map[string]*yaml.Node{}
 	for _, f := range fs {
 		given[f.name] = f.key
-		if err := p.decodeField(f, label+": "+f.name); err != nil {
+		if err := table[f.name](f, label+": "+f.name); err != nil {
 			return nil, err
 		}
 	}
@@ -224,60 +215,39 @@ func policyLabel(n *yaml.Node, label string) string {
 	return label
 }
 
-// decodeField sets the field f of p; name is the field as errors name it (the policy's label and the field).
-func (p *Policy) decodeField(f field, name string) error {
-	var err error
-	switch f.name {
-	case "name":
-		p.Name, err = stringValue(f.val, name)
-	case "prefix":
-		p.Prefix, err = stringValue(f.val, name)
-		p.IsPrefix = true
-	case "pattern":
-		p.Pattern, err = stringValue(f.val, name)
-	case "suffix":
-		if p.Suffix, err = stringValue(f.val, name); err == nil && p.Suffix == "" {
-			err = fmt.Errorf("%s: must not be \"\" (use prefix: \"\" for the default policy) (line %d)", name, f.val.Line)
-		}
-		p.IsSuffix = true
-	case "cache":
-		p.Cache, err = boolValue(f.val, name)
-	case "soft_ttl":
-		p.SoftTTL, err = durationValue(f.val, name)
-	case "hard_ttl":
-		p.HardTTL, err = durationValue(f.val, name)
-	case "jitter":
-		p.Jitter, err = floatValue(f.val, name)
-	case "negative_ttl":
-		p.NegativeTTL, err = durationValue(f.val, name)
-	case "on_upstream_error":
-		var s string
-		if s, err = stringValue(f.val, name); err == nil {
-			var ok bool
-			if p.OnUpstreamError, ok = parseErrorMode(s); !ok {
-				err = fmt.Errorf("%s: invalid value %q (use fail or serve_stale) (line %d)", name, s, f.val.Line)
+// fieldTable returns the fields of a policy, each decoding into p. A field's name in errors is the policy's label
+// and the field.
+func (p *Policy) fieldTable() fieldTable {
+	return fieldTable{
+		"name": into(&p.Name, stringValue),
+		"prefix": func(f field, name string) (err error) {
+			p.IsPrefix = true
+			p.Prefix, err = stringValue(f.val, name)
+			return err
+		},
+		"pattern": into(&p.Pattern, stringValue),
+		"suffix": func(f field, name string) (err error) {
+			p.IsSuffix = true
+			if p.Suffix, err = stringValue(f.val, name); err == nil && p.Suffix == "" {
+				err = fmt.Errorf("%s: must not be \"\" (use prefix: \"\" for the default policy) (line %d)", name, f.val.Line)
 			}
-		}
-	case "max_stale":
-		p.MaxStale, err = durationValue(f.val, name)
-	case "on_tracking_loss":
-		var s string
-		if s, err = stringValue(f.val, name); err == nil {
-			switch s {
-			case "flush":
-				p.OnTrackingLoss = LossFlush
-			case "revalidate":
-				p.OnTrackingLoss = LossRevalidate
-			default:
-				err = fmt.Errorf("%s: invalid value %q (use flush or revalidate) (line %d)", name, s, f.val.Line)
+			return err
+		},
+		"cache":             into(&p.Cache, boolValue),
+		"soft_ttl":          into(&p.SoftTTL, durationValue),
+		"hard_ttl":          into(&p.HardTTL, durationValue),
+		"jitter":            into(&p.Jitter, floatValue),
+		"negative_ttl":      into(&p.NegativeTTL, durationValue),
+		"on_upstream_error": oneOf(&p.OnUpstreamError, parseErrorMode, "fail or serve_stale"),
+		"max_stale":         into(&p.MaxStale, durationValue),
+		"on_tracking_loss":  oneOf(&p.OnTrackingLoss, parseLossMode, "flush or revalidate"),
+		"snapshot_pointer": func(f field, name string) (err error) {
+			if p.SnapshotPointer, err = stringValue(f.val, name); err == nil && p.SnapshotPointer == "" {
+				err = fmt.Errorf("%s: must name a key, got \"\" (line %d)", name, f.val.Line)
 			}
-		}
-	case "snapshot_pointer":
-		if p.SnapshotPointer, err = stringValue(f.val, name); err == nil && p.SnapshotPointer == "" {
-			err = fmt.Errorf("%s: must name a key, got \"\" (line %d)", name, f.val.Line)
-		}
+			return err
+		},
 	}
-	return err
 }
 
 // checkMatchFields checks that the policy gives one way to match keys: a prefix, a pattern or a suffix. given holds

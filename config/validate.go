@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -12,48 +13,59 @@ import (
 // Validate checks every field of c, as Parse does after decoding. It is for a Config built or changed in code, for
 // example after command-line flags override the listen, admin or upstream addresses.
 func (c *Config) Validate() error {
+	// The order is the order of the errors a file with several mistakes gets, one at a time.
+	for _, check := range []func() error{
+		c.checkAddresses, c.Upstream.validate, c.Local.validate, c.Limits.validateRequests, c.checkShutdown,
+		c.Log.validate, c.Warm.validate, c.Limits.validateOutput, c.Commands.validate, c.validateTLS,
+		c.checkProtectedMode,
+	} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return validatePolicies(c.Policies)
+}
+
+// checkAddresses checks the listen and admin addresses.
+func (c *Config) checkAddresses() error {
 	if err := checkAddress("listen", c.Listen, false); err != nil {
 		return err
 	}
 	if c.Admin != "" {
-		if err := checkAddress("admin", c.Admin, false); err != nil {
-			return err
-		}
+		return checkAddress("admin", c.Admin, false)
 	}
-	if err := c.Upstream.validate(); err != nil {
-		return err
-	}
-	if err := c.Local.validate(); err != nil {
-		return err
-	}
-	if err := c.Limits.validateRequests(); err != nil {
-		return err
-	}
+	return nil
+}
+
+// checkShutdown checks the shutdown delay and timeout.
+func (c *Config) checkShutdown() error {
 	if c.ShutdownDelay < 0 {
 		return fmt.Errorf("shutdown_delay: must not be negative, got %q", formatDuration(c.ShutdownDelay))
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout: must be greater than 0, got %q", formatDuration(c.ShutdownTimeout))
 	}
-	if err := c.Log.validate(); err != nil {
-		return err
+	return nil
+}
+
+// checkList checks each entry of the list field name with check, in order, and refuses an entry listed twice.
+func checkList(name string, list []string, check func(i int, s string) error) error {
+	for i, s := range list {
+		if err := check(i, s); err != nil {
+			return err
+		}
+		if slices.Contains(list[:i], s) {
+			return fmt.Errorf("%s: %q is listed twice", name, s)
+		}
 	}
-	if err := c.Warm.validate(); err != nil {
-		return err
-	}
-	if err := c.Limits.validateOutput(); err != nil {
-		return err
-	}
-	if err := c.Commands.validate(); err != nil {
-		return err
-	}
-	if err := c.validateTLS(); err != nil {
-		return err
-	}
-	if err := c.checkProtectedMode(); err != nil {
-		return err
-	}
-	return validatePolicies(c.Policies)
+	return nil
+}
+
+// checkAddressList checks the host:port list field name.
+func checkAddressList(name string, list []string) error {
+	return checkList(name, list, func(i int, a string) error {
+		return checkAddress(fmt.Sprintf("%s[%d]", name, i), a, true)
+	})
 }
 
 // validate checks the upstream section: its addresses, its sentinel section, timeouts, revalidation rate and
@@ -62,15 +74,8 @@ func (u *Upstream) validate() error {
 	if len(u.Addresses) == 0 {
 		return errors.New(`upstream.addresses: must name at least one host:port, for example ["127.0.0.1:6379"]`)
 	}
-	for i, a := range u.Addresses {
-		if err := checkAddress(fmt.Sprintf("upstream.addresses[%d]", i), a, true); err != nil {
-			return err
-		}
-		for _, b := range u.Addresses[:i] {
-			if a == b {
-				return fmt.Errorf("upstream.addresses: %q is listed twice", a)
-			}
-		}
+	if err := checkAddressList("upstream.addresses", u.Addresses); err != nil {
+		return err
 	}
 	if err := u.Sentinel.validate(); err != nil {
 		return err
@@ -158,17 +163,12 @@ func (l *Log) validate() error {
 
 // validate checks the commands section: each deny entry a well-formed command or command|subcommand, listed once.
 func (c *Commands) validate() error {
-	for i, d := range c.Deny {
+	return checkList("commands.deny", c.Deny, func(i int, d string) error {
 		if err := checkDenyEntry(d); err != nil {
 			return fmt.Errorf("commands.deny[%d]: %w", i, err)
 		}
-		for _, e := range c.Deny[:i] {
-			if e == d {
-				return fmt.Errorf("commands.deny: %q is listed twice", d)
-			}
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // validate checks the sentinel section: off, or a master set with at least one sentinel.
@@ -188,15 +188,8 @@ func (s *Sentinel) validate() error {
 	case strings.ContainsFunc(s.MasterSet, func(r rune) bool { return r <= ' ' || r == 0x7f }):
 		return fmt.Errorf("upstream.sentinel.master_set: invalid name %q (no spaces or control characters)", s.MasterSet)
 	}
-	for i, a := range s.Addresses {
-		if err := checkAddress(fmt.Sprintf("upstream.sentinel.addresses[%d]", i), a, true); err != nil {
-			return err
-		}
-		for _, b := range s.Addresses[:i] {
-			if a == b {
-				return fmt.Errorf("upstream.sentinel.addresses: %q is listed twice", a)
-			}
-		}
+	if err := checkAddressList("upstream.sentinel.addresses", s.Addresses); err != nil {
+		return err
 	}
 	return nil
 }

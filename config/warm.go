@@ -73,38 +73,20 @@ func (s WarmSource) String() string {
 }
 
 func (w *Warm) decode(n *yaml.Node) error {
-	fs, err := fields(n, "warm", []string{"sources", "ready_after", "ready_timeout", "rate", "hotkeys_file",
-		"hotkeys_zset", "hotkeys_size", "hotkeys_interval", "hotkeys_touch"})
-	if err != nil {
-		return err
-	}
-	for _, f := range fs {
-		name := "warm." + f.name
-		switch f.name {
-		case "sources":
+	return decodeSection(n, "warm", fieldTable{
+		"sources": func(f field, _ string) (err error) {
 			w.Sources, err = decodeWarmSources(f.val)
-		case "ready_after":
-			w.ReadyAfter, err = intValue(f.val, name)
-		case "ready_timeout":
-			w.ReadyTimeout, err = durationValue(f.val, name)
-		case "rate":
-			w.Rate, err = intValue(f.val, name)
-		case "hotkeys_file":
-			w.HotkeysFile, err = stringValue(f.val, name)
-		case "hotkeys_zset":
-			w.HotkeysZset, err = stringValue(f.val, name)
-		case "hotkeys_size":
-			w.HotkeysSize, err = intValue(f.val, name)
-		case "hotkeys_interval":
-			w.HotkeysInterval, err = durationValue(f.val, name)
-		case "hotkeys_touch":
-			w.HotkeysTouch, err = intValue(f.val, name)
-		}
-		if err != nil {
 			return err
-		}
-	}
-	return nil
+		},
+		"ready_after":      into(&w.ReadyAfter, intValue),
+		"ready_timeout":    into(&w.ReadyTimeout, durationValue),
+		"rate":             into(&w.Rate, intValue),
+		"hotkeys_file":     into(&w.HotkeysFile, stringValue),
+		"hotkeys_zset":     into(&w.HotkeysZset, stringValue),
+		"hotkeys_size":     into(&w.HotkeysSize, intValue),
+		"hotkeys_interval": into(&w.HotkeysInterval, durationValue),
+		"hotkeys_touch":    into(&w.HotkeysTouch, intValue),
+	})
 }
 
 // decodeWarmSources decodes warm.sources: a list of {file: PATH} or {zset: KEY} mappings. A null list is none.

@@ -62,21 +62,18 @@ const (
 	StateUnverified
 )
 
+var stateNames = [...]string{StateMiss: "miss", StateFresh: "fresh", StateStale: "stale", StateDead: "dead",
+	StateUnverified: "unverified"}
+
 // String returns the state's name as CACHE EXPLAIN shows it.
-func (s State) String() string {
-	switch s {
-	case StateMiss:
-		return "miss"
-	case StateFresh:
-		return "fresh"
-	case StateStale:
-		return "stale"
-	case StateDead:
-		return "dead"
-	case StateUnverified:
-		return "unverified"
+func (s State) String() string { return enumName(stateNames[:], uint8(s), "state") }
+
+// enumName returns names[v], the name of the value v of the enumeration typ, or typ(v) when v has none.
+func enumName(names []string, v uint8, typ string) string {
+	if int(v) < len(names) && names[v] != "" {
+		return names[v]
 	}
-	return "state(" + strconv.Itoa(int(s)) + ")"
+	return typ + "(" + strconv.Itoa(int(v)) + ")"
 }
 
 // Lookup describes what AppendGet served. For StateMiss all other fields are zero.

@@ -3,7 +3,6 @@ package localcache
 import (
 	"encoding/binary"
 	"errors"
-	"strconv"
 )
 
 // Kind says what an entry holds.
@@ -18,18 +17,10 @@ const (
 	KindHash Kind = 3
 )
 
+var kindNames = [...]string{KindValue: "value", KindNil: "nil", KindHash: "hash"}
+
 // String returns the kind's name as CACHE EXPLAIN shows it.
-func (k Kind) String() string {
-	switch k {
-	case KindValue:
-		return "value"
-	case KindHash:
-		return "hash"
-	case KindNil:
-		return "nil"
-	}
-	return "kind(" + strconv.Itoa(int(k)) + ")"
-}
+func (k Kind) String() string { return enumName(kindNames[:], uint8(k), "kind") }
 
 // Header is the fixed-size prefix of every freecache value. freecache keeps expiry in whole seconds,
 // so the times that decide what may be served live here, in unix milliseconds.

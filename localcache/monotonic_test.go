@@ -259,11 +259,7 @@ func TestHashImageDisputed(t *testing.T) {
 		if got, _ := hget(c, "h", "f0", p, t0); got != "1" {
 			t.Errorf("f0 = %s; want 1, which nothing disputes", got)
 		}
-		c.LookupHash([]byte("h"), t0, func(e HashEntry) {
-			if _, ok := e.Complete(p, false); ok {
-				t.Error("an image with a disputed field is complete")
-			}
-		})
+		wantIncomplete(t, c, p)
 	})
 	t.Run("field absent from the image, found by the partial fill merged later", func(t *testing.T) {
 		c := newTestCache(t, newClock(t0), nil)
@@ -274,11 +270,18 @@ func TestHashImageDisputed(t *testing.T) {
 		if got, _ := hget(c, "h", "new", p, t0); got != "(miss)" {
 			t.Errorf("new = %s; want a miss", got)
 		}
-		c.LookupHash([]byte("h"), t0, func(e HashEntry) {
-			if _, ok := e.Complete(p, false); ok {
-				t.Error("an image with a disputed field is complete")
-			}
-		})
+		wantIncomplete(t, c, p)
+	})
+}
+
+// wantIncomplete fails t when the image of the hash "h" counts as complete for p, as one with a disputed field
+// must not.
+func wantIncomplete(t *testing.T, c *Cache, p *Policy) {
+	t.Helper()
+	c.LookupHash([]byte("h"), t0, func(e HashEntry) {
+		if _, ok := e.Complete(p, false); ok {
+			t.Error("an image with a disputed field is complete")
+		}
 	})
 }
 

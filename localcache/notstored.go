@@ -1,7 +1,6 @@
 package localcache
 
 import (
-	"strconv"
 	"sync"
 	"time"
 
@@ -59,12 +58,7 @@ var reasonNames = [numReasons]string{"", "too_large", "key_too_large", "wrong_ty
 	"uncached_policy", "superseded", "contested", "mget_overlap", "untrusted", "not_admitted"}
 
 // String returns the reason's metric label.
-func (r Reason) String() string {
-	if int(r) < len(reasonNames) && r != 0 {
-		return reasonNames[r]
-	}
-	return "reason(" + strconv.Itoa(int(r)) + ")"
-}
+func (r Reason) String() string { return enumName(reasonNames[:], uint8(r), "reason") }
 
 // MaxEntry returns the largest len(key) + headerSize (42) + len(value) the tier stores: a quarter of one of
 // freecache's 256 segments (MaxMemory/1024) minus freecache's own 24-byte entry header. So the largest value is

@@ -123,8 +123,10 @@ type Persister struct {
 
 	writeMu sync.Mutex // one write of the list at a time
 
-	fileWrites, fileErrors, zsetWrites, zsetErrors, touched atomic.Int64
-	eviction                                                atomic.Pointer[string]
+	file     listSink // the hot-key file
+	zset     listSink // the hot-key sorted set
+	touched  atomic.Int64
+	eviction atomic.Pointer[string]
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -140,7 +142,8 @@ func NewPersister(hot *HotKeys, pool Upstream, cfg PersistConfig, log *slog.Logg
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Persister{hot: hot, pool: pool, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{}),
-		reset: make(chan struct{}, 1)}
+		reset: make(chan struct{}, 1), file: listSink{what: "file", attr: "file"},
+		zset: listSink{what: "sorted set", attr: "zset"}}
 	p.cfg.Store(&cfg)
 	return p
 }
@@ -157,8 +160,8 @@ func (p *Persister) SetConfig(cfg PersistConfig) {
 // Stats returns the Persister's counters.
 func (p *Persister) Stats() PersistStats {
 	st := PersistStats{
-		FileWrites: p.fileWrites.Load(), FileErrors: p.fileErrors.Load(),
-		ZsetWrites: p.zsetWrites.Load(), ZsetErrors: p.zsetErrors.Load(), Touched: p.touched.Load(),
+		FileWrites: p.file.writes.Load(), FileErrors: p.file.errors.Load(),
+		ZsetWrites: p.zset.writes.Load(), ZsetErrors: p.zset.errors.Load(), Touched: p.touched.Load(),
 	}
 	if e := p.eviction.Load(); e != nil {
 		st.Eviction = *e
@@ -216,28 +219,33 @@ func (p *Persister) Persist(ctx context.Context) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	var errs []error
+	var fileErr, zsetErr error
 	if cfg.File != "" {
-		if err := WriteKeysFile(cfg.File, keys); err != nil {
-			p.fileErrors.Add(1)
-			p.log.Warn("hot keys: writing the file failed", "file", cfg.File, "err", err)
-			errs = append(errs, err)
-		} else {
-			p.fileWrites.Add(1)
-			p.log.Debug("hot keys: file written", "file", cfg.File, "keys", len(keys))
-		}
+		fileErr = p.file.wrote(p.log, cfg.File, len(keys), WriteKeysFile(cfg.File, keys))
 	}
 	if cfg.Zset != "" && ctx.Err() == nil {
-		if err := WriteZset(p.pool, cfg.Zset, keys); err != nil {
-			p.zsetErrors.Add(1)
-			p.log.Warn("hot keys: writing the sorted set failed", "zset", cfg.Zset, "err", err)
-			errs = append(errs, err)
-		} else {
-			p.zsetWrites.Add(1)
-			p.log.Debug("hot keys: sorted set written", "zset", cfg.Zset, "keys", len(keys))
-		}
+		zsetErr = p.zset.wrote(p.log, cfg.Zset, len(keys), WriteZset(p.pool, cfg.Zset, keys))
 	}
-	return errors.Join(errs...)
+	return errors.Join(fileErr, zsetErr)
+}
+
+// listSink is a place the hot-key list is written to (the file or the sorted set), with its counters.
+type listSink struct {
+	what           string // in log messages: "file", "sorted set"
+	attr           string // the log attribute that names it
+	writes, errors atomic.Int64
+}
+
+// wrote counts and logs the outcome err of writing keys keys to the sink named name, and returns err.
+func (s *listSink) wrote(log *slog.Logger, name string, keys int, err error) error {
+	if err != nil {
+		s.errors.Add(1)
+		log.Warn("hot keys: writing the "+s.what+" failed", s.attr, name, "err", err)
+		return err
+	}
+	s.writes.Add(1)
+	log.Debug("hot keys: "+s.what+" written", s.attr, name, "keys", keys)
+	return nil
 }
 
 // Evicts reports whether maxmemory-policy makes Redis evict by recency or frequency of access.

@@ -60,53 +60,14 @@ const (
 // Has reports whether every flag of x is set in f.
 func (f Flags) Has(x Flags) bool { return f&x == x }
 
-// commandFlag maps a flag name of the COMMAND reply to its bit; unknown names map to 0.
-func commandFlag(name string) Flags {
-	switch name {
-	case "write":
-		return FlagWrite
-	case "readonly":
-		return FlagReadonly
-	case "denyoom":
-		return FlagDenyOOM
-	case "module":
-		return FlagModule
-	case "admin":
-		return FlagAdmin
-	case "pubsub":
-		return FlagPubSub
-	case "noscript":
-		return FlagNoScript
-	case "blocking":
-		return FlagBlocking
-	case "loading":
-		return FlagLoading
-	case "stale":
-		return FlagStale
-	case "skip_monitor":
-		return FlagSkipMonitor
-	case "skip_slowlog":
-		return FlagSkipSlowlog
-	case "asking":
-		return FlagAsking
-	case "fast":
-		return FlagFast
-	case "no_auth":
-		return FlagNoAuth
-	case "may_replicate":
-		return FlagMayReplicate
-	case "no_mandatory_keys":
-		return FlagNoMandatoryKeys
-	case "no_async_loading":
-		return FlagNoAsyncLoading
-	case "no_multi":
-		return FlagNoMulti
-	case "movablekeys":
-		return FlagMovableKeys
-	case "allow_busy":
-		return FlagAllowBusy
-	}
-	return 0
+// commandFlags maps each flag name of the COMMAND reply to its bit; Parse ignores the names it does not hold.
+var commandFlags = map[string]Flags{
+	"write": FlagWrite, "readonly": FlagReadonly, "denyoom": FlagDenyOOM, "module": FlagModule, "admin": FlagAdmin,
+	"pubsub": FlagPubSub, "noscript": FlagNoScript, "blocking": FlagBlocking, "loading": FlagLoading,
+	"stale": FlagStale, "skip_monitor": FlagSkipMonitor, "skip_slowlog": FlagSkipSlowlog, "asking": FlagAsking,
+	"fast": FlagFast, "no_auth": FlagNoAuth, "may_replicate": FlagMayReplicate,
+	"no_mandatory_keys": FlagNoMandatoryKeys, "no_async_loading": FlagNoAsyncLoading, "no_multi": FlagNoMulti,
+	"movablekeys": FlagMovableKeys, "allow_busy": FlagAllowBusy,
 }
 
 // KeySpecFlags is the set of flags of one key spec: how the command accesses the keys the spec finds.
@@ -130,32 +91,11 @@ const (
 // Has reports whether every flag of x is set in f.
 func (f KeySpecFlags) Has(x KeySpecFlags) bool { return f&x == x }
 
-func keySpecFlag(name string) KeySpecFlags {
-	switch name {
-	case "RO":
-		return KeyRO
-	case "RW":
-		return KeyRW
-	case "OW":
-		return KeyOW
-	case "RM":
-		return KeyRM
-	case "access":
-		return KeyAccess
-	case "update":
-		return KeyUpdate
-	case "insert":
-		return KeyInsert
-	case "delete":
-		return KeyDelete
-	case "not_key":
-		return KeyNotKey
-	case "incomplete":
-		return KeyIncomplete
-	case "variable_flags":
-		return KeyVariableFlags
-	}
-	return 0
+// keySpecFlags maps each key spec flag name of the COMMAND reply to its bit; Parse ignores the names it does not
+// hold.
+var keySpecFlags = map[string]KeySpecFlags{
+	"RO": KeyRO, "RW": KeyRW, "OW": KeyOW, "RM": KeyRM, "access": KeyAccess, "update": KeyUpdate, "insert": KeyInsert,
+	"delete": KeyDelete, "not_key": KeyNotKey, "incomplete": KeyIncomplete, "variable_flags": KeyVariableFlags,
 }
 
 // BeginSearchType says how a key spec finds the position its keys start from.

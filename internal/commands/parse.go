@@ -77,7 +77,7 @@ func parseCommandEntry(e resp.Value) (*Info, error) {
 		if !ok {
 			return nil, bad("a flag is not a string")
 		}
-		ci.Flags |= commandFlag(s)
+		ci.Flags |= commandFlags[s]
 	}
 	if len(e.Elems) >= 9 {
 		specs := e.Elems[8]
@@ -154,7 +154,7 @@ func parseKeySpec(v resp.Value) (KeySpec, error) {
 			if !ok {
 				return ks, errors.New("a flag is not a string")
 			}
-			ks.Flags |= keySpecFlag(s)
+			ks.Flags |= keySpecFlags[s]
 		}
 	}
 	typ, spec, err := typedSpec(m, "begin_search")
