@@ -370,61 +370,18 @@ func resp3PasswordScript() []fidStep {
 }
 
 func TestWireFidelityRESP3(t *testing.T) {
-	script := resp3Script()
-	if len(script) < 150 {
-		t.Fatalf("script has %d commands; want at least 150", len(script))
-	}
-	t.Logf("script: %d commands", len(script))
-	t.Run("RedisAgainstRedis", func(t *testing.T) {
-		t.Parallel()
-		want := fidRunSequential(t, fidDirect(t, false), script)
-		got := fidRunPipelined(t, fidDirect(t, false), script)
-		fidCompare(t, script, got, want)
-	})
-	t.Run("OneAtATime", func(t *testing.T) {
-		t.Parallel()
-		want := fidRunSequential(t, fidDirect(t, false), script)
-		got := fidRunSequential(t, fidProxied(t, false), script)
-		fidCompare(t, script, got, want)
-	})
-	t.Run("Pipelined", func(t *testing.T) {
-		t.Parallel()
-		want := fidRunPipelined(t, fidDirect(t, false), script)
-		got := fidRunPipelined(t, fidProxied(t, false), script)
-		fidCompare(t, script, got, want)
-	})
-	t.Run("Password", func(t *testing.T) {
-		t.Parallel()
-		sub := resp3PasswordScript()
-		want := fidRunSequential(t, fidDirect(t, true), sub)
-		got := fidRunSequential(t, fidProxied(t, true), sub)
-		fidCompare(t, sub, got, want)
-	})
 	// RESP2's shorter scripts (WATCH with another client's write, WATCH per client, CLIENT REPLY modes, inline
-	// commands), after HELLO 3.
-	for _, sub := range []struct {
-		name   string
-		script []fidStep
-	}{
-		{"WatchedKeyChangedByAnotherClient", fidWatchScript()},
-		{"WatchIsPerClient", fidWatchIsolationScript()},
-		{"ReplyModes", fidReplyModeScript()},
-		{"Inline", fidInlineScript()},
-	} {
-		script := append([]fidStep{fcNorm(fidNormHelloID, "HELLO", "3")}, sub.script...)
-		t.Run(sub.name, func(t *testing.T) {
-			t.Parallel()
-			want := fidRunSequential(t, fidDirect(t, false), script)
-			got := fidRunSequential(t, fidProxied(t, false), script)
-			fidCompare(t, script, got, want)
-		})
+	// commands) run after HELLO 3.
+	hello3 := func(steps []fidStep) []fidStep {
+		return append([]fidStep{fcNorm(fidNormHelloID, "HELLO", "3")}, steps...)
 	}
-	t.Run("PubSub", func(t *testing.T) {
-		t.Parallel()
-		sub := resp3PubSubScript()
-		want := fidRunSequential(t, fidDirect(t, false), sub)
-		got := fidRunSequential(t, fidProxied(t, false), sub)
-		fidCompare(t, sub, got, want)
+	fidCompareScripts(t, resp3Script(), []fidScript{
+		{name: "Password", steps: resp3PasswordScript(), password: true},
+		{name: "WatchedKeyChangedByAnotherClient", steps: hello3(fidWatchScript())},
+		{name: "WatchIsPerClient", steps: hello3(fidWatchIsolationScript())},
+		{name: "ReplyModes", steps: hello3(fidReplyModeScript())},
+		{name: "Inline", steps: hello3(fidInlineScript())},
+		{name: "PubSub", steps: resp3PubSubScript()},
 	})
 }
 
