@@ -385,41 +385,6 @@ func TestWireFidelityRESP3(t *testing.T) {
 	})
 }
 
-// TestMonitorRESP3: a RESP3 client's MONITOR session answers as Redis's does for a RESP3 client: +OK, the stream as
-// status lines (Redis 7.0 does not push them), featcache's own commands answered in RESP3 (CLIENT INFO verbatim).
-func TestMonitorRESP3(t *testing.T) {
-	p := startProxy(t, "commands: {deny: []}\n"+defaultTestConfig)
-	mon := p.dial()
-	if got := string(mon.Do("HELLO", "3")); !strings.HasPrefix(got, "%7\r\n") {
-		t.Fatalf("HELLO 3: %q", got)
-	}
-	expectDo(t, mon, "+OK\r\n", "MONITOR")
-	other := p.dial()
-	expectDo(t, other, "+OK\r\n", "SET", "mon3:k", "v1")
-	redistest.Eventually(t, 5*time.Second, "the stream shows the SET", func() bool {
-		f, err := mon.ReadTimeout(100 * time.Millisecond)
-		return err == nil && strings.HasPrefix(string(f), "+") && strings.Contains(string(f), `"SET" "mon3:k" "v1"`)
-	})
-	writeRaw(t, mon, encodePipeline([]string{"CLIENT", "INFO"}))
-	redistest.Eventually(t, 5*time.Second, "CLIENT INFO of the monitoring client, verbatim", func() bool {
-		f, err := mon.ReadTimeout(100 * time.Millisecond)
-		return err == nil && strings.HasPrefix(string(f), "=") && strings.Contains(string(f), "\r\ntxt:id=") &&
-			strings.Contains(string(f), " flags=O ") && strings.HasSuffix(string(f), " resp=3\n\r\n")
-	})
-	writeRaw(t, mon, encodePipeline([]string{"CLIENT", "LIST"}))
-	redistest.Eventually(t, 5*time.Second, "CLIENT LIST, verbatim, one line per client", func() bool {
-		f, err := mon.ReadTimeout(100 * time.Millisecond)
-		return err == nil && strings.HasPrefix(string(f), "=") && strings.Count(string(f), "\nid=") == 1 &&
-			strings.Contains(string(f), " flags=O ") && strings.Contains(string(f), " resp=2\n")
-	})
-	writeRaw(t, mon, encodePipeline([]string{"RESET"}))
-	redistest.Eventually(t, 5*time.Second, "+RESET", func() bool {
-		f, err := mon.ReadTimeout(100 * time.Millisecond)
-		return err == nil && string(f) == "+RESET\r\n"
-	})
-	expectDo(t, mon, "$-1\r\n", "GET", "mon3:none") // RESP2 again after RESET
-}
-
 // resp3CLIInput is what TestRedisCLIRESP3 types at redis-cli -3's prompt, against Redis and against featcache.
 const resp3CLIInput = `SET cli3:s value
 GET cli3:s
