@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"featcache/config"
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
 )
@@ -804,4 +806,29 @@ func TestClientTrackingNoloopSessions(t *testing.T) {
 		step("w", "MSET", "c:1", "w", "u:1", "w"),
 		step("w", "RPUSH", "u:l", "y"),
 	})
+}
+
+// BenchmarkTrackingTable measures what the default mode's table holds per tracked key: one client remembers b.N
+// distinct keys of about 12 bytes; B/key is the heap's growth per key after a collection.
+func BenchmarkTrackingTable(b *testing.B) {
+	cfg := config.Default()
+	cfg.Limits.MaxTrackedKeys = max(b.N, 1)
+	t := newClientTracking(&Server{opt: Options{Config: cfg}})
+	keys := make([][]byte, b.N)
+	for i := range keys {
+		keys[i] = []byte("feat:" + strconv.Itoa(1000000+i))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i := range keys {
+		t.remember(1, keys[i:i+1])
+	}
+	b.StopTimer()
+	keys = nil
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(b.N), "B/key")
+	runtime.KeepAlive(t)
 }
