@@ -170,21 +170,25 @@ policies:
   - {name: credit, prefix: "credit:", soft_ttl: 1h, hard_ttl: 2h, jitter: 0, snapshot_pointer: "fs:version:credit"}
 `
 
-// seedVersion writes n credit keys of one version directly to Redis: credit:i:ver = "ver-i".
-func seedVersion(p *testProxy, ver string, n int) {
-	for i := 0; i < n; i++ {
-		p.redis.Do("SET", fmt.Sprintf("credit:%d:%s", i, ver), fmt.Sprintf("%s-%d", ver, i))
+// startSnapshots starts a featcache with snapshotConfig in front of a Redis that holds n credit keys of versions v7
+// and v8, written directly (credit:i:ver = "ver-i"), with the pointer at v7.
+func startSnapshots(t *testing.T, n int) *testProxy {
+	t.Helper()
+	p := startProxy(t, snapshotConfig)
+	for _, ver := range []string{"v7", "v8"} {
+		for i := 0; i < n; i++ {
+			p.redis.Do("SET", fmt.Sprintf("credit:%d:%s", i, ver), fmt.Sprintf("%s-%d", ver, i))
+		}
 	}
+	p.redis.Do("SET", "fs:version:credit", "v7")
+	p.settle()
+	return p
 }
 
 // TestSnapshotFlipAndRollback: clients read logical keys; flipping the pointer switches every reader to the new
 // version within the invalidation latency, flipping it back rolls back.
 func TestSnapshotFlipAndRollback(t *testing.T) {
-	p := startProxy(t, snapshotConfig)
-	seedVersion(p, "v7", 10)
-	seedVersion(p, "v8", 10)
-	p.redis.Do("SET", "fs:version:credit", "v7")
-	p.settle()
+	p := startSnapshots(t, 10)
 	c := p.dial()
 	if got := string(c.Do("GET", "credit:3")); got != bulk("v7-3") {
 		t.Fatalf("GET credit:3 at v7: %q", got)
@@ -219,11 +223,8 @@ func TestSnapshotFlipAndRollback(t *testing.T) {
 // TestSnapshotMGETNeverMixesVersions: while the pointer flips as fast as it can, every MGET of many logical keys
 // is answered from one version.
 func TestSnapshotMGETNeverMixesVersions(t *testing.T) {
-	p := startProxy(t, snapshotConfig)
 	const n = 20
-	seedVersion(p, "v7", n)
-	seedVersion(p, "v8", n)
-	p.redis.Do("SET", "fs:version:credit", "v7")
+	p := startSnapshots(t, n)
 	args := []string{"MGET"}
 	for i := 0; i < n; i++ {
 		args = append(args, "credit:"+strconv.Itoa(i))

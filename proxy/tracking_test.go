@@ -495,15 +495,7 @@ func TestClientTrackingLoss(t *testing.T) {
 	}
 	redistest.Eventually(t, 10*time.Second, "tracking back", func() bool { return trackingConns(p.redis) == 2 })
 	// Nulls for the other loss and the returns, then nothing but what the writes below announce.
-	for {
-		f, err := r.ReadTimeout(300 * time.Millisecond)
-		if err != nil {
-			break
-		}
-		if string(f) != string(invalidateNull) {
-			t.Fatalf("got %q; want only null invalidations", f)
-		}
-	}
+	skipNullInvalidations(t, r)
 	a.Do("MGET", "c:1", "u:1")
 	p.redis.Do("SET", "u:1", "x")
 	p.redis.Do("SET", "c:1", "x")
@@ -511,6 +503,21 @@ func TestClientTrackingLoss(t *testing.T) {
 		f, err := r.ReadTimeout(5 * time.Second)
 		if err != nil || string(f) != want {
 			t.Fatalf("got %q, %v; want %q", f, err, want)
+		}
+	}
+}
+
+// skipNullInvalidations reads r's null invalidations (what a tracking loss, its end or a switch of primary sends)
+// until none comes for 300ms; any other frame fails the test.
+func skipNullInvalidations(t *testing.T, r *redistest.Conn) {
+	t.Helper()
+	for {
+		f, err := r.ReadTimeout(300 * time.Millisecond)
+		if err != nil {
+			return
+		}
+		if string(f) != string(invalidateNull) {
+			t.Fatalf("got %q; want only null invalidations", f)
 		}
 	}
 }
@@ -738,15 +745,7 @@ upstream:
 	rid := strings.TrimSuffix(strings.TrimPrefix(string(r.Do("CLIENT", "ID")), ":"), "\r\n")
 	r.Do("SUBSCRIBE", "__redis__:invalidate")
 	expectDo(t, a, "+OK\r\n", "CLIENT", "TRACKING", "ON", "REDIRECT", rid)
-	for { // the nulls of the switch, until quiet
-		f, err := r.ReadTimeout(300 * time.Millisecond)
-		if err != nil {
-			break
-		}
-		if string(f) != string(invalidateNull) {
-			t.Fatalf("got %q; want only null invalidations", f)
-		}
-	}
+	skipNullInvalidations(t, r) // the nulls of the switch
 	a.Do("MGET", "c:1", "u:1")
 	newP.Do("MSET", "c:1", "x", "u:1", "x")
 	var got []string
@@ -767,11 +766,7 @@ upstream:
 // physical keys: a change of the physical key invalidates the logical one, and a flip of the pointer flushes the
 // tracking clients (every logical key may now read another version).
 func TestClientTrackingSnapshots(t *testing.T) {
-	p := startProxy(t, snapshotConfig)
-	seedVersion(p, "v7", 4)
-	seedVersion(p, "v8", 4)
-	p.redis.Do("SET", "fs:version:credit", "v7")
-	p.settle()
+	p := startSnapshots(t, 4)
 	r, a := redirected(t, p)
 	if got := string(a.Do("GET", "credit:3")); got != bulk("v7-3") {
 		t.Fatalf("GET credit:3: %q", got)
