@@ -31,23 +31,6 @@ func clusterKeys(t *testing.T, cl *redistest.Cluster, prefix string, n int) []st
 	return keys
 }
 
-// killTracking closes featcache's tracking connection on srv (CLIENT KILL by id) and reports whether it found one.
-func killTracking(t *testing.T, srv *redistest.Server) bool {
-	t.Helper()
-	list := string(srv.Do("CLIENT", "LIST"))
-	killed := false
-	for _, line := range strings.Split(list, "\n") {
-		if !strings.Contains(line, "name=featcache-tracking ") || !strings.Contains(line, " flags=t") {
-			continue
-		}
-		id := strings.TrimPrefix(strings.Fields(line)[0], "id=")
-		if got := string(srv.Do("CLIENT", "KILL", "ID", id)); got == ":1\r\n" {
-			killed = true
-		}
-	}
-	return killed
-}
-
 // TestCluster runs featcache in front of a 3-master cluster: routing of reads and writes, MGET and the split
 // multi-key commands across slots, CROSSSLOT for transactions, scripts and WATCH sessions, the keyspace-wide
 // commands' fan-out, SCAN over every master, invalidations from every master, and the loss of one master's
@@ -315,7 +298,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("cached reads reached the masters: GET calls %v -> %v", before, after)
 		}
 		flushes := p.cache.Stats().Flushes
-		if !killTracking(t, cl.Masters[1]) {
+		if killConns(cl.Masters[1], trackingConns(cl.Masters[1])) == 0 {
 			t.Fatalf("no featcache tracking connection on master 1: %s", cl.Masters[1].Do("CLIENT", "LIST"))
 		}
 		// Master 1's revalidate entry stays, unverified (served, and counted so).

@@ -30,18 +30,10 @@ policies:
 
 	// One tracking connection per instance, in BCAST mode (flags t and B). rueidis, which carries tracking, keeps a
 	// second, idle connection of the same name per instance, without tracking.
-	var tracking []string
-	for _, line := range strings.Split(string(redis.Do("CLIENT", "LIST")), "\n") {
-		if !strings.Contains(line, " name=featcache-tracking ") {
-			continue
-		}
-		for _, f := range strings.Fields(line) {
-			if flags, ok := strings.CutPrefix(f, "flags="); ok && strings.Contains(flags, "t") {
-				if !strings.Contains(flags, "B") {
-					t.Errorf("tracking connection with flags %q; want BCAST (B): %s", flags, line)
-				}
-				tracking = append(tracking, line)
-			}
+	tracking := trackingConns(redis)
+	for _, line := range tracking {
+		if flags := clientField(line, "flags"); !strings.Contains(flags, "B") {
+			t.Errorf("tracking connection with flags %q; want BCAST (B): %s", flags, line)
 		}
 	}
 	if len(tracking) != len(instances) {

@@ -14,8 +14,6 @@ import (
 	"featcache/internal/testkit"
 )
 
-func bulk(s string) string { return "$" + strconv.Itoa(len(s)) + "\r\n" + s + "\r\n" }
-
 // TestHotKeyServedFromMemory: repeated GETs of a hot key make one upstream read (INFO commandstats).
 func TestHotKeyServedFromMemory(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)

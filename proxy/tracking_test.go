@@ -419,18 +419,6 @@ func TestClientTrackingSwapdb(t *testing.T) {
 	}
 }
 
-// trackingConns counts the connections with tracking on that featcache holds to Redis.
-func trackingConns(redis *redistest.Server) int {
-	list, _, _ := resp.BulkPayload(redis.Do("CLIENT", "LIST"))
-	n := 0
-	for _, line := range strings.Split(string(list), "\n") {
-		if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
-			n++
-		}
-	}
-	return n
-}
-
 // redirected connects a target subscribed to __redis__:invalidate and a client tracking with opts redirected to
 // it.
 func redirected(t *testing.T, p *testProxy, opts ...string) (target, client *redistest.Conn) {
@@ -458,22 +446,22 @@ func invalidation(keys ...string) string {
 // TestClientTrackingStream: the keyspace stream is open while some client tracks, and only then.
 func TestClientTrackingStream(t *testing.T) {
 	p := startProxy(t, trackingTestConfig)
-	if n := trackingConns(p.redis); n != 1 {
+	if n := len(trackingConns(p.redis)); n != 1 {
 		t.Fatalf("tracking connections before any client tracks: %d; want 1", n)
 	}
 	_, a := redirected(t, p)
-	if n := trackingConns(p.redis); n != 2 {
+	if n := len(trackingConns(p.redis)); n != 2 {
 		t.Fatalf("tracking connections once a client tracks: %d; want 2 (enable waits for the stream)", n)
 	}
 	b := p.dial()
 	b.Do("CLIENT", "TRACKING", "ON", "BCAST")
 	a.Do("CLIENT", "TRACKING", "OFF")
-	if n := trackingConns(p.redis); n != 2 {
+	if n := len(trackingConns(p.redis)); n != 2 {
 		t.Fatalf("tracking connections while one client still tracks: %d; want 2", n)
 	}
 	b.Close()
 	redistest.Eventually(t, 5*time.Second, "the keyspace stream closed with the last tracking client", func() bool {
-		return trackingConns(p.redis) == 1
+		return len(trackingConns(p.redis)) == 1
 	})
 }
 
@@ -483,17 +471,11 @@ func TestClientTrackingLoss(t *testing.T) {
 	p := startProxy(t, trackingTestConfig)
 	r, a := redirected(t, p)
 	a.Do("MGET", "c:1", "u:1")
-	list, _, _ := resp.BulkPayload(p.redis.Do("CLIENT", "LIST"))
-	for _, line := range strings.Split(string(list), "\n") {
-		if strings.Contains(line, " name=featcache-tracking ") {
-			id, _, _ := strings.Cut(strings.TrimPrefix(line, "id="), " ")
-			p.redis.Do("CLIENT", "KILL", "ID", id)
-		}
-	}
+	killConns(p.redis, upstreamConns(p.redis, "featcache-tracking"))
 	if f, err := r.ReadTimeout(5 * time.Second); err != nil || string(f) != string(invalidateNull) {
 		t.Fatalf("after the tracking connections were killed: got %q, %v; want the null invalidation", f, err)
 	}
-	redistest.Eventually(t, 10*time.Second, "tracking back", func() bool { return trackingConns(p.redis) == 2 })
+	redistest.Eventually(t, 10*time.Second, "tracking back", func() bool { return len(trackingConns(p.redis)) == 2 })
 	// Nulls for the other loss and the returns, then nothing but what the writes below announce.
 	skipNullInvalidations(t, r, 300*time.Millisecond)
 	a.Do("MGET", "c:1", "u:1")
