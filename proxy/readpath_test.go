@@ -572,34 +572,13 @@ policies:
 		p.redis.Do("SET", "f:"+strconv.Itoa(i), strconv.Itoa(i))
 	}
 	p.settle()
-	send := func(cmds ...[]string) []string {
-		t.Helper()
-		c := p.dial()
-		defer c.Close()
-		var payload []byte
-		for _, cmd := range cmds {
-			payload = append(payload, redistest.Encode(cmd...)...)
-		}
-		if _, err := c.NetConn().Write(payload); err != nil {
-			t.Fatal(err)
-		}
-		replies := make([]string, len(cmds))
-		for i := range cmds {
-			r, err := c.Read()
-			if err != nil {
-				t.Fatal(err)
-			}
-			replies[i] = string(r)
-		}
-		return replies
-	}
 	var cmds [][]string
 	for i := 0; i < 100; i++ {
 		cmds = append(cmds, []string{"GET", "f:" + strconv.Itoa(i)})
 	}
 	cmds = append(cmds, []string{"MGET", "f:1", "f:200", "other"}, []string{"STRLEN", "f:7"})
 	before := p.srv.Stats().RoundTrips.Load()
-	replies := send(cmds...)
+	replies := pipeline(t, p.addr, cmds)
 	if n := p.srv.Stats().RoundTrips.Load() - before; n != 1 {
 		t.Fatalf("a pipeline of 100 GET misses, an MGET and a forwarded read took %d upstream round trips; want 1", n)
 	}
@@ -610,8 +589,8 @@ policies:
 	}
 	// A write in the middle: the reads before it share one round trip with it, the reads after it take a second.
 	before = p.srv.Stats().RoundTrips.Load()
-	replies = send([]string{"GET", "f:300"}, []string{"GET", "f:301"}, []string{"SET", "f:302", "x"},
-		[]string{"GET", "f:302"}, []string{"GET", "f:303"})
+	replies = pipeline(t, p.addr, [][]string{{"GET", "f:300"}, {"GET", "f:301"}, {"SET", "f:302", "x"},
+		{"GET", "f:302"}, {"GET", "f:303"}})
 	if n := p.srv.Stats().RoundTrips.Load() - before; n != 2 {
 		t.Fatalf("GET, GET, SET, GET, GET took %d round trips; want 2", n)
 	}
