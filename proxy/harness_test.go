@@ -245,6 +245,16 @@ func expectDo(t *testing.T, c *redistest.Conn, want string, args ...string) {
 	}
 }
 
+// expectExec runs cmds as a transaction on c: MULTI, each command queued, then EXEC, whose raw reply must be want.
+func expectExec(t *testing.T, c *redistest.Conn, want string, cmds ...[]string) {
+	t.Helper()
+	expectDo(t, c, "+OK\r\n", "MULTI")
+	for _, cmd := range cmds {
+		expectDo(t, c, "+QUEUED\r\n", cmd...)
+	}
+	expectDo(t, c, want, "EXEC")
+}
+
 // replyCase is a command and the raw reply it must get.
 type replyCase struct {
 	args []string

@@ -477,9 +477,7 @@ func TestLocalReset(t *testing.T) {
 	expectDo(t, c, "+OK\r\n", "WATCH", "reset:w")
 	expectDo(t, c, "+RESET\r\n", "RESET")
 	expectDo(t, rc, "+OK\r\n", "SET", "reset:w", "changed")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "reset:w", "mine")
-	expectDo(t, c, "*1\r\n+OK\r\n", "EXEC")
+	expectExec(t, c, "*1\r\n+OK\r\n", []string{"SET", "reset:w", "mine"})
 
 	// The same sequence to Redis gives the same replies.
 	compareWithRedis(t, p.dial(), redistest.Dial(t, redistest.Start(t).Addr()), nil,
