@@ -104,20 +104,12 @@ var heapSamples = []string{
 // of 200-byte values), and many clients in the middle of a pipeline hold up to their baselines each: then the
 // limit rises with them, by what is live, rather than leave the collector no room. It runs until the server stops.
 func (s *Server) watchHeap() {
-	defer s.wg.Done()
 	samples := newHeapSamples()
-	t := time.NewTicker(heapWatchPeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
+	s.every(heapWatchPeriod, func() {
 		if live, floor, moved := s.budget.watch(samples); moved {
 			s.log.Debug("Go memory limit floor", "live_heap", live, "floor", floor, "memory_limit", s.budget.set.Load())
 		}
-	}
+	})
 }
 
 func newHeapSamples() []metrics.Sample {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
-	"featcache/internal/resp"
 )
 
 // A Redis shared with other applications: scripts and functions that keep it busy, run straight on Redis by
@@ -51,18 +50,6 @@ func killBusy(t *testing.T, do func(args ...string) []byte, kill ...string) {
 		return string(do(kill...)) == "+OK\r\n"
 	})
 	redistest.Eventually(t, 10*time.Second, "Redis free", func() bool { return string(do("PING")) == "+PONG\r\n" })
-}
-
-// trackingID returns the CLIENT ID of featcache's tracking connection (the one with tracking on), or "".
-func trackingID(redis *redistest.Server) string {
-	list, _, _ := resp.BulkPayload(redis.Do("CLIENT", "LIST"))
-	for _, line := range strings.Split(string(list), "\n") {
-		if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
-			id, _, _ := strings.Cut(strings.TrimPrefix(line, "id="), " ")
-			return id
-		}
-	}
-	return ""
 }
 
 // busyTraffic is client traffic through featcache while busy cycles run: cached reads, forwarded reads and

@@ -74,7 +74,8 @@ policies:
 		<-time.After(time.Duration(200+rng.IntN(400)) * time.Millisecond)
 		switch i % 4 {
 		case 0, 2:
-			faults["client kill"] += killFeatcacheConns(t, redis)
+			// featcache's upstream connections: shared, dedicated and tracking.
+			faults["client kill"] += killConns(redis, upstreamConns(redis, "featcache"))
 		case 1:
 			redis.Pause()
 			<-time.After(time.Duration(100+rng.IntN(700)) * time.Millisecond)
@@ -657,23 +658,6 @@ func splitBulkArray(reply string, n int) ([]string, bool) {
 		items[i] = string(e)
 	}
 	return items, true
-}
-
-// killFeatcacheConns kills featcache's upstream connections (shared, dedicated and tracking) with CLIENT KILL,
-// and returns how many it killed.
-func killFeatcacheConns(t *testing.T, redis *redistest.Server) int {
-	list, _, _ := resp.BulkPayload(redis.Do("CLIENT", "LIST"))
-	killed := 0
-	for _, line := range strings.Split(string(list), "\n") {
-		if !strings.Contains(line, " name=featcache") {
-			continue
-		}
-		id, _, _ := strings.Cut(strings.TrimPrefix(line, "id="), " ")
-		if string(redis.Do("CLIENT", "KILL", "ID", id)) == ":1\r\n" {
-			killed++
-		}
-	}
-	return killed
 }
 
 // garbageInputs are what sendGarbage sends, cycling; each is a bad input a buggy or hostile client could send.

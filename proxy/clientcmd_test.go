@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
-	"featcache/internal/resp"
 )
 
 // CLIENT LIST, INFO, KILL, UNBLOCK and the rest of CLIENT answered by featcache about its own clients (clientcmd.go),
@@ -22,30 +21,6 @@ func clientFields(line string) []string {
 		names = append(names, name)
 	}
 	return names
-}
-
-// clientField returns the value of a field of a CLIENT LIST line.
-func clientField(line, name string) string {
-	for _, f := range strings.Fields(line) {
-		if v, ok := strings.CutPrefix(f, name+"="); ok {
-			return v
-		}
-	}
-	return ""
-}
-
-// listLines reads a CLIENT LIST reply into its lines.
-func listLines(t *testing.T, reply []byte) []string {
-	t.Helper()
-	v, isNil, ok := resp.BulkPayload(reply)
-	if !ok || isNil {
-		t.Fatalf("CLIENT LIST: got %q; want a bulk string", reply)
-	}
-	s := strings.TrimSuffix(string(v), "\n")
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
 }
 
 // TestClientErrorsAsRedis: CLIENT's syntax, errors and reply shapes, sent to featcache and to a redis-server.

@@ -31,23 +31,6 @@ func clusterKeys(t *testing.T, cl *redistest.Cluster, prefix string, n int) []st
 	return keys
 }
 
-// killTracking closes featcache's tracking connection on srv (CLIENT KILL by id) and reports whether it found one.
-func killTracking(t *testing.T, srv *redistest.Server) bool {
-	t.Helper()
-	list := string(srv.Do("CLIENT", "LIST"))
-	killed := false
-	for _, line := range strings.Split(list, "\n") {
-		if !strings.Contains(line, "name=featcache-tracking ") || !strings.Contains(line, " flags=t") {
-			continue
-		}
-		id := strings.TrimPrefix(strings.Fields(line)[0], "id=")
-		if got := string(srv.Do("CLIENT", "KILL", "ID", id)); got == ":1\r\n" {
-			killed = true
-		}
-	}
-	return killed
-}
-
 // TestCluster runs featcache in front of a 3-master cluster: routing of reads and writes, MGET and the split
 // multi-key commands across slots, CROSSSLOT for transactions, scripts and WATCH sessions, the keyspace-wide
 // commands' fan-out, SCAN over every master, invalidations from every master, and the loss of one master's
@@ -158,20 +141,14 @@ func TestCluster(t *testing.T) {
 	t.Run("CROSSSLOT", func(t *testing.T) {
 		c := p.dial()
 		a, b := keys[0], keys[1] // different masters
-		expectDo(t, c, "+OK\r\n", "MULTI")
-		expectDo(t, c, "+QUEUED\r\n", "SET", a, "1")
-		expectDo(t, c, "+QUEUED\r\n", "SET", b, "1")
-		expectDo(t, c, "-"+crossSlotError+"\r\n", "EXEC")
+		expectExec(t, c, "-"+crossSlotError+"\r\n", []string{"SET", a, "1"}, []string{"SET", b, "1"})
 		// One command whose own keys span slots: refused at once, EXEC aborts.
 		expectDo(t, c, "+OK\r\n", "MULTI")
 		expectDo(t, c, "-"+crossSlotError+"\r\n", "MSETNX", a, "1", b, "2")
 		expectDo(t, c, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
 		// Keys sharing a hash tag share a slot: the transaction runs, on their master.
-		expectDo(t, c, "+OK\r\n", "MULTI")
-		expectDo(t, c, "+QUEUED\r\n", "SET", "{u1}a", "1")
-		expectDo(t, c, "+QUEUED\r\n", "INCR", "{u1}a")
-		expectDo(t, c, "+QUEUED\r\n", "GET", "{u1}b")
-		expectDo(t, c, "*3\r\n+OK\r\n:2\r\n$-1\r\n", "EXEC")
+		expectExec(t, c, "*3\r\n+OK\r\n:2\r\n$-1\r\n",
+			[]string{"SET", "{u1}a", "1"}, []string{"INCR", "{u1}a"}, []string{"GET", "{u1}b"})
 		expectDo(t, c, bulk("2"), "GET", "{u1}a")
 		// Keyspace-wide commands are refused inside MULTI.
 		expectDo(t, c, "+OK\r\n", "MULTI")
@@ -187,9 +164,7 @@ func TestCluster(t *testing.T) {
 		expectDo(t, c, "+OK\r\n", "WATCH", "{u1}a")
 		expectDo(t, c, bulk("2"), "GET", "{u1}a")
 		expectDo(t, c, "-"+crossSlotError+"\r\n", "GET", a)
-		expectDo(t, c, "+OK\r\n", "MULTI")
-		expectDo(t, c, "+QUEUED\r\n", "INCR", "{u1}a")
-		expectDo(t, c, "*1\r\n:3\r\n", "EXEC")
+		expectExec(t, c, "*1\r\n:3\r\n", []string{"INCR", "{u1}a"})
 		expectDo(t, c, "-"+crossSlotError+"\r\n", "WATCH", a, b)
 		// A blocking command goes to its key's master.
 		expectDo(t, c, ":1\r\n", "RPUSH", "{u2}list", "x")
@@ -315,7 +290,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("cached reads reached the masters: GET calls %v -> %v", before, after)
 		}
 		flushes := p.cache.Stats().Flushes
-		if !killTracking(t, cl.Masters[1]) {
+		if killConns(cl.Masters[1], trackingConns(cl.Masters[1])) == 0 {
 			t.Fatalf("no featcache tracking connection on master 1: %s", cl.Masters[1].Do("CLIENT", "LIST"))
 		}
 		// Master 1's revalidate entry stays, unverified (served, and counted so).
@@ -750,17 +725,12 @@ func TestClusterReshard(t *testing.T) {
 	}
 	moved := p.up.Cluster().Stats().Moved
 	moveBehind("{tx}a")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "{tx}a", "1")
-	expectDo(t, c, "+QUEUED\r\n", "INCR", "{tx}a")
-	expectDo(t, c, "*2\r\n+OK\r\n:2\r\n", "EXEC")
+	expectExec(t, c, "*2\r\n+OK\r\n:2\r\n", []string{"SET", "{tx}a", "1"}, []string{"INCR", "{tx}a"})
 	to = moveBehind("{w}x")
 	to.Do("SET", "{w}x", "1")
 	expectDo(t, c, "+OK\r\n", "WATCH", "{w}x")
 	expectDo(t, c, bulk("1"), "GET", "{w}x")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "INCR", "{w}x")
-	expectDo(t, c, "*1\r\n:2\r\n", "EXEC")
+	expectExec(t, c, "*1\r\n:2\r\n", []string{"INCR", "{w}x"})
 	to = moveBehind("{bl}list")
 	to.Do("RPUSH", "{bl}list", "e")
 	expectDo(t, c, "*2\r\n$8\r\n{bl}list\r\n$1\r\ne\r\n", "BLPOP", "{bl}list", "1")

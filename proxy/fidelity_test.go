@@ -1165,23 +1165,32 @@ func fidProxied(t *testing.T, password bool) fidTarget {
 }
 
 func TestWireFidelity(t *testing.T) {
-	script := fidelityScript(fidDumpPayload(t))
+	fidCompareScripts(t, fidelityScript(fidDumpPayload(t)), []fidScript{
+		{name: "WatchedKeyChangedByAnotherClient", steps: fidWatchScript()},
+		{name: "WatchIsPerClient", steps: fidWatchIsolationScript()},
+		{name: "ReplyModes", steps: fidReplyModeScript()},
+		{name: "PubSub", steps: fidPubSubScript()},
+		{name: "Password", steps: fidPasswordScript(), password: true},
+		{name: "Inline", steps: fidInlineScript()},
+	})
+}
+
+// fidScript is a shorter script, compared one command at a time in a subtest of its own.
+type fidScript struct {
+	name  string
+	steps []fidStep
+	// password runs the script against a Redis and a featcache that require fidPassword.
+	password bool
+}
+
+// fidCompareScripts compares script one command at a time and pipelined, then each of subs one command at a time,
+// between a Redis used directly and a second Redis behind featcache, in parallel subtests.
+func fidCompareScripts(t *testing.T, script []fidStep, subs []fidScript) {
+	t.Helper()
 	if len(script) < 150 {
 		t.Fatalf("script has %d commands; want at least 150", len(script))
 	}
 	t.Logf("script: %d commands", len(script))
-	subScripts := []struct {
-		name     string
-		script   []fidStep
-		password bool
-	}{
-		{name: "WatchedKeyChangedByAnotherClient", script: fidWatchScript()},
-		{name: "WatchIsPerClient", script: fidWatchIsolationScript()},
-		{name: "ReplyModes", script: fidReplyModeScript()},
-		{name: "PubSub", script: fidPubSubScript()},
-		{name: "Password", script: fidPasswordScript(), password: true},
-		{name: "Inline", script: fidInlineScript()},
-	}
 
 	// The scripts themselves must be deterministic: two Redis servers answer them with the same bytes, one
 	// command at a time and pipelined. Otherwise a difference below would say nothing about featcache.
@@ -1190,10 +1199,10 @@ func TestWireFidelity(t *testing.T) {
 		want := fidRunSequential(t, fidDirect(t, false), script)
 		got := fidRunPipelined(t, fidDirect(t, false), script)
 		fidCompare(t, script, got, want)
-		for _, sub := range subScripts {
-			want := fidRunSequential(t, fidDirect(t, sub.password), sub.script)
-			got := fidRunSequential(t, fidDirect(t, sub.password), sub.script)
-			fidCompare(t, sub.script, got, want)
+		for _, sub := range subs {
+			want := fidRunSequential(t, fidDirect(t, sub.password), sub.steps)
+			got := fidRunSequential(t, fidDirect(t, sub.password), sub.steps)
+			fidCompare(t, sub.steps, got, want)
 		}
 	})
 
@@ -1211,12 +1220,12 @@ func TestWireFidelity(t *testing.T) {
 		fidCompare(t, script, got, want)
 	})
 
-	for _, sub := range subScripts {
+	for _, sub := range subs {
 		t.Run(sub.name, func(t *testing.T) {
 			t.Parallel()
-			want := fidRunSequential(t, fidDirect(t, sub.password), sub.script)
-			got := fidRunSequential(t, fidProxied(t, sub.password), sub.script)
-			fidCompare(t, sub.script, got, want)
+			want := fidRunSequential(t, fidDirect(t, sub.password), sub.steps)
+			got := fidRunSequential(t, fidProxied(t, sub.password), sub.steps)
+			fidCompare(t, sub.steps, got, want)
 		})
 	}
 }

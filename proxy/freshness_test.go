@@ -20,18 +20,32 @@ policies:
   - {name: flushed, prefix: "f:", soft_ttl: 1h, hard_ttl: 2h, jitter: 0}
 `
 
-// fillKeys writes n keys with the given prefix directly to Redis and reads each once through featcache.
-func fillKeys(t *testing.T, p *testProxy, c *redistest.Conn, prefix string, n int, value string) {
+// startTrackingLoss starts a featcache with trackingLossConfig and returns it with a client through which the
+// revalidate policy's keys r:0.. (revalidated of them) and the flush policy's f:0.. (flushed), all written
+// directly to Redis with value, have been read once: cached.
+func startTrackingLoss(t *testing.T, revalidated, flushed int, value string) (*testProxy, *redistest.Conn) {
 	t.Helper()
-	for i := 0; i < n; i++ {
-		p.redis.Do("SET", prefix+strconv.Itoa(i), value)
-	}
-	p.settle()
-	for i := 0; i < n; i++ {
-		if got := string(c.Do("GET", prefix+strconv.Itoa(i))); got != bulk(value) {
-			t.Fatalf("GET %s%d: %q", prefix, i, got)
+	p := startProxy(t, trackingLossConfig)
+	c := p.dial()
+	var keys []string
+	for i := 0; i < max(revalidated, flushed); i++ {
+		if i < revalidated {
+			keys = append(keys, "r:"+strconv.Itoa(i))
+		}
+		if i < flushed {
+			keys = append(keys, "f:"+strconv.Itoa(i))
 		}
 	}
+	for _, k := range keys {
+		p.redis.Do("SET", k, value)
+	}
+	p.settle()
+	for _, k := range keys {
+		if got := string(c.Do("GET", k)); got != bulk(value) {
+			t.Fatalf("GET %s: %q", k, got)
+		}
+	}
+	return p, c
 }
 
 func waitTrackingUp(t *testing.T, p *testProxy) {
@@ -47,11 +61,8 @@ func waitTrackingUp(t *testing.T, p *testProxy) {
 // and re-fetched in the background at upstream.revalidate_rate, so upstream reads in a window stay within
 // rate x window + burst however hard the keys are read. Entries of a flush policy are not served any more.
 func TestRevalidateAfterClientKill(t *testing.T) {
-	p := startProxy(t, trackingLossConfig)
-	c := p.dial()
 	const n = 300
-	fillKeys(t, p, c, "r:", n, "v1")
-	fillKeys(t, p, c, "f:", 20, "v1")
+	p, c := startTrackingLoss(t, n, 20, "v1")
 	p.redis.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
 	waitTrackingUp(t, p)
 	c = p.dial() // the kill closed featcache's upstream connections, not this one; a fresh one is simpler
@@ -105,10 +116,7 @@ func TestRevalidateAfterClientKill(t *testing.T) {
 // TestRestartWithNewDataFlushes (invariant 4): kill -9 and restart of redis-server: the server that comes back has
 // another run_id, so even a revalidate policy's entries are flushed and the new data is served.
 func TestRestartWithNewDataFlushes(t *testing.T) {
-	p := startProxy(t, trackingLossConfig)
-	c := p.dial()
-	fillKeys(t, p, c, "r:", 10, "old")
-	fillKeys(t, p, c, "f:", 10, "old")
+	p, c := startTrackingLoss(t, 10, 10, "old")
 	flushes := p.cache.Stats().Flushes
 	p.redis.Restart() // SIGKILL, then a new process with no data
 	for i := 0; i < 10; i++ {
@@ -133,10 +141,7 @@ func TestRestartWithNewDataFlushes(t *testing.T) {
 // as any other (flush policy: not served; revalidate policy: unverified), and after SIGCONT the same server
 // comes back: revalidate entries are served and refreshed, nothing is flushed.
 func TestHungServer(t *testing.T) {
-	p := startProxy(t, trackingLossConfig)
-	c := p.dial()
-	fillKeys(t, p, c, "r:", 5, "v1")
-	fillKeys(t, p, c, "f:", 5, "v1")
+	p, c := startTrackingLoss(t, 5, 5, "v1")
 	flushes := p.cache.Stats().Flushes
 	p.redis.Pause()
 	redistest.Eventually(t, 10*time.Second, "the hung server's tracking connection is declared lost", func() bool {
@@ -170,21 +175,25 @@ policies:
   - {name: credit, prefix: "credit:", soft_ttl: 1h, hard_ttl: 2h, jitter: 0, snapshot_pointer: "fs:version:credit"}
 `
 
-// seedVersion writes n credit keys of one version directly to Redis: credit:i:ver = "ver-i".
-func seedVersion(p *testProxy, ver string, n int) {
-	for i := 0; i < n; i++ {
-		p.redis.Do("SET", fmt.Sprintf("credit:%d:%s", i, ver), fmt.Sprintf("%s-%d", ver, i))
+// startSnapshots starts a featcache with snapshotConfig in front of a Redis that holds n credit keys of versions v7
+// and v8, written directly (credit:i:ver = "ver-i"), with the pointer at v7.
+func startSnapshots(t *testing.T, n int) *testProxy {
+	t.Helper()
+	p := startProxy(t, snapshotConfig)
+	for _, ver := range []string{"v7", "v8"} {
+		for i := 0; i < n; i++ {
+			p.redis.Do("SET", fmt.Sprintf("credit:%d:%s", i, ver), fmt.Sprintf("%s-%d", ver, i))
+		}
 	}
+	p.redis.Do("SET", "fs:version:credit", "v7")
+	p.settle()
+	return p
 }
 
 // TestSnapshotFlipAndRollback: clients read logical keys; flipping the pointer switches every reader to the new
 // version within the invalidation latency, flipping it back rolls back.
 func TestSnapshotFlipAndRollback(t *testing.T) {
-	p := startProxy(t, snapshotConfig)
-	seedVersion(p, "v7", 10)
-	seedVersion(p, "v8", 10)
-	p.redis.Do("SET", "fs:version:credit", "v7")
-	p.settle()
+	p := startSnapshots(t, 10)
 	c := p.dial()
 	if got := string(c.Do("GET", "credit:3")); got != bulk("v7-3") {
 		t.Fatalf("GET credit:3 at v7: %q", got)
@@ -219,11 +228,8 @@ func TestSnapshotFlipAndRollback(t *testing.T) {
 // TestSnapshotMGETNeverMixesVersions: while the pointer flips as fast as it can, every MGET of many logical keys
 // is answered from one version.
 func TestSnapshotMGETNeverMixesVersions(t *testing.T) {
-	p := startProxy(t, snapshotConfig)
 	const n = 20
-	seedVersion(p, "v7", n)
-	seedVersion(p, "v8", n)
-	p.redis.Do("SET", "fs:version:credit", "v7")
+	p := startSnapshots(t, n)
 	args := []string{"MGET"}
 	for i := 0; i < n; i++ {
 		args = append(args, "credit:"+strconv.Itoa(i))

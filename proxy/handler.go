@@ -5,6 +5,7 @@ import (
 	"context"
 	"time"
 
+	"featcache/config"
 	"featcache/internal/commands"
 
 	"featcache/internal/resp"
@@ -163,25 +164,12 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 // what answered it (the fill's outcome is counted when its reply is assembled) and, one lookup in about
 // hotSampleMean, recorded in the policy's hot-key tracker.
 func (c *client) readGet(cmd *resp.Command) {
-	key := cmd.Args[1]
-	ps := c.srv.policies.Load()
-	pol := ps.matcher.Match(key)
-	if pol == nil || !pol.Cache {
-		ps.countersFor(pol).results[resultBypass].Add(1)
-		c.forwardRead(cmd)
+	ps, pol, key, ok := c.cachedKey(cmd)
+	if !ok {
 		return
 	}
 	pc := ps.counters[pol.Index]
 	lp := &ps.local[pol.Index]
-	if hot := ps.hot[pol.Index]; hot != nil {
-		c.sampleHot(hot, key)
-	}
-	if pol.SnapshotPointer != "" {
-		var ok bool
-		if key, ok = c.snapshotKey(pol, ps, key); !ok {
-			return
-		}
-	}
 	now := c.clock()
 	buf := c.replies.buf()
 	var look localcache.Lookup
@@ -191,6 +179,31 @@ func (c *client) readGet(cmd *resp.Command) {
 		return
 	}
 	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, now)
+}
+
+// cachedKey begins a cached read of one key (GET, HGET, HMGET, HGETALL: the key is cmd's first argument): it
+// matches the key's policy, samples the key for the policy's hot-key tracker (the key under its own policy: a
+// Feast entity is warmed whole, warm.go) and resolves a snapshot policy's logical key to its physical one. It
+// reports false when it has answered the read already: forwarded as a bypass, when no policy caches the key, or an
+// error reply, when the snapshot version cannot be read.
+func (c *client) cachedKey(cmd *resp.Command) (ps *policySet, pol *config.Policy, key []byte, ok bool) {
+	key = cmd.Args[1]
+	ps = c.srv.policies.Load()
+	pol = ps.matcher.Match(key)
+	if pol == nil || !pol.Cache {
+		ps.countersFor(pol).results[resultBypass].Add(1)
+		c.forwardRead(cmd)
+		return nil, nil, nil, false
+	}
+	if hot := ps.hot[pol.Index]; hot != nil {
+		c.sampleHot(hot, key)
+	}
+	if pol.SnapshotPointer != "" {
+		if key, ok = c.snapshotKey(pol, ps, key); !ok {
+			return nil, nil, nil, false
+		}
+	}
+	return ps, pol, key, true
 }
 
 // served counts a lookup that served an entry, and starts what it calls for: a background refresh of a
@@ -364,13 +377,7 @@ func (c *client) sampleHot(t *warm.TopK, key []byte) {
 	if c.hotSkip--; c.hotSkip > 0 {
 		return
 	}
-	// xorshift64: a few cycles, no shared state.
-	x := c.hotRand
-	x ^= x << 13
-	x ^= x >> 7
-	x ^= x << 17
-	c.hotRand = x
-	c.hotSkip = int32(1 + x%(2*hotSampleMean-1))
+	c.hotSkip = randomGap(&c.hotRand, hotSampleMean)
 	t.Add(key, hotSampleMean)
 }
 

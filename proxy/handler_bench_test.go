@@ -104,14 +104,17 @@ func BenchmarkHitPathGet(b *testing.B)        { benchHitPath(b, 1) }
 func BenchmarkHitPathPipeline16(b *testing.B) { benchHitPath(b, 16) }
 
 // BenchmarkHitPathMGET is an MGET of 8 keys, all answered from memory.
-func BenchmarkHitPathMGET(b *testing.B) {
+func BenchmarkHitPathMGET(b *testing.B) { benchHitPathMGET(b, 2) }
+
+// benchHitPathMGET runs an MGET of 8 keys, all answered from memory, for a client of protocol proto.
+func benchHitPathMGET(b *testing.B, proto int) {
 	srv := benchServer(b, 1000)
 	args := []string{"MGET"}
 	for i := 0; i < 8; i++ {
 		args = append(args, "key:"+strconv.Itoa(i*37%1000))
 	}
 	b.SetBytes(8 * 1024)
-	runHitPath(b, srv, resp.AppendCommand(nil, args...))
+	runHitPathProto(b, srv, resp.AppendCommand(nil, args...), proto)
 }
 
 // BenchmarkHitPathHMGET is Feast's read from memory: HMGET of 8 features and the event time of one view, out of
@@ -144,15 +147,7 @@ func BenchmarkHitPathGetRESP3(b *testing.B) {
 	runHitPathProto(b, srv, resp.AppendCommand(nil, "GET", "key:37"), 3)
 }
 
-func BenchmarkHitPathMGETRESP3(b *testing.B) {
-	srv := benchServer(b, 1000)
-	args := []string{"MGET"}
-	for i := 0; i < 8; i++ {
-		args = append(args, "key:"+strconv.Itoa(i*37%1000))
-	}
-	b.SetBytes(8 * 1024)
-	runHitPathProto(b, srv, resp.AppendCommand(nil, args...), 3)
-}
+func BenchmarkHitPathMGETRESP3(b *testing.B) { benchHitPathMGET(b, 3) }
 
 // The hot-key tracker's share of the hit path: the same benchmarks with the tracker off (warm.hotkeys_size: 0).
 const hotkeysOffConfig = defaultTestConfig + `
@@ -162,3 +157,17 @@ warm:
 
 func BenchmarkHitPathGetHotkeysOff(b *testing.B)        { benchHitPathWith(b, 1, hotkeysOffConfig) }
 func BenchmarkHitPathPipeline16HotkeysOff(b *testing.B) { benchHitPathWith(b, 16, hotkeysOffConfig) }
+
+// BenchmarkHitPathGetTracking is BenchmarkHitPathGet for a client with CLIENT TRACKING on in the default mode:
+// each GET served from memory also remembers its key for the client.
+func BenchmarkHitPathGetTracking(b *testing.B) {
+	srv := benchServer(b, 1000)
+	b.SetBytes(1024)
+	runHitPathWith(b, srv, resp.AppendCommand(nil, "GET", "key:37"), func(c *client) {
+		srv.ctrack.enable(c, trackState{})
+		b.Cleanup(func() { srv.ctrack.disable(c) })
+	})
+	if _, keys := srv.ctrack.size(); keys != 1 {
+		b.Fatalf("keys remembered: %d; want 1", keys)
+	}
+}

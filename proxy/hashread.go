@@ -93,24 +93,11 @@ func fieldPolicy(ps *policySet, keyPol *config.Policy, field []byte) (*config.Po
 
 // readHash answers a hash read from the local tier where it can, and starts one fill for the rest.
 func (c *client) readHash(cmd *resp.Command, kind hashCmd) {
-	args := cmd.Args
-	key := args[1]
-	ps := c.srv.policies.Load()
-	pol := ps.matcher.Match(key)
-	if pol == nil || !pol.Cache {
-		ps.countersFor(pol).results[resultBypass].Add(1)
-		c.forwardRead(cmd)
+	ps, pol, key, ok := c.cachedKey(cmd)
+	if !ok {
 		return
 	}
-	if hot := ps.hot[pol.Index]; hot != nil {
-		c.sampleHot(hot, key) // the key, under its own policy: a Feast entity is warmed whole (warm.go)
-	}
-	if pol.SnapshotPointer != "" {
-		var ok bool
-		if key, ok = c.snapshotKey(pol, ps, key); !ok {
-			return
-		}
-	}
+	args := cmd.Args
 	var fields [][]byte
 	switch kind {
 	case hashGet:

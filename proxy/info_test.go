@@ -209,7 +209,5 @@ func checkFeatcacheSection(t *testing.T, name, section string, maxMemory int64) 
 func TestInfoInTransaction(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	c := p.dial()
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "INFO", "featcache")
-	expectDo(t, c, "*1\r\n$0\r\n\r\n", "EXEC") // Redis knows no featcache section
+	expectExec(t, c, "*1\r\n$0\r\n\r\n", []string{"INFO", "featcache"}) // Redis knows no featcache section
 }

@@ -30,18 +30,10 @@ policies:
 
 	// One tracking connection per instance, in BCAST mode (flags t and B). rueidis, which carries tracking, keeps a
 	// second, idle connection of the same name per instance, without tracking.
-	var tracking []string
-	for _, line := range strings.Split(string(redis.Do("CLIENT", "LIST")), "\n") {
-		if !strings.Contains(line, " name=featcache-tracking ") {
-			continue
-		}
-		for _, f := range strings.Fields(line) {
-			if flags, ok := strings.CutPrefix(f, "flags="); ok && strings.Contains(flags, "t") {
-				if !strings.Contains(flags, "B") {
-					t.Errorf("tracking connection with flags %q; want BCAST (B): %s", flags, line)
-				}
-				tracking = append(tracking, line)
-			}
+	tracking := trackingConns(redis)
+	for _, line := range tracking {
+		if flags := clientField(line, "flags"); !strings.Contains(flags, "B") {
+			t.Errorf("tracking connection with flags %q; want BCAST (B): %s", flags, line)
 		}
 	}
 	if len(tracking) != len(instances) {
@@ -118,10 +110,7 @@ policies:
 		// A transaction writing a string and a hash field, both cached
 		cached([]string{"GET", k1}, bulk(next+"m"))
 		cached([]string{"HGET", h, "f"}, bulk(next))
-		expectDo(t, w, "+OK\r\n", "MULTI")
-		expectDo(t, w, "+QUEUED\r\n", "SET", k1, next+"tx")
-		expectDo(t, w, "+QUEUED\r\n", "HSET", h, "f", next+"tx")
-		expectDo(t, w, "*2\r\n+OK\r\n:0\r\n", "EXEC")
+		expectExec(t, w, "*2\r\n+OK\r\n:0\r\n", []string{"SET", k1, next + "tx"}, []string{"HSET", h, "f", next + "tx"})
 		converges("MULTI/EXEC through "+via, []string{"GET", k1}, bulk(next+"tx"))
 		converges("MULTI/EXEC through "+via, []string{"HGET", h, "f"}, bulk(next+"tx"))
 	}

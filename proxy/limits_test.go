@@ -297,11 +297,8 @@ func TestMultiQueueBounded(t *testing.T) {
 		expectDo(t, c, "$3\r\nold\r\n", "GET", k)
 	}
 	v := strings.Repeat("v", 30<<10)
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "tx:a", v)
-	expectDo(t, c, "+QUEUED\r\n", "SET", "tx:b", v)
-	expectDo(t, c, "+QUEUED\r\n", "SET", "tx:c", v)
-	expectDo(t, c, "*3\r\n+OK\r\n+OK\r\n+OK\r\n", "EXEC")
+	expectExec(t, c, "*3\r\n+OK\r\n+OK\r\n+OK\r\n",
+		[]string{"SET", "tx:a", v}, []string{"SET", "tx:b", v}, []string{"SET", "tx:c", v})
 	for _, k := range []string{"tx:a", "tx:b", "tx:c"} {
 		expectDo(t, c, bulk(v), "GET", k)
 	}
@@ -311,9 +308,7 @@ func TestMultiQueueBounded(t *testing.T) {
 	// Within the bound, the writes' own keys are invalidated and nothing else.
 	expectDo(t, c, "$3\r\nnew\r\n", "GET", "tx:other")
 	p.redis.Do("SET", "tx:other", "newer")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "tx:a", "small")
-	expectDo(t, c, "*1\r\n+OK\r\n", "EXEC")
+	expectExec(t, c, "*1\r\n+OK\r\n", []string{"SET", "tx:a", "small"})
 	expectDo(t, c, "$5\r\nsmall\r\n", "GET", "tx:a")
 	expectDo(t, c, "$3\r\nnew\r\n", "GET", "tx:other")
 }

@@ -1,10 +1,6 @@
 package proxy
 
 import (
-	"errors"
-	"io"
-	"net"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,7 +8,6 @@ import (
 	"time"
 
 	"featcache/internal/commands"
-
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
 )
@@ -20,146 +15,6 @@ import (
 // The tests of the commands featcache answers itself (connection.go, clientcmd.go). Replies are compared as raw
 // bytes, with what Redis 7.0 sends for the same bytes wherever the command is Redis's; the differences that are
 // featcache's own are named in the cases.
-
-// expectDo sends one command and compares its raw reply.
-func expectDo(t *testing.T, c *redistest.Conn, want string, args ...string) {
-	t.Helper()
-	if got := string(c.Do(args...)); got != want {
-		t.Errorf("%q: got %q; want %q", args, got, want)
-	}
-}
-
-// replyCase is a command and the raw reply it must get.
-type replyCase struct {
-	args []string
-	want string
-}
-
-// expectReplies sends the command of each case, in order, on each of conns (featcache's, and Redis's where the
-// reply is Redis's own) and compares the raw replies.
-func expectReplies(t *testing.T, cases []replyCase, conns ...*redistest.Conn) {
-	t.Helper()
-	for _, tc := range cases {
-		for _, c := range conns {
-			expectDo(t, c, tc.want, tc.args...)
-		}
-	}
-}
-
-// expectRead reads one reply frame and compares it.
-func expectRead(t *testing.T, c *redistest.Conn, want string) {
-	t.Helper()
-	got, err := c.Read()
-	if err != nil {
-		t.Fatalf("read: %v (got %q; want %q)", err, got, want)
-	}
-	if string(got) != want {
-		t.Errorf("got %q; want %q", got, want)
-	}
-}
-
-// encodePipeline encodes commands as one write, as a pipelining client sends them.
-func encodePipeline(cmds ...[]string) []byte {
-	var b []byte
-	for _, c := range cmds {
-		b = append(b, redistest.Encode(c...)...)
-	}
-	return b
-}
-
-// writeRaw writes b on c as it is.
-func writeRaw(t *testing.T, c *redistest.Conn, b []byte) {
-	t.Helper()
-	c.NetConn().SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.NetConn().Write(b); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-}
-
-// readFrames reads n reply frames and returns them.
-func readFrames(t *testing.T, c *redistest.Conn, n int) []string {
-	t.Helper()
-	frames := make([]string, 0, n)
-	for i := 0; i < n; i++ {
-		f, err := c.Read()
-		if err != nil {
-			t.Fatalf("reply %d of %d: %v (partial %q; before it %q)", i+1, n, err, f, frames)
-		}
-		frames = append(frames, string(f))
-	}
-	return frames
-}
-
-// expectPipeline writes cmds in one write and compares the concatenated replies, read up to and including the
-// reply to a final PING sentinel: a reply that should not have been sent makes the bytes differ.
-func expectPipeline(t *testing.T, c *redistest.Conn, want string, cmds ...[]string) {
-	t.Helper()
-	const sentinel = "sentinel-end-of-pipeline"
-	cmds = append(cmds, []string{"PING", sentinel})
-	writeRaw(t, c, encodePipeline(cmds...))
-	end := "$" + strconv.Itoa(len(sentinel)) + "\r\n" + sentinel + "\r\n"
-	var got strings.Builder
-	for !strings.HasSuffix(got.String(), end) {
-		f, err := c.Read()
-		got.Write(f)
-		if err != nil {
-			t.Fatalf("pipeline: %v; got %q; want %q", err, got.String(), want+end)
-		}
-	}
-	if got.String() != want+end {
-		t.Errorf("pipeline %q:\n got %q;\nwant %q", cmds, got.String(), want+end)
-	}
-}
-
-// expectClosed checks that the server closes c within d without sending anything more.
-func expectClosed(t *testing.T, c *redistest.Conn, d time.Duration) {
-	t.Helper()
-	got, err := c.ReadTimeout(d)
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		t.Errorf("connection still open after %v", d)
-	case len(got) > 0:
-		t.Errorf("got %q before the close; want nothing", got)
-	case err != nil && !errors.Is(err, io.EOF) && !isConnReset(err):
-		t.Errorf("read: %v; want EOF", err)
-	case err == nil:
-		t.Errorf("got a reply; want the connection closed")
-	}
-}
-
-func isConnReset(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && strings.Contains(op.Err.Error(), "connection reset")
-}
-
-// compareWithRedis sends the same pipeline to featcache (fc) and directly to a Redis (rc) and requires the
-// same reply bytes, frame by frame; want, when not nil, pins the expected frames too.
-func compareWithRedis(t *testing.T, fc, rc *redistest.Conn, want []string, cmds ...[]string) {
-	t.Helper()
-	payload := encodePipeline(cmds...)
-	writeRaw(t, fc, payload)
-	writeRaw(t, rc, payload)
-	got := readFrames(t, fc, len(cmds))
-	ref := readFrames(t, rc, len(cmds))
-	for i := range cmds {
-		if got[i] != ref[i] {
-			t.Errorf("%q: got %q; want %q (Redis)", cmds[i], got[i], ref[i])
-		}
-		if want != nil && ref[i] != want[i] {
-			t.Errorf("%q: Redis sent %q; the test expects %q", cmds[i], ref[i], want[i])
-		}
-	}
-}
-
-// clientList returns the lines of CLIENT LIST as Redis itself reports them.
-func clientList(t *testing.T, c *redistest.Conn) []string {
-	t.Helper()
-	v, isNil, ok := resp.BulkPayload(c.Do("CLIENT", "LIST"))
-	if !ok || isNil {
-		t.Fatalf("CLIENT LIST: unexpected reply")
-	}
-	return strings.Split(strings.TrimSpace(string(v)), "\n")
-}
 
 // clientIDOf reads a CLIENT ID reply.
 func clientIDOf(t *testing.T, c *redistest.Conn) int64 {
@@ -622,9 +477,7 @@ func TestLocalReset(t *testing.T) {
 	expectDo(t, c, "+OK\r\n", "WATCH", "reset:w")
 	expectDo(t, c, "+RESET\r\n", "RESET")
 	expectDo(t, rc, "+OK\r\n", "SET", "reset:w", "changed")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "reset:w", "mine")
-	expectDo(t, c, "*1\r\n+OK\r\n", "EXEC")
+	expectExec(t, c, "*1\r\n+OK\r\n", []string{"SET", "reset:w", "mine"})
 
 	// The same sequence to Redis gives the same replies.
 	compareWithRedis(t, p.dial(), redistest.Dial(t, redistest.Start(t).Addr()), nil,

@@ -382,13 +382,18 @@ func (t *batchTiming) nextGap() {
 	if t.rand == 0 {
 		t.rand = uint64(time.Now().UnixNano()) | 1
 	}
-	x := t.rand
-	x ^= x << 13
-	x ^= x >> 7
-	x ^= x << 17
-	t.rand = x
-	t.skip = int32(1 + x%(2*latencySampleMean-1))
+	t.skip = randomGap(&t.rand, latencySampleMean)
 	t.weight = t.skip
+}
+
+// randomGap advances the xorshift64 generator *x (a few cycles, no shared state) and draws from it a gap of 1 to
+// 2*mean-1, mean on average: how many events pass until the next sampled one (hot-key reads, timed batches), drawn
+// at random so that a client's fixed pattern does not have the same position sampled again and again.
+func randomGap(x *uint64, mean uint64) int32 {
+	*x ^= *x << 13
+	*x ^= *x >> 7
+	*x ^= *x << 17
+	return int32(1 + *x%(2*mean-1))
 }
 
 // serverMetrics holds what the request path counts beyond Stats.

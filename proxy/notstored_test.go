@@ -223,10 +223,7 @@ func TestNotStoredUntrusted(t *testing.T) {
 	base := p.adminURL()
 	p.redis.Do("SET", "u:1", "v")
 	p.settle()
-	id := trackingID(p.redis)
-	if id == "" {
-		t.Fatal("no tracking connection in CLIENT LIST")
-	}
+	id := mustTrackingID(t, p.redis)
 	expectNotStored(t, p, base, "untrusted", "u:1", func() {
 		// One write: Redis kills the tracking connection, then holds every client's commands (the reconnection's
 		// included) for two seconds, so the GET below starts while tracking is down.

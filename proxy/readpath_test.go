@@ -2,17 +2,17 @@ package proxy
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"featcache/internal/commands"
 	"featcache/internal/redistest"
 	"featcache/internal/testkit"
 )
-
-func bulk(s string) string { return "$" + strconv.Itoa(len(s)) + "\r\n" + s + "\r\n" }
 
 // TestHotKeyServedFromMemory: repeated GETs of a hot key make one upstream read (INFO commandstats).
 func TestHotKeyServedFromMemory(t *testing.T) {
@@ -199,6 +199,73 @@ policies:
 			want := string(p.redis.Do("GET", tt.key))
 			if got := string(c.Do("GET", tt.key)); got != want {
 				t.Fatalf("after %q through featcache: GET %s = %q; Redis has %q", tt.write, tt.key, got, want)
+			}
+		})
+	}
+}
+
+// TestWritesByKeySpecs lists the commands of Redis 7.0's table that the key-spec rule makes writes although
+// Redis does not flag them write, and checks that each is classified so.
+func TestWritesByKeySpecs(t *testing.T) {
+	cmds := embeddedCommands(t)
+	tbl := newTable(cmds, nil, false)
+	var byKeySpecs []string
+	for _, info := range allCommands(cmds) {
+		if info.Flags.Has(commands.FlagWrite) || !info.MayWrite() {
+			continue
+		}
+		byKeySpecs = append(byKeySpecs, info.Name)
+	}
+	// EVAL, EVALSHA and FCALL were writes already (scripts wait for the tracking barrier); PFCOUNT is the one
+	// command the write flag alone missed.
+	want := []string{"eval", "evalsha", "fcall", "pfcount"}
+	if !slices.Equal(byKeySpecs, want) {
+		t.Errorf("commands written by key specs only: got %q; want %q", byKeySpecs, want)
+	}
+	for _, name := range want {
+		if tc := tbl.cmds[name]; tc == nil || tc.class != classWrite {
+			t.Errorf("%s: classified %+v; want classWrite", name, tc)
+		}
+	}
+	for _, name := range []string{"get", "pfadd", "eval_ro", "fcall_ro", "sort_ro", "xrange", "object"} {
+		tc := tbl.cmds[name]
+		if tc == nil {
+			t.Fatalf("%s: not in the table", name)
+		}
+		if name != "pfadd" && tc.class == classWrite {
+			t.Errorf("%s: classified write; Redis's key specs say it only reads", name)
+		}
+	}
+}
+
+// TestPFCountInvalidates: PFCOUNT rewrites the HyperLogLog's cached cardinality, so a cached copy of the key must
+// not be served after it, with tracking (where Redis's own invalidation may come after the reply) and without.
+func TestPFCountInvalidates(t *testing.T) {
+	for _, cfg := range []struct{ name, yaml string }{
+		{"tracking", defaultTestConfig},
+		{"ttl only", ttlOnlyConfig},
+	} {
+		t.Run(cfg.name, func(t *testing.T) {
+			p := startProxy(t, cfg.yaml)
+			rc := redistest.Dial(t, p.redis.Addr())
+			c := p.dial()
+			expectDo(t, c, ":1\r\n", "PFADD", "hll", "a", "b", "c")
+			p.settle()
+			first := string(c.Do("GET", "hll"))
+			hits := p.srv.Stats().Hits.Load()
+			if got := string(c.Do("GET", "hll")); got != first {
+				t.Fatalf("GET hll twice: %q, then %q", first, got)
+			}
+			if p.srv.Stats().Hits.Load() == hits {
+				t.Fatalf("the second GET hll was not served from memory: the test proves nothing")
+			}
+			expectDo(t, c, ":3\r\n", "PFCOUNT", "hll")
+			want := string(rc.Do("GET", "hll"))
+			if want == first {
+				t.Fatalf("PFCOUNT did not change the HyperLogLog's bytes in Redis: the test proves nothing")
+			}
+			if got := string(c.Do("GET", "hll")); got != want {
+				t.Errorf("GET hll after PFCOUNT: got %q; want Redis's %q", got, want)
 			}
 		})
 	}
@@ -505,34 +572,13 @@ policies:
 		p.redis.Do("SET", "f:"+strconv.Itoa(i), strconv.Itoa(i))
 	}
 	p.settle()
-	send := func(cmds ...[]string) []string {
-		t.Helper()
-		c := p.dial()
-		defer c.Close()
-		var payload []byte
-		for _, cmd := range cmds {
-			payload = append(payload, redistest.Encode(cmd...)...)
-		}
-		if _, err := c.NetConn().Write(payload); err != nil {
-			t.Fatal(err)
-		}
-		replies := make([]string, len(cmds))
-		for i := range cmds {
-			r, err := c.Read()
-			if err != nil {
-				t.Fatal(err)
-			}
-			replies[i] = string(r)
-		}
-		return replies
-	}
 	var cmds [][]string
 	for i := 0; i < 100; i++ {
 		cmds = append(cmds, []string{"GET", "f:" + strconv.Itoa(i)})
 	}
 	cmds = append(cmds, []string{"MGET", "f:1", "f:200", "other"}, []string{"STRLEN", "f:7"})
 	before := p.srv.Stats().RoundTrips.Load()
-	replies := send(cmds...)
+	replies := pipeline(t, p.addr, cmds)
 	if n := p.srv.Stats().RoundTrips.Load() - before; n != 1 {
 		t.Fatalf("a pipeline of 100 GET misses, an MGET and a forwarded read took %d upstream round trips; want 1", n)
 	}
@@ -543,8 +589,8 @@ policies:
 	}
 	// A write in the middle: the reads before it share one round trip with it, the reads after it take a second.
 	before = p.srv.Stats().RoundTrips.Load()
-	replies = send([]string{"GET", "f:300"}, []string{"GET", "f:301"}, []string{"SET", "f:302", "x"},
-		[]string{"GET", "f:302"}, []string{"GET", "f:303"})
+	replies = pipeline(t, p.addr, [][]string{{"GET", "f:300"}, {"GET", "f:301"}, {"SET", "f:302", "x"},
+		{"GET", "f:302"}, {"GET", "f:303"}})
 	if n := p.srv.Stats().RoundTrips.Load() - before; n != 2 {
 		t.Fatalf("GET, GET, SET, GET, GET took %d round trips; want 2", n)
 	}

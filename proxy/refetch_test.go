@@ -8,7 +8,7 @@ import (
 	"featcache/internal/redistest"
 )
 
-// trackingID returns the client id of featcache's tracking connection on redis.
+// mustTrackingID returns the client id of featcache's tracking connection on redis, and fails the test without one.
 func mustTrackingID(t *testing.T, redis *redistest.Server) string {
 	t.Helper()
 	id := trackingID(redis)

@@ -370,97 +370,19 @@ func resp3PasswordScript() []fidStep {
 }
 
 func TestWireFidelityRESP3(t *testing.T) {
-	script := resp3Script()
-	if len(script) < 150 {
-		t.Fatalf("script has %d commands; want at least 150", len(script))
-	}
-	t.Logf("script: %d commands", len(script))
-	t.Run("RedisAgainstRedis", func(t *testing.T) {
-		t.Parallel()
-		want := fidRunSequential(t, fidDirect(t, false), script)
-		got := fidRunPipelined(t, fidDirect(t, false), script)
-		fidCompare(t, script, got, want)
-	})
-	t.Run("OneAtATime", func(t *testing.T) {
-		t.Parallel()
-		want := fidRunSequential(t, fidDirect(t, false), script)
-		got := fidRunSequential(t, fidProxied(t, false), script)
-		fidCompare(t, script, got, want)
-	})
-	t.Run("Pipelined", func(t *testing.T) {
-		t.Parallel()
-		want := fidRunPipelined(t, fidDirect(t, false), script)
-		got := fidRunPipelined(t, fidProxied(t, false), script)
-		fidCompare(t, script, got, want)
-	})
-	t.Run("Password", func(t *testing.T) {
-		t.Parallel()
-		sub := resp3PasswordScript()
-		want := fidRunSequential(t, fidDirect(t, true), sub)
-		got := fidRunSequential(t, fidProxied(t, true), sub)
-		fidCompare(t, sub, got, want)
-	})
 	// RESP2's shorter scripts (WATCH with another client's write, WATCH per client, CLIENT REPLY modes, inline
-	// commands), after HELLO 3.
-	for _, sub := range []struct {
-		name   string
-		script []fidStep
-	}{
-		{"WatchedKeyChangedByAnotherClient", fidWatchScript()},
-		{"WatchIsPerClient", fidWatchIsolationScript()},
-		{"ReplyModes", fidReplyModeScript()},
-		{"Inline", fidInlineScript()},
-	} {
-		script := append([]fidStep{fcNorm(fidNormHelloID, "HELLO", "3")}, sub.script...)
-		t.Run(sub.name, func(t *testing.T) {
-			t.Parallel()
-			want := fidRunSequential(t, fidDirect(t, false), script)
-			got := fidRunSequential(t, fidProxied(t, false), script)
-			fidCompare(t, script, got, want)
-		})
+	// commands) run after HELLO 3.
+	hello3 := func(steps []fidStep) []fidStep {
+		return append([]fidStep{fcNorm(fidNormHelloID, "HELLO", "3")}, steps...)
 	}
-	t.Run("PubSub", func(t *testing.T) {
-		t.Parallel()
-		sub := resp3PubSubScript()
-		want := fidRunSequential(t, fidDirect(t, false), sub)
-		got := fidRunSequential(t, fidProxied(t, false), sub)
-		fidCompare(t, sub, got, want)
+	fidCompareScripts(t, resp3Script(), []fidScript{
+		{name: "Password", steps: resp3PasswordScript(), password: true},
+		{name: "WatchedKeyChangedByAnotherClient", steps: hello3(fidWatchScript())},
+		{name: "WatchIsPerClient", steps: hello3(fidWatchIsolationScript())},
+		{name: "ReplyModes", steps: hello3(fidReplyModeScript())},
+		{name: "Inline", steps: hello3(fidInlineScript())},
+		{name: "PubSub", steps: resp3PubSubScript()},
 	})
-}
-
-// TestMonitorRESP3: a RESP3 client's MONITOR session answers as Redis's does for a RESP3 client: +OK, the stream as
-// status lines (Redis 7.0 does not push them), featcache's own commands answered in RESP3 (CLIENT INFO verbatim).
-func TestMonitorRESP3(t *testing.T) {
-	p := startProxy(t, "commands: {deny: []}\n"+defaultTestConfig)
-	mon := p.dial()
-	if got := string(mon.Do("HELLO", "3")); !strings.HasPrefix(got, "%7\r\n") {
-		t.Fatalf("HELLO 3: %q", got)
-	}
-	expectDo(t, mon, "+OK\r\n", "MONITOR")
-	other := p.dial()
-	expectDo(t, other, "+OK\r\n", "SET", "mon3:k", "v1")
-	redistest.Eventually(t, 5*time.Second, "the stream shows the SET", func() bool {
-		f, err := mon.ReadTimeout(100 * time.Millisecond)
-		return err == nil && strings.HasPrefix(string(f), "+") && strings.Contains(string(f), `"SET" "mon3:k" "v1"`)
-	})
-	writeRaw(t, mon, encodePipeline([]string{"CLIENT", "INFO"}))
-	redistest.Eventually(t, 5*time.Second, "CLIENT INFO of the monitoring client, verbatim", func() bool {
-		f, err := mon.ReadTimeout(100 * time.Millisecond)
-		return err == nil && strings.HasPrefix(string(f), "=") && strings.Contains(string(f), "\r\ntxt:id=") &&
-			strings.Contains(string(f), " flags=O ") && strings.HasSuffix(string(f), " resp=3\n\r\n")
-	})
-	writeRaw(t, mon, encodePipeline([]string{"CLIENT", "LIST"}))
-	redistest.Eventually(t, 5*time.Second, "CLIENT LIST, verbatim, one line per client", func() bool {
-		f, err := mon.ReadTimeout(100 * time.Millisecond)
-		return err == nil && strings.HasPrefix(string(f), "=") && strings.Count(string(f), "\nid=") == 1 &&
-			strings.Contains(string(f), " flags=O ") && strings.Contains(string(f), " resp=2\n")
-	})
-	writeRaw(t, mon, encodePipeline([]string{"RESET"}))
-	redistest.Eventually(t, 5*time.Second, "+RESET", func() bool {
-		f, err := mon.ReadTimeout(100 * time.Millisecond)
-		return err == nil && string(f) == "+RESET\r\n"
-	})
-	expectDo(t, mon, "$-1\r\n", "GET", "mon3:none") // RESP2 again after RESET
 }
 
 // resp3CLIInput is what TestRedisCLIRESP3 types at redis-cli -3's prompt, against Redis and against featcache.

@@ -30,23 +30,16 @@ func TestMultiExec(t *testing.T) {
 	expectDo(t, c, "+OK\r\n", "SET", "tx:k", "old")
 	expectDo(t, c, "$3\r\nold\r\n", "GET", "tx:k")
 	expectDo(t, c, "$3\r\nold\r\n", "GET", "tx:k")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "tx:k", "new")
-	expectDo(t, c, "+QUEUED\r\n", "GET", "tx:k")
-	expectDo(t, c, "+QUEUED\r\n", "INCR", "tx:n")
-	expectDo(t, c, "+QUEUED\r\n", "LPUSH", "tx:k", "x")
-	expectDo(t, c, "+QUEUED\r\n", "PING")
-	expectDo(t, c, "*5\r\n+OK\r\n$3\r\nnew\r\n:1\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n+PONG\r\n", "EXEC")
+	expectExec(t, c, "*5\r\n+OK\r\n$3\r\nnew\r\n:1\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n+PONG\r\n",
+		[]string{"SET", "tx:k", "new"}, []string{"GET", "tx:k"}, []string{"INCR", "tx:n"}, []string{"LPUSH", "tx:k", "x"},
+		[]string{"PING"})
 	expectDo(t, c, "$3\r\nnew\r\n", "GET", "tx:k")
 	// Another client, which never took part, sees it too.
 	expectDo(t, p.dial(), "$3\r\nnew\r\n", "GET", "tx:k")
 	// Keys of every queued write are invalidated: MSET, DEL and a write whose keys come after an option.
 	expectDo(t, c, "+OK\r\n", "MSET", "tx:a", "1", "tx:b", "1")
 	expectDo(t, c, "*2\r\n$1\r\n1\r\n$1\r\n1\r\n", "MGET", "tx:a", "tx:b")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "MSET", "tx:a", "2", "tx:c", "2")
-	expectDo(t, c, "+QUEUED\r\n", "DEL", "tx:b")
-	expectDo(t, c, "*2\r\n+OK\r\n:1\r\n", "EXEC")
+	expectExec(t, c, "*2\r\n+OK\r\n:1\r\n", []string{"MSET", "tx:a", "2", "tx:c", "2"}, []string{"DEL", "tx:b"})
 	expectDo(t, c, "*3\r\n$1\r\n2\r\n$-1\r\n$1\r\n2\r\n", "MGET", "tx:a", "tx:b", "tx:c")
 	expectDo(t, rc, "$1\r\n2\r\n", "GET", "tx:a")
 
@@ -131,10 +124,7 @@ func TestWatchSession(t *testing.T) {
 	expectDo(t, c, "+OK\r\n", "WATCH", "w")
 	expectDo(t, c, "$1\r\n2\r\n", "GET", "w")
 	expectDo(t, c, "*1\r\n$1\r\n2\r\n", "MGET", "w")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "w", "3")
-	expectDo(t, c, "+QUEUED\r\n", "GET", "w")
-	expectDo(t, c, "*2\r\n+OK\r\n$1\r\n3\r\n", "EXEC")
+	expectExec(t, c, "*2\r\n+OK\r\n$1\r\n3\r\n", []string{"SET", "w", "3"}, []string{"GET", "w"})
 	expectDo(t, rc, "$1\r\n3\r\n", "GET", "w")
 	// EXEC invalidated the transaction's keys and ended the session: the read is cached again, and new.
 	expectDo(t, c, "$1\r\n3\r\n", "GET", "w")
@@ -144,9 +134,7 @@ func TestWatchSession(t *testing.T) {
 	// A conflict: another connection changes w after WATCH.
 	expectDo(t, c, "+OK\r\n", "WATCH", "w")
 	expectDo(t, rc, "+OK\r\n", "SET", "w", "other")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "w", "mine")
-	expectDo(t, c, "*-1\r\n", "EXEC")
+	expectExec(t, c, "*-1\r\n", []string{"SET", "w", "mine"})
 	expectDo(t, rc, "$5\r\nother\r\n", "GET", "w")
 	expectDo(t, c, "$5\r\nother\r\n", "GET", "w")
 
@@ -157,9 +145,7 @@ func TestWatchSession(t *testing.T) {
 	expectDo(t, c, "+OK\r\n", "UNWATCH")
 	expectDo(t, c, "$5\r\nother\r\n", "GET", "w")
 	expectDo(t, rc, "+OK\r\n", "SET", "w", "after-unwatch")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "w", "mine")
-	expectDo(t, c, "*1\r\n+OK\r\n", "EXEC")
+	expectExec(t, c, "*1\r\n+OK\r\n", []string{"SET", "w", "mine"})
 
 	// DISCARD inside a watched transaction ends it too.
 	expectDo(t, c, "+OK\r\n", "WATCH", "w")
@@ -168,9 +154,7 @@ func TestWatchSession(t *testing.T) {
 	expectDo(t, c, "+OK\r\n", "DISCARD")
 	expectDo(t, rc, "$4\r\nmine\r\n", "GET", "w")
 	expectDo(t, rc, "+OK\r\n", "SET", "w", "x")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "w", "y")
-	expectDo(t, c, "*1\r\n+OK\r\n", "EXEC")
+	expectExec(t, c, "*1\r\n+OK\r\n", []string{"SET", "w", "y"})
 }
 
 // TestWatchSessionAsRedis runs WATCH sequences on featcache and on a Redis of its own and compares every reply.
@@ -241,9 +225,7 @@ func TestWatchRefusedCommands(t *testing.T) {
 	expectDo(t, c, "-ERR SUBSCRIBE while WATCH is active is not supported by featcache\r\n", "SUBSCRIBE", "ch")
 	expectDo(t, c, "+PONG\r\n", "PING")
 	expectDo(t, rc, "+OK\r\n", "SET", "r:w", "changed")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "r:w", "mine")
-	expectDo(t, c, "*-1\r\n", "EXEC")
+	expectExec(t, c, "*-1\r\n", []string{"SET", "r:w", "mine"})
 
 	// Inside a watched transaction they abort it, as they do in a transaction without WATCH.
 	for _, refused := range [][]string{
@@ -259,9 +241,7 @@ func TestWatchRefusedCommands(t *testing.T) {
 		expectDo(t, rc, "$7\r\nchanged\r\n", "GET", "r:w")
 		// The session ended with the EXEC: nothing watched any more.
 		expectDo(t, rc, "+OK\r\n", "SET", "r:other", "1")
-		expectDo(t, c, "+OK\r\n", "MULTI")
-		expectDo(t, c, "+QUEUED\r\n", "GET", "r:other")
-		expectDo(t, c, "*1\r\n$1\r\n1\r\n", "EXEC")
+		expectExec(t, c, "*1\r\n$1\r\n1\r\n", []string{"GET", "r:other"})
 	}
 }
 

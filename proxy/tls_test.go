@@ -162,9 +162,7 @@ upstream:
 		return string(c.Do("GET", "utls:k")) == bulk("v2")
 	})
 	expectDo(t, c, "+OK\r\n", "WATCH", "utls:k")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "INCR", "utls:n")
-	expectDo(t, c, "*1\r\n:1\r\n", "EXEC")
+	expectExec(t, c, "*1\r\n:1\r\n", []string{"INCR", "utls:n"})
 
 	// A featcache that does not trust the server's certificate reaches nothing, and says so within the timeout.
 	other := startProxyOn(t, redis, fmt.Sprintf(`

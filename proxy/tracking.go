@@ -190,26 +190,21 @@ func (c *client) cmdClientTrackinginfo(args [][]byte) {
 	t := c.srv.ctrack
 	t.mu.Lock()
 	flags := []string{"on"}
-	if st.bcast {
-		flags = append(flags, "bcast")
-	}
-	if st.optin {
-		flags = append(flags, "optin")
-		if st.caching {
-			flags = append(flags, "caching-yes")
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{
+		{st.bcast, "bcast"},
+		{st.optin, "optin"},
+		{st.optin && st.caching, "caching-yes"},
+		{st.optout, "optout"},
+		{st.optout && st.caching, "caching-no"},
+		{st.noloop, "noloop"},
+		{st.broken, "broken_redirect"},
+	} {
+		if f.set {
+			flags = append(flags, f.name)
 		}
-	}
-	if st.optout {
-		flags = append(flags, "optout")
-		if st.caching {
-			flags = append(flags, "caching-no")
-		}
-	}
-	if st.noloop {
-		flags = append(flags, "noloop")
-	}
-	if st.broken {
-		flags = append(flags, "broken_redirect")
 	}
 	redir, prefixes := st.redirID, slices.Clone(st.prefixes)
 	t.mu.Unlock()

@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"featcache/config"
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
 )
@@ -417,18 +419,6 @@ func TestClientTrackingSwapdb(t *testing.T) {
 	}
 }
 
-// trackingConns counts the connections with tracking on that featcache holds to Redis.
-func trackingConns(redis *redistest.Server) int {
-	list, _, _ := resp.BulkPayload(redis.Do("CLIENT", "LIST"))
-	n := 0
-	for _, line := range strings.Split(string(list), "\n") {
-		if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
-			n++
-		}
-	}
-	return n
-}
-
 // redirected connects a target subscribed to __redis__:invalidate and a client tracking with opts redirected to
 // it.
 func redirected(t *testing.T, p *testProxy, opts ...string) (target, client *redistest.Conn) {
@@ -456,22 +446,22 @@ func invalidation(keys ...string) string {
 // TestClientTrackingStream: the keyspace stream is open while some client tracks, and only then.
 func TestClientTrackingStream(t *testing.T) {
 	p := startProxy(t, trackingTestConfig)
-	if n := trackingConns(p.redis); n != 1 {
+	if n := len(trackingConns(p.redis)); n != 1 {
 		t.Fatalf("tracking connections before any client tracks: %d; want 1", n)
 	}
 	_, a := redirected(t, p)
-	if n := trackingConns(p.redis); n != 2 {
+	if n := len(trackingConns(p.redis)); n != 2 {
 		t.Fatalf("tracking connections once a client tracks: %d; want 2 (enable waits for the stream)", n)
 	}
 	b := p.dial()
 	b.Do("CLIENT", "TRACKING", "ON", "BCAST")
 	a.Do("CLIENT", "TRACKING", "OFF")
-	if n := trackingConns(p.redis); n != 2 {
+	if n := len(trackingConns(p.redis)); n != 2 {
 		t.Fatalf("tracking connections while one client still tracks: %d; want 2", n)
 	}
 	b.Close()
 	redistest.Eventually(t, 5*time.Second, "the keyspace stream closed with the last tracking client", func() bool {
-		return trackingConns(p.redis) == 1
+		return len(trackingConns(p.redis)) == 1
 	})
 }
 
@@ -481,27 +471,13 @@ func TestClientTrackingLoss(t *testing.T) {
 	p := startProxy(t, trackingTestConfig)
 	r, a := redirected(t, p)
 	a.Do("MGET", "c:1", "u:1")
-	list, _, _ := resp.BulkPayload(p.redis.Do("CLIENT", "LIST"))
-	for _, line := range strings.Split(string(list), "\n") {
-		if strings.Contains(line, " name=featcache-tracking ") {
-			id, _, _ := strings.Cut(strings.TrimPrefix(line, "id="), " ")
-			p.redis.Do("CLIENT", "KILL", "ID", id)
-		}
-	}
+	killConns(p.redis, upstreamConns(p.redis, "featcache-tracking"))
 	if f, err := r.ReadTimeout(5 * time.Second); err != nil || string(f) != string(invalidateNull) {
 		t.Fatalf("after the tracking connections were killed: got %q, %v; want the null invalidation", f, err)
 	}
-	redistest.Eventually(t, 10*time.Second, "tracking back", func() bool { return trackingConns(p.redis) == 2 })
+	redistest.Eventually(t, 10*time.Second, "tracking back", func() bool { return len(trackingConns(p.redis)) == 2 })
 	// Nulls for the other loss and the returns, then nothing but what the writes below announce.
-	for {
-		f, err := r.ReadTimeout(300 * time.Millisecond)
-		if err != nil {
-			break
-		}
-		if string(f) != string(invalidateNull) {
-			t.Fatalf("got %q; want only null invalidations", f)
-		}
-	}
+	skipNullInvalidations(t, r, 300*time.Millisecond)
 	a.Do("MGET", "c:1", "u:1")
 	p.redis.Do("SET", "u:1", "x")
 	p.redis.Do("SET", "c:1", "x")
@@ -509,6 +485,21 @@ func TestClientTrackingLoss(t *testing.T) {
 		f, err := r.ReadTimeout(5 * time.Second)
 		if err != nil || string(f) != want {
 			t.Fatalf("got %q, %v; want %q", f, err, want)
+		}
+	}
+}
+
+// skipNullInvalidations reads r's null invalidations (what a tracking loss, its end or a switch of primary sends)
+// until none comes for quiet or the connection ends; any other frame fails the test.
+func skipNullInvalidations(t *testing.T, r *redistest.Conn, quiet time.Duration) {
+	t.Helper()
+	for {
+		f, err := r.ReadTimeout(quiet)
+		if err != nil {
+			return
+		}
+		if string(f) != string(invalidateNull) {
+			t.Fatalf("got %q; want only null invalidations", f)
 		}
 	}
 }
@@ -718,15 +709,7 @@ upstream:
 	set.Failover()
 	// The target's subscription was on the old primary: its connection closes, as a subscriber of Redis's would,
 	// after the null invalidation or before it.
-	for {
-		f, err := r.ReadTimeout(30 * time.Second)
-		if err != nil {
-			break
-		}
-		if string(f) != string(invalidateNull) {
-			t.Fatalf("after the failover: got %q; want the null invalidation or the end of the connection", f)
-		}
-	}
+	skipNullInvalidations(t, r, 30*time.Second)
 	prefixes := func() int64 { return infoField(string(newP.Do("INFO", "stats")), "tracking_total_prefixes") }
 	redistest.Eventually(t, 30*time.Second, "both tracking connections on the new primary", func() bool {
 		return prefixes() == 2 && p.up.Addr() == newP.Addr()
@@ -736,15 +719,7 @@ upstream:
 	rid := strings.TrimSuffix(strings.TrimPrefix(string(r.Do("CLIENT", "ID")), ":"), "\r\n")
 	r.Do("SUBSCRIBE", "__redis__:invalidate")
 	expectDo(t, a, "+OK\r\n", "CLIENT", "TRACKING", "ON", "REDIRECT", rid)
-	for { // the nulls of the switch, until quiet
-		f, err := r.ReadTimeout(300 * time.Millisecond)
-		if err != nil {
-			break
-		}
-		if string(f) != string(invalidateNull) {
-			t.Fatalf("got %q; want only null invalidations", f)
-		}
-	}
+	skipNullInvalidations(t, r, 300*time.Millisecond) // the nulls of the switch
 	a.Do("MGET", "c:1", "u:1")
 	newP.Do("MSET", "c:1", "x", "u:1", "x")
 	var got []string
@@ -765,11 +740,7 @@ upstream:
 // physical keys: a change of the physical key invalidates the logical one, and a flip of the pointer flushes the
 // tracking clients (every logical key may now read another version).
 func TestClientTrackingSnapshots(t *testing.T) {
-	p := startProxy(t, snapshotConfig)
-	seedVersion(p, "v7", 4)
-	seedVersion(p, "v8", 4)
-	p.redis.Do("SET", "fs:version:credit", "v7")
-	p.settle()
+	p := startSnapshots(t, 4)
 	r, a := redirected(t, p)
 	if got := string(a.Do("GET", "credit:3")); got != bulk("v7-3") {
 		t.Fatalf("GET credit:3: %q", got)
@@ -804,4 +775,29 @@ func TestClientTrackingNoloopSessions(t *testing.T) {
 		step("w", "MSET", "c:1", "w", "u:1", "w"),
 		step("w", "RPUSH", "u:l", "y"),
 	})
+}
+
+// BenchmarkTrackingTable measures what the default mode's table holds per tracked key: one client remembers b.N
+// distinct keys of about 12 bytes; B/key is the heap's growth per key after a collection.
+func BenchmarkTrackingTable(b *testing.B) {
+	cfg := config.Default()
+	cfg.Limits.MaxTrackedKeys = max(b.N, 1)
+	t := newClientTracking(&Server{opt: Options{Config: cfg}})
+	keys := make([][]byte, b.N)
+	for i := range keys {
+		keys[i] = []byte("feat:" + strconv.Itoa(1000000+i))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i := range keys {
+		t.remember(1, keys[i:i+1])
+	}
+	b.StopTimer()
+	keys = nil
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(b.N), "B/key")
+	runtime.KeepAlive(t)
 }

@@ -199,25 +199,18 @@ func TestTransactionReadYourWrites(t *testing.T) {
 		[]string{"MULTI"}, []string{"SET", "ryw:a", "new"}, []string{"GET", "ryw:a"}, []string{"EXEC"}, []string{"GET", "ryw:a"})
 	// Interactive.
 	cache("ryw:b", "old")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "APPEND", "ryw:b", "er")
-	expectDo(t, c, "+QUEUED\r\n", "HSET", "ryw:h", "f", "v")
-	expectDo(t, c, "*2\r\n:5\r\n:1\r\n", "EXEC")
+	expectExec(t, c, "*2\r\n:5\r\n:1\r\n", []string{"APPEND", "ryw:b", "er"}, []string{"HSET", "ryw:h", "f", "v"})
 	expectDo(t, c, "$5\r\nolder\r\n", "GET", "ryw:b")
 	// An EXEC that aborts for WATCH applied nothing; the keys are invalidated all the same.
 	cache("ryw:c", "old")
 	expectDo(t, c, "+OK\r\n", "WATCH", "ryw:c")
 	p.redis.Do("SET", "ryw:c", "theirs")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "ryw:c", "mine")
-	expectDo(t, c, "*-1\r\n", "EXEC")
+	expectExec(t, c, "*-1\r\n", []string{"SET", "ryw:c", "mine"})
 	expectDo(t, c, "$6\r\ntheirs\r\n", "GET", "ryw:c")
 	// A runtime error inside EXEC: the other writes applied, and are read back.
 	cache("ryw:d", "old")
-	expectDo(t, c, "+OK\r\n", "MULTI")
-	expectDo(t, c, "+QUEUED\r\n", "INCR", "ryw:d")
-	expectDo(t, c, "+QUEUED\r\n", "SET", "ryw:d", "7")
-	expectDo(t, c, "*2\r\n-ERR value is not an integer or out of range\r\n+OK\r\n", "EXEC")
+	expectExec(t, c, "*2\r\n-ERR value is not an integer or out of range\r\n+OK\r\n",
+		[]string{"INCR", "ryw:d"}, []string{"SET", "ryw:d", "7"})
 	expectDo(t, c, "$1\r\n7\r\n", "GET", "ryw:d")
 	// Another client of featcache sees them too.
 	expectDo(t, p.dial(), "$1\r\n7\r\n", "GET", "ryw:d")
@@ -260,9 +253,7 @@ func TestTransactionPath(t *testing.T) {
 	}
 	// Interactive: one dedicated connection, reused.
 	for i := 0; i < 5; i++ {
-		expectDo(t, c, "+OK\r\n", "MULTI")
-		expectDo(t, c, "+QUEUED\r\n", "INCR", "path:m")
-		expectDo(t, c, "*1\r\n:"+strconv.Itoa(i+1)+"\r\n", "EXEC")
+		expectExec(t, c, "*1\r\n:"+strconv.Itoa(i+1)+"\r\n", []string{"INCR", "path:m"})
 	}
 	if after := connectionsReceived(t, rc); after != before+1 {
 		t.Errorf("5 interactive transactions made Redis accept %d connections; want 1, reused", after-before)

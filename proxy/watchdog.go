@@ -10,20 +10,12 @@ import (
 // made no progress for limits.output_timeout. Clients mark their waits with sequence numbers (odd while waiting)
 // rather than timestamps, so the hit path reads no clock for it; the watchdog notes when it first saw each wait.
 func (s *Server) watchdog() {
-	defer s.wg.Done()
 	lim := &s.opt.Config.Limits
 	period := lim.OutputTimeout
 	if lim.IdleTimeout > 0 {
 		period = min(period, lim.IdleTimeout)
 	}
-	t := time.NewTicker(min(max(period/4, 5*time.Millisecond), time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
+	s.every(min(max(period/4, 5*time.Millisecond), time.Second), func() {
 		now := time.Now()
 		s.mu.Lock()
 		for c := range s.conns {
@@ -41,6 +33,22 @@ func (s *Server) watchdog() {
 			}
 		}
 		s.mu.Unlock()
+	})
+}
+
+// every calls f every period until the server stops; it is the body of one of the server's goroutines (s.wg), the
+// watchdog's or the heap watcher's.
+func (s *Server) every(period time.Duration, f func()) {
+	defer s.wg.Done()
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		f()
 	}
 }
 
