@@ -241,7 +241,7 @@ func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 		case firstErr != nil:
 			return append(dst, firstErr...)
 		}
-		return append(dst, nullBulk...)
+		return append(dst, c.seg.null()...)
 	case ruleFanSame:
 		if firstErr != nil {
 			return append(dst, firstErr...)

@@ -296,7 +296,9 @@ const maxConnRedirects = 3
 // command with ASKING (asking is true), which Redis applies to the next command only. A MOVED patches the slot map
 // at once. Follow returns the last reply: the first one that is not a redirect to follow, or the one after a few
 // redirects (the client then sees Redis's own error). On a single node it returns reply as it is. When no
-// connection to the named node can be had, c stays where it was and the error is returned.
+// connection to the named node can be had, c stays where it was and the error is returned. A connection its owner
+// switched to RESP3 (SetRESP3) is switched on the new node too before the command is sent again; when that fails
+// the error is returned.
 //
 // A session does not follow ASK: ASKING covers one command, and the session's next command on the importing node
 // would be redirected back.
@@ -324,7 +326,15 @@ func (c *Conn) Follow(reply []byte, ask bool, send func(asking bool) ([]byte, er
 			return nil, err
 		}
 		c.swap(next)
-		next.Release() // c's old connection: the redirected command left no state on it
+		if c.resp3 {
+			// The session speaks RESP3: the old connection, switched, is not reused, and the new one is switched.
+			next.Close()
+			if err := c.hello3(); err != nil {
+				return nil, err
+			}
+		} else {
+			next.Release() // c's old connection: the redirected command left no state on it
+		}
 		if reply, err = send(kind == redirectAsk); err != nil {
 			return nil, err
 		}
