@@ -79,7 +79,11 @@ type Cluster struct {
 	trusted   [SlotCount]bool         // the trust the tier was last told for each slot
 	untrusted int                     // slots of trusted that are false
 	prefix    []string                // the tracking prefixes, sorted
+	keyspaces []*Keyspace             // the keyspace streams (TrackKeyspace), which follow the masters
 	trackMu   sync.Mutex              // serializes SetPrefixes
+
+	// watch returns the Client's Watcher (nil if none), told what the masters' tracking connections see.
+	watch func() Watcher
 
 	kick        chan struct{} // asks the refresh loop for a refresh of the slot map
 	lastRefresh atomic.Int64  // unix nanoseconds of the last refresh attempt
@@ -107,8 +111,8 @@ func (cl *Cluster) Stats() ClusterStats {
 
 // newCluster returns a Cluster whose first node is seed (a pool already made for it), reads the slot map once,
 // and starts tracking on every master.
-func newCluster(opt Options, seed *Pool, log *slog.Logger) *Cluster {
-	cl := &Cluster{opt: opt, log: log, nodes: map[string]*clusterNode{}, kick: make(chan struct{}, 1)}
+func newCluster(opt Options, seed *Pool, log *slog.Logger, watch func() Watcher) *Cluster {
+	cl := &Cluster{opt: opt, log: log, nodes: map[string]*clusterNode{}, kick: make(chan struct{}, 1), watch: watch}
 	cl.untrusted = SlotCount
 	cl.prefix = sortedCopy(opt.Prefixes)
 	first := &clusterNode{addr: seed.Addr(), pool: seed}
