@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
@@ -319,4 +322,78 @@ func TestClusterClientTrackingRefusedWithoutTracking(t *testing.T) {
 	p := startProxyAt(t, cl.Addrs()[:1], nil, "upstream:\n  tracking: false\n"+trackingTestConfig)
 	expectDo(t, p.dial(), "-ERR 'client|tracking' is not supported by featcache: it would change a shared upstream "+
 		"connection\r\n", "CLIENT", "TRACKING", "ON")
+}
+
+// TestClusterClientTrackingRueidis runs the rueidis client with client-side caching through featcache in front of a
+// cluster (ForceSingleClient: featcache answers CLUSTER commands with the real cluster's, which would make rueidis
+// connect to the masters themselves): its cached reads of keys on every master are served from its memory until a
+// write straight to the key's master, or through featcache, invalidates them; DoMultiCache pipelines across masters.
+func TestClusterClientTrackingRueidis(t *testing.T) {
+	ct := startTrackingCluster(t)
+	p := startProxyAt(t, ct.cl.Addrs()[:1], nil, trackingTestConfig)
+	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool {
+		_, up := p.up.Tracking()
+		return up
+	})
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{p.addr}, DisableRetry: true,
+		ForceSingleClient: true})
+	if err != nil {
+		t.Fatalf("rueidis with client-side caching through featcache: %v", err)
+	}
+	defer client.Close()
+	ctx := context.Background()
+	var keys []string
+	for i, tag := range ct.tags {
+		keys = append(keys, "c:"+strconv.Itoa(i)+tag, "u:"+strconv.Itoa(i)+tag)
+	}
+	w := p.dial()
+	for _, k := range keys {
+		expectDo(t, w, "+OK\r\n", "SET", k, "v1")
+	}
+	p.settle()
+	get := func(key string) (string, bool) {
+		res := client.DoCache(ctx, client.B().Get().Key(key).Cache(), time.Minute)
+		v, err := res.ToString()
+		if err != nil {
+			t.Fatalf("DoCache GET %s: %v", key, err)
+		}
+		return v, res.IsCacheHit()
+	}
+	for _, key := range keys {
+		if v, _ := get(key); v != "v1" {
+			t.Fatalf("GET %s: %q", key, v)
+		}
+		if v, hit := get(key); v != "v1" || !hit {
+			t.Fatalf("GET %s again: %q, cache hit %v; want v1 from rueidis's memory", key, v, hit)
+		}
+	}
+	// Writes straight to each key's master (the "c:" keys) and through featcache (the "u:" keys).
+	for i, key := range keys {
+		if i%2 == 0 {
+			ct.cl.Do(key, "SET", key, "v2")
+		} else {
+			expectDo(t, w, "+OK\r\n", "SET", key, "v2")
+		}
+	}
+	for _, key := range keys {
+		redistest.Eventually(t, 5*time.Second, key+" invalidated in rueidis's memory", func() bool {
+			v, _ := get(key)
+			return v == "v2"
+		})
+	}
+	for round := range 2 {
+		cts := make([]rueidis.CacheableTTL, len(keys)) // a rueidis command is used once
+		for i, k := range keys {
+			cts[i] = rueidis.CT(client.B().Get().Key(k).Cache(), time.Minute)
+		}
+		res := client.DoMultiCache(ctx, cts...)
+		for i := range keys {
+			if v, err := res[i].ToString(); err != nil || v != "v2" {
+				t.Fatalf("DoMultiCache round %d, %s: %q, %v; want v2", round, keys[i], v, err)
+			}
+			if round == 1 && !res[i].IsCacheHit() {
+				t.Errorf("DoMultiCache round 1, %s: not a cache hit", keys[i])
+			}
+		}
+	}
 }
