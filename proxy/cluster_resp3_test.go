@@ -261,6 +261,17 @@ func TestClusterRESP3Redirects(t *testing.T) {
 		expectDo(t, p.dial(), "$3\r\n1.5\r\n", "ZSCORE", key, "a")
 	})
 
+	t.Run("MOVED of a command alone", func(t *testing.T) {
+		// Sent as it is, between its HELLO 3 and HELLO 2, to the old master; then alone to the new one, wrapped
+		// by the router.
+		key := "nc:alone{al}"
+		expectDo(t, c, ":1\r\n", "ZADD", key, "0.5", "a")
+		untilMoved(t, key, func(*redistest.Server) {
+			expectDo(t, c, "*1\r\n*2\r\n$1\r\na\r\n,0.5\r\n", "ZRANGE", key, "0", "-1", "WITHSCORES")
+		}, nil)
+		expectDo(t, p.dial(), "$3\r\n0.5\r\n", "ZSCORE", key, "a")
+	})
+
 	t.Run("ASK on shared connections", func(t *testing.T) {
 		key := "nc:asked{ak}"
 		to, from := otherMaster(key)

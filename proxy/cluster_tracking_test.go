@@ -119,6 +119,8 @@ func clusterDefaultScript(redirect bool) []trackStep {
 		step("w", "SET", "c:1{A}", "after"), // the flush emptied the table
 		step("a", "GET", "u:2{B}"),
 		step("x", "FLUSHALL"), // one master's flush: its null invalidation
+		step("a", "GET", "u:2{B}"),
+		step("a", "FLUSHDB"), // the client's own, on every master: one null invalidation
 		step("a", "CLIENT", "TRACKING", "OFF"),
 		step("a", "CLIENT", "TRACKINGINFO"),
 		step("a", "CLIENT", "GETREDIR"),
