@@ -198,9 +198,17 @@ func (c *client) appendMerged(dst []byte, h *hole) []byte {
 // fanOut runs a keyspace-wide command on every master, in parallel, and merges the replies by the command's rule.
 // What came before it in the pipeline is answered first; a write among them (FLUSHALL, FLUSHDB) flushes the local
 // tier as it does in front of a single node.
+//
+// A FLUSHALL or FLUSHDB makes every master send its null invalidation; the clients with CLIENT TRACKING on get one,
+// as from one Redis: the masters' nulls are held until the write has settled (every stream has delivered what the
+// masters announced), and then one goes out for them all.
 func (c *client) fanOut(cmd *resp.Command, tc *command) {
 	c.runSegment()
 	req := c.seg.request(cmd)
+	hold := tc.after == afterFlush && c.srv.ctrack.active.Load()
+	if hold {
+		c.srv.ctrack.holdFlushes()
+	}
 	start := time.Now()
 	n, err := c.srv.up.Cluster().FanOut(c.call, req)
 	c.srv.metrics.observeUpstream(upForward, start)
@@ -208,6 +216,9 @@ func (c *client) fanOut(cmd *resp.Command, tc *command) {
 	c.srv.stats.Forwarded.Add(int64(max(n, 1)))
 	if isWrite(tc) {
 		c.afterWrite(cmd.Args, tc)
+	}
+	if hold {
+		c.srv.ctrack.releaseFlushes()
 	}
 	if n == 0 {
 		c.srv.stats.Errors.Add(1)
@@ -241,7 +252,7 @@ func (c *client) appendFanned(dst []byte, rule clusterRule, n int) []byte {
 		case firstErr != nil:
 			return append(dst, firstErr...)
 		}
-		return append(dst, nullBulk...)
+		return append(dst, c.seg.null()...)
 	case ruleFanSame:
 		if firstErr != nil {
 			return append(dst, firstErr...)

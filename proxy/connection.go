@@ -63,8 +63,8 @@ func (c *client) cmdReset(args [][]byte) {
 
 // cmdHello answers HELLO [protover [AUTH username password] [SETNAME name]] as Redis 7.0 does: protocol 2 or 3
 // (RESP3, from then on every reply to the client), without a version in the protocol the client speaks, and Redis's
-// reply: a map (a flat array in RESP2) of server, version, proto, id, mode, role and modules. In front of a Redis
-// Cluster protocol 3 is refused with -NOPROTO, so clients fall back to RESP2 (docs/commands.md).
+// reply: a map (a flat array in RESP2) of server, version, proto, id, mode, role and modules. Protocol 3 is
+// refused with -NOPROTO only when the upstream does not switch protocols (offersRESP3).
 func (c *client) cmdHello(args [][]byte) {
 	proto := c.seg.proto
 	if len(args) >= 2 {

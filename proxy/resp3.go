@@ -180,7 +180,7 @@ var (
 func (s *segment) upstream3() {
 	if s.proto >= 3 && !s.up3 && *s.pin == nil {
 		s.windows = append(s.windows, window{hello: s.req.Len(), end: -1})
-		s.req.AppendRaw(upstream.NoSlot, hello3Cmd)
+		s.req.AppendHello(3)
 		s.up3 = true
 	}
 }
@@ -191,7 +191,7 @@ func (s *segment) upstream3() {
 func (s *segment) upstream2() {
 	if s.up3 {
 		s.windows[len(s.windows)-1].end = s.req.Len()
-		s.req.AppendRaw(upstream.NoSlot, hello2Cmd)
+		s.req.AppendHello(2)
 		s.up3 = false
 	}
 }
@@ -251,8 +251,10 @@ func (c *client) prepareConn(conn *upstream.Conn) error {
 	}
 	if err != nil {
 		conn.Close()
+		return err
 	}
-	return err
+	conn.SetRESP3(true) // a connection that follows a cluster redirect is switched too (Conn.Follow)
+	return nil
 }
 
 // releaseConn gives back a dedicated connection that holds no state: to the pool, unless prepareConn switched it
@@ -314,6 +316,8 @@ func (c *client) switchPinned(proto int) {
 		if _, err := c.waitPinned(c.tx.conn, cmd); err != nil {
 			c.tx.close()
 			c.tx.watchLost = true
+		} else {
+			c.tx.conn.SetRESP3(proto >= 3)
 		}
 	}
 	if p := c.sub; p != nil {

@@ -189,17 +189,14 @@ func New(opt Options) (*Server, error) {
 // clustered reports whether the upstream is a Redis Cluster (known once the upstream client has been answered).
 func (s *Server) clustered() bool { return s.up.Cluster() != nil }
 
-// offersRESP3 reports whether HELLO 3 is accepted: in front of a single Redis (or a Sentinel's primary), once the
-// upstream is known not to be a Redis Cluster, and known to switch protocols with HELLO (Redis 6 and later do;
-// the first HELLO 3 asks, with HELLO 3 and HELLO 2 on a shared connection). In front of a cluster featcache
-// speaks RESP2 only: its merged replies of commands split over slots have no RESP3 form yet (docs/commands.md).
+// offersRESP3 reports whether HELLO 3 is accepted: once the upstream is known (a single Redis, a Sentinel's
+// primary, or a Redis Cluster) and known to switch protocols with HELLO (Redis 6 and later do). The first HELLO 3
+// asks, with HELLO 3 and HELLO 2 on a shared connection: of the single node, or of every master of a cluster,
+// all of which must switch.
 func (s *Server) offersRESP3() bool {
 	select {
 	case <-s.up.Decided():
 	default:
-		return false
-	}
-	if s.clustered() {
 		return false
 	}
 	switch s.resp3.Load() {
@@ -208,19 +205,47 @@ func (s *Server) offersRESP3() bool {
 	case 2:
 		return false
 	}
-	var req upstream.Payload
-	req.AppendRaw(upstream.NoSlot, hello3Cmd)
-	req.AppendRaw(upstream.NoSlot, hello2Cmd)
-	call := upstream.NewCall()
-	if err := s.up.Do(call, &req); err != nil {
-		return false // not known: asked again at the next HELLO 3
-	}
-	if call.Frame(0)[0] == resp.TypeMap && call.Frame(1)[0] == resp.TypeArray {
+	switches, known := s.switchesProtocols()
+	switch {
+	case !known:
+		return false // asked again at the next HELLO 3
+	case switches:
 		s.resp3.Store(1)
 		return true
 	}
 	s.resp3.Store(2)
 	return false
+}
+
+// helloBoth is HELLO 3 then HELLO 2, which leaves the connection as it was.
+var helloBoth = append(append([]byte(nil), hello3Cmd...), hello2Cmd...)
+
+// switchesProtocols asks the upstream whether it answers HELLO 3 with a map and HELLO 2 with an array: the single
+// node, or every master of a Redis Cluster. known is false when a node did not answer.
+func (s *Server) switchesProtocols() (switches, known bool) {
+	call := upstream.NewCall()
+	if cl := s.up.Cluster(); cl != nil {
+		n := cl.Masters()
+		if n == 0 {
+			return false, false
+		}
+		for i := 0; i < n; i++ {
+			if err := cl.DoMaster(call, i, helloBoth, 2); err != nil {
+				return false, false
+			}
+			if call.Frame(0)[0] != resp.TypeMap || call.Frame(1)[0] != resp.TypeArray {
+				return false, true
+			}
+		}
+		return true, true
+	}
+	var req upstream.Payload
+	req.AppendRaw(upstream.NoSlot, hello3Cmd)
+	req.AppendRaw(upstream.NoSlot, hello2Cmd)
+	if err := s.up.Do(call, &req); err != nil {
+		return false, false
+	}
+	return call.Frame(0)[0] == resp.TypeMap && call.Frame(1)[0] == resp.TypeArray, true
 }
 
 // installTable builds the command table from cmds (nil: the last ones installed) and makes it current; in front

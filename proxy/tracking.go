@@ -22,11 +22,12 @@ type trackState struct {
 	caching                      bool // CLIENT CACHING yes|no, for the next command
 }
 
-// trackingSupported reports whether featcache can offer CLIENT TRACKING: a single node with tracking on, whose
-// invalidations it receives. In front of a Redis Cluster, or without tracking (TTL-only), it is refused.
+// trackingSupported reports whether featcache can offer CLIENT TRACKING: with upstream tracking on, whose
+// invalidations it receives (from the single node, or from every master of a Redis Cluster). Without tracking
+// (TTL-only) it is refused.
 func (c *client) trackingSupported() bool {
 	enabled, _ := c.srv.up.Tracking()
-	return enabled && !c.srv.clustered()
+	return enabled
 }
 
 // cmdClientTracking answers CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p]... [BCAST] [OPTIN] [OPTOUT] [NOLOOP]

@@ -32,6 +32,11 @@ import (
 // and the loss or the return of either stream flush every tracking client, as Redis's clients flush when their
 // connection drops.
 //
+// In front of a Redis Cluster each stream is a connection per master (Redis announces a write only on the master
+// that ran it): the barrier PINGs every one of them, the loss of any master's connection flushes every tracking
+// client, and the null invalidations of a FLUSHALL or FLUSHDB that featcache ran on every master go out as one
+// (holdFlushes).
+//
 // Invalidations reach a client through its push queue (pushQueue): a goroutine writes them between replies (under
 // the client's write lock, as the pub/sub pump's frames are), and a client that leaves more than
 // limits.max_output_bytes of them unread is disconnected.
@@ -48,10 +53,14 @@ type clientTracking struct {
 	keys    map[string][]int64    // default mode: the clients that read each key since its last invalidation
 	writing map[string][]int64    // keys NOLOOP clients are writing now, with the writers' ids (one per write)
 	maxKeys int
+	// held counts the fan-outs of FLUSHALL or FLUSHDB over a cluster's masters in flight (holdFlushes): the null
+	// invalidations the masters send meanwhile are one for the clients, sent when the last one ends (heldNull).
+	held     int
+	heldNull bool
 
-	stream         *upstream.Tracker // the keyspace stream; nil while no client tracks
-	streamPrefixes []string          // what it covers
-	streamUp       bool              // it has been up since it started: its next OnUp follows a gap
+	stream         *upstream.Keyspace // the keyspace stream; nil while no client tracks
+	streamPrefixes []string           // what it covers
+	streamUp       bool               // it has been up since it started: its next OnUp follows a gap
 
 	streamMu sync.Mutex // serializes changes of the stream (ensureStream), which wait for a connection
 }
@@ -161,7 +170,17 @@ func coversAll(have, need []string) bool {
 	return true
 }
 
-// ensureStream makes the keyspace stream cover what the tracking clients need, on the node featcache reads from:
+// upstreamAddr is the address a keyspace stream tracks when it is current: the single node's (the primary's, which
+// Sentinel may move), or "" in front of a Redis Cluster, whose stream follows the masters itself.
+func (t *clientTracking) upstreamAddr() string {
+	if t.srv.clustered() {
+		return ""
+	}
+	return t.srv.up.Addr()
+}
+
+// ensureStream makes the keyspace stream cover what the tracking clients need, on the node featcache reads from
+// (in front of a Redis Cluster, on every master: upstream.Keyspace):
 // it starts one with the first tracking client and, when a client needs more (or the primary moved), makes a new
 // one and waits (up to upstream.timeout) for it to be established before it closes the old one, both delivering
 // meanwhile; the last client to leave closes it (disable). Prefixes are never narrowed while clients track.
@@ -175,11 +194,11 @@ func (t *clientTracking) ensureStream() {
 	}
 	need := t.neededLocked()
 	old := t.stream
-	if old != nil && coversAll(t.streamPrefixes, need) && old.Addr() == t.srv.up.Addr() {
+	if old != nil && coversAll(t.streamPrefixes, need) && old.Addr() == t.upstreamAddr() {
 		t.mu.Unlock()
 		return
 	}
-	if old != nil && old.Addr() == t.srv.up.Addr() {
+	if old != nil && old.Addr() == t.upstreamAddr() {
 		need = minimalPrefixes(append(need, t.streamPrefixes...))
 	}
 	next := t.startStream(need)
@@ -216,8 +235,8 @@ wait:
 // startStream starts a keyspace stream over prefixes; its OnUp and OnLost act only while it is t.stream, its
 // invalidations are delivered from the start. t.mu is held. A stream that cannot start (the primary is not known
 // yet) is nil: the keys outside the policies are not covered until the next ensureStream.
-func (t *clientTracking) startStream(prefixes []string) *upstream.Tracker {
-	var st *upstream.Tracker
+func (t *clientTracking) startStream(prefixes []string) *upstream.Keyspace {
+	var st *upstream.Keyspace
 	ready := make(chan struct{})
 	stream, err := t.srv.up.TrackKeyspace(upstream.TrackerOptions{
 		Prefixes:     prefixes,
@@ -274,7 +293,7 @@ func (t *clientTracking) disable(c *client) {
 	t.streamMu.Lock()
 	defer t.streamMu.Unlock()
 	t.mu.Lock()
-	var stop *upstream.Tracker
+	var stop *upstream.Keyspace
 	if len(t.clients) == 0 {
 		stop, t.stream, t.streamPrefixes = t.stream, nil, nil
 	}
@@ -337,8 +356,31 @@ func (t *clientTracking) Invalidated(keys [][]byte) { t.invalidate(keys, true) }
 func (t *clientTracking) Flushed() {
 	if t.active.Load() {
 		t.mu.Lock()
-		t.flushLocked()
+		if t.held > 0 {
+			t.heldNull = true // sent once by releaseFlushes
+		} else {
+			t.flushLocked()
+		}
 		t.mu.Unlock()
+	}
+}
+
+// holdFlushes starts a fan-out of FLUSHALL or FLUSHDB over a cluster's masters: the null invalidations that arrive
+// until releaseFlushes are sent as one, then. Holding a null back is safe because one goes out before the write's
+// reply: a client that read a key meanwhile still flushes it after the read.
+func (t *clientTracking) holdFlushes() {
+	t.mu.Lock()
+	t.held++
+	t.mu.Unlock()
+}
+
+// releaseFlushes ends what holdFlushes started, sending the null invalidation held back if any.
+func (t *clientTracking) releaseFlushes() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.held--; t.held == 0 && t.heldNull {
+		t.heldNull = false
+		t.flushLocked()
 	}
 }
 
@@ -351,7 +393,7 @@ func (t *clientTracking) Tracking(up bool) {
 	}
 	t.mu.Lock()
 	t.flushLocked()
-	moved := up && t.stream != nil && t.stream.Addr() != t.srv.up.Addr()
+	moved := up && t.stream != nil && t.stream.Addr() != t.upstreamAddr()
 	t.mu.Unlock()
 	if moved {
 		go t.ensureStream() // not on the upstream's callback, which holds its lock: it waits for the new stream

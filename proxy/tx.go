@@ -488,19 +488,35 @@ func (c *client) cmdExec(cmd *resp.Command) {
 	// The segment before EXEC must be answered first: its reads precede the transaction. In front of a Redis
 	// Cluster the router sends MULTI ... EXEC whole to the master of the transaction's keys: MULTI was held back
 	// until now, when its keys are known.
+	// A RESP3 client's transaction runs between HELLO 3 and HELLO 2, and EXEC's reply is relayed as Redis wrote it.
 	c.runSegment()
-	c.seg.req.Reset()
-	c.seg.req.AppendTx(c.tx.slot, c.tx.queue, c.tx.queued)
-	n := c.seg.req.Len()
+	req := &c.seg.req
+	req.Reset()
+	resp3 := c.resp3()
+	if resp3 {
+		req.AppendHello(3)
+	}
+	req.AppendTx(c.tx.slot, c.tx.queue, c.tx.queued)
+	exec := req.Len() - 1
+	if resp3 {
+		req.AppendHello(2)
+	}
+	n := req.Len()
 	start := time.Now()
-	err := c.srv.up.Forward(c.call, &c.seg.req)
+	err := c.srv.up.Forward(c.call, req)
 	c.srv.metrics.observeUpstream(upTransaction, start)
 	c.srv.stats.Forwarded.Add(int64(c.tx.queued))
 	c.queuedWritesNow()
-	c.seg.req.Reset()
+	req.Reset()
 	c.tx.resetQueue()
 	if c.call.Len() == n {
-		c.rawReply(c.call.Frame(n - 1))
+		if f := c.call.Frame(0); resp3 && f[0] != resp.TypeMap {
+			c.srv.resp3.Store(0)
+			c.srv.stats.Errors.Add(1)
+			c.errorReply("ERR " + errNoRESP3.Error())
+			return
+		}
+		c.rawReply(c.call.Frame(exec))
 		return
 	}
 	c.srv.stats.Errors.Add(1)

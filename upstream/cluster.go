@@ -79,7 +79,11 @@ type Cluster struct {
 	trusted   [SlotCount]bool         // the trust the tier was last told for each slot
 	untrusted int                     // slots of trusted that are false
 	prefix    []string                // the tracking prefixes, sorted
+	keyspaces []*Keyspace             // the keyspace streams (TrackKeyspace), which follow the masters
 	trackMu   sync.Mutex              // serializes SetPrefixes
+
+	// watch returns the Client's Watcher (nil if none), told what the masters' tracking connections see.
+	watch func() Watcher
 
 	kick        chan struct{} // asks the refresh loop for a refresh of the slot map
 	lastRefresh atomic.Int64  // unix nanoseconds of the last refresh attempt
@@ -107,8 +111,8 @@ func (cl *Cluster) Stats() ClusterStats {
 
 // newCluster returns a Cluster whose first node is seed (a pool already made for it), reads the slot map once,
 // and starts tracking on every master.
-func newCluster(opt Options, seed *Pool, log *slog.Logger) *Cluster {
-	cl := &Cluster{opt: opt, log: log, nodes: map[string]*clusterNode{}, kick: make(chan struct{}, 1)}
+func newCluster(opt Options, seed *Pool, log *slog.Logger, watch func() Watcher) *Cluster {
+	cl := &Cluster{opt: opt, log: log, nodes: map[string]*clusterNode{}, kick: make(chan struct{}, 1), watch: watch}
 	cl.untrusted = SlotCount
 	cl.prefix = sortedCopy(opt.Prefixes)
 	first := &clusterNode{addr: seed.Addr(), pool: seed}
@@ -296,7 +300,9 @@ const maxConnRedirects = 3
 // command with ASKING (asking is true), which Redis applies to the next command only. A MOVED patches the slot map
 // at once. Follow returns the last reply: the first one that is not a redirect to follow, or the one after a few
 // redirects (the client then sees Redis's own error). On a single node it returns reply as it is. When no
-// connection to the named node can be had, c stays where it was and the error is returned.
+// connection to the named node can be had, c stays where it was and the error is returned. A connection its owner
+// switched to RESP3 (SetRESP3) is switched on the new node too before the command is sent again; when that fails
+// the error is returned.
 //
 // A session does not follow ASK: ASKING covers one command, and the session's next command on the importing node
 // would be redirected back.
@@ -324,7 +330,15 @@ func (c *Conn) Follow(reply []byte, ask bool, send func(asking bool) ([]byte, er
 			return nil, err
 		}
 		c.swap(next)
-		next.Release() // c's old connection: the redirected command left no state on it
+		if c.resp3 {
+			// The session speaks RESP3: the old connection, switched, is not reused, and the new one is switched.
+			next.Close()
+			if err := c.hello3(); err != nil {
+				return nil, err
+			}
+		} else {
+			next.Release() // c's old connection: the redirected command left no state on it
+		}
 		if reply, err = send(kind == redirectAsk); err != nil {
 			return nil, err
 		}

@@ -74,7 +74,7 @@ func (c *Client) startCluster() {
 	c.curMu.Lock()
 	opt.Prefixes = c.prefix // as SetPrefixes may have changed them while nothing answered
 	c.curMu.Unlock()
-	cl := newCluster(opt, c.Pool, c.log)
+	cl := newCluster(opt, c.Pool, c.log, c.watching)
 	c.cluster.Store(cl)
 	close(c.decided)
 	go cl.run(c.stop, c.exited)

@@ -123,6 +123,9 @@ func (cl *Cluster) installLocked(old, m *slotMap) {
 		cl.parts.FlushPartitions(flush) // partition s is slot s
 	}
 	cl.startTrackersLocked(m)
+	for _, ks := range cl.keyspaces {
+		ks.startLocked(m)
+	}
 	cl.retrustLocked()
 	if changed > 0 {
 		cl.mapChanges.Add(1)
@@ -210,6 +213,9 @@ func (cl *Cluster) apply(ranges []slotRange, src *clusterNode) {
 	m.rebuildMasters()
 	cl.installLocked(old, m)
 	stop := cl.stopTrackersLocked(m)
+	for _, ks := range cl.keyspaces {
+		stop = append(stop, ks.stopLocked(m)...)
+	}
 	cl.mu.Unlock()
 	for _, t := range stop {
 		t.Close()

@@ -18,6 +18,13 @@ import (
 // TRYAGAIN (a multi-key command while its keys are split across a migration) is retried after a short pause, each
 // at most maxRedirects times. Splitting multi-key commands across slots and fanning keyspace-wide commands out is
 // the proxy's business: the router sends what it is given.
+//
+// A RESP3 client's commands travel between the HELLO 3 and HELLO 2 its payload holds (Payload.AppendHello). When
+// they all go to one node the payload is sent as it is. Otherwise the HELLOs are not sent as they are: each
+// node's part is wrapped in HELLO 3 ... HELLO 2 around its RESP3 commands (HELLO 3 before ASKING, which Redis
+// applies to the next command only), and each of the payload's HELLO 3 is answered with the reply of one the
+// router sent for the commands after it: a refusal if any node refused, else a node's map. Its HELLO 2 is
+// answered +OK, which is not Redis's reply: nothing reads it.
 
 // route is the scratch state of one Do: the payload's units, the groups each round sends, and the calls their
 // replies arrived in. Routes are pooled.
@@ -38,6 +45,9 @@ type unit struct {
 	frames     int  // its reply frames
 	slot       int  // the slot it is routed by, NoSlot for none
 	tx         bool // a MULTI ... EXEC: sent again whole after a redirect
+	hello      bool // a HELLO of the payload (Payload.AppendHello): not routed, answered by assemble
+	resp3      bool // runs in RESP3 (for a HELLO: the units after it do)
+	helloAt    int  // the frame in src of the HELLO 3 send wrapped it in; -1 when none did
 	nd         *clusterNode
 	asking     bool // an ASK redirect: send ASKING first
 	tries      int
@@ -55,6 +65,8 @@ type group struct {
 	call    *Call
 	units   []int
 	err     error
+	resp3   bool // the payload so far leaves its connection in RESP3
+	hello   int  // the frame of its last HELLO 3
 }
 
 var (
@@ -88,10 +100,23 @@ func (cl *Cluster) do(call *Call, p *Payload, fwd bool) error {
 	r.fwd, r.cancel = fwd, call.Cancel
 	r.plan(p)
 	m := cl.smap.Load()
+	first := -1
 	for i := range r.units {
-		r.units[i].nd = m.node(r.units[i].slot)
+		if u := &r.units[i]; !u.hello {
+			u.nd = m.node(u.slot)
+			if first < 0 {
+				first = i
+			}
+		}
 	}
-	if r.units[0].nd == nil {
+	if first < 0 {
+		// Nothing but HELLOs: they are sent as commands of their own, to the first master.
+		first = 0
+		for i := range r.units {
+			r.units[i].hello, r.units[i].nd = false, m.node(NoSlot)
+		}
+	}
+	if r.units[first].nd == nil {
 		err := ErrNoClusterNode
 		for i := 0; i < n; i++ {
 			call.Replies = failureFrame(call.Replies, err)
@@ -102,8 +127,8 @@ func (cl *Cluster) do(call *Call, p *Payload, fwd bool) error {
 	}
 	// Most payloads (a single miss, a client's pipeline of keys that share a hash tag) go to one master: send
 	// the payload as it is, and return its frames where they arrived unless one of them asks for a redirect.
-	if r.oneNode() {
-		nd := r.units[0].nd
+	if r.oneNode(first) {
+		nd := r.units[first].nd
 		err := nd.pool.exchange(call, payload, n, fwd)
 		if err == nil && !hasRedirect(call) {
 			return nil
@@ -115,7 +140,9 @@ func (cl *Cluster) do(call *Call, p *Payload, fwd bool) error {
 	} else {
 		r.idx = r.idx[:0]
 		for i := range r.units {
-			r.idx = append(r.idx, i)
+			if !r.units[i].hello {
+				r.idx = append(r.idx, i)
+			}
 		}
 		r.send(cl, payload, r.idx)
 	}
@@ -134,11 +161,11 @@ func (cl *Cluster) do(call *Call, p *Payload, fwd bool) error {
 	return r.assemble(call)
 }
 
-// oneNode reports whether every unit goes to the same node.
-func (r *route) oneNode() bool {
-	nd := r.units[0].nd
-	for i := 1; i < len(r.units); i++ {
-		if r.units[i].nd != nd {
+// oneNode reports whether every unit goes to the same node as units[first], the first that is not a HELLO.
+func (r *route) oneNode(first int) bool {
+	nd := r.units[first].nd
+	for i := first + 1; i < len(r.units); i++ {
+		if u := &r.units[i]; !u.hello && u.nd != nd {
 			return false
 		}
 	}
@@ -150,7 +177,8 @@ func (r *route) plan(p *Payload) {
 	r.units = r.units[:0]
 	start := 0
 	for _, s := range p.units {
-		r.units = append(r.units, unit{start: start, end: s.end, frames: s.frames, slot: s.slot, tx: s.tx})
+		r.units = append(r.units, unit{start: start, end: s.end, frames: s.frames, slot: s.slot, tx: s.tx,
+			hello: s.hello, resp3: s.resp3, helloAt: -1})
 		start = s.end
 	}
 }
@@ -177,6 +205,13 @@ func (r *route) send(cl *Cluster, payload []byte, idx []int) {
 	for _, i := range idx {
 		u := &r.units[i]
 		g := r.group(u.nd)
+		if u.resp3 != g.resp3 {
+			g.switchProto(u.resp3)
+		}
+		u.helloAt = -1
+		if u.resp3 {
+			u.helloAt = g.hello
+		}
 		if u.asking {
 			g.payload = append(g.payload, askingCmd...)
 			g.frames++
@@ -185,6 +220,11 @@ func (r *route) send(cl *Cluster, payload []byte, idx []int) {
 		g.payload = append(g.payload, payload[u.start:u.end]...)
 		g.frames += u.frames
 		g.units = append(g.units, i)
+	}
+	for gi := range r.groups {
+		if g := &r.groups[gi]; g.resp3 {
+			g.switchProto(false) // a shared connection is left in RESP2
+		}
 	}
 	var wg sync.WaitGroup
 	for gi := 1; gi < len(r.groups); gi++ {
@@ -215,6 +255,18 @@ func (r *route) send(cl *Cluster, payload []byte, idx []int) {
 	}
 }
 
+// switchProto appends HELLO 3 (resp3) or HELLO 2 to the group's payload.
+func (g *group) switchProto(resp3 bool) {
+	if resp3 {
+		g.payload = append(g.payload, hello3Cmd...)
+		g.hello = g.frames
+	} else {
+		g.payload = append(g.payload, hello2Cmd...)
+	}
+	g.frames++
+	g.resp3 = resp3
+}
+
 // group returns the group of this round for nd, starting one with a fresh call.
 func (r *route) group(nd *clusterNode) *group {
 	for i := range r.groups {
@@ -230,6 +282,7 @@ func (r *route) group(nd *clusterNode) *group {
 		r.groups = r.groups[:len(r.groups)+1]
 		g := &r.groups[len(r.groups)-1]
 		g.nd, g.payload, g.frames, g.call, g.units, g.err = nd, g.payload[:0], 0, call, g.units[:0], nil
+		g.resp3, g.hello = false, 0
 		return g
 	}
 	r.groups = append(r.groups, group{nd: nd, call: call})
@@ -242,7 +295,7 @@ func (r *route) redirects(cl *Cluster) (again []int, wait bool) {
 	r.idx = r.idx[:0]
 	for i := range r.units {
 		u := &r.units[i]
-		if u.err != nil || u.tries >= maxRedirects {
+		if u.hello || u.err != nil || u.tries >= maxRedirects {
 			continue
 		}
 		kind, slot, addr := unitRedirect(u)
@@ -354,6 +407,11 @@ func (r *route) assemble(call *Call) error {
 	var first error
 	for i := range r.units {
 		u := &r.units[i]
+		if u.hello {
+			out = r.helloReply(out, i)
+			ends = append(ends, len(out))
+			continue
+		}
 		for j := 0; j < u.frames; j++ {
 			if k := u.first + j; k < u.src.Len() {
 				out = append(out, u.src.Frame(k)...)
@@ -371,6 +429,42 @@ func (r *route) assemble(call *Call) error {
 	call.Ends, r.ends = ends, call.Ends[:0]
 	call.Err = first
 	return first
+}
+
+// helloReply appends the reply to the payload's HELLO at unit i (see the comment at the top of this file): for a
+// HELLO 3, the first refusal of a HELLO 3 the router sent for the units after it, else the reply to the payload's
+// own HELLO when it was sent as it is, else a map a node answered; for a HELLO 2, its reply when it was sent, else
+// +OK.
+func (r *route) helloReply(dst []byte, i int) []byte {
+	h := &r.units[i]
+	var accepted []byte
+	var failed error
+	for j := i + 1; j < len(r.units) && h.resp3 && !r.units[j].hello; j++ {
+		u := &r.units[j]
+		if failed == nil {
+			failed = u.err
+		}
+		if u.helloAt < 0 || u.src == nil || u.helloAt >= u.src.Len() {
+			continue
+		}
+		f := u.src.Frame(u.helloAt)
+		if f[0] != resp.TypeMap {
+			return append(dst, f...)
+		}
+		if accepted == nil {
+			accepted = f
+		}
+	}
+	switch {
+	case h.src != nil && h.first < h.src.Len():
+		return append(dst, h.src.Frame(h.first)...)
+	case !h.resp3:
+		return append(dst, "+OK\r\n"...)
+	case accepted != nil:
+		return append(dst, accepted...)
+	}
+	// No node answered the commands after it: they have failure frames of their own.
+	return failureFrame(dst, failed)
 }
 
 func (r *route) release() {

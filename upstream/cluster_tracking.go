@@ -18,6 +18,10 @@ import (
 // as another server (its run_id changed: restarted, restored) has its slots flushed, as a single node that comes
 // back as another one has the whole tier flushed. A slot that passes to another master (failover, resharding) is
 // flushed when the slot map learns it (installLocked).
+//
+// The Client's Watcher (the proxy's CLIENT TRACKING) sees what every master's connection sees, as it sees the
+// single node's: invalidations, null pushes, and each connection's loss and return. Keyspace streams
+// (TrackKeyspace, keyspace.go) have a connection on every master too, started and stopped with the slot map.
 
 // startTrackersLocked starts tracking on every master of m that has none. Caller holds cl.mu.
 func (cl *Cluster) startTrackersLocked(m *slotMap) {
@@ -58,21 +62,58 @@ func (cl *Cluster) startTracker(nd *clusterNode, prefixes []string) *Tracker {
 		Prefixes:      prefixes,
 		Timeout:       cl.opt.Timeout,
 		CheckInterval: cl.opt.HealthInterval,
-		OnInvalidate:  func(keys [][]byte) { cache.Invalidate(keys...) },
-		OnFlush:       cache.Flush,
-		OnUp:          func(runID string) { <-ready; cl.trackerUp(nd, t, runID) },
-		OnLost:        func(err error) { <-ready; cl.trackerLost(nd, t, err) },
-		Logger:        cl.log,
+		OnInvalidate: func(keys [][]byte) {
+			cache.Invalidate(keys...)
+			if w := cl.watcher(); w != nil {
+				w.Invalidated(keys)
+			}
+		},
+		OnFlush: func() {
+			cache.Flush()
+			if w := cl.watcher(); w != nil {
+				w.Flushed()
+			}
+		},
+		OnUp:   func(runID string) { <-ready; cl.trackerUp(nd, t, runID) },
+		OnLost: func(err error) { <-ready; cl.trackerLost(nd, t, err) },
+		Logger: cl.log,
 	})
 	close(ready)
 	return t
 }
 
+// watcher returns the Watcher told what the masters' tracking connections see; nil if none.
+func (cl *Cluster) watcher() Watcher {
+	if cl.watch == nil {
+		return nil
+	}
+	return cl.watch()
+}
+
+// trackerUp and trackerLost tell the Watcher, once the Cluster's lock is released, that a master's tracking
+// connection came up or was lost: as in front of a single node, what was written meanwhile was not announced.
 func (cl *Cluster) trackerUp(nd *clusterNode, t *Tracker, runID string) {
+	if cl.noteTrackerUp(nd, t, runID) {
+		if w := cl.watcher(); w != nil {
+			w.Tracking(true)
+		}
+	}
+}
+
+func (cl *Cluster) trackerLost(nd *clusterNode, t *Tracker, err error) {
+	if cl.noteTrackerLost(nd, t, err) {
+		if w := cl.watcher(); w != nil {
+			w.Tracking(false)
+		}
+	}
+}
+
+// noteTrackerUp records that nd's tracking came up, and reports whether t is nd's current tracker.
+func (cl *Cluster) noteTrackerUp(nd *clusterNode, t *Tracker, runID string) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if nd.tracker != t {
-		return
+		return false
 	}
 	if nd.runID != "" && runID != nd.runID {
 		// A restarted or restored master: what was cached from its slots may be anything now.
@@ -88,13 +129,15 @@ func (cl *Cluster) trackerUp(nd *clusterNode, t *Tracker, runID string) {
 	nd.runID, nd.up = runID, true
 	cl.retrustLocked()
 	cl.log.Info("upstream: tracking up on cluster master", "addr", nd.addr, "run_id", runID)
+	return true
 }
 
-func (cl *Cluster) trackerLost(nd *clusterNode, t *Tracker, err error) {
+// noteTrackerLost records that nd's tracking was lost, and reports whether t is nd's current tracker.
+func (cl *Cluster) noteTrackerLost(nd *clusterNode, t *Tracker, err error) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if nd.tracker != t {
-		return
+		return false
 	}
 	nd.up = false
 	cl.retrustLocked()
@@ -102,6 +145,7 @@ func (cl *Cluster) trackerLost(nd *clusterNode, t *Tracker, err error) {
 		cl.log.Warn("upstream: tracking lost on cluster master: its slots are untrusted", "addr", nd.addr, "err", err)
 		cl.refreshSoon() // a failed master is replaced by its replica: learn it soon
 	}
+	return true
 }
 
 // Tracking reports whether tracking is configured, and whether it is established for every slot.

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ type Conn struct {
 	nc      net.Conn
 	moved   atomic.Bool // closed by Retarget: reads and writes fail with ErrRetargeted
 	unnamed bool        // Redis was busy when CLIENT SETNAME was sent: not kept for reuse
+	resp3   bool        // switched to RESP3 (SetRESP3): Follow switches the connection it moves to, Release closes it
 
 	buf        []byte
 	start, end int
@@ -145,6 +147,26 @@ func (c *Conn) ReadFrame(dst []byte, deadline time.Time) ([]byte, error) {
 	}
 }
 
+// SetRESP3 records that the connection's owner switched it to RESP3 (on) or back to RESP2 with HELLO. A RESP3
+// connection is not reused by another owner (Release closes it), and when Follow moves it to another node it
+// switches the new connection with HELLO 3 too.
+func (c *Conn) SetRESP3(on bool) { c.resp3 = on }
+
+// hello3 switches the connection to RESP3, waiting at most the pool's timeout for Redis's map.
+func (c *Conn) hello3() error {
+	call := NewCall()
+	if err := c.Do(call, hello3Cmd, 1, time.Now().Add(c.pool.opt.Timeout)); err != nil {
+		return err
+	}
+	switch f := call.Frame(0); f[0] {
+	case resp.TypeMap:
+		return nil
+	case resp.TypeError:
+		return fmt.Errorf("upstream: %s refused HELLO 3: %w", c.pool.Addr(), resp.ParseError(f))
+	}
+	return fmt.Errorf("upstream: %s did not switch to RESP3", c.pool.Addr())
+}
+
 // Buffered reports whether reply bytes are waiting to be read.
 func (c *Conn) Buffered() bool { return c.start < c.end }
 
@@ -171,7 +193,7 @@ func (c *Conn) Do(call *Call, payload []byte, n int, deadline time.Time) error {
 // transaction, watch, subscription or unread reply); otherwise it must Close instead.
 func (c *Conn) Release() {
 	p := c.pool
-	if c.Buffered() || c.unnamed || p.closed.Load() {
+	if c.Buffered() || c.unnamed || c.resp3 || p.closed.Load() {
 		c.Close()
 		return
 	}

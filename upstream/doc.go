@@ -36,5 +36,10 @@
 // the Cluster router, which sends each command to the master of its slot, without parsing the payload, follows
 // MOVED, ASK and TRYAGAIN, and keeps one tracking connection per master, and the tier's trust per hash slot
 // (PartitionedCache). Dedicated connections to a cluster follow redirects too, for a command that left no state
-// (Conn.Follow).
+// (Conn.Follow), and a connection switched to RESP3 is switched again on the node it moves to.
+//
+// A RESP3 client's commands are appended between Payload.AppendHello(3) and AppendHello(2): a single node runs
+// them in RESP3 as they come; the router wraps each master's part in HELLO 3 ... HELLO 2. Keyspace streams
+// (TrackKeyspace: the keys featcache's tracking clients read outside the policies) have one tracking connection
+// on the single node, or one per master, and the masters' tracking connections tell the Watcher what they see.
 package upstream

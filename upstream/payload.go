@@ -18,6 +18,7 @@ type Payload struct {
 	n     int    // commands
 	units []span // where each unit ends, how many commands it has, its slot
 	open  bool   // the last unit is a transaction that Exec has not closed yet
+	resp3 bool   // AppendHello(3) switched the commands appended since to RESP3
 }
 
 // span is one unit of a Payload: a command, or a transaction from MULTI to EXEC, which the router sends to one
@@ -27,6 +28,9 @@ type span struct {
 	frames int  // its commands, and so its reply frames
 	slot   int  // the slot it is routed by: its first keyed command's, NoSlot for none
 	tx     bool // a MULTI ... EXEC, sent again whole after a redirect
+	// hello marks a HELLO appended by AppendHello; resp3 says that the unit runs in RESP3 (for a HELLO: that the
+	// units after it do).
+	hello, resp3 bool
 }
 
 var (
@@ -48,7 +52,33 @@ func (p *Payload) Size() int { return len(p.b) }
 func (p *Payload) Cap() int { return cap(p.b) }
 
 // Reset empties the payload and keeps its memory.
-func (p *Payload) Reset() { p.b, p.n, p.units, p.open = p.b[:0], 0, p.units[:0], false }
+func (p *Payload) Reset() {
+	p.b, p.n, p.units, p.open, p.resp3 = p.b[:0], 0, p.units[:0], false, false
+}
+
+var (
+	hello3Cmd = resp.AppendCommand(nil, "HELLO", "3")
+	hello2Cmd = resp.AppendCommand(nil, "HELLO", "2")
+)
+
+// AppendHello appends HELLO 3 (proto 3) or HELLO 2 (any other proto): the commands appended after it, until the
+// next AppendHello, run in that protocol, and the payload's connection is left in it. A payload that switches to
+// RESP3 must switch back before it ends: shared connections speak RESP2.
+//
+// In front of a single node the HELLO is sent as it is, between the commands. The cluster router sends each
+// node's part of the payload wrapped in HELLO 3 ... HELLO 2 wherever it holds RESP3 commands (also when they are
+// sent again after a redirect), and answers a HELLO it did not send as it is with the reply of one it sent for
+// the same commands (see Cluster.Do).
+func (p *Payload) AppendHello(proto int) {
+	if proto == 3 {
+		p.b = append(p.b, hello3Cmd...)
+	} else {
+		p.b = append(p.b, hello2Cmd...)
+	}
+	p.resp3 = proto == 3
+	p.added(NoSlot)
+	p.units[len(p.units)-1].hello = true
+}
 
 // Append appends one command: raw, the command's RESP bytes as a client sent them, or when raw is nil args
 // encoded as a RESP array. Its slot is its first key's, as info's key specs find the keys in args (NoSlot when
@@ -151,5 +181,5 @@ func (p *Payload) added(slot int) {
 		}
 		return
 	}
-	p.units = append(p.units, span{end: len(p.b), frames: 1, slot: slot})
+	p.units = append(p.units, span{end: len(p.b), frames: 1, slot: slot, resp3: p.resp3})
 }
