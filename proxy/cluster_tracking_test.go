@@ -239,7 +239,7 @@ func TestClusterClientTrackingEveryMaster(t *testing.T) {
 		return up
 	})
 	for _, m := range ct.cl.Masters {
-		if n := trackingConns(m); n != 1 {
+		if n := len(trackingConns(m)); n != 1 {
 			t.Fatalf("%s: tracking connections before any client tracks: %d; want 1", m.Addr(), n)
 		}
 	}
@@ -247,7 +247,7 @@ func TestClusterClientTrackingEveryMaster(t *testing.T) {
 	a.Do("HELLO", "3")
 	expectDo(t, a, "+OK\r\n", "CLIENT", "TRACKING", "ON")
 	for _, m := range ct.cl.Masters {
-		if n := trackingConns(m); n != 2 {
+		if n := len(trackingConns(m)); n != 2 {
 			t.Fatalf("%s: tracking connections once a client tracks: %d; want 2 (enable waits for the stream)",
 				m.Addr(), n)
 		}
@@ -264,7 +264,7 @@ func TestClusterClientTrackingEveryMaster(t *testing.T) {
 	a.Close()
 	redistest.Eventually(t, 5*time.Second, "the keyspace streams closed with the last tracking client", func() bool {
 		for _, m := range ct.cl.Masters {
-			if trackingConns(m) != 1 {
+			if len(trackingConns(m)) != 1 {
 				return false
 			}
 		}
@@ -288,7 +288,7 @@ func TestClusterClientTrackingLoss(t *testing.T) {
 	lost := ct.cl.Masters[2]
 	keys := []string{"c:1" + ct.tags[2], "u:1" + ct.tags[2], "c:1" + ct.tags[0]}
 	a.Do(append([]string{"MGET"}, keys...)...)
-	if !killTracking(t, lost) {
+	if killConns(lost, trackingConns(lost)) == 0 {
 		t.Fatal("no tracking connection of featcache found on the master")
 	}
 	if got := readPush(t, a); got != pushedNull {
@@ -296,7 +296,7 @@ func TestClusterClientTrackingLoss(t *testing.T) {
 	}
 	redistest.Eventually(t, 10*time.Second, "tracking back", func() bool {
 		_, up := p.up.Tracking()
-		return up && trackingConns(lost) == 2
+		return up && len(trackingConns(lost)) == 2
 	})
 	// Nulls for the other loss and the returns, then nothing but what the writes below announce.
 	for {
