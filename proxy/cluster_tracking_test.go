@@ -322,8 +322,8 @@ func TestClusterClientTrackingLoss(t *testing.T) {
 func TestClusterClientTrackingRefusedWithoutTracking(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 0)
 	p := startProxyAt(t, cl.Addrs()[:1], nil, "upstream:\n  tracking: false\n"+trackingTestConfig)
-	expectDo(t, p.dial(), "-ERR 'client|tracking' is not supported by featcache: it would change a shared upstream "+
-		"connection\r\n", "CLIENT", "TRACKING", "ON")
+	expectDo(t, p.dial(), "-ERR 'client|tracking' is not supported by featcache with upstream.tracking off: it has no "+
+		"invalidation stream to serve it\r\n", "CLIENT", "TRACKING", "ON")
 }
 
 // TestClusterClientTrackingRueidis runs the rueidis client with client-side caching through featcache in front of a

@@ -35,7 +35,7 @@ func (c *client) trackingSupported() bool {
 func (c *client) cmdClientTracking(args [][]byte) {
 	if !c.trackingSupported() {
 		c.srv.stats.Refused.Add(1)
-		c.errorReply("ERR 'client|tracking' is not supported by featcache: it would change a shared upstream connection")
+		c.errorReply("ERR 'client|tracking' is not supported by featcache with upstream.tracking off: it has no invalidation stream to serve it")
 		return
 	}
 	var (

@@ -543,11 +543,11 @@ func TestClientTrackingMaxKeys(t *testing.T) {
 }
 
 // TestClientTrackingRefused: without upstream tracking (TTL-only) featcache receives no invalidation, and refuses
-// CLIENT TRACKING as before.
+// CLIENT TRACKING, saying why.
 func TestClientTrackingRefused(t *testing.T) {
 	p := startProxy(t, ttlOnlyConfig)
 	c := p.dial()
-	expectDo(t, c, "-ERR 'client|tracking' is not supported by featcache: it would change a shared upstream connection\r\n",
+	expectDo(t, c, "-ERR 'client|tracking' is not supported by featcache with upstream.tracking off: it has no invalidation stream to serve it\r\n",
 		"CLIENT", "TRACKING", "ON")
 	expectDo(t, c, "*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n",
 		"CLIENT", "TRACKINGINFO")
