@@ -213,8 +213,8 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 	out := dst
 	// The callback runs under freecache's segment lock: it only decodes and appends.
 	_ = c.fc.GetFn(key, func(b []byte) error {
-		h, v, err := decodeHeader(b)
-		if err != nil || h.Epoch != epoch || h.Kind == KindHash || h.Session < floor {
+		var h Header
+		if h.decode(b) != nil || h.Epoch != epoch || h.Kind == KindHash || h.Session < floor {
 			return nil // a hash is not a value: GET of it is Redis's WRONGTYPE error
 		}
 		unverified := h.Session != session || h.Unverified
@@ -223,7 +223,7 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 		}
 		lk = h.lookup(p, nowMs, allowDead, unverified)
 		if lk.State != StateMiss {
-			out = appendReply(out, h.Kind, v)
+			out = appendReply(out, h.Kind, b[headerSize:])
 		}
 		return nil
 	})
@@ -307,7 +307,15 @@ func (h *Header) lookup(p *Policy, nowMs int64, allowDead, unverified bool) Look
 	if h.before(p) {
 		return Lookup{}
 	}
-	st, soft, hard := h.state(p, nowMs)
+	// As state decides, without the call: this runs on every hit.
+	soft, hard := h.deadlines(p)
+	st := StateFresh
+	switch {
+	case nowMs >= hard:
+		st = StateDead
+	case nowMs >= soft:
+		st = StateStale
+	}
 	if unverified {
 		// An entry that tracking no longer vouches for is served only within its soft TTL (and by
 		// serve-stale while the upstream fails), and should be re-fetched.
