@@ -218,6 +218,11 @@ func (c *client) readGet(cmd *resp.Command) {
 	buf := c.replies.buf()
 	var look localcache.Lookup
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
+	if look.State == localcache.StateFresh {
+		c.pend.hit(pc, look.Age) // served's case of a fresh entry, without the call
+		*buf = c.seg.servedNil(*buf, look.Kind)
+		return
+	}
 	if c.served(look, key, lp, pc) {
 		*buf = c.seg.servedNil(*buf, look.Kind)
 		return
