@@ -81,11 +81,9 @@ func (s State) String() string {
 
 // Lookup describes what AppendGet served. For StateMiss all other fields are zero.
 type Lookup struct {
-	State    State
-	Kind     Kind
-	Age      time.Duration // time since the fill that stored the entry began
-	SoftLeft time.Duration // time until the soft deadline under the lookup's policy; <= 0 once past it
-	HardLeft time.Duration // time until the hard deadline under the lookup's policy; <= 0 once past it
+	State State
+	Kind  Kind
+	Age   time.Duration // time since the fill that stored the entry began
 	// Fill is, for a hash field, the tag of the fill that read it: fields with the same tag were read together,
 	// at one instant. 0 for values.
 	Fill uint32
@@ -335,13 +333,7 @@ func (h *Header) lookup(p *Policy, nowMs int64, allowDead, unverified bool) Look
 			return Lookup{}
 		}
 	}
-	return Lookup{
-		State:    st,
-		Kind:     h.Kind,
-		Age:      time.Duration(nowMs-h.FetchedAt) * time.Millisecond,
-		SoftLeft: time.Duration(soft-nowMs) * time.Millisecond,
-		HardLeft: time.Duration(hard-nowMs) * time.Millisecond,
-	}
+	return Lookup{State: st, Kind: h.Kind, Age: time.Duration(nowMs-h.FetchedAt) * time.Millisecond}
 }
 
 // appendReply appends the RESP2 reply to GET for an entry of kind k holding v.
