@@ -220,8 +220,12 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 			return nil
 		}
 		lk = h.lookup(p, nowMs, allowDead, unverified)
-		if lk.State != StateMiss {
-			out = appendReply(out, h.Kind, b[headerSize:])
+		switch {
+		case lk.State == StateMiss:
+		case h.Kind == KindNil:
+			out = resp.AppendNullBulk(out)
+		default:
+			out = resp.AppendBulk(out, b[headerSize:])
 		}
 		return nil
 	})
@@ -334,12 +338,4 @@ func (h *Header) lookup(p *Policy, nowMs int64, allowDead, unverified bool) Look
 		}
 	}
 	return Lookup{State: st, Kind: h.Kind, Age: time.Duration(nowMs-h.FetchedAt) * time.Millisecond}
-}
-
-// appendReply appends the RESP2 reply to GET for an entry of kind k holding v.
-func appendReply(dst []byte, k Kind, v []byte) []byte {
-	if k == KindNil {
-		return resp.AppendNullBulk(dst)
-	}
-	return resp.AppendBulk(dst, v)
 }
