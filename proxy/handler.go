@@ -397,10 +397,15 @@ const hotSampleMean = 16
 // sampleHot records key in the tracker once every hotSampleMean reads on average. The gaps are drawn at random
 // (1 to 2*hotSampleMean-1) from a per-connection generator, so a client that reads the same keys in the same
 // order every time (a fixed MGET) does not have the same position sampled again and again.
+// It is small enough to be inlined: the reads it skips cost no call.
 func (c *client) sampleHot(t *warm.TopK, key []byte) {
-	if c.hotSkip--; c.hotSkip > 0 {
-		return
+	if c.hotSkip--; c.hotSkip <= 0 {
+		c.recordHot(t, key)
 	}
+}
+
+// recordHot records key for sampleHot and draws the next gap.
+func (c *client) recordHot(t *warm.TopK, key []byte) {
 	// xorshift64: a few cycles, no shared state.
 	x := c.hotRand
 	x ^= x << 13
