@@ -34,7 +34,8 @@ func AppendBulk(dst, b []byte) []byte {
 	case n < 100:
 		dst = append(dst, TypeBulk, byte('0'+n/10), byte('0'+n%10), '\r', '\n')
 	case n < 1000:
-		dst = append(dst, TypeBulk, byte('0'+n/100), byte('0'+n/10%10), byte('0'+n%10), '\r', '\n')
+		lo := uint(n%100) * 2
+		dst = append(dst, TypeBulk, byte('0'+n/100), digitPairs[lo], digitPairs[lo+1], '\r', '\n')
 	case n < 10000:
 		hi, lo := uint(n/100)*2, uint(n%100)*2
 		dst = append(dst, TypeBulk, digitPairs[hi], digitPairs[hi+1], digitPairs[lo], digitPairs[lo+1], '\r', '\n')
@@ -45,7 +46,8 @@ func AppendBulk(dst, b []byte) []byte {
 	return append(dst, '\r', '\n')
 }
 
-// digitPairs holds the two digits of every number below 100, so that a four-digit length takes two divisions.
+// digitPairs holds the two digits of every number below 100, so that a three- or four-digit length takes two
+// divisions.
 const digitPairs = "00010203040506070809101112131415161718192021222324252627282930313233343536373839" +
 	"40414243444546474849505152535455565758596061626364656667686970717273747576777879" +
 	"8081828384858687888990919293949596979899"
