@@ -78,11 +78,9 @@ func enumName(names []string, v uint8, typ string) string {
 
 // Lookup describes what AppendGet served. For StateMiss all other fields are zero.
 type Lookup struct {
-	State    State
-	Kind     Kind
-	Age      time.Duration // time since the fill that stored the entry began
-	SoftLeft time.Duration // time until the soft deadline under the lookup's policy; <= 0 once past it
-	HardLeft time.Duration // time until the hard deadline under the lookup's policy; <= 0 once past it
+	State State
+	Kind  Kind
+	Age   time.Duration // time since the fill that stored the entry began
 	// Fill is, for a hash field, the tag of the fill that read it: fields with the same tag were read together,
 	// at one instant. 0 for values.
 	Fill uint32
@@ -210,8 +208,8 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 	out := dst
 	// The callback runs under freecache's segment lock: it only decodes and appends.
 	_ = c.fc.GetFn(key, func(b []byte) error {
-		h, v, err := decodeHeader(b)
-		if err != nil || h.Epoch != epoch || h.Kind == KindHash || h.Session < floor {
+		var h Header
+		if h.decode(b) != nil || h.Epoch != epoch || h.Kind == KindHash || h.Session < floor {
 			return nil // a hash is not a value: GET of it is Redis's WRONGTYPE error
 		}
 		unverified := h.Session != session || h.Unverified
@@ -219,8 +217,12 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 			return nil
 		}
 		lk = h.lookup(p, nowMs, allowDead, unverified)
-		if lk.State != StateMiss {
-			out = appendReply(out, h.Kind, v)
+		switch {
+		case lk.State == StateMiss:
+		case h.Kind == KindNil:
+			out = resp.AppendNullBulk(out)
+		default:
+			out = resp.AppendBulk(out, b[headerSize:])
 		}
 		return nil
 	})
@@ -304,7 +306,15 @@ func (h *Header) lookup(p *Policy, nowMs int64, allowDead, unverified bool) Look
 	if h.before(p) {
 		return Lookup{}
 	}
-	st, soft, hard := h.state(p, nowMs)
+	// As state decides, without the call: this runs on every hit.
+	soft, hard := h.deadlines(p)
+	st := StateFresh
+	switch {
+	case nowMs >= hard:
+		st = StateDead
+	case nowMs >= soft:
+		st = StateStale
+	}
 	if unverified {
 		// An entry that tracking no longer vouches for is served only within its soft TTL (and by
 		// serve-stale while the upstream fails), and should be re-fetched.
@@ -324,19 +334,5 @@ func (h *Header) lookup(p *Policy, nowMs int64, allowDead, unverified bool) Look
 			return Lookup{}
 		}
 	}
-	return Lookup{
-		State:    st,
-		Kind:     h.Kind,
-		Age:      time.Duration(nowMs-h.FetchedAt) * time.Millisecond,
-		SoftLeft: time.Duration(soft-nowMs) * time.Millisecond,
-		HardLeft: time.Duration(hard-nowMs) * time.Millisecond,
-	}
-}
-
-// appendReply appends the RESP2 reply to GET for an entry of kind k holding v.
-func appendReply(dst []byte, k Kind, v []byte) []byte {
-	if k == KindNil {
-		return resp.AppendNullBulk(dst)
-	}
-	return resp.AppendBulk(dst, v)
+	return Lookup{State: st, Kind: h.Kind, Age: time.Duration(nowMs-h.FetchedAt) * time.Millisecond}
 }

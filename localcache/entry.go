@@ -87,25 +87,33 @@ func (h *Header) append(dst []byte) []byte {
 // decodeHeader splits an encoded entry into its header and its value. The returned value aliases b.
 // It rejects input shorter than a header, an unknown version and an unknown kind; it never panics.
 func decodeHeader(b []byte) (Header, []byte, error) {
+	var h Header
+	if err := h.decode(b); err != nil {
+		return Header{}, nil, err
+	}
+	return h, b[headerSize:], nil
+}
+
+// decode sets h from the header at the start of b, as decodeHeader does, without copying a Header out: the hit
+// path decodes one per lookup. h is unchanged when it returns an error.
+func (h *Header) decode(b []byte) error {
 	if len(b) < headerSize {
-		return Header{}, nil, errShortHeader
+		return errShortHeader
 	}
 	if b[0] != headerVersion {
-		return Header{}, nil, errHeaderVersion
+		return errHeaderVersion
 	}
 	k := Kind(b[1] &^ unverifiedFlag)
 	if k != KindValue && k != KindNil && k != KindHash {
-		return Header{}, nil, errHeaderKind
+		return errHeaderKind
 	}
-	h := Header{
-		Kind:       k,
-		Unverified: b[1]&unverifiedFlag != 0,
-		Epoch:      binary.LittleEndian.Uint32(b[2:]),
-		Session:    binary.LittleEndian.Uint32(b[6:]),
-		FetchedAt:  int64(binary.LittleEndian.Uint64(b[10:])),
-		SoftAt:     int64(binary.LittleEndian.Uint64(b[18:])),
-		HardAt:     int64(binary.LittleEndian.Uint64(b[26:])),
-		ExpireAt:   int64(binary.LittleEndian.Uint64(b[34:])),
-	}
-	return h, b[headerSize:], nil
+	h.Kind = k
+	h.Unverified = b[1]&unverifiedFlag != 0
+	h.Epoch = binary.LittleEndian.Uint32(b[2:])
+	h.Session = binary.LittleEndian.Uint32(b[6:])
+	h.FetchedAt = int64(binary.LittleEndian.Uint64(b[10:]))
+	h.SoftAt = int64(binary.LittleEndian.Uint64(b[18:]))
+	h.HardAt = int64(binary.LittleEndian.Uint64(b[26:]))
+	h.ExpireAt = int64(binary.LittleEndian.Uint64(b[34:]))
+	return nil
 }

@@ -529,6 +529,9 @@ func (c *client) cache() *localcache.Cache { return c.srv.cache }
 // top-level entries without subcommands are remembered: a subcommand's entry depends on the next argument.
 func (c *client) lookup(args [][]byte) *command {
 	tbl := c.srv.tbl.Load()
+	if tbl.get != nil && isGet(args[0]) {
+		return tbl.get
+	}
 	if c.last.cmd != nil && c.last.tbl == tbl && bytes.Equal(args[0], c.last.name) {
 		return c.last.cmd
 	}

@@ -31,9 +31,11 @@ func (c *client) execBatch(cmds []resp.Command) {
 	defer c.abandonFills(errInternal)
 	for i := range cmds {
 		pending := c.replies.pending()
-		if c.reply == replyOn {
+		switch {
+		case c.execGet(&cmds[i]):
+		case c.reply == replyOn:
 			c.exec(&cmds[i])
-		} else {
+		default:
 			c.execMuted(&cmds[i])
 		}
 		if c.quit || !c.settleOutput(pending) {
@@ -42,6 +44,36 @@ func (c *client) execBatch(cmds []resp.Command) {
 	}
 	c.runSegment()
 	c.pend.fold()
+}
+
+// execGet runs cmd when it is a GET of a client outside every session (authenticated, replies on, no tracking,
+// transaction, WATCH or subscription), and reports whether it did. That is most of what a feature server sends,
+// and exec would dispatch it to the same place after a dozen checks that cannot apply: it is counted as exec
+// counts it (countCommand), then read as execAuthed reads a classRead command.
+func (c *client) execGet(cmd *resp.Command) bool {
+	if len(cmd.Args) != 2 || !isGet(cmd.Args[0]) || c.reply != replyOn || !c.authed || c.trk != nil || c.sub != nil ||
+		c.tx.multi || c.tx.conn != nil || len(c.trkWriting) > 0 {
+		return false
+	}
+	tc := c.srv.tbl.Load().get
+	if tc == nil {
+		return false // denied: exec refuses it
+	}
+	c.vers.reset()
+	c.pend.call(tc)
+	c.timing.add(int(tc.lat))
+	holes := len(c.seg.holes)
+	c.readGet(cmd)
+	c.readWaited(holes)
+	if c.seg.full() {
+		c.runSegment()
+	}
+	return true
+}
+
+// isGet reports whether name is GET in any case.
+func isGet(name []byte) bool {
+	return len(name) == 3 && name[0]|0x20 == 'g' && name[1]|0x20 == 'e' && name[2]|0x20 == 't'
 }
 
 // exec dispatches one command by its class.
@@ -174,6 +206,11 @@ func (c *client) readGet(cmd *resp.Command) {
 	buf := c.replies.buf()
 	var look localcache.Lookup
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
+	if look.State == localcache.StateFresh {
+		c.pend.hit(pc, look.Age) // served's case of a fresh entry, without the call
+		*buf = c.seg.servedNil(*buf, look.Kind)
+		return
+	}
 	if c.served(look, key, lp, pc) {
 		*buf = c.seg.servedNil(*buf, look.Kind)
 		return
@@ -373,10 +410,15 @@ const hotSampleMean = 16
 // sampleHot records key in the tracker once every hotSampleMean reads on average. The gaps are drawn at random
 // (1 to 2*hotSampleMean-1) from a per-connection generator, so a client that reads the same keys in the same
 // order every time (a fixed MGET) does not have the same position sampled again and again.
+// It is small enough to be inlined: the reads it skips cost no call.
 func (c *client) sampleHot(t *warm.TopK, key []byte) {
-	if c.hotSkip--; c.hotSkip > 0 {
-		return
+	if c.hotSkip--; c.hotSkip <= 0 {
+		c.recordHot(t, key)
 	}
+}
+
+// recordHot records key for sampleHot and draws the next gap.
+func (c *client) recordHot(t *warm.TopK, key []byte) {
 	c.hotSkip = randomGap(&c.hotRand, hotSampleMean)
 	t.Add(key, hotSampleMean)
 }

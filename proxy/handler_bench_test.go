@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"featcache/config"
@@ -170,4 +172,40 @@ func BenchmarkHitPathGetTracking(b *testing.B) {
 	if _, keys := srv.ctrack.size(); keys != 1 {
 		b.Fatalf("keys remembered: %d; want 1", keys)
 	}
+}
+
+// BenchmarkPassthroughSET is the pass-through path end to end: clients send SET of 1 KiB values under a cached
+// policy, one command at a time on each connection, through featcache to a real redis-server and back; every
+// SET travels over the shared upstream connections and invalidates its key. b.RunParallel's goroutines are the
+// clients, 8 per GOMAXPROCS, each with its own connection; they run in the benchmark's process, so its CPU
+// profile holds theirs too (proxy and upstream functions are featcache's).
+func BenchmarkPassthroughSET(b *testing.B) {
+	p := startProxy(b, defaultTestConfig)
+	val := bytes.Repeat([]byte("v"), 1024)
+	var next atomic.Int64
+	b.SetBytes(int64(len(val)))
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		nc, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer nc.Close()
+		cmd := resp.AppendCommand(nil, "SET", "key:"+strconv.FormatInt(next.Add(1), 10), string(val))
+		reply := make([]byte, 64)
+		for pb.Next() {
+			if _, err := nc.Write(cmd); err != nil {
+				b.Error(err)
+				return
+			}
+			n, err := io.ReadAtLeast(nc, reply, len("+OK\r\n"))
+			if err != nil || string(reply[:n]) != "+OK\r\n" {
+				b.Errorf("SET: %q, %v", reply[:n], err)
+				return
+			}
+		}
+	})
 }

@@ -79,6 +79,9 @@ type table struct {
 	// fieldTTL: the upstream has per-field hash expiry (HPTTL, Redis 7.4 and later), so hash fills read each
 	// field's own TTL.
 	fieldTTL bool
+	// get is GET's entry while GET is a cached read (not denied), else nil: execBatch answers a GET through it
+	// without the general dispatch.
+	get *command
 }
 
 // lookup returns the entry for a command line, the subcommand's entry when it has one, or nil when neither Redis
@@ -254,6 +257,9 @@ func newTable(cmds commands.Table, deny []string, cluster bool) *table {
 				s.class = classDenied
 			}
 		})
+	}
+	if g := t.cmds["get"]; g != nil && g.class == classRead {
+		t.get = g
 	}
 	return t
 }

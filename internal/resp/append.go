@@ -34,15 +34,23 @@ func AppendBulk(dst, b []byte) []byte {
 	case n < 100:
 		dst = append(dst, TypeBulk, byte('0'+n/10), byte('0'+n%10), '\r', '\n')
 	case n < 1000:
-		dst = append(dst, TypeBulk, byte('0'+n/100), byte('0'+n/10%10), byte('0'+n%10), '\r', '\n')
+		lo := uint(n%100) * 2
+		dst = append(dst, TypeBulk, byte('0'+n/100), digitPairs[lo], digitPairs[lo+1], '\r', '\n')
 	case n < 10000:
-		dst = append(dst, TypeBulk, byte('0'+n/1000), byte('0'+n/100%10), byte('0'+n/10%10), byte('0'+n%10), '\r', '\n')
+		hi, lo := uint(n/100)*2, uint(n%100)*2
+		dst = append(dst, TypeBulk, digitPairs[hi], digitPairs[hi+1], digitPairs[lo], digitPairs[lo+1], '\r', '\n')
 	default:
 		return redcon.AppendBulk(dst, b)
 	}
 	dst = append(dst, b...)
 	return append(dst, '\r', '\n')
 }
+
+// digitPairs holds the two digits of every number below 100, so that a three- or four-digit length takes two
+// divisions.
+const digitPairs = "00010203040506070809101112131415161718192021222324252627282930313233343536373839" +
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
 
 // AppendBulkString appends s as a bulk string.
 func AppendBulkString(dst []byte, s string) []byte { return redcon.AppendBulkString(dst, s) }

@@ -149,11 +149,15 @@ func TestDecode(t *testing.T) {
 	}
 }
 
-// TestAppendBulkLengths: the lengths AppendBulk writes itself are the ones strconv writes, at every number of
-// digits and on both sides of each power of ten, after existing bytes.
+// TestAppendBulkLengths: the lengths AppendBulk writes itself are the ones strconv writes, at every length it
+// writes itself and on both sides of the larger powers of ten, after existing bytes.
 func TestAppendBulkLengths(t *testing.T) {
 	value := []byte(strings.Repeat("v", 100001))
-	for _, n := range []int{0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 1024, 1025, 9999, 10000, 10001, 99999, 100000} {
+	lengths := []int{99999, 100000, 100001}
+	for n := 0; n <= 10001; n++ {
+		lengths = append(lengths, n)
+	}
+	for _, n := range lengths {
 		got := AppendBulk([]byte("+OK\r\n"), value[:n])
 		want := "+OK\r\n$" + strconv.Itoa(n) + "\r\n" + string(value[:n]) + "\r\n"
 		if string(got) != want {

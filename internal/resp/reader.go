@@ -501,8 +501,9 @@ func (r *Reader) parse(dst []Command) ([]Command, error) {
 			// The hit path's case: a small command, all of it buffered.
 			var c *Command
 			dst, c = nextCommandSlot(dst)
-			if n := quickMultibulk(r.buf[r.start:r.end], &r.next, &c.Args); n > 0 {
-				c.Raw = r.buf[r.start : r.start+n : r.start+n]
+			b := r.buf[r.start:r.end]
+			if n := quickMultibulk(b, &r.next, &c.Args); n > 0 {
+				c.Raw = b[:n:n]
 				r.start += n
 				r.work += int64(len(c.Args))
 				continue
