@@ -91,55 +91,12 @@ func (ct *clusterTrackingCluster) compare(t *testing.T, steps []trackStep, resp3
 	}
 }
 
-// clusterDefaultScript is TestClientTrackingDefaultMode's script over three masters: reads (from featcache's
-// memory, fetched, forwarded, an MGET across slots) and writes through featcache, by the client itself and
-// straight to a master, a DEL and a FLUSHALL (one null invalidation, as from one Redis, though every master
-// announces its own). With redirect the invalidations go to the redirect target; without, a RESP3 client gets
-// them as pushes.
-func clusterDefaultScript(redirect bool) []trackStep {
-	on := step("a", "CLIENT", "TRACKING", "ON")
-	if redirect {
-		on = step("a", "CLIENT", "TRACKING", "ON", "REDIRECT", "$R")
-	}
-	return []trackStep{
-		step("w", "MSET", "c:1{A}", "v", "c:2{B}", "v", "u:1{C}", "v", "u:2{B}", "v"),
-		step("w", "HSET", "c:h{C}", "f", "v"),
-		on,
-		step("a", "CLIENT", "GETREDIR"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "GET", "c:1{A}"),
-		step("a", "GET", "c:1{A}"), // from featcache's memory the second time
-		step("a", "MGET", "c:2{B}", "u:1{C}"),
-		step("a", "HGET", "c:h{C}", "f"),
-		step("a", "STRLEN", "u:2{B}"),
-		step("w", "SET", "c:1{A}", "w"),
-		step("w", "SET", "c:1{A}", "w2"), // forgotten once invalidated: nothing
-		step("x", "SET", "u:2{B}", "x"),
-		step("w", "HSET", "c:h{C}", "f", "w"),
-		step("w", "MSET", "c:2{B}", "w", "u:1{C}", "w"),
-		step("a", "GET", "u:1{C}"),
-		step("a", "SET", "u:1{C}", "self"), // the client's own write
-		step("a", "GET", "c:2{B}"),
-		step("x", "DEL", "c:2{B}"),
-		step("a", "MGET", "c:1{A}", "c:2{B}", "u:2{B}"),
-		step("w", "FLUSHALL"),
-		step("w", "SET", "c:1{A}", "after"), // the flush emptied the table
-		step("a", "GET", "u:2{B}"),
-		step("x", "FLUSHALL"), // one master's flush: its null invalidation
-		step("a", "GET", "u:2{B}"),
-		step("a", "FLUSHDB"), // the client's own, on every master: one null invalidation
-		step("a", "CLIENT", "TRACKING", "OFF"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "CLIENT", "GETREDIR"),
-	}
-}
-
 // TestClusterClientTracking compares each tracking mode in front of a cluster with Redis's, for a RESP2 client
 // redirecting to a subscribed client and for a RESP3 client's pushes.
 func TestClusterClientTracking(t *testing.T) {
 	ct := startTrackingCluster(t)
-	t.Run("DefaultRedirect", func(t *testing.T) { ct.compare(t, clusterDefaultScript(true), false) })
-	t.Run("DefaultRESP3", func(t *testing.T) { ct.compare(t, clusterDefaultScript(false), true) })
+	t.Run("DefaultRedirect", func(t *testing.T) { ct.compare(t, defaultModeScript(true), false) })
+	t.Run("DefaultRESP3", func(t *testing.T) { ct.compare(t, defaultModeScript(false), true) })
 	t.Run("BcastNoloop", func(t *testing.T) {
 		ct.compare(t, []trackStep{
 			step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "u:a", "PREFIX", "u:b", "REDIRECT", "$R", "NOLOOP"),

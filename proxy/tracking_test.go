@@ -214,34 +214,49 @@ func step(who string, args ...string) trackStep { return trackStep{who: who, arg
 // memory, fetched, or forwarded: GET, MGET, HGET, STRLEN) are invalidated once when written, by a client of
 // featcache or of Redis, and forgotten until read again; the client's own writes invalidate too; FLUSHALL sends
 // the null invalidation.
-func TestClientTrackingDefaultMode(t *testing.T) {
-	compareTracking(t, []trackStep{
-		step("w", "MSET", "c:1", "v", "c:2", "v", "u:1", "v", "u:2", "v"),
-		step("w", "HSET", "c:h", "f", "v"),
-		step("a", "CLIENT", "TRACKING", "ON", "REDIRECT", "$R"),
+func TestClientTrackingDefaultMode(t *testing.T) { compareTracking(t, defaultModeScript(true)) }
+
+// defaultModeScript is TestClientTrackingDefaultMode's script, and TestClusterClientTracking's over three masters
+// (its keys' hash tags, which one Redis ignores, spread them): reads (from featcache's memory, fetched, forwarded,
+// an MGET across slots) and writes through featcache, by the client itself and by another client of Redis, a DEL
+// and a FLUSHALL (one null invalidation in front of a cluster too, though every master announces its own). With
+// redirect the invalidations go to the redirect target; without, a RESP3 client gets them as pushes.
+func defaultModeScript(redirect bool) []trackStep {
+	on := step("a", "CLIENT", "TRACKING", "ON")
+	if redirect {
+		on = step("a", "CLIENT", "TRACKING", "ON", "REDIRECT", "$R")
+	}
+	return []trackStep{
+		step("w", "MSET", "c:1{A}", "v", "c:2{B}", "v", "u:1{C}", "v", "u:2{B}", "v"),
+		step("w", "HSET", "c:h{C}", "f", "v"),
+		on,
 		step("a", "CLIENT", "GETREDIR"),
 		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "GET", "c:1"),
-		step("a", "GET", "c:1"), // from featcache's memory the second time
-		step("a", "MGET", "c:2", "u:1"),
-		step("a", "HGET", "c:h", "f"),
-		step("a", "STRLEN", "u:2"),
-		step("w", "SET", "c:1", "w"),
-		step("w", "SET", "c:1", "w2"), // forgotten once invalidated: nothing
-		step("x", "SET", "u:1", "x"),
-		step("w", "HSET", "c:h", "f", "w"),
-		step("w", "MSET", "c:2", "w", "u:2", "w"),
-		step("a", "GET", "u:1"),
-		step("a", "SET", "u:1", "self"), // the client's own write
-		step("a", "GET", "c:1"),
-		step("x", "DEL", "c:1"),
-		step("a", "GET", "c:1"),
+		step("a", "GET", "c:1{A}"),
+		step("a", "GET", "c:1{A}"), // from featcache's memory the second time
+		step("a", "MGET", "c:2{B}", "u:1{C}"),
+		step("a", "HGET", "c:h{C}", "f"),
+		step("a", "STRLEN", "u:2{B}"),
+		step("w", "SET", "c:1{A}", "w"),
+		step("w", "SET", "c:1{A}", "w2"), // forgotten once invalidated: nothing
+		step("x", "SET", "u:2{B}", "x"),
+		step("w", "HSET", "c:h{C}", "f", "w"),
+		step("w", "MSET", "c:2{B}", "w", "u:1{C}", "w"),
+		step("a", "GET", "u:1{C}"),
+		step("a", "SET", "u:1{C}", "self"), // the client's own write
+		step("a", "GET", "c:2{B}"),
+		step("x", "DEL", "c:2{B}"),
+		step("a", "MGET", "c:1{A}", "c:2{B}", "u:2{B}"),
 		step("w", "FLUSHALL"),
-		step("w", "SET", "c:1", "after"), // the flush emptied the table
+		step("w", "SET", "c:1{A}", "after"), // the flush emptied the table
+		step("a", "GET", "u:2{B}"),
+		step("x", "FLUSHALL"), // Redis's own (in front of a cluster, one master's): its null invalidation
+		step("a", "GET", "u:2{B}"),
+		step("a", "FLUSHDB"), // the client's own (on every master of a cluster): one null invalidation
 		step("a", "CLIENT", "TRACKING", "OFF"),
 		step("a", "CLIENT", "TRACKINGINFO"),
 		step("a", "CLIENT", "GETREDIR"),
-	})
+	}
 }
 
 // TestClientTrackingOffKeepsKeys: keys read before CLIENT TRACKING OFF are still invalidated after tracking is
