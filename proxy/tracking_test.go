@@ -274,23 +274,28 @@ func TestClientTrackingOffKeepsKeys(t *testing.T) {
 
 // TestClientTrackingBcast compares BCAST mode with prefixes and NOLOOP: every write under a prefix is announced,
 // the keys of one write grouped per prefix, except the NOLOOP client's own writes.
-func TestClientTrackingBcast(t *testing.T) {
-	compareTracking(t, []trackStep{
-		step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "u:a", "PREFIX", "u:b", "REDIRECT", "$R", "NOLOOP"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "CLIENT", "INFO"),
-		step("w", "MSET", "u:a1", "1", "u:b1", "2", "u:c1", "3", "u:a2", "4"),
-		step("x", "SET", "u:b2", "x"),
-		step("a", "MSET", "u:a1", "1", "u:b1", "2"), // NOLOOP: not announced to the writer
-		step("a", "SET", "u:a3", "3"),
-		step("w", "DEL", "u:a1"),
-		step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "c:"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("w", "SET", "c:1", "v"),
-		step("x", "SET", "c:2", "v"),
-		step("w", "SET", "other", "v"),
-		step("w", "FLUSHDB"),
-	})
+func TestClientTrackingBcast(t *testing.T) { compareTracking(t, bcastScript) }
+
+// bcastScript is TestClientTrackingBcast's script, and TestClusterClientTracking's, whose keys' hash tags spread a
+// write's keys over the masters or keep them in one slot.
+var bcastScript = []trackStep{
+	step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "u:a", "PREFIX", "u:b", "REDIRECT", "$R", "NOLOOP"),
+	step("a", "CLIENT", "TRACKINGINFO"),
+	step("a", "CLIENT", "INFO"),
+	step("w", "MSET", "u:a1{A}", "1", "u:b1{A}", "2", "u:c1{A}", "3", "u:a2{A}", "4"), // one slot: per prefix
+	step("w", "SET", "u:a3{B}", "1"),
+	step("w", "SET", "u:b3{C}", "1"),
+	step("x", "SET", "u:b2{B}", "x"),
+	step("a", "MSET", "u:a1{C}", "1", "u:b1{C}", "2"), // NOLOOP: not announced to the writer
+	step("a", "SET", "u:a3{A}", "3"),
+	step("w", "DEL", "u:a1{A}"),
+	step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "c:"),
+	step("a", "CLIENT", "TRACKINGINFO"),
+	step("w", "SET", "c:1{A}", "v"),
+	step("x", "SET", "c:2{B}", "v"),
+	step("w", "SET", "c:3{C}", "v"),
+	step("w", "SET", "other{C}", "v"),
+	step("w", "FLUSHDB"),
 }
 
 // TestClientTrackingBcastAll: BCAST without PREFIX tracks every key.
