@@ -260,20 +260,7 @@ func newTier(lc config.Local) (*localcache.Cache, error) {
 
 // newUpstream makes the upstream client, which invalidates cache.
 func newUpstream(cfg *config.Config, upstreamTLS *tls.Config, cache *localcache.Cache, log *slog.Logger) (*upstream.Client, error) {
-	return upstream.New(upstream.Options{
-		Addresses:      cfg.Upstream.Addresses,
-		Sentinel:       sentinelOptions(cfg.Upstream.Sentinel),
-		Username:       cfg.Upstream.Username,
-		Password:       cfg.Upstream.Password,
-		TLS:            upstreamTLS,
-		Conns:          cfg.Upstream.Conns,
-		Timeout:        cfg.Upstream.Timeout,
-		CommandTimeout: cfg.Upstream.CommandTimeout,
-		Tracking:       cfg.Upstream.Tracking,
-		Prefixes:       config.NewMatcher(cfg.Policies).TrackingPrefixes(),
-		Cache:          cache,
-		Logger:         log,
-	})
+	return upstream.New(proxy.UpstreamOptions(cfg, upstreamTLS, cache, log))
 }
 
 // listen opens the RESP listener (with TLS when serverTLS is set) and the admin listener (nil when admin is off).
@@ -376,14 +363,6 @@ func shutdown(log *slog.Logger, srv *proxy.Server, adminSrv *http.Server, stop o
 	}
 	log.Info("featcache stopped")
 	return nil
-}
-
-// sentinelOptions returns the upstream's Sentinel options, nil when Sentinel is off.
-func sentinelOptions(s config.Sentinel) *upstream.SentinelOptions {
-	if !s.Enabled() {
-		return nil
-	}
-	return &upstream.SentinelOptions{MasterSet: s.MasterSet, Addresses: s.Addresses, Password: s.Password}
 }
 
 // upstreamName is the upstream as the start-up log shows it: its addresses, or the master set and its sentinels.

@@ -190,6 +190,17 @@ func TestClusterRESP3Redirects(t *testing.T) {
 		}
 		return to, from
 	}
+	// migrating starts moving key's slot to another master and returns a connection to that master that has sent
+	// ASKING, for writing the key there, and finish, which completes the move.
+	migrating := func(t *testing.T, key string) (target *redistest.Conn, finish func()) {
+		to, from := otherMaster(key)
+		slot := strconv.Itoa(cl.Slot(key))
+		expectDo(t, redistest.Dial(t, to.Addr()), "+OK\r\n", "CLUSTER", "SETSLOT", slot, "IMPORTING", cl.NodeID(from))
+		expectDo(t, redistest.Dial(t, from.Addr()), "+OK\r\n", "CLUSTER", "SETSLOT", slot, "MIGRATING", cl.NodeID(to))
+		target = redistest.Dial(t, to.Addr())
+		expectDo(t, target, "+OK\r\n", "ASKING")
+		return target, func() { cl.Migrate(cl.Slot(key), from, to, 10, nil) }
+	}
 	// direct3 is what master answers a RESP3 client of its own.
 	direct3 := func(master *redistest.Server, args ...string) string {
 		d := redistest.Dial(t, master.Addr())
@@ -274,12 +285,7 @@ func TestClusterRESP3Redirects(t *testing.T) {
 
 	t.Run("ASK on shared connections", func(t *testing.T) {
 		key := "nc:asked{ak}"
-		to, from := otherMaster(key)
-		slot := strconv.Itoa(cl.Slot(key))
-		expectDo(t, redistest.Dial(t, to.Addr()), "+OK\r\n", "CLUSTER", "SETSLOT", slot, "IMPORTING", cl.NodeID(from))
-		expectDo(t, redistest.Dial(t, from.Addr()), "+OK\r\n", "CLUSTER", "SETSLOT", slot, "MIGRATING", cl.NodeID(to))
-		target := redistest.Dial(t, to.Addr())
-		expectDo(t, target, "+OK\r\n", "ASKING")
+		target, finish := migrating(t, key)
 		expectDo(t, target, ":1\r\n", "HSET", key, "f", "v")
 		_, asked := stats()
 		target.Do("HELLO", "3")
@@ -292,7 +298,7 @@ func TestClusterRESP3Redirects(t *testing.T) {
 		if _, a := stats(); a == asked {
 			t.Error("featcache followed no ASK: the test proves nothing")
 		}
-		cl.Migrate(cl.Slot(key), from, to, 10, nil)
+		finish()
 	})
 
 	t.Run("MOVED on a WATCH session", func(t *testing.T) {
@@ -318,12 +324,7 @@ func TestClusterRESP3Redirects(t *testing.T) {
 		}, nil)
 
 		key = "nc:blockask{ba}"
-		to, from := otherMaster(key)
-		slot := strconv.Itoa(cl.Slot(key))
-		expectDo(t, redistest.Dial(t, to.Addr()), "+OK\r\n", "CLUSTER", "SETSLOT", slot, "IMPORTING", cl.NodeID(from))
-		expectDo(t, redistest.Dial(t, from.Addr()), "+OK\r\n", "CLUSTER", "SETSLOT", slot, "MIGRATING", cl.NodeID(to))
-		target := redistest.Dial(t, to.Addr())
-		expectDo(t, target, "+OK\r\n", "ASKING")
+		target, finish := migrating(t, key)
 		expectDo(t, target, ":1\r\n", "ZADD", key, "0.25", "m")
 		_, asked := stats()
 		want = "*3\r\n$" + strconv.Itoa(len(key)) + "\r\n" + key + "\r\n$1\r\nm\r\n,0.25\r\n"
@@ -331,6 +332,6 @@ func TestClusterRESP3Redirects(t *testing.T) {
 		if _, a := stats(); a == asked {
 			t.Error("the BZPOPMIN followed no ASK: the test proves nothing")
 		}
-		cl.Migrate(cl.Slot(key), from, to, 10, nil)
+		finish()
 	})
 }

@@ -57,6 +57,20 @@ func (ct *clusterTrackingCluster) keys(steps []trackStep) []trackStep {
 	return out
 }
 
+// startProxy starts a featcache in front of the cluster and waits until its tracking is up on every master.
+func (ct *clusterTrackingCluster) startProxy(t *testing.T) *testProxy {
+	t.Helper()
+	p := startProxyAt(t, ct.cl.Addrs()[:1], nil, trackingTestConfig)
+	if p.up.Cluster() == nil {
+		t.Fatal("featcache did not find the cluster")
+	}
+	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool {
+		_, up := p.up.Tracking()
+		return up
+	})
+	return p
+}
+
 // compare runs steps straight against a standalone Redis, then through a featcache in front of the cluster (its
 // "x" client on the second master), and compares every reply and every invalidation. Each run has a fresh
 // featcache and an empty cluster.
@@ -66,14 +80,7 @@ func (ct *clusterTrackingCluster) compare(t *testing.T, steps []trackStep, resp3
 	for _, m := range ct.cl.Masters {
 		m.Do("FLUSHALL")
 	}
-	p := startProxyAt(t, ct.cl.Addrs()[:1], nil, trackingTestConfig)
-	if p.up.Cluster() == nil {
-		t.Fatal("featcache did not find the cluster")
-	}
-	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool {
-		_, up := p.up.Tracking()
-		return up
-	})
+	p := ct.startProxy(t)
 	direct := redistest.Start(t)
 	want := runTrackingScript(t, direct.Addr(), direct.Addr(), steps, nil, 150*time.Millisecond, nil, resp3)
 	got := runTrackingScript(t, p.addr, ct.cl.Masters[1].Addr(), steps, want, 300*time.Millisecond, p.settle, resp3)
@@ -84,76 +91,13 @@ func (ct *clusterTrackingCluster) compare(t *testing.T, steps []trackStep, resp3
 	}
 }
 
-// clusterDefaultScript is TestClientTrackingDefaultMode's script over three masters: reads (from featcache's
-// memory, fetched, forwarded, an MGET across slots) and writes through featcache, by the client itself and
-// straight to a master, a DEL and a FLUSHALL (one null invalidation, as from one Redis, though every master
-// announces its own). With redirect the invalidations go to the redirect target; without, a RESP3 client gets
-// them as pushes.
-func clusterDefaultScript(redirect bool) []trackStep {
-	on := step("a", "CLIENT", "TRACKING", "ON")
-	if redirect {
-		on = step("a", "CLIENT", "TRACKING", "ON", "REDIRECT", "$R")
-	}
-	return []trackStep{
-		step("w", "MSET", "c:1{A}", "v", "c:2{B}", "v", "u:1{C}", "v", "u:2{B}", "v"),
-		step("w", "HSET", "c:h{C}", "f", "v"),
-		on,
-		step("a", "CLIENT", "GETREDIR"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "GET", "c:1{A}"),
-		step("a", "GET", "c:1{A}"), // from featcache's memory the second time
-		step("a", "MGET", "c:2{B}", "u:1{C}"),
-		step("a", "HGET", "c:h{C}", "f"),
-		step("a", "STRLEN", "u:2{B}"),
-		step("w", "SET", "c:1{A}", "w"),
-		step("w", "SET", "c:1{A}", "w2"), // forgotten once invalidated: nothing
-		step("x", "SET", "u:2{B}", "x"),
-		step("w", "HSET", "c:h{C}", "f", "w"),
-		step("w", "MSET", "c:2{B}", "w", "u:1{C}", "w"),
-		step("a", "GET", "u:1{C}"),
-		step("a", "SET", "u:1{C}", "self"), // the client's own write
-		step("a", "GET", "c:2{B}"),
-		step("x", "DEL", "c:2{B}"),
-		step("a", "MGET", "c:1{A}", "c:2{B}", "u:2{B}"),
-		step("w", "FLUSHALL"),
-		step("w", "SET", "c:1{A}", "after"), // the flush emptied the table
-		step("a", "GET", "u:2{B}"),
-		step("x", "FLUSHALL"), // one master's flush: its null invalidation
-		step("a", "GET", "u:2{B}"),
-		step("a", "FLUSHDB"), // the client's own, on every master: one null invalidation
-		step("a", "CLIENT", "TRACKING", "OFF"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "CLIENT", "GETREDIR"),
-	}
-}
-
 // TestClusterClientTracking compares each tracking mode in front of a cluster with Redis's, for a RESP2 client
 // redirecting to a subscribed client and for a RESP3 client's pushes.
 func TestClusterClientTracking(t *testing.T) {
 	ct := startTrackingCluster(t)
-	t.Run("DefaultRedirect", func(t *testing.T) { ct.compare(t, clusterDefaultScript(true), false) })
-	t.Run("DefaultRESP3", func(t *testing.T) { ct.compare(t, clusterDefaultScript(false), true) })
-	t.Run("BcastNoloop", func(t *testing.T) {
-		ct.compare(t, []trackStep{
-			step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "u:a", "PREFIX", "u:b", "REDIRECT", "$R", "NOLOOP"),
-			step("a", "CLIENT", "TRACKINGINFO"),
-			step("a", "CLIENT", "INFO"),
-			step("w", "MSET", "u:a1{A}", "1", "u:b1{A}", "2", "u:c1{A}", "3", "u:a2{A}", "4"), // one slot: per prefix
-			step("w", "SET", "u:a3{B}", "1"),
-			step("w", "SET", "u:b3{C}", "1"),
-			step("x", "SET", "u:b2{B}", "x"),
-			step("a", "MSET", "u:a1{C}", "1", "u:b1{C}", "2"), // NOLOOP: not announced to the writer
-			step("a", "SET", "u:a3{A}", "3"),
-			step("w", "DEL", "u:a1{A}"),
-			step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "c:"),
-			step("a", "CLIENT", "TRACKINGINFO"),
-			step("w", "SET", "c:1{A}", "v"),
-			step("x", "SET", "c:2{B}", "v"),
-			step("w", "SET", "c:3{C}", "v"),
-			step("w", "SET", "other{C}", "v"),
-			step("w", "FLUSHDB"),
-		}, false)
-	})
+	t.Run("DefaultRedirect", func(t *testing.T) { ct.compare(t, defaultModeScript(true), false) })
+	t.Run("DefaultRESP3", func(t *testing.T) { ct.compare(t, defaultModeScript(false), true) })
+	t.Run("BcastNoloop", func(t *testing.T) { ct.compare(t, bcastScript, false) })
 	t.Run("BcastRESP3", func(t *testing.T) {
 		ct.compare(t, []trackStep{
 			step("a", "CLIENT", "TRACKING", "ON", "BCAST"),
@@ -164,31 +108,7 @@ func TestClusterClientTracking(t *testing.T) {
 			step("a", "GET", "u:2{C}"),
 		}, true)
 	})
-	t.Run("OptInOut", func(t *testing.T) {
-		ct.compare(t, []trackStep{
-			step("a", "CLIENT", "TRACKING", "ON", "OPTIN", "REDIRECT", "$R"),
-			step("a", "GET", "c:1{B}"), // not tracked
-			step("a", "CLIENT", "CACHING", "yes"),
-			step("a", "CLIENT", "TRACKINGINFO"),
-			step("a", "GET", "c:2{A}"), // tracked
-			step("a", "CLIENT", "TRACKINGINFO"),
-			step("a", "GET", "u:3{B}"), // not tracked
-			step("a", "CLIENT", "CACHING", "yes"),
-			step("a", "MGET", "u:4{B}", "c:5{C}"),
-			step("w", "MSET", "c:1{B}", "v", "c:2{A}", "v", "u:3{B}", "v", "u:4{B}", "v", "c:5{C}", "v"),
-			step("a", "CLIENT", "CACHING", "no"),
-			step("a", "CLIENT", "TRACKING", "ON", "OPTOUT"),
-			step("a", "CLIENT", "TRACKING", "OFF"),
-			step("a", "CLIENT", "TRACKING", "ON", "OPTOUT", "REDIRECT", "$R"),
-			step("a", "GET", "c:1{B}"), // tracked
-			step("a", "CLIENT", "CACHING", "no"),
-			step("a", "CLIENT", "TRACKINGINFO"),
-			step("a", "GET", "u:3{B}"), // not tracked
-			step("a", "GET", "u:4{B}"), // tracked
-			step("x", "MSET", "c:1{B}", "x", "u:3{B}", "x", "u:4{B}", "x"),
-			step("a", "CLIENT", "CACHING", "yes"),
-		}, false)
-	})
+	t.Run("OptInOut", func(t *testing.T) { ct.compare(t, optInOutScript, false) })
 	t.Run("NoloopAndReset", func(t *testing.T) {
 		ct.compare(t, []trackStep{
 			step("a", "CLIENT", "TRACKING", "ON", "NOLOOP", "REDIRECT", "$R"),
@@ -233,11 +153,7 @@ func readPush(t *testing.T, c *redistest.Conn) string {
 // once the last one has left.
 func TestClusterClientTrackingEveryMaster(t *testing.T) {
 	ct := startTrackingCluster(t)
-	p := startProxyAt(t, ct.cl.Addrs()[:1], nil, trackingTestConfig)
-	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool {
-		_, up := p.up.Tracking()
-		return up
-	})
+	p := ct.startProxy(t)
 	for _, m := range ct.cl.Masters {
 		if n := len(trackingConns(m)); n != 1 {
 			t.Fatalf("%s: tracking connections before any client tracks: %d; want 1", m.Addr(), n)
@@ -277,11 +193,7 @@ func TestClusterClientTrackingEveryMaster(t *testing.T) {
 // drops; once they are back, tracking goes on, on that master as on the others.
 func TestClusterClientTrackingLoss(t *testing.T) {
 	ct := startTrackingCluster(t)
-	p := startProxyAt(t, ct.cl.Addrs()[:1], nil, trackingTestConfig)
-	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool {
-		_, up := p.up.Tracking()
-		return up
-	})
+	p := ct.startProxy(t)
 	a := p.dial()
 	a.Do("HELLO", "3")
 	expectDo(t, a, "+OK\r\n", "CLIENT", "TRACKING", "ON")
@@ -332,18 +244,9 @@ func TestClusterClientTrackingRefusedWithoutTracking(t *testing.T) {
 // write straight to the key's master, or through featcache, invalidates them; DoMultiCache pipelines across masters.
 func TestClusterClientTrackingRueidis(t *testing.T) {
 	ct := startTrackingCluster(t)
-	p := startProxyAt(t, ct.cl.Addrs()[:1], nil, trackingTestConfig)
-	redistest.Eventually(t, 10*time.Second, "tracking up on every master", func() bool {
-		_, up := p.up.Tracking()
-		return up
-	})
-	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{p.addr}, DisableRetry: true,
+	p := ct.startProxy(t)
+	client, get := cachingClient(t, rueidis.ClientOption{InitAddress: []string{p.addr}, DisableRetry: true,
 		ForceSingleClient: true})
-	if err != nil {
-		t.Fatalf("rueidis with client-side caching through featcache: %v", err)
-	}
-	defer client.Close()
-	ctx := context.Background()
 	var keys []string
 	for i, tag := range ct.tags {
 		keys = append(keys, "c:"+strconv.Itoa(i)+tag, "u:"+strconv.Itoa(i)+tag)
@@ -353,14 +256,6 @@ func TestClusterClientTrackingRueidis(t *testing.T) {
 		expectDo(t, w, "+OK\r\n", "SET", k, "v1")
 	}
 	p.settle()
-	get := func(key string) (string, bool) {
-		res := client.DoCache(ctx, client.B().Get().Key(key).Cache(), time.Minute)
-		v, err := res.ToString()
-		if err != nil {
-			t.Fatalf("DoCache GET %s: %v", key, err)
-		}
-		return v, res.IsCacheHit()
-	}
 	for _, key := range keys {
 		if v, _ := get(key); v != "v1" {
 			t.Fatalf("GET %s: %q", key, v)
@@ -388,7 +283,7 @@ func TestClusterClientTrackingRueidis(t *testing.T) {
 		for i, k := range keys {
 			cts[i] = rueidis.CT(client.B().Get().Key(k).Cache(), time.Minute)
 		}
-		res := client.DoMultiCache(ctx, cts...)
+		res := client.DoMultiCache(context.Background(), cts...)
 		for i := range keys {
 			if v, err := res[i].ToString(); err != nil || v != "v2" {
 				t.Fatalf("DoMultiCache round %d, %s: %q, %v; want v2", round, keys[i], v, err)

@@ -127,20 +127,7 @@ func newProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg s
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := upstream.New(upstream.Options{
-		Addresses:      cfg.Upstream.Addresses,
-		Sentinel:       sentinelOptions(cfg.Upstream.Sentinel),
-		Username:       cfg.Upstream.Username,
-		Password:       cfg.Upstream.Password,
-		TLS:            upTLS,
-		Conns:          cfg.Upstream.Conns,
-		Timeout:        cfg.Upstream.Timeout,
-		CommandTimeout: cfg.Upstream.CommandTimeout,
-		Tracking:       cfg.Upstream.Tracking,
-		Prefixes:       config.NewMatcher(cfg.Policies).TrackingPrefixes(),
-		Cache:          cache,
-		Logger:         log,
-	})
+	up, err := upstream.New(UpstreamOptions(cfg, upTLS, cache, log))
 	if err != nil {
 		t.Fatal(err)
 	}

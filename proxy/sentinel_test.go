@@ -8,18 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"featcache/config"
 	"featcache/internal/redistest"
-	"featcache/upstream"
 )
-
-// sentinelOptions is upstream.sentinel as main passes it to upstream.New: nil when off.
-func sentinelOptions(s config.Sentinel) *upstream.SentinelOptions {
-	if !s.Enabled() {
-		return nil
-	}
-	return &upstream.SentinelOptions{MasterSet: s.MasterSet, Addresses: s.Addresses, Password: s.Password}
-}
 
 // failoverBound is how long the tests wait for a forced failover to complete and featcache to follow it:
 // generous, since Sentinel's own timers run in seconds and the machine is shared.

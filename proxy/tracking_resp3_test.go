@@ -63,28 +63,36 @@ func TestClientTrackingRESP3Redirect(t *testing.T) {
 	}, true)
 }
 
-// TestClientTrackingRueidis runs the rueidis client with client-side caching (RESP3, OPTIN, CLIENT CACHING yes
-// before each cached read) through featcache: cached reads are served from its memory until another client's write
-// through featcache, or straight to Redis, invalidates them; DoMultiCache pipelines.
-func TestClientTrackingRueidis(t *testing.T) {
-	p := startProxy(t, trackingTestConfig)
-	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{p.addr}, DisableRetry: true})
+// cachingClient is a rueidis client with client-side caching, closed when the test ends, and its cached GET: the
+// value, and whether it came from rueidis's memory.
+func cachingClient(t *testing.T, opt rueidis.ClientOption) (client rueidis.Client, get func(key string) (string, bool)) {
+	t.Helper()
+	client, err := rueidis.NewClient(opt)
 	if err != nil {
 		t.Fatalf("rueidis with client-side caching through featcache: %v", err)
 	}
-	defer client.Close()
-	ctx := context.Background()
-	w := p.dial()
-	expectDo(t, w, "+OK\r\n", "MSET", "c:1", "v1", "u:1", "v1")
-	p.settle()
-	get := func(key string) (string, bool) {
-		res := client.DoCache(ctx, client.B().Get().Key(key).Cache(), time.Minute)
+	t.Cleanup(client.Close)
+	get = func(key string) (string, bool) {
+		res := client.DoCache(context.Background(), client.B().Get().Key(key).Cache(), time.Minute)
 		v, err := res.ToString()
 		if err != nil {
 			t.Fatalf("DoCache GET %s: %v", key, err)
 		}
 		return v, res.IsCacheHit()
 	}
+	return client, get
+}
+
+// TestClientTrackingRueidis runs the rueidis client with client-side caching (RESP3, OPTIN, CLIENT CACHING yes
+// before each cached read) through featcache: cached reads are served from its memory until another client's write
+// through featcache, or straight to Redis, invalidates them; DoMultiCache pipelines.
+func TestClientTrackingRueidis(t *testing.T) {
+	p := startProxy(t, trackingTestConfig)
+	client, get := cachingClient(t, rueidis.ClientOption{InitAddress: []string{p.addr}, DisableRetry: true})
+	ctx := context.Background()
+	w := p.dial()
+	expectDo(t, w, "+OK\r\n", "MSET", "c:1", "v1", "u:1", "v1")
+	p.settle()
 	for _, key := range []string{"c:1", "u:1"} {
 		if v, _ := get(key); v != "v1" {
 			t.Fatalf("GET %s: %q", key, v)

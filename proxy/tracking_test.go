@@ -214,34 +214,49 @@ func step(who string, args ...string) trackStep { return trackStep{who: who, arg
 // memory, fetched, or forwarded: GET, MGET, HGET, STRLEN) are invalidated once when written, by a client of
 // featcache or of Redis, and forgotten until read again; the client's own writes invalidate too; FLUSHALL sends
 // the null invalidation.
-func TestClientTrackingDefaultMode(t *testing.T) {
-	compareTracking(t, []trackStep{
-		step("w", "MSET", "c:1", "v", "c:2", "v", "u:1", "v", "u:2", "v"),
-		step("w", "HSET", "c:h", "f", "v"),
-		step("a", "CLIENT", "TRACKING", "ON", "REDIRECT", "$R"),
+func TestClientTrackingDefaultMode(t *testing.T) { compareTracking(t, defaultModeScript(true)) }
+
+// defaultModeScript is TestClientTrackingDefaultMode's script, and TestClusterClientTracking's over three masters
+// (its keys' hash tags, which one Redis ignores, spread them): reads (from featcache's memory, fetched, forwarded,
+// an MGET across slots) and writes through featcache, by the client itself and by another client of Redis, a DEL
+// and a FLUSHALL (one null invalidation in front of a cluster too, though every master announces its own). With
+// redirect the invalidations go to the redirect target; without, a RESP3 client gets them as pushes.
+func defaultModeScript(redirect bool) []trackStep {
+	on := step("a", "CLIENT", "TRACKING", "ON")
+	if redirect {
+		on = step("a", "CLIENT", "TRACKING", "ON", "REDIRECT", "$R")
+	}
+	return []trackStep{
+		step("w", "MSET", "c:1{A}", "v", "c:2{B}", "v", "u:1{C}", "v", "u:2{B}", "v"),
+		step("w", "HSET", "c:h{C}", "f", "v"),
+		on,
 		step("a", "CLIENT", "GETREDIR"),
 		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "GET", "c:1"),
-		step("a", "GET", "c:1"), // from featcache's memory the second time
-		step("a", "MGET", "c:2", "u:1"),
-		step("a", "HGET", "c:h", "f"),
-		step("a", "STRLEN", "u:2"),
-		step("w", "SET", "c:1", "w"),
-		step("w", "SET", "c:1", "w2"), // forgotten once invalidated: nothing
-		step("x", "SET", "u:1", "x"),
-		step("w", "HSET", "c:h", "f", "w"),
-		step("w", "MSET", "c:2", "w", "u:2", "w"),
-		step("a", "GET", "u:1"),
-		step("a", "SET", "u:1", "self"), // the client's own write
-		step("a", "GET", "c:1"),
-		step("x", "DEL", "c:1"),
-		step("a", "GET", "c:1"),
+		step("a", "GET", "c:1{A}"),
+		step("a", "GET", "c:1{A}"), // from featcache's memory the second time
+		step("a", "MGET", "c:2{B}", "u:1{C}"),
+		step("a", "HGET", "c:h{C}", "f"),
+		step("a", "STRLEN", "u:2{B}"),
+		step("w", "SET", "c:1{A}", "w"),
+		step("w", "SET", "c:1{A}", "w2"), // forgotten once invalidated: nothing
+		step("x", "SET", "u:2{B}", "x"),
+		step("w", "HSET", "c:h{C}", "f", "w"),
+		step("w", "MSET", "c:2{B}", "w", "u:1{C}", "w"),
+		step("a", "GET", "u:1{C}"),
+		step("a", "SET", "u:1{C}", "self"), // the client's own write
+		step("a", "GET", "c:2{B}"),
+		step("x", "DEL", "c:2{B}"),
+		step("a", "MGET", "c:1{A}", "c:2{B}", "u:2{B}"),
 		step("w", "FLUSHALL"),
-		step("w", "SET", "c:1", "after"), // the flush emptied the table
+		step("w", "SET", "c:1{A}", "after"), // the flush emptied the table
+		step("a", "GET", "u:2{B}"),
+		step("x", "FLUSHALL"), // Redis's own (in front of a cluster, one master's): its null invalidation
+		step("a", "GET", "u:2{B}"),
+		step("a", "FLUSHDB"), // the client's own (on every master of a cluster): one null invalidation
 		step("a", "CLIENT", "TRACKING", "OFF"),
 		step("a", "CLIENT", "TRACKINGINFO"),
 		step("a", "CLIENT", "GETREDIR"),
-	})
+	}
 }
 
 // TestClientTrackingOffKeepsKeys: keys read before CLIENT TRACKING OFF are still invalidated after tracking is
@@ -259,23 +274,28 @@ func TestClientTrackingOffKeepsKeys(t *testing.T) {
 
 // TestClientTrackingBcast compares BCAST mode with prefixes and NOLOOP: every write under a prefix is announced,
 // the keys of one write grouped per prefix, except the NOLOOP client's own writes.
-func TestClientTrackingBcast(t *testing.T) {
-	compareTracking(t, []trackStep{
-		step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "u:a", "PREFIX", "u:b", "REDIRECT", "$R", "NOLOOP"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "CLIENT", "INFO"),
-		step("w", "MSET", "u:a1", "1", "u:b1", "2", "u:c1", "3", "u:a2", "4"),
-		step("x", "SET", "u:b2", "x"),
-		step("a", "MSET", "u:a1", "1", "u:b1", "2"), // NOLOOP: not announced to the writer
-		step("a", "SET", "u:a3", "3"),
-		step("w", "DEL", "u:a1"),
-		step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "c:"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("w", "SET", "c:1", "v"),
-		step("x", "SET", "c:2", "v"),
-		step("w", "SET", "other", "v"),
-		step("w", "FLUSHDB"),
-	})
+func TestClientTrackingBcast(t *testing.T) { compareTracking(t, bcastScript) }
+
+// bcastScript is TestClientTrackingBcast's script, and TestClusterClientTracking's, whose keys' hash tags spread a
+// write's keys over the masters or keep them in one slot.
+var bcastScript = []trackStep{
+	step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "u:a", "PREFIX", "u:b", "REDIRECT", "$R", "NOLOOP"),
+	step("a", "CLIENT", "TRACKINGINFO"),
+	step("a", "CLIENT", "INFO"),
+	step("w", "MSET", "u:a1{A}", "1", "u:b1{A}", "2", "u:c1{A}", "3", "u:a2{A}", "4"), // one slot: per prefix
+	step("w", "SET", "u:a3{B}", "1"),
+	step("w", "SET", "u:b3{C}", "1"),
+	step("x", "SET", "u:b2{B}", "x"),
+	step("a", "MSET", "u:a1{C}", "1", "u:b1{C}", "2"), // NOLOOP: not announced to the writer
+	step("a", "SET", "u:a3{A}", "3"),
+	step("w", "DEL", "u:a1{A}"),
+	step("a", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "c:"),
+	step("a", "CLIENT", "TRACKINGINFO"),
+	step("w", "SET", "c:1{A}", "v"),
+	step("x", "SET", "c:2{B}", "v"),
+	step("w", "SET", "c:3{C}", "v"),
+	step("w", "SET", "other{C}", "v"),
+	step("w", "FLUSHDB"),
 }
 
 // TestClientTrackingBcastAll: BCAST without PREFIX tracks every key.
@@ -291,30 +311,32 @@ func TestClientTrackingBcastAll(t *testing.T) {
 
 // TestClientTrackingOptInOut compares OPTIN and OPTOUT with CLIENT CACHING, which applies to the next command only
 // (CLIENT commands keep it).
-func TestClientTrackingOptInOut(t *testing.T) {
-	compareTracking(t, []trackStep{
-		step("a", "CLIENT", "TRACKING", "ON", "OPTIN", "REDIRECT", "$R"),
-		step("a", "GET", "c:1"), // not tracked
-		step("a", "CLIENT", "CACHING", "yes"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "GET", "c:2"), // tracked
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "GET", "u:3"), // not tracked
-		step("a", "CLIENT", "CACHING", "yes"),
-		step("a", "MGET", "u:4", "c:5"),
-		step("w", "MSET", "c:1", "v", "c:2", "v", "u:3", "v", "u:4", "v", "c:5", "v"),
-		step("a", "CLIENT", "CACHING", "no"),
-		step("a", "CLIENT", "TRACKING", "ON", "OPTOUT"),
-		step("a", "CLIENT", "TRACKING", "OFF"),
-		step("a", "CLIENT", "TRACKING", "ON", "OPTOUT", "REDIRECT", "$R"),
-		step("a", "GET", "c:1"), // tracked
-		step("a", "CLIENT", "CACHING", "no"),
-		step("a", "CLIENT", "TRACKINGINFO"),
-		step("a", "GET", "u:3"), // not tracked
-		step("a", "GET", "u:4"), // tracked
-		step("x", "MSET", "c:1", "x", "u:3", "x", "u:4", "x"),
-		step("a", "CLIENT", "CACHING", "yes"),
-	})
+func TestClientTrackingOptInOut(t *testing.T) { compareTracking(t, optInOutScript) }
+
+// optInOutScript is TestClientTrackingOptInOut's script, and TestClusterClientTracking's: its keys carry the hash
+// tags that spread them over the masters of a cluster (cluster_tracking_test.go), which one Redis ignores.
+var optInOutScript = []trackStep{
+	step("a", "CLIENT", "TRACKING", "ON", "OPTIN", "REDIRECT", "$R"),
+	step("a", "GET", "c:1{B}"), // not tracked
+	step("a", "CLIENT", "CACHING", "yes"),
+	step("a", "CLIENT", "TRACKINGINFO"),
+	step("a", "GET", "c:2{A}"), // tracked
+	step("a", "CLIENT", "TRACKINGINFO"),
+	step("a", "GET", "u:3{B}"), // not tracked
+	step("a", "CLIENT", "CACHING", "yes"),
+	step("a", "MGET", "u:4{B}", "c:5{C}"),
+	step("w", "MSET", "c:1{B}", "v", "c:2{A}", "v", "u:3{B}", "v", "u:4{B}", "v", "c:5{C}", "v"),
+	step("a", "CLIENT", "CACHING", "no"),
+	step("a", "CLIENT", "TRACKING", "ON", "OPTOUT"),
+	step("a", "CLIENT", "TRACKING", "OFF"),
+	step("a", "CLIENT", "TRACKING", "ON", "OPTOUT", "REDIRECT", "$R"),
+	step("a", "GET", "c:1{B}"), // tracked
+	step("a", "CLIENT", "CACHING", "no"),
+	step("a", "CLIENT", "TRACKINGINFO"),
+	step("a", "GET", "u:3{B}"), // not tracked
+	step("a", "GET", "u:4{B}"), // tracked
+	step("x", "MSET", "c:1{B}", "x", "u:3{B}", "x", "u:4{B}", "x"),
+	step("a", "CLIENT", "CACHING", "yes"),
 }
 
 // TestClientTrackingNoloop: in the default mode a NOLOOP client is not told of its own writes, and is of others'.

@@ -191,74 +191,82 @@ func (c *Client) startSingle(run func()) {
 	c.curMu.Unlock()
 }
 
+// tierTracker returns the options of a tracking session on addr for the local tier: opt's credentials, TLS,
+// timeout and health check interval, its pushes applied to opt.Cache and then told to the Watcher watch returns.
+func tierTracker(opt *Options, addr string, prefixes []string, watch func() Watcher) TrackerOptions {
+	cache := opt.Cache
+	return TrackerOptions{
+		Addr:          addr,
+		Username:      opt.Username,
+		Password:      opt.Password,
+		TLS:           opt.TLS,
+		Prefixes:      prefixes,
+		Timeout:       opt.Timeout,
+		CheckInterval: opt.HealthInterval,
+		OnInvalidate: func(keys [][]byte) {
+			cache.Invalidate(keys...)
+			if w := watch(); w != nil {
+				w.Invalidated(keys)
+			}
+		},
+		OnFlush: func() {
+			cache.Flush()
+			if w := watch(); w != nil {
+				w.Flushed()
+			}
+		},
+	}
+}
+
 // startTracker starts a tracking session for prefixes whose trust callbacks act only while it is the current one,
 // so that a session being replaced (SetPrefixes) cannot flip the trust of the local tier.
 func (c *Client) startTracker(prefixes []string) *Tracker {
 	var t *Tracker
 	ready := make(chan struct{})
 	cache, log := c.opt.Cache, c.log
-	t = StartTracker(TrackerOptions{
-		Addr:          c.Pool.Addr(),
-		Username:      c.opt.Username,
-		Password:      c.opt.Password,
-		TLS:           c.opt.TLS,
-		Prefixes:      prefixes,
-		Timeout:       c.opt.Timeout,
-		CheckInterval: c.opt.HealthInterval,
-		swaps:         &c.swaps,
-		OnInvalidate: func(keys [][]byte) {
-			cache.Invalidate(keys...)
-			if w := c.watching(); w != nil {
-				w.Invalidated(keys)
-			}
-		},
-		OnFlush: func() {
+	topt := tierTracker(&c.opt, c.Pool.Addr(), prefixes, c.watching)
+	topt.swaps = &c.swaps
+	topt.OnUp = func(runID string) {
+		<-ready
+		c.curMu.Lock()
+		defer c.curMu.Unlock()
+		if c.tracker != t {
+			return
+		}
+		if c.lastRunID != "" && runID != c.lastRunID {
+			// A restarted, failed-over or restored server: what was cached from the old one may be
+			// anything now, unverified entries included.
 			cache.Flush()
+			log.Warn("upstream: the server that came back is another one (run_id changed): local tier flushed",
+				"old_run_id", c.lastRunID, "run_id", runID)
+		}
+		c.lastRunID = runID
+		cache.SetTrusted(true)
+		log.Info("upstream: tracking up, local tier trusted", "run_id", runID)
+		if w := c.watching(); w != nil {
+			w.Tracking(true)
+		}
+	}
+	topt.OnLost = func(err error) {
+		<-ready
+		c.curMu.Lock()
+		defer c.curMu.Unlock()
+		if c.tracker == t {
+			// Invalidations may have been missed: entries of on_tracking_loss: flush policies are no
+			// longer served, those of revalidate policies are unverified.
+			cache.SetTrusted(false)
+			if err != nil {
+				log.Warn("upstream: tracking lost", "err", err)
+			} else {
+				log.Info("upstream: tracking stopped")
+			}
 			if w := c.watching(); w != nil {
-				w.Flushed()
+				w.Tracking(false)
 			}
-		},
-		OnUp: func(runID string) {
-			<-ready
-			c.curMu.Lock()
-			defer c.curMu.Unlock()
-			if c.tracker != t {
-				return
-			}
-			if c.lastRunID != "" && runID != c.lastRunID {
-				// A restarted, failed-over or restored server: what was cached from the old one may be
-				// anything now, unverified entries included.
-				cache.Flush()
-				log.Warn("upstream: the server that came back is another one (run_id changed): local tier flushed",
-					"old_run_id", c.lastRunID, "run_id", runID)
-			}
-			c.lastRunID = runID
-			cache.SetTrusted(true)
-			log.Info("upstream: tracking up, local tier trusted", "run_id", runID)
-			if w := c.watching(); w != nil {
-				w.Tracking(true)
-			}
-		},
-		OnLost: func(err error) {
-			<-ready
-			c.curMu.Lock()
-			defer c.curMu.Unlock()
-			if c.tracker == t {
-				// Invalidations may have been missed: entries of on_tracking_loss: flush policies are no
-				// longer served, those of revalidate policies are unverified.
-				cache.SetTrusted(false)
-				if err != nil {
-					log.Warn("upstream: tracking lost", "err", err)
-				} else {
-					log.Info("upstream: tracking stopped")
-				}
-				if w := c.watching(); w != nil {
-					w.Tracking(false)
-				}
-			}
-		},
-		Logger: log,
-	})
+		}
+	}
+	topt.Logger = log
+	t = StartTracker(topt)
 	close(ready)
 	return t
 }

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -53,31 +54,11 @@ func (cl *Cluster) stopTrackersLocked(m *slotMap) []*Tracker {
 func (cl *Cluster) startTracker(nd *clusterNode, prefixes []string) *Tracker {
 	var t *Tracker
 	ready := make(chan struct{}) // closed once t is set: the callbacks compare it
-	cache := cl.opt.Cache
-	t = StartTracker(TrackerOptions{
-		Addr:          nd.addr,
-		Username:      cl.opt.Username,
-		Password:      cl.opt.Password,
-		TLS:           cl.opt.TLS,
-		Prefixes:      prefixes,
-		Timeout:       cl.opt.Timeout,
-		CheckInterval: cl.opt.HealthInterval,
-		OnInvalidate: func(keys [][]byte) {
-			cache.Invalidate(keys...)
-			if w := cl.watcher(); w != nil {
-				w.Invalidated(keys)
-			}
-		},
-		OnFlush: func() {
-			cache.Flush()
-			if w := cl.watcher(); w != nil {
-				w.Flushed()
-			}
-		},
-		OnUp:   func(runID string) { <-ready; cl.trackerUp(nd, t, runID) },
-		OnLost: func(err error) { <-ready; cl.trackerLost(nd, t, err) },
-		Logger: cl.log,
-	})
+	topt := tierTracker(&cl.opt, nd.addr, prefixes, cl.watcher)
+	topt.OnUp = func(runID string) { <-ready; cl.trackerUp(nd, t, runID) }
+	topt.OnLost = func(err error) { <-ready; cl.trackerLost(nd, t, err) }
+	topt.Logger = cl.log
+	t = StartTracker(topt)
 	close(ready)
 	return t
 }
@@ -172,25 +153,22 @@ func (cl *Cluster) Barrier(ctx context.Context) error {
 		ts = append(ts, nd.tracker)
 	}
 	cl.mu.Unlock()
+	return barrierAll(ctx, ts)
+}
+
+// barrierAll is Tracker.Barrier on every one of ts, in parallel; it fails when any of them does, and with
+// ErrTrackingDown when there is none.
+func barrierAll(ctx context.Context, ts []*Tracker) error {
 	if len(ts) == 0 {
 		return ErrTrackingDown
 	}
 	errs := make([]error, len(ts))
 	var wg sync.WaitGroup
 	for i, t := range ts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = t.Barrier(ctx)
-		}()
+		wg.Go(func() { errs[i] = t.Barrier(ctx) })
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Prefixes returns the BCAST prefixes tracking is established with, sorted; nil without tracking.

@@ -113,20 +113,7 @@ func (ks *Keyspace) Barrier(ctx context.Context) error {
 		ts = append(ts, t)
 	}
 	ks.mu.Unlock()
-	if len(ts) == 0 {
-		return ErrTrackingDown
-	}
-	errs := make([]error, len(ts))
-	var wg sync.WaitGroup
-	for i, t := range ts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = t.Barrier(ctx)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return barrierAll(ctx, ts)
 }
 
 // Close stops the stream and closes its connections; its callbacks are not called after it returns.
