@@ -7,13 +7,16 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"unsafe"
 
 	"github.com/coocood/freecache"
 )
 
 // The epoll floor is the floor on an event loop, as Redis serves: one OS thread running a level-triggered
 // epoll loop over non-blocking sockets with the standard syscall package, no net package and no poller
-// goroutines. Each readable connection gets one read into its buffer (floorBuffer, the same parser and the same
+// goroutines. Reads, writes and an epoll_wait that does not wait are raw system calls, which the runtime does
+// not hear of; only an epoll_wait that blocks goes through syscall.EpollWait, so the runtime can hand the
+// thread's P on meanwhile (with syscall.Read and Write throughout, CPU per request was 9-18% higher). Each readable connection gets one read into its buffer (floorBuffer, the same parser and the same
 // GET, SET and PING as the floor), and the replies to every command of that read are written at once, directly;
 // what a full socket does not take waits for EPOLLOUT, and the connection is not read meanwhile. It runs as
 // "bench floor -epoll -listen ADDR" and is measured as the target "floor-epoll" (-floor-epoll).
@@ -119,7 +122,7 @@ func (fe *floorEpoll) serve() error {
 	defer fe.close()
 	events := make([]syscall.EpollEvent, floorEpollEvents)
 	for {
-		n, err := syscall.EpollWait(fe.epfd, events, -1)
+		n, err := epollWait(fe.epfd, events)
 		if err != nil {
 			if errors.Is(err, syscall.EINTR) {
 				continue
@@ -176,7 +179,7 @@ func (fe *floorEpoll) ready(c *floorEpollConn, events uint32) {
 		}
 		return
 	}
-	n, err := syscall.Read(c.fd, c.in.room())
+	n, err := rawRead(c.fd, c.in.room())
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR) {
 		return // level-triggered: epoll reports it again while it is readable
 	}
@@ -197,7 +200,7 @@ func (fe *floorEpoll) ready(c *floorEpollConn, events uint32) {
 // reading, so a client that does not read its replies cannot make the loop buffer without bound.
 func (fe *floorEpoll) flush(c *floorEpollConn) {
 	for c.sent < len(c.out) {
-		n, err := syscall.Write(c.fd, c.out[c.sent:])
+		n, err := rawWrite(c.fd, c.out[c.sent:])
 		switch {
 		case errors.Is(err, syscall.EINTR):
 			continue
@@ -241,4 +244,36 @@ func (fe *floorEpoll) close() {
 			syscall.Close(fd)
 		}
 	}
+}
+
+// epollWait returns the ready events, first without blocking and without telling the runtime (a raw system
+// call), and only when none is ready through syscall.EpollWait, which blocks and lets the runtime know.
+func epollWait(epfd int, events []syscall.EpollEvent) (int, error) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	if r > 0 {
+		return int(r), nil
+	}
+	return syscall.EpollWait(epfd, events, -1)
+}
+
+// rawRead and rawWrite are read and write on a non-blocking socket as raw system calls: they never block, so the
+// runtime need not be told (syscall.Read and Write enter and leave a system call state around each).
+func rawRead(fd int, b []byte) (int, error) {
+	r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
 }
