@@ -16,9 +16,10 @@ import (
 // epoll loop over non-blocking sockets with the standard syscall package, no net package and no poller
 // goroutines. Reads, writes and an epoll_wait that does not wait are raw system calls, which the runtime does
 // not hear of; only an epoll_wait that blocks goes through syscall.EpollWait, so the runtime can hand the
-// thread's P on meanwhile (with syscall.Read and Write throughout, CPU per request was 9-18% higher). Each readable connection gets one read into its buffer (floorBuffer, the same parser and the same
-// GET, SET and PING as the floor), and the replies to every command of that read are written at once, directly;
-// what a full socket does not take waits for EPOLLOUT, and the connection is not read meanwhile. It runs as
+// thread's P on meanwhile (with syscall.Read, Write and EpollWait throughout, CPU per request was 7-18% higher).
+// Each readable connection gets one read into its buffer (floorBuffer, the same parser and the same GET, SET and
+// PING as the floor), and the replies to every command of that read are written at once, directly; what a full
+// socket does not take waits for EPOLLOUT, and the connection is not read meanwhile. It runs as
 // "bench floor -epoll -listen ADDR" and is measured as the target "floor-epoll" (-floor-epoll).
 //
 // It asks whether the system calls of Go's net package are what the unpipelined hit path loses to Redis on:
