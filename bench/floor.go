@@ -31,14 +31,23 @@ const (
 
 var errFloorProtocol = errors.New("floor: protocol error")
 
-// runFloor is the "floor" subcommand: bench floor -listen ADDR [-max-memory SIZE].
+// runFloor is the "floor" subcommand: bench floor [-epoll] -listen ADDR [-max-memory SIZE].
 func runFloor(args []string) error {
 	fs := flag.NewFlagSet("floor", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to accept clients on")
 	maxMemory := mustSize("64MB")
 	fs.Var(&maxMemory, "max-memory", "size of the freecache the values are kept in")
+	epoll := fs.Bool("epoll", false, "serve from one thread's epoll loop (bench/floor_epoll.go), not a goroutine per connection")
 	fs.Parse(args)
 	cache := freecache.NewCache(int(maxMemory.bytes))
+	if *epoll {
+		fe, err := listenFloorEpoll(*listen, cache)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "floor-epoll %s, freecache of %s\n", fe.addr(), maxMemory)
+		return fe.serve()
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
@@ -56,37 +65,15 @@ func runFloor(args []string) error {
 // floorConn serves one connection until it closes or sends something the floor cannot parse.
 func floorConn(c net.Conn, cache *freecache.Cache) {
 	defer c.Close()
-	in := make([]byte, 16<<10)
+	fb := newFloorBuffer()
 	out := make([]byte, 0, 16<<10)
-	var args [floorMaxArgs][]byte
-	start, end := 0, 0
 	for {
-		if end == len(in) { // full: move the partial command to the front, or grow for a large one
-			if start > 0 {
-				end = copy(in, in[start:end])
-				start = 0
-			} else {
-				in = append(in, make([]byte, len(in))...)
-			}
-		}
-		n, err := c.Read(in[end:])
+		n, err := c.Read(fb.room())
 		if n == 0 || err != nil {
 			return
 		}
-		end += n
-		for start < end {
-			argv, used, err := floorParse(in[start:end], args[:0])
-			if err != nil {
-				return
-			}
-			if used == 0 {
-				break // incomplete: read more
-			}
-			start += used
-			out = floorServe(out, argv, cache)
-		}
-		if start == end {
-			start, end = 0, 0
+		if out, err = fb.serve(n, out, cache); err != nil {
+			return
 		}
 		if len(out) > 0 {
 			if _, err := c.Write(out); err != nil {
@@ -95,6 +82,51 @@ func floorConn(c net.Conn, cache *freecache.Cache) {
 			out = out[:0]
 		}
 	}
+}
+
+// floorBuffer is one connection's read buffer, shared by the goroutine floor and the epoll floor: in[start:end]
+// is what was read and not yet parsed, the start of a command whose end has not arrived.
+type floorBuffer struct {
+	in         []byte
+	start, end int
+	args       [floorMaxArgs][]byte
+}
+
+func newFloorBuffer() *floorBuffer { return &floorBuffer{in: make([]byte, 16<<10)} }
+
+// room returns where the next read goes: after what is buffered, once a partial command has been moved to the
+// front, or the buffer doubled for a command larger than it.
+func (fb *floorBuffer) room() []byte {
+	if fb.end == len(fb.in) {
+		if fb.start > 0 {
+			fb.end = copy(fb.in, fb.in[fb.start:fb.end])
+			fb.start = 0
+		} else {
+			fb.in = append(fb.in, make([]byte, len(fb.in))...)
+		}
+	}
+	return fb.in[fb.end:]
+}
+
+// serve takes the n bytes just read into room and appends the replies of every command they complete to out.
+// An error means the client sent something the floor cannot parse: the connection is to be closed.
+func (fb *floorBuffer) serve(n int, out []byte, cache *freecache.Cache) ([]byte, error) {
+	fb.end += n
+	for fb.start < fb.end {
+		argv, used, err := floorParse(fb.in[fb.start:fb.end], fb.args[:0])
+		if err != nil {
+			return out, err
+		}
+		if used == 0 {
+			break // incomplete: read more
+		}
+		fb.start += used
+		out = floorServe(out, argv, cache)
+	}
+	if fb.start == fb.end {
+		fb.start, fb.end = 0, 0
+	}
+	return out, nil
 }
 
 // floorServe appends the reply to one command.
@@ -189,26 +221,34 @@ func floorInt(b []byte, i int) (v, next int, err error) {
 }
 
 // startFloor runs this program's floor mode as a separate process pinned with the servers, with room for
-// maxMemory of values.
-func (f *fleet) startFloor(maxMemory int64) (string, *proc, error) {
-	return f.startSelf("floor", "-max-memory", strconv.FormatInt(maxMemory, 10))
+// maxMemory of values; with epoll, the epoll floor.
+func (f *fleet) startFloor(maxMemory int64, epoll bool) (string, *proc, error) {
+	args := []string{"-max-memory", strconv.FormatInt(maxMemory, 10)}
+	if epoll {
+		return f.startSelf("floor", append(args, "-epoll")...)
+	}
+	return f.startSelf("floor", args...)
 }
 
-// startFloorTarget starts the floor with room for every key of the workload and of redis-benchmark, seeds it,
-// and adds it to targets.
-func startFloorTarget(f *fleet, s settings, targets *[]*liveTarget, logf func(string, ...any)) error {
+// startFloorTarget starts the floor (with epoll, the epoll floor, "floor-epoll") with room for every key of the
+// workload and of redis-benchmark, seeds it, and adds it to targets.
+func startFloorTarget(f *fleet, s settings, epoll bool, targets *[]*liveTarget, logf func(string, ...any)) error {
 	w := &s.Workload
+	name := "floor"
+	if epoll {
+		name = "floor-epoll"
+	}
 	// Values of up to 2 KiB (16 KiB for embeddings) with freecache's per-entry header and its 1/256 segments'
 	// slack: four times the values' size, and no less than 64 MiB.
 	size := max(int64(w.Keys)*4*2048+int64(s.RBKeys)*4*1024, 64<<20)
 	if w.EmbShare > 0 {
 		size += int64(float64(w.Keys)*w.EmbShare) * 4 * (16 << 10)
 	}
-	addr, p, err := f.startFloor(size)
+	addr, p, err := f.startFloor(size, epoll)
 	if err != nil {
 		return err
 	}
-	logf("seeding %d keys into the floor", w.Keys)
+	logf("seeding %d keys into the %s", w.Keys, name)
 	if _, _, err := seedRedis(addr, w); err != nil {
 		return err
 	}
@@ -217,27 +257,38 @@ func startFloorTarget(f *fleet, s settings, targets *[]*liveTarget, logf func(st
 			return err
 		}
 	}
-	*targets = append(*targets, &liveTarget{name: "floor", kind: kindFloor, addr: addr, proc: p})
+	*targets = append(*targets, &liveTarget{name: name, kind: kindFloor, addr: addr, proc: p})
 	return nil
 }
 
-// floorLine says, under a profile's table, how featcache compares with the floor measured in the same rounds:
-// throughput, and CPU per request (what featcache's hit path costs above the least it could).
+// floorLine says, under a profile's table, how featcache compares with the floors measured in the same rounds
+// (the floor, the epoll floor): throughput, and CPU per request (what featcache's hit path costs above the least
+// it could); and how the epoll floor compares with the goroutine floor and with Redis.
 func floorLine(b *strings.Builder, targets []*targetResult) {
-	var fc, fl *targetResult
+	byName := map[string]*targetResult{}
 	for _, t := range targets {
-		switch {
-		case t.Kind == string(kindFloor):
-			fl = t
-		case t.Name == "featcache":
-			fc = t
+		if t.Kind == string(kindFloor) || t.Name == "featcache" || t.Kind == string(kindRedis) {
+			byName[t.Name] = t
 		}
 	}
-	if fc == nil || fl == nil || fl.Throughput <= 0 || fl.CPUPerReqUs <= 0 {
+	ok := func(t *targetResult) bool { return t != nil && t.Throughput > 0 && t.CPUPerReqUs > 0 }
+	fc, fl, fe, rd := byName["featcache"], byName["floor"], byName["floor-epoll"], byName["redis"]
+	if ok(fc) && ok(fl) {
+		fmt.Fprintf(b, "featcache next to the floor (bench/floor.go, a minimal GET-from-freecache server): %.2fx its "+
+			"req/s, %.2fx its CPU per request (%.1f µs against %.1f µs); p99 %s against %s.\n\n",
+			fc.Throughput/fl.Throughput, fc.CPUPerReqUs/fl.CPUPerReqUs, fc.CPUPerReqUs, fl.CPUPerReqUs,
+			fmtUs(fc.P99us), fmtUs(fl.P99us))
+	}
+	if !ok(fe) {
 		return
 	}
-	fmt.Fprintf(b, "featcache next to the floor (bench/floor.go, a minimal GET-from-freecache server): %.2fx its "+
-		"req/s, %.2fx its CPU per request (%.1f µs against %.1f µs); p99 %s against %s.\n\n",
-		fc.Throughput/fl.Throughput, fc.CPUPerReqUs/fl.CPUPerReqUs, fc.CPUPerReqUs, fl.CPUPerReqUs,
-		fmtUs(fc.P99us), fmtUs(fl.P99us))
+	fmt.Fprintf(b, "The epoll floor (bench/floor_epoll.go, the same server on one thread's epoll loop): %.1f µs of CPU "+
+		"per request, p99 %s", fe.CPUPerReqUs, fmtUs(fe.P99us))
+	for _, o := range []*targetResult{rd, fl, fc} {
+		if ok(o) {
+			fmt.Fprintf(b, "; %.2fx %s's req/s, %.2fx its CPU per request", fe.Throughput/o.Throughput, o.Name,
+				fe.CPUPerReqUs/o.CPUPerReqUs)
+		}
+	}
+	b.WriteString(".\n\n")
 }

@@ -7,6 +7,7 @@
 //	make bench                  # the standard profile, under 5 minutes on 2 cores
 //	go run ./bench relay -listen ADDR -upstream ADDR -delay 500us    # the delay relay on its own
 //	go run ./bench floor -listen ADDR   # the floor (a minimal GET-from-freecache server) on its own
+//	go run ./bench floor -epoll -listen ADDR   # the same server on one thread's epoll loop
 //	go run ./bench report DIR   # rewrite DIR/results.md and DIR/latency.png from DIR/results.json
 //	go run ./bench staleness    # time from a write to Redis (or through another featcache) until featcache serves it
 //	go run ./bench tracking     # CLIENT TRACKING through featcache next to Redis: staleness, invalidations/s, memory per key
@@ -144,6 +145,7 @@ type settings struct {
 	NetemJitter    time.Duration `json:"netem_jitter_ns,omitempty"`
 	Twemproxy      string        `json:"twemproxy"`
 	Floor          bool          `json:"floor"`
+	FloorEpoll     bool          `json:"floor_epoll,omitempty"`
 	Targets        targetList    `json:"targets"`
 	RedisBenchmark bool          `json:"redis_benchmark"`
 	RBKeys         int           `json:"rb_keys"`
@@ -212,6 +214,7 @@ func newFlagSet(s *settings, inv *invocation) *flag.FlagSet {
 		"to classify it as hit, stale or miss (0: none)")
 	fs.StringVar(&s.Twemproxy, "twemproxy", s.Twemproxy, "twemproxy target: auto (if installed), on, off, or nutcracker's path")
 	fs.BoolVar(&s.Floor, "floor", s.Floor, "also measure the floor, a minimal GET-from-freecache server (bench/floor.go), seeded with every key")
+	fs.BoolVar(&s.FloorEpoll, "floor-epoll", s.FloorEpoll, "also measure the epoll floor, the floor on one thread's epoll loop (bench/floor_epoll.go)")
 	fs.Var(&s.Targets, "target", "extra RESP endpoint name=host:port (repeatable)")
 	fs.BoolVar(&s.RedisBenchmark, "redis-benchmark", s.RedisBenchmark, "also run redis-benchmark against every target")
 	fs.IntVar(&s.RBKeys, "rb-keys", s.RBKeys, "redis-benchmark -r: keys key:000000000000.. pre-populated with 1 KiB")
@@ -249,7 +252,7 @@ func applyPreset(name string, s *settings) error {
 	w := &s.Workload
 	hot := func() { // a small key set of exact 1 KiB values, every key cached before measuring
 		w.Keys, w.ValueSize, w.EmbShare, w.Zipf, w.Writes, w.Mget = 10_000, 1024, 0, 0, 0, 1
-		s.Prefill, s.Floor = true, true
+		s.Prefill, s.Floor, s.FloorEpoll = true, true, true
 	}
 	switch name {
 	case "custom":
@@ -260,7 +263,7 @@ func applyPreset(name string, s *settings) error {
 		s.Pipeline = 16
 	case "passthrough":
 		hot()
-		w.Writes, s.Prefill, s.Floor = 1, false, false
+		w.Writes, s.Prefill, s.Floor, s.FloorEpoll = 1, false, false, false
 		s.RedisBenchmark = false
 	case "zipf":
 		// The issue's hit-ratio target workload: feature bundles only, so the LRU figure is comparable to it.

@@ -135,7 +135,12 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 		targets = append(targets, &liveTarget{name: "twemproxy", kind: kindTwemproxy, addr: addr, proc: p})
 	}
 	if s.Floor {
-		if err := startFloorTarget(f, s, &targets, logf); err != nil {
+		if err := startFloorTarget(f, s, false, &targets, logf); err != nil {
+			return nil, err
+		}
+	}
+	if s.FloorEpoll {
+		if err := startFloorTarget(f, s, true, &targets, logf); err != nil {
 			return nil, err
 		}
 	}
@@ -500,7 +505,7 @@ func redisBenchmarkSuite(e *env, s settings, targets []*liveTarget, logf func(st
 		for _, test := range rbTests {
 			for _, t := range targets {
 				if t.kind == kindFloor && test.Command != "get" {
-					continue // the floor's SET stores in memory: no reference for a write
+					continue // the floors' SET stores in memory: no reference for a write
 				}
 				if t.kind == kindFeatcache && test.Command == "get" {
 					if _, err := t.load.getAll(s.RBKeys, benchmarkKey); err != nil {
