@@ -128,20 +128,45 @@ func listenPair(t *testing.T) (listen, admin int) {
 	return 0, 0
 }
 
+// startRunScriptReady runs run.sh with the args and -listen on a pair of free ports (listenPair), and waits until
+// featcache is ready on the admin port next to it. A port can be taken by another process between listenPair's
+// check and featcache's bind (the free ports the kernel hands out are those it also gives outgoing connections,
+// which the other tests open all the time); featcache then exits with "address already in use", and the script
+// is run again on new ports, three times at most. env is called for each run.
+func startRunScriptReady(t *testing.T, cfg string, files map[string]string, env func() []string, args ...string) (rs *runScript, listen int) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		var admin int
+		listen, admin = listenPair(t)
+		rs = startRunScript(t, cfg, files, env(), append(args, "-listen", "127.0.0.1:"+strconv.Itoa(listen))...)
+		ready := false
+		redistest.Eventually(t, 60*time.Second, "featcache ready on the moved admin port", func() bool {
+			ready = httpStatus("http://127.0.0.1:"+strconv.Itoa(admin)+"/readyz") == http.StatusOK
+			return ready || strings.Contains(rs.out.String(), "address already in use")
+		})
+		if ready {
+			return rs, listen
+		}
+		rs.wait(30 * time.Second)
+		if attempt == 3 {
+			t.Fatalf("three runs found a port taken before featcache bound it; the last:\n%s", rs.out.String())
+		}
+		t.Logf("run %d: a port was taken before featcache bound it; again on other ports", attempt)
+	}
+}
+
 const runScriptConfig = "shutdown_delay: 0s\npolicies:\n  - {name: p, prefix: \"p:\", hard_ttl: 1h}\n"
 
 // TestRunScriptStartsAndStopsItsRedis: with nothing on the Redis port, run.sh starts a redis-server there, runs
 // featcache in front of it with the admin listener moved next to -listen (and says where), and when featcache
 // exits on SIGTERM it stops that redis-server and says so.
 func TestRunScriptStartsAndStopsItsRedis(t *testing.T) {
-	redisPort := redistest.FreePort(t)
-	listen, admin := listenPair(t)
-	rs := startRunScript(t, runScriptConfig, nil, []string{"REDIS_PORT=" + strconv.Itoa(redisPort)},
-		"-listen", "127.0.0.1:"+strconv.Itoa(listen))
-	adminURL := "http://127.0.0.1:" + strconv.Itoa(admin)
-	redistest.Eventually(t, 60*time.Second, "featcache ready on the moved admin port", func() bool {
-		return httpStatus(adminURL+"/readyz") == http.StatusOK
+	var redisPort int
+	rs, listen := startRunScriptReady(t, runScriptConfig, nil, func() []string {
+		redisPort = redistest.FreePort(t)
+		return []string{"REDIS_PORT=" + strconv.Itoa(redisPort)}
 	})
+	admin := listen + 2741
 	out := rs.out.String()
 	for _, want := range []string{
 		fmt.Sprintf("run.sh: started redis-server on 127.0.0.1:%d (pid ", redisPort),
@@ -183,11 +208,8 @@ func TestRunScriptStartsAndStopsItsRedis(t *testing.T) {
 func TestRunScriptChecksUpstream(t *testing.T) {
 	t.Run("existing Redis", func(t *testing.T) {
 		redis := redistest.Start(t)
-		listen, admin := listenPair(t)
-		rs := startRunScript(t, runScriptConfig, nil, []string{"REDIS_PORT=" + strconv.Itoa(redis.Port())},
-			"-listen", "127.0.0.1:"+strconv.Itoa(listen))
-		redistest.Eventually(t, 60*time.Second, "featcache ready", func() bool {
-			return httpStatus("http://127.0.0.1:"+strconv.Itoa(admin)+"/readyz") == http.StatusOK
+		rs, _ := startRunScriptReady(t, runScriptConfig, nil, func() []string {
+			return []string{"REDIS_PORT=" + strconv.Itoa(redis.Port())}
 		})
 		rs.cmd.Process.Signal(syscall.SIGTERM)
 		if code := rs.wait(30 * time.Second); code != 0 {
@@ -217,13 +239,9 @@ func TestRunScriptChecksUpstream(t *testing.T) {
 
 	t.Run("password given", func(t *testing.T) {
 		redis := redistest.Start(t, "--requirepass", "runsh-secret")
-		listen, admin := listenPair(t)
 		cfg := "upstream:\n  password_file: secret.txt\n" + runScriptConfig
-		rs := startRunScript(t, runScriptConfig, map[string]string{"with-password.yaml": cfg, "secret.txt": "runsh-secret\n"},
-			[]string{"REDIS_PORT=" + strconv.Itoa(redis.Port())}, "-config", "with-password.yaml", "-listen", "127.0.0.1:"+strconv.Itoa(listen))
-		redistest.Eventually(t, 60*time.Second, "featcache ready", func() bool {
-			return httpStatus("http://127.0.0.1:"+strconv.Itoa(admin)+"/readyz") == http.StatusOK
-		})
+		rs, listen := startRunScriptReady(t, runScriptConfig, map[string]string{"with-password.yaml": cfg, "secret.txt": "runsh-secret\n"},
+			func() []string { return []string{"REDIS_PORT=" + strconv.Itoa(redis.Port())} }, "-config", "with-password.yaml")
 		if want := "run.sh: using the Redis at " + redis.Addr() + " with the password with-password.yaml sets"; !strings.Contains(rs.out.String(), want) {
 			t.Errorf("the output lacks %q", want)
 		}
