@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -93,22 +94,22 @@ func StartTLS(tb testing.TB, certs *Certs, clientAuth bool, args ...string) *Ser
 	return start(tb, certs.ClientConfig(true), append(tlsArgs, args...), "")
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago. Cluster nodes also need port+10000 free, so the
-// port is chosen below 55535.
+// FreePort returns a loopback TCP port that was free a moment ago. It is drawn at random below 32768, outside
+// the range Linux hands out to outgoing connections (32768-60999 by default), so that no test's connection can
+// take it between this check and the bind of the server it is meant for (which happened with ports the kernel
+// chose: they come from that same range). Cluster nodes also need port+10000 free, which stays below 42768.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	for i := 0; i < 100; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for i := 0; i < 200; i++ {
+		port := 16384 + rand.IntN(32768-16384)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
-			tb.Fatalf("redistest: listen: %v", err)
+			continue // taken
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		if port < 55535 {
-			return port
-		}
+		return port
 	}
-	tb.Fatalf("redistest: no free port below 55535")
+	tb.Fatalf("redistest: no free port between 16384 and 32767")
 	return 0
 }
 
