@@ -42,7 +42,12 @@ func startInProcess(t *testing.T, args ...string) *inProcess {
 		}
 		return m != nil
 	})
-	t.Cleanup(func() { in.shutdown(t) })
+	t.Cleanup(func() {
+		in.shutdown(t)
+		if t.Failed() {
+			t.Logf("featcache %q logged:\n%s", args, in.logs)
+		}
+	})
 	return in
 }
 
@@ -144,12 +149,13 @@ policies: [{name: all, prefix: "", hard_ttl: 1h, on_upstream_error: serve_stale,
 	c.Do("GET", "big")
 
 	// Featcache's upstream connections are killed, then Redis restarts: tracking is lost and comes back.
-	rc := redis.Dial()
-	rc.Do("AUTH", storeSecret)
-	rc.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
 	established := func(n int) func() bool {
 		return func() bool { return strings.Count(in.logs.String(), "tracking: established") >= n }
 	}
+	redistest.Eventually(t, 10*time.Second, "tracking established before CLIENT KILL", established(1))
+	rc := redis.Dial()
+	rc.Do("AUTH", storeSecret)
+	rc.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
 	redistest.Eventually(t, 10*time.Second, "tracking back after CLIENT KILL", established(2))
 	redis.Restart()
 	redistest.Eventually(t, 10*time.Second, "tracking back after the restart", established(3))
