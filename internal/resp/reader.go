@@ -498,17 +498,11 @@ func (r *Reader) parse(dst []Command) ([]Command, error) {
 		}
 		fresh := r.st.kind == cmdKindNone
 		if fresh && r.buf[r.start] == '*' {
-			// The hit path's case: a small command, all of it buffered.
-			var c *Command
-			dst, c = nextCommandSlot(dst)
-			b := r.buf[r.start:r.end]
-			if n := quickMultibulk(b, &r.next, &c.Args); n > 0 {
-				c.Raw = b[:n:n]
-				r.start += n
-				r.work += int64(len(c.Args))
+			// The hit path's case: small commands, all of them buffered.
+			var refused bool
+			if dst, refused = r.quickRun(dst); !refused {
 				continue
 			}
-			dst = dst[:len(dst)-1]
 		}
 		if fresh {
 			r.lim = r.next
@@ -551,6 +545,37 @@ func (r *Reader) parse(dst []Command) ([]Command, error) {
 		r.st = readState{}
 	}
 	return dst, nil
+}
+
+// quickRun appends to dst the commands at the front of the buffer that quickMultibulk parses, one after another,
+// consuming them, up to the bounds parse keeps (maxBatchCommands, one command under Unauthenticated limits; parse
+// has checked that dst may take one more). It stops at the end of the buffered bytes, at the bound, at an inline
+// command, or at a command quickMultibulk refuses, and reports refused in that last case only: the command at the
+// front of the buffer is then parse's to judge. The buffer's bounds stay in locals across the run, which a loop
+// over the Reader's fields would load again for every command.
+func (r *Reader) quickRun(dst []Command) (_ []Command, refused bool) {
+	buf, start := r.buf[:r.end], r.start
+	limit := maxBatchCommands
+	if r.next.Unauthenticated {
+		limit = len(dst) + 1
+	}
+	work := 0
+	for start < len(buf) && len(dst) < limit && buf[start] == '*' {
+		var c *Command
+		dst, c = nextCommandSlot(dst)
+		b := buf[start:]
+		n := quickMultibulk(b, &r.next, &c.Args)
+		if n == 0 {
+			dst, refused = dst[:len(dst)-1], true
+			break
+		}
+		c.Raw = b[:n:n]
+		start += n
+		work += len(c.Args)
+	}
+	r.start = start
+	r.work += int64(work)
+	return dst, refused
 }
 
 // Bounds of the commands quickMultibulk parses.
