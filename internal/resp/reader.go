@@ -9,6 +9,7 @@ package resp
 // the difference says so.
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"math"
@@ -580,10 +581,11 @@ func (r *Reader) quickRun(dst []Command) (_ []Command, refused bool) {
 
 // Bounds of the commands quickMultibulk parses.
 const (
-	quickMaxArgs  = 9   // a one-digit count
-	quickMaxDigit = 5   // digits of an argument's length: up to 99,999 bytes
-	quickMaxBulk  = 1e5 // 10^quickMaxDigit
-	quickMinBytes = 4   // "*1\r\n"
+	crlf          = '\r' | '\n'<<8 // "\r\n" read as a little-endian uint16
+	quickMaxArgs  = 9              // a one-digit count
+	quickMaxDigit = 5              // digits of an argument's length: up to 99,999 bytes
+	quickMaxBulk  = 1e5            // 10^quickMaxDigit
+	quickMinBytes = 4              // "*1\r\n"
 )
 
 // quickMultibulk parses the multi-bulk command at the start of b, appending its arguments to args, when the whole
@@ -594,7 +596,7 @@ const (
 // the same arguments and the same length, and no limit of lim exceeded; like multibulk it does not look at the
 // two bytes after each argument.
 func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
-	if len(b) < quickMinBytes || b[1] < '1' || b[1] > '0'+quickMaxArgs || b[2] != '\r' || b[3] != '\n' {
+	if len(b) < quickMinBytes || b[1] < '1' || b[1] > '0'+quickMaxArgs || binary.LittleEndian.Uint16(b[2:]) != crlf {
 		return 0
 	}
 	n := int(b[1] - '0')
@@ -619,8 +621,8 @@ func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
 		default:
 			return 0
 		}
-		// j is at what must be the header's '\r'.
-		if j+1 >= len(b) || b[j] != '\r' || b[j+1] != '\n' || l >= quickMaxBulk {
+		// j is at what must be the header's "\r\n".
+		if j+1 >= len(b) || binary.LittleEndian.Uint16(b[j:]) != crlf || l >= quickMaxBulk {
 			return 0
 		}
 		j += 2
