@@ -14,6 +14,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 )
@@ -588,13 +589,13 @@ const (
 	quickMinBytes = 4              // "*1\r\n"
 )
 
-// quickMultibulk parses the multi-bulk command at the start of b, appending its arguments to args, when the whole
-// command is buffered and written as clients write it: a count of 1 to 9 and argument lengths of at most five
-// digits without a leading zero ("0" itself allowed), each header line ending in "\r\n", within lim. It returns
-// the command's length, or 0 for anything else, complete or not, valid or not, which multibulk then judges
-// (args may hold part of the arguments then). For every command it accepts it decides exactly as multibulk would:
-// the same arguments and the same length, and no limit of lim exceeded; like multibulk it does not look at the
-// two bytes after each argument.
+// quickMultibulk parses the multi-bulk command at the start of b, setting args to its arguments (in args' array
+// when it is large enough), when the whole command is buffered and written as clients write it: a count of 1 to 9
+// and argument lengths of at most five digits without a leading zero ("0" itself allowed), each header line ending
+// in "\r\n", within lim. It returns the command's length, or 0 for anything else, complete or not, valid or not,
+// which multibulk then judges (args then holds no argument, with the capacity for n of them). For every command it accepts it decides exactly as
+// multibulk would: the same arguments and the same length, and no limit of lim exceeded; like multibulk it does
+// not look at the two bytes after each argument.
 func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
 	if len(b) < quickMinBytes || b[1] < '1' || b[1] > '0'+quickMaxArgs || binary.LittleEndian.Uint16(b[2:]) != crlf {
 		return 0
@@ -603,8 +604,12 @@ func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
 	if n > lim.MaxArgs || quickMinBytes+n*minBulkArgBytes > lim.MaxRequestBytes {
 		return 0
 	}
+	if cap(*args) < n {
+		*args = slices.Grow((*args)[:0], n) // kept for multibulk, too, when the command is refused
+	}
+	a := (*args)[:n]
 	i := quickMinBytes
-	for range n {
+	for k := range a {
 		// "$<length>\r\n<bytes>" and two bytes: i is at the '$'.
 		if i+3 >= len(b) || b[i] != '$' {
 			return 0
@@ -630,9 +635,10 @@ func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
 		if l > lim.MaxBulkBytes || end+2 > lim.MaxRequestBytes || end+2 > len(b) {
 			return 0
 		}
-		*args = append(*args, b[j:end:end])
+		a[k] = b[j:end:end]
 		i = end + 2
 	}
+	*args = a
 	return i
 }
 
