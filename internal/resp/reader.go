@@ -14,7 +14,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"slices"
 	"sync"
 	"syscall"
 )
@@ -605,7 +604,7 @@ func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
 		return 0
 	}
 	if cap(*args) < n {
-		*args = slices.Grow((*args)[:0], n) // kept for multibulk, too, when the command is refused
+		*args = make([][]byte, 0, n) // kept for multibulk, too, when the command is refused
 	}
 	a := (*args)[:n]
 	i := quickMinBytes
