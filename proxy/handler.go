@@ -38,7 +38,7 @@ func (c *client) execBatch(cmds []resp.Command) {
 		default:
 			c.execMuted(&cmds[i])
 		}
-		if c.quit || !c.settleOutput(pending) {
+		if c.quit || !c.settled(pending) && !c.settleOutput(pending) {
 			break
 		}
 	}
