@@ -38,7 +38,7 @@ func (c *client) execBatch(cmds []resp.Command) {
 		default:
 			c.execMuted(&cmds[i])
 		}
-		if c.quit || !c.settleOutput(pending) {
+		if c.quit || !c.settled(pending) && !c.settleOutput(pending) {
 			break
 		}
 	}
@@ -196,9 +196,18 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 // what answered it (the fill's outcome is counted when its reply is assembled) and, one lookup in about
 // hotSampleMean, recorded in the policy's hot-key tracker.
 func (c *client) readGet(cmd *resp.Command) {
-	ps, pol, key, ok := c.cachedKey(cmd)
-	if !ok {
-		return
+	// cachedKey's common case, a key of a cached policy without a snapshot, written out: the call and its five
+	// results cost a hit as much as the work.
+	key := cmd.Args[1]
+	ps := c.srv.policies.Load()
+	pol := ps.matcher.Match(key)
+	if pol == nil || !pol.Cache || pol.SnapshotPointer != "" {
+		var ok bool
+		if key, ok = c.resolveKey(cmd, ps, pol, key); !ok {
+			return
+		}
+	} else if hot := ps.hot[pol.Index]; hot != nil {
+		c.sampleHot(hot, key)
 	}
 	pc := ps.counters[pol.Index]
 	lp := &ps.local[pol.Index]
@@ -227,20 +236,27 @@ func (c *client) cachedKey(cmd *resp.Command) (ps *policySet, pol *config.Policy
 	key = cmd.Args[1]
 	ps = c.srv.policies.Load()
 	pol = ps.matcher.Match(key)
+	if key, ok = c.resolveKey(cmd, ps, pol, key); !ok {
+		return nil, nil, nil, false
+	}
+	return ps, pol, key, true
+}
+
+// resolveKey is cachedKey after the match: pol is key's policy under ps (nil for none). It returns the key to look
+// up, or false when the read is answered already.
+func (c *client) resolveKey(cmd *resp.Command, ps *policySet, pol *config.Policy, key []byte) ([]byte, bool) {
 	if pol == nil || !pol.Cache {
 		ps.countersFor(pol).results[resultBypass].Add(1)
 		c.forwardRead(cmd)
-		return nil, nil, nil, false
+		return nil, false
 	}
 	if hot := ps.hot[pol.Index]; hot != nil {
 		c.sampleHot(hot, key)
 	}
 	if pol.SnapshotPointer != "" {
-		if key, ok = c.snapshotKey(pol, ps, key); !ok {
-			return nil, nil, nil, false
-		}
+		return c.snapshotKey(pol, ps, key)
 	}
-	return ps, pol, key, true
+	return key, true
 }
 
 // served counts a lookup that served an entry, and starts what it calls for: a background refresh of a

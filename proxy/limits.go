@@ -100,6 +100,15 @@ func (c *client) settleOutput(start int) bool {
 	return c.flush()
 }
 
+// settled reports whether the command after which start reply bytes were pending leaves nothing for
+// settleOutput to do: no limit reached, the connection not closing, fewer than outputFlushBytes pending. It is
+// small enough to be inlined into the batch's loop, which calls settleOutput only when it reports false.
+func (c *client) settled(start int) bool {
+	pending := c.replies.pending()
+	return pending < outputFlushBytes && int64(pending-start) <= c.srv.maxOutput && !c.oversize && !c.memoryFull &&
+		!c.closing && !c.info.killed.Load()
+}
+
 // tooLarge flags a reply of n bytes that exceeds limits.max_output_bytes; the connection then closes at the next
 // flush, without the reply.
 func (c *client) tooLarge(n int) bool {

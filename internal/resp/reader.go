@@ -9,6 +9,7 @@ package resp
 // the difference says so.
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"math"
@@ -498,17 +499,11 @@ func (r *Reader) parse(dst []Command) ([]Command, error) {
 		}
 		fresh := r.st.kind == cmdKindNone
 		if fresh && r.buf[r.start] == '*' {
-			// The hit path's case: a small command, all of it buffered.
-			var c *Command
-			dst, c = nextCommandSlot(dst)
-			b := r.buf[r.start:r.end]
-			if n := quickMultibulk(b, &r.next, &c.Args); n > 0 {
-				c.Raw = b[:n:n]
-				r.start += n
-				r.work += int64(len(c.Args))
+			// The hit path's case: small commands, all of them buffered.
+			var refused bool
+			if dst, refused = r.quickRun(dst); !refused {
 				continue
 			}
-			dst = dst[:len(dst)-1]
 		}
 		if fresh {
 			r.lim = r.next
@@ -553,31 +548,67 @@ func (r *Reader) parse(dst []Command) ([]Command, error) {
 	return dst, nil
 }
 
+// quickRun appends to dst the commands at the front of the buffer that quickMultibulk parses, one after another,
+// consuming them, up to the bounds parse keeps (maxBatchCommands, one command under Unauthenticated limits; parse
+// has checked that dst may take one more). It stops at the end of the buffered bytes, at the bound, at an inline
+// command, or at a command quickMultibulk refuses, and reports refused in that last case only: the command at the
+// front of the buffer is then parse's to judge. The buffer's bounds stay in locals across the run, which a loop
+// over the Reader's fields would load again for every command.
+func (r *Reader) quickRun(dst []Command) (_ []Command, refused bool) {
+	buf, start := r.buf[:r.end], r.start
+	limit := maxBatchCommands
+	if r.next.Unauthenticated {
+		limit = len(dst) + 1
+	}
+	work := 0
+	for start < len(buf) && len(dst) < limit && buf[start] == '*' {
+		var c *Command
+		dst, c = nextCommandSlot(dst)
+		b := buf[start:]
+		n := quickMultibulk(b, &r.next, &c.Args)
+		if n == 0 {
+			dst, refused = dst[:len(dst)-1], true
+			break
+		}
+		c.Raw = b[:n:n]
+		start += n
+		work += len(c.Args)
+	}
+	r.start = start
+	r.work += int64(work)
+	return dst, refused
+}
+
 // Bounds of the commands quickMultibulk parses.
 const (
-	quickMaxArgs  = 9   // a one-digit count
-	quickMaxDigit = 5   // digits of an argument's length: up to 99,999 bytes
-	quickMaxBulk  = 1e5 // 10^quickMaxDigit
-	quickMinBytes = 4   // "*1\r\n"
+	crlf          = '\r' | '\n'<<8 // "\r\n" read as a little-endian uint16
+	quickMaxArgs  = 9              // a one-digit count
+	quickMaxDigit = 5              // digits of an argument's length: up to 99,999 bytes
+	quickMaxBulk  = 1e5            // 10^quickMaxDigit
+	quickMinBytes = 4              // "*1\r\n"
 )
 
-// quickMultibulk parses the multi-bulk command at the start of b, appending its arguments to args, when the whole
-// command is buffered and written as clients write it: a count of 1 to 9 and argument lengths of at most five
-// digits without a leading zero ("0" itself allowed), each header line ending in "\r\n", within lim. It returns
-// the command's length, or 0 for anything else, complete or not, valid or not, which multibulk then judges
-// (args may hold part of the arguments then). For every command it accepts it decides exactly as multibulk would:
-// the same arguments and the same length, and no limit of lim exceeded; like multibulk it does not look at the
-// two bytes after each argument.
+// quickMultibulk parses the multi-bulk command at the start of b, setting args to its arguments (in args' array
+// when it is large enough), when the whole command is buffered and written as clients write it: a count of 1 to 9
+// and argument lengths of at most five digits without a leading zero ("0" itself allowed), each header line ending
+// in "\r\n", within lim. It returns the command's length, or 0 for anything else, complete or not, valid or not,
+// which multibulk then judges (args then holds no argument, with the capacity for n of them). For every command it accepts it decides exactly as
+// multibulk would: the same arguments and the same length, and no limit of lim exceeded; like multibulk it does
+// not look at the two bytes after each argument.
 func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
-	if len(b) < quickMinBytes || b[1] < '1' || b[1] > '0'+quickMaxArgs || b[2] != '\r' || b[3] != '\n' {
+	if len(b) < quickMinBytes || b[1] < '1' || b[1] > '0'+quickMaxArgs || binary.LittleEndian.Uint16(b[2:]) != crlf {
 		return 0
 	}
 	n := int(b[1] - '0')
 	if n > lim.MaxArgs || quickMinBytes+n*minBulkArgBytes > lim.MaxRequestBytes {
 		return 0
 	}
+	if cap(*args) < n {
+		*args = make([][]byte, 0, n) // kept for multibulk, too, when the command is refused
+	}
+	a := (*args)[:n]
 	i := quickMinBytes
-	for range n {
+	for k := range a {
 		// "$<length>\r\n<bytes>" and two bytes: i is at the '$'.
 		if i+3 >= len(b) || b[i] != '$' {
 			return 0
@@ -594,8 +625,8 @@ func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
 		default:
 			return 0
 		}
-		// j is at what must be the header's '\r'.
-		if j+1 >= len(b) || b[j] != '\r' || b[j+1] != '\n' || l >= quickMaxBulk {
+		// j is at what must be the header's "\r\n".
+		if j+1 >= len(b) || binary.LittleEndian.Uint16(b[j:]) != crlf || l >= quickMaxBulk {
 			return 0
 		}
 		j += 2
@@ -603,9 +634,10 @@ func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
 		if l > lim.MaxBulkBytes || end+2 > lim.MaxRequestBytes || end+2 > len(b) {
 			return 0
 		}
-		*args = append(*args, b[j:end:end])
+		a[k] = b[j:end:end]
 		i = end + 2
 	}
+	*args = a
 	return i
 }
 
