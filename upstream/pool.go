@@ -91,6 +91,9 @@ type Pool struct {
 	addr  atomic.Pointer[string] // where connections are dialed: opt.Addr, until Retarget
 	lanes []*lane
 	next  atomic.Uint32
+	// forming is the connection whose writer has been kicked and has not yet taken its batch, if any: calls
+	// started meanwhile join that batch rather than start one on the next connection.
+	forming atomic.Pointer[link]
 
 	idleMu sync.Mutex // guards idle and busy, and orders them with Retarget
 	idle   []*Conn
@@ -232,6 +235,10 @@ func (p *Pool) setHealth(up bool, err error) {
 func (p *Pool) link() (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
+	}
+	if l := p.forming.Load(); l != nil && !l.broken.Load() && !l.late() {
+		// A batch is forming on l: joining it saves a write here and a read in Redis.
+		return l, nil
 	}
 	i := int(p.next.Add(1)) % len(p.lanes)
 	s := p.lanes[i]
