@@ -84,8 +84,8 @@ type link struct {
 }
 
 func newLink(p *Pool, nc net.Conn, timeout time.Duration, onReadOnly func(), setName []byte) *link {
-	l := &link{pool: p, nc: nc, timeout: timeout, onReadOnly: onReadOnly, done: make(chan struct{}), kick: make(chan struct{}, 1),
-		setName: setName}
+	l := &link{pool: p, nc: nc, timeout: timeout, onReadOnly: onReadOnly, done: make(chan struct{}),
+		kick: make(chan struct{}, 1), setName: setName}
 	l.named.Store(setName == nil)
 	go l.readLoop()
 	go l.writeLoop()

@@ -227,11 +227,12 @@ func (p *Pool) setHealth(up bool, err error) {
 	}
 }
 
-// link returns a live shared connection, dialing one if needed. A connection whose oldest call is already late
-// (Redis has not answered it within the timeout) is passed over for one whose is not, if there is one; and when
-// the connection's lane cannot be dialed now (a hung or busy Redis does not complete the handshake within the
-// timeout), another lane's live connection is used, if there is one, rather than failing a request that Redis
-// can still answer there.
+// link returns a live shared connection, dialing one if needed: the one on which a batch is forming, if there is
+// one (so that the commands of clients made runnable together leave in one write), else the next in turn. A
+// connection whose oldest call is already late (Redis has not answered it within the timeout) is passed over for
+// one whose is not, if there is one; and when the connection's lane cannot be dialed now (a hung or busy Redis
+// does not complete the handshake within the timeout), another lane's live connection is used, if there is one,
+// rather than failing a request that Redis can still answer there.
 func (p *Pool) link() (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
