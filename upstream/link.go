@@ -46,7 +46,7 @@ func (s *lane) reconnect() (*link, error) {
 	if !named {
 		setName = resp.AppendCommand(nil, "CLIENT", "SETNAME", s.pool.opt.ClientName)
 	}
-	l := newLink(nc, s.pool.opt.Timeout, s.pool.opt.OnReadOnly, setName)
+	l := newLink(s.pool, nc, s.pool.opt.Timeout, s.pool.opt.OnReadOnly, setName)
 	s.cur.Store(l)
 	return l, nil
 }
@@ -56,6 +56,7 @@ func (s *lane) reconnect() (*link, error) {
 // bounds; the connection is closed only when it fails (or the pool is closed or retargeted), never because a
 // reply is late, so that every client gets its own reply when Redis gives it.
 type link struct {
+	pool       *Pool // where it tells that a batch is forming on it
 	nc         net.Conn
 	timeout    time.Duration
 	onReadOnly func() // PoolOptions.OnReadOnly
@@ -82,9 +83,9 @@ type link struct {
 	head   int
 }
 
-func newLink(nc net.Conn, timeout time.Duration, onReadOnly func(), setName []byte) *link {
-	l := &link{nc: nc, timeout: timeout, onReadOnly: onReadOnly, done: make(chan struct{}), kick: make(chan struct{}, 1),
-		setName: setName}
+func newLink(p *Pool, nc net.Conn, timeout time.Duration, onReadOnly func(), setName []byte) *link {
+	l := &link{pool: p, nc: nc, timeout: timeout, onReadOnly: onReadOnly, done: make(chan struct{}),
+		kick: make(chan struct{}, 1), setName: setName}
 	l.named.Store(setName == nil)
 	go l.readLoop()
 	go l.writeLoop()
@@ -137,6 +138,8 @@ func (l *link) enqueue(c *Call, payload []byte) {
 	l.kicked = true
 	l.mu.Unlock()
 	if kick {
+		// A batch starts forming here: calls started before the writer takes it join it (Pool.link).
+		l.pool.forming.Store(l)
 		l.kick <- struct{}{}
 	}
 }
@@ -165,6 +168,7 @@ func (l *link) writeLoop() {
 		l.wbuf = l.spare[:0]
 		l.kicked = false
 		l.mu.Unlock()
+		l.pool.forming.CompareAndSwap(l, nil)
 		if len(buf) == 0 {
 			continue
 		}

@@ -91,6 +91,9 @@ type Pool struct {
 	addr  atomic.Pointer[string] // where connections are dialed: opt.Addr, until Retarget
 	lanes []*lane
 	next  atomic.Uint32
+	// forming is the connection whose writer has been kicked and has not yet taken its batch, if any: calls
+	// started meanwhile join that batch rather than start one on the next connection.
+	forming atomic.Pointer[link]
 
 	idleMu sync.Mutex // guards idle and busy, and orders them with Retarget
 	idle   []*Conn
@@ -224,14 +227,19 @@ func (p *Pool) setHealth(up bool, err error) {
 	}
 }
 
-// link returns a live shared connection, dialing one if needed. A connection whose oldest call is already late
-// (Redis has not answered it within the timeout) is passed over for one whose is not, if there is one; and when
-// the connection's lane cannot be dialed now (a hung or busy Redis does not complete the handshake within the
-// timeout), another lane's live connection is used, if there is one, rather than failing a request that Redis
-// can still answer there.
+// link returns a live shared connection, dialing one if needed: the one on which a batch is forming, if there is
+// one (so that the commands of clients made runnable together leave in one write), else the next in turn. A
+// connection whose oldest call is already late (Redis has not answered it within the timeout) is passed over for
+// one whose is not, if there is one; and when the connection's lane cannot be dialed now (a hung or busy Redis
+// does not complete the handshake within the timeout), another lane's live connection is used, if there is one,
+// rather than failing a request that Redis can still answer there.
 func (p *Pool) link() (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
+	}
+	if l := p.forming.Load(); l != nil && !l.broken.Load() && !l.late() {
+		// A batch is forming on l: joining it saves a write here and a read in Redis.
+		return l, nil
 	}
 	i := int(p.next.Add(1)) % len(p.lanes)
 	s := p.lanes[i]

@@ -460,3 +460,45 @@ func TestPoolSkipsPushes(t *testing.T) {
 		t.Errorf("the shared connection is %q after the push; was %q: the push cost the connection", got, id)
 	}
 }
+
+// TestPoolJoinsFormingBatch: a call started while a batch forms on a connection joins that connection rather than
+// the next one in turn, unless the connection is broken; calls with no batch forming go round the connections.
+func TestPoolJoinsFormingBatch(t *testing.T) {
+	srv := redistest.Start(t)
+	p := NewPool(PoolOptions{Addr: srv.Addr(), Conns: 4, Timeout: 5 * time.Second})
+	t.Cleanup(p.Close)
+	call := NewCall()
+	clientID := func() string {
+		t.Helper()
+		if err := p.Do(call, resp.AppendCommand(nil, "CLIENT", "ID"), 1); err != nil {
+			t.Fatal(err)
+		}
+		return string(call.Frame(0))
+	}
+	ids := map[string]bool{}
+	for i := 0; i < 8; i++ {
+		ids[clientID()] = true
+	}
+	if len(ids) != 4 {
+		t.Fatalf("with no batch forming, 8 calls used %d connections; want all 4", len(ids))
+	}
+
+	forming := p.lanes[2].cur.Load()
+	var want string
+	for i := 0; i < 8; i++ {
+		p.forming.Store(forming) // as the call that kicks its writer does
+		id := clientID()
+		if want == "" {
+			want = id
+		}
+		if id != want {
+			t.Fatalf("call %d joined the connection of CLIENT ID %q; want the forming one's, %q", i, id, want)
+		}
+	}
+
+	forming.fail(errors.New("test: connection lost"))
+	p.forming.Store(forming)
+	if id := clientID(); id == want {
+		t.Fatalf("a call joined the broken connection (CLIENT ID %q)", id)
+	}
+}
