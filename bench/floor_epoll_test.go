@@ -40,27 +40,7 @@ func TestFloorEpollMatchesRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	addr := startFloorEpoll(t)
 
-	big := strings.Repeat("v", 40<<10)
-	var in []byte
-	for _, cmd := range [][]string{
-		{"GET", "floor:missing"},
-		{"SET", "floor:a", "1"},
-		{"SET", "floor:empty", ""},
-		{"SET", "floor:big", big},
-		{"get", "floor:a"},
-		{"GET", "floor:empty"},
-		{"GET", "floor:big"},
-		{"PING"},
-		{"SET", "floor:a", "two\r\nlines"},
-		{"GET", "floor:a"},
-	} {
-		in = append(in, redistest.Encode(cmd...)...)
-	}
-	want := exchange(t, srv.Addr(), in)
-	got := exchange(t, addr, in)
-	if !bytes.Equal(got, want) {
-		t.Errorf("floor-epoll replied\n%q\nredis replied\n%q", trim(got), trim(want))
-	}
+	compareFloorWithRedis(t, "floor-epoll", srv.Addr(), addr)
 
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

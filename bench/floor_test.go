@@ -35,7 +35,15 @@ func TestFloorMatchesRedis(t *testing.T) {
 		}
 	}()
 
-	big := strings.Repeat("v", 40<<10) // larger than the floor's first read buffer
+	compareFloorWithRedis(t, "floor", srv.Addr(), ln.Addr().String())
+}
+
+// compareFloorWithRedis sends one pipeline of GET, SET and PING (a value larger than a floor's first read buffer
+// among them) to Redis at redisAddr and to a floor at floorAddr, cut in pieces (exchange), and compares the
+// reply bytes.
+func compareFloorWithRedis(t *testing.T, name, redisAddr, floorAddr string) {
+	t.Helper()
+	big := strings.Repeat("v", 40<<10)
 	var in []byte
 	for _, cmd := range [][]string{
 		{"GET", "floor:missing"},
@@ -51,10 +59,10 @@ func TestFloorMatchesRedis(t *testing.T) {
 	} {
 		in = append(in, redistest.Encode(cmd...)...)
 	}
-	want := exchange(t, srv.Addr(), in)
-	got := exchange(t, ln.Addr().String(), in)
+	want := exchange(t, redisAddr, in)
+	got := exchange(t, floorAddr, in)
 	if !bytes.Equal(got, want) {
-		t.Errorf("floor replied\n%q\nredis replied\n%q", trim(got), trim(want))
+		t.Errorf("%s replied\n%q\nredis replied\n%q", name, trim(got), trim(want))
 	}
 }
 
