@@ -32,6 +32,7 @@ import (
 func runMemory(args []string) error {
 	cmd := newLabCommand("memory")
 	w := zipfFlags(cmd.FlagSet, "feature bundles of 1-2 KiB seeded and read")
+	cmd.Float64Var(&w.EmbShare, "emb-share", 0, "share of keys that are 16 KiB embeddings (the remote profile has 0.05)")
 	maxMemory := mustSize("64MB")
 	cmd.Var(&maxMemory, "max-memory", "featcache local.max_memory")
 	conns := cmd.Int("conns", 50, "load connections")

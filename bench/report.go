@@ -152,8 +152,11 @@ type targetResult struct {
 	// BackgroundCPU is the CPU the process used, summed over all rounds, while other targets were measured.
 	BackgroundCPU float64 `json:"background_cpu_seconds"`
 	// RelayCPU is the relay's CPU time, summed over this target's rounds (remote store only).
-	RelayCPU   float64       `json:"relay_cpu_seconds,omitempty"`
-	PeakRSS    int64         `json:"peak_rss_bytes"`
+	RelayCPU float64 `json:"relay_cpu_seconds,omitempty"`
+	PeakRSS  int64   `json:"peak_rss_bytes"`
+	// EndRSS is the resident set right after the last round (VmRSS): with a full tier, what local.max_memory's
+	// bound speaks of; PeakRSS may come from the prefill's cold fill.
+	EndRSS     int64         `json:"end_rss_bytes"`
 	Nils       int64         `json:"nil_replies"`
 	Errors     int64         `json:"error_replies"`
 	FirstError string        `json:"first_error,omitempty"`
@@ -490,6 +493,7 @@ func (pr *profileResult) cacheCounts(b *strings.Builder) {
 				"%d upstream reads, %d forwarded, %d bypass; %d evictions; %d entries at the end; %d GC cycles.",
 				c.Requests, c.Reads(), c.Hits, c.StaleHits, c.StaleOnError, c.Misses, c.UpstreamReads, c.Forwarded,
 				c.Bypass, c.Evictions, c.Entries, c.GCCycles)
+			p(" RSS right after the last round %s (peak %s).", fmtMiB(t.EndRSS), fmtMiB(t.PeakRSS))
 			if a := t.Allocs; a != nil {
 				p(" Allocation phase: %d GETs of %d cached keys, %d hits, %d misses, %d allocations after subtracting "+
 					"one CACHE STATS (%d).", a.Requests, a.Keys, a.Hits, a.Misses, a.Allocs, a.StatsCallAllocs)
@@ -562,7 +566,9 @@ const methodNotes = `## How the figures are measured
   process costs the shared server core while it is not the one measured (featcache receives invalidations for
   every write the other targets send to Redis; redis-server serves featcache's misses during featcache's rounds).
 - **peak RSS**: VmHWM from /proc/<pid>/status right after the last round (featcache also reports it as
-  rss_peak_bytes); for redis-server it includes the seeded data set.
+  rss_peak_bytes); for redis-server it includes the seeded data set. For featcache the peak may be the
+  prefill's cold fill (every key read once in pipelines, fills in flight); the line under the table gives its
+  VmRSS right after the last round too, the resident set with a full tier.
 - **allocs/GET**: after the rounds, min(keys, 1000) keys are read once so they are cached, then
   ` + "`-alloc-requests`" + ` GETs of them are sent over the same connections with the same pipeline depth; the
   alloc_objects delta of CACHE STATS (the process's cumulative heap allocations, runtime/metrics

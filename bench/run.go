@@ -248,6 +248,7 @@ func drive(e *env, s settings, pr *profileResult, targets []*liveTarget, relayPr
 		if t.proc != nil {
 			// The peak of the measured load: read before the allocation phase and redis-benchmark add their own.
 			t.res.PeakRSS = procStatus(t.proc.pid(), "VmHWM")
+			t.res.EndRSS = procStatus(t.proc.pid(), "VmRSS")
 		}
 	}
 
