@@ -398,8 +398,10 @@ func TestServeStaleWithinTimeout(t *testing.T) {
 					if got != want {
 						t.Errorf("%s: %q: got %q; want %q from memory", how, args, got, want)
 					}
-					if took > busyTimeout+100*time.Millisecond {
-						t.Errorf("%s: %q took %v; want within upstream.timeout (%v) + 100ms", how, args, took, busyTimeout)
+					// Without serve_stale the reply would wait for the 3 s script; the slack is the one every
+					// fault test allows a loaded machine (100 ms was exceeded once at a load average of 6).
+					if took > busyTimeout+faultSlack {
+						t.Errorf("%s: %q took %v; want within upstream.timeout (%v) + %v", how, args, took, busyTimeout, faultSlack)
 					}
 					slowest = max(slowest, took)
 				}
