@@ -28,7 +28,8 @@ func (c *client) execBatch(cmds []resp.Command) {
 		c.arena = nil
 	}
 	c.arena = c.arena[:0]
-	defer c.abandonFills(errInternal)
+	// A panic ends the batch without runSegment: serveClient's recovery completes the fills the segment leads
+	// (abandonFills), so that the clients waiting on them get an error instead of waiting for ever.
 	for i := range cmds {
 		pending := c.replies.pending()
 		switch {
@@ -42,7 +43,9 @@ func (c *client) execBatch(cmds []resp.Command) {
 			break
 		}
 	}
-	c.runSegment()
+	if !c.seg.empty() {
+		c.runSegment()
+	}
 	c.pend.fold()
 }
 

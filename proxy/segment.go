@@ -156,6 +156,13 @@ func (s *segment) reset() {
 	}
 }
 
+// empty reports whether the segment holds nothing that runSegment would send, complete, invalidate, assemble or
+// reset: what a batch answered from memory alone leaves, whose end then costs no call.
+func (s *segment) empty() bool {
+	return len(s.holes) == 0 && s.req.Len() == 0 && len(s.tail) == 0 && len(s.fetches) == 0 && len(s.writes) == 0 &&
+		len(s.windows) == 0 && s.doErr == nil && !s.forward && !s.bypass && !s.tx && !s.up3
+}
+
 // buf is where a reply known now goes: out while no hole precedes it, else the tail (replies.buf).
 func (s *segment) buf(out *[]byte) *[]byte {
 	if len(s.holes) == 0 {
