@@ -317,17 +317,21 @@ func (r *Reader) ReadBatch(dst []Command) ([]Command, error) {
 	}
 	r.recycle(dst)
 	for {
-		var err error
-		dst, err = r.parse(dst)
-		if err != nil {
-			r.perr = err
+		// An empty buffer, what a client that waits for each reply leaves between its commands, has nothing to
+		// parse: read first.
+		if r.start < r.end {
+			var err error
+			dst, err = r.parse(dst)
+			if err != nil {
+				r.perr = err
+				if len(dst) > 0 {
+					return dst, nil
+				}
+				return dst, err
+			}
 			if len(dst) > 0 {
 				return dst, nil
 			}
-			return dst, err
-		}
-		if len(dst) > 0 {
-			return dst, nil
 		}
 		if r.rerr != nil {
 			return dst, r.rerr
