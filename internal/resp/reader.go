@@ -566,8 +566,18 @@ func (r *Reader) quickRun(dst []Command) (_ []Command, refused bool) {
 	}
 	work := 0
 	for start < len(buf) && len(dst) < limit && buf[start] == '*' {
-		var c *Command
-		dst, c = nextCommandSlot(dst)
+		// nextCommandSlot, without emptying the slot: quickMultibulk sets both Args and Raw of a command it
+		// takes, and a command it refuses gives its slot back, to be taken again by parse.
+		k := len(dst)
+		if k < cap(dst) {
+			dst = dst[:k+1]
+		} else {
+			dst = append(dst, Command{})
+		}
+		c := &dst[k]
+		if cap(c.Args) > maxReusedArgsCap {
+			c.Args = nil
+		}
 		b := buf[start:]
 		n := quickMultibulk(b, &r.next, &c.Args)
 		if n == 0 {
@@ -596,7 +606,7 @@ const (
 // when it is large enough), when the whole command is buffered and written as clients write it: a count of 1 to 9
 // and argument lengths of at most five digits without a leading zero ("0" itself allowed), each header line ending
 // in "\r\n", within lim. It returns the command's length, or 0 for anything else, complete or not, valid or not,
-// which multibulk then judges (args then holds no argument, with the capacity for n of them). For every command it accepts it decides exactly as
+// which multibulk then judges (args then has the capacity for n of them, and whatever length it had). For every command it accepts it decides exactly as
 // multibulk would: the same arguments and the same length, and no limit of lim exceeded; like multibulk it does
 // not look at the two bytes after each argument.
 func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
