@@ -30,14 +30,20 @@ func (c *client) execBatch(cmds []resp.Command) {
 	c.arena = c.arena[:0]
 	// A panic ends the batch without runSegment: serveClient's recovery completes the fills the segment leads
 	// (abandonFills), so that the clients waiting on them get an error instead of waiting for ever.
+	//
+	// Only a command that exec runs changes what execGet needs (the client's sessions, its authentication, its
+	// reply mode), so it is judged before the first command and again after each such command, not for every GET.
+	plain := c.plain()
 	for i := range cmds {
 		pending := c.replies.pending()
 		switch {
-		case c.execGet(&cmds[i]):
+		case plain && c.execGet(&cmds[i]):
 		case c.reply == replyOn:
 			c.exec(&cmds[i])
+			plain = c.plain()
 		default:
 			c.execMuted(&cmds[i])
+			plain = c.plain()
 		}
 		if c.quit || !c.settled(pending) && !c.settleOutput(pending) {
 			break
@@ -49,13 +55,18 @@ func (c *client) execBatch(cmds []resp.Command) {
 	c.pend.fold()
 }
 
-// execGet runs cmd when it is a GET of a client outside every session (authenticated, replies on, no tracking,
-// transaction, WATCH or subscription), and reports whether it did. That is most of what a feature server sends,
-// and exec would dispatch it to the same place after a dozen checks that cannot apply: it is counted as exec
-// counts it (countCommand), then read as execAuthed reads a classRead command.
+// plain reports whether the client is outside every session (authenticated, replies on, no tracking,
+// transaction, WATCH or subscription, no tracked write in flight): then execGet may run its GETs.
+func (c *client) plain() bool {
+	return c.reply == replyOn && c.authed && c.trk == nil && c.sub == nil && !c.tx.multi && c.tx.conn == nil &&
+		len(c.trkWriting) == 0
+}
+
+// execGet runs cmd when it is a GET, and reports whether it did; the client is plain (execBatch checks it). That
+// is most of what a feature server sends, and exec would dispatch it to the same place after a dozen checks that
+// cannot apply: it is counted as exec counts it (countCommand), then read as execAuthed reads a classRead command.
 func (c *client) execGet(cmd *resp.Command) bool {
-	if len(cmd.Args) != 2 || !isGet(cmd.Args[0]) || c.reply != replyOn || !c.authed || c.trk != nil || c.sub != nil ||
-		c.tx.multi || c.tx.conn != nil || len(c.trkWriting) > 0 {
+	if len(cmd.Args) != 2 || !isGet(cmd.Args[0]) {
 		return false
 	}
 	tc := c.srv.tbl.Load().get
@@ -219,7 +230,10 @@ func (c *client) readGet(cmd *resp.Command) {
 	var look localcache.Lookup
 	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
 	if look.State == localcache.StateFresh {
-		c.pend.hit(pc, look.Age) // served's case of a fresh entry, without the call
+		// served's case of a fresh entry, without the call
+		if !c.pend.hitPending(pc, look.Age) {
+			c.pend.hit(pc, look.Age)
+		}
 		*buf = c.seg.servedNil(*buf, look.Kind)
 		return
 	}
