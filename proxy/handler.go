@@ -73,6 +73,7 @@ func (c *client) execGet(cmd *resp.Command) bool {
 	if tc == nil {
 		return false // denied: exec refuses it
 	}
+	c.ran = tc
 	c.vers.reset()
 	c.pend.call(tc)
 	c.timing.add(int(tc.lat))
@@ -94,6 +95,7 @@ func isGet(name []byte) bool {
 func (c *client) exec(cmd *resp.Command) {
 	c.vers.reset()
 	tc := c.lookup(cmd.Args)
+	c.ran = tc
 	c.countCommand(tc)
 	if tc == nil || tc.class != classRead {
 		c.pend.fold() // it may read the counters, or wait
