@@ -115,7 +115,7 @@ func New(opt Options) (*Server, error) {
 	}
 	realClock := opt.Now == nil
 	if opt.Now == nil {
-		opt.Now = opt.Cache.Now // the tier's clock: entries' deadlines are on it
+		opt.Now = opt.Cache.Clock() // the tier's clock: entries' deadlines are on it
 	}
 	if opt.TLSHandshakeTimeout <= 0 {
 		opt.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
