@@ -230,7 +230,7 @@ func (c *client) readGet(cmd *resp.Command) {
 	now := c.clock()
 	buf := c.replies.buf()
 	var look localcache.Lookup
-	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
+	*buf, look = c.srv.cache.AppendGetMs(*buf, key, lp, c.seg.nowMs, false) // now's milliseconds
 	if look.State == localcache.StateFresh {
 		// served's case of a fresh entry, without the call
 		if !c.pend.hitPending(pc, look.Age) {
@@ -355,7 +355,7 @@ func (c *client) readMget(cmd *resp.Command) {
 		var look localcache.Lookup
 		looked := hit
 		if hit {
-			*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
+			*buf, look = c.srv.cache.AppendGetMs(*buf, key, lp, c.seg.nowMs, false) // now's milliseconds
 			hit = look.State != localcache.StateMiss
 		}
 		mk = append(mk, mgetKey{key: key, lp: lp, pc: pc, looked: looked, state: look.State, age: look.Age})
@@ -534,7 +534,7 @@ func (c *client) runSegment() {
 		err := c.sendSegment() // over a shared connection, or the client's pinned one
 		// The round trip took its time: its replies, serve-stale's answers when it failed, and the reads after
 		// it are judged now.
-		s.now, s.waited = c.srv.now(), false
+		s.setNow(c.srv.now())
 		c.srv.metrics.observeUpstreamTook(s.class(), c.roundTripTook(start))
 		c.srv.stats.RoundTrips.Add(1)
 		// The replies are in memory now: charge them, so that a client whose segments bring back more than the
