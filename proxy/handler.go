@@ -227,10 +227,10 @@ func (c *client) readGet(cmd *resp.Command) {
 	}
 	pc := ps.counters[pol.Index]
 	lp := &ps.local[pol.Index]
-	now := c.clock()
+	nowMs := c.clockMs()
 	buf := c.replies.buf()
 	var look localcache.Lookup
-	*buf, look = c.srv.cache.AppendGetMs(*buf, key, lp, c.seg.nowMs, false) // now's milliseconds
+	*buf, look = c.srv.cache.AppendGetMs(*buf, key, lp, nowMs, false)
 	if look.State == localcache.StateFresh {
 		// served's case of a fresh entry, without the call
 		if !c.pend.hitPending(pc, look.Age) {
@@ -243,7 +243,7 @@ func (c *client) readGet(cmd *resp.Command) {
 		*buf = c.seg.servedNil(*buf, look.Kind)
 		return
 	}
-	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, now)
+	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, c.seg.now) // the time of nowMs
 }
 
 // cachedKey begins a cached read of one key (GET, HGET, HMGET, HGETALL: the key is cmd's first argument): it

@@ -131,6 +131,16 @@ func (c *client) clock() time.Time {
 	return s.now
 }
 
+// clockMs is clock in unix milliseconds, for the tier's lookups (localcache.Cache.AppendGetMs). It brings the
+// segment's time up to date as clock does: c.seg.now is then the same instant.
+func (c *client) clockMs() int64 {
+	s := &c.seg
+	if s.waited {
+		c.readClock()
+	}
+	return s.nowMs
+}
+
 // readClock reads the clock again for clock. It is kept out of line so that clock, which every cached read calls,
 // stays small enough to be inlined.
 //
