@@ -236,11 +236,11 @@ func (c *client) readGet(cmd *resp.Command) {
 		if !c.pend.hitPending(pc, look.Age) {
 			c.pend.hit(pc, look.Age)
 		}
-		*buf = c.seg.servedNil(*buf, look.Kind)
+		c.seg.servedNil(buf, look.Kind)
 		return
 	}
 	if c.served(look, key, lp, pc) {
-		*buf = c.seg.servedNil(*buf, look.Kind)
+		c.seg.servedNil(buf, look.Kind)
 		return
 	}
 	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, c.seg.now) // the time of nowMs
@@ -427,7 +427,7 @@ func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
 		var look localcache.Lookup
 		*buf, look = c.srv.cache.AppendGet(*buf, k.key, k.lp, now, false)
 		if c.served(look, k.key, k.lp, k.pc) {
-			*buf = c.seg.servedNil(*buf, look.Kind)
+			c.seg.servedNil(buf, look.Kind)
 			continue
 		}
 		c.replies.holdMget(&region)
