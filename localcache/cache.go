@@ -193,6 +193,12 @@ func New(opt Options) (*Cache, error) {
 // no copy in between; AppendGet allocates only when dst lacks capacity (or, rarely, when the entry
 // wraps around freecache's ring buffer). key is not retained. p must not be nil.
 func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead bool) ([]byte, Lookup) {
+	return c.AppendGetMs(dst, key, p, now.UnixMilli(), allowDead)
+}
+
+// AppendGetMs is AppendGet at nowMs, the time in unix milliseconds on the cache's clock (time.Time.UnixMilli):
+// for a caller that looks up many keys at one instant and converts it once.
+func (c *Cache) AppendGetMs(dst, key []byte, p *Policy, nowMs int64, allowDead bool) ([]byte, Lookup) {
 	var lk Lookup
 	if len(key) > MaxKeyLen {
 		return dst, lk
@@ -204,7 +210,6 @@ func (c *Cache) AppendGet(dst, key []byte, p *Policy, now time.Time, allowDead b
 		w := t.word(key).Load()
 		session, floor = sessionOf(w), floorOf(w)
 	}
-	nowMs := now.UnixMilli()
 	out := dst
 	// The callback runs under freecache's segment lock: it only decodes and appends.
 	_ = c.fc.GetFn(key, func(b []byte) error {

@@ -77,6 +77,10 @@ type client struct {
 		cmd  *command
 	}
 
+	// ran is the table entry of the last command the current batch ran (nil for one Redis does not know), for
+	// CLIENT LIST's cmd (noteBatch).
+	ran *command
+
 	// Scratch for splitting a multi-key command over the slots of a Redis Cluster (cluster.go).
 	splitIdx   []int
 	splitSlots []int
@@ -200,7 +204,7 @@ func (c *client) serve() {
 			}
 			c.beginBatch()
 			c.execBatch(cmds)
-			c.noteBatch(cmds)
+			c.noteBatch()
 			if !c.flush() {
 				return
 			}

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"featcache/internal/resp"
 	"featcache/upstream"
 )
 
@@ -74,15 +73,15 @@ func (c *client) setUser(user []byte) {
 	c.info.mu.Unlock()
 }
 
-// noteBatch records, once a batch ran, when it began and its last command, for CLIENT LIST's idle and cmd. It
-// runs for every batch, so it stores only what changed: the time in whole seconds, as CLIENT LIST shows it.
-func (c *client) noteBatch(cmds []resp.Command) {
+// noteBatch records, once a batch ran, when it began and the last command it ran, for CLIENT LIST's idle and cmd.
+// It runs for every batch, so it stores only what changed: the time in whole seconds, as CLIENT LIST shows it.
+func (c *client) noteBatch() {
 	i := &c.info
 	if sec := c.seg.now.Unix(); sec != i.noted {
 		i.noted = sec
 		i.lastAt.Store(sec)
 	}
-	if tc := c.lookup(cmds[len(cmds)-1].Args); i.lastCmd.Load() != tc {
+	if tc := c.ran; i.lastCmd.Load() != tc {
 		i.lastCmd.Store(tc)
 	}
 }

@@ -28,37 +28,52 @@ func (c *client) execBatch(cmds []resp.Command) {
 		c.arena = nil
 	}
 	c.arena = c.arena[:0]
-	defer c.abandonFills(errInternal)
+	// A panic ends the batch without runSegment: serveClient's recovery completes the fills the segment leads
+	// (abandonFills), so that the clients waiting on them get an error instead of waiting for ever.
+	//
+	// Only a command that exec runs changes what execGet needs (the client's sessions, its authentication, its
+	// reply mode), so it is judged before the first command and again after each such command, not for every GET.
+	plain := c.plain()
 	for i := range cmds {
 		pending := c.replies.pending()
 		switch {
-		case c.execGet(&cmds[i]):
+		case plain && c.execGet(&cmds[i]):
 		case c.reply == replyOn:
 			c.exec(&cmds[i])
+			plain = c.plain()
 		default:
 			c.execMuted(&cmds[i])
+			plain = c.plain()
 		}
 		if c.quit || !c.settled(pending) && !c.settleOutput(pending) {
 			break
 		}
 	}
-	c.runSegment()
+	if !c.seg.empty() {
+		c.runSegment()
+	}
 	c.pend.fold()
 }
 
-// execGet runs cmd when it is a GET of a client outside every session (authenticated, replies on, no tracking,
-// transaction, WATCH or subscription), and reports whether it did. That is most of what a feature server sends,
-// and exec would dispatch it to the same place after a dozen checks that cannot apply: it is counted as exec
-// counts it (countCommand), then read as execAuthed reads a classRead command.
+// plain reports whether the client is outside every session (authenticated, replies on, no tracking,
+// transaction, WATCH or subscription, no tracked write in flight): then execGet may run its GETs.
+func (c *client) plain() bool {
+	return c.reply == replyOn && c.authed && c.trk == nil && c.sub == nil && !c.tx.multi && c.tx.conn == nil &&
+		len(c.trkWriting) == 0
+}
+
+// execGet runs cmd when it is a GET, and reports whether it did; the client is plain (execBatch checks it). That
+// is most of what a feature server sends, and exec would dispatch it to the same place after a dozen checks that
+// cannot apply: it is counted as exec counts it (countCommand), then read as execAuthed reads a classRead command.
 func (c *client) execGet(cmd *resp.Command) bool {
-	if len(cmd.Args) != 2 || !isGet(cmd.Args[0]) || c.reply != replyOn || !c.authed || c.trk != nil || c.sub != nil ||
-		c.tx.multi || c.tx.conn != nil || len(c.trkWriting) > 0 {
+	if len(cmd.Args) != 2 || !isGet(cmd.Args[0]) {
 		return false
 	}
 	tc := c.srv.tbl.Load().get
 	if tc == nil {
 		return false // denied: exec refuses it
 	}
+	c.ran = tc
 	c.vers.reset()
 	c.pend.call(tc)
 	c.timing.add(int(tc.lat))
@@ -80,6 +95,7 @@ func isGet(name []byte) bool {
 func (c *client) exec(cmd *resp.Command) {
 	c.vers.reset()
 	tc := c.lookup(cmd.Args)
+	c.ran = tc
 	c.countCommand(tc)
 	if tc == nil || tc.class != classRead {
 		c.pend.fold() // it may read the counters, or wait
@@ -211,20 +227,23 @@ func (c *client) readGet(cmd *resp.Command) {
 	}
 	pc := ps.counters[pol.Index]
 	lp := &ps.local[pol.Index]
-	now := c.clock()
+	nowMs := c.clockMs()
 	buf := c.replies.buf()
 	var look localcache.Lookup
-	*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
+	*buf, look = c.srv.cache.AppendGetMs(*buf, key, lp, nowMs, false)
 	if look.State == localcache.StateFresh {
-		c.pend.hit(pc, look.Age) // served's case of a fresh entry, without the call
-		*buf = c.seg.servedNil(*buf, look.Kind)
+		// served's case of a fresh entry, without the call
+		if !c.pend.hitPending(pc, look.Age) {
+			c.pend.hit(pc, look.Age)
+		}
+		c.seg.servedNil(buf, look.Kind)
 		return
 	}
 	if c.served(look, key, lp, pc) {
-		*buf = c.seg.servedNil(*buf, look.Kind)
+		c.seg.servedNil(buf, look.Kind)
 		return
 	}
-	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, now)
+	c.seg.addFill(c.srv.cache, buf, holeGet, key, lp, pc, c.seg.now) // the time of nowMs
 }
 
 // cachedKey begins a cached read of one key (GET, HGET, HMGET, HGETALL: the key is cmd's first argument): it
@@ -336,7 +355,7 @@ func (c *client) readMget(cmd *resp.Command) {
 		var look localcache.Lookup
 		looked := hit
 		if hit {
-			*buf, look = c.srv.cache.AppendGet(*buf, key, lp, now, false)
+			*buf, look = c.srv.cache.AppendGetMs(*buf, key, lp, c.seg.nowMs, false) // now's milliseconds
 			hit = look.State != localcache.StateMiss
 		}
 		mk = append(mk, mgetKey{key: key, lp: lp, pc: pc, looked: looked, state: look.State, age: look.Age})
@@ -408,7 +427,7 @@ func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
 		var look localcache.Lookup
 		*buf, look = c.srv.cache.AppendGet(*buf, k.key, k.lp, now, false)
 		if c.served(look, k.key, k.lp, k.pc) {
-			*buf = c.seg.servedNil(*buf, look.Kind)
+			c.seg.servedNil(buf, look.Kind)
 			continue
 		}
 		c.replies.holdMget(&region)
@@ -515,7 +534,7 @@ func (c *client) runSegment() {
 		err := c.sendSegment() // over a shared connection, or the client's pinned one
 		// The round trip took its time: its replies, serve-stale's answers when it failed, and the reads after
 		// it are judged now.
-		s.now, s.waited = c.srv.now(), false
+		s.setNow(c.srv.now())
 		c.srv.metrics.observeUpstreamTook(s.class(), c.roundTripTook(start))
 		c.srv.stats.RoundTrips.Add(1)
 		// The replies are in memory now: charge them, so that a client whose segments bring back more than the

@@ -105,6 +105,57 @@ func runHitPathWith(b *testing.B, srv *Server, payload []byte, setup func(c *cli
 func BenchmarkHitPathGet(b *testing.B)        { benchHitPath(b, 1) }
 func BenchmarkHitPathPipeline16(b *testing.B) { benchHitPath(b, 16) }
 
+// BenchmarkHitPathServe is BenchmarkHitPathGet through the client's whole serve loop: besides the reader and the
+// request path, what every batch costs around them (CLIENT LIST's notes, the write of the replies, the buffers'
+// trim and the memory account, the slow-log check). The connection hands the reader one GET per read and drops
+// the replies.
+func BenchmarkHitPathServe(b *testing.B) { benchHitPathServe(b, 1) }
+
+// BenchmarkHitPathServePipeline16 is BenchmarkHitPathServe with pipelines of 16 GETs.
+func BenchmarkHitPathServePipeline16(b *testing.B) { benchHitPathServe(b, 16) }
+
+func benchHitPathServe(b *testing.B, pipeline int) {
+	srv := benchServer(b, 1000)
+	var payload []byte
+	for i := 0; i < pipeline; i++ {
+		payload = resp.AppendCommand(payload, "GET", "key:"+strconv.Itoa(i*37%1000))
+	}
+	b.SetBytes(int64(pipeline) * 1024)
+	nc := &benchConn{data: payload}
+	c := srv.newClient(nc)
+	b.ReportAllocs()
+	b.ResetTimer()
+	nc.left = b.N
+	c.serve()
+	b.StopTimer()
+	if nc.left != 0 || nc.written < int64(b.N*pipeline*1024) {
+		b.Fatalf("reads left %d, %d bytes written; the loop stopped early", nc.left, nc.written)
+	}
+	if hits := srv.Stats().Hits.Load(); hits < int64(b.N) {
+		b.Fatalf("hits = %d; the benchmark did not hit", hits)
+	}
+}
+
+// benchConn is a client connection that sends data left times, then EOF, and drops what is written to it.
+type benchConn struct {
+	net.Conn // nil: only what serve calls on a plain connection is implemented
+	data     []byte
+	left     int
+	written  int64
+}
+
+func (c *benchConn) Read(p []byte) (int, error) {
+	if c.left == 0 {
+		return 0, io.EOF
+	}
+	c.left--
+	return copy(p, c.data), nil
+}
+
+func (c *benchConn) Write(p []byte) (int, error) { c.written += int64(len(p)); return len(p), nil }
+func (c *benchConn) Close() error                { return nil }
+func (c *benchConn) RemoteAddr() net.Addr        { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
 // BenchmarkHitPathMGET is an MGET of 8 keys, all answered from memory.
 func BenchmarkHitPathMGET(b *testing.B) { benchHitPathMGET(b, 2) }
 

@@ -113,6 +113,20 @@ func (p *pendingCounts) hit(pc *policyCounters, age time.Duration) {
 	p.sumMs += ms
 }
 
+// hitPending counts a fresh hit of age age under pc when the batch's pending hits are pc's already, and reports
+// whether it did; hit counts the others. It is small enough to be inlined into the read, where hit is a call.
+func (p *pendingCounts) hitPending(pc *policyCounters, age time.Duration) bool {
+	if !p.on || pc != p.pc {
+		return false
+	}
+	ms := age.Milliseconds()
+	i := ageBucket(ms)
+	p.hits[i]++
+	p.mask |= 1 << i
+	p.sumMs += ms
+	return true
+}
+
 // call counts a call of tc.
 func (p *pendingCounts) call(tc *command) {
 	if !p.on {

@@ -149,14 +149,14 @@ func holdsNullBulk(body []byte) bool {
 	return false
 }
 
-// servedNil turns the reply a lookup that served an entry of kind k just appended to b into the client's
+// servedNil turns the reply a lookup that served an entry of kind k just appended to *b into the client's
 // protocol: the null bulk string the local tier writes for a missing key becomes RESP3's null. Inlined, a RESP2
-// client's hit pays one comparison.
-func (s *segment) servedNil(b []byte, k localcache.Kind) []byte {
+// client's hit pays one comparison, and the buffer is not touched.
+func (s *segment) servedNil(b *[]byte, k localcache.Kind) {
 	if s.proto < 3 || k != localcache.KindNil {
-		return b
+		return
 	}
-	return append(b[:len(b)-len(nullBulk)], null3...)
+	*b = append((*b)[:len(*b)-len(nullBulk)], null3...)
 }
 
 // fixNil turns the null bulk string a cached read just appended at b[mark:] (localcache writes RESP2) into the

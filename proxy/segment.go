@@ -74,6 +74,7 @@ type segment struct {
 	// again after anything that may have waited (see client.clock), so that a read is never judged at a time
 	// before a wait that preceded it in the pipeline.
 	now     time.Time
+	nowMs   int64            // now in unix milliseconds, as the local tier's lookups take it (AppendGetMs)
 	waited  bool             // something may have waited since now was read: the next lookup reads the clock again
 	req     upstream.Payload // upstream payload: one reply frame per command, each command with its hash slot
 	tail    []byte
@@ -114,7 +115,10 @@ func (s *segment) class() int {
 	return upRead
 }
 
-func (s *segment) begin(now time.Time) { s.now, s.waited = now, false }
+func (s *segment) begin(now time.Time) { s.setNow(now) }
+
+// setNow sets the time the segment's lookups are judged at.
+func (s *segment) setNow(now time.Time) { s.now, s.nowMs, s.waited = now, now.UnixMilli(), false }
 
 // clock returns the time the client's next lookups are judged at: the batch's, unless something may have waited
 // since it was read (a round trip, a blocking or pinned command, a barrier, a write to the client), when it reads
@@ -127,11 +131,21 @@ func (c *client) clock() time.Time {
 	return s.now
 }
 
+// clockMs is clock in unix milliseconds, for the tier's lookups (localcache.Cache.AppendGetMs). It brings the
+// segment's time up to date as clock does: c.seg.now is then the same instant.
+func (c *client) clockMs() int64 {
+	s := &c.seg
+	if s.waited {
+		c.readClock()
+	}
+	return s.nowMs
+}
+
 // readClock reads the clock again for clock. It is kept out of line so that clock, which every cached read calls,
 // stays small enough to be inlined.
 //
 //go:noinline
-func (c *client) readClock() { c.seg.now, c.seg.waited = c.srv.now(), false }
+func (c *client) readClock() { c.seg.setNow(c.srv.now()) }
 
 // hasWaited notes that the client may have waited: the next lookup reads the clock again.
 func (c *client) hasWaited() { c.seg.waited = true }
@@ -154,6 +168,13 @@ func (s *segment) reset() {
 	if cap(s.tail) > maxSegmentBytes*2 {
 		s.tail = nil
 	}
+}
+
+// empty reports whether the segment holds nothing that runSegment would send, complete, invalidate, assemble or
+// reset: what a batch answered from memory alone leaves, whose end then costs no call.
+func (s *segment) empty() bool {
+	return len(s.holes) == 0 && s.req.Len() == 0 && len(s.tail) == 0 && len(s.fetches) == 0 && len(s.writes) == 0 &&
+		len(s.windows) == 0 && s.doErr == nil && !s.forward && !s.bypass && !s.tx && !s.up3
 }
 
 // buf is where a reply known now goes: out while no hole precedes it, else the tail (replies.buf).

@@ -115,7 +115,7 @@ func New(opt Options) (*Server, error) {
 	}
 	realClock := opt.Now == nil
 	if opt.Now == nil {
-		opt.Now = opt.Cache.Now // the tier's clock: entries' deadlines are on it
+		opt.Now = opt.Cache.Clock() // the tier's clock: entries' deadlines are on it
 	}
 	if opt.TLSHandshakeTimeout <= 0 {
 		opt.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
@@ -391,7 +391,7 @@ func (s *Server) serveClient(c *client) {
 		if r := recover(); r != nil {
 			s.stats.Panics.Add(1)
 			s.log.Error("connection panic", "client", c.id, "panic", r, "stack", string(debug.Stack()))
-			c.abandonFills(fmt.Errorf("featcache: internal error"))
+			c.abandonFills(errInternal)
 			c.out = resp.AppendError(c.out[:0], "ERR featcache internal error, connection closed")
 			c.flush()
 		}

@@ -317,17 +317,21 @@ func (r *Reader) ReadBatch(dst []Command) ([]Command, error) {
 	}
 	r.recycle(dst)
 	for {
-		var err error
-		dst, err = r.parse(dst)
-		if err != nil {
-			r.perr = err
+		// An empty buffer, what a client that waits for each reply leaves between its commands, has nothing to
+		// parse: read first.
+		if r.start < r.end {
+			var err error
+			dst, err = r.parse(dst)
+			if err != nil {
+				r.perr = err
+				if len(dst) > 0 {
+					return dst, nil
+				}
+				return dst, err
+			}
 			if len(dst) > 0 {
 				return dst, nil
 			}
-			return dst, err
-		}
-		if len(dst) > 0 {
-			return dst, nil
 		}
 		if r.rerr != nil {
 			return dst, r.rerr
@@ -360,7 +364,17 @@ func (r *Reader) recycle(dst []Command) {
 	if r.start == r.end {
 		r.start, r.end = 0, 0
 	}
-	if len(r.buf) <= readBufInitial || r.end-r.start > readBufInitial/2 {
+	if len(r.buf) > readBufInitial {
+		r.shrink(dst)
+	}
+}
+
+// shrink is recycle's case of a buffer grown past its initial size: it goes back to that size once what it
+// holds fits in half of it. It is kept out of recycle so that recycle, which runs twice per batch, is inlined.
+//
+//go:noinline
+func (r *Reader) shrink(dst []Command) {
+	if r.end-r.start > readBufInitial/2 {
 		return
 	}
 	nb := make([]byte, readBufInitial)
@@ -562,8 +576,18 @@ func (r *Reader) quickRun(dst []Command) (_ []Command, refused bool) {
 	}
 	work := 0
 	for start < len(buf) && len(dst) < limit && buf[start] == '*' {
-		var c *Command
-		dst, c = nextCommandSlot(dst)
+		// nextCommandSlot, without emptying the slot: quickMultibulk sets both Args and Raw of a command it
+		// takes, and a command it refuses gives its slot back, to be taken again by parse.
+		k := len(dst)
+		if k < cap(dst) {
+			dst = dst[:k+1]
+		} else {
+			dst = append(dst, Command{})
+		}
+		c := &dst[k]
+		if cap(c.Args) > maxReusedArgsCap {
+			c.Args = nil
+		}
 		b := buf[start:]
 		n := quickMultibulk(b, &r.next, &c.Args)
 		if n == 0 {
@@ -592,7 +616,7 @@ const (
 // when it is large enough), when the whole command is buffered and written as clients write it: a count of 1 to 9
 // and argument lengths of at most five digits without a leading zero ("0" itself allowed), each header line ending
 // in "\r\n", within lim. It returns the command's length, or 0 for anything else, complete or not, valid or not,
-// which multibulk then judges (args then holds no argument, with the capacity for n of them). For every command it accepts it decides exactly as
+// which multibulk then judges (args then has the capacity for n of them, and whatever length it had). For every command it accepts it decides exactly as
 // multibulk would: the same arguments and the same length, and no limit of lim exceeded; like multibulk it does
 // not look at the two bytes after each argument.
 func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
