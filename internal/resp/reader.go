@@ -576,18 +576,10 @@ func (r *Reader) quickRun(dst []Command) (_ []Command, refused bool) {
 	}
 	work := 0
 	for start < len(buf) && len(dst) < limit && buf[start] == '*' {
-		// nextCommandSlot, without emptying the slot: quickMultibulk sets both Args and Raw of a command it
-		// takes, and a command it refuses gives its slot back, to be taken again by parse.
-		k := len(dst)
-		if k < cap(dst) {
-			dst = dst[:k+1]
-		} else {
-			dst = append(dst, Command{})
-		}
-		c := &dst[k]
-		if cap(c.Args) > maxReusedArgsCap {
-			c.Args = nil
-		}
+		// Not emptied first: quickMultibulk sets both Args and Raw of a command it takes, and a command it
+		// refuses gives its slot back, to be taken again by parse.
+		var c *Command
+		dst, c = takeCommandSlot(dst)
 		b := buf[start:]
 		n := quickMultibulk(b, &r.next, &c.Args)
 		if n == 0 {
@@ -665,8 +657,16 @@ func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
 	return i
 }
 
-// nextCommandSlot extends dst by one Command, reusing the slot's Args array unless it is oversized.
+// nextCommandSlot extends dst by one empty Command, reusing the slot's Args array unless it is oversized.
 func nextCommandSlot(dst []Command) ([]Command, *Command) {
+	dst, c := takeCommandSlot(dst)
+	c.Raw, c.Args = nil, c.Args[:0]
+	return dst, c
+}
+
+// takeCommandSlot extends dst by one Command and returns the slot as an earlier batch left it, its Args array
+// dropped if oversized.
+func takeCommandSlot(dst []Command) ([]Command, *Command) {
 	n := len(dst)
 	if n < cap(dst) {
 		dst = dst[:n+1]
@@ -674,11 +674,8 @@ func nextCommandSlot(dst []Command) ([]Command, *Command) {
 		dst = append(dst, Command{})
 	}
 	c := &dst[n]
-	c.Raw = nil
 	if cap(c.Args) > maxReusedArgsCap {
 		c.Args = nil
-	} else {
-		c.Args = c.Args[:0]
 	}
 	return dst, c
 }
