@@ -18,7 +18,8 @@ import (
 
 // runMemory is the memory investigation: where featcache's resident set goes with a full tier.
 //
-//	go run ./bench memory [-keys N] [-max-memory 64MB] [-zipf S] [-conns C] [-duration D] [-idle-clients N] [-env K=V]
+//	go run ./bench memory [-keys N] [-max-memory 64MB] [-zipf S] [-emb-share F] [-remote-delay D] [-conns C]
+//	                      [-duration D] [-idle-clients N] [-env K=V]
 //
 // It starts redis-server and featcache (admin_pprof on), seeds the workload's feature bundles, fills the tier
 // (every key once, least popular first, as the zipf profile's prefill), drives Zipf GETs for -duration, and
@@ -33,6 +34,7 @@ func runMemory(args []string) error {
 	cmd := newLabCommand("memory")
 	w := zipfFlags(cmd.FlagSet, "feature bundles of 1-2 KiB seeded and read")
 	cmd.Float64Var(&w.EmbShare, "emb-share", 0, "share of keys that are 16 KiB embeddings (the remote profile has 0.05)")
+	delay := cmd.Duration("remote-delay", 0, "Redis this far away each way, through the bench's user-space relay (the remote profile's fallback)")
 	maxMemory := mustSize("64MB")
 	cmd.Var(&maxMemory, "max-memory", "featcache local.max_memory")
 	conns := cmd.Int("conns", 50, "load connections")
@@ -57,7 +59,14 @@ func runMemory(args []string) error {
 	if _, _, err := seedRedis(redisAddr, w); err != nil {
 		return err
 	}
-	addr, p, admin, err := f.startFeatcache(bin, redisAddr, maxMemory.bytes, true)
+	upstream := redisAddr
+	if *delay > 0 {
+		if upstream, _, err = f.startRelay(redisAddr, *delay); err != nil {
+			return err
+		}
+		logf("Redis %v away each way, through the relay", *delay)
+	}
+	addr, p, admin, err := f.startFeatcache(bin, upstream, maxMemory.bytes, true)
 	if err != nil {
 		return err
 	}
