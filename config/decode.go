@@ -71,20 +71,28 @@ type fieldTable map[string]decodeFunc
 // decodeSection decodes the mapping n with table, field by field in file order. where names the mapping in errors
 // as fields does; a field's name in errors is where.field ("upstream.conns"), or the field alone at the top level.
 func decodeSection(n *yaml.Node, where string, table fieldTable) error {
+	_, err := decodeFields(n, where, ".", table)
+	return err
+}
+
+// decodeFields decodes the mapping n with table as decodeSection does and returns the fields the file gives. A
+// field's name in errors is where, sep and the field (`policy "profile": hard_ttl` with sep ": "), or the field
+// alone when where is "".
+func decodeFields(n *yaml.Node, where, sep string, table fieldTable) ([]field, error) {
 	fs, err := fields(n, where, slices.Collect(maps.Keys(table)))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, f := range fs {
 		name := f.name
 		if where != "" {
-			name = where + "." + f.name
+			name = where + sep + f.name
 		}
 		if err := table[f.name](f, name); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return fs, nil
 }
 
 // noting returns decode, which also notes in *line the line of the field's key, for errors that a later field
