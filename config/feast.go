@@ -94,6 +94,9 @@ func decodeFeast(n *yaml.Node) ([]*Policy, error) {
 		return nil, fmt.Errorf("feast: %w", err)
 	}
 	out := []*Policy{kp}
+	if views == nil {
+		return out, nil // no feature_views: the key policy alone
+	}
 	views = resolve(views)
 	if isNull(views) {
 		return out, nil
