@@ -233,7 +233,19 @@ func (t *trie) longest(key []byte) *Policy {
 	n := &t.nodes[0]
 	best := n.policy
 	for len(key) > 0 && n.hi > n.lo {
-		j := t.child(n, key[0])
+		// child's search, with its common case of a few children written out here: a lookup walks one to
+		// three nodes, and a call per node costs as much as the search.
+		j := -1
+		if lo, hi := int(n.lo), int(n.hi); hi-lo <= 8 {
+			for i := lo; i < hi; i++ {
+				if t.first[i] == key[0] {
+					j = i
+					break
+				}
+			}
+		} else {
+			j = t.child(n, key[0])
+		}
 		if j < 0 {
 			break
 		}
