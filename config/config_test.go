@@ -713,6 +713,12 @@ policies:
 			errSubstr: `policy "p": jitter: invalid number ".nan"`},
 		{name: "policy on_upstream_error invalid", input: "policies:\n  - {name: p, prefix: \"p:\", on_upstream_error: stale}\n", shouldErr: true,
 			errSubstr: `policy "p": on_upstream_error: invalid value "stale" (use fail or serve_stale) (line 2)`},
+		// An aliased value's error names the line of the value itself, the anchor, as every value decoder does
+		// (cache: *m says line 2 too).
+		{name: "policy on_upstream_error invalid alias", input: "policies:\n  - name: &m p\n    prefix: \"p:\"\n    on_upstream_error: *m\n",
+			shouldErr: true, errSubstr: `policy "p": on_upstream_error: invalid value "p" (use fail or serve_stale) (line 2)`},
+		{name: "policy cache invalid alias", input: "policies:\n  - name: &m p\n    prefix: \"p:\"\n    cache: *m\n",
+			shouldErr: true, errSubstr: `policy "p": cache: invalid boolean "p" (use true or false) (line 2)`},
 		{name: "policy cache invalid", input: "policies:\n  - {name: p, prefix: \"p:\", cache: no}\n", shouldErr: true,
 			errSubstr: `policy "p": cache: invalid boolean "no" (use true or false)`},
 		{name: "policy max_stale with default fail", input: "policies:\n  - {name: p, prefix: \"p:\", max_stale: 1h}\n", shouldErr: true,

@@ -2,10 +2,8 @@ package config
 
 import (
 	"fmt"
-	"maps"
 	"math"
 	"math/big"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,9 +23,9 @@ type field struct {
 }
 
 // fields returns the pairs of the mapping n in file order. where names the mapping in errors ("upstream",
-// `policy "profile"`; "" for the top level). A field not in known, a field given twice and a key that is not a
+// `policy "profile"`; "" for the top level). A field not in table, a field given twice and a key that is not a
 // plain string are errors. A null node (a section with every field commented out) is an empty mapping.
-func fields(n *yaml.Node, where string, known []string) ([]field, error) {
+func fields(n *yaml.Node, where string, table fieldTable) ([]field, error) {
 	n = resolve(n)
 	prefix := where + ": "
 	if where == "" {
@@ -46,7 +44,7 @@ func fields(n *yaml.Node, where string, known []string) ([]field, error) {
 		if k.Kind != yaml.ScalarNode {
 			return nil, fmt.Errorf("%sexpected a field name, got %s (line %d)", prefix, kindName(k), k.Line)
 		}
-		if !contains(known, k.Value) {
+		if table[k.Value] == nil {
 			if where == "" {
 				return nil, fmt.Errorf("unknown top-level field %q (line %d)", k.Value, k.Line)
 			}
@@ -71,20 +69,28 @@ type fieldTable map[string]decodeFunc
 // decodeSection decodes the mapping n with table, field by field in file order. where names the mapping in errors
 // as fields does; a field's name in errors is where.field ("upstream.conns"), or the field alone at the top level.
 func decodeSection(n *yaml.Node, where string, table fieldTable) error {
-	fs, err := fields(n, where, slices.Collect(maps.Keys(table)))
+	_, err := decodeFields(n, where, ".", table)
+	return err
+}
+
+// decodeFields decodes the mapping n with table as decodeSection does and returns the fields the file gives. A
+// field's name in errors is where, sep and the field (`policy "profile": hard_ttl` with sep ": "), or the field
+// alone when where is "".
+func decodeFields(n *yaml.Node, where, sep string, table fieldTable) ([]field, error) {
+	fs, err := fields(n, where, table)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, f := range fs {
 		name := f.name
 		if where != "" {
-			name = where + "." + f.name
+			name = where + sep + f.name
 		}
 		if err := table[f.name](f, name); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return fs, nil
 }
 
 // noting returns decode, which also notes in *line the line of the field's key, for errors that a later field

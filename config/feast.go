@@ -49,13 +49,22 @@ type FeatureView struct {
 	MaxEventAge time.Duration
 }
 
-// feastFields are the fields of the feast section; the policy fields are the key policy's.
-var feastFields = []string{"project", "feature_views", "soft_ttl", "hard_ttl", "jitter", "negative_ttl",
-	"on_upstream_error", "max_stale", "on_tracking_loss"}
+// feastPolicyFields are the policy fields the feast section gives for its key policy and each feature view for
+// its field policy; the section sets the rest of each policy.
+var feastPolicyFields = []string{"soft_ttl", "hard_ttl", "jitter", "negative_ttl", "on_upstream_error", "max_stale",
+	"on_tracking_loss"}
 
-// viewFields are the fields of a feature view: its name and features, and its policy's fields.
-var viewFields = []string{"name", "features", "max_event_age", "soft_ttl", "hard_ttl", "jitter", "negative_ttl",
-	"on_upstream_error", "max_stale", "on_tracking_loss"}
+// withPolicyFields adds the policy fields to table, each passed as given into the mapping pol, which is decoded
+// as a policy afterwards.
+func withPolicyFields(table fieldTable, pol *yaml.Node) fieldTable {
+	for _, name := range feastPolicyFields {
+		table[name] = func(f field, _ string) error {
+			pol.Content = append(pol.Content, f.key, f.val)
+			return nil
+		}
+	}
+	return table
+}
 
 // decodeFeast decodes the feast section into policies: the key policy first, then one per feature view.
 func decodeFeast(n *yaml.Node) ([]*Policy, error) {
@@ -63,27 +72,23 @@ func decodeFeast(n *yaml.Node) ([]*Policy, error) {
 	if isNull(n) {
 		return nil, nil
 	}
-	fs, err := fields(n, "feast", feastFields)
-	if err != nil {
-		return nil, err
-	}
 	var project string
 	var views *yaml.Node
 	keyPolicy := &yaml.Node{Kind: yaml.MappingNode}
-	for _, f := range fs {
-		switch f.name {
-		case "project":
-			if project, err = stringValue(f.val, "feast.project"); err == nil && project == "" {
-				err = fmt.Errorf("feast.project: must not be \"\" (line %d)", f.val.Line)
+	err := decodeSection(n, "feast", withPolicyFields(fieldTable{
+		"project": func(f field, name string) (err error) {
+			if project, err = stringValue(f.val, name); err == nil && project == "" {
+				err = fmt.Errorf("%s: must not be \"\" (line %d)", name, f.val.Line)
 			}
-		case "feature_views":
+			return err
+		},
+		"feature_views": func(f field, _ string) error {
 			views = f.val
-		default:
-			keyPolicy.Content = append(keyPolicy.Content, f.key, f.val)
-		}
-		if err != nil {
-			return nil, err
-		}
+			return nil
+		},
+	}, keyPolicy))
+	if err != nil {
+		return nil, err
 	}
 	if project == "" {
 		return nil, fmt.Errorf("feast: project is required (line %d)", n.Line)
@@ -94,6 +99,9 @@ func decodeFeast(n *yaml.Node) ([]*Policy, error) {
 		return nil, fmt.Errorf("feast: %w", err)
 	}
 	out := []*Policy{kp}
+	if views == nil {
+		return out, nil // no feature_views: the key policy alone
+	}
 	views = resolve(views)
 	if isNull(views) {
 		return out, nil
@@ -109,26 +117,15 @@ func decodeFeast(n *yaml.Node) ([]*Policy, error) {
 func decodeFeatureView(vn *yaml.Node, i int) (*Policy, error) {
 	vn = resolve(vn)
 	label := fmt.Sprintf("feast.feature_views #%d", i+1)
-	vfs, err := fields(vn, label, viewFields)
-	if err != nil {
-		return nil, err
-	}
 	view := &FeatureView{}
 	pol := &yaml.Node{Kind: yaml.MappingNode}
-	for _, f := range vfs {
-		switch f.name {
-		case "name":
-			view.Name, err = stringValue(f.val, label+": name")
-		case "features":
-			view.Features, err = stringList(f.val, label+": features")
-		case "max_event_age":
-			view.MaxEventAge, err = durationValue(f.val, label+": max_event_age")
-		default:
-			pol.Content = append(pol.Content, f.key, f.val)
-		}
-		if err != nil {
-			return nil, err
-		}
+	_, err := decodeFields(vn, label, ": ", withPolicyFields(fieldTable{
+		"name":          into(&view.Name, stringValue),
+		"features":      into(&view.Features, stringList),
+		"max_event_age": into(&view.MaxEventAge, durationValue),
+	}, pol))
+	if err != nil {
+		return nil, err
 	}
 	if view.Name == "" {
 		return nil, fmt.Errorf("%s: name is required (line %d)", label, vn.Line)

@@ -58,6 +58,11 @@ feast:
 		t.Fatalf("tracking prefixes %q; want [\"\"] (a suffix can follow any prefix)", got)
 	}
 
+	// A feast section without feature_views is the key policy alone.
+	if c, err := Parse([]byte("feast: {project: p}")); err != nil || len(c.Policies) != 1 || c.Policies[0].Name != FeastKeyPolicy {
+		t.Errorf("feast without feature_views: got %v", err)
+	}
+
 	for _, tt := range []struct{ name, in, err string }{
 		{"no project", "feast: {hard_ttl: 1m}", "feast: project is required"},
 		{"unknown field", "feast: {project: p, prefix: x}", `feast: unknown field "prefix"`},

@@ -12,7 +12,6 @@ package config
 
 import (
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -171,17 +170,13 @@ func decodePolicy(n *yaml.Node, i int) (*Policy, error) {
 	}
 	label = policyLabel(n, label)
 	p := &Policy{Cache: true, Index: i}
-	table := p.fieldTable()
-	fs, err := fields(n, label, slices.Collect(maps.Keys(table)))
+	fs, err := decodeFields(n, label, ": ", p.fieldTable())
 	if err != nil {
 		return nil, err
 	}
-	given := map[string]*yaml.Node{}
+	given := make(map[string]*yaml.Node, len(fs))
 	for _, f := range fs {
 		given[f.name] = f.key
-		if err := table[f.name](f, label+": "+f.name); err != nil {
-			return nil, err
-		}
 	}
 	if p.Name == "" {
 		return nil, fmt.Errorf("policy #%d: name is required (line %d)", i+1, n.Line)

@@ -98,34 +98,27 @@ func decodeWarmSources(n *yaml.Node) ([]WarmSource, error) {
 	if n.Kind != yaml.SequenceNode {
 		return nil, fmt.Errorf("warm.sources: expected a list such as [{file: \"/path\"}, {zset: \"key\"}], got %s (line %d)", kindName(n), n.Line)
 	}
-	out := make([]WarmSource, 0, len(n.Content))
-	for i, item := range n.Content {
-		where := fmt.Sprintf("warm.sources[%d]", i)
-		fs, err := fields(item, where, []string{"file", "zset"})
-		if err != nil {
-			return nil, err
-		}
-		var s WarmSource
-		for _, f := range fs {
-			switch f.name {
-			case "file":
-				s.File, err = stringValue(f.val, where+".file")
-			case "zset":
-				s.Zset, err = stringValue(f.val, where+".zset")
-			}
-			if err != nil {
-				return nil, err
-			}
-		}
-		if len(fs) != 1 {
-			return nil, fmt.Errorf("%s: give exactly one of file and zset (line %d)", where, resolve(item).Line)
-		}
-		if s.File == "" && s.Zset == "" {
-			return nil, fmt.Errorf("%s: %s must not be empty (line %d)", where, fs[0].name, fs[0].key.Line)
-		}
-		out = append(out, s)
+	return decodeItems(n, decodeWarmSource)
+}
+
+// decodeWarmSource decodes the i-th item of warm.sources.
+func decodeWarmSource(item *yaml.Node, i int) (WarmSource, error) {
+	where := fmt.Sprintf("warm.sources[%d]", i)
+	var s WarmSource
+	fs, err := decodeFields(item, where, ".", fieldTable{
+		"file": into(&s.File, stringValue),
+		"zset": into(&s.Zset, stringValue),
+	})
+	if err != nil {
+		return s, err
 	}
-	return out, nil
+	if len(fs) != 1 {
+		return s, fmt.Errorf("%s: give exactly one of file and zset (line %d)", where, resolve(item).Line)
+	}
+	if s.File == "" && s.Zset == "" {
+		return s, fmt.Errorf("%s: %s must not be empty (line %d)", where, fs[0].name, fs[0].key.Line)
+	}
+	return s, nil
 }
 
 // validate checks the warm section's values.
