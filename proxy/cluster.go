@@ -205,9 +205,11 @@ func (c *client) appendMerged(dst []byte, h *hole) []byte {
 func (c *client) fanOut(cmd *resp.Command, tc *command) {
 	c.runSegment()
 	req := c.seg.request(cmd)
-	hold := tc.after == afterFlush && c.srv.ctrack.active.Load()
-	if hold {
+	if tc.after == afterFlush && c.srv.ctrack.active.Load() {
+		// Released however fanOut ends: a hold left behind would keep every later null invalidation (a
+		// tracking loss's included) from the tracking clients.
 		c.srv.ctrack.holdFlushes()
+		defer c.srv.ctrack.releaseFlushes()
 	}
 	start := time.Now()
 	n, err := c.srv.up.Cluster().FanOut(c.call, req)
@@ -216,9 +218,6 @@ func (c *client) fanOut(cmd *resp.Command, tc *command) {
 	c.srv.stats.Forwarded.Add(int64(max(n, 1)))
 	if isWrite(tc) {
 		c.afterWrite(cmd.Args, tc)
-	}
-	if hold {
-		c.srv.ctrack.releaseFlushes()
 	}
 	if n == 0 {
 		c.srv.stats.Errors.Add(1)

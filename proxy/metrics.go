@@ -106,11 +106,7 @@ func (p *pendingCounts) hit(pc *policyCounters, age time.Duration) {
 		p.foldHits()
 		p.pc = pc
 	}
-	ms := age.Milliseconds()
-	i := ageBucket(ms)
-	p.hits[i]++
-	p.mask |= 1 << i
-	p.sumMs += ms
+	p.addHit(age)
 }
 
 // hitPending counts a fresh hit of age age under pc when the batch's pending hits are pc's already, and reports
@@ -119,12 +115,17 @@ func (p *pendingCounts) hitPending(pc *policyCounters, age time.Duration) bool {
 	if !p.on || pc != p.pc {
 		return false
 	}
+	p.addHit(age)
+	return true
+}
+
+// addHit adds a hit of age age to the pending ones.
+func (p *pendingCounts) addHit(age time.Duration) {
 	ms := age.Milliseconds()
 	i := ageBucket(ms)
 	p.hits[i]++
 	p.mask |= 1 << i
 	p.sumMs += ms
-	return true
 }
 
 // call counts a call of tc.

@@ -233,7 +233,7 @@ func (s *Server) switchesProtocols() (switches, known bool) {
 			if err := cl.DoMaster(call, i, helloBoth, 2); err != nil {
 				return false, false
 			}
-			if call.Frame(0)[0] != resp.TypeMap || call.Frame(1)[0] != resp.TypeArray {
+			if !answeredBoth(call) {
 				return false, true
 			}
 		}
@@ -245,7 +245,13 @@ func (s *Server) switchesProtocols() (switches, known bool) {
 	if err := s.up.Do(call, &req); err != nil {
 		return false, false
 	}
-	return call.Frame(0)[0] == resp.TypeMap && call.Frame(1)[0] == resp.TypeArray, true
+	return answeredBoth(call), true
+}
+
+// answeredBoth reports whether call holds the replies of a node that switches protocols: a map to HELLO 3, then
+// an array to HELLO 2.
+func answeredBoth(call *upstream.Call) bool {
+	return call.Frame(0)[0] == resp.TypeMap && call.Frame(1)[0] == resp.TypeArray
 }
 
 // installTable builds the command table from cmds (nil: the last ones installed) and makes it current; in front

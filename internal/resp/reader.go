@@ -608,9 +608,9 @@ const (
 // when it is large enough), when the whole command is buffered and written as clients write it: a count of 1 to 9
 // and argument lengths of at most five digits without a leading zero ("0" itself allowed), each header line ending
 // in "\r\n", within lim. It returns the command's length, or 0 for anything else, complete or not, valid or not,
-// which multibulk then judges (args then has the capacity for n of them, and whatever length it had). For every command it accepts it decides exactly as
-// multibulk would: the same arguments and the same length, and no limit of lim exceeded; like multibulk it does
-// not look at the two bytes after each argument.
+// which multibulk then judges (args then has the capacity for n of them, and whatever length it had). For every
+// command it accepts it decides exactly as multibulk would: the same arguments and the same length, and no limit
+// of lim exceeded; like multibulk it does not look at the two bytes after each argument.
 func quickMultibulk(b []byte, lim *Limits, args *[][]byte) int {
 	if len(b) < quickMinBytes || b[1] < '1' || b[1] > '0'+quickMaxArgs || binary.LittleEndian.Uint16(b[2:]) != crlf {
 		return 0
