@@ -52,15 +52,11 @@ func (cl *Cluster) stopTrackersLocked(m *slotMap) []*Tracker {
 // startTracker starts a tracking session on nd whose callbacks act only while it is nd's current one (the caller
 // makes it so under cl.mu).
 func (cl *Cluster) startTracker(nd *clusterNode, prefixes []string) *Tracker {
-	var t *Tracker
-	ready := make(chan struct{}) // closed once t is set: the callbacks compare it
 	topt := tierTracker(&cl.opt, nd.addr, prefixes, cl.watcher)
-	topt.OnUp = func(runID string) { <-ready; cl.trackerUp(nd, t, runID) }
-	topt.OnLost = func(err error) { <-ready; cl.trackerLost(nd, t, err) }
 	topt.Logger = cl.log
-	t = StartTracker(topt)
-	close(ready)
-	return t
+	return startOwned(topt,
+		func(t *Tracker, runID string) { cl.trackerUp(nd, t, runID) },
+		func(t *Tracker, err error) { cl.trackerLost(nd, t, err) })
 }
 
 // watcher returns the Watcher told what the masters' tracking connections see; nil if none.
