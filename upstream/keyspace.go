@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 )
@@ -108,10 +109,7 @@ func (ks *Keyspace) Barrier(ctx context.Context) error {
 		return ks.one.Barrier(ctx)
 	}
 	ks.mu.Lock()
-	ts := make([]*Tracker, 0, len(ks.per))
-	for _, t := range ks.per {
-		ts = append(ts, t)
-	}
+	ts := slices.Collect(maps.Values(ks.per))
 	ks.mu.Unlock()
 	return barrierAll(ctx, ts)
 }
@@ -129,11 +127,8 @@ func (ks *Keyspace) Close() {
 	}
 	ks.mu.Lock()
 	ks.closed = true
-	ts := make([]*Tracker, 0, len(ks.per))
-	for nd, t := range ks.per {
-		ts = append(ts, t)
-		delete(ks.per, nd)
-	}
+	ts := slices.Collect(maps.Values(ks.per))
+	clear(ks.per)
 	clear(ks.up)
 	ks.mu.Unlock()
 	cl.mu.Unlock()
