@@ -419,6 +419,11 @@ func TestClusterKeyspace(t *testing.T) {
 		t.Errorf("OnUp called %d times once every master's connection was up; want 1", ups)
 	}
 	mu.Unlock()
+	// The policies' connections are started apart from the stream's: wait for them too before counting.
+	redistest.Eventually(t, 10*time.Second, "the policies' tracking up on every master", func() bool {
+		_, up := c.Tracking()
+		return up
+	})
 	conns := func(m *redistest.Server) int {
 		n := 0
 		for _, line := range strings.Split(string(m.Do("CLIENT", "LIST")), "\n") {
