@@ -366,6 +366,14 @@ func TestClusterRESP3Payload(t *testing.T) {
 			if got[2+i] != map3 {
 				t.Errorf("%s: HGETALL %s in RESP3: got %q; want %q", tt.name, tt.keys[i], got[2+i], map3)
 			}
+			// Side by side: what the key's master itself answers a RESP3 connection.
+			direct := owners[i].Dial()
+			direct.Do("HELLO", "3")
+			if want := string(direct.Do("HGETALL", tt.keys[i])); got[2+i] != want {
+				t.Errorf("%s: HGETALL %s in RESP3: got %q; %s answers %q", tt.name, tt.keys[i], got[2+i],
+					owners[i].Addr(), want)
+			}
+			direct.Close()
 		}
 		// Every shared connection (one per master) speaks RESP2 again.
 		var q Payload
@@ -374,6 +382,62 @@ func TestClusterRESP3Payload(t *testing.T) {
 		}
 		if got := frames(&q); !slices.Equal(got, []string{array2, array2}) {
 			t.Errorf("%s: afterwards, in RESP2: got %q", tt.name, got)
+		}
+	}
+}
+
+// TestClusterRESP3HelloRefused: when the masters refuse HELLO 3 (renamed away), a payload that goes to several
+// masters has its HELLO 3, which the router sends to each master's part, answered with a master's own refusal, byte
+// for byte, and every shared connection still speaks RESP2.
+func TestClusterRESP3HelloRefused(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 0, "--rename-command", "HELLO", "")
+	c, err := New(Options{
+		Addresses: []string{cl.Masters[0].Addr()}, Conns: 1, Cache: &recorder{},
+		Timeout: time.Second, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	keys, owners := keysOn(t, cl, 2)
+	for i, k := range keys {
+		owners[i].Do("HSET", k, "f", "v")
+	}
+	direct := owners[1].Dial()
+	refusal := string(direct.Do("HELLO", "3"))
+	direct.Close()
+	if !strings.HasPrefix(refusal, "-ERR unknown command") {
+		t.Fatalf("%s answered HELLO 3 with %q; want a refusal", owners[1].Addr(), refusal)
+	}
+
+	var p Payload
+	p.AppendHello(3)
+	for _, k := range keys {
+		p.AppendKey("HGETALL", []byte(k))
+	}
+	p.AppendHello(2)
+	call := NewCall()
+	if err := c.Forward(call, &p); err != nil {
+		t.Fatal(err)
+	}
+	if call.Len() != len(keys)+2 {
+		t.Fatalf("%d reply frames; want %d", call.Len(), len(keys)+2)
+	}
+	if got := string(call.Frame(0)); got != refusal {
+		t.Errorf("HELLO 3 through the router: got %q; %s answers %q", got, owners[1].Addr(), refusal)
+	}
+
+	const array2 = "*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+	var q Payload
+	for _, k := range keys {
+		q.AppendKey("HGETALL", []byte(k))
+	}
+	if err := c.Forward(call, &q); err != nil {
+		t.Fatal(err)
+	}
+	for i := range keys {
+		if got := string(call.Frame(i)); got != array2 {
+			t.Errorf("afterwards, HGETALL %s in RESP2: got %q; want %q", keys[i], got, array2)
 		}
 	}
 }
