@@ -563,3 +563,71 @@ func TestClusterKeyspace(t *testing.T) {
 	}
 	mu.Unlock()
 }
+
+// TestClusterKeyspaceFailover: when a master fails and its replica takes its slots over, the keyspace stream reports
+// the loss, opens a connection on the new master (the slot map's change starts it), is up again on every master,
+// and delivers the invalidations of writes there.
+func TestClusterKeyspaceFailover(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 1)
+	c, err := New(Options{
+		Addresses: []string{cl.Masters[1].Addr()}, Tracking: true, Prefixes: []string{"cached:"}, Cache: &recorder{},
+		Timeout: time.Second, HealthInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var mu sync.Mutex
+	var got []string
+	var losts int
+	ks, err := c.TrackKeyspace(TrackerOptions{
+		Prefixes: []string{"ks:"},
+		OnInvalidate: func(keys [][]byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, k := range keys {
+				got = append(got, string(k))
+			}
+		},
+		OnFlush: func() {},
+		OnUp:    func(string) {},
+		OnLost:  func(error) { mu.Lock(); losts++; mu.Unlock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close()
+	redistest.Eventually(t, 10*time.Second, "the stream up on every master", ks.Up)
+
+	old, promoted := cl.Masters[0], cl.Replicas[0]
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprintf("ks:%d", i); cl.MasterOf(k) == old {
+			key = k
+		}
+	}
+	cl.Failover(old, promoted)
+	redistest.Eventually(t, 20*time.Second, "OnLost for the failed master", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return losts >= 1
+	})
+	tracking := func() int {
+		n := 0
+		for _, line := range strings.Split(string(promoted.Do("CLIENT", "LIST")), "\n") {
+			if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
+				n++
+			}
+		}
+		return n
+	}
+	redistest.Eventually(t, 20*time.Second, "the stream and the policies tracking on the promoted replica", func() bool {
+		return ks.Up() && tracking() == 2
+	})
+	promoted.Do("SET", key, "v")
+	redistest.Eventually(t, 5*time.Second, "the invalidation of a write on the promoted replica", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(got, key)
+	})
+}
