@@ -221,13 +221,11 @@ func tierTracker(opt *Options, addr string, prefixes []string, watch func() Watc
 // startTracker starts a tracking session for prefixes whose trust callbacks act only while it is the current one,
 // so that a session being replaced (SetPrefixes) cannot flip the trust of the local tier.
 func (c *Client) startTracker(prefixes []string) *Tracker {
-	var t *Tracker
-	ready := make(chan struct{})
 	cache, log := c.opt.Cache, c.log
 	topt := tierTracker(&c.opt, c.Pool.Addr(), prefixes, c.watching)
 	topt.swaps = &c.swaps
-	topt.OnUp = func(runID string) {
-		<-ready
+	topt.Logger = log
+	up := func(t *Tracker, runID string) {
 		c.curMu.Lock()
 		defer c.curMu.Unlock()
 		if c.tracker != t {
@@ -247,8 +245,7 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 			w.Tracking(true)
 		}
 	}
-	topt.OnLost = func(err error) {
-		<-ready
+	lost := func(t *Tracker, err error) {
 		c.curMu.Lock()
 		defer c.curMu.Unlock()
 		if c.tracker == t {
@@ -265,8 +262,17 @@ func (c *Client) startTracker(prefixes []string) *Tracker {
 			}
 		}
 	}
-	topt.Logger = log
-	t = StartTracker(topt)
+	return startOwned(topt, up, lost)
+}
+
+// startOwned starts a tracker with opt whose OnUp and OnLost are up and lost given the tracker itself, so that its
+// owner can tell whether it is still its current one; they are not called before startOwned has the tracker.
+func startOwned(opt TrackerOptions, up func(t *Tracker, runID string), lost func(t *Tracker, err error)) *Tracker {
+	var t *Tracker
+	ready := make(chan struct{}) // closed once t is set
+	opt.OnUp = func(runID string) { <-ready; up(t, runID) }
+	opt.OnLost = func(err error) { <-ready; lost(t, err) }
+	t = StartTracker(opt)
 	close(ready)
 	return t
 }

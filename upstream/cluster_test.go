@@ -366,6 +366,14 @@ func TestClusterRESP3Payload(t *testing.T) {
 			if got[2+i] != map3 {
 				t.Errorf("%s: HGETALL %s in RESP3: got %q; want %q", tt.name, tt.keys[i], got[2+i], map3)
 			}
+			// Side by side: what the key's master itself answers a RESP3 connection.
+			direct := owners[i].Dial()
+			direct.Do("HELLO", "3")
+			if want := string(direct.Do("HGETALL", tt.keys[i])); got[2+i] != want {
+				t.Errorf("%s: HGETALL %s in RESP3: got %q; %s answers %q", tt.name, tt.keys[i], got[2+i],
+					owners[i].Addr(), want)
+			}
+			direct.Close()
 		}
 		// Every shared connection (one per master) speaks RESP2 again.
 		var q Payload
@@ -374,6 +382,62 @@ func TestClusterRESP3Payload(t *testing.T) {
 		}
 		if got := frames(&q); !slices.Equal(got, []string{array2, array2}) {
 			t.Errorf("%s: afterwards, in RESP2: got %q", tt.name, got)
+		}
+	}
+}
+
+// TestClusterRESP3HelloRefused: when the masters refuse HELLO 3 (renamed away), a payload that goes to several
+// masters has its HELLO 3, which the router sends to each master's part, answered with a master's own refusal, byte
+// for byte, and every shared connection still speaks RESP2.
+func TestClusterRESP3HelloRefused(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 0, "--rename-command", "HELLO", "")
+	c, err := New(Options{
+		Addresses: []string{cl.Masters[0].Addr()}, Conns: 1, Cache: &recorder{},
+		Timeout: time.Second, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	keys, owners := keysOn(t, cl, 2)
+	for i, k := range keys {
+		owners[i].Do("HSET", k, "f", "v")
+	}
+	direct := owners[1].Dial()
+	refusal := string(direct.Do("HELLO", "3"))
+	direct.Close()
+	if !strings.HasPrefix(refusal, "-ERR unknown command") {
+		t.Fatalf("%s answered HELLO 3 with %q; want a refusal", owners[1].Addr(), refusal)
+	}
+
+	var p Payload
+	p.AppendHello(3)
+	for _, k := range keys {
+		p.AppendKey("HGETALL", []byte(k))
+	}
+	p.AppendHello(2)
+	call := NewCall()
+	if err := c.Forward(call, &p); err != nil {
+		t.Fatal(err)
+	}
+	if call.Len() != len(keys)+2 {
+		t.Fatalf("%d reply frames; want %d", call.Len(), len(keys)+2)
+	}
+	if got := string(call.Frame(0)); got != refusal {
+		t.Errorf("HELLO 3 through the router: got %q; %s answers %q", got, owners[1].Addr(), refusal)
+	}
+
+	const array2 = "*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+	var q Payload
+	for _, k := range keys {
+		q.AppendKey("HGETALL", []byte(k))
+	}
+	if err := c.Forward(call, &q); err != nil {
+		t.Fatal(err)
+	}
+	for i := range keys {
+		if got := string(call.Frame(i)); got != array2 {
+			t.Errorf("afterwards, HGETALL %s in RESP2: got %q; want %q", keys[i], got, array2)
 		}
 	}
 }
@@ -419,6 +483,11 @@ func TestClusterKeyspace(t *testing.T) {
 		t.Errorf("OnUp called %d times once every master's connection was up; want 1", ups)
 	}
 	mu.Unlock()
+	// The policies' connections are started apart from the stream's: wait for them too before counting.
+	redistest.Eventually(t, 10*time.Second, "the policies' tracking up on every master", func() bool {
+		_, up := c.Tracking()
+		return up
+	})
 	conns := func(m *redistest.Server) int {
 		n := 0
 		for _, line := range strings.Split(string(m.Do("CLIENT", "LIST")), "\n") {
@@ -451,6 +520,33 @@ func TestClusterKeyspace(t *testing.T) {
 	}
 	mu.Unlock()
 
+	// Another client kills the tracking connections of one master: the stream reports the loss, and up again
+	// once that master's connection is back, whose writes are announced again.
+	victim := owners[1]
+	for _, line := range strings.Split(string(victim.Do("CLIENT", "LIST")), "\n") {
+		if strings.Contains(line, " name=featcache-tracking ") && strings.HasPrefix(line, "id=") {
+			victim.Do("CLIENT", "KILL", "ID", strings.Fields(line)[0][len("id="):])
+		}
+	}
+	redistest.Eventually(t, 10*time.Second, "OnLost, then OnUp again", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return losts >= 1 && ups >= 2
+	})
+	redistest.Eventually(t, 10*time.Second, "the stream up again on every master", ks.Up)
+	mu.Lock()
+	got = got[:0]
+	mu.Unlock()
+	victim.Do("SET", keys[1], "w")
+	redistest.Eventually(t, 5*time.Second, "the invalidation from the master whose connection was killed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(got, keys[1])
+	})
+	mu.Lock()
+	lostBefore := losts
+	mu.Unlock()
+
 	// Closing the stream closes its connection on every master, and the policies' stay.
 	ks.Close()
 	redistest.Eventually(t, 5*time.Second, "the stream's connections closed", func() bool {
@@ -462,8 +558,76 @@ func TestClusterKeyspace(t *testing.T) {
 		return true
 	})
 	mu.Lock()
-	if losts != 0 {
-		t.Errorf("OnLost called %d times by Close; want 0", losts)
+	if losts != lostBefore {
+		t.Errorf("OnLost called %d times by Close; want 0", losts-lostBefore)
 	}
 	mu.Unlock()
+}
+
+// TestClusterKeyspaceFailover: when a master fails and its replica takes its slots over, the keyspace stream reports
+// the loss, opens a connection on the new master (the slot map's change starts it), is up again on every master,
+// and delivers the invalidations of writes there.
+func TestClusterKeyspaceFailover(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 1)
+	c, err := New(Options{
+		Addresses: []string{cl.Masters[1].Addr()}, Tracking: true, Prefixes: []string{"cached:"}, Cache: &recorder{},
+		Timeout: time.Second, HealthInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var mu sync.Mutex
+	var got []string
+	var losts int
+	ks, err := c.TrackKeyspace(TrackerOptions{
+		Prefixes: []string{"ks:"},
+		OnInvalidate: func(keys [][]byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, k := range keys {
+				got = append(got, string(k))
+			}
+		},
+		OnFlush: func() {},
+		OnUp:    func(string) {},
+		OnLost:  func(error) { mu.Lock(); losts++; mu.Unlock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close()
+	redistest.Eventually(t, 10*time.Second, "the stream up on every master", ks.Up)
+
+	old, promoted := cl.Masters[0], cl.Replicas[0]
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprintf("ks:%d", i); cl.MasterOf(k) == old {
+			key = k
+		}
+	}
+	cl.Failover(old, promoted)
+	redistest.Eventually(t, 20*time.Second, "OnLost for the failed master", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return losts >= 1
+	})
+	tracking := func() int {
+		n := 0
+		for _, line := range strings.Split(string(promoted.Do("CLIENT", "LIST")), "\n") {
+			if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
+				n++
+			}
+		}
+		return n
+	}
+	redistest.Eventually(t, 20*time.Second, "the stream and the policies tracking on the promoted replica", func() bool {
+		return ks.Up() && tracking() == 2
+	})
+	promoted.Do("SET", key, "v")
+	redistest.Eventually(t, 5*time.Second, "the invalidation of a write on the promoted replica", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(got, key)
+	})
 }

@@ -52,30 +52,18 @@ func (cl *Cluster) stopTrackersLocked(m *slotMap) []*Tracker {
 // startTracker starts a tracking session on nd whose callbacks act only while it is nd's current one (the caller
 // makes it so under cl.mu).
 func (cl *Cluster) startTracker(nd *clusterNode, prefixes []string) *Tracker {
-	var t *Tracker
-	ready := make(chan struct{}) // closed once t is set: the callbacks compare it
-	topt := tierTracker(&cl.opt, nd.addr, prefixes, cl.watcher)
-	topt.OnUp = func(runID string) { <-ready; cl.trackerUp(nd, t, runID) }
-	topt.OnLost = func(err error) { <-ready; cl.trackerLost(nd, t, err) }
+	topt := tierTracker(&cl.opt, nd.addr, prefixes, cl.watch)
 	topt.Logger = cl.log
-	t = StartTracker(topt)
-	close(ready)
-	return t
-}
-
-// watcher returns the Watcher told what the masters' tracking connections see; nil if none.
-func (cl *Cluster) watcher() Watcher {
-	if cl.watch == nil {
-		return nil
-	}
-	return cl.watch()
+	return startOwned(topt,
+		func(t *Tracker, runID string) { cl.trackerUp(nd, t, runID) },
+		func(t *Tracker, err error) { cl.trackerLost(nd, t, err) })
 }
 
 // trackerUp and trackerLost tell the Watcher, once the Cluster's lock is released, that a master's tracking
 // connection came up or was lost: as in front of a single node, what was written meanwhile was not announced.
 func (cl *Cluster) trackerUp(nd *clusterNode, t *Tracker, runID string) {
 	if cl.noteTrackerUp(nd, t, runID) {
-		if w := cl.watcher(); w != nil {
+		if w := cl.watch(); w != nil {
 			w.Tracking(true)
 		}
 	}
@@ -83,7 +71,7 @@ func (cl *Cluster) trackerUp(nd *clusterNode, t *Tracker, runID string) {
 
 func (cl *Cluster) trackerLost(nd *clusterNode, t *Tracker, err error) {
 	if cl.noteTrackerLost(nd, t, err) {
-		if w := cl.watcher(); w != nil {
+		if w := cl.watch(); w != nil {
 			w.Tracking(false)
 		}
 	}

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 )
@@ -108,10 +109,7 @@ func (ks *Keyspace) Barrier(ctx context.Context) error {
 		return ks.one.Barrier(ctx)
 	}
 	ks.mu.Lock()
-	ts := make([]*Tracker, 0, len(ks.per))
-	for _, t := range ks.per {
-		ts = append(ts, t)
-	}
+	ts := slices.Collect(maps.Values(ks.per))
 	ks.mu.Unlock()
 	return barrierAll(ctx, ts)
 }
@@ -129,11 +127,8 @@ func (ks *Keyspace) Close() {
 	}
 	ks.mu.Lock()
 	ks.closed = true
-	ts := make([]*Tracker, 0, len(ks.per))
-	for nd, t := range ks.per {
-		ts = append(ts, t)
-		delete(ks.per, nd)
-	}
+	ts := slices.Collect(maps.Values(ks.per))
+	clear(ks.per)
 	clear(ks.up)
 	ks.mu.Unlock()
 	cl.mu.Unlock()
@@ -163,15 +158,11 @@ func (ks *Keyspace) startLocked(m *slotMap) {
 		if ks.per[nd] != nil {
 			continue
 		}
-		var t *Tracker
-		ready := make(chan struct{}) // closed once t is set: the callbacks compare it
 		opt := ks.opt
 		opt.Addr = nd.addr
-		opt.OnUp = func(runID string) { <-ready; ks.trackerUp(t, runID) }
-		opt.OnLost = func(err error) { <-ready; ks.trackerLost(t, err) }
-		t = StartTracker(opt)
-		close(ready)
-		ks.per[nd] = t
+		ks.per[nd] = startOwned(opt,
+			func(t *Tracker, runID string) { ks.trackerUp(nd, t, runID) },
+			func(t *Tracker, err error) { ks.trackerLost(nd, t, err) })
 	}
 }
 
@@ -191,22 +182,14 @@ func (ks *Keyspace) stopLocked(m *slotMap) []*Tracker {
 	return out
 }
 
-// currentLocked reports whether t is one of the stream's connections now. ks.mu is held.
-func (ks *Keyspace) currentLocked(t *Tracker) bool {
-	if ks.closed {
-		return false
-	}
-	for _, c := range ks.per {
-		if c == t {
-			return true
-		}
-	}
-	return false
+// currentLocked reports whether t is the stream's connection to nd now. ks.mu is held.
+func (ks *Keyspace) currentLocked(nd *clusterNode, t *Tracker) bool {
+	return !ks.closed && ks.per[nd] == t
 }
 
-func (ks *Keyspace) trackerUp(t *Tracker, runID string) {
+func (ks *Keyspace) trackerUp(nd *clusterNode, t *Tracker, runID string) {
 	ks.mu.Lock()
-	if !ks.currentLocked(t) {
+	if !ks.currentLocked(nd, t) {
 		ks.mu.Unlock()
 		return
 	}
@@ -218,9 +201,9 @@ func (ks *Keyspace) trackerUp(t *Tracker, runID string) {
 	}
 }
 
-func (ks *Keyspace) trackerLost(t *Tracker, err error) {
+func (ks *Keyspace) trackerLost(nd *clusterNode, t *Tracker, err error) {
 	ks.mu.Lock()
-	if !ks.currentLocked(t) {
+	if !ks.currentLocked(nd, t) {
 		ks.mu.Unlock()
 		return
 	}
