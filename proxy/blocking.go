@@ -59,7 +59,7 @@ func (c *client) blocking(cmd *resp.Command, tc *command) {
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	releaseConn(conn, c.resp3())
+	conn.Release()
 	c.rawReply(reply)
 }
 

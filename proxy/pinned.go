@@ -153,7 +153,7 @@ func (c *client) execPinned(cmd *resp.Command, tc *command) {
 		c.queuedWritesNow()
 		c.tx.resetQueue()
 		c.tx.watchLost = false
-		releaseConn(c.tx.conn, c.resp3())
+		c.tx.conn.Release()
 		c.tx.conn = nil
 	}
 	if wasMulti != c.tx.multi || c.tx.conn == nil {

@@ -253,18 +253,10 @@ func (c *client) prepareConn(conn *upstream.Conn) error {
 		conn.Close()
 		return err
 	}
-	conn.SetRESP3(true) // a connection that follows a cluster redirect is switched too (Conn.Follow)
+	// Marked: Release closes it instead of pooling it (the pool's next user expects RESP2), and a connection that
+	// follows a cluster redirect is switched too (Conn.Follow).
+	conn.SetRESP3(true)
 	return nil
-}
-
-// releaseConn gives back a dedicated connection that holds no state: to the pool, unless prepareConn switched it
-// to RESP3 (resp3), when it is closed, since the pool's next user expects RESP2.
-func releaseConn(conn *upstream.Conn, resp3 bool) {
-	if resp3 {
-		conn.Close()
-		return
-	}
-	conn.Release()
 }
 
 // execBesideSubscriptions runs a command of a RESP3 client in subscribed mode that is not a subscription command:

@@ -300,7 +300,7 @@ func (c *client) queuedWritesNow() {
 // state any more, goes back to the pool.
 func (c *client) endTx() {
 	if c.tx.conn != nil {
-		releaseConn(c.tx.conn, c.resp3())
+		c.tx.conn.Release()
 		c.tx.conn = nil
 	}
 	c.tx.resetQueue()
@@ -323,7 +323,7 @@ func (c *client) abandonTx() {
 		c.runSegment()
 	}
 	if c.tx.conn != nil {
-		releaseConn(c.tx.conn, c.resp3())
+		c.tx.conn.Release()
 		c.tx.conn = nil
 	}
 	c.tx.close()

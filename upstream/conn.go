@@ -190,7 +190,8 @@ func (c *Conn) Do(call *Call, payload []byte, n int, deadline time.Time) error {
 }
 
 // Release returns the connection to the pool for reuse. The caller guarantees it left no state behind (no
-// transaction, watch, subscription or unread reply); otherwise it must Close instead.
+// transaction, watch, subscription or unread reply); otherwise it must Close instead. A connection marked RESP3
+// (SetRESP3), like one with unread bytes, is closed instead: the pool's next user expects RESP2.
 func (c *Conn) Release() {
 	p := c.pool
 	if c.Buffered() || c.unnamed || c.resp3 || p.closed.Load() {
