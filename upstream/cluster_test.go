@@ -316,14 +316,7 @@ func BenchmarkSlot(b *testing.B) {
 // wrapped by the router), and the shared connections are left in RESP2.
 func TestClusterRESP3Payload(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 0)
-	c, err := New(Options{
-		Addresses: []string{cl.Masters[0].Addr()}, Conns: 1, Cache: &recorder{},
-		Timeout: time.Second, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newClusterClient(t, cl.Masters[0].Addr(), func(o *Options) { o.Conns = 1 })
 	keys, owners := keysOn(t, cl, 2)
 	for i, k := range keys {
 		owners[i].Do("HSET", k, "f", "v")
@@ -391,14 +384,7 @@ func TestClusterRESP3Payload(t *testing.T) {
 // for byte, and every shared connection still speaks RESP2.
 func TestClusterRESP3HelloRefused(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 0, "--rename-command", "HELLO", "")
-	c, err := New(Options{
-		Addresses: []string{cl.Masters[0].Addr()}, Conns: 1, Cache: &recorder{},
-		Timeout: time.Second, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newClusterClient(t, cl.Masters[0].Addr(), func(o *Options) { o.Conns = 1 })
 	keys, owners := keysOn(t, cl, 2)
 	for i, k := range keys {
 		owners[i].Do("HSET", k, "f", "v")
@@ -447,30 +433,9 @@ func TestClusterRESP3HelloRefused(t *testing.T) {
 // all.
 func TestClusterKeyspace(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 0)
-	c, err := New(Options{
-		Addresses: []string{cl.Masters[0].Addr()}, Tracking: true, Prefixes: []string{"cached:"}, Cache: &recorder{},
-		Timeout: time.Second, HealthInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var mu sync.Mutex
-	var got []string
-	var ups, losts int
-	ks, err := c.TrackKeyspace(TrackerOptions{
-		Prefixes: []string{"ks:"},
-		OnInvalidate: func(keys [][]byte) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, k := range keys {
-				got = append(got, string(k))
-			}
-		},
-		OnFlush: func() {},
-		OnUp:    func(string) { mu.Lock(); ups++; mu.Unlock() },
-		OnLost:  func(error) { mu.Lock(); losts++; mu.Unlock() },
-	})
+	c := newClusterClient(t, cl.Masters[0].Addr(), trackCached)
+	rec := &keyspaceRecorder{}
+	ks, err := c.TrackKeyspace(rec.options("ks:"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,27 +443,18 @@ func TestClusterKeyspace(t *testing.T) {
 		t.Errorf("Addr in front of a cluster: %q; want \"\"", ks.Addr())
 	}
 	redistest.Eventually(t, 10*time.Second, "the stream up on every master", ks.Up)
-	mu.Lock()
-	if ups != 1 {
-		t.Errorf("OnUp called %d times once every master's connection was up; want 1", ups)
+	rec.mu.Lock()
+	if rec.ups != 1 {
+		t.Errorf("OnUp called %d times once every master's connection was up; want 1", rec.ups)
 	}
-	mu.Unlock()
+	rec.mu.Unlock()
 	// The policies' connections are started apart from the stream's: wait for them too before counting.
 	redistest.Eventually(t, 10*time.Second, "the policies' tracking up on every master", func() bool {
 		_, up := c.Tracking()
 		return up
 	})
-	conns := func(m *redistest.Server) int {
-		n := 0
-		for _, line := range strings.Split(string(m.Do("CLIENT", "LIST")), "\n") {
-			if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
-				n++
-			}
-		}
-		return n
-	}
 	for _, m := range cl.Masters {
-		if n := conns(m); n != 2 {
+		if n := trackingConns(m); n != 2 {
 			t.Errorf("%s: %d tracking connections; want 2 (the policies' and the keyspace stream's)", m.Addr(), n)
 		}
 	}
@@ -509,16 +465,16 @@ func TestClusterKeyspace(t *testing.T) {
 		owners[i].Do("SET", "other:"+keys[i], "v") // outside the prefixes
 	}
 	redistest.Eventually(t, 5*time.Second, "an invalidation from every master", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) >= 3
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.got) >= 3
 	})
-	mu.Lock()
-	slices.Sort(got)
-	if want := slices.Sorted(slices.Values(keys)); !slices.Equal(got, want) {
-		t.Errorf("invalidations: got %q; want %q", got, want)
+	rec.mu.Lock()
+	slices.Sort(rec.got)
+	if want := slices.Sorted(slices.Values(keys)); !slices.Equal(rec.got, want) {
+		t.Errorf("invalidations: got %q; want %q", rec.got, want)
 	}
-	mu.Unlock()
+	rec.mu.Unlock()
 
 	// Another client kills the tracking connections of one master: the stream reports the loss, and up again
 	// once that master's connection is back, whose writes are announced again.
@@ -529,39 +485,39 @@ func TestClusterKeyspace(t *testing.T) {
 		}
 	}
 	redistest.Eventually(t, 10*time.Second, "OnLost, then OnUp again", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return losts >= 1 && ups >= 2
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.losts >= 1 && rec.ups >= 2
 	})
 	redistest.Eventually(t, 10*time.Second, "the stream up again on every master", ks.Up)
-	mu.Lock()
-	got = got[:0]
-	mu.Unlock()
+	rec.mu.Lock()
+	rec.got = rec.got[:0]
+	rec.mu.Unlock()
 	victim.Do("SET", keys[1], "w")
 	redistest.Eventually(t, 5*time.Second, "the invalidation from the master whose connection was killed", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Contains(got, keys[1])
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return slices.Contains(rec.got, keys[1])
 	})
-	mu.Lock()
-	lostBefore := losts
-	mu.Unlock()
+	rec.mu.Lock()
+	lostBefore := rec.losts
+	rec.mu.Unlock()
 
 	// Closing the stream closes its connection on every master, and the policies' stay.
 	ks.Close()
 	redistest.Eventually(t, 5*time.Second, "the stream's connections closed", func() bool {
 		for _, m := range cl.Masters {
-			if conns(m) != 1 {
+			if trackingConns(m) != 1 {
 				return false
 			}
 		}
 		return true
 	})
-	mu.Lock()
-	if losts != lostBefore {
-		t.Errorf("OnLost called %d times by Close; want 0", losts-lostBefore)
+	rec.mu.Lock()
+	if rec.losts != lostBefore {
+		t.Errorf("OnLost called %d times by Close; want 0", rec.losts-lostBefore)
 	}
-	mu.Unlock()
+	rec.mu.Unlock()
 }
 
 // TestClusterKeyspaceFailover: when a master fails and its replica takes its slots over, the keyspace stream reports
@@ -569,30 +525,9 @@ func TestClusterKeyspace(t *testing.T) {
 // and delivers the invalidations of writes there.
 func TestClusterKeyspaceFailover(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 1)
-	c, err := New(Options{
-		Addresses: []string{cl.Masters[1].Addr()}, Tracking: true, Prefixes: []string{"cached:"}, Cache: &recorder{},
-		Timeout: time.Second, HealthInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var mu sync.Mutex
-	var got []string
-	var losts int
-	ks, err := c.TrackKeyspace(TrackerOptions{
-		Prefixes: []string{"ks:"},
-		OnInvalidate: func(keys [][]byte) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, k := range keys {
-				got = append(got, string(k))
-			}
-		},
-		OnFlush: func() {},
-		OnUp:    func(string) {},
-		OnLost:  func(error) { mu.Lock(); losts++; mu.Unlock() },
-	})
+	c := newClusterClient(t, cl.Masters[1].Addr(), trackCached)
+	rec := &keyspaceRecorder{}
+	ks, err := c.TrackKeyspace(rec.options("ks:"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -608,26 +543,73 @@ func TestClusterKeyspaceFailover(t *testing.T) {
 	}
 	cl.Failover(old, promoted)
 	redistest.Eventually(t, 20*time.Second, "OnLost for the failed master", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return losts >= 1
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.losts >= 1
 	})
-	tracking := func() int {
-		n := 0
-		for _, line := range strings.Split(string(promoted.Do("CLIENT", "LIST")), "\n") {
-			if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
-				n++
-			}
-		}
-		return n
-	}
 	redistest.Eventually(t, 20*time.Second, "the stream and the policies tracking on the promoted replica", func() bool {
-		return ks.Up() && tracking() == 2
+		return ks.Up() && trackingConns(promoted) == 2
 	})
 	promoted.Do("SET", key, "v")
 	redistest.Eventually(t, 5*time.Second, "the invalidation of a write on the promoted replica", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Contains(got, key)
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return slices.Contains(rec.got, key)
 	})
+}
+
+// newClusterClient starts a Client in front of the Redis Cluster that addr belongs to, with the options set
+// changes.
+func newClusterClient(t *testing.T, addr string, set func(*Options)) *Client {
+	t.Helper()
+	opt := Options{
+		Addresses: []string{addr}, Cache: &recorder{}, Timeout: time.Second, Logger: slog.New(slog.DiscardHandler),
+	}
+	set(&opt)
+	c, err := New(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// trackCached turns tracking on for "cached:", with a health check every 50 ms (newClusterClient).
+func trackCached(o *Options) {
+	o.Tracking, o.Prefixes, o.HealthInterval = true, []string{"cached:"}, 50*time.Millisecond
+}
+
+// keyspaceRecorder records what a keyspace stream reports: the keys invalidated, and its OnUp and OnLost calls.
+type keyspaceRecorder struct {
+	mu         sync.Mutex
+	got        []string
+	ups, losts int
+}
+
+// options are the TrackerOptions of a stream over prefixes that reports to r.
+func (r *keyspaceRecorder) options(prefixes ...string) TrackerOptions {
+	return TrackerOptions{
+		Prefixes: prefixes,
+		OnInvalidate: func(keys [][]byte) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for _, k := range keys {
+				r.got = append(r.got, string(k))
+			}
+		},
+		OnFlush: func() {},
+		OnUp:    func(string) { r.mu.Lock(); r.ups++; r.mu.Unlock() },
+		OnLost:  func(error) { r.mu.Lock(); r.losts++; r.mu.Unlock() },
+	}
+}
+
+// trackingConns counts the featcache tracking connections m's CLIENT LIST shows in tracking mode.
+func trackingConns(m *redistest.Server) int {
+	n := 0
+	for _, line := range strings.Split(string(m.Do("CLIENT", "LIST")), "\n") {
+		if strings.Contains(line, " name=featcache-tracking ") && strings.Contains(line, " flags=t") {
+			n++
+		}
+	}
+	return n
 }
