@@ -126,6 +126,20 @@ func TestClusterBusyMaster(t *testing.T) {
 			{[]string{"SET", "u:" + ot + "w", phase}, replyIs("+OK\r\n"), "the other master's reply"},
 		})
 		expectDo3(phase, bulk(values[sb]), "GET", sb)
+		// A transaction featcache queues gets the master's reply at EXEC (docs/cluster.md), the one a direct
+		// transaction gets at its EXEC, and nothing is applied.
+		direct := busy.Dial()
+		if r := string(direct.Do("MULTI")); r != "+OK\r\n" {
+			t.Fatalf("%s: MULTI straight to the busy master: %q", phase, r)
+		}
+		if r := string(direct.Do("SET", ub, "tx")); r != busyReply {
+			t.Fatalf("%s: SET in MULTI straight to the busy master: %q", phase, r)
+		}
+		execReply := string(direct.Do("EXEC"))
+		direct.Close()
+		expectDo(t, c, "+OK\r\n", "MULTI")
+		expectDo(t, c, "+QUEUED\r\n", "SET", ub, "tx")
+		expectDo(t, c, execReply, "EXEC")
 		traffic.busy.Store(false)
 		killBusy(t, busy.Do, "SCRIPT", "KILL")
 		for range killed {
@@ -160,7 +174,7 @@ func TestClusterBusyMaster(t *testing.T) {
 		expectDo3(phase, bulk(v), "GET", sb) // tracked again
 		expectDo(t, c, bulk(v), "GET", sb)
 		expectDo(t, c, "+OK\r\n", "SET", ub, v)
-		expectDo(t, c, bulk(v), "GET", ub)
+		expectDo(t, c, bulk(v), "GET", ub) // not the transaction's "tx"
 		expectDo(t, c, "+OK\r\n", "SET", ub, values[ub])
 		expectDo(t, c, bulk(values[db]), "GET", db)
 		if t.Failed() {
