@@ -55,7 +55,7 @@ func runTracking(args []string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Staleness of a tracked client: time from a write's acknowledgement until the invalidation reaches "+
 		"the client's redirect target (RESP2, loopback, %d writes per path).\n\n", *writes)
-	b.WriteString("| path | writes | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
+	b.WriteString(stalenessHeader)
 	err = stalenessRows(&b, "staleness", []trackedPath{
 		{"Redis directly", redisAddr, redisAddr, "feat:t:"},
 		{"featcache, cached key, write straight to Redis", fcAddr, redisAddr, "feat:t:"},
@@ -69,7 +69,7 @@ func runTracking(args []string) error {
 
 	fmt.Fprintf(&b, "\nThe same for a RESP3 client, rueidis with client-side caching (DoCache, OPTIN), from a write's "+
 		"acknowledgement until its invalidation hook runs:\n\n")
-	b.WriteString("| path | writes | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
+	b.WriteString(stalenessHeader)
 	err = stalenessRows(&b, "RESP3 staleness", []trackedPath{
 		{"Redis directly", redisAddr, redisAddr, "feat:r:"},
 		{"featcache, cached key, write straight to Redis", fcAddr, redisAddr, "feat:r:"},
@@ -208,8 +208,7 @@ func stalenessRows(b *strings.Builder, what string, paths []trackedPath, writes 
 			return fmt.Errorf("%s, %s: %w", what, p.name, err)
 		}
 		fmt.Fprintf(os.Stderr, "tracking: %s, %s: %d writes\n", what, p.name, len(r.samples))
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
-			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
+		r.row(b)
 	}
 	return nil
 }
