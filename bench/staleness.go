@@ -53,10 +53,9 @@ func runStaleness(args []string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Staleness: time from a write's acknowledgement until featcache serves the new value "+
 		"(loopback, tracking on, %d keys each polled by its own connection, %d writes per path).\n\n", *keys, *writes)
-	b.WriteString("| path | writes | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
+	b.WriteString(stalenessHeader)
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
-			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
+		r.row(&b)
 	}
 	return printTable(b.String(), *out)
 }
@@ -64,6 +63,15 @@ func runStaleness(args []string) error {
 type stalenessResult struct {
 	path    string
 	samples []time.Duration
+}
+
+// stalenessHeader heads a Markdown table of stalenessResult rows (stalenessResult.row), here and in runTracking.
+const stalenessHeader = "| path | writes | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n"
+
+// row writes r as a row of the table stalenessHeader heads: its path, its sample count and its quantiles.
+func (r *stalenessResult) row(b *strings.Builder) {
+	fmt.Fprintf(b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
+		fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
 }
 
 func (r *stalenessResult) quantile(q float64) time.Duration {

@@ -55,8 +55,7 @@ func runTracking(args []string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Staleness of a tracked client: time from a write's acknowledgement until the invalidation reaches "+
 		"the client's redirect target (RESP2, loopback, %d writes per path).\n\n", *writes)
-	b.WriteString("| path | writes | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
-	err = stalenessRows(&b, "staleness", []trackedPath{
+	err = stalenessTable(&b, "staleness", []trackedPath{
 		{"Redis directly", redisAddr, redisAddr, "feat:t:"},
 		{"featcache, cached key, write straight to Redis", fcAddr, redisAddr, "feat:t:"},
 		{"featcache, uncached key, write straight to Redis", fcAddr, redisAddr, "u:t:"},
@@ -69,8 +68,7 @@ func runTracking(args []string) error {
 
 	fmt.Fprintf(&b, "\nThe same for a RESP3 client, rueidis with client-side caching (DoCache, OPTIN), from a write's "+
 		"acknowledgement until its invalidation hook runs:\n\n")
-	b.WriteString("| path | writes | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
-	err = stalenessRows(&b, "RESP3 staleness", []trackedPath{
+	err = stalenessTable(&b, "RESP3 staleness", []trackedPath{
 		{"Redis directly", redisAddr, redisAddr, "feat:r:"},
 		{"featcache, cached key, write straight to Redis", fcAddr, redisAddr, "feat:r:"},
 		{"featcache, uncached key, write straight to Redis", fcAddr, redisAddr, "u:r:"},
@@ -198,18 +196,18 @@ func (t *target) Close() { t.nc.Close() }
 // writer writes them through write.
 type trackedPath struct{ name, track, write, key string }
 
-// stalenessRows measures each path with measure and writes its row to b; what names the table in errors and
-// progress lines.
-func stalenessRows(b *strings.Builder, what string, paths []trackedPath, writes int,
+// stalenessTable measures each path with measure and writes the table, its header and a row a path, to b; what
+// names the table in errors and progress lines.
+func stalenessTable(b *strings.Builder, what string, paths []trackedPath, writes int,
 	measure func(r *stalenessResult, trackAddr, writeAddr, prefix string, writes int) error) error {
+	b.WriteString(stalenessHeader)
 	for _, p := range paths {
 		r := &stalenessResult{path: p.name}
 		if err := measure(r, p.track, p.write, p.key, writes); err != nil {
 			return fmt.Errorf("%s, %s: %w", what, p.name, err)
 		}
 		fmt.Fprintf(os.Stderr, "tracking: %s, %s: %d writes\n", what, p.name, len(r.samples))
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %s |\n", r.path, len(r.samples), fmtDur(r.quantile(0.5)),
-			fmtDur(r.quantile(0.99)), fmtDur(r.quantile(1)))
+		r.row(b)
 	}
 	return nil
 }

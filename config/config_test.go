@@ -41,17 +41,9 @@ func TestParse(t *testing.T) {
 				}
 			}},
 		{name: "admin empty disables", input: `admin: ""`,
-			check: func(t *testing.T, c *Config) {
-				if c.Admin != "" {
-					t.Errorf("got admin %q; want \"\"", c.Admin)
-				}
-			}},
+			check: wantConfig(func(c *Config) string { return c.Admin }, "")},
 		{name: "password as a number is its text", input: `password: 12345`,
-			check: func(t *testing.T, c *Config) {
-				if c.Password != "12345" {
-					t.Errorf("got password %q; want %q", c.Password, "12345")
-				}
-			}},
+			check: wantConfig(func(c *Config) string { return c.Password }, "12345")},
 		// Password files: Parse takes the paths, Load reads them (TestLoadPasswordFiles).
 		{name: "password files", input: "password_file: /run/secrets/clients\nupstream:\n  password_file: /run/secrets/redis\n",
 			check: func(t *testing.T, c *Config) {
@@ -139,13 +131,8 @@ upstream:
   timeout: 750ms
   conns: 8
   revalidate_rate: 250
-`, check: func(t *testing.T, c *Config) {
-			want := Upstream{Addresses: []string{"10.0.0.1:6379", "10.0.0.2:6379"}, Username: "featcache", Password: "pw",
-				Tracking: false, Timeout: 750 * time.Millisecond, Conns: 8, RevalidateRate: 250}
-			if !reflect.DeepEqual(c.Upstream, want) {
-				t.Errorf("got %+v; want %+v", c.Upstream, want)
-			}
-		}},
+`, check: wantConfig(func(c *Config) Upstream { return c.Upstream }, Upstream{Addresses: []string{"10.0.0.1:6379", "10.0.0.2:6379"}, Username: "featcache", Password: "pw",
+			Tracking: false, Timeout: 750 * time.Millisecond, Conns: 8, RevalidateRate: 250})},
 		{name: "upstream block list", input: "upstream:\n  addresses:\n    - \"redis-a:6379\"\n    - \"redis-b:6379\"\n",
 			check: func(t *testing.T, c *Config) {
 				if got := strings.Join(c.Upstream.Addresses, ","); got != "redis-a:6379,redis-b:6379" {
@@ -181,23 +168,11 @@ upstream:
 		{name: "upstream timeout negative", input: "upstream:\n  timeout: -1s\n", shouldErr: true,
 			errSubstr: `upstream.timeout: negative duration "-1s" is invalid (line 2)`},
 		{name: "upstream command_timeout default", input: "upstream:\n  timeout: 2s\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Upstream.CommandTimeout != 0 {
-					t.Errorf("got %v; want 0 (no bound)", c.Upstream.CommandTimeout)
-				}
-			}},
+			check: wantConfig(func(c *Config) time.Duration { return c.Upstream.CommandTimeout }, 0)},
 		{name: "upstream command_timeout 0 is no bound", input: "upstream:\n  command_timeout: 0\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Upstream.CommandTimeout != 0 {
-					t.Errorf("got %v; want 0", c.Upstream.CommandTimeout)
-				}
-			}},
+			check: wantConfig(func(c *Config) time.Duration { return c.Upstream.CommandTimeout }, 0)},
 		{name: "upstream command_timeout", input: "upstream:\n  command_timeout: 30s\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Upstream.CommandTimeout != 30*time.Second {
-					t.Errorf("got %v; want 30s", c.Upstream.CommandTimeout)
-				}
-			}},
+			check: wantConfig(func(c *Config) time.Duration { return c.Upstream.CommandTimeout }, 30*time.Second)},
 		{name: "upstream command_timeout negative", input: "upstream:\n  command_timeout: -1s\n", shouldErr: true,
 			errSubstr: `upstream.command_timeout: negative duration "-1s" is invalid (line 2)`},
 		{name: "upstream command_timeout without unit", input: "upstream:\n  command_timeout: 30\n", shouldErr: true,
@@ -247,17 +222,9 @@ upstream:
 
 		// local
 		{name: "local max_memory units", input: "local:\n  max_memory: 1GB\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Local.MaxMemory != 1<<30 {
-					t.Errorf("got %d; want %d", c.Local.MaxMemory, 1<<30)
-				}
-			}},
+			check: wantConfig(func(c *Config) int64 { return c.Local.MaxMemory }, 1<<30)},
 		{name: "local max_memory bytes", input: "local:\n  max_memory: 2097152\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Local.MaxMemory != 2<<20 {
-					t.Errorf("got %d; want %d", c.Local.MaxMemory, 2<<20)
-				}
-			}},
+			check: wantConfig(func(c *Config) int64 { return c.Local.MaxMemory }, 2<<20)},
 		{name: "local unknown field", input: "local:\n  max_mem: 1GB\n", shouldErr: true,
 			errSubstr: `local: unknown field "max_mem" (line 2)`},
 		{name: "local max_memory invalid", input: "local:\n  max_memory: 12XB\n", shouldErr: true,
@@ -267,17 +234,9 @@ upstream:
 		{name: "local max_memory negative", input: "local:\n  max_memory: -1MB\n", shouldErr: true,
 			errSubstr: `local.max_memory: invalid size "-1MB"`},
 		{name: "local admission_threshold default off", input: "local:\n  max_memory: 64MB\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Local.AdmissionThreshold != 0 {
-					t.Errorf("got %d; want 0", c.Local.AdmissionThreshold)
-				}
-			}},
+			check: wantConfig(func(c *Config) int { return c.Local.AdmissionThreshold }, 0)},
 		{name: "local admission_threshold", input: "local:\n  admission_threshold: 3\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Local.AdmissionThreshold != 3 {
-					t.Errorf("got %d; want 3", c.Local.AdmissionThreshold)
-				}
-			}},
+			check: wantConfig(func(c *Config) int { return c.Local.AdmissionThreshold }, 3)},
 		{name: "local admission_threshold too large", input: "local:\n  admission_threshold: 17\n", shouldErr: true,
 			errSubstr: `local.admission_threshold: must be between 0 (off) and 16, got 17`},
 		{name: "local admission_threshold negative", input: "local:\n  admission_threshold: -1\n", shouldErr: true,
@@ -287,20 +246,11 @@ upstream:
 
 		// limits
 		{name: "limits fields", input: "limits:\n  max_request_bytes: 1MB\n  max_args: 1000\n  max_inline_bytes: 4KB\n  max_clients: 50\n",
-			check: func(t *testing.T, c *Config) {
-				want := Limits{MaxRequestBytes: 1 << 20, MaxArgs: 1000, MaxInlineBytes: 4 << 10, MaxClients: 50,
-					MaxOutputBytes: 64 << 20, OutputTimeout: 30 * time.Second, MaxClientsMemory: 256 << 20,
-					MaxTrackedKeys: 1000000}
-				if c.Limits != want {
-					t.Errorf("got %+v; want %+v", c.Limits, want)
-				}
-			}},
+			check: wantConfig(func(c *Config) Limits { return c.Limits }, Limits{MaxRequestBytes: 1 << 20, MaxArgs: 1000, MaxInlineBytes: 4 << 10, MaxClients: 50,
+				MaxOutputBytes: 64 << 20, OutputTimeout: 30 * time.Second, MaxClientsMemory: 256 << 20,
+				MaxTrackedKeys: 1000000})},
 		{name: "limits max_tracked_keys", input: "limits:\n  max_tracked_keys: 500\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Limits.MaxTrackedKeys != 500 {
-					t.Errorf("got %d; want 500", c.Limits.MaxTrackedKeys)
-				}
-			}},
+			check: wantConfig(func(c *Config) int { return c.Limits.MaxTrackedKeys }, 500)},
 		{name: "limits max_tracked_keys zero", input: "limits:\n  max_tracked_keys: 0\n", shouldErr: true,
 			errSubstr: `limits.max_tracked_keys: must be at least 1, got 0`},
 		{name: "limits unknown field", input: "limits:\n  max_arguments: 3\n", shouldErr: true,
@@ -326,11 +276,7 @@ upstream:
 				}
 			}},
 		{name: "limits idle_timeout 0 is never", input: "limits:\n  idle_timeout: 0\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Limits.IdleTimeout != 0 {
-					t.Errorf("got %v; want 0", c.Limits.IdleTimeout)
-				}
-			}},
+			check: wantConfig(func(c *Config) time.Duration { return c.Limits.IdleTimeout }, 0)},
 		{name: "limits idle_timeout negative", input: "limits:\n  idle_timeout: -1s\n", shouldErr: true,
 			errSubstr: `limits.idle_timeout: negative duration "-1s" is invalid (line 2)`},
 		{name: "limits idle_timeout without unit", input: "limits:\n  idle_timeout: 300\n", shouldErr: true,
@@ -344,11 +290,7 @@ upstream:
 		{name: "limits max_clients_memory below one request and reply", input: "limits:\n  max_clients_memory: 190MB\n", shouldErr: true,
 			errSubstr: `limits.max_clients_memory: must hold at least one largest request, twice (as read and as sent upstream), and one largest reply (2 x max_request_bytes + max_output_bytes = 192MB), got "190MB"`},
 		{name: "limits max_clients_memory follows smaller limits", input: "limits:\n  max_request_bytes: 1MB\n  max_output_bytes: 1MB\n  max_clients_memory: 3MB\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Limits.MaxClientsMemory != 3<<20 {
-					t.Errorf("got %d", c.Limits.MaxClientsMemory)
-				}
-			}},
+			check: wantConfig(func(c *Config) int64 { return c.Limits.MaxClientsMemory }, 3<<20)},
 		{name: "limits sizes that would overflow", input: "limits:\n  max_request_bytes: 8000000000GB\n  max_output_bytes: 8000000000GB\n", shouldErr: true,
 			errSubstr: `limits.max_clients_memory: must hold at least one largest request, twice`},
 
@@ -372,11 +314,7 @@ upstream:
 		{name: "protected mode: not by server TLS alone", input: "listen: \":6380\"\ntls: {cert_file: c.pem, key_file: k.pem}\n",
 			shouldErr: true, errSubstr: `(protected mode)`},
 		{name: "protected mode off", input: "listen: \"0.0.0.0:6380\"\nprotected_mode: false\n",
-			check: func(t *testing.T, c *Config) {
-				if c.ProtectedMode {
-					t.Errorf("got protected_mode true")
-				}
-			}},
+			check: wantConfig(func(c *Config) bool { return c.ProtectedMode }, false)},
 		{name: "protected mode invalid", input: "protected_mode: off\n", shouldErr: true,
 			errSubstr: `protected_mode: invalid boolean "off" (use true or false) (line 1)`},
 
@@ -408,18 +346,9 @@ upstream:
     cert_file: c.pem
     key_file: k.pem
     server_name: redis.internal
-`, check: func(t *testing.T, c *Config) {
-			want := UpstreamTLS{Enabled: true, CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "redis.internal"}
-			if c.Upstream.TLS != want {
-				t.Errorf("got %+v; want %+v", c.Upstream.TLS, want)
-			}
-		}},
+`, check: wantConfig(func(c *Config) UpstreamTLS { return c.Upstream.TLS }, UpstreamTLS{Enabled: true, CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "redis.internal"})},
 		{name: "upstream tls insecure", input: "upstream:\n  tls: {enabled: true, insecure_skip_verify: true}\n",
-			check: func(t *testing.T, c *Config) {
-				if !c.Upstream.TLS.InsecureSkipVerify {
-					t.Errorf("got %+v", c.Upstream.TLS)
-				}
-			}},
+			check: wantConfig(func(c *Config) bool { return c.Upstream.TLS.InsecureSkipVerify }, true)},
 		{name: "upstream tls field without enabled", input: "upstream:\n  tls:\n    ca_file: ca.pem\n", shouldErr: true,
 			errSubstr: `upstream.tls.ca_file: has no effect without upstream.tls.enabled: true`},
 		{name: "upstream tls insecure without enabled", input: "upstream:\n  tls: {insecure_skip_verify: true}\n", shouldErr: true,
@@ -435,11 +364,7 @@ upstream:
 
 		// commands
 		{name: "commands deny replaces the default", input: "commands:\n  deny: [FLUSHALL, \"Client|Kill\"]\n",
-			check: func(t *testing.T, c *Config) {
-				if want := []string{"flushall", "client|kill"}; !reflect.DeepEqual(c.Commands.Deny, want) {
-					t.Errorf("got %q; want %q", c.Commands.Deny, want)
-				}
-			}},
+			check: wantConfig(func(c *Config) []string { return c.Commands.Deny }, []string{"flushall", "client|kill"})},
 		{name: "commands deny nothing", input: "commands:\n  deny: []\n",
 			check: func(t *testing.T, c *Config) {
 				if len(c.Commands.Deny) != 0 {
@@ -461,11 +386,7 @@ upstream:
 
 		// limits.max_conn_age, shutdown, admin_pprof
 		{name: "max_conn_age", input: "limits:\n  max_conn_age: 10m\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Limits.MaxConnAge != 10*time.Minute {
-					t.Errorf("got max_conn_age %v; want 10m", c.Limits.MaxConnAge)
-				}
-			}},
+			check: wantConfig(func(c *Config) time.Duration { return c.Limits.MaxConnAge }, 10*time.Minute)},
 		{name: "max_conn_age too short", input: "limits:\n  max_conn_age: 100ms\n", shouldErr: true,
 			errSubstr: `limits.max_conn_age: must be 0 (never) or at least 1s, got "100ms"`},
 		{name: "max_conn_age not a duration", input: "limits:\n  max_conn_age: 10\n", shouldErr: true,
@@ -485,18 +406,9 @@ upstream:
 
 		// log
 		{name: "log fields", input: "log:\n  format: JSON\n  level: debug\n  slow_command: 50ms\n",
-			check: func(t *testing.T, c *Config) {
-				want := Log{Format: "json", Level: slog.LevelDebug, SlowCommand: 50 * time.Millisecond}
-				if c.Log != want {
-					t.Errorf("got %+v; want %+v", c.Log, want)
-				}
-			}},
+			check: wantConfig(func(c *Config) Log { return c.Log }, Log{Format: "json", Level: slog.LevelDebug, SlowCommand: 50 * time.Millisecond})},
 		{name: "log level warn", input: "log:\n  level: WARN\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Log.Level != slog.LevelWarn {
-					t.Errorf("got level %v; want WARN", c.Log.Level)
-				}
-			}},
+			check: wantConfig(func(c *Config) slog.Level { return c.Log.Level }, slog.LevelWarn)},
 		{name: "log format invalid", input: "log:\n  format: logfmt\n", shouldErr: true,
 			errSubstr: `log.format: invalid value "logfmt" (use text or json) (line 2)`},
 		{name: "log level invalid", input: "log:\n  level: verbose\n", shouldErr: true,
@@ -629,23 +541,14 @@ policies:
 		{name: "pattern trailing backslash", input: "policies:\n  - {name: p, pattern: 'user:*\\'}\n", shouldErr: true,
 			errSubstr: `policy "p": pattern "user:*\\": trailing "\\" escapes nothing`},
 		{name: "pattern escapes", input: "policies:\n  - {name: p, pattern: 'user:\\[*\\]'}\n",
-			check: func(t *testing.T, c *Config) {
-				if c.Policies[0].Pattern != `user:\[*\]` {
-					t.Errorf("got pattern %q", c.Policies[0].Pattern)
-				}
-			}},
+			check: wantConfig(func(c *Config) string { return c.Policies[0].Pattern }, `user:\[*\]`)},
 
 		// policies: values and defaults
 		{name: "policy defaults", input: "policies:\n  - {name: a, prefix: \"a:\"}\n  - {name: b, pattern: \"b:*\"}\n",
-			check: func(t *testing.T, c *Config) {
-				want := []*Policy{
-					{Name: "a", Prefix: "a:", IsPrefix: true, Cache: true, SoftTTL: time.Minute, HardTTL: time.Minute, Jitter: 0.1, Index: 0},
-					{Name: "b", Pattern: "b:*", Cache: true, SoftTTL: time.Minute, HardTTL: time.Minute, Jitter: 0.1, Index: 1},
-				}
-				if !reflect.DeepEqual(c.Policies, want) {
-					t.Errorf("got %+v; want %+v", c.Policies, want)
-				}
-			}},
+			check: wantConfig(func(c *Config) []*Policy { return c.Policies }, []*Policy{
+				{Name: "a", Prefix: "a:", IsPrefix: true, Cache: true, SoftTTL: time.Minute, HardTTL: time.Minute, Jitter: 0.1, Index: 0},
+				{Name: "b", Pattern: "b:*", Cache: true, SoftTTL: time.Minute, HardTTL: time.Minute, Jitter: 0.1, Index: 1},
+			})},
 		{name: "policy soft_ttl defaults to hard_ttl", input: "policies:\n  - {name: a, prefix: \"a:\", hard_ttl: 10m}\n",
 			check: func(t *testing.T, c *Config) {
 				if p := c.Policies[0]; p.SoftTTL != 10*time.Minute || p.HardTTL != 10*time.Minute {
@@ -669,26 +572,13 @@ policies:
     negative_ttl: 30s
     on_upstream_error: serve_stale
     max_stale: 1h
-`, check: func(t *testing.T, c *Config) {
-			want := &Policy{Name: "profile", Prefix: "profile:", IsPrefix: true, Cache: true, SoftTTL: 6 * time.Hour,
-				HardTTL: 24 * time.Hour, Jitter: 0.15, NegativeTTL: 30 * time.Second, OnUpstreamError: ErrorServeStale,
-				MaxStale: time.Hour}
-			if !reflect.DeepEqual(c.Policies[0], want) {
-				t.Errorf("got %+v; want %+v", c.Policies[0], want)
-			}
-		}},
+`, check: wantConfig(func(c *Config) *Policy { return c.Policies[0] }, &Policy{Name: "profile", Prefix: "profile:", IsPrefix: true, Cache: true, SoftTTL: 6 * time.Hour,
+			HardTTL: 24 * time.Hour, Jitter: 0.15, NegativeTTL: 30 * time.Second, OnUpstreamError: ErrorServeStale,
+			MaxStale: time.Hour})},
 		{name: "policy serve_stale default max_stale", input: "policies:\n  - {name: a, prefix: \"a:\", on_upstream_error: serve_stale}\n",
-			check: func(t *testing.T, c *Config) {
-				if p := c.Policies[0]; p.MaxStale != 5*time.Minute {
-					t.Errorf("got max_stale %v; want 5m", p.MaxStale)
-				}
-			}},
+			check: wantConfig(func(c *Config) time.Duration { return c.Policies[0].MaxStale }, 5*time.Minute)},
 		{name: "policy jitter zero", input: "policies:\n  - {name: a, prefix: \"a:\", jitter: 0}\n",
-			check: func(t *testing.T, c *Config) {
-				if p := c.Policies[0]; p.Jitter != 0 {
-					t.Errorf("got jitter %v; want 0", p.Jitter)
-				}
-			}},
+			check: wantConfig(func(c *Config) float64 { return c.Policies[0].Jitter }, 0)},
 		{name: "policy soft_ttl greater than hard_ttl", input: "policies:\n  - {name: profile, prefix: \"p:\", soft_ttl: 7h, hard_ttl: 6h}\n", shouldErr: true,
 			errSubstr: `policy "profile": soft_ttl "7h" is greater than hard_ttl "6h"`},
 		{name: "policy soft_ttl greater than default hard_ttl", input: "policies:\n  - {name: p, prefix: \"p:\", soft_ttl: 5m}\n", shouldErr: true,
@@ -728,12 +618,7 @@ policies:
 		{name: "policy max_stale zero with serve_stale", input: "policies:\n  - {name: p, prefix: \"p:\", on_upstream_error: serve_stale, max_stale: 0s}\n", shouldErr: true,
 			errSubstr: `policy "p": max_stale must be greater than 0 with on_upstream_error: serve_stale, got "0s"`},
 		{name: "policy cache false", input: "policies:\n  - {name: s, prefix: \"session:\", cache: false}\n",
-			check: func(t *testing.T, c *Config) {
-				want := &Policy{Name: "s", Prefix: "session:", IsPrefix: true}
-				if !reflect.DeepEqual(c.Policies[0], want) {
-					t.Errorf("got %+v; want %+v", c.Policies[0], want)
-				}
-			}},
+			check: wantConfig(func(c *Config) *Policy { return c.Policies[0] }, &Policy{Name: "s", Prefix: "session:", IsPrefix: true})},
 	}
 	for _, f := range []string{"soft_ttl: 1m", "hard_ttl: 1m", "jitter: 0", "negative_ttl: 1s", "on_upstream_error: fail", "max_stale: 1m"} {
 		name := strings.SplitN(f, ":", 2)[0]
@@ -770,6 +655,17 @@ policies:
 				tc.check(t, c)
 			}
 		})
+	}
+}
+
+// wantConfig returns a TestParse check that the part of the parsed Config that part picks is want
+// (reflect.DeepEqual, so a slice or a *Policy compares by its contents).
+func wantConfig[T any](part func(*Config) T, want T) func(*testing.T, *Config) {
+	return func(t *testing.T, c *Config) {
+		t.Helper()
+		if got := part(c); !reflect.DeepEqual(got, want) {
+			t.Errorf("got %+v; want %+v", got, want)
+		}
 	}
 }
 

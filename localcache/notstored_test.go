@@ -71,29 +71,13 @@ func TestNotStoredReasons(t *testing.T) {
 		{"uncached policy", func(t *testing.T, c *Cache, _ *testClock, key []byte) {
 			c.Complete(acquire(t, c, key), value("v"), &Policy{})
 		}, NotStoredUncachedPolicy},
-		{"superseded by an invalidation", func(t *testing.T, c *Cache, _ *testClock, key []byte) {
-			f := acquire(t, c, key)
-			c.Invalidate(key)
-			c.Complete(f, value("v"), fillPolicy)
-		}, NotStoredSuperseded},
-		{"superseded by a flush", func(t *testing.T, c *Cache, _ *testClock, key []byte) {
-			f := acquire(t, c, key)
-			c.Flush()
-			c.Complete(f, value("v"), fillPolicy)
-		}, NotStoredSuperseded},
-		{"contested", func(t *testing.T, c *Cache, _ *testClock, key []byte) {
-			f := acquire(t, c, key)
-			c.Answered(key, value("other"))
-			c.Complete(f, value("v"), fillPolicy)
-		}, NotStoredContested},
+		{"superseded by an invalidation", completeAfter(func(c *Cache, key []byte) { c.Invalidate(key) }), NotStoredSuperseded},
+		{"superseded by a flush", completeAfter(func(c *Cache, key []byte) { c.Flush() }), NotStoredSuperseded},
+		{"contested", completeAfter(func(c *Cache, key []byte) { c.Answered(key, value("other")) }), NotStoredContested},
 		{"mget overlap", func(t *testing.T, c *Cache, _ *testClock, key []byte) {
 			c.Complete(acquire(t, c, key), Result{Value: []byte("v"), PTTL: NoExpiry, Drop: true}, fillPolicy)
 		}, NotStoredMGETOverlap},
-		{"untrusted", func(t *testing.T, c *Cache, _ *testClock, key []byte) {
-			f := acquire(t, c, key)
-			c.SetTrusted(false)
-			c.Complete(f, value("v"), fillPolicy)
-		}, NotStoredUntrusted},
+		{"untrusted", completeAfter(func(c *Cache, key []byte) { c.SetTrusted(false) }), NotStoredUntrusted},
 		{"key too large", func(t *testing.T, c *Cache, _ *testClock, _ []byte) {
 			c.Complete(acquire(t, c, []byte(strings.Repeat("k", MaxKeyLen+1))), value("v"), fillPolicy)
 		}, NotStoredKeyTooLarge},
@@ -128,6 +112,16 @@ func TestNotStoredReasons(t *testing.T) {
 				t.Errorf("LastNotStored = %s at %v, %v; want %s at or after %v", why, when, ok, tc.want, at)
 			}
 		})
+	}
+}
+
+// completeAfter is a TestNotStoredReasons case that starts a fill of key, runs between, then completes the fill with
+// the value "v" under fillPolicy.
+func completeAfter(between func(c *Cache, key []byte)) func(t *testing.T, c *Cache, _ *testClock, key []byte) {
+	return func(t *testing.T, c *Cache, _ *testClock, key []byte) {
+		f := acquire(t, c, key)
+		between(c, key)
+		c.Complete(f, value("v"), fillPolicy)
 	}
 }
 

@@ -434,11 +434,7 @@ func TestClusterRESP3HelloRefused(t *testing.T) {
 func TestClusterKeyspace(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 0)
 	c := newClusterClient(t, cl.Masters[0].Addr(), trackCached)
-	rec := &keyspaceRecorder{}
-	ks, err := c.TrackKeyspace(rec.options("ks:"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ks, rec := trackKeyspace(t, c, "ks:")
 	if ks.Addr() != "" {
 		t.Errorf("Addr in front of a cluster: %q; want \"\"", ks.Addr())
 	}
@@ -464,11 +460,7 @@ func TestClusterKeyspace(t *testing.T) {
 		owners[i].Do("SET", keys[i], "v")
 		owners[i].Do("SET", "other:"+keys[i], "v") // outside the prefixes
 	}
-	redistest.Eventually(t, 5*time.Second, "an invalidation from every master", func() bool {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		return len(rec.got) >= 3
-	})
+	rec.await(t, 5*time.Second, "an invalidation from every master", func() bool { return len(rec.got) >= 3 })
 	rec.mu.Lock()
 	slices.Sort(rec.got)
 	if want := slices.Sorted(slices.Values(keys)); !slices.Equal(rec.got, want) {
@@ -484,19 +476,13 @@ func TestClusterKeyspace(t *testing.T) {
 			victim.Do("CLIENT", "KILL", "ID", strings.Fields(line)[0][len("id="):])
 		}
 	}
-	redistest.Eventually(t, 10*time.Second, "OnLost, then OnUp again", func() bool {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		return rec.losts >= 1 && rec.ups >= 2
-	})
+	rec.await(t, 10*time.Second, "OnLost, then OnUp again", func() bool { return rec.losts >= 1 && rec.ups >= 2 })
 	redistest.Eventually(t, 10*time.Second, "the stream up again on every master", ks.Up)
 	rec.mu.Lock()
 	rec.got = rec.got[:0]
 	rec.mu.Unlock()
 	victim.Do("SET", keys[1], "w")
-	redistest.Eventually(t, 5*time.Second, "the invalidation from the master whose connection was killed", func() bool {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
+	rec.await(t, 5*time.Second, "the invalidation from the master whose connection was killed", func() bool {
 		return slices.Contains(rec.got, keys[1])
 	})
 	rec.mu.Lock()
@@ -526,11 +512,7 @@ func TestClusterKeyspace(t *testing.T) {
 func TestClusterKeyspaceFailover(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 1)
 	c := newClusterClient(t, cl.Masters[1].Addr(), trackCached)
-	rec := &keyspaceRecorder{}
-	ks, err := c.TrackKeyspace(rec.options("ks:"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ks, rec := trackKeyspace(t, c, "ks:")
 	defer ks.Close()
 	redistest.Eventually(t, 10*time.Second, "the stream up on every master", ks.Up)
 
@@ -542,18 +524,12 @@ func TestClusterKeyspaceFailover(t *testing.T) {
 		}
 	}
 	cl.Failover(old, promoted)
-	redistest.Eventually(t, 20*time.Second, "OnLost for the failed master", func() bool {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		return rec.losts >= 1
-	})
+	rec.await(t, 20*time.Second, "OnLost for the failed master", func() bool { return rec.losts >= 1 })
 	redistest.Eventually(t, 20*time.Second, "the stream and the policies tracking on the promoted replica", func() bool {
 		return ks.Up() && trackingConns(promoted) == 2
 	})
 	promoted.Do("SET", key, "v")
-	redistest.Eventually(t, 5*time.Second, "the invalidation of a write on the promoted replica", func() bool {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
+	rec.await(t, 5*time.Second, "the invalidation of a write on the promoted replica", func() bool {
 		return slices.Contains(rec.got, key)
 	})
 }
@@ -584,6 +560,27 @@ type keyspaceRecorder struct {
 	mu         sync.Mutex
 	got        []string
 	ups, losts int
+}
+
+// trackKeyspace opens c's keyspace stream over prefixes, reporting to a new keyspaceRecorder.
+func trackKeyspace(t *testing.T, c *Client, prefixes ...string) (*Keyspace, *keyspaceRecorder) {
+	t.Helper()
+	rec := &keyspaceRecorder{}
+	ks, err := c.TrackKeyspace(rec.options(prefixes...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks, rec
+}
+
+// await polls until cond, called with r's lock held, is true (redistest.Eventually).
+func (r *keyspaceRecorder) await(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	redistest.Eventually(t, within, what, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return cond()
+	})
 }
 
 // options are the TrackerOptions of a stream over prefixes that reports to r.

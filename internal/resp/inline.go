@@ -58,43 +58,28 @@ func splitInline(args [][]byte, line []byte) ([][]byte, bool) {
 			return args, true
 		}
 		start := w
-		inDouble, inSingle := false, false
+		var quote byte // the quote the argument is inside: '"', '\'' or 0 for none
 		for done := false; !done; {
 			switch {
-			case inDouble:
+			case quote != 0:
 				if p == n {
 					return args, false
 				}
 				c := line[p]
 				switch {
-				case c == '\\' && p+3 < n && line[p+1] == 'x' && isInlineHex(line[p+2]) && isInlineHex(line[p+3]):
+				case quote == '"' && c == '\\' && p+3 < n && line[p+1] == 'x' && isInlineHex(line[p+2]) && isInlineHex(line[p+3]):
 					line[w] = inlineUnhex(line[p+2])<<4 | inlineUnhex(line[p+3])
 					w++
 					p += 3
-				case c == '\\' && p+1 < n:
+				case quote == '"' && c == '\\' && p+1 < n:
 					p++
 					line[w] = inlineUnescape(line[p])
 					w++
-				case c == '"':
-					if p+1 < n && !isInlineSpace(line[p+1]) {
-						return args, false
-					}
-					done = true
-				default:
-					line[w] = c
-					w++
-				}
-			case inSingle:
-				if p == n {
-					return args, false
-				}
-				c := line[p]
-				switch {
-				case c == '\\' && p+1 < n && line[p+1] == '\'':
+				case quote == '\'' && c == '\\' && p+1 < n && line[p+1] == '\'':
 					p++
 					line[w] = '\''
 					w++
-				case c == '\'':
+				case c == quote:
 					if p+1 < n && !isInlineSpace(line[p+1]) {
 						return args, false
 					}
@@ -109,10 +94,8 @@ func splitInline(args [][]byte, line []byte) ([][]byte, bool) {
 				switch c := line[p]; c {
 				case ' ', '\n', '\r', '\t':
 					done = true
-				case '"':
-					inDouble = true
-				case '\'':
-					inSingle = true
+				case '"', '\'':
+					quote = c
 				default:
 					line[w] = c
 					w++
