@@ -136,10 +136,15 @@ func TestClusterBusyMaster(t *testing.T) {
 			t.Fatalf("%s: SET in MULTI straight to the busy master: %q", phase, r)
 		}
 		execReply := string(direct.Do("EXEC"))
-		direct.Close()
 		expectDo(t, c, "+OK\r\n", "MULTI")
 		expectDo(t, c, "+QUEUED\r\n", "SET", ub, "tx")
 		expectDo(t, c, execReply, "EXEC")
+		// Pipelined, the transaction gets the master's replies to every command.
+		pipelinedTx := [][]string{{"MULTI"}, {"SET", ub, "tx"}, {"GET", ub}, {"EXEC"}}
+		if want, got := sendPipeline(t, direct, pipelinedTx...), sendPipeline(t, c, pipelinedTx...); got != want {
+			t.Errorf("%s: a pipelined transaction through featcache:\n%q\nstraight to the busy master:\n%q", phase, got, want)
+		}
+		direct.Close()
 		traffic.busy.Store(false)
 		killBusy(t, busy.Do, "SCRIPT", "KILL")
 		for range killed {
@@ -246,6 +251,19 @@ func TestClusterOOMMaster(t *testing.T) {
 				t.Errorf("%s %q: through featcache %q, straight to the master %q", cs.name, args, got, want)
 			}
 			inMulti = (inMulti || args[0] == "MULTI") && args[0] != "EXEC"
+		}
+	}
+	// A pipelined transaction (as redis-py sends one) gets the master's own queue-time replies: its -OOM.
+	pipelinedTx := [][]string{{"GET", sf}, {"MULTI"}, {"SET", uf, "tx"}, {"GET", uf}, {"INCR", uf + "n"}, {"EXEC"}, {"GET", so}}
+	for _, cs := range []struct {
+		name          string
+		proxy, direct *redistest.Conn
+	}{{"RESP2", c, direct}, {"RESP3", c3, direct3}} {
+		want, got := sendPipeline(t, cs.direct, pipelinedTx...), sendPipeline(t, cs.proxy, pipelinedTx...)
+		// The GETs of sf and so, around the transaction, are the only replies that differ (so is on another
+		// master): compare what is between them.
+		if strings.Count(want, oom) != 3 || !strings.Contains(got, "+OK\r\n"+strings.Repeat(oom, 3)+"-EXECABORT") {
+			t.Errorf("%s: a pipelined transaction through featcache:\n%q\nstraight to the master:\n%q", cs.name, got, want)
 		}
 	}
 	expectDo(t, c, bulk("before"), "GET", sf) // still cached, still right

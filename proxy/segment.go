@@ -29,6 +29,7 @@ const (
 	holeMerge                      // a multi-key command split over cluster slots: its parts' frames, merged
 	holeMgetTx                     // an MGET answered from one transaction (mgetTx)
 	holeInfo                       // INFO's reply frame, featcache's section appended (info.go)
+	holeQueued                     // MULTI's or a queued command's reply in a transaction queued in front of a Redis Cluster
 )
 
 // hole is a reply (or part of one) that is only known after the segment's upstream round trip. Replies known at
@@ -37,7 +38,7 @@ const (
 type hole struct {
 	kind  holeKind
 	pos   int // where in tail the hole sits
-	frame int // upstream frame index (holeFrame, holeMgetBypass)
+	frame int // upstream frame index (holeFrame, holeMgetBypass); holeQueued: 0 for MULTI, i for the ith command
 	fill  *localcache.Fill
 	key   []byte // points into the client's read buffer, valid for the batch
 	lp    *localcache.Policy
@@ -87,6 +88,9 @@ type segment struct {
 	forward bool      // the payload holds forwarded commands, not only fetches
 	bypass  bool      // the payload holds GETs of an MGET's uncached keys
 	tx      bool      // the payload is a transaction, or part of one (tx.go: sendSegment)
+	// txFrame is the frame of the MULTI, plus one, of a transaction featcache queued in front of a Redis Cluster
+	// and sends in this payload (cmdExec); 0 when there is none. Its holeQueued holes take their frames from it.
+	txFrame int
 
 	// proto is the client's protocol (HELLO): 2, or 3 for RESP3. The replies the segment builds are in it.
 	proto int
@@ -161,6 +165,7 @@ func (s *segment) reset() {
 	s.writes = s.writes[:0]
 	s.doErr = nil
 	s.forward, s.bypass, s.tx, s.up3 = false, false, false, false
+	s.txFrame = 0
 	s.windows = s.windows[:0]
 	if s.req.Cap() > maxSegmentBytes*2 {
 		s.req = upstream.Payload{}
@@ -418,6 +423,8 @@ func (c *client) emitHole(dst []byte, h *hole, inMget bool) ([]byte, bool) {
 		return c.emitHashRead(dst, h), true
 	case holeMgetTx:
 		return c.emitMgetTx(dst, h), true
+	case holeQueued:
+		return s.appendQueued(dst, h.frame, c.call), true
 	}
 	<-h.fill.Done()
 	res := h.fill.Result()
@@ -485,4 +492,18 @@ func appendCommand(p *upstream.Payload, slot int, cmd *resp.Command) {
 	} else {
 		p.AppendArgs(slot, cmd.Args)
 	}
+}
+
+// appendQueued appends the reply to MULTI (i 0) or to the ith command queued after it, in a transaction featcache
+// queued in front of a Redis Cluster: the master's own reply when the transaction went in this segment's payload
+// (+OK and +QUEUED, or a refusal Redis makes at queue time for its state: OOM, BUSY), else featcache's (the
+// client waited for it before sending EXEC, or ended the transaction without one).
+func (s *segment) appendQueued(dst []byte, i int, call *upstream.Call) []byte {
+	if f := s.txFrame - 1 + i; s.txFrame > 0 && f < call.Len() && s.frameErr(f) == nil {
+		return append(dst, call.Frame(f)...)
+	}
+	if i == 0 {
+		return resp.AppendString(dst, "OK")
+	}
+	return resp.AppendString(dst, "QUEUED")
 }

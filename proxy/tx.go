@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"strings"
-	"time"
 
 	"featcache/internal/commands"
 	"featcache/internal/resp"
@@ -27,9 +26,10 @@ import (
 // session lives there too.
 //
 // In front of a Redis Cluster, where a transaction must reach the master of its keys, MULTI is kept by featcache
-// instead: queued commands are checked against the command table (unknown command, wrong arity) and answered
-// +QUEUED, then EXEC sends MULTI, the queue and EXEC as one request that the router sends whole to that master, and
-// relays EXEC's reply.
+// instead: queued commands are checked against the command table (unknown command, wrong arity), then EXEC sends
+// MULTI, the queue and EXEC as one request that the router sends whole to that master, and relays EXEC's reply.
+// MULTI's and the queued commands' replies are holes (holeQueued) that take the master's replies when EXEC comes
+// in the same read, and featcache's +OK and +QUEUED when the client waits for them.
 type txState struct {
 	multi bool // inside MULTI
 	dirty bool // featcache refused a command of the transaction: EXEC aborts
@@ -373,7 +373,7 @@ func (c *client) clusterMulti() {
 	}
 	c.tx.resetQueue()
 	c.tx.multi = true
-	c.simpleReply("OK")
+	c.seg.addHole(hole{kind: holeQueued})
 	c.publish()
 }
 
@@ -433,8 +433,8 @@ func (c *client) clusterQueueable(cmd *resp.Command, tc *command) bool {
 	return true
 }
 
-// appendQueued adds an accepted command to the local MULTI queue (in front of a Redis Cluster) and answers
-// +QUEUED. The queue is one request to the upstream at EXEC, so limits.max_request_bytes bounds it: a command that
+// appendQueued adds an accepted command to the local MULTI queue (in front of a Redis Cluster); its reply is a
+// hole, +QUEUED or the master's reply (holeQueued). The queue is one request to the upstream at EXEC, so limits.max_request_bytes bounds it: a command that
 // would exceed it is refused and makes EXEC abort.
 func (c *client) appendQueued(cmd *resp.Command, tc *command) {
 	if size := len(c.tx.queue) + commandSize(cmd); int64(size) > c.srv.opt.Config.Limits.MaxRequestBytes {
@@ -447,7 +447,7 @@ func (c *client) appendQueued(cmd *resp.Command, tc *command) {
 	if isWrite(tc) {
 		c.tx.rememberWrite(cmd.Args, tc, c.srv.opt.Config.Limits.MaxRequestBytes)
 	}
-	c.simpleReply("QUEUED")
+	c.seg.addHole(hole{kind: holeQueued, frame: c.tx.queued})
 }
 
 // commandSize is the length of cmd's RESP encoding.
@@ -485,42 +485,22 @@ func (c *client) cmdExec(cmd *resp.Command) {
 		c.errorReply("EXECABORT Transaction discarded because of previous errors.")
 		return
 	}
-	// The segment before EXEC must be answered first: its reads precede the transaction. In front of a Redis
-	// Cluster the router sends MULTI ... EXEC whole to the master of the transaction's keys: MULTI was held back
-	// until now, when its keys are known.
-	// A RESP3 client's transaction runs between HELLO 3 and HELLO 2, and EXEC's reply is relayed as Redis wrote it.
-	c.runSegment()
-	req := &c.seg.req
-	req.Reset()
-	resp3 := c.resp3()
-	if resp3 {
-		req.AppendHello(3)
-	}
-	req.AppendTx(c.tx.slot, c.tx.queue, c.tx.queued)
-	exec := req.Len() - 1
-	if resp3 {
-		req.AppendHello(2)
-	}
-	n := req.Len()
-	start := time.Now()
-	err := c.srv.up.Forward(c.call, req)
-	c.srv.metrics.observeUpstream(upTransaction, start)
+	// The router sends MULTI ... EXEC whole to the master of the transaction's keys, in the segment's payload
+	// behind what the client sent before MULTI: MULTI was held back until now, when its keys are known. Its
+	// replies and the queued commands' are the master's when they are still to be written (a pipelined
+	// transaction, as redis-py sends one), and EXEC's reply is relayed as Redis wrote it. A RESP3 client's
+	// transaction runs between HELLO 3 and HELLO 2. The queued writes' keys are invalidated after the round trip,
+	// before the replies.
+	s := &c.seg
+	s.upstream3()
+	s.txFrame = s.req.Len() + 1
+	s.req.AppendTx(c.tx.slot, c.tx.queue, c.tx.queued)
+	s.addHole(hole{kind: holeFrame, frame: s.req.Len() - 1})
+	s.forward = true
 	c.srv.stats.Forwarded.Add(int64(c.tx.queued))
-	c.queuedWritesNow()
-	req.Reset()
+	c.queuedWrites()
+	c.runSegment()
 	c.tx.resetQueue()
-	if c.call.Len() == n {
-		if f := c.call.Frame(0); resp3 && f[0] != resp.TypeMap {
-			c.srv.resp3.Store(0)
-			c.srv.stats.Errors.Add(1)
-			c.errorReply("ERR " + errNoRESP3.Error())
-			return
-		}
-		c.rawReply(c.call.Frame(exec))
-		return
-	}
-	c.srv.stats.Errors.Add(1)
-	c.errorReply(upstreamErrorText(err))
 }
 
 // cmdDiscard outside MULTI is an error; in front of a Redis Cluster it also drops the transaction featcache
