@@ -123,6 +123,23 @@ func TestClusterClientTracking(t *testing.T) {
 			step("x", "SET", "u:1{B}", "x"), // tracking ended with RESET
 		}, false)
 	})
+	// A NOLOOP client's writes in a transaction featcache queues in front of the cluster.
+	t.Run("NoloopTransaction", func(t *testing.T) {
+		ct.compare(t, []trackStep{
+			step("a", "CLIENT", "TRACKING", "ON", "NOLOOP", "REDIRECT", "$R"),
+			step("a", "MGET", "c:1{B}", "u:1{B}", "c:2{C}"),
+			step("a", "MULTI"),
+			step("a", "SET", "c:1{B}", "a"),
+			step("a", "SET", "u:1{B}", "a"),
+			step("a", "EXEC"),
+			step("a", "MGET", "c:1{B}", "u:1{B}"),
+			step("a", "MULTI"),
+			step("a", "SET", "c:2{C}", "b"),
+			step("a", "EXEC"),
+			step("a", "GET", "c:2{C}"),
+			step("x", "SET", "c:1{B}", "x"),
+		}, false)
+	})
 }
 
 // pushedInvalidation is the push a RESP3 client receives for keys; pushedNull the null one.
