@@ -29,6 +29,8 @@ func upstreamErrorText(err error) string {
 		return re.Error()
 	case errors.Is(err, upstream.ErrTimeout):
 		return "ERR featcache upstream timeout: Redis did not answer in time (the command may have been applied)"
+	case errors.Is(err, upstream.ErrNoRESP3):
+		return "ERR " + err.Error()
 	case errors.Is(err, upstream.ErrCommandTimeout):
 		return "ERR featcache upstream timeout: Redis did not answer within upstream.command_timeout (the command " +
 			"may have been applied)"

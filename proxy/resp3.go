@@ -3,8 +3,6 @@ package proxy
 import (
 	"bytes"
 	"errors"
-	"fmt"
-	"time"
 
 	"featcache/internal/resp"
 	"featcache/localcache"
@@ -204,10 +202,6 @@ type window struct {
 	err        error
 }
 
-// errNoRESP3 means Redis refused the HELLO 3 that switches a shared connection for a RESP3 client's commands; the
-// client gets "ERR " and its text.
-var errNoRESP3 = errors.New("featcache could not switch its upstream connection to RESP3")
-
 // checkWindows checks, once the segment's round trip is over, that Redis answered each HELLO 3 of the payload with
 // its map. A window whose HELLO 3 failed answers each of its forwarded commands with an error (frameErr), and the
 // next HELLO 3 of a client asks the upstream again whether it switches protocols.
@@ -218,10 +212,7 @@ func (c *client) checkWindows() {
 		if w.hello >= c.call.Len() || c.call.Frame(w.hello)[0] == resp.TypeMap {
 			continue // not answered at all: the round trip's own error covers it
 		}
-		w.err = errNoRESP3
-		if f := c.call.Frame(w.hello); f[0] == resp.TypeError {
-			w.err = fmt.Errorf("%w (Redis answered HELLO 3: %s)", errNoRESP3, resp.ParseError(f))
-		}
+		w.err = upstream.NoRESP3(c.call.Frame(w.hello))
 		c.srv.resp3.Store(0)
 	}
 }
@@ -244,19 +235,16 @@ func (c *client) prepareConn(conn *upstream.Conn) error {
 	if !c.resp3() {
 		return nil
 	}
-	call := upstream.NewCall()
-	err := conn.Do(call, hello3Cmd, 1, time.Now().Add(c.srv.up.Timeout()))
-	if err == nil && call.Frame(0)[0] == resp.TypeError {
-		err = resp.ParseError(call.Frame(0))
-	}
-	if err != nil {
-		conn.Close()
-		return err
-	}
 	// Marked: Release closes it instead of pooling it (the pool's next user expects RESP2), and a connection that
 	// follows a cluster redirect is switched too (Conn.Follow).
-	conn.SetRESP3(true)
-	return nil
+	err := conn.SwitchRESP3()
+	if err != nil {
+		conn.Close()
+		if errors.Is(err, upstream.ErrNoRESP3) {
+			c.srv.resp3.Store(0) // the next HELLO 3 of a client asks the upstream again
+		}
+	}
+	return err
 }
 
 // execBesideSubscriptions runs a command of a RESP3 client in subscribed mode that is not a subscription command:

@@ -755,6 +755,23 @@ policies:
 	expectDo(t, c, "_\r\n", "GET", "c:missing") // from memory, in RESP3
 	expectDo(t, p.dial(), "$3\r\n1.5\r\n", "ZSCORE", "nc:z", "m")
 	expectDo(t, p.dial(), "-NOPROTO unsupported protocol version\r\n", "HELLO", "3") // asked again
+
+	// The same on a dedicated connection (a blocking command, a transaction), which is switched when it is taken:
+	// the transaction is lost, each of its commands says why, and EXEC aborts.
+	for _, cmds := range [][][]string{{{"BLPOP", "nc:l", "0.1"}}, {{"MULTI"}, {"SET", "nc:s", "x"}}} {
+		p.srv.resp3.Store(1)
+		if got := string(c.Do("HELLO", "3")); !strings.HasPrefix(got, "%7") {
+			t.Fatalf("HELLO 3: %q", got)
+		}
+		for _, args := range cmds {
+			if got := string(c.Do(args...)); !strings.HasPrefix(got, want) {
+				t.Errorf("%q when Redis refuses HELLO: got %q; want %q...", args, got, want)
+			}
+		}
+		expectDo(t, p.dial(), "-NOPROTO unsupported protocol version\r\n", "HELLO", "3") // asked again
+	}
+	expectDo(t, c, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+	expectDo(t, p.dial(), "$-1\r\n", "GET", "nc:s")
 }
 
 // TestRueidisPubSubRESP3: rueidis's Receive, which reads RESP3 pushes, gets the messages published through

@@ -333,7 +333,7 @@ func (c *Conn) Follow(reply []byte, ask bool, send func(asking bool) ([]byte, er
 		if c.resp3 {
 			// The session speaks RESP3: the old connection, switched, is not reused, and the new one is switched.
 			next.Close()
-			if err := c.hello3(); err != nil {
+			if err := c.SwitchRESP3(); err != nil {
 				return nil, err
 			}
 		} else {

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -152,19 +153,30 @@ func (c *Conn) ReadFrame(dst []byte, deadline time.Time) ([]byte, error) {
 // switches the new connection with HELLO 3 too.
 func (c *Conn) SetRESP3(on bool) { c.resp3 = on }
 
-// hello3 switches the connection to RESP3, waiting at most the pool's timeout for Redis's map.
-func (c *Conn) hello3() error {
+// ErrNoRESP3 means Redis did not switch a connection to RESP3 when asked (HELLO 3): an ACL without hello, HELLO
+// renamed away, or a Redis older than 6 behind a failover. The error returned wraps it with Redis's answer.
+var ErrNoRESP3 = errors.New("featcache could not switch its upstream connection to RESP3")
+
+// NoRESP3 is ErrNoRESP3 with Redis's answer to HELLO 3, frame (nil when Redis gave none).
+func NoRESP3(frame []byte) error {
+	if len(frame) > 0 && frame[0] == resp.TypeError {
+		return fmt.Errorf("%w (Redis answered HELLO 3: %s)", ErrNoRESP3, resp.ParseError(frame))
+	}
+	return ErrNoRESP3
+}
+
+// SwitchRESP3 switches the connection to RESP3 (HELLO 3), waiting at most the pool's timeout for Redis's map, and
+// marks it so (SetRESP3). When Redis answers anything else the error wraps ErrNoRESP3.
+func (c *Conn) SwitchRESP3() error {
 	call := NewCall()
 	if err := c.Do(call, hello3Cmd, 1, time.Now().Add(c.pool.opt.Timeout)); err != nil {
 		return err
 	}
-	switch f := call.Frame(0); f[0] {
-	case resp.TypeMap:
-		return nil
-	case resp.TypeError:
-		return fmt.Errorf("upstream: %s refused HELLO 3: %w", c.pool.Addr(), resp.ParseError(f))
+	if f := call.Frame(0); f[0] != resp.TypeMap {
+		return NoRESP3(f)
 	}
-	return fmt.Errorf("upstream: %s did not switch to RESP3", c.pool.Addr())
+	c.resp3 = true
+	return nil
 }
 
 // Buffered reports whether reply bytes are waiting to be read.
