@@ -609,6 +609,11 @@ policies:
 			shouldErr: true, errSubstr: `policy "p": on_upstream_error: invalid value "p" (use fail or serve_stale) (line 2)`},
 		{name: "policy cache invalid alias", input: "policies:\n  - name: &m p\n    prefix: \"p:\"\n    cache: *m\n",
 			shouldErr: true, errSubstr: `policy "p": cache: invalid boolean "p" (use true or false) (line 2)`},
+		// So do the fields whose own checks come after the value's decoding.
+		{name: "policy suffix empty alias", input: "password: &e \"\"\npolicies:\n  - name: p\n    suffix: *e\n",
+			shouldErr: true, errSubstr: `policy "p": suffix: must not be "" (use prefix: "" for the default policy) (line 1)`},
+		{name: "policy snapshot_pointer empty alias", input: "password: &e \"\"\npolicies:\n  - {name: p, prefix: \"p:\", snapshot_pointer: *e}\n",
+			shouldErr: true, errSubstr: `policy "p": snapshot_pointer: must name a key, got "" (line 1)`},
 		{name: "policy cache invalid", input: "policies:\n  - {name: p, prefix: \"p:\", cache: no}\n", shouldErr: true,
 			errSubstr: `policy "p": cache: invalid boolean "no" (use true or false)`},
 		{name: "policy max_stale with default fail", input: "policies:\n  - {name: p, prefix: \"p:\", max_stale: 1h}\n", shouldErr: true,

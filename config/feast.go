@@ -78,7 +78,7 @@ func decodeFeast(n *yaml.Node) ([]*Policy, error) {
 	err := decodeSection(n, "feast", withPolicyFields(fieldTable{
 		"project": func(f field, name string) (err error) {
 			if project, err = stringValue(f.val, name); err == nil && project == "" {
-				err = fmt.Errorf("%s: must not be \"\" (line %d)", name, f.val.Line)
+				err = fmt.Errorf("%s: must not be \"\" (line %d)", name, resolve(f.val).Line)
 			}
 			return err
 		},

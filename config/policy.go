@@ -224,7 +224,7 @@ func (p *Policy) fieldTable() fieldTable {
 		"suffix": func(f field, name string) (err error) {
 			p.IsSuffix = true
 			if p.Suffix, err = stringValue(f.val, name); err == nil && p.Suffix == "" {
-				err = fmt.Errorf("%s: must not be \"\" (use prefix: \"\" for the default policy) (line %d)", name, f.val.Line)
+				err = fmt.Errorf("%s: must not be \"\" (use prefix: \"\" for the default policy) (line %d)", name, resolve(f.val).Line)
 			}
 			return err
 		},
@@ -238,7 +238,7 @@ func (p *Policy) fieldTable() fieldTable {
 		"on_tracking_loss":  oneOf(&p.OnTrackingLoss, parseLossMode, "flush or revalidate"),
 		"snapshot_pointer": func(f field, name string) (err error) {
 			if p.SnapshotPointer, err = stringValue(f.val, name); err == nil && p.SnapshotPointer == "" {
-				err = fmt.Errorf("%s: must name a key, got \"\" (line %d)", name, f.val.Line)
+				err = fmt.Errorf("%s: must name a key, got \"\" (line %d)", name, resolve(f.val).Line)
 			}
 			return err
 		},

@@ -132,7 +132,7 @@ func (l *Limits) decode(n *yaml.Node) error {
 				return err
 			}
 			if int64(int(v)) != v {
-				return fmt.Errorf("%s: size %q is too large (line %d)", name, f.val.Value, f.val.Line)
+				return fmt.Errorf("%s: size %q is too large (line %d)", name, resolve(f.val).Value, resolve(f.val).Line)
 			}
 			l.MaxInlineBytes = int(v)
 			return nil
