@@ -15,8 +15,7 @@
 //	client.go       one connection: its state, the read loop over the bounded resp.Reader (the guard: limits before
 //	                parsing), TLS handshake, gentle close, flush and send
 //	table.go        the command table: each command's class, how it is refused, and isWrite
-//	handler.go      execBatch and exec (dispatch by class), cached GET and MGET reads, forwarded commands, writes,
-//	                the segment's round trip (runSegment) and the invalidation of written keys
+//	handler.go      execBatch and exec (dispatch by class), cached GET and MGET reads, forwarded commands, writes
 //	policies.go     the policies as the request path uses them (policySet) and the key -> policy lookup
 //	hashread.go     cached HGET, HMGET and HGETALL: per-field policies, Feast event times, whole-hash fills
 //	snapshot.go     snapshot pointers: logical keys resolved to the version a pointer names
@@ -25,6 +24,8 @@
 //	resp3.go        RESP3 for clients that ask (HELLO 3): replies in the client's protocol, shared connections
 //	                switched around its forwarded commands, dedicated ones prepared, commands beside subscriptions
 //	segment.go      the segment: one upstream round trip's payload, fills, holes and their assembly
+//	roundtrip.go    the segment's round trip (runSegment): fills completed from it, the invalidation of written
+//	                keys (and the barrier for writes whose keys are not all known), the replies assembled
 //	mgettx.go       an MGET not answered from memory whole, answered from one MULTI/EXEC
 //	cluster.go      in front of a Redis Cluster: slots, commands split by slot or fanned out to every master, SCAN
 //	tx.go           transactions: MULTI, EXEC, DISCARD, contiguous or pinned, and featcache's queue in a cluster
