@@ -199,6 +199,15 @@ func neighbourCases() []neighbourCase {
 		{name: "SETEX", steps: cmds([]string{"SETEX", "s1", "100", "new"}, []string{"SETEX", "m", "100", "new"})},
 		{name: "PSETEX", steps: cmds([]string{"PSETEX", "s2", "100000", "new"}, []string{"PSETEX", "m", "100000", "new"})},
 
+		{name: "bit operations", steps: cmds([]string{"SETBIT", "s1", "3", "1"}, []string{"BITFIELD", "s2", "SET", "u8", "0", "65"},
+			[]string{"BITOP", "NOT", "m", "s1"})},
+		{name: "HyperLogLog", steps: cmds([]string{"PFADD", "m", "a", "b"}, []string{"DEL", "s1"},
+			[]string{"PFADD", "s1", "x"}, []string{"PFCOUNT", "s1", "m"})},
+		// A value larger than the tier stores (about 1/1024 of local.max_memory, 16MB in tests): the older value
+		// must not be served on.
+		{name: "grows past the tier", steps: cmds([]string{"APPEND", "s1", strings.Repeat("x", 64<<10)},
+			[]string{"HSET", "h1", "f1", strings.Repeat("y", 64<<10)})},
+
 		// The keyspace.
 		{name: "RENAME", steps: cmds([]string{"RENAME", "src", "s1"}, []string{"RENAME", "s2", "h1"})},
 		{name: "RENAMENX", steps: cmds([]string{"RENAMENX", "src", "m"})},
@@ -258,6 +267,17 @@ func neighbourCases() []neighbourCase {
 			[]string{"SET", "m", "db1"}, []string{"DEL", "s2"}, []string{"SELECT", "0"})},
 		{name: "SWAPDB", setup: [][]string{{"SELECT", "1"}, {"SET", "s1", "db1"}, {"HSET", "h1", "f3", "db1"}, {"SET", "m", "db1"}, {"SELECT", "0"}},
 			steps: cmds([]string{"SELECT", "1"}, []string{"SWAPDB", "0", "1"}, []string{"SELECT", "0"})},
+		{name: "SWAPDB in a transaction", setup: [][]string{{"SELECT", "1"}, {"SET", "s1", "db1"}, {"SELECT", "0"}},
+			steps: cmds([]string{"MULTI"}, []string{"SWAPDB", "1", "0"}, []string{"EXEC"})},
+		{name: "SWAPDB in a script", setup: [][]string{{"SELECT", "1"}, {"SET", "s1", "db1"}, {"SELECT", "0"}},
+			steps: cmds([]string{"EVAL", "return redis.call('SWAPDB', 0, 1)", "0"})},
+		// CONFIG RESETSTAT zeroes the SWAPDB count featcache reads (the count of resets tells it; see
+		// docs/freshness.md for what two resets in a row can hide). The only reset on this server.
+		{name: "SWAPDB after CONFIG RESETSTAT", setup: [][]string{{"SELECT", "1"}, {"SET", "s1", "db1"}, {"SELECT", "0"}},
+			steps: cmds([]string{"SWAPDB", "2", "3"}, []string{"CONFIG", "RESETSTAT"}, []string{"SWAPDB", "0", "1"},
+				[]string{"INFO", "commandstats"}, []string{"INFO", "commandstats"})},
+		{name: "FLUSHDB in a transaction", steps: cmds([]string{"MULTI"}, []string{"FLUSHDB"}, []string{"EXEC"})},
+		{name: "FLUSHALL in a script", steps: cmds([]string{"EVAL", "return redis.call('FLUSHALL')", "0"})},
 		{name: "FLUSHDB SYNC", steps: cmds([]string{"FLUSHDB", "SYNC"})},
 		{name: "FLUSHDB ASYNC", steps: cmds([]string{"FLUSHDB", "ASYNC"})},
 		{name: "FLUSHALL SYNC", steps: cmds([]string{"FLUSHALL", "SYNC"})},
@@ -381,4 +401,45 @@ func TestNeighbourChanges(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNeighbourDebugReloadMerge: DEBUG RELOAD NOFLUSH MERGE NOSAVE (a debugging command, refused by Redis 7's
+// default enable-debug-command no) puts the snapshot's values back into keys that exist without any invalidation,
+// neither per key nor the null one (checked with a CLIENT TRACKING BCAST connection of the test's own): featcache
+// cannot see it, and serves what it cached until the entries' hard TTL. After it, featcache's reads are Redis's.
+func TestNeighbourDebugReloadMerge(t *testing.T) {
+	p := startProxyOn(t, redistest.Start(t, "--enable-debug-command", "yes"), neighbourConfig)
+	pr := newNeighbourProbe(t, p)
+	nb := p.redis.Dial()
+	watcher := p.redis.Dial()
+	expectDo(t, watcher, "+OK\r\n", "CLIENT", "TRACKING", "ON", "BCAST")
+	if got := watcher.Do("HELLO", "3"); len(got) == 0 || got[0] != '%' {
+		t.Fatalf("HELLO 3: %q", got)
+	}
+	neighbourDo(t, nb, neighbourSetup...)
+	neighbourDo(t, nb, []string{"SAVE"}, []string{"SET", "s1", "new"}, []string{"HSET", "h1", "f1", "new"},
+		[]string{"SET", "marker", "x"})
+	for { // the setup's invalidations, up to the marker's
+		got, err := watcher.ReadTimeout(time.Second)
+		if err != nil {
+			t.Fatalf("the setup's invalidations: %v", err)
+		}
+		if strings.HasSuffix(string(got), bulk("marker")) {
+			break
+		}
+	}
+	pr.warm(t)
+
+	neighbourDo(t, nb, []string{"DEBUG", "RELOAD", "NOFLUSH", "MERGE", "NOSAVE"})
+	if got, err := watcher.ReadTimeout(200 * time.Millisecond); err == nil {
+		t.Logf("Redis now announces DEBUG RELOAD MERGE: %q (docs/freshness.md says it does not)", got)
+	}
+	p.settle()
+	if bad := pr.mismatches(neighbourReads()); len(bad) == 0 {
+		t.Log("featcache already serves the reloaded values")
+	} else {
+		t.Logf("before the hard TTL, as documented:\n%s", strings.Join(bad, "\n"))
+	}
+	p.clock.Advance(2*time.Hour + time.Second) // past hard_ttl
+	pr.converge(t, "the entries' hard TTL")
 }
