@@ -307,6 +307,11 @@ func neighbourCases() []neighbourCase {
 		// Redis's own data changing under its clients.
 		{name: "DEBUG RELOAD", steps: cmds([]string{"SET", "s1", "new"}, []string{"HSET", "h1", "f1", "new"}, []string{"DEBUG", "RELOAD"})},
 		{name: "REPLICAOF", steps: replicaOfSteps()},
+		// The replica loads the primary's data into a database of its own, then swaps it in.
+		{name: "REPLICAOF diskless load swapdb", steps: append([]neighbourStep{{run: func(t *testing.T, p *testProxy, nb *redistest.Conn) {
+			neighbourDo(t, nb, []string{"CONFIG", "SET", "repl-diskless-load", "swapdb"})
+			t.Cleanup(func() { p.redis.Do("CONFIG", "SET", "repl-diskless-load", "disabled") })
+		}}}, replicaOfSteps()...)},
 	}
 }
 
