@@ -396,14 +396,47 @@ func replicaOfSteps() []neighbourStep {
 // converge to Redis's own replies, byte for byte, in RESP2 and RESP3.
 func TestNeighbourChanges(t *testing.T) {
 	p := startProxyOn(t, redistest.Start(t, "--enable-debug-command", "yes"), neighbourConfig)
-	pr := newNeighbourProbe(t, p)
+	runNeighbourCases(t, p, p.redis, neighbourCases())
+}
+
+// TestNeighbourChangesOnPrimary: featcache in front of a replica, the neighbour on its primary. The replica
+// applies the primary's writes, SWAPDB and flushes included, and announces them to featcache as its own.
+func TestNeighbourChangesOnPrimary(t *testing.T) {
+	primary := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port()))
+	redistest.Eventually(t, 10*time.Second, "the replica's sync", func() bool {
+		info, _, _ := resp.BulkPayload(replica.Do("INFO", "replication"))
+		return strings.Contains(string(info), "master_link_status:up")
+	})
+	p := startProxyOn(t, replica, neighbourConfig)
+	var cases []neighbourCase
 	for _, tc := range neighbourCases() {
+		switch tc.name {
+		case "SET GET", "GETEX EX", "RENAME", "MOVE", "DEL UNLINK", "EXPIRE in the future", "string becomes hash",
+			"HDEL last field", "EVAL undeclared keys", "MULTI EXEC", "SWAPDB", "FLUSHALL ASYNC", "FLUSHDB in db 1",
+			"active expiry":
+			cases = append(cases, tc)
+		}
+	}
+	runNeighbourCases(t, p, primary, cases)
+}
+
+// runNeighbourCases runs each case as a subtest: the neighbour, a client of nbServer (featcache's upstream, or
+// its primary), sets the data up and makes each step's change, after which featcache must converge to what its
+// upstream answers.
+func runNeighbourCases(t *testing.T, p *testProxy, nbServer *redistest.Server, cases []neighbourCase) {
+	pr := newNeighbourProbe(t, p)
+	replicated := nbServer != p.redis
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			nb := p.redis.Dial()
+			nb := nbServer.Dial()
 			defer nb.Close()
 			neighbourDo(t, nb, []string{"FLUSHALL"})
 			neighbourDo(t, nb, neighbourSetup...)
 			neighbourDo(t, nb, tc.setup...)
+			if replicated {
+				expectDo(t, nb, ":1\r\n", "WAIT", "1", "5000")
+			}
 			pr.warm(t)
 			for i, step := range tc.steps {
 				neighbourDo(t, nb, step.cmds...)
