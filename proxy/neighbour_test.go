@@ -236,6 +236,12 @@ func neighbourCases() []neighbourCase {
 			{wait: dbsize(":3\r\n")}, // s2, src, list remain
 		}},
 		{name: "PERSIST", steps: cmds([]string{"PERSIST", "s2"})},
+		{name: "already expired", steps: []neighbourStep{{run: func(t *testing.T, p *testProxy, nb *redistest.Conn) {
+			dump, _, _ := resp.BulkPayload(nb.Do("DUMP", "src"))
+			neighbourDo(t, nb, []string{"SET", "s1", "past", "PXAT", "1"}, []string{"GETEX", "s2", "EXAT", "1"},
+				[]string{"RESTORE", "h1", "1", string(dump), "REPLACE", "ABSTTL"},
+				[]string{"EXPIRE", "m", "100", "NX"}, []string{"SET", "m", "later", "EX", "100"}, []string{"EXPIRE", "m", "1", "GT"})
+		}}}},
 		{name: "SORT STORE", steps: cmds([]string{"SORT", "list", "STORE", "s1"}, []string{"SORT", "list", "ALPHA", "STORE", "h1"})},
 		{name: "string becomes hash", steps: cmds([]string{"DEL", "s1"}, []string{"HSET", "s1", "f1", "x", "f3", "y"})},
 		{name: "hash becomes string", steps: cmds([]string{"DEL", "h1"}, []string{"SET", "h1", "str"})},
