@@ -22,7 +22,7 @@ func TestSwapWatchResets(t *testing.T) {
 		return "cmdstat_info:calls=" + calls + ",usec=90,usec_per_call=30.00,rejected_calls=0,failed_calls=0"
 	}
 	mark := func(calls string) string {
-		return "cmdstat_client|trackinginfo:calls=" + calls + ",usec=3,usec_per_call=1.00,rejected_calls=0,failed_calls=0"
+		return "cmdstat_client|getname:calls=" + calls + ",usec=3,usec_per_call=1.00,rejected_calls=0,failed_calls=0"
 	}
 	cases := []struct {
 		name          string

@@ -302,12 +302,12 @@ func (t *Tracker) check(dc rueidis.DedicatedClient, runID string) error {
 	return t.readSwaps(ctx, dc, runID)
 }
 
-// readSwaps reads INFO commandstats and flushes when a SWAPDB may have run since the last reading. CLIENT
-// TRACKINGINFO goes first in the same round trip, as the mark swapWatch counts (see there). A reply that is an
+// readSwaps reads INFO commandstats and flushes when a SWAPDB may have run since the last reading. CLIENT GETNAME
+// goes first in the same round trip, as the mark swapWatch counts (see there). A reply that is an
 // error (BUSY while a script runs, LOADING, NOPERM) still proves the connection alive; the count is read next time.
 // No reply within ctx is an error: the session ends.
 func (t *Tracker) readSwaps(ctx context.Context, dc rueidis.DedicatedClient, runID string) error {
-	res := dc.DoMulti(ctx, dc.B().ClientTrackinginfo().Build(), dc.B().Info().Section("commandstats").Build())
+	res := dc.DoMulti(ctx, dc.B().ClientGetname().Build(), dc.B().Info().Section("commandstats").Build())
 	for _, r := range res {
 		if err := r.NonRedisError(); err != nil {
 			return fmt.Errorf("upstream: tracking check: %w", err)
@@ -338,13 +338,13 @@ func (t *Tracker) down(err error) {
 // counts every SWAPDB executed (cmdstat_swapdb calls, scripts and transactions included); CONFIG RESETSTAT zeroes
 // the counts, after which a SWAPDB can leave the count where it was. A reset shows in three ways, any of which is
 // taken as a SWAPDB:
-//   - the count of the CLIENT TRACKINGINFO each reading runs just before its INFO (the mark) grows by less than
-//     one: without a reset it grows by at least the one of this reading, since the previous reading's call was
-//     counted. Only featcache's tracking connections run it (featcache answers its own clients' CLIENT
-//     TRACKINGINFO itself), so ordinary clients cannot make it grow to hide a reset: in front of one featcache
-//     instance every reset shows. Several instances count each other's marks too, so a second reset within
-//     about one check interval of the first can still hide. A server that refuses it (NOPERM, Redis 6.0) leaves
-//     the two signs below;
+//   - the count of the CLIENT GETNAME each reading runs just before its INFO (the mark) grows by less than one:
+//     without a reset it grows by at least the one of this reading, since the previous reading's call was
+//     counted. featcache answers its own clients' CLIENT GETNAME itself, and clients of Redis seldom ask, so
+//     the mark's count is featcache's tracking connections': in front of one featcache instance every reset
+//     shows. Several instances count each other's marks too, so a second reset within about one check interval
+//     of the first can still hide, as can other clients of Redis running CLIENT GETNAME often. A server that
+//     refuses it (NOPERM) leaves the two signs below;
 //   - the cmdstat_config|resetstat line changes (its calls and usec; a second reset may read the same);
 //   - INFO's own count goes down (other clients' INFO calls may hide that).
 //
@@ -361,11 +361,11 @@ type swapStats struct {
 	swaps  int64  // cmdstat_swapdb calls
 	resets string // the cmdstat_config|resetstat line, "" when absent
 	infos  int64  // cmdstat_info calls: only grows (the checks themselves are INFO calls) unless reset
-	marks  int64  // cmdstat_client|trackinginfo calls, this reading's included
-	marked bool   // the reading's CLIENT TRACKINGINFO succeeded: marks counts it
+	marks  int64  // cmdstat_client|getname calls, this reading's included
+	marked bool   // the reading's CLIENT GETNAME succeeded: marks counts it
 }
 
-// moved records the reading info of server runID, whose CLIENT TRACKINGINFO just before succeeded if marked, and
+// moved records the reading info of server runID, whose CLIENT GETNAME just before succeeded if marked, and
 // reports whether a SWAPDB may have run since the previous reading of the same server.
 func (w *swapWatch) moved(runID, info string, marked bool) bool {
 	cur := readSwapStats(info)
@@ -386,7 +386,7 @@ func readSwapStats(info string) swapStats {
 			s.swaps = statCalls(v)
 		} else if v, ok := strings.CutPrefix(line, "cmdstat_info:"); ok {
 			s.infos = statCalls(v)
-		} else if v, ok := strings.CutPrefix(line, "cmdstat_client|trackinginfo:"); ok {
+		} else if v, ok := strings.CutPrefix(line, "cmdstat_client|getname:"); ok {
 			s.marks = statCalls(v)
 		} else if strings.HasPrefix(line, "cmdstat_config|resetstat:") {
 			s.resets = line
