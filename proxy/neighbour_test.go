@@ -91,20 +91,28 @@ func newNeighbourProbe(t *testing.T, p *testProxy) *neighbourProbe {
 // mismatches sends every read to featcache, then the same read to Redis, in each protocol, and returns the reads
 // whose replies differ.
 func (pr *neighbourProbe) mismatches(reads [][]string) []string {
-	var out []string
+	bad, _ := pr.compare(reads)
+	return bad
+}
+
+// compare is mismatches that also returns featcache's replies, by protocol and read.
+func (pr *neighbourProbe) compare(reads [][]string) (bad []string, got map[string]string) {
+	got = map[string]string{}
 	for _, read := range reads {
 		for _, pair := range [][2]*redistest.Conn{{pr.fc2, pr.rc2}, {pr.fc3, pr.rc3}} {
-			got, want := string(pair[0].Do(read...)), string(pair[1].Do(read...))
-			if got != want {
-				proto := "RESP2"
-				if pair[0] == pr.fc3 {
-					proto = "RESP3"
-				}
-				out = append(out, proto+" "+strings.Join(read, " ")+": featcache "+strconv.Quote(got)+"; Redis "+strconv.Quote(want))
+			proto := "RESP2"
+			if pair[0] == pr.fc3 {
+				proto = "RESP3"
+			}
+			name := proto + " " + strings.Join(read, " ")
+			fc, want := string(pair[0].Do(read...)), string(pair[1].Do(read...))
+			got[name] = fc
+			if fc != want {
+				bad = append(bad, name+": featcache "+strconv.Quote(fc)+"; Redis "+strconv.Quote(want))
 			}
 		}
 	}
-	return out
+	return bad, got
 }
 
 // warm reads every key through featcache until it is cached, and checks that the replies are Redis's.
@@ -124,8 +132,10 @@ func (pr *neighbourProbe) warm(t *testing.T) {
 	}
 }
 
-// converge waits up to 2 s for featcache's replies to equal Redis's, then requires them to stay equal.
-func (pr *neighbourProbe) converge(t *testing.T, after string) {
+// converge waits up to 2 s for featcache's replies to equal Redis's, then requires them to stay equal. before holds
+// featcache's replies from before the change (compare's): once a read has answered something else, answering
+// that again is going back to an older value, whatever Redis answers then.
+func (pr *neighbourProbe) converge(t *testing.T, after string, before map[string]string) {
 	t.Helper()
 	var last []string
 	defer func() {
@@ -133,19 +143,30 @@ func (pr *neighbourProbe) converge(t *testing.T, after string) {
 			t.Logf("after %s, the last mismatches:\n%s", after, strings.Join(last, "\n"))
 		}
 	}()
+	moved := map[string]bool{}
+	check := func() {
+		var got map[string]string
+		last, got = pr.compare(neighbourReads())
+		for name, reply := range got {
+			if reply != before[name] {
+				moved[name] = true
+			} else if moved[name] {
+				t.Fatalf("after %s, %s went back to %q", after, name, reply)
+			}
+		}
+	}
 	start, polls := time.Now(), 0
 	redistest.Eventually(t, 2*time.Second, "featcache's reads equal Redis's after "+after, func() bool {
 		polls++
-		last = pr.mismatches(neighbourReads())
+		check()
 		return len(last) == 0
 	})
 	t.Logf("%s: converged in %v (%d polls)", after, time.Since(start).Round(time.Millisecond), polls)
 	for i := 0; i < 5; i++ {
-		if last = pr.mismatches(neighbourReads()); len(last) > 0 {
+		if check(); len(last) > 0 {
 			t.Fatalf("featcache's reads went back after converging (%s):\n%s", after, strings.Join(last, "\n"))
 		}
 	}
-
 }
 
 // neighbourDo runs cmds on the neighbour's connection, each of whose replies must not be an error.
@@ -445,6 +466,7 @@ func runNeighbourCases(t *testing.T, p *testProxy, nbServer *redistest.Server, c
 			}
 			pr.warm(t)
 			for i, step := range tc.steps {
+				_, before := pr.compare(neighbourReads())
 				neighbourDo(t, nb, step.cmds...)
 				if step.run != nil {
 					step.run(t, p, nb)
@@ -452,7 +474,7 @@ func runNeighbourCases(t *testing.T, p *testProxy, nbServer *redistest.Server, c
 				if step.wait != nil {
 					redistest.Eventually(t, 5*time.Second, "the expiry in Redis", func() bool { return step.wait(nb) })
 				}
-				pr.converge(t, "step "+strconv.Itoa(i+1))
+				pr.converge(t, "step "+strconv.Itoa(i+1), before)
 			}
 			if bad := pr.mismatches(crossReads()); len(bad) > 0 {
 				t.Fatalf("reads of keys of another type:\n%s", strings.Join(bad, "\n"))
@@ -498,6 +520,7 @@ func TestNeighbourDebugReloadMerge(t *testing.T) {
 	} else {
 		t.Logf("before the hard TTL, as documented:\n%s", strings.Join(bad, "\n"))
 	}
+	_, before := pr.compare(neighbourReads())
 	p.clock.Advance(2*time.Hour + time.Second) // past hard_ttl
-	pr.converge(t, "the entries' hard TTL")
+	pr.converge(t, "the entries' hard TTL", before)
 }
