@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -523,4 +526,105 @@ func TestNeighbourDebugReloadMerge(t *testing.T) {
 	_, before := pr.compare(neighbourReads())
 	p.clock.Advance(2*time.Hour + time.Second) // past hard_ttl
 	pr.converge(t, "the entries' hard TTL", before)
+}
+
+// TestNeighbourTypeFlips: while readers read a key through featcache (GET and HGET, MGET and HMGET, in RESP2 and
+// RESP3), the neighbour writes it over and over with rising numbers, as a string, deleted, as a hash, and as a
+// string with a 5 ms TTL. A number a reader has seen is never followed by a smaller one (by the same command),
+// and afterwards featcache's reads are Redis's.
+func TestNeighbourTypeFlips(t *testing.T) {
+	p := startProxy(t, neighbourConfig)
+	nb := p.redis.Dial()
+	stop := make(chan struct{})
+	errs := make(chan string, 64)
+	var wg sync.WaitGroup
+	var numbers [4]atomic.Int64 // numbers each reader checked
+	for r := 0; r < 4; r++ {
+		wg.Go(func() {
+			c := p.dial()
+			if r%2 == 1 {
+				c.Do("HELLO", "3")
+			}
+			reads := [][]string{{"GET", "k"}, {"HGET", "k", "f"}}
+			if r >= 2 {
+				reads = [][]string{{"MGET", "k", "j"}, {"HMGET", "k", "f", "g"}}
+			}
+			last := make([]int, len(reads))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for i, read := range reads {
+					n, ok := firstNumber(c.Do(read...))
+					if !ok {
+						continue // nil, or WRONGTYPE while the key is of the other type
+					}
+					numbers[r].Add(1)
+					if n < last[i] {
+						select {
+						case errs <- fmt.Sprintf("%q: %d after %d", read, n, last[i]):
+						default:
+						}
+					}
+					last[i] = n
+				}
+			}
+		})
+	}
+	writes := 0
+	for start := time.Now(); time.Since(start) < 1500*time.Millisecond; {
+		writes++
+		n := strconv.Itoa(writes)
+		switch writes % 4 {
+		case 0:
+			nb.Do("SET", "k", n)
+		case 1:
+			nb.Do("DEL", "k")
+		case 2:
+			nb.Do("HSET", "k", "f", n, "g", n)
+		case 3:
+			nb.Do("SET", "k", n, "PX", "5")
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Errorf("went back: %s", e)
+	}
+	t.Logf("%d writes; numbers checked by each reader: %d, %d, %d, %d", writes,
+		numbers[0].Load(), numbers[1].Load(), numbers[2].Load(), numbers[3].Load())
+	for r := range numbers {
+		if numbers[r].Load() == 0 {
+			t.Errorf("reader %d read no number", r)
+		}
+	}
+	nb.Do("HSET", "h", "f", "last")
+	nb.Do("SET", "k", "last")
+	fc, rc := p.dial(), p.redis.Dial()
+	for _, read := range [][]string{{"GET", "k"}, {"MGET", "k", "j"}, {"HGET", "h", "f"}, {"HGETALL", "h"}} {
+		redistest.Eventually(t, 2*time.Second, fmt.Sprintf("%q through featcache equals Redis's", read), func() bool {
+			return string(fc.Do(read...)) == string(rc.Do(read...))
+		})
+	}
+}
+
+// firstNumber reads the first value of a reply (a bulk string, or the first element of an array) as a number;
+// nulls (RESP2's and RESP3's) and errors are not numbers.
+func firstNumber(reply []byte) (int, bool) {
+	if len(reply) > 0 && reply[0] == '*' {
+		i := strings.IndexByte(string(reply), '\n')
+		if i < 0 {
+			return 0, false
+		}
+		reply = reply[i+1:]
+	}
+	v, isNil, ok := resp.BulkPayload(reply)
+	if !ok || isNil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(string(v))
+	return n, err == nil
 }
