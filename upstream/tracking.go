@@ -302,19 +302,22 @@ func (t *Tracker) check(dc rueidis.DedicatedClient, runID string) error {
 	return t.readSwaps(ctx, dc, runID)
 }
 
-// readSwaps reads INFO commandstats and flushes when a SWAPDB may have run since the last reading. A reply that
-// is an error (BUSY while a script runs, LOADING, NOPERM) still proves the connection alive; the count is read
-// next time. No reply within ctx is an error: the session ends.
+// readSwaps reads INFO commandstats and flushes when a SWAPDB may have run since the last reading. CLIENT GETNAME
+// goes first in the same round trip, as the mark swapWatch counts (see there). A reply that is an
+// error (BUSY while a script runs, LOADING, NOPERM) still proves the connection alive; the count is read next time.
+// No reply within ctx is an error: the session ends.
 func (t *Tracker) readSwaps(ctx context.Context, dc rueidis.DedicatedClient, runID string) error {
-	res := dc.Do(ctx, dc.B().Info().Section("commandstats").Build())
-	if err := res.NonRedisError(); err != nil {
-		return fmt.Errorf("upstream: tracking check: %w", err)
+	res := dc.DoMulti(ctx, dc.B().ClientGetname().Build(), dc.B().Info().Section("commandstats").Build())
+	for _, r := range res {
+		if err := r.NonRedisError(); err != nil {
+			return fmt.Errorf("upstream: tracking check: %w", err)
+		}
 	}
-	info, err := res.ToString()
+	info, err := res[1].ToString()
 	if err != nil {
 		return nil
 	}
-	if t.swaps.moved(runID, info) {
+	if t.swaps.moved(runID, info, res[0].Error() == nil) {
 		t.opt.OnFlush()
 		t.log.Warn("tracking: SWAPDB ran on the upstream (Redis sends no invalidation for it): local tier flushed",
 			"addr", t.opt.Addr)
@@ -333,9 +336,19 @@ func (t *Tracker) down(err error) {
 
 // swapWatch tells from successive INFO commandstats readings of one server whether a SWAPDB ran in between. Redis
 // counts every SWAPDB executed (cmdstat_swapdb calls, scripts and transactions included); CONFIG RESETSTAT zeroes
-// the counts, which the count of CONFIG RESETSTAT itself (cmdstat_config|resetstat, a line that changes with each
-// reset) and INFO's own count going down reveal; a restart changes run_id, which the caller flushes for anyway.
-// Any of these moving is taken as a SWAPDB. Safe for concurrent use.
+// the counts, after which a SWAPDB can leave the count where it was. A reset shows in three ways, any of which is
+// taken as a SWAPDB:
+//   - the count of the CLIENT GETNAME each reading runs just before its INFO (the mark) grows by less than one:
+//     without a reset it grows by at least the one of this reading, since the previous reading's call was
+//     counted. featcache answers its own clients' CLIENT GETNAME itself, and clients of Redis seldom ask, so
+//     the mark's count is featcache's tracking connections': in front of one featcache instance every reset
+//     shows. Several instances count each other's marks too, so a second reset within about one check interval
+//     of the first can still hide, as can other clients of Redis running CLIENT GETNAME often. A server that
+//     refuses it (NOPERM) leaves the two signs below;
+//   - the cmdstat_config|resetstat line changes (its calls and usec; a second reset may read the same);
+//   - INFO's own count goes down (other clients' INFO calls may hide that).
+//
+// A restart changes run_id, which the caller flushes for anyway. Safe for concurrent use.
 type swapWatch struct {
 	mu    sync.Mutex
 	known bool
@@ -348,17 +361,21 @@ type swapStats struct {
 	swaps  int64  // cmdstat_swapdb calls
 	resets string // the cmdstat_config|resetstat line, "" when absent
 	infos  int64  // cmdstat_info calls: only grows (the checks themselves are INFO calls) unless reset
+	marks  int64  // cmdstat_client|getname calls, this reading's included
+	marked bool   // the reading's CLIENT GETNAME succeeded: marks counts it
 }
 
-// moved records the reading info of server runID and reports whether a SWAPDB may have run since the previous
-// reading of the same server.
-func (w *swapWatch) moved(runID, info string) bool {
+// moved records the reading info of server runID, whose CLIENT GETNAME just before succeeded if marked, and
+// reports whether a SWAPDB may have run since the previous reading of the same server.
+func (w *swapWatch) moved(runID, info string, marked bool) bool {
 	cur := readSwapStats(info)
+	cur.marked = marked
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	prev, same := w.last, w.known && w.runID == runID
 	w.known, w.runID, w.last = true, runID, cur
-	return same && (cur.swaps != prev.swaps || cur.resets != prev.resets || cur.infos < prev.infos)
+	reset := cur.resets != prev.resets || cur.infos < prev.infos || prev.marked && cur.marked && cur.marks <= prev.marks
+	return same && (cur.swaps != prev.swaps || reset)
 }
 
 func readSwapStats(info string) swapStats {
@@ -369,6 +386,8 @@ func readSwapStats(info string) swapStats {
 			s.swaps = statCalls(v)
 		} else if v, ok := strings.CutPrefix(line, "cmdstat_info:"); ok {
 			s.infos = statCalls(v)
+		} else if v, ok := strings.CutPrefix(line, "cmdstat_client|getname:"); ok {
+			s.marks = statCalls(v)
 		} else if strings.HasPrefix(line, "cmdstat_config|resetstat:") {
 			s.resets = line
 		}
