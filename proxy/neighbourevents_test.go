@@ -157,3 +157,155 @@ func TestNeighbourDebugSleep(t *testing.T) {
 	expectMessage(t, p, "ch", "after-sleep", fs, rs)
 	expectFresh(t, p, "after DEBUG SLEEP", "two")
 }
+
+// directRefusal is what Redis writes to a client it refuses as it connects (max clients reached): it reads the
+// first frame of a fresh connection that sends PING.
+func directRefusal(t *testing.T, redis *redistest.Server) string {
+	t.Helper()
+	c := redis.Dial()
+	defer c.Close()
+	if err := c.Send("PING"); err != nil {
+		return "no reply: " + err.Error()
+	}
+	r, err := c.Read()
+	if err != nil {
+		return "no reply: " + err.Error()
+	}
+	return string(r)
+}
+
+// killFeatcache closes every connection of featcache's to Redis, through admin (CLIENT LIST, CLIENT KILL ID), and
+// returns how many Redis closed.
+func killFeatcache(t *testing.T, admin *redistest.Conn) int {
+	t.Helper()
+	killed := 0
+	for _, line := range listLines(t, admin.Do("CLIENT", "LIST")) {
+		if strings.HasPrefix(clientField(line, "name"), "featcache") {
+			if string(admin.Do("CLIENT", "KILL", "ID", clientField(line, "id"))) == ":1\r\n" {
+				killed++
+			}
+		}
+	}
+	return killed
+}
+
+// TestNeighbourMaxClients: another client lowers maxclients below the number of connected clients. Connections
+// already open keep working; a command through featcache that needs a new connection (a transaction, a blocking
+// pop, a reconnect after CLIENT KILL) gets Redis's own refusal, as a direct client that connects then does; the
+// tracking connection that cannot come back leaves no entry trusted; when the limit is raised, featcache
+// recovers by itself.
+func TestNeighbourMaxClients(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxyOn(t, redis, neighbourConfig)
+	primeNeighbour(t, p, "one")
+	admin := redis.Dial()
+	fc := p.dial()
+	expectDo(t, fc, "+OK\r\n", "SET", "u:w", "x") // a shared connection is open
+	expectDo(t, admin, "+OK\r\n", "CONFIG", "SET", "maxclients", "1")
+	t.Cleanup(func() { admin.Do("CONFIG", "SET", "maxclients", "10000") })
+	refusal := directRefusal(t, redis)
+	if refusal != "-ERR max number of clients reached\r\n" {
+		t.Fatalf("a direct client connecting: got %q", refusal)
+	}
+	// Open connections keep working: the cached read, a forwarded one.
+	expectDo(t, fc, bulk("one"), "GET", "c:1")
+	expectDo(t, fc, bulk("x"), "GET", "u:w")
+	// A transaction and a blocking pop need a connection of their own.
+	expectDo(t, fc, refusal, "MULTI")
+	expectDo(t, fc, refusal, "INCR", "u:n")
+	expectDo(t, fc, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+	expectDo(t, fc, refusal, "BLPOP", "u:l", "1")
+
+	// featcache's connections are killed: none can come back. The cached entry is not trusted any more.
+	killFeatcache(t, admin)
+	redistest.Eventually(t, 5*time.Second, "tracking lost", func() bool { _, up := p.up.Tracking(); return !up })
+	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "changed-while-down")
+	for _, args := range [][]string{{"GET", "c:1"}, {"GET", "u:w"}, {"SET", "u:w", "y"}} {
+		if got := string(fc.Do(args...)); got != refusal {
+			t.Errorf("%q while featcache cannot connect: got %q; want %q", args, got, refusal)
+		}
+	}
+
+	expectDo(t, admin, "+OK\r\n", "CONFIG", "SET", "maxclients", "10000")
+	redistest.Eventually(t, 10*time.Second, "featcache reconnects", func() bool {
+		return string(fc.Do("GET", "c:1")) == bulk("changed-while-down")
+	})
+	compareMix(t, "after the limit is raised", fc, redis.Dial())
+	expectFresh(t, p, "after the limit is raised", "two")
+}
+
+// TestNeighbourPasswordChange: another client sets a password featcache does not have (CONFIG SET requirepass)
+// and kills featcache's connections. featcache cannot reconnect: its cached entries are not served (tracking is
+// lost), clients get an error that says why, and once the password is removed featcache recovers by itself.
+func TestNeighbourPasswordChange(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxyOn(t, redis, neighbourConfig)
+	primeNeighbour(t, p, "one")
+	admin := redis.Dial()
+	fc := p.dial()
+	expectDo(t, fc, "+OK\r\n", "SET", "u:w", "x")
+	expectDo(t, admin, "+OK\r\n", "CONFIG", "SET", "requirepass", "neighbour-secret")
+	t.Cleanup(func() { admin.Do("CONFIG", "SET", "requirepass", "") })
+	// Connections already authenticated keep working.
+	expectDo(t, fc, bulk("one"), "GET", "c:1")
+	expectDo(t, fc, bulk("x"), "GET", "u:w")
+
+	killFeatcache(t, admin)
+	redistest.Eventually(t, 5*time.Second, "tracking lost", func() bool { _, up := p.up.Tracking(); return !up })
+	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "changed-while-down")
+	for _, args := range [][]string{{"GET", "c:1"}, {"GET", "u:w"}, {"SET", "u:w", "y"}, {"MULTI"}} {
+		got := string(fc.Do(args...))
+		if !strings.HasPrefix(got, "-ERR featcache upstream unavailable: ") || !strings.Contains(got, "NOAUTH") {
+			t.Errorf("%q while featcache cannot authenticate: got %q; want featcache's error naming NOAUTH", args, got)
+		}
+	}
+	expectDo(t, fc, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+
+	expectDo(t, admin, "+OK\r\n", "CONFIG", "SET", "requirepass", "")
+	redistest.Eventually(t, 10*time.Second, "featcache reconnects", func() bool {
+		return string(fc.Do("GET", "c:1")) == bulk("changed-while-down")
+	})
+	compareMix(t, "after the password is removed", fc, redis.Dial())
+	expectFresh(t, p, "after the password is removed", "two")
+}
+
+// TestNeighbourClientKillTypes: CLIENT KILL TYPE pubsub, then TYPE normal, straight on Redis while a subscriber
+// and a transaction run through featcache and straight on Redis.
+func TestNeighbourClientKillTypes(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxyOn(t, redis, neighbourConfig)
+	primeNeighbour(t, p, "one")
+	admin := redis.Dial()
+	fs, rs := subscriberPair(t, p, "ch")
+	fc, rc := p.dial(), redis.Dial()
+	for _, c := range []*redistest.Conn{fc, rc} {
+		expectDo(t, c, "+OK\r\n", "MULTI")
+		expectDo(t, c, "+QUEUED\r\n", "INCR", "u:n")
+	}
+	admin.Do("CLIENT", "KILL", "TYPE", "pubsub")
+	// Both subscribers are closed; the transactions go on.
+	expectClosed(t, rs, 5*time.Second)
+	expectClosed(t, fs, 5*time.Second)
+	for _, c := range []*redistest.Conn{fc, rc} {
+		expectDo(t, c, "+QUEUED\r\n", "GET", "c:1")
+	}
+	expectDo(t, rc, "*2\r\n:1\r\n"+bulk("one"), "EXEC")
+	expectDo(t, fc, "*2\r\n:2\r\n"+bulk("one"), "EXEC")
+
+	fs, rs = subscriberPair(t, p, "ch")
+	fc, rc = p.dial(), redis.Dial()
+	for _, c := range []*redistest.Conn{fc, rc} {
+		expectDo(t, c, "+OK\r\n", "MULTI")
+		expectDo(t, c, "+QUEUED\r\n", "INCR", "u:n")
+	}
+	admin.Do("CLIENT", "KILL", "TYPE", "normal")
+	expectClosed(t, rc, 5*time.Second)
+	// featcache's transaction lost its connection: it is over (documented in upstream-faults.md).
+	if got := string(fc.Do("GET", "c:1")); !strings.HasPrefix(got, "-") {
+		t.Errorf("GET c:1 in a transaction whose connection was killed: got %q; want an error", got)
+	}
+	expectDo(t, fc, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
+	expectMessage(t, p, "ch", "after-kill", fs, rs)
+	expectFresh(t, p, "after CLIENT KILL TYPE normal", "two")
+	compareMix(t, "after CLIENT KILL TYPE normal", fc, redis.Dial())
+}

@@ -336,6 +336,10 @@ func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
 	call := NewCall()
 	if err := c.Do(call, req, n, time.Now().Add(p.opt.Timeout)); err != nil {
 		nc.Close()
+		if call.Len() > 0 && call.Frame(0)[0] == resp.TypeError {
+			// Redis refused the connection as it accepted it (max clients reached): it wrote why, then closed.
+			return nil, addr, false, setupError(addr, call.Frame(0))
+		}
 		return nil, addr, false, fmt.Errorf("upstream: prepare connection to %s: %w", addr, err)
 	}
 	named = true
@@ -349,13 +353,27 @@ func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
 			continue
 		}
 		nc.Close()
-		// The reply names the problem (WRONGPASS, NOAUTH) but never the password.
-		return nil, addr, false, fmt.Errorf("upstream: prepare connection to %s: %s", addr, bytes.TrimSpace(f[1:]))
+		return nil, addr, false, setupError(addr, f)
 	}
 	// The handshake's deadlines must not stay on a connection that lives on: a shared one has no deadline (each
 	// call has its own), a dedicated one takes the deadlines of each wait.
 	nc.SetDeadline(time.Time{})
 	return nc, addr, named, nil
+}
+
+// setupError is the error of a connection whose setup Redis answered with the error reply f. A refusal that says
+// nothing about featcache's credentials (-ERR max number of clients reached, written by Redis to every client it
+// cannot accept) wraps Redis's error, which the client whose command needed the connection gets verbatim, as a
+// direct client connecting then would. An authentication error (NOAUTH, WRONGPASS, NOPERM) is featcache's own
+// problem, not the client's: passed on as it is, it would read as if the client had to AUTH. The reply names the
+// problem but never the password.
+func setupError(addr string, f []byte) error {
+	re := resp.ParseError(f)
+	switch {
+	case bytes.HasPrefix(f, noAuthReply), bytes.HasPrefix(f, wrongPassReply), bytes.HasPrefix(f, noPermReply):
+		return fmt.Errorf("upstream: prepare connection to %s: %s", addr, re)
+	}
+	return fmt.Errorf("upstream: prepare connection to %s: %w", addr, re)
 }
 
 func truncate(b []byte, n int) []byte {
@@ -371,6 +389,10 @@ var (
 	readOnlyReply = []byte("-READONLY ")
 	busyReply     = []byte("-BUSY ")
 	loadingReply  = []byte("-LOADING ")
+
+	noAuthReply    = []byte("-NOAUTH ")
+	wrongPassReply = []byte("-WRONGPASS ")
+	noPermReply    = []byte("-NOPERM ")
 )
 
 var epoch = time.Now()
