@@ -44,20 +44,21 @@ func mixStep(t *testing.T, c *redistest.Conn, tag string) []string {
 }
 
 // compareMix runs mixStep on featcache's fc and Redis's rc at the same time and requires the same replies (with
-// tags replaced); it returns featcache's.
-func compareMix(t *testing.T, phase string, fc, rc *redistest.Conn) []string {
+// tags replaced); it returns featcache's. Clients running it at the same time pass a suffix each.
+func compareMix(t *testing.T, phase string, fc, rc *redistest.Conn, suffix ...string) []string {
 	t.Helper()
 	var got, want []string
 	var wg sync.WaitGroup
 	wg.Add(1)
+	sfx := strings.Join(suffix, "")
 	go func() {
 		defer wg.Done()
-		want = mixStep(t, rc, "D")
+		want = mixStep(t, rc, "D"+sfx)
 	}()
-	got = mixStep(t, fc, "F")
+	got = mixStep(t, fc, "F"+sfx)
 	wg.Wait()
 	for i := range got {
-		g := strings.ReplaceAll(got[i], "F", "D")
+		g := strings.ReplaceAll(got[i], "F"+sfx, "D"+sfx)
 		if i >= len(want) || g != want[i] {
 			t.Errorf("%s: featcache %q; Redis %q", phase, got[i], want[min(i, len(want)-1)])
 		}
@@ -308,4 +309,135 @@ func TestNeighbourClientKillTypes(t *testing.T) {
 	expectMessage(t, p, "ch", "after-kill", fs, rs)
 	expectFresh(t, p, "after CLIENT KILL TYPE normal", "two")
 	compareMix(t, "after CLIENT KILL TYPE normal", fc, redis.Dial())
+}
+
+// timedReplies runs each command on its own connection (featcache's at fAddr or Redis's at rAddr) at the same
+// time, and returns each reply with how long it took.
+type timedReply struct {
+	reply string
+	took  time.Duration
+}
+
+func concurrently(t *testing.T, dial func() *redistest.Conn, cmds ...[]string) []timedReply {
+	t.Helper()
+	out := make([]timedReply, len(cmds))
+	conns := make([]*redistest.Conn, len(cmds))
+	for i := range cmds {
+		conns[i] = dial()
+	}
+	var wg sync.WaitGroup
+	for i, args := range cmds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			if err := conns[i].Send(args...); err != nil {
+				out[i] = timedReply{"no reply: " + err.Error(), time.Since(start)}
+				return
+			}
+			r, err := conns[i].ReadTimeout(10 * time.Second)
+			if err != nil {
+				out[i] = timedReply{"no reply: " + err.Error(), time.Since(start)}
+				return
+			}
+			out[i] = timedReply{string(r), time.Since(start)}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// TestNeighbourClientPauseWrite: CLIENT PAUSE WRITE straight on Redis, for longer than upstream.timeout. Redis
+// holds every write and answers reads: a direct client's reads are answered at once while other clients' writes
+// wait. Through featcache, writes of other clients are held on its shared connections first, one after another
+// (so that, before, every shared connection held one); cached reads that miss, forwarded reads and an MGET must
+// still be answered at once, not wait behind the held writes nor time out, and the writes get +OK after the
+// pause.
+func TestNeighbourClientPauseWrite(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxyOn(t, redis, neighbourConfig)
+	primeNeighbour(t, p, "one")
+	redis.Do("SET", "c:2", "two")
+	redis.Do("SET", "u:r", "read")
+	p.settle()
+	reads := [][]string{{"GET", "c:1"}, {"GET", "c:2"}, {"GET", "u:r"}, {"MGET", "u:r", "c:2"}}
+	want := []string{bulk("one"), bulk("two"), bulk("read"), "*2\r\n" + bulk("read") + bulk("two")}
+	for _, who := range []string{"Redis", "featcache"} {
+		dial := redis.Dial
+		if who == "featcache" {
+			dial = p.dial
+		}
+		expectDo(t, redis.Dial(), "+OK\r\n", "CLIENT", "PAUSE", "2500", "WRITE")
+		// One write after the other, each held before the next is sent: round the shared connections.
+		var writers []*redistest.Conn
+		for i := 0; i < 4; i++ {
+			w := dial()
+			sent := p.srv.Stats().Forwarded.Load()
+			if err := w.Send("SET", "u:w"+strconv.Itoa(i), "x"); err != nil {
+				t.Fatal(err)
+			}
+			writers = append(writers, w)
+			redistest.Eventually(t, 2*time.Second, who+": write held", func() bool {
+				if who == "featcache" {
+					return p.srv.Stats().Forwarded.Load() > sent && heldCommands(t, redis) >= 1
+				}
+				return heldCommands(t, redis) >= i+1
+			})
+		}
+		got := concurrently(t, dial, reads...)
+		for i, r := range got {
+			if r.reply != want[i] || r.took > 500*time.Millisecond {
+				t.Errorf("%s: %q while writes are paused: got %q after %v; want %q at once", who, reads[i], r.reply, r.took, want[i])
+			}
+		}
+		for _, w := range writers {
+			expectRead(t, w, "+OK\r\n")
+			w.Close()
+		}
+		p.cache.Flush() // c:2 is a miss again for featcache's round
+	}
+	expectFresh(t, p, "after CLIENT PAUSE WRITE", "three")
+}
+
+// heldCommands counts the connections to redis that hold a command Redis has parsed and not run (a paused
+// client's: argv-mem above zero in CLIENT LIST).
+func heldCommands(t *testing.T, redis *redistest.Server) int {
+	n := 0
+	for _, line := range listLines(t, redis.Do("CLIENT", "LIST")) {
+		if v := clientField(line, "argv-mem"); v != "" && v != "0" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestNeighbourReplicaOf: another client makes featcache's Redis a replica of another redis-server (REPLICAOF),
+// then a primary again (REPLICAOF NO ONE). While it replicates, featcache serves the primary's data, never the
+// values the replica dropped when it synchronised; writes get Redis's -READONLY verbatim; writes on the primary
+// reach featcache's cache through the replica's invalidations; afterwards writes work again.
+func TestNeighbourReplicaOf(t *testing.T) {
+	redis := redistest.Start(t)
+	primary := redistest.Start(t)
+	p := startProxyOn(t, redis, neighbourConfig)
+	primeNeighbour(t, p, "one")
+	primary.Do("SET", "c:1", "primary")
+	admin := redis.Dial()
+	fc, rc := p.dial(), redis.Dial()
+	expectDo(t, admin, "+OK\r\n", "REPLICAOF", "127.0.0.1", strconv.Itoa(primary.Port()))
+	t.Cleanup(func() { admin.Do("REPLICAOF", "NO", "ONE") })
+	redistest.Eventually(t, 10*time.Second, "replication up", func() bool {
+		return strings.Contains(string(admin.Do("INFO", "replication")), "master_link_status:up")
+	})
+	p.settle()
+	compareWithRedis(t, fc, rc, []string{bulk("primary"), "-READONLY You can't write against a read only replica.\r\n"},
+		[]string{"GET", "c:1"}, []string{"SET", "c:1", "x"})
+	compareMix(t, "as a replica", fc, rc)
+	primary.Do("SET", "c:1", "primary-2")
+	redistest.Eventually(t, 5*time.Second, "the primary's write reaches featcache", func() bool {
+		return p.do("GET", "c:1") == bulk("primary-2")
+	})
+
+	expectDo(t, admin, "+OK\r\n", "REPLICAOF", "NO", "ONE")
+	compareMix(t, "a primary again", fc, rc)
+	expectFresh(t, p, "a primary again", "two")
 }

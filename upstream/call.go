@@ -115,6 +115,12 @@ func (p *Pool) exchange(call *Call, payload []byte, n int, fwd bool) error {
 // first, for a batch that mixes featcache's own reads with forwarded commands. payload may be reused as soon as
 // Start returns; call must be waited for (Wait) before it is started again.
 func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
+	p.start(call, payload, n, fwd, fwd)
+}
+
+// start is Start on a connection of the writes group when writes is set (the payload may hold a write, see
+// Payload.Writes), else of the reads group. Start, without a Payload to tell, takes forwarded commands for writes.
+func (p *Pool) start(call *Call, payload []byte, n int, fwd, writes bool) {
 	call.prepare(n)
 	call.pool, call.bounded = p, !fwd
 	if n == 0 {
@@ -126,7 +132,7 @@ func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
 	}
 	o := call.op
 	o.call, o.want, o.got, o.finished = call, n, 0, false
-	l, err := p.link()
+	l, err := p.link(writes)
 	if err != nil {
 		call.Err = err
 		return

@@ -94,7 +94,8 @@ func (c *Client) Do(call *Call, p *Payload) error {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Do(call, p)
 	}
-	return c.Pool.Do(call, p.Bytes(), p.Len())
+	c.Pool.start(call, p.Bytes(), p.Len(), false, p.Writes())
+	return call.Wait()
 }
 
 // Forward is Do for commands forwarded for clients, waited for as a direct client would (or within the command
@@ -103,7 +104,8 @@ func (c *Client) Forward(call *Call, p *Payload) error {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Forward(call, p)
 	}
-	return c.Pool.Forward(call, p.Bytes(), p.Len())
+	c.Pool.start(call, p.Bytes(), p.Len(), true, p.Writes())
+	return call.Wait()
 }
 
 // Start is Pool.Start of p on a single node. In front of a cluster, whose router waits for every node it sends to,
@@ -112,7 +114,7 @@ func (c *Client) Forward(call *Call, p *Payload) error {
 func (c *Client) Start(call *Call, p *Payload, fwd bool) {
 	cl := c.cluster.Load()
 	if cl == nil {
-		c.Pool.Start(call, p.Bytes(), p.Len(), fwd)
+		c.Pool.start(call, p.Bytes(), p.Len(), fwd, p.Writes())
 		return
 	}
 	n := p.Len()

@@ -90,10 +90,12 @@ type Pool struct {
 	opt   PoolOptions
 	addr  atomic.Pointer[string] // where connections are dialed: opt.Addr, until Retarget
 	lanes []*lane
-	next  atomic.Uint32
-	// forming is the connection whose writer has been kicked and has not yet taken its batch, if any: calls
-	// started meanwhile join that batch rather than start one on the next connection.
-	forming atomic.Pointer[link]
+	// reads and writes are the shared connections that payloads without and with writes travel on
+	// (Payload.Writes): apart, so that a write Redis holds (CLIENT PAUSE WRITE, as during a failover) holds no
+	// read queued behind it on its connection, as it holds no direct client's read. With one connection they are
+	// the same group.
+	reads, writes *laneGroup
+	all           *laneGroup // every lane, for a group that cannot dial its own
 
 	idleMu sync.Mutex // guards idle and busy, and orders them with Retarget
 	idle   []*Conn
@@ -131,10 +133,30 @@ func NewPool(opt PoolOptions) *Pool {
 	p := &Pool{opt: opt, busy: make(map[*Conn]struct{})}
 	p.addr.Store(&opt.Addr)
 	p.lanes = make([]*lane, opt.Conns)
-	for i := range p.lanes {
-		p.lanes[i] = &lane{pool: p}
+	w := max(1, opt.Conns/4)
+	p.writes, p.reads = &laneGroup{}, &laneGroup{}
+	if opt.Conns == 1 {
+		p.reads = p.writes
 	}
+	for i := range p.lanes {
+		g := p.reads
+		if i < w {
+			g = p.writes
+		}
+		p.lanes[i] = &lane{pool: p, group: g}
+		g.lanes = append(g.lanes, p.lanes[i])
+	}
+	p.all = &laneGroup{lanes: p.lanes}
 	return p
+}
+
+// laneGroup is a set of a pool's shared connections that one kind of payload travels on.
+type laneGroup struct {
+	lanes []*lane
+	next  atomic.Uint32
+	// forming is the connection whose writer has been kicked and has not yet taken its batch, if any: calls
+	// started meanwhile join that batch rather than start one on the next connection.
+	forming atomic.Pointer[link]
 }
 
 // Addr is the upstream address the pool dials: PoolOptions.Addr, or the latest Retarget's.
@@ -232,40 +254,53 @@ func (p *Pool) setHealth(up bool, err error) {
 // connection whose oldest call is already late (Redis has not answered it within the timeout) is passed over for
 // one whose is not, if there is one; and when the connection's lane cannot be dialed now (a hung or busy Redis
 // does not complete the handshake within the timeout), another lane's live connection is used, if there is one,
-// rather than failing a request that Redis can still answer there.
-func (p *Pool) link() (*link, error) {
+// rather than failing a request that Redis can still answer there. A payload with writes gets a connection of
+// the writes group, one without of the reads group.
+func (p *Pool) link(writes bool) (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	if l := p.forming.Load(); l != nil && !l.broken.Load() && !l.late() {
+	g := p.reads
+	if writes {
+		g = p.writes
+	}
+	if l := g.forming.Load(); l != nil && !l.broken.Load() && !l.late() {
 		// A batch is forming on l: joining it saves a write here and a read in Redis.
 		return l, nil
 	}
-	i := int(p.next.Add(1)) % len(p.lanes)
-	s := p.lanes[i]
+	i := int(g.next.Add(1)) % len(g.lanes)
+	s := g.lanes[i]
 	l := s.cur.Load()
 	if l == nil || l.broken.Load() {
 		var err error
 		if l, err = s.reconnect(); err != nil {
-			if o := p.other(i, false); o != nil {
+			if o := g.other(i, false); o != nil {
+				return o, nil
+			}
+			// Better the other group's connection than no answer at all.
+			if o := p.all.other(-1, false); o != nil {
 				return o, nil
 			}
 			return nil, err
 		}
 	}
 	if l.late() {
-		if o := p.other(i, true); o != nil {
+		if o := g.other(i, true); o != nil {
 			return o, nil
 		}
 	}
 	return l, nil
 }
 
-// other returns a live connection of a lane other than i (one that is not late, with onTime), or nil.
-func (p *Pool) other(i int, onTime bool) *link {
+// other returns a live connection of a lane of g other than i (one that is not late, with onTime), or nil; i -1
+// looks at every lane.
+func (g *laneGroup) other(i int, onTime bool) *link {
 	var found *link
-	for k := 1; k < len(p.lanes); k++ {
-		o := p.lanes[(i+k)%len(p.lanes)].cur.Load()
+	for k := 1; k <= len(g.lanes); k++ {
+		if k == len(g.lanes) && i >= 0 {
+			break
+		}
+		o := g.lanes[(i+k)%len(g.lanes)].cur.Load()
 		if o == nil || o.broken.Load() {
 			continue
 		}
