@@ -411,6 +411,43 @@ func heldCommands(t *testing.T, redis *redistest.Server) int {
 	return n
 }
 
+// TestNeighbourClientPauseAll: CLIENT PAUSE 1500 ALL straight on Redis. A direct client's commands wait until the
+// pause ends and get their replies then; through featcache the cached read is answered from memory, and the rest
+// (writes, a transaction, a blocking pop) wait as the direct client's do and get the same replies, also when the
+// transaction needs a connection featcache opens during the pause. Afterwards tracking works.
+func TestNeighbourClientPauseAll(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxyOn(t, redis, neighbourConfig)
+	primeNeighbour(t, p, "one")
+	fs, rs := subscriberPair(t, p, "ch")
+	fc, rc := p.dial(), redis.Dial()
+	redis.Do("RPUSH", "u:lFp", "e")
+	redis.Do("RPUSH", "u:lDp", "e")
+	expectDo(t, redis.Dial(), "+OK\r\n", "CLIENT", "PAUSE", "1500", "ALL")
+	// Clients that start with a transaction and a blocking pop need dedicated connections, which featcache opens
+	// during the pause.
+	var wg sync.WaitGroup
+	for _, tag := range []string{"F", "D"} {
+		c, c2 := p.dial(), p.dial()
+		if tag == "D" {
+			c, c2 = redis.Dial(), redis.Dial()
+		}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			expectExec(t, c, "*1\r\n:1\r\n", []string{"INCR", "u:np" + tag})
+		}()
+		go func() {
+			defer wg.Done()
+			expectDo(t, c2, "*2\r\n"+bulk("u:l"+tag+"p")+bulk("e"), "BLPOP", "u:l"+tag+"p", "1")
+		}()
+	}
+	compareMix(t, "during CLIENT PAUSE ALL", fc, rc)
+	wg.Wait()
+	expectMessage(t, p, "ch", "after-pause", fs, rs)
+	expectFresh(t, p, "after CLIENT PAUSE ALL", "two")
+}
+
 // TestNeighbourReplicaOf: another client makes featcache's Redis a replica of another redis-server (REPLICAOF),
 // then a primary again (REPLICAOF NO ONE). While it replicates, featcache serves the primary's data, never the
 // values the replica dropped when it synchronised; writes get Redis's -READONLY verbatim; writes on the primary

@@ -147,24 +147,30 @@ func (c *Client) Fetch(call *Call, keys [][]byte, out []Fetched) ([]Fetched, err
 	return c.Pool.Fetch(call, keys, out)
 }
 
-// Dedicated returns a dedicated connection: to the single node, or to the first master of a cluster (for
-// commands without keys).
-func (c *Client) Dedicated() (*Conn, error) { return c.DedicatedSlot(NoSlot) }
-
-// DedicatedSlot returns a dedicated connection to the master of slot (NoSlot: any); on a single node, to it.
-func (c *Client) DedicatedSlot(slot int) (*Conn, error) {
+// Dedicated returns a dedicated connection for featcache's own use (warming): to the single node, or to the
+// first master of a cluster; a new connection's setup is bounded by the timeout.
+func (c *Client) Dedicated() (*Conn, error) {
 	if cl := c.cluster.Load(); cl != nil {
-		return cl.Dedicated(slot)
+		return cl.Dedicated(NoSlot)
 	}
 	return c.Pool.Dedicated()
 }
 
-// DedicatedKey returns a dedicated connection to the node that holds key.
+// DedicatedSlot returns a dedicated connection for a client's command to the master of slot (NoSlot: any); on a
+// single node, to it, whose setup waits as the command would (Pool.DedicatedWait).
+func (c *Client) DedicatedSlot(slot int) (*Conn, error) {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Dedicated(slot)
+	}
+	return c.Pool.DedicatedWait()
+}
+
+// DedicatedKey returns a dedicated connection for a client's command to the node that holds key.
 func (c *Client) DedicatedKey(key []byte) (*Conn, error) {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Dedicated(int(Slot(key)))
 	}
-	return c.Pool.Dedicated()
+	return c.Pool.DedicatedWait()
 }
 
 // Healthy reports whether the upstream answers: the single node, or every master of a cluster.

@@ -26,11 +26,19 @@ type Conn struct {
 	sc         resp.Scanner
 }
 
-// Dedicated returns an idle dedicated connection or dials a new one. An idle connection that Redis has closed
+// Dedicated returns an idle dedicated connection or dials a new one, whose setup (AUTH, CLIENT SETNAME) is
+// bounded by the timeout: for featcache's own use. An idle connection that Redis has closed
 // meanwhile (its timeout setting closes connections idle for that long, CLIENT KILL closes any) is dropped, not
 // handed out: the command that needed it would get the EOF a direct client, which connects when it needs to,
 // never sees.
-func (p *Pool) Dedicated() (*Conn, error) {
+func (p *Pool) Dedicated() (*Conn, error) { return p.dedicated(false) }
+
+// DedicatedWait is Dedicated for a client's command (a transaction, a blocking command, a subscription): a new
+// connection's setup waits as long as the command itself would (CommandTimeout, no bound by default), as a direct
+// client connecting to a paused or sleeping Redis waits for its first reply. Close and Retarget end the wait.
+func (p *Pool) DedicatedWait() (*Conn, error) { return p.dedicated(true) }
+
+func (p *Pool) dedicated(wait bool) (*Conn, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -50,7 +58,7 @@ func (p *Pool) Dedicated() (*Conn, error) {
 		}
 		c.Close()
 	}
-	nc, addr, named, err := p.dial()
+	nc, addr, named, err := p.dialUntil(p.CommandDeadline(time.Now()), wait)
 	if err != nil {
 		return nil, err
 	}

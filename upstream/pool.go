@@ -100,6 +100,9 @@ type Pool struct {
 	idleMu sync.Mutex // guards idle and busy, and orders them with Retarget
 	idle   []*Conn
 	busy   map[*Conn]struct{} // dedicated connections handed out and not yet released or closed
+	// dialing holds the dedicated connections whose setup waits as long as Redis takes (dialUntil), so that Close
+	// and Retarget end those waits.
+	dialing map[net.Conn]struct{}
 
 	lastDial atomic.Int64 // unix nanoseconds of the last shared connection dialed and prepared successfully
 	closed   atomic.Bool
@@ -130,7 +133,7 @@ func NewPool(opt PoolOptions) *Pool {
 			opt.Dial = (&tls.Dialer{NetDialer: d, Config: opt.TLS}).DialContext
 		}
 	}
-	p := &Pool{opt: opt, busy: make(map[*Conn]struct{})}
+	p := &Pool{opt: opt, busy: make(map[*Conn]struct{}), dialing: make(map[net.Conn]struct{})}
 	p.addr.Store(&opt.Addr)
 	p.lanes = make([]*lane, opt.Conns)
 	w := max(1, opt.Conns/4)
@@ -193,6 +196,9 @@ func (p *Pool) Retarget(addr string) {
 	for c := range p.busy {
 		c.moved.Store(true)
 		c.nc.Close()
+	}
+	for nc := range p.dialing {
+		nc.Close()
 	}
 	p.idle, p.busy = nil, make(map[*Conn]struct{})
 	p.addr.Store(&addr)
@@ -325,6 +331,9 @@ func (p *Pool) Close() {
 	p.idleMu.Lock()
 	idle := p.idle
 	p.idle = nil
+	for nc := range p.dialing {
+		nc.Close()
+	}
 	p.idleMu.Unlock()
 	for _, c := range idle {
 		c.nc.Close()
@@ -336,6 +345,14 @@ func (p *Pool) Close() {
 // running a script or loading its dataset (BUSY, LOADING) does not fail the connection, which is usable (AUTH
 // passed): named reports false, and the caller names it later. Any other error reply fails the dial.
 func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
+	return p.dialUntil(time.Time{}, false)
+}
+
+// dialUntil is dial with the setup's replies waited for until setupBy (zero: no bound) when wait is set, for a
+// dedicated connection a client's command needs: Redis paused (CLIENT PAUSE) or asleep (DEBUG SLEEP, a script
+// below busy-reply-threshold) makes a direct client's connection wait as long, and featcache's waits with it.
+// Such a setup is closed by Close and Retarget. Without wait, as dial.
+func (p *Pool) dialUntil(setupBy time.Time, wait bool) (nc net.Conn, addr string, named bool, err error) {
 	addr = p.Addr()
 	if addr == "" {
 		return nil, addr, false, ErrNoAddress
@@ -369,7 +386,22 @@ func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
 	}
 	c := &Conn{pool: p, nc: nc}
 	call := NewCall()
-	if err := c.Do(call, req, n, time.Now().Add(p.opt.Timeout)); err != nil {
+	deadline := time.Now().Add(p.opt.Timeout)
+	if wait {
+		deadline = setupBy
+		p.idleMu.Lock()
+		p.dialing[nc] = struct{}{}
+		p.idleMu.Unlock()
+		defer func() {
+			p.idleMu.Lock()
+			delete(p.dialing, nc)
+			p.idleMu.Unlock()
+		}()
+		if p.closed.Load() {
+			nc.Close() // Close ran before nc was registered
+		}
+	}
+	if err := c.Do(call, req, n, deadline); err != nil {
 		nc.Close()
 		if call.Len() > 0 && call.Frame(0)[0] == resp.TypeError {
 			// Redis refused the connection as it accepted it (max clients reached): it wrote why, then closed.
