@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -477,4 +480,112 @@ func TestNeighbourReplicaOf(t *testing.T) {
 	expectDo(t, admin, "+OK\r\n", "REPLICAOF", "NO", "ONE")
 	compareMix(t, "a primary again", fc, rc)
 	expectFresh(t, p, "a primary again", "two")
+}
+
+// readersOf runs clients readers at once, each on its own connection from dial, each reading every key of keys
+// in turn rounds times, and returns the replies that were not the key's value (at most 10), and how many there were.
+func readersOf(t *testing.T, dial func() *redistest.Conn, clients, rounds int, keys []string, value string) (bad []string, n int) {
+	t.Helper()
+	conns := make([]*redistest.Conn, clients)
+	for i := range conns {
+		conns[i] = dial()
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				key := keys[(i+r)%len(keys)]
+				if err := c.Send("GET", key); err != nil {
+					mu.Lock()
+					bad, n = append(bad, key+": "+err.Error()), n+1
+					mu.Unlock()
+					return
+				}
+				got, err := c.Read()
+				if err == nil && string(got) == bulk(value) {
+					continue
+				}
+				mu.Lock()
+				if n++; len(bad) < 10 {
+					bad = append(bad, fmt.Sprintf("%s: %.80q %v", key, got, err))
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return bad, n
+}
+
+// TestNeighbourOutputBufferLimit: another client sets client-output-buffer-limit "normal 1mb 1mb 0" and many
+// clients read 300KB values at once. Each direct client's replies stay under the limit; featcache carries many
+// clients' reads on each shared connection, whose replies together would pass it if Redis ran them in one go:
+// featcache's clients must get their values as the direct clients do.
+func TestNeighbourOutputBufferLimit(t *testing.T) {
+	redis := redistest.Start(t)
+	// A long upstream.timeout: the fills of 300KB values, many at once on a loaded machine, must not time out.
+	p := startProxyOn(t, redis, "upstream: {timeout: 5s}\n"+neighbourConfig)
+	value := strings.Repeat("v", 300<<10)
+	var keys []string
+	for i := 0; i < 4; i++ {
+		keys = append(keys, "u:big"+strconv.Itoa(i), "c:big"+strconv.Itoa(i))
+	}
+	for _, k := range keys {
+		redis.Do("SET", k, value)
+	}
+	expectDo(t, redis.Dial(), "+OK\r\n", "CONFIG", "SET", "client-output-buffer-limit", "normal 1mb 1mb 0")
+	t.Cleanup(func() { redis.Do("CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0") })
+	for _, who := range []string{"Redis", "featcache"} {
+		dial := redis.Dial
+		if who == "featcache" {
+			dial = p.dial
+		}
+		start := time.Now()
+		if bad, n := readersOf(t, dial, 24, 8, keys, value); n > 0 {
+			t.Errorf("%s: %d of 192 reads failed: %q", who, n, bad)
+		}
+		log, _ := os.ReadFile(filepath.Join(redis.Dir(), "redis.log"))
+		t.Logf("%s: 192 reads in %v; connections Redis has closed for the limit so far: %d", who,
+			time.Since(start).Round(time.Millisecond), strings.Count(string(log), "output buffer limits"))
+	}
+}
+
+// TestNeighbourACLPassword: featcache authenticates to Redis; another client changes that user's password (ACL
+// SETUSER) and kills featcache's connections. featcache cannot reconnect: its entries are not served, clients get
+// featcache's error naming WRONGPASS; once the password is restored, featcache recovers by itself.
+func TestNeighbourACLPassword(t *testing.T) {
+	redis := redistest.Start(t, "--requirepass", "first-secret")
+	p := startProxyOn(t, redis, "upstream: {password: first-secret}\n"+neighbourConfig)
+	admin := redis.Dial()
+	expectDo(t, admin, "+OK\r\n", "AUTH", "first-secret")
+	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "one")
+	p.settle()
+	fc := p.dial()
+	expectDo(t, fc, bulk("one"), "GET", "c:1")
+	expectDo(t, admin, "+OK\r\n", "ACL", "SETUSER", "default", "resetpass", ">second-secret")
+	killFeatcache(t, admin)
+	redistest.Eventually(t, 5*time.Second, "tracking lost", func() bool { _, up := p.up.Tracking(); return !up })
+	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "changed-while-down")
+	for _, args := range [][]string{{"GET", "c:1"}, {"SET", "u:w", "y"}, {"BLPOP", "u:l", "1"}} {
+		got := string(fc.Do(args...))
+		if !strings.HasPrefix(got, "-ERR featcache upstream unavailable: ") || !strings.Contains(got, "WRONGPASS") ||
+			strings.Contains(got, "secret") {
+			t.Errorf("%q with the password changed: got %q; want featcache's error naming WRONGPASS, not the password", args, got)
+		}
+	}
+	expectDo(t, admin, "+OK\r\n", "ACL", "SETUSER", "default", "resetpass", ">first-secret")
+	redistest.Eventually(t, 10*time.Second, "featcache reconnects", func() bool {
+		return string(fc.Do("GET", "c:1")) == bulk("changed-while-down")
+	})
+	redistest.Eventually(t, 10*time.Second, "tracking up", func() bool { _, up := p.up.Tracking(); return up })
+	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "two")
+	redistest.Eventually(t, 5*time.Second, "the write's invalidation applied", func() bool {
+		return string(fc.Do("GET", "c:1")) == bulk("two")
+	})
 }

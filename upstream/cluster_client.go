@@ -95,6 +95,7 @@ func (c *Client) Do(call *Call, p *Payload) error {
 		return cl.Do(call, p)
 	}
 	c.Pool.start(call, p.Bytes(), p.Len(), false, p.Writes())
+	call.readsAgain(p)
 	return call.Wait()
 }
 
@@ -105,16 +106,19 @@ func (c *Client) Forward(call *Call, p *Payload) error {
 		return cl.Forward(call, p)
 	}
 	c.Pool.start(call, p.Bytes(), p.Len(), true, p.Writes())
+	call.readsAgain(p)
 	return call.Wait()
 }
 
-// Start is Pool.Start of p on a single node. In front of a cluster, whose router waits for every node it sends to,
-// the round trip (Cluster.Forward or Cluster.Do) runs on a goroutine of its own, so that WaitUntil and Wait work
-// alike; p must then stay unchanged until Wait returns.
+// Start is Pool.Start of p on a single node, where a payload that only reads is sent again, alone, if its shared
+// connection is lost (Call.alone). In front of a cluster, whose router waits for every node it sends to, the round
+// trip (Cluster.Forward or Cluster.Do) runs on a goroutine of its own, so that WaitUntil and Wait work alike. p
+// must stay unchanged until Wait returns.
 func (c *Client) Start(call *Call, p *Payload, fwd bool) {
 	cl := c.cluster.Load()
 	if cl == nil {
 		c.Pool.start(call, p.Bytes(), p.Len(), fwd, p.Writes())
+		call.readsAgain(p)
 		return
 	}
 	n := p.Len()
