@@ -119,12 +119,18 @@ func (p *Pool) exchange(call *Call, payload []byte, n int, fwd bool) error {
 // first, for a batch that mixes featcache's own reads with forwarded commands. payload may be reused as soon as
 // Start returns; call must be waited for (Wait) before it is started again.
 func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
-	p.start(call, payload, n, fwd, fwd)
+	// Without a Payload to tell whether forwarded commands write, they may take any connection, as in front of
+	// a cluster; featcache's own reads take the reads group's.
+	g := p.reads
+	if fwd {
+		g = p.all
+	}
+	p.start(call, payload, n, fwd, g)
 }
 
-// start is Start on a connection of the writes group when writes is set (the payload may hold a write, see
-// Payload.Writes), else of the reads group. Start, without a Payload to tell, takes forwarded commands for writes.
-func (p *Pool) start(call *Call, payload []byte, n int, fwd, writes bool) {
+// start is Start on a connection of the group g: the Client on a single node chooses the writes group for a
+// payload that may hold a write (Payload.Writes), the reads group for one that only reads (Pool.group).
+func (p *Pool) start(call *Call, payload []byte, n int, fwd bool, g *laneGroup) {
 	call.prepare(n)
 	call.pool, call.bounded = p, !fwd
 	if n == 0 {
@@ -136,7 +142,7 @@ func (p *Pool) start(call *Call, payload []byte, n int, fwd, writes bool) {
 	}
 	o := call.op
 	o.call, o.want, o.got, o.finished = call, n, 0, false
-	l, err := p.link(writes)
+	l, err := p.link(g)
 	if err != nil {
 		call.Err = err
 		return

@@ -94,7 +94,7 @@ func (c *Client) Do(call *Call, p *Payload) error {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Do(call, p)
 	}
-	c.Pool.start(call, p.Bytes(), p.Len(), false, p.Writes())
+	c.Pool.start(call, p.Bytes(), p.Len(), false, c.Pool.group(p))
 	call.readsAgain(p)
 	return call.Wait()
 }
@@ -105,7 +105,7 @@ func (c *Client) Forward(call *Call, p *Payload) error {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Forward(call, p)
 	}
-	c.Pool.start(call, p.Bytes(), p.Len(), true, p.Writes())
+	c.Pool.start(call, p.Bytes(), p.Len(), true, c.Pool.group(p))
 	call.readsAgain(p)
 	return call.Wait()
 }
@@ -117,7 +117,7 @@ func (c *Client) Forward(call *Call, p *Payload) error {
 func (c *Client) Start(call *Call, p *Payload, fwd bool) {
 	cl := c.cluster.Load()
 	if cl == nil {
-		c.Pool.start(call, p.Bytes(), p.Len(), fwd, p.Writes())
+		c.Pool.start(call, p.Bytes(), p.Len(), fwd, c.Pool.group(p))
 		call.readsAgain(p)
 		return
 	}

@@ -58,7 +58,7 @@ func (s *lane) reconnect() (*link, error) {
 // reply is late, so that every client gets its own reply when Redis gives it.
 type link struct {
 	pool       *Pool
-	group      *laneGroup // where it tells that a batch is forming on it
+	group      *laneGroup // where it tells that a batch is forming on it, and in the pool's all
 	nc         net.Conn
 	timeout    time.Duration
 	onReadOnly func() // PoolOptions.OnReadOnly
@@ -142,6 +142,7 @@ func (l *link) enqueue(c *Call, payload []byte) {
 	if kick {
 		// A batch starts forming here: calls started before the writer takes it join it (Pool.link).
 		l.group.forming.Store(l)
+		l.pool.all.forming.Store(l)
 		l.kick <- struct{}{}
 	}
 }
@@ -171,6 +172,7 @@ func (l *link) writeLoop() {
 		l.kicked = false
 		l.mu.Unlock()
 		l.group.forming.CompareAndSwap(l, nil)
+		l.pool.all.forming.CompareAndSwap(l, nil)
 		if len(buf) == 0 {
 			continue
 		}

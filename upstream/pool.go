@@ -153,6 +153,15 @@ func NewPool(opt PoolOptions) *Pool {
 	return p
 }
 
+// group is the group of shared connections that payload travels on: the writes group's if it may write, else
+// the reads group's.
+func (p *Pool) group(payload *Payload) *laneGroup {
+	if payload.Writes() {
+		return p.writes
+	}
+	return p.reads
+}
+
 // laneGroup is a set of a pool's shared connections that one kind of payload travels on.
 type laneGroup struct {
 	lanes []*lane
@@ -260,15 +269,10 @@ func (p *Pool) setHealth(up bool, err error) {
 // connection whose oldest call is already late (Redis has not answered it within the timeout) is passed over for
 // one whose is not, if there is one; and when the connection's lane cannot be dialed now (a hung or busy Redis
 // does not complete the handshake within the timeout), another lane's live connection is used, if there is one,
-// rather than failing a request that Redis can still answer there. A payload with writes gets a connection of
-// the writes group, one without of the reads group.
-func (p *Pool) link(writes bool) (*link, error) {
+// rather than failing a request that Redis can still answer there. The connection is one of the group g's.
+func (p *Pool) link(g *laneGroup) (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
-	}
-	g := p.reads
-	if writes {
-		g = p.writes
 	}
 	if l := g.forming.Load(); l != nil && !l.broken.Load() && !l.late() {
 		// A batch is forming on l: joining it saves a write here and a read in Redis.
