@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -120,6 +121,7 @@ func TestNeighbourIdleTimeout(t *testing.T) {
 	redis := redistest.Start(t)
 	p := startProxyOn(t, redis, neighbourConfig)
 	primeNeighbour(t, p, "one")
+	fs, rs := subscriberPair(t, p, "ch")
 	fc, rc := p.dial(), redis.Dial()
 	compareMix(t, "before", fc, rc)
 	expectDo(t, redis.Dial(), "+OK\r\n", "CONFIG", "SET", "timeout", "1")
@@ -132,7 +134,9 @@ func TestNeighbourIdleTimeout(t *testing.T) {
 			live[clientField(line, "id")] = true
 		}
 		for _, line := range before {
-			if live[clientField(line, "id")] && !strings.HasPrefix(clientField(line, "name"), "featcache-tracking") {
+			// Redis closes neither the tracking connection (checked every second) nor subscribers for idleness.
+			subscribed := clientField(line, "sub") != "0" || clientField(line, "psub") != "0"
+			if live[clientField(line, "id")] && !subscribed && !strings.HasPrefix(clientField(line, "name"), "featcache-tracking") {
 				return false
 			}
 		}
@@ -140,6 +144,7 @@ func TestNeighbourIdleTimeout(t *testing.T) {
 	})
 	fc2, rc2 := p.dial(), redis.Dial()
 	compareMix(t, "after the idle close", fc2, rc2)
+	expectMessage(t, p, "ch", "after-idle", fs, rs) // Redis does not close subscribers for idleness
 	expectFresh(t, p, "after the idle close", "two")
 }
 
@@ -588,4 +593,42 @@ func TestNeighbourACLPassword(t *testing.T) {
 	redistest.Eventually(t, 5*time.Second, "the write's invalidation applied", func() bool {
 		return string(fc.Do("GET", "c:1")) == bulk("two")
 	})
+}
+
+// TestNeighbourPubSubOutputLimit: another client sets client-output-buffer-limit "pubsub 1mb 1mb 0". Messages
+// of 300KB published one at a time reach featcache's subscriber and a direct one alike; a burst that Redis
+// queues past the limit at once (a script that publishes eight) closes both: featcache closes its client's connection, as Redis closes the direct
+// subscriber's.
+func TestNeighbourPubSubOutputLimit(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxyOn(t, redis, neighbourConfig)
+	expectDo(t, redis.Dial(), "+OK\r\n", "CONFIG", "SET", "client-output-buffer-limit", "pubsub 1mb 1mb 0")
+	fs, rs := subscriberPair(t, p, "big")
+	msg := strings.Repeat("m", 300<<10)
+	for i := 0; i < 8; i++ {
+		expectMessage(t, p, "big", msg, fs, rs)
+	}
+	// One script publishes eight at once: Redis queues them all before it writes to the subscribers.
+	burst := "for i = 1, 8 do redis.call('PUBLISH', 'big', ARGV[1]) end"
+	expectDo(t, redis.Dial(), "$-1\r\n", "EVAL", burst, "0", msg)
+	for _, who := range []struct {
+		name string
+		c    *redistest.Conn
+	}{{"Redis", rs}, {"featcache", fs}} {
+		for {
+			f, err := who.c.ReadTimeout(5 * time.Second)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("%s: subscriber still open after the burst", who.name)
+				}
+				break
+			}
+			if string(f) != "*3\r\n$7\r\nmessage\r\n"+bulk("big")+bulk(msg) {
+				t.Errorf("%s: got %.60q; want a message or the close", who.name, f)
+			}
+		}
+	}
+	// featcache's subscribers that come after are served.
+	fs, rs = subscriberPair(t, p, "big")
+	expectMessage(t, p, "big", "small", fs, rs)
 }
