@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -296,8 +297,29 @@ func (c *Call) alone() {
 	if c.bounded {
 		deadline = time.Now().Add(p.opt.Timeout)
 	}
+	var cancelled atomic.Bool
+	if c.Cancel != nil {
+		// A server shutting down does not wait for the resend either.
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-c.Cancel:
+				cancelled.Store(true)
+				conn.nc.Close()
+			case <-stop:
+			}
+		}()
+	}
 	if err := conn.Do(c, c.again, c.againN, deadline); err != nil {
+		if cancelled.Load() {
+			c.Err = ErrClosed
+		}
 		conn.Close()
+		return
+	}
+	if cancelled.Load() {
+		conn.Close() // closed under Do's feet after the replies came: not for reuse
 		return
 	}
 	conn.Release()
