@@ -504,3 +504,37 @@ func TestPoolJoinsFormingBatch(t *testing.T) {
 		t.Fatalf("a call joined the broken connection (CLIENT ID %q)", id)
 	}
 }
+
+// TestPoolMaxClientsRefusal: a Redis at maxclients writes -ERR max number of clients reached to a new connection
+// and closes it, before it reads anything. The dial's error wraps Redis's error as Redis wrote it, with a password
+// (the refusal comes where AUTH's reply was expected, and the second reply never comes) and without; an idle
+// dedicated connection that Redis closed meanwhile is not handed out.
+func TestPoolMaxClientsRefusal(t *testing.T) {
+	srv := redistest.Start(t, "--requirepass", "pw")
+	admin := srv.Dial()
+	if got := string(admin.Do("AUTH", "pw")); got != "+OK\r\n" {
+		t.Fatalf("AUTH: %q", got)
+	}
+	withPass := NewPool(PoolOptions{Addr: srv.Addr(), Timeout: time.Second, Password: "pw", ClientName: "featcache-test"})
+	t.Cleanup(withPass.Close)
+	idle, err := withPass.Dedicated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle.Release()
+	if got := string(admin.Do("CONFIG", "SET", "maxclients", "1")); got != "+OK\r\n" {
+		t.Fatalf("CONFIG SET maxclients: %q", got)
+	}
+	t.Cleanup(func() { admin.Do("CONFIG", "SET", "maxclients", "10000") })
+	// The idle connection is killed: it must not come back from the idle list.
+	if got := string(admin.Do("CLIENT", "KILL", "USER", "default", "SKIPME", "yes")); got == ":0\r\n" {
+		t.Fatalf("CLIENT KILL: %q", got)
+	}
+	for _, p := range []*Pool{withPass, newTestPool(t, srv.Addr(), time.Second)} {
+		_, err := p.Dedicated()
+		var re resp.Error
+		if !errors.As(err, &re) || re.Error() != "ERR max number of clients reached" {
+			t.Errorf("password %q: Dedicated: got %v; want Redis's refusal wrapped", p.opt.Password, err)
+		}
+	}
+}
