@@ -319,13 +319,14 @@ func TestNeighbourClientKillTypes(t *testing.T) {
 	compareMix(t, "after CLIENT KILL TYPE normal", fc, redis.Dial())
 }
 
-// timedReplies runs each command on its own connection (featcache's at fAddr or Redis's at rAddr) at the same
-// time, and returns each reply with how long it took.
+// timedReply is a reply and how long it took.
 type timedReply struct {
 	reply string
 	took  time.Duration
 }
 
+// concurrently runs each command on a connection of its own from dial (featcache's or Redis's), all at the same
+// time, and returns each reply with how long it took.
 func concurrently(t *testing.T, dial func() *redistest.Conn, cmds ...[]string) []timedReply {
 	t.Helper()
 	out := make([]timedReply, len(cmds))
