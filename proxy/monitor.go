@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"featcache/internal/resp"
+	"featcache/upstream"
 )
 
 // monitor starts a MONITOR session on a dedicated upstream connection of its own, never a shared one (MONITOR
@@ -12,7 +13,7 @@ import (
 // RESET or QUIT, or until the client leaves; its connection is then closed, never reused.
 func (c *client) monitor(cmd *resp.Command, tc *command) {
 	c.runSegment()
-	conn, err := c.srv.up.Dedicated()
+	conn, err := c.srv.up.DedicatedSlot(upstream.NoSlot)
 	if err == nil {
 		err = c.prepareConn(conn) // Redis answers the commands of a RESP3 client's session in RESP3
 	}

@@ -339,7 +339,7 @@ func (c *client) sendSegment() error {
 	s.tx = c.tx.multi // timed as a transaction
 	if c.tx.open {
 		c.tx.open = false
-		conn, err := c.srv.up.Dedicated()
+		conn, err := c.srv.up.DedicatedSlot(upstream.NoSlot)
 		if err == nil {
 			err = c.prepareConn(conn)
 		}

@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,6 +38,10 @@ type Call struct {
 	late     bool          // queued behind a call already late: WaitUntil does not wait
 	bg       chan struct{} // Client.Start in front of a cluster: closed when the round trip is over; Replies,
 	// Ends and Err belong to that round trip's goroutine until then
+	// again is the payload of a call that only reads (Payload.Writes false), started by the Client on a single
+	// node, and its commands: Wait sends it again, alone, when the shared connection it went on is lost (alone).
+	again  []byte
+	againN int
 }
 
 // NewCall returns an empty, reusable Call.
@@ -115,6 +120,18 @@ func (p *Pool) exchange(call *Call, payload []byte, n int, fwd bool) error {
 // first, for a batch that mixes featcache's own reads with forwarded commands. payload may be reused as soon as
 // Start returns; call must be waited for (Wait) before it is started again.
 func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
+	// Without a Payload to tell whether forwarded commands write, they may take any connection, as in front of
+	// a cluster; featcache's own reads take the reads group's.
+	g := p.reads
+	if fwd {
+		g = p.all
+	}
+	p.start(call, payload, n, fwd, g)
+}
+
+// start is Start on a connection of the group g: the Client on a single node chooses the writes group for a
+// payload that may hold a write (Payload.Writes), the reads group for one that only reads (Pool.group).
+func (p *Pool) start(call *Call, payload []byte, n int, fwd bool, g *laneGroup) {
 	call.prepare(n)
 	call.pool, call.bounded = p, !fwd
 	if n == 0 {
@@ -126,7 +143,7 @@ func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
 	}
 	o := call.op
 	o.call, o.want, o.got, o.finished = call, n, 0, false
-	l, err := p.link()
+	l, err := p.link(g)
 	if err != nil {
 		call.Err = err
 		return
@@ -188,6 +205,7 @@ func (c *Call) Wait() error {
 		return c.Err
 	}
 	c.pending = false
+	sent := c.queued
 	if c.queued {
 		c.queued = false
 		if !c.arrived {
@@ -195,6 +213,10 @@ func (c *Call) Wait() error {
 		}
 		c.arrived = false
 	}
+	if sent && c.again != nil && c.Err != nil && lost(c.Err) {
+		c.alone()
+	}
+	c.again = nil
 	if p := c.pool; p != nil {
 		if c.bounded || !errors.Is(c.Err, ErrCommandTimeout) {
 			// A forwarded command that outlives command_timeout says nothing about Redis's health.
@@ -243,4 +265,70 @@ func (c *Call) waitOp(o *op) {
 	o.mu.Unlock()
 	c.op = nil // the next batch takes a fresh op: this one stays queued until its frames have passed
 	c.Err = err
+}
+
+// lost reports whether err says that the shared connection a call went on was lost (closed by Redis, reset), as
+// opposed to a wait that ended (timeouts, Cancel) or a connection featcache closed on purpose.
+func lost(err error) bool {
+	for _, e := range []error{ErrTimeout, ErrCommandTimeout, ErrClosed, ErrRetargeted, ErrNoAddress} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	return true
+}
+
+// alone sends the payload of a call that only reads again, on a dedicated connection of its own, after the shared
+// connection it went on was lost, and waits for its replies within the call's bound counted anew. A shared
+// connection carries many clients' reads at once, and Redis runs what it reads from a connection in one go: the
+// replies of big values read by many clients together can pass a client-output-buffer-limit (or
+// maxmemory-clients) that none of those clients, connected straight to Redis, would reach, and Redis then closes
+// the connection. Alone, the payload is what its client would have sent Redis itself. Reads are safe to send
+// twice; a write never is, and a payload with one is not sent again. If the new connection cannot be had, or the
+// wait fails, Err says so.
+func (c *Call) alone() {
+	p := c.pool
+	conn, err := p.dedicated(!c.bounded)
+	if err != nil {
+		c.Err = err
+		return
+	}
+	deadline := p.CommandDeadline(time.Now())
+	if c.bounded {
+		deadline = time.Now().Add(p.opt.Timeout)
+	}
+	var cancelled atomic.Bool
+	if c.Cancel != nil {
+		// A server shutting down does not wait for the resend either.
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-c.Cancel:
+				cancelled.Store(true)
+				conn.nc.Close()
+			case <-stop:
+			}
+		}()
+	}
+	if err := conn.Do(c, c.again, c.againN, deadline); err != nil {
+		if cancelled.Load() {
+			c.Err = ErrClosed
+		}
+		conn.Close()
+		return
+	}
+	if cancelled.Load() {
+		conn.Close() // closed under Do's feet after the replies came: not for reuse
+		return
+	}
+	conn.Release()
+}
+
+// readsAgain lets Wait send p again, alone, if the call's shared connection is lost, when p only reads. p must
+// stay unchanged until Wait returns.
+func (c *Call) readsAgain(p *Payload) {
+	if c.pending && !p.Writes() {
+		c.again, c.againN = p.Bytes(), p.Len()
+	}
 }

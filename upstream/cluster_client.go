@@ -94,7 +94,9 @@ func (c *Client) Do(call *Call, p *Payload) error {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Do(call, p)
 	}
-	return c.Pool.Do(call, p.Bytes(), p.Len())
+	c.Pool.start(call, p.Bytes(), p.Len(), false, c.Pool.group(p))
+	call.readsAgain(p)
+	return call.Wait()
 }
 
 // Forward is Do for commands forwarded for clients, waited for as a direct client would (or within the command
@@ -103,16 +105,20 @@ func (c *Client) Forward(call *Call, p *Payload) error {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Forward(call, p)
 	}
-	return c.Pool.Forward(call, p.Bytes(), p.Len())
+	c.Pool.start(call, p.Bytes(), p.Len(), true, c.Pool.group(p))
+	call.readsAgain(p)
+	return call.Wait()
 }
 
-// Start is Pool.Start of p on a single node. In front of a cluster, whose router waits for every node it sends to,
-// the round trip (Cluster.Forward or Cluster.Do) runs on a goroutine of its own, so that WaitUntil and Wait work
-// alike; p must then stay unchanged until Wait returns.
+// Start is Pool.Start of p on a single node, where a payload that only reads is sent again, alone, if its shared
+// connection is lost (Call.alone). In front of a cluster, whose router waits for every node it sends to, the round
+// trip (Cluster.Forward or Cluster.Do) runs on a goroutine of its own, so that WaitUntil and Wait work alike. p
+// must stay unchanged until Wait returns.
 func (c *Client) Start(call *Call, p *Payload, fwd bool) {
 	cl := c.cluster.Load()
 	if cl == nil {
-		c.Pool.Start(call, p.Bytes(), p.Len(), fwd)
+		c.Pool.start(call, p.Bytes(), p.Len(), fwd, c.Pool.group(p))
+		call.readsAgain(p)
 		return
 	}
 	n := p.Len()
@@ -145,24 +151,30 @@ func (c *Client) Fetch(call *Call, keys [][]byte, out []Fetched) ([]Fetched, err
 	return c.Pool.Fetch(call, keys, out)
 }
 
-// Dedicated returns a dedicated connection: to the single node, or to the first master of a cluster (for
-// commands without keys).
-func (c *Client) Dedicated() (*Conn, error) { return c.DedicatedSlot(NoSlot) }
-
-// DedicatedSlot returns a dedicated connection to the master of slot (NoSlot: any); on a single node, to it.
-func (c *Client) DedicatedSlot(slot int) (*Conn, error) {
+// Dedicated returns a dedicated connection for featcache's own use (warming): to the single node, or to the
+// first master of a cluster; a new connection's setup is bounded by the timeout.
+func (c *Client) Dedicated() (*Conn, error) {
 	if cl := c.cluster.Load(); cl != nil {
-		return cl.Dedicated(slot)
+		return cl.Dedicated(NoSlot)
 	}
 	return c.Pool.Dedicated()
 }
 
-// DedicatedKey returns a dedicated connection to the node that holds key.
+// DedicatedSlot returns a dedicated connection for a client's command to the master of slot (NoSlot: any); on a
+// single node, to it, whose setup waits as the command would (Pool.DedicatedWait).
+func (c *Client) DedicatedSlot(slot int) (*Conn, error) {
+	if cl := c.cluster.Load(); cl != nil {
+		return cl.Dedicated(slot)
+	}
+	return c.Pool.DedicatedWait()
+}
+
+// DedicatedKey returns a dedicated connection for a client's command to the node that holds key.
 func (c *Client) DedicatedKey(key []byte) (*Conn, error) {
 	if cl := c.cluster.Load(); cl != nil {
 		return cl.Dedicated(int(Slot(key)))
 	}
-	return c.Pool.Dedicated()
+	return c.Pool.DedicatedWait()
 }
 
 // Healthy reports whether the upstream answers: the single node, or every master of a cluster.

@@ -1,10 +1,12 @@
 package upstream
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"featcache/internal/resp"
@@ -25,21 +27,39 @@ type Conn struct {
 	sc         resp.Scanner
 }
 
-// Dedicated returns an idle dedicated connection or dials a new one.
-func (p *Pool) Dedicated() (*Conn, error) {
+// Dedicated returns an idle dedicated connection or dials a new one, whose setup (AUTH, CLIENT SETNAME) is
+// bounded by the timeout: for featcache's own use. An idle connection that Redis has closed
+// meanwhile (its timeout setting closes connections idle for that long, CLIENT KILL closes any) is dropped, not
+// handed out: the command that needed it would get the EOF a direct client, which connects when it needs to,
+// never sees.
+func (p *Pool) Dedicated() (*Conn, error) { return p.dedicated(false) }
+
+// DedicatedWait is Dedicated for a client's command (a transaction, a blocking command, a subscription): a new
+// connection's setup waits as long as the command itself would (CommandTimeout, no bound by default), as a direct
+// client connecting to a paused or sleeping Redis waits for its first reply. Close and Retarget end the wait.
+func (p *Pool) DedicatedWait() (*Conn, error) { return p.dedicated(true) }
+
+func (p *Pool) dedicated(wait bool) (*Conn, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	p.idleMu.Lock()
-	if n := len(p.idle); n > 0 {
+	for {
+		p.idleMu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.idleMu.Unlock()
+			break
+		}
 		c := p.idle[n-1]
 		p.idle = p.idle[:n-1]
 		p.busy[c] = struct{}{}
 		p.idleMu.Unlock()
-		return c, nil
+		if !peerClosed(c.nc) {
+			return c, nil
+		}
+		c.Close()
 	}
-	p.idleMu.Unlock()
-	nc, addr, named, err := p.dial()
+	nc, addr, named, err := p.dialUntil(p.CommandDeadline(time.Now()), wait)
 	if err != nil {
 		return nil, err
 	}
@@ -235,4 +255,29 @@ func (c *Conn) Close() {
 	p.idleMu.Lock()
 	delete(p.busy, c)
 	p.idleMu.Unlock()
+}
+
+// peerClosed reports whether an idle connection is unusable: the peer closed it (EOF), it failed, or bytes wait on
+// it that nobody asked for (an idle connection has no reply to come; under TLS, a close_notify alert). It peeks
+// without waiting and consumes nothing; a connection it cannot inspect is taken as open.
+func peerClosed(nc net.Conn) bool {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	closed := false
+	err = raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = n > 0 || err == nil || (err != syscall.EAGAIN && err != syscall.EINTR)
+		return true // one look, never a wait
+	})
+	return closed || err != nil
 }

@@ -15,8 +15,9 @@ import (
 
 // lane is one of a pool's shared connections, as a place: its link is replaced when the connection fails.
 type lane struct {
-	pool *Pool
-	cur  atomic.Pointer[link]
+	pool  *Pool
+	group *laneGroup // the kind of payload it carries
+	cur   atomic.Pointer[link]
 
 	mu       sync.Mutex
 	lastFail time.Time
@@ -46,7 +47,7 @@ func (s *lane) reconnect() (*link, error) {
 	if !named {
 		setName = resp.AppendCommand(nil, "CLIENT", "SETNAME", s.pool.opt.ClientName)
 	}
-	l := newLink(s.pool, nc, s.pool.opt.Timeout, s.pool.opt.OnReadOnly, setName)
+	l := newLink(s.pool, s.group, nc, s.pool.opt.Timeout, s.pool.opt.OnReadOnly, setName)
 	s.cur.Store(l)
 	return l, nil
 }
@@ -56,7 +57,8 @@ func (s *lane) reconnect() (*link, error) {
 // bounds; the connection is closed only when it fails (or the pool is closed or retargeted), never because a
 // reply is late, so that every client gets its own reply when Redis gives it.
 type link struct {
-	pool       *Pool // where it tells that a batch is forming on it
+	pool       *Pool
+	group      *laneGroup // where it tells that a batch is forming on it, and in the pool's all
 	nc         net.Conn
 	timeout    time.Duration
 	onReadOnly func() // PoolOptions.OnReadOnly
@@ -83,8 +85,8 @@ type link struct {
 	head   int
 }
 
-func newLink(p *Pool, nc net.Conn, timeout time.Duration, onReadOnly func(), setName []byte) *link {
-	l := &link{pool: p, nc: nc, timeout: timeout, onReadOnly: onReadOnly, done: make(chan struct{}),
+func newLink(p *Pool, g *laneGroup, nc net.Conn, timeout time.Duration, onReadOnly func(), setName []byte) *link {
+	l := &link{pool: p, group: g, nc: nc, timeout: timeout, onReadOnly: onReadOnly, done: make(chan struct{}),
 		kick: make(chan struct{}, 1), setName: setName}
 	l.named.Store(setName == nil)
 	go l.readLoop()
@@ -139,7 +141,8 @@ func (l *link) enqueue(c *Call, payload []byte) {
 	l.mu.Unlock()
 	if kick {
 		// A batch starts forming here: calls started before the writer takes it join it (Pool.link).
-		l.pool.forming.Store(l)
+		l.group.forming.Store(l)
+		l.pool.all.forming.Store(l)
 		l.kick <- struct{}{}
 	}
 }
@@ -168,7 +171,8 @@ func (l *link) writeLoop() {
 		l.wbuf = l.spare[:0]
 		l.kicked = false
 		l.mu.Unlock()
-		l.pool.forming.CompareAndSwap(l, nil)
+		l.group.forming.CompareAndSwap(l, nil)
+		l.pool.all.forming.CompareAndSwap(l, nil)
 		if len(buf) == 0 {
 			continue
 		}

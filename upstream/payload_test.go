@@ -107,3 +107,41 @@ func TestPayloadAppendAllocs(t *testing.T) {
 		t.Errorf("Append and AppendFetch allocate %v times; want 0", n)
 	}
 }
+
+// TestPayloadWrites: a payload is taken for one that may write (and travels on the writes' shared connections) as
+// soon as it holds a command CLIENT PAUSE WRITE may hold: one Redis does not flag readonly, one whose key specs
+// modify (PFCOUNT), an unknown one, a transaction; featcache's own reads and plain reads are not writes.
+func TestPayloadWrites(t *testing.T) {
+	cmds, err := commands.Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		add    func(p *Payload)
+		writes bool
+	}{
+		{"GET", func(p *Payload) { p.Append(cmds.Lookup(testkit.Args("GET", "k")), testkit.Args("GET", "k"), nil) }, false},
+		{"MGET", func(p *Payload) { p.Append(cmds["mget"], testkit.Args("MGET", "a", "b"), nil) }, false},
+		{"EVAL_RO", func(p *Payload) { p.Append(cmds["eval_ro"], testkit.Args("EVAL_RO", "return 1", "0"), nil) }, false},
+		{"fill", func(p *Payload) { p.AppendFetch([]byte("k")) }, false},
+		{"forwarded cached read", func(p *Payload) { p.AppendKey("GET", []byte("k")) }, false},
+		{"SET", func(p *Payload) { p.Append(cmds["set"], testkit.Args("SET", "k", "v"), nil) }, true},
+		{"PFCOUNT", func(p *Payload) { p.Append(cmds["pfcount"], testkit.Args("PFCOUNT", "h"), nil) }, true},
+		{"EVAL", func(p *Payload) { p.Append(cmds["eval"], testkit.Args("EVAL", "return 1", "0"), nil) }, true},
+		{"PUBLISH", func(p *Payload) { p.Append(cmds["publish"], testkit.Args("PUBLISH", "c", "m"), nil) }, true},
+		{"unknown", func(p *Payload) { p.Append(nil, testkit.Args("NOSUCH"), nil) }, true},
+		{"transaction", func(p *Payload) { p.AppendTx(NoSlot, resp.AppendCommand(nil, "GET", "k"), 1) }, true},
+	} {
+		var p Payload
+		p.AppendFetch([]byte("first"))
+		tc.add(&p)
+		if p.Writes() != tc.writes {
+			t.Errorf("%s: Writes() = %v; want %v", tc.name, p.Writes(), tc.writes)
+		}
+		p.Reset()
+		if p.Writes() {
+			t.Errorf("%s: Writes() after Reset", tc.name)
+		}
+	}
+}

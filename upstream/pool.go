@@ -90,14 +90,19 @@ type Pool struct {
 	opt   PoolOptions
 	addr  atomic.Pointer[string] // where connections are dialed: opt.Addr, until Retarget
 	lanes []*lane
-	next  atomic.Uint32
-	// forming is the connection whose writer has been kicked and has not yet taken its batch, if any: calls
-	// started meanwhile join that batch rather than start one on the next connection.
-	forming atomic.Pointer[link]
+	// reads and writes are the shared connections that payloads without and with writes travel on
+	// (Payload.Writes): apart, so that a write Redis holds (CLIENT PAUSE WRITE, as during a failover) holds no
+	// read queued behind it on its connection, as it holds no direct client's read. With one connection they are
+	// the same group.
+	reads, writes *laneGroup
+	all           *laneGroup // every lane, for a group that cannot dial its own
 
 	idleMu sync.Mutex // guards idle and busy, and orders them with Retarget
 	idle   []*Conn
 	busy   map[*Conn]struct{} // dedicated connections handed out and not yet released or closed
+	// dialing holds the dedicated connections whose setup waits as long as Redis takes (dialUntil), so that Close
+	// and Retarget end those waits.
+	dialing map[net.Conn]struct{}
 
 	lastDial atomic.Int64 // unix nanoseconds of the last shared connection dialed and prepared successfully
 	closed   atomic.Bool
@@ -128,13 +133,42 @@ func NewPool(opt PoolOptions) *Pool {
 			opt.Dial = (&tls.Dialer{NetDialer: d, Config: opt.TLS}).DialContext
 		}
 	}
-	p := &Pool{opt: opt, busy: make(map[*Conn]struct{})}
+	p := &Pool{opt: opt, busy: make(map[*Conn]struct{}), dialing: make(map[net.Conn]struct{})}
 	p.addr.Store(&opt.Addr)
 	p.lanes = make([]*lane, opt.Conns)
-	for i := range p.lanes {
-		p.lanes[i] = &lane{pool: p}
+	w := max(1, opt.Conns/4)
+	p.writes, p.reads = &laneGroup{}, &laneGroup{}
+	if opt.Conns == 1 {
+		p.reads = p.writes
 	}
+	for i := range p.lanes {
+		g := p.reads
+		if i < w {
+			g = p.writes
+		}
+		p.lanes[i] = &lane{pool: p, group: g}
+		g.lanes = append(g.lanes, p.lanes[i])
+	}
+	p.all = &laneGroup{lanes: p.lanes}
 	return p
+}
+
+// group is the group of shared connections that payload travels on: the writes group's if it may write, else
+// the reads group's.
+func (p *Pool) group(payload *Payload) *laneGroup {
+	if payload.Writes() {
+		return p.writes
+	}
+	return p.reads
+}
+
+// laneGroup is a set of a pool's shared connections that one kind of payload travels on.
+type laneGroup struct {
+	lanes []*lane
+	next  atomic.Uint32
+	// forming is the connection whose writer has been kicked and has not yet taken its batch, if any: calls
+	// started meanwhile join that batch rather than start one on the next connection.
+	forming atomic.Pointer[link]
 }
 
 // Addr is the upstream address the pool dials: PoolOptions.Addr, or the latest Retarget's.
@@ -171,6 +205,9 @@ func (p *Pool) Retarget(addr string) {
 	for c := range p.busy {
 		c.moved.Store(true)
 		c.nc.Close()
+	}
+	for nc := range p.dialing {
+		nc.Close()
 	}
 	p.idle, p.busy = nil, make(map[*Conn]struct{})
 	p.addr.Store(&addr)
@@ -232,40 +269,48 @@ func (p *Pool) setHealth(up bool, err error) {
 // connection whose oldest call is already late (Redis has not answered it within the timeout) is passed over for
 // one whose is not, if there is one; and when the connection's lane cannot be dialed now (a hung or busy Redis
 // does not complete the handshake within the timeout), another lane's live connection is used, if there is one,
-// rather than failing a request that Redis can still answer there.
-func (p *Pool) link() (*link, error) {
+// rather than failing a request that Redis can still answer there. The connection is one of the group g's.
+func (p *Pool) link(g *laneGroup) (*link, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	if l := p.forming.Load(); l != nil && !l.broken.Load() && !l.late() {
+	if l := g.forming.Load(); l != nil && !l.broken.Load() && !l.late() {
 		// A batch is forming on l: joining it saves a write here and a read in Redis.
 		return l, nil
 	}
-	i := int(p.next.Add(1)) % len(p.lanes)
-	s := p.lanes[i]
+	i := int(g.next.Add(1)) % len(g.lanes)
+	s := g.lanes[i]
 	l := s.cur.Load()
 	if l == nil || l.broken.Load() {
 		var err error
 		if l, err = s.reconnect(); err != nil {
-			if o := p.other(i, false); o != nil {
+			if o := g.other(i, false); o != nil {
+				return o, nil
+			}
+			// Better the other group's connection than no answer at all.
+			if o := p.all.other(-1, false); o != nil {
 				return o, nil
 			}
 			return nil, err
 		}
 	}
 	if l.late() {
-		if o := p.other(i, true); o != nil {
+		if o := g.other(i, true); o != nil {
 			return o, nil
 		}
 	}
 	return l, nil
 }
 
-// other returns a live connection of a lane other than i (one that is not late, with onTime), or nil.
-func (p *Pool) other(i int, onTime bool) *link {
+// other returns a live connection of a lane of g other than i (one that is not late, with onTime), or nil; i -1
+// looks at every lane.
+func (g *laneGroup) other(i int, onTime bool) *link {
 	var found *link
-	for k := 1; k < len(p.lanes); k++ {
-		o := p.lanes[(i+k)%len(p.lanes)].cur.Load()
+	for k := 1; k <= len(g.lanes); k++ {
+		if k == len(g.lanes) && i >= 0 {
+			break
+		}
+		o := g.lanes[(i+k)%len(g.lanes)].cur.Load()
 		if o == nil || o.broken.Load() {
 			continue
 		}
@@ -290,6 +335,9 @@ func (p *Pool) Close() {
 	p.idleMu.Lock()
 	idle := p.idle
 	p.idle = nil
+	for nc := range p.dialing {
+		nc.Close()
+	}
 	p.idleMu.Unlock()
 	for _, c := range idle {
 		c.nc.Close()
@@ -301,6 +349,14 @@ func (p *Pool) Close() {
 // running a script or loading its dataset (BUSY, LOADING) does not fail the connection, which is usable (AUTH
 // passed): named reports false, and the caller names it later. Any other error reply fails the dial.
 func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
+	return p.dialUntil(time.Time{}, false)
+}
+
+// dialUntil is dial with the setup's replies waited for until setupBy (zero: no bound) when wait is set, for a
+// dedicated connection a client's command needs: Redis paused (CLIENT PAUSE) or asleep (DEBUG SLEEP, a script
+// below busy-reply-threshold) makes a direct client's connection wait as long, and featcache's waits with it.
+// Such a setup is closed by Close and Retarget. Without wait, as dial.
+func (p *Pool) dialUntil(setupBy time.Time, wait bool) (nc net.Conn, addr string, named bool, err error) {
 	addr = p.Addr()
 	if addr == "" {
 		return nil, addr, false, ErrNoAddress
@@ -334,8 +390,27 @@ func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
 	}
 	c := &Conn{pool: p, nc: nc}
 	call := NewCall()
-	if err := c.Do(call, req, n, time.Now().Add(p.opt.Timeout)); err != nil {
+	deadline := time.Now().Add(p.opt.Timeout)
+	if wait {
+		deadline = setupBy
+		p.idleMu.Lock()
+		p.dialing[nc] = struct{}{}
+		p.idleMu.Unlock()
+		defer func() {
+			p.idleMu.Lock()
+			delete(p.dialing, nc)
+			p.idleMu.Unlock()
+		}()
+		if p.closed.Load() {
+			nc.Close() // Close ran before nc was registered
+		}
+	}
+	if err := c.Do(call, req, n, deadline); err != nil {
 		nc.Close()
+		if call.Len() > 0 && call.Frame(0)[0] == resp.TypeError {
+			// Redis refused the connection as it accepted it (max clients reached): it wrote why, then closed.
+			return nil, addr, false, setupError(addr, call.Frame(0))
+		}
 		return nil, addr, false, fmt.Errorf("upstream: prepare connection to %s: %w", addr, err)
 	}
 	named = true
@@ -349,13 +424,27 @@ func (p *Pool) dial() (nc net.Conn, addr string, named bool, err error) {
 			continue
 		}
 		nc.Close()
-		// The reply names the problem (WRONGPASS, NOAUTH) but never the password.
-		return nil, addr, false, fmt.Errorf("upstream: prepare connection to %s: %s", addr, bytes.TrimSpace(f[1:]))
+		return nil, addr, false, setupError(addr, f)
 	}
 	// The handshake's deadlines must not stay on a connection that lives on: a shared one has no deadline (each
 	// call has its own), a dedicated one takes the deadlines of each wait.
 	nc.SetDeadline(time.Time{})
 	return nc, addr, named, nil
+}
+
+// setupError is the error of a connection whose setup Redis answered with the error reply f. A refusal that says
+// nothing about featcache's credentials (-ERR max number of clients reached, written by Redis to every client it
+// cannot accept) wraps Redis's error, which the client whose command needed the connection gets verbatim, as a
+// direct client connecting then would. An authentication error (NOAUTH, WRONGPASS, NOPERM) is featcache's own
+// problem, not the client's: passed on as it is, it would read as if the client had to AUTH. The reply names the
+// problem but never the password.
+func setupError(addr string, f []byte) error {
+	re := resp.ParseError(f)
+	switch {
+	case bytes.HasPrefix(f, noAuthReply), bytes.HasPrefix(f, wrongPassReply), bytes.HasPrefix(f, noPermReply):
+		return fmt.Errorf("upstream: prepare connection to %s: %s", addr, re)
+	}
+	return fmt.Errorf("upstream: prepare connection to %s: %w", addr, re)
 }
 
 func truncate(b []byte, n int) []byte {
@@ -371,6 +460,10 @@ var (
 	readOnlyReply = []byte("-READONLY ")
 	busyReply     = []byte("-BUSY ")
 	loadingReply  = []byte("-LOADING ")
+
+	noAuthReply    = []byte("-NOAUTH ")
+	wrongPassReply = []byte("-WRONGPASS ")
+	noPermReply    = []byte("-NOPERM ")
 )
 
 var epoch = time.Now()

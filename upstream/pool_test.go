@@ -462,7 +462,8 @@ func TestPoolSkipsPushes(t *testing.T) {
 }
 
 // TestPoolJoinsFormingBatch: a call started while a batch forms on a connection joins that connection rather than
-// the next one in turn, unless the connection is broken; calls with no batch forming go round the connections.
+// the next one in turn, unless the connection is broken; calls with no batch forming go round the connections of
+// their group.
 func TestPoolJoinsFormingBatch(t *testing.T) {
 	srv := redistest.Start(t)
 	p := NewPool(PoolOptions{Addr: srv.Addr(), Conns: 4, Timeout: 5 * time.Second})
@@ -479,14 +480,15 @@ func TestPoolJoinsFormingBatch(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		ids[clientID()] = true
 	}
-	if len(ids) != 4 {
-		t.Fatalf("with no batch forming, 8 calls used %d connections; want all 4", len(ids))
+	// Do's reads go round the connections of the reads group: all but the one that carries writes.
+	if len(ids) != 3 {
+		t.Fatalf("with no batch forming, 8 calls used %d connections; want all 3 of the reads group", len(ids))
 	}
 
 	forming := p.lanes[2].cur.Load()
 	var want string
 	for i := 0; i < 8; i++ {
-		p.forming.Store(forming) // as the call that kicks its writer does
+		p.reads.forming.Store(forming) // as the call that kicks its writer does
 		id := clientID()
 		if want == "" {
 			want = id
@@ -497,8 +499,42 @@ func TestPoolJoinsFormingBatch(t *testing.T) {
 	}
 
 	forming.fail(errors.New("test: connection lost"))
-	p.forming.Store(forming)
+	p.reads.forming.Store(forming)
 	if id := clientID(); id == want {
 		t.Fatalf("a call joined the broken connection (CLIENT ID %q)", id)
+	}
+}
+
+// TestPoolMaxClientsRefusal: a Redis at maxclients writes -ERR max number of clients reached to a new connection
+// and closes it, before it reads anything. The dial's error wraps Redis's error as Redis wrote it, with a password
+// (the refusal comes where AUTH's reply was expected, and the second reply never comes) and without; an idle
+// dedicated connection that Redis closed meanwhile is not handed out.
+func TestPoolMaxClientsRefusal(t *testing.T) {
+	srv := redistest.Start(t, "--requirepass", "pw")
+	admin := srv.Dial()
+	if got := string(admin.Do("AUTH", "pw")); got != "+OK\r\n" {
+		t.Fatalf("AUTH: %q", got)
+	}
+	withPass := NewPool(PoolOptions{Addr: srv.Addr(), Timeout: time.Second, Password: "pw", ClientName: "featcache-test"})
+	t.Cleanup(withPass.Close)
+	idle, err := withPass.Dedicated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle.Release()
+	if got := string(admin.Do("CONFIG", "SET", "maxclients", "1")); got != "+OK\r\n" {
+		t.Fatalf("CONFIG SET maxclients: %q", got)
+	}
+	t.Cleanup(func() { admin.Do("CONFIG", "SET", "maxclients", "10000") })
+	// The idle connection is killed: it must not come back from the idle list.
+	if got := string(admin.Do("CLIENT", "KILL", "USER", "default", "SKIPME", "yes")); got == ":0\r\n" {
+		t.Fatalf("CLIENT KILL: %q", got)
+	}
+	for _, p := range []*Pool{withPass, newTestPool(t, srv.Addr(), time.Second)} {
+		_, err := p.Dedicated()
+		var re resp.Error
+		if !errors.As(err, &re) || re.Error() != "ERR max number of clients reached" {
+			t.Errorf("password %q: Dedicated: got %v; want Redis's refusal wrapped", p.opt.Password, err)
+		}
 	}
 }
