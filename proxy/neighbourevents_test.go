@@ -19,8 +19,8 @@ import (
 // SLEEP. Each is run against featcache and against a direct client doing the same traffic, side by side; what
 // featcache answers must be what the direct client gets, and no value Redis no longer holds is served after it.
 
-// neighbourConfig caches "c:" keys (failing on upstream errors); other keys match no policy and are forwarded.
-const neighbourConfig = `
+// eventsConfig caches "c:" keys (failing on upstream errors); other keys match no policy and are forwarded.
+const eventsConfig = `
 policies:
   - {name: cached, prefix: "c:", soft_ttl: 1h, hard_ttl: 2h, jitter: 0}
 `
@@ -119,7 +119,7 @@ func expectFresh(t *testing.T, p *testProxy, phase, value string) {
 // come later get the replies a direct client gets, and no stale value.
 func TestNeighbourIdleTimeout(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxyOn(t, redis, neighbourConfig)
+	p := startProxyOn(t, redis, eventsConfig)
 	primeNeighbour(t, p, "one")
 	fs, rs := subscriberPair(t, p, "ch")
 	fc, rc := p.dial(), redis.Dial()
@@ -152,7 +152,7 @@ func TestNeighbourIdleTimeout(t *testing.T) {
 // and get Redis's replies after the sleep, as a direct client's do; afterwards tracking works.
 func TestNeighbourDebugSleep(t *testing.T) {
 	redis := redistest.Start(t, "--enable-debug-command", "yes")
-	p := startProxyOn(t, redis, neighbourConfig)
+	p := startProxyOn(t, redis, eventsConfig)
 	primeNeighbour(t, p, "one")
 	fs, rs := subscriberPair(t, p, "ch")
 	fc, rc := p.dial(), redis.Dial()
@@ -205,7 +205,7 @@ func killFeatcache(t *testing.T, admin *redistest.Conn) int {
 // recovers by itself.
 func TestNeighbourMaxClients(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxyOn(t, redis, neighbourConfig)
+	p := startProxyOn(t, redis, eventsConfig)
 	primeNeighbour(t, p, "one")
 	admin := redis.Dial()
 	fc := p.dial()
@@ -248,7 +248,7 @@ func TestNeighbourMaxClients(t *testing.T) {
 // lost), clients get an error that says why, and once the password is removed featcache recovers by itself.
 func TestNeighbourPasswordChange(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxyOn(t, redis, neighbourConfig)
+	p := startProxyOn(t, redis, eventsConfig)
 	primeNeighbour(t, p, "one")
 	admin := redis.Dial()
 	fc := p.dial()
@@ -282,7 +282,7 @@ func TestNeighbourPasswordChange(t *testing.T) {
 // and a transaction run through featcache and straight on Redis.
 func TestNeighbourClientKillTypes(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxyOn(t, redis, neighbourConfig)
+	p := startProxyOn(t, redis, eventsConfig)
 	primeNeighbour(t, p, "one")
 	admin := redis.Dial()
 	fs, rs := subscriberPair(t, p, "ch")
@@ -364,7 +364,7 @@ func concurrently(t *testing.T, dial func() *redistest.Conn, cmds ...[]string) [
 // pause.
 func TestNeighbourClientPauseWrite(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxyOn(t, redis, neighbourConfig)
+	p := startProxyOn(t, redis, eventsConfig)
 	primeNeighbour(t, p, "one")
 	redis.Do("SET", "c:2", "two")
 	redis.Do("SET", "u:r", "read")
@@ -428,7 +428,7 @@ func heldCommands(t *testing.T, redis *redistest.Server) int {
 // transaction needs a connection featcache opens during the pause. Afterwards tracking works.
 func TestNeighbourClientPauseAll(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxyOn(t, redis, neighbourConfig)
+	p := startProxyOn(t, redis, eventsConfig)
 	primeNeighbour(t, p, "one")
 	fs, rs := subscriberPair(t, p, "ch")
 	fc, rc := p.dial(), redis.Dial()
@@ -466,7 +466,7 @@ func TestNeighbourClientPauseAll(t *testing.T) {
 func TestNeighbourReplicaOf(t *testing.T) {
 	redis := redistest.Start(t)
 	primary := redistest.Start(t)
-	p := startProxyOn(t, redis, neighbourConfig)
+	p := startProxyOn(t, redis, eventsConfig)
 	primeNeighbour(t, p, "one")
 	primary.Do("SET", "c:1", "primary")
 	admin := redis.Dial()
@@ -538,7 +538,7 @@ func readersOf(t *testing.T, dial func() *redistest.Conn, clients, rounds int, k
 func TestNeighbourOutputBufferLimit(t *testing.T) {
 	redis := redistest.Start(t)
 	// A long upstream.timeout: the fills of 300KB values, many at once on a loaded machine, must not time out.
-	p := startProxyOn(t, redis, "upstream: {timeout: 5s}\n"+neighbourConfig)
+	p := startProxyOn(t, redis, "upstream: {timeout: 5s}\n"+eventsConfig)
 	value := strings.Repeat("v", 300<<10)
 	var keys []string
 	for i := 0; i < 4; i++ {
@@ -569,7 +569,7 @@ func TestNeighbourOutputBufferLimit(t *testing.T) {
 // featcache's error naming WRONGPASS; once the password is restored, featcache recovers by itself.
 func TestNeighbourACLPassword(t *testing.T) {
 	redis := redistest.Start(t, "--requirepass", "first-secret")
-	p := startProxyOn(t, redis, "upstream: {password: first-secret}\n"+neighbourConfig)
+	p := startProxyOn(t, redis, "upstream: {password: first-secret}\n"+eventsConfig)
 	admin := redis.Dial()
 	expectDo(t, admin, "+OK\r\n", "AUTH", "first-secret")
 	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "one")
@@ -604,7 +604,7 @@ func TestNeighbourACLPassword(t *testing.T) {
 // subscriber's.
 func TestNeighbourPubSubOutputLimit(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxyOn(t, redis, neighbourConfig)
+	p := startProxyOn(t, redis, eventsConfig)
 	expectDo(t, redis.Dial(), "+OK\r\n", "CONFIG", "SET", "client-output-buffer-limit", "pubsub 1mb 1mb 0")
 	fs, rs := subscriberPair(t, p, "big")
 	msg := strings.Repeat("m", 300<<10)
