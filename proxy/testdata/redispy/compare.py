@@ -1,0 +1,475 @@
+"""redis-py side by side: the same calls against redis-server and against featcache, printed for comparison.
+
+Run: /usr/bin/python3 compare.py HOST PORT UPSTREAM_PORT
+
+HOST:PORT is the server under test (a redis-server, or featcache in front of one); UPSTREAM_PORT is the
+redis-server behind it (the same port when HOST:PORT is Redis itself), reached directly as another application
+of the same Redis would. Every case prints lines "case.what: value" to stdout; clients_redispy_test.go runs the
+script against both and compares the lines. Values that legitimately differ between two servers are normalised
+here, and each normalisation says which field and why. An exception raised by redis-py is printed as its type and
+message: Redis's errors must come back with the same text.
+"""
+
+import sys
+import threading
+import time
+
+import redis
+from redis.exceptions import LockNotOwnedError, WatchError
+
+from fcutil import args, client
+
+HOST, PORT, UPSTREAM_PORT = args()
+r = client(HOST, PORT)
+other = client(HOST, PORT)  # another client of the server under test
+up = client(HOST, UPSTREAM_PORT)  # another application of the same Redis, straight to it
+
+case_name = ""
+
+
+def out(what, value):
+    print("%s.%s: %r" % (case_name, what, value))
+    sys.stdout.flush()
+
+
+def call(what, fn):
+    """Prints fn()'s result, or the exception it raised (type and message), and returns the result or None."""
+    try:
+        v = fn()
+    except Exception as e:  # noqa: BLE001 - the exception is the result being compared
+        out(what, "%s: %s" % (type(e).__name__, e))
+        return None
+    out(what, v)
+    return v
+
+
+# Fields of CLIENT LIST / CLIENT INFO that differ between two servers or two runs: ids and addresses (another
+# port, another socket), ages and idle times (timing), and Redis's buffer and memory figures.
+CLIENT_VOLATILE = {"id", "addr", "laddr", "fd", "age", "idle", "qbuf", "qbuf-free", "argv-mem", "multi-mem",
+                   "obl", "oll", "omem", "tot-mem", "rbs", "rbp", "events"}
+
+
+def norm_client(info):
+    return {k: ("*" if k in CLIENT_VOLATILE else v) for k, v in sorted(info.items())}
+
+
+def watch_conflict():
+    r.set("w:k", "1")
+    with r.pipeline(transaction=True) as p:
+        p.watch("w:k")
+        out("get_while_watching", p.get("w:k"))
+        up.set("w:k", "2")  # another application of the same Redis changes the watched key
+        p.multi()
+        p.incr("w:k")
+        call("execute", p.execute)
+    out("after_redis_write", r.get("w:k"))
+    with r.pipeline(transaction=True) as p:
+        p.watch("w:k")
+        other.set("w:k", "3")  # another client of the server under test
+        p.multi()
+        p.incr("w:k")
+        call("execute_other_client", p.execute)
+    out("after_other_write", r.get("w:k"))
+    with r.pipeline(transaction=True) as p:
+        p.watch("w:k")
+        p.multi()
+        p.incr("w:k")
+        call("execute_unopposed", p.execute)
+    out("after_unopposed", r.get("w:k"))
+
+    def incr(pipe):
+        v = int(pipe.get("w:k"))
+        pipe.multi()
+        pipe.set("w:k", v + 10)
+    call("transaction_helper", lambda: r.transaction(incr, "w:k"))
+    out("after_transaction_helper", r.get("w:k"))
+
+
+def pipeline_errors():
+    r.set("p:str", "x")
+    with r.pipeline(transaction=False) as p:
+        p.set("p:a", "1").lpush("p:str", "y").incr("p:a").hset("p:str", "f", "v").get("p:a").get("p:str")
+        res = p.execute(raise_on_error=False)
+        out("plain_no_raise", [("%s: %s" % (type(v).__name__, v)) if isinstance(v, Exception) else v for v in res])
+    with r.pipeline(transaction=False) as p:
+        p.set("p:b", "1").lpush("p:str", "y").incr("p:b")
+        call("plain_raise", p.execute)
+    out("after_plain_raise", r.get("p:b"))
+    with r.pipeline(transaction=True) as p:
+        p.set("p:c", "1").lpush("p:str", "y").incr("p:c").get("p:c")
+        res = p.execute(raise_on_error=False)
+        out("multi_no_raise", [("%s: %s" % (type(v).__name__, v)) if isinstance(v, Exception) else v for v in res])
+    with r.pipeline(transaction=True) as p:
+        p.set("p:d", "1").lpush("p:str", "y").incr("p:d")
+        call("multi_raise", p.execute)
+    out("after_multi_raise", r.get("p:d"))
+    with r.pipeline(transaction=True) as p:  # a queue-time error: EXECABORT
+        p.set("p:e", "1").execute_command("NOSUCHCMD", "x").incr("p:e")
+        call("multi_execabort", p.execute)
+    out("after_execabort", r.get("p:e"))
+
+
+def lock():
+    lk = r.lock("lk:name", timeout=5)
+    out("acquire", lk.acquire(blocking=False))
+    out("locked", lk.locked())
+    out("owned", lk.owned())
+    out("second_acquire", r.lock("lk:name", timeout=5).acquire(blocking=True, blocking_timeout=0.2))
+    out("extend", lk.extend(10))
+    out("pttl_after_extend", 13000 < r.pttl("lk:name") <= 15000)
+    out("extend_replace", lk.extend(2, replace_ttl=True))
+    out("pttl_after_replace", 1000 < r.pttl("lk:name") <= 2000)
+    out("reacquire", lk.reacquire())
+    lk.release()
+    out("locked_after_release", lk.locked())
+    call("release_again", lk.release)
+    call("extend_released", lambda: lk.extend(1))
+    lk2 = r.lock("lk:name", timeout=5)
+    lk2.acquire()
+    up.set("lk:name", "stolen")  # another application takes the key
+    out("owned_after_steal", lk2.owned())
+    try:
+        lk2.release()
+        out("release_stolen", "released")
+    except LockNotOwnedError as e:
+        out("release_stolen", "LockNotOwnedError: %s" % e)
+
+
+def norm_msg(m):
+    if m is None:
+        return None
+    return {k: m[k] for k in sorted(m)}
+
+
+def messages(p, n, within=3.0):
+    """Up to n messages of p, polling get_message(timeout) for up to `within` seconds."""
+    got = []
+    deadline = time.monotonic() + within
+    while len(got) < n and time.monotonic() < deadline:
+        m = p.get_message(timeout=0.1)
+        if m is not None:
+            got.append(norm_msg(m))
+    return got
+
+
+def pubsub():
+    p = r.pubsub()
+    out("get_message_before_subscribe", p.get_message(timeout=0.1))
+    p.subscribe("ps:a", "ps:b")
+    out("subscribed", messages(p, 2))
+    p.psubscribe("ps:p*")
+    out("psubscribed", messages(p, 1))
+    out("publish_a", other.publish("ps:a", "one"))
+    out("publish_p", up.publish("ps:px", b"\x00\xff two"))
+    out("publish_none", other.publish("ps:none", "x"))
+    out("messages", messages(p, 2))
+    out("get_message_empty", p.get_message(timeout=0.2))
+    p.ping("hi")
+    out("ping", messages(p, 1))
+    out("numsub", r.pubsub_numsub("ps:a", "ps:b", "ps:none"))
+    out("numpat", r.pubsub_numpat())
+    out("channels", sorted(r.pubsub_channels("ps:*")))
+    p.unsubscribe("ps:a")
+    out("unsubscribed_a", messages(p, 1))
+    p.punsubscribe()
+    p.unsubscribe()
+    out("unsubscribed_all", messages(p, 2))
+    p.close()
+
+    ip = r.pubsub(ignore_subscribe_messages=True)
+    ip.subscribe("ps:c")
+    out("ignored_confirmation", ip.get_message(timeout=0.2))
+    other.publish("ps:c", "three")
+    out("after_ignored", messages(ip, 1))
+    ip.close()
+
+
+def pubsub_thread():
+    got = []
+    done = threading.Event()
+
+    def handler(m):
+        got.append(norm_msg(m))
+        if len(got) == 3:
+            done.set()
+    p = r.pubsub()
+    p.subscribe(**{"th:a": handler})
+    p.psubscribe(**{"th:p*": handler})
+    t = p.run_in_thread(sleep_time=0.05, daemon=True)
+    deadline = time.monotonic() + 3
+    while other.pubsub_numsub("th:a")[0][1] != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    other.publish("th:a", "1")
+    other.publish("th:px", "2")
+    up.publish("th:a", "3")
+    done.wait(3)
+    t.stop()
+    t.join(3)
+    p.close()
+    out("handled", got)
+
+
+def health_check():
+    c = client(HOST, PORT, health_check_interval=0.3)
+    p = c.pubsub()
+    p.subscribe("hc:a")
+    out("subscribed", messages(p, 1))
+    # Past the interval, redis-py sends PING redis-py-health-check before its next read on the subscription and
+    # swallows the reply.
+    time.sleep(0.4)
+    out("quiet", p.get_message(timeout=0.2))
+    time.sleep(0.4)
+    other.publish("hc:a", "after")
+    out("after_health_check", messages(p, 1))
+    out("plain_command_after", c.set("hc:k", "v"))
+    time.sleep(0.4)
+    out("get_after_interval", c.get("hc:k"))
+    p.close()
+
+
+def blocking():
+    b = client(HOST, PORT)
+    t0 = time.monotonic()
+    out("blpop_timeout", b.blpop(["bl:none"], timeout=1))
+    out("blpop_waited", time.monotonic() - t0 >= 0.9)
+    out("brpoplpush_timeout", b.brpoplpush("bl:none", "bl:dst", timeout=0.2))
+    out("bzpopmin_timeout", b.bzpopmin(["bl:znone"], timeout=0.2))
+    out("xread_timeout", b.xread({"bl:snone": "$"}, block=300))
+    out("blmove_timeout", b.blmove("bl:none", "bl:dst", 0.2, "LEFT", "RIGHT"))
+    r.rpush("bl:l", "a", "b")
+    r.zadd("bl:z", {"m1": 1.5, "m2": 2})
+    r.xadd("bl:s", {"f": "v"}, id="1-1")
+    out("blpop_data", b.blpop(["bl:none", "bl:l"], timeout=1))
+    out("brpoplpush_data", b.brpoplpush("bl:l", "bl:dst", timeout=1))
+    out("bzpopmin_data", b.bzpopmin(["bl:z"], timeout=1))
+    out("bzpopmax_data", b.bzpopmax(["bl:z"], timeout=1))
+    out("xread_data", b.xread({"bl:s": "0"}, block=300))
+    out("dst", r.lrange("bl:dst", 0, -1))
+
+    def push_later():
+        time.sleep(0.3)
+        other.rpush("bl:later", "x")
+    th = threading.Thread(target=push_later)
+    th.start()
+    out("blpop_woken", b.blpop(["bl:later"], timeout=5))
+    th.join()
+    call("blpop_negative_timeout", lambda: b.execute_command("BLPOP", "bl:none", "-1"))
+    call("blpop_wrongtype", lambda: (r.set("bl:str", "x"), b.blpop(["bl:str"], timeout=1))[1])
+
+
+def scans():
+    for i in range(40):
+        r.set("sc:key:%02d" % i, i)
+    r.set("sc:other", 1)
+    r.hset("sc:h", mapping={"f%02d" % i: i for i in range(30)})
+    r.hset("sc:h", "g", "x")
+    r.sadd("sc:s", *["m%02d" % i for i in range(30)] + ["n1"])
+    r.zadd("sc:z", {"z%02d" % i: i for i in range(30)})
+    out("scan_iter", sorted(r.scan_iter(match="sc:key:*", count=7)))
+    out("scan_iter_type", sorted(r.scan_iter(match="sc:*", _type="hash")))
+    out("hscan_iter", sorted(r.hscan_iter("sc:h", match="f1*", count=5)))
+    out("sscan_iter", sorted(r.sscan_iter("sc:s", match="m2*", count=5)))
+    out("zscan_iter", sorted(r.zscan_iter("sc:z", match="z0*", count=5)))
+    out("hscan_small", r.hscan("sc:none"))
+    call("scan_bad_count", lambda: r.scan(0, count=0))
+
+
+def clients():
+    c = client(HOST, PORT)
+    out("setname", c.client_setname("cmp-client"))
+    out("getname", c.client_getname())
+    cid = c.client_id()
+    out("id_is_int", isinstance(cid, int) and cid > 0)
+    out("info", norm_client(c.client_info()))
+    mine = [norm_client(x) for x in c.client_list() if x.get("name") == "cmp-client"]
+    out("list_mine", mine)
+    out("list_type_pubsub", c.client_list(_type="pubsub"))
+    out("list_by_id", [norm_client(x) for x in c.client_list(client_id=[str(cid)])])
+    call("setname_space", lambda: c.client_setname("a b"))
+    victim = client(HOST, PORT)
+    victim.client_setname("victim")
+    vid = victim.client_id()
+    out("kill_filter_id", c.client_kill_filter(_id=vid))
+    out("kill_filter_id_again", c.client_kill_filter(_id=vid))
+    # redis-py reconnects a connection the server closed: the next command runs on a new one.
+    out("victim_after_kill", call("victim_ping", victim.ping))
+    out("victim_new_id", victim.client_id() != vid)
+    out("victim_name_after_reconnect", victim.client_getname())
+    call("kill_bad_filter", lambda: c.client_kill_filter(_type="nosuch"))
+    call("kill_addr_missing", lambda: c.client_kill("127.0.0.1:1"))
+
+
+def kill_from_redis():
+    """Another application of the same Redis kills every other normal client: a pool reconnects."""
+    c = client(HOST, PORT)
+    c.set("kr:k", "v1")
+    out("get_before", c.get("kr:k"))
+    killed = up.client_kill_filter(_type="normal", skipme=True)
+    out("killed_some", killed >= 1)
+    out("get_after", call("get_after_kill", lambda: c.get("kr:k")))
+    out("set_after", call("set_after_kill", lambda: c.set("kr:k", "v2")))
+    out("get_new", c.get("kr:k"))
+    out("redis_value", up.get("kr:k"))
+
+
+def monitor():
+    m = client(HOST, PORT)
+    with m.monitor() as mon:
+        other.set("mon:k", "v")
+        other.incr("mon:n")
+        other.delete("mon:k")
+        got = []
+        for _ in range(3):
+            cmd = mon.next_command()
+            # time, client address and port differ between runs and servers; db and client_type are compared.
+            got.append({k: v for k, v in sorted(cmd.items()) if k not in ("time", "client_address", "client_port")})
+        out("commands", got)
+
+
+def objects():
+    r.set("ob:int", "12345")
+    r.set("ob:str", "x" * 100)
+    r.rpush("ob:list", "a", "b")
+    r.hset("ob:h", "f", "v")
+    for k in ("ob:int", "ob:str", "ob:list", "ob:h", "ob:none"):
+        call("encoding_" + k, lambda: r.object("encoding", k))
+    call("refcount", lambda: r.object("refcount", "ob:str"))
+    call("idletime_small", lambda: r.object("idletime", "ob:str") < 5)
+    call("freq_noLFU", lambda: r.object("freq", "ob:str"))
+    call("memory_usage", lambda: r.memory_usage("ob:str"))
+    call("memory_usage_none", lambda: r.memory_usage("ob:none"))
+    call("debug_object", lambda: {k: v for k, v in r.debug_object("ob:str").items()
+                                  if k not in ("at", "lru", "lru_seconds_idle")})
+
+
+def unknown_commands():
+    call("unknown", lambda: r.execute_command("NOSUCH", "a", "b c"))
+    call("unknown_no_args", lambda: r.execute_command("FOOBAR"))
+    call("unknown_subcommand", lambda: r.execute_command("CLIENT", "NOSUCH"))
+    call("unknown_config_sub", lambda: r.execute_command("OBJECT", "NOSUCH", "k"))
+    call("arity", lambda: r.execute_command("GET"))
+    call("arity_set", lambda: r.execute_command("SET", "k"))
+    call("syntax", lambda: r.execute_command("SET", "k", "v", "NOSUCH"))
+    call("long_unknown", lambda: r.execute_command("X" * 200, "y"))
+
+
+def decoded():
+    d = client(HOST, PORT, decode_responses=True)
+    r.set("dec:bin", b"\xff\xfe\x00ok")
+    r.set("dec:txt", "h\u00e9llo")
+    out("get_txt", d.get("dec:txt"))
+    call("get_bin_miss", lambda: d.get("dec:bin"))
+    call("get_bin_hit", lambda: d.get("dec:bin"))
+    call("mget_bin", lambda: d.mget("dec:txt", "dec:bin"))
+    r.hset("dec:h", mapping={"a": b"\xc3\x28", "b": "ok"})
+    call("hgetall_bin", lambda: d.hgetall("dec:h"))
+    call("hget_ok", lambda: d.hget("dec:h", "b"))
+    out("still_usable", d.get("dec:txt"))
+    out("ping", d.ping())
+
+
+def scripts():
+    sha = r.script_load("return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}")
+    out("sha", sha)
+    out("exists", r.script_exists(sha, "0" * 40))
+    out("evalsha", r.evalsha(sha, 1, "sc:n", "arg"))
+    out("evalsha_again", r.evalsha(sha, 1, "sc:n", "arg"))
+    out("get_after", r.get("sc:n"))
+    call("evalsha_missing", lambda: r.evalsha("0" * 40, 0))
+    call("eval_error", lambda: r.eval("return redis.call('INCR', KEYS[1])", 1, "sc:str") if r.set("sc:str", "x") else 0)
+    call("eval_lua_error", lambda: r.eval("return error(", 0))
+    call("eval_types", lambda: r.eval("return {1, false, 'x', 2.5, {'n', 3}}", 0))
+    call("eval_false", lambda: r.eval("return false", 0))
+    s = r.register_script("return redis.call('GET', KEYS[1])")
+    r.set("sc:g", "gv")
+    out("registered", s(keys=["sc:g"]))
+    out("flush", r.script_flush())
+    out("registered_after_flush", s(keys=["sc:g"]))
+    lib = ("#!lua name=cmplib\n"
+           "redis.register_function('cmp_set', function(keys, args) return redis.call('SET', keys[1], args[1]) end)\n"
+           "redis.register_function{function_name='cmp_get', callback=function(keys, args) "
+           "return redis.call('GET', keys[1]) end, flags={'no-writes'}}\n")
+    out("function_load", r.function_load(lib))
+    call("function_load_again", lambda: r.function_load(lib))
+    out("fcall_set", r.fcall("cmp_set", 1, "fn:k", "fv"))
+    out("get_after_fcall", r.get("fn:k"))
+    out("fcall_ro", r.fcall_ro("cmp_get", 1, "fn:k"))
+    call("fcall_missing", lambda: r.fcall("nosuchfn", 0))
+    # Redis lists a library's functions in the order of its dictionary, which differs between two servers.
+    libs = r.function_list()
+    for lib_ in libs:
+        i = lib_.index(b"functions") + 1
+        lib_[i] = sorted(lib_[i])
+    out("function_list", libs)
+    out("function_delete", r.function_delete("cmplib"))
+
+
+def server():
+    out("echo", r.echo("h\u00e9 \x00"))
+    out("ping", r.ping())
+    call("ping_arg", lambda: r.execute_command("PING", "msg"))
+    t = r.time()
+    out("time_shape", isinstance(t, tuple) and len(t) == 2 and abs(t[0] - time.time()) < 60)
+    out("lastsave_int", isinstance(r.lastsave(), object))
+    r.set("sv:a", 1)
+    out("dbsize", r.dbsize())
+    out("config_get_maxmemory", r.config_get("maxmemory"))
+    out("config_get_glob", sorted(r.config_get("maxmemory-*").items()))
+    out("config_get_requirepass", r.config_get("requirepass"))
+    out("config_get_none", r.config_get("nosuchparam"))
+    call("select_0", lambda: r.execute_command("SELECT", "0"))
+    call("select_99", lambda: r.execute_command("SELECT", "99"))
+    call("select_x", lambda: r.execute_command("SELECT", "x"))
+    call("swapdb_0_0", lambda: r.swapdb(0, 0))
+    call("swapdb_bad", lambda: r.swapdb(0, 99))
+    info = r.info("server")
+    # Values that differ between two redis-server processes: ids, ports, paths, pids, clocks and uptimes.
+    volatile = {"run_id", "tcp_port", "process_id", "uptime_in_seconds", "uptime_in_days", "lru_clock",
+                "server_time_usec", "executable", "config_file", "hz", "configured_hz", "io_threads_active",
+                "process_supervised"}
+    out("info_server", sorted((k, "*" if k in volatile else v) for k, v in info.items()))
+    out("info_keyspace", r.info("keyspace"))
+    out("info_persistence_keys", sorted(r.info("persistence")))
+    out("info_clients_keys", sorted(r.info("clients")))
+    out("info_stats_keys", sorted(r.info("stats")))
+    out("info_replication_role", r.info("replication")["role"])
+    out("info_default_has_server_and_keyspace", "redis_version" in r.info() and "db0" in r.info())
+    out("info_commandstats_has_set", "cmdstat_set" in r.info("commandstats"))
+
+
+def other_dbs():
+    d1 = client(HOST, PORT, db=1)
+    call("db1_ping", d1.ping)
+    call("db1_set", lambda: d1.set("db1:k", "v"))
+    call("swapdb_0_1", lambda: r.swapdb(0, 1))
+
+
+CASES = [
+    ("watch_conflict", watch_conflict),
+    ("pipeline_errors", pipeline_errors),
+    ("lock", lock),
+    ("pubsub", pubsub),
+    ("pubsub_thread", pubsub_thread),
+    ("health_check", health_check),
+    ("blocking", blocking),
+    ("scans", scans),
+    ("clients", clients),
+    ("monitor", monitor),
+    ("objects", objects),
+    ("unknown_commands", unknown_commands),
+    ("decoded", decoded),
+    ("scripts", scripts),
+    ("server", server),
+    ("kill_from_redis", kill_from_redis),
+    ("other_dbs", other_dbs),
+]
+
+if __name__ == "__main__":
+    for name, fn in CASES:
+        case_name = name
+        start = time.monotonic()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - an unexpected exception ends the case, printed for comparison
+            out("raised", "%s: %s" % (type(e).__name__, e))
+        print("# %s took %.0f ms" % (name, (time.monotonic() - start) * 1000), file=sys.stderr)
