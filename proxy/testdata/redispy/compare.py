@@ -444,6 +444,101 @@ def other_dbs():
     call("swapdb_0_1", lambda: r.swapdb(0, 1))
 
 
+def cached_reads():
+    """Reads featcache answers from memory, after writes that change what they must answer."""
+    r.set("cr:k", "v1")
+    out("get", [r.get("cr:k"), r.get("cr:k")])
+    out("set_get", r.set("cr:k", "v2", get=True))
+    out("get_after_set_get", r.get("cr:k"))
+    out("getex", r.getex("cr:k", px=150))
+    out("get_after_getex", r.get("cr:k"))
+    time.sleep(0.3)
+    out("get_after_expiry", [r.get("cr:k"), r.get("cr:k")])
+    r.set("cr:d", "dv")
+    out("get_d", r.get("cr:d"))
+    out("getdel", r.getdel("cr:d"))
+    out("get_after_getdel", r.get("cr:d"))
+    r.set("cr:src", "s1")
+    r.set("cr:dst", "d1")
+    out("gets", r.mget("cr:src", "cr:dst"))
+    out("copy", r.copy("cr:src", "cr:dst", replace=True))
+    out("get_after_copy", r.mget("cr:src", "cr:dst"))
+    out("rename", r.rename("cr:src", "cr:renamed"))
+    out("get_after_rename", r.mget("cr:src", "cr:renamed"))
+    out("move", r.move("cr:renamed", 1))
+    out("get_after_move", r.get("cr:renamed"))
+    r.set("cr:lua", "l1")
+    out("get_lua", r.get("cr:lua"))
+    out("eval_undeclared", r.eval("return redis.call('SET', 'cr:lua', 'l2')", 0))
+    out("get_after_eval", r.get("cr:lua"))
+    r.rpush("cr:list", "x")
+    call("get_wrongtype", lambda: r.get("cr:list"))
+    call("get_wrongtype_again", lambda: r.get("cr:list"))
+    call("hget_wrongtype", lambda: r.hget("cr:dst", "f"))
+    call("hgetall_wrongtype", lambda: r.hgetall("cr:dst"))
+    out("mget_mixed", r.mget("cr:list", "cr:dst", "cr:none"))
+    call("get_extra_arg", lambda: r.execute_command("GET", "cr:dst", "extra"))
+    call("get_mixed_case", lambda: r.execute_command("gEt", "cr:dst"))
+    call("hmget_no_fields", lambda: r.execute_command("HMGET", "cr:h"))
+    r.hset("cr:h", mapping={"a": "1", "b": "2"})
+    out("hash_reads", [r.hget("cr:h", "a"), r.hmget("cr:h", "a", "z"), r.hgetall("cr:h"), r.hgetall("cr:h")])
+    r.hdel("cr:h", "a")
+    r.hincrby("cr:h", "b", 5)
+    out("hash_after_writes", [r.hget("cr:h", "a"), r.hmget("cr:h", "a", "b"), r.hgetall("cr:h")])
+    up.hset("cr:h", "c", "from redis")
+    up.set("cr:dst", "from redis")
+    # The invalidations travel on featcache's tracking connection: wait for them, for at most 5 seconds.
+    want = [{b"b": b"7", b"c": b"from redis"}, b"from redis"]
+    deadline = time.monotonic() + 5
+    while [r.hgetall("cr:h"), r.get("cr:dst")] != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out("after_redis_writes", [r.hgetall("cr:h"), r.get("cr:dst")])
+    big = b"\x00\xff" * 300000
+    r.set("cr:big", big)
+    out("big", [r.get("cr:big") == big, r.get("cr:big") == big, r.strlen("cr:big")])
+    keys = ["cr:m:%d" % i for i in range(500)]
+    r.mset({k: i for i, k in enumerate(keys[::2])})
+    out("mget_500", r.mget(keys) == r.mget(keys) and r.mget(keys)[:4])
+    out("flushdb", r.flushdb())
+    out("get_after_flushdb", [r.get("cr:dst"), r.hgetall("cr:h")])
+
+
+def commands_info():
+    out("command_count_positive", r.command_count() > 200)
+    call("command_info_get", lambda: r.execute_command("COMMAND", "INFO", "GET"))
+    call("command_getkeys", lambda: r.command_getkeys("SET", "a", "b"))
+    call("command_getkeys_bad", lambda: r.command_getkeys("GET"))
+    call("readonly", r.readonly)
+    call("readwrite", r.readwrite)
+    call("wait", lambda: r.wait(0, 10))
+    call("lolwut_version", lambda: r.execute_command("LOLWUT", "VERSION", "5").splitlines()[-1])
+    call("memory_doctor_type", lambda: type(r.execute_command("MEMORY", "DOCTOR")).__name__)
+    call("memory_stats_keys", lambda: sorted(k for k in r.memory_stats() if not k.startswith("db.")))
+    call("memory_malloc_stats_type", lambda: type(r.execute_command("MEMORY", "MALLOC-STATS")).__name__)
+    call("latency_latest", lambda: r.execute_command("LATENCY", "LATEST"))
+    call("slowlog_len_type", lambda: type(r.slowlog_len()).__name__)
+    call("client_no_evict", lambda: r.execute_command("CLIENT", "NO-EVICT", "on"))
+    call("client_reply_bad", lambda: r.execute_command("CLIENT", "REPLY", "maybe"))
+    call("client_pause", lambda: r.client_pause(1))
+    call("acl_whoami", r.acl_whoami)
+    call("config_set", lambda: r.config_set("maxmemory", "0"))
+    call("echo_arity", lambda: r.execute_command("ECHO"))
+    call("ping_arity", lambda: r.execute_command("PING", "a", "b"))
+    call("select_arity", lambda: r.execute_command("SELECT"))
+    call("quit", r.quit)
+    out("after_quit", r.ping())
+
+
+def connection_options():
+    c = redis.Redis(host=HOST, port=PORT, client_name="named-at-connect", socket_timeout=10)
+    out("name_at_connect", c.client_getname())
+    u = redis.Redis.from_url("redis://%s:%d/0?client_name=fromurl" % (HOST, PORT), socket_timeout=10)
+    out("from_url", [u.ping(), u.client_getname()])
+    call("password_without_one", lambda: redis.Redis(host=HOST, port=PORT, password="nope").ping())
+    call("user_without_one", lambda: redis.Redis(host=HOST, port=PORT, username="bob", password="nope").ping())
+    call("default_user", lambda: redis.Redis(host=HOST, port=PORT, username="default", password="nope").ping())
+
+
 CASES = [
     ("watch_conflict", watch_conflict),
     ("pipeline_errors", pipeline_errors),
@@ -462,6 +557,9 @@ CASES = [
     ("server", server),
     ("kill_from_redis", kill_from_redis),
     ("other_dbs", other_dbs),
+    ("commands_info", commands_info),
+    ("connection_options", connection_options),
+    ("cached_reads", cached_reads),
 ]
 
 if __name__ == "__main__":
