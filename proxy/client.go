@@ -89,6 +89,8 @@ type client struct {
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
 
+	ldbArmed bool // SCRIPT DEBUG YES: the next EVAL starts a Lua debugging session (ldb.go)
+
 	info clientInfo // what CLIENT LIST and CLIENT KILL of other clients see of this one (clientinfo.go)
 
 	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker

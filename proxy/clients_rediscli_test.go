@@ -453,3 +453,50 @@ func redisCLIMonitor(t *testing.T, addr string, during func()) []string {
 
 // monitorPrefix is the start of a MONITOR line: the timestamp, the database and the client's address.
 var monitorPrefix = regexp.MustCompile(`^[0-9]+\.[0-9]+ \[[0-9]+ [^]]*\] `)
+
+// TestRedisCLILuaDebugger runs redis-cli --ldb (SCRIPT DEBUG YES, then EVAL under Redis's Lua debugger) against Redis
+// and against featcache: the same session transcript (steps, prints, the debugger's redis and eval commands,
+// restart, abort), the script's changes rolled back in Redis and in featcache's memory, and SCRIPT DEBUG's other
+// forms answered as Redis answers them. featcache used to refuse SCRIPT DEBUG, which redis-cli ignores: the script
+// then ran outside the debugger and its writes were kept.
+func TestRedisCLILuaDebugger(t *testing.T) {
+	c := startCLIPair(t)
+	script := filepath.Join(t.TempDir(), "debug.lua")
+	if err := os.WriteFile(script, []byte(`redis.call("SET", KEYS[1], ARGV[1])
+local v = redis.call("GET", KEYS[1])
+return {v, "done"}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.same(t, nil, "SET", "ldb:k", "orig")
+	c.same(t, nil, "GET", "ldb:k") // cached through featcache
+	for _, input := range []string{
+		"step\nprint\nredis GET ldb:k\neval return 1+1\nc\n",
+		"list\nrestart\nstep\nabort\n",
+		"c\n",
+	} {
+		got, want := c.both(t, []byte(input), "--ldb", "--eval", script, "ldb:k", ",", "new value")
+		compareTranscripts(t, got, want)
+		if !strings.Contains(got, "(Lua debugging session ended -- dataset changes rolled back)") {
+			t.Errorf("redis-cli --ldb with input %q through featcache did not end its session:\n%s", input, got)
+		}
+	}
+	if got := string(c.p.redis.Do("GET", "ldb:k")); got != "$4\r\norig\r\n" {
+		t.Errorf("ldb:k in Redis after the debugging sessions: %q; want orig (rolled back)", got)
+	}
+	c.same(t, nil, "GET", "ldb:k")
+	// SCRIPT DEBUG's other forms, typed at the prompt; EVALSHA cannot be debugged, NO disarms.
+	input := `SCRIPT DEBUG maybe
+SCRIPT DEBUG
+SCRIPT DEBUG YES
+EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db 0
+SCRIPT DEBUG NO
+EVAL "return redis.call('INCR', KEYS[1])" 1 ldb:n
+GET ldb:n
+`
+	c.same(t, []byte(input), "--no-raw")
+	// SYNC would block every client of Redis while someone steps through a script: refused (docs/commands.md).
+	if got := redisCLI(t, c.p.addr, nil, "SCRIPT", "DEBUG", "SYNC"); !strings.HasPrefix(got, "ERR 'script|debug' is not supported by featcache with SYNC") {
+		t.Errorf("SCRIPT DEBUG SYNC: got %q; want featcache's refusal", got)
+	}
+}

@@ -539,6 +539,82 @@ def connection_options():
     call("default_user", lambda: redis.Redis(host=HOST, port=PORT, username="default", password="nope").ping())
 
 
+def named(name):
+    """The CLIENT LIST entries named name, normalised."""
+    return [norm_client(x) for x in r.client_list() if x.get("name") == name]
+
+
+def wait_for(fn, what, within=5):
+    deadline = time.monotonic() + within
+    while not fn():
+        if time.monotonic() > deadline:
+            out("timeout", what)
+            return
+        time.sleep(0.01)
+
+
+def client_states():
+    """CLIENT LIST of clients subscribed, blocked, in MULTI and monitoring; CLIENT KILL and UNBLOCK of them."""
+    s = client(HOST, PORT, client_name="st-sub")
+    ps = s.pubsub()
+    ps.subscribe("st:a", "st:b")
+    ps.psubscribe("st:p*")
+    messages(ps, 3)
+    out("subscribed", named("st-sub"))
+    out("list_pubsub", [norm_client(x) for x in r.client_list(_type="pubsub") if x.get("name") == "st-sub"])
+    out("kill_pubsub", r.client_kill_filter(_type="pubsub"))
+    out("subscribed_after_kill", named("st-sub"))
+    ps.close()
+
+    m = client(HOST, PORT, client_name="st-multi")
+    mc = m.connection_pool.get_connection("MULTI")
+    mc.send_command("MULTI")
+    mc.read_response()
+    mc.send_command("SET", "st:k", "v")
+    mc.read_response()
+    mc.send_command("INCR", "st:n")
+    mc.read_response()
+    out("in_multi", named("st-multi"))
+    mc.send_command("EXEC")
+    out("exec", mc.read_response())
+    m.connection_pool.release(mc)
+
+    results = {}
+
+    def blocked(name, *cmd):
+        b = client(HOST, PORT, client_name=name)
+        try:
+            results[name] = b.execute_command(*cmd)
+        except Exception as e:  # noqa: BLE001 - the exception is the result being compared
+            results[name] = "%s: %s" % (type(e).__name__, e)
+    ids = {}
+    threads = []
+    for name, cmd in (("st-blk1", ("BLPOP", "st:l1", "5")), ("st-blk2", ("BLPOP", "st:l2", "5")),
+                      ("st-blk3", ("BZPOPMIN", "st:z", "5"))):
+        th = threading.Thread(target=blocked, args=(name,) + cmd)
+        th.start()
+        threads.append(th)
+        wait_for(lambda: [x for x in r.client_list() if x.get("name") == name and "b" in x.get("flags", "")],
+                 "%s blocked" % name)
+        ids[name] = [x["id"] for x in r.client_list() if x.get("name") == name][0]
+    out("blocked", named("st-blk1"))
+    out("unblock_timeout", r.client_unblock(ids["st-blk1"]))
+    out("unblock_error", r.client_unblock(ids["st-blk2"], error=True))
+    out("unblock_not_blocked", r.client_unblock(ids["st-blk2"]))
+    out("kill_blocked", r.client_kill_filter(_id=ids["st-blk3"]))
+    for th in threads:
+        th.join(5)
+    out("results", sorted(results.items()))
+
+    mon = client(HOST, PORT, client_name="st-mon")
+    with mon.monitor() as mn:
+        wait_for(lambda: [x for x in r.client_list() if x.get("name") == "st-mon" and "O" in x.get("flags", "")],
+                 "st-mon monitoring")
+        out("monitoring", named("st-mon"))
+    out("kill_user", r.client_kill_filter(_type="normal", user="nosuchuser"))
+    out("kill_skipme_no", call("kill_laddr_none", lambda: r.client_kill_filter(laddr="127.0.0.1:1")))
+
+
 CASES = [
     ("watch_conflict", watch_conflict),
     ("pipeline_errors", pipeline_errors),
@@ -560,6 +636,7 @@ CASES = [
     ("commands_info", commands_info),
     ("connection_options", connection_options),
     ("cached_reads", cached_reads),
+    ("client_states", client_states),
 ]
 
 if __name__ == "__main__":
