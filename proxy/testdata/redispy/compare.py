@@ -611,8 +611,8 @@ def client_states():
         wait_for(lambda: [x for x in r.client_list() if x.get("name") == "st-mon" and "O" in x.get("flags", "")],
                  "st-mon monitoring")
         out("monitoring", named("st-mon"))
-    out("kill_user", r.client_kill_filter(_type="normal", user="nosuchuser"))
-    out("kill_skipme_no", call("kill_laddr_none", lambda: r.client_kill_filter(laddr="127.0.0.1:1")))
+    call("kill_user", lambda: r.client_kill_filter(_type="normal", user="nosuchuser"))
+    call("kill_laddr_none", lambda: r.client_kill_filter(laddr="127.0.0.1:1"))
 
 
 CASES = [
