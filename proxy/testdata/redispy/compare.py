@@ -615,6 +615,83 @@ def client_states():
     call("kill_laddr_none", lambda: r.client_kill_filter(laddr="127.0.0.1:1"))
 
 
+def multi_blocking():
+    """Blocking commands inside MULTI do not block; listen() and transaction(value_from_callable)."""
+    with r.pipeline(transaction=True) as p:
+        p.blpop(["mb:none"], timeout=5).brpoplpush("mb:none", "mb:dst", timeout=5).bzpopmin("mb:z", timeout=5)
+        t0 = time.monotonic()
+        out("exec", p.execute())
+        out("did_not_block", time.monotonic() - t0 < 2)
+    def fn(pipe):
+        v = pipe.get("mb:w")
+        pipe.multi()
+        pipe.incr("mb:n")
+        return v
+    r.set("mb:w", "watched")
+    out("from_callable", r.transaction(fn, "mb:w", value_from_callable=True))
+    p = r.pubsub()
+    p.subscribe("mb:ch")
+    it = p.listen()
+    out("listen_first", norm_msg(next(it)))
+    other.publish("mb:ch", "m")
+    out("listen_second", norm_msg(next(it)))
+    p.close()
+
+
+def keyspace_events():
+    """Keyspace notifications of writes made through the server under test, set on Redis by another application."""
+    up.config_set("notify-keyspace-events", "KA")
+    try:
+        p = r.pubsub()
+        p.psubscribe("__keyspace@0__:ke:*")
+        messages(p, 1)
+        r.set("ke:a", "1")
+        r.get("ke:a")
+        r.expire("ke:a", 100)
+        r.hset("ke:h", "f", "v")
+        r.hget("ke:h", "f")
+        r.delete("ke:a", "ke:h")
+        r.set("ke:x", "1", px=50)
+        out("events", messages(p, 6))
+        p.close()
+    finally:
+        up.config_set("notify-keyspace-events", "")
+
+
+def tracking_redirect():
+    """CLIENT TRACKING with a redirect to a RESP2 connection subscribed to __redis__:invalidate."""
+    inv = client(HOST, PORT)
+    conn = inv.connection_pool.get_connection("SUBSCRIBE")
+    conn.send_command("CLIENT", "ID")
+    cid = conn.read_response()
+    conn.send_command("SUBSCRIBE", "__redis__:invalidate")
+    out("subscribed", conn.read_response())
+    t = client(HOST, PORT, single_connection_client=True)
+    out("tracking_on", t.client_tracking_on(clientid=cid))
+    out("trackinginfo_redirect_matches", t.execute_command("CLIENT", "TRACKINGINFO")[3] == cid)
+    r.set("tr:a", "1")
+    r.set("tr:b", "2")
+    out("reads", [t.get("tr:a"), t.mget("tr:a", "tr:b")])
+    other.set("tr:a", "changed")
+    got = []
+    deadline = time.monotonic() + 3
+    while len(got) < 1 and time.monotonic() < deadline:
+        if conn.can_read(timeout=0.1):
+            got.append(conn.read_response())
+    out("invalidation", got)
+    up.set("tr:b", "from redis")
+    got = []
+    deadline = time.monotonic() + 3
+    while len(got) < 1 and time.monotonic() < deadline:
+        if conn.can_read(timeout=0.1):
+            got.append(conn.read_response())
+    out("invalidation_from_redis", got)
+    out("reads_after", [t.get("tr:a"), t.get("tr:b")])
+    out("tracking_off", t.client_tracking_off())
+    inv.connection_pool.release(conn)
+    conn.disconnect()
+
+
 CASES = [
     ("watch_conflict", watch_conflict),
     ("pipeline_errors", pipeline_errors),
@@ -637,6 +714,9 @@ CASES = [
     ("connection_options", connection_options),
     ("cached_reads", cached_reads),
     ("client_states", client_states),
+    ("multi_blocking", multi_blocking),
+    ("keyspace_events", keyspace_events),
+    ("tracking_redirect", tracking_redirect),
 ]
 
 if __name__ == "__main__":
