@@ -92,7 +92,7 @@ TYPE cl:stream
 // TestRedisCLICompare runs redis-cli's modes against a redis-server and against featcache in front of an identical
 // one, and compares what redis-cli printed: --scan --pattern, --bigkeys, --memkeys, --raw and --no-raw output of
 // binary values (RESP2 and -3), -r/-i repetition, -x, --pipe with errors, --eval, --stat, --latency, MONITOR,
-// SUBSCRIBE, -a/--user warnings and -n. Where the output depends on the server process rather than on the data
+// SUBSCRIBE, CLIENT TRACKING's pushes under -3, -a/--user warnings and -n. Where the output depends on the server process rather than on the data
 // (SCAN order, which follows each server's hash seed; latencies; memory and connection counts), the test compares
 // what does not, and says so. --hotkeys is TestRedisCLIHotkeys's.
 func TestRedisCLICompare(t *testing.T) {
@@ -279,6 +279,33 @@ return {KEYS[1], KEYS[2], ARGV[1], ARGV[2], redis.call("INCR", KEYS[1]), redis.c
 		}
 	})
 
+	t.Run("tracking_pushes", func(t *testing.T) {
+		// CLIENT TRACKING in RESP3, its invalidation pushes shown. The invalidation of a key the client wrote
+		// itself may come before the write's reply through featcache (docs/commands.md, CLIENT TRACKING): the
+		// replies are compared in order, and the pushes in order, but not where they fall between the replies.
+		input := []byte(`SET tk:a v1
+CLIENT TRACKING on
+GET tk:a
+SET tk:a v2
+GET tk:a
+MGET tk:a tk:b
+DEL tk:a tk:b
+GET tk:a
+CLIENT TRACKING on BCAST PREFIX tk:
+CLIENT TRACKING off
+CLIENT TRACKING on BCAST PREFIX tk:
+SET tk:b x
+CLIENT TRACKINGINFO
+PING
+`)
+		got, want := c.both(t, input, "-3", "--no-raw", "--show-pushes", "yes")
+		gotReplies, gotPushes := splitPushes(got)
+		wantReplies, wantPushes := splitPushes(want)
+		if !slices.Equal(gotReplies, wantReplies) || !slices.Equal(gotPushes, wantPushes) || len(wantPushes) != 3 {
+			t.Errorf("redis-cli -3 --show-pushes yes with CLIENT TRACKING:\nthrough featcache:\n%s\nagainst Redis:\n%s", got, want)
+		}
+	})
+
 	t.Run("auth_options", func(t *testing.T) {
 		// Neither server has a password: redis-cli prints its warning and Redis's AUTH error, then goes on.
 		for _, args := range [][]string{
@@ -334,6 +361,18 @@ func TestRedisCLIHotkeys(t *testing.T) {
 		t.Errorf("--hotkeys without LFU: got %q, stderr %q, exit %v; Redis: %q, stderr %q, exit %v",
 			gotOut, gotErr, gotExit, wantOut, wantErr, wantExit)
 	}
+}
+
+// splitPushes separates the lines of redis-cli's output that show pushes ("-> invalidate: ...") from the others.
+func splitPushes(out string) (replies, pushes []string) {
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if strings.HasPrefix(l, "-> ") {
+			pushes = append(pushes, l)
+		} else {
+			replies = append(replies, l)
+		}
+	}
+	return replies, pushes
 }
 
 // hotkeyCounter returns the counter --hotkeys printed for key in its summary, or -1.
