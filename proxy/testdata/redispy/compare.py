@@ -709,6 +709,66 @@ def pubsub_reconnect():
     p.close()
 
 
+def more_writes():
+    """Writes of every kind on keys just read (and so cached through featcache), each read again after it."""
+    def reread(what, *keys):
+        out(what, [r.get(k) if r.type(k) in (b"string", b"none") else r.type(k) for k in keys])
+    r.set("mw:a", "hello")
+    reread("start", "mw:a")
+    out("append", r.append("mw:a", " world"))
+    reread("after_append", "mw:a")
+    out("setrange", r.setrange("mw:a", 0, "J"))
+    reread("after_setrange", "mw:a")
+    out("getrange", r.getrange("mw:a", 0, 4))
+    out("getset", r.getset("mw:a", "g"))
+    reread("after_getset", "mw:a")
+    out("incrbyfloat", [r.incrbyfloat("mw:f", 1.5), r.incrbyfloat("mw:f", "2.0e2"), r.get("mw:f")])
+    out("msetnx", [r.msetnx({"mw:a": "x", "mw:new": "y"}), r.msetnx({"mw:n1": "1", "mw:n2": "2"})])
+    reread("after_msetnx", "mw:a", "mw:new", "mw:n1")
+    out("set_keepttl", [r.expire("mw:a", 100), r.set("mw:a", "kept", keepttl=True), r.ttl("mw:a") > 90])
+    reread("after_keepttl", "mw:a")
+    call("set_nx_get", lambda: r.execute_command("SET", "mw:a", "nx", "NX", "GET"))
+    out("expire_options", [r.expire("mw:a", 50, gt=True), r.expire("mw:a", 50, lt=True), r.ttl("mw:a") <= 50,
+                           r.expire("mw:none", 5, nx=True)])
+    call("expiretime", lambda: r.execute_command("EXPIRETIME", "mw:a") > 0)
+    out("persist", [r.persist("mw:a"), r.ttl("mw:a")])
+    dumped = r.dump("mw:a")
+    r.set("mw:r", "before restore")
+    reread("before_restore", "mw:r")
+    out("restore", r.restore("mw:r", 0, dumped, replace=True))
+    reread("after_restore", "mw:r")
+    call("restore_busy", lambda: r.restore("mw:r", 0, dumped))
+    out("touch_unlink", [r.touch("mw:a", "mw:none"), r.unlink("mw:n1", "mw:n2")])
+    reread("after_unlink", "mw:n1", "mw:n2")
+    r.rpush("mw:l", 3, 1, 2)
+    out("sort_store", [r.sort("mw:l", store="mw:sorted"), r.lrange("mw:sorted", 0, -1), r.sort("mw:l", desc=True)])
+    r.set("mw:sorted", "replaced")
+    reread("sort_dest_overwritten", "mw:sorted")
+    out("sort_store_over_string", r.sort("mw:l", store="mw:sorted"))
+    reread("after_sort_over_string", "mw:sorted")
+    call("lmpop", lambda: r.lmpop(2, "mw:none", "mw:l", direction="LEFT", count=2))
+    call("zmpop", lambda: (r.zadd("mw:z", {"a": 1, "b": 2}), r.zmpop(1, ["mw:z"], max=True))[1])
+    out("pf", [r.pfadd("mw:hll", "a", "b", "c"), r.pfcount("mw:hll"), r.pfadd("mw:hll2", "c", "d"),
+               r.pfmerge("mw:hllm", "mw:hll", "mw:hll2"), r.pfcount("mw:hllm")])
+    out("geo", [r.geoadd("mw:geo", (13.361389, 38.115556, "Palermo", 15.087269, 37.502669, "Catania")),
+                r.geodist("mw:geo", "Palermo", "Catania", unit="km"),
+                r.geosearch("mw:geo", longitude=15, latitude=37, radius=200, unit="km", withdist=True)])
+    out("bitfield", [r.setbit("mw:bits", 7, 1), r.bitcount("mw:bits"),
+                     r.bitfield("mw:bits").incrby("u8", 0, 10).get("u8", 0).execute()])
+    reread("bits_as_string", "mw:bits")
+    out("bitop", [r.bitop("OR", "mw:a", "mw:bits", "mw:bits"), r.get("mw:a")])
+    r.xadd("mw:s", {"f": "v"}, id="1-1")
+    out("xgroup", r.xgroup_create("mw:s", "g", id="0"))
+    out("xreadgroup", r.xreadgroup("g", "c1", {"mw:s": ">"}, count=5, block=100))
+    out("xreadgroup_empty", r.xreadgroup("g", "c1", {"mw:s": ">"}, count=5, block=100))
+    out("xpending", r.xpending("mw:s", "g"))
+    out("xack", r.xack("mw:s", "g", "1-1"))
+    out("xinfo_groups", [{k: v for k, v in sorted(g.items())} for g in r.xinfo_groups("mw:s")])
+    out("xinfo_consumers", [sorted(k for k in c) for c in r.xinfo_consumers("mw:s", "g")])
+    out("xautoclaim", r.xautoclaim("mw:s", "g", "c2", 0))
+    call("xreadgroup_nogroup", lambda: r.xreadgroup("nog", "c", {"mw:s": ">"}, block=10))
+
+
 CASES = [
     ("watch_conflict", watch_conflict),
     ("pipeline_errors", pipeline_errors),
@@ -735,6 +795,7 @@ CASES = [
     ("keyspace_events", keyspace_events),
     ("tracking_redirect", tracking_redirect),
     ("pubsub_reconnect", pubsub_reconnect),
+    ("more_writes", more_writes),
 ]
 
 if __name__ == "__main__":
