@@ -48,6 +48,10 @@ var redisPyDifferences = map[string]deliberateDifference{
 		got: regexp.MustCompile(`^"ResponseError: command 'config\|set' is disabled by featcache \(commands\.deny\)"$`),
 		why: "Denied commands",
 	},
+	"blocked_killed_from_redis.blpop": {
+		got: regexp.MustCompile(`^'ResponseError: featcache upstream unavailable: EOF'$`),
+		why: "When Redis closes featcache's connection (the client's own connection stays open)",
+	},
 	"other_dbs.db1_ping": {
 		got: regexp.MustCompile(`^'ResponseError: featcache serves database 0 only \(SELECT 1 is not supported\)'$`),
 		why: "Database 0 only (redis-py sends SELECT 1 when it connects with db=1)",

@@ -769,6 +769,29 @@ def more_writes():
     call("xreadgroup_nogroup", lambda: r.xreadgroup("nog", "c", {"mw:s": ">"}, block=10))
 
 
+def blocked_killed_from_redis():
+    """Another application of Redis kills every other normal client while one is blocked in BLPOP."""
+    res = {}
+
+    def blocked():
+        b = client(HOST, PORT)
+        try:
+            res["blpop"] = b.blpop(["kb:l"], timeout=5)
+        except Exception as e:  # noqa: BLE001 - the exception is the result being compared
+            res["blpop"] = "%s: %s" % (type(e).__name__, e)
+        try:
+            res["after"] = b.blpop(["kb:l"], timeout=0.1)
+        except Exception as e:  # noqa: BLE001 - the exception is the result being compared
+            res["after"] = "%s: %s" % (type(e).__name__, e)
+    th = threading.Thread(target=blocked)
+    th.start()
+    wait_for(lambda: up.info("clients")["blocked_clients"] == 1, "the BLPOP blocked in Redis")
+    out("killed", up.client_kill_filter(_type="normal", skipme=True) >= 1)
+    th.join(10)
+    out("blpop", res.get("blpop"))
+    out("blpop_again", res.get("after"))  # the same redis-py client, on a new connection or the same one
+
+
 CASES = [
     ("watch_conflict", watch_conflict),
     ("pipeline_errors", pipeline_errors),
@@ -796,6 +819,7 @@ CASES = [
     ("tracking_redirect", tracking_redirect),
     ("pubsub_reconnect", pubsub_reconnect),
     ("more_writes", more_writes),
+    ("blocked_killed_from_redis", blocked_killed_from_redis),
 ]
 
 if __name__ == "__main__":
