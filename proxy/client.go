@@ -106,6 +106,7 @@ type client struct {
 	trkKeys    [][]byte
 	trkWriting []string
 	pushes     *pushQueue
+	pushHold   bool // the push queue is held until the next flush (holdPushes)
 	targeted   atomic.Bool
 	gone       atomic.Bool // the connection is closed: nothing more is written to it
 
@@ -442,6 +443,15 @@ func (c *client) handshake() bool {
 // limits.output_timeout): that is how a client's pipeline is paused. What the client holds meanwhile is charged to
 // limits.max_clients_memory before the write, so clients that do not read never hold more than the budget.
 func (c *client) flush() bool {
+	ok := c.flushReplies()
+	if c.pushHold {
+		c.releasePushes() // the replies are out: the client's own invalidations may follow them
+	}
+	return ok
+}
+
+// flushReplies writes the pending replies (flush).
+func (c *client) flushReplies() bool {
 	c.pend.fold() // every command answered so far is counted before its reply leaves
 	switch {
 	case c.closing:
