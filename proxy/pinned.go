@@ -123,17 +123,6 @@ func (c *client) execPinned(cmd *resp.Command, tc *command) {
 		if tc != nil && isWrite(tc) && !c.tx.multi {
 			c.afterWrite(cmd.Args, tc)
 		}
-		if name == "multi" && !c.tx.multi {
-			// The session's MULTI found its connection gone. Redis would have closed the client, and its WATCH
-			// with it; here the transaction starts without the session and its EXEC answers *-1, as for a
-			// watched key that changed, so that the client's WATCH loop runs again (redis-py raises WatchError,
-			// as it does when its own connection to Redis drops while watching).
-			c.tx.close()
-			c.tx.watchLost = true
-			c.srv.stats.Errors.Add(1)
-			c.cmdMulti(cmd)
-			return
-		}
 		if name == "exec" {
 			c.queuedWritesNow()
 		}
