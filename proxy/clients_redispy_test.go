@@ -52,6 +52,12 @@ var redisPyDifferences = map[string]deliberateDifference{
 		got: regexp.MustCompile(`^'ResponseError: featcache upstream unavailable: EOF'$`),
 		why: "When Redis closes featcache's connection (the client's own connection stays open)",
 	},
+	"watch_killed_from_redis.execute": {
+		// Redis closes the client, and redis-py raises WatchError; featcache answers MULTI with its upstream
+		// error, and EXEC with EXECABORT.
+		got: regexp.MustCompile(`^'ResponseError: featcache upstream unavailable: EOF'$`),
+		why: "When Redis closes featcache's connection (a WATCH session's next command gets the error)",
+	},
 	"other_dbs.db1_ping": {
 		got: regexp.MustCompile(`^'ResponseError: featcache serves database 0 only \(SELECT 1 is not supported\)'$`),
 		why: "Database 0 only (redis-py sends SELECT 1 when it connects with db=1)",

@@ -792,6 +792,19 @@ def blocked_killed_from_redis():
     out("blpop_again", res.get("after"))  # the same redis-py client, on a new connection or the same one
 
 
+def watch_killed_from_redis():
+    """Another application of Redis kills every other normal client while one watches a key."""
+    r.set("wk:a", "1")
+    with r.pipeline() as p:
+        p.watch("wk:a")
+        out("get", p.get("wk:a"))
+        out("killed", up.client_kill_filter(_type="normal", skipme=True) >= 1)
+        p.multi()
+        p.incr("wk:a")
+        call("execute", p.execute)
+    out("value", r.get("wk:a"))
+
+
 CASES = [
     ("watch_conflict", watch_conflict),
     ("pipeline_errors", pipeline_errors),
@@ -820,6 +833,7 @@ CASES = [
     ("pubsub_reconnect", pubsub_reconnect),
     ("more_writes", more_writes),
     ("blocked_killed_from_redis", blocked_killed_from_redis),
+    ("watch_killed_from_redis", watch_killed_from_redis),
 ]
 
 if __name__ == "__main__":
