@@ -89,6 +89,8 @@ type client struct {
 	tx  txState // MULTI queue and WATCH session
 	sub *pubsub // pub/sub session, nil when not subscribed
 
+	ldbArmed bool // SCRIPT DEBUG YES: the next EVAL starts a Lua debugging session (ldb.go)
+
 	info clientInfo // what CLIENT LIST and CLIENT KILL of other clients see of this one (clientinfo.go)
 
 	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
@@ -104,6 +106,7 @@ type client struct {
 	trkKeys    [][]byte
 	trkWriting []string
 	pushes     *pushQueue
+	pushHold   bool // the push queue is held until the next flush (holdPushes)
 	targeted   atomic.Bool
 	gone       atomic.Bool // the connection is closed: nothing more is written to it
 
@@ -440,6 +443,15 @@ func (c *client) handshake() bool {
 // limits.output_timeout): that is how a client's pipeline is paused. What the client holds meanwhile is charged to
 // limits.max_clients_memory before the write, so clients that do not read never hold more than the budget.
 func (c *client) flush() bool {
+	ok := c.flushReplies()
+	if c.pushHold {
+		c.releasePushes() // the replies are out: the client's own invalidations may follow them
+	}
+	return ok
+}
+
+// flushReplies writes the pending replies (flush).
+func (c *client) flushReplies() bool {
 	c.pend.fold() // every command answered so far is counted before its reply leaves
 	switch {
 	case c.closing:

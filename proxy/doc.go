@@ -33,6 +33,7 @@
 //	blocking.go     blocking commands (BLPOP, XREAD BLOCK, ...) on a dedicated connection
 //	pubsub.go       subscribed mode: the SUBSCRIBE family, its pump and the subscription model
 //	monitor.go      MONITOR sessions
+//	ldb.go          Lua debugging sessions (SCRIPT DEBUG YES, then EVAL): relayed on a dedicated connection
 //	connection.go   connection commands answered from the connection's state: PING, ECHO, QUIT, RESET, HELLO,
 //	                AUTH, SELECT, READONLY
 //	serverinfo.go   what HELLO reports of the upstream

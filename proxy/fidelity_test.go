@@ -1287,7 +1287,11 @@ func TestWireFidelityRefusals(t *testing.T) {
 		{name: "client no-evict", args: []string{"CLIENT", "NO-EVICT", "ON"}, want: "+OK\r\n", notReached: []string{"client|no-evict"}},
 		{name: "client kill", args: []string{"CLIENT", "KILL", "TYPE", "normal"}, want: ":0\r\n", notReached: []string{"client|kill"}},
 		{name: "client list", args: []string{"CLIENT", "LIST", "TYPE", "pubsub"}, want: "$0\r\n\r\n", notReached: []string{"client|list"}},
-		{name: "script debug", args: []string{"SCRIPT", "DEBUG", "YES"}, want: refused("script|debug"), notReached: []string{"script|debug"}},
+		// SCRIPT DEBUG YES arms the client: its next EVAL debugs on a dedicated connection (ldb.go); not in a WATCH
+		// session, whose commands run on the session's connection. SYNC would block every client of Redis.
+		{name: "script debug in watch", setup: [][]string{{"WATCH", "k"}}, args: []string{"SCRIPT", "DEBUG", "YES"}, want: refused("script|debug"), notReached: []string{"script|debug"}},
+		{name: "script debug", args: []string{"SCRIPT", "DEBUG", "YES"}, want: "+OK\r\n", notReached: []string{"script|debug"}},
+		{name: "script debug sync", args: []string{"SCRIPT", "DEBUG", "SYNC"}, want: "-ERR 'script|debug' is not supported by featcache with SYNC: the debugger would block every client of Redis; use SCRIPT DEBUG YES, or debug on Redis\r\n", notReached: []string{"script|debug"}},
 		{name: "select inside multi", setup: [][]string{{"MULTI"}}, args: []string{"SELECT", "0"}, want: inMulti("select"), notReached: []string{"select"}},
 		// featcache's own connections set their names as they are dialed (an interactive MULTI takes one), so the
 		// proof that the client's SETNAME did not reach Redis is that no connection bears the name.

@@ -124,6 +124,10 @@ func (c *client) exec(cmd *resp.Command) {
 
 // execAuthed dispatches a command of an authenticated client (or one Redis runs before authentication).
 func (c *client) execAuthed(cmd *resp.Command, tc *command) {
+	if c.sub != nil && c.sub.ldb {
+		c.execLdb(cmd) // a Lua debugging session: everything is the debugger's
+		return
+	}
 	if ps := c.srv.policies.Load(); ps.hasSnapshots && tc != nil && (tc.class != classRead || c.tx.multi || c.tx.conn != nil) {
 		// Cached reads resolve snapshots themselves, under the logical key's policy, unless a transaction or a
 		// WATCH session sends them upstream as they are.
@@ -138,6 +142,9 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 		c.trackCommand(cmd.Args, tc)
 		if tc != nil && isWrite(tc) && !c.tx.multi {
 			c.trackWrite(cmd.Args, tc)
+			if !c.trk.noloop && c.trk.redirID == 0 && tc.class != classBlocking && !c.pushHold {
+				c.holdPushes() // its own invalidations come after its reply, as from Redis
+			}
 		}
 	}
 	if c.sub != nil && c.sub.active() && !c.sub.bypass {
@@ -159,6 +166,10 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 	case tc == nil:
 		c.hasWaited()
 		c.forward(cmd, nil)
+		return
+	case c.ldbArmed && (tc.name == "eval" || tc.name == "evalsha"):
+		c.hasWaited()
+		c.ldbEval(cmd, tc)
 		return
 	}
 	if tc.class != classForward && tc.class != classWrite && tc.class != classBlocking && tc.class != classSubscribe &&

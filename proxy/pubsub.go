@@ -28,6 +28,7 @@ type pubsub struct {
 	markerSeen                 chan struct{}
 	on                         bool          // subscribed mode, owned by the client goroutine
 	monitor                    bool          // a MONITOR session: the mode lasts until RESET or QUIT
+	ldb                        bool          // a Lua debugging session: the mode lasts until Redis closes (ldb.go)
 	unsynced                   bool          // MONITOR: commands were forwarded since the last sync
 	done                       chan struct{} // closed by close
 	exited                     chan struct{} // closed when the pump has returned: it writes nothing more
@@ -297,7 +298,7 @@ func (p *pubsub) lost() {
 	select {
 	case <-p.done:
 	default:
-		if p.count.Load() > 0 || p.monitor {
+		if p.count.Load() > 0 || p.monitor || p.ldb {
 			closeRaw(p.c.nc)
 		}
 	}

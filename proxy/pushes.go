@@ -83,19 +83,60 @@ type pushQueue struct {
 	mu      sync.Mutex
 	buf     []byte
 	stopped bool
+	held    bool // the client's own write is in flight: what is queued waits for its reply (holdPushes)
 	kick    chan struct{}
 	done    chan struct{}
 }
 
-// push queues frame for the client. Past limits.max_output_bytes unread, or when limits.max_clients_memory has
-// no room for it, the client is disconnected, as Redis disconnects a client over its output buffer limit.
-func (c *client) push(frame []byte) {
+// pushQueue returns the client's push queue, starting it if need be. clientTracking.mu is held.
+func (c *client) pushQueue() *pushQueue {
 	q := c.pushes
 	if q == nil {
 		q = &pushQueue{c: c, kick: make(chan struct{}, 1), done: make(chan struct{})}
 		c.pushes = q
 		go q.run()
 	}
+	return q
+}
+
+// holdPushes keeps the invalidations queued for a tracking client from being written until its next flush, while
+// its own write is in flight: Redis 7.0 writes the invalidations of a client's own write after the write's reply
+// (it defers them past the command), and they may reach featcache's queue before the reply is written.
+func (c *client) holdPushes() {
+	t := c.srv.ctrack
+	t.mu.Lock()
+	q := c.pushQueue()
+	t.mu.Unlock()
+	q.mu.Lock()
+	q.held = true
+	q.mu.Unlock()
+	c.pushHold = true
+}
+
+// releasePushes writes what the push queue held, once the replies before it have been written (flush), and lets
+// the queue's goroutine write again. The client goroutine writes them itself: the next reply must not overtake
+// them, as Redis writes them before it reads the client's next command.
+func (c *client) releasePushes() {
+	c.pushHold = false
+	q := c.pushes
+	q.mu.Lock()
+	q.held = false
+	out := q.buf
+	q.buf = nil
+	q.mu.Unlock()
+	if len(out) == 0 {
+		return
+	}
+	if !c.send(out) {
+		c.closing = true
+	}
+	c.srv.budget.give(int64(len(out)))
+}
+
+// push queues frame for the client. Past limits.max_output_bytes unread, or when limits.max_clients_memory has
+// no room for it, the client is disconnected, as Redis disconnects a client over its output buffer limit.
+func (c *client) push(frame []byte) {
+	q := c.pushQueue()
 	q.mu.Lock()
 	if q.stopped {
 		q.mu.Unlock()
@@ -134,6 +175,10 @@ func (q *pushQueue) run() {
 		case <-q.kick:
 		}
 		q.mu.Lock()
+		if q.held {
+			q.mu.Unlock() // releasePushes kicks again
+			continue
+		}
 		out := q.buf
 		q.buf = spare[:0]
 		q.mu.Unlock()

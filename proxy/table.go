@@ -135,13 +135,14 @@ var localCommands = map[string]func(c *client, args [][]byte){
 	"client|tracking":     (*client).cmdClientTracking,
 	"client|caching":      (*client).cmdClientCaching,
 	"config|get":          (*client).cmdConfigGet,
+	"script|debug":        (*client).cmdScriptDebug,
 }
 
 // refusedCommands would set per-connection state on the upstream that featcache cannot keep per client, or turn
-// the connection they run on into something else (a replica, a Lua debugging session).
+// the connection they run on into something else (a replica). SCRIPT DEBUG is featcache's own (ldb.go).
 var refusedCommands = []string{
 	"client|no-touch",
-	"sync", "psync", "replconf", "script|debug",
+	"sync", "psync", "replconf",
 }
 
 // txCommands manage transactions (tx.go) and WATCH sessions (pinned.go).
