@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"strconv"
 	"strings"
 	"time"
 
@@ -75,27 +74,9 @@ func (c *client) ldbEval(cmd *resp.Command, tc *command) {
 		c.rawReply(reply) // the upstream's refusal, as it gave it
 		return
 	}
-	p := &pubsub{
-		c: c, conn: conn, ldb: true, on: true,
-		channels: map[string]struct{}{}, patterns: map[string]struct{}{}, shards: map[string]struct{}{},
-		marker:     []byte("featcache-ldb-" + strconv.FormatInt(c.id, 10)),
-		markerSeen: make(chan struct{}, 1),
-		done:       make(chan struct{}),
-		exited:     make(chan struct{}),
-	}
-	c.sub = p
-	c.publish()
-	c.flush() // the replies before the EVAL come before the pump's frames
-	c.srv.stats.Forwarded.Add(1)
-	if err := conn.Write(appendRequest(nil, cmd)); err != nil {
-		conn.Close()
-		c.sub = nil
-		c.publish()
-		c.srv.stats.Errors.Add(1)
-		c.errorReply(upstreamErrorText(err))
-		return
-	}
-	go p.pump()
+	p := c.newSession(conn, "featcache-ldb-")
+	p.ldb, p.on = true, true
+	c.startStream(p, cmd)
 }
 
 // execLdb sends a command of a client in a debugging session to the debugger, verbatim: the debugger's commands

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"strconv"
-
 	"featcache/internal/resp"
 	"featcache/upstream"
 )
@@ -22,27 +20,9 @@ func (c *client) monitor(cmd *resp.Command, tc *command) {
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
-	p := &pubsub{
-		c: c, conn: conn, monitor: true, on: true,
-		channels: map[string]struct{}{}, patterns: map[string]struct{}{}, shards: map[string]struct{}{},
-		marker:     []byte("featcache-monitor-" + strconv.FormatInt(c.id, 10)),
-		markerSeen: make(chan struct{}, 1),
-		done:       make(chan struct{}),
-		exited:     make(chan struct{}),
-	}
-	c.sub = p
-	c.publish()
-	c.flush() // the replies before MONITOR come before the pump's frames
-	c.srv.stats.Forwarded.Add(1)
-	if err := conn.Write(appendRequest(nil, cmd)); err != nil {
-		conn.Close()
-		c.sub = nil
-		c.publish()
-		c.srv.stats.Errors.Add(1)
-		c.errorReply(upstreamErrorText(err))
-		return
-	}
-	go p.pump()
+	p := c.newSession(conn, "featcache-monitor-")
+	p.monitor, p.on = true, true
+	c.startStream(p, cmd)
 }
 
 // execMonitoring runs a command sent during a MONITOR session. featcache's own commands (connection commands,

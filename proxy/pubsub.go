@@ -59,14 +59,7 @@ func (c *client) subscribe(cmd *resp.Command, tc *command) {
 			c.errorReply(upstreamErrorText(err))
 			return
 		}
-		c.sub = &pubsub{
-			c: c, conn: conn,
-			channels: map[string]struct{}{}, patterns: map[string]struct{}{}, shards: map[string]struct{}{},
-			marker:     []byte("featcache-unsubscribed-" + strconv.FormatInt(c.id, 10)),
-			markerSeen: make(chan struct{}, 1),
-			done:       make(chan struct{}),
-			exited:     make(chan struct{}),
-		}
+		c.sub = c.newSession(conn, "featcache-unsubscribed-")
 		go c.sub.pump()
 	}
 	c.sub.on = true
@@ -328,4 +321,37 @@ func subscriptionCount(frame []byte) (int64, bool) {
 		return 0, false
 	}
 	return resp.IntegerValue(elems[2])
+}
+
+// newSession makes the session of a dedicated connection whose replies a pump relays (subscribed mode, MONITOR, a
+// Lua debugging session). marker, with the client's id after it, names the CLIENT SETNAME the pump's sync sends and
+// recognises.
+func (c *client) newSession(conn *upstream.Conn, marker string) *pubsub {
+	return &pubsub{
+		c: c, conn: conn,
+		channels: map[string]struct{}{}, patterns: map[string]struct{}{}, shards: map[string]struct{}{},
+		marker:     []byte(marker + strconv.FormatInt(c.id, 10)),
+		markerSeen: make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		exited:     make(chan struct{}),
+	}
+}
+
+// startStream sends cmd, which turns p's connection into a stream (MONITOR, an EVAL under the debugger), and
+// starts the pump that relays the stream to the client, after the replies of what the client sent before it. When
+// the command cannot be sent, the session ends and the client gets the error.
+func (c *client) startStream(p *pubsub, cmd *resp.Command) {
+	c.sub = p
+	c.publish()
+	c.flush() // the replies before the command come before the pump's frames
+	c.srv.stats.Forwarded.Add(1)
+	if err := p.conn.Write(appendRequest(nil, cmd)); err != nil {
+		p.conn.Close()
+		c.sub = nil
+		c.publish()
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	go p.pump()
 }
