@@ -176,7 +176,7 @@ func (q *pushQueue) run() {
 		}
 		q.mu.Lock()
 		if q.held {
-			q.mu.Unlock() // releasePushes kicks again
+			q.mu.Unlock() // releasePushes writes what is held, from the client goroutine
 			continue
 		}
 		out := q.buf
