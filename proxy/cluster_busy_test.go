@@ -280,3 +280,64 @@ func TestClusterOOMMaster(t *testing.T) {
 		t.Fatalf("the master holds %q", r)
 	}
 }
+
+// TestClusterPauseWrite: CLIENT PAUSE WRITE on one master of a 3-master cluster (what a manual failover does).
+// Writes of several clients through featcache to that master are held, one after the other, so that before they
+// held every shared connection to it; reads of the same master's keys through featcache (a fill, a forwarded read,
+// an MGET across masters) are answered at once, as a direct client's reads are, and the writes get +OK after the
+// pause.
+func TestClusterPauseWrite(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 0)
+	paused, other := cl.Masters[0], cl.Masters[1]
+	p := startProxyAt(t, cl.Addrs()[:1], nil, busyConfig)
+	if p.up.Cluster() == nil {
+		t.Fatal("featcache did not find the cluster")
+	}
+	tagOf := func(m *redistest.Server) string {
+		for i := 0; ; i++ {
+			if tag := "{w" + strconv.Itoa(i) + "}"; cl.MasterOf(tag) == m {
+				return tag
+			}
+		}
+	}
+	pt, ot := tagOf(paused), tagOf(other)
+	fill, fwd, far := "s:"+pt+"f", "u:"+pt+"r", "s:"+ot+"o"
+	for k, v := range map[string]string{fill: "filled", fwd: "read", far: "far"} {
+		cl.Do(k, "SET", k, v)
+	}
+	p.settle()
+	held := func() int {
+		n := 0
+		for _, line := range listLines(t, paused.Do("CLIENT", "LIST")) {
+			if v := clientField(line, "argv-mem"); v != "" && v != "0" {
+				n++
+			}
+		}
+		return n
+	}
+	expectDo(t, paused.Dial(), "+OK\r\n", "CLIENT", "PAUSE", "3000", "WRITE")
+	var writers []*redistest.Conn
+	for i := 0; i < 4; i++ {
+		w := p.dial()
+		sent := p.srv.Stats().Forwarded.Load()
+		if err := w.Send("SET", "u:"+pt+"w"+strconv.Itoa(i), "x"); err != nil {
+			t.Fatal(err)
+		}
+		writers = append(writers, w)
+		redistest.Eventually(t, 2*time.Second, "write held", func() bool {
+			return p.srv.Stats().Forwarded.Load() > sent && held() >= 1
+		})
+	}
+	start := time.Now()
+	p.runFaultChecks(t, "writes paused on one master", []faultCheck{
+		{[]string{"GET", fill}, replyIs(bulk("filled")), "the value, filled at once"},
+		{[]string{"GET", fwd}, replyIs(bulk("read")), "the forwarded read's reply at once"},
+		{[]string{"MGET", fill, far}, replyIs("*2\r\n" + bulk("filled") + bulk("far")), "the values at once"},
+	})
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the reads took %v while writes were paused; want them answered at once", took)
+	}
+	for _, w := range writers {
+		expectRead(t, w, "+OK\r\n")
+	}
+}

@@ -107,12 +107,19 @@ func (p *Pool) Forward(call *Call, payload []byte, n int) error {
 	return call.Wait()
 }
 
-// exchange is Forward when fwd is set, else Do.
-func (p *Pool) exchange(call *Call, payload []byte, n int, fwd bool) error {
-	if fwd {
-		return p.Forward(call, payload, n)
+// route is Forward (fwd) or Do of one node's part of a cluster's round trip, on the node's shared connections for
+// payloads that may write (writes) or for those that only read; one that only reads is sent again, alone, if its
+// connection is lost (Call.alone), as on a single node.
+func (p *Pool) route(call *Call, payload []byte, n int, fwd, writes bool) error {
+	g := p.reads
+	if writes {
+		g = p.writes
 	}
-	return p.Do(call, payload, n)
+	p.start(call, payload, n, fwd, g)
+	if !writes {
+		call.readsAgainBytes(payload, n)
+	}
+	return call.Wait()
 }
 
 // Start writes payload (n commands) on a shared connection as Forward (fwd) or Do does, and returns without
@@ -120,8 +127,8 @@ func (p *Pool) exchange(call *Call, payload []byte, n int, fwd bool) error {
 // first, for a batch that mixes featcache's own reads with forwarded commands. payload may be reused as soon as
 // Start returns; call must be waited for (Wait) before it is started again.
 func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
-	// Without a Payload to tell whether forwarded commands write, they may take any connection, as in front of
-	// a cluster; featcache's own reads take the reads group's.
+	// Without a Payload to tell whether forwarded commands write, they may take any connection; featcache's own
+	// reads take the reads group's.
 	g := p.reads
 	if fwd {
 		g = p.all
@@ -129,7 +136,7 @@ func (p *Pool) Start(call *Call, payload []byte, n int, fwd bool) {
 	p.start(call, payload, n, fwd, g)
 }
 
-// start is Start on a connection of the group g: the Client on a single node chooses the writes group for a
+// start is Start on a connection of the group g: the Client (and a cluster's route) chooses the writes group for a
 // payload that may hold a write (Payload.Writes), the reads group for one that only reads (Pool.group).
 func (p *Pool) start(call *Call, payload []byte, n int, fwd bool, g *laneGroup) {
 	call.prepare(n)
@@ -328,7 +335,14 @@ func (c *Call) alone() {
 // readsAgain lets Wait send p again, alone, if the call's shared connection is lost, when p only reads. p must
 // stay unchanged until Wait returns.
 func (c *Call) readsAgain(p *Payload) {
-	if c.pending && !p.Writes() {
-		c.again, c.againN = p.Bytes(), p.Len()
+	if !p.Writes() {
+		c.readsAgainBytes(p.Bytes(), p.Len())
+	}
+}
+
+// readsAgainBytes is readsAgain of payload (n commands) that only reads.
+func (c *Call) readsAgainBytes(payload []byte, n int) {
+	if c.pending {
+		c.again, c.againN = payload, n
 	}
 }

@@ -47,6 +47,7 @@ type unit struct {
 	tx         bool // a MULTI ... EXEC: sent again whole after a redirect
 	hello      bool // a HELLO of the payload (Payload.AppendHello): not routed, answered by assemble
 	resp3      bool // runs in RESP3 (for a HELLO: the units after it do)
+	writes     bool // it may write: its group travels on the node's shared connections for writes
 	helloAt    int  // the frame in src of the HELLO 3 send wrapped it in; -1 when none did
 	nd         *clusterNode
 	asking     bool // an ASK redirect: send ASKING first
@@ -67,6 +68,7 @@ type group struct {
 	err     error
 	resp3   bool // the payload so far leaves its connection in RESP3
 	hello   int  // the frame of its last HELLO 3
+	writes  bool // one of its units may write (Pool.route)
 }
 
 var (
@@ -129,7 +131,7 @@ func (cl *Cluster) do(call *Call, p *Payload, fwd bool) error {
 	// the payload as it is, and return its frames where they arrived unless one of them asks for a redirect.
 	if r.oneNode(first) {
 		nd := r.units[first].nd
-		err := nd.pool.exchange(call, payload, n, fwd)
+		err := nd.pool.route(call, payload, n, fwd, p.Writes())
 		if err == nil && !hasRedirect(call) {
 			return nil
 		}
@@ -178,7 +180,7 @@ func (r *route) plan(p *Payload) {
 	start := 0
 	for _, s := range p.units {
 		r.units = append(r.units, unit{start: start, end: s.end, frames: s.frames, slot: s.slot, tx: s.tx,
-			hello: s.hello, resp3: s.resp3, helloAt: -1})
+			hello: s.hello, resp3: s.resp3, writes: s.writes, helloAt: -1})
 		start = s.end
 	}
 }
@@ -220,6 +222,7 @@ func (r *route) send(cl *Cluster, payload []byte, idx []int) {
 		g.payload = append(g.payload, payload[u.start:u.end]...)
 		g.frames += u.frames
 		g.units = append(g.units, i)
+		g.writes = g.writes || u.writes
 	}
 	for gi := range r.groups {
 		if g := &r.groups[gi]; g.resp3 {
@@ -231,11 +234,11 @@ func (r *route) send(cl *Cluster, payload []byte, idx []int) {
 		wg.Add(1)
 		go func(g *group) {
 			defer wg.Done()
-			g.err = g.nd.pool.exchange(g.call, g.payload, g.frames, r.fwd)
+			g.err = g.nd.pool.route(g.call, g.payload, g.frames, r.fwd, g.writes)
 		}(&r.groups[gi])
 	}
 	g0 := &r.groups[0]
-	g0.err = g0.nd.pool.exchange(g0.call, g0.payload, g0.frames, r.fwd)
+	g0.err = g0.nd.pool.route(g0.call, g0.payload, g0.frames, r.fwd, g0.writes)
 	wg.Wait()
 	for gi := range r.groups {
 		g := &r.groups[gi]
@@ -282,7 +285,7 @@ func (r *route) group(nd *clusterNode) *group {
 		r.groups = r.groups[:len(r.groups)+1]
 		g := &r.groups[len(r.groups)-1]
 		g.nd, g.payload, g.frames, g.call, g.units, g.err = nd, g.payload[:0], 0, call, g.units[:0], nil
-		g.resp3, g.hello = false, 0
+		g.resp3, g.hello, g.writes = false, 0, false
 		return g
 	}
 	r.groups = append(r.groups, group{nd: nd, call: call})

@@ -34,6 +34,7 @@ type span struct {
 	// hello marks a HELLO appended by AppendHello; resp3 says that the unit runs in RESP3 (for a HELLO: that the
 	// units after it do).
 	hello, resp3 bool
+	writes       bool // it may write (Payload.Writes): in front of a cluster, its node's group travels with writes
 }
 
 var (
@@ -95,9 +96,6 @@ func (p *Payload) AppendHello(proto int) {
 // encoded as a RESP array. Its slot is its first key's, as info's key specs find the keys in args (NoSlot when
 // info is nil, an unknown command, or finds none). args is not retained.
 func (p *Payload) Append(info *commands.Info, args [][]byte, raw []byte) {
-	if info == nil || info.Flags&commands.FlagReadonly == 0 || info.MayWrite() {
-		p.writes = true
-	}
 	slot := NoSlot
 	if key := info.RoutingKey(args); key != nil {
 		slot = int(Slot(key))
@@ -108,6 +106,10 @@ func (p *Payload) Append(info *commands.Info, args [][]byte, raw []byte) {
 		p.b = resp.AppendArgs(p.b, args)
 	}
 	p.added(slot)
+	if info == nil || info.Flags&commands.FlagReadonly == 0 || info.MayWrite() {
+		p.writes = true
+		p.units[len(p.units)-1].writes = true
+	}
 }
 
 // AppendArgs appends args as one command routed by slot (NoSlot: any master may run it).
@@ -163,7 +165,7 @@ func (p *Payload) AppendTx(slot int, queued []byte, n int) {
 	p.Multi()
 	p.b = append(p.b, queued...)
 	u := &p.units[len(p.units)-1]
-	p.n, u.end, u.frames, u.slot = p.n+n, len(p.b), u.frames+n, slot
+	p.n, u.end, u.frames, u.slot, u.writes = p.n+n, len(p.b), u.frames+n, slot, true
 	p.Exec()
 }
 
