@@ -281,7 +281,7 @@ return {KEYS[1], KEYS[2], ARGV[1], ARGV[2], redis.call("INCR", KEYS[1]), redis.c
 
 	t.Run("tracking_pushes", func(t *testing.T) {
 		// CLIENT TRACKING in RESP3, its invalidation pushes shown: the invalidations of the client's own writes
-		// come right after the writes' replies, as Redis 7.0 sends them.
+		// come right after the writes' replies (a transaction's after EXEC's), as Redis 7.0 sends them.
 		input := []byte(`SET tk:a v1
 CLIENT TRACKING on
 GET tk:a
@@ -290,6 +290,10 @@ GET tk:a
 MGET tk:a tk:b
 DEL tk:a tk:b
 GET tk:a
+GET tk:c
+MULTI
+SET tk:c v3
+EXEC
 CLIENT TRACKING on BCAST PREFIX tk:
 CLIENT TRACKING off
 CLIENT TRACKING on BCAST PREFIX tk:
@@ -298,8 +302,8 @@ CLIENT TRACKINGINFO
 PING
 `)
 		got := c.same(t, input, "-3", "--no-raw", "--show-pushes", "yes")
-		if n := strings.Count(got, "-> invalidate: "); n != 3 {
-			t.Errorf("redis-cli -3 --show-pushes yes printed %d invalidations; want 3:\n%s", n, got)
+		if n := strings.Count(got, "-> invalidate: "); n != 4 {
+			t.Errorf("redis-cli -3 --show-pushes yes printed %d invalidations; want 4:\n%s", n, got)
 		}
 	})
 

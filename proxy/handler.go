@@ -142,9 +142,6 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 		c.trackCommand(cmd.Args, tc)
 		if tc != nil && isWrite(tc) && !c.tx.multi {
 			c.trackWrite(cmd.Args, tc)
-			if !c.trk.noloop && c.trk.redirID == 0 && tc.class != classBlocking && !c.pushHold {
-				c.holdPushes() // its own invalidations come after its reply, as from Redis
-			}
 		}
 	}
 	if c.sub != nil && c.sub.active() && !c.sub.bypass {

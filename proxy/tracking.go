@@ -262,11 +262,25 @@ func (c *client) trackCommandDone(tc *command) {
 	}
 }
 
-// trackWrite records, before a NOLOOP client's write goes out (a transaction's writes at EXEC), the keys it
-// writes: the invalidations of those keys that arrive until the write has settled are not sent to the writer (see
-// settleTracking); a write that never reached Redis is ended after its command (exec).
+// trackWrite prepares for a tracking client's own write, before it goes out (a transaction's writes at EXEC).
+// Redis 7.0 defers the invalidations of a client's own write past the command, so they follow its reply (EXEC's,
+// for a transaction): the client's push queue is held until its next flush (holdPushes), unless its pushes go to
+// another connection (REDIRECT) or the write happens only when a blocking command is served. A NOLOOP client is
+// not told of its own writes at all: the keys it writes are recorded, and the invalidations of those keys that
+// arrive until the write has settled are not sent to it (see settleTracking); a write that never reached Redis is
+// ended after its command (exec).
 func (c *client) trackWrite(args [][]byte, tc *command) {
-	if st := c.trk; st == nil || !st.noloop || tc == nil || tc.info == nil || !tc.info.ArityOK(len(args)) {
+	st := c.trk
+	if st == nil || tc == nil {
+		return
+	}
+	if !st.noloop {
+		if st.redirID == 0 && tc.class != classBlocking && !c.pushHold {
+			c.holdPushes()
+		}
+		return
+	}
+	if tc.info == nil || !tc.info.ArityOK(len(args)) {
 		return
 	}
 	keys, _ := tc.info.Keys(args, nil)
