@@ -9,6 +9,15 @@ import (
 	"featcache/internal/redistest"
 )
 
+// tagOn returns a hash tag that master m of cl serves.
+func tagOn(cl *redistest.Cluster, m *redistest.Server) string {
+	for i := 0; ; i++ {
+		if tag := "{t" + strconv.Itoa(i) + "}"; cl.MasterOf(tag) == m {
+			return tag
+		}
+	}
+}
+
 // TestClusterBusyMaster: one master of a 3-master cluster runs a Lua loop past busy-reply-threshold (started by
 // another client, straight on that master), four times, its tracking connections (the policies' and the keyspace
 // stream of a RESP3 client with CLIENT TRACKING on) killed just before every other loop. Under client traffic
@@ -32,14 +41,7 @@ func TestClusterBusyMaster(t *testing.T) {
 		})
 	}
 	trackingUp("start")
-	tagOf := func(m *redistest.Server) string {
-		for i := 0; ; i++ {
-			if tag := "{b" + strconv.Itoa(i) + "}"; cl.MasterOf(tag) == m {
-				return tag
-			}
-		}
-	}
-	bt, ot := tagOf(busy), tagOf(other)
+	bt, ot := tagOn(cl, busy), tagOn(cl, other)
 	// sb and so: serve_stale keys on the busy master and on another; db: past its hard TTL once the clock moves;
 	// ub and uo: keys no policy caches.
 	sb, so, db, ub, uo := "s:"+bt+"b", "s:"+ot+"o", "d:"+bt+"d", "u:"+bt+"u", "u:"+ot+"u"
@@ -201,14 +203,7 @@ func TestClusterOOMMaster(t *testing.T) {
 	if p.up.Cluster() == nil {
 		t.Fatal("featcache did not find the cluster")
 	}
-	tagOf := func(m *redistest.Server) string {
-		for i := 0; ; i++ {
-			if tag := "{o" + strconv.Itoa(i) + "}"; cl.MasterOf(tag) == m {
-				return tag
-			}
-		}
-	}
-	ft, ot := tagOf(full), tagOf(other)
+	ft, ot := tagOn(cl, full), tagOn(cl, other)
 	sf, so, uf := "s:"+ft+"f", "s:"+ot+"o", "u:"+ft+"u"
 	for _, k := range []string{sf, so, uf} {
 		cl.Do(k, "SET", k, "before")
@@ -293,28 +288,12 @@ func TestClusterPauseWrite(t *testing.T) {
 	if p.up.Cluster() == nil {
 		t.Fatal("featcache did not find the cluster")
 	}
-	tagOf := func(m *redistest.Server) string {
-		for i := 0; ; i++ {
-			if tag := "{w" + strconv.Itoa(i) + "}"; cl.MasterOf(tag) == m {
-				return tag
-			}
-		}
-	}
-	pt, ot := tagOf(paused), tagOf(other)
+	pt, ot := tagOn(cl, paused), tagOn(cl, other)
 	fill, fwd, far := "s:"+pt+"f", "u:"+pt+"r", "s:"+ot+"o"
 	for k, v := range map[string]string{fill: "filled", fwd: "read", far: "far"} {
 		cl.Do(k, "SET", k, v)
 	}
 	p.settle()
-	held := func() int {
-		n := 0
-		for _, line := range listLines(t, paused.Do("CLIENT", "LIST")) {
-			if v := clientField(line, "argv-mem"); v != "" && v != "0" {
-				n++
-			}
-		}
-		return n
-	}
 	expectDo(t, paused.Dial(), "+OK\r\n", "CLIENT", "PAUSE", "3000", "WRITE")
 	var writers []*redistest.Conn
 	for i := 0; i < 4; i++ {
@@ -325,13 +304,20 @@ func TestClusterPauseWrite(t *testing.T) {
 		}
 		writers = append(writers, w)
 		redistest.Eventually(t, 2*time.Second, "write held", func() bool {
-			return p.srv.Stats().Forwarded.Load() > sent && held() >= 1
+			return p.srv.Stats().Forwarded.Load() > sent && heldCommands(t, paused) >= 1
 		})
+	}
+	// Straight on the paused master, reads are answered at once: featcache's must be too, with the same replies.
+	direct := concurrently(t, paused.Dial, []string{"GET", fill}, []string{"GET", fwd})
+	for i, r := range direct {
+		if r.took > 500*time.Millisecond || !strings.HasPrefix(r.reply, "$") {
+			t.Fatalf("read %d straight on the paused master: %q after %v; want a value at once", i, r.reply, r.took)
+		}
 	}
 	start := time.Now()
 	p.runFaultChecks(t, "writes paused on one master", []faultCheck{
-		{[]string{"GET", fill}, replyIs(bulk("filled")), "the value, filled at once"},
-		{[]string{"GET", fwd}, replyIs(bulk("read")), "the forwarded read's reply at once"},
+		{[]string{"GET", fill}, replyIs(direct[0].reply), "the master's reply, filled at once"},
+		{[]string{"GET", fwd}, replyIs(direct[1].reply), "the master's reply at once"},
 		{[]string{"MGET", fill, far}, replyIs("*2\r\n" + bulk("filled") + bulk("far")), "the values at once"},
 	})
 	if took := time.Since(start); took > 2*time.Second {

@@ -30,15 +30,8 @@ type clusterTrackingCluster struct {
 func startTrackingCluster(t *testing.T) *clusterTrackingCluster {
 	t.Helper()
 	ct := &clusterTrackingCluster{cl: redistest.StartCluster(t, 3, 0)}
-	found := 0
-	for i := 0; found < 3; i++ {
-		tag := "{t" + strconv.Itoa(i) + "}"
-		for m, master := range ct.cl.Masters {
-			if ct.tags[m] == "" && ct.cl.MasterOf(tag) == master {
-				ct.tags[m] = tag
-				found++
-			}
-		}
+	for m, master := range ct.cl.Masters {
+		ct.tags[m] = tagOn(ct.cl, master)
 	}
 	return ct
 }

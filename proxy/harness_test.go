@@ -368,7 +368,13 @@ func compareWithRedis(t *testing.T, fc, rc *redistest.Conn, want []string, cmds 
 // "featcache" for all of featcache's, "featcache-tracking" for those of its tracking (with rueidis's idle one). A
 // Redis that does not answer CLIENT LIST (while it loads its data, say) lists none.
 func upstreamConns(redis *redistest.Server, prefix string) []string {
-	list, _, _ := resp.BulkPayload(redis.Do("CLIENT", "LIST"))
+	return connsVia(redis.Do, prefix)
+}
+
+// connsVia is upstreamConns through do, a command on a connection of the caller's (one opened before Redis
+// refuses new ones, as at maxclients).
+func connsVia(do func(args ...string) []byte, prefix string) []string {
+	list, _, _ := resp.BulkPayload(do("CLIENT", "LIST"))
 	var lines []string
 	for _, line := range strings.Split(string(list), "\n") {
 		if strings.HasPrefix(clientField(line, "name"), prefix) {
@@ -399,10 +405,13 @@ func trackingID(redis *redistest.Server) string {
 }
 
 // killConns closes the connections of CLIENT LIST lines (CLIENT KILL ID) and returns how many Redis closed.
-func killConns(redis *redistest.Server, lines []string) int {
+func killConns(redis *redistest.Server, lines []string) int { return killVia(redis.Do, lines) }
+
+// killVia is killConns through do (see connsVia).
+func killVia(do func(args ...string) []byte, lines []string) int {
 	killed := 0
 	for _, line := range lines {
-		if string(redis.Do("CLIENT", "KILL", "ID", clientField(line, "id"))) == ":1\r\n" {
+		if string(do("CLIENT", "KILL", "ID", clientField(line, "id"))) == ":1\r\n" {
 			killed++
 		}
 	}

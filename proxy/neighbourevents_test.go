@@ -187,15 +187,7 @@ func directRefusal(t *testing.T, redis *redistest.Server) string {
 // returns how many Redis closed.
 func killFeatcache(t *testing.T, admin *redistest.Conn) int {
 	t.Helper()
-	killed := 0
-	for _, line := range listLines(t, admin.Do("CLIENT", "LIST")) {
-		if strings.HasPrefix(clientField(line, "name"), "featcache") {
-			if string(admin.Do("CLIENT", "KILL", "ID", clientField(line, "id"))) == ":1\r\n" {
-				killed++
-			}
-		}
-	}
-	return killed
+	return killVia(admin.Do, connsVia(admin.Do, "featcache"))
 }
 
 // TestNeighbourMaxClients: another client lowers maxclients below the number of connected clients. Connections
