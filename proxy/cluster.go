@@ -212,7 +212,7 @@ func (c *client) fanOut(cmd *resp.Command, tc *command) {
 		defer c.srv.ctrack.releaseFlushes()
 	}
 	start := time.Now()
-	n, err := c.srv.up.Cluster().FanOut(c.call, req)
+	n, err := c.srv.up.Cluster().FanOut(c.call, tc.info, req)
 	c.srv.metrics.observeUpstream(upForward, start)
 	c.seg.req.Reset()
 	c.srv.stats.Forwarded.Add(int64(max(n, 1)))

@@ -277,8 +277,8 @@ func TestClusterOOMMaster(t *testing.T) {
 }
 
 // TestClusterPauseWrite: CLIENT PAUSE WRITE on one master of a 3-master cluster (what a manual failover does).
-// Writes of several clients through featcache to that master are held, one after the other, so that before they
-// held every shared connection to it; reads of the same master's keys through featcache (a fill, a forwarded read,
+// Writes of several clients through featcache to that master are held, one after the other, and writes fanned out
+// to every master (FUNCTION FLUSH), so that before they held every shared connection to it; reads of the same master's keys through featcache (a fill, a forwarded read,
 // an MGET across masters) are answered at once, as a direct client's reads are, and the writes get +OK after the
 // pause.
 func TestClusterPauseWrite(t *testing.T) {
@@ -307,6 +307,16 @@ func TestClusterPauseWrite(t *testing.T) {
 			return p.srv.Stats().Forwarded.Load() > sent && heldCommands(t, paused) >= 1
 		})
 	}
+	// Writes fanned out to every master (FUNCTION FLUSH) are held on the paused one too, and no read waits behind
+	// them either.
+	for i := 0; i < 4; i++ {
+		w := p.dial()
+		if err := w.Send("FUNCTION", "FLUSH"); err != nil {
+			t.Fatal(err)
+		}
+		writers = append(writers, w)
+	}
+	redistest.Eventually(t, 2*time.Second, "fanned-out writes held", func() bool { return heldCommands(t, paused) >= 2 })
 	// Straight on the paused master, reads are answered at once: featcache's must be too, with the same replies.
 	direct := concurrently(t, paused.Dial, []string{"GET", fill}, []string{"GET", fwd})
 	for i, r := range direct {

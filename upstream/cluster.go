@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"featcache/internal/commands"
 	"featcache/internal/resp"
 )
 
@@ -346,16 +347,19 @@ func (c *Conn) Follow(reply []byte, ask bool, send func(asking bool) ([]byte, er
 	return reply, nil
 }
 
-// FanOut sends payload, one command, to every master in parallel and stores their replies in call, one frame per
-// master in the order of Masters (failure frames for those that failed); it returns the number of masters. The
-// command is a client's, forwarded: each master's reply is waited for as Pool.Forward waits.
-func (cl *Cluster) FanOut(call *Call, payload []byte) (int, error) {
+// FanOut sends payload, one command (info's, nil when Redis does not know it), to every master in parallel and
+// stores their replies in call, one frame per master in the order of Masters (failure frames for those that
+// failed); it returns the number of masters. The command is a client's, forwarded: each master's reply is waited
+// for as Pool.Forward waits, on the master's shared connections for writes or for reads (Pool.route), as the
+// command may write.
+func (cl *Cluster) FanOut(call *Call, info *commands.Info, payload []byte) (int, error) {
 	m := cl.smap.Load()
 	call.reset(len(m.masters))
 	if len(m.masters) == 0 {
 		call.Err = ErrNoClusterNode
 		return 0, ErrNoClusterNode
 	}
+	writes := mayWrite(info)
 	calls := make([]*Call, len(m.masters))
 	errs := make([]error, len(m.masters))
 	var wg sync.WaitGroup
@@ -365,7 +369,7 @@ func (cl *Cluster) FanOut(call *Call, payload []byte) (int, error) {
 		wg.Add(1)
 		go func(i int, p *Pool) {
 			defer wg.Done()
-			errs[i] = p.Forward(calls[i], payload, 1)
+			errs[i] = p.route(calls[i], payload, 1, true, writes)
 		}(i, nd.pool)
 	}
 	wg.Wait()
@@ -386,8 +390,8 @@ func (cl *Cluster) FanOut(call *Call, payload []byte) (int, error) {
 	return len(m.masters), first
 }
 
-// DoMaster sends payload (n commands) to master i of Masters' order, for a walk over every master (SCAN), and
-// waits for the replies as Pool.Forward waits.
+// DoMaster sends payload (n commands that only read) to master i of Masters' order, for a walk over every master
+// (SCAN), and waits for the replies as Pool.Forward waits, on the master's shared connections for reads.
 func (cl *Cluster) DoMaster(call *Call, i int, payload []byte, n int) error {
 	m := cl.smap.Load()
 	if i < 0 || i >= len(m.masters) {
@@ -395,7 +399,7 @@ func (cl *Cluster) DoMaster(call *Call, i int, payload []byte, n int) error {
 		call.Err = ErrNoClusterNode
 		return ErrNoClusterNode
 	}
-	err := m.masters[i].pool.Forward(call, payload, n)
+	err := m.masters[i].pool.route(call, payload, n, true, false)
 	if err != nil {
 		cl.refreshSoon()
 	}

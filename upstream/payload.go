@@ -19,9 +19,6 @@ type Payload struct {
 	units []span // where each unit ends, how many commands it has, its slot
 	open  bool   // the last unit is a transaction that Exec has not closed yet
 	resp3 bool   // AppendHello(3) switched the commands appended since to RESP3
-	// writes: a command appended with Append is not a plain read (Redis's readonly flag, and no key spec that
-	// modifies), or a transaction was appended: Redis may hold it while writes are paused (Writes).
-	writes bool
 }
 
 // span is one unit of a Payload: a command, or a transaction from MULTI to EXEC, which the router sends to one
@@ -57,7 +54,7 @@ func (p *Payload) Cap() int { return cap(p.b) }
 
 // Reset empties the payload and keeps its memory.
 func (p *Payload) Reset() {
-	p.b, p.n, p.units, p.open, p.resp3, p.writes = p.b[:0], 0, p.units[:0], false, false, false
+	p.b, p.n, p.units, p.open, p.resp3 = p.b[:0], 0, p.units[:0], false, false
 }
 
 // Writes reports whether the payload holds a command that CLIENT PAUSE WRITE may hold: one appended by Append
@@ -66,7 +63,14 @@ func (p *Payload) Reset() {
 // commands appended without their Info (AppendArgs, AppendCommand, AppendRaw: cached reads forwarded as they
 // are, CONFIG GET, SCAN, HELLO) are not writes. The Pool keeps payloads with writes apart from the others, so
 // that a paused write never holds a read queued behind it on the same connection.
-func (p *Payload) Writes() bool { return p.writes }
+func (p *Payload) Writes() bool {
+	for i := range p.units {
+		if p.units[i].writes {
+			return true
+		}
+	}
+	return false
+}
 
 var (
 	hello3Cmd = resp.AppendCommand(nil, "HELLO", "3")
@@ -106,10 +110,15 @@ func (p *Payload) Append(info *commands.Info, args [][]byte, raw []byte) {
 		p.b = resp.AppendArgs(p.b, args)
 	}
 	p.added(slot)
-	if info == nil || info.Flags&commands.FlagReadonly == 0 || info.MayWrite() {
-		p.writes = true
+	if mayWrite(info) {
 		p.units[len(p.units)-1].writes = true
 	}
+}
+
+// mayWrite reports whether CLIENT PAUSE WRITE may hold the command of info: Redis does not flag it readonly (EVAL,
+// PUBLISH and commands Redis does not know included), or its key specs may change its keys (PFCOUNT).
+func mayWrite(info *commands.Info) bool {
+	return info == nil || info.Flags&commands.FlagReadonly == 0 || info.MayWrite()
 }
 
 // AppendArgs appends args as one command routed by slot (NoSlot: any master may run it).
@@ -161,7 +170,6 @@ func (p *Payload) AppendHashFetch(key []byte, fields [][]byte, all, fieldTTL boo
 // AppendTx appends MULTI, the n commands of queued (already encoded), and EXEC: a transaction that goes whole to
 // the master of slot.
 func (p *Payload) AppendTx(slot int, queued []byte, n int) {
-	p.writes = true
 	p.Multi()
 	p.b = append(p.b, queued...)
 	u := &p.units[len(p.units)-1]
