@@ -627,3 +627,40 @@ func TestNeighbourPubSubOutputLimit(t *testing.T) {
 	fs, rs = subscriberPair(t, p, "big")
 	expectMessage(t, p, "big", "small", fs, rs)
 }
+
+// TestNeighbourMaxMemoryClients: another client sets maxmemory-clients, and many clients read 300KB values at
+// once. Redis evicts the clients that use the most memory, and featcache carries many clients' reads on each shared
+// connection: at each limit, featcache's clients must lose no more reads than direct clients lose at the same limit
+// (4mb evicts direct readers too; 8mb evicts none of them).
+func TestNeighbourMaxMemoryClients(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxyOn(t, redis, "upstream: {timeout: 5s}\n"+eventsConfig)
+	value := strings.Repeat("v", 300<<10)
+	var keys []string
+	for i := 0; i < 4; i++ {
+		keys = append(keys, "u:big"+strconv.Itoa(i), "c:big"+strconv.Itoa(i))
+	}
+	for _, k := range keys {
+		redis.Do("SET", k, value)
+	}
+	t.Cleanup(func() { redis.Do("CONFIG", "SET", "maxmemory-clients", "0") })
+	for _, limit := range []string{"4mb", "8mb"} {
+		expectDo(t, redis.Dial(), "+OK\r\n", "CONFIG", "SET", "maxmemory-clients", limit)
+		failed := map[string]int{}
+		for _, who := range []string{"Redis", "featcache"} {
+			dial := redis.Dial
+			if who == "featcache" {
+				dial = p.dial
+			}
+			before := infoField(string(redis.Do("INFO", "stats")), "evicted_clients")
+			bad, n := readersOf(t, dial, 24, 8, keys, value)
+			failed[who] = n
+			t.Logf("maxmemory-clients %s, %s: %d of 192 reads failed %q; clients evicted %d", limit, who, n, bad,
+				infoField(string(redis.Do("INFO", "stats")), "evicted_clients")-before)
+		}
+		if failed["featcache"] > failed["Redis"] {
+			t.Errorf("maxmemory-clients %s: %d reads failed through featcache, %d straight to Redis", limit,
+				failed["featcache"], failed["Redis"])
+		}
+	}
+}
