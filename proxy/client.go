@@ -390,14 +390,8 @@ func pendingInput(nc net.Conn) bool {
 	if err != nil {
 		return false
 	}
-	pending := false
-	raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		pending = err == nil && n > 0
-		return true
-	})
-	return pending
+	data, _ := resp.Peek(raw)
+	return data
 }
 
 // logSlow logs a pipeline slower than log.slow_command: its size and command names, never its arguments (keys

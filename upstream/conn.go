@@ -272,12 +272,6 @@ func peerClosed(nc net.Conn) bool {
 	if err != nil {
 		return true
 	}
-	closed := false
-	err = raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		closed = n > 0 || err == nil || (err != syscall.EAGAIN && err != syscall.EINTR)
-		return true // one look, never a wait
-	})
-	return closed || err != nil
+	data, closed := resp.Peek(raw)
+	return data || closed
 }
