@@ -63,6 +63,55 @@ func infoField(info []byte, field string) string {
 	return ""
 }
 
+// TestHostileMgetOnFullRedis: a Redis at maxmemory with noeviction (how a feature store that must not lose data is
+// run) refuses writes with -OOM and still answers reads, MGET included. Inside MULTI it refuses every command, so an
+// MGET that featcache answers from a transaction must not get -OOM where a direct MGET gets its values. What it reads
+// then is not stored as one instant's: a key deleted straight on Redis (DEL is allowed when full) is not served
+// afterwards.
+func TestHostileMgetOnFullRedis(t *testing.T) {
+	redis := redistest.Start(t)
+	for _, k := range []string{"k:1", "k:2", "k:3", "u:1"} {
+		redis.Do("SET", k, "v-"+k)
+	}
+	in := startBinary(t, redis, hostilePolicies)
+	direct, through := redis.Dial(), redistest.Dial(t, in.addr)
+	if got := string(through.Do("GET", "k:1")); got != "$5\r\nv-k:1\r\n" {
+		t.Fatalf("GET k:1: %q", got)
+	}
+	if got := string(direct.Do("CONFIG", "SET", "maxmemory", "1")); got != "+OK\r\n" {
+		t.Fatalf("CONFIG SET maxmemory: %q", got)
+	}
+	defer direct.Do("CONFIG", "SET", "maxmemory", "0")
+
+	hostileSideBySide(t, direct, through, [][]string{
+		{"MGET", "k:1", "k:2"},               // a hit and a miss
+		{"MGET", "k:2", "k:3", "k:9"},        // misses, one of a missing key
+		{"MGET", "k:1", "u:1", "k:2", "k:1"}, // cached and uncached keys, one twice
+		{"MGET", "u:1", "u:2"},               // no key cached
+		{"GET", "k:1"},
+		{"GET", "k:3"},
+		{"SET", "k:1", "new"}, // -OOM, verbatim
+		{"MGET", "k:1", "k:2", "k:3"},
+		{"HGETALL", "k:h"},
+	})
+
+	// The same for a RESP3 client (nulls as _).
+	direct3, through3 := redis.Dial(), redistest.Dial(t, in.addr)
+	direct3.Do("HELLO", "3")
+	through3.Do("HELLO", "3")
+	hostileSideBySide(t, direct3, through3, [][]string{{"MGET", "k:3", "k:9", "k:1"}, {"MGET", "k:2", "u:1"}})
+
+	// Nothing the MGETs read while Redis was full outlives a delete made straight on Redis.
+	if got := string(direct.Do("DEL", "k:2", "k:3")); got != ":2\r\n" {
+		t.Fatalf("DEL while full: %q", got)
+	}
+	redistest.Eventually(t, 10*time.Second, "the deletes seen through featcache", func() bool {
+		return string(through.Do("MGET", "k:2", "k:3", "k:1")) == "*3\r\n$-1\r\n$-1\r\n$5\r\nv-k:1\r\n"
+	})
+	hostileSideBySide(t, direct, through, [][]string{{"GET", "k:2"}, {"GET", "k:3"}, {"MGET", "k:3", "k:2", "k:1"}})
+	hostileAlive(t, in)
+}
+
 // TestHostileNoReplicasSideBySide: min-replicas-to-write set by another client refuses writes (NOREPLICAS) and keeps
 // reads, transactions of reads included, as featcache must.
 func TestHostileNoReplicasSideBySide(t *testing.T) {
