@@ -516,3 +516,65 @@ func TestHostileConnectionStorm(t *testing.T) {
 	t.Logf("%d SET/GET pairs served during the storm of %d connections; Redis's clients %d before, %d after", served.Load(), workers*each, baseline, clients)
 	hostileAlive(t, in)
 }
+
+// hostileReplies writes payload on a new connection to addr and returns the next n replies, the lines of a MONITOR
+// stream left out; with eof it then reads on until the connection ends and appends "<EOF>".
+func hostileReplies(t *testing.T, addr string, payload []byte, n int, eof bool) string {
+	t.Helper()
+	c := redistest.Dial(t, addr)
+	defer c.Close()
+	if _, err := c.NetConn().Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < n || eof {
+		frame, err := c.ReadTimeout(10 * time.Second)
+		if err != nil {
+			if eof && len(frame) == 0 && len(got) >= n {
+				return strings.Join(got, "") + "<EOF>"
+			}
+			t.Fatalf("after %q, replies %q, then %v", payload, got, err)
+		}
+		if len(frame) > 1 && frame[0] == '+' && frame[1] >= '0' && frame[1] <= '9' && bytes.Contains(frame, []byte(" [0 ")) {
+			continue // a MONITOR line
+		}
+		got = append(got, string(frame))
+	}
+	return strings.Join(got, "")
+}
+
+// TestHostileSessionEndsInPipeline: a client that pipelines SUBSCRIBE or MONITOR with the commands after it (QUIT,
+// RESET, featcache's own ECHO, CLIENT ...) gets every reply, in order, as from Redis. featcache answered RESET and
+// QUIT without the subscription confirmations before them, and commands it answers itself before MONITOR's +OK.
+func TestHostileSessionEndsInPipeline(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, hostilePolicies+`
+commands:
+  deny: [config|set]
+`)
+	enc := redistest.Encode
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	for _, c := range []struct {
+		name    string
+		payload []byte
+		n       int
+		eof     bool
+	}{
+		{"SUBSCRIBE, QUIT", cat(enc("SUBSCRIBE", "ch:1"), enc("QUIT")), 2, true},
+		{"SUBSCRIBE, RESET, PING", cat(enc("SUBSCRIBE", "ch:1"), enc("RESET"), enc("PING")), 3, false},
+		{"PSUBSCRIBE, SUBSCRIBE, QUIT", cat(enc("PSUBSCRIBE", "ch:*"), enc("SUBSCRIBE", "ch:2"), enc("QUIT")), 3, true},
+		{"SUBSCRIBE, PING, RESET", cat(enc("SUBSCRIBE", "ch:1"), enc("PING"), enc("RESET"), enc("GET", "k:1")), 4, false},
+		{"MONITOR, ECHO, CLIENT", cat(enc("MONITOR"), enc("ECHO", "hi"), enc("CLIENT", "SETNAME", "n"), enc("CLIENT", "GETNAME")), 4, false},
+		{"MONITOR, PING", cat(enc("MONITOR"), enc("PING")), 2, false},
+		{"MONITOR, QUIT", cat(enc("MONITOR"), enc("QUIT")), 2, true},
+		{"MONITOR, RESET, PING", cat(enc("MONITOR"), enc("RESET"), enc("PING")), 3, false},
+	} {
+		for round := 0; round < 3; round++ {
+			want := hostileReplies(t, redis.Addr(), c.payload, c.n, c.eof)
+			if got := hostileReplies(t, in.addr, c.payload, c.n, c.eof); got != want {
+				t.Errorf("%s (round %d): featcache answered %q; Redis answered %q", c.name, round, got, want)
+			}
+		}
+	}
+	hostileAlive(t, in)
+}
