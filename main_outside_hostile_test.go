@@ -578,3 +578,54 @@ commands:
 	}
 	hostileAlive(t, in)
 }
+
+// TestHostileTrackingKilledThenWritten: another client of Redis kills featcache's tracking connection (CLIENT KILL ID,
+// as an operator cleaning up connections would) and writes a cached key in the same breath, so that Redis never
+// sends the invalidation. The next read through featcache must be the new value, never the one it cached, in every
+// round; so must it after CLIENT KILL TYPE normal, which takes featcache's shared connections too.
+func TestHostileTrackingKilledThenWritten(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k:1", "v0")
+	in := startBinary(t, redis, hostilePolicies)
+	direct, through := redis.Dial(), redistest.Dial(t, in.addr)
+	trackingIDs := func() []string {
+		var ids []string
+		for _, line := range strings.Split(string(direct.Do("CLIENT", "LIST")), "\n") {
+			if strings.Contains(line, " name=featcache-tracking") {
+				id, _, _ := strings.Cut(strings.TrimPrefix(line, "id="), " ")
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	for i := 1; i <= 60; i++ {
+		through.Do("GET", "k:1")
+		through.Do("GET", "k:1") // cached
+		var kill []byte
+		if i%2 == 0 {
+			ids := trackingIDs()
+			if len(ids) == 0 {
+				// Tracking is still being set up again after the previous round: this round writes with it down.
+				kill = redistest.Encode("PING")
+			}
+			for _, id := range ids {
+				kill = append(kill, redistest.Encode("CLIENT", "KILL", "ID", id)...)
+			}
+		} else {
+			kill = redistest.Encode("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+		}
+		v := "v" + strconv.Itoa(i)
+		if _, err := direct.NetConn().Write(append(kill, redistest.Encode("SET", "k:1", v)...)); err != nil {
+			t.Fatal(err)
+		}
+		for n := bytes.Count(kill, []byte("*")) + 1; n > 0; n-- {
+			if _, err := direct.Read(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := string(through.Do("GET", "k:1")), "$"+strconv.Itoa(len(v))+"\r\n"+v+"\r\n"; got != want {
+			t.Fatalf("round %d: GET k:1 right after its write straight to Redis (tracking killed): %q; want %q", i, got, want)
+		}
+	}
+	hostileAlive(t, in)
+}
