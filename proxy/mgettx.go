@@ -28,6 +28,9 @@ import (
 // transaction did, so it stores nothing that differs (its waiters still get what it read), later reads do not
 // join it, and an entry that differs is dropped.
 
+// mgetName is the command rereadTxs sends in place of a transaction Redis refused for want of memory.
+var mgetName = []byte("MGET")
+
 // mgetKey is one key of an MGET as its lookup found it.
 type mgetKey struct {
 	key    []byte             // the physical key; points into the client's read buffer or batch arena
@@ -147,28 +150,57 @@ func (c *client) parseTx(tx *mgetTx) {
 	tx.err = errInternal
 }
 
-// readSplitTxs reads again, key by key, the MGETs whose transactions Redis Cluster refused with TRYAGAIN: their keys'
-// slot is being migrated and they are split between two masters (the router has retried meanwhile). Redis would
-// answer TRYAGAIN; featcache answers from GET and PTTL of each key, in one more round trip. Such a reply is not one
-// instant's, and its values are not stored (Drop): the exception to MGET's atomicity, for the length of a
-// migration.
-func (c *client) readSplitTxs() {
+// rereadTxs reads again, in one more round trip, the MGETs whose transactions Redis refused where it would have
+// answered the MGET itself:
+//
+//   - OOM: past maxmemory under noeviction (a feature store that must not lose data), Redis refuses every command
+//     queued inside MULTI, reads included, yet answers a plain MGET. featcache answers from a plain MGET of the keys,
+//     one instant as Redis's own, followed by a PTTL of each key whose fill the transaction leads. Its values are not
+//     stored (tx.alone is cleared: KeepSame or Drop), so no entry pairs them with a TTL read at another instant.
+//   - TRYAGAIN: Redis Cluster refused the transaction because its keys' slot is being migrated and they are split
+//     between two masters (the router has retried meanwhile). Redis would answer TRYAGAIN; featcache answers from GET
+//     and PTTL of each key. Such a reply is not one instant's, and its values are not stored: the exception to MGET's
+//     atomicity, for the length of a migration.
+//
+// Other errors (BUSY, LOADING, a lost connection ...) are Redis's answer to the MGET too, and stand.
+func (c *client) rereadTxs() {
 	s := &c.seg
 	var req upstream.Payload
 	var txs []*mgetTx
+	var whole []bool // per tx: read again with one MGET (OOM) rather than key by key (TRYAGAIN)
 	for i := range s.holes {
 		tx := s.holes[i].tx
 		if tx == nil {
 			continue
 		}
 		c.parseTx(tx)
-		if re, ok := tx.err.(resp.Error); !ok || !strings.HasPrefix(string(re), "TRYAGAIN") {
+		re, ok := tx.err.(resp.Error)
+		if !ok {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(string(re), "OOM "):
+			args := make([][]byte, 0, 1+len(tx.keys))
+			args = append(args, mgetName)
+			for _, k := range tx.keys {
+				args = append(args, k.key)
+			}
+			req.AppendArgs(int(upstream.Slot(tx.keys[0].key)), args)
+			for _, k := range tx.keys {
+				if k.fill != nil {
+					req.AppendKey("PTTL", k.key)
+				}
+			}
+			whole = append(whole, true)
+		case c.srv.clustered() && strings.HasPrefix(string(re), "TRYAGAIN"):
+			for _, k := range tx.keys {
+				req.AppendFetch(k.key)
+			}
+			whole = append(whole, false)
+		default:
 			continue
 		}
 		txs = append(txs, tx)
-		for _, k := range tx.keys {
-			req.AppendFetch(k.key)
-		}
 	}
 	if len(txs) == 0 {
 		return
@@ -179,21 +211,49 @@ func (c *client) readSplitTxs() {
 	err := c.srv.up.Do(call, &req)
 	c.srv.stats.RoundTrips.Add(1)
 	frame := 0
-	for _, tx := range txs {
-		if frame+2*len(tx.keys) > call.Len() {
+	for i, tx := range txs {
+		n := 2 * len(tx.keys)
+		if whole[i] {
+			n = 1
+			for _, k := range tx.keys {
+				if k.fill != nil {
+					n++
+				}
+			}
+		}
+		at := frame
+		frame += n
+		if at+n > call.Len() {
 			if err != nil {
 				tx.err = err
 			}
-			frame += 2 * len(tx.keys)
 			continue
 		}
 		elems := make([][]byte, tx.cmds)
-		for _, k := range tx.keys {
-			elems[k.get] = call.Frame(frame)
-			if k.fill != nil {
-				elems[k.get+1] = call.Frame(frame + 1)
+		if whole[i] {
+			values, perr := resp.ArrayElements(call.Frame(at), nil)
+			if perr != nil || len(values) != len(tx.keys) {
+				if f := call.Frame(at); f[0] == resp.TypeError {
+					tx.err = resp.ParseError(f) // Redis's answer to the MGET, for the client as from Redis
+				}
+				continue
 			}
-			frame += 2
+			at++
+			for j, k := range tx.keys {
+				elems[k.get] = values[j]
+				if k.fill != nil {
+					elems[k.get+1] = call.Frame(at)
+					at++
+				}
+			}
+		} else {
+			for _, k := range tx.keys {
+				elems[k.get] = call.Frame(at)
+				if k.fill != nil {
+					elems[k.get+1] = call.Frame(at + 1)
+				}
+				at += 2
+			}
 		}
 		tx.elems, tx.err, tx.alone = elems, nil, false
 	}

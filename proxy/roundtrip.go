@@ -43,8 +43,8 @@ func (c *client) runSegment() {
 			c.srv.reached.Store(true)
 		}
 		c.checkWindows()
-		if c.srv.clustered() {
-			c.readSplitTxs()
+		if err == nil || c.srv.clustered() {
+			c.rereadTxs()
 		}
 		c.completeFills(err, true)
 		s.doErr = err
