@@ -309,55 +309,75 @@ func TestOutsideCheckerUnderFaults(t *testing.T) {
 	}
 }
 
-// trackingClient is an application's own cache in front of featcache, kept with CLIENT TRACKING over RESP3 as
-// client-side caching libraries keep it: a reader goroutine applies invalidation pushes as they arrive, and a reply
-// to a read during which its key was invalidated is not kept.
+// trackingClient is an application's own cache in front of featcache, kept with CLIENT TRACKING as client-side
+// caching libraries keep it: invalidations are applied as they arrive (a reader goroutine per connection), and a
+// reply to a read during which its key was invalidated is not kept. Over RESP3 the invalidations are pushes on
+// the client's connection; over RESP2 they arrive as Pub/Sub messages on a second connection it redirects them to.
 type trackingClient struct {
 	conn    *redistest.Conn
 	replies chan []byte
+	optin   bool // CLIENT CACHING yes before each read
 
 	mu      sync.Mutex
 	cache   map[string]int64
 	pending map[string]bool // keys being read; true once invalidated meanwhile
-	flushes int
 }
 
-func newTrackingClient(t *testing.T, addr string, tracking ...string) *trackingClient {
+// newTrackingClient connects to addr with RESP3 (or RESP2 and a redirect) and turns tracking on with options.
+func newTrackingClient(t *testing.T, addr string, resp3 bool, options ...string) *trackingClient {
 	t.Helper()
 	tc := &trackingClient{conn: redistest.Dial(t, addr), replies: make(chan []byte, 1), cache: map[string]int64{}, pending: map[string]bool{}}
-	if got := tc.conn.Do("HELLO", "3"); got[0] != '%' {
-		t.Fatalf("HELLO 3: %q", got)
+	for _, o := range options {
+		tc.optin = tc.optin || o == "OPTIN"
 	}
-	if got := string(tc.conn.Do(append([]string{"CLIENT", "TRACKING", "ON"}, tracking...)...)); got != "+OK\r\n" {
-		t.Fatalf("CLIENT TRACKING ON %q: %q", tracking, got)
-	}
-	go func() {
-		for {
-			frame, err := tc.conn.ReadTimeout(time.Hour)
-			if err != nil {
-				close(tc.replies)
-				return
-			}
-			if resp.IsPush(frame) {
-				tc.invalidate(frame)
-				continue
-			}
-			tc.replies <- frame
+	if resp3 {
+		if got := tc.conn.Do("HELLO", "3"); got[0] != '%' {
+			t.Fatalf("HELLO 3: %q", got)
 		}
-	}()
+	} else {
+		sub := redistest.Dial(t, addr)
+		id, _ := resp.IntegerValue(sub.Do("CLIENT", "ID"))
+		if got := string(sub.Do("SUBSCRIBE", "__redis__:invalidate")); !strings.HasPrefix(got, "*3\r\n$9\r\nsubscribe") {
+			t.Fatalf("SUBSCRIBE __redis__:invalidate: %q", got)
+		}
+		options = append(options, "REDIRECT", strconv.FormatInt(id, 10))
+		go tc.read(sub, nil)
+	}
+	if got := string(tc.conn.Do(append([]string{"CLIENT", "TRACKING", "ON"}, options...)...)); got != "+OK\r\n" {
+		t.Fatalf("CLIENT TRACKING ON %q: %q", options, got)
+	}
+	go tc.read(tc.conn, tc.replies)
 	return tc
 }
 
-// invalidate applies an invalidation push: ">2 invalidate [keys]", or a null for every key.
+// read applies the invalidations c receives and hands its other frames to replies.
+func (tc *trackingClient) read(c *redistest.Conn, replies chan<- []byte) {
+	for {
+		frame, err := c.ReadTimeout(time.Hour)
+		if err != nil {
+			if replies != nil {
+				close(replies)
+			}
+			return
+		}
+		if resp.IsPush(frame) || replies == nil {
+			tc.invalidate(frame)
+			continue
+		}
+		replies <- frame
+	}
+}
+
+// invalidate applies an invalidation, a push (">2 invalidate keys") or a message ("*3 message
+// __redis__:invalidate keys"), whose keys are null for every key.
 func (tc *trackingClient) invalidate(frame []byte) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
-	if !bytes.Contains(frame, []byte("invalidate")) {
+	_, keys, ok := bytes.Cut(frame, []byte("invalidate\r\n"))
+	if !ok {
 		return
 	}
-	keys := bytes.SplitN(frame, []byte("invalidate\r\n"), 2)[1]
-	if bytes.HasPrefix(keys, []byte("_")) || bytes.HasPrefix(keys, []byte("*-1")) {
-		tc.flushes++
+	if keys[0] == '_' || bytes.HasPrefix(keys, []byte("*-1")) || bytes.HasPrefix(keys, []byte("$-1")) {
 		clear(tc.cache)
 		for k := range tc.pending {
 			tc.pending[k] = true
@@ -385,6 +405,14 @@ func (tc *trackingClient) get(key string) (seq int64, hit bool, err error) {
 	}
 	tc.pending[key] = false
 	tc.mu.Unlock()
+	if tc.optin {
+		if err := tc.conn.Send("CLIENT", "CACHING", "yes"); err != nil {
+			return 0, false, err
+		}
+		if frame := <-tc.replies; string(frame) != "+OK\r\n" {
+			return 0, false, fmt.Errorf("CLIENT CACHING yes: %q", frame)
+		}
+	}
 	if err := tc.conn.Send("GET", key); err != nil {
 		return 0, false, err
 	}
@@ -406,10 +434,11 @@ func (tc *trackingClient) get(key string) (seq int64, hit bool, err error) {
 }
 
 // TestOutsideClientTrackingChecker: applications keep featcache's values in their own memory with CLIENT
-// TRACKING (default mode and BCAST), as docs/freshness.md offers, while writers change the keys straight on Redis
-// and through featcache: keys a caching policy covers ("k:") and keys it does not ("u:"). No value an application
-// answers from its own memory may have been overwritten more than staleBound before, and once the writers stop
-// every value it keeps equals Redis's.
+// TRACKING, as docs/freshness.md offers (RESP3: default mode, BCAST, OPTIN; RESP2 with REDIRECT: default mode and
+// BCAST), while writers change the keys straight on Redis and through featcache, keys a caching policy covers
+// ("k:") and keys it does not ("u:"), and featcache's tracking connections are killed every 250 ms. No value an
+// application answers from its own memory may have been overwritten more than staleBound before, and once the
+// writers stop every value it keeps equals Redis's.
 func TestOutsideClientTrackingChecker(t *testing.T) {
 	const staleBound = time.Second
 	redis := redistest.Start(t)
@@ -420,9 +449,11 @@ func TestOutsideClientTrackingChecker(t *testing.T) {
 	}
 	log := &writeLog{acked: map[string]map[int64]time.Time{}, lastVia: map[string]map[string]int64{}}
 	clients := []*trackingClient{
-		newTrackingClient(t, in.addr),
-		newTrackingClient(t, in.addr),
-		newTrackingClient(t, in.addr, "BCAST", "PREFIX", "k:", "PREFIX", "u:"),
+		newTrackingClient(t, in.addr, true),
+		newTrackingClient(t, in.addr, true, "BCAST", "PREFIX", "k:", "PREFIX", "u:"),
+		newTrackingClient(t, in.addr, true, "OPTIN"),
+		newTrackingClient(t, in.addr, false),
+		newTrackingClient(t, in.addr, false, "BCAST"),
 	}
 	var violations, hits, writesDone atomic.Int64
 	stop := make(chan struct{})
@@ -521,5 +552,63 @@ func killClients(admin *outsideConn, prefix string) {
 			continue
 		}
 		admin.do("CLIENT", "KILL", "ID", strings.TrimPrefix(fields[0], "id="))
+	}
+}
+
+// TestOutsideRestartWithOlderData: Redis is killed and, after a while, started again from a snapshot older than
+// the values featcache cached (a restore from backup, a restart without the last writes in its AOF). From the
+// moment the new server answers, no read through featcache may return a value of the old server under the default
+// on_tracking_loss flush, nor under serve_stale, nor a remembered nil (negative_ttl). Under on_tracking_loss
+// revalidate, entries are served unverified within their soft TTL while tracking is down (docs/freshness.md), and
+// a read right after the restart may still get the old server's value; those keys must come back to Redis's
+// values within a few seconds, without writes.
+func TestOutsideRestartWithOlderData(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, `
+shutdown_delay: 0s
+policies:
+  - {name: k, prefix: "k:", soft_ttl: 1h, hard_ttl: 1h, jitter: 0, negative_ttl: 1h}
+  - {name: r, prefix: "r:", soft_ttl: 1h, hard_ttl: 1h, jitter: 0, on_tracking_loss: revalidate}
+  - {name: s, prefix: "s:", soft_ttl: 1h, hard_ttl: 1h, jitter: 0, on_upstream_error: serve_stale, max_stale: 1h}
+`)
+	strict := [][]string{
+		{"GET", "k:1"}, {"GET", "s:1"}, {"GET", "k:gone"}, {"MGET", "k:1", "s:1", "k:gone"},
+		{"HGETALL", "k:h"}, {"HGET", "s:h", "f"}, {"HMGET", "s:h", "f", "x"},
+	}
+	revalidate := [][]string{{"GET", "r:1"}, {"HMGET", "r:h", "f", "g"}, {"HGETALL", "r:h"}}
+	for _, cmd := range [][]string{{"SET", "k:1", "old"}, {"SET", "r:1", "old"}, {"SET", "s:1", "old"}, {"SET", "k:gone", "old"},
+		{"HSET", "k:h", "f", "old"}, {"HSET", "r:h", "f", "old", "g", "old"}, {"HSET", "s:h", "f", "old"}, {"SAVE"}} {
+		redis.Do(cmd...)
+	}
+	for _, cmd := range [][]string{{"SET", "k:1", "new"}, {"SET", "r:1", "new"}, {"SET", "s:1", "new"}, {"DEL", "k:gone"},
+		{"HSET", "k:h", "f", "new", "x", "new"}, {"HSET", "r:h", "f", "new", "g", "new"}, {"HSET", "s:h", "f", "new", "x", "new"}} {
+		redis.Do(cmd...)
+	}
+	c := redistest.Dial(t, in.addr)
+	for _, r := range append(strict, revalidate...) {
+		c.Do(r...)
+		if got := string(c.Do(r...)); strings.Contains(got, "old") {
+			t.Fatalf("%q before the restart: %q", r, got)
+		}
+	}
+	redis.Kill()
+	// Down long enough for featcache's tracking reconnection to back off (docs/freshness.md: up to 1 s).
+	time.Sleep(1500 * time.Millisecond)
+	redis.Restart() // loads the snapshot: every value is "old" again, and k:gone exists
+	for until := time.Now().Add(time.Second); time.Now().Before(until); {
+		for _, r := range strict {
+			got := c.Do(r...)
+			if got[0] == '-' {
+				continue // featcache's own upstream error while Redis loads
+			}
+			if want := redis.Do(r...); !bytes.Equal(got, want) {
+				t.Fatalf("%q through featcache after the restart: %q; Redis: %q", r, got, want)
+			}
+		}
+	}
+	for _, r := range revalidate {
+		redistest.Eventually(t, 3*time.Second, fmt.Sprintf("%q through featcache equal to Redis", r), func() bool {
+			return bytes.Equal(c.Do(r...), redis.Do(r...))
+		})
 	}
 }
