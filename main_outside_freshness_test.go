@@ -20,13 +20,15 @@ import (
 // compare the reply bytes, or check that no read through featcache returns a value Redis no longer held when the
 // read began (beyond the bounds docs/freshness.md gives).
 
-// outsideConfig caches "k:", "g:" and "h:" keys for an hour, so that a value served past its invalidation shows.
+// outsideConfig caches "k:", "g:" and "h:" keys for an hour, so that a value served past its invalidation shows;
+// "g:" and "h:" are refreshed in the background after 10 ms, "g:" is served stale while Redis fails, and "h:" keeps
+// its entries unverified when tracking is lost.
 const outsideConfig = `
 shutdown_delay: 0s
 policies:
   - {name: k, prefix: "k:", soft_ttl: 1h, hard_ttl: 1h, jitter: 0}
-  - {name: g, prefix: "g:", soft_ttl: 1h, hard_ttl: 1h, jitter: 0}
-  - {name: h, prefix: "h:", soft_ttl: 1h, hard_ttl: 1h, jitter: 0}
+  - {name: g, prefix: "g:", soft_ttl: 10ms, hard_ttl: 1h, jitter: 0, on_upstream_error: serve_stale, max_stale: 1h}
+  - {name: h, prefix: "h:", soft_ttl: 10ms, hard_ttl: 1h, jitter: 0, on_tracking_loss: revalidate}
 `
 
 // outsideConn is a raw RESP connection whose errors are returned, for goroutines that must not stop the test.
@@ -575,13 +577,14 @@ policies:
 		{"GET", "k:1"}, {"GET", "s:1"}, {"GET", "k:gone"}, {"MGET", "k:1", "s:1", "k:gone"},
 		{"HGETALL", "k:h"}, {"HGET", "s:h", "f"}, {"HMGET", "s:h", "f", "x"},
 	}
-	revalidate := [][]string{{"GET", "r:1"}, {"HMGET", "r:h", "f", "g"}, {"HGETALL", "r:h"}}
+	revalidate := [][]string{{"GET", "r:1"}, {"HMGET", "r:h", "f", "g"}, {"HGETALL", "r:h"}, {"GET", "r:later"}, {"HGET", "r:flip", "f"}}
 	for _, cmd := range [][]string{{"SET", "k:1", "old"}, {"SET", "r:1", "old"}, {"SET", "s:1", "old"}, {"SET", "k:gone", "old"},
-		{"HSET", "k:h", "f", "old"}, {"HSET", "r:h", "f", "old", "g", "old"}, {"HSET", "s:h", "f", "old"}, {"SAVE"}} {
+		{"HSET", "k:h", "f", "old"}, {"HSET", "r:h", "f", "old", "g", "old"}, {"HSET", "s:h", "f", "old"}, {"SET", "r:flip", "string"}, {"SAVE"}} {
 		redis.Do(cmd...)
 	}
 	for _, cmd := range [][]string{{"SET", "k:1", "new"}, {"SET", "r:1", "new"}, {"SET", "s:1", "new"}, {"DEL", "k:gone"},
-		{"HSET", "k:h", "f", "new", "x", "new"}, {"HSET", "r:h", "f", "new", "g", "new"}, {"HSET", "s:h", "f", "new", "x", "new"}} {
+		{"HSET", "k:h", "f", "new", "x", "new"}, {"HSET", "r:h", "f", "new", "g", "new"}, {"HSET", "s:h", "f", "new", "x", "new"},
+		{"SET", "r:later", "new"}, {"DEL", "r:flip"}, {"HSET", "r:flip", "f", "new"}} {
 		redis.Do(cmd...)
 	}
 	c := redistest.Dial(t, in.addr)
@@ -610,5 +613,235 @@ policies:
 		redistest.Eventually(t, 3*time.Second, fmt.Sprintf("%q through featcache equal to Redis", r), func() bool {
 			return bytes.Equal(c.Do(r...), redis.Do(r...))
 		})
+	}
+}
+
+// outsideReads are the reads whose replies the write tables compare, through featcache and straight from Redis:
+// every cached read of the keys the writes change, and TYPE (forwarded) as a witness.
+var outsideReads = [][]string{
+	{"GET", "k:a"}, {"GET", "k:b"}, {"GET", "k:c"}, {"GET", "k:nil"}, {"MGET", "k:a", "k:b", "k:nil"},
+	{"HGETALL", "k:h"}, {"HGET", "k:h", "f"}, {"HMGET", "k:h", "f", "g", "z"}, {"HGETALL", "k:nilh"},
+	{"TYPE", "k:a"}, {"TYPE", "k:nil"},
+}
+
+// outsideWrites are writes of every kind that change the keys outsideReads read: each runs on a Redis holding
+// k:a, k:b (strings), k:h (a hash) and no k:nil, k:nilh, after featcache cached every read. Only the commands of
+// writes whose names say they fail may answer an error.
+var outsideWrites = []struct {
+	name string
+	cmds [][]string
+}{
+	{"SET KEEPTTL", [][]string{{"SET", "k:a", "x", "KEEPTTL"}}},
+	{"SET PXAT in the past", [][]string{{"SET", "k:a", "x", "PXAT", "1"}}},
+	{"SETRANGE", [][]string{{"SETRANGE", "k:a", "0", "X"}}},
+	{"APPEND", [][]string{{"APPEND", "k:a", "X"}}},
+	{"INCRBY", [][]string{{"SET", "k:a", "1"}, {"INCRBY", "k:a", "5"}}},
+	{"INCRBYFLOAT", [][]string{{"INCRBYFLOAT", "k:nil", "1.5"}}},
+	{"GETSET", [][]string{{"GETSET", "k:a", "x"}}},
+	{"GETDEL", [][]string{{"GETDEL", "k:a"}}},
+	{"GETEX PXAT in the past", [][]string{{"GETEX", "k:a", "PXAT", "1"}}},
+	{"PSETEX", [][]string{{"PSETEX", "k:nil", "100000", "x"}}},
+	{"MSETNX", [][]string{{"MSETNX", "k:nil", "x", "k:c", "y"}}},
+	{"SETBIT", [][]string{{"SETBIT", "k:a", "1", "1"}}},
+	{"BITFIELD", [][]string{{"BITFIELD", "k:a", "SET", "u8", "0", "65", "INCRBY", "u8", "8", "1"}}},
+	{"BITOP", [][]string{{"BITOP", "NOT", "k:a", "k:b"}}},
+	{"PFADD into a string", [][]string{{"PFADD", "k:nil", "x"}}},
+	{"PFMERGE", [][]string{{"PFADD", "k:hll", "x"}, {"PFMERGE", "k:nil", "k:hll"}}},
+	{"PFDEBUG TODENSE", [][]string{{"DEL", "k:a"}, {"PFADD", "k:a", "x"}, {"GET", "k:a"}, {"PFDEBUG", "TODENSE", "k:a"}}},
+	{"RENAME", [][]string{{"RENAME", "k:a", "k:b"}}},
+	{"RENAME onto itself", [][]string{{"RENAME", "k:a", "k:a"}}},
+	{"RENAMENX", [][]string{{"RENAMENX", "k:a", "k:nil"}}},
+	{"COPY REPLACE", [][]string{{"COPY", "k:a", "k:b", "REPLACE"}}},
+	{"MOVE", [][]string{{"MOVE", "k:a", "1"}}},
+	{"RESTORE REPLACE", [][]string{{"RESTORE", "k:a", "0", outsideDump, "REPLACE"}}},
+	{"RESTORE-ASKING", [][]string{{"RESTORE-ASKING", "k:nil", "0", outsideDump}}},
+	{"EXPIRE 0", [][]string{{"EXPIRE", "k:a", "0"}}},
+	{"PEXPIRE negative", [][]string{{"PEXPIRE", "k:h", "-5"}}},
+	{"EXPIRE XX, then LT", [][]string{{"EXPIRE", "k:a", "100", "NX"}, {"EXPIRE", "k:a", "0", "LT"}}},
+	{"EXPIRE GT", [][]string{{"EXPIRE", "k:a", "100"}, {"PEXPIRE", "k:a", "200000", "GT"}}},
+	{"EXPIREAT in the past", [][]string{{"EXPIREAT", "k:b", "1"}}},
+	{"PERSIST", [][]string{{"EXPIRE", "k:a", "100"}, {"PERSIST", "k:a"}}},
+	{"UNLINK", [][]string{{"UNLINK", "k:a", "k:h"}}},
+	{"LPUSH onto a nil", [][]string{{"LPUSH", "k:nil", "x"}}},
+	{"LMOVE into a nil", [][]string{{"RPUSH", "k:l", "x"}, {"LMOVE", "k:l", "k:nil", "LEFT", "LEFT"}}},
+	{"XADD onto a nil", [][]string{{"XADD", "k:nilh", "*", "f", "v"}}},
+	{"SORT STORE", [][]string{{"RPUSH", "k:l", "3", "1"}, {"SORT", "k:l", "STORE", "k:a"}}},
+	{"SORT BY nosort STORE", [][]string{{"RPUSH", "k:l", "3", "1"}, {"SORT", "k:l", "BY", "nosort", "STORE", "k:h"}}},
+	{"ZUNIONSTORE", [][]string{{"ZADD", "k:z", "1", "m"}, {"ZUNIONSTORE", "k:a", "1", "k:z"}}},
+	{"ZRANGESTORE", [][]string{{"ZADD", "k:z", "1", "m"}, {"ZRANGESTORE", "k:h", "k:z", "0", "-1"}}},
+	{"SINTERSTORE", [][]string{{"SADD", "k:s", "m"}, {"SINTERSTORE", "k:b", "k:s"}}},
+	{"GEORADIUS STORE", [][]string{{"GEOADD", "k:geo", "13.36", "38.11", "p"}, {"GEORADIUS", "k:geo", "15", "37", "200", "km", "STORE", "k:a"}}},
+	{"GEORADIUSBYMEMBER STOREDIST", [][]string{{"GEOADD", "k:geo", "13.36", "38.11", "p"}, {"GEORADIUSBYMEMBER", "k:geo", "p", "200", "km", "STOREDIST", "k:nil"}}},
+	{"GEOSEARCHSTORE", [][]string{{"GEOADD", "k:geo", "13.36", "38.11", "p"}, {"GEOSEARCHSTORE", "k:b", "k:geo", "FROMLONLAT", "15", "37", "BYRADIUS", "200", "km"}}},
+	{"HSET a new field", [][]string{{"HSET", "k:h", "z", "new"}}},
+	{"HMSET", [][]string{{"HMSET", "k:h", "f", "9", "z", "3"}}},
+	{"HSETNX", [][]string{{"HSETNX", "k:h", "z", "3"}}},
+	{"HINCRBY", [][]string{{"HINCRBY", "k:h", "f", "5"}}},
+	{"HINCRBYFLOAT", [][]string{{"HINCRBYFLOAT", "k:h", "g", "1.5"}}},
+	{"HDEL one field", [][]string{{"HDEL", "k:h", "f"}}},
+	{"HDEL every field", [][]string{{"HDEL", "k:h", "f", "g"}}},
+	{"HSET onto a nil", [][]string{{"HSET", "k:nilh", "f", "x"}}},
+	{"EVAL with its key declared", [][]string{{"EVAL", "redis.call('set', KEYS[1], 'E') redis.call('hset', KEYS[2], 'f', 'E')", "2", "k:a", "k:h"}}},
+	{"EVAL writing keys it does not declare", [][]string{{"EVAL", "redis.call('set', 'k:a', 'E') redis.call('hdel', 'k:h', 'g')", "0"}}},
+	{"EVAL that fails after its write", [][]string{{"EVAL", "redis.call('set', 'k:a', 'E') error('boom')", "0"}}},
+	{"EVAL that fails after writing its declared key", [][]string{{"EVAL", "redis.call('set', KEYS[1], 'E') return redis.call('incr', KEYS[2])", "2", "k:b", "k:h"}}},
+	{"FCALL writing keys it does not declare", [][]string{
+		{"FUNCTION", "LOAD", "REPLACE", "#!lua name=outside\nredis.register_function('outside', function(keys, args) redis.call('set', 'k:b', 'F') end)"},
+		{"FCALL", "outside", "0"}}},
+	{"MULTI", [][]string{{"MULTI"}, {"SET", "k:a", "M"}, {"HSET", "k:h", "f", "M"}, {"DEL", "k:b"}, {"EXEC"}}},
+	{"MULTI with a failing command", [][]string{{"MULTI"}, {"SET", "k:a", "M"}, {"INCR", "k:a"}, {"EXEC"}}},
+	{"MULTI with EVAL", [][]string{{"MULTI"}, {"EVAL", "redis.call('set', 'k:a', 'E')", "0"}, {"EXEC"}}},
+}
+
+// outsideDump is DUMP's payload for the string "x" (Redis 7.0, RDB version 10).
+const outsideDump = "\x00\x01x\n\x00\"\x80\x86_\xbd\xe8H\xd0"
+
+// outsideWriteSetup returns Redis to the state every write of outsideWrites starts from and empties featcache's
+// tier, then caches every read of outsideReads through c.
+func outsideWriteSetup(t *testing.T, redis *redistest.Server, c *redistest.Conn) {
+	t.Helper()
+	for _, cmd := range [][]string{{"FLUSHALL"}, {"SET", "k:a", "v1"}, {"SET", "k:b", "v2"}, {"HSET", "k:h", "f", "1", "g", "2"}} {
+		redis.Do(cmd...)
+	}
+	c.Do("CACHE", "FLUSH")
+	for _, r := range outsideReads {
+		c.Do(r...)
+	}
+}
+
+// outsideWrite sends one command of the write named name and fails the test on an error reply the write does not
+// expect.
+func outsideWrite(t *testing.T, c *redistest.Conn, name string, cmd []string) {
+	t.Helper()
+	if got := c.Do(cmd...); got[0] == '-' && !strings.Contains(name, "fail") {
+		t.Fatalf("%s: %q answered %q", name, cmd, got)
+	}
+}
+
+// TestOutsideReadYourWritesOfEveryKind: with tracking off, only featcache's own invalidations keep a client from
+// reading what a write through featcache replaced. Every write of outsideWrites is sent through featcache, and
+// the very next reads, on the same connection and on another one, must answer exactly what Redis answers.
+func TestOutsideReadYourWritesOfEveryKind(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 0s\nupstream:\n  tracking: false\n"+
+		"policies:\n  - {name: k, prefix: \"k:\", soft_ttl: 1h, hard_ttl: 1h, jitter: 0, negative_ttl: 1h}\n")
+	c := redistest.Dial(t, in.addr)
+	other := redistest.Dial(t, in.addr)
+	for _, w := range outsideWrites {
+		outsideWriteSetup(t, redis, c)
+		for _, cmd := range w.cmds {
+			outsideWrite(t, c, w.name, cmd)
+		}
+		for _, r := range outsideReads {
+			want := redis.Do(r...)
+			if got := c.Do(r...); !bytes.Equal(got, want) {
+				t.Errorf("%s, then %q on the writer's connection: %q; Redis: %q", w.name, r, got, want)
+			}
+			if got := other.Do(r...); !bytes.Equal(got, want) {
+				t.Errorf("%s, then %q on another connection: %q; Redis: %q", w.name, r, got, want)
+			}
+		}
+	}
+}
+
+// TestOutsideNeighbourWritesOfEveryKind: every write of outsideWrites made straight on Redis by another client is
+// seen through featcache (tracking on) within the invalidation delay; the test allows 2 s.
+func TestOutsideNeighbourWritesOfEveryKind(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 0s\n"+
+		"policies:\n  - {name: k, prefix: \"k:\", soft_ttl: 1h, hard_ttl: 1h, jitter: 0, negative_ttl: 1h}\n")
+	c := redistest.Dial(t, in.addr)
+	neighbour := redis.Dial()
+	for _, w := range outsideWrites {
+		outsideWriteSetup(t, redis, c)
+		for _, cmd := range w.cmds {
+			outsideWrite(t, neighbour, w.name, cmd)
+		}
+		for _, r := range outsideReads {
+			want := redis.Do(r...)
+			redistest.Eventually(t, 2*time.Second, fmt.Sprintf("%s by another client, then %q through featcache: Redis's %q", w.name, r, want), func() bool {
+				return bytes.Equal(c.Do(r...), want)
+			})
+		}
+	}
+}
+
+// outsideTranscript sends payload on a new connection to addr, then ECHO of a marker, and returns every frame
+// received before the marker's reply, HELLO's connection id zeroed.
+func outsideTranscript(t *testing.T, addr string, payload []byte) []byte {
+	t.Helper()
+	c := redistest.Dial(t, addr)
+	defer c.Close()
+	marker := "$12\r\noutside:done\r\n"
+	if _, err := c.NetConn().Write(append(payload, redistest.Encode("ECHO", "outside:done")...)); err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for {
+		frame, err := c.ReadTimeout(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after %q: %v", out, err)
+		}
+		if string(frame) == marker {
+			break
+		}
+		if i := bytes.Index(frame, []byte("$2\r\nid\r\n:")); i >= 0 {
+			j := i + len("$2\r\nid\r\n:")
+			k := j + bytes.IndexByte(frame[j:], '\r')
+			frame = append(append(append([]byte{}, frame[:j]...), '0'), frame[k:]...)
+		}
+		out = append(out, frame...)
+	}
+	return out
+}
+
+// TestOutsideReadYourWritesOffTheSharedPath: with tracking off, writes that travel outside the shared upstream
+// connections or outside the usual request shape (a WATCH session, an interactive MULTI, CLIENT REPLY OFF and
+// SKIP, inline commands, blocking commands that create a key featcache remembers as nil, a RESP3 client in
+// subscribed mode, a pipeline that reads, writes and reads again) are followed by reads of their keys, on the same
+// connection; the whole transcript must equal Redis's, byte for byte.
+func TestOutsideReadYourWritesOffTheSharedPath(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 0s\nupstream:\n  tracking: false\n"+
+		"policies:\n  - {name: k, prefix: \"k:\", soft_ttl: 1h, hard_ttl: 1h, jitter: 0, negative_ttl: 1h}\n")
+	c := redistest.Dial(t, in.addr)
+	enc := func(cmds ...[]string) []byte {
+		var b []byte
+		for _, cmd := range cmds {
+			b = append(b, redistest.Encode(cmd...)...)
+		}
+		return b
+	}
+	var reads []byte
+	for _, r := range outsideReads {
+		reads = append(reads, redistest.Encode(r...)...)
+	}
+	cases := []struct {
+		name    string
+		payload []byte
+	}{
+		{"pipeline: read, write, read", append(append(enc([]string{"GET", "k:a"}, []string{"SET", "k:a", "P"}), reads...), enc([]string{"DEL", "k:a"}, []string{"GET", "k:a"})...)},
+		{"WATCH session", append(enc([]string{"WATCH", "k:w"}, []string{"SET", "k:a", "W"}, []string{"HSET", "k:nilh", "f", "W"}, []string{"GET", "k:a"}, []string{"UNWATCH"}), reads...)},
+		{"WATCH, MULTI, EXEC", append(enc([]string{"WATCH", "k:a"}, []string{"MULTI"}, []string{"SET", "k:a", "W"}, []string{"SET", "k:nil", "W"}, []string{"EXEC"}), reads...)},
+		{"WATCH, EVAL writing undeclared keys", append(enc([]string{"WATCH", "k:w"}, []string{"EVAL", "redis.call('set', 'k:a', 'E')", "0"}, []string{"UNWATCH"}), reads...)},
+		{"CLIENT REPLY OFF", append(enc([]string{"CLIENT", "REPLY", "OFF"}, []string{"SET", "k:a", "R"}, []string{"HDEL", "k:h", "f"}, []string{"EVAL", "redis.call('set', 'k:b', 'E')", "0"}, []string{"CLIENT", "REPLY", "ON"}), reads...)},
+		{"CLIENT REPLY SKIP", append(enc([]string{"CLIENT", "REPLY", "SKIP"}, []string{"SET", "k:a", "R"}), reads...)},
+		{"inline commands", append([]byte("SET k:a inline\r\nHSET k:h f inline\r\nGET k:a\r\nHGET k:h f\r\n"), reads...)},
+		{"BLMOVE into a nil", append(enc([]string{"RPUSH", "k:l", "x"}, []string{"BLMOVE", "k:l", "k:nil", "LEFT", "LEFT", "1"}), reads...)},
+		{"BRPOPLPUSH into a nil", append(enc([]string{"RPUSH", "k:l", "x"}, []string{"BRPOPLPUSH", "k:l", "k:nil", "1"}), reads...)},
+		{"BLMPOP empties a key", append(enc([]string{"DEL", "k:a"}, []string{"RPUSH", "k:a", "x"}, []string{"GET", "k:a"}, []string{"BLMPOP", "1", "1", "k:a", "LEFT"}), reads...)},
+		{"RESP3", append(enc([]string{"HELLO", "3"}, []string{"SET", "k:a", "3"}, []string{"HSET", "k:nilh", "f", "3"}), reads...)},
+		{"RESP3, subscribed", append(enc([]string{"HELLO", "3"}, []string{"SUBSCRIBE", "ch"}, []string{"SET", "k:a", "3"}, []string{"EVAL", "redis.call('hset', 'k:h', 'f', 'E')", "0"}), reads...)},
+		{"MULTI with a queue-time error", append(enc([]string{"MULTI"}, []string{"SET", "k:a", "M"}, []string{"SET", "k:a"}, []string{"EXEC"}), reads...)},
+		{"DISCARD", append(enc([]string{"MULTI"}, []string{"SET", "k:a", "M"}, []string{"DISCARD"}), reads...)},
+	}
+	for _, tc := range cases {
+		outsideWriteSetup(t, redis, c)
+		got := outsideTranscript(t, in.addr, tc.payload)
+		outsideWriteSetup(t, redis, c)
+		want := outsideTranscript(t, redis.Addr(), tc.payload)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s:\nfeatcache %q\nRedis     %q", tc.name, got, want)
+		}
 	}
 }
