@@ -845,3 +845,33 @@ func TestOutsideReadYourWritesOffTheSharedPath(t *testing.T) {
 		}
 	}
 }
+
+// TestOutsideMgetErrorWhileRedisFails: an MGET of cached keys that are not in memory, while Redis is stopped or
+// down, gets featcache's error for what happened (docs/upstream-faults.md: the fill's timeout, the dial error), as
+// GET does. It got "-ERR featcache upstream unavailable: featcache internal error": the transaction's error was
+// read before the round trip's error was recorded.
+func TestOutsideMgetErrorWhileRedisFails(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 0s\nupstream:\n  timeout: 300ms\n"+
+		"policies:\n  - {name: k, prefix: \"k:\", hard_ttl: 1h}\n")
+	c := redistest.Dial(t, in.addr)
+	redis.Do("SET", "k:1", "v")
+
+	redis.Pause()
+	got := string(c.Do("MGET", "k:1", "k:2"))
+	redis.Resume()
+	if want := "-ERR featcache upstream timeout: Redis did not answer in time (the command may have been applied)\r\n"; got != want {
+		t.Errorf("MGET while Redis is stopped: %q; want %q", got, want)
+	}
+
+	redis.Kill()
+	got = string(c.Do("MGET", "k:1", "k:2"))
+	if want := "-ERR featcache upstream unavailable: upstream: dial " + redis.Addr(); !strings.HasPrefix(got, want) {
+		t.Errorf("MGET while Redis is down: %q; want %q...", got, want)
+	}
+	for _, r := range [][]string{{"GET", "k:1"}, {"HGETALL", "k:h"}, {"HMGET", "k:h", "f"}, {"MGET", "k:1", "k:1"}} {
+		if got := string(c.Do(r...)); strings.Contains(got, "internal") {
+			t.Errorf("%q while Redis is down: %q", r, got)
+		}
+	}
+}
