@@ -875,3 +875,100 @@ func TestOutsideMgetErrorWhileRedisFails(t *testing.T) {
 		}
 	}
 }
+
+// TestOutsideHardTTLWithoutTracking: with tracking off, featcache cannot see writes made straight on Redis, and
+// hard_ttl is the bound: no read may return a value overwritten more than hard_ttl before it began (jitter only
+// shortens deadlines; soft-stale reads are answered from memory while the background refresh runs). One writer
+// per key, straight on Redis; readers of GET, MGET and HGETALL through featcache.
+func TestOutsideHardTTLWithoutTracking(t *testing.T) {
+	const hardTTL = 300 * time.Millisecond
+	const slack = 30 * time.Millisecond // the reader's and writer's clock reads around their round trips
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, fmt.Sprintf(`
+shutdown_delay: 0s
+upstream:
+  tracking: false
+policies:
+  - {name: k, prefix: "k:", soft_ttl: 100ms, hard_ttl: %v, jitter: 0.5}
+  - {name: g, prefix: "g:", hard_ttl: %v, jitter: 0}
+  - {name: h, prefix: "h:", soft_ttl: 1ms, hard_ttl: %v, jitter: 0}
+`, hardTTL, hardTTL, hardTTL))
+	writes := map[string]func(seq string) []string{
+		"k:0": func(s string) []string { return []string{"SET", "k:0", s} },
+		"g":   func(s string) []string { return []string{"MSET", "g:0", s, "g:1", s} },
+		"h:0": func(s string) []string { return []string{"HSET", "h:0", "f0", s, "f1", s} },
+	}
+	log := &writeLog{acked: map[string]map[int64]time.Time{}, lastVia: map[string]map[string]int64{}}
+	var violations, reads atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for name, cmd := range writes {
+		redis.Do(cmd("0")...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &outsideConn{t: t, addr: redis.Addr()}
+			for seq := int64(1); ; seq++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Duration(rand.IntN(3)) * time.Millisecond):
+				}
+				if frame, err := c.do(cmd(strconv.FormatInt(seq, 10))...); err != nil || frame[0] == '-' {
+					t.Errorf("%s: %q %v", name, frame, err)
+					return
+				}
+				log.ack(name, "redis", seq, time.Now())
+			}
+		}()
+	}
+	single := func(frame []byte) ([]int64, bool) {
+		n, ok := bulkSeq(frame)
+		return []int64{n}, ok
+	}
+	ops := []struct {
+		name   string
+		args   []string
+		values func([]byte) ([]int64, bool)
+	}{
+		{"k:0", []string{"GET", "k:0"}, single},
+		{"g", []string{"MGET", "g:0", "g:1"}, func(f []byte) ([]int64, bool) { return seqElems(f, false) }},
+		{"g", []string{"GET", "g:1"}, single},
+		{"h:0", []string{"HGETALL", "h:0"}, func(f []byte) ([]int64, bool) { return seqElems(f, true) }},
+		{"h:0", []string{"HGET", "h:0", "f1"}, single},
+	}
+	for r := 0; r < 3; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &outsideConn{t: t, addr: in.addr}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				op := ops[rand.IntN(len(ops))]
+				began := time.Now()
+				frame, err := c.do(op.args...)
+				vals, ok := op.values(frame)
+				if err != nil || !ok {
+					t.Errorf("%q: %q %v", op.args, frame, err)
+					return
+				}
+				reads.Add(1)
+				for _, v := range vals {
+					if at, ok := log.overwrittenAt(op.name, v); ok && began.Sub(at) > hardTTL+slack {
+						if violations.Add(1) <= 10 {
+							t.Errorf("%q: %d, overwritten %v before the read began; hard_ttl %v", op.args, v, began.Sub(at), hardTTL)
+						}
+					}
+				}
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second) // how long the load runs
+	close(stop)
+	wg.Wait()
+	t.Logf("%d reads checked, %d violations", reads.Load(), violations.Load())
+}
