@@ -972,3 +972,66 @@ policies:
 	wg.Wait()
 	t.Logf("%d reads checked, %d violations", reads.Load(), violations.Load())
 }
+
+// TestOutsideServeStaleNeverAnswersWhatRedisReplaced: with on_upstream_error serve_stale, featcache answers from
+// memory past hard_ttl while Redis fails (here: stopped), but never a value it knows Redis replaced: a key another
+// client wrote or deleted (its invalidation arrived), a hash whose field another client deleted, a key the client
+// itself wrote through featcache (even when that write timed out: it may apply), nor past the key's own expiry.
+func TestOutsideServeStaleNeverAnswersWhatRedisReplaced(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, `
+shutdown_delay: 0s
+upstream:
+  timeout: 300ms
+  command_timeout: 300ms
+policies:
+  - {name: s, prefix: "s:", soft_ttl: 200ms, hard_ttl: 400ms, jitter: 0, on_upstream_error: serve_stale, max_stale: 1h}
+`)
+	c := redistest.Dial(t, in.addr)
+	for _, cmd := range [][]string{
+		{"SET", "s:kept", "same"}, {"SET", "s:set", "old"}, {"SET", "s:del", "old"}, {"SET", "s:own", "old"},
+		{"HSET", "s:h", "f", "same", "g", "old"},
+	} {
+		redis.Do(cmd...)
+	}
+	redis.Do("SET", "s:ttl", "old", "PX", "2500")
+	expired := time.Now().Add(2500 * time.Millisecond) // s:ttl is gone from Redis by then
+	reads := [][]string{{"GET", "s:kept"}, {"GET", "s:set"}, {"GET", "s:del"}, {"GET", "s:own"}, {"GET", "s:ttl"},
+		{"HGETALL", "s:h"}, {"HGET", "s:h", "g"}, {"HMGET", "s:h", "f", "g"}, {"MGET", "s:set", "s:kept"}}
+	for _, r := range reads {
+		c.Do(r...)
+	}
+	// Another client changes what featcache cached; featcache sees it.
+	redis.Do("SET", "s:set", "new")
+	redis.Do("DEL", "s:del")
+	redis.Do("HDEL", "s:h", "g")
+	for _, r := range reads {
+		want := redis.Do(r...)
+		redistest.Eventually(t, 2*time.Second, fmt.Sprintf("%q through featcache equal to Redis's %q", r, want), func() bool {
+			return bytes.Equal(c.Do(r...), want)
+		})
+	}
+	time.Sleep(500 * time.Millisecond) // every entry past its hard_ttl: only serve_stale answers from here
+	redis.Pause()
+	defer redis.Resume()
+	if got := string(c.Do("SET", "s:own", "new")); !strings.HasPrefix(got, "-ERR featcache upstream timeout") {
+		t.Fatalf("SET while Redis is stopped: %q", got)
+	}
+	if got := string(c.Do("GET", "s:kept")); got != "$4\r\nsame\r\n" {
+		t.Logf("GET s:kept while Redis is stopped: %q (serve_stale did not answer)", got)
+	}
+	for {
+		for _, r := range reads[1:] {
+			if r[1] == "s:ttl" && time.Now().Before(expired) {
+				continue // Redis still holds it
+			}
+			if got := c.Do(r...); bytes.Contains(got, []byte("old")) {
+				t.Errorf("%q while Redis is stopped: %q, a value Redis no longer holds (or may not)", r, got)
+			}
+		}
+		if time.Now().After(expired.Add(300 * time.Millisecond)) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // read again later, past s:ttl's expiry
+	}
+}
