@@ -29,6 +29,9 @@ func (c *client) runSegment() {
 	if s.req.Len() > 0 {
 		start := c.roundTripStart()
 		err := c.sendSegment() // over a shared connection, or the client's pinned one
+		// Set before the fills complete: an MGET's transaction that did not run takes its error from it
+		// (parseTx), and its fills hand that error to every reader waiting on them.
+		s.doErr = err
 		// The round trip took its time: its replies, serve-stale's answers when it failed, and the reads after
 		// it are judged now.
 		s.setNow(c.srv.now())
@@ -47,7 +50,6 @@ func (c *client) runSegment() {
 			c.rereadTxs()
 		}
 		c.completeFills(err, true)
-		s.doErr = err
 	}
 	for _, w := range s.writes {
 		c.afterWrite(w.args, w.tc)
