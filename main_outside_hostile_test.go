@@ -548,7 +548,8 @@ func hostileReplies(t *testing.T, addr string, payload []byte, n int, eof bool) 
 
 // TestHostileSessionEndsInPipeline: a client that pipelines SUBSCRIBE or MONITOR with the commands after it (QUIT,
 // RESET, featcache's own ECHO, CLIENT ...) gets every reply, in order, as from Redis. featcache answered RESET and
-// QUIT without the subscription confirmations before them, and commands it answers itself before MONITOR's +OK.
+// QUIT without the subscription confirmations before them, and commands it answers itself before MONITOR's +OK;
+// inside a MULTI sent while monitoring, it leaked a +QUEUED of its own.
 func TestHostileSessionEndsInPipeline(t *testing.T) {
 	redis := redistest.Start(t)
 	in := startBinary(t, redis, hostilePolicies+`
@@ -578,6 +579,14 @@ commands:
 				t.Errorf("%s (round %d): featcache answered %q; Redis answered %q", c.name, round, got, want)
 			}
 		}
+	}
+
+	// MULTI while monitoring is refused (docs/commands.md): the marker PINGs that keep featcache's own answers in
+	// order would be queued in it.
+	payload := cat(enc("MONITOR"), enc("MULTI"), enc("ECHO", "hi"), enc("EXEC"), enc("QUIT"))
+	want := "+OK\r\n-ERR MULTI while MONITOR is active is not supported by featcache\r\n$2\r\nhi\r\n-ERR EXEC without MULTI\r\n+OK\r\n<EOF>"
+	if got := hostileReplies(t, in.addr, payload, 5, true); got != want {
+		t.Errorf("MONITOR, MULTI, ECHO, EXEC, QUIT: featcache answered %q; want %q", got, want)
 	}
 	hostileAlive(t, in)
 }

@@ -55,6 +55,19 @@ func (c *client) execMonitoring(cmd *resp.Command, tc *command) {
 			return
 		}
 	}
+	if tc != nil && tc.name == "multi" {
+		// Redis would queue the marker PINGs that put featcache's own answers after the replies before them (and
+		// its EXEC would run them): a transaction on the monitoring connection is refused, as MONITOR in a WATCH
+		// session is. Inside it, a MONITOR client could run nothing but PING, ECHO and the like anyway.
+		c.runSegment()
+		if p.unsynced {
+			c.flush()
+			p.sync(c.srv.up.Timeout())
+			p.unsynced = false
+		}
+		c.errorReply("ERR MULTI while MONITOR is active is not supported by featcache")
+		return
+	}
 	c.runSegment()
 	c.flush()
 	c.srv.stats.Forwarded.Add(1)
@@ -68,12 +81,4 @@ func (c *client) execMonitoring(cmd *resp.Command, tc *command) {
 		return
 	}
 	p.unsynced = true
-	if tc != nil {
-		switch tc.name {
-		case "multi":
-			p.multi = true
-		case "exec", "discard":
-			p.multi = false
-		}
-	}
 }

@@ -30,7 +30,6 @@ type pubsub struct {
 	monitor                    bool          // a MONITOR session: the mode lasts until RESET or QUIT
 	ldb                        bool          // a Lua debugging session: the mode lasts until Redis closes (ldb.go)
 	unsynced                   bool          // MONITOR: commands were forwarded since the last sync
-	multi                      bool          // MONITOR: a MULTI was forwarded on the session and no EXEC or DISCARD
 	done                       chan struct{} // closed by close
 	exited                     chan struct{} // closed when the pump has returned: it writes nothing more
 	closeOnce                  sync.Once
@@ -80,10 +79,7 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) (done bool) {
 		// The replies of what was sent on the session before it (a SUBSCRIBE's confirmation, MONITOR's +OK, when the
 		// client pipelined them with QUIT or RESET) reach the client first, as from Redis; what Redis had not sent by
 		// then is lost with the connection, as in Redis.
-		// Not inside a MULTI a MONITOR session forwarded: Redis would queue the marker PING.
-		if !p.multi {
-			c.syncSubscribed()
-		}
+		c.syncSubscribed()
 		c.flush()
 		p.close()
 		// A frame the pump read before the close must not reach the client after the reply below.
