@@ -103,11 +103,11 @@ func (c *client) exec(cmd *resp.Command) {
 	case !c.authed:
 		// Redis rejects unknown commands and wrong arities before it asks for authentication.
 		if msg := rejection(cmd.Args, tc); msg != "" {
-			c.errorReply(msg)
+			c.rejectReply(tc, msg)
 			return
 		}
 		if tc.info == nil || !tc.info.Flags.Has(commands.FlagNoAuth) {
-			c.errorReply("NOAUTH Authentication required.")
+			c.rejectReply(tc, "NOAUTH Authentication required.")
 			return
 		}
 		c.execAuthed(cmd, tc)
@@ -171,7 +171,10 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 	}
 	if tc.class != classForward && tc.class != classWrite && tc.class != classBlocking && tc.class != classSubscribe &&
 		tc.class != classDenied && tc.info != nil && !tc.info.ArityOK(len(cmd.Args)) {
-		c.errorReply("ERR wrong number of arguments for '" + tc.name + "' command")
+		if c.tx.multi {
+			c.tx.dirty = true // QUIT or RESET with arguments inside MULTI: Redis aborts the transaction at EXEC
+		}
+		c.rejectReply(tc, "ERR wrong number of arguments for '"+tc.name+"' command")
 		return
 	}
 	if tc.class != classRead {

@@ -22,11 +22,7 @@ func (c *client) monitor(cmd *resp.Command, tc *command) {
 	}
 	p := c.newSession(conn, "featcache-monitor-")
 	p.monitor, p.on = true, true
-	c.startStream(p, cmd)
-	// Redis's +OK to MONITOR comes through the pump, as the replies of the commands forwarded on the session do: a
-	// command featcache answers itself that the client sent right behind MONITOR (ECHO, CLIENT SETNAME, QUIT ...)
-	// waits for it, as after those.
-	p.unsynced = true
+	c.startStream(p, cmd) // it marks the session unsynced: what featcache answers next waits for MONITOR's +OK
 }
 
 // execMonitoring runs a command sent during a MONITOR session. featcache's own commands (connection commands,

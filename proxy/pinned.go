@@ -239,6 +239,13 @@ func (c *client) execPinnedLocally(cmd *resp.Command, tc *command) (forward bool
 	switch tc.class {
 	case classLocal, classAdmin:
 		switch {
+		case (tc.name == "reset" || tc.name == "quit") && rejection(cmd.Args, tc) != "":
+			// RESET with arguments ends nothing: Redis's arity error, which aborts a transaction at EXEC.
+			if c.tx.multi {
+				c.tx.dirty = true
+			}
+			c.errorReply(rejection(cmd.Args, tc))
+			return false
 		case tc.name == "reset" || tc.name == "quit":
 			// They end the session themselves (abandonTx).
 		case c.tx.multi && (tc.name == "ping" || tc.name == "echo"):

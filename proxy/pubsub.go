@@ -76,6 +76,9 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) (done bool) {
 	}
 	switch name {
 	case "quit", "reset":
+		if rejection(cmd.Args, tc) != "" {
+			break // RESET with arguments: Redis's arity error, through the pump, and the session goes on
+		}
 		// The replies of what was sent on the session before it (a SUBSCRIBE's confirmation, MONITOR's +OK, when the
 		// client pipelined them with QUIT or RESET) reach the client first, as from Redis; what Redis had not sent by
 		// then is lost with the connection, as in Redis.
@@ -233,6 +236,9 @@ func (p *pubsub) pump() {
 			}
 			continue
 		}
+		if p.isMarkerEcho(frame) {
+			continue
+		}
 		if p.hellos.Load() > 0 && isHelloReply(frame) {
 			p.hellos.Add(-1)
 			continue
@@ -248,6 +254,9 @@ func (p *pubsub) pump() {
 			}
 			if p.isMarker(frame) {
 				marked = true
+				continue
+			}
+			if p.isMarkerEcho(frame) {
 				continue
 			}
 			if p.hellos.Load() > 0 && isHelloReply(frame) {
@@ -285,6 +294,16 @@ func (p *pubsub) isMarker(frame []byte) bool {
 	plain := resp.AppendBulk(nil, p.marker)
 	subscribed := append(resp.AppendBulkString(resp.AppendArray(nil, 2), "pong"), plain...)
 	return bytes.Equal(frame, plain) || bytes.Equal(frame, subscribed)
+}
+
+// isMarkerEcho recognises, in a MONITOR session, the stream's line for the marker PING itself (Redis shows a
+// monitoring client its own commands): featcache sent it, the client did not, so the client never sees it.
+func (p *pubsub) isMarkerEcho(frame []byte) bool {
+	if !p.monitor || len(frame) == 0 || frame[0] != resp.TypeSimple {
+		return false
+	}
+	line := frame[:len(frame)-2]
+	return bytes.HasSuffix(line, []byte(`] "PING" "`+string(p.marker)+`"`))
 }
 
 // lost ends the client's connection when its subscriptions' upstream connection failed (Redis went away, or the
@@ -357,5 +376,6 @@ func (c *client) startStream(p *pubsub, cmd *resp.Command) {
 		c.errorReply(upstreamErrorText(err))
 		return
 	}
+	p.unsynced = true // the command's reply (MONITOR's +OK) comes before what featcache answers next itself
 	go p.pump()
 }

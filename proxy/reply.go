@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"strings"
 
 	"featcache/internal/resp"
 	"featcache/upstream"
@@ -63,6 +64,16 @@ func truncateArg(b []byte, n int) []byte {
 func (c *client) errorReply(msg string) {
 	buf := c.replies.buf()
 	*buf = resp.AppendError(*buf, msg)
+}
+
+// rejectReply answers a command rejected before it runs (a wrong number of arguments, NOAUTH) with msg, as Redis's
+// rejectCommand does: an EXEC so rejected discards the transaction, and its error says so, naming the reason
+// without the ERR prefix ("EXECABORT Transaction discarded because of: NOAUTH Authentication required.").
+func (c *client) rejectReply(tc *command, msg string) {
+	if tc != nil && tc.name == "exec" {
+		msg = "EXECABORT Transaction discarded because of: " + strings.TrimPrefix(msg, "ERR ")
+	}
+	c.errorReply(msg)
 }
 
 func (c *client) simpleReply(s string) {
