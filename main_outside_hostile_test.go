@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -653,5 +654,66 @@ func TestHostileTrackingKilledThenWritten(t *testing.T) {
 		}
 		prev = v
 	}
+	hostileAlive(t, in)
+}
+
+// TestHostileShortOfDescriptors: featcache runs with a low file descriptor limit (set on the running process with
+// prlimit) and clients keep connecting, every other one blocking in BLPOP (a dedicated upstream connection each).
+// Redis lowers maxclients to fit its own limit and answers the clients beyond it with "-ERR max number of clients
+// reached"; featcache must answer them so too, never leave them unanswered, and keep serving the clients it has,
+// the blocked ones included, and take new clients again once some have left.
+func TestHostileShortOfDescriptors(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, hostilePolicies)
+	if out, err := exec.Command("prlimit", "--pid", strconv.Itoa(in.cmd.Process.Pid), "--nofile=256:256").CombinedOutput(); err != nil {
+		t.Fatalf("prlimit: %v: %s", err, out)
+	}
+	var pingers, blocked []*redistest.Conn
+	refused := false
+	for i := 0; i < 400 && !refused; i++ {
+		c, err := redistest.TryDial(t, in.addr)
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		c.Send("PING")
+		switch got, err := c.ReadTimeout(5 * time.Second); {
+		case string(got) == "-ERR max number of clients reached\r\n":
+			refused = true
+		case err != nil || string(got) != "+PONG\r\n":
+			t.Fatalf("client %d: %q, %v: a client featcache cannot take must get Redis's error", i, got, err)
+		case i%2 == 1:
+			c.Send("BLPOP", "fd:list"+strconv.Itoa(i), "0")
+			blocked = append(blocked, c)
+		default:
+			pingers = append(pingers, c)
+		}
+	}
+	if !refused {
+		t.Fatalf("%d clients taken under a limit of 256 descriptors", len(pingers)+len(blocked))
+	}
+	t.Logf("refused after %d clients, %d of them blocked", len(pingers)+len(blocked), len(blocked))
+	if got := string(pingers[0].Do("SET", "u:fd", "v")); got != "+OK\r\n" {
+		t.Errorf("a client taken before: SET answered %q", got)
+	}
+	for i, c := range blocked {
+		key := "fd:list" + strconv.Itoa(2*i+1)
+		redis.Do("RPUSH", key, "x")
+		if got, err := c.Read(); string(got) != "*2\r\n"+hostileBulk(key)+"$1\r\nx\r\n" {
+			t.Fatalf("blocked client %d: %q, %v", i, got, err)
+		}
+	}
+	for _, c := range pingers[:len(pingers)/2] {
+		c.Close()
+	}
+	redistest.Eventually(t, 10*time.Second, "a new client taken once others have left", func() bool {
+		c, err := redistest.TryDial(t, in.addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.Send("PING")
+		got, _ := c.ReadTimeout(5 * time.Second)
+		return string(got) == "+PONG\r\n"
+	})
 	hostileAlive(t, in)
 }

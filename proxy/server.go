@@ -359,7 +359,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		if len(s.conns) >= s.opt.Config.Limits.MaxClients {
+		if len(s.conns) >= s.opt.Config.Limits.MaxClients || shortOfFDs(nc) {
 			s.stats.Rejected.Add(1)
 			s.wg.Add(1)
 			s.mu.Unlock()
@@ -381,7 +381,8 @@ func isTemporary(err error) bool {
 	return ok && t.Temporary()
 }
 
-// reject answers a connection beyond limits.max_clients as Redis does, and closes it.
+// reject answers a connection beyond limits.max_clients, or short of file descriptors (shortOfFDs), as Redis does,
+// and closes it.
 func (s *Server) reject(nc net.Conn) {
 	defer s.wg.Done()
 	defer nc.Close()

@@ -29,7 +29,7 @@ type Stats struct {
 	SnapshotErrors atomic.Int64
 	Panics         atomic.Int64 // connections ended by a recovered panic
 
-	Rejected           atomic.Int64 // connections refused by limits.max_clients
+	Rejected           atomic.Int64 // connections refused by limits.max_clients or the descriptor limit
 	ProtocolErrors     atomic.Int64 // connections closed for a protocol error or a request limit
 	IdleTimeouts       atomic.Int64 // clients closed by limits.idle_timeout
 	OutputTimeouts     atomic.Int64 // clients closed for leaving replies unread (limits.output_timeout)
