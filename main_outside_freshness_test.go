@@ -1052,3 +1052,38 @@ policies:
 		time.Sleep(100 * time.Millisecond) // read again later, past s:ttl's expiry
 	}
 }
+
+// TestOutsideKeysExpiringWhileCached: keys given a TTL straight on Redis (PX, PEXPIRE, a hash, an MGET's key) are
+// read through featcache in a loop; once the TTL has passed, no read may return the value, with tracking on and
+// off (featcache reads PTTL with every fill), and with Redis's active expiry off (DEBUG SET-ACTIVE-EXPIRE 0: the
+// expired keys stay in Redis's memory, unannounced, until something reads them).
+func TestOutsideKeysExpiringWhileCached(t *testing.T) {
+	redis := redistest.Start(t, "--enable-debug-command", "yes")
+	on := startBinary(t, redis, outsideConfig)
+	off := startBinary(t, redis, "shutdown_delay: 0s\nupstream:\n  tracking: false\n"+
+		"policies:\n  - {name: k, prefix: \"k:\", soft_ttl: 1h, hard_ttl: 1h, jitter: 0}\n")
+	reads := [][]string{{"GET", "k:e"}, {"HGET", "k:h", "f"}, {"HGETALL", "k:h2"}, {"HMGET", "k:h3", "f", "g"}, {"MGET", "k:m", "k:kept"}}
+	for _, activeExpire := range []string{"1", "0"} {
+		redis.Do("DEBUG", "SET-ACTIVE-EXPIRE", activeExpire)
+		for _, ttl := range []int{150, 250} {
+			ms := strconv.Itoa(ttl)
+			for _, cmd := range [][]string{{"SET", "k:kept", "kept"}, {"SET", "k:e", "v", "PX", ms}, {"HSET", "k:h", "f", "v"}, {"PEXPIRE", "k:h", ms},
+				{"HSET", "k:h2", "f", "v"}, {"PEXPIRE", "k:h2", ms}, {"HSET", "k:h3", "f", "v", "g", "v"}, {"PEXPIRE", "k:h3", ms}, {"SET", "k:m", "v", "PX", ms}} {
+				redis.Do(cmd...)
+			}
+			// Redis counts expiry in whole milliseconds (a key lives until the millisecond after its deadline).
+			expired := time.Now().Add(time.Duration(ttl)*time.Millisecond + 2*time.Millisecond)
+			cs := []*redistest.Conn{redistest.Dial(t, on.addr), redistest.Dial(t, off.addr)}
+			for time.Now().Before(expired.Add(200 * time.Millisecond)) {
+				for i, c := range cs {
+					for _, r := range reads {
+						began := time.Now()
+						if got := c.Do(r...); bytes.Contains(got, []byte("$1\r\nv\r\n")) && began.After(expired) {
+							t.Fatalf("active expiry %s, tracking %v: %q %v after the key's expiry: %q", activeExpire, i == 0, r, began.Sub(expired), got)
+						}
+					}
+				}
+			}
+		}
+	}
+}
