@@ -383,7 +383,7 @@ func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.Has
 			Missing: hf.Missing[i], Policy: flp}
 		switch {
 		case hf.FieldPTTL != nil:
-			out.Fields[i].PTTL = time.Duration(hf.FieldPTTL[i]) * time.Millisecond
+			out.Fields[i].PTTL = pttlDuration(hf.FieldPTTL[i])
 		case hr.fieldTTL:
 			// HGETALL against an upstream with per-field expiry: the fields' own TTLs were not read, so none is
 			// stored (the reply is served all the same).
@@ -393,7 +393,7 @@ func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.Has
 	if hr.fieldTTL && hr.cmd == hashGetAll {
 		out.All = false
 	}
-	return localcache.Result{PTTL: time.Duration(hf.PTTL) * time.Millisecond, Hash: out}
+	return localcache.Result{PTTL: pttlDuration(hf.PTTL), Hash: out}
 }
 
 // emitHashRead appends a hash read's reply once its fill is done: from what the fill read alone, or serve_stale's

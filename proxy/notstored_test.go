@@ -86,6 +86,10 @@ func TestNotStoredSimpleReasons(t *testing.T) {
 	p.redis.Do("SET", longKey, "v")
 	p.redis.Do("RPUSH", "list:1", "a")
 	p.redis.Do("SET", "str:1", "v")
+	// TTLs Redis takes that a time.Duration of nanoseconds cannot hold (about 292 years).
+	p.redis.Do("SET", "ok:far", "v", "EX", "9000000000000")
+	p.redis.Do("HSET", "ok:farh", "f", "v")
+	p.redis.Do("PEXPIREAT", "ok:farh", "9000000000000000")
 	p.settle()
 
 	cases := []struct {
@@ -94,6 +98,8 @@ func TestNotStoredSimpleReasons(t *testing.T) {
 	}{
 		{"stored value", "", "ok:1", []string{"GET", "ok:1"}},
 		{"stored hash", "", "ok:h", []string{"HGET", "ok:h", "f"}},
+		{"stored with a TTL past 292 years", "", "ok:far", []string{"GET", "ok:far"}},
+		{"hash stored with a TTL past 292 years", "", "ok:farh", []string{"HGET", "ok:farh", "f"}},
 		{"largest value stored", "", "big:fits", []string{"GET", "big:fits"}},
 		{"too large", "too_large", "big:1", []string{"GET", "big:1"}},
 		{"hash too large", "too_large", "big:h", []string{"HGETALL", "big:h"}},

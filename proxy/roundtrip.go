@@ -192,11 +192,21 @@ func fetchedResult(f upstream.Fetched) localcache.Result {
 		// dropped.
 		return localcache.Result{Reply: bytes.Clone(f.Error)}
 	case f.Nil:
-		return localcache.Result{Nil: true, PTTL: time.Duration(f.PTTL) * time.Millisecond}
+		return localcache.Result{Nil: true, PTTL: pttlDuration(f.PTTL)}
 	}
 	// PTTL -2 (the key expired between GET and PTTL): what GET saw is served, and not stored (Complete stores no
 	// value whose expiry is unknown).
-	return localcache.Result{Value: bytes.Clone(f.Value), PTTL: time.Duration(f.PTTL) * time.Millisecond}
+	return localcache.Result{Value: bytes.Clone(f.Value), PTTL: pttlDuration(f.PTTL)}
+}
+
+// maxPTTL is the longest TTL a fill passes on: a century, which no policy's hard TTL comes near.
+const maxPTTL = 100 * 365 * 24 * time.Hour
+
+// pttlDuration is a PTTL reply's milliseconds as a Duration. Redis takes TTLs that a Duration of nanoseconds cannot
+// hold (EX 9000000000000, about 285,000 years); multiplied as they are, they wrap and read as expired, and such a
+// key was never stored. They are cut to maxPTTL, which the hard TTL bounds anyway.
+func pttlDuration(ms int64) time.Duration {
+	return time.Duration(min(ms, int64(maxPTTL/time.Millisecond))) * time.Millisecond
 }
 
 // isUpstreamFailure reports whether an error reply means the upstream could not answer now (as opposed to an
