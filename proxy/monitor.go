@@ -22,6 +22,8 @@ func (c *client) monitor(cmd *resp.Command, tc *command) {
 	}
 	p := c.newSession(conn, "featcache-monitor-")
 	p.monitor, p.on = true, true
+	// Under CLIENT REPLY OFF or SKIP Redis does not write MONITOR's +OK (the stream is featcache's to relay).
+	p.muteFirst = c.reply != replyOn
 	c.startStream(p, cmd) // it marks the session unsynced: what featcache answers next waits for MONITOR's +OK
 }
 

@@ -38,6 +38,9 @@ type pubsub struct {
 	hellos atomic.Int32
 	// bypass: a RESP3 client's command runs outside the session while it is subscribed (execBesideSubscriptions).
 	bypass bool
+	// muteFirst: the command that started the stream was sent under CLIENT REPLY OFF or SKIP, so its reply (MONITOR's
+	// +OK), the stream's first frame, is not the client's. Set before the pump starts; the pump's afterwards.
+	muteFirst bool
 }
 
 func (p *pubsub) active() bool { return p.on }
@@ -236,7 +239,7 @@ func (p *pubsub) pump() {
 			}
 			continue
 		}
-		if p.isMarkerEcho(frame) {
+		if p.isMarkerEcho(frame) || p.mutedFirst() {
 			continue
 		}
 		if p.hellos.Load() > 0 && isHelloReply(frame) {
@@ -256,7 +259,7 @@ func (p *pubsub) pump() {
 				marked = true
 				continue
 			}
-			if p.isMarkerEcho(frame) {
+			if p.isMarkerEcho(frame) || p.mutedFirst() {
 				continue
 			}
 			if p.hellos.Load() > 0 && isHelloReply(frame) {
@@ -304,6 +307,16 @@ func (p *pubsub) isMarkerEcho(frame []byte) bool {
 	}
 	line := frame[:len(frame)-2]
 	return bytes.HasSuffix(line, []byte(`] "PING" "`+string(p.marker)+`"`))
+}
+
+// mutedFirst reports, once, whether the frame the pump has just read is the muted reply of the command that started
+// the stream (muteFirst).
+func (p *pubsub) mutedFirst() bool {
+	if !p.muteFirst {
+		return false
+	}
+	p.muteFirst = false
+	return true
 }
 
 // lost ends the client's connection when its subscriptions' upstream connection failed (Redis went away, or the
