@@ -389,6 +389,9 @@ func Parse(data []byte) (*Config, error) {
 		}
 	}
 	if err := c.Validate(); err != nil {
+		if root != nil {
+			err = withLine(err, fieldLines(root))
+		}
 		return nil, err
 	}
 	return c, nil
