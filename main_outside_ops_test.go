@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -414,5 +415,63 @@ func TestOutsideOpsLogsHoldNoSecrets(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 			t.Errorf("a log line is not JSON: %q", sc.Text())
 		}
+	}
+}
+
+// blockedOnRedis is how many of Redis's clients are blocked in cmd, from CLIENT LIST.
+func blockedOnRedis(redis *redistest.Server, cmd string) int {
+	return strings.Count(string(redis.Do("CLIENT", "LIST")), "cmd="+cmd+" ")
+}
+
+// TestOutsideOpsSIGTERMWithBlockedClient: SIGTERM while a client waits in BLPOP with no timeout. featcache serves
+// it until shutdown_timeout, then closes it and exits 0 within the documented bound (shutdown_timeout and the
+// grace after it, not never), and Redis is left with no blocked command that could take an element nobody will
+// receive: a value pushed after the exit stays in the list.
+func TestOutsideOpsSIGTERMWithBlockedClient(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 0s\nshutdown_timeout: 1s\n")
+	c := redistest.Dial(t, in.addr)
+	if err := c.Send("BLPOP", "q", "0"); err != nil {
+		t.Fatal(err)
+	}
+	redistest.Eventually(t, 5*time.Second, "BLPOP blocked on Redis", func() bool { return blockedOnRedis(redis, "blpop") == 1 })
+	start := time.Now()
+	in.signal(syscall.SIGTERM)
+	in.wait(15 * time.Second)
+	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	if frame, err := c.ReadTimeout(5 * time.Second); err == nil {
+		t.Fatalf("the blocked client got %q; want its connection closed", frame)
+	}
+	redistest.Eventually(t, 5*time.Second, "no BLPOP left blocked on Redis", func() bool { return blockedOnRedis(redis, "blpop") == 0 })
+	redis.Do("RPUSH", "q", "x")
+	if got := string(redis.Do("LLEN", "q")); got != ":1\r\n" {
+		t.Fatalf("LLEN q after a push = %q; want the element kept", got)
+	}
+}
+
+// TestOutsideOpsBlockedClientLeavesAfterIdleTimeout: limits.idle_timeout never closes a client waiting in a
+// blocking command, and when such a client leaves after the idle timeout has passed, featcache still notices and
+// Redis drops the blocked command, as it does for its own client that leaves: the next push is not popped for
+// nobody.
+func TestOutsideOpsBlockedClientLeavesAfterIdleTimeout(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 0s\nlimits:\n  idle_timeout: 1s\n")
+	c := redistest.Dial(t, in.addr)
+	if err := c.Send("BLPOP", "q", "0"); err != nil {
+		t.Fatal(err)
+	}
+	redistest.Eventually(t, 5*time.Second, "BLPOP blocked on Redis", func() bool { return blockedOnRedis(redis, "blpop") == 1 })
+	// Past the idle timeout the client is still served: it is waiting, not idle.
+	time.Sleep(1500 * time.Millisecond) // idle_timeout (1s) passes while the command waits
+	if frame, err := c.ReadTimeout(100 * time.Millisecond); err == nil || !os.IsTimeout(err) {
+		t.Fatalf("a client blocked past idle_timeout: %q, %v; want it still waiting", frame, err)
+	}
+	c.Close()
+	redistest.Eventually(t, 5*time.Second, "no BLPOP left blocked on Redis after the client left", func() bool {
+		return blockedOnRedis(redis, "blpop") == 0
+	})
+	redis.Do("RPUSH", "q", "x")
+	if got := string(redis.Do("LLEN", "q")); got != ":1\r\n" {
+		t.Fatalf("LLEN q after a push = %q; want the element kept", got)
 	}
 }
