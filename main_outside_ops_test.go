@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -473,5 +475,64 @@ func TestOutsideOpsBlockedClientLeavesAfterIdleTimeout(t *testing.T) {
 	redis.Do("RPUSH", "q", "x")
 	if got := string(redis.Do("LLEN", "q")); got != ":1\r\n" {
 		t.Fatalf("LLEN q after a push = %q; want the element kept", got)
+	}
+}
+
+// TestOutsideOpsTLSBothWays: with tls.cert_file, key_file and client_ca_file, the listener speaks TLS only and
+// asks for client certificates: a plain-text client and a TLS client without a certificate (or offering TLS 1.1)
+// are not served, one with a certificate is; upstream.tls reaches a Redis that listens on TLS only and asks for
+// featcache's certificate, tracking included (a write by another client invalidates).
+func TestOutsideOpsTLSBothWays(t *testing.T) {
+	certs := redistest.NewCerts(t)
+	redis := redistest.StartTLS(t, certs, true)
+	redis.Do("SET", "k:1", "v1")
+	cfg := "shutdown_delay: 0s\n" +
+		"tls:\n  cert_file: " + strconv.Quote(certs.ServerCertFile) + "\n  key_file: " + strconv.Quote(certs.ServerKeyFile) +
+		"\n  client_ca_file: " + strconv.Quote(certs.CAFile) + "\n" +
+		"upstream:\n  tls:\n    enabled: true\n    ca_file: " + strconv.Quote(certs.CAFile) +
+		"\n    cert_file: " + strconv.Quote(certs.ClientCertFile) + "\n    key_file: " + strconv.Quote(certs.ClientKeyFile) + "\n" +
+		"policies:\n  - {name: k, prefix: \"k:\", hard_ttl: 1h}\n"
+	in := startBinary(t, redis, cfg)
+
+	plain := redistest.Dial(t, in.addr)
+	plain.Send("PING")
+	if frame, err := plain.ReadTimeout(5 * time.Second); err == nil {
+		t.Fatalf("a plain-text client got %q; want no reply", frame)
+	}
+	for name, cfg := range map[string]*tls.Config{
+		"without a certificate": certs.ClientConfig(false),
+		"offering TLS 1.1 only": func() *tls.Config {
+			c := certs.ClientConfig(true)
+			c.MinVersion, c.MaxVersion = tls.VersionTLS11, tls.VersionTLS11
+			return c
+		}(),
+	} {
+		cfg.ServerName = "127.0.0.1"
+		nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", in.addr, cfg)
+		if err == nil {
+			nc.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err = nc.Write(redistest.Encode("PING"))
+			if err == nil {
+				var b [64]byte
+				var n int
+				n, err = nc.Read(b[:])
+				if err == nil {
+					t.Errorf("a TLS client %s got %q; want the handshake refused", name, b[:n])
+				}
+			}
+			nc.Close()
+		}
+	}
+	c := redistest.DialTLS(t, in.addr, certs.ClientConfig(true))
+	if got := string(c.Do("GET", "k:1")); got != "$2\r\nv1\r\n" {
+		t.Fatalf("GET over mutual TLS: %q", got)
+	}
+	c.Do("GET", "k:1")
+	redis.Do("SET", "k:1", "v2")
+	redistest.Eventually(t, 5*time.Second, "the other client's write seen over upstream TLS", func() bool {
+		return string(c.Do("GET", "k:1")) == "$2\r\nv2\r\n"
+	})
+	if v := opsValue(t, in, "featcache_tracking_up"); v != 1 {
+		t.Fatalf("featcache_tracking_up = %v over upstream TLS", v)
 	}
 }
