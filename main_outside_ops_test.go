@@ -536,3 +536,47 @@ func TestOutsideOpsTLSBothWays(t *testing.T) {
 		t.Fatalf("featcache_tracking_up = %v over upstream TLS", v)
 	}
 }
+
+// TestOutsideOpsTrackingLossAndRestart: another client of Redis kills featcache's tracking connection. /readyz
+// stays 200, the cached entry is not served any more (on_tracking_loss: flush), and tracking comes back; the same
+// server coming back is no whole-tier flush (featcache_flushes_total stays, as the operations page says). Then Redis
+// restarts: the server that comes back is another one, and that flush is counted.
+func TestOutsideOpsTrackingLossAndRestart(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k:1", "v1")
+	in := startBinary(t, redis, "shutdown_delay: 0s\npolicies:\n  - {name: k, prefix: \"k:\", hard_ttl: 1h}\n")
+	c := redistest.Dial(t, in.addr)
+	c.Do("GET", "k:1")
+	if got := string(c.Do("CACHE", "EXPLAIN", "k:1")); !strings.Contains(got, "state:fresh") {
+		t.Fatalf("CACHE EXPLAIN k:1 after a read: %q", got)
+	}
+	flushes := opsValue(t, in, "featcache_flushes_total")
+	if got := string(redis.Do("CLIENT", "KILL", "SKIPME", "yes")); got == ":0\r\n" {
+		t.Fatalf("CLIENT KILL closed nothing: %q", got)
+	}
+	redistest.Eventually(t, 10*time.Second, "tracking back", func() bool {
+		return opsValue(t, in, "featcache_tracking_up") == 1 && strings.Count(in.log.String(), "tracking: established") >= 2
+	})
+	if got := in.status("/readyz"); got != http.StatusOK {
+		t.Fatalf("/readyz after a tracking loss: %d", got)
+	}
+	if got := string(c.Do("CACHE", "EXPLAIN", "k:1")); strings.Contains(got, "state:fresh") {
+		t.Fatalf("CACHE EXPLAIN k:1 after the tracking loss: %q; want the entry no longer served", got)
+	}
+	if got := opsValue(t, in, "featcache_flushes_total"); got != flushes {
+		t.Fatalf("featcache_flushes_total %v -> %v across a tracking loss to the same server; want no flush", flushes, got)
+	}
+
+	c.Do("GET", "k:1")
+	redis.Restart()
+	redistest.Eventually(t, 15*time.Second, "the restarted server's flush counted", func() bool {
+		return opsValue(t, in, "featcache_flushes_total") > flushes
+	})
+	redis.Do("SET", "k:1", "v2")
+	redistest.Eventually(t, 10*time.Second, "the restarted server's value served", func() bool {
+		return string(c.Do("GET", "k:1")) == "$2\r\nv2\r\n"
+	})
+	if got := in.status("/readyz"); got != http.StatusOK {
+		t.Fatalf("/readyz after Redis restarted: %d", got)
+	}
+}
