@@ -61,10 +61,11 @@ func opsValue(t *testing.T, in *instance, series string) float64 {
 	return opsMetric(opsScrape(t, in), series)
 }
 
-// runCheck runs featcache -check with the configuration text and returns its combined output and exit code.
-func runCheck(t *testing.T, text string) (string, int) {
+// runCheck runs featcache -check with the configuration text and the flags args, and returns its combined output
+// and exit code.
+func runCheck(t *testing.T, text string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(binary(t), "-config", writeConfig(t, text), "-check")
+	cmd := exec.Command(binary(t), append([]string{"-config", writeConfig(t, text), "-check"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		return string(out), 0
@@ -83,6 +84,18 @@ func TestOutsideOpsCheckNamesFieldAndLine(t *testing.T) {
 	out, code := runCheck(t, "shutdown_delay: 0s\npolicies:\n  - {name: k, prefix: \"k:\", hard_ttl: 1h}\n")
 	if code != 0 || !strings.Contains(out, "configuration OK") || !strings.Contains(out, "1 policies") {
 		t.Fatalf("-check of a good file: exit %d, %q", code, out)
+	}
+	// The flags replace the file's values before they are judged: a file that listens on every interface runs on
+	// loopback with -listen, and an error about a flag's value points at no line of the file.
+	open := "listen: \"0.0.0.0:7777\"\nupstream:\n  addresses: [\"nohost\"]\n"
+	if out, code := runCheck(t, "listen: \"0.0.0.0:7777\"\n"); code != 1 || !strings.Contains(out, "protected mode") || !strings.Contains(out, "(line 1)") {
+		t.Fatalf("-check of a file listening on every interface without a password: exit %d, %q", code, out)
+	}
+	if out, code := runCheck(t, open, "-listen", "127.0.0.1:7777", "-upstream", "127.0.0.1:6379"); code != 0 || !strings.Contains(out, "listen 127.0.0.1:7777") {
+		t.Fatalf("-check with -listen on loopback and -upstream overriding the file: exit %d, %q; want OK", code, out)
+	}
+	if out, code := runCheck(t, open, "-listen", "nohost", "-upstream", "127.0.0.1:6379"); code != 1 || !strings.Contains(out, `listen: invalid address "nohost"`) || strings.Contains(out, "(line") {
+		t.Fatalf("-check with an invalid -listen: exit %d, %q; want the flag's value named, with no line of the file", code, out)
 	}
 	cases := []struct {
 		name, text, want string
