@@ -593,3 +593,55 @@ func TestOutsideOpsTrackingLossAndRestart(t *testing.T) {
 		t.Fatalf("/readyz after Redis restarted: %d", got)
 	}
 }
+
+// TestOutsideOpsAuthLikeRedis: with password set, what a client sends before and around AUTH is answered as Redis
+// with requirepass answers it, byte for byte, on a new connection each (CACHE, which Redis does not know, gets
+// NOAUTH as the security page says).
+func TestOutsideOpsAuthLikeRedis(t *testing.T) {
+	const pw = "s3cr3t-pw"
+	direct := redistest.Start(t, "--requirepass", pw)
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 0s\npassword: "+pw+"\n")
+	for _, pipeline := range [][][]string{
+		{{"PING"}}, {{"GET", "k"}}, {{"FOO"}}, {{"GET"}}, {{"CLIENT", "FOO"}}, {{"AUTH"}}, {{"AUTH", "a", "b", "c"}},
+		{{"AUTH", "nouser", pw}}, {{"AUTH", "default", "wrong"}}, {{"AUTH", "wrong"}}, {{"HELLO", "2", "AUTH", "default", "wrong"}},
+		{{"HELLO", "2", "AUTH", "default"}}, {{"HELLO", "3"}}, {{"HELLO", "4"}}, {{"HELLO", "2", "SETNAME", "x"}},
+		{{"CLIENT", "SETNAME", "x"}}, {{"RESET"}}, {{"ECHO"}},
+		{{"AUTH", pw}, {"PING"}, {"AUTH", "wrong"}, {"PING"}},
+		{{"AUTH", "default", pw}, {"HELLO", "2", "AUTH", "default", "wrong"}, {"ECHO", "x"}},
+		{{"HELLO", "2", "AUTH", "default", pw, "SETNAME", "n"}, {"CLIENT", "GETNAME"}, {"RESET"}, {"PING"}},
+	} {
+		var req []byte
+		for _, args := range pipeline {
+			req = append(req, redistest.Encode(args...)...)
+		}
+		replies := func(addr string) string {
+			c := redistest.Dial(t, addr)
+			defer c.Close()
+			if _, err := c.NetConn().Write(req); err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for range pipeline {
+				frame, err := c.ReadTimeout(5 * time.Second)
+				if err != nil {
+					out = append(out, err.Error())
+					break
+				}
+				out = append(out, string(frame))
+			}
+			return strings.Join(out, "")
+		}
+		// HELLO's reply holds the connection's id, which differs between the two servers.
+		clientID := regexp.MustCompile(`\$2\r\nid\r\n:\d+\r\n`)
+		want := clientID.ReplaceAllString(replies(direct.Addr()), "$$2\r\nid\r\n:ID\r\n")
+		got := clientID.ReplaceAllString(replies(in.addr), "$$2\r\nid\r\n:ID\r\n")
+		if got != want {
+			t.Errorf("%q: featcache %q; Redis %q", pipeline, got, want)
+		}
+	}
+	c := redistest.Dial(t, in.addr)
+	if got := string(c.Do("CACHE", "STATS")); got != "-NOAUTH Authentication required.\r\n" {
+		t.Errorf("CACHE STATS before AUTH: %q", got)
+	}
+}
