@@ -645,3 +645,32 @@ func TestOutsideOpsAuthLikeRedis(t *testing.T) {
 		t.Errorf("CACHE STATS before AUTH: %q", got)
 	}
 }
+
+// TestOutsideOpsMaxConnAge: limits.max_conn_age closes a connection that reached its age between two commands,
+// with nothing written (as Redis's timeout does), leaves one inside MULTI until EXEC, whose replies it gets, and
+// counts what it closed.
+func TestOutsideOpsMaxConnAge(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 0s\nlimits:\n  max_conn_age: 1s\n")
+	idle, tx := redistest.Dial(t, in.addr), redistest.Dial(t, in.addr)
+	idle.Do("PING")
+	if got := string(tx.Do("MULTI")); got != "+OK\r\n" {
+		t.Fatalf("MULTI: %q", got)
+	}
+	tx.Do("SET", "k", "1")
+	if frame, err := idle.ReadTimeout(10 * time.Second); err != io.EOF {
+		t.Fatalf("a connection past max_conn_age: %q, %v; want it closed with nothing written", frame, err)
+	}
+	if got := string(tx.Do("EXEC")); got != "*1\r\n+OK\r\n" {
+		t.Fatalf("EXEC past max_conn_age: %q; want the transaction's replies", got)
+	}
+	if frame, err := tx.ReadTimeout(10 * time.Second); err != io.EOF {
+		t.Fatalf("after EXEC: %q, %v; want the connection closed", frame, err)
+	}
+	if got := string(redis.Do("GET", "k")); got != "$1\r\n1\r\n" {
+		t.Fatalf("GET k on Redis: %q; want the transaction applied", got)
+	}
+	if v := opsValue(t, in, "featcache_client_connections_aged_out_total"); v != 2 {
+		t.Fatalf("featcache_client_connections_aged_out_total = %v; want 2", v)
+	}
+}
