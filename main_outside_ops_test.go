@@ -674,3 +674,54 @@ func TestOutsideOpsMaxConnAge(t *testing.T) {
 		t.Fatalf("featcache_client_connections_aged_out_total = %v; want 2", v)
 	}
 }
+
+// TestOutsideOpsReadyOnceRedisAnswers: started while Redis is down, featcache answers /healthz 200 and /readyz 503
+// with its reason, PING locally and a read with its upstream error; once Redis is up it turns ready and serves. A
+// Redis that goes down afterwards leaves it ready (cached entries keep answering) with featcache_upstream_up 0.
+func TestOutsideOpsReadyOnceRedisAnswers(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Kill()
+	listen := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	admin := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	in := &instance{t: t, log: &redistest.LogBuffer{}, addr: listen, admin: "http://" + admin}
+	cmd := exec.Command(binary(t), "-config", writeConfig(t, "shutdown_delay: 0s\npolicies:\n  - {name: k, prefix: \"k:\", hard_ttl: 1h}\n"),
+		"-listen", listen, "-admin", admin, "-upstream", redis.Addr())
+	cmd.Stderr = in.log
+	in.process = startProcess(t, cmd, nil, 0)
+	redistest.Eventually(t, 30*time.Second, "/healthz answering", func() bool { return in.status("/healthz") == http.StatusOK })
+	if got := in.status("/readyz"); got != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz before Redis ever answered: %d; want 503", got)
+	}
+	r, err := http.Get(in.admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if !strings.Contains(string(reason), "upstream") {
+		t.Errorf("/readyz 503 body %q; want the reason", reason)
+	}
+	c := redistest.Dial(t, in.addr)
+	if got := string(c.Do("PING")); got != "+PONG\r\n" {
+		t.Fatalf("PING with Redis down: %q", got)
+	}
+	if got := string(c.Do("GET", "k:1")); !strings.HasPrefix(got, "-ERR featcache upstream") {
+		t.Fatalf("GET with Redis down: %q; want featcache's upstream error", got)
+	}
+	redis.Restart()
+	redis.Do("SET", "k:1", "v1")
+	redistest.Eventually(t, 15*time.Second, "ready once Redis answers", func() bool { return in.status("/readyz") == http.StatusOK })
+	redistest.Eventually(t, 10*time.Second, "the value served", func() bool { return string(c.Do("GET", "k:1")) == "$2\r\nv1\r\n" })
+	redistest.Eventually(t, 10*time.Second, "tracking up", func() bool { return opsValue(t, in, "featcache_tracking_up") == 1 })
+	c.Do("GET", "k:1")
+
+	redis.Kill()
+	redistest.Eventually(t, 10*time.Second, "upstream_up 0 after Redis went down", func() bool {
+		return opsValue(t, in, "featcache_upstream_up") == 0
+	})
+	if got := in.status("/readyz"); got != http.StatusOK {
+		t.Fatalf("/readyz once ready, Redis down: %d; want 200", got)
+	}
+	in.signal(syscall.SIGTERM)
+	in.wait(30 * time.Second)
+}
