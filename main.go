@@ -175,25 +175,40 @@ func parseFlags(args []string) (*flags, error) {
 	return fl, nil
 }
 
-// load reads the file and applies the flags; a reload (SIGHUP, CACHE RELOAD) calls it again.
+// load reads the file and applies the flags; a reload (SIGHUP, CACHE RELOAD) calls it again. The flags replace
+// the file's values before they are judged: a file's listen on every interface is no protected-mode refusal when
+// -listen names a loopback address.
 func (fl *flags) load() (*config.Config, error) {
-	cfg := config.Default()
-	if fl.configPath != "" {
-		var err error
-		if cfg, err = config.Load(fl.configPath); err != nil {
-			return nil, err
+	var replaced []string
+	override := func(cfg *config.Config) {
+		if fl.listen != "" {
+			cfg.Listen = fl.listen
+		}
+		if fl.upstreams != "" {
+			cfg.Upstream.Addresses = strings.Split(fl.upstreams, ",")
+			cfg.Upstream.Sentinel = config.Sentinel{}
+		}
+		if fl.admin != "" {
+			cfg.Admin = fl.admin
 		}
 	}
 	if fl.listen != "" {
-		cfg.Listen = fl.listen
+		replaced = append(replaced, "listen")
 	}
 	if fl.upstreams != "" {
-		cfg.Upstream.Addresses = strings.Split(fl.upstreams, ",")
-		cfg.Upstream.Sentinel = config.Sentinel{}
+		replaced = append(replaced, "upstream.addresses", "upstream.sentinel")
 	}
 	if fl.admin != "" {
-		cfg.Admin = fl.admin
+		replaced = append(replaced, "admin")
 	}
+	cfg := config.Default()
+	if fl.configPath != "" {
+		var err error
+		if cfg, err = config.LoadOverridden(fl.configPath, override, replaced...); err != nil {
+			return nil, err
+		}
+	}
+	override(cfg)
 	return cfg, cfg.Validate()
 }
 

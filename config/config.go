@@ -311,11 +311,23 @@ func Default() *Config {
 // Load reads and parses the configuration file at path, then reads the password files it names (password_file,
 // upstream.password_file) into Password and Upstream.Password. Its errors start with the path.
 func Load(path string) (*Config, error) {
+	return LoadOverridden(path, nil)
+}
+
+// LoadOverridden is Load with override, when not nil, applied to the decoded configuration before it is validated:
+// the command line's flags replace fields of the file, and what is judged (protected mode, addresses) is what
+// featcache would run with, not the values they replace. replaced names the fields override sets ("listen",
+// "upstream.addresses"): an error about one of them names neither the file nor a line of it.
+func LoadOverridden(path string, override func(*Config), replaced ...string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err // *PathError already names the path
 	}
-	c, err := Parse(data)
+	c, err := parse(data, override, replaced)
+	var fromFlag replacedError
+	if errors.As(err, &fromFlag) {
+		return nil, fromFlag.err // the value is the command line's, not the file's
+	}
 	if err == nil {
 		err = c.ReadPasswordFiles()
 	}
@@ -324,6 +336,12 @@ func Load(path string) (*Config, error) {
 	}
 	return c, nil
 }
+
+// replacedError is parse's error about a value that override set (LoadOverridden): it names no place in the file.
+type replacedError struct{ err error }
+
+func (e replacedError) Error() string { return e.err.Error() }
+func (e replacedError) Unwrap() error { return e.err }
 
 // MaxPasswordFileBytes bounds what a password file may hold, so that a wrong path (a log, a device) is an error
 // rather than a huge read.
@@ -378,6 +396,11 @@ func readPasswordFile(path string) (string, error) {
 // without policies, is valid. Unknown fields and invalid values are errors that name the section or policy, the
 // field, the value and, where the file has one, the line.
 func Parse(data []byte) (*Config, error) {
+	return parse(data, nil, nil)
+}
+
+// parse is Parse with override applied before validation (see LoadOverridden).
+func parse(data []byte, override func(*Config), replaced []string) (*Config, error) {
 	root, err := parseDocument(data)
 	if err != nil {
 		return nil, err
@@ -388,7 +411,18 @@ func Parse(data []byte) (*Config, error) {
 			return nil, err
 		}
 	}
+	if override != nil {
+		override(c)
+	}
 	if err := c.Validate(); err != nil {
+		for _, r := range replaced {
+			if rest, ok := strings.CutPrefix(err.Error(), r); ok && rest != "" && strings.ContainsAny(rest[:1], ":[ ") {
+				return nil, replacedError{err}
+			}
+		}
+		if root != nil {
+			err = withLine(err, fieldLines(root))
+		}
 		return nil, err
 	}
 	return c, nil

@@ -351,3 +351,89 @@ func formatSize(n int64) string {
 	}
 	return strconv.FormatInt(n, 10) + "B"
 }
+
+// fieldLines returns the line of every field the document root gives, under the name errors give the field
+// ("limits.max_clients", "upstream.tls.ca_file", `policy "profile": hard_ttl`, and `policy "profile"` for the
+// policy itself), so that an error Validate finds in a value that decoded well can name its line too. A Feast
+// section's fields are named as the policies they become ("feast" and "feast:<view>").
+func fieldLines(root *yaml.Node) map[string]int {
+	lines := make(map[string]int)
+	var walk func(n *yaml.Node, where string)
+	walk = func(n *yaml.Node, where string) {
+		n = resolve(n)
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+			if k.Kind != yaml.ScalarNode {
+				continue
+			}
+			name := k.Value
+			if where != "" {
+				name = where + "." + k.Value
+			}
+			lines[name] = k.Line
+			switch name {
+			case "policies":
+				if v.Kind == yaml.SequenceNode {
+					for j, item := range v.Content {
+						notePolicy(lines, resolve(item), policyLabel(resolve(item), fmt.Sprintf("policy #%d", j+1)))
+					}
+				}
+			case "feast":
+				notePolicy(lines, v, `policy "feast"`)
+				walk(v, name)
+			case "feast.feature_views":
+				if v.Kind == yaml.SequenceNode {
+					for _, item := range v.Content {
+						if label := policyLabel(resolve(item), ""); label != "" {
+							notePolicy(lines, resolve(item), `policy "feast:`+strings.TrimPrefix(label, `policy "`))
+						}
+					}
+				}
+			default:
+				walk(v, name)
+			}
+		}
+	}
+	walk(root, "")
+	return lines
+}
+
+// notePolicy notes in lines the line of the policy mapping n, under label, and of each of its fields, under
+// label: field.
+func notePolicy(lines map[string]int, n *yaml.Node, label string) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	lines[label] = n.Line
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := resolve(n.Content[i]); k.Kind == yaml.ScalarNode {
+			lines[label+": "+k.Value] = k.Line
+		}
+	}
+}
+
+// withLine adds to err, an error that names a field at its start ("limits.max_clients: must be ...") and no line,
+// the line of that field in the file, from lines (fieldLines). The longest field name that starts the message wins,
+// so `policy "a": soft_ttl` is preferred to `policy "a"`. err is returned as it is when it names no field the file
+// gives, or a line already.
+func withLine(err error, lines map[string]int) error {
+	msg := err.Error()
+	if strings.Contains(msg, "(line ") {
+		return err
+	}
+	best, line := "", 0
+	for name, l := range lines {
+		rest, ok := strings.CutPrefix(msg, name)
+		if !ok || len(name) <= len(best) || (rest != "" && !strings.ContainsAny(rest[:1], ":[ ")) {
+			continue
+		}
+		best, line = name, l
+	}
+	if line == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (line %d)", err, line)
+}

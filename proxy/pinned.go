@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -306,30 +307,52 @@ func (c *client) watchPeer(conn *upstream.Conn) (stop func() (gone bool)) {
 		return func() bool { return false }
 	}
 	var left atomic.Bool
+	// A read deadline ends the watcher's wait only when stop set it: the client's own deadline (idle_timeout, a
+	// drain's recheck) and the one a shutdown sets to wake idle clients (wake) may pass while the command waits,
+	// and the watch must go on through them, or a client leaving then would go unnoticed (and a shutdown would wait
+	// for the blocked command forever).
+	var mu sync.Mutex
+	stopped := false
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		var b [1]byte
-		err := raw.Read(func(fd uintptr) bool {
-			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			switch {
-			case err == syscall.EAGAIN || err == syscall.EINTR:
-				return false // nothing new: wait for the socket's next event
-			case err == nil && n > 0 && !peerFinished(int(fd)):
-				return false // pipelined bytes, the client still there: wait for the socket's next event
+		for {
+			err := raw.Read(func(fd uintptr) bool {
+				n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				switch {
+				case err == syscall.EAGAIN || err == syscall.EINTR:
+					return false // nothing new: wait for the socket's next event
+				case err == nil && n > 0 && !peerFinished(int(fd)):
+					return false // pipelined bytes, the client still there: wait for the socket's next event
+				}
+				left.Store(true) // EOF or a socket error
+				return true
+			})
+			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				mu.Lock()
+				again := !stopped
+				if again {
+					c.nc.SetReadDeadline(time.Time{}) // stop restores the client's deadline
+				}
+				mu.Unlock()
+				if again {
+					continue
+				}
+			} else if err != nil {
+				left.Store(true) // the client connection was closed on featcache's side (server shutdown)
 			}
-			left.Store(true) // EOF or a socket error
-			return true
-		})
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			left.Store(true) // the client connection was closed on featcache's side (server shutdown)
+			break
 		}
 		if left.Load() {
 			conn.Close()
 		}
 	}()
 	return func() bool {
+		mu.Lock()
+		stopped = true
 		c.nc.SetReadDeadline(time.Unix(1, 0)) // ends the watcher's wait; the client goroutine is not reading
+		mu.Unlock()
 		<-done
 		c.nc.SetReadDeadline(c.deadline)
 		return left.Load()

@@ -29,7 +29,7 @@ func newStatsCollector(s *Server) *statsCollector {
 		"age":         d("served_age_seconds", "Age of the values served from memory (hits and stale serves), by policy.", "policy"),
 		"staleError":  d("stale_on_error_total", "Values served past their hard TTL because the upstream failed (serve_stale), by policy; part of result=\"stale\".", "policy"),
 		"invalidated": d("invalidated_keys_total", "Keys invalidated in the local tier: named by tracking pushes (writes by any client of Redis) and by writes through featcache."),
-		"flushes":     d("flushes_total", "Whole-tier flushes of the local tier: FLUSHALL, FLUSHDB or SWAPDB (through featcache, or by another client: a null tracking push), a tracking connection lost or a server restarted or failed over, a script's tracking barrier not confirmed, CACHE FLUSH."),
+		"flushes":     d("flushes_total", "Whole-tier flushes of the local tier: FLUSHALL, FLUSHDB or SWAPDB (through featcache, or by another client: a null tracking push), a server restarted or failed over (a tracking connection lost to a server that comes back the same is not one), a script's tracking barrier not confirmed, CACHE FLUSH."),
 		"upstreamUp":  d("upstream_up", "1 while the upstream answers; 0 from the first failed or timed-out round trip until a health PING is answered."),
 		"trackingUp":  d("tracking_up", "1 while server-assisted invalidation (CLIENT TRACKING) is established."),
 		"bytes":       d("local_bytes", "Estimated bytes held by the local tier's entries (entries times their mean size)."),
