@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"featcache/internal/redistest"
+	"featcache/internal/resp"
+)
+
+// These tests look at featcache from outside, in front of a real Redis Cluster: a plain client of featcache (one
+// that knows nothing of slots) is compared, reply bytes against reply bytes, with a client of one standalone
+// redis-server given the same commands; and another client of the cluster writes straight to the masters, migrates
+// slots and fails masters over, while featcache's clients read.
+
+// outsideClusterConfig caches every key, so that every read through featcache can come from memory.
+const outsideClusterConfig = `
+shutdown_delay: 0s
+policies:
+  - {name: all, prefix: "", soft_ttl: 30m, hard_ttl: 1h, jitter: 0}
+`
+
+// outsideCluster is one cluster of 3 masters (with a replica each), featcache in front of it, and a standalone
+// redis-server to compare with.
+type outsideCluster struct {
+	cl     *redistest.Cluster
+	single *redistest.Server
+	in     *instance
+}
+
+func startOutsideCluster(t *testing.T, replicas int) *outsideCluster {
+	t.Helper()
+	cl := redistest.StartCluster(t, 3, replicas)
+	single := redistest.Start(t)
+	in := startBinaryArgs(t, outsideClusterConfig, "-upstream", strings.Join(cl.Addrs(), ","))
+	return &outsideCluster{cl: cl, single: single, in: in}
+}
+
+// keysPerMaster returns n keys with the given prefix served by each master, in the order of cl.Masters.
+func (oc *outsideCluster) keysPerMaster(t *testing.T, prefix string, n int) [][]string {
+	t.Helper()
+	out := make([][]string, len(oc.cl.Masters))
+	for i := 0; ; i++ {
+		key := prefix + strconv.Itoa(i)
+		owner := oc.cl.MasterOf(key)
+		for m, srv := range oc.cl.Masters {
+			if srv == owner && len(out[m]) < n {
+				out[m] = append(out[m], key)
+			}
+		}
+		full := true
+		for _, ks := range out {
+			full = full && len(ks) == n
+		}
+		if full {
+			return out
+		}
+		if i > 10000 {
+			t.Fatalf("no %d keys per master with prefix %q", n, prefix)
+		}
+	}
+}
+
+// outsideClusterCompare sends cmds to the standalone Redis and through featcache, one at a time and then as one
+// pipeline (each after a FLUSHALL of both), and fails on each reply that differs.
+func outsideClusterCompare(t *testing.T, direct, through *redistest.Conn, cmds [][]string) {
+	t.Helper()
+	for _, mode := range []string{"one at a time", "pipelined"} {
+		for _, c := range []*redistest.Conn{direct, through} {
+			if got := string(c.Do("FLUSHALL")); got != "+OK\r\n" {
+				t.Fatalf("FLUSHALL: %q", got)
+			}
+		}
+		var want, got [][]byte
+		if mode == "pipelined" {
+			want, got = outsideClusterPipeline(t, direct, cmds), outsideClusterPipeline(t, through, cmds)
+		} else {
+			for _, cmd := range cmds {
+				want = append(want, direct.Do(cmd...))
+				got = append(got, through.Do(cmd...))
+			}
+		}
+		for i, cmd := range cmds {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Errorf("%s: %q: featcache in front of the cluster answered %q; one Redis %q", mode, cmd, got[i], want[i])
+			}
+		}
+	}
+}
+
+// outsideClusterPipeline writes every command in one write and reads their replies.
+func outsideClusterPipeline(t *testing.T, c *redistest.Conn, cmds [][]string) [][]byte {
+	t.Helper()
+	var payload []byte
+	for _, cmd := range cmds {
+		payload = resp.AppendCommand(payload, cmd...)
+	}
+	if _, err := c.NetConn().Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]byte, len(cmds))
+	for i := range cmds {
+		frame, err := c.Read()
+		if err != nil {
+			t.Fatalf("pipelined reply %d (%q): %v", i, cmds[i], err)
+		}
+		out[i] = frame
+	}
+	return out
+}
+
+// TestOutsideClusterSideBySide: what a plain client sends, compared with one Redis. Multi-key commands across
+// slots that featcache splits (DEL, UNLINK, EXISTS, TOUCH, MSET) and reads across slots (MGET) answer as one
+// Redis; commands of one slot (hash tags) run as on one Redis, transactions and scripts included; cached reads are
+// read twice (a fill, then from memory). Keyspace-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL) cover
+// every master. An MSET whose last key has no value gets one Redis's arity error, not the cluster's CROSSSLOT.
+func TestOutsideClusterSideBySide(t *testing.T) {
+	oc := startOutsideCluster(t, 0)
+	keys := oc.keysPerMaster(t, "k", 2)
+	a, b, c := keys[0][0], keys[1][0], keys[2][0]
+	a2, b2, c2 := keys[0][1], keys[1][1], keys[2][1]
+	cmds := [][]string{
+		{"SET", a, "va"}, {"SET", b, "vb"}, {"SET", c, "vc"},
+		{"GET", a}, {"GET", a}, {"GET", b}, {"GET", b}, {"GET", c}, {"GET", c},
+		{"MGET", a, b, c, a2}, {"MGET", a, b, c, a2},
+		{"MSET", a, "1", b, "2", c, "3", a2, "4"},
+		{"MGET", a, b, c, a2, b2}, {"MGET", a, b, c, a2, b2},
+		{"MSET", a, "5", b},                  // arity: one Redis checks the pairs
+		{"MSET", a, "5", b, "6", c},          // the same with three keys
+		{"MSET", "{t}x", "5", "{t}y"},        // one slot: the master's own arity error
+		{"MGET", a, b, c},                    // nothing of the refused MSETs applied
+		{"EXISTS", a, b, c, a2, "nosuch", a}, // the sum, a key counted each time it is named
+		{"TOUCH", a, b, "nosuch"},
+		{"DEL", a, "nosuch", b},
+		{"UNLINK", c, b2},
+		{"MGET", a, b, c, a2, b2, c2}, // what the deletes left
+		{"GET", a}, {"GET", a2},       // a deleted key, a surviving one, from memory
+		{"DEL"}, {"EXISTS"}, {"MSET"}, {"MGET"}, // arity errors
+		{"MSET", "{t}x", "1", "{t}y", "2"},
+		{"MSETNX", "{t}x", "1", "{t}z", "2"}, {"MSETNX", "{t}z", "3", "{t}w", "4"},
+		{"MGET", "{t}x", "{t}y", "{t}z", "{t}w"}, {"MGET", "{t}x", "{t}y", "{t}z", "{t}w"},
+		{"RENAME", "{t}x", "{t}r"}, {"GET", "{t}x"}, {"GET", "{t}r"},
+		{"SADD", "{t}s1", "a", "b"}, {"SADD", "{t}s2", "b", "c"}, {"SINTERSTORE", "{t}s3", "{t}s1", "{t}s2"},
+		{"SMEMBERS", "{t}s3"},
+		{"HSET", a, "f", "x"}, // a was deleted above
+		{"HSET", "h:" + b, "f1", "a", "f2", "b"},
+		{"HGET", "h:" + b, "f1"}, {"HGET", "h:" + b, "f1"},
+		{"HMGET", "h:" + b, "f1", "f2", "f3"}, {"HMGET", "h:" + b, "f1", "f2", "f3"},
+		{"HGETALL", "h:" + b}, {"HGETALL", "h:" + b},
+		{"GET", "h:" + b}, {"HGET", a2, "f"}, // WRONGTYPE both ways
+		{"MULTI"}, {"SET", "{t}m", "1"}, {"INCR", "{t}m"}, {"GET", "{t}m"}, {"MGET", "{t}m", "{t}y"}, {"EXEC"},
+		{"MULTI"}, {"SET", "{t}m"}, {"EXEC"}, // a queue-time arity error aborts
+		{"MULTI"}, {"INCR", "{t}m"}, {"LPUSH", "{t}m", "x"}, {"EXEC"}, // a run-time error in EXEC's array
+		{"MULTI"}, {"PING"}, {"ECHO", "e"}, {"EXEC"},
+		{"MULTI"}, {"INCR", "{t}m"}, {"DISCARD"}, {"GET", "{t}m"},
+		{"EXEC"}, {"DISCARD"},
+		{"WATCH", "{t}m"}, {"GET", "{t}m"}, {"MULTI"}, {"INCR", "{t}m"}, {"EXEC"}, {"GET", "{t}m"},
+		{"EVAL", "return redis.call('incrby', KEYS[1], ARGV[1])", "1", "{t}m", "10"}, {"GET", "{t}m"},
+		{"EVAL", "return redis.call('mget', KEYS[1], KEYS[2])", "2", "{t}m", "{t}y"},
+		{"EVAL", "return 1", "0"},
+		{"SCRIPT", "LOAD", "return redis.call('get', KEYS[1])"},
+		{"EVALSHA", "4e6d8fc8bb01276962cce5371fa795a7763657ae", "1", a2},
+		{"EVALSHA", "4e6d8fc8bb01276962cce5371fa795a7763657ae", "1", b},
+		{"EVALSHA", "4e6d8fc8bb01276962cce5371fa795a7763657ae", "1", c2},
+		{"SCRIPT", "EXISTS", "4e6d8fc8bb01276962cce5371fa795a7763657ae", "ffffffffffffffffffffffffffffffffffffffff"},
+		{"SCRIPT", "FLUSH"},
+		{"EVALSHA", "4e6d8fc8bb01276962cce5371fa795a7763657ae", "1", b},
+		{"LPUSH", "l:" + c, "x"}, {"BLPOP", "l:" + c, "1"}, {"BLPOP", "{t}l1", "{t}l2", "0.05"},
+		{"SET", "ttl:" + a, "v", "PX", "100000"}, {"GET", "ttl:" + a}, {"GET", "ttl:" + a},
+		{"DBSIZE"},
+		{"FLUSHALL"}, {"DBSIZE"}, {"RANDOMKEY"}, {"KEYS", "*"}, {"GET", a2}, {"MGET", a2, b, c},
+		{"SET", c2, "only"}, {"KEYS", "*"}, {"RANDOMKEY"}, {"DBSIZE"},
+		{"FLUSHDB"}, {"GET", c2},
+	}
+	direct, through := oc.single.Dial(), redistest.Dial(t, oc.in.addr)
+	outsideClusterCompare(t, direct, through, cmds)
+
+	// Keyspace-wide reads over keys of every master: the same keys, in another order.
+	for _, conn := range []*redistest.Conn{direct, through} {
+		conn.Do("FLUSHALL")
+		for i := 0; i < 60; i++ {
+			conn.Do("SET", "ks:"+strconv.Itoa(i), "v")
+		}
+		conn.Do("RPUSH", "ks:list", "x")
+	}
+	for _, q := range [][]string{{"KEYS", "*"}, {"KEYS", "ks:1*"}} {
+		if want, got := outsideSortedBulks(t, direct.Do(q...)), outsideSortedBulks(t, through.Do(q...)); want != got {
+			t.Errorf("%q: featcache %s; one Redis %s", q, got, want)
+		}
+	}
+	for _, opts := range [][]string{nil, {"COUNT", "3"}, {"MATCH", "ks:2*"}, {"TYPE", "list"}} {
+		if want, got := outsideScanAll(t, direct, opts), outsideScanAll(t, through, opts); want != got {
+			t.Errorf("SCAN %q walk: featcache %s; one Redis %s", opts, got, want)
+		}
+	}
+	if want, got := direct.Do("DBSIZE"), through.Do("DBSIZE"); !bytes.Equal(want, got) {
+		t.Errorf("DBSIZE: featcache %q; one Redis %q", got, want)
+	}
+}
+
+// outsideSortedBulks returns the elements of an array of bulk strings, sorted and joined.
+func outsideSortedBulks(t *testing.T, frame []byte) string {
+	t.Helper()
+	elems, err := resp.ParseBulkArray(frame, nil)
+	if err != nil {
+		t.Fatalf("not an array of bulks: %q", frame)
+	}
+	out := make([]string, len(elems))
+	for i, e := range elems {
+		out[i] = string(e)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+// outsideScanAll walks SCAN with opts from cursor 0 to the end and returns the keys seen, sorted and deduplicated.
+func outsideScanAll(t *testing.T, c *redistest.Conn, opts []string) string {
+	t.Helper()
+	seen := map[string]bool{}
+	cursor := "0"
+	for calls := 0; ; calls++ {
+		if calls > 1000 {
+			t.Fatalf("SCAN %q did not end after %d calls", opts, calls)
+		}
+		v, _, err := resp.Decode(c.Do(append([]string{"SCAN", cursor}, opts...)...))
+		if err != nil || len(v.Elems) != 2 {
+			t.Fatalf("SCAN reply: %+v, %v", v, err)
+		}
+		for _, e := range v.Elems[1].Elems {
+			seen[e.Str] = true
+		}
+		if cursor = v.Elems[0].Str; cursor == "0" {
+			break
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
