@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
@@ -243,3 +245,108 @@ func outsideScanAll(t *testing.T, c *redistest.Conn, opts []string) string {
 	sort.Strings(out)
 	return strings.Join(out, ",")
 }
+
+// TestOutsideClusterMigrationToNewMaster: a slot is resharded to a master that has just joined the cluster (scale
+// out), by another client, as redis-cli --cluster reshard does. While the slot is half moved, reads through
+// featcache that Redis answers with ASK are read from the new master, which featcache does not track yet: a value
+// so read must not be kept, or every later write straight to the new master goes unseen (featcache served the
+// value read through ASK for as long as the migration lasted, and until its next slot-map refresh after it). Once
+// the move is complete, featcache follows MOVED, tracks the new master, and its writes reach featcache at once.
+func TestOutsideClusterMigrationToNewMaster(t *testing.T) {
+	oc := startOutsideCluster(t, 0)
+	src := oc.cl.Masters[1]
+	extra := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		"--cluster-node-timeout", strconv.Itoa(redistest.ClusterNodeTimeout))
+	if got := string(extra.Do("CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(oc.cl.Masters[0].Port()))); got != "+OK\r\n" {
+		t.Fatalf("CLUSTER MEET: %q", got)
+	}
+	extraID := oc.cl.NodeID(extra)
+	redistest.Eventually(t, 20*time.Second, "every node knows the new master", func() bool {
+		for _, m := range append([]*redistest.Server{extra}, oc.cl.Masters...) {
+			nodes := string(m.Do("CLUSTER", "NODES"))
+			if strings.Count(nodes, "master") < 4 || !strings.Contains(nodes, extraID) {
+				return false
+			}
+		}
+		return strings.Contains(string(extra.Do("CLUSTER", "INFO")), "cluster_state:ok")
+	})
+
+	// Keys of one slot on src: a string, another for MGET, a hash.
+	var tag string
+	for i := 0; ; i++ {
+		tag = "{mv" + strconv.Itoa(i) + "}"
+		if oc.cl.MasterOf(tag) == src {
+			break
+		}
+	}
+	a, b, h := tag+"a", tag+"b", tag+"h"
+	slot := strconv.Itoa(oc.cl.Slot(a))
+	c := redistest.Dial(t, oc.in.addr)
+	for _, cmd := range [][]string{{"SET", a, "a0"}, {"SET", b, "b0"}, {"HSET", h, "f", "h0"}} {
+		c.Do(cmd...)
+	}
+	readAll := func() string {
+		return string(c.Do("GET", a)) + string(c.Do("MGET", a, b)) + string(c.Do("HGET", h, "f")) + string(c.Do("HGETALL", h))
+	}
+	readAll()
+	readAll() // cached
+
+	// Half a reshard: the slot is MIGRATING on src, IMPORTING on the new master, and its keys moved.
+	expectOK := func(s *redistest.Server, args ...string) {
+		t.Helper()
+		if got := string(s.Do(args...)); got != "+OK\r\n" {
+			t.Fatalf("%q: %q", args, got)
+		}
+	}
+	expectOK(extra, "CLUSTER", "SETSLOT", slot, "IMPORTING", oc.cl.NodeID(src))
+	expectOK(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", extraID)
+	expectOK(src, "MIGRATE", "127.0.0.1", strconv.Itoa(extra.Port()), "", "0", "5000", "KEYS", a, b, h)
+
+	// Another client writes to the moved keys where they are now (ASKING, as a cluster client after ASK).
+	direct := extra.Dial()
+	askingDo := func(args ...string) {
+		t.Helper()
+		direct.Do("ASKING")
+		if got := string(direct.Do(args...)); got != "+OK\r\n" && got != ":0\r\n" {
+			t.Fatalf("%q on the new master: %q", args, got)
+		}
+	}
+	want := func(n int) string {
+		av, bv, hv := "a"+strconv.Itoa(n), "b"+strconv.Itoa(n), "h"+strconv.Itoa(n)
+		return bulkOf(av) + "*2\r\n" + bulkOf(av) + bulkOf(bv) + bulkOf(hv) + "*2\r\n" + bulkOf("f") + bulkOf(hv)
+	}
+	write := func(n int) {
+		t.Helper()
+		askingDo("SET", a, "a"+strconv.Itoa(n))
+		askingDo("SET", b, "b"+strconv.Itoa(n))
+		askingDo("HSET", h, "f", "h"+strconv.Itoa(n))
+	}
+	for n := 1; n <= 3; n++ {
+		write(n)
+		// Each write is seen within the time an invalidation takes; the bound is generous for a loaded machine,
+		// and far below the slot-map refresh that ended the staleness before.
+		var got string
+		redistest.Eventually(t, 2*time.Second, fmt.Sprintf("write %d straight to the importing master read through featcache", n),
+			func() bool { got = readAll(); return got == want(n) })
+		readAll() // read again: had the answers been cached, the next write would not be seen
+	}
+
+	// The move completed: featcache learns the new owner (MOVED) and tracks it.
+	for _, s := range append([]*redistest.Server{extra, src}, oc.cl.Masters...) {
+		s.Do("CLUSTER", "SETSLOT", slot, "NODE", extraID)
+	}
+	for n := 4; n <= 6; n++ {
+		for _, cmd := range [][]string{{"SET", a, "a" + strconv.Itoa(n)}, {"SET", b, "b" + strconv.Itoa(n)},
+			{"HSET", h, "f", "h" + strconv.Itoa(n)}} {
+			if got := string(direct.Do(cmd...)); got != "+OK\r\n" && got != ":0\r\n" {
+				t.Fatalf("%q on the new master after the move: %q", cmd, got)
+			}
+		}
+		redistest.Eventually(t, 2*time.Second, fmt.Sprintf("write %d straight to the new master read through featcache", n),
+			func() bool { return readAll() == want(n) })
+		readAll()
+	}
+}
+
+// bulkOf is s as a RESP bulk string.
+func bulkOf(s string) string { return "$" + strconv.Itoa(len(s)) + "\r\n" + s + "\r\n" }
