@@ -118,6 +118,12 @@ func (c *client) split(cmd *resp.Command, tc *command) {
 	for j := 1; shaped && j < len(idx); j++ {
 		shaped = idx[j] == idx[0]+j*width
 	}
+	if !shaped && tc.cluster == ruleSplitOK {
+		// MSET with a key left without its value. One Redis answers the arity error; a cluster node checks the
+		// slots first and would answer CROSSSLOT for keys of different slots. Nothing is applied either way.
+		c.rejectReply(tc, "ERR wrong number of arguments for '"+tc.name+"' command")
+		return
+	}
 	slots := c.splitSlots[:0]
 	cross := false
 	for j := 0; shaped && j < len(idx); j++ {

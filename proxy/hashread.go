@@ -356,7 +356,7 @@ func (c *client) completeHashFetch(it *fetchItem, err error) {
 		if n == 3 {
 			hpttl = c.call.Frame(it.frame + 2)
 		}
-		res = hashFetchedResult(c.call.Frame(it.frame), c.call.Frame(it.frame+1), hpttl, hr, &c.hashFetched)
+		res = hashFetchedResult(c.call.Frame(it.frame), c.call.Frame(it.frame+1), hpttl, hr, &c.hashFetched, c.call.Asked)
 	}
 	c.srv.cache.CompleteHash(it.fill, res, res.Hash)
 	it.fill = nil
@@ -364,8 +364,9 @@ func (c *client) completeHashFetch(it *fetchItem, err error) {
 }
 
 // hashFetchedResult turns the replies of a hash fetch into a fill result whose Hash holds copies of the fields
-// read, each with its policy.
-func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.HashFetched) localcache.Result {
+// read, each with its policy. With asked (the replies came from the target of an ASK redirect, see
+// upstream.Call.Asked) the fields are served and not stored.
+func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.HashFetched, asked bool) localcache.Result {
 	if err := upstream.ParseHashFetched(reply, pttl, hpttl, hr.fetch, hr.cmd == hashGetAll, hf); err != nil {
 		return localcache.Result{Err: err}
 	}
@@ -393,7 +394,7 @@ func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.Has
 	if hr.fieldTTL && hr.cmd == hashGetAll {
 		out.All = false
 	}
-	return localcache.Result{PTTL: pttlDuration(hf.PTTL), Hash: out}
+	return localcache.Result{PTTL: pttlDuration(hf.PTTL), Hash: out, NoStore: asked}
 }
 
 // emitHashRead appends a hash read's reply once its fill is done: from what the fill read alone, or serve_stale's
@@ -517,7 +518,7 @@ func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySe
 			if n == 3 {
 				hpttl = call.Frame(2)
 			}
-			res = hashFetchedResult(call.Frame(0), call.Frame(1), hpttl, hr, &hf)
+			res = hashFetchedResult(call.Frame(0), call.Frame(1), hpttl, hr, &hf, call.Asked)
 		}
 		c.srv.stats.UpstreamReads.Add(1)
 		c.srv.cache.CompleteHash(f, res, res.Hash)

@@ -269,8 +269,9 @@ func (c *client) completeTxFetch(it *fetchItem) {
 		if f, err := upstream.ParseFetched(tx.elems[k.get], tx.elems[k.get+1]); err != nil {
 			res.Err = err
 		} else {
+			f.Asked = c.call.Asked
 			res = fetchedResult(f)
-			if !tx.alone {
+			if !tx.alone && !f.Asked {
 				res.KeepSame, res.Drop = k.keep, !k.keep
 			}
 		}

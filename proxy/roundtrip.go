@@ -175,11 +175,15 @@ func (c *client) abandonFills(err error) {
 
 // parseFetched decodes the GET and PTTL frames at i and i+1.
 func parseFetched(call *upstream.Call, i int) (upstream.Fetched, error) {
-	return upstream.ParseFetched(call.Frame(i), call.Frame(i+1))
+	f, err := upstream.ParseFetched(call.Frame(i), call.Frame(i+1))
+	f.Asked = call.Asked
+	return f, err
 }
 
 // fetchedResult turns an upstream answer into what the local tier stores and hands to waiters. Every answer about
-// the key replaces its entry, also one that cannot be stored (see localcache.Cache.Complete).
+// the key replaces its entry, also one that cannot be stored (see localcache.Cache.Complete). An answer from the
+// target of an ASK redirect (f.Asked: a slot being migrated, perhaps to a master featcache does not track yet) is
+// served and dropped: no invalidation would announce the writes made there after it.
 func fetchedResult(f upstream.Fetched) localcache.Result {
 	switch {
 	case f.Error != nil:
@@ -192,11 +196,11 @@ func fetchedResult(f upstream.Fetched) localcache.Result {
 		// dropped.
 		return localcache.Result{Reply: bytes.Clone(f.Error)}
 	case f.Nil:
-		return localcache.Result{Nil: true, PTTL: pttlDuration(f.PTTL)}
+		return localcache.Result{Nil: true, PTTL: pttlDuration(f.PTTL), Drop: f.Asked}
 	}
 	// PTTL -2 (the key expired between GET and PTTL): what GET saw is served, and not stored (Complete stores no
 	// value whose expiry is unknown).
-	return localcache.Result{Value: bytes.Clone(f.Value), PTTL: pttlDuration(f.PTTL)}
+	return localcache.Result{Value: bytes.Clone(f.Value), PTTL: pttlDuration(f.PTTL), Drop: f.Asked}
 }
 
 // maxPTTL is the longest TTL a fill passes on: a century, which no policy's hard TTL comes near.

@@ -229,7 +229,7 @@ func (w *warmBatch) run() (int, error) {
 				if n == 3 {
 					hpttl = call.Frame(it.frame + 2)
 				}
-				r = hashFetchedResult(call.Frame(it.frame), call.Frame(it.frame+1), hpttl, it.hash, &hf)
+				r = hashFetchedResult(call.Frame(it.frame), call.Frame(it.frame+1), hpttl, it.hash, &hf, call.Asked)
 			}
 			s.cache.CompleteHash(it.fill, r, r.Hash)
 			continue

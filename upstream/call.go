@@ -20,6 +20,10 @@ type Call struct {
 	Ends []int
 	// Err says why fewer frames than wanted arrived (connection lost, timeout). Frames that did arrive are kept.
 	Err error
+	// Asked is true when some of the frames came from a node an ASK redirect named (Cluster.Do): the node a slot
+	// is being migrated to, which may be one featcache has no tracking connection on yet, so that its writes are
+	// not announced. What such frames say of a key is to be served, not cached.
+	Asked bool
 
 	// Req is scratch space for building the payload of the next batch; Do and Forward do not touch it, Fetch
 	// builds its payload there.
@@ -66,6 +70,7 @@ func (c *Call) reset(n int) {
 	c.Replies = c.Replies[:0]
 	c.Ends = c.Ends[:0]
 	c.Err = nil
+	c.Asked = false
 }
 
 // prepare readies c to be started: reset, and no wait pending.

@@ -136,7 +136,7 @@ func (c *Client) Start(call *Call, p *Payload, fwd bool) {
 		cl.do(in, p, fwd)
 		call.Replies, in.Replies = in.Replies, call.Replies[:0]
 		call.Ends, in.Ends = in.Ends, call.Ends[:0]
-		call.Err = in.Err
+		call.Err, call.Asked = in.Err, in.Asked
 		in.reset(0)
 		in.Cancel = nil
 		callPool.Put(in)

@@ -408,8 +408,10 @@ func isClusterDown(f []byte) bool { return bytes.HasPrefix(f, []byte("-CLUSTERDO
 func (r *route) assemble(call *Call) error {
 	out, ends := r.out[:0], r.ends[:0]
 	var first error
+	asked := false
 	for i := range r.units {
 		u := &r.units[i]
+		asked = asked || u.asking
 		if u.hello {
 			out = r.helloReply(out, i)
 			ends = append(ends, len(out))
@@ -431,6 +433,7 @@ func (r *route) assemble(call *Call) error {
 	call.Replies, r.out = out, call.Replies[:0]
 	call.Ends, r.ends = ends, call.Ends[:0]
 	call.Err = first
+	call.Asked = asked
 	return first
 }
 

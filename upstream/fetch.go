@@ -18,6 +18,9 @@ type Fetched struct {
 	// PTTL is the key's remaining time to live in milliseconds as PTTL reported it right after GET: -1 for no
 	// expiry, -2 when the key vanished between the two commands.
 	PTTL int64
+	// Asked is true when the answer came in a Call with frames from the target of an ASK redirect (Call.Asked):
+	// it is served, and not cached.
+	Asked bool
 }
 
 // Fetch reads keys with one GET and one PTTL each, all in one round trip on a shared connection, and appends the
@@ -51,6 +54,7 @@ func fetched(call *Call, err error, out []Fetched) ([]Fetched, error) {
 		if perr != nil {
 			return out, perr
 		}
+		f.Asked = call.Asked
 		out = append(out, f)
 	}
 	return out, err
