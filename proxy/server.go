@@ -276,11 +276,12 @@ func persistConfig(cfg *config.Config) warm.PersistConfig {
 		Interval: w.HotkeysInterval, Touch: w.HotkeysTouch}
 }
 
-// fetchCommands reads COMMAND and INFO server from the upstream.
+// fetchCommands reads COMMAND, INFO server and INFO replication from the upstream.
 func (s *Server) fetchCommands() (commands.Table, error) {
 	call := upstream.NewCall()
 	call.Req.AppendCommand(upstream.NoSlot, "COMMAND")
 	call.Req.AppendCommand(upstream.NoSlot, "INFO", "server")
+	call.Req.AppendCommand(upstream.NoSlot, "INFO", "replication")
 	if err := s.up.Do(call, &call.Req); err != nil {
 		return nil, err
 	}
@@ -293,10 +294,37 @@ func (s *Server) fetchCommands() (commands.Table, error) {
 		si := parseServerInfo(string(info))
 		if s.clustered() {
 			si.mode = "standalone" // featcache shows its clients one Redis, whatever is behind it
+		} else if repl, _, ok := resp.BulkPayload(call.Frame(2)); ok {
+			if role, ok := parseRole(string(repl)); ok {
+				si.role = role
+			}
 		}
 		s.hello.Store(si)
 	}
 	return cmds, nil
+}
+
+// refreshRole keeps HELLO's role that of the upstream, which another client may change at any time (REPLICAOF,
+// FAILOVER) and a Sentinel failover changes, as Redis's own HELLO reports its current role. In front of a cluster
+// the role stays master: featcache routes to the masters.
+func (s *Server) refreshRole() {
+	if s.clustered() {
+		return
+	}
+	call := upstream.NewCall()
+	call.Req.AppendCommand(upstream.NoSlot, "INFO", "replication")
+	if err := s.up.Do(call, &call.Req); err != nil {
+		return
+	}
+	info, _, ok := resp.BulkPayload(call.Frame(0))
+	if !ok {
+		return
+	}
+	role, ok := parseRole(string(info))
+	if si := s.hello.Load(); ok && role != si.role {
+		// A fetch of the command table may store its own meanwhile: the next round keeps this one's role.
+		s.hello.CompareAndSwap(si, &serverInfo{version: si.version, mode: si.mode, role: role})
+	}
 }
 
 func (s *Server) refreshCommandsLater() {
@@ -328,6 +356,8 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.watching = true
 		s.wg.Add(1)
 		go s.watchdog()
+		s.wg.Add(1)
+		go s.every(time.Second, s.refreshRole)
 		if s.budget.base > 0 {
 			s.wg.Add(1)
 			go s.watchHeap()

@@ -22,3 +22,17 @@ func parseServerInfo(info string) *serverInfo {
 	}
 	return si
 }
+
+// parseRole reads HELLO's role from INFO replication: "master", or "replica" for a server that replicates
+// another (INFO says role:slave). ok is false when info holds no role line.
+func parseRole(info string) (role string, ok bool) {
+	for _, line := range strings.Split(info, "\n") {
+		switch strings.TrimRight(line, "\r") {
+		case "role:master":
+			return "master", true
+		case "role:slave":
+			return "replica", true
+		}
+	}
+	return "", false
+}

@@ -37,7 +37,7 @@ func (s *Server) watchdog() {
 }
 
 // every calls f every period until the server stops; it is the body of one of the server's goroutines (s.wg), the
-// watchdog's or the heap watcher's.
+// watchdog's, the heap watcher's or the role refresher's.
 func (s *Server) every(period time.Duration, f func()) {
 	defer s.wg.Done()
 	t := time.NewTicker(period)
