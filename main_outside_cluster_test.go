@@ -25,14 +25,16 @@ policies:
   - {name: all, prefix: "", soft_ttl: 30m, hard_ttl: 1h, jitter: 0}
 `
 
-// outsideCluster is one cluster of 3 masters (with a replica each), featcache in front of it, and a standalone
-// redis-server to compare with.
+// outsideCluster is one cluster of 3 masters, featcache in front of it, and a standalone redis-server to compare
+// with.
 type outsideCluster struct {
 	cl     *redistest.Cluster
 	single *redistest.Server
 	in     *instance
 }
 
+// startOutsideCluster starts the cluster (with replicas replicas per master), featcache given the masters as seed
+// nodes, and the standalone redis-server.
 func startOutsideCluster(t *testing.T, replicas int) *outsideCluster {
 	t.Helper()
 	cl := redistest.StartCluster(t, 3, replicas)
