@@ -25,14 +25,16 @@ policies:
   - {name: all, prefix: "", soft_ttl: 30m, hard_ttl: 1h, jitter: 0}
 `
 
-// outsideCluster is one cluster of 3 masters (with a replica each), featcache in front of it, and a standalone
-// redis-server to compare with.
+// outsideCluster is one cluster of 3 masters, featcache in front of it, and a standalone redis-server to compare
+// with.
 type outsideCluster struct {
 	cl     *redistest.Cluster
 	single *redistest.Server
 	in     *instance
 }
 
+// startOutsideCluster starts the cluster (with replicas replicas per master), featcache given the masters as seed
+// nodes, and the standalone redis-server.
 func startOutsideCluster(t *testing.T, replicas int) *outsideCluster {
 	t.Helper()
 	cl := redistest.StartCluster(t, 3, replicas)
@@ -405,4 +407,93 @@ func TestOutsideClusterDirectWritesAndGracefulFailover(t *testing.T) {
 	}
 	t.Logf("after the failover, featcache answered the value from before it %d times, the last %v after the promotion",
 		stale, lastStale.Round(time.Millisecond))
+}
+
+// TestOutsideClusterNeighbours: what other clients of the cluster do reaches featcache's clients as from one
+// Redis. A PUBLISH sent straight to any master reaches a subscriber of featcache, an SPUBLISH to a shard channel's
+// master its shard subscriber, an RPUSH straight to a key's master wakes a BLPOP through featcache; a script that
+// keeps one master busy gets its -BUSY to the keys of that master only (cached ones answer from memory), while
+// the other masters' keys are read and written as usual.
+func TestOutsideClusterNeighbours(t *testing.T) {
+	oc := startOutsideCluster(t, 0)
+	keys := oc.keysPerMaster(t, "nb", 2)
+
+	sub := redistest.Dial(t, oc.in.addr)
+	if got := string(sub.Do("SUBSCRIBE", "news")); got != "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n" {
+		t.Fatalf("SUBSCRIBE: %q", got)
+	}
+	for m, srv := range oc.cl.Masters {
+		msg := "from master " + strconv.Itoa(m)
+		srv.Do("PUBLISH", "news", msg)
+		if got, err := sub.Read(); err != nil || string(got) != "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n"+bulkOf(msg) {
+			t.Fatalf("PUBLISH straight to master %d: the subscriber read %q, %v", m, got, err)
+		}
+	}
+	shard := keys[2][0]
+	ssub := redistest.Dial(t, oc.in.addr)
+	if got := string(ssub.Do("SSUBSCRIBE", shard)); got != "*3\r\n$10\r\nssubscribe\r\n"+bulkOf(shard)+":1\r\n" {
+		t.Fatalf("SSUBSCRIBE: %q", got)
+	}
+	oc.cl.Masters[2].Do("SPUBLISH", shard, "sharded")
+	if got, err := ssub.Read(); err != nil || string(got) != "*3\r\n$8\r\nsmessage\r\n"+bulkOf(shard)+bulkOf("sharded") {
+		t.Fatalf("SPUBLISH straight to the shard channel's master: %q, %v", got, err)
+	}
+
+	for m, ks := range keys {
+		list := ks[0]
+		blocked := redistest.Dial(t, oc.in.addr)
+		if err := blocked.Send("BLPOP", list, "10"); err != nil {
+			t.Fatal(err)
+		}
+		// The push may come before featcache has sent BLPOP: either way BLPOP answers with it.
+		oc.cl.Masters[m].Do("RPUSH", list, "job")
+		if got, err := blocked.Read(); err != nil || string(got) != "*2\r\n"+bulkOf(list)+bulkOf("job") {
+			t.Fatalf("BLPOP on master %d woken by a direct RPUSH: %q, %v", m, got, err)
+		}
+	}
+
+	c := redistest.Dial(t, oc.in.addr)
+	busyKey, missKey, calm := keys[1][0], keys[1][1], keys[0][1]
+	c.Do("SET", busyKey, "cached")
+	c.Do("GET", busyKey)
+	c.Do("SET", missKey, "m")
+	c.Do("SET", calm, "c")
+	busy := oc.cl.Masters[1]
+	busy.Do("CONFIG", "SET", "busy-reply-threshold", "50")
+	loop := busy.Dial()
+	if err := loop.Send("EVAL", "while true do end", "0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Do("SCRIPT", "KILL") })
+	redistest.Eventually(t, 10*time.Second, "the master busy", func() bool {
+		return strings.HasPrefix(string(busy.Do("PING")), "-BUSY")
+	})
+	checks := []struct {
+		cmd  []string
+		want string // a prefix
+	}{
+		{[]string{"GET", busyKey}, bulkOf("cached")},
+		{[]string{"GET", missKey}, "-BUSY Redis is busy running a script."},
+		{[]string{"SET", missKey, "x"}, "-BUSY Redis is busy running a script."},
+		{[]string{"GET", calm}, bulkOf("c")},
+		{[]string{"SET", calm, "c2"}, "+OK\r\n"},
+		{[]string{"GET", calm}, bulkOf("c2")},
+		{[]string{"MGET", calm, keys[0][0]}, "*2\r\n" + bulkOf("c2") + "$-1\r\n"},
+		{[]string{"MGET", calm, missKey}, "-BUSY Redis is busy running a script."},
+		{[]string{"GET", busyKey}, bulkOf("cached")},
+	}
+	for _, ch := range checks {
+		if got := string(c.Do(ch.cmd...)); !strings.HasPrefix(got, ch.want) {
+			t.Errorf("%q while master 1 is busy: %q; want %q...; %q", ch.cmd, got, ch.want, c.Do("CACHE", "EXPLAIN", busyKey))
+		}
+	}
+	if got := string(busy.Do("SCRIPT", "KILL")); got != "+OK\r\n" {
+		t.Fatalf("SCRIPT KILL: %q", got)
+	}
+	if got, err := loop.Read(); err != nil || !strings.HasPrefix(string(got), "-ERR Script killed") {
+		t.Fatalf("the busy script: %q, %v", got, err)
+	}
+	if got := string(c.Do("GET", missKey)); got != bulkOf("m") {
+		t.Fatalf("GET after the script: %q", got)
+	}
 }
