@@ -382,15 +382,7 @@ func (c *client) wake() { c.nc.SetReadDeadline(time.Unix(1, 0)) }
 // pendingInput reports whether the client has sent bytes featcache has not read yet: a non-blocking peek at the
 // socket. It needs the read deadline cleared.
 func pendingInput(nc net.Conn) bool {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	data, _ := resp.Peek(raw)
+	data, _, _ := resp.Peek(nc)
 	return data
 }
 
