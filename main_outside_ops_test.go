@@ -725,3 +725,28 @@ func TestOutsideOpsReadyOnceRedisAnswers(t *testing.T) {
 	in.signal(syscall.SIGTERM)
 	in.wait(30 * time.Second)
 }
+
+// TestOutsideOpsReloadAppliesShutdownDelay: shutdown_delay applies at once on reload (the operations page): an
+// instance started with 30s and reloaded with 0s exits at once on SIGTERM; a log.level reloaded to debug applies
+// at once too.
+func TestOutsideOpsReloadAppliesShutdownDelay(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 30s\nlog:\n  level: warn\n")
+	c := redistest.Dial(t, in.addr)
+	if err := os.WriteFile(in.configPath(), []byte("shutdown_delay: 0s\nlog:\n  level: debug\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(c.Do("CACHE", "RELOAD")); !strings.Contains(got, "restart_needed:\r\n") {
+		t.Fatalf("CACHE RELOAD: %q; want nothing needing a restart", got)
+	}
+	c.Close()
+	redistest.Eventually(t, 5*time.Second, "debug lines after the reload", func() bool {
+		return strings.Contains(in.log.String(), "level=DEBUG")
+	})
+	start := time.Now()
+	in.signal(syscall.SIGTERM)
+	in.wait(15 * time.Second)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("exited %v after SIGTERM; want well under the 30s delay the reload replaced", d)
+	}
+}
