@@ -750,3 +750,33 @@ func TestOutsideOpsReloadAppliesShutdownDelay(t *testing.T) {
 		t.Fatalf("exited %v after SIGTERM; want well under the 30s delay the reload replaced", d)
 	}
 }
+
+// TestOutsideOpsAdminFlagEmptyTurnsAdminOff: -admin "" overrides the file's admin address with "", which turns the
+// admin listener off (as admin: "" in the file does, and as scripts/run.sh relies on when no admin port fits): -check
+// says so, and a running instance serves RESP with nothing on the file's admin address.
+func TestOutsideOpsAdminFlagEmptyTurnsAdminOff(t *testing.T) {
+	fileAdmin := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	text := "shutdown_delay: 0s\nadmin: \"" + fileAdmin + "\"\n"
+	if out, code := runCheck(t, text, "-admin", ""); code != 0 || !strings.Contains(out, "admin none") {
+		t.Fatalf("-check -admin \"\": exit %d, %q; want the admin listener off", code, out)
+	}
+	redis := redistest.Start(t)
+	listen := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	in := &instance{t: t, log: &redistest.LogBuffer{}, addr: listen, admin: "http://" + fileAdmin}
+	cmd := exec.Command(binary(t), "-config", writeConfig(t, text), "-listen", listen, "-admin", "", "-upstream", redis.Addr())
+	cmd.Stderr = in.log
+	in.process = startProcess(t, cmd, nil, 0)
+	redistest.Eventually(t, 30*time.Second, "featcache serving", func() bool {
+		c, err := redistest.TryDial(t, listen)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return string(c.Do("PING")) == "+PONG\r\n"
+	})
+	if got := in.status("/healthz"); got != 0 {
+		t.Fatalf("the file's admin address answers %d with -admin \"\"; want nothing listening", got)
+	}
+	in.signal(syscall.SIGTERM)
+	in.wait(30 * time.Second)
+}
