@@ -186,8 +186,9 @@ func TestOutsideOpsLimitsLikeRedis(t *testing.T) {
 }
 
 // TestOutsideOpsMetricsMove: the metrics the operations page documents exist with their documented types, and the
-// counters move as it says for hits, misses, bypasses, forwards, refusals, and invalidations and flushes caused by
-// another client of the same Redis.
+// counters move as it says for hits, misses, bypasses, forwards, refusals (a denied command, and SELECT of another
+// database, which featcache cannot run for a client), and invalidations and flushes caused by another client of the
+// same Redis.
 func TestOutsideOpsMetricsMove(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Do("SET", "k:1", "v1")
@@ -201,12 +202,13 @@ func TestOutsideOpsMetricsMove(t *testing.T) {
 	c.Do("GET", "k:1")                // hit
 	c.Do("GET", "other")              // no policy: bypass, forwarded
 	c.Do("CONFIG", "SET", "hz", "10") // denied: refused
+	c.Do("SELECT", "1")               // another database, which featcache cannot serve: refused
 	after := opsScrape(t, in)
 	for series, want := range map[string]float64{
 		`featcache_requests_total{policy="k",result="miss"}`:        1,
 		`featcache_requests_total{policy="k",result="hit"}`:         1,
 		`featcache_requests_total{policy="(none)",result="bypass"}`: 1,
-		`featcache_errors_total{reason="refused"}`:                  1,
+		`featcache_errors_total{reason="refused"}`:                  2,
 		`featcache_commands_total{command="get"}`:                   3,
 		`featcache_commands_total{command="config|set"}`:            1,
 		`featcache_fills_total{outcome="stored"}`:                   1,
