@@ -163,6 +163,9 @@ func TestOutsideOpsLimitsLikeRedis(t *testing.T) {
 	if v := opsValue(t, in, "featcache_rejected_connections_total"); v != 1 {
 		t.Fatalf("featcache_rejected_connections_total = %v; want 1", v)
 	}
+	if v := opsValue(t, in, "featcache_client_connections"); v != 2 {
+		t.Fatalf("featcache_client_connections = %v with the refused client gone; want 2", v)
+	}
 
 	// Keep b busy while a stays idle: a is closed with nothing written, b is not.
 	start := time.Now()
