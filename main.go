@@ -143,6 +143,7 @@ type flags struct {
 	listen     string
 	upstreams  string
 	admin      string
+	adminGiven bool // -admin was given, "" included: "" turns the admin listener off
 	check      bool
 	version    bool
 	help       bool // -h or -help: print the usage and exit
@@ -156,7 +157,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&fl.configPath, "config", "", "configuration `FILE` (YAML); without it every default applies (see config.yaml)")
 	fs.StringVar(&fl.listen, "listen", "", "RESP listen `ADDR` (host:port), overrides listen")
 	fs.StringVar(&fl.upstreams, "upstream", "", "upstream `ADDR[,ADDR]`, overrides upstream.addresses (and upstream.sentinel)")
-	fs.StringVar(&fl.admin, "admin", "", "admin HTTP `ADDR` (/metrics, /healthz, /readyz), overrides admin")
+	fs.StringVar(&fl.admin, "admin", "", "admin HTTP `ADDR` (/metrics, /healthz, /readyz), overrides admin; \"\" turns it off")
 	fs.BoolVar(&fl.check, "check", false, "check the configuration (the file, its password and TLS files, the flags) and exit:\n"+
 		"0 and one OK line when featcache could start with it, else 1 and the error naming the field;\n"+
 		"nothing is listened on and Redis is not contacted")
@@ -168,6 +169,7 @@ func parseFlags(args []string) (*flags, error) {
 		}
 		return nil, usageError{err}
 	}
+	fs.Visit(func(f *flag.Flag) { fl.adminGiven = fl.adminGiven || f.Name == "admin" })
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("unexpected argument %q: flags come first, and the configuration file is given "+
 			"with -config %s", fs.Arg(0), fs.Arg(0))}
@@ -188,7 +190,7 @@ func (fl *flags) load() (*config.Config, error) {
 			cfg.Upstream.Addresses = strings.Split(fl.upstreams, ",")
 			cfg.Upstream.Sentinel = config.Sentinel{}
 		}
-		if fl.admin != "" {
+		if fl.adminGiven {
 			cfg.Admin = fl.admin
 		}
 	}
@@ -198,7 +200,7 @@ func (fl *flags) load() (*config.Config, error) {
 	if fl.upstreams != "" {
 		replaced = append(replaced, "upstream.addresses", "upstream.sentinel")
 	}
-	if fl.admin != "" {
+	if fl.adminGiven {
 		replaced = append(replaced, "admin")
 	}
 	cfg := config.Default()

@@ -163,6 +163,9 @@ func TestOutsideOpsLimitsLikeRedis(t *testing.T) {
 	if v := opsValue(t, in, "featcache_rejected_connections_total"); v != 1 {
 		t.Fatalf("featcache_rejected_connections_total = %v; want 1", v)
 	}
+	if v := opsValue(t, in, "featcache_client_connections"); v != 2 {
+		t.Fatalf("featcache_client_connections = %v with the refused client gone; want 2", v)
+	}
 
 	// Keep b busy while a stays idle: a is closed with nothing written, b is not.
 	start := time.Now()
@@ -186,8 +189,9 @@ func TestOutsideOpsLimitsLikeRedis(t *testing.T) {
 }
 
 // TestOutsideOpsMetricsMove: the metrics the operations page documents exist with their documented types, and the
-// counters move as it says for hits, misses, bypasses, forwards, refusals, and invalidations and flushes caused by
-// another client of the same Redis.
+// counters move as it says for hits, misses, bypasses, forwards, refusals (a denied command, and SELECT of another
+// database, which featcache cannot run for a client), and invalidations and flushes caused by another client of the
+// same Redis.
 func TestOutsideOpsMetricsMove(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Do("SET", "k:1", "v1")
@@ -201,12 +205,13 @@ func TestOutsideOpsMetricsMove(t *testing.T) {
 	c.Do("GET", "k:1")                // hit
 	c.Do("GET", "other")              // no policy: bypass, forwarded
 	c.Do("CONFIG", "SET", "hz", "10") // denied: refused
+	c.Do("SELECT", "1")               // another database, which featcache cannot serve: refused
 	after := opsScrape(t, in)
 	for series, want := range map[string]float64{
 		`featcache_requests_total{policy="k",result="miss"}`:        1,
 		`featcache_requests_total{policy="k",result="hit"}`:         1,
 		`featcache_requests_total{policy="(none)",result="bypass"}`: 1,
-		`featcache_errors_total{reason="refused"}`:                  1,
+		`featcache_errors_total{reason="refused"}`:                  2,
 		`featcache_commands_total{command="get"}`:                   3,
 		`featcache_commands_total{command="config|set"}`:            1,
 		`featcache_fills_total{outcome="stored"}`:                   1,
@@ -721,6 +726,61 @@ func TestOutsideOpsReadyOnceRedisAnswers(t *testing.T) {
 	})
 	if got := in.status("/readyz"); got != http.StatusOK {
 		t.Fatalf("/readyz once ready, Redis down: %d; want 200", got)
+	}
+	in.signal(syscall.SIGTERM)
+	in.wait(30 * time.Second)
+}
+
+// TestOutsideOpsReloadAppliesShutdownDelay: shutdown_delay applies at once on reload (the operations page): an
+// instance started with 30s and reloaded with 0s exits at once on SIGTERM; a log.level reloaded to debug applies
+// at once too.
+func TestOutsideOpsReloadAppliesShutdownDelay(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, "shutdown_delay: 30s\nlog:\n  level: warn\n")
+	c := redistest.Dial(t, in.addr)
+	if err := os.WriteFile(in.configPath(), []byte("shutdown_delay: 0s\nlog:\n  level: debug\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(c.Do("CACHE", "RELOAD")); !strings.Contains(got, "restart_needed:\r\n") {
+		t.Fatalf("CACHE RELOAD: %q; want nothing needing a restart", got)
+	}
+	c.Close()
+	redistest.Eventually(t, 5*time.Second, "debug lines after the reload", func() bool {
+		return strings.Contains(in.log.String(), "level=DEBUG")
+	})
+	start := time.Now()
+	in.signal(syscall.SIGTERM)
+	in.wait(15 * time.Second)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("exited %v after SIGTERM; want well under the 30s delay the reload replaced", d)
+	}
+}
+
+// TestOutsideOpsAdminFlagEmptyTurnsAdminOff: -admin "" overrides the file's admin address with "", which turns the
+// admin listener off (as admin: "" in the file does, and as scripts/run.sh relies on when no admin port fits): -check
+// says so, and a running instance serves RESP with nothing on the file's admin address.
+func TestOutsideOpsAdminFlagEmptyTurnsAdminOff(t *testing.T) {
+	fileAdmin := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	text := "shutdown_delay: 0s\nadmin: \"" + fileAdmin + "\"\n"
+	if out, code := runCheck(t, text, "-admin", ""); code != 0 || !strings.Contains(out, "admin none") {
+		t.Fatalf("-check -admin \"\": exit %d, %q; want the admin listener off", code, out)
+	}
+	redis := redistest.Start(t)
+	listen := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	in := &instance{t: t, log: &redistest.LogBuffer{}, addr: listen, admin: "http://" + fileAdmin}
+	cmd := exec.Command(binary(t), "-config", writeConfig(t, text), "-listen", listen, "-admin", "", "-upstream", redis.Addr())
+	cmd.Stderr = in.log
+	in.process = startProcess(t, cmd, nil, 0)
+	redistest.Eventually(t, 30*time.Second, "featcache serving", func() bool {
+		c, err := redistest.TryDial(t, listen)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return string(c.Do("PING")) == "+PONG\r\n"
+	})
+	if got := in.status("/healthz"); got != 0 {
+		t.Fatalf("the file's admin address answers %d with -admin \"\"; want nothing listening", got)
 	}
 	in.signal(syscall.SIGTERM)
 	in.wait(30 * time.Second)

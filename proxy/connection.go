@@ -211,6 +211,7 @@ func (c *client) cmdSelect(args [][]byte) {
 	case n < 0 || n >= c.srv.databases():
 		c.errorReply("ERR DB index is out of range")
 	default:
+		c.srv.stats.Refused.Add(1)
 		c.errorReply("ERR featcache serves database 0 only (SELECT " + strconv.FormatInt(n, 10) + " is not supported)")
 	}
 }
