@@ -472,3 +472,38 @@ func TestOutsideSentinelPrimaryPaused(t *testing.T) {
 		}
 	}
 }
+
+// TestOutsideSentinelPrimaryFailedOverByClient: another client runs Redis's own FAILOVER on the primary, which
+// hands over to its replica without the sentinels. Until the sentinels notice, featcache's writes get the demoted
+// node's own READONLY error (the sentinels still name it, as they would to any Sentinel client) and its reads
+// equal that node's; once they fail over, featcache is on the new primary and writes and reads equal its own.
+func TestOutsideSentinelPrimaryFailedOverByClient(t *testing.T) {
+	set := redistest.StartSentinelSet(t, "m", 1, 1, "")
+	old, next := set.Primary, set.Replicas[0]
+	old.Do("SET", "f:k", "v1")
+	in := startBinaryArgs(t, outsideSentinelConfig(set, ""))
+	c := redistest.Dial(t, in.addr)
+	c.Do("GET", "f:k")
+	if r := old.Do("FAILOVER"); string(r) != "+OK\r\n" {
+		t.Fatalf("FAILOVER: %q", r)
+	}
+	const readonly = "-READONLY You can't write against a read only replica.\r\n"
+	redistest.Eventually(t, 30*time.Second, "featcache on the new primary", func() bool {
+		w := c.Do("SET", "f:k", "w")
+		if in.primaryInUse(t) == next.Addr() {
+			return true
+		}
+		if string(w) != readonly && string(w) != "+OK\r\n" {
+			t.Errorf("SET on the demoted primary: %q; want %q", w, readonly)
+		}
+		return false
+	})
+	if r := c.Do("INCR", "f:n"); string(r) != ":1\r\n" {
+		t.Errorf("INCR through featcache on the new primary: %q", r)
+	}
+	for _, r := range [][]string{{"GET", "f:n"}, {"GET", "f:k"}, {"SET", "f:k", "v2"}, {"GET", "f:k"}} {
+		if a, b := c.Do(r...), next.Do(r...); string(a) != string(b) {
+			t.Errorf("%q: featcache %q, the new primary %q", r, a, b)
+		}
+	}
+}
