@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -68,8 +69,11 @@ type Server struct {
 	policies atomic.Pointer[policySet]
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]
-	resp3    atomic.Int32 // whether the upstream switches protocols with HELLO: 0 not known yet, 1 yes, 2 no
-	dbCount  atomic.Int64 // the upstream's number of databases, once read (connection.go: databases)
+	// noRole is set once the upstream refuses INFO (an ACL without it, a renamed command): refreshRole stops
+	// asking, rather than filling Redis's ACL LOG every second.
+	noRole  atomic.Bool
+	resp3   atomic.Int32 // whether the upstream switches protocols with HELLO: 0 not known yet, 1 yes, 2 no
+	dbCount atomic.Int64 // the upstream's number of databases, once read (connection.go: databases)
 
 	cmds       atomic.Pointer[commands.Table] // the command table's source, for rebuilding it (installTable)
 	tblMu      sync.Mutex                     // serializes installTable
@@ -308,7 +312,7 @@ func (s *Server) fetchCommands() (commands.Table, error) {
 // FAILOVER) and a Sentinel failover changes, as Redis's own HELLO reports its current role. In front of a cluster
 // the role stays master: featcache routes to the masters.
 func (s *Server) refreshRole() {
-	if s.clustered() {
+	if s.clustered() || s.noRole.Load() {
 		return
 	}
 	call := upstream.NewCall()
@@ -318,6 +322,9 @@ func (s *Server) refreshRole() {
 	}
 	info, _, ok := resp.BulkPayload(call.Frame(0))
 	if !ok {
+		if f := call.Frame(0); bytes.HasPrefix(f, []byte("-NOPERM")) || bytes.HasPrefix(f, []byte("-ERR unknown command")) {
+			s.noRole.Store(true)
+		}
 		return
 	}
 	role, ok := parseRole(string(info))
