@@ -366,3 +366,34 @@ func TestClientUnblockJustSent(t *testing.T) {
 	expectRead(t, other, ":1\r\n")
 	expectRead(t, blocked, "*-1\r\n")
 }
+
+// TestClientListCmdOfSession: a command whose reply a session's pump relays (SUBSCRIBE, PSUBSCRIBE, MONITOR) is
+// CLIENT LIST's cmd by the time its reply reaches the client, as in Redis, which records a client's last command
+// before it runs it. The pump may write the reply before the client's goroutine has ended the batch.
+func TestClientListCmdOfSession(t *testing.T) {
+	p := startProxy(t, "")
+	admin := p.dial()
+	for i := 0; i < 100; i++ {
+		name := "sess" + strconv.Itoa(i)
+		c := p.dial()
+		expectDo(t, c, "+OK\r\n", "CLIENT", "SETNAME", name)
+		cmd, want := []string{"SUBSCRIBE", "ch"}, "subscribe"
+		switch i % 3 {
+		case 1:
+			cmd, want = []string{"PSUBSCRIBE", "c*"}, "psubscribe"
+		case 2:
+			cmd, want = []string{"MONITOR"}, "monitor"
+		}
+		c.Send(cmd...)
+		if got, err := c.Read(); err != nil {
+			t.Fatalf("%q: %q, %v", cmd, got, err)
+		}
+		list := string(admin.Do("CLIENT", "LIST"))
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, " name="+name+" ") && !strings.Contains(line, " cmd="+want+" ") {
+				t.Fatalf("after %q's reply, CLIENT LIST says:\n%s", cmd, line)
+			}
+		}
+		c.Close()
+	}
+}

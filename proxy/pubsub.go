@@ -127,6 +127,7 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) (done bool) {
 	// Replies of earlier commands in this batch must reach the client before the pump's frames.
 	c.runSegment()
 	c.flush()
+	c.noteBatch() // the pump may write the reply before the batch ends: CLIENT LIST's cmd names the command first
 	if err := p.conn.Write(req); err != nil {
 		p.close()
 		c.sub = nil
@@ -381,6 +382,7 @@ func (c *client) startStream(p *pubsub, cmd *resp.Command) {
 	c.publish()
 	c.flush() // the replies before the command come before the pump's frames
 	c.srv.stats.Forwarded.Add(1)
+	c.noteBatch() // the pump may write the reply before the batch ends: CLIENT LIST's cmd names the command first
 	if err := p.conn.Write(appendRequest(nil, cmd)); err != nil {
 		p.conn.Close()
 		c.sub = nil
