@@ -190,6 +190,23 @@ func killFeatcache(t *testing.T, admin *redistest.Conn) int {
 	return killVia(admin.Do, connsVia(admin.Do, "featcache"))
 }
 
+// cutOff kills featcache's connections to Redis, with admin, a connection of another client, once Redis has been
+// set to refuse them back; waits until tracking is lost, then changes c:1 while featcache cannot see it.
+func cutOff(t *testing.T, p *testProxy, admin *redistest.Conn) {
+	t.Helper()
+	killFeatcache(t, admin)
+	redistest.Eventually(t, 5*time.Second, "tracking lost", func() bool { _, up := p.up.Tracking(); return !up })
+	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "changed-while-down")
+}
+
+// expectReconnected waits until featcache, let back in, answers c:1 with the value cutOff wrote while it was out.
+func expectReconnected(t *testing.T, fc *redistest.Conn) {
+	t.Helper()
+	redistest.Eventually(t, 10*time.Second, "featcache reconnects", func() bool {
+		return string(fc.Do("GET", "c:1")) == bulk("changed-while-down")
+	})
+}
+
 // TestNeighbourMaxClients: another client lowers maxclients below the number of connected clients. Connections
 // already open keep working; a command through featcache that needs a new connection (a transaction, a blocking
 // pop, a reconnect after CLIENT KILL) gets Redis's own refusal, as a direct client that connects then does; the
@@ -218,9 +235,7 @@ func TestNeighbourMaxClients(t *testing.T) {
 	expectDo(t, fc, refusal, "BLPOP", "u:l", "1")
 
 	// featcache's connections are killed: none can come back. The cached entry is not trusted any more.
-	killFeatcache(t, admin)
-	redistest.Eventually(t, 5*time.Second, "tracking lost", func() bool { _, up := p.up.Tracking(); return !up })
-	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "changed-while-down")
+	cutOff(t, p, admin)
 	for _, args := range [][]string{{"GET", "c:1"}, {"GET", "u:w"}, {"SET", "u:w", "y"}} {
 		if got := string(fc.Do(args...)); got != refusal {
 			t.Errorf("%q while featcache cannot connect: got %q; want %q", args, got, refusal)
@@ -228,9 +243,7 @@ func TestNeighbourMaxClients(t *testing.T) {
 	}
 
 	expectDo(t, admin, "+OK\r\n", "CONFIG", "SET", "maxclients", "10000")
-	redistest.Eventually(t, 10*time.Second, "featcache reconnects", func() bool {
-		return string(fc.Do("GET", "c:1")) == bulk("changed-while-down")
-	})
+	expectReconnected(t, fc)
 	compareMix(t, "after the limit is raised", fc, redis.Dial())
 	expectFresh(t, p, "after the limit is raised", "two")
 }
@@ -251,9 +264,7 @@ func TestNeighbourPasswordChange(t *testing.T) {
 	expectDo(t, fc, bulk("one"), "GET", "c:1")
 	expectDo(t, fc, bulk("x"), "GET", "u:w")
 
-	killFeatcache(t, admin)
-	redistest.Eventually(t, 5*time.Second, "tracking lost", func() bool { _, up := p.up.Tracking(); return !up })
-	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "changed-while-down")
+	cutOff(t, p, admin)
 	for _, args := range [][]string{{"GET", "c:1"}, {"GET", "u:w"}, {"SET", "u:w", "y"}, {"MULTI"}} {
 		got := string(fc.Do(args...))
 		if !strings.HasPrefix(got, "-ERR featcache upstream unavailable: ") || !strings.Contains(got, "NOAUTH") {
@@ -263,9 +274,7 @@ func TestNeighbourPasswordChange(t *testing.T) {
 	expectDo(t, fc, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC")
 
 	expectDo(t, admin, "+OK\r\n", "CONFIG", "SET", "requirepass", "")
-	redistest.Eventually(t, 10*time.Second, "featcache reconnects", func() bool {
-		return string(fc.Do("GET", "c:1")) == bulk("changed-while-down")
-	})
+	expectReconnected(t, fc)
 	compareMix(t, "after the password is removed", fc, redis.Dial())
 	expectFresh(t, p, "after the password is removed", "two")
 }
@@ -575,9 +584,7 @@ func TestNeighbourACLPassword(t *testing.T) {
 	fc := p.dial()
 	expectDo(t, fc, bulk("one"), "GET", "c:1")
 	expectDo(t, admin, "+OK\r\n", "ACL", "SETUSER", "default", "resetpass", ">second-secret")
-	killFeatcache(t, admin)
-	redistest.Eventually(t, 5*time.Second, "tracking lost", func() bool { _, up := p.up.Tracking(); return !up })
-	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "changed-while-down")
+	cutOff(t, p, admin)
 	for _, args := range [][]string{{"GET", "c:1"}, {"SET", "u:w", "y"}, {"BLPOP", "u:l", "1"}} {
 		got := string(fc.Do(args...))
 		if !strings.HasPrefix(got, "-ERR featcache upstream unavailable: ") || !strings.Contains(got, "WRONGPASS") ||
@@ -586,9 +593,7 @@ func TestNeighbourACLPassword(t *testing.T) {
 		}
 	}
 	expectDo(t, admin, "+OK\r\n", "ACL", "SETUSER", "default", "resetpass", ">first-secret")
-	redistest.Eventually(t, 10*time.Second, "featcache reconnects", func() bool {
-		return string(fc.Do("GET", "c:1")) == bulk("changed-while-down")
-	})
+	expectReconnected(t, fc)
 	redistest.Eventually(t, 10*time.Second, "tracking up", func() bool { _, up := p.up.Tracking(); return up })
 	expectDo(t, admin, "+OK\r\n", "SET", "c:1", "two")
 	redistest.Eventually(t, 5*time.Second, "the write's invalidation applied", func() bool {
