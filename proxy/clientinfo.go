@@ -75,7 +75,7 @@ func (c *client) setUser(user []byte) {
 
 // noteBatch records, once a batch ran, when it began and the last command it ran, for CLIENT LIST's idle and cmd;
 // a session that relays its command's reply from another goroutine (pub/sub, MONITOR, the debugger) notes it before
-// sending it, as Redis updates a client's last command before it runs it.
+// sending it (sendToSession), as Redis updates a client's last command before it runs it.
 // It runs for every batch, so it stores only what changed: the time in whole seconds, as CLIENT LIST shows it.
 func (c *client) noteBatch() {
 	i := &c.info

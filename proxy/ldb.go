@@ -84,10 +84,7 @@ func (c *client) ldbEval(cmd *resp.Command, tc *command) {
 // When the connection fails, the pump closes the client's.
 func (c *client) execLdb(cmd *resp.Command) {
 	c.runSegment()
-	c.flush()
-	c.srv.stats.Forwarded.Add(1)
-	c.noteBatch() // the pump may write the reply before the batch ends: CLIENT LIST's cmd names the command first
-	if err := c.sub.conn.Write(appendRequest(nil, cmd)); err != nil {
+	if err := c.sendToSession(c.sub, appendRequest(nil, cmd)); err != nil {
 		c.sub.close()
 		closeRaw(c.nc)
 	}

@@ -67,10 +67,7 @@ func (c *client) execMonitoring(cmd *resp.Command, tc *command) {
 		return
 	}
 	c.runSegment()
-	c.flush()
-	c.srv.stats.Forwarded.Add(1)
-	c.noteBatch() // the pump may write the reply before the batch ends: CLIENT LIST's cmd names the command first
-	if err := p.conn.Write(appendRequest(nil, cmd)); err != nil {
+	if err := c.sendToSession(p, appendRequest(nil, cmd)); err != nil {
 		p.close()
 		<-p.exited
 		c.sub = nil

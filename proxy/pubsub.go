@@ -120,15 +120,11 @@ func (c *client) execSubscribed(cmd *resp.Command, tc *command) (done bool) {
 	}
 	p.model(name, cmd.Args[1:])
 	c.publish()
-	c.srv.stats.Forwarded.Add(1)
 	if p.total() == 0 {
 		req = resp.AppendArgs(append([]byte(nil), req...), [][]byte{[]byte("PING"), p.marker})
 	}
-	// Replies of earlier commands in this batch must reach the client before the pump's frames.
 	c.runSegment()
-	c.flush()
-	c.noteBatch() // the pump may write the reply before the batch ends: CLIENT LIST's cmd names the command first
-	if err := p.conn.Write(req); err != nil {
+	if err := c.sendToSession(p, req); err != nil {
 		p.close()
 		c.sub = nil
 		c.errorReply(upstreamErrorText(err))
@@ -374,16 +370,24 @@ func (c *client) newSession(conn *upstream.Conn, marker string) *pubsub {
 	}
 }
 
+// sendToSession writes req, a command the client sent, on the session's connection, whose pump relays the reply.
+// The replies of the client's earlier commands are flushed first (the caller has run the segment they wait on), so
+// they reach it before the pump's frames; and the command is noted as the client's last (CLIENT LIST's cmd) before
+// it is sent, since the pump may write its reply before the batch ends, as Redis records a command before it runs.
+func (c *client) sendToSession(p *pubsub, req []byte) error {
+	c.flush()
+	c.srv.stats.Forwarded.Add(1)
+	c.noteBatch()
+	return p.conn.Write(req)
+}
+
 // startStream sends cmd, which turns p's connection into a stream (MONITOR, an EVAL under the debugger), and
 // starts the pump that relays the stream to the client, after the replies of what the client sent before it. When
 // the command cannot be sent, the session ends and the client gets the error.
 func (c *client) startStream(p *pubsub, cmd *resp.Command) {
 	c.sub = p
 	c.publish()
-	c.flush() // the replies before the command come before the pump's frames
-	c.srv.stats.Forwarded.Add(1)
-	c.noteBatch() // the pump may write the reply before the batch ends: CLIENT LIST's cmd names the command first
-	if err := p.conn.Write(appendRequest(nil, cmd)); err != nil {
+	if err := c.sendToSession(p, appendRequest(nil, cmd)); err != nil {
 		p.conn.Close()
 		c.sub = nil
 		c.publish()
