@@ -214,66 +214,44 @@ func (p *pubsub) model(name string, args [][]byte) {
 
 func (p *pubsub) total() int { return len(p.channels) + len(p.patterns) + len(p.shards) }
 
-// pump copies the dedicated connection's frames to the client, swallowing the marker replies.
+// pump copies the dedicated connection's frames to the client, swallowing the marker replies. The frames
+// already buffered are relayed in one write.
 func (p *pubsub) pump() {
 	defer close(p.exited)
 	defer p.close()
 	var frame, out []byte
 	for {
 		var err error
-		frame, err = p.conn.ReadFrame(frame[:0], time.Time{})
-		if err != nil {
+		if frame, err = p.conn.ReadFrame(frame[:0], time.Time{}); err != nil {
 			p.lost()
 			return
 		}
-		if n, ok := subscriptionCount(frame); ok {
-			p.count.Store(n)
-		}
-		if p.isMarker(frame) {
-			select {
-			case p.markerSeen <- struct{}{}:
-			default:
-			}
-			continue
-		}
-		if p.isMarkerEcho(frame) || p.mutedFirst() {
-			continue
-		}
-		if p.hellos.Load() > 0 && isHelloReply(frame) {
-			p.hellos.Add(-1)
-			continue
-		}
-		out = append(out[:0], frame...)
+		out = out[:0]
 		marked := false
-		for p.conn.Buffered() {
+		for {
+			switch p.classify(frame) {
+			case frameRelayed:
+				out = append(out, frame...)
+			case frameMarker:
+				if len(out) == 0 {
+					p.signalMarker() // nothing before it waits to be written
+				} else {
+					marked = true
+				}
+			}
+			if !p.conn.Buffered() {
+				break
+			}
 			if frame, err = p.conn.ReadFrame(frame[:0], time.Time{}); err != nil {
 				break
 			}
-			if n, ok := subscriptionCount(frame); ok {
-				p.count.Store(n)
-			}
-			if p.isMarker(frame) {
-				marked = true
-				continue
-			}
-			if p.isMarkerEcho(frame) || p.mutedFirst() {
-				continue
-			}
-			if p.hellos.Load() > 0 && isHelloReply(frame) {
-				p.hellos.Add(-1)
-				continue
-			}
-			out = append(out, frame...)
 		}
-		if !p.c.send(out) {
+		if len(out) > 0 && !p.c.send(out) {
 			return
 		}
 		if marked {
 			// Only now: the marker says the frames before it reached the client, and they were in out.
-			select {
-			case p.markerSeen <- struct{}{}:
-			default:
-			}
+			p.signalMarker()
 		}
 		if err != nil {
 			p.lost()
@@ -282,6 +260,38 @@ func (p *pubsub) pump() {
 		if cap(out) > retainBytes {
 			out = nil
 		}
+	}
+}
+
+// The kinds of frame a session's connection carries.
+const (
+	frameRelayed = iota // a reply or message for the client
+	frameMarker         // the reply to featcache's marker PING
+	frameDropped        // featcache's own, or one the client must not see
+)
+
+// classify says what pump does with frame, noting the subscription count it carries.
+func (p *pubsub) classify(frame []byte) int {
+	if n, ok := subscriptionCount(frame); ok {
+		p.count.Store(n)
+	}
+	switch {
+	case p.isMarker(frame):
+		return frameMarker
+	case p.isMarkerEcho(frame) || p.mutedFirst():
+		return frameDropped
+	case p.hellos.Load() > 0 && isHelloReply(frame):
+		p.hellos.Add(-1)
+		return frameDropped
+	}
+	return frameRelayed
+}
+
+// signalMarker tells a waiting sync that the marker's reply came back.
+func (p *pubsub) signalMarker() {
+	select {
+	case p.markerSeen <- struct{}{}:
+	default:
 	}
 }
 
