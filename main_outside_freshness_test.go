@@ -13,6 +13,7 @@ import (
 
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
+	"featcache/internal/testkit"
 )
 
 // These tests look at featcache from outside, as an application sharing its Redis would: they start a real
@@ -106,6 +107,10 @@ type writeLog struct {
 	lastVia map[string]map[string]int64
 }
 
+func newWriteLog() *writeLog {
+	return &writeLog{acked: map[string]map[int64]time.Time{}, lastVia: map[string]map[string]int64{}}
+}
+
 func (w *writeLog) ack(name, via string, seq int64, at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -134,6 +139,24 @@ func (w *writeLog) overwrittenAt(name string, seq int64) (time.Time, bool) {
 	return at, ok
 }
 
+// seqRead is a read whose reply holds sequence numbers of the written name: values turns the reply into them, and
+// every one of them must be the same (one instant).
+type seqRead struct {
+	name   string
+	args   []string
+	values func(frame []byte) ([]int64, bool)
+}
+
+// oneSeq reads the sequence number a bulk reply holds.
+func oneSeq(frame []byte) ([]int64, bool) {
+	n, ok := bulkSeq(frame)
+	return []int64{n}, ok
+}
+
+// arraySeqs and hashSeqs read those of an array reply (MGET, HMGET) and of a field-value one (HGETALL).
+func arraySeqs(f []byte) ([]int64, bool) { return seqElems(f, false) }
+func hashSeqs(f []byte) ([]int64, bool)  { return seqElems(f, true) }
+
 // TestOutsideCheckerUnderFaults runs writers straight to Redis and through two featcache instances, each name
 // (three strings, an MSET group of three keys, a hash of four fields) written by one writer with increasing
 // sequence numbers, and readers of GET, MGET, HGET, HGETALL and HMGET on both instances, while, every 300 ms in
@@ -150,7 +173,7 @@ func TestOutsideCheckerUnderFaults(t *testing.T) {
 	paths := map[string]string{"redis": redis.Addr(), "A": a.addr, "B": b.addr}
 	routes := []string{"redis", "A", "B"}
 
-	log := &writeLog{acked: map[string]map[int64]time.Time{}, lastVia: map[string]map[string]int64{}}
+	log := newWriteLog()
 	writes := map[string]func(seq string) []string{
 		"k:0": func(s string) []string { return []string{"SET", "k:0", s} },
 		"k:1": func(s string) []string { return []string{"SET", "k:1", s} },
@@ -171,141 +194,110 @@ func TestOutsideCheckerUnderFaults(t *testing.T) {
 			t.Errorf(format, args...)
 		}
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var loops testkit.Loops
 
 	for name, cmd := range writes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conns := map[string]*outsideConn{}
-			for _, r := range routes {
-				conns[r] = &outsideConn{t: t, addr: paths[r]}
+		conns := map[string]*outsideConn{}
+		for _, r := range routes {
+			conns[r] = &outsideConn{t: t, addr: paths[r]}
+		}
+		loops.Go(func(i int) bool {
+			seq := int64(i + 1)
+			via := routes[rand.IntN(len(routes))]
+			frame, err := conns[via].do(cmd(strconv.FormatInt(seq, 10))...)
+			if err != nil || frame[0] == '-' {
+				// Lost with a killed connection: it may or may not have been applied, but not later than now
+				// (forwarded writes have no timeout), so the next sequence number still follows it.
+				return true
 			}
-			for seq := int64(1); ; seq++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				via := routes[rand.IntN(len(routes))]
-				frame, err := conns[via].do(cmd(strconv.FormatInt(seq, 10))...)
-				if err != nil || frame[0] == '-' {
-					// Lost with a killed connection: it may or may not have been applied, but not later than now
-					// (forwarded writes have no timeout), so the next sequence number still follows it.
-					continue
-				}
-				log.ack(name, via, seq, time.Now())
-				writesDone.Add(1)
-			}
-		}()
+			log.ack(name, via, seq, time.Now())
+			writesDone.Add(1)
+			return true
+		})
 	}
 
-	type readOp struct {
-		name string
-		args []string
-		// values turns a reply into the sequence numbers it holds; every one of them must be the same.
-		values func(frame []byte) ([]int64, bool)
-	}
-	single := func(frame []byte) ([]int64, bool) {
-		n, ok := bulkSeq(frame)
-		return []int64{n}, ok
-	}
-	ops := []readOp{
-		{"k:0", []string{"GET", "k:0"}, single},
-		{"k:1", []string{"GET", "k:1"}, single},
-		{"k:2", []string{"GET", "k:2"}, single},
-		{"g", []string{"MGET", "g:0", "g:1", "g:2"}, func(f []byte) ([]int64, bool) { return seqElems(f, false) }},
-		{"g", []string{"GET", "g:1"}, single},
-		{"h:0", []string{"HGETALL", "h:0"}, func(f []byte) ([]int64, bool) { return seqElems(f, true) }},
-		{"h:0", []string{"HMGET", "h:0", "f0", "f3"}, func(f []byte) ([]int64, bool) { return seqElems(f, false) }},
-		{"h:0", []string{"HGET", "h:0", "f2"}, single},
+	ops := []seqRead{
+		{"k:0", []string{"GET", "k:0"}, oneSeq},
+		{"k:1", []string{"GET", "k:1"}, oneSeq},
+		{"k:2", []string{"GET", "k:2"}, oneSeq},
+		{"g", []string{"MGET", "g:0", "g:1", "g:2"}, arraySeqs},
+		{"g", []string{"GET", "g:1"}, oneSeq},
+		{"h:0", []string{"HGETALL", "h:0"}, hashSeqs},
+		{"h:0", []string{"HMGET", "h:0", "f0", "f3"}, arraySeqs},
+		{"h:0", []string{"HGET", "h:0", "f2"}, oneSeq},
 	}
 	for _, inst := range []string{"A", "B", "A", "B", "redis"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &outsideConn{t: t, addr: paths[inst]}
-			seen := map[string]int64{}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				op := ops[rand.IntN(len(ops))]
-				own := log.ackedVia(op.name, inst)
-				began := time.Now()
-				frame, err := c.do(op.args...)
-				if err != nil || (len(frame) > 0 && frame[0] == '-') {
-					continue // featcache's upstream errors while Redis is stopped
-				}
-				vals, ok := op.values(frame)
-				if !ok || len(vals) == 0 {
-					violate("%s %q through %s: unexpected reply %q", op.args[0], op.args[1:], inst, frame)
-					continue
-				}
-				reads.Add(1)
-				for _, v := range vals[1:] {
-					if v != vals[0] {
-						violate("%s %q through %s: %v mixes writes; Redis never held it", op.args[0], op.args[1:], inst, vals)
-						break
-					}
-				}
-				v := vals[0]
-				// Monotonic per key; for h:, per set of fields read: after a tracking loss its policy
-				// (revalidate) serves each field's unverified entry within the soft TTL, and the guarantee is
-				// field by field (docs/freshness.md, Monotonic reads), so another field may be older.
-				mono := op.name
-				if op.name == "h:0" {
-					mono = strings.Join(op.args, " ")
-				}
-				if v < seen[mono] {
-					violate("%s %q through %s: %d after this reader saw %d", op.args[0], op.args[1:], inst, v, seen[mono])
-				}
-				seen[mono] = max(seen[mono], v)
-				if inst != "redis" && v < own {
-					violate("%s %q through %s: %d after write %d through the same instance was acknowledged", op.args[0], op.args[1:], inst, v, own)
-				}
-				if at, ok := log.overwrittenAt(op.name, v); ok && began.Sub(at) > staleBound {
-					violate("%s %q through %s: %d, overwritten %v before the read began", op.args[0], op.args[1:], inst, v, began.Sub(at))
+		c := &outsideConn{t: t, addr: paths[inst]}
+		seen := map[string]int64{}
+		loops.Go(func(int) bool {
+			op := ops[rand.IntN(len(ops))]
+			own := log.ackedVia(op.name, inst)
+			began := time.Now()
+			frame, err := c.do(op.args...)
+			if err != nil || (len(frame) > 0 && frame[0] == '-') {
+				return true // featcache's upstream errors while Redis is stopped
+			}
+			vals, ok := op.values(frame)
+			if !ok || len(vals) == 0 {
+				violate("%s %q through %s: unexpected reply %q", op.args[0], op.args[1:], inst, frame)
+				return true
+			}
+			reads.Add(1)
+			for _, v := range vals[1:] {
+				if v != vals[0] {
+					violate("%s %q through %s: %v mixes writes; Redis never held it", op.args[0], op.args[1:], inst, vals)
+					break
 				}
 			}
-		}()
+			v := vals[0]
+			// Monotonic per key; for h:, per set of fields read: after a tracking loss its policy
+			// (revalidate) serves each field's unverified entry within the soft TTL, and the guarantee is
+			// field by field (docs/freshness.md, Monotonic reads), so another field may be older.
+			mono := op.name
+			if op.name == "h:0" {
+				mono = strings.Join(op.args, " ")
+			}
+			if v < seen[mono] {
+				violate("%s %q through %s: %d after this reader saw %d", op.args[0], op.args[1:], inst, v, seen[mono])
+			}
+			seen[mono] = max(seen[mono], v)
+			if inst != "redis" && v < own {
+				violate("%s %q through %s: %d after write %d through the same instance was acknowledged", op.args[0], op.args[1:], inst, v, own)
+			}
+			if at, ok := log.overwrittenAt(op.name, v); ok && began.Sub(at) > staleBound {
+				violate("%s %q through %s: %d, overwritten %v before the read began", op.args[0], op.args[1:], inst, v, began.Sub(at))
+			}
+			return true
+		})
 	}
 
 	// The faults, one at a time.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		admin := &outsideConn{t: t, addr: redis.Addr()}
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(300 * time.Millisecond):
-			}
-			switch i % 5 {
-			case 0:
-				killClients(admin, "featcache-tracking", "ID")
-			case 1:
-				killClients(admin, "featcache", "ADDR") // every connection of both instances
-			case 2:
-				admin.do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") // writers' too
-			case 3:
-				redis.Pause()
-				time.Sleep(400 * time.Millisecond) // how long Redis stays stopped: the fault itself
-				redis.Resume()
-			case 4:
-				redis.Restart() // appendfsync always: every acknowledged write survives
-			}
-			faults.Add(1)
+	admin := &outsideConn{t: t, addr: redis.Addr()}
+	loops.Go(func(i int) bool {
+		time.Sleep(300 * time.Millisecond)
+		if loops.Stopped() {
+			return false
 		}
-	}()
+		switch i % 5 {
+		case 0:
+			killClients(admin, "featcache-tracking", "ID")
+		case 1:
+			killClients(admin, "featcache", "ADDR") // every connection of both instances
+		case 2:
+			admin.do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") // writers' too
+		case 3:
+			redis.Pause()
+			time.Sleep(400 * time.Millisecond) // how long Redis stays stopped: the fault itself
+			redis.Resume()
+		case 4:
+			redis.Restart() // appendfsync always: every acknowledged write survives
+		}
+		faults.Add(1)
+		return true
+	})
 
 	time.Sleep(8 * time.Second) // how long the load runs
-	close(stop)
-	wg.Wait()
+	loops.Stop()
 	t.Logf("%d writes acknowledged, %d reads checked, %d faults, %d violations", writesDone.Load(), reads.Load(), faults.Load(), violations.Load())
 	if reads.Load() < 1000 || writesDone.Load() < 100 {
 		t.Fatalf("too little load to judge")
@@ -460,7 +452,7 @@ func TestOutsideClientTrackingChecker(t *testing.T) {
 	for _, k := range keys {
 		redis.Do("SET", k, "0")
 	}
-	log := &writeLog{acked: map[string]map[int64]time.Time{}, lastVia: map[string]map[string]int64{}}
+	log := newWriteLog()
 	clients := []*trackingClient{
 		newTrackingClient(t, in.addr, true),
 		newTrackingClient(t, in.addr, true, "BCAST", "PREFIX", "k:", "PREFIX", "u:"),
@@ -469,76 +461,54 @@ func TestOutsideClientTrackingChecker(t *testing.T) {
 		newTrackingClient(t, in.addr, false, "BCAST"),
 	}
 	var violations, hits, writesDone atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var loops testkit.Loops
 	for _, key := range keys {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conns := map[string]*outsideConn{"redis": {t: t, addr: redis.Addr()}, "A": {t: t, addr: in.addr}}
-			for seq := int64(1); ; seq++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				via := []string{"redis", "A"}[rand.IntN(2)]
-				if frame, err := conns[via].do("SET", key, strconv.FormatInt(seq, 10)); err != nil || frame[0] == '-' {
-					t.Errorf("SET %s through %s: %q %v", key, via, frame, err)
-					return
-				}
-				log.ack(key, via, seq, time.Now())
-				writesDone.Add(1)
-				if seq%64 == 0 {
-					time.Sleep(time.Millisecond) // let readers keep values in their memory for a while
-				}
+		conns := map[string]*outsideConn{"redis": {t: t, addr: redis.Addr()}, "A": {t: t, addr: in.addr}}
+		loops.Go(func(i int) bool {
+			seq := int64(i + 1)
+			via := []string{"redis", "A"}[rand.IntN(2)]
+			if frame, err := conns[via].do("SET", key, strconv.FormatInt(seq, 10)); err != nil || frame[0] == '-' {
+				t.Errorf("SET %s through %s: %q %v", key, via, frame, err)
+				return false
 			}
-		}()
+			log.ack(key, via, seq, time.Now())
+			writesDone.Add(1)
+			if seq%64 == 0 {
+				time.Sleep(time.Millisecond) // let readers keep values in their memory for a while
+			}
+			return true
+		})
 	}
 	for ci, tc := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				key := keys[rand.IntN(len(keys))]
-				began := time.Now()
-				v, hit, err := tc.get(key)
-				if err != nil {
-					t.Errorf("client %d: %v", ci, err)
-					return
-				}
-				if hit {
-					hits.Add(1)
-				}
-				if at, ok := log.overwrittenAt(key, v); ok && began.Sub(at) > staleBound {
-					if violations.Add(1) <= 10 {
-						t.Errorf("client %d (hit %v): %s = %d, overwritten %v before the read", ci, hit, key, v, began.Sub(at))
-					}
+		loops.Go(func(int) bool {
+			key := keys[rand.IntN(len(keys))]
+			began := time.Now()
+			v, hit, err := tc.get(key)
+			if err != nil {
+				t.Errorf("client %d: %v", ci, err)
+				return false
+			}
+			if hit {
+				hits.Add(1)
+			}
+			if at, ok := log.overwrittenAt(key, v); ok && began.Sub(at) > staleBound {
+				if violations.Add(1) <= 10 {
+					t.Errorf("client %d (hit %v): %s = %d, overwritten %v before the read", ci, hit, key, v, began.Sub(at))
 				}
 			}
-		}()
+			return true
+		})
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		admin := &outsideConn{t: t, addr: redis.Addr()}
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(250 * time.Millisecond):
-			}
+	admin := &outsideConn{t: t, addr: redis.Addr()}
+	loops.Go(func(int) bool {
+		time.Sleep(250 * time.Millisecond)
+		if !loops.Stopped() {
 			killClients(admin, "featcache-tracking", "ID")
 		}
-	}()
+		return true
+	})
 	time.Sleep(5 * time.Second) // how long the load runs
-	close(stop)
-	wg.Wait()
+	loops.Stop()
 	t.Logf("%d writes, %d reads from the clients' own memory, %d violations", writesDone.Load(), hits.Load(), violations.Load())
 	for ci, tc := range clients {
 		for _, key := range keys {
@@ -921,78 +891,54 @@ policies:
 		"g":   func(s string) []string { return []string{"MSET", "g:0", s, "g:1", s} },
 		"h:0": func(s string) []string { return []string{"HSET", "h:0", "f0", s, "f1", s} },
 	}
-	log := &writeLog{acked: map[string]map[int64]time.Time{}, lastVia: map[string]map[string]int64{}}
+	log := newWriteLog()
 	var violations, reads atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var loops testkit.Loops
 	for name, cmd := range writes {
 		redis.Do(cmd("0")...)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &outsideConn{t: t, addr: redis.Addr()}
-			for seq := int64(1); ; seq++ {
-				select {
-				case <-stop:
-					return
-				case <-time.After(time.Duration(rand.IntN(3)) * time.Millisecond):
-				}
-				if frame, err := c.do(cmd(strconv.FormatInt(seq, 10))...); err != nil || frame[0] == '-' {
-					t.Errorf("%s: %q %v", name, frame, err)
-					return
-				}
-				log.ack(name, "redis", seq, time.Now())
+		c := &outsideConn{t: t, addr: redis.Addr()}
+		loops.Go(func(i int) bool {
+			time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond)
+			seq := int64(i + 1)
+			if frame, err := c.do(cmd(strconv.FormatInt(seq, 10))...); err != nil || frame[0] == '-' {
+				t.Errorf("%s: %q %v", name, frame, err)
+				return false
 			}
-		}()
+			log.ack(name, "redis", seq, time.Now())
+			return true
+		})
 	}
-	single := func(frame []byte) ([]int64, bool) {
-		n, ok := bulkSeq(frame)
-		return []int64{n}, ok
-	}
-	ops := []struct {
-		name   string
-		args   []string
-		values func([]byte) ([]int64, bool)
-	}{
-		{"k:0", []string{"GET", "k:0"}, single},
-		{"g", []string{"MGET", "g:0", "g:1"}, func(f []byte) ([]int64, bool) { return seqElems(f, false) }},
-		{"g", []string{"GET", "g:1"}, single},
-		{"h:0", []string{"HGETALL", "h:0"}, func(f []byte) ([]int64, bool) { return seqElems(f, true) }},
-		{"h:0", []string{"HGET", "h:0", "f1"}, single},
+	ops := []seqRead{
+		{"k:0", []string{"GET", "k:0"}, oneSeq},
+		{"g", []string{"MGET", "g:0", "g:1"}, arraySeqs},
+		{"g", []string{"GET", "g:1"}, oneSeq},
+		{"h:0", []string{"HGETALL", "h:0"}, hashSeqs},
+		{"h:0", []string{"HGET", "h:0", "f1"}, oneSeq},
 	}
 	for r := 0; r < 3; r++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &outsideConn{t: t, addr: in.addr}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				op := ops[rand.IntN(len(ops))]
-				began := time.Now()
-				frame, err := c.do(op.args...)
-				vals, ok := op.values(frame)
-				if err != nil || !ok {
-					t.Errorf("%q: %q %v", op.args, frame, err)
-					return
-				}
-				reads.Add(1)
-				for _, v := range vals {
-					if at, ok := log.overwrittenAt(op.name, v); ok && began.Sub(at) > hardTTL+slack {
-						if violations.Add(1) <= 10 {
-							t.Errorf("%q: %d, overwritten %v before the read began; hard_ttl %v", op.args, v, began.Sub(at), hardTTL)
-						}
+		c := &outsideConn{t: t, addr: in.addr}
+		loops.Go(func(int) bool {
+			op := ops[rand.IntN(len(ops))]
+			began := time.Now()
+			frame, err := c.do(op.args...)
+			vals, ok := op.values(frame)
+			if err != nil || !ok {
+				t.Errorf("%q: %q %v", op.args, frame, err)
+				return false
+			}
+			reads.Add(1)
+			for _, v := range vals {
+				if at, ok := log.overwrittenAt(op.name, v); ok && began.Sub(at) > hardTTL+slack {
+					if violations.Add(1) <= 10 {
+						t.Errorf("%q: %d, overwritten %v before the read began; hard_ttl %v", op.args, v, began.Sub(at), hardTTL)
 					}
 				}
 			}
-		}()
+			return true
+		})
 	}
 	time.Sleep(3 * time.Second) // how long the load runs
-	close(stop)
-	wg.Wait()
+	loops.Stop()
 	t.Logf("%d reads checked, %d violations", reads.Load(), violations.Load())
 }
 
