@@ -19,17 +19,9 @@ import (
 // after the neighbour's reply featcache converges to what Redis returns within 2 s (invalidations arrive
 // asynchronously), stays there, and never goes back to an older value.
 
-// neighbourConfig caches every key, remembers missing keys too (negative_ttl), and never refreshes in the
-// background within a test: only invalidations and the keys' own expiry can change what featcache serves.
-const neighbourConfig = `
-policies:
-  - name: default
-    prefix: ""
-    soft_ttl: 1h
-    hard_ttl: 2h
-    jitter: 0
-    negative_ttl: 1h
-`
+// neighbourConfig is defaultTestConfig (every key, never refreshed in the background within a test: only
+// invalidations and the keys' own expiry can change what featcache serves) that remembers missing keys too.
+const neighbourConfig = defaultTestConfig + "    negative_ttl: 1h\n"
 
 // The keys every scenario reads: two strings (s2 with a TTL), a hash, and a missing key of each kind.
 var (

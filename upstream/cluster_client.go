@@ -90,22 +90,21 @@ func (c *Client) Cluster() *Cluster { return c.cluster.Load() }
 // Do sends p over a shared connection and waits for its p.Len() reply frames, within the timeout: featcache's
 // own reads. On a single node it is Pool.Do of p's bytes; in front of a cluster, Cluster.Do, which sends each of
 // p's commands to the master of its slot.
-func (c *Client) Do(call *Call, p *Payload) error {
-	if cl := c.cluster.Load(); cl != nil {
-		return cl.Do(call, p)
-	}
-	c.Pool.start(call, p.Bytes(), p.Len(), false, c.Pool.group(p))
-	call.readsAgain(p)
-	return call.Wait()
-}
+func (c *Client) Do(call *Call, p *Payload) error { return c.send(call, p, false) }
 
 // Forward is Do for commands forwarded for clients, waited for as a direct client would (or within the command
 // timeout): Pool.Forward on a single node, Cluster.Forward in front of a cluster.
-func (c *Client) Forward(call *Call, p *Payload) error {
+func (c *Client) Forward(call *Call, p *Payload) error { return c.send(call, p, true) }
+
+// send is Do, or Forward if forward is set.
+func (c *Client) send(call *Call, p *Payload, forward bool) error {
 	if cl := c.cluster.Load(); cl != nil {
-		return cl.Forward(call, p)
+		if forward {
+			return cl.Forward(call, p)
+		}
+		return cl.Do(call, p)
 	}
-	c.Pool.start(call, p.Bytes(), p.Len(), true, c.Pool.group(p))
+	c.Pool.start(call, p.Bytes(), p.Len(), forward, c.Pool.group(p))
 	call.readsAgain(p)
 	return call.Wait()
 }
