@@ -125,8 +125,9 @@ func run(args []string, stdout, logw io.Writer, sig <-chan os.Signal) error {
 		srv.Close()
 		return err
 	}
-	serveErr, adminSrv := serve(srv, ln, adminLn)
+	// Logged before serving: a client that is answered, or a probe that finds featcache ready, finds the line.
 	logStarted(log, cfg, fl.configPath, tlsc, ln, adminLn)
+	serveErr, adminSrv := serve(srv, ln, adminLn)
 	srv.StartWarmup()
 
 	stop, err := waitForStop(sig, srv, serveErr)
