@@ -1,0 +1,393 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+	"featcache/internal/resp"
+)
+
+// These tests change string and hash keys in every way Redis 7.0 offers, once from another client of the same
+// Redis and once through featcache, after warming the key in featcache's memory, and then read the key back in every
+// form through featcache and straight from Redis: the replies must be the same bytes. A write by another client may
+// take the invalidation's time to show (polled); a write through featcache shows on the next read of any featcache
+// connection (read-your-writes). A twin Redis receives every write as well, so that a write's own reply through
+// featcache is compared with Redis's.
+
+// owConfig caches every key, misses included, for longer than any test runs: what a read returns after a write
+// depends on invalidation alone.
+const owConfig = `
+shutdown_delay: 0s
+policies:
+  - {name: all, prefix: "", soft_ttl: 30m, hard_ttl: 1h, jitter: 0, negative_ttl: 1h}
+`
+
+// owEnv is a Redis, its twin, and a featcache in front of the Redis.
+type owEnv struct {
+	redis, twin   *redistest.Server
+	direct, other *redistest.Conn // readers and writers straight on Redis
+	twinConn      *redistest.Conn
+	fc, fc2       *redistest.Conn // two featcache clients
+	vars          map[string]string
+}
+
+func owStart(t *testing.T, cfg string) *owEnv {
+	t.Helper()
+	e := &owEnv{redis: redistest.Start(t, "--enable-debug-command", "local"), twin: redistest.Start(t)}
+	in := startBinary(t, e.redis, cfg)
+	e.direct, e.other, e.twinConn = e.redis.Dial(), e.redis.Dial(), e.twin.Dial()
+	e.fc, e.fc2 = redistest.Dial(t, in.addr), redistest.Dial(t, in.addr)
+	// DUMP payloads for RESTORE, made on the same redis-server version.
+	e.redis.Do("SET", "ow:dump:str", "restored")
+	e.redis.Do("HSET", "ow:dump:hash", "f", "rf", "g", "rg")
+	e.vars = map[string]string{
+		"{dumpstr}":  owBulk(t, e.redis.Do("DUMP", "ow:dump:str")),
+		"{dumphash}": owBulk(t, e.redis.Do("DUMP", "ow:dump:hash")),
+		"{big}":      strings.Repeat("b", 1<<20),
+		"{mid}":      strings.Repeat("m", 100<<10),
+	}
+	e.redis.Do("DEL", "ow:dump:str", "ow:dump:hash")
+	for _, c := range []*redistest.Conn{e.direct, e.twinConn} {
+		for _, cmd := range [][]string{{"SET", "ow:o1", "one"}, {"SET", "ow:o2", "two"},
+			{"FUNCTION", "LOAD", "REPLACE", owFunctions}, {"SCRIPT", "LOAD", owScript}} {
+			c.Do(cmd...)
+		}
+	}
+	return e
+}
+
+const (
+	owFunctions = "#!lua name=owlib\n" +
+		"redis.register_function('owset', function(keys, args) return redis.call('SET', keys[1], args[1]) end)\n" +
+		"redis.register_function('owhset', function(keys, args) return redis.call('HSET', keys[1], args[1], args[2]) end)"
+	owScript = "return redis.call('SET', KEYS[1], ARGV[1])"
+)
+
+func owBulk(t *testing.T, frame []byte) string {
+	t.Helper()
+	body, isNil, ok := resp.BulkPayload(frame)
+	if !ok || isNil {
+		t.Fatalf("not a bulk string: %q", frame)
+	}
+	return string(body)
+}
+
+// owReads are the read forms compared after each write, for each key a case names.
+var owReads = [][]string{
+	{"GET", "{k}"}, {"MGET", "ow:o1", "{k}", "ow:o2"}, {"HGET", "{k}", "f"}, {"HMGET", "{k}", "f", "g", "x"},
+	{"HGETALL", "{k}"}, {"TTL", "{k}"}, {"PTTL", "{k}"}, {"EXISTS", "{k}"}, {"TYPE", "{k}"}, {"STRLEN", "{k}"},
+	{"GETRANGE", "{k}", "0", "-1"}, {"HLEN", "{k}"},
+}
+
+// owWrite is one way to change keys {k} and {k2}.
+type owWrite struct {
+	name      string
+	setup     [][]string // straight on Redis and on its twin, before the key is warmed
+	write     [][]string // by another client, or through featcache
+	pipelined bool       // write is sent in one piece, then its replies read
+	only      string     // "direct" or "through" when the case has one way only
+}
+
+func (e *owEnv) expand(args []string, k string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		a = strings.ReplaceAll(a, "{k2}", k+"\x00two")
+		a = strings.ReplaceAll(a, "{k}", k)
+		if v, ok := e.vars[a]; ok {
+			a = v
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// diff reads every form of keys through c and straight from Redis and describes the first difference, or "".
+func (e *owEnv) diff(c *redistest.Conn, keys ...string) string {
+	for _, k := range keys {
+		for _, r := range owReads {
+			cmd := e.expand(r, k)
+			got, want := c.Do(cmd...), e.direct.Do(cmd...)
+			if !owSame(cmd[0], got, want) {
+				return fmt.Sprintf("%q: featcache %.200q; Redis %.200q", cmd, got, want)
+			}
+		}
+	}
+	return ""
+}
+
+// owSame compares two replies; a positive TTL or PTTL may have moved on by up to two seconds between them.
+func owSame(cmd string, got, want []byte) bool {
+	if bytes.Equal(got, want) {
+		return true
+	}
+	if cmd != "TTL" && cmd != "PTTL" || len(got) < 2 || len(want) < 2 || got[0] != ':' || want[0] != ':' {
+		return false
+	}
+	g, err1 := strconv.Atoi(strings.TrimSpace(string(got[1:])))
+	w, err2 := strconv.Atoi(strings.TrimSpace(string(want[1:])))
+	slack := 2
+	if cmd == "PTTL" {
+		slack = 2000
+	}
+	return err1 == nil && err2 == nil && g > 0 && w > 0 && g-w <= slack && w-g <= slack
+}
+
+// run applies case c in mode "direct" (another client writes) or "through" (a featcache client writes) to key k.
+func (e *owEnv) run(t *testing.T, c owWrite, mode, k string) {
+	t.Helper()
+	k2 := k + "\x00two"
+	for _, cmd := range c.setup {
+		cmd = e.expand(cmd, k)
+		if got, want := e.direct.Do(cmd...), e.twinConn.Do(cmd...); !bytes.Equal(got, want) {
+			t.Fatalf("setup %q: Redis %q; twin %q", cmd, got, want)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		e.diff(e.fc, k, k2)
+	}
+	e.diff(e.fc2, k, k2)
+	writer := e.other
+	if mode == "through" {
+		writer = e.fc
+	}
+	var got [][]byte
+	if c.pipelined {
+		var batch []byte
+		for _, cmd := range c.write {
+			batch = resp.AppendCommand(batch, e.expand(cmd, k)...)
+		}
+		if _, err := writer.NetConn().Write(batch); err != nil {
+			t.Fatal(err)
+		}
+		for range c.write {
+			frame, err := writer.Read()
+			if err != nil {
+				t.Fatalf("%s: %v", mode, err)
+			}
+			got = append(got, frame)
+		}
+	} else {
+		for _, cmd := range c.write {
+			got = append(got, writer.Do(e.expand(cmd, k)...))
+		}
+	}
+	for i, cmd := range c.write {
+		cmd = e.expand(cmd, k)
+		if want := e.twinConn.Do(cmd...); !bytes.Equal(got[i], want) {
+			t.Errorf("%s %.80q: reply %.200q; Redis answers %.200q", mode, cmd, got[i], want)
+		}
+	}
+	if mode == "through" {
+		for _, conn := range []*redistest.Conn{e.fc, e.fc2} {
+			if d := e.diff(conn, k, k2); d != "" {
+				t.Errorf("through, read right after the write's reply: %s", d)
+			}
+		}
+		return
+	}
+	var last string
+	deadline := time.Now().Add(10 * time.Second)
+	for last = e.diff(e.fc, k, k2); last != "" && time.Now().Before(deadline); last = e.diff(e.fc, k, k2) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if last != "" {
+		t.Errorf("direct, 10s after the write: %s", last)
+	} else if d := e.diff(e.fc2, k, k2); d != "" {
+		t.Errorf("direct, on a second connection: %s", d)
+	}
+}
+
+// owWrites covers the commands that change a string or a hash, its type or its TTL.
+var owWrites = []owWrite{
+	{name: "set", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "v2"}}},
+	{name: "set-nx-missing", write: [][]string{{"SET", "{k}", "v2", "NX"}}},
+	{name: "set-nx-present", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "v2", "NX"}}},
+	{name: "set-xx", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "v2", "XX"}}},
+	{name: "set-xx-missing", write: [][]string{{"SET", "{k}", "v2", "XX"}}},
+	{name: "set-get", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "v2", "GET"}}},
+	{name: "set-get-hash", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"SET", "{k}", "v2", "GET"}}},
+	{name: "set-keepttl", setup: [][]string{{"SET", "{k}", "v1", "EX", "100"}}, write: [][]string{{"SET", "{k}", "v2", "KEEPTTL"}}},
+	{name: "set-ex", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "v2", "EX", "100"}}},
+	{name: "set-px", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "v2", "PX", "100000"}}},
+	{name: "set-exat", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "v2", "EXAT", "4102444800"}}},
+	{name: "set-pxat-past", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "v2", "PXAT", "1000"}}},
+	{name: "set-empty", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", ""}}},
+	{name: "set-big", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "{big}"}}},
+	{name: "big-to-small", setup: [][]string{{"SET", "{k}", "{big}"}}, write: [][]string{{"SET", "{k}", "v2"}}},
+	{name: "set-mid", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SET", "{k}", "{mid}"}}},
+	{name: "setex", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SETEX", "{k}", "100", "v2"}}},
+	{name: "psetex", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"PSETEX", "{k}", "100000", "v2"}}},
+	{name: "setnx", write: [][]string{{"SETNX", "{k}", "v2"}}},
+	{name: "mset", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"MSET", "{k2}", "w2", "{k}", "v2"}}},
+	{name: "msetnx", write: [][]string{{"MSETNX", "{k2}", "w2", "{k}", "v2"}}},
+	{name: "getset", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"GETSET", "{k}", "v2"}}},
+	{name: "getdel", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"GETDEL", "{k}"}}},
+	{name: "getex-ex", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"GETEX", "{k}", "EX", "100"}}},
+	{name: "getex-persist", setup: [][]string{{"SET", "{k}", "v1", "EX", "100"}}, write: [][]string{{"GETEX", "{k}", "PERSIST"}}},
+	{name: "append", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"APPEND", "{k}", "+more"}}},
+	{name: "append-missing", write: [][]string{{"APPEND", "{k}", "new"}}},
+	{name: "setrange", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SETRANGE", "{k}", "4", "xy"}}},
+	{name: "incr", setup: [][]string{{"SET", "{k}", "10"}}, write: [][]string{{"INCR", "{k}"}}},
+	{name: "decr", setup: [][]string{{"SET", "{k}", "10"}}, write: [][]string{{"DECR", "{k}"}}},
+	{name: "incrby", setup: [][]string{{"SET", "{k}", "10"}}, write: [][]string{{"INCRBY", "{k}", "-25"}}},
+	{name: "incrbyfloat", setup: [][]string{{"SET", "{k}", "10"}}, write: [][]string{{"INCRBYFLOAT", "{k}", "0.5"}}},
+	{name: "incr-hash", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"INCR", "{k}"}}},
+	{name: "setbit", setup: [][]string{{"SET", "{k}", "a"}}, write: [][]string{{"SETBIT", "{k}", "6", "1"}}},
+	{name: "bitop", setup: [][]string{{"SET", "{k}", "a"}, {"SET", "{k2}", "b"}}, write: [][]string{{"BITOP", "OR", "{k}", "{k}", "{k2}"}}},
+	{name: "bitop-dest", setup: [][]string{{"SET", "{k}", "a"}}, write: [][]string{{"BITOP", "NOT", "{k2}", "{k}"}}},
+	{name: "bitfield", setup: [][]string{{"SET", "{k}", "a"}}, write: [][]string{{"BITFIELD", "{k}", "SET", "u8", "8", "66", "GET", "u8", "0"}}},
+	{name: "del", setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}}, write: [][]string{{"DEL", "{k2}", "{k}"}}},
+	{name: "unlink", setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}}, write: [][]string{{"UNLINK", "{k}", "{k2}"}}},
+	{name: "expire", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"EXPIRE", "{k}", "100"}}},
+	{name: "expire-nx", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"EXPIRE", "{k}", "100", "NX"}}},
+	{name: "expire-xx", setup: [][]string{{"SET", "{k}", "v1", "EX", "500"}}, write: [][]string{{"EXPIRE", "{k}", "100", "XX"}}},
+	{name: "expire-gt", setup: [][]string{{"SET", "{k}", "v1", "EX", "50"}}, write: [][]string{{"EXPIRE", "{k}", "100", "GT"}}},
+	{name: "expire-lt", setup: [][]string{{"SET", "{k}", "v1", "EX", "500"}}, write: [][]string{{"EXPIRE", "{k}", "100", "LT"}}},
+	{name: "expire-past", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"EXPIRE", "{k}", "-1"}}},
+	{name: "pexpire", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"PEXPIRE", "{k}", "100000"}}},
+	{name: "expireat", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"EXPIREAT", "{k}", "4102444800"}}},
+	{name: "expireat-past", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"EXPIREAT", "{k}", "1"}}},
+	{name: "pexpireat-past", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"PEXPIREAT", "{k}", "1000"}}},
+	{name: "persist", setup: [][]string{{"SET", "{k}", "v1", "EX", "100"}}, write: [][]string{{"PERSIST", "{k}"}}},
+	{name: "rename", setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}}, write: [][]string{{"RENAME", "{k}", "{k2}"}}},
+	{name: "rename-onto", setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}}, write: [][]string{{"RENAME", "{k2}", "{k}"}}},
+	{name: "renamenx", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"RENAMENX", "{k}", "{k2}"}}},
+	{name: "copy", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"COPY", "{k}", "{k2}"}}},
+	{name: "copy-replace", setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}}, write: [][]string{{"COPY", "{k}", "{k2}", "REPLACE"}}},
+	{name: "move", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"MOVE", "{k}", "1"}}},
+	{name: "move-back", only: "direct", setup: [][]string{{"SELECT", "1"}, {"SET", "{k}", "in-db1"}, {"SELECT", "0"}},
+		write: [][]string{{"SELECT", "1"}, {"MOVE", "{k}", "0"}, {"SELECT", "0"}}},
+	{name: "restore", write: [][]string{{"RESTORE", "{k}", "0", "{dumpstr}"}}},
+	{name: "restore-replace", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"RESTORE", "{k}", "0", "{dumphash}", "REPLACE"}}},
+	{name: "restore-busy", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"RESTORE", "{k}", "0", "{dumpstr}"}}},
+	{name: "sort-store", setup: [][]string{{"SET", "{k}", "v1"}, {"RPUSH", "{k2}", "3", "1", "2"}}, write: [][]string{{"SORT", "{k2}", "STORE", "{k}"}}},
+	{name: "hset", setup: [][]string{{"HSET", "{k}", "f", "1", "g", "2"}}, write: [][]string{{"HSET", "{k}", "f", "10", "x", "3"}}},
+	{name: "hset-missing", write: [][]string{{"HSET", "{k}", "g", "2"}}},
+	{name: "hsetnx", setup: [][]string{{"HSET", "{k}", "g", "2"}}, write: [][]string{{"HSETNX", "{k}", "f", "1"}}},
+	{name: "hmset", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"HMSET", "{k}", "f", "a", "g", "b"}}},
+	{name: "hdel", setup: [][]string{{"HSET", "{k}", "f", "1", "g", "2"}}, write: [][]string{{"HDEL", "{k}", "g"}}},
+	{name: "hdel-last", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"HDEL", "{k}", "f"}}},
+	{name: "hincrby", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"HINCRBY", "{k}", "f", "5"}}},
+	{name: "hincrbyfloat", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"HINCRBYFLOAT", "{k}", "g", "2.5"}}},
+	{name: "hset-big", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"HSET", "{k}", "g", "{big}"}}},
+	{name: "hset-empty", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"HSET", "{k}", "f", ""}}},
+	{name: "string-to-hash", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"DEL", "{k}"}, {"HSET", "{k}", "f", "1", "g", "2"}}},
+	{name: "hash-to-list", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"DEL", "{k}"}, {"RPUSH", "{k}", "a", "b"}}},
+	{name: "list-to-string", setup: [][]string{{"RPUSH", "{k}", "a"}}, write: [][]string{{"SET", "{k}", "v2"}}},
+	{name: "hset-on-string", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"HSET", "{k}", "f", "1"}}},
+	{name: "eval", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"EVAL", owScript, "1", "{k}", "v2"}}},
+	{name: "eval-undeclared", setup: [][]string{{"HSET", "{k}", "f", "1"}},
+		write: [][]string{{"EVAL", "return redis.call('HSET', ARGV[1], 'f', ARGV[2])", "0", "{k}", "2"}}},
+	{name: "evalsha", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"EVALSHA", owSHA(owScript), "1", "{k}", "v2"}}},
+	{name: "fcall", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"FCALL", "owset", "1", "{k}", "v2"}}},
+	{name: "fcall-hash", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"FCALL", "owhset", "1", "{k}", "f", "2"}}},
+	{name: "multi", setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}},
+		write: [][]string{{"MULTI"}, {"GET", "{k}"}, {"SET", "{k}", "v2"}, {"GET", "{k}"}, {"HSET", "{k2}", "f", "2"}, {"HGETALL", "{k2}"}, {"EXEC"}}},
+	{name: "multi-pipelined", pipelined: true, setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}},
+		write: [][]string{{"MULTI"}, {"GET", "{k}"}, {"SET", "{k}", "v2"}, {"MGET", "{k}", "{k2}"}, {"HSET", "{k2}", "f", "2"}, {"HMGET", "{k2}", "f"}, {"EXEC"}}},
+	{name: "pipeline", pipelined: true, setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}},
+		write: [][]string{{"GET", "{k}"}, {"SET", "{k}", "v2"}, {"GET", "{k}"}, {"HGET", "{k2}", "f"}, {"HINCRBY", "{k2}", "f", "1"}, {"HGETALL", "{k2}"}, {"HMGET", "{k2}", "f"}}},
+	{name: "flushdb", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"FLUSHDB"}}},
+	{name: "flushdb-async", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"FLUSHDB", "ASYNC"}}},
+	{name: "flushall-sync", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"FLUSHALL", "SYNC"}}},
+	{name: "flushall-async", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"FLUSHALL", "ASYNC"}}},
+}
+
+func owSHA(script string) string {
+	sum := sha1.Sum([]byte(script))
+	return hex.EncodeToString(sum[:])
+}
+
+// TestOutsideWritesOfEveryKind: each write of owWrites, by another client of Redis and through featcache, to a key
+// featcache holds in memory, is followed by every read form of the key through featcache answering as Redis does.
+func TestOutsideWritesOfEveryKind(t *testing.T) {
+	e := owStart(t, owConfig)
+	for _, c := range owWrites {
+		for _, mode := range []string{"direct", "through"} {
+			if c.only != "" && c.only != mode {
+				continue
+			}
+			t.Run(c.name+"/"+mode, func(t *testing.T) {
+				e.run(t, c, mode, "ow:"+c.name+":"+mode)
+			})
+		}
+	}
+}
+
+// TestOutsideKeysExpireWhileCached: keys given an expiry by another client, and through featcache, are warmed in
+// featcache's memory and then read through featcache only (nothing touches them on Redis) until they expire: no
+// read that starts after a key's expiry time may answer its value, with Redis's active expiry on and off (off,
+// Redis deletes an expired key only when it is touched, and announces nothing before). Afterwards every read form
+// answers as Redis does.
+func TestOutsideKeysExpireWhileCached(t *testing.T) {
+	e := owStart(t, owConfig)
+	for _, active := range []string{"1", "0"} {
+		t.Run("active-expire-"+active, func(t *testing.T) {
+			if got := string(e.redis.Do("DEBUG", "SET-ACTIVE-EXPIRE", active)); got != "+OK\r\n" {
+				t.Fatalf("DEBUG SET-ACTIVE-EXPIRE: %q (redis-server needs enable-debug-command)", got)
+			}
+			p := "ow:exp" + active + ":"
+			// key -> how it is made to expire; the value read back is "v" for strings, field f "v" for hashes.
+			writes := []struct {
+				key  string
+				conn *redistest.Conn
+				cmds [][]string
+			}{
+				{p + "set-px", e.other, [][]string{{"SET", p + "set-px", "v", "PX", "300"}}},
+				{p + "set-px-fc", e.fc, [][]string{{"SET", p + "set-px-fc", "v", "PX", "350"}}},
+				{p + "pexpire", e.other, [][]string{{"SET", p + "pexpire", "v"}, {"PEXPIRE", p + "pexpire", "400"}}},
+				{p + "hash", e.other, [][]string{{"HSET", p + "hash", "f", "v"}, {"PEXPIRE", p + "hash", "450"}}},
+				{p + "hash-fc", e.fc, [][]string{{"HSET", p + "hash-fc", "f", "v"}, {"PEXPIRE", p + "hash-fc", "500"}}},
+				{p + "getex", e.fc, [][]string{{"SET", p + "getex", "v"}, {"GETEX", p + "getex", "PX", "550"}}},
+				{p + "pxat", e.other, [][]string{{"SET", p + "pxat", "v", "PXAT", strconv.FormatInt(time.Now().Add(600*time.Millisecond).UnixMilli(), 10)}}},
+			}
+			expireAt := map[string]time.Time{}
+			for _, w := range writes {
+				for _, cmd := range w.cmds {
+					w.conn.Do(cmd...)
+				}
+				ms, err := strconv.ParseInt(strings.TrimSpace(string(e.direct.Do("PEXPIRETIME", w.key)[1:])), 10, 64)
+				if err != nil || ms <= 0 {
+					t.Fatalf("PEXPIRETIME %s: %v", w.key, err)
+				}
+				expireAt[w.key] = time.UnixMilli(ms)
+				for i := 0; i < 2; i++ {
+					e.fc.Do("GET", w.key)
+					e.fc.Do("HGETALL", w.key)
+				}
+			}
+			// Read every form through featcache until every key has expired, and a little longer.
+			var last time.Time
+			for _, at := range expireAt {
+				if at.After(last) {
+					last = at
+				}
+			}
+			for time.Now().Before(last.Add(300 * time.Millisecond)) {
+				for _, w := range writes {
+					for _, r := range [][]string{{"GET", w.key}, {"MGET", "ow:o1", w.key}, {"HGET", w.key, "f"}, {"HMGET", w.key, "f"}, {"HGETALL", w.key}} {
+						start := time.Now()
+						reply := e.fc.Do(r...)
+						// Redis serves a key until its clock passes the expiry's millisecond.
+						if bytes.Contains(reply, []byte("$1\r\nv\r\n")) && start.After(expireAt[w.key].Add(time.Millisecond)) {
+							t.Errorf("%q answered %q %v after the key expired", r, reply, start.Sub(expireAt[w.key]))
+						}
+					}
+				}
+			}
+			for _, w := range writes {
+				if d := e.diff(e.fc, w.key); d != "" {
+					t.Errorf("after expiry: %s", d)
+				}
+			}
+		})
+	}
+	e.redis.Do("DEBUG", "SET-ACTIVE-EXPIRE", "1")
+}
