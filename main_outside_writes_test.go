@@ -35,6 +35,7 @@ type owEnv struct {
 	direct, other *redistest.Conn // readers and writers straight on Redis
 	twinConn      *redistest.Conn
 	fc, fc2       *redistest.Conn // two featcache clients
+	fc3, direct3  *redistest.Conn // a featcache client and a Redis client after HELLO 3
 	vars          map[string]string
 }
 
@@ -44,6 +45,9 @@ func owStart(t *testing.T, cfg string) *owEnv {
 	in := startBinary(t, e.redis, cfg)
 	e.direct, e.other, e.twinConn = e.redis.Dial(), e.redis.Dial(), e.twin.Dial()
 	e.fc, e.fc2 = redistest.Dial(t, in.addr), redistest.Dial(t, in.addr)
+	e.fc3, e.direct3 = redistest.Dial(t, in.addr), e.redis.Dial()
+	e.fc3.Do("HELLO", "3")
+	e.direct3.Do("HELLO", "3")
 	// DUMP payloads for RESTORE, made on the same redis-server version.
 	e.redis.Do("SET", "ow:dump:str", "restored")
 	e.redis.Do("HSET", "ow:dump:hash", "f", "rf", "g", "rg")
@@ -108,12 +112,17 @@ func (e *owEnv) expand(args []string, k string) []string {
 	return out
 }
 
-// diff reads every form of keys through c and straight from Redis and describes the first difference, or "".
+// diff reads every form of keys through c and straight from Redis (in RESP3 through fc3) and describes the first
+// difference, or "".
 func (e *owEnv) diff(c *redistest.Conn, keys ...string) string {
+	direct := e.direct
+	if c == e.fc3 {
+		direct = e.direct3
+	}
 	for _, k := range keys {
 		for _, r := range owReads {
 			cmd := e.expand(r, k)
-			got, want := c.Do(cmd...), e.direct.Do(cmd...)
+			got, want := c.Do(cmd...), direct.Do(cmd...)
 			if !owSame(cmd[0], got, want) {
 				return fmt.Sprintf("%q: featcache %.200q; Redis %.200q", cmd, got, want)
 			}
@@ -143,6 +152,8 @@ func owSame(cmd string, got, want []byte) bool {
 func (e *owEnv) run(t *testing.T, c owWrite, mode, k string) {
 	t.Helper()
 	k2 := k + "\x00two"
+	e.direct.Do("DEL", k, k2)
+	e.twinConn.Do("DEL", k, k2)
 	for _, cmd := range c.setup {
 		cmd = e.expand(cmd, k)
 		if got, want := e.direct.Do(cmd...), e.twinConn.Do(cmd...); !bytes.Equal(got, want) {
@@ -153,6 +164,7 @@ func (e *owEnv) run(t *testing.T, c owWrite, mode, k string) {
 		e.diff(e.fc, k, k2)
 	}
 	e.diff(e.fc2, k, k2)
+	e.diff(e.fc3, k, k2)
 	writer := e.other
 	if mode == "through" {
 		writer = e.fc
@@ -185,7 +197,7 @@ func (e *owEnv) run(t *testing.T, c owWrite, mode, k string) {
 		}
 	}
 	if mode == "through" {
-		for _, conn := range []*redistest.Conn{e.fc, e.fc2} {
+		for _, conn := range []*redistest.Conn{e.fc, e.fc2, e.fc3} {
 			if d := e.diff(conn, k, k2); d != "" {
 				t.Errorf("through, read right after the write's reply: %s", d)
 			}
@@ -199,8 +211,12 @@ func (e *owEnv) run(t *testing.T, c owWrite, mode, k string) {
 	}
 	if last != "" {
 		t.Errorf("direct, 10s after the write: %s", last)
-	} else if d := e.diff(e.fc2, k, k2); d != "" {
-		t.Errorf("direct, on a second connection: %s", d)
+	} else {
+		for _, conn := range []*redistest.Conn{e.fc2, e.fc3} {
+			if d := e.diff(conn, k, k2); d != "" {
+				t.Errorf("direct, on another connection: %s", d)
+			}
+		}
 	}
 }
 
@@ -294,6 +310,25 @@ var owWrites = []owWrite{
 		write: [][]string{{"MULTI"}, {"GET", "{k}"}, {"SET", "{k}", "v2"}, {"MGET", "{k}", "{k2}"}, {"HSET", "{k2}", "f", "2"}, {"HMGET", "{k2}", "f"}, {"EXEC"}}},
 	{name: "pipeline", pipelined: true, setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}},
 		write: [][]string{{"GET", "{k}"}, {"SET", "{k}", "v2"}, {"GET", "{k}"}, {"HGET", "{k2}", "f"}, {"HINCRBY", "{k2}", "f", "1"}, {"HGETALL", "{k2}"}, {"HMGET", "{k2}", "f"}}},
+	{name: "sunionstore", setup: [][]string{{"SET", "{k}", "v1"}, {"SADD", "{k2}", "a"}}, write: [][]string{{"SUNIONSTORE", "{k}", "{k2}"}}},
+	{name: "zrangestore", setup: [][]string{{"HSET", "{k}", "f", "1"}, {"ZADD", "{k2}", "1", "a"}}, write: [][]string{{"ZRANGESTORE", "{k}", "{k2}", "0", "-1"}}},
+	{name: "geosearchstore", setup: [][]string{{"SET", "{k}", "v1"}, {"GEOADD", "{k2}", "13.36", "38.11", "p"}},
+		write: [][]string{{"GEOSEARCHSTORE", "{k}", "{k2}", "FROMLONLAT", "13.36", "38.11", "BYRADIUS", "10", "km"}}},
+	{name: "pfmerge", setup: [][]string{{"SET", "{k}", "v1"}, {"PFADD", "{k2}", "a"}}, write: [][]string{{"DEL", "{k}"}, {"PFMERGE", "{k}", "{k2}"}}},
+	{name: "pfadd", setup: [][]string{{"PFADD", "{k}", "a"}}, write: [][]string{{"PFADD", "{k}", "b", "c"}}},
+	{name: "lmove-onto-string", setup: [][]string{{"SET", "{k}", "v1"}, {"RPUSH", "{k2}", "a"}}, write: [][]string{{"LMOVE", "{k2}", "{k}", "LEFT", "LEFT"}}},
+	{name: "getex-exat-past", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"GETEX", "{k}", "EXAT", "1"}}},
+	{name: "restore-absttl-past", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"RESTORE", "{k}", "1000", "{dumpstr}", "REPLACE", "ABSTTL"}}},
+	{name: "restore-ttl", write: [][]string{{"RESTORE", "{k}", "100000", "{dumphash}"}}},
+	{name: "setrange-grow", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"SETRANGE", "{k}", "300000", "x"}}},
+	{name: "rename-self", setup: [][]string{{"SET", "{k}", "v1", "EX", "100"}}, write: [][]string{{"RENAME", "{k}", "{k}"}}},
+	{name: "hash-fields-odd", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"HSET", "{k}", "", "e", "\r\n", "crlf", "\x00", "z", "g", ""}}},
+	{name: "watch-exec", setup: [][]string{{"SET", "{k}", "v1"}},
+		write: [][]string{{"WATCH", "{k}"}, {"GET", "{k}"}, {"MULTI"}, {"SET", "{k}", "v2"}, {"HSET", "{k2}", "f", "1"}, {"EXEC"}, {"GET", "{k}"}}},
+	{name: "eval-error-after-write", setup: [][]string{{"SET", "{k}", "v1"}},
+		write: [][]string{{"EVAL", "redis.call('SET', ARGV[1], 'v2'); return redis.error_reply('boom')", "0", "{k}"}}},
+	{name: "multi-partial-error", setup: [][]string{{"SET", "{k}", "v1"}, {"HSET", "{k2}", "f", "1"}},
+		write: [][]string{{"MULTI"}, {"SET", "{k}", "v2"}, {"INCR", "{k2}"}, {"HDEL", "{k2}", "f"}, {"EXEC"}}},
 	{name: "flushdb", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"FLUSHDB"}}},
 	{name: "flushdb-async", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"FLUSHDB", "ASYNC"}}},
 	{name: "flushall-sync", setup: [][]string{{"HSET", "{k}", "f", "1"}}, write: [][]string{{"FLUSHALL", "SYNC"}}},
@@ -390,4 +425,140 @@ func TestOutsideKeysExpireWhileCached(t *testing.T) {
 		})
 	}
 	e.redis.Do("DEBUG", "SET-ACTIVE-EXPIRE", "1")
+}
+
+// owGlobConfig has policies whose prefixes and patterns hold glob characters, spaces and CR LF, and no default
+// policy: the tracking prefixes featcache derives from them decide which writes it hears of.
+const owGlobConfig = `
+shutdown_delay: 0s
+policies:
+  - {name: glob, prefix: "g*?[x]:", hard_ttl: 1h, jitter: 0, negative_ttl: 1h}
+  - {name: escaped, pattern: "p\\*:*", hard_ttl: 1h, jitter: 0, negative_ttl: 1h}
+  - {name: class, pattern: "h[ab]:*", hard_ttl: 1h, jitter: 0, negative_ttl: 1h}
+  - {name: space, prefix: "s p:", hard_ttl: 1h, jitter: 0, negative_ttl: 1h}
+  - {name: crlf, prefix: "c\r\n", hard_ttl: 1h, jitter: 0, negative_ttl: 1h}
+  - {name: nested, prefix: "g*?[x]:n:", hard_ttl: 1h, jitter: 0, negative_ttl: 1h}
+`
+
+// owKeyWrites is the part of owWrites run for each unusual key name.
+var owKeyWrites = []string{"set", "set-empty", "hset", "del", "rename-onto", "expire-past", "eval-undeclared", "multi"}
+
+// TestOutsideKeyNames: binary keys, the empty key, keys with spaces, CR LF and glob characters, under a default
+// policy and under policies whose prefixes and patterns hold such characters, are written and read back as Redis
+// does, by another client and through featcache.
+func TestOutsideKeyNames(t *testing.T) {
+	cases := map[string]owWrite{}
+	for _, c := range owWrites {
+		cases[c.name] = c
+	}
+	for _, inst := range []struct {
+		name string
+		cfg  string
+		keys []string
+	}{
+		{"default-policy", owConfig, []string{"", " ", "a b", "a\r\nb", "\r\n", "\x00\xff\xfe", "*", "?", "[a]", "k*?[x]", "\\*", strings.Repeat("l", 70000)}},
+		{"glob-policies", owGlobConfig, []string{"g*?[x]:1", "g*?[x]:*", "g*?[x]:n:1", "gab:1", "p*:1", "p*:[", "pa:1", "ha:1", "hc:1", "zq:1", "s p:a b", "c\r\n1", "c\r\n"}},
+	} {
+		t.Run(inst.name, func(t *testing.T) {
+			e := owStart(t, inst.cfg)
+			for _, k := range inst.keys {
+				for _, name := range owKeyWrites {
+					for _, mode := range []string{"direct", "through"} {
+						t.Run(fmt.Sprintf("%.20q/%s/%s", k, name, mode), func(t *testing.T) {
+							e.run(t, cases[name], mode, k)
+						})
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestOutsideMigrate: MIGRATE moves keys between two Redis servers. Out of the Redis featcache is in front of,
+// through featcache (the KEYS form, whose keys Redis's key specs cannot name in advance, and the single-key form)
+// and by another client; into it, by a client of the other server (Redis runs RESTORE-ASKING on it).
+func TestOutsideMigrate(t *testing.T) {
+	e := owStart(t, owConfig)
+	twinPort := strconv.Itoa(e.twin.Port())
+	redisPort := strconv.Itoa(e.redis.Port())
+	for _, c := range []struct {
+		name string
+		conn *redistest.Conn // where MIGRATE is sent
+		args []string
+	}{
+		{"out-keys-through", e.fc, []string{"MIGRATE", "127.0.0.1", twinPort, "", "0", "5000", "KEYS", "ow:mig:1", "ow:mig:2"}},
+		{"out-key-through", e.fc, []string{"MIGRATE", "127.0.0.1", twinPort, "ow:mig:1", "0", "5000"}},
+		{"out-keys-direct", e.other, []string{"MIGRATE", "127.0.0.1", twinPort, "", "0", "5000", "REPLACE", "KEYS", "ow:mig:1", "ow:mig:2"}},
+		{"in-direct", e.twinConn, []string{"MIGRATE", "127.0.0.1", redisPort, "", "0", "5000", "REPLACE", "KEYS", "ow:mig:1", "ow:mig:2"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src, dst := e.direct, e.twinConn
+			if c.conn == e.twinConn {
+				src, dst = e.twinConn, e.direct
+			}
+			for _, conn := range []*redistest.Conn{src, dst} {
+				conn.Do("DEL", "ow:mig:1", "ow:mig:2")
+			}
+			src.Do("SET", "ow:mig:1", "moved")
+			src.Do("HSET", "ow:mig:2", "f", "moved")
+			for i := 0; i < 2; i++ {
+				e.diff(e.fc, "ow:mig:1", "ow:mig:2")
+			}
+			if got := string(c.conn.Do(c.args...)); got != "+OK\r\n" {
+				t.Fatalf("%q: %q", c.args, got)
+			}
+			if c.conn == e.fc {
+				if d := e.diff(e.fc2, "ow:mig:1", "ow:mig:2"); d != "" {
+					t.Errorf("right after the reply: %s", d)
+				}
+				return
+			}
+			redistest.Eventually(t, 10*time.Second, "featcache answering as Redis", func() bool {
+				return e.diff(e.fc, "ow:mig:1", "ow:mig:2") == ""
+			})
+		})
+	}
+}
+
+// TestOutsideSwapDBInScripts: a script or function that runs SWAPDB through featcache is a SWAPDB sent through
+// featcache (Redis announces no invalidation for it): the next read of a key cached before it answers what
+// database 0 holds after the swap.
+func TestOutsideSwapDBInScripts(t *testing.T) {
+	e := owStart(t, owConfig)
+	db1 := e.redis.Dial()
+	db1.Do("SELECT", "1")
+	e.direct.Do("FUNCTION", "LOAD", "REPLACE", "#!lua name=owswap\nredis.register_function('owswap', function() return redis.call('SWAPDB', 0, 1) end)")
+	const swap = "return redis.call('SWAPDB', 0, 1)"
+	e.direct.Do("SCRIPT", "LOAD", swap)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"eval", []string{"EVAL", swap, "0"}},
+		{"eval-with-key", []string{"EVAL", swap, "1", "ow:swap:declared"}},
+		{"evalsha", []string{"EVALSHA", owSHA(swap), "0"}},
+		{"fcall", []string{"FCALL", "owswap", "0"}},
+		{"multi-eval", []string{"MULTI"}}, // EVAL inside MULTI, below
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			key := "ow:swap:" + c.name
+			e.direct.Do("SET", key, "in db 0")
+			db1.Do("SET", key, "in db 1")
+			for i := 0; i < 2; i++ {
+				e.diff(e.fc, key)
+			}
+			if c.name == "multi-eval" {
+				e.fc.Do("MULTI")
+				e.fc.Do("EVAL", swap, "0")
+				e.fc.Do("EXEC")
+			} else if got := string(e.fc.Do(c.args...)); got != "+OK\r\n" {
+				t.Fatalf("%q: %q", c.args, got)
+			}
+			for _, conn := range []*redistest.Conn{e.fc, e.fc2} {
+				if d := e.diff(conn, key); d != "" {
+					t.Errorf("right after the swap's reply: %s", d)
+				}
+			}
+		})
+	}
 }
