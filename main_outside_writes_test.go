@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -317,6 +319,18 @@ var owWrites = []owWrite{
 	{name: "pfmerge", setup: [][]string{{"SET", "{k}", "v1"}, {"PFADD", "{k2}", "a"}}, write: [][]string{{"DEL", "{k}"}, {"PFMERGE", "{k}", "{k2}"}}},
 	{name: "pfadd", setup: [][]string{{"PFADD", "{k}", "a"}}, write: [][]string{{"PFADD", "{k}", "b", "c"}}},
 	{name: "lmove-onto-string", setup: [][]string{{"SET", "{k}", "v1"}, {"RPUSH", "{k2}", "a"}}, write: [][]string{{"LMOVE", "{k2}", "{k}", "LEFT", "LEFT"}}},
+	{name: "georadius-store", setup: [][]string{{"SET", "{k}", "v1"}, {"GEOADD", "{k2}", "13.36", "38.11", "p"}},
+		write: [][]string{{"GEORADIUS", "{k2}", "13.36", "38.11", "10", "km", "STORE", "{k}"}}},
+	{name: "georadiusbymember-storedist", setup: [][]string{{"HSET", "{k}", "f", "1"}, {"GEOADD", "{k2}", "13.36", "38.11", "p"}},
+		write: [][]string{{"GEORADIUSBYMEMBER", "{k2}", "p", "10", "km", "STOREDIST", "{k}"}}},
+	{name: "sort-by-get-store", setup: [][]string{{"SET", "{k}", "v1"}, {"RPUSH", "{k2}", "b", "a"}},
+		write: [][]string{{"SORT", "{k2}", "ALPHA", "GET", "#", "STORE", "{k}"}}},
+	{name: "sinterstore", setup: [][]string{{"SET", "{k}", "v1"}, {"SADD", "{k2}", "a"}}, write: [][]string{{"SINTERSTORE", "{k}", "{k2}", "{k2}"}}},
+	{name: "zdiffstore", setup: [][]string{{"SET", "{k}", "v1"}, {"ZADD", "{k2}", "1", "a"}}, write: [][]string{{"ZDIFFSTORE", "{k}", "1", "{k2}"}}},
+	{name: "blmove-onto-missing", setup: [][]string{{"RPUSH", "{k2}", "a"}}, write: [][]string{{"BLMOVE", "{k2}", "{k}", "LEFT", "LEFT", "0"}}},
+	{name: "brpoplpush-onto-string", setup: [][]string{{"SET", "{k}", "v1"}, {"RPUSH", "{k2}", "a"}}, write: [][]string{{"BRPOPLPUSH", "{k2}", "{k}", "0"}}},
+	{name: "blpop-last", setup: [][]string{{"RPUSH", "{k}", "a"}}, write: [][]string{{"BLPOP", "{k}", "0"}}},
+	{name: "blmpop-last", setup: [][]string{{"RPUSH", "{k}", "a"}, {"SET", "{k2}", "v"}}, write: [][]string{{"BLMPOP", "0", "2", "{k}", "{k2}", "LEFT"}}},
 	{name: "getex-exat-past", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"GETEX", "{k}", "EXAT", "1"}}},
 	{name: "restore-absttl-past", setup: [][]string{{"SET", "{k}", "v1"}}, write: [][]string{{"RESTORE", "{k}", "1000", "{dumpstr}", "REPLACE", "ABSTTL"}}},
 	{name: "restore-ttl", write: [][]string{{"RESTORE", "{k}", "100000", "{dumphash}"}}},
@@ -560,5 +574,134 @@ func TestOutsideSwapDBInScripts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOutsidePipelineOfWritesAndReads: one long pipeline of writes and cached reads of a few keys, written at once
+// through featcache and straight to the twin Redis, gets the same reply bytes, reply for reply: no read is answered
+// from before a write earlier in the pipeline, whichever read batch it arrives in.
+func TestOutsidePipelineOfWritesAndReads(t *testing.T) {
+	e := owStart(t, owConfig)
+	keys := []string{"ow:pl:a", "ow:pl:b", "ow:pl:\r\n", "ow:pl:h"}
+	pick := func(i int) string { return keys[(i*7+i/3)%len(keys)] }
+	var cmds [][]string
+	for i := 0; len(cmds) < 4000; i++ {
+		k, k2, v := pick(i), pick(i+1), "v"+strconv.Itoa(i)
+		switch i % 17 {
+		case 0:
+			cmds = append(cmds, []string{"SET", k, v})
+		case 1:
+			cmds = append(cmds, []string{"HSET", k, "f", v, "g", strconv.Itoa(i)})
+		case 2:
+			cmds = append(cmds, []string{"DEL", k})
+		case 3:
+			cmds = append(cmds, []string{"INCR", k})
+		case 4:
+			cmds = append(cmds, []string{"HINCRBY", k, "g", "3"})
+		case 5:
+			cmds = append(cmds, []string{"APPEND", k, "+"})
+		case 6:
+			cmds = append(cmds, []string{"MULTI"}, []string{"SET", k, v}, []string{"GET", k}, []string{"HGETALL", k2}, []string{"EXEC"})
+		case 7:
+			cmds = append(cmds, []string{"EVAL", "return redis.call('SET', ARGV[1], ARGV[2])", "0", k, v})
+		case 8:
+			cmds = append(cmds, []string{"RENAME", k, k2})
+		case 9:
+			cmds = append(cmds, []string{"HDEL", k, "f"})
+		case 10:
+			cmds = append(cmds, []string{"PEXPIRE", k, "-1"})
+		case 11:
+			cmds = append(cmds, []string{"MSET", k, v, k2, v})
+		}
+		for _, r := range [][]string{{"GET", k}, {"MGET", k2, k}, {"HGET", k, "f"}, {"HMGET", k, "g", "f"}, {"HGETALL", k}} {
+			cmds = append(cmds, r)
+		}
+	}
+	var batch []byte
+	for _, cmd := range cmds {
+		batch = resp.AppendCommand(batch, cmd...)
+	}
+	for pass := 0; pass < 2; pass++ { // the second pass starts from keys cached by the first
+		for _, c := range []*redistest.Conn{e.fc, e.twinConn} {
+			go c.NetConn().Write(batch)
+		}
+		for i, cmd := range cmds {
+			got, err := e.fc.Read()
+			if err != nil {
+				t.Fatalf("pass %d, reply %d (%q) through featcache: %v", pass, i, cmd, err)
+			}
+			want, err := e.twinConn.Read()
+			if err != nil {
+				t.Fatalf("pass %d, reply %d (%q) from Redis: %v", pass, i, cmd, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("pass %d, reply %d to %q: featcache %.200q; Redis %.200q", pass, i, cmd, got, want)
+			}
+		}
+	}
+}
+
+// TestOutsideCountersUnderReaders: a counter and a hash field are incremented by a client through featcache and
+// by another client of Redis, while readers through featcache read them in every cached form. No reader is
+// answered a value below one it was answered before (monotonic reads), nor below what an increment through
+// featcache answered before the read was sent (read-your-writes across connections).
+func TestOutsideCountersUnderReaders(t *testing.T) {
+	e := owStart(t, owConfig)
+	const key, hash = "ow:cnt", "ow:cnt:h"
+	var acked [2]atomic.Int64 // the highest reply of an increment through featcache: counter, hash field
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	writer := func(c *redistest.Conn, through bool) {
+		defer wg.Done()
+		for i := 0; time.Now().Before(deadline); i++ {
+			cmd := []string{"INCR", key}
+			if i%2 == 1 {
+				cmd = []string{"HINCRBY", hash, "f", "1"}
+			}
+			n, _ := strconv.ParseInt(strings.TrimSpace(string(c.Do(cmd...)[1:])), 10, 64)
+			if through {
+				acked[i%2].Store(n) // one writer through featcache: its replies only grow
+			}
+		}
+	}
+	errs := make(chan string, 10)
+	reader := func(c *redistest.Conn) {
+		defer wg.Done()
+		var last [2]int64
+		reads := [][]string{{"GET", key}, {"MGET", "ow:o1", key}, {"HGET", hash, "f"}, {"HMGET", hash, "f"}, {"HGETALL", hash}}
+		for i := 0; time.Now().Before(deadline); i++ {
+			r := reads[i%len(reads)]
+			which := 0
+			if r[1] == hash {
+				which = 1
+			}
+			floor := acked[which].Load()
+			v, _, err := resp.Decode(c.Do(r...))
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			s := v.Str
+			if len(v.Elems) > 0 {
+				s = v.Elems[len(v.Elems)-1].Str
+			}
+			n, _ := strconv.ParseInt(s, 10, 64)
+			if n < last[which] || n < floor {
+				errs <- fmt.Sprintf("%q answered %d after %d, and after an increment through featcache answered %d", r, n, last[which], floor)
+				return
+			}
+			last[which] = n
+		}
+	}
+	wg.Add(5)
+	go writer(e.fc, true)
+	go writer(e.other, false)
+	go reader(e.fc2)
+	go reader(redistest.Dial(t, e.fc.NetConn().RemoteAddr().String()))
+	go reader(redistest.Dial(t, e.fc.NetConn().RemoteAddr().String()))
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
