@@ -388,7 +388,21 @@ func TestOutsideWritesOfEveryKind(t *testing.T) {
 // Redis deletes an expired key only when it is touched, and announces nothing before). Afterwards every read form
 // answers as Redis does.
 func TestOutsideKeysExpireWhileCached(t *testing.T) {
-	e := owStart(t, owConfig)
+	for _, cfg := range []struct{ name, yaml string }{{"long-ttls", owConfig}, {"soft-stale", owSoftConfig}} {
+		t.Run(cfg.name, func(t *testing.T) { owExpireWhileCached(t, cfg.yaml) })
+	}
+}
+
+// owSoftConfig makes every entry soft-stale after 50ms, refreshed in the background while it is served, and
+// allows serve_stale: neither may serve a key past its expiry.
+const owSoftConfig = `
+shutdown_delay: 0s
+policies:
+  - {name: all, prefix: "", soft_ttl: 50ms, hard_ttl: 1h, jitter: 0, negative_ttl: 1h, on_upstream_error: serve_stale, max_stale: 1h, on_tracking_loss: revalidate}
+`
+
+func owExpireWhileCached(t *testing.T, cfg string) {
+	e := owStart(t, cfg)
 	for _, active := range []string{"1", "0"} {
 		t.Run("active-expire-"+active, func(t *testing.T) {
 			if got := string(e.redis.Do("DEBUG", "SET-ACTIVE-EXPIRE", active)); got != "+OK\r\n" {
@@ -721,9 +735,9 @@ func TestOutsideCountersUnderReaders(t *testing.T) {
 // TestOutsideRandomWrites: a seeded random sequence of the writes of owWrites on three keys, each by another client
 // or through featcache, each followed by every read form of the three keys through featcache compared with
 // Redis's: state that builds up over many writes (a hash image next to field entries, misses remembered, a type
-// changed and changed back) is answered as Redis answers it.
+// changed and changed back, background refreshes of soft-stale entries) is answered as Redis answers it.
 func TestOutsideRandomWrites(t *testing.T) {
-	e := owStart(t, owConfig)
+	e := owStart(t, owSoftConfig)
 	keys := []string{"ow:rnd:a", "ow:rnd:b", "ow:rnd:c"}
 	rng := rand.New(rand.NewPCG(owSeed, 0))
 	var ops [][]string
