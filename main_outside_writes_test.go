@@ -572,8 +572,8 @@ func TestOutsideMigrate(t *testing.T) {
 }
 
 // TestOutsideSwapDBInScripts: a script or function that runs SWAPDB through featcache is a SWAPDB sent through
-// featcache (Redis announces no invalidation for it): the next read of a key cached before it answers what
-// database 0 holds after the swap.
+// featcache (Redis announces no invalidation for it): the next read of a key cached before it, on any featcache
+// connection, answers what database 0 holds after the swap; so does a GET pipelined right after the script.
 func TestOutsideSwapDBInScripts(t *testing.T) {
 	e := owStart(t, owConfig)
 	db1 := e.redis.Dial()
@@ -581,15 +581,18 @@ func TestOutsideSwapDBInScripts(t *testing.T) {
 	e.direct.Do("FUNCTION", "LOAD", "REPLACE", "#!lua name=owswap\nredis.register_function('owswap', function() return redis.call('SWAPDB', 0, 1) end)")
 	const swap = "return redis.call('SWAPDB', 0, 1)"
 	e.direct.Do("SCRIPT", "LOAD", swap)
+	eval := []string{"EVAL", swap, "0"}
 	for _, c := range []struct {
 		name string
-		args []string
+		cmds [][]string // sent one by one through featcache; the last one swaps
 	}{
-		{"eval", []string{"EVAL", swap, "0"}},
-		{"eval-with-key", []string{"EVAL", swap, "1", "ow:swap:declared"}},
-		{"evalsha", []string{"EVALSHA", owSHA(swap), "0"}},
-		{"fcall", []string{"FCALL", "owswap", "0"}},
-		{"multi-eval", []string{"MULTI"}}, // EVAL inside MULTI, below
+		{"eval", [][]string{eval}},
+		{"eval-with-key", [][]string{{"EVAL", swap, "1", "ow:swap:declared"}}},
+		{"evalsha", [][]string{{"EVALSHA", owSHA(swap), "0"}}},
+		{"fcall", [][]string{{"FCALL", "owswap", "0"}}},
+		{"multi", [][]string{{"MULTI"}, eval, {"EXEC"}}},
+		{"watch", [][]string{{"WATCH", "ow:swap:watch"}, eval}},
+		{"pipeline", nil}, // EVAL and a GET of the key in one write
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			key := "ow:swap:" + c.name
@@ -598,12 +601,19 @@ func TestOutsideSwapDBInScripts(t *testing.T) {
 			for i := 0; i < 2; i++ {
 				e.diff(e.fc, key)
 			}
-			if c.name == "multi-eval" {
-				e.fc.Do("MULTI")
-				e.fc.Do("EVAL", swap, "0")
-				e.fc.Do("EXEC")
-			} else if got := string(e.fc.Do(c.args...)); got != "+OK\r\n" {
-				t.Fatalf("%q: %q", c.args, got)
+			for _, cmd := range c.cmds {
+				e.fc.Do(cmd...)
+			}
+			if c.name == "watch" {
+				defer e.fc.Do("UNWATCH")
+			}
+			if c.cmds == nil {
+				e.fc.NetConn().Write(slices.Concat(redistest.Encode(eval...), redistest.Encode("GET", key)))
+				for _, want := range []string{"+OK\r\n", "$7\r\nin db 1\r\n"} {
+					if got, err := e.fc.Read(); err != nil || string(got) != want {
+						t.Fatalf("EVAL and GET in one pipeline: %q, %v; want %q", got, err, want)
+					}
+				}
 			}
 			for _, conn := range []*redistest.Conn{e.fc, e.fc2} {
 				if d := e.diff(conn, key); d != "" {
