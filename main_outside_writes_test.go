@@ -36,7 +36,8 @@ policies:
 // owSeed seeds TestOutsideRandomWrites: a failure is replayed by the same seed.
 const owSeed = 1
 
-// owEnv is a Redis, its twin, and a featcache in front of the Redis.
+// owEnv is a Redis, its twin (which receives the same setup and writes, so that a write's reply through featcache
+// can be compared with Redis's own), and a featcache in front of the Redis.
 type owEnv struct {
 	redis, twin   *redistest.Server
 	direct, other *redistest.Conn // readers and writers straight on Redis
@@ -48,6 +49,8 @@ type owEnv struct {
 	reads         [][]string // the read forms diff compares: owReads unless a test adds more
 }
 
+// owStart starts the Redis (DEBUG allowed), its twin and featcache with configuration cfg, and loads the
+// scripts and functions the cases call on both servers.
 func owStart(t *testing.T, cfg string) *owEnv {
 	t.Helper()
 	e := &owEnv{redis: redistest.Start(t, "--enable-debug-command", "local"), twin: redistest.Start(t)}
@@ -119,6 +122,7 @@ type owWrite struct {
 	only      string     // "direct" or "through" when the case has one way only
 }
 
+// expand returns args with {k} and {k2} replaced by k and its second key, and the names of e.vars by their values.
 func (e *owEnv) expand(args []string, k string) []string {
 	out := make([]string, len(args))
 	for i, a := range args {
@@ -228,12 +232,7 @@ func (e *owEnv) run(t *testing.T, c owWrite, mode, k string) {
 		}
 		return
 	}
-	var last string
-	deadline := time.Now().Add(10 * time.Second)
-	for last = e.diff(e.fc, k, k2); last != "" && time.Now().Before(deadline); last = e.diff(e.fc, k, k2) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if last != "" {
+	if last := owConverge(func() string { return e.diff(e.fc, k, k2) }); last != "" {
 		t.Errorf("direct, 10s after the write: %s", last)
 	} else {
 		for _, conn := range []*redistest.Conn{e.fc2, e.fc3} {
@@ -242,6 +241,18 @@ func (e *owEnv) run(t *testing.T, c owWrite, mode, k string) {
 			}
 		}
 	}
+}
+
+// owConverge polls diff until it reports no difference or 10 seconds pass (a write by another client shows once
+// its invalidation arrives), and returns the last difference.
+func owConverge(diff func() string) string {
+	deadline := time.Now().Add(10 * time.Second)
+	last := diff()
+	for last != "" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		last = diff()
+	}
+	return last
 }
 
 // owWrites covers the commands that change a string or a hash, its type or its TTL.
@@ -412,6 +423,7 @@ policies:
   - {name: all, prefix: "", soft_ttl: 50ms, hard_ttl: 1h, jitter: 0, negative_ttl: 1h, on_upstream_error: serve_stale, max_stale: 1h, on_tracking_loss: revalidate}
 `
 
+// owExpireWhileCached is TestOutsideKeysExpireWhileCached with featcache configured by cfg.
 func owExpireWhileCached(t *testing.T, cfg string) {
 	e := owStart(t, cfg)
 	for _, active := range []string{"1", "0"} {
@@ -793,12 +805,7 @@ func TestOutsideRandomWrites(t *testing.T) {
 			continue
 		}
 		e.other.Do(args...)
-		var last string
-		deadline := time.Now().Add(10 * time.Second)
-		for last = e.diff(e.fc2, keys...); last != "" && time.Now().Before(deadline); last = e.diff(e.fc2, keys...) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		if last != "" {
+		if last := owConverge(func() string { return e.diff(e.fc2, keys...) }); last != "" {
 			t.Fatalf("step %d, %.80q by another client: %s", step, args, last)
 		}
 	}
