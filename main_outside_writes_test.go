@@ -737,14 +737,23 @@ func TestOutsidePipelineOfWritesAndReads(t *testing.T) {
 }
 
 // TestOutsideCountersUnderReaders: a counter and a hash field are incremented by a client through featcache and
-// by another client of Redis, while readers through featcache read them in every cached form. No reader is
-// answered a value below one it was answered before (monotonic reads), nor below what an increment through
-// featcache answered before the read was sent (read-your-writes across connections).
+// by another client of Redis, while readers through featcache read them in every cached form, with entries kept
+// until invalidated and with entries refreshed in the background every 50ms. No reader is answered a value below
+// one it was answered before (monotonic reads), nor below what an increment through featcache answered before the
+// read was sent (read-your-writes across connections); once the writers stop, featcache answers the final values
+// and keeps answering them (no stale value stuck by a fill or refresh that raced a write).
 func TestOutsideCountersUnderReaders(t *testing.T) {
-	e := owStart(t, owConfig)
+	for _, cfg := range []struct{ name, yaml string }{{"long-ttls", owConfig}, {"soft-stale", owSoftConfig}} {
+		t.Run(cfg.name, func(t *testing.T) { owCountersUnderReaders(t, cfg.yaml) })
+	}
+}
+
+// owCountersUnderReaders is TestOutsideCountersUnderReaders with featcache configured by cfg.
+func owCountersUnderReaders(t *testing.T, cfg string) {
+	e := owStart(t, cfg)
 	const key, hash = "ow:cnt", "ow:cnt:h"
 	var acked [2]atomic.Int64 // the highest reply of an increment through featcache: counter, hash field
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(1500 * time.Millisecond)
 	var wg sync.WaitGroup
 	writer := func(c *redistest.Conn, through bool) {
 		defer wg.Done()
@@ -798,6 +807,14 @@ func TestOutsideCountersUnderReaders(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+	if last := owConverge(func() string { return e.diff(e.fc, key, hash) }); last != "" {
+		t.Fatalf("after the writers stopped: %s", last)
+	}
+	for i := 0; i < 20; i++ { // across several soft TTLs
+		if d := e.diff(e.fc2, key, hash); d != "" {
+			t.Fatalf("after featcache answered the final values: %s", d)
+		}
 	}
 }
 
