@@ -93,10 +93,20 @@ type Tracker struct {
 	stop   chan struct{}
 	exited chan struct{}
 
-	mu   sync.Mutex
-	dc   rueidis.DedicatedClient // the live tracking connection, nil while down
-	fail chan error              // ends the live session: a call on it timed out
-	up   atomic.Bool
+	mu    sync.Mutex
+	dc    rueidis.DedicatedClient // the live tracking connection, nil while down
+	runID string                  // the live session's server run_id
+	fail  chan error              // ends the live session: a call on it timed out
+	up    atomic.Bool
+
+	// Readings of the SWAPDB count (readSwaps) run one at a time, so that swapWatch compares them in the order
+	// the server ran them: the session's and every Barrier's. started and finished count them; reading says one
+	// is in flight, readErr is the outcome of the last one.
+	rmu               sync.Mutex
+	rdone             *sync.Cond // on rmu: a reading finished
+	reading           bool
+	started, finished uint64
+	readErr           error
 }
 
 // StartTracker starts tracking in the background; OnUp reports when it is established.
@@ -111,6 +121,7 @@ func StartTracker(opt TrackerOptions) *Tracker {
 		opt.Logger = slog.Default()
 	}
 	t := &Tracker{opt: opt, log: opt.Logger, swaps: opt.swaps, stop: make(chan struct{}), exited: make(chan struct{})}
+	t.rdone = sync.NewCond(&t.rmu)
 	if t.swaps == nil {
 		t.swaps = &swapWatch{}
 	}
@@ -131,20 +142,24 @@ func (t *Tracker) Close() {
 	<-t.exited
 }
 
-// Barrier returns once every invalidation the server sent before it has been handed to OnInvalidate: it sends a
-// PING on the tracking connection, and the server writes pushes and replies on one connection in order. A caller
-// that saw a write's reply and then passes a Barrier knows the invalidations of that write have been applied.
-// Any reply proves it, an error reply included: a Redis busy with another client's script answers -BUSY, after
-// the pushes it wrote before. A PING not answered before ctx ends ends the session (tracking is lost and
-// re-established) rather than leave the connection with a reply in flight.
+// Barrier returns once every invalidation the server sent before it has been handed to OnInvalidate, and once a
+// SWAPDB the server ran before it has been seen (OnFlush): a SWAPDB in a script or function, for which Redis
+// sends no invalidation, then flushes before the script's reply goes out. It takes a reading of the SWAPDB count
+// on the tracking connection, as the periodic check does (CLIENT GETNAME and INFO commandstats), that begins
+// after the call; the server writes pushes and replies on one connection in order. Concurrent callers share a
+// reading. A caller that saw a write's reply and then passes a Barrier knows the invalidations of that write
+// have been applied. Any reply proves it, an error reply included: a Redis busy with another client's script
+// answers -BUSY, after the pushes it wrote before. A reading not answered within Timeout ends the session
+// (tracking is lost and re-established) rather than leave the connection with a reply in flight; ctx is not
+// consulted, the reading's own deadline bounds the wait.
 func (t *Tracker) Barrier(ctx context.Context) error {
 	t.mu.Lock()
-	dc, fail := t.dc, t.fail
+	dc, fail, runID := t.dc, t.fail, t.runID
 	t.mu.Unlock()
 	if dc == nil {
 		return ErrTrackingDown
 	}
-	if err := dc.Do(ctx, dc.B().Ping().Build()).NonRedisError(); err != nil {
+	if err := t.readNew(dc, runID); err != nil {
 		select {
 		case fail <- err:
 		default:
@@ -242,7 +257,7 @@ func (t *Tracker) session() (lasted time.Duration, err error) {
 	}
 	fail := make(chan error, 1)
 	t.mu.Lock()
-	t.dc, t.fail = dc, fail
+	t.dc, t.fail, t.runID = dc, fail, runID
 	t.mu.Unlock()
 	t.up.Store(true)
 	t.opt.OnUp(runID)
@@ -289,7 +304,7 @@ func (t *Tracker) establish(dc rueidis.DedicatedClient) (runID string, err error
 		return "", fmt.Errorf("INFO server: %w", err)
 	}
 	runID = infoField(info, "run_id")
-	if err := t.readSwaps(ctx, dc, runID); err != nil {
+	if err := t.readNew(dc, runID); err != nil {
 		return "", err
 	}
 	return runID, nil
@@ -297,9 +312,33 @@ func (t *Tracker) establish(dc rueidis.DedicatedClient) (runID string, err error
 
 // check is the periodic health check of the tracking connection: INFO commandstats, within the timeout.
 func (t *Tracker) check(dc rueidis.DedicatedClient, runID string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), t.opt.Timeout)
-	defer cancel()
-	return t.readSwaps(ctx, dc, runID)
+	return t.readNew(dc, runID)
+}
+
+// readNew returns the outcome of a reading of the SWAPDB count (readSwaps, within the timeout) that began after
+// the call: it takes the reading itself, or waits for the one another caller takes next. One reading at a time:
+// concurrent readings could reach swapWatch in another order than the server ran them, and a reading taken as
+// older than the one before looks like a CONFIG RESETSTAT, which flushes.
+func (t *Tracker) readNew(dc rueidis.DedicatedClient, runID string) error {
+	t.rmu.Lock()
+	defer t.rmu.Unlock()
+	target := t.started + 1
+	for t.finished < target {
+		if t.reading {
+			t.rdone.Wait()
+			continue
+		}
+		t.reading = true
+		t.started++
+		t.rmu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), t.opt.Timeout)
+		err := t.readSwaps(ctx, dc, runID)
+		cancel()
+		t.rmu.Lock()
+		t.reading, t.finished, t.readErr = false, t.started, err
+		t.rdone.Broadcast()
+	}
+	return t.readErr
 }
 
 // readSwaps reads INFO commandstats and flushes when a SWAPDB may have run since the last reading. CLIENT GETNAME
