@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // These tests use the clients that applications and operators will not rewrite, redis-py 4.3.4 and redis-cli 7.0,
@@ -110,4 +111,60 @@ func clientsCall(c *redistest.Conn, args ...string) []byte {
 		return []byte(err.Error())
 	}
 	return f
+}
+
+// TestOutsideClientsKillClosesBeforeReply: CLIENT KILL from a third client, then the victim's next command. Redis
+// closes the victim's connection before it answers the kill, so a client library that checks a pooled
+// connection before using it (redis-py does: a readable socket is dialed again) always sees it closed and
+// reconnects. featcache answered first and closed the victim a moment later: now and then redis-py sent the
+// victim's next command on the dying connection and raised ConnectionError where against Redis it never does.
+func TestOutsideClientsKillClosesBeforeReply(t *testing.T) {
+	direct, through := clientsSides(t)
+	const rounds = 30
+	run := func(s clientsSide) (open []string) {
+		for i := 0; i < rounds; i++ {
+			for _, form := range []string{"id", "addr", "old", "type"} {
+				// A few idle clients beside the victim, as a connection pool has.
+				var idle []*redistest.Conn
+				for range 3 {
+					c := redistest.Dial(t, s.addr)
+					c.Do("PING")
+					idle = append(idle, c)
+				}
+				victim := redistest.Dial(t, s.addr)
+				id := string(bytes.TrimSpace(victim.Do("CLIENT", "ID")[1:]))
+				addr := victim.NetConn().LocalAddr().String()
+				killer := redistest.Dial(t, s.addr)
+				var reply []byte
+				switch form {
+				case "id":
+					reply = killer.Do("CLIENT", "KILL", "ID", id)
+				case "addr":
+					reply = killer.Do("CLIENT", "KILL", "ADDR", addr)
+				case "old":
+					reply = killer.Do("CLIENT", "KILL", addr)
+				case "type":
+					reply = killer.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+				}
+				if reply[0] == '-' || string(reply) == ":0\r\n" {
+					t.Fatalf("%s: CLIENT KILL %s answered %q", s.name, form, reply)
+				}
+				if _, closed, _ := resp.Peek(victim.NetConn()); !closed {
+					open = append(open, form)
+				}
+				for _, c := range append(idle, victim, killer) {
+					c.Close()
+				}
+			}
+		}
+		return open
+	}
+	want, got := run(direct), run(through)
+	if len(want) > 0 {
+		t.Errorf("redis: the victim's connection was still open after the reply to CLIENT KILL (%s)", want)
+	}
+	if len(got) > 0 {
+		t.Errorf("featcache: the victim's connection was still open after the reply to CLIENT KILL in %d of %d "+
+			"kills (%s); Redis closes it first", len(got), rounds*4, got)
+	}
 }
