@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +47,64 @@ func clientsSides(t *testing.T) (direct, through clientsSide) {
 	r1, r2 := redistest.Start(t), redistest.Start(t)
 	in := startBinary(t, r2, clientsConfig)
 	return clientsSide{"redis", r1.Addr(), r1}, clientsSide{"featcache", in.addr, r2}
+}
+
+// bothSides runs f for each side at once and returns their results, direct's first. f must not end the test
+// (t.Fatal): it runs on goroutines of its own.
+func bothSides[T any](direct, through clientsSide, f func(s clientsSide) T) (T, T) {
+	var a, b T
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a = f(direct) }()
+	go func() { defer wg.Done(); b = f(through) }()
+	wg.Wait()
+	return a, b
+}
+
+// TestOutsideClientsRedisPy runs testdata/outside_clients.py (from_url, decode_responses, pipelines with and
+// without transactions and failing commands, WATCH transactions with a concurrent writer, locks, registered
+// scripts after SCRIPT FLUSH, pub/sub with listen, run_in_thread and health checks, blocking pops, scan iterators,
+// CLIENT commands, INFO parsing, introspection, a shared connection pool, CLIENT KILL from a third client, a busy
+// Redis against socket_timeout, SCRIPT KILL) against Redis and through featcache, and compares every line. The one
+// documented difference: the database of a redis://.../1 URL is refused (docs/commands.md, Database 0 only).
+func TestOutsideClientsRedisPy(t *testing.T) {
+	direct, through := clientsSides(t)
+	run := func(s clientsSide) []string {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "/usr/bin/python3", "testdata/outside_clients.py", s.port(),
+			strconv.Itoa(s.redis.Port()))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Errorf("%s: outside_clients.py: %v\n%s", s.name, err, stderr.String())
+		}
+		return strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	}
+	want, got := bothSides(direct, through, run)
+	documented := map[string]string{
+		"from_url db1 get": `'EXC ResponseError: featcache serves database 0 only (SELECT 1 is not supported)'`,
+	}
+	if len(want) == 0 || want[len(want)-1] != "done" {
+		t.Fatalf("the run against Redis did not finish:\n%s", strings.Join(want, "\n"))
+	}
+	for i := 0; i < max(len(want), len(got)); i++ {
+		var w, g string
+		if i < len(want) {
+			w = want[i]
+		}
+		if i < len(got) {
+			g = got[i]
+		}
+		name, _, _ := strings.Cut(w, ": ")
+		if d, ok := documented[name]; ok {
+			w = name + ": " + d
+		}
+		if w != g {
+			t.Errorf("line %d differs\nredis:     %s\nfeatcache: %s", i+1, w, g)
+		}
+	}
 }
 
 // spinScript runs until SCRIPT KILL stops it.
