@@ -3,8 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -229,4 +234,286 @@ func TestOutsideClientsKillClosesBeforeReply(t *testing.T) {
 		t.Errorf("featcache: the victim's connection was still open after the reply to CLIENT KILL in %d of %d "+
 			"kills (%s); Redis closes it first", len(got), rounds*4, got)
 	}
+}
+
+// cliRun runs redis-cli against addr with args (and stdin, if not empty) until it exits or d passes, and returns
+// what it printed on stdout and stderr, ending with its exit status ("exit 0"), or "killed" when d ended it. With
+// unbuffered, its output is not buffered (modes that run until interrupted). An empty addr leaves the address to
+// args (-u).
+func cliRun(addr string, d time.Duration, stdin string, unbuffered bool, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	argv := append([]string{"redis-cli"}, args...)
+	if host, port, ok := strings.Cut(addr, ":"); ok {
+		argv = append([]string{"redis-cli", "-h", host, "-p", port}, args...)
+	}
+	if unbuffered {
+		argv = append([]string{"stdbuf", "-o0"}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	err := cmd.Run()
+	switch {
+	case ctx.Err() != nil:
+		return out.String() + "killed"
+	case err == nil:
+		return out.String() + "exit 0"
+	}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return out.String() + "exit " + strconv.Itoa(exit.ExitCode())
+	}
+	return out.String() + err.Error()
+}
+
+// cliStart starts redis-cli against addr with args, its output unbuffered into the returned buffer, and stops it
+// when stop is called, which returns what it printed.
+func cliStart(addr string, args ...string) (out *redistest.LogBuffer, stop func() string) {
+	host, port, _ := strings.Cut(addr, ":")
+	out = &redistest.LogBuffer{}
+	cmd := exec.Command("stdbuf", append([]string{"-o0", "redis-cli", "-h", host, "-p", port}, args...)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return out, func() string { return err.Error() }
+	}
+	return out, func() string {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return out.String()
+	}
+}
+
+// cliPoll reports whether cond turned true within d, polling it every 10ms; unlike redistest.Eventually it does
+// not end the test, so that it may run on the goroutines of bothSides.
+func cliPoll(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
+}
+
+// cliIDs are the places redis-cli prints a connection's id (HELLO's map in each output mode): ids differ between
+// two servers.
+var cliIDs = []*regexp.Regexp{
+	regexp.MustCompile(`(?m)^id \d+$`),
+	regexp.MustCompile(`"id" => \(integer\) \d+`),
+	regexp.MustCompile(`"id",\d+`),
+	regexp.MustCompile(`(?m)^(\d+\) )?"id"\n(\d+\) )?\(integer\) \d+$`),
+}
+
+func cliNormalize(s string) string {
+	for _, re := range cliIDs {
+		s = re.ReplaceAllStringFunc(s, func(m string) string { return regexp.MustCompile(`\d+$`).ReplaceAllString(m, "ID") })
+	}
+	return s
+}
+
+// cliLines keeps the lines of s that keep matches, or drops them with keep false.
+func cliLines(s string, re *regexp.Regexp, keep bool) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if re.MatchString(l) == keep {
+			b.WriteString(l)
+		}
+	}
+	return b.String()
+}
+
+// TestOutsideClientsRedisCLI runs redis-cli's modes against Redis and through featcache and compares what they
+// print: plain commands in every output mode (default, --no-raw, --raw, --csv, -3), -r with -i, -x, --eval,
+// --scan, --bigkeys, --memkeys, --hotkeys, --pipe with 10,000 commands, --latency, --latency-history, --stat,
+// -e, -a, -u, SUBSCRIBE and PSUBSCRIBE while another client publishes, MONITOR while another client writes, and
+// --rdb. Figures that differ between two servers (ids, latencies, counters) are normalized; the documented
+// differences (MONITOR shows featcache's fills and not its hits, SYNC is refused) are checked as documented.
+func TestOutsideClientsRedisCLI(t *testing.T) {
+	direct, through := clientsSides(t)
+	const setup = "FLUSHALL\nHSET h f1 v1 f2 \"two words\" f3 \"\"\nRPUSH lst a \"b c\" \"\"\nSET a 1\n" +
+		"SET bigstr 0123456789012345678901234567890123456789\nRPUSH biglist a b c d e\nHSET bighash f1 v1 f2 v2\n" +
+		"SADD s m1 m2 m3\nZADD z 1.5 m\n"
+	var keys strings.Builder
+	for i := 0; i < 60; i++ {
+		fmt.Fprintf(&keys, "SET sc:%d %d\n", i, i)
+	}
+	compare := func(name string, f func(s clientsSide) string) {
+		t.Helper()
+		want, got := bothSides(direct, through, f)
+		if want != got {
+			t.Errorf("%s:\nredis:\n%s\nfeatcache:\n%s", name, want, got)
+		}
+	}
+	bothSides(direct, through, func(s clientsSide) string { return cliRun(s.addr, 10*time.Second, setup+keys.String(), false) })
+
+	// Plain commands in every output mode.
+	commands := []string{"get a", "get a", "hgetall h", "hgetall h", "hmget h f1 nof f2", "mget a nokey a",
+		"get nokey", "lrange lst 0 -1", "get lst", "hget a f", "incrbyfloat fl 1.5", "zrange z 0 -1 withscores",
+		"zscore z m", "sort s alpha", "type h", "object encoding h", "exists a h", "hello 3", "ping", "echo hi",
+		"config get maxmemory", "client getname", "nosuchcommand x", "get"}
+	for _, mode := range [][]string{nil, {"--no-raw"}, {"--raw"}, {"--csv"}, {"-3"}, {"-3", "--no-raw"}} {
+		compare(fmt.Sprintf("commands %q", mode), func(s clientsSide) string {
+			var b strings.Builder
+			for _, c := range commands {
+				b.WriteString("> " + c + "\n")
+				b.WriteString(cliNormalize(cliRun(s.addr, 10*time.Second, "", false, append(mode, strings.Fields(c)...)...)) + "\n")
+			}
+			return b.String()
+		})
+	}
+	compare("-r 5 -i 0.1", func(s clientsSide) string {
+		return cliRun(s.addr, 10*time.Second, "", false, "-r", "5", "-i", "0.1", "incr", "ctr")
+	})
+	compare("-x", func(s clientsSide) string {
+		return cliRun(s.addr, 10*time.Second, "", false, "get", "xk") +
+			cliRun(s.addr, 10*time.Second, "line1\nline2\n", false, "-x", "set", "xk") +
+			cliRun(s.addr, 10*time.Second, "", false, "get", "xk") +
+			cliRun(s.addr, 10*time.Second, "", false, "--no-raw", "get", "xk") +
+			cliRun(s.addr, 10*time.Second, "val", false, "-x", "hset", "h", "f1") +
+			cliRun(s.addr, 10*time.Second, "", false, "hget", "h", "f1")
+	})
+	script := filepath.Join(t.TempDir(), "write.lua")
+	if err := os.WriteFile(script, []byte("redis.call('SET', KEYS[1], ARGV[1]) return {redis.call('GET', KEYS[1]), KEYS[1], ARGV[1]}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	compare("--eval", func(s clientsSide) string {
+		return cliRun(s.addr, 10*time.Second, "", false, "get", "sc:2") +
+			cliRun(s.addr, 10*time.Second, "", false, "--eval", script, "sc:2", ",", "new") +
+			cliRun(s.addr, 10*time.Second, "", false, "get", "sc:2")
+	})
+	compare("--scan --pattern", func(s clientsSide) string {
+		lines := strings.Split(cliRun(s.addr, 10*time.Second, "", false, "--scan", "--pattern", "sc:1*"), "\n")
+		slices.Sort(lines) // SCAN's order is the server's hash table's
+		return strings.Join(lines, "\n")
+	})
+	// The progress lines name keys in SCAN's order; the summaries must be the same.
+	progress := regexp.MustCompile(`found so far`)
+	for _, mode := range []string{"--bigkeys", "--memkeys"} {
+		compare(mode, func(s clientsSide) string {
+			return cliLines(cliRun(s.addr, 20*time.Second, "", false, mode), progress, false)
+		})
+	}
+	compare("--hotkeys without an LFU policy", func(s clientsSide) string {
+		return cliRun(s.addr, 20*time.Second, "", false, "--hotkeys")
+	})
+
+	// --pipe: 10,000 commands, the summary, then what they stored.
+	var mass bytes.Buffer
+	for i := 0; i < 10000; i++ {
+		mass.Write(resp.AppendCommand(nil, "SET", "pk:"+strconv.Itoa(i), "v"+strconv.Itoa(i)))
+	}
+	compare("--pipe", func(s clientsSide) string {
+		return cliRun(s.addr, 10*time.Second, "", false, "get", "pk:9999") +
+			cliRun(s.addr, 30*time.Second, mass.String(), false, "--pipe") +
+			cliRun(s.addr, 10*time.Second, "", false, "dbsize") +
+			cliRun(s.addr, 10*time.Second, "", false, "get", "pk:9999")
+	})
+
+	// Latency and stat modes: their figures differ, their shape must not.
+	figures := regexp.MustCompile(`\d+(\.\d+)?`)
+	compare("--latency --raw and --csv", func(s clientsSide) string {
+		return figures.ReplaceAllString(cliRun(s.addr, 10*time.Second, "", false, "--latency", "--raw")+
+			cliRun(s.addr, 10*time.Second, "", false, "--latency", "--csv"), "N")
+	})
+	for _, mode := range [][]string{{"--latency-history", "-i", "1"}, {"--stat", "-i", "1"}} {
+		compare(mode[0], func(s clientsSide) string {
+			out := figures.ReplaceAllString(cliRun(s.addr, 2500*time.Millisecond, "", true, mode...), "N")
+			lines := strings.Split(regexp.MustCompile(` +`).ReplaceAllString(out, " "), "\n")
+			slices.Sort(lines) // how many samples fit in the time differs: the kinds of lines must not
+			return strings.Join(slices.Compact(lines), "\n")
+		})
+	}
+
+	// SUBSCRIBE and PSUBSCRIBE while another client publishes, through the same endpoint.
+	for _, sub := range [][]string{{"subscribe", "c1", "c2"}, {"psubscribe", "c*"}} {
+		compare(sub[0], func(s clientsSide) string {
+			out, stop := cliStart(s.addr, sub...)
+			if !cliPoll(10*time.Second, func() bool {
+				return strings.Count(out.String(), sub[0]) == len(sub)-1
+			}) {
+				return stop() + "\nno confirmation"
+			}
+			cliRun(s.addr, 10*time.Second, "", false, "publish", "c1", "hello")
+			cliRun(s.addr, 10*time.Second, "", false, "publish", "c2", "a b")
+			cliPoll(10*time.Second, func() bool { return strings.Contains(out.String(), "a b") })
+			return stop()
+		})
+	}
+
+	// MONITOR while another client writes and reads. Documented difference (docs/commands.md, MONITOR): the stream
+	// shows what reaches Redis, so through featcache a read answered from memory is not in it, and featcache's own
+	// fills are (GET and PTTL, upper case, from featcache's address).
+	monitor := func(s clientsSide) string {
+		out, stop := cliStart(s.addr, "monitor")
+		if !cliPoll(10*time.Second, func() bool { return strings.HasPrefix(out.String(), "OK") }) {
+			return stop() + "\nno OK"
+		}
+		for _, c := range [][]string{{"set", "monk", "1"}, {"get", "monk"}, {"get", "monk"}, {"incr", "monk"}} {
+			cliRun(s.addr, 10*time.Second, "", false, c...)
+		}
+		cliPoll(10*time.Second, func() bool { return strings.Contains(out.String(), `"incr" "monk"`) })
+		return cliLines(stop(), regexp.MustCompile(`^OK|"monk"`), true)
+	}
+	want, got := bothSides(direct, through, monitor)
+	clientLine := regexp.MustCompile(`(?m)^\d+\.\d+ \[0 [0-9.:]+\] (.*)$`)
+	commandsOf := func(s string) (cmds []string) {
+		for _, m := range clientLine.FindAllStringSubmatch(s, -1) {
+			cmds = append(cmds, m[1])
+		}
+		return cmds
+	}
+	if w := commandsOf(want); strings.Join(w, "|") != `"set" "monk" "1"|"get" "monk"|"get" "monk"|"incr" "monk"` {
+		t.Errorf("MONITOR on Redis: %q", want)
+	}
+	// A read right after a write through featcache may be filled twice (docs/commands.md: the first fill may be
+	// dropped when the write's invalidation comes after it): one fill or two, never the client's reads.
+	fills := regexp.MustCompile(`^"set" "monk" "1"\|("GET" "monk"\|"PTTL" "monk"\|){1,2}"incr" "monk"$`)
+	if g := commandsOf(got); !fills.MatchString(strings.Join(g, "|")) || !strings.HasPrefix(got, "OK\n") {
+		t.Errorf("MONITOR through featcache: the client's writes and featcache's fill expected, got %q", got)
+	}
+
+	// --rdb asks for SYNC. Documented difference (docs/commands.md): refused by the default commands.deny, with
+	// REPLCONF; redis-cli says so and exits 1.
+	rdb := filepath.Join(t.TempDir(), "dump.rdb")
+	want, got = bothSides(direct, through, func(s clientsSide) string {
+		return cliRun(s.addr, 20*time.Second, "", false, "--rdb", rdb+"."+s.name)
+	})
+	if !strings.Contains(want, "Transfer finished with success") || !strings.HasSuffix(want, "exit 0") {
+		t.Errorf("--rdb from Redis: %q", want)
+	}
+	const refused = "sending REPLCONF capa eof\n" +
+		"REPLCONF capa error: ERR command 'replconf' is disabled by featcache (commands.deny)\n" +
+		"sending REPLCONF rdb-only 1\n" +
+		"REPLCONF rdb-only error: ERR command 'replconf' is disabled by featcache (commands.deny)\n" +
+		"SYNC with master failed: -ERR command 'sync' is disabled by featcache (commands.deny)\r\n" +
+		"exit 1"
+	if got != refused {
+		t.Errorf("--rdb through featcache:\n%q\nwant:\n%q", got, refused)
+	}
+
+	// --hotkeys under an LFU policy: Redis's counters count featcache's fills, not its clients' reads (documented:
+	// docs/commands.md); the scan and its summary are the same.
+	for _, s := range []clientsSide{direct, through} {
+		s.redis.Do("CONFIG", "SET", "maxmemory-policy", "allkeys-lfu")
+	}
+	counters := regexp.MustCompile(`(?m)^.*(Hot key|hot key found).*\n`)
+	compare("--hotkeys under allkeys-lfu", func(s clientsSide) string {
+		cliRun(s.addr, 10*time.Second, strings.Repeat("GET sc:7\n", 30), false)
+		return counters.ReplaceAllString(cliRun(s.addr, 20*time.Second, "", false, "--hotkeys"), "")
+	})
+
+	// Exit status and warnings.
+	compare("-e, -a, --user, -u, -n 0", func(s clientsSide) string {
+		return cliRun(s.addr, 10*time.Second, "", false, "-e", "get", "h") +
+			cliRun(s.addr, 10*time.Second, "", false, "-e", "get", "a") +
+			cliRun(s.addr, 10*time.Second, "", false, "-a", "secret", "ping") +
+			cliRun(s.addr, 10*time.Second, "", false, "--user", "default", "--pass", "secret", "ping") +
+			cliRun("", 10*time.Second, "", false, "-u", "redis://"+s.addr+"/0", "get", "a") +
+			cliRun(s.addr, 10*time.Second, "", false, "-n", "0", "get", "a")
+	})
 }
