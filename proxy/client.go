@@ -140,6 +140,7 @@ func (s *Server) newClient(nc net.Conn) *client {
 	c.seg.proto = 2
 	c.seg.pin = &c.tx.conn
 	c.info.proto = 2
+	c.info.closed = make(chan struct{})
 	// Upstream waits end when the server closes, so that closing does not wait for a Redis that hangs.
 	c.call.Cancel = s.closing
 	if !c.authed {
@@ -333,6 +334,7 @@ func (c *client) closeGently() {
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
+	c.markClosed()
 	deadline := time.Now().Add(lingerMax)
 	buf := make([]byte, 16<<10)
 	for {
@@ -513,6 +515,7 @@ func (c *client) trim() {
 func (c *client) close() {
 	c.pend.fold()
 	c.nc.Close()
+	c.markClosed()
 	c.gone.Store(true)
 	c.srv.ctrack.left(c)
 	c.tx.close()

@@ -172,8 +172,8 @@ func clientType(name []byte) (string, bool) {
 // cmdClientKill answers CLIENT KILL ip:port and CLIENT KILL <filter> <value> ... about featcache's clients, with
 // Redis's syntax, errors and replies: the old form answers +OK or "No such client" and may kill the caller; the
 // filters (ID, TYPE, ADDR, LADDR, USER, SKIPME, and MAXAGE as Redis 7.4 has it) are ANDed and answer the number of
-// clients killed, SKIPME yes by default. A killed client is closed after the reply to the command it runs; the
-// caller, after this reply.
+// clients killed, SKIPME yes by default. A killed client is closed after the reply to the command it runs, and
+// before this reply unless that takes longer than killWait; the caller, after this reply.
 func (c *client) cmdClientKill(args [][]byte) {
 	var addr, laddr, user, kind string
 	var id, maxAge int64
@@ -235,6 +235,7 @@ func (c *client) cmdClientKill(args [][]byte) {
 	}
 	now := c.srv.now()
 	killed, self := 0, false
+	var others []*client
 	for _, other := range c.srv.clientsByID() {
 		v := c.viewOf(other, now, "client|kill")
 		switch {
@@ -251,9 +252,13 @@ func (c *client) cmdClientKill(args [][]byte) {
 			self = true
 		} else {
 			other.kill()
+			others = append(others, other)
 		}
 		killed++
 	}
+	// Redis has closed the clients it killed when it answers: a client library that checks its pooled connection
+	// before using it finds it closed, and dials again.
+	awaitClosed(others)
 	switch {
 	case len(args) != 3:
 		c.intReply(int64(killed))

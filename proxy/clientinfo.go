@@ -19,6 +19,8 @@ import (
 // (publish), and notes each batch (noteBatch).
 type clientInfo struct {
 	killed  atomic.Bool             // CLIENT KILL: close after the current command's reply
+	closed  chan struct{}           // closed once the connection is closed, or its writing side (closeGently)
+	closing sync.Once               // closes closed
 	lastAt  atomic.Int64            // unix seconds of the client's last batch; 0 before the first
 	lastCmd atomic.Pointer[command] // the last command of that batch
 	noted   int64                   // lastAt as the client's own goroutine last stored it
@@ -122,6 +124,31 @@ func (c *client) kill() {
 	}
 	c.info.mu.Unlock()
 	c.wake()
+}
+
+// markClosed records that the client's connection is closed, or at least its writing side: the client has been
+// sent the end of the connection (FIN), after its last reply.
+func (c *client) markClosed() { c.info.closing.Do(func() { close(c.info.closed) }) }
+
+// killWait bounds how long CLIENT KILL waits for the clients it killed to be closed before it answers. Redis closes
+// them before it answers; featcache closes a client that waits for its next command at once, and one that runs a
+// command after that command's reply, which may take as long as Redis takes.
+const killWait = time.Second
+
+// awaitClosed waits until every client of killed has been closed (markClosed), or killWait has passed.
+func awaitClosed(killed []*client) {
+	if len(killed) == 0 {
+		return
+	}
+	timer := time.NewTimer(killWait)
+	defer timer.Stop()
+	for _, k := range killed {
+		select {
+		case <-k.info.closed:
+		case <-timer.C:
+			return
+		}
+	}
 }
 
 // clientView is a consistent copy of what CLIENT LIST shows of a client.

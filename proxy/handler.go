@@ -198,7 +198,7 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 		case tc.class == classWrite:
 			c.write(cmd, tc)
 		case tc.fwd != nil:
-			tc.fwd(c, cmd) // INFO: featcache's section with Redis's
+			tc.fwd(c, cmd) // INFO: featcache's section with Redis's; SCRIPT KILL and the like: alone
 		default:
 			c.forward(cmd, tc)
 		}
@@ -502,6 +502,33 @@ func (c *client) forward(cmd *resp.Command, tc *command) {
 	if c.seg.full() {
 		c.runSegment()
 	}
+}
+
+// forwardAlone forwards a command that Redis runs while a script or function keeps it busy (flag allow_busy: SCRIPT
+// KILL, FUNCTION KILL, FUNCTION STATS) on a dedicated connection, alone. On a shared connection it could be queued
+// behind the very script it is meant to stop, sent there for another client: Redis reads nothing more from the
+// connection of a running script, so the kill would wait for the end of a script that ends only when killed. Its
+// reply is waited for as a pinned command's is.
+func (c *client) forwardAlone(cmd *resp.Command, tc *command) {
+	c.runSegment()
+	conn, _, ok := c.dedicatedFor(cmd, tc)
+	if !ok {
+		return
+	}
+	req := c.seg.request(cmd)
+	c.srv.stats.Forwarded.Add(1)
+	start := time.Now()
+	reply, err := c.waitPinned(conn, req)
+	c.srv.metrics.observeUpstream(upPinned, start)
+	c.seg.req.Reset()
+	if err != nil {
+		conn.Close()
+		c.srv.stats.Errors.Add(1)
+		c.errorReply(upstreamErrorText(err))
+		return
+	}
+	c.rawReply(reply)
+	conn.Release()
 }
 
 // forwardRead is forward for a cached read (GET, MGET, HGET, HMGET, HGETALL) that is relayed as it is, not answered

@@ -58,7 +58,7 @@ type command struct {
 	local   func(c *client, args [][]byte)
 	read    func(c *client, cmd *resp.Command) // classRead: the cached-read path
 	tx      func(c *client, cmd *resp.Command) // classTx
-	fwd     func(c *client, cmd *resp.Command) // classForward commands whose reply featcache extends (INFO), else nil
+	fwd     func(c *client, cmd *resp.Command) // classForward commands forwarded their own way (INFO, SCRIPT KILL), else nil
 	subs    map[string]*command                // subcommand entries, by lower-case subcommand name
 	calls   *atomic.Int64                      // commands received under this name (featcache_commands_total)
 	lat     uint8                              // its latency class outside sessions (featcache_request_duration_seconds)
@@ -258,6 +258,19 @@ func newTable(cmds commands.Table, deny []string, cluster bool) *table {
 				s.class = classDenied
 			}
 		})
+	}
+	// Commands Redis runs while a script or function keeps it busy (SCRIPT KILL, FUNCTION KILL, FUNCTION STATS)
+	// travel alone, on a dedicated connection: see forwardAlone.
+	alone := func(c *command) {
+		if c.class == classForward && c.fwd == nil && c.info != nil && c.info.Flags&commands.FlagAllowBusy != 0 {
+			c.fwd = func(cl *client, cmd *resp.Command) { cl.forwardAlone(cmd, c) }
+		}
+	}
+	for _, top := range t.cmds {
+		alone(top)
+		for _, sub := range top.subs {
+			alone(sub)
+		}
 	}
 	if g := t.cmds["get"]; g != nil && g.class == classRead {
 		t.get = g
