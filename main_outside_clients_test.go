@@ -165,6 +165,15 @@ func TestOutsideClientsScriptKill(t *testing.T) {
 			t.Errorf("Redis answered %s with %q", strings.Join(c.kill, " "), want.kill)
 		}
 	}
+	// The same commands from a RESP3 client, with no script running: its dedicated connection speaks RESP3 too.
+	resp3 := func(s clientsSide) string {
+		c := redistest.Dial(t, s.addr)
+		c.Do("HELLO", "3")
+		return fmt.Sprintf("%q", [][]byte{c.Do("FUNCTION", "STATS"), c.Do("SCRIPT", "KILL"), c.Do("FUNCTION", "KILL")})
+	}
+	if want, got := resp3(direct), resp3(through); want != got {
+		t.Errorf("RESP3 client:\nredis:     %s\nfeatcache: %s", want, got)
+	}
 }
 
 // clientsCall sends one command on c and returns its reply, or the error that ended the wait for it (10 seconds
