@@ -25,13 +25,10 @@ func (c *client) blocking(cmd *resp.Command, tc *command) {
 		}
 		return
 	}
-	c.runSegment()
-	conn, _, ok := c.dedicatedFor(cmd, tc)
+	conn, req, ok := c.forwardingAlone(cmd, tc)
 	if !ok {
 		return
 	}
-	req := c.seg.request(cmd)
-	c.srv.stats.Forwarded.Add(1)
 	var overall time.Time
 	if d > 0 {
 		overall = time.Now().Add(d + blockingSlack + c.srv.up.Timeout())

@@ -510,13 +510,10 @@ func (c *client) forward(cmd *resp.Command, tc *command) {
 // connection of a running script, so the kill would wait for the end of a script that ends only when killed. Its
 // reply is waited for as a pinned command's is.
 func (c *client) forwardAlone(cmd *resp.Command, tc *command) {
-	c.runSegment()
-	conn, _, ok := c.dedicatedFor(cmd, tc)
+	conn, req, ok := c.forwardingAlone(cmd, tc)
 	if !ok {
 		return
 	}
-	req := c.seg.request(cmd)
-	c.srv.stats.Forwarded.Add(1)
 	start := time.Now()
 	reply, err := c.waitPinned(conn, req)
 	c.srv.metrics.observeUpstream(upPinned, start)
@@ -529,6 +526,18 @@ func (c *client) forwardAlone(cmd *resp.Command, tc *command) {
 	}
 	c.rawReply(reply)
 	conn.Release()
+}
+
+// forwardingAlone runs the segment before cmd, takes a dedicated connection for cmd alone (dedicatedFor, which
+// answers the client when there is none) and returns it with cmd's request, counted as forwarded.
+func (c *client) forwardingAlone(cmd *resp.Command, tc *command) (*upstream.Conn, []byte, bool) {
+	c.runSegment()
+	conn, _, ok := c.dedicatedFor(cmd, tc)
+	if !ok {
+		return nil, nil, false
+	}
+	c.srv.stats.Forwarded.Add(1)
+	return conn, c.seg.request(cmd), true
 }
 
 // forwardRead is forward for a cached read (GET, MGET, HGET, HMGET, HGETALL) that is relayed as it is, not answered
