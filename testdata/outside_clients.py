@@ -50,6 +50,18 @@ def until_ok(f, d=5.0):
         time.sleep(0.01)
 
 
+def blpop_in_thread(client, key, res):
+    """Starts a thread that BLPOPs key for up to 5 s and appends the outcome to res; returns the thread."""
+    def block():
+        try:
+            res.append(client.blpop(key, timeout=5))
+        except Exception as e:
+            res.append("EXC %s: %s" % (type(e).__name__, e))
+    t = threading.Thread(target=block)
+    t.start()
+    return t
+
+
 def later(delay, f, *a, **kw):
     def run():
         time.sleep(delay)
@@ -426,15 +438,7 @@ rb = redis.Redis(port=port)
 bid = rb.client_id()
 for error in (False, True):
     res = []
-
-    def block():
-        try:
-            res.append(rb.blpop("nolist", timeout=5))
-        except Exception as e:
-            res.append("EXC %s: %s" % (type(e).__name__, e))
-
-    t = threading.Thread(target=block)
-    t.start()
+    t = blpop_in_thread(rb, "nolist", res)
     poll(lambda: any(c.get("id") == str(bid) and "b" in c["flags"] for c in rc.client_list()))
     out("client_unblock error=%s" % error, lambda: r.client_unblock(bid, error=error))
     t.join(6)
@@ -492,17 +496,7 @@ out("subscriber message", lambda: (poll(lambda: r.publish("kc", "x") == 1), vs.g
 vs.close()
 vb = redis.Redis(port=port, client_name="victim-blocked")
 res = []
-
-
-def blocked():
-    try:
-        res.append(vb.blpop("never", timeout=5))
-    except Exception as e:
-        res.append("EXC %s: %s" % (type(e).__name__, e))
-
-
-t = threading.Thread(target=blocked)
-t.start()
+t = blpop_in_thread(vb, "never", res)
 poll(lambda: any(c.get("name") == "victim-blocked" and "b" in c["flags"] for c in rc.client_list()))
 out("kill blocked", lambda: [rc.client_kill_filter(_id=c["id"]) for c in rc.client_list()
                              if c.get("name") == "victim-blocked"])
