@@ -156,11 +156,16 @@ func (p *Pool) start(call *Call, payload []byte, n int, fwd bool, g *laneGroup) 
 	o := call.op
 	o.call, o.want, o.got, o.finished = call, n, 0, false
 	l, err := p.link(g)
+	if err == nil && !l.enqueue(call, payload) {
+		// l failed after p.link chose it (another call read its EOF): that says nothing of Redis, and the call
+		// takes the lane's next connection, as it would have a moment later.
+		if l, err = p.link(g); err == nil {
+			l.enqueue(call, payload)
+		}
+	}
 	if err != nil {
 		call.Err = err
-		return
 	}
-	l.enqueue(call, payload)
 }
 
 // WaitUntil waits for the replies of a started call until t at most, and reports whether they have all arrived
@@ -296,14 +301,27 @@ func lost(err error) bool {
 // replies of big values read by many clients together can pass a client-output-buffer-limit (or
 // maxmemory-clients) that none of those clients, connected straight to Redis, would reach, and Redis then closes
 // the connection. Alone, the payload is what its client would have sent Redis itself. Reads are safe to send
-// twice; a write never is, and a payload with one is not sent again. If the new connection cannot be had, or the
-// wait fails, Err says so.
+// twice; a write never is, and a payload with one is not sent again. Another client that kills featcache's
+// connections (CLIENT KILL TYPE normal) can kill the new one too: it is sent again up to resends times in all while
+// its connection is lost that way. If a new connection cannot be had, or the wait fails, Err says so.
 func (c *Call) alone() {
+	for range resends {
+		if !c.sendAlone() {
+			return
+		}
+	}
+}
+
+// resends bounds how many times alone sends a payload.
+const resends = 3
+
+// sendAlone is one send of alone; it reports whether its connection was lost too, so that another may succeed.
+func (c *Call) sendAlone() (lostAgain bool) {
 	p := c.pool
 	conn, err := p.dedicated(!c.bounded)
 	if err != nil {
 		c.Err = err
-		return
+		return false
 	}
 	deadline := p.CommandDeadline(time.Now())
 	if c.bounded {
@@ -324,17 +342,19 @@ func (c *Call) alone() {
 		}()
 	}
 	if err := conn.Do(c, c.again, c.againN, deadline); err != nil {
+		conn.Close()
 		if cancelled.Load() {
 			c.Err = ErrClosed
+			return false
 		}
-		conn.Close()
-		return
+		return lost(err)
 	}
 	if cancelled.Load() {
 		conn.Close() // closed under Do's feet after the replies came: not for reuse
-		return
+		return false
 	}
 	conn.Release()
+	return false
 }
 
 // readsAgain lets Wait send p again, alone, if the call's shared connection is lost, when p only reads. p must

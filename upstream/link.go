@@ -105,20 +105,21 @@ func (l *link) lateAt(now int64) bool {
 }
 
 // enqueue queues call and its payload for the writer goroutine. A bounded call that would wait behind a late one
-// fails at once with ErrTimeout instead; a forwarded one is queued all the same, and marked late.
-func (l *link) enqueue(c *Call, payload []byte) {
+// fails at once with ErrTimeout instead; a forwarded one is queued all the same, and marked late. It reports false,
+// with the link's error in c.Err, if the link has failed: nothing was sent.
+func (l *link) enqueue(c *Call, payload []byte) bool {
 	l.mu.Lock()
 	if l.err != nil {
 		c.Err = l.err
 		l.mu.Unlock()
-		return
+		return false
 	}
 	now := nanotime()
 	late := l.lateAt(now)
 	if c.bounded && late {
 		l.mu.Unlock()
 		c.Err = ErrTimeout
-		return
+		return true
 	}
 	if !l.named.Load() && l.naming.CompareAndSwap(false, true) {
 		l.push(&op{want: 1, enq: now, done: make(chan struct{}, 1), onFrame: l.nameReply})
@@ -145,6 +146,7 @@ func (l *link) enqueue(c *Call, payload []byte) {
 		l.pool.all.forming.Store(l)
 		l.kick <- struct{}{}
 	}
+	return true
 }
 
 // nameReply is what the reader does with the reply to a later CLIENT SETNAME.
@@ -199,8 +201,8 @@ func (l *link) fail(err error) {
 	if l.err == nil {
 		l.err = err
 	}
+	l.broken.Store(true) // before enqueue can see err: a call refused here finds the lane's next link (Pool.start)
 	l.mu.Unlock()
-	l.broken.Store(true)
 	l.nc.Close()
 }
 

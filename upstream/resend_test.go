@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,4 +123,44 @@ func TestPoolDedicatedWaitsForSetup(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("Close did not end a waiting setup")
 	}
+}
+
+// TestClientReadsThroughKilledConnections: another client of Redis kills featcache's connections again and again
+// (CLIENT KILL TYPE normal) while reads run on the shared connections. Redis itself stays reachable, so every
+// read gets its value: one that was on a killed connection is sent again, and one that comes to a connection just
+// found dead takes the lane's next one, neither failing with the dead connection's EOF.
+func TestClientReadsThroughKilledConnections(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Do("SET", "k", "v")
+	c := newClusterClient(t, srv.Addr(), func(o *Options) { o.Conns = 2 })
+	cmds, err := commands.Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loops testkit.Loops
+	var reads, failed atomic.Int64
+	for range 8 {
+		loops.Go(func(int) bool {
+			call := NewCall()
+			var p Payload
+			p.Append(cmds["get"], testkit.Args("GET", "k"), nil)
+			err := c.Do(call, &p)
+			reads.Add(1)
+			if err != nil {
+				if failed.Add(1) <= 5 {
+					t.Errorf("GET k while its connections are killed: %v", err)
+				}
+			} else if got := string(call.Frame(0)); got != "$1\r\nv\r\n" {
+				t.Errorf("GET k while its connections are killed: %q", got)
+			}
+			return true
+		})
+	}
+	killer := srv.Dial()
+	for range 100 {
+		killer.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+		time.Sleep(10 * time.Millisecond) // the reads in between, on the connections dialed again
+	}
+	loops.Stop()
+	t.Logf("%d reads, %d failed", reads.Load(), failed.Load())
 }
