@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+	"featcache/internal/resp"
+	"featcache/internal/testkit"
+)
+
+// These tests drive warm-ups, the hot-key lists and the local tier's bounds from outside, as an operator and as
+// the other applications writing the same Redis would: whatever a warm-up read, and whatever the tier evicted or
+// refused, every value read through featcache once the writers stop is the one Redis holds.
+
+// wpGetAll sends GET of every key on c, in pipelines of 200, and returns the raw reply frames.
+func wpGetAll(t *testing.T, c *redistest.Conn, keys []string) [][]byte {
+	t.Helper()
+	out := make([][]byte, 0, len(keys))
+	for start := 0; start < len(keys); start += 200 {
+		end := min(start+200, len(keys))
+		var batch []byte
+		for _, k := range keys[start:end] {
+			batch = resp.AppendCommand(batch, "GET", k)
+		}
+		if _, err := c.NetConn().Write(batch); err != nil {
+			t.Fatal(err)
+		}
+		for range keys[start:end] {
+			frame, err := c.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, frame)
+		}
+	}
+	return out
+}
+
+// wpDiff reads every key through featcache, then straight from Redis, and returns the keys whose replies differ
+// (at most 5, with both replies).
+func wpDiff(t *testing.T, fc, direct *redistest.Conn, keys []string) []string {
+	t.Helper()
+	got := wpGetAll(t, fc, keys)
+	want := wpGetAll(t, direct, keys)
+	var diff []string
+	for i := range keys {
+		if !bytes.Equal(got[i], want[i]) {
+			if len(diff) < 5 {
+				diff = append(diff, fmt.Sprintf("%s: featcache %.60q, redis %.60q", keys[i], got[i], want[i]))
+			} else {
+				diff = append(diff, keys[i])
+			}
+		}
+	}
+	return diff
+}
+
+// wpConverge waits until every key reads through featcache as it does from Redis (another client's writes reach
+// featcache through invalidations, within milliseconds), then reads them all once more: a value that stays old is
+// a stuck stale value, and one that comes back is an evicted or discarded value stored again.
+func wpConverge(t *testing.T, in *instance, redis *redistest.Server, keys []string) {
+	t.Helper()
+	fc, direct := redistest.Dial(t, in.addr), redis.Dial()
+	var last []string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if last = wpDiff(t, fc, direct, keys); len(last) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys still read through featcache otherwise than from Redis: %q", len(last), last[:min(5, len(last))])
+		}
+		time.Sleep(50 * time.Millisecond) // between two full passes, not waiting for a condition
+	}
+	if again := wpDiff(t, fc, direct, keys); len(again) > 0 {
+		t.Fatalf("after agreeing with Redis, %d keys read otherwise: %q", len(again), again[:min(5, len(again))])
+	}
+}
+
+// wpMetric reads one series from the instance's /metrics; 0 when it is absent.
+func wpMetric(t *testing.T, in *instance, series string) float64 {
+	t.Helper()
+	_, body := testkit.Get(t, in.admin+"/metrics")
+	return opsMetric(body, series)
+}
+
+// wpKeys writes n string keys prefix0..prefix<n-1> straight to Redis and a keys file listing them, and returns the
+// keys and the file.
+func wpKeys(t *testing.T, redis *redistest.Server, prefix string, n int) ([]string, string) {
+	t.Helper()
+	c := redis.Dial()
+	keys := make([]string, n)
+	var batch, file []byte
+	for i := range keys {
+		keys[i] = prefix + strconv.Itoa(i)
+		batch = resp.AppendCommand(batch, "SET", keys[i], "v0-"+keys[i])
+		file = append(append(file, keys[i]...), '\n')
+	}
+	if _, err := c.NetConn().Write(batch); err != nil {
+		t.Fatal(err)
+	}
+	for range keys {
+		if frame, err := c.Read(); err != nil || string(frame) != "+OK\r\n" {
+			t.Fatalf("SET: %q %v", frame, err)
+		}
+	}
+	return keys, testkit.WriteFile(t, t.TempDir(), "warm.txt", string(file))
+}
+
+// wpWarmDone waits until the instance's warm-ups have handled want keys and none runs.
+func wpWarmDone(t *testing.T, in *instance, want int, d time.Duration) {
+	t.Helper()
+	redistest.Eventually(t, d, "the warm-up done", func() bool {
+		_, body := testkit.Get(t, in.admin+"/metrics")
+		handled := opsMetric(body, `featcache_warm_keys_total{result="fetched"}`) +
+			opsMetric(body, `featcache_warm_keys_total{result="present"}`) +
+			opsMetric(body, `featcache_warm_keys_total{result="skipped"}`)
+		return handled >= float64(want) && opsMetric(body, "featcache_warm_running") == 0
+	})
+}
+
+// neighbourWrite changes key straight on Redis the way another application could: a new value, a delete, a short
+// expiry, a new type, an append, a rename onto another key, or a value with a TTL.
+func neighbourWrite(c *redistest.Conn, rng *rand.Rand, keys []string, seq int) {
+	k := keys[rng.IntN(len(keys))]
+	v := "v" + strconv.Itoa(seq) + "-" + k
+	switch rng.IntN(8) {
+	case 0, 1:
+		c.Do("SET", k, v)
+	case 2:
+		c.Do("DEL", k)
+	case 3:
+		c.Do("PEXPIRE", k, strconv.Itoa(1+rng.IntN(50)))
+	case 4:
+		c.Do("EVAL", "redis.call('DEL', KEYS[1]) return redis.call('HSET', KEYS[1], 'f', ARGV[1])", "1", k, v)
+	case 5:
+		c.Do("APPEND", k, "+"+strconv.Itoa(seq))
+	case 6:
+		c.Do("RENAME", k, keys[rng.IntN(len(keys))])
+	case 7:
+		c.Do("SET", k, v, "PX", strconv.Itoa(1+rng.IntN(300)))
+	}
+}
+
+// TestOutsideWarmWritesDuringWarmUp: a start-up warm-up of 6,000 keys held to 2,000 keys a second, while two other
+// applications change those keys straight on Redis (new values, deletes, expiries, new types, appends, renames)
+// and a client reads them through featcache; some keys carry TTLs that run out during the warm-up, and the policy
+// remembers missing keys. Once the writers stop, every key reads through featcache as it does from Redis.
+func TestOutsideWarmWritesDuringWarmUp(t *testing.T) {
+	redis := redistest.Start(t)
+	keys, file := wpKeys(t, redis, "w:", 6000)
+	setup := redis.Dial()
+	for i := 0; i < len(keys); i += 10 {
+		setup.Do("PEXPIRE", keys[i], strconv.Itoa(200+i/3)) // the last at 2.2 s, while the warm-up still runs
+	}
+	in := startBinary(t, redis, fmt.Sprintf(`
+shutdown_delay: 0s
+warm:
+  rate: 2000
+  sources: [{file: %q}]
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
+`, file))
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c, rng := redis.Dial(), rand.New(rand.NewPCG(uint64(w), 7))
+			for seq := 0; ; seq++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				neighbourWrite(c, rng, keys, seq)
+			}
+		}(w)
+	}
+	wg.Add(1)
+	go func() { // a client of featcache reading keys the warm-up is loading, or has loaded
+		defer wg.Done()
+		c, rng := redistest.Dial(t, in.addr), rand.New(rand.NewPCG(9, 9))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.Do("GET", keys[rng.IntN(len(keys))])
+		}
+	}()
+	wpWarmDone(t, in, len(keys), 30*time.Second)
+	close(stop)
+	wg.Wait()
+	if fetched := wpMetric(t, in, `featcache_warm_keys_total{result="fetched"}`); fetched < 1000 {
+		t.Fatalf("the warm-up fetched %v keys; want most of them", fetched)
+	}
+	wpConverge(t, in, redis, keys)
+}
+
+// TestOutsideWarmRedisRestartedMidWarmUp: Redis restarts empty (no persistence) while a start-up warm-up is
+// loading, and another application writes half the keys again: nothing the warm-up read from the old server is
+// served, and the keys it never got to are read from the new one.
+func TestOutsideWarmRedisRestartedMidWarmUp(t *testing.T) {
+	redis := redistest.Start(t)
+	keys, file := wpKeys(t, redis, "w:", 4000)
+	in := startBinary(t, redis, fmt.Sprintf(`
+shutdown_delay: 0s
+warm:
+  rate: 1000
+  sources: [{file: %q}]
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}
+`, file))
+	redistest.Eventually(t, 20*time.Second, "a part of the warm-up loaded", func() bool {
+		return wpMetric(t, in, "featcache_warm_startup_loaded_keys") >= 600
+	})
+	redis.Restart()
+	c := redis.Dial()
+	for i := 0; i < len(keys); i += 2 {
+		c.Do("SET", keys[i], "after-restart-"+keys[i])
+	}
+	wpWarmDone(t, in, len(keys), 30*time.Second)
+	wpConverge(t, in, redis, keys)
+}
+
+// TestOutsideWarmReadinessWhileRedisStalls: a start-up warm-up that waits for more keys than it can load while
+// Redis is paused (SIGSTOP) or busy with another application's script answers /readyz 503 with the reason, then 200
+// once ready_timeout has passed, while Redis still stalls; once Redis answers again the warm-up completes and every
+// key, written meanwhile by another application, reads as Redis holds it.
+func TestOutsideWarmReadinessWhileRedisStalls(t *testing.T) {
+	for _, stall := range []string{"paused", "busy script"} {
+		t.Run(stall, func(t *testing.T) {
+			redis := redistest.Start(t, "--busy-reply-threshold", "100")
+			keys, file := wpKeys(t, redis, "w:", 1600)
+			const readyTimeout = 2 * time.Second
+			in := startBinaryNotReady(t, fmt.Sprintf(`
+shutdown_delay: 0s
+upstream: {addresses: [%q]}
+warm:
+  rate: 400
+  ready_after: 1600
+  ready_timeout: %s
+  sources: [{file: %q}]
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}
+`, redis.Addr(), readyTimeout, file))
+			started := time.Now()
+			redistest.Eventually(t, 10*time.Second, "the warm-up loading", func() bool {
+				return wpMetric(t, in, "featcache_warm_startup_loaded_keys") > 0
+			})
+			code, body := testkit.Get(t, in.admin+"/readyz")
+			if code != http.StatusServiceUnavailable || !strings.Contains(body, "warming up") {
+				t.Fatalf("/readyz during the warm-up: %d %q; want 503 warming up", code, body)
+			}
+			script := redis.Dial()
+			if stall == "paused" {
+				redis.Pause()
+			} else {
+				if err := script.Send("EVAL", redistest.SleepScript, "0", strconv.Itoa(int(readyTimeout.Milliseconds())+3000)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			redistest.Eventually(t, readyTimeout+5*time.Second, "/readyz 200 after ready_timeout while Redis stalls", func() bool {
+				return in.status("/readyz") == http.StatusOK
+			})
+			if since := time.Since(started); since < readyTimeout-500*time.Millisecond {
+				t.Fatalf("ready after %v; want ready_timeout (%v) first", since, readyTimeout)
+			}
+			if stall == "paused" {
+				redis.Resume()
+			} else if frame, err := script.ReadTimeout(15 * time.Second); err != nil || string(frame) != ":1\r\n" {
+				t.Fatalf("the script: %q %v", frame, err)
+			}
+			c := redis.Dial()
+			for i := 0; i < len(keys); i += 3 {
+				c.Do("SET", keys[i], "after-stall-"+keys[i])
+			}
+			for i := 1; i < len(keys); i += 7 {
+				c.Do("DEL", keys[i])
+			}
+			wpWarmDone(t, in, len(keys), 40*time.Second)
+			wpConverge(t, in, redis, keys)
+		})
+	}
+}
