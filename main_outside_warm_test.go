@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -293,5 +296,48 @@ policies:
 			wpWarmDone(t, in, len(keys), 40*time.Second)
 			wpConverge(t, in, redis, keys)
 		})
+	}
+}
+
+// TestOutsideWarmSourceThatBlocks: a warm source whose open never returns, a named pipe nobody writes to (as the
+// hot-key file, or given to CACHE WARM FILE), fails at once as not a regular file: the sources after it are still
+// loaded, later CACHE WARMs still run, and SIGTERM still ends the process within shutdown_timeout rather than
+// waiting for a writer that never comes.
+func TestOutsideWarmSourceThatBlocks(t *testing.T) {
+	redis := redistest.Start(t)
+	keys, file := wpKeys(t, redis, "w:", 300)
+	more, moreFile := wpKeys(t, redis, "m:", 50)
+	fifo := filepath.Join(t.TempDir(), "hotkeys.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := startBinary(t, redis, fmt.Sprintf(`
+shutdown_delay: 0s
+shutdown_timeout: 2s
+warm:
+  hotkeys_file: %q
+  ready_after: 300
+  ready_timeout: 20s
+  sources: [{file: %q}]
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}
+  - {name: m, prefix: "m:", soft_ttl: 1h, hard_ttl: 1h}
+`, fifo, file))
+	wpWarmDone(t, in, len(keys), 10*time.Second)
+	c := redistest.Dial(t, in.addr)
+	c.Do("CACHE", "WARM", "FILE", fifo)
+	if got := string(c.Do("CACHE", "WARM", "FILE", moreFile)); got != "+OK\r\n" {
+		t.Fatalf("CACHE WARM FILE: %q", got)
+	}
+	wpWarmDone(t, in, len(keys)+len(more), 10*time.Second)
+	gets := redis.Calls("get")
+	wpGetAll(t, c, append(keys, more...))
+	if n := redis.Calls("get") - gets; n != 0 {
+		t.Fatalf("reading the warmed keys made %d upstream GETs; want 0", n)
+	}
+	in.signal(syscall.SIGTERM)
+	in.wait(10 * time.Second)
+	if _, err := os.Stat(fifo); err != nil {
+		t.Fatal(err)
 	}
 }

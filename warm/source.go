@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"featcache/internal/resp"
@@ -37,9 +38,12 @@ type File string
 func (f File) String() string { return "file " + string(f) }
 
 // Keys reads the file line by line. An empty line is skipped; a line starting with a double quote is a Go-quoted
-// string; a trailing carriage return is dropped, so files written on Windows read the same.
+// string; a trailing carriage return is dropped, so files written on Windows read the same. Only a regular file is
+// read: a named pipe would block the warm-up (and the shutdown that waits for it) until some writer opened it, and
+// a device never ends.
 func (f File) Keys(ctx context.Context, batch int, yield func(keys [][]byte) bool) error {
-	fd, err := os.Open(string(f))
+	// O_NONBLOCK makes opening a named pipe return at once; it changes nothing for a regular file.
+	fd, err := os.OpenFile(string(f), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("%w: %v", ErrNoSource, err)
@@ -47,6 +51,11 @@ func (f File) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 		return err
 	}
 	defer fd.Close()
+	if fi, err := fd.Stat(); err != nil {
+		return err
+	} else if !fi.Mode().IsRegular() {
+		return fmt.Errorf("warm: %s: not a regular file (%s)", f, fi.Mode().Type())
+	}
 	sc := bufio.NewScanner(fd)
 	sc.Buffer(make([]byte, 64<<10), maxKeyLine)
 	keys := make([][]byte, 0, batch)
