@@ -341,3 +341,194 @@ policies:
 		t.Fatal(err)
 	}
 }
+
+// wpSameEventually waits until each command answers through featcache as it does straight from Redis, then asks
+// each once more: the second answers must agree too.
+func wpSameEventually(t *testing.T, in *instance, redis *redistest.Server, cmds [][]string) {
+	t.Helper()
+	fc, direct := redistest.Dial(t, in.addr), redis.Dial()
+	pass := func() string {
+		for _, cmd := range cmds {
+			got, want := fc.Do(cmd...), direct.Do(cmd...)
+			if !bytes.Equal(got, want) {
+				return fmt.Sprintf("%q: featcache %.80q, redis %.80q", cmd, got, want)
+			}
+		}
+		return ""
+	}
+	var last string
+	deadline := time.Now().Add(10 * time.Second)
+	for last = pass(); last != ""; last = pass() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still different: %s", last)
+		}
+		time.Sleep(20 * time.Millisecond) // between two passes, not waiting for a condition
+	}
+	if again := pass(); again != "" {
+		t.Fatalf("after agreeing with Redis: %s", again)
+	}
+}
+
+// TestOutsideCacheWarmKindsOfKeys: CACHE WARM FILE of a string, a key about to expire, a missing key under a policy
+// that remembers missing keys, a hash, a hash about to expire, a list, a value and a hash larger than the tier
+// stores, and a key no policy covers. Each reads through featcache as from Redis, the expiring ones are gone
+// through featcache as soon as Redis has dropped them, and after another application changes every one of them
+// straight on Redis, each reads as Redis holds it again.
+func TestOutsideCacheWarmKindsOfKeys(t *testing.T) {
+	redis := redistest.Start(t)
+	c := redis.Dial()
+	big := strings.Repeat("x", 2000)
+	c.Do("SET", "w:str", "plain")
+	c.Do("SET", "w:ttl", "short", "PX", "400")
+	c.Do("HSET", "w:hash", "a", "1", "b", "2")
+	c.Do("HSET", "w:hashttl", "a", "1")
+	c.Do("PEXPIRE", "w:hashttl", "400")
+	c.Do("RPUSH", "w:list", "x", "y")
+	c.Do("SET", "w:big", big)
+	bigHash := []string{"HSET", "w:bighash"}
+	for i := 0; i < 100; i++ {
+		bigHash = append(bigHash, "field"+strconv.Itoa(i), strings.Repeat("v", 20))
+	}
+	c.Do(bigHash...)
+	c.Do("SET", "nopolicy:1", "np")
+	keys := []string{"w:str", "w:ttl", "w:gone", "w:hash", "w:hashttl", "w:list", "w:big", "w:bighash", "nopolicy:1"}
+	file := testkit.WriteFile(t, t.TempDir(), "keys.txt", strings.Join(keys, "\n")+"\n")
+	in := startBinary(t, redis, `
+shutdown_delay: 0s
+local: {max_memory: 1MB}
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
+`)
+	fc := redistest.Dial(t, in.addr)
+	if got := string(fc.Do("CACHE", "WARM", "FILE", file)); got != "+OK\r\n" {
+		t.Fatalf("CACHE WARM FILE: %q", got)
+	}
+	wpWarmDone(t, in, len(keys), 10*time.Second)
+	var reads [][]string
+	for _, k := range keys {
+		reads = append(reads, []string{"GET", k}, []string{"HGETALL", k}, []string{"HGET", k, "a"},
+			[]string{"HMGET", k, "a", "b", "field7"}, []string{"MGET", k, "w:str", "w:gone"}, []string{"PTTL", k})
+	}
+	// The keys with TTLs: gone through featcache once Redis has dropped them.
+	redistest.Eventually(t, 5*time.Second, "the short TTLs run out in Redis", func() bool {
+		return string(c.Do("EXISTS", "w:ttl", "w:hashttl")) == ":0\r\n"
+	})
+	for _, cmd := range [][]string{{"GET", "w:ttl"}, {"HGETALL", "w:hashttl"}, {"HGET", "w:hashttl", "a"}} {
+		if got, want := fc.Do(cmd...), c.Do(cmd...); !bytes.Equal(got, want) {
+			t.Fatalf("%q once Redis dropped the key: featcache %q, redis %q", cmd, got, want)
+		}
+	}
+	wpSameEventually(t, in, redis, reads)
+
+	// Another application changes every key.
+	c.Do("APPEND", "w:str", "-more")
+	c.Do("SET", "w:ttl", "back")
+	c.Do("SET", "w:gone", "now here")
+	c.Do("HSET", "w:hash", "a", "changed", "field7", "new")
+	c.Do("HSET", "w:hashttl", "b", "2")
+	c.Do("DEL", "w:list")
+	c.Do("SET", "w:list", "a string now")
+	c.Do("SET", "w:big", "small")
+	c.Do("HDEL", "w:bighash", "field7")
+	c.Do("SET", "nopolicy:1", "np2")
+	wpSameEventually(t, in, redis, reads)
+}
+
+// TestOutsideTierBounds: a 1MB tier, and 4,000 keys of values around the largest it stores (about 3.6MB of them),
+// read through featcache twice, so that the tier evicts again and again; then another application rewrites,
+// appends to and deletes them straight on Redis, and every key reads as Redis holds it. The largest value the
+// docs promise is kept (a second read costs Redis nothing), one byte more is read from Redis every time, and an
+// APPEND by another application that grows a kept value past the bound is seen. A hash of 200 fields is read
+// whole and by field as Redis answers. The resident set stays within the documented bound.
+func TestOutsideTierBounds(t *testing.T) {
+	redis := redistest.Start(t)
+	in := startBinary(t, redis, `
+shutdown_delay: 0s
+local: {max_memory: 1MB}
+policies:
+  - {name: b, prefix: "b:", soft_ttl: 1h, hard_ttl: 1h}
+`)
+	c := redis.Dial()
+	fc := redistest.Dial(t, in.addr)
+
+	// The largest value kept: max_memory/1024 - 66 bytes - the key. upstreamGets reads b:edge through featcache,
+	// checks the value against Redis's, and says how many GETs Redis ran for it.
+	const maxKept = 1024 - 66 - len("b:edge")
+	upstreamGets := func() int {
+		gets := redis.Calls("get")
+		if got, want := fc.Do("GET", "b:edge"), c.Do("GET", "b:edge"); !bytes.Equal(got, want) {
+			return -1 // not yet: the write's invalidation is on its way
+		}
+		return redis.Calls("get") - gets - 1
+	}
+	c.Do("SET", "b:edge", strings.Repeat("e", maxKept+1))
+	redistest.Eventually(t, 5*time.Second, "the value over the bound read", func() bool { return upstreamGets() == 1 })
+	for i := 0; i < 3; i++ {
+		if n := upstreamGets(); n != 1 {
+			t.Fatalf("a read of a value of %d bytes made %d upstream GETs; want 1: it is over the bound", maxKept+1, n)
+		}
+	}
+	c.Do("SET", "b:edge", strings.Repeat("e", maxKept))
+	redistest.Eventually(t, 5*time.Second, "the largest kept value kept", func() bool { return upstreamGets() == 0 })
+	c.Do("APPEND", "b:edge", "+")
+	wpSameEventually(t, in, redis, [][]string{{"GET", "b:edge"}, {"STRLEN", "b:edge"}})
+
+	// A hash of many fields, larger than the tier stores.
+	hset := []string{"HSET", "b:hash"}
+	for i := 0; i < 200; i++ {
+		hset = append(hset, "f"+strconv.Itoa(i), strings.Repeat("h", i%40))
+	}
+	c.Do(hset...)
+	hashReads := [][]string{{"HGETALL", "b:hash"}, {"HGET", "b:hash", "f7"}, {"HMGET", "b:hash", "f1", "f199", "none"}}
+	wpSameEventually(t, in, redis, hashReads)
+	c.Do("HSET", "b:hash", "f7", "changed")
+	c.Do("HDEL", "b:hash", "f199")
+	wpSameEventually(t, in, redis, hashReads)
+
+	// Far more values than the tier holds, around the largest it keeps.
+	keys := make([]string, 4000)
+	var batch []byte
+	for i := range keys {
+		keys[i] = "b:" + strconv.Itoa(i)
+		batch = resp.AppendCommand(batch, "SET", keys[i], strconv.Itoa(i)+strings.Repeat("a", 700+i%400))
+	}
+	c.NetConn().Write(batch)
+	for range keys {
+		if _, err := c.Read(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wpGetAll(t, fc, keys)
+	wpGetAll(t, fc, keys)
+	batch = batch[:0]
+	for i, k := range keys {
+		switch i % 4 {
+		case 0:
+			batch = resp.AppendCommand(batch, "SET", k, "new"+strconv.Itoa(i)+strings.Repeat("n", (i*7)%1200))
+		case 1:
+			batch = resp.AppendCommand(batch, "APPEND", k, strings.Repeat("+", i%300))
+		case 2:
+			batch = resp.AppendCommand(batch, "DEL", k)
+		case 3:
+			batch = resp.AppendCommand(batch, "SETRANGE", k, "0", "R")
+		}
+	}
+	c.NetConn().Write(batch)
+	for range keys {
+		if _, err := c.Read(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wpConverge(t, in, redis, keys)
+	if evicted := wpMetric(t, in, "featcache_evictions_total"); evicted == 0 {
+		t.Fatalf("featcache_evictions_total 0: the tier never had to evict")
+	}
+	if !raceEnabled { // the race detector's shadow memory is outside the bound
+		const bound = (1 + 64 + 16) << 20 // max_memory + 64MB, and room for the test's own pipelines
+		rss := vmRSS(t, in.cmd.Process.Pid)
+		if rss > bound {
+			t.Fatalf("VmRSS %d MiB; want at most %d MiB", rss>>20, bound>>20)
+		}
+		t.Logf("VmRSS %.1f MiB after the fills", float64(rss)/(1<<20))
+	}
+}
