@@ -532,3 +532,87 @@ policies:
 		t.Logf("VmRSS %.1f MiB after the fills", float64(rss)/(1<<20))
 	}
 }
+
+// TestOutsideHotKeysFiles: the hot-key file read at start is empty, binary garbage, cut short inside a quoted
+// key, holds a corrupt line between good ones, is huge and names keys that no longer exist, or is a directory.
+// featcache starts and turns ready every time; every key the file names validly is loaded (reading it costs Redis
+// nothing), keys that are gone read as missing and then as another application writes them, and at shutdown the
+// process exits 0 having written what traffic read, which the next start loads.
+func TestOutsideHotKeysFiles(t *testing.T) {
+	redis := redistest.Start(t)
+	keys, _ := wpKeys(t, redis, "w:", 100)
+	lines := func(ks []string) string { return strings.Join(ks, "\n") + "\n" }
+	var huge strings.Builder
+	huge.WriteString(lines(keys))
+	for i := 0; i < 200000; i++ {
+		huge.WriteString("w:gone:" + strconv.Itoa(i) + "\n")
+	}
+	garbage := make([]byte, 4096)
+	for i := range garbage {
+		garbage[i] = byte(i * 7)
+	}
+	for _, tc := range []struct {
+		name, text string
+		dir        bool
+		loaded     []string // keys the file names validly
+	}{
+		{name: "empty"},
+		{name: "garbage", text: string(garbage)},
+		{name: "cut inside a quoted key", text: lines(keys[:50]) + `"w:\x31`, loaded: keys[:50]},
+		{name: "corrupt line between good ones", text: lines(keys[:50]) + "\"w:unterminated\n" + lines(keys[50:]), loaded: keys},
+		{name: "huge, naming keys that are gone", text: huge.String(), loaded: keys},
+		{name: "a directory", dir: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			redis.Do("FLUSHALL")
+			wpKeys(t, redis, "w:", 100)
+			path := filepath.Join(t.TempDir(), "hotkeys.txt")
+			if tc.dir {
+				if err := os.Mkdir(path, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := fmt.Sprintf(`
+shutdown_delay: 0s
+warm:
+  hotkeys_file: %q
+  hotkeys_size: 1000
+  ready_after: 50
+  ready_timeout: 20s
+  rate: 1000000
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
+`, path)
+			in := startBinary(t, redis, cfg)
+			wpWarmDone(t, in, len(tc.loaded), 20*time.Second)
+			fc := redistest.Dial(t, in.addr)
+			gets := redis.Calls("get")
+			wpGetAll(t, fc, tc.loaded)
+			if n := redis.Calls("get") - gets; n != 0 {
+				t.Fatalf("reading the %d keys the file names made %d upstream GETs; want 0", len(tc.loaded), n)
+			}
+			gone := []string{"w:gone:0", "w:gone:199999"}
+			reads := [][]string{{"GET", gone[0]}, {"GET", gone[1]}, {"GET", keys[0]}, {"GET", keys[99]}}
+			wpSameEventually(t, in, redis, reads)
+			redis.Do("SET", gone[0], "written")
+			redis.Do("SET", keys[99], "rewritten")
+			wpSameEventually(t, in, redis, reads)
+			for i := 0; i < 40; i++ { // traffic for the hot-key list (one read in 16 is sampled)
+				wpGetAll(t, fc, keys)
+			}
+			in.signal(syscall.SIGTERM)
+			in.wait(10 * time.Second)
+			if tc.dir {
+				return
+			}
+			next := startBinary(t, redis, cfg)
+			wpWarmDone(t, next, 1, 10*time.Second)
+			if n := wpMetric(t, next, `featcache_warm_keys_total{result="fetched"}`); n < 50 {
+				t.Fatalf("the next start loaded %v keys from the file written at shutdown; want the keys read", n)
+			}
+			wpSameEventually(t, next, redis, reads)
+		})
+	}
+}

@@ -61,11 +61,16 @@ func (f File) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 	keys := make([][]byte, 0, batch)
 	arena := make([]byte, 0, 64<<10)
 	line := 0
+	var invalid int // lines that are not a key: skipped, so that one corrupt line costs only itself
+	var first error // the first of them, for the error
 	for sc.Scan() {
 		line++
 		key, ok, err := ParseKeyLine(sc.Bytes())
 		if err != nil {
-			return fmt.Errorf("warm: %s line %d: %w", f, line, err)
+			if invalid++; first == nil {
+				first = fmt.Errorf("line %d: %w", line, err)
+			}
+			continue
 		}
 		if !ok {
 			continue
@@ -80,11 +85,14 @@ func (f File) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 			keys, arena = keys[:0], arena[:0]
 		}
 	}
+	if len(keys) > 0 && !yield(keys) {
+		return ctx.Err()
+	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("warm: %s after line %d: %w", f, line, err)
 	}
-	if len(keys) > 0 {
-		yield(keys)
+	if invalid > 0 {
+		return fmt.Errorf("warm: %s: %d invalid lines skipped, the first at %w", f, invalid, first)
 	}
 	return nil
 }
