@@ -153,19 +153,25 @@ func neighbourWrite(c *redistest.Conn, rng *rand.Rand, keys []string, seq int) {
 	}
 }
 
-// TestOutsideWarmWritesDuringWarmUp: a start-up warm-up of 6,000 keys held to 2,000 keys a second, while two other
-// applications change those keys straight on Redis (new values, deletes, expiries, new types, appends, renames)
-// and a client reads them through featcache; some keys carry TTLs that run out during the warm-up, and the policy
-// remembers missing keys. Once the writers stop, every key reads through featcache as it does from Redis.
+// TestOutsideWarmWritesDuringWarmUp: a start-up warm-up of 6,000 keys held to 2,000 keys a second into a tier that
+// holds less than half of them (so it evicts, with the admission filter on), while two other applications change
+// those keys straight on Redis (new values, deletes, expiries, new types, appends, renames) and a client reads
+// them through featcache; some keys carry TTLs that run out during the warm-up, and the policy remembers missing
+// keys. Once the writers stop, every key reads through featcache as it does from Redis.
 func TestOutsideWarmWritesDuringWarmUp(t *testing.T) {
 	redis := redistest.Start(t)
 	keys, file := wpKeys(t, redis, "w:", 6000)
 	setup := redis.Dial()
-	for i := 0; i < len(keys); i += 10 {
-		setup.Do("PEXPIRE", keys[i], strconv.Itoa(200+i/3)) // the last at 2.2 s, while the warm-up still runs
+	pad := strings.Repeat("p", 400) // 6,000 values of about 420 bytes: more than twice the tier
+	for i, k := range keys {
+		setup.Do("APPEND", k, pad)
+		if i%10 == 0 {
+			setup.Do("PEXPIRE", k, strconv.Itoa(200+i/3)) // the last at 2.2 s, while the warm-up still runs
+		}
 	}
 	in := startBinary(t, redis, fmt.Sprintf(`
 shutdown_delay: 0s
+local: {max_memory: 1MB, admission_threshold: 3}
 warm:
   rate: 2000
   sources: [{file: %q}]
@@ -210,6 +216,9 @@ policies:
 		t.Fatalf("the warm-up fetched %v keys; want most of them", fetched)
 	}
 	wpConverge(t, in, redis, keys)
+	if evicted := wpMetric(t, in, "featcache_evictions_total"); evicted == 0 {
+		t.Fatalf("featcache_evictions_total 0: the tier never had to evict")
+	}
 }
 
 // TestOutsideWarmRedisRestartedMidWarmUp: Redis restarts empty (no persistence) while a start-up warm-up is
@@ -615,4 +624,45 @@ policies:
 			wpSameEventually(t, next, redis, reads)
 		})
 	}
+}
+
+// TestOutsideWarmSwapDBAndFlushDuringWarmUp: while a start-up warm-up loads keys, another application swaps
+// databases 0 and 1 (Redis announces no invalidation for SWAPDB), and later flushes database 0 and writes some
+// keys again. Whatever the warm-up read before either, every key then reads as Redis holds it, the warm-up
+// running or done.
+func TestOutsideWarmSwapDBAndFlushDuringWarmUp(t *testing.T) {
+	redis := redistest.Start(t)
+	keys, file := wpKeys(t, redis, "w:", 4000)
+	other := redis.Dial()
+	other.Do("SELECT", "1")
+	for i, k := range keys {
+		if i%2 == 0 {
+			other.Do("SET", k, "db1-"+k)
+		}
+	}
+	in := startBinary(t, redis, fmt.Sprintf(`
+shutdown_delay: 0s
+warm:
+  rate: 2000
+  sources: [{file: %q}]
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
+`, file))
+	redistest.Eventually(t, 20*time.Second, "a part of the warm-up loaded", func() bool {
+		return wpMetric(t, in, "featcache_warm_startup_loaded_keys") >= 800
+	})
+	if got := string(redis.Do("SWAPDB", "0", "1")); got != "+OK\r\n" {
+		t.Fatalf("SWAPDB: %q", got)
+	}
+	redistest.Eventually(t, 20*time.Second, "more of the warm-up loaded", func() bool {
+		return wpMetric(t, in, "featcache_warm_startup_loaded_keys") >= 2400
+	})
+	wpConverge(t, in, redis, keys) // while the warm-up goes on
+	redis.Do("FLUSHDB")
+	c := redis.Dial()
+	for i := 0; i < len(keys); i += 3 {
+		c.Do("SET", keys[i], "after-flush-"+keys[i])
+	}
+	wpWarmDone(t, in, len(keys), 30*time.Second)
+	wpConverge(t, in, redis, keys)
 }
