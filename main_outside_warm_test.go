@@ -666,3 +666,71 @@ policies:
 	wpWarmDone(t, in, len(keys), 30*time.Second)
 	wpConverge(t, in, redis, keys)
 }
+
+// wpPeakRSS returns the peak resident set size of process pid (VmHWM).
+func wpPeakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
+
+// TestOutsideWarmLargeValues: CACHE WARM FILE of 300 values of 512KB (150MB, each far over what an 8MB tier
+// stores), then 100 small ones. The warm-up reads the large values a few at a time, so the process's peak resident
+// set stays within local.max_memory + 64MB (a batch of 200 keys read at once held 100MB of replies, and at 1MB
+// each could not arrive within upstream.timeout, retried forever); it completes, the small keys are kept, and
+// every value reads as Redis holds it.
+func TestOutsideWarmLargeValues(t *testing.T) {
+	redis := redistest.Start(t)
+	if got := string(redis.Do("EVAL", "for i = 0, 299 do redis.call('SET', 'w:big' .. i, string.rep('x', 524288)) end return 1", "0")); got != ":1\r\n" {
+		t.Fatalf("EVAL: %q", got)
+	}
+	small, _ := wpKeys(t, redis, "w:small", 100)
+	var file strings.Builder
+	for i := 0; i < 300; i++ {
+		file.WriteString("w:big" + strconv.Itoa(i) + "\n")
+	}
+	file.WriteString(strings.Join(small, "\n") + "\n")
+	path := testkit.WriteFile(t, t.TempDir(), "keys.txt", file.String())
+	in := startBinary(t, redis, `
+shutdown_delay: 0s
+local: {max_memory: 8MB}
+warm: {rate: 1000000}
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}
+`)
+	fc := redistest.Dial(t, in.addr)
+	if got := string(fc.Do("CACHE", "WARM", "FILE", path)); got != "+OK\r\n" {
+		t.Fatalf("CACHE WARM FILE: %q", got)
+	}
+	wpWarmDone(t, in, 400, 30*time.Second)
+	if n := wpMetric(t, in, `featcache_not_stored_total{reason="too_large"}`); n < 300 {
+		t.Fatalf("featcache_not_stored_total{reason=\"too_large\"} %v; want the 300 large values", n)
+	}
+	gets := redis.Calls("get")
+	wpGetAll(t, fc, small)
+	if n := redis.Calls("get") - gets; n != 0 {
+		t.Fatalf("reading the warmed small keys made %d upstream GETs; want 0", n)
+	}
+	wpConverge(t, in, redis, append(small, "w:big0", "w:big150", "w:big299"))
+	if !raceEnabled { // the race detector's shadow memory is outside the bound
+		const bound = (8 + 64) << 20
+		peak := wpPeakRSS(t, in.cmd.Process.Pid)
+		if peak > bound {
+			t.Fatalf("peak VmHWM %d MiB; want at most local.max_memory + 64MB = %d MiB", peak>>20, bound>>20)
+		}
+		t.Logf("peak VmHWM %.1f MiB", float64(peak)/(1<<20))
+	}
+}
