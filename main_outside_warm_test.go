@@ -734,3 +734,50 @@ policies:
 		t.Logf("peak VmHWM %.1f MiB", float64(peak)/(1<<20))
 	}
 }
+
+// TestOutsideWarmReadYourWritesDuringWarmUp: while a start-up warm-up loads 4,000 keys, a client of featcache
+// writes keys (a value, a delete, a new type) and reads each straight after its write's reply: it reads its own
+// write every time, whatever the warm-up had read or was reading of that key, as it would from Redis.
+func TestOutsideWarmReadYourWritesDuringWarmUp(t *testing.T) {
+	redis := redistest.Start(t)
+	keys, file := wpKeys(t, redis, "w:", 4000)
+	in := startBinary(t, redis, fmt.Sprintf(`
+shutdown_delay: 0s
+warm:
+  rate: 2000
+  sources: [{file: %q}]
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
+`, file))
+	fc, direct := redistest.Dial(t, in.addr), redis.Dial()
+	rng := rand.New(rand.NewPCG(3, 4))
+	direct.Do("HSET", "w:a-hash", "f", "v")
+	wrongType := string(direct.Do("GET", "w:a-hash")) // Redis's reply to GET of a hash
+	writes := 0
+	for wpMetric(t, in, "featcache_warm_running") == 1 || writes == 0 {
+		for i := 0; i < 100; i++ {
+			k := keys[rng.IntN(len(keys))]
+			v := "mine-" + strconv.Itoa(writes)
+			var want string
+			switch writes % 3 {
+			case 0:
+				fc.Do("SET", k, v)
+				want = "$" + strconv.Itoa(len(v)) + "\r\n" + v + "\r\n"
+			case 1:
+				fc.Do("DEL", k)
+				want = "$-1\r\n"
+			case 2:
+				fc.Do("DEL", k)
+				fc.Do("HSET", k, "f", v)
+				want = wrongType
+			}
+			if got := string(fc.Do("GET", k)); got != want {
+				t.Fatalf("write %d of %s: GET through featcache = %q; want %q", writes, k, got, want)
+			}
+			writes++
+		}
+	}
+	t.Logf("%d writes read back during the warm-up", writes)
+	wpWarmDone(t, in, len(keys), 30*time.Second)
+	wpConverge(t, in, redis, keys)
+}
