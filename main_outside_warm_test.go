@@ -781,3 +781,43 @@ policies:
 	wpWarmDone(t, in, len(keys), 30*time.Second)
 	wpConverge(t, in, redis, keys)
 }
+
+// TestOutsideHotKeysOddNames: keys holding newlines, carriage returns, a leading double quote or space, NUL and
+// invalid UTF-8 bytes, read through featcache, are written to the hot-key file at shutdown and loaded by the next
+// start under their exact names: reading them then costs Redis nothing and answers Redis's values.
+func TestOutsideHotKeysOddNames(t *testing.T) {
+	redis := redistest.Start(t)
+	names := []string{"w:a\nb", "w:cr\r", "w:\r\nboth", `w:"quoted"`, "w: space", "w:nul\x00byte", "w:\xff\xfe", "w:tab\tx", `w:\n literal`}
+	c := redis.Dial()
+	for i, k := range names {
+		c.Do("SET", k, "value "+strconv.Itoa(i))
+	}
+	path := filepath.Join(t.TempDir(), "hotkeys.txt")
+	cfg := fmt.Sprintf(`
+shutdown_delay: 0s
+warm: {hotkeys_file: %q, hotkeys_size: 100}
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}
+`, path)
+	in := startBinary(t, redis, cfg)
+	fc := redistest.Dial(t, in.addr)
+	for i := 0; i < 200; i++ { // one read in 16 is sampled for the hot-key list
+		wpGetAll(t, fc, names)
+	}
+	in.signal(syscall.SIGTERM)
+	in.wait(10 * time.Second)
+	next := startBinary(t, redis, cfg)
+	wpWarmDone(t, next, len(names), 10*time.Second)
+	fc = redistest.Dial(t, next.addr)
+	gets := redis.Calls("get")
+	got := wpGetAll(t, fc, names)
+	if n := redis.Calls("get") - gets; n != 0 {
+		text, _ := os.ReadFile(path)
+		t.Fatalf("reading the hot keys after a restart made %d upstream GETs; want 0 (file %q)", n, text)
+	}
+	for i, k := range names {
+		if want := c.Do("GET", k); !bytes.Equal(got[i], want) {
+			t.Fatalf("GET %q = %q; want %q", k, got[i], want)
+		}
+	}
+}
