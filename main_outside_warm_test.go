@@ -821,3 +821,87 @@ policies:
 		}
 	}
 }
+
+// TestOutsideWarmReloadMidWarmUp: while a start-up warm-up loads keys, CACHE RELOAD switches their policy to
+// cache: false (and lowers warm.rate); another application then rewrites every key straight on Redis. Nothing the
+// warm-up loaded, before or after the reload, is served: every key reads as Redis holds it, at once.
+func TestOutsideWarmReloadMidWarmUp(t *testing.T) {
+	redis := redistest.Start(t)
+	keys, file := wpKeys(t, redis, "w:", 3000)
+	cfg := `
+shutdown_delay: 0s
+warm:
+  rate: %d
+  sources: [{file: %q}]
+policies:
+  - {name: w, prefix: "w:", %s}
+`
+	in := startBinary(t, redis, fmt.Sprintf(cfg, 2000, file, "soft_ttl: 1h, hard_ttl: 1h"))
+	redistest.Eventually(t, 20*time.Second, "a part of the warm-up loaded", func() bool {
+		return wpMetric(t, in, "featcache_warm_startup_loaded_keys") >= 600
+	})
+	if err := os.WriteFile(in.configPath(), []byte(fmt.Sprintf(cfg, 5000, file, "cache: false")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fc := redistest.Dial(t, in.addr)
+	if got := string(fc.Do("CACHE", "RELOAD")); !strings.Contains(got, "+reloaded:") {
+		t.Fatalf("CACHE RELOAD: %q", got)
+	}
+	c := redis.Dial()
+	for i, k := range keys {
+		if i%2 == 0 {
+			c.Do("SET", k, "after-reload-"+k)
+		}
+	}
+	// No waiting for invalidations: the keys are not cached any more, so every read goes to Redis.
+	if diff := wpDiff(t, fc, c, keys); len(diff) > 0 {
+		t.Fatalf("%d keys read through featcache otherwise than from Redis after the reload: %q", len(diff), diff[:min(5, len(diff))])
+	}
+	wpWarmDone(t, in, len(keys), 30*time.Second)
+	if diff := wpDiff(t, fc, c, keys); len(diff) > 0 {
+		t.Fatalf("%d keys read through featcache otherwise than from Redis after the warm-up: %q", len(diff), diff[:min(5, len(diff))])
+	}
+}
+
+// TestOutsideWarmReloadStartsCaching: the reverse: a warm-up runs over cached keys and, between them, keys no
+// policy caches (skipped), and CACHE RELOAD makes a policy cache those (new tracking prefixes) while it runs, so
+// that the rest are stored; another application then rewrites every key straight on Redis, and every key reads
+// as Redis holds it.
+func TestOutsideWarmReloadStartsCaching(t *testing.T) {
+	redis := redistest.Start(t)
+	keys, _ := wpKeys(t, redis, "w:", 3000)
+	xs, _ := wpKeys(t, redis, "x:", 3000) // cached all along: they hold the warm-up to its rate
+	var list strings.Builder
+	for i := range keys {
+		list.WriteString(xs[i] + "\n" + keys[i] + "\n")
+	}
+	file := testkit.WriteFile(t, t.TempDir(), "keys.txt", list.String())
+	cfg := `
+shutdown_delay: 0s
+warm:
+  rate: 2000
+  sources: [{file: %q}]
+policies:
+  - {name: x, prefix: "x:", soft_ttl: 1h, hard_ttl: 1h}
+%s`
+	in := startBinary(t, redis, fmt.Sprintf(cfg, file, ""))
+	redistest.Eventually(t, 20*time.Second, "a part of the warm-up skipped", func() bool {
+		return wpMetric(t, in, `featcache_warm_keys_total{result="skipped"}`) >= 400
+	})
+	if err := os.WriteFile(in.configPath(), []byte(fmt.Sprintf(cfg, file, `  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}`)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fc := redistest.Dial(t, in.addr)
+	if got := string(fc.Do("CACHE", "RELOAD")); !strings.Contains(got, "+reloaded:") {
+		t.Fatalf("CACHE RELOAD: %q", got)
+	}
+	wpWarmDone(t, in, 2*len(keys), 30*time.Second)
+	if fetched := wpMetric(t, in, `featcache_warm_keys_total{result="fetched"}`); fetched < float64(len(xs)+500) {
+		t.Fatalf("the warm-up fetched %v keys; want the x: keys and the w: keys after the reload", fetched)
+	}
+	c := redis.Dial()
+	for _, k := range keys {
+		c.Do("SET", k, "rewritten-"+k)
+	}
+	wpConverge(t, in, redis, append(keys, xs...))
+}
