@@ -905,3 +905,88 @@ policies:
 	}
 	wpConverge(t, in, redis, append(keys, xs...))
 }
+
+// TestOutsideWarmHashesDuringWrites: a start-up warm-up of 1,500 hashes held to 1,000 keys a second, while
+// another application sets, deletes and expires their fields and whole hashes straight on Redis, and a client
+// reads them through featcache with HGET, HMGET and HGETALL. Once the writer stops, every hash reads as Redis holds
+// it, whole and by field.
+func TestOutsideWarmHashesDuringWrites(t *testing.T) {
+	redis := redistest.Start(t)
+	c := redis.Dial()
+	keys := make([]string, 1500)
+	var batch []byte
+	for i := range keys {
+		keys[i] = "h:" + strconv.Itoa(i)
+		batch = resp.AppendCommand(batch, "HSET", keys[i], "a", "a0", "b", "b0", "c", strconv.Itoa(i))
+	}
+	c.NetConn().Write(batch)
+	for range keys {
+		if _, err := c.Read(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := testkit.WriteFile(t, t.TempDir(), "keys.txt", strings.Join(keys, "\n")+"\n")
+	in := startBinary(t, redis, fmt.Sprintf(`
+shutdown_delay: 0s
+warm:
+  rate: 1000
+  sources: [{file: %q}]
+policies:
+  - {name: h, prefix: "h:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
+`, file))
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		c, rng := redis.Dial(), rand.New(rand.NewPCG(5, 6))
+		for seq := 0; ; seq++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k, v := keys[rng.IntN(len(keys))], "v"+strconv.Itoa(seq)
+			switch rng.IntN(6) {
+			case 0, 1:
+				c.Do("HSET", k, "a", v)
+			case 2:
+				c.Do("HSET", k, "b", v, "d", v)
+			case 3:
+				c.Do("HDEL", k, "a")
+			case 4:
+				c.Do("DEL", k)
+			case 5:
+				c.Do("PEXPIRE", k, strconv.Itoa(1+rng.IntN(100)))
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		fc, rng := redistest.Dial(t, in.addr), rand.New(rand.NewPCG(7, 8))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := keys[rng.IntN(len(keys))]
+			switch rng.IntN(3) {
+			case 0:
+				fc.Do("HGET", k, "a")
+			case 1:
+				fc.Do("HMGET", k, "a", "b", "d")
+			case 2:
+				fc.Do("HGETALL", k)
+			}
+		}
+	}()
+	wpWarmDone(t, in, len(keys), 30*time.Second)
+	close(stop)
+	wg.Wait()
+	var reads [][]string
+	for _, k := range keys {
+		reads = append(reads, []string{"HGETALL", k}, []string{"HMGET", k, "a", "b", "c", "d"})
+	}
+	wpSameEventually(t, in, redis, reads)
+}
