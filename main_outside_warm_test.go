@@ -992,3 +992,57 @@ policies:
 	}
 	wpSameEventually(t, in, redis, reads)
 }
+
+// TestOutsideWarmACLRefusals: featcache's upstream user may not read some of the keys a warm-up lists (an ACL key
+// pattern), or may not run PTTL at all. The warm-up neither hangs nor retries them for ever: /readyz turns 200
+// well before ready_timeout, and every key reads through featcache exactly as it does for a direct client of Redis
+// logged in as the same user, refusals included, also after another application rewrites them.
+func TestOutsideWarmACLRefusals(t *testing.T) {
+	for _, tc := range []struct{ name, rules string }{
+		{"key pattern", "~w:* &* +@all"},
+		{"no PTTL", "~* &* +@all -pttl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			redis := redistest.Start(t)
+			wk, _ := wpKeys(t, redis, "w:", 200)
+			xk, _ := wpKeys(t, redis, "x:", 200)
+			keys := append(wk, xk...)
+			file := testkit.WriteFile(t, t.TempDir(), "keys.txt", strings.Join(keys, "\n")+"\n")
+			args := append([]string{"ACL", "SETUSER", "fc", "on", ">pw"}, strings.Fields(tc.rules)...)
+			if got := string(redis.Do(args...)); got != "+OK\r\n" {
+				t.Fatalf("ACL SETUSER: %q", got)
+			}
+			start := time.Now()
+			in := startBinary(t, redis, fmt.Sprintf(`
+shutdown_delay: 0s
+upstream: {username: fc, password: pw}
+warm:
+  ready_after: 400
+  ready_timeout: 30s
+  sources: [{file: %q}]
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}
+  - {name: x, prefix: "x:", soft_ttl: 1h, hard_ttl: 1h}
+`, file))
+			if d := time.Since(start); d > 15*time.Second {
+				t.Fatalf("ready after %v; want the warm-up done well before ready_timeout", d)
+			}
+			asUser := redis.Dial()
+			if got := string(asUser.Do("AUTH", "fc", "pw")); got != "+OK\r\n" {
+				t.Fatalf("AUTH: %q", got)
+			}
+			fc := redistest.Dial(t, in.addr)
+			if diff := wpDiff(t, fc, asUser, keys); len(diff) > 0 {
+				t.Fatalf("%d keys read otherwise than by a direct client of the same user: %q", len(diff), diff[:min(5, len(diff))])
+			}
+			c := redis.Dial()
+			for _, k := range keys {
+				c.Do("SET", k, "rewritten-"+k)
+			}
+			fc2 := redistest.Dial(t, in.addr)
+			redistest.Eventually(t, 10*time.Second, "every key as Redis answers the same user", func() bool {
+				return len(wpDiff(t, fc2, asUser, keys)) == 0
+			})
+		})
+	}
+}
