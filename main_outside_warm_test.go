@@ -1046,3 +1046,44 @@ policies:
 		})
 	}
 }
+
+// TestOutsideHotKeysZset: the hot-key list kept in Redis. At start the sorted set is another application's string
+// (WRONGTYPE): featcache turns ready and serves. At shutdown it writes the keys traffic read; another application
+// then rewrites and deletes some of them; the next start warms from the set and every key reads as Redis holds it.
+func TestOutsideHotKeysZset(t *testing.T) {
+	redis := redistest.Start(t)
+	keys, _ := wpKeys(t, redis, "w:", 50)
+	redis.Do("SET", "fc:hot", "not a sorted set")
+	cfg := `
+shutdown_delay: 0s
+warm: {hotkeys_zset: "fc:hot", hotkeys_size: 100, ready_after: 50, ready_timeout: 30s}
+policies:
+  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}
+`
+	start := time.Now()
+	in := startBinary(t, redis, cfg)
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("ready after %v with a hot-key set of the wrong type", d)
+	}
+	fc := redistest.Dial(t, in.addr)
+	for i := 0; i < 200; i++ { // one read in 16 is sampled: every key is, many times
+		wpGetAll(t, fc, keys)
+	}
+	in.signal(syscall.SIGTERM)
+	in.wait(10 * time.Second)
+	if got := string(redis.Do("ZCARD", "fc:hot")); got != ":50\r\n" {
+		t.Fatalf("ZCARD of the hot-key set after shutdown: %q; want the 50 keys read", got)
+	}
+	c := redis.Dial()
+	for i, k := range keys {
+		switch i % 3 {
+		case 0:
+			c.Do("SET", k, "rewritten")
+		case 1:
+			c.Do("DEL", k)
+		}
+	}
+	next := startBinary(t, redis, cfg)
+	wpWarmDone(t, next, len(keys), 10*time.Second)
+	wpConverge(t, next, redis, keys)
+}
