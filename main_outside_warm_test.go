@@ -88,6 +88,18 @@ func wpConverge(t *testing.T, in *instance, redis *redistest.Server, keys []stri
 	}
 }
 
+// wpTTLsRunOut waits until no key matching pattern has a TTL left in Redis, so that no key expires between the
+// two reads of a comparison.
+func wpTTLsRunOut(t *testing.T, redis *redistest.Server, pattern string) {
+	t.Helper()
+	const script = `local n = 0
+for _, k in ipairs(redis.call('KEYS', ARGV[1])) do if redis.call('PTTL', k) > 0 then n = n + 1 end end
+return n`
+	redistest.Eventually(t, 10*time.Second, "the TTLs of "+pattern+" run out", func() bool {
+		return string(redis.Do("EVAL", script, "0", pattern)) == ":0\r\n"
+	})
+}
+
 // wpMetric reads one series from the instance's /metrics; 0 when it is absent.
 func wpMetric(t *testing.T, in *instance, series string) float64 {
 	t.Helper()
@@ -217,6 +229,7 @@ policies:
 	if fetched := wpMetric(t, in, `featcache_warm_keys_total{result="fetched"}`); fetched < 1000 {
 		t.Fatalf("the warm-up fetched %v keys; want most of them", fetched)
 	}
+	wpTTLsRunOut(t, redis, "w:*")
 	wpConverge(t, in, redis, keys)
 	if evicted := wpMetric(t, in, "featcache_evictions_total"); evicted == 0 {
 		t.Fatalf("featcache_evictions_total 0: the tier never had to evict")
@@ -990,6 +1003,7 @@ policies:
 	for _, k := range keys {
 		reads = append(reads, []string{"HGETALL", k}, []string{"HMGET", k, "a", "b", "c", "d"})
 	}
+	wpTTLsRunOut(t, redis, "h:*")
 	wpSameEventually(t, in, redis, reads)
 }
 
