@@ -85,11 +85,13 @@ func (s *Server) WarmFill(keys [][]byte) (warm.Result, error) {
 			again.addHash(k.key, k.pol, nil)
 		}
 		_, err = again.run()
+		w.bytes += again.bytes
 	}
 	if err != nil {
 		return warm.Result{}, err
 	}
 	res.Fetched += fetched
+	res.Bytes = w.bytes // the warmer sizes its next batch by it
 	return res, nil
 }
 
@@ -104,6 +106,7 @@ type warmBatch struct {
 	// wrongType are the keys whose GET answered WRONGTYPE, to be read as hashes.
 	wrongType []warmItem
 	scratch   []byte
+	bytes     int // reply bytes the round trip read
 }
 
 // warmItem is one key a warmBatch fetches: a value (GET and PTTL) when hash is nil, else a hash.
@@ -220,6 +223,7 @@ func (w *warmBatch) run() (int, error) {
 		}
 	}
 	s.metrics.observeUpstream(upWarm, start)
+	w.bytes = len(call.Replies)
 	var hf upstream.HashFetched
 	for _, it := range w.items {
 		if it.hash != nil {

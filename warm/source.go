@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"featcache/internal/resp"
@@ -37,9 +38,12 @@ type File string
 func (f File) String() string { return "file " + string(f) }
 
 // Keys reads the file line by line. An empty line is skipped; a line starting with a double quote is a Go-quoted
-// string; a trailing carriage return is dropped, so files written on Windows read the same.
+// string; a trailing carriage return is dropped, so files written on Windows read the same. Only a regular file is
+// read: a named pipe would block the warm-up (and the shutdown that waits for it) until some writer opened it, and
+// a device never ends.
 func (f File) Keys(ctx context.Context, batch int, yield func(keys [][]byte) bool) error {
-	fd, err := os.Open(string(f))
+	// O_NONBLOCK makes opening a named pipe return at once; it changes nothing for a regular file.
+	fd, err := os.OpenFile(string(f), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("%w: %v", ErrNoSource, err)
@@ -47,16 +51,26 @@ func (f File) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 		return err
 	}
 	defer fd.Close()
+	if fi, err := fd.Stat(); err != nil {
+		return err
+	} else if !fi.Mode().IsRegular() {
+		return fmt.Errorf("warm: %s: not a regular file (%s)", f, fi.Mode().Type())
+	}
 	sc := bufio.NewScanner(fd)
 	sc.Buffer(make([]byte, 64<<10), maxKeyLine)
 	keys := make([][]byte, 0, batch)
 	arena := make([]byte, 0, 64<<10)
 	line := 0
+	var invalid int // lines that are not a key: skipped, so that one corrupt line costs only itself
+	var first error // the first of them, for the error
 	for sc.Scan() {
 		line++
 		key, ok, err := ParseKeyLine(sc.Bytes())
 		if err != nil {
-			return fmt.Errorf("warm: %s line %d: %w", f, line, err)
+			if invalid++; first == nil {
+				first = fmt.Errorf("line %d: %w", line, err)
+			}
+			continue
 		}
 		if !ok {
 			continue
@@ -71,11 +85,14 @@ func (f File) Keys(ctx context.Context, batch int, yield func(keys [][]byte) boo
 			keys, arena = keys[:0], arena[:0]
 		}
 	}
+	if len(keys) > 0 && !yield(keys) {
+		return ctx.Err()
+	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("warm: %s after line %d: %w", f, line, err)
 	}
-	if len(keys) > 0 {
-		yield(keys)
+	if invalid > 0 {
+		return fmt.Errorf("warm: %s: %d invalid lines skipped, the first at %w", f, invalid, first)
 	}
 	return nil
 }

@@ -14,6 +14,15 @@ import (
 // make one round trip of a few hundred microseconds on the upstream, short enough not to hold Redis up.
 const DefaultBatch = 200
 
+// DefaultBatchBytes is about how many reply bytes one round trip of a warm-up reads when Options.BatchBytes is
+// zero. A batch of DefaultBatch keys of large values (embeddings of a megabyte) would otherwise be read whole,
+// hundreds of megabytes in one reply, far past local.max_memory and possibly past upstream.timeout.
+const DefaultBatchBytes = 4 << 20
+
+// firstRoundTrip is how many keys the first round trip of a Warmer reads, before it knows how large values are:
+// each round trip then reads about BatchBytes, at most twice as many keys as the one before.
+const firstRoundTrip = 16
+
 // DefaultProgressInterval is how often a running warm-up logs its progress when Options.ProgressInterval is zero.
 const DefaultProgressInterval = 5 * time.Second
 
@@ -31,6 +40,7 @@ type Result struct {
 	Fetched int // read from the upstream
 	Present int // already cached, or being fetched by a fill in flight: not read again
 	Skipped int // not cacheable: no caching policy covers them
+	Bytes   int // reply bytes read from the upstream; 0 if unknown
 }
 
 // Options configures a Warmer.
@@ -44,8 +54,11 @@ type Options struct {
 	ReadyAfter int
 	// ReadyTimeout, if greater than 0, makes Ready true this long after Start whatever the warm-up's progress.
 	ReadyTimeout time.Duration
-	// Batch is how many keys go to the Filler at once. If zero, DefaultBatch.
+	// Batch is how many keys go to the Filler at once, at most. If zero, DefaultBatch.
 	Batch int
+	// BatchBytes is about how many reply bytes one call of the Filler reads: once values are known to be large,
+	// fewer than Batch keys go at once (down to one). If zero, DefaultBatchBytes.
+	BatchBytes int
 	// ProgressInterval is how often a running warm-up logs its progress. If zero, DefaultProgressInterval.
 	ProgressInterval time.Duration
 	// Logger receives start, progress, ready and done lines; if nil, slog.Default().
@@ -85,6 +98,9 @@ type Warmer struct {
 	ready   atomic.Bool
 	readyMu sync.Mutex
 
+	// chunk is how many keys the next call of the Filler gets (see load); only the run goroutine uses it.
+	chunk int
+
 	fetched, present, skipped, retries atomic.Int64
 	sourcesDone, sourcesFailed         atomic.Int64
 	startupLoaded                      atomic.Int64
@@ -104,6 +120,9 @@ func New(opt Options) *Warmer {
 	if opt.Batch <= 0 {
 		opt.Batch = DefaultBatch
 	}
+	if opt.BatchBytes <= 0 {
+		opt.BatchBytes = DefaultBatchBytes
+	}
 	if opt.ProgressInterval <= 0 {
 		opt.ProgressInterval = DefaultProgressInterval
 	}
@@ -112,7 +131,7 @@ func New(opt Options) *Warmer {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Warmer{
-		opt: opt, log: opt.Logger, lim: newLimiter(opt.Rate, opt.Batch),
+		opt: opt, log: opt.Logger, lim: newLimiter(opt.Rate, opt.Batch), chunk: min(opt.Batch, firstRoundTrip),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
 	w.ready.Store(opt.ReadyAfter <= 0)
@@ -286,15 +305,19 @@ func (w *Warmer) runJob(j job) {
 	}
 }
 
-// load hands keys to the Filler at the rate limit, trying again with a growing pause while the upstream fails.
+// load hands keys to the Filler at the rate limit, in calls of w.chunk keys, trying again with a growing pause while
+// the upstream fails. The calls are sized by what they read: about BatchBytes each, growing at most twofold from
+// one call to the next, and halved after a failure, so that large values are read a few at a time and a round
+// trip that could not arrive within upstream.timeout is tried again in pieces that can.
 func (w *Warmer) load(keys [][]byte, startup bool) {
 	backoff := 100 * time.Millisecond
-	for {
-		if err := w.lim.take(w.ctx, len(keys)); err != nil {
+	for len(keys) > 0 {
+		n := min(len(keys), w.chunk)
+		if err := w.lim.take(w.ctx, n); err != nil {
 			return
 		}
-		res, err := w.opt.Filler.WarmFill(keys)
-		w.lim.giveBack(len(keys) - res.Fetched)
+		res, err := w.opt.Filler.WarmFill(keys[:n])
+		w.lim.giveBack(n - res.Fetched)
 		if err == nil {
 			w.fetched.Add(int64(res.Fetched))
 			w.present.Add(int64(res.Present))
@@ -305,11 +328,13 @@ func (w *Warmer) load(keys [][]byte, startup bool) {
 					w.markReady("ready_after keys loaded", slog.LevelInfo)
 				}
 			}
-			return
+			w.chunk = w.nextChunk(n, res)
+			keys, backoff = keys[n:], 100*time.Millisecond
+			continue
 		}
-		n := w.retries.Add(1)
-		if n == 1 || n%10 == 0 {
-			w.log.Warn("warm-up: upstream failed, retrying the batch", "keys", len(keys), "retries", n, "err", err)
+		w.chunk = max(1, n/2)
+		if r := w.retries.Add(1); r == 1 || r%10 == 0 {
+			w.log.Warn("warm-up: upstream failed, retrying the batch", "keys", n, "retries", r, "err", err)
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -320,6 +345,17 @@ func (w *Warmer) load(keys [][]byte, startup bool) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// nextChunk is how many keys the call after one of n keys that did res gets: as many as read BatchBytes at the
+// size of the values it read, at most twice the current size (n is less when the source's batch ended first)
+// and at most Batch.
+func (w *Warmer) nextChunk(n int, res Result) int {
+	next := 2 * max(n, w.chunk)
+	if res.Fetched > 0 && res.Bytes > 0 {
+		next = min(next, w.opt.BatchBytes/max(1, res.Bytes/res.Fetched))
+	}
+	return max(1, min(next, w.opt.Batch))
 }
 
 // progress logs a warm-up's progress at most every ProgressInterval.

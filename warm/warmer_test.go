@@ -323,3 +323,57 @@ func TestLimiter(t *testing.T) {
 		t.Fatal("take with a cancelled context waited for nothing")
 	}
 }
+
+// sizedFiller reads values of size bytes each, and fails its first fails calls of more than failAbove keys, as
+// round trips that cannot arrive within the upstream timeout do.
+type sizedFiller struct {
+	mu        sync.Mutex
+	size      int
+	failAbove int
+	fails     int
+	calls     []int // keys per call
+}
+
+func (f *sizedFiller) WarmFill(keys [][]byte) (Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, len(keys))
+	if f.fails > 0 && len(keys) > f.failAbove {
+		f.fails--
+		return Result{}, errors.New("no reply within timeout")
+	}
+	return Result{Fetched: len(keys), Bytes: len(keys) * f.size}, nil
+}
+
+// TestWarmerBatchBytes: calls of the Filler start at 16 keys and grow twofold up to Batch while values are small
+// (a call ends where the source's batch of 200 keys does);
+// with values of 1MB they hold BatchBytes' worth (4 keys); a call that fails is tried again with half as many
+// keys, down to what gets through, and calls grow again from there.
+func TestWarmerBatchBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		filler      *sizedFiller
+		want        []int // keys of the first calls
+		wantRetries int64
+	}{
+		{"small values", &sizedFiller{size: 300}, []int{16, 32, 64, 88, 200, 200}, 0},
+		{"1MB values", &sizedFiller{size: 1 << 20}, []int{16, 4, 4}, 0},
+		{"failing above 5 keys", &sizedFiller{size: 100, failAbove: 5, fails: 2}, []int{16, 8, 4, 8, 16, 32}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := New(Options{Filler: tc.filler, Rate: 1000000, Logger: slog.New(slog.DiscardHandler)})
+			t.Cleanup(w.Close)
+			w.Enqueue(keysN("k", 1000))
+			redistest.Eventually(t, 20*time.Second, "warm-up done", func() bool { return w.Stats().Fetched == 1000 })
+			tc.filler.mu.Lock()
+			calls := tc.filler.calls
+			tc.filler.mu.Unlock()
+			if len(calls) < len(tc.want) || !slices.Equal(calls[:len(tc.want)], tc.want) {
+				t.Fatalf("keys per call %v; want it to start %v", calls, tc.want)
+			}
+			if r := w.Stats().Retries; r < tc.wantRetries {
+				t.Fatalf("%d retries; want at least %d", r, tc.wantRetries)
+			}
+		})
+	}
+}
