@@ -107,6 +107,16 @@ func wpMetric(t *testing.T, in *instance, series string) float64 {
 	return opsMetric(body, series)
 }
 
+// wpPolicy caches the "w:" keys for an hour, missing ones too.
+const wpPolicy = `{name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}`
+
+// wpWarmConfig is a configuration that warms the keys of file at rate keys a second with one caching policy
+// (a YAML flow mapping); extra is more of the file's top level.
+func wpWarmConfig(extra string, rate int, file, policy string) string {
+	return fmt.Sprintf("shutdown_delay: 0s\n%swarm:\n  rate: %d\n  sources: [{file: %q}]\npolicies:\n  - %s\n",
+		extra, rate, file, policy)
+}
+
 // wpKeys writes n string keys prefix0..prefix<n-1> straight to Redis and a keys file listing them, and returns the
 // keys and the file.
 func wpKeys(t *testing.T, redis *redistest.Server, prefix string, n int) ([]string, string) {
@@ -181,15 +191,8 @@ func TestOutsideWarmWritesDuringWarmUp(t *testing.T) {
 			setup.Do("PEXPIRE", k, strconv.Itoa(200+i/3)) // the last at 2.2 s, while the warm-up still runs
 		}
 	}
-	in := startBinary(t, redis, fmt.Sprintf(`
-shutdown_delay: 0s
-local: {max_memory: 1MB, admission_threshold: 3}
-warm:
-  rate: 2000
-  sources: [{file: %q}]
-policies:
-  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
-`, file))
+	in := startBinary(t, redis, wpWarmConfig("local: {max_memory: 1MB, admission_threshold: 3}\n", 2000, file,
+		wpPolicy))
 
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -242,14 +245,7 @@ policies:
 func TestOutsideWarmRedisRestartedMidWarmUp(t *testing.T) {
 	redis := redistest.Start(t)
 	keys, file := wpKeys(t, redis, "w:", 4000)
-	in := startBinary(t, redis, fmt.Sprintf(`
-shutdown_delay: 0s
-warm:
-  rate: 1000
-  sources: [{file: %q}]
-policies:
-  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}
-`, file))
+	in := startBinary(t, redis, wpWarmConfig("", 1000, file, `{name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h}`))
 	redistest.Eventually(t, 20*time.Second, "a part of the warm-up loaded", func() bool {
 		return wpMetric(t, in, "featcache_warm_startup_loaded_keys") >= 600
 	})
@@ -655,14 +651,7 @@ func TestOutsideWarmSwapDBAndFlushDuringWarmUp(t *testing.T) {
 			other.Do("SET", k, "db1-"+k)
 		}
 	}
-	in := startBinary(t, redis, fmt.Sprintf(`
-shutdown_delay: 0s
-warm:
-  rate: 2000
-  sources: [{file: %q}]
-policies:
-  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
-`, file))
+	in := startBinary(t, redis, wpWarmConfig("", 2000, file, wpPolicy))
 	redistest.Eventually(t, 20*time.Second, "a part of the warm-up loaded", func() bool {
 		return wpMetric(t, in, "featcache_warm_startup_loaded_keys") >= 800
 	})
@@ -756,14 +745,7 @@ policies:
 func TestOutsideWarmReadYourWritesDuringWarmUp(t *testing.T) {
 	redis := redistest.Start(t)
 	keys, file := wpKeys(t, redis, "w:", 4000)
-	in := startBinary(t, redis, fmt.Sprintf(`
-shutdown_delay: 0s
-warm:
-  rate: 2000
-  sources: [{file: %q}]
-policies:
-  - {name: w, prefix: "w:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
-`, file))
+	in := startBinary(t, redis, wpWarmConfig("", 2000, file, wpPolicy))
 	fc, direct := redistest.Dial(t, in.addr), redis.Dial()
 	rng := rand.New(rand.NewPCG(3, 4))
 	direct.Do("HSET", "w:a-hash", "f", "v")
@@ -941,14 +923,8 @@ func TestOutsideWarmHashesDuringWrites(t *testing.T) {
 		}
 	}
 	file := testkit.WriteFile(t, t.TempDir(), "keys.txt", strings.Join(keys, "\n")+"\n")
-	in := startBinary(t, redis, fmt.Sprintf(`
-shutdown_delay: 0s
-warm:
-  rate: 1000
-  sources: [{file: %q}]
-policies:
-  - {name: h, prefix: "h:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}
-`, file))
+	in := startBinary(t, redis, wpWarmConfig("", 1000, file,
+		`{name: h, prefix: "h:", soft_ttl: 1h, hard_ttl: 1h, negative_ttl: 1h}`))
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Add(2)
