@@ -220,6 +220,10 @@ func TestOutsideFeastReadsAsRedis(t *testing.T) {
 		"two join keys":   foKey(foProject, foJoin{name: "user_id", kind: 'i', i64: 5}, foJoin{name: "merchant", kind: 's', str: "m5"}),
 		"long (10 KB)":    foKey(foProject, foJoin{name: "doc", kind: 's', str: strings.Repeat("x", 10<<10)}),
 		"too long (70KB)": foKey(foProject, foJoin{name: "doc", kind: 's', str: strings.Repeat("y", 70<<10)}),
+		// Keys that end with the project but are no entity key Feast could write: lengths past the end, none.
+		"just the project":    foProject,
+		"length past the end": "\x02\x00\x00\x00user_id\x04\x00\x00\x00\xff\xff\xff\xff" + foProject,
+		"truncated value":     "\x02\x00\x00\x00user_id\x04\x00\x00\x00\x08\x00\x00\x00\x01\x02" + foProject,
 	}
 	for name, key := range keys {
 		t.Run(name, func(t *testing.T) {
@@ -245,6 +249,9 @@ func TestOutsideFeastReadsAsRedis(t *testing.T) {
 			p.same("HMGET", key)
 			p.same("HGET", key)
 			p.same("HGETALL", key, "extra")
+			if got := p.f.Do("CACHE", "EXPLAIN", key, "txn_stats:count_1h"); !bytes.HasPrefix(got, []byte("*")) {
+				t.Errorf("CACHE EXPLAIN: %.200q", got)
+			}
 		})
 	}
 }
@@ -845,4 +852,151 @@ func TestOutsideFeastWritesThroughFeatcache(t *testing.T) {
 			p.same("HGETALL", key)
 		}
 	}
+}
+
+// TestOutsideFeastConfigRefused: featcache -check refuses a bad feast: section with an error naming the field
+// and the value (and two features whose fields hash alike), and accepts good ones.
+func TestOutsideFeastConfigRefused(t *testing.T) {
+	redis := redistest.Start(t)
+	// f61922 of v1 and f16887 of v2 hash alike: murmur3("v1:f61922") == murmur3("v2:f16887").
+	if foField("v1", "f61922") != foField("v2", "f16887") {
+		t.Fatal("the colliding pair does not collide")
+	}
+	cases := []struct {
+		name, yaml string
+		want       string // "" = accepted
+	}{
+		{"no project", "feast:\n  soft_ttl: 1m\n", "feast: project is required"},
+		{"empty project", "feast:\n  project: \"\"\n", `feast.project: must not be ""`},
+		{"view without features", "feast:\n  project: p\n  feature_views: [{name: v}]\n", `feature view "v": features`},
+		{"view without a name", "feast:\n  project: p\n  feature_views: [{features: [a]}]\n", "name is required"},
+		{"two views of one name", "feast:\n  project: p\n  feature_views: [{name: v, features: [a]}, {name: v, features: [b]}]\n", `"feast:v"`},
+		{"a feature twice", "feast:\n  project: p\n  feature_views: [{name: v, features: [a, a]}]\n", "two features hash alike"},
+		{"features of two views hash alike", "feast:\n  project: p\n  feature_views:\n    - {name: v1, features: [f61922]}\n    - {name: v2, features: [f16887]}\n", "two features hash alike"},
+		{"negative hard_ttl", "feast:\n  project: p\n  feature_views: [{name: v, features: [a], hard_ttl: -1s}]\n", `hard_ttl: negative duration "-1s"`},
+		{"soft_ttl over hard_ttl", "feast:\n  project: p\n  feature_views: [{name: v, features: [a], soft_ttl: 2h, hard_ttl: 1h}]\n", `soft_ttl "2h" is greater than hard_ttl "1h"`},
+		{"negative max_event_age", "feast:\n  project: p\n  feature_views: [{name: v, features: [a], max_event_age: -1h}]\n", `max_event_age: negative duration "-1h"`},
+		{"max_stale without serve_stale", "feast:\n  project: p\n  feature_views: [{name: v, features: [a], max_stale: 1h}]\n", "max_stale"},
+		{"unknown view field", "feast:\n  project: p\n  feature_views: [{name: v, features: [a], bogus: 1}]\n", `unknown field "bogus"`},
+		{"unknown feast field", "feast:\n  project: p\n  bogus: 1\n", `unknown field "bogus"`},
+		{"prefix in a view", "feast:\n  project: p\n  feature_views: [{name: v, features: [a], prefix: x}]\n", `unknown field "prefix"`},
+		{"bad on_upstream_error", "feast:\n  project: p\n  feature_views: [{name: v, features: [a], on_upstream_error: maybe}]\n", `invalid value "maybe"`},
+		{"zero hard_ttl", "feast:\n  project: p\n  hard_ttl: 0s\n", `hard_ttl must be greater than 0, got "0s"`},
+		{"views as a mapping", "feast:\n  project: p\n  feature_views: {name: v}\n", "expected a list"},
+		{"a policy of the feast policy's name", "policies:\n  - {name: feast, prefix: \"x:\"}\nfeast:\n  project: p\n", `duplicate policy name "feast"`},
+		{"a policy with the project's suffix", "policies:\n  - {name: other, suffix: p}\nfeast:\n  project: p\n", `suffix "p" is already the suffix of policy "other"`},
+		{"good", "feast:\n  project: p\n  feature_views: [{name: v, features: [a, b], soft_ttl: 1s, hard_ttl: 2s, max_event_age: 1h}]\n", ""},
+		{"good, serve_stale", "feast:\n  project: p\n  on_upstream_error: serve_stale\n  feature_views: [{name: v, features: [a], on_upstream_error: serve_stale, max_stale: 1h}]\n", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.yaml)
+			out, err := exec.Command(binary(t), "-config", path, "-check", "-upstream", redis.Addr()).CombinedOutput()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v\n%s", err, out)
+			case tc.want != "" && err == nil:
+				t.Errorf("accepted; want an error with %q\n%s", tc.want, out)
+			case tc.want != "" && !strings.Contains(string(out), tc.want):
+				t.Errorf("error %q; want it to say %q", out, tc.want)
+			}
+		})
+	}
+}
+
+// TestOutsideFeastServeStale: while Redis hangs, a view with on_upstream_error: serve_stale keeps answering
+// Feast's HMGET from memory past its hard_ttl, across the tracking loss the hang causes, and never past the key's
+// own expiry (key_ttl_seconds); a view without it gets featcache's error, and so does an HGETALL of a row that
+// holds such a view's fields.
+func TestOutsideFeastServeStale(t *testing.T) {
+	p := newFoPair(t, `
+shutdown_delay: 0s
+upstream: {timeout: 200ms}
+feast:
+  project: fraud
+  hard_ttl: 1h
+  on_upstream_error: serve_stale
+  max_stale: 1h
+  feature_views:
+    - {name: kept, features: [a], soft_ttl: 50ms, hard_ttl: 100ms, jitter: 0, on_upstream_error: serve_stale, max_stale: 1h}
+    - {name: failing, features: [b], soft_ttl: 50ms, hard_ttl: 100ms, jitter: 0}
+`)
+	forever, expiring, keptOnly := foUser(foProject, 1), foUser(foProject, 2), foUser(foProject, 3)
+	for _, key := range []string{forever, expiring, keptOnly} {
+		p.r.Do(foRow(key, "kept", []string{"a"}, []string{foInt64(1)}, 1)...)
+		if key != keptOnly {
+			p.r.Do(foRow(key, "failing", []string{"b"}, []string{foInt64(1)}, 1)...)
+		}
+	}
+	p.r.Do("PEXPIRE", expiring, "1500")
+	expiresAt := time.Now().Add(1500 * time.Millisecond)
+	want := map[string][]byte{}
+	reads := map[string][]string{
+		"kept":           foRead(forever, "kept", "a"),
+		"HGETALL":        {"HGETALL", keptOnly},
+		"failing":        foRead(forever, "failing", "b"),
+		"failing whole":  {"HGETALL", forever},
+		"expiring kept":  foRead(expiring, "kept", "a"),
+		"expiring whole": {"HGETALL", expiring},
+	}
+	for name, args := range reads {
+		want[name] = p.same(args...)
+	}
+	p.redis.Pause()
+	defer p.redis.Resume()
+	// Past the tracking loss (the health check runs every second) and the expiry of the expiring row.
+	for start := time.Now(); time.Since(start) < 2500*time.Millisecond; {
+		for name, args := range reads {
+			before := time.Now()
+			got := p.f.Do(args...)
+			switch {
+			case strings.HasPrefix(name, "expiring") && before.After(expiresAt):
+				if bytes.Equal(got, want[name]) {
+					t.Fatalf("%s: served %v after the key's expiry: %q", name, before.Sub(expiresAt), got)
+				}
+			case strings.HasPrefix(name, "expiring"):
+			case strings.HasPrefix(name, "failing"):
+				if time.Since(start) > 300*time.Millisecond && !strings.HasPrefix(string(got), "-ERR featcache upstream") {
+					t.Fatalf("%s: %q; want featcache's upstream error", name, got)
+				}
+			default:
+				if !bytes.Equal(got, want[name]) {
+					t.Fatalf("%s: %q after %v of a hung Redis; want the stale %q", name, got, time.Since(start), want[name])
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // a model server's pace
+	}
+}
+
+// TestOutsideFeastEventAgeWhileCached: a row read from memory turns to missing features once its event time is
+// older than max_event_age, without any write; a new materialization brings them back.
+func TestOutsideFeastEventAgeWhileCached(t *testing.T) {
+	p := newFoPair(t, `
+shutdown_delay: 0s
+feast:
+  project: fraud
+  hard_ttl: 1h
+  feature_views:
+    - {name: v, features: [a, b], hard_ttl: 1h, max_event_age: 2s}
+`)
+	key := foUser(foProject, 1)
+	eventTime := time.Now().Add(-time.Second).Truncate(time.Second)
+	p.r.Do(foRow(key, "v", []string{"a", "b"}, []string{foInt64(1), foInt64(2)}, eventTime.Unix())...)
+	p.twice(foRead(key, "v", "a", "b")...)
+	tooOld := "*3\r\n$-1\r\n$-1\r\n$6\r\n" + foTimestamp(eventTime.Unix()) + "\r\n"
+	redistest.Eventually(t, 5*time.Second, "features served as missing once the row is older than max_event_age", func() bool {
+		return string(p.f.Do(foRead(key, "v", "a", "b")...)) == tooOld
+	})
+	if age := time.Since(eventTime); age < 2*time.Second {
+		t.Errorf("features missing when the row was %v old", age)
+	}
+	if got := p.f.Do("HGET", key, foField("v", "a")); string(got) != "$-1\r\n" {
+		t.Errorf("HGET of a too-old row's feature: %q", got)
+	}
+	p.r.Do(foRow(key, "v", []string{"a", "b"}, []string{foInt64(3), foInt64(4)}, time.Now().Unix())...)
+	want := p.r.Do(foRead(key, "v", "a", "b")...)
+	redistest.Eventually(t, time.Second, "a new row served", func() bool {
+		return bytes.Equal(p.f.Do(foRead(key, "v", "a", "b")...), want)
+	})
 }
