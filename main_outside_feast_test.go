@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"math/bits"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -999,4 +1001,47 @@ feast:
 	redistest.Eventually(t, time.Second, "a new row served", func() bool {
 		return bytes.Equal(p.f.Do(foRead(key, "v", "a", "b")...), want)
 	})
+}
+
+// TestOutsideFeastWarmStart: Feast's entity keys (int64 ids whose bytes hold a newline, a carriage return, a
+// double quote) read through one instance are in the hot-key file it writes at shutdown, and a new instance warms
+// them from it: answered from memory at once, as Redis now has them (rows changed while no instance ran), with
+// HGETALL and views the configuration does not name read from Redis, not from the warm-up's partial image.
+func TestOutsideFeastWarmStart(t *testing.T) {
+	redis := redistest.Start(t)
+	hot := filepath.Join(t.TempDir(), "hotkeys.txt")
+	cfg := foConfig + "warm:\n  hotkeys_file: " + hot + "\n  ready_after: 100\n"
+	a := startBinary(t, redis, cfg)
+	r := redis.Dial()
+	txn := []string{"count_1h", "sum_1h"}
+	prof := []string{"age", "country"}
+	ids := []int64{'\n', '\r', '"', 1, -1, '\r'<<8 | '\n'}
+	fa := redistest.Dial(t, a.addr)
+	for _, id := range ids {
+		key := foUser(foProject, id)
+		r.Do(foRow(key, "txn_stats", txn, []string{foInt64(id), foInt64(id)}, 1)...)
+		r.Do(foRow(key, "user_profile", prof, []string{foInt64(id), foInt64(id)}, 1)...)
+		r.Do("HSET", key, foField("other", "x"), "a view the configuration does not name")
+		for i := 0; i < 200; i++ { // hot keys are sampled one read in 16 on average
+			fa.Do(foRead(key, "txn_stats", txn...)...)
+		}
+	}
+	a.signal(syscall.SIGTERM)
+	a.wait(20 * time.Second)
+	for _, id := range ids {
+		key := foUser(foProject, id)
+		r.Do(foRow(key, "txn_stats", txn, []string{foInt64(id + 100), foInt64(id + 100)}, 2)...)
+	}
+	b := startBinary(t, redis, cfg)
+	p := &foPair{t: t, redis: redis, fc: b, r: r, f: redistest.Dial(t, b.addr)}
+	for _, id := range ids {
+		key := foUser(foProject, id)
+		if got := p.f.Do("CACHE", "EXPLAIN", key); !bytes.Contains(got, []byte("feature:txn_stats:count_1h policy:feast:txn_stats state:fresh")) {
+			t.Errorf("user_id=%d not warmed: %.300q", id, got)
+		}
+		p.twice(foRead(key, "txn_stats", txn...)...)
+		p.twice(foRead(key, "user_profile", prof...)...)
+		p.twice("HGETALL", key)
+		p.twice(foRead(key, "other", "x")...)
+	}
 }
