@@ -1045,3 +1045,65 @@ func TestOutsideFeastWarmStart(t *testing.T) {
 		p.twice(foRead(key, "other", "x")...)
 	}
 }
+
+// TestOutsideFeastFeatureNames: featcache hashes feature names as Feast does (murmur3 of the UTF-8 bytes of
+// "<view>:<feature>", every tail length, non-ASCII names): each field Feast writes is explained as its feature,
+// under its view's policy, and read as Redis has it.
+func TestOutsideFeastFeatureNames(t *testing.T) {
+	feats := []string{"a", "ab", "abc", "abcd", "abcde", "größe", "日本語", "with space", `q"uote`, "x:y"}
+	p := newFoPair(t, `
+shutdown_delay: 0s
+feast:
+  project: fraud
+  hard_ttl: 1h
+  feature_views:
+    - name: "vü"
+      features: ["a", "ab", "abc", "abcd", "abcde", "größe", "日本語", "with space", "q\"uote", "x:y"]
+`)
+	key := foUser(foProject, 1)
+	var vals []string
+	for i := range feats {
+		vals = append(vals, foInt64(int64(i)))
+	}
+	p.r.Do(foRow(key, "vü", feats, vals, 1)...)
+	p.twice(foRead(key, "vü", feats...)...)
+	explain := string(p.f.Do("CACHE", "EXPLAIN", key))
+	for _, f := range feats {
+		want := fmt.Sprintf("field:%s feature:vü:%s policy:feast:vü state:fresh", foQuote(foField("vü", f)), f)
+		if !strings.Contains(explain, want) {
+			t.Errorf("CACHE EXPLAIN does not say %q:\n%s", want, explain)
+		}
+	}
+}
+
+// foQuote quotes b as CACHE EXPLAIN prints keys and fields: a Go-style quoted string with \xNN for other bytes.
+func foQuote(b string) string {
+	var sb strings.Builder
+	sb.WriteByte('"')
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"' || c == '\\':
+			sb.WriteString(`\` + string(c))
+		case c == '\b':
+			sb.WriteString(`\b`)
+		case c == '\f':
+			sb.WriteString(`\f`)
+		case c == '\n':
+			sb.WriteString(`\n`)
+		case c == '\r':
+			sb.WriteString(`\r`)
+		case c == '\t':
+			sb.WriteString(`\t`)
+		case c == '\v':
+			sb.WriteString(`\v`)
+		case c == '\a':
+			sb.WriteString(`\a`)
+		case c < 0x20 || c >= 0x7f:
+			fmt.Fprintf(&sb, `\x%02x`, c)
+		default:
+			sb.WriteByte(c)
+		}
+	}
+	sb.WriteByte('"')
+	return sb.String()
+}
