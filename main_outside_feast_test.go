@@ -288,7 +288,8 @@ func TestOutsideFeastMaterializationSeenThroughFeatcache(t *testing.T) {
 
 // foCheckRowsWhole runs writers that rewrite key's row (every feature of both views and both _ts fields to one
 // number) in one HSET, taking turns, one straight to Redis and one through featcache, while readers read the row
-// through featcache with Feast's HMGET of each view, HMGETs of some fields, of both views, and HGETALL, for d. It
+// through featcache with Feast's HMGET of each view, HMGETs of some fields, of both views, and HGETALL, one at a
+// time and all in one pipeline, for d. It
 // fails the test if a reply holds two numbers (a row Redis never held) or a number that had been overwritten
 // more than foStaleBound before the read was sent (the invalidation latency, with room for a busy machine). It
 // logs the largest lag seen: how long before a read the value it answered had been overwritten.
@@ -354,7 +355,38 @@ func foCheckRowsWhole(t *testing.T, p *foPair, key string, d time.Duration) {
 		}()
 	}
 	errs := make(chan error, 8)
-	for r := 0; r < 3; r++ {
+	// check checks one reply to args, a read sent at sent.
+	check := func(args []string, frame []byte, sent time.Time) error {
+		v, _, err := resp.Decode(frame)
+		if err != nil || v.Type != resp.TypeArray {
+			return fmt.Errorf("%q: %q", args[0], frame)
+		}
+		seen := map[int64]bool{}
+		for i, e := range v.Elems {
+			if args[0] == "HGETALL" && i%2 == 0 {
+				continue
+			}
+			seen[foDecodeNumber(e.Str)] = true
+		}
+		if len(seen) != 1 {
+			return fmt.Errorf("%.70q answered a row Redis never held: %q", args, frame)
+		}
+		for n := range seen {
+			if over, ok := ackedAt(n + 1); ok && over.Before(sent) {
+				lag := sent.Sub(over)
+				if lag > time.Duration(maxLag.Load()) {
+					maxLag.Store(int64(lag))
+				}
+				if lag > foStaleBound {
+					return fmt.Errorf("%.70q answered %d, overwritten %v before the read was sent", args, n, lag)
+				}
+			}
+		}
+		checked.Add(1)
+		return nil
+	}
+	// Three readers send one read at a time, a fourth pipelines all the shapes in one batch.
+	for r := 0; r < 4; r++ {
 		wg.Add(1)
 		go func(r int) {
 			defer wg.Done()
@@ -363,47 +395,33 @@ func foCheckRowsWhole(t *testing.T, p *foPair, key string, d time.Duration) {
 				errs <- err
 				return
 			}
+			var batch []byte
+			for _, args := range reads {
+				batch = append(batch, redistest.Encode(args...)...)
+			}
 			for n := r; !stop.Load(); n++ {
-				args := reads[n%len(reads)]
 				sent := time.Now()
-				if err := c.Send(args...); err != nil {
-					errs <- err
-					return
+				batchReads := [][]string{reads[n%len(reads)]}
+				if r == 3 {
+					batchReads = reads
+					_, err = c.NetConn().Write(batch)
+				} else {
+					err = c.Send(batchReads[0]...)
 				}
-				frame, err := c.Read()
 				if err != nil {
 					errs <- err
 					return
 				}
-				v, _, err := resp.Decode(frame)
-				if err != nil || v.Type != resp.TypeArray {
-					errs <- fmt.Errorf("%q: %q", args[0], frame)
-					return
-				}
-				seen := map[int64]bool{}
-				for i, e := range v.Elems {
-					if args[0] == "HGETALL" && i%2 == 0 {
-						continue
+				for _, args := range batchReads {
+					frame, err := c.Read()
+					if err == nil {
+						err = check(args, frame, sent)
 					}
-					seen[foDecodeNumber(e.Str)] = true
-				}
-				if len(seen) != 1 {
-					errs <- fmt.Errorf("%.70q answered a row Redis never held: %q", args, frame)
-					return
-				}
-				for n := range seen {
-					if over, ok := ackedAt(n + 1); ok && over.Before(sent) {
-						lag := sent.Sub(over)
-						if lag > time.Duration(maxLag.Load()) {
-							maxLag.Store(int64(lag))
-						}
-						if lag > foStaleBound {
-							errs <- fmt.Errorf("%.70q answered %d, overwritten %v before the read was sent", args, n, lag)
-							return
-						}
+					if err != nil {
+						errs <- err
+						return
 					}
 				}
-				checked.Add(1)
 			}
 		}(r)
 	}
