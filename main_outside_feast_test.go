@@ -1125,3 +1125,116 @@ func foQuote(b string) string {
 	sb.WriteByte('"')
 	return sb.String()
 }
+
+// TestOutsideFeastViewRemovedUnderReads: a writer straight to Redis materializes both views of a row, removes
+// one view (HDEL of its features and _ts), and now and then deletes the row, while readers read through featcache
+// with Feast's HMGET per view, an HMGET of both views and HGETALL: no reply holds fields of two rows, and a view's
+// fields are all there or all missing.
+func TestOutsideFeastViewRemovedUnderReads(t *testing.T) {
+	p := newFoPair(t, foConfig)
+	key := foUser(foProject, 5)
+	txn := []string{"count_1h", "sum_1h"}
+	prof := []string{"age", "country"}
+	row := func(i int64) []string {
+		args := foRow(key, "txn_stats", txn, []string{foInt64(i), foInt64(i)}, i)
+		return append(args, foRow(key, "user_profile", prof, []string{foInt64(i), foInt64(i)}, i)[2:]...)
+	}
+	isProfile := func(f string) bool {
+		return f == foTS("user_profile") || f == foField("user_profile", "age") || f == foField("user_profile", "country")
+	}
+	hdel := []string{"HDEL", key, foField("user_profile", "age"), foField("user_profile", "country"), foTS("user_profile")}
+	reads := [][]string{
+		foRead(key, "txn_stats", txn...),
+		foRead(key, "user_profile", prof...),
+		append(foRead(key, "txn_stats", txn...), foRead(key, "user_profile", prof...)[2:]...),
+		{"HGETALL", key},
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w := redistest.Dial(t, p.redis.Addr())
+		for i := int64(1); !stop.Load(); i++ {
+			w.Do(row(i)...)
+			w.Do(hdel...)
+			if i%3 == 0 {
+				w.Do("DEL", key)
+			}
+		}
+	}()
+	errs := make(chan error, 4)
+	var checked atomic.Int64
+	for r := 0; r < 3; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			c := redistest.Dial(t, p.fc.addr)
+			for n := r; !stop.Load(); n++ {
+				args := reads[n%len(reads)]
+				if err := c.Send(args...); err != nil {
+					errs <- err
+					return
+				}
+				frame, err := c.Read()
+				if err != nil {
+					errs <- err
+					return
+				}
+				v, _, _ := resp.Decode(frame)
+				// txn_stats's fields: one number (all nil after DEL); user_profile's: all nil or the same number.
+				txnVals, profVals := map[int64]bool{}, map[int64]bool{}
+				if args[0] == "HGETALL" {
+					for i := 0; i+1 < len(v.Elems); i += 2 {
+						f := v.Elems[i].Str
+						if isProfile(f) {
+							profVals[foDecodeNumber(v.Elems[i+1].Str)] = true
+						} else {
+							txnVals[foDecodeNumber(v.Elems[i+1].Str)] = true
+						}
+					}
+					if len(v.Elems) != 0 && len(v.Elems) != 6 && len(v.Elems) != 12 {
+						errs <- fmt.Errorf("HGETALL with %d elems: %q", len(v.Elems), frame)
+						return
+					}
+				} else {
+					for i, e := range v.Elems {
+						f := args[2+i]
+						val := int64(-1)
+						if !e.Null {
+							val = foDecodeNumber(e.Str)
+						}
+						if isProfile(f) {
+							profVals[val] = true
+						} else {
+							txnVals[val] = true
+						}
+					}
+				}
+				if len(txnVals) > 1 || len(profVals) > 1 {
+					errs <- fmt.Errorf("mixed: %.60q %q", args, frame)
+					return
+				}
+				for tv := range txnVals {
+					for pv := range profVals {
+						if pv != -1 && pv != tv {
+							errs <- fmt.Errorf("profile of another row: %.60q %q", args, frame)
+							return
+						}
+					}
+				}
+				checked.Add(1)
+			}
+		}(r)
+	}
+	select {
+	case err := <-errs:
+		t.Error(err)
+	case <-time.After(2 * time.Second):
+	}
+	stop.Store(true)
+	wg.Wait()
+	if checked.Load() < 100 {
+		t.Errorf("only %d reads checked", checked.Load())
+	}
+}
