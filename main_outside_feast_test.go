@@ -1238,3 +1238,66 @@ func TestOutsideFeastViewRemovedUnderReads(t *testing.T) {
 		t.Errorf("only %d reads checked", checked.Load())
 	}
 }
+
+// TestOutsideFeastTrackingLossAndRestart: rows cached through featcache are rewritten straight to Redis while
+// featcache's connections to Redis are killed by another client (CLIENT KILL of every other connection,
+// featcache's tracking connection included), or across a restart of Redis (with its data kept by AOF, or
+// without): reads through featcache answer Redis's rows within a bound (5 s, for featcache to notice and
+// reconnect), never the rows from before.
+func TestOutsideFeastTrackingLossAndRestart(t *testing.T) {
+	for _, mode := range []string{"kill tracking", "restart with AOF", "restart empty"} {
+		t.Run(mode, func(t *testing.T) {
+			var args []string
+			if mode == "restart with AOF" {
+				args = []string{"--appendonly", "yes", "--appendfsync", "always"}
+			}
+			redis := redistest.Start(t, args...)
+			fc := startBinary(t, redis, foConfig)
+			p := &foPair{t: t, redis: redis, fc: fc, r: redis.Dial(), f: redistest.Dial(t, fc.addr)}
+			txn := []string{"count_1h", "sum_1h"}
+			var keys []string
+			for id := int64(0); id < 5; id++ {
+				key := foUser(foProject, id)
+				keys = append(keys, key)
+				p.r.Do(foRow(key, "txn_stats", txn, []string{foInt64(1), foInt64(1)}, 1)...)
+				p.twice(foRead(key, "txn_stats", txn...)...)
+				p.twice("HGETALL", key)
+			}
+			switch mode {
+			case "kill tracking":
+				list := string(p.r.Do("CLIENT", "LIST"))
+				if !strings.Contains(list, "flags=tB") {
+					t.Fatalf("no BCAST tracking connection in CLIENT LIST:\n%s", list)
+				}
+				self := strings.TrimSpace(strings.TrimPrefix(string(p.r.Do("CLIENT", "ID")), ":"))
+				for _, line := range strings.Split(list, "\n") {
+					f := strings.Fields(line)
+					if len(f) == 0 {
+						continue
+					}
+					id := strings.TrimPrefix(f[0], "id=")
+					if strings.TrimPrefix(id, "+") != self && strings.HasPrefix(f[0], "id=") {
+						p.r.Do("CLIENT", "KILL", "ID", id)
+					}
+				}
+				for _, key := range keys {
+					p.r.Do(foRow(key, "txn_stats", txn, []string{foInt64(2), foInt64(2)}, 2)...)
+				}
+			default:
+				for _, key := range keys {
+					p.r.Do(foRow(key, "txn_stats", txn, []string{foInt64(2), foInt64(2)}, 2)...)
+				}
+				redis.Restart()
+				p.r = redis.Dial()
+			}
+			for _, key := range keys {
+				for _, args := range [][]string{foRead(key, "txn_stats", txn...), {"HGETALL", key}} {
+					want := p.r.Do(args...)
+					redistest.Eventually(t, 5*time.Second, fmt.Sprintf("%s: %.40q as Redis answers", mode, args), func() bool {
+						return bytes.Equal(p.f.Do(args...), want)
+					})
+				}
+			}
+		})
+	}
+}
