@@ -1434,3 +1434,58 @@ func foRounds() int {
 	}
 	return 300
 }
+
+// TestOutsideFeastLargeMaterialization: a materialization of 10,000 rows (HSET and EXPIRE per row, pipelined
+// straight to Redis) over rows cached through featcache is read through featcache, all of it, within 2 s of its
+// acknowledgement: the invalidations of a large batch are not lost or late.
+func TestOutsideFeastLargeMaterialization(t *testing.T) {
+	p := newFoPair(t, foConfig)
+	txn := []string{"count_1h", "sum_1h"}
+	const n = 10000
+	// pipe sends cmds on c in one batch (written while the replies are read) and returns the replies.
+	pipe := func(c *redistest.Conn, cmds [][]string) [][]byte {
+		var batch []byte
+		for _, cmd := range cmds {
+			batch = append(batch, redistest.Encode(cmd...)...)
+		}
+		go c.NetConn().Write(batch)
+		out := make([][]byte, len(cmds))
+		for i := range cmds {
+			frame, err := c.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[i] = frame
+		}
+		return out
+	}
+	var reads [][]string
+	for id := int64(0); id < n; id++ {
+		reads = append(reads, foRead(foUser(foProject, id), "txn_stats", txn...))
+	}
+	for v := int64(1); v <= 3; v++ {
+		var writes [][]string
+		for id := int64(0); id < n; id++ {
+			key := foUser(foProject, id)
+			writes = append(writes, foRow(key, "txn_stats", txn, []string{foInt64(v), foInt64(v)}, v), []string{"EXPIRE", key, "86400"})
+		}
+		pipe(p.r, writes)
+		acked := time.Now()
+		want := pipe(p.r, reads)
+		for {
+			got := pipe(p.f, reads)
+			differ := 0
+			for i := range got {
+				if !bytes.Equal(got[i], want[i]) {
+					differ++
+				}
+			}
+			if differ == 0 {
+				break
+			}
+			if time.Since(acked) > 2*time.Second {
+				t.Fatalf("materialization %d: %d of %d rows read through featcache differ from Redis %v after it", v, differ, n, time.Since(acked))
+			}
+		}
+	}
+}
