@@ -1305,7 +1305,7 @@ func TestOutsideFeastTrackingLossAndRestart(t *testing.T) {
 }
 
 // TestOutsideFeastTwinPipelines: random pipelines of Feast's reads and writes (HMGET, HGET, HGETALL, HSET,
-// HDEL, HSETNX, HINCRBY, DEL, EXPIRE, PERSIST, EXISTS, and MULTI/EXEC around some) go through featcache for one
+// HDEL, HSETNX, HINCRBY, DEL, EXPIRE, PERSIST, the other hash reads, EXISTS, TYPE, and MULTI/EXEC around some) go through featcache for one
 // entity and straight to Redis for its twin, an entity whose row is always the same: every reply must be the
 // same bytes (in RESP2, then in RESP3), since no reply names the key. Reads ahead of a write in a pipeline see the row before it, reads
 // after it the row after it.
@@ -1330,7 +1330,7 @@ func TestOutsideFeastTwinPipelines(t *testing.T) {
 		}
 	}
 	command := func(key string) []string {
-		switch n := rng.IntN(20); {
+		switch n := rng.IntN(22); {
 		case n < 5:
 			return foRead(key, "txn_stats", txn...)
 		case n < 7:
@@ -1354,8 +1354,11 @@ func TestOutsideFeastTwinPipelines(t *testing.T) {
 			return []string{"DEL", key}
 		case n < 19:
 			return []string{"EXPIRE", key, "1000"}
-		default:
+		case n < 20:
 			return []string{"PERSIST", key}
+		default:
+			return [][]string{{"HLEN", key}, {"HEXISTS", key, field()}, {"HKEYS", key}, {"HVALS", key}, {"HSTRLEN", key, field()},
+				{"EXISTS", key}, {"TYPE", key}}[rng.IntN(7)]
 		}
 	}
 	// run sends cmds in one batch on c and returns the replies' bytes.
