@@ -1308,9 +1308,27 @@ func TestOutsideFeastTrackingLossAndRestart(t *testing.T) {
 // HDEL, HSETNX, HINCRBY, DEL, EXPIRE, PERSIST, the other hash reads, EXISTS, TYPE, and MULTI/EXEC around some) go through featcache for one
 // entity and straight to Redis for its twin, an entity whose row is always the same: every reply must be the
 // same bytes (in RESP2, then in RESP3), since no reply names the key. Reads ahead of a write in a pipeline see the row before it, reads
-// after it the row after it.
+// after it the row after it. It runs with two configurations.
 func TestOutsideFeastTwinPipelines(t *testing.T) {
-	p := newFoPair(t, foConfig)
+	t.Run("cached an hour", func(t *testing.T) { foTwinPipelines(t, foConfig) })
+	// Background refreshes all the time, and missing rows and fields remembered.
+	t.Run("refreshed, nils remembered", func(t *testing.T) {
+		foTwinPipelines(t, `
+shutdown_delay: 0s
+feast:
+  project: fraud
+  soft_ttl: 1ms
+  hard_ttl: 1h
+  negative_ttl: 1h
+  feature_views:
+    - {name: txn_stats, features: [count_1h, sum_1h], soft_ttl: 1ms, hard_ttl: 1h, negative_ttl: 1h}
+    - {name: user_profile, features: [age, country], hard_ttl: 1h, negative_ttl: 1h}
+`)
+	})
+}
+
+func foTwinPipelines(t *testing.T, cfg string) {
+	p := newFoPair(t, cfg)
 	txn := []string{"count_1h", "sum_1h"}
 	prof := []string{"age", "country"}
 	rng := rand.New(rand.NewPCG(foSeed(), 2))
