@@ -260,10 +260,10 @@ func TestOutsideFeastReadsAsRedis(t *testing.T) {
 	}
 }
 
-// TestOutsideFeastMaterializationSeenThroughFeatcache: a materialization written straight to Redis (Feast's
-// online_write: a pipeline of HMGET _ts, then HSET of the row and EXPIRE) is read through featcache once Redis
-// acknowledged it, within the documented invalidation latency (1 s allowed here), and a row rewritten
-// continuously in one HSET is never read half old, half new.
+// TestOutsideFeastMaterializationSeenThroughFeatcache: a row materialized straight to Redis (Feast's HSET of
+// the row) is read through featcache, by HMGET and HGETALL, once Redis acknowledged it, within the documented
+// invalidation latency (1 s allowed here); then foCheckRowsWhole: a row rewritten continuously in one HSET is
+// never read half old, half new, nor long after it was overwritten.
 func TestOutsideFeastMaterializationSeenThroughFeatcache(t *testing.T) {
 	p := newFoPair(t, foConfig)
 	txn := []string{"count_1h", "sum_1h"}
@@ -291,10 +291,10 @@ func TestOutsideFeastMaterializationSeenThroughFeatcache(t *testing.T) {
 // foCheckRowsWhole runs writers that rewrite key's row (every feature of both views and both _ts fields to one
 // number) in one HSET, taking turns, one straight to Redis and one through featcache, while readers read the row
 // through featcache with Feast's HMGET of each view, HMGETs of some fields, of both views, and HGETALL, one at a
-// time and all in one pipeline, for d. It
-// fails the test if a reply holds two numbers (a row Redis never held) or a number that had been overwritten
-// more than foStaleBound before the read was sent (the invalidation latency, with room for a busy machine). It
-// logs the largest lag seen: how long before a read the value it answered had been overwritten.
+// time and all in one pipeline, for d. It fails the test if a reply holds two numbers (a row Redis never held) or
+// a number that had been overwritten more than foStaleBound before the read was sent (the invalidation latency,
+// with room for a busy machine). It logs the largest lag seen: how long before a read the value it answered had
+// been overwritten.
 func foCheckRowsWhole(t *testing.T, p *foPair, key string, d time.Duration) {
 	t.Helper()
 	txn := []string{"count_1h", "sum_1h"}
