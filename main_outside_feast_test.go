@@ -1510,3 +1510,49 @@ func TestOutsideFeastLargeMaterialization(t *testing.T) {
 		}
 	}
 }
+
+// TestOutsideFeastHGetAllStaleAfterTrackingLoss: with on_upstream_error: serve_stale on the feature view only
+// (not on the feast: section), HGETALL of a row holding only that view's fields is served stale while Redis
+// hangs, as HMGET of the same fields is, also after featcache has noticed the tracking loss the hang causes
+// (about 1 s in). It was answered featcache's upstream error from then on: the image of the whole hash followed
+// the key's policy (feast:, without serve_stale), which a tracking loss made untrusted.
+func TestOutsideFeastHGetAllStaleAfterTrackingLoss(t *testing.T) {
+	p := newFoPair(t, `
+shutdown_delay: 0s
+upstream: {timeout: 200ms}
+feast:
+  project: fraud
+  hard_ttl: 1h
+  feature_views:
+    - {name: v, features: [a], soft_ttl: 50ms, hard_ttl: 100ms, jitter: 0, on_upstream_error: serve_stale, max_stale: 1h}
+    - {name: w, features: [b], soft_ttl: 50ms, hard_ttl: 100ms, jitter: 0}
+`)
+	key := foUser(foProject, 1)
+	p.r.Do(foRow(key, "v", []string{"a"}, []string{foInt64(1)}, 1)...)
+	wantAll := p.same("HGETALL", key)
+	wantRead := p.same(foRead(key, "v", "a")...)
+	// A row with a field of w (no serve_stale), and an entity without a row: their HGETALL images have no
+	// serve_stale field policy for every field, and get featcache's error while Redis hangs.
+	mixed, none := foUser(foProject, 2), foUser(foProject, 3)
+	p.r.Do(foRow(mixed, "v", []string{"a"}, []string{foInt64(1)}, 1)...)
+	p.r.Do(foRow(mixed, "w", []string{"b"}, []string{foInt64(1)}, 1)...)
+	p.same("HGETALL", mixed)
+	p.same("HGETALL", none)
+	p.redis.Pause()
+	defer p.redis.Resume()
+	for start := time.Now(); time.Since(start) < 2500*time.Millisecond; time.Sleep(50 * time.Millisecond) {
+		if time.Since(start) > 300*time.Millisecond { // past both views' hard_ttl and a fill's timeout
+			for _, key := range []string{mixed, none} {
+				if got := p.f.Do("HGETALL", key); !bytes.HasPrefix(got, []byte("-ERR featcache upstream")) {
+					t.Fatalf("HGETALL of %.40q after %v of a hung Redis: %q; want featcache's error", key, time.Since(start), got)
+				}
+			}
+		}
+		if got := p.f.Do(foRead(key, "v", "a")...); !bytes.Equal(got, wantRead) {
+			t.Fatalf("HMGET after %v: %q", time.Since(start), got)
+		}
+		if got := p.f.Do("HGETALL", key); !bytes.Equal(got, wantAll) {
+			t.Fatalf("HGETALL after %v of a hung Redis: %q; HMGET of the same fields is still served stale", time.Since(start), got)
+		}
+	}
+}
