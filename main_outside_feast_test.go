@@ -704,9 +704,9 @@ feast:
 	key := foUser(foProject, 1)
 	p.r.Do(foRow(key, "fast", []string{"a"}, []string{foInt64(1)}, 1)...)
 	p.r.Do(foRow(key, "slow", []string{"b"}, []string{foInt64(1)}, 1)...)
-	filled := time.Now()
 	p.twice(foRead(key, "fast", "a")...)
 	p.twice(foRead(key, "slow", "b")...)
+	filled := time.Now() // the fills began before this
 	p.r.Do(foRow(key, "fast", []string{"a"}, []string{foInt64(2)}, 2)...)
 	p.r.Do(foRow(key, "slow", []string{"b"}, []string{foInt64(2)}, 2)...)
 	if got := p.f.Do(foRead(key, "slow", "b")...); !bytes.Contains(got, []byte(foInt64(1))) {
