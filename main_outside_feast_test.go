@@ -964,6 +964,7 @@ feast:
 	for name, args := range reads {
 		want[name] = p.same(args...)
 	}
+	foImageCached(t, p, keptOnly)
 	p.redis.Pause()
 	defer p.redis.Resume()
 	// Past the tracking loss (the health check runs every second) and the expiry of the expiring row.
@@ -989,6 +990,18 @@ feast:
 		}
 		time.Sleep(50 * time.Millisecond) // a model server's pace
 	}
+}
+
+// foImageCached reads key whole through featcache until featcache holds its complete image: a fill that began
+// before the invalidation of a write made just before it arrived is not stored (so that no value read before an
+// invalidation is stored after it), and tests that need the image in memory, to be served while Redis hangs,
+// wait for it.
+func foImageCached(t *testing.T, p *foPair, key string) {
+	t.Helper()
+	redistest.Eventually(t, 2*time.Second, fmt.Sprintf("HGETALL %.40q cached", key), func() bool {
+		p.f.Do("HGETALL", key)
+		return bytes.Contains(p.f.Do("CACHE", "EXPLAIN", key), []byte("+complete:true\r\n"))
+	})
 }
 
 // TestOutsideFeastEventAgeWhileCached: a row read from memory turns to missing features once its event time is
@@ -1529,9 +1542,9 @@ feast:
 `)
 	key := foUser(foProject, 1)
 	p.r.Do(foRow(key, "v", []string{"a"}, []string{foInt64(1)}, 1)...)
-	// HMGET first, then HGETALL, whose image of the whole row is what is cached when Redis hangs.
 	wantRead := p.same(foRead(key, "v", "a")...)
 	wantAll := p.same("HGETALL", key)
+	foImageCached(t, p, key)
 	// A row with a field of w (no serve_stale), and an entity without a row: their HGETALL images have no
 	// serve_stale field policy for every field, and get featcache's error while Redis hangs.
 	mixed, none := foUser(foProject, 2), foUser(foProject, 3)
