@@ -303,14 +303,25 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *config.Policy
 	n := 0
 	c.srv.cache.LookupHash(key, now, func(e localcache.HashEntry) {
 		lk, complete := e.Complete(lp, allowDead)
+		byFields := false
 		if !complete {
-			return
+			if !allowDead || !e.IsComplete() {
+				return
+			}
+			// Serve-stale while the upstream fails: the key's own policy no longer vouches for the image (a
+			// tracking loss made it unverified, or it is past the key policy's hard TTL), but a hash is served
+			// field by field, and every field the image lists is checked below under its own policy, whose
+			// serve_stale decides, as for HMGET. An image that lists no field has no field policy to speak for
+			// it and is not served.
+			lk, byFields = localcache.Lookup{State: localcache.StateStale}, true
 		}
 		ok = true
 		hs.stale = lk.State == localcache.StateStale || lk.State == localcache.StateUnverified
 		hs.age, hs.fill = lk.Age, lk.Fill
+		fields := 0
 		e.EachField(func(f []byte) *localcache.Policy { _, flp := fieldPolicy(ps, pol, f); return flp }, allowDead,
 			func(f, v []byte, missing bool, lk localcache.Lookup) bool {
+				fields++
 				if lk.State == localcache.StateMiss {
 					ok = false
 					return false
@@ -327,6 +338,9 @@ func (c *client) serveHashAll(dst, key []byte, ps *policySet, pol *config.Policy
 				}
 				return true
 			})
+		if byFields && fields == 0 {
+			ok = false
+		}
 		if !ok {
 			return
 		}
