@@ -826,25 +826,6 @@ func TestOutsideFeastWritesThroughFeatcache(t *testing.T) {
 	for id := int64(0); id < 20; id++ {
 		keys = append(keys, foUser(foProject, id))
 	}
-	pipeline := func(c *redistest.Conn, cmds [][]string) []byte {
-		t.Helper()
-		var batch []byte
-		for _, cmd := range cmds {
-			batch = append(batch, redistest.Encode(cmd...)...)
-		}
-		if _, err := c.NetConn().Write(batch); err != nil {
-			t.Fatal(err)
-		}
-		var out []byte
-		for range cmds {
-			frame, err := c.Read()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, frame...)
-		}
-		return out
-	}
 	for round := int64(1); round <= 5; round++ {
 		var reads, writes [][]string
 		for _, key := range keys {
@@ -852,7 +833,7 @@ func TestOutsideFeastWritesThroughFeatcache(t *testing.T) {
 		}
 		// Feast checks the previous event times, then writes the rows; here reads and writes also share one
 		// batch, as a client that pipelines its check with the previous round's writes would.
-		pipeline(p.f, reads)
+		p.f.Pipeline(reads)
 		for i, key := range keys {
 			if (int64(i)+round)%3 == 0 {
 				continue // an entity without new data this round
@@ -861,9 +842,9 @@ func TestOutsideFeastWritesThroughFeatcache(t *testing.T) {
 			writes = append(writes, []string{"EXPIRE", key, "3600"})
 			writes = append(writes, foRead(key, "txn_stats", txn...))
 		}
-		gotW := pipeline(p.f, writes)
+		gotW := p.f.Pipeline(writes)
 		// Redis has the rows now: every read of the batch after its row's write saw it.
-		got, want := pipeline(p.f, reads), pipeline(p.r, reads)
+		got, want := p.f.Pipeline(reads), p.r.Pipeline(reads)
 		if !bytes.Equal(got, want) {
 			t.Errorf("round %d: reads after the writes: featcache %q; redis %q", round, got, want)
 		}
@@ -1392,25 +1373,6 @@ func foTwinPipelines(t *testing.T, cfg string) {
 				{"EXISTS", key}, {"TYPE", key}}[rng.IntN(7)]
 		}
 	}
-	// run sends cmds in one batch on c and returns the replies' bytes.
-	run := func(c *redistest.Conn, cmds [][]string) []byte {
-		var batch []byte
-		for _, cmd := range cmds {
-			batch = append(batch, redistest.Encode(cmd...)...)
-		}
-		if _, err := c.NetConn().Write(batch); err != nil {
-			t.Fatal(err)
-		}
-		var out []byte
-		for range cmds {
-			frame, err := c.Read()
-			if err != nil {
-				t.Fatalf("after %q: %v", out, err)
-			}
-			out = append(out, frame...)
-		}
-		return out
-	}
 	for _, proto := range []string{"2", "3"} {
 		p.f.Do("HELLO", proto)
 		p.r.Do("HELLO", proto)
@@ -1430,7 +1392,7 @@ func foTwinPipelines(t *testing.T, cfg string) {
 			if multi {
 				viaFC, direct = append(viaFC, []string{"EXEC"}), append(direct, []string{"EXEC"})
 			}
-			got, want := run(p.f, viaFC), run(p.r, direct)
+			got, want := p.f.Pipeline(viaFC), p.r.Pipeline(direct)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("RESP%s, round %d, pipeline %.300q:\nfeatcache %q\nredis     %q", proto, round, viaFC, got, want)
 			}

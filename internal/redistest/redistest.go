@@ -368,6 +368,28 @@ func (c *Conn) Do(args ...string) []byte {
 	return reply
 }
 
+// Pipeline sends cmds in one write and returns their reply frames one after the other, as one byte string; a
+// failure fails the test.
+func (c *Conn) Pipeline(cmds [][]string) []byte {
+	c.tb.Helper()
+	var batch []byte
+	for _, cmd := range cmds {
+		batch = append(batch, Encode(cmd...)...)
+	}
+	if _, err := c.c.Write(batch); err != nil {
+		c.tb.Fatalf("redistest: send a pipeline of %d commands: %v", len(cmds), err)
+	}
+	var out []byte
+	for i := range cmds {
+		frame, err := c.Read()
+		if err != nil {
+			c.tb.Fatalf("redistest: reply to %q (command %d of the pipeline) after %q: %v", cmds[i], i+1, out, err)
+		}
+		out = append(out, frame...)
+	}
+	return out
+}
+
 // Send writes one command without reading its reply.
 func (c *Conn) Send(args ...string) error {
 	_, err := c.c.Write(Encode(args...))
