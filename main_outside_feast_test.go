@@ -1095,32 +1095,22 @@ func foQuote(b string) string {
 	var sb strings.Builder
 	sb.WriteByte('"')
 	for i := 0; i < len(b); i++ {
-		switch c := b[i]; {
-		case c == '"' || c == '\\':
-			sb.WriteString(`\` + string(c))
-		case c == '\b':
-			sb.WriteString(`\b`)
-		case c == '\f':
-			sb.WriteString(`\f`)
-		case c == '\n':
-			sb.WriteString(`\n`)
-		case c == '\r':
-			sb.WriteString(`\r`)
-		case c == '\t':
-			sb.WriteString(`\t`)
-		case c == '\v':
-			sb.WriteString(`\v`)
-		case c == '\a':
-			sb.WriteString(`\a`)
-		case c < 0x20 || c >= 0x7f:
+		c := b[i]
+		if e, ok := foEscapes[c]; ok {
+			sb.WriteString(e)
+		} else if c < 0x20 || c >= 0x7f {
 			fmt.Fprintf(&sb, `\x%02x`, c)
-		default:
+		} else {
 			sb.WriteByte(c)
 		}
 	}
 	sb.WriteByte('"')
 	return sb.String()
 }
+
+// foEscapes are the bytes foQuote writes as Go's escapes.
+var foEscapes = map[byte]string{'"': `\"`, '\\': `\\`, '\b': `\b`, '\f': `\f`, '\n': `\n`, '\r': `\r`, '\t': `\t`,
+	'\v': `\v`, '\a': `\a`}
 
 // TestOutsideFeastViewRemovedUnderReads: a writer straight to Redis materializes both views of a row, removes
 // one view (HDEL of its features and _ts), and now and then deletes the row, while readers read through featcache
