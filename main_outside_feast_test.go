@@ -653,27 +653,29 @@ func TestOutsideFeastKeyTTL(t *testing.T) {
 		}
 	}
 
-	k1 := foUser(foProject, 1)
-	p.r.Do(foRow(k1, "txn_stats", txn, []string{foInt64(1), foInt64(1)}, 1)...)
+	// writeRow materializes entity id's txn_stats straight to Redis and returns its key.
+	writeRow := func(id int64) string {
+		key := foUser(foProject, id)
+		p.r.Do(foRow(key, "txn_stats", txn, []string{foInt64(id), foInt64(id)}, id)...)
+		return key
+	}
+	k1 := writeRow(1)
 	p.r.Do("PEXPIRE", k1, "400")
 	expectGone("PEXPIRE 400 at write", k1, time.Now().Add(400*time.Millisecond))
 
-	k2 := foUser(foProject, 2)
-	p.r.Do(foRow(k2, "txn_stats", txn, []string{foInt64(2), foInt64(2)}, 2)...)
+	k2 := writeRow(2)
 	p.r.Do("EXPIRE", k2, "100")
 	p.twice(foRead(k2, "txn_stats", txn...)...)
 	p.r.Do("PEXPIRE", k2, "300")
 	expectGone("expiry shortened after the read", k2, time.Now().Add(300*time.Millisecond))
 
-	k3 := foUser(foProject, 3)
-	p.r.Do(foRow(k3, "txn_stats", txn, []string{foInt64(3), foInt64(3)}, 3)...)
+	k3 := writeRow(3)
 	p.twice(foRead(k3, "txn_stats", txn...)...)
 	p.twice("HGETALL", k3)
 	p.r.Do("PEXPIRE", k3, "300")
 	expectGone("expiry set after the read", k3, time.Now().Add(300*time.Millisecond))
 
-	k4 := foUser(foProject, 4)
-	p.r.Do(foRow(k4, "txn_stats", txn, []string{foInt64(4), foInt64(4)}, 4)...)
+	k4 := writeRow(4)
 	p.r.Do("PEXPIRE", k4, "300")
 	p.twice(foRead(k4, "txn_stats", txn...)...)
 	p.r.Do("PERSIST", k4)
