@@ -18,6 +18,7 @@ import (
 
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
+	"featcache/internal/testkit"
 )
 
 // These tests use the clients that applications and operators will not rewrite, redis-py 4.3.4 and redis-cli 7.0,
@@ -95,13 +96,7 @@ func TestOutsideClientsRedisPy(t *testing.T) {
 		t.Fatalf("the run against Redis did not finish:\n%s", strings.Join(want, "\n"))
 	}
 	for i := 0; i < max(len(want), len(got)); i++ {
-		var w, g string
-		if i < len(want) {
-			w = want[i]
-		}
-		if i < len(got) {
-			g = got[i]
-		}
+		w, g := testkit.Line(want, i), testkit.Line(got, i)
 		name, _, _ := strings.Cut(w, ": ")
 		if d, ok := documented[name]; ok {
 			w = name + ": " + d

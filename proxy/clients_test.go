@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"featcache/internal/redistest"
+	"featcache/internal/testkit"
 )
 
 // These tests drive featcache with the clients its users run: redis-py (Debian's python3-redis, as the model
@@ -416,13 +417,7 @@ func compareTranscripts(t *testing.T, got, want string) {
 	}
 	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
 	for i := 0; i < max(len(g), len(w)); i++ {
-		var gl, wl string
-		if i < len(g) {
-			gl = g[i]
-		}
-		if i < len(w) {
-			wl = w[i]
-		}
+		gl, wl := testkit.Line(g, i), testkit.Line(w, i)
 		if gl != wl {
 			t.Errorf("redis-cli output differs from Redis's from line %d: got %q; Redis prints %q\n"+
 				"through featcache:\n%s\nagainst Redis:\n%s", i+1, gl, wl, got, want)

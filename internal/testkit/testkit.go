@@ -51,3 +51,11 @@ func Args(args ...string) [][]byte {
 	}
 	return out
 }
+
+// Line is lines[i], or "" past the end: for comparing two transcripts line by line when one is shorter.
+func Line(lines []string, i int) string {
+	if i < len(lines) {
+		return lines[i]
+	}
+	return ""
+}
