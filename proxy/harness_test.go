@@ -156,6 +156,13 @@ func newProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg s
 		srv.Close()
 		up.Close()
 	})
+	// Serve registers the listener on its own goroutine: wait for it, so that a test asking /readyz at once does
+	// not find "not listening yet".
+	redistest.Eventually(t, 5*time.Second, "featcache serving its listener", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.lns) > 0
+	})
 	return &testProxy{t: t, redis: redis, srv: srv, cache: cache, up: up, cfg: cfg, addr: ln.Addr().String(), clock: clock}
 }
 
