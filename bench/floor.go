@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"featcache/internal/resp"
 	"flag"
 	"fmt"
 	"net"
@@ -64,35 +65,33 @@ func runFloor(args []string) error {
 }
 
 // floorConn serves one connection until it closes or sends something the floor cannot parse. It serves inside one
-// RawConn.Read of the socket, as featcache does (proxy/client.go, readInline): after a read that returned less than
-// it had room for, the socket was empty, and the goroutine waits for it at once instead of making the read that
-// would find nothing, which a loop around net.Conn.Read makes before every wait.
+// RawConn.Read of the socket, as featcache does (proxy/client.go, readDirect): after a read that left nothing in the
+// socket (TCP_INQ, resp.Inq), the goroutine waits for it at once instead of making the read that would find
+// nothing, which a loop around net.Conn.Read makes before every wait.
 func floorConn(c net.Conn, cache *freecache.Cache) {
 	defer c.Close()
 	fb := newFloorBuffer()
 	out := make([]byte, 0, 16<<10)
 	raw, err := c.(*net.TCPConn).SyscallConn()
-	if err != nil {
+	if err != nil || !resp.EnableInq(raw) {
 		return
 	}
-	short := false
+	var inq resp.Inq
+	drained := false
 	raw.Read(func(fd uintptr) bool {
 		for {
-			if short {
-				short = false
+			if drained {
+				drained = false
 				return false // wait for the socket
 			}
-			room := fb.room()
-			n, err := syscall.Read(int(fd), room)
+			n, left, err := inq.Recv(int(fd), fb.room())
 			switch {
-			case err == syscall.EINTR:
-				continue
 			case err == syscall.EAGAIN:
 				return false
 			case n <= 0 || err != nil:
 				return true
 			}
-			short = n < len(room)
+			drained = left == 0
 			if out, err = fb.serve(n, out, cache); err != nil {
 				return true
 			}

@@ -4,9 +4,9 @@ package resp
 
 import "syscall"
 
-// inq is Linux's (inq_linux.go): elsewhere SetDirect reports false and ReadDirect is not used.
-type inq struct{}
+// Inq is Linux's (inq_linux.go): elsewhere SetDirect reports false and ReadDirect is not used.
+type Inq struct{}
 
-func enableDirect(syscall.RawConn) bool { return false }
+func EnableInq(syscall.RawConn) bool { return false }
 
-func (q *inq) recv(fd int, b []byte) (n, left int, err error) { return 0, 0, syscall.ENOTSUP }
+func (q *Inq) Recv(fd int, b []byte) (n, left int, err error) { return 0, 0, syscall.ENOTSUP }

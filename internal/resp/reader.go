@@ -236,7 +236,7 @@ type Reader struct {
 	// next wait may skip the read that would find nothing (see ReadDirect).
 	direct  bool
 	drained bool
-	inq     inq
+	inq     Inq
 
 	// grow, if set, is asked before the buffer grows by extra bytes; when it returns an error, ReadBatch fails with
 	// that error instead of allocating.
@@ -479,7 +479,7 @@ func (r *Reader) release() {
 // SetDirect makes ReadDirect available, and reports whether it is: for a TCP connection (after SetIdleRelease) on
 // Linux, where each read can learn how many bytes it left in the socket (TCP_INQ).
 func (r *Reader) SetDirect() bool {
-	r.direct = r.raw != nil && enableDirect(r.raw)
+	r.direct = r.raw != nil && EnableInq(r.raw)
 	return r.direct
 }
 
@@ -560,7 +560,7 @@ func (r *Reader) readNow(fd int) bool {
 			return false
 		}
 	}
-	n, left, err := r.inq.recv(fd, r.buf[r.end:])
+	n, left, err := r.inq.Recv(fd, r.buf[r.end:])
 	switch {
 	case err == syscall.EAGAIN:
 		return false
