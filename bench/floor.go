@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"featcache/internal/resp"
 	"flag"
 	"fmt"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/coocood/freecache"
+
+	"featcache/internal/resp"
 )
 
 // The floor is the least a Go server can do to answer a cached GET: one goroutine per connection that reads
