@@ -156,6 +156,7 @@ func (s *Server) newClient(nc net.Conn) *client {
 			c.rd.SetIdleRelease(raw)
 			if c.rd.SetDirect() {
 				c.dir.raw, c.dir.fn = raw, c.directRead
+				c.dir.idle = s.opt.Config.Limits.IdleTimeout > 0
 			}
 		}
 	}
@@ -196,7 +197,7 @@ func (c *client) serve() {
 	for !c.quit {
 		var cmds []resp.Command
 		var err error
-		if c.dir.raw != nil && !idle && !c.interrupted() {
+		if c.dir.raw != nil && !c.interrupted() {
 			if cmds, err = c.readDirect(); c.dir.stop {
 				return
 			}
@@ -288,6 +289,8 @@ type direct struct {
 	cmds []resp.Command        // the batch directRead left to serve to run
 	err  error                 // and the read error after it
 	stop bool                  // a batch run inside ended the connection
+	idle bool                  // limits.idle_timeout is set: mark the waits for the watchdog (markWait)
+	wait bool                  // rseq is marked: the client waits for a complete command
 }
 
 // readDirect serves the client's batches inside one RawConn.Read of its socket, for as long as they may run
@@ -299,9 +302,7 @@ type direct struct {
 // Inside one RawConn.Read the socket's readiness is kept from one wait to the next, so after a read that left
 // nothing in the socket the goroutine waits at once instead of making the read that finds nothing which ReadBatch
 // makes before every wait (resp.Reader.ReadDirect): one system call less per request of a client that waits for
-// each reply. Only plain TCP connections on Linux read this way (resp.Reader.SetDirect), and not while
-// limits.idle_timeout is set (the watchdog looks at when a client started waiting, which serve marks around
-// ReadBatch). The price is
+// each reply. Only plain TCP connections on Linux read this way (resp.Reader.SetDirect). The price is
 // that the socket's read lock is held while a batch runs. Nothing else reads the socket then, except watchPeer
 // (blocking and pinned commands) and the debugger's session, so a batch that may start either runs outside
 // (directSafe); and a Close from another goroutine waits for the batch, so other goroutines close client
@@ -309,7 +310,9 @@ type direct struct {
 func (c *client) readDirect() ([]resp.Command, error) {
 	c.dir.cmds, c.dir.err, c.dir.stop = nil, nil, false
 	c.rd.BeginDirect()
-	if err := c.dir.raw.Read(c.dir.fn); err != nil {
+	err := c.dir.raw.Read(c.dir.fn)
+	c.markWait(false)
+	if err != nil {
 		c.rd.DirectError(err)
 		cmds, err := c.rd.ReadBatch(c.cmds[:0]) // the error, after any complete command buffered
 		return cmds, err
@@ -323,8 +326,10 @@ func (c *client) directRead(fd uintptr) bool {
 	for {
 		cmds, wait, err := c.rd.ReadDirect(c.cmds[:0], fd)
 		if wait {
+			c.markWait(true)
 			return false
 		}
+		c.markWait(false)
 		c.cmds = cmds
 		if err != nil || !c.directSafe(cmds) {
 			c.dir.cmds, c.dir.err = cmds, err
@@ -338,6 +343,17 @@ func (c *client) directRead(fd uintptr) bool {
 			return true
 		}
 	}
+}
+
+// markWait marks in rseq, for the watchdog's limits.idle_timeout, that the client waits for a complete command (on)
+// or no longer does, as serve's marks around ReadBatch do. A subscribed client waits for messages, not commands: it
+// is never idle.
+func (c *client) markWait(on bool) {
+	if !c.dir.idle || c.dir.wait == on || on && c.sub != nil && c.sub.on {
+		return
+	}
+	c.dir.wait = on
+	c.rseq.Add(1)
 }
 
 // directSafe reports whether a batch may run inside the socket's read: the client outside every session, and no
