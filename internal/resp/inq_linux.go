@@ -55,6 +55,7 @@ func (q *Inq) Recv(fd int, b []byte) (n, left int, err error) {
 				left = int(*(*int32)(unsafe.Pointer(&q.oob[unix.SizeofCmsghdr])))
 			}
 		}
+		raceAcquire(fd)
 		return int(r), left, nil
 	}
 }
