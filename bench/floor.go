@@ -9,8 +9,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/coocood/freecache"
+
+	"featcache/internal/resp"
 )
 
 // The floor is the least a Go server can do to answer a cached GET: one goroutine per connection that reads
@@ -62,26 +65,45 @@ func runFloor(args []string) error {
 	}
 }
 
-// floorConn serves one connection until it closes or sends something the floor cannot parse.
+// floorConn serves one connection until it closes or sends something the floor cannot parse. It serves inside one
+// RawConn.Read of the socket, as featcache does (proxy/client.go, readDirect): after a read that left nothing in the
+// socket (TCP_INQ, resp.Inq), the goroutine waits for it at once instead of making the read that would find
+// nothing, which a loop around net.Conn.Read makes before every wait.
 func floorConn(c net.Conn, cache *freecache.Cache) {
 	defer c.Close()
 	fb := newFloorBuffer()
 	out := make([]byte, 0, 16<<10)
-	for {
-		n, err := c.Read(fb.room())
-		if n == 0 || err != nil {
-			return
-		}
-		if out, err = fb.serve(n, out, cache); err != nil {
-			return
-		}
-		if len(out) > 0 {
-			if _, err := c.Write(out); err != nil {
-				return
-			}
-			out = out[:0]
-		}
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil || !resp.EnableInq(raw) {
+		return
 	}
+	var inq resp.Inq
+	drained := false
+	raw.Read(func(fd uintptr) bool {
+		for {
+			if drained {
+				drained = false
+				return false // wait for the socket
+			}
+			n, left, err := inq.Recv(int(fd), fb.room())
+			switch {
+			case err == syscall.EAGAIN:
+				return false
+			case n <= 0 || err != nil:
+				return true
+			}
+			drained = left == 0
+			if out, err = fb.serve(n, out, cache); err != nil {
+				return true
+			}
+			if len(out) > 0 {
+				if _, err := c.Write(out); err != nil {
+					return true
+				}
+				out = out[:0]
+			}
+		}
+	})
 }
 
 // floorBuffer is one connection's read buffer, shared by the goroutine floor and the epoll floor: in[start:end]

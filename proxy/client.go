@@ -45,6 +45,7 @@ type client struct {
 
 	wmu  sync.Mutex // serialises writes to nc between serve and the pub/sub pump
 	cmds []resp.Command
+	dir  direct
 
 	name      []byte
 	authed    bool
@@ -153,6 +154,10 @@ func (s *Server) newClient(nc net.Conn) *client {
 		// would otherwise hold 16 KiB each.
 		if raw, err := sc.(syscall.Conn).SyscallConn(); err == nil {
 			c.rd.SetIdleRelease(raw)
+			if c.rd.SetDirect() {
+				c.dir.raw, c.dir.fn = raw, c.directRead
+				c.dir.idle = s.opt.Config.Limits.IdleTimeout > 0
+			}
 		}
 	}
 	c.hotRand = uint64(c.id)*0x9E3779B97F4A7C15 | 1
@@ -190,39 +195,26 @@ func (c *client) serve() {
 	}
 	idle := c.srv.opt.Config.Limits.IdleTimeout > 0
 	for !c.quit {
-		// A subscribed client waits for messages, not commands: it is never idle.
-		marked := idle && (c.sub == nil || !c.sub.on)
-		if marked {
-			c.rseq.Add(1)
-		}
-		cmds, err := c.rd.ReadBatch(c.cmds[:0])
-		if marked {
-			c.rseq.Add(1)
+		var cmds []resp.Command
+		var err error
+		if c.dir.raw != nil && !c.interrupted() {
+			if cmds, err = c.readDirect(); c.dir.stop {
+				return
+			}
+		} else {
+			// A subscribed client waits for messages, not commands: it is never idle.
+			marked := idle && (c.sub == nil || !c.sub.on)
+			if marked {
+				c.rseq.Add(1)
+			}
+			cmds, err = c.rd.ReadBatch(c.cmds[:0])
+			if marked {
+				c.rseq.Add(1)
+			}
 		}
 		c.cmds = cmds
-		if len(cmds) > 0 {
-			slow := c.srv.cfg.Load().Log.SlowCommand
-			var start time.Time
-			if slow > 0 {
-				start = time.Now()
-			}
-			c.beginBatch()
-			c.execBatch(cmds)
-			c.noteBatch()
-			if !c.flush() {
-				return
-			}
-			c.endBatch()
-			if slow > 0 {
-				if d := time.Since(start); d > slow {
-					c.logSlow(cmds, d)
-				}
-			}
-			c.trim()
-			if !c.account(0) {
-				c.fail(ErrClientMemory)
-				return
-			}
+		if len(cmds) > 0 && !c.runBatch(cmds) {
+			return
 		}
 		if err != nil {
 			// A read deadline is how the server interrupts the wait for the next command (Shutdown, max_conn_age).
@@ -247,11 +239,149 @@ func (c *client) serve() {
 			}
 			return
 		}
-		if (c.draining.Load() || c.info.killed.Load() || !c.leaveAt.IsZero() && time.Now().After(c.leaveAt)) && c.leave() {
+		if c.interrupted() && c.leave() {
 			c.closeGently()
 			return
 		}
 	}
+}
+
+// runBatch executes a batch of commands and writes their replies. It reports false when the connection is to end
+// (its replies could not be written, or it went past its memory).
+func (c *client) runBatch(cmds []resp.Command) bool {
+	slow := c.srv.cfg.Load().Log.SlowCommand
+	var start time.Time
+	if slow > 0 {
+		start = time.Now()
+	}
+	c.beginBatch()
+	c.execBatch(cmds)
+	c.noteBatch()
+	if !c.flush() {
+		return false
+	}
+	c.endBatch()
+	if slow > 0 {
+		if d := time.Since(start); d > slow {
+			c.logSlow(cmds, d)
+		}
+	}
+	c.trim()
+	if !c.account(0) {
+		c.fail(ErrClientMemory)
+		return false
+	}
+	return true
+}
+
+// interrupted reports whether the connection may have to close before its next command: the server drains or
+// stops it, CLIENT KILL killed it, or it is past max_conn_age. leave decides.
+func (c *client) interrupted() bool {
+	return c.draining.Load() || c.stopping.Load() || c.info.killed.Load() ||
+		!c.leaveAt.IsZero() && time.Now().After(c.leaveAt)
+}
+
+// direct is what a client serving inside its socket's read (readDirect) keeps between calls, so that the function
+// given to RawConn.Read is made once.
+type direct struct {
+	raw  syscall.RawConn
+	fn   func(fd uintptr) bool // c.directRead
+	cmds []resp.Command        // the batch directRead left to serve to run
+	err  error                 // and the read error after it
+	stop bool                  // a batch run inside ended the connection
+	idle bool                  // limits.idle_timeout is set: mark the waits for the watchdog (markWait)
+	wait bool                  // rseq is marked: the client waits for a complete command
+}
+
+// readDirect serves the client's batches inside one RawConn.Read of its socket, for as long as they may run
+// there, and returns what ReadBatch would return in serve's loop: the next batch that may not run there (with the
+// read error after it, if any), or an empty batch and a read error (a deadline, the connection closed), or nothing
+// once the connection may have to close (interrupted), for serve to look at. c.dir.stop reports that a batch run
+// inside ended the connection.
+//
+// Inside one RawConn.Read the socket's readiness is kept from one wait to the next, so after a read that left
+// nothing in the socket the goroutine waits at once instead of making the read that finds nothing which ReadBatch
+// makes before every wait (resp.Reader.ReadDirect): one system call less per request of a client that waits for
+// each reply. Only plain TCP connections on Linux read this way (resp.Reader.SetDirect). The price is
+// that the socket's read lock is held while a batch runs. Nothing else reads the socket then, except watchPeer
+// (blocking and pinned commands) and the debugger's session, so a batch that may start either runs outside
+// (directSafe); and a Close from another goroutine waits for the batch, so other goroutines close client
+// connections with closeRaw, which does not wait.
+func (c *client) readDirect() ([]resp.Command, error) {
+	c.dir.cmds, c.dir.err, c.dir.stop = nil, nil, false
+	c.rd.BeginDirect()
+	err := c.dir.raw.Read(c.dir.fn)
+	c.markWait(false)
+	if err != nil {
+		c.rd.DirectError(err)
+		cmds, err := c.rd.ReadBatch(c.cmds[:0]) // the error, after any complete command buffered
+		return cmds, err
+	}
+	return c.dir.cmds, c.dir.err
+}
+
+// directRead is the function readDirect gives RawConn.Read: it runs batches until one may not run there, the
+// connection may have to close, or the socket has nothing to read (it returns false: RawConn.Read waits for it).
+func (c *client) directRead(fd uintptr) bool {
+	for {
+		cmds, wait, err := c.rd.ReadDirect(c.cmds[:0], fd)
+		if wait {
+			c.markWait(true)
+			return false
+		}
+		c.markWait(false)
+		c.cmds = cmds
+		if err != nil || !c.directSafe(cmds) {
+			c.dir.cmds, c.dir.err = cmds, err
+			return true
+		}
+		if !c.runBatch(cmds) {
+			c.dir.stop = true
+			return true
+		}
+		if c.quit || c.interrupted() {
+			return true
+		}
+	}
+}
+
+// markWait marks in rseq, for the watchdog's limits.idle_timeout, that the client waits for a complete command (on)
+// or no longer does, as serve's marks around ReadBatch do. A subscribed client waits for messages, not commands: it
+// is never idle.
+func (c *client) markWait(on bool) {
+	if !c.dir.idle || c.dir.wait == on || on && c.sub != nil && c.sub.on {
+		return
+	}
+	c.dir.wait = on
+	c.rseq.Add(1)
+}
+
+// directSafe reports whether a batch may run inside the socket's read: the client outside every session, and no
+// command of the batch one that may watch the client's socket or start a session (a transaction, WATCH, pub/sub,
+// MONITOR, a blocking command, one forwarded its own way such as SCRIPT KILL, SCRIPT DEBUG).
+func (c *client) directSafe(cmds []resp.Command) bool {
+	if !c.plain() || c.ldbArmed {
+		return false
+	}
+	for i := range cmds {
+		tc := c.lookup(cmds[i].Args)
+		if tc == nil {
+			continue // forwarded on a shared connection
+		}
+		switch tc.class {
+		case classTx, classSubscribe, classBlocking, classMonitor:
+			return false
+		case classForward, classWrite:
+			if tc.fwd != nil {
+				return false
+			}
+		case classLocal:
+			if tc.name == "script|debug" {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // When the server drains, or a connection passes max_conn_age, the connection is closed between two batches, after

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -469,7 +470,11 @@ func (s *Server) Close() error {
 		ln.Close()
 	}
 	for _, c := range conns {
-		c.nc.Close()
+		if _, ok := c.nc.(*tls.Conn); ok {
+			c.nc.Close()
+		} else {
+			go c.nc.Close() // without waiting for a batch running inside the socket's read: see closeRaw
+		}
 	}
 	s.wg.Wait()
 	s.warmer.Close()

@@ -53,12 +53,15 @@ func (s *Server) every(period time.Duration, f func()) {
 }
 
 // closeRaw closes a client connection without writing anything, also a TLS one (whose Close would send a
-// close_notify alert and could wait on a client that does not read).
+// close_notify alert and could wait on a client that does not read), and without waiting for the client's
+// goroutine: a plain socket's client may be running a batch inside the socket's read (client.readDirect), and
+// Close waits for every read in progress to end. The socket's waits end at once all the same (its reads and writes
+// fail); the descriptor is closed, and the client sees the connection end, once the batch is over.
 func closeRaw(nc net.Conn) {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
-	nc.Close()
+	go nc.Close()
 }
 
 // waitMark is the watchdog's note of one kind of wait of one client: the wait's sequence number and when the

@@ -232,6 +232,11 @@ type Reader struct {
 	perr    error // protocol error found behind commands that were returned first
 	rerr    error // error from rd, returned once the complete commands before it are consumed
 	empties int   // consecutive (0, nil) reads
+	// inline: SetDirect succeeded. drained: the last read inside ReadDirect left nothing in the socket, so the
+	// next wait may skip the read that would find nothing (see ReadDirect).
+	direct  bool
+	drained bool
+	inq     Inq
 
 	// grow, if set, is asked before the buffer grows by extra bytes; when it returns an error, ReadBatch fails with
 	// that error instead of allocating.
@@ -469,6 +474,107 @@ func (r *Reader) release() {
 		idleBuffers.Put((*[readBufInitial]byte)(r.buf))
 		r.buf, r.start, r.end = nil, 0, 0
 	}
+}
+
+// SetDirect makes ReadDirect available, and reports whether it is: for a TCP connection (after SetIdleRelease) on
+// Linux, where each read can learn how many bytes it left in the socket (TCP_INQ).
+func (r *Reader) SetDirect() bool {
+	r.direct = r.raw != nil && EnableInq(r.raw)
+	return r.direct
+}
+
+// ReadDirect is ReadBatch for a caller running inside the function it passed to the connection's
+// syscall.RawConn.Read (the one given to SetIdleRelease; SetDirect must have reported true), with fd the descriptor
+// that function was called with. It never waits: it returns the next batch as ReadBatch would, reading from fd
+// without blocking, or wait true when the caller must return false from its function so that RawConn.Read waits
+// for the socket to become readable.
+//
+// What it saves is a system call per request. A client that waits for each reply leaves the socket empty after
+// every read, and ReadBatch, which returns between reads, must make a read that finds nothing before it waits: the
+// wait's readiness is cleared each time RawConn.Read begins, so only a read can tell whether bytes arrived since.
+// Inside one RawConn.Read, readiness is kept from one wait to the next: after a read that left nothing in the
+// socket (TCP_INQ says so; a received FIN counts as something left), ReadDirect asks for the wait at once, and
+// bytes that arrived later have made the socket ready since. The caller must call BeginDirect each time it calls
+// RawConn.Read, before the first ReadDirect in it, since that Read cleared the readiness ReadDirect would trust.
+//
+// Reads go into the Reader's buffer as ReadBatch's do (taking one from the pool when it has none, giving it back
+// when it waits with nothing buffered); deadlines are not looked at (RawConn.Read's wait applies them).
+func (r *Reader) ReadDirect(dst []Command, fd uintptr) (cmds []Command, wait bool, err error) {
+	dst = dst[:0]
+	if r.perr != nil {
+		return dst, false, r.perr
+	}
+	r.recycle(dst)
+	for {
+		if r.start < r.end {
+			dst, err = r.parse(dst)
+			if err != nil {
+				r.perr = err
+				if len(dst) > 0 {
+					return dst, false, nil
+				}
+				return dst, false, err
+			}
+			if len(dst) > 0 {
+				return dst, false, nil
+			}
+		}
+		if r.rerr != nil {
+			return dst, false, r.rerr
+		}
+		if r.drained {
+			r.drained = false
+			r.release()
+			return dst, true, nil
+		}
+		if !r.readNow(int(fd)) && r.rerr == nil {
+			r.release()
+			return dst, true, nil
+		}
+	}
+}
+
+// BeginDirect starts a RawConn.Read in which ReadDirect is called: the readiness a drained socket relied on is
+// gone.
+func (r *Reader) BeginDirect() { r.drained = false }
+
+// DirectError records err, what RawConn.Read returned around ReadDirect (a deadline, the connection closed), as
+// the error of the underlying reader: ReadBatch and ReadDirect return it from now on, after the complete commands
+// buffered before it, and ClearTimeout forgets a deadline as it forgets one ReadBatch met.
+func (r *Reader) DirectError(err error) {
+	if r.rerr == nil {
+		r.rerr = err
+	}
+}
+
+// readNow reads once from fd without waiting, into the free end of the buffer (taken from idleBuffers if the
+// Reader holds none, made room in if full), and reports whether it read anything. It records EOF and errors in
+// rerr; a read that finds nothing (EAGAIN) leaves the buffer as it was.
+func (r *Reader) readNow(fd int) bool {
+	if r.buf == nil {
+		r.buf = idleBuffers.Get().(*[readBufInitial]byte)[:]
+		r.start, r.end = 0, 0
+	} else if r.end == len(r.buf) {
+		if err := r.makeRoom(); err != nil {
+			r.rerr = err
+			return false
+		}
+	}
+	n, left, err := r.inq.Recv(fd, r.buf[r.end:])
+	switch {
+	case err == syscall.EAGAIN:
+		return false
+	case err != nil:
+		r.rerr = os.NewSyscallError("read", err)
+		return false
+	case n <= 0:
+		r.rerr = io.EOF
+		return false
+	}
+	r.end += n
+	r.empties = 0
+	r.drained = left == 0
+	return true
 }
 
 // makeRoom frees space at the end of a full buffer. Moving the unconsumed bytes to the front is preferred when it
