@@ -3,11 +3,20 @@ package proxy
 import (
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
 	"featcache/internal/redistest"
 )
+
+// TestMain makes every client of the package's tests read directly from its first batch (directAfter), so that the
+// tests run every kind of batch inside the socket's read, not only those after a client's first eight. The black-box
+// tests of the binary (package main) keep the default.
+func TestMain(m *testing.M) {
+	directAfter = 0
+	os.Exit(m.Run())
+}
 
 // TestDirectReadClosedWithLastCommand: a client that sends its commands and closes its side at once gets every
 // reply and then the end of the connection, and leaves no client behind, however the commands and the FIN reach
