@@ -265,34 +265,36 @@ func (c *client) runBatch(cmds []resp.Command) bool {
 	if slow := c.srv.cfg.Load().Log.SlowCommand; slow > 0 {
 		return c.runBatchTimed(cmds, slow)
 	}
-	c.beginBatch()
-	c.execBatch(cmds)
-	c.noteBatch()
-	if !c.flush() {
-		return false
-	}
-	c.endBatch()
-	c.trim()
-	if !c.account(0) {
-		c.fail(ErrClientMemory)
-		return false
-	}
-	return true
+	return c.answerBatch(cmds) && c.settleBatch()
 }
 
-// runBatchTimed is runBatch with log.slow_command set (slow): a batch slower than it is logged.
+// runBatchTimed is runBatch with log.slow_command set (slow): a batch slower than it is logged, before settleBatch
+// gives back the memory its commands are in.
 func (c *client) runBatchTimed(cmds []resp.Command, slow time.Duration) bool {
 	start := time.Now()
-	c.beginBatch()
-	c.execBatch(cmds)
-	c.noteBatch()
-	if !c.flush() {
+	if !c.answerBatch(cmds) {
 		return false
 	}
-	c.endBatch()
 	if d := time.Since(start); d > slow {
 		c.logSlow(cmds, d)
 	}
+	return c.settleBatch()
+}
+
+// answerBatch executes a batch and writes its replies; false when they could not be written.
+func (c *client) answerBatch(cmds []resp.Command) bool {
+	c.beginBatch()
+	c.execBatch(cmds)
+	c.noteBatch()
+	if !c.flush() {
+		return false
+	}
+	c.endBatch()
+	return true
+}
+
+// settleBatch trims what the batch grew and checks the client's memory; false when it is past its bound.
+func (c *client) settleBatch() bool {
 	c.trim()
 	if !c.account(0) {
 		c.fail(ErrClientMemory)

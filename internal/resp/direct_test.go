@@ -51,13 +51,7 @@ func directCollect(t *testing.T, r *Reader, raw syscall.RawConn, want int, after
 // comes back from ReadBatch after DirectError, for ClearTimeout to forget; the peer's close is io.EOF, also when
 // it arrives with the last command.
 func TestReaderDirect(t *testing.T) {
-	sc, cc := tcpPair(t)
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := NewReader(sc, Limits{})
-	r.SetIdleRelease(raw)
+	sc, cc, raw, r := idleReaderPair(t)
 	if !r.SetDirect() {
 		t.Fatal("SetDirect refused a TCP connection")
 	}

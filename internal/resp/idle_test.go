@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -29,17 +30,25 @@ func tcpPair(t *testing.T) (server, client *net.TCPConn) {
 	return sc.(*net.TCPConn), cc.(*net.TCPConn)
 }
 
+// idleReaderPair returns both ends of a loopback TCP connection, the server end's RawConn, and a Reader of the
+// server end with SetIdleRelease.
+func idleReaderPair(t *testing.T) (server, client *net.TCPConn, raw syscall.RawConn, r *Reader) {
+	t.Helper()
+	server, client = tcpPair(t)
+	raw, err := server.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = NewReader(server, Limits{})
+	r.SetIdleRelease(raw)
+	return server, client, raw, r
+}
+
 // TestReaderIdleRelease reads commands over a real socket with SetIdleRelease: the Reader holds no buffer while it
 // waits with nothing buffered, commands split across reads (a large one too, which grows the buffer) come out
 // whole, a read deadline interrupts the wait as it does a Read, and the peer's close is io.EOF.
 func TestReaderIdleRelease(t *testing.T) {
-	sc, cc := tcpPair(t)
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := NewReader(sc, Limits{})
-	r.SetIdleRelease(raw)
+	sc, cc, _, r := idleReaderPair(t)
 	if got := r.Footprint(); got != 0 {
 		t.Fatalf("footprint before any input = %d; want 0", got)
 	}
@@ -59,6 +68,7 @@ func TestReaderIdleRelease(t *testing.T) {
 		{[]string{"PING\r\n"}, [][]string{{"PING"}}},
 	}
 	var cmds []Command
+	var err error
 	for _, st := range steps {
 		go func() {
 			for _, s := range st.send {
