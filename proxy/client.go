@@ -123,8 +123,10 @@ type client struct {
 	nextCharge int   // pending reply size at which outputOver charges the budget again
 
 	// Sequence numbers the watchdog reads: odd while the client waits for a command (rseq, only with
-	// limits.idle_timeout) or for a write to the client to complete (wseq).
+	// limits.idle_timeout: idleMarks, set by markWait) or for a write to the client to complete (wseq).
 	rseq, wseq      atomic.Uint64
+	idleMarks       bool     // limits.idle_timeout is set: mark the waits for the watchdog (markWait)
+	waitMarked      bool     // rseq is marked: the client waits for a complete command
 	wdIdle, wdWrite waitMark // the watchdog's notes of those waits
 }
 
@@ -156,7 +158,6 @@ func (s *Server) newClient(nc net.Conn) *client {
 			c.rd.SetIdleRelease(raw)
 			if c.rd.SetDirect() {
 				c.dir.raw, c.dir.fn = raw, c.directRead
-				c.dir.idle = s.opt.Config.Limits.IdleTimeout > 0
 			}
 		}
 	}
@@ -193,7 +194,7 @@ func (c *client) serve() {
 	if !c.deadline.IsZero() {
 		c.nc.SetReadDeadline(c.deadline)
 	}
-	idle := c.srv.opt.Config.Limits.IdleTimeout > 0
+	c.idleMarks = c.srv.opt.Config.Limits.IdleTimeout > 0
 	for !c.quit {
 		var cmds []resp.Command
 		var err error
@@ -202,15 +203,9 @@ func (c *client) serve() {
 				return
 			}
 		} else {
-			// A subscribed client waits for messages, not commands: it is never idle.
-			marked := idle && (c.sub == nil || !c.sub.on)
-			if marked {
-				c.rseq.Add(1)
-			}
+			c.markWait(true)
 			cmds, err = c.rd.ReadBatch(c.cmds[:0])
-			if marked {
-				c.rseq.Add(1)
-			}
+			c.markWait(false)
 			c.dir.batches++
 		}
 		c.cmds = cmds
@@ -327,10 +322,8 @@ type direct struct {
 	cmds []resp.Command        // the batch directRead left to serve to run
 	err  error                 // and the read error after it
 	stop bool                  // a batch run inside ended the connection
-	idle bool                  // limits.idle_timeout is set: mark the waits for the watchdog (markWait)
 	// batches counts the batches read with ReadBatch before direct reading begins (directAfter).
 	batches int
-	wait    bool // rseq is marked: the client waits for a complete command
 }
 
 // readDirect serves the client's batches inside one RawConn.Read of its socket, for as long as they may run
@@ -386,39 +379,25 @@ func (c *client) directRead(fd uintptr) bool {
 }
 
 // markWait marks in rseq, for the watchdog's limits.idle_timeout, that the client waits for a complete command (on)
-// or no longer does, as serve's marks around ReadBatch do. A subscribed client waits for messages, not commands: it
-// is never idle.
+// or no longer does: serve around ReadBatch, directRead around its waits. A subscribed client waits for messages,
+// not commands: it is never idle.
 func (c *client) markWait(on bool) {
-	if !c.dir.idle || c.dir.wait == on || on && c.sub != nil && c.sub.on {
+	if !c.idleMarks || c.waitMarked == on || on && c.sub != nil && c.sub.on {
 		return
 	}
-	c.dir.wait = on
+	c.waitMarked = on
 	c.rseq.Add(1)
 }
 
 // directSafe reports whether a batch may run inside the socket's read: the client outside every session, and no
-// command of the batch one that may watch the client's socket or start a session (a transaction, WATCH, pub/sub,
-// MONITOR, a blocking command, one forwarded its own way such as SCRIPT KILL, SCRIPT DEBUG).
+// command of the batch one the command table marks to run outside (command.outside).
 func (c *client) directSafe(cmds []resp.Command) bool {
 	if !c.plain() || c.ldbArmed {
 		return false
 	}
 	for i := range cmds {
-		tc := c.lookup(cmds[i].Args)
-		if tc == nil {
-			continue // forwarded on a shared connection
-		}
-		switch tc.class {
-		case classTx, classSubscribe, classBlocking, classMonitor:
+		if tc := c.lookup(cmds[i].Args); tc != nil && tc.outside {
 			return false
-		case classForward, classWrite:
-			if tc.fwd != nil {
-				return false
-			}
-		case classLocal:
-			if tc.name == "script|debug" {
-				return false
-			}
 		}
 	}
 	return true

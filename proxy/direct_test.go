@@ -55,3 +55,35 @@ func TestDirectReadClosedWithLastCommand(t *testing.T) {
 	}
 	redistest.Eventually(t, 5*time.Second, "every client gone", func() bool { return p.srv.Clients() == 0 })
 }
+
+// TestDirectReadOutsideCommands: the command table marks the commands a batch must not run inside the socket's read
+// with (command.outside), and only those: the ones that may watch the client's socket or start a session. Nothing is
+// denied here, so that MONITOR has its class (denied, as by default, it is refused like any denied command).
+func TestDirectReadOutsideCommands(t *testing.T) {
+	p := startProxy(t, "commands: {deny: []}\n"+defaultTestConfig)
+	tbl := p.srv.tbl.Load()
+	for _, tc := range []struct {
+		args    []string
+		outside bool
+	}{
+		{[]string{"BLPOP", "q", "0"}, true}, {[]string{"WAIT", "0", "0"}, true}, {[]string{"MULTI"}, true},
+		{[]string{"WATCH", "k"}, true}, {[]string{"SUBSCRIBE", "ch"}, true}, {[]string{"MONITOR"}, true},
+		{[]string{"SCRIPT", "KILL"}, true}, {[]string{"FUNCTION", "KILL"}, true}, {[]string{"SCRIPT", "DEBUG", "YES"}, true},
+		{[]string{"INFO"}, true},
+		{[]string{"GET", "k"}, false}, {[]string{"MGET", "k"}, false}, {[]string{"HGETALL", "h"}, false},
+		{[]string{"SET", "k", "v"}, false}, {[]string{"EVAL", "return 1", "0"}, false}, {[]string{"PING"}, false},
+		{[]string{"CLIENT", "KILL", "ID", "1"}, false}, {[]string{"CACHE", "STATS"}, false}, {[]string{"SCRIPT", "LOAD", "x"}, false},
+	} {
+		args := make([][]byte, len(tc.args))
+		for i, a := range tc.args {
+			args[i] = []byte(a)
+		}
+		cmd := tbl.lookup(args)
+		if cmd == nil {
+			t.Fatalf("%q: not in the command table", tc.args)
+		}
+		if cmd.outside != tc.outside {
+			t.Errorf("%q (%s): outside = %v; want %v", tc.args, cmd.name, cmd.outside, tc.outside)
+		}
+	}
+}

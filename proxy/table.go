@@ -61,7 +61,11 @@ type command struct {
 	fwd     func(c *client, cmd *resp.Command) // classForward commands forwarded their own way (INFO, SCRIPT KILL), else nil
 	subs    map[string]*command                // subcommand entries, by lower-case subcommand name
 	calls   *atomic.Int64                      // commands received under this name (featcache_commands_total)
-	lat     uint8                              // its latency class outside sessions (featcache_request_duration_seconds)
+	// outside: a batch holding it runs outside the client socket's read (client.directSafe), since it may watch the
+	// socket (blocking and pinned waits, commands forwarded alone) or start a session (a transaction, pub/sub,
+	// MONITOR, the Lua debugger).
+	outside bool
+	lat     uint8 // its latency class outside sessions (featcache_request_duration_seconds)
 }
 
 // meta returns Redis's metadata for the command: nil for a nil entry (a command neither Redis nor featcache knows)
@@ -268,14 +272,27 @@ func newTable(cmds commands.Table, deny []string, cluster bool) *table {
 	}
 	for _, top := range t.cmds {
 		alone(top)
+		top.outside = runsOutside(top)
 		for _, sub := range top.subs {
 			alone(sub)
+			sub.outside = runsOutside(sub)
 		}
 	}
 	if g := t.cmds["get"]; g != nil && g.class == classRead {
 		t.get = g
 	}
 	return t
+}
+
+// runsOutside reports whether a batch holding c must run outside the client socket's read (command.outside).
+func runsOutside(c *command) bool {
+	switch c.class {
+	case classTx, classSubscribe, classBlocking, classMonitor:
+		return true
+	case classForward, classWrite:
+		return c.fwd != nil // INFO, and SCRIPT KILL and the others forwarded alone
+	}
+	return c.name == "script|debug"
 }
 
 // classify derives a command's class from Redis's flags and key specs (commands.Info.MayWrite says which commands
