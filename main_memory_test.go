@@ -264,27 +264,34 @@ func roundTripRaw(c *redistest.Conn, args ...string) (string, error) {
 }
 
 // readRSS returns the resident set size of process pid (VmRSS).
-func readRSS(pid int) (int64, error) {
+func readRSS(pid int) (int64, error) { return readProcStatus(pid, "VmRSS") }
+
+// readProcStatus returns a "Name: N kB" field of /proc/<pid>/status (VmRSS, VmHWM) in bytes.
+func readProcStatus(pid int, field string) (int64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10, err
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
-func vmRSS(t *testing.T, pid int) int64 {
+// vmRSS is readRSS for a test: VmRSS of process pid, or the test fails.
+func vmRSS(t *testing.T, pid int) int64 { return procStatusBytes(t, pid, "VmRSS") }
+
+// procStatusBytes is readProcStatus for a test: the field of process pid, or the test fails.
+func procStatusBytes(t *testing.T, pid int, field string) int64 {
 	t.Helper()
-	rss, err := readRSS(pid)
+	n, err := readProcStatus(pid, field)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rss
+	return n
 }
 
 // heapAlloc makes the instance collect garbage and returns the bytes of its live heap (/debug/pprof/heap?gc=1,

@@ -543,14 +543,7 @@ policies:
 	if evicted := wpMetric(t, in, "featcache_evictions_total"); evicted == 0 {
 		t.Fatalf("featcache_evictions_total 0: the tier never had to evict")
 	}
-	if !raceEnabled { // the race detector's shadow memory is outside the bound
-		const bound = (1 + 64 + 16) << 20 // max_memory + 64MB, and room for the test's own pipelines
-		rss := vmRSS(t, in.cmd.Process.Pid)
-		if rss > bound {
-			t.Fatalf("VmRSS %d MiB; want at most %d MiB", rss>>20, bound>>20)
-		}
-		t.Logf("VmRSS %.1f MiB after the fills", float64(rss)/(1<<20))
-	}
+	wpMemoryWithin(t, in, "VmRSS", (1+64+16)<<20) // max_memory + 64MB, and room for the test's own pipelines
 }
 
 // TestOutsideHotKeysFiles: the hot-key file read at start is empty, binary garbage, cut short inside a quoted
@@ -671,24 +664,18 @@ func TestOutsideWarmSwapDBAndFlushDuringWarmUp(t *testing.T) {
 	wpConverge(t, in, redis, keys)
 }
 
-// wpPeakRSS returns the peak resident set size of process pid (VmHWM).
-func wpPeakRSS(t *testing.T, pid int) int64 {
+// wpMemoryWithin fails the test when the instance's field of /proc/<pid>/status (VmRSS now, VmHWM its peak) is
+// above bound, and logs it; under the race detector, whose shadow memory is outside the bound, it checks nothing.
+func wpMemoryWithin(t *testing.T, in *instance, field string, bound int64) {
 	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		t.Fatal(err)
+	if raceEnabled {
+		return
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
+	got := procStatusBytes(t, in.cmd.Process.Pid, field)
+	if got > bound {
+		t.Fatalf("%s %d MiB; want at most %d MiB", field, got>>20, bound>>20)
 	}
-	t.Fatalf("no VmHWM in /proc/%d/status", pid)
-	return 0
+	t.Logf("%s %.1f MiB", field, float64(got)/(1<<20))
 }
 
 // TestOutsideWarmLargeValues: CACHE WARM FILE of 300 values of 512KB (150MB, each far over what an 8MB tier
@@ -729,14 +716,7 @@ policies:
 		t.Fatalf("reading the warmed small keys made %d upstream GETs; want 0", n)
 	}
 	wpConverge(t, in, redis, append(small, "w:big0", "w:big150", "w:big299"))
-	if !raceEnabled { // the race detector's shadow memory is outside the bound
-		const bound = (8 + 64) << 20
-		peak := wpPeakRSS(t, in.cmd.Process.Pid)
-		if peak > bound {
-			t.Fatalf("peak VmHWM %d MiB; want at most local.max_memory + 64MB = %d MiB", peak>>20, bound>>20)
-		}
-		t.Logf("peak VmHWM %.1f MiB", float64(peak)/(1<<20))
-	}
+	wpMemoryWithin(t, in, "VmHWM", (8+64)<<20) // local.max_memory + 64MB, at its peak
 }
 
 // TestOutsideWarmReadYourWritesDuringWarmUp: while a start-up warm-up loads 4,000 keys, a client of featcache
