@@ -4,7 +4,6 @@ import (
 	"bytes"
 	le "encoding/binary"
 	"fmt"
-	"math/bits"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"featcache/feast"
 	"featcache/internal/redistest"
 	"featcache/internal/resp"
 	"featcache/internal/testkit"
@@ -27,7 +27,7 @@ import (
 // to Redis (HSET of a hash per entity, EXPIRE from key_ttl_seconds) while model servers read them through featcache
 // with Feast's HMGET per entity and feature view. Keys and fields are built here as Feast 0.3x builds them
 // (feast/infra/key_encoding_utils.py serialize_entity_key, version 2; feast/infra/online_stores/redis.py), not with
-// featcache's feast package, and every reply is compared with the one Redis sends for the same command.
+// featcache's feast package (but for the fields' hash, foField), and every reply is compared with the one Redis sends for the same command.
 
 // foProject is the Feast project featcache is configured for in these tests.
 const foProject = "fraud"
@@ -54,51 +54,10 @@ feast:
       jitter: 0
 `
 
-// foMurmur3 is MurmurHash3 x86 32-bit with seed 0, the hash Feast's mmh3.hash(key, signed=False) computes.
-func foMurmur3(data []byte) uint32 {
-	const c1, c2 = 0xcc9e2d51, 0x1b873593
-	var h uint32
-	n := len(data) / 4
-	for i := 0; i < n; i++ {
-		k := le.LittleEndian.Uint32(data[i*4:])
-		k *= c1
-		k = bits.RotateLeft32(k, 15)
-		k *= c2
-		h ^= k
-		h = bits.RotateLeft32(h, 13)
-		h = h*5 + 0xe6546b64
-	}
-	var k uint32
-	tail := data[n*4:]
-	switch len(tail) {
-	case 3:
-		k ^= uint32(tail[2]) << 16
-		fallthrough
-	case 2:
-		k ^= uint32(tail[1]) << 8
-		fallthrough
-	case 1:
-		k ^= uint32(tail[0])
-		k *= c1
-		k = bits.RotateLeft32(k, 15)
-		k *= c2
-		h ^= k
-	}
-	h ^= uint32(len(data))
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
-	return h
-}
-
-// foField is the hash field of a feature: Feast's _mmh3("<view>:<feature>"), 4 bytes little endian.
-func foField(view, feature string) string {
-	var b [4]byte
-	le.LittleEndian.PutUint32(b[:], foMurmur3([]byte(view+":"+feature)))
-	return string(b[:])
-}
+// foField is the hash field of a feature: Feast's _mmh3("<view>:<feature>"), 4 bytes little endian. It is the one
+// piece built with featcache's feast package: feast.FieldID, whose MurmurHash3 is checked against published values
+// (feast.TestMurmur3).
+func foField(view, feature string) string { return string(feast.FieldID(view, feature)) }
 
 // foTS is the event-time field of a view.
 func foTS(view string) string { return "_ts:" + view }
@@ -514,15 +473,6 @@ func TestOutsideFeastRedisPyOnlineRead(t *testing.T) {
 	}
 	if !strings.Contains(want, "\\x08") {
 		t.Fatalf("the read found no rows: %s", want)
-	}
-}
-
-// TestOutsideFeastMurmur3 checks the hash the keys here are built with against MurmurHash3's published values.
-func TestOutsideFeastMurmur3(t *testing.T) {
-	for in, want := range map[string]uint32{"": 0, "hello": 0x248bfa47, "The quick brown fox jumps over the lazy dog": 0x2e4ff723} {
-		if got := foMurmur3([]byte(in)); got != want {
-			t.Errorf("murmur3(%q) = %#x; want %#x", in, got, want)
-		}
 	}
 }
 

@@ -14,6 +14,8 @@ func TestMurmur3(t *testing.T) {
 	}{
 		{"", 0},
 		{"foo", 4138058784},
+		{"hello", 0x248bfa47},
+		{"The quick brown fox jumps over the lazy dog", 0x2e4ff723},
 		{"driver_hourly_stats:conv_rate", 3672334433},
 	} {
 		if got := murmur3_32([]byte(tt.in), 0); got != tt.want {
