@@ -19,38 +19,48 @@ func TestMain(m *testing.M) {
 }
 
 // TestDirectReadClosedWithLastCommand: a client that sends its commands and closes its side at once gets every
-// reply and then the end of the connection, and leaves no client behind, however the commands and the FIN reach
-// the socket (together in one read, or apart). A client reading inside its socket's RawConn.Read must not take a
-// read that returned the last command for an empty socket: the FIN behind it brings no readiness of its own.
+// reply and then the end of the connection, as from Redis, and leaves no client behind, however the commands and
+// the FIN reach the socket (together in one read, or apart). A client reading inside its socket's RawConn.Read must
+// not take a read that returned the last command for an empty socket: the FIN behind it brings no readiness of its
+// own.
 func TestDirectReadClosedWithLastCommand(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	p.redis.Do("SET", "s:direct", "v")
-	const conns = 200
-	for i := 0; i < conns; i++ {
-		nc, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+	// exchange sends PING and GET to addr, apart (the GET after PING's reply) or together, closes its side at once
+	// and returns everything the server sent until it closed the connection.
+	exchange := func(addr string, apart bool) (string, error) {
+		nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
-			t.Fatal(err)
+			return "", err
 		}
+		defer nc.Close()
 		nc.SetDeadline(time.Now().Add(5 * time.Second))
-		var want string
-		if i%2 == 1 {
-			// Apart: the first command alone, its reply read, so that the connection waits for the next.
+		var first []byte
+		if apart {
 			nc.Write([]byte("PING\r\n"))
-			b := make([]byte, 7)
-			if _, err := io.ReadFull(nc, b); err != nil || string(b) != "+PONG\r\n" {
-				t.Fatalf("connection %d: PING: %q, %v", i, b, err)
+			first = make([]byte, 7)
+			if _, err := io.ReadFull(nc, first); err != nil {
+				return string(first), err
 			}
 			nc.Write([]byte("GET s:direct\r\n"))
-			want = "$1\r\nv\r\n"
 		} else {
 			nc.Write([]byte("PING\r\nGET s:direct\r\n"))
-			want = "+PONG\r\n$1\r\nv\r\n"
 		}
 		nc.(*net.TCPConn).CloseWrite()
-		got, err := io.ReadAll(nc)
-		nc.Close()
-		if err != nil || string(got) != want {
-			t.Fatalf("connection %d: got %q, %v; want %q and the end of the connection", i, got, err, want)
+		rest, err := io.ReadAll(nc)
+		return string(first) + string(rest), err
+	}
+	const want = "+PONG\r\n$1\r\nv\r\n"
+	for _, apart := range []bool{false, true} {
+		if got, err := exchange(p.redis.Addr(), apart); err != nil || got != want {
+			t.Fatalf("straight from Redis (apart %v): %q, %v; want %q and the end of the connection", apart, got, err, want)
+		}
+	}
+	const conns = 200
+	for i := 0; i < conns; i++ {
+		if got, err := exchange(p.addr, i%2 == 1); err != nil || got != want {
+			t.Fatalf("connection %d (apart %v): got %q, %v; want %q, as from Redis, and the end of the connection",
+				i, i%2 == 1, got, err, want)
 		}
 	}
 	redistest.Eventually(t, 5*time.Second, "every client gone", func() bool { return p.srv.Clients() == 0 })
