@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -25,6 +27,9 @@ import (
 // It asks whether the system calls of Go's net package are what the unpipelined hit path loses to Redis on:
 // a goroutine per connection pays a read, a write, and a read that returns EAGAIN before it parks on the poller,
 // where an event loop pays a read and a write per request and one epoll_wait for every connection that is ready.
+
+// haveEpollFloor says that this platform has the epoll floor.
+const haveEpollFloor = true
 
 // floorEpollEvents is how many ready connections one epoll_wait returns at most.
 const floorEpollEvents = 256

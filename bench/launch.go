@@ -9,8 +9,6 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // Launching: the bench re-executes itself pinned under taskset (or inside a network namespace for a remote store:
@@ -33,10 +31,9 @@ func decidePinning(inv invocation) pinning {
 	if p.RelayCPUs == "" {
 		p.RelayCPUs = p.ServerCPUs
 	}
-	var set unix.CPUSet
 	cpus := runtime.NumCPU()
-	if err := unix.SchedGetaffinity(0, &set); err == nil && os.Getenv(envPinned) == "" {
-		cpus = set.Count()
+	if n, ok := affinityCPUs(); ok && os.Getenv(envPinned) == "" {
+		cpus = n
 	}
 	switch {
 	case !inv.pin:

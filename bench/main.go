@@ -90,8 +90,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -450,10 +448,9 @@ func run(args []string) error {
 	}
 	defer os.RemoveAll(scratch)
 	if pin.Enabled {
-		var set unix.CPUSet
-		if err := unix.SchedGetaffinity(0, &set); err == nil {
+		if n, ok := affinityCPUs(); ok {
 			pin.Verified = fmt.Sprintf("checked: the load generator's affinity holds %d CPU, GOMAXPROCS=%d",
-				set.Count(), runtime.GOMAXPROCS(0))
+				n, runtime.GOMAXPROCS(0))
 		}
 	}
 	remote := remoteFromEnv()

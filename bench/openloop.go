@@ -15,7 +15,6 @@ import (
 	"featcache/internal/resp"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	"golang.org/x/sys/unix"
 )
 
 // Open-loop phases compare targets at the same offered load. A closed loop (the rounds) sends a connection's next
@@ -365,20 +364,15 @@ func newOpenPhase() openPhase {
 	return ph
 }
 
-// dispatch queues each request at its intended send time, then closes the queue. It sleeps on a timerfd, which
-// Go's network poller waits on like a socket: the goroutine parks (its P runs the connections meanwhile) and wakes
-// when the kernel's timer fires, to the microsecond, where Go's own timers wake up to a millisecond late. Sleeping
-// in a system call instead would keep the P, and with it the connection just handed a request, until the runtime
-// takes the P back, up to milliseconds later.
+// dispatch queues each request at its intended send time, then closes the queue. It sleeps on a wakeTimer
+// (openloop_linux.go: a timerfd, to the microsecond).
 func dispatch(reqs []openRequest, start time.Time, queue chan<- int32, stop *atomic.Bool) error {
 	defer close(queue)
-	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	timer, err := newWakeTimer()
 	if err != nil {
-		return fmt.Errorf("timerfd_create: %w", err)
+		return err
 	}
-	timer := os.NewFile(uintptr(fd), "timerfd")
-	defer timer.Close()
-	var expirations [8]byte
+	defer timer.close()
 	for i := range reqs {
 		due := start.Add(reqs[i].at)
 		for {
@@ -386,12 +380,8 @@ func dispatch(reqs []openRequest, start time.Time, queue chan<- int32, stop *ato
 			if d <= 0 {
 				break
 			}
-			spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(d))}
-			if err := unix.TimerfdSettime(fd, 0, &spec, nil); err != nil {
-				return fmt.Errorf("timerfd_settime: %w", err)
-			}
-			if _, err := timer.Read(expirations[:]); err != nil {
-				return fmt.Errorf("timerfd read: %w", err)
+			if err := timer.sleep(d); err != nil {
+				return err
 			}
 		}
 		if stop.Load() {

@@ -8,8 +8,6 @@ import (
 	"runtime"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // The relay stands for a store in another zone: a TCP forwarder that holds every byte for a fixed delay in each
@@ -118,15 +116,14 @@ func relayRead(src *net.TCPConn, dst *relayEnd, delay time.Duration, q chan<- re
 // relayWriter writes every chunk at its due time, in queue order.
 func relayWriter(q <-chan relayChunk) {
 	runtime.LockOSThread()
-	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+	exactTimerSlack()
 	for c := range q {
 		for {
 			d := time.Until(c.due)
 			if d <= 0 {
 				break
 			}
-			ts := unix.NsecToTimespec(int64(d))
-			unix.Nanosleep(&ts, nil) // EINTR: the loop sleeps the rest
+			threadSleep(d) // woken early (EINTR): the loop sleeps the rest
 		}
 		p := c.dst.pair
 		switch {

@@ -139,7 +139,9 @@ func runProfile(e *env, s settings) (_ *profileResult, err error) {
 			return nil, err
 		}
 	}
-	if s.FloorEpoll {
+	if s.FloorEpoll && !haveEpollFloor {
+		logf("bench: no epoll floor on this platform (it needs Linux's epoll)")
+	} else if s.FloorEpoll {
 		if err := startFloorTarget(f, s, true, &targets, logf); err != nil {
 			return nil, err
 		}

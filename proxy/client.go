@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"featcache/internal/resp"
 	"featcache/localcache"
 	"featcache/upstream"
@@ -507,24 +505,6 @@ func (c *client) closeGently() {
 			return // the client closed its side (or the connection failed): nothing more to wait for
 		}
 	}
-}
-
-// unacknowledged returns how many bytes written on nc the peer has not acknowledged yet (SIOCOUTQ), or 0 where
-// that cannot be known.
-func unacknowledged(nc net.Conn) int {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return 0
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	n := 0
-	raw.Control(func(fd uintptr) {
-		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
-	})
-	return n
 }
 
 // wake interrupts a wait for the next command, so that the client goroutine looks at draining.
