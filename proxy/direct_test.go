@@ -12,9 +12,11 @@ import (
 
 // TestMain makes every client of the package's tests read directly from its first batch (directAfter), so that the
 // tests run every kind of batch inside the socket's read, not only those after a client's first eight. The black-box
-// tests of the binary (package main) keep the default.
+// tests of the binary (package main) keep the default. It also shortens roleRetry to a moment, for
+// TestHelloRoleFollowsUpstream.
 func TestMain(m *testing.M) {
 	directAfter = 0
+	roleRetry = 300 * time.Millisecond
 	os.Exit(m.Run())
 }
 

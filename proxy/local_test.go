@@ -148,6 +148,36 @@ func TestLocalHello(t *testing.T) {
 	expectDo(t, c, "$5\r\nother\r\n", "CLIENT", "GETNAME")
 }
 
+// TestHelloRoleFollowsUpstream: HELLO's role is the upstream's current one, as Redis's own HELLO reports its role,
+// also after the upstream refused INFO for a while (an ACL change) and then allowed it again: featcache asks again
+// after roleRetry (a minute; the package's TestMain shortens it), where it used to stop asking for good.
+func TestHelloRoleFollowsUpstream(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	c := p.dial()
+	role := func() string {
+		_, after, _ := strings.Cut(string(c.Do("HELLO")), "$4\r\nrole\r\n")
+		_, after, _ = strings.Cut(after, "\r\n")
+		r, _, _ := strings.Cut(after, "\r\n")
+		return r
+	}
+	if got := role(); got != "master" {
+		t.Fatalf("HELLO role: %q; want master", got)
+	}
+	p.redis.Do("ACL", "SETUSER", "default", "-info")
+	t.Cleanup(func() { p.redis.Do("ACL", "SETUSER", "default", "+info") })
+	redistest.Eventually(t, 5*time.Second, "INFO refused", func() bool { return p.srv.noRoleUntil.Load() != 0 })
+	p.redis.Do("ACL", "SETUSER", "default", "+info")
+	// A replica of a master that does not answer: its role is replica all the same.
+	if got := string(p.redis.Do("REPLICAOF", "127.0.0.1", "1")); got != "+OK\r\n" {
+		t.Fatalf("REPLICAOF: %q", got)
+	}
+	t.Cleanup(func() { p.redis.Do("REPLICAOF", "NO", "ONE") })
+	if got := string(p.redis.Do("HELLO")); !strings.Contains(got, "$4\r\nrole\r\n$7\r\nreplica\r\n") {
+		t.Fatalf("Redis's own HELLO after REPLICAOF: %q", got)
+	}
+	redistest.Eventually(t, 5*time.Second, "HELLO role replica through featcache", func() bool { return role() == "replica" })
+}
+
 func TestAuthFeatcachePassword(t *testing.T) {
 	p := startProxy(t, "password: s3cret\n"+defaultTestConfig)
 	ref := redistest.Start(t, "--requirepass", "s3cret")

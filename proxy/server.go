@@ -70,11 +70,12 @@ type Server struct {
 	policies atomic.Pointer[policySet]
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]
-	// noRole is set once the upstream refuses INFO (an ACL without it, a renamed command): refreshRole stops
-	// asking, rather than filling Redis's ACL LOG every second.
-	noRole  atomic.Bool
-	resp3   atomic.Int32 // whether the upstream switches protocols with HELLO: 0 not known yet, 1 yes, 2 no
-	dbCount atomic.Int64 // the upstream's number of databases, once read (connection.go: databases)
+	// noRoleUntil (unix ns) is set when the upstream refuses INFO (an ACL without it, a renamed command):
+	// refreshRole asks again only after roleRetry, rather than filling Redis's ACL LOG every second, and resumes
+	// once INFO is allowed again.
+	noRoleUntil atomic.Int64
+	resp3       atomic.Int32 // whether the upstream switches protocols with HELLO: 0 not known yet, 1 yes, 2 no
+	dbCount     atomic.Int64 // the upstream's number of databases, once read (connection.go: databases)
 
 	cmds       atomic.Pointer[commands.Table] // the command table's source, for rebuilding it (installTable)
 	tblMu      sync.Mutex                     // serializes installTable
@@ -309,11 +310,14 @@ func (s *Server) fetchCommands() (commands.Table, error) {
 	return cmds, nil
 }
 
+// roleRetry is how long refreshRole waits after the upstream refused INFO before it asks again.
+var roleRetry = time.Minute
+
 // refreshRole keeps HELLO's role that of the upstream, which another client may change at any time (REPLICAOF,
 // FAILOVER) and a Sentinel failover changes, as Redis's own HELLO reports its current role. In front of a cluster
 // the role stays master: featcache routes to the masters.
 func (s *Server) refreshRole() {
-	if s.clustered() || s.noRole.Load() {
+	if s.clustered() || time.Now().UnixNano() < s.noRoleUntil.Load() {
 		return
 	}
 	call := upstream.NewCall()
@@ -324,7 +328,7 @@ func (s *Server) refreshRole() {
 	info, _, ok := resp.BulkPayload(call.Frame(0))
 	if !ok {
 		if f := call.Frame(0); bytes.HasPrefix(f, []byte("-NOPERM")) || bytes.HasPrefix(f, []byte("-ERR unknown command")) {
-			s.noRole.Store(true)
+			s.noRoleUntil.Store(time.Now().Add(roleRetry).UnixNano())
 		}
 		return
 	}
