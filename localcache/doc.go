@@ -66,10 +66,11 @@
 // # Overlapping reads
 //
 // Reads of one key that overlap (fills of different fields of a hash, a fill and an MGET's transaction, fills
-// of two tracking sessions) reach the upstream in an order the cache cannot see: the one that completes last
-// may have read first. So a read that answers hands its answer to the key's fills still in flight and ends their
-// generation (a later miss starts its own fill rather than join one that may be older than an answer already
-// served), and what they read otherwise, between the same invalidations, they do not store (Fill.concurrent).
+// of two tracking sessions, a fill that began before an invalidation and one that began after it) reach the
+// upstream in an order the cache cannot see: they go out on different shared connections, and the one that
+// completes last, or began first, may have read last. So a read that answers hands its answer to the key's fills
+// still in flight and ends their generation (a later miss starts its own fill rather than join one that may be
+// older than an answer already served), and what they read otherwise they do not store (Fill.concurrent).
 //
 // # Memory
 //

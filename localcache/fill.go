@@ -36,10 +36,11 @@ type Fill struct {
 	// concurrent holds the answers of the other reads of the key that completed while this one was outstanding:
 	// fills, and an MGET's transaction that did not lead the key's fill (Answered). Appended under the shard lock.
 	// Reads that overlap reach the upstream in an order nobody knows: this one may have read before them, and
-	// their answers may have been served already. So what this one read otherwise than one of them that began
-	// between the same invalidations is stored by neither (Complete, and mergeHash field by field), and a fill
-	// whose key was invalidated meanwhile, which stores nothing, deletes an entry they left that differs from its
-	// answer. (Nor do later reads join it: the answer ended its generation.)
+	// their answers may have been served already. That holds across an invalidation too: a read that began before
+	// it may reach Redis after one that began after it (they go out on different shared connections), and so have
+	// read the newer value. So what this one read otherwise than any of them is stored by neither (Complete, and
+	// mergeHash field by field), and a fill whose key was invalidated meanwhile, which stores nothing, deletes an
+	// entry they left that differs from its answer. (Nor do later reads join it: the answer ended its generation.)
 	concurrent []answer
 
 	skipAdmission bool // set by SkipAdmission: stored whatever the admission filter says
@@ -70,13 +71,9 @@ func (f *Fill) Result() Result {
 // Start returns the time the fill began, from which the stored entry's age is counted.
 func (f *Fill) Start() time.Time { return f.start }
 
-// answer is what another read of the key answered while a fill was outstanding (Fill.concurrent), and the key's
-// count of invalidations when that read began. A fill that began after an invalidation that the other read
-// predates is taken to have read after it (it reads the write that invalidated the key): what it read is stored
-// even when the other answered otherwise, as it would not be between the same invalidations.
+// answer is what another read of the key answered while a fill was outstanding (Fill.concurrent).
 type answer struct {
-	res   Result
-	inval uint64
+	res Result
 }
 
 // Result is the outcome of one upstream read, handed by the leader to Complete.
@@ -217,8 +214,8 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 //     not for serve-stale, which would otherwise answer with a value older than one a client already read;
 //   - a result with KeepSame is not stored: the entry stays if it holds the same value, and is deleted otherwise;
 //   - a result that differs from the answer of another read of the key that completed while this one was
-//     outstanding, and began between the same invalidations, is not stored, and the entry is deleted: which of
-//     the two read the upstream last is not known (see Fill.concurrent). A fill whose key was invalidated stores
+//     outstanding is not stored, and the entry is deleted: which of the two read the upstream last is not known,
+//     even when one of them began after an invalidation the other predates (see Fill.concurrent). A fill whose key was invalidated stores
 //     nothing, and deletes an entry that differs from its result: only a read that completed while it was
 //     outstanding can have left it.
 //
@@ -365,7 +362,7 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 		}
 	}
 	if res.Err == nil {
-		fl.answered(answer{res: res, inval: f.inval})
+		fl.answered(answer{res: res})
 	}
 	f.concurrent = nil
 	if fl.refs == 0 {
@@ -398,7 +395,7 @@ func (c *Cache) Answered(key []byte, res Result) {
 	sh := c.shardFor(key)
 	sh.mu.Lock()
 	if fl := sh.flights[string(key)]; fl != nil {
-		fl.answered(answer{res: res, inval: fl.inval})
+		fl.answered(answer{res: res})
 	}
 	if len(key) <= MaxKeyLen {
 		if same, ok := c.holds(key, &res); ok && !same {
@@ -412,10 +409,10 @@ func (c *Cache) Answered(key []byte, res Result) {
 const keepEntry = -1
 
 // contested reports whether res, a value fill's answer, differs from the answer of a read of the key that
-// completed while f was outstanding and began between the same invalidations (Fill.concurrent).
+// completed while f was outstanding (Fill.concurrent).
 func (f *Fill) contested(res *Result) bool {
 	for i := range f.concurrent {
-		if a := &f.concurrent[i]; a.inval == f.inval && !sameAnswer(&a.res, res) {
+		if a := &f.concurrent[i]; !sameAnswer(&a.res, res) {
 			return true
 		}
 	}
@@ -431,11 +428,11 @@ func (c *Cache) differs(f *Fill, res *Result) bool {
 	}
 	if res.Hash != nil {
 		for i := range res.Hash.Fields {
-			if f.disputed(&res.Hash.Fields[i], true) {
+			if f.disputed(&res.Hash.Fields[i]) {
 				return true
 			}
 		}
-		return res.Hash.All && f.disputesAbsent(res.Hash, true)
+		return res.Hash.All && f.disputesAbsent(res.Hash)
 	}
 	same, ok := c.holds(f.key, res)
 	return ok && !same

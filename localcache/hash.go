@@ -239,14 +239,14 @@ func (f *Fill) disputedReads(hr *HashResult) []bool {
 	}
 	var disputed []bool
 	for i := range hr.Fields {
-		if f.disputed(&hr.Fields[i], false) {
+		if f.disputed(&hr.Fields[i]) {
 			if disputed == nil {
 				disputed = make([]bool, len(hr.Fields))
 			}
 			disputed[i] = true
 		}
 	}
-	if disputed == nil && hr.All && f.disputesAbsent(hr, false) {
+	if disputed == nil && hr.All && f.disputesAbsent(hr) {
 		disputed = make([]bool, len(hr.Fields))
 	}
 	return disputed
@@ -355,12 +355,12 @@ func (m *hashMerge) keepCurrent(b []byte, h *Header) ([]byte, int) {
 	return b, kept
 }
 
-// disputed reports whether a read of the key that completed while f was outstanding (Fill.concurrent), and began
-// between the same invalidations unless anyInval, read fr's field otherwise: with another value, or as missing
+// disputed reports whether a read of the key that completed while f was outstanding (Fill.concurrent) read fr's
+// field otherwise: with another value, or as missing
 // when f found it, or the reverse. A fill of the whole hash says that a field it does not list does not exist; a
 // value read's answer (the key was not a hash) disputes every field.
-func (f *Fill) disputed(fr *FieldRead, anyInval bool) bool {
-	for o := range f.overlapping(anyInval) {
+func (f *Fill) disputed(fr *FieldRead) bool {
+	for o := range f.overlapping() {
 		if o == nil {
 			return true
 		}
@@ -383,11 +383,10 @@ func (f *Fill) disputed(fr *FieldRead, anyInval bool) bool {
 	return false
 }
 
-// disputesAbsent reports whether a read of the key that completed while f was outstanding, and began between the
-// same invalidations unless anyInval, found a field that hr, f's read of the whole hash, does not list (so says
+// disputesAbsent reports whether a read of the key that completed while f was outstanding found a field that hr, f's read of the whole hash, does not list (so says
 // does not exist).
-func (f *Fill) disputesAbsent(hr *HashResult, anyInval bool) bool {
-	for o := range f.overlapping(anyInval) {
+func (f *Fill) disputesAbsent(hr *HashResult) bool {
+	for o := range f.overlapping() {
 		if o == nil {
 			return true
 		}
@@ -400,15 +399,11 @@ func (f *Fill) disputesAbsent(hr *HashResult, anyInval bool) bool {
 	return false
 }
 
-// overlapping yields the answers of the key's reads that completed while f was outstanding (Fill.concurrent) and
-// began between the same invalidations as f, or between any with anyInval: a read's hash result, or nil when its
-// answer was not a hash.
-func (f *Fill) overlapping(anyInval bool) iter.Seq[*HashResult] {
+// overlapping yields the answers of the key's reads that completed while f was outstanding (Fill.concurrent): a
+// read's hash result, or nil when its answer was not a hash.
+func (f *Fill) overlapping() iter.Seq[*HashResult] {
 	return func(yield func(*HashResult) bool) {
 		for j := range f.concurrent {
-			if !anyInval && f.concurrent[j].inval != f.inval {
-				continue
-			}
 			if !yield(f.concurrent[j].res.Hash) {
 				return
 			}

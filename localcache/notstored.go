@@ -142,7 +142,7 @@ func (f *Fill) hashRefusal(res *Result, hr *HashResult, verified bool, nowMs int
 	for i := range hr.Fields {
 		fr := &hr.Fields[i]
 		switch {
-		case len(f.concurrent) > 0 && f.disputed(fr, false):
+		case len(f.concurrent) > 0 && f.disputed(fr):
 			return NotStoredContested
 		case fr.Policy == nil || fr.Policy.HardTTL <= 0:
 			return NotStoredUncachedPolicy
@@ -152,7 +152,7 @@ func (f *Fill) hashRefusal(res *Result, hr *HashResult, verified bool, nowMs int
 			return NotStoredUntrusted
 		}
 	}
-	if len(f.concurrent) > 0 && hr.All && f.disputesAbsent(hr, false) {
+	if len(f.concurrent) > 0 && hr.All && f.disputesAbsent(hr) {
 		return NotStoredContested
 	}
 	// Every field was within its policy: the read outlived their deadlines (their upstream expiry).
