@@ -75,6 +75,7 @@ func floorConn(c net.Conn, cache *freecache.Cache) {
 	out := make([]byte, 0, 16<<10)
 	raw, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil || !resp.EnableInq(raw) {
+		floorConnReads(c, fb, out, cache) // no TCP_INQ (not Linux): a read loop
 		return
 	}
 	var inq resp.Inq
@@ -93,17 +94,34 @@ func floorConn(c net.Conn, cache *freecache.Cache) {
 				return true
 			}
 			drained = left == 0
-			if out, err = fb.serve(n, out, cache); err != nil {
+			if out, err = fb.serve(n, out, cache); err != nil || !floorWrite(c, &out) {
 				return true
-			}
-			if len(out) > 0 {
-				if _, err := c.Write(out); err != nil {
-					return true
-				}
-				out = out[:0]
 			}
 		}
 	})
+}
+
+// floorConnReads is floorConn around net.Conn.Read, where a read cannot tell that it left the socket empty.
+func floorConnReads(c net.Conn, fb *floorBuffer, out []byte, cache *freecache.Cache) {
+	for {
+		n, err := c.Read(fb.room())
+		if n == 0 || err != nil {
+			return
+		}
+		if out, err = fb.serve(n, out, cache); err != nil || !floorWrite(c, &out) {
+			return
+		}
+	}
+}
+
+// floorWrite writes the replies in *out, if any, and empties it; false when the write failed.
+func floorWrite(c net.Conn, out *[]byte) bool {
+	if len(*out) == 0 {
+		return true
+	}
+	_, err := c.Write(*out)
+	*out = (*out)[:0]
+	return err == nil
 }
 
 // floorBuffer is one connection's read buffer, shared by the goroutine floor and the epoll floor: in[start:end]

@@ -34,8 +34,28 @@ func TestFloorMatchesRedis(t *testing.T) {
 			go floorConn(c, cache)
 		}
 	}()
-
 	compareFloorWithRedis(t, "floor", srv.Addr(), ln.Addr().String())
+
+	// The read loop that serves where there is no TCP_INQ (not Linux).
+	loop, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loop.Close()
+	loopCache := freecache.NewCache(64 << 20)
+	go func() {
+		for {
+			c, err := loop.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				floorConnReads(c, newFloorBuffer(), nil, loopCache)
+			}()
+		}
+	}()
+	compareFloorWithRedis(t, "floor without TCP_INQ", srv.Addr(), loop.Addr().String())
 }
 
 // compareFloorWithRedis sends one pipeline of GET, SET and PING (a value larger than a floor's first read buffer
