@@ -41,7 +41,7 @@ type Fill struct {
 	// read the newer value. So what this one read otherwise than any of them is stored by neither (Complete, and
 	// mergeHash field by field), and a fill whose key was invalidated meanwhile, which stores nothing, deletes an
 	// entry they left that differs from its answer. (Nor do later reads join it: the answer ended its generation.)
-	concurrent []answer
+	concurrent []Result
 
 	skipAdmission bool // set by SkipAdmission: stored whatever the admission filter says
 	// refused is why the answer cannot be stored, when the build function of complete finds it cannot; complete
@@ -70,11 +70,6 @@ func (f *Fill) Result() Result {
 
 // Start returns the time the fill began, from which the stored entry's age is counted.
 func (f *Fill) Start() time.Time { return f.start }
-
-// answer is what another read of the key answered while a fill was outstanding (Fill.concurrent).
-type answer struct {
-	res Result
-}
 
 // Result is the outcome of one upstream read, handed by the leader to Complete.
 type Result struct {
@@ -215,9 +210,9 @@ func (c *Cache) acquire(key []byte, id uint64) (f *Fill, leader bool) {
 //   - a result with KeepSame is not stored: the entry stays if it holds the same value, and is deleted otherwise;
 //   - a result that differs from the answer of another read of the key that completed while this one was
 //     outstanding is not stored, and the entry is deleted: which of the two read the upstream last is not known,
-//     even when one of them began after an invalidation the other predates (see Fill.concurrent). A fill whose key was invalidated stores
-//     nothing, and deletes an entry that differs from its result: only a read that completed while it was
-//     outstanding can have left it.
+//     even when one of them began after an invalidation the other predates (see Fill.concurrent). A fill whose
+//     key was invalidated stores nothing, and deletes an entry that differs from its result: only a read that
+//     completed while it was outstanding can have left it.
 //
 // The result is stored verified when the cache was trusted, in one tracking session, from the fill's start to
 // now. Otherwise no invalidation vouches for it, and it is stored unverified (Header.Unverified: served only as
@@ -362,7 +357,7 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 		}
 	}
 	if res.Err == nil {
-		fl.answered(answer{res: res})
+		fl.answered(res)
 	}
 	f.concurrent = nil
 	if fl.refs == 0 {
@@ -374,9 +369,9 @@ func (c *Cache) complete(f *Fill, res Result, answered bool, build func(verified
 	return stored
 }
 
-// answered hands a to the key's outstanding fills (Fill.concurrent) and ends their generation. It runs under the
-// shard lock.
-func (fl *flight) answered(a answer) {
+// answered hands a, what a read of the key answered, to the key's outstanding fills (Fill.concurrent) and ends
+// their generation. It runs under the shard lock.
+func (fl *flight) answered(a Result) {
 	if len(fl.fills) == 0 {
 		return
 	}
@@ -395,7 +390,7 @@ func (c *Cache) Answered(key []byte, res Result) {
 	sh := c.shardFor(key)
 	sh.mu.Lock()
 	if fl := sh.flights[string(key)]; fl != nil {
-		fl.answered(answer{res: res})
+		fl.answered(res)
 	}
 	if len(key) <= MaxKeyLen {
 		if same, ok := c.holds(key, &res); ok && !same {
@@ -412,7 +407,7 @@ const keepEntry = -1
 // completed while f was outstanding (Fill.concurrent).
 func (f *Fill) contested(res *Result) bool {
 	for i := range f.concurrent {
-		if a := &f.concurrent[i]; !sameAnswer(&a.res, res) {
+		if !sameAnswer(&f.concurrent[i], res) {
 			return true
 		}
 	}

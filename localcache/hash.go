@@ -356,8 +356,7 @@ func (m *hashMerge) keepCurrent(b []byte, h *Header) ([]byte, int) {
 }
 
 // disputed reports whether a read of the key that completed while f was outstanding (Fill.concurrent) read fr's
-// field otherwise: with another value, or as missing
-// when f found it, or the reverse. A fill of the whole hash says that a field it does not list does not exist; a
+// field otherwise: with another value, or as missing when f found it, or the reverse. A fill of the whole hash says that a field it does not list does not exist; a
 // value read's answer (the key was not a hash) disputes every field.
 func (f *Fill) disputed(fr *FieldRead) bool {
 	for o := range f.overlapping() {
@@ -383,8 +382,8 @@ func (f *Fill) disputed(fr *FieldRead) bool {
 	return false
 }
 
-// disputesAbsent reports whether a read of the key that completed while f was outstanding found a field that hr, f's read of the whole hash, does not list (so says
-// does not exist).
+// disputesAbsent reports whether a read of the key that completed while f was outstanding found a field that hr,
+// f's read of the whole hash, does not list (so says does not exist).
 func (f *Fill) disputesAbsent(hr *HashResult) bool {
 	for o := range f.overlapping() {
 		if o == nil {
@@ -404,7 +403,7 @@ func (f *Fill) disputesAbsent(hr *HashResult) bool {
 func (f *Fill) overlapping() iter.Seq[*HashResult] {
 	return func(yield func(*HashResult) bool) {
 		for j := range f.concurrent {
-			if !yield(f.concurrent[j].res.Hash) {
+			if !yield(f.concurrent[j].Hash) {
 				return
 			}
 		}
