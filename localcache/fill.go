@@ -83,6 +83,9 @@ type Result struct {
 	// (0, -2ms, unknown) means the value is not stored, since its age could not be bounded by the
 	// upstream expiry. Ignored when Nil.
 	PTTL time.Duration
+	// TTLRefused means the upstream refused the PTTL read with the value: its expiry is unknown, and it is not
+	// stored (NotStoredTTLRefused rather than NotStoredExpired). A Nil result needs no expiry and is stored.
+	TTLRefused bool
 	// Err means the upstream failed: nothing is stored and waiters get the error.
 	Err error
 	// NoStore means the result is handed to waiters and leaves the tier as it is: it is not what the upstream
@@ -502,6 +505,8 @@ func (c *Cache) encode(f *Fill, res *Result, p *Policy) (*[]byte, int, Reason) {
 		case res.PTTL > 0:
 			h.ExpireAt = fetched + res.PTTL.Milliseconds()
 		case res.PTTL == NoExpiry || res.PTTL == -time.Millisecond:
+		case res.TTLRefused:
+			return nil, 0, NotStoredTTLRefused
 		default:
 			return nil, 0, NotStoredExpired
 		}

@@ -45,6 +45,9 @@ const (
 	NotStoredUntrusted
 	// NotStoredNotAdmitted: the admission filter refused the key (Options.Admission).
 	NotStoredNotAdmitted
+	// NotStoredTTLRefused: the upstream refused the PTTL read with the value (Result.TTLRefused: an ACL user
+	// without +pttl, a renamed command), so the key's expiry is unknown.
+	NotStoredTTLRefused
 
 	numReasons = iota + 1
 )
@@ -52,10 +55,10 @@ const (
 // Reasons lists every Reason, in order: the label set of the not-stored counter.
 var Reasons = [...]Reason{NotStoredTooLarge, NotStoredKeyTooLarge, NotStoredWrongType, NotStoredExpired,
 	NotStoredNoNegativeTTL, NotStoredUncachedPolicy, NotStoredSuperseded, NotStoredContested, NotStoredMGETOverlap,
-	NotStoredUntrusted, NotStoredNotAdmitted}
+	NotStoredUntrusted, NotStoredNotAdmitted, NotStoredTTLRefused}
 
 var reasonNames = [numReasons]string{"", "too_large", "key_too_large", "wrong_type", "expired", "no_negative_ttl",
-	"uncached_policy", "superseded", "contested", "mget_overlap", "untrusted", "not_admitted"}
+	"uncached_policy", "superseded", "contested", "mget_overlap", "untrusted", "not_admitted", "ttl_refused"}
 
 // String returns the reason's metric label.
 func (r Reason) String() string { return enumName(reasonNames[:], uint8(r), "reason") }
@@ -127,6 +130,8 @@ func (f *Fill) hashRefusal(res *Result, hr *HashResult, verified bool, nowMs int
 	switch {
 	case res.PTTL > 0, res.PTTL == NoExpiry, res.PTTL == -time.Millisecond:
 	case res.PTTL == -2*time.Millisecond && allMissing(hr):
+	case res.TTLRefused:
+		return NotStoredTTLRefused
 	default:
 		return NotStoredExpired
 	}

@@ -488,7 +488,7 @@ func (s *Server) refresh(f *localcache.Fill, key []byte, lp *localcache.Policy) 
 	s.stats.UpstreamReads.Add(1)
 	res := localcache.Result{Err: err}
 	if len(got) == 1 {
-		res = fetchedResult(got[0])
+		res = s.fetchedResult(got[0])
 	}
 	s.cache.Complete(f, res, lp)
 }

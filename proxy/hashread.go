@@ -370,7 +370,7 @@ func (c *client) completeHashFetch(it *fetchItem, err error) {
 		if n == 3 {
 			hpttl = c.call.Frame(it.frame + 2)
 		}
-		res = hashFetchedResult(c.call.Frame(it.frame), c.call.Frame(it.frame+1), hpttl, hr, &c.hashFetched, c.call.Asked)
+		res = c.srv.hashFetchedResult(c.call.Frame(it.frame), c.call.Frame(it.frame+1), hpttl, hr, &c.hashFetched, c.call.Asked)
 	}
 	c.srv.cache.CompleteHash(it.fill, res, res.Hash)
 	it.fill = nil
@@ -380,9 +380,12 @@ func (c *client) completeHashFetch(it *fetchItem, err error) {
 // hashFetchedResult turns the replies of a hash fetch into a fill result whose Hash holds copies of the fields
 // read, each with its policy. With asked (the replies came from the target of an ASK redirect, see
 // upstream.Call.Asked) the fields are served and not stored.
-func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.HashFetched, asked bool) localcache.Result {
+func (s *Server) hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.HashFetched, asked bool) localcache.Result {
 	if err := upstream.ParseHashFetched(reply, pttl, hpttl, hr.fetch, hr.cmd == hashGetAll, hf); err != nil {
 		return localcache.Result{Err: err}
+	}
+	if hf.PTTLRefused != nil {
+		s.warnTTLRefused(hf.PTTLRefused)
 	}
 	if hf.Error != nil {
 		if isUpstreamFailure(hf.Error) {
@@ -408,7 +411,7 @@ func hashFetchedResult(reply, pttl, hpttl []byte, hr *hashRead, hf *upstream.Has
 	if hr.fieldTTL && hr.cmd == hashGetAll {
 		out.All = false
 	}
-	return localcache.Result{PTTL: pttlDuration(hf.PTTL), Hash: out, NoStore: asked}
+	return localcache.Result{PTTL: pttlDuration(hf.PTTL), TTLRefused: hf.PTTLRefused != nil, Hash: out, NoStore: asked}
 }
 
 // emitHashRead appends a hash read's reply once its fill is done: from what the fill read alone, or serve_stale's
@@ -532,7 +535,7 @@ func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySe
 			if n == 3 {
 				hpttl = call.Frame(2)
 			}
-			res = hashFetchedResult(call.Frame(0), call.Frame(1), hpttl, hr, &hf, call.Asked)
+			res = c.srv.hashFetchedResult(call.Frame(0), call.Frame(1), hpttl, hr, &hf, call.Asked)
 		}
 		c.srv.stats.UpstreamReads.Add(1)
 		c.srv.cache.CompleteHash(f, res, res.Hash)

@@ -51,6 +51,9 @@ type mgetTx struct {
 	parsed bool
 	elems  [][]byte // EXEC's replies, once parsed
 	err    error    // why the transaction gave no replies, once parsed
+	// pttlRefused is the refusal of a PTTL the transaction queued (an ACL user without +pttl, a renamed command),
+	// copied, once parsed: Redis would answer the MGET itself, so rereadTxs reads it with a plain MGET.
+	pttlRefused []byte
 }
 
 // txKey is one distinct key of an mgetTx.
@@ -144,10 +147,23 @@ func (c *client) parseTx(tx *mgetTx) {
 			// Copied (ParseError keeps no part of it): the frame is in the reply buffer, which the client's next
 			// request reuses, while waiters of the transaction's fills may still turn this error into their replies.
 			tx.err = resp.ParseError(f)
+			if tx.queuedPTTL(i - tx.frame - 1) {
+				tx.pttlRefused = bytes.Clone(f)
+			}
 			return
 		}
 	}
 	tx.err = errInternal
+}
+
+// queuedPTTL reports whether the transaction's command at index i (0 for the first after MULTI) is a PTTL.
+func (tx *mgetTx) queuedPTTL(i int) bool {
+	for _, k := range tx.keys {
+		if k.fill != nil && k.get+1 == i {
+			return true
+		}
+	}
+	return false
 }
 
 // rereadTxs reads again, in one more round trip, the MGETs whose transactions Redis refused where it would have
@@ -161,6 +177,9 @@ func (c *client) parseTx(tx *mgetTx) {
 //     between two masters (the router has retried meanwhile). Redis would answer TRYAGAIN; featcache answers from GET
 //     and PTTL of each key. Such a reply is not one instant's, and its values are not stored: the exception to MGET's
 //     atomicity, for the length of a migration.
+//   - a PTTL refused (an ACL user without +pttl): Redis would answer the MGET, which featcache's user may run. It
+//     answers from a plain MGET; its fills complete with the refusal as their PTTL, so nothing is stored, under
+//     localcache.NotStoredTTLRefused.
 //
 // Other errors (BUSY, LOADING, a lost connection ...) are Redis's answer to the MGET too, and stand.
 func (c *client) rereadTxs() {
@@ -179,6 +198,14 @@ func (c *client) rereadTxs() {
 			continue
 		}
 		switch {
+		case tx.pttlRefused != nil:
+			args := make([][]byte, 0, 1+len(tx.keys))
+			args = append(args, mgetName)
+			for _, k := range tx.keys {
+				args = append(args, k.key)
+			}
+			req.AppendArgs(int(upstream.Slot(tx.keys[0].key)), args)
+			whole = append(whole, true)
 		case strings.HasPrefix(string(re), "OOM "):
 			args := make([][]byte, 0, 1+len(tx.keys))
 			args = append(args, mgetName)
@@ -216,7 +243,7 @@ func (c *client) rereadTxs() {
 		if whole[i] {
 			n = 1
 			for _, k := range tx.keys {
-				if k.fill != nil {
+				if k.fill != nil && tx.pttlRefused == nil {
 					n++
 				}
 			}
@@ -241,10 +268,20 @@ func (c *client) rereadTxs() {
 			at++
 			for j, k := range tx.keys {
 				elems[k.get] = values[j]
-				if k.fill != nil {
+				switch {
+				case k.fill == nil:
+				case tx.pttlRefused != nil:
+					elems[k.get+1] = tx.pttlRefused
+				default:
 					elems[k.get+1] = call.Frame(at)
 					at++
 				}
+			}
+			if tx.pttlRefused != nil {
+				// One MGET, one instant: only the expiry is unknown, and completeTxFetch stores nothing for that
+				// reason alone.
+				tx.elems, tx.err = elems, nil
+				continue
 			}
 		} else {
 			for _, k := range tx.keys {
@@ -270,7 +307,7 @@ func (c *client) completeTxFetch(it *fetchItem) {
 			res.Err = err
 		} else {
 			f.Asked = c.call.Asked
-			res = fetchedResult(f)
+			res = c.srv.fetchedResult(f)
 			if !tx.alone && !f.Asked {
 				res.KeepSame, res.Drop = k.keep, !k.keep
 			}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -263,4 +264,71 @@ policies:
 	p.redis.Do("SET", "f:new", "v")
 	fillUntilEvicting(t, p)
 	expectNotStored(t, p, base, "not_admitted", "f:new", func() { sameAsRedis(t, p, "GET", "f:new") })
+}
+
+// TestNotStoredTTLRefused: featcache's upstream user may not run PTTL (an ACL without +pttl). Every read is
+// answered as Redis answers that user, nothing with a value is stored (a missing key, which needs no expiry, is),
+// each value counts under ttl_refused rather than expired, CACHE EXPLAIN names it, and the log says why once, not
+// once per read.
+func TestNotStoredTTLRefused(t *testing.T) {
+	redis := redistest.Start(t)
+	if got := string(redis.Do("ACL", "SETUSER", "fc", "on", ">pw", "~*", "&*", "+@all", "-pttl")); got != "+OK\r\n" {
+		t.Fatalf("ACL SETUSER: %q", got)
+	}
+	logs := &redistest.LogBuffer{}
+	p := startProxyOn(t, redis, `
+upstream: {username: fc, password: pw}
+policies:
+  - {name: default, prefix: "", soft_ttl: 1h, hard_ttl: 2h, negative_ttl: 1m, jitter: 0}
+`, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	base := p.adminURL()
+	redis.Do("SET", "s:1", "v1")
+	redis.Do("SET", "s:ttl", "v2", "EX", "100")
+	redis.Do("HSET", "h:1", "f", "v", "g", "w")
+	p.settle()
+	for _, tc := range []struct {
+		name, key string
+		read      []string
+	}{
+		{"value", "s:1", []string{"GET", "s:1"}},
+		{"value with a TTL", "s:ttl", []string{"GET", "s:ttl"}},
+		{"MGET", "s:1", []string{"MGET", "s:1", "s:ttl"}},
+		{"hash field", "h:1", []string{"HGET", "h:1", "f"}},
+		{"hash fields", "h:1", []string{"HMGET", "h:1", "f", "g", "nope"}},
+		{"whole hash", "h:1", []string{"HGETALL", "h:1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := 0; i < 2; i++ { // not stored: the second read goes to Redis too, and counts again
+				before := notStored(t, base)
+				reads := p.srv.stats.UpstreamReads.Load()
+				sameAsRedis(t, p, tc.read...)
+				after := notStored(t, base)
+				if p.srv.stats.UpstreamReads.Load() == reads {
+					t.Fatalf("read %d of %q answered from memory", i+1, tc.read)
+				}
+				if got := after["ttl_refused"] - before["ttl_refused"]; got < 1 {
+					t.Errorf("read %d: featcache_not_stored_total{reason=\"ttl_refused\"} moved by %v; want at least 1", i+1, got)
+				}
+				if got := after["expired"] - before["expired"]; got != 0 {
+					t.Errorf("read %d: featcache_not_stored_total{reason=\"expired\"} moved by %v; want 0", i+1, got)
+				}
+			}
+			if explain := p.do("CACHE", "EXPLAIN", tc.key); !strings.Contains(explain, "not_stored:ttl_refused") {
+				t.Errorf("CACHE EXPLAIN %s does not say not_stored:ttl_refused:\n%.300s", tc.key, explain)
+			}
+		})
+	}
+	// A missing key needs no expiry: it is remembered (negative_ttl) and served from memory.
+	sameAsRedis(t, p, "GET", "none:1")
+	reads := p.srv.stats.UpstreamReads.Load()
+	sameAsRedis(t, p, "GET", "none:1")
+	if p.srv.stats.UpstreamReads.Load() != reads {
+		t.Errorf("a missing key was read from Redis again: its nil was not remembered")
+	}
+	if n := strings.Count(logs.String(), "upstream refused PTTL"); n != 1 {
+		t.Errorf("the log says %d times that PTTL is refused; want once:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "NOPERM") {
+		t.Errorf("the log does not give Redis's refusal:\n%s", logs.String())
+	}
 }

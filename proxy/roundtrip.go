@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"strings"
 	"time"
 
 	"featcache/internal/resp"
@@ -110,7 +111,7 @@ func (c *client) completeFills(err error, frames bool) {
 			if perr != nil {
 				res.Err = perr
 			} else {
-				res = fetchedResult(f)
+				res = c.srv.fetchedResult(f)
 			}
 		}
 		c.srv.cache.Complete(it.fill, res, it.lp)
@@ -184,7 +185,10 @@ func parseFetched(call *upstream.Call, i int) (upstream.Fetched, error) {
 // the key replaces its entry, also one that cannot be stored (see localcache.Cache.Complete). An answer from the
 // target of an ASK redirect (f.Asked: a slot being migrated, perhaps to a master featcache does not track yet) is
 // served and dropped: no invalidation would announce the writes made there after it.
-func fetchedResult(f upstream.Fetched) localcache.Result {
+func (s *Server) fetchedResult(f upstream.Fetched) localcache.Result {
+	if f.PTTLRefused != nil {
+		s.warnTTLRefused(f.PTTLRefused)
+	}
 	switch {
 	case f.Error != nil:
 		if isUpstreamFailure(f.Error) {
@@ -198,9 +202,26 @@ func fetchedResult(f upstream.Fetched) localcache.Result {
 	case f.Nil:
 		return localcache.Result{Nil: true, PTTL: pttlDuration(f.PTTL), Drop: f.Asked}
 	}
-	// PTTL -2 (the key expired between GET and PTTL): what GET saw is served, and not stored (Complete stores no
-	// value whose expiry is unknown).
-	return localcache.Result{Value: bytes.Clone(f.Value), PTTL: pttlDuration(f.PTTL), Drop: f.Asked}
+	// PTTL -2 (the key expired between GET and PTTL, or PTTL was refused): what GET saw is served, and not stored
+	// (Complete stores no value whose expiry is unknown).
+	return localcache.Result{Value: bytes.Clone(f.Value), PTTL: pttlDuration(f.PTTL), TTLRefused: f.PTTLRefused != nil,
+		Drop: f.Asked}
+}
+
+// ttlWarnEvery is how often at most the log says that the upstream refuses PTTL.
+const ttlWarnEvery = time.Minute
+
+// warnTTLRefused logs, at most once per ttlWarnEvery, that the upstream refused the PTTL featcache reads with each
+// value: nothing is stored then (featcache_not_stored_total{reason="ttl_refused"}), and every read goes to Redis.
+// reply is PTTL's error frame.
+func (s *Server) warnTTLRefused(reply []byte) {
+	now := time.Now().UnixNano()
+	last := s.ttlWarned.Load()
+	if last != 0 && now-last < int64(ttlWarnEvery) || !s.ttlWarned.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("upstream refused PTTL: values are served and not cached until it answers (an ACL user needs +pttl)",
+		"reply", strings.TrimSpace(string(reply[:min(len(reply), 128)])))
 }
 
 // maxPTTL is the longest TTL a fill passes on: a century, which no policy's hard TTL comes near.

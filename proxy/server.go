@@ -67,6 +67,9 @@ type Server struct {
 	// ctrack serves CLIENT TRACKING to featcache's clients (tracking.go).
 	ctrack *clientTracking
 
+	// ttlWarned is when (unix ns) the log last said that the upstream refuses PTTL (warnTTLRefused).
+	ttlWarned atomic.Int64
+
 	policies atomic.Pointer[policySet]
 	tbl      atomic.Pointer[table]
 	hello    atomic.Pointer[serverInfo]

@@ -96,7 +96,7 @@ func (c *client) fetchPointer(ptr []byte, lp *localcache.Policy) localcache.Resu
 			c.srv.stats.UpstreamReads.Add(1)
 			res := localcache.Result{Err: err}
 			if len(got) == 1 {
-				res = fetchedResult(got[0])
+				res = c.srv.fetchedResult(got[0])
 			}
 			c.srv.cache.Complete(f, res, lp)
 			pointerCalls.Put(call)

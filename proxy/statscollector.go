@@ -51,7 +51,8 @@ func newStatsCollector(s *Server) *statsCollector {
 			"(the key expired during the read), no_negative_ttl (a missing key, negative_ttl 0), uncached_policy (a field "+
 			"policy that caches nothing), superseded (invalidated or flushed during the read), contested (an overlapping "+
 			"read answered otherwise), mget_overlap (an MGET that shared a key's fill with another read), untrusted "+
-			"(tracking down, no revalidate or serve_stale), not_admitted (the admission filter refused the key).", "reason"),
+			"(tracking down, no revalidate or serve_stale), not_admitted (the admission filter refused the key), ttl_refused "+
+			"(the upstream refused PTTL: the expiry is unknown).", "reason"),
 		"commands": d("commands_total", "Commands received, by name as Redis's command table has it (\"client|setname\" for a "+
 			"subcommand); commands neither Redis nor featcache knows are counted as \"(unknown)\".", "command"),
 		"latency": d("request_duration_seconds", "Time from a command's arrival (the read of the pipeline that holds it) to its "+

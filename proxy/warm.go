@@ -233,7 +233,7 @@ func (w *warmBatch) run() (int, error) {
 				if n == 3 {
 					hpttl = call.Frame(it.frame + 2)
 				}
-				r = hashFetchedResult(call.Frame(it.frame), call.Frame(it.frame+1), hpttl, it.hash, &hf, call.Asked)
+				r = s.hashFetchedResult(call.Frame(it.frame), call.Frame(it.frame+1), hpttl, it.hash, &hf, call.Asked)
 			}
 			s.cache.CompleteHash(it.fill, r, r.Hash)
 			continue
@@ -243,7 +243,7 @@ func (w *warmBatch) run() (int, error) {
 			if f, perr := parseFetched(call, it.frame); perr != nil {
 				r.Err = perr
 			} else {
-				r = fetchedResult(f)
+				r = s.fetchedResult(f)
 				if f.Error != nil && bytes.HasPrefix(f.Error, []byte("-WRONGTYPE")) {
 					w.wrongType = append(w.wrongType, it)
 				}

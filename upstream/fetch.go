@@ -16,8 +16,12 @@ type Fetched struct {
 	// Error is GET's whole error frame (for example WRONGTYPE), to be relayed verbatim; nil when GET succeeded.
 	Error []byte
 	// PTTL is the key's remaining time to live in milliseconds as PTTL reported it right after GET: -1 for no
-	// expiry, -2 when the key vanished between the two commands.
+	// expiry, -2 when the key vanished between the two commands, or when PTTL failed (PTTLRefused).
 	PTTL int64
+	// PTTLRefused is PTTL's error frame when it failed (an ACL rule without +pttl, a renamed command, a busy
+	// script): the key's expiry is unknown, so what GET read is served and not stored. It points into the Call's
+	// Replies; nil when PTTL answered.
+	PTTLRefused []byte
 	// Asked is true when the answer came in a Call with frames from the target of an ASK redirect (Call.Asked):
 	// it is served, and not cached.
 	Asked bool
@@ -91,7 +95,7 @@ func ParseFetched(get, pttl []byte) (Fetched, error) {
 	if !ok {
 		if pttl[0] == resp.TypeError {
 			// PTTL itself failed (an ACL rule, a script busy): treat the expiry as unknown, so nothing is stored.
-			n = -2
+			n, f.PTTLRefused = -2, pttl
 		} else {
 			return f, fmt.Errorf("%w: PTTL replied %q", resp.ErrBadFrame, truncate(pttl, 64))
 		}
@@ -153,8 +157,11 @@ type HashFetched struct {
 	Missing        []bool
 	// Error is the whole error frame of HMGET/HGETALL (WRONGTYPE, LOADING...), nil when it succeeded.
 	Error []byte
-	// PTTL is the key's remaining time to live (ms): -1 for no expiry, -2 when the key does not exist.
+	// PTTL is the key's remaining time to live (ms): -1 for no expiry, -2 when the key does not exist or PTTL
+	// failed (PTTLRefused).
 	PTTL int64
+	// PTTLRefused is PTTL's error frame when it failed, as Fetched.PTTLRefused; nil when PTTL answered.
+	PTTLRefused []byte
 	// FieldPTTL, with per-field expiry, is each field's own remaining time to live (ms, as HPTTL: -1 none, -2 no
 	// such field); nil otherwise.
 	FieldPTTL []int64
@@ -163,7 +170,7 @@ type HashFetched struct {
 // ParseHashFetched reads the replies to AppendHashFetch into out, reusing its slices. hpttl is HPTTL's reply, or
 // nil when it was not asked; a field whose own TTL cannot be read gets -3 (unknown: not to be stored).
 func ParseHashFetched(reply, pttl, hpttl []byte, fields [][]byte, all bool, out *HashFetched) error {
-	out.Fields, out.Values, out.Missing, out.Error = out.Fields[:0], out.Values[:0], out.Missing[:0], nil
+	out.Fields, out.Values, out.Missing, out.Error, out.PTTLRefused = out.Fields[:0], out.Values[:0], out.Missing[:0], nil, nil
 	// FieldPTTL is nil unless the TTLs were asked for (callers test it for nil), its storage kept for the next time.
 	keep := out.FieldPTTL[:0]
 	out.FieldPTTL = nil
@@ -183,6 +190,9 @@ func ParseHashFetched(reply, pttl, hpttl []byte, fields [][]byte, all bool, out 
 	n, ok := resp.IntegerValue(pttl)
 	if !ok {
 		n = -2 // PTTL failed: treat the expiry as unknown, so nothing is stored
+		if len(pttl) > 0 && pttl[0] == resp.TypeError {
+			out.PTTLRefused = pttl
+		}
 	}
 	out.PTTL = n
 	if len(reply) > 0 && reply[0] == resp.TypeError {
