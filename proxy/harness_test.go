@@ -123,6 +123,12 @@ func newProxyAt(t testing.TB, addrs []string, redis *redistest.Server, yamlCfg s
 	if os.Getenv("FEATCACHE_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	// An option that sets the Logger sets the upstream's too, as main shares one (the options only set fields).
+	probe := Options{Logger: log}
+	for _, opt := range opts {
+		opt(&probe)
+	}
+	log = probe.Logger
 	upTLS, err := cfg.Upstream.TLS.ClientConfig()
 	if err != nil {
 		t.Fatal(err)

@@ -172,6 +172,7 @@ func (t *Tracker) Barrier(ctx context.Context) error {
 func (t *Tracker) run() {
 	defer close(t.exited)
 	backoff := time.Duration(0)
+	var quiet failureLog
 	for {
 		if backoff > 0 {
 			select {
@@ -186,8 +187,13 @@ func (t *Tracker) run() {
 			return
 		default:
 		}
+		if lasted > 0 {
+			quiet = failureLog{} // it came up: the next failure is news
+		}
 		if err != nil {
-			t.log.Warn("tracking: connection ended", "addr", t.opt.Addr, "err", err)
+			if repeats, ok := quiet.due(err.Error(), time.Now()); ok {
+				t.log.Warn("tracking: connection ended", "addr", t.opt.Addr, "err", err, "repeats", repeats)
+			}
 		}
 		// A session that stayed up for a while was healthy: its loss starts a new series of attempts, the first
 		// at once, instead of going on doubling the wait of failures long past.
@@ -197,6 +203,33 @@ func (t *Tracker) run() {
 			backoff = min(max(2*backoff, minRedial), maxRedial)
 		}
 	}
+}
+
+// failureRepeat is how often at most the same failure of the tracking connection is logged again: a refusal that
+// only an operator can lift (an ACL without INFO, a wrong password) or a Redis that stays down would otherwise log
+// once a second, at every redial.
+const failureRepeat = time.Minute
+
+// failureLog decides which failures of a series of redials the log shows: each new error at once, the same one
+// again once per failureRepeat, with how many times it came back meanwhile.
+type failureLog struct {
+	last    string
+	at      time.Time
+	repeats int
+}
+
+// due reports whether failure msg, at now, is to be logged, and how many times it was left out since it last was.
+func (f *failureLog) due(msg string, now time.Time) (int, bool) {
+	if msg == f.last && now.Sub(f.at) < failureRepeat {
+		f.repeats++
+		return 0, false
+	}
+	repeats := f.repeats
+	if msg != f.last {
+		repeats = 0
+	}
+	f.last, f.at, f.repeats = msg, now, 0
+	return repeats, true
 }
 
 // session opens a rueidis client, establishes tracking on a dedicated connection of it and returns when that

@@ -314,3 +314,30 @@ func TestTrackerBackoffResets(t *testing.T) {
 		}
 	}
 }
+
+// TestFailureLogRepeats: a failure of the tracking connection is logged at once, the same failure again only once
+// per failureRepeat (with how often it came back meanwhile), and a different one at once.
+func TestFailureLogRepeats(t *testing.T) {
+	var f failureLog
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		msg     string
+		at      time.Duration
+		log     bool
+		repeats int
+	}{
+		{"NOPERM info", 0, true, 0},
+		{"NOPERM info", time.Second, false, 0},
+		{"NOPERM info", 2 * time.Second, false, 0},
+		{"NOPERM info", failureRepeat, true, 2},
+		{"NOPERM info", failureRepeat + time.Second, false, 0},
+		{"connection refused", failureRepeat + 2*time.Second, true, 0},
+		{"NOPERM info", failureRepeat + 3*time.Second, true, 0},
+	}
+	for i, s := range steps {
+		repeats, log := f.due(s.msg, t0.Add(s.at))
+		if log != s.log || repeats != s.repeats {
+			t.Errorf("step %d (%s at %v): logged %v with %d repeats; want %v with %d", i, s.msg, s.at, log, repeats, s.log, s.repeats)
+		}
+	}
+}
