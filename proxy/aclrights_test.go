@@ -112,3 +112,50 @@ func TestUpstreamUserWithoutInfo(t *testing.T) {
 		t.Errorf("the tracking connection's failure is logged %d times in 3 s; want once:\n%s", n, logs.String())
 	}
 }
+
+// TestUpstreamUserWithoutTransactions: featcache reads an MGET not all in memory with MULTI ... EXEC, which Redis
+// does not need for the MGET itself. A user refused MULTI, or EXEC alone, gets every MGET answered as Redis answers
+// it (read with a plain MGET and not stored), and GETs are still cached.
+func TestUpstreamUserWithoutTransactions(t *testing.T) {
+	for _, tc := range []struct{ name, rule string }{
+		{"no @transaction", "-@transaction"},
+		{"no EXEC", "-exec"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			redis := redistest.Start(t)
+			aclUser(t, redis, append(append([]string{}, leastPrivilege...), tc.rule)...)
+			p := startProxyOn(t, redis, aclUserConfig)
+			redis.Do("MSET", "a:1", "v1", "a:2", "v2")
+			p.settle()
+			asUser := redis.Dial()
+			expectDo(t, asUser, "+OK\r\n", "AUTH", "fc", "pw")
+			c := p.dial()
+			expectDo(t, c, bulk("v1"), "GET", "a:1") // a:1 in memory, a:2 and a:none not
+			for i := 0; i < 2; i++ {
+				for _, args := range [][]string{{"MGET", "a:1", "a:2"}, {"MGET", "a:2", "a:none", "a:1"}, {"MGET", "a:none"}} {
+					if got, want := string(c.Do(args...)), string(asUser.Do(args...)); got != want {
+						t.Errorf("%q through featcache: %q; Redis answers the user %q", args, got, want)
+					}
+				}
+			}
+			before := p.srv.stats.UpstreamReads.Load()
+			expectDo(t, c, bulk("v1"), "GET", "a:1")
+			if p.srv.stats.UpstreamReads.Load() != before {
+				t.Error("GET a:1 went to Redis: the MGETs dropped or never kept its entry")
+			}
+			redis.Do("SET", "a:1", "w1")
+			redistest.Eventually(t, 5*time.Second, "another client's write shown", func() bool {
+				return string(c.Do("MGET", "a:1", "a:2")) == "*2\r\n"+bulk("w1")+bulk("v2")
+			})
+			// The client's own transaction is Redis's to refuse, reply by reply as to a direct client.
+			for _, args := range [][]string{{"MULTI"}, {"SET", "a:4", "x"}, {"GET", "a:4"}, {"EXEC"}, {"GET", "a:4"}} {
+				if got, want := string(c.Do(args...)), string(asUser.Do(args...)); got != want {
+					t.Errorf("%q through featcache: %q; Redis answers the user %q", args, got, want)
+				}
+			}
+			// The shared connections were left in no transaction: plain commands on them answer as before.
+			expectDo(t, c, "+OK\r\n", "SET", "a:3", "v3")
+			expectDo(t, c, bulk("v3"), "GET", "a:3")
+		})
+	}
+}

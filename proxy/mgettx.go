@@ -54,6 +54,9 @@ type mgetTx struct {
 	// pttlRefused is the refusal of a PTTL the transaction queued (an ACL user without +pttl, a renamed command),
 	// copied, once parsed: Redis would answer the MGET itself, so rereadTxs reads it with a plain MGET.
 	pttlRefused []byte
+	// txRefused: the user may not run MULTI or EXEC (an ACL without @transaction), which Redis does not need
+	// for the MGET itself: rereadTxs reads it with a plain MGET, as for OOM.
+	txRefused bool
 }
 
 // txKey is one distinct key of an mgetTx.
@@ -147,8 +150,13 @@ func (c *client) parseTx(tx *mgetTx) {
 			// Copied (ParseError keeps no part of it): the frame is in the reply buffer, which the client's next
 			// request reuses, while waiters of the transaction's fills may still turn this error into their replies.
 			tx.err = resp.ParseError(f)
-			if tx.queuedPTTL(i - tx.frame - 1) {
+			switch {
+			case tx.queuedPTTL(i - tx.frame - 1):
 				tx.pttlRefused = bytes.Clone(f)
+			case (i == tx.frame || i == exec) && bytes.Contains(f, []byte("NOPERM")):
+				// MULTI refused (the GETs then ran alone, EXEC answers NOPERM or "without MULTI"), or EXEC
+				// refused (Redis discards the transaction: -EXECABORT ... NOPERM).
+				tx.txRefused = true
 			}
 			return
 		}
@@ -180,6 +188,8 @@ func (tx *mgetTx) queuedPTTL(i int) bool {
 //   - a PTTL refused (an ACL user without +pttl): Redis would answer the MGET, which featcache's user may run. It
 //     answers from a plain MGET; its fills complete with the refusal as their PTTL, so nothing is stored, under
 //     localcache.NotStoredTTLRefused.
+//   - MULTI or EXEC refused (an ACL user without @transaction): read as for OOM, a plain MGET and the PTTLs, and
+//     not stored.
 //
 // Other errors (BUSY, LOADING, a lost connection ...) are Redis's answer to the MGET too, and stand.
 func (c *client) rereadTxs() {
@@ -206,7 +216,7 @@ func (c *client) rereadTxs() {
 			}
 			req.AppendArgs(int(upstream.Slot(tx.keys[0].key)), args)
 			whole = append(whole, true)
-		case strings.HasPrefix(string(re), "OOM "):
+		case strings.HasPrefix(string(re), "OOM "), tx.txRefused:
 			args := make([][]byte, 0, 1+len(tx.keys))
 			args = append(args, mgetName)
 			for _, k := range tx.keys {
