@@ -169,7 +169,8 @@ func New(opt Options) (*Server, error) {
 	if cmds == nil {
 		var err error
 		if cmds, err = s.fetchCommands(); err != nil {
-			s.log.Warn("command table: upstream unreachable, using the embedded Redis 7.0 table until it answers", "err", err)
+			s.log.Warn("command table: not read from the upstream (unreachable, or COMMAND refused); using the "+
+				"embedded Redis 7.0 table until it answers", "err", err)
 			if cmds, err = commands.Embedded(); err != nil {
 				return nil, err
 			}
