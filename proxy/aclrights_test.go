@@ -61,6 +61,12 @@ func TestUpstreamUserLeastPrivilege(t *testing.T) {
 	redistest.Eventually(t, 5*time.Second, "another client's write shown", func() bool {
 		return string(c.Do("GET", "a:1")) == bulk("v2")
 	})
+	// Stored, not only answered: a read that began between the two writes' invalidations answered v2 and stored
+	// nothing (superseded); the next one stores it.
+	redistest.Eventually(t, 5*time.Second, "v2 stored", func() bool {
+		c.Do("GET", "a:1")
+		return strings.Contains(p.do("CACHE", "EXPLAIN", "a:1"), "state:fresh")
+	})
 	before = p.srv.stats.UpstreamReads.Load()
 	if got := string(c.Do("GET", "a:1")); got != bulk("v2") || p.srv.stats.UpstreamReads.Load() != before {
 		t.Fatalf("GET a:1 after the write: %q, upstream reads %d -> %d; want v2 from memory", got, before,
