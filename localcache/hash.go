@@ -356,8 +356,9 @@ func (m *hashMerge) keepCurrent(b []byte, h *Header) ([]byte, int) {
 }
 
 // disputed reports whether a read of the key that completed while f was outstanding (Fill.concurrent) read fr's
-// field otherwise: with another value, or as missing when f found it, or the reverse. A fill of the whole hash says that a field it does not list does not exist; a
-// value read's answer (the key was not a hash) disputes every field.
+// field otherwise: with another value, or as missing when f found it, or the reverse. A fill of the whole hash
+// says that a field it does not list does not exist; a value read's answer (the key was not a hash) disputes every
+// field.
 func (f *Fill) disputed(fr *FieldRead) bool {
 	for o := range f.overlapping() {
 		if o == nil {

@@ -477,9 +477,12 @@ func (c *client) refresh(key []byte, lp *localcache.Policy) {
 	}
 	// Look again inside the single flight, as addFill does: a refresh of this key may have stored a fresh entry
 	// and ended between the caller's lookup and Acquire, and refreshing it again would cost a second upstream read.
-	if b, look := c.srv.cache.AppendGetMs(nil, key, lp, c.clockMs(), false); look.State == localcache.StateFresh {
-		c.srv.cache.Complete(f, servedResult(b), lp)
-		return
+	// The header alone says so (Explain); the value is copied, for a waiter, only then.
+	if _, _, st, _ := c.srv.cache.Explain(key, lp, c.clock()); st == localcache.StateFresh {
+		if b, look := c.srv.cache.AppendGetMs(nil, key, lp, c.clockMs(), false); look.State == localcache.StateFresh {
+			c.srv.cache.Complete(f, servedResult(b), lp)
+			return
+		}
 	}
 	c.srv.stats.Refreshes.Add(1)
 	go c.srv.refresh(f, bytes.Clone(key), lp)

@@ -151,9 +151,10 @@ func (c *client) parseTx(tx *mgetTx) {
 			// request reuses, while waiters of the transaction's fills may still turn this error into their replies.
 			tx.err = resp.ParseError(f)
 			switch {
+			case !upstream.Refused(f):
 			case tx.queuedPTTL(i - tx.frame - 1):
 				tx.pttlRefused = bytes.Clone(f)
-			case (i == tx.frame || i == exec) && bytes.Contains(f, []byte("NOPERM")):
+			case i == tx.frame || i == exec:
 				// MULTI refused (the GETs then ran alone, EXEC answers NOPERM or "without MULTI"), or EXEC
 				// refused (Redis discards the transaction: -EXECABORT ... NOPERM).
 				tx.txRefused = true
@@ -208,15 +209,7 @@ func (c *client) rereadTxs() {
 			continue
 		}
 		switch {
-		case tx.pttlRefused != nil:
-			args := make([][]byte, 0, 1+len(tx.keys))
-			args = append(args, mgetName)
-			for _, k := range tx.keys {
-				args = append(args, k.key)
-			}
-			req.AppendArgs(int(upstream.Slot(tx.keys[0].key)), args)
-			whole = append(whole, true)
-		case strings.HasPrefix(string(re), "OOM "), tx.txRefused:
+		case strings.HasPrefix(string(re), "OOM "), tx.txRefused, tx.pttlRefused != nil:
 			args := make([][]byte, 0, 1+len(tx.keys))
 			args = append(args, mgetName)
 			for _, k := range tx.keys {
@@ -224,7 +217,7 @@ func (c *client) rereadTxs() {
 			}
 			req.AppendArgs(int(upstream.Slot(tx.keys[0].key)), args)
 			for _, k := range tx.keys {
-				if k.fill != nil {
+				if k.fill != nil && tx.pttlRefused == nil {
 					req.AppendKey("PTTL", k.key)
 				}
 			}

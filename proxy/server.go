@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -331,7 +330,7 @@ func (s *Server) refreshRole() {
 	}
 	info, _, ok := resp.BulkPayload(call.Frame(0))
 	if !ok {
-		if f := call.Frame(0); bytes.HasPrefix(f, []byte("-NOPERM")) || bytes.HasPrefix(f, []byte("-ERR unknown command")) {
+		if upstream.Refused(call.Frame(0)) {
 			s.noRoleUntil.Store(time.Now().Add(roleRetry).UnixNano())
 		}
 		return

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 
@@ -18,9 +19,9 @@ type Fetched struct {
 	// PTTL is the key's remaining time to live in milliseconds as PTTL reported it right after GET: -1 for no
 	// expiry, -2 when the key vanished between the two commands, or when PTTL failed (PTTLRefused).
 	PTTL int64
-	// PTTLRefused is PTTL's error frame when it failed (an ACL rule without +pttl, a renamed command, a busy
-	// script): the key's expiry is unknown, so what GET read is served and not stored. It points into the Call's
-	// Replies; nil when PTTL answered.
+	// PTTLRefused is PTTL's error frame when Redis refused it (Refused: an ACL rule without +pttl, a renamed
+	// command); the key's expiry is unknown, so what GET read is served and not stored. It points into the Call's
+	// Replies; nil when PTTL answered or failed otherwise (a busy script: PTTL -2 alone).
 	PTTLRefused []byte
 	// Asked is true when the answer came in a Call with frames from the target of an ASK redirect (Call.Asked):
 	// it is served, and not cached.
@@ -76,6 +77,14 @@ func AppendKeyCommand(dst []byte, name string, key []byte) []byte {
 	return resp.AppendBulk(resp.AppendBulkString(resp.AppendArray(dst, 2), name), key)
 }
 
+// Refused reports whether error frame f says that Redis will not run the command for featcache's user at all: an
+// ACL refusal (-NOPERM) or a command it does not have (renamed away: -ERR unknown command), also as the cause an
+// -EXECABORT gives. Unlike -BUSY or -LOADING, asking again does not help until an operator changes something.
+func Refused(f []byte) bool {
+	f = bytes.TrimPrefix(bytes.TrimPrefix(f, []byte("-")), []byte("EXECABORT Transaction discarded because of: "))
+	return bytes.HasPrefix(f, []byte("NOPERM ")) || bytes.HasPrefix(f, []byte("ERR unknown command"))
+}
+
 // ParseFetched reads the replies to the GET and PTTL that AppendFetch wrote.
 func ParseFetched(get, pttl []byte) (Fetched, error) {
 	var f Fetched
@@ -95,7 +104,10 @@ func ParseFetched(get, pttl []byte) (Fetched, error) {
 	if !ok {
 		if pttl[0] == resp.TypeError {
 			// PTTL itself failed (an ACL rule, a script busy): treat the expiry as unknown, so nothing is stored.
-			n, f.PTTLRefused = -2, pttl
+			n = -2
+			if Refused(pttl) {
+				f.PTTLRefused = pttl
+			}
 		} else {
 			return f, fmt.Errorf("%w: PTTL replied %q", resp.ErrBadFrame, truncate(pttl, 64))
 		}
@@ -160,7 +172,7 @@ type HashFetched struct {
 	// PTTL is the key's remaining time to live (ms): -1 for no expiry, -2 when the key does not exist or PTTL
 	// failed (PTTLRefused).
 	PTTL int64
-	// PTTLRefused is PTTL's error frame when it failed, as Fetched.PTTLRefused; nil when PTTL answered.
+	// PTTLRefused is PTTL's error frame when Redis refused it, as Fetched.PTTLRefused.
 	PTTLRefused []byte
 	// FieldPTTL, with per-field expiry, is each field's own remaining time to live (ms, as HPTTL: -1 none, -2 no
 	// such field); nil otherwise.
@@ -190,7 +202,7 @@ func ParseHashFetched(reply, pttl, hpttl []byte, fields [][]byte, all bool, out 
 	n, ok := resp.IntegerValue(pttl)
 	if !ok {
 		n = -2 // PTTL failed: treat the expiry as unknown, so nothing is stored
-		if len(pttl) > 0 && pttl[0] == resp.TypeError {
+		if Refused(pttl) {
 			out.PTTLRefused = pttl
 		}
 	}

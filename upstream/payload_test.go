@@ -145,3 +145,21 @@ func TestPayloadWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestRefused: only a refusal that stands until an operator acts (an ACL's, a renamed command's, also as an
+// EXECABORT's cause) is one; a busy or loading Redis is not.
+func TestRefused(t *testing.T) {
+	for f, want := range map[string]bool{
+		"-NOPERM this user has no permissions to run the 'pttl' command\r\n":                                             true,
+		"-EXECABORT Transaction discarded because of: NOPERM this user has no permissions to run the 'exec' command\r\n": true,
+		"-ERR unknown command 'PTTL', with args beginning with: 'k' \r\n":                                                true,
+		"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n":                    false,
+		"-EXECABORT Transaction discarded because of: BUSY Redis is busy running a script.\r\n":                          false,
+		"-LOADING Redis is loading the dataset in memory\r\n":                                                            false,
+		":-2\r\n": false,
+	} {
+		if got := Refused([]byte(f)); got != want {
+			t.Errorf("Refused(%q) = %v; want %v", f, got, want)
+		}
+	}
+}
