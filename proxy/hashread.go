@@ -522,6 +522,12 @@ func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySe
 	if !leader {
 		return
 	}
+	// Look again inside the single flight, as a string refresh does: a refresh of these fields may have stored
+	// them fresh and ended between the caller's lookup and AcquireHash.
+	if fresh := c.srv.freshHash(hr, c.clock()); fresh != nil {
+		c.srv.cache.CompleteHash(f, localcache.Result{NoStore: true, Hash: fresh}, fresh)
+		return
+	}
 	c.srv.stats.Refreshes.Add(1)
 	go func() {
 		call := upstream.NewCall()
@@ -540,6 +546,55 @@ func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySe
 		c.srv.stats.UpstreamReads.Add(1)
 		c.srv.cache.CompleteHash(f, res, res.Hash)
 	}()
+}
+
+// freshHash returns what memory holds, fresh, for the fields a fill of hr reads (for HGETALL, the image of the
+// whole hash), as a fill of them would have read it: every one fresh and read by one fill. It returns nil when
+// memory cannot answer so. A leader that finds them completes its fill with them, unstored, so that its waiters are
+// answered without an upstream read.
+func (s *Server) freshHash(hr *hashRead, now time.Time) *localcache.HashResult {
+	var out *localcache.HashResult
+	fieldPol := func(f []byte) *localcache.Policy { _, flp := fieldPolicy(hr.ps, hr.pol, f); return flp }
+	keyPol := &hr.ps.local[hr.pol.Index]
+	s.cache.LookupHash(hr.key, now, func(e localcache.HashEntry) {
+		var reads []localcache.FieldRead
+		var fill uint32
+		ok := true
+		same := func(lk localcache.Lookup) bool {
+			if lk.State != localcache.StateFresh || (fill != 0 && lk.Fill != fill) {
+				ok = false
+			}
+			fill = lk.Fill
+			return ok
+		}
+		if hr.cmd == hashGetAll {
+			if lk, complete := e.Complete(keyPol, false); !complete || !same(lk) {
+				return
+			}
+			e.EachField(fieldPol, false, func(f, v []byte, missing bool, lk localcache.Lookup) bool {
+				if same(lk) && !missing {
+					reads = append(reads, localcache.FieldRead{Field: bytes.Clone(f), Value: bytes.Clone(v), Policy: fieldPol(f)})
+				}
+				return ok
+			})
+		} else {
+			reads = make([]localcache.FieldRead, len(hr.fetch))
+			found := 0
+			e.Fields(hr.fetch, func(i int) *localcache.Policy { return fieldPol(hr.fetch[i]) }, false,
+				func(i int, v []byte, missing bool, lk localcache.Lookup) {
+					if same(lk) {
+						reads[i] = localcache.FieldRead{Field: hr.fetch[i], Value: bytes.Clone(v), Missing: missing,
+							Policy: fieldPol(hr.fetch[i])}
+						found++
+					}
+				})
+			ok = ok && found == len(hr.fetch)
+		}
+		if ok {
+			out = &localcache.HashResult{Fields: reads, All: hr.cmd == hashGetAll, KeyPolicy: keyPol}
+		}
+	})
+	return out
 }
 
 func cloneAll(in [][]byte) [][]byte {

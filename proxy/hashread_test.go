@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -194,5 +195,69 @@ func TestHashReadsWithFieldTTLPath(t *testing.T) {
 	// HMGET's fields had no readable TTL: not stored, so the second round read them again.
 	if n := p.redis.Calls("hmget"); n < 4 {
 		t.Fatalf("%d upstream HMGETs for two rounds; want the fields read again (not stored without their TTLs)", n)
+	}
+}
+
+// TestHashRefreshLooksAgain: a client that saw a hash read's fields soft-stale, and starts their refresh only after
+// another client's refresh of them has stored them fresh and ended, reads nothing from Redis, for HMGET and for
+// HGETALL; the fill it led is released, so the next stale read refreshes again.
+func TestHashRefreshLooksAgain(t *testing.T) {
+	p := startProxy(t, `
+upstream: {tracking: false}
+policies:
+  - name: p
+    prefix: ""
+    soft_ttl: 10s
+    hard_ttl: 20s
+    jitter: 0
+`)
+	p.redis.Do("HSET", "h", "a", "1", "b", "2")
+	c := p.dial()
+	nc, peer := net.Pipe()
+	t.Cleanup(func() { nc.Close(); peer.Close() })
+	late := p.srv.newClient(nc)
+	for _, read := range []struct {
+		args  []string
+		calls string
+	}{{[]string{"HMGET", "h", "a", "b"}, "hmget"}, {[]string{"HGETALL", "h"}, "hgetall"}} {
+		want := string(p.redis.Do(read.args...))
+		c.Do(read.args...) // the fill
+		p.clock.Advance(11 * time.Second)
+		cmd := &resp.Command{}
+		for _, a := range read.args {
+			cmd.Args = append(cmd.Args, []byte(a))
+		}
+		ps, pol, key, ok := late.cachedKey(cmd)
+		all := read.args[0] == "HGETALL"
+		fields := cmd.Args[2:]
+		if !ok || (!all && !late.lookupFields(key, fields, ps, pol, p.clock.Now(), false)) || (!all && !late.hs.stale) {
+			t.Fatalf("%s: the late client does not see the fields soft-stale", read.calls)
+		}
+		var fetch [][]byte
+		if !all {
+			fetch = cloneAll(late.fetchFields(fields))
+		}
+		refreshes := p.srv.Stats().Refreshes.Load()
+		if got := string(c.Do(read.args...)); got != want {
+			t.Fatalf("%s soft-stale: got %q; want %q", read.calls, got, want)
+		}
+		redistest.Eventually(t, 2*time.Second, "the refresh stores the fields fresh", func() bool {
+			return p.srv.freshHash(&hashRead{cmd: map[bool]hashCmd{true: hashGetAll, false: hashMGet}[all], key: key,
+				fetch: fetch, ps: ps, pol: pol}, p.clock.Now()) != nil
+		})
+		calls := p.redis.Calls(read.calls)
+		late.refreshHash(key, fetch, all, ps, pol)
+		if n := p.srv.Stats().Refreshes.Load(); n != refreshes+1 {
+			t.Fatalf("%s: %d refreshes; want 1, the late client's finds the fields fresh", read.calls, n-refreshes)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if n := p.redis.Calls(read.calls); n != calls {
+			t.Fatalf("%s: %d upstream reads after the late refresh; want none", read.calls, n-calls)
+		}
+		p.clock.Advance(11 * time.Second)
+		c.Do(read.args...)
+		if n := p.srv.Stats().Refreshes.Load(); n != refreshes+2 {
+			t.Fatalf("%s: the next stale read did not refresh (%d refreshes in all)", read.calls, n-refreshes)
+		}
 	}
 }
