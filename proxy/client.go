@@ -56,6 +56,10 @@ type client struct {
 	// The current batch's replies (out), and the batch part waiting for its upstream round trip (seg), which holds
 	// those that follow a reply waiting for it.
 	replies
+	// outUsed is the most of out the batch filled before a write; big what the last batch used of the buffers it
+	// grew (bigBuffers).
+	outUsed int
+	big     bigHints
 
 	// Scratch for snapshot keys, valid for one batch: physical keys and pointer values live in arena; vers
 	// holds the versions resolved for the current command; rw is a command with rewritten keys.
@@ -277,6 +281,7 @@ func (c *client) runBatchTimed(cmds []resp.Command, slow time.Duration) bool {
 // answerBatch executes a batch and writes its replies; false when they could not be written.
 func (c *client) answerBatch(cmds []resp.Command) bool {
 	c.beginBatch()
+	c.takeBig()
 	c.execBatch(cmds)
 	c.noteBatch()
 	if !c.flush() {
@@ -589,6 +594,7 @@ func (c *client) flushReplies() bool {
 		return false
 	}
 	ok := c.send(c.out)
+	c.outUsed = max(c.outUsed, len(c.out))
 	c.out = c.out[:0]
 	c.nextCharge = 0
 	if !ok {
@@ -623,9 +629,15 @@ const retainBytes = 32 << 10
 // trim drops buffers a large batch grew, once the batch is done.
 func (c *client) trim() {
 	c.rd.Shrink(c.cmds)
+	c.big = bigHints{}
 	if cap(c.out) > retainBytes {
+		if c.outUsed > retainBytes {
+			c.big.out = c.outUsed
+		}
+		putBig(c.out)
 		c.out = nil
 	}
+	c.outUsed = 0
 	if cap(c.seg.tail) > retainBytes {
 		c.seg.tail = nil
 	}
@@ -633,6 +645,10 @@ func (c *client) trim() {
 		c.seg.req = upstream.Payload{}
 	}
 	if cap(c.call.Replies) > retainBytes {
+		if n := len(c.call.Replies); n > retainBytes {
+			c.big.replies = n
+		}
+		putBig(c.call.Replies)
 		c.call.Replies = nil
 	}
 	if !c.tx.multi && cap(c.tx.queue)+cap(c.tx.arena) > retainBytes {

@@ -153,6 +153,7 @@ func (c *client) flushDuringAssemble(dst []byte) []byte {
 	}
 	c.nextCharge = 0
 	c.pend.fold() // the commands whose replies these are are counted before the write, which may wait
+	c.outUsed = max(c.outUsed, len(dst))
 	if !c.send(dst) {
 		c.closing = true
 	}
@@ -171,6 +172,7 @@ func (c *client) writeThrough(dst, b []byte) []byte {
 	}
 	c.nextCharge = 0
 	c.pend.fold()
+	c.outUsed = max(c.outUsed, len(dst))
 	if len(dst) > 0 && !c.send(dst) || !c.send(b) {
 		c.closing = true
 	}
