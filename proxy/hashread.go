@@ -141,6 +141,15 @@ func (c *client) fillHash(kind hashCmd, key []byte, fields [][]byte, ps *policyS
 	f, leader := c.srv.cache.AcquireHash(hr.key, localcache.HashFillID(hr.fetch, kind == hashGetAll))
 	hr.fill = f
 	if leader {
+		// Look again inside the single flight, as addFill does: a fill of these fields may have stored them and
+		// ended between the lookup and AcquireHash, and what it read must not cost a second upstream read.
+		if fresh, age := c.srv.freshHash(hr, c.clock()); fresh != nil {
+			c.srv.cache.CompleteHash(f, localcache.Result{NoStore: true, Hash: fresh}, fresh)
+			buf := c.replies.buf()
+			*buf = c.emitHashRead(*buf, &hole{kind: holeHash, hash: hr, fill: f, pc: pc})
+			pc.hit.observe(age)
+			return
+		}
 		c.seg.upstream2()
 		c.seg.fetches = append(c.seg.fetches, fetchItem{fill: f, frame: c.seg.req.Len(), hash: hr})
 		c.seg.req.AppendHashFetch(hr.key, hr.fetch, kind == hashGetAll, hr.fieldTTL)
@@ -524,7 +533,7 @@ func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySe
 	}
 	// Look again inside the single flight, as a string refresh does: a refresh of these fields may have stored
 	// them fresh and ended between the caller's lookup and AcquireHash.
-	if fresh := c.srv.freshHash(hr, c.clock()); fresh != nil {
+	if fresh, _ := c.srv.freshHash(hr, c.clock()); fresh != nil {
 		c.srv.cache.CompleteHash(f, localcache.Result{NoStore: true, Hash: fresh}, fresh)
 		return
 	}
@@ -549,11 +558,12 @@ func (c *client) refreshHash(key []byte, fields [][]byte, all bool, ps *policySe
 }
 
 // freshHash returns what memory holds, fresh, for the fields a fill of hr reads (for HGETALL, the image of the
-// whole hash), as a fill of them would have read it: every one fresh and read by one fill. It returns nil when
-// memory cannot answer so. A leader that finds them completes its fill with them, unstored, so that its waiters are
-// answered without an upstream read.
-func (s *Server) freshHash(hr *hashRead, now time.Time) *localcache.HashResult {
+// whole hash), as a fill of them would have read it: every one fresh and read by one fill; and the age of the
+// oldest. It returns nil when memory cannot answer so. A leader that finds them completes its fill with them,
+// unstored, so that its waiters are answered without an upstream read.
+func (s *Server) freshHash(hr *hashRead, now time.Time) (*localcache.HashResult, time.Duration) {
 	var out *localcache.HashResult
+	var age time.Duration
 	fieldPol := func(f []byte) *localcache.Policy { _, flp := fieldPolicy(hr.ps, hr.pol, f); return flp }
 	keyPol := &hr.ps.local[hr.pol.Index]
 	s.cache.LookupHash(hr.key, now, func(e localcache.HashEntry) {
@@ -564,7 +574,7 @@ func (s *Server) freshHash(hr *hashRead, now time.Time) *localcache.HashResult {
 			if lk.State != localcache.StateFresh || (fill != 0 && lk.Fill != fill) {
 				ok = false
 			}
-			fill = lk.Fill
+			fill, age = lk.Fill, max(age, lk.Age)
 			return ok
 		}
 		if hr.cmd == hashGetAll {
@@ -594,7 +604,7 @@ func (s *Server) freshHash(hr *hashRead, now time.Time) *localcache.HashResult {
 			out = &localcache.HashResult{Fields: reads, All: hr.cmd == hashGetAll, KeyPolicy: keyPol}
 		}
 	})
-	return out
+	return out, age
 }
 
 func cloneAll(in [][]byte) [][]byte {

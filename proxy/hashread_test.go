@@ -242,8 +242,9 @@ policies:
 			t.Fatalf("%s soft-stale: got %q; want %q", read.calls, got, want)
 		}
 		redistest.Eventually(t, 2*time.Second, "the refresh stores the fields fresh", func() bool {
-			return p.srv.freshHash(&hashRead{cmd: map[bool]hashCmd{true: hashGetAll, false: hashMGet}[all], key: key,
-				fetch: fetch, ps: ps, pol: pol}, p.clock.Now()) != nil
+			fresh, _ := p.srv.freshHash(&hashRead{cmd: map[bool]hashCmd{true: hashGetAll, false: hashMGet}[all], key: key,
+				fetch: fetch, ps: ps, pol: pol}, p.clock.Now())
+			return fresh != nil
 		})
 		calls := p.redis.Calls(read.calls)
 		late.refreshHash(key, fetch, all, ps, pol)
@@ -258,6 +259,55 @@ policies:
 		c.Do(read.args...)
 		if n := p.srv.Stats().Refreshes.Load(); n != refreshes+2 {
 			t.Fatalf("%s: the next stale read did not refresh (%d refreshes in all)", read.calls, n-refreshes)
+		}
+	}
+}
+
+// TestHashMissLooksAgain: a client whose hash read missed, and that leads its fill only after another client's fill
+// of the same fields stored them and ended, answers from what that fill stored, without an upstream read, for HMGET
+// and HGETALL, as a missed GET does.
+func TestHashMissLooksAgain(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	p.redis.Do("HSET", "h", "a", "1", "b", "2")
+	p.settle()
+	c := p.dial()
+	for _, read := range []struct {
+		kind  hashCmd
+		args  []string
+		calls string
+	}{{hashMGet, []string{"HMGET", "h", "a", "b"}, "hmget"}, {hashGetAll, []string{"HGETALL", "h"}, "hgetall"}} {
+		nc, peer := net.Pipe()
+		t.Cleanup(func() { nc.Close(); peer.Close() })
+		late := p.srv.newClient(nc)
+		cmd := &resp.Command{}
+		for _, a := range read.args {
+			cmd.Args = append(cmd.Args, []byte(a))
+		}
+		ps, pol, key, ok := late.cachedKey(cmd)
+		var fields [][]byte
+		if read.kind != hashGetAll {
+			fields = cmd.Args[2:]
+			if !ok || late.lookupFields(key, fields, ps, pol, p.clock.Now(), false) {
+				t.Fatalf("%s: the late client's lookup does not miss", read.calls)
+			}
+		} else if _, served := late.serveHashAll(nil, key, ps, pol, p.clock.Now(), false); !ok || served {
+			t.Fatalf("%s: the late client's lookup does not miss", read.calls)
+		}
+		want := string(p.redis.Do(read.args...))
+		if got := string(c.Do(read.args...)); got != want { // the other client's fill
+			t.Fatalf("%s: got %q; want %q", read.calls, got, want)
+		}
+		calls := p.redis.Calls(read.calls)
+		late.fillHash(read.kind, key, fields, ps, pol, ps.counters[pol.Index])
+		if len(late.seg.fetches) != 0 || len(late.seg.holes) != 0 {
+			t.Fatalf("%s: the late client's fill went upstream (%d fetches, %d holes)", read.calls,
+				len(late.seg.fetches), len(late.seg.holes))
+		}
+		if got := string(late.out); got != want {
+			t.Fatalf("%s: the late client answered %q; want %q", read.calls, got, want)
+		}
+		if n := p.redis.Calls(read.calls); n != calls {
+			t.Fatalf("%s: %d upstream reads for the late client; want none", read.calls, n-calls)
 		}
 	}
 }
