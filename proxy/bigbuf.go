@@ -13,12 +13,23 @@ import (
 // next batch starts with a pooled buffer of that size. Idle clients still hold none, and the pool's buffers are
 // freed by the collector when no batch takes them for two cycles.
 
-// bigClasses are the pool's buffer sizes: bigMin, doubling, up to bigMin<<(bigClasses-1) (4 MiB). Larger
-// buffers are not kept.
+// bigClasses are the pool's buffer sizes: bigMin, doubling, up to bigMax. Larger buffers are not kept, and a
+// batch that used more does not make the next one start with a buffer that large: one huge value read once must
+// not cost every later batch of the client an allocation of its size.
 const (
 	bigMin     = 64 << 10
 	bigClasses = 7
+	bigMax     = bigMin << (bigClasses - 1) // 4 MiB
 )
+
+// bigHint is what a batch that used n bytes of a buffer leaves as a hint for the next one: n when a pooled buffer
+// serves it, else 0.
+func bigHint(n int) int {
+	if n <= retainBytes || n > bigMax {
+		return 0
+	}
+	return n
+}
 
 var bigBuffers [bigClasses]sync.Pool // of *[]byte, each of its class's capacity or more
 

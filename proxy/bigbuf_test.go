@@ -54,4 +54,10 @@ func TestTrimKeepsGrownBuffersForTheNextBatch(t *testing.T) {
 	if c.out != nil || c.call.Replies != nil {
 		t.Fatal("a batch after a small one was given pooled buffers")
 	}
+	// A batch that read one huge value (here 100 MiB) leaves no hint: the next batch must not allocate as much.
+	c.call.Replies = make([]byte, 100<<20)
+	c.trim()
+	if c.big != (bigHints{}) || c.call.Replies != nil {
+		t.Fatalf("after a 100 MiB reply: hints %+v, %d bytes held; want none", c.big, cap(c.call.Replies))
+	}
 }

@@ -631,9 +631,7 @@ func (c *client) trim() {
 	c.rd.Shrink(c.cmds)
 	c.big = bigHints{}
 	if cap(c.out) > retainBytes {
-		if c.outUsed > retainBytes {
-			c.big.out = c.outUsed
-		}
+		c.big.out = bigHint(c.outUsed)
 		putBig(c.out)
 		c.out = nil
 	}
@@ -645,9 +643,7 @@ func (c *client) trim() {
 		c.seg.req = upstream.Payload{}
 	}
 	if cap(c.call.Replies) > retainBytes {
-		if n := len(c.call.Replies); n > retainBytes {
-			c.big.replies = n
-		}
+		c.big.replies = bigHint(len(c.call.Replies))
 		putBig(c.call.Replies)
 		c.call.Replies = nil
 	}
