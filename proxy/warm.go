@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"time"
 
@@ -23,13 +24,38 @@ func (s *Server) StartWarmup() {
 		w := s.opt.Config.Warm
 		var hot []warm.Source
 		if w.HotkeysFile != "" {
-			hot = append(hot, warm.File(w.HotkeysFile))
+			hot = append(hot, seededList{warm.File(w.HotkeysFile), s})
 		}
 		if w.HotkeysZset != "" {
-			hot = append(hot, warm.Zset{Key: w.HotkeysZset, Pool: s.up})
+			hot = append(hot, seededList{warm.Zset{Key: w.HotkeysZset, Pool: s.up}, s})
 		}
 		s.warmer.Start(hot, s.warmSources(w.Sources))
 		s.persister.Start()
+	})
+}
+
+// seededList is a hot-key list the start-up warm-up reads, whose keys also seed this instance's hot-key trackers
+// with a count of 1 each: the list this instance writes keeps its predecessor's keys until reads of this run's
+// displace them (any key read here counts hotSampleMean per sample) or the counts' halving after a write drops them
+// (a count of 1 halves to 0, and keys of count 0 are not listed). Without the seed an instance that ran briefly, a
+// restart loop or a deploy rolled back within minutes, left a list of only the few keys it saw, and its successor
+// warmed from that.
+type seededList struct {
+	warm.Source
+	s *Server
+}
+
+func (l seededList) Keys(ctx context.Context, batch int, yield func(keys [][]byte) bool) error {
+	return l.Source.Keys(ctx, batch, func(keys [][]byte) bool {
+		ps := l.s.policies.Load()
+		for _, key := range keys {
+			if pol := ps.matcher.Match(key); pol != nil {
+				if hot := ps.hot[pol.Index]; hot != nil {
+					hot.Add(key, 1)
+				}
+			}
+		}
+		return yield(keys)
 	})
 }
 

@@ -386,3 +386,52 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// TestShortRunKeepsHotKeys: an instance that warmed from its predecessor's hot-key list and then served only a few
+// reads before it shut down (a restart loop, a deploy rolled back) writes a list that still holds the
+// predecessor's hot keys, after the keys it read itself, so that its successor warms them too.
+func TestShortRunKeepsHotKeys(t *testing.T) {
+	redis := redistest.Start(t)
+	loadKeys(t, redis, "h:", 20)
+	loadKeys(t, redis, "c:", 5)
+	file := filepath.Join(t.TempDir(), "hotkeys.txt")
+	cfg := fmt.Sprintf(`
+warm:
+  rate: 1000000
+  hotkeys_file: %q
+  hotkeys_size: 100
+policies:
+  - {name: h, prefix: "h:", hard_ttl: 1h}
+  - {name: c, prefix: "c:", hard_ttl: 1h}
+`, file)
+	shutdown := func(p *testProxy) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.srv.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := startProxyOn(t, redis, cfg)
+	first.srv.StartWarmup()
+	hot := keyList("h:", 0, 20)
+	c := first.dial()
+	for round := 0; round < 200; round++ {
+		mgetAll(t, c, hot)
+	}
+	shutdown(first)
+
+	second := startWarmed(t, redis, cfg, "the short run")
+	c = second.dial()
+	for i := 0; i < 100; i++ {
+		c.Do("GET", "c:0")
+	}
+	shutdown(second)
+	written, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(written)), "\n")
+	if len(lines) != 21 || lines[0] != "c:0" || !sameSet(lines[1:], hot) {
+		t.Fatalf("after the short run the hot-key file holds %q; want c:0, then the 20 h: keys", lines)
+	}
+}
