@@ -1,8 +1,16 @@
 package proxy
 
 import (
+	"bufio"
+	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+	"featcache/internal/resp"
 )
 
 // TestBigBufferClasses: getBig hands out at least what is asked, in the pool's classes up to 4 MiB and exactly
@@ -59,5 +67,80 @@ func TestTrimKeepsGrownBuffersForTheNextBatch(t *testing.T) {
 	c.trim()
 	if c.big != (bigHints{}) || c.call.Replies != nil {
 		t.Fatalf("after a 100 MiB reply: hints %+v, %d bytes held; want none", c.big, cap(c.call.Replies))
+	}
+}
+
+// TestPooledBuffersKeepClientsApart: clients pipelining hundreds of misses and hits of 1-4 KiB values at once, each
+// batch's replies and round trips large enough to take pooled buffers that other clients gave back, each writing
+// new values of its own keys between its reads, get exactly their own values, in order.
+func TestPooledBuffersKeepClientsApart(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	const clients, keys, rounds = 6, 200, 6
+	value := func(key string, gen int) string {
+		n := 1000 + (len(key)*131+gen*977)%3000
+		unit := key + "/" + strconv.Itoa(gen) + ";"
+		return strings.Repeat(unit, n/len(unit)+1)[:n]
+	}
+	name := func(cl, i int) string { return "pool:" + strconv.Itoa(cl) + ":" + strconv.Itoa(i) }
+	for cl := 0; cl < clients; cl++ {
+		for i := range keys {
+			p.redis.Do("SET", name(cl, i), value(name(cl, i), 0))
+		}
+	}
+	errs := make(chan error, clients)
+	for cl := 0; cl < clients; cl++ {
+		go func() {
+			errs <- func() error {
+				nc, err := net.Dial("tcp", p.addr)
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				r := bufio.NewReaderSize(nc, 64<<10)
+				gens := make([]int, keys)
+				name := func(i int) string { return name(cl, i) }
+				for round := range rounds {
+					var batch []byte
+					var want []string
+					for i := round; i < keys; i += 7 { // new values, written through featcache
+						gens[i]++
+						batch = append(batch, redistest.Encode("SET", name(i), value(name(i), gens[i]))...)
+						want = append(want, "+OK\r\n")
+					}
+					for i := range keys {
+						batch = append(batch, redistest.Encode("GET", name(i))...)
+						want = append(want, bulk(value(name(i), gens[i])))
+					}
+					mget := []string{"MGET"}
+					wantMget := "*50\r\n"
+					for i := 0; i < 50; i++ {
+						k := (i*13 + round) % keys
+						mget = append(mget, name(k))
+						wantMget += bulk(value(name(k), gens[k]))
+					}
+					batch = append(batch, redistest.Encode(mget...)...)
+					want = append(want, wantMget)
+					if _, err := nc.Write(batch); err != nil {
+						return err
+					}
+					nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+					for j, w := range want {
+						frame, err := resp.ReadFrame(r, nil)
+						if err != nil {
+							return fmt.Errorf("client %d round %d reply %d: %v", cl, round, j, err)
+						}
+						if string(frame) != w {
+							return fmt.Errorf("client %d round %d reply %d: got %.80q; want %.80q", cl, round, j, frame, w)
+						}
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
