@@ -346,6 +346,7 @@ func (s *Server) hotkeyLines() []infoLine {
 	ps := s.persister.Stats()
 	return []infoLine{
 		{"hotkeys_tracked", int64(s.hot.Len())},
+		{"hotkeys_sample_mean", s.hotGap.current()},
 		{"hotkeys_file_writes", ps.FileWrites},
 		{"hotkeys_file_errors", ps.FileErrors},
 		{"hotkeys_zset_writes", ps.ZsetWrites},

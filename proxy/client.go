@@ -98,6 +98,7 @@ type client struct {
 
 	hotSkip int32  // cached reads until the next one recorded in the hot-key tracker
 	hotRand uint64 // xorshift state for the gaps between those
+	hotMean int32  // the mean the current gap was drawn with: what the read that ends it counts for
 
 	timing batchTiming   // the current batch's commands by latency class (metrics.go)
 	pend   pendingCounts // the current batch's hits and calls, not yet in the shared counters (metrics.go)
@@ -164,7 +165,8 @@ func (s *Server) newClient(nc net.Conn) *client {
 		}
 	}
 	c.hotRand = uint64(c.id)*0x9E3779B97F4A7C15 | 1
-	c.hotSkip = 1 + int32((c.hotRand>>1)%hotSampleMean) // hotRand is odd: its low bit would make the first gap even
+	c.hotMean = int32(s.hotGap.current())
+	c.hotSkip = 1 + int32((c.hotRand>>1)%uint64(c.hotMean)) // hotRand is odd: its low bit would make the first gap even
 	c.timing.rand = c.hotRand ^ 0x5DEECE66D
 	c.timing.nextGap()
 	if age := s.cfg.Load().Limits.MaxConnAge; age > 0 {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"sync/atomic"
 	"time"
 
 	"featcache/config"
@@ -220,7 +221,7 @@ func (c *client) execAuthed(cmd *resp.Command, tc *command) {
 // readGet answers GET: match the policy, look the key up locally, serve it when fresh or soft-stale (starting one
 // background refresh per key), otherwise join or start the key's fill. Each key is counted once per policy with
 // what answered it (the fill's outcome is counted when its reply is assembled) and, one lookup in about
-// hotSampleMean, recorded in the policy's hot-key tracker.
+// hotSampleMean (more at high rates: hotSampling), recorded in the policy's hot-key tracker.
 func (c *client) readGet(cmd *resp.Command) {
 	// cachedKey's common case, a key of a cached policy without a snapshot, written out: the call and its five
 	// results cost a hit as much as the work.
@@ -446,15 +447,39 @@ func (c *client) mgetByKey(keys []mgetKey, now time.Time) {
 	c.replies.closeMget(region)
 }
 
-// hotSampleMean is the mean number of cached reads between two recorded in the hot-key tracker; each recorded one
-// counts for that many. Recording every read would cost a lock and a hash-table update on each hit; one in 16
-// keeps the tracker's share of the hit path to a few nanoseconds, and a key hot enough to matter is sampled many
-// times a second anyway.
-const hotSampleMean = 16
+// The hot-key tracker records one cached read in a gap of reads drawn at random per connection, and each recorded
+// read counts for the gap's mean: recording every read would cost a lock and a hash-table update on each hit. The
+// mean is hotSampleMean while the server reads fewer than hotSampleMean*hotSampleRate keys a second, and grows
+// with the rate above that (hotSampling), so that the tracker records about hotSampleRate reads a second however
+// fast reads come: at pipelines of 16 GETs (about 900,000 a second on one core) one in 16 cost about 8% of the hit
+// path's CPU, in the cache lines the tracker's lookups evict as much as in their own work, while 4,096 reads a
+// second, 245,760 a minute (warm.hotkeys_interval's default), are many times what sorting the hot keys of a
+// minute needs.
+const (
+	hotSampleMean = 16
+	hotSampleRate = 4096
+	hotSampleMax  = 1024
+)
 
-// sampleHot records key in the tracker once every hotSampleMean reads on average. The gaps are drawn at random
-// (1 to 2*hotSampleMean-1) from a per-connection generator, so a client that reads the same keys in the same
-// order every time (a fixed MGET) does not have the same position sampled again and again.
+// hotSampling is the hot-key tracker's current mean gap and the reads it recorded since the last adjustment.
+type hotSampling struct {
+	mean     atomic.Int64 // 0 until the first adjustment: hotSampleMean
+	recorded atomic.Int64
+}
+
+// current returns the mean gap to draw the next gap from.
+func (h *hotSampling) current() int64 { return max(h.mean.Load(), hotSampleMean) }
+
+// adjust sets the mean from the reads recorded over the last second: their count times the mean estimates the reads
+// the server answered from its tier, and the new mean spreads that many over hotSampleRate records.
+func (h *hotSampling) adjust() {
+	reads := h.recorded.Swap(0) * h.current()
+	h.mean.Store(min(max(reads/hotSampleRate, hotSampleMean), hotSampleMax))
+}
+
+// sampleHot records key in the tracker once in a gap of reads. The gaps are drawn at random (1 to 2*mean-1) from a
+// per-connection generator, so a client that reads the same keys in the same order every time (a fixed MGET) does
+// not have the same position sampled again and again.
 // It is small enough to be inlined: the reads it skips cost no call.
 func (c *client) sampleHot(t *warm.TopK, key []byte) {
 	if c.hotSkip--; c.hotSkip <= 0 {
@@ -464,8 +489,11 @@ func (c *client) sampleHot(t *warm.TopK, key []byte) {
 
 // recordHot records key for sampleHot and draws the next gap.
 func (c *client) recordHot(t *warm.TopK, key []byte) {
-	c.hotSkip = randomGap(&c.hotRand, hotSampleMean)
-	t.Add(key, hotSampleMean)
+	t.Add(key, uint64(c.hotMean)) // the mean the gap that ends here was drawn with
+	g := &c.srv.hotGap
+	g.recorded.Add(1)
+	c.hotMean = int32(g.current())
+	c.hotSkip = randomGap(&c.hotRand, uint64(c.hotMean))
 }
 
 // refresh starts a background refresh of a soft-stale key unless one is in flight: one fill per key and

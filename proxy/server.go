@@ -94,6 +94,7 @@ type Server struct {
 	reloadMu  sync.Mutex                    // one reload at a time
 	coverage  []coverage                    // tracking prefix switches, for NotBefore (reload.go); under reloadMu
 	hot       *warm.HotKeys
+	hotGap    hotSampling
 	warmer    *warm.Warmer
 	persister *warm.Persister
 	bgOnce    sync.Once // StartWarmup
@@ -373,6 +374,8 @@ func (s *Server) Serve(ln net.Listener) error {
 		go s.watchdog()
 		s.wg.Add(1)
 		go s.every(time.Second, s.refreshRole)
+		s.wg.Add(1)
+		go s.every(time.Second, s.hotGap.adjust)
 		if s.budget.base > 0 {
 			s.wg.Add(1)
 			go s.watchHeap()

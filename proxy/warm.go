@@ -36,10 +36,10 @@ func (s *Server) StartWarmup() {
 
 // seededList is a hot-key list the start-up warm-up reads, whose keys also seed this instance's hot-key trackers
 // with a count of 1 each: the list this instance writes keeps its predecessor's keys until reads of this run's
-// displace them (any key read here counts hotSampleMean per sample) or the counts' halving after a write drops them
-// (a count of 1 halves to 0, and keys of count 0 are not listed). Without the seed an instance that ran briefly, a
-// restart loop or a deploy rolled back within minutes, left a list of only the few keys it saw, and its successor
-// warmed from that.
+// displace them (a key read here counts the sampling gap's mean, 16 or more, per sample) or the counts' halving
+// after a write drops them (a count of 1 halves to 0, and keys of count 0 are not listed). Without the seed an
+// instance that ran briefly, a restart loop or a deploy rolled back within minutes, left a list of only the few
+// keys it saw, and its successor warmed from that.
 type seededList struct {
 	warm.Source
 	s *Server

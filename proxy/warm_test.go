@@ -435,3 +435,61 @@ policies:
 		t.Fatalf("after the short run the hot-key file holds %q; want c:0, then the 20 h: keys", lines)
 	}
 }
+
+// TestHotSamplingFollowsTheRate: the hot-key tracker's mean gap stays hotSampleMean while reads are few, grows so
+// that about hotSampleRate reads a second are recorded when they are many, up to hotSampleMax, and comes back down
+// when they slow.
+func TestHotSamplingFollowsTheRate(t *testing.T) {
+	var h hotSampling
+	for _, c := range []struct{ recorded, want int64 }{
+		{0, hotSampleMean},
+		{1000, hotSampleMean}, // 16,000 reads a second
+		{900_000 / hotSampleMean, 900_000 / hotSampleRate}, // 900,000 reads a second at the mean of 16
+		{hotSampleRate, 900_000 / hotSampleRate},           // the same rate, now recorded at the new mean
+		{1 << 30, hotSampleMax},
+		{10, hotSampleMean},
+	} {
+		h.recorded.Store(c.recorded)
+		h.adjust()
+		if got := h.current(); got != c.want {
+			t.Fatalf("after %d reads recorded in a second: mean %d; want %d", c.recorded, got, c.want)
+		}
+	}
+}
+
+// TestHotKeyCountsAtAWiderGap: with the gap's mean raised, a key's count in CACHE HOTKEYS still estimates the
+// reads of it (each recorded read counts for the mean it was drawn with), and CACHE STATS shows the mean.
+func TestHotKeyCountsAtAWiderGap(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	p.redis.Do("SET", "k", "v")
+	p.settle()
+	p.srv.hotGap.mean.Store(256)
+	c := p.dial()
+	const reads = 51200
+	cmds := make([][]string, 1024)
+	for i := range cmds {
+		cmds[i] = []string{"GET", "k"}
+	}
+	for i := 0; i < reads/len(cmds); i++ {
+		c.Pipeline(cmds)
+	}
+	m := regexp.MustCompile(`requests:(\d+)`).FindSubmatch(c.Do("CACHE", "HOTKEYS", "1"))
+	if m == nil {
+		t.Fatal("CACHE HOTKEYS lists no key")
+	}
+	if n, _ := strconv.Atoi(string(m[1])); n < reads*8/10 || n > reads*12/10 {
+		t.Fatalf("k read %d times counts %d at a mean gap of 256; want within 20%%", reads, n)
+	}
+	// The once-a-second adjustment may change the mean meanwhile: the line must show the mean of its moment.
+	for {
+		before := p.srv.hotGap.current()
+		st := string(c.Do("CACHE", "STATS"))
+		if p.srv.hotGap.current() != before {
+			continue
+		}
+		if want := "hotkeys_sample_mean:" + strconv.FormatInt(before, 10) + "\r\n"; !strings.Contains(st, want) {
+			t.Fatalf("CACHE STATS lacks %q: %.200q", want, st)
+		}
+		break
+	}
+}
