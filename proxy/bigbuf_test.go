@@ -43,7 +43,8 @@ func TestTrimKeepsGrownBuffersForTheNextBatch(t *testing.T) {
 	c.call.Replies = make([]byte, 100<<10, 200<<10)
 	c.trim()
 	if c.out != nil || c.call.Replies != nil {
-		t.Fatalf("after a large batch the client holds %d and %d bytes of buffers; want none", cap(c.out), cap(c.call.Replies))
+		t.Fatalf("after a large batch the client holds %d and %d bytes of buffers; want none",
+			cap(c.out), cap(c.call.Replies))
 	}
 	if c.big.out != 150<<10 || c.big.replies != 100<<10 {
 		t.Fatalf("hints %+v; want the 150 KiB and 100 KiB the batch used", c.big)
@@ -56,7 +57,8 @@ func TestTrimKeepsGrownBuffersForTheNextBatch(t *testing.T) {
 	c.outUsed = 100 // this batch was small
 	c.trim()
 	if c.big != (bigHints{}) || c.out != nil || c.call.Replies != nil {
-		t.Fatalf("after a small batch in large buffers: hints %+v, buffers %d and %d; want none", c.big, cap(c.out), cap(c.call.Replies))
+		t.Fatalf("after a small batch in large buffers: hints %+v, buffers %d and %d; want none",
+			c.big, cap(c.out), cap(c.call.Replies))
 	}
 	c.takeBig()
 	if c.out != nil || c.call.Replies != nil {

@@ -223,10 +223,7 @@ policies:
 		want := string(p.redis.Do(read.args...))
 		c.Do(read.args...) // the fill
 		p.clock.Advance(11 * time.Second)
-		cmd := &resp.Command{}
-		for _, a := range read.args {
-			cmd.Args = append(cmd.Args, []byte(a))
-		}
+		cmd := parsedCommand(read.args...)
 		ps, pol, key, ok := late.cachedKey(cmd)
 		all := read.args[0] == "HGETALL"
 		fields := cmd.Args[2:]
@@ -279,10 +276,7 @@ func TestHashMissLooksAgain(t *testing.T) {
 		nc, peer := net.Pipe()
 		t.Cleanup(func() { nc.Close(); peer.Close() })
 		late := p.srv.newClient(nc)
-		cmd := &resp.Command{}
-		for _, a := range read.args {
-			cmd.Args = append(cmd.Args, []byte(a))
-		}
+		cmd := parsedCommand(read.args...)
 		ps, pol, key, ok := late.cachedKey(cmd)
 		var fields [][]byte
 		if read.kind != hashGetAll {
@@ -310,4 +304,13 @@ func TestHashMissLooksAgain(t *testing.T) {
 			t.Fatalf("%s: %d upstream reads for the late client; want none", read.calls, n-calls)
 		}
 	}
+}
+
+// parsedCommand is args as the reader hands a command to the request path.
+func parsedCommand(args ...string) *resp.Command {
+	cmd := &resp.Command{}
+	for _, a := range args {
+		cmd.Args = append(cmd.Args, []byte(a))
+	}
+	return cmd
 }
