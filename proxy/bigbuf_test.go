@@ -87,7 +87,10 @@ func TestTrimKeepsGrownBuffersForTheNextBatch(t *testing.T) {
 
 // TestPooledBuffersKeepClientsApart: clients pipelining hundreds of misses and hits of 1-4 KiB values at once, each
 // batch's replies and round trips large enough to take pooled buffers that other clients gave back, each writing
-// new values of its own keys between its reads, get exactly their own values, in order.
+// new values of its own keys between its reads, get exactly their own values, in order. They also all read a set of
+// shared keys that another client of the same Redis keeps rewriting with the same values, so that their fills are
+// invalidated again and again and each client waits on fills other clients lead, whose buffers go back to the pool
+// while the waiters answer.
 func TestPooledBuffersKeepClientsApart(t *testing.T) {
 	p := startProxy(t, defaultTestConfig)
 	const clients, keys, rounds = 6, 200, 6
@@ -101,6 +104,46 @@ func TestPooledBuffersKeepClientsApart(t *testing.T) {
 		for i := range keys {
 			p.redis.Do("SET", name(cl, i), value(name(cl, i), 0))
 		}
+	}
+	const shared = 100
+	sharedName := func(i int) string { return "pool:shared:" + strconv.Itoa(i) }
+	var rewrite []byte
+	for i := range shared {
+		p.redis.Do("SET", sharedName(i), value(sharedName(i), 0))
+		rewrite = append(rewrite, redistest.Encode("SET", sharedName(i), value(sharedName(i), 0))...)
+	}
+	// Another client of the same Redis: the same values again and again, each SET an invalidation.
+	done := make(chan struct{})
+	rewrote := make(chan int)
+	go func() {
+		n := 0
+		defer func() { rewrote <- n }()
+		nc, err := net.Dial("tcp", p.redis.Addr())
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		r := bufio.NewReader(nc)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := nc.Write(rewrite); err != nil {
+				return
+			}
+			for range shared {
+				if _, err := resp.ReadFrame(r, nil); err != nil {
+					return
+				}
+			}
+			n++
+		}
+	}()
+	// Each batch's replies are far past the size a client keeps between batches: its buffers come from the pool.
+	if least := (keys + shared) * 1000; least < 2*bigMin {
+		t.Fatalf("a batch's replies are at least %d bytes; the test needs them past %d", least, 2*bigMin)
 	}
 	errs := make(chan error, clients)
 	for cl := 0; cl < clients; cl++ {
@@ -125,6 +168,10 @@ func TestPooledBuffersKeepClientsApart(t *testing.T) {
 					for i := range keys {
 						batch = append(batch, redistest.Encode("GET", name(i))...)
 						want = append(want, bulk(value(name(i), gens[i])))
+					}
+					for i := range shared {
+						batch = append(batch, redistest.Encode("GET", sharedName(i))...)
+						want = append(want, bulk(value(sharedName(i), 0)))
 					}
 					mget := []string{"MGET"}
 					wantMget := "*50\r\n"
@@ -157,5 +204,12 @@ func TestPooledBuffersKeepClientsApart(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+	close(done)
+	if n := <-rewrote; n == 0 {
+		t.Fatal("the other Redis client never rewrote the shared keys")
+	}
+	if p.cache.Stats().FillsJoined == 0 {
+		t.Fatal("no client waited on a fill another one led")
 	}
 }

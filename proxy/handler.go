@@ -461,20 +461,28 @@ const (
 	hotSampleMax  = 1024
 )
 
-// hotSampling is the hot-key tracker's current mean gap and the reads it recorded since the last adjustment.
+// hotSampling is the hot-key tracker's current mean gap. The rate it follows is derived from the per-policy counts
+// of cached reads (cachedReads), which the request path keeps anyway: recording a sample writes nothing shared.
 type hotSampling struct {
-	mean     atomic.Int64 // 0 until the first adjustment: hotSampleMean
-	recorded atomic.Int64
+	mean  atomic.Int64 // 0 until the first adjustment: hotSampleMean
+	reads int64        // the cached reads counted at the last adjustment; only adjust uses it
 }
 
 // current returns the mean gap to draw the next gap from.
 func (h *hotSampling) current() int64 { return max(h.mean.Load(), hotSampleMean) }
 
-// adjust sets the mean from the reads recorded over the last second: their count times the mean estimates the reads
-// the server answered from its tier, and the new mean spreads that many over hotSampleRate records.
-func (h *hotSampling) adjust() {
-	reads := h.recorded.Swap(0) * h.current()
-	h.mean.Store(min(max(reads/hotSampleRate, hotSampleMean), hotSampleMax))
+// adjust sets the mean from the cached reads counted so far (reads): those since the last adjustment, a second
+// before, spread over hotSampleRate records.
+func (h *hotSampling) adjust(reads int64) {
+	n := reads - h.reads
+	h.reads = reads
+	h.mean.Store(min(max(n/hotSampleRate, hotSampleMean), hotSampleMax))
+}
+
+// cachedReads is how many reads of keys a caching policy covers the server has answered, from memory or not.
+func (s *Server) cachedReads() int64 {
+	res, _ := s.metrics.totals()
+	return res[resultHit] + res[resultStale] + res[resultMiss] + res[resultError]
 }
 
 // sampleHot records key in the tracker once in a gap of reads. The gaps are drawn at random (1 to 2*mean-1) from a
@@ -490,9 +498,7 @@ func (c *client) sampleHot(t *warm.TopK, key []byte) {
 // recordHot records key for sampleHot and draws the next gap.
 func (c *client) recordHot(t *warm.TopK, key []byte) {
 	t.Add(key, uint64(c.hotMean)) // the mean the gap that ends here was drawn with
-	g := &c.srv.hotGap
-	g.recorded.Add(1)
-	c.hotMean = int32(g.current())
+	c.hotMean = int32(c.srv.hotGap.current())
 	c.hotSkip = randomGap(&c.hotRand, uint64(c.hotMean))
 }
 

@@ -375,7 +375,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.wg.Add(1)
 		go s.every(time.Second, s.refreshRole)
 		s.wg.Add(1)
-		go s.every(time.Second, s.hotGap.adjust)
+		go s.every(time.Second, func() { s.hotGap.adjust(s.cachedReads()) })
 		if s.budget.base > 0 {
 			s.wg.Add(1)
 			go s.watchHeap()

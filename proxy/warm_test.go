@@ -441,18 +441,19 @@ policies:
 // when they slow.
 func TestHotSamplingFollowsTheRate(t *testing.T) {
 	var h hotSampling
-	for _, c := range []struct{ recorded, want int64 }{
+	total := int64(0)
+	for _, c := range []struct{ perSecond, want int64 }{
 		{0, hotSampleMean},
-		{1000, hotSampleMean}, // 16,000 reads a second
-		{900_000 / hotSampleMean, 900_000 / hotSampleRate}, // 900,000 reads a second at the mean of 16
-		{hotSampleRate, 900_000 / hotSampleRate},           // the same rate, now recorded at the new mean
-		{1 << 30, hotSampleMax},
-		{10, hotSampleMean},
+		{16_000, hotSampleMean},
+		{900_000, 900_000 / hotSampleRate},
+		{900_000, 900_000 / hotSampleRate}, // the same rate a second later
+		{1 << 34, hotSampleMax},
+		{160, hotSampleMean},
 	} {
-		h.recorded.Store(c.recorded)
-		h.adjust()
+		total += c.perSecond
+		h.adjust(total)
 		if got := h.current(); got != c.want {
-			t.Fatalf("after %d reads recorded in a second: mean %d; want %d", c.recorded, got, c.want)
+			t.Fatalf("after %d cached reads in a second: mean %d; want %d", c.perSecond, got, c.want)
 		}
 	}
 }
@@ -472,6 +473,9 @@ func TestHotKeyCountsAtAWiderGap(t *testing.T) {
 	}
 	for i := 0; i < reads/len(cmds); i++ {
 		c.Pipeline(cmds)
+	}
+	if n := p.srv.cachedReads(); n < reads {
+		t.Fatalf("cachedReads = %d after %d GETs of a cached key; the sampling rate follows it", n, reads)
 	}
 	m := regexp.MustCompile(`requests:(\d+)`).FindSubmatch(c.Do("CACHE", "HOTKEYS", "1"))
 	if m == nil {
