@@ -106,6 +106,9 @@ type Config struct {
 
 	// AdminPprof serves Go's /debug/pprof handlers on the admin listener. Default false.
 	AdminPprof bool
+	// EventLoops serves the batches of cached GETs that plain TCP clients send from event loops, one per CPU
+	// featcache may use, instead of from each client's goroutine (Linux; elsewhere it has no effect). Default true.
+	EventLoops bool
 	// ShutdownDelay is how long featcache keeps serving after SIGTERM while /readyz answers 503, before it stops
 	// accepting connections. Default DefaultShutdownDelay.
 	ShutdownDelay time.Duration
@@ -276,6 +279,7 @@ func Default() *Config {
 		Listen:        DefaultListen,
 		Admin:         DefaultAdmin,
 		ProtectedMode: true,
+		EventLoops:    true,
 		Upstream: Upstream{
 			Addresses: []string{DefaultUpstreamAddress},
 			Tracking:  true,

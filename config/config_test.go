@@ -680,6 +680,7 @@ func TestDefault(t *testing.T) {
 		Listen:        "127.0.0.1:6380",
 		Admin:         "127.0.0.1:9121",
 		ProtectedMode: true,
+		EventLoops:    true,
 		Upstream: Upstream{Addresses: []string{"127.0.0.1:6379"}, Tracking: true, Timeout: time.Second,
 			Conns: 4, RevalidateRate: 1000},
 		Local: Local{MaxMemory: 256 << 20},

@@ -6,7 +6,7 @@ import (
 )
 
 // RestartFields names the settings that differ between c and running and that a reload cannot apply: the
-// listeners, the upstream connections, the size of the local tier, the request limits the connection guard was
+// listeners and event loops, the upstream connections, the size of the local tier, the request limits the connection guard was
 // built with, the deny list, the password and the log format. A reload applies everything else (policies, warm,
 // log level and slow_command, limits.max_conn_age, shutdown_delay and shutdown_timeout) and reports these as
 // needing a restart. Field names are written as in the file; values are never part of the result, since some
@@ -21,6 +21,7 @@ func (c *Config) RestartFields(running *Config) []string {
 	diff("listen", c.Listen, running.Listen)
 	diff("admin", c.Admin, running.Admin)
 	diff("admin_pprof", c.AdminPprof, running.AdminPprof)
+	diff("event_loops", c.EventLoops, running.EventLoops)
 	diff("password", c.Password, running.Password)
 	diff("password_file", c.PasswordFile, running.PasswordFile)
 	diff("upstream.addresses", c.Upstream.Addresses, running.Upstream.Addresses)
@@ -64,7 +65,7 @@ func (c *Config) NextStartFields(running *Config) []string {
 // featcache runs with after a reload that applied c.
 func (c *Config) WithRestartFields(running *Config) *Config {
 	n := *c
-	n.Listen, n.Admin, n.AdminPprof = running.Listen, running.Admin, running.AdminPprof
+	n.Listen, n.Admin, n.AdminPprof, n.EventLoops = running.Listen, running.Admin, running.AdminPprof, running.EventLoops
 	n.Password, n.PasswordFile = running.Password, running.PasswordFile
 	n.Upstream = running.Upstream
 	n.Local = running.Local

@@ -19,6 +19,7 @@ func (c *Config) decode(root *yaml.Node) error {
 		"listen":           into(&c.Listen, stringValue),
 		"admin":            into(&c.Admin, stringValue),
 		"admin_pprof":      into(&c.AdminPprof, boolValue),
+		"event_loops":      into(&c.EventLoops, boolValue),
 		"password":         into(&c.Password, stringValue),
 		"password_file":    noting(&passwordFileLine, into(&c.PasswordFile, stringValue)),
 		"protected_mode":   into(&c.ProtectedMode, boolValue),

@@ -242,6 +242,8 @@ func (s *Server) requestLines(st *Stats) []infoLine {
 		{"forwarded", st.Forwarded.Load()},
 		{"invalidations", st.Invalidations.Load()},
 		{"barriers", st.Barriers.Load()},
+		{"loop_batches", st.LoopBatches.Load()},
+		{"loop_handovers", st.LoopHandovers.Load()},
 		{"errors", st.Errors.Load()}, // upstream failures; the other reasons follow
 		{"refused", st.Refused.Load()},
 		{"snapshot_errors", st.SnapshotErrors.Load()},

@@ -44,6 +44,7 @@ type client struct {
 	wmu  sync.Mutex // serialises writes to nc between serve and the pub/sub pump
 	cmds []resp.Command
 	dir  direct
+	lp   *loopClient // the event loop that waits for the client's batches (loop.go), nil for none
 
 	name      []byte
 	authed    bool
@@ -161,6 +162,9 @@ func (s *Server) newClient(nc net.Conn) *client {
 			c.rd.SetIdleRelease(raw)
 			if c.rd.SetDirect() {
 				c.dir.raw, c.dir.fn = raw, c.directRead
+				if l := s.loopFor(c.id); l != nil {
+					l.attach(c)
+				}
 			}
 		}
 	}
@@ -202,7 +206,12 @@ func (c *client) serve() {
 	for !c.quit {
 		var cmds []resp.Command
 		var err error
-		if c.dir.raw != nil && c.dir.batches >= directAfter && !c.interrupted() {
+		if c.lp != nil && c.parkable() {
+			var stop bool
+			if cmds, err, stop = c.park(); stop {
+				return
+			}
+		} else if c.dir.raw != nil && c.dir.batches >= directAfter && !c.interrupted() {
 			if cmds, err = c.readDirect(); c.dir.stop {
 				return
 			}
@@ -211,6 +220,9 @@ func (c *client) serve() {
 			cmds, err = c.rd.ReadBatch(c.cmds[:0])
 			c.markWait(false)
 			c.dir.batches++
+			if c.lp != nil {
+				c.lp.servedOne()
+			}
 		}
 		c.cmds = cmds
 		if len(cmds) > 0 && !c.runBatch(cmds) {
@@ -380,6 +392,11 @@ func (c *client) directRead(fd uintptr) bool {
 		if c.quit || c.interrupted() {
 			return true
 		}
+		if c.lp != nil {
+			if c.lp.servedOne(); c.parkable() {
+				return true // the event loop waits for the next batch
+			}
+		}
 	}
 }
 
@@ -515,7 +532,12 @@ func (c *client) closeGently() {
 }
 
 // wake interrupts a wait for the next command, so that the client goroutine looks at draining.
-func (c *client) wake() { c.nc.SetReadDeadline(time.Unix(1, 0)) }
+func (c *client) wake() {
+	c.nc.SetReadDeadline(time.Unix(1, 0))
+	if c.lp != nil {
+		c.lp.signal()
+	}
+}
 
 // pendingInput reports whether the client has sent bytes featcache has not read yet: a non-blocking peek at the
 // socket. It needs the read deadline cleared.
@@ -595,7 +617,11 @@ func (c *client) flushReplies() bool {
 		c.fail(ErrClientMemory)
 		return false
 	}
-	ok := c.send(c.out)
+	return c.wrote(c.send(c.out))
+}
+
+// wrote ends a write of the pending replies (ok: all of them written) and empties the reply buffer.
+func (c *client) wrote(ok bool) bool {
 	c.outUsed = max(c.outUsed, len(c.out))
 	c.out = c.out[:0]
 	c.nextCharge = 0
@@ -658,6 +684,9 @@ func (c *client) trim() {
 func (c *client) close() {
 	c.pend.fold()
 	c.nc.Close()
+	if c.lp != nil {
+		c.lp.loop.detach(c)
+	}
 	c.markClosed()
 	c.gone.Store(true)
 	c.srv.ctrack.left(c)

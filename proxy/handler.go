@@ -22,19 +22,34 @@ import (
 // invalidated, then its replies are assembled. A read is therefore never looked up, nor fetched, ahead of an
 // earlier write of the same pipeline, and all other reads of a pipeline share one round trip, up to those caps.
 func (c *client) execBatch(cmds []resp.Command) {
+	c.beginExec(len(cmds))
+	c.execFrom(cmds, 0, -1)
+}
+
+// beginExec starts the execution of a batch of n commands.
+func (c *client) beginExec(n int) {
 	c.seg.begin(c.srv.now())
-	c.pend.on = len(cmds) > 1
+	c.pend.on = n > 1
 	if cap(c.arena) > 1<<20 {
 		c.arena = nil
 	}
 	c.arena = c.arena[:0]
+}
+
+// execFrom runs cmds[from:] of the batch beginExec began, then the segment's round trip. settle, when not -1, is
+// the number of reply bytes that were pending before the command at from-1, which ran without its settleOutput:
+// it runs first (the event loop hands a batch over this way, loop_linux.go).
+func (c *client) execFrom(cmds []resp.Command, from, settle int) {
 	// A panic ends the batch without runSegment: serveClient's recovery completes the fills the segment leads
 	// (abandonFills), so that the clients waiting on them get an error instead of waiting for ever.
 	//
 	// Only a command that exec runs changes what execGet needs (the client's sessions, its authentication, its
 	// reply mode), so it is judged before the first command and again after each such command, not for every GET.
+	if settle >= 0 && !c.settled(settle) && !c.settleOutput(settle) {
+		from = len(cmds)
+	}
 	plain := c.plain()
-	for i := range cmds {
+	for i := from; i < len(cmds); i++ {
 		pending := c.replies.pending()
 		switch {
 		case plain && c.execGet(&cmds[i]):

@@ -86,6 +86,6 @@ func (c *client) execLdb(cmd *resp.Command) {
 	c.runSegment()
 	if err := c.sendToSession(c.sub, appendRequest(nil, cmd)); err != nil {
 		c.sub.close()
-		closeRaw(c.nc)
+		c.closeRaw()
 	}
 }

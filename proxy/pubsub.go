@@ -335,7 +335,7 @@ func (p *pubsub) lost() {
 	case <-p.done:
 	default:
 		if p.count.Load() > 0 || p.monitor || p.ldb {
-			closeRaw(p.c.nc)
+			p.c.closeRaw()
 		}
 	}
 }

@@ -153,7 +153,7 @@ func (c *client) push(frame []byte) {
 			reason = "invalidations past limits.max_clients_memory"
 		}
 		c.srv.log.Info("client disconnected", "client", c.id, "reason", reason)
-		closeRaw(c.nc)
+		c.closeRaw()
 		return
 	}
 	q.buf = append(q.buf, frame...)

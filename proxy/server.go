@@ -108,9 +108,10 @@ type Server struct {
 	lns      []net.Listener
 	conns    map[*client]struct{}
 	closed   bool
-	watching bool          // the watchdog runs
-	stop     chan struct{} // closed when the server closes or starts shutting down: ends the watchdog
-	closing  chan struct{} // closed by Close: ends the upstream waits of the clients still running
+	watching bool                         // the watchdog runs
+	loops    atomic.Pointer[[]*eventLoop] // the event loops (loop.go), started with the watchdog; none when off
+	stop     chan struct{}                // closed when the server closes or starts shutting down: ends the watchdog
+	closing  chan struct{}                // closed by Close: ends the upstream waits of the clients still running
 	wg       sync.WaitGroup
 }
 
@@ -380,6 +381,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.wg.Add(1)
 			go s.watchHeap()
 		}
+		s.startLoops()
 	}
 	s.mu.Unlock()
 	var delay time.Duration
@@ -479,11 +481,14 @@ func (s *Server) Close() error {
 	for _, ln := range lns {
 		ln.Close()
 	}
+	for _, l := range s.eventLoops() {
+		l.close()
+	}
 	for _, c := range conns {
 		if _, ok := c.nc.(*tls.Conn); ok {
 			c.nc.Close()
 		} else {
-			go c.nc.Close() // without waiting for a batch running inside the socket's read: see closeRaw
+			c.closeRaw() // without waiting for a batch running inside the socket's read
 		}
 	}
 	s.wg.Wait()

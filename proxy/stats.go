@@ -20,6 +20,9 @@ type Stats struct {
 	Forwarded     atomic.Int64 // commands forwarded over shared connections
 	Invalidations atomic.Int64 // keys invalidated by writes through featcache
 	Barriers      atomic.Int64 // tracking barriers waited for after scripts and commands with unknown keys
+	// Batches the event loops answered whole, and those they handed over to the client's goroutine (loop.go).
+	LoopBatches   atomic.Int64
+	LoopHandovers atomic.Int64
 	// Error replies featcache produced itself, by reason: Errors when the upstream failed (timed out, unreachable,
 	// or answered LOADING, BUSY and the like) and nothing could be served; Refused for commands featcache refuses
 	// (commands.deny, and those it cannot run for a client); SnapshotErrors when a snapshot pointer could not be
@@ -65,6 +68,9 @@ func (s *Server) Stats() *Stats {
 	snap.Forwarded.Store(st.Forwarded.Load())
 	snap.Invalidations.Store(st.Invalidations.Load())
 	snap.Barriers.Store(st.Barriers.Load())
+	batches, handovers := s.loopCounts()
+	snap.LoopBatches.Store(batches)
+	snap.LoopHandovers.Store(handovers)
 	snap.Errors.Store(st.Errors.Load())
 	snap.Refused.Store(st.Refused.Load())
 	snap.SnapshotErrors.Store(st.SnapshotErrors.Load())

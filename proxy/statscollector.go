@@ -41,6 +41,7 @@ func newStatsCollector(s *Server) *statsCollector {
 		"refreshes":   d("refreshes_total", "Background refreshes of soft-stale entries started."),
 		"upreads":     d("upstream_reads_total", "Keys fetched from the upstream (GET and PTTL pairs)."),
 		"roundtrips":  d("upstream_round_trips_total", "Upstream round trips of pipeline segments."),
+		"loop":        d("event_loop_batches_total", "Client batches an event loop began: answered whole from memory (served), or handed over to the client's goroutine (handed_over).", "outcome"),
 		"forwarded":   d("forwarded_total", "Commands forwarded to the upstream."),
 		"errors": d("errors_total", "Error replies featcache produced itself (not Redis's own errors, which are relayed), by reason: "+
 			"upstream (Redis failed, timed out or was unreachable, and nothing could be served), refused (commands.deny, "+
@@ -137,6 +138,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("refreshes", st.Refreshes.Load())
 	counter("upreads", st.UpstreamReads.Load())
 	counter("roundtrips", st.RoundTrips.Load())
+	counter("loop", st.LoopBatches.Load(), "served")
+	counter("loop", st.LoopHandovers.Load(), "handed_over")
 	counter("forwarded", st.Forwarded.Load())
 	counter("errors", st.Errors.Load(), "upstream")
 	counter("errors", st.Refused.Load(), "refused")

@@ -23,13 +23,13 @@ func (s *Server) watchdog() {
 				s.stats.OutputTimeouts.Add(1)
 				s.log.Info("client disconnected", "client", c.id, "addr", c.nc.RemoteAddr().String(),
 					"reason", "replies left unread for limits.output_timeout", "output_timeout", lim.OutputTimeout)
-				closeRaw(c.nc)
+				c.closeRaw()
 				continue
 			}
 			if lim.IdleTimeout > 0 && over(&c.wdIdle, c.rseq.Load(), now, lim.IdleTimeout) {
 				s.stats.IdleTimeouts.Add(1)
 				s.log.Debug("client disconnected", "client", c.id, "reason", "idle for limits.idle_timeout")
-				closeRaw(c.nc)
+				c.closeRaw()
 			}
 		}
 		s.mu.Unlock()

@@ -1,0 +1,237 @@
+//go:build linux
+
+package proxy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"featcache/internal/redistest"
+)
+
+// TestEventLoopHandsOverWhatItCannotAnswer: batches of cached GETs are answered by the event loop, and every
+// other batch, or the rest of one, by the client's goroutine, in order: the same bytes Redis sends for the same
+// pipelines, whichever part of a batch needs the goroutine (a miss first, last or in the middle, a write, a
+// command featcache answers itself).
+func TestEventLoopHandsOverWhatItCannotAnswer(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	for i := range 4 {
+		p.redis.Do("SET", "loop:"+strconv.Itoa(i), "v"+strconv.Itoa(i))
+	}
+	p.settle()
+	rc := redistest.Dial(t, p.redis.Addr())
+	defer rc.Close()
+	get := func(k string) []string { return []string{"GET", "loop:" + k} }
+	fc := p.dial()
+	compareWithRedis(t, fc, rc, nil, get("0"), get("1")) // misses: fills
+	fc.Close()
+	before := p.srv.Stats()
+	pipelines := [][][]string{
+		{get("0")},
+		{get("0"), get("1")},
+		{get("0"), get("2"), get("1")},               // a miss in the middle
+		{get("3"), get("0"), get("1")},               // a miss first
+		{get("0"), get("1"), get("none")},            // a miss last (nil)
+		{get("0"), {"SET", "loop:1", "w"}, get("1")}, // a write: the GET after it reads it
+		{get("1"), get("1")},
+		{get("0"), {"PING"}, get("1")},
+		{{"GET", "loop:0", "extra"}, get("0")}, // a wrong arity, as Redis answers it
+		{get("2"), get("3"), get("0")},
+	}
+	for _, cmds := range pipelines {
+		// Each on a new connection, whose first batch the loop reads (a client whose batches the loop hands
+		// over in a row is served by its goroutine for a while: loopMaxSkip).
+		fc := p.dial()
+		compareWithRedis(t, fc, rc, nil, cmds...)
+		fc.Close()
+	}
+	after := p.srv.Stats()
+	served := after.LoopBatches.Load() - before.LoopBatches.Load()
+	handed := after.LoopHandovers.Load() - before.LoopHandovers.Load()
+	// The first, second and last pipelines are hits only; the others need the goroutine (the seventh reads a
+	// key the sixth wrote).
+	if served < 3 || handed < 7 {
+		t.Errorf("event loop batches %d, handed over %d; want at least 3 and 7", served, handed)
+	}
+	if !strings.Contains(p.do("CACHE", "STATS"), "loop_batches:") {
+		t.Errorf("CACHE STATS has no loop_batches")
+	}
+}
+
+// TestEventLoopWritesWhatTheSocketTakes: a client that sends GETs and does not read its replies fills its socket;
+// the event loop writes what the socket takes and hands the rest to the client's goroutine, whose write waits for
+// the client. Every reply arrives whole and in order once the client reads.
+func TestEventLoopWritesWhatTheSocketTakes(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	value := strings.Repeat("x", 8<<10) // a reply the socket takes at once while it has room
+	p.redis.Do("SET", "loop:big", value)
+	p.settle()
+	c := p.dial()
+	defer c.Close()
+	expectDo(t, c, bulk(value), "GET", "loop:big") // cached
+	before := p.srv.Stats()
+	const n = 2500 // 20 MB of replies, more than the sockets hold
+	for range n {
+		writeRaw(t, c, redistest.Encode("GET", "loop:big"))
+		time.Sleep(50 * time.Microsecond) // one batch each, mostly
+	}
+	for i := range n {
+		got, err := c.ReadTimeout(10 * time.Second)
+		if err != nil || string(got) != bulk(value) {
+			t.Fatalf("reply %d: %d bytes, err %v; want the value", i, len(got), err)
+		}
+	}
+	after := p.srv.Stats()
+	if after.LoopHandovers.Load() == before.LoopHandovers.Load() {
+		t.Errorf("no batch was handed over: the socket never filled")
+	}
+	if after.LoopBatches.Load() == before.LoopBatches.Load() {
+		t.Errorf("no batch was answered by the event loop")
+	}
+	expectDo(t, c, bulk(value), "GET", "loop:big")
+}
+
+// TestEventLoopClientsKeepTheirOwnReplies: clients whose pipelines mix hits, misses, writes of their own keys
+// and reads of keys another client of the Redis rewrites, all at once, each get exactly their replies, under the
+// race detector; some batches are answered by the event loop and some handed over.
+func TestEventLoopClientsKeepTheirOwnReplies(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	const shared = 50
+	for i := range shared {
+		p.redis.Do("SET", "loopshared:"+strconv.Itoa(i), "s"+strconv.Itoa(i))
+	}
+	p.settle()
+	stop := make(chan struct{})
+	var other sync.WaitGroup
+	other.Add(1)
+	go func() { // another client of the Redis, rewriting the shared keys with the same values
+		defer other.Done()
+		rc := redistest.Dial(t, p.redis.Addr())
+		defer rc.Close()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := strconv.Itoa(i % shared)
+			rc.Do("SET", "loopshared:"+k, "s"+k)
+		}
+	}()
+	before := p.srv.Stats()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := p.dial()
+			defer c.Close()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			mine := map[string]string{}
+			for round := range 300 {
+				var cmds [][]string
+				var want []string
+				for range 1 + rng.IntN(6) {
+					switch r := rng.IntN(10); {
+					case r < 6:
+						k := strconv.Itoa(rng.IntN(shared))
+						cmds = append(cmds, []string{"GET", "loopshared:" + k})
+						want = append(want, bulk("s"+k))
+					case r < 9:
+						k := fmt.Sprintf("loopown:%d:%d", w, rng.IntN(5))
+						cmds = append(cmds, []string{"GET", k})
+						if v, ok := mine[k]; ok {
+							want = append(want, bulk(v))
+						} else {
+							want = append(want, "$-1\r\n")
+						}
+					default:
+						k := fmt.Sprintf("loopown:%d:%d", w, rng.IntN(5))
+						v := fmt.Sprintf("v%d", round)
+						cmds = append(cmds, []string{"SET", k, v})
+						want = append(want, "+OK\r\n")
+						mine[k] = v
+					}
+				}
+				c.NetConn().Write(encodePipeline(cmds...))
+				for i := range cmds {
+					got, err := c.ReadTimeout(10 * time.Second)
+					if err != nil || string(got) != want[i] {
+						errs <- fmt.Errorf("client %d round %d: %q got %q (%v); want %q", w, round, cmds[i], got, err, want[i])
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	other.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	after := p.srv.Stats()
+	if after.LoopBatches.Load() == before.LoopBatches.Load() || after.LoopHandovers.Load() == before.LoopHandovers.Load() {
+		t.Errorf("event loop batches %d, handed over %d: want both", after.LoopBatches.Load()-before.LoopBatches.Load(),
+			after.LoopHandovers.Load()-before.LoopHandovers.Load())
+	}
+}
+
+// TestEventLoopWaitingClientsClosed: a client the event loop waits for is closed as any other by CLIENT KILL,
+// limits.idle_timeout and limits.max_conn_age, and a Shutdown closes it at once.
+func TestEventLoopWaitingClientsClosed(t *testing.T) {
+	p := startProxy(t, defaultTestConfig+`
+limits:
+  idle_timeout: 1s
+  max_conn_age: 1s
+`)
+	p.redis.Do("SET", "loop:k", "v")
+	p.settle()
+	parked := func() *redistest.Conn {
+		c := p.dial()
+		expectDo(t, c, bulk("v"), "GET", "loop:k")
+		expectDo(t, c, bulk("v"), "GET", "loop:k") // a hit: the loop waits for the next batch
+		return c
+	}
+	a := parked()
+	defer a.Close()
+	id := strings.TrimSpace(strings.TrimPrefix(string(a.Do("CLIENT", "ID")), ":"))
+	expectDo(t, a, bulk("v"), "GET", "loop:k")
+	b := p.dial()
+	defer b.Close()
+	expectDo(t, b, ":1\r\n", "CLIENT", "KILL", "ID", id)
+	expectClosed(t, a, 2*time.Second)
+
+	idle := parked()
+	defer idle.Close()
+	start := time.Now()
+	expectClosed(t, idle, 5*time.Second) // idle_timeout or max_conn_age, whichever comes first
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("closed after %v", d)
+	}
+}
+
+// TestWithoutEventLoops: with event_loops: false every batch is served by the client's goroutine, with the same
+// replies.
+func TestWithoutEventLoops(t *testing.T) {
+	p := startProxy(t, defaultTestConfig+"event_loops: false\n")
+	p.redis.Do("SET", "loop:k", "v")
+	p.settle()
+	fc, rc := p.dial(), redistest.Dial(t, p.redis.Addr())
+	defer fc.Close()
+	defer rc.Close()
+	get := []string{"GET", "loop:k"}
+	for range 3 {
+		compareWithRedis(t, fc, rc, nil, get, get, []string{"GET", "loop:none"}, get)
+	}
+	if st := p.srv.Stats(); st.LoopBatches.Load() != 0 || st.LoopHandovers.Load() != 0 {
+		t.Errorf("event loop batches %d, handed over %d; want none", st.LoopBatches.Load(), st.LoopHandovers.Load())
+	}
+}
