@@ -192,11 +192,7 @@ func (c *client) runInLoop(cmds []resp.Command) (loopHandoff, bool) {
 		return h, false
 	}
 	c.endBatch()
-	if !h.start.IsZero() {
-		if d := time.Since(h.start); d > c.srv.cfg.Load().Log.SlowCommand {
-			c.logSlow(cmds, d)
-		}
-	}
+	c.noteSlow(cmds, h.start)
 	c.trim()
 	if !c.account(0) {
 		h.flushed = true // settleBatch fails the connection, with a write that may wait
@@ -255,13 +251,18 @@ func (c *client) finishLoopBatch(h *loopHandoff) bool {
 			}
 		}
 		c.endBatch()
-		if !h.start.IsZero() {
-			if d := time.Since(h.start); d > c.srv.cfg.Load().Log.SlowCommand {
-				c.logSlow(h.cmds, d)
-			}
-		}
+		c.noteSlow(h.cmds, h.start)
 	}
 	return c.settleBatch()
+}
+
+// noteSlow logs a batch begun at start (zero: log.slow_command is off) that took longer than log.slow_command.
+func (c *client) noteSlow(cmds []resp.Command, start time.Time) {
+	if !start.IsZero() {
+		if d := time.Since(start); d > c.srv.cfg.Load().Log.SlowCommand {
+			c.logSlow(cmds, d)
+		}
+	}
 }
 
 // closeRaw closes the client's connection as closeRaw does, and wakes its goroutine if the loop waits for it.
@@ -286,9 +287,9 @@ func (s *Server) startLoops() {
 			break
 		}
 		loops = append(loops, l)
-		s.wg.Add(1)
+		s.loopsWG.Add(1)
 		go func() {
-			defer s.wg.Done()
+			defer s.loopsWG.Done()
 			l.run()
 		}()
 	}

@@ -110,6 +110,7 @@ type Server struct {
 	closed   bool
 	watching bool                         // the watchdog runs
 	loops    atomic.Pointer[[]*eventLoop] // the event loops (loop.go), started with the watchdog; none when off
+	loopsWG  sync.WaitGroup               // the loops' goroutines: they end in Close, after the clients' (wg)
 	stop     chan struct{}                // closed when the server closes or starts shutting down: ends the watchdog
 	closing  chan struct{}                // closed by Close: ends the upstream waits of the clients still running
 	wg       sync.WaitGroup
@@ -492,6 +493,7 @@ func (s *Server) Close() error {
 		}
 	}
 	s.wg.Wait()
+	s.loopsWG.Wait()
 	s.warmer.Close()
 	s.persister.Close()
 	return nil
