@@ -211,6 +211,7 @@ func (l *eventLoop) serveNow(fd uintptr) bool {
 			return true
 		}
 		c.markWait(false)
+		c.dir.batches++ // the goroutine, when it serves the client itself (skip), reads directly after directAfter
 		if err != nil || !c.loopSafe(cmds) {
 			l.h, l.outcome = loopHandoff{cmds: cmds, err: err}, loopHandsOn
 			return true
