@@ -34,6 +34,10 @@ const (
 // once in so many batches.
 const loopMaxSkip = 64
 
+// loopMaxStreak bounds the count of batches handed over in a row where it reaches loopMaxSkip (1<<(8-2)): a
+// longer count would shift the skip past the int's width, to nothing.
+const loopMaxStreak = 8
+
 // loopClient is what a client served by an event loop keeps for it.
 type loopClient struct {
 	loop  *eventLoop
@@ -130,7 +134,7 @@ func (c *client) park() (cmds []resp.Command, err error, stop bool) {
 // handedOver sets how many batches the goroutine serves itself before it parks again: none after a batch the loop
 // served, then more with each batch in a row it could not.
 func (lp *loopClient) handedOver() {
-	lp.streak++
+	lp.streak = min(lp.streak+1, loopMaxStreak)
 	lp.skip = 0
 	if lp.streak > 1 {
 		lp.skip = min(1<<(lp.streak-2), loopMaxSkip)

@@ -235,3 +235,29 @@ func TestWithoutEventLoops(t *testing.T) {
 		t.Errorf("event loop batches %d, handed over %d; want none", st.LoopBatches.Load(), st.LoopHandovers.Load())
 	}
 }
+
+// TestHandedOverBacksOff: a client whose batches the loop hands over in a row is served by its goroutine for 1,
+// 2, 4, ... and then 64 batches before it parks again, however long the run; one the loop served parks at once.
+func TestHandedOverBacksOff(t *testing.T) {
+	var lp loopClient
+	var got []int
+	for range 1000 {
+		lp.handedOver()
+		got = append(got, lp.skip)
+	}
+	want := []int{0, 1, 2, 4, 8, 16, 32, 64}
+	for i, w := range want {
+		if got[i] != w {
+			t.Fatalf("skips %v...; want %v, then 64", got[:10], want)
+		}
+	}
+	for i, s := range got[len(want):] {
+		if s != loopMaxSkip {
+			t.Fatalf("hand-over %d: skip %d; want %d", len(want)+i+1, s, loopMaxSkip)
+		}
+	}
+	lp.streak = 0 // a batch the loop served
+	if lp.handedOver(); lp.skip != 0 {
+		t.Errorf("after a served batch: skip %d; want 0", lp.skip)
+	}
+}
