@@ -61,7 +61,6 @@ type loopClient struct {
 
 // loopHandoff is what the loop hands a client's goroutine along with the connection.
 type loopHandoff struct {
-	stop  bool           // the connection is to end
 	cmds  []resp.Command // a batch read (with err after it) and not begun, or the batch begun (begun)
 	err   error
 	begun bool
@@ -122,10 +121,7 @@ func (c *client) park() (cmds []resp.Command, err error, stop bool) {
 	}
 	h := lp.h
 	lp.h = loopHandoff{}
-	switch {
-	case h.stop:
-		return nil, nil, true
-	case h.begun:
+	if h.begun {
 		return nil, nil, !c.finishLoopBatch(&h)
 	}
 	return h.cmds, h.err, false

@@ -38,9 +38,10 @@ type eventLoop struct {
 	// other goroutines.
 	batches, handovers atomic.Int64
 
-	mu    sync.Mutex
-	slots []*client // by loopClient.slot
-	free  []int32
+	mu     sync.Mutex
+	closed bool      // close began: arm adds nothing more
+	slots  []*client // by loopClient.slot
+	free   []int32
 }
 
 // haveEventLoops says that this platform has event loops.
@@ -69,7 +70,12 @@ func newEventLoop() (*eventLoop, error) {
 func (l *eventLoop) counts() (batches, handovers int64) { return l.batches.Load(), l.handovers.Load() }
 
 // close ends the loop's goroutine.
-func (l *eventLoop) close() { l.file.Close() }
+func (l *eventLoop) close() {
+	l.mu.Lock()
+	l.closed = true // no socket is armed from now on (arm)
+	l.mu.Unlock()
+	l.file.Close()
+}
 
 // run serves the set's ready clients until close. The loop runs inside one RawConn.Read of the set's descriptor
 // (poll), which keeps the poller's readiness from one wait to the next: a socket that became ready while the loop
@@ -138,8 +144,14 @@ func (l *eventLoop) detach(c *client) {
 	l.mu.Unlock()
 }
 
-// arm adds c's socket to the set; false when the socket is closed.
+// arm adds c's socket to the set; false when the socket or the loop is closed. It holds l.mu, which close takes
+// before it closes the set's descriptor: that number, once closed, may be another set's.
 func (l *eventLoop) arm(c *client) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
 	c.lp.armed = false
 	err := c.dir.raw.Control(c.lp.armFn)
 	return err == nil && c.lp.armed
