@@ -271,25 +271,32 @@ func (c *client) readFailed(err error) bool {
 }
 
 // runBatch executes a batch of commands and writes their replies. It reports false when the connection is to end
-// (its replies could not be written, or it went past its memory).
+// (its replies could not be written, or it went past its memory). A batch slower than log.slow_command is logged
+// before settleBatch gives back the memory its commands are in.
 func (c *client) runBatch(cmds []resp.Command) bool {
-	if slow := c.srv.cfg.Load().Log.SlowCommand; slow > 0 {
-		return c.runBatchTimed(cmds, slow)
-	}
-	return c.answerBatch(cmds) && c.settleBatch()
-}
-
-// runBatchTimed is runBatch with log.slow_command set (slow): a batch slower than it is logged, before settleBatch
-// gives back the memory its commands are in.
-func (c *client) runBatchTimed(cmds []resp.Command, slow time.Duration) bool {
-	start := time.Now()
+	start := c.slowStart()
 	if !c.answerBatch(cmds) {
 		return false
 	}
-	if d := time.Since(start); d > slow {
-		c.logSlow(cmds, d)
-	}
+	c.noteSlow(cmds, start)
 	return c.settleBatch()
+}
+
+// slowStart returns the time a batch begins with log.slow_command set, for noteSlow; zero without it.
+func (c *client) slowStart() time.Time {
+	if c.srv.cfg.Load().Log.SlowCommand > 0 {
+		return time.Now()
+	}
+	return time.Time{}
+}
+
+// noteSlow logs a batch begun at start (zero: log.slow_command is off) that took longer than log.slow_command.
+func (c *client) noteSlow(cmds []resp.Command, start time.Time) {
+	if !start.IsZero() {
+		if d := time.Since(start); d > c.srv.cfg.Load().Log.SlowCommand {
+			c.logSlow(cmds, d)
+		}
+	}
 }
 
 // answerBatch executes a batch and writes its replies; false when they could not be written.
@@ -588,10 +595,13 @@ func (c *client) handshake() bool {
 // The write returns when the socket has taken the replies, so it waits as long as the client does not read (until
 // limits.output_timeout): that is how a client's pipeline is paused. What the client holds meanwhile is charged to
 // limits.max_clients_memory before the write, so clients that do not read never hold more than the budget.
-func (c *client) flush() bool {
-	ok := c.flushReplies()
+func (c *client) flush() bool { return c.released(c.flushReplies()) }
+
+// released follows a write of the client's replies: its own invalidations, held until they were out (holdPushes),
+// may follow them now. It returns ok, the write's result.
+func (c *client) released(ok bool) bool {
 	if c.pushHold {
-		c.releasePushes() // the replies are out: the client's own invalidations may follow them
+		c.releasePushes()
 	}
 	return ok
 }

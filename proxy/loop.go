@@ -8,13 +8,13 @@ import (
 	"featcache/internal/resp"
 )
 
-// The event loop (loop_linux.go) serves the batches a plain TCP client sends that are cached GETs
-// and nothing else, as Redis serves every client: one goroutine waits for every such client's socket at once,
-// reads what is ready, answers it from memory and writes the replies, with no goroutine switch per request. A
-// client's own goroutine, parked meanwhile (client.park), gets the connection back, with the batch as far as the
-// loop took it, as soon as the batch needs anything else: a command other than GET, a key not fresh in memory (a
-// fill, a refresh in the foreground, a forward), a reply too large to write at once, a session. It serves that
-// batch as it serves every other, and parks again when it would wait for the next one.
+// The event loop (loop_linux.go) serves the batches of cached GETs a plain TCP client sends, as Redis serves
+// every client: one goroutine waits for every such client's socket at once, reads what is ready, answers it from
+// memory and writes the replies, with no goroutine switch per request. A client's own goroutine, parked meanwhile
+// (client.park), gets the connection back, with the batch as far as the loop took it, as soon as the batch needs
+// anything else: a command other than GET, a key not fresh in memory (a fill, a refresh in the foreground, a
+// forward), a reply too large to write at once, a session. It serves that batch as it serves every other, and
+// parks again when it would wait for the next one.
 //
 // Ownership: the client's state is the loop's only while lp.state is loopServing, which only the loop sets,
 // from loopParked. The goroutine sets loopParked before the socket is armed, and the loop sets loopGoroutine
@@ -144,35 +144,20 @@ func (lp *loopClient) servedOne() {
 	}
 }
 
-// loopSafe reports whether the loop may run a batch: the client outside every session and every command a GET
-// of one key, none of a snapshot policy (whose version read waits upstream).
-func (c *client) loopSafe(cmds []resp.Command) bool {
-	if !c.plain() || c.ldbArmed || c.srv.policies.Load().hasSnapshots {
-		return false
-	}
-	for i := range cmds {
-		if len(cmds[i].Args) != 2 || !isGet(cmds[i].Args[0]) {
-			return false
-		}
-	}
-	return true
-}
-
-// runInLoop runs a batch loopSafe accepted, on the loop. It reports false, with the hand-over, when the
-// goroutine has to take it on from where it stopped: nothing it runs waits, and the write of its replies is
-// made without waiting.
+// runInLoop runs a batch on the loop, its GETs as execBatch runs them. It reports false, with the hand-over, when
+// the goroutine has to take the batch on from where it stopped: at a command that is not a GET, or after a GET
+// that left the segment work to do (a fill, a forward) or more replies than settleOutput lets wait. Nothing it
+// runs waits, and the write of its replies is made without waiting. The client is plain, as execGet needs:
+// parkable said so before it parked, and only its own commands, of which the loop runs GETs alone, change that.
 func (c *client) runInLoop(cmds []resp.Command) (loopHandoff, bool) {
-	h := loopHandoff{cmds: cmds, begun: true, settle: -1, sent: -1}
-	if slow := c.srv.cfg.Load().Log.SlowCommand; slow > 0 {
-		h.start = time.Now()
-	}
+	h := loopHandoff{cmds: cmds, begun: true, settle: -1, sent: -1, start: c.slowStart()}
 	c.beginBatch()
 	c.takeBig()
 	c.beginExec(len(cmds))
 	for i := range cmds {
 		pending := c.replies.pending()
 		if !c.execGet(&cmds[i]) {
-			h.next = i // denied: exec answers it
+			h.next = i // not a GET (or GET denied): exec runs it
 			return h, false
 		}
 		settled := c.settled(pending)
@@ -224,10 +209,7 @@ func (c *client) loopFlush() (int, bool) {
 	if n < len(c.out) {
 		return max(n, 0), false
 	}
-	c.wrote(true)
-	if c.pushHold {
-		c.releasePushes()
-	}
+	c.released(c.wrote(true))
 	return n, true
 }
 
@@ -241,28 +223,13 @@ func (c *client) finishLoopBatch(h *loopHandoff) bool {
 			if !c.flush() {
 				return false
 			}
-		} else {
-			ok := c.wrote(c.send(c.out[h.sent:]))
-			if c.pushHold {
-				c.releasePushes()
-			}
-			if !ok {
-				return false
-			}
+		} else if !c.released(c.wrote(c.send(c.out[h.sent:]))) {
+			return false
 		}
 		c.endBatch()
 		c.noteSlow(h.cmds, h.start)
 	}
 	return c.settleBatch()
-}
-
-// noteSlow logs a batch begun at start (zero: log.slow_command is off) that took longer than log.slow_command.
-func (c *client) noteSlow(cmds []resp.Command, start time.Time) {
-	if !start.IsZero() {
-		if d := time.Since(start); d > c.srv.cfg.Load().Log.SlowCommand {
-			c.logSlow(cmds, d)
-		}
-	}
 }
 
 // closeRaw closes the client's connection as closeRaw does, and wakes its goroutine if the loop waits for it.

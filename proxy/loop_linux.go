@@ -224,7 +224,9 @@ func (l *eventLoop) serveNow(fd uintptr) bool {
 		}
 		c.markWait(false)
 		c.dir.batches++ // the goroutine, when it serves the client itself (skip), reads directly after directAfter
-		if err != nil || !c.loopSafe(cmds) {
+		// A read error goes to the goroutine with the batch before it; so does a batch while a policy has a
+		// snapshot pointer, whose version read waits upstream.
+		if err != nil || c.srv.policies.Load().hasSnapshots {
 			l.h, l.outcome = loopHandoff{cmds: cmds, err: err}, loopHandsOn
 			return true
 		}

@@ -24,11 +24,16 @@ func TestEventLoopHandsOverWhatItCannotAnswer(t *testing.T) {
 		p.redis.Do("SET", "loop:"+strconv.Itoa(i), "v"+strconv.Itoa(i))
 	}
 	p.settle()
+	p.redis.Do("SET", "loop:big", strings.Repeat("b", 8<<10))
 	rc := redistest.Dial(t, p.redis.Addr())
 	defer rc.Close()
 	get := func(k string) []string { return []string{"GET", "loop:" + k} }
+	var big [][]string
+	for range 12 { // 96 KiB of replies, past outputFlushBytes
+		big = append(big, get("big"))
+	}
 	fc := p.dial()
-	compareWithRedis(t, fc, rc, nil, get("0"), get("1")) // misses: fills
+	compareWithRedis(t, fc, rc, nil, get("0"), get("1"), get("big")) // misses: fills
 	fc.Close()
 	before := p.srv.Stats()
 	pipelines := [][][]string{
@@ -42,6 +47,7 @@ func TestEventLoopHandsOverWhatItCannotAnswer(t *testing.T) {
 		{get("0"), {"PING"}, get("1")},
 		{{"GET", "loop:0", "extra"}, get("0")}, // a wrong arity, as Redis answers it
 		{get("2"), get("3"), get("0")},
+		big, // more than settleOutput lets wait: the goroutine writes them as they come
 	}
 	for _, cmds := range pipelines {
 		// Each on a new connection, whose first batch the loop reads (a client whose batches the loop hands
@@ -184,37 +190,97 @@ func TestEventLoopClientsKeepTheirOwnReplies(t *testing.T) {
 	}
 }
 
-// TestEventLoopWaitingClientsClosed: a client the event loop waits for is closed as any other by CLIENT KILL,
-// limits.idle_timeout and limits.max_conn_age, and a Shutdown closes it at once.
+// TestEventLoopWaitingClientsClosed: a client the event loop waits for, which sends nothing more, is closed as
+// any other by CLIENT KILL, by limits.idle_timeout and by limits.max_conn_age (each counted as such): the loop
+// wakes its goroutine for each.
 func TestEventLoopWaitingClientsClosed(t *testing.T) {
-	p := startProxy(t, defaultTestConfig+`
-limits:
-  idle_timeout: 1s
-  max_conn_age: 1s
-`)
-	p.redis.Do("SET", "loop:k", "v")
-	p.settle()
-	parked := func() *redistest.Conn {
+	// parked returns a client of p that read a cached key twice: the loop waits for its next batch.
+	parked := func(p *testProxy) *redistest.Conn {
 		c := p.dial()
 		expectDo(t, c, bulk("v"), "GET", "loop:k")
-		expectDo(t, c, bulk("v"), "GET", "loop:k") // a hit: the loop waits for the next batch
+		expectDo(t, c, bulk("v"), "GET", "loop:k")
 		return c
 	}
-	a := parked()
-	defer a.Close()
-	id := strings.TrimSpace(strings.TrimPrefix(string(a.Do("CLIENT", "ID")), ":"))
-	expectDo(t, a, bulk("v"), "GET", "loop:k")
-	b := p.dial()
-	defer b.Close()
-	expectDo(t, b, ":1\r\n", "CLIENT", "KILL", "ID", id)
-	expectClosed(t, a, 2*time.Second)
+	start := func(cfg string) *testProxy {
+		p := startProxy(t, defaultTestConfig+cfg)
+		p.redis.Do("SET", "loop:k", "v")
+		p.settle()
+		return p
+	}
+	t.Run("client kill", func(t *testing.T) {
+		p := start("")
+		a := parked(p)
+		defer a.Close()
+		id := strings.TrimSpace(strings.TrimPrefix(string(a.Do("CLIENT", "ID")), ":"))
+		expectDo(t, a, bulk("v"), "GET", "loop:k")
+		b := p.dial()
+		defer b.Close()
+		expectDo(t, b, ":1\r\n", "CLIENT", "KILL", "ID", id)
+		expectClosed(t, a, 2*time.Second)
+		expectDo(t, b, bulk("v"), "GET", "loop:k")
+	})
+	t.Run("idle_timeout", func(t *testing.T) {
+		p := start("limits: {idle_timeout: 1s}\n")
+		c := parked(p)
+		defer c.Close()
+		expectClosed(t, c, 5*time.Second)
+		if n := p.srv.Stats().IdleTimeouts.Load(); n != 1 {
+			t.Errorf("idle timeouts %d; want 1", n)
+		}
+	})
+	t.Run("max_conn_age", func(t *testing.T) {
+		p := start("limits: {max_conn_age: 1s}\n")
+		c := parked(p)
+		defer c.Close()
+		expectClosed(t, c, 5*time.Second)
+		if n := p.srv.metrics.agedOut.Load(); n != 1 {
+			t.Errorf("connections aged out %d; want 1", n)
+		}
+	})
+}
 
-	idle := parked()
-	defer idle.Close()
-	start := time.Now()
-	expectClosed(t, idle, 5*time.Second) // idle_timeout or max_conn_age, whichever comes first
-	if d := time.Since(start); d > 4*time.Second {
-		t.Errorf("closed after %v", d)
+// TestEventLoopAnswersHitsWhileRedisIsBusy: another client of the same Redis runs a script for 800 ms. A client
+// whose GET misses waits for Redis, as it would going direct, and gets the value Redis then has (a fill waits up to
+// upstream.timeout, 1 s: docs/upstream-faults.md); meanwhile the event loop goes on answering another client's
+// cached GET: that client's reply arrives while the first still waits.
+func TestEventLoopAnswersHitsWhileRedisIsBusy(t *testing.T) {
+	p := startProxy(t, defaultTestConfig)
+	p.redis.Do("SET", "loop:hot", "v")
+	p.redis.Do("SET", "loop:cold", "c")
+	p.settle()
+	hot := p.dial()
+	defer hot.Close()
+	expectDo(t, hot, bulk("v"), "GET", "loop:hot") // cached
+	other := redistest.Dial(t, p.redis.Addr())
+	defer other.Close()
+	if err := other.Send("EVAL", redistest.SleepScript, "0", "800"); err != nil {
+		t.Fatal(err)
+	}
+	cold := p.dial()
+	defer cold.Close()
+	redistest.Eventually(t, 5*time.Second, "the script running", func() bool {
+		// Redis is busy once a PING straight to it goes unanswered for a moment.
+		rc := redistest.Dial(t, p.redis.Addr())
+		defer rc.Close()
+		rc.Send("PING")
+		_, err := rc.ReadTimeout(100 * time.Millisecond)
+		return err != nil
+	})
+	writeRaw(t, cold, redistest.Encode("GET", "loop:cold"))
+	before := p.srv.Stats().LoopBatches.Load()
+	expectDo(t, hot, bulk("v"), "GET", "loop:hot")
+	if got, err := cold.ReadTimeout(50 * time.Millisecond); err == nil {
+		t.Fatalf("the miss was answered (%q) before the hit: Redis was not busy, or the hit waited", got)
+	}
+	if p.srv.Stats().LoopBatches.Load() == before {
+		t.Errorf("the hit was not answered by the event loop")
+	}
+	got, err := cold.ReadTimeout(10 * time.Second)
+	if err != nil || string(got) != bulk("c") {
+		t.Errorf("the miss after the script: %q, %v; want %q", got, err, bulk("c"))
+	}
+	if got, err := other.ReadTimeout(10 * time.Second); err != nil || string(got) != ":1\r\n" {
+		t.Errorf("the script: %q, %v", got, err)
 	}
 }
 
